@@ -1,0 +1,7 @@
+"""``python -m cellmesh``: the same as the ``cellmesh`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

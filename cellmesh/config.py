@@ -1,0 +1,125 @@
+"""Runtime paths and environment variables, resolved once into a frozen value.
+
+Nothing here reads the environment at import time: :meth:`Paths.from_env`
+takes the mapping to read (``os.environ`` by default), so tests and the root
+can resolve paths for any environment without touching globals.
+
+Environment variables (all optional):
+
+``CELL_HOME``        base directory, default ``~/.cell``
+``CELL_SOCKET_DIR``  membrane sockets, default ``$CELL_HOME/run`` (created 0700)
+``CELL_UMBILICAL``   root control socket, default ``$CELL_SOCKET_DIR/mitosis.sock``
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from .errors import ConfigError
+
+#: Cell names become file names and hostnames: keep them to a safe alphabet.
+CELL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+#: ``sun_path`` is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH: Final = 107
+
+
+def check_cell_name(name: object, *, source: str = "cell name") -> str:
+    """Return ``name`` if it is a valid cell name, else raise :class:`ConfigError`.
+
+    Valid: 1-63 characters of ``A-Z a-z 0-9 _ . -``, starting with a letter or
+    digit (so it is a safe file name and hostname component).
+    """
+    if not isinstance(name, str) or not CELL_NAME_RE.match(name):
+        raise ConfigError(
+            source,
+            f"{name!r} is not a valid cell name "
+            "(1-63 of A-Z a-z 0-9 _ . -, starting with a letter or digit)",
+        )
+    return name
+
+
+def _env_path(env: Mapping[str, str], key: str) -> Path | None:
+    value = env.get(key)
+    if value is None or value == "":
+        return None
+    if "\0" in value:
+        raise ConfigError(key, "contains a NUL byte")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(key, f"must be an absolute path, got {value!r}")
+    return path
+
+
+@attrs.frozen(kw_only=True)
+class Paths:
+    """Where cellmesh keeps sockets, caches, data and logs on this host."""
+
+    home: Path
+    socket_dir: Path
+    umbilical: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Paths:
+        """Resolve the paths from ``env`` (default: ``os.environ``).
+
+        Raises :class:`ConfigError` naming the variable when a value is not an
+        absolute path or contains NUL.
+        """
+        if env is None:
+            env = os.environ
+        home = _env_path(env, "CELL_HOME") or Path("~/.cell").expanduser()
+        socket_dir = _env_path(env, "CELL_SOCKET_DIR") or home / "run"
+        umbilical = _env_path(env, "CELL_UMBILICAL") or socket_dir / "mitosis.sock"
+        return cls(home=home, socket_dir=socket_dir, umbilical=umbilical)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Content-addressed DNA cache."""
+        return self.home / "cache"
+
+    @property
+    def data_dir(self) -> Path:
+        """Per-cell durable state."""
+        return self.home / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        """Captured cell output and lifecycle events."""
+        return self.home / "logs"
+
+    def socket_path(self, name: str) -> Path:
+        """The membrane socket of cell ``name``; validates the name and path length."""
+        check_cell_name(name)
+        path = self.socket_dir / f"{name}.sock"
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                "CELL_SOCKET_DIR",
+                f"socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
+                "limit of Unix sockets; choose a shorter directory",
+            )
+        return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed, mode 0700, and check ownership.
+
+    Refuses (``ConfigError``) a directory owned by another user or writable by
+    group/others: sockets in it would be reachable by them.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(str(path), "is not a directory")
+    if st.st_uid != os.getuid():
+        raise ConfigError(str(path), f"is owned by uid {st.st_uid}, not by us ({os.getuid()})")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path

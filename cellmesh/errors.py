@@ -1,0 +1,282 @@
+"""The exception hierarchy: one root, split by who is to blame.
+
+Every exception cellmesh raises on purpose derives from :class:`CellmeshError`.
+Below it the tree says whose fault a failure is, so callers can decide what to
+do without reading messages:
+
+* :class:`ConfigError` -- the local user or operator gave bad input (an
+  environment value, a manifest key, a CLI argument).
+* :class:`ProtocolError` -- bytes on a connection broke the wire protocol.
+  :class:`LocalProtocolError` means *we* were about to send something invalid
+  (a bug or a bad argument on this side); :class:`RemoteProtocolError` means the
+  peer sent it. Both carry a stable numeric :attr:`ProtocolError.code` that is
+  also what travels in an ``error`` frame.
+* :class:`CellUnavailable` -- the transport to a cell is gone or never came up
+  (the OS or the peer broke it); :class:`ConnectionClosed` -- *we* closed it.
+* :class:`RemoteCellError` -- the remote handler raised. It is rebuilt from
+  data (type name, message, traceback text); no name the peer sent is ever
+  imported or evaluated.
+
+Errors carry their facts as attributes; nothing is ever classified by message
+text.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class CellmeshError(Exception):
+    """Root of every error cellmesh raises on purpose."""
+
+
+class ConfigError(CellmeshError, ValueError):
+    """Local input (env value, manifest, CLI argument, API argument) is invalid.
+
+    ``source`` names where the value came from (an env var, a file and key, an
+    argument name) so the message can point at it.
+    """
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------
+# Wire protocol errors. The codes are part of the protocol (docs/protocol.md)
+# and must never be renumbered.
+
+
+class ErrorCode:
+    """Stable numeric codes carried in ``error`` frames (see docs/protocol.md)."""
+
+    # Connection-level (the connection is closed after sending them).
+    MALFORMED_FRAME: Final = 1
+    FRAME_TOO_LARGE: Final = 2
+    UNKNOWN_FRAME_KIND: Final = 3
+    BAD_HANDSHAKE: Final = 4
+    VERSION_MISMATCH: Final = 5
+    FLOW_CONTROL: Final = 6
+    BAD_VESICLE: Final = 7
+    DUPLICATE_CALL_ID: Final = 8
+    # Call-level (the connection stays open).
+    UNKNOWN_PROTEIN: Final = 20
+    SCHEMA_MISMATCH: Final = 21
+    BAD_FIELDS: Final = 22
+    NO_HANDLER: Final = 23
+    HANDLER_FAILED: Final = 30
+    CANCELLED: Final = 31
+    SHUTTING_DOWN: Final = 32
+    BAD_REPLY: Final = 33
+
+
+class ProtocolError(CellmeshError):
+    """Bytes on a connection violated the wire protocol.
+
+    Raised by the sans-I/O codec for anything malformed, and never any other
+    exception type. ``code`` is an :class:`ErrorCode` value.
+    """
+
+    code: int = ErrorCode.MALFORMED_FRAME
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that violate the protocol; the connection is closed."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to send something the protocol forbids (our bug or bad input)."""
+
+
+class MalformedFrame(RemoteProtocolError):
+    """A frame's bytes are not valid CBOR, or not the shape its kind requires."""
+
+    code = ErrorCode.MALFORMED_FRAME
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """A frame's declared length exceeds the negotiated maximum frame size."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"frame of {length} bytes exceeds the {limit}-byte limit")
+        self.length = length
+        self.limit = limit
+
+
+class UnknownFrameKind(RemoteProtocolError):
+    """A frame's kind number is not one this protocol version defines."""
+
+    code = ErrorCode.UNKNOWN_FRAME_KIND
+
+
+class HandshakeError(RemoteProtocolError):
+    """The hello exchange failed (missing, repeated, or malformed hello)."""
+
+    code = ErrorCode.BAD_HANDSHAKE
+
+
+class VersionMismatch(HandshakeError):
+    """The peer speaks a protocol version we do not."""
+
+    code = ErrorCode.VERSION_MISMATCH
+
+    def __init__(self, ours: int, theirs: object) -> None:
+        super().__init__(f"peer speaks protocol version {theirs!r}, we speak {ours}")
+        self.ours = ours
+        self.theirs = theirs
+
+
+class FlowControlError(RemoteProtocolError):
+    """The peer sent more calls or signals than it had credit for."""
+
+    code = ErrorCode.FLOW_CONTROL
+
+
+class VesicleError(RemoteProtocolError):
+    """A vesicle reference or its file descriptor is invalid (unsealed, short, missing)."""
+
+    code = ErrorCode.BAD_VESICLE
+
+
+# --------------------------------------------------------------------------
+# Protein (message schema) errors: the connection survives them.
+
+
+class ProteinError(CellmeshError):
+    """A message does not fit a known protein schema."""
+
+    code: int = ErrorCode.BAD_FIELDS
+
+
+class UnknownProtein(ProteinError):
+    """No protein with this wire name is registered on the receiving side."""
+
+    code = ErrorCode.UNKNOWN_PROTEIN
+
+    def __init__(self, wire_name: object) -> None:
+        super().__init__(f"unknown protein {wire_name!r}")
+        self.wire_name = wire_name
+
+
+class SchemaMismatch(ProteinError):
+    """Both peers know the wire name but their schema fingerprints differ."""
+
+    code = ErrorCode.SCHEMA_MISMATCH
+
+    def __init__(self, wire_name: str, ours: str, theirs: str) -> None:
+        super().__init__(
+            f"protein {wire_name!r} has schema {theirs} at the peer but {ours} here"
+        )
+        self.wire_name = wire_name
+        self.ours = ours
+        self.theirs = theirs
+
+
+class FieldError(ProteinError):
+    """A protein's fields are missing, extra, or of the wrong type."""
+
+    code = ErrorCode.BAD_FIELDS
+
+    def __init__(self, wire_name: str, problem: str) -> None:
+        super().__init__(f"protein {wire_name!r}: {problem}")
+        self.wire_name = wire_name
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------
+# Calls and connections.
+
+
+class CellUnavailable(CellmeshError):
+    """The cell cannot be reached: no socket, refused, or the connection broke.
+
+    ``socket_path`` names the membrane socket tried; ``cell`` the cell name.
+    Calls in flight when a connection breaks fail with this error; the next
+    call on the same synapse reconnects.
+    """
+
+    def __init__(self, cell: str, socket_path: str, reason: str) -> None:
+        super().__init__(f"cell {cell!r} is unavailable at {socket_path}: {reason}")
+        self.cell = cell
+        self.socket_path = socket_path
+        self.reason = reason
+
+
+class ConnectionClosed(CellmeshError):
+    """The operation was attempted on a synapse or membrane *we* already closed."""
+
+
+class MembraneInUse(CellmeshError):
+    """A live process is already serving on this socket path; it is never stolen."""
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__(
+            f"{socket_path} is in use by a live membrane; "
+            "stop that cell first or choose another name"
+        )
+        self.socket_path = socket_path
+
+
+class RemoteCellError(CellmeshError):
+    """The remote cell failed the call: its handler raised, or it refused the call.
+
+    Rebuilt from data only. ``type_name`` is the remote exception's qualified
+    name as text (never imported), ``remote_message`` its message,
+    ``remote_traceback`` the formatted remote traceback (or None), ``code`` an
+    :class:`ErrorCode` value, ``cell`` the peer's name.
+    """
+
+    def __init__(
+        self,
+        *,
+        cell: str,
+        code: int,
+        type_name: str,
+        message: str,
+        remote_traceback: str | None,
+    ) -> None:
+        super().__init__(f"cell {cell!r} failed the call: {type_name}: {message}")
+        self.cell = cell
+        self.code = code
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+
+__all__ = [
+    "CellUnavailable",
+    "CellmeshError",
+    "ConfigError",
+    "ConnectionClosed",
+    "ErrorCode",
+    "FieldError",
+    "FlowControlError",
+    "FrameTooLarge",
+    "HandshakeError",
+    "LocalProtocolError",
+    "MalformedFrame",
+    "MembraneInUse",
+    "ProteinError",
+    "ProtocolError",
+    "RemoteCellError",
+    "RemoteProtocolError",
+    "SchemaMismatch",
+    "UnknownFrameKind",
+    "UnknownProtein",
+    "VersionMismatch",
+    "VesicleError",
+]
