@@ -1,0 +1,52 @@
+"""Raft consensus: the pure core, its value types and errors.
+
+The public API is what this module re-exports. :class:`RaftCore` is the
+sans-I/O state machine (see :mod:`cellmesh.consensus.core` for the driver
+loop and the persist-before-send contract on :class:`Ready`).
+"""
+
+from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
+from cellmesh.consensus.errors import (
+    ConfigChangeInProgress,
+    ConsensusError,
+    ConsensusUsageError,
+    InvalidConfigChange,
+    NotLeader,
+    ProposalDropped,
+)
+from cellmesh.consensus.messages import Message, MessageType
+from cellmesh.consensus.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+__all__ = [
+    "ConfigChangeInProgress",
+    "ConsensusError",
+    "ConsensusUsageError",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "InvalidConfigChange",
+    "Membership",
+    "Message",
+    "MessageType",
+    "NotLeader",
+    "ProposalDropped",
+    "RaftConfig",
+    "RaftCore",
+    "RandomSource",
+    "ReadState",
+    "Ready",
+    "Role",
+    "Snapshot",
+    "SnapshotMeta",
+    "SoftState",
+]

@@ -1,0 +1,82 @@
+"""The messages Raft peers exchange: one frozen value type for every kind.
+
+Theory of operation: like etcd's ``raftpb.Message``, a single flat record
+carries every RPC of the paper; ``type`` says which fields are meaningful.
+Keeping one shape makes the simulator, the codec and the driver trivial:
+they route on ``dst`` and never need to know the kinds.
+
+Field use per kind (all carry ``src``, ``dst`` and the sender's ``term``):
+
+* ``APPEND`` (AppendEntries, section 5.3): ``index``/``log_term`` are the
+  position before ``entries``; ``commit`` the leader's commit index.
+* ``APPEND_RESP``: ``index`` is the follower's last matching index on success;
+  on ``reject`` it echoes the rejected ``index`` and ``reject_hint`` is the
+  follower's last index (a hint for where to probe next).
+* ``HEARTBEAT``/``HEARTBEAT_RESP``: ``commit`` (clamped to what the follower is
+  known to hold) and ``read_seq``, echoed back to confirm leadership for
+  ReadIndex (section 6.4).
+* ``VOTE``/``PRE_VOTE`` (RequestVote, section 5.2; pre-vote, dissertation
+  9.6): ``index``/``log_term`` are the candidate's last log position;
+  ``transfer`` marks an election started by TimeoutNow (it may disturb a lease).
+* ``VOTE_RESP``/``PRE_VOTE_RESP``: ``reject`` tells whether the vote was denied.
+* ``SNAPSHOT`` (InstallSnapshot, section 7): ``snapshot``.
+* ``TIMEOUT_NOW`` (leadership transfer, dissertation 3.10): start an election now.
+* ``READ_INDEX``/``READ_INDEX_RESP``: a follower forwards a read to the leader;
+  the reply's ``index`` is the read index and ``context`` the reader's token.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from cellmesh.consensus.types import Entry, Snapshot
+
+
+class MessageType(enum.IntEnum):
+    """Which Raft RPC a :class:`Message` carries. Values are stable wire numbers."""
+
+    APPEND = 1
+    APPEND_RESP = 2
+    HEARTBEAT = 3
+    HEARTBEAT_RESP = 4
+    VOTE = 5
+    VOTE_RESP = 6
+    PRE_VOTE = 7
+    PRE_VOTE_RESP = 8
+    SNAPSHOT = 9
+    TIMEOUT_NOW = 10
+    READ_INDEX = 11
+    READ_INDEX_RESP = 12
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One Raft message from ``src`` to ``dst``; see the module docstring for fields."""
+
+    type: MessageType
+    src: int
+    dst: int
+    term: int
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    snapshot: Snapshot | None = None
+    read_seq: int = 0
+    context: bytes = b""
+    transfer: bool = False
+
+
+RESPONSE_TYPES: frozenset[MessageType] = frozenset(
+    {
+        MessageType.APPEND_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.PRE_VOTE_RESP,
+        MessageType.READ_INDEX_RESP,
+    }
+)

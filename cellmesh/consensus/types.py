@@ -1,0 +1,155 @@
+"""Value types shared by the Raft core, the write-ahead log and the driver.
+
+These are the contract between :mod:`cellmesh.consensus.core` (pure),
+:mod:`cellmesh.consensus.wal` (sync disk I/O) and the Trio driver. They are
+frozen attrs values; nothing here does I/O.
+
+Besides the log types (:class:`Entry`, :class:`HardState`, :class:`Snapshot`)
+this module defines :class:`Membership` (voters + learners, the payload of a
+CONFIG entry), :class:`Role`, :class:`SoftState` and :class:`ReadState`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry carries."""
+
+    NORMAL = 0  #: an opaque state-machine command (``data``)
+    CONFIG = 1  #: a membership change (``data`` is an encoded configuration)
+    NOOP = 2  #: the empty entry a new leader appends in its term (Raft section 8)
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """One log entry. ``index`` starts at 1; ``term`` >= 1."""
+
+    index: int
+    term: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@attrs.frozen(kw_only=True)
+class HardState:
+    """The state Raft must make durable before revealing it (Figure 2 "persistent state").
+
+    ``commit`` is persisted as a hint for faster restart; safety never depends on it.
+    """
+
+    term: int = 0
+    vote: int | None = None
+    commit: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotMeta:
+    """Identifies a snapshot: the last log position it covers and the membership then."""
+
+    index: int
+    term: int
+    voters: frozenset[int] = frozenset()
+    learners: frozenset[int] = frozenset()
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A state-machine snapshot: its position plus the opaque serialized state."""
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+class Role(enum.IntEnum):
+    """The role a Raft node currently plays (Figure 4 of the paper, plus pre-candidate)."""
+
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1  #: running a pre-vote (dissertation section 9.6); term unchanged
+    CANDIDATE = 2
+    LEADER = 3
+
+
+@attrs.frozen(kw_only=True)
+class SoftState:
+    """Volatile state the driver may want to observe; never persisted."""
+
+    leader: int | None
+    role: Role
+
+
+@attrs.frozen(kw_only=True)
+class ReadState:
+    """A linearizable read may be served once the state machine applied ``index``.
+
+    ``context`` is the opaque value the reader passed to ``read_index``.
+    """
+
+    index: int
+    context: bytes
+
+
+_VOTERS_TAG: bytes = b"v="
+_LEARNERS_TAG: bytes = b"l="
+
+
+def _encode_ids(ids: frozenset[int]) -> bytes:
+    return ",".join(str(i) for i in sorted(ids)).encode("ascii")
+
+
+def _decode_ids(raw: bytes) -> frozenset[int]:
+    if not raw:
+        return frozenset()
+    out: set[int] = set()
+    for part in raw.split(b","):
+        if not part.isdigit():
+            raise ValueError(f"bad node id {part!r} in membership")
+        out.add(int(part))
+    return frozenset(out)
+
+
+@attrs.frozen(kw_only=True)
+class Membership:
+    """A cluster configuration: voting members and non-voting learners.
+
+    Invariant: ``voters`` and ``learners`` are disjoint. Encoded as the
+    ``data`` of a :attr:`EntryKind.CONFIG` entry with :meth:`encode`.
+    """
+
+    voters: frozenset[int]
+    learners: frozenset[int] = frozenset()
+
+    def encode(self) -> bytes:
+        """Serialize to the compact ASCII form ``v=1,2,3;l=4``."""
+        return _VOTERS_TAG + _encode_ids(self.voters) + b";" + _LEARNERS_TAG + _encode_ids(
+            self.learners
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Membership:
+        """Parse :meth:`encode` output; raises ``ValueError`` on anything else."""
+        parts = raw.split(b";")
+        if (
+            len(parts) != 2
+            or not parts[0].startswith(_VOTERS_TAG)
+            or not parts[1].startswith(_LEARNERS_TAG)
+        ):
+            raise ValueError(f"malformed membership {raw!r}")
+        voters = _decode_ids(parts[0][len(_VOTERS_TAG) :])
+        learners = _decode_ids(parts[1][len(_LEARNERS_TAG) :])
+        if voters & learners:
+            raise ValueError(f"membership {raw!r} has ids that are both voter and learner")
+        return cls(voters=voters, learners=learners)
+
+    @classmethod
+    def of_snapshot(cls, meta: SnapshotMeta) -> Membership:
+        """The membership recorded in a snapshot's metadata."""
+        return cls(voters=meta.voters, learners=meta.learners)
+
+    @property
+    def members(self) -> frozenset[int]:
+        """Every node that receives the log: voters and learners."""
+        return self.voters | self.learners
