@@ -1,0 +1,116 @@
+"""Client process of one ``cellmesh bench wire`` measurement.
+
+Usage: ``python -m cellmesh.bench.wire_client KIND SOCKET PARAMS_JSON``. For each
+``run`` line read on stdin it performs one measured round (new connection,
+warm-up, timed part) and prints one JSON line with the raw result:
+
+* ``{"rtt_ns": [...]}`` for round-trip measurements,
+* ``{"msgs": N, "seconds": t}`` for throughput measurements,
+* ``{"bytes": N, "seconds": [t, ...]}`` for bulk transfers,
+* ``{"error": "..."}`` if the round failed.
+
+It exits at EOF on stdin. Kinds: see :data:`CLIENT_KINDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import trio
+
+from . import baselines
+from ._params import WireParams
+
+__all__ = ["CLIENT_KINDS", "bulk_payload", "main", "make_round"]
+
+CLIENT_KINDS: Final = (
+    "unix_pingpong",
+    "trio_pingpong",
+    "raw_pipeline",
+    "raw_oneway",
+    "raw_bulk",
+    "cm_rtt",
+    "cm_pipeline",
+    "cm_signal",
+    "cm_inline",
+    "cm_vesicle",
+)
+
+Round = Callable[[], dict[str, Any]]
+
+
+def bulk_payload(size: int) -> bytes:
+    """Return ``size`` bytes of a non-constant pattern (built once, outside any timing)."""
+    pattern = bytes(range(256)) * 4096
+    reps, extra = divmod(size, len(pattern))
+    return pattern * reps + pattern[:extra]
+
+
+def make_round(kind: str, path: str, p: WireParams) -> Round:
+    """Return a function that performs one measured round of ``kind`` against ``path``."""
+    if kind == "unix_pingpong":
+        return lambda: {"rtt_ns": baselines.client_unix_pingpong(path, p.rtt_samples, p.rtt_warmup)}
+    if kind == "trio_pingpong":
+        return lambda: {
+            "rtt_ns": trio.run(baselines.client_trio_pingpong, path, p.rtt_samples, p.rtt_warmup)
+        }
+    if kind == "raw_pipeline":
+        return lambda: {
+            "msgs": p.pipeline_msgs,
+            "seconds": baselines.client_pipeline(path, p.pipeline_msgs, p.window, p.warmup_msgs),
+        }
+    if kind == "raw_oneway":
+        return lambda: {
+            "msgs": p.signal_msgs,
+            "seconds": baselines.client_oneway(path, p.signal_msgs, p.signal_batch, p.warmup_msgs),
+        }
+    if kind == "raw_bulk":
+        payload = bulk_payload(p.bulk_bytes)
+        return lambda: {
+            "bytes": len(payload),
+            "seconds": baselines.client_raw_bulk(path, payload, p.bulk_transfers, p.bulk_warmup),
+        }
+    if kind.startswith("cm_"):
+        from . import _cellmesh
+
+        return _cellmesh.make_round(kind, path, p)
+    raise ValueError(f"unknown client kind {kind!r}; expected one of {CLIENT_KINDS}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``KIND SOCKET PARAMS_JSON``; one JSON line per ``run`` line on stdin."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3 or args[0] not in CLIENT_KINDS:
+        sys.stderr.write(
+            f"usage: python -m cellmesh.bench.wire_client {{{'|'.join(CLIENT_KINDS)}}} "
+            "SOCKET PARAMS_JSON\n"
+        )
+        return 2
+    kind, path, params = args[0], args[1], WireParams.from_json(args[2])
+    try:
+        run = make_round(kind, path, params)
+    except Exception:
+        run = None
+        setup_error = traceback.format_exc()
+    for line in sys.stdin:
+        if line.strip() != "run":
+            continue
+        result: dict[str, Any]
+        if run is None:
+            result = {"error": setup_error}
+        else:
+            try:
+                result = run()
+            except Exception:
+                result = {"error": traceback.format_exc()}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Server process of one ``cellmesh bench wire`` measurement.
+
+Usage: ``python -m cellmesh.bench.wire_server KIND SOCKET``. Listens on the
+AF_UNIX path ``SOCKET``, prints ``READY`` on stdout once connectable, then
+serves connections until its stdin reaches EOF (the orchestrator closed it or
+died) or it is killed. Kinds: see :data:`SERVER_KINDS`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from . import baselines
+
+__all__ = ["SERVER_KINDS", "main"]
+
+SERVER_KINDS: Final = (
+    "raw-unix-pingpong",
+    "raw-trio-pingpong",
+    "raw-pipeline",
+    "raw-oneway",
+    "raw-bulk",
+    "cellmesh",
+    "cellmesh-inline",
+)
+
+
+def _exit_on_stdin_eof() -> None:
+    """Exit the whole process once stdin closes, so no server outlives the bench."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
+
+
+def _ready() -> None:
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+
+
+def serve(kind: str, path: str) -> None:
+    """Serve ``kind`` on ``path`` forever, printing ``READY`` once listening."""
+    if kind in ("cellmesh", "cellmesh-inline"):
+        from . import _cellmesh
+
+        trio.run(_cellmesh.serve, path, kind == "cellmesh-inline", _ready)
+        return
+    listener = baselines.listen_unix(path)
+    _ready()
+    if kind == "raw-unix-pingpong":
+        baselines.serve_unix_pingpong(listener)
+    elif kind == "raw-trio-pingpong":
+        trio.run(baselines.serve_trio_pingpong, listener)
+    elif kind == "raw-pipeline":
+        baselines.serve_pipeline(listener)
+    elif kind == "raw-oneway":
+        baselines.serve_oneway(listener)
+    elif kind == "raw-bulk":
+        baselines.serve_raw_bulk(listener)
+    else:
+        raise ValueError(f"unknown server kind {kind!r}; expected one of {SERVER_KINDS}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``KIND SOCKET``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] not in SERVER_KINDS:
+        sys.stderr.write(
+            f"usage: python -m cellmesh.bench.wire_server {{{'|'.join(SERVER_KINDS)}}} SOCKET\n"
+        )
+        return 2
+    threading.Thread(target=_exit_on_stdin_eof, name="stdin-eof", daemon=True).start()
+    serve(args[0], args[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Smoke tests of the wire benchmark harness: it runs and produces numbers (never speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cellmesh.bench import QUICK, format_report, run_wire_bench
+from cellmesh.bench._stats import median, percentile
+from cellmesh.cli import main as cli_main
+
+
+def test_stats_median_and_nearest_rank_percentile() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    samples = [float(i) for i in range(1, 101)]
+    assert percentile(samples, 99) == 99.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile([5.0], 99) == 5.0
+    with pytest.raises(ValueError):
+        median([])
+    with pytest.raises(ValueError):
+        percentile(samples, 0)
+
+
+def test_wire_bench_baselines_produce_numbers() -> None:
+    params = QUICK.scaled(0.01, rounds=2)
+    report = run_wire_bench(params, include_cellmesh=False)
+    ms = report["measurements"]
+    for name in ("unix_pingpong", "trio_pingpong"):
+        assert "error" not in ms[name], ms[name]
+        assert ms[name]["samples"] == 2 * params.rtt_samples
+        assert ms[name]["median_us"] > 0
+        assert ms[name]["p99_us"] >= ms[name]["median_us"]
+    for name in ("raw_pipeline", "raw_oneway"):
+        assert "error" not in ms[name], ms[name]
+        assert len(ms[name]["round_msgs_per_s"]) == 2
+        assert ms[name]["msgs_per_s"] > 0
+    assert "error" not in ms["raw_bulk"], ms["raw_bulk"]
+    assert ms["raw_bulk"]["bytes"] == params.bulk_bytes
+    assert math.isfinite(ms["raw_bulk"]["mib_per_s"])
+    assert "skipped" in ms["cm_rtt"]
+    json.dumps(report)  # the --json document is serialisable
+    text = format_report(report)
+    assert "trio_pingpong" in text
+    assert "targets met:" in text
+
+
+def test_cli_bench_wire_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["bench", "wire", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out
+    assert "--json" in out
