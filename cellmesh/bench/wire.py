@@ -52,7 +52,7 @@ class Spec:
 
     name: str
     server: str
-    side: str  # "cellmesh" or "baseline"
+    side: str  # "cellmesh", "baseline" or "reference" (optional pyzmq)
     shape: str  # "rtt", "rate" or "bulk"
     describe: str
 
@@ -108,6 +108,20 @@ SPECS: Final[tuple[Spec, ...]] = (
         describe="cellmesh signals, then one fire(Count) that returns the count",
     ),
     Spec(
+        name="zmq_pipeline",
+        server="zmq",
+        side="reference",
+        shape="rate",
+        describe="pyzmq DEALER/ROUTER over ipc://, one cbor2 body per msg, window 1024",
+    ),
+    Spec(
+        name="zmq_oneway",
+        server="zmq",
+        side="reference",
+        shape="rate",
+        describe="pyzmq DEALER->ROUTER one-way over ipc://, one cbor2 body per msg",
+    ),
+    Spec(
         name="cm_inline",
         server="cellmesh-inline",
         side="cellmesh",
@@ -132,8 +146,8 @@ SPECS: Final[tuple[Spec, ...]] = (
 
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
     ("trio_pingpong", "cm_rtt", "unix_pingpong"),
-    ("raw_pipeline", "cm_pipeline"),
-    ("raw_oneway", "cm_signal"),
+    ("raw_pipeline", "cm_pipeline", "zmq_pipeline"),
+    ("raw_oneway", "cm_signal", "zmq_oneway"),
     ("cm_inline", "cm_vesicle", "raw_bulk"),
 )
 """Measurements compared with each other run back to back; order flips every round."""
@@ -204,6 +218,24 @@ TARGETS: Final[tuple[Target, ...]] = (
         baseline="unix_pingpong",
         stat="median_us",
         higher_is_better=False,
+        target=None,
+        ratio_kind="x",
+    ),
+    Target(
+        metric="(ref) pipelined vs pyzmq DEALER/ROUTER",
+        cellmesh="cm_pipeline",
+        baseline="zmq_pipeline",
+        stat="msgs_per_s",
+        higher_is_better=True,
+        target=None,
+        ratio_kind="x",
+    ),
+    Target(
+        metric="(ref) signals vs pyzmq one-way",
+        cellmesh="cm_signal",
+        baseline="zmq_oneway",
+        stat="msgs_per_s",
+        higher_is_better=True,
         target=None,
         ratio_kind="x",
     ),
@@ -316,10 +348,17 @@ def cellmesh_unavailable() -> str | None:
     return _cellmesh.unavailable_reason()
 
 
+def _zmq_unavailable() -> str | None:
+    from ._zmq import zmq_unavailable
+
+    return zmq_unavailable()
+
+
 def run_wire_bench(
     params: WireParams,
     *,
     include_cellmesh: bool = True,
+    include_reference: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every measurement for ``params.rounds`` interleaved rounds; return the report.
@@ -331,8 +370,12 @@ def run_wire_bench(
     """
     say = progress or (lambda _msg: None)
     host = _host_facts()
-    skip_reason = cellmesh_unavailable() if include_cellmesh else "excluded by the caller"
-    specs = [s for s in SPECS if s.side == "baseline" or skip_reason is None]
+    skip = {
+        "baseline": None,
+        "cellmesh": cellmesh_unavailable() if include_cellmesh else "excluded by the caller",
+        "reference": _zmq_unavailable() if include_reference else "excluded by the caller",
+    }
+    specs = [s for s in SPECS if skip[s.side] is None]
     rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
     errors: dict[str, str] = {}
     started = time.monotonic()
@@ -392,7 +435,7 @@ def run_wire_bench(
     for spec in SPECS:
         entry: dict[str, Any] = {"describe": spec.describe, "side": spec.side, "shape": spec.shape}
         if spec.name not in rounds:
-            entry["skipped"] = skip_reason
+            entry["skipped"] = skip[spec.side]
         elif spec.name in errors:
             entry["error"] = errors[spec.name]
         elif rounds[spec.name]:
@@ -403,7 +446,8 @@ def run_wire_bench(
     return {
         "host": host,
         "params": attrs.asdict(params),
-        "cellmesh_skipped": skip_reason,
+        "cellmesh_skipped": skip["cellmesh"],
+        "reference_skipped": skip["reference"],
         "measurements": measurements,
         "comparisons": compare(measurements),
     }
@@ -554,6 +598,8 @@ def format_report(report: dict[str, Any]) -> str:
     out.append(f"targets met: {met_count}/{len(targeted)}")
     if report["cellmesh_skipped"]:
         out.append(f"cellmesh side skipped: {report['cellmesh_skipped']}")
+    if report["reference_skipped"]:
+        out.append(f"pyzmq reference skipped: {report['reference_skipped']}")
     out.append("")
     out.append("measurements (per-round values; RTT = per-round medians):")
     for name, m in ms.items():

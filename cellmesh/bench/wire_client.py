@@ -33,6 +33,8 @@ CLIENT_KINDS: Final = (
     "raw_pipeline",
     "raw_oneway",
     "raw_bulk",
+    "zmq_pipeline",
+    "zmq_oneway",
     "cm_rtt",
     "cm_pipeline",
     "cm_signal",
@@ -73,6 +75,20 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
         return lambda: {
             "bytes": len(payload),
             "seconds": baselines.client_raw_bulk(path, payload, p.bulk_transfers, p.bulk_warmup),
+        }
+    if kind == "zmq_pipeline":
+        from . import _zmq
+
+        return lambda: {
+            "msgs": p.pipeline_msgs,
+            "seconds": _zmq.client_zmq_pipeline(path, p.pipeline_msgs, p.window, p.warmup_msgs),
+        }
+    if kind == "zmq_oneway":
+        from . import _zmq
+
+        return lambda: {
+            "msgs": p.signal_msgs,
+            "seconds": _zmq.client_zmq_oneway(path, p.signal_msgs, p.warmup_msgs),
         }
     if kind.startswith("cm_"):
         from . import _cellmesh

@@ -26,6 +26,7 @@ SERVER_KINDS: Final = (
     "raw-pipeline",
     "raw-oneway",
     "raw-bulk",
+    "zmq",
     "cellmesh",
     "cellmesh-inline",
 )
@@ -49,6 +50,11 @@ def serve(kind: str, path: str) -> None:
         from . import _cellmesh
 
         trio.run(_cellmesh.serve, path, kind == "cellmesh-inline", _ready)
+        return
+    if kind == "zmq":
+        from . import _zmq
+
+        _zmq.serve_zmq(path, _ready)
         return
     listener = baselines.listen_unix(path)
     _ready()

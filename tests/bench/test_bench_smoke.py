@@ -27,7 +27,7 @@ def test_stats_median_and_nearest_rank_percentile() -> None:
 
 def test_wire_bench_baselines_produce_numbers() -> None:
     params = QUICK.scaled(0.01, rounds=2)
-    report = run_wire_bench(params, include_cellmesh=False)
+    report = run_wire_bench(params, include_cellmesh=False, include_reference=False)
     ms = report["measurements"]
     for name in ("unix_pingpong", "trio_pingpong"):
         assert "error" not in ms[name], ms[name]
