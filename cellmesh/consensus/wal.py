@@ -1,0 +1,761 @@
+"""The Raft write-ahead log: segment files, group commit, snapshots and crash recovery.
+
+Theory of operation
+-------------------
+The log lives in one directory::
+
+    LOCK                                   flock()ed while a WriteAheadLog is open
+    wal-<seq:016x>-<index:016x>.log        segments; ``seq`` orders them, ``index``
+                                           is the next log index when it was created
+    snap-<index:016x>-<term:016x>.snap     the current snapshot (plus stale ones
+                                           until the next compaction)
+
+The byte format is described in :mod:`cellmesh.consensus._walcodec`. Each
+:meth:`WriteAheadLog.save` writes ONE frame with ONE ``os.pwrite`` and makes it
+durable with ONE ``fdatasync`` (group commit: the driver hands over everything
+that accumulated while the previous save was in flight). Only when ``save``
+returns may the caller reveal what it saved -- send a vote, acknowledge an
+append, apply a commit index. ``save`` is thread-safe (one internal lock) so a
+Trio driver may call it through ``trio.to_thread.run_sync``.
+
+Rolling: when the next frame would push the current segment past
+``segment_size``, the frame goes to a new segment instead, written in the same
+single ``pwrite`` after a header frame that records the hard state and
+snapshot base then current; the new file costs one extra directory fsync.
+
+Snapshots (Raft section 7): a batch may carry a :class:`Snapshot`. Its file is
+written to a temporary name, fsynced, renamed and the directory fsynced
+*before* the batch frame (which holds the snapshot marker) is written. After
+the marker is durable, the leading segments whose entries are all covered by
+the snapshot, and older snapshot files, are deleted.
+
+Recovery (:meth:`WriteAheadLog.open`) replays every segment in ``seq`` order.
+The rules for damage:
+
+* In the LAST segment, an invalid frame after which no valid frame exists is
+  the torn tail of a batch whose ``save`` never returned. It is truncated
+  away (the whole file if even its header is torn) and reported in
+  :attr:`Recovered.torn_tail`.
+* Any other damage -- an invalid frame followed by a valid one, damage in an
+  earlier segment, a missing segment, a checksum-valid frame whose content
+  does not decode, a missing or corrupt snapshot -- is refused with
+  :class:`WalCorrupted` naming the file and byte offset. Nothing is ever
+  silently dropped.
+
+Failure: an ``OSError`` from any write, fsync, rename or unlink leaves the
+log in an unknown state (after a failed fsync the kernel may already have
+dropped the dirty pages -- the PostgreSQL "fsyncgate" lesson), so the log
+stops for good: that call and every later one raise :class:`WalFailed`. The
+node must stop and recover from disk; an fsync is never retried.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import itertools
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Protocol
+
+import attrs
+
+from cellmesh.consensus import _walcodec as codec
+from cellmesh.consensus.types import Entry, HardState, Snapshot, SnapshotMeta
+from cellmesh.errors import CellmeshError
+
+DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
+
+_SEGMENT_RE: Final = re.compile(r"wal-([0-9a-f]{16})-([0-9a-f]{16})\.log")
+_SNAPSHOT_RE: Final = re.compile(r"snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap")
+_TMP_SUFFIX: Final = ".tmp"
+_LOCK_NAME: Final = "LOCK"
+_FILE_MODE: Final = 0o600
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+class WalError(CellmeshError):
+    """Root of the write-ahead log's errors."""
+
+
+class WalCorrupted(WalError):
+    """The files on disk are damaged in a way recovery must not paper over.
+
+    ``path`` names the file and ``offset`` the byte where the damage starts;
+    ``reason`` says what is wrong. The operator must investigate (restore the
+    node from a peer); the log is never truncated to get past this.
+    """
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: corrupt at byte {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class WalFailed(WalError):
+    """An I/O call failed; the log is stopped and every later call raises this.
+
+    The original ``OSError`` is the ``__cause__`` of the first ``WalFailed``
+    and is kept in ``os_error``. Do not retry: stop the node and recover.
+    """
+
+    def __init__(self, os_error: BaseException) -> None:
+        super().__init__(f"write-ahead log stopped after an I/O failure: {os_error}")
+        self.os_error = os_error
+
+
+class WalMisuse(WalError, ValueError):
+    """The caller broke the log's contract (a local bug): non-contiguous entries,
+    an older snapshot, a closed log."""
+
+
+class WalLocked(WalError):
+    """Another open :class:`WriteAheadLog` (in this or another process) holds the directory."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(f"{directory} is in use by another write-ahead log")
+        self.directory = directory
+
+
+# --------------------------------------------------------------------------
+# Injectable durability
+
+
+class Syncer(Protocol):
+    """How the log makes bytes durable. Injected so tests can count or fail syncs."""
+
+    def sync_data(self, fd: int) -> None:
+        """``fdatasync`` a segment after a batch was written (one per batch)."""
+
+    def sync_file(self, fd: int) -> None:
+        """``fsync`` a whole file (a new snapshot, a truncated torn tail)."""
+
+    def sync_dir(self, fd: int) -> None:
+        """``fsync`` a directory after a file in it was created, renamed or removed."""
+
+
+@attrs.frozen
+class OsSyncer:
+    """The real thing: ``os.fdatasync`` / ``os.fsync``."""
+
+    def sync_data(self, fd: int) -> None:
+        """``os.fdatasync(fd)``."""
+        os.fdatasync(fd)
+
+    def sync_file(self, fd: int) -> None:
+        """``os.fsync(fd)``."""
+        os.fsync(fd)
+
+    def sync_dir(self, fd: int) -> None:
+        """``os.fsync(fd)`` on a directory descriptor."""
+        os.fsync(fd)
+
+
+# --------------------------------------------------------------------------
+# Values
+
+
+@attrs.frozen(kw_only=True)
+class WalBatch:
+    """What one :meth:`WriteAheadLog.save` makes durable, applied in this order.
+
+    ``snapshot``: a snapshot to install (its file is written first). Entries
+    at or below its index are compacted; later entries survive iff the log
+    holds the snapshot's last entry with the snapshot's term (Raft section 7).
+    ``hard_state``: the new term/vote/commit, or ``None`` if unchanged.
+    ``entries``: consecutive entries; the first may have any index from
+    ``base + 1`` to ``last_index + 1`` -- entries at and after it are replaced
+    (the follower's conflicting suffix is overwritten).
+    """
+
+    snapshot: Snapshot | None = None
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True if saving this batch would change nothing."""
+        return self.snapshot is None and self.hard_state is None and not self.entries
+
+
+@attrs.frozen(kw_only=True)
+class TornTail:
+    """What recovery cut off: the unacknowledged tail of the last segment."""
+
+    path: Path
+    offset: int  #: where the file was truncated (0: the file was removed)
+    dropped_bytes: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Recovered:
+    """The durable state found on disk.
+
+    ``entries`` are consecutive, starting right after ``snapshot.meta.index``
+    (or at 1 without a snapshot).
+    """
+
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: tuple[Entry, ...]
+    torn_tail: TornTail | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WalStats:
+    """Counters since the log was opened."""
+
+    batches: int
+    data_syncs: int
+    bytes_written: int
+    segments: int
+
+
+@attrs.frozen(kw_only=True)
+class _Segment:
+    path: Path
+    seq: int
+    max_index: int  #: highest entry index written into this segment (0: none)
+
+
+# --------------------------------------------------------------------------
+# The log
+
+
+@attrs.define(eq=False)
+class WriteAheadLog:
+    """A durable Raft log in one directory. Create with :meth:`open`.
+
+    Contract: every method is thread-safe; a method that returned has made
+    its effect durable; after any :class:`WalFailed` the object is dead.
+    """
+
+    _directory: Path
+    _segment_size: int
+    _syncer: Syncer
+    _lock_fd: int
+    _segments: list[_Segment]
+    _hard_state: HardState
+    _base: SnapshotMeta | None
+    _terms: array.array[int]  #: terms of entries base+1 .. last
+    _fd: int | None = None
+    _offset: int = 0
+    _failed: WalFailed | None = None
+    _closed: bool = False
+    _mutex: threading.Lock = attrs.Factory(threading.Lock)
+    _batches: int = 0
+    _data_syncs: int = 0
+    _bytes_written: int = 0
+
+    # ---------------------------------------------------------------- open
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        syncer: Syncer | None = None,
+    ) -> tuple[WriteAheadLog, Recovered]:
+        """Open (creating if needed) and recover the log in ``directory``.
+
+        Returns the log, positioned to append, and the recovered state.
+        Truncates a torn tail (reported in ``Recovered.torn_tail``); raises
+        :class:`WalCorrupted` for any other damage, :class:`WalLocked` if the
+        directory is already open, :class:`WalFailed` if disk I/O fails.
+        """
+        if segment_size < 1:
+            raise WalMisuse(f"segment_size must be positive, got {segment_size}")
+        path = Path(directory)
+        sync = syncer if syncer is not None else OsSyncer()
+        try:
+            _make_dir(path, sync)
+            lock_fd = _lock_directory(path)
+        except OSError as exc:
+            raise WalFailed(exc) from exc
+        try:
+            wal, recovered = cls._recover(path, segment_size, sync, lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return wal, recovered
+
+    @classmethod
+    def _recover(
+        cls, path: Path, segment_size: int, sync: Syncer, lock_fd: int
+    ) -> tuple[WriteAheadLog, Recovered]:
+        try:
+            _remove_temporaries(path, sync)
+            names = _list_segments(path)
+        except OSError as exc:
+            raise WalFailed(exc) from exc
+        replay = codec.Replay()
+        segments: list[_Segment] = []
+        torn: TornTail | None = None
+        for position, (seq, seg_path) in enumerate(names):
+            is_last = position == len(names) - 1
+            try:
+                image = seg_path.read_bytes()
+            except OSError as exc:
+                raise WalFailed(exc) from exc
+            scan = codec.scan_frames(image)
+            if not image:
+                scan = attrs.evolve(scan, damage="empty segment file")
+            if scan.damage is not None:
+                if scan.resync is not None:
+                    raise WalCorrupted(
+                        seg_path,
+                        scan.end,
+                        f"{scan.damage}, yet a valid frame follows at byte {scan.resync}",
+                    )
+                if not is_last:
+                    raise WalCorrupted(seg_path, scan.end, f"{scan.damage} in a sealed segment")
+                torn = TornTail(
+                    path=seg_path,
+                    offset=scan.end,
+                    dropped_bytes=len(image) - scan.end,
+                    reason=scan.damage,
+                )
+                try:
+                    _cut_tail(seg_path, scan.end, sync)
+                except OSError as exc:
+                    raise WalFailed(exc) from exc
+                if not scan.frames:
+                    break
+            segments.append(_replay_segment(replay, seg_path, seq, scan.frames))
+        last_path = segments[-1].path if segments else path
+        try:
+            entries = replay.entries()
+        except codec.MalformedRecord as exc:
+            raise WalCorrupted(last_path, 0, exc.reason) from None
+        snapshot = _load_snapshot(path, replay.base) if replay.base is not None else None
+        wal = cls(
+            directory=path,
+            segment_size=segment_size,
+            syncer=sync,
+            lock_fd=lock_fd,
+            segments=segments,
+            hard_state=replay.hard_state,
+            base=replay.base,
+            terms=array.array("Q", [entry.term for entry in entries]),
+        )
+        if segments:
+            try:
+                wal._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_CLOEXEC)
+                wal._offset = os.fstat(wal._fd).st_size
+            except OSError as exc:
+                wal.close()
+                raise WalFailed(exc) from exc
+        recovered = Recovered(
+            hard_state=replay.hard_state, snapshot=snapshot, entries=entries, torn_tail=torn
+        )
+        return wal, recovered
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def directory(self) -> Path:
+        """The directory holding this log."""
+        return self._directory
+
+    @property
+    def hard_state(self) -> HardState:
+        """The last durable hard state."""
+        with self._mutex:
+            return self._hard_state
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last durable entry (the snapshot index if none follow it)."""
+        with self._mutex:
+            return self._last_index()
+
+    def stats(self) -> WalStats:
+        """Counters since :meth:`open` (``data_syncs`` counts batch fdatasyncs)."""
+        with self._mutex:
+            return WalStats(
+                batches=self._batches,
+                data_syncs=self._data_syncs,
+                bytes_written=self._bytes_written,
+                segments=len(self._segments),
+            )
+
+    def _base_index(self) -> int:
+        return 0 if self._base is None else self._base.index
+
+    def _last_index(self) -> int:
+        return self._base_index() + len(self._terms)
+
+    def _term_at(self, index: int) -> int | None:
+        base = self._base_index()
+        if index == base:
+            return 0 if self._base is None else self._base.term
+        if base < index <= base + len(self._terms):
+            return self._terms[index - base - 1]
+        return None
+
+    # ---------------------------------------------------------------- writes
+
+    def append(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Durably save ``hard_state`` and ``entries`` as one batch; see :meth:`save`."""
+        self.save(WalBatch(hard_state=hard_state, entries=tuple(entries)))
+
+    def save(self, batch: WalBatch) -> None:
+        """Make ``batch`` durable: one write and one fdatasync of the log.
+
+        Ordering duty: reveal nothing in ``batch`` (send messages carrying its
+        term or vote, acknowledge its entries) until this returns. A batch
+        with a snapshot first writes and fsyncs the snapshot file; rolling to
+        a new segment adds one directory fsync. An empty batch does nothing.
+
+        Raises :class:`WalMisuse` (nothing written) if the entries are not
+        consecutive, start outside ``base + 1 .. last_index + 1``, or lower a
+        term, or the snapshot is older than the current one;
+        :class:`WalFailed` if I/O fails (the log is then dead).
+        """
+        with self._mutex:
+            self._check_usable()
+            if batch.empty:
+                return
+            mark, base, terms = self._plan(batch)
+            try:
+                if batch.snapshot is not None:
+                    _write_snapshot_file(self._directory, batch.snapshot, self._syncer)
+                self._write_batch(batch, mark)
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            self._base = base
+            self._terms = terms
+            if batch.hard_state is not None:
+                self._hard_state = batch.hard_state
+            if batch.snapshot is not None:
+                try:
+                    self._compact(batch.snapshot.meta)
+                except OSError as exc:
+                    raise self._fail(exc) from exc
+
+    def _plan(
+        self, batch: WalBatch
+    ) -> tuple[codec.SnapshotMark | None, SnapshotMeta | None, array.array[int]]:
+        """Validate ``batch``; return its marker and the base and terms after it."""
+        base = self._base
+        terms = self._terms
+        mark = None
+        if batch.snapshot is not None:
+            meta = batch.snapshot.meta
+            if meta.index < self._base_index() or meta.term < 1:
+                raise WalMisuse(
+                    f"snapshot at index {meta.index} term {meta.term} is older than the "
+                    f"current base {self._base_index()}"
+                )
+            keep = self._term_at(meta.index) == meta.term
+            mark = codec.SnapshotMark(meta=meta, keep_suffix=keep)
+            terms = terms[meta.index - self._base_index() :] if keep else array.array("Q")
+            base = meta
+        if batch.entries:
+            base_index = 0 if base is None else base.index
+            first = batch.entries[0].index
+            if not base_index < first <= base_index + len(terms) + 1:
+                raise WalMisuse(
+                    f"entries start at index {first}; expected {base_index + 1}.."
+                    f"{base_index + len(terms) + 1}"
+                )
+            if first - base_index >= 2:
+                previous = terms[first - base_index - 2]
+            else:
+                previous = 0 if base is None else base.term
+            new_terms = []
+            for offset, entry in enumerate(batch.entries):
+                if entry.index != first + offset:
+                    raise WalMisuse(f"entry index {entry.index} breaks the run from {first}")
+                if entry.term < max(previous, 1):
+                    raise WalMisuse(f"entry {entry.index} has term {entry.term} < {previous}")
+                previous = entry.term
+                new_terms.append(entry.term)
+            terms = terms[: first - base_index - 1]
+            terms.extend(new_terms)
+        return mark, base, terms
+
+    def _write_batch(self, batch: WalBatch, mark: codec.SnapshotMark | None) -> None:
+        records = []
+        if mark is not None:
+            records.append(codec.encode_snapshot_mark(mark))
+        if batch.hard_state is not None:
+            records.append(codec.encode_hard_state(batch.hard_state))
+        if batch.entries:
+            records.append(codec.encode_entries(batch.entries[0].index, batch.entries))
+        payload = b"".join(records)
+        frame_size = codec.FRAME_HEADER_SIZE + len(payload)
+        max_index = batch.entries[-1].index if batch.entries else 0
+        if self._fd is None or self._offset + frame_size > self._segment_size:
+            self._roll(payload, max_index)
+        else:
+            data = codec.encode_frame(codec.FRAME_BATCH, payload, self._offset)
+            _write_all(self._fd, data, self._offset)
+            self._syncer.sync_data(self._fd)
+            self._data_syncs += 1
+            self._offset += len(data)
+            self._bytes_written += len(data)
+            last = self._segments[-1]
+            self._segments[-1] = attrs.evolve(last, max_index=max(last.max_index, max_index))
+        self._batches += 1
+
+    def _roll(self, payload: bytes, max_index: int) -> None:
+        """Start a new segment holding a header frame and then this batch's frame."""
+        seq = self._segments[-1].seq + 1 if self._segments else 0
+        header_records = [codec.encode_hard_state(self._hard_state)]
+        if self._base is not None:
+            header_records.append(
+                codec.encode_snapshot_mark(codec.SnapshotMark(meta=self._base, keep_suffix=True))
+            )
+        header = codec.encode_frame(
+            codec.FRAME_SEGMENT_HEADER,
+            codec.encode_segment_header(seq, b"".join(header_records)),
+            0,
+        )
+        data = header + codec.encode_frame(codec.FRAME_BATCH, payload, len(header))
+        path = self._directory / f"wal-{seq:016x}-{self._last_index() + 1:016x}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            _write_all(fd, data, 0)
+            self._syncer.sync_data(fd)
+            self._data_syncs += 1
+            _sync_dir(self._directory, self._syncer)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._offset = len(data)
+        self._bytes_written += len(data)
+        self._segments.append(_Segment(path=path, seq=seq, max_index=max_index))
+
+    def _compact(self, meta: SnapshotMeta) -> None:
+        """Delete segments and snapshot files the durable snapshot ``meta`` makes redundant.
+
+        Only a prefix of sealed segments is removed, oldest first, each removal
+        made durable before the next so a crash never leaves a hole.
+        """
+        while len(self._segments) > 1 and self._segments[0].max_index <= meta.index:
+            os.unlink(self._segments[0].path)
+            _sync_dir(self._directory, self._syncer)
+            del self._segments[0]
+        keep = _snapshot_name(meta)
+        removed = False
+        for name in os.listdir(self._directory):
+            if _SNAPSHOT_RE.fullmatch(name) and name != keep:
+                os.unlink(self._directory / name)
+                removed = True
+        if removed:
+            _sync_dir(self._directory, self._syncer)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise WalFailed(self._failed.os_error) from self._failed.os_error
+        if self._closed:
+            raise WalMisuse("the write-ahead log is closed")
+
+    def _fail(self, exc: OSError) -> WalFailed:
+        self._failed = WalFailed(exc)
+        return self._failed
+
+    def close(self) -> None:
+        """Release the file descriptors and the directory lock. Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------
+# File helpers
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` all of ``data`` at ``offset`` (one call unless the kernel writes short)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(f"pwrite wrote {written} bytes")
+        view = view[written:]
+        offset += written
+
+
+def _sync_dir(directory: Path, syncer: Syncer) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncer.sync_dir(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dir(path: Path, syncer: Syncer) -> None:
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, mode=0o700)
+    _sync_dir(path.parent, syncer)
+
+
+def _lock_directory(path: Path) -> int:
+    fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalLocked(path) from None
+    return fd
+
+
+def _remove_temporaries(path: Path, syncer: Syncer) -> None:
+    removed = False
+    for name in os.listdir(path):
+        if name.endswith(_TMP_SUFFIX) and _SNAPSHOT_RE.fullmatch(name[: -len(_TMP_SUFFIX)]):
+            os.unlink(path / name)
+            removed = True
+    if removed:
+        _sync_dir(path, syncer)
+
+
+def _list_segments(path: Path) -> list[tuple[int, Path]]:
+    """Segment files sorted by ``seq``; a gap in the sequence is corruption."""
+    found = []
+    for name in os.listdir(path):
+        match = _SEGMENT_RE.fullmatch(name)
+        if match:
+            found.append((int(match.group(1), 16), path / name))
+    found.sort()
+    for (seq_a, _), (seq_b, path_b) in itertools.pairwise(found):
+        if seq_b != seq_a + 1:
+            reason = "duplicate" if seq_b == seq_a else f"segment {seq_a + 1} is missing before it"
+            raise WalCorrupted(path_b, 0, reason)
+    return found
+
+
+def _cut_tail(path: Path, offset: int, syncer: Syncer) -> None:
+    """Durably drop everything from ``offset`` on (the whole file if ``offset`` is 0)."""
+    if offset == 0:
+        os.unlink(path)
+        _sync_dir(path.parent, syncer)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, offset)
+        syncer.sync_file(fd)
+    finally:
+        os.close(fd)
+
+
+def _replay_segment(
+    replay: codec.Replay, path: Path, seq: int, frames: Sequence[codec.Frame]
+) -> _Segment:
+    """Apply one segment's frames (the clean prefix) to ``replay``."""
+    max_index = 0
+    for number, frame in enumerate(frames):
+        expected = codec.FRAME_SEGMENT_HEADER if number == 0 else codec.FRAME_BATCH
+        if frame.kind != expected:
+            raise WalCorrupted(path, frame.offset, f"unexpected frame kind {frame.kind}")
+        try:
+            if number == 0:
+                header_seq, records = codec.decode_segment_header(frame.payload)
+                if header_seq != seq:
+                    raise WalCorrupted(path, frame.offset, f"header says segment {header_seq}")
+            else:
+                records = codec.decode_records(frame.payload)
+            for record in records:
+                max_index = max(max_index, replay.apply(record))
+        except codec.MalformedRecord as exc:
+            raise WalCorrupted(
+                path, frame.offset + codec.FRAME_HEADER_SIZE + exc.offset, exc.reason
+            ) from None
+    return _Segment(path=path, seq=seq, max_index=max_index)
+
+
+def _snapshot_name(meta: SnapshotMeta) -> str:
+    return f"snap-{meta.index:016x}-{meta.term:016x}.snap"
+
+
+def _write_snapshot_file(directory: Path, snapshot: Snapshot, syncer: Syncer) -> None:
+    """Write, fsync, rename into place, fsync the directory."""
+    final = directory / _snapshot_name(snapshot.meta)
+    temporary = final.with_name(final.name + _TMP_SUFFIX)
+    content = codec.encode_snapshot_file(snapshot.meta, snapshot.data)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        _write_all(fd, content, 0)
+        syncer.sync_file(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, final)
+    _sync_dir(directory, syncer)
+
+
+def _load_snapshot(directory: Path, meta: SnapshotMeta) -> Snapshot:
+    path = directory / _snapshot_name(meta)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise WalCorrupted(path, 0, "the log's snapshot file is missing") from None
+    except OSError as exc:
+        raise WalFailed(exc) from exc
+    try:
+        stored, data = codec.decode_snapshot_file(content)
+    except codec.MalformedRecord as exc:
+        raise WalCorrupted(path, exc.offset, exc.reason) from None
+    if stored != meta:
+        raise WalCorrupted(path, 0, f"snapshot file holds {stored}, the log expects {meta}")
+    return Snapshot(meta=stored, data=data)
+
+
+def iter_segment_paths(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """The segment files of a (closed) log directory in replay order, for tools and tests."""
+    for _, path in _list_segments(Path(directory)):
+        yield path
+
+
+__all__ = [
+    "DEFAULT_SEGMENT_SIZE",
+    "OsSyncer",
+    "Recovered",
+    "Syncer",
+    "TornTail",
+    "WalBatch",
+    "WalCorrupted",
+    "WalError",
+    "WalFailed",
+    "WalLocked",
+    "WalMisuse",
+    "WriteAheadLog",
+    "WalStats",
+    "iter_segment_paths",
+]
