@@ -1,0 +1,301 @@
+"""The bwrap backend: each cell in its own user, pid, ipc, uts, cgroup and network namespaces.
+
+The profile (built by :func:`bwrap_argv`, one flag group per promise):
+
+* namespaces: ``--unshare-user --unshare-pid --unshare-ipc --unshare-uts
+  --unshare-cgroup`` and ``--unshare-net`` unless the spec grants the network
+  (then the host network is shared: there is no per-destination filter);
+  ``--disable-userns`` so the cell cannot make nested user namespaces;
+* identity: uid/gid 1000 inside, ``--cap-drop ALL`` (no capabilities even
+  when the caller is root), hostname ``cell-<name>``;
+* lifetime: ``--die-with-parent`` (the sandbox is SIGKILLed when the spawning
+  thread dies), ``--new-session`` (no terminal injection via TIOCSTI);
+* filesystem: an empty root made read-only at the end (``--remount-ro /``);
+  ``/usr`` and the ``/bin``, ``/lib*``, ``/sbin`` links read-only; of ``/etc``
+  only the dynamic-linker and timezone files (plus resolver and CA files when
+  the network is granted); the Python runtime (``sys.base_prefix``,
+  ``sys.prefix``, the cellmesh package) read-only at their host paths; the
+  DNA dir read-only at ``/cell/dna``; the data dir read-write at
+  ``/cell/data``; a private size-capped tmpfs at ``/tmp`` (also ``HOME``);
+  fresh ``/proc`` (of the cell's pid namespace) and minimal ``/dev``; the
+  cell's own socket and the sockets it is granted, each bound as a single
+  file into ``/run/cell``; file secrets copied from memfds into
+  ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
+
+No seccomp filter is installed (see docs/security.md for why and what that
+leaves open); the kernel attack surface is reduced by the dropped
+capabilities, ``no_new_privs`` (set by bwrap) and the disabled nested userns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from ._process import Command, ProcessBackend, _Record, runtime_env
+from ._secrets import Secret
+from ._spawn import FIRST_PASSED_FD, Workload
+from ._spec import CellSpec
+from .errors import BackendUnavailable
+
+#: uid and gid of the cell inside its user namespace.
+SANDBOX_UID: Final = 1000
+#: Size of the private /tmp when the cell has no memory limit.
+DEFAULT_TMPFS_BYTES: Final = 256 << 20
+SOCKET_DIR_INSIDE: Final = "/run/cell"
+SECRETS_DIR_INSIDE: Final = "/run/secrets"
+DNA_DIR_INSIDE: Final = "/cell/dna"
+DATA_DIR_INSIDE: Final = "/cell/data"
+
+_ETC_BASE: Final = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+_ETC_NET: Final = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+)
+_SYSTEM_LINKS: Final = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def find_bwrap() -> str | None:
+    """The absolute path of ``bwrap`` on the system PATH, or None."""
+    return shutil.which("bwrap", path=os.environ.get("PATH") or "/usr/bin:/bin")
+
+
+def runtime_paths() -> list[Path]:
+    """Host directories holding the Python runtime cells need (read-only inside)."""
+    import cellmesh
+
+    candidates = [Path(sys.base_prefix), Path(sys.prefix), Path(cellmesh.__file__).parent]
+    out: list[Path] = []
+    for path in sorted({p.resolve() for p in candidates}, key=lambda p: len(p.parts)):
+        if path.is_relative_to("/usr"):
+            continue
+        if any(path.is_relative_to(o) for o in out):
+            continue
+        out.append(path)
+    return out
+
+
+def _system_args(allow_net: bool) -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for link in _SYSTEM_LINKS:
+        path = Path(link)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), link]
+        elif path.is_dir():
+            args += ["--ro-bind", link, link]
+    args += ["--dir", "/etc"]
+    for etc in _ETC_BASE + (_ETC_NET if allow_net else ()):
+        args += ["--ro-bind-try", etc, etc]
+    return args
+
+
+def bwrap_argv(
+    bwrap: str,
+    spec: CellSpec,
+    *,
+    n_pass_fds: int,
+    file_secrets: Sequence[Secret],
+    tmpfs_bytes: int,
+) -> list[str]:
+    """The full bwrap command line for ``spec`` (secret memfds follow the caller's fds)."""
+    args = [
+        bwrap,
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup",
+    ]
+    if not spec.allow_net:
+        args.append("--unshare-net")
+    args += [
+        "--disable-userns",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        "--hostname", f"cell-{spec.name}",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+    ]  # fmt: skip
+    args += _system_args(spec.allow_net)
+    for path in runtime_paths():
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
+    if spec.dna_dir is not None:
+        args += ["--ro-bind", str(spec.dna_dir), DNA_DIR_INSIDE]
+    if spec.data_dir is not None:
+        args += ["--bind", str(spec.data_dir), DATA_DIR_INSIDE]
+    args += ["--dir", SOCKET_DIR_INSIDE]
+    if spec.own_socket is not None:
+        args += ["--bind", str(spec.own_socket), f"{SOCKET_DIR_INSIDE}/{spec.name}.sock"]
+    for sock in spec.granted_sockets:
+        args += ["--bind", str(sock), f"{SOCKET_DIR_INSIDE}/{sock.name}"]
+    if file_secrets:
+        args += ["--dir", SECRETS_DIR_INSIDE]
+    for i, secret in enumerate(file_secrets):
+        fd = FIRST_PASSED_FD + n_pass_fds + i
+        dest = f"{SECRETS_DIR_INSIDE}/{secret.ref.name}"
+        args += ["--perms", "0400", "--ro-bind-data", str(fd), dest]
+    args += ["--remount-ro", "/"]
+    args += ["--chdir", DNA_DIR_INSIDE if spec.dna_dir is not None else "/tmp"]
+    args += ["--", *spec.argv]
+    return args
+
+
+def probe_bwrap(bwrap: str | None) -> str | None:
+    """Try a minimal sandbox; None if bwrap works here, else the reason it does not."""
+    if bwrap is None:
+        return "bwrap is not installed (apt-get install bubblewrap)"
+    argv = [
+        bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+        "--unshare-uts", "--unshare-cgroup", "--disable-userns", "--cap-drop", "ALL",
+        *_system_args(False), "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=30, env={}, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not run: {exc}"
+    if proc.returncode != 0:
+        text = proc.stderr.decode(errors="replace").strip() or f"exit {proc.returncode}"
+        return f"bwrap cannot create a sandbox here: {text}"
+    return None
+
+
+def bwrap_version(bwrap: str | None) -> str | None:
+    """``bwrap --version`` output (e.g. ``bubblewrap 0.8.0``), or None."""
+    if bwrap is None:
+        return None
+    try:
+        out = subprocess.run([bwrap, "--version"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.decode(errors="replace").strip() or None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (depth-first) from ``/proc/<pid>/task/*/children``."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{tid}/children").read_text()
+            except OSError:
+                continue
+            for child in text.split():
+                out.append(int(child))
+                stack.append(int(child))
+    return out
+
+
+@attrs.define(eq=False)
+class BwrapBackend(ProcessBackend):
+    """bubblewrap backend (see module doc). Construct via ``select_backend``."""
+
+    bwrap: str = "/usr/bin/bwrap"
+
+    @property
+    def name(self) -> str:
+        """``"bwrap"``."""
+        return "bwrap"
+
+    def _command(
+        self,
+        rec: _Record,
+        pass_fds: Sequence[int],
+        secrets: Sequence[Secret],
+        secret_fds: Sequence[int],
+    ) -> Command:
+        spec = rec.spec
+        if spec.data_dir is not None:
+            spec.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not Path(self.bwrap).exists():
+            raise BackendUnavailable("bwrap", f"{self.bwrap} no longer exists")
+        file_secrets = [s for s in secrets if s.ref.deliver == "file"]
+        env = runtime_env(
+            spec,
+            n_fds=len(pass_fds),
+            home="/tmp",
+            cwd=DNA_DIR_INSIDE if spec.dna_dir is not None else "/tmp",
+            socket_dir=SOCKET_DIR_INSIDE,
+            data_dir=None if spec.data_dir is None else DATA_DIR_INSIDE,
+            dna_dir=None if spec.dna_dir is None else DNA_DIR_INSIDE,
+            path=f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+            secrets=secrets,
+            secret_files={s.ref.name: f"{SECRETS_DIR_INSIDE}/{s.ref.name}" for s in file_secrets},
+        )
+        argv = bwrap_argv(
+            self.bwrap,
+            spec,
+            n_pass_fds=len(pass_fds),
+            file_secrets=file_secrets,
+            tmpfs_bytes=spec.limits.memory or DEFAULT_TMPFS_BYTES,
+        )
+        return Command(
+            argv=tuple(argv),
+            env=env,
+            pass_fds=(*pass_fds, *secret_fds),
+            signal_as_code_offset=True,
+        )
+
+    def _terminate(self, wl: Workload) -> None:
+        """SIGTERM the workload inside the sandbox (not bwrap's own init/monitor)."""
+        inner = descendants(wl.pid)
+        init = set(_children(wl.pid))
+        for pid in inner:
+            if pid in init:
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        if not inner:
+            wl.send_signal(signal.SIGTERM)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+__all__ = [
+    "BwrapBackend",
+    "DATA_DIR_INSIDE",
+    "DNA_DIR_INSIDE",
+    "SANDBOX_UID",
+    "SECRETS_DIR_INSIDE",
+    "SOCKET_DIR_INSIDE",
+    "bwrap_argv",
+    "bwrap_version",
+    "descendants",
+    "find_bwrap",
+    "probe_bwrap",
+    "runtime_paths",
+]

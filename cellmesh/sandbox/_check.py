@@ -1,0 +1,118 @@
+"""What isolation this host gives cells: facts for ``cellmesh sandbox check``.
+
+Every field is read from the running system (``/proc``, the cgroup
+filesystems, a real bwrap probe), never assumed from the distribution.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from ._bwrap import bwrap_version, find_bwrap, probe_bwrap
+from ._limits import CgroupHost, plan_limits
+from ._spec import Limits
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class HostReport:
+    """The sandbox capabilities of this host (see :func:`check_host`)."""
+
+    kernel: str
+    euid: int
+    bwrap_path: str | None
+    bwrap_version: str | None
+    bwrap_problem: str | None
+    max_user_namespaces: int | None
+    unprivileged_userns_clone: str | None
+    cgroup2_mount: str | None
+    cgroup2_root_controllers: tuple[str, ...]
+    cgroup_parent: str | None
+    cgroup_parent_problem: str | None
+    cgroup_parent_controllers: tuple[str, ...]
+    cgroup1_dirs: Mapping[str, str]
+    seccomp_supported: bool
+    auto_backend: str
+    limit_mechanisms: Mapping[str, str]
+
+    def to_json(self) -> dict[str, object]:
+        """The report as a JSON-ready dict."""
+        return attrs.asdict(self)
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one fact each."""
+        def yes(flag: bool) -> str:
+            return "yes" if flag else "no"
+
+        userns = self.bwrap_problem is None
+        return [
+            f"kernel                 {self.kernel} (running as uid {self.euid})",
+            f"bwrap                  {self.bwrap_version or 'not installed'}"
+            + (f" at {self.bwrap_path}" if self.bwrap_path else ""),
+            f"bwrap sandbox works    {yes(userns)}"
+            + ("" if userns else f" -- {self.bwrap_problem}"),
+            f"user namespaces        max_user_namespaces={self.max_user_namespaces}"
+            + (
+                f", unprivileged_userns_clone={self.unprivileged_userns_clone}"
+                if self.unprivileged_userns_clone is not None
+                else ""
+            ),
+            f"cgroup v2              {self.cgroup2_mount or 'not mounted'}; root controllers: "
+            + (" ".join(self.cgroup2_root_controllers) or "none"),
+            f"CELL_CGROUP_PARENT     {self.cgroup_parent or '-'}"
+            + (
+                f" (controllers for leaves: {' '.join(self.cgroup_parent_controllers) or 'none'})"
+                if self.cgroup_parent
+                else f" ({self.cgroup_parent_problem})"
+            ),
+            "cgroup v1 (hybrid)     "
+            + (", ".join(f"{k} at {v}" for k, v in sorted(self.cgroup1_dirs.items())) or "none"),
+            f"seccomp in kernel      {yes(self.seccomp_supported)} "
+            "(cellmesh installs no filter; see docs/security.md)",
+            f"CELL_SANDBOX=auto      -> {self.auto_backend}",
+            "limits enforced by     "
+            + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
+        ]
+
+
+def check_host(env: Mapping[str, str] | None = None) -> HostReport:
+    """Probe this host (runs one tiny bwrap sandbox when bwrap is installed)."""
+    env = os.environ if env is None else env
+    bwrap = find_bwrap()
+    problem = probe_bwrap(bwrap)
+    cg = CgroupHost.detect(env)
+    plan = plan_limits(Limits(memory=256 << 20, cpu=1.0, pids=64, open_files=256), cg)
+    max_userns = _read("/proc/sys/user/max_user_namespaces")
+    status = _read("/proc/self/status") or ""
+    return HostReport(
+        kernel=platform.release(),
+        euid=os.geteuid(),
+        bwrap_path=bwrap,
+        bwrap_version=bwrap_version(bwrap),
+        bwrap_problem=problem,
+        max_user_namespaces=int(max_userns) if max_userns and max_userns.isdigit() else None,
+        unprivileged_userns_clone=_read("/proc/sys/kernel/unprivileged_userns_clone"),
+        cgroup2_mount=None if cg.v2_mount is None else str(cg.v2_mount),
+        cgroup2_root_controllers=tuple(sorted(cg.v2_root_controllers)),
+        cgroup_parent=None if cg.v2_parent is None else str(cg.v2_parent),
+        cgroup_parent_problem=cg.v2_parent_problem,
+        cgroup_parent_controllers=tuple(sorted(cg.v2_controllers)),
+        cgroup1_dirs={k: str(v) for k, v in cg.v1_dirs.items()},
+        seccomp_supported="Seccomp:" in status,
+        auto_backend="bwrap" if problem is None else "host",
+        limit_mechanisms=plan.to_json(),
+    )
+
+
+__all__ = ["HostReport", "check_host"]

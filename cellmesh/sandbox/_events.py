@@ -1,0 +1,99 @@
+"""Lifecycle events of cells as JSON lines: started, exited, destroyed.
+
+One line per event, appended to ``$CELL_HOME/logs/<cell>.events.jsonl``
+(:class:`JsonlEventLog`) or a single path the caller gives. Each line is a
+JSON object with at least ``ts`` (Unix time, float), ``event``, ``cell``
+(the cell name), ``cell_id`` and ``backend``. ``exited`` adds ``pid``,
+``code``, ``signal``, ``signal_name``, ``reason`` (exit|crash|limit|stop),
+``limit`` and ``detail``; ``started`` adds ``pid`` and ``limits`` (which
+mechanism enforces each limit); ``destroyed`` adds ``clean`` (False when the
+process had to be killed) and ``removed`` (host paths cleaned up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+import attrs
+
+from ..config import Paths, check_cell_name
+
+EventKind = Literal["started", "exited", "destroyed"]
+
+
+class EventSink(Protocol):
+    """Receives lifecycle events; must not raise for I/O trouble it can report."""
+
+    def emit(self, cell: str, event: EventKind, fields: dict[str, object]) -> None:
+        """Record one event of ``cell``."""
+        ...
+
+
+@attrs.define(eq=False)
+class JsonlEventLog:
+    """Append events as JSON lines to ``<log_dir>/<cell>.events.jsonl`` or one ``path``."""
+
+    log_dir: Path | None = None
+    path: Path | None = None
+    _clock: Callable[[], float] = time.time
+
+    @classmethod
+    def for_paths(cls, paths: Paths) -> JsonlEventLog:
+        """Events under ``paths.log_dir`` (``$CELL_HOME/logs``)."""
+        return cls(log_dir=paths.log_dir)
+
+    def file_for(self, cell: str) -> Path:
+        """Where events of ``cell`` go."""
+        if self.path is not None:
+            return self.path
+        if self.log_dir is None:
+            raise ValueError("JsonlEventLog needs a log_dir or a path")
+        return self.log_dir / f"{check_cell_name(cell)}.events.jsonl"
+
+    def emit(self, cell: str, event: EventKind, fields: dict[str, object]) -> None:
+        """Append one line (``O_APPEND``, one ``write``, so concurrent writers never interleave)."""
+        target = self.file_for(cell)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = {"ts": self._clock(), "event": event, "cell": cell, **fields}
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+@attrs.define(eq=False)
+class MemoryEventLog:
+    """Keeps events in a list (for tests and the stub backend)."""
+
+    events: list[dict[str, object]] = attrs.Factory(list)
+
+    def emit(self, cell: str, event: EventKind, fields: dict[str, object]) -> None:
+        """Record the event in :attr:`events`."""
+        self.events.append({"event": event, "cell": cell, **fields})
+
+
+def read_events(path: Path) -> list[dict[str, object]]:
+    """Parse an events file; a torn last line (crash mid-write) is skipped."""
+    out: list[dict[str, object]] = []
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+__all__ = ["EventKind", "EventSink", "JsonlEventLog", "MemoryEventLog", "read_events"]

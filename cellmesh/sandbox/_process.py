@@ -1,0 +1,404 @@
+"""ProcessBackend: the lifecycle shared by the backends that start real processes.
+
+The host and bwrap backends differ only in how a :class:`CellSpec` becomes a
+command line, an environment and a set of passed fds (:meth:`_command`); the
+rest -- tracking, cgroup leaves, log capture, secret resolution and revocation,
+exit classification, lifecycle events, teardown -- lives here once.
+
+Ordering duties: secrets are resolved *before* the fork and the parent's
+memfd copies are closed right after it; the ``exited`` event is written once,
+by whichever of ``wait``/``destroy`` reaps the process first; ``destroy``
+kills, reaps, *then* removes cgroup leaves (a leaf with live members cannot
+be removed) and revokes secrets last-but-never-skipped (in a ``finally``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from ..config import Paths, check_cell_name
+from ._backend import CellHandle, SpawnedCell, TeardownReport
+from ._events import EventSink
+from ._limits import CgroupHost, CgroupLeaves, LimitPlan, plan_limits
+from ._secrets import Secret, SecretBroker
+from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
+from ._spec import CellSpec, WorkloadEnv
+from ._status import ExitStatus, LimitEvidence, classify_exit
+from .errors import CellRunning, DuplicateCell, SandboxConfigError, SandboxError, UnknownCell
+
+_KILL_PATIENCE: Final = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """What a backend runs for one spawn: argv, exact env, fds (caller's first)."""
+
+    argv: tuple[str, ...]
+    env: WorkloadEnv
+    pass_fds: tuple[int, ...]
+    signal_as_code_offset: bool = False
+
+
+@attrs.define(eq=False)
+class _Record:
+    spec: CellSpec
+    handle: CellHandle
+    plan: LimitPlan
+    leaves: CgroupLeaves
+    runtime_dir: Path
+    workload: Workload | None = None
+    stopped_by_us: bool = False
+    status: ExitStatus | None = None
+    reported: bool = False
+    signal_offset: bool = False
+
+
+def secret_memfd(secret: Secret) -> int:
+    """Write ``secret`` into a sealed-size memfd positioned at 0 (anonymous memory only)."""
+    fd = os.memfd_create(f"secret-{secret.ref.name}", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(secret.value)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@attrs.define(eq=False)
+class ProcessBackend:
+    """Shared lifecycle of the host and bwrap backends (subclasses give :meth:`_command`)."""
+
+    paths: Paths
+    events: EventSink
+    broker: SecretBroker
+    cgroups: CgroupHost
+    _cells: dict[str, _Record] = attrs.field(factory=dict, init=False)
+
+    @property
+    def name(self) -> str:
+        """The backend's name."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- hooks
+
+    def _command(
+        self,
+        rec: _Record,
+        pass_fds: Sequence[int],
+        secrets: Sequence[Secret],
+        secret_fds: Sequence[int],
+    ) -> Command:
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- contract
+
+    def create(self, spec: CellSpec) -> CellHandle:
+        """Register ``spec`` (see :mod:`cellmesh.sandbox._backend` for the contract)."""
+        if not spec.cell_id:
+            raise SandboxConfigError("cell id", "is empty")
+        check_cell_name(spec.cell_id, source="cell id")
+        check_cell_name(spec.name, source="cell name")
+        if spec.cell_id in self._cells:
+            raise DuplicateCell(spec.cell_id)
+        if not spec.argv or not spec.argv[0]:
+            raise SandboxConfigError("argv", "is empty: there is nothing to run")
+        for sock in (spec.own_socket, *spec.granted_sockets):
+            if sock is not None and not _is_socket(sock):
+                raise SandboxConfigError("cell spec", f"{sock} is not a socket file")
+        plan = plan_limits(spec.limits, self.cgroups)
+        leaves = CgroupLeaves.create(spec.name, self.cgroups, plan)
+        try:
+            runtime_dir = Path(tempfile.mkdtemp(prefix=f"cellmesh-{spec.cell_id}-"))
+        except OSError as exc:
+            leaves.remove()
+            raise SandboxError(f"could not make a runtime dir: {exc}") from exc
+        handle = CellHandle(
+            cell_id=spec.cell_id,
+            name=spec.name,
+            backend=self.name,
+            cgroup_paths=tuple(leaves.paths),
+            runtime_dir=runtime_dir,
+            limits=plan.to_json(),
+        )
+        self._cells[spec.cell_id] = _Record(spec, handle, plan, leaves, runtime_dir)
+        return handle
+
+    def tracked(self) -> Mapping[str, CellHandle]:
+        """Live cells: id -> handle (a snapshot)."""
+        return {cid: rec.handle for cid, rec in self._cells.items()}
+
+    def spawn(
+        self,
+        cell_id: str,
+        *,
+        pass_fds: Sequence[int] = (),
+        stdout: int | None = None,
+        stderr: int | None = None,
+        keep_stdin: bool = False,
+    ) -> SpawnedCell:
+        """Start the cell's process (see the contract); output defaults to its log file."""
+        rec = self._get(cell_id)
+        if rec.workload is not None and rec.workload.poll() is None:
+            raise CellRunning(cell_id, rec.workload.pid)
+        self._reap_report(rec)
+        if rec.workload is not None:
+            rec.workload.close()
+        spec = rec.spec
+        secrets = [self.broker.resolve(spec.cell_id, ref) for ref in spec.secrets]
+        secret_fds: list[int] = []
+        log_fd: int | None = None
+        try:
+            secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
+            cmd = self._command(rec, pass_fds, secrets, secret_fds)
+            if stdout is None:
+                self.paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                log_fd = os.open(
+                    self.paths.log_dir / f"{spec.name}.log",
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                    0o600,
+                )
+            workload = spawn_isolated_workload(
+                cmd.argv,
+                cmd.env,
+                pass_fds=cmd.pass_fds,
+                stdout=stdout if stdout is not None else log_fd,
+                stderr=stderr if stderr is not None else (stdout if stdout is not None else log_fd),
+                keep_stdin=keep_stdin,
+                rlimits=rec.plan.rlimits,
+                cgroup_procs=rec.leaves.procs_files,
+                cwd=rec.runtime_dir,
+            )
+        finally:
+            for fd in secret_fds:
+                os.close(fd)
+            if log_fd is not None:
+                os.close(log_fd)
+        rec.workload = workload
+        rec.stopped_by_us = False
+        rec.status = None
+        rec.reported = False
+        rec.signal_offset = cmd.signal_as_code_offset
+        self.events.emit(
+            spec.name,
+            "started",
+            {
+                "cell_id": spec.cell_id,
+                "backend": self.name,
+                "pid": workload.pid,
+                "argv": list(spec.argv),
+                "limits": rec.plan.to_json(),
+                "allow_net": spec.allow_net,
+            },
+        )
+        return SpawnedCell(
+            cell_id=cell_id, pid=workload.pid, pidfd=workload.pidfd, stdin=workload.stdin
+        )
+
+    def wait(self, cell_id: str, timeout: float | None = None) -> ExitStatus:
+        """Block until the cell's process exits; the classified status."""
+        rec = self._get(cell_id)
+        if rec.workload is None:
+            raise SandboxError(f"cell {cell_id!r} has not been spawned")
+        try:
+            rec.workload.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"cell {cell_id!r} still running after {timeout}s") from exc
+        status = self._reap_report(rec)
+        assert status is not None
+        return status
+
+    async def wait_async(self, cell_id: str) -> ExitStatus:
+        """Wait from Trio (sleeps on the pidfd), then classify and report."""
+        rec = self._get(cell_id)
+        if rec.workload is None:
+            raise SandboxError(f"cell {cell_id!r} has not been spawned")
+        await rec.workload.wait_async()
+        status = self._reap_report(rec)
+        assert status is not None
+        return status
+
+    def destroy(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
+        """Stop, reap, revoke, and remove every host-side trace of ``cell_id``."""
+        rec = self._get(cell_id)
+        clean = True
+        revoked = 0
+        removed: list[str] = []
+        try:
+            wl = rec.workload
+            if wl is not None and wl.poll() is None:
+                rec.stopped_by_us = True
+                self._terminate(wl)
+                try:
+                    wl.wait(grace)
+                except subprocess.TimeoutExpired:
+                    clean = False
+                    self._kill(rec, wl)
+                    try:
+                        wl.wait(_KILL_PATIENCE)
+                    except subprocess.TimeoutExpired as exc:
+                        raise SandboxError(f"pid {wl.pid} survived SIGKILL") from exc
+            self._reap_report(rec)
+            rec.leaves.kill_all()
+            removed += rec.leaves.remove()
+            if rec.runtime_dir.exists():
+                shutil.rmtree(rec.runtime_dir, ignore_errors=True)
+                removed.append(str(rec.runtime_dir))
+            sock = rec.spec.own_socket
+            shared = any(
+                r.spec.own_socket == sock for cid, r in self._cells.items() if cid != cell_id
+            )
+            if sock is not None and not shared and _is_socket(sock):
+                sock.unlink()
+                removed.append(str(sock))
+        finally:
+            revoked = self.broker.revoke_for_cell(cell_id)
+            if rec.workload is not None:
+                rec.workload.close()
+            del self._cells[cell_id]
+        self.events.emit(
+            rec.spec.name,
+            "destroyed",
+            {
+                "cell_id": cell_id,
+                "backend": self.name,
+                "clean": clean,
+                "removed": removed,
+                "secrets_revoked": revoked,
+            },
+        )
+        return TeardownReport(
+            cell_id=cell_id,
+            clean=clean,
+            exit=rec.status,
+            removed=tuple(removed),
+            secrets_revoked=revoked,
+            tracked_after=len(self._cells),
+        )
+
+    # ------------------------------------------------------------- internals
+
+    def _get(self, cell_id: str) -> _Record:
+        rec = self._cells.get(cell_id)
+        if rec is None:
+            raise UnknownCell(cell_id)
+        return rec
+
+    def _terminate(self, wl: Workload) -> None:
+        """Ask politely: SIGTERM to the workload's process group."""
+        wl.signal_group(signal.SIGTERM)
+
+    def _kill(self, rec: _Record, wl: Workload) -> None:
+        wl.signal_group(signal.SIGKILL)
+        wl.send_signal(signal.SIGKILL)
+        rec.leaves.kill_all()
+
+    def _reap_report(self, rec: _Record) -> ExitStatus | None:
+        wl = rec.workload
+        if wl is None or rec.reported:
+            return rec.status
+        raw = wl.poll()
+        if raw is None:
+            return None
+        mechs = rec.plan.mechanisms
+        evidence = LimitEvidence(
+            oom_killed=rec.leaves.oom_kills() > 0,
+            memory_rlimit=mechs.get("memory") == "rlimit",
+        )
+        status = classify_exit(
+            raw,
+            stopped_by_us=rec.stopped_by_us,
+            evidence=evidence,
+            signal_as_code_offset=rec.signal_offset,
+        )
+        rec.status = status
+        rec.reported = True
+        self.events.emit(
+            rec.spec.name,
+            "exited",
+            {"cell_id": rec.spec.cell_id, "backend": self.name, "pid": wl.pid, **status.to_json()},
+        )
+        return status
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def runtime_env(
+    rec_spec: CellSpec,
+    *,
+    n_fds: int,
+    home: str,
+    cwd: str,
+    socket_dir: str,
+    data_dir: str | None,
+    dna_dir: str | None,
+    path: str,
+    secrets: Sequence[Secret],
+    secret_files: Mapping[str, str],
+) -> WorkloadEnv:
+    """The declared env plus the documented runtime variables (runtime wins).
+
+    ``CELL_NAME``, ``HOME``/``TMPDIR``, ``PWD`` (the working directory, which
+    bwrap would set anyway), ``PATH`` (unless declared),
+    ``CELL_SOCKET_DIR``, ``CELL_LISTEN_FDS`` (count of fds from 3), and when
+    present ``CELL_DATA_DIR``, ``CELL_DNA_DIR``, env-delivered secrets by
+    name and ``CELL_SECRET_FILE_<NAME>`` for file-delivered ones.
+    """
+    extra: dict[str, str] = {
+        "CELL_NAME": rec_spec.name,
+        "HOME": home,
+        "TMPDIR": home,
+        "PWD": cwd,
+        "CELL_SOCKET_DIR": socket_dir,
+    }
+    if "PATH" not in dict(rec_spec.env.items):
+        extra["PATH"] = path
+    if n_fds:
+        extra["CELL_LISTEN_FDS"] = str(n_fds)
+        extra["CELL_LISTEN_FDS_START"] = str(FIRST_PASSED_FD)
+    if data_dir is not None:
+        extra["CELL_DATA_DIR"] = data_dir
+    if dna_dir is not None:
+        extra["CELL_DNA_DIR"] = dna_dir
+    for secret in secrets:
+        if secret.ref.deliver == "env":
+            extra[secret.ref.name] = secret.value.decode("utf-8", "surrogateescape")
+    for name, fpath in secret_files.items():
+        extra[f"CELL_SECRET_FILE_{name}"] = fpath
+    return rec_spec.env.merged(extra)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Poll (bounded) until ``pid`` no longer exists or is a zombie; True if gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+__all__ = ["Command", "ProcessBackend", "runtime_env", "secret_memfd", "wait_gone"]

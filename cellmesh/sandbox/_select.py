@@ -1,0 +1,75 @@
+"""Choose and build a backend from ``CELL_SANDBOX`` (auto|bwrap|host|stub).
+
+``auto`` (the default) probes bwrap once; when bwrap is missing or cannot
+create a user namespace here it falls back to the host backend and issues one
+:class:`SandboxDowngradeWarning` naming the reason. ``bwrap`` never falls back:
+it raises :class:`~cellmesh.sandbox.errors.BackendUnavailable`. Any other value
+is a :class:`~cellmesh.sandbox.errors.SandboxConfigError` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Final
+
+from ..config import Paths
+from ._backend import CellBackend
+from ._bwrap import BwrapBackend, find_bwrap, probe_bwrap
+from ._events import EventSink, JsonlEventLog, MemoryEventLog
+from ._host import HostBackend
+from ._limits import CgroupHost
+from ._secrets import SecretBroker, select_broker
+from ._stub import StubBackend
+from .errors import BackendUnavailable, SandboxConfigError
+
+BACKEND_NAMES: Final = ("auto", "bwrap", "host", "stub")
+
+
+class SandboxDowngradeWarning(UserWarning):
+    """``CELL_SANDBOX=auto`` fell back to the host backend (no namespaces)."""
+
+
+def select_backend(
+    env: Mapping[str, str] | None = None,
+    *,
+    paths: Paths | None = None,
+    events: EventSink | None = None,
+    broker: SecretBroker | None = None,
+) -> CellBackend:
+    """Build the backend ``CELL_SANDBOX`` names (see module doc).
+
+    ``paths`` defaults to ``Paths.from_env(env)``, ``events`` to a
+    :class:`JsonlEventLog` under ``paths.log_dir``, ``broker`` to the one
+    ``CELL_SECRETS`` names.
+    """
+    env = os.environ if env is None else env
+    choice = env.get("CELL_SANDBOX", "") or "auto"
+    if choice not in BACKEND_NAMES:
+        raise SandboxConfigError(
+            "CELL_SANDBOX", f"{choice!r} is not one of {', '.join(BACKEND_NAMES)}"
+        )
+    broker = broker if broker is not None else select_broker(env)
+    if choice == "stub":
+        return StubBackend(events=events if events is not None else MemoryEventLog(), broker=broker)
+    paths = paths if paths is not None else Paths.from_env(env)
+    events = events if events is not None else JsonlEventLog.for_paths(paths)
+    cgroups = CgroupHost.detect(env)
+    if choice in ("auto", "bwrap"):
+        bwrap = find_bwrap()
+        problem = probe_bwrap(bwrap)
+        if problem is None and bwrap is not None:
+            return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap)
+        if choice == "bwrap":
+            raise BackendUnavailable("bwrap", problem or "not found")
+        warnings.warn(
+            f"CELL_SANDBOX=auto: {problem}; cells run under the host backend "
+            "(fd/env/resource hygiene only, no namespaces). See docs/security.md.",
+            SandboxDowngradeWarning,
+            stacklevel=2,
+        )
+    return HostBackend(paths, events, broker, cgroups)
+
+
+__all__ = ["BACKEND_NAMES", "SandboxDowngradeWarning", "select_backend"]
