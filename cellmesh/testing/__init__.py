@@ -1,0 +1,50 @@
+"""Test support shipped with cellmesh (like ``trio.testing``).
+
+* :class:`Simulation` / :func:`run_seed` -- the deterministic Raft fault
+  simulator (``scripts/simulate.py --seed N`` replays a seed).
+* :func:`check_operations` with :class:`KVModel` / :class:`RegisterModel` --
+  the linearizability checker.
+* :class:`RaftNet` -- a hand-driven, lossless network of Raft cores for
+  step-by-step unit tests.
+* :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
+"""
+
+from cellmesh.testing.kvsm import Command, KVStateMachine
+from cellmesh.testing.lincheck import (
+    CheckResult,
+    KVModel,
+    Model,
+    Operation,
+    RegisterModel,
+    SearchBudgetExceeded,
+    check_operations,
+    history_from_events,
+)
+from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
+from cellmesh.testing.raftnet import PerfectStorage, RaftNet
+from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
+from cellmesh.testing.simdisk import DiskState, SimDisk
+
+__all__ = [
+    "CheckResult",
+    "Command",
+    "DiskState",
+    "InvariantViolation",
+    "KVModel",
+    "KVStateMachine",
+    "Model",
+    "Operation",
+    "PerfectStorage",
+    "RaftNet",
+    "RegisterModel",
+    "SafetyChecker",
+    "SearchBudgetExceeded",
+    "SimDisk",
+    "SimParams",
+    "SimResult",
+    "Simulation",
+    "SimulationFailure",
+    "check_operations",
+    "history_from_events",
+    "run_seed",
+]
