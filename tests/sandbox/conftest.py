@@ -1,0 +1,130 @@
+"""Fixtures for the sandbox tests: isolated CELL_HOME, backends, bwrap availability."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cellmesh.config import Paths
+from cellmesh.sandbox import (
+    BwrapBackend,
+    CellBackend,
+    CgroupHost,
+    HostBackend,
+    JsonlEventLog,
+    MemorySecretBroker,
+    StubBackend,
+)
+from cellmesh.sandbox._bwrap import find_bwrap, probe_bwrap
+
+PY = sys.executable
+
+
+def _install_bwrap() -> None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "bubblewrap"]):
+        subprocess.run(argv, env=env, capture_output=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="session")
+def bwrap_path() -> str:
+    """bwrap's path; installs it (root + apt) when missing, else skips with the reason."""
+    if find_bwrap() is None:
+        _install_bwrap()
+    path = find_bwrap()
+    problem = probe_bwrap(path)
+    if problem is not None or path is None:
+        pytest.skip(f"bwrap sandbox unavailable: {problem}")
+    return path
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    home = tmp_path / "cellhome"
+    home.mkdir()
+    return Paths.from_env({"CELL_HOME": str(home)})
+
+
+@pytest.fixture
+def broker() -> MemorySecretBroker:
+    return MemorySecretBroker()
+
+
+def make_backend(
+    kind: str, paths: Paths, broker: MemorySecretBroker, bwrap: str | None = None
+) -> CellBackend:
+    events = JsonlEventLog.for_paths(paths)
+    cgroups = CgroupHost.detect({})
+    if kind == "stub":
+        return StubBackend(events=events, broker=broker)
+    if kind == "host":
+        return HostBackend(paths, events, broker, cgroups)
+    assert bwrap is not None
+    return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap)
+
+
+@pytest.fixture(params=["stub", "host", "bwrap"])
+def backend(
+    request: pytest.FixtureRequest, paths: Paths, broker: MemorySecretBroker
+) -> Iterator[CellBackend]:
+    bwrap = request.getfixturevalue("bwrap_path") if request.param == "bwrap" else None
+    be = make_backend(request.param, paths, broker, bwrap)
+    yield be
+    for cell_id in list(be.tracked()):
+        be.destroy(cell_id, grace=0.5)
+
+
+@pytest.fixture(params=["host", "bwrap"])
+def real_backend(
+    request: pytest.FixtureRequest, paths: Paths, broker: MemorySecretBroker
+) -> Iterator[CellBackend]:
+    bwrap = request.getfixturevalue("bwrap_path") if request.param == "bwrap" else None
+    be = make_backend(request.param, paths, broker, bwrap)
+    yield be
+    for cell_id in list(be.tracked()):
+        be.destroy(cell_id, grace=0.5)
+
+
+@pytest.fixture
+def bwrap_backend(
+    bwrap_path: str, paths: Paths, broker: MemorySecretBroker
+) -> Iterator[CellBackend]:
+    be = make_backend("bwrap", paths, broker, bwrap_path)
+    yield be
+    for cell_id in list(be.tracked()):
+        be.destroy(cell_id, grace=0.5)
+
+
+def poll_until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate()`` until true, failing after ``timeout`` seconds."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def workload_pid(backend: CellBackend, pid: int) -> int:
+    """The pid of the workload itself: ``pid`` (host) or the innermost descendant (bwrap)."""
+    if backend.name != "bwrap":
+        return pid
+    from cellmesh.sandbox._bwrap import descendants
+
+    found: list[int] = []
+
+    def leaf() -> bool:
+        found[:] = descendants(pid)
+        return len(found) >= 2
+
+    poll_until(leaf, what="the sandboxed workload to start")
+    return found[-1]

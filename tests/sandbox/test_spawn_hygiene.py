@@ -1,0 +1,175 @@
+"""Spawn hygiene, checked on real children through /proc/<pid>/environ and /proc/<pid>/fd."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from cellmesh.sandbox import (
+    CellBackend,
+    CellSpec,
+    SandboxConfigError,
+    WorkloadEnv,
+    spawn_isolated_workload,
+)
+
+from .conftest import workload_pid
+
+PY = sys.executable
+#: Waits for EOF on stdin, then blocks until killed: the parent inspects it meanwhile.
+HOLD = "import os, sys; sys.stdin.read(); os.write(1, b'eof\\n'); import time; time.sleep(120)"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    out = {}
+    for item in raw.split(b"\0"):
+        if item:
+            key, _, value = item.decode().partition("=")
+            out[key] = value
+    return out
+
+
+def _fds(pid: int) -> dict[int, str]:
+    base = Path(f"/proc/{pid}/fd")
+    return {int(fd): os.readlink(base / fd) for fd in os.listdir(base)}
+
+
+def _read_line(fd: int) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def test_environ_is_exactly_the_declared_set() -> None:
+    env = WorkloadEnv(items={"ONLY": "this", "AND": "that"})
+    os.environ["CELLMESH_LEAK_CANARY"] = "leaked"
+    r, w = os.pipe()
+    try:
+        wl = spawn_isolated_workload([PY, "-c", HOLD], env, stdout=w)
+        os.close(w)
+        assert _read_line(r) == b"eof\n"  # stdin was at EOF: the write end is closed
+        assert _environ(wl.pid) == {"ONLY": "this", "AND": "that"}
+    finally:
+        del os.environ["CELLMESH_LEAK_CANARY"]
+        os.close(r)
+    wl.send_signal(9)
+    assert wl.wait(30) == -9
+    wl.close()
+
+
+def test_only_passed_fds_survive_and_at_stable_numbers() -> None:
+    leaky_r, leaky_w = os.pipe()
+    os.set_inheritable(leaky_r, True)  # an inheritable fd that must still not leak
+    os.set_inheritable(leaky_w, True)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    extra_r, extra_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        # Passed in "reverse" order: the socket must land on 3, the pipe on 4.
+        wl = spawn_isolated_workload(
+            [PY, "-c", HOLD],
+            WorkloadEnv(),
+            pass_fds=[listener.fileno(), extra_r],
+            stdout=out_w,
+        )
+        os.close(out_w)
+        assert _read_line(out_r) == b"eof\n"
+        fds = _fds(wl.pid)
+        assert sorted(fds) == [0, 1, 2, 3, 4]
+        assert fds[0].startswith("pipe:")
+        assert fds[3] == f"socket:[{os.fstat(listener.fileno()).st_ino}]"
+        assert fds[4] == f"pipe:[{os.fstat(extra_r).st_ino}]"
+    finally:
+        for fd in (leaky_r, leaky_w, extra_r, extra_w, out_r):
+            os.close(fd)
+        listener.close()
+    wl.send_signal(9)
+    wl.wait(30)
+    wl.close()
+
+
+def test_keep_stdin_gives_the_caller_a_pipe() -> None:
+    r, w = os.pipe()
+    wl = spawn_isolated_workload(
+        [PY, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"],
+        WorkloadEnv(),
+        stdout=w,
+        keep_stdin=True,
+    )
+    os.close(w)
+    assert wl.stdin is not None
+    os.write(wl.stdin, b"hello")
+    wl.close()  # closes our stdin end: the child sees EOF
+    assert os.read(r, 100) == b"HELLO"
+    os.close(r)
+    assert wl.wait(30) == 0
+
+
+@pytest.mark.parametrize("argv", [[], [""]])
+def test_empty_argv_is_rejected(argv: list[str]) -> None:
+    with pytest.raises(SandboxConfigError):
+        spawn_isolated_workload(argv, WorkloadEnv())
+
+
+def test_closed_fd_cannot_be_passed() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(SandboxConfigError):
+        spawn_isolated_workload([PY, "-c", "pass"], WorkloadEnv(), pass_fds=[r])
+
+
+def test_new_session_and_no_controlling_terminal() -> None:
+    r, w = os.pipe()
+    wl = spawn_isolated_workload(
+        [PY, "-c", "import os; print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())"],
+        WorkloadEnv(),
+        stdout=w,
+    )
+    os.close(w)
+    assert wl.wait(30) == 0
+    assert os.read(r, 100) == b"True True\n"
+    os.close(r)
+    wl.close()
+
+
+def test_backend_child_environ_and_fds(real_backend: CellBackend) -> None:
+    """The backends add only the documented runtime variables and pass fds at 3.."""
+    listener = socket.socket(socket.AF_UNIX)
+    r, w = os.pipe()
+    real_backend.create(
+        CellSpec(name="hyg", argv=[PY, "-c", HOLD], env=WorkloadEnv(items={"MINE": "1"}))
+    )
+    try:
+        proc = real_backend.spawn("hyg", pass_fds=[listener.fileno()], stdout=w)
+        os.close(w)
+        w = -1
+        assert _read_line(r) == b"eof\n"
+        pid = workload_pid(real_backend, proc.pid)
+        env = _environ(pid)
+        runtime = {
+            "CELL_NAME", "HOME", "TMPDIR", "PWD", "PATH", "CELL_SOCKET_DIR",
+            "CELL_LISTEN_FDS", "CELL_LISTEN_FDS_START",
+        }  # fmt: skip
+        assert set(env) == {"MINE"} | runtime
+        assert env["MINE"] == "1"
+        assert env["CELL_LISTEN_FDS"] == "1"
+        fds = _fds(pid)
+        assert sorted(fds) == [0, 1, 2, 3]
+        assert fds[3] == f"socket:[{os.fstat(listener.fileno()).st_ino}]"
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+        listener.close()
