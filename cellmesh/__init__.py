@@ -5,4 +5,50 @@ The public API is exactly what this module re-exports.
 
 from __future__ import annotations
 
+from ._dispatch import Receptors
+from .errors import (
+    CellmeshError,
+    CellUnavailable,
+    ConfigError,
+    ConnectionClosed,
+    FieldError,
+    MembraneInUse,
+    ProteinError,
+    ProtocolError,
+    RemoteCellError,
+    SchemaMismatch,
+    UnknownProtein,
+)
+from .membrane import Membrane, MembraneOptions, MembraneStats, open_membrane
+from .synapse import Synapse, SynapseOptions
+from .wire.proteins import ProteinRegistry, fingerprint, protein, wire_name
+from .wire.vesicle import Vesicle
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "CellUnavailable",
+    "CellmeshError",
+    "ConfigError",
+    "ConnectionClosed",
+    "FieldError",
+    "Membrane",
+    "MembraneInUse",
+    "MembraneOptions",
+    "MembraneStats",
+    "ProteinError",
+    "ProteinRegistry",
+    "ProtocolError",
+    "Receptors",
+    "RemoteCellError",
+    "SchemaMismatch",
+    "Synapse",
+    "SynapseOptions",
+    "UnknownProtein",
+    "Vesicle",
+    "__version__",
+    "fingerprint",
+    "open_membrane",
+    "protein",
+    "wire_name",
+]

@@ -3,7 +3,7 @@
 from typing import Final
 
 ABOUT: Final = """\
-cellmesh grew from the design of "Cell – Biological Distributed Super-computing
+cellmesh grew from the design of "Cell - Biological Distributed Super-computing
 Substrate" (https://github.com/Leif-Rydenfalk/cell), whose license is
 MIT + Attribution. Its notice, reproduced as that license requires:
 

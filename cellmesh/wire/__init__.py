@@ -1,0 +1,1 @@
+"""The wire layer: sans-I/O framing, proteins, and vesicles."""

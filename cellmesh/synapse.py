@@ -1,0 +1,553 @@
+"""Synapse: a typed client to a cell, shared by any number of tasks.
+
+Theory of operation
+-------------------
+``async with Synapse.grow(name) as syn`` connects to the cell's membrane and
+owns a nursery for the connection's reader and writer tasks. Calls carry
+ids, so any number of tasks can have calls in flight on one connection; the
+reader task matches replies to waiting callers and wakes them directly
+(``trio.lowlevel.reschedule``, no queue in between).
+
+* ``fire`` sends one call and waits for its reply. Cancelling the waiting
+  task (a timeout, a cancelled nursery) sends a ``cancel`` frame so the
+  callee's handler is cancelled too; the eventual final answer is discarded.
+* ``fire_many`` pipelines a batch: one frame, one wake-up for all replies.
+* ``signal``/``signal_many`` are one-way.
+
+Credit: the membrane grants call and byte credit in its hello and returns it
+as calls finish; callers wait for credit when it runs out, so a fast caller
+cannot grow the server's memory without bound.
+
+Failure: when the connection breaks, every call in flight fails with
+:class:`~cellmesh.errors.CellUnavailable` and the next call reconnects. A
+``goaway`` (graceful shutdown, hot swap) lets calls in flight finish while
+new calls go to a new connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import outcome
+import trio
+
+from ._channel import Channel, ChannelBroken
+from .config import Paths, check_cell_name
+from .errors import (
+    CellmeshError,
+    CellUnavailable,
+    ConfigError,
+    ConnectionClosed,
+    HandshakeError,
+    ProteinError,
+    ProtocolError,
+    RemoteCellError,
+    RemoteProtocolError,
+    VersionMismatch,
+)
+from .membrane import vesicle_context
+from .wire import codec
+from .wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind
+from .wire.proteins import (
+    DEFAULT_VESICLE_THRESHOLD,
+    PROTEINS,
+    DecodeContext,
+    EncodeContext,
+    ProteinRegistry,
+)
+from .wire.vesicle import Vesicle
+
+CONNECT_TIMEOUT: Final = 10.0
+
+
+@attrs.define(kw_only=True)
+class SynapseOptions:
+    """Tunables of a synapse."""
+
+    max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE
+    vesicle_threshold: int = DEFAULT_VESICLE_THRESHOLD
+    connect_timeout: float = CONNECT_TIMEOUT
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad option."""
+        if not codec.MIN_MAX_FRAME_SIZE <= self.max_frame_size <= codec.ABSOLUTE_MAX_FRAME_SIZE:
+            raise ConfigError(
+                "max_frame_size",
+                f"must be in [{codec.MIN_MAX_FRAME_SIZE}, {codec.ABSOLUTE_MAX_FRAME_SIZE}]",
+            )
+        if type(self.vesicle_threshold) is not int or self.vesicle_threshold < 1:
+            raise ConfigError("vesicle_threshold", "must be a positive integer")
+        if not (self.connect_timeout > 0 and math.isfinite(self.connect_timeout)):
+            raise ConfigError("connect_timeout", "must be a positive number of seconds")
+
+
+class _Waiter:
+    """One waiting caller: a single call, or all calls of a ``fire_many``."""
+
+    __slots__ = ("done", "errors", "remaining", "results", "task")
+
+    def __init__(self, count: int) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.remaining = count
+        self.results: list[Any] = [None] * count
+        self.errors: dict[int, BaseException] = {}
+        self.done = False
+
+
+_CANCELLED: Final = (None, -1)
+
+
+class _Connection:
+    """One live connection to the membrane: handshake, reader, credit, pending calls."""
+
+    def __init__(self, syn: Synapse, sock: socket.socket) -> None:
+        self.syn = syn
+        self.channel = Channel(sock, max_frame_size=syn.options.max_frame_size)
+        self.pending: dict[int, tuple[_Waiter | None, int]] = {}
+        self.next_id = 1
+        self.calls_left = 0
+        self.bytes_left = 0
+        self.credit_event = trio.Event()
+        self.peer_name = "?"
+        self.peer_fps: dict[str, str] = {}
+        self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
+        self.ctx = DecodeContext()
+        self.draining = False
+        self.dead: CellUnavailable | None = None
+        self.closed = trio.Event()
+
+    async def handshake(self) -> None:
+        syn = self.syn
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            name=syn.client_name,
+            proteins=syn.registry.fingerprints(),
+            max_frame_size=syn.options.max_frame_size,
+        )
+        self.channel.send(codec.frame_bytes(hello.to_wire()))
+        while True:
+            decoded = self.channel.decoder.next_frame()
+            if decoded is not NEED_DATA:
+                break
+            if not await self.channel.receive():
+                raise ChannelBroken("the cell closed the connection during the handshake")
+        items = decoded.items
+        if len(items) == 1 and items[0][0] == Kind.ERROR:
+            raise RemoteProtocolError(f"the cell refused us: {items[0][4]}", code=items[0][2])
+        if len(items) != 1 or items[0][0] != Kind.HELLO:
+            raise HandshakeError("expected a hello from the cell first")
+        frame = Hello.from_wire(items[0])
+        if frame.version != PROTOCOL_VERSION:
+            raise VersionMismatch(PROTOCOL_VERSION, frame.version)
+        self.peer_name = frame.name
+        self.peer_fps = frame.proteins
+        self.peer_max_frame = frame.max_frame_size
+        self.calls_left = frame.credit_calls
+        self.bytes_left = frame.credit_bytes
+        self.ctx = DecodeContext(None, syn.registry.mismatched(frame.proteins))
+
+    # -- reading -----------------------------------------------------------
+
+    async def run_reader(self) -> None:
+        reason = "the cell closed the connection"
+        try:
+            channel = self.channel
+            decoder = channel.decoder
+            while True:
+                decoded = decoder.next_frame()
+                if decoded is NEED_DATA:
+                    if not self.pending and self.draining:
+                        reason = "drained after goaway"
+                        break
+                    if not await channel.receive():
+                        break
+                    continue
+                self._handle(decoded.items, decoded.vesicles)
+        except (ProtocolError, ChannelBroken) as exc:
+            reason = str(exc)
+            if isinstance(exc, ProtocolError) and not isinstance(exc, RemoteProtocolError):
+                pass
+            elif isinstance(exc, ProtocolError):
+                error = Error(id=None, code=exc.code, type_name=type(exc).__name__,
+                              message=str(exc))
+                with suppress(ChannelBroken):
+                    self.channel.send(codec.frame_bytes(error.to_wire()))
+        finally:
+            self._die(reason)
+
+    def _die(self, reason: str) -> None:
+        if self.dead is None:
+            self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
+        pending, self.pending = self.pending, {}
+        failed: set[int] = set()
+        for waiter, _ in pending.values():
+            if waiter is not None and id(waiter) not in failed:
+                failed.add(id(waiter))
+                self._wake(waiter, outcome.Error(self.dead))
+        self.credit_event.set()
+        self.channel.close()
+        self.closed.set()
+
+    def _handle(self, items: list[list[Any]], vesicles: int) -> None:
+        ctx = self.ctx
+        leftover: dict[int, int] = {}
+        if vesicles:
+            ctx, leftover = vesicle_context(self.channel, vesicles, self.ctx.mismatched)
+        try:
+            for item in items:
+                kind = item[0]
+                if kind == 2:  # reply: [2, id, body|null]
+                    self._reply(item[1], item[2], ctx)
+                elif kind == 6:  # credit: [6, calls, bytes]
+                    self.calls_left += item[1]
+                    self.bytes_left += item[2]
+                    self.credit_event.set()
+                elif kind == 3:  # error
+                    self._error(Error(id=item[1], code=item[2], type_name=item[3],
+                                      message=item[4], traceback=item[5]))
+                elif kind == 7:  # goaway
+                    self.draining = True
+                    self.credit_event.set()
+                else:
+                    raise RemoteProtocolError(
+                        f"a cell may not send frames of kind {Kind(kind).name} to a client"
+                    )
+        finally:
+            for fd in leftover.values():
+                os.close(fd)
+
+    def _take(self, call_id: int) -> tuple[_Waiter | None, int]:
+        try:
+            return self.pending.pop(call_id)
+        except KeyError:
+            raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
+
+    def _reply(self, call_id: int, body: list[Any] | None, ctx: DecodeContext) -> None:
+        waiter, index = self._take(call_id)
+        if waiter is None:
+            return  # the caller cancelled; this is the final answer, discard it
+        if body is None:
+            value: Any = None
+        else:
+            try:
+                value = self.syn.registry.decode(body, ctx, self.peer_fps)
+            except ProteinError as exc:
+                waiter.errors[index] = exc
+                value = None
+        waiter.results[index] = value
+        waiter.remaining -= 1
+        if waiter.remaining == 0:
+            self._finish(waiter)
+
+    def _error(self, error: Error) -> None:
+        if error.id is None:
+            raise ChannelBroken(
+                f"the cell reported a protocol error (code {error.code}): {error.message}"
+            )
+        waiter, index = self._take(error.id)
+        if waiter is None:
+            return
+        waiter.errors[index] = RemoteCellError(
+            cell=self.peer_name, code=error.code, type_name=error.type_name,
+            message=error.message, remote_traceback=error.traceback,
+        )
+        waiter.remaining -= 1
+        if waiter.remaining == 0:
+            self._finish(waiter)
+
+    def _finish(self, waiter: _Waiter) -> None:
+        if waiter.errors:
+            first = min(waiter.errors)
+            self._wake(waiter, outcome.Error(waiter.errors[first]))
+        else:
+            self._wake(waiter, outcome.Value(waiter.results))
+
+    @staticmethod
+    def _wake(waiter: _Waiter, result: outcome.Outcome[Any]) -> None:
+        if not waiter.done:
+            waiter.done = True
+            trio.lowlevel.reschedule(waiter.task, result)
+
+    # -- sending -----------------------------------------------------------
+
+    def send_items(self, items: list[list[Any]], ctx: EncodeContext) -> None:
+        """Send call/signal items as one frame (vesicles attached if any)."""
+        frames = codec.encode_items(items, self.peer_max_frame)
+        fds: Sequence[int] = ()
+        done: Callable[[], None] | None = None
+        if ctx.vesicles:
+            fds = [v.fileno() for v in ctx.vesicles]
+            owned = list(ctx.owned)
+
+            def sent() -> None:
+                for vesicle in owned:
+                    vesicle.close()
+
+            done = sent
+        size = sum(len(f) for f in frames)
+        self.bytes_left -= size
+        for i, data in enumerate(frames):
+            last = i == len(frames) - 1
+            self.channel.send(data, fds if i == 0 else (), done if last else None)
+
+    def cancel_ids(self, ids: Iterable[int]) -> None:
+        """The caller gave up on these calls: tell the cell, discard their answers."""
+        items = []
+        for call_id in ids:
+            if call_id in self.pending:
+                self.pending[call_id] = _CANCELLED
+                items.append([Kind.CANCEL, call_id])
+        if items and self.dead is None:
+            with suppress(ChannelBroken, CellmeshError):
+                for data in codec.encode_items(items, self.peer_max_frame):
+                    self.channel.send(data)
+
+
+class Synapse:
+    """A typed client to one cell. Create it with :meth:`Synapse.grow`."""
+
+    def __init__(
+        self,
+        name: str,
+        socket_path: Path,
+        *,
+        registry: ProteinRegistry,
+        options: SynapseOptions,
+        nursery: trio.Nursery,
+        client_name: str,
+    ) -> None:
+        self.name = name
+        self.socket_path = socket_path
+        self.socket_path_text = os.fspath(socket_path)
+        self.registry = registry
+        self.options = options
+        self.client_name = client_name
+        self._nursery = nursery
+        self._conn: _Connection | None = None
+        self._connect_lock = trio.Lock()
+        self._closed = False
+
+    @classmethod
+    @asynccontextmanager
+    async def grow(
+        cls,
+        name: str,
+        *,
+        socket_dir: str | os.PathLike[str] | None = None,
+        socket_path: str | os.PathLike[str] | None = None,
+        registry: ProteinRegistry | None = None,
+        client_name: str | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Synapse]:
+        """Connect to cell ``name`` for the duration of the block.
+
+        The socket is ``<socket_dir>/<name>.sock`` (default
+        ``$CELL_SOCKET_DIR``), or ``socket_path`` when given. Raises
+        :class:`CellUnavailable` naming the socket when nothing listens there.
+        ``options`` are :class:`SynapseOptions` fields.
+        """
+        check_cell_name(name)
+        opts = SynapseOptions(**options)
+        opts.validate()
+        if socket_path is not None:
+            path = Path(socket_path)
+        else:
+            paths = Paths.from_env()
+            if socket_dir is not None:
+                paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
+            path = paths.socket_path(name)
+        async with trio.open_nursery() as nursery:
+            syn = cls(
+                name, path, registry=registry if registry is not None else PROTEINS,
+                options=opts, nursery=nursery,
+                client_name=client_name or f"pid{os.getpid()}",
+            )
+            try:
+                await syn._connection()
+                yield syn
+            finally:
+                syn._close()
+                nursery.cancel_scope.cancel()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            self._conn._die("the synapse was closed")
+
+    async def _connect(self) -> _Connection:
+        path = self.socket_path_text
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        try:
+            try:
+                sock.connect(path)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err)) from None
+        except OSError as exc:
+            sock.close()
+            reason = {
+                errno.ENOENT: "no such socket (is the cell running?)",
+                errno.ECONNREFUSED: "connection refused (nothing is listening)",
+            }.get(exc.errno or 0, f"connect failed: {exc.strerror or exc}")
+            raise CellUnavailable(self.name, path, reason) from None
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Connection(self, sock)
+        try:
+            with trio.fail_after(self.options.connect_timeout):
+                await conn.handshake()
+        except trio.TooSlowError:
+            conn.channel.close()
+            raise CellUnavailable(self.name, path, "no hello from the cell in time") from None
+        except ChannelBroken as exc:
+            conn.channel.close()
+            raise CellUnavailable(self.name, path, str(exc)) from None
+        except BaseException:
+            conn.channel.close()
+            raise
+        self._nursery.start_soon(conn.channel.run_writer)
+        self._nursery.start_soon(conn.run_reader)
+        return conn
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.dead is None and not conn.draining:
+            return conn
+        if self._closed:
+            raise ConnectionClosed(f"synapse to {self.name!r} is closed")
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is None or conn.dead is not None or conn.draining:
+                conn = self._conn = await self._connect()
+            return conn
+
+    async def _credit(self, want: int) -> tuple[_Connection, int]:
+        """A live connection with credit for up to ``want`` calls; returns how many."""
+        while True:
+            conn = await self._connection()
+            if conn.calls_left > 0 and conn.bytes_left > 0:
+                return conn, min(want, conn.calls_left)
+            conn.credit_event = trio.Event()
+            await conn.credit_event.wait()
+
+    # -- public API --------------------------------------------------------
+
+    async def fire(self, msg: Any) -> Any:
+        """Call the cell with ``msg`` and return its reply (a protein, or None).
+
+        Raises :class:`RemoteCellError` if the handler failed,
+        :class:`CellUnavailable` if the connection broke first,
+        :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field.
+        """
+        results = await self._fire(msg, 1)
+        return results[0]
+
+    async def fire_many(self, msgs: Iterable[Any]) -> list[Any]:
+        """Pipeline calls and return their replies in order.
+
+        If any call fails, the error of the first failed call is raised after
+        every call has finished (no call is left running).
+        """
+        batch = list(msgs)
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._fire(batch, len(batch))
+
+    async def _fire(self, msgs: Any, count: int) -> list[Any]:
+        registry = self.registry
+        ctx = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
+        single = count == 1 and not isinstance(msgs, list)
+        sources = [msgs] if single else msgs
+        bodies = [registry.encode(m, ctx) for m in sources]
+        contexts: list[EncodeContext] | None = None
+        if ctx.vesicles:
+            # Vesicle indexes are per frame: give each call its own frame.
+            for vesicle in ctx.owned:
+                vesicle.close()
+            contexts = []
+            bodies = []
+            for m in sources:
+                one = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
+                bodies.append(registry.encode(m, one))
+                contexts.append(one)
+        waiter = _Waiter(count)
+        sent = 0
+        conns: list[tuple[_Connection, list[int]]] = []
+        try:
+            while sent < count:
+                conn, n = await self._credit(count - sent)
+                if contexts is not None:
+                    n = 1
+                ids = list(range(conn.next_id, conn.next_id + n))
+                conn.next_id += n
+                pending = conn.pending
+                items = []
+                for j, call_id in enumerate(ids):
+                    pending[call_id] = (waiter, sent + j)
+                    items.append([Kind.CALL, call_id, bodies[sent + j]])
+                conn.calls_left -= n
+                conns.append((conn, ids))
+                try:
+                    frame_ctx = (
+                        contexts[sent] if contexts is not None
+                        else ctx if sent == 0 else EncodeContext()
+                    )
+                    conn.send_items(items, frame_ctx)
+                except ChannelBroken as exc:
+                    for call_id in ids:
+                        pending.pop(call_id, None)
+                    raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+                sent += n
+        except BaseException:
+            for conn, ids in conns:
+                conn.cancel_ids(ids)
+            raise
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            for conn, ids in conns:
+                conn.cancel_ids(ids)
+            waiter.done = True
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
+    async def signal(self, msg: Any) -> None:
+        """Send a one-way message (no reply, no error report)."""
+        await self.signal_many([msg])
+
+    async def signal_many(self, msgs: Iterable[Any]) -> None:
+        """Send one-way messages, batched into as few frames as credit allows."""
+        registry = self.registry
+        ctx = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
+        bodies = [registry.encode(m, ctx) for m in msgs]
+        sent = 0
+        first = True
+        while sent < len(bodies):
+            conn, n = await self._credit(len(bodies) - sent)
+            items = [[Kind.SIGNAL, b] for b in bodies[sent : sent + n]]
+            conn.calls_left -= n
+            try:
+                conn.send_items(items, ctx if first else EncodeContext())
+            except ChannelBroken as exc:
+                raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+            first = False
+            sent += n
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def connected(self) -> bool:
+        """True while a live connection exists (the next call may still reconnect)."""
+        return self._conn is not None and self._conn.dead is None

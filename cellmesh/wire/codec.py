@@ -1,0 +1,585 @@
+"""Sans-I/O framing of the cellmesh wire protocol: bytes in, frames out, and back.
+
+Theory of operation
+-------------------
+A connection carries a stream of *frames*. Each frame is a 4-byte big-endian
+unsigned length ``N`` followed by ``N`` bytes holding exactly one CBOR data
+item: an array whose first element is the frame *kind* (see :class:`Kind`).
+``docs/protocol.md`` is the normative description; this module is its
+executable form.
+
+:class:`FrameDecoder` is fed arbitrary chunks of bytes (``feed``) and hands
+back complete, validated frames (``next_frame``) or :data:`NEED_DATA`. It never
+performs I/O, never blocks, and for *any* input raises only subclasses of
+:class:`~cellmesh.errors.RemoteProtocolError`. The envelope (kinds, ids,
+codes, credit numbers) is validated here; protein bodies are only checked to
+be ``[wire_name, field...]`` arrays and are decoded against a schema later
+(:mod:`cellmesh.wire.proteins`), because a bad body fails one call, not the
+connection.
+
+Encoding goes through :func:`encode_items`, which turns wire items (plain
+lists produced by the ``*.to_wire`` helpers) into one frame, or into a
+``batch`` frame when there are several, splitting into more frames only when
+one would exceed the peer's maximum frame size.
+
+Vesicles (large payloads passed as file descriptors) appear inside protein
+bodies as CBOR tag :data:`VESICLE_TAG` wrapping ``[index, length]``; the
+decoder turns them into :class:`VesicleRef` values and counts them per frame
+so the driver can pair them with the descriptors that arrived with the frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any, Final, TypeAlias
+
+import attrs
+import cbor2
+
+from ..errors import (
+    ErrorCode,
+    FrameTooLarge,
+    HandshakeError,
+    LocalProtocolError,
+    MalformedFrame,
+    UnknownFrameKind,
+)
+
+PROTOCOL_VERSION: Final = 1
+HEADER: Final = struct.Struct(">I")
+HEADER_SIZE: Final = HEADER.size
+DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+#: No frame may ever exceed this, whatever a peer announces (the header is u32).
+ABSOLUTE_MAX_FRAME_SIZE: Final = 2**32 - 1
+#: Smallest maximum a peer may announce: a hello must always fit.
+MIN_MAX_FRAME_SIZE: Final = 4096
+MAX_ID: Final = 2**63 - 1
+#: CBOR nesting deeper than this is refused (bounds decoder recursion).
+MAX_DEPTH: Final = 64
+#: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
+VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
+
+
+class Kind(enum.IntEnum):
+    """Frame kinds; the first element of every frame array."""
+
+    HELLO = 0
+    CALL = 1
+    REPLY = 2
+    ERROR = 3
+    SIGNAL = 4
+    CANCEL = 5
+    CREDIT = 6
+    GOAWAY = 7
+    BATCH = 8
+
+
+@attrs.frozen
+class VesicleRef:
+    """A vesicle inside a decoded body: the ``index``-th descriptor of its frame."""
+
+    index: int
+    length: int
+
+
+Body: TypeAlias = list[Any]
+"""An undecoded protein value: ``[wire_name, field, ...]``."""
+
+
+# ---------------------------------------------------------------------------
+# Typed views of frames. The hot path works on validated raw items (lists);
+# these classes are for control frames and for code that prefers objects.
+
+
+def _expect(item: list[Any], length: int, name: str) -> None:
+    if len(item) != length:
+        raise MalformedFrame(f"a {name} frame has {length} elements, got {len(item)}")
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is int and 0 < value <= MAX_ID
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_ID
+
+
+def _is_body(value: object) -> bool:
+    return type(value) is list and len(value) > 0 and type(value[0]) is str
+
+
+@attrs.frozen(kw_only=True)
+class Hello:
+    """First frame on a connection, once from each side.
+
+    ``proteins`` maps every wire name the sender knows to its schema
+    fingerprint. ``max_frame_size`` is the largest frame the sender accepts.
+    ``credit_calls``/``credit_bytes`` is the initial credit the sender grants
+    the peer for calls and signals (0 for a side that serves nothing).
+    """
+
+    version: int
+    name: str
+    proteins: dict[str, str]
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    credit_calls: int = 0
+    credit_bytes: int = 0
+
+    @classmethod
+    def from_wire(cls, item: list[Any]) -> Hello:
+        """Validate a decoded hello item; raises HandshakeError naming the problem."""
+        if len(item) != 5:
+            raise HandshakeError(f"a hello frame has 5 elements, got {len(item)}")
+        _, version, name, proteins, options = item
+        if not _is_uint(version):
+            raise HandshakeError(f"hello version must be an unsigned integer, got {version!r}")
+        if type(name) is not str:
+            raise HandshakeError("hello peer name must be a text string")
+        if type(proteins) is not dict or not all(
+            type(k) is str and type(v) is str for k, v in proteins.items()
+        ):
+            raise HandshakeError("hello proteins must map text wire names to text fingerprints")
+        if type(options) is not dict:
+            raise HandshakeError("hello options must be a map")
+        values: dict[str, int] = {}
+        for key, default in (
+            ("max_frame_size", DEFAULT_MAX_FRAME_SIZE),
+            ("credit_calls", 0),
+            ("credit_bytes", 0),
+        ):
+            value = options.get(key, default)
+            if not _is_uint(value):
+                raise HandshakeError(
+                    f"hello option {key} must be an unsigned integer, got {value!r}"
+                )
+            values[key] = value
+        if not MIN_MAX_FRAME_SIZE <= values["max_frame_size"] <= ABSOLUTE_MAX_FRAME_SIZE:
+            raise HandshakeError(
+                f"hello max_frame_size {values['max_frame_size']} is outside "
+                f"[{MIN_MAX_FRAME_SIZE}, {ABSOLUTE_MAX_FRAME_SIZE}]"
+            )
+        return cls(version=version, name=name, proteins=proteins, **values)
+
+    def to_wire(self) -> list[Any]:
+        options = {
+            "max_frame_size": self.max_frame_size,
+            "credit_calls": self.credit_calls,
+            "credit_bytes": self.credit_bytes,
+        }
+        return [Kind.HELLO, self.version, self.name, self.proteins, options]
+
+
+@attrs.frozen
+class Call:
+    """A request ``body`` expecting exactly one reply or error with the same ``id``."""
+
+    id: int
+    body: Body
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.CALL, self.id, self.body]
+
+
+@attrs.frozen
+class Reply:
+    """The result of call ``id``; ``body`` is None when the handler returned None."""
+
+    id: int
+    body: Body | None
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.REPLY, self.id, self.body]
+
+
+@attrs.frozen(kw_only=True)
+class Error:
+    """A failed call (``id`` set) or a fatal connection error (``id`` None).
+
+    ``code`` is an :class:`~cellmesh.errors.ErrorCode`; ``type_name`` and
+    ``message`` describe the failure as text; ``traceback`` is the remote
+    traceback text when the failure was a handler exception.
+    """
+
+    id: int | None
+    code: int
+    type_name: str
+    message: str
+    traceback: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.ERROR, self.id, self.code, self.type_name, self.message, self.traceback]
+
+
+@attrs.frozen
+class Signal:
+    """A one-way message: no reply, no error, no id."""
+
+    body: Body
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.SIGNAL, self.body]
+
+
+@attrs.frozen
+class Cancel:
+    """The caller gave up on call ``id``; the callee cancels its handler."""
+
+    id: int
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.CANCEL, self.id]
+
+
+@attrs.frozen
+class Credit:
+    """The sender grants the peer ``calls`` more calls/signals and ``bytes`` more bytes."""
+
+    calls: int
+    bytes: int
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.CREDIT, self.calls, self.bytes]
+
+
+@attrs.frozen
+class GoAway:
+    """The sender will accept no new calls on this connection; reconnect for more."""
+
+    code: int
+    reason: str
+
+    def to_wire(self) -> list[Any]:
+        return [Kind.GOAWAY, self.code, self.reason]
+
+
+Frame: TypeAlias = Hello | Call | Reply | Error | Signal | Cancel | Credit | GoAway
+
+
+def frame_of(item: list[Any]) -> Frame:
+    """The typed view of a validated item (as found in :attr:`DecodedFrame.items`)."""
+    kind = item[0]
+    if kind == Kind.CALL:
+        return Call(item[1], item[2])
+    if kind == Kind.REPLY:
+        return Reply(item[1], item[2])
+    if kind == Kind.ERROR:
+        return Error(id=item[1], code=item[2], type_name=item[3], message=item[4],
+                     traceback=item[5])
+    if kind == Kind.SIGNAL:
+        return Signal(item[1])
+    if kind == Kind.CANCEL:
+        return Cancel(item[1])
+    if kind == Kind.CREDIT:
+        return Credit(item[1], item[2])
+    if kind == Kind.GOAWAY:
+        return GoAway(item[1], item[2])
+    return Hello.from_wire(item)
+
+
+class _NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+
+#: Returned by :meth:`FrameDecoder.next_frame` when no complete frame is buffered.
+NEED_DATA: Final = _NeedData.NEED_DATA
+
+
+# ---------------------------------------------------------------------------
+# Encoding.
+
+
+def frame_bytes(item: list[Any]) -> bytes:
+    """Encode one wire item as a complete frame (header + CBOR)."""
+    payload = cbor2.dumps(item)
+    return HEADER.pack(len(payload)) + payload
+
+
+def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
+    """Encode wire items into as few frames as fit in ``max_frame_size``.
+
+    One item becomes a plain frame; several become one ``batch`` frame, split
+    in halves while a frame would be too large. A single item that cannot fit
+    raises :class:`~cellmesh.errors.LocalProtocolError` (the caller should
+    send large payloads as vesicles or raise the limit).
+    """
+    if not items:
+        return []
+    payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
+    if len(payload) <= max_frame_size:
+        return [HEADER.pack(len(payload)) + payload]
+    if len(items) == 1:
+        raise LocalProtocolError(
+            f"a {Kind(items[0][0]).name.lower()} frame of {len(payload)} bytes exceeds the "
+            f"peer's {max_frame_size}-byte frame limit; send large bytes as a vesicle",
+            code=ErrorCode.FRAME_TOO_LARGE,
+        )
+    half = len(items) // 2
+    return encode_items(items[:half], max_frame_size) + encode_items(items[half:], max_frame_size)
+
+
+# ---------------------------------------------------------------------------
+# Validation of decoded items.
+
+
+def _check_call(item: list[Any]) -> None:
+    _expect(item, 3, "call")
+    if not _is_id(item[1]):
+        raise MalformedFrame(f"call id must be in 1..2**63-1, got {item[1]!r}")
+    if not _is_body(item[2]):
+        raise MalformedFrame("a call body must be a protein array [wire_name, field...]")
+
+
+def _check_reply(item: list[Any]) -> None:
+    _expect(item, 3, "reply")
+    if not _is_id(item[1]):
+        raise MalformedFrame(f"reply id must be in 1..2**63-1, got {item[1]!r}")
+    if item[2] is not None and not _is_body(item[2]):
+        raise MalformedFrame("a reply body must be null or a protein array [wire_name, field...]")
+
+
+def _check_signal(item: list[Any]) -> None:
+    _expect(item, 2, "signal")
+    if not _is_body(item[1]):
+        raise MalformedFrame("a signal body must be a protein array [wire_name, field...]")
+
+
+def _check_error(item: list[Any]) -> None:
+    _expect(item, 6, "error")
+    _, call_id, code, type_name, message, traceback = item
+    if call_id is not None and not _is_id(call_id):
+        raise MalformedFrame(f"error id must be null or in 1..2**63-1, got {call_id!r}")
+    if not _is_uint(code):
+        raise MalformedFrame(f"error code must be an unsigned integer, got {code!r}")
+    if type(type_name) is not str or type(message) is not str:
+        raise MalformedFrame("error type name and message must be text strings")
+    if traceback is not None and type(traceback) is not str:
+        raise MalformedFrame("error traceback must be null or a text string")
+
+
+def _check_cancel(item: list[Any]) -> None:
+    _expect(item, 2, "cancel")
+    if not _is_id(item[1]):
+        raise MalformedFrame(f"cancel id must be in 1..2**63-1, got {item[1]!r}")
+
+
+def _check_credit(item: list[Any]) -> None:
+    _expect(item, 3, "credit")
+    if not (_is_uint(item[1]) and _is_uint(item[2])):
+        raise MalformedFrame("credit amounts must be unsigned integers")
+
+
+def _check_goaway(item: list[Any]) -> None:
+    _expect(item, 3, "goaway")
+    if not _is_uint(item[1]) or type(item[2]) is not str:
+        raise MalformedFrame("goaway must be [7, code, reason]")
+
+
+_CHECKS: Final[dict[int, Any]] = {
+    Kind.CALL: _check_call,
+    Kind.REPLY: _check_reply,
+    Kind.SIGNAL: _check_signal,
+    Kind.ERROR: _check_error,
+    Kind.CANCEL: _check_cancel,
+    Kind.CREDIT: _check_credit,
+    Kind.GOAWAY: _check_goaway,
+}
+
+
+def _check_item(item: object) -> None:
+    """Validate one non-hello, non-batch item (raises MalformedFrame/UnknownFrameKind)."""
+    if type(item) is not list or not item:
+        raise MalformedFrame("a frame must be a non-empty CBOR array")
+    kind = item[0]
+    if type(kind) is not int:
+        raise MalformedFrame(f"frame kind must be an integer, got {type(kind).__name__}")
+    check = _CHECKS.get(kind)
+    if check is None:
+        if kind == Kind.HELLO:
+            raise MalformedFrame("a hello may only be the first frame, never inside a batch")
+        if kind == Kind.BATCH:
+            raise MalformedFrame("a batch cannot be inside a batch")
+        raise UnknownFrameKind(f"unknown frame kind {kind}")
+    check(item)
+
+
+def _check_batch(items: object) -> list[list[Any]]:
+    """Validate a batch's items; the dominant call/reply shapes are checked inline."""
+    if type(items) is not list or not items:
+        raise MalformedFrame("a batch must hold a non-empty array of frames")
+    for item in items:
+        # Fast path for [1|2, id, body]: the shapes that dominate traffic.
+        if type(item) is list and len(item) == 3:
+            kind = item[0]
+            call_id = item[1]
+            body = item[2]
+            if (
+                kind in (1, 2)
+                and type(kind) is int
+                and type(call_id) is int
+                and 0 < call_id <= MAX_ID
+                and (
+                    (type(body) is list and body and type(body[0]) is str)
+                    or (body is None and kind == 2)
+                )
+            ):
+                continue
+        _check_item(item)
+    return items
+
+
+def validate_frame(item: object) -> list[list[Any]]:
+    """Validate one decoded frame; return its items (a batch's, or the frame itself).
+
+    A hello is returned as an item like any other (the driver decides whether
+    one is allowed where it appears).
+    """
+    if type(item) is not list or not item:
+        raise MalformedFrame("a frame must be a non-empty CBOR array")
+    kind = item[0]
+    if type(kind) is int:
+        if kind == Kind.BATCH:
+            _expect(item, 2, "batch")
+            return _check_batch(item[1])
+        if kind == Kind.HELLO:
+            Hello.from_wire(item)
+            return [item]
+    _check_item(item)
+    return [item]
+
+
+# ---------------------------------------------------------------------------
+# Decoding.
+
+
+def _reject_tag(value: object, immutable: bool = False) -> Any:
+    raise MalformedFrame("CBOR semantic tags are not allowed (except the vesicle tag)")
+
+
+#: cbor2 decodes these tags itself; every one is refused except bignums (2, 3).
+_BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258,
+                        260, 261, 1004, 55799)
+_SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _reject_tag)
+
+
+class _FrameTags:
+    """Per-frame tag hook: turns vesicle tags into refs and counts them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef:
+        if tag.tag != VESICLE_TAG:
+            raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
+        value = tag.value
+        if (
+            (type(value) is not list and type(value) is not tuple)
+            or len(value) != 2
+            or type(value[0]) is not int
+            or type(value[1]) is not int
+        ):
+            raise MalformedFrame("a vesicle tag must wrap [index, length] (two integers)")
+        index, length = value
+        if index != self.count:
+            raise MalformedFrame(f"vesicle index {index} out of order (expected {self.count})")
+        if not 0 < length <= 2**62:
+            raise MalformedFrame(f"vesicle length {length} is out of range")
+        self.count += 1
+        return VesicleRef(index, length)
+
+
+@attrs.define(eq=False)
+class DecodedFrame:
+    """One received frame: its validated items, vesicle count and payload size.
+
+    ``items`` holds the frame itself, or the items of a batch; each is a
+    validated list ``[kind, ...]`` in the shape docs/protocol.md gives (use
+    :func:`frame_of` for a typed view). ``vesicles`` is how many descriptors
+    the frame references, ``size`` its payload length in bytes.
+    """
+
+    items: list[list[Any]]
+    vesicles: int
+    size: int
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` bytes, then call ``next_frame`` until NEED_DATA.
+
+    Invariant: for any sequence of fed bytes, ``next_frame`` returns a
+    :class:`DecodedFrame`, returns :data:`NEED_DATA`, or raises a
+    :class:`~cellmesh.errors.RemoteProtocolError` subclass, and nothing else.
+    After it has raised, the connection must be closed (the decoder refuses
+    further use).
+    """
+
+    __slots__ = ("_broken", "_buf", "_max_frame_size", "_pos")
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._broken = False
+        self._max_frame_size = max_frame_size
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest frame payload accepted (checked against each header)."""
+        return self._max_frame_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet consumed as frames."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes (any split of the stream is fine)."""
+        if self._pos and self._pos >= len(self._buf) // 2:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> DecodedFrame | _NeedData:
+        """Return the next complete frame, or :data:`NEED_DATA`."""
+        if self._broken:
+            raise MalformedFrame("the decoder already failed; the connection must be closed")
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return NEED_DATA
+        (length,) = HEADER.unpack_from(buf, pos)
+        if length > self._max_frame_size:
+            self._broken = True
+            raise FrameTooLarge(length, self._max_frame_size)
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            return NEED_DATA
+        self._pos = end
+        if length == 0:
+            self._broken = True
+            raise MalformedFrame("a frame must hold one CBOR item; got an empty frame")
+        tags = _FrameTags()
+        try:
+            with memoryview(buf) as view, view[pos + HEADER_SIZE : end] as payload:
+                item = cbor2.loads(
+                    payload,
+                    tag_hook=tags,
+                    semantic_decoders=_SEMANTIC_DECODERS,
+                    max_depth=MAX_DEPTH,
+                    allow_indefinite=False,
+                )
+            items = validate_frame(item)
+        except (MalformedFrame, UnknownFrameKind, HandshakeError):
+            self._broken = True
+            raise
+        except cbor2.CBORDecodeError as exc:
+            self._broken = True
+            cause = exc.__cause__
+            if isinstance(cause, MalformedFrame):
+                raise MalformedFrame(str(cause)) from None
+            raise MalformedFrame(f"invalid CBOR: {exc}") from None
+        except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+            self._broken = True
+            raise MalformedFrame(f"invalid CBOR: {type(exc).__name__}: {exc}") from None
+        return DecodedFrame(items, tags.count, length)

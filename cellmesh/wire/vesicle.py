@@ -1,0 +1,173 @@
+"""Vesicles: large payloads carried as sealed memfds, mapped read-only by the receiver.
+
+A sender either allocates a vesicle and fills its buffer in place
+(:meth:`Vesicle.alloc`, zero copies) or lets cellmesh copy a large ``bytes``
+field into one (:meth:`Vesicle.from_bytes`, one copy). Before the descriptor
+leaves the process the vesicle is *sealed* (``F_SEAL_WRITE | F_SEAL_SHRINK |
+F_SEAL_GROW | F_SEAL_SEAL``): from then on nobody, the sender included, can
+change or resize it, so the receiver may trust a plain read-only mapping.
+
+The receiver (:func:`map_vesicle`) checks the seals and the size, maps the
+descriptor read-only, closes the descriptor at once (the mapping keeps the
+pages) and hands out a read-only ``memoryview``. The mapping is released when
+the last reference to that view is dropped: no descriptor outlives the frame
+that carried it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+from typing import Final
+
+from ..errors import LocalProtocolError, VesicleError
+
+_REQUIRED_SEALS: Final = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+_ALL_SEALS: Final = _REQUIRED_SEALS | fcntl.F_SEAL_SEAL
+
+
+class Vesicle:
+    """A memfd-backed payload: writable until sealed, then immutable and sendable.
+
+    Use it as a ``bytes`` field of a protein. ``len(v)`` is its size. The
+    descriptor is closed by :meth:`close` (or the context manager, or garbage
+    collection); a vesicle may be sent several times before that.
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_map", "_sealed", "_size")
+
+    def __init__(self, fd: int, size: int, *, sealed: bool) -> None:
+        self._fd = fd
+        self._size = size
+        self._sealed = sealed
+        self._map: mmap.mmap | None = None
+
+    @classmethod
+    def alloc(cls, size: int, *, name: str = "cellmesh-vesicle") -> Vesicle:
+        """A new writable vesicle of ``size`` bytes (zero-filled); fill :attr:`buffer`."""
+        if type(size) is not int or size <= 0:
+            raise ValueError(f"vesicle size must be a positive int, got {size!r}")
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, size, sealed=False)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Vesicle:
+        """A sealed vesicle holding a copy of ``data`` (the one copy a plain bytes field costs)."""
+        view = memoryview(data).cast("B")
+        vesicle = cls.alloc(view.nbytes)
+        try:
+            written = 0
+            while written < view.nbytes:
+                written += os.pwrite(vesicle._fd, view[written:], written)
+            vesicle.seal()
+        except BaseException:
+            vesicle.close()
+            raise
+        return vesicle
+
+    @property
+    def buffer(self) -> memoryview:
+        """A writable view of the payload; only before :meth:`seal`.
+
+        Release every view derived from it (``del`` or ``with``) before the
+        vesicle is sent: sealing needs the writable mapping gone.
+        """
+        if self._sealed:
+            raise ValueError("this vesicle is sealed; its buffer is read-only now")
+        if self._fd < 0:
+            raise ValueError("this vesicle is closed")
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, self._size, mmap.MAP_SHARED,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
+        return memoryview(self._map)
+
+    def seal(self) -> None:
+        """Make the payload immutable (idempotent). Called automatically when sent."""
+        if self._sealed:
+            return
+        if self._fd < 0:
+            raise ValueError("this vesicle is closed")
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                raise LocalProtocolError(
+                    "cannot seal a vesicle while views of its buffer are alive; "
+                    "release them (del or `with v.buffer as b:`) before sending"
+                ) from None
+            self._map = None
+        fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _ALL_SEALS)
+        self._sealed = True
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    def fileno(self) -> int:
+        """The memfd descriptor (owned by this vesicle)."""
+        if self._fd < 0:
+            raise ValueError("this vesicle is closed")
+        return self._fd
+
+    def tobytes(self) -> bytes:
+        """A copy of the payload (used when it is too small to travel as a vesicle)."""
+        return os.pread(self.fileno(), self._size, 0)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        """Release the mapping and the descriptor (idempotent)."""
+        if self._map is not None:
+            # If a view is still alive, its garbage collection unmaps it.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> Vesicle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else ("sealed" if self._sealed else "writable")
+        return f"<Vesicle {self._size} bytes, {state}>"
+
+
+def map_vesicle(fd: int, length: int) -> memoryview:
+    """Map a received vesicle descriptor read-only and close the descriptor.
+
+    Raises :class:`~cellmesh.errors.VesicleError` when the descriptor is not
+    a sealed memfd of exactly ``length`` bytes (a peer could otherwise change
+    or shrink it under us). The descriptor is closed in every case.
+    """
+    try:
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError as exc:
+            raise VesicleError(f"vesicle descriptor is not a sealable memfd ({exc})") from None
+        if seals & _REQUIRED_SEALS != _REQUIRED_SEALS:
+            raise VesicleError("vesicle memfd is not sealed against write/shrink/grow")
+        size = os.fstat(fd).st_size
+        if size != length:
+            raise VesicleError(f"vesicle memfd holds {size} bytes, the frame says {length}")
+        mapping = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)
