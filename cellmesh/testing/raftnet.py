@@ -74,6 +74,12 @@ class RaftNet:
             nodes[n] = RaftCore(cfg, random.Random(seed * 1000 + n), voters=voters, learners=lrn)
         return cls(nodes=nodes, storage={n: PerfectStorage() for n in nodes})
 
+    @classmethod
+    def from_cores(cls, cores: Iterable[RaftCore]) -> RaftNet:
+        """Wire already-built cores (for example from :func:`make_core`)."""
+        nodes = {c.id: c for c in cores}
+        return cls(nodes=nodes, storage={n: PerfectStorage() for n in nodes})
+
     def flush(self) -> None:
         """Run every node's Ready cycle until none has work; queue the messages."""
         busy = True
@@ -146,3 +152,56 @@ class RaftNet:
     def applied_data(self, node: int) -> list[bytes]:
         """The data of NORMAL entries ``node`` applied, in order."""
         return [e.data for e in self.storage[node].applied if e.kind.name == "NORMAL"]
+
+
+def make_core(
+    node: int,
+    voters: Iterable[int],
+    *,
+    learners: Iterable[int] = (),
+    term: int = 0,
+    vote: int | None = None,
+    commit: int = 0,
+    log_terms: Iterable[int] = (),
+    seed: int = 0,
+    pre_vote: bool = False,
+    check_quorum: bool = False,
+    election_tick: int = 10,
+    heartbeat_tick: int = 1,
+    max_inflight: int = 64,
+) -> RaftCore:
+    """A core restarted from a hand-written durable state.
+
+    ``log_terms`` lists the term of each entry from index 1 (data ``b"<i>"``),
+    which is how the paper's figures describe logs. Pre-vote and
+    check-quorum default to off so paper-section tests see plain Raft.
+    """
+    entries = [
+        Entry(index=i, term=t, data=str(i).encode()) for i, t in enumerate(log_terms, start=1)
+    ]
+    cfg = RaftConfig(
+        id=node,
+        election_tick=election_tick,
+        heartbeat_tick=heartbeat_tick,
+        max_inflight=max_inflight,
+        pre_vote=pre_vote,
+        check_quorum=check_quorum,
+    )
+    return RaftCore(
+        cfg,
+        random.Random(seed * 1000 + node),
+        voters=voters,
+        learners=learners,
+        hard_state=HardState(term=term, vote=vote, commit=commit),
+        entries=entries,
+    )
+
+
+def drain(core: RaftCore) -> list[Message]:
+    """Run ``core``'s Ready cycles (perfect storage) and return the messages to send."""
+    out: list[Message] = []
+    while core.has_ready():
+        rd = core.ready()
+        out.extend(rd.messages)
+        core.advance(rd)
+    return out
