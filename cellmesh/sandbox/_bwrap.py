@@ -17,7 +17,8 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   ``sys.prefix``, the cellmesh package) read-only at their host paths; the
   DNA dir read-only at ``/cell/dna``; the data dir read-write at
   ``/cell/data``; a private size-capped tmpfs at ``/tmp`` (also ``HOME``);
-  fresh ``/proc`` (of the cell's pid namespace) and minimal ``/dev``; the
+  fresh ``/proc`` (of the cell's pid namespace) and a minimal, read-only
+  ``/dev`` (the device nodes still work; no unbounded tmpfs); the
   cell's own socket and the sockets it is granted, each bound as a single
   file into ``/run/cell``; file secrets copied from memfds into
   ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
@@ -149,7 +150,7 @@ def bwrap_argv(
         fd = FIRST_PASSED_FD + n_pass_fds + i
         dest = f"{SECRETS_DIR_INSIDE}/{secret.ref.name}"
         args += ["--perms", "0400", "--ro-bind-data", str(fd), dest]
-    args += ["--remount-ro", "/"]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += ["--chdir", DNA_DIR_INSIDE if spec.dna_dir is not None else "/tmp"]
     args += ["--", *spec.argv]
     return args

@@ -1,0 +1,373 @@
+"""Escape tests: probes run inside a real bwrap-sandboxed child and report what they reach.
+
+Each probe is a small Python program run as a cell; it prints one JSON object
+on stdout, which the test reads from a pipe. Every negative check has a
+positive control where one is meaningful (e.g. the same connect succeeds when
+the network is granted), so a broken probe cannot pass by accident.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cellmesh.config import Paths
+from cellmesh.sandbox import (
+    MEMORY_LIMIT_EXIT_CODE,
+    CellBackend,
+    CellSpec,
+    ExitStatus,
+    Limits,
+    plan_limits,
+)
+
+from .conftest import poll_until
+
+PY = sys.executable
+
+
+def run_probe(
+    backend: CellBackend, name: str, code: str, **spec_kw: object
+) -> tuple[ExitStatus, dict[str, object]]:
+    """Run ``code`` as cell ``name``; return its status and the JSON it printed."""
+    r, w = os.pipe()
+    backend.create(
+        CellSpec(name=name, argv=[PY, "-c", textwrap.dedent(code)], **spec_kw)  # type: ignore[arg-type]
+    )
+    try:
+        backend.spawn(name, stdout=w, stderr=2)
+        os.close(w)
+        w = -1
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        status = backend.wait(name, timeout=120)
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+        backend.destroy(name, grace=1)
+    out = b"".join(chunks).decode()
+    data = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    return status, data
+
+
+CONNECT = """
+import json, socket, sys
+port = int(sys.argv[1]) if len(sys.argv) > 1 else {port}
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(("127.0.0.1", port))
+    print(json.dumps({{"connected": True}}))
+except OSError as e:
+    print(json.dumps({{"connected": False, "errno": e.errno}}))
+"""
+
+
+def test_cannot_connect_to_host_loopback(bwrap_backend: CellBackend) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        status, out = run_probe(bwrap_backend, "netless", CONNECT.format(port=port))
+        assert status.reason == "exit"
+        assert out["connected"] is False
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        # Positive control: the very same probe reaches the listener when granted.
+        status, out = run_probe(
+            bwrap_backend, "netful", CONNECT.format(port=port), allow_net=True
+        )
+        assert out["connected"] is True
+    finally:
+        listener.close()
+
+
+def test_only_loopback_interface(bwrap_backend: CellBackend) -> None:
+    _, out = run_probe(
+        bwrap_backend,
+        "ifaces",
+        "import json, socket; print(json.dumps(socket.if_nameindex()))",
+    )
+    assert out == [[1, "lo"]]  # type: ignore[comparison-overlap]
+
+
+def test_cannot_write_outside_tmp_and_data(
+    bwrap_backend: CellBackend, tmp_path: Path
+) -> None:
+    dna = tmp_path / "dna"
+    dna.mkdir()
+    data = tmp_path / "data"
+    targets = [
+        "/", "/usr", "/etc", "/run", "/run/cell", "/cell", "/cell/dna", "/proc/sys/kernel",
+        sys.prefix, sys.base_prefix, str(Path(__file__).parent), "/root", "/dev", "/dev/shm",
+    ]  # fmt: skip
+    code = f"""
+    import json, os
+    result = {{}}
+    for d in {targets!r} + ["/tmp", "/cell/data", "/dev/null"]:
+        try:
+            with open(d if d == "/dev/null" else os.path.join(d, "escape-probe"), "w") as f:
+                f.write("x")
+            result[d] = "written"
+        except OSError as e:
+            result[d] = e.strerror
+    print(json.dumps(result))
+    """
+    status, out = run_probe(bwrap_backend, "writer", code, dna_dir=dna, data_dir=data)
+    assert status.reason == "exit"
+    assert out.pop("/tmp") == "written"
+    assert out.pop("/dev/null") == "written"  # device nodes still work
+    assert out.pop("/cell/data") == "written"
+    assert (data / "escape-probe").read_text() == "x"  # the data dir is the host's
+    assert {k: v for k, v in out.items() if v == "written"} == {}
+    assert not (dna / "escape-probe").exists()
+    assert not Path(sys.prefix, "escape-probe").exists()
+
+
+def test_cannot_see_host_home(bwrap_backend: CellBackend) -> None:
+    marker = Path.home() / f".cellmesh-escape-marker-{uuid.uuid4().hex}"
+    marker.write_text("host secret")
+    try:
+        code = f"""
+        import json, os
+        home = {str(Path.home())!r}
+        print(json.dumps({{
+            "marker": os.path.exists({str(marker)!r}),
+            "home_entries": sorted(os.listdir(home)) if os.path.isdir(home) else [],
+            "HOME": os.environ["HOME"],
+        }}))
+        """
+        _, out = run_probe(bwrap_backend, "homeless", code)
+    finally:
+        marker.unlink()
+    assert out["marker"] is False
+    assert out["HOME"] == "/tmp"
+    # Only path components of the bound Python runtime may show under the home.
+    from cellmesh.sandbox._bwrap import runtime_paths
+
+    allowed = {
+        p.relative_to(Path.home()).parts[0]
+        for p in runtime_paths()
+        if p.is_relative_to(Path.home())
+    }
+    assert set(out["home_entries"]) <= allowed  # type: ignore[arg-type]
+
+
+def test_cannot_see_other_cells_data_or_sockets(
+    bwrap_backend: CellBackend, tmp_path: Path, paths: Paths
+) -> None:
+    other = tmp_path / "data-b"
+    other.mkdir()
+    (other / "ledger.wal").write_text("other cell's state")
+    mine = tmp_path / "data-a"
+    paths.socket_dir.mkdir(parents=True)
+    socks = []
+    for name in ("cell-a", "cell-b", "peer"):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(paths.socket_path(name)))
+        s.listen()
+        socks.append(s)
+    code = f"""
+    import json, os, socket
+    def can_connect(p):
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(p)
+            return True
+        except OSError:
+            return False
+    print(json.dumps({{
+        "other_data": os.path.exists({str(other / "ledger.wal")!r}),
+        "my_data": sorted(os.listdir("/cell/data")),
+        "run_cell": sorted(os.listdir("/run/cell")),
+        "host_socket_dir": os.path.exists({str(paths.socket_dir)!r}),
+        "peer": can_connect("/run/cell/peer.sock"),
+        "own": can_connect("/run/cell/cell-a.sock"),
+    }}))
+    """
+    try:
+        _, out = run_probe(
+            bwrap_backend,
+            "cell-a",
+            code,
+            data_dir=mine,
+            own_socket=paths.socket_path("cell-a"),
+            granted_sockets=[paths.socket_path("peer")],
+        )
+    finally:
+        for s in socks:
+            s.close()
+    assert out == {
+        "other_data": False,
+        "my_data": [],
+        "run_cell": ["cell-a.sock", "peer.sock"],  # not cell-b.sock
+        "host_socket_dir": False,
+        "peer": True,
+        "own": True,
+    }
+
+
+def test_cannot_see_host_processes(bwrap_backend: CellBackend) -> None:
+    code = """
+    import json, os
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    cmds = [open(f"/proc/{p}/cmdline", "rb").read().replace(b"\\0", b" ").decode() for p in pids]
+    print(json.dumps({"pids": pids, "cmds": cmds, "me": os.getpid()}))
+    """
+    _, out = run_probe(bwrap_backend, "pidns", code)
+    assert len(out["pids"]) <= 2  # type: ignore[arg-type]  # bwrap's init and the probe
+    assert not any("pytest" in c for c in out["cmds"])  # type: ignore[union-attr]
+    assert out["me"] <= 2  # type: ignore[operator]
+
+
+def test_identity_capabilities_and_hostname(bwrap_backend: CellBackend) -> None:
+    code = """
+    import json, os, socket
+    status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines())
+    try:
+        os.unshare(os.CLONE_NEWUSER) if hasattr(os, "unshare") else None
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        nested = libc.unshare(0x10000000) == 0
+    except OSError:
+        nested = False
+    print(json.dumps({
+        "uid": os.getuid(), "gid": os.getgid(), "host": socket.gethostname(),
+        "capeff": status["CapEff"].strip(), "capbnd": status["CapBnd"].strip(),
+        "nnp": status["NoNewPrivs"].strip(), "nested_userns": nested,
+    }))
+    """
+    _, out = run_probe(bwrap_backend, "ident", code)
+    assert out == {
+        "uid": 1000,
+        "gid": 1000,
+        "host": "cell-ident",
+        "capeff": "0000000000000000",
+        "capbnd": "0000000000000000",
+        "nnp": "1",
+        "nested_userns": False,
+    }
+
+
+PARENT = """
+import os, sys
+from pathlib import Path
+from cellmesh.config import Paths
+from cellmesh.sandbox import select_backend, CellSpec
+be = select_backend({"CELL_SANDBOX": "bwrap"}, paths=Paths.from_env({"CELL_HOME": sys.argv[1]}))
+argv = [sys.executable, "-c", "import time; time.sleep(300)", sys.argv[2]]
+be.create(CellSpec(name="orphan", argv=argv))
+proc = be.spawn("orphan")
+print(proc.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _pids_with(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        # The workload itself: not the parent (select_backend) nor bwrap.
+        if cmd.startswith(PY.encode()) and token.encode() in cmd and b"select_backend" not in cmd:
+            found.append(int(entry))
+    return found
+
+
+def test_dies_when_parent_dies(bwrap_path: str, tmp_path: Path) -> None:
+    token = f"orphan-{uuid.uuid4().hex}"
+    parent = subprocess.Popen(
+        [PY, "-c", PARENT, str(tmp_path), token],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None
+        assert int(parent.stdout.readline())
+        # Kill the parent only once the workload runs inside the sandbox.
+        poll_until(lambda: _pids_with(token), what="the sandboxed child to start")
+        parent.kill()
+        parent.wait(30)
+        poll_until(lambda: not _pids_with(token), what="the orphaned cell to die")
+    finally:
+        parent.kill()
+        parent.wait(30)
+        for pid in _pids_with(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+MEMORY_HOG = f"""
+import json, os
+small = bytearray(16 << 20)  # well under the limit: must succeed
+print(json.dumps({{"small": len(small)}}), flush=True)
+try:
+    big = bytearray(768 << 20)
+except MemoryError:
+    os._exit({MEMORY_LIMIT_EXIT_CODE})
+print(json.dumps({{"small": len(small), "big": len(big)}}), flush=True)
+"""
+
+
+def test_stopped_at_its_memory_limit(real_backend: CellBackend) -> None:
+    status, out = run_probe(real_backend, "hog", MEMORY_HOG, limits=Limits(memory=256 << 20))
+    assert out == {"small": 16 << 20}
+    assert (status.reason, status.limit) == ("limit", "memory")
+
+
+def test_without_a_limit_the_same_allocation_succeeds(real_backend: CellBackend) -> None:
+    status, out = run_probe(real_backend, "nohog", MEMORY_HOG)
+    assert status.reason == "exit"
+    assert out == {"small": 16 << 20, "big": 768 << 20}
+
+
+FORK_BOMB = """
+import errno, json, os
+r, w = os.pipe()
+kids, err = [], None
+for _ in range(200):  # hard upper bound even if no limit held
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.errno
+        break
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)  # parked until the parent closes w
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+for k in kids:
+    os.waitpid(k, 0)
+print(json.dumps({"forked": len(kids), "errno": err}))
+"""
+
+
+def test_fork_bomb_stays_bounded(bwrap_backend: CellBackend) -> None:
+    from cellmesh.sandbox import CgroupHost
+
+    limits = Limits(pids=16)
+    plan = plan_limits(limits, CgroupHost.detect({}))
+    if plan.mechanisms["pids"] == "none":
+        pytest.skip("no pids controller (cgroup v2 or v1) is writable on this host")
+    status, out = run_probe(bwrap_backend, "bomb", FORK_BOMB, limits=limits)
+    assert status.reason == "exit"
+    assert out["errno"] == errno.EAGAIN
+    assert 0 < out["forked"] < 16  # type: ignore[operator]
