@@ -1,0 +1,492 @@
+"""The Trio driver of one Raft node: ticks, messages and clients in; persist, send, apply out.
+
+Theory of operation
+-------------------
+:class:`RaftNode` wraps a pure :class:`~cellmesh.consensus.core.RaftCore`
+and owns three tasks in one nursery (opened by :func:`open_raft_node`):
+
+* the **ticker** calls ``core.tick()`` every ``tick_interval`` seconds of the
+  Trio clock (so ``MockClock`` drives elections in tests);
+* the **receiver** feeds every message from the :class:`Transport` to
+  ``core.step()``;
+* the **ready loop** is the thin loop of the etcd driver::
+
+      rd = core.ready()
+      await storage.save(rd.snapshot, rd.entries, rd.hard_state)  # 1. durable (thread)
+      transport.send(m) for m in rd.messages                      # 2. only after 1
+      state_machine.restore / apply committed entries             # 3.
+      wake readers whose read index is applied                    # 4.
+      core.advance(rd)                                            # 5.
+
+  Persisting runs in a worker thread (``trio.to_thread.run_sync``); while one
+  batch is being fsynced, clients and peers keep stepping the core, so the
+  next ``Ready`` carries everything that arrived meanwhile: group commit
+  falls out of the loop with one fsync per batch.
+
+Clients call :meth:`RaftNode.propose` (returns the state machine's result
+once the entry is applied here; at most ``max_pending_proposals`` are in
+flight, further proposers wait) and :meth:`RaftNode.read` (linearizable via
+ReadIndex, dissertation section 6.4: the query runs once the state machine
+has applied the read index the leader confirmed).
+
+A storage failure (:class:`~cellmesh.consensus.wal.WalFailed`) or a state
+machine that raises ends the node: the error propagates out of
+``open_raft_node`` and every waiting client gets :class:`NodeStopped`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
+
+import attrs
+import trio
+
+from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
+from cellmesh.consensus.errors import ConsensusError, ProposalDropped
+from cellmesh.consensus.transport import Transport
+from cellmesh.consensus.types import EntryKind, Role, SoftState
+from cellmesh.consensus.wal import Recovered, WalBatch, WriteAheadLog
+
+_READ_RETRY_ELECTIONS: Final = 2
+_T = TypeVar("_T")
+
+
+class NodeStopped(ConsensusError):
+    """The node stopped (closed, or crashed on a storage or state machine failure).
+
+    The outcome of a proposal that was waiting is unknown: it may still be
+    committed by the rest of the cluster.
+    """
+
+
+class ProposalOutcomeUnknown(ConsensusError):
+    """This node replaced its log with a snapshot covering the proposal's index.
+
+    The proposal may or may not be part of that snapshot; ``index`` is where
+    it was appended. Retry only if the command is idempotent.
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"proposal at index {index} was covered by a snapshot; outcome unknown")
+        self.index = index
+
+
+class StateMachine(Protocol):
+    """The replicated service. Must be deterministic and must not raise.
+
+    Called only from the node's Trio thread, in log order.
+    """
+
+    def apply(self, command: bytes) -> bytes:
+        """Apply one committed command; return the result for its proposer."""
+        ...
+
+    def query(self, query: bytes) -> bytes:
+        """Answer a read-only query against the current state."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialize the whole state (taken at the last applied entry)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state by a :meth:`snapshot` result."""
+
+
+class LogStorage(Protocol):
+    """Durable storage for the node; :class:`WriteAheadLog` is the real one."""
+
+    def save(self, batch: WalBatch) -> None:
+        """Make ``batch`` durable before returning (called from a worker thread)."""
+
+    def close(self) -> None:
+        """Release the storage."""
+
+
+OpenStorage = Callable[[Path], tuple[LogStorage, Recovered]]
+
+
+class SyncRunner(Protocol):
+    """How the node runs blocking storage calls (open, save) from Trio."""
+
+    def __call__(self, fn: Callable[[], _T], /) -> Awaitable[_T]:
+        """Run ``fn`` to completion and return its result."""
+        ...
+
+
+async def run_in_thread(fn: Callable[[], _T]) -> _T:
+    """The default :class:`SyncRunner`: a worker thread, so the node keeps
+    stepping (and gathering the next batch) while an fsync runs. Not
+    abandoned on cancellation: a save in flight always completes."""
+    return await trio.to_thread.run_sync(fn)
+
+
+async def run_inline(fn: Callable[[], _T]) -> _T:
+    """A :class:`SyncRunner` that blocks the event loop.
+
+    For tests under ``MockClock(autojump_threshold=0)``: with a thread, virtual
+    time would leap forward whenever every task waits for an fsync.
+    """
+    return fn()
+
+
+def open_wal_storage(directory: Path) -> tuple[LogStorage, Recovered]:
+    """The default :data:`OpenStorage`: a :class:`WriteAheadLog` in ``directory``."""
+    return WriteAheadLog.open(directory)
+
+
+@attrs.frozen(kw_only=True)
+class NodeOptions:
+    """Driver parameters.
+
+    ``tick_interval``: seconds per ``core.tick()``. ``max_pending_proposals``:
+    proposals admitted to the log but not yet applied; more proposers wait.
+    ``snapshot_every``: take a local snapshot (and compact the log) after this
+    many applied entries; ``None`` never does.
+    """
+
+    tick_interval: float = 0.05
+    max_pending_proposals: int = 256
+    snapshot_every: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.tick_interval <= 0 or self.max_pending_proposals < 1:
+            raise ValueError("need tick_interval > 0 and max_pending_proposals >= 1")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValueError("snapshot_every must be positive or None")
+
+
+@attrs.frozen(kw_only=True)
+class NodeStatus:
+    """A point-in-time view of a node, for tests and monitoring."""
+
+    id: int
+    role: Role
+    leader: int | None
+    term: int
+    last_index: int
+    commit: int
+    applied: int
+    pending_proposals: int
+    saves: int
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """One client waiting for the driver; the driver fills ``result`` or ``error``."""
+
+    term: int = 0
+    index: int | None = None
+    result: bytes | None = None
+    error: BaseException | None = None
+    event: trio.Event = attrs.Factory(trio.Event)
+
+    def resolve(self, result: bytes | None = None, error: BaseException | None = None) -> None:
+        if not self.event.is_set():
+            self.result = result
+            self.error = error
+            self.event.set()
+
+    def outcome(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@attrs.define(eq=False)
+class RaftNode:
+    """One running Raft node; create with :func:`open_raft_node`."""
+
+    _core: RaftCore
+    _storage: LogStorage
+    _transport: Transport
+    _machine: StateMachine
+    _options: NodeOptions
+    _applied: int
+    _snapshot_index: int
+    _admission: trio.Semaphore
+    _run_sync: SyncRunner
+    _dirty: trio.Event = attrs.Factory(trio.Event)
+    _progress: trio.Event = attrs.Factory(trio.Event)
+    _proposals: dict[int, _Waiter] = attrs.Factory(dict)
+    _reads: dict[bytes, _Waiter] = attrs.Factory(dict)
+    _read_ids: itertools.count[int] = attrs.Factory(itertools.count)
+    _stopped: BaseException | None = None
+    _saves: int = 0
+
+    # ---------------------------------------------------------------- clients
+
+    @property
+    def id(self) -> int:
+        """This node's id."""
+        return self._core.id
+
+    def status(self) -> NodeStatus:
+        """The node's current role, leader, term and progress counters."""
+        core = self._core
+        return NodeStatus(
+            id=core.id,
+            role=core.role,
+            leader=core.lead,
+            term=core.term,
+            last_index=core.log.last_index,
+            commit=core.log.committed,
+            applied=self._applied,
+            pending_proposals=len(self._proposals),
+            saves=self._saves,
+        )
+
+    async def propose(self, command: bytes) -> bytes:
+        """Replicate ``command``; return the state machine's result once applied here.
+
+        Raises :class:`~cellmesh.consensus.errors.NotLeader` (with
+        ``leader_hint``) unless this node leads, and
+        :class:`~cellmesh.consensus.errors.ProposalDropped` if a new leader
+        overwrote the entry (it was then certainly not committed). Waits while
+        ``max_pending_proposals`` are in flight. If the caller is cancelled
+        the command may still be committed.
+        """
+        self._check_running()
+        async with self._admission:
+            self._check_running()
+            index = self._core.propose(command)
+            waiter = _Waiter(term=self._core.term, index=index)
+            self._proposals[index] = waiter
+            self._kick()
+            try:
+                await waiter.event.wait()
+            finally:
+                if self._proposals.get(index) is waiter:
+                    del self._proposals[index]
+            return waiter.outcome()
+
+    async def read(self, query: bytes) -> bytes:
+        """Answer ``query`` linearizably (ReadIndex, dissertation section 6.4).
+
+        Works on any node: a follower asks the leader for the read index.
+        Raises :class:`~cellmesh.consensus.errors.NotLeader` if no leader is
+        known. The request is re-sent every two election timeouts until the
+        leader answers (a request can be lost when leadership changes).
+        """
+        self._check_running()
+        context = f"{self._core.id}:{next(self._read_ids)}".encode()
+        waiter = _Waiter()
+        self._reads[context] = waiter
+        retry = self._options.tick_interval * self._core.config.election_tick
+        try:
+            while True:
+                self._core.read_index(context)
+                self._kick()
+                with trio.move_on_after(retry * _READ_RETRY_ELECTIONS):
+                    await waiter.event.wait()
+                if waiter.event.is_set():
+                    break
+                self._check_running()
+        finally:
+            del self._reads[context]
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.index is not None
+        await self.wait_applied(waiter.index)
+        return self._machine.query(query)
+
+    async def wait_applied(self, index: int) -> None:
+        """Return once the state machine here has applied ``index``."""
+        while self._applied < index:
+            self._check_running()
+            await self._progress.wait()
+
+    async def wait_leader(self) -> int:
+        """Return the id of the leader once this node knows one."""
+        while self._core.lead is None:
+            self._check_running()
+            await self._progress.wait()
+        return self._core.lead
+
+    def _check_running(self) -> None:
+        if self._stopped is not None:
+            raise NodeStopped(f"node {self._core.id} stopped") from self._stopped
+
+    # ---------------------------------------------------------------- driver
+
+    def _kick(self) -> None:
+        self._dirty.set()
+
+    def _notify(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await trio.sleep(self._options.tick_interval)
+            self._core.tick()
+            self._kick()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self._transport.receive()
+            self._core.step(message)
+            self._kick()
+
+    async def _ready_loop(self) -> None:
+        """The driver loop; see the module docstring for the ordering duties."""
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            while self._core.has_ready():
+                rd = self._core.ready()
+                await self._handle_ready(rd)
+                self._core.advance(rd)
+                await self._maybe_snapshot()
+                self._notify()
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.must_sync:
+            batch = WalBatch(snapshot=rd.snapshot, hard_state=rd.hard_state, entries=rd.entries)
+            await self._run_sync(functools.partial(self._storage.save, batch))
+            self._saves += 1
+        for message in rd.messages:
+            self._transport.send(message)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot.meta.index, rd.snapshot.data)
+        for entry in rd.committed_entries:
+            waiter = self._proposals.pop(entry.index, None)
+            if entry.kind is EntryKind.NORMAL:
+                result = self._machine.apply(entry.data)
+                if waiter is not None:
+                    if waiter.term == entry.term:
+                        waiter.resolve(result)
+                    else:
+                        waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
+            elif waiter is not None:
+                waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
+            self._applied = entry.index
+        for state in rd.read_states:
+            reader = self._reads.get(state.context)
+            if reader is not None:
+                reader.index = state.index
+                reader.resolve(b"")
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+
+    def _install(self, index: int, data: bytes) -> None:
+        self._machine.restore(data)
+        self._applied = max(self._applied, index)
+        self._snapshot_index = index
+        for covered in [i for i in self._proposals if i <= index]:
+            self._proposals.pop(covered).resolve(error=ProposalOutcomeUnknown(covered))
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        """Leadership changed; nothing to fail: waiters resolve when their index applies."""
+        del soft
+
+    async def _maybe_snapshot(self) -> None:
+        every = self._options.snapshot_every
+        if every is None or self._applied - self._snapshot_index < every:
+            return
+        snapshot = self._core.compact(self._applied, self._machine.snapshot())
+        await self._run_sync(functools.partial(self._storage.save, WalBatch(snapshot=snapshot)))
+        self._saves += 1
+        self._snapshot_index = snapshot.meta.index
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ready_loop)
+                nursery.start_soon(self._receive_loop)
+                nursery.start_soon(self._tick_loop)
+                self._kick()
+                task_status.started()
+        except BaseException as exc:
+            self._stop(exc)
+            raise
+
+    def _stop(self, cause: BaseException) -> None:
+        self._stopped = cause
+        for waiter in [*self._proposals.values(), *self._reads.values()]:
+            stopped = NodeStopped(f"node {self._core.id} stopped")
+            stopped.__cause__ = cause
+            waiter.resolve(error=stopped)
+        self._notify()
+
+
+@asynccontextmanager
+async def open_raft_node(
+    config: RaftConfig,
+    *,
+    voters: Iterable[int],
+    directory: Path,
+    transport: Transport,
+    state_machine: StateMachine,
+    options: NodeOptions | None = None,
+    rng: RandomSource | None = None,
+    open_storage: OpenStorage = open_wal_storage,
+    run_sync: SyncRunner = run_in_thread,
+) -> AsyncIterator[RaftNode]:
+    """Recover a node from ``directory`` and run it until the block exits.
+
+    ``voters`` is the bootstrap membership of a brand-new cluster (ignored
+    once the log holds a snapshot). The state machine is restored from the
+    recovered snapshot; committed entries after it are re-applied by the
+    loop. ``run_sync`` runs the blocking storage calls (default: a worker
+    thread). On exit the node's tasks are cancelled and the storage closed.
+    """
+    opts = options if options is not None else NodeOptions()
+    storage, recovered = await run_sync(functools.partial(open_storage, directory))
+    try:
+        core = RaftCore(
+            config,
+            rng if rng is not None else random.Random(),
+            voters=voters,
+            hard_state=recovered.hard_state,
+            snapshot=recovered.snapshot,
+            entries=recovered.entries,
+        )
+        base = 0
+        if recovered.snapshot is not None:
+            state_machine.restore(recovered.snapshot.data)
+            base = recovered.snapshot.meta.index
+        node = RaftNode(
+            core=core,
+            storage=storage,
+            transport=transport,
+            machine=state_machine,
+            options=opts,
+            applied=base,
+            snapshot_index=base,
+            admission=trio.Semaphore(opts.max_pending_proposals),
+            run_sync=run_sync,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node._run)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+        node._stop(NodeStopped("closed"))
+    finally:
+        storage.close()
+
+
+__all__ = [
+    "LogStorage",
+    "NodeOptions",
+    "NodeStatus",
+    "NodeStopped",
+    "OpenStorage",
+    "ProposalOutcomeUnknown",
+    "RaftNode",
+    "StateMachine",
+    "SyncRunner",
+    "open_raft_node",
+    "open_wal_storage",
+    "run_in_thread",
+    "run_inline",
+]

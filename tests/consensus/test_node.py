@@ -1,0 +1,487 @@
+"""The Trio Raft driver on an in-memory network, under Trio's MockClock.
+
+Each test cites the part of the Raft paper (or dissertation) whose behaviour
+it checks through the driver.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import cbor2
+import pytest
+import trio
+import trio.testing
+
+from cellmesh.consensus.core import RaftConfig
+from cellmesh.consensus.errors import NotLeader
+from cellmesh.consensus.messages import Message, MessageType
+from cellmesh.consensus.node import (
+    LogStorage,
+    NodeOptions,
+    NodeStopped,
+    OpenStorage,
+    RaftNode,
+    open_raft_node,
+    open_wal_storage,
+    run_inline,
+)
+from cellmesh.consensus.transport import MemoryNetwork, Transport
+from cellmesh.consensus.types import Role
+from cellmesh.consensus.wal import Recovered, WalBatch, WalFailed
+
+IDS = (1, 2, 3)
+TICK = 0.05
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@attrs.define
+class KV:
+    """A tiny deterministic state machine: ``key=value`` sets, queries get."""
+
+    data: dict[bytes, bytes] = attrs.Factory(dict)
+    applied: int = 0
+
+    def apply(self, command: bytes) -> bytes:
+        key, _, value = command.partition(b"=")
+        old = self.data.get(key, b"")
+        self.data[key] = value
+        self.applied += 1
+        return old
+
+    def query(self, query: bytes) -> bytes:
+        return self.data.get(query, b"")
+
+    def snapshot(self) -> bytes:
+        return cbor2.dumps([self.data, self.applied])
+
+    def restore(self, data: bytes) -> None:
+        self.data, self.applied = cbor2.loads(data)
+
+
+@attrs.define(eq=False)
+class Cluster:
+    """Runs nodes in one nursery; a node can be crashed (cancelled) and restarted."""
+
+    nursery: trio.Nursery
+    root: Path
+    network: MemoryNetwork
+    options: NodeOptions
+    open_storage: OpenStorage = open_wal_storage
+    wrap_transport: Callable[[int, Transport], Transport] | None = None
+    nodes: dict[int, RaftNode] = attrs.Factory(dict)
+    machines: dict[int, KV] = attrs.Factory(dict)
+    scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
+    finished: dict[int, trio.Event] = attrs.Factory(dict)
+    restarts: int = 0
+
+    async def start(self, node_id: int) -> RaftNode:
+        machine = KV()
+        transport: Transport = self.network.transport(node_id)
+        if self.wrap_transport is not None:
+            transport = self.wrap_transport(node_id, transport)
+        self.restarts += 1
+        seed = node_id * 1000 + self.restarts
+
+        finished = self.finished[node_id] = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[RaftNode]) -> None:
+            try:
+                with trio.CancelScope() as scope:
+                    async with open_raft_node(
+                        RaftConfig(id=node_id),
+                        voters=IDS,
+                        directory=self.root / str(node_id),
+                        transport=transport,
+                        state_machine=machine,
+                        options=self.options,
+                        rng=random.Random(seed),
+                        open_storage=self.open_storage,
+                        run_sync=run_inline,
+                    ) as node:
+                        self.scopes[node_id] = scope
+                        task_status.started(node)
+                        await trio.sleep_forever()
+            finally:
+                finished.set()
+
+        node: RaftNode = await self.nursery.start(run)
+        self.nodes[node_id] = node
+        self.machines[node_id] = machine
+        return node
+
+    async def crash(self, node_id: int) -> None:
+        """Kill the node (its messages vanish at once) and wait until its files are closed."""
+        self.network.crash(node_id)
+        self.scopes.pop(node_id).cancel()
+        del self.nodes[node_id]
+        await self.finished[node_id].wait()
+
+    async def leader(self) -> RaftNode:
+        """The node that currently leads (waiting for an election if needed)."""
+        while True:
+            for node in self.nodes.values():
+                if node.status().role is Role.LEADER:
+                    return node
+            await trio.sleep(TICK)
+
+    async def converge(self, index: int) -> None:
+        for node in self.nodes.values():
+            await node.wait_applied(index)
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path, **kwargs: object) -> AsyncIterator[Cluster]:
+    options = kwargs.pop("options", NodeOptions(tick_interval=TICK))
+    assert isinstance(options, NodeOptions)
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, tmp_path, MemoryNetwork(), options, **kwargs)  # type: ignore[arg-type]
+        for node_id in IDS:
+            await c.start(node_id)
+        yield c
+        nursery.cancel_scope.cancel()
+
+
+async def test_node_cluster_elects_a_leader_and_replicates(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Sections 5.2 and 5.3: one leader is elected; its entries reach every node."""
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        assert await leader.propose(b"x=1") == b""
+        assert await leader.propose(b"x=2") == b"1"
+        await c.converge(leader.status().commit)
+        for node_id in IDS:
+            assert c.machines[node_id].data == {b"x": b"2"}
+            assert (await c.nodes[node_id].wait_leader()) == leader.id
+        leaders = [n for n in c.nodes.values() if n.status().role is Role.LEADER]
+        assert leaders == [leader]
+
+
+async def test_node_follower_proposal_raises_not_leader_with_hint(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Section 5.1: clients must talk to the leader; followers redirect them."""
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        await leader.propose(b"a=1")
+        await c.converge(leader.status().commit)
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        with pytest.raises(NotLeader) as info:
+            await follower.propose(b"a=2")
+        assert info.value.leader_hint == leader.id
+
+
+async def test_node_reads_are_linearizable_on_every_node(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Dissertation 6.4: a read issued after a write returns, on any node, that write."""
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        for round_ in range(5):
+            value = str(round_).encode()
+            await leader.propose(b"k=" + value)
+            # Followers may not have applied the write yet; ReadIndex makes them wait.
+            for node in c.nodes.values():
+                assert await node.read(b"k") == value
+
+
+async def test_node_survives_leader_crash_and_restarts_from_its_wal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Sections 5.2, 5.4: a new leader keeps every committed entry; the old one recovers."""
+    async with cluster(tmp_path) as c:
+        old = await c.leader()
+        for i in range(10):
+            await old.propose(b"n=%d" % i)
+        await c.crash(old.id)
+        new = await c.leader()
+        assert new.id != old.id
+        assert await new.read(b"n") == b"9"
+        assert await new.propose(b"n=after") == b"9"
+        c.network.isolate(old.id)
+        restarted = await c.start(old.id)
+        # Cut off from its peers, it replays what its own log says is committed.
+        await restarted.wait_applied(11)
+        assert c.machines[old.id].data == {b"n": b"9"}
+        c.network.heal()
+        await restarted.wait_applied(new.status().commit)
+        assert c.machines[old.id].data == {b"n": b"after"}
+        assert c.machines[old.id].applied == 11
+
+
+async def test_node_whole_cluster_restart_recovers_state_from_disk(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Figure 2 "persistent state": terms, votes and the log survive a full restart."""
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        for i in range(5):
+            await leader.propose(b"k%d=v%d" % (i, i))
+        term = leader.status().term
+        for node_id in IDS:
+            await c.crash(node_id)
+        for node_id in IDS:
+            await c.start(node_id)
+        leader = await c.leader()
+        assert leader.status().term > term
+        assert await leader.read(b"k4") == b"v4"
+        await c.converge(leader.status().commit)
+        for machine in c.machines.values():
+            assert machine.data == {b"k%d" % i: b"v%d" % i for i in range(5)}
+
+
+@attrs.define
+class Recorder:
+    """A shared, ordered log of saves and sends across all nodes."""
+
+    events: list[tuple[int, str, object]] = attrs.Factory(list)
+
+    def storage(self, inner: OpenStorage) -> OpenStorage:
+        def open_(directory: Path) -> tuple[LogStorage, Recovered]:
+            storage, recovered = inner(directory)
+            return RecordingStorage(self, int(directory.name), storage), recovered
+
+        return open_
+
+    def transport(self, node_id: int, inner: Transport) -> Transport:
+        return RecordingTransport(self, node_id, inner)
+
+
+@attrs.define
+class RecordingStorage:
+    recorder: Recorder
+    node: int
+    inner: LogStorage
+
+    def save(self, batch: WalBatch) -> None:
+        self.inner.save(batch)
+        # Appended only after the save is durable (list.append is atomic).
+        self.recorder.events.append((self.node, "saved", batch))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@attrs.define
+class RecordingTransport:
+    recorder: Recorder
+    node: int
+    inner: Transport
+
+    def send(self, message: Message) -> None:
+        self.recorder.events.append((self.node, "send", message))
+        self.inner.send(message)
+
+    async def receive(self) -> Message:
+        return await self.inner.receive()
+
+
+async def test_node_persists_before_it_sends(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Figure 2 / etcd Ready contract: a term, vote or acknowledged entry is durable
+    before any message revealing it leaves the node."""
+    recorder = Recorder()
+    async with cluster(
+        tmp_path,
+        open_storage=recorder.storage(open_wal_storage),
+        wrap_transport=recorder.transport,
+    ) as c:
+        leader = await c.leader()
+        for i in range(5):
+            await leader.propose(b"p=%d" % i)
+        await c.crash(leader.id)
+        new = await c.leader()
+        await new.propose(b"p=new")
+        await c.start(leader.id)
+        await c.converge(new.status().commit)
+
+    durable_term: dict[int, int] = {}
+    durable_vote: dict[int, tuple[int, int | None]] = {}
+    durable_log: dict[int, dict[int, int]] = {n: {} for n in IDS}
+    sends = 0
+    for node, kind, item in recorder.events:
+        if kind == "saved":
+            assert isinstance(item, WalBatch)
+            if item.hard_state is not None:
+                durable_term[node] = item.hard_state.term
+                durable_vote[node] = (item.hard_state.term, item.hard_state.vote)
+            if item.snapshot is not None:
+                durable_log[node] = {item.snapshot.meta.index: item.snapshot.meta.term}
+            if item.entries:
+                first = item.entries[0].index
+                durable_log[node] = {i: t for i, t in durable_log[node].items() if i < first}
+                durable_log[node].update({e.index: e.term for e in item.entries})
+            continue
+        assert isinstance(item, Message)
+        sends += 1
+        if item.type not in (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP):
+            assert durable_term.get(node, 0) >= item.term, item
+        if item.type is MessageType.VOTE_RESP and not item.reject:
+            assert durable_vote[node] == (item.term, item.dst), item
+        if item.type is MessageType.VOTE:
+            assert durable_vote[node] == (item.term, node), item
+        if item.type is MessageType.APPEND_RESP and not item.reject and item.index:
+            assert item.index in durable_log[node], item
+    assert sends > 20
+
+
+async def test_node_bounds_pending_proposals(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Back-pressure: at most ``max_pending_proposals`` in flight; the rest wait."""
+    options = NodeOptions(tick_interval=TICK, max_pending_proposals=2)
+    async with cluster(tmp_path, options=options) as c:
+        leader = await c.leader()
+        await leader.propose(b"warm=up")
+        start = leader.status().last_index
+        c.network.drop_when(lambda m: m.type is MessageType.APPEND_RESP)
+        results: dict[int, bytes] = {}
+
+        async def client(i: int) -> None:
+            results[i] = await leader.propose(b"c%d=%d" % (i, i))
+
+        async with trio.open_nursery() as clients:
+            for i in range(6):
+                clients.start_soon(client, i)
+            await trio.testing.wait_all_tasks_blocked()
+            status = leader.status()
+            assert status.pending_proposals == 2
+            assert status.last_index == start + 2
+            assert results == {}
+            c.network.heal()
+        assert sorted(results) == list(range(6))
+        assert leader.status().pending_proposals == 0
+
+
+async def test_node_snapshots_compact_and_catch_up_a_lagging_follower(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Section 7: the log is compacted; a follower behind the snapshot installs it."""
+    options = NodeOptions(tick_interval=TICK, snapshot_every=5)
+    async with cluster(tmp_path, options=options) as c:
+        leader = await c.leader()
+        lagging = next(n for n in IDS if n != leader.id)
+        await c.crash(lagging)
+        for i in range(30):
+            await leader.propose(b"s%d=%d" % (i, i))
+        follower = await c.start(lagging)
+        await follower.wait_applied(leader.status().commit)
+        assert c.machines[lagging].data == c.machines[leader.id].data
+        assert len(c.machines[lagging].data) == 30
+        assert list((tmp_path / str(lagging)).glob("snap-*.snap"))
+        # Restart everything: state comes back from snapshot + log suffix.
+        for node_id in IDS:
+            await c.crash(node_id)
+        for node_id in IDS:
+            await c.start(node_id)
+        leader = await c.leader()
+        assert await leader.read(b"s29") == b"29"
+
+
+@attrs.define
+class FailingStorage:
+    inner: LogStorage
+    fail_after: int
+    saves: int = 0
+
+    def save(self, batch: WalBatch) -> None:
+        self.saves += 1
+        if self.saves > self.fail_after:
+            raise WalFailed(OSError(5, "injected EIO"))
+        self.inner.save(batch)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_node_stops_when_storage_fails(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """fsyncgate: a storage failure ends the node; waiting clients learn it stopped."""
+    network = MemoryNetwork()
+    storage_holder: list[FailingStorage] = []
+
+    def open_failing(directory: Path) -> tuple[LogStorage, Recovered]:
+        inner, recovered = open_wal_storage(directory)
+        storage = FailingStorage(inner, fail_after=1_000_000)
+        storage_holder.append(storage)
+        return storage, recovered
+
+    outcome: list[BaseException] = []
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_raft_node(
+            RaftConfig(id=1),
+            voters=[1],
+            directory=tmp_path / "1",
+            transport=network.transport(1),
+            state_machine=KV(),
+            options=NodeOptions(tick_interval=TICK),
+            rng=random.Random(1),
+            open_storage=open_failing,
+            run_sync=run_inline,
+        ) as node:
+            await node.wait_leader()
+            assert await node.propose(b"a=1") == b""
+            storage_holder[0].fail_after = storage_holder[0].saves
+
+            try:
+                await node.propose(b"a=2")
+            except NodeStopped as exc:
+                outcome.append(exc)
+            await trio.sleep_forever()
+    assert info.group_contains(WalFailed)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0].__cause__, BaseException)
+
+
+async def test_node_with_worker_thread_storage_on_the_real_clock(tmp_path: Path) -> None:
+    """The production configuration: saves run in a worker thread while the loop goes on."""
+    network = MemoryNetwork()
+    machines = {n: KV() for n in IDS}
+    options = NodeOptions(tick_interval=0.01)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nodes: dict[int, RaftNode] = {}
+
+            async def run(node_id: int, task_status: trio.TaskStatus[RaftNode]) -> None:
+                async with open_raft_node(
+                    RaftConfig(id=node_id),
+                    voters=IDS,
+                    directory=tmp_path / str(node_id),
+                    transport=network.transport(node_id),
+                    state_machine=machines[node_id],
+                    options=options,
+                ) as node:
+                    task_status.started(node)
+                    await trio.sleep_forever()
+
+            for node_id in IDS:
+                nodes[node_id] = await nursery.start(run, node_id)
+            leader_id = await nodes[1].wait_leader()
+            while nodes[leader_id].status().role is not Role.LEADER:
+                leader_id = await nodes[1].wait_leader()
+                await trio.sleep(0.01)
+            leader = nodes[leader_id]
+            results: list[bytes] = []
+
+            async def client(i: int) -> None:
+                results.append(await leader.propose(b"t%d=%d" % (i, i)))
+
+            async with trio.open_nursery() as clients:
+                for i in range(50):
+                    clients.start_soon(client, i)
+            assert len(results) == 50
+            for node in nodes.values():
+                await node.wait_applied(leader.status().commit)
+            assert all(len(m.data) == 50 for m in machines.values())
+            nursery.cancel_scope.cancel()
