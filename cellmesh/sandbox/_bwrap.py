@@ -258,17 +258,22 @@ class BwrapBackend(ProcessBackend):
         )
 
     def _terminate(self, wl: Workload) -> None:
-        """SIGTERM the workload inside the sandbox (not bwrap's own init/monitor)."""
-        inner = descendants(wl.pid)
+        """SIGTERM the workload inside the sandbox (not bwrap's own init/monitor).
+
+        Before the workload exists (sandbox still being set up) there is
+        nothing to ask politely: bwrap itself gets SIGTERM, which takes the
+        whole sandbox down through ``--die-with-parent``.
+        """
         init = set(_children(wl.pid))
+        inner = [pid for pid in descendants(wl.pid) if pid not in init]
+        sent = False
         for pid in inner:
-            if pid in init:
-                continue
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-        if not inner:
+            sent = True
+        if not sent:
             wl.send_signal(signal.SIGTERM)
 
 

@@ -52,6 +52,7 @@ class HostReport:
 
     def lines(self) -> list[str]:
         """Human-readable lines, one fact each."""
+
         def yes(flag: bool) -> str:
             return "yes" if flag else "no"
 

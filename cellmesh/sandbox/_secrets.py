@@ -245,9 +245,7 @@ def select_broker(env: Mapping[str, str] | None = None) -> SecretBroker:
         if not directory.startswith("/"):
             raise SandboxConfigError("CELL_SECRETS_DIR", "must be an absolute directory path")
         return FileSecretBroker(directory=Path(directory))
-    raise SandboxConfigError(
-        "CELL_SECRETS", f"{choice!r} is not one of {', '.join(BROKER_NAMES)}"
-    )
+    raise SandboxConfigError("CELL_SECRETS", f"{choice!r} is not one of {', '.join(BROKER_NAMES)}")
 
 
 __all__ = [

@@ -221,9 +221,9 @@ def spawn_isolated_workload(
                 env=env.as_dict(),
                 stdin=subprocess.PIPE,
                 stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                stderr=stderr if stderr is not None else (
-                    stdout if stdout is not None else subprocess.DEVNULL
-                ),
+                stderr=stderr
+                if stderr is not None
+                else (stdout if stdout is not None else subprocess.DEVNULL),
                 pass_fds=targets,
                 close_fds=True,
                 start_new_session=True,

@@ -195,9 +195,7 @@ class CellSpec:
     own_socket: Path | None = attrs.field(default=None, converter=_opt_path)
     granted_sockets: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
     allow_net: bool = False
-    cell_id: str = attrs.field(
-        default=attrs.Factory(lambda self: self.name, takes_self=True)
-    )
+    cell_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
 
     def __attrs_post_init__(self) -> None:
         names = [s.name for s in self.secrets]

@@ -168,9 +168,7 @@ def test_destroy_removes_every_host_side_trace(backend: CellBackend, paths: Path
         assert not leaf.exists()
 
 
-def test_destroy_revokes_secrets(
-    backend: CellBackend, broker: MemorySecretBroker
-) -> None:
+def test_destroy_revokes_secrets(backend: CellBackend, broker: MemorySecretBroker) -> None:
     broker.put("api", b"token-123")
     backend.create(spec("sec", secrets=[SecretRef(name="API", key="api")]))
     backend.spawn("sec")

@@ -88,9 +88,7 @@ def test_cannot_connect_to_host_loopback(bwrap_backend: CellBackend) -> None:
         with pytest.raises(BlockingIOError):
             listener.accept()
         # Positive control: the very same probe reaches the listener when granted.
-        status, out = run_probe(
-            bwrap_backend, "netful", CONNECT.format(port=port), allow_net=True
-        )
+        status, out = run_probe(bwrap_backend, "netful", CONNECT.format(port=port), allow_net=True)
         assert out["connected"] is True
     finally:
         listener.close()
@@ -105,9 +103,7 @@ def test_only_loopback_interface(bwrap_backend: CellBackend) -> None:
     assert out == [[1, "lo"]]  # type: ignore[comparison-overlap]
 
 
-def test_cannot_write_outside_tmp_and_data(
-    bwrap_backend: CellBackend, tmp_path: Path
-) -> None:
+def test_cannot_write_outside_tmp_and_data(bwrap_backend: CellBackend, tmp_path: Path) -> None:
     dna = tmp_path / "dna"
     dna.mkdir()
     data = tmp_path / "data"

@@ -1,0 +1,118 @@
+"""Limit planning (which mechanism enforces what) and real cgroup leaves."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cellmesh.config import Paths
+from cellmesh.sandbox import (
+    CellSpec,
+    CgroupHost,
+    HostBackend,
+    Limits,
+    MemoryEventLog,
+    MemorySecretBroker,
+    SandboxConfigError,
+    plan_limits,
+)
+from cellmesh.sandbox._limits import sanitize_name
+
+PY = sys.executable
+ALL = Limits(memory=128 << 20, cpu=0.5, pids=32, open_files=100)
+
+
+def fake_host(v2: set[str] | None = None, v1: set[str] = frozenset()) -> CgroupHost:  # type: ignore[assignment]
+    return CgroupHost(
+        v2_mount=Path("/sys/fs/cgroup"),
+        v2_parent=None if v2 is None else Path("/sys/fs/cgroup/cells"),
+        v2_parent_problem=None if v2 is not None else "not set",
+        v2_controllers=frozenset(v2 or ()),
+        v2_root_controllers=frozenset(v2 or ()),
+        v1_dirs={c: Path(f"/sys/fs/cgroup/{c}") for c in v1},
+    )
+
+
+def test_plan_prefers_cgroup2() -> None:
+    plan = plan_limits(ALL, fake_host(v2={"memory", "cpu", "pids"}, v1={"pids", "cpu"}))
+    assert plan.mechanisms == {
+        "memory": "cgroup2", "cpu": "cgroup2", "pids": "cgroup2", "open_files": "rlimit",
+    }  # fmt: skip
+    assert plan.v2_files == {
+        "memory.max": str(128 << 20),
+        "memory.swap.max": "0",
+        "cpu.max": "50000 100000",
+        "pids.max": "32",
+    }
+    assert plan.rlimits == {resource.RLIMIT_NOFILE: 100}
+
+
+def test_plan_falls_back_to_cgroup1_then_rlimit_then_none() -> None:
+    plan = plan_limits(ALL, fake_host(v1={"pids"}))
+    assert plan.mechanisms == {
+        "memory": "rlimit", "cpu": "none", "pids": "cgroup1", "open_files": "rlimit",
+    }  # fmt: skip
+    assert plan.rlimits == {resource.RLIMIT_DATA: 128 << 20, resource.RLIMIT_NOFILE: 100}
+    assert plan.v1_files == {"pids": {"pids.max": "32"}}
+    bare = plan_limits(ALL, fake_host())
+    assert bare.mechanisms["pids"] == "none"
+    assert plan_limits(Limits(), fake_host()).mechanisms == {}
+
+
+def test_sanitize_name() -> None:
+    assert sanitize_name("ledger.v2/x y") == "ledger_v2_x_y"
+
+
+def test_cgroup_parent_must_be_absolute() -> None:
+    with pytest.raises(SandboxConfigError):
+        CgroupHost.detect({"CELL_CGROUP_PARENT": "relative/path"})
+
+
+def test_cgroup_parent_outside_cgroupfs_is_reported_not_used(tmp_path: Path) -> None:
+    host = CgroupHost.detect({"CELL_CGROUP_PARENT": str(tmp_path)})
+    assert host.v2_parent is None
+    assert host.v2_parent_problem is not None
+
+
+@pytest.fixture
+def v2_parent() -> Iterator[Path]:
+    """A fresh cgroup v2 directory we may create leaves under (root only)."""
+    mount = CgroupHost.detect({}).v2_mount
+    if mount is None:
+        pytest.skip("no cgroup2 filesystem mounted")
+    parent = mount / f"cellmesh-test-{uuid.uuid4().hex[:12]}"
+    try:
+        parent.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a cgroup v2 directory under {mount}: {exc}")
+    yield parent
+    parent.rmdir()
+
+
+def test_cgroup2_leaf_is_joined_before_exec_and_removed(v2_parent: Path, paths: Paths) -> None:
+    host = CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)})
+    assert host.v2_parent == v2_parent
+    be = HostBackend(paths, MemoryEventLog(), MemorySecretBroker(), host)
+    handle = be.create(
+        CellSpec(name="leafy", argv=[PY, "-c", "print(open('/proc/self/cgroup').read())"])
+    )
+    leaf = handle.cgroup_paths[0]
+    assert leaf.parent == v2_parent
+    assert leaf.name.startswith("cellmesh_leafy_")
+    r, w = os.pipe()
+    be.spawn("leafy", stdout=w)
+    os.close(w)
+    assert be.wait("leafy", timeout=60).reason == "exit"
+    text = os.read(r, 65536).decode()
+    os.close(r)
+    rel = "/" + str(leaf.relative_to(host.v2_mount))  # type: ignore[arg-type]
+    assert f"0::{rel}" in text.splitlines()
+    be.destroy("leafy")
+    assert not leaf.exists()
+    assert not [p for p in v2_parent.iterdir() if p.is_dir()]  # no leaf left behind
