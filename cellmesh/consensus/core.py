@@ -127,6 +127,11 @@ class Ready:
     4. Serve ``read_states`` once the state machine applied their index.
     5. Call ``advance(ready)``; do not call ``ready()`` again before that.
 
+    ``committed_entries`` may include entries from this same Ready's
+    ``entries`` (a single-voter leader commits what it alone holds), which is
+    one reason step 3 must wait for step 1: a commit index is only a fact
+    once the entries behind it are durable.
+
     ``soft_state`` is not ``None`` when the leader or role changed.
     """
 

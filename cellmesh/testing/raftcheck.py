@@ -22,7 +22,8 @@ simulator observes and keeps global registries:
   Likewise a restarted node must not go back to a term it revealed.
 * **Monotonic commit** -- within one incarnation a node's commit and applied
   indexes never decrease, and different nodes never commit different entries
-  at the same index.
+  at the same index. Commits are registered only once the Ready carrying
+  them is durable (a single-voter leader counts its own unsynced entries).
 
 A violation raises :class:`InvariantViolation` naming the property.
 """
@@ -109,6 +110,15 @@ class SafetyChecker:
             marks.leader_last_term = log.last_term
         else:
             marks.leader_term = 0
+
+    def on_durable(self, node: int, core: RaftCore, rd: Ready) -> None:
+        """Called once ``rd`` was synced: its commit index is now safe to rely on.
+
+        (A single-voter leader counts its own entries before they are durable;
+        only after the sync is its commit index a fact.)
+        """
+        marks = self.marks[node]
+        log = core.log
         # Monotonic commit + committed-entry agreement.
         if log.committed < marks.commit:
             self._fail(

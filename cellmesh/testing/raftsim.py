@@ -41,9 +41,9 @@ import random
 import attrs
 
 from cellmesh.consensus.core import RaftConfig, RaftCore
-from cellmesh.consensus.errors import NotLeader, ProposalDropped
+from cellmesh.consensus.errors import ConfigChangeInProgress, NotLeader, ProposalDropped
 from cellmesh.consensus.messages import Message
-from cellmesh.consensus.types import EntryKind, ReadState, Role
+from cellmesh.consensus.types import EntryKind, Membership, ReadState, Role
 from cellmesh.errors import CellmeshError
 from cellmesh.testing.kvsm import Command, KVStateMachine
 from cellmesh.testing.lincheck import KVModel, Operation, check_operations
@@ -67,6 +67,7 @@ class SimParams:
     """Knobs of one run; :meth:`for_seed` varies the cluster shape by seed."""
 
     nodes: int = 3
+    learners: int = 1
     clients: int = 3
     ops_per_client: int = 10
     keys: int = 2
@@ -86,6 +87,7 @@ class SimParams:
     p_heal_partition: float = 0.04
     p_skew: float = 0.01
     p_transfer: float = 0.005
+    p_reconfig: float = 0.01
     p_new_op: float = 0.3
     read_index_ratio: float = 0.5
     client_timeout: int = 30
@@ -135,6 +137,7 @@ class SimResult:
     crashes: int
     torn_writes: int
     snapshots_sent: int
+    config_changes: int
     max_term: int
 
 
@@ -147,9 +150,11 @@ class Simulation:
         self.rng = random.Random(seed)
         p = self.params
         self.voters = tuple(range(1, p.nodes + 1))
-        self.nodes = {n: _Node(id=n) for n in self.voters}
+        self.learners = tuple(range(p.nodes + 1, p.nodes + 1 + p.learners))
+        self.ids = self.voters + self.learners
+        self.nodes = {n: _Node(id=n) for n in self.ids}
         self.clients = [
-            _Client(id=c, target=self.rng.choice(self.voters)) for c in range(1, p.clients + 1)
+            _Client(id=c, target=self.rng.choice(self.ids)) for c in range(1, p.clients + 1)
         ]
         self.checker = SafetyChecker()
         self.now = 0
@@ -161,7 +166,8 @@ class Simulation:
         self.history: list[Operation[tuple[str, str, str | None], str]] = []
         self.crashes = 0
         self.snapshots_sent = 0
-        for n in self.voters:
+        self.config_changes = 0
+        for n in self.ids:
             self._start(self.nodes[n])
 
     # -- node lifecycle ------------------------------------------------------
@@ -182,6 +188,7 @@ class Simulation:
             self._config(node.id),
             random.Random(self.rng.getrandbits(32)),
             voters=self.voters,
+            learners=self.learners,
             hard_state=st.hard_state,
             snapshot=st.snapshot,
             entries=st.entries,
@@ -212,6 +219,7 @@ class Simulation:
                 self._crash(node)  # between the write and its fsync
                 return
             node.disk.sync()
+            self.checker.on_durable(node.id, core, rd)
             for m in rd.messages:
                 self._send(m)
             if rd.snapshot is not None:
@@ -309,7 +317,7 @@ class Simulation:
             self._submit(c)
         elif self.now >= c.deadline or (c.retry_at is not None and self.now >= c.retry_at):
             if self.now >= c.deadline:
-                c.target = self.voters[c.target % len(self.voters)]
+                c.target = self.ids[c.target % len(self.ids)]
             self._submit(c)
 
     def _submit(self, c: _Client) -> None:
@@ -327,7 +335,7 @@ class Simulation:
                 node.core.propose(cmd.encode())
         except NotLeader as exc:
             hint = exc.leader_hint
-            c.target = hint if hint is not None else self.voters[c.target % len(self.voters)]
+            c.target = hint if hint is not None else self.ids[c.target % len(self.ids)]
             c.retry_at = self.now + 1
             return
         except ProposalDropped:
@@ -363,12 +371,49 @@ class Simulation:
         if rng.random() < p.p_transfer:
             leader = self._leader()
             if leader is not None and leader.core is not None:
-                target = rng.choice(self.voters)
+                target = rng.choice(sorted(leader.core.membership.voters))
                 leader.core.transfer_leadership(target)
                 self._process(leader)
+        if rng.random() < p.p_reconfig:
+            self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        """Ask the leader for one random single-server change (dissertation 4.1)."""
+        leader = self._leader()
+        if leader is None or leader.core is None:
+            return
+        core = leader.core
+        cur = core.membership
+        options: list[Membership] = []
+        for n in self.ids:
+            voters, learners = set(cur.voters), set(cur.learners)
+            if n == leader.id:
+                continue
+            if n in voters:
+                voters.discard(n)
+                options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
+                learners.add(n)  # demote to learner
+            elif n in learners:
+                learners.discard(n)
+                options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
+                voters.add(n)  # promote to voter
+            else:
+                learners.add(n)
+                options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
+                learners.discard(n)
+                voters.add(n)
+            options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
+        if not options:
+            return
+        try:
+            core.propose_membership(self.rng.choice(options))
+        except (ConfigChangeInProgress, ProposalDropped):
+            return
+        self.config_changes += 1
+        self._process(leader)
 
     def _partition(self) -> None:
-        rng, ids = self.rng, list(self.voters)
+        rng, ids = self.rng, list(self.ids)
         kind = rng.randrange(0, 3)
         blocked: set[tuple[int, int]] = set()
         if kind == 0:  # two-way split into two sides
@@ -427,12 +472,14 @@ class Simulation:
         if leader.core.log.committed != last:
             return False
         ref = leader.kv
+        members = leader.core.membership.members
         return all(
             n.core is not None
             and n.applied == last
             and n.kv.data == ref.data
             and n.kv.last == ref.last
             for n in self.nodes.values()
+            if n.id in members
         )
 
     def run(self) -> SimResult:
@@ -468,6 +515,7 @@ class Simulation:
             crashes=self.crashes,
             torn_writes=sum(n.disk.torn_writes for n in self.nodes.values()),
             snapshots_sent=self.snapshots_sent,
+            config_changes=self.config_changes,
             max_term=max(t for t in self.checker.leaders) if self.checker.leaders else 0,
         )
 

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
+from cellmesh.consensus.core import RaftCore
 from cellmesh.consensus.log import RaftLog
+from cellmesh.consensus.types import ReadState
 from cellmesh.testing.raftsim import SimParams, Simulation, SimulationFailure, run_seed
 
 SOAK_SEEDS = 500
@@ -15,7 +17,13 @@ SOAK_SEEDS = 500
 def test_simulator_soak_500_seeds_hold_every_invariant() -> None:
     """Figure 3 properties, liveness after healing and linearizability, for 500 seeds."""
     began = time.perf_counter()
-    totals = {"crashes": 0, "snapshots_sent": 0, "elections": 0, "torn_writes": 0}
+    totals = {
+        "crashes": 0,
+        "snapshots_sent": 0,
+        "elections": 0,
+        "torn_writes": 0,
+        "config_changes": 0,
+    }
     for seed in range(SOAK_SEEDS):
         result = run_seed(seed)
         assert result.operations == 30  # every client operation completed
@@ -26,6 +34,7 @@ def test_simulator_soak_500_seeds_hold_every_invariant() -> None:
     assert totals["snapshots_sent"] > 100
     assert totals["torn_writes"] > 10
     assert totals["elections"] > SOAK_SEEDS
+    assert totals["config_changes"] > SOAK_SEEDS // 2
     assert time.perf_counter() - began < 120
 
 
@@ -48,6 +57,22 @@ def test_simulator_catches_a_broken_election_restriction(monkeypatch: pytest.Mon
             failures.append(exc)
     assert failures
     assert "seed" in str(failures[0]) and "--seed" in str(failures[0])
+
+
+def test_simulator_lincheck_catches_stale_follower_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dissertation 6.4: serving reads from local state without ReadIndex is not linearizable."""
+
+    def stale_read_index(self: RaftCore, context: bytes) -> None:
+        self._read_states.append(ReadState(index=self.log.committed, context=context))
+
+    monkeypatch.setattr(RaftCore, "read_index", stale_read_index)
+    problems = []
+    for seed in range(100):
+        try:
+            run_seed(seed)
+        except SimulationFailure as exc:
+            problems.append(exc.problem)
+    assert any("not linearizable" in p for p in problems)
 
 
 def test_simulator_fault_free_run_converges_quickly() -> None:
