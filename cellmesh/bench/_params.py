@@ -31,6 +31,7 @@ class WireParams:
     bulk_transfers: int
     bulk_warmup: int = 1
     window: int = 1024
+    pipeline_tasks: int = 2
     signal_batch: int = 1024
     bulk_bytes: int = 64 << 20
     round_timeout: float = 180.0

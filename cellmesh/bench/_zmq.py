@@ -36,6 +36,8 @@ def serve_zmq(path: str, ready: Any) -> None:
 
     ctx: Any = zmq.Context()
     sock: Any = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, 0)  # 0 = unlimited: a ROUTER drops replies at its HWM
+    sock.setsockopt(zmq.RCVHWM, 0)
     sock.bind(f"ipc://{path}")
     ready()
     loads = cbor2.loads
@@ -60,6 +62,8 @@ def _connect(path: str) -> Any:
     ctx: Any = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(f"ipc://{path}")
     return sock
 

@@ -126,21 +126,21 @@ SPECS: Final[tuple[Spec, ...]] = (
         server="cellmesh-inline",
         side="cellmesh",
         shape="bulk",
-        describe="cellmesh fire(Blob) of 64 MiB inline (vesicles disabled)",
+        describe="cellmesh fire(Blob) with the payload inline (vesicles disabled)",
     ),
     Spec(
         name="cm_vesicle",
         server="cellmesh",
         side="cellmesh",
         shape="bulk",
-        describe="cellmesh fire(Blob) of a 64 MiB vesicle (sealed memfd)",
+        describe="cellmesh fire(Blob) with the payload in a vesicle (sealed memfd)",
     ),
     Spec(
         name="raw_bulk",
         server="raw-bulk",
         side="baseline",
         shape="bulk",
-        describe="raw blocking sendall of 64 MiB over AF_UNIX, 1-byte ack",
+        describe="raw blocking sendall of the payload over AF_UNIX, 1-byte ack",
     ),
 )
 
@@ -204,7 +204,7 @@ TARGETS: Final[tuple[Target, ...]] = (
         ratio_kind="x",
     ),
     Target(
-        metric="64 MiB transfer: vesicle vs inline",
+        metric="{size} transfer: vesicle vs inline",
         cellmesh="cm_vesicle",
         baseline="cm_inline",
         stat="median_ms",
@@ -240,7 +240,7 @@ TARGETS: Final[tuple[Target, ...]] = (
         ratio_kind="x",
     ),
     Target(
-        metric="(floor) 64 MiB vesicle vs raw sendall",
+        metric="(floor) {size} vesicle vs raw sendall",
         cellmesh="cm_vesicle",
         baseline="raw_bulk",
         stat="median_ms",
@@ -343,7 +343,7 @@ def cellmesh_unavailable() -> str | None:
     """Return why the cellmesh side cannot run, or ``None`` if it can."""
     try:
         from . import _cellmesh
-    except ImportError as exc:  # pragma: no cover - only while the wire layer is missing
+    except (ImportError, AttributeError) as exc:  # the wire layer is missing or incomplete
         return f"cellmesh wire layer not importable: {exc}"
     return _cellmesh.unavailable_reason()
 
@@ -449,7 +449,7 @@ def run_wire_bench(
         "cellmesh_skipped": skip["cellmesh"],
         "reference_skipped": skip["reference"],
         "measurements": measurements,
-        "comparisons": compare(measurements),
+        "comparisons": compare(measurements, params.bulk_bytes),
     }
 
 
@@ -467,6 +467,9 @@ def summarize(shape: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             "p99_us": percentile(pooled, 99),
             "min_us": min(pooled),
             "round_medians_us": [median([ns / 1000.0 for ns in res["rtt_ns"]]) for res in results],
+            "round_p99_us": [
+                percentile([ns / 1000.0 for ns in res["rtt_ns"]], 99) for res in results
+            ],
         }
     if shape == "rate":
         rates = [res["msgs"] / res["seconds"] for res in results]
@@ -484,19 +487,31 @@ def summarize(shape: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "median_ms": med * 1000.0,
         "mib_per_s": size / MiB / med,
         "all_ms": [t * 1000.0 for t in times],
+        "round_median_ms": [median(res["seconds"]) * 1000.0 for res in results],
     }
 
 
-def compare(measurements: dict[str, Any]) -> list[dict[str, Any]]:
+def compare(measurements: dict[str, Any], bulk_bytes: int) -> list[dict[str, Any]]:
     """Compute each :data:`TARGETS` row from the measurement summaries."""
+    size = f"{bulk_bytes / MiB:g} MiB"
     rows: list[dict[str, Any]] = []
     for t in TARGETS:
         cm = measurements.get(t.cellmesh, {}).get(t.stat)
         base = measurements.get(t.baseline, {}).get(t.stat)
         ratio: float | None = None
         met: bool | None = None
+        paired: list[float] = []
         if cm is not None and base is not None and cm > 0 and base > 0:
-            ratio = base / cm if t.ratio_kind == "speedup" else cm / base
+            ratio = _ratio(t, cm, base)
+            per_round = _ROUND_KEYS[t.stat]
+            paired = [
+                _ratio(t, c, b)
+                for c, b in zip(
+                    measurements[t.cellmesh][per_round],
+                    measurements[t.baseline][per_round],
+                    strict=False,
+                )
+            ]
             if t.target is not None:
                 if t.ratio_kind == "speedup" or t.higher_is_better:
                     met = ratio >= t.target
@@ -504,7 +519,7 @@ def compare(measurements: dict[str, Any]) -> list[dict[str, Any]]:
                     met = ratio <= t.target
         rows.append(
             {
-                "metric": t.metric,
+                "metric": t.metric.format(size=size),
                 "cellmesh": t.cellmesh,
                 "baseline": t.baseline,
                 "stat": t.stat,
@@ -512,12 +527,25 @@ def compare(measurements: dict[str, Any]) -> list[dict[str, Any]]:
                 "baseline_value": base,
                 "ratio": ratio,
                 "ratio_kind": t.ratio_kind,
+                "round_ratios": paired,
                 "target": t.target,
                 "target_text": _target_text(t),
                 "met": met,
             }
         )
     return rows
+
+
+_ROUND_KEYS: Final = {
+    "median_us": "round_medians_us",
+    "p99_us": "round_p99_us",
+    "msgs_per_s": "round_msgs_per_s",
+    "median_ms": "round_median_ms",
+}
+
+
+def _ratio(t: Target, cm: float, base: float) -> float:
+    return base / cm if t.ratio_kind == "speedup" else cm / base
 
 
 def _target_text(t: Target) -> str:
@@ -549,7 +577,15 @@ def _fmt_ratio(row: dict[str, Any]) -> str:
     r = row["ratio"]
     if r is None:
         return "-"
-    return f"{r:.2f}x faster" if row["ratio_kind"] == "speedup" else f"{r:.2f}x"
+    if row["ratio_kind"] != "speedup":
+        return f"{r:.2f}x"
+    return f"{r:.2f}x faster" if r >= 1.0 else f"{1.0 / r:.2f}x slower"
+
+
+def _fmt_range(ratios: Sequence[float]) -> str:
+    if not ratios:
+        return "-"
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -585,17 +621,32 @@ def format_report(report: dict[str, Any]) -> str:
                 _fmt_value(ms[row["baseline"]], row["stat"]),
                 row["baseline"],
                 _fmt_ratio(row),
+                _fmt_range(row["round_ratios"]),
                 row["target_text"],
                 met,
             ]
         )
     out += _table(
-        ["metric", "cellmesh", "baseline", "baseline is", "ratio", "target", "met?"], rows
+        [
+            "metric",
+            "cellmesh",
+            "baseline",
+            "baseline is",
+            "ratio",
+            "paired rounds",
+            "target",
+            "met?",
+        ],
+        rows,
     )
     targeted = [r for r in report["comparisons"] if r["target"] is not None]
     met_count = sum(1 for r in targeted if r["met"])
     out.append("")
     out.append(f"targets met: {met_count}/{len(targeted)}")
+    out.append(
+        "ratio = cellmesh/baseline from the medians ('x faster' = baseline time/cellmesh time);"
+        " paired rounds = min-max of the same ratio per round (A and B ran back to back)"
+    )
     if report["cellmesh_skipped"]:
         out.append(f"cellmesh side skipped: {report['cellmesh_skipped']}")
     if report["reference_skipped"]:

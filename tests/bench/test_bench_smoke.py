@@ -53,3 +53,18 @@ def test_cli_bench_wire_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "--quick" in out
     assert "--json" in out
+
+
+def test_wire_bench_cellmesh_side_produces_numbers() -> None:
+    params = QUICK.scaled(0.01, rounds=1)
+    report = run_wire_bench(params, include_reference=False)
+    assert report["cellmesh_skipped"] is None
+    ms = report["measurements"]
+    for name in ("cm_rtt", "cm_pipeline", "cm_signal", "cm_inline", "cm_vesicle"):
+        assert "error" not in ms[name], ms[name].get("error")
+    assert ms["cm_rtt"]["samples"] == params.rtt_samples
+    assert ms["cm_pipeline"]["msgs_per_s"] > 0
+    assert ms["cm_signal"]["msgs_per_s"] > 0
+    assert ms["cm_vesicle"]["bytes"] == ms["cm_inline"]["bytes"] == params.bulk_bytes
+    rows = {row["metric"]: row for row in report["comparisons"]}
+    assert all(row["ratio"] is not None for name, row in rows.items() if "pyzmq" not in name)
