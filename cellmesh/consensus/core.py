@@ -521,8 +521,12 @@ class RaftCore:
     # Message handling
 
     def step(self, m: Message) -> None:
-        """Feed one message received from a peer. Stale and foreign messages are ignored."""
-        if m.dst != self.id:
+        """Feed one message received from a peer.
+
+        Messages for another node, from an older term, or malformed (see
+        :func:`well_formed`) are ignored: a bad peer cannot corrupt the log.
+        """
+        if m.dst != self.id or m.src == self.id or not well_formed(m):
             return
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE) and not m.transfer and self._in_lease():
@@ -682,6 +686,8 @@ class RaftCore:
                     pr.become_probe()
                 self._send_append(m.src)
             return
+        if m.index > self.log.last_index:
+            return  # acknowledges entries we never sent: ignore
         old_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             if old_paused and not pr.is_paused():
@@ -847,3 +853,24 @@ class RaftCore:
             self._read_states.append(ReadState(index=r.index, context=r.context))
         else:
             self._send(MT.READ_INDEX_RESP, r.requester, index=r.index, context=r.context)
+
+
+def well_formed(m: Message) -> bool:
+    """Whether ``m`` is internally consistent enough to be processed.
+
+    Checks what the core relies on: non-negative positions, and for appends
+    that the entries directly follow ``index``, with non-decreasing terms no
+    newer than the message's term; a snapshot message must carry a snapshot.
+    """
+    if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
+        return False
+    if m.type is MT.APPEND:
+        prev_term = m.log_term
+        for k, e in enumerate(m.entries):
+            if e.index != m.index + k + 1 or e.term < prev_term or e.term > m.term:
+                return False
+            prev_term = e.term
+    elif m.type is MT.SNAPSHOT:
+        snap = m.snapshot
+        return snap is not None and 0 <= snap.meta.term <= m.term and snap.meta.index >= 0
+    return True

@@ -447,3 +447,54 @@ def test_core_restart_recovers_membership_from_log() -> None:
         entries=st.entries,
     )
     assert again.membership.voters == {1, 2}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Message(
+            type=MT.APPEND,
+            src=1,
+            dst=2,
+            term=2,
+            index=0,
+            log_term=0,
+            entries=(Entry(index=2, term=1),),
+        ),  # gap
+        Message(
+            type=MT.APPEND,
+            src=1,
+            dst=2,
+            term=2,
+            index=0,
+            log_term=0,
+            entries=(Entry(index=1, term=3),),
+        ),  # entry newer than the leader's term
+        Message(
+            type=MT.APPEND,
+            src=1,
+            dst=2,
+            term=2,
+            index=0,
+            log_term=0,
+            entries=(Entry(index=1, term=2), Entry(index=2, term=1)),
+        ),  # terms go down
+        Message(type=MT.SNAPSHOT, src=1, dst=2, term=2),  # no snapshot
+        Message(type=MT.APPEND, src=1, dst=2, term=2, index=-1),
+    ],
+)
+def test_malformed_messages_are_ignored(bad: Message) -> None:
+    """Every byte from outside is hostile: a malformed message changes nothing."""
+    f = make_core(2, [1, 2, 3], term=1)
+    before = (f.term, f.vote, f.lead, f.log.last_index)
+    f.step(bad)
+    assert (f.term, f.vote, f.lead, f.log.last_index) == before
+    assert not drain(f)
+
+
+def test_ack_for_entries_never_sent_is_ignored() -> None:
+    net = cluster()
+    leader = net.nodes[1]
+    leader.step(Message(type=MT.APPEND_RESP, src=2, dst=1, term=leader.term, index=999))
+    assert leader.log.committed <= leader.log.last_index
+    assert leader.progress(2).match <= leader.log.last_index  # type: ignore[union-attr]
