@@ -51,6 +51,8 @@ from .errors import SandboxConfigError, SpawnError
 FIRST_PASSED_FD: Final = 3
 
 _PR_SET_PDEATHSIG: Final = 1
+#: libc, loaded once: ``prctl`` is called from the pre-exec hook.
+_LIBC: Final = ctypes.CDLL(None, use_errno=True)
 
 
 class _FdCollision(Exception):
@@ -148,7 +150,7 @@ def _make_preexec(
     cgroup_procs: Sequence[bytes],
     pdeathsig_parent: int | None,
 ) -> Callable[[], None]:
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if pdeathsig_parent is not None else None
+    prctl = _LIBC.prctl if pdeathsig_parent is not None else None
     high = max([FIRST_PASSED_FD, *(s for s, _ in fd_map), *(t for _, t in fd_map)]) + 1
 
     def preexec() -> None:
