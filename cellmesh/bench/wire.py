@@ -275,6 +275,19 @@ class _Worker:
             )
         return cls(proc, stderr_path)
 
+    def cpu_ns(self) -> int:
+        """CPU time (ns) the process has used so far: sum of its threads' schedstat."""
+        total = 0
+        task_dir = Path(f"/proc/{self._proc.pid}/task")
+        try:
+            tasks = list(task_dir.iterdir())
+        except OSError:
+            return 0
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+        return total
+
     def send(self, line: str) -> None:
         assert self._proc.stdin is not None
         self._proc.stdin.write(line.encode() + b"\n")
@@ -416,14 +429,18 @@ def run_wire_bench(
                     for name in order:
                         if name not in clients or name in errors:
                             continue
+                        client, server = clients[name], servers[name]
+                        cpu0 = (client.cpu_ns(), server.cpu_ns())
                         try:
-                            clients[name].send("run")
-                            result = json.loads(clients[name].receive(params.round_timeout))
+                            client.send("run")
+                            result = json.loads(client.receive(params.round_timeout))
                         except (RuntimeError, OSError, ValueError) as exc:
                             result = {"error": str(exc)}
                         if "error" in result:
                             errors[name] = str(result["error"])
                             continue
+                        result["client_cpu_ns"] = client.cpu_ns() - cpu0[0]
+                        result["server_cpu_ns"] = server.cpu_ns() - cpu0[1]
                         rounds[name].append(result)
                 say(f"round {r + 1}/{params.rounds} done in {time.monotonic() - t_round:.1f} s")
         finally:
@@ -440,6 +457,7 @@ def run_wire_bench(
             entry["error"] = errors[spec.name]
         elif rounds[spec.name]:
             entry.update(summarize(spec.shape, rounds[spec.name]))
+            entry.update(_cpu_per_op(spec.shape, rounds[spec.name], params))
         else:
             entry["error"] = "no rounds ran"
         measurements[spec.name] = entry
@@ -488,6 +506,26 @@ def summarize(shape: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "mib_per_s": size / MiB / med,
         "all_ms": [t * 1000.0 for t in times],
         "round_median_ms": [median(res["seconds"]) * 1000.0 for res in results],
+    }
+
+
+def _cpu_per_op(shape: str, results: list[dict[str, Any]], p: WireParams) -> dict[str, Any]:
+    """CPU microseconds per operation, client and server, median across rounds.
+
+    Measured over the whole round (connect, warm-up, timed part) and divided by
+    all operations of the round, warm-up included; an operation is one call,
+    one message, or one bulk transfer.
+    """
+    if shape == "rtt":
+        ops = p.rtt_samples + p.rtt_warmup
+    elif shape == "rate":
+        ops = results[0]["msgs"] + p.warmup_msgs
+    else:
+        ops = p.bulk_transfers + p.bulk_warmup
+    return {
+        "ops_per_round": ops,
+        "client_cpu_us_per_op": median([r["client_cpu_ns"] / 1000.0 / ops for r in results]),
+        "server_cpu_us_per_op": median([r["server_cpu_ns"] / 1000.0 / ops for r in results]),
     }
 
 
@@ -676,6 +714,12 @@ def format_report(report: dict[str, Any]) -> str:
             )
         out.append(f"  {name:<14} {m['describe']}")
         out.append(f"  {'':<14}   {detail}")
+        if "client_cpu_us_per_op" in m:
+            unit = {"rtt": "call", "rate": "msg", "bulk": "transfer"}[m["shape"]]
+            out.append(
+                f"  {'':<14}   CPU per {unit}: client {m['client_cpu_us_per_op']:,.1f} us,"
+                f" server {m['server_cpu_us_per_op']:,.1f} us"
+            )
     return "\n".join(out) + "\n"
 
 
