@@ -92,7 +92,7 @@ class SimParams:
     read_index_ratio: float = 0.5
     client_timeout: int = 30
     compact_after: int = 12
-    check_every: int = 10
+    check_every: int = 5
 
     @classmethod
     def for_seed(cls, seed: int) -> SimParams:
