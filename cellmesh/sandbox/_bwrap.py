@@ -23,9 +23,11 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   file into ``/run/cell``; file secrets copied from memfds into
   ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
 
-No seccomp filter is installed (see docs/security.md for why and what that
-leaves open); the kernel attack surface is reduced by the dropped
-capabilities, ``no_new_privs`` (set by bwrap) and the disabled nested userns.
+On x86_64 a seccomp deny-list (:mod:`cellmesh.sandbox._seccomp`) is loaded
+with ``--seccomp``: keyrings, ptrace, eBPF, perf, userfaultfd, io_uring,
+module/kexec loading, mount and namespace syscalls answer EPERM. Together
+with the dropped capabilities, ``no_new_privs`` (set by bwrap) and the
+disabled nested user namespaces this narrows the kernel attack surface.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Final
 import attrs
 
 from ._process import Command, ProcessBackend, _Record, runtime_env
+from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD, Workload
 from ._spec import CellSpec
@@ -109,8 +112,13 @@ def bwrap_argv(
     n_pass_fds: int,
     file_secrets: Sequence[Secret],
     tmpfs_bytes: int,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The full bwrap command line for ``spec`` (secret memfds follow the caller's fds)."""
+    """The full bwrap command line for ``spec``.
+
+    fd layout in bwrap: the caller's ``n_pass_fds`` from 3, then one memfd
+    per file secret, then the seccomp program (``seccomp_fd``) if any.
+    """
     args = [
         bwrap,
         "--unshare-user",
@@ -150,6 +158,8 @@ def bwrap_argv(
         fd = FIRST_PASSED_FD + n_pass_fds + i
         dest = f"{SECRETS_DIR_INSIDE}/{secret.ref.name}"
         args += ["--perms", "0400", "--ro-bind-data", str(fd), dest]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += ["--chdir", DNA_DIR_INSIDE if spec.dna_dir is not None else "/tmp"]
     args += ["--", *spec.argv]
@@ -212,6 +222,7 @@ class BwrapBackend(ProcessBackend):
     """bubblewrap backend (see module doc). Construct via ``select_backend``."""
 
     bwrap: str = "/usr/bin/bwrap"
+    seccomp: bool = True
 
     @property
     def name(self) -> str:
@@ -243,18 +254,22 @@ class BwrapBackend(ProcessBackend):
             secrets=secrets,
             secret_files={s.ref.name: f"{SECRETS_DIR_INSIDE}/{s.ref.name}" for s in file_secrets},
         )
+        program = build_filter() if self.seccomp else None
+        owned = (filter_memfd(program),) if program is not None else ()
         argv = bwrap_argv(
             self.bwrap,
             spec,
             n_pass_fds=len(pass_fds),
             file_secrets=file_secrets,
             tmpfs_bytes=spec.limits.memory or DEFAULT_TMPFS_BYTES,
+            seccomp_fd=FIRST_PASSED_FD + len(pass_fds) + len(secret_fds) if owned else None,
         )
         return Command(
             argv=tuple(argv),
             env=env,
-            pass_fds=(*pass_fds, *secret_fds),
+            pass_fds=(*pass_fds, *secret_fds, *owned),
             signal_as_code_offset=True,
+            owned_fds=owned,
         )
 
     def _terminate(self, wl: Workload) -> None:

@@ -15,6 +15,7 @@ import attrs
 
 from ._bwrap import bwrap_version, find_bwrap, probe_bwrap
 from ._limits import CgroupHost, plan_limits
+from ._seccomp import DENIED, build_filter
 from ._spec import Limits
 
 
@@ -43,6 +44,7 @@ class HostReport:
     cgroup_parent_controllers: tuple[str, ...]
     cgroup1_dirs: Mapping[str, str]
     seccomp_supported: bool
+    seccomp_denied: int
     auto_backend: str
     limit_mechanisms: Mapping[str, str]
 
@@ -79,8 +81,12 @@ class HostReport:
             ),
             "cgroup v1 (hybrid)     "
             + (", ".join(f"{k} at {v}" for k, v in sorted(self.cgroup1_dirs.items())) or "none"),
-            f"seccomp in kernel      {yes(self.seccomp_supported)} "
-            "(cellmesh installs no filter; see docs/security.md)",
+            f"seccomp                kernel support: {yes(self.seccomp_supported)}; "
+            + (
+                f"bwrap cells get a {self.seccomp_denied}-syscall deny-list"
+                if self.seccomp_denied
+                else f"no filter for {platform.machine()} (x86_64 only)"
+            ),
             f"CELL_SANDBOX=auto      -> {self.auto_backend}",
             "limits enforced by     "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
@@ -111,6 +117,7 @@ def check_host(env: Mapping[str, str] | None = None) -> HostReport:
         cgroup_parent_controllers=tuple(sorted(cg.v2_controllers)),
         cgroup1_dirs={k: str(v) for k, v in cg.v1_dirs.items()},
         seccomp_supported="Seccomp:" in status,
+        seccomp_denied=len(DENIED) if build_filter() is not None else 0,
         auto_backend="bwrap" if problem is None else "host",
         limit_mechanisms=plan.to_json(),
     )

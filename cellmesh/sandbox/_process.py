@@ -42,12 +42,17 @@ _KILL_PATIENCE: Final = 10.0
 
 @attrs.frozen(kw_only=True)
 class Command:
-    """What a backend runs for one spawn: argv, exact env, fds (caller's first)."""
+    """What a backend runs for one spawn: argv, exact env, fds (caller's first).
+
+    ``owned_fds`` were opened by the backend for this spawn only (e.g. a
+    seccomp program); they are closed right after the fork.
+    """
 
     argv: tuple[str, ...]
     env: WorkloadEnv
     pass_fds: tuple[int, ...]
     signal_as_code_offset: bool = False
+    owned_fds: tuple[int, ...] = ()
 
 
 @attrs.define(eq=False)
@@ -162,6 +167,7 @@ class ProcessBackend:
         secrets = [self.broker.resolve(spec.cell_id, ref) for ref in spec.secrets]
         secret_fds: list[int] = []
         log_fd: int | None = None
+        cmd: Command | None = None
         try:
             secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
             cmd = self._command(rec, pass_fds, secrets, secret_fds)
@@ -184,7 +190,7 @@ class ProcessBackend:
                 cwd=rec.runtime_dir,
             )
         finally:
-            for fd in secret_fds:
+            for fd in (*secret_fds, *(cmd.owned_fds if cmd is not None else ())):
                 os.close(fd)
             if log_fd is not None:
                 os.close(log_fd)
