@@ -331,6 +331,29 @@ class _Worker:
 # Running.
 
 
+def _git_revision() -> str:
+    """``<short sha>`` of the checkout cellmesh runs from, ``+dirty`` if cellmesh/ has edits."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "cellmesh"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return sha + ("+dirty" if dirty else "")
+
+
 def _host_facts() -> dict[str, Any]:
     def version(dist: str) -> str:
         try:
@@ -349,6 +372,7 @@ def _host_facts() -> dict[str, Any]:
         "cbor2": version("cbor2"),
         "trio": version("trio"),
         "cellmesh": version("cellmesh"),
+        "cellmesh_git": _git_revision(),
     }
 
 
@@ -643,7 +667,7 @@ def format_report(report: dict[str, Any]) -> str:
     out = [
         f"cellmesh bench wire -- {h['date']} -- Python {h['python']} ({h['implementation']}) -- "
         f"{h['cpu_count']} CPUs ({h['cpus_usable']} usable) -- {h['platform']}",
-        f"cbor2 {h['cbor2']}, trio {h['trio']}, cellmesh {h['cellmesh']}; "
+        f"cbor2 {h['cbor2']}, trio {h['trio']}, cellmesh {h['cellmesh']} ({h['cellmesh_git']}); "
         f"{p['rounds']} interleaved rounds, {h['elapsed_s']} s; "
         f"load avg {h['loadavg_start'][0]:.2f} -> {h['loadavg_end'][0]:.2f}",
         "each measurement: client and server in separate processes over AF_UNIX",
