@@ -93,6 +93,9 @@ class SimParams:
     client_timeout: int = 30
     compact_after: int = 12
     check_every: int = 5
+    #: Deliberately break the Ready contract (send before fsync) so tests can
+    #: show the checker notices; never set outside such self-tests.
+    bug_send_before_sync: bool = False
 
     @classmethod
     def for_seed(cls, seed: int) -> SimParams:
@@ -215,13 +218,17 @@ class Simulation:
             rd = core.ready()
             self.checker.on_ready(node.id, core, rd)
             node.disk.write(rd.snapshot, rd.entries, rd.hard_state)
+            if p.bug_send_before_sync:
+                for m in rd.messages:
+                    self._send(m)
             if self.faults and rd.must_sync and self.rng.random() < p.p_crash_mid_write:
                 self._crash(node)  # between the write and its fsync
                 return
             node.disk.sync()
             self.checker.on_durable(node.id, core, rd)
-            for m in rd.messages:
-                self._send(m)
+            if not p.bug_send_before_sync:
+                for m in rd.messages:
+                    self._send(m)
             if rd.snapshot is not None:
                 node.kv = KVStateMachine.restore(rd.snapshot.data)
                 node.applied = rd.snapshot.meta.index

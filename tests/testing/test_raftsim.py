@@ -75,6 +75,19 @@ def test_simulator_lincheck_catches_stale_follower_reads(monkeypatch: pytest.Mon
     assert any("not linearizable" in p for p in problems)
 
 
+def test_simulator_catches_a_driver_that_sends_before_fsync() -> None:
+    """The Ready contract: messages sent before the fsync reveal state a crash can lose."""
+    problems = []
+    for seed in range(30):
+        params = SimParams(nodes=3, bug_send_before_sync=True, p_crash_mid_write=0.1)
+        try:
+            Simulation(seed, params).run()
+        except SimulationFailure as exc:
+            problems.append(exc.problem)
+    assert len(problems) >= 10
+    assert any("durable term" in p or "one vote per term" in p for p in problems)
+
+
 def test_simulator_fault_free_run_converges_quickly() -> None:
     """Without faults, all operations complete within the fault phase budget."""
     params = SimParams(
