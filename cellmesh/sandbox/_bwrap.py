@@ -6,8 +6,13 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   --unshare-cgroup`` and ``--unshare-net`` unless the spec grants the network
   (then the host network is shared: there is no per-destination filter);
   ``--disable-userns`` so the cell cannot make nested user namespaces;
-* identity: uid/gid 1000 inside, ``--cap-drop ALL`` (no capabilities even
-  when the caller is root), hostname ``cell-<name>``;
+* identity: uid/gid 1000 inside, ``--cap-drop ALL``, hostname
+  ``cell-<name>``. On the host the cell is the caller's uid -- except when
+  the caller is root: then bwrap itself is started as ``nobody`` (65534), so
+  the cell has no host root credentials at all (kuid 0 would still pass
+  owner checks on root-owned files and be exempt from ``RLIMIT_NPROC``).
+  The paths it binds are made reachable for that uid by bind mounts in a
+  private mount namespace of the bwrap process (:meth:`BwrapBackend._stage`);
 * lifetime: ``--die-with-parent`` (the sandbox is SIGKILLed when the spawning
   thread dies), ``--new-session`` (no terminal injection via TIOCSTI);
 * filesystem: an empty root made read-only at the end (``--remount-ro /``);
@@ -37,7 +42,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -113,12 +118,19 @@ def bwrap_argv(
     file_secrets: Sequence[Secret],
     tmpfs_bytes: int,
     seccomp_fd: int | None = None,
+    sources: Mapping[Path, Path] | None = None,
 ) -> list[str]:
     """The full bwrap command line for ``spec``.
 
     fd layout in bwrap: the caller's ``n_pass_fds`` from 3, then one memfd
     per file secret, then the seccomp program (``seccomp_fd``) if any.
+    ``sources`` maps a host path to the (staged) path bwrap binds it from.
     """
+    src = dict(sources or {})
+
+    def at(path: Path) -> str:
+        return str(src.get(path, path))
+
     args = [
         bwrap,
         "--unshare-user",
@@ -140,18 +152,18 @@ def bwrap_argv(
     ]  # fmt: skip
     args += _system_args(spec.allow_net)
     for path in runtime_paths():
-        args += ["--ro-bind", str(path), str(path)]
+        args += ["--ro-bind", at(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
     if spec.dna_dir is not None:
-        args += ["--ro-bind", str(spec.dna_dir), DNA_DIR_INSIDE]
+        args += ["--ro-bind", at(spec.dna_dir), DNA_DIR_INSIDE]
     if spec.data_dir is not None:
-        args += ["--bind", str(spec.data_dir), DATA_DIR_INSIDE]
+        args += ["--bind", at(spec.data_dir), DATA_DIR_INSIDE]
     args += ["--dir", SOCKET_DIR_INSIDE]
     if spec.own_socket is not None:
-        args += ["--bind", str(spec.own_socket), f"{SOCKET_DIR_INSIDE}/{spec.name}.sock"]
+        args += ["--bind", at(spec.own_socket), f"{SOCKET_DIR_INSIDE}/{spec.name}.sock"]
     for sock in spec.granted_sockets:
-        args += ["--bind", str(sock), f"{SOCKET_DIR_INSIDE}/{sock.name}"]
+        args += ["--bind", at(sock), f"{SOCKET_DIR_INSIDE}/{sock.name}"]
     if file_secrets:
         args += ["--dir", SECRETS_DIR_INSIDE]
     for i, secret in enumerate(file_secrets):
@@ -166,8 +178,8 @@ def bwrap_argv(
     return args
 
 
-def probe_bwrap(bwrap: str | None) -> str | None:
-    """Try a minimal sandbox; None if bwrap works here, else the reason it does not."""
+def probe_bwrap(bwrap: str | None, run_as: int | None = None) -> str | None:
+    """Try a minimal sandbox (as uid ``run_as`` if given); None if it works, else why not."""
     if bwrap is None:
         return "bwrap is not installed (apt-get install bubblewrap)"
     argv = [
@@ -176,7 +188,17 @@ def probe_bwrap(bwrap: str | None) -> str | None:
         *_system_args(False), "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true",
     ]  # fmt: skip
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=30, env={}, check=False)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=30,
+            env={},
+            check=False,
+            cwd="/",
+            user=run_as,
+            group=run_as,
+            extra_groups=None if run_as is None else [],
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap could not run: {exc}"
     if proc.returncode != 0:
@@ -194,6 +216,15 @@ def bwrap_version(bwrap: str | None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.decode(errors="replace").strip() or None
+
+
+#: Host uid bwrap cells run as when the caller is root (``nobody``).
+UNPRIVILEGED_UID: Final = 65534
+
+
+def default_host_uid() -> int | None:
+    """The host uid cells run as: :data:`UNPRIVILEGED_UID` when we are root, else ours."""
+    return UNPRIVILEGED_UID if os.geteuid() == 0 else None
 
 
 def descendants(pid: int) -> list[int]:
@@ -223,6 +254,7 @@ class BwrapBackend(ProcessBackend):
 
     bwrap: str = "/usr/bin/bwrap"
     seccomp: bool = True
+    host_uid: int | None = attrs.field(factory=lambda: default_host_uid())
 
     @property
     def name(self) -> str:
@@ -239,6 +271,7 @@ class BwrapBackend(ProcessBackend):
         spec = rec.spec
         if spec.data_dir is not None:
             spec.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        binds, sources = self._stage(rec) if self.host_uid is not None else ((), {})
         if not Path(self.bwrap).exists():
             raise BackendUnavailable("bwrap", f"{self.bwrap} no longer exists")
         file_secrets = [s for s in secrets if s.ref.deliver == "file"]
@@ -263,6 +296,7 @@ class BwrapBackend(ProcessBackend):
             file_secrets=file_secrets,
             tmpfs_bytes=spec.limits.memory or DEFAULT_TMPFS_BYTES,
             seccomp_fd=FIRST_PASSED_FD + len(pass_fds) + len(secret_fds) if owned else None,
+            sources=sources,
         )
         return Command(
             argv=tuple(argv),
@@ -270,7 +304,42 @@ class BwrapBackend(ProcessBackend):
             pass_fds=(*pass_fds, *secret_fds, *owned),
             signal_as_code_offset=True,
             owned_fds=owned,
+            private_binds=binds,
+            run_as=self.host_uid,
         )
+
+    def _stage(self, rec: _Record) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
+        """Make every bound host path reachable by the unprivileged ``host_uid``.
+
+        Each source gets an empty stand-in under ``<runtime_dir>/stage``; the
+        spawned child bind-mounts the source onto it in a private mount
+        namespace (see ``spawn_isolated_workload``), and bwrap binds from the
+        stand-in. So the runtime under ``/root/.pyenv`` (``/root`` is 0700)
+        or a DNA dir under ``~/.cell`` is usable without opening any host
+        directory to other users. The data dir's top is handed to ``host_uid``.
+        """
+        spec = rec.spec
+        uid = self.host_uid
+        assert uid is not None
+        os.chmod(rec.runtime_dir, 0o711)
+        stage = rec.runtime_dir / "stage"
+        stage.mkdir(mode=0o755, exist_ok=True)
+        wanted: list[Path] = [*runtime_paths()]
+        wanted += [p for p in (spec.dna_dir, spec.data_dir, spec.own_socket) if p is not None]
+        wanted += list(spec.granted_sockets)
+        binds: list[tuple[Path, Path]] = []
+        sources: dict[Path, Path] = {}
+        for i, path in enumerate(wanted):
+            stand_in = stage / str(i)
+            if path.is_dir():
+                stand_in.mkdir(mode=0o755, exist_ok=True)
+            else:
+                stand_in.touch(mode=0o644, exist_ok=True)
+            binds.append((path, stand_in))
+            sources[path] = stand_in
+        if spec.data_dir is not None and spec.data_dir.stat().st_uid != uid:
+            os.chown(spec.data_dir, uid, uid)
+        return tuple(binds), sources
 
     def _terminate(self, wl: Workload) -> None:
         """SIGTERM the workload inside the sandbox (not bwrap's own init/monitor).
@@ -314,7 +383,9 @@ __all__ = [
     "SECRETS_DIR_INSIDE",
     "SOCKET_DIR_INSIDE",
     "bwrap_argv",
+    "UNPRIVILEGED_UID",
     "bwrap_version",
+    "default_host_uid",
     "descendants",
     "find_bwrap",
     "probe_bwrap",

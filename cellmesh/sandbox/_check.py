@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from ._bwrap import bwrap_version, find_bwrap, probe_bwrap
+from ._bwrap import bwrap_version, default_host_uid, find_bwrap, probe_bwrap
 from ._limits import CgroupHost, plan_limits
 from ._seccomp import DENIED, build_filter
 from ._spec import Limits
@@ -46,6 +46,7 @@ class HostReport:
     seccomp_supported: bool
     seccomp_denied: int
     auto_backend: str
+    cell_host_uid: int | None
     limit_mechanisms: Mapping[str, str]
 
     def to_json(self) -> dict[str, object]:
@@ -87,7 +88,12 @@ class HostReport:
                 if self.seccomp_denied
                 else f"no filter for {platform.machine()} (x86_64 only)"
             ),
-            f"CELL_SANDBOX=auto      -> {self.auto_backend}",
+            f"CELL_SANDBOX=auto      -> {self.auto_backend}"
+            + (
+                f"; cells run as host uid {self.cell_host_uid}"
+                if self.cell_host_uid is not None
+                else ""
+            ),
             "limits enforced by     "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
         ]
@@ -99,6 +105,15 @@ def check_host(env: Mapping[str, str] | None = None) -> HostReport:
     bwrap = find_bwrap()
     problem = probe_bwrap(bwrap)
     cg = CgroupHost.detect(env)
+    cell_uid: int | None = None
+    if problem is None:
+        cell_uid = default_host_uid()
+        if cell_uid is not None and probe_bwrap(bwrap, run_as=cell_uid) is not None:
+            cell_uid = 0
+        elif cell_uid is None:
+            cell_uid = os.geteuid()
+    else:
+        cell_uid = os.geteuid()
     plan = plan_limits(Limits(memory=256 << 20, cpu=1.0, pids=64, open_files=256), cg)
     max_userns = _read("/proc/sys/user/max_user_namespaces")
     status = _read("/proc/self/status") or ""
@@ -119,6 +134,7 @@ def check_host(env: Mapping[str, str] | None = None) -> HostReport:
         seccomp_supported="Seccomp:" in status,
         seccomp_denied=len(DENIED) if build_filter() is not None else 0,
         auto_backend="bwrap" if problem is None else "host",
+        cell_host_uid=cell_uid,
         limit_mechanisms=plan.to_json(),
     )
 

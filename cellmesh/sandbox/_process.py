@@ -53,6 +53,8 @@ class Command:
     pass_fds: tuple[int, ...]
     signal_as_code_offset: bool = False
     owned_fds: tuple[int, ...] = ()
+    private_binds: tuple[tuple[Path, Path], ...] = ()
+    run_as: int | None = None
 
 
 @attrs.define(eq=False)
@@ -188,6 +190,8 @@ class ProcessBackend:
                 rlimits=rec.plan.rlimits,
                 cgroup_procs=rec.leaves.procs_files,
                 cwd=rec.runtime_dir,
+                private_binds=cmd.private_binds,
+                run_as=cmd.run_as,
             )
         finally:
             for fd in (*secret_fds, *(cmd.owned_fds if cmd is not None else ())):

@@ -1,5 +1,9 @@
 """Choose and build a backend from ``CELL_SANDBOX`` (auto|bwrap|host|stub).
 
+When the caller is root, bwrap cells run as the unprivileged host uid
+``nobody`` (see :class:`~cellmesh.sandbox.BwrapBackend`); if bwrap cannot
+run as that uid here, they keep uid 0 and one warning says so.
+
 ``auto`` (the default) probes bwrap once; when bwrap is missing or cannot
 create a user namespace here it falls back to the host backend and issues one
 :class:`SandboxDowngradeWarning` naming the reason. ``bwrap`` never falls back:
@@ -16,7 +20,7 @@ from typing import Final
 
 from ..config import Paths
 from ._backend import CellBackend
-from ._bwrap import BwrapBackend, find_bwrap, probe_bwrap
+from ._bwrap import BwrapBackend, default_host_uid, find_bwrap, probe_bwrap
 from ._events import EventSink, JsonlEventLog, MemoryEventLog
 from ._host import HostBackend
 from ._limits import CgroupHost
@@ -28,7 +32,7 @@ BACKEND_NAMES: Final = ("auto", "bwrap", "host", "stub")
 
 
 class SandboxDowngradeWarning(UserWarning):
-    """``CELL_SANDBOX=auto`` fell back to the host backend (no namespaces)."""
+    """Isolation is weaker than the default: host backend, or bwrap cells keeping uid 0."""
 
 
 def select_backend(
@@ -60,7 +64,17 @@ def select_backend(
         bwrap = find_bwrap()
         problem = probe_bwrap(bwrap)
         if problem is None and bwrap is not None:
-            return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap)
+            host_uid = default_host_uid()
+            if host_uid is not None and (why := probe_bwrap(bwrap, run_as=host_uid)):
+                warnings.warn(
+                    f"bwrap cannot run as the unprivileged uid {host_uid} here ({why}); "
+                    "cells keep the caller's host uid (root), with all capabilities dropped. "
+                    "See docs/security.md.",
+                    SandboxDowngradeWarning,
+                    stacklevel=2,
+                )
+                host_uid = None
+            return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap, host_uid=host_uid)
         if choice == "bwrap":
             raise BackendUnavailable("bwrap", problem or "not found")
         warnings.warn(

@@ -51,6 +51,10 @@ from .errors import SandboxConfigError, SpawnError
 FIRST_PASSED_FD: Final = 3
 
 _PR_SET_PDEATHSIG: Final = 1
+_CLONE_NEWNS: Final = 0x00020000
+_MS_BIND: Final = 4096
+_MS_REC: Final = 16384
+_MS_PRIVATE: Final = 1 << 18
 #: libc, loaded once: ``prctl`` is called from the pre-exec hook.
 _LIBC: Final = ctypes.CDLL(None, use_errno=True)
 
@@ -149,9 +153,16 @@ def _make_preexec(
     rlimits: Sequence[tuple[int, int]],
     cgroup_procs: Sequence[bytes],
     pdeathsig_parent: int | None,
+    private_binds: Sequence[tuple[bytes, bytes]],
+    run_as: int | None,
 ) -> Callable[[], None]:
     prctl = _LIBC.prctl if pdeathsig_parent is not None else None
+    unshare, mount = _LIBC.unshare, _LIBC.mount
     high = max([FIRST_PASSED_FD, *(s for s, _ in fd_map), *(t for _, t in fd_map)]) + 1
+
+    def check(ret: int, what: str) -> None:
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), what)
 
     def preexec() -> None:
         # Popen made every pass_fds target inheritable except its own error
@@ -165,12 +176,23 @@ def _make_preexec(
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
-        if prctl is not None:
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
+        if private_binds:
+            # A private mount namespace for this child only: the binds never
+            # reach the host's mount table and vanish with the process.
+            check(unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+            check(mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
+            for src, dst in private_binds:
+                check(mount(src, dst, None, _MS_BIND | _MS_REC, None), "bind " + dst.decode())
+        if run_as is not None:
+            os.setgroups([])
+            os.setresgid(run_as, run_as, run_as)
+            os.setresuid(run_as, run_as, run_as)
+        if prctl is not None:  # after any uid change: a credential change clears it
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != pdeathsig_parent:
                 os._exit(127)
-        for res, value in rlimits:
-            resource.setrlimit(res, (value, value))
         moved = [fcntl.fcntl(src, fcntl.F_DUPFD, high) for src, _ in fd_map]
         for tmp, (_src, target) in zip(moved, fd_map, strict=True):
             os.dup2(tmp, target, inheritable=True)
@@ -191,6 +213,8 @@ def spawn_isolated_workload(
     cgroup_procs: Sequence[Path] = (),
     die_with_parent: bool = True,
     cwd: Path | None = None,
+    private_binds: Sequence[tuple[Path, Path]] = (),
+    run_as: int | None = None,
 ) -> Workload:
     """Start ``argv`` with exactly ``env``, the fd hygiene above, and the given limits.
 
@@ -199,7 +223,11 @@ def spawn_isolated_workload(
     log capture (``stderr`` defaults to ``stdout``; both default to
     /dev/null). ``rlimits`` maps ``resource.RLIMIT_*`` to a value applied as
     both soft and hard limit. ``cgroup_procs`` are ``cgroup.procs`` files the
-    child joins before exec. Raises :class:`SandboxConfigError` for an empty
+    child joins before exec. ``private_binds`` (root only) are bind mounts
+    made in a private mount namespace of the child, so a ``run_as`` uid can
+    reach paths whose ancestors it could not traverse; ``run_as`` (root only)
+    drops the child to that uid/gid with no supplementary groups before exec.
+    Raises :class:`SandboxConfigError` for an empty
     argv or a bad fd, :class:`SpawnError` if the kernel refuses.
     """
     argv = list(argv)
@@ -214,8 +242,16 @@ def spawn_isolated_workload(
     fd_map = list(zip(pass_fds, targets, strict=True))
     rl = sorted((rlimits or {}).items())
     procs = [os.fsencode(p) for p in cgroup_procs]
+    binds = [(os.fsencode(src), os.fsencode(dst)) for src, dst in private_binds]
     for attempt in (1, 2):
-        preexec = _make_preexec(fd_map, rl, procs, os.getpid() if die_with_parent else None)
+        preexec = _make_preexec(
+            fd_map,
+            rl,
+            procs,
+            os.getpid() if die_with_parent else None,
+            binds,
+            run_as,
+        )
         placeholders = _occupy(targets)
         try:
             popen = subprocess.Popen(

@@ -176,6 +176,9 @@ def test_cannot_see_other_cells_data_or_sockets(
         s = socket.socket(socket.AF_UNIX)
         s.bind(str(paths.socket_path(name)))
         s.listen()
+        # Cells run as an unprivileged uid: membrane sockets are 0666, the
+        # 0700 socket directory is what keeps other host users out.
+        os.chmod(paths.socket_path(name), 0o666)
         socks.append(s)
     code = f"""
     import json, os, socket
@@ -257,6 +260,20 @@ def test_identity_capabilities_and_hostname(bwrap_backend: CellBackend) -> None:
         "nnp": "1",
         "nested_userns": False,
     }
+
+
+def test_runs_as_an_unprivileged_host_uid_when_root(bwrap_backend: CellBackend) -> None:
+    """As root, the cell's host credentials are nobody's, not root's (caps or not)."""
+    from cellmesh.sandbox._bwrap import UNPRIVILEGED_UID
+
+    from .conftest import workload_pid
+
+    bwrap_backend.create(CellSpec(name="whoami", argv=[PY, "-c", "import time; time.sleep(60)"]))
+    proc = bwrap_backend.spawn("whoami")
+    pid = workload_pid(bwrap_backend, proc.pid)
+    uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0].split()
+    expected = UNPRIVILEGED_UID if os.geteuid() == 0 else os.geteuid()
+    assert uids == [str(expected)] * 4  # real, effective, saved, filesystem
 
 
 PARENT = """
