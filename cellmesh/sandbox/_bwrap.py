@@ -254,7 +254,7 @@ class BwrapBackend(ProcessBackend):
 
     bwrap: str = "/usr/bin/bwrap"
     seccomp: bool = True
-    host_uid: int | None = attrs.field(factory=lambda: default_host_uid())
+    host_uid: int | None = attrs.field(factory=default_host_uid)
 
     @property
     def name(self) -> str:

@@ -150,6 +150,7 @@ def _occupy(targets: Sequence[int]) -> list[int]:
 
 def _make_preexec(
     fd_map: Sequence[tuple[int, int]],
+    *,
     rlimits: Sequence[tuple[int, int]],
     cgroup_procs: Sequence[bytes],
     pdeathsig_parent: int | None,
@@ -246,11 +247,11 @@ def spawn_isolated_workload(
     for attempt in (1, 2):
         preexec = _make_preexec(
             fd_map,
-            rl,
-            procs,
-            os.getpid() if die_with_parent else None,
-            binds,
-            run_as,
+            rlimits=rl,
+            cgroup_procs=procs,
+            pdeathsig_parent=os.getpid() if die_with_parent else None,
+            private_binds=binds,
+            run_as=run_as,
         )
         placeholders = _occupy(targets)
         try:
