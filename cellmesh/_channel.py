@@ -213,6 +213,27 @@ class Channel:
                 pending.data = pending.data[sent:]
                 pending.fds = ()
 
+    async def flush_inline(self) -> None:
+        """Drain the send queue from this task (only while no writer task runs)."""
+        queue = self._queue
+        while queue and self.broken is None and not self.closed:
+            pending = queue[0]
+            try:
+                sent = self._send_now(pending.data, pending.fds)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+                continue
+            except OSError as exc:
+                self._fail(exc)
+                raise ChannelBroken(f"send failed: {exc}") from exc
+            if sent == len(pending.data):
+                queue.popleft()
+                if pending.done is not None:
+                    pending.done()
+            else:
+                pending.data = pending.data[sent:]
+                pending.fds = ()
+
     async def wait_flushed(self) -> None:
         """Wait until every queued byte has been handed to the kernel (or the channel failed)."""
         if not self._queue or self.broken is not None or self.closed:

@@ -47,6 +47,7 @@ import trio
 
 from ._channel import Channel, ChannelBroken
 from ._dispatch import Handler, NoReceptor, Receptors, Suspended, resume, start_inline
+from ._util import open_service_nursery
 from .config import Paths, check_cell_name, ensure_private_dir
 from .errors import (
     CellmeshError,
@@ -54,6 +55,7 @@ from .errors import (
     ErrorCode,
     FlowControlError,
     HandshakeError,
+    LocalProtocolError,
     MembraneInUse,
     ProteinError,
     ProtocolError,
@@ -582,10 +584,30 @@ class _ServerConnection:
             return
         self.out = []
         try:
-            for data in codec.encode_items(out, self.peer_max_frame):
+            try:
+                frames = codec.encode_items(out, self.peer_max_frame)
+            except LocalProtocolError:
+                frames = self._encode_each(out)
+            for data in frames:
                 self.channel.send(data)
         except ChannelBroken:
             self.done.set()
+
+    def _encode_each(self, out: list[list[Any]]) -> list[bytes]:
+        """Encode items one by one, turning a reply too large for one frame into
+        an error for that call alone."""
+        frames = []
+        for item in out:
+            try:
+                frames += codec.encode_items([item], self.peer_max_frame)
+            except LocalProtocolError as exc:
+                self.m.stats.errors += 1
+                error = Error(
+                    id=item[1], code=ErrorCode.FRAME_TOO_LARGE, type_name="ReplyTooLarge",
+                    message=f"{exc} (return large bytes fields, which travel as vesicles)",
+                )
+                frames += codec.encode_items([error.to_wire()], self.peer_max_frame)
+        return frames
 
 
 def vesicle_context(
@@ -825,7 +847,7 @@ async def open_membrane(
         registry=registry if registry is not None else PROTEINS, options=opts, log=log,
     )
     try:
-        async with trio.open_nursery() as nursery:
+        async with open_service_nursery() as nursery:
             accept_scope = trio.CancelScope()
 
             async def accept() -> None:

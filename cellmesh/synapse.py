@@ -40,6 +40,7 @@ import outcome
 import trio
 
 from ._channel import Channel, ChannelBroken
+from ._util import open_service_nursery
 from .config import Paths, check_cell_name
 from .errors import (
     CellmeshError,
@@ -133,6 +134,7 @@ class _Connection:
             max_frame_size=syn.options.max_frame_size,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
+        await self.channel.flush_inline()  # no writer task runs yet
         while True:
             decoded = self.channel.decoder.next_frame()
             if decoded is not NEED_DATA:
@@ -321,7 +323,6 @@ class Synapse:
         *,
         registry: ProteinRegistry,
         options: SynapseOptions,
-        nursery: trio.Nursery,
         client_name: str,
     ) -> None:
         self.name = name
@@ -330,7 +331,7 @@ class Synapse:
         self.registry = registry
         self.options = options
         self.client_name = client_name
-        self._nursery = nursery
+        self._nursery: trio.Nursery | None = None
         self._conn: _Connection | None = None
         self._connect_lock = trio.Lock()
         self._closed = False
@@ -364,14 +365,15 @@ class Synapse:
             if socket_dir is not None:
                 paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
             path = paths.socket_path(name)
-        async with trio.open_nursery() as nursery:
-            syn = cls(
-                name, path, registry=registry if registry is not None else PROTEINS,
-                options=opts, nursery=nursery,
-                client_name=client_name or f"pid{os.getpid()}",
-            )
+        syn = cls(
+            name, path, registry=registry if registry is not None else PROTEINS,
+            options=opts, client_name=client_name or f"pid{os.getpid()}",
+        )
+        conn = await syn._connect()  # before the nursery: errors arrive unwrapped
+        async with open_service_nursery() as nursery:
+            syn._nursery = nursery
+            syn._start(conn)
             try:
-                await syn._connection()
                 yield syn
             finally:
                 syn._close()
@@ -417,9 +419,14 @@ class Synapse:
         except BaseException:
             conn.channel.close()
             raise
+        return conn
+
+    def _start(self, conn: _Connection) -> None:
+        """Make ``conn`` current and start its reader and writer tasks."""
+        assert self._nursery is not None
+        self._conn = conn
         self._nursery.start_soon(conn.channel.run_writer)
         self._nursery.start_soon(conn.run_reader)
-        return conn
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -430,7 +437,8 @@ class Synapse:
         async with self._connect_lock:
             conn = self._conn
             if conn is None or conn.dead is not None or conn.draining:
-                conn = self._conn = await self._connect()
+                conn = await self._connect()
+                self._start(conn)
             return conn
 
     async def _credit(self, want: int) -> tuple[_Connection, int]:
@@ -439,7 +447,9 @@ class Synapse:
             conn = await self._connection()
             if conn.calls_left > 0 and conn.bytes_left > 0:
                 return conn, min(want, conn.calls_left)
-            conn.credit_event = trio.Event()
+            # One event shared by every waiter; replaced only once it has fired.
+            if conn.credit_event.is_set():
+                conn.credit_event = trio.Event()
             await conn.credit_event.wait()
 
     # -- public API --------------------------------------------------------
@@ -506,10 +516,17 @@ class Synapse:
                         else ctx if sent == 0 else EncodeContext()
                     )
                     conn.send_items(items, frame_ctx)
-                except ChannelBroken as exc:
+                except BaseException as exc:
+                    # Nothing of this chunk was sent: forget it rather than cancel it.
+                    conns.pop()
+                    conn.calls_left += n
                     for call_id in ids:
                         pending.pop(call_id, None)
-                    raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+                    if isinstance(exc, ChannelBroken):
+                        raise CellUnavailable(
+                            self.name, self.socket_path_text, str(exc)
+                        ) from None
+                    raise
                 sent += n
         except BaseException:
             for conn, ids in conns:

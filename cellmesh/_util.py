@@ -1,0 +1,27 @@
+"""Small helpers shared by the Trio drivers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+
+@asynccontextmanager
+async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for a library's background tasks that never raise on their own.
+
+    Trio wraps every exception leaving a nursery in an ExceptionGroup. When
+    the only exception is the one raised by the user's code in the block, we
+    re-raise it unwrapped, so ``except CellUnavailable:`` around an ``async
+    with`` works as users expect. Several exceptions stay grouped.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            exc = group.exceptions[0]
+            raise exc from exc.__cause__
+        raise
