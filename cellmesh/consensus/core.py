@@ -374,13 +374,17 @@ class RaftCore:
     def has_ready(self) -> bool:
         """Whether :meth:`ready` would return anything to do."""
         log = self.log
+        hs, soft = self._prev_hard, self._prev_soft
         return bool(
             self._msgs
             or self._read_states
             or log.stabled < log.last_index
             or log.pending_snapshot is not None
-            or self.hard_state != self._prev_hard
-            or self.soft_state != self._prev_soft
+            or self.term != hs.term
+            or self.vote != hs.vote
+            or log.committed != hs.commit
+            or self.lead != soft.leader
+            or self.role is not soft.role
             or log.committed > max(log.applied, log.snapshot.meta.index)
         )
 
