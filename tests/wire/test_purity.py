@@ -1,0 +1,102 @@
+"""House rule 1 for the wire layer: the sans-I/O codec and proteins import no I/O.
+
+The pure consensus modules (core, log, quorum, types, messages, progress, ...)
+are covered by tests/consensus/test_core_purity.py; this file does not repeat
+them. It checks the wire cores and, transitively, every cellmesh module they
+import (cellmesh/errors.py), by reading their source with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cellmesh
+
+ROOT = Path(cellmesh.__file__).parent
+#: Module -> path relative to the package root. Consensus cores: see tests/consensus.
+PURE_MODULES = {
+    "cellmesh.wire.codec": "wire/codec.py",
+    "cellmesh.wire.proteins": "wire/proteins.py",
+    "cellmesh.errors": "errors.py",
+}
+FORBIDDEN = frozenset({
+    "trio", "os", "socket", "time", "random", "threading", "asyncio", "select", "mmap",
+    "fcntl", "subprocess",
+    # the same capabilities under other names
+    "selectors", "multiprocessing", "ctypes", "importlib", "signal",
+})
+
+
+def imports(source: str, module: str) -> list[tuple[int, str]]:
+    """Every (line, absolute module name) imported by ``source``, relative ones resolved."""
+    package = module.rsplit(".", 1)[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+                if node.module is None:
+                    found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+                    continue
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "__import__"
+        ):
+            found.append((node.lineno, "__import__"))
+    return found
+
+
+def problems(module: str) -> list[str]:
+    source = (ROOT / PURE_MODULES[module]).read_text()
+    out = []
+    for line, name in imports(source, module):
+        root = name.split(".")[0]
+        if root in FORBIDDEN or name == "__import__":
+            out.append(f"{module} imports {name} (line {line})")
+        elif root == "cellmesh" and name not in PURE_MODULES:
+            out.append(f"{module} imports the non-pure cellmesh module {name} (line {line})")
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(PURE_MODULES))
+def test_purity_wire_core_imports_no_io(module: str) -> None:
+    assert problems(module) == []
+
+
+def test_purity_checker_sees_every_import_form() -> None:
+    source = (
+        "import os.path as p\n"
+        "from time import monotonic\n"
+        "from ..membrane import Membrane\n"
+        "from . import vesicle\n"
+        "def f():\n"
+        "    import random\n"
+        "    __import__('socket')\n"
+    )
+    names = {name for _, name in imports(source, "cellmesh.wire.codec")}
+    assert names == {
+        "os.path", "time", "cellmesh.membrane", "cellmesh.wire.vesicle", "random", "__import__",
+    }
+
+
+def test_purity_checker_names_module_and_import(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.py").write_text("import trio\nfrom .vesicle import Vesicle\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(PURE_MODULES, "cellmesh.wire.bad", "bad.py")
+    assert problems("cellmesh.wire.bad") == [
+        "cellmesh.wire.bad imports trio (line 1)",
+        "cellmesh.wire.bad imports the non-pure cellmesh module cellmesh.wire.vesicle (line 2)",
+    ]
