@@ -127,6 +127,10 @@ class ProcessBackend:
         for sock in (spec.own_socket, *spec.granted_sockets):
             if sock is not None and not _is_socket(sock):
                 raise SandboxConfigError("cell spec", f"{sock} is not a socket file")
+        if spec.dna_dir is not None and not spec.dna_dir.is_dir():
+            raise SandboxConfigError("dna_dir", f"{spec.dna_dir} is not a directory")
+        if spec.data_dir is not None and spec.data_dir.exists() and not spec.data_dir.is_dir():
+            raise SandboxConfigError("data_dir", f"{spec.data_dir} is not a directory")
         plan = plan_limits(spec.limits, self.cgroups)
         leaves = CgroupLeaves.create(spec.name, self.cgroups, plan)
         try:

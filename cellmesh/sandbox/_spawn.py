@@ -23,8 +23,12 @@ retried once.
 
 ``die_with_parent`` uses ``PR_SET_PDEATHSIG``, which fires when the *thread*
 that forked the child exits: call :func:`spawn_isolated_workload` from a
-long-lived thread (the Trio thread itself, it only forks and execs), never
-from a short-lived worker thread.
+long-lived thread (the Trio thread itself, or a dedicated thread that lives as
+long as the cells), never from a short-lived worker thread such as those of
+``trio.to_thread``. The call returns once the child has exec'd: about 2 ms,
+plus the pre-exec work (a cgroup v1 join waits for an RCU grace period, some
+10-20 ms); the :class:`Workload` it returns is then waited on without
+blocking (:meth:`Workload.wait_async`, a pidfd).
 """
 
 from __future__ import annotations

@@ -212,3 +212,11 @@ def test_create_rejects_a_non_socket_as_socket(backend: CellBackend, tmp_path: P
     regular.write_text("")
     with pytest.raises(SandboxConfigError):
         backend.create(spec("x", own_socket=regular))
+
+
+def test_create_rejects_a_missing_dna_dir(backend: CellBackend, tmp_path: Path) -> None:
+    if isinstance(backend, StubBackend):
+        pytest.skip("the stub does not touch the filesystem")
+    with pytest.raises(SandboxConfigError):
+        backend.create(spec("x", dna_dir=tmp_path / "absent"))
+    assert dict(backend.tracked()) == {}
