@@ -5,7 +5,8 @@ sans-I/O state machine (see :mod:`cellmesh.consensus.core` for the driver
 loop and the persist-before-send contract on :class:`Ready`).
 """
 
-from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
+from cellmesh.consensus.config import RaftConfig, RandomSource
+from cellmesh.consensus.core import RaftCore
 from cellmesh.consensus.errors import (
     ConfigChangeInProgress,
     ConsensusError,
@@ -14,7 +15,8 @@ from cellmesh.consensus.errors import (
     NotLeader,
     ProposalDropped,
 )
-from cellmesh.consensus.messages import Message, MessageType
+from cellmesh.consensus.messages import Message, MessageType, well_formed
+from cellmesh.consensus.ready import Ready
 from cellmesh.consensus.types import (
     Entry,
     EntryKind,
@@ -49,4 +51,5 @@ __all__ = [
     "Snapshot",
     "SnapshotMeta",
     "SoftState",
+    "well_formed",
 ]

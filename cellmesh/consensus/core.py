@@ -44,11 +44,11 @@ core.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 import attrs
 
 from cellmesh.consensus import quorum
+from cellmesh.consensus.config import RaftConfig, RandomSource
 from cellmesh.consensus.errors import (
     ConfigChangeInProgress,
     ConsensusUsageError,
@@ -57,8 +57,9 @@ from cellmesh.consensus.errors import (
     ProposalDropped,
 )
 from cellmesh.consensus.log import RaftLog
-from cellmesh.consensus.messages import Message, MessageType
+from cellmesh.consensus.messages import Message, MessageType, well_formed
 from cellmesh.consensus.progress import Progress, ProgressState
+from cellmesh.consensus.ready import Ready
 from cellmesh.consensus.types import (
     Entry,
     EntryKind,
@@ -72,81 +73,6 @@ from cellmesh.consensus.types import (
 )
 
 MT = MessageType
-
-
-class RandomSource(Protocol):
-    """What the core needs from a PRNG; ``random.Random`` satisfies it."""
-
-    def randrange(self, start: int, stop: int, /) -> int:
-        """A uniform integer in ``[start, stop)``."""
-        ...
-
-    def random(self) -> float:
-        """A uniform float in ``[0, 1)``."""
-        ...
-
-
-@attrs.frozen(kw_only=True)
-class RaftConfig:
-    """Static parameters of one node.
-
-    ``election_tick`` must exceed ``heartbeat_tick``; each election timeout
-    is drawn uniformly from ``[election_tick, 2 * election_tick)`` ticks.
-    """
-
-    id: int
-    election_tick: int = 10
-    heartbeat_tick: int = 1
-    max_inflight: int = 64
-    max_entries_per_message: int = 64
-    pre_vote: bool = True
-    check_quorum: bool = True
-
-    def __attrs_post_init__(self) -> None:
-        if self.id <= 0:
-            raise ValueError("node ids must be positive")
-        if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
-            raise ValueError("need 0 < heartbeat_tick < election_tick")
-        if self.max_inflight <= 0 or self.max_entries_per_message <= 0:
-            raise ValueError("max_inflight and max_entries_per_message must be positive")
-
-
-@attrs.frozen(kw_only=True)
-class Ready:
-    """Everything the driver must do, in order, before calling :meth:`RaftCore.advance`.
-
-    Ordering contract (as etcd's ``Ready``):
-
-    1. Persist ``snapshot`` (if any), then ``entries`` (an entry at index ``i``
-       replaces any stored entry at ``i`` and all after it), then
-       ``hard_state`` (if not ``None``) -- and make them durable (fsync).
-    2. Only **after** step 1 is durable, send ``messages``. A message may
-       reveal a vote or an acknowledgement that must survive a crash.
-    3. Restore the state machine from ``snapshot`` (if any), then apply
-       ``committed_entries`` in order.
-    4. Serve ``read_states`` once the state machine applied their index.
-    5. Call ``advance(ready)``; do not call ``ready()`` again before that.
-
-    ``committed_entries`` may include entries from this same Ready's
-    ``entries`` (a single-voter leader commits what it alone holds), which is
-    one reason step 3 must wait for step 1: a commit index is only a fact
-    once the entries behind it are durable.
-
-    ``soft_state`` is not ``None`` when the leader or role changed.
-    """
-
-    soft_state: SoftState | None = None
-    hard_state: HardState | None = None
-    entries: tuple[Entry, ...] = ()
-    snapshot: Snapshot | None = None
-    committed_entries: tuple[Entry, ...] = ()
-    messages: tuple[Message, ...] = ()
-    read_states: tuple[ReadState, ...] = ()
-
-    @property
-    def must_sync(self) -> bool:
-        """Whether step 1 has anything to make durable."""
-        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
 
 @attrs.define(eq=False)
@@ -859,22 +785,6 @@ class RaftCore:
             self._send(MT.READ_INDEX_RESP, r.requester, index=r.index, context=r.context)
 
 
-def well_formed(m: Message) -> bool:
-    """Whether ``m`` is internally consistent enough to be processed.
-
-    Checks what the core relies on: non-negative positions, and for appends
-    that the entries directly follow ``index``, with non-decreasing terms no
-    newer than the message's term; a snapshot message must carry a snapshot.
-    """
-    if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
-        return False
-    if m.type is MT.APPEND:
-        prev_term = m.log_term
-        for k, e in enumerate(m.entries):
-            if e.index != m.index + k + 1 or e.term < prev_term or e.term > m.term:
-                return False
-            prev_term = e.term
-    elif m.type is MT.SNAPSHOT:
-        snap = m.snapshot
-        return snap is not None and 0 <= snap.meta.term <= m.term and snap.meta.index >= 0
-    return True
+# RaftConfig, RandomSource and Ready live in their own modules; they are
+# re-exported here because the driver loop is documented against this module.
+__all__ = ["RaftConfig", "RaftCore", "RandomSource", "Ready"]

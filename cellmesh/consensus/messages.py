@@ -80,3 +80,24 @@ RESPONSE_TYPES: frozenset[MessageType] = frozenset(
         MessageType.READ_INDEX_RESP,
     }
 )
+
+
+def well_formed(m: Message) -> bool:
+    """Whether ``m`` is internally consistent enough to be processed.
+
+    Checks what the core relies on: non-negative positions, and for appends
+    that the entries directly follow ``index``, with non-decreasing terms no
+    newer than the message's term; a snapshot message must carry a snapshot.
+    """
+    if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
+        return False
+    if m.type is MessageType.APPEND:
+        prev_term = m.log_term
+        for k, e in enumerate(m.entries):
+            if e.index != m.index + k + 1 or e.term < prev_term or e.term > m.term:
+                return False
+            prev_term = e.term
+    elif m.type is MessageType.SNAPSHOT:
+        snap = m.snapshot
+        return snap is not None and 0 <= snap.meta.term <= m.term and snap.meta.index >= 0
+    return True

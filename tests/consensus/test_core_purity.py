@@ -10,7 +10,18 @@ import pytest
 import cellmesh.consensus
 
 FORBIDDEN = {"trio", "os", "socket", "time", "random", "threading", "asyncio", "subprocess"}
-PURE_MODULES = ["core", "log", "quorum", "types", "messages", "progress", "errors", "__init__"]
+PURE_MODULES = [
+    "core",
+    "config",
+    "ready",
+    "log",
+    "quorum",
+    "types",
+    "messages",
+    "progress",
+    "errors",
+    "__init__",
+]
 PACKAGE_DIR = Path(cellmesh.consensus.__file__).parent
 
 
