@@ -19,6 +19,7 @@ from .errors import SandboxConfigError
 
 _SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_MAX_SIZE: Final = 1 << 62
 _SECRET_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -27,7 +28,10 @@ def parse_size(text: str, *, source: str = "size") -> int:
     match = _SIZE_RE.match(text)
     if match is None:
         raise SandboxConfigError(source, f"{text!r} is not a size like 256M, 1G or 65536")
-    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    number = float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    if not number < _MAX_SIZE:
+        raise SandboxConfigError(source, f"{text!r} is larger than {_MAX_SIZE} bytes")
+    value = int(number)
     if value <= 0:
         raise SandboxConfigError(source, f"{text!r} must be greater than zero")
     return value
