@@ -9,9 +9,11 @@ really maps every page; reply with its length).
 Client rounds (one process, one synapse per round, warm-up first):
 
 * ``cm_rtt``: ``fire(Ping)`` one at a time; each sample is one call.
-* ``cm_pipeline``: ``fire_many`` of ``window`` Pings per batch, from two tasks,
-  so two batches are in flight; building the Pings is inside the timing, as
-  encoding is for the raw baseline.
+* ``cm_pipeline``: ``fire_many`` of ``window`` Pings per batch, from
+  ``pipeline_tasks`` (2) tasks, so two batches are in flight; building the
+  Pings is inside the timing, as encoding is for the raw baseline. 1, 2, 3, 4
+  or 8 tasks and batches of 256..4096 all measured within noise of each other
+  (the membrane side is the bottleneck), so the simple shape stays.
 * ``cm_signal``: ``signal_many`` (or ``signal`` in a loop) of Ticks in batches
   of ``signal_batch``, then one ``fire(Count)`` whose reply must equal the
   number sent -- the same shape as the raw one-way stream.

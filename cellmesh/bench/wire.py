@@ -15,8 +15,12 @@ process is blocked in ``accept``/``read`` and uses no CPU.
 
 Results: throughput is the median across rounds; round-trip times are pooled
 across rounds and reported as median and p99 of all samples; bulk transfer
-time is the median of all transfers. Ratios are computed from those numbers.
-The orchestrator itself uses only :mod:`subprocess`; it measures nothing.
+time is the median of all transfers. Ratios are computed from those numbers;
+the same ratio is also computed per round (the two sides ran back to back) and
+its range shown, which says how much to trust it on a noisy machine. CPU time
+per operation of each process (from ``/proc/<pid>/task/*/schedstat``, whole
+round including warm-up) says which side is the bottleneck. The orchestrator
+itself uses only :mod:`subprocess`; it measures nothing in-process.
 """
 
 from __future__ import annotations
