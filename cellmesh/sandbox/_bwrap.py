@@ -316,7 +316,8 @@ class BwrapBackend(ProcessBackend):
         namespace (see ``spawn_isolated_workload``), and bwrap binds from the
         stand-in. So the runtime under ``/root/.pyenv`` (``/root`` is 0700)
         or a DNA dir under ``~/.cell`` is usable without opening any host
-        directory to other users. The data dir's top is handed to ``host_uid``.
+        directory to other users. The data dir is handed to ``host_uid`` (the
+        whole tree, once: when its top is not yet owned by that uid).
         """
         spec = rec.spec
         uid = self.host_uid
@@ -338,7 +339,7 @@ class BwrapBackend(ProcessBackend):
             binds.append((path, stand_in))
             sources[path] = stand_in
         if spec.data_dir is not None and spec.data_dir.stat().st_uid != uid:
-            os.chown(spec.data_dir, uid, uid)
+            _hand_over(spec.data_dir, uid)
         return tuple(binds), sources
 
     def _terminate(self, wl: Workload) -> None:
@@ -359,6 +360,14 @@ class BwrapBackend(ProcessBackend):
             sent = True
         if not sent:
             wl.send_signal(signal.SIGTERM)
+
+
+def _hand_over(top: Path, uid: int) -> None:
+    """``lchown`` ``top`` and everything below it to ``uid`` (symlinks are not followed)."""
+    os.lchown(top, uid, uid)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
 
 
 def _children(pid: int) -> list[int]:

@@ -394,3 +394,18 @@ def test_fork_bomb_stays_bounded(bwrap_backend: CellBackend) -> None:
     assert status.reason == "exit"
     assert out["errno"] == errno.EAGAIN
     assert 0 < out["forked"] < 16  # type: ignore[operator]
+
+
+def test_existing_data_is_handed_to_the_cell(bwrap_backend: CellBackend, tmp_path: Path) -> None:
+    data = tmp_path / "ledger"
+    (data / "wal").mkdir(parents=True)
+    (data / "wal" / "seg-0").write_text("old")
+    code = """
+    import json
+    with open("/cell/data/wal/seg-0", "a") as f:
+        f.write("+new")
+    print(json.dumps({"ok": True}))
+    """
+    status, out = run_probe(bwrap_backend, "ledger", code, data_dir=data)
+    assert (status.reason, out) == ("exit", {"ok": True})
+    assert (data / "wal" / "seg-0").read_text() == "old+new"
