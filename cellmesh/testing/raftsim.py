@@ -138,6 +138,7 @@ class _Client:
     call_time: int = 0
     deadline: int = 0
     retry_at: int | None = None
+    hint_hops: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -354,14 +355,21 @@ class Simulation:
             else:
                 node.core.propose(cmd.encode())
         except NotLeader as exc:
+            # Follow hints, but not forever: servers removed from the cluster
+            # may point at each other (stale hints) and trap a naive client.
             hint = exc.leader_hint
-            c.target = hint if hint is not None else self.ids[c.target % len(self.ids)]
+            if hint is not None and c.hint_hops < 2:
+                c.target = hint
+                c.hint_hops += 1
+            else:
+                c.target = self.ids[c.target % len(self.ids)]
             c.retry_at = self.now + 1
             return
         except ProposalDropped:
             c.retry_at = self.now + 2
             return
         c.attempts.add(node.id)
+        c.hint_hops = 0  # reached a leader (or at least a live one): trust hints again
         self._process(node)
 
     # -- faults ---------------------------------------------------------------------
