@@ -14,7 +14,7 @@ from ._bwrap import BwrapBackend
 from ._check import HostReport, check_host
 from ._events import EventSink, JsonlEventLog, MemoryEventLog, read_events
 from ._host import HostBackend
-from ._limits import CgroupHost, LimitPlan, plan_limits
+from ._limits import CgroupHost, LimitPlan, plan_limits, sweep_stale_leaves
 from ._secrets import (
     EnvSecretBroker,
     FileSecretBroker,
@@ -83,4 +83,5 @@ __all__ = [
     "select_backend",
     "select_broker",
     "spawn_isolated_workload",
+    "sweep_stale_leaves",
 ]

@@ -48,7 +48,7 @@ from typing import Final
 
 import attrs
 
-from ._process import Command, ProcessBackend, _Record, runtime_env
+from ._process import CellRecord, Command, ProcessBackend, runtime_env
 from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD, Workload
@@ -263,7 +263,7 @@ class BwrapBackend(ProcessBackend):
 
     def _command(
         self,
-        rec: _Record,
+        rec: CellRecord,
         pass_fds: Sequence[int],
         secrets: Sequence[Secret],
         secret_fds: Sequence[int],
@@ -308,7 +308,7 @@ class BwrapBackend(ProcessBackend):
             run_as=self.host_uid,
         )
 
-    def _stage(self, rec: _Record) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
+    def _stage(self, rec: CellRecord) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
         """Make every bound host path reachable by the unprivileged ``host_uid``.
 
         Each source gets an empty stand-in under ``<runtime_dir>/stage``; the

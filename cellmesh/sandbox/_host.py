@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from ._process import Command, ProcessBackend, _Record, runtime_env
+from ._process import CellRecord, Command, ProcessBackend, runtime_env
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD
 
@@ -39,7 +39,7 @@ class HostBackend(ProcessBackend):
 
     def _command(
         self,
-        rec: _Record,
+        rec: CellRecord,
         pass_fds: Sequence[int],
         secrets: Sequence[Secret],
         secret_fds: Sequence[int],

@@ -30,7 +30,7 @@ import resource
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final, Literal
 
@@ -294,6 +294,36 @@ class CgroupLeaves:
         return removed
 
 
+def sweep_stale_leaves(host: CgroupHost, keep: Iterable[Path] = ()) -> list[str]:
+    """Kill the processes in, and remove, every ``cellmesh_*`` leaf not in ``keep``.
+
+    For a root daemon starting after a crash: sandboxes its predecessor left
+    behind (for instance one whose parent died during sandbox setup) are found
+    by their leaves. Call it only when this root is the sole user of
+    ``CELL_CGROUP_PARENT`` and of its own v1 cgroups: it does not know whose
+    cells other leaves hold. Returns the leaf paths removed.
+    """
+    kept = {Path(p) for p in keep}
+    parents = ([host.v2_parent] if host.v2_parent is not None else []) + list(host.v1_dirs.values())
+    removed: list[str] = []
+    for parent in parents:
+        try:
+            children = sorted(parent.iterdir())
+        except OSError:
+            continue
+        for leaf in children:
+            if not leaf.name.startswith("cellmesh_") or not leaf.is_dir() or leaf in kept:
+                continue
+            stale = (
+                CgroupLeaves(v2=leaf)
+                if parent == host.v2_parent
+                else CgroupLeaves(v1={"stale": leaf})
+            )
+            stale.kill_all()
+            removed += stale.remove()
+    return removed
+
+
 __all__ = [
     "CgroupHost",
     "CgroupLeaves",
@@ -301,4 +331,5 @@ __all__ = [
     "Mechanism",
     "plan_limits",
     "sanitize_name",
+    "sweep_stale_leaves",
 ]

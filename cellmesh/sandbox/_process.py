@@ -58,7 +58,7 @@ class Command:
 
 
 @attrs.define(eq=False)
-class _Record:
+class CellRecord:
     spec: CellSpec
     handle: CellHandle
     plan: LimitPlan
@@ -94,7 +94,7 @@ class ProcessBackend:
     events: EventSink
     broker: SecretBroker
     cgroups: CgroupHost
-    _cells: dict[str, _Record] = attrs.field(factory=dict, init=False)
+    _cells: dict[str, CellRecord] = attrs.field(factory=dict, init=False)
 
     @property
     def name(self) -> str:
@@ -105,7 +105,7 @@ class ProcessBackend:
 
     def _command(
         self,
-        rec: _Record,
+        rec: CellRecord,
         pass_fds: Sequence[int],
         secrets: Sequence[Secret],
         secret_fds: Sequence[int],
@@ -146,7 +146,7 @@ class ProcessBackend:
             runtime_dir=runtime_dir,
             limits=plan.to_json(),
         )
-        self._cells[spec.cell_id] = _Record(spec, handle, plan, leaves, runtime_dir)
+        self._cells[spec.cell_id] = CellRecord(spec, handle, plan, leaves, runtime_dir)
         return handle
 
     def tracked(self) -> Mapping[str, CellHandle]:
@@ -306,7 +306,7 @@ class ProcessBackend:
 
     # ------------------------------------------------------------- internals
 
-    def _get(self, cell_id: str) -> _Record:
+    def _get(self, cell_id: str) -> CellRecord:
         rec = self._cells.get(cell_id)
         if rec is None:
             raise UnknownCell(cell_id)
@@ -316,12 +316,12 @@ class ProcessBackend:
         """Ask politely: SIGTERM to the workload's process group."""
         wl.signal_group(signal.SIGTERM)
 
-    def _kill(self, rec: _Record, wl: Workload) -> None:
+    def _kill(self, rec: CellRecord, wl: Workload) -> None:
         wl.signal_group(signal.SIGKILL)
         wl.send_signal(signal.SIGKILL)
         rec.leaves.kill_all()
 
-    def _reap_report(self, rec: _Record) -> ExitStatus | None:
+    def _reap_report(self, rec: CellRecord) -> ExitStatus | None:
         wl = rec.workload
         if wl is None or rec.reported:
             return rec.status

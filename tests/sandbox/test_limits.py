@@ -116,3 +116,31 @@ def test_cgroup2_leaf_is_joined_before_exec_and_removed(v2_parent: Path, paths: 
     be.destroy("leafy")
     assert not leaf.exists()
     assert not [p for p in v2_parent.iterdir() if p.is_dir()]  # no leaf left behind
+
+
+def test_sweep_kills_and_removes_stale_leaves_only(v2_parent: Path) -> None:
+    from cellmesh.sandbox import WorkloadEnv, spawn_isolated_workload, sweep_stale_leaves
+
+    host = CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)})
+    stale = v2_parent / "cellmesh_ghost_0123"
+    live = v2_parent / "cellmesh_live_4567"
+    other = v2_parent / "not-ours"
+    for path in (stale, live, other):
+        path.mkdir()
+    orphan = spawn_isolated_workload(
+        [PY, "-c", "import time; time.sleep(120)"],
+        WorkloadEnv(),
+        cgroup_procs=[stale / "cgroup.procs"],
+    )
+    try:
+        removed = sweep_stale_leaves(host, keep=[live])
+        assert removed == [str(stale)]
+        assert orphan.wait(30) == -9
+        assert live.exists() and other.exists()
+    finally:
+        orphan.send_signal(9)
+        orphan.wait(30)
+        orphan.close()
+        for path in (stale, live, other):
+            if path.exists():
+                path.rmdir()
