@@ -493,11 +493,26 @@ def test_codec_invalid_cbor_is_malformed(payload: bytes) -> None:
         decoder.next_frame()
 
 
-def test_codec_nesting_up_to_the_limit_parses() -> None:
-    # [2, 1, ["p", [[...[0]...]]]]: the innermost 0 sits at depth MAX_DEPTH.
-    inner = b"\x81" * (MAX_DEPTH - 3) + b"\x00"
-    frame = decode_one(b"\x83\x02\x01\x82\x61p" + inner)
-    assert frame.items[0][:2] == [2, 1]
+def test_codec_nesting_limit_counts_arrays_maps_and_tags() -> None:
+    # [2, 1, ["p", [[...[x]...]]]]: the frame array is level 1, the body level 2.
+    prefix = b"\x83\x02\x01\x82\x61p"
+    fits = [
+        prefix + b"\x81" * (MAX_DEPTH - 2) + b"\x00",  # 64 arrays
+        prefix + b"\x81" * (MAX_DEPTH - 3) + b"\xa1\x00\x00",  # 63 arrays and a map
+        prefix + b"\x81" * (MAX_DEPTH - 3) + b"\xc2\x41\x01",  # 63 arrays and a bignum tag
+    ]
+    too_deep = [
+        prefix + b"\x81" * (MAX_DEPTH - 1) + b"\x00",
+        prefix + b"\x81" * (MAX_DEPTH - 2) + b"\xa1\x00\x00",
+        prefix + b"\x81" * (MAX_DEPTH - 2) + b"\xc2\x41\x01",
+    ]
+    for payload in fits:
+        assert decode_one(payload).items[0][:2] == [2, 1]
+    for payload in too_deep:
+        decoder = FrameDecoder()
+        decoder.feed(raw_frame(payload))
+        with pytest.raises(MalformedFrame):
+            decoder.next_frame()
 
 
 @pytest.mark.xfail(

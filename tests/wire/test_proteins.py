@@ -228,7 +228,7 @@ def test_proteins_deep_recursive_protein_round_trips() -> None:
 
 def test_proteins_bytes_like_values_encode_as_bytes() -> None:
     for value in (b"abc", bytearray(b"abc"), memoryview(b"abc")):
-        body = REG.encode(Blob(value, [value]), EncodeContext())  # type: ignore[arg-type]
+        body = REG.encode(Blob(value, [value]), EncodeContext())  # type: ignore[arg-type, list-item]
         assert body == ["t.Blob", b"abc", [b"abc"]]
         assert cbor2.dumps(body) == cbor2.dumps(["t.Blob", b"abc", [b"abc"]])
 
@@ -289,7 +289,7 @@ def test_proteins_int_is_widened_to_float(i: int) -> None:
     assert type(decoded.f) is float and decoded.f == i
     assert type(decoded.fs[0]) is float
     assert type(decoded.opt) is float
-    body = REG.encode(Floaty(i, [i], i), EncodeContext())  # type: ignore[arg-type]
+    body = REG.encode(Floaty(i, [i], i), EncodeContext())
     assert all(type(v) is float for v in (body[1], body[2][0], body[3]))
 
 
@@ -310,7 +310,7 @@ def test_proteins_int_too_large_for_a_float_is_a_field_error() -> None:
 )
 def test_proteins_encoding_int_too_large_for_a_float_is_a_field_error() -> None:
     with pytest.raises(FieldError):
-        REG.encode(Floaty(10**400, [], None), EncodeContext())  # type: ignore[arg-type]
+        REG.encode(Floaty(10**400, [], None), EncodeContext())
 
 
 @protein("t.FloatFirst", registry=REG)
@@ -404,7 +404,7 @@ def test_proteins_wrong_field_type_is_a_field_error_naming_the_field(
 @pytest.mark.parametrize(
     ("obj", "name"),
     [
-        (Inner("1", "x"), "x"),
+        (Inner("1", "x"), "x"),  # type: ignore[arg-type]
         (Inner(1, None), "name"),  # type: ignore[arg-type]
         (Node(1, Inner(1, "")), "next"),  # type: ignore[arg-type]
         (Blob("text", []), "data"),  # type: ignore[arg-type]
@@ -674,7 +674,7 @@ def test_proteins_decorator_rejects_bad_names_and_non_classes() -> None:
     with pytest.raises(ConfigError):
         protein("", registry=ProteinRegistry())(type("X", (), {}))
     with pytest.raises(TypeError):
-        protein("t.F", registry=ProteinRegistry())(len)  # type: ignore[type-var]
+        protein("t.F", registry=ProteinRegistry())(len)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         wire_name(int)
 
@@ -723,7 +723,7 @@ def test_proteins_unsupported_annotation_is_a_type_error_naming_the_field(
     annotation: str, field: str
 ) -> None:
     reg = ProteinRegistry()
-    cls = protein("t.Bad", registry=reg)(
+    cls: type = protein("t.Bad", registry=reg)(
         type("Bad", (), {"__annotations__": {"ok": "int", field: annotation}})
     )
     with pytest.raises(TypeError) as info:
@@ -775,7 +775,7 @@ def test_proteins_large_bytes_become_vesicle_tags_in_order() -> None:
 def test_proteins_vesicle_source_fields_are_sealed_and_not_owned() -> None:
     ctx = EncodeContext(threshold=10, make_vesicle=make_fake)
     big, small = FakeVesicle(b"z" * 50), FakeVesicle(b"tiny")
-    body = REG.encode(Blob(big, [small]), ctx)  # type: ignore[arg-type]
+    body = REG.encode(Blob(big, [small]), ctx)  # type: ignore[arg-type, list-item]
     assert body[1] == cbor2.CBORTag(VESICLE_TAG, [0, 50])
     assert body[2] == [b"tiny"]
     assert big.sealed and not small.sealed
