@@ -13,7 +13,10 @@ Lifecycle of one cell id: ``create(spec)`` -> ``spawn(id)`` -> ``wait(id)``
   stop) and records an ``exited`` event exactly once per process.
 * ``destroy`` stops a running process (TERM, then KILL after ``grace``),
   revokes every secret held for the cell, removes every host-side trace
-  (socket file, runtime dir, cgroup leaves) and rejects an unknown id
+  (runtime dir, cgroup leaves, and its ``own_socket`` file -- unless another
+  live cell declares the same socket, as the new version does during a hot
+  swap: create the new version *before* destroying the old) and rejects an
+  unknown id
   (:class:`~cellmesh.sandbox.errors.UnknownCell`). After it returns the id is
   free again.
 * ``tracked()`` is a read-only view: id -> :class:`CellHandle` of live cells.

@@ -220,3 +220,21 @@ def test_create_rejects_a_missing_dna_dir(backend: CellBackend, tmp_path: Path) 
     with pytest.raises(SandboxConfigError):
         backend.create(spec("x", dna_dir=tmp_path / "absent"))
     assert dict(backend.tracked()) == {}
+
+
+def test_hot_swap_keeps_the_shared_socket(backend: CellBackend, paths: Paths) -> None:
+    if isinstance(backend, StubBackend):
+        pytest.skip("the stub does not touch the filesystem")
+    paths.socket_dir.mkdir(parents=True, exist_ok=True)
+    sock_path = paths.socket_path("swapped")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    try:
+        backend.create(spec("swapped", cell_id="swapped-v1", own_socket=sock_path))
+        backend.create(spec("swapped", cell_id="swapped-v2", own_socket=sock_path))
+        assert str(sock_path) not in backend.destroy("swapped-v1").removed
+        assert sock_path.exists()
+        assert str(sock_path) in backend.destroy("swapped-v2").removed
+        assert not sock_path.exists()
+    finally:
+        listener.close()
