@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import signal
 import warnings
+from pathlib import Path
 
 import pytest
 
 from cellmesh.errors import ConfigError
 from cellmesh.sandbox import (
     BACKEND_NAMES,
+    BackendUnavailable,
     CellSpec,
     ExitStatus,
     Limits,
     SandboxConfigError,
+    SandboxDowngradeWarning,
     SecretRef,
     StubBackend,
     WorkloadEnv,
@@ -129,3 +132,16 @@ def test_classify_exit() -> None:
     )
     assert (via_bwrap.code, via_bwrap.signal, via_bwrap.reason) == (None, 11, "crash")
     assert via_bwrap.to_json()["signal_name"] == "SIGSEGV"
+
+
+def test_auto_falls_back_to_host_with_one_warning_when_bwrap_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on this PATH
+    env = {"CELL_HOME": str(tmp_path / "home")}
+    with pytest.warns(SandboxDowngradeWarning, match="bwrap is not installed") as record:
+        backend = select_backend(env)
+    assert backend.name == "host"
+    assert len(record) == 1
+    with pytest.raises(BackendUnavailable):
+        select_backend({**env, "CELL_SANDBOX": "bwrap"})
