@@ -550,12 +550,17 @@ class RaftCore:
             return
         res = self.log.maybe_append(m.index, m.log_term, m.entries)
         if res is None:
+            # Section 5.3's optimization: point the leader at the last entry
+            # whose term is <= the rejected one, and say which term it has,
+            # so it can skip a whole conflicting term in one round trip.
+            hint = self.log.find_conflict_by_term(min(m.index, self.log.last_index), m.log_term)
             self._send(
                 MT.APPEND_RESP,
                 m.src,
                 index=m.index,
                 reject=True,
-                reject_hint=min(m.index, self.log.last_index),
+                reject_hint=hint,
+                log_term=self.log.term(hint) or 0,
             )
             return
         last_new, config_changed = res
@@ -611,7 +616,10 @@ class RaftCore:
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
         if m.reject:
-            if pr.maybe_decrease_to(m.index, m.reject_hint):
+            probe = m.reject_hint
+            if m.log_term > 0:
+                probe = self.log.find_conflict_by_term(probe, m.log_term)
+            if pr.maybe_decrease_to(m.index, probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.src)
@@ -678,6 +686,7 @@ class RaftCore:
         commit: int = 0,
         reject: bool = False,
         reject_hint: int = 0,
+        log_term: int = 0,
         read_seq: int = 0,
         context: bytes = b"",
     ) -> None:
@@ -691,6 +700,7 @@ class RaftCore:
                 commit=commit,
                 reject=reject,
                 reject_hint=reject_hint,
+                log_term=log_term,
                 read_seq=read_seq,
                 context=context,
             )

@@ -87,6 +87,23 @@ class RaftLog:
         base = self.snapshot.meta.index
         return tuple(self._entries[lo - base - 1 : lo - base - 1 + max_count])
 
+    def find_conflict_by_term(self, index: int, term: int) -> int:
+        """The largest index ``<= index`` whose entry has a term ``<= term``.
+
+        Used on both sides of a rejected append (section 5.3, end): every
+        entry above the result has a newer term than ``term``, so it cannot
+        match the other log's entry of term ``term`` at the same index.
+        Stops at the snapshot (its index is returned if nothing newer fits).
+        """
+        index = min(index, self.last_index)
+        base = self.snapshot.meta.index
+        while index > base:
+            t = self.term(index)
+            if t is not None and t <= term:
+                return index
+            index -= 1
+        return max(index, 0)
+
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """Section 5.4.1: is a log ending at (``last_index``, ``last_term``) at least as new?"""
         return last_term > self.last_term or (

@@ -10,8 +10,9 @@ Field use per kind (all carry ``src``, ``dst`` and the sender's ``term``):
 * ``APPEND`` (AppendEntries, section 5.3): ``index``/``log_term`` are the
   position before ``entries``; ``commit`` the leader's commit index.
 * ``APPEND_RESP``: ``index`` is the follower's last matching index on success;
-  on ``reject`` it echoes the rejected ``index`` and ``reject_hint`` is the
-  follower's last index (a hint for where to probe next).
+  on ``reject`` it echoes the rejected ``index``; ``reject_hint`` is the last
+  follower index whose term is <= the rejected ``log_term`` and ``log_term``
+  is the term there (so the leader can skip a conflicting term at once).
 * ``HEARTBEAT``/``HEARTBEAT_RESP``: ``commit`` (clamped to what the follower is
   known to hold) and ``read_seq``, echoed back to confirm leadership for
   ReadIndex (section 6.4).

@@ -133,3 +133,16 @@ def test_progress_keeps_match_below_next_and_inflights_bounded(
         assert len(pr.inflights) <= pr.max_inflight
         if pr.state is ProgressState.PROBE:
             assert not pr.inflights
+
+
+@given(term_lists(), st.integers(0, 15), st.integers(0, 5))
+def test_find_conflict_by_term_skips_only_newer_terms_section_5_3(
+    terms: list[int], index: int, term: int
+) -> None:
+    """§5.3 (end): the probe point skips exactly the entries whose term is newer."""
+    log = make_log(terms)
+    got = log.find_conflict_by_term(index, term)
+    top = min(index, log.last_index)
+    assert 0 <= got <= top
+    assert got == 0 or (log.term(got) or 0) <= term
+    assert all((log.term(i) or 0) > term for i in range(got + 1, top + 1))

@@ -352,3 +352,28 @@ def test_leader_never_overwrites_its_own_log_section_5_3() -> None:
     c.step(msg(MT.APPEND, 2, 1, c.term, index=0, log_term=0, entries=(Entry(index=1, term=9),)))
     assert log_terms(c) == before
     assert c.role is Role.LEADER
+
+
+def test_conflict_term_hint_skips_a_whole_term_per_round_trip_section_5_3() -> None:
+    """§5.3 (end): with the conflicting term in the rejection, Figure 7 (f) needs 1 retry.
+
+    Without it the leader would back off one entry per round trip (7 rejections).
+    """
+    net = RaftNet.from_cores(
+        [
+            make_core(1, [1, 2], term=7, log_terms=[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]),
+            make_core(2, [1, 2], term=7, log_terms=[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]),
+        ]
+    )
+    net.queue.extend(elect(net.nodes[1], [1, 2]))
+    seen: list[Message] = []
+
+    def record(m: Message) -> bool:
+        if m.type is MT.APPEND_RESP and m.reject:
+            seen.append(m)
+        return False
+
+    net.deliver(drop=record)
+    assert len(seen) == 1
+    assert (seen[0].reject_hint, seen[0].log_term) == (10, 3)
+    assert log_terms(net.nodes[2]) == log_terms(net.nodes[1])
