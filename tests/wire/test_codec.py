@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -643,3 +644,36 @@ def test_codec_kind_numbers_are_stable() -> None:
 
 def test_codec_vesicle_tag_number_is_stable() -> None:
     assert VESICLE_TAG == int.from_bytes(b"cell", "big") == 1_667_591_276
+
+
+# ---------------------------------------------------------------------------
+# docs/protocol.md section 16 must show what the encoder really produces.
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def hex_dump(data: bytes) -> str:
+    """The dump format of docs/protocol.md: offset, then up to 16 bytes a line."""
+    return "\n".join(
+        f"{i:04x}  " + " ".join(f"{b:02x}" for b in data[i : i + 16])
+        for i in range(0, len(data), 16)
+    )
+
+
+def test_codec_hex_examples_in_the_protocol_document_match_the_encoder() -> None:
+    point = "example.Point"
+    fps = {point: "8dd972b7f2a4225d"}
+    client = Hello(version=1, name="client", proteins=fps, max_frame_size=65536)
+    server = Hello(version=1, name="pinger", proteins=fps, max_frame_size=16 * 1024 * 1024,
+                   credit_calls=4096, credit_bytes=32 * 1024 * 1024)
+    call = frame_bytes(Call(1, [point, 3, -4, "p", ["a", "b"]]).to_wire())
+    (batch,) = encode_items(
+        [Reply(1, [point, 3, -4, None, []]).to_wire(), Reply(2, None).to_wire()], 65536
+    )
+    credit = frame_bytes(Credit(1, len(call) - HEADER_SIZE).to_wire())
+    text = DOC.read_text()
+    for data in (frame_bytes(client.to_wire()), frame_bytes(server.to_wire()), call, batch,
+                 credit):
+        assert hex_dump(data) in text
+    spaced = " ".join(f"{b:02x}" for b in frame_bytes(Cancel(1).to_wire()))
+    assert f"`{spaced}`" in text
