@@ -15,6 +15,7 @@ from ._check import HostReport, check_host
 from ._events import EventSink, JsonlEventLog, MemoryEventLog, read_events
 from ._host import HostBackend
 from ._limits import CgroupHost, LimitPlan, plan_limits, sweep_stale_leaves
+from ._open import open_cell
 from ._secrets import (
     EnvSecretBroker,
     FileSecretBroker,
@@ -78,6 +79,7 @@ __all__ = [
     "WorkloadEnv",
     "check_host",
     "parse_size",
+    "open_cell",
     "plan_limits",
     "read_events",
     "select_backend",

@@ -109,6 +109,10 @@ class CellBackend(Protocol):
         """Stop the cell if running, revoke its secrets, remove every host-side trace."""
         ...
 
+    async def destroy_async(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
+        """:meth:`destroy` from Trio: waits for the grace period without blocking."""
+        ...
+
     def tracked(self) -> Mapping[str, CellHandle]:
         """Live cells: id -> handle (a read-only snapshot)."""
         ...

@@ -14,6 +14,7 @@ be removed) and revokes secrets last-but-never-skipped (in a ``finally``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 import attrs
+import trio
 
 from ..config import Paths, check_cell_name
 from ._backend import CellHandle, SpawnedCell, TeardownReport
@@ -247,11 +249,13 @@ class ProcessBackend:
         return status
 
     def destroy(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
-        """Stop, reap, revoke, and remove every host-side trace of ``cell_id``."""
+        """Stop, reap, revoke, and remove every host-side trace of ``cell_id``.
+
+        Blocks up to ``grace`` seconds while the cell handles SIGTERM; from
+        Trio use :meth:`destroy_async`, which waits without blocking.
+        """
         rec = self._get(cell_id)
         clean = True
-        revoked = 0
-        removed: list[str] = []
         try:
             wl = rec.workload
             if wl is not None and wl.poll() is None:
@@ -266,6 +270,48 @@ class ProcessBackend:
                         wl.wait(_KILL_PATIENCE)
                     except subprocess.TimeoutExpired as exc:
                         raise SandboxError(f"pid {wl.pid} survived SIGKILL") from exc
+        except BaseException:
+            self._teardown(rec, clean=False)
+            raise
+        return self._teardown(rec, clean=clean)
+
+    async def destroy_async(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
+        """:meth:`destroy` for Trio: SIGTERM, sleep on the pidfd up to ``grace``, then kill.
+
+        If cancelled while waiting, the cell is killed and torn down before the
+        cancellation propagates (teardown never leaves a half-tracked cell).
+        """
+        rec = self._get(cell_id)
+        clean = True
+        wl = rec.workload
+        try:
+            if wl is not None and wl.poll() is None:
+                rec.stopped_by_us = True
+                self._terminate(wl)
+                with trio.move_on_after(grace):
+                    await wl.wait_async()
+                if wl.poll() is None:
+                    clean = False
+                    self._kill(rec, wl)
+                    with trio.move_on_after(_KILL_PATIENCE):
+                        await wl.wait_async()
+                    if wl.poll() is None:
+                        raise SandboxError(f"pid {wl.pid} survived SIGKILL")
+        except BaseException:
+            if wl is not None and wl.poll() is None:
+                self._kill(rec, wl)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    wl.wait(_KILL_PATIENCE)
+            self._teardown(rec, clean=False)
+            raise
+        return self._teardown(rec, clean=clean)
+
+    def _teardown(self, rec: CellRecord, *, clean: bool) -> TeardownReport:
+        """Reap, remove host-side traces, revoke secrets, untrack; emit ``destroyed``."""
+        cell_id = rec.spec.cell_id
+        revoked = 0
+        removed: list[str] = []
+        try:
             self._reap_report(rec)
             rec.leaves.kill_all()
             removed += rec.leaves.remove()
@@ -283,7 +329,7 @@ class ProcessBackend:
             revoked = self.broker.revoke_for_cell(cell_id)
             if rec.workload is not None:
                 rec.workload.close()
-            del self._cells[cell_id]
+            self._cells.pop(cell_id, None)
         self.events.emit(
             rec.spec.name,
             "destroyed",

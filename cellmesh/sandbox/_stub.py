@@ -143,6 +143,10 @@ class StubBackend:
             tracked_after=len(self._cells),
         )
 
+    async def destroy_async(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
+        """Same as :meth:`destroy` (nothing to wait for)."""
+        return self.destroy(cell_id, grace=grace)
+
     def _get(self, cell_id: str) -> _StubCell:
         cell = self._cells.get(cell_id)
         if cell is None:
