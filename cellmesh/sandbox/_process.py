@@ -282,21 +282,9 @@ class ProcessBackend:
         cancellation propagates (teardown never leaves a half-tracked cell).
         """
         rec = self._get(cell_id)
-        clean = True
         wl = rec.workload
         try:
-            if wl is not None and wl.poll() is None:
-                rec.stopped_by_us = True
-                self._terminate(wl)
-                with trio.move_on_after(grace):
-                    await wl.wait_async()
-                if wl.poll() is None:
-                    clean = False
-                    self._kill(rec, wl)
-                    with trio.move_on_after(_KILL_PATIENCE):
-                        await wl.wait_async()
-                    if wl.poll() is None:
-                        raise SandboxError(f"pid {wl.pid} survived SIGKILL")
+            clean = await self._stop_async(rec, grace)
         except BaseException:
             if wl is not None and wl.poll() is None:
                 self._kill(rec, wl)
@@ -305,6 +293,24 @@ class ProcessBackend:
             self._teardown(rec, clean=False)
             raise
         return self._teardown(rec, clean=clean)
+
+    async def _stop_async(self, rec: CellRecord, grace: float) -> bool:
+        """Stop the running process, if any; True when SIGTERM sufficed."""
+        wl = rec.workload
+        if wl is None or wl.poll() is not None:
+            return True
+        rec.stopped_by_us = True
+        self._terminate(wl)
+        with trio.move_on_after(grace):
+            await wl.wait_async()
+        if wl.poll() is not None:
+            return True
+        self._kill(rec, wl)
+        with trio.move_on_after(_KILL_PATIENCE):
+            await wl.wait_async()
+        if wl.poll() is None:
+            raise SandboxError(f"pid {wl.pid} survived SIGKILL")
+        return False
 
     def _teardown(self, rec: CellRecord, *, clean: bool) -> TeardownReport:
         """Reap, remove host-side traces, revoke secrets, untrack; emit ``destroyed``."""
