@@ -173,3 +173,36 @@ def test_backend_child_environ_and_fds(real_backend: CellBackend) -> None:
             os.close(w)
         os.close(r)
         listener.close()
+
+
+HOLES = """
+import os, sys
+from cellmesh.sandbox import WorkloadEnv, spawn_isolated_workload
+# fds 3, 4, 5 are free here: the targets must be occupied while Popen runs, so
+# its error pipe cannot land on them, and the pipe below must appear at 3.
+r, w = os.pipe()
+high_r = os.dup2(r, 40)
+os.close(r)
+for fd in range(3, 10):
+    if fd != w:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+wl = spawn_isolated_workload(
+    [sys.executable, "-c", "import os; print(sorted(os.listdir('/proc/self/fd')), os.read(3, 5))"],
+    WorkloadEnv(),
+    pass_fds=[high_r],
+    stdout=1,
+)
+os.write(w, b"hello")
+sys.exit(wl.wait(30))
+"""
+
+
+def test_passed_fds_land_on_free_low_numbers() -> None:
+    import subprocess
+
+    out = subprocess.run([PY, "-c", HOLES], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['0', '1', '2', '3', '4'] b'hello'"
