@@ -2,6 +2,7 @@
 """Run the deterministic Raft fault simulator.
 
     python scripts/simulate.py --seed 42            # replay one seed exactly
+    python scripts/simulate.py --seed 42 --trace    # ... and print its event log
     python scripts/simulate.py --seeds 1000         # soak seeds 0..999
     python scripts/simulate.py --seeds 1000 --start 5000
 
@@ -15,7 +16,7 @@ import argparse
 import sys
 import time
 
-from cellmesh.testing.raftsim import SimulationFailure, run_seed
+from cellmesh.testing.raftsim import Simulation, SimulationFailure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--seed", type=int, help="run exactly this seed")
     group.add_argument("--seeds", type=int, help="run this many consecutive seeds")
     parser.add_argument("--start", type=int, default=0, help="first seed of a soak")
+    parser.add_argument(
+        "--trace", action="store_true", help="with --seed: print the run's event log"
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
         seeds = range(args.seed, args.seed + 1)
@@ -33,12 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     began = time.perf_counter()
     for seed in seeds:
+        sim = Simulation(seed, trace=args.trace and args.seed is not None)
         try:
-            result = run_seed(seed)
+            result = sim.run()
         except SimulationFailure as exc:
             failures += 1
+            if sim.trace:
+                print("\n".join(sim.trace))
             print(f"FAIL {exc}", file=sys.stderr, flush=True)
             continue
+        if sim.trace:
+            print("\n".join(sim.trace))
         if args.seed is not None:
             print(result)
     took = time.perf_counter() - began

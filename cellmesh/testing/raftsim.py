@@ -159,8 +159,10 @@ class SimResult:
 class Simulation:
     """One seeded run; call :meth:`run`."""
 
-    def __init__(self, seed: int, params: SimParams | None = None) -> None:
+    def __init__(self, seed: int, params: SimParams | None = None, *, trace: bool = False) -> None:
+        """Prepare the run; ``trace=True`` records a human-readable event log in :attr:`trace`."""
         self.seed = seed
+        self.trace: list[str] | None = [] if trace else None
         self.params = params or SimParams.for_seed(seed)
         self.rng = random.Random(seed)
         p = self.params
@@ -214,6 +216,7 @@ class Simulation:
         node.applied = node.core.log.applied
         node.reads = []
         self.checker.on_start(node.id, node.core)
+        self._log(f"start node {node.id} term={node.core.term} last={node.core.log.last_index}")
         self._process(node)
 
     def _crash(self, node: _Node) -> None:
@@ -221,6 +224,7 @@ class Simulation:
         node.core = None
         node.reads = []
         self.crashes += 1
+        self._log(f"crash node {node.id} ({len(node.disk.synced.entries)} synced entries)")
 
     # -- the driver loop -------------------------------------------------------
 
@@ -230,6 +234,11 @@ class Simulation:
         while node.core is not None and node.core.has_ready():
             core = node.core
             rd = core.ready()
+            if self.trace is not None and rd.soft_state is not None:
+                self._log(
+                    f"node {node.id} is {rd.soft_state.role.name} term={core.term} "
+                    f"leader={rd.soft_state.leader} last={core.log.last_index}"
+                )
             self.checker.on_ready(node.id, core, rd)
             node.disk.write(rd.snapshot, rd.entries, rd.hard_state)
             if p.bug_send_before_sync:
@@ -317,6 +326,7 @@ class Simulation:
                 ret=self.events,
             )
         )
+        self._log(f"client {c.id} done {cmd.op} {cmd.key} {cmd.value} -> {output!r} via {node}")
         c.current = None
         c.done += 1
         c.retry_at = None
@@ -394,6 +404,7 @@ class Simulation:
             self._partition()
         if self.blocked and rng.random() < p.p_heal_partition:
             self.blocked = set()
+            self._log("partition healed")
         if rng.random() < p.p_skew:
             rng.choice(list(self.nodes.values())).rate = rng.choice((0.5, 0.75, 1.0, 1.5, 2.0))
         if rng.random() < p.p_transfer:
@@ -401,6 +412,7 @@ class Simulation:
             if leader is not None and leader.core is not None:
                 target = rng.choice(sorted(leader.core.membership.voters))
                 leader.core.transfer_leadership(target)
+                self._log(f"leader {leader.id} asked to transfer to {target}")
                 self._process(leader)
         if rng.random() < p.p_reconfig:
             self._reconfigure()
@@ -438,6 +450,7 @@ class Simulation:
         except (ConfigChangeInProgress, ProposalDropped):
             return
         self.config_changes += 1
+        self._log(f"leader {leader.id} proposes membership {core.membership}")
         self._process(leader)
 
     def _partition(self) -> None:
@@ -456,8 +469,14 @@ class Simulation:
             x = leader.id if leader is not None else rng.choice(ids)
             blocked = {(x, o) for o in ids if o != x} | {(o, x) for o in ids if o != x}
         self.blocked = blocked
+        self._log(f"partition kind={kind} blocked={sorted(blocked)}")
+
+    def _log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"[{self.now:5d}] {text}")
 
     def _heal(self) -> None:
+        self._log("heal: restart all, no more faults")
         self.faults = False
         self.blocked = set()
         for node in self.nodes.values():

@@ -97,3 +97,13 @@ def test_simulator_fault_free_run_converges_quickly() -> None:
     result = Simulation(3, params).run()
     assert result.crashes == 0
     assert result.operations == params.clients * params.ops_per_client
+
+
+def test_simulator_trace_is_recorded_and_deterministic() -> None:
+    """``scripts/simulate.py --seed N --trace`` prints the same event log every time."""
+    a, b = Simulation(5, trace=True), Simulation(5, trace=True)
+    a.run()
+    b.run()
+    assert a.trace == b.trace
+    assert a.trace and any("heal" in line for line in a.trace)
+    assert any("is LEADER" in line for line in a.trace)
