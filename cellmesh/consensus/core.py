@@ -245,8 +245,9 @@ class RaftCore:
 
         Later, a :class:`ReadState` with ``context`` appears in a ``Ready``:
         the read may be served once the state machine has applied its index.
-        The request may be silently dropped if leadership changes; callers
-        retry on timeout. Raises :class:`NotLeader` if no leader is known.
+        The request may be silently dropped if leadership changes (a forwarded
+        read that reaches a non-leader is dropped too); callers retry on
+        timeout. Raises :class:`NotLeader` if no leader is known.
         """
         if self.role is Role.LEADER:
             self._leader_read(context, self.id)
@@ -522,9 +523,6 @@ class RaftCore:
         elif m.type is MT.TIMEOUT_NOW:
             if self._promotable():
                 self._campaign(pre_vote=False, transfer=True)
-        elif m.type is MT.READ_INDEX:
-            if self.lead is not None:
-                self._msgs.append(attrs.evolve(m, src=self.id, dst=self.lead, term=self.term))
         elif m.type is MT.READ_INDEX_RESP:
             self._read_states.append(ReadState(index=m.index, context=m.context))
 

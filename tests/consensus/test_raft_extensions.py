@@ -498,3 +498,12 @@ def test_ack_for_entries_never_sent_is_ignored() -> None:
     leader.step(Message(type=MT.APPEND_RESP, src=2, dst=1, term=leader.term, index=999))
     assert leader.log.committed <= leader.log.last_index
     assert leader.progress(2).match <= leader.log.last_index  # type: ignore[union-attr]
+
+
+def test_forwarded_read_reaching_a_non_leader_is_dropped_6_4() -> None:
+    """A read forwarded to a node that is no longer leader is not answered by it."""
+    f = make_core(2, [1, 2, 3], term=1)
+    f.step(Message(type=MT.HEARTBEAT, src=1, dst=2, term=1))
+    drain(f)
+    f.step(Message(type=MT.READ_INDEX, src=3, dst=2, term=1, context=b"r"))
+    assert drain(f) == []
