@@ -42,6 +42,9 @@ MAX_FDS_PER_CHUNK: Final = 64
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
 #: Receives in a row without a schedule point before we yield to other tasks.
 _FAIRNESS_READS: Final = 16
+_MSG_CTRUNC: Final = int(socket.MSG_CTRUNC)
+_SCM_RIGHTS: Final = int(socket.SCM_RIGHTS)
+_SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 
 
 class ChannelBroken(Exception):
@@ -67,8 +70,11 @@ class Channel:
         self.fds: collections.deque[int] = collections.deque()
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake_writer = trio.Event()
-        self._drained: trio.Event | None = None
+        self._flushed: trio.Event | None = None
         self._reads_in_row = 0
+        self._short_read = False  # the last read did not fill the buffer: wait first
+        self._rbuf = bytearray(RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
         self.closed = False
         self.broken: BaseException | None = None
         self.bytes_in = 0
@@ -83,9 +89,20 @@ class Channel:
         socket fails or descriptors were truncated.
         """
         sock = self.sock
+        if self._short_read:
+            # The last read drained the socket, so a read now would almost
+            # surely fail with EAGAIN: wait for readiness first.
+            self._short_read = False
+            self._reads_in_row = 0
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return False
         while True:
             try:
-                data, ancdata, flags, _ = sock.recvmsg(RECV_SIZE, _ANC_SIZE)
+                # Into a reused buffer: a fresh 256 KiB bytes object per call
+                # would cost an mmap/munmap pair (above glibc's mmap threshold).
+                nbytes, ancdata, flags, _ = sock.recvmsg_into([self._rview], _ANC_SIZE)
             except BlockingIOError:
                 self._reads_in_row = 0
                 try:
@@ -99,18 +116,19 @@ class Channel:
                 raise ChannelBroken(f"receive failed: {exc}") from exc
             break
         for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 self.fds.extend(fds)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _MSG_CTRUNC:
             raise ChannelBroken(
                 f"peer sent more than {MAX_FDS_PER_CHUNK} descriptors with one chunk"
             )
-        if not data:
+        if not nbytes:
             return False
-        self.bytes_in += len(data)
-        self.decoder.feed(data)
+        self._short_read = nbytes < RECV_SIZE
+        self.bytes_in += nbytes
+        self.decoder.feed(self._rview[:nbytes])
         self._reads_in_row += 1
         if self._reads_in_row >= _FAIRNESS_READS:
             self._reads_in_row = 0
@@ -174,8 +192,8 @@ class Channel:
         if self.broken is None:
             self.broken = exc
         self._wake_writer.set()
-        if self._drained is not None:
-            self._drained.set()
+        if self._flushed is not None:
+            self._flushed.set()
 
     @property
     def queued(self) -> int:
@@ -206,9 +224,9 @@ class Channel:
                 queue.popleft()
                 if pending.done is not None:
                     pending.done()
-                if not queue and self._drained is not None:
-                    self._drained.set()
-                    self._drained = None
+                if not queue and self._flushed is not None:
+                    self._flushed.set()
+                    self._flushed = None
             else:
                 pending.data = pending.data[sent:]
                 pending.fds = ()
@@ -238,9 +256,9 @@ class Channel:
         """Wait until every queued byte has been handed to the kernel (or the channel failed)."""
         if not self._queue or self.broken is not None or self.closed:
             return
-        if self._drained is None:
-            self._drained = trio.Event()
-        await self._drained.wait()
+        if self._flushed is None:
+            self._flushed = trio.Event()
+        await self._flushed.wait()
 
     # -- closing -----------------------------------------------------------
 
@@ -250,14 +268,15 @@ class Channel:
             return
         self.closed = True
         self._wake_writer.set()
-        if self._drained is not None:
-            self._drained.set()
+        if self._flushed is not None:
+            self._flushed.set()
         while self.fds:
             os.close(self.fds.popleft())
         for pending in self._queue:
             if pending.done is not None:
                 pending.done()
         self._queue.clear()
+        self._rview.release()
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()

@@ -39,6 +39,7 @@ import stat
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -191,6 +192,7 @@ class _ServerConnection:
         self.owned: dict[int, trio.CancelScope] = {}
         self.suspended = 0
         self.out: list[list[Any]] = []
+        self.replies: list[tuple[int, Any]] = []
         self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
@@ -333,6 +335,10 @@ class _ServerConnection:
             kind = item[0]
             if kind in (1, 4):  # call, signal
                 n_work += 1
+            elif kind == 9:  # columns: [9, kind, count, name, ids, columns]
+                if item[1] == Kind.REPLY:
+                    raise RemoteProtocolError("a client may not send replies")
+                n_work += item[2]
         if n_work:
             if self.bytes_left <= 0:
                 raise FlowControlError("peer sent calls with no byte credit left")
@@ -367,6 +373,15 @@ class _ServerConnection:
                     except ProteinError as exc:
                         msg = _Undecodable(exc)
                     backlog.append((0, msg, cost))
+                elif kind == 9:  # columns of calls or signals
+                    _, sub, count, name, ids, columns = item
+                    try:
+                        msgs: list[Any] = self.m.registry.decode_columns(
+                            name, columns, count, ctx, peer
+                        )
+                    except ProteinError as exc:
+                        msgs = [_Undecodable(exc)] * count
+                    backlog.extend(zip(ids if sub == 1 else repeat(0), msgs, repeat(cost)))
                 else:
                     self._accept_control(frame_of(item))
         finally:
@@ -501,6 +516,44 @@ class _ServerConnection:
         if result is None:
             self.out.append([Kind.REPLY, call_id, None])
             return
+        self.replies.append((call_id, result))
+
+    def _encode_replies(self) -> None:
+        """Turn pending replies into wire items: runs of one protein type become
+        one columnar item, the rest single replies (vesicles in frames of their own)."""
+        replies, self.replies = self.replies, []
+        registry = self.m.registry
+        out = self.out
+        i, n = 0, len(replies)
+        while i < n:
+            cls = type(replies[i][1])
+            j = i + 1
+            while j < n and type(replies[j][1]) is cls:
+                j += 1
+            if j - i >= 2:
+                run = replies[i:j]
+                objs = [result for _, result in run]
+                ctx = self.enc_ctx
+                try:
+                    schema = registry.schema_for(objs[0])
+                    values = schema.column_values(objs, ctx)
+                except (TypeError, ProteinError):
+                    values = None
+                if ctx.vesicles:
+                    self._release_ctx(ctx)
+                    values = None
+                if values is not None:
+                    out.append(codec.columns_item(
+                        Kind.REPLY, schema.name, [call_id for call_id, _ in run],
+                        schema.pack_columns(values), j - i,
+                    ))
+                    i = j
+                    continue
+            for call_id, result in replies[i:j]:
+                self._encode_reply(call_id, result)
+            i = j
+
+    def _encode_reply(self, call_id: int, result: Any) -> None:
         ctx = self.enc_ctx
         try:
             body = self.m.registry.encode(result, ctx)
@@ -574,8 +627,17 @@ class _ServerConnection:
 
     def _flush(self) -> None:
         """Send queued replies/errors and returned credit as one frame (or a few)."""
+        if self.replies:
+            self._encode_replies()
         out = self.out
-        if self.return_calls or self.return_bytes:
+        opts = self.m.options
+        # Return credit lazily: only once the peer's remaining credit (as we
+        # know it) is below half the window. No deadlock: a peer blocked on
+        # credit has none left, so whatever its finished calls freed goes out
+        # with the flush that follows them.
+        if (self.return_calls or self.return_bytes) and (
+            self.calls_left < opts.credit_calls // 2 or self.bytes_left < opts.credit_bytes // 2
+        ):
             out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
             self.calls_left += self.return_calls
             self.bytes_left += self.return_bytes

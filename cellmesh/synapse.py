@@ -56,6 +56,7 @@ from .errors import (
 )
 from .membrane import vesicle_context
 from .wire import codec
+from .wire.batching import OutboundBatch
 from .wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind
 from .wire.proteins import (
     DEFAULT_VESICLE_THRESHOLD,
@@ -208,6 +209,8 @@ class _Connection:
                 kind = item[0]
                 if kind == 2:  # reply: [2, id, body|null]
                     self._reply(item[1], item[2], ctx)
+                elif kind == 9:  # columns: [9, kind, count, name, ids, columns]
+                    self._column_replies(item, ctx)
                 elif kind == 6:  # credit: [6, calls, bytes]
                     self.calls_left += item[1]
                     self.bytes_left += item[2]
@@ -248,6 +251,32 @@ class _Connection:
         waiter.remaining -= 1
         if waiter.remaining == 0:
             self._finish(waiter)
+
+    def _column_replies(self, item: list[Any], ctx: DecodeContext) -> None:
+        _, sub, count, name, ids, columns = item
+        if sub != Kind.REPLY:
+            raise RemoteProtocolError("a cell may only send replies in columns frames")
+        try:
+            values: list[Any] = self.syn.registry.decode_columns(
+                name, columns, count, ctx, self.peer_fps
+            )
+            error: ProteinError | None = None
+        except ProteinError as exc:
+            values, error = [None] * count, exc
+        pending = self.pending
+        for call_id, value in zip(ids, values, strict=True):
+            try:
+                waiter, index = pending.pop(call_id)
+            except KeyError:
+                raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
+            if waiter is None:
+                continue  # cancelled by the caller
+            if error is not None:
+                waiter.errors[index] = error
+            waiter.results[index] = value
+            waiter.remaining -= 1
+            if waiter.remaining == 0:
+                self._finish(waiter)
 
     def _error(self, error: Error) -> None:
         if error.id is None:
@@ -476,46 +505,32 @@ class Synapse:
             return []
         return await self._fire(batch, len(batch))
 
+    def _batch(self, msgs: list[Any]) -> OutboundBatch:
+        return OutboundBatch(
+            self.registry, msgs, self.options.vesicle_threshold, Vesicle.from_bytes
+        )
+
     async def _fire(self, msgs: Any, count: int) -> list[Any]:
-        registry = self.registry
-        ctx = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
         single = count == 1 and not isinstance(msgs, list)
-        sources = [msgs] if single else msgs
-        bodies = [registry.encode(m, ctx) for m in sources]
-        contexts: list[EncodeContext] | None = None
-        if ctx.vesicles:
-            # Vesicle indexes are per frame: give each call its own frame.
-            for vesicle in ctx.owned:
-                vesicle.close()
-            contexts = []
-            bodies = []
-            for m in sources:
-                one = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
-                bodies.append(registry.encode(m, one))
-                contexts.append(one)
+        batch = self._batch([msgs] if single else msgs)  # validates everything first
         waiter = _Waiter(count)
         sent = 0
         conns: list[tuple[_Connection, list[int]]] = []
         try:
             while sent < count:
                 conn, n = await self._credit(count - sent)
-                if contexts is not None:
+                if batch.per_message:
                     n = 1
                 ids = list(range(conn.next_id, conn.next_id + n))
                 conn.next_id += n
                 pending = conn.pending
-                items = []
                 for j, call_id in enumerate(ids):
                     pending[call_id] = (waiter, sent + j)
-                    items.append([Kind.CALL, call_id, bodies[sent + j]])
                 conn.calls_left -= n
                 conns.append((conn, ids))
                 try:
-                    frame_ctx = (
-                        contexts[sent] if contexts is not None
-                        else ctx if sent == 0 else EncodeContext()
-                    )
-                    conn.send_items(items, frame_ctx)
+                    items = batch.items(Kind.CALL, sent, sent + n, ids)
+                    conn.send_items(items, self._frame_context(batch, sent))
                 except BaseException as exc:
                     # Nothing of this chunk was sent: forget it rather than cancel it.
                     conns.pop()
@@ -541,26 +556,31 @@ class Synapse:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
 
+    @staticmethod
+    def _frame_context(batch: OutboundBatch, start: int) -> EncodeContext:
+        """The context whose vesicles travel with the frame starting at ``start``."""
+        if batch.per_message:
+            return batch.contexts[start]
+        return batch.contexts[0] if start == 0 else EncodeContext()
+
     async def signal(self, msg: Any) -> None:
         """Send a one-way message (no reply, no error report)."""
         await self.signal_many([msg])
 
     async def signal_many(self, msgs: Iterable[Any]) -> None:
         """Send one-way messages, batched into as few frames as credit allows."""
-        registry = self.registry
-        ctx = EncodeContext(self.options.vesicle_threshold, Vesicle.from_bytes)
-        bodies = [registry.encode(m, ctx) for m in msgs]
+        batch = self._batch(list(msgs))
         sent = 0
-        first = True
-        while sent < len(bodies):
-            conn, n = await self._credit(len(bodies) - sent)
-            items = [[Kind.SIGNAL, b] for b in bodies[sent : sent + n]]
+        while sent < batch.count:
+            conn, n = await self._credit(batch.count - sent)
+            if batch.per_message:
+                n = 1
             conn.calls_left -= n
             try:
-                conn.send_items(items, ctx if first else EncodeContext())
+                items = batch.items(Kind.SIGNAL, sent, sent + n, None)
+                conn.send_items(items, self._frame_context(batch, sent))
             except ChannelBroken as exc:
                 raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
-            first = False
             sent += n
         await trio.lowlevel.checkpoint()
 

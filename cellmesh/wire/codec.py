@@ -30,8 +30,10 @@ so the driver can pair them with the descriptors that arrived with the frame.
 
 from __future__ import annotations
 
+import array
 import enum
 import struct
+import sys
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -57,6 +59,13 @@ MIN_MAX_FRAME_SIZE: Final = 4096
 MAX_ID: Final = 2**63 - 1
 #: CBOR nesting deeper than this is refused (bounds decoder recursion).
 MAX_DEPTH: Final = 64
+#: RFC 8746 typed arrays accepted (and sent in columnar frames): uint64, sint64
+#: and float64, little endian. They decode to plain lists of int or float.
+TAG_UINT64_LE: Final = 71
+TAG_SINT64_LE: Final = 79
+TAG_FLOAT64_LE: Final = 86
+_TYPED_ARRAYS: Final = {TAG_UINT64_LE: "Q", TAG_SINT64_LE: "q", TAG_FLOAT64_LE: "d"}
+_BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
 #: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
 VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
 
@@ -73,6 +82,7 @@ class Kind(enum.IntEnum):
     CREDIT = 6
     GOAWAY = 7
     BATCH = 8
+    COLUMNS = 9
 
 
 @attrs.frozen
@@ -289,6 +299,29 @@ NEED_DATA: Final = _NeedData.NEED_DATA
 # Encoding.
 
 
+def typed_array(values: list[Any], tag: int) -> cbor2.CBORTag:
+    """An RFC 8746 little-endian typed array of ``values`` (uint64, sint64 or float64).
+
+    Raises OverflowError (uint64/sint64 out of range) or TypeError (not a
+    number): callers fall back to a plain CBOR array.
+    """
+    packed = array.array(_TYPED_ARRAYS[tag], values)
+    if _BIG_ENDIAN_HOST:
+        packed.byteswap()
+    return cbor2.CBORTag(tag, packed.tobytes())
+
+
+def columns_item(kind: int, wire_name: str, ids: list[int] | None, columns: list[Any],
+                 count: int) -> list[Any]:
+    """A columnar item: ``count`` calls, replies or signals of one protein.
+
+    ``ids`` holds the call ids (None for signals); ``columns`` one array per
+    protein field, in declaration order, each ``count`` long.
+    """
+    wire_ids = None if ids is None else typed_array(ids, TAG_UINT64_LE)
+    return [Kind.COLUMNS, kind, count, wire_name, wire_ids, columns]
+
+
 def frame_bytes(item: list[Any]) -> bytes:
     """Encode one wire item as a complete frame (header + CBOR)."""
     payload = cbor2.dumps(item)
@@ -369,6 +402,30 @@ def _check_credit(item: list[Any]) -> None:
         raise MalformedFrame("credit amounts must be unsigned integers")
 
 
+def _check_columns(item: list[Any]) -> None:
+    _expect(item, 6, "columns")
+    _, kind, count, wire_name, ids, columns = item
+    if kind not in (Kind.CALL, Kind.REPLY, Kind.SIGNAL) or type(kind) is not int:
+        raise MalformedFrame(f"a columns frame carries calls, replies or signals, not {kind!r}")
+    if type(count) is not int or not 0 < count <= MAX_ID:
+        raise MalformedFrame(f"a columns frame count must be positive, got {count!r}")
+    if type(wire_name) is not str:
+        raise MalformedFrame("a columns frame wire name must be a text string")
+    if kind == Kind.SIGNAL:
+        if ids is not None:
+            raise MalformedFrame("a columns frame of signals has null ids")
+    elif (
+        type(ids) is not list
+        or len(ids) != count
+        or not all(type(i) is int and 0 < i <= MAX_ID for i in ids)
+    ):
+        raise MalformedFrame(f"a columns frame needs {count} call ids in 1..2**63-1")
+    if type(columns) is not list or not all(
+        type(c) is list and len(c) == count for c in columns
+    ):
+        raise MalformedFrame(f"a columns frame needs arrays of {count} values per field")
+
+
 def _check_goaway(item: list[Any]) -> None:
     _expect(item, 3, "goaway")
     if not _is_uint(item[1]) or type(item[2]) is not str:
@@ -383,6 +440,7 @@ _CHECKS: Final[dict[int, Any]] = {
     Kind.CANCEL: _check_cancel,
     Kind.CREDIT: _check_credit,
     Kind.GOAWAY: _check_goaway,
+    Kind.COLUMNS: _check_columns,
 }
 
 
@@ -462,6 +520,19 @@ _BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256
 _SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _reject_tag)
 
 
+def _typed_array_values(data: object, typecode: str) -> list[Any]:
+    if type(data) is not bytes or len(data) % 8:
+        raise MalformedFrame("a typed array must wrap a byte string of 8-byte elements")
+    values = array.array(typecode)
+    values.frombytes(data)
+    if _BIG_ENDIAN_HOST:
+        values.byteswap()
+    result = values.tolist()
+    if typecode == "Q" and result and max(result) > MAX_ID:
+        raise MalformedFrame("a uint64 typed array holds a value above 2**63-1")
+    return result
+
+
 class _FrameTags:
     """Per-frame tag hook: turns vesicle tags into refs and counts them."""
 
@@ -470,7 +541,10 @@ class _FrameTags:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef:
+    def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef | list[Any]:
+        typecode = _TYPED_ARRAYS.get(tag.tag)
+        if typecode is not None:
+            return _typed_array_values(tag.value, typecode)
         if tag.tag != VESICLE_TAG:
             raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
         value = tag.value

@@ -30,16 +30,17 @@ turned back into buffers by the :class:`DecodeContext`'s ``resolve`` callback.
 from __future__ import annotations
 
 import hashlib
+import operator
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Final, Protocol, TypeVar, overload
+from typing import Any, Final, NoReturn, Protocol, TypeVar, overload
 
 import attrs
 import cbor2
 
 from ..errors import ConfigError, FieldError, SchemaMismatch, UnknownProtein
-from .codec import VESICLE_TAG, Body, VesicleRef
+from .codec import TAG_FLOAT64_LE, TAG_SINT64_LE, VESICLE_TAG, Body, VesicleRef, typed_array
 
 T = TypeVar("T")
 
@@ -344,7 +345,8 @@ class Schema:
     the class, its field names and the converters; nothing from the wire.
     """
 
-    __slots__ = ("cls", "decode_fields", "encode", "field_names", "fingerprint", "name", "text")
+    __slots__ = ("_ftypes", "_getters", "cls", "decode_fields", "encode", "field_names",
+                 "fingerprint", "name", "text")
 
     encode: Callable[[Any, EncodeContext], Body]
     decode_fields: Callable[[Body, DecodeContext], Any]
@@ -363,6 +365,82 @@ class Schema:
         ) + ")"
         self.fingerprint = hashlib.sha256(self.text.encode()).hexdigest()[:16]
         self.encode, self.decode_fields = self._generate(compiled)
+        self._ftypes = tuple(compiled)
+        self._getters = tuple(operator.attrgetter(n) for n in self.field_names)
+
+    # -- columnar form: many values of this protein as one array per field --
+
+    def column_values(self, objs: list[Any], ctx: EncodeContext) -> list[list[Any]]:
+        """Validate ``objs`` (all of this class) and return one value list per field.
+
+        Values are in wire form (floats widened, nested proteins encoded); pass
+        any slice of them to :meth:`pack_columns`. A bad value raises
+        :class:`FieldError` naming the field, exactly as :meth:`encode` would.
+        """
+        columns: list[list[Any]] = []
+        for getter, ftype in zip(self._getters, self._ftypes, strict=True):
+            col = list(map(getter, objs))
+            if ftype.text == "float":
+                kinds = set(map(type, col))
+                if not kinds <= {float}:
+                    if not kinds <= {float, int}:
+                        self._raise_first_bad(objs)
+                    col = [float(v) for v in col]  # ints widen, as in encode
+                columns.append(col)
+            elif ftype.plain and ftype.exact:
+                if not set(map(type, col)) <= set(ftype.exact):
+                    self._raise_first_bad(objs)
+                columns.append(col)
+            else:
+                enc = ftype.enc
+                try:
+                    columns.append([enc(v, ctx) for v in col])
+                except _Bad:
+                    self._raise_first_bad(objs)
+        return columns
+
+    def pack_columns(self, columns: list[list[Any]]) -> list[Any]:
+        """Wire form of column values: int/float columns as RFC 8746 typed arrays."""
+        packed: list[Any] = []
+        for col, ftype in zip(columns, self._ftypes, strict=True):
+            tag = _TYPED_TAG.get(ftype.text)
+            if tag is not None:
+                try:
+                    packed.append(typed_array(col, tag))
+                    continue
+                except OverflowError:  # an int beyond int64: a plain array
+                    pass
+            packed.append(col)
+        return packed
+
+    def _raise_first_bad(self, objs: list[Any]) -> NoReturn:
+        probe = EncodeContext(NO_VESICLES)
+        for obj in objs:
+            self.encode(obj, probe)  # raises FieldError for the first bad object
+        raise AssertionError("a column failed but every object encodes")
+
+    def decode_columns(self, columns: list[Any], count: int, ctx: DecodeContext) -> list[Any]:
+        """Build ``count`` instances from a columnar body (raises _Bad on a bad value)."""
+        ftypes = self._ftypes
+        if len(columns) != len(ftypes):
+            raise _Bad(f"{self.name} has {len(ftypes)} fields, got {len(columns)} columns")
+        values: list[list[Any]] = []
+        for col, ftype, field in zip(columns, ftypes, self.field_names, strict=True):
+            kinds = set(map(type, col))
+            if ftype.plain and ftype.exact and kinds <= set(ftype.exact):
+                values.append(col)
+                continue
+            if ftype.text == "float" and kinds <= {float}:
+                values.append(col)
+                continue
+            dec = ftype.dec
+            try:
+                values.append([dec(v, ctx) for v in col])
+            except _Bad as exc:
+                raise _Bad(f"field {field!r}: {exc}") from None
+        if not values:
+            return [self.cls() for _ in range(count)]
+        return list(map(self.cls, *values))
 
     def _generate(
         self, compiled: list[_FieldType]
@@ -422,6 +500,9 @@ class Schema:
         code = compile(source, f"<protein {self.name}>", "exec")
         exec(code, scope)  # generated from our own schema only; see class docstring
         return scope["encode"], scope["decode_fields"]
+
+
+_TYPED_TAG: Final = {"int": TAG_SINT64_LE, "float": TAG_FLOAT64_LE}
 
 
 def is_protein(cls: object) -> bool:
@@ -527,6 +608,46 @@ class ProteinRegistry:
                 )
             schema = self._by_type[cls] = schema_of(cls)
         return schema.encode(obj, ctx)
+
+    def schema_for(self, obj: object) -> Schema:
+        """The schema of a protein instance (TypeError if it is not one)."""
+        schema = self._by_type.get(type(obj))
+        if schema is None:
+            cls = type(obj)
+            if not is_protein(cls):
+                raise TypeError(
+                    f"{cls.__qualname__} is not a protein (decorate it with @protein)"
+                )
+            schema = self._by_type[cls] = schema_of(cls)
+        return schema
+
+    def decode_columns(
+        self,
+        name: str,
+        columns: list[Any],
+        count: int,
+        ctx: DecodeContext,
+        peer: dict[str, str] | None = None,
+    ) -> list[Any]:
+        """Decode a columnar body of ``count`` instances of protein ``name``.
+
+        Raises :class:`UnknownProtein`, :class:`SchemaMismatch` or
+        :class:`FieldError` (a bad value fails the whole column).
+        """
+        schema = self._schemas.get(name)
+        if schema is None:
+            cls = self._by_name.get(name)
+            if cls is None:
+                raise UnknownProtein(name)
+            schema = self._schemas[name] = schema_of(cls)
+        if ctx.mismatched and name in ctx.mismatched:
+            raise SchemaMismatch(name, schema.fingerprint, (peer or {}).get(name, "?"))
+        try:
+            return schema.decode_columns(columns, count, ctx)
+        except _Bad as exc:
+            raise FieldError(name, str(exc)) from None
+        except (RecursionError, TypeError) as exc:
+            raise FieldError(name, f"bad column values ({type(exc).__name__})") from None
 
     def decode(self, body: Body, ctx: DecodeContext, peer: dict[str, str] | None = None) -> Any:
         """Decode a body into a protein instance.
