@@ -15,12 +15,12 @@ would have, so cancel scopes the handler entered stay on the same task.
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from .wire.proteins import is_protein
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[[Any], Coroutine[Any, Any, Any]]
 H = TypeVar("H", bound=Handler)
 
 

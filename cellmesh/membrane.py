@@ -299,13 +299,52 @@ class _ServerConnection:
         channel = self.channel
         decoder = channel.decoder
         backlog = self.backlog
+        waiting = self.waiting
+        stats = self.m.stats
+        max_concurrency = self.m.options.max_concurrency
+        receptors = self.receptors
+        lookup = receptors.lookup if receptors is not None else None
         while True:
             while backlog:
                 work = backlog.popleft()
-                if self.waiting or self.suspended >= self.m.options.max_concurrency:
-                    self.waiting.append(work)
+                if waiting or self.suspended >= max_concurrency:
+                    waiting.append(work)
                     continue
-                suspended = self._start(work)
+                # The common case inline: a known handler that returns without
+                # suspending. Everything else goes through _start.
+                call_id, msg, cost = work
+                handler = lookup(type(msg)) if lookup is not None else self.handler
+                if handler is not None and type(msg) is not _Undecodable:
+                    try:
+                        coro = handler(msg)
+                        trap = coro.send(None)
+                    except StopIteration as stop:
+                        self.return_calls += 1
+                        cost.remaining -= 1
+                        if not cost.remaining:
+                            self.return_bytes += cost.size
+                        if call_id:
+                            stats.calls += 1
+                            if stop.value is None:
+                                self.out.append([Kind.REPLY, call_id, None])
+                            else:
+                                self.replies.append((call_id, stop.value))
+                        else:
+                            stats.signals += 1
+                        continue
+                    except Exception as exc:
+                        stats.calls += bool(call_id)
+                        stats.signals += not call_id
+                        self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
+                        continue
+                    # It suspended: this task keeps it (see _own).
+                    if call_id:
+                        stats.calls += 1
+                    else:
+                        stats.signals += 1
+                    suspended: Suspended | None = Suspended(coro, trap)
+                else:
+                    suspended = self._start(work)
                 if suspended is not None:
                     # Hand the reader role to a new task; this one owns the call.
                     assert self.nursery is not None
@@ -437,7 +476,7 @@ class _ServerConnection:
             handler = self.handler
         try:
             coro = handler(msg)
-            done, result = start_inline(coro)  # type: ignore[arg-type]
+            done, result = start_inline(coro)
         except Exception as exc:
             self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
             return None

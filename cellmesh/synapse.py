@@ -363,6 +363,7 @@ class Synapse:
         self._nursery: trio.Nursery | None = None
         self._conn: _Connection | None = None
         self._connect_lock = trio.Lock()
+        self._single_ctx = EncodeContext(options.vesicle_threshold, Vesicle.from_bytes)
         self._closed = False
 
     @classmethod
@@ -490,7 +491,43 @@ class Synapse:
         :class:`CellUnavailable` if the connection broke first,
         :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field.
         """
-        results = await self._fire(msg, 1)
+        conn = self._conn
+        if (
+            conn is None
+            or conn.dead is not None
+            or conn.draining
+            or conn.calls_left <= 0
+            or conn.bytes_left <= 0
+        ):
+            return (await self._fire(msg, 1))[0]
+        # Fast path: a live connection with credit, one call, no vesicle.
+        ctx = self._single_ctx
+        body = self.registry.encode(msg, ctx)
+        if ctx.vesicles:
+            for vesicle in ctx.owned:
+                vesicle.close()
+            ctx.vesicles.clear()
+            ctx.owned.clear()
+            return (await self._fire(msg, 1))[0]
+        call_id = conn.next_id
+        conn.next_id = call_id + 1
+        waiter = _Waiter(1)
+        conn.pending[call_id] = (waiter, 0)
+        data = codec.frame_bytes([Kind.CALL, call_id, body])
+        try:
+            conn.channel.send(data)
+        except ChannelBroken as exc:
+            del conn.pending[call_id]
+            raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+        conn.calls_left -= 1
+        conn.bytes_left -= len(data)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            conn.cancel_ids((call_id,))
+            waiter.done = True
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        results = await trio.lowlevel.wait_task_rescheduled(abort)
         return results[0]
 
     async def fire_many(self, msgs: Iterable[Any]) -> list[Any]:
