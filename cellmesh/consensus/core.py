@@ -625,7 +625,9 @@ class RaftCore:
         if m.index > self.log.last_index:
             return  # acknowledges entries we never sent: ignore
         old_paused = pr.is_paused()
-        if not pr.maybe_update(m.index):
+        advanced = pr.maybe_update(m.index)
+        probe_matched = pr.state is ProgressState.PROBE and m.index == pr.match
+        if not advanced and not probe_matched:
             if old_paused and not pr.is_paused():
                 self._send_append(m.src)
             return
