@@ -50,7 +50,7 @@ import trio
 from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
 from cellmesh.consensus.errors import ConsensusError, ProposalDropped
 from cellmesh.consensus.transport import Transport
-from cellmesh.consensus.types import EntryKind, Role, SoftState
+from cellmesh.consensus.types import EntryKind, HardState, Role, SoftState
 from cellmesh.consensus.wal import Recovered, WalBatch, WriteAheadLog
 
 _READ_RETRY_ELECTIONS: Final = 2
@@ -220,6 +220,8 @@ class RaftNode:
     _read_ids: itertools.count[int] = attrs.Factory(itertools.count)
     _stopped: BaseException | None = None
     _saves: int = 0
+    _durable_hard: HardState = attrs.Factory(HardState)
+    _unsaved_hard: HardState | None = None
 
     # ---------------------------------------------------------------- clients
 
@@ -347,11 +349,32 @@ class RaftNode:
                 await self._maybe_snapshot()
                 self._notify()
 
+    async def _persist(self, rd: Ready) -> None:
+        """Step 1: make ``rd`` durable -- skipping a save that would only move ``commit``.
+
+        The commit index in the hard state is a restart hint (safety never
+        depends on it), so a Ready whose only durable change is a higher
+        commit is not fsynced on its own; that hard state rides along with
+        the next save. Term, vote, entries and snapshots are always durable
+        before this returns.
+        """
+        hard = rd.hard_state
+        if hard is not None:
+            self._unsaved_hard = hard
+        durable = self._durable_hard
+        hard_changed = hard is not None and (hard.term, hard.vote) != (durable.term, durable.vote)
+        if not (rd.entries or rd.snapshot is not None or hard_changed):
+            return
+        batch = WalBatch(snapshot=rd.snapshot, hard_state=self._unsaved_hard, entries=rd.entries)
+        await self._run_sync(functools.partial(self._storage.save, batch))
+        self._saves += 1
+        if batch.hard_state is not None:
+            self._durable_hard = batch.hard_state
+        if self._unsaved_hard is batch.hard_state:
+            self._unsaved_hard = None
+
     async def _handle_ready(self, rd: Ready) -> None:
-        if rd.must_sync:
-            batch = WalBatch(snapshot=rd.snapshot, hard_state=rd.hard_state, entries=rd.entries)
-            await self._run_sync(functools.partial(self._storage.save, batch))
-            self._saves += 1
+        await self._persist(rd)
         for message in rd.messages:
             self._transport.send(message)
         if rd.snapshot is not None:
@@ -460,6 +483,7 @@ async def open_raft_node(
             machine=state_machine,
             options=opts,
             applied=base,
+            durable_hard=recovered.hard_state,
             snapshot_index=base,
             admission=trio.Semaphore(opts.max_pending_proposals),
             run_sync=run_sync,

@@ -35,8 +35,16 @@ import trio
 
 from cellmesh.consensus.core import RaftConfig
 from cellmesh.consensus.errors import ConsensusError, NotLeader
-from cellmesh.consensus.node import NodeOptions, RaftNode, open_raft_node
+from cellmesh.consensus.node import (
+    LogStorage,
+    NodeOptions,
+    OpenStorage,
+    RaftNode,
+    open_raft_node,
+    open_wal_storage,
+)
 from cellmesh.consensus.unix_transport import FrameReader, open_unix_transport
+from cellmesh.consensus.wal import Recovered, WriteAheadLog
 from cellmesh.errors import CellmeshError, FrameTooLarge, MalformedFrame
 
 _LENGTH_BYTES: Final = 4
@@ -47,6 +55,24 @@ _MAX_INFLIGHT_PER_CONNECTION: Final = 4096
 def client_socket_path(socket_dir: Path, node: int) -> Path:
     """Where node ``node`` serves clients."""
     return socket_dir / f"client-{node}.sock"
+
+
+class _NoSync:
+    """Benchmark-only: skip every fsync (the data is NOT durable)."""
+
+    def sync_data(self, fd: int) -> None:
+        """Do nothing."""
+
+    def sync_file(self, fd: int) -> None:
+        """Do nothing."""
+
+    def sync_dir(self, fd: int) -> None:
+        """Do nothing."""
+
+
+def open_unsynced_storage(directory: Path) -> tuple[LogStorage, Recovered]:
+    """A write-ahead log that never fsyncs: for benchmarks against non-durable baselines."""
+    return WriteAheadLog.open(directory, syncer=_NoSync())
 
 
 def _frame(obj: object) -> bytes:
@@ -149,6 +175,7 @@ async def serve(
     data_dir: Path,
     socket_dir: Path,
     options: NodeOptions,
+    open_storage: OpenStorage = open_wal_storage,
     task_status: trio.TaskStatus[RaftNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node and its client listener until cancelled."""
@@ -164,6 +191,7 @@ async def serve(
             transport=transport,
             state_machine=KeyValueMachine(),
             options=options,
+            open_storage=open_storage,
         ) as node,
     ):
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -265,13 +293,20 @@ class RaftClient:
 async def open_raft_client(path: Path) -> AsyncIterator[RaftClient]:
     """Connect to a serve process's client socket at ``path``."""
     stream = await trio.open_unix_socket(os.fspath(path))
-    async with stream, trio.open_nursery() as nursery:
-        client = RaftClient(stream)
-        nursery.start_soon(client._read_replies)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with stream, trio.open_nursery() as nursery:
+            client = RaftClient(stream)
+            nursery.start_soon(client._read_replies)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task never raises, so a group holds only the caller's own
+        # exception: hand it back unwrapped, as a plain client would.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tick", type=float, default=0.05, help="seconds per Raft tick")
     parser.add_argument("--max-pending", type=int, default=1024)
     parser.add_argument("--snapshot-every", type=int, default=None)
+    parser.add_argument(
+        "--unsafe-no-fsync", action="store_true", help="benchmarks only: never fsync the WAL"
+    )
     args = parser.parse_args(argv)
     voters = [int(v) for v in args.voters.split(",")]
     options = NodeOptions(
@@ -300,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                 data_dir=args.data_dir,
                 socket_dir=args.socket_dir,
                 options=options,
+                open_storage=open_unsynced_storage if args.unsafe_no_fsync else open_wal_storage,
             )
         )
 
@@ -315,5 +354,6 @@ __all__ = [
     "client_socket_path",
     "main",
     "open_raft_client",
+    "open_unsynced_storage",
     "serve",
 ]
