@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(cellmesh.consensus.__file__).parent
 
 
 def imported_roots(source: str) -> set[str]:
-    roots = set()
+    roots: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             roots.update(alias.name.split(".")[0] for alias in node.names)

@@ -7,6 +7,7 @@ and Practice", 2014) unless marked as the paper (Ongaro & Ousterhout 2014).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -38,7 +39,7 @@ def cluster(n: int = 3, **kw: object) -> RaftNet:
     return net
 
 
-def isolate(node: int) -> object:
+def isolate(node: int) -> Callable[[Message], bool]:
     return lambda m: node in (m.src, m.dst)
 
 
