@@ -162,3 +162,50 @@ def test_lincheck_rejects_a_read_of_a_value_never_written(
     h = list(history)
     h[k] = r(h[k].client, 99, h[k].call, h[k].ret)
     assert not check_operations(REG, h).ok
+
+
+def brute_force_linearizable(history: list[Operation[Any, Any]]) -> bool:
+    """Try every order that respects real time (only for tiny histories)."""
+    from itertools import permutations
+
+    for order in permutations(range(len(history))):
+        pos = {op_id: k for k, op_id in enumerate(order)}
+        if any(
+            (history[a].ret if history[a].ret is not None else float("inf")) < history[b].call
+            and pos[a] > pos[b]
+            for a in range(len(history))
+            for b in range(len(history))
+        ):
+            continue
+        state = REG.init()
+        ok = True
+        for op_id in order:
+            ok, state = REG.step(state, history[op_id].input, history[op_id].output)
+            if not ok:
+                break
+        if ok:
+            return True
+    return False
+
+
+@st.composite
+def arbitrary_register_histories(draw: st.DrawFn) -> list[Operation[Any, Any]]:
+    """Random small histories, most of them not linearizable."""
+    ops = []
+    for i in range(draw(st.integers(1, 5))):
+        call = draw(st.integers(0, 20))
+        ret = call + draw(st.integers(0, 10))
+        if draw(st.booleans()):
+            ops.append(w(i, draw(st.integers(0, 2)), call, ret))
+        else:
+            ops.append(r(i, draw(st.integers(0, 2)), call, ret))
+    return ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(arbitrary_register_histories())
+def test_lincheck_agrees_with_brute_force_on_small_histories(
+    history: list[Operation[Any, Any]],
+) -> None:
+    """Property: the memoized search decides exactly what exhaustive search decides."""
+    assert check_operations(REG, history).ok == brute_force_linearizable(history)
