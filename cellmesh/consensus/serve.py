@@ -143,20 +143,35 @@ async def _answer(node: RaftNode, op: object, payload: object) -> list[object]:
 
 
 async def _serve_client(node: RaftNode, stream: trio.SocketStream) -> None:
-    """Serve one client connection; requests run concurrently, at most a bounded number."""
-    lock = trio.Lock()
+    """Serve one client connection.
+
+    Requests run concurrently (at most a bounded number per connection); one
+    writer task sends every reply that is ready in a single ``send_all``.
+    """
     slots = trio.Semaphore(_MAX_INFLIGHT_PER_CONNECTION)
+    send_reply, replies = trio.open_memory_channel[bytes](_MAX_INFLIGHT_PER_CONNECTION)
 
     async def handle(request_id: object, op: object, payload: object) -> None:
         try:
             reply = await _answer(node, op, payload)
-            async with lock:
-                await stream.send_all(_frame([request_id, *reply]))
+            await send_reply.send(_frame([request_id, *reply]))
         finally:
             slots.release()
 
+    async def write_replies() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            async for first in replies:
+                frames = [first]
+                while len(frames) < _MAX_INFLIGHT_PER_CONNECTION:
+                    try:
+                        frames.append(replies.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await stream.send_all(b"".join(frames))
+
     reader = FrameReader()
     async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(write_replies)
         try:
             async for data in stream:
                 for body in reader.feed(data):
@@ -329,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         max_pending_proposals=args.max_pending,
         snapshot_every=args.snapshot_every,
     )
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(
             functools.partial(
                 serve,
@@ -341,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
                 open_storage=open_unsynced_storage if args.unsafe_no_fsync else open_wal_storage,
             )
         )
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way to stop a foreground node
 
 
 if __name__ == "__main__":
