@@ -260,6 +260,9 @@ class RaftNode:
             self._check_running()
             index = self._core.propose(command)
             waiter = _Waiter(term=self._core.term, index=index)
+            stale = self._proposals.get(index)
+            if stale is not None:  # defensive: an index is only reused after its entry was replaced
+                stale.resolve(error=ProposalDropped("overwritten by a newer leader"))
             self._proposals[index] = waiter
             self._kick()
             try:

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from cellmesh.consensus.core import RaftConfig
-from cellmesh.consensus.errors import NotLeader
+from cellmesh.consensus.errors import NotLeader, ProposalDropped
 from cellmesh.consensus.messages import Message, MessageType
 from cellmesh.consensus.node import (
     LogStorage,
@@ -503,3 +503,37 @@ async def test_node_idle_cluster_does_not_fsync(
         await trio.sleep(200 * TICK)  # virtual time: 200 heartbeat rounds
         assert {n: node.status().saves for n, node in c.nodes.items()} == before
         assert leader.status().role is Role.LEADER
+
+
+async def test_node_deposed_leaders_uncommitted_proposal_is_dropped(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Section 5.3: a partitioned leader's uncommitted entry is overwritten by the new
+    leader's log, and its proposer learns the command was dropped (never applied)."""
+    async with cluster(tmp_path) as c:
+        old = await c.leader()
+        await old.propose(b"a=1")
+        c.network.isolate(old.id)
+        outcome: list[BaseException] = []
+
+        async def doomed() -> None:
+            try:
+                await old.propose(b"lost=1")
+            except ProposalDropped as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(doomed)
+            await trio.testing.wait_all_tasks_blocked()
+            others = [n for n in c.nodes.values() if n is not old]
+            new = None
+            while new is None:
+                new = next((n for n in others if n.status().role is Role.LEADER), None)
+                await trio.sleep(TICK)
+            await new.propose(b"won=1")
+            await new.propose(b"won=2")
+            c.network.heal()
+        assert len(outcome) == 1
+        await c.converge(new.status().commit)
+        for machine in c.machines.values():
+            assert machine.data == {b"a": b"1", b"won": b"2"}
