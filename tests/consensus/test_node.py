@@ -537,3 +537,27 @@ async def test_node_deposed_leaders_uncommitted_proposal_is_dropped(
         await c.converge(new.status().commit)
         for machine in c.machines.values():
             assert machine.data == {b"a": b"1", b"won": b"2"}
+
+
+async def test_node_group_commit_shares_fsyncs_across_a_burst(tmp_path: Path) -> None:
+    """While one batch is being fsynced in the worker thread, the next one gathers:
+    a burst of proposals costs far fewer saves than proposals."""
+    network = MemoryNetwork()
+    with trio.fail_after(30):
+        async with open_raft_node(
+            RaftConfig(id=1),
+            voters=[1],
+            directory=tmp_path / "1",
+            transport=network.transport(1),
+            state_machine=KV(),
+            options=NodeOptions(tick_interval=0.01, max_pending_proposals=1000),
+            rng=random.Random(1),
+        ) as node:
+            await node.wait_leader()
+            await node.propose(b"warm=up")
+            before = node.status().saves
+            async with trio.open_nursery() as clients:
+                for i in range(300):
+                    clients.start_soon(node.propose, b"g%d=%d" % (i, i))
+            saves = node.status().saves - before
+            assert 1 <= saves < 300 // 4

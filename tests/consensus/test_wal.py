@@ -248,3 +248,65 @@ def test_wal_segments_listed_in_replay_order(tmp_path: Path) -> None:
     paths = list(iter_segment_paths(tmp_path))
     assert len(paths) == 11
     assert paths == sorted(paths)
+
+
+def test_wal_write_failure_stops_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed write (ENOSPC, EIO) leaves the file in an unknown state: stop for good."""
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.append(HardState(term=1), entries(1, 1, 1))
+
+    def failing_pwrite(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(28, "injected ENOSPC")
+
+    monkeypatch.setattr(os, "pwrite", failing_pwrite)
+    with pytest.raises(WalFailed):
+        wal.append(None, entries(2, 2, 1))
+    monkeypatch.undo()
+    with pytest.raises(WalFailed):
+        wal.append(None, entries(2, 2, 1))
+    wal.close()
+    assert WriteAheadLog.open(tmp_path)[1].entries == tuple(entries(1, 1, 1))
+
+
+def test_wal_snapshot_sync_failure_stops_the_log(tmp_path: Path) -> None:
+    @attrs.define
+    class FailingFileSync(CountingSyncer):
+        def sync_file(self, fd: int) -> None:
+            raise OSError(5, "injected EIO")
+
+    wal, _ = WriteAheadLog.open(tmp_path, syncer=FailingFileSync())
+    wal.append(HardState(term=1), entries(1, 3, 1))
+    with pytest.raises(WalFailed):
+        wal.save(WalBatch(snapshot=snap(2, 1)))
+    with pytest.raises(WalFailed):
+        wal.append(None, entries(4, 4, 1))
+    wal.close()
+    rec = WriteAheadLog.open(tmp_path)[1]
+    assert rec.snapshot is None
+    assert rec.entries == tuple(entries(1, 3, 1))
+
+
+def test_wal_saves_from_many_threads_are_serialized(tmp_path: Path) -> None:
+    """The driver calls save from worker threads; the log's lock keeps batches whole."""
+    import threading
+
+    wal, _ = WriteAheadLog.open(tmp_path, segment_size=4096)
+    errors: list[BaseException] = []
+
+    def writer(node: int) -> None:
+        try:
+            for term in range(1, 30):
+                wal.save(WalBatch(hard_state=HardState(term=term, vote=node)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert wal.stats().batches == 4 * 29
+    final = wal.hard_state
+    wal.close()
+    assert WriteAheadLog.open(tmp_path)[1].hard_state == final
