@@ -36,9 +36,10 @@ one at a time, taking effect when appended** (dissertation 4.1, including the
 fix that a new leader must commit an entry of its term before a change);
 and learners (non-voting members that receive the log).
 
-The leader may not remove itself (transfer leadership first); this keeps the
-"leader not in its own configuration" case of dissertation 4.2.2 out of the
-core.
+A leader may remove itself (or demote itself to learner). As in dissertation
+4.2.2 it keeps leading a configuration that excludes it -- replicating, but
+not counting itself in any majority -- until that configuration commits;
+then it sends TimeoutNow to its most up-to-date voter and steps down.
 """
 
 from __future__ import annotations
@@ -156,7 +157,18 @@ class RaftCore:
         return self._progress.get(node) if self.role is Role.LEADER else None
 
     def _promotable(self) -> bool:
-        return self.id in self.membership.voters
+        """May this node campaign? A voter of its latest configuration may; so may
+        a voter whose removal (or demotion) is appended but not yet committed.
+
+        The second case matters: if a leader demotes itself, appends the change
+        and crashes, it may be the only node holding the newest log; were it
+        barred from campaigning, no one could win (the others' logs are older).
+        It may lead a configuration without itself until the change commits
+        (dissertation 4.2.2), exactly like a leader that removed itself.
+        """
+        if self.id in self.membership.voters:
+            return True
+        return self.id in self.log.membership_at(self.log.committed).voters
 
     def _leader_hint(self) -> int | None:
         return self.lead if self.lead != self.id else None
@@ -169,7 +181,7 @@ class RaftCore:
         self._election_elapsed += 1
         if self.role is Role.LEADER:
             self._tick_leader()
-        elif self._promotable() and self._election_elapsed >= self._randomized_timeout:
+        elif self._election_elapsed >= self._randomized_timeout and self._promotable():
             self._election_elapsed = 0
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
@@ -217,9 +229,11 @@ class RaftCore:
         Allowed: add or remove one voter, and any change of learners (a
         learner promoted to voter counts as adding that voter). The change
         takes effect on each node as soon as the entry is appended to its log
-        (dissertation 4.1). Raises :class:`ConfigChangeInProgress` while a
-        previous change (or the new leader's first entry) is uncommitted, and
-        :class:`InvalidConfigChange` for anything else not allowed.
+        (dissertation 4.1). The leader may remove or demote itself; it steps
+        down once the change commits (dissertation 4.2.2). Raises
+        :class:`ConfigChangeInProgress` while a previous change (or the new
+        leader's first entry) is uncommitted, and :class:`InvalidConfigChange`
+        for anything else not allowed.
         """
         if self.role is not Role.LEADER:
             raise NotLeader(self._leader_hint())
@@ -232,8 +246,6 @@ class RaftCore:
             raise InvalidConfigChange("the cluster needs at least one voter")
         if len(cur.voters ^ membership.voters) > 1:
             raise InvalidConfigChange("only one voter may be added or removed at a time")
-        if self.id not in membership.voters:
-            raise InvalidConfigChange("the leader cannot remove itself; transfer leadership first")
         if any(n <= 0 for n in membership.members):
             raise InvalidConfigChange("node ids must be positive")
         index = self._propose(EntryKind.CONFIG, membership.encode())
@@ -398,7 +410,7 @@ class RaftCore:
         self.role = Role.LEADER
         self.lead = self.id
         last = self.log.last_index
-        for n in self.membership.members:
+        for n in self.membership.members | {self.id}:
             self._progress[n] = self._new_progress(n, last)
         # Section 8: commit an entry of the new term at once (a no-op). Until it
         # commits, no membership change is accepted (dissertation 4.1 fix).
@@ -482,6 +494,7 @@ class RaftCore:
             self._handle_vote_request(m)
         elif self.role is Role.LEADER:
             self._step_leader(m)
+            self._maybe_hand_off()
         elif self.role is Role.FOLLOWER:
             self._step_follower(m)
         else:
@@ -661,8 +674,22 @@ class RaftCore:
             if n not in self._progress:
                 self._progress[n] = self._new_progress(n, self.log.last_index)
         for n in list(self._progress):
-            if n not in m.members:
+            if n not in m.members and n != self.id:
                 del self._progress[n]
+
+    def _maybe_hand_off(self) -> None:
+        """Dissertation 4.2.2: a leader removed from the voters leaves once that commits."""
+        if (
+            self.role is not Role.LEADER
+            or self.id in self.membership.voters
+            or self.log.committed < self.log.last_config_index()
+        ):
+            return
+        others = [(pr.match, n) for n, pr in self._progress.items() if n in self.membership.voters]
+        match, best = max(others)
+        if match == self.log.last_index:
+            self._send(MT.TIMEOUT_NOW, best)
+        self._become_follower(self.term, None)
 
     def _maybe_commit(self) -> bool:
         """Section 5.4.2: commit by counting replicas only for current-term entries."""

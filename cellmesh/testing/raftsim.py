@@ -418,7 +418,7 @@ class Simulation:
             self._reconfigure()
 
     def _reconfigure(self) -> None:
-        """Ask the leader for one random single-server change (dissertation 4.1)."""
+        """Ask the leader for one random single-server change (dissertation 4.1, 4.2.2)."""
         leader = self._leader()
         if leader is None or leader.core is None:
             return
@@ -427,9 +427,7 @@ class Simulation:
         options: list[Membership] = []
         for n in self.ids:
             voters, learners = set(cur.voters), set(cur.learners)
-            if n == leader.id:
-                continue
-            if n in voters:
+            if n in voters:  # (the leader too: it leads until the change commits)
                 voters.discard(n)
                 options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
                 learners.add(n)  # demote to learner
@@ -443,6 +441,7 @@ class Simulation:
                 learners.discard(n)
                 voters.add(n)
             options.append(Membership(voters=frozenset(voters), learners=frozenset(learners)))
+        options = [m for m in options if m.voters]
         if not options:
             return
         try:

@@ -335,7 +335,34 @@ def test_membership_change_of_two_voters_is_refused_4_1() -> None:
     with pytest.raises(InvalidConfigChange):
         net.nodes[1].propose_membership(Membership(voters=frozenset({1, 2, 3, 4, 5})))
     with pytest.raises(InvalidConfigChange):
-        net.nodes[1].propose_membership(Membership(voters=frozenset({2, 3})))  # leader leaves
+        net.nodes[1].propose_membership(
+            Membership(voters=frozenset({1, 2}), learners=frozenset({2}))
+        )
+    with pytest.raises(InvalidConfigChange):
+        net.nodes[1].propose_membership(Membership(voters=frozenset()))
+
+
+@pytest.mark.parametrize("demote", [False, True])
+def test_leader_removing_itself_leads_until_commit_then_hands_off_4_2_2(demote: bool) -> None:
+    """4.2.2: the leader manages a configuration without itself, not counting its own
+    vote, and steps down (handing off with TimeoutNow) once that configuration commits."""
+    net = cluster()
+    leader = net.nodes[1]
+    learners = frozenset({1}) if demote else frozenset()
+    idx = leader.propose_membership(Membership(voters=frozenset({2, 3}), learners=learners))
+    net.deliver(drop=lambda m: 3 in (m.src, m.dst))
+    assert leader.role is Role.LEADER
+    assert leader.log.committed < idx  # leader + node 2 are not a majority of {2, 3}
+    net.deliver()
+    net.tick(2)
+    assert leader.log.committed >= idx
+    assert leader.role is Role.FOLLOWER
+    new = net.leader()
+    assert new in (2, 3)
+    net.nodes[new].propose(b"after")
+    net.tick(2)
+    assert net.applied_data(new)[-1] == b"after"
+    assert (net.applied_data(1)[-1:] == [b"after"]) is demote  # a learner still follows
 
 
 def test_new_leader_changes_membership_only_after_its_noop_commits_4_1() -> None:
@@ -508,3 +535,33 @@ def test_forwarded_read_reaching_a_non_leader_is_dropped_6_4() -> None:
     drain(f)
     f.step(Message(type=MT.READ_INDEX, src=3, dst=2, term=1, context=b"r"))
     assert drain(f) == []
+
+
+def test_node_with_uncommitted_self_demotion_may_still_campaign_4_2_2() -> None:
+    """A leader appends its own demotion, crashes, restarts holding the newest log.
+
+    Its latest configuration says it is a learner, but the change is not
+    committed; if it could not campaign, node 1 (older log) could never win
+    and the cluster would be stuck. It campaigns, leads the configuration
+    without itself until the change commits, then hands off to node 1.
+    """
+    net = RaftNet.from_cores(make_core(i, [1, 2]) for i in (1, 2))
+    net.campaign(2)
+    assert net.leader() == 2
+    net.nodes[2].propose_membership(Membership(voters=frozenset({1}), learners=frozenset({2})))
+    net.deliver(drop=lambda m: m.dst == 1)  # node 1 never sees the change
+    st = net.storage[2]
+    net.nodes[2] = RaftCore(
+        net.nodes[2].config,
+        random.Random(7),
+        voters=[1, 2],
+        hard_state=st.hard_state,
+        snapshot=st.snapshot,
+        entries=st.entries,
+    )
+    assert net.nodes[2].membership.voters == {1}
+    net.tick(60)
+    assert net.leader() == 1
+    assert net.nodes[1].membership == Membership(voters=frozenset({1}), learners=frozenset({2}))
+    assert net.nodes[2].role is Role.FOLLOWER
+    assert net.nodes[1].log.committed == net.nodes[2].log.committed == net.nodes[1].log.last_index
