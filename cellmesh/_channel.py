@@ -34,7 +34,10 @@ from typing import Final
 
 import trio
 
-from .wire.codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder
+from .errors import VesicleError
+from .wire.codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, VesicleRef
+from .wire.proteins import DecodeContext
+from .wire.vesicle import map_vesicle
 
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk.
@@ -288,3 +291,25 @@ class Channel:
         except OSError as exc:
             if exc.errno not in (errno.ENOTCONN, errno.EBADF):
                 raise
+
+
+def vesicle_context(
+    channel: Channel, count: int, mismatched: frozenset[str]
+) -> tuple[DecodeContext, dict[int, int]]:
+    """Claim a frame's ``count`` descriptors and build a context that maps them.
+
+    Returns the context and the dict of descriptors not yet mapped; the caller
+    closes whatever is left in it once the frame is decoded.
+    """
+    fds = channel.take_fds(count)
+    if fds is None:
+        raise VesicleError(f"frame references {count} vesicles but fewer descriptors arrived")
+    remaining = dict(enumerate(fds))
+
+    def resolve(ref: VesicleRef) -> memoryview:
+        fd = remaining.pop(ref.index, None)
+        if fd is None:
+            raise VesicleError(f"vesicle {ref.index} is referenced twice")
+        return map_vesicle(fd, ref.length)
+
+    return DecodeContext(resolve, mismatched), remaining

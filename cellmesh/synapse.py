@@ -39,7 +39,7 @@ import attrs
 import outcome
 import trio
 
-from ._channel import Channel, ChannelBroken
+from ._channel import Channel, ChannelBroken, vesicle_context
 from ._util import open_service_nursery
 from .config import Paths, check_cell_name
 from .errors import (
@@ -54,7 +54,6 @@ from .errors import (
     RemoteProtocolError,
     VersionMismatch,
 )
-from .membrane import vesicle_context
 from .wire import codec
 from .wire.batching import OutboundBatch
 from .wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind

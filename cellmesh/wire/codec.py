@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import array
 import enum
+import io
 import struct
 import sys
 from typing import Any, Final, TypeAlias
@@ -564,6 +565,25 @@ class _FrameTags:
         return VesicleRef(index, length)
 
 
+def _decode_exactly_one(payload: memoryview, tags: _FrameTags) -> Any:
+    """Decode the payload's one CBOR item; bytes after it make the frame malformed."""
+    decoder = cbor2.CBORDecoder(
+        io.BytesIO(payload),
+        tag_hook=tags,
+        semantic_decoders=_SEMANTIC_DECODERS,
+        max_depth=MAX_DEPTH,
+        allow_indefinite=False,
+    )
+    item = decoder.decode()
+    try:
+        decoder.decode()
+    except cbor2.CBORDecodeEOF:
+        return item
+    except cbor2.CBORDecodeError:
+        pass
+    raise MalformedFrame("bytes follow the frame's CBOR item (a frame holds exactly one)")
+
+
 @attrs.define(eq=False)
 class DecodedFrame:
     """One received frame: its validated items, vesicle count and payload size.
@@ -636,13 +656,7 @@ class FrameDecoder:
         tags = _FrameTags()
         try:
             with memoryview(buf) as view, view[pos + HEADER_SIZE : end] as payload:
-                item = cbor2.loads(
-                    payload,
-                    tag_hook=tags,
-                    semantic_decoders=_SEMANTIC_DECODERS,
-                    max_depth=MAX_DEPTH,
-                    allow_indefinite=False,
-                )
+                item = _decode_exactly_one(payload, tags)
             items = validate_frame(item)
         except (MalformedFrame, UnknownFrameKind, HandshakeError):
             self._broken = True

@@ -142,22 +142,22 @@ def _scalar(py: type, text: str) -> _FieldType:
     return _FieldType(text, check, check, True, (py,))
 
 
+def _widen(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Bad(f"an int of {value.bit_length()} bits is too large for a float") from None
+
+
 def _float_type() -> _FieldType:
-    def enc(value: Any, ctx: EncodeContext) -> Any:
+    def convert(value: Any, ctx: Any) -> Any:
         if type(value) is float:
             return value
         if type(value) is int:
-            return float(value)
+            return _widen(value)
         raise _Bad(f"expected float, got {_type_label(value)}")
 
-    def dec(value: Any, ctx: DecodeContext) -> Any:
-        if type(value) is float:
-            return value
-        if type(value) is int:
-            return float(value)
-        raise _Bad(f"expected float, got {_type_label(value)}")
-
-    return _FieldType("float", enc, dec, False)
+    return _FieldType("float", convert, convert, False)
 
 
 def _none_type() -> _FieldType:
@@ -224,9 +224,9 @@ def _list_type(elem: _FieldType, as_tuple: bool) -> _FieldType:
     return _FieldType(text, enc, dec, False)
 
 
-def _dict_type(key: _FieldType, val: _FieldType) -> _FieldType:
+def _dict_type(key: _FieldType, val: _FieldType, where: str) -> _FieldType:
     if key.text not in ("str", "int"):
-        raise TypeError(f"dict keys must be str or int, not {key.text}")
+        raise TypeError(f"{where}: dict keys must be str or int, not {key.text}")
     text = f"map<{key.text},{val.text}>"
     k_dec, v_enc, v_dec = key.dec, val.enc, val.dec
     k_enc = key.enc
@@ -246,6 +246,9 @@ def _dict_type(key: _FieldType, val: _FieldType) -> _FieldType:
 
 def _union_type(options: list[_FieldType]) -> _FieldType:
     text = "union<" + ",".join(sorted({o.text for o in options})) + ">"
+    # Exact-type options first, converting ones (float widens ints) after, so
+    # the meaning never depends on declaration order: the fingerprint does not.
+    options = sorted(options, key=lambda o: not o.plain)
 
     def enc(value: Any, ctx: EncodeContext) -> Any:
         for option in options:
@@ -313,7 +316,7 @@ def _compile_type(tp: Any, where: str) -> _FieldType:
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return _list_type(_compile_type(args[0], where), as_tuple=True)
     if origin is dict and len(args) == 2:
-        return _dict_type(_compile_type(args[0], where), _compile_type(args[1], where))
+        return _dict_type(_compile_type(args[0], where), _compile_type(args[1], where), where)
     if origin is typing.Annotated:
         return _compile_type(args[0], where)
     raise TypeError(
@@ -385,7 +388,10 @@ class Schema:
                 if not kinds <= {float}:
                     if not kinds <= {float, int}:
                         self._raise_first_bad(objs)
-                    col = [float(v) for v in col]  # ints widen, as in encode
+                    try:
+                        col = [float(v) for v in col]  # ints widen, as in encode
+                    except OverflowError:
+                        self._raise_first_bad(objs)
                 columns.append(col)
             elif ftype.plain and ftype.exact:
                 if not set(map(type, col)) <= set(ftype.exact):

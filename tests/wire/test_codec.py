@@ -33,6 +33,9 @@ from cellmesh.wire.codec import (
     MAX_ID,
     MIN_MAX_FRAME_SIZE,
     NEED_DATA,
+    TAG_FLOAT64_LE,
+    TAG_SINT64_LE,
+    TAG_UINT64_LE,
     VESICLE_TAG,
     Call,
     Cancel,
@@ -46,9 +49,11 @@ from cellmesh.wire.codec import (
     Reply,
     Signal,
     VesicleRef,
+    columns_item,
     encode_items,
     frame_bytes,
     frame_of,
+    typed_array,
     validate_frame,
 )
 
@@ -516,11 +521,6 @@ def test_codec_nesting_limit_counts_arrays_maps_and_tags() -> None:
             decoder.next_frame()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: cbor2.loads ignores bytes after the first item, so a frame holding "
-    "one item plus trailing garbage is accepted (docs/protocol.md 2: exactly one item)",
-)
 def test_codec_trailing_bytes_after_the_item_are_malformed() -> None:
     decoder = FrameDecoder()
     decoder.feed(raw_frame(cbor2.dumps([Kind.CREDIT, 1, 2]) + b"\xff\x00"))
@@ -680,5 +680,135 @@ def test_codec_hex_examples_in_the_protocol_document_match_the_encoder() -> None
     for data in (frame_bytes(client.to_wire()), frame_bytes(server.to_wire()), call, batch,
                  credit):
         assert hex_dump(data) in text
+    cols = [typed_array([3, 5], TAG_SINT64_LE), typed_array([-4, 6], TAG_SINT64_LE),
+            ["p", None], [[], ["a"]]]
+    columns = frame_bytes(columns_item(Kind.CALL, point, [7, 8], cols, 2))
+    assert hex_dump(columns) in text
     spaced = " ".join(f"{b:02x}" for b in frame_bytes(Cancel(1).to_wire()))
     assert f"`{spaced}`" in text
+
+
+# ---------------------------------------------------------------------------
+# Columns (kind 9) and RFC 8746 typed arrays (docs/protocol.md 3, 4.10, 11.3).
+
+
+@st.composite
+def columns_items(draw: st.DrawFn) -> tuple[list[Any], list[Any]]:
+    """A columns item as sent, and the item a receiver must decode from it."""
+    kind = draw(st.sampled_from([Kind.CALL, Kind.REPLY, Kind.SIGNAL]))
+    count = draw(st.integers(1, 6))
+    name = draw(texts)
+    plain_ids = None
+    sent_ids: Any = None
+    if kind != Kind.SIGNAL:
+        plain_ids = draw(st.lists(ids, min_size=count, max_size=count))
+        sent_ids = typed_array(plain_ids, TAG_UINT64_LE) if draw(st.booleans()) else plain_ids
+    sent_cols: list[Any] = []
+    plain_cols: list[Any] = []
+    for _ in range(draw(st.integers(0, 4))):
+        column_kind = draw(st.sampled_from(["int64", "float64", "any"]))
+        if column_kind == "int64":
+            col: list[Any] = draw(st.lists(st.integers(-(2**63), 2**63 - 1),
+                                           min_size=count, max_size=count))
+            sent_cols.append(typed_array(col, TAG_SINT64_LE))
+        elif column_kind == "float64":
+            col = draw(st.lists(st.floats(allow_nan=False), min_size=count, max_size=count))
+            sent_cols.append(typed_array(col, TAG_FLOAT64_LE))
+        else:
+            col = draw(st.lists(wire_values, min_size=count, max_size=count))
+            sent_cols.append(col)
+        plain_cols.append(col)
+    sent = [Kind.COLUMNS, kind, count, name, sent_ids, sent_cols]
+    if sent_ids is not None and type(sent_ids) is list:
+        assert columns_item(kind, name, plain_ids, sent_cols, count)[5] == sent_cols
+    return sent, [int(Kind.COLUMNS), int(kind), count, name, plain_ids, plain_cols]
+
+
+@SETTINGS
+@given(pair=columns_items(), data=st.data())
+def test_codec_columns_round_trip_with_plain_and_typed_arrays(
+    pair: tuple[list[Any], list[Any]], data: st.DataObject
+) -> None:
+    sent, expected = pair
+    stream = frame_bytes(sent)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=5))
+    (frame,) = feed_in_chunks(FrameDecoder(), stream, cuts)
+    assert frame.items == [expected]
+    (batch,) = feed_in_chunks(FrameDecoder(), frame_bytes([Kind.BATCH, [sent, [5, 1]]]), [])
+    assert batch.items == [expected, [5, 1]]
+
+
+def test_codec_columns_item_layout() -> None:
+    item = columns_item(Kind.REPLY, "p", [1, 2], [[True, False]], 2)
+    assert item[:4] == [Kind.COLUMNS, Kind.REPLY, 2, "p"]
+    assert item[4] == cbor2.CBORTag(TAG_UINT64_LE, bytes([1, 0, 0, 0, 0, 0, 0, 0,
+                                                          2, 0, 0, 0, 0, 0, 0, 0]))
+    assert columns_item(Kind.SIGNAL, "p", None, [], 3)[4] is None
+
+
+def test_codec_typed_arrays_decode_to_plain_lists() -> None:
+    body = ["p", typed_array([0, 2**63 - 1], TAG_UINT64_LE),
+            typed_array([-(2**63), -1, 2**63 - 1], TAG_SINT64_LE),
+            typed_array([1.5, -0.0, float("inf")], TAG_FLOAT64_LE),
+            cbor2.CBORTag(TAG_SINT64_LE, b"")]
+    frame = decode_obj([Kind.REPLY, 1, body])
+    assert frame.items[0][2] == ["p", [0, 2**63 - 1], [-(2**63), -1, 2**63 - 1],
+                                 [1.5, -0.0, float("inf")], []]
+
+
+def test_codec_typed_array_helper_refuses_out_of_range_values() -> None:
+    with pytest.raises(OverflowError):
+        typed_array([2**64], TAG_UINT64_LE)
+    with pytest.raises(OverflowError):
+        typed_array([2**63], TAG_SINT64_LE)
+
+
+COLS = [Kind.COLUMNS]
+BAD_COLUMNS: list[tuple[str, object]] = [
+    ("five elements", [*COLS, 1, 1, "p", [1]]),
+    ("seven elements", [*COLS, 1, 1, "p", [1], [[0]], None]),
+    ("kind error", [*COLS, 3, 1, "p", [1], [[0]]]),
+    ("kind cancel", [*COLS, 5, 1, "p", [1], [[0]]]),
+    ("kind columns", [*COLS, 9, 1, "p", [1], [[0]]]),
+    ("kind bool", [*COLS, True, 1, "p", [1], [[0]]]),
+    ("count 0", [*COLS, 1, 0, "p", [], []]),
+    ("count negative", [*COLS, 4, -1, "p", None, []]),
+    ("count 2**63", [*COLS, 4, 2**63, "p", None, []]),
+    ("count bool", [*COLS, 4, True, "p", None, [[0]]]),
+    ("count float", [*COLS, 4, 1.0, "p", None, [[0]]]),
+    ("name bytes", [*COLS, 4, 1, b"p", None, [[0]]]),
+    ("name null", [*COLS, 4, 1, None, None, [[0]]]),
+    ("call ids null", [*COLS, 1, 1, "p", None, [[0]]]),
+    ("reply ids short", [*COLS, 2, 2, "p", [1], [[0, 0]]]),
+    ("call ids long", [*COLS, 1, 1, "p", [1, 2], [[0]]]),
+    ("call id 0", [*COLS, 1, 1, "p", [0], [[0]]]),
+    ("call id bool", [*COLS, 1, 1, "p", [True], [[0]]]),
+    ("call id 2**63", [*COLS, 1, 1, "p", [2**63], [[0]]]),
+    ("signal with ids", [*COLS, 4, 1, "p", [1], [[0]]]),
+    ("columns not array", [*COLS, 4, 1, "p", None, {"x": [0]}]),
+    ("column not array", [*COLS, 4, 1, "p", None, [0]]),
+    ("column short", [*COLS, 4, 2, "p", None, [[0, 1], [0]]]),
+    ("column long", [*COLS, 4, 1, "p", None, [[0, 1]]]),
+    ("uint64 id above 2**63-1", [*COLS, 1, 1, "p", cbor2.CBORTag(TAG_UINT64_LE, b"\xff" * 8),
+                                 [[0]]]),
+    ("typed array of 7 bytes", [2, 1, ["p", cbor2.CBORTag(TAG_SINT64_LE, b"\x00" * 7)]]),
+    ("typed array of text", [2, 1, ["p", cbor2.CBORTag(TAG_FLOAT64_LE, "12345678")]]),
+    ("typed array of a list", [2, 1, ["p", cbor2.CBORTag(TAG_SINT64_LE, [1])]]),
+    ("typed array as map key", [2, 1, ["p", {cbor2.CBORTag(TAG_SINT64_LE, b"\x00" * 8): 1}]]),
+    ("big-endian sint64 typed array", [2, 1, ["p", cbor2.CBORTag(75, b"\x00" * 8)]]),
+    ("uint8 typed array", [2, 1, ["p", cbor2.CBORTag(64, b"\x00")]]),
+    ("columns in a batch with a bad kind", [Kind.BATCH, [[*COLS, 6, 1, "p", None, []]]]),
+]
+
+
+@pytest.mark.parametrize("obj", [pytest.param(o, id=n) for n, o in BAD_COLUMNS])
+def test_codec_malformed_columns_and_typed_arrays(obj: object) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(cbor2.dumps(obj)))
+    with pytest.raises(MalformedFrame):
+        decoder.next_frame()
+
+
+def test_codec_columns_of_a_protein_without_fields_has_no_columns() -> None:
+    frame = decode_obj([Kind.COLUMNS, Kind.SIGNAL, 3, "p", None, []])
+    assert frame.items == [[9, 4, 3, "p", None, []]]

@@ -1,0 +1,629 @@
+"""The server side of one membrane connection: handshake, reader/owner tasks, replies.
+
+See :mod:`cellmesh.membrane` for the theory of operation; this module holds
+the per-connection state machine it describes.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import traceback
+from contextlib import suppress
+from itertools import repeat
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._channel import Channel, ChannelBroken, vesicle_context
+from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
+from .errors import (
+    CellmeshError,
+    ErrorCode,
+    FlowControlError,
+    HandshakeError,
+    LocalProtocolError,
+    ProteinError,
+    ProtocolError,
+    RemoteProtocolError,
+    VersionMismatch,
+    VesicleError,
+)
+from .wire import codec
+from .wire.codec import (
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Cancel,
+    Credit,
+    Error,
+    GoAway,
+    Hello,
+    Kind,
+    frame_of,
+)
+from .wire.proteins import (
+    DecodeContext,
+    EncodeContext,
+)
+from .wire.vesicle import Vesicle
+
+if TYPE_CHECKING:
+    from .membrane import Membrane
+
+def _exception_type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+class _FrameCost:
+    """Byte credit held by one received frame until all its calls finish."""
+
+    __slots__ = ("remaining", "size")
+
+    def __init__(self, remaining: int, size: int) -> None:
+        self.remaining = remaining
+        self.size = size
+
+
+class _Undecodable:
+    """A call body that failed schema decoding; reported when its turn comes."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ProteinError) -> None:
+        self.error = error
+
+
+# An inbound unit of work: (call id or 0 for a signal, message, cost).
+_Work = tuple[int, Any, _FrameCost]
+
+
+class _Slot:
+    """What a reader/owner task is running, for reporting its cancellation."""
+
+    __slots__ = ("call_id", "cost")
+
+    def __init__(self) -> None:
+        self.call_id = 0
+        self.cost: _FrameCost | None = None
+
+
+class ServerConnection:
+    """One accepted connection: handshake, then reader/owner tasks until it ends."""
+
+    def __init__(self, membrane: Membrane, sock: socket.socket) -> None:
+        self.m = membrane
+        opts = membrane.options
+        self.channel = Channel(sock, max_frame_size=opts.max_frame_size)
+        self.peer_name = "?"
+        self.peer_fps: dict[str, str] = {}
+        self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
+        self.plain_ctx = DecodeContext()
+        self.calls_left = opts.credit_calls
+        self.bytes_left = opts.credit_bytes
+        self.return_calls = 0
+        self.return_bytes = 0
+        self.backlog: collections.deque[_Work] = collections.deque()
+        self.waiting: collections.deque[_Work] = collections.deque()
+        self.owned: dict[int, trio.CancelScope] = {}
+        self.suspended = 0
+        self.out: list[list[Any]] = []
+        self.replies: list[tuple[int, Any]] = []
+        self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
+        self.reading = True  # a reader task exists (or is about to)
+        self.draining = False
+        self.done = trio.Event()
+        self.nursery: trio.Nursery | None = None
+        self.handler = membrane.handler
+        self.receptors = membrane.handler if isinstance(membrane.handler, Receptors) else None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def serve(self) -> None:
+        stats = self.m.stats
+        stats.connections += 1
+        stats.open_connections += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self.channel.run_writer)
+                try:
+                    await self._handshake()
+                except (ProtocolError, ChannelBroken, trio.TooSlowError) as exc:
+                    self._fatal(exc)
+                    nursery.cancel_scope.cancel()
+                    return
+                nursery.start_soon(self._reader_task)
+                await self.done.wait()
+                await self._flush_and_wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            stats.open_connections -= 1
+            stats.bytes_in += self.channel.bytes_in
+            stats.bytes_out += self.channel.bytes_out
+            self.channel.close()
+            for scope in self.owned.values():
+                scope.cancel()
+
+    async def _flush_and_wait(self) -> None:
+        with trio.move_on_after(5):
+            await self.channel.wait_flushed()
+
+    async def _handshake(self) -> None:
+        opts = self.m.options
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            name=self.m.name,
+            proteins=self.m.registry.fingerprints(),
+            max_frame_size=opts.max_frame_size,
+            credit_calls=opts.credit_calls,
+            credit_bytes=opts.credit_bytes,
+        )
+        self.channel.send(codec.frame_bytes(hello.to_wire()))
+        with trio.fail_after(opts.hello_timeout):
+            while True:
+                decoded = self.channel.decoder.next_frame()
+                if decoded is not NEED_DATA:
+                    break
+                if not await self.channel.receive():
+                    raise ChannelBroken("peer closed before its hello")
+        items = decoded.items
+        if len(items) != 1 or items[0][0] != Kind.HELLO:
+            raise HandshakeError("expected a hello frame first")
+        frame = Hello.from_wire(items[0])
+        if frame.version != PROTOCOL_VERSION:
+            raise VersionMismatch(PROTOCOL_VERSION, frame.version)
+        self.peer_name = frame.name
+        self.peer_fps = frame.proteins
+        self.peer_max_frame = frame.max_frame_size
+        mismatched = self.m.registry.mismatched(frame.proteins)
+        self.plain_ctx = DecodeContext(None, mismatched)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """Report a connection-level error to the peer (best effort) and end."""
+        if isinstance(exc, ProtocolError):
+            self.m.stats.protocol_errors += 1
+            error = Error(
+                id=None, code=exc.code, type_name=type(exc).__name__, message=str(exc)
+            )
+            with suppress(ChannelBroken, CellmeshError):
+                self.channel.send(codec.frame_bytes(error.to_wire()))
+        self.m.log(f"connection from {self.peer_name!r} closed: {exc}")
+        self.done.set()
+
+    # -- reading -----------------------------------------------------------
+
+    async def _reader_task(self) -> None:
+        slot = _Slot()
+        with trio.CancelScope() as scope:
+            try:
+                await self._read_loop(scope, slot)
+            except (ProtocolError, ChannelBroken) as exc:
+                self._fatal(exc)
+                return
+        if scope.cancelled_caught and slot.call_id and slot.cost is not None:
+            self.m.stats.cancelled += 1
+            self._finish_error(
+                slot.call_id, ErrorCode.CANCELLED, "Cancelled", "the caller cancelled",
+                cost=slot.cost,
+            )
+            self._after_owner()
+
+    async def _read_loop(self, scope: trio.CancelScope, slot: _Slot) -> None:
+        """Read and dispatch until EOF, or until this task owns a suspended call
+        (then finish it, and any calls it picks up from the waiting queue)."""
+        channel = self.channel
+        decoder = channel.decoder
+        backlog = self.backlog
+        waiting = self.waiting
+        stats = self.m.stats
+        max_concurrency = self.m.options.max_concurrency
+        receptors = self.receptors
+        lookup = receptors.lookup if receptors is not None else None
+        while True:
+            while backlog:
+                work = backlog.popleft()
+                if waiting or self.suspended >= max_concurrency:
+                    waiting.append(work)
+                    continue
+                # The common case inline: a known handler that returns without
+                # suspending. Everything else goes through _start.
+                call_id, msg, cost = work
+                handler = lookup(type(msg)) if lookup is not None else self.handler
+                if handler is not None and type(msg) is not _Undecodable:
+                    try:
+                        coro = handler(msg)
+                        trap = coro.send(None)
+                    except StopIteration as stop:
+                        self.return_calls += 1
+                        cost.remaining -= 1
+                        if not cost.remaining:
+                            self.return_bytes += cost.size
+                        if call_id:
+                            stats.calls += 1
+                            if stop.value is None:
+                                self.out.append([Kind.REPLY, call_id, None])
+                            else:
+                                self.replies.append((call_id, stop.value))
+                        else:
+                            stats.signals += 1
+                        continue
+                    except Exception as exc:
+                        stats.calls += bool(call_id)
+                        stats.signals += not call_id
+                        self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
+                        continue
+                    # It suspended: this task keeps it (see _own).
+                    if call_id:
+                        stats.calls += 1
+                    else:
+                        stats.signals += 1
+                    suspended: Suspended | None = Suspended(coro, trap)
+                else:
+                    suspended = self._start(work)
+                if suspended is not None:
+                    # Hand the reader role to a new task; this one owns the call.
+                    assert self.nursery is not None
+                    self.nursery.start_soon(self._reader_task)
+                    await self._own(work, suspended, scope, slot)
+                    return
+            decoded = decoder.next_frame()
+            if decoded is not NEED_DATA:
+                self._accept(decoded.items, decoded.vesicles, decoded.size)
+                continue
+            self._flush()
+            if self.draining and not self.owned and not self.waiting:
+                self.done.set()
+                return
+            if not await channel.receive():
+                self.reading = False
+                self.draining = True
+                if not self.owned and not self.waiting:
+                    self._flush()
+                    self.done.set()
+                return
+
+    def _accept(self, items: list[list[Any]], vesicles: int, size: int) -> None:
+        """Account for one received frame and queue its work (no handler runs here)."""
+        n_work = 0
+        for item in items:
+            kind = item[0]
+            if kind in (1, 4):  # call, signal
+                n_work += 1
+            elif kind == 9:  # columns: [9, kind, count, name, ids, columns]
+                if item[1] == Kind.REPLY:
+                    raise RemoteProtocolError("a client may not send replies")
+                n_work += item[2]
+        if n_work:
+            if self.bytes_left <= 0:
+                raise FlowControlError("peer sent calls with no byte credit left")
+            if n_work > self.calls_left:
+                raise FlowControlError(
+                    f"peer sent {n_work} calls/signals with {self.calls_left} call credit left"
+                )
+            self.calls_left -= n_work
+            self.bytes_left -= size
+        cost = _FrameCost(n_work, size)
+        backlog = self.backlog
+        ctx = self.plain_ctx
+        leftover: dict[int, int] = {}
+        if vesicles:
+            if n_work == 0:
+                raise VesicleError("descriptors arrived with a frame that carries no message")
+            ctx, leftover = self._vesicle_context(vesicles)
+        decode = self.m.registry.decode
+        peer = self.peer_fps
+        try:
+            for item in items:
+                kind = item[0]
+                if kind == 1:  # call: [1, id, body]
+                    try:
+                        msg: Any = decode(item[2], ctx, peer)
+                    except ProteinError as exc:
+                        msg = _Undecodable(exc)
+                    backlog.append((item[1], msg, cost))
+                elif kind == 4:  # signal: [4, body]
+                    try:
+                        msg = decode(item[1], ctx, peer)
+                    except ProteinError as exc:
+                        msg = _Undecodable(exc)
+                    backlog.append((0, msg, cost))
+                elif kind == 9:  # columns of calls or signals
+                    _, sub, count, name, ids, columns = item
+                    try:
+                        msgs: list[Any] = self.m.registry.decode_columns(
+                            name, columns, count, ctx, peer
+                        )
+                    except ProteinError as exc:
+                        msgs = [_Undecodable(exc)] * count
+                    backlog.extend(zip(ids if sub == 1 else repeat(0), msgs, repeat(cost)))
+                else:
+                    self._accept_control(frame_of(item))
+        finally:
+            for fd in leftover.values():
+                os.close(fd)
+
+    def _accept_control(self, item: codec.Frame) -> None:
+        """Handle a frame that is not a call or signal."""
+        if isinstance(item, Cancel):
+            self._cancel(item.id)
+        elif isinstance(item, GoAway):
+            self.draining = True
+        elif isinstance(item, Error):
+            if item.id is None:
+                raise RemoteProtocolError(
+                    f"peer reported a protocol error: {item.type_name}: {item.message}",
+                    code=item.code,
+                )
+            raise RemoteProtocolError("a client may not send error frames for calls")
+        elif isinstance(item, Credit):
+            pass  # a client grants nothing a membrane uses; harmless
+        else:
+            raise RemoteProtocolError(
+                f"a client may not send {type(item).__name__.lower()} frames here"
+            )
+
+    def _vesicle_context(self, count: int) -> tuple[DecodeContext, dict[int, int]]:
+        """A decode context resolving this frame's vesicles, and the unclaimed fds."""
+        return vesicle_context(self.channel, count, self.plain_ctx.mismatched)
+
+    # -- running handlers --------------------------------------------------
+
+    def _start(self, work: _Work) -> Suspended | None:
+        """Run one call or signal inline. Returns the suspension, if any."""
+        call_id, msg, cost = work
+        stats = self.m.stats
+        if type(msg) is _Undecodable:
+            self._fail_call(call_id, cost, msg.error.code, msg.error)
+            return None
+        if call_id:
+            stats.calls += 1
+        else:
+            stats.signals += 1
+        if self.receptors is not None:
+            handler = self.receptors.lookup(type(msg))
+            if handler is None:
+                self._fail_call(
+                    call_id, cost, ErrorCode.NO_HANDLER,
+                    NoReceptor(f"no receptor for {type(msg).__qualname__}"),
+                )
+                return None
+        else:
+            handler = self.handler
+        try:
+            coro = handler(msg)
+            done, result = start_inline(coro)
+        except Exception as exc:
+            self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
+            return None
+        if done:
+            self._complete(call_id, cost, result)
+            return None
+        assert isinstance(result, Suspended)
+        return result
+
+    async def _own(
+        self, work: _Work, suspended: Suspended, scope: trio.CancelScope, slot: _Slot
+    ) -> None:
+        """Finish a suspended call in this task, then serve calls that waited for a
+        free slot. ``slot`` records the current call for cancellation reports."""
+        call_id, _, cost = work
+        while True:
+            slot.call_id, slot.cost = call_id, cost
+            self.suspended += 1
+            if call_id:
+                self.owned[call_id] = scope
+            try:
+                result = await resume(suspended)
+            except Exception as exc:
+                self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
+            else:
+                self._complete(call_id, cost, result)
+            finally:
+                self.suspended -= 1
+                self.owned.pop(call_id, None)
+            slot.call_id, slot.cost = 0, None
+            self._flush()
+            if scope.cancel_called:
+                return
+            # Serve calls that waited for a free slot, in order, in this task.
+            next_suspended = None
+            while self.waiting and self.suspended < self.m.options.max_concurrency:
+                work = self.waiting.popleft()
+                next_suspended = self._start(work)
+                if next_suspended is not None:
+                    call_id, cost = work[0], work[2]
+                    break
+            self._flush()
+            if next_suspended is None:
+                self._after_owner()
+                return
+            suspended = next_suspended
+
+    def _after_owner(self) -> None:
+        if self.draining and not self.owned and not self.waiting and not self.backlog:
+            self._flush()
+            self.done.set()
+
+    def _cancel(self, call_id: int) -> None:
+        scope = self.owned.get(call_id)
+        if scope is not None:
+            scope.cancel()
+            return
+        for queue in (self.waiting, self.backlog):
+            for work in queue:
+                if work[0] == call_id:
+                    queue.remove(work)
+                    self.m.stats.cancelled += 1
+                    self._finish_error(
+                        call_id, ErrorCode.CANCELLED, "Cancelled", "the caller cancelled",
+                        cost=work[2],
+                    )
+                    return
+        # Already finished: the reply is on its way; nothing to do.
+
+    # -- replies -----------------------------------------------------------
+
+    def _complete(self, call_id: int, cost: _FrameCost, result: Any) -> None:
+        self._release(cost)
+        if not call_id:
+            return
+        if result is None:
+            self.out.append([Kind.REPLY, call_id, None])
+            return
+        self.replies.append((call_id, result))
+
+    def _encode_replies(self) -> None:
+        """Turn pending replies into wire items: runs of one protein type become
+        one columnar item, the rest single replies (vesicles in frames of their own)."""
+        replies, self.replies = self.replies, []
+        registry = self.m.registry
+        out = self.out
+        i, n = 0, len(replies)
+        while i < n:
+            cls = type(replies[i][1])
+            j = i + 1
+            while j < n and type(replies[j][1]) is cls:
+                j += 1
+            if j - i >= 2:
+                run = replies[i:j]
+                objs = [result for _, result in run]
+                ctx = self.enc_ctx
+                try:
+                    schema = registry.schema_for(objs[0])
+                    values = schema.column_values(objs, ctx)
+                except (TypeError, ProteinError):
+                    values = None
+                if ctx.vesicles:
+                    self._release_ctx(ctx)
+                    values = None
+                if values is not None:
+                    out.append(codec.columns_item(
+                        Kind.REPLY, schema.name, [call_id for call_id, _ in run],
+                        schema.pack_columns(values), j - i,
+                    ))
+                    i = j
+                    continue
+            for call_id, result in replies[i:j]:
+                self._encode_reply(call_id, result)
+            i = j
+
+    def _encode_reply(self, call_id: int, result: Any) -> None:
+        ctx = self.enc_ctx
+        try:
+            body = self.m.registry.encode(result, ctx)
+        except (TypeError, ProteinError) as exc:
+            self._release_ctx(ctx)
+            self.m.stats.errors += 1
+            self.out.append(Error(
+                id=call_id, code=ErrorCode.BAD_REPLY, type_name=_exception_type_name(exc),
+                message=f"the handler returned an invalid reply: {exc}",
+            ).to_wire())
+            return
+        if ctx.vesicles:
+            self._send_with_vesicles([Kind.REPLY, call_id, body], ctx)
+        else:
+            self.out.append([Kind.REPLY, call_id, body])
+
+    def _send_with_vesicles(self, item: list[Any], ctx: EncodeContext) -> None:
+        self._flush()
+        fds = [v.fileno() for v in ctx.vesicles]
+        owned = list(ctx.owned)
+        ctx.vesicles.clear()
+        ctx.owned.clear()
+
+        def sent() -> None:
+            for vesicle in owned:
+                vesicle.close()
+
+        try:
+            data = codec.encode_items([item], self.peer_max_frame)[0]
+            self.channel.send(data, fds, sent)
+        except (ChannelBroken, ProtocolError):
+            sent()
+
+    def _release_ctx(self, ctx: EncodeContext) -> None:
+        for vesicle in ctx.owned:
+            vesicle.close()
+        ctx.vesicles.clear()
+        ctx.owned.clear()
+
+    def _fail_call(self, call_id: int, cost: _FrameCost, code: int, exc: BaseException) -> None:
+        self.m.stats.errors += 1
+        if not call_id:
+            self._release(cost)
+            self.m.log(f"signal failed: {_exception_type_name(exc)}: {exc}")
+            return
+        tb = None
+        if code == ErrorCode.HANDLER_FAILED:
+            tb = "".join(traceback.format_exception(exc))
+        self._finish_error(call_id, code, _exception_type_name(exc), str(exc), tb, cost=cost)
+
+    def _finish_error(
+        self,
+        call_id: int,
+        code: int,
+        type_name: str,
+        message: str,
+        tb: str | None = None,
+        *,
+        cost: _FrameCost | None = None,
+    ) -> None:
+        if cost is not None:
+            self._release(cost)
+        self.out.append([Kind.ERROR, call_id, code, type_name, message, tb])
+        self._flush()
+
+    def _release(self, cost: _FrameCost) -> None:
+        self.return_calls += 1
+        cost.remaining -= 1
+        if cost.remaining == 0:
+            self.return_bytes += cost.size
+
+    def _flush(self) -> None:
+        """Send queued replies/errors and returned credit as one frame (or a few)."""
+        if self.replies:
+            self._encode_replies()
+        out = self.out
+        opts = self.m.options
+        # Return credit lazily: only once the peer's remaining credit (as we
+        # know it) is below half the window. No deadlock: a peer blocked on
+        # credit has none left, so whatever its finished calls freed goes out
+        # with the flush that follows them.
+        if (self.return_calls or self.return_bytes) and (
+            self.calls_left < opts.credit_calls // 2 or self.bytes_left < opts.credit_bytes // 2
+        ):
+            out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
+            self.calls_left += self.return_calls
+            self.bytes_left += self.return_bytes
+            self.return_calls = self.return_bytes = 0
+        if not out:
+            return
+        self.out = []
+        try:
+            try:
+                frames = codec.encode_items(out, self.peer_max_frame)
+            except LocalProtocolError:
+                frames = self._encode_each(out)
+            for data in frames:
+                self.channel.send(data)
+        except ChannelBroken:
+            self.done.set()
+
+    def _encode_each(self, out: list[list[Any]]) -> list[bytes]:
+        """Encode items one by one, turning a reply too large for one frame into
+        an error for that call alone."""
+        frames = []
+        for item in out:
+            try:
+                frames += codec.encode_items([item], self.peer_max_frame)
+            except LocalProtocolError as exc:
+                self.m.stats.errors += 1
+                error = Error(
+                    id=item[1], code=ErrorCode.FRAME_TOO_LARGE, type_name="ReplyTooLarge",
+                    message=f"{exc} (return large bytes fields, which travel as vesicles)",
+                )
+                frames += codec.encode_items([error.to_wire()], self.peer_max_frame)
+        return frames
