@@ -16,10 +16,11 @@ The run has two phases. During the **fault phase** the network drops,
 duplicates and delays (hence reorders) messages; one- and two-way partitions
 and leader isolation come and go; nodes crash at any point (also between a
 write and its fsync) and restart from their synced disk; nodes tick at
-different rates (clock skew); leaders are asked to transfer leadership.
-Then the **heal phase** restarts every node, removes partitions and skew and
-stops losing messages; the run must then converge: every client operation
-completes and every node applies the same state.
+different rates (clock skew); leaders are asked to transfer leadership and
+to make random single-server membership changes (voters, a learner, and the
+leader itself). Then the **heal phase** restarts every node, removes
+partitions and skew and stops losing messages; the run must then converge:
+every client operation completes and every member applies the same state.
 
 Simulated clients issue KV operations (put/append/get; some gets through
 ReadIndex instead of the log), one at a time, with unique (client, seq) ids;
