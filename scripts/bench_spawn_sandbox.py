@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def main() -> int:
             be.destroy(cell_id)
             destroy_ms[bname] = (time.perf_counter() - start) * 1000.0
 
+    shutil.rmtree(home, ignore_errors=True)
     medians = {k: statistics.median(v) for k, v in samples.items()}
     if args.json:
         report = {

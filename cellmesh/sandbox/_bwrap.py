@@ -37,11 +37,13 @@ disabled nested user namespaces this narrows the kernel attack surface.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -57,6 +59,8 @@ from .errors import BackendUnavailable
 
 #: uid and gid of the cell inside its user namespace.
 SANDBOX_UID: Final = 1000
+#: How long to wait for a SIGSTOPped bwrap to actually stop.
+_STOP_PATIENCE: Final = 2.0
 #: Size of the private /tmp when the cell has no memory limit.
 DEFAULT_TMPFS_BYTES: Final = 256 << 20
 SOCKET_DIR_INSIDE: Final = "/run/cell"
@@ -343,23 +347,75 @@ class BwrapBackend(ProcessBackend):
         return tuple(binds), sources
 
     def _terminate(self, wl: Workload) -> None:
-        """SIGTERM the workload inside the sandbox (not bwrap's own init/monitor).
+        """SIGTERM the workload inside the sandbox (not bwrap's own processes).
 
-        Before the workload exists (sandbox still being set up) there is
-        nothing to ask politely: bwrap itself gets SIGTERM, which takes the
-        whole sandbox down through ``--die-with-parent``.
+        Only processes that have exec'd away from bwrap are signalled: a
+        child still running bwrap code may have SIGTERM blocked or ignored,
+        which would survive into the workload and swallow the request. Before
+        the workload exists (the sandbox is still being set up) there is
+        nothing to ask politely: the sandbox is taken down at once.
         """
+        try:
+            bw = os.stat(self.bwrap)
+        except OSError:
+            bw = None
         init = set(_children(wl.pid))
-        inner = [pid for pid in descendants(wl.pid) if pid not in init]
         sent = False
-        for pid in inner:
+        for pid in descendants(wl.pid):
+            if pid in init:
+                continue
+            try:
+                exe = os.stat(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if bw is not None and (exe.st_dev, exe.st_ino) == (bw.st_dev, bw.st_ino):
+                continue  # not yet the workload
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
             sent = True
         if not sent:
-            wl.send_signal(signal.SIGTERM)
+            _freeze_and_kill(wl)
+
+    def _kill(self, rec: CellRecord, wl: Workload) -> None:
+        _freeze_and_kill(wl)
+        rec.leaves.kill_all()
+        try:
+            wl.wait(_STOP_PATIENCE)
+        except subprocess.TimeoutExpired:
+            wl.send_signal(signal.SIGKILL)
+
+
+def _freeze_and_kill(wl: Workload) -> None:
+    """Kill a bwrap sandbox without leaving any part of it behind.
+
+    Killing only the outer bwrap can orphan the sandbox while it is being set
+    up (its init has not yet armed its own parent-death signal). So: stop the
+    outer bwrap (a stopped process cannot fork), SIGKILL every descendant --
+    killing the namespace's init kills everything in the pid namespace --
+    then let bwrap continue: it reaps its child and exits by itself, so no
+    zombie is left for the host's init (the caller escalates to SIGKILL of
+    bwrap if it does not). If bwrap had no child yet, it is simply killed.
+    """
+    wl.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + _STOP_PATIENCE
+    while time.monotonic() < deadline and _state(wl.pid) not in ("T", "t", "Z", "X", ""):
+        time.sleep(0.001)
+    inside = descendants(wl.pid)
+    for pid in inside:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # No sandbox yet: bwrap is stopped before its clone, nothing can be orphaned.
+    wl.send_signal(signal.SIGCONT if inside else signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of ``pid`` from /proc ("" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _hand_over(top: Path, uid: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -295,7 +296,7 @@ be = select_backend({"CELL_SANDBOX": "bwrap"}, paths=Paths.from_env({"CELL_HOME"
 argv = [sys.executable, "-c", "import time; time.sleep(300)", sys.argv[2]]
 be.create(CellSpec(name="orphan", argv=argv))
 proc = be.spawn("orphan")
-print(proc.pid, flush=True)
+print(proc.pid, be.tracked()["orphan"].runtime_dir, flush=True)
 sys.stdin.read()
 """
 
@@ -322,9 +323,11 @@ def test_dies_when_parent_dies(bwrap_path: str, tmp_path: Path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+    runtime_dir = ""
     try:
         assert parent.stdout is not None
-        assert int(parent.stdout.readline())
+        pid, runtime_dir = parent.stdout.readline().decode().split()
+        assert int(pid)
         # Kill the parent only once the workload runs inside the sandbox.
         poll_until(lambda: _pids_with(token), what="the sandboxed child to start")
         parent.kill()
@@ -333,8 +336,11 @@ def test_dies_when_parent_dies(bwrap_path: str, tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait(30)
-        for pid in _pids_with(token):
-            os.kill(pid, signal.SIGKILL)
+        for leftover in _pids_with(token):
+            os.kill(leftover, signal.SIGKILL)
+        # The dead parent never destroyed its cell: remove its runtime dir.
+        if runtime_dir:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 MEMORY_HOG = f"""
@@ -409,3 +415,30 @@ def test_existing_data_is_handed_to_the_cell(bwrap_backend: CellBackend, tmp_pat
     status, out = run_probe(bwrap_backend, "ledger", code, data_dir=data)
     assert (status.reason, out) == ("exit", {"ok": True})
     assert (data / "wal" / "seg-0").read_text() == "old+new"
+
+
+def test_destroy_right_after_spawn_leaves_no_process(bwrap_backend: CellBackend) -> None:
+    """Stopping a sandbox that is still being set up must take all of it down."""
+    token = f"early-{uuid.uuid4().hex}"
+    argv = [PY, "-c", "import time; time.sleep(120)", token]
+    for i in range(10):
+        bwrap_backend.create(CellSpec(name=f"early{i}", argv=argv))
+        bwrap_backend.spawn(f"early{i}")
+        bwrap_backend.destroy(f"early{i}", grace=0.2)
+
+    def leftovers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if token.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
+    try:
+        poll_until(lambda: not leftovers(), timeout=5, what="every early sandbox to be gone")
+    finally:
+        for pid in leftovers():
+            os.kill(pid, signal.SIGKILL)
