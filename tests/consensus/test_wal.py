@@ -310,3 +310,19 @@ def test_wal_saves_from_many_threads_are_serialized(tmp_path: Path) -> None:
     final = wal.hard_state
     wal.close()
     assert WriteAheadLog.open(tmp_path)[1].hard_state == final
+
+
+def test_wal_codec_is_pure() -> None:
+    """House rule 1: the byte format and replay rules import no I/O, clock or threads."""
+    import ast
+
+    from cellmesh.consensus import _walcodec
+
+    source = Path(_walcodec.__file__).read_text()
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    assert not roots & {"os", "io", "trio", "socket", "time", "random", "threading", "pathlib"}
