@@ -442,3 +442,53 @@ def test_destroy_right_after_spawn_leaves_no_process(bwrap_backend: CellBackend)
     finally:
         for pid in leftovers():
             os.kill(pid, signal.SIGKILL)
+
+
+DAEMONIZE = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1]])
+    os._exit(0)
+os.wait()
+print("daemonized", flush=True)
+if sys.argv[2] == "stay":
+    time.sleep(120)
+"""
+
+
+def _token_pids(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if token.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.parametrize("main", ["exits", "stay"])
+def test_a_daemonized_child_does_not_outlive_the_cell(
+    bwrap_backend: CellBackend, main: str
+) -> None:
+    token = f"daemon-{uuid.uuid4().hex}"
+    r, w = os.pipe()
+    bwrap_backend.create(CellSpec(name="forker", argv=[PY, "-c", DAEMONIZE, token, main]))
+    try:
+        bwrap_backend.spawn("forker", stdout=w)
+        os.close(w)
+        w = -1
+        assert os.read(r, 64) == b"daemonized\n"
+        if main == "exits":
+            assert bwrap_backend.wait("forker", timeout=60).reason == "exit"
+        bwrap_backend.destroy("forker", grace=5)
+        poll_until(lambda: not _token_pids(token), timeout=10, what="the daemon to die")
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+        for pid in _token_pids(token):
+            os.kill(pid, signal.SIGKILL)
