@@ -50,7 +50,7 @@ import trio
 from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
 from cellmesh.consensus.errors import ConsensusError, ProposalDropped
 from cellmesh.consensus.transport import Transport
-from cellmesh.consensus.types import EntryKind, HardState, Role, SoftState
+from cellmesh.consensus.types import EntryKind, HardState, Membership, Role, SoftState
 from cellmesh.consensus.wal import Recovered, WalBatch, WriteAheadLog
 
 _READ_RETRY_ELECTIONS: Final = 2
@@ -255,10 +255,14 @@ class RaftNode:
         ``max_pending_proposals`` are in flight. If the caller is cancelled
         the command may still be committed.
         """
+        return await self._replicate(lambda: self._core.propose(command))
+
+    async def _replicate(self, append: Callable[[], int]) -> bytes:
+        """Admit one proposal (``append`` puts it in the log); wait until it is applied."""
         self._check_running()
         async with self._admission:
             self._check_running()
-            index = self._core.propose(command)
+            index = append()
             waiter = _Waiter(term=self._core.term, index=index)
             stale = self._proposals.get(index)
             if stale is not None:  # defensive: an index is only reused after its entry was replaced
@@ -271,6 +275,27 @@ class RaftNode:
                 if self._proposals.get(index) is waiter:
                     del self._proposals[index]
             return waiter.outcome()
+
+    async def change_membership(self, membership: Membership) -> None:
+        """Replicate a single-server membership change; return once it is applied here.
+
+        The change takes effect on each node when appended (dissertation 4.1).
+        Raises :class:`~cellmesh.consensus.errors.NotLeader`,
+        :class:`~cellmesh.consensus.errors.ConfigChangeInProgress`,
+        :class:`~cellmesh.consensus.errors.InvalidConfigChange` (from the core)
+        or :class:`~cellmesh.consensus.errors.ProposalDropped`.
+        """
+        await self._replicate(lambda: self._core.propose_membership(membership))
+
+    def transfer_leadership(self, target: int) -> None:
+        """Ask the leader to hand leadership to voter ``target`` (dissertation 3.10).
+
+        Returns at once; watch :meth:`status` or :meth:`wait_leader`. Proposals
+        raise :class:`~cellmesh.consensus.errors.ProposalDropped` meanwhile.
+        """
+        self._check_running()
+        self._core.transfer_leadership(target)
+        self._kick()
 
     async def read(self, query: bytes) -> bytes:
         """Answer ``query`` linearizably (ReadIndex, dissertation section 6.4).
@@ -383,16 +408,13 @@ class RaftNode:
         if rd.snapshot is not None:
             self._install(rd.snapshot.meta.index, rd.snapshot.data)
         for entry in rd.committed_entries:
+            result = self._machine.apply(entry.data) if entry.kind is EntryKind.NORMAL else b""
             waiter = self._proposals.pop(entry.index, None)
-            if entry.kind is EntryKind.NORMAL:
-                result = self._machine.apply(entry.data)
-                if waiter is not None:
-                    if waiter.term == entry.term:
-                        waiter.resolve(result)
-                    else:
-                        waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
-            elif waiter is not None:
-                waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
+            if waiter is not None:
+                if waiter.term == entry.term:
+                    waiter.resolve(result)
+                else:
+                    waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
             self._applied = entry.index
         for state in rd.read_states:
             reader = self._reads.get(state.context)

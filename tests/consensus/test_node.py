@@ -31,7 +31,7 @@ from cellmesh.consensus.node import (
     run_inline,
 )
 from cellmesh.consensus.transport import MemoryNetwork, Transport
-from cellmesh.consensus.types import Role
+from cellmesh.consensus.types import Membership, Role
 from cellmesh.consensus.wal import Recovered, WalBatch, WalFailed
 
 IDS = (1, 2, 3)
@@ -561,3 +561,33 @@ async def test_node_group_commit_shares_fsyncs_across_a_burst(tmp_path: Path) ->
                     clients.start_soon(node.propose, b"g%d=%d" % (i, i))
             saves = node.status().saves - before
             assert 1 <= saves < 300 // 4
+
+
+async def test_node_membership_change_and_leadership_transfer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Dissertation 4.1 (single-server changes) and 3.10 (leadership transfer) via the driver."""
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        await leader.propose(b"a=1")
+        await leader.change_membership(Membership(voters=frozenset({1, 2, 3, 4})))
+        newcomer = await c.start(4)
+        await leader.propose(b"a=2")
+        await newcomer.wait_applied(leader.status().commit)
+        assert c.machines[4].data == {b"a": b"2"}
+
+        leader.transfer_leadership(4)
+        while newcomer.status().role is not Role.LEADER:
+            await trio.sleep(TICK)
+        with pytest.raises(NotLeader) as info:
+            await leader.propose(b"a=stale")
+        assert info.value.leader_hint == 4
+
+        remaining = frozenset({1, 2, 3, 4}) - {leader.id}
+        await newcomer.change_membership(Membership(voters=remaining))
+        await c.crash(leader.id)
+        await newcomer.propose(b"a=3")
+        await c.converge(newcomer.status().commit)
+        assert {n: m.data for n, m in c.machines.items() if n in remaining} == {
+            n: {b"a": b"3"} for n in remaining
+        }
