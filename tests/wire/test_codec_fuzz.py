@@ -7,10 +7,11 @@ else. After it raised once, it keeps raising (the connection is dead).
 
 Inputs: arbitrary bytes; mutated valid frames (bit flips, truncation,
 insertion, deletion, header rewrites); a valid header around random CBOR
-built with ``st.recursive`` (any tags including 2/3/28/29 and the vesicle
-tag, floats, nested arrays and maps); and raw CBOR token streams that declare
-huge lengths, use indefinite-length items, share values cyclically (tags
-28/29) or nest deeper than MAX_DEPTH. Deterministic: ``derandomize=True``.
+built with ``st.recursive`` (any tags including 2/3/28/29, the vesicle tag
+and RFC 8746 typed arrays, floats, nested arrays and maps); columns frames
+(kind 9); and raw CBOR token streams that declare huge lengths, use
+indefinite-length items, share values cyclically (tags 28/29) or nest deeper
+than MAX_DEPTH. Deterministic: ``derandomize=True``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from cellmesh.wire.codec import (
     MAX_ID,
     MIN_MAX_FRAME_SIZE,
     NEED_DATA,
+    TAG_SINT64_LE,
     VESICLE_TAG,
     DecodedFrame,
     FrameDecoder,
     Kind,
+    columns_item,
     frame_bytes,
+    typed_array,
     validate_frame,
 )
 
@@ -101,6 +105,14 @@ valid_items = st.one_of(
     st.builds(lambda c: [Kind.GOAWAY, c, "bye"], st.integers(0, 40)),
     st.just([Kind.HELLO, 1, "peer", {"a.B": "0123456789abcdef"}, {"max_frame_size": 65536}]),
     st.just([Kind.CALL, 1, ["p", cbor2.CBORTag(VESICLE_TAG, [0, 4096])]]),
+    st.builds(
+        lambda n, i, c: columns_item(Kind.CALL, "p", list(range(i, i + n)),
+                                     [typed_array(c[:n] + [0] * (n - len(c[:n])), TAG_SINT64_LE),
+                                      ["x"] * n], n),
+        st.integers(1, 5), _ids.filter(lambda i: i < MAX_ID - 10),
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5),
+    ),
+    st.builds(lambda n: columns_item(Kind.SIGNAL, "p", None, [[1.5] * n], n), st.integers(1, 5)),
 )
 valid_frames = st.one_of(
     valid_items.map(frame_bytes),
@@ -136,8 +148,8 @@ def mutated(draw: st.DrawFn) -> bytes:
 # Random CBOR values, including tags, built with st.recursive.
 
 _tag_numbers = st.sampled_from(
-    [0, 1, 2, 3, 4, 5, 21, 24, 25, 28, 29, 30, 32, 35, 36, 37, 52, 54, 100, 256, 258, 260,
-     261, 1004, 55799, VESICLE_TAG, 2**32, 2**63]
+    [0, 1, 2, 3, 4, 5, 21, 24, 25, 28, 29, 30, 32, 35, 36, 37, 52, 54, 64, 71, 75, 79, 86,
+     100, 256, 258, 260, 261, 1004, 55799, VESICLE_TAG, 2**32, 2**63]
 ) | st.integers(0, 2**64 - 1)
 _keys = st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.binary(max_size=6)
 cbor_leaves = (
@@ -160,7 +172,10 @@ cbor_values = st.recursive(
     | st.builds(
         lambda i, n: cbor2.CBORTag(VESICLE_TAG, [i, n]), st.integers(-1, 3), st.integers(-1, 2**63)
     )
-    | st.builds(lambda k, rest: [k, *rest], st.integers(-1, 10), st.lists(children, max_size=6)),
+    | st.builds(lambda k, rest: [k, *rest], st.integers(-1, 10), st.lists(children, max_size=6))
+    # RFC 8746 typed arrays, well-formed or not (71/79/86 are accepted)
+    | st.builds(cbor2.CBORTag, st.sampled_from([64, 71, 72, 75, 79, 86, 87]),
+                st.binary(max_size=40) | children),
     max_leaves=25,
 )
 
