@@ -449,7 +449,8 @@ import os, sys, time
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1]])
+        code = "import time; time.sleep(120)"
+        os.execv(sys.executable, [sys.executable, "-c", code, sys.argv[1]])
     os._exit(0)
 os.wait()
 print("daemonized", flush=True)
