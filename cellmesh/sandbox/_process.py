@@ -172,6 +172,9 @@ class ProcessBackend:
         if rec.workload is not None:
             rec.workload.close()
         spec = rec.spec
+        # Each process gets freshly resolved secrets; what the previous one
+        # was given is revoked (zeroed) first, so rows never pile up.
+        self.broker.revoke_for_cell(spec.cell_id)
         secrets = [self.broker.resolve(spec.cell_id, ref) for ref in spec.secrets]
         secret_fds: list[int] = []
         log_fd: int | None = None

@@ -87,6 +87,7 @@ class StubBackend:
         cell = self._get(cell_id)
         if cell.running:
             raise CellRunning(cell_id, self._next_pid)
+        self.broker.revoke_for_cell(cell_id)
         for ref in cell.spec.secrets:
             self.broker.resolve(cell_id, ref)
         cell.running = True

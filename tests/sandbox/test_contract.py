@@ -174,6 +174,9 @@ def test_destroy_revokes_secrets(backend: CellBackend, broker: MemorySecretBroke
     backend.spawn("sec")
     backend.wait("sec", timeout=60)
     assert broker.held_for("sec") == ("api",)
+    backend.spawn("sec")  # a restart resolves afresh and revokes the old copy
+    backend.wait("sec", timeout=60)
+    assert broker.held_for("sec") == ("api",)
     report = backend.destroy("sec")
     assert report.secrets_revoked == 1
     assert broker.held_for("sec") == ()
