@@ -27,6 +27,7 @@ import os
 import platform
 import struct
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 _AUDIT_ARCH_X86_64: Final = 0xC000003E
@@ -42,50 +43,52 @@ _RET_ERRNO: Final = 0x00050000
 _OFFSET_NR: Final = 0
 _OFFSET_ARCH: Final = 4
 
-#: Denied syscalls and their x86_64 numbers.
-DENIED: Final[Mapping[str, int]] = {
-    "acct": 163,
-    "add_key": 248,
-    "bpf": 321,
-    "delete_module": 176,
-    "finit_module": 313,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fsopen": 430,
-    "fspick": 433,
-    "init_module": 175,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "io_uring_setup": 425,
-    "ioperm": 173,
-    "iopl": 172,
-    "kexec_file_load": 320,
-    "kexec_load": 246,
-    "keyctl": 250,
-    "lookup_dcookie": 212,
-    "mount": 165,
-    "mount_setattr": 442,
-    "move_mount": 429,
-    "name_to_handle_at": 303,
-    "open_by_handle_at": 304,
-    "open_tree": 428,
-    "perf_event_open": 298,
-    "pivot_root": 155,
-    "process_vm_readv": 310,
-    "process_vm_writev": 311,
-    "ptrace": 101,
-    "quotactl": 179,
-    "reboot": 169,
-    "request_key": 249,
-    "setns": 308,
-    "swapoff": 168,
-    "swapon": 167,
-    "syslog": 103,
-    "umount2": 166,
-    "unshare": 272,
-    "userfaultfd": 323,
-    "vhangup": 153,
-}
+#: Denied syscalls and their x86_64 numbers (read-only).
+DENIED: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "acct": 163,
+        "add_key": 248,
+        "bpf": 321,
+        "delete_module": 176,
+        "finit_module": 313,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fsopen": 430,
+        "fspick": 433,
+        "init_module": 175,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "io_uring_setup": 425,
+        "ioperm": 173,
+        "iopl": 172,
+        "kexec_file_load": 320,
+        "kexec_load": 246,
+        "keyctl": 250,
+        "lookup_dcookie": 212,
+        "mount": 165,
+        "mount_setattr": 442,
+        "move_mount": 429,
+        "name_to_handle_at": 303,
+        "open_by_handle_at": 304,
+        "open_tree": 428,
+        "perf_event_open": 298,
+        "pivot_root": 155,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "ptrace": 101,
+        "quotactl": 179,
+        "reboot": 169,
+        "request_key": 249,
+        "setns": 308,
+        "swapoff": 168,
+        "swapon": 167,
+        "syslog": 103,
+        "umount2": 166,
+        "unshare": 272,
+        "userfaultfd": 323,
+        "vhangup": 153,
+    }
+)
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
