@@ -36,6 +36,17 @@ def _install_bwrap() -> None:
 
 
 @pytest.fixture(scope="session")
+def bwrap_host_uid(bwrap_path: str) -> int | None:
+    """The host uid bwrap cells run as here (nobody when root, if bwrap can run as it)."""
+    from cellmesh.sandbox._bwrap import default_host_uid
+
+    uid = default_host_uid()
+    if uid is not None and probe_bwrap(bwrap_path, run_as=uid) is not None:
+        return None
+    return uid
+
+
+@pytest.fixture(scope="session")
 def bwrap_path() -> str:
     """bwrap's path; installs it (root + apt) when missing, else skips with the reason."""
     if find_bwrap() is None:
@@ -60,7 +71,11 @@ def broker() -> MemorySecretBroker:
 
 
 def make_backend(
-    kind: str, paths: Paths, broker: MemorySecretBroker, bwrap: str | None = None
+    kind: str,
+    paths: Paths,
+    broker: MemorySecretBroker,
+    bwrap: str | None = None,
+    host_uid: int | None = None,
 ) -> CellBackend:
     events = JsonlEventLog.for_paths(paths)
     cgroups = CgroupHost.detect({})
@@ -69,7 +84,7 @@ def make_backend(
     if kind == "host":
         return HostBackend(paths, events, broker, cgroups)
     assert bwrap is not None
-    return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap)
+    return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap, host_uid=host_uid)
 
 
 @pytest.fixture(params=["stub", "host", "bwrap"])
@@ -77,7 +92,8 @@ def backend(
     request: pytest.FixtureRequest, paths: Paths, broker: MemorySecretBroker
 ) -> Iterator[CellBackend]:
     bwrap = request.getfixturevalue("bwrap_path") if request.param == "bwrap" else None
-    be = make_backend(request.param, paths, broker, bwrap)
+    uid = request.getfixturevalue("bwrap_host_uid") if request.param == "bwrap" else None
+    be = make_backend(request.param, paths, broker, bwrap, uid)
     yield be
     for cell_id in list(be.tracked()):
         be.destroy(cell_id, grace=0.5)
@@ -88,7 +104,8 @@ def real_backend(
     request: pytest.FixtureRequest, paths: Paths, broker: MemorySecretBroker
 ) -> Iterator[CellBackend]:
     bwrap = request.getfixturevalue("bwrap_path") if request.param == "bwrap" else None
-    be = make_backend(request.param, paths, broker, bwrap)
+    uid = request.getfixturevalue("bwrap_host_uid") if request.param == "bwrap" else None
+    be = make_backend(request.param, paths, broker, bwrap, uid)
     yield be
     for cell_id in list(be.tracked()):
         be.destroy(cell_id, grace=0.5)
@@ -96,9 +113,9 @@ def real_backend(
 
 @pytest.fixture
 def bwrap_backend(
-    bwrap_path: str, paths: Paths, broker: MemorySecretBroker
+    bwrap_path: str, bwrap_host_uid: int | None, paths: Paths, broker: MemorySecretBroker
 ) -> Iterator[CellBackend]:
-    be = make_backend("bwrap", paths, broker, bwrap_path)
+    be = make_backend("bwrap", paths, broker, bwrap_path, bwrap_host_uid)
     yield be
     for cell_id in list(be.tracked()):
         be.destroy(cell_id, grace=0.5)
