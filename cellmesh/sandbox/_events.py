@@ -41,6 +41,9 @@ class JsonlEventLog:
     log_dir: Path | None = None
     path: Path | None = None
     _clock: Callable[[], float] = time.time
+    #: Events that could not be written (disk full, permissions), and the last error.
+    dropped: int = attrs.field(default=0, init=False)
+    last_error: OSError | None = attrs.field(default=None, init=False)
 
     @classmethod
     def for_paths(cls, paths: Paths) -> JsonlEventLog:
@@ -56,16 +59,25 @@ class JsonlEventLog:
         return self.log_dir / f"{check_cell_name(cell)}.events.jsonl"
 
     def emit(self, cell: str, event: EventKind, fields: dict[str, object]) -> None:
-        """Append one line (``O_APPEND``, one ``write``, so concurrent writers never interleave)."""
+        """Append one line (``O_APPEND``, one ``write``, so concurrent writers never interleave).
+
+        An I/O failure never propagates into the lifecycle operation that
+        emitted the event: it is counted in :attr:`dropped` and kept in
+        :attr:`last_error`.
+        """
         target = self.file_for(cell)
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = {"ts": self._clock(), "event": event, "cell": cell, **fields}
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.dropped += 1
+            self.last_error = exc
 
 
 @attrs.define(eq=False)

@@ -37,7 +37,14 @@ from ._secrets import Secret, SecretBroker
 from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
 from ._spec import CellSpec, WorkloadEnv
 from ._status import ExitStatus, LimitEvidence, classify_exit
-from .errors import CellRunning, DuplicateCell, SandboxConfigError, SandboxError, UnknownCell
+from .errors import (
+    CellRunning,
+    DuplicateCell,
+    SandboxConfigError,
+    SandboxError,
+    SpawnError,
+    UnknownCell,
+)
 
 _KILL_PATIENCE: Final = 10.0
 
@@ -183,12 +190,16 @@ class ProcessBackend:
             secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
             cmd = self._command(rec, pass_fds, secrets, secret_fds)
             if stdout is None:
-                self.paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                log_fd = os.open(
-                    self.paths.log_dir / f"{spec.name}.log",
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                    0o600,
-                )
+                log_path = self.paths.log_dir / f"{spec.name}.log"
+                try:
+                    self.paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    log_fd = os.open(
+                        log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                    )
+                except OSError as exc:
+                    raise SpawnError(
+                        spec.argv[0], f"cannot open the log {log_path}: {exc}"
+                    ) from exc
             workload = spawn_isolated_workload(
                 cmd.argv,
                 cmd.env,

@@ -241,3 +241,18 @@ def test_hot_swap_keeps_the_shared_socket(backend: CellBackend, paths: Paths) ->
         assert not sock_path.exists()
     finally:
         listener.close()
+
+
+def test_event_write_failures_never_break_the_lifecycle(tmp_path: Path) -> None:
+    from cellmesh.sandbox import JsonlEventLog
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    log = JsonlEventLog(log_dir=blocked / "logs")
+    be = StubBackend(events=log)
+    be.create(spec("quiet"))
+    be.spawn("quiet")
+    be.wait("quiet")
+    assert be.destroy("quiet").tracked_after == 0
+    assert log.dropped == 3
+    assert isinstance(log.last_error, OSError)
