@@ -61,6 +61,7 @@ class Throughput:
     seconds: float
     p50: float
     p99: float
+    leader_saves: int | None = None  #: WAL batches (fsyncs) the leader made during the run
 
     @property
     def ops_per_second(self) -> float:
@@ -187,7 +188,12 @@ async def cellmesh_throughput(
         leader = await _leader(cluster)
         async with open_raft_client(client_socket_path(cluster.root, leader)) as client:
             await _pipelined(client, min(ops // 10, 2000), concurrency, payload)  # warm up
-            return await _pipelined(client, ops, concurrency, payload)
+            before = (await client.status())[5]
+            result = await _pipelined(client, ops, concurrency, payload)
+            after = (await client.status())[5]
+            assert isinstance(before, int)
+            assert isinstance(after, int)
+            return attrs.evolve(result, leader_saves=after - before)
 
 
 async def _commit_somewhere(cluster: _Cluster, nodes: tuple[int, ...], command: bytes) -> int:
@@ -377,9 +383,13 @@ def wal_recovery_seconds(entries: int, payload: int) -> float:
 
 def _row(name: str, result: Throughput, base: Throughput | None) -> str:
     ratio = f"{result.ops_per_second / base.ops_per_second:5.2f}x" if base else "  n/a"
+    saves = ""
+    if result.leader_saves is not None:
+        per_batch = result.ops / max(result.leader_saves, 1)
+        saves = f"   leader WAL batches {result.leader_saves:,} ({per_batch:.0f} ops/batch)"
     return (
         f"  {name:<34} {result.ops_per_second:>9,.0f} ops/s   p50 {result.p50 * 1e3:7.2f} ms"
-        f"   p99 {result.p99 * 1e3:7.2f} ms   vs PySyncObj {ratio}"
+        f"   p99 {result.p99 * 1e3:7.2f} ms   vs PySyncObj {ratio}{saves}"
     )
 
 

@@ -11,8 +11,9 @@ state machine is :class:`KeyValueMachine`, talking to its peers over
 The client protocol reuses the transport's framing (4-byte big-endian length,
 CBOR body). A request is ``[id, op, payload]`` with ``op`` one of
 ``"propose"`` (payload: a ``key=value`` command), ``"read"`` (payload: a key)
-or ``"status"``; the reply is ``[id, "ok", value]``, ``[id, "not_leader",
-hint]`` or ``[id, "error", text]``. Requests on one connection are served
+or ``"status"`` (value: ``[role, leader, term, commit, applied, saves]``);
+the reply is ``[id, "ok", value]``, ``[id, "not_leader", hint]`` or
+``[id, "error", text]``. Requests on one connection are served
 concurrently (so pipelined proposals share fsyncs) and replies may come back
 out of order; :class:`RaftClient` matches them by ``id``.
 """
@@ -128,7 +129,7 @@ async def _answer(node: RaftNode, op: object, payload: object) -> list[object]:
     try:
         if op == "status":
             s = node.status()
-            return ["ok", [s.role.name, s.leader, s.term, s.commit, s.applied]]
+            return ["ok", [s.role.name, s.leader, s.term, s.commit, s.applied, s.saves]]
         if not isinstance(payload, bytes):
             return ["error", "payload must be bytes"]
         if op == "propose":
@@ -280,7 +281,7 @@ class RaftClient:
         return value
 
     async def status(self) -> list[object]:
-        """``[role, leader, term, commit, applied]`` of the server's node."""
+        """``[role, leader, term, commit, applied, saves]`` of the server's node."""
         value = await self.call("status")
         assert isinstance(value, list)
         return value
