@@ -410,6 +410,15 @@ class WriteAheadLog:
         """Durably save ``hard_state`` and ``entries`` as one batch; see :meth:`save`."""
         self.save(WalBatch(hard_state=hard_state, entries=tuple(entries)))
 
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Durably install ``snapshot`` and compact the log; see :meth:`save`.
+
+        The snapshot file is written to a temporary name, fsynced, renamed and
+        the directory fsynced; then a marker batch is written; then segments
+        wholly covered by the snapshot and older snapshot files are deleted.
+        """
+        self.save(WalBatch(snapshot=snapshot))
+
     def save(self, batch: WalBatch) -> None:
         """Make ``batch`` durable: one write and one fdatasync of the log.
 

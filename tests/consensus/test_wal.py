@@ -204,7 +204,7 @@ def test_wal_local_snapshot_keeps_suffix_and_compacts(tmp_path: Path) -> None:
         assert rec.entries == tuple(entries(26, 30, 1))
         assert rec.hard_state == HardState(term=1, commit=30)
         wal.append(None, entries(31, 31, 1))
-        wal.save(WalBatch(snapshot=snap(31, 1, b"later")))
+        wal.save_snapshot(snap(31, 1, b"later"))
     wal, rec = WriteAheadLog.open(tmp_path)
     with wal:
         assert rec.snapshot == snap(31, 1, b"later")
