@@ -1,0 +1,79 @@
+"""Actors: OTP-style supervision of cells and the DNA code cache.
+
+:mod:`~cellmesh.actors.policy` decides (pure, synchronous);
+:mod:`~cellmesh.actors.supervisor` acts on the decisions under Trio;
+:mod:`~cellmesh.actors.dna` content-addresses and byte-compiles a cell's code.
+The public API is exactly what this module re-exports.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ChildAlreadyPresent,
+    ChildRunning,
+    ChildStartFailed,
+    DnaCacheError,
+    DnaError,
+    DnaSourceError,
+    InvalidSupervisorSpec,
+    NotSupported,
+    SupervisorEscalation,
+    SupervisorRequestError,
+    SupervisorStopped,
+    UnknownChild,
+)
+from .policy import (
+    AbnormalExit,
+    Action,
+    Backoff,
+    ChildInfo,
+    ChildKind,
+    ChildSpec,
+    ChildStatus,
+    Escalate,
+    ExitReason,
+    NormalExit,
+    RemoveChild,
+    Restart,
+    Shutdown,
+    ShutdownExit,
+    StartChild,
+    StopChild,
+    Strategy,
+    SupervisorSpec,
+    SupervisorState,
+)
+
+__all__ = [
+    "AbnormalExit",
+    "Action",
+    "Backoff",
+    "ChildAlreadyPresent",
+    "ChildInfo",
+    "ChildKind",
+    "ChildRunning",
+    "ChildSpec",
+    "ChildStartFailed",
+    "ChildStatus",
+    "DnaCacheError",
+    "DnaError",
+    "DnaSourceError",
+    "Escalate",
+    "ExitReason",
+    "InvalidSupervisorSpec",
+    "NormalExit",
+    "NotSupported",
+    "RemoveChild",
+    "Restart",
+    "Shutdown",
+    "ShutdownExit",
+    "StartChild",
+    "StopChild",
+    "Strategy",
+    "SupervisorEscalation",
+    "SupervisorRequestError",
+    "SupervisorSpec",
+    "SupervisorState",
+    "SupervisorStopped",
+    "UnknownChild",
+]

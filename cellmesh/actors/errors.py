@@ -1,0 +1,132 @@
+"""Errors of the actor layer: supervision requests, escalation, and the DNA cache.
+
+Split by blame, like :mod:`cellmesh.errors`:
+
+* :class:`InvalidSupervisorSpec` -- the caller described a supervisor or a
+  child badly (a :class:`~cellmesh.errors.ConfigError`).
+* :class:`SupervisorRequestError` and its subclasses -- a request that the
+  supervisor's current state refuses (OTP's ``{error, running}``,
+  ``{error, not_found}``, ...). Each carries ``child_id``.
+* :class:`SupervisorEscalation` -- a supervisor gave up: its restart intensity
+  was exceeded, or a child failed to start while the supervisor started. It
+  carries ``reason``; the supervisor's children are already stopped when it is
+  raised.
+* :class:`DnaError` -- the DNA cache could not provide an entry;
+  :class:`DnaSourceError` blames the cell's source (missing, a symlink, a
+  syntax error), :class:`DnaCacheError` the cache directory.
+
+This module imports nothing but :mod:`cellmesh.errors`, so the pure policy
+module may import it.
+"""
+
+from __future__ import annotations
+
+from ..errors import CellmeshError, ConfigError
+
+
+class InvalidSupervisorSpec(ConfigError):
+    """A supervisor or child specification is invalid (``source`` names the field)."""
+
+
+class SupervisorRequestError(CellmeshError):
+    """A request the supervisor refuses in its current state; ``child_id`` names the child."""
+
+    def __init__(self, child_id: str, problem: str) -> None:
+        super().__init__(f"child {child_id!r}: {problem}")
+        self.child_id = child_id
+        self.problem = problem
+
+
+class UnknownChild(SupervisorRequestError):
+    """No child with this id is known to the supervisor (OTP ``{error, not_found}``)."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(child_id, "no such child")
+
+
+class ChildAlreadyPresent(SupervisorRequestError):
+    """A child with this id already exists (OTP ``already_present`` / ``already_started``).
+
+    ``running`` tells which of the two.
+    """
+
+    def __init__(self, child_id: str, *, running: bool) -> None:
+        super().__init__(child_id, "already started" if running else "already present")
+        self.running = running
+
+
+class ChildRunning(SupervisorRequestError):
+    """The request needs a stopped child but this one runs (OTP ``{error, running}``)."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(child_id, "is running")
+
+
+class NotSupported(SupervisorRequestError):
+    """The request does not apply to this strategy (OTP ``{error, simple_one_for_one}``)."""
+
+
+class SupervisorStopped(SupervisorRequestError):
+    """The supervisor has stopped (shut down or escalated) and takes no more requests."""
+
+    def __init__(self, child_id: str = "") -> None:
+        super().__init__(child_id, "the supervisor has stopped")
+
+
+class ChildStartFailed(SupervisorRequestError):
+    """Starting a child on request failed; ``reason`` is the start error's text."""
+
+    def __init__(self, child_id: str, reason: str) -> None:
+        super().__init__(child_id, f"failed to start: {reason}")
+        self.reason = reason
+
+
+class SupervisorEscalation(CellmeshError):
+    """A supervisor gave up and stopped all its children; ``reason`` says why.
+
+    ``reason`` is ``"reached_max_restart_intensity"`` or
+    ``"failed_to_start_child"``; ``child_id`` names the child involved and
+    ``detail`` adds the start error, if any.
+    """
+
+    def __init__(self, reason: str, *, child_id: str, detail: str = "") -> None:
+        text = f"supervisor escalates: {reason} (child {child_id!r})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.reason = reason
+        self.child_id = child_id
+        self.detail = detail
+
+
+class DnaError(CellmeshError):
+    """The DNA cache could not provide an entry for a cell's code."""
+
+
+class DnaSourceError(DnaError, ConfigError):
+    """The cell's source is unusable: missing, a symlink, unreadable, or does not compile."""
+
+
+class DnaCacheError(DnaError):
+    """The cache directory could not hold the entry; ``path`` names what failed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+__all__ = [
+    "ChildAlreadyPresent",
+    "ChildRunning",
+    "ChildStartFailed",
+    "DnaCacheError",
+    "DnaError",
+    "DnaSourceError",
+    "InvalidSupervisorSpec",
+    "NotSupported",
+    "SupervisorEscalation",
+    "SupervisorRequestError",
+    "SupervisorStopped",
+    "UnknownChild",
+]

@@ -1,0 +1,91 @@
+"""House rule 1 for the actor layer: the restart policy imports no I/O, clock or randomness.
+
+Reads the source with ``ast`` (no import needed), resolves relative imports,
+and checks every cellmesh module the policy imports is itself in the pure set.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cellmesh
+
+ROOT = Path(cellmesh.__file__).parent
+#: Module -> path relative to the package root.
+PURE_MODULES = {
+    "cellmesh.actors.policy": "actors/policy.py",
+    "cellmesh.actors.errors": "actors/errors.py",
+    "cellmesh.errors": "errors.py",
+}
+FORBIDDEN = frozenset({
+    "trio", "os", "socket", "time", "random", "threading", "asyncio", "subprocess",
+    # the same capabilities under other names
+    "select", "selectors", "signal", "multiprocessing", "ctypes", "importlib", "datetime",
+})
+
+
+def imports(source: str, module: str) -> list[tuple[int, str]]:
+    """Every (line, absolute module name) imported by ``source``."""
+    package = module.rsplit(".", 1)[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+                if node.module is None:
+                    found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+                    continue
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "__import__"
+        ):
+            found.append((node.lineno, "__import__"))
+    return found
+
+
+def problems(module: str, root: Path = ROOT) -> list[str]:
+    source = (root / PURE_MODULES[module]).read_text()
+    out = []
+    for line, name in imports(source, module):
+        top = name.split(".")[0]
+        if top in FORBIDDEN or name == "__import__":
+            out.append(f"{module} imports {name} (line {line})")
+        elif top == "cellmesh" and name not in PURE_MODULES:
+            out.append(f"{module} imports the non-pure cellmesh module {name} (line {line})")
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(PURE_MODULES))
+def test_actors_purity_pure_modules_import_no_io(module: str) -> None:
+    assert problems(module) == []
+
+
+def test_actors_purity_checker_catches_each_form(tmp_path: Path) -> None:
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "policy.py").write_text(
+        "import os.path\n"
+        "from time import monotonic\n"
+        "from .supervisor import Supervisor\n"
+        "def f():\n"
+        "    import random\n"
+        "    __import__('trio')\n"
+    )
+    assert problems("cellmesh.actors.policy", tmp_path) == [
+        "cellmesh.actors.policy imports os.path (line 1)",
+        "cellmesh.actors.policy imports time (line 2)",
+        "cellmesh.actors.policy imports the non-pure cellmesh module "
+        "cellmesh.actors.supervisor (line 3)",
+        "cellmesh.actors.policy imports random (line 5)",
+        "cellmesh.actors.policy imports __import__ (line 6)",
+    ]
