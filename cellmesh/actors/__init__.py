@@ -8,6 +8,7 @@ The public API is exactly what this module re-exports.
 
 from __future__ import annotations
 
+from .dna import DnaCache, DnaEntry, DnaSource, content_hash, hash_path, read_source, verify_entry
 from .errors import (
     ChildAlreadyPresent,
     ChildRunning,
@@ -55,8 +56,11 @@ __all__ = [
     "ChildSpec",
     "ChildStartFailed",
     "ChildStatus",
+    "DnaCache",
     "DnaCacheError",
+    "DnaEntry",
     "DnaError",
+    "DnaSource",
     "DnaSourceError",
     "Escalate",
     "ExitReason",
@@ -76,4 +80,8 @@ __all__ = [
     "SupervisorState",
     "SupervisorStopped",
     "UnknownChild",
+    "content_hash",
+    "hash_path",
+    "read_source",
+    "verify_entry",
 ]

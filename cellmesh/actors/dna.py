@@ -1,0 +1,448 @@
+"""DNA: a cell's code, content-addressed, byte-compiled, read-only, in the cache.
+
+Theory of operation
+-------------------
+A cell's code is a module file (``name.py``) or a package directory
+(``name/`` with ``__init__.py``). :func:`read_source` takes one consistent
+in-memory snapshot of it (``__pycache__`` directories and ``*.pyc`` files are
+ignored; symlinks and special files are refused); :func:`content_hash` hashes
+that snapshot; the cache entry is built from the very same bytes, so the
+digest always names what is in the entry.
+
+The digest is SHA-256 over a length-prefixed encoding of the format tag, the
+kind and name, and for every file in sorted relative-path order: its path,
+its executable bit, and its bytes. Only the executable bit of the mode is
+hashed (as git does): read/write bits vary with the umask and would split
+identical code into different entries.
+
+An entry ``<cache_dir>/<digest>/`` holds the copy (``<name>.py`` or
+``<name>/...``), the ``__pycache__`` files byte-compiled with checked-hash
+invalidation (independent of mtimes), and :data:`MANIFEST_NAME` listing every
+other file with its SHA-256 and executable bit. Files are mode 0444/0555 and
+directories 0555. The sandbox mounts the entry directory alone and puts it on
+``sys.path``; the cell is imported by :attr:`DnaEntry.name`.
+
+Build protocol (atomic, safe against concurrent builders of the same digest):
+write everything into a fresh ``.build-*`` directory in the cache dir, fsync
+every file, make it read-only, fsync the directories, then ``rename`` it to
+``<digest>``. A rename that finds the digest present means another builder
+won: if the winner's entry verifies, ours is discarded; if it is damaged it
+is moved aside to ``.trash-*`` (only one mover succeeds) and the rename is
+retried. Reuse verifies an existing entry against its manifest (every file
+present with the listed hash and bit, nothing extra, nothing writable); a
+damaged entry is rebuilt the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+import py_compile
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Final, Literal
+
+import attrs
+
+from ..config import Paths
+from .errors import DnaCacheError, DnaSourceError
+
+#: Format tag hashed into every digest and written into every manifest.
+DNA_FORMAT: Final = "cellmesh-dna-v1"
+
+#: The manifest's file name inside an entry (not a valid module name).
+MANIFEST_NAME: Final = ".dna-manifest.json"
+
+#: A cell's source larger than this (all files together) is refused.
+MAX_SOURCE_BYTES: Final = 64 * 1024 * 1024
+
+#: How many times a damaged entry is replaced before giving up (a racing writer).
+_INSTALL_ATTEMPTS: Final = 5
+
+_IGNORED_DIRS: Final = frozenset({"__pycache__"})
+_IGNORED_SUFFIXES: Final = (".pyc", ".pyo")
+
+
+@attrs.frozen(kw_only=True)
+class SourceFile:
+    """One file of a snapshot: path relative to the import root, exec bit, bytes."""
+
+    path: str
+    executable: bool
+    data: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class DnaSource:
+    """An in-memory snapshot of a cell's code: a module file or a package directory."""
+
+    name: str
+    kind: Literal["module", "package"]
+    files: tuple[SourceFile, ...]
+
+
+@attrs.frozen(kw_only=True)
+class DnaEntry:
+    """A verified cache entry: ``root`` goes on ``sys.path``; import ``name``."""
+
+    digest: str
+    root: Path
+    name: str
+    kind: Literal["module", "package"]
+    reused: bool
+
+
+def _check_name(name: str, source: Path) -> None:
+    if not name.isidentifier():
+        raise DnaSourceError(str(source), f"{name!r} is not a valid Python module name")
+
+
+def _read_file(path: Path, rel: str, budget: list[int]) -> SourceFile:
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise DnaSourceError(str(path), "is a symlink; cell code must be plain files")
+        if not stat.S_ISREG(st.st_mode):
+            raise DnaSourceError(str(path), "is not a regular file")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DnaSourceError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    budget[0] -= len(data)
+    if budget[0] < 0:
+        raise DnaSourceError(str(path), f"cell code exceeds {MAX_SOURCE_BYTES} bytes")
+    return SourceFile(path=rel, executable=bool(st.st_mode & stat.S_IXUSR), data=data)
+
+
+def read_source(path: Path) -> DnaSource:
+    """Snapshot the module file or package directory at ``path``.
+
+    Raises :class:`~cellmesh.actors.errors.DnaSourceError` when it is missing,
+    a symlink, not ``<identifier>.py`` / an identifier-named directory with
+    ``__init__.py``, contains symlinks or special files, or is too large.
+    """
+    budget = [MAX_SOURCE_BYTES]
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise DnaSourceError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise DnaSourceError(str(path), "is a symlink; give the real path")
+    if stat.S_ISREG(st.st_mode):
+        if path.suffix != ".py":
+            raise DnaSourceError(str(path), "a module file must end in .py")
+        _check_name(path.stem, path)
+        only = _read_file(path, path.name, budget)
+        return DnaSource(name=path.stem, kind="module", files=(only,))
+    if not stat.S_ISDIR(st.st_mode):
+        raise DnaSourceError(str(path), "is neither a module file nor a package directory")
+    _check_name(path.name, path)
+    if not (path / "__init__.py").is_file():
+        raise DnaSourceError(str(path), "a package directory needs an __init__.py")
+    files: list[SourceFile] = []
+    for current, dirnames, filenames in os.walk(path, followlinks=False):
+        here = Path(current)
+        for dirname in list(dirnames):
+            if (here / dirname).is_symlink():
+                raise DnaSourceError(str(here / dirname), "is a symlink; cell code must be plain")
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+        for filename in sorted(filenames):
+            if filename.endswith(_IGNORED_SUFFIXES):
+                continue
+            full = here / filename
+            rel = (Path(path.name) / full.relative_to(path)).as_posix()
+            files.append(_read_file(full, rel, budget))
+    files.sort(key=lambda f: f.path)
+    return DnaSource(name=path.name, kind="package", files=tuple(files))
+
+
+def content_hash(source: DnaSource) -> str:
+    """The SHA-256 hex digest naming ``source`` (see the module docstring)."""
+    h = hashlib.sha256()
+
+    def field(value: bytes) -> None:
+        h.update(str(len(value)).encode())
+        h.update(b":")
+        h.update(value)
+
+    field(DNA_FORMAT.encode())
+    field(source.kind.encode())
+    field(source.name.encode())
+    for item in sorted(source.files, key=lambda f: f.path):
+        field(os.fsencode(item.path))
+        field(b"x" if item.executable else b"-")
+        field(item.data)
+    return h.hexdigest()
+
+
+def hash_path(path: Path) -> str:
+    """The digest of the module file or package directory at ``path``."""
+    return content_hash(read_source(path))
+
+
+# --------------------------------------------------------------------------
+# Entry verification.
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry_files(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Every non-directory under ``root`` (except the manifest) and any oddities found."""
+    found: dict[str, Path] = {}
+    odd: list[str] = []
+    for current, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(current)
+        for name in dirnames:
+            if (here / name).is_symlink():
+                odd.append(f"{(here / name).relative_to(root).as_posix()}: is a symlink")
+        for name in filenames:
+            full = here / name
+            rel = full.relative_to(root).as_posix()
+            if rel == MANIFEST_NAME:
+                continue
+            if full.is_symlink() or not full.is_file():
+                odd.append(f"{rel}: is not a regular file")
+                continue
+            found[rel] = full
+    return found, odd
+
+
+def verify_entry(root: Path, digest: str) -> list[str]:
+    """Check the entry at ``root`` against its manifest; return the problems (empty if intact).
+
+    Problems: manifest missing, unreadable or for another digest; a listed
+    file missing, changed, or with another exec bit; an unlisted file; a
+    writable file; a symlink or special file.
+    """
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if manifest["format"] != DNA_FORMAT or manifest["digest"] != digest:
+            return ["manifest is for another format or digest"]
+        listed = manifest["files"]
+        if not isinstance(listed, dict):
+            return ["manifest files is not a mapping"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"manifest unusable: {exc}"]
+    problems: list[str] = []
+    try:
+        found, odd = _entry_files(root)
+        problems += odd
+        for rel in sorted(set(listed) - set(found)):
+            problems.append(f"{rel}: missing")
+        for rel in sorted(set(found) - set(listed)):
+            problems.append(f"{rel}: not in the manifest")
+        for rel in sorted(set(found) & set(listed)):
+            want = listed[rel]
+            full = found[rel]
+            mode = full.stat().st_mode
+            if mode & 0o222:
+                problems.append(f"{rel}: is writable")
+            if not isinstance(want, dict) or _file_sha256(full) != want.get("sha256"):
+                problems.append(f"{rel}: content changed")
+            elif bool(mode & stat.S_IXUSR) != (want.get("mode") == "x"):
+                problems.append(f"{rel}: executable bit changed")
+    except OSError as exc:
+        problems.append(f"unreadable: {exc}")
+    return problems
+
+
+# --------------------------------------------------------------------------
+# Building and installing.
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_writable(path: Path) -> None:
+    for current, dirnames, _ in os.walk(path, followlinks=False):
+        os.chmod(current, 0o700)
+        for name in dirnames:
+            full = Path(current) / name
+            if not full.is_symlink():
+                os.chmod(full, 0o700)
+
+
+def force_rmtree(path: Path) -> None:
+    """Remove ``path`` even though its directories are read-only; missing is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            _make_writable(path)
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_tree(tmp: Path, source: DnaSource, final: Path) -> None:
+    """Write ``source`` into ``tmp``, byte-compile it, write the manifest."""
+    for item in source.files:
+        target = tmp / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(item.data)
+        os.chmod(target, 0o755 if item.executable else 0o644)
+    for item in source.files:
+        if not item.path.endswith(".py"):
+            continue
+        target = tmp / item.path
+        try:
+            py_compile.compile(
+                str(target),
+                cfile=importlib.util.cache_from_source(str(target)),
+                dfile=str(final / item.path),
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+            )
+        except py_compile.PyCompileError as exc:
+            raise DnaSourceError(item.path, f"does not compile: {exc.msg}") from exc
+    found, _ = _entry_files(tmp)
+    manifest = {
+        "format": DNA_FORMAT,
+        "digest": content_hash(source),
+        "name": source.name,
+        "kind": source.kind,
+        "files": {
+            rel: {
+                "sha256": _file_sha256(full),
+                "mode": "x" if full.stat().st_mode & stat.S_IXUSR else "-",
+            }
+            for rel, full in sorted(found.items())
+        },
+    }
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def _seal(tmp: Path) -> None:
+    """fsync every file, make everything read-only, fsync every directory (deepest first)."""
+    dirs: list[Path] = []
+    for current, _, filenames in os.walk(tmp, followlinks=False):
+        dirs.append(Path(current))
+        for name in filenames:
+            full = Path(current) / name
+            fd = os.open(full, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(full, 0o555 if full.stat().st_mode & stat.S_IXUSR else 0o444)
+    for directory in reversed(dirs):
+        os.chmod(directory, 0o555)
+        _fsync_dir(directory)
+
+
+@attrs.define(eq=False)
+class DnaCache:
+    """The content-addressed code cache under one directory (``paths.cache_dir``).
+
+    Safe to use from several threads and processes at once: entries appear
+    only by atomic rename and are never modified in place.
+    """
+
+    _cache_dir: Path
+
+    @classmethod
+    def from_paths(cls, paths: Paths) -> DnaCache:
+        """The cache at ``paths.cache_dir``."""
+        return cls(paths.cache_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        """The directory holding the entries."""
+        return self._cache_dir
+
+    def entry_path(self, digest: str) -> Path:
+        """Where the entry for ``digest`` lives (whether or not it exists)."""
+        return self._cache_dir / digest
+
+    def ensure(self, source_path: Path) -> DnaEntry:
+        """Return the intact entry for the code at ``source_path``, building it if needed.
+
+        Reuses an existing entry that verifies; rebuilds a missing or damaged
+        one. Raises :class:`~cellmesh.actors.errors.DnaSourceError` for bad
+        source (including code that does not compile) and
+        :class:`~cellmesh.actors.errors.DnaCacheError` when the cache
+        directory cannot hold the entry.
+        """
+        source = read_source(source_path)
+        digest = content_hash(source)
+        final = self.entry_path(digest)
+        if final.is_dir() and not verify_entry(final, digest):
+            return DnaEntry(
+                digest=digest, root=final, name=source.name, kind=source.kind, reused=True
+            )
+        return self._build(source, digest)
+
+    def _build(self, source: DnaSource, digest: str) -> DnaEntry:
+        try:
+            self._cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".build-{digest[:16]}-", dir=self._cache_dir))
+        except OSError as exc:
+            raise DnaCacheError(str(self._cache_dir), f"cannot create: {exc}") from exc
+        final = self.entry_path(digest)
+        try:
+            try:
+                _write_tree(tmp, source, final)
+                _seal(tmp)
+            except OSError as exc:
+                raise DnaCacheError(str(tmp), f"cannot write the entry: {exc}") from exc
+            reused = self._install(tmp, final, digest)
+        finally:
+            force_rmtree(tmp)
+        return DnaEntry(
+            digest=digest, root=final, name=source.name, kind=source.kind, reused=reused
+        )
+
+    def _install(self, tmp: Path, final: Path, digest: str) -> bool:
+        """Rename ``tmp`` to ``final``; True when another builder's intact entry won."""
+        for _ in range(_INSTALL_ATTEMPTS):
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise DnaCacheError(str(final), f"cannot install: {exc}") from exc
+            else:
+                _fsync_dir(self._cache_dir)
+                return False
+            if not verify_entry(final, digest):
+                return True  # we lost the race to an intact entry; ours is discarded
+            trash = Path(
+                tempfile.mkdtemp(prefix=f".trash-{digest[:16]}-", dir=self._cache_dir)
+            )
+            try:
+                os.rename(final, trash / "entry")
+            except FileNotFoundError:
+                pass  # another builder moved it first
+            except OSError as exc:
+                force_rmtree(trash)
+                raise DnaCacheError(str(final), f"cannot replace a damaged entry: {exc}") from exc
+            force_rmtree(trash)
+        raise DnaCacheError(str(final), "the entry kept changing while it was being installed")
+
+
+__all__ = [
+    "DNA_FORMAT",
+    "MANIFEST_NAME",
+    "MAX_SOURCE_BYTES",
+    "DnaCache",
+    "DnaEntry",
+    "DnaSource",
+    "SourceFile",
+    "content_hash",
+    "force_rmtree",
+    "hash_path",
+    "read_source",
+    "verify_entry",
+]
