@@ -360,9 +360,13 @@ class RaftCore:
             if self.log.pending_snapshot is rd.snapshot:
                 self.log.pending_snapshot = None
             self.log.applied_to(rd.snapshot.meta.index)
-        if rd.entries:
-            last = rd.entries[-1]
-            self.log.stable_to(last.index, last.term)
+        # The persisted entries are stable as far as the log still holds them
+        # (a step since ready() may have replaced a suffix; by Log Matching the
+        # last entry that still matches vouches for all before it).
+        for e in reversed(rd.entries):
+            if self.log.match_term(e.index, e.term):
+                self.log.stable_to(e.index, e.term)
+                break
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 

@@ -30,6 +30,10 @@ class Ready:
        ``committed_entries`` in order.
     4. Serve ``read_states`` once the state machine applied their index.
     5. Call ``advance(ready)``; do not call ``ready()`` again before that.
+       ``tick``/``step``/``propose``/``read_index`` may be called while a
+       Ready is being handled (for example while awaiting the fsync); their
+       effects appear in the next Ready, and entries they replace are handed
+       out again.
 
     ``committed_entries`` may include entries from this same Ready's
     ``entries`` (a single-voter leader commits what it alone holds), which is

@@ -565,3 +565,40 @@ def test_node_with_uncommitted_self_demotion_may_still_campaign_4_2_2() -> None:
     assert net.nodes[1].membership == Membership(voters=frozenset({1}), learners=frozenset({2}))
     assert net.nodes[2].role is Role.FOLLOWER
     assert net.nodes[1].log.committed == net.nodes[2].log.committed == net.nodes[1].log.last_index
+
+
+def test_steps_between_ready_and_advance_land_in_the_next_ready() -> None:
+    """The Ready contract allows input while a Ready is being persisted (async drivers)."""
+    f = make_core(2, [1, 2, 3], term=1)
+    f.step(
+        Message(
+            type=MT.APPEND,
+            src=1,
+            dst=2,
+            term=1,
+            index=0,
+            log_term=0,
+            entries=(Entry(index=1, term=1), Entry(index=2, term=1)),
+        )
+    )
+    rd = f.ready()
+    assert [e.index for e in rd.entries] == [1, 2]
+    # While rd is being persisted, a new leader overwrites index 2 and adds 3.
+    f.step(
+        Message(
+            type=MT.APPEND,
+            src=3,
+            dst=2,
+            term=2,
+            index=1,
+            log_term=1,
+            entries=(Entry(index=2, term=2), Entry(index=3, term=2)),
+        )
+    )
+    f.advance(rd)
+    rd2 = f.ready()
+    assert [(e.index, e.term) for e in rd2.entries] == [(2, 2), (3, 2)]
+    assert rd2.hard_state is not None and rd2.hard_state.term == 2
+    assert [m.index for m in rd2.messages] == [3]  # the ack travels with the entries it acks
+    f.advance(rd2)
+    assert not f.has_ready()
