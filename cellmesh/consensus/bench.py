@@ -8,7 +8,9 @@ write-ahead logs); one pipelining client connection to the leader keeps
 ``concurrency`` proposals in flight. Measured:
 
 * committed ops/s and commit latency p50/p99 (propose sent -> result back,
-  i.e. committed by a quorum, applied on the leader, answered);
+  i.e. committed by a quorum, applied on the leader, answered), pipelined
+  (``concurrency`` in flight) and sequential (one in flight: the unloaded
+  commit latency);
 * the same with the WAL's fsyncs disabled (``--unsafe-no-fsync``), to
   compare like with like: PySyncObj never fsyncs its journal;
 * failover time over ``trials`` runs: ``kill -9`` of the leader until a new
@@ -398,34 +400,40 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="cellmesh Raft benchmark vs PySyncObj")
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--sequential-ops", type=int, default=500, help="ops for the 1-in-flight latency run"
+    )
     parser.add_argument("--payload", type=int, default=64)
     parser.add_argument("--tick", type=float, default=0.05)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--wal-entries", type=int, default=1_000_000)
     args = parser.parse_args(argv)
 
-    print(
-        f"Raft bench: 3 processes on this host, {args.ops:,} ops, {args.concurrency} in flight, "
-        f"{args.payload}-byte values, tick {args.tick * 1e3:.0f} ms"
-    )
-    base = pysyncobj_throughput(ops=args.ops, concurrency=args.concurrency, payload=args.payload)
-    if base is None:
-        print("  PySyncObj not installed (pip install pysyncobj): no baseline")
-    else:
-        print(_row("PySyncObj (journal never fsynced)", base, base))
-    for no_fsync in (False, True):
-        result = trio.run(
-            functools.partial(
-                cellmesh_throughput,
-                ops=args.ops,
-                concurrency=args.concurrency,
-                payload=args.payload,
-                tick=args.tick,
-                no_fsync=no_fsync,
-            )
+    for concurrency, ops in ((args.concurrency, args.ops), (1, args.sequential_ops)):
+        if ops <= 0:
+            continue
+        print(
+            f"Raft bench: 3 processes on this host, {ops:,} ops, {concurrency} in flight, "
+            f"{args.payload}-byte values, tick {args.tick * 1e3:.0f} ms"
         )
-        name = "cellmesh (WAL fsync disabled)" if no_fsync else "cellmesh (fdatasync per batch)"
-        print(_row(name, result, base))
+        base = pysyncobj_throughput(ops=ops, concurrency=concurrency, payload=args.payload)
+        if base is None:
+            print("  PySyncObj not installed (pip install pysyncobj): no baseline")
+        else:
+            print(_row("PySyncObj (journal never fsynced)", base, base))
+        for no_fsync in (False, True):
+            result = trio.run(
+                functools.partial(
+                    cellmesh_throughput,
+                    ops=ops,
+                    concurrency=concurrency,
+                    payload=args.payload,
+                    tick=args.tick,
+                    no_fsync=no_fsync,
+                )
+            )
+            name = "cellmesh (WAL fsync disabled)" if no_fsync else "cellmesh (fdatasync per batch)"
+            print(_row(name, result, base))
     if args.trials:
         times = trio.run(functools.partial(cellmesh_failover, trials=args.trials, tick=args.tick))
         print(
