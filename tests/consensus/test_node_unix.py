@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from cellmesh.consensus.unix_transport import (
     decode_message,
     encode_message,
     open_unix_transport,
+    socket_path,
 )
 from cellmesh.errors import FrameTooLarge, MalformedFrame
 
@@ -98,7 +100,8 @@ def test_node_unix_frame_reader_refuses_oversized_frames() -> None:
 
 
 async def test_node_unix_cluster_replicates_over_sockets() -> None:
-    """Sections 5.2-5.3 end to end over real sockets (real clock, small ticks)."""
+    """Sections 5.2-5.3 end to end over real sockets (real clock, small ticks); a peer
+    sending garbage is disconnected without harming the node."""
     voters = [1, 2, 3]
     with tempfile.TemporaryDirectory(prefix="cmu-", dir="/tmp") as name, trio.fail_after(30):
         root = Path(name)
@@ -131,6 +134,11 @@ async def test_node_unix_cluster_replicates_over_sockets() -> None:
                     leader = nodes[hint]
                 else:
                     await trio.sleep(0.01)  # a stale hint: retry after a tick
+            # A hostile peer: garbage, an oversized frame, then a half frame.
+            for junk in (b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", b"\x00\x00\x10"):
+                stream = await trio.open_unix_socket(os.fspath(socket_path(root, leader.id)))
+                await stream.send_all(junk)
+                await stream.aclose()
             async with trio.open_nursery() as clients:
                 for i in range(20):
                     clients.start_soon(leader.propose, b"k%d=%d" % (i, i))
