@@ -144,3 +144,32 @@ def test_sweep_kills_and_removes_stale_leaves_only(v2_parent: Path) -> None:
         for path in (stale, live, other):
             if path.exists():
                 path.rmdir()
+
+
+def test_bwrap_cell_and_all_its_processes_live_in_the_leaf(
+    v2_parent: Path, paths: Paths, bwrap_path: str, bwrap_host_uid: int | None
+) -> None:
+    from cellmesh.sandbox import BwrapBackend
+    from cellmesh.sandbox._bwrap import descendants
+
+    host = CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)})
+    be = BwrapBackend(
+        paths,
+        MemoryEventLog(),
+        MemorySecretBroker(),
+        host,
+        bwrap=bwrap_path,
+        host_uid=bwrap_host_uid,
+    )
+    handle = be.create(CellSpec(name="leafy", argv=[PY, "-c", "import time; time.sleep(60)"]))
+    leaf = handle.cgroup_paths[0]
+    proc = be.spawn("leafy")
+    try:
+        from .conftest import poll_until
+
+        poll_until(lambda: len(descendants(proc.pid)) >= 2, what="the sandboxed workload")
+        members = {int(p) for p in (leaf / "cgroup.procs").read_text().split()}
+        assert {proc.pid, *descendants(proc.pid)} <= members  # bwrap, its init, the workload
+    finally:
+        be.destroy("leafy", grace=1)
+    assert not leaf.exists()
