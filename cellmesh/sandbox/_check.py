@@ -94,6 +94,8 @@ class HostReport:
                 if self.cell_host_uid is not None
                 else ""
             ),
+            "network                none by default (own netns with lo only); when granted, "
+            "the host network is shared, unfiltered",
             "limits enforced by     "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
         ]
