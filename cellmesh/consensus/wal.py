@@ -35,7 +35,8 @@ The rules for damage:
 * In the LAST segment, an invalid frame after which no valid frame exists is
   the torn tail of a batch whose ``save`` never returned. It is truncated
   away (the whole file if even its header is torn) and reported in
-  :attr:`Recovered.torn_tail`.
+  :attr:`Recovered.torn_tail` -- but only after everything else validated:
+  a log that is refused is left exactly as found.
 * Any other damage -- an invalid frame followed by a valid one, damage in an
   earlier segment, a missing segment, a checksum-valid frame whose content
   does not decode, a missing or corrupt snapshot -- is refused with
@@ -326,10 +327,6 @@ class WriteAheadLog:
                     dropped_bytes=len(image) - scan.end,
                     reason=scan.damage,
                 )
-                try:
-                    _cut_tail(seg_path, scan.end, sync)
-                except OSError as exc:
-                    raise WalFailed(exc) from exc
                 if not scan.frames:
                     break
             segments.append(_replay_segment(replay, seg_path, seq, scan.frames))
@@ -339,6 +336,12 @@ class WriteAheadLog:
         except codec.MalformedRecord as exc:
             raise WalCorrupted(last_path, 0, exc.reason) from None
         snapshot = _load_snapshot(path, replay.base) if replay.base is not None else None
+        if torn is not None:
+            # Only now that everything else validated is the disk modified.
+            try:
+                _cut_tail(torn.path, torn.offset, sync)
+            except OSError as exc:
+                raise WalFailed(exc) from exc
         wal = cls(
             directory=path,
             segment_size=segment_size,

@@ -273,3 +273,23 @@ def test_wal_leftover_snapshot_temp_file_is_removed(tmp_path: Path) -> None:
     assert not temp.exists()
     segments = [p.name for p in iter_segment_paths(directory)]
     assert sorted(os.listdir(directory)) == ["LOCK", *segments]
+
+
+def test_wal_refused_log_is_left_untouched(tmp_path: Path) -> None:
+    """A torn tail is not cut when something else makes recovery refuse the log."""
+    directory = tmp_path / "wal"
+    meta = SnapshotMeta(index=4, term=2, voters=frozenset({1}))
+    build(
+        directory,
+        [*batches_for_test()[:3], WalBatch(snapshot=Snapshot(meta=meta, data=b"s")),
+         batches_for_test()[3]],
+        1 << 20,
+    )
+    (segment,) = iter_segment_paths(directory)
+    torn = segment.read_bytes()[:-5]
+    segment.write_bytes(torn)
+    (snap_path,) = directory.glob("snap-*.snap")
+    snap_path.unlink()
+    with pytest.raises(WalCorrupted):
+        WriteAheadLog.open(directory)
+    assert segment.read_bytes() == torn
