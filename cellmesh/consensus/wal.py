@@ -432,7 +432,8 @@ class WriteAheadLog:
 
         Raises :class:`WalMisuse` (nothing written) if the entries are not
         consecutive, start outside ``base + 1 .. last_index + 1``, or lower a
-        term, or the snapshot is older than the current one;
+        term, if the batch would exceed one 4 GiB frame, or if the snapshot
+        is older than the current one;
         :class:`WalFailed` if I/O fails (the log is then dead).
         """
         with self._mutex:
@@ -496,6 +497,9 @@ class WriteAheadLog:
                 new_terms.append(entry.term)
             terms = terms[: first - base_index - 1]
             terms.extend(new_terms)
+        size = sum(len(entry.data) for entry in batch.entries) + 64 * (len(batch.entries) + 2)
+        if size > codec.MAX_FRAME_PAYLOAD:
+            raise WalMisuse(f"a batch of about {size} bytes exceeds one frame; split it")
         return mark, base, terms
 
     def _write_batch(self, batch: WalBatch, mark: codec.SnapshotMark | None) -> None:
