@@ -18,16 +18,22 @@ and owns three tasks in one nursery (opened by :func:`open_raft_node`):
       wake readers whose read index is applied                    # 4.
       core.advance(rd)                                            # 5.
 
-  Persisting runs in a worker thread (``trio.to_thread.run_sync``); while one
-  batch is being fsynced, clients and peers keep stepping the core, so the
-  next ``Ready`` carries everything that arrived meanwhile: group commit
-  falls out of the loop with one fsync per batch.
+  Persisting runs in a worker thread (``trio.to_thread.run_sync``, or any
+  injected :class:`SyncRunner`); while one batch is being fsynced, clients
+  and peers keep stepping the core, so the next ``Ready`` carries everything
+  that arrived meanwhile: group commit falls out of the loop with one fsync
+  per batch. A Ready whose only durable change is a higher commit index is
+  not fsynced on its own (the commit index is a restart hint); it rides
+  along with the next save, so heartbeats cost no fsyncs.
 
 Clients call :meth:`RaftNode.propose` (returns the state machine's result
 once the entry is applied here; at most ``max_pending_proposals`` are in
-flight, further proposers wait) and :meth:`RaftNode.read` (linearizable via
+flight, further proposers wait), :meth:`RaftNode.read` (linearizable via
 ReadIndex, dissertation section 6.4: the query runs once the state machine
-has applied the read index the leader confirmed).
+has applied the read index the leader confirmed),
+:meth:`RaftNode.change_membership` and :meth:`RaftNode.transfer_leadership`.
+With ``snapshot_every`` set, the loop snapshots the state machine and
+compacts the log (section 7) after that many applied entries.
 
 A storage failure (:class:`~cellmesh.consensus.wal.WalFailed`) or a state
 machine that raises ends the node: the error propagates out of
