@@ -54,7 +54,8 @@ _EntryKey = tuple[EntryKind, bytes]
 
 @attrs.define(eq=False)
 class _NodeMarks:
-    commit: int = 0
+    commit: int = 0  #: highest commit index made durable
+    mem_commit: int = 0  #: highest commit index seen in memory (this incarnation)
     applied: int = 0
     leader_term: int = 0
     leader_last: int = 0
@@ -84,7 +85,9 @@ class SafetyChecker:
                 f"node {node} restarted at term {core.term} after revealing term "
                 f"{self.revealed_term[node]}",
             )
-        self.marks[node] = _NodeMarks(commit=core.log.committed, applied=core.log.applied)
+        self.marks[node] = _NodeMarks(
+            commit=core.log.committed, mem_commit=core.log.committed, applied=core.log.applied
+        )
         self._register_commits(node, core, core.log.snapshot.meta.index, core.log.committed)
 
     def on_ready(self, node: int, core: RaftCore, rd: Ready) -> None:
@@ -110,6 +113,12 @@ class SafetyChecker:
             marks.leader_last_term = log.last_term
         else:
             marks.leader_term = 0
+        if log.committed < marks.mem_commit:
+            self._fail(
+                "monotonic commit",
+                f"node {node} commit went {marks.mem_commit} -> {log.committed}",
+            )
+        marks.mem_commit = log.committed
 
     def on_durable(self, node: int, core: RaftCore, rd: Ready) -> None:
         """Called once ``rd`` was synced: its commit index is now safe to rely on.
@@ -118,15 +127,12 @@ class SafetyChecker:
         only after the sync is its commit index a fact.)
         """
         marks = self.marks[node]
-        log = core.log
-        # Monotonic commit + committed-entry agreement.
-        if log.committed < marks.commit:
-            self._fail(
-                "monotonic commit", f"node {node} commit went {marks.commit} -> {log.committed}"
-            )
-        if log.committed > marks.commit:
-            self._register_commits(node, core, marks.commit, log.committed)
-            marks.commit = log.committed
+        # Committed-entry agreement, for the commit index this Ready made durable
+        # (the core may have moved on if the driver let input in meanwhile).
+        durable = rd.hard_state.commit if rd.hard_state is not None else marks.commit
+        if durable > marks.commit:
+            self._register_commits(node, core, marks.commit, durable)
+            marks.commit = durable
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             known = self.committed.get(meta.index)

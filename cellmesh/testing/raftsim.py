@@ -41,7 +41,7 @@ import random
 
 import attrs
 
-from cellmesh.consensus.core import RaftConfig, RaftCore
+from cellmesh.consensus.core import RaftConfig, RaftCore, Ready
 from cellmesh.consensus.errors import ConfigChangeInProgress, NotLeader, ProposalDropped
 from cellmesh.consensus.messages import Message
 from cellmesh.consensus.types import EntryKind, Membership, ReadState, Role
@@ -90,6 +90,8 @@ class SimParams:
     p_transfer: float = 0.005
     p_reconfig: float = 0.01
     pre_vote: bool = True
+    #: Let the fsync take 0-2 steps while input keeps arriving (like an async driver).
+    async_persist: bool = False
     check_quorum: bool = True
     p_new_op: float = 0.3
     read_index_ratio: float = 0.5
@@ -104,15 +106,23 @@ class SimParams:
     def for_seed(cls, seed: int) -> SimParams:
         """Vary the cluster by seed so a soak covers every shape.
 
-        Odd seeds run 5 voters, even seeds 3 (plus one learner). One seed pair
-        in four runs plain Raft: no pre-vote, no check-quorum, and hence no
+        Odd seeds run 5 voters, even seeds 3 (plus one learner); every other
+        block of 8 seeds persists asynchronously. One seed pair in four runs
+        plain Raft: no pre-vote, no check-quorum, and hence no
         membership changes (a removed server that never learns of its removal
         would disrupt a cluster without leases, dissertation 4.2.3).
         """
         nodes = 5 if seed % 2 else 3
+        async_persist = (seed // 8) % 2 == 1
         if (seed // 2) % 4 == 3:
-            return cls(nodes=nodes, pre_vote=False, check_quorum=False, p_reconfig=0.0)
-        return cls(nodes=nodes)
+            return cls(
+                nodes=nodes,
+                pre_vote=False,
+                check_quorum=False,
+                p_reconfig=0.0,
+                async_persist=async_persist,
+            )
+        return cls(nodes=nodes, async_persist=async_persist)
 
 
 @attrs.define(eq=False)
@@ -125,6 +135,8 @@ class _Node:
     rate: float = 1.0
     clock: float = 0.0
     reads: list[ReadState] = attrs.field(factory=list)
+    inflight: Ready | None = None  #: a Ready written but not yet fsynced (async_persist)
+    inflight_due: int = 0
 
 
 @attrs.define(eq=False)
@@ -224,15 +236,21 @@ class Simulation:
         node.disk.crash(self.rng)
         node.core = None
         node.reads = []
+        node.inflight = None
         self.crashes += 1
         self._log(f"crash node {node.id} ({len(node.disk.synced.entries)} synced entries)")
 
     # -- the driver loop -------------------------------------------------------
 
     def _process(self, node: _Node) -> None:
-        """Run the Ready cycle until the node has nothing left to do."""
+        """Run the Ready cycle until the node has nothing left to do.
+
+        With ``async_persist`` the fsync takes 0-2 steps, during which the
+        node keeps receiving messages and ticks (as an async driver does) and
+        may crash with the write unsynced; :meth:`_finish` completes it.
+        """
         p = self.params
-        while node.core is not None and node.core.has_ready():
+        while node.core is not None and node.inflight is None and node.core.has_ready():
             core = node.core
             rd = core.ready()
             if self.trace is not None and rd.soft_state is not None:
@@ -248,29 +266,43 @@ class Simulation:
             if self.faults and rd.must_sync and self.rng.random() < p.p_crash_mid_write:
                 self._crash(node)  # between the write and its fsync
                 return
-            node.disk.sync()
-            self.checker.on_durable(node.id, core, rd)
-            if not p.bug_send_before_sync:
-                for m in rd.messages:
-                    self._send(m)
-            if rd.snapshot is not None:
-                node.kv = KVStateMachine.restore(rd.snapshot.data)
-                node.applied = rd.snapshot.meta.index
-                self.checker.on_restore(node.id, node.applied)
-            self.checker.on_apply(node.id, rd.committed_entries)
-            for e in rd.committed_entries:
-                if e.kind is EntryKind.NORMAL:
-                    cmd = Command.decode(e.data)
-                    result = node.kv.apply(cmd)
-                    self._reply(node.id, cmd.client, cmd.seq, result)
-                node.applied = e.index
-            node.reads.extend(rd.read_states)
-            self._serve_reads(node)
-            core.advance(rd)
-            snap_index = core.log.snapshot.meta.index
-            if core.log.applied - snap_index >= p.compact_after:
-                snap = core.compact(core.log.applied, node.kv.snapshot())
-                node.disk.save_snapshot(snap)
+            if p.async_persist and rd.must_sync:
+                delay = self.rng.randrange(0, 3)
+                if delay:
+                    node.inflight = rd
+                    node.inflight_due = self.now + delay
+                    return
+            self._finish(node, rd)
+
+    def _finish(self, node: _Node, rd: Ready) -> None:
+        """fsync, then send, apply and advance (steps 1-5 of the Ready contract)."""
+        p = self.params
+        core = node.core
+        assert core is not None
+        node.inflight = None
+        node.disk.sync()
+        self.checker.on_durable(node.id, core, rd)
+        if not p.bug_send_before_sync:
+            for m in rd.messages:
+                self._send(m)
+        if rd.snapshot is not None:
+            node.kv = KVStateMachine.restore(rd.snapshot.data)
+            node.applied = rd.snapshot.meta.index
+            self.checker.on_restore(node.id, node.applied)
+        self.checker.on_apply(node.id, rd.committed_entries)
+        for e in rd.committed_entries:
+            if e.kind is EntryKind.NORMAL:
+                cmd = Command.decode(e.data)
+                result = node.kv.apply(cmd)
+                self._reply(node.id, cmd.client, cmd.seq, result)
+            node.applied = e.index
+        node.reads.extend(rd.read_states)
+        self._serve_reads(node)
+        core.advance(rd)
+        snap_index = core.log.snapshot.meta.index
+        if core.log.applied - snap_index >= p.compact_after:
+            snap = core.compact(core.log.applied, node.kv.snapshot())
+            node.disk.save_snapshot(snap)
 
     def _serve_reads(self, node: _Node) -> None:
         waiting = []
@@ -490,6 +522,11 @@ class Simulation:
         self.now += 1
         if self.faults:
             self._inject_faults()
+        for node in self.nodes.values():
+            rd = node.inflight
+            if rd is not None and node.inflight_due <= self.now:
+                self._finish(node, rd)
+                self._process(node)
         for node in self.nodes.values():
             if node.core is None:
                 continue

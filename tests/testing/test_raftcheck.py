@@ -88,7 +88,7 @@ def test_checker_flags_commit_going_backwards() -> None:
     chk.on_start(1, c)
     c.log.committed = 1  # simulate a buggy core
     with pytest.raises(InvariantViolation, match="monotonic commit"):
-        chk.on_durable(1, c, Ready())
+        chk.on_ready(1, c, Ready())
 
 
 def test_checker_pairwise_log_comparison() -> None:
