@@ -146,3 +146,35 @@ async def test_node_unix_cluster_replicates_over_sockets() -> None:
                 assert await node.read(b"k19") == b"19"
             assert all(len(m.data) == 20 for m in machines.values())
             nursery.cancel_scope.cancel()
+
+
+async def test_node_memory_network_rules() -> None:
+    """The in-memory network: FIFO inboxes, cuts, crashes, pause/resume in order."""
+    from cellmesh.consensus.transport import MemoryNetwork
+
+    net = MemoryNetwork()
+    a, b = net.transport(1), net.transport(2)
+
+    def msg(src: int, dst: int, term: int) -> Message:
+        return Message(type=MessageType.HEARTBEAT, src=src, dst=dst, term=term)
+
+    a.send(msg(1, 2, 1))
+    net.pause()
+    a.send(msg(1, 2, 2))
+    a.send(msg(1, 2, 3))
+    b.send(msg(2, 1, 9))  # held while paused
+    net.cut(1, 2)
+    net.resume()  # the rules in force at delivery apply: the cut loses all three
+    assert net.dropped == 3
+    net.heal()
+    a.send(msg(1, 2, 2))
+    a.send(msg(1, 2, 3))
+    b.send(msg(2, 1, 9))
+    assert [(await b.receive()).term for _ in range(3)] == [1, 2, 3]
+    net.crash(2)
+    a.send(msg(1, 2, 4))
+    assert net.dropped == 4
+    b2 = net.transport(2)  # restart: a fresh, empty inbox
+    a.send(msg(1, 2, 5))
+    assert (await b2.receive()).term == 5
+    assert (await a.receive()).term == 9

@@ -293,3 +293,25 @@ def test_wal_refused_log_is_left_untouched(tmp_path: Path) -> None:
     with pytest.raises(WalCorrupted):
         WriteAheadLog.open(directory)
     assert segment.read_bytes() == torn
+
+
+def test_wal_crash_during_snapshot_install_keeps_the_previous_state(tmp_path: Path) -> None:
+    """A crash anywhere in the marker batch of ``save_snapshot`` (after the snapshot file
+    is in place) recovers the state before it; the unreferenced snapshot file is ignored
+    and removed by the next compaction."""
+    directory = tmp_path / "wal"
+    batches = batches_for_test()[:4]
+    meta = SnapshotMeta(index=6, term=3, voters=frozenset({1, 2}))
+    models = build(directory, batches, 1 << 20)
+    (segment,) = iter_segment_paths(directory)
+    start = segment.stat().st_size
+    install = WalBatch(snapshot=Snapshot(meta=meta, data=b"S"))
+    models.extend(build(directory, [install], 1 << 20)[1:])
+    full = segment.read_bytes()
+    for cut in range(start, len(full)):
+        rec = recover_image(directory, segment, full[:cut])
+        assert outcome(rec) == models[-2], cut
+        assert rec.snapshot is None
+    rec = recover_image(directory, segment, full)
+    assert rec.snapshot == Snapshot(meta=meta, data=b"S")
+    assert [e.index for e in rec.entries] == [7, 8]
