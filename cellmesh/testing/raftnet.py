@@ -132,12 +132,15 @@ class RaftNet:
             self.deliver()
 
     def campaign(self, node: int) -> None:
-        """Make ``node``'s election timer fire now and deliver the election."""
+        """Tick ``node`` until its election timer fires, then deliver the election.
+
+        Gives up after ``2 * election_tick`` ticks (a learner never campaigns).
+        """
         core = self.nodes[node]
-        while core.role in (Role.FOLLOWER, Role.PRE_CANDIDATE) and node not in self.down:
-            core.tick()
-            if core.role is not Role.FOLLOWER:
+        for _ in range(2 * core.config.election_tick):
+            if core.role is not Role.FOLLOWER or node in self.down:
                 break
+            core.tick()
         self.deliver()
 
     def leader(self) -> int | None:
