@@ -44,12 +44,23 @@ from .policy import (
     SupervisorSpec,
     SupervisorState,
 )
+from .supervisor import (
+    ChildFactory,
+    ChildHandle,
+    ProcessFactory,
+    ProcessHandle,
+    Supervisor,
+    SupervisorChildHandle,
+    SupervisorEvent,
+)
 
 __all__ = [
     "AbnormalExit",
     "Action",
     "Backoff",
     "ChildAlreadyPresent",
+    "ChildFactory",
+    "ChildHandle",
     "ChildInfo",
     "ChildKind",
     "ChildRunning",
@@ -67,6 +78,8 @@ __all__ = [
     "InvalidSupervisorSpec",
     "NormalExit",
     "NotSupported",
+    "ProcessFactory",
+    "ProcessHandle",
     "RemoveChild",
     "Restart",
     "Shutdown",
@@ -74,7 +87,10 @@ __all__ = [
     "StartChild",
     "StopChild",
     "Strategy",
+    "Supervisor",
+    "SupervisorChildHandle",
     "SupervisorEscalation",
+    "SupervisorEvent",
     "SupervisorRequestError",
     "SupervisorSpec",
     "SupervisorState",
