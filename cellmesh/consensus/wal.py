@@ -223,6 +223,21 @@ class WalStats:
 
 
 @attrs.frozen(kw_only=True)
+class _Plan:
+    """How a validated batch changes the in-memory view, applied once it is durable.
+
+    ``terms`` replaces the term array (a snapshot moved the base); then, if
+    ``keep`` is set, the array is cut to ``keep`` terms and ``new_terms`` appended.
+    """
+
+    mark: codec.SnapshotMark | None
+    base: SnapshotMeta | None
+    terms: array.array[int] | None
+    keep: int | None
+    new_terms: list[int]
+
+
+@attrs.frozen(kw_only=True)
 class _Segment:
     path: Path
     seq: int
@@ -440,15 +455,20 @@ class WriteAheadLog:
             self._check_usable()
             if batch.empty:
                 return
-            mark, base, terms = self._plan(batch)
+            plan = self._plan(batch)
             try:
                 if batch.snapshot is not None:
                     _write_snapshot_file(self._directory, batch.snapshot, self._syncer)
-                self._write_batch(batch, mark)
+                self._write_batch(batch, plan.mark)
             except OSError as exc:
                 raise self._fail(exc) from exc
-            self._base = base
-            self._terms = terms
+            self._base = plan.base
+            if plan.terms is not None:
+                self._terms = plan.terms
+            if plan.keep is not None:
+                # In place: a plain append must not copy a million-entry array.
+                del self._terms[plan.keep :]
+                self._terms.extend(plan.new_terms)
             if batch.hard_state is not None:
                 self._hard_state = batch.hard_state
             if batch.snapshot is not None:
@@ -457,13 +477,11 @@ class WriteAheadLog:
                 except OSError as exc:
                     raise self._fail(exc) from exc
 
-    def _plan(
-        self, batch: WalBatch
-    ) -> tuple[codec.SnapshotMark | None, SnapshotMeta | None, array.array[int]]:
-        """Validate ``batch``; return its marker and the base and terms after it."""
+    def _plan(self, batch: WalBatch) -> _Plan:
+        """Validate ``batch`` without changing anything; say how it changes the log."""
         base = self._base
         terms = self._terms
-        mark = None
+        plan = _Plan(mark=None, base=base, terms=None, keep=None, new_terms=[])
         if batch.snapshot is not None:
             meta = batch.snapshot.meta
             if meta.index < self._base_index() or meta.term < 1:
@@ -472,9 +490,11 @@ class WriteAheadLog:
                     f"current base {self._base_index()}"
                 )
             keep = self._term_at(meta.index) == meta.term
-            mark = codec.SnapshotMark(meta=meta, keep_suffix=keep)
             terms = terms[meta.index - self._base_index() :] if keep else array.array("Q")
             base = meta
+            plan = attrs.evolve(
+                plan, mark=codec.SnapshotMark(meta=meta, keep_suffix=keep), base=base, terms=terms
+            )
         if batch.entries:
             base_index = 0 if base is None else base.index
             first = batch.entries[0].index
@@ -487,20 +507,25 @@ class WriteAheadLog:
                 previous = terms[first - base_index - 2]
             else:
                 previous = 0 if base is None else base.term
-            new_terms = []
-            for offset, entry in enumerate(batch.entries):
-                if entry.index != first + offset:
+            previous = max(previous, 1)
+            expected = first
+            size = 0
+            new_terms: list[int] = []
+            append = new_terms.append
+            for entry in batch.entries:
+                term = entry.term
+                if entry.index != expected:
                     raise WalMisuse(f"entry index {entry.index} breaks the run from {first}")
-                if entry.term < max(previous, 1):
-                    raise WalMisuse(f"entry {entry.index} has term {entry.term} < {previous}")
-                previous = entry.term
-                new_terms.append(entry.term)
-            terms = terms[: first - base_index - 1]
-            terms.extend(new_terms)
-        size = sum(len(entry.data) for entry in batch.entries) + 64 * (len(batch.entries) + 2)
-        if size > codec.MAX_FRAME_PAYLOAD:
-            raise WalMisuse(f"a batch of about {size} bytes exceeds one frame; split it")
-        return mark, base, terms
+                if term < previous:
+                    raise WalMisuse(f"entry {entry.index} has term {term} < {previous}")
+                previous = term
+                expected += 1
+                size += len(entry.data)
+                append(term)
+            if size + 64 * len(new_terms) > codec.MAX_FRAME_PAYLOAD:
+                raise WalMisuse(f"a batch of about {size} bytes exceeds one frame; split it")
+            plan = attrs.evolve(plan, keep=first - base_index - 1, new_terms=new_terms)
+        return plan
 
     def _write_batch(self, batch: WalBatch, mark: codec.SnapshotMark | None) -> None:
         records = []
