@@ -24,7 +24,10 @@ dropped.
 Stopping a child: ``brutal_kill`` -> :meth:`ChildHandle.kill`; ``timeout(s)``
 -> :meth:`ChildHandle.terminate`, wait up to ``s`` seconds, then ``kill``;
 ``infinity`` -> ``terminate`` and wait. For OS processes that is SIGKILL,
-SIGTERM / wait / SIGKILL, SIGTERM / wait.
+SIGTERM / wait / SIGKILL, SIGTERM / wait. Children are stopped one at a
+time in the plan's order, except the dynamic children of a
+``simple_one_for_one`` supervisor, which are stopped concurrently (as OTP
+does), so many slow children cost one shutdown timeout.
 
 Ending: ``stop()`` stops every child in reverse start order and ``run()``
 returns. Escalation (restart intensity exceeded, or a child failing to start
@@ -70,6 +73,7 @@ from .policy import (
     ShutdownExit,
     StartChild,
     StopChild,
+    Strategy,
     SupervisorSpec,
     SupervisorState,
 )
@@ -331,30 +335,57 @@ class Supervisor:
 
     async def _execute(self, plan: list[Action]) -> None:
         """Execute ``plan`` in order; on a failed start, switch to the replacement plan."""
-        assert self._nursery is not None
         while plan:
             replacement: list[Action] = []
-            for action in plan:
+            index = 0
+            while index < len(plan):
+                action = plan[index]
+                index += 1
                 if isinstance(action, StartChild):
                     failed = await self._start(action)
                     if failed is not None:
                         replacement = failed
                         break
                 elif isinstance(action, StopChild):
-                    handle = self._handles.get(action.child_id)
-                    if handle is not None:
-                        # Popped only once it has exited: a cancelled stop leaves it
-                        # for the teardown to stop again.
-                        self._emit("stopping", action.child_id, action.shutdown.kind)
-                        await _stop_handle(handle, action.shutdown, brutal=self._brutal)
-                        self._handles.pop(action.child_id, None)
-                        self._emit("stopped", action.child_id)
+                    batch = [(action.child_id, action.shutdown)]
+                    while index < len(plan) and isinstance(plan[index], StopChild):
+                        more = plan[index]
+                        assert isinstance(more, StopChild)
+                        batch.append((more.child_id, more.shutdown))
+                        index += 1
+                    await self._stop_children(batch)
                 elif isinstance(action, RemoveChild):
                     self._handles.pop(action.child_id, None)
                     self._emit("removed", action.child_id)
                 else:
                     self._escalate(action)
             plan = replacement
+
+    async def _stop_children(self, batch: list[tuple[str, Shutdown]]) -> None:
+        """Stop ``batch`` in the given order; simple_one_for_one children all at once.
+
+        OTP stops the dynamic children of a simple_one_for_one supervisor
+        concurrently (in no particular order), so N slow children cost one
+        shutdown timeout, not N.
+        """
+        if self._spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE and len(batch) > 1:
+            async with trio.open_nursery() as nursery:
+                for child_id, shutdown in batch:
+                    nursery.start_soon(self._stop_one, child_id, shutdown)
+        else:
+            for child_id, shutdown in batch:
+                await self._stop_one(child_id, shutdown)
+
+    async def _stop_one(self, child_id: str, shutdown: Shutdown) -> None:
+        handle = self._handles.get(child_id)
+        if handle is None:
+            return
+        # Popped only once it has exited: a cancelled stop leaves it for the
+        # teardown to stop again.
+        self._emit("stopping", child_id, "brutal_kill" if self._brutal else shutdown.kind)
+        await _stop_handle(handle, shutdown, brutal=self._brutal)
+        self._handles.pop(child_id, None)
+        self._emit("stopped", child_id)
 
     async def _start(self, action: StartChild) -> list[Action] | None:
         """Start one child; None on success, else the plan ``start_failed`` returned."""
@@ -393,15 +424,12 @@ class Supervisor:
                 self._state.shutdown()
         ordered = [info.child_id for info in self._state.which_children()]
         rest = [cid for cid in self._handles if cid not in ordered]
-        for child_id in [*reversed(ordered), *rest]:
-            handle = self._handles.get(child_id)
-            if handle is None:
-                continue
-            shutdown = self._state_spec_shutdown(child_id)
-            self._emit("stopping", child_id, "brutal_kill" if self._brutal else shutdown.kind)
-            await _stop_handle(handle, shutdown, brutal=self._brutal)
-            self._handles.pop(child_id, None)
-            self._emit("stopped", child_id)
+        batch = [
+            (child_id, self._state_spec_shutdown(child_id))
+            for child_id in [*reversed(ordered), *rest]
+            if child_id in self._handles
+        ]
+        await self._stop_children(batch)
 
     def _state_spec_shutdown(self, child_id: str) -> Shutdown:
         try:

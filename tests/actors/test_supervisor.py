@@ -407,7 +407,29 @@ async def test_supervisor_simple_one_for_one(mock_clock: trio.testing.MockClock)
         await r.crash("w-3", NormalExit())
         assert [i.child_id for i in r.sup.which_children()] == ["w-1", "w-2"]
         r.factory.take_log()
-    assert r.factory.take_log() == [("term", "w-2"), ("term", "w-1")]
+    assert sorted(r.factory.take_log()) == [("term", "w-1"), ("term", "w-2")]
+
+
+async def test_supervisor_simple_one_for_one_stops_children_concurrently(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """OTP stops dynamic children at once: three stubborn children cost one timeout."""
+    factory = FakeFactory(stubborn={"w-1", "w-2", "w-3"})
+    spec = SupervisorSpec(
+        strategy=Strategy.SIMPLE_ONE_FOR_ONE,
+        children=(ChildSpec(id="w", shutdown=Shutdown.timeout(2.0)),),
+    )
+    async with trio.open_nursery() as nursery:
+        sup = await nursery.start(Supervisor(spec, factory).run)
+        for _ in range(3):
+            await sup.start_child(())
+        factory.take_log()
+        nursery.start_soon(sup.stop)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(factory.take_log()) == [("term", "w-1"), ("term", "w-2"), ("term", "w-3")]
+        mock_clock.jump(2.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(factory.take_log()) == [("kill", "w-1"), ("kill", "w-2"), ("kill", "w-3")]
 
 
 async def test_supervisor_requests_after_the_end_are_refused(
