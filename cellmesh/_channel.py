@@ -35,13 +35,18 @@ from typing import Final
 import trio
 
 from .errors import VesicleError
-from .wire.codec import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, VesicleRef
+from .wire.codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    MAX_VESICLES_PER_FRAME,
+    FrameDecoder,
+    VesicleRef,
+)
 from .wire.proteins import DecodeContext
 from .wire.vesicle import map_vesicle
 
 RECV_SIZE: Final = 256 * 1024
-#: At most this many descriptors may arrive with one chunk.
-MAX_FDS_PER_CHUNK: Final = 64
+#: At most this many descriptors may arrive with one chunk (one frame's worth).
+MAX_FDS_PER_CHUNK: Final = MAX_VESICLES_PER_FRAME
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
 #: Receives in a row without a schedule point before we yield to other tasks.
 _FAIRNESS_READS: Final = 16
@@ -92,6 +97,8 @@ class Channel:
         socket fails or descriptors were truncated.
         """
         sock = self.sock
+        if self.closed:
+            return False
         if self._short_read:
             # The last read drained the socket, so a read now would almost
             # surely fail with EAGAIN: wait for readiness first.
@@ -99,8 +106,8 @@ class Channel:
             self._reads_in_row = 0
             try:
                 await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                return False
+            except (trio.ClosedResourceError, ValueError, OSError):
+                return False  # closed while we waited (ValueError: fd already -1)
         while True:
             try:
                 # Into a reused buffer: a fresh 256 KiB bytes object per call
@@ -114,7 +121,7 @@ class Channel:
                     return False
                 continue
             except OSError as exc:
-                if self.closed:
+                if sock.fileno() < 0:  # we closed it while waiting
                     return False
                 raise ChannelBroken(f"receive failed: {exc}") from exc
             break

@@ -152,16 +152,12 @@ class ServerConnection:
             await self.channel.wait_flushed()
 
     async def _handshake(self) -> None:
+        """Read and check the client's hello, then answer with ours.
+
+        Answering second means a refused hello gets an error frame in place of
+        our hello, so the client learns why at connect time.
+        """
         opts = self.m.options
-        hello = Hello(
-            version=PROTOCOL_VERSION,
-            name=self.m.name,
-            proteins=self.m.registry.fingerprints(),
-            max_frame_size=opts.max_frame_size,
-            credit_calls=opts.credit_calls,
-            credit_bytes=opts.credit_bytes,
-        )
-        self.channel.send(codec.frame_bytes(hello.to_wire()))
         with trio.fail_after(opts.hello_timeout):
             while True:
                 decoded = self.channel.decoder.next_frame()
@@ -180,6 +176,15 @@ class ServerConnection:
         self.peer_max_frame = frame.max_frame_size
         mismatched = self.m.registry.mismatched(frame.proteins)
         self.plain_ctx = DecodeContext(None, mismatched)
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            name=self.m.name,
+            proteins=self.m.registry.fingerprints(),
+            max_frame_size=opts.max_frame_size,
+            credit_calls=opts.credit_calls,
+            credit_bytes=opts.credit_bytes,
+        )
+        self.channel.send(codec.frame_bytes(hello.to_wire()))
 
     def _fatal(self, exc: BaseException) -> None:
         """Report a connection-level error to the peer (best effort) and end."""
@@ -203,13 +208,46 @@ class ServerConnection:
             except (ProtocolError, ChannelBroken) as exc:
                 self._fatal(exc)
                 return
+        self._report_cancel(scope, slot)
+
+    def _report_cancel(self, scope: trio.CancelScope, slot: _Slot) -> None:
+        """After a task's scope caught a cancel frame's cancellation: answer the call
+        and let another task take over the calls waiting for a slot."""
         if scope.cancelled_caught and slot.call_id and slot.cost is not None:
             self.m.stats.cancelled += 1
             self._finish_error(
                 slot.call_id, ErrorCode.CANCELLED, "Cancelled", "the caller cancelled",
                 cost=slot.cost,
             )
-            self._after_owner()
+        self._kick_waiting()
+        self._after_owner()
+
+    def _kick_waiting(self) -> None:
+        """Start a worker for waiting calls if there are any and a slot is free."""
+        if (
+            self.waiting
+            and self.suspended < self.m.options.max_concurrency
+            and self.nursery is not None
+            and not self.done.is_set()
+        ):
+            self.nursery.start_soon(self._worker_task)
+
+    async def _worker_task(self) -> None:
+        """Serve calls that waited for a slot whose owner left by cancellation."""
+        slot = _Slot()
+        with trio.CancelScope() as scope:
+            try:
+                while self.waiting and self.suspended < self.m.options.max_concurrency:
+                    work = self.waiting.popleft()
+                    suspended = self._start(work)
+                    if suspended is not None:
+                        await self._own(work, suspended, scope, slot)
+                        break
+                self._flush()
+            except (ProtocolError, ChannelBroken) as exc:
+                self._fatal(exc)
+                return
+        self._report_cancel(scope, slot)
 
     async def _read_loop(self, scope: trio.CancelScope, slot: _Slot) -> None:
         """Read and dispatch until EOF, or until this task owns a suspended call
@@ -273,10 +311,9 @@ class ServerConnection:
             if decoded is not NEED_DATA:
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
+            if channel.fds and not decoder.buffered:
+                raise VesicleError("descriptors arrived that no frame references")
             self._flush()
-            if self.draining and not self.owned and not self.waiting:
-                self.done.set()
-                return
             if not await channel.receive():
                 self.reading = False
                 self.draining = True
@@ -360,6 +397,8 @@ class ServerConnection:
             raise RemoteProtocolError("a client may not send error frames for calls")
         elif isinstance(item, Credit):
             pass  # a client grants nothing a membrane uses; harmless
+        elif isinstance(item, Hello):
+            raise HandshakeError("a second hello on one connection")
         else:
             raise RemoteProtocolError(
                 f"a client may not send {type(item).__name__.lower()} frames here"
@@ -443,7 +482,8 @@ class ServerConnection:
             suspended = next_suspended
 
     def _after_owner(self) -> None:
-        if self.draining and not self.owned and not self.waiting and not self.backlog:
+        # Done once the peer has closed its side and nothing is left to answer.
+        if not self.reading and not self.owned and not self.waiting and not self.backlog:
             self._flush()
             self.done.set()
 
@@ -593,7 +633,7 @@ class ServerConnection:
         # credit has none left, so whatever its finished calls freed goes out
         # with the flush that follows them.
         if (self.return_calls or self.return_bytes) and (
-            self.calls_left < opts.credit_calls // 2 or self.bytes_left < opts.credit_bytes // 2
+            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
         ):
             out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
             self.calls_left += self.return_calls
@@ -620,10 +660,11 @@ class ServerConnection:
             try:
                 frames += codec.encode_items([item], self.peer_max_frame)
             except LocalProtocolError as exc:
-                self.m.stats.errors += 1
-                error = Error(
-                    id=item[1], code=ErrorCode.FRAME_TOO_LARGE, type_name="ReplyTooLarge",
-                    message=f"{exc} (return large bytes fields, which travel as vesicles)",
-                )
-                frames += codec.encode_items([error.to_wire()], self.peer_max_frame)
+                for call_id in codec.item_call_ids(item):
+                    self.m.stats.errors += 1
+                    error = Error(
+                        id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
+                        message=f"{exc} (large bytes fields travel as vesicles)",
+                    )
+                    frames += codec.encode_items([error.to_wire()], self.peer_max_frame)
         return frames

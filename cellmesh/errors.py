@@ -181,14 +181,19 @@ class SchemaMismatch(ProteinError):
 
 
 class FieldError(ProteinError):
-    """A protein's fields are missing, extra, or of the wrong type."""
+    """A protein's fields are missing, extra, or of the wrong type.
+
+    ``field`` names the top-level field at fault (None when the field count
+    itself is wrong); ``problem`` describes it.
+    """
 
     code = ErrorCode.BAD_FIELDS
 
-    def __init__(self, wire_name: str, problem: str) -> None:
+    def __init__(self, wire_name: str, problem: str, field: str | None = None) -> None:
         super().__init__(f"protein {wire_name!r}: {problem}")
         self.wire_name = wire_name
         self.problem = problem
+        self.field = field
 
 
 # --------------------------------------------------------------------------

@@ -207,11 +207,12 @@ class Membrane:
         self._closing = True
         goaway = codec.frame_bytes(GoAway(ErrorCode.SHUTTING_DOWN, "shutting down").to_wire())
         for conn in list(self._connections):
+            # The peer sends no new calls after the goaway and closes once its
+            # calls are answered; until then everything that arrives is served,
+            # so no call that crossed the goaway is lost.
             conn.draining = True
             with suppress(ChannelBroken):
                 conn.channel.send(goaway)
-            if not conn.owned and not conn.waiting and not conn.backlog:
-                conn.done.set()
         with trio.move_on_after(grace):
             for conn in list(self._connections):
                 await conn.done.wait()

@@ -53,6 +53,7 @@ from .errors import (
     RemoteCellError,
     RemoteProtocolError,
     VersionMismatch,
+    VesicleError,
 )
 from .wire import codec
 from .wire.batching import OutboundBatch
@@ -143,7 +144,10 @@ class _Connection:
                 raise ChannelBroken("the cell closed the connection during the handshake")
         items = decoded.items
         if len(items) == 1 and items[0][0] == Kind.ERROR:
-            raise RemoteProtocolError(f"the cell refused us: {items[0][4]}", code=items[0][2])
+            raise HandshakeError(
+                f"cell {self.syn.name!r} refused the connection: {items[0][4]}",
+                code=items[0][2],
+            )
         if len(items) != 1 or items[0][0] != Kind.HELLO:
             raise HandshakeError("expected a hello from the cell first")
         frame = Hello.from_wire(items[0])
@@ -166,6 +170,8 @@ class _Connection:
             while True:
                 decoded = decoder.next_frame()
                 if decoded is NEED_DATA:
+                    if channel.fds and not decoder.buffered:
+                        raise VesicleError("descriptors arrived that no frame references")
                     if not self.pending and self.draining:
                         reason = "drained after goaway"
                         break
@@ -308,9 +314,26 @@ class _Connection:
 
     # -- sending -----------------------------------------------------------
 
-    def send_items(self, items: list[list[Any]], ctx: EncodeContext) -> None:
-        """Send call/signal items as one frame (vesicles attached if any)."""
-        frames = codec.encode_items(items, self.peer_max_frame)
+    def fit_frame(
+        self, batch: OutboundBatch, kind: int, start: int, n: int
+    ) -> tuple[int, bytes, list[int] | None]:
+        """The most of messages ``[start, start + n)`` that fit one frame.
+
+        Returns (count, frame, call ids or None for signals). Byte credit is
+        checked once per frame, so a chunk never spills into a second frame:
+        it is halved until it fits. A single message too large for the
+        peer's frame limit raises LocalProtocolError.
+        """
+        while True:
+            ids = None if kind == Kind.SIGNAL else list(range(self.next_id, self.next_id + n))
+            frames = codec.encode_items(batch.items(kind, start, start + n, ids),
+                                        self.peer_max_frame)
+            if len(frames) == 1:
+                return n, frames[0], ids
+            n //= 2
+
+    def send_frame(self, data: bytes, ctx: EncodeContext) -> None:
+        """Send one frame carrying calls/signals (with the vesicles in ``ctx``)."""
         fds: Sequence[int] = ()
         done: Callable[[], None] | None = None
         if ctx.vesicles:
@@ -322,11 +345,8 @@ class _Connection:
                     vesicle.close()
 
             done = sent
-        size = sum(len(f) for f in frames)
-        self.bytes_left -= size
-        for i, data in enumerate(frames):
-            last = i == len(frames) - 1
-            self.channel.send(data, fds if i == 0 else (), done if last else None)
+        self.channel.send(data, fds, done)
+        self.bytes_left -= len(data) - codec.HEADER_SIZE  # the peer counts payload bytes
 
     def cancel_ids(self, ids: Iterable[int]) -> None:
         """The caller gave up on these calls: tell the cell, discard their answers."""
@@ -509,17 +529,19 @@ class Synapse:
             ctx.owned.clear()
             return (await self._fire(msg, 1))[0]
         call_id = conn.next_id
+        data = codec.frame_bytes([Kind.CALL, call_id, body])
+        if len(data) - codec.HEADER_SIZE > conn.peer_max_frame:
+            codec.encode_items([[Kind.CALL, call_id, body]], conn.peer_max_frame)  # raises
         conn.next_id = call_id + 1
         waiter = _Waiter(1)
         conn.pending[call_id] = (waiter, 0)
-        data = codec.frame_bytes([Kind.CALL, call_id, body])
         try:
             conn.channel.send(data)
         except ChannelBroken as exc:
             del conn.pending[call_id]
             raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
         conn.calls_left -= 1
-        conn.bytes_left -= len(data)
+        conn.bytes_left -= len(data) - codec.HEADER_SIZE
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             conn.cancel_ids((call_id,))
@@ -557,27 +579,20 @@ class Synapse:
                 conn, n = await self._credit(count - sent)
                 if batch.per_message:
                     n = 1
-                ids = list(range(conn.next_id, conn.next_id + n))
+                n, data, call_ids = conn.fit_frame(batch, Kind.CALL, sent, n)
+                ids = call_ids or []
                 conn.next_id += n
                 pending = conn.pending
                 for j, call_id in enumerate(ids):
                     pending[call_id] = (waiter, sent + j)
+                try:
+                    conn.send_frame(data, self._frame_context(batch, sent))
+                except ChannelBroken as exc:
+                    for call_id in ids:  # nothing of this frame was sent: forget it
+                        pending.pop(call_id, None)
+                    raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
                 conn.calls_left -= n
                 conns.append((conn, ids))
-                try:
-                    items = batch.items(Kind.CALL, sent, sent + n, ids)
-                    conn.send_items(items, self._frame_context(batch, sent))
-                except BaseException as exc:
-                    # Nothing of this chunk was sent: forget it rather than cancel it.
-                    conns.pop()
-                    conn.calls_left += n
-                    for call_id in ids:
-                        pending.pop(call_id, None)
-                    if isinstance(exc, ChannelBroken):
-                        raise CellUnavailable(
-                            self.name, self.socket_path_text, str(exc)
-                        ) from None
-                    raise
                 sent += n
         except BaseException:
             for conn, ids in conns:
@@ -611,12 +626,12 @@ class Synapse:
             conn, n = await self._credit(batch.count - sent)
             if batch.per_message:
                 n = 1
-            conn.calls_left -= n
+            n, data, _ = conn.fit_frame(batch, Kind.SIGNAL, sent, n)
             try:
-                items = batch.items(Kind.SIGNAL, sent, sent + n, None)
-                conn.send_items(items, self._frame_context(batch, sent))
+                conn.send_frame(data, self._frame_context(batch, sent))
             except ChannelBroken as exc:
                 raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+            conn.calls_left -= n
             sent += n
         await trio.lowlevel.checkpoint()
 

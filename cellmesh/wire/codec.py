@@ -55,8 +55,11 @@ HEADER_SIZE: Final = HEADER.size
 DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 #: No frame may ever exceed this, whatever a peer announces (the header is u32).
 ABSOLUTE_MAX_FRAME_SIZE: Final = 2**32 - 1
-#: Smallest maximum a peer may announce: a hello must always fit.
+#: Smallest maximum a peer may announce.
 MIN_MAX_FRAME_SIZE: Final = 4096
+#: The first frame (the hello, sent before limits are known) may be this large
+#: whatever the negotiated maximum: a hello lists every protein fingerprint.
+MAX_HELLO_SIZE: Final = 1024 * 1024
 MAX_ID: Final = 2**63 - 1
 #: CBOR nesting deeper than this is refused (bounds decoder recursion).
 MAX_DEPTH: Final = 64
@@ -67,6 +70,8 @@ TAG_SINT64_LE: Final = 79
 TAG_FLOAT64_LE: Final = 86
 _TYPED_ARRAYS: Final = {TAG_UINT64_LE: "Q", TAG_SINT64_LE: "q", TAG_FLOAT64_LE: "d"}
 _BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
+#: At most this many vesicles (descriptors) may travel with one frame.
+MAX_VESICLES_PER_FRAME: Final = 64
 #: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
 VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
 
@@ -312,6 +317,39 @@ def typed_array(values: list[Any], tag: int) -> cbor2.CBORTag:
     return cbor2.CBORTag(tag, packed.tobytes())
 
 
+def _slice_column(column: Any, lo: int, hi: int) -> Any:
+    if isinstance(column, cbor2.CBORTag):  # a typed array of 8-byte elements
+        return cbor2.CBORTag(column.tag, column.value[lo * 8 : hi * 8])
+    return column[lo:hi]
+
+
+def split_columns(item: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Split a columns item of two or more rows into two halves (same meaning)."""
+    kind, sub, count, name, ids, columns = item
+    half = count // 2
+    first = [kind, sub, half, name, None if ids is None else _slice_column(ids, 0, half),
+             [_slice_column(c, 0, half) for c in columns]]
+    second = [kind, sub, count - half, name,
+              None if ids is None else _slice_column(ids, half, count),
+              [_slice_column(c, half, count) for c in columns]]
+    return first, second
+
+
+def item_call_ids(item: list[Any]) -> list[int]:
+    """The call ids a wire item (built by this module's users) answers or carries."""
+    kind = item[0]
+    if kind == Kind.COLUMNS:
+        ids = item[4]
+        if ids is None:
+            return []
+        if isinstance(ids, cbor2.CBORTag):
+            return _typed_array_values(ids.value, _TYPED_ARRAYS[ids.tag])
+        return list(ids)
+    if kind in (Kind.CALL, Kind.REPLY, Kind.ERROR, Kind.CANCEL) and item[1] is not None:
+        return [item[1]]
+    return []
+
+
 def columns_item(kind: int, wire_name: str, ids: list[int] | None, columns: list[Any],
                  count: int) -> list[Any]:
     """A columnar item: ``count`` calls, replies or signals of one protein.
@@ -342,6 +380,8 @@ def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
     payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
     if len(payload) <= max_frame_size:
         return [HEADER.pack(len(payload)) + payload]
+    if len(items) == 1 and items[0][0] == Kind.COLUMNS and items[0][2] > 1:
+        return encode_items(list(split_columns(items[0])), max_frame_size)
     if len(items) == 1:
         raise LocalProtocolError(
             f"a {Kind(items[0][0]).name.lower()} frame of {len(payload)} bytes exceeds the "
@@ -421,6 +461,10 @@ def _check_columns(item: list[Any]) -> None:
         or not all(type(i) is int and 0 < i <= MAX_ID for i in ids)
     ):
         raise MalformedFrame(f"a columns frame needs {count} call ids in 1..2**63-1")
+    elif len(set(ids)) != count:
+        raise MalformedFrame(
+            "a columns frame repeats a call id", code=ErrorCode.DUPLICATE_CALL_ID
+        )
     if type(columns) is not list or not all(
         type(c) is list and len(c) == count for c in columns
     ):
@@ -557,6 +601,8 @@ class _FrameTags:
         ):
             raise MalformedFrame("a vesicle tag must wrap [index, length] (two integers)")
         index, length = value
+        if index >= MAX_VESICLES_PER_FRAME:
+            raise MalformedFrame(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
         if index != self.count:
             raise MalformedFrame(f"vesicle index {index} out of order (expected {self.count})")
         if not 0 < length <= 2**62:
@@ -573,6 +619,7 @@ def _decode_exactly_one(payload: memoryview, tags: _FrameTags) -> Any:
         semantic_decoders=_SEMANTIC_DECODERS,
         max_depth=MAX_DEPTH,
         allow_indefinite=False,
+        allow_duplicate_keys=False,
     )
     item = decoder.decode()
     try:
@@ -609,13 +656,15 @@ class FrameDecoder:
     further use).
     """
 
-    __slots__ = ("_broken", "_buf", "_max_frame_size", "_pos")
+    __slots__ = ("_broken", "_buf", "_limit", "_max_frame_size", "_pos")
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._buf = bytearray()
         self._pos = 0
         self._broken = False
         self._max_frame_size = max_frame_size
+        # The first frame is the hello: it may reach MAX_HELLO_SIZE.
+        self._limit = max(max_frame_size, MAX_HELLO_SIZE)
 
     @property
     def max_frame_size(self) -> int:
@@ -643,9 +692,9 @@ class FrameDecoder:
         if len(buf) - pos < HEADER_SIZE:
             return NEED_DATA
         (length,) = HEADER.unpack_from(buf, pos)
-        if length > self._max_frame_size:
+        if length > self._limit:
             self._broken = True
-            raise FrameTooLarge(length, self._max_frame_size)
+            raise FrameTooLarge(length, self._limit)
         end = pos + HEADER_SIZE + length
         if len(buf) < end:
             return NEED_DATA
@@ -658,6 +707,7 @@ class FrameDecoder:
             with memoryview(buf) as view, view[pos + HEADER_SIZE : end] as payload:
                 item = _decode_exactly_one(payload, tags)
             items = validate_frame(item)
+            self._limit = self._max_frame_size
         except (MalformedFrame, UnknownFrameKind, HandshakeError):
             self._broken = True
             raise

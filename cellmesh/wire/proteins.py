@@ -40,7 +40,15 @@ import attrs
 import cbor2
 
 from ..errors import ConfigError, FieldError, SchemaMismatch, UnknownProtein
-from .codec import TAG_FLOAT64_LE, TAG_SINT64_LE, VESICLE_TAG, Body, VesicleRef, typed_array
+from .codec import (
+    MAX_VESICLES_PER_FRAME,
+    TAG_FLOAT64_LE,
+    TAG_SINT64_LE,
+    VESICLE_TAG,
+    Body,
+    VesicleRef,
+    typed_array,
+)
 
 T = TypeVar("T")
 
@@ -111,7 +119,11 @@ _Dec = Callable[[Any, DecodeContext], Any]
 
 
 class _Bad(Exception):
-    """Internal: a field value did not fit; carries the reason text."""
+    """Internal: a field value did not fit; carries the reason and the field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _type_label(value: object) -> str:
@@ -181,13 +193,17 @@ def _bytes_type() -> _FieldType:
         elif hasattr(value, "fileno") and hasattr(value, "seal") and hasattr(value, "tobytes"):
             if len(value) < ctx.threshold:
                 return value.tobytes()
-            value.seal()
             index = len(ctx.vesicles)
+            if index >= MAX_VESICLES_PER_FRAME:
+                raise _Bad(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
+            value.seal()
             ctx.vesicles.append(value)
             return cbor2.CBORTag(VESICLE_TAG, [index, len(value)])
         else:
             raise _Bad(f"expected bytes, got {_type_label(value)}")
         assert ctx.make_vesicle is not None
+        if len(ctx.vesicles) >= MAX_VESICLES_PER_FRAME:
+            raise _Bad(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
         vesicle = ctx.make_vesicle(value)
         ctx.owned.append(vesicle)
         index = len(ctx.vesicles)
@@ -246,9 +262,10 @@ def _dict_type(key: _FieldType, val: _FieldType, where: str) -> _FieldType:
 
 def _union_type(options: list[_FieldType]) -> _FieldType:
     text = "union<" + ",".join(sorted({o.text for o in options})) + ">"
-    # Exact-type options first, converting ones (float widens ints) after, so
-    # the meaning never depends on declaration order: the fingerprint does not.
-    options = sorted(options, key=lambda o: not o.plain)
+    # A canonical order, so the meaning never depends on declaration order (the
+    # fingerprint does not): exact-type options first, then options that never
+    # widen an int to a float, then the rest, each group by canonical text.
+    options = sorted(options, key=lambda o: (not o.plain, "float" in o.text, o.text))
 
     def enc(value: Any, ctx: EncodeContext) -> Any:
         for option in options:
@@ -443,7 +460,7 @@ class Schema:
             try:
                 values.append([dec(v, ctx) for v in col])
             except _Bad as exc:
-                raise _Bad(f"field {field!r}: {exc}") from None
+                raise _Bad(f"field {field!r}: {exc}", field) from None
         if not values:
             return [self.cls() for _ in range(count)]
         return list(map(self.cls, *values))
@@ -479,25 +496,26 @@ class Schema:
                 enc_lines += [
                     f"    if {bad}:",
                     f"        raise _FieldError(_name, f'field {{_f{i}!r}}: expected "
-                    f"{ftype.text}, got {{_label(v{i})}}')",
+                    f"{ftype.text}, got {{_label(v{i})}}', _f{i})",
                 ]
                 dec_lines += [
                     f"    if {bad}:",
                     f"        raise _Bad(f'field {{_f{i}!r}}: expected {ftype.text}, "
-                    f"got {{_label(v{i})}}')",
+                    f"got {{_label(v{i})}}', _f{i})",
                 ]
             else:
                 enc_lines += [
                     "    try:",
                     f"        v{i} = _enc{i}(v{i}, ctx)",
                     "    except _Bad as exc:",
-                    f"        raise _FieldError(_name, f'field {{_f{i}!r}}: {{exc}}') from None",
+                    f"        raise _FieldError(_name, f'field {{_f{i}!r}}: {{exc}}', _f{i}) "
+                    "from None",
                 ]
                 dec_lines += [
                     "    try:",
                     f"        v{i} = _dec{i}(v{i}, ctx)",
                     "    except _Bad as exc:",
-                    f"        raise _Bad(f'field {{_f{i}!r}}: {{exc}}') from None",
+                    f"        raise _Bad(f'field {{_f{i}!r}}: {{exc}}', _f{i}) from None",
                 ]
         values = "".join(f"v{i}, " for i in range(len(names)))
         enc_lines.append(f"    return [_name, {values}]")
@@ -651,7 +669,7 @@ class ProteinRegistry:
         try:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
-            raise FieldError(name, str(exc)) from None
+            raise FieldError(name, str(exc), exc.field) from None
         except (RecursionError, TypeError) as exc:
             raise FieldError(name, f"bad column values ({type(exc).__name__})") from None
 
@@ -674,7 +692,7 @@ class ProteinRegistry:
         try:
             return schema.decode_fields(body, ctx)
         except _Bad as exc:
-            raise FieldError(name, str(exc)) from None
+            raise FieldError(name, str(exc), exc.field) from None
         except RecursionError:
             raise FieldError(name, "nesting too deep") from None
 

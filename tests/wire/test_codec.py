@@ -30,6 +30,7 @@ from cellmesh.wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
     MAX_DEPTH,
+    MAX_HELLO_SIZE,
     MAX_ID,
     MIN_MAX_FRAME_SIZE,
     NEED_DATA,
@@ -258,8 +259,25 @@ def test_codec_oversized_item_inside_a_batch_is_still_refused() -> None:
 # Header-level limits.
 
 
-def test_codec_frame_too_large_is_raised_from_the_header_alone() -> None:
+def past_hello(decoder: FrameDecoder) -> FrameDecoder:
+    """Consume a first frame: only frames after the hello obey max_frame_size."""
+    decoder.feed(frame_bytes(Credit(1, 1).to_wire()))
+    assert decoder.next_frame() is not NEED_DATA
+    return decoder
+
+
+def test_codec_first_frame_may_reach_the_hello_limit() -> None:
     decoder = FrameDecoder(max_frame_size=MIN_MAX_FRAME_SIZE)
+    decoder.feed(header(MAX_HELLO_SIZE))
+    assert decoder.next_frame() is NEED_DATA
+    decoder = FrameDecoder(max_frame_size=MIN_MAX_FRAME_SIZE)
+    decoder.feed(header(MAX_HELLO_SIZE + 1))
+    with pytest.raises(FrameTooLarge):
+        decoder.next_frame()
+
+
+def test_codec_frame_too_large_is_raised_from_the_header_alone() -> None:
+    decoder = past_hello(FrameDecoder(max_frame_size=MIN_MAX_FRAME_SIZE))
     decoder.feed(header(MIN_MAX_FRAME_SIZE + 1))  # no payload byte has arrived
     with pytest.raises(FrameTooLarge) as info:
         decoder.next_frame()
@@ -285,7 +303,7 @@ def test_codec_limit_counts_the_payload_not_the_header() -> None:
     payload = cbor2.dumps([Kind.CALL, 1, ["p", "x" * 100]])
     frame = decode_one(payload, max_frame_size=len(payload))
     assert frame.size == len(payload)
-    decoder = FrameDecoder(max_frame_size=len(payload) - 1)
+    decoder = past_hello(FrameDecoder(max_frame_size=len(payload) - 1))
     decoder.feed(raw_frame(payload))
     with pytest.raises(FrameTooLarge):
         decoder.next_frame()
@@ -701,7 +719,7 @@ def columns_items(draw: st.DrawFn) -> tuple[list[Any], list[Any]]:
     plain_ids = None
     sent_ids: Any = None
     if kind != Kind.SIGNAL:
-        plain_ids = draw(st.lists(ids, min_size=count, max_size=count))
+        plain_ids = draw(st.lists(ids, min_size=count, max_size=count, unique=True))
         sent_ids = typed_array(plain_ids, TAG_UINT64_LE) if draw(st.booleans()) else plain_ids
     sent_cols: list[Any] = []
     plain_cols: list[Any] = []
