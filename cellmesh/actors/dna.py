@@ -28,9 +28,11 @@ every file, make it read-only, fsync the directories, then ``rename`` it to
 ``<digest>``. A rename that finds the digest present means another builder
 won: if the winner's entry verifies, ours is discarded; if it is damaged it
 is moved aside to ``.trash-*`` (only one mover succeeds) and the rename is
-retried. Reuse verifies an existing entry against its manifest (every file
-present with the listed hash and bit, nothing extra, nothing writable); a
-damaged entry is rebuilt the same way.
+retried. A builder killed mid-build leaves a ``.build-*`` directory that
+:meth:`DnaCache.sweep_stale` removes once it is old. Reuse verifies an
+existing entry against its manifest (every file present with the listed hash
+and bit, nothing extra, nothing writable); a damaged entry is rebuilt the
+same way.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import py_compile
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Final, Literal
 
@@ -384,6 +387,31 @@ class DnaCache:
                 digest=digest, root=final, name=source.name, kind=source.kind, reused=True
             )
         return self._build(source, digest)
+
+    def sweep_stale(self, *, older_than: float = 3600.0) -> list[str]:
+        """Remove ``.build-*`` / ``.trash-*`` directories older than ``older_than`` seconds.
+
+        They are what builders killed mid-build leave behind. A live build is
+        far younger than the default hour, so it is never swept. Returns the
+        names removed. Entries (``<digest>``) are never touched.
+        """
+        removed: list[str] = []
+        try:
+            candidates = list(self._cache_dir.iterdir())
+        except FileNotFoundError:
+            return removed
+        limit = time.time() - older_than
+        for path in sorted(candidates):
+            if not path.name.startswith((".build-", ".trash-")):
+                continue
+            try:
+                if path.lstat().st_mtime >= limit:
+                    continue
+            except FileNotFoundError:
+                continue
+            force_rmtree(path)
+            removed.append(path.name)
+        return removed
 
     def _build(self, source: DnaSource, digest: str) -> DnaEntry:
         try:

@@ -295,3 +295,20 @@ def test_dna_force_rmtree_removes_read_only_trees(tmp_path: Path, cache: DnaCach
     assert not entry.root.exists()
     force_rmtree(entry.root)  # missing is fine
     assert stat.S_ISDIR(cache.cache_dir.stat().st_mode)
+
+
+def test_dna_sweep_stale_removes_only_old_leftovers(tmp_path: Path, cache: DnaCache) -> None:
+    entry = cache.ensure(make_package(tmp_path))
+    old_build = cache.cache_dir / ".build-0123456789abcdef-x"
+    (old_build / "pkg").mkdir(parents=True)
+    os.chmod(old_build / "pkg", 0o555)
+    old_trash = cache.cache_dir / ".trash-0123456789abcdef-y"
+    old_trash.mkdir()
+    young = cache.cache_dir / ".build-fedcba9876543210-z"
+    young.mkdir()
+    for path in (old_build, old_trash):
+        os.utime(path, (1_000_000, 1_000_000))
+    os.utime(entry.root, (1_000_000, 1_000_000))
+    assert cache.sweep_stale(older_than=60.0) == [old_build.name, old_trash.name]
+    assert sorted(p.name for p in cache.cache_dir.iterdir()) == sorted([entry.digest, young.name])
+    assert DnaCache(tmp_path / "absent").sweep_stale() == []

@@ -200,6 +200,27 @@ async def test_supervisor_restarts_per_strategy(
         assert r.escalation == []
 
 
+async def test_supervisor_ignores_the_exit_of_an_instance_it_replaced(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Two children die together under one_for_all: the first exit restarts the group;
+    the second is from an instance the restart already replaced and is dropped (OTP
+    ignores an 'EXIT' from a pid that is no longer a child), so one restart counts."""
+    spec = SupervisorSpec(strategy=Strategy.ONE_FOR_ALL, children=specs("a", "b", "c"))
+    async with supervising(spec) as r:
+        r.factory.take_log()
+        r.factory.live["b"].exit(CRASH)
+        r.factory.live["c"].exit(CRASH)
+        await trio.testing.wait_all_tasks_blocked()
+        exited = [e.child_id for e in r.events if e.kind == "exited"]
+        assert len(exited) == 1  # whichever exit the loop saw first
+        other = "c" if exited == ["b"] else "b"
+        assert r.factory.take_log() == [
+            ("term", other), ("term", "a"), ("start", "a"), ("start", "b"), ("start", "c"),
+        ]
+        assert r.escalation == []
+
+
 @pytest.mark.parametrize(
     ("restart", "reason", "restarted"),
     [
