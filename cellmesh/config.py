@@ -9,6 +9,13 @@ Environment variables (all optional):
 ``CELL_HOME``        base directory, default ``~/.cell``
 ``CELL_SOCKET_DIR``  membrane sockets, default ``$CELL_HOME/run`` (created 0700)
 ``CELL_UMBILICAL``   root control socket, default ``$CELL_SOCKET_DIR/mitosis.sock``
+
+Read by the sandbox layer (:mod:`cellmesh.sandbox`, see docs/security.md):
+
+``CELL_SANDBOX``        ``auto`` (default), ``bwrap``, ``host`` or ``stub``
+``CELL_SECRETS``        secret broker: ``memory`` (default), ``env`` or ``file``
+``CELL_SECRETS_DIR``    where the ``file`` broker reads secrets from
+``CELL_CGROUP_PARENT``  optional cgroup v2 parent for per-cell limit leaves
 """
 
 from __future__ import annotations

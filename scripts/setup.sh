@@ -14,12 +14,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -vE '^(WARNING: Location|  |!!)' || true
-if ! command -v bwrap >/dev/null 2>&1; then
+# bubblewrap is the cell sandbox; the kernel headers let the seccomp test check
+# our syscall table against the running architecture's numbers.
+missing=""
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+[ -f /usr/include/asm/unistd_64.h ] || [ -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] \
+    || missing="$missing linux-libc-dev"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing bubblewrap (the cell sandbox) ..."
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) \
-            >/dev/null 2>&1 || echo "could not install bubblewrap; the host sandbox backend will be used" >&2
-    else
+        echo "installing$missing ..."
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) \
+            >/dev/null 2>&1 || echo "could not install$missing; see docs/security.md" >&2
+    elif ! command -v bwrap >/dev/null 2>&1; then
         echo "bubblewrap is not installed; cells will run under the host backend (hygiene only)" >&2
     fi
 fi
