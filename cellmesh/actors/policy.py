@@ -384,7 +384,7 @@ class SupervisorState:
 
     @property
     def started(self) -> bool:
-        """True once every child of ``start()`` was confirmed started."""
+        """True from the confirmation of every child of ``start()`` until the end."""
         return self._phase == "running"
 
     def which_children(self) -> tuple[ChildInfo, ...]:
