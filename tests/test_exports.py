@@ -21,6 +21,7 @@ PACKAGES_WITH_ALL = [
     "cellmesh",
     "cellmesh.errors",
     "cellmesh.consensus",
+    "cellmesh.actors",
     "cellmesh.sandbox",
     "cellmesh.testing",
     "cellmesh.bench",
