@@ -46,8 +46,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import attrs
-
 from cellmesh.consensus import quorum
 from cellmesh.consensus.config import RaftConfig, RandomSource
 from cellmesh.consensus.errors import (
@@ -60,6 +58,7 @@ from cellmesh.consensus.errors import (
 from cellmesh.consensus.log import RaftLog
 from cellmesh.consensus.messages import Message, MessageType, well_formed
 from cellmesh.consensus.progress import Progress, ProgressState
+from cellmesh.consensus.readindex import PendingRead, ReadIndexTracker
 from cellmesh.consensus.ready import Ready
 from cellmesh.consensus.types import (
     Entry,
@@ -74,14 +73,6 @@ from cellmesh.consensus.types import (
 )
 
 MT = MessageType
-
-
-@attrs.define(eq=False)
-class _PendingRead:
-    seq: int
-    index: int
-    context: bytes
-    requester: int
 
 
 class RaftCore:
@@ -125,10 +116,7 @@ class RaftCore:
         self._votes: dict[int, bool] = {}
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._pending_reads: list[_PendingRead] = []
-        self._reads_awaiting_commit: list[_PendingRead] = []
-        self._read_seq = 0
-        self._read_acks: dict[int, int] = {}
+        self._reads = ReadIndexTracker()
         self._pending_conf_index = 0
         self.lead_transferee: int | None = None
         self._election_elapsed = 0
@@ -383,9 +371,7 @@ class RaftCore:
         self._reset_randomized_timeout()
         self._votes = {}
         self._progress = {}
-        self._pending_reads = []
-        self._reads_awaiting_commit = []
-        self._read_acks = {}
+        self._reads.reset()
         self.lead_transferee = None
 
     def _reset_randomized_timeout(self) -> None:
@@ -625,9 +611,9 @@ class RaftCore:
                 pr.inflights.popleft()  # an ack may have been lost; make room (etcd does too)
             if pr.match < self.log.last_index:
                 self._send_append(m.src, send_if_empty=True)
-            if m.read_seq > self._read_acks.get(m.src, 0):
-                self._read_acks[m.src] = m.read_seq
-                self._release_reads()
+            if self._reads.ack(m.src, m.read_seq):
+                for r in self._reads.release(self.id, self.membership.voters):
+                    self._deliver_read(r)
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
         if m.reject:
@@ -702,10 +688,8 @@ class RaftCore:
         if mci <= self.log.committed or self.log.term(mci) != self.term:
             return False
         self.log.commit_to(mci)
-        if self._reads_awaiting_commit:
-            waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
-            for r in waiting:
-                self._leader_read(r.context, r.requester)
+        for r in self._reads.take_awaiting_commit():
+            self._leader_read(r.context, r.requester)
         return True
 
     def _send(
@@ -789,7 +773,7 @@ class RaftCore:
                     MT.HEARTBEAT,
                     n,
                     commit=min(pr.match, self.log.committed),
-                    read_seq=self._read_seq,
+                    read_seq=self._reads.seq,
                 )
 
     # -- ReadIndex (dissertation 6.4) -------------------------------------
@@ -800,26 +784,15 @@ class RaftCore:
     def _leader_read(self, context: bytes, requester: int) -> None:
         if not self._committed_in_term():
             # 6.4 step 1: the leader must first commit an entry of its own term.
-            self._reads_awaiting_commit.append(_PendingRead(0, 0, context, requester))
+            self._reads.await_commit(context, requester)
             return
         if self.membership.voters == frozenset({self.id}):
-            self._deliver_read(_PendingRead(0, self.log.committed, context, requester))
+            self._deliver_read(PendingRead(0, self.log.committed, context, requester))
             return
-        self._read_seq += 1
-        self._pending_reads.append(
-            _PendingRead(self._read_seq, self.log.committed, context, requester)
-        )
+        self._reads.add(self.log.committed, context, requester)
         self._broadcast_heartbeat()
 
-    def _release_reads(self) -> None:
-        acks = dict(self._read_acks)
-        acks[self.id] = self._read_seq
-        voters = self.membership.voters
-        confirmed = quorum.committed_index(voters, acks)
-        while self._pending_reads and self._pending_reads[0].seq <= confirmed:
-            self._deliver_read(self._pending_reads.pop(0))
-
-    def _deliver_read(self, r: _PendingRead) -> None:
+    def _deliver_read(self, r: PendingRead) -> None:
         if r.requester == self.id:
             self._read_states.append(ReadState(index=r.index, context=r.context))
         else:

@@ -124,8 +124,12 @@ class Membership:
 
     def encode(self) -> bytes:
         """Serialize to the compact ASCII form ``v=1,2,3;l=4``."""
-        return _VOTERS_TAG + _encode_ids(self.voters) + b";" + _LEARNERS_TAG + _encode_ids(
-            self.learners
+        return (
+            _VOTERS_TAG
+            + _encode_ids(self.voters)
+            + b";"
+            + _LEARNERS_TAG
+            + _encode_ids(self.learners)
         )
 
     @classmethod

@@ -14,6 +14,7 @@ PURE_MODULES = [
     "core",
     "config",
     "ready",
+    "readindex",
     "log",
     "quorum",
     "types",
