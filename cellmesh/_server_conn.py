@@ -580,9 +580,17 @@ class ServerConnection:
 
         try:
             data = codec.encode_items([item], self.peer_max_frame)[0]
-            self.channel.send(data, fds, sent)
-        except (ChannelBroken, ProtocolError):
+        except LocalProtocolError as exc:
             sent()
+            # Even with its bytes in vesicles the reply is too large: that call
+            # fails (every call gets exactly one final answer).
+            self.out.extend(self._encode_each_errors(item, exc))
+            return
+        try:
+            self.channel.send(data, fds, sent)
+        except ChannelBroken:
+            sent()
+            self.done.set()
 
     def _release_ctx(self, ctx: EncodeContext) -> None:
         for vesicle in ctx.owned:
@@ -660,11 +668,20 @@ class ServerConnection:
             try:
                 frames += codec.encode_items([item], self.peer_max_frame)
             except LocalProtocolError as exc:
-                for call_id in codec.item_call_ids(item):
-                    self.m.stats.errors += 1
-                    error = Error(
-                        id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
-                        message=f"{exc} (large bytes fields travel as vesicles)",
-                    )
-                    frames += codec.encode_items([error.to_wire()], self.peer_max_frame)
+                frames += codec.encode_items(
+                    self._encode_each_errors(item, exc), self.peer_max_frame
+                )
         return frames
+
+    def _encode_each_errors(
+        self, item: list[Any], exc: LocalProtocolError
+    ) -> list[list[Any]]:
+        """BAD_REPLY error items for every call a too-large reply item answers."""
+        errors = []
+        for call_id in codec.item_call_ids(item):
+            self.m.stats.errors += 1
+            errors.append(Error(
+                id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
+                message=f"{exc} (large bytes fields travel as vesicles)",
+            ).to_wire())
+        return errors

@@ -226,6 +226,8 @@ class _Connection:
                 elif kind == 7:  # goaway
                     self.draining = True
                     self.credit_event.set()
+                elif kind == 0:
+                    raise HandshakeError("the cell sent a second hello")
                 else:
                     raise RemoteProtocolError(
                         f"a cell may not send frames of kind {Kind(kind).name} to a client"

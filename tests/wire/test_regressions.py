@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from cellmesh import ProteinRegistry, Synapse, open_membrane, protein
+from cellmesh import ProteinRegistry, RemoteCellError, Synapse, open_membrane, protein
 from cellmesh.errors import ErrorCode, HandshakeError, LocalProtocolError
 from cellmesh.wire.codec import Hello, frame_bytes
 
@@ -176,3 +176,24 @@ async def test_refused_handshake_is_reported_by_grow(
                 pass
         assert info.value.code == ErrorCode.VERSION_MISMATCH
         assert "99" in str(info.value)
+
+
+@protein("reg.Fat", registry=REG)
+class Fat:
+    data: bytes
+    text: str
+
+
+async def fat_handler(msg: object) -> object:
+    return Fat(b"v" * 100_000, "t" * 10_000)  # the bytes go as a vesicle, the text cannot
+
+
+async def test_too_large_reply_with_a_vesicle_fails_that_call(sockdir: Path) -> None:
+    async with open_membrane("r", fat_handler, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow(
+            "r", socket_dir=sockdir, registry=REG, max_frame_size=4096
+        ) as syn:
+            with trio.fail_after(10), pytest.raises(RemoteCellError) as info:
+                await syn.fire(Num(1))
+            assert info.value.code == ErrorCode.BAD_REPLY
+            assert info.value.type_name == "ReplyTooLarge"
