@@ -450,6 +450,12 @@ class ServerConnection:
         free slot. ``slot`` records the current call for cancellation reports."""
         call_id, _, cost = work
         while True:
+            if call_id in self.owned:
+                suspended.coro.close()
+                raise RemoteProtocolError(
+                    f"call id {call_id} is already in progress on this connection",
+                    code=ErrorCode.DUPLICATE_CALL_ID,
+                )
             slot.call_id, slot.cost = call_id, cost
             self.suspended += 1
             if call_id:

@@ -197,3 +197,19 @@ async def test_too_large_reply_with_a_vesicle_fails_that_call(sockdir: Path) -> 
                 await syn.fire(Num(1))
             assert info.value.code == ErrorCode.BAD_REPLY
             assert info.value.type_name == "ReplyTooLarge"
+
+
+async def test_duplicate_id_of_a_call_in_progress_closes_the_connection(sockdir: Path) -> None:
+    async with open_membrane("r", handler, socket_dir=sockdir, registry=REG) as membrane:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(sockdir / "r.sock"))
+        try:
+            hello = Hello(version=1, name="dup", proteins=REG.fingerprints())
+            sock.sendall(frame_bytes(hello.to_wire()))
+            sock.sendall(frame_bytes([1, 7, ["reg.Job", True]]))  # suspends forever
+            sock.sendall(frame_bytes([1, 7, ["reg.Job", True]]))  # same id, still running
+            with trio.fail_after(5):
+                while membrane.stats.protocol_errors == 0:
+                    await trio.sleep(0.01)
+        finally:
+            sock.close()
