@@ -34,11 +34,15 @@ from typing import Final
 
 import trio
 
-from .errors import VesicleError
+from .errors import HandshakeError, VersionMismatch, VesicleError
 from .wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_VESICLES_PER_FRAME,
+    NEED_DATA,
+    PROTOCOL_VERSION,
     FrameDecoder,
+    Hello,
+    Kind,
     VesicleRef,
 )
 from .wire.proteins import DecodeContext
@@ -320,3 +324,27 @@ def vesicle_context(
         return map_vesicle(fd, ref.length)
 
     return DecodeContext(resolve, mismatched), remaining
+
+
+async def receive_hello(channel: Channel, peer: str) -> Hello:
+    """Read the peer's first frame, which must be its hello, and check its version.
+
+    An error frame in its place means the peer refused us: HandshakeError
+    carrying the peer's code and message. ``peer`` names the peer in messages.
+    """
+    decoder = channel.decoder
+    while True:
+        decoded = decoder.next_frame()
+        if decoded is not NEED_DATA:
+            break
+        if not await channel.receive():
+            raise ChannelBroken(f"{peer} closed the connection before its hello")
+    items = decoded.items
+    if len(items) == 1 and items[0][0] == Kind.ERROR:
+        raise HandshakeError(f"{peer} refused the connection: {items[0][4]}", code=items[0][2])
+    if len(items) != 1 or items[0][0] != Kind.HELLO:
+        raise HandshakeError(f"expected a hello from {peer} first")
+    hello = Hello.from_wire(items[0])
+    if hello.version != PROTOCOL_VERSION:
+        raise VersionMismatch(PROTOCOL_VERSION, hello.version)
+    return hello

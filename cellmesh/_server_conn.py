@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._channel import Channel, ChannelBroken, vesicle_context
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
 from .errors import (
     CellmeshError,
@@ -27,7 +27,6 @@ from .errors import (
     ProteinError,
     ProtocolError,
     RemoteProtocolError,
-    VersionMismatch,
     VesicleError,
 )
 from .wire import codec
@@ -159,18 +158,7 @@ class ServerConnection:
         """
         opts = self.m.options
         with trio.fail_after(opts.hello_timeout):
-            while True:
-                decoded = self.channel.decoder.next_frame()
-                if decoded is not NEED_DATA:
-                    break
-                if not await self.channel.receive():
-                    raise ChannelBroken("peer closed before its hello")
-        items = decoded.items
-        if len(items) != 1 or items[0][0] != Kind.HELLO:
-            raise HandshakeError("expected a hello frame first")
-        frame = Hello.from_wire(items[0])
-        if frame.version != PROTOCOL_VERSION:
-            raise VersionMismatch(PROTOCOL_VERSION, frame.version)
+            frame = await receive_hello(self.channel, "the client")
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size

@@ -20,6 +20,7 @@ Read by the sandbox layer (:mod:`cellmesh.sandbox`, see docs/security.md):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -51,6 +52,22 @@ def check_cell_name(name: object, *, source: str = "cell name") -> str:
             "(1-63 of A-Z a-z 0-9 _ . -, starting with a letter or digit)",
         )
     return name
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1 (not a bool), else raise ConfigError."""
+    if type(value) is not int or value < 1:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    """Return ``value`` as float if it is a finite number of seconds > 0."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(name, f"must be a number of seconds, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(name, f"must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
 
 
 def _env_path(env: Mapping[str, str], key: str) -> Path | None:

@@ -30,7 +30,6 @@ exception becomes an error reply; the cell keeps serving.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +45,7 @@ from ._dispatch import Handler
 from ._server_conn import ServerConnection
 from ._sockets import adopt_listener, bind_unix_listener
 from ._util import open_service_nursery
-from .config import Paths, check_cell_name
+from .config import Paths, check_cell_name, check_positive_int, check_seconds
 from .errors import (
     ConfigError,
     ErrorCode,
@@ -80,17 +79,10 @@ class MembraneOptions:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
-        if not codec.MIN_MAX_FRAME_SIZE <= self.max_frame_size <= codec.ABSOLUTE_MAX_FRAME_SIZE:
-            raise ConfigError(
-                "max_frame_size",
-                f"must be in [{codec.MIN_MAX_FRAME_SIZE}, {codec.ABSOLUTE_MAX_FRAME_SIZE}]",
-            )
+        codec.check_max_frame_size(self.max_frame_size)
         for name in ("max_concurrency", "credit_calls", "credit_bytes", "vesicle_threshold"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
-        if not (self.hello_timeout > 0 and math.isfinite(self.hello_timeout)):
-            raise ConfigError("hello_timeout", "must be a positive number of seconds")
+            check_positive_int(name, getattr(self, name))
+        check_seconds("hello_timeout", self.hello_timeout)
 
 
 @attrs.define(kw_only=True)

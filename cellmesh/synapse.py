@@ -27,7 +27,6 @@ new calls go to a new connection.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -39,20 +38,18 @@ import attrs
 import outcome
 import trio
 
-from ._channel import Channel, ChannelBroken, vesicle_context
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._util import open_service_nursery
-from .config import Paths, check_cell_name
+from .config import Paths, check_cell_name, check_positive_int, check_seconds
 from .errors import (
     CellmeshError,
     CellUnavailable,
-    ConfigError,
     ConnectionClosed,
     HandshakeError,
     ProteinError,
     ProtocolError,
     RemoteCellError,
     RemoteProtocolError,
-    VersionMismatch,
     VesicleError,
 )
 from .wire import codec
@@ -80,15 +77,9 @@ class SynapseOptions:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
-        if not codec.MIN_MAX_FRAME_SIZE <= self.max_frame_size <= codec.ABSOLUTE_MAX_FRAME_SIZE:
-            raise ConfigError(
-                "max_frame_size",
-                f"must be in [{codec.MIN_MAX_FRAME_SIZE}, {codec.ABSOLUTE_MAX_FRAME_SIZE}]",
-            )
-        if type(self.vesicle_threshold) is not int or self.vesicle_threshold < 1:
-            raise ConfigError("vesicle_threshold", "must be a positive integer")
-        if not (self.connect_timeout > 0 and math.isfinite(self.connect_timeout)):
-            raise ConfigError("connect_timeout", "must be a positive number of seconds")
+        codec.check_max_frame_size(self.max_frame_size)
+        check_positive_int("vesicle_threshold", self.vesicle_threshold)
+        check_seconds("connect_timeout", self.connect_timeout)
 
 
 class _Waiter:
@@ -136,23 +127,7 @@ class _Connection:
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
         await self.channel.flush_inline()  # no writer task runs yet
-        while True:
-            decoded = self.channel.decoder.next_frame()
-            if decoded is not NEED_DATA:
-                break
-            if not await self.channel.receive():
-                raise ChannelBroken("the cell closed the connection during the handshake")
-        items = decoded.items
-        if len(items) == 1 and items[0][0] == Kind.ERROR:
-            raise HandshakeError(
-                f"cell {self.syn.name!r} refused the connection: {items[0][4]}",
-                code=items[0][2],
-            )
-        if len(items) != 1 or items[0][0] != Kind.HELLO:
-            raise HandshakeError("expected a hello from the cell first")
-        frame = Hello.from_wire(items[0])
-        if frame.version != PROTOCOL_VERSION:
-            raise VersionMismatch(PROTOCOL_VERSION, frame.version)
+        frame = await receive_hello(self.channel, f"cell {syn.name!r}")
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size

@@ -41,6 +41,7 @@ import attrs
 import cbor2
 
 from ..errors import (
+    ConfigError,
     ErrorCode,
     FrameTooLarge,
     HandshakeError,
@@ -101,6 +102,15 @@ class VesicleRef:
 
 Body: TypeAlias = list[Any]
 """An undecoded protein value: ``[wire_name, field, ...]``."""
+
+
+def check_max_frame_size(value: object) -> None:
+    """Raise :class:`~cellmesh.errors.ConfigError` unless ``value`` is a valid frame limit."""
+    if type(value) is not int or not MIN_MAX_FRAME_SIZE <= value <= ABSOLUTE_MAX_FRAME_SIZE:
+        raise ConfigError(
+            "max_frame_size",
+            f"must be an int in [{MIN_MAX_FRAME_SIZE}, {ABSOLUTE_MAX_FRAME_SIZE}], got {value!r}",
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -625,12 +625,7 @@ class ProteinRegistry:
         """
         schema = self._by_type.get(type(obj))
         if schema is None:
-            cls = type(obj)
-            if not is_protein(cls):
-                raise TypeError(
-                    f"{cls.__qualname__} is not a protein (decorate it with @protein)"
-                )
-            schema = self._by_type[cls] = schema_of(cls)
+            schema = self.schema_for(obj)
         return schema.encode(obj, ctx)
 
     def schema_for(self, obj: object) -> Schema:
@@ -643,6 +638,20 @@ class ProteinRegistry:
                     f"{cls.__qualname__} is not a protein (decorate it with @protein)"
                 )
             schema = self._by_type[cls] = schema_of(cls)
+        return schema
+
+    def _schema_named(
+        self, name: str, ctx: DecodeContext, peer: dict[str, str] | None
+    ) -> Schema:
+        """The schema for wire name ``name`` (UnknownProtein / SchemaMismatch if unusable)."""
+        schema = self._schemas.get(name)
+        if schema is None:
+            cls = self._by_name.get(name)
+            if cls is None:
+                raise UnknownProtein(name)
+            schema = self._schemas[name] = schema_of(cls)
+        if ctx.mismatched and name in ctx.mismatched:
+            raise SchemaMismatch(name, schema.fingerprint, (peer or {}).get(name, "?"))
         return schema
 
     def decode_columns(
@@ -658,14 +667,7 @@ class ProteinRegistry:
         Raises :class:`UnknownProtein`, :class:`SchemaMismatch` or
         :class:`FieldError` (a bad value fails the whole column).
         """
-        schema = self._schemas.get(name)
-        if schema is None:
-            cls = self._by_name.get(name)
-            if cls is None:
-                raise UnknownProtein(name)
-            schema = self._schemas[name] = schema_of(cls)
-        if ctx.mismatched and name in ctx.mismatched:
-            raise SchemaMismatch(name, schema.fingerprint, (peer or {}).get(name, "?"))
+        schema = self._schema_named(name, ctx, peer)
         try:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
@@ -681,14 +683,8 @@ class ProteinRegistry:
         """
         name = body[0]
         schema = self._schemas.get(name)
-        if schema is None:
-            cls = self._by_name.get(name)
-            if cls is None:
-                raise UnknownProtein(name)
-            schema = self._schemas[name] = schema_of(cls)
-        if ctx.mismatched and name in ctx.mismatched:
-            theirs = (peer or {}).get(name, "?")
-            raise SchemaMismatch(name, schema.fingerprint, theirs)
+        if schema is None or ctx.mismatched:
+            schema = self._schema_named(name, ctx, peer)
         try:
             return schema.decode_fields(body, ctx)
         except _Bad as exc:
