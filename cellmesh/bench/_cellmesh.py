@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, dataclass_transform
+from typing import Any, Final
 
 import attrs
 import trio
@@ -44,7 +44,6 @@ _REQUIRED: Final = ("protein", "Receptors", "Membrane", "Synapse", "Vesicle")
 _PAGE: Final = 4096
 _INLINE_FRAME: Final = 256 << 20
 _NO_VESICLES: Final = 2**62
-_T = TypeVar("_T")
 
 
 def unavailable_reason() -> str | None:
@@ -55,34 +54,28 @@ def unavailable_reason() -> str | None:
     return None
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
-def _protein(name: str) -> Callable[[type[_T]], type[_T]]:
-    """``cellmesh.protein(name)``, visible to type checkers as the attrs class it makes."""
-    return cellmesh.protein(name)
-
-
-@_protein("bench.Ping")
+@cellmesh.protein("bench.Ping")
 class Ping:
     """A call: echoed back."""
 
     n: int
 
 
-@_protein("bench.Tick")
+@cellmesh.protein("bench.Tick")
 class Tick:
     """A one-way signal: counted."""
 
     n: int
 
 
-@_protein("bench.Count")
+@cellmesh.protein("bench.Count")
 class Count:
     """Request: ``n`` ignored. Reply: ticks since the previous Count (or a blob's length)."""
 
     n: int
 
 
-@_protein("bench.Blob")
+@cellmesh.protein("bench.Blob")
 class Blob:
     """A bulk payload: inline bytes or a vesicle."""
 
