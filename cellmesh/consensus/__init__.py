@@ -1,8 +1,11 @@
-"""Raft consensus: the pure core, its value types and errors.
+"""Raft consensus: the pure core, the write-ahead log and the Trio driver.
 
 The public API is what this module re-exports. :class:`RaftCore` is the
 sans-I/O state machine (see :mod:`cellmesh.consensus.core` for the driver
-loop and the persist-before-send contract on :class:`Ready`).
+loop and the persist-before-send contract on :class:`Ready`);
+:class:`WriteAheadLog` is its durable log; :func:`open_raft_node` runs a
+:class:`RaftNode` over a :class:`Transport`. The core modules import no I/O
+(``tests/consensus/test_core_purity.py``); this package namespace does.
 """
 
 from cellmesh.consensus.config import RaftConfig, RandomSource
@@ -16,7 +19,21 @@ from cellmesh.consensus.errors import (
     ProposalDropped,
 )
 from cellmesh.consensus.messages import Message, MessageType, well_formed
+from cellmesh.consensus.node import (
+    LogStorage,
+    NodeOptions,
+    NodeStatus,
+    NodeStopped,
+    ProposalOutcomeUnknown,
+    RaftNode,
+    StateMachine,
+    SyncRunner,
+    open_raft_node,
+    run_in_thread,
+    run_inline,
+)
 from cellmesh.consensus.ready import Ready
+from cellmesh.consensus.transport import MemoryNetwork, MemoryTransport, Transport
 from cellmesh.consensus.types import (
     Entry,
     EntryKind,
@@ -28,6 +45,21 @@ from cellmesh.consensus.types import (
     SnapshotMeta,
     SoftState,
 )
+from cellmesh.consensus.unix_transport import open_unix_transport
+from cellmesh.consensus.wal import (
+    OsSyncer,
+    Recovered,
+    Syncer,
+    TornTail,
+    WalBatch,
+    WalCorrupted,
+    WalError,
+    WalFailed,
+    WalLocked,
+    WalMisuse,
+    WalStats,
+    WriteAheadLog,
+)
 
 __all__ = [
     "ConfigChangeInProgress",
@@ -37,19 +69,46 @@ __all__ = [
     "EntryKind",
     "HardState",
     "InvalidConfigChange",
+    "LogStorage",
     "Membership",
+    "MemoryNetwork",
+    "MemoryTransport",
     "Message",
     "MessageType",
+    "NodeOptions",
+    "NodeStatus",
+    "NodeStopped",
     "NotLeader",
+    "OsSyncer",
     "ProposalDropped",
+    "ProposalOutcomeUnknown",
     "RaftConfig",
     "RaftCore",
+    "RaftNode",
     "RandomSource",
     "ReadState",
     "Ready",
+    "Recovered",
     "Role",
     "Snapshot",
     "SnapshotMeta",
     "SoftState",
+    "StateMachine",
+    "SyncRunner",
+    "Syncer",
+    "TornTail",
+    "Transport",
+    "WalBatch",
+    "WalCorrupted",
+    "WalError",
+    "WalFailed",
+    "WalLocked",
+    "WalMisuse",
+    "WalStats",
+    "WriteAheadLog",
+    "open_raft_node",
+    "open_unix_transport",
+    "run_in_thread",
+    "run_inline",
     "well_formed",
 ]
