@@ -113,6 +113,8 @@ class Channel:
             except (trio.ClosedResourceError, ValueError, OSError):
                 return False  # closed while we waited (ValueError: fd already -1)
         while True:
+            if sock.fileno() < 0:  # closed by another task since we last looked
+                return False
             try:
                 # Into a reused buffer: a fresh 256 KiB bytes object per call
                 # would cost an mmap/munmap pair (above glibc's mmap threshold).
@@ -290,7 +292,6 @@ class Channel:
             if pending.done is not None:
                 pending.done()
         self._queue.clear()
-        self._rview.release()
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()

@@ -18,6 +18,7 @@ from cellmesh.consensus.errors import (
     NotLeader,
     ProposalDropped,
 )
+from cellmesh.consensus.membrane_transport import MembraneTransport, open_membrane_transport
 from cellmesh.consensus.messages import Message, MessageType, well_formed
 from cellmesh.consensus.node import (
     LogStorage,
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidConfigChange",
     "LogStorage",
     "Membership",
+    "MembraneTransport",
     "MemoryNetwork",
     "MemoryTransport",
     "Message",
@@ -106,6 +108,7 @@ __all__ = [
     "WalMisuse",
     "WalStats",
     "WriteAheadLog",
+    "open_membrane_transport",
     "open_raft_node",
     "open_unix_transport",
     "run_in_thread",
