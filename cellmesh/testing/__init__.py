@@ -9,6 +9,7 @@
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
 """
 
+from cellmesh.testing.cluster import ProcessCluster, find_leader, process_cluster
 from cellmesh.testing.kvsm import Command, KVStateMachine
 from cellmesh.testing.lincheck import (
     CheckResult,
@@ -35,6 +36,7 @@ __all__ = [
     "Model",
     "Operation",
     "PerfectStorage",
+    "ProcessCluster",
     "RaftNet",
     "RegisterModel",
     "SafetyChecker",
@@ -45,6 +47,8 @@ __all__ = [
     "Simulation",
     "SimulationFailure",
     "check_operations",
+    "find_leader",
     "history_from_events",
+    "process_cluster",
     "run_seed",
 ]
