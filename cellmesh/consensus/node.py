@@ -12,19 +12,37 @@ and owns three tasks in one nursery (opened by :func:`open_raft_node`):
 * the **ready loop** is the thin loop of the etcd driver::
 
       rd = core.ready()
-      await storage.save(rd.snapshot, rd.entries, rd.hard_state)  # 1. durable (thread)
-      transport.send(m) for m in rd.messages                      # 2. only after 1
+      leader: transport.send(APPEND / HEARTBEAT)                  # 0. see below
+      await storage.save(rd.snapshot, rd.entries, rd.hard_state)  # 1. durable
+      transport.send(m) for the other messages                    # 2. only after 1
       state_machine.restore / apply committed entries             # 3.
       wake readers whose read index is applied                    # 4.
       core.advance(rd)                                            # 5.
 
-  Persisting runs in a worker thread (``trio.to_thread.run_sync``, or any
-  injected :class:`SyncRunner`); while one batch is being fsynced, clients
-  and peers keep stepping the core, so the next ``Ready`` carries everything
-  that arrived meanwhile: group commit falls out of the loop with one fsync
-  per batch. A Ready whose only durable change is a higher commit index is
-  not fsynced on its own (the commit index is a restart hint); it rides
-  along with the next save, so heartbeats cost no fsyncs.
+  Step 0 is the leader's disk write in parallel with replication
+  (dissertation 10.2.1): unless the Ready changes the term or vote, the
+  leader's appends and heartbeats leave before its own save, so its fsync
+  overlaps the followers' round trip. It stays safe because ``ready()`` is
+  not called again until the save returns: a commit the core computes from
+  acknowledgements that arrive meanwhile (counting the leader's unsynced
+  entry) is applied, answered or sent only in a later Ready, when the entry
+  is durable here too; the ``commit`` in a step-0 message predates this
+  Ready, so it covers only entries of earlier, already durable Readys.
+  Everything else -- votes, a new term, a follower's acknowledgement --
+  still waits for the fsync (:meth:`RaftNode._handle_ready`).
+
+  Saves go through a :class:`SyncRunner`: a worker thread by default
+  (:func:`run_in_thread`; clients and peers keep stepping the core while
+  the fsync runs) or the event loop itself (:func:`run_inline`; cheaper on
+  a small machine, and input then waits in the kernel meanwhile). Either
+  way the next ``Ready`` carries everything that arrived during a save:
+  group commit falls out of the loop with one fsync per batch. Before it
+  takes a Ready (and before a save) the loop yields while other tasks are
+  runnable, a bounded number of times, so input that has already arrived
+  is stepped first and queued sends are flushed. A Ready whose only durable
+  change is a higher commit index is not fsynced on its own (the commit
+  index is a restart hint); it rides along with the next save, so
+  heartbeats cost no fsyncs.
 
 Clients call :meth:`RaftNode.propose` (returns the state machine's result
 once the entry is applied here; at most ``max_pending_proposals`` are in
@@ -55,11 +73,17 @@ import trio
 
 from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
 from cellmesh.consensus.errors import ConsensusError, ProposalDropped
+from cellmesh.consensus.messages import Message, MessageType
 from cellmesh.consensus.transport import Transport
 from cellmesh.consensus.types import EntryKind, HardState, Membership, Role, SoftState
 from cellmesh.consensus.wal import Recovered, WalBatch, WriteAheadLog
 
 _READ_RETRY_ELECTIONS: Final = 2
+#: Leader messages that may be sent while the leader's own save is in flight
+#: (dissertation 10.2.1); see :meth:`RaftNode._handle_ready`.
+_EARLY: Final = frozenset({MessageType.APPEND, MessageType.HEARTBEAT})
+#: How many scheduling rounds the ready loop yields, at most, for input to settle.
+_SETTLE_ROUNDS: Final = 8
 _T = TypeVar("_T")
 
 
@@ -124,6 +148,20 @@ class SyncRunner(Protocol):
     def __call__(self, fn: Callable[[], _T], /) -> Awaitable[_T]:
         """Run ``fn`` to completion and return its result."""
         ...
+
+
+async def _settle() -> None:
+    """Yield while other tasks are runnable (a bounded number of times).
+
+    The ready loop calls this before it takes a Ready, so that every message
+    and proposal that has already arrived is stepped first (one batch, one
+    save, however the tasks were scheduled), and before a save, so that
+    sender tasks flush what the loop queued.
+    """
+    for _ in range(_SETTLE_ROUNDS):
+        if trio.lowlevel.current_statistics().tasks_runnable == 0:
+            return
+        await trio.lowlevel.checkpoint()
 
 
 async def run_in_thread(fn: Callable[[], _T]) -> _T:
@@ -266,7 +304,11 @@ class RaftNode:
     async def _replicate(self, append: Callable[[], int]) -> bytes:
         """Admit one proposal (``append`` puts it in the log); wait until it is applied."""
         self._check_running()
-        async with self._admission:
+        try:
+            self._admission.acquire_nowait()  # no checkpoint on the fast path
+        except trio.WouldBlock:
+            await self._admission.acquire()
+        try:
             self._check_running()
             index = append()
             waiter = _Waiter(term=self._core.term, index=index)
@@ -281,6 +323,8 @@ class RaftNode:
                 if self._proposals.get(index) is waiter:
                     del self._proposals[index]
             return waiter.outcome()
+        finally:
+            self._admission.release()
 
     async def change_membership(self, membership: Membership) -> None:
         """Replicate a single-server membership change; return once it is applied here.
@@ -376,12 +420,14 @@ class RaftNode:
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
+            await _settle()
             while self._core.has_ready():
                 rd = self._core.ready()
                 await self._handle_ready(rd)
                 self._core.advance(rd)
                 await self._maybe_snapshot()
                 self._notify()
+                await _settle()
 
     async def _persist(self, rd: Ready) -> None:
         """Step 1: make ``rd`` durable -- skipping a save that would only move ``commit``.
@@ -407,9 +453,50 @@ class RaftNode:
         if self._unsaved_hard is batch.hard_state:
             self._unsaved_hard = None
 
+    def _sendable_before_persist(self, rd: Ready) -> bool:
+        """Whether this Ready's leader messages may leave before its save returns.
+
+        True unless the Ready changes the term or vote (or installs a
+        snapshot): then every message waits for the fsync.
+        """
+        hard = rd.hard_state
+        durable = self._durable_hard
+        return rd.snapshot is None and (
+            hard is None or (hard.term, hard.vote) == (durable.term, durable.vote)
+        )
+
     async def _handle_ready(self, rd: Ready) -> None:
+        """Steps 1-4 for one Ready; the leader's appends overlap its own save.
+
+        Dissertation 10.2.1: the leader may write its log in parallel with
+        replicating it, provided its own entry counts toward a majority only
+        once durable. Here APPEND and HEARTBEAT leave before the save unless
+        the Ready changes the term or vote (whose durability every message
+        relies on). Nothing this reveals is unsafe: the entries are the
+        leader's own, the term is already durable, and the ``commit`` a
+        message carries was computed before this Ready was taken, when every
+        earlier Ready was already durable here -- the entries of this Ready
+        cannot have been acknowledged yet, since they had not been sent. A
+        commit the core counts with the unsynced entry (acks stepped during
+        the save) is only revealed by a later Ready: ``ready()`` is not
+        called again until this save returns, so nothing is applied, answered
+        or sent on its strength before the entry is durable here. Followers
+        still persist before they acknowledge (their APPEND_RESP is never
+        sent early), and a vote or term change is never revealed before its
+        fsync.
+        """
+        late: list[Message] | tuple[Message, ...] = rd.messages
+        if self._sendable_before_persist(rd):
+            late = []
+            for message in rd.messages:
+                if message.type in _EARLY:
+                    self._transport.send(message)
+                else:
+                    late.append(message)
+            if len(late) != len(rd.messages) and rd.must_sync:
+                await _settle()  # let the transport flush before a save that may block the loop
         await self._persist(rd)
-        for message in rd.messages:
+        for message in late:
             self._transport.send(message)
         if rd.snapshot is not None:
             self._install(rd.snapshot.meta.index, rd.snapshot.data)

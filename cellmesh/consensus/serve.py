@@ -43,8 +43,9 @@ from cellmesh.consensus.node import (
     RaftNode,
     open_raft_node,
     open_wal_storage,
+    run_inline,
 )
-from cellmesh.consensus.unix_transport import FrameReader, open_unix_transport
+from cellmesh.consensus.unix_transport import FrameOutbox, FrameReader, open_unix_transport
 from cellmesh.consensus.wal import Recovered, WriteAheadLog
 from cellmesh.errors import CellmeshError, FrameTooLarge, MalformedFrame
 
@@ -146,38 +147,34 @@ async def _answer(node: RaftNode, op: object, payload: object) -> list[object]:
 async def _serve_client(node: RaftNode, stream: trio.SocketStream) -> None:
     """Serve one client connection.
 
-    Requests run concurrently (at most a bounded number per connection); one
-    writer task sends every reply that is ready in a single ``send_all``.
+    Requests run concurrently (at most a bounded number per connection). A
+    reply is written to the socket by the task that computed it, at once if
+    no earlier reply is still queued (see
+    :class:`~cellmesh.consensus.unix_transport.FrameOutbox`); a flusher task
+    writes the rest, many replies per write.
     """
     slots = trio.Semaphore(_MAX_INFLIGHT_PER_CONNECTION)
-    send_reply, replies = trio.open_memory_channel[bytes](_MAX_INFLIGHT_PER_CONNECTION)
+    outbox = FrameOutbox(fd=stream.socket.fileno(), max_frames=_MAX_INFLIGHT_PER_CONNECTION)
 
     async def handle(request_id: object, op: object, payload: object) -> None:
         try:
             reply = await _answer(node, op, payload)
-            await send_reply.send(_frame([request_id, *reply]))
+            await outbox.wait_room()
+            outbox.put(_frame([request_id, *reply]))
         finally:
             slots.release()
 
-    async def write_replies() -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            async for first in replies:
-                frames = [first]
-                while len(frames) < _MAX_INFLIGHT_PER_CONNECTION:
-                    try:
-                        frames.append(replies.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await stream.send_all(b"".join(frames))
-
     reader = FrameReader()
     async with stream, trio.open_nursery() as nursery:
-        nursery.start_soon(write_replies)
+        nursery.start_soon(outbox.flush_forever)
         try:
             async for data in stream:
                 for body in reader.feed(data):
                     request = _decode_triple(body)
-                    await slots.acquire()
+                    try:
+                        slots.acquire_nowait()  # no checkpoint: a burst is admitted at once
+                    except trio.WouldBlock:
+                        await slots.acquire()
                     nursery.start_soon(handle, request[0], request[1], request[2])
         except (trio.BrokenResourceError, OSError, FrameTooLarge, MalformedFrame):
             pass
@@ -194,7 +191,15 @@ async def serve(
     open_storage: OpenStorage = open_wal_storage,
     task_status: trio.TaskStatus[RaftNode] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one node and its client listener until cancelled."""
+    """Run one node and its client listener until cancelled.
+
+    Saves run on the event loop (:func:`~cellmesh.consensus.node.run_inline`),
+    not in a worker thread: on a small machine the thread hand-offs (and the
+    GIL traffic they cause) cost more than the fsync they would overlap. The
+    node still batches: while a save blocks the loop, requests and peer
+    messages queue in the kernel and form the next batch, and a leader's
+    appends are on the wire before its own save starts.
+    """
     client_path = client_socket_path(socket_dir, node_id)
     with contextlib.suppress(FileNotFoundError):
         client_path.unlink()
@@ -208,6 +213,7 @@ async def serve(
             state_machine=KeyValueMachine(),
             options=options,
             open_storage=open_storage,
+            run_sync=run_inline,
         ) as node,
     ):
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)

@@ -6,22 +6,32 @@ A stop-gap until :mod:`cellmesh.wire` is ready. Every node listens on
 ``<socket_dir>/raft-<id>.sock``. A frame is a 4-byte big-endian length and a
 CBOR array holding one :class:`Message` (see :func:`encode_message`).
 
-Sending never blocks the node: :meth:`UnixTransport.send` puts the message
-on a bounded per-peer queue (full queue: the message is dropped, Raft will
-resend). One sender task per peer connects lazily, writes every queued
-message it can gather in one ``send_all`` and, when the peer is unreachable,
-drops what is queued and retries after a short back-off. Incoming
-connections each get one reader task that decodes frames into the node's
-inbox. Bytes from a peer are hostile: anything malformed raises only
-:class:`~cellmesh.errors.MalformedFrame` (or :class:`FrameTooLarge`) inside
-the decoder, and the reader drops that connection; the node and its other
-peers are unaffected.
+Sending never blocks the node, and costs no task switch when the link is
+idle: :meth:`UnixTransport.send` encodes the message and writes it to the
+peer's non-blocking socket at once (one ``send`` syscall) if nothing is
+queued for that peer. The link then stays *corked* until the peer's sender
+task has run: further messages of the same burst (a pipelining leader's
+Ready) are queued and go out together in one write. The queue is bounded
+(full: the message is dropped, Raft will resend). The sender task connects
+lazily, flushes the queue (waiting for the socket to become writable if the
+kernel buffer is full) and, when the peer is unreachable, drops what is
+queued and retries after a short back-off.
+
+Incoming connections each get one reader task that decodes every frame of a
+chunk into the node's inbox; :meth:`UnixTransport.receive` returns a waiting
+message without a checkpoint, so the node steps a whole burst before its
+ready loop runs (one batch, one fsync). Bytes from a peer are hostile:
+anything malformed raises only :class:`~cellmesh.errors.MalformedFrame` (or
+:class:`FrameTooLarge`) inside the decoder, and the reader drops that
+connection; the node and its other peers are unaffected.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,8 +51,8 @@ _LENGTH: Final = struct.Struct(">I")
 _FIELDS: Final = 14
 _ENTRY_FIELDS: Final = 4
 _SNAPSHOT_FIELDS: Final = 5
-_QUEUE: Final = 4096
-_GATHER: Final = 256
+_QUEUE: Final = 4096  #: messages queued per peer (outgoing) and in the inbox
+_QUEUE_BYTES: Final = 64 * 1024 * 1024  #: bytes queued per peer (one larger frame may pass)
 _BACKOFF: Final = 0.05
 
 
@@ -190,64 +200,192 @@ class FrameReader:
 
 
 @attrs.define(eq=False)
+class FrameOutbox:
+    """Frames bound for one non-blocking socket: written at once when it is idle.
+
+    :meth:`put` never blocks. If nothing is queued and the outbox is not
+    corked, the frame is written straight to the socket (``fd``); after such
+    a write the outbox stays corked until :meth:`flush` runs, so the rest of
+    a burst is queued and leaves in one write. Whatever the kernel does not
+    take at once is queued too. Some task must call :meth:`flush` each time
+    :meth:`wait` returns (as :meth:`flush_forever` does). A write error marks
+    the outbox ``broken``; the owner decides what to do (reconnect, close).
+    The owner must set ``fd`` to ``None`` before it closes the socket.
+    """
+
+    fd: int | None = None
+    max_frames: int = _QUEUE
+    max_bytes: int = _QUEUE_BYTES
+    broken: bool = False
+    _buffer: bytearray = attrs.Factory(bytearray)
+    _frames: int = 0
+    _corked: bool = False
+    _wakeup: trio.Event = attrs.Factory(trio.Event)
+    _room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames (or a frame's unsent tail) waiting in the queue."""
+        return self._frames
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the queue."""
+        return len(self._buffer)
+
+    def put(self, frame: bytes) -> bool:
+        """Write or queue ``frame``; ``False`` if it was dropped (queue full or broken)."""
+        if self.broken:
+            return False
+        if self.fd is not None and not self._buffer and not self._corked:
+            try:
+                sent = os.write(self.fd, frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.broken = True
+                self._wakeup.set()
+                return False
+            self._corked = True
+            self._wakeup.set()
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]  # the tail of a started frame must follow, whatever the bound
+        elif self._buffer and (
+            self._frames >= self.max_frames or len(self._buffer) + len(frame) > self.max_bytes
+        ):
+            return False
+        self._buffer += frame
+        self._frames += 1
+        self._wakeup.set()
+        return True
+
+    def discard(self) -> int:
+        """Drop everything queued and uncork; return how many frames that was."""
+        dropped, self._frames = self._frames, 0
+        self._buffer.clear()
+        self._corked = False
+        self._room.unpark_all()
+        return dropped
+
+    async def wait(self) -> None:
+        """Wait until there is something for :meth:`flush` to do."""
+        await self._wakeup.wait()
+        self._wakeup = trio.Event()
+
+    async def flush(self) -> None:
+        """Write the whole queue (waiting for the socket as needed), then uncork.
+
+        Sets :attr:`broken` on a write error (the queue is then kept; the
+        owner calls :meth:`discard`).
+        """
+        fd = self.fd
+        while self._buffer and fd is not None and not self.broken:
+            try:
+                sent = os.write(fd, self._buffer)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            except OSError:
+                self.broken = True
+                self._room.unpark_all()
+                return
+            del self._buffer[:sent]
+            if not self._buffer:
+                self._frames = 0
+            if self._room:
+                self._room.unpark_all()
+        self._corked = False
+
+    async def flush_forever(self) -> None:
+        """Flush each time something is queued, until the outbox breaks."""
+        while not self.broken:
+            await self.wait()
+            await self.flush()
+
+    async def wait_room(self) -> None:
+        """Wait while the queue is at its bound (back-pressure for a producer)."""
+        while not self.broken and (
+            self._frames >= self.max_frames or len(self._buffer) >= self.max_bytes
+        ):
+            await self._room.park()
+
+
+@attrs.define(eq=False)
 class UnixTransport:
     """One node's Raft endpoint over Unix sockets; open with :func:`open_unix_transport`."""
 
     node: int
     socket_dir: Path
     _nursery: trio.Nursery
-    _inbox_send: trio.MemorySendChannel[Message]
-    _inbox: trio.MemoryReceiveChannel[Message]
-    _peers: dict[int, trio.MemorySendChannel[Message]] = attrs.Factory(dict)
+    _peers: dict[int, FrameOutbox] = attrs.Factory(dict)
+    _inbox: collections.deque[Message] = attrs.Factory(collections.deque)
+    _arrived: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    _room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     dropped: int = 0
 
     def send(self, message: Message) -> None:
-        """Queue ``message`` for its destination; drops it if that queue is full."""
-        queue = self._peers.get(message.dst)
-        if queue is None:
-            queue, outgoing = trio.open_memory_channel[Message](_QUEUE)
-            self._peers[message.dst] = queue
-            self._nursery.start_soon(self._sender, message.dst, outgoing)
-        try:
-            queue.send_nowait(message)
-        except trio.WouldBlock:
+        """Write ``message`` to its destination now if the link is idle, else queue it.
+
+        Drops it if that peer's queue is full.
+        """
+        outbox = self._peers.get(message.dst)
+        if outbox is None:
+            outbox = self._peers[message.dst] = FrameOutbox()
+            self._nursery.start_soon(self._sender, message.dst, outbox)
+        if not outbox.put(encode_message(message)):
             self.dropped += 1
 
     async def receive(self) -> Message:
-        """The next message addressed to this node."""
-        return await self._inbox.receive()
+        """The next message addressed to this node.
 
-    async def _sender(self, peer: int, outgoing: trio.MemoryReceiveChannel[Message]) -> None:
-        path = socket_path(self.socket_dir, peer)
-        while True:
-            first = await outgoing.receive()
-            try:
-                stream = await trio.open_unix_socket(os.fspath(path))
-            except OSError:
-                self._drain(outgoing)
-                await trio.sleep(_BACKOFF)
-                continue
-            try:
-                async with stream:
-                    while True:
-                        frames = [encode_message(first)]
-                        while len(frames) < _GATHER:
-                            try:
-                                frames.append(encode_message(outgoing.receive_nowait()))
-                            except trio.WouldBlock:
-                                break
-                        await stream.send_all(b"".join(frames))
-                        first = await outgoing.receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                self._drain(outgoing)
+        Returns without a checkpoint when a message is already waiting, so
+        the caller steps a whole burst before other tasks run.
+        """
+        while not self._inbox:
+            await self._arrived.park()
+        message = self._inbox.popleft()
+        if self._room:
+            self._room.unpark()
+        return message
 
-    def _drain(self, outgoing: trio.MemoryReceiveChannel[Message]) -> None:
-        while True:
-            try:
-                outgoing.receive_nowait()
-            except trio.WouldBlock:
-                return
-            self.dropped += 1
+    async def _deliver(self, message: Message) -> None:
+        while len(self._inbox) >= _QUEUE:
+            await self._room.park()
+        self._inbox.append(message)
+        if self._arrived:
+            self._arrived.unpark()
+
+    async def _sender(self, peer: int, outbox: FrameOutbox) -> None:
+        path = os.fspath(socket_path(self.socket_dir, peer))
+        sock: socket.socket | None = None
+        try:
+            while True:
+                await outbox.wait()
+                if sock is None and outbox.queued_frames and not outbox.broken:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        sock.connect(path)
+                    except OSError:  # absent, refused, or its backlog is full
+                        sock.close()
+                        sock = None
+                        self.dropped += outbox.discard()
+                        await trio.sleep(_BACKOFF)
+                        continue
+                    outbox.fd = sock.fileno()
+                await outbox.flush()
+                if outbox.broken:
+                    outbox.fd = None
+                    if sock is not None:
+                        sock.close()
+                        sock = None
+                    self.dropped += outbox.discard()
+                    outbox.broken = False
+        finally:
+            outbox.fd = None
+            if sock is not None:
+                sock.close()
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         reader = FrameReader()
@@ -255,7 +393,7 @@ class UnixTransport:
             try:
                 async for data in stream:
                     for body in reader.feed(data):
-                        await self._inbox_send.send(decode_message(body))
+                        await self._deliver(decode_message(body))
             except (MalformedFrame, FrameTooLarge, trio.BrokenResourceError, OSError):
                 return
 
@@ -274,15 +412,12 @@ async def open_unix_transport(node: int, socket_dir: Path) -> AsyncIterator[Unix
     await sock.bind(os.fspath(path))
     sock.listen(128)
     listener = trio.SocketListener(sock)
-    inbox_send, inbox = trio.open_memory_channel[Message](_QUEUE)
     try:
         async with trio.open_nursery() as nursery:
             transport = UnixTransport(
                 node=node,
                 socket_dir=socket_dir,
                 nursery=nursery,
-                inbox_send=inbox_send,
-                inbox=inbox,
             )
             nursery.start_soon(trio.serve_listeners, transport._serve_connection, [listener])
             try:
@@ -296,6 +431,7 @@ async def open_unix_transport(node: int, socket_dir: Path) -> AsyncIterator[Unix
 
 __all__ = [
     "MAX_FRAME",
+    "FrameOutbox",
     "FrameReader",
     "UnixTransport",
     "decode_message",

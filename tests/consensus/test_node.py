@@ -339,6 +339,52 @@ async def test_node_persists_before_it_sends(
     assert sends > 20
 
 
+def _durable_last_index(events: list[tuple[int, str, object]], node: int) -> int:
+    """The highest log index node ``node`` had saved, per the recorder."""
+    last = 0
+    for who, kind, item in events:
+        if who == node and kind == "saved" and isinstance(item, WalBatch):
+            if item.snapshot is not None:
+                last = max(last, item.snapshot.meta.index)
+            if item.entries:
+                last = item.entries[-1].index
+    return last
+
+
+async def test_node_leader_replicates_while_its_own_save_is_in_flight_10_2_1(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Dissertation 10.2.1: the leader sends AppendEntries before its own save of
+    those entries returns, yet reveals a commit (in a message, or by answering
+    the proposer) only for entries it already holds durably."""
+    recorder = Recorder()
+    async with cluster(
+        tmp_path,
+        open_storage=recorder.storage(open_wal_storage),
+        wrap_transport=recorder.transport,
+    ) as c:
+        leader = await c.leader()
+        for i in range(5):
+            await leader.propose(b"p=%d" % i)
+            assert _durable_last_index(recorder.events, leader.id) >= leader.status().applied
+        await c.converge(leader.status().commit)
+
+    overlapped = 0
+    durable: dict[int, int] = dict.fromkeys(IDS, 0)
+    for node, kind, item in recorder.events:
+        if kind == "saved":
+            assert isinstance(item, WalBatch)
+            if item.entries:
+                durable[node] = item.entries[-1].index
+            continue
+        assert isinstance(item, Message)
+        if item.type in (MessageType.APPEND, MessageType.HEARTBEAT):
+            assert item.commit <= durable[node], item
+        if item.type is MessageType.APPEND and item.entries:
+            overlapped += item.entries[-1].index > durable[node]
+    assert overlapped >= 5
+
+
 async def test_node_bounds_pending_proposals(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
