@@ -621,24 +621,21 @@ class _FrameTags:
         return VesicleRef(index, length)
 
 
-def _decode_exactly_one(payload: memoryview, tags: _FrameTags) -> Any:
-    """Decode the payload's one CBOR item; bytes after it make the frame malformed."""
-    decoder = cbor2.CBORDecoder(
-        io.BytesIO(payload),
+def _check_consumed(source: io.BytesIO, length: int) -> None:
+    """cbor2 reads a BytesIO exactly as far as the item goes: anything left is extra."""
+    if source.tell() != length:
+        raise MalformedFrame("bytes follow the frame's CBOR item (a frame holds exactly one)")
+
+
+def _new_cbor_decoder(tags: _FrameTags) -> cbor2.CBORDecoder:
+    return cbor2.CBORDecoder(
+        io.BytesIO(b""),
         tag_hook=tags,
         semantic_decoders=_SEMANTIC_DECODERS,
         max_depth=MAX_DEPTH,
         allow_indefinite=False,
         allow_duplicate_keys=False,
     )
-    item = decoder.decode()
-    try:
-        decoder.decode()
-    except cbor2.CBORDecodeEOF:
-        return item
-    except cbor2.CBORDecodeError:
-        pass
-    raise MalformedFrame("bytes follow the frame's CBOR item (a frame holds exactly one)")
 
 
 @attrs.define(eq=False)
@@ -666,9 +663,11 @@ class FrameDecoder:
     further use).
     """
 
-    __slots__ = ("_broken", "_buf", "_limit", "_max_frame_size", "_pos")
+    __slots__ = ("_broken", "_buf", "_cbor", "_limit", "_max_frame_size", "_pos", "_tags")
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._tags = _FrameTags()
+        self._cbor = _new_cbor_decoder(self._tags)  # reused: one per connection
         self._buf = bytearray()
         self._pos = 0
         self._broken = False
@@ -712,10 +711,14 @@ class FrameDecoder:
         if length == 0:
             self._broken = True
             raise MalformedFrame("a frame must hold one CBOR item; got an empty frame")
-        tags = _FrameTags()
+        tags = self._tags
+        tags.count = 0
         try:
             with memoryview(buf) as view, view[pos + HEADER_SIZE : end] as payload:
-                item = _decode_exactly_one(payload, tags)
+                source = io.BytesIO(payload)
+            self._cbor.fp = source
+            item = self._cbor.decode()
+            _check_consumed(source, length)
             items = validate_frame(item)
             self._limit = self._max_frame_size
         except (MalformedFrame, UnknownFrameKind, HandshakeError):
