@@ -19,7 +19,7 @@ def test_about_prints_the_attribution_file(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert out == (ROOT / "ATTRIBUTION").read_text()
     assert "Copyright (c) 2025 Leif Rydenfalk" in out
-    assert ABOUT == out
+    assert out == ABOUT
 
 
 def test_python_m_cellmesh_runs_the_same_cli() -> None:
