@@ -9,18 +9,20 @@ CBOR array holding one :class:`Message` (see :func:`encode_message`).
 Sending never blocks the node, and costs no task switch when the link is
 idle: :meth:`UnixTransport.send` encodes the message and writes it to the
 peer's non-blocking socket at once (one ``send`` syscall) if nothing is
-queued for that peer. The link then stays *corked* until the peer's sender
-task has run: further messages of the same burst (a pipelining leader's
-Ready) are queued and go out together in one write. The queue is bounded
+queued for that peer. The link then stays *corked* for 50 microseconds:
+further messages of the same burst (a pipelining leader's Ready) are queued
+and go out together in one write by the peer's sender task. The queue is bounded
 (full: the message is dropped, Raft will resend). The sender task connects
 lazily, flushes the queue (waiting for the socket to become writable if the
 kernel buffer is full) and, when the peer is unreachable, drops what is
 queued and retries after a short back-off.
 
-Incoming connections each get one reader task that decodes every frame of a
-chunk into the node's inbox; :meth:`UnixTransport.receive` returns a waiting
-message without a checkpoint, so the node steps a whole burst before its
-ready loop runs (one batch, one fsync). Bytes from a peer are hostile:
+Incoming connections are accepted by one task and registered in a private
+``epoll`` set; :meth:`UnixTransport.receive` waits for that set to become
+readable and reads the sockets in the caller's task, so a frame is stepped
+without a task switch. It returns the rest of what one read decoded without
+a checkpoint, so the node steps a whole burst before its ready loop runs
+(one batch, one fsync). Bytes from a peer are hostile:
 anything malformed raises only :class:`~cellmesh.errors.MalformedFrame` (or
 :class:`FrameTooLarge`) inside the decoder, and the reader drops that
 connection; the node and its other peers are unaffected.
@@ -31,8 +33,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import select
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,6 +58,8 @@ _SNAPSHOT_FIELDS: Final = 5
 _QUEUE: Final = 4096  #: messages queued per peer (outgoing) and in the inbox
 _QUEUE_BYTES: Final = 64 * 1024 * 1024  #: bytes queued per peer (one larger frame may pass)
 _BACKOFF: Final = 0.05
+_READ_SIZE: Final = 256 * 1024
+_CORK: Final = 50e-6  #: after a direct write, queue for this long (seconds) to batch a burst
 
 
 def socket_path(socket_dir: Path, node: int) -> Path:
@@ -204,9 +210,12 @@ class FrameOutbox:
     """Frames bound for one non-blocking socket: written at once when it is idle.
 
     :meth:`put` never blocks. If nothing is queued and the outbox is not
-    corked, the frame is written straight to the socket (``fd``); after such
-    a write the outbox stays corked until :meth:`flush` runs, so the rest of
-    a burst is queued and leaves in one write. Whatever the kernel does not
+    corked, the frame is written straight to the socket (``fd``): no task
+    switch, one syscall. Such a
+    write corks the outbox for ``cork`` seconds, so the rest of a burst (the
+    messages of one Ready follow each other within microseconds) is queued
+    and leaves in one write. The cork needs no task to lift it: a frame put
+    after it expired is written directly again. Whatever the kernel does not
     take at once is queued too. Some task must call :meth:`flush` each time
     :meth:`wait` returns (as :meth:`flush_forever` does). A write error marks
     the outbox ``broken``; the owner decides what to do (reconnect, close).
@@ -216,10 +225,11 @@ class FrameOutbox:
     fd: int | None = None
     max_frames: int = _QUEUE
     max_bytes: int = _QUEUE_BYTES
+    cork: float = _CORK
     broken: bool = False
     _buffer: bytearray = attrs.Factory(bytearray)
     _frames: int = 0
-    _corked: bool = False
+    _corked_until: float = 0.0
     _wakeup: trio.Event = attrs.Factory(trio.Event)
     _room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
@@ -237,20 +247,21 @@ class FrameOutbox:
         """Write or queue ``frame``; ``False`` if it was dropped (queue full or broken)."""
         if self.broken:
             return False
-        if self.fd is not None and not self._buffer and not self._corked:
-            try:
-                sent = os.write(self.fd, frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.broken = True
-                self._wakeup.set()
-                return False
-            self._corked = True
-            self._wakeup.set()
-            if sent == len(frame):
-                return True
-            frame = frame[sent:]  # the tail of a started frame must follow, whatever the bound
+        if self.fd is not None and not self._buffer:
+            now = time.perf_counter()
+            if now >= self._corked_until:
+                try:
+                    sent = os.write(self.fd, frame)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.broken = True
+                    self._wakeup.set()
+                    return False
+                self._corked_until = now + self.cork
+                if sent == len(frame):
+                    return True
+                frame = frame[sent:]  # the tail of a started frame must follow, whatever the bound
         elif self._buffer and (
             self._frames >= self.max_frames or len(self._buffer) + len(frame) > self.max_bytes
         ):
@@ -261,10 +272,9 @@ class FrameOutbox:
         return True
 
     def discard(self) -> int:
-        """Drop everything queued and uncork; return how many frames that was."""
+        """Drop everything queued; return how many frames that was."""
         dropped, self._frames = self._frames, 0
         self._buffer.clear()
-        self._corked = False
         self._room.unpark_all()
         return dropped
 
@@ -274,7 +284,7 @@ class FrameOutbox:
         self._wakeup = trio.Event()
 
     async def flush(self) -> None:
-        """Write the whole queue (waiting for the socket as needed), then uncork.
+        """Write the whole queue (waiting for the socket as needed).
 
         Sets :attr:`broken` on a write error (the queue is then kept; the
         owner calls :meth:`discard`).
@@ -295,7 +305,6 @@ class FrameOutbox:
                 self._frames = 0
             if self._room:
                 self._room.unpark_all()
-        self._corked = False
 
     async def flush_forever(self) -> None:
         """Flush each time something is queued, until the outbox breaks."""
@@ -312,16 +321,25 @@ class FrameOutbox:
 
 
 @attrs.define(eq=False)
+class _Incoming:
+    """One accepted connection: its socket and its frame splitter."""
+
+    stream: trio.SocketStream
+    reader: FrameReader = attrs.Factory(FrameReader)
+
+
+@attrs.define(eq=False)
 class UnixTransport:
     """One node's Raft endpoint over Unix sockets; open with :func:`open_unix_transport`."""
 
     node: int
     socket_dir: Path
     _nursery: trio.Nursery
+    _poller: select.epoll
     _peers: dict[int, FrameOutbox] = attrs.Factory(dict)
+    _incoming: dict[int, _Incoming] = attrs.Factory(dict)
     _inbox: collections.deque[Message] = attrs.Factory(collections.deque)
-    _arrived: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
-    _room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    _closed: bool = False
     dropped: int = 0
 
     def send(self, message: Message) -> None:
@@ -339,22 +357,61 @@ class UnixTransport:
     async def receive(self) -> Message:
         """The next message addressed to this node.
 
-        Returns without a checkpoint when a message is already waiting, so
-        the caller steps a whole burst before other tasks run.
+        The caller's task reads the sockets itself (no reader task, so no
+        task switch between a frame arriving and the node stepping it). It
+        returns without a checkpoint while messages of the last read remain,
+        so the caller steps a whole burst before other tasks run; it yields
+        whenever it has to read. Waits forever once the transport is closed.
         """
         while not self._inbox:
-            await self._arrived.park()
-        message = self._inbox.popleft()
-        if self._room:
-            self._room.unpark()
-        return message
+            if self._closed:
+                await trio.sleep_forever()
+            try:
+                await trio.lowlevel.wait_readable(self._poller.fileno())
+            except trio.ClosedResourceError:
+                continue
+            self._read_ready()
+        return self._inbox.popleft()
 
-    async def _deliver(self, message: Message) -> None:
-        while len(self._inbox) >= _QUEUE:
-            await self._room.park()
-        self._inbox.append(message)
-        if self._arrived:
-            self._arrived.unpark()
+    def _read_ready(self) -> None:
+        """Read once from every connection with data; decode every complete frame."""
+        for fd, _ in self._poller.poll(0):
+            conn = self._incoming.get(fd)
+            if conn is None:
+                continue
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._drop_connection(fd)
+                continue
+            try:
+                for body in conn.reader.feed(data):
+                    self._inbox.append(decode_message(body))
+            except (MalformedFrame, FrameTooLarge):
+                self._drop_connection(fd)
+
+    def _drop_connection(self, fd: int) -> None:
+        conn = self._incoming.pop(fd)
+        self._poller.unregister(fd)
+        conn.stream.socket.close()
+
+    async def _accept(self, listener: trio.SocketListener) -> None:
+        while True:
+            stream = await listener.accept()
+            fd = stream.socket.fileno()
+            self._incoming[fd] = _Incoming(stream)
+            self._poller.register(fd, select.EPOLLIN)
+
+    def _close(self) -> None:
+        self._closed = True
+        for fd in list(self._incoming):
+            self._drop_connection(fd)
+        trio.lowlevel.notify_closing(self._poller.fileno())
+        self._poller.close()
 
     async def _sender(self, peer: int, outbox: FrameOutbox) -> None:
         path = os.fspath(socket_path(self.socket_dir, peer))
@@ -387,16 +444,6 @@ class UnixTransport:
             if sock is not None:
                 sock.close()
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        reader = FrameReader()
-        async with stream:
-            try:
-                async for data in stream:
-                    for body in reader.feed(data):
-                        await self._deliver(decode_message(body))
-            except (MalformedFrame, FrameTooLarge, trio.BrokenResourceError, OSError):
-                return
-
 
 @asynccontextmanager
 async def open_unix_transport(node: int, socket_dir: Path) -> AsyncIterator[UnixTransport]:
@@ -413,17 +460,19 @@ async def open_unix_transport(node: int, socket_dir: Path) -> AsyncIterator[Unix
     sock.listen(128)
     listener = trio.SocketListener(sock)
     try:
-        async with trio.open_nursery() as nursery:
+        async with listener, trio.open_nursery() as nursery:
             transport = UnixTransport(
                 node=node,
                 socket_dir=socket_dir,
                 nursery=nursery,
+                poller=select.epoll(),
             )
-            nursery.start_soon(trio.serve_listeners, transport._serve_connection, [listener])
+            nursery.start_soon(transport._accept, listener)
             try:
                 yield transport
             finally:
                 nursery.cancel_scope.cancel()
+                transport._close()
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
