@@ -242,13 +242,27 @@ class ServerError(CellmeshError):
 
 
 @attrs.define(eq=False)
+class _Call:
+    """One request waiting for its reply (``None``: the connection ended first)."""
+
+    reply: list[object] | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+
+@attrs.define(eq=False)
 class RaftClient:
-    """A pipelining client of one serve process; open with :func:`open_raft_client`."""
+    """A pipelining client of one serve process; open with :func:`open_raft_client`.
+
+    A request is written to the socket by the calling task (see
+    :class:`~cellmesh.consensus.unix_transport.FrameOutbox`); one reader
+    task matches replies to requests by id.
+    """
 
     _stream: trio.SocketStream
-    _pending: dict[int, trio.MemorySendChannel[list[object]]] = attrs.Factory(dict)
+    _outbox: FrameOutbox
+    _pending: dict[int, _Call] = attrs.Factory(dict)
     _ids: itertools.count[int] = attrs.Factory(itertools.count)
-    _lock: trio.Lock = attrs.Factory(trio.Lock)
+    _closed: bool = False
 
     async def call(self, op: str, payload: bytes = b"") -> object:
         """Send one request and wait for its reply value.
@@ -257,17 +271,18 @@ class RaftClient:
         :class:`ServerError`, or ``trio.BrokenResourceError`` if the server died.
         """
         request_id = next(self._ids)
-        send, receive = trio.open_memory_channel[list[object]](1)
-        self._pending[request_id] = send
+        call = _Call()
+        self._pending[request_id] = call
         try:
-            async with self._lock:
-                await self._stream.send_all(_frame([request_id, op, payload]))
-            reply = await receive.receive()
-        except trio.EndOfChannel:
-            raise trio.BrokenResourceError("the server closed the connection") from None
+            await self._outbox.wait_room()
+            if self._closed or not self._outbox.put(_frame([request_id, op, payload])):
+                raise trio.BrokenResourceError("the server closed the connection")
+            await call.done.wait()
         finally:
             self._pending.pop(request_id, None)
-        status, value = reply
+        if call.reply is None:
+            raise trio.BrokenResourceError("the server closed the connection")
+        status, value = call.reply
         if status == "ok":
             return value
         if status == "not_leader":
@@ -299,16 +314,16 @@ class RaftClient:
                 for body in reader.feed(data):
                     reply = _decode_triple(body)
                     request_id = reply[0]
-                    waiter = (
-                        self._pending.pop(request_id, None) if type(request_id) is int else None
-                    )
-                    if waiter is not None:
-                        waiter.send_nowait(reply[1:])
+                    call = self._pending.pop(request_id, None) if type(request_id) is int else None
+                    if call is not None:
+                        call.reply = reply[1:]
+                        call.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, MalformedFrame):
             pass
         finally:
-            for waiter in self._pending.values():
-                waiter.close()
+            self._closed = True
+            for call in self._pending.values():
+                call.done.set()
 
 
 @asynccontextmanager
@@ -317,14 +332,15 @@ async def open_raft_client(path: Path) -> AsyncIterator[RaftClient]:
     stream = await trio.open_unix_socket(os.fspath(path))
     try:
         async with stream, trio.open_nursery() as nursery:
-            client = RaftClient(stream)
+            client = RaftClient(stream, FrameOutbox(fd=stream.socket.fileno()))
             nursery.start_soon(client._read_replies)
+            nursery.start_soon(client._outbox.flush_forever)
             try:
                 yield client
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # The reader task never raises, so a group holds only the caller's own
+        # The helper tasks never raise, so a group holds only the caller's own
         # exception: hand it back unwrapped, as a plain client would.
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
