@@ -129,6 +129,10 @@ class StateMachine(Protocol):
         """Replace the whole state by a :meth:`snapshot` result."""
 
 
+ProposalCallback = Callable[[bytes | None, BaseException | None], None]
+"""``on_done(result, error)`` for :meth:`RaftNode.propose_nowait`: exactly one is not None."""
+
+
 class LogStorage(Protocol):
     """Durable storage for the node; :class:`WriteAheadLog` is the real one."""
 
@@ -230,12 +234,15 @@ class _Waiter:
     result: bytes | None = None
     error: BaseException | None = None
     event: trio.Event = attrs.Factory(trio.Event)
+    callback: Callable[[_Waiter], None] | None = None
 
     def resolve(self, result: bytes | None = None, error: BaseException | None = None) -> None:
         if not self.event.is_set():
             self.result = result
             self.error = error
             self.event.set()
+            if self.callback is not None:
+                self.callback(self)
 
     def outcome(self) -> bytes:
         if self.error is not None:
@@ -301,6 +308,43 @@ class RaftNode:
         """
         return await self._replicate(lambda: self._core.propose(command))
 
+    def propose_nowait(self, command: bytes, on_done: ProposalCallback) -> None:
+        """Like :meth:`propose`, without a task waiting: ``on_done`` gets the outcome.
+
+        ``on_done(result, None)`` once the entry is applied here, or
+        ``on_done(None, error)`` with the error :meth:`propose` would raise
+        later (:class:`~cellmesh.consensus.errors.ProposalDropped`,
+        :class:`ProposalOutcomeUnknown`, :class:`NodeStopped`). It is called
+        from the node's loop, exactly once, and must neither raise nor block.
+        Raises ``trio.WouldBlock`` while ``max_pending_proposals`` are in
+        flight (nothing was proposed: use :meth:`propose` to wait), and
+        :class:`~cellmesh.consensus.errors.NotLeader` /
+        :class:`~cellmesh.consensus.errors.ProposalDropped` at once, as
+        :meth:`propose` does.
+        """
+        self._check_running()
+        self._admission.acquire_nowait()
+        try:
+            index = self._core.propose(command)
+        except BaseException:
+            self._admission.release()
+            raise
+
+        def finished(waiter: _Waiter) -> None:
+            self._admission.release()
+            on_done(waiter.result, waiter.error)
+
+        self._admit(_Waiter(term=self._core.term, index=index, callback=finished))
+
+    def _admit(self, waiter: _Waiter) -> None:
+        """Register ``waiter`` for its index and wake the loop."""
+        assert waiter.index is not None
+        stale = self._proposals.get(waiter.index)
+        if stale is not None:  # defensive: an index is only reused after its entry was replaced
+            stale.resolve(error=ProposalDropped("overwritten by a newer leader"))
+        self._proposals[waiter.index] = waiter
+        self._kick()
+
     async def _replicate(self, append: Callable[[], int]) -> bytes:
         """Admit one proposal (``append`` puts it in the log); wait until it is applied."""
         self._check_running()
@@ -312,11 +356,7 @@ class RaftNode:
             self._check_running()
             index = append()
             waiter = _Waiter(term=self._core.term, index=index)
-            stale = self._proposals.get(index)
-            if stale is not None:  # defensive: an index is only reused after its entry was replaced
-                stale.resolve(error=ProposalDropped("overwritten by a newer leader"))
-            self._proposals[index] = waiter
-            self._kick()
+            self._admit(waiter)
             try:
                 await waiter.event.wait()
             finally:
@@ -623,6 +663,7 @@ __all__ = [
     "NodeStatus",
     "NodeStopped",
     "OpenStorage",
+    "ProposalCallback",
     "ProposalOutcomeUnknown",
     "RaftNode",
     "StateMachine",

@@ -138,29 +138,41 @@ async def _answer(node: RaftNode, op: object, payload: object) -> list[object]:
         if op == "read":
             return ["ok", await node.read(payload)]
         return ["error", f"unknown op {op!r:.40}"]
-    except NotLeader as exc:
-        return ["not_leader", exc.leader_hint]
     except ConsensusError as exc:
-        return ["error", f"{type(exc).__name__}: {exc}"]
+        return _error_answer(exc)
+
+
+def _error_answer(exc: BaseException) -> list[object]:
+    if isinstance(exc, NotLeader):
+        return ["not_leader", exc.leader_hint]
+    return ["error", f"{type(exc).__name__}: {exc}"]
 
 
 async def _serve_client(node: RaftNode, stream: trio.SocketStream) -> None:
     """Serve one client connection.
 
     Requests run concurrently (at most a bounded number per connection). A
-    reply is written to the socket by the task that computed it, at once if
-    no earlier reply is still queued (see
-    :class:`~cellmesh.consensus.unix_transport.FrameOutbox`); a flusher task
-    writes the rest, many replies per write.
+    proposal is handed to the node without a task of its own
+    (:meth:`~cellmesh.consensus.node.RaftNode.propose_nowait`): the node's
+    loop writes its reply when the entry is applied. Other requests (and
+    proposals while the node's admission limit is reached) get a task. A
+    reply is written to the socket at once if no earlier reply is still
+    queued (see :class:`~cellmesh.consensus.unix_transport.FrameOutbox`); a
+    flusher task writes the rest, many replies per write.
     """
     slots = trio.Semaphore(_MAX_INFLIGHT_PER_CONNECTION)
-    outbox = FrameOutbox(fd=stream.socket.fileno(), max_frames=_MAX_INFLIGHT_PER_CONNECTION)
+    outbox = FrameOutbox(fd=stream.socket.fileno(), max_frames=2 * _MAX_INFLIGHT_PER_CONNECTION)
+
+    def reply(request_id: object, answer: list[object]) -> None:
+        outbox.put(_frame([request_id, *answer]))  # dropped once the connection is gone
+
+    def proposed(request_id: object, result: bytes | None, error: BaseException | None) -> None:
+        reply(request_id, ["ok", result] if error is None else _error_answer(error))
+        slots.release()
 
     async def handle(request_id: object, op: object, payload: object) -> None:
         try:
-            reply = await _answer(node, op, payload)
-            await outbox.wait_room()
-            outbox.put(_frame([request_id, *reply]))
+            reply(request_id, await _answer(node, op, payload))
         finally:
             slots.release()
 
@@ -170,14 +182,30 @@ async def _serve_client(node: RaftNode, stream: trio.SocketStream) -> None:
         try:
             async for data in stream:
                 for body in reader.feed(data):
-                    request = _decode_triple(body)
+                    request_id, op, payload = _decode_triple(body)
+                    await outbox.wait_room()
                     try:
                         slots.acquire_nowait()  # no checkpoint: a burst is admitted at once
                     except trio.WouldBlock:
                         await slots.acquire()
-                    nursery.start_soon(handle, request[0], request[1], request[2])
+                    if op == "propose" and isinstance(payload, bytes):
+                        try:
+                            node.propose_nowait(payload, functools.partial(proposed, request_id))
+                            continue
+                        except trio.WouldBlock:
+                            pass  # the node's admission limit: wait in a task
+                        except ConsensusError as exc:
+                            reply(request_id, _error_answer(exc))
+                            slots.release()
+                            continue
+                    nursery.start_soon(handle, request_id, op, payload)
         except (trio.BrokenResourceError, OSError, FrameTooLarge, MalformedFrame):
             pass
+        finally:
+            # Proposals still in flight answer later, from the node's loop: make
+            # sure they never write to this descriptor (its number may be reused).
+            outbox.fd = None
+            outbox.broken = True
         nursery.cancel_scope.cancel()
 
 

@@ -385,6 +385,36 @@ async def test_node_leader_replicates_while_its_own_save_is_in_flight_10_2_1(
     assert overlapped >= 5
 
 
+async def test_node_propose_nowait_reports_through_its_callback(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Section 5.3 without a waiting task: the applied result arrives through
+    ``on_done``; a follower refuses at once (NotLeader); a full admission limit
+    raises WouldBlock with nothing proposed, and the slot frees on completion."""
+    options = NodeOptions(tick_interval=TICK, max_pending_proposals=1)
+    async with cluster(tmp_path, options=options) as c:
+        leader = await c.leader()
+        outcomes: list[tuple[bytes | None, BaseException | None]] = []
+        done = trio.Event()
+
+        def on_done(result: bytes | None, error: BaseException | None) -> None:
+            outcomes.append((result, error))
+            done.set()
+
+        leader.propose_nowait(b"a=1", on_done)
+        with pytest.raises(trio.WouldBlock):
+            leader.propose_nowait(b"a=2", on_done)
+        await done.wait()
+        assert outcomes == [(b"", None)]
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        with pytest.raises(NotLeader):
+            follower.propose_nowait(b"b=1", on_done)
+        assert await leader.propose(b"a=3") == b"1"
+        await c.converge(leader.status().commit)
+        for machine in c.machines.values():
+            assert machine.data == {b"a": b"3"}
+
+
 async def test_node_bounds_pending_proposals(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
