@@ -46,7 +46,9 @@ and owns three tasks in one nursery (opened by :func:`open_raft_node`):
 
 Clients call :meth:`RaftNode.propose` (returns the state machine's result
 once the entry is applied here; at most ``max_pending_proposals`` are in
-flight, further proposers wait), :meth:`RaftNode.read` (linearizable via
+flight, further proposers wait) or :meth:`RaftNode.propose_nowait` (the
+same, reported through a callback from the node's loop, for servers that
+should not spend a task per request), :meth:`RaftNode.read` (linearizable via
 ReadIndex, dissertation section 6.4: the query runs once the state machine
 has applied the read index the leader confirmed),
 :meth:`RaftNode.change_membership` and :meth:`RaftNode.transfer_leadership`.
