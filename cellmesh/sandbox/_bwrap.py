@@ -155,10 +155,12 @@ def bwrap_argv(
         "--cap-drop", "ALL",
     ]  # fmt: skip
     args += _system_args(spec.allow_net)
+    # The private /tmp first: bwrap mounts in argument order, so a runtime that
+    # lives under /tmp (a checkout in /tmp) is bound on top of it, not hidden.
+    args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
     for path in runtime_paths():
         args += ["--ro-bind", at(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
     if spec.dna_dir is not None:
         args += ["--ro-bind", at(spec.dna_dir), DNA_DIR_INSIDE]
     if spec.data_dir is not None:
