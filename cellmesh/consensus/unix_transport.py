@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -59,6 +60,9 @@ _QUEUE: Final = 4096  #: messages queued per peer (outgoing) and in the inbox
 _QUEUE_BYTES: Final = 64 * 1024 * 1024  #: bytes queued per peer (one larger frame may pass)
 _BACKOFF: Final = 0.05
 _READ_SIZE: Final = 256 * 1024
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
 _CORK: Final = 50e-6  #: after a direct write, queue for this long (seconds) to batch a burst
 
 
@@ -362,6 +366,7 @@ class UnixTransport:
         returns without a checkpoint while messages of the last read remain,
         so the caller steps a whole burst before other tasks run; it yields
         whenever it has to read. Waits forever once the transport is closed.
+        One task at a time may call it (the node's receiver).
         """
         while not self._inbox:
             if self._closed:
@@ -401,7 +406,13 @@ class UnixTransport:
 
     async def _accept(self, listener: trio.SocketListener) -> None:
         while True:
-            stream = await listener.accept()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                await trio.sleep(_BACKOFF)  # out of descriptors or memory: retry later
+                continue
             fd = stream.socket.fileno()
             self._incoming[fd] = _Incoming(stream)
             self._poller.register(fd, select.EPOLLIN)
