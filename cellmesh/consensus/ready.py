@@ -26,6 +26,12 @@ class Ready:
        ``hard_state`` (if not ``None``) -- and make them durable (fsync).
     2. Only **after** step 1 is durable, send ``messages``. A message may
        reveal a vote or an acknowledgement that must survive a crash.
+       One exception is allowed (Raft thesis section 10.2.1): a *leader* whose
+       Ready changes neither term nor vote may send its appends and
+       heartbeats while its own write is in progress, because its unsaved
+       entries count toward a commit only once this Ready is durable, and no
+       commit that counts them is applied, answered or sent before that
+       (``ready()`` is not called again until the save returns).
     3. Restore the state machine from ``snapshot`` (if any), then apply
        ``committed_entries`` in order.
     4. Serve ``read_states`` once the state machine applied their index.
