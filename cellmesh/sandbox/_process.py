@@ -14,6 +14,7 @@ be removed) and revokes secrets last-but-never-skipped (in a ``finally``).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -96,7 +97,7 @@ def secret_memfd(secret: Secret) -> int:
 
 
 @attrs.define(eq=False)
-class ProcessBackend:
+class ProcessBackend(abc.ABC):
     """Shared lifecycle of the host and bwrap backends (subclasses give :meth:`_command`)."""
 
     paths: Paths
@@ -106,12 +107,13 @@ class ProcessBackend:
     _cells: dict[str, CellRecord] = attrs.field(factory=dict, init=False)
 
     @property
+    @abc.abstractmethod
     def name(self) -> str:
         """The backend's name."""
-        raise NotImplementedError
 
     # ----------------------------------------------------------------- hooks
 
+    @abc.abstractmethod
     def _command(
         self,
         rec: CellRecord,
@@ -119,7 +121,7 @@ class ProcessBackend:
         secrets: Sequence[Secret],
         secret_fds: Sequence[int],
     ) -> Command:
-        raise NotImplementedError
+        """How to start ``rec``'s process (the backend's isolation goes here)."""
 
     # -------------------------------------------------------------- contract
 
