@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -38,8 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
 
@@ -47,9 +44,10 @@ import attrs
 import trio
 
 from cellmesh.consensus.errors import NotLeader
-from cellmesh.consensus.serve import RaftClient, ServerError, client_socket_path, open_raft_client
+from cellmesh.consensus.serve import RaftClient, ServerError, open_raft_client
 from cellmesh.consensus.types import Entry, HardState
 from cellmesh.consensus.wal import WalBatch, WriteAheadLog
+from cellmesh.testing.cluster import ProcessCluster, process_cluster
 
 VOTERS: Final = (1, 2, 3)
 _POLL: Final = 0.01
@@ -80,79 +78,17 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 # cellmesh cluster
 
 
-@attrs.define
-class _Cluster:
-    root: Path
-    tick: float
-    no_fsync: bool
-    procs: dict[int, subprocess.Popen[bytes]] = attrs.Factory(dict)
-
-    def start(self, node: int) -> None:
-        client_socket_path(self.root, node).unlink(missing_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "cellmesh.consensus.serve",
-            "--id",
-            str(node),
-            "--voters",
-            ",".join(map(str, VOTERS)),
-            "--data-dir",
-            str(self.root / f"data-{node}"),
-            "--socket-dir",
-            str(self.root),
-            "--tick",
-            str(self.tick),
-            "--max-pending",
-            "4096",
-        ]
-        if self.no_fsync:
-            argv.append("--unsafe-no-fsync")
-        self.procs[node] = subprocess.Popen(argv)
-
-    def kill(self, node: int) -> None:
-        proc = self.procs.pop(node)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-            proc.wait()
-        self.procs.clear()
+def _cluster(tick: float, *, no_fsync: bool) -> AbstractContextManager[ProcessCluster]:
+    extra = ["--max-pending", "4096"] + (["--unsafe-no-fsync"] if no_fsync else [])
+    return process_cluster(VOTERS, tick, extra)
 
 
-@contextmanager
-def _cluster(tick: float, *, no_fsync: bool) -> Iterator[_Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="cmb-", dir="/tmp"))
-    cluster = _Cluster(root, tick, no_fsync)
-    try:
-        for node in VOTERS:
-            cluster.start(node)
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def _wait_up(cluster: _Cluster, node: int) -> None:
-    path = client_socket_path(cluster.root, node)
-    while True:
-        try:
-            stream = await trio.open_unix_socket(os.fspath(path))
-        except OSError:
-            await trio.sleep(_POLL)
-            continue
-        await stream.aclose()
-        return
-
-
-async def _leader(cluster: _Cluster, nodes: tuple[int, ...] = VOTERS) -> int:
+async def _leader(cluster: ProcessCluster, nodes: tuple[int, ...] = VOTERS) -> int:
     """Poll the nodes' status until one is leader; return its id."""
     while True:
         for node in nodes:
             try:
-                async with open_raft_client(client_socket_path(cluster.root, node)) as client:
+                async with open_raft_client(cluster.client_path(node)) as client:
                     if (await client.status())[0] == "LEADER":
                         return node
             except (OSError, trio.BrokenResourceError):
@@ -186,9 +122,9 @@ async def cellmesh_throughput(
     """Pipelined proposals against a fresh 3-process cellmesh cluster."""
     with _cluster(tick, no_fsync=no_fsync) as cluster:
         for node in VOTERS:
-            await _wait_up(cluster, node)
+            await cluster.wait_serving(node)
         leader = await _leader(cluster)
-        async with open_raft_client(client_socket_path(cluster.root, leader)) as client:
+        async with open_raft_client(cluster.client_path(leader)) as client:
             await _pipelined(client, min(ops // 10, 2000), concurrency, payload)  # warm up
             before = (await client.status())[5]
             result = await _pipelined(client, ops, concurrency, payload)
@@ -198,12 +134,12 @@ async def cellmesh_throughput(
             return attrs.evolve(result, leader_saves=after - before)
 
 
-async def _commit_somewhere(cluster: _Cluster, nodes: tuple[int, ...], command: bytes) -> int:
+async def _commit_somewhere(cluster: ProcessCluster, nodes: tuple[int, ...], command: bytes) -> int:
     """Propose ``command`` on whichever node accepts it; return that node."""
     while True:
         for node in nodes:
             try:
-                async with open_raft_client(client_socket_path(cluster.root, node)) as client:
+                async with open_raft_client(cluster.client_path(node)) as client:
                     await client.propose(command)
                     return node
             except (NotLeader, ServerError, OSError, trio.BrokenResourceError):
@@ -216,7 +152,7 @@ async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
     times = []
     with _cluster(tick, no_fsync=False) as cluster:
         for node in VOTERS:
-            await _wait_up(cluster, node)
+            await cluster.wait_serving(node)
         leader = await _commit_somewhere(cluster, VOTERS, b"warm=up")
         for trial in range(trials):
             cluster.kill(leader)
@@ -225,8 +161,8 @@ async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
             new_leader = await _commit_somewhere(cluster, survivors, b"trial=%d" % trial)
             times.append(time.perf_counter() - started)
             cluster.start(leader)
-            await _wait_up(cluster, leader)
-            async with open_raft_client(client_socket_path(cluster.root, leader)) as client:
+            await cluster.wait_serving(leader)
+            async with open_raft_client(cluster.client_path(leader)) as client:
                 while True:
                     try:
                         if await client.read(b"trial") == b"%d" % trial:

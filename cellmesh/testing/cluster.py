@@ -31,6 +31,8 @@ class ProcessCluster:
     root: Path
     voters: tuple[int, ...]
     tick: float
+    #: More ``cellmesh.consensus.serve`` arguments for every node.
+    extra_args: tuple[str, ...] = ()
     procs: dict[int, subprocess.Popen[bytes]] = attrs.Factory(dict)
 
     def client_path(self, node: int) -> Path:
@@ -48,6 +50,7 @@ class ProcessCluster:
                 "--data-dir", str(self.root / f"data-{node}"),
                 "--socket-dir", str(self.root),
                 "--tick", str(self.tick),
+                *self.extra_args,
             ],
         )
 
@@ -71,12 +74,12 @@ class ProcessCluster:
 
 
 @contextmanager
-def process_cluster(voters: Sequence[int] = (1, 2, 3), tick: float = 0.02) -> Iterator[
-    ProcessCluster
-]:
+def process_cluster(
+    voters: Sequence[int] = (1, 2, 3), tick: float = 0.02, extra_args: Sequence[str] = ()
+) -> Iterator[ProcessCluster]:
     """Start one process per voter; kill them all on exit."""
     with tempfile.TemporaryDirectory(prefix="cmc-", dir="/tmp") as name:
-        cluster = ProcessCluster(Path(name), tuple(voters), tick)
+        cluster = ProcessCluster(Path(name), tuple(voters), tick, tuple(extra_args))
         try:
             for node in cluster.voters:
                 cluster.start(node)
