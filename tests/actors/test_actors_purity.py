@@ -6,12 +6,12 @@ and checks every cellmesh module the policy imports is itself in the pure set.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import cellmesh
+from cellmesh.testing.purity import module_imports
 
 ROOT = Path(cellmesh.__file__).parent
 #: Module -> path relative to the package root.
@@ -27,31 +27,7 @@ FORBIDDEN = frozenset({
 })
 
 
-def imports(source: str, module: str) -> list[tuple[int, str]]:
-    """Every (line, absolute module name) imported by ``source``."""
-    package = module.rsplit(".", 1)[0]
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-                if node.module is None:
-                    found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-                    continue
-            else:
-                name = node.module or ""
-            found.append((node.lineno, name))
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "__import__"
-        ):
-            found.append((node.lineno, "__import__"))
-    return found
+imports = module_imports
 
 
 def problems(module: str, root: Path = ROOT) -> list[str]:
