@@ -8,21 +8,11 @@ or a socket: time arrives as :meth:`RaftCore.tick` calls, network input as
 :meth:`RaftCore.step`, client input as :meth:`RaftCore.propose` /
 :meth:`RaftCore.read_index`, and randomness (election timeouts) from an
 injected :class:`RandomSource`. Everything the outside world must do is
-collected into a :class:`Ready` value. The driver loop is::
-
-    core = RaftCore(config, rng, voters=..., hard_state=..., snapshot=..., entries=...)
-    loop:
-        core.tick()               # every tick interval
-        core.step(message)        # for each message received from a peer
-        core.propose(data)        # for client commands (raises NotLeader)
-        if core.has_ready():
-            rd = core.ready()
-            storage.persist(rd.snapshot, rd.entries, rd.hard_state)   # 1. fsync
-            network.send(rd.messages)                                  # 2. only after 1
-            if rd.snapshot: state_machine.restore(rd.snapshot)         # 3. apply
-            state_machine.apply(rd.committed_entries)
-            serve_reads(rd.read_states)                                # after applying
-            core.advance(rd)                                           # 4.
+collected into a :class:`Ready` value: the driver feeds ``tick``/``step``/
+``propose``, and whenever ``has_ready()`` it takes ``ready()``, persists,
+sends, applies and serves reads in the order :class:`Ready`'s docstring
+states (persist before send, with its one leader exception), then calls
+``advance(rd)``. :mod:`cellmesh.consensus.node` is that driver.
 
 Features: leader election with randomized timeouts (section 5.2); pre-vote
 (dissertation 9.6) and check-quorum with leader leases against disruptive
