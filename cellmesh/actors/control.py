@@ -1,0 +1,245 @@
+"""Control proteins: what the CLI, the root and the cells say to each other.
+
+Three conversations, all over the ordinary wire codec (membranes and
+synapses), so they share its framing, limits and fuzzing:
+
+* **operator -> root** on the control socket ``$CELL_UMBILICAL`` (default
+  ``$CELL_SOCKET_DIR/mitosis.sock``). Only the uid that owns the root may
+  connect (``SO_PEERCRED``); others are refused before the hello.
+  Requests: :class:`StatusRequest`, :class:`KillCell`, :class:`StopMesh`,
+  :class:`SpawnCell`. Answers: :class:`StatusReply` or :class:`Ack`; a refused
+  request is a remote error (``RemoteCellError``) whose message says why.
+
+* **cell -> root** on the cell's own umbilical: a socket the root binds for
+  that cell alone and binds into its sandbox (``CELL_UMBILICAL`` inside the
+  cell). Which cell is speaking is known from the socket, never from the
+  message. Requests: :class:`CellReady` (the cell's ``on_start`` finished:
+  OTP's ``init`` returned), :class:`Monitor` / :class:`Demonitor`,
+  :class:`Link` / :class:`Unlink`, :class:`StartChild` / :class:`StopChild`;
+  signal :class:`CellStats` (about once a second).
+
+* **root -> cell** on the cell's membrane: the signal :class:`CellDown` for
+  every monitor (and trapped link) when the watched cell stops.
+
+Cell runtime contract (what the root sets for ``python -m cellmesh.actors.runtime``):
+
+``CELL_NAME``        the cell's name
+``CELL_ENTRY``       ``module:Class`` of the :class:`~cellmesh.Cell` subclass
+``CELL_DNA_DIR``     the DNA entry (put first on ``sys.path``)
+``CELL_LISTEN_FDS``  ``1``: the membrane's listening socket is fd 3
+``CELL_UMBILICAL``   the cell's umbilical socket path
+``CELL_SOCKET_DIR``  where the sockets of the cells it may call are
+"""
+
+from __future__ import annotations
+
+from ..wire.proteins import protein
+
+# ---------------------------------------------------------------- operator
+
+
+@protein("cellmesh.ctl.StatusRequest")
+class StatusRequest:
+    """Ask the root for a :class:`StatusReply`."""
+
+
+@protein("cellmesh.ctl.CellStatus")
+class CellStatus:
+    """One cell as the root sees it.
+
+    ``state``: ``running`` (process up and ready), ``starting`` (spawned, not
+    yet ready), ``dormant`` (declared, waiting for its first connection),
+    ``stopped`` (not running and not restarted: a temporary or transient cell
+    that ended, or one stopped by request). ``supervisor`` is the path of its
+    supervisor (``root/db``). Counters come from the cell's last
+    :class:`CellStats` (zero before the first); ``rss`` bytes and
+    ``cpu_percent`` from ``/proc`` (None when not running). ``rtt_p50_us`` /
+    ``rtt_p99_us`` are the cell's call service times (receipt to reply) over
+    its last report interval, None when it served no call in it.
+    """
+
+    name: str
+    supervisor: str
+    state: str
+    pid: int | None
+    restarts: int
+    uptime: float | None
+    msgs_in: int
+    msgs_out: int
+    rss: int | None
+    cpu_percent: float | None
+    rtt_p50_us: float | None
+    rtt_p99_us: float | None
+    backend: str
+    dna: str
+
+
+@protein("cellmesh.ctl.RestartRecord")
+class RestartRecord:
+    """One entry of the root's restart log: when (Unix time), which cell, why."""
+
+    at: float
+    cell: str
+    reason: str
+
+
+@protein("cellmesh.ctl.StatusReply")
+class StatusReply:
+    """The mesh: root pid and uptime, every cell, the newest restart records."""
+
+    root_pid: int
+    uptime: float
+    manifest: str
+    cells: list[CellStatus]
+    restart_log: list[RestartRecord]
+
+
+@protein("cellmesh.ctl.KillCell")
+class KillCell:
+    """SIGKILL the cell's process (to exercise restarts); its supervisor reacts."""
+
+    name: str
+
+
+@protein("cellmesh.ctl.StopMesh")
+class StopMesh:
+    """Stop every cell in reverse start order (``timeout`` s each at most), then the root."""
+
+    timeout: float
+
+
+@protein("cellmesh.ctl.SpawnCell")
+class SpawnCell:
+    """Start an undeclared cell from ``dna`` (a path on the root's host).
+
+    Allowed only when the manifest sets ``[root] allow_spawn = true``. The
+    cell runs under the root supervisor as a ``temporary`` child.
+    """
+
+    name: str
+    dna: str
+    entry: str
+
+
+@protein("cellmesh.ctl.Ack")
+class Ack:
+    """A request was carried out; ``text`` says what happened."""
+
+    text: str
+
+
+# ---------------------------------------------------------------- cell -> root
+
+
+@protein("cellmesh.ctl.CellReady")
+class CellReady:
+    """The cell finished ``on_start`` and serves its membrane."""
+
+    pid: int
+
+
+@protein("cellmesh.ctl.Monitor")
+class Monitor:
+    """Watch ``target``: receive :class:`CellDown` once when it stops. Reply: :class:`MonitorRef`."""
+
+    target: str
+
+
+@protein("cellmesh.ctl.MonitorRef")
+class MonitorRef:
+    """The reference of a monitor (or link), echoed in its :class:`CellDown`."""
+
+    ref: int
+
+
+@protein("cellmesh.ctl.Demonitor")
+class Demonitor:
+    """Cancel a monitor; no :class:`CellDown` arrives for it afterwards."""
+
+    ref: int
+
+
+@protein("cellmesh.ctl.Link")
+class Link:
+    """Link with ``target``: when either stops abnormally the other is killed.
+
+    With ``trap_exits`` the asking cell is not killed when ``target`` fails;
+    it receives :class:`CellDown` instead (Erlang's ``trap_exit``).
+    """
+
+    target: str
+    trap_exits: bool
+
+
+@protein("cellmesh.ctl.Unlink")
+class Unlink:
+    """Remove a link made with :class:`Link`."""
+
+    target: str
+
+
+@protein("cellmesh.ctl.StartChild")
+class StartChild:
+    """Start a dynamic child of the asking cell from manifest template ``template``.
+
+    The child is named ``<parent>.<suffix>``; the parent's manifest entry
+    bounds how many may run (``max_children``) and which templates it may
+    use. Reply: :class:`Ack` whose text is the child's name.
+    """
+
+    template: str
+    suffix: str
+
+
+@protein("cellmesh.ctl.StopChild")
+class StopChild:
+    """Stop (and forget) a dynamic child the asking cell started."""
+
+    name: str
+
+
+@protein("cellmesh.ctl.CellStats")
+class CellStats:
+    """The cell's membrane counters (cumulative) and service-time percentiles."""
+
+    msgs_in: int
+    msgs_out: int
+    errors: int
+    rtt_p50_us: float | None
+    rtt_p99_us: float | None
+
+
+# ---------------------------------------------------------------- root -> cell
+
+
+@protein("cellmesh.ctl.CellDown")
+class CellDown:
+    """Cell ``name`` stopped; ``reason`` is ``normal``, ``shutdown``, ``killed``,
+    ``noproc`` (it was not running when monitored) or a crash description.
+    ``ref`` is the monitor's (or link's) reference."""
+
+    name: str
+    reason: str
+    ref: int
+
+
+__all__ = [
+    "Ack",
+    "CellDown",
+    "CellReady",
+    "CellStats",
+    "CellStatus",
+    "Demonitor",
+    "KillCell",
+    "Link",
+    "Monitor",
+    "MonitorRef",
+    "RestartRecord",
+    "SpawnCell",
+    "StartChild",
+    "StatusReply",
+    "StatusRequest",
+    "StopChild",
+    "StopMesh",
+    "Unlink",
+]
