@@ -38,13 +38,16 @@ def _probe_live(path: Path) -> bool:
     return True
 
 
-def bind_unix_listener(path: Path, backlog: int = 1024) -> socket.socket:
+def bind_unix_listener(path: Path, backlog: int = 1024, *, mode: int = 0o600) -> socket.socket:
     """Bind and listen on ``path``: replace a stale socket file, never steal a live one.
 
     The check-and-replace runs under an exclusive ``flock`` of the directory so
     two processes starting at once cannot unlink each other's fresh socket.
     Raises :class:`MembraneInUse` for a live socket and :class:`ConfigError`
-    when a non-socket file is in the way.
+    when a non-socket file is in the way. ``mode`` is the socket file's mode:
+    0600 by default; the root uses 0666 for sockets it binds into sandboxes
+    whose cells run as another uid (the 0700 directory still keeps every
+    other host user out).
     """
     ensure_private_dir(path.parent)
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -63,7 +66,7 @@ def bind_unix_listener(path: Path, backlog: int = 1024) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.bind(os.fspath(path))
-            os.chmod(path, 0o600)
+            os.chmod(path, mode)
             sock.listen(backlog)
         except BaseException:
             sock.close()

@@ -140,7 +140,7 @@ class CellReady:
 
 @protein("cellmesh.ctl.Monitor")
 class Monitor:
-    """Watch ``target``: receive :class:`CellDown` once when it stops. Reply: :class:`MonitorRef`."""
+    """Watch ``target``: one :class:`CellDown` when it stops. Reply: :class:`MonitorRef`."""
 
     target: str
 

@@ -19,6 +19,9 @@ Lifecycle of one cell id: ``create(spec)`` -> ``spawn(id)`` -> ``wait(id)``
   unknown id
   (:class:`~cellmesh.sandbox.errors.UnknownCell`). After it returns the id is
   free again.
+* ``terminate`` / ``kill`` signal the running process without tearing
+  the cell down (a supervisor's shutdown, then ``spawn`` again); neither
+  blocks.
 * ``tracked()`` is a read-only view: id -> :class:`CellHandle` of live cells.
 """
 
@@ -115,6 +118,18 @@ class CellBackend(Protocol):
 
     def tracked(self) -> Mapping[str, CellHandle]:
         """Live cells: id -> handle (a read-only snapshot)."""
+        ...
+
+    def terminate(self, cell_id: str) -> None:
+        """SIGTERM the running process (no-op when not running); its exit is a ``stop``."""
+        ...
+
+    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
+        """SIGKILL the running process (no-op when not running); ``stop``, or ``crash``."""
+        ...
+
+    def process_id(self, cell_id: str) -> int | None:
+        """The pid of the running process, or None."""
         ...
 
 

@@ -76,6 +76,7 @@ class CellRecord:
     runtime_dir: Path
     workload: Workload | None = None
     stopped_by_us: bool = False
+    killed_as_crash: bool = False
     status: ExitStatus | None = None
     reported: bool = False
     signal_offset: bool = False
@@ -222,6 +223,7 @@ class ProcessBackend(abc.ABC):
                 os.close(log_fd)
         rec.workload = workload
         rec.stopped_by_us = False
+        rec.killed_as_crash = False
         rec.status = None
         rec.reported = False
         rec.signal_offset = cmd.signal_as_code_offset
@@ -374,6 +376,38 @@ class ProcessBackend(abc.ABC):
 
     # ------------------------------------------------------------- internals
 
+    def terminate(self, cell_id: str) -> None:
+        """Ask the running process to stop (SIGTERM to the workload); no-op when it is not running.
+
+        Never blocks; the exit (seen by :meth:`wait_async`) is classified ``stop``.
+        """
+        rec = self._get(cell_id)
+        wl = rec.workload
+        if wl is not None and wl.poll() is None:
+            rec.stopped_by_us = True
+            self._terminate(wl)
+
+    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
+        """SIGKILL the running process and everything it started; no-op when it is not running.
+
+        The exit is classified ``stop``, or ``crash`` with ``as_crash`` (an
+        operator's ``cellmesh kill``, which exists to exercise restarts).
+        Never blocks for long: the kill is sent, the reaping is :meth:`wait_async`'s.
+        """
+        rec = self._get(cell_id)
+        wl = rec.workload
+        if wl is not None and wl.poll() is None:
+            if as_crash:
+                rec.killed_as_crash = True
+            else:
+                rec.stopped_by_us = True
+            self._kill(rec, wl)
+
+    def process_id(self, cell_id: str) -> int | None:
+        """The pid of the cell's running process (bwrap's, for the bwrap backend), or None."""
+        wl = self._get(cell_id).workload
+        return wl.pid if wl is not None and wl.poll() is None else None
+
     def _get(self, cell_id: str) -> CellRecord:
         rec = self._cells.get(cell_id)
         if rec is None:
@@ -407,6 +441,10 @@ class ProcessBackend(abc.ABC):
             evidence=evidence,
             signal_as_code_offset=rec.signal_offset,
         )
+        if rec.killed_as_crash and status.reason != "stop":
+            status = ExitStatus(
+                code=status.code, signal=status.signal, reason="crash", detail="killed on request"
+            )
         rec.status = status
         rec.reported = True
         self.events.emit(

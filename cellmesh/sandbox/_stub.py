@@ -19,7 +19,7 @@ from ._backend import CellHandle, SpawnedCell, TeardownReport
 from ._events import EventSink, MemoryEventLog
 from ._secrets import MemorySecretBroker, SecretBroker
 from ._spec import CellSpec
-from ._status import ExitStatus
+from ._status import ExitReason, ExitStatus
 from .errors import CellRunning, DuplicateCell, SandboxConfigError, SandboxError, UnknownCell
 
 
@@ -147,6 +147,21 @@ class StubBackend:
     async def destroy_async(self, cell_id: str, *, grace: float = 5.0) -> TeardownReport:
         """Same as :meth:`destroy` (nothing to wait for)."""
         return self.destroy(cell_id, grace=grace)
+
+    def terminate(self, cell_id: str) -> None:
+        """The next ``wait`` reports a ``stop`` (when the cell runs)."""
+        if self._get(cell_id).running:
+            self._programmed[cell_id] = ExitStatus(code=None, signal=15, reason="stop")
+
+    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
+        """The next ``wait`` reports SIGKILL: ``crash`` with ``as_crash``, else ``stop``."""
+        if self._get(cell_id).running:
+            reason: ExitReason = "crash" if as_crash else "stop"
+            self._programmed[cell_id] = ExitStatus(code=None, signal=9, reason=reason)
+
+    def process_id(self, cell_id: str) -> int | None:
+        """The fake pid while the cell "runs", else None."""
+        return self._next_pid if self._get(cell_id).running else None
 
     def _get(self, cell_id: str) -> _StubCell:
         cell = self._cells.get(cell_id)

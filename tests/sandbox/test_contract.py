@@ -256,3 +256,35 @@ def test_event_write_failures_never_break_the_lifecycle(tmp_path: Path) -> None:
     assert be.destroy("quiet").tracked_after == 0
     assert log.dropped == 3
     assert isinstance(log.last_error, OSError)
+
+
+def test_terminate_stops_the_process_but_keeps_the_cell(backend: CellBackend) -> None:
+    backend.create(spec("term", PY, "-c", "import time; time.sleep(60)"))
+    backend.spawn("term")
+    assert backend.process_id("term") is not None
+    backend.terminate("term")
+    status = backend.wait("term", timeout=30)
+    assert status.reason == "stop"
+    assert backend.process_id("term") is None
+    assert "term" in backend.tracked()
+    backend.spawn("term")  # the cell can be started again: that is a restart
+    backend.kill("term")
+    assert backend.wait("term", timeout=30).reason == "stop"
+
+
+def test_kill_as_crash_is_reported_as_a_crash(backend: CellBackend) -> None:
+    backend.create(spec("victim", PY, "-c", "import time; time.sleep(60)"))
+    backend.spawn("victim")
+    backend.kill("victim", as_crash=True)
+    status = backend.wait("victim", timeout=30)
+    assert status.reason == "crash"
+    assert status.signal == 9
+
+
+def test_terminate_and_kill_are_noops_when_not_running(backend: CellBackend) -> None:
+    backend.create(spec("idle"))
+    backend.terminate("idle")
+    backend.kill("idle")
+    assert backend.process_id("idle") is None
+    with pytest.raises(UnknownCell):
+        backend.kill("ghost")
