@@ -117,8 +117,10 @@ class Membrane:
         registry: ProteinRegistry,
         options: MembraneOptions,
         log: Callable[[str], None] | None,
+        accept_filter: Callable[[socket.socket], str | None] | None = None,
     ) -> None:
         self.name = name
+        self._accept_filter = accept_filter
         self.handler = handler
         self.socket_path = socket_path
         self.registry = registry
@@ -181,6 +183,12 @@ class Membrane:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            if self._accept_filter is not None:
+                refusal = self._accept_filter(sock)
+                if refusal is not None:
+                    self.log(f"refused a connection: {refusal}")
+                    sock.close()
+                    continue
             conn = ServerConnection(self, sock)
             self._connections.add(conn)
             nursery.start_soon(self._serve, conn)
@@ -220,6 +228,8 @@ async def open_membrane(
     registry: ProteinRegistry | None = None,
     log: Callable[[str], None] | None = None,
     drain_grace: float = 10.0,
+    accept_filter: Callable[[socket.socket], str | None] | None = None,
+    socket_mode: int = 0o600,
     **options: Any,
 ) -> AsyncIterator[Membrane]:
     """Serve ``handler`` as cell ``name`` for the duration of the block.
@@ -229,6 +239,10 @@ async def open_membrane(
     root hands one over (then no file is created or removed here). On exit the
     membrane drains: goaway to every connection, in-flight calls finish
     (up to ``drain_grace`` seconds), then the socket file is removed.
+    ``accept_filter(sock)`` runs on every accepted socket before the hello: a
+    returned string refuses (closes) the connection and is logged as the
+    reason (the root checks ``SO_PEERCRED`` this way). ``socket_mode`` is the
+    mode of a socket file created here.
     ``options`` are :class:`MembraneOptions` fields.
     """
     check_cell_name(name)
@@ -244,12 +258,13 @@ async def open_membrane(
         if socket_dir is not None:
             paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
         path = paths.socket_path(name)
-        listener = bind_unix_listener(path)
+        listener = bind_unix_listener(path, mode=socket_mode)
     listener.setblocking(False)
     st = os.stat(path) if path is not None else None
     membrane = Membrane(
         name, handler, listener, socket_path=path,
         registry=registry if registry is not None else PROTEINS, options=opts, log=log,
+        accept_filter=accept_filter,
     )
     try:
         async with open_service_nursery() as nursery:

@@ -528,3 +528,29 @@ async def test_graceful_drain_finishes_inflight_calls(sockdir: Path) -> None:
             service.event("slow").set()
             await done_serving.wait()
     assert results == [Pong(4)]
+
+
+async def test_accept_filter_refuses_before_the_hello(sockdir: Path) -> None:
+    seen: list[int] = []
+
+    def only_once(sock: socket.socket) -> str | None:
+        seen.append(sock.fileno())
+        return None if len(seen) == 1 else "second peer refused"
+
+    async def pong(msg: Ping) -> Pong:
+        return Pong(msg.n)
+
+    logged: list[str] = []
+    async with open_membrane(
+        "gate", pong, socket_dir=sockdir, accept_filter=only_once, log=logged.append,
+        socket_mode=0o660,
+    ) as membrane:
+        assert membrane.socket_path is not None
+        assert membrane.socket_path.stat().st_mode & 0o777 == 0o660
+        async with Synapse.grow("gate", socket_dir=sockdir) as syn:
+            assert await syn.fire(Ping(1)) == Pong(1)
+        with pytest.raises(CellUnavailable):
+            async with Synapse.grow("gate", socket_dir=sockdir):
+                pass
+    assert len(seen) == 2
+    assert any("second peer refused" in line for line in logged)
