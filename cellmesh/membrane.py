@@ -45,7 +45,7 @@ from ._dispatch import Handler
 from ._server_conn import ServerConnection
 from ._sockets import adopt_listener, bind_unix_listener
 from ._util import open_service_nursery
-from .config import Paths, check_cell_name, check_positive_int, check_seconds
+from .config import MAX_SOCKET_PATH, Paths, check_cell_name, check_positive_int, check_seconds
 from .errors import (
     ConfigError,
     ErrorCode,
@@ -224,6 +224,7 @@ async def open_membrane(
     handler: Handler,
     *,
     socket_dir: str | os.PathLike[str] | None = None,
+    socket_path: str | os.PathLike[str] | None = None,
     listen_fd: int | None = None,
     registry: ProteinRegistry | None = None,
     log: Callable[[str], None] | None = None,
@@ -235,7 +236,8 @@ async def open_membrane(
     """Serve ``handler`` as cell ``name`` for the duration of the block.
 
     Listens on ``<socket_dir>/<name>.sock`` (default ``$CELL_SOCKET_DIR``,
-    created 0700), or on the already-listening socket ``listen_fd`` when the
+    created 0700), on ``socket_path`` when given (its directory is created
+    0700 too), or on the already-listening socket ``listen_fd`` when the
     root hands one over (then no file is created or removed here). On exit the
     membrane drains: goaway to every connection, in-flight calls finish
     (up to ``drain_grace`` seconds), then the socket file is removed.
@@ -254,10 +256,16 @@ async def open_membrane(
     if listen_fd is not None:
         listener = adopt_listener(listen_fd)
     else:
-        paths = Paths.from_env()
-        if socket_dir is not None:
-            paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
-        path = paths.socket_path(name)
+        if socket_path is not None:
+            path = Path(socket_path)
+            if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+                raise ConfigError("socket_path", f"{str(path)!r} is longer than "
+                                  f"{MAX_SOCKET_PATH} bytes (the Unix socket limit)")
+        else:
+            paths = Paths.from_env()
+            if socket_dir is not None:
+                paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
+            path = paths.socket_path(name)
         listener = bind_unix_listener(path, mode=socket_mode)
     listener.setblocking(False)
     st = os.stat(path) if path is not None else None

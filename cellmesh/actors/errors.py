@@ -116,6 +116,41 @@ class DnaCacheError(DnaError):
         self.problem = problem
 
 
+
+
+class RootError(CellmeshError):
+    """A failure of the root daemon or of a request to it."""
+
+
+class RootAlreadyRunning(RootError):
+    """Another root owns the socket directory (``pid`` from its lock file, if readable)."""
+
+    def __init__(self, pid: int | None, socket_dir: str) -> None:
+        self.pid = pid
+        self.socket_dir = socket_dir
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(f"a root is already running ({who}) for {socket_dir}")
+
+
+class RootRequestError(RootError):
+    """The root refused a request: ``subject`` (a cell name, a message type) and why."""
+
+    def __init__(self, subject: str, problem: str) -> None:
+        self.subject = subject
+        self.problem = problem
+        super().__init__(f"{subject}: {problem}")
+
+
+class RootNotRunning(RootError):
+    """Nothing answers on the control socket ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"no root is running (nothing listens on {path}); start one with `cellmesh up`"
+        )
+
+
 __all__ = [
     "ChildAlreadyPresent",
     "ChildRunning",
@@ -125,6 +160,10 @@ __all__ = [
     "DnaSourceError",
     "InvalidSupervisorSpec",
     "NotSupported",
+    "RootAlreadyRunning",
+    "RootError",
+    "RootNotRunning",
+    "RootRequestError",
     "SupervisorEscalation",
     "SupervisorRequestError",
     "SupervisorStopped",

@@ -554,3 +554,18 @@ async def test_accept_filter_refuses_before_the_hello(sockdir: Path) -> None:
                 pass
     assert len(seen) == 2
     assert any("second peer refused" in line for line in logged)
+
+
+async def test_membrane_on_an_explicit_socket_path(tmp_path: Path) -> None:
+    async def pong(msg: Ping) -> Pong:
+        return Pong(msg.n + 1)
+
+    path = tmp_path / "sub" / "control.sock"
+    async with open_membrane("anything", pong, socket_path=path):
+        assert path.exists()
+        async with Synapse.grow("anything", socket_path=path) as syn:
+            assert await syn.fire(Ping(1)) == Pong(2)
+    assert not path.exists()
+    with pytest.raises(cellmesh.ConfigError, match="socket_path"):
+        async with open_membrane("x", pong, socket_path=tmp_path / ("y" * 120)):
+            pass
