@@ -1,0 +1,792 @@
+"""The cellmesh.toml manifest: read, validate and resolve it into frozen values.
+
+Theory of operation
+-------------------
+:func:`load_manifest` reads the file (the only I/O besides
+:meth:`Manifest.check_paths`), :func:`parse_manifest` parses the TOML text
+with :mod:`tomllib`, and :func:`manifest_from_dict` validates the parsed
+tables into a :class:`Manifest`. Every problem -- a TOML syntax error, an
+unknown key, a wrong type, a dangling name, a supervision tree that is not a
+tree -- raises :class:`ManifestError` carrying the file, the key path (for
+example ``cells.db.limits.memory`` or ``supervisors.db.children[1]``) and the
+problem as fields. Nothing else escapes the parser (it is fuzzed for that).
+
+Validation is reused where it lives: cell names by
+:func:`cellmesh.config.check_cell_name`, policy values by the constructors of
+:mod:`cellmesh.actors.policy`, environment, limits and secret references by
+:mod:`cellmesh.sandbox`; their errors are re-raised as :class:`ManifestError`
+with the key that holds the value.
+
+Resolution: DNA paths are made absolute against the manifest's directory but
+are not touched until :meth:`Manifest.check_paths`. The top supervisor is
+named ``root``; when ``[supervisor].children`` is absent it holds every cell
+and supervisor that no other supervisor lists, in the order tomllib reports
+them. Cells, templates and supervisors share one namespace, and every cell
+and supervisor ends up under exactly one supervisor. See docs/manifest.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import ipaddress
+import keyword
+import math
+import re
+import stat
+import tomllib
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Final, Literal, NoReturn, TypeAlias
+
+import attrs
+
+from .actors.errors import InvalidSupervisorSpec
+from .actors.policy import Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec
+from .config import check_cell_name
+from .errors import ConfigError
+from .sandbox import BACKEND_NAMES, Limits, SandboxConfigError, SecretRef, WorkloadEnv, parse_size
+
+#: Name of the top supervisor (and so reserved for it).
+TOP_SUPERVISOR: Final = "root"
+
+#: Names no cell, template or supervisor may take (the root daemon's own).
+RESERVED_NAMES: Final = ("mitosis", TOP_SUPERVISOR)
+
+_TOP_KEYS: Final = ("root", "supervisor", "supervisors", "cells", "templates")
+_ROOT_KEYS: Final = ("allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep")
+_TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children")
+_SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
+_CELL_KEYS: Final = (
+    "dna", "entry", "restart", "shutdown", "activation", "calls", "env", "limits",
+    "secrets", "data", "network", "max_children", "templates", "start_timeout",
+)  # fmt: skip
+_TEMPLATE_KEYS: Final = tuple(k for k in _CELL_KEYS if k != "activation")
+_LIMIT_KEYS: Final = ("memory", "cpu", "pids", "open_files")
+_SECRET_KEYS: Final = ("name", "key", "deliver", "ttl")
+_BACKOFF_KEYS: Final = ("initial", "factor", "max")
+
+_RESTARTS: Final = tuple(r.value for r in Restart)
+_STRATS: Final = tuple(s.value for s in Strategy)
+_ACTIVATIONS: Final = ("eager", "on_demand")
+_MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
+_MAX_SIZE: Final = 1 << 62
+_DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_TOML_TYPES: Final[Mapping[type, str]] = {
+    bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
+}  # fmt: skip
+
+
+class ManifestError(ConfigError):
+    """The manifest is invalid: ``file``, the ``key`` path at fault, and the ``problem``.
+
+    ``str()`` is ``"<file>: <key>: <problem>"``. ``key`` is a dotted path with
+    indexes (``cells.db.secrets[0].name``); the pseudo keys ``(syntax)`` (TOML
+    syntax or encoding, with tomllib's line and column) and ``(file)`` (the
+    file cannot be read) mark problems that belong to no key.
+    """
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        super().__init__(f"{file}: {key}", problem)
+        self.file = file
+        self.key = key
+        self.problem = problem
+
+
+@attrs.frozen(kw_only=True)
+class NetGrant:
+    """One network destination a cell may reach: ``host`` (name or IP literal) and ``port``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+Network: TypeAlias = Literal["none", "host"] | tuple[NetGrant, ...]
+
+
+@attrs.frozen(kw_only=True)
+class CellDecl:
+    """A ``[cells.X]`` or ``[templates.X]`` entry, validated; ``dna`` is absolute.
+
+    ``entry=None`` lets the runtime auto-detect the Cell class. ``shutdown=None``
+    is OTP's default for a worker. ``network`` is ``"none"``, ``"host"`` or a
+    non-empty tuple of grants. ``templates`` is non-empty only with
+    ``max_children > 0``. Templates have ``activation="eager"`` and are never
+    started on their own.
+    """
+
+    name: str
+    dna: Path
+    entry: str | None = None
+    restart: Restart = Restart.PERMANENT
+    shutdown: Shutdown | None = None
+    activation: Literal["eager", "on_demand"] = "eager"
+    calls: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    limits: Limits = attrs.field(factory=Limits)
+    secrets: tuple[SecretRef, ...] = ()
+    data: bool = False
+    network: Network = "none"
+    max_children: int = 0
+    templates: tuple[str, ...] = ()
+    start_timeout: float = 10.0
+    is_template: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorDecl:
+    """A supervisor: ``[supervisor]`` (named ``root``) or ``[supervisors.X]``.
+
+    ``children`` are cell and supervisor names in start order. A
+    ``simple_one_for_one`` supervisor has a ``template`` and no children.
+    ``restart``/``shutdown`` say how its parent treats it (``shutdown=None``:
+    ``infinity``, OTP's default for supervisors).
+    """
+
+    name: str
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    intensity: int = 1
+    period: float = 5.0
+    backoff: Backoff | None = None
+    children: tuple[str, ...] = ()
+    restart: Restart = Restart.PERMANENT
+    shutdown: Shutdown | None = None
+    template: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RootDecl:
+    """The ``[root]`` table: daemon-wide settings."""
+
+    allow_spawn: bool = False
+    sandbox: str | None = None
+    restart_log: int = 200
+    log_max_bytes: int = _DEFAULT_LOG_MAX_BYTES
+    log_keep: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class Manifest:
+    """A whole validated manifest (see the module docstring for the invariants).
+
+    ``path`` is the path the manifest was loaded from, as given. The mappings
+    are read-only and keep file order; ``supervisors`` excludes ``top``.
+    """
+
+    path: Path
+    root: RootDecl
+    top: SupervisorDecl
+    supervisors: Mapping[str, SupervisorDecl]
+    cells: Mapping[str, CellDecl]
+    templates: Mapping[str, CellDecl]
+
+    def parent_of(self, name: str) -> str:
+        """The name of the supervisor listing ``name`` (``"root"`` for top-level children).
+
+        Raises :class:`KeyError` for a name that is no cell or nested
+        supervisor (templates and ``root`` itself have no parent).
+        """
+        for sup in (self.top, *self.supervisors.values()):
+            if name in sup.children:
+                return sup.name
+        raise KeyError(name)
+
+    def check_paths(self) -> None:
+        """Check that every DNA path is a module file or package directory.
+
+        Mirrors :func:`cellmesh.actors.dna.read_source`: not a symlink; a
+        regular ``<identifier>.py`` file, or an identifier-named directory
+        holding ``__init__.py``. Raises :class:`ManifestError` at
+        ``cells.X.dna`` / ``templates.X.dna``.
+        """
+        for section, decls in (("cells", self.cells), ("templates", self.templates)):
+            for decl in decls.values():
+                problem = _dna_problem(decl.dna)
+                if problem is not None:
+                    key = _sub(_sub(section, decl.name), "dna")
+                    raise ManifestError(str(self.path), key, problem)
+
+
+def load_manifest(path: Path | str) -> Manifest:
+    """Read and parse the manifest file at ``path`` (UTF-8 TOML).
+
+    An unreadable file is a :class:`ManifestError` with key ``(file)``.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(str(path), "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(str(path), "(syntax)", f"not valid UTF-8: {exc}") from exc
+    return parse_manifest(text, path=path)
+
+
+def parse_manifest(text: str, *, path: Path) -> Manifest:
+    """Parse manifest TOML ``text``; ``path`` names it in errors and anchors DNA paths.
+
+    Touches no file. Raises only :class:`ManifestError`.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(str(path), "(syntax)", f"invalid TOML: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # huge integer literal, deep nesting
+        raise ManifestError(str(path), "(syntax)", f"invalid TOML: {exc}") from exc
+    return manifest_from_dict(data, path=path)
+
+
+def manifest_from_dict(data: Mapping[str, object], *, path: Path) -> Manifest:
+    """Validate already-parsed TOML tables into a :class:`Manifest`.
+
+    ``data`` is what :func:`tomllib.loads` returns. Raises only
+    :class:`ManifestError`.
+    """
+    return _Reader(file=str(path), base=Path(path).absolute().parent).manifest(data, Path(path))
+
+
+# --------------------------------------------------------------------------
+# Key paths and value descriptions.
+
+
+def _sub(key: str, name: str) -> str:
+    part = name if _BARE_KEY.fullmatch(name) else _quote(name)
+    return f"{key}.{part}" if key else part
+
+
+def _quote(name: str) -> str:
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
+
+
+def _describe(value: object) -> str:
+    kind = _TOML_TYPES.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{kind} {text}"
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
+
+def _dna_problem(dna: Path) -> str | None:
+    try:
+        st = dna.lstat()
+    except OSError as exc:
+        return f"{str(dna)!r} cannot be read: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{str(dna)!r} is a symlink; give the real path"
+    if stat.S_ISREG(st.st_mode):
+        if dna.suffix != ".py" or not dna.stem.isidentifier():
+            return f"{str(dna)!r} is a file but not a module named <identifier>.py"
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{str(dna)!r} is neither a module file nor a package directory"
+    if not dna.name.isidentifier():
+        return f"{str(dna)!r}: a package directory needs an identifier name"
+    if not (dna / "__init__.py").is_file():
+        return f"{str(dna)!r} is a directory without __init__.py (not a package)"
+    return None
+
+
+def _parse_grant(text: str) -> NetGrant | str:
+    """Parse ``host:port`` / ``[v6]:port`` into a grant, or return the problem."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            return f"{text!r} is not [ipv6]:port"
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            return f"{text!r} is not host:port"
+        if ":" in host:
+            return f"{text!r}: an IPv6 address needs brackets, like [::1]:80"
+        labels = host.removesuffix(".").split(".")
+        if labels[-1].isdigit():
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                return f"{host!r} is not an IPv4 address"
+        elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+            return f"{host!r} is not a hostname or IP address"
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return NetGrant(host=host, port=int(port))
+
+
+def _entry_ok(entry: str) -> bool:
+    module, sep, cls = entry.partition(":")
+    parts = [*module.split("."), cls]
+    return bool(sep) and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
+
+
+# --------------------------------------------------------------------------
+# The reader: typed accessors that fail with the key path.
+
+
+@attrs.frozen(kw_only=True)
+class _Reader:
+    file: str
+    base: Path
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        raise ManifestError(self.file, key, problem)
+
+    @contextlib.contextmanager
+    def converting(self, key: str) -> Iterator[None]:
+        """Re-raise a policy or sandbox validation error as a ManifestError at ``key``."""
+        try:
+            yield
+        except (InvalidSupervisorSpec, SandboxConfigError) as exc:
+            raise ManifestError(self.file, key, exc.problem) from exc
+
+    def expected(self, key: str, what: str, value: object) -> NoReturn:
+        self.fail(key, f"expected {what}, got {_describe(value)}")
+
+    def table(
+        self, value: object, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, object]:
+        if not isinstance(value, Mapping):
+            self.expected(key or "(top level)", "a table", value)
+        for k in value:
+            if not isinstance(k, str):
+                self.fail(key or "(top level)", f"key {k!r} is not a string")
+            if k not in allowed:
+                hint = difflib.get_close_matches(k, allowed, n=1)
+                did = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.fail(_sub(key, k), f"unknown key{did}; allowed keys: {', '.join(allowed)}")
+        for k in required:
+            if k not in value:
+                self.fail(_sub(key, k), "is required")
+        return dict(value)
+
+    def names_table(self, value: object, key: str) -> dict[str, object]:
+        """A table of named sub-tables (``[cells]``); each name must be a valid cell name."""
+        if not isinstance(value, Mapping):
+            self.expected(key, "a table", value)
+        for name in value:
+            if not isinstance(name, str):
+                self.fail(key, f"key {name!r} is not a string")
+            try:
+                check_cell_name(name)
+            except ConfigError:
+                self.fail(
+                    _sub(key, name),
+                    f"{name!r} is not a valid name (1-63 of A-Z a-z 0-9 _ . -, "
+                    "starting with a letter or digit)",
+                )
+        return dict(value)
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            self.expected(key, "a string", value)
+        return value
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.expected(key, "a boolean", value)
+        return value
+
+    def integer(self, value: object, key: str, minimum: int, maximum: int = _MAX_INT) -> int:
+        if type(value) is not int:
+            self.expected(key, f"an integer >= {minimum}", value)
+        if not minimum <= value <= maximum:
+            self.fail(key, f"expected an integer from {minimum} to {maximum}, got {value}")
+        return value
+
+    def number(self, value: object, key: str, minimum: float, *, exclusive: bool) -> float:
+        """A finite int or float >= ``minimum`` (> when ``exclusive``), as a float."""
+        bound = f"{'>' if exclusive else '>='} {minimum:g}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.expected(key, f"a number {bound}", value)
+        try:
+            result = float(value)
+        except OverflowError:
+            self.fail(key, f"{value} is too large")
+        if not math.isfinite(result) or result < minimum or (exclusive and result == minimum):
+            self.fail(key, f"expected a finite number {bound}, got {value!r}")
+        return result
+
+    def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in choices:
+            what = repr(value) if isinstance(value, str) else _describe(value)
+            self.fail(key, f"expected {_one_of(choices)}, got {what}")
+        return value
+
+    def size(self, value: object, key: str) -> int:
+        if isinstance(value, str):
+            with self.converting(key):
+                return parse_size(value, source=key)
+        if type(value) is not int:
+            self.expected(key, "a size (an integer of bytes or a string like '256M')", value)
+        return self.integer(value, key, 1, _MAX_SIZE)
+
+    def name_list(self, value: object, key: str) -> list[tuple[str, str]]:
+        """An array of distinct strings, as (key path of the item, item) pairs."""
+        if not isinstance(value, list):
+            self.expected(key, "an array of names", value)
+        seen: dict[str, int] = {}
+        out: list[tuple[str, str]] = []
+        for i, item in enumerate(value):
+            item_key = f"{key}[{i}]"
+            name = self.string(item, item_key)
+            if name in seen:
+                self.fail(item_key, f"{name!r} is listed twice (also at [{seen[name]}])")
+            seen[name] = i
+            out.append((item_key, name))
+        return out
+
+    def shutdown(self, value: object, key: str) -> Shutdown:
+        if value == "brutal_kill":
+            return Shutdown.brutal_kill()
+        if value == "infinity":
+            return Shutdown.infinity()
+        what = "a number of seconds >= 0, 'brutal_kill' or 'infinity'"
+        if isinstance(value, str):
+            self.fail(key, f"expected {what}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.expected(key, what, value)
+        seconds = self.number(value, key, 0.0, exclusive=False)
+        with self.converting(key):
+            return Shutdown.timeout(seconds)
+
+    # ---------------------------------------------------------------- sections
+
+    def manifest(self, data: Mapping[str, object], path: Path) -> Manifest:
+        top = self.table(data, "", _TOP_KEYS)
+        root = self.root_decl(top.get("root", {}))
+        raw_cells = self.names_table(top.get("cells", {}), "cells")
+        raw_templates = self.names_table(top.get("templates", {}), "templates")
+        raw_sups = self.names_table(top.get("supervisors", {}), "supervisors")
+        kinds: dict[str, str] = {}
+        for section, kind, names in (
+            ("cells", "cell", raw_cells),
+            ("templates", "template", raw_templates),
+            ("supervisors", "supervisor", raw_sups),
+        ):
+            for name in names:
+                key = _sub(section, name)
+                if name in RESERVED_NAMES:
+                    self.fail(key, f"{name!r} is reserved")
+                if name in kinds:
+                    self.fail(
+                        key,
+                        f"{name!r} is already the name of a {kinds[name]} (cells, templates "
+                        "and supervisors share one namespace)",
+                    )
+                kinds[name] = kind
+        cells = {n: self.cell(v, n, kinds, template=False) for n, v in raw_cells.items()}
+        templates = {n: self.cell(v, n, kinds, template=True) for n, v in raw_templates.items()}
+        sups = {n: self.supervisor(v, n, kinds)[0] for n, v in raw_sups.items()}
+        top_sup, explicit = self.supervisor(top.get("supervisor", {}), TOP_SUPERVISOR, kinds)
+        # File order of the cells and supervisors, as tomllib reports it.
+        order = [
+            name
+            for section in top
+            if section in ("cells", "supervisors")
+            for name in (raw_cells if section == "cells" else raw_sups)
+        ]
+        top_sup = self.tree(top_sup, explicit, sups, order)
+        return Manifest(
+            path=path,
+            root=root,
+            top=top_sup,
+            supervisors=types.MappingProxyType(sups),
+            cells=types.MappingProxyType(cells),
+            templates=types.MappingProxyType(templates),
+        )
+
+    def root_decl(self, value: object) -> RootDecl:
+        t = self.table(value, "root", _ROOT_KEYS)
+        sandbox = None
+        if "sandbox" in t:
+            sandbox = self.choice(t["sandbox"], "root.sandbox", BACKEND_NAMES)
+        return RootDecl(
+            allow_spawn=self.boolean(t.get("allow_spawn", False), "root.allow_spawn"),
+            sandbox=sandbox,
+            restart_log=self.integer(t.get("restart_log", 200), "root.restart_log", 1),
+            log_max_bytes=self.size(
+                t.get("log_max_bytes", _DEFAULT_LOG_MAX_BYTES), "root.log_max_bytes"
+            ),
+            log_keep=self.integer(t.get("log_keep", 3), "root.log_keep", 1),
+        )
+
+    def cell(
+        self, value: object, name: str, kinds: Mapping[str, str], *, template: bool
+    ) -> CellDecl:
+        key = _sub("templates" if template else "cells", name)
+        t = self.table(value, key, _TEMPLATE_KEYS if template else _CELL_KEYS, ("dna",))
+
+        def k(field: str) -> str:
+            return _sub(key, field)
+
+        dna = self.string(t["dna"], k("dna"))
+        if not dna or "\0" in dna:
+            self.fail(k("dna"), f"{dna!r} is not a path")
+        entry = None
+        if "entry" in t:
+            entry = self.string(t["entry"], k("entry"))
+            if not _entry_ok(entry):
+                self.fail(k("entry"), f"expected 'module:Class' (dotted module), got {entry!r}")
+        calls: list[str] = []
+        for item_key, target in self.name_list(t.get("calls", []), k("calls")):
+            kind = kinds.get(target)
+            if kind is None:
+                self.fail(item_key, f"no cell or template named {target!r}")
+            if kind == "supervisor":
+                self.fail(item_key, f"{target!r} is a supervisor; only cells can be called")
+            calls.append(target)
+        max_children = self.integer(t.get("max_children", 0), k("max_children"), 0)
+        child_templates: list[str] = []
+        for item_key, target in self.name_list(t.get("templates", []), k("templates")):
+            if kinds.get(target) != "template":
+                kind = kinds.get(target)
+                what = f"is a {kind}" if kind else "is not declared"
+                self.fail(item_key, f"{target!r} {what}; expected a name under [templates]")
+            child_templates.append(target)
+        if child_templates and max_children == 0:
+            self.fail(k("templates"), "needs max_children > 0 to start any child")
+        env = self.env(t.get("env", {}), k("env"))
+        act = self.choice(t.get("activation", "eager"), k("activation"), _ACTIVATIONS)
+        activation: Literal["eager", "on_demand"] = "on_demand" if act == "on_demand" else "eager"
+        return CellDecl(
+            name=name,
+            dna=self.base / dna,
+            entry=entry,
+            restart=Restart(self.choice(t.get("restart", "permanent"), k("restart"), _RESTARTS)),
+            shutdown=self.shutdown(t["shutdown"], k("shutdown")) if "shutdown" in t else None,
+            activation=activation,
+            calls=tuple(calls),
+            env=env,
+            limits=self.limits(t.get("limits", {}), k("limits")),
+            secrets=self.secrets(t.get("secrets", []), k("secrets"), env),
+            data=self.boolean(t.get("data", False), k("data")),
+            network=self.network(t.get("network", "none"), k("network")),
+            max_children=max_children,
+            templates=tuple(child_templates),
+            start_timeout=self.number(
+                t.get("start_timeout", 10.0), k("start_timeout"), 0.0, exclusive=True
+            ),
+            is_template=template,
+        )
+
+    def env(self, value: object, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, Mapping):
+            self.expected(key, "a table of strings", value)
+        items: dict[object, str] = {}
+        for name, text in value.items():
+            items[name] = self.string(text, _sub(key, str(name)))
+        with self.converting(key):
+            return WorkloadEnv(items=items).items
+
+    def limits(self, value: object, key: str) -> Limits:
+        t = self.table(value, key, _LIMIT_KEYS)
+
+        def k(field: str) -> str:
+            return _sub(key, field)
+
+        memory = self.size(t["memory"], k("memory")) if "memory" in t else None
+        cpu = self.number(t["cpu"], k("cpu"), 0.0, exclusive=True) if "cpu" in t else None
+        pids = self.integer(t["pids"], k("pids"), 1) if "pids" in t else None
+        files = self.integer(t["open_files"], k("open_files"), 1) if "open_files" in t else None
+        with self.converting(key):
+            return Limits(memory=memory, cpu=cpu, pids=pids, open_files=files)
+
+    def secrets(
+        self, value: object, key: str, env: tuple[tuple[str, str], ...]
+    ) -> tuple[SecretRef, ...]:
+        if not isinstance(value, list):
+            self.expected(key, "an array of tables", value)
+        refs: list[SecretRef] = []
+        for i, item in enumerate(value):
+            item_key = f"{key}[{i}]"
+            t = self.table(item, item_key, _SECRET_KEYS, ("name", "key"))
+            name_key = _sub(item_key, "name")
+            name = self.string(t["name"], name_key)
+            broker_key = self.string(t["key"], _sub(item_key, "key"))
+            deliver = self.choice(
+                t.get("deliver", "env"), _sub(item_key, "deliver"), ("env", "file")
+            )
+            ttl = self.number(t.get("ttl", 300.0), _sub(item_key, "ttl"), 0.0, exclusive=True)
+            try:
+                ref = SecretRef(
+                    name=name, key=broker_key, deliver="env" if deliver == "env" else "file",
+                    ttl=ttl,
+                )  # fmt: skip
+            except SandboxConfigError as exc:
+                field = exc.source.removeprefix("secret ")
+                self.fail(_sub(item_key, field if field in _SECRET_KEYS else "name"), exc.problem)
+            if any(r.name == name for r in refs):
+                self.fail(name_key, f"secret {name!r} is declared twice")
+            if deliver == "env" and any(e == name for e, _ in env):
+                self.fail(name_key, f"{name!r} is also set in env")
+            refs.append(ref)
+        return tuple(refs)
+
+    def network(self, value: object, key: str) -> Network:
+        if value in ("none", "host"):
+            return "none" if value == "none" else "host"
+        if isinstance(value, str):
+            self.fail(key, f"expected 'none', 'host' or an array of 'host:port', got {value!r}")
+        if not isinstance(value, list):
+            self.expected(key, "'none', 'host' or an array of 'host:port'", value)
+        grants: list[NetGrant] = []
+        for item_key, text in self.name_list(value, key):
+            grant = _parse_grant(text)
+            if isinstance(grant, str):
+                self.fail(item_key, grant)
+            if grant in grants:
+                self.fail(item_key, f"{text!r} grants {grant} twice")
+            grants.append(grant)
+        return tuple(grants) if grants else "none"
+
+    def backoff(self, value: object, key: str) -> Backoff:
+        t = self.table(value, key, _BACKOFF_KEYS, ("initial",))
+        initial = self.number(t["initial"], _sub(key, "initial"), 0.0, exclusive=False)
+        factor = self.number(t.get("factor", 2.0), _sub(key, "factor"), 1.0, exclusive=False)
+        maximum = self.number(t.get("max", 30.0), _sub(key, "max"), 0.0, exclusive=False)
+        with self.converting(key):
+            return Backoff(initial=initial, factor=factor, maximum=maximum)
+
+    def supervisor(
+        self, value: object, name: str, kinds: Mapping[str, str]
+    ) -> tuple[SupervisorDecl, bool]:
+        """A ``[supervisors.X]`` table, or ``[supervisor]`` when ``name`` is ``root``.
+
+        Also returns whether ``children`` was given explicitly.
+        """
+        top = name == TOP_SUPERVISOR
+        key = "supervisor" if top else _sub("supervisors", name)
+        t = self.table(value, key, _TOP_SUP_KEYS if top else _SUP_KEYS)
+
+        def k(field: str) -> str:
+            return _sub(key, field)
+
+        strategy = Strategy(self.choice(t.get("strategy", "one_for_one"), k("strategy"), _STRATS))
+        children: list[str] = []
+        for item_key, child in self.name_list(t.get("children", []), k("children")):
+            kind = kinds.get(child)
+            if child == TOP_SUPERVISOR:
+                self.fail(item_key, "'root' is the top supervisor; it cannot be a child")
+            if kind is None:
+                self.fail(item_key, f"no cell or supervisor named {child!r}")
+            if kind == "template":
+                self.fail(item_key, f"{child!r} is a template; templates only start dynamically")
+            if child == name:
+                self.fail(item_key, f"supervisor {name!r} cannot be its own child")
+            children.append(child)
+        template = None
+        if "template" in t:
+            template = self.string(t["template"], k("template"))
+            if strategy is not Strategy.SIMPLE_ONE_FOR_ONE:
+                self.fail(k("template"), "only a simple_one_for_one supervisor has one")
+            if kinds.get(template) != "template":
+                self.fail(k("template"), f"no template named {template!r}")
+        if strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            if top:
+                self.fail(k("strategy"), "the top supervisor cannot be simple_one_for_one")
+            if template is None:
+                self.fail(k("template"), "is required for simple_one_for_one")
+            if children:
+                self.fail(k("children"), f"must be empty: children come from {template!r}")
+        decl = SupervisorDecl(
+            name=name,
+            strategy=strategy,
+            intensity=self.integer(t.get("intensity", 1), k("intensity"), 0),
+            period=self.number(t.get("period", 5.0), k("period"), 0.0, exclusive=True),
+            backoff=self.backoff(t["backoff"], k("backoff")) if "backoff" in t else None,
+            children=tuple(children),
+            restart=Restart(self.choice(t.get("restart", "permanent"), k("restart"), _RESTARTS)),
+            shutdown=self.shutdown(t["shutdown"], k("shutdown")) if "shutdown" in t else None,
+            template=template,
+        )
+        specs = (template,) if template else decl.children
+        try:  # let the policy validate what it knows
+            SupervisorSpec(
+                strategy=decl.strategy,
+                intensity=decl.intensity,
+                period=decl.period,
+                backoff=decl.backoff,
+                children=tuple(ChildSpec(id=c) for c in specs),
+            )
+        except InvalidSupervisorSpec as exc:
+            self.fail(k(exc.source.split()[0]), exc.problem)
+        return decl, "children" in t
+
+    def tree(
+        self,
+        top: SupervisorDecl,
+        explicit: bool,
+        sups: Mapping[str, SupervisorDecl],
+        order: list[str],
+    ) -> SupervisorDecl:
+        """Give every cell and supervisor exactly one parent; return ``top`` with its children."""
+        parents: dict[str, str] = {}
+        listed = [("supervisor", top), *((_sub("supervisors", n), s) for n, s in sups.items())]
+        for key, sup in listed:
+            for i, child in enumerate(sup.children):
+                if child in parents:
+                    self.fail(
+                        f"{_sub(key, 'children')}[{i}]",
+                        f"{child!r} is listed by both supervisor {parents[child]!r} and "
+                        f"supervisor {sup.name!r}; a child has exactly one supervisor",
+                    )
+                parents[child] = sup.name
+        orphans = [name for name in order if name not in parents]
+        if not explicit:
+            top = attrs.evolve(top, children=tuple(orphans))
+            parents.update((name, TOP_SUPERVISOR) for name in orphans)
+        elif orphans:
+            name = orphans[0]
+            section = "supervisors" if name in sups else "cells"
+            self.fail(
+                _sub(section, name),
+                "is under no supervisor; list it in some supervisor's children "
+                "(or omit [supervisor].children to default to every unlisted one)",
+            )
+        for name in sups:
+            chain = [name]
+            parent = parents[name]
+            while parent != TOP_SUPERVISOR:
+                if parent in chain:
+                    cycle = [*chain[chain.index(parent) :], parent]
+                    self.fail(
+                        _sub(_sub("supervisors", parent), "children"),
+                        f"supervisors form a cycle: {cycle[0]!r} is a child of "
+                        + ", which is a child of ".join(repr(n) for n in cycle[1:]),
+                    )
+                chain.append(parent)
+                parent = parents[parent]
+        return top
+
+
+__all__ = [
+    "RESERVED_NAMES",
+    "TOP_SUPERVISOR",
+    "CellDecl",
+    "Manifest",
+    "ManifestError",
+    "NetGrant",
+    "Network",
+    "RootDecl",
+    "SupervisorDecl",
+    "load_manifest",
+    "manifest_from_dict",
+    "parse_manifest",
+]
