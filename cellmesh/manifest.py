@@ -74,7 +74,8 @@ _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
-_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # DNS names may hold "_"
+_MAX_GRANTS: Final = 64
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
 }  # fmt: skip
@@ -277,10 +278,6 @@ def _describe(value: object) -> str:
     return f"{kind} {text}"
 
 
-def _one_of(choices: tuple[str, ...]) -> str:
-    return "one of " + ", ".join(repr(c) for c in choices)
-
-
 def _dna_problem(dna: Path) -> str | None:
     try:
         st = dna.lstat()
@@ -302,13 +299,18 @@ def _dna_problem(dna: Path) -> str | None:
 
 
 def _parse_grant(text: str) -> NetGrant | str:
-    """Parse ``host:port`` / ``[v6]:port`` into a grant, or return the problem."""
+    """Parse ``host:port`` / ``[v6]:port`` into a grant, or return the problem.
+
+    Accepts a subset of what :class:`cellmesh.sandbox.CellSpec` grants accept:
+    no trailing dot, no unspecified or multicast address.
+    """
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
         if not sep:
             return f"{text!r} is not [ipv6]:port"
         try:
-            ipaddress.IPv6Address(host)
+            address = ipaddress.IPv6Address(host)
         except ValueError:
             return f"{host!r} is not an IPv6 address"
     else:
@@ -317,14 +319,16 @@ def _parse_grant(text: str) -> NetGrant | str:
             return f"{text!r} is not host:port"
         if ":" in host:
             return f"{text!r}: an IPv6 address needs brackets, like [::1]:80"
-        labels = host.removesuffix(".").split(".")
+        labels = host.split(".")
         if labels[-1].isdigit():
             try:
-                ipaddress.IPv4Address(host)
+                address = ipaddress.IPv4Address(host)
             except ValueError:
                 return f"{host!r} is not an IPv4 address"
         elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
             return f"{host!r} is not a hostname or IP address"
+    if address is not None and (address.is_unspecified or address.is_multicast):
+        return f"{host!r} is not a destination address"
     if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
         return f"port {port!r} is not a number from 1 to 65535"
     return NetGrant(host=host, port=int(port))
@@ -426,7 +430,7 @@ class _Reader:
     def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str:
         if not isinstance(value, str) or value not in choices:
             what = repr(value) if isinstance(value, str) else _describe(value)
-            self.fail(key, f"expected {_one_of(choices)}, got {what}")
+            self.fail(key, f"expected one of {', '.join(map(repr, choices))}, got {what}")
         return value
 
     def size(self, value: object, key: str) -> int:
@@ -651,9 +655,11 @@ class _Reader:
             grant = _parse_grant(text)
             if isinstance(grant, str):
                 self.fail(item_key, grant)
-            if grant in grants:
-                self.fail(item_key, f"{text!r} grants {grant} twice")
+            if any((g.host.lower(), g.port) == (grant.host.lower(), grant.port) for g in grants):
+                self.fail(item_key, f"{text!r} is granted twice")
             grants.append(grant)
+        if len(grants) > _MAX_GRANTS:
+            self.fail(key, f"more than {_MAX_GRANTS} grants")
         return tuple(grants) if grants else "none"
 
     def backoff(self, value: object, key: str) -> Backoff:

@@ -418,7 +418,12 @@ def test_manifest_error_names_key_and_problem(text: str, key: str, fragment: str
         ("[not:v6]:80", "not an IPv6 address"),
         ("256.1.1.1:80", "not an IPv4 address"),
         ("-bad.example:80", "not a hostname"),
-        ("under_score.example:80", "not a hostname"),
+        ("-under_score.example:80", "not a hostname"),
+        ("example.com.:80", "not a hostname"),
+        ("0.0.0.0:80", "not a destination address"),
+        ("[::]:80", "not a destination address"),
+        ("224.0.0.1:80", "not a destination address"),
+        ("EXAMPLE.org:1", "granted twice"),
         ("a b:80", "not a hostname"),
         ("x" * 64 + ".com:80", "not a hostname"),
     ],
@@ -430,9 +435,9 @@ def test_manifest_bad_network_grant_is_rejected(grant: str, fragment: str) -> No
 
 
 def test_manifest_network_variants() -> None:
-    m = parse(CELL + "network = ['LOCALHOST.:8080', '10.0.0.1:1', '[fe80::1]:65535']\n")
+    m = parse(CELL + "network = ['_srv.LOCALHOST:8080', '10.0.0.1:1', '[fe80::1]:65535']\n")
     assert m.cells["db"].network == (
-        NetGrant(host="LOCALHOST.", port=8080),
+        NetGrant(host="_srv.LOCALHOST", port=8080),
         NetGrant(host="10.0.0.1", port=1),
         NetGrant(host="fe80::1", port=65535),
     )
@@ -444,6 +449,9 @@ def test_manifest_network_variants() -> None:
     )
     e = error(CELL + "network = ['a.com:1', 'a.com:1']\n")
     assert (e.key, e.problem) == ("cells.db.network[1]", "'a.com:1' is listed twice (also at [0])")
+    many = ", ".join(f"'h{i}.example:1'" for i in range(65))
+    e = error(CELL + f"network = [{many}]\n")
+    assert (e.key, e.problem) == ("cells.db.network", "more than 64 grants")
 
 
 def test_manifest_cell_names_are_validated_and_reserved() -> None:
