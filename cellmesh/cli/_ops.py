@@ -1,0 +1,537 @@
+"""``cellmesh status``, ``top`` and ``logs``: look at a running mesh.
+
+``status`` and ``top`` ask the root over its control socket
+(``$CELL_UMBILICAL``) with :class:`~cellmesh.actors.control.StatusRequest`;
+``logs`` reads the captured output and lifecycle events under
+``$CELL_HOME/logs`` directly (no root needed).
+
+The rendering is pure: :func:`status_json`, :func:`status_table`,
+:func:`rates` and :func:`top_frame` turn :class:`StatusReply` values into
+JSON documents or rich renderables, so tests need neither a root nor a
+terminal. The commands around them are thin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json as jsonlib
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Final, TextIO
+
+import attrs
+import cyclopts
+import trio
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from ..actors.logs import LogCursor, follow_log, read_log
+from ..config import Paths, check_cell_name, check_seconds
+from ..errors import CellmeshError, CellUnavailable, ConfigError
+from ..synapse import Synapse
+
+#: Version of the ``status --json`` document; bumped when a field changes meaning.
+STATUS_SCHEMA: Final = 1
+#: How long ``status`` and ``top`` wait for the root's answer.
+ROOT_TIMEOUT: Final = 10.0
+#: Width used when stdout is not a terminal (so tables do not wrap at 80).
+PIPE_WIDTH: Final = 160
+#: Restart records shown by ``top``.
+TOP_RESTARTS: Final = 8
+
+
+class NoRoot(CellmeshError):
+    """Nothing listens on the control socket: no root is running for these paths."""
+
+    def __init__(self, umbilical: Path) -> None:
+        super().__init__(
+            f"no root is running (nothing listens on {umbilical}); "
+            "start one with `cellmesh up`"
+        )
+        self.umbilical = umbilical
+
+
+class BadRootReply(CellmeshError):
+    """The root answered a StatusRequest with something else."""
+
+    def __init__(self, got: object) -> None:
+        super().__init__(f"the root answered StatusRequest with {type(got).__name__}")
+        self.got = got
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``None`` -> ``-``; else the two largest units: ``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02}h"
+
+
+def fmt_bytes(n: int | None) -> str:
+    """``None`` -> ``-``; else binary units: ``512B``, ``1.5K``, ``12.0M``, ``2.0G``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_us(us: float | None) -> str:
+    """A service time in microseconds: ``-``, ``850us``, ``1.25ms``, ``2.10s``."""
+    if us is None:
+        return "-"
+    if us < 1000:
+        return f"{us:.0f}us"
+    if us < 1_000_000:
+        return f"{us / 1000:.2f}ms"
+    return f"{us / 1_000_000:.2f}s"
+
+
+def fmt_percent(p: float | None) -> str:
+    """``None`` -> ``-``; else one decimal: ``12.5``."""
+    return "-" if p is None else f"{p:.1f}"
+
+
+def fmt_rate(r: float | None) -> str:
+    """Messages per second: ``-`` when unknown, else ``0``, ``12.3``, ``4567``."""
+    if r is None:
+        return "-"
+    return f"{r:.1f}" if r < 100 else f"{r:.0f}"
+
+
+def _state_style(state: str) -> str:
+    return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
+
+
+def _when(at: float) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+# ---------------------------------------------------------------- status
+
+
+def cell_json(cell: CellStatus) -> dict[str, object]:
+    """One cell of the ``status --json`` document (every :class:`CellStatus` field)."""
+    return {
+        "name": cell.name,
+        "supervisor": cell.supervisor,
+        "state": cell.state,
+        "pid": cell.pid,
+        "restarts": cell.restarts,
+        "uptime": cell.uptime,
+        "msgs_in": cell.msgs_in,
+        "msgs_out": cell.msgs_out,
+        "rss": cell.rss,
+        "cpu_percent": cell.cpu_percent,
+        "rtt_p50_us": cell.rtt_p50_us,
+        "rtt_p99_us": cell.rtt_p99_us,
+        "backend": cell.backend,
+        "dna": cell.dna,
+    }
+
+
+def status_json(reply: StatusReply) -> dict[str, object]:
+    """The ``status --json`` document (see the ``status`` command's help for the fields)."""
+    return {
+        "schema": STATUS_SCHEMA,
+        "root": {"pid": reply.root_pid, "uptime": reply.uptime, "manifest": reply.manifest},
+        "cells": [cell_json(c) for c in reply.cells],
+        "restart_log": [
+            {"at": r.at, "cell": r.cell, "reason": r.reason} for r in reply.restart_log
+        ],
+    }
+
+
+def status_header(reply: StatusReply) -> Text:
+    """``root pid 123, up 3m05s, manifest /path, 4 cells (3 running)``."""
+    running = sum(c.state == "running" for c in reply.cells)
+    return Text(
+        f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
+        f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
+    )
+
+
+def status_table(reply: StatusReply) -> Table:
+    """The ``status`` table: one row per cell, in the root's order."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title, justify in (
+        ("CELL", "left"), ("SUPERVISOR", "left"), ("STATE", "left"), ("PID", "right"),
+        ("RESTARTS", "right"), ("UPTIME", "right"), ("IN", "right"), ("OUT", "right"),
+        ("RSS", "right"), ("CPU%", "right"), ("P50", "right"), ("P99", "right"),
+    ):
+        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in reply.cells:
+        table.add_row(
+            c.name, c.supervisor, Text(c.state, style=_state_style(c.state)),
+            "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
+            str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us),
+        )
+    return table
+
+
+# ---------------------------------------------------------------- top
+
+
+@attrs.frozen(kw_only=True)
+class CellRate:
+    """Per-cell rates between two snapshots; None when they cannot be known."""
+
+    msgs_in_per_s: float | None
+    msgs_out_per_s: float | None
+    #: The process changed between the snapshots (new pid, more restarts, counters reset).
+    restarted: bool
+
+
+def _rate(prev: int, cur: int, elapsed: float, reset: bool) -> float:
+    # After a restart the counters began at zero within the interval: count them all.
+    delta = cur if reset else cur - prev
+    return max(delta, 0) / elapsed
+
+
+def rates(prev: StatusReply, cur: StatusReply, elapsed: float) -> dict[str, CellRate]:
+    """Messages per second of every cell of ``cur`` since ``prev``, ``elapsed`` s earlier.
+
+    Pure. A cell restarted in between (pid changed, restart count grew, or a
+    counter went down) has its counters reset: its rate is its new count over
+    the interval, never negative. A cell absent from ``prev``, one not
+    running, or ``elapsed <= 0`` gives None rates.
+    """
+    before = {c.name: c for c in prev.cells}
+    out: dict[str, CellRate] = {}
+    for c in cur.cells:
+        p = before.get(c.name)
+        if p is None or not (elapsed > 0 and math.isfinite(elapsed)) or c.pid is None:
+            out[c.name] = CellRate(msgs_in_per_s=None, msgs_out_per_s=None,
+                                   restarted=p is not None and p.pid != c.pid)
+            continue
+        reset = (
+            p.pid != c.pid or c.restarts != p.restarts
+            or c.msgs_in < p.msgs_in or c.msgs_out < p.msgs_out
+        )
+        out[c.name] = CellRate(
+            msgs_in_per_s=_rate(p.msgs_in, c.msgs_in, elapsed, reset),
+            msgs_out_per_s=_rate(p.msgs_out, c.msgs_out, elapsed, reset),
+            restarted=reset,
+        )
+    return out
+
+
+def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) -> Panel:
+    """The newest ``limit`` restart records, newest first."""
+    newest = sorted(records, key=lambda r: r.at, reverse=True)[:limit]
+    body = Text()
+    for i, r in enumerate(newest):
+        if i:
+            body.append("\n")
+        body.append(f"{_when(r.at)} ", style="dim")
+        body.append(r.cell, style="bold")
+        body.append(f" {r.reason}")
+    if not newest:
+        body.append("no restarts", style="dim")
+    return Panel(body, title="restarts", title_align="left")
+
+
+def top_frame(
+    reply: StatusReply, cell_rates: dict[str, CellRate], *, interval: float
+) -> RenderableType:
+    """One ``top`` frame: header, per-cell table with rates, restart log panel."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title, justify in (
+        ("CELL", "left"), ("STATE", "left"), ("PID", "right"), ("IN/s", "right"),
+        ("OUT/s", "right"), ("P50", "right"), ("P99", "right"), ("RESTARTS", "right"),
+        ("RSS", "right"), ("CPU%", "right"), ("UPTIME", "right"),
+    ):
+        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in reply.cells:
+        r = cell_rates.get(c.name)
+        restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
+        table.add_row(
+            c.name, Text(c.state, style=_state_style(c.state)),
+            "-" if c.pid is None else str(c.pid),
+            fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),
+            fmt_percent(c.cpu_percent), fmt_duration(c.uptime),
+        )
+    footer = Text(f"every {interval:g}s; q or Ctrl-C quits", style="dim")
+    return Group(status_header(reply), table, restart_panel(reply.restart_log), footer)
+
+
+# ---------------------------------------------------------------- talking to the root
+
+
+def _console(file: TextIO) -> Console:
+    tty = file.isatty()
+    return Console(file=file, width=None if tty else PIPE_WIDTH,
+                   no_color=not tty, highlight=False, soft_wrap=False)
+
+
+async def _ask(syn: Synapse) -> StatusReply:
+    with trio.fail_after(ROOT_TIMEOUT):
+        reply = await syn.fire(StatusRequest())
+    if not isinstance(reply, StatusReply):
+        raise BadRootReply(reply)
+    return reply
+
+
+@contextlib.asynccontextmanager
+async def _open_root(paths: Paths) -> AsyncIterator[Synapse]:
+    """A synapse to the root; :class:`NoRoot` when it is not there (or goes away)."""
+    try:
+        async with Synapse.grow(
+            "mitosis", socket_path=paths.umbilical, client_name="cellmesh-cli"
+        ) as syn:
+            yield syn
+    except CellUnavailable as exc:
+        raise NoRoot(paths.umbilical) from exc
+
+
+async def fetch_status(paths: Paths) -> StatusReply:
+    """One :class:`StatusReply` from the root at ``paths.umbilical`` (:class:`NoRoot` if none)."""
+    async with _open_root(paths) as syn:
+        return await _ask(syn)
+
+
+def run_status(*, json: bool, out: TextIO | None = None) -> int:
+    """Implementation of ``cellmesh status``."""
+    out = out if out is not None else sys.stdout
+    reply = trio.run(fetch_status, Paths.from_env())
+    if json:
+        out.write(jsonlib.dumps(status_json(reply), indent=2, sort_keys=True) + "\n")
+    else:
+        console = _console(out)
+        console.print(status_header(reply))
+        console.print(status_table(reply))
+    return 0
+
+
+@contextlib.contextmanager
+def _cbreak(fd: int | None) -> Iterator[int | None]:
+    """Put the terminal ``fd`` in cbreak mode (keys arrive unbuffered); always restore it."""
+    if fd is None:
+        yield None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _quit_requested(fd: int | None, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for a key on ``fd``; True when it was ``q`` (or stdin ended)."""
+    if fd is None:
+        await trio.sleep(timeout)
+        return False
+    with trio.move_on_after(timeout):
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            keys = os.read(fd, 64)
+        except BlockingIOError:
+            return False
+        return b"q" in keys.lower() or not keys
+    return False
+
+
+async def _top_once(paths: Paths, interval: float) -> RenderableType:
+    async with _open_root(paths) as syn:
+        first = await _ask(syn)
+        t0 = trio.current_time()
+        await trio.sleep(interval)
+        second = await _ask(syn)
+        elapsed = trio.current_time() - t0
+    return top_frame(second, rates(first, second, elapsed), interval=interval)
+
+
+async def _top_live(paths: Paths, interval: float, console: Console, key_fd: int | None) -> None:
+    async with _open_root(paths) as syn:
+        prev: StatusReply | None = None
+        prev_t = 0.0
+        with Live(console=console, auto_refresh=False, screen=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            while True:
+                reply = await _ask(syn)
+                now = trio.current_time()
+                cell_rates = rates(prev, reply, now - prev_t) if prev is not None else {}
+                live.update(top_frame(reply, cell_rates, interval=interval), refresh=True)
+                prev, prev_t = reply, now
+                if await _quit_requested(key_fd, interval):
+                    return
+
+
+def run_top(*, interval: float, once: bool, out: TextIO | None = None) -> int:
+    """Implementation of ``cellmesh top``."""
+    check_seconds("--interval", interval)
+    out = out if out is not None else sys.stdout
+    paths = Paths.from_env()
+    console = _console(out)
+    if once or not out.isatty():
+        console.print(trio.run(_top_once, paths, interval))
+        return 0
+    stdin_fd: int | None = None
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if sys.stdin.isatty():
+            stdin_fd = sys.stdin.fileno()
+    try:
+        with _cbreak(stdin_fd) as key_fd:
+            trio.run(_top_live, paths, interval, console, key_fd)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the other way to quit
+    return 0
+
+
+# ---------------------------------------------------------------- logs
+
+
+def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None = None) -> int:
+    """Implementation of ``cellmesh logs``."""
+    out = out if out is not None else sys.stdout
+    check_cell_name(name, source="NAME")
+    if lines is not None and lines < 0:
+        raise ConfigError("--lines", f"must be >= 0, got {lines}")
+    log_dir = Paths.from_env().log_dir
+    view = read_log(log_dir, name, lines=lines)
+    if not view.found:
+        raise NoCellLogs(name, log_dir)
+    for line in view.lines:
+        out.write(line + "\n")
+    out.flush()
+    if not follow:
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
+        trio.run(_follow, log_dir, name, view.cursor, out)
+    return 0
+
+
+async def _follow(log_dir: Path, name: str, cursor: LogCursor, out: TextIO) -> None:
+    async for text in follow_log(log_dir, name, cursor):
+        out.write(text)
+        out.flush()
+
+
+class NoCellLogs(CellmeshError):
+    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``."""
+
+    def __init__(self, name: str, log_dir: Path) -> None:
+        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir})")
+        self.name = name
+        self.log_dir = log_dir
+
+
+# ---------------------------------------------------------------- commands
+
+
+def register(app: cyclopts.App) -> None:
+    """Attach ``status``, ``top`` and ``logs`` to ``app``."""
+    @app.command(name="status")
+    def _status(*, json: bool = False) -> int:
+        """Show every cell of the running mesh as the root sees it.
+
+        With --json, prints one document (stable; "schema" is bumped when a
+        field changes meaning):
+        "schema" (1); "root": {"pid", "uptime" (s), "manifest"};
+        "cells": a list of {"name", "supervisor" (path, e.g. root/db),
+        "state" (running|starting|dormant|stopped), "pid" (null when not
+        running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
+        (cumulative since the process started), "rss" (bytes or null),
+        "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
+        over the last report interval, null when idle), "backend", "dna"};
+        "restart_log": a list of {"at" (Unix time), "cell", "reason"}.
+        Exit 1 when no root is running.
+
+        Parameters
+        ----------
+        json
+            Print the JSON document instead of the table.
+        """
+        return run_status(json=json)
+
+    @app.command(name="top")
+    def _top(*, interval: float = 1.0, once: bool = False) -> int:
+        """A live dashboard of the mesh: per-cell msgs/s, RTT, restarts, memory, state.
+
+        Press q (or Ctrl-C) to quit. When stdout is not a terminal, or with
+        --once, prints one frame (two snapshots INTERVAL apart, for the
+        rates) and exits.
+
+        Parameters
+        ----------
+        interval
+            Seconds between refreshes.
+        once
+            Print one frame and exit.
+        """
+        return run_top(interval=interval, once=once)
+
+    @app.command(name="logs")
+    def _logs(
+        name: str,
+        /,
+        *,
+        follow: Annotated[bool, cyclopts.Parameter(alias="-f", negative=())] = False,
+        lines: Annotated[int | None, cyclopts.Parameter(alias="-n")] = None,
+    ) -> int:
+        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs).
+
+        Parameters
+        ----------
+        name
+            The cell's name.
+        follow
+            Keep printing new output and events until Ctrl-C.
+        lines
+            Print only the last N lines.
+        """
+        return run_logs(name, follow=follow, lines=lines)
+
+
+__all__ = [
+    "BadRootReply",
+    "CellRate",
+    "NoCellLogs",
+    "NoRoot",
+    "cell_json",
+    "fetch_status",
+    "fmt_bytes",
+    "fmt_duration",
+    "fmt_percent",
+    "fmt_rate",
+    "fmt_us",
+    "rates",
+    "register",
+    "restart_panel",
+    "run_logs",
+    "run_status",
+    "run_top",
+    "status_header",
+    "status_json",
+    "status_table",
+    "top_frame",
+]

@@ -1,0 +1,259 @@
+"""``cellmesh status``, ``top``, ``logs``: a fake root (a real membrane) and log fixtures."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import cyclopts
+import pytest
+import trio
+from rich.console import Console
+
+import cellmesh.cli
+from cellmesh import open_membrane
+from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
+from cellmesh.cli._ops import rates, status_json, status_table, top_frame
+
+
+def _cell(name: str, **kw: Any) -> CellStatus:
+    fields: dict[str, Any] = {
+        "name": name, "supervisor": "root", "state": "running", "pid": 100, "restarts": 0,
+        "uptime": 65.0, "msgs_in": 1000, "msgs_out": 990, "rss": 24 * 1024 * 1024,
+        "cpu_percent": 1.5, "rtt_p50_us": 85.0, "rtt_p99_us": 1250.0, "backend": "host",
+        "dna": "/srv/dna/" + name,
+    }
+    fields.update(kw)
+    return CellStatus(**fields)
+
+
+def _reply(*cells: CellStatus, log: tuple[RestartRecord, ...] = ()) -> StatusReply:
+    return StatusReply(root_pid=42, uptime=3725.0, manifest="/srv/mesh.toml",
+                       cells=list(cells), restart_log=list(log))
+
+
+CANNED = _reply(
+    _cell("db", supervisor="root/store", pid=101, restarts=2),
+    _cell("web", pid=None, state="stopped", uptime=None, rss=None, cpu_percent=None,
+          rtt_p50_us=None, rtt_p99_us=None, msgs_in=0, msgs_out=0),
+    log=(RestartRecord(at=1_795_246_801.0, cell="db", reason="exited code=1"),
+         RestartRecord(at=1_795_246_901.0, cell="db", reason="killed")),
+)
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def _text(renderable: Any) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=200, no_color=True).print(renderable)
+    return buf.getvalue()
+
+
+def test_rates_are_the_counter_delta_over_elapsed() -> None:
+    prev = _reply(_cell("a", msgs_in=100, msgs_out=50))
+    cur = _reply(_cell("a", msgs_in=300, msgs_out=150))
+    r = rates(prev, cur, 2.0)["a"]
+    assert (r.msgs_in_per_s, r.msgs_out_per_s, r.restarted) == (100.0, 50.0, False)
+
+
+@pytest.mark.parametrize(
+    "cur_kw",
+    [
+        {"pid": 200, "msgs_in": 30, "msgs_out": 10},  # new process, new pid
+        {"restarts": 1, "msgs_in": 30, "msgs_out": 10},  # restarted (same pid number)
+        {"msgs_in": 30, "msgs_out": 10},  # counters went down: reset
+    ],
+)
+def test_rates_after_a_restart_count_from_zero_and_are_never_negative(
+    cur_kw: dict[str, Any],
+) -> None:
+    prev = _reply(_cell("a", msgs_in=5000, msgs_out=5000))
+    r = rates(prev, _reply(_cell("a", **cur_kw)), 10.0)["a"]
+    assert r.restarted
+    assert (r.msgs_in_per_s, r.msgs_out_per_s) == (3.0, 1.0)
+
+
+def test_rates_are_unknown_without_a_baseline() -> None:
+    prev = _reply(_cell("a"))
+    cur = _reply(_cell("a"), _cell("new"), _cell("down", pid=None, state="stopped"))
+    got = rates(prev, cur, 1.0)
+    assert got["new"].msgs_in_per_s is None
+    assert got["down"].msgs_in_per_s is None
+    assert rates(prev, cur, 0.0)["a"].msgs_in_per_s is None
+    assert rates(prev, cur, -1.0)["a"].msgs_out_per_s is None
+
+
+def test_status_json_is_a_stable_document() -> None:
+    doc = status_json(CANNED)
+    assert json.loads(json.dumps(doc)) == doc
+    assert doc["schema"] == 1
+    assert doc["root"] == {"pid": 42, "uptime": 3725.0, "manifest": "/srv/mesh.toml"}
+    cells = doc["cells"]
+    assert isinstance(cells, list)
+    assert set(cells[0]) == {
+        "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
+        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna",
+    }
+    assert cells[1]["pid"] is None
+    assert doc["restart_log"] == [
+        {"at": 1_795_246_801.0, "cell": "db", "reason": "exited code=1"},
+        {"at": 1_795_246_901.0, "cell": "db", "reason": "killed"},
+    ]
+
+
+def test_status_table_renders_every_column() -> None:
+    text = _text(status_table(CANNED))
+    header = text.splitlines()[0].split()
+    assert header == ["CELL", "SUPERVISOR", "STATE", "PID", "RESTARTS", "UPTIME", "IN", "OUT",
+                      "RSS", "CPU%", "P50", "P99"]
+    db = text.splitlines()[1].split()
+    assert db == ["db", "root/store", "running", "101", "2", "1m05s", "1000", "990", "24.0M",
+                  "1.5", "85us", "1.25ms"]
+    web = text.splitlines()[2].split()
+    assert web == ["web", "root", "stopped", "-", "0", "-", "0", "0", "-", "-", "-", "-"]
+
+
+def test_top_frame_shows_rates_and_the_newest_restarts_first() -> None:
+    prev = _reply(_cell("db", msgs_in=0, msgs_out=0))
+    cur = _reply(_cell("db", msgs_in=250, msgs_out=50), log=CANNED.restart_log)
+    text = _text(top_frame(cur, rates(prev, cur, 1.0), interval=1.0))
+    row = next(line for line in text.splitlines() if line.startswith("db"))
+    assert row.split()[:5] == ["db", "running", "100", "250", "50.0"]
+    assert text.index("killed") < text.index("exited code=1")
+    assert "root pid 42, up 1h02m" in text
+
+
+# ---------------------------------------------------------------- the commands
+
+
+@pytest.fixture
+def app_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``main`` see the ops commands even before cli/__init__ registers them."""
+    real = cellmesh.cli.build_app
+
+    def build() -> cyclopts.App:
+        app = real()
+        if "status" not in app:
+            _ops.register(app)
+        return app
+
+    monkeypatch.setattr(cellmesh.cli, "build_app", build)
+
+
+@pytest.fixture
+def sockdir(monkeypatch: pytest.MonkeyPatch, app_main: None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cm-ops-"))  # short: sun_path is 108 bytes
+    monkeypatch.setenv("CELL_SOCKET_DIR", str(path))
+    monkeypatch.setenv("CELL_HOME", str(path / "home"))
+    monkeypatch.delenv("CELL_UMBILICAL", raising=False)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def root(sockdir: Path) -> AsyncIterator[list[object]]:
+    """A fake root serving CANNED on mitosis.sock; yields the requests it received."""
+    seen: list[object] = []
+
+    async def handler(msg: object) -> StatusReply:
+        seen.append(msg)
+        return CANNED
+
+    async with open_membrane("mitosis", handler, socket_dir=sockdir):
+        yield seen
+
+
+async def _main(argv: list[str]) -> int:
+    return await trio.to_thread.run_sync(main, argv)
+
+
+async def test_status_prints_the_table(
+    root: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main(["status"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "root pid 42, up 1h02m, manifest /srv/mesh.toml, 2 cells (1 running)" in out
+    assert "SUPERVISOR" in out
+    assert "root/store" in out and "24.0M" in out and "1.25ms" in out
+    assert all(isinstance(m, StatusRequest) for m in root) and len(root) == 1
+
+
+async def test_status_json_prints_the_document(
+    root: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main(["status", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == status_json(CANNED)
+
+
+async def test_top_once_prints_one_frame(
+    root: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main(["top", "--once", "--interval", "0.01"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "IN/s" in out and "restarts" in out and "killed" in out
+    row = next(line for line in out.splitlines() if line.startswith("db"))
+    assert row.split()[3] == "0.0"  # same counters twice: 0 msgs/s
+    assert len(root) == 2  # two snapshots for the rates
+
+
+def test_status_without_a_root_says_so(
+    sockdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"]) == EXIT_FAILURE
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"cellmesh: error: no root is running (nothing listens on {sockdir}/mitosis.sock); "
+        "start one with `cellmesh up`"
+    )
+    assert main(["top", "--once"]) == EXIT_FAILURE
+
+
+def test_top_rejects_a_bad_interval(sockdir: Path) -> None:
+    assert main(["top", "--once", "--interval", "0"]) == EXIT_USAGE
+
+
+@pytest.fixture
+def log_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app_main: None) -> Path:
+    monkeypatch.setenv("CELL_HOME", str(tmp_path))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "db.log.1").write_bytes(b"booting\n")
+    (logs / "db.log").write_bytes(b"ready\nserving\n")
+    (logs / "db.events.jsonl").write_text(json.dumps(
+        {"ts": 4_000_000_000, "event": "exited", "cell": "db", "cell_id": "db-1",
+         "backend": "host", "pid": 7, "code": 1, "reason": "crash"}) + "\n")
+    return logs
+
+
+def test_logs_prints_output_then_events(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["logs", "db"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "booting", "ready", "serving", "[2096-10-02T07:06:40Z] event exited code=1 reason=crash",
+    ]
+    assert main(["logs", "db", "-n", "2"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines()[0] == "serving"
+    assert main(["logs", "db", "--lines", "1"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("[2096")
+
+
+def test_logs_of_an_unknown_cell_fails(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["logs", "ghost"]) == EXIT_FAILURE
+    assert "no logs for cell 'ghost'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["logs", "../etc"], ["logs", "db", "-n", "-3"], ["logs"]])
+def test_logs_bad_arguments_exit_2(log_home: Path, argv: list[str]) -> None:
+    assert main(argv) == EXIT_USAGE
