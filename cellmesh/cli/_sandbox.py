@@ -46,6 +46,7 @@ def register(app: cyclopts.App) -> None:
     def _exec(
         *cmd: Annotated[str, cyclopts.Parameter(allow_leading_hyphen=True)],
         allow_net: bool = False,
+        grant: list[str] | None = None,
         mem: str | None = None,
         cpu: float | None = None,
         pids: int | None = None,
@@ -64,7 +65,11 @@ def register(app: cyclopts.App) -> None:
         cmd
             The command and its arguments (put them after ``--``).
         allow_net
-            Share the host network (cells have none unless granted).
+            Share the whole host network, unfiltered (cells have none unless granted).
+        grant
+            HOST:PORT the command may open TCP connections to, and nothing else
+            (repeatable; bwrap only). Inside, connect to the same address for a
+            127.x literal, to HOST by name otherwise ($CELL_NET_GRANTS lists them).
         mem
             Memory limit, e.g. 256M or 1G.
         cpu
@@ -85,6 +90,7 @@ def register(app: cyclopts.App) -> None:
         return run_exec(
             list(cmd),
             allow_net=allow_net,
+            grant=grant or [],
             mem=mem,
             cpu=cpu,
             pids=pids,
@@ -102,6 +108,7 @@ def run_exec(
     cmd: list[str],
     *,
     allow_net: bool = False,
+    grant: list[str] | None = None,
     mem: str | None = None,
     cpu: float | None = None,
     pids: int | None = None,
@@ -114,7 +121,7 @@ def run_exec(
     """Implementation of ``cellmesh sandbox exec`` (returns the exit code)."""
     from pathlib import Path
 
-    from ..sandbox import CellSpec, Limits, WorkloadEnv, parse_size, select_backend
+    from ..sandbox import CellSpec, Limits, NetGrant, WorkloadEnv, parse_size, select_backend
 
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -141,6 +148,7 @@ def run_exec(
         env=WorkloadEnv(items=pairs),
         limits=limits,
         allow_net=allow_net,
+        net_grants=[NetGrant.parse(g, source="--grant") for g in grant or []],
         data_dir=None if data is None else Path(data),
         dna_dir=None if dna is None else Path(dna),
     )

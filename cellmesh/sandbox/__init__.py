@@ -26,7 +26,7 @@ from ._secrets import (
 )
 from ._select import BACKEND_NAMES, SandboxDowngradeWarning, select_backend
 from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
-from ._spec import CellSpec, Limits, SecretRef, WorkloadEnv, parse_size
+from ._spec import CellSpec, Limits, NetGrant, SecretRef, WorkloadEnv, parse_size
 from ._status import MEMORY_LIMIT_EXIT_CODE, ExitStatus
 from ._stub import StubBackend
 from .errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "Limits",
     "MemoryEventLog",
     "MemorySecretBroker",
+    "NetGrant",
     "SandboxConfigError",
     "SandboxDowngradeWarning",
     "SandboxError",

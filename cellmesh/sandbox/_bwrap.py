@@ -3,8 +3,14 @@
 The profile (built by :func:`bwrap_argv`, one flag group per promise):
 
 * namespaces: ``--unshare-user --unshare-pid --unshare-ipc --unshare-uts
-  --unshare-cgroup`` and ``--unshare-net`` unless the spec grants the network
-  (then the host network is shared: there is no per-destination filter);
+  --unshare-cgroup`` and ``--unshare-net`` unless the spec grants the whole
+  network (``allow_net``: then the host network is shared, unfiltered). With
+  per-destination ``net_grants`` the cell keeps its own network namespace:
+  the command becomes the egress shim, which listens on loopback for each
+  grant and relays through a per-grant Unix socket bound at
+  ``/run/egress/<i>.sock`` to the cell's host-side proxy, and a generated
+  ``/etc/hosts`` + ``/etc/nsswitch.conf`` map granted names to loopback
+  aliases (:mod:`cellmesh.sandbox._net`);
   ``--disable-userns`` so the cell cannot make nested user namespaces;
 * identity: uid/gid 1000 inside, ``--cap-drop ALL``, hostname
   ``cell-<name>``. On the host the cell is the caller's uid -- except when
@@ -46,10 +52,12 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 
+from ._backend import TeardownReport
+from ._net import DEFAULT_MAX_CONNS, EGRESS_DIR_INSIDE, EgressMounts, EgressProxy, grants_env
 from ._process import CellRecord, Command, ProcessBackend, runtime_env
 from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
@@ -123,12 +131,15 @@ def bwrap_argv(
     tmpfs_bytes: int,
     seccomp_fd: int | None = None,
     sources: Mapping[Path, Path] | None = None,
+    egress: EgressMounts | None = None,
 ) -> list[str]:
     """The full bwrap command line for ``spec``.
 
     fd layout in bwrap: the caller's ``n_pass_fds`` from 3, then one memfd
     per file secret, then the seccomp program (``seccomp_fd``) if any.
     ``sources`` maps a host path to the (staged) path bwrap binds it from.
+    ``egress`` (a cell with ``net_grants``): its files are bound and its
+    shim command runs instead of ``spec.argv`` (which the shim then execs).
     """
     src = dict(sources or {})
 
@@ -155,6 +166,9 @@ def bwrap_argv(
         "--cap-drop", "ALL",
     ]  # fmt: skip
     args += _system_args(spec.allow_net)
+    if egress is not None:
+        args += ["--ro-bind", at(egress.hosts), "/etc/hosts"]
+        args += ["--ro-bind", at(egress.nsswitch), "/etc/nsswitch.conf"]
     # The private /tmp first: bwrap mounts in argument order, so a runtime that
     # lives under /tmp (a checkout in /tmp) is bound on top of it, not hidden.
     args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
@@ -170,6 +184,10 @@ def bwrap_argv(
         args += ["--bind", at(spec.own_socket), f"{SOCKET_DIR_INSIDE}/{spec.name}.sock"]
     for sock in spec.granted_sockets:
         args += ["--bind", at(sock), f"{SOCKET_DIR_INSIDE}/{sock.name}"]
+    if egress is not None:
+        args += ["--dir", EGRESS_DIR_INSIDE]
+        for host_sock, inside in egress.sockets:
+            args += ["--bind", at(host_sock), inside]
     if file_secrets:
         args += ["--dir", SECRETS_DIR_INSIDE]
     for i, secret in enumerate(file_secrets):
@@ -180,7 +198,7 @@ def bwrap_argv(
         args += ["--seccomp", str(seccomp_fd)]
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += ["--chdir", DNA_DIR_INSIDE if spec.dna_dir is not None else "/tmp"]
-    args += ["--", *spec.argv]
+    args += ["--", *(egress.argv if egress is not None else spec.argv)]
     return args
 
 
@@ -256,11 +274,20 @@ def descendants(pid: int) -> list[int]:
 
 @attrs.define(eq=False)
 class BwrapBackend(ProcessBackend):
-    """bubblewrap backend (see module doc). Construct via ``select_backend``."""
+    """bubblewrap backend (see module doc). Construct via ``select_backend``.
+
+    ``max_egress_conns`` bounds the connections each cell's egress proxy
+    relays (or is setting up) at once; the proxy of a cell with grants lives
+    from its first spawn until ``destroy``.
+    """
+
+    enforces_net_grants: ClassVar[bool] = True
 
     bwrap: str = "/usr/bin/bwrap"
     seccomp: bool = True
     host_uid: int | None = attrs.field(factory=default_host_uid)
+    max_egress_conns: int = DEFAULT_MAX_CONNS
+    _proxies: dict[str, EgressProxy] = attrs.field(factory=dict, init=False)
 
     @property
     def name(self) -> str:
@@ -277,7 +304,9 @@ class BwrapBackend(ProcessBackend):
         spec = rec.spec
         if spec.data_dir is not None:
             spec.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        binds, sources = self._stage(rec) if self.host_uid is not None else ((), {})
+        egress = self._egress(rec)
+        extra = egress.host_paths() if egress is not None else []
+        binds, sources = self._stage(rec, extra) if self.host_uid is not None else ((), {})
         if not Path(self.bwrap).exists():
             raise BackendUnavailable("bwrap", f"{self.bwrap} no longer exists")
         file_secrets = [s for s in secrets if s.ref.deliver == "file"]
@@ -293,6 +322,8 @@ class BwrapBackend(ProcessBackend):
             secrets=secrets,
             secret_files={s.ref.name: f"{SECRETS_DIR_INSIDE}/{s.ref.name}" for s in file_secrets},
         )
+        if egress is not None:
+            env = env.with_var("CELL_NET_GRANTS", grants_env(self._proxies[spec.cell_id].routes))
         program = build_filter() if self.seccomp else None
         owned = (filter_memfd(program),) if program is not None else ()
         argv = bwrap_argv(
@@ -303,6 +334,7 @@ class BwrapBackend(ProcessBackend):
             tmpfs_bytes=spec.limits.memory or DEFAULT_TMPFS_BYTES,
             seccomp_fd=FIRST_PASSED_FD + len(pass_fds) + len(secret_fds) if owned else None,
             sources=sources,
+            egress=egress,
         )
         return Command(
             argv=tuple(argv),
@@ -314,7 +346,36 @@ class BwrapBackend(ProcessBackend):
             run_as=self.host_uid,
         )
 
-    def _stage(self, rec: CellRecord) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
+    def _egress(self, rec: CellRecord) -> EgressMounts | None:
+        """The cell's egress mounts (its proxy is started at the first spawn), or None."""
+        spec = rec.spec
+        if not spec.net_grants:
+            return None
+        proxy = self._proxies.get(spec.cell_id)
+        if proxy is None:
+            proxy = EgressProxy.open(
+                cell_id=spec.cell_id,
+                net_dir=rec.runtime_dir / "net",
+                grants=spec.net_grants,
+                owner_uid=self.host_uid,
+                max_conns=self.max_egress_conns,
+            )
+            self._proxies[spec.cell_id] = proxy
+        return proxy.mounts(spec.argv, sys.executable)
+
+    def _teardown(self, rec: CellRecord, *, clean: bool) -> TeardownReport:
+        """Stop the cell's egress proxy (if any), then the shared teardown."""
+        proxy = self._proxies.pop(rec.spec.cell_id, None)
+        try:
+            if proxy is not None:
+                proxy.close()
+        finally:
+            report = super()._teardown(rec, clean=clean)
+        return report
+
+    def _stage(
+        self, rec: CellRecord, extra: Sequence[Path] = ()
+    ) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
         """Make every bound host path reachable by the unprivileged ``host_uid``.
 
         Each source gets an empty stand-in under ``<runtime_dir>/stage``; the
@@ -334,6 +395,7 @@ class BwrapBackend(ProcessBackend):
         wanted: list[Path] = [*runtime_paths()]
         wanted += [p for p in (spec.dna_dir, spec.data_dir, spec.own_socket) if p is not None]
         wanted += list(spec.granted_sockets)
+        wanted += list(extra)
         binds: list[tuple[Path, Path]] = []
         sources: dict[Path, Path] = {}
         for i, path in enumerate(wanted):

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 import trio
@@ -106,6 +106,8 @@ class ProcessBackend(abc.ABC):
     broker: SecretBroker
     cgroups: CgroupHost
     _cells: dict[str, CellRecord] = attrs.field(factory=dict, init=False)
+    #: Whether the backend can confine a cell to its ``net_grants`` (own netns).
+    enforces_net_grants: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -136,6 +138,12 @@ class ProcessBackend(abc.ABC):
             raise DuplicateCell(spec.cell_id)
         if not spec.argv or not spec.argv[0]:
             raise SandboxConfigError("argv", "is empty: there is nothing to run")
+        if spec.net_grants and not self.enforces_net_grants:
+            raise SandboxConfigError(
+                "net_grants",
+                f"the {self.name} backend has no network namespace and cannot limit a cell to "
+                "granted destinations; use the bwrap backend, or allow_net for the whole network",
+            )
         for sock in (spec.own_socket, *spec.granted_sockets):
             if sock is not None and not _is_socket(sock):
                 raise SandboxConfigError("cell spec", f"{sock} is not a socket file")
@@ -237,6 +245,7 @@ class ProcessBackend(abc.ABC):
                 "argv": list(spec.argv),
                 "limits": rec.plan.to_json(),
                 "allow_net": spec.allow_net,
+                "net_grants": [str(g) for g in spec.net_grants],
             },
         )
         return SpawnedCell(

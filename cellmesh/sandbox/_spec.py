@@ -8,6 +8,7 @@ naming the field.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -21,6 +22,9 @@ _SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I
 _SIZE_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MAX_SIZE: Final = 1 << 62
 _SECRET_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_HOST_LABEL_RE: Final = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})$")
+#: Most per-destination grants one cell may hold.
+MAX_NET_GRANTS: Final = 64
 
 
 def parse_size(text: str, *, source: str = "size") -> int:
@@ -163,7 +167,66 @@ class SecretRef:
             raise SandboxConfigError("secret ttl", f"{self.ttl!r} must be positive")
 
 
+def _check_host(host: object) -> None:
+    if not isinstance(host, str) or not host:
+        raise SandboxConfigError("net grant", f"host {host!r} must be a non-empty str")
+    if ":" in host or host.replace(".", "").isdigit():
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            raise SandboxConfigError("net grant", f"{host!r} is not an IP address") from None
+        if addr.is_unspecified or addr.is_multicast:
+            raise SandboxConfigError("net grant", f"{host!r} is not a destination address")
+        return
+    if len(host) > 253 or not all(_HOST_LABEL_RE.match(label) for label in host.split(".")):
+        raise SandboxConfigError("net grant", f"{host!r} is not a valid host name")
+
+
+@attrs.frozen(kw_only=True)
+class NetGrant:
+    """One TCP destination a cell may connect to: exactly ``host`` at ``port``.
+
+    ``host`` is a DNS name (resolved on the host side, at each connection) or
+    an IPv4/IPv6 literal; ``port`` is 1..65535. ``str(grant)`` is
+    ``host:port`` (``[v6]:port``), which :meth:`parse` reads back.
+    """
+
+    host: str
+    port: int
+
+    def __attrs_post_init__(self) -> None:
+        _check_host(self.host)
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise SandboxConfigError("net grant", f"port {self.port!r} must be an int")
+        if not 0 < self.port < 65536:
+            raise SandboxConfigError("net grant", f"port {self.port} is not in 1..65535")
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "net grant") -> NetGrant:
+        """``"db.internal:5432"``, ``"127.0.0.1:80"`` or ``"[::1]:80"`` as a grant."""
+        if not isinstance(text, str):
+            raise SandboxConfigError(source, f"{text!r} is not a HOST:PORT string")
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise SandboxConfigError(source, f"{text!r}: write an IPv6 host as [addr]:port")
+        if not sep or not port.isascii() or not port.isdigit():
+            raise SandboxConfigError(source, f"{text!r} is not HOST:PORT")
+        try:
+            return cls(host=host, port=int(port))
+        except SandboxConfigError as exc:
+            raise SandboxConfigError(source, f"{text!r}: {exc.problem}") from None
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 def _argv(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _grants(value: Iterable[NetGrant]) -> tuple[NetGrant, ...]:
     return tuple(value)
 
 
@@ -186,7 +249,11 @@ class CellSpec:
     backend adds only the documented runtime variables). ``dna_dir`` is bound
     read-only, ``data_dir`` read-write; ``own_socket`` and ``granted_sockets``
     are socket files bound into ``/run/cell``; ``allow_net`` shares the host
-    network (all of it -- there is no per-destination filter).
+    network (all of it, unfiltered). ``net_grants`` instead keeps the cell's
+    private network and lets it open TCP connections to exactly the granted
+    destinations (through a host-side proxy; see
+    :mod:`cellmesh.sandbox._net`); the two are mutually exclusive, and only a
+    backend with its own network namespace (bwrap) accepts grants.
     """
 
     name: str
@@ -199,6 +266,7 @@ class CellSpec:
     own_socket: Path | None = attrs.field(default=None, converter=_opt_path)
     granted_sockets: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
     allow_net: bool = False
+    net_grants: tuple[NetGrant, ...] = attrs.field(default=(), converter=_grants)
     cell_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
 
     def __attrs_post_init__(self) -> None:
@@ -208,6 +276,34 @@ class CellSpec:
         for path in (self.dna_dir, self.data_dir, self.own_socket, *self.granted_sockets):
             if path is not None and not path.is_absolute():
                 raise SandboxConfigError("cell spec", f"path {str(path)!r} must be absolute")
+        self._check_grants()
+
+    def _check_grants(self) -> None:
+        if not self.net_grants:
+            return
+        if self.allow_net:
+            raise SandboxConfigError(
+                "net_grants", "allow_net shares the whole host network; it excludes net_grants"
+            )
+        if len(self.net_grants) > MAX_NET_GRANTS:
+            raise SandboxConfigError("net_grants", f"more than {MAX_NET_GRANTS} grants")
+        seen: set[tuple[str, int]] = set()
+        for grant in self.net_grants:
+            if not isinstance(grant, NetGrant):
+                raise SandboxConfigError("net_grants", f"{grant!r} is not a NetGrant")
+            key = (grant.host.lower(), grant.port)
+            if key in seen:
+                raise SandboxConfigError("net_grants", f"{grant} is granted twice")
+            seen.add(key)
 
 
-__all__ = ["CellSpec", "Limits", "SecretDelivery", "SecretRef", "WorkloadEnv", "parse_size"]
+__all__ = [
+    "MAX_NET_GRANTS",
+    "CellSpec",
+    "Limits",
+    "NetGrant",
+    "SecretDelivery",
+    "SecretRef",
+    "WorkloadEnv",
+    "parse_size",
+]
