@@ -6,6 +6,8 @@ The public API is exactly what this module re-exports.
 from __future__ import annotations
 
 from ._dispatch import Receptors
+from .actors.cell import Cell, receptor
+from .actors.control import CellDown
 from .errors import (
     CellmeshError,
     CellUnavailable,
@@ -27,6 +29,8 @@ from .wire.vesicle import Vesicle
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cell",
+    "CellDown",
     "CellUnavailable",
     "CellmeshError",
     "ConfigError",
@@ -50,5 +54,6 @@ __all__ = [
     "fingerprint",
     "open_membrane",
     "protein",
+    "receptor",
     "wire_name",
 ]

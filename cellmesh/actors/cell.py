@@ -1,0 +1,447 @@
+"""Cell: the actor users write -- receptors, lifecycle hooks, calls to cells and the root.
+
+Theory of operation
+-------------------
+A :class:`Cell` subclass declares *receptors*: ``async def`` methods marked
+with :func:`receptor`, each handling one protein type (taken from the first
+message parameter's annotation, or given as ``@receptor(Protein)``). They
+are collected once, when the class is created (``__init_subclass__``), into
+a protein -> method-name table; a bad or duplicate receptor is a
+``TypeError`` at class creation, not at the first message.
+
+The runtime (:mod:`cellmesh.actors.runtime`) instantiates the class, binds
+it to a :class:`CellContext` (name, the cell's nursery, the synapse cache,
+the umbilical to the root) and serves :meth:`CellContext.receptors` on the
+cell's membrane. The membrane dispatches on the type table directly (the
+handler is a :class:`~cellmesh.Receptors`), so a receptor that does not
+suspend runs inline in the connection's reader; the only per-message cost
+the cell adds is one counter check that samples every n-th message's
+service time (see :class:`CellReceptors`).
+
+Calls to other cells go through one cached :class:`~cellmesh.Synapse` per
+target, grown on first use by a holder task that lives until the cell stops
+(a Synapse owns a nursery, so it must be opened and closed by one task).
+Root requests (monitors, links, dynamic children) go over the umbilical
+synapse; without one they raise :class:`NoRoot`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any, ClassVar, Final, TypeVar, overload
+
+import attrs
+import trio
+
+from .._dispatch import Handler, Receptors
+from ..errors import CellmeshError, CellUnavailable
+from ..synapse import Synapse
+from ..wire.proteins import is_protein
+from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
+from .control import (
+    Ack,
+    CellDown,
+    Demonitor,
+    Link,
+    Monitor,
+    MonitorRef,
+    StartChild,
+    StopChild,
+    Unlink,
+)
+
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+_MARK: Final = "__cellmesh_receptor__"
+
+
+class NoRoot(CellmeshError):
+    """A root request (monitor, link, child) was made but no root can answer it.
+
+    ``umbilical`` is the umbilical socket path, or None when the cell runs
+    standalone (no ``CELL_UMBILICAL``); ``reason`` says why it cannot be used.
+    """
+
+    def __init__(self, umbilical: str | None, reason: str) -> None:
+        where = "no CELL_UMBILICAL (standalone cell)" if umbilical is None else umbilical
+        super().__init__(f"no root to ask: {reason} ({where})")
+        self.umbilical = umbilical
+        self.reason = reason
+
+
+class BadRootReply(CellmeshError):
+    """The root answered a request with a protein the request does not allow.
+
+    ``request`` and ``reply`` are the type names.
+    """
+
+    def __init__(self, request: str, reply: str) -> None:
+        super().__init__(f"the root answered {request} with {reply}")
+        self.request = request
+        self.reply = reply
+
+
+@attrs.define(eq=False)
+class _Mark:
+    """What :func:`receptor` recorded on a function; ``resolved`` caches the protein."""
+
+    declared: type | None
+    resolved: type | None = None
+
+
+@overload
+def receptor(target: F) -> F: ...
+@overload
+def receptor(target: type) -> Callable[[F], F]: ...
+def receptor(target: Any) -> Any:
+    """Mark an ``async def`` method of a :class:`Cell` as the receptor of a protein.
+
+    ``@receptor`` takes the protein from the annotation of the first parameter
+    after ``self`` (resolved with :func:`typing.get_type_hints`, so string
+    annotations and ``from __future__ import annotations`` work);
+    ``@receptor(Protein)`` names it explicitly. The method's return value is
+    the reply (a protein, or None). Checked when the class is created.
+    """
+    if isinstance(target, type):
+        if not is_protein(target):
+            raise TypeError(f"@receptor({target.__qualname__}): not a protein class")
+        declared = target
+
+        def decorator(func: F) -> F:
+            _mark(func, declared)
+            return func
+
+        return decorator
+    _mark(target, None)
+    return target
+
+
+def _mark(func: Any, declared: type | None) -> None:
+    if not inspect.iscoroutinefunction(func):
+        raise TypeError(f"@receptor needs an async def function, got {func!r}")
+    setattr(func, _MARK, _Mark(declared))
+
+
+def _resolve(owner: type, attr: str, func: Any, mark: _Mark, localns: dict[str, Any]) -> type:
+    """The protein of receptor ``owner.attr`` (cached on its mark)."""
+    if mark.resolved is not None:
+        return mark.resolved
+    where = f"{owner.__qualname__}.{attr}"
+    if mark.declared is not None:
+        proto = mark.declared
+    else:
+        params = list(inspect.signature(func).parameters.values())
+        if len(params) < 2:
+            raise TypeError(f"receptor {where} must take (self, msg)")
+        param = params[1].name
+        try:
+            hints = _type_hints(func, {**localns, owner.__name__: owner})
+        except Exception as exc:
+            raise TypeError(
+                f"receptor {where}: cannot resolve the annotation of {param!r} "
+                f"({type(exc).__name__}: {exc}); define the protein before the cell "
+                "or use @receptor(Protein)"
+            ) from None
+        if param not in hints:
+            raise TypeError(
+                f"receptor {where}: parameter {param!r} has no annotation; "
+                "annotate it with the protein or use @receptor(Protein)"
+            )
+        proto = hints[param]
+        if not (isinstance(proto, type) and is_protein(proto)):
+            raise TypeError(
+                f"receptor {where}: annotation {proto!r} of {param!r} is not a protein "
+                "(decorate the class with @cellmesh.protein)"
+            )
+    mark.resolved = proto
+    return proto
+
+
+def _type_hints(func: Any, localns: dict[str, Any]) -> dict[str, Any]:
+    return typing.get_type_hints(func, localns=localns)
+
+
+def _collect(cls: type, localns: dict[str, Any]) -> dict[type, str]:
+    """Protein -> method name over ``cls``'s MRO (a subclass's method of the same
+    name replaces the base's receptor; two names for one protein are an error)."""
+    table: dict[type, str] = {}
+    by_name: dict[str, type] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            mark = getattr(value, _MARK, None)
+            if not isinstance(mark, _Mark):
+                continue
+            proto = _resolve(klass, attr, value, mark, localns if klass is cls else {})
+            if proto is CellDown:
+                raise TypeError(
+                    f"receptor {klass.__qualname__}.{attr}: CellDown is handled by Cell; "
+                    "override on_cell_down instead"
+                )
+            old = by_name.pop(attr, None)
+            if old is not None:
+                del table[old]
+            if proto in table:
+                raise TypeError(
+                    f"{cls.__qualname__}: protein {proto.__qualname__} has two receptors, "
+                    f"{table[proto]!r} and {attr!r}"
+                )
+            table[proto] = attr
+            by_name[attr] = proto
+    return table
+
+
+class CellReceptors(Receptors):
+    """A cell instance's receptors, sampling every ``every``-th message's service time.
+
+    The membrane calls :meth:`lookup` once per message (call or signal). On
+    all but every ``every``-th it returns the bound method itself (cost: a
+    counter decrement and a test); on the sampled one it returns a wrapper
+    that records receipt-to-return in ``times`` (nanoseconds, suspensions
+    included, whether the receptor returns or raises).
+    """
+
+    __slots__ = ("_every", "_left", "_plain", "_timed", "times")
+
+    def __init__(
+        self,
+        handlers: dict[type, Handler],
+        times: ServiceTimes,
+        every: int = DEFAULT_SAMPLE_EVERY,
+    ) -> None:
+        super().__init__(handlers)
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every!r}")
+        self.times = times
+        self._every = every
+        self._left = every
+        self._plain = dict(handlers)
+        self._timed = {cls: self._timer(h) for cls, h in handlers.items()}
+
+    def _timer(self, handler: Handler) -> Handler:
+        record = self.times.record
+
+        async def timed(msg: Any) -> Any:
+            start = perf_counter_ns()
+            try:
+                return await handler(msg)
+            finally:
+                record(perf_counter_ns() - start)
+
+        return timed
+
+    def lookup(self, cls: type) -> Handler | None:
+        """The handler for ``cls`` (a timing wrapper on sampled messages), or None."""
+        self._left -= 1
+        if self._left:
+            return self._plain.get(cls)
+        self._left = self._every
+        return self._timed.get(cls)
+
+
+@attrs.define(eq=False)
+class CellContext:
+    """What a running cell is bound to: set up and owned by the runtime.
+
+    ``nursery`` is the cell's own nursery (cancelled at stop, after
+    ``on_stop``); ``synapse_nursery`` holds the cached synapses' holder tasks
+    (closed after ``on_stop``). ``stop_requested`` is set to ask the runtime
+    to stop normally; ``stop_reason`` says who asked first.
+    """
+
+    name: str
+    nursery: trio.Nursery
+    synapse_nursery: trio.Nursery
+    socket_dir: Path
+    data_dir: Path | None
+    umbilical: Synapse | None
+    umbilical_path: str | None
+    stop_requested: trio.Event
+    stop_reason: str = ""
+    _synapses: dict[str, Synapse] = attrs.field(factory=dict)
+    _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the runtime to drain and stop (normal exit); the first reason is kept."""
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    async def synapse(self, name: str) -> Synapse:
+        """The cached synapse to cell ``name``, grown on first use."""
+        syn = self._synapses.get(name)
+        if syn is not None:
+            return syn
+        lock = self._growing.setdefault(name, trio.Lock())
+        async with lock:
+            syn = self._synapses.get(name)
+            if syn is None:
+                syn = await self.synapse_nursery.start(self._hold, name)
+                self._synapses[name] = syn
+        return syn
+
+    async def _hold(self, name: str, *, task_status: trio.TaskStatus[Synapse]) -> None:
+        async with Synapse.grow(name, socket_dir=self.socket_dir, client_name=self.name) as syn:
+            task_status.started(syn)
+            await trio.sleep_forever()
+
+    def root_lost(self) -> bool:
+        """True (and a stop is requested) when the umbilical connection broke."""
+        if self.umbilical is not None and not self.umbilical.connected:
+            self.request_stop("the umbilical connection to the root broke")
+            return True
+        return False
+
+    async def ask_root(self, msg: Any) -> Any:
+        """Send a request to the root; :class:`NoRoot` when there is none (any more)."""
+        syn = self.umbilical
+        if syn is None:
+            raise NoRoot(None, f"{type(msg).__name__} needs a root")
+        if self.root_lost():
+            raise NoRoot(self.umbilical_path, "the umbilical connection broke")
+        try:
+            return await syn.fire(msg)
+        except CellUnavailable as exc:
+            self.request_stop("the umbilical connection to the root broke")
+            raise NoRoot(self.umbilical_path, f"the umbilical failed: {exc.reason}") from exc
+
+    def receptors(self, cell: Cell, times: ServiceTimes, every: int) -> CellReceptors:
+        """The dispatcher the membrane serves for ``cell`` (plus the built-in CellDown)."""
+        handlers: dict[type, Handler] = {
+            proto: getattr(cell, attr) for proto, attr in type(cell)._receptor_table.items()
+        }
+        handlers[CellDown] = cell._deliver_cell_down
+        return CellReceptors(handlers, times, every)
+
+
+class Cell:
+    """Base class of a cell: subclass it, add receptors, override the hooks.
+
+    ``on_start`` runs before the membrane serves (``self.nursery`` is usable);
+    ``on_stop`` after the membrane drained on a normal stop; ``on_cell_down``
+    for each :class:`~cellmesh.CellDown` (monitors, trapped links).
+    ``trap_exits`` decides what a failing linked cell does to this one: kill it
+    (False, the default) or deliver ``CellDown`` (True).
+    """
+
+    trap_exits: ClassVar[bool] = False
+    _receptor_table: ClassVar[dict[type, str]] = {}
+    _ctx: CellContext | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        frame = sys._getframe(1)  # the scope holding the class statement
+        localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else {}
+        cls._receptor_table = _collect(cls, localns)
+
+    # -- lifecycle hooks (override) -----------------------------------------
+
+    async def on_start(self) -> None:
+        """Initialise before serving (OTP ``init``); raising crashes the cell (exit 1)."""
+
+    async def on_stop(self) -> None:
+        """Clean up after the membrane drained, on SIGTERM or :meth:`stop`."""
+
+    async def on_cell_down(self, down: CellDown) -> None:
+        """A monitored (or trapped linked) cell stopped."""
+
+    async def _deliver_cell_down(self, down: CellDown) -> None:
+        await self.on_cell_down(down)
+
+    # -- runtime state ---------------------------------------------------------
+
+    def _bind(self, ctx: CellContext) -> None:
+        self._ctx = ctx
+
+    def _context(self) -> CellContext:
+        ctx = self._ctx
+        if ctx is None:
+            raise RuntimeError(
+                f"{type(self).__qualname__} is not running: its runtime API works "
+                "once the cell runtime serves it"
+            )
+        return ctx
+
+    @property
+    def name(self) -> str:
+        """The cell's name (``CELL_NAME``)."""
+        return self._context().name
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The cell's own nursery; its tasks are cancelled at stop (after on_stop).
+
+        A task that raises crashes the cell (exit 1).
+        """
+        return self._context().nursery
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The cell's durable-state directory (``CELL_DATA_DIR``), or None."""
+        return self._context().data_dir
+
+    # -- other cells -------------------------------------------------------
+
+    async def call(self, cell_name: str, msg: Any) -> Any:
+        """Call cell ``cell_name`` with ``msg`` and return its reply.
+
+        Uses one cached synapse per target (``$CELL_SOCKET_DIR/<cell>.sock``).
+        Raises :class:`~cellmesh.CellUnavailable` / :class:`~cellmesh.RemoteCellError`.
+        """
+        syn = await self._context().synapse(cell_name)
+        return await syn.fire(msg)
+
+    async def signal(self, cell_name: str, msg: Any) -> None:
+        """Send a one-way ``msg`` to cell ``cell_name``."""
+        syn = await self._context().synapse(cell_name)
+        await syn.signal(msg)
+
+    # -- root requests -----------------------------------------------------
+
+    async def _ask(self, msg: Any, expect: type | tuple[type, ...]) -> Any:
+        reply = await self._context().ask_root(msg)
+        if not isinstance(reply, expect):
+            raise BadRootReply(type(msg).__name__, type(reply).__name__)
+        return reply
+
+    async def monitor(self, name: str) -> int:
+        """Watch cell ``name``: ``on_cell_down`` runs once when it stops. Returns the ref."""
+        reply = await self._ask(Monitor(target=name), MonitorRef)
+        return int(reply.ref)
+
+    async def demonitor(self, ref: int) -> None:
+        """Cancel monitor ``ref``; no ``CellDown`` arrives for it afterwards."""
+        await self._ask(Demonitor(ref=ref), (Ack, type(None)))
+
+    async def link(self, name: str) -> None:
+        """Link with cell ``name`` (behaviour on its failure: see ``trap_exits``)."""
+        await self._ask(Link(target=name, trap_exits=type(self).trap_exits), (Ack, type(None)))
+
+    async def unlink(self, name: str) -> None:
+        """Remove the link with cell ``name``."""
+        await self._ask(Unlink(target=name), (Ack, type(None)))
+
+    async def start_child(self, template: str, suffix: str) -> str:
+        """Start a dynamic child ``<name>.<suffix>`` from manifest template ``template``."""
+        reply = await self._ask(StartChild(template=template, suffix=suffix), Ack)
+        return str(reply.text)
+
+    async def stop_child(self, name: str) -> None:
+        """Stop (and forget) dynamic child ``name`` of this cell."""
+        await self._ask(StopChild(name=name), (Ack, type(None)))
+
+    async def stop(self) -> None:
+        """Ask the runtime to stop this cell normally (drain, ``on_stop``, exit 0).
+
+        Returns at once: the stop proceeds when the caller (perhaps a receptor
+        whose call the drain waits for) returns.
+        """
+        self._context().request_stop("the cell asked to stop")
+        await trio.lowlevel.checkpoint()
+
+
+__all__ = ["BadRootReply", "Cell", "CellContext", "CellReceptors", "NoRoot", "receptor"]

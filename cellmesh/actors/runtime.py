@@ -1,0 +1,402 @@
+"""The cell runtime: ``python -m cellmesh.actors.runtime`` runs one Cell as a process.
+
+Theory of operation
+-------------------
+:func:`main` -> :func:`run_cell` reads the env contract (see
+:mod:`cellmesh.actors.control`), imports the cell class from ``CELL_ENTRY``
+(``CELL_DNA_DIR`` first on ``sys.path``) and runs :func:`serve_cell`:
+
+1. connect the umbilical (``CELL_UMBILICAL``; absent = standalone);
+2. ``on_start`` (the cell's nursery is open);
+3. serve the membrane on the inherited listening socket (fd 3 when
+   ``CELL_LISTEN_FDS=1``) or on ``$CELL_SOCKET_DIR/<name>.sock``;
+4. send ``CellReady(pid)`` to the root, then a ``CellStats`` signal every
+   ``stats_interval`` seconds; the same tick notices a broken umbilical;
+5. on SIGTERM/SIGINT, :meth:`~cellmesh.Cell.stop`, or a broken umbilical:
+   drain the membrane (goaway; in-flight calls finish), ``on_stop``, cancel
+   the cell's nursery, close the synapses.
+
+Exit codes: 0 normal stop; 1 crash (an exception escaped ``on_start``, a
+task in the cell's nursery, or ``on_stop``; traceback on stderr); 2 bad env
+contract (one line on stderr naming the variable); 137
+(:data:`~cellmesh.sandbox.MEMORY_LIMIT_EXIT_CODE`) on MemoryError anywhere
+the runtime can see it, via ``os._exit`` so nothing else runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Final, NoReturn
+
+import attrs
+import trio
+
+from .._util import open_service_nursery
+from ..config import Paths, check_cell_name
+from ..errors import CellUnavailable, ConfigError
+from ..membrane import Membrane, open_membrane
+from ..sandbox._status import MEMORY_LIMIT_EXIT_CODE
+from ..synapse import Synapse
+from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
+from .cell import Cell, CellContext, NoRoot
+from .control import CellReady, CellStats
+
+PROG: Final = "cellmesh.actors.runtime"
+EXIT_OK: Final = 0
+EXIT_CRASH: Final = 1
+EXIT_CONFIG: Final = 2
+#: The first inherited fd under socket activation (systemd's SD_LISTEN_FDS_START).
+FIRST_LISTEN_FD: Final = 3
+STATS_INTERVAL: Final = 1.0
+_MODULE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MEMORY_NOTE: Final = (
+    f"{PROG}: MemoryError: out of memory; exiting with {MEMORY_LIMIT_EXIT_CODE}\n".encode()
+)
+
+
+# ---------------------------------------------------------------- MemoryError
+
+
+def die_of_memory() -> NoReturn:
+    """Best-effort one-line note on stderr, then ``os._exit(137)`` (no cleanup runs)."""
+    try:  # noqa: SIM105 - no context manager object: allocate nothing here
+        os.write(2, _MEMORY_NOTE)
+    except BaseException:
+        pass
+    os._exit(MEMORY_LIMIT_EXIT_CODE)
+
+
+def has_memory_error(exc: BaseException | None) -> bool:
+    """True if ``exc`` is, contains (groups) or was caused by a MemoryError."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, MemoryError):
+            return True
+        if isinstance(item, BaseExceptionGroup):
+            stack.extend(item.exceptions)
+        stack.extend((item.__cause__, item.__context__))
+    return False
+
+
+def _excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    if has_memory_error(exc):
+        die_of_memory()
+    sys.__excepthook__(kind, exc, tb)
+
+
+# ---------------------------------------------------------------- env contract
+
+
+@attrs.frozen(kw_only=True)
+class CellEnv:
+    """The runtime env contract, validated. Build with :meth:`from_env`."""
+
+    name: str
+    module: str
+    class_name: str | None
+    dna_dir: Path | None
+    listen_fd: int | None
+    umbilical: str | None
+    socket_dir: Path
+    data_dir: Path | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CellEnv:
+        """Parse ``env``; :class:`~cellmesh.ConfigError` names the bad variable."""
+        name = env.get("CELL_NAME")
+        if not name:
+            raise ConfigError("CELL_NAME", "is not set (the cell's name)")
+        check_cell_name(name, source="CELL_NAME")
+        entry = env.get("CELL_ENTRY")
+        if not entry:
+            raise ConfigError("CELL_ENTRY", "is not set (module:Class of the Cell subclass)")
+        module, sep, class_name = entry.partition(":")
+        if not _MODULE_RE.match(module) or (sep and not _MODULE_RE.match(class_name)):
+            raise ConfigError(
+                "CELL_ENTRY", f"{entry!r} is not 'module:Class' or 'module' (dotted names)"
+            )
+        fds = env.get("CELL_LISTEN_FDS", "")
+        listen_fd: int | None = None
+        if fds not in ("", "0"):
+            if fds != "1":
+                raise ConfigError("CELL_LISTEN_FDS", f"must be 0 or 1, got {fds!r}")
+            start = env.get("CELL_LISTEN_FDS_START", str(FIRST_LISTEN_FD))
+            if not start.isdigit():
+                raise ConfigError("CELL_LISTEN_FDS_START", f"must be an fd number, got {start!r}")
+            listen_fd = int(start)
+        paths = Paths.from_env(env)
+        return cls(
+            name=name,
+            module=module,
+            class_name=class_name if sep else None,
+            dna_dir=_opt_dir(env, "CELL_DNA_DIR"),
+            listen_fd=listen_fd,
+            umbilical=env.get("CELL_UMBILICAL") or None,
+            socket_dir=paths.socket_dir,
+            data_dir=_opt_dir(env, "CELL_DATA_DIR"),
+        )
+
+    def load_class(self) -> type[Cell]:
+        """Import the entry's module (``dna_dir`` first on ``sys.path``) and find the class."""
+        if self.dna_dir is not None:
+            path = os.fspath(self.dna_dir)
+            if path in sys.path:
+                sys.path.remove(path)
+            sys.path.insert(0, path)
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as exc:
+            top = self.module.split(".")
+            names = {".".join(top[: i + 1]) for i in range(len(top))}
+            if exc.name not in names:
+                raise  # the module exists but one of its imports is missing: a crash
+            raise ConfigError(
+                "CELL_ENTRY", f"module {self.module!r} not found (CELL_DNA_DIR={self.dna_dir})"
+            ) from None
+        return self._pick(module)
+
+    def _pick(self, module: ModuleType) -> type[Cell]:
+        if self.class_name is None:
+            found = [
+                value for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, Cell) and value is not Cell
+                and value.__module__ == module.__name__
+            ]
+            if len(found) != 1:
+                names = ", ".join(sorted(c.__qualname__ for c in found)) or "none"
+                raise ConfigError(
+                    "CELL_ENTRY",
+                    f"module {self.module!r} must define exactly one Cell subclass "
+                    f"(found: {names}); name it as 'module:Class'",
+                )
+            return found[0]
+        value: Any = module
+        for part in self.class_name.split("."):
+            value = getattr(value, part, None)
+        if value is None:
+            raise ConfigError(
+                "CELL_ENTRY", f"module {self.module!r} has no attribute {self.class_name!r}"
+            )
+        if not (isinstance(value, type) and issubclass(value, Cell)):
+            raise ConfigError(
+                "CELL_ENTRY", f"{self.module}:{self.class_name} is not a cellmesh.Cell subclass"
+            )
+        return value
+
+
+def _opt_dir(env: Mapping[str, str], key: str) -> Path | None:
+    value = env.get(key)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise ConfigError(key, f"must be an absolute path, got {value!r}")
+    return path
+
+
+# ---------------------------------------------------------------- serving
+
+
+@attrs.define(eq=False)
+class RunningCell:
+    """A cell being served: its membrane, context and service-time samples."""
+
+    cell: Cell
+    context: CellContext
+    membrane: Membrane
+    times: ServiceTimes
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the cell to stop normally (drain, on_stop)."""
+        self.context.request_stop(reason)
+
+    def stats(self) -> CellStats:
+        """A :class:`CellStats` now; takes (resets) the interval's service times.
+
+        ``msgs_in`` = calls + signals received; ``msgs_out`` = answers sent to
+        calls (replies + error replies): every accepted call is answered
+        exactly once, so it is counted when accepted (calls in flight are
+        included); ``errors`` = failed calls and signals (handler raised, no
+        receptor, bad reply).
+        """
+        s = self.membrane.stats
+        p50, p99 = self.times.take()
+        return CellStats(
+            msgs_in=s.calls + s.signals, msgs_out=s.calls, errors=s.errors,
+            rtt_p50_us=p50, rtt_p99_us=p99,
+        )
+
+
+async def serve_cell(
+    cell: Cell,
+    *,
+    name: str,
+    listen_fd: int | None = None,
+    socket_dir: str | os.PathLike[str] | None = None,
+    umbilical: str | None = None,
+    data_dir: Path | None = None,
+    stop_requested: trio.Event | None = None,
+    stats_interval: float = STATS_INTERVAL,
+    sample_every: int = DEFAULT_SAMPLE_EVERY,
+    log: Callable[[str], None] | None = None,
+    task_status: trio.TaskStatus[RunningCell] = trio.TASK_STATUS_IGNORED,
+) -> str:
+    """Serve ``cell`` as ``name`` until it is asked to stop; return the stop reason.
+
+    Order: umbilical, ``on_start``, membrane, ``CellReady``, (started), serve;
+    then drain, ``on_stop``, cancel the cell's nursery, close the synapses.
+    An exception from ``on_start``, ``on_stop`` or a cell task propagates
+    (unwrapped when it is the only one). ``stop_requested`` may be set by the
+    caller (signals) at any time, even before ``on_start`` returns.
+    """
+    check_cell_name(name)
+    stop = stop_requested if stop_requested is not None else trio.Event()
+    sockets = Path(socket_dir) if socket_dir is not None else Paths.from_env().socket_dir
+    times = ServiceTimes()
+    async with AsyncExitStack() as stack:
+        root: Synapse | None = None
+        if umbilical is not None:
+            root = await stack.enter_async_context(
+                Synapse.grow("mitosis", socket_path=umbilical, client_name=name)
+            )
+        async with open_service_nursery() as service:
+            async with open_service_nursery() as nursery:
+                ctx = CellContext(
+                    name=name, nursery=nursery, synapse_nursery=service, socket_dir=sockets,
+                    data_dir=data_dir, umbilical=root, umbilical_path=umbilical,
+                    stop_requested=stop,
+                )
+                if stop.is_set():
+                    ctx.stop_reason = "stop requested"
+                cell._bind(ctx)
+                await cell.on_start()
+                receptors = ctx.receptors(cell, times, sample_every)
+                async with open_membrane(
+                    name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log
+                ) as membrane:
+                    running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
+                    if root is not None:
+                        with suppress(NoRoot):  # ask_root requested the stop
+                            await ctx.ask_root(CellReady(pid=os.getpid()))
+                        service.start_soon(_report, running, root, stats_interval)
+                    task_status.started(running)
+                    await stop.wait()
+                await cell.on_stop()
+                nursery.cancel_scope.cancel()
+            service.cancel_scope.cancel()
+    return ctx.stop_reason
+
+
+async def _report(running: RunningCell, root: Synapse, interval: float) -> None:
+    """Every ``interval``: stop if the umbilical broke, else send ``CellStats``."""
+    ctx = running.context
+    while True:
+        await trio.sleep(interval)
+        if ctx.root_lost():
+            return
+        try:
+            await root.signal(running.stats())
+        except CellUnavailable:
+            ctx.request_stop("the umbilical connection to the root broke")
+            return
+
+
+# ---------------------------------------------------------------- process
+
+
+def _line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run_cell(env: Mapping[str, str]) -> int:
+    """Run the cell the env contract describes; return the process exit code.
+
+    SIGTERM/SIGINT stop it normally. MemoryError anywhere -> ``os._exit(137)``.
+    """
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        try:
+            spec = CellEnv.from_env(env)
+            cls = spec.load_class()
+        except ConfigError as exc:
+            _line(f"{PROG}: {exc}")
+            return EXIT_CONFIG
+        except BaseException as exc:
+            if has_memory_error(exc):
+                die_of_memory()
+            _line(f"{PROG}: importing {spec.module} failed:\n{traceback.format_exc()}")
+            return EXIT_CRASH
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def watch_signals() -> None:
+                    async for signum in signals:
+                        _line(f"{PROG}: {spec.name}: {signal.Signals(signum).name}, stopping")
+                        stop.set()
+
+                nursery.start_soon(watch_signals)
+                cell = cls()
+                reason = await serve_cell(
+                    cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
+                    umbilical=spec.umbilical, data_dir=spec.data_dir, stop_requested=stop,
+                    log=_line,
+                )
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            if has_memory_error(exc):
+                die_of_memory()
+            if isinstance(exc, ConfigError):
+                _line(f"{PROG}: {spec.name}: {exc}")
+                return EXIT_CONFIG
+            _line(f"{PROG}: cell {spec.name} crashed:\n{traceback.format_exc().rstrip()}")
+            return EXIT_CRASH
+        if reason:
+            _line(f"{PROG}: {spec.name} stopped: {reason}")
+        return EXIT_OK
+
+
+def main() -> NoReturn:
+    """Entry point of ``python -m cellmesh.actors.runtime``."""
+    sys.excepthook = _excepthook
+    try:
+        code = trio.run(run_cell, dict(os.environ))
+    except BaseException as exc:
+        if has_memory_error(exc):
+            die_of_memory()
+        raise
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_CRASH",
+    "EXIT_OK",
+    "CellEnv",
+    "RunningCell",
+    "die_of_memory",
+    "has_memory_error",
+    "main",
+    "run_cell",
+    "serve_cell",
+]
+
+
+if __name__ == "__main__":
+    main()
