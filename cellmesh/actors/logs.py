@@ -305,7 +305,8 @@ def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
 
     Returns display lines: output lines and :func:`format_event` lines,
     merged at file granularity (see the module docstring); only the last
-    ``lines`` of them when given. ``found`` is False when the cell has
+    ``lines`` of them when given (then only the newest files that hold them
+    are read). ``found`` is False when the cell has
     neither a log file nor an events file. The cursor points at the end of
     what was read, for :class:`LogFollower`.
     """
@@ -315,23 +316,32 @@ def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
     live_fd = _open_ro(live)  # first: a rotation after this is recognised by inode
     try:
         live_ino = os.fstat(live_fd).st_ino if live_fd is not None else None
-        files: list[tuple[float, bytes]] = []
-        for _, path in rotated_files(log_dir, name):
+        offset = 0
+        newest_first: list[tuple[float, bytes]] = []
+        if live_fd is not None:
+            data = _read_fd(live_fd, 0)
+            offset = len(data)
+            newest_first.append((float("inf"), data))
+        have = sum(data.count(b"\n") for _, data in newest_first)
+        rotated = rotated_files(log_dir, name)
+        for _, path in reversed(rotated):  # newest first; stop once ``lines`` are there
+            if lines is not None and have >= lines:
+                with contextlib.suppress(FileNotFoundError):  # older events go before
+                    newest_first.append((path.stat().st_mtime, b""))
+                break
             fd = _open_ro(path)
             if fd is None:
                 continue
             try:
                 st = os.fstat(fd)
                 if st.st_ino == live_ino:
-                    continue  # rotated since we opened the live file: read it below
-                files.append((st.st_mtime, _read_fd(fd, 0)))
+                    continue  # rotated since we opened the live file: read already
+                data = _read_fd(fd, 0)
             finally:
                 os.close(fd)
-        offset = 0
-        if live_fd is not None:
-            data = _read_fd(live_fd, 0)
-            offset = len(data)
-            files.append((float("inf"), data))
+            newest_first.append((st.st_mtime, data))
+            have += data.count(b"\n")
+        files = newest_first[::-1]
     finally:
         if live_fd is not None:
             os.close(live_fd)

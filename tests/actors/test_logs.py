@@ -219,6 +219,20 @@ def test_read_log_orders_rotated_files_and_merges_events(tmp_path: Path) -> None
     assert view.cursor.offset == len(b"three\nfour\n")
 
 
+def test_read_log_tail_equals_the_end_of_the_whole(tmp_path: Path) -> None:
+    for n, text in ((3, b"a1\na2\n"), (2, b"b1\n"), (1, b"c1\nc2\nc3\n")):
+        (tmp_path / f"c.log.{n}").write_bytes(text)
+        os.utime(tmp_path / f"c.log.{n}", (1000 * (4 - n), 1000 * (4 - n)))
+    (tmp_path / "c.log").write_bytes(b"d1\n")
+    (tmp_path / "c.events.jsonl").write_text(
+        "".join(_event(ts, "started", pid=ts) for ts in (500, 1500, 2500, 3500, 4500))
+    )
+    whole = read_log(tmp_path, "c").lines
+    assert len(whole) == 12
+    for n in range(len(whole) + 2):
+        assert read_log(tmp_path, "c", lines=n).lines == (whole[-n:] if n else []), n
+
+
 def test_read_log_of_an_unknown_cell_finds_nothing(tmp_path: Path) -> None:
     view = read_log(tmp_path / "missing", "ghost")
     assert not view.found

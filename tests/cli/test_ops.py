@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from rich.console import Console
 import cellmesh.cli
 from cellmesh import open_membrane
 from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from cellmesh.actors.logs import RotatingLog
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
 from cellmesh.cli._ops import rates, status_json, status_table, top_frame
 
@@ -257,3 +264,55 @@ def test_logs_of_an_unknown_cell_fails(
 @pytest.mark.parametrize("argv", [["logs", "../etc"], ["logs", "db", "-n", "-3"], ["logs"]])
 def test_logs_bad_arguments_exit_2(log_home: Path, argv: list[str]) -> None:
     assert main(argv) == EXIT_USAGE
+
+
+_CLI_WITH_OPS = (
+    "import sys, cellmesh.cli as c\n"
+    "from cellmesh.cli import _ops\n"
+    "real = c.build_app\n"
+    "def build():\n"
+    "    app = real()\n"
+    "    if 'status' not in app:\n"
+    "        _ops.register(app)\n"
+    "    return app\n"
+    "c.build_app = build\n"
+    "sys.exit(c.main(sys.argv[1:]))\n"
+)
+
+
+def _read_until(proc: subprocess.Popen[bytes], want: bytes, got: bytearray) -> None:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + 30
+    while want not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {want!r}; got {bytes(got)!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"EOF before {want!r}; got {bytes(got)!r}"
+            got += chunk
+
+
+def test_logs_follow_continues_across_rotation_until_ctrl_c(log_home: Path) -> None:
+    env = {**os.environ, "CELL_HOME": str(log_home.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI_WITH_OPS, "logs", "db", "-f"],
+        stdout=subprocess.PIPE, env=env,
+    )
+    try:
+        got = bytearray()
+        _read_until(proc, b"reason=crash\n", got)
+        log = RotatingLog(log_home, "db", max_bytes=20, keep=10)
+        for i in range(6):  # rotates several times
+            log.write(f"line {i} of six\n".encode())
+        log.close()
+        _read_until(proc, b"line 5 of six\n", got)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == EXIT_OK
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = bytes(got).decode().splitlines()
+    assert lines[:3] == ["booting", "ready", "serving"]
+    assert lines[4:] == [f"line {i} of six" for i in range(6)]
