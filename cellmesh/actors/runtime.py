@@ -42,7 +42,7 @@ import trio
 
 from .._util import open_service_nursery
 from ..config import Paths, check_cell_name
-from ..errors import CellUnavailable, ConfigError
+from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..membrane import Membrane, open_membrane
 from ..sandbox._status import MEMORY_LIMIT_EXIT_CODE
 from ..synapse import Synapse
@@ -101,6 +101,17 @@ def _excepthook(
 
 
 # ---------------------------------------------------------------- env contract
+
+
+class CellImportError(CellmeshError):
+    """Importing the cell's module raised (its code is at fault: a crash, exit 1).
+
+    The original exception is the ``__cause__``; ``module`` names the module.
+    """
+
+    def __init__(self, module: str) -> None:
+        super().__init__(f"importing the cell module {module!r} failed")
+        self.module = module
 
 
 @attrs.frozen(kw_only=True)
@@ -163,12 +174,14 @@ class CellEnv:
             module = importlib.import_module(self.module)
         except ModuleNotFoundError as exc:
             top = self.module.split(".")
-            names = {".".join(top[: i + 1]) for i in range(len(top))}
-            if exc.name not in names:
-                raise  # the module exists but one of its imports is missing: a crash
+            if exc.name not in {".".join(top[: i + 1]) for i in range(len(top))}:
+                # The module exists but one of its own imports is missing: a crash.
+                raise CellImportError(self.module) from exc
             raise ConfigError(
                 "CELL_ENTRY", f"module {self.module!r} not found (CELL_DNA_DIR={self.dna_dir})"
             ) from None
+        except Exception as exc:
+            raise CellImportError(self.module) from exc
         return self._pick(module)
 
     def _pick(self, module: ModuleType) -> type[Cell]:
@@ -337,10 +350,10 @@ async def run_cell(env: Mapping[str, str]) -> int:
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
             return EXIT_CONFIG
-        except BaseException as exc:
+        except CellImportError as exc:
             if has_memory_error(exc):
                 die_of_memory()
-            _line(f"{PROG}: importing {spec.module} failed:\n{traceback.format_exc()}")
+            _line(f"{PROG}: {exc}:\n{traceback.format_exc().rstrip()}")
             return EXIT_CRASH
         try:
             async with trio.open_nursery() as nursery:
@@ -389,6 +402,7 @@ __all__ = [
     "EXIT_CRASH",
     "EXIT_OK",
     "CellEnv",
+    "CellImportError",
     "RunningCell",
     "die_of_memory",
     "has_memory_error",
