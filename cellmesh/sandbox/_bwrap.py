@@ -384,7 +384,9 @@ class BwrapBackend(ProcessBackend):
         stand-in. So the runtime under ``/root/.pyenv`` (``/root`` is 0700)
         or a DNA dir under ``~/.cell`` is usable without opening any host
         directory to other users. The data dir is handed to ``host_uid`` (the
-        whole tree, once: when its top is not yet owned by that uid).
+        whole tree, once: when its top is not yet owned by that uid). ``extra``
+        paths (the egress sockets and files in the 0700 ``net`` dir) are staged
+        the same way.
         """
         spec = rec.spec
         uid = self.host_uid

@@ -370,6 +370,29 @@ def test_cell_reaches_exactly_its_grant(
     assert echo.accepted == 1
 
 
+def test_grants_work_without_the_uid_drop_and_across_respawns(
+    bwrap_path: str, paths: Paths, broker: MemorySecretBroker, echo: EchoServer
+) -> None:
+    """bwrap started as the caller (no staging), and a second spawn reusing the proxy."""
+    be = make_backend("bwrap", paths, broker, bwrap_path, host_uid=None)
+    code = f"""
+    import socket
+    s = socket.create_connection(("127.0.0.1", {echo.port}), timeout=5)
+    s.sendall(b"hi")
+    raise SystemExit(0 if s.recv(2) == b"hi" else 1)
+    """
+    grants = [NetGrant(host="127.0.0.1", port=echo.port)]
+    be.create(CellSpec(name="twice", argv=[PY, "-c", textwrap.dedent(code)], net_grants=grants))
+    try:
+        for _ in range(2):
+            be.spawn("twice", stdout=2, stderr=2)
+            assert be.wait("twice", timeout=_SAFETY * 3).code == 0
+    finally:
+        be.destroy("twice", grace=1)
+    assert echo.accepted == 2
+    assert not _egress_threads("twice")
+
+
 def test_cell_reaches_a_granted_name_through_etc_hosts(
     bwrap_backend: CellBackend, echo: EchoServer, other: socket.socket
 ) -> None:
