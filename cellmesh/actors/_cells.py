@@ -1,0 +1,260 @@
+"""Cell slots and instances: what the root keeps per cell, and the supervisor's child handle.
+
+A :class:`CellSlot` is one cell the root knows (declared in the manifest, a
+dynamic child, or spawned through the control API). It owns what outlives
+any one process: the listening socket the root bound (socket activation: the
+same socket is handed to every process of the cell, so a restart or a hot
+swap never closes it), the path of the cell's umbilical, its DNA entry, its
+counters and the restart count.
+
+A :class:`CellInstance` is one process of a slot, and the
+:class:`~cellmesh.actors.supervisor.ChildHandle` its supervisor holds. It
+moves ``dormant`` -> ``starting`` -> ``running`` -> ``exited``:
+
+* ``dormant``: an ``on_demand`` cell before its first connection. No process
+  exists; :meth:`CellInstance.activate` (called by the root's activation
+  watcher when the listener becomes readable) spawns it.
+* ``starting``: the process runs; its ``on_start`` has not finished.
+* ``running``: the cell sent ``CellReady`` on its umbilical.
+* ``exited``: :meth:`CellInstance.wait` returns the OTP exit reason.
+
+Exit statuses map to OTP reasons: ``exit`` (code 0) -> ``normal``; ``stop``
+(we asked) -> ``shutdown``; ``crash`` and ``limit`` -> abnormal, with the
+code, signal or limit in the text.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+import trio
+
+from ..sandbox import CellBackend, ExitStatus
+from .control import CellStats
+from .errors import ChildStartFailed
+from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
+
+if TYPE_CHECKING:
+    from ..manifest import CellDecl
+    from .logs import RotatingLog
+
+InstanceState = Literal["dormant", "starting", "running", "exited"]
+
+
+def exit_reason(status: ExitStatus) -> ExitReason:
+    """The OTP exit reason of a classified process exit."""
+    if status.reason == "exit":
+        return NormalExit()
+    if status.reason == "stop":
+        return ShutdownExit(detail=status.detail)
+    return AbnormalExit(text=describe_status(status))
+
+
+def describe_status(status: ExitStatus) -> str:
+    """A short operator-facing text: ``exit code 1``, ``killed by SIGKILL``, ``memory limit``."""
+    if status.reason == "limit":
+        return f"{status.limit or 'resource'} limit ({status.detail})"
+    if status.signal is not None:
+        try:
+            import signal as _signal
+
+            name = _signal.Signals(status.signal).name
+        except ValueError:
+            name = f"signal {status.signal}"
+        text = f"killed by {name}"
+    else:
+        text = f"exit code {status.code}"
+    if status.detail and status.reason == "crash" and status.detail != "":
+        text += f" ({status.detail})"
+    return text
+
+
+def reason_text(reason: ExitReason) -> str:
+    """``normal``, ``shutdown`` or the crash description (CellDown's ``reason``)."""
+    if isinstance(reason, NormalExit):
+        return "normal"
+    if isinstance(reason, ShutdownExit):
+        return "shutdown"
+    return reason.text
+
+
+@attrs.define(eq=False)
+class CellSlot:
+    """One cell the root knows: its sockets, DNA, counters (see module doc)."""
+
+    name: str
+    supervisor: str
+    listener: socket.socket
+    socket_path: Path
+    umbilical_path: Path
+    decl: CellDecl
+    parent: str | None = None
+    trap_exits: bool = False
+    dna_digest: str = ""
+    created: bool = False
+    activated: bool = False
+    restarts: int = 0
+    instance: CellInstance | None = None
+    stats: CellStats | None = None
+    children: set[str] = attrs.Factory(set)
+    changed: trio.Event = attrs.Factory(trio.Event)
+    cpu_sample: tuple[float, float] | None = None
+    log: RotatingLog | None = None
+
+    @property
+    def on_demand(self) -> bool:
+        """Spawned at its first connection rather than at supervisor start."""
+        return self.decl.activation == "on_demand"
+
+    def touch(self) -> None:
+        """Wake everything waiting for this slot's state to change."""
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@attrs.define(eq=False)
+class CellInstance:
+    """One process of a slot; the supervisor's child handle (see module doc)."""
+
+    slot: CellSlot
+    backend: CellBackend
+    spawn: Callable[[CellSlot], int]
+    on_exit: Callable[[CellInstance, ExitReason], None]
+    state: InstanceState = "dormant"
+    pid: int | None = None
+    started_at: float | None = None
+    ready: trio.Event = attrs.Factory(trio.Event)
+    _activate: trio.Event = attrs.Factory(trio.Event)
+    _exited: trio.Event = attrs.Factory(trio.Event)
+    _reason: ExitReason = attrs.Factory(NormalExit)
+    _cancelled_dormant: bool = False
+
+    # ------------------------------------------------------------ ChildHandle
+
+    async def wait(self) -> ExitReason:
+        """Wait until this instance has ended (a dormant one ends when stopped)."""
+        await self._exited.wait()
+        return self._reason
+
+    def terminate(self) -> None:
+        """SIGTERM the process; a dormant instance simply ends (``shutdown``)."""
+        if self.state == "dormant":
+            self._end_dormant()
+        elif self.state != "exited":
+            self.backend.terminate(self.slot.name)
+
+    def kill(self) -> None:
+        """SIGKILL the process; a dormant instance simply ends (``shutdown``)."""
+        if self.state == "dormant":
+            self._end_dormant()
+        elif self.state != "exited":
+            self.backend.kill(self.slot.name)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def activate(self) -> None:
+        """Spawn a dormant instance now (first connection to an on_demand cell)."""
+        if self.state == "dormant" and not self._cancelled_dormant:
+            self._activate.set()
+
+    def mark_ready(self) -> None:
+        """The cell reported ``CellReady``."""
+        if self.state == "starting":
+            self.state = "running"
+            self.slot.touch()
+        self.ready.set()
+
+    def start_process(self) -> None:
+        """Spawn the process (from the Trio thread: the sandbox's parent-death
+        signal is tied to the spawning thread)."""
+        self.pid = self.spawn(self.slot)
+        self.state = "starting"
+        self.started_at = time.time()
+        self.slot.activated = True
+        self.slot.touch()
+
+    async def run(self) -> None:
+        """Own the instance until it ends: wake on activation, then on the pidfd.
+
+        If the task is cancelled (its supervisor's nursery is torn down), the
+        process is killed and reaped under a shield first: no process outlives
+        its owner, and :meth:`wait` always returns.
+        """
+        try:
+            if self.state == "dormant":
+                await self._activate.wait()
+                if self._cancelled_dormant:
+                    return
+                try:
+                    self.start_process()
+                except Exception as exc:
+                    self._finish(AbnormalExit(text=f"spawn failed: {exc}"))
+                    return
+            status = await self.backend.wait_async(self.slot.name)
+            self._finish(exit_reason(status))
+        finally:
+            if not self._exited.is_set():
+                with trio.CancelScope(shield=True):
+                    await self._reap_after_cancel()
+
+    async def _reap_after_cancel(self) -> None:
+        if self.state == "dormant":
+            self._finish(ShutdownExit(detail="cancelled while dormant"))
+            return
+        self.backend.kill(self.slot.name)
+        with trio.move_on_after(10.0):
+            status = await self.backend.wait_async(self.slot.name)
+            self._finish(exit_reason(status))
+            return
+        self._finish(AbnormalExit(text="did not exit after SIGKILL"))
+
+    async def wait_started(self) -> None:
+        """Wait for ``CellReady`` (raise :class:`ChildStartFailed` on exit or timeout)."""
+        name = self.slot.name
+        with trio.move_on_after(self.slot.decl.start_timeout) as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def exited() -> None:
+                    await self._exited.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(exited)
+                await self.ready.wait()
+                nursery.cancel_scope.cancel()
+        if self.ready.is_set() and self.state != "exited":
+            return
+        if scope.cancelled_caught:
+            self.kill()
+            await self._exited.wait()
+            raise ChildStartFailed(
+                name,
+                f"not ready within {self.slot.decl.start_timeout:g} s "
+                f"(see `cellmesh logs {name}`)",
+            )
+        raise ChildStartFailed(
+            name,
+            f"exited before it was ready: {reason_text(self._reason)} "
+            f"(see `cellmesh logs {name}`)",
+        )
+
+    def _end_dormant(self) -> None:
+        self._cancelled_dormant = True
+        self._activate.set()
+        self._finish(ShutdownExit(detail="stopped while dormant"))
+
+    def _finish(self, reason: ExitReason) -> None:
+        if self._exited.is_set():
+            return
+        self.state = "exited"
+        self._reason = reason
+        self._exited.set()
+        self.on_exit(self, reason)
+        self.slot.touch()
+
+
+__all__ = ["CellInstance", "CellSlot", "describe_status", "exit_reason", "reason_text"]

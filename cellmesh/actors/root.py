@@ -1,0 +1,783 @@
+"""The Mycelium Root: the daemon that owns every cell's life.
+
+Theory of operation
+-------------------
+:func:`serve_root` takes the root lock (``<socket_dir>/mitosis.lock``, an
+exclusive ``flock`` holding the pid: a second root is refused with
+:class:`~cellmesh.actors.errors.RootAlreadyRunning`), then:
+
+1. binds every declared cell's listening socket itself (socket activation):
+   ``Synapse.grow(name)`` connects at once whether or not the cell runs, and
+   every process of the cell -- first start, restart, later a hot swap --
+   receives the same listening socket as fd 3;
+2. binds each cell's *umbilical* (``<socket_dir>/.umbilical/<name>/mitosis.sock``),
+   bound into that cell's sandbox alone, so the root knows which cell speaks
+   from the socket it speaks on;
+3. serves the control socket ``$CELL_UMBILICAL`` for the operator, refusing
+   any peer whose ``SO_PEERCRED`` uid is not the root's;
+4. runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
+   OTP semantics) with itself as the child factory: a cell child is a
+   :class:`~cellmesh.actors._cells.CellInstance` (spawned through the sandbox
+   backend, ready once it sends ``CellReady``), a supervisor child is a nested
+   supervisor;
+5. watches the listener of every cell that has no process (``on_demand``
+   before first use, or stopped and not restarted): the first pending
+   connection spawns it. One watcher per listener, so concurrent grows spawn
+   the cell once.
+
+The root ends when asked (``StopMesh``, SIGTERM): children stop in reverse
+start order with their shutdowns, then every sandbox is destroyed and every
+socket file removed. When the top supervisor escalates (its restart intensity
+exceeded), the root stops everything the same way and :func:`serve_root`
+raises :class:`~cellmesh.actors.errors.SupervisorEscalation`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .._sockets import bind_unix_listener
+from ..config import Paths, check_cell_name, ensure_private_dir
+from ..errors import CellmeshError
+from ..manifest import CellDecl, Manifest, SupervisorDecl
+from ..membrane import open_membrane
+from ..sandbox import CellBackend, CellSpec, Limits, WorkloadEnv, select_backend
+from ..synapse import Synapse
+from . import _proc
+from ._cells import CellInstance, CellSlot, reason_text
+from ._rootlock import RootLock, peer_uid_filter
+from .control import (
+    Ack,
+    CellDown,
+    CellReady,
+    CellStats,
+    CellStatus,
+    Demonitor,
+    KillCell,
+    Link,
+    Monitor,
+    MonitorRef,
+    RestartRecord,
+    SpawnCell,
+    StartChild,
+    StatusReply,
+    StatusRequest,
+    StopChild,
+    StopMesh,
+    Unlink,
+)
+from .dna import DnaCache
+from .errors import (
+    ChildAlreadyPresent,
+    ChildRunning,
+    RootRequestError,
+    SupervisorEscalation,
+)
+from .logs import RotatingLog, pump_output
+from .policy import (
+    AbnormalExit,
+    ChildKind,
+    ChildSpec,
+    ExitReason,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+)
+from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
+
+#: Name of the hidden supervisor of dynamic children and control-API spawns.
+DYNAMIC: Final = "~dynamic"
+#: The runtime every cell process runs.
+RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
+#: Where a cell's umbilical appears inside a bwrap sandbox.
+UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
+
+
+# --------------------------------------------------------------------------
+# The root.
+
+
+@attrs.define(eq=False)
+class Root:
+    """The running root: slots, supervisors, monitors and links (module doc)."""
+
+    manifest: Manifest
+    paths: Paths
+    backend: CellBackend
+    dna: DnaCache
+    log: Callable[[str], None]
+    slots: dict[str, CellSlot] = attrs.Factory(dict)
+    supervisors: dict[str, Supervisor] = attrs.Factory(dict)
+    restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
+    started_at: float = attrs.Factory(time.time)
+    escalation: SupervisorEscalation | None = None
+    _top: Supervisor | None = None
+    _nursery: trio.Nursery | None = None
+    _monitors: dict[int, tuple[str, str]] = attrs.Factory(dict)  # ref -> (watcher, target)
+    _links: dict[str, set[str]] = attrs.Factory(dict)
+    _next_ref: int = 1
+    _stopping: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.restart_log = collections.deque(maxlen=self.manifest.root.restart_log)
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, supervise, serve; return after a stop (raise on escalation)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for name, decl in self.manifest.cells.items():
+                    await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+                await nursery.start(self._serve_control)
+                self._top = Supervisor(
+                    self._supervisor_spec(self.manifest.top, top=True), self,
+                    lambda event: self._on_event("root", event),
+                )
+                self.supervisors["root"] = self._top
+                try:
+                    await nursery.start(self._run_top)
+                except SupervisorEscalation as exc:  # a child failed to start
+                    self.escalation = exc
+                    self.log(f"root: could not start the mesh: {exc}")
+                    nursery.cancel_scope.cancel()
+                else:
+                    self.log(f"root: up (pid {os.getpid()}, {len(self.slots)} cells, "
+                             f"backend {self.backend.name})")
+                    task_status.started(self)
+        finally:
+            self._nursery = None
+            self._stopping = True
+            with trio.CancelScope(shield=True):
+                await self._close()
+        if self.escalation is not None:
+            raise self.escalation
+
+    async def _run_top(self, *, task_status: trio.TaskStatus[Supervisor]) -> None:
+        assert self._top is not None and self._nursery is not None
+        try:
+            await self._top.run(task_status=task_status)
+        except SupervisorEscalation as exc:
+            if not self._top.started:
+                raise  # out of nursery.start: run() reports it
+            self.escalation = exc
+            self.log(f"root: the top supervisor gave up ({exc}); stopping")
+        finally:
+            self._nursery.cancel_scope.cancel()
+
+    def request_stop(self, timeout: float | None = None) -> None:
+        """Stop every child in reverse start order; after ``timeout`` s, kill the rest."""
+        if self._top is None or self._nursery is None:
+            return  # not started, or already ended
+        self._stopping = True
+        self._top.request_stop()
+        if timeout is not None and self._nursery is not None:
+            top = self._top
+
+            async def force() -> None:
+                await trio.sleep(timeout)
+                self.log(f"root: still stopping after {timeout:g} s; killing what is left")
+                top.kill()
+                for slot in self.slots.values():
+                    if slot.instance is not None:
+                        slot.instance.kill()
+
+            self._nursery.start_soon(force)
+
+    async def _close(self) -> None:
+        for slot in list(self.slots.values()):
+            await self._drop_slot(slot)
+
+    # ------------------------------------------------------------ slots
+
+    async def _add_slot(
+        self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None
+    ) -> CellSlot:
+        assert self._nursery is not None
+        check_cell_name(name)
+        socket_path = self.paths.socket_path(name)
+        # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
+        # another uid (the socket is bound into their sandbox), by nobody else.
+        listener = bind_unix_listener(socket_path, mode=0o666)
+        listener.setblocking(False)
+        udir = self.paths.socket_dir / ".umbilical" / name
+        ensure_private_dir(udir.parent)
+        udir.mkdir(mode=0o700, exist_ok=True)
+        slot = CellSlot(
+            name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
+            umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+        )
+        self.slots[name] = slot
+        try:
+            await self._nursery.start(self._serve_umbilical, slot)
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
+        self._nursery.start_soon(self._watch_listener, slot)
+        return slot
+
+    async def _drop_slot(self, slot: CellSlot) -> None:
+        self.slots.pop(slot.name, None)
+        if slot.created:
+            with contextlib.suppress(CellmeshError, OSError):
+                await self.backend.destroy_async(slot.name, grace=1.0)
+            slot.created = False
+        with contextlib.suppress(OSError):
+            os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
+        slot.listener.close()
+        if slot.log is not None:
+            slot.log.close()
+        slot.touch()
+
+    async def _prepare(self, slot: CellSlot) -> None:
+        """Build the DNA entry and create the sandboxed cell (once per slot)."""
+        if slot.created:
+            return
+        decl = slot.decl
+        entry = await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+        slot.dna_digest = entry.digest
+        bwrap = self.backend.name == "bwrap"
+        env = dict(decl.env)
+        env["CELL_ENTRY"] = decl.entry or entry.name
+        env["CELL_UMBILICAL"] = UMBILICAL_INSIDE if bwrap else str(slot.umbilical_path)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONUNBUFFERED"] = "1"
+        granted = [slot.umbilical_path]
+        for callee in decl.calls:
+            target = self.slots.get(callee)
+            if target is not None:
+                granted.append(target.socket_path)
+        data_dir = self.paths.data_dir / slot.name if decl.data else None
+        network = decl.network
+        spec = CellSpec(
+            name=slot.name,
+            argv=(sys.executable, "-m", RUNTIME_MODULE),
+            env=WorkloadEnv(items=env),
+            limits=decl.limits,
+            secrets=decl.secrets,  # type: ignore[arg-type]  # attrs converter=tuple
+            dna_dir=entry.root,
+            data_dir=data_dir,
+            own_socket=slot.socket_path,
+            granted_sockets=granted,
+            allow_net=network == "host",
+        )
+        self.backend.create(spec)
+        slot.created = True
+
+    def _spawn(self, slot: CellSlot) -> int:
+        """Start the slot's process with the listener as fd 3 and its output piped to us."""
+        assert self._nursery is not None
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            spawned = self.backend.spawn(
+                slot.name, pass_fds=[slot.listener.fileno()], stdout=write_end, stderr=write_end
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._nursery.start_soon(self._pump, slot, read_end)
+        return spawned.pid
+
+    async def _pump(self, slot: CellSlot, fd: int) -> None:
+        if slot.log is None:
+            root = self.manifest.root
+            slot.log = RotatingLog(
+                self.paths.log_dir, slot.name, max_bytes=root.log_max_bytes, keep=root.log_keep
+            )
+        try:
+            await pump_output(fd, slot.log)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ ChildFactory
+
+    async def start(self, spec: ChildSpec, nursery: trio.Nursery) -> ChildHandle:
+        """Start the child ``spec`` describes (the supervisors' factory)."""
+        kind = spec.args[0]
+        if kind in {"supervisor", "dynamic"}:
+            name = str(spec.args[1]) if kind == "supervisor" else DYNAMIC
+            sup_spec = (
+                self._supervisor_spec(self.manifest.supervisors[name])
+                if kind == "supervisor" else self._dynamic_spec()
+            )
+            handle = await SupervisorChildHandle.start(
+                sup_spec, self, nursery, on_event=lambda event: self._on_event(name, event)
+            )
+            self.supervisors[name] = handle.supervisor
+            return handle
+        if kind == "template":
+            _, sup_name, template, child_name = spec.args[:4]
+            slot = self.slots.get(str(child_name))
+            if slot is None:
+                slot = await self._add_slot(
+                    self.manifest.templates[str(template)], name=str(child_name),
+                    supervisor=str(sup_name),
+                )
+        else:
+            slot = self.slots[str(spec.args[1])]
+        return await self._start_instance(slot, nursery)
+
+    async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
+        await self._prepare(slot)
+        instance = CellInstance(slot, self.backend, self._spawn, self._instance_exited)
+        slot.instance = instance
+        slot.stats = None
+        if slot.on_demand and not slot.activated:
+            nursery.start_soon(instance.run)
+            slot.touch()
+            return instance
+        if slot.activated:
+            slot.restarts += 1
+        instance.start_process()
+        nursery.start_soon(instance.run)
+        await instance.wait_started()
+        return instance
+
+    def _supervisor_spec(self, decl: SupervisorDecl, *, top: bool = False) -> SupervisorSpec:
+        children: list[ChildSpec] = []
+        if decl.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            assert decl.template is not None
+            tmpl = self.manifest.templates[decl.template]
+            children.append(ChildSpec(
+                id=decl.template, restart=tmpl.restart, shutdown=tmpl.shutdown,
+                args=("template", decl.name, decl.template),
+            ))
+        for child in decl.children:
+            if child in self.manifest.cells:
+                cell = self.manifest.cells[child]
+                children.append(ChildSpec(
+                    id=child, restart=cell.restart, shutdown=cell.shutdown, args=("cell", child)
+                ))
+            else:
+                sup = self.manifest.supervisors[child]
+                children.append(ChildSpec(
+                    id=child, restart=sup.restart, shutdown=sup.shutdown,
+                    kind=ChildKind.SUPERVISOR, args=("supervisor", child),
+                ))
+        if top and self._needs_dynamic():
+            children.append(ChildSpec(id=DYNAMIC, kind=ChildKind.SUPERVISOR, args=("dynamic",)))
+        return SupervisorSpec(
+            strategy=decl.strategy, intensity=decl.intensity, period=decl.period,
+            children=tuple(children), backoff=decl.backoff,
+        )
+
+    def _needs_dynamic(self) -> bool:
+        return self.manifest.root.allow_spawn or any(
+            c.max_children > 0 for c in self.manifest.cells.values()
+        )
+
+    @staticmethod
+    def _dynamic_spec() -> SupervisorSpec:
+        # Dynamic children are independent of each other; each one's own
+        # restart type applies. A generous window: one crashing template must
+        # not take the mesh's other dynamic children with it.
+        return SupervisorSpec(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
+
+    def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
+        if event.kind in ("start_failed", "escalated", "delaying"):
+            self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
+                     f"{event.detail}".rstrip())
+        if event.kind == "start_failed":
+            self._record(event.child_id, f"failed to start: {event.detail}")
+
+    def _record(self, cell: str, reason: str) -> None:
+        self.restart_log.append(RestartRecord(at=time.time(), cell=cell, reason=reason))
+
+    # ------------------------------------------------------------ exits, monitors, links
+
+    def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
+        slot = instance.slot
+        text = reason_text(reason)
+        if isinstance(reason, AbnormalExit):
+            self._record(slot.name, text)
+            self.log(f"root: cell {slot.name} exited abnormally: {text}")
+        for ref, (watcher, target) in list(self._monitors.items()):
+            if target == slot.name:
+                del self._monitors[ref]
+                self._notify(watcher, CellDown(name=slot.name, reason=text, ref=ref))
+        peers = self._links.pop(slot.name, set())
+        for peer in peers:
+            self._links.get(peer, set()).discard(slot.name)
+            if not isinstance(reason, AbnormalExit):
+                continue
+            linked = self.slots.get(peer)
+            if linked is None:
+                continue
+            if linked.trap_exits:
+                self._notify(peer, CellDown(name=slot.name, reason=text, ref=0))
+            elif linked.instance is not None and linked.instance.state != "exited":
+                self._record(peer, f"linked cell {slot.name} failed: {text}")
+                with contextlib.suppress(CellmeshError):
+                    self.backend.kill(peer, as_crash=True)
+        if (
+            slot.supervisor == DYNAMIC and slot.decl.restart is Restart.TEMPORARY
+            and self._nursery is not None and not self._stopping
+        ):
+            self._nursery.start_soon(self._forget, slot)  # never restarted: free the name
+        if slot.children and self._nursery is not None and not self._stopping:
+            for child in list(slot.children):
+                self._nursery.start_soon(self._stop_dynamic, slot, child)
+
+    def _notify(self, watcher: str, down: CellDown) -> None:
+        slot = self.slots.get(watcher)
+        if slot is None or self._nursery is None:
+            return
+
+        async def deliver() -> None:
+            with trio.move_on_after(slot.decl.start_timeout + 5.0):
+                try:
+                    async with Synapse.grow(
+                        watcher, socket_path=slot.socket_path, client_name="root"
+                    ) as syn:
+                        await syn.fire(down)
+                except CellmeshError as exc:
+                    self.log(f"root: CellDown for {watcher} not delivered: {exc}")
+
+        self._nursery.start_soon(deliver)
+
+    def _is_alive(self, name: str) -> bool:
+        slot = self.slots.get(name)
+        return slot is not None and slot.instance is not None and slot.instance.state != "exited"
+
+    # ------------------------------------------------------------ activation
+
+    async def _watch_listener(self, slot: CellSlot) -> None:
+        """Spawn the cell at the first pending connection while it has no process."""
+        while slot.name in self.slots:
+            changed = slot.changed
+            instance = slot.instance
+            if instance is not None and instance.state in ("starting", "running"):
+                await changed.wait()
+                continue
+            try:
+                await trio.lowlevel.wait_readable(slot.listener)
+            except (trio.ClosedResourceError, OSError):
+                return
+            if self._stopping or slot.name not in self.slots:
+                return
+            instance = slot.instance
+            if instance is not None and instance.state == "dormant":
+                instance.activate()
+                await changed.wait()
+            elif instance is None or instance.state == "exited":
+                await self._reactivate(slot)
+            else:
+                await changed.wait()
+
+    async def _reactivate(self, slot: CellSlot) -> None:
+        sup = self.supervisors.get(slot.supervisor)
+        if sup is None:
+            await slot.changed.wait()
+            return
+        known = {info.child_id: info for info in sup.which_children()}
+        try:
+            if slot.name in known:
+                await sup.restart_child(slot.name)
+            elif slot.name in self.manifest.cells:
+                decl = slot.decl
+                await sup.start_child(ChildSpec(
+                    id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
+                    args=("cell", slot.name),
+                ))
+            else:
+                await slot.changed.wait()
+        except (ChildRunning, ChildAlreadyPresent):
+            await trio.lowlevel.checkpoint()  # its supervisor restarted it meanwhile
+        except CellmeshError as exc:
+            if self._stopping:
+                return
+            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
+            self._record(slot.name, f"on-demand start failed: {exc}")
+            # Refuse what waits in the backlog rather than spinning on it.
+            await self._refuse_pending(slot)
+
+    async def _refuse_pending(self, slot: CellSlot) -> None:
+        while True:
+            try:
+                conn, _ = slot.listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            conn.close()
+            await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------ control socket
+
+    async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
+        async with open_membrane(
+            "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
+            accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
+        ):
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _control(self, msg: Any) -> Any:
+        if isinstance(msg, StatusRequest):
+            return self.status()
+        if isinstance(msg, KillCell):
+            return self._kill(msg.name)
+        if isinstance(msg, StopMesh):
+            self.request_stop(msg.timeout)
+            return Ack(text="stopping")
+        if isinstance(msg, SpawnCell):
+            return await self._spawn_request(msg)
+        raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    def _kill(self, name: str) -> Ack:
+        slot = self._slot(name)
+        pid = self.backend.process_id(name) if slot.created else None
+        if pid is None:
+            raise RootRequestError(name, "is not running")
+        self.backend.kill(name, as_crash=True)
+        return Ack(text=f"killed {name} (pid {pid})")
+
+    def _slot(self, name: str) -> CellSlot:
+        slot = self.slots.get(name)
+        if slot is None:
+            raise RootRequestError(name, "no such cell")
+        return slot
+
+    async def _spawn_request(self, msg: SpawnCell) -> Ack:
+        if not self.manifest.root.allow_spawn:
+            raise RootRequestError(
+                msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
+            )
+        check_cell_name(msg.name)
+        if msg.name in self.slots or msg.name == "mitosis":
+            raise RootRequestError(msg.name, "a cell of that name exists")
+        dna = Path(msg.dna)
+        if not dna.is_absolute():
+            raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
+        decl = attrs.evolve(
+            _spawn_template(self.manifest), name=msg.name, dna=dna,
+            entry=msg.entry or None,
+        )
+        return await self._start_dynamic(decl, parent=None)
+
+    async def _start_dynamic(self, decl: CellDecl, *, parent: CellSlot | None) -> Ack:
+        sup = self.supervisors.get(DYNAMIC)
+        if sup is None:
+            raise RootRequestError(decl.name, "this root has no dynamic supervisor")
+        slot = await self._add_slot(decl, name=decl.name, supervisor=DYNAMIC,
+                                    parent=None if parent is None else parent.name)
+        try:
+            await sup.start_child(ChildSpec(
+                id=decl.name, restart=decl.restart if parent is not None else Restart.TEMPORARY,
+                shutdown=decl.shutdown, args=("cell", decl.name),
+            ))
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
+        if parent is not None:
+            parent.children.add(decl.name)
+        return Ack(text=decl.name)
+
+    async def _forget(self, slot: CellSlot) -> None:
+        if slot.parent is not None and slot.parent in self.slots:
+            self.slots[slot.parent].children.discard(slot.name)
+        if self.slots.get(slot.name) is slot:
+            await self._drop_slot(slot)
+
+    async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
+        parent.children.discard(name)
+        sup = self.supervisors.get(DYNAMIC)
+        slot = self.slots.get(name)
+        if sup is not None:
+            with contextlib.suppress(CellmeshError):
+                await sup.terminate_child(name)
+            with contextlib.suppress(CellmeshError):
+                await sup.delete_child(name)
+        if slot is not None:
+            await self._drop_slot(slot)
+
+    # ------------------------------------------------------------ umbilicals
+
+    async def _serve_umbilical(self, slot: CellSlot, *, task_status: trio.TaskStatus[None]) -> None:
+        async def handle(msg: Any) -> Any:
+            return await self._from_cell(slot, msg)
+
+        try:
+            async with open_membrane(
+                "mitosis", handle, socket_path=slot.umbilical_path, socket_mode=0o666,
+                log=self.log, drain_grace=0.5,
+            ):
+                os.chmod(slot.umbilical_path.parent, 0o711)
+                task_status.started()
+                while slot.name in self.slots:
+                    await slot.changed.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                slot.umbilical_path.parent.rmdir()
+
+    async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
+        if isinstance(msg, CellStats):
+            slot.stats = msg
+            return None
+        if isinstance(msg, CellReady):
+            if slot.instance is not None:
+                slot.instance.mark_ready()
+            return Ack(text="ok")
+        if isinstance(msg, Monitor):
+            ref = self._next_ref
+            self._next_ref += 1
+            if self._is_alive(msg.target):
+                self._monitors[ref] = (slot.name, msg.target)
+            else:
+                self._notify(slot.name, CellDown(name=msg.target, reason="noproc", ref=ref))
+            return MonitorRef(ref=ref)
+        if isinstance(msg, Demonitor):
+            self._monitors.pop(msg.ref, None)
+            return Ack(text="ok")
+        if isinstance(msg, Link):
+            slot.trap_exits = msg.trap_exits
+            if not self._is_alive(msg.target):
+                raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
+            self._links.setdefault(slot.name, set()).add(msg.target)
+            self._links.setdefault(msg.target, set()).add(slot.name)
+            return Ack(text="ok")
+        if isinstance(msg, Unlink):
+            self._links.get(slot.name, set()).discard(msg.target)
+            self._links.get(msg.target, set()).discard(slot.name)
+            return Ack(text="ok")
+        if isinstance(msg, StartChild):
+            return await self._start_child_for(slot, msg)
+        if isinstance(msg, StopChild):
+            if msg.name not in slot.children:
+                raise RootRequestError(msg.name, f"is not a child of {slot.name}")
+            await self._stop_dynamic(slot, msg.name)
+            return Ack(text="ok")
+        raise RootRequestError(type(msg).__name__, "is not a cell request")
+
+    async def _start_child_for(self, slot: CellSlot, msg: StartChild) -> Ack:
+        decl = slot.decl
+        if msg.template not in decl.templates:
+            raise RootRequestError(
+                slot.name, f"may not start template {msg.template!r} (allowed: "
+                f"{', '.join(decl.templates) or 'none'})",
+            )
+        if len(slot.children) >= decl.max_children:
+            raise RootRequestError(
+                slot.name, f"child quota reached ({decl.max_children} children)"
+            )
+        name = check_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
+        if name in self.slots:
+            raise RootRequestError(name, "a cell of that name exists")
+        tmpl = self.manifest.templates[msg.template]
+        return await self._start_dynamic(attrs.evolve(tmpl, name=name), parent=slot)
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> StatusReply:
+        """Every cell's state and counters, the restart log (newest last)."""
+        samples = _proc.scan()
+        now = time.time()
+        mono = time.monotonic()
+        cells = []
+        for slot in self.slots.values():
+            cells.append(self._cell_status(slot, samples, now, mono))
+        return StatusReply(
+            root_pid=os.getpid(), uptime=now - self.started_at,
+            manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
+        )
+
+    def _cell_status(
+        self, slot: CellSlot, samples: Mapping[int, _proc.ProcSample], now: float, mono: float
+    ) -> CellStatus:
+        instance = slot.instance
+        state = "stopped" if instance is None or instance.state == "exited" else instance.state
+        pid = self.backend.process_id(slot.name) if slot.created else None
+        rss: int | None = None
+        cpu_pct: float | None = None
+        if pid is not None:
+            rss, cpu = _proc.totals(_proc.tree(pid, samples), samples)
+            if slot.cpu_sample is not None and mono > slot.cpu_sample[0]:
+                cpu_pct = max(0.0, 100.0 * (cpu - slot.cpu_sample[1]) / (mono - slot.cpu_sample[0]))
+            slot.cpu_sample = (mono, cpu)
+        else:
+            slot.cpu_sample = None
+        stats = slot.stats
+        started = instance.started_at if instance is not None and pid is not None else None
+        return CellStatus(
+            name=slot.name, supervisor=slot.supervisor, state=state, pid=pid,
+            restarts=slot.restarts, uptime=None if started is None else now - started,
+            msgs_in=0 if stats is None else stats.msgs_in,
+            msgs_out=0 if stats is None else stats.msgs_out,
+            rss=rss, cpu_percent=cpu_pct,
+            rtt_p50_us=None if stats is None else stats.rtt_p50_us,
+            rtt_p99_us=None if stats is None else stats.rtt_p99_us,
+            backend=self.backend.name, dna=slot.dna_digest[:12],
+        )
+
+
+def _spawn_template(manifest: Manifest) -> CellDecl:
+    """The declaration of a cell spawned through the control API: defaults, no grants."""
+    return CellDecl(
+        name="spawned", dna=manifest.path.parent, entry=None, restart=Restart.TEMPORARY,
+        shutdown=None, activation="eager", calls=(), env=(), limits=Limits(), secrets=(),
+        data=False, network="none", max_children=0, templates=(), start_timeout=10.0,
+        is_template=False,
+    )
+
+
+# --------------------------------------------------------------------------
+# Entry point.
+
+
+@contextlib.contextmanager
+def _held(lock: RootLock) -> Iterator[RootLock]:
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+async def serve_root(
+    manifest: Manifest,
+    *,
+    paths: Paths,
+    env: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+    task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a root for ``manifest`` until it is stopped (see the module doc).
+
+    Raises :class:`RootAlreadyRunning` when another root owns
+    ``paths.socket_dir``, and :class:`SupervisorEscalation` when the top
+    supervisor gives up.
+    """
+    env = dict(os.environ if env is None else env)
+    if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
+        env["CELL_SANDBOX"] = manifest.root.sandbox
+    manifest.check_paths()
+    with _held(RootLock.acquire(paths)):
+        backend = select_backend(env, paths=paths)
+        dna = DnaCache.from_paths(paths)
+        await trio.to_thread.run_sync(dna.sweep_stale)
+        root = Root(
+            manifest=manifest, paths=paths, backend=backend, dna=dna,
+            log=log if log is not None else _stderr_log,
+        )
+        await root.run(task_status=task_status)
+
+
+def _stderr_log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+__all__ = [
+    "DYNAMIC",
+    "Root",
+    "serve_root",
+]

@@ -1,0 +1,225 @@
+"""``cellmesh up``, ``down`` and ``kill``: start, stop and poke the root daemon.
+
+``up`` starts the root in the background by default: it re-runs itself as
+``cellmesh up --foreground`` in a new session (output to
+``$CELL_HOME/logs/root.log``) and waits on a pipe until the child reports
+"up" or why it failed, so the command's exit status is the start's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import cyclopts
+import trio
+
+from .._util import open_service_nursery
+from ..actors._rootlock import read_root_pid, root_is_running
+from ..actors.control import Ack, KillCell, StopMesh
+from ..actors.errors import RootAlreadyRunning, RootNotRunning
+from ..config import Paths, check_cell_name, check_seconds
+from ..errors import CellUnavailable, ConfigError
+from ..manifest import load_manifest
+from ..synapse import Synapse
+
+#: How long `up` waits for the background root to report.
+UP_PATIENCE = 120.0
+
+
+async def control_call(paths: Paths, msg: Any) -> Any:
+    """Send one control request to the root; :class:`RootNotRunning` when none answers."""
+    try:
+        async with Synapse.grow(
+            "mitosis", socket_path=paths.umbilical, client_name="cli", connect_timeout=10.0
+        ) as syn:
+            return await syn.fire(msg)
+    except CellUnavailable:
+        raise RootNotRunning(str(paths.umbilical)) from None
+
+
+def _check_not_running(paths: Paths) -> None:
+    if root_is_running(paths):
+        raise RootAlreadyRunning(read_root_pid(paths), str(paths.socket_dir))
+
+
+def up(
+    *,
+    file: Annotated[Path, cyclopts.Parameter(name=["--file", "-f"])] = Path("cellmesh.toml"),
+    foreground: bool = False,
+    ready_fd: Annotated[int | None, cyclopts.Parameter(show=False)] = None,
+) -> int:
+    """Start the root daemon for a manifest.
+
+    Parameters
+    ----------
+    file
+        The manifest (default ./cellmesh.toml); see docs/manifest.md.
+    foreground
+        Run in this process until SIGTERM/SIGINT instead of in the background.
+    """
+    manifest = load_manifest(file)
+    manifest.check_paths()
+    paths = Paths.from_env()
+    _check_not_running(paths)
+    if foreground:
+        return trio.run(_foreground, manifest, paths, ready_fd)
+    return _background(file.resolve(), paths)
+
+
+def _background(file: Path, paths: Paths) -> int:
+    paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = paths.log_dir / "root.log"
+    read_end, write_end = os.pipe()
+    with open(log_path, "ab") as log:
+        os.set_inheritable(write_end, True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "cellmesh", "up", "--foreground", "--file", str(file),
+             "--ready-fd", str(write_end)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[write_end],
+            start_new_session=True,
+        )
+    os.close(write_end)
+    report = b""
+    deadline = time.monotonic() + UP_PATIENCE
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                report += b"no report from the root in time"
+                break
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        os.close(read_end)
+    text = report.decode("utf-8", "replace").strip()
+    if text.startswith("up"):
+        print(f"cellmesh: root {text[3:]} (log: {log_path})")
+        return 0
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    print(f"cellmesh: error: the root did not start: {text or 'it exited silently'}",
+          file=sys.stderr)
+    print(f"cellmesh: see {log_path}", file=sys.stderr)
+    return 1
+
+
+async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
+    from ..actors.root import Root, serve_root
+
+    def report(text: str) -> None:
+        nonlocal ready_fd
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, text.encode())
+                os.close(ready_fd)
+            except OSError:
+                pass
+            ready_fd = None
+
+    code = 0
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        try:
+            async with open_service_nursery() as nursery:
+
+                async def run_root(task_status: trio.TaskStatus[Root]) -> None:
+                    try:
+                        await serve_root(manifest, paths=paths, task_status=task_status)
+                    finally:
+                        nursery.cancel_scope.cancel()
+
+                root: Root = await nursery.start(run_root)
+                text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
+                        f"sandbox {root.backend.name}, control {paths.umbilical}")
+                print(f"cellmesh: root {text[3:]}", file=sys.stderr, flush=True)
+                report(text)
+
+                async def on_signals() -> None:
+                    asked = 0
+                    async for signum in signals:
+                        asked += 1
+                        print(f"cellmesh: root: {signal.Signals(signum).name}: stopping"
+                              + (" (forced)" if asked > 1 else ""), file=sys.stderr, flush=True)
+                        root.request_stop(10.0 if asked == 1 else 0.0)
+
+                nursery.start_soon(on_signals)
+        except Exception as exc:
+            report(f"failed: {exc}")
+            print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
+            code = 1
+    print("cellmesh: root: stopped", file=sys.stderr, flush=True)
+    return code
+
+
+def down(*, timeout: float = 10.0) -> int:
+    """Stop the mesh: every cell in reverse start order, then the root.
+
+    Parameters
+    ----------
+    timeout
+        Seconds to wait for graceful stops before killing what is left.
+    """
+    timeout = check_seconds("--timeout", timeout)
+    paths = Paths.from_env()
+    pid = read_root_pid(paths)
+    if not root_is_running(paths):
+        print("cellmesh: no root is running")
+        return 0
+    trio.run(control_call, paths, StopMesh(timeout=timeout))
+    forced = False
+    if pid is not None and not _wait_exit(pid, timeout + 10.0):
+        forced = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # its cells die with it (parent-death signal)
+        _wait_exit(pid, 10.0)
+    print(f"cellmesh: root {'killed' if forced else 'stopped'}"
+          + (f" (pid {pid})" if pid is not None else ""))
+    return 0
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait (on a pidfd) until ``pid`` has exited; False after ``timeout``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def kill(name: str, /) -> int:
+    """SIGKILL a cell's process (to exercise restarts); its supervisor reacts.
+
+    Parameters
+    ----------
+    name
+        The cell to kill.
+    """
+    check_cell_name(name)
+    reply = trio.run(control_call, Paths.from_env(), KillCell(name=name))
+    if not isinstance(reply, Ack):
+        raise ConfigError("kill", f"unexpected reply {reply!r}")
+    print(f"cellmesh: {reply.text}")
+    return 0
+
+
+def register(app: cyclopts.App) -> None:
+    """Add ``up``, ``down`` and ``kill`` to ``app``."""
+    app.command(up)
+    app.command(down)
+    app.command(kill)
+
+
+__all__ = ["control_call", "register"]

@@ -1,0 +1,127 @@
+"""Cells the root tests run (this file is their DNA: copied into the cache and sandboxed).
+
+The tests import it too, for the proteins.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+import cellmesh
+
+#: Differs between any two processes of a cell, whatever the pid namespace.
+TOKEN: Final = os.urandom(8).hex()
+
+
+@cellmesh.protein("t.root.Echo")
+class Echo:
+    n: int
+
+
+@cellmesh.protein("t.root.WhoAmI")
+class WhoAmI:
+    pass
+
+
+@cellmesh.protein("t.root.Identity")
+class Identity:
+    """``pid`` is 2 in every bwrap sandbox (its own pid namespace); ``token`` is per process."""
+
+    name: str
+    pid: int
+    token: str = ""
+
+
+@cellmesh.protein("t.root.Slow")
+class Slow:
+    n: int
+
+
+@cellmesh.protein("t.root.Quit")
+class Quit:
+    pass
+
+
+@cellmesh.protein("t.root.Downs")
+class Downs:
+    pass
+
+
+@cellmesh.protein("t.root.DownList")
+class DownList:
+    downs: list[str]
+
+
+@cellmesh.protein("t.root.Watch")
+class Watch:
+    target: str
+
+
+@cellmesh.protein("t.root.Spawn")
+class Spawn:
+    suffix: str
+
+
+@cellmesh.protein("t.root.Forward")
+class Forward:
+    target: str
+    n: int
+
+
+class Echoer(cellmesh.Cell):
+    """Echoes; tells who it is; answers Slow only after a while (to be killed mid-call)."""
+
+    @cellmesh.receptor
+    async def echo(self, msg: Echo) -> Echo:
+        return Echo(msg.n)
+
+    @cellmesh.receptor
+    async def who(self, msg: WhoAmI) -> Identity:
+        return Identity(name=self.name, pid=os.getpid(), token=TOKEN)
+
+    @cellmesh.receptor
+    async def slow(self, msg: Slow) -> Echo:
+        import trio
+
+        await trio.sleep(60)
+        return Echo(msg.n)
+
+    @cellmesh.receptor
+    async def quit(self, msg: Quit) -> None:
+        await self.stop()
+
+    @cellmesh.receptor
+    async def forward(self, msg: Forward) -> Echo:
+        reply: Echo = await self.call(msg.target, Echo(msg.n))
+        return reply
+
+
+class Crasher(cellmesh.Cell):
+    """Fails in on_start, every time: a crash loop."""
+
+    async def on_start(self) -> None:
+        raise RuntimeError("this cell never starts")
+
+
+class Watcher(cellmesh.Cell):
+    """Monitors cells on request and lists the CellDown reasons it received."""
+
+    async def on_start(self) -> None:
+        self.downs: list[str] = []
+
+    async def on_cell_down(self, down: cellmesh.CellDown) -> None:
+        self.downs.append(f"{down.name}:{down.reason}")
+
+    @cellmesh.receptor
+    async def watch(self, msg: Watch) -> Echo:
+        return Echo(await self.monitor(msg.target))
+
+    @cellmesh.receptor
+    async def list_downs(self, msg: Downs) -> DownList:
+        return DownList(downs=list(self.downs))
+
+    @cellmesh.receptor
+    async def spawn(self, msg: Spawn) -> Identity:
+        name = await self.start_child("worker", msg.suffix)
+        return Identity(name=name, pid=0)

@@ -1,0 +1,349 @@
+"""The root daemon with real cell processes: activation, restarts, escalation, monitors.
+
+Each test runs a root in-process (``serve_root``) on a private ``CELL_HOME``
+under /tmp (short: socket paths are limited to 107 bytes), with cells from
+``rootcells.py``. Synchronisation is by the system's own guarantees -- a
+call to a cell that is being restarted waits in the listener's backlog
+until the new process accepts it -- never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import rootcells
+import trio
+from rootcells import Downs, Echo, Forward, Quit, Slow, Spawn, Watch, WhoAmI
+
+from cellmesh import CellUnavailable, RemoteCellError, Synapse
+from cellmesh.actors._rootlock import peer_uid_filter
+from cellmesh.actors.control import KillCell, StatusReply, StatusRequest, StopMesh
+from cellmesh.actors.errors import RootAlreadyRunning, SupervisorEscalation
+from cellmesh.actors.root import Root, serve_root
+from cellmesh.config import Paths
+from cellmesh.manifest import load_manifest
+from cellmesh.sandbox import read_events
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+
+
+@asynccontextmanager
+async def running_root(
+    toml: str, *, sandbox: str = "host", logs: list[str] | None = None, keep: bool = False
+) -> AsyncIterator[tuple[Root, Paths]]:
+    """A root serving ``toml`` (its DNA is rootcells.py) until the block ends."""
+    home = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    try:
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        (home / "cellmesh.toml").write_text(toml)
+        env = {"CELL_HOME": str(home), "CELL_SANDBOX": sandbox, "PATH": os.environ["PATH"]}
+        paths = Paths.from_env(env)
+        manifest = load_manifest(home / "cellmesh.toml")
+        sink = logs if logs is not None else []
+        async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[Root]) -> None:
+                try:
+                    await serve_root(manifest, paths=paths, env=env, log=sink.append,
+                                     task_status=task_status)
+                finally:
+                    nursery.cancel_scope.cancel()  # the root ended: so does the block
+
+            root: Root = await nursery.start(run)
+            try:
+                yield root, paths
+            finally:
+                root.request_stop(5.0)
+    finally:
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def cell(name: str, cls: str, **keys: str) -> str:
+    extra = "".join(f"{k} = {v}\n" for k, v in keys.items())
+    return f'[cells.{name}]\ndna = "rootcells.py"\nentry = "rootcells:{cls}"\n{extra}\n'
+
+
+async def until(root: Root, name: str, predicate: Callable[[], bool]) -> None:
+    """Wait (on the slot's change events) until ``predicate()`` holds."""
+    with trio.fail_after(60):
+        while not predicate():
+            await root.slots[name].changed.wait()
+
+
+def leaves(group: BaseExceptionGroup, kind: type[BaseException]) -> list[BaseException]:
+    """The exceptions of type ``kind`` anywhere in a (nested) exception group."""
+    matched = group.subgroup(kind)
+    out: list[BaseException] = []
+    todo: list[BaseException] = [matched] if matched is not None else []
+    while todo:
+        exc = todo.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            todo.extend(exc.exceptions)
+        else:
+            out.append(exc)
+    return out
+
+
+def state(root: Root, name: str) -> str:
+    return next(c.state for c in root.status().cells if c.name == name)
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_eager_cell_serves_and_status_reports_it() -> None:
+    async with running_root(cell("echo", "Echoer")) as (root, paths):
+        assert state(root, "echo") == "running"
+        async with Synapse.grow("echo", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Echo(7)) == Echo(7)
+            me = await syn.fire(WhoAmI())
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            reply = await ctl.fire(StatusRequest())
+        assert isinstance(reply, StatusReply)
+        (row,) = reply.cells
+        assert (row.name, row.state, row.supervisor, row.restarts) == ("echo", "running", "root", 0)
+        assert row.pid is not None and row.rss is not None and row.rss > 0
+        assert row.backend == "host"
+        assert me.name == "echo"
+        assert len(row.dna) == 12
+
+
+async def test_on_demand_cell_spawns_once_for_concurrent_first_grows() -> None:
+    toml = cell("lazy", "Echoer", activation='"on_demand"')
+    async with running_root(toml) as (root, paths):
+        assert state(root, "lazy") == "dormant"
+        pids: list[int] = []
+
+        async def caller() -> None:
+            async with Synapse.grow("lazy", socket_dir=paths.socket_dir) as syn:
+                pids.append((await syn.fire(WhoAmI())).token)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(caller)
+        assert len(pids) == 16 and len(set(pids)) == 1
+        assert state(root, "lazy") == "running"
+        events = read_events(paths.log_dir / "lazy.events.jsonl")
+        started = [e for e in events if e["event"] == "started"]
+        assert len(started) == 1
+        assert root.slots["lazy"].restarts == 0
+
+
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_kill_during_calls_fails_them_and_the_cell_comes_back(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    toml = "[supervisor]\nintensity = 3\n\n" + cell("echo", "Echoer")
+    async with running_root(toml, sandbox=sandbox) as (root, paths):
+        async with Synapse.grow("echo", socket_dir=paths.socket_dir) as syn:
+            before = await syn.fire(WhoAmI())
+            failures: list[BaseException] = []
+
+            async def slow_call() -> None:
+                try:
+                    await syn.fire(Slow(1))
+                except CellUnavailable as exc:
+                    failures.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(slow_call)
+                await until(root, "echo", lambda: root.slots["echo"].stats is not None
+                            or state(root, "echo") == "running")
+                await trio.testing.wait_all_tasks_blocked()
+                async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+                    await ctl.fire(KillCell(name="echo"))
+            assert len(failures) == 3
+            after = await syn.fire(WhoAmI())  # waits in the backlog for the restarted cell
+            assert after.token != before.token
+            assert await syn.fire(Echo(5)) == Echo(5)
+        assert root.slots["echo"].restarts == 1
+        assert [r.cell for r in root.restart_log] == ["echo"]
+        assert "killed" in root.restart_log[0].reason
+
+
+async def test_crash_loop_escalates_and_stops_everything() -> None:
+    toml = "[supervisor]\nintensity = 1\nperiod = 30\n\n" + cell("a", "Echoer")
+    toml += cell("b", "Echoer")
+    logs: list[str] = []
+    pids: list[int] = []
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with running_root(toml, logs=logs) as (root, _paths):
+            pids = [c.pid for c in root.status().cells if c.pid is not None]
+            assert len(pids) == 2
+            for _ in range(2):
+                old = root.slots["b"].instance
+
+                def replaced(old: object = old) -> bool:
+                    return root.escalation is not None or root.slots["b"].instance is not old
+
+                root.backend.kill("b", as_crash=True)
+                await until(root, "b", replaced)
+            with trio.fail_after(60):
+                await trio.sleep_forever()  # the root's nursery is cancelled by the escalation
+    assert info.group_contains(SupervisorEscalation)
+    assert any("gave up" in line for line in logs)
+    assert pids_alive(pids) == []
+
+
+async def test_a_cell_failing_to_start_is_reported_by_name() -> None:
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with running_root(cell("doomed", "Crasher", start_timeout="20")):
+            pass
+    (exc,) = leaves(info.value, SupervisorEscalation)
+    assert exc.child_id == "doomed"
+    assert "exited before it was ready" in str(exc)
+
+
+async def test_nested_supervisor_escalation_restarts_the_subtree() -> None:
+    toml = (
+        "[supervisor]\nintensity = 5\nchildren = [\"team\"]\n\n"
+        "[supervisors.team]\nintensity = 0\nchildren = [\"x\", \"y\"]\n\n"
+        + cell("x", "Echoer") + cell("y", "Echoer")
+    )
+    async with running_root(toml) as (root, paths):
+        x_before = root.slots["x"].instance
+        root.backend.kill("y", as_crash=True)
+        # team gives up (intensity 0): x and y stop; root restarts team, so both are new.
+        await until(root, "x", lambda: root.slots["x"].instance is not x_before
+                    and state(root, "x") == "running")
+        await until(root, "y", lambda: state(root, "y") == "running")
+        async with Synapse.grow("x", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Echo(1)) == Echo(1)
+        assert root.escalation is None
+
+
+async def test_transient_cell_that_quits_is_restarted_by_the_next_connection() -> None:
+    toml = cell("job", "Echoer", restart='"transient"')
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("job", socket_dir=paths.socket_dir) as syn:
+            first = (await syn.fire(WhoAmI())).token
+            await syn.fire(Quit())
+        await until(root, "job", lambda: state(root, "job") == "stopped")
+        assert root.slots["job"].restarts == 0  # a normal exit of a transient child is final
+        async with Synapse.grow("job", socket_dir=paths.socket_dir) as syn:
+            assert (await syn.fire(WhoAmI())).token != first
+        assert state(root, "job") == "running"
+
+
+async def test_monitor_delivers_cell_down_with_the_reason() -> None:
+    toml = cell("echo", "Echoer") + cell("watcher", "Watcher")
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            await syn.fire(Watch(target="echo"))
+            await syn.fire(Watch(target="ghost"))
+            root.backend.kill("echo", as_crash=True)
+            with trio.fail_after(60):
+                while True:
+                    downs = (await syn.fire(Downs())).downs
+                    if len(downs) == 2:
+                        break
+                    await root.slots["echo"].changed.wait()
+        assert sorted(downs)[0] == "echo:killed by SIGKILL (killed on request)"
+        assert sorted(downs)[1] == "ghost:noproc"
+
+
+async def test_dynamic_children_respect_the_quota() -> None:
+    toml = (
+        cell("watcher", "Watcher", max_children="1", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            child = await syn.fire(Spawn(suffix="a"))
+            assert child.name == "watcher.a"
+            async with Synapse.grow("watcher.a", socket_dir=paths.socket_dir) as kid:
+                assert await kid.fire(Echo(3)) == Echo(3)
+            with pytest.raises(RemoteCellError, match="quota"):
+                await syn.fire(Spawn(suffix="b"))
+        # the child dies with its parent
+        child_pid = root.backend.process_id("watcher.a")
+        assert child_pid is not None
+        root.backend.kill("watcher", as_crash=True)
+        await until(root, "watcher", lambda: "watcher.a" not in root.slots)
+        assert pids_alive([child_pid]) == []
+
+
+async def test_linked_cells_fail_together() -> None:
+    toml = "[supervisor]\nintensity = 5\n\n" + cell("a", "Echoer") + cell("b", "Echoer")
+    async with running_root(toml) as (root, _paths):
+        # link a -> b through a's umbilical, the way a cell's self.link() does
+        from cellmesh.actors.control import Link
+
+        async with Synapse.grow("mitosis", socket_path=root.slots["a"].umbilical_path) as umb:
+            await umb.fire(Link(target="b", trap_exits=False))
+        a_before = root.slots["a"].instance
+        root.backend.kill("b", as_crash=True)
+        await until(root, "a", lambda: root.slots["a"].instance is not a_before
+                    and state(root, "a") == "running")
+        assert {r.cell for r in root.restart_log} == {"a", "b"}
+
+
+async def test_cells_call_each_other_only_through_granted_sockets(
+    bwrap_usable: str | None,
+) -> None:
+    if bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    toml = (
+        cell("caller", "Echoer", calls='["echo"]') + cell("echo", "Echoer")
+        + cell("secret", "Echoer")
+    )
+    async with running_root(toml, sandbox="bwrap") as (_root, paths):
+        async with Synapse.grow("caller", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Forward(target="echo", n=4)) == Echo(4)
+            with pytest.raises(RemoteCellError, match="CellUnavailable"):
+                await syn.fire(Forward(target="secret", n=4))
+
+
+async def test_a_second_root_is_refused_with_the_pid() -> None:
+    async with running_root(cell("echo", "Echoer")) as (root, paths):
+        manifest = root.manifest
+        with pytest.raises(RootAlreadyRunning) as info:
+            await serve_root(manifest, paths=paths, env={"CELL_SANDBOX": "host"})
+        assert info.value.pid == os.getpid()
+        assert "already running" in str(info.value)
+
+
+async def test_stop_mesh_stops_cells_in_reverse_order_and_leaves_nothing() -> None:
+    toml = cell("first", "Echoer") + cell("second", "Echoer")
+    async with running_root(toml, keep=True) as (root, paths):
+        pids = [c.pid for c in root.status().cells if c.pid is not None]
+        events_dir = paths.log_dir
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            await ctl.fire(StopMesh(timeout=5.0))
+        with trio.fail_after(60):
+            await trio.sleep_forever()  # the root ends; its nursery exits the block
+    assert pids_alive(pids) == []
+    stops = {}
+    for name in ("first", "second"):
+        exits = [e for e in read_events(events_dir / f"{name}.events.jsonl")
+                 if e["event"] == "exited"]
+        stops[name] = exits[-1]
+    assert all(e["reason"] == "stop" for e in stops.values())
+    assert float(str(stops["second"]["ts"])) <= float(str(stops["first"]["ts"]))
+    assert not paths.umbilical.exists()
+    assert not (paths.socket_dir / "first.sock").exists()
+    shutil.rmtree(paths.home)
+
+
+def test_control_socket_admits_only_the_owner_uid() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert peer_uid_filter(os.getuid())(a) is None
+        refusal = peer_uid_filter(os.getuid() + 4242)(a)
+        assert refusal is not None and f"uid {os.getuid()}" in refusal
