@@ -51,7 +51,7 @@ from ..config import Paths, check_cell_name, ensure_private_dir
 from ..errors import CellmeshError
 from ..manifest import CellDecl, Manifest, SupervisorDecl
 from ..membrane import open_membrane
-from ..sandbox import CellBackend, CellSpec, Limits, WorkloadEnv, select_backend
+from ..sandbox import CellBackend, CellSpec, Limits, NetGrant, WorkloadEnv, select_backend
 from ..synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
@@ -260,6 +260,9 @@ class Root:
                 granted.append(target.socket_path)
         data_dir = self.paths.data_dir / slot.name if decl.data else None
         network = decl.network
+        grants = () if isinstance(network, str) else tuple(
+            NetGrant(host=g.host, port=g.port) for g in network
+        )
         spec = CellSpec(
             name=slot.name,
             argv=(sys.executable, "-m", RUNTIME_MODULE),
@@ -271,6 +274,7 @@ class Root:
             own_socket=slot.socket_path,
             granted_sockets=granted,
             allow_net=network == "host",
+            net_grants=grants,
         )
         self.backend.create(spec)
         slot.created = True

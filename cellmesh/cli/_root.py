@@ -103,7 +103,7 @@ def _background(file: Path, paths: Paths) -> int:
         os.close(read_end)
     text = report.decode("utf-8", "replace").strip()
     if text.startswith("up"):
-        print(f"cellmesh: root {text[3:]} (log: {log_path})")
+        print(f"cellmesh: root {text} (log: {log_path})")
         return 0
     if child.poll() is None:
         child.kill()
@@ -141,7 +141,7 @@ async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
                 root: Root = await nursery.start(run_root)
                 text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
                         f"sandbox {root.backend.name}, control {paths.umbilical}")
-                print(f"cellmesh: root {text[3:]}", file=sys.stderr, flush=True)
+                print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
                 report(text)
 
                 async def on_signals() -> None:

@@ -1,0 +1,136 @@
+"""``cellmesh up / status / kill / down`` as a user runs them: real processes, a private home."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CELLS = HERE.parent / "actors" / "rootcells.py"
+
+MANIFEST = """
+[supervisor]
+intensity = 5
+children = ["echo", "lazy"]
+
+[cells.echo]
+dna = "rootcells.py"
+entry = "rootcells:Echoer"
+
+[cells.lazy]
+dna = "rootcells.py"
+entry = "rootcells:Echoer"
+activation = "on_demand"
+"""
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    shutil.copy(CELLS, path / "rootcells.py")
+    (path / "cellmesh.toml").write_text(MANIFEST)
+    yield path
+    # never leave a root behind, whatever the test did
+    subprocess.run(
+        [sys.executable, "-m", "cellmesh", "down", "--timeout", "2"], env=env_for(path),
+        capture_output=True, timeout=120, check=False,
+    )
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELL_")}
+    env.update(CELL_HOME=str(home), CELL_SANDBOX="host")
+    return env
+
+
+def cellmesh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cellmesh", *args], env=env_for(home), cwd=home,
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
+    up = cellmesh(home, "up")
+    assert up.returncode == 0, up.stderr
+    assert "root up (pid" in up.stdout and "2 cells" in up.stdout
+
+    again = cellmesh(home, "up")
+    assert again.returncode == 1
+    assert "already running (pid" in again.stderr
+
+    status = cellmesh(home, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    cells = {c["name"]: c for c in doc["cells"]}
+    assert cells["echo"]["state"] == "running" and cells["echo"]["pid"]
+    assert cells["lazy"]["state"] == "dormant" and cells["lazy"]["pid"] is None
+    root_pid = doc["root"]["pid"]
+    echo_pid = cells["echo"]["pid"]
+
+    table = cellmesh(home, "status")
+    assert table.returncode == 0 and "echo" in table.stdout and "dormant" in table.stdout
+
+    killed = cellmesh(home, "kill", "echo")
+    assert killed.returncode == 0, killed.stderr
+    assert f"killed echo (pid {echo_pid})" in killed.stdout
+    assert cellmesh(home, "kill", "ghost").returncode == 1
+
+    down = cellmesh(home, "down", "--timeout", "5")
+    assert down.returncode == 0, down.stderr
+    assert "root stopped" in down.stdout
+    assert not alive(root_pid)
+    assert not alive(echo_pid)
+    leftovers = [
+        pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if _environ_mentions(pid, str(home))
+    ]
+    assert leftovers == []
+    assert not list((home / "run").glob("*.sock"))
+
+    assert "no root is running" in cellmesh(home, "down").stdout
+    nothing = cellmesh(home, "kill", "echo")
+    assert nothing.returncode == 1 and "no root is running" in nothing.stderr
+
+
+def _environ_mentions(pid: int, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def test_up_reports_a_bad_manifest_precisely(home: Path) -> None:
+    (home / "cellmesh.toml").write_text('[cells.echo]\ndna = "rootcells.py"\nrestart = "forever"\n')
+    bad = cellmesh(home, "up")
+    assert bad.returncode == 2
+    assert "cellmesh.toml: cells.echo.restart: expected one of" in bad.stderr
+    missing = cellmesh(home, "up", "-f", "nope.toml")
+    assert missing.returncode == 2 and "nope.toml" in missing.stderr
+
+
+def test_up_reports_a_mesh_that_cannot_start(home: Path) -> None:
+    (home / "cellmesh.toml").write_text(
+        '[cells.doomed]\ndna = "rootcells.py"\nentry = "rootcells:Crasher"\n'
+    )
+    failed = cellmesh(home, "up")
+    assert failed.returncode == 1
+    assert "did not start" in failed.stderr and "doomed" in failed.stderr
+    assert "no root is running" in cellmesh(home, "down").stdout
