@@ -515,8 +515,11 @@ class Synapse:
         try:
             conn.channel.send(data)
         except ChannelBroken as exc:
+            # Not a byte of this call left us: the connection died before we
+            # noticed. Retire it and send the call on a fresh one.
             del conn.pending[call_id]
-            raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+            conn._die(str(exc))
+            return (await self._fire(msg, 1))[0]
         conn.calls_left -= 1
         conn.bytes_left -= len(data) - codec.HEADER_SIZE
 
@@ -551,6 +554,7 @@ class Synapse:
         waiter = _Waiter(count)
         sent = 0
         conns: list[tuple[_Connection, list[int]]] = []
+        retried = False
         try:
             while sent < count:
                 conn, n = await self._credit(count - sent)
@@ -567,6 +571,12 @@ class Synapse:
                 except ChannelBroken as exc:
                     for call_id in ids:  # nothing of this frame was sent: forget it
                         pending.pop(call_id, None)
+                    conn._die(str(exc))
+                    if not conns and not retried:
+                        # Nothing of these calls left us: the connection died
+                        # before we noticed. Send them once on a fresh one.
+                        retried = True
+                        continue
                     raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
                 conn.calls_left -= n
                 conns.append((conn, ids))
