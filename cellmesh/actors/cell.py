@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from .._dispatch import Handler, Receptors
+from ..config import check_cell_name
 from ..errors import CellmeshError, CellUnavailable
 from ..synapse import Synapse
 from ..wire.proteins import is_protein
@@ -284,8 +285,20 @@ class CellContext:
                 self._synapses[name] = syn
         return syn
 
+    def socket_path(self, name: str) -> Path:
+        """Where cell ``name`` listens: ``$CELL_SOCKET_DIR/<name>.sock``, or, for a
+        dynamic child of this cell inside a sandbox, ``$CELL_SOCKET_DIR/children/<name>.sock``."""
+        path = self.socket_dir / f"{name}.sock"
+        if not path.exists():
+            child = self.socket_dir / "children" / f"{name}.sock"
+            if child.exists():
+                return child
+        return path
+
     async def _hold(self, name: str, *, task_status: trio.TaskStatus[Synapse]) -> None:
-        async with Synapse.grow(name, socket_dir=self.socket_dir, client_name=self.name) as syn:
+        check_cell_name(name)
+        path = self.socket_path(name)
+        async with Synapse.grow(name, socket_path=path, client_name=self.name) as syn:
             task_status.started(syn)
             await trio.sleep_forever()
 

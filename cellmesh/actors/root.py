@@ -219,6 +219,14 @@ class Root:
             umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
         )
         self.slots[name] = slot
+        if parent is not None:
+            # A hard link to the child's socket in the directory bound into the
+            # parent's sandbox: the parent reaches its children, no one else's.
+            link = self._children_dir(parent) / f"{name}.sock"
+            link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            os.link(socket_path, link)
         try:
             await self._nursery.start(self._serve_umbilical, slot)
         except BaseException:
@@ -235,6 +243,11 @@ class Root:
             slot.created = False
         with contextlib.suppress(OSError):
             os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
+        if slot.parent is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._children_dir(slot.parent) / f"{slot.name}.sock")
+        with contextlib.suppress(OSError):
+            self._children_dir(slot.name).rmdir()
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -259,6 +272,13 @@ class Root:
             if target is not None:
                 granted.append(target.socket_path)
         data_dir = self.paths.data_dir / slot.name if decl.data else None
+        children_dir = self._children_dir(slot.name) if decl.max_children > 0 else None
+        if children_dir is not None:
+            # 0711: a cell running as another uid may reach the sockets in it
+            # (by name, not list them); the 0700 socket dir above keeps every
+            # other host user out.
+            children_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(children_dir, 0o711)
         network = decl.network
         grants = () if isinstance(network, str) else tuple(
             NetGrant(host=g.host, port=g.port) for g in network
@@ -273,11 +293,16 @@ class Root:
             data_dir=data_dir,
             own_socket=slot.socket_path,
             granted_sockets=granted,
+            children_dir=children_dir,
             allow_net=network == "host",
             net_grants=grants,
         )
         self.backend.create(spec)
         slot.created = True
+
+    def _children_dir(self, parent: str) -> Path:
+        """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
+        return self.paths.socket_dir / ".children" / parent
 
     def _spawn(self, slot: CellSlot) -> int:
         """Start the slot's process with the listener as fd 3 and its output piped to us."""

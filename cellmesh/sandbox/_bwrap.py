@@ -184,6 +184,9 @@ def bwrap_argv(
         args += ["--bind", at(spec.own_socket), f"{SOCKET_DIR_INSIDE}/{spec.name}.sock"]
     for sock in spec.granted_sockets:
         args += ["--bind", at(sock), f"{SOCKET_DIR_INSIDE}/{sock.name}"]
+    if spec.children_dir is not None:
+        # A live view: sockets the root links in later appear inside.
+        args += ["--ro-bind", at(spec.children_dir), f"{SOCKET_DIR_INSIDE}/children"]
     if egress is not None:
         args += ["--dir", EGRESS_DIR_INSIDE]
         for host_sock, inside in egress.sockets:
@@ -397,6 +400,8 @@ class BwrapBackend(ProcessBackend):
         wanted: list[Path] = [*runtime_paths()]
         wanted += [p for p in (spec.dna_dir, spec.data_dir, spec.own_socket) if p is not None]
         wanted += list(spec.granted_sockets)
+        if spec.children_dir is not None:
+            wanted.append(spec.children_dir)
         wanted += list(extra)
         binds: list[tuple[Path, Path]] = []
         sources: dict[Path, Path] = {}

@@ -248,7 +248,9 @@ class CellSpec:
     ``argv`` runs inside the sandbox, ``env`` is the declared environment (the
     backend adds only the documented runtime variables). ``dna_dir`` is bound
     read-only, ``data_dir`` read-write; ``own_socket`` and ``granted_sockets``
-    are socket files bound into ``/run/cell``; ``allow_net`` shares the host
+    are socket files bound into ``/run/cell``; ``children_dir`` (a directory
+    the root fills with the sockets of the cell's dynamic children while it
+    runs) is bound read-only at ``/run/cell/children``; ``allow_net`` shares the host
     network (all of it, unfiltered). ``net_grants`` instead keeps the cell's
     private network and lets it open TCP connections to exactly the granted
     destinations (through a host-side proxy; see
@@ -265,6 +267,7 @@ class CellSpec:
     data_dir: Path | None = attrs.field(default=None, converter=_opt_path)
     own_socket: Path | None = attrs.field(default=None, converter=_opt_path)
     granted_sockets: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
+    children_dir: Path | None = attrs.field(default=None, converter=_opt_path)
     allow_net: bool = False
     net_grants: tuple[NetGrant, ...] = attrs.field(default=(), converter=_grants)
     cell_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
@@ -273,7 +276,10 @@ class CellSpec:
         names = [s.name for s in self.secrets]
         if len(set(names)) != len(names):
             raise SandboxConfigError("secrets", "two secret refs share a name")
-        for path in (self.dna_dir, self.data_dir, self.own_socket, *self.granted_sockets):
+        for path in (
+            self.dna_dir, self.data_dir, self.own_socket, self.children_dir,
+            *self.granted_sockets,
+        ):
             if path is not None and not path.is_absolute():
                 raise SandboxConfigError("cell spec", f"path {str(path)!r} must be absolute")
         self._check_grants()

@@ -69,6 +69,18 @@ class Forward:
     n: int
 
 
+@cellmesh.protein("t.root.Dial")
+class Dial:
+    host: str
+    port: int
+
+
+@cellmesh.protein("t.root.Dialed")
+class Dialed:
+    reply: bytes
+    error: str
+
+
 class Echoer(cellmesh.Cell):
     """Echoes; tells who it is; answers Slow only after a while (to be killed mid-call)."""
 
@@ -96,6 +108,20 @@ class Echoer(cellmesh.Cell):
         reply: Echo = await self.call(msg.target, Echo(msg.n))
         return reply
 
+    @cellmesh.receptor
+    async def dial(self, msg: Dial) -> Dialed:
+        """Open a TCP connection, send b"ping", return what comes back (or why not)."""
+        import trio
+
+        try:
+            with trio.fail_after(10):
+                stream = await trio.open_tcp_stream(msg.host, msg.port)
+                async with stream:
+                    await stream.send_all(b"ping")
+                    return Dialed(reply=await stream.receive_some(64), error="")
+        except (OSError, trio.TooSlowError) as exc:
+            return Dialed(reply=b"", error=f"{type(exc).__name__}: {exc}")
+
 
 class Crasher(cellmesh.Cell):
     """Fails in on_start, every time: a crash loop."""
@@ -120,6 +146,11 @@ class Watcher(cellmesh.Cell):
     @cellmesh.receptor
     async def list_downs(self, msg: Downs) -> DownList:
         return DownList(downs=list(self.downs))
+
+    @cellmesh.receptor
+    async def forward(self, msg: Forward) -> Echo:
+        reply: Echo = await self.call(msg.target, Echo(msg.n))
+        return reply
 
     @cellmesh.receptor
     async def spawn(self, msg: Spawn) -> Identity:

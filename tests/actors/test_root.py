@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import rootcells
 import trio
-from rootcells import Downs, Echo, Forward, Quit, Slow, Spawn, Watch, WhoAmI
+from rootcells import Dial, Downs, Echo, Forward, Quit, Slow, Spawn, Watch, WhoAmI
 
 from cellmesh import CellUnavailable, RemoteCellError, Synapse
 from cellmesh.actors._rootlock import peer_uid_filter
@@ -258,15 +258,20 @@ async def test_monitor_delivers_cell_down_with_the_reason() -> None:
         assert sorted(downs)[1] == "ghost:noproc"
 
 
-async def test_dynamic_children_respect_the_quota() -> None:
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_dynamic_children_respect_the_quota(sandbox: str, bwrap_usable: str | None) -> None:
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
     toml = (
         cell("watcher", "Watcher", max_children="1", templates='["worker"]')
         + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
     )
-    async with running_root(toml) as (root, paths):
+    async with running_root(toml, sandbox=sandbox) as (root, paths):
         async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
             child = await syn.fire(Spawn(suffix="a"))
             assert child.name == "watcher.a"
+            # the parent reaches its child (inside bwrap: through /run/cell/children)
+            assert await syn.fire(Forward(target="watcher.a", n=9)) == Echo(9)
             async with Synapse.grow("watcher.a", socket_dir=paths.socket_dir) as kid:
                 assert await kid.fire(Echo(3)) == Echo(3)
             with pytest.raises(RemoteCellError, match="quota"):
@@ -347,3 +352,30 @@ def test_control_socket_admits_only_the_owner_uid() -> None:
         assert peer_uid_filter(os.getuid())(a) is None
         refusal = peer_uid_filter(os.getuid() + 4242)(a)
         assert refusal is not None and f"uid {os.getuid()}" in refusal
+
+
+async def test_a_network_grant_reaches_exactly_the_granted_destination(
+    bwrap_usable: str | None,
+) -> None:
+    if bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    granted, other = trio.socket.socket(), trio.socket.socket()
+    with granted, other:
+        for listener in (granted, other):
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+        port = granted.getsockname()[1]
+        toml = cell("dialer", "Echoer", network=f'["127.0.0.1:{port}"]')
+
+        async def echo_once(listener: trio.socket.SocketType) -> None:
+            conn, _ = await listener.accept()
+            with conn:
+                await conn.send(await conn.recv(64))
+
+        async with running_root(toml, sandbox="bwrap") as (_root, paths), trio.open_nursery() as n:
+            n.start_soon(echo_once, granted)
+            async with Synapse.grow("dialer", socket_dir=paths.socket_dir) as syn:
+                ok = await syn.fire(Dial(host="127.0.0.1", port=port))
+                denied = await syn.fire(Dial(host="127.0.0.1", port=other.getsockname()[1]))
+        assert (ok.reply, ok.error) == (b"ping", "")
+        assert denied.reply == b"" and denied.error
