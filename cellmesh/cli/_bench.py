@@ -28,6 +28,44 @@ def register(app: cyclopts.App) -> None:
 
         return wire.main(json_output=json, quick=quick)
 
+    @bench.command(name="spawn")
+    def _spawn(
+        *,
+        rounds: int | None = None,
+        sandbox: str = "both",
+        json: bool = False,
+        quick: bool = False,
+    ) -> int:
+        """Measure how soon a cell answers its first call: cold, warm, and after kill -9.
+
+        Runs a real root in-process with real cell processes under each
+        sandbox; the floor is a bare `python -c` started with Popen that
+        answers one byte on an inherited listening socket (measured in the
+        same run, before every sample). Also prints a profile of where the
+        time goes. The full run takes a few minutes.
+
+        Parameters
+        ----------
+        rounds
+            Rounds of each measurement (default 30; 8 with --quick).
+        sandbox
+            bwrap, host or both.
+        json
+            Print one JSON document with every raw number instead of the table.
+        quick
+            A shorter run (8 rounds).
+        """
+        from ..bench import spawn
+        from ..config import check_positive_int
+
+        if rounds is not None:
+            check_positive_int("--rounds", rounds)
+        if sandbox not in ("bwrap", "host", "both"):
+            from ..errors import ConfigError
+
+            raise ConfigError("--sandbox", f"must be bwrap, host or both, got {sandbox!r}")
+        return spawn.main(rounds=rounds, sandbox=sandbox, json_output=json, quick=quick)
+
     @bench.command(name="raft")
     def _raft(
         *,
