@@ -94,8 +94,8 @@ class HostReport:
                 if self.cell_host_uid is not None
                 else ""
             ),
-            "network                none by default (own netns with lo only); when granted, "
-            "the host network is shared, unfiltered",
+            "network                none by default (own netns with lo only); grants open "
+            "exactly the granted host:port (TCP, via a relay; bwrap); 'host' shares it all",
             "limits enforced by     "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
         ]
