@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import ipaddress
 import keyword
 import math
 import re
@@ -46,7 +45,16 @@ from .actors.errors import InvalidSupervisorSpec
 from .actors.policy import Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec
 from .config import check_cell_name
 from .errors import ConfigError
-from .sandbox import BACKEND_NAMES, Limits, SandboxConfigError, SecretRef, WorkloadEnv, parse_size
+from .sandbox import (
+    BACKEND_NAMES,
+    Limits,
+    NetGrant,
+    SandboxConfigError,
+    SecretRef,
+    WorkloadEnv,
+    parse_size,
+)
+from .sandbox._spec import MAX_NET_GRANTS
 
 #: Name of the top supervisor (and so reserved for it).
 TOP_SUPERVISOR: Final = "root"
@@ -60,7 +68,7 @@ _TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children"
 _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
 _CELL_KEYS: Final = (
     "dna", "entry", "restart", "shutdown", "activation", "calls", "env", "limits",
-    "secrets", "data", "network", "max_children", "templates", "start_timeout",
+    "secrets", "data", "network", "max_children", "templates", "start_timeout", "standby",
 )  # fmt: skip
 _TEMPLATE_KEYS: Final = tuple(k for k in _CELL_KEYS if k != "activation")
 _LIMIT_KEYS: Final = ("memory", "cpu", "pids", "open_files")
@@ -74,8 +82,6 @@ _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
-_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")  # DNS names may hold "_"
-_MAX_GRANTS: Final = 64
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
 }  # fmt: skip
@@ -95,17 +101,6 @@ class ManifestError(ConfigError):
         self.file = file
         self.key = key
         self.problem = problem
-
-
-@attrs.frozen(kw_only=True)
-class NetGrant:
-    """One network destination a cell may reach: ``host`` (name or IP literal) and ``port``."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 Network: TypeAlias = Literal["none", "host"] | tuple[NetGrant, ...]
@@ -137,6 +132,7 @@ class CellDecl:
     max_children: int = 0
     templates: tuple[str, ...] = ()
     start_timeout: float = 10.0
+    standby: bool = True
     is_template: bool = False
 
 
@@ -296,42 +292,6 @@ def _dna_problem(dna: Path) -> str | None:
     if not (dna / "__init__.py").is_file():
         return f"{str(dna)!r} is a directory without __init__.py (not a package)"
     return None
-
-
-def _parse_grant(text: str) -> NetGrant | str:
-    """Parse ``host:port`` / ``[v6]:port`` into a grant, or return the problem.
-
-    Accepts a subset of what :class:`cellmesh.sandbox.CellSpec` grants accept:
-    no trailing dot, no unspecified or multicast address.
-    """
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            return f"{text!r} is not [ipv6]:port"
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv6 address"
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            return f"{text!r} is not host:port"
-        if ":" in host:
-            return f"{text!r}: an IPv6 address needs brackets, like [::1]:80"
-        labels = host.split(".")
-        if labels[-1].isdigit():
-            try:
-                address = ipaddress.IPv4Address(host)
-            except ValueError:
-                return f"{host!r} is not an IPv4 address"
-        elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-            return f"{host!r} is not a hostname or IP address"
-    if address is not None and (address.is_unspecified or address.is_multicast):
-        return f"{host!r} is not a destination address"
-    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
-        return f"port {port!r} is not a number from 1 to 65535"
-    return NetGrant(host=host, port=int(port))
 
 
 def _entry_ok(entry: str) -> bool:
@@ -587,6 +547,7 @@ class _Reader:
             start_timeout=self.number(
                 t.get("start_timeout", 10.0), k("start_timeout"), 0.0, exclusive=True
             ),
+            standby=self.boolean(t.get("standby", True), k("standby")),
             is_template=template,
         )
 
@@ -652,14 +613,15 @@ class _Reader:
             self.expected(key, "'none', 'host' or an array of 'host:port'", value)
         grants: list[NetGrant] = []
         for item_key, text in self.name_list(value, key):
-            grant = _parse_grant(text)
-            if isinstance(grant, str):
-                self.fail(item_key, grant)
+            try:
+                grant = NetGrant.parse(text)
+            except SandboxConfigError as exc:
+                self.fail(item_key, exc.problem)
             if any((g.host.lower(), g.port) == (grant.host.lower(), grant.port) for g in grants):
                 self.fail(item_key, f"{text!r} is granted twice")
             grants.append(grant)
-        if len(grants) > _MAX_GRANTS:
-            self.fail(key, f"more than {_MAX_GRANTS} grants")
+        if len(grants) > MAX_NET_GRANTS:
+            self.fail(key, f"more than {MAX_NET_GRANTS} grants")
         return tuple(grants) if grants else "none"
 
     def backoff(self, value: object, key: str) -> Backoff:

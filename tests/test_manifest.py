@@ -407,25 +407,25 @@ def test_manifest_error_names_key_and_problem(text: str, key: str, fragment: str
 @pytest.mark.parametrize(
     ("grant", "fragment"),
     [
-        ("example.com", "not host:port"),
-        (":80", "not host:port"),
-        ("example.com:0", "from 1 to 65535"),
-        ("example.com:65536", "from 1 to 65535"),
-        ("example.com:http", "from 1 to 65535"),
-        ("example.com:", "from 1 to 65535"),
-        ("::1:80", "needs brackets"),
-        ("[::1]", "not [ipv6]:port"),
-        ("[not:v6]:80", "not an IPv6 address"),
-        ("256.1.1.1:80", "not an IPv4 address"),
-        ("-bad.example:80", "not a hostname"),
-        ("-under_score.example:80", "not a hostname"),
-        ("example.com.:80", "not a hostname"),
+        ("example.com", "not HOST:PORT"),
+        (":80", "must be a non-empty"),
+        ("example.com:0", "not in 1..65535"),
+        ("example.com:65536", "not in 1..65535"),
+        ("example.com:http", "not HOST:PORT"),
+        ("example.com:", "not HOST:PORT"),
+        ("::1:80", "write an IPv6 host as [addr]:port"),
+        ("[::1]", "write an IPv6 host as [addr]:port"),
+        ("[not:v6]:80", "not an IP address"),
+        ("256.1.1.1:80", "not an IP address"),
+        ("-bad.example:80", "not a valid host name"),
+        ("-under_score.example:80", "not a valid host name"),
+        ("example.com.:80", "not a valid host name"),
         ("0.0.0.0:80", "not a destination address"),
         ("[::]:80", "not a destination address"),
         ("224.0.0.1:80", "not a destination address"),
         ("EXAMPLE.org:1", "granted twice"),
-        ("a b:80", "not a hostname"),
-        ("x" * 64 + ".com:80", "not a hostname"),
+        ("a b:80", "not a valid host name"),
+        ("x" * 64 + ".com:80", "not a valid host name"),
     ],
 )
 def test_manifest_bad_network_grant_is_rejected(grant: str, fragment: str) -> None:
@@ -669,3 +669,13 @@ def test_manifest_module_is_pure() -> None:
     found = [(line, name) for line, name in module_imports(source, "cellmesh.manifest")
              if name.split(".")[0] in banned]  # fmt: skip
     assert found == []
+
+
+def test_manifest_standby_defaults_on_and_can_be_turned_off() -> None:
+    on = parse_manifest('[cells.a]\ndna = "a.py"\n', path=Path("/m/cellmesh.toml"))
+    assert on.cells["a"].standby is True
+    text = '[cells.a]\ndna = "a.py"\nstandby = false\n'
+    off = parse_manifest(text, path=Path("/m/cellmesh.toml"))
+    assert off.cells["a"].standby is False
+    e = error('[cells.a]\ndna = "a.py"\nstandby = "yes"\n')
+    assert e.key == "cells.a.standby"

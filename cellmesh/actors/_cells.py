@@ -105,6 +105,17 @@ class CellSlot:
     changed: trio.Event = attrs.Factory(trio.Event)
     cpu_sample: tuple[float, float] | None = None
     log: RotatingLog | None = None
+    standby: Standby | None = None
+
+    @property
+    def cell_ids(self) -> tuple[str, ...]:
+        """The backend ids the slot's processes alternate between.
+
+        Two when the cell keeps a standby (the running process and the one
+        waiting to replace it), else one. ``..`` cannot appear in a cell name
+        the root accepts, so these never collide with another cell's id.
+        """
+        return (self.name, f"{self.name}..b") if self.decl.standby else (self.name,)
 
     @property
     def on_demand(self) -> bool:
@@ -118,14 +129,30 @@ class CellSlot:
 
 
 @attrs.define(eq=False)
+class Standby:
+    """A process of the cell that has started and imported its code, waiting on ``go``.
+
+    Writing one byte to ``go`` makes it serve; closing ``go`` makes it exit.
+    ``scope`` is the cancel scope of the task that watches it die while it waits.
+    """
+
+    cell_id: str
+    pid: int
+    go: int
+    scope: trio.CancelScope
+
+
+@attrs.define(eq=False)
 class CellInstance:
     """One process of a slot; the supervisor's child handle (see module doc)."""
 
     slot: CellSlot
     backend: CellBackend
-    spawn: Callable[[CellSlot], int]
+    spawn: Callable[[CellSlot], tuple[str, int]]
     on_exit: Callable[[CellInstance, ExitReason], None]
+    on_ready: Callable[[CellInstance], None]
     state: InstanceState = "dormant"
+    cell_id: str = ""
     pid: int | None = None
     started_at: float | None = None
     ready: trio.Event = attrs.Factory(trio.Event)
@@ -146,14 +173,14 @@ class CellInstance:
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
-            self.backend.terminate(self.slot.name)
+            self.backend.terminate(self.cell_id)
 
     def kill(self) -> None:
         """SIGKILL the process; a dormant instance simply ends (``shutdown``)."""
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
-            self.backend.kill(self.slot.name)
+            self.backend.kill(self.cell_id)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -167,12 +194,13 @@ class CellInstance:
         if self.state == "starting":
             self.state = "running"
             self.slot.touch()
+            self.on_ready(self)
         self.ready.set()
 
     def start_process(self) -> None:
         """Spawn the process (from the Trio thread: the sandbox's parent-death
         signal is tied to the spawning thread)."""
-        self.pid = self.spawn(self.slot)
+        self.cell_id, self.pid = self.spawn(self.slot)
         self.state = "starting"
         self.started_at = time.time()
         self.slot.activated = True
@@ -195,7 +223,7 @@ class CellInstance:
                 except Exception as exc:
                     self._finish(AbnormalExit(text=f"spawn failed: {exc}"))
                     return
-            status = await self.backend.wait_async(self.slot.name)
+            status = await self.backend.wait_async(self.cell_id)
             self._finish(exit_reason(status))
         finally:
             if not self._exited.is_set():
@@ -206,9 +234,9 @@ class CellInstance:
         if self.state == "dormant":
             self._finish(ShutdownExit(detail="cancelled while dormant"))
             return
-        self.backend.kill(self.slot.name)
+        self.backend.kill(self.cell_id)
         with trio.move_on_after(10.0):
-            status = await self.backend.wait_async(self.slot.name)
+            status = await self.backend.wait_async(self.cell_id)
             self._finish(exit_reason(status))
             return
         self._finish(AbnormalExit(text="did not exit after SIGKILL"))
@@ -257,4 +285,4 @@ class CellInstance:
         self.slot.touch()
 
 
-__all__ = ["CellInstance", "CellSlot", "describe_status", "exit_reason", "reason_text"]
+__all__ = ["CellInstance", "CellSlot", "Standby", "describe_status", "exit_reason", "reason_text"]

@@ -51,10 +51,11 @@ from ..config import Paths, check_cell_name, ensure_private_dir
 from ..errors import CellmeshError
 from ..manifest import CellDecl, Manifest, SupervisorDecl
 from ..membrane import open_membrane
-from ..sandbox import CellBackend, CellSpec, Limits, NetGrant, WorkloadEnv, select_backend
+from ..sandbox import CellBackend, Limits, select_backend
 from ..synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
+from ._launch import Launcher
 from ._rootlock import RootLock, peer_uid_filter
 from .control import (
     Ack,
@@ -83,7 +84,6 @@ from .errors import (
     RootRequestError,
     SupervisorEscalation,
 )
-from .logs import RotatingLog, pump_output
 from .policy import (
     AbnormalExit,
     ChildKind,
@@ -97,10 +97,6 @@ from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, Supervis
 
 #: Name of the hidden supervisor of dynamic children and control-API spawns.
 DYNAMIC: Final = "~dynamic"
-#: The runtime every cell process runs.
-RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
-#: Where a cell's umbilical appears inside a bwrap sandbox.
-UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 
 
 # --------------------------------------------------------------------------
@@ -123,6 +119,7 @@ class Root:
     escalation: SupervisorEscalation | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
+    _launcher: Launcher = attrs.field(init=False)
     _monitors: dict[int, tuple[str, str]] = attrs.Factory(dict)  # ref -> (watcher, target)
     _links: dict[str, set[str]] = attrs.Factory(dict)
     _next_ref: int = 1
@@ -138,6 +135,10 @@ class Root:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._launcher = Launcher(
+                    backend=self.backend, dna=self.dna, paths=self.paths,
+                    root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
+                )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
                 await nursery.start(self._serve_control)
@@ -181,6 +182,8 @@ class Root:
         if self._top is None or self._nursery is None:
             return  # not started, or already ended
         self._stopping = True
+        for slot in self.slots.values():
+            self._launcher.retire(slot)
         self._top.request_stop()
         if timeout is not None and self._nursery is not None:
             top = self._top
@@ -206,6 +209,8 @@ class Root:
     ) -> CellSlot:
         assert self._nursery is not None
         check_cell_name(name)
+        if ".." in name:
+            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
         socket_path = self.paths.socket_path(name)
         # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
         # another uid (the socket is bound into their sandbox), by nobody else.
@@ -222,7 +227,7 @@ class Root:
         if parent is not None:
             # A hard link to the child's socket in the directory bound into the
             # parent's sandbox: the parent reaches its children, no one else's.
-            link = self._children_dir(parent) / f"{name}.sock"
+            link = self._launcher.children_dir(parent) / f"{name}.sock"
             link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 link.unlink()
@@ -237,99 +242,18 @@ class Root:
 
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
-        if slot.created:
-            with contextlib.suppress(CellmeshError, OSError):
-                await self.backend.destroy_async(slot.name, grace=1.0)
-            slot.created = False
+        await self._launcher.destroy(slot)
         with contextlib.suppress(OSError):
             os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
         if slot.parent is not None:
             with contextlib.suppress(OSError):
-                os.unlink(self._children_dir(slot.parent) / f"{slot.name}.sock")
+                os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
-            self._children_dir(slot.name).rmdir()
+            self._launcher.children_dir(slot.name).rmdir()
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
         slot.touch()
-
-    async def _prepare(self, slot: CellSlot) -> None:
-        """Build the DNA entry and create the sandboxed cell (once per slot)."""
-        if slot.created:
-            return
-        decl = slot.decl
-        entry = await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
-        slot.dna_digest = entry.digest
-        bwrap = self.backend.name == "bwrap"
-        env = dict(decl.env)
-        env["CELL_ENTRY"] = decl.entry or entry.name
-        env["CELL_UMBILICAL"] = UMBILICAL_INSIDE if bwrap else str(slot.umbilical_path)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env["PYTHONUNBUFFERED"] = "1"
-        granted = [slot.umbilical_path]
-        for callee in decl.calls:
-            target = self.slots.get(callee)
-            if target is not None:
-                granted.append(target.socket_path)
-        data_dir = self.paths.data_dir / slot.name if decl.data else None
-        children_dir = self._children_dir(slot.name) if decl.max_children > 0 else None
-        if children_dir is not None:
-            # 0711: a cell running as another uid may reach the sockets in it
-            # (by name, not list them); the 0700 socket dir above keeps every
-            # other host user out.
-            children_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(children_dir, 0o711)
-        network = decl.network
-        grants = () if isinstance(network, str) else tuple(
-            NetGrant(host=g.host, port=g.port) for g in network
-        )
-        spec = CellSpec(
-            name=slot.name,
-            argv=(sys.executable, "-m", RUNTIME_MODULE),
-            env=WorkloadEnv(items=env),
-            limits=decl.limits,
-            secrets=decl.secrets,  # type: ignore[arg-type]  # attrs converter=tuple
-            dna_dir=entry.root,
-            data_dir=data_dir,
-            own_socket=slot.socket_path,
-            granted_sockets=granted,
-            children_dir=children_dir,
-            allow_net=network == "host",
-            net_grants=grants,
-        )
-        self.backend.create(spec)
-        slot.created = True
-
-    def _children_dir(self, parent: str) -> Path:
-        """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
-        return self.paths.socket_dir / ".children" / parent
-
-    def _spawn(self, slot: CellSlot) -> int:
-        """Start the slot's process with the listener as fd 3 and its output piped to us."""
-        assert self._nursery is not None
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        try:
-            spawned = self.backend.spawn(
-                slot.name, pass_fds=[slot.listener.fileno()], stdout=write_end, stderr=write_end
-            )
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
-        self._nursery.start_soon(self._pump, slot, read_end)
-        return spawned.pid
-
-    async def _pump(self, slot: CellSlot, fd: int) -> None:
-        if slot.log is None:
-            root = self.manifest.root
-            slot.log = RotatingLog(
-                self.paths.log_dir, slot.name, max_bytes=root.log_max_bytes, keep=root.log_keep
-            )
-        try:
-            await pump_output(fd, slot.log)
-        finally:
-            os.close(fd)
 
     # ------------------------------------------------------------ ChildFactory
 
@@ -360,12 +284,16 @@ class Root:
         return await self._start_instance(slot, nursery)
 
     async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
-        await self._prepare(slot)
-        instance = CellInstance(slot, self.backend, self._spawn, self._instance_exited)
+        await self._launcher.prepare(slot)
+        instance = CellInstance(
+            slot, self.backend, self._launcher.launch, self._instance_exited,
+            self._instance_ready,
+        )
         slot.instance = instance
         slot.stats = None
         if slot.on_demand and not slot.activated:
             nursery.start_soon(instance.run)
+            self._launcher.ensure_standby(slot, busy=None)  # its first start will be quick
             slot.touch()
             return instance
         if slot.activated:
@@ -374,6 +302,10 @@ class Root:
         nursery.start_soon(instance.run)
         await instance.wait_started()
         return instance
+
+    def _socket_of(self, name: str) -> Path | None:
+        slot = self.slots.get(name)
+        return None if slot is None else slot.socket_path
 
     def _supervisor_spec(self, decl: SupervisorDecl, *, top: bool = False) -> SupervisorSpec:
         children: list[ChildSpec] = []
@@ -427,6 +359,10 @@ class Root:
 
     # ------------------------------------------------------------ exits, monitors, links
 
+    def _instance_ready(self, instance: CellInstance) -> None:
+        if not self._stopping:
+            self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
@@ -447,10 +383,10 @@ class Root:
                 continue
             if linked.trap_exits:
                 self._notify(peer, CellDown(name=slot.name, reason=text, ref=0))
-            elif linked.instance is not None and linked.instance.state != "exited":
+            elif linked.instance is not None and linked.instance.state not in ("exited", "dormant"):
                 self._record(peer, f"linked cell {slot.name} failed: {text}")
                 with contextlib.suppress(CellmeshError):
-                    self.backend.kill(peer, as_crash=True)
+                    self.backend.kill(linked.instance.cell_id, as_crash=True)
         if (
             slot.supervisor == DYNAMIC and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
@@ -566,11 +502,19 @@ class Root:
 
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
-        pid = self.backend.process_id(name) if slot.created else None
-        if pid is None:
+        instance = slot.instance
+        pid = self._pid(slot)
+        if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
-        self.backend.kill(name, as_crash=True)
+        self.backend.kill(instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
+
+    def _pid(self, slot: CellSlot) -> int | None:
+        """The pid of the slot's serving process (not of its standby), or None."""
+        instance = slot.instance
+        if not slot.created or instance is None or instance.state in ("dormant", "exited"):
+            return None
+        return self.backend.process_id(instance.cell_id)
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
@@ -630,6 +574,7 @@ class Root:
                 await sup.delete_child(name)
         if slot is not None:
             await self._drop_slot(slot)
+        parent.touch()
 
     # ------------------------------------------------------------ umbilicals
 
@@ -726,7 +671,7 @@ class Root:
     ) -> CellStatus:
         instance = slot.instance
         state = "stopped" if instance is None or instance.state == "exited" else instance.state
-        pid = self.backend.process_id(slot.name) if slot.created else None
+        pid = self._pid(slot)
         rss: int | None = None
         cpu_pct: float | None = None
         if pid is not None:

@@ -9,15 +9,21 @@ Theory of operation
 1. connect the umbilical (``CELL_UMBILICAL``; absent = standalone);
 2. ``on_start`` (the cell's nursery is open);
 3. serve the membrane on the inherited listening socket (fd 3 when
-   ``CELL_LISTEN_FDS=1``) or on ``$CELL_SOCKET_DIR/<name>.sock``;
+   ``CELL_LISTEN_FDS`` >= 1: the first passed fd) or on ``$CELL_SOCKET_DIR/<name>.sock``;
 4. send ``CellReady(pid)`` to the root, then a ``CellStats`` signal every
    ``stats_interval`` seconds; the same tick notices a broken umbilical;
 5. on SIGTERM/SIGINT, :meth:`~cellmesh.Cell.stop`, or a broken umbilical:
    drain the membrane (goaway; in-flight calls finish), ``on_stop``, cancel
    the cell's nursery, close the synapses.
 
-Exit codes: 0 normal stop; 1 crash (an exception escaped ``on_start``, a
-task in the cell's nursery, or ``on_stop``; traceback on stderr); 2 bad env
+Standby: with ``CELL_GO_FD``, :func:`main` first preloads the cell's code
+and blocks on that pipe (:func:`wait_for_go`): the root keeps such a
+process ready per cell, so a restart or an on-demand start costs a pipe
+write instead of an interpreter start and the imports.
+
+Exit codes: 0 normal stop (or a standby that was not needed); 1 crash (an
+exception escaped ``on_start``, a task in the cell's nursery, or
+``on_stop``; traceback on stderr); 2 bad env
 contract (one line on stderr naming the variable); 137
 (:data:`~cellmesh.sandbox.MEMORY_LIMIT_EXIT_CODE`) on MemoryError anywhere
 the runtime can see it, via ``os._exit`` so nothing else runs.
@@ -145,8 +151,8 @@ class CellEnv:
         fds = env.get("CELL_LISTEN_FDS", "")
         listen_fd: int | None = None
         if fds not in ("", "0"):
-            if fds != "1":
-                raise ConfigError("CELL_LISTEN_FDS", f"must be 0 or 1, got {fds!r}")
+            if not (fds.isascii() and fds.isdigit()):
+                raise ConfigError("CELL_LISTEN_FDS", f"must be a number of fds, got {fds!r}")
             start = env.get("CELL_LISTEN_FDS_START", str(FIRST_LISTEN_FD))
             if not start.isdigit():
                 raise ConfigError("CELL_LISTEN_FDS_START", f"must be an fd number, got {start!r}")
@@ -384,10 +390,41 @@ async def run_cell(env: Mapping[str, str]) -> int:
         return EXIT_OK
 
 
+def wait_for_go(env: Mapping[str, str]) -> bool:
+    """Standby: with ``CELL_GO_FD`` set, preload the cell's code, then block until told.
+
+    The root keeps a standby process per cell: it has paid for the
+    interpreter and the imports (most of a spawn's cost) and waits on the
+    inherited pipe ``CELL_GO_FD``. One byte means "serve now" (True); end of
+    file means "not needed" (False: exit quietly). Without the variable it
+    returns True at once. A bad value is left for :func:`run_cell` to report.
+    """
+    raw = env.get("CELL_GO_FD", "")
+    if not (raw.isascii() and raw.isdigit()):
+        return True
+    fd = int(raw)
+    with suppress(Exception):
+        CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
+    try:
+        while True:
+            try:
+                got = os.read(fd, 1)
+            except InterruptedError:
+                continue
+            return bool(got)
+    except OSError:
+        return True  # not an open fd: nothing to wait for
+    finally:
+        with suppress(OSError):
+            os.close(fd)
+
+
 def main() -> NoReturn:
     """Entry point of ``python -m cellmesh.actors.runtime``."""
     sys.excepthook = _excepthook
     try:
+        if not wait_for_go(os.environ):
+            sys.exit(EXIT_OK)
         code = trio.run(run_cell, dict(os.environ))
     except BaseException as exc:
         if has_memory_error(exc):
@@ -409,6 +446,7 @@ __all__ = [
     "main",
     "run_cell",
     "serve_cell",
+    "wait_for_go",
 ]
 
 

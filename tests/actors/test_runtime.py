@@ -290,7 +290,7 @@ def test_runtime_exits_137_on_memory_error(workdir: Path) -> None:
         ({"CELL_ENTRY": "plain_cell:NotACell"}, "CELL_ENTRY", "not a cellmesh.Cell subclass"),
         ({"CELL_ENTRY": "plain_cell:Nope"}, "CELL_ENTRY", "has no attribute 'Nope'"),
         ({"CELL_ENTRY": "os"}, "CELL_ENTRY", "exactly one Cell subclass"),
-        ({"CELL_LISTEN_FDS": "2"}, "CELL_LISTEN_FDS", "must be 0 or 1"),
+        ({"CELL_LISTEN_FDS": "x"}, "CELL_LISTEN_FDS", "must be a number of fds"),
         ({"CELL_DATA_DIR": "rel"}, "CELL_DATA_DIR", "absolute"),
     ],
 )
@@ -391,3 +391,62 @@ def test_runtime_memory_limit_in_the_host_sandbox_is_reported_as_limit(
     finally:
         backend.destroy("greedy", grace=1)
     assert (status.reason, status.limit) == ("limit", "memory"), status
+
+
+# ---------------------------------------------------------------- standby
+
+
+async def test_runtime_standby_serves_only_after_go(workdir: Path, listener: socket.socket) -> None:
+    go_read, go_write = os.pipe()
+    try:
+        proc = await trio.lowlevel.open_process(
+            [PY, "-c", SHIM, str(listener.fileno())],
+            env=cell_env(workdir, CELL_GO_FD=str(go_read)),
+            pass_fds=(listener.fileno(), go_read),
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(go_read)
+    try:
+        # Before the go nothing accepts: the connection waits in the backlog
+        # (proved by the hello not arriving while the process is alive).
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(workdir / "run" / "counter.sock"))
+        client.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            client.recv(1)
+        client.close()
+        assert proc.poll() is None
+        os.write(go_write, b"g")
+        async with cellmesh.Synapse.grow(
+            "counter", socket_path=workdir / "run" / "counter.sock"
+        ) as syn:
+            assert await syn.fire(Add(n=5)) == Total(total=5)
+        proc.send_signal(signal.SIGTERM)
+        code, err = await finish(proc)
+    finally:
+        os.close(go_write)
+        proc.kill()
+    assert code == 0, err
+
+
+async def test_runtime_standby_exits_quietly_when_not_needed(
+    workdir: Path, listener: socket.socket
+) -> None:
+    go_read, go_write = os.pipe()
+    try:
+        proc = await trio.lowlevel.open_process(
+            [PY, "-c", SHIM, str(listener.fileno())],
+            env=cell_env(workdir, CELL_GO_FD=str(go_read)),
+            pass_fds=(listener.fileno(), go_read),
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(go_read)
+    os.close(go_write)  # end of file: this standby will not be needed
+    try:
+        code, err = await finish(proc)
+    finally:
+        proc.kill()
+    assert code == 0
+    assert err == ""
