@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -61,12 +61,12 @@ import attrs
 import trio
 
 from ..actors.dna import DnaCache
-from ..actors.root import Root, serve_root
+from ..actors.root import Root
 from ..config import Paths
 from ..errors import CellUnavailable
-from ..manifest import parse_manifest
 from ..sandbox import CellBackend, CellSpec, WorkloadEnv, select_backend
 from ..synapse import Synapse
+from ..testing.mesh import mesh_env, open_root
 from ..wire.proteins import protein
 from ._stats import median, percentile
 
@@ -199,43 +199,17 @@ def _cell_toml(name: str, **keys: str) -> str:
     return f'[cells.{name}]\ndna = "{_DNA_MODULE}.py"\nentry = "{_DNA_MODULE}:Echoer"\n{extra}\n'
 
 
-def _env(home: Path, sandbox: str) -> dict[str, str]:
-    return {
-        "CELL_HOME": str(home), "CELL_SANDBOX": sandbox,
-        "PATH": os.environ.get("PATH") or "/usr/bin:/bin",
-    }
-
-
 def _new_home() -> Path:
     home = Path(tempfile.mkdtemp(prefix="cmsp-", dir="/tmp"))  # short: socket paths <= 107 B
     (home / f"{_DNA_MODULE}.py").write_text(CELL_SOURCE)
     return home
 
 
-@contextlib.asynccontextmanager
-async def _open_root(
+def _open_root(
     home: Path, toml: str, sandbox: str, logs: list[str]
-) -> AsyncIterator[Root]:
+) -> contextlib.AbstractAsyncContextManager[Root]:
     """A root serving ``toml`` from ``home`` until the block ends (then stopped, awaited)."""
-    path = home / "cellmesh.toml"
-    path.write_text(toml)
-    manifest = parse_manifest(toml, path=path)
-    env = _env(home, sandbox)
-    paths = Paths.from_env(env)
-    async with trio.open_nursery() as nursery:
-
-        async def run(task_status: trio.TaskStatus[Root]) -> None:
-            try:
-                await serve_root(manifest, paths=paths, env=env, log=logs.append,
-                                 task_status=task_status)
-            finally:
-                nursery.cancel_scope.cancel()
-
-        root: Root = await nursery.start(run)
-        try:
-            yield root
-        finally:
-            root.request_stop(5.0)
+    return open_root(home, toml, sandbox=sandbox, log=logs.append)
 
 
 async def _until(root: Root, name: str, predicate: Callable[[], bool]) -> None:
@@ -428,7 +402,7 @@ def _profile(sandbox: str, samples: int) -> Samples:
     home = _new_home()
     out: Samples = {key: [] for key in _PROFILE_CODE}
     try:
-        env = _env(home, sandbox)
+        env = mesh_env(home, sandbox)
         paths = Paths.from_env(env)
         backend = select_backend(env, paths=paths)
         for key, code in _PROFILE_CODE.items():

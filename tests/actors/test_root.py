@@ -28,8 +28,8 @@ from cellmesh.actors.control import KillCell, StatusReply, StatusRequest, StopMe
 from cellmesh.actors.errors import RootAlreadyRunning, SupervisorEscalation
 from cellmesh.actors.root import Root, serve_root
 from cellmesh.config import Paths
-from cellmesh.manifest import load_manifest
 from cellmesh.sandbox import read_events
+from cellmesh.testing.mesh import open_root
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
@@ -43,25 +43,9 @@ async def running_root(
     home = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
     try:
         shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
-        (home / "cellmesh.toml").write_text(toml)
-        env = {"CELL_HOME": str(home), "CELL_SANDBOX": sandbox, "PATH": os.environ["PATH"]}
-        paths = Paths.from_env(env)
-        manifest = load_manifest(home / "cellmesh.toml")
         sink = logs if logs is not None else []
-        async with trio.open_nursery() as nursery:
-
-            async def run(task_status: trio.TaskStatus[Root]) -> None:
-                try:
-                    await serve_root(manifest, paths=paths, env=env, log=sink.append,
-                                     task_status=task_status)
-                finally:
-                    nursery.cancel_scope.cancel()  # the root ended: so does the block
-
-            root: Root = await nursery.start(run)
-            try:
-                yield root, paths
-            finally:
-                root.request_stop(5.0)
+        async with open_root(home, toml, sandbox=sandbox, log=sink.append) as root:
+            yield root, root.paths
     finally:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -396,7 +396,8 @@ def test_runtime_memory_limit_in_the_host_sandbox_is_reported_as_limit(
 # ---------------------------------------------------------------- standby
 
 
-async def test_runtime_standby_serves_only_after_go(workdir: Path, listener: socket.socket) -> None:
+async def start_standby(workdir: Path, listener: socket.socket) -> tuple[trio.Process, int]:
+    """A runtime waiting on a go pipe (as the root's standby); returns it and the pipe's end."""
     go_read, go_write = os.pipe()
     try:
         proc = await trio.lowlevel.open_process(
@@ -407,6 +408,11 @@ async def test_runtime_standby_serves_only_after_go(workdir: Path, listener: soc
         )
     finally:
         os.close(go_read)
+    return proc, go_write
+
+
+async def test_runtime_standby_serves_only_after_go(workdir: Path, listener: socket.socket) -> None:
+    proc, go_write = await start_standby(workdir, listener)
     try:
         # Before the go nothing accepts: the connection waits in the backlog
         # (proved by the hello not arriving while the process is alive).
@@ -433,16 +439,7 @@ async def test_runtime_standby_serves_only_after_go(workdir: Path, listener: soc
 async def test_runtime_standby_exits_quietly_when_not_needed(
     workdir: Path, listener: socket.socket
 ) -> None:
-    go_read, go_write = os.pipe()
-    try:
-        proc = await trio.lowlevel.open_process(
-            [PY, "-c", SHIM, str(listener.fileno())],
-            env=cell_env(workdir, CELL_GO_FD=str(go_read)),
-            pass_fds=(listener.fileno(), go_read),
-            stderr=subprocess.PIPE,
-        )
-    finally:
-        os.close(go_read)
+    proc, go_write = await start_standby(workdir, listener)
     os.close(go_write)  # end of file: this standby will not be needed
     try:
         code, err = await finish(proc)
