@@ -240,7 +240,9 @@ async def open_membrane(
     0700 too), or on the already-listening socket ``listen_fd`` when the
     root hands one over (then no file is created or removed here). On exit the
     membrane drains: goaway to every connection, in-flight calls finish
-    (up to ``drain_grace`` seconds), then the socket file is removed.
+    (up to ``drain_grace`` seconds), then the socket file is removed. When
+    the block is left by an exception or a cancellation, connections are
+    closed at once instead (in-flight callers get ``CellUnavailable``).
     ``accept_filter(sock)`` runs on every accepted socket before the hello: a
     returned string refuses (closes) the connection and is logged as the
     reason (the root checks ``SO_PEERCRED`` this way). ``socket_mode`` is the
@@ -285,7 +287,13 @@ async def open_membrane(
             nursery.start_soon(accept)
             try:
                 yield membrane
-            finally:
+            except BaseException:
+                # Cancelled or failing: close at once (callers get
+                # CellUnavailable); only a normal exit drains gracefully.
+                accept_scope.cancel()
+                nursery.cancel_scope.cancel()
+                raise
+            else:
                 accept_scope.cancel()
                 with trio.CancelScope(shield=True):
                     await membrane.drain(drain_grace)

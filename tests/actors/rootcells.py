@@ -123,6 +123,25 @@ class Echoer(cellmesh.Cell):
             return Dialed(reply=b"", error=f"{type(exc).__name__}: {exc}")
 
 
+@cellmesh.protein("t.root.Hog")
+class Hog:
+    """Allocate ``mib`` MiB in a task of the cell's nursery (not inside the call)."""
+
+    mib: int
+
+
+class Hoarder(cellmesh.Cell):
+    """Grows past its memory limit on request: the runtime must exit 137 (a memory kill)."""
+
+    @cellmesh.receptor
+    async def hog(self, msg: Hog) -> Echo:
+        async def grow() -> None:
+            self.hoard = bytearray(msg.mib << 20)
+
+        self.nursery.start_soon(grow)
+        return Echo(msg.mib)
+
+
 class Crasher(cellmesh.Cell):
     """Fails in on_start, every time: a crash loop."""
 

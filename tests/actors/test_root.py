@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import rootcells
 import trio
-from rootcells import Dial, Downs, Echo, Forward, Quit, Slow, Spawn, Watch, WhoAmI
+from rootcells import Dial, Downs, Echo, Forward, Hog, Quit, Slow, Spawn, Watch, WhoAmI
 
 from cellmesh import CellUnavailable, RemoteCellError, Synapse
 from cellmesh.actors._rootlock import peer_uid_filter
@@ -407,3 +407,22 @@ async def test_standby_false_keeps_one_process_per_cell() -> None:
             assert await syn.fire(Echo(1)) == Echo(1)
         assert serving_pid(root, "solo") not in (None, first)
         assert slot.standby is None
+
+
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_a_cell_over_its_memory_limit_is_reported_as_a_memory_kill(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    toml = "[supervisor]\nintensity = 5\n\n" + cell(
+        "hog", "Hoarder", limits='{ memory = "400M" }', standby="false"
+    )
+    async with running_root(toml, sandbox=sandbox) as (root, paths):
+        before = root.slots["hog"].instance
+        async with Synapse.grow("hog", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Hog(mib=2048)) == Echo(2048)
+        await until(root, "hog", lambda: root.slots["hog"].instance is not before
+                    and state(root, "hog") == "running")
+        (record,) = [r for r in root.restart_log if r.cell == "hog"]
+        assert record.reason.startswith("memory limit"), record.reason

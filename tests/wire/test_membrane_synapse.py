@@ -569,3 +569,31 @@ async def test_membrane_on_an_explicit_socket_path(tmp_path: Path) -> None:
     with pytest.raises(cellmesh.ConfigError, match="socket_path"):
         async with open_membrane("x", pong, socket_path=tmp_path / ("y" * 120)):
             pass
+
+
+async def test_membrane_left_by_an_exception_closes_at_once(sockdir: Path) -> None:
+    started = trio.Event()
+
+    async def stuck(msg: Ping) -> Pong:
+        started.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    failures: list[BaseException] = []
+
+    async def client(task_status: trio.TaskStatus[None]) -> None:
+        async with Synapse.grow("crashy", socket_dir=sockdir) as syn:
+            task_status.started()
+            try:
+                await syn.fire(Ping(1))
+            except CellUnavailable as exc:
+                failures.append(exc)
+
+    with trio.fail_after(10):  # not the hour-long drain: closed at once
+        async with trio.open_nursery() as outer:
+            with pytest.raises(RuntimeError, match="crash"):
+                async with open_membrane("crashy", stuck, socket_dir=sockdir, drain_grace=3600):
+                    await outer.start(client)
+                    await started.wait()
+                    raise RuntimeError("crash")
+    assert len(failures) == 1
