@@ -87,6 +87,11 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
 
     table = cellmesh(home, "status")
     assert table.returncode == 0 and "echo" in table.stdout and "dormant" in table.stdout
+    top = cellmesh(home, "top", "--once", "--interval", "0.2")
+    assert top.returncode == 0, top.stderr
+    assert "echo" in top.stdout and "lazy" in top.stdout
+    logs = cellmesh(home, "logs", "echo")
+    assert logs.returncode == 0 and "event started" in logs.stdout
 
     killed = cellmesh(home, "kill", "echo")
     assert killed.returncode == 0, killed.stderr
