@@ -2,8 +2,9 @@
 
 :mod:`~cellmesh.actors.policy` decides (pure, synchronous);
 :mod:`~cellmesh.actors.supervisor` acts on the decisions under Trio;
-:mod:`~cellmesh.actors.dna` content-addresses and byte-compiles a cell's code.
-The public API is exactly what this module re-exports.
+:mod:`~cellmesh.actors.dna` content-addresses and byte-compiles a cell's code;
+:mod:`~cellmesh.actors.root` is the daemon (import it explicitly: cells do
+not pay for it). The public API is exactly what this module re-exports.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from .errors import (
     DnaSourceError,
     InvalidSupervisorSpec,
     NotSupported,
+    RootAlreadyRunning,
+    RootError,
+    RootNotRunning,
+    RootRequestError,
     SupervisorEscalation,
     SupervisorRequestError,
     SupervisorStopped,
@@ -82,6 +87,10 @@ __all__ = [
     "ProcessHandle",
     "RemoveChild",
     "Restart",
+    "RootAlreadyRunning",
+    "RootError",
+    "RootNotRunning",
+    "RootRequestError",
     "Shutdown",
     "ShutdownExit",
     "StartChild",

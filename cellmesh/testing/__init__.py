@@ -7,6 +7,7 @@
 * :class:`RaftNet` -- a hand-driven, lossless network of Raft cores for
   step-by-step unit tests.
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
+* :func:`open_root` -- a root daemon served inside the test's Trio run.
 """
 
 from cellmesh.testing.cluster import ProcessCluster, find_leader, process_cluster
@@ -21,6 +22,7 @@ from cellmesh.testing.lincheck import (
     check_operations,
     history_from_events,
 )
+from cellmesh.testing.mesh import mesh_env, open_root
 from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
 from cellmesh.testing.raftnet import PerfectStorage, RaftNet
 from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
@@ -49,6 +51,8 @@ __all__ = [
     "check_operations",
     "find_leader",
     "history_from_events",
+    "mesh_env",
+    "open_root",
     "process_cluster",
     "run_seed",
 ]
