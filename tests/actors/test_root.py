@@ -426,3 +426,25 @@ async def test_a_cell_over_its_memory_limit_is_reported_as_a_memory_kill(
                     and state(root, "hog") == "running")
         (record,) = [r for r in root.restart_log if r.cell == "hog"]
         assert record.reason.startswith("memory limit"), record.reason
+
+
+async def test_undeclared_cells_spawn_through_the_control_api_only_when_allowed() -> None:
+    from cellmesh.actors.control import SpawnCell
+
+    toml = "[root]\nallow_spawn = true\n\n" + cell("echo", "Echoer")
+    async with running_root(toml) as (root, paths):
+        dna = str(root.manifest.path.parent / "rootcells.py")
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            ack = await ctl.fire(SpawnCell(name="extra", dna=dna, entry="rootcells:Echoer"))
+            assert ack.text == "extra"
+            with pytest.raises(RemoteCellError, match="exists"):
+                await ctl.fire(SpawnCell(name="echo", dna=dna, entry="rootcells:Echoer"))
+            with pytest.raises(RemoteCellError, match="absolute"):
+                await ctl.fire(SpawnCell(name="rel", dna="rootcells.py", entry=""))
+        async with Synapse.grow("extra", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Echo(6)) == Echo(6)
+        assert root.slots["extra"].supervisor == "~dynamic"
+    async with running_root(cell("echo", "Echoer")) as (root, paths):
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            with pytest.raises(RemoteCellError, match="allow_spawn"):
+                await ctl.fire(SpawnCell(name="extra", dna="/x.py", entry=""))
