@@ -8,9 +8,12 @@ Theory of operation
 
 1. connect the umbilical (``CELL_UMBILICAL``; absent = standalone);
 2. ``on_start`` (the cell's nursery is open);
-3. serve the membrane on the inherited listening socket (fd 3 when
-   ``CELL_LISTEN_FDS`` >= 1: the first passed fd) or on ``$CELL_SOCKET_DIR/<name>.sock``;
-4. send ``CellReady(pid)`` to the root, then a ``CellStats`` signal every
+3. send ``CellReady(pid)`` to the root (init is done: a crash from here on
+   is a crash, not a failed start; a runtime that binds its own socket sends
+   it once the socket exists, after step 4's bind);
+4. serve the membrane on the inherited listening socket (fd 3 when
+   ``CELL_LISTEN_FDS`` >= 1: the first passed fd) or on
+   ``$CELL_SOCKET_DIR/<name>.sock``, and send a ``CellStats`` signal every
    ``stats_interval`` seconds; the same tick notices a broken umbilical;
 5. on SIGTERM/SIGINT, :meth:`~cellmesh.Cell.stop`, or a broken umbilical:
    drain the membrane (goaway; in-flight calls finish), ``on_stop``, cancel
@@ -278,7 +281,7 @@ async def serve_cell(
 ) -> str:
     """Serve ``cell`` as ``name`` until it is asked to stop; return the stop reason.
 
-    Order: umbilical, ``on_start``, membrane, ``CellReady``, (started), serve;
+    Order: umbilical, ``on_start``, ``CellReady``, membrane, (started), serve;
     then drain, ``on_stop``, cancel the cell's nursery, close the synapses.
     An exception from ``on_start``, ``on_stop`` or a cell task propagates
     (unwrapped when it is the only one). ``stop_requested`` may be set by the
@@ -305,14 +308,19 @@ async def serve_cell(
                     ctx.stop_reason = "stop requested"
                 cell._bind(ctx)
                 await cell.on_start()
+                # Ready = init done (OTP), said before serving so a crash in
+                # the first calls is a crash, not a failed start -- except when
+                # we bind the socket ourselves: then only once it exists.
+                if root is not None and listen_fd is not None:
+                    await _announce(ctx)
                 receptors = ctx.receptors(cell, times, sample_every)
                 async with open_membrane(
                     name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log
                 ) as membrane:
                     running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
                     if root is not None:
-                        with suppress(NoRoot):  # ask_root requested the stop
-                            await ctx.ask_root(CellReady(pid=os.getpid()))
+                        if listen_fd is None:
+                            await _announce(ctx)
                         service.start_soon(_report, running, root, stats_interval)
                     task_status.started(running)
                     await stop.wait()
@@ -320,6 +328,11 @@ async def serve_cell(
                 nursery.cancel_scope.cancel()
             service.cancel_scope.cancel()
     return ctx.stop_reason
+
+
+async def _announce(ctx: CellContext) -> None:
+    with suppress(NoRoot):  # ask_root requested the stop
+        await ctx.ask_root(CellReady(pid=os.getpid()))
 
 
 async def _report(running: RunningCell, root: Synapse, interval: float) -> None:
