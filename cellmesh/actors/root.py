@@ -88,6 +88,7 @@ from .policy import (
     AbnormalExit,
     ChildKind,
     ChildSpec,
+    ChildStatus,
     ExitReason,
     Restart,
     Strategy,
@@ -224,15 +225,15 @@ class Root:
             umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
         )
         self.slots[name] = slot
-        if parent is not None:
-            # A hard link to the child's socket in the directory bound into the
-            # parent's sandbox: the parent reaches its children, no one else's.
-            link = self._launcher.children_dir(parent) / f"{name}.sock"
-            link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                link.unlink()
-            os.link(socket_path, link)
         try:
+            if parent is not None:
+                # A hard link to the child's socket in the directory bound into
+                # the parent's sandbox: the parent reaches its children only.
+                link = self._launcher.children_dir(parent) / f"{name}.sock"
+                link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                os.link(socket_path, link)
             await self._nursery.start(self._serve_umbilical, slot)
         except BaseException:
             await self._drop_slot(slot)
@@ -443,15 +444,22 @@ class Root:
                 await changed.wait()
 
     async def _reactivate(self, slot: CellSlot) -> None:
+        """A connection waits for a cell without a process: start it, if it is ours to start.
+
+        Only a child its supervisor has stopped for good (or removed, for a
+        declared cell) is started here; while a supervisor is starting, or
+        about to restart the cell itself, the watcher just waits for the
+        slot to change.
+        """
         sup = self.supervisors.get(slot.supervisor)
-        if sup is None:
+        if sup is None or not sup.started:
             await slot.changed.wait()
             return
-        known = {info.child_id: info for info in sup.which_children()}
+        info = next((i for i in sup.which_children() if i.child_id == slot.name), None)
         try:
-            if slot.name in known:
+            if info is not None and info.status is ChildStatus.STOPPED:
                 await sup.restart_child(slot.name)
-            elif slot.name in self.manifest.cells:
+            elif info is None and slot.name in self.manifest.cells:
                 decl = slot.decl
                 await sup.start_child(ChildSpec(
                     id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
