@@ -38,6 +38,12 @@ CELL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 #: ``sun_path`` is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH: Final = 107
 
+#: Exit code a cell runtime uses when it dies of MemoryError under a memory
+#: limit (128 + SIGKILL, what a shell reports for an OOM-killed child). Shared
+#: by the runtime (which exits with it) and the sandbox (which reports it as a
+#: memory-limit kill); kept here so the runtime need not import the sandbox.
+MEMORY_LIMIT_EXIT_CODE: Final = 137
+
 
 def check_cell_name(name: object, *, source: str = "cell name") -> str:
     """Return ``name`` if it is a valid cell name, else raise :class:`ConfigError`.

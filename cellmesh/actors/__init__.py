@@ -9,7 +9,10 @@ not pay for it). The public API is exactly what this module re-exports.
 
 from __future__ import annotations
 
-from .dna import DnaCache, DnaEntry, DnaSource, content_hash, hash_path, read_source, verify_entry
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
 from .errors import (
     ChildAlreadyPresent,
     ChildRunning,
@@ -28,36 +31,98 @@ from .errors import (
     SupervisorStopped,
     UnknownChild,
 )
-from .policy import (
-    AbnormalExit,
-    Action,
-    Backoff,
-    ChildInfo,
-    ChildKind,
-    ChildSpec,
-    ChildStatus,
-    Escalate,
-    ExitReason,
-    NormalExit,
-    RemoveChild,
-    Restart,
-    Shutdown,
-    ShutdownExit,
-    StartChild,
-    StopChild,
-    Strategy,
-    SupervisorSpec,
-    SupervisorState,
-)
-from .supervisor import (
-    ChildFactory,
-    ChildHandle,
-    ProcessFactory,
-    ProcessHandle,
-    Supervisor,
-    SupervisorChildHandle,
-    SupervisorEvent,
-)
+
+if TYPE_CHECKING:
+    from .dna import (
+        DnaCache,
+        DnaEntry,
+        DnaSource,
+        content_hash,
+        hash_path,
+        read_source,
+        verify_entry,
+    )
+    from .policy import (
+        AbnormalExit,
+        Action,
+        Backoff,
+        ChildInfo,
+        ChildKind,
+        ChildSpec,
+        ChildStatus,
+        Escalate,
+        ExitReason,
+        NormalExit,
+        RemoveChild,
+        Restart,
+        Shutdown,
+        ShutdownExit,
+        StartChild,
+        StopChild,
+        Strategy,
+        SupervisorSpec,
+        SupervisorState,
+    )
+    from .supervisor import (
+        ChildFactory,
+        ChildHandle,
+        ProcessFactory,
+        ProcessHandle,
+        Supervisor,
+        SupervisorChildHandle,
+        SupervisorEvent,
+    )
+
+#: Names loaded on first use, by module. A cell process imports this package
+#: (for ``Cell``) but needs neither the restart policy, the supervisor nor
+#: the DNA cache: importing them lazily keeps its start-up lean.
+_LAZY: Final[Mapping[str, str]] = {
+    "AbnormalExit": "policy",
+    "Action": "policy",
+    "Backoff": "policy",
+    "ChildFactory": "supervisor",
+    "ChildHandle": "supervisor",
+    "ChildInfo": "policy",
+    "ChildKind": "policy",
+    "ChildSpec": "policy",
+    "ChildStatus": "policy",
+    "DnaCache": "dna",
+    "DnaEntry": "dna",
+    "DnaSource": "dna",
+    "Escalate": "policy",
+    "ExitReason": "policy",
+    "NormalExit": "policy",
+    "ProcessFactory": "supervisor",
+    "ProcessHandle": "supervisor",
+    "RemoveChild": "policy",
+    "Restart": "policy",
+    "Shutdown": "policy",
+    "ShutdownExit": "policy",
+    "StartChild": "policy",
+    "StopChild": "policy",
+    "Strategy": "policy",
+    "Supervisor": "supervisor",
+    "SupervisorChildHandle": "supervisor",
+    "SupervisorEvent": "supervisor",
+    "SupervisorSpec": "policy",
+    "SupervisorState": "policy",
+    "content_hash": "dna",
+    "hash_path": "dna",
+    "read_source": "dna",
+    "verify_entry": "dna",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AbnormalExit",

@@ -50,10 +50,9 @@ import attrs
 import trio
 
 from .._util import open_service_nursery
-from ..config import Paths, check_cell_name
+from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..membrane import Membrane, open_membrane
-from ..sandbox._status import MEMORY_LIMIT_EXIT_CODE
 from ..synapse import Synapse
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot

@@ -13,11 +13,10 @@ from typing import Final, Literal
 
 import attrs
 
+from ..config import MEMORY_LIMIT_EXIT_CODE
+
 ExitReason = Literal["exit", "crash", "limit", "stop"]
 
-#: Exit code a cell runtime uses when it dies of MemoryError under a memory
-#: limit (128 + SIGKILL, what a shell reports for an OOM-killed child).
-MEMORY_LIMIT_EXIT_CODE: Final = 137
 
 #: Signals that, under an rlimit-enforced memory limit, mean "ran out of memory".
 _MEMORY_SIGNALS: Final = frozenset({signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT})
