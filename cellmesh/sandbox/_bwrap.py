@@ -450,12 +450,17 @@ class BwrapBackend(ProcessBackend):
             _freeze_and_kill(wl)
 
     def _kill(self, rec: CellRecord, wl: Workload) -> None:
-        _freeze_and_kill(wl)
-        rec.leaves.kill_all()
+        self._kill_nowait(rec, wl)
         try:
             wl.wait(_STOP_PATIENCE)
         except subprocess.TimeoutExpired:
             wl.send_signal(signal.SIGKILL)
+
+    def _kill_nowait(self, rec: CellRecord, wl: Workload) -> None:
+        # Everything inside dies now; bwrap, continued, reaps it and exits by
+        # itself (the caller's wait on the pidfd sees that).
+        _freeze_and_kill(wl)
+        rec.leaves.kill_all()
 
 
 def _freeze_and_kill(wl: Workload) -> None:

@@ -410,7 +410,7 @@ class ProcessBackend(abc.ABC):
                 rec.killed_as_crash = True
             else:
                 rec.stopped_by_us = True
-            self._kill(rec, wl)
+            self._kill_nowait(rec, wl)
 
     def process_id(self, cell_id: str) -> int | None:
         """The pid of the cell's running process (bwrap's, for the bwrap backend), or None."""
@@ -431,6 +431,10 @@ class ProcessBackend(abc.ABC):
         wl.signal_group(signal.SIGKILL)
         wl.send_signal(signal.SIGKILL)
         rec.leaves.kill_all()
+
+    def _kill_nowait(self, rec: CellRecord, wl: Workload) -> None:
+        """:meth:`_kill` without waiting for the process to go (the pidfd says when)."""
+        self._kill(rec, wl)
 
     def _reap_report(self, rec: CellRecord) -> ExitStatus | None:
         wl = rec.workload
