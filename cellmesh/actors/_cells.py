@@ -94,6 +94,9 @@ class CellSlot:
     umbilical_path: Path
     decl: CellDecl
     parent: str | None = None
+    #: Its id in its supervisor: the name, except under a simple_one_for_one
+    #: supervisor, which numbers its children (``worker-3``).
+    child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
     trap_exits: bool = False
     dna_digest: str = ""
     created: bool = False

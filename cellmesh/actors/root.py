@@ -277,9 +277,10 @@ class Root:
             slot = self.slots.get(str(child_name))
             if slot is None:
                 slot = await self._add_slot(
-                    self.manifest.templates[str(template)], name=str(child_name),
-                    supervisor=str(sup_name),
+                    attrs.evolve(self.manifest.templates[str(template)], name=str(child_name)),
+                    name=str(child_name), supervisor=str(sup_name),
                 )
+                slot.child_id = spec.id
         else:
             slot = self.slots[str(spec.args[1])]
         return await self._start_instance(slot, nursery)
@@ -389,7 +390,7 @@ class Root:
                 with contextlib.suppress(CellmeshError):
                     self.backend.kill(linked.instance.cell_id, as_crash=True)
         if (
-            slot.supervisor == DYNAMIC and slot.decl.restart is Restart.TEMPORARY
+            slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
         ):
             self._nursery.start_soon(self._forget, slot)  # never restarted: free the name
@@ -455,10 +456,10 @@ class Root:
         if sup is None or not sup.started:
             await slot.changed.wait()
             return
-        info = next((i for i in sup.which_children() if i.child_id == slot.name), None)
+        info = next((i for i in sup.which_children() if i.child_id == slot.child_id), None)
         try:
             if info is not None and info.status is ChildStatus.STOPPED:
-                await sup.restart_child(slot.name)
+                await sup.restart_child(slot.child_id)
             elif info is None and slot.name in self.manifest.cells:
                 decl = slot.decl
                 await sup.start_child(ChildSpec(
@@ -547,17 +548,35 @@ class Root:
         )
         return await self._start_dynamic(decl, parent=None)
 
-    async def _start_dynamic(self, decl: CellDecl, *, parent: CellSlot | None) -> Ack:
-        sup = self.supervisors.get(DYNAMIC)
+    async def _start_dynamic(
+        self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
+    ) -> Ack:
+        """Start a cell that is not in the manifest's tree: a child or a control-API spawn.
+
+        A child of ``template`` goes under the manifest's ``simple_one_for_one``
+        supervisor of that template when there is one (its intensity applies),
+        else under the hidden ``~dynamic`` supervisor.
+        """
+        pool = next(
+            (s.name for s in self.manifest.supervisors.values()
+             if template is not None and s.template == template and s.name in self.supervisors),
+            None,
+        )
+        sup = self.supervisors.get(pool or DYNAMIC)
         if sup is None:
             raise RootRequestError(decl.name, "this root has no dynamic supervisor")
-        slot = await self._add_slot(decl, name=decl.name, supervisor=DYNAMIC,
+        slot = await self._add_slot(decl, name=decl.name, supervisor=pool or DYNAMIC,
                                     parent=None if parent is None else parent.name)
         try:
-            await sup.start_child(ChildSpec(
-                id=decl.name, restart=decl.restart if parent is not None else Restart.TEMPORARY,
-                shutdown=decl.shutdown, args=("cell", decl.name),
-            ))
+            if pool is not None:
+                # args appended to the template's; the pool names the child worker-N
+                slot.child_id = await sup.start_child((decl.name,))
+            else:
+                await sup.start_child(ChildSpec(
+                    id=decl.name,
+                    restart=decl.restart if parent is not None else Restart.TEMPORARY,
+                    shutdown=decl.shutdown, args=("cell", decl.name),
+                ))
         except BaseException:
             await self._drop_slot(slot)
             raise
@@ -573,13 +592,13 @@ class Root:
 
     async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
         parent.children.discard(name)
-        sup = self.supervisors.get(DYNAMIC)
         slot = self.slots.get(name)
-        if sup is not None:
+        sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
+        if sup is not None and slot is not None:
             with contextlib.suppress(CellmeshError):
-                await sup.terminate_child(name)
+                await sup.terminate_child(slot.child_id)
             with contextlib.suppress(CellmeshError):
-                await sup.delete_child(name)
+                await sup.delete_child(slot.child_id)
         if slot is not None:
             await self._drop_slot(slot)
         parent.touch()
@@ -657,7 +676,9 @@ class Root:
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest.templates[msg.template]
-        return await self._start_dynamic(attrs.evolve(tmpl, name=name), parent=slot)
+        return await self._start_dynamic(
+            attrs.evolve(tmpl, name=name), parent=slot, template=msg.template
+        )
 
     # ------------------------------------------------------------ status
 

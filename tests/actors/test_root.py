@@ -448,3 +448,26 @@ async def test_undeclared_cells_spawn_through_the_control_api_only_when_allowed(
         async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
             with pytest.raises(RemoteCellError, match="allow_spawn"):
                 await ctl.fire(SpawnCell(name="extra", dna="/x.py", entry=""))
+
+
+async def test_children_of_a_pooled_template_run_under_its_simple_one_for_one_supervisor() -> None:
+    toml = (
+        cell("watcher", "Watcher", max_children="2", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+        + '[supervisors.pool]\nstrategy = "simple_one_for_one"\ntemplate = "worker"\n'
+        + "intensity = 5\n"
+    )
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            assert (await syn.fire(Spawn(suffix="a"))).name == "watcher.a"
+            child = root.slots["watcher.a"]
+            assert (child.supervisor, child.child_id) == ("pool", "worker-1")
+            first = serving_pid(root, "watcher.a")
+            crash(root, "watcher.a")  # the pool restarts it (a permanent template)
+            assert await syn.fire(Forward(target="watcher.a", n=5)) == Echo(5)
+            assert serving_pid(root, "watcher.a") not in (None, first)
+        assert [r.cell for r in root.restart_log] == ["watcher.a"]
+        crash(root, "watcher")  # children stop with their parent
+        await until(root, "watcher", lambda: "watcher.a" not in root.slots)
+        pool = root.supervisors["pool"]
+        assert [i.child_id for i in pool.which_children()] == []
