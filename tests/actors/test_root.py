@@ -471,3 +471,29 @@ async def test_children_of_a_pooled_template_run_under_its_simple_one_for_one_su
         await until(root, "watcher", lambda: "watcher.a" not in root.slots)
         pool = root.supervisors["pool"]
         assert [i.child_id for i in pool.which_children()] == []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restarted"),
+    [("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})],
+)
+async def test_strategies_restart_the_right_siblings_of_a_killed_cell(
+    strategy: str, restarted: set[str]
+) -> None:
+    toml = (
+        f'[supervisor]\nstrategy = "{strategy}"\nintensity = 5\nchildren = ["a", "b", "c"]\n\n'
+        + cell("a", "Echoer") + cell("b", "Echoer") + cell("c", "Echoer")
+    )
+    async with running_root(toml) as (root, _paths):
+        before = {name: root.slots[name].instance for name in "abc"}
+        crash(root, "b")
+
+        def settled() -> bool:
+            return all(
+                (root.slots[n].instance is not before[n]) == (n in restarted)
+                and state(root, n) == "running"
+                for n in "abc"
+            )
+
+        await until(root, "b", settled)
+        assert {n for n in "abc" if root.slots[n].restarts} == restarted
