@@ -142,6 +142,15 @@ class Hoarder(cellmesh.Cell):
         return Echo(msg.mib)
 
 
+class Stubborn(cellmesh.Cell):
+    """Takes a minute to stop: its shutdown timeout must cut that short with SIGKILL."""
+
+    async def on_stop(self) -> None:
+        import trio
+
+        await trio.sleep(60)
+
+
 class Crasher(cellmesh.Cell):
     """Fails in on_start, every time: a crash loop."""
 

@@ -497,3 +497,21 @@ async def test_strategies_restart_the_right_siblings_of_a_killed_cell(
 
         await until(root, "b", settled)
         assert {n for n in "abc" if root.slots[n].restarts} == restarted
+
+
+@pytest.mark.parametrize("shutdown", ["0.5", '"brutal_kill"'])
+async def test_shutdown_timeout_and_brutal_kill_stop_a_cell_that_will_not(shutdown: str) -> None:
+    toml = cell("slow", "Stubborn", shutdown=shutdown, standby="false")
+    start = trio.current_time()
+    async with running_root(toml, keep=True) as (root, paths):
+        serving = root.slots["slow"].instance
+        assert serving is not None
+        events = paths.log_dir / "slow.events.jsonl"
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            await ctl.fire(StopMesh(timeout=30.0))
+        with trio.fail_after(30):
+            await trio.sleep_forever()  # the root ends: the block is cancelled
+    assert trio.current_time() - start < 20  # not the minute on_stop asks for
+    (exited,) = [e for e in read_events(events) if e["event"] == "exited"]
+    assert exited["signal_name"] == "SIGKILL" and exited["reason"] == "stop"
+    shutil.rmtree(paths.home)
