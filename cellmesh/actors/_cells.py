@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -35,7 +35,8 @@ import attrs
 import trio
 
 from ..sandbox import CellBackend, ExitStatus
-from .control import CellStats
+from ._proc import ProcSample, totals, tree
+from .control import CellStats, CellStatus
 from .errors import ChildStartFailed
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
@@ -124,6 +125,41 @@ class CellSlot:
     def on_demand(self) -> bool:
         """Spawned at its first connection rather than at supervisor start."""
         return self.decl.activation == "on_demand"
+
+    def report(
+        self, pid: int | None, samples: Mapping[int, ProcSample], *, now: float, mono: float,
+        backend: str,
+    ) -> CellStatus:
+        """This cell's row of ``cellmesh status``.
+
+        ``pid`` is the serving process (None when none); RSS and CPU are
+        summed over its process tree in ``samples``. CPU% needs the previous
+        call's sample (kept here), so the first report of a process has none.
+        """
+        instance = self.instance
+        state = "stopped" if instance is None or instance.state == "exited" else instance.state
+        rss: int | None = None
+        cpu_pct: float | None = None
+        if pid is not None:
+            rss, cpu = totals(tree(pid, samples), samples)
+            last = self.cpu_sample
+            if last is not None and mono > last[0]:
+                cpu_pct = max(0.0, 100.0 * (cpu - last[1]) / (mono - last[0]))
+            self.cpu_sample = (mono, cpu)
+        else:
+            self.cpu_sample = None
+        stats = self.stats
+        started = instance.started_at if instance is not None and pid is not None else None
+        return CellStatus(
+            name=self.name, supervisor=self.supervisor, state=state, pid=pid,
+            restarts=self.restarts, uptime=None if started is None else now - started,
+            msgs_in=0 if stats is None else stats.msgs_in,
+            msgs_out=0 if stats is None else stats.msgs_out,
+            rss=rss, cpu_percent=cpu_pct,
+            rtt_p50_us=None if stats is None else stats.rtt_p50_us,
+            rtt_p99_us=None if stats is None else stats.rtt_p99_us,
+            backend=backend, dna=self.dna_digest[:12],
+        )
 
     def touch(self) -> None:
         """Wake everything waiting for this slot's state to change."""

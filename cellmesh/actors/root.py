@@ -62,7 +62,6 @@ from .control import (
     CellDown,
     CellReady,
     CellStats,
-    CellStatus,
     Demonitor,
     KillCell,
     Link,
@@ -95,6 +94,7 @@ from .policy import (
     SupervisorSpec,
 )
 from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
+from .watches import Notify, Watches
 
 #: Name of the hidden supervisor of dynamic children and control-API spawns.
 DYNAMIC: Final = "~dynamic"
@@ -121,9 +121,7 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
-    _monitors: dict[int, tuple[str, str]] = attrs.Factory(dict)  # ref -> (watcher, target)
-    _links: dict[str, set[str]] = attrs.Factory(dict)
-    _next_ref: int = 1
+    _watches: Watches = attrs.Factory(Watches)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -243,6 +241,7 @@ class Root:
 
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
+        self._watches.forget(slot.name)
         await self._launcher.destroy(slot)
         with contextlib.suppress(OSError):
             os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
@@ -371,24 +370,18 @@ class Root:
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
-        for ref, (watcher, target) in list(self._monitors.items()):
-            if target == slot.name:
-                del self._monitors[ref]
-                self._notify(watcher, CellDown(name=slot.name, reason=text, ref=ref))
-        peers = self._links.pop(slot.name, set())
-        for peer in peers:
-            self._links.get(peer, set()).discard(slot.name)
-            if not isinstance(reason, AbnormalExit):
-                continue
-            linked = self.slots.get(peer)
-            if linked is None:
-                continue
-            if linked.trap_exits:
-                self._notify(peer, CellDown(name=slot.name, reason=text, ref=0))
-            elif linked.instance is not None and linked.instance.state not in ("exited", "dormant"):
-                self._record(peer, f"linked cell {slot.name} failed: {text}")
+        effects = self._watches.exited(
+            slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
+        )
+        for effect in effects:
+            if isinstance(effect, Notify):
+                self._notify(effect.watcher, effect.down)
+            else:
+                linked = self.slots[effect.name].instance
+                assert linked is not None  # _running said so
+                self._record(effect.name, f"linked cell {effect.cause} failed: {effect.reason}")
                 with contextlib.suppress(CellmeshError):
-                    self.backend.kill(linked.instance.cell_id, as_crash=True)
+                    self.backend.kill(linked.cell_id, as_crash=True)
         if (
             slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
@@ -414,6 +407,12 @@ class Root:
                     self.log(f"root: CellDown for {watcher} not delivered: {exc}")
 
         self._nursery.start_soon(deliver)
+
+    def _running(self, name: str) -> bool:
+        """``name`` has a process (starting or running) that a link could kill."""
+        slot = self.slots.get(name)
+        instance = None if slot is None else slot.instance
+        return instance is not None and instance.state in ("starting", "running")
 
     def _is_alive(self, name: str) -> bool:
         slot = self.slots.get(name)
@@ -631,26 +630,23 @@ class Root:
                 slot.instance.mark_ready()
             return Ack(text="ok")
         if isinstance(msg, Monitor):
-            ref = self._next_ref
-            self._next_ref += 1
-            if self._is_alive(msg.target):
-                self._monitors[ref] = (slot.name, msg.target)
-            else:
-                self._notify(slot.name, CellDown(name=msg.target, reason="noproc", ref=ref))
+            ref, effects = self._watches.monitor(
+                slot.name, msg.target, alive=self._is_alive(msg.target)
+            )
+            for effect in effects:
+                if isinstance(effect, Notify):
+                    self._notify(effect.watcher, effect.down)
             return MonitorRef(ref=ref)
         if isinstance(msg, Demonitor):
-            self._monitors.pop(msg.ref, None)
+            self._watches.demonitor(msg.ref)
             return Ack(text="ok")
         if isinstance(msg, Link):
-            slot.trap_exits = msg.trap_exits
             if not self._is_alive(msg.target):
                 raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
-            self._links.setdefault(slot.name, set()).add(msg.target)
-            self._links.setdefault(msg.target, set()).add(slot.name)
+            self._watches.link(slot.name, msg.target, trap_exits=msg.trap_exits)
             return Ack(text="ok")
         if isinstance(msg, Unlink):
-            self._links.get(slot.name, set()).discard(msg.target)
-            self._links.get(msg.target, set()).discard(slot.name)
+            self._watches.unlink(slot.name, msg.target)
             return Ack(text="ok")
         if isinstance(msg, StartChild):
             return await self._start_child_for(slot, msg)
@@ -689,38 +685,12 @@ class Root:
         mono = time.monotonic()
         cells = []
         for slot in self.slots.values():
-            cells.append(self._cell_status(slot, samples, now, mono))
+            cells.append(slot.report(
+                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name
+            ))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,
             manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
-        )
-
-    def _cell_status(
-        self, slot: CellSlot, samples: Mapping[int, _proc.ProcSample], now: float, mono: float
-    ) -> CellStatus:
-        instance = slot.instance
-        state = "stopped" if instance is None or instance.state == "exited" else instance.state
-        pid = self._pid(slot)
-        rss: int | None = None
-        cpu_pct: float | None = None
-        if pid is not None:
-            rss, cpu = _proc.totals(_proc.tree(pid, samples), samples)
-            if slot.cpu_sample is not None and mono > slot.cpu_sample[0]:
-                cpu_pct = max(0.0, 100.0 * (cpu - slot.cpu_sample[1]) / (mono - slot.cpu_sample[0]))
-            slot.cpu_sample = (mono, cpu)
-        else:
-            slot.cpu_sample = None
-        stats = slot.stats
-        started = instance.started_at if instance is not None and pid is not None else None
-        return CellStatus(
-            name=slot.name, supervisor=slot.supervisor, state=state, pid=pid,
-            restarts=slot.restarts, uptime=None if started is None else now - started,
-            msgs_in=0 if stats is None else stats.msgs_in,
-            msgs_out=0 if stats is None else stats.msgs_out,
-            rss=rss, cpu_percent=cpu_pct,
-            rtt_p50_us=None if stats is None else stats.rtt_p50_us,
-            rtt_p99_us=None if stats is None else stats.rtt_p99_us,
-            backend=self.backend.name, dna=slot.dna_digest[:12],
         )
 
 

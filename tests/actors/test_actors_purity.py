@@ -17,7 +17,11 @@ ROOT = Path(cellmesh.__file__).parent
 #: Module -> path relative to the package root.
 PURE_MODULES = {
     "cellmesh.actors.policy": "actors/policy.py",
+    "cellmesh.actors.watches": "actors/watches.py",
+    "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
+    "cellmesh.wire.proteins": "wire/proteins.py",
+    "cellmesh.wire.codec": "wire/codec.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({

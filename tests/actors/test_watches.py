@@ -1,0 +1,87 @@
+"""Monitors and links (Erlang semantics), as pure bookkeeping: decisions are values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cellmesh.actors.control import CellDown
+from cellmesh.actors.watches import KillLinked, Notify, Watches
+
+
+def running(*names: str) -> Callable[[str], bool]:
+    return lambda name: name in names
+
+
+def test_watches_monitor_fires_once_with_its_ref() -> None:
+    w = Watches()
+    ref, now = w.monitor("a", "b", alive=True)
+    assert now == []
+    effects = w.exited("b", "exit code 1", abnormal=True, is_running=running())
+    assert effects == [Notify(watcher="a", down=CellDown(name="b", reason="exit code 1", ref=ref))]
+    assert w.exited("b", "exit code 1", abnormal=True, is_running=running()) == []
+
+
+def test_watches_monitor_of_a_dead_cell_is_noproc_at_once() -> None:
+    w = Watches()
+    ref, now = w.monitor("a", "ghost", alive=False)
+    assert now == [Notify(watcher="a", down=CellDown(name="ghost", reason="noproc", ref=ref))]
+    assert w.exited("ghost", "normal", abnormal=False, is_running=running()) == []
+
+
+def test_watches_refs_are_unique_and_demonitor_cancels() -> None:
+    w = Watches()
+    r1, _ = w.monitor("a", "b", alive=True)
+    r2, _ = w.monitor("a", "b", alive=True)
+    assert r1 != r2
+    w.demonitor(r1)
+    effects = w.exited("b", "normal", abnormal=False, is_running=running())
+    assert [e.down.ref for e in effects if isinstance(e, Notify)] == [r2]
+
+
+def test_watches_normal_exit_notifies_monitors_but_spares_links() -> None:
+    w = Watches()
+    w.link("a", "b", trap_exits=False)
+    ref, _ = w.monitor("c", "b", alive=True)
+    effects = w.exited("b", "normal", abnormal=False, is_running=running("a"))
+    assert effects == [Notify(watcher="c", down=CellDown(name="b", reason="normal", ref=ref))]
+    assert w.linked("a") == frozenset()
+
+
+def test_watches_abnormal_exit_kills_linked_cells_both_ways() -> None:
+    w = Watches()
+    w.link("a", "b", trap_exits=False)
+    assert w.exited("a", "killed", abnormal=True, is_running=running("b")) == [
+        KillLinked(name="b", cause="a", reason="killed")
+    ]
+    w.link("a", "b", trap_exits=False)
+    assert w.exited("b", "oom", abnormal=True, is_running=running("a")) == [
+        KillLinked(name="a", cause="b", reason="oom")
+    ]
+
+
+def test_watches_a_trapping_cell_gets_cell_down_instead_of_dying() -> None:
+    w = Watches()
+    w.link("a", "b", trap_exits=True)
+    assert w.exited("b", "crash", abnormal=True, is_running=running("a")) == [
+        Notify(watcher="a", down=CellDown(name="b", reason="crash", ref=0))
+    ]
+
+
+def test_watches_a_linked_cell_without_a_process_is_not_killed() -> None:
+    w = Watches()
+    w.link("a", "b", trap_exits=False)
+    assert w.exited("b", "crash", abnormal=True, is_running=running()) == []
+
+
+def test_watches_unlink_and_forget() -> None:
+    w = Watches()
+    w.link("a", "b", trap_exits=False)
+    w.unlink("b", "a")
+    assert w.exited("b", "crash", abnormal=True, is_running=running("a")) == []
+    w.link("a", "b", trap_exits=False)
+    w.monitor("a", "c", alive=True)
+    w.monitor("c", "a", alive=True)
+    w.forget("a")
+    assert w.linked("b") == frozenset()
+    assert w.exited("c", "crash", abnormal=True, is_running=running("a", "b")) == []
+    assert w.exited("a", "crash", abnormal=True, is_running=running("b", "c")) == []
