@@ -594,6 +594,8 @@ class ServerConnection:
 
     def _fail_call(self, call_id: int, cost: _FrameCost, code: int, exc: BaseException) -> None:
         self.m.stats.errors += 1
+        if code == ErrorCode.HANDLER_FAILED and self.m.on_handler_error is not None:
+            self.m.on_handler_error(exc)  # may not return (a cell dying of MemoryError)
         if not call_id:
             self._release(cost)
             self.m.log(f"signal failed: {_exception_type_name(exc)}: {exc}")

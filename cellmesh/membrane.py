@@ -118,9 +118,11 @@ class Membrane:
         options: MembraneOptions,
         log: Callable[[str], None] | None,
         accept_filter: Callable[[socket.socket], str | None] | None = None,
+        on_handler_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.name = name
         self._accept_filter = accept_filter
+        self.on_handler_error = on_handler_error
         self.handler = handler
         self.socket_path = socket_path
         self.registry = registry
@@ -231,6 +233,7 @@ async def open_membrane(
     drain_grace: float = 10.0,
     accept_filter: Callable[[socket.socket], str | None] | None = None,
     socket_mode: int = 0o600,
+    on_handler_error: Callable[[BaseException], None] | None = None,
     **options: Any,
 ) -> AsyncIterator[Membrane]:
     """Serve ``handler`` as cell ``name`` for the duration of the block.
@@ -246,7 +249,9 @@ async def open_membrane(
     ``accept_filter(sock)`` runs on every accepted socket before the hello: a
     returned string refuses (closes) the connection and is logged as the
     reason (the root checks ``SO_PEERCRED`` this way). ``socket_mode`` is the
-    mode of a socket file created here.
+    mode of a socket file created here. ``on_handler_error(exc)`` sees every
+    exception a handler raised, before it is boxed into the error reply (only
+    on that path: successful calls never pay for it).
     ``options`` are :class:`MembraneOptions` fields.
     """
     check_cell_name(name)
@@ -274,7 +279,7 @@ async def open_membrane(
     membrane = Membrane(
         name, handler, listener, socket_path=path,
         registry=registry if registry is not None else PROTEINS, options=opts, log=log,
-        accept_filter=accept_filter,
+        accept_filter=accept_filter, on_handler_error=on_handler_error,
     )
     try:
         async with open_service_nursery() as nursery:

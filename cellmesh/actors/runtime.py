@@ -314,7 +314,8 @@ async def serve_cell(
                     await _announce(ctx)
                 receptors = ctx.receptors(cell, times, sample_every)
                 async with open_membrane(
-                    name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log
+                    name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
+                    on_handler_error=_die_if_out_of_memory,
                 ) as membrane:
                     running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
                     if root is not None:
@@ -327,6 +328,12 @@ async def serve_cell(
                 nursery.cancel_scope.cancel()
             service.cancel_scope.cancel()
     return ctx.stop_reason
+
+
+def _die_if_out_of_memory(exc: BaseException) -> None:
+    """A receptor ran out of memory: the process dies as a memory kill (exit 137)."""
+    if has_memory_error(exc):
+        die_of_memory()
 
 
 async def _announce(ctx: CellContext) -> None:

@@ -130,6 +130,11 @@ class Hog:
     mib: int
 
 
+@cellmesh.protein("t.root.HogNow")
+class HogNow:
+    mib: int
+
+
 class Hoarder(cellmesh.Cell):
     """Grows past its memory limit on request: the runtime must exit 137 (a memory kill)."""
 
@@ -139,6 +144,11 @@ class Hoarder(cellmesh.Cell):
             self.hoard = bytearray(msg.mib << 20)
 
         self.nursery.start_soon(grow)
+        return Echo(msg.mib)
+
+    @cellmesh.receptor
+    async def hog_now(self, msg: HogNow) -> Echo:
+        self.hoard = bytearray(msg.mib << 20)  # inside the call itself
         return Echo(msg.mib)
 
 

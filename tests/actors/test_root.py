@@ -20,7 +20,19 @@ from pathlib import Path
 import pytest
 import rootcells
 import trio
-from rootcells import Dial, Downs, Echo, Forward, Hog, Quit, Slow, Spawn, Watch, WhoAmI
+from rootcells import (
+    Dial,
+    Downs,
+    Echo,
+    Forward,
+    Hog,
+    HogNow,
+    Quit,
+    Slow,
+    Spawn,
+    Watch,
+    WhoAmI,
+)
 
 from cellmesh import CellUnavailable, RemoteCellError, Synapse
 from cellmesh.actors._rootlock import peer_uid_filter
@@ -421,11 +433,17 @@ async def test_a_cell_over_its_memory_limit_is_reported_as_a_memory_kill(
     async with running_root(toml, sandbox=sandbox) as (root, paths):
         before = root.slots["hog"].instance
         async with Synapse.grow("hog", socket_dir=paths.socket_dir) as syn:
-            assert await syn.fire(Hog(mib=2048)) == Echo(2048)
+            assert await syn.fire(Hog(mib=2048)) == Echo(2048)  # grows in a task
+            await until(root, "hog", lambda: root.slots["hog"].instance is not before
+                        and state(root, "hog") == "running")
+            before = root.slots["hog"].instance
+            with pytest.raises(CellUnavailable):  # grows inside the call: no error reply
+                await syn.fire(HogNow(mib=2048))
         await until(root, "hog", lambda: root.slots["hog"].instance is not before
                     and state(root, "hog") == "running")
-        (record,) = [r for r in root.restart_log if r.cell == "hog"]
-        assert record.reason.startswith("memory limit"), record.reason
+        records = [r.reason for r in root.restart_log if r.cell == "hog"]
+        assert len(records) == 2
+        assert all(r.startswith("memory limit") for r in records), records
 
 
 async def test_undeclared_cells_spawn_through_the_control_api_only_when_allowed() -> None:

@@ -597,3 +597,19 @@ async def test_membrane_left_by_an_exception_closes_at_once(sockdir: Path) -> No
                     await started.wait()
                     raise RuntimeError("crash")
     assert len(failures) == 1
+
+
+async def test_on_handler_error_sees_failures_only(sockdir: Path) -> None:
+    seen: list[BaseException] = []
+
+    async def handler(msg: Ping) -> Pong:
+        if msg.n < 0:
+            raise ValueError("negative")
+        return Pong(msg.n)
+
+    async with open_membrane("hooked", handler, socket_dir=sockdir, on_handler_error=seen.append):
+        async with Synapse.grow("hooked", socket_dir=sockdir) as syn:
+            assert await syn.fire(Ping(1)) == Pong(1)
+            with pytest.raises(RemoteCellError, match="negative"):
+                await syn.fire(Ping(-1))
+    assert [type(e) for e in seen] == [ValueError]
