@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ from cellmesh.config import Paths
 from cellmesh.sandbox import (
     BwrapBackend,
     CellBackend,
+    CellSpec,
     CgroupHost,
+    ExitStatus,
     HostBackend,
     JsonlEventLog,
     MemorySecretBroker,
@@ -145,3 +149,29 @@ def workload_pid(backend: CellBackend, pid: int) -> int:
 
     poll_until(leaf, what="the sandboxed workload to start")
     return found[-1]
+
+
+def run_probe(
+    backend: CellBackend, name: str, code: str, *, timeout: float = 120.0, **spec_kw: object
+) -> tuple[ExitStatus, dict[str, object]]:
+    """Run ``code`` as cell ``name``; return its status and the last JSON line it printed."""
+    r, w = os.pipe()
+    backend.create(
+        CellSpec(name=name, argv=[PY, "-c", textwrap.dedent(code)], **spec_kw)  # type: ignore[arg-type]
+    )
+    try:
+        backend.spawn(name, stdout=w, stderr=2)
+        os.close(w)
+        w = -1
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        status = backend.wait(name, timeout=timeout)
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+        backend.destroy(name, grace=1)
+    out = b"".join(chunks).decode()
+    data = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    return status, data

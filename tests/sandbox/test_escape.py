@@ -9,14 +9,12 @@ the network is granted), so a broken probe cannot pass by accident.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -27,40 +25,13 @@ from cellmesh.sandbox import (
     MEMORY_LIMIT_EXIT_CODE,
     CellBackend,
     CellSpec,
-    ExitStatus,
     Limits,
     plan_limits,
 )
 
-from .conftest import poll_until
+from .conftest import poll_until, run_probe
 
 PY = sys.executable
-
-
-def run_probe(
-    backend: CellBackend, name: str, code: str, **spec_kw: object
-) -> tuple[ExitStatus, dict[str, object]]:
-    """Run ``code`` as cell ``name``; return its status and the JSON it printed."""
-    r, w = os.pipe()
-    backend.create(
-        CellSpec(name=name, argv=[PY, "-c", textwrap.dedent(code)], **spec_kw)  # type: ignore[arg-type]
-    )
-    try:
-        backend.spawn(name, stdout=w, stderr=2)
-        os.close(w)
-        w = -1
-        chunks = []
-        while chunk := os.read(r, 65536):
-            chunks.append(chunk)
-        status = backend.wait(name, timeout=120)
-    finally:
-        if w >= 0:
-            os.close(w)
-        os.close(r)
-        backend.destroy(name, grace=1)
-    out = b"".join(chunks).decode()
-    data = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    return status, data
 
 
 CONNECT = """

@@ -8,7 +8,6 @@ probe that fails to reach the listener that is not granted.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -24,7 +23,6 @@ from cellmesh.errors import ConfigError
 from cellmesh.sandbox import (
     CellBackend,
     CellSpec,
-    ExitStatus,
     MemorySecretBroker,
     NetGrant,
     SandboxConfigError,
@@ -40,7 +38,7 @@ from cellmesh.sandbox._net import (
 )
 from cellmesh.sandbox._netshim import STATUS_OK
 
-from .conftest import make_backend
+from .conftest import make_backend, run_probe
 
 PY = sys.executable
 _SAFETY: float = 20.0  # seconds: a safety net only, never a synchronisation
@@ -101,31 +99,6 @@ def other() -> Iterator[socket.socket]:
     sock = socket.create_server(("127.0.0.1", 0))
     yield sock
     sock.close()
-
-
-def run_cell(
-    backend: CellBackend, name: str, code: str, **spec_kw: object
-) -> tuple[ExitStatus, dict[str, object]]:
-    """Run ``code`` as cell ``name``; its status and the JSON it printed last."""
-    r, w = os.pipe()
-    backend.create(
-        CellSpec(name=name, argv=[PY, "-c", textwrap.dedent(code)], **spec_kw)  # type: ignore[arg-type]
-    )
-    try:
-        backend.spawn(name, stdout=w, stderr=2)
-        os.close(w)
-        w = -1
-        with os.fdopen(r, "rb") as out:
-            r = -1
-            text = out.read().decode()
-        status = backend.wait(name, timeout=_SAFETY * 3)
-    finally:
-        for fd in (r, w):
-            if fd >= 0:
-                os.close(fd)
-        backend.destroy(name, grace=1)
-    lines = text.strip().splitlines()
-    return status, json.loads(lines[-1]) if lines else {}
 
 
 PROBE = """
@@ -356,7 +329,7 @@ def test_cell_reaches_exactly_its_grant(
     other_port = other.getsockname()[1]
     code = PROBE.format(host="127.0.0.1", port=echo.port, other=other_port)
     grants = [NetGrant(host="127.0.0.1", port=echo.port)]
-    status, out = run_cell(bwrap_backend, "granted", code, net_grants=grants)
+    status, out = run_probe(bwrap_backend, "granted", code, net_grants=grants)
     assert status.code == 7  # the workload's own exit status, not the shim's
     assert out["granted"] == {"echo": True, "n": 5000}
     assert out["not_granted"] == {"error": "ConnectionRefusedError"}
@@ -398,7 +371,7 @@ def test_cell_reaches_a_granted_name_through_etc_hosts(
 ) -> None:
     code = PROBE.format(host="localhost", port=echo.port, other=other.getsockname()[1])
     grants = [NetGrant(host="localhost", port=echo.port)]
-    status, out = run_cell(bwrap_backend, "named", code, net_grants=grants)
+    status, out = run_probe(bwrap_backend, "named", code, net_grants=grants)
     assert status.code == 7
     assert out["granted"] == {"echo": True, "n": 5000}  # resolved on the host, relayed
     assert out["not_granted"] == {"error": "ConnectionRefusedError"}
@@ -418,7 +391,7 @@ def test_cell_sees_a_refused_destination_as_a_reset(bwrap_backend: CellBackend) 
         print(json.dumps({{"error": type(e).__name__}}))  # ...and resets: refused upstream
     """
     grants = [NetGrant(host="127.0.0.1", port=port)]
-    _, out = run_cell(bwrap_backend, "refused", code, net_grants=grants)
+    _, out = run_probe(bwrap_backend, "refused", code, net_grants=grants)
     assert out == {"error": "ConnectionResetError"}
 
 
