@@ -76,7 +76,8 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-def _env_path(env: Mapping[str, str], key: str) -> Path | None:
+def env_path(env: Mapping[str, str], key: str) -> Path | None:
+    """The absolute path in ``env[key]``; None when unset or empty; ConfigError naming ``key``."""
     value = env.get(key)
     if value is None or value == "":
         return None
@@ -105,9 +106,9 @@ class Paths:
         """
         if env is None:
             env = os.environ
-        home = _env_path(env, "CELL_HOME") or Path("~/.cell").expanduser()
-        socket_dir = _env_path(env, "CELL_SOCKET_DIR") or home / "run"
-        umbilical = _env_path(env, "CELL_UMBILICAL") or socket_dir / "mitosis.sock"
+        home = env_path(env, "CELL_HOME") or Path("~/.cell").expanduser()
+        socket_dir = env_path(env, "CELL_SOCKET_DIR") or home / "run"
+        umbilical = env_path(env, "CELL_UMBILICAL") or socket_dir / "mitosis.sock"
         return cls(home=home, socket_dir=socket_dir, umbilical=umbilical)
 
     @property

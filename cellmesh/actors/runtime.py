@@ -50,7 +50,7 @@ import attrs
 import trio
 
 from .._util import open_service_nursery
-from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name
+from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..membrane import Membrane, open_membrane
 from ..synapse import Synapse
@@ -164,11 +164,11 @@ class CellEnv:
             name=name,
             module=module,
             class_name=class_name if sep else None,
-            dna_dir=_opt_dir(env, "CELL_DNA_DIR"),
+            dna_dir=env_path(env, "CELL_DNA_DIR"),
             listen_fd=listen_fd,
             umbilical=env.get("CELL_UMBILICAL") or None,
             socket_dir=paths.socket_dir,
-            data_dir=_opt_dir(env, "CELL_DATA_DIR"),
+            data_dir=env_path(env, "CELL_DATA_DIR"),
         )
 
     def load_class(self) -> type[Cell]:
@@ -219,16 +219,6 @@ class CellEnv:
                 "CELL_ENTRY", f"{self.module}:{self.class_name} is not a cellmesh.Cell subclass"
             )
         return value
-
-
-def _opt_dir(env: Mapping[str, str], key: str) -> Path | None:
-    value = env.get(key)
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_absolute():
-        raise ConfigError(key, f"must be an absolute path, got {value!r}")
-    return path
 
 
 # ---------------------------------------------------------------- serving

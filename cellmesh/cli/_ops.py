@@ -19,7 +19,7 @@ import json as jsonlib
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Final, TextIO
 
@@ -35,8 +35,9 @@ from rich.text import Text
 from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
 from ..actors.logs import LogCursor, follow_log, read_log
 from ..config import Paths, check_cell_name, check_seconds
-from ..errors import CellmeshError, CellUnavailable, ConfigError
+from ..errors import CellmeshError, ConfigError
 from ..synapse import Synapse
+from ._client import open_root
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -46,17 +47,6 @@ ROOT_TIMEOUT: Final = 10.0
 PIPE_WIDTH: Final = 160
 #: Restart records shown by ``top``.
 TOP_RESTARTS: Final = 8
-
-
-class NoRoot(CellmeshError):
-    """Nothing listens on the control socket: no root is running for these paths."""
-
-    def __init__(self, umbilical: Path) -> None:
-        super().__init__(
-            f"no root is running (nothing listens on {umbilical}); "
-            "start one with `cellmesh up`"
-        )
-        self.umbilical = umbilical
 
 
 class BadRootReply(CellmeshError):
@@ -297,21 +287,9 @@ async def _ask(syn: Synapse) -> StatusReply:
     return reply
 
 
-@contextlib.asynccontextmanager
-async def _open_root(paths: Paths) -> AsyncIterator[Synapse]:
-    """A synapse to the root; :class:`NoRoot` when it is not there (or goes away)."""
-    try:
-        async with Synapse.grow(
-            "mitosis", socket_path=paths.umbilical, client_name="cellmesh-cli"
-        ) as syn:
-            yield syn
-    except CellUnavailable as exc:
-        raise NoRoot(paths.umbilical) from exc
-
-
 async def fetch_status(paths: Paths) -> StatusReply:
-    """One :class:`StatusReply` from the root at ``paths.umbilical`` (:class:`NoRoot` if none)."""
-    async with _open_root(paths) as syn:
+    """One :class:`StatusReply` from the root at ``paths.umbilical`` (RootNotRunning if none)."""
+    async with open_root(paths) as syn:
         return await _ask(syn)
 
 
@@ -361,7 +339,7 @@ async def _quit_requested(fd: int | None, timeout: float) -> bool:
 
 
 async def _top_once(paths: Paths, interval: float) -> RenderableType:
-    async with _open_root(paths) as syn:
+    async with open_root(paths) as syn:
         first = await _ask(syn)
         t0 = trio.current_time()
         await trio.sleep(interval)
@@ -371,7 +349,7 @@ async def _top_once(paths: Paths, interval: float) -> RenderableType:
 
 
 async def _top_live(paths: Paths, interval: float, console: Console, key_fd: int | None) -> None:
-    async with _open_root(paths) as syn:
+    async with open_root(paths) as syn:
         prev: StatusReply | None = None
         prev_t = 0.0
         with Live(console=console, auto_refresh=False, screen=False,
@@ -516,7 +494,6 @@ __all__ = [
     "BadRootReply",
     "CellRate",
     "NoCellLogs",
-    "NoRoot",
     "cell_json",
     "fetch_status",
     "fmt_bytes",

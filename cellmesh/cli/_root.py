@@ -24,25 +24,14 @@ import trio
 from .._util import open_service_nursery
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
-from ..actors.errors import RootAlreadyRunning, RootNotRunning
+from ..actors.errors import RootAlreadyRunning
 from ..config import Paths, check_cell_name, check_seconds
-from ..errors import CellUnavailable, ConfigError
+from ..errors import ConfigError
 from ..manifest import load_manifest
-from ..synapse import Synapse
+from ._client import control_call
 
 #: How long `up` waits for the background root to report.
 UP_PATIENCE = 120.0
-
-
-async def control_call(paths: Paths, msg: Any) -> Any:
-    """Send one control request to the root; :class:`RootNotRunning` when none answers."""
-    try:
-        async with Synapse.grow(
-            "mitosis", socket_path=paths.umbilical, client_name="cli", connect_timeout=10.0
-        ) as syn:
-            return await syn.fire(msg)
-    except CellUnavailable:
-        raise RootNotRunning(str(paths.umbilical)) from None
 
 
 def _check_not_running(paths: Paths) -> None:
@@ -222,4 +211,4 @@ def register(app: cyclopts.App) -> None:
     app.command(kill)
 
 
-__all__ = ["control_call", "register"]
+__all__ = ["register"]
