@@ -61,16 +61,10 @@ def describe_status(status: ExitStatus) -> str:
     if status.reason == "limit":
         return f"{status.limit or 'resource'} limit ({status.detail})"
     if status.signal is not None:
-        try:
-            import signal as _signal
-
-            name = _signal.Signals(status.signal).name
-        except ValueError:
-            name = f"signal {status.signal}"
-        text = f"killed by {name}"
+        text = f"killed by {status.to_json()['signal_name']}"
     else:
         text = f"exit code {status.code}"
-    if status.detail and status.reason == "crash" and status.detail != "":
+    if status.detail and status.reason == "crash":
         text += f" ({status.detail})"
     return text
 

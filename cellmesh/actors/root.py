@@ -51,7 +51,7 @@ from ..config import Paths, check_cell_name, ensure_private_dir
 from ..errors import CellmeshError
 from ..manifest import CellDecl, Manifest, SupervisorDecl
 from ..membrane import open_membrane
-from ..sandbox import CellBackend, Limits, select_backend
+from ..sandbox import CellBackend, select_backend
 from ..synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
@@ -541,9 +541,9 @@ class Root:
         dna = Path(msg.dna)
         if not dna.is_absolute():
             raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
-        decl = attrs.evolve(
-            _spawn_template(self.manifest), name=msg.name, dna=dna,
-            entry=msg.entry or None,
+        # Manifest defaults, no grants; it is never restarted.
+        decl = CellDecl(
+            name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
         )
         return await self._start_dynamic(decl, parent=None)
 
@@ -692,16 +692,6 @@ class Root:
             root_pid=os.getpid(), uptime=now - self.started_at,
             manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
         )
-
-
-def _spawn_template(manifest: Manifest) -> CellDecl:
-    """The declaration of a cell spawned through the control API: defaults, no grants."""
-    return CellDecl(
-        name="spawned", dna=manifest.path.parent, entry=None, restart=Restart.TEMPORARY,
-        shutdown=None, activation="eager", calls=(), env=(), limits=Limits(), secrets=(),
-        data=False, network="none", max_children=0, templates=(), start_timeout=10.0,
-        is_template=False,
-    )
 
 
 # --------------------------------------------------------------------------
