@@ -180,6 +180,10 @@ class Launcher:
                 os.close(standby.go)
 
     async def _watch_standby(self, slot: CellSlot, standby: Standby) -> None:
+        if slot.standby is not standby:
+            # Handed over (or retired) before this task first ran: its process
+            # is the instance's to wait on now -- one waiter per pidfd.
+            return
         with standby.scope:
             await self.backend.wait_async(standby.cell_id)
             if slot.standby is standby:  # it died while waiting: forget it
