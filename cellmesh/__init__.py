@@ -5,7 +5,6 @@ The public API is exactly what this module re-exports.
 
 from __future__ import annotations
 
-from ._dispatch import Receptors
 from .actors.cell import Cell, receptor
 from .actors.control import CellDown
 from .errors import (
@@ -21,8 +20,15 @@ from .errors import (
     SchemaMismatch,
     UnknownProtein,
 )
-from .membrane import Membrane, MembraneOptions, MembraneStats, open_membrane
-from .synapse import Synapse, SynapseOptions
+from .transport import (
+    Membrane,
+    MembraneOptions,
+    MembraneStats,
+    Receptors,
+    Synapse,
+    SynapseOptions,
+    open_membrane,
+)
 from .wire.proteins import ProteinRegistry, fingerprint, protein, wire_name
 from .wire.vesicle import Vesicle
 

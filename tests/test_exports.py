@@ -23,6 +23,7 @@ PACKAGES_WITH_ALL = [
     "cellmesh.consensus",
     "cellmesh.actors",
     "cellmesh.sandbox",
+    "cellmesh.transport",
     "cellmesh.testing",
     "cellmesh.bench",
 ]

@@ -1,5 +1,8 @@
 """Actors: OTP-style supervision of cells and the DNA code cache.
 
+Layer 5 (docs/architecture.md). It may import every layer below it: the
+leaves, wire, transport, sandbox and consensus.
+
 :mod:`~cellmesh.actors.policy` decides (pure, synchronous);
 :mod:`~cellmesh.actors.supervisor` acts on the decisions under Trio;
 :mod:`~cellmesh.actors.dna` content-addresses and byte-compiles a cell's code;

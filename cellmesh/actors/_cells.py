@@ -41,8 +41,8 @@ from .errors import ChildStartFailed
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
-    from ..manifest import CellDecl
     from .logs import RotatingLog
+    from .manifest import CellDecl
 
 InstanceState = Literal["dormant", "starting", "running", "exited"]
 

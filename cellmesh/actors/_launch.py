@@ -38,11 +38,11 @@ import attrs
 import trio
 
 from ..config import Paths
-from ..manifest import RootDecl
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Standby
 from .dna import DnaCache
 from .logs import RotatingLog, pump_output
+from .manifest import RootDecl
 
 #: The runtime every cell process runs.
 RUNTIME_MODULE: Final = "cellmesh.actors.runtime"

@@ -38,10 +38,10 @@ from typing import Any, ClassVar, Final, TypeVar, overload
 import attrs
 import trio
 
-from .._dispatch import Handler, Receptors
 from ..config import check_cell_name
 from ..errors import CellmeshError, CellUnavailable
-from ..synapse import Synapse
+from ..transport._dispatch import Handler, Receptors
+from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .control import (

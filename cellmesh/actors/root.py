@@ -46,13 +46,12 @@ from typing import Any, Final
 import attrs
 import trio
 
-from .._sockets import bind_unix_listener
 from ..config import Paths, check_cell_name, ensure_private_dir
 from ..errors import CellmeshError
-from ..manifest import CellDecl, Manifest, SupervisorDecl
-from ..membrane import open_membrane
 from ..sandbox import CellBackend, select_backend
-from ..synapse import Synapse
+from ..transport._sockets import bind_unix_listener
+from ..transport.membrane import open_membrane
+from ..transport.synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
@@ -83,6 +82,7 @@ from .errors import (
     RootRequestError,
     SupervisorEscalation,
 )
+from .manifest import CellDecl, Manifest, SupervisorDecl
 from .policy import (
     AbnormalExit,
     ChildKind,

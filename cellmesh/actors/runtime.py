@@ -52,8 +52,8 @@ import trio
 from .._util import open_service_nursery
 from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
-from ..membrane import Membrane, open_membrane
-from ..synapse import Synapse
+from ..transport.membrane import Membrane, open_membrane
+from ..transport.synapse import Synapse
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
 from .control import CellReady, CellStats

@@ -1,9 +1,19 @@
 """Benchmarks of cellmesh, each printing its raw baseline from the same run and the ratio.
 
-``cellmesh bench wire`` (:mod:`cellmesh.bench.wire`) measures the wire layer --
-round-trip time, pipelined calls, one-way signals, 64 MiB vesicles -- against
-raw sockets (:mod:`cellmesh.bench.baselines`). Benchmarks are scripts, never
-tests: nothing here asserts a speed.
+Below only the CLI (docs/architecture.md): it may import every layer,
+:mod:`cellmesh.testing` included.
+
+One module per benchmark, each behind a ``cellmesh bench`` subcommand:
+
+* :mod:`cellmesh.bench.wire` (``bench wire``) -- round-trip time, pipelined
+  calls, one-way signals, 64 MiB vesicles, against raw sockets
+  (:mod:`cellmesh.bench.baselines`);
+* :mod:`cellmesh.bench.spawn` (``bench spawn``) -- cell start and restart
+  through a real root, against a bare ``python -c`` floor;
+* :mod:`cellmesh.bench.raft` (``bench raft``) -- a 3-process Raft cluster
+  against PySyncObj.
+
+Benchmarks are scripts, never tests: nothing here asserts a speed.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import trio
 
 import cellmesh
 
-from ._params import WireParams
+from ._params import WireParams, bulk_payload
 
 __all__ = ["Blob", "Count", "Ping", "Tick", "make_round", "serve", "unavailable_reason"]
 
@@ -247,7 +247,6 @@ def make_round(kind: str, path: str, p: WireParams) -> Callable[[], dict[str, An
     if kind == "cm_signal":
         return lambda: {"msgs": p.signal_msgs, "seconds": trio.run(_signal, path, p)}
     if kind in ("cm_inline", "cm_vesicle"):
-        from .wire_client import bulk_payload
 
         payload = bulk_payload(p.bulk_bytes)
         inline = kind == "cm_inline"

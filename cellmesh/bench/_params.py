@@ -94,3 +94,10 @@ QUICK: Final = WireParams(
     bulk_transfers=1,
 )
 """``--quick``: about 20 seconds, for demos."""
+
+
+def bulk_payload(size: int) -> bytes:
+    """Return ``size`` bytes of a non-constant pattern (built once, outside any timing)."""
+    pattern = bytes(range(256)) * 4096
+    reps, extra = divmod(size, len(pattern))
+    return pattern * reps + pattern[:extra]

@@ -65,8 +65,8 @@ from ..actors.root import Root
 from ..config import Paths
 from ..errors import CellUnavailable
 from ..sandbox import CellBackend, CellSpec, WorkloadEnv, select_backend
-from ..synapse import Synapse
 from ..testing.mesh import mesh_env, open_root
+from ..transport.synapse import Synapse
 from ..wire.proteins import protein
 from ._stats import median, percentile
 

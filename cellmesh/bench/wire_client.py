@@ -23,9 +23,9 @@ from typing import Any, Final
 import trio
 
 from . import baselines
-from ._params import WireParams
+from ._params import WireParams, bulk_payload
 
-__all__ = ["CLIENT_KINDS", "bulk_payload", "main", "make_round"]
+__all__ = ["CLIENT_KINDS", "main", "make_round"]
 
 CLIENT_KINDS: Final = (
     "unix_pingpong",
@@ -43,13 +43,6 @@ CLIENT_KINDS: Final = (
 )
 
 Round = Callable[[], dict[str, Any]]
-
-
-def bulk_payload(size: int) -> bytes:
-    """Return ``size`` bytes of a non-constant pattern (built once, outside any timing)."""
-    pattern = bytes(range(256)) * 4096
-    reps, extra = divmod(size, len(pattern))
-    return pattern * reps + pattern[:extra]
 
 
 def make_round(kind: str, path: str, p: WireParams) -> Round:

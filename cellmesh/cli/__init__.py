@@ -1,5 +1,8 @@
 """The ``cellmesh`` command line: parse arguments, call the library, map errors to exit codes.
 
+The top layer (docs/architecture.md): it may import everything; nothing
+in the package imports it but ``__main__``.
+
 Each command group lives in its own module with a ``register(app)`` function;
 :func:`build_app` assembles them. Exit codes: 0 success, 1 a runtime failure
 (:class:`~cellmesh.errors.CellmeshError`), 2 bad usage or configuration.

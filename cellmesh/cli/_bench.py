@@ -102,8 +102,8 @@ def register(app: cyclopts.App) -> None:
         wal_entries
             Entries in the WAL recovery measurement.
         """
+        from ..bench import raft as raft_bench
         from ..config import check_positive_int, check_seconds
-        from ..consensus import bench as raft_bench
 
         for name, value in (("--ops", ops), ("--concurrency", concurrency),
                             ("--payload", payload)):

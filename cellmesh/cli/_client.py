@@ -9,7 +9,7 @@ from typing import Any
 from ..actors.errors import RootNotRunning
 from ..config import Paths
 from ..errors import CellUnavailable
-from ..synapse import Synapse
+from ..transport.synapse import Synapse
 
 
 @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusReque
 from ..actors.logs import LogCursor, follow_log, read_log
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
-from ..synapse import Synapse
+from ..transport.synapse import Synapse
 from ._client import open_root
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.

@@ -25,9 +25,9 @@ from .._util import open_service_nursery
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import RootAlreadyRunning
+from ..actors.manifest import load_manifest
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
-from ..manifest import load_manifest
 from ._client import control_call
 
 #: How long `up` waits for the background root to report.

@@ -1,5 +1,8 @@
 """Raft consensus: the pure core, the write-ahead log and the Trio driver.
 
+Layer 4 (docs/architecture.md). It may import the leaves, :mod:`cellmesh.wire`
+and :mod:`cellmesh.transport` (the membrane transport), never the actors.
+
 The public API is what this module re-exports. :class:`RaftCore` is the
 sans-I/O state machine (see :mod:`cellmesh.consensus.core` for the driver
 loop and the persist-before-send contract on :class:`Ready`);

@@ -34,8 +34,8 @@ import trio
 from cellmesh.consensus.messages import Message
 from cellmesh.consensus.unix_transport import decode_message, encode_message
 from cellmesh.errors import CellmeshError, MalformedFrame
-from cellmesh.membrane import open_membrane
-from cellmesh.synapse import Synapse
+from cellmesh.transport.membrane import open_membrane
+from cellmesh.transport.synapse import Synapse
 from cellmesh.wire.proteins import protein
 
 #: Messages a peer's send queue holds before new ones are dropped.

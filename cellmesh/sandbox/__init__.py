@@ -1,5 +1,9 @@
 """Capsid: the sandbox every cell process is started through.
 
+Layer 3 (docs/architecture.md). It may import the leaves only
+(:mod:`cellmesh.errors`, :mod:`cellmesh.config`): it starts processes, it
+never speaks the wire.
+
 One contract (:class:`CellBackend`), three backends (``bwrap``, ``host``,
 ``stub``) chosen by ``CELL_SANDBOX`` through :func:`select_backend`; the
 hygienic spawn primitive :func:`spawn_isolated_workload`; per-cell limits

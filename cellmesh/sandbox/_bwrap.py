@@ -95,9 +95,8 @@ def find_bwrap() -> str | None:
 
 def runtime_paths() -> list[Path]:
     """Host directories holding the Python runtime cells need (read-only inside)."""
-    import cellmesh
-
-    candidates = [Path(sys.base_prefix), Path(sys.prefix), Path(cellmesh.__file__).parent]
+    package = Path(__file__).resolve().parents[1]  # the cellmesh package directory
+    candidates = [Path(sys.base_prefix), Path(sys.prefix), package]
     out: list[Path] = []
     for path in sorted({p.resolve() for p in candidates}, key=lambda p: len(p.parts)):
         if path.is_relative_to("/usr"):

@@ -1,5 +1,8 @@
 """Test support shipped with cellmesh (like ``trio.testing``).
 
+Above the facade (docs/architecture.md): it may import every layer below
+it, and nothing but tests, benchmarks and the CLI import it.
+
 * :class:`Simulation` / :func:`run_seed` -- the deterministic Raft fault
   simulator (``scripts/simulate.py --seed N`` replays a seed).
 * :func:`check_operations` with :class:`KVModel` / :class:`RegisterModel` --

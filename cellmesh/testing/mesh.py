@@ -17,9 +17,9 @@ from pathlib import Path
 
 import trio
 
+from ..actors.manifest import parse_manifest
 from ..actors.root import Root, serve_root
 from ..config import Paths
-from ..manifest import parse_manifest
 
 
 def mesh_env(home: Path, sandbox: str) -> dict[str, str]:

@@ -15,8 +15,8 @@ import trio.testing
 from cellmesh.actors._cells import CellSlot
 from cellmesh.actors._launch import Launcher
 from cellmesh.actors.dna import DnaCache
+from cellmesh.actors.manifest import CellDecl, RootDecl
 from cellmesh.config import Paths
-from cellmesh.manifest import CellDecl, RootDecl
 from cellmesh.sandbox import CellSpec, ExitStatus, SpawnedCell, StubBackend
 
 

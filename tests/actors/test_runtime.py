@@ -21,7 +21,6 @@ import pytest
 import trio
 
 import cellmesh
-from cellmesh._sockets import bind_unix_listener
 from cellmesh.actors.control import Ack, CellReady, CellStats
 from cellmesh.actors.runtime import (
     EXIT_CONFIG,
@@ -30,6 +29,7 @@ from cellmesh.actors.runtime import (
     run_cell,
 )
 from cellmesh.sandbox import MEMORY_LIMIT_EXIT_CODE
+from cellmesh.transport._sockets import bind_unix_listener
 
 PY = sys.executable
 #: Moves the inherited listener to fd 3, then runs the runtime as ``-m`` would.

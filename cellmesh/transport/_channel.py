@@ -34,8 +34,8 @@ from typing import Final
 
 import trio
 
-from .errors import HandshakeError, VersionMismatch, VesicleError
-from .wire.codec import (
+from ..errors import HandshakeError, VersionMismatch, VesicleError
+from ..wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_VESICLES_PER_FRAME,
     NEED_DATA,
@@ -45,8 +45,8 @@ from .wire.codec import (
     Kind,
     VesicleRef,
 )
-from .wire.proteins import DecodeContext
-from .wire.vesicle import map_vesicle
+from ..wire.proteins import DecodeContext
+from ..wire.vesicle import map_vesicle
 
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk (one frame's worth).

@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from .wire.proteins import is_protein
+from ..wire.proteins import is_protein
 
 Handler = Callable[[Any], Coroutine[Any, Any, Any]]
 H = TypeVar("H", bound=Handler)

@@ -41,11 +41,9 @@ from typing import Final, Literal, NoReturn, TypeAlias
 
 import attrs
 
-from .actors.errors import InvalidSupervisorSpec
-from .actors.policy import Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec
-from .config import check_cell_name
-from .errors import ConfigError
-from .sandbox import (
+from ..config import check_cell_name
+from ..errors import ConfigError
+from ..sandbox import (
     BACKEND_NAMES,
     Limits,
     NetGrant,
@@ -54,7 +52,9 @@ from .sandbox import (
     WorkloadEnv,
     parse_size,
 )
-from .sandbox._spec import MAX_NET_GRANTS
+from ..sandbox._spec import MAX_NET_GRANTS
+from .errors import InvalidSupervisorSpec
+from .policy import Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec
 
 #: Name of the top supervisor (and so reserved for it).
 TOP_SUPERVISOR: Final = "root"

@@ -16,8 +16,8 @@ import socket
 import stat
 from pathlib import Path
 
-from .config import ensure_private_dir
-from .errors import (
+from ..config import ensure_private_dir
+from ..errors import (
     ConfigError,
     MembraneInUse,
 )

@@ -1,6 +1,6 @@
 """The server side of one membrane connection: handshake, reader/owner tasks, replies.
 
-See :mod:`cellmesh.membrane` for the theory of operation; this module holds
+See :mod:`cellmesh.transport.membrane` for the theory of operation; this module holds
 the per-connection state machine it describes.
 """
 
@@ -10,15 +10,14 @@ import collections
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
-from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
-from .errors import (
+from ..errors import (
     CellmeshError,
     ErrorCode,
     FlowControlError,
@@ -29,8 +28,8 @@ from .errors import (
     RemoteProtocolError,
     VesicleError,
 )
-from .wire import codec
-from .wire.codec import (
+from ..wire import codec
+from ..wire.codec import (
     NEED_DATA,
     PROTOCOL_VERSION,
     Cancel,
@@ -41,14 +40,33 @@ from .wire.codec import (
     Kind,
     frame_of,
 )
-from .wire.proteins import (
+from ..wire.proteins import (
     DecodeContext,
     EncodeContext,
+    ProteinRegistry,
 )
-from .wire.vesicle import Vesicle
+from ..wire.vesicle import Vesicle
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._dispatch import Handler, NoReceptor, Receptors, Suspended, resume, start_inline
+from ._options import MembraneOptions, MembraneStats
 
-if TYPE_CHECKING:
-    from .membrane import Membrane
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the membrane that accepted it.
+
+    :class:`~cellmesh.transport.membrane.Membrane` satisfies it; naming the
+    needs here keeps this module below the membrane (no import cycle).
+    """
+
+    name: str
+    handler: Handler
+    registry: ProteinRegistry
+    options: MembraneOptions
+    stats: MembraneStats
+    on_handler_error: Callable[[BaseException], None] | None
+
+    def log(self, text: str) -> None:
+        """Report a connection event."""
 
 def _exception_type_name(exc: BaseException) -> str:
     cls = type(exc)
@@ -92,7 +110,7 @@ class _Slot:
 class ServerConnection:
     """One accepted connection: handshake, then reader/owner tasks until it ends."""
 
-    def __init__(self, membrane: Membrane, sock: socket.socket) -> None:
+    def __init__(self, membrane: ConnectionHost, sock: socket.socket) -> None:
         self.m = membrane
         opts = membrane.options
         self.channel = Channel(sock, max_frame_size=opts.max_frame_size)

@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellmesh.manifest import Manifest, ManifestError, manifest_from_dict, parse_manifest
+from cellmesh.actors.manifest import Manifest, ManifestError, manifest_from_dict, parse_manifest
 
 PATH = Path("/fuzz/cellmesh.toml")
 FUZZ = settings(

@@ -8,7 +8,7 @@ connection with a :class:`ServerConnection`.
 
 Per connection there is always exactly one *reader*: the task that receives
 bytes, decodes frames and starts handlers. A handler runs inline in the
-reader (see :mod:`cellmesh._dispatch`); if it completes without suspending,
+reader (see :mod:`cellmesh.transport._dispatch`); if it completes without suspending,
 its reply is queued and the reader moves on. If it suspends, the reader task
 *becomes the owner* of that call (its per-task cancel scope is now the call's
 scope, so a ``cancel`` frame cancels exactly that handler), and a fresh task
@@ -35,69 +35,30 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
 
-from ._channel import ChannelBroken
-from ._dispatch import Handler
-from ._server_conn import ServerConnection
-from ._sockets import adopt_listener, bind_unix_listener
-from ._util import open_service_nursery
-from .config import MAX_SOCKET_PATH, Paths, check_cell_name, check_positive_int, check_seconds
-from .errors import (
+from .._util import open_service_nursery
+from ..config import MAX_SOCKET_PATH, Paths, check_cell_name
+from ..errors import (
     ConfigError,
     ErrorCode,
 )
-from .wire import codec
-from .wire.codec import (
+from ..wire import codec
+from ..wire.codec import (
     GoAway,
 )
-from .wire.proteins import (
-    DEFAULT_VESICLE_THRESHOLD,
+from ..wire.proteins import (
     PROTEINS,
     ProteinRegistry,
 )
-
-DEFAULT_MAX_CONCURRENCY: Final = 256
-DEFAULT_CREDIT_CALLS: Final = 4096
-DEFAULT_CREDIT_BYTES: Final = 32 * 1024 * 1024
-HELLO_TIMEOUT: Final = 10.0
-
-
-@attrs.define(kw_only=True)
-class MembraneOptions:
-    """Tunables of a membrane; every one has a sensible default."""
-
-    max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    credit_calls: int = DEFAULT_CREDIT_CALLS
-    credit_bytes: int = DEFAULT_CREDIT_BYTES
-    vesicle_threshold: int = DEFAULT_VESICLE_THRESHOLD
-    hello_timeout: float = HELLO_TIMEOUT
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad option."""
-        codec.check_max_frame_size(self.max_frame_size)
-        for name in ("max_concurrency", "credit_calls", "credit_bytes", "vesicle_threshold"):
-            check_positive_int(name, getattr(self, name))
-        check_seconds("hello_timeout", self.hello_timeout)
-
-
-@attrs.define(kw_only=True)
-class MembraneStats:
-    """Counters a membrane keeps (cheap increments on the hot path)."""
-
-    connections: int = 0
-    open_connections: int = 0
-    calls: int = 0
-    signals: int = 0
-    errors: int = 0
-    cancelled: int = 0
-    protocol_errors: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
+from ._channel import ChannelBroken
+from ._dispatch import Handler
+from ._options import MembraneOptions, MembraneStats
+from ._server_conn import ServerConnection
+from ._sockets import adopt_listener, bind_unix_listener
 
 
 class Membrane:

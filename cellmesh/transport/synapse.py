@@ -38,10 +38,9 @@ import attrs
 import outcome
 import trio
 
-from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
-from ._util import open_service_nursery
-from .config import Paths, check_cell_name, check_positive_int, check_seconds
-from .errors import (
+from .._util import open_service_nursery
+from ..config import Paths, check_cell_name, check_positive_int, check_seconds
+from ..errors import (
     CellmeshError,
     CellUnavailable,
     ConnectionClosed,
@@ -52,17 +51,18 @@ from .errors import (
     RemoteProtocolError,
     VesicleError,
 )
-from .wire import codec
-from .wire.batching import OutboundBatch
-from .wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind
-from .wire.proteins import (
+from ..wire import codec
+from ..wire.batching import OutboundBatch
+from ..wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind
+from ..wire.proteins import (
     DEFAULT_VESICLE_THRESHOLD,
     PROTEINS,
     DecodeContext,
     EncodeContext,
     ProteinRegistry,
 )
-from .wire.vesicle import Vesicle
+from ..wire.vesicle import Vesicle
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 
 CONNECT_TIMEOUT: Final = 10.0
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cellmesh.actors.policy import Backoff, Restart, Shutdown, Strategy
-from cellmesh.errors import ConfigError
-from cellmesh.manifest import (
+from cellmesh.actors.manifest import (
     CellDecl,
     Manifest,
     ManifestError,
@@ -20,6 +18,8 @@ from cellmesh.manifest import (
     manifest_from_dict,
     parse_manifest,
 )
+from cellmesh.actors.policy import Backoff, Restart, Shutdown, Strategy
+from cellmesh.errors import ConfigError
 from cellmesh.sandbox import Limits, SecretRef
 from cellmesh.testing.purity import module_imports
 
@@ -662,11 +662,11 @@ def test_manifest_check_paths_rejects(tmp_path: Path, dna: str, fragment: str) -
 
 def test_manifest_module_is_pure() -> None:
     """House rule 1: the manifest core imports no trio, sockets, processes or clocks."""
-    import cellmesh.manifest as mod
+    import cellmesh.actors.manifest as mod
 
     source = Path(mod.__file__).read_text(encoding="utf-8")
     banned = {"trio", "socket", "os", "subprocess", "time", "random", "threading"}
-    found = [(line, name) for line, name in module_imports(source, "cellmesh.manifest")
+    found = [(line, name) for line, name in module_imports(source, "cellmesh.actors.manifest")
              if name.split(".")[0] in banned]  # fmt: skip
     assert found == []
 

@@ -1,0 +1,39 @@
+"""Transport: the Trio drivers that carry wire frames over Unix sockets.
+
+Layer 2 of cellmesh (``wire < transport < sandbox < consensus < actors <
+ledger < testing < bench < cli``). It may import the leaves
+(:mod:`cellmesh.errors`, :mod:`cellmesh.config`, :mod:`cellmesh._util`) and
+:mod:`cellmesh.wire`; nothing above it.
+
+* :mod:`~cellmesh.transport.membrane` -- the server of a cell (listener,
+  accept loop, drain); :mod:`~cellmesh.transport._server_conn` serves one
+  accepted connection (handshake, reader/owner tasks, credit, replies).
+* :mod:`~cellmesh.transport.synapse` -- the client (calls, signals,
+  reconnect, cancellation across the socket).
+* :mod:`~cellmesh.transport._channel` -- one socket's framed I/O, both sides
+  (the only code that calls ``send``/``recv``, SCM_RIGHTS included).
+* :mod:`~cellmesh.transport._dispatch` -- handlers and receptors, run inline
+  until they suspend.
+* :mod:`~cellmesh.transport._sockets` -- binding and adopting listening
+  Unix sockets safely.
+
+The public names are re-exported by :mod:`cellmesh` itself, where users
+import them (``cellmesh.Synapse``, ``cellmesh.open_membrane``).
+"""
+
+from __future__ import annotations
+
+from ._dispatch import Receptors
+from ._options import MembraneOptions, MembraneStats
+from .membrane import Membrane, open_membrane
+from .synapse import Synapse, SynapseOptions
+
+__all__ = [
+    "Membrane",
+    "MembraneOptions",
+    "MembraneStats",
+    "Receptors",
+    "Synapse",
+    "SynapseOptions",
+    "open_membrane",
+]
