@@ -3,39 +3,54 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+_Statement = tuple[int, str, list[str] | None, bool]
+
+
+def _statements(tree: ast.AST, module: str) -> Iterator[_Statement]:
+    """Each import as (line, absolute module, names taken from it, bare).
+
+    The names are None for ``import m`` and for a call to ``__import__``
+    (yielded as the module ``"__import__"``). Relative imports are resolved
+    against ``module``; ``bare`` marks ``from . import x`` (module left out),
+    whose names can only be modules or package attributes.
+    """
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, None, False
+        elif isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            bare = bool(node.level) and node.module is None
+            yield node.lineno, name, [alias.name for alias in node.names], bare
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "__import__"
+        ):
+            yield node.lineno, "__import__", None, False
 
 
 def module_imports(source: str, module: str) -> list[tuple[int, str]]:
     """Every (line, absolute module name) imported by ``source``, relative ones resolved.
 
     ``module`` is the dotted name of the module the source belongs to (to
-    resolve ``from . import x``). A call to ``__import__`` is reported as the
-    name ``"__import__"``.
+    resolve ``from . import x``, reported as ``package.x``). A call to
+    ``__import__`` is reported as the name ``"__import__"``.
     """
-    package = module.rsplit(".", 1)[0]
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-                if node.module is None:
-                    found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-                    continue
-            else:
-                name = node.module or ""
-            found.append((node.lineno, name))
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "__import__"
-        ):
-            found.append((node.lineno, "__import__"))
+    for line, name, names, bare in _statements(ast.parse(source), module):
+        if names is not None and bare:
+            found += [(line, f"{name}.{alias}") for alias in names]
+        else:
+            found.append((line, name))
     return found
 
 
@@ -69,32 +84,16 @@ def import_graph(package_dir: Path, package: str) -> dict[str, dict[str, int]]:
     for name, path in modules.items():
         edges: dict[str, int] = {}
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for line, imported in _imports_with_names(tree, _source_module(name, path)):
-            target = imported
-            while target and target not in modules:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                edges.setdefault(target, line)
+        for line, base, names, _ in _statements(tree, _source_module(name, path)):
+            # ``from a import b`` may name the module a.b: try it first.
+            for imported in [f"{base}.{n}" for n in names or ()] or [base]:
+                target = imported
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges.setdefault(target, line)
         graph[name] = edges
     return graph
-
-
-def _imports_with_names(tree: ast.AST, module: str) -> list[tuple[int, str]]:
-    """Like :func:`module_imports`, but ``from a import b`` also yields ``a.b``."""
-    package = module.rsplit(".", 1)[0]
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-    return found
 
 
 def import_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
