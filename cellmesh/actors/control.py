@@ -7,8 +7,9 @@ synapses), so they share its framing, limits and fuzzing:
   ``$CELL_SOCKET_DIR/mitosis.sock``). Only the uid that owns the root may
   connect (``SO_PEERCRED``); others are refused before the hello.
   Requests: :class:`StatusRequest`, :class:`KillCell`, :class:`StopMesh`,
-  :class:`SpawnCell`. Answers: :class:`StatusReply` or :class:`Ack`; a refused
-  request is a remote error (``RemoteCellError``) whose message says why.
+  :class:`SpawnCell`, :class:`ChangeReplicas`, :class:`WipeReplica`. Answers:
+  :class:`StatusReply` or :class:`Ack`; a refused request is a remote error
+  (``RemoteCellError``) whose message says why.
 
 * **cell -> root** on the cell's own umbilical: a socket the root binds for
   that cell alone and binds into its sandbox (``CELL_UMBILICAL`` inside the
@@ -16,7 +17,9 @@ synapses), so they share its framing, limits and fuzzing:
   message. Requests: :class:`CellReady` (the cell's ``on_start`` finished:
   OTP's ``init`` returned), :class:`Monitor` / :class:`Demonitor`,
   :class:`Link` / :class:`Unlink`, :class:`StartChild` / :class:`StopChild`;
-  signal :class:`CellStats` (about once a second).
+  signals :class:`CellStats` (about once a second) and, from a replica of a
+  replicated cell, :class:`ReplicaStats` (every stats tick and at once on a
+  role, term or configuration change).
 
 * **root -> cell** on the cell's membrane: the signal :class:`CellDown` for
   every monitor (and trapped link) when the watched cell stops.
@@ -29,9 +32,16 @@ Cell runtime contract (what the root sets for ``python -m cellmesh.actors.runtim
 ``CELL_LISTEN_FDS``  ``1``: the membrane's listening socket is fd 3
 ``CELL_UMBILICAL``   the cell's umbilical socket path
 ``CELL_SOCKET_DIR``  where the sockets of the cells it may call are
+
+A replica of a replicated cell (``replicas = N``; /work/briefs/REPLICA-CONTRACT.md,
+docs/root.md "Replicated cells") also gets ``CELL_REPLICA_ID``,
+``CELL_REPLICA_PEERS``, ``CELL_REPLICA_BOOTSTRAP`` or ``CELL_REPLICA_JOIN``,
+the group's client listener as fd 3 and its own peer listener as fd 4.
 """
 
 from __future__ import annotations
+
+import attrs
 
 from ..wire.proteins import protein
 
@@ -72,6 +82,58 @@ class CellStatus:
     rtt_p99_us: float | None
     backend: str
     dna: str
+    #: Set on the rows of a replicated cell's replicas (``name`` is ``X/<id>``).
+    replica: ReplicaInfo | None = None
+
+
+@protein("cellmesh.ctl.ReplicaInfo")
+class ReplicaInfo:
+    """What the root knows of one replica: its latest :class:`ReplicaStats`, and trouble.
+
+    ``role`` is ``unknown`` until the replica's first stats (and after its
+    process ended); ``term``, ``leader`` and the indexes are None then.
+    ``lag`` is the group leader's ``last_index`` minus this replica's
+    ``applied_index``, both from their latest stats (None without a known
+    leader). ``error`` is the reason of the replica's last failure (its last
+    line of output when it exited abnormally: for a damaged log, the file and
+    byte offset), ``""`` when none; ``given_up`` is true when its supervisor
+    stopped restarting it (``cellmesh wipe`` or the next ``up`` starts it again).
+    """
+
+    group: str
+    replica: int
+    role: str
+    term: int | None
+    leader: int | None
+    commit_index: int | None
+    applied_index: int | None
+    last_index: int | None
+    lag: int | None
+    voters: list[int]
+    learners: list[int]
+    error: str
+    given_up: bool
+
+
+@protein("cellmesh.ctl.GroupStatus")
+class GroupStatus:
+    """A replicated cell as a whole: members, the leader, any membership change.
+
+    ``members`` are the replica ids the root runs (the configuration it
+    drives the group to); ``target`` is the count asked for (the manifest's
+    ``replicas``, or the last ``ChangeReplicas``); ``change`` describes the
+    membership change in progress (``""`` when none); ``error`` the last
+    failed change (``""`` when none).
+    """
+
+    name: str
+    supervisor: str
+    members: list[int]
+    target: int
+    leader: int | None
+    term: int | None
+    change: str
+    error: str
 
 
 @protein("cellmesh.ctl.RestartRecord")
@@ -92,6 +154,7 @@ class StatusReply:
     manifest: str
     cells: list[CellStatus]
     restart_log: list[RestartRecord]
+    groups: list[GroupStatus] = attrs.Factory(list)
 
 
 @protein("cellmesh.ctl.KillCell")
@@ -119,6 +182,33 @@ class SpawnCell:
     name: str
     dna: str
     entry: str
+
+
+@protein("cellmesh.ctl.ChangeReplicas")
+class ChangeReplicas:
+    """Grow or shrink replicated cell ``name`` to ``count`` replicas, one server at a time.
+
+    ``count`` is odd, 1 to 7. Added replicas get new ids (never reused) and
+    join as learners, promoted once caught up; shrinking removes the highest
+    ids first, the leader last (after a leadership transfer). The reply
+    (:class:`Ack`) comes when the group has reached ``count``; one change at a
+    time per group (a second is refused).
+    """
+
+    name: str
+    count: int
+
+
+@protein("cellmesh.ctl.WipeReplica")
+class WipeReplica:
+    """Rebuild replica ``name`` (``X/<id>``) from its peers.
+
+    The root stops it, removes it from the group's configuration, wipes its
+    data directory, starts it empty as a joining member and has the leader
+    add it back; the reply comes once it is a voter again.
+    """
+
+    name: str
 
 
 @protein("cellmesh.ctl.Ack")
@@ -209,6 +299,33 @@ class CellStats:
     rtt_p99_us: float | None
 
 
+#: The roles a :class:`ReplicaStats` may report.
+REPLICA_ROLES = ("leader", "follower", "candidate", "precandidate", "learner", "removed")
+
+
+@protein("cellmesh.ctl.ReplicaStats")
+class ReplicaStats:
+    """A replica's Raft view (signal on its umbilical; see the replica contract).
+
+    ``role`` is one of :data:`REPLICA_ROLES`; ``leader`` the leader it knows
+    in ``term`` (None: none); ``commit_index`` / ``applied_index`` /
+    ``last_index`` its log positions; ``voters`` and ``learners`` the
+    configuration it has. Sent on every stats tick and at once on a role,
+    term or configuration change. Also the reply to the replicated
+    runtime's ``ReplicaStatusRequest`` on a peer socket.
+    """
+
+    replica: int
+    role: str
+    term: int
+    leader: int | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    voters: list[int]
+    learners: list[int]
+
+
 # ---------------------------------------------------------------- root -> cell
 
 
@@ -229,11 +346,16 @@ __all__ = [
     "CellReady",
     "CellStats",
     "CellStatus",
+    "ChangeReplicas",
     "Demonitor",
+    "GroupStatus",
     "KillCell",
     "Link",
     "Monitor",
     "MonitorRef",
+    "REPLICA_ROLES",
+    "ReplicaInfo",
+    "ReplicaStats",
     "RestartRecord",
     "SpawnCell",
     "StartChild",
@@ -242,4 +364,5 @@ __all__ = [
     "StopChild",
     "StopMesh",
     "Unlink",
+    "WipeReplica",
 ]
