@@ -69,8 +69,9 @@ _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
 _CELL_KEYS: Final = (
     "dna", "entry", "restart", "shutdown", "activation", "calls", "env", "limits",
     "secrets", "data", "network", "max_children", "templates", "start_timeout", "standby",
+    "replicas",
 )  # fmt: skip
-_TEMPLATE_KEYS: Final = tuple(k for k in _CELL_KEYS if k != "activation")
+_TEMPLATE_KEYS: Final = tuple(k for k in _CELL_KEYS if k not in ("activation", "replicas"))
 _LIMIT_KEYS: Final = ("memory", "cpu", "pids", "open_files")
 _SECRET_KEYS: Final = ("name", "key", "deliver", "ttl")
 _BACKOFF_KEYS: Final = ("initial", "factor", "max")
@@ -79,6 +80,11 @@ _RESTARTS: Final = tuple(r.value for r in Restart)
 _STRATS: Final = tuple(s.value for s in Strategy)
 _ACTIVATIONS: Final = ("eager", "on_demand")
 _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
+#: Most replicas a replicated cell may declare (odd counts from 1).
+MAX_REPLICAS: Final = 7
+#: Longest name of a replicated cell: its replicas' logs are filed as ``<name>..<id>``,
+#: which must stay a valid cell name (63 characters) for ids up to 14 digits.
+MAX_REPLICATED_NAME: Final = 47
 _MAX_SIZE: Final = 1 << 62
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -115,6 +121,12 @@ class CellDecl:
     non-empty tuple of grants. ``templates`` is non-empty only with
     ``max_children > 0``. Templates have ``activation="eager"`` and are never
     started on their own.
+
+    ``replicas`` (None: an ordinary cell) makes it a replicated cell: a Raft
+    group of that many processes (odd, 1 to :data:`MAX_REPLICAS`), each with
+    its own data directory (``data`` is then True), always ``eager``, never a
+    template, without dynamic children, its name at most
+    :data:`MAX_REPLICATED_NAME` characters.
     """
 
     name: str
@@ -134,6 +146,12 @@ class CellDecl:
     start_timeout: float = 10.0
     standby: bool = True
     is_template: bool = False
+    replicas: int | None = None
+
+    @property
+    def replicated(self) -> bool:
+        """The cell is a Raft group of ``replicas`` processes (docs/root.md)."""
+        return self.replicas is not None
 
 
 @attrs.frozen(kw_only=True)
@@ -495,6 +513,12 @@ class _Reader:
         self, value: object, name: str, kinds: Mapping[str, str], *, template: bool
     ) -> CellDecl:
         key = _sub("templates" if template else "cells", name)
+        if template and isinstance(value, Mapping) and "replicas" in value:
+            self.fail(
+                _sub(key, "replicas"),
+                "a template cannot be replicated (its instances are single processes "
+                "started at run time); declare a replicated cell under [cells]",
+            )
         t = self.table(value, key, _TEMPLATE_KEYS if template else _CELL_KEYS, ("dna",))
 
         def k(field: str) -> str:
@@ -529,6 +553,16 @@ class _Reader:
         env = self.env(t.get("env", {}), k("env"))
         act = self.choice(t.get("activation", "eager"), k("activation"), _ACTIVATIONS)
         activation: Literal["eager", "on_demand"] = "on_demand" if act == "on_demand" else "eager"
+        data = self.boolean(t.get("data", False), k("data"))
+        replicas = self.replicas(t, name, key, activation, max_children)
+        if replicas is not None:
+            if "data" in t and not data:
+                self.fail(
+                    k("data"),
+                    f"a replicated cell (replicas = {replicas}) always has data: one directory "
+                    "per replica holds its log; remove data = false",
+                )
+            data = True
         return CellDecl(
             name=name,
             dna=self.base / dna,
@@ -540,7 +574,7 @@ class _Reader:
             env=env,
             limits=self.limits(t.get("limits", {}), k("limits")),
             secrets=self.secrets(t.get("secrets", []), k("secrets"), env),
-            data=self.boolean(t.get("data", False), k("data")),
+            data=data,
             network=self.network(t.get("network", "none"), k("network")),
             max_children=max_children,
             templates=tuple(child_templates),
@@ -549,7 +583,40 @@ class _Reader:
             ),
             standby=self.boolean(t.get("standby", True), k("standby")),
             is_template=template,
+            replicas=replicas,
         )
+
+    def replicas(
+        self, t: Mapping[str, object], name: str, key: str, activation: str, max_children: int
+    ) -> int | None:
+        """The ``replicas`` of a cell table (None when absent), with its restrictions."""
+        if "replicas" not in t:
+            return None
+        rkey = _sub(key, "replicas")
+        value = t["replicas"]
+        what = f"an odd number from 1 to {MAX_REPLICAS}"
+        if type(value) is not int:
+            self.expected(rkey, what, value)
+        if not (1 <= value <= MAX_REPLICAS and value % 2 == 1):
+            self.fail(rkey, f"expected {what}, got {value}")
+        if activation == "on_demand":
+            self.fail(
+                _sub(key, "activation"),
+                f"a replicated cell (replicas = {value}) cannot be 'on_demand': every replica "
+                "runs from the start to keep the group's quorum",
+            )
+        if max_children > 0:
+            self.fail(
+                _sub(key, "max_children"),
+                f"a replicated cell (replicas = {value}) cannot start dynamic children",
+            )
+        if len(name) > MAX_REPLICATED_NAME:
+            self.fail(
+                key,
+                f"a replicated cell's name is at most {MAX_REPLICATED_NAME} characters (its "
+                f"replicas' logs are named <name>..<id>), got {len(name)}",
+            )
+        return value
 
     def env(self, value: object, key: str) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, Mapping):
@@ -745,6 +812,8 @@ class _Reader:
 
 
 __all__ = [
+    "MAX_REPLICAS",
+    "MAX_REPLICATED_NAME",
     "RESERVED_NAMES",
     "TOP_SUPERVISOR",
     "CellDecl",

@@ -582,6 +582,52 @@ def test_manifest_simple_one_for_one_rules() -> None:
     assert e.key == "supervisor.strategy"
 
 
+def test_manifest_replicas_declares_a_replicated_cell_with_data() -> None:
+    m = parse_manifest(CELL + "replicas = 3\n", path=FILE)
+    db = m.cells["db"]
+    assert (db.replicas, db.replicated, db.data, db.activation) == (3, True, True, "eager")
+    m = parse_manifest(CELL + "replicas = 1\ndata = true\nstandby = false\n", path=FILE)
+    assert (m.cells["db"].replicas, m.cells["db"].standby) == (1, False)
+    plain = parse_manifest(CELL, path=FILE).cells["db"]
+    assert (plain.replicas, plain.replicated, plain.data) == (None, False, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (CELL + "replicas = 4\n", "cells.db.replicas", "expected an odd number from 1 to 7, got 4"),
+        (CELL + "replicas = 9\n", "cells.db.replicas", "expected an odd number from 1 to 7, got 9"),
+        (CELL + "replicas = 0\n", "cells.db.replicas", "expected an odd number from 1 to 7, got 0"),
+        (CELL + "replicas = -3\n", "cells.db.replicas",
+         "expected an odd number from 1 to 7, got -3"),
+        (CELL + "replicas = true\n", "cells.db.replicas",
+         "expected an odd number from 1 to 7, got boolean True"),
+        (CELL + "replicas = 3.0\n", "cells.db.replicas",
+         "expected an odd number from 1 to 7, got float 3.0"),
+        (CELL + "replicas = '3'\n", "cells.db.replicas",
+         "expected an odd number from 1 to 7, got string '3'"),
+        (CELL + "replicas = 3\nactivation = 'on_demand'\n", "cells.db.activation",
+         "a replicated cell (replicas = 3) cannot be 'on_demand': every replica runs from the "
+         "start to keep the group's quorum"),
+        (CELL + "replicas = 3\ndata = false\n", "cells.db.data",
+         "a replicated cell (replicas = 3) always has data: one directory per replica holds "
+         "its log; remove data = false"),
+        (CELL + "replicas = 5\nmax_children = 2\n", "cells.db.max_children",
+         "a replicated cell (replicas = 5) cannot start dynamic children"),
+        ("[templates.w]\ndna = 'w.py'\nreplicas = 3\n", "templates.w.replicas",
+         "a template cannot be replicated (its instances are single processes started at run "
+         "time); declare a replicated cell under [cells]"),
+        (f"[cells.{'d' * 48}]\ndna = 'db.py'\nreplicas = 3\n", f"cells.{'d' * 48}",
+         "a replicated cell's name is at most 47 characters (its replicas' logs are named "
+         "<name>..<id>), got 48"),
+    ],
+)  # fmt: skip
+def test_manifest_replicas_refusals_name_the_key(text: str, key: str, problem: str) -> None:
+    e = error(text)
+    assert (e.key, e.problem) == (key, problem)
+    assert str(e) == f"{FILE}: {key}: {problem}"
+
+
 def test_manifest_from_dict_rejects_non_tables() -> None:
     with pytest.raises(ManifestError) as info:
         manifest_from_dict([], path=FILE)  # type: ignore[arg-type]

@@ -40,6 +40,11 @@ def check_tree(m: Manifest) -> None:
     assert sorted(listed) == sorted([*m.cells, *m.supervisors])
     for name in listed:
         assert m.parent_of(name) in ("root", *m.supervisors)
+    for cell in m.cells.values():  # what a replicated cell is promised to be
+        if cell.replicas is not None:
+            assert cell.replicas in (1, 3, 5, 7)
+            assert cell.data and cell.activation == "eager" and cell.max_children == 0
+    assert all(t.replicas is None for t in m.templates.values())
 
 
 # --------------------------------------------------------------------------
@@ -66,6 +71,7 @@ FRAGMENTS = [
     'secrets = [{name = "A", key = "k"}]', 'env = {A = "1"}', "backoff = {initial = 1}",
     'restart = "forever"', 'activation = "on_demand"', 'entry = "a.b:C"', "data = true",
     'sandbox = "stub"', "log_max_bytes = 99999999999999999999", "x = [[[", "= 1", '"',
+    "replicas = 3", "replicas = 4", "replicas = true", "data = false",
 ]  # fmt: skip
 
 
@@ -175,6 +181,7 @@ CELL_OPTIONAL: dict[str, st.SearchStrategy[object]] = {
     "max_children": maybe(st.integers(0, 3)),
     "templates": maybe(NAME_LISTS),
     "start_timeout": maybe(st.floats(0.1, 30)),
+    "replicas": maybe(st.sampled_from([1, 3, 5, 7, 2, 9])),
 }
 CELL = st.fixed_dictionaries({"dna": maybe(st.sampled_from(["a.py", "pkg", "/abs/x.py"]))},
                              optional=CELL_OPTIONAL)  # fmt: skip
