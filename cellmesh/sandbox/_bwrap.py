@@ -31,7 +31,9 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   fresh ``/proc`` (of the cell's pid namespace) and a minimal, read-only
   ``/dev`` (the device nodes still work; no unbounded tmpfs); the
   cell's own socket and the sockets it is granted, each bound as a single
-  file into ``/run/cell``; file secrets copied from memfds into
+  file into ``/run/cell``; the directories of its dynamic children's and (for
+  a replica) its group's peer sockets, read-only at ``/run/cell/children`` and
+  ``/run/cell/peers``; file secrets copied from memfds into
   ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
 
 On x86_64 a seccomp deny-list (:mod:`cellmesh.sandbox._seccomp`) is loaded
@@ -72,6 +74,8 @@ _STOP_PATIENCE: Final = 2.0
 #: Size of the private /tmp when the cell has no memory limit.
 DEFAULT_TMPFS_BYTES: Final = 256 << 20
 SOCKET_DIR_INSIDE: Final = "/run/cell"
+#: Where a replica sees its group's peer sockets (``CellSpec.peers_dir``).
+PEERS_DIR_INSIDE: Final = "/run/cell/peers"
 SECRETS_DIR_INSIDE: Final = "/run/secrets"
 DNA_DIR_INSIDE: Final = "/cell/dna"
 DATA_DIR_INSIDE: Final = "/cell/data"
@@ -186,6 +190,9 @@ def bwrap_argv(
     if spec.children_dir is not None:
         # A live view: sockets the root links in later appear inside.
         args += ["--ro-bind", at(spec.children_dir), f"{SOCKET_DIR_INSIDE}/children"]
+    if spec.peers_dir is not None:
+        # A live view too: a replica added later has its socket appear inside.
+        args += ["--ro-bind", at(spec.peers_dir), PEERS_DIR_INSIDE]
     if egress is not None:
         args += ["--dir", EGRESS_DIR_INSIDE]
         for host_sock, inside in egress.sockets:
@@ -399,8 +406,7 @@ class BwrapBackend(ProcessBackend):
         wanted: list[Path] = [*runtime_paths()]
         wanted += [p for p in (spec.dna_dir, spec.data_dir, spec.own_socket) if p is not None]
         wanted += list(spec.granted_sockets)
-        if spec.children_dir is not None:
-            wanted.append(spec.children_dir)
+        wanted += [p for p in (spec.children_dir, spec.peers_dir) if p is not None]
         wanted += list(extra)
         binds: list[tuple[Path, Path]] = []
         sources: dict[Path, Path] = {}
@@ -519,6 +525,7 @@ __all__ = [
     "BwrapBackend",
     "DATA_DIR_INSIDE",
     "DNA_DIR_INSIDE",
+    "PEERS_DIR_INSIDE",
     "SANDBOX_UID",
     "SECRETS_DIR_INSIDE",
     "SOCKET_DIR_INSIDE",

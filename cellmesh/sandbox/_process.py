@@ -134,6 +134,7 @@ class ProcessBackend(abc.ABC):
             raise SandboxConfigError("cell id", "is empty")
         check_cell_name(spec.cell_id, source="cell id")
         check_cell_name(spec.name, source="cell name")
+        check_cell_name(spec.log_name, source="log name")
         if spec.cell_id in self._cells:
             raise DuplicateCell(spec.cell_id)
         if not spec.argv or not spec.argv[0]:
@@ -201,7 +202,7 @@ class ProcessBackend(abc.ABC):
             secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
             cmd = self._command(rec, pass_fds, secrets, secret_fds)
             if stdout is None:
-                log_path = self.paths.log_dir / f"{spec.name}.log"
+                log_path = self.paths.log_dir / f"{spec.log_name}.log"
                 try:
                     self.paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                     log_fd = os.open(
@@ -236,7 +237,7 @@ class ProcessBackend(abc.ABC):
         rec.reported = False
         rec.signal_offset = cmd.signal_as_code_offset
         self.events.emit(
-            spec.name,
+            spec.log_name,
             "started",
             {
                 "cell_id": spec.cell_id,
@@ -364,7 +365,7 @@ class ProcessBackend(abc.ABC):
                 rec.workload.close()
             self._cells.pop(cell_id, None)
         self.events.emit(
-            rec.spec.name,
+            rec.spec.log_name,
             "destroyed",
             {
                 "cell_id": cell_id,
@@ -461,7 +462,7 @@ class ProcessBackend(abc.ABC):
         rec.status = status
         rec.reported = True
         self.events.emit(
-            rec.spec.name,
+            rec.spec.log_name,
             "exited",
             {"cell_id": rec.spec.cell_id, "backend": self.name, "pid": wl.pid, **status.to_json()},
         )

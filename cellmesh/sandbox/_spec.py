@@ -245,12 +245,17 @@ class CellSpec:
     ``name`` becomes the hostname ``cell-<name>`` and the log/event file names;
     ``cell_id`` (default: ``name``) is the backend's tracking key, distinct
     from the name so two versions of a cell can overlap during a hot swap.
+    ``log_name`` (default: ``name``) is the name its lifecycle events (and
+    default log file) are filed under: the replicas of a replicated cell share
+    ``name`` (``CELL_NAME``) but each has its own log (``X..1``).
     ``argv`` runs inside the sandbox, ``env`` is the declared environment (the
     backend adds only the documented runtime variables). ``dna_dir`` is bound
     read-only, ``data_dir`` read-write; ``own_socket`` and ``granted_sockets``
     are socket files bound into ``/run/cell``; ``children_dir`` (a directory
     the root fills with the sockets of the cell's dynamic children while it
-    runs) is bound read-only at ``/run/cell/children``; ``allow_net`` shares the host
+    runs) is bound read-only at ``/run/cell/children``; ``peers_dir`` (the
+    directory of a replicated cell's peer sockets, filled by the root while the
+    group runs) likewise at ``/run/cell/peers``; ``allow_net`` shares the host
     network (all of it, unfiltered). ``net_grants`` instead keeps the cell's
     private network and lets it open TCP connections to exactly the granted
     destinations (through a host-side proxy; see
@@ -268,16 +273,18 @@ class CellSpec:
     own_socket: Path | None = attrs.field(default=None, converter=_opt_path)
     granted_sockets: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
     children_dir: Path | None = attrs.field(default=None, converter=_opt_path)
+    peers_dir: Path | None = attrs.field(default=None, converter=_opt_path)
     allow_net: bool = False
     net_grants: tuple[NetGrant, ...] = attrs.field(default=(), converter=_grants)
     cell_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
+    log_name: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
 
     def __attrs_post_init__(self) -> None:
         names = [s.name for s in self.secrets]
         if len(set(names)) != len(names):
             raise SandboxConfigError("secrets", "two secret refs share a name")
         for path in (
-            self.dna_dir, self.data_dir, self.own_socket, self.children_dir,
+            self.dna_dir, self.data_dir, self.own_socket, self.children_dir, self.peers_dir,
             *self.granted_sockets,
         ):
             if path is not None and not path.is_absolute():

@@ -62,6 +62,7 @@ class StubBackend:
             raise SandboxConfigError("cell id", "is empty")
         check_cell_name(spec.cell_id, source="cell id")
         check_cell_name(spec.name, source="cell name")
+        check_cell_name(spec.log_name, source="log name")
         if spec.cell_id in self._cells:
             raise DuplicateCell(spec.cell_id)
         if not spec.argv or not spec.argv[0]:
@@ -96,7 +97,7 @@ class StubBackend:
         cell.spawns.append(tuple(pass_fds))
         self._next_pid += 1
         self.events.emit(
-            cell.spec.name,
+            cell.spec.log_name,
             "started",
             {"cell_id": cell_id, "backend": "stub", "pid": self._next_pid},
         )
@@ -113,7 +114,7 @@ class StubBackend:
                 cell_id, ExitStatus(code=0, signal=None, reason="exit")
             )
             self.events.emit(
-                cell.spec.name,
+                cell.spec.log_name,
                 "exited",
                 {"cell_id": cell_id, "backend": "stub", **cell.status.to_json()},
             )
@@ -133,7 +134,7 @@ class StubBackend:
         revoked = self.broker.revoke_for_cell(cell_id)
         del self._cells[cell_id]
         self.events.emit(
-            cell.spec.name, "destroyed", {"cell_id": cell_id, "backend": "stub", "clean": True}
+            cell.spec.log_name, "destroyed", {"cell_id": cell_id, "backend": "stub", "clean": True}
         )
         return TeardownReport(
             cell_id=cell_id,

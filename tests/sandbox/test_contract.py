@@ -194,6 +194,20 @@ def test_lifecycle_events_are_recorded(backend: CellBackend, paths: Paths) -> No
     assert all(e["backend"] == backend.name for e in events)
 
 
+def test_lifecycle_events_are_filed_under_the_log_name(
+    backend: CellBackend, paths: Paths
+) -> None:
+    """Replicas share CELL_NAME but not their logs: events go to ``<log_name>.events.jsonl``."""
+    backend.create(spec("grp", log_name="grp..1", cell_id="grp..1"))
+    backend.spawn("grp..1")
+    backend.wait("grp..1", timeout=60)
+    backend.destroy("grp..1")
+    events = read_events(paths.log_dir / "grp..1.events.jsonl")
+    assert [e["event"] for e in events] == ["started", "exited", "destroyed"]
+    assert all(e["cell_id"] == "grp..1" for e in events)
+    assert not (paths.log_dir / "grp.events.jsonl").exists()
+
+
 async def test_wait_async_from_trio(backend: CellBackend) -> None:
     backend.create(spec("async"))
     backend.spawn("async")
