@@ -121,10 +121,21 @@ class ReplicaPart:
         return self.env_version
 
     def note_line(self, line: bytes) -> None:
-        """Remember the last non-empty line of output (bounded), for :attr:`error`."""
-        text = line.decode("utf-8", "replace").strip()
-        if text:
+        """Remember the last line of output that says something (bounded), for :attr:`error`.
+
+        The frame of an exception group's traceback (``| `` prefixes, ``+---``
+        rules) is stripped, so a crash's last line is its exception, e.g.
+        ``WalCorrupted: .../wal-...log: corrupt at byte 4096: ...``.
+        """
+        text = line.decode("utf-8", "replace").strip().lstrip("|+ ").rstrip()
+        if text and text.strip("-") and not text.startswith("^"):
             self.last_line = text[:MAX_NOTE]
+
+    def failure(self) -> str:
+        """Why it failed last (``""``: it did not): the exit, and for an exit code its last line."""
+        if self.error.startswith("exit code") and self.last_line:
+            return f"{self.error}: {self.last_line}"
+        return self.error
 
 
 @attrs.define(eq=False)
@@ -384,4 +395,7 @@ class CellInstance:
         self.slot.touch()
 
 
-__all__ = ["CellInstance", "CellSlot", "ReplicaPart", "Standby", "describe_status", "exit_reason", "reason_text"]
+__all__ = [
+    "CellInstance", "CellSlot", "ReplicaPart", "Standby", "describe_status", "exit_reason",
+    "reason_text",
+]

@@ -245,24 +245,26 @@ class GroupHandle:
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Start the members concurrently; started once a majority is ready (module doc)."""
         group = self.group
+        refused: str | None = None
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     failed = await self._start_all(list(group.members.values()))
-                    alive = len(group.members) - len(failed)
-                    if alive < majority(len(group.members)):
-                        await self._stop_all()
-                        raise RootRequestError(group.name, self._no_quorum(failed))
-                    task_status.started()
-                    self.manager.group_started(group, nursery)
-                    await self._end.wait()
+                    if len(group.members) - len(failed) < majority(len(group.members)):
+                        refused = self._no_quorum(failed)
+                    else:
+                        task_status.started()
+                        self.manager.group_started(group, nursery)
+                        await self._end.wait()
                     await self._stop_all()
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
             self._done.set()
             group.touch()
+        if refused is not None:
+            raise RootRequestError(group.name, refused)  # a start failure for the parent
 
     def _no_quorum(self, failed: dict[int, str]) -> str:
         group = self.group
@@ -279,7 +281,7 @@ class GroupHandle:
             try:
                 await self.start_member(m)
             except (SupervisorEscalation, RootRequestError) as exc:
-                failed[m.id] = m.part.error or str(exc)
+                failed[m.id] = m.part.failure() or str(exc)
 
         async with trio.open_nursery() as starter:
             for m in members:
@@ -371,9 +373,9 @@ class Replicas:
 
     # ------------------------------------------------------------ setup
 
-    async def add_group(self, decl: CellDecl, *, supervisor: str) -> Group:
+    async def add_group(self, decl: CellDecl, *, name: str, supervisor: str) -> Group:
         """Bind the group's sockets, read (or create) its record, make its members' slots."""
-        name = decl.name
+        assert name == decl.name
         assert decl.replicas is not None
         if ".." in name:
             raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
@@ -474,7 +476,7 @@ class Replicas:
         """``m``'s supervisor gave up on it: the group serves on without it."""
         text = f"given up after {REPLICA_INTENSITY} restarts in {REPLICA_PERIOD:g} s"
         self.record(replica_name(group.name, m.id), text)
-        self.log(f"root: replica {replica_name(group.name, m.id)} {text}: {m.part.error}")
+        self.log(f"root: replica {replica_name(group.name, m.id)} {text}: {m.part.failure()}")
 
     def env_for(self, slot: CellSlot) -> dict[str, str]:
         """The ``CELL_REPLICA_*`` env of the next process of replica ``slot``."""
@@ -536,9 +538,6 @@ class Replicas:
         group = self.groups.get(part.group)
         view = group.view() if group is not None else GroupView.of(())
         s = part.stats if slot.instance is not None and slot.instance.state != "exited" else None
-        error = part.error
-        if error and part.last_line and part.last_line not in error:
-            error = f"{error}: {part.last_line}"
         return ReplicaInfo(
             group=part.group, replica=part.id, role="unknown" if s is None else s.role,
             term=None if s is None else s.term, leader=None if s is None else s.leader,
@@ -547,7 +546,7 @@ class Replicas:
             last_index=None if s is None else s.last_index, lag=view.lag(s),
             voters=[] if s is None else list(s.voters),
             learners=[] if s is None else list(s.learners),
-            error=error, given_up=part.given_up,
+            error=part.failure(), given_up=part.given_up,
         )
 
     def status(self) -> list[GroupStatus]:
