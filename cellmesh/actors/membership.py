@@ -229,13 +229,12 @@ def replica_env(
     }
     if replica in record.joining or (record.bootstrapped and data_empty):
         env["CELL_REPLICA_JOIN"] = "1"
-    elif not record.bootstrapped and replica in record.initial:
-        env["CELL_REPLICA_BOOTSTRAP"] = ",".join(map(str, record.initial))
-    else:
-        # Not initial, never joined through us, and no leader yet: it can only
-        # wait to be added (an id the record lists but the group never had).
-        env["CELL_REPLICA_JOIN"] = "1"
-    return env
+    elif not record.bootstrapped:
+        if replica in record.initial:
+            env["CELL_REPLICA_BOOTSTRAP"] = ",".join(map(str, record.initial))
+        else:  # not an initial voter, and no leader to have added it yet: wait to be added
+            env["CELL_REPLICA_JOIN"] = "1"
+    return env  # a member with its data: it recovers from its own log
 
 
 # --------------------------------------------------------------------------
