@@ -71,6 +71,25 @@ class Done:
     pass
 
 
+@cellmesh.protein("t.rep.Lie")
+class Lie:
+    """Send these stats on the umbilical as they are (an attack on the root's bookkeeping)."""
+
+    stats: ReplicaStats
+
+
+@cellmesh.protein("t.rep.AskRoot")
+class AskRoot:
+    """Send the root a control request over the umbilical; answer what came back."""
+
+    count: int
+
+
+@cellmesh.protein("t.rep.Answer")
+class Answer:
+    text: str
+
+
 def _listener(fd: int) -> str:
     """``unix:<path>`` when ``fd`` is a listening Unix socket, else what it is."""
     try:
@@ -113,14 +132,10 @@ class FakeReplica(cellmesh.Cell):
         self.nursery.start_soon(self._report)
 
     async def _serve_peers(self) -> None:
+        table = {Describe: self.describe, Probe: self.probe, Role: self.role, Lie: self.lie}
+
         async def peer(msg: object) -> object:
-            if isinstance(msg, Describe):
-                return await self.describe(msg)
-            if isinstance(msg, Probe):
-                return await self.probe(msg)
-            if isinstance(msg, Role):
-                return await self.role(msg)
-            raise TypeError(f"not a peer request: {msg!r}")
+            return await table[type(msg)](msg)  # type: ignore[operator]
 
         async with open_membrane(self.name, peer, listen_fd=4):
             await trio.sleep_forever()
@@ -149,6 +164,13 @@ class FakeReplica(cellmesh.Cell):
     @cellmesh.receptor
     async def probe(self, msg: Probe) -> Probed:
         return await probe(msg.path)
+
+    @cellmesh.receptor
+    async def lie(self, msg: Lie) -> Done:
+        umbilical = self._context().umbilical
+        assert umbilical is not None
+        await umbilical.signal(msg.stats)
+        return Done()
 
     @cellmesh.receptor
     async def role(self, msg: Role) -> Done:
@@ -186,7 +208,25 @@ async def probe(path: str) -> Probed:
 
 
 class Outsider(cellmesh.Cell):
-    """A plain cell that tries to reach a group's peer sockets (it must not)."""
+    """A plain cell that tries to reach a group's peer sockets (it must not), poses as a
+    replica on its umbilical and asks the root to change the group (it may not)."""
+
+    @cellmesh.receptor
+    async def lie(self, msg: Lie) -> Done:
+        umbilical = self._context().umbilical
+        assert umbilical is not None
+        await umbilical.signal(msg.stats)
+        return Done()
+
+    @cellmesh.receptor
+    async def ask_root(self, msg: AskRoot) -> Answer:
+        from cellmesh.actors.control import ChangeReplicas
+
+        try:
+            reply = await self._context().ask_root(ChangeReplicas(name="grp", count=msg.count))
+        except cellmesh.CellmeshError as exc:
+            return Answer(text=f"refused: {exc}")
+        return Answer(text=f"accepted: {reply!r}")
 
     @cellmesh.receptor
     async def probe(self, msg: Probe) -> Probed:

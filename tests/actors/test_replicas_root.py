@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import replicacells
 import trio
-from replicacells import Describe, Description, Probe, Probed, Role
+from replicacells import AskRoot, Describe, Description, Lie, Probe, Probed, Role
 
 from cellmesh import RemoteCellError, Synapse
-from cellmesh.actors.control import KillCell
+from cellmesh.actors.control import KillCell, ReplicaStats
 from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.root import Root
 from cellmesh.sandbox import read_events
@@ -203,22 +203,39 @@ async def test_replicas_root_status_shows_role_term_indexes_and_lag() -> None:
         assert record["bootstrapped"] is True
 
 
-async def test_replicas_root_stats_that_lie_are_dropped() -> None:
-    async with running(group_toml()) as root:
-        slot = root.slots["grp/1"]
-        from cellmesh.actors.control import ReplicaStats
+def lying(replica: int, **kw: object) -> ReplicaStats:
+    fields: dict[str, object] = {
+        "replica": replica, "role": "leader", "term": 99, "leader": replica,
+        "commit_index": 1, "applied_index": 1, "last_index": 10**9, "voters": [0, 1, 2],
+        "learners": [],
+    }
+    fields.update(kw)
+    return ReplicaStats(**fields)  # type: ignore[arg-type]
 
-        root._replicas.on_stats(slot, ReplicaStats(  # claims another replica's id
-            replica=0, role="leader", term=9, leader=0, commit_index=1, applied_index=1,
-            last_index=1, voters=[0], learners=[]))
-        root._replicas.on_stats(slot, ReplicaStats(
-            replica=1, role="emperor", term=9, leader=1, commit_index=1, applied_index=1,
-            last_index=1, voters=[0], learners=[]))
-        root._replicas.on_stats(slot, ReplicaStats(
-            replica=1, role="leader", term=9, leader=1, commit_index=1, applied_index=1,
-            last_index=1, voters=list(range(65)), learners=[]))
-        assert slot.replica is not None
-        assert slot.replica.stats is None or slot.replica.stats.role == "follower"
+
+async def test_replicas_root_attack_stats_that_lie_are_dropped() -> None:
+    """A replica cannot speak for another, invent roles, or grow the root's memory;
+    a plain cell cannot pose as a replica nor change a group over its umbilical."""
+    async with running(group_toml() + OUTSIDER) as root:
+        await ask(root, 0, Role(role="leader", term=2, leader=0, commit_index=5,
+                                applied_index=5, last_index=5))
+        await until(root, lambda: rows(root)["grp/0"].replica.role == "leader")
+        for lie in (lying(0), lying(1, role="emperor"), lying(1, voters=list(range(65))),
+                    lying(1, term=-1)):
+            await ask(root, 1, Lie(stats=lie))
+        async with Synapse.grow("out", socket_dir=root.paths.socket_dir) as out:
+            await out.fire(Lie(stats=lying(1)))
+            answer = await out.fire(AskRoot(count=5))
+        assert answer.text.startswith("refused: ") and "is not a cell request" in answer.text
+        # a well-formed report from replica 1 itself is taken: the lies before it were not
+        await ask(root, 1, Role(role="follower", term=2, leader=0, commit_index=5,
+                                applied_index=4, last_index=5))
+        await until(root, lambda: rows(root)["grp/1"].replica.role == "follower")
+        r = rows(root)
+        assert (r["grp/0"].replica.role, r["grp/0"].replica.term) == ("leader", 2)
+        assert r["grp/1"].replica.lag == 1 and r["out"].replica is None
+        (group,) = root.status().groups
+        assert (group.leader, group.term, group.members) == (0, 2, [0, 1, 2])
 
 
 async def test_replicas_root_kill_restarts_that_replica_alone() -> None:
