@@ -13,6 +13,7 @@ logs by ``X/i``, and the group record. Raft itself runs in
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ import trio
 from replicacells import AskRoot, Describe, Description, Lie, Probe, Probed, Role
 
 from cellmesh import RemoteCellError, Synapse
-from cellmesh.actors.control import KillCell, ReplicaStats
+from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
 from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.root import Root
 from cellmesh.sandbox import read_events
@@ -346,3 +347,26 @@ async def test_replicas_root_refuses_a_data_dir_of_a_plain_cell() -> None:
         assert "holds data but no group.json" in str(err)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_refuses_membership_requests_it_cannot_honour() -> None:
+    async with running(group_toml() + OUTSIDER) as root:
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            for msg, text in (
+                (ChangeReplicas(name="out", count=3), "out: is not a replicated cell"),
+                (ChangeReplicas(name="nope", count=3), "nope: is not a replicated cell"),
+                (ChangeReplicas(name=GROUP, count=4), "expected an odd number from 1 to 7"),
+                (WipeReplica(name=GROUP), "expected a replica name like ledger/1"),
+                (WipeReplica(name="grp/7"), "grp/7: no such replica (members: grp/0, grp/1"),
+                (WipeReplica(name="out/0"), "out: is not a replicated cell"),
+            ):
+                with pytest.raises(RemoteCellError, match=re.escape(text)):
+                    await ctl.fire(msg)
+            # one change at a time: while one holds the group, others are refused
+            group = root._replicas.groups[GROUP]
+            async with group.lock:
+                group.change = "3 -> 5: adding grp/3"
+                for msg in (ChangeReplicas(name=GROUP, count=5), WipeReplica(name="grp/1")):
+                    with pytest.raises(RemoteCellError, match=re.escape(
+                            "a membership change is in progress (3 -> 5: adding grp/3)")):
+                        await ctl.fire(msg)
