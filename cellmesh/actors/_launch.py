@@ -47,6 +47,7 @@ import attrs
 import trio
 
 from ..config import Paths
+from ..errors import ConfigError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Standby
 from .dna import DnaCache
@@ -61,6 +62,8 @@ UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 GO_FD: Final = FIRST_PASSED_FD + 1
 #: A replica's go pipe: after the client listener (3) and its peer listener (4).
 REPLICA_GO_FD: Final = FIRST_PASSED_FD + 2
+#: The file that marks ``$CELL_HOME/data/X/`` as a replicated cell's (the group record).
+GROUP_RECORD: Final = "group.json"
 
 
 @attrs.define(eq=False)
@@ -85,6 +88,14 @@ class Launcher:
         """Build the DNA entry and create the sandboxed cell(s), once per slot."""
         if slot.created:
             return
+        if slot.replica is None and slot.decl.data:
+            record = self.paths.data_dir / slot.name / GROUP_RECORD
+            if record.exists():
+                raise ConfigError(
+                    str(record.parent), f"holds a replicated cell's data ({GROUP_RECORD}); "
+                    f"{slot.name} is not replicated now: give it replicas again, or move "
+                    "the directory away",
+                )
         entry = await trio.to_thread.run_sync(self.dna.ensure, slot.decl.dna)
         slot.dna_digest = entry.digest
         slot.entry_name = entry.name

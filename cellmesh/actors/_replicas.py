@@ -58,6 +58,7 @@ from ..errors import CellmeshError
 from ..sandbox._bwrap import PEERS_DIR_INSIDE
 from ..transport._sockets import bind_unix_listener
 from ._cells import CellSlot, ReplicaPart, reason_text
+from ._launch import GROUP_RECORD
 from .control import GroupStatus, ReplicaInfo, ReplicaStats
 from .errors import RootRequestError, SupervisorEscalation
 from .manifest import CellDecl
@@ -97,7 +98,7 @@ STEP_TIMEOUT: Final = 120.0
 #: How long a membership change waits for the group to have a leader.
 LEADER_TIMEOUT: Final = 30.0
 #: The group record's file name inside ``$CELL_HOME/data/X/``.
-RECORD_NAME: Final = "group.json"
+RECORD_NAME: Final = GROUP_RECORD
 
 
 # --------------------------------------------------------------------------

@@ -370,3 +370,19 @@ async def test_replicas_root_refuses_membership_requests_it_cannot_honour() -> N
                     with pytest.raises(RemoteCellError, match=re.escape(
                             "a membership change is in progress (3 -> 5: adding grp/3)")):
                         await ctl.fire(msg)
+
+
+async def test_replicas_root_a_group_data_dir_is_not_given_to_a_plain_cell() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        async with running(group_toml(), home=home):
+            pass
+        plain = (f'[cells.{GROUP}]\ndna = "replicacells.py"\nentry = "replicacells:Outsider"\n'
+                 "data = true\nstandby = false\n")
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(plain, home=home):
+                pass
+        texts = " ".join(str(e) for e in _leaves(caught.value))
+        assert "holds a replicated cell's data (group.json)" in texts
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
