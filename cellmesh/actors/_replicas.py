@@ -54,7 +54,7 @@ import attrs
 import trio
 
 from ..config import Paths, ensure_private_dir
-from ..errors import CellmeshError
+from ..errors import CellmeshError, CellUnavailable
 from ..sandbox._bwrap import PEERS_DIR_INSIDE
 from ..transport._sockets import bind_unix_listener
 from ._cells import CellSlot, ReplicaPart, reason_text
@@ -641,12 +641,7 @@ class Replicas:
         self._env_changed(group)
         try:
             await self._running_handle(group).start_member(member)
-            await self._at_leader(group, lambda a, peer: a.add(
-                group.name, peer, new, self._inside_path(group, new)))
-            await self._wait(
-                group, lambda: is_voter(member.part.stats),
-                f"{replica_name(group.name, new)} to catch up and become a voter",
-            )
+            await self._join(group, new)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(30):
                 await self._undo_add(group, member)
@@ -655,8 +650,7 @@ class Replicas:
 
     async def _undo_add(self, group: Group, member: Member) -> None:
         with contextlib.suppress(CellmeshError):
-            await self._at_leader(group, lambda a, peer: a.remove(group.name, peer, member.id),
-                                  timeout=10.0)
+            await self._drop(group, member.id, timeout=10.0)
         if group.handle is not None:
             await group.handle.stop_member(member)
         await self._drop_member(group, member, delete_data=True)
@@ -665,27 +659,11 @@ class Replicas:
 
     async def _finish_join(self, group: Group, replica: int) -> None:
         """A member the record shows joining (root restarted mid-add, or a wipe)."""
-        member = group.members[replica]
-        view = await self._leader(group)
-        voters, learners = view.config(group.stats())
-        if replica not in voters and replica not in learners:
-            await self._at_leader(group, lambda a, peer: a.add(
-                group.name, peer, replica, self._inside_path(group, replica)))
-        await self._wait(
-            group, lambda: is_voter(member.part.stats),
-            f"{replica_name(group.name, replica)} to catch up and become a voter",
-        )
+        await self._join(group, replica)
         await self._save(group, group.record.joined(replica))
 
     async def _remove(self, group: Group, replica: int) -> None:
-        await self._at_leader(group, lambda a, peer: a.remove(group.name, peer, replica))
-
-        def gone() -> bool:
-            view = group.view()
-            voters, learners = view.config(group.stats())
-            return view.leader is not None and replica not in (*voters, *learners)
-
-        await self._wait(group, gone, f"the leader to drop {replica_name(group.name, replica)}")
+        await self._drop(group, replica)
         member = group.members[replica]
         if group.handle is not None:
             await group.handle.stop_member(member)
@@ -693,12 +671,54 @@ class Replicas:
         await self._save(group, group.record.without(replica))
         self._env_changed(group)
 
-    async def _transfer(self, group: Group, leader: int) -> None:
-        await self._at_leader(group, lambda a, peer: a.transfer(group.name, peer, None))
-        await self._wait(
-            group, lambda: group.view().leader not in (None, leader),
-            f"another replica than {replica_name(group.name, leader)} to lead",
+    # ------------------------------------------------------------ single steps
+
+    def _config(self, group: Group) -> tuple[int, ...] | None:
+        """Every id in the leader's configuration (voters and learners); None: no leader."""
+        view = group.view()
+        if view.leader is None:
+            return None
+        voters, learners = view.config(group.stats())
+        return (*voters, *learners)
+
+    async def _join(self, group: Group, replica: int) -> None:
+        """Have the leader add ``replica`` and wait until it reports itself a voter."""
+        member = group.members[replica]
+        path = self._inside_path(group, replica)
+        await self._at_leader(
+            group, lambda a, peer: a.add(group.name, peer, replica, path),
+            done=lambda: is_voter(member.part.stats),
         )
+        await self._wait(
+            group, lambda: is_voter(member.part.stats),
+            f"{replica_name(group.name, replica)} to catch up and become a voter",
+        )
+
+    async def _drop(self, group: Group, replica: int, *, timeout: float = STEP_TIMEOUT) -> None:
+        """Have the leader remove ``replica``; wait until its configuration lacks it."""
+
+        def gone() -> bool:
+            config = self._config(group)
+            return config is not None and replica not in config
+
+        await self._at_leader(
+            group, lambda a, peer: a.remove(group.name, peer, replica), done=gone,
+            timeout=timeout,
+        )
+        await self._wait(group, gone, f"the leader to drop {replica_name(group.name, replica)}",
+                         timeout)
+
+    async def _transfer(self, group: Group, leader: int) -> None:
+        """Have ``leader`` hand its leadership over; wait until another replica leads."""
+
+        def moved() -> bool:
+            return group.view().leader not in (None, leader)
+
+        await self._at_leader(
+            group, lambda a, peer: a.transfer(group.name, peer, None), done=moved
+        )
+        await self._wait(group, moved,
+                         f"another replica than {replica_name(group.name, leader)} to lead")
 
     # ------------------------------------------------------------ wipe
 
@@ -744,14 +764,7 @@ class Replicas:
         if view.leader == member.id:
             await self._transfer(group, member.id)
         await handle.stop_member(member)
-        await self._at_leader(group, lambda a, peer: a.remove(group.name, peer, member.id))
-
-        def dropped() -> bool:
-            v = group.view()
-            voters, learners = v.config(group.stats())
-            return v.leader is not None and member.id not in (*voters, *learners)
-
-        await self._wait(group, dropped, f"the leader to drop {name}")
+        await self._drop(group, member.id)
         await trio.to_thread.run_sync(wipe_data_dir, member.part.data_dir)
         await self._save(group, group.record.rejoining(member.id))
         self.retire(member.slot)
@@ -793,27 +806,36 @@ class Replicas:
         raise RootRequestError(group.name, f"gave up waiting {timeout:g} s for {what}")
 
     async def _at_leader(
-        self, group: Group, op: Callable[[ReplicaAdmin, Path], Awaitable[None]],
-        *, timeout: float = STEP_TIMEOUT,
+        self, group: Group, op: Callable[[ReplicaAdmin, Path], Awaitable[None]], *,
+        done: Callable[[], bool], timeout: float = STEP_TIMEOUT,
     ) -> None:
-        """Run ``op`` at the leader, following :class:`NotLeaderHere` hints until ``timeout``."""
+        """Run ``op`` at the leader unless ``done()`` already holds.
+
+        A refusal naming another leader (:class:`NotLeaderHere`) is followed;
+        a leader that cannot be reached (it just died) is looked for again.
+        ``done`` is asked before every attempt, so a request whose answer was
+        lost with its leader is not repeated once it has taken effect.
+        """
         admin = self.admin
         if admin is None:
             raise RootRequestError(group.name, "this root has no replica admin client")
         with trio.move_on_after(timeout):
-            target = (await self._leader(group)).leader
-            while True:
-                assert target is not None
+            target: int | None = None
+            while not done():
+                if target is None or target not in group.members:
+                    target = (await self._leader(group)).leader
+                    assert target is not None
                 try:
                     await op(admin, group.peer_path(target))
                     return
                 except NotLeaderHere as exc:
-                    hint = exc.leader_hint
-                    if hint is None or hint == target or hint not in group.members:
-                        with trio.move_on_after(1.0):
-                            await group.changed.wait()
-                        hint = (await self._leader(group)).leader
-                    target = hint
+                    target = exc.leader_hint if exc.leader_hint != target else None
+                except CellUnavailable:
+                    target = None
+                if target is None:
+                    with trio.move_on_after(1.0):
+                        await group.changed.wait()
+            return
         raise RootRequestError(group.name, f"no leader accepted the request within {timeout:g} s")
 
     def _persist_soon(self, group: Group) -> None:
