@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .actors.cell import Cell, receptor
 from .actors.control import CellDown
+from .actors.replicated import CommandMeta, NondeterminismDetected, ReplicatedCell, query
 from .errors import (
     CellmeshError,
     CellUnavailable,
@@ -14,6 +15,7 @@ from .errors import (
     ConnectionClosed,
     FieldError,
     MembraneInUse,
+    OutcomeUnknown,
     ProteinError,
     ProtocolError,
     RemoteCellError,
@@ -39,6 +41,7 @@ __all__ = [
     "CellDown",
     "CellUnavailable",
     "CellmeshError",
+    "CommandMeta",
     "ConfigError",
     "ConnectionClosed",
     "FieldError",
@@ -46,11 +49,14 @@ __all__ = [
     "MembraneInUse",
     "MembraneOptions",
     "MembraneStats",
+    "NondeterminismDetected",
+    "OutcomeUnknown",
     "ProteinError",
     "ProteinRegistry",
     "ProtocolError",
     "Receptors",
     "RemoteCellError",
+    "ReplicatedCell",
     "SchemaMismatch",
     "Synapse",
     "SynapseOptions",
@@ -60,6 +66,7 @@ __all__ = [
     "fingerprint",
     "open_membrane",
     "protein",
+    "query",
     "receptor",
     "wire_name",
 ]

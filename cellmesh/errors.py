@@ -215,6 +215,26 @@ class CellUnavailable(CellmeshError):
         self.reason = reason
 
 
+class OutcomeUnknown(CellmeshError):
+    """A call was sent but no answer came back, after every retry: it may or may not
+    have taken effect.
+
+    Raised only for calls to a cell that deduplicates retries (a replicated
+    cell's client session): the synapse resent the call, with the same
+    session and sequence number, until ``give_up_after`` seconds passed or
+    the cell said it can no longer tell (its session expired). Never a
+    success and never a plain failure: a call that was certainly not applied
+    raises :class:`CellUnavailable` (it never left this process) or
+    :class:`RemoteCellError` instead. ``cell`` names the cell, ``reason`` says
+    why the outcome is unknown.
+    """
+
+    def __init__(self, cell: str, reason: str) -> None:
+        super().__init__(f"the outcome of a call to cell {cell!r} is unknown: {reason}")
+        self.cell = cell
+        self.reason = reason
+
+
 class ConnectionClosed(CellmeshError):
     """The operation was attempted on a synapse or membrane *we* already closed."""
 
@@ -275,6 +295,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedFrame",
     "MembraneInUse",
+    "OutcomeUnknown",
     "ProteinError",
     "ProtocolError",
     "RemoteCellError",

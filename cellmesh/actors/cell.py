@@ -30,7 +30,8 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, ClassVar, Final, TypeVar, overload
@@ -251,7 +252,8 @@ class CellContext:
     ``nursery`` is the cell's own nursery (cancelled at stop, after
     ``on_stop``); ``synapse_nursery`` holds the cached synapses' holder tasks
     (closed after ``on_stop``). ``stop_requested`` is set to ask the runtime
-    to stop normally; ``stop_reason`` says who asked first.
+    to stop normally; ``stop_reason`` says who asked first. ``env`` is the
+    process env contract (a replica reads its ``CELL_REPLICA_*`` there).
     """
 
     name: str
@@ -263,6 +265,7 @@ class CellContext:
     umbilical_path: str | None
     stop_requested: trio.Event
     stop_reason: str = ""
+    env: Mapping[str, str] = attrs.field(factory=dict)
     _synapses: dict[str, Synapse] = attrs.field(factory=dict)
     _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
 
@@ -364,6 +367,23 @@ class Cell:
 
     async def _deliver_cell_down(self, down: CellDown) -> None:
         await self.on_cell_down(down)
+
+    # -- runtime hooks (a kind of cell, like ReplicatedCell, overrides them) ----
+
+    @asynccontextmanager
+    async def _open_runtime(self, ctx: CellContext) -> AsyncIterator[None]:
+        """What runs around this cell's serving (from before ``on_start`` to after
+        ``on_stop``); a plain cell needs nothing."""
+        del ctx
+        yield
+
+    def _membrane_handler(self, ctx: CellContext, times: ServiceTimes, every: int) -> Handler:
+        """The dispatcher the cell's membrane serves."""
+        return ctx.receptors(self, times, every)
+
+    def _membrane_options(self) -> Mapping[str, Any]:
+        """Extra ``open_membrane`` keywords for the cell's membrane."""
+        return {}
 
     # -- runtime state ---------------------------------------------------------
 

@@ -262,6 +262,7 @@ async def serve_cell(
     socket_dir: str | os.PathLike[str] | None = None,
     umbilical: str | None = None,
     data_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
     stop_requested: trio.Event | None = None,
     stats_interval: float = STATS_INTERVAL,
     sample_every: int = DEFAULT_SAMPLE_EVERY,
@@ -274,7 +275,8 @@ async def serve_cell(
     then drain, ``on_stop``, cancel the cell's nursery, close the synapses.
     An exception from ``on_start``, ``on_stop`` or a cell task propagates
     (unwrapped when it is the only one). ``stop_requested`` may be set by the
-    caller (signals) at any time, even before ``on_start`` returns.
+    caller (signals) at any time, even before ``on_start`` returns. ``env``
+    is the env contract the cell may read (a replica's ``CELL_REPLICA_*``).
     """
     check_cell_name(name)
     stop = stop_requested if stop_requested is not None else trio.Event()
@@ -291,30 +293,33 @@ async def serve_cell(
                 ctx = CellContext(
                     name=name, nursery=nursery, synapse_nursery=service, socket_dir=sockets,
                     data_dir=data_dir, umbilical=root, umbilical_path=umbilical,
-                    stop_requested=stop,
+                    stop_requested=stop, env=dict(env) if env is not None else {},
                 )
                 if stop.is_set():
                     ctx.stop_reason = "stop requested"
                 cell._bind(ctx)
-                await cell.on_start()
-                # Ready = init done (OTP), said before serving so a crash in
-                # the first calls is a crash, not a failed start -- except when
-                # we bind the socket ourselves: then only once it exists.
-                if root is not None and listen_fd is not None:
-                    await _announce(ctx)
-                receptors = ctx.receptors(cell, times, sample_every)
-                async with open_membrane(
-                    name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
-                    on_handler_error=_die_if_out_of_memory,
-                ) as membrane:
-                    running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
-                    if root is not None:
-                        if listen_fd is None:
-                            await _announce(ctx)
-                        service.start_soon(_report, running, root, stats_interval)
-                    task_status.started(running)
-                    await stop.wait()
-                await cell.on_stop()
+                async with cell._open_runtime(ctx):
+                    await cell.on_start()
+                    # Ready = init done (OTP), said before serving so a crash in
+                    # the first calls is a crash, not a failed start -- except when
+                    # we bind the socket ourselves: then only once it exists.
+                    if root is not None and listen_fd is not None:
+                        await _announce(ctx)
+                    receptors = cell._membrane_handler(ctx, times, sample_every)
+                    async with open_membrane(
+                        name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
+                        on_handler_error=_die_if_out_of_memory, **cell._membrane_options(),
+                    ) as membrane:
+                        running = RunningCell(
+                            cell=cell, context=ctx, membrane=membrane, times=times
+                        )
+                        if root is not None:
+                            if listen_fd is None:
+                                await _announce(ctx)
+                            service.start_soon(_report, running, root, stats_interval)
+                        task_status.started(running)
+                        await stop.wait()
+                    await cell.on_stop()
                 nursery.cancel_scope.cancel()
             service.cancel_scope.cancel()
     return ctx.stop_reason
@@ -362,6 +367,7 @@ async def run_cell(env: Mapping[str, str]) -> int:
         try:
             spec = CellEnv.from_env(env)
             cls = spec.load_class()
+            _check_replicated(env, cls, spec)
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
             return EXIT_CONFIG
@@ -382,8 +388,8 @@ async def run_cell(env: Mapping[str, str]) -> int:
                 cell = cls()
                 reason = await serve_cell(
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
-                    umbilical=spec.umbilical, data_dir=spec.data_dir, stop_requested=stop,
-                    log=_line,
+                    umbilical=spec.umbilical, data_dir=spec.data_dir, env=env,
+                    stop_requested=stop, log=_line,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -397,6 +403,24 @@ async def run_cell(env: Mapping[str, str]) -> int:
         if reason:
             _line(f"{PROG}: {spec.name} stopped: {reason}")
         return EXIT_OK
+
+
+def _check_replicated(env: Mapping[str, str], cls: type[Cell], spec: CellEnv) -> None:
+    """A replica (``CELL_REPLICA_ID`` set) must run a ReplicatedCell, and only a replica may."""
+    replica = bool(env.get("CELL_REPLICA_ID"))
+    replicated = bool(getattr(cls, "_replicated", False))
+    if replica and not replicated:
+        raise ConfigError(
+            "CELL_ENTRY",
+            f"{spec.module}:{cls.__qualname__} is not a cellmesh.ReplicatedCell subclass, "
+            "but the cell has replicas (CELL_REPLICA_ID is set)",
+        )
+    if replicated and not replica:
+        raise ConfigError(
+            "CELL_REPLICA_ID",
+            f"is not set, but {spec.module}:{cls.__qualname__} is a ReplicatedCell: "
+            "give the cell `replicas = N` in the manifest",
+        )
 
 
 def wait_for_go(env: Mapping[str, str]) -> bool:

@@ -1,11 +1,14 @@
-"""Raft benchmark: a real 3-process cellmesh cluster against PySyncObj, in one run.
+"""Raft benchmark: a raw 3-process cellmesh Raft cluster against PySyncObj, in one run.
 
 Theory of operation
 -------------------
-Everything runs on this host. The cellmesh cluster is three
-``python -m cellmesh.consensus.serve`` processes (Unix sockets, real
-write-ahead logs); one pipelining client connection to the leader keeps
-``concurrency`` proposals in flight. Measured:
+Everything runs on this host. The cellmesh cluster is *raw Raft*: three
+``python -m cellmesh.bench._raftnode`` processes, each a
+:class:`~cellmesh.consensus.RaftNode` over the membrane transport (the one
+transport Raft runs on) with a real write-ahead log and a key-value state
+machine -- no root, no sandbox, no client sessions, one entry per proposal.
+One synapse to the leader keeps ``concurrency`` proposals in flight.
+Measured:
 
 * committed ops/s and commit latency p50/p99 (propose sent -> result back,
   i.e. committed by a quorum, applied on the leader, answered), pipelined
@@ -21,14 +24,18 @@ write-ahead logs); one pipelining client connection to the leader keeps
 The baseline is PySyncObj (``pip install pysyncobj``, an optional bench
 dependency): three processes over localhost TCP, a replicated dict, the same
 number of commands kept in flight through the library's callback API, the
-same payloads. Ratios are cellmesh / PySyncObj.
+same payloads. Ratios are cellmesh / PySyncObj. ``cellmesh bench
+replicated`` reuses :func:`cellmesh_throughput` as its "raw Raft" floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,18 +43,27 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import attrs
 import trio
 
-from cellmesh.consensus.errors import NotLeader
-from cellmesh.consensus.serve import RaftClient, ServerError, open_raft_client
+from cellmesh.bench._raftnode import (
+    NoSync,
+    RawInfo,
+    RawPropose,
+    RawRedirect,
+    RawResult,
+    RawStatus,
+    socket_path,
+)
 from cellmesh.consensus.types import Entry, HardState
 from cellmesh.consensus.wal import WalBatch, WriteAheadLog
-from cellmesh.testing.cluster import ProcessCluster, process_cluster
+from cellmesh.errors import CellmeshError
+from cellmesh.transport.synapse import Synapse
 
 VOTERS: Final = (1, 2, 3)
 _POLL: Final = 0.01
@@ -62,6 +78,7 @@ class Throughput:
     p50: float
     p99: float
     leader_saves: int | None = None  #: WAL batches (fsyncs) the leader made during the run
+    entries: int | None = None  #: log entries the run appended (group commit: ops / entries)
 
     @property
     def ops_per_second(self) -> float:
@@ -75,28 +92,92 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------
-# cellmesh cluster
+# raw cellmesh cluster (nodes over the membrane transport)
 
 
-def _cluster(tick: float, *, no_fsync: bool) -> AbstractContextManager[ProcessCluster]:
-    extra = ["--max-pending", "4096"] + (["--unsafe-no-fsync"] if no_fsync else [])
-    return process_cluster(VOTERS, tick, extra)
+@attrs.define(eq=False)
+class RawCluster:
+    """Raw Raft node processes (``cellmesh.bench._raftnode``); start/kill them by id."""
+
+    root: Path
+    tick: float
+    no_fsync: bool
+    procs: dict[int, subprocess.Popen[bytes]] = attrs.Factory(dict)
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the nodes' sockets are."""
+        return self.root / "run"
+
+    def start(self, node: int) -> None:
+        """Start (or restart, from its WAL) node ``node``."""
+        self.procs[node] = subprocess.Popen([
+            sys.executable, "-m", "cellmesh.bench._raftnode",
+            "--id", str(node), "--voters", ",".join(map(str, VOTERS)),
+            "--data-dir", str(self.root / f"data-{node}"),
+            "--socket-dir", str(self.socket_dir), "--tick", str(self.tick),
+            *(["--unsafe-no-fsync"] if self.no_fsync else []),
+        ])
+
+    def kill(self, node: int) -> None:
+        """SIGKILL node ``node`` and reap it."""
+        proc = self.procs.pop(node)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    @contextlib.asynccontextmanager
+    async def client(self, node: int) -> AsyncIterator[Synapse]:
+        """A synapse to node ``node``."""
+        async with Synapse.grow(
+            "raft", socket_path=socket_path(self.socket_dir, node), client_name="bench"
+        ) as syn:
+            yield syn
+
+    async def status(self, node: int) -> RawInfo | None:
+        """Node ``node``'s status, or None if it does not answer."""
+        try:
+            async with self.client(node) as syn:
+                info = await syn.fire(RawStatus())
+        except CellmeshError:
+            return None
+        assert isinstance(info, RawInfo)
+        return info
+
+    async def leader(self, nodes: tuple[int, ...] = VOTERS) -> int:
+        """Poll the nodes' status until one is leader; return its id."""
+        while True:
+            for node in nodes:
+                info = await self.status(node)
+                if info is not None and info.role == "LEADER":
+                    return node
+            await trio.sleep(_POLL)
 
 
-async def _leader(cluster: ProcessCluster, nodes: tuple[int, ...] = VOTERS) -> int:
-    """Poll the nodes' status until one is leader; return its id."""
-    while True:
-        for node in nodes:
-            try:
-                async with open_raft_client(cluster.client_path(node)) as client:
-                    if (await client.status())[0] == "LEADER":
-                        return node
-            except (OSError, trio.BrokenResourceError):
-                pass
-        await trio.sleep(_POLL)
+@contextmanager
+def raw_cluster(tick: float, *, no_fsync: bool = False) -> Iterator[RawCluster]:
+    """Start one raw node process per voter; kill them all on exit."""
+    with tempfile.TemporaryDirectory(prefix="cmb-", dir="/tmp") as name:
+        cluster = RawCluster(Path(name), tick, no_fsync)
+        cluster.socket_dir.mkdir(mode=0o700)
+        try:
+            for node in VOTERS:
+                cluster.start(node)
+            yield cluster
+        finally:
+            for node in list(cluster.procs):
+                cluster.kill(node)
 
 
-async def _pipelined(client: RaftClient, ops: int, concurrency: int, payload: int) -> Throughput:
+async def _propose(syn: Synapse, command: bytes) -> bytes:
+    reply = await syn.fire(RawPropose(command=command))
+    if isinstance(reply, RawRedirect):
+        raise CellmeshError(f"not the leader (hint {reply.leader})")
+    assert isinstance(reply, RawResult)
+    return bytes(reply.value)
+
+
+async def _pipelined(syn: Synapse, ops: int, concurrency: int, payload: int) -> Throughput:
     latencies: list[float] = []
     value = b"v" * payload
     counter = iter(range(ops))
@@ -104,7 +185,7 @@ async def _pipelined(client: RaftClient, ops: int, concurrency: int, payload: in
     async def worker() -> None:
         for i in counter:
             started = time.perf_counter()
-            await client.propose(b"k%d=" % (i % 1000) + value)
+            await _propose(syn, b"k%d=" % (i % 1000) + value)
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -119,30 +200,30 @@ async def _pipelined(client: RaftClient, ops: int, concurrency: int, payload: in
 async def cellmesh_throughput(
     *, ops: int, concurrency: int, payload: int, tick: float, no_fsync: bool
 ) -> Throughput:
-    """Pipelined proposals against a fresh 3-process cellmesh cluster."""
-    with _cluster(tick, no_fsync=no_fsync) as cluster:
-        for node in VOTERS:
-            await cluster.wait_serving(node)
-        leader = await _leader(cluster)
-        async with open_raft_client(cluster.client_path(leader)) as client:
-            await _pipelined(client, min(ops // 10, 2000), concurrency, payload)  # warm up
-            before = (await client.status())[5]
-            result = await _pipelined(client, ops, concurrency, payload)
-            after = (await client.status())[5]
-            assert isinstance(before, int)
-            assert isinstance(after, int)
-            return attrs.evolve(result, leader_saves=after - before)
+    """Pipelined proposals against a fresh raw 3-process cellmesh cluster."""
+    with raw_cluster(tick, no_fsync=no_fsync) as cluster:
+        leader = await cluster.leader()
+        async with cluster.client(leader) as syn:
+            await _pipelined(syn, min(ops // 10, 2000), concurrency, payload)  # warm up
+            before = await syn.fire(RawStatus())
+            result = await _pipelined(syn, ops, concurrency, payload)
+            after = await syn.fire(RawStatus())
+            assert isinstance(before, RawInfo) and isinstance(after, RawInfo)
+            return attrs.evolve(
+                result, leader_saves=after.saves - before.saves,
+                entries=after.commit - before.commit,
+            )
 
 
-async def _commit_somewhere(cluster: ProcessCluster, nodes: tuple[int, ...], command: bytes) -> int:
+async def _commit_somewhere(cluster: RawCluster, nodes: tuple[int, ...], command: bytes) -> int:
     """Propose ``command`` on whichever node accepts it; return that node."""
     while True:
         for node in nodes:
             try:
-                async with open_raft_client(cluster.client_path(node)) as client:
-                    await client.propose(command)
+                async with cluster.client(node) as syn:
+                    await _propose(syn, command)
                     return node
-            except (NotLeader, ServerError, OSError, trio.BrokenResourceError):
+            except CellmeshError:
                 pass
         await trio.sleep(_POLL)
 
@@ -150,9 +231,7 @@ async def _commit_somewhere(cluster: ProcessCluster, nodes: tuple[int, ...], com
 async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
     """Seconds from ``kill -9`` of the leader to the next committed proposal, per trial."""
     times = []
-    with _cluster(tick, no_fsync=False) as cluster:
-        for node in VOTERS:
-            await cluster.wait_serving(node)
+    with raw_cluster(tick) as cluster:
         leader = await _commit_somewhere(cluster, VOTERS, b"warm=up")
         for trial in range(trials):
             cluster.kill(leader)
@@ -161,15 +240,12 @@ async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
             new_leader = await _commit_somewhere(cluster, survivors, b"trial=%d" % trial)
             times.append(time.perf_counter() - started)
             cluster.start(leader)
-            await cluster.wait_serving(leader)
-            async with open_raft_client(cluster.client_path(leader)) as client:
-                while True:
-                    try:
-                        if await client.read(b"trial") == b"%d" % trial:
-                            break
-                    except NotLeader:
-                        pass
-                    await trio.sleep(_POLL)
+            while True:  # the restarted node caught up: it applied the trial's write
+                info = await cluster.status(leader)
+                leading = await cluster.status(new_leader)
+                if info is not None and leading is not None and info.applied >= leading.commit:
+                    break
+                await trio.sleep(_POLL)
             leader = new_leader
     return times
 
@@ -278,23 +354,12 @@ def pysyncobj_throughput(*, ops: int, concurrency: int, payload: int) -> Through
 # WAL recovery
 
 
-class _NoSync:
-    def sync_data(self, fd: int) -> None:
-        pass
-
-    def sync_file(self, fd: int) -> None:
-        pass
-
-    def sync_dir(self, fd: int) -> None:
-        pass
-
-
 def wal_recovery_seconds(entries: int, payload: int) -> float:
     """Fill a WAL with ``entries`` entries (unsynced, batches of 1000); time its recovery."""
     root = Path(tempfile.mkdtemp(prefix="cmw-"))
     try:
         data = b"x" * payload
-        with WriteAheadLog.open(root, syncer=_NoSync())[0] as wal:
+        with WriteAheadLog.open(root, syncer=NoSync())[0] as wal:
             for first in range(1, entries + 1, 1000):
                 last = min(first + 999, entries)
                 wal.save(
@@ -368,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
                     no_fsync=no_fsync,
                 )
             )
-            name = "cellmesh (WAL fsync disabled)" if no_fsync else "cellmesh (fdatasync per batch)"
+            name = (
+                "raw Raft (WAL fsync disabled)" if no_fsync else "raw Raft (fdatasync per batch)"
+            )
             print(_row(name, result, base))
     if args.trials:
         times = trio.run(functools.partial(cellmesh_failover, trials=args.trials, tick=args.tick))
@@ -387,10 +454,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = [
+    "RawCluster",
     "Throughput",
     "cellmesh_failover",
     "cellmesh_throughput",
     "main",
     "pysyncobj_throughput",
+    "raw_cluster",
     "wal_recovery_seconds",
 ]

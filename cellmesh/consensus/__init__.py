@@ -21,9 +21,11 @@ from cellmesh.consensus.errors import (
     NotLeader,
     ProposalDropped,
 )
-from cellmesh.consensus.membrane_transport import MembraneTransport, open_membrane_transport
+from cellmesh.consensus.membrane_transport import MembraneTransport, Packet, open_membrane_transport
+from cellmesh.consensus.message_codec import decode_message, encode_message
 from cellmesh.consensus.messages import Message, MessageType, well_formed
 from cellmesh.consensus.node import (
+    IndexedStateMachine,
     LogStorage,
     NodeOptions,
     NodeStatus,
@@ -50,7 +52,6 @@ from cellmesh.consensus.types import (
     SnapshotMeta,
     SoftState,
 )
-from cellmesh.consensus.unix_transport import open_unix_transport
 from cellmesh.consensus.wal import (
     OsSyncer,
     Recovered,
@@ -73,6 +74,7 @@ __all__ = [
     "Entry",
     "EntryKind",
     "HardState",
+    "IndexedStateMachine",
     "InvalidConfigChange",
     "LogStorage",
     "Membership",
@@ -86,6 +88,7 @@ __all__ = [
     "NodeStopped",
     "NotLeader",
     "OsSyncer",
+    "Packet",
     "ProposalCallback",
     "ProposalDropped",
     "ProposalOutcomeUnknown",
@@ -113,9 +116,10 @@ __all__ = [
     "WalMisuse",
     "WalStats",
     "WriteAheadLog",
+    "decode_message",
+    "encode_message",
     "open_membrane_transport",
     "open_raft_node",
-    "open_unix_transport",
     "run_in_thread",
     "run_inline",
     "well_formed",

@@ -1,14 +1,19 @@
-"""Raft messages over membranes: the transport replicated cells use.
+"""Raft messages over membranes: the one transport Raft runs on in cellmesh.
 
 Theory of operation
 -------------------
-Each node serves a :class:`~cellmesh.Membrane` under its own cell name and
-reaches every peer through a :class:`~cellmesh.Synapse`. A Raft message
-travels as one ``cellmesh.raft.Packet`` protein whose ``frame`` field holds
-the message in the Raft message codec (:mod:`cellmesh.consensus.unix_transport`,
-whose decoder raises only ``MalformedFrame`` on hostile bytes); a snapshot
-large enough travels as a vesicle like any big ``bytes`` field. Packets are
-*signals*: Raft never waits for a transport acknowledgement.
+A Raft message travels as one ``cellmesh.raft.Packet`` protein whose
+``frame`` field holds the message in the Raft message codec
+(:mod:`cellmesh.consensus.message_codec`, whose decoder raises only
+``MalformedFrame`` on hostile bytes); a snapshot large enough travels as a
+vesicle like any big ``bytes`` field. Packets are *signals*: Raft never
+waits for a transport acknowledgement.
+
+Each node serves :meth:`MembraneTransport.on_packet` as the receptor of
+``Packet`` on its own membrane (its peer socket; the owner of the membrane
+may serve other proteins beside it) and reaches every peer through a
+:class:`~cellmesh.Synapse` to that peer's socket path. Peers can be added
+and removed while the node runs (membership changes).
 
 The transport is best-effort, as :class:`~cellmesh.consensus.transport.Transport`
 requires. :meth:`MembraneTransport.send` never blocks: it puts the message
@@ -31,24 +36,23 @@ from typing import Final
 import attrs
 import trio
 
+from cellmesh.consensus.message_codec import decode_message, encode_message
 from cellmesh.consensus.messages import Message
-from cellmesh.consensus.unix_transport import decode_message, encode_message
 from cellmesh.errors import CellmeshError, MalformedFrame
-from cellmesh.transport.membrane import open_membrane
 from cellmesh.transport.synapse import Synapse
 from cellmesh.wire.proteins import protein
 
-#: Messages a peer's send queue holds before new ones are dropped.
+#: Messages a peer's send queue (and the inbox) holds before new ones are dropped.
 QUEUE_SIZE: Final = 1024
 #: Packets sent in one ``signal_many`` at most.
 BATCH: Final = 256
-#: ``encode_message`` frames start with a 4-byte length the packet does not need.
-_LENGTH_PREFIX: Final = 4
+#: Seconds between reconnection attempts to an unreachable peer.
+RETRY_DELAY: Final = 0.05
 
 
 @protein("cellmesh.raft.Packet")
 class Packet:
-    """One Raft message in the Raft message codec (without its length prefix)."""
+    """One Raft message in the Raft message codec."""
 
     frame: bytes
 
@@ -65,23 +69,73 @@ class TransportStats:
     misaddressed: int = 0
 
 
-class MembraneTransport:
-    """One node's endpoint: a membrane for incoming packets, synapses to peers."""
+@attrs.define(eq=False)
+class _Peer:
+    path: str
+    queue: trio.MemorySendChannel[Message]
+    scope: trio.CancelScope
 
-    def __init__(self, node_id: int, inbox_size: int = QUEUE_SIZE) -> None:
+
+class MembraneTransport:
+    """One node's endpoint: ``on_packet`` for incoming packets, a sender per peer.
+
+    Create it with :func:`open_membrane_transport`, which owns the sender tasks.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        nursery: trio.Nursery,
+        *,
+        inbox_size: int = QUEUE_SIZE,
+        queue_size: int = QUEUE_SIZE,
+        retry_delay: float = RETRY_DELAY,
+        client_name: str | None = None,
+    ) -> None:
         self.node_id = node_id
         self.stats = TransportStats()
+        self._nursery = nursery
+        self._queue_size = queue_size
+        self._retry_delay = retry_delay
+        self._client_name = client_name or f"raft-{node_id}"
         self._inbox_send, self._inbox = trio.open_memory_channel[Message](inbox_size)
-        self._queues: dict[int, trio.MemorySendChannel[Message]] = {}
+        self._peers: dict[int, _Peer] = {}
+
+    @property
+    def peers(self) -> dict[int, str]:
+        """Peer node id -> socket path, for every peer currently known."""
+        return {node: peer.path for node, peer in self._peers.items()}
+
+    def add_peer(self, node_id: int, socket_path: str | os.PathLike[str]) -> None:
+        """Reach node ``node_id`` at ``socket_path`` (replacing a previous path)."""
+        if node_id == self.node_id:
+            return
+        path = os.fspath(socket_path)
+        old = self._peers.get(node_id)
+        if old is not None:
+            if old.path == path:
+                return
+            self.remove_peer(node_id)
+        send, receive = trio.open_memory_channel[Message](self._queue_size)
+        scope = trio.CancelScope()
+        self._peers[node_id] = _Peer(path=path, queue=send, scope=scope)
+        self._nursery.start_soon(self._sender, node_id, path, receive, scope)
+
+    def remove_peer(self, node_id: int) -> None:
+        """Stop sending to ``node_id``; its queued messages are dropped."""
+        peer = self._peers.pop(node_id, None)
+        if peer is not None:
+            peer.scope.cancel()
+            peer.queue.close()
 
     def send(self, message: Message) -> None:
         """Queue ``message`` for its destination; drop it if that queue is full."""
-        queue = self._queues.get(message.dst)
-        if queue is None:
+        peer = self._peers.get(message.dst)
+        if peer is None:
             self.stats.dropped_unreachable += 1
             return
         try:
-            queue.send_nowait(message)
+            peer.queue.send_nowait(message)
         except trio.WouldBlock:
             self.stats.dropped_full += 1
 
@@ -89,7 +143,8 @@ class MembraneTransport:
         """The next message addressed to this node."""
         return await self._inbox.receive()
 
-    async def _on_packet(self, packet: Packet) -> None:
+    async def on_packet(self, packet: Packet) -> None:
+        """The receptor of ``Packet``: decode, check the address, queue for the node."""
         try:
             message = decode_message(bytes(packet.frame))
         except MalformedFrame:
@@ -106,59 +161,69 @@ class MembraneTransport:
 
     async def _sender(
         self,
-        cell: str,
+        node_id: int,
+        path: str,
         queue: trio.MemoryReceiveChannel[Message],
-        socket_dir: str | os.PathLike[str] | None,
-        retry_delay: float,
+        scope: trio.CancelScope,
     ) -> None:
-        while True:
-            try:
-                async with Synapse.grow(cell, socket_dir=socket_dir) as syn:
-                    while True:
-                        batch = [await queue.receive()]
-                        while len(batch) < BATCH:
-                            try:
-                                batch.append(queue.receive_nowait())
-                            except trio.WouldBlock:
-                                break
-                        await syn.signal_many(
-                            [Packet(encode_message(m)[_LENGTH_PREFIX:]) for m in batch]
-                        )
-                        self.stats.sent += len(batch)
-            except CellmeshError:
-                pass  # the peer is down or went away: drop what waits, retry later
+        with scope:
             while True:
                 try:
-                    queue.receive_nowait()
-                    self.stats.dropped_unreachable += 1
-                except trio.WouldBlock:
-                    break
-            await trio.sleep(retry_delay)
+                    async with Synapse.grow(
+                        f"raft-{node_id}", socket_path=path, client_name=self._client_name
+                    ) as syn:
+                        while True:
+                            batch = [await queue.receive()]
+                            while len(batch) < BATCH:
+                                try:
+                                    batch.append(queue.receive_nowait())
+                                except trio.WouldBlock:
+                                    break
+                            await syn.signal_many([Packet(encode_message(m)) for m in batch])
+                            self.stats.sent += len(batch)
+                except CellmeshError:
+                    pass  # the peer is down or went away: drop what waits, retry later
+                while True:
+                    try:
+                        queue.receive_nowait()
+                        self.stats.dropped_unreachable += 1
+                    except trio.WouldBlock:
+                        break
+                await trio.sleep(self._retry_delay)
 
 
 @asynccontextmanager
 async def open_membrane_transport(
     node_id: int,
-    cell: str,
-    peers: Mapping[int, str],
+    peers: Mapping[int, str | os.PathLike[str]] | None = None,
     *,
-    socket_dir: str | os.PathLike[str] | None = None,
-    retry_delay: float = 0.05,
+    retry_delay: float = RETRY_DELAY,
     queue_size: int = QUEUE_SIZE,
+    client_name: str | None = None,
 ) -> AsyncIterator[MembraneTransport]:
-    """Serve Raft packets as cell ``cell`` and reach ``peers`` (node id -> cell name).
+    """A transport for node ``node_id`` reaching ``peers`` (node id -> socket path).
 
-    ``socket_dir`` defaults to ``$CELL_SOCKET_DIR``. The block owns the
-    membrane and one sender task per peer.
+    The caller serves :meth:`MembraneTransport.on_packet` for
+    :class:`Packet` on the node's own membrane. The block owns one sender
+    task per peer (``peers`` may include ``node_id`` itself: it is skipped).
     """
-    transport = MembraneTransport(node_id, queue_size)
-    async with open_membrane(cell, transport._on_packet, socket_dir=socket_dir, drain_grace=0):
-        async with trio.open_nursery() as nursery:
-            for peer, peer_cell in peers.items():
-                if peer == node_id:
-                    continue
-                send, receive = trio.open_memory_channel[Message](queue_size)
-                transport._queues[peer] = send
-                nursery.start_soon(transport._sender, peer_cell, receive, socket_dir, retry_delay)
-            yield transport
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        transport = MembraneTransport(
+            node_id, nursery, inbox_size=queue_size, queue_size=queue_size,
+            retry_delay=retry_delay, client_name=client_name,
+        )
+        for peer, path in (peers or {}).items():
+            transport.add_peer(peer, path)
+        yield transport
+        nursery.cancel_scope.cancel()
+
+
+__all__ = [
+    "BATCH",
+    "QUEUE_SIZE",
+    "RETRY_DELAY",
+    "MembraneTransport",
+    "Packet",
+    "TransportStats",
+    "open_membrane_transport",
+]

@@ -131,6 +131,18 @@ class StateMachine(Protocol):
         """Replace the whole state by a :meth:`snapshot` result."""
 
 
+class IndexedStateMachine(StateMachine, Protocol):
+    """A :class:`StateMachine` that also wants each command's log index.
+
+    When the machine has ``apply_entry``, the node calls it instead of
+    ``apply`` (a replicated cell hands the index to its user's ``apply``).
+    """
+
+    def apply_entry(self, index: int, command: bytes) -> bytes:
+        """Apply the committed command at log ``index``; return the proposer's result."""
+        ...
+
+
 ProposalCallback = Callable[[bytes | None, BaseException | None], None]
 """``on_done(result, error)`` for :meth:`RaftNode.propose_nowait`: exactly one is not None."""
 
@@ -275,6 +287,14 @@ class RaftNode:
     _saves: int = 0
     _durable_hard: HardState = attrs.Factory(HardState)
     _unsaved_hard: HardState | None = None
+    _apply_at: Callable[[int, bytes], bytes] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        machine = self._machine
+        apply_entry = getattr(machine, "apply_entry", None)
+        self._apply_at = (
+            apply_entry if callable(apply_entry) else lambda _, data: machine.apply(data)
+        )
 
     # ---------------------------------------------------------------- clients
 
@@ -425,6 +445,12 @@ class RaftNode:
             self._check_running()
             await self._progress.wait()
 
+    async def wait_changed(self) -> None:
+        """Return once the node has handled its next Ready (role, leader or indexes
+        may have changed: read :meth:`status`)."""
+        self._check_running()
+        await self._progress.wait()
+
     async def wait_leader(self) -> int:
         """Return the id of the leader once this node knows one."""
         while self._core.lead is None:
@@ -543,7 +569,9 @@ class RaftNode:
         if rd.snapshot is not None:
             self._install(rd.snapshot.meta.index, rd.snapshot.data)
         for entry in rd.committed_entries:
-            result = self._machine.apply(entry.data) if entry.kind is EntryKind.NORMAL else b""
+            result = (
+                self._apply_at(entry.index, entry.data) if entry.kind is EntryKind.NORMAL else b""
+            )
             waiter = self._proposals.pop(entry.index, None)
             if waiter is not None:
                 if waiter.term == entry.term:
@@ -660,6 +688,7 @@ async def open_raft_node(
 
 
 __all__ = [
+    "IndexedStateMachine",
     "LogStorage",
     "NodeOptions",
     "NodeStatus",

@@ -11,10 +11,20 @@ it, and nothing but tests, benchmarks and the CLI import it.
   step-by-step unit tests.
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
 * :func:`open_root` -- a root daemon served inside the test's Trio run.
+* :func:`open_replica_group` / :func:`process_replica_group` -- a replicated
+  cell's replicas without a root, in the test's Trio run or as processes;
+  :class:`Bank` / :class:`BankModel` -- a replicated bank and its model.
 """
 
-from cellmesh.testing.cluster import ProcessCluster, find_leader, process_cluster
-from cellmesh.testing.kvsm import Command, KVStateMachine
+from cellmesh.testing.bank import Bank, BankModel
+from cellmesh.testing.cluster import (
+    GroupAdmin,
+    ProcessGroup,
+    ReplicaGroup,
+    open_replica_group,
+    process_replica_group,
+)
+from cellmesh.testing.kvsm import Command, KeyValueMachine, KVStateMachine
 from cellmesh.testing.lincheck import (
     CheckResult,
     KVModel,
@@ -32,18 +42,23 @@ from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, Simulatio
 from cellmesh.testing.simdisk import DiskState, SimDisk
 
 __all__ = [
+    "Bank",
+    "BankModel",
     "CheckResult",
     "Command",
     "DiskState",
+    "GroupAdmin",
     "InvariantViolation",
     "KVModel",
     "KVStateMachine",
+    "KeyValueMachine",
     "Model",
     "Operation",
     "PerfectStorage",
-    "ProcessCluster",
+    "ProcessGroup",
     "RaftNet",
     "RegisterModel",
+    "ReplicaGroup",
     "SafetyChecker",
     "SearchBudgetExceeded",
     "SimDisk",
@@ -52,10 +67,10 @@ __all__ = [
     "Simulation",
     "SimulationFailure",
     "check_operations",
-    "find_leader",
     "history_from_events",
     "mesh_env",
+    "open_replica_group",
     "open_root",
-    "process_cluster",
+    "process_replica_group",
     "run_seed",
 ]

@@ -80,3 +80,39 @@ class KVStateMachine:
             data={str(k): str(v) for k, v in obj["data"].items()},
             last={int(c): (int(v[0]), str(v[1])) for c, v in obj["last"].items()},
         )
+
+
+@attrs.define
+class KeyValueMachine:
+    """The plainest Raft state machine: ``key=value`` commands over bytes.
+
+    ``apply`` sets a key and returns its previous value (empty if none);
+    ``query`` reads a key. No deduplication: for driver tests and the raw
+    Raft benchmark, where each command is proposed once.
+    """
+
+    data: dict[bytes, bytes] = attrs.Factory(dict)
+
+    def apply(self, command: bytes) -> bytes:
+        """Set ``key`` to ``value``; return the previous value (empty if none)."""
+        key, _, value = command.partition(b"=")
+        old = self.data.get(key, b"")
+        self.data[key] = value
+        return old
+
+    def query(self, query: bytes) -> bytes:
+        """The value of key ``query`` (empty if unset)."""
+        return self.data.get(query, b"")
+
+    def snapshot(self) -> bytes:
+        """The whole map as JSON (keys and values as latin-1 text)."""
+        return json.dumps(
+            sorted((k.decode("latin-1"), v.decode("latin-1")) for k, v in self.data.items())
+        ).encode()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the map by a :meth:`snapshot` result."""
+        self.data = {k.encode("latin-1"): v.encode("latin-1") for k, v in json.loads(data)}
+
+
+__all__ = ["Command", "KVStateMachine", "KeyValueMachine"]

@@ -26,6 +26,9 @@ class MembraneOptions:
     credit_bytes: int = DEFAULT_CREDIT_BYTES
     vesicle_threshold: int = DEFAULT_VESICLE_THRESHOLD
     hello_timeout: float = HELLO_TIMEOUT
+    #: Announce client sessions in the hello (a replicated cell deduplicates
+    #: resent calls); see docs/protocol.md section 17.
+    sessions: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""

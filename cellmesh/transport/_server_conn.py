@@ -189,6 +189,7 @@ class ServerConnection:
             max_frame_size=opts.max_frame_size,
             credit_calls=opts.credit_calls,
             credit_bytes=opts.credit_bytes,
+            sessions=opts.sessions,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
@@ -80,9 +80,11 @@ class Membrane:
         log: Callable[[str], None] | None,
         accept_filter: Callable[[socket.socket], str | None] | None = None,
         on_handler_error: Callable[[BaseException], None] | None = None,
+        accept_gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self._accept_filter = accept_filter
+        self._accept_gate = accept_gate
         self.on_handler_error = on_handler_error
         self.handler = handler
         self.socket_path = socket_path
@@ -132,7 +134,10 @@ class Membrane:
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         listener = self._listener
+        gate = self._accept_gate
         while True:
+            if gate is not None:
+                await gate()
             try:
                 sock, _ = listener.accept()
             except BlockingIOError:
@@ -195,6 +200,7 @@ async def open_membrane(
     accept_filter: Callable[[socket.socket], str | None] | None = None,
     socket_mode: int = 0o600,
     on_handler_error: Callable[[BaseException], None] | None = None,
+    accept_gate: Callable[[], Awaitable[None]] | None = None,
     **options: Any,
 ) -> AsyncIterator[Membrane]:
     """Serve ``handler`` as cell ``name`` for the duration of the block.
@@ -212,7 +218,9 @@ async def open_membrane(
     reason (the root checks ``SO_PEERCRED`` this way). ``socket_mode`` is the
     mode of a socket file created here. ``on_handler_error(exc)`` sees every
     exception a handler raised, before it is boxed into the error reply (only
-    on that path: successful calls never pay for it).
+    on that path: successful calls never pay for it). ``accept_gate()``, when
+    given, is awaited before each accept: connections wait in the listen
+    backlog until it returns (a replica accepts only while it leads).
     ``options`` are :class:`MembraneOptions` fields.
     """
     check_cell_name(name)
@@ -241,6 +249,7 @@ async def open_membrane(
         name, handler, listener, socket_path=path,
         registry=registry if registry is not None else PROTEINS, options=opts, log=log,
         accept_filter=accept_filter, on_handler_error=on_handler_error,
+        accept_gate=accept_gate,
     )
     try:
         async with open_service_nursery() as nursery:

@@ -63,6 +63,7 @@ from ..wire.proteins import (
 )
 from ..wire.vesicle import Vesicle
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from .session import ClientSessions
 
 CONNECT_TIMEOUT: Final = 10.0
 
@@ -74,12 +75,19 @@ class SynapseOptions:
     max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE
     vesicle_threshold: int = DEFAULT_VESICLE_THRESHOLD
     connect_timeout: float = CONNECT_TIMEOUT
+    #: Session calls only (a server announcing sessions, docs/protocol.md
+    #: section 17): resend a call unanswered for this long on a new connection,
+    retry_after: float = 2.0
+    #: ... and give up (OutcomeUnknown) after this long.
+    give_up_after: float = 30.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
         codec.check_max_frame_size(self.max_frame_size)
         check_positive_int("vesicle_threshold", self.vesicle_threshold)
         check_seconds("connect_timeout", self.connect_timeout)
+        check_seconds("retry_after", self.retry_after)
+        check_seconds("give_up_after", self.give_up_after)
 
 
 class _Waiter:
@@ -116,6 +124,7 @@ class _Connection:
         self.draining = False
         self.dead: CellUnavailable | None = None
         self.closed = trio.Event()
+        self.sessions = False
 
     async def handshake(self) -> None:
         syn = self.syn
@@ -134,6 +143,9 @@ class _Connection:
         self.calls_left = frame.credit_calls
         self.bytes_left = frame.credit_bytes
         self.ctx = DecodeContext(None, syn.registry.mismatched(frame.proteins))
+        self.sessions = frame.sessions
+        if frame.sessions:
+            syn._sessions = syn._sessions or ClientSessions()
 
     # -- reading -----------------------------------------------------------
 
@@ -361,6 +373,8 @@ class Synapse:
         self._connect_lock = trio.Lock()
         self._single_ctx = EncodeContext(options.vesicle_threshold, Vesicle.from_bytes)
         self._closed = False
+        #: Set once a server announced sessions: calls then go through it.
+        self._sessions: ClientSessions | None = None
 
     @classmethod
     @asynccontextmanager
@@ -486,7 +500,12 @@ class Synapse:
         Raises :class:`RemoteCellError` if the handler failed,
         :class:`CellUnavailable` if the connection broke first,
         :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field.
+        To a cell that announces sessions (a replicated cell) the call is
+        resent until answered and raises
+        :class:`~cellmesh.errors.OutcomeUnknown` instead when it never is.
         """
+        if self._sessions is not None:
+            return (await self._sessions.call(self, [msg]))[0]
         conn = self._conn
         if (
             conn is None
@@ -541,6 +560,8 @@ class Synapse:
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
+        if self._sessions is not None:
+            return await self._sessions.call(self, batch)
         return await self._fire(batch, len(batch))
 
     def _batch(self, msgs: list[Any]) -> OutboundBatch:
@@ -621,6 +642,11 @@ class Synapse:
             conn.calls_left -= n
             sent += n
         await trio.lowlevel.checkpoint()
+
+    def _abandon_connection(self, reason: str) -> None:
+        """Close the current connection (its calls fail); the next call reconnects."""
+        if self._conn is not None:
+            self._conn._die(reason)
 
     @property
     def connected(self) -> bool:

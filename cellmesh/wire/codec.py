@@ -143,6 +143,9 @@ class Hello:
     fingerprint. ``max_frame_size`` is the largest frame the sender accepts.
     ``credit_calls``/``credit_bytes`` is the initial credit the sender grants
     the peer for calls and signals (0 for a side that serves nothing).
+    ``sessions`` (server only): the server deduplicates calls sent in client
+    sessions, so a client may resend them (docs/protocol.md section 17);
+    sent as the option ``"sessions": true`` only when set.
     """
 
     version: int
@@ -151,6 +154,7 @@ class Hello:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     credit_calls: int = 0
     credit_bytes: int = 0
+    sessions: bool = False
 
     @classmethod
     def from_wire(cls, item: list[Any]) -> Hello:
@@ -180,19 +184,24 @@ class Hello:
                     f"hello option {key} must be an unsigned integer, got {value!r}"
                 )
             values[key] = value
+        sessions = options.get("sessions", False)
+        if type(sessions) is not bool:
+            raise HandshakeError(f"hello option sessions must be a boolean, got {sessions!r}")
         if not MIN_MAX_FRAME_SIZE <= values["max_frame_size"] <= ABSOLUTE_MAX_FRAME_SIZE:
             raise HandshakeError(
                 f"hello max_frame_size {values['max_frame_size']} is outside "
                 f"[{MIN_MAX_FRAME_SIZE}, {ABSOLUTE_MAX_FRAME_SIZE}]"
             )
-        return cls(version=version, name=name, proteins=proteins, **values)
+        return cls(version=version, name=name, proteins=proteins, sessions=sessions, **values)
 
     def to_wire(self) -> list[Any]:
-        options = {
+        options: dict[str, int | bool] = {
             "max_frame_size": self.max_frame_size,
             "credit_calls": self.credit_calls,
             "credit_bytes": self.credit_bytes,
         }
+        if self.sessions:
+            options["sessions"] = True
         return [Kind.HELLO, self.version, self.name, self.proteins, options]
 
 

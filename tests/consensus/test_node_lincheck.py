@@ -19,9 +19,9 @@ import trio.testing
 from cellmesh.consensus.core import RaftConfig
 from cellmesh.consensus.errors import ConsensusError, NotLeader
 from cellmesh.consensus.node import NodeOptions, NodeStopped, RaftNode, open_raft_node, run_inline
-from cellmesh.consensus.serve import KeyValueMachine
 from cellmesh.consensus.transport import MemoryNetwork
 from cellmesh.testing import KVModel, Operation, check_operations
+from cellmesh.testing.kvsm import KeyValueMachine
 
 # Seeds 3 and 6 catch a driver that answers reads from local state without
 # ReadIndex (checked by hand with that mutant); the others add coverage.

@@ -1,0 +1,257 @@
+"""A replica's peer-socket services: forwarded commands and the root's admin requests.
+
+Theory of operation
+-------------------
+:class:`PeerSide` answers, on the replica's peer socket:
+
+* :class:`~cellmesh.actors.replicated_proteins.Forward` from a follower: the
+  op is validated like any hostile input (a malformed op in the log would
+  stop every replica), then submitted here without forwarding again; a
+  replica that does not lead answers ``ForwardRefused`` with its hint.
+* membership requests from the root (the replica contract), one at a time:
+  ``AddReplica`` (address op in the log, add as learner, wait for it to
+  catch up, promote: dissertation 4.2.1), ``RemoveReplica``,
+  ``TransferLeadership`` (dissertation 3.10). A replica that does not lead
+  refuses with ``AdminRefused(code="not_leader", leader=<hint>)``.
+* ``ReplicaStatusRequest`` and ``StateDigestRequest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+import attrs
+import cbor2
+import trio
+
+from ..consensus import (
+    ConfigChangeInProgress,
+    InvalidConfigChange,
+    Membership,
+    NotLeader,
+    ProposalDropped,
+    RaftNode,
+    Role,
+)
+from ..errors import CellmeshError
+from ..transport._dispatch import Handler
+from ._replica_entries import address_op, check_op
+from ._replica_spec import MAX_REPLICA_ID, node_id, replica_id
+from ._replica_submit import Refused, Router
+from .control import ReplicaStats
+from .replicated_proteins import (
+    FAILED,
+    IN_PROGRESS,
+    INVALID,
+    NOT_LEADER,
+    AddReplica,
+    AdminDone,
+    AdminRefused,
+    Forward,
+    Forwarded,
+    ForwardRefused,
+    RemoveReplica,
+    ReplicaStatusRequest,
+    StateDigest,
+    StateDigestRequest,
+    TransferLeadership,
+)
+
+#: Election timeouts to wait for a learner to catch up before giving up.
+CATCH_UP_ELECTIONS: Final = 600
+#: Election timeouts to wait for a leadership transfer.
+TRANSFER_ELECTIONS: Final = 4
+_MAX_PATH: Final = 4096
+
+
+class Replica(Protocol):
+    """What the peer side needs from the running replica."""
+
+    @property
+    def replica(self) -> int:
+        """This replica's id."""
+        ...
+
+    node: RaftNode
+    router: Router
+    election_timeout: float
+
+    def stats(self) -> ReplicaStats:
+        """The replica's current Raft view."""
+        ...
+
+    def snapshot(self) -> tuple[int, bytes]:
+        """(applied index, replicated state bytes)."""
+        ...
+
+    def membership(self) -> Membership:
+        """The configuration this replica has."""
+        ...
+
+    def match_index(self, node: int) -> int | None:
+        """The leader's match index for ``node`` (None when not leader)."""
+        ...
+
+
+def _refused(code: str, reason: str, leader: int | None = None) -> AdminRefused:
+    return AdminRefused(code=code, reason=reason, leader=leader)
+
+
+@attrs.define(eq=False)
+class PeerSide:
+    """The peer-socket handlers of one replica (see module docstring)."""
+
+    replica: Replica
+    on_packet: Handler
+    _changing: str = ""
+
+    def handlers(self, packet: type) -> dict[type, Handler]:
+        """Protein type -> handler, for the peer membrane (``packet``: the Raft packet type)."""
+        return {
+            packet: self.on_packet,
+            Forward: self.forward,
+            AddReplica: self.add_replica,
+            RemoveReplica: self.remove_replica,
+            TransferLeadership: self.transfer_leadership,
+            ReplicaStatusRequest: self.status,
+            StateDigestRequest: self.digest,
+        }
+
+    # -- forwarding ------------------------------------------------------------
+
+    async def forward(self, msg: Forward) -> Forwarded | ForwardRefused:
+        """Submit a follower's op here (the leader), never forwarding it again."""
+        try:
+            op = check_op(cbor2.loads(msg.op))
+        except Exception as exc:
+            raise ValueError(f"malformed forwarded op: {exc}") from None
+        try:
+            result = await self.replica.router.submit(op, may_forward=False)
+        except Refused as exc:
+            return ForwardRefused(leader=exc.leader)
+        return Forwarded(result=cbor2.dumps(result))
+
+    # -- status ----------------------------------------------------------------
+
+    async def status(self, msg: ReplicaStatusRequest) -> ReplicaStats:
+        """This replica's Raft view."""
+        del msg
+        return self.replica.stats()
+
+    async def digest(self, msg: StateDigestRequest) -> StateDigest:
+        """SHA-256 of this replica's replicated state, and where it was taken."""
+        del msg
+        index, data = self.replica.snapshot()
+        return StateDigest(
+            replica=self.replica.replica, applied_index=index,
+            sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+        )
+
+    # -- membership --------------------------------------------------------------
+
+    def _not_leader(self) -> AdminRefused | None:
+        status = self.replica.node.status()
+        if status.role is Role.LEADER:
+            return None
+        hint = None if status.leader is None else replica_id(status.leader)
+        return _refused(NOT_LEADER, f"replica {self.replica.replica} does not lead", hint)
+
+    async def _change(self, what: str, change: Callable[[], Awaitable[str]]) -> Any:
+        refusal = self._not_leader()
+        if refusal is not None:
+            return refusal
+        if self._changing:
+            return _refused(IN_PROGRESS, f"a membership change is in progress: {self._changing}")
+        self._changing = what
+        try:
+            return AdminDone(detail=await change())
+        except ConfigChangeInProgress as exc:
+            return _refused(IN_PROGRESS, str(exc))
+        except InvalidConfigChange as exc:
+            return _refused(INVALID, str(exc))
+        except NotLeader as exc:
+            hint = None if exc.leader_hint is None else replica_id(exc.leader_hint)
+            return _refused(NOT_LEADER, str(exc), hint)
+        except (ProposalDropped, Refused, CellmeshError, trio.TooSlowError) as exc:
+            return _refused(FAILED, f"{what} failed: {exc}")
+        finally:
+            self._changing = ""
+
+    async def add_replica(self, msg: AddReplica) -> AdminDone | AdminRefused:
+        """Add replica ``msg.id`` as a learner, let it catch up, promote it to voter."""
+        if not 0 <= msg.id <= MAX_REPLICA_ID or not 0 < len(msg.path) <= _MAX_PATH:
+            return _refused(INVALID, f"bad replica id {msg.id} or path")
+
+        async def change() -> str:
+            node = self.replica.node
+            nid = node_id(msg.id)
+            await self.replica.router.submit(address_op(msg.id, msg.path), may_forward=False)
+            current = self.replica.membership()
+            if nid in current.voters:
+                return f"replica {msg.id} is already a voter"
+            if nid not in current.learners:
+                await node.change_membership(
+                    Membership(voters=current.voters, learners=current.learners | {nid})
+                )
+            target = node.status().last_index
+            with trio.fail_after(self.replica.election_timeout * CATCH_UP_ELECTIONS):
+                while (self.replica.match_index(nid) or 0) < target:
+                    if node.status().role is not Role.LEADER:
+                        raise NotLeader(node.status().leader)
+                    with trio.move_on_after(self.replica.election_timeout):
+                        await node.wait_changed()
+            current = self.replica.membership()
+            await node.change_membership(
+                Membership(voters=current.voters | {nid}, learners=current.learners - {nid})
+            )
+            return f"replica {msg.id} is a voter"
+
+        return await self._change(f"adding replica {msg.id}", change)  # type: ignore[no-any-return]
+
+    async def remove_replica(self, msg: RemoveReplica) -> AdminDone | AdminRefused:
+        """Remove replica ``msg.id`` from the configuration (it may be this leader)."""
+
+        async def change() -> str:
+            nid = node_id(msg.id)
+            current = self.replica.membership()
+            if nid not in current.voters | current.learners:
+                return f"replica {msg.id} is not a member"
+            await self.replica.node.change_membership(
+                Membership(voters=current.voters - {nid}, learners=current.learners - {nid})
+            )
+            return f"replica {msg.id} removed"
+
+        return await self._change(f"removing replica {msg.id}", change)  # type: ignore[no-any-return]
+
+    async def transfer_leadership(self, msg: TransferLeadership) -> AdminDone | AdminRefused:
+        """Hand leadership to ``msg.to`` (or the most up-to-date other voter)."""
+
+        async def change() -> str:
+            node = self.replica.node
+            me = node.status().id
+            voters = sorted(self.replica.membership().voters - {me})
+            if msg.to is None:
+                if not voters:
+                    raise InvalidConfigChange("no other voter to hand leadership to")
+                target = max(voters, key=lambda n: (self.replica.match_index(n) or 0, -n))
+            else:
+                target = node_id(msg.to)
+                if target == me:
+                    return f"replica {msg.to} already leads"
+            node.transfer_leadership(target)
+            with trio.fail_after(self.replica.election_timeout * TRANSFER_ELECTIONS):
+                while node.status().leader in (None, me):
+                    with trio.move_on_after(self.replica.election_timeout / 4):
+                        await node.wait_changed()
+            new = node.status().leader
+            assert new is not None
+            if new != target and msg.to is not None:
+                raise CellmeshError(f"replica {replica_id(new)} leads instead of {msg.to}")
+            return f"replica {replica_id(new)} leads"
+
+        return await self._change("transferring leadership", change)  # type: ignore[no-any-return]
+
+
+__all__ = ["PeerSide", "Replica"]
