@@ -57,6 +57,8 @@ from ..config import Paths, ensure_private_dir
 from ..errors import CellmeshError, CellUnavailable
 from ..sandbox._bwrap import PEERS_DIR_INSIDE
 from ..transport._sockets import bind_unix_listener
+from ..transport.synapse import Synapse
+from . import replicated_proteins as rp
 from ._cells import CellSlot, ReplicaPart, reason_text
 from ._launch import GROUP_RECORD
 from .control import GroupStatus, ReplicaInfo, ReplicaStats
@@ -115,11 +117,21 @@ class NotLeaderHere(CellmeshError):
         self.leader_hint = leader_hint
 
 
+class LeaderBusy(CellmeshError):
+    """The leader has a membership change not yet committed (it refused another); retry."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the leader is busy with a membership change: {reason}")
+        self.reason = reason
+
+
 class ReplicaAdmin(Protocol):
     """Admin requests to one replica over its peer socket (the replica contract).
 
     Each raises :class:`NotLeaderHere` when the replica is not the leader,
-    and another :class:`~cellmesh.errors.CellmeshError` for any other refusal.
+    :class:`LeaderBusy` when a membership change is still uncommitted there
+    (a new leader must commit one in its own term first), and another
+    :class:`~cellmesh.errors.CellmeshError` for any other refusal.
     """
 
     async def add(self, group: str, peer: Path, replica: int, path: str) -> None:
@@ -133,6 +145,53 @@ class ReplicaAdmin(Protocol):
     async def transfer(self, group: str, peer: Path, to: int | None) -> None:
         """``TransferLeadership(to)`` (None: the leader picks the most caught-up voter)."""
         ...
+
+
+@attrs.frozen(kw_only=True)
+class PeerAdmin:
+    """The :class:`ReplicaAdmin` over a replica's peer socket (the replicated runtime's proteins).
+
+    One short connection per request, as client ``root``. ``AdminRefused``
+    with code ``not_leader`` becomes :class:`NotLeaderHere`, ``in_progress``
+    :class:`LeaderBusy`; any other refusal a :class:`RootRequestError` with
+    its code and reason.
+    ``connect_timeout`` bounds reaching the replica (a dead one raises
+    :class:`~cellmesh.errors.CellUnavailable`).
+    """
+
+    connect_timeout: float = 5.0
+
+    async def _ask(self, group: str, peer: Path, msg: object) -> None:
+        async with Synapse.grow(
+            group, socket_path=peer, client_name="root", connect_timeout=self.connect_timeout
+        ) as syn:
+            reply = await syn.fire(msg)
+        if isinstance(reply, rp.AdminDone):
+            return
+        if isinstance(reply, rp.AdminRefused):
+            if reply.code == rp.NOT_LEADER:
+                raise NotLeaderHere(_peer_id(peer), reply.leader)
+            if reply.code == rp.IN_PROGRESS:
+                raise LeaderBusy(reply.reason)
+            raise RootRequestError(group, f"the leader refused ({reply.code}): {reply.reason}")
+        raise RootRequestError(group, f"a replica answered {type(reply).__name__}")
+
+    async def add(self, group: str, peer: Path, replica: int, path: str) -> None:
+        """``AddReplica``: answered once the replica has caught up and votes."""
+        await self._ask(group, peer, rp.AddReplica(id=replica, path=path))
+
+    async def remove(self, group: str, peer: Path, replica: int) -> None:
+        """``RemoveReplica``."""
+        await self._ask(group, peer, rp.RemoveReplica(id=replica))
+
+    async def transfer(self, group: str, peer: Path, to: int | None) -> None:
+        """``TransferLeadership``: answered once another voter leads."""
+        await self._ask(group, peer, rp.TransferLeadership(to=to))
+
+
+def _peer_id(peer: Path) -> int:
+    stem = peer.name.removesuffix(".sock")
+    return int(stem) if stem.isdigit() else -1
 
 
 # --------------------------------------------------------------------------
@@ -368,7 +427,7 @@ class Replicas:
     on_event: Callable[[str, SupervisorEvent], None]
     retire: Callable[[CellSlot], None]
     log: Callable[[str], None]
-    admin: ReplicaAdmin | None = None
+    admin: ReplicaAdmin = attrs.Factory(PeerAdmin)
     inside_bwrap: bool = False
     groups: dict[str, Group] = attrs.Factory(dict)
 
@@ -812,13 +871,13 @@ class Replicas:
         """Run ``op`` at the leader unless ``done()`` already holds.
 
         A refusal naming another leader (:class:`NotLeaderHere`) is followed;
-        a leader that cannot be reached (it just died) is looked for again.
+        a leader that cannot be reached (it just died) is looked for again; a
+        leader still committing a previous change (:class:`LeaderBusy`) is
+        asked again after the group's next change (or a second).
         ``done`` is asked before every attempt, so a request whose answer was
         lost with its leader is not repeated once it has taken effect.
         """
         admin = self.admin
-        if admin is None:
-            raise RootRequestError(group.name, "this root has no replica admin client")
         with trio.move_on_after(timeout):
             target: int | None = None
             while not done():
@@ -829,12 +888,16 @@ class Replicas:
                     await op(admin, group.peer_path(target))
                     return
                 except NotLeaderHere as exc:
-                    target = exc.leader_hint if exc.leader_hint != target else None
+                    hint = exc.leader_hint
+                    target = hint if hint is not None and hint != target else None
+                    if target is not None:
+                        continue  # ask the leader it named, at once
                 except CellUnavailable:
                     target = None
-                if target is None:
-                    with trio.move_on_after(1.0):
-                        await group.changed.wait()
+                except LeaderBusy:
+                    pass  # its previous change commits within a heartbeat or an election
+                with trio.move_on_after(1.0):
+                    await group.changed.wait()
             return
         raise RootRequestError(group.name, f"no leader accepted the request within {timeout:g} s")
 
@@ -944,6 +1007,7 @@ def wipe_data_dir(path: Path) -> None:
 
 __all__ = [
     "LEADER_TIMEOUT",
+    "LeaderBusy",
     "RECORD_NAME",
     "REPLICA_INTENSITY",
     "REPLICA_PERIOD",
@@ -952,6 +1016,7 @@ __all__ = [
     "GroupHandle",
     "Member",
     "NotLeaderHere",
+    "PeerAdmin",
     "ReplicaAdmin",
     "Replicas",
     "wipe_data_dir",

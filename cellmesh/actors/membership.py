@@ -219,9 +219,9 @@ def replica_env(
     ``peer_paths`` maps every member to its peer socket as seen inside the
     replica. A joining member gets ``CELL_REPLICA_JOIN=1``; so does any
     member whose data is empty once the group has had a leader (``data_empty``):
-    bootstrapping again would forget its votes. Otherwise, before the group's
-    first leader, an initial member gets ``CELL_REPLICA_BOOTSTRAP`` (used by
-    the runtime only when its data directory is empty).
+    bootstrapping again would forget its votes. Otherwise an initial member
+    gets ``CELL_REPLICA_BOOTSTRAP`` (used by the runtime only when its data
+    directory is empty: before the group's first leader).
     """
     env = {
         "CELL_REPLICA_ID": str(replica),
@@ -229,12 +229,14 @@ def replica_env(
     }
     if replica in record.joining or (record.bootstrapped and data_empty):
         env["CELL_REPLICA_JOIN"] = "1"
+    elif replica in record.initial:
+        # Used by the runtime only while its data directory is empty, which,
+        # past the group's first leader, is the JOIN case above. Kept for a
+        # replica with data so its env (and its standby) stays the same.
+        env["CELL_REPLICA_BOOTSTRAP"] = ",".join(map(str, record.initial))
     elif not record.bootstrapped:
-        if replica in record.initial:
-            env["CELL_REPLICA_BOOTSTRAP"] = ",".join(map(str, record.initial))
-        else:  # not an initial voter, and no leader to have added it yet: wait to be added
-            env["CELL_REPLICA_JOIN"] = "1"
-    return env  # a member with its data: it recovers from its own log
+        env["CELL_REPLICA_JOIN"] = "1"  # no leader has added it yet: it waits to be added
+    return env
 
 
 # --------------------------------------------------------------------------

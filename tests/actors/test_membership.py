@@ -147,7 +147,13 @@ def test_membership_env_joins_once_the_group_had_a_leader() -> None:
     amnesiac = replica_env(2, booted, PATHS, data_empty=True)
     assert amnesiac["CELL_REPLICA_JOIN"] == "1" and "CELL_REPLICA_BOOTSTRAP" not in amnesiac
     healthy = replica_env(2, booted, PATHS, data_empty=False)
-    assert "CELL_REPLICA_JOIN" not in healthy and "CELL_REPLICA_BOOTSTRAP" not in healthy
+    assert "CELL_REPLICA_JOIN" not in healthy
+    # its env does not change when the group gets its first leader (its standby stays good)
+    assert healthy == replica_env(2, GroupRecord.create(3), PATHS, data_empty=False)
+    grown, new = booted.allocate()
+    joined = grown.joined(new)
+    later = replica_env(new, joined, PATHS, data_empty=False)
+    assert "CELL_REPLICA_JOIN" not in later and "CELL_REPLICA_BOOTSTRAP" not in later
 
 
 # --------------------------------------------------------------------------
