@@ -59,42 +59,62 @@ async def bank_root(replicas: int, home: Path | None = None) -> AsyncIterator[Ro
 
 
 async def a_leader(root: Root) -> int:
-    await until(root, lambda: leader(root) is not None, "a leader")
+    """The leader, once every member runs again (so a fault never takes the majority)."""
+
+    def ready() -> bool:
+        group = root._replicas.groups[GROUP]
+        return group.view().leader is not None and len(group.stats()) == len(group.members)
+
+    await until(root, ready, "every replica running and a leader")
     found = leader(root)
     assert found is not None
     return found
 
 
-async def test_replicas_root_bank_survives_kills_and_pauses(bwrap: None) -> None:
+async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> None:
+    """Each cycle: kill -9 the leader; pause the next leader past an election timeout;
+    kill each follower in turn. Clients must make ``progress`` writes after each fault."""
+    for _ in range(cycles):
+        first = await a_leader(root)
+        await kill_replica(root, first)
+        await until(root, lambda: leader(root) not in (None, first), "a new leader")
+        await load.progress(progress)
+        second = await a_leader(root)
+        await bankload.pause_replica(root, second, PAUSE)
+        await load.progress(progress)
+        for _ in range(2):
+            current = await a_leader(root)
+            follower = next(i for i in bankload.members(root) if i != current)
+            await kill_replica(root, follower)
+            await load.progress(progress)
+
+
+async def run_bank_under_faults(*, cycles: int, progress: int, clients: int) -> None:
     async with bank_root(3) as root:
         await a_leader(root)
         await deposit_all(root)
-        load = BankLoad(root)
+        load = BankLoad(root, clients=clients)
         async with trio.open_nursery() as nursery:
             await nursery.start(load.run)
-            await load.progress(40)
-            # 1. kill -9 the leader; the others elect a new one, it is restarted
-            first = await a_leader(root)
-            await kill_replica(root, first)
-            await until(root, lambda: leader(root) not in (None, first), "a new leader")
-            await load.progress(40)
-            # 2. pause the leader longer than an election timeout
-            second = await a_leader(root)
-            await bankload.pause_replica(root, second, PAUSE)
-            await load.progress(40)
-            # 3. kill each follower in turn (each restarted from its own log)
-            for _ in range(2):
-                current = await a_leader(root)
-                follower = next(i for i in bankload.members(root) if i != current)
-                await kill_replica(root, follower)
-                await load.progress(30)
+            await load.progress(progress)
+            await nemesis(root, load, cycles=cycles, progress=progress)
             load.stop()
         restarts = {c.name: c.restarts for c in root.status().cells}
-        assert sum(restarts.values()) >= 3, restarts
+        assert sum(restarts.values()) >= 3 * cycles, restarts
         await load.check(expect_members=3)
         print(f"bank: {len(load.acknowledged)} writes acknowledged, {len(load.unknown)} "
               f"unknown, {len(load.unsent)} never sent, {load.reads} reads; restarts "
               f"{restarts}; errors {load.errors[:5]}")
+
+
+async def test_replicas_root_bank_survives_kills_and_pauses(bwrap: None) -> None:
+    await run_bank_under_faults(cycles=2, progress=50, clients=5)
+
+
+@pytest.mark.slow
+async def test_replicas_root_bank_soak(bwrap: None) -> None:
+    """The same, longer: more cycles, more clients, more writes between faults."""
+    await run_bank_under_faults(cycles=6, progress=120, clients=8)
 
 
 async def test_replicas_root_damaged_wal_refuses_start_and_the_group_serves(bwrap: None) -> None:
