@@ -77,7 +77,7 @@ async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> 
     for _ in range(cycles):
         first = await a_leader(root)
         await kill_replica(root, first)
-        await until(root, lambda: leader(root) not in (None, first), "a new leader")
+        await until(root, lambda old=first: leader(root) not in (None, old), "a new leader")
         await load.progress(progress)
         second = await a_leader(root)
         await bankload.pause_replica(root, second, PAUSE)
