@@ -46,7 +46,7 @@ import contextlib
 import os
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -630,14 +630,34 @@ class Replicas:
             raise RootRequestError(name, "is not a replicated cell of this root")
         return group
 
+    @contextlib.asynccontextmanager
+    async def _changing(self, group: Group, what: str) -> AsyncIterator[None]:
+        """Hold ``group``'s one membership change; a failure is kept as ``group.error``.
+
+        Refused at once (:class:`RootRequestError`) while another change holds it.
+        """
+        if group.lock.locked():
+            raise RootRequestError(
+                group.name, f"a membership change is in progress ({group.change})"
+            )
+        async with group.lock:
+            group.change = what
+            group.error = ""
+            try:
+                yield
+            except CellmeshError as exc:
+                group.error = f"{group.change}: {exc}"
+                raise
+            finally:
+                group.change = ""
+                group.touch()
+
     async def change(self, name: str, count: int) -> str:
         """Bring group ``name`` to ``count`` replicas, one server at a time; say what was done."""
         check_count(count)
         group = self.group_of(name)
-        if group.lock.locked():
-            raise RootRequestError(name, f"a membership change is in progress ({group.change})")
-        async with group.lock:
-            before = list(group.record.members)
+        before = list(group.record.members)
+        async with self._changing(group, f"{len(before)} -> {count}"):
             await self._drive(group, count)
         after = list(group.record.members)
         if before == after:
@@ -653,45 +673,36 @@ class Replicas:
 
     async def _reconcile(self, group: Group) -> None:
         """At group start: finish joins and reach the target the manifest asks for."""
-        if group.lock.locked():
-            return
         try:
-            async with group.lock:
+            async with self._changing(group, f"{len(group.record.members)} -> {group.target}"):
                 await self._drive(group, group.target)
         except CellmeshError as exc:
             self.log(f"root: {group.name}: membership change failed: {exc}")
 
     async def _drive(self, group: Group, target: int) -> None:
+        """Finish the joins the record shows, then step towards ``target`` (module doc)."""
         old = len(group.record.members)
         group.target = target
-        group.error = ""
-        try:
-            for replica in list(group.record.joining):
-                group.change = f"{replica_name(group.name, replica)} joining"
-                await self._finish_join(group, replica)
-            while True:
-                view = await self._leader(group)
-                step = next_step(group.record.members, target, view.leader)
-                if step is None:
-                    return
-                if isinstance(step, AddMember):
-                    group.change = f"{old} -> {target}: adding {group.name}/{group.record.next_id}"
-                    await self._add(group)
-                elif isinstance(step, RemoveMember):
-                    group.change = f"{old} -> {target}: removing {group.name}/{step.replica}"
-                    await self._remove(group, step.replica)
-                else:
-                    assert isinstance(step, TransferLeadership)
-                    group.change = (
-                        f"{old} -> {target}: moving the leadership off {group.name}/{step.leader}"
-                    )
-                    await self._transfer(group, step.leader)
-        except CellmeshError as exc:
-            group.error = f"{group.change}: {exc}"
-            raise
-        finally:
-            group.change = ""
-            group.touch()
+        for replica in list(group.record.joining):
+            group.change = f"{replica_name(group.name, replica)} joining"
+            await self._finish_join(group, replica)
+        while True:
+            view = await self._leader(group)
+            step = next_step(group.record.members, target, view.leader)
+            if step is None:
+                return
+            if isinstance(step, AddMember):
+                group.change = f"{old} -> {target}: adding {group.name}/{group.record.next_id}"
+                await self._add(group)
+            elif isinstance(step, RemoveMember):
+                group.change = f"{old} -> {target}: removing {group.name}/{step.replica}"
+                await self._remove(group, step.replica)
+            else:
+                assert isinstance(step, TransferLeadership)
+                group.change = (
+                    f"{old} -> {target}: moving the leadership off {group.name}/{step.leader}"
+                )
+                await self._transfer(group, step.leader)
 
     async def _add(self, group: Group) -> None:
         record, new = group.record.allocate()
@@ -794,19 +805,8 @@ class Replicas:
                                    f"{_names(group.name, group.record.members)})")
         if len(group.members) == 1:
             raise RootRequestError(name, "is the group's only replica: wiping it loses the data")
-        if group.lock.locked():
-            raise RootRequestError(group.name,
-                                   f"a membership change is in progress ({group.change})")
-        async with group.lock:
-            try:
-                group.change = f"wiping {name}"
-                await self._wipe(group, member)
-            except CellmeshError as exc:
-                group.error = f"wiping {name}: {exc}"
-                raise
-            finally:
-                group.change = ""
-                group.touch()
+        async with self._changing(group, f"wiping {name}"):
+            await self._wipe(group, member)
         return f"wiped {name}: it rejoined empty and caught up from its peers"
 
     async def _wipe(self, group: Group, member: Member) -> None:

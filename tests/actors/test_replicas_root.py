@@ -27,6 +27,7 @@ import pytest
 import replicacells
 import trio
 from replicacells import AskRoot, Describe, Lie, Note, Noted, Probe
+from test_root import leaves
 
 from cellmesh import RemoteCellError, Synapse
 from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
@@ -121,20 +122,6 @@ async def note(root: Root, text: str) -> int:
         reply = await syn.fire(Note(text=text))
     assert isinstance(reply, Noted)
     return reply.index
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            todo.extend(exc.exceptions)
-        else:
-            out.append(exc)
-            if exc.__cause__ is not None:
-                out.append(exc.__cause__)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +315,7 @@ async def test_replicas_root_up_with_a_broken_replica_starts_on_the_majority() -
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(group_toml(), home=home):
                 pass
-        texts = " ".join(str(e) for e in _leaves(caught.value))
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
         assert "only 1 of 3 replicas started (a majority is 2)" in texts
         assert "grp/1: exit code 1: RuntimeError: corrupt at byte 7" in texts
         assert "grp/2: exit code 1: RuntimeError: corrupt at byte 9" in texts
@@ -358,7 +345,7 @@ async def test_replicas_root_refuses_a_data_dir_of_a_plain_cell() -> None:
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(group_toml(), home=home):
                 pass
-        (err,) = [e for e in _leaves(caught.value) if isinstance(e, RootRequestError)]
+        (err,) = [e for e in leaves(caught.value, BaseException) if isinstance(e, RootRequestError)]
         assert "holds data but no group.json" in str(err)
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -374,7 +361,7 @@ async def test_replicas_root_a_group_data_dir_is_not_given_to_a_plain_cell() -> 
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(plain, home=home):
                 pass
-        texts = " ".join(str(e) for e in _leaves(caught.value))
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
         assert "holds a replicated cell's data (group.json)" in texts
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -410,5 +397,5 @@ async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> No
     with pytest.raises(BaseExceptionGroup) as caught:
         async with running(toml):
             pass
-    texts = " ".join(str(e) for e in _leaves(caught.value))
+    texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
     assert "grp/0: exit code 2" in texts and "not a cellmesh.ReplicatedCell subclass" in texts

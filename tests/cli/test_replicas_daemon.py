@@ -9,7 +9,6 @@ JSON) shows the replicas' Raft columns; ``kill X/1``, ``logs X/1``;
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_daemon import cellmesh, env_for
 
 HERE = Path(__file__).resolve().parent
 CELLS = HERE.parent / "actors" / "replicacells.py"
@@ -43,19 +43,6 @@ def home() -> Iterator[Path]:
         capture_output=True, timeout=120, check=False,
     )
     shutil.rmtree(path, ignore_errors=True)
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELL_")}
-    env.update(CELL_HOME=str(home), CELL_SANDBOX="host")
-    return env
-
-
-def cellmesh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cellmesh", *args], env=env_for(home), cwd=home,
-        capture_output=True, text=True, timeout=300, check=False,
-    )
 
 
 def status(home: Path) -> dict[str, object]:
