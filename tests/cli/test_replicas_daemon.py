@@ -9,15 +9,11 @@ JSON) shows the replicas' Raft columns; ``kill X/1``, ``logs X/1``;
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import cellmesh, env_for
+from test_daemon import cellmesh, mesh_home
 
 HERE = Path(__file__).resolve().parent
 CELLS = HERE.parent / "actors" / "replicacells.py"
@@ -34,15 +30,7 @@ start_timeout = 60
 
 @pytest.fixture
 def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
-    shutil.copy(CELLS, path / "replicacells.py")
-    (path / "cellmesh.toml").write_text(MANIFEST)
-    yield path
-    subprocess.run(
-        [sys.executable, "-m", "cellmesh", "down", "--timeout", "2"], env=env_for(path),
-        capture_output=True, timeout=120, check=False,
-    )
-    shutil.rmtree(path, ignore_errors=True)
+    yield from mesh_home(CELLS, MANIFEST)
 
 
 def status(home: Path) -> dict[str, object]:
