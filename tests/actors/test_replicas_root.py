@@ -399,3 +399,25 @@ async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> No
             pass
     texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
     assert "grp/0: exit code 2" in texts and "not a cellmesh.ReplicatedCell subclass" in texts
+
+
+async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervisor() -> None:
+    """Two of three replicas given up: the group exits abnormally; its supervisor restarts
+    it, the restart cannot reach a majority either, and the supervisor gives up in turn."""
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with running(group_toml()) as root:
+            await healthy(root)
+            for i in (1, 2):
+                (root.paths.data_dir / GROUP / str(i) / "poison").write_text(f"broken {i}")
+            for i in (1, 2):
+                slot = root.slots[f"grp/{i}"]
+                assert slot.instance is not None
+                root.backend.kill(slot.instance.cell_id, as_crash=True)
+            await trio.sleep_forever()  # the root ends on its own: the block is cancelled
+    (escalation,) = [e for e in leaves(caught.value, BaseException)
+                     if type(e).__name__ == "SupervisorEscalation"]
+    assert "reached_max_restart_intensity (child 'grp')" in str(escalation)
+    log = [f"{r.cell}: {r.reason}" for r in root.restart_log]
+    assert "grp: lost its quorum: grp/1, grp/2 given up" in log, log
+    assert any(r.startswith("grp: failed to start") and "only 1 of 3 replicas started" in r
+               for r in log), log
