@@ -284,6 +284,14 @@ class Replicas:
             raise RootRequestError(name, "is not a replicated cell of this root")
         return group
 
+    def no_such_cell(self, name: str) -> RootRequestError:
+        """Why the root has no cell ``name``: none, or a group (name one of its replicas)."""
+        group = self.groups.get(name)
+        if group is None:
+            return RootRequestError(name, "no such cell")
+        members = ", ".join(replica_name(name, i) for i in group.members)
+        return RootRequestError(name, f"is a replicated cell: name one replica ({members})")
+
     async def change(self, name: str, count: int) -> str:
         """Bring group ``name`` to ``count`` replicas (:class:`MembershipChanges`)."""
         return await self.changes.change(name, count)

@@ -573,11 +573,8 @@ class Root:
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
-        if slot is None and name in self._replicas.groups:
-            members = ", ".join(s for s in self.slots if s.startswith(f"{name}/"))
-            raise RootRequestError(name, f"is a replicated cell: name one replica ({members})")
         if slot is None:
-            raise RootRequestError(name, "no such cell")
+            raise self._replicas.no_such_cell(name)
         return slot
 
     async def _spawn_request(self, msg: SpawnCell) -> Ack:
