@@ -421,3 +421,42 @@ async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervis
     assert "grp: lost its quorum: grp/1, grp/2 given up" in log, log
     assert any(r.startswith("grp: failed to start") and "only 1 of 3 replicas started" in r
                for r in log), log
+
+
+async def test_replicas_root_wipe_rebuilds_the_leader_from_its_peers() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        for n in range(5):
+            await note(root, f"n{n}")
+        old = leader(root)
+        assert old is not None
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            ack = await ctl.fire(WipeReplica(name=f"grp/{old}"))
+        assert ack.text == f"wiped grp/{old}: it rejoined empty and caught up from its peers"
+        assert leader(root) != old  # it handed its leadership over first
+        info = rows(root)[f"grp/{old}"].replica
+        assert info.role == "follower" and old in info.voters and info.error == ""
+        # it started empty, as a joiner, and holds the whole log again
+        seen = observed(root, old)
+        assert seen["starts"] == 1 and seen["env"]["CELL_REPLICA_JOIN"] == "1"
+        record = json.loads((root.paths.data_dir / GROUP / "group.json").read_text())
+        assert record["members"] == [0, 1, 2] and record["joining"] == []
+        assert await note(root, "after") > 0
+
+
+async def test_replicas_root_wipe_is_refused_without_a_quorum_of_the_others() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        (root.paths.data_dir / GROUP / "2" / "poison").write_text("broken")
+        slot = root.slots["grp/2"]
+        assert slot.instance is not None
+        root.backend.kill(slot.instance.cell_id, as_crash=True)
+        await until(root, lambda: rows(root)["grp/2"].replica.given_up)
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            with pytest.raises(RemoteCellError, match=re.escape(
+                    "grp/1: grp/2 not running: without grp/1 the group would have no quorum "
+                    "to rebuild it; start them first")):
+                await ctl.fire(WipeReplica(name="grp/1"))
+        assert state(root, "grp/1") == "running"  # untouched
+        (group,) = root.status().groups
+        assert group.change == "" and "no quorum" in group.error
