@@ -227,6 +227,7 @@ class MembershipChanges:
         """Bring group ``name`` to ``count`` replicas, one server at a time; say what was done."""
         check_count(count)
         group = self.host.group_of(name)
+        self._running_handle(group)  # refused at once when the group does not run
         before = list(group.record.members)
         async with self._changing(group, f"{len(before)} -> {count}"):
             await self._drive(group, count)
@@ -405,7 +406,7 @@ class MembershipChanges:
 
     def _running_handle(self, group: Group) -> GroupHandle:
         handle = group.handle
-        if handle is None or handle._done.is_set():
+        if handle is None or not handle.running:
             raise RootRequestError(group.name, "the group is not running")
         return handle
 

@@ -176,6 +176,11 @@ class GroupHandle:
     _reason: ExitReason = attrs.Factory(ShutdownExit)
     _brutal: bool = False
 
+    @property
+    def running(self) -> bool:
+        """This run has started its members and has not ended."""
+        return self._nursery is not None and not self._end.is_set()
+
     # ------------------------------------------------------------ ChildHandle
 
     async def wait(self) -> ExitReason:
