@@ -212,7 +212,7 @@ class GroupHandle:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     failed = await self._start_all(list(group.members.values()))
-                    if len(group.members) - len(failed) < majority(len(group.members)):
+                    if failed is not None:
                         refused = self._no_quorum(failed)
                     else:
                         task_status.started()
@@ -229,25 +229,45 @@ class GroupHandle:
 
     def _no_quorum(self, failed: dict[int, str]) -> str:
         group = self.group
-        why = "; ".join(f"{replica_name(group.name, i)}: {text}" for i, text in failed.items())
+        why = "; ".join(
+            f"{replica_name(group.name, i)}: {text}" for i, text in sorted(failed.items())
+        )
         return (
             f"only {len(group.members) - len(failed)} of {len(group.members)} replicas "
-            f"started (a majority is {majority(len(group.members))}): {why}"
+            f"could start (a majority is {majority(len(group.members))}): {why}"
         )
 
-    async def _start_all(self, members: list[Member]) -> dict[int, str]:
+    async def _start_all(self, members: list[Member]) -> dict[int, str] | None:
+        """Start every member concurrently; return once a majority is ready (None), or
+        once that has become impossible (the failures so far, by replica).
+
+        The members still starting go on in the background: a later failure
+        is a given-up replica like any other.
+        """
+        group = self.group
+        need = majority(len(group.members))
         failed: dict[int, str] = {}
+        counts = {"ready": 0, "pending": len(members)}
+        decided = trio.Event()
 
         async def one(m: Member) -> None:
             try:
                 await self.start_member(m)
+                counts["ready"] += 1
             except (SupervisorEscalation, RootRequestError) as exc:
                 failed[m.id] = m.part.failure() or str(exc)
+                if decided.is_set():
+                    self._check_quorum()
+            finally:
+                counts["pending"] -= 1
+                if counts["ready"] >= need or counts["ready"] + counts["pending"] < need:
+                    decided.set()
 
-        async with trio.open_nursery() as starter:
-            for m in members:
-                starter.start_soon(one, m)
-        return failed
+        assert self._nursery is not None
+        for m in members:
+            self._nursery.start_soon(one, m)
+        await decided.wait()
+        return None if counts["ready"] >= need else dict(failed)
 
     async def start_member(self, m: Member) -> None:
         """Start ``m``'s supervisor (and so its replica); raise if it cannot start."""
