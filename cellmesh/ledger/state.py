@@ -40,7 +40,7 @@ import attrs
 
 from . import queries, snapshot
 from ._accounts import account_engine
-from ._batch import OneEvent, run_batch
+from ._batch import Bulk, OneEvent, run_batch
 from ._store import Store, expire_due
 from ._transfers import transfer_engine
 from .codes import (
@@ -109,6 +109,7 @@ class LedgerState:
     _store: Store = attrs.field(factory=Store, init=False, repr=False)
     _accounts: OneEvent = attrs.field(init=False, repr=False)
     _transfers: OneEvent = attrs.field(init=False, repr=False)
+    _bulk: Bulk = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._bind(self._store)
@@ -116,7 +117,7 @@ class LedgerState:
     def _bind(self, store: Store) -> None:
         self._store = store
         self._accounts = account_engine(store)
-        self._transfers = transfer_engine(store)
+        self._transfers, self._bulk = transfer_engine(store)
 
     # -- writes ---------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class LedgerState:
             if kind is CreateTransfers:
                 results = run_batch(store, events, base, self._transfers,
                                     exists=TransferResult.EXISTS, transient=_TRANSIENT,
-                                    expire=True)
+                                    expire=True, bulk=self._bulk)
                 return CreateTransfersReply(results=results, timestamp=base)
             results = run_batch(store, events, base, self._accounts,
                                 exists=AccountResult.EXISTS)
