@@ -23,9 +23,12 @@ pending transfers, linked pairs, retries of earlier ids (``exists``) and
 a few overdrafts (``exceeds_credits``). Every batch's result codes must be
 identical in both ledgers -- the run says so, or fails.
 
-Figures: transfers/s per round (events / summed apply time), the median
-over rounds, and the median of the per-round ratios (rounds alternate
-pure, sqlite, so drift in machine load cancels). ``--profile`` adds the
+Figures: transfers/s per round (events / summed wall-clock apply time),
+the median over rounds, and the median of the per-round ratios (rounds
+alternate pure, sqlite, so drift in machine load cancels). Beside it,
+transfers per CPU-second of this process: on a shared machine the pure
+loop's wall time includes waiting for a core, while SQLite's includes its
+fsyncs, which use no CPU. ``--profile`` adds the
 top functions of a cProfile run of one pure round.
 
 The replicated figure (``--replicas 3``: the same batches through a
@@ -178,37 +181,51 @@ def build_workload(params: LedgerParams) -> Workload:
 
 
 # --------------------------------------------------------------------------
-# The two runners. Each returns per-batch seconds and per-batch result codes.
+# The two runners. Each times every measured batch and keeps its result codes.
 
-Runner = Callable[[Workload, Path], tuple[list[float], list[list[int]]]]
+
+@attrs.define
+class Timing:
+    """Per measured batch: wall-clock and process CPU seconds, and the result codes."""
+
+    wall: list[float] = attrs.Factory(list)
+    cpu: list[float] = attrs.Factory(list)
+    results: list[list[int]] = attrs.Factory(list)
+
+    def measure(self, run: Callable[[], list[int]]) -> None:
+        """Run one batch, timing it both ways."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        codes = run()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        self.results.append(codes)
+
+
+Runner = Callable[[Workload, Path], Timing]
 
 
 def _meta(k: int) -> ApplyMeta:
     return ApplyMeta(index=k + 1, timestamp=_EPOCH + k * BATCH_SPACING)
 
 
-def run_pure(workload: Workload, scratch: Path) -> tuple[list[float], list[list[int]]]:
+def _codes(reply: object) -> list[int]:
+    assert isinstance(reply, CreateAccountsReply | CreateTransfersReply), reply
+    return reply.results
+
+
+def run_pure(workload: Workload, scratch: Path) -> Timing:
     """Apply the workload to a fresh :class:`LedgerState`; time each measured batch."""
     state = LedgerState()
     for k, command in enumerate(workload.setup):
-        reply = state.apply(command, _meta(k))
-        assert isinstance(reply, CreateAccountsReply | CreateTransfersReply)
-        assert not any(reply.results), f"set-up command {k} failed"
-    seconds: list[float] = []
-    results: list[list[int]] = []
-    clock = time.perf_counter
-    base = len(workload.setup)
-    for k, batch in enumerate(workload.batches, base):
+        assert not any(_codes(state.apply(command, _meta(k)))), f"set-up command {k} failed"
+    timing = Timing()
+    for k, batch in enumerate(workload.batches, len(workload.setup)):
         meta = _meta(k)
-        start = clock()
-        reply = state.apply(batch, meta)
-        seconds.append(clock() - start)
-        assert isinstance(reply, CreateTransfersReply)
-        results.append(reply.results)
-    return seconds, results
+        timing.measure(lambda: _codes(state.apply(batch, meta)))  # noqa: B023 - run at once
+    return timing
 
 
-def run_sqlite(workload: Workload, scratch: Path) -> tuple[list[float], list[list[int]]]:
+def run_sqlite(workload: Workload, scratch: Path) -> Timing:
     """The same workload in a fresh SQLite file under ``scratch``."""
     path = scratch / f"ledger-{time.monotonic_ns()}.sqlite3"
     ledger = SqliteLedger(path)
@@ -220,17 +237,11 @@ def run_sqlite(workload: Workload, scratch: Path) -> tuple[list[float], list[lis
             else:
                 codes = ledger.create_transfers(command.events, ts)
             assert not any(codes), f"set-up command {k} failed in SQLite"
-        seconds: list[float] = []
-        results: list[list[int]] = []
-        clock = time.perf_counter
-        base = len(workload.setup)
-        for k, batch in enumerate(workload.batches, base):
+        timing = Timing()
+        for k, batch in enumerate(workload.batches, len(workload.setup)):
             ts = _meta(k).timestamp
-            start = clock()
-            codes = ledger.create_transfers(batch.events, ts)
-            seconds.append(clock() - start)
-            results.append(codes)
-        return seconds, results
+            timing.measure(lambda: ledger.create_transfers(batch.events, ts))  # noqa: B023
+        return timing
     finally:
         ledger.close()
         for suffix in ("", "-wal", "-shm"):
@@ -242,13 +253,15 @@ def run_sqlite(workload: Workload, scratch: Path) -> tuple[list[float], list[lis
 MODES: Final[dict[str, Runner]] = {"pure": run_pure, "sqlite": run_sqlite}
 
 
-def _summary(seconds: list[float], events: int, batch_size: int) -> dict[str, Any]:
-    total = sum(seconds)
+def _summary(timing: Timing, events: int, batch_size: int) -> dict[str, Any]:
+    wall, cpu = sum(timing.wall), sum(timing.cpu)
     return {
-        "transfers_per_s": events / total,
-        "seconds": total,
-        "batch_ms_p50": median(seconds) * 1e3,
-        "batch_ms_p99": percentile(seconds, 99) * 1e3,
+        "transfers_per_s": events / wall,
+        "transfers_per_cpu_s": events / cpu if cpu > 0 else None,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "batch_ms_p50": median(timing.wall) * 1e3,
+        "batch_ms_p99": percentile(timing.wall, 99) * 1e3,
         "batch_size": batch_size,
     }
 
@@ -287,8 +300,9 @@ def run_ledger_bench(
             codes: dict[str, list[list[int]]] = {}
             for mode, runner in MODES.items():
                 say(f"round {r + 1}/{params.rounds}: {mode}")
-                seconds, codes[mode] = runner(workload, where)
-                per_round[mode].append(_summary(seconds, workload.transfers, params.batch_size))
+                timing = runner(workload, where)
+                codes[mode] = timing.results
+                per_round[mode].append(_summary(timing, workload.transfers, params.batch_size))
             agree = agree and codes["pure"] == codes["sqlite"]
             if r == 0:
                 outcome = [c for batch in codes["pure"] for c in batch]
@@ -302,6 +316,8 @@ def run_ledger_bench(
         "modes": {
             mode: {"rounds": rounds,
                    "transfers_per_s": median([x["transfers_per_s"] for x in rounds]),
+                   "transfers_per_cpu_s": median([x["transfers_per_cpu_s"] or 0.0
+                                                  for x in rounds]),
                    "batch_ms_p50": median([x["batch_ms_p50"] for x in rounds])}
             for mode, rounds in per_round.items()
         },
@@ -322,11 +338,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"cellmesh bench ledger: {p['batches']} batches x {p['batch_size']} transfers over "
         f"{p['accounts']} accounts, {p['rounds']} round(s), medians",
         "",
-        f"{'mode':<44}{'transfers/s':>14}{'batch p50':>12}",
-        f"{'pure LedgerState.apply (state machine only)':<44}"
-        f"{modes['pure']['transfers_per_s']:>14,.0f}{modes['pure']['batch_ms_p50']:>9.1f} ms",
-        f"{'SQLite baseline (WAL, synchronous=FULL)':<44}"
-        f"{modes['sqlite']['transfers_per_s']:>14,.0f}{modes['sqlite']['batch_ms_p50']:>9.1f} ms",
+        f"{'mode':<44}{'transfers/s':>13}{'per CPU-s':>13}{'batch p50':>12}",
+        *(f"{label:<44}{modes[m]['transfers_per_s']:>13,.0f}"
+          f"{modes[m]['transfers_per_cpu_s']:>13,.0f}{modes[m]['batch_ms_p50']:>9.1f} ms"
+          for m, label in (("pure", "pure LedgerState.apply (state machine only)"),
+                           ("sqlite", "SQLite baseline (WAL, synchronous=FULL)"))),
         f"{'ratio pure / SQLite (median of rounds)':<44}{report['ratio_pure_over_sqlite']:>13.1f}x",
         "",
         f"results agree in both ledgers: {'yes' if report['results_agree'] else 'NO'} "
