@@ -196,3 +196,11 @@ def test_apply_records_are_immutable_values() -> None:
     with pytest.raises(AttributeError):
         account.debits_posted = 0  # type: ignore[misc]
     assert isinstance(book.transfer(10), Transfer)
+
+
+def test_apply_public_names_are_exported_once() -> None:
+    from cellmesh import ledger
+
+    names = ledger.__all__
+    assert len(set(names)) == len(names)
+    assert [n for n in names if not hasattr(ledger, n)] == []

@@ -239,7 +239,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=30, deadline=None,
+    max_examples=200, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_model_ledger_matches_reference = LedgerMachine.TestCase
