@@ -318,30 +318,38 @@ def transfer_engine(store: Store) -> tuple[OneEvent, Bulk]:
                 amount = min(amount, max(0, dr.cpo - dr.dp - dr.dpo))
             if flags & _BAL_CREDIT:
                 amount = min(amount, max(0, cr.dpo - cr.cp - cr.cpo))
+        # The balance each side grows (pending or posted) and the other one.
         if is_pending:
-            new_dp = dr.dp + amount
-            if new_dp > U128_MAX:
-                return R.OVERFLOWS_DEBITS_PENDING
-            new_cp = cr.cp + amount
-            if new_cp > U128_MAX:
-                return R.OVERFLOWS_CREDITS_PENDING
-            if new_dp + dr.dpo > U128_MAX:
-                return R.OVERFLOWS_DEBITS
-            if new_cp + cr.cpo > U128_MAX:
-                return R.OVERFLOWS_CREDITS
-            expiry = ts + timeout * NS_PER_SECOND
-            if timeout and expiry >= TIMESTAMP_LIMIT:
-                return R.OVERFLOWS_TIMEOUT
-            if dr.flags & _DMNEC and new_dp + dr.dpo > dr.cpo:
-                return R.EXCEEDS_CREDITS
-            if cr.flags & _CMNED and new_cp + cr.cpo > cr.dpo:
-                return R.EXCEEDS_DEBITS
-            if undo is not None:
-                undo.touch(dr)
-                undo.touch(cr)
+            debit_new, debit_other = dr.dp + amount, dr.dpo
+            credit_new, credit_other = cr.cp + amount, cr.cpo
+            overflows = R.OVERFLOWS_DEBITS_PENDING, R.OVERFLOWS_CREDITS_PENDING
+        else:
+            debit_new, debit_other = dr.dpo + amount, dr.dp
+            credit_new, credit_other = cr.cpo + amount, cr.cp
+            overflows = R.OVERFLOWS_DEBITS_POSTED, R.OVERFLOWS_CREDITS_POSTED
+        if debit_new > U128_MAX:
+            return overflows[0]
+        if credit_new > U128_MAX:
+            return overflows[1]
+        if debit_new + debit_other > U128_MAX:
+            return R.OVERFLOWS_DEBITS
+        if credit_new + credit_other > U128_MAX:
+            return R.OVERFLOWS_CREDITS
+        expiry = ts + timeout * NS_PER_SECOND
+        if timeout and expiry >= TIMESTAMP_LIMIT:
+            return R.OVERFLOWS_TIMEOUT
+        if dr.flags & _DMNEC and debit_new + debit_other > dr.cpo:
+            return R.EXCEEDS_CREDITS
+        if cr.flags & _CMNED and credit_new + credit_other > cr.dpo:
+            return R.EXCEEDS_DEBITS
+        if undo is not None:
+            undo.touch(dr)
+            undo.touch(cr)
+            if is_pending:
                 undo.status(store, tid)
-            dr.dp = new_dp
-            cr.cp = new_cp
+        if is_pending:
+            dr.dp = debit_new
+            cr.cp = credit_new
             if flags & _CLOSE_DEBIT:
                 dr.closed = True
             if flags & _CLOSE_CREDIT:
@@ -350,25 +358,8 @@ def transfer_engine(store: Store) -> tuple[OneEvent, Bulk]:
             if timeout:
                 heappush(heap, (expiry, ts, tid))
         else:
-            new_dpo = dr.dpo + amount
-            if new_dpo > U128_MAX:
-                return R.OVERFLOWS_DEBITS_POSTED
-            new_cpo = cr.cpo + amount
-            if new_cpo > U128_MAX:
-                return R.OVERFLOWS_CREDITS_POSTED
-            if new_dpo + dr.dp > U128_MAX:
-                return R.OVERFLOWS_DEBITS
-            if new_cpo + cr.cp > U128_MAX:
-                return R.OVERFLOWS_CREDITS
-            if dr.flags & _DMNEC and dr.dp + new_dpo > dr.cpo:
-                return R.EXCEEDS_CREDITS
-            if cr.flags & _CMNED and cr.cp + new_cpo > cr.dpo:
-                return R.EXCEEDS_DEBITS
-            if undo is not None:
-                undo.touch(dr)
-                undo.touch(cr)
-            dr.dpo = new_dpo
-            cr.cpo = new_cpo
+            dr.dpo = debit_new
+            cr.cpo = credit_new
         record: Record = (tid, debit_id, credit_id, amount, 0, ud128, ud64, ud32, timeout,
                           ledger, code, flags, ts)
         if type(flags) is not int or type(code) is not int or type(ledger) is not int:
