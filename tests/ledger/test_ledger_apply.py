@@ -144,7 +144,8 @@ def test_apply_commands_and_replies_cross_the_wire_with_128_bit_values() -> None
     reply = book.state.apply(_wire(command), ApplyMeta(index=1, timestamp=EPOCH))
     assert _wire(reply) == reply
     transfers = CreateTransfers(events=[xfer(BIG, BIG, BIG - 1, (1 << 128) - 1)])
-    assert book.state.apply(_wire(transfers), ApplyMeta(index=2, timestamp=EPOCH + 1))
+    moved = book.state.apply(_wire(transfers), ApplyMeta(index=2, timestamp=EPOCH + 1))
+    assert isinstance(moved, CreateTransfersReply) and moved.results == [0]
     for query in (LookupAccounts(ids=[BIG]), LookupTransfers(ids=[BIG]),
                   GetAccountTransfers(account_id=BIG), LookupPending(ids=[BIG]), GetTotals()):
         answer = book.state.query(_wire(query))

@@ -6,6 +6,7 @@ from ledgerkit import Book, acct, xfer
 
 from cellmesh.ledger import AccountFlags, AccountResult, PendingStatus, TransferFlags
 from cellmesh.ledger import TransferResult as T
+from cellmesh.ledger.snapshot import decode
 
 L = TransferFlags.LINKED
 PEND = TransferFlags.PENDING
@@ -41,7 +42,6 @@ def test_chains_failure_in_the_middle_leaves_no_trace() -> None:
     assert book.state.get_account_transfers(3) == []
     after = book.state.snapshot()
     # Only the clock, the applied index and id 13's transient failure differ:
-    from cellmesh.ledger.snapshot import decode
     b, a = decode(before), decode(after)
     assert {k: (x.dp, x.dpo, x.cp, x.cpo, x.closed) for k, x in b.accounts.items()} == {
         k: (x.dp, x.dpo, x.cp, x.cpo, x.closed) for k, x in a.accounts.items()}

@@ -20,7 +20,8 @@ VOID = TransferFlags.VOID_PENDING_TRANSFER
 
 def _book(*flags: int) -> Book:
     book = Book()
-    assert book.accounts(acct(1), acct(2), *(acct(3 + k, flags=f) for k, f in enumerate(flags)))
+    assert book.accounts(acct(1), acct(2), *(acct(3 + k, flags=f) for k, f in enumerate(flags))
+                         ) == [0] * (2 + len(flags))
     return book
 
 
