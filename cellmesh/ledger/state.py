@@ -129,9 +129,8 @@ class LedgerState:
         """
         store = self._store
         store.applied_index = max(store.applied_index, meta.index)
-        kind = type(command)
-        if kind is CreateTransfers or kind is CreateAccounts:
-            events = command.events  # type: ignore[attr-defined]
+        if isinstance(command, CreateTransfers | CreateAccounts):
+            events = command.events
             if len(events) > BATCH_MAX:
                 return Rejected(reason="too_many_events",
                                 detail=f"{len(events)} events, at most {BATCH_MAX} per command")
@@ -139,7 +138,7 @@ class LedgerState:
             if base is None:
                 return _clock_exhausted()
             expire_due(store, base)
-            if kind is CreateTransfers:
+            if isinstance(command, CreateTransfers):
                 results = run_batch(store, events, base, self._transfers,
                                     exists=TransferResult.EXISTS, transient=_TRANSIENT,
                                     expire=True, bulk=self._bulk)
@@ -147,13 +146,13 @@ class LedgerState:
             results = run_batch(store, events, base, self._accounts,
                                 exists=AccountResult.EXISTS)
             return CreateAccountsReply(results=results, timestamp=base)
-        if kind is Pulse:
+        if isinstance(command, Pulse):
             base = self._advance(meta.timestamp, 1)
             if base is None:
                 return _clock_exhausted()
             return PulseReply(expired=expire_due(store, base))
         return Rejected(reason="unknown_command",
-                        detail=f"{kind.__qualname__} is not a ledger command")
+                        detail=f"{type(command).__qualname__} is not a ledger command")
 
     def _advance(self, timestamp: int, count: int) -> int | None:
         """Hand out ``count`` (at least one) timestamps; the first, or None if past 2**63."""
@@ -189,22 +188,20 @@ class LedgerState:
     def query(self, request: object) -> QueryReply:
         """Answer a read protein; never changes anything (InvalidQuery if malformed)."""
         store = self._store
-        kind = type(request)
-        if kind is LookupAccounts:
-            return AccountsReply(accounts=queries.lookup_accounts(store, request.ids))  # type: ignore[attr-defined]
-        if kind is LookupTransfers:
-            return TransfersReply(transfers=queries.lookup_transfers(store, request.ids))  # type: ignore[attr-defined]
-        if kind is GetAccountTransfers:
-            q: GetAccountTransfers = request  # type: ignore[assignment]
+        if isinstance(request, LookupAccounts):
+            return AccountsReply(accounts=queries.lookup_accounts(store, request.ids))
+        if isinstance(request, LookupTransfers):
+            return TransfersReply(transfers=queries.lookup_transfers(store, request.ids))
+        if isinstance(request, GetAccountTransfers):
             return TransfersReply(transfers=queries.account_transfers(
-                store, q.account_id, timestamp_min=q.timestamp_min,
-                timestamp_max=q.timestamp_max, limit=q.limit, flags=q.flags))
-        if kind is LookupPending:
-            return PendingReply(statuses=queries.pending_statuses(store, request.ids))  # type: ignore[attr-defined]
-        if kind is GetTotals:
+                store, request.account_id, timestamp_min=request.timestamp_min,
+                timestamp_max=request.timestamp_max, limit=request.limit, flags=request.flags))
+        if isinstance(request, LookupPending):
+            return PendingReply(statuses=queries.pending_statuses(store, request.ids))
+        if isinstance(request, GetTotals):
             return TotalsReply(ledgers=queries.totals(store), timestamp=store.clock,
                                applied_index=store.applied_index)
-        raise InvalidQuery("query", f"{kind.__qualname__} is not a ledger query")
+        raise InvalidQuery("query", f"{type(request).__qualname__} is not a ledger query")
 
     def lookup_accounts(self, ids: Sequence[int]) -> list[Account]:
         """The accounts with these ids as they are now, in order; unknown ids left out."""
