@@ -173,22 +173,36 @@ class ClientSessions:
         """The current session id, or None before the first call."""
         return self._state.id if self._state is not None else None
 
-    async def _current(self, syn: Synapse, stale: _State | None = None) -> _State:
-        """The open session (opened now if there is none, or if ``stale`` expired)."""
+    async def _current(self, syn: Synapse, deadline: float) -> _State:
+        """The open session (opened now if there is none)."""
         state = self._state
-        if state is not None and state is not stale:
+        if state is not None:
             return state
         async with self._opening:
             state = self._state
-            if state is None or state is stale:
-                reply = (await syn._fire([OpenSession()], 1))[0]
+            if state is None:
+                state = self._state = _State(id=await self._open(syn, deadline))
+            return state
+
+    async def _open(self, syn: Synapse, deadline: float) -> int:
+        """Ask the server for a session, retrying until ``deadline``."""
+        reason = "no answer"
+        while trio.current_time() < deadline:
+            with trio.move_on_after(min(syn.options.retry_after, deadline - trio.current_time())):
+                try:
+                    reply = (await syn._fire([OpenSession()], 1))[0]
+                except CellUnavailable as exc:
+                    reason = exc.reason
+                    await trio.sleep(RECONNECT_DELAY)
+                    continue
                 if not isinstance(reply, SessionOpened):
                     raise CellUnavailable(
                         syn.name, syn.socket_path_text,
                         f"the cell answered a session request with {type(reply).__name__}",
                     )
-                state = self._state = _State(id=reply.session)
-            return state
+                return reply.session
+            syn._abandon_connection("no answer to a session request in time")
+        raise CellUnavailable(syn.name, syn.socket_path_text, f"could not open a session: {reason}")
 
     async def call(self, syn: Synapse, msgs: list[Any]) -> list[Any]:
         """Send ``msgs`` in the session and return their replies in order (see module doc)."""
@@ -203,7 +217,7 @@ class ClientSessions:
         deadline = trio.current_time() + opts.give_up_after
         try:
             while todo:
-                await self._assign(syn, [pending[i] for i in todo])
+                await self._assign(syn, [pending[i] for i in todo], deadline)
                 replies = await self._attempt(syn, [pending[i] for i in todo], deadline)
                 if replies is None:
                     continue  # nothing answered: resend the same envelopes
@@ -219,7 +233,7 @@ class ClientSessions:
                         # when the copy arrived. Resend it in a fresh session.
                         stale = item.state
                         item.release()
-                        if stale is not None and self._state is stale:
+                        if self._state is stale:
                             self._state = None
                         item.sent = False
                         again.append(i)
@@ -231,11 +245,11 @@ class ClientSessions:
             for item in pending:
                 item.release()
 
-    async def _assign(self, syn: Synapse, items: list[_Pending]) -> None:
+    async def _assign(self, syn: Synapse, items: list[_Pending], deadline: float) -> None:
         """Give every item without a session a seq in the current session."""
         for item in items:
             if item.state is None:
-                state = await self._current(syn)
+                state = await self._current(syn, deadline)
                 item.state = state
                 item.seq = state.take()
 
