@@ -21,6 +21,12 @@ moves ``dormant`` -> ``starting`` -> ``running`` -> ``exited``:
 Exit statuses map to OTP reasons: ``exit`` (code 0) -> ``normal``; ``stop``
 (we asked) -> ``shutdown``; ``crash`` and ``limit`` -> abnormal, with the
 code, signal or limit in the text.
+
+A replica of a replicated cell is a slot too (named ``X/<id>``), with a
+:class:`ReplicaPart`: its peer socket, data directory and replica env. Its
+listening socket is the group's client socket, shared by every replica and
+owned by the group (``owns_listener`` is False); its files and backend ids
+use its *stem* ``X..<id>``.
 """
 
 from __future__ import annotations
@@ -29,14 +35,14 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 import trio
 
 from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
-from .control import CellStats, CellStatus
+from .control import CellStats, CellStatus, ReplicaInfo, ReplicaStats
 from .errors import ChildStartFailed
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
@@ -78,6 +84,60 @@ def reason_text(reason: ExitReason) -> str:
     return reason.text
 
 
+#: Longest last line of output kept as a replica's failure reason.
+MAX_NOTE: Final = 600
+
+
+@attrs.define(eq=False)
+class ReplicaPart:
+    """What a replica's slot holds besides a plain cell's (module doc).
+
+    ``env`` is the ``CELL_REPLICA_*`` environment of its next process;
+    ``env_version`` grows whenever it changes, so a sandbox (or a standby)
+    made for an older env is made again. ``stats`` is its latest valid
+    :class:`ReplicaStats`; ``last_line`` the last non-empty line of its output,
+    copied into ``error`` when it fails; ``given_up`` is set when its
+    supervisor stopped restarting it.
+    """
+
+    group: str
+    id: int
+    peer_listener: socket.socket
+    peer_path: Path
+    peers_dir: Path
+    data_dir: Path
+    env: dict[str, str] = attrs.Factory(dict)
+    env_version: int = 0
+    stats: ReplicaStats | None = None
+    last_line: str = ""
+    error: str = ""
+    given_up: bool = False
+
+    def set_env(self, env: Mapping[str, str]) -> int:
+        """Use ``env`` from the next process on; return the (possibly new) env version."""
+        if dict(env) != self.env:
+            self.env = dict(env)
+            self.env_version += 1
+        return self.env_version
+
+    def note_line(self, line: bytes) -> None:
+        """Remember the last line of output that says something (bounded), for :attr:`error`.
+
+        The frame of an exception group's traceback (``| `` prefixes, ``+---``
+        rules) is stripped, so a crash's last line is its exception, e.g.
+        ``WalCorrupted: .../wal-...log: corrupt at byte 4096: ...``.
+        """
+        text = line.decode("utf-8", "replace").strip().lstrip("|+ ").rstrip()
+        if text and text.strip("-") and not text.startswith("^"):
+            self.last_line = text[:MAX_NOTE]
+
+    def failure(self) -> str:
+        """Why it failed last (``""``: it did not): the exit, and for an exit code its last line."""
+        if self.error.startswith("exit code") and self.last_line:
+            return f"{self.error}: {self.last_line}"
+        return self.error
+
+
 @attrs.define(eq=False)
 class CellSlot:
     """One cell the root knows: its sockets, DNA, counters (see module doc)."""
@@ -94,6 +154,9 @@ class CellSlot:
     child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
     trap_exits: bool = False
     dna_digest: str = ""
+    #: The DNA entry's module name and directory (set by the launcher's prepare).
+    entry_name: str = ""
+    entry_root: Path | None = None
     created: bool = False
     activated: bool = False
     restarts: int = 0
@@ -104,6 +167,17 @@ class CellSlot:
     cpu_sample: tuple[float, float] | None = None
     log: RotatingLog | None = None
     standby: Standby | None = None
+    replica: ReplicaPart | None = None
+    #: False when the listener belongs to someone else (a replicated cell's group).
+    owns_listener: bool = True
+    #: The replica env version each backend id was created with.
+    spec_versions: dict[str, int] = attrs.Factory(dict)
+
+    @property
+    def stem(self) -> str:
+        """The name of the slot's files and backend ids: its name, or ``X..<id>`` for a replica."""
+        replica = self.replica
+        return self.name if replica is None else f"{replica.group}..{replica.id}"
 
     @property
     def cell_ids(self) -> tuple[str, ...]:
@@ -113,7 +187,8 @@ class CellSlot:
         waiting to replace it), else one. ``..`` cannot appear in a cell name
         the root accepts, so these never collide with another cell's id.
         """
-        return (self.name, f"{self.name}..b") if self.decl.standby else (self.name,)
+        stem = self.stem
+        return (stem, f"{stem}..b") if self.decl.standby else (stem,)
 
     @property
     def on_demand(self) -> bool:
@@ -122,7 +197,7 @@ class CellSlot:
 
     def report(
         self, pid: int | None, samples: Mapping[int, ProcSample], *, now: float, mono: float,
-        backend: str,
+        backend: str, replica: ReplicaInfo | None = None,
     ) -> CellStatus:
         """This cell's row of ``cellmesh status``.
 
@@ -152,7 +227,7 @@ class CellSlot:
             rss=rss, cpu_percent=cpu_pct,
             rtt_p50_us=None if stats is None else stats.rtt_p50_us,
             rtt_p99_us=None if stats is None else stats.rtt_p99_us,
-            backend=backend, dna=self.dna_digest[:12],
+            backend=backend, dna=self.dna_digest[:12], replica=replica,
         )
 
     def touch(self) -> None:
@@ -173,6 +248,8 @@ class Standby:
     pid: int
     go: int
     scope: trio.CancelScope
+    #: The replica env version it was spawned with (0 for a plain cell).
+    version: int = 0
 
 
 @attrs.define(eq=False)
@@ -318,4 +395,7 @@ class CellInstance:
         self.slot.touch()
 
 
-__all__ = ["CellInstance", "CellSlot", "Standby", "describe_status", "exit_reason", "reason_text"]
+__all__ = [
+    "CellInstance", "CellSlot", "ReplicaPart", "Standby", "describe_status", "exit_reason",
+    "reason_text",
+]

@@ -25,6 +25,10 @@ exclusive ``flock`` holding the pid: a second root is refused with
    connection spawns it. One watcher per listener, so concurrent grows spawn
    the cell once.
 
+A replicated cell (``replicas = N``) is a group of replica slots ``X/i`` run
+by :mod:`cellmesh.actors._replicas` (its sockets, supervision, stats and
+membership changes); the root's part is a few hooks marked "replicas".
+
 The root ends when asked (``StopMesh``, SIGTERM): children stop in reverse
 start order with their shutdowns, then every sandbox is destroyed and every
 socket file removed. When the top supervisor escalates (its restart intensity
@@ -37,6 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -53,19 +58,22 @@ from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from ..transport.synapse import Synapse
 from . import _proc
-from ._cells import CellInstance, CellSlot, reason_text
+from ._cells import CellInstance, CellSlot, ReplicaPart, reason_text
 from ._launch import Launcher
+from ._replicas import Replicas
 from ._rootlock import RootLock, peer_uid_filter
 from .control import (
     Ack,
     CellDown,
     CellReady,
     CellStats,
+    ChangeReplicas,
     Demonitor,
     KillCell,
     Link,
     Monitor,
     MonitorRef,
+    ReplicaStats,
     RestartRecord,
     SpawnCell,
     StartChild,
@@ -74,6 +82,7 @@ from .control import (
     StopChild,
     StopMesh,
     Unlink,
+    WipeReplica,
 )
 from .dna import DnaCache
 from .errors import (
@@ -121,6 +130,7 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
+    _replicas: Replicas = attrs.field(init=False)
     _watches: Watches = attrs.Factory(Watches)
     _stopping: bool = False
 
@@ -138,8 +148,16 @@ class Root:
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
                 )
+                self._replicas = Replicas(
+                    paths=self.paths, factory=self, add_slot=self._add_slot,
+                    drop_slot=self._drop_slot, record=self._record, on_event=self._on_event,
+                    retire=self._launcher.retire, log=self.log,
+                    inside_bwrap=self.backend.name == "bwrap",
+                )
+                self._launcher.replica_env = self._replicas.env_for
                 for name, decl in self.manifest.cells.items():
-                    await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+                    add = self._replicas.add_group if decl.replicated else self._add_slot
+                    await add(decl, name=name, supervisor=self.manifest.parent_of(name))
                 await nursery.start(self._serve_control)
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
@@ -200,28 +218,37 @@ class Root:
     async def _close(self) -> None:
         for slot in list(self.slots.values()):
             await self._drop_slot(slot)
+        await self._replicas.close()
 
     # ------------------------------------------------------------ slots
 
     async def _add_slot(
-        self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None
+        self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None,
+        replica: ReplicaPart | None = None, shared: tuple[Path, socket.socket] | None = None,
     ) -> CellSlot:
+        """Make the slot of ``name``: its socket (a replica: its group's, ``shared``),
+        its umbilical, its activation watcher (not for a replica)."""
         assert self._nursery is not None
-        check_cell_name(name)
-        if ".." in name:
-            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
-        socket_path = self.paths.socket_path(name)
-        # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
-        # another uid (the socket is bound into their sandbox), by nobody else.
-        listener = bind_unix_listener(socket_path, mode=0o666)
-        listener.setblocking(False)
-        udir = self.paths.socket_dir / ".umbilical" / name
-        ensure_private_dir(udir.parent)
-        udir.mkdir(mode=0o700, exist_ok=True)
+        if shared is None:
+            check_cell_name(name)
+            if ".." in name:
+                raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+            socket_path = self.paths.socket_path(name)
+            # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
+            # another uid (the socket is bound into their sandbox), by nobody else.
+            listener = bind_unix_listener(socket_path, mode=0o666)
+            listener.setblocking(False)
+        else:
+            socket_path, listener = shared
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
-            umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+            umbilical_path=Path(), decl=decl, parent=parent, replica=replica,
+            owns_listener=shared is None,
         )
+        udir = self.paths.socket_dir / ".umbilical" / slot.stem
+        ensure_private_dir(udir.parent)
+        udir.mkdir(mode=0o700, exist_ok=True)
+        slot.umbilical_path = udir / "mitosis.sock"
         self.slots[name] = slot
         try:
             if parent is not None:
@@ -236,21 +263,24 @@ class Root:
         except BaseException:
             await self._drop_slot(slot)
             raise
-        self._nursery.start_soon(self._watch_listener, slot)
+        if replica is None:  # a replicated cell is never started by a connection
+            self._nursery.start_soon(self._watch_listener, slot)
         return slot
 
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
         self._watches.forget(slot.name)
         await self._launcher.destroy(slot)
-        with contextlib.suppress(OSError):
-            os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
+        if slot.owns_listener:
+            with contextlib.suppress(OSError):
+                os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
         if slot.parent is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
-        slot.listener.close()
+        if slot.owns_listener:
+            slot.listener.close()
         if slot.log is not None:
             slot.log.close()
         slot.touch()
@@ -271,6 +301,8 @@ class Root:
             )
             self.supervisors[name] = handle.supervisor
             return handle
+        if kind == "group":  # replicas
+            return await self._replicas.start_group(str(spec.args[1]), nursery)
         if kind == "template":
             _, sup_name, template, child_name = spec.args[:4]
             slot = self.slots.get(str(child_name))
@@ -306,7 +338,7 @@ class Root:
 
     def _socket_of(self, name: str) -> Path | None:
         slot = self.slots.get(name)
-        return None if slot is None else slot.socket_path
+        return self._replicas.socket_of(name) if slot is None else slot.socket_path
 
     def _supervisor_spec(self, decl: SupervisorDecl, *, top: bool = False) -> SupervisorSpec:
         children: list[ChildSpec] = []
@@ -320,8 +352,11 @@ class Root:
         for child in decl.children:
             if child in self.manifest.cells:
                 cell = self.manifest.cells[child]
+                group = cell.replicated  # replicas: the group is one child, a supervisor
                 children.append(ChildSpec(
-                    id=child, restart=cell.restart, shutdown=cell.shutdown, args=("cell", child)
+                    id=child, restart=cell.restart, shutdown=None if group else cell.shutdown,
+                    kind=ChildKind.SUPERVISOR if group else ChildKind.WORKER,
+                    args=("group" if group else "cell", child),
                 ))
             else:
                 sup = self.manifest.supervisors[child]
@@ -361,11 +396,13 @@ class Root:
     # ------------------------------------------------------------ exits, monitors, links
 
     def _instance_ready(self, instance: CellInstance) -> None:
+        self._replicas.on_ready(instance.slot)
         if not self._stopping:
             self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
+        self._replicas.on_exit(slot, reason)
         text = reason_text(reason)
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
@@ -506,7 +543,17 @@ class Root:
             return Ack(text="stopping")
         if isinstance(msg, SpawnCell):
             return await self._spawn_request(msg)
+        if isinstance(msg, ChangeReplicas):
+            return Ack(text=await self.change_replicas(msg.name, msg.count))
+        if isinstance(msg, WipeReplica):
+            return Ack(text=await self._replicas.wipe(msg.name))
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def change_replicas(self, name: str, count: int) -> str:
+        """Bring replicated cell ``name`` to ``count`` replicas, one server at a time
+        (``cellmesh replicas``, a manifest reload); return what was done. See
+        :meth:`cellmesh.actors._replicas.Replicas.change` for the refusals."""
+        return await self._replicas.change(name, count)
 
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
@@ -526,6 +573,9 @@ class Root:
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
+        if slot is None and name in self._replicas.groups:
+            members = ", ".join(s for s in self.slots if s.startswith(f"{name}/"))
+            raise RootRequestError(name, f"is a replicated cell: name one replica ({members})")
         if slot is None:
             raise RootRequestError(name, "no such cell")
         return slot
@@ -625,6 +675,9 @@ class Root:
         if isinstance(msg, CellStats):
             slot.stats = msg
             return None
+        if isinstance(msg, ReplicaStats):
+            self._replicas.on_stats(slot, msg)
+            return None
         if isinstance(msg, CellReady):
             if slot.instance is not None:
                 slot.instance.mark_ready()
@@ -686,11 +739,13 @@ class Root:
         cells = []
         for slot in self.slots.values():
             cells.append(slot.report(
-                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name
+                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name,
+                replica=self._replicas.info(slot),
             ))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,
             manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
+            groups=self._replicas.status(),
         )
 
 

@@ -32,8 +32,16 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from ..actors.control import (
+    CellStatus,
+    GroupStatus,
+    ReplicaInfo,
+    RestartRecord,
+    StatusReply,
+    StatusRequest,
+)
 from ..actors.logs import LogCursor, follow_log, read_log
+from ..actors.membership import parse_replica_name, replica_stem
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
 from ..transport.synapse import Synapse
@@ -123,6 +131,28 @@ def _when(at: float) -> str:
 # ---------------------------------------------------------------- status
 
 
+def replica_json(info: ReplicaInfo | None) -> dict[str, object] | None:
+    """A replica row's Raft view in ``status --json`` (None for a plain cell)."""
+    if info is None:
+        return None
+    return {
+        "group": info.group, "id": info.replica, "role": info.role, "term": info.term,
+        "leader": info.leader, "commit_index": info.commit_index,
+        "applied_index": info.applied_index, "last_index": info.last_index, "lag": info.lag,
+        "voters": list(info.voters), "learners": list(info.learners), "error": info.error,
+        "given_up": info.given_up,
+    }  # fmt: skip
+
+
+def group_json(group: GroupStatus) -> dict[str, object]:
+    """One replicated cell of the ``status --json`` document."""
+    return {
+        "name": group.name, "supervisor": group.supervisor, "members": list(group.members),
+        "target": group.target, "leader": group.leader, "term": group.term,
+        "change": group.change, "error": group.error,
+    }
+
+
 def cell_json(cell: CellStatus) -> dict[str, object]:
     """One cell of the ``status --json`` document (every :class:`CellStatus` field)."""
     return {
@@ -140,6 +170,7 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "rtt_p99_us": cell.rtt_p99_us,
         "backend": cell.backend,
         "dna": cell.dna,
+        "replica": replica_json(cell.replica),
     }
 
 
@@ -152,6 +183,7 @@ def status_json(reply: StatusReply) -> dict[str, object]:
         "restart_log": [
             {"at": r.at, "cell": r.cell, "reason": r.reason} for r in reply.restart_log
         ],
+        "groups": [group_json(g) for g in reply.groups],
     }
 
 
@@ -164,23 +196,78 @@ def status_header(reply: StatusReply) -> Text:
     )
 
 
+#: The replica columns (``status`` and ``top``), shown when the mesh has a replicated cell.
+REPLICA_COLUMNS: Final = ("ROLE", "TERM", "COMMIT", "APPLIED", "LAG")
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def replica_cells(info: ReplicaInfo | None) -> tuple[Text, str, str, str, str]:
+    """ROLE, TERM, COMMIT, APPLIED, LAG of a row (``-`` for a plain cell or no stats yet)."""
+    if info is None:
+        return Text("-"), "-", "-", "-", "-"
+    role = "given up" if info.given_up else info.role
+    style = {"leader": "bold green", "follower": "green", "learner": "cyan"}.get(role, "yellow")
+    return (Text(role, style=style), _opt(info.term), _opt(info.commit_index),
+            _opt(info.applied_index), _opt(info.lag))
+
+
+def _has_replicas(reply: StatusReply) -> bool:
+    return any(c.replica is not None for c in reply.cells)
+
+
 def status_table(reply: StatusReply) -> Table:
-    """The ``status`` table: one row per cell, in the root's order."""
+    """The ``status`` table: one row per cell (per replica: ``X/i``), in the root's order.
+
+    When the mesh has a replicated cell, each row also shows ROLE, TERM,
+    COMMIT, APPLIED and LAG (``-`` on plain cells' rows).
+    """
     table = Table(box=None, header_style="bold", pad_edge=False)
+    replicas = _has_replicas(reply)
     for title, justify in (
         ("CELL", "left"), ("SUPERVISOR", "left"), ("STATE", "left"), ("PID", "right"),
         ("RESTARTS", "right"), ("UPTIME", "right"), ("IN", "right"), ("OUT", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("P50", "right"), ("P99", "right"),
+        *(((t, "left" if t == "ROLE" else "right") for t in REPLICA_COLUMNS) if replicas else ()),
     ):
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(title, justify=justify, no_wrap=True)
     for c in reply.cells:
         table.add_row(
             c.name, c.supervisor, Text(c.state, style=_state_style(c.state)),
             "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
             str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us),
+            *(replica_cells(c.replica) if replicas else ()),
         )
     return table
+
+
+def group_lines(reply: StatusReply) -> Text:
+    """Below the table: each replicated cell's members, leader and change; replica errors."""
+    out = Text()
+    for g in reply.groups:
+        if out:
+            out.append("\n")
+        leader = "no leader" if g.leader is None else f"leader {g.name}/{g.leader} (term {g.term})"
+        members = ", ".join(f"{g.name}/{i}" for i in g.members)
+        out.append(f"{g.name}", style="bold")
+        out.append(f": {len(g.members)} replicas ({members}), {leader}")
+        if g.target != len(g.members):
+            out.append(f", target {g.target}")
+        if g.change:
+            out.append(f"\n  changing: {g.change}", style="yellow")
+        if g.error:
+            out.append(f"\n  last change failed: {g.error}", style="red")
+    for c in reply.cells:
+        info = c.replica
+        if info is not None and (info.error or info.given_up):
+            out.append("\n")
+            out.append(c.name, style="bold")
+            what = "given up" if info.given_up else "failed"
+            out.append(f" {what}: {info.error or '-'}", style="red")
+    return out
 
 
 # ---------------------------------------------------------------- top
@@ -250,12 +337,14 @@ def top_frame(
 ) -> RenderableType:
     """One ``top`` frame: header, per-cell table with rates, restart log panel."""
     table = Table(box=None, header_style="bold", pad_edge=False)
+    replicas = _has_replicas(reply)
     for title, justify in (
         ("CELL", "left"), ("STATE", "left"), ("PID", "right"), ("IN/s", "right"),
         ("OUT/s", "right"), ("P50", "right"), ("P99", "right"), ("RESTARTS", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("UPTIME", "right"),
+        *(((t, "left" if t == "ROLE" else "right") for t in REPLICA_COLUMNS) if replicas else ()),
     ):
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(title, justify=justify, no_wrap=True)
     for c in reply.cells:
         r = cell_rates.get(c.name)
         restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
@@ -265,9 +354,13 @@ def top_frame(
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),
             fmt_percent(c.cpu_percent), fmt_duration(c.uptime),
+            *(replica_cells(c.replica) if replicas else ()),
         )
     footer = Text(f"every {interval:g}s; q or Ctrl-C quits", style="dim")
-    return Group(status_header(reply), table, restart_panel(reply.restart_log), footer)
+    parts: list[RenderableType] = [status_header(reply), table]
+    if reply.groups:
+        parts.append(group_lines(reply))
+    return Group(*parts, restart_panel(reply.restart_log), footer)
 
 
 # ---------------------------------------------------------------- talking to the root
@@ -303,6 +396,8 @@ def run_status(*, json: bool, out: TextIO | None = None) -> int:
         console = _console(out)
         console.print(status_header(reply))
         console.print(status_table(reply))
+        if reply.groups:
+            console.print(group_lines(reply))
     return 0
 
 
@@ -388,14 +483,27 @@ def run_top(*, interval: float, once: bool, out: TextIO | None = None) -> int:
 # ---------------------------------------------------------------- logs
 
 
+def log_name(name: str) -> str:
+    """The file name of ``NAME``'s logs: the cell's name, or ``X..i`` for replica ``X/i``.
+
+    Raises :class:`~cellmesh.errors.ConfigError` (source ``NAME``) when it is neither.
+    """
+    replica = parse_replica_name(name)
+    if replica is not None:
+        check_cell_name(replica[0], source="NAME")
+        return replica_stem(*replica)
+    check_cell_name(name, source="NAME")
+    return name
+
+
 def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None = None) -> int:
     """Implementation of ``cellmesh logs``."""
     out = out if out is not None else sys.stdout
-    check_cell_name(name, source="NAME")
+    stem = log_name(name)
     if lines is not None and lines < 0:
         raise ConfigError("--lines", f"must be >= 0, got {lines}")
     log_dir = Paths.from_env().log_dir
-    view = read_log(log_dir, name, lines=lines)
+    view = read_log(log_dir, stem, lines=lines)
     if not view.found:
         raise NoCellLogs(name, log_dir)
     for line in view.lines:
@@ -404,7 +512,7 @@ def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None =
     if not follow:
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
-        trio.run(_follow, log_dir, name, view.cursor, out)
+        trio.run(_follow, log_dir, stem, view.cursor, out)
     return 0
 
 
@@ -418,9 +526,24 @@ class NoCellLogs(CellmeshError):
     """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``."""
 
     def __init__(self, name: str, log_dir: Path) -> None:
-        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir})")
+        replicas = sorted(
+            p.name.removesuffix(".events.jsonl").replace("..", "/")
+            for p in _glob(log_dir, f"{name}..*.events.jsonl")
+        )
+        hint = (
+            f"; {name} is a replicated cell: name one replica ({', '.join(replicas)})"
+            if replicas else ""
+        )
+        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir}){hint}")
         self.name = name
         self.log_dir = log_dir
+
+
+def _glob(directory: Path, pattern: str) -> list[Path]:
+    try:
+        return [p for p in directory.glob(pattern) if p.is_file()]
+    except OSError:
+        return []
 
 
 # ---------------------------------------------------------------- commands
@@ -441,7 +564,16 @@ def register(app: cyclopts.App) -> None:
         (cumulative since the process started), "rss" (bytes or null),
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
         over the last report interval, null when idle), "backend", "dna"};
-        "restart_log": a list of {"at" (Unix time), "cell", "reason"}.
+        "replica": null for a plain cell; for a replica (row "X/i") {"group",
+        "id", "role" (leader|follower|candidate|precandidate|learner|removed|
+        unknown), "term", "leader", "commit_index", "applied_index",
+        "last_index", "lag" (the leader's last_index minus this applied_index),
+        "voters", "learners", "error" (why it last failed, "" if not),
+        "given_up" (its supervisor stopped restarting it)};
+        "restart_log": a list of {"at" (Unix time), "cell", "reason"};
+        "groups": one per replicated cell, {"name", "supervisor", "members"
+        (replica ids), "target" (replicas asked for), "leader", "term",
+        "change" (in progress, "" if none), "error" (last failed change)}.
         Exit 1 when no root is running.
 
         Parameters
@@ -481,7 +613,7 @@ def register(app: cyclopts.App) -> None:
         Parameters
         ----------
         name
-            The cell's name.
+            The cell's name; for a replica of a replicated cell, NAME/ID (ledger/1).
         follow
             Keep printing new output and events until Ctrl-C.
         lines
@@ -501,8 +633,13 @@ __all__ = [
     "fmt_percent",
     "fmt_rate",
     "fmt_us",
+    "group_json",
+    "group_lines",
+    "log_name",
     "rates",
     "register",
+    "replica_cells",
+    "replica_json",
     "restart_panel",
     "run_logs",
     "run_status",

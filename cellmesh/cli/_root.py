@@ -26,9 +26,10 @@ from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import RootAlreadyRunning
 from ..actors.manifest import load_manifest
-from ..config import Paths, check_cell_name, check_seconds
+from ..config import Paths, check_seconds
 from ..errors import ConfigError
 from ._client import control_call
+from ._replicas import check_target
 
 #: How long `up` waits for the background root to report.
 UP_PATIENCE = 120.0
@@ -194,9 +195,9 @@ def kill(name: str, /) -> int:
     Parameters
     ----------
     name
-        The cell to kill.
+        The cell to kill; one replica of a replicated cell as NAME/ID (ledger/1).
     """
-    check_cell_name(name)
+    check_target(name)
     reply = trio.run(control_call, Paths.from_env(), KillCell(name=name))
     if not isinstance(reply, Ack):
         raise ConfigError("kill", f"unexpected reply {reply!r}")

@@ -106,9 +106,10 @@ def test_status_json_is_a_stable_document() -> None:
     assert isinstance(cells, list)
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
-        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna",
+        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "replica",
     }
-    assert cells[1]["pid"] is None
+    assert cells[1]["pid"] is None and cells[1]["replica"] is None
+    assert doc["groups"] == []
     assert doc["restart_log"] == [
         {"at": 1_795_246_801.0, "cell": "db", "reason": "exited code=1"},
         {"at": 1_795_246_901.0, "cell": "db", "reason": "killed"},

@@ -1,0 +1,240 @@
+"""The pure rules of replicated cells: names, the group record, replica env, plans, the view."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cellmesh.actors.control import ReplicaStats
+from cellmesh.actors.errors import RootRequestError
+from cellmesh.actors.membership import (
+    AddMember,
+    GroupRecord,
+    GroupRecordError,
+    GroupView,
+    RemoveMember,
+    TransferLeadership,
+    is_voter,
+    majority,
+    next_step,
+    parse_replica_name,
+    replica_env,
+    replica_name,
+    replica_stem,
+    stats_problem,
+)
+
+
+def stats(replica: int, **kw: object) -> ReplicaStats:
+    fields: dict[str, object] = {
+        "replica": replica, "role": "follower", "term": 1, "leader": 0, "commit_index": 5,
+        "applied_index": 5, "last_index": 5, "voters": [0, 1, 2], "learners": [],
+    }
+    fields.update(kw)
+    return ReplicaStats(**fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# names
+
+
+def test_membership_names_round_trip() -> None:
+    assert replica_name("ledger", 1) == "ledger/1"
+    assert replica_stem("ledger", 12) == "ledger..12"
+    assert parse_replica_name("ledger/12") == ("ledger", 12)
+    assert parse_replica_name("a.b/0") == ("a.b", 0)
+
+
+@pytest.mark.parametrize("text", ["ledger", "ledger/", "/1", "ledger/01", "ledger/-1",
+                                  "ledger/1/2", "ledger/x", "ledger/1 ", "l/" + "9" * 15])
+def test_membership_parse_refuses_what_is_not_a_replica(text: str) -> None:
+    assert parse_replica_name(text) is None
+
+
+def test_membership_majority() -> None:
+    assert [majority(n) for n in (1, 2, 3, 4, 5, 7)] == [1, 2, 2, 3, 3, 4]
+
+
+# --------------------------------------------------------------------------
+# the record
+
+
+def test_membership_record_allocates_ids_never_reused() -> None:
+    record = GroupRecord.create(3)
+    assert (record.members, record.next_id, record.initial) == ((0, 1, 2), 3, (0, 1, 2))
+    record, new = record.allocate()
+    assert (new, record.members, record.joining) == (3, (0, 1, 2, 3), (3,))
+    record = record.joined(3).without(1)
+    record, again = record.allocate()
+    assert again == 4 and record.members == (0, 2, 3, 4)  # 1 is gone for good
+    assert record.rejoining(2).joining == (2, 4)
+
+
+def test_membership_record_json_round_trips() -> None:
+    record = GroupRecord(members=(0, 2, 5), next_id=6, initial=(0, 1, 2), bootstrapped=True,
+                         joining=(5,))
+    assert GroupRecord.from_json(record.to_json(), source="g.json") == record
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    ("[", "is not JSON"),
+    ("[]", "is not a JSON object"),
+    ('{"version": 2}', "has version 2"),
+    ('{"version": 1, "next_id": 0}', "next_id 0 is not a positive id"),
+    ('{"version": 1, "next_id": 3, "members": [0, 3], "initial": [0]}', "outside 0..2"),
+    ('{"version": 1, "next_id": 3, "members": [0, 0], "initial": [0]}', "lists an id twice"),
+    ('{"version": 1, "next_id": 3, "members": [], "initial": [0]}', "has no members"),
+    ('{"version": 1, "next_id": 3, "members": [0], "initial": [0], "joining": [1],'
+     ' "bootstrapped": false}', "are not all members"),
+    ('{"version": 1, "next_id": 3, "members": [0], "initial": [0], "bootstrapped": 1}',
+     "is not a boolean"),
+    ('{"version": 1, "next_id": 3, "members": "0", "initial": [0]}', "not a list"),
+    ('{"version": 1, "next_id": 3, "members": [true], "initial": [0]}', "outside"),
+])  # fmt: skip
+def test_membership_record_refuses_damage_naming_the_file(doc: str, problem: str) -> None:
+    with pytest.raises(GroupRecordError) as caught:
+        GroupRecord.from_json(doc, source="/d/g.json")
+    assert caught.value.subject == "/d/g.json" and problem in caught.value.problem
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.one_of(
+    st.text(max_size=80),
+    st.dictionaries(st.sampled_from(["version", "members", "next_id", "initial", "joining",
+                                     "bootstrapped", "x"]),
+                    st.one_of(st.integers(-2, 20), st.booleans(), st.none(),
+                              st.lists(st.integers(-1, 20), max_size=20)), max_size=7)
+    .map(json.dumps),
+))
+def test_membership_record_fuzz_only_record_errors(doc: str) -> None:
+    """Garbage in, a GroupRecord or GroupRecordError out; a record keeps its invariants."""
+    try:
+        record = GroupRecord.from_json(doc, source="g.json")
+    except GroupRecordError:
+        return
+    assert record.members and set(record.joining) <= set(record.members)
+    assert all(0 <= i < record.next_id for i in (*record.members, *record.initial))
+
+
+# --------------------------------------------------------------------------
+# env
+
+
+PATHS = {i: f"/run/cell/peers/{i}.sock" for i in range(8)}
+
+
+def test_membership_env_of_a_new_group_bootstraps_the_initial_voters() -> None:
+    env = replica_env(1, GroupRecord.create(3), PATHS, data_empty=True)
+    assert env == {
+        "CELL_REPLICA_ID": "1",
+        "CELL_REPLICA_PEERS": "0=/run/cell/peers/0.sock,1=/run/cell/peers/1.sock,"
+                              "2=/run/cell/peers/2.sock",
+        "CELL_REPLICA_BOOTSTRAP": "0,1,2",
+    }
+
+
+def test_membership_env_joins_once_the_group_had_a_leader() -> None:
+    record = GroupRecord.create(3)
+    grown, new = record.allocate()
+    assert replica_env(new, grown, PATHS, data_empty=True)["CELL_REPLICA_JOIN"] == "1"
+    booted = GroupRecord.create(3)
+    booted = GroupRecord(members=booted.members, next_id=3, initial=booted.initial,
+                         bootstrapped=True)
+    # an initial voter whose data is gone must not bootstrap a second time
+    amnesiac = replica_env(2, booted, PATHS, data_empty=True)
+    assert amnesiac["CELL_REPLICA_JOIN"] == "1" and "CELL_REPLICA_BOOTSTRAP" not in amnesiac
+    healthy = replica_env(2, booted, PATHS, data_empty=False)
+    assert "CELL_REPLICA_JOIN" not in healthy
+    # its env does not change when the group gets its first leader (its standby stays good)
+    assert healthy == replica_env(2, GroupRecord.create(3), PATHS, data_empty=False)
+    grown, new = booted.allocate()
+    joined = grown.joined(new)
+    later = replica_env(new, joined, PATHS, data_empty=False)
+    assert "CELL_REPLICA_JOIN" not in later and "CELL_REPLICA_BOOTSTRAP" not in later
+
+
+# --------------------------------------------------------------------------
+# plans
+
+
+def test_membership_plan_grows_one_at_a_time() -> None:
+    assert next_step((0, 1, 2), 5, leader=0) == AddMember()
+    assert next_step((0, 1, 2, 3, 4), 5, leader=0) is None
+
+
+def test_membership_plan_shrinks_highest_ids_first_leader_last() -> None:
+    assert next_step((0, 1, 2, 3, 4), 3, leader=0) == RemoveMember(replica=4)
+    assert next_step((0, 1, 2, 3, 4), 3, leader=4) == RemoveMember(replica=3)
+    assert next_step((0, 1, 2, 4), 3, leader=4) == TransferLeadership(leader=4)
+    assert next_step((0, 1, 2, 4), 3, leader=1) == RemoveMember(replica=4)
+    assert next_step((0, 1, 2), 1, leader=2) == RemoveMember(replica=1)
+
+
+@pytest.mark.parametrize("count", [0, 2, 9, -1, True, 3.0])
+def test_membership_plan_refuses_a_bad_count(count: object) -> None:
+    with pytest.raises(RootRequestError, match="expected an odd number from 1 to 7"):
+        next_step((0, 1, 2), count, leader=0)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.sets(st.integers(0, 30), min_size=1, max_size=7), st.sampled_from([1, 3, 5, 7]),
+       st.integers(0, 40))
+def test_membership_plan_always_reaches_the_target(
+    start: set[int], target: int, seed: int
+) -> None:
+    """Executing the plans, with the leader moving when asked, reaches ``target`` members
+    in ``|len - target|`` changes (plus transfers), never removing the current leader."""
+    members = sorted(start)
+    next_id = max(members) + 1
+    leader: int | None = members[seed % len(members)]
+    changes = 0
+    for _ in range(40):
+        step = next_step(members, target, leader)
+        if step is None:
+            break
+        if isinstance(step, AddMember):
+            members.append(next_id)
+            next_id += 1
+            changes += 1
+        elif isinstance(step, RemoveMember):
+            assert step.replica != leader and step.replica in members
+            members.remove(step.replica)
+            changes += 1
+        else:
+            assert step.leader == leader
+            leader = next(i for i in members if i != leader)
+    assert len(members) == target
+    assert changes == abs(len(start) - target)
+
+
+# --------------------------------------------------------------------------
+# stats and the view
+
+
+def test_membership_stats_checks() -> None:
+    assert stats_problem(stats(1), 1) is None
+    assert stats_problem(stats(0), 1) == "claims to be replica 0"
+    assert stats_problem(stats(1, role="king"), 1) == "unknown role 'king'"
+    assert stats_problem(stats(1, voters=list(range(65))), 1) == "lists more than 64 ids"
+    assert stats_problem(stats(1, term=-1), 1) == "negative term, index or id"
+
+
+def test_membership_view_takes_the_highest_term_leader_and_computes_lag() -> None:
+    old = stats(0, role="leader", term=2, last_index=50)
+    new = stats(1, role="leader", term=3, last_index=60)
+    behind = stats(2, applied_index=41)
+    view = GroupView.of([old, new, behind])
+    assert (view.leader, view.term, view.leader_last_index) == (1, 3, 60)
+    assert view.lag(behind) == 19 and view.lag(None) is None
+    assert view.config({1: new}) == ((0, 1, 2), ())
+    assert GroupView.of([behind]).leader is None and GroupView.of([behind]).lag(behind) is None
+
+
+def test_membership_voter_is_its_own_view() -> None:
+    assert is_voter(stats(1))
+    assert not is_voter(stats(1, role="learner"))
+    assert not is_voter(stats(3))  # not in its voters
+    assert not is_voter(None)

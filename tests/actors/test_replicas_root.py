@@ -1,0 +1,414 @@
+"""The root's side of replicated cells, with a small real ReplicatedCell (``Observer``).
+
+What the root promises a replica and the operator: one sandboxed process
+per replica with its own data dir, the group's client listener as fd 3 for
+all of them, each one's own peer listener as fd 4, the peer directory
+reachable from the group's sandboxes and from nobody else's, per-replica
+supervision (a crash restarts that replica alone; one that cannot start is
+given up while the group serves on), status rows with the Raft columns,
+kill and logs by ``X/i``, the group record, and the refusals. Each replica
+reports what it was given in ``observed.json`` in its own data directory.
+The bank under faults and membership changes are in
+``test_replicas_root_bank.py`` and ``test_replicas_root_membership.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import replicacells
+import trio
+from replicacells import AskRoot, Describe, Lie, Note, Noted, Probe
+
+from cellmesh import RemoteCellError, Synapse
+from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
+from cellmesh.actors.errors import RootRequestError
+from cellmesh.actors.root import Root
+from cellmesh.sandbox import read_events
+from cellmesh.testing.mesh import open_root
+
+GROUP = "grp"
+
+
+def group_toml(replicas: int = 3, *, standby: bool = False) -> str:
+    return (
+        f'[cells.{GROUP}]\ndna = "replicacells.py"\nentry = "replicacells:Observer"\n'
+        f"replicas = {replicas}\nstandby = {'true' if standby else 'false'}\n"
+        "start_timeout = 60\n\n"
+    )
+
+
+OUTSIDER = (
+    '[cells.out]\ndna = "replicacells.py"\nentry = "replicacells:Outsider"\n'
+    f'calls = ["{GROUP}"]\nstandby = false\n'
+)
+
+
+@asynccontextmanager
+async def running(
+    toml: str, *, sandbox: str = "host", home: Path | None = None
+) -> AsyncIterator[Root]:
+    """A root serving ``toml`` on ``home`` (a new one under /tmp unless given)."""
+    own = home is None
+    where = home if home is not None else Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        shutil.copy(Path(replicacells.__file__), where / "replicacells.py")
+        async with open_root(where, toml, sandbox=sandbox, stop_timeout=20) as root:
+            yield root
+    finally:
+        if own:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def rows(root: Root) -> dict[str, Any]:
+    return {c.name: c for c in root.status().cells}
+
+
+def state(root: Root, name: str) -> str:
+    return str(rows(root)[name].state)
+
+
+async def until(root: Root, predicate: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait (on the slots' and groups' change events) until ``predicate()`` holds."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            async with trio.open_nursery() as nursery:
+                events = [s.changed for s in root.slots.values()]
+                events += [g.changed for g in root._replicas.groups.values()]
+                for event in events:
+                    nursery.start_soon(_wake, event, nursery.cancel_scope)
+
+
+async def _wake(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def leader(root: Root) -> int | None:
+    return root._replicas.groups[GROUP].view().leader
+
+
+async def healthy(root: Root, count: int = 3) -> None:
+    """Every replica runs and reports; there is a leader."""
+
+    def ok() -> bool:
+        group = root._replicas.groups[GROUP]
+        return group.view().leader is not None and len(group.stats()) == count
+
+    await until(root, ok)
+
+
+def observed(root: Root, replica: int) -> dict[str, Any]:
+    path = root.paths.data_dir / GROUP / str(replica) / "observed.json"
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def peer(root: Root, replica: int) -> Path:
+    return root.paths.socket_dir / ".replicas" / GROUP / f"{replica}.sock"
+
+
+async def note(root: Root, text: str) -> int:
+    async with Synapse.grow(GROUP, socket_dir=root.paths.socket_dir) as syn:
+        reply = await syn.fire(Note(text=text))
+    assert isinstance(reply, Noted)
+    return reply.index
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            todo.extend(exc.exceptions)
+        else:
+            out.append(exc)
+            if exc.__cause__ is not None:
+                out.append(exc.__cause__)
+    return out
+
+
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_replicas_root_one_process_per_replica_with_the_contract(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    async with running(group_toml(), sandbox=sandbox) as root:
+        assert sorted(root.slots) == ["grp/0", "grp/1", "grp/2"]
+        await healthy(root)
+        seen = [observed(root, i) for i in range(3)]
+        assert len({o["pid"] for o in seen} | {r.pid for r in rows(root).values()}) >= 3
+        inside = "/run/cell/peers" if sandbox == "bwrap" else str(peer(root, 0).parent)
+        peers = ",".join(f"{i}={inside}/{i}.sock" for i in range(3))
+        for i, o in enumerate(seen):
+            env = o["env"]
+            assert o["name"] == GROUP and env["CELL_NAME"] == GROUP
+            assert env["CELL_REPLICA_ID"] == str(i)
+            assert env["CELL_REPLICA_PEERS"] == peers
+            assert env["CELL_REPLICA_BOOTSTRAP"] == "0,1,2"
+            assert "CELL_REPLICA_JOIN" not in env
+            assert env["CELL_GO_FD"] == "5"
+            assert int(env["CELL_LISTEN_FDS"]) >= 2
+            assert env["CELL_DATA_DIR"] == ("/cell/data" if sandbox == "bwrap" else
+                                            str(root.paths.data_dir / GROUP / str(i)))
+            # fd 3: the group's client listener, the same for all; fd 4: its own peer socket
+            assert o["fd3"] == f"unix:{root.paths.socket_path(GROUP)}"
+            assert o["fd4"] == f"unix:{peer(root, i)}"
+            # every replica reaches every peer socket by the path it was given
+            assert o["probes"] == {"0": "", "1": "", "2": ""}
+        # clients reach the group at its one socket; what one writes all apply
+        assert await note(root, "hello") > 0
+        async with Synapse.grow(GROUP, socket_dir=root.paths.socket_dir) as syn:
+            assert (await syn.fire(Describe())).name == GROUP
+        record = json.loads((root.paths.data_dir / GROUP / "group.json").read_text())
+        assert (record["members"], record["next_id"]) == ([0, 1, 2], 3)
+        assert record["initial"] == [0, 1, 2] and record["bootstrapped"] is True
+        (group,) = root.status().groups
+        assert (group.name, group.members, group.target, group.supervisor) == (
+            GROUP, [0, 1, 2], 3, "root"
+        )
+        assert rows(root)["grp/1"].supervisor == GROUP
+
+
+async def test_replicas_root_peer_sockets_are_out_of_reach_of_other_cells(
+    bwrap_usable: str | None,
+) -> None:
+    if bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    async with running(group_toml() + OUTSIDER, sandbox="bwrap") as root:
+        await healthy(root)
+        async with Synapse.grow("out", socket_dir=root.paths.socket_dir) as syn:
+            for path in ("/run/cell/peers/0.sock", str(peer(root, 0))):
+                reply = await syn.fire(Probe(path=path))
+                assert not reply.ok and "FileNotFoundError" in reply.error, reply
+            # ... while the group itself, which it may call, answers
+            assert (await syn.fire(Describe())).name == GROUP
+        # the replicas themselves reached each other's (the contract test checks all)
+        assert observed(root, 2)["probes"] == {"0": "", "1": "", "2": ""}
+
+
+async def test_replicas_root_status_shows_role_term_indexes_and_lag() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        index = 0
+        for n in range(5):
+            index = await note(root, f"n{n}")
+
+        def caught_up() -> bool:
+            infos = [rows(root)[f"grp/{i}"].replica for i in range(3)]
+            return all(i.applied_index is not None and i.applied_index >= index for i in infos)
+
+        await until(root, caught_up)
+        infos = [rows(root)[f"grp/{i}"].replica for i in range(3)]
+        lead = leader(root)
+        assert sorted(i.role for i in infos) == ["follower", "follower", "leader"]
+        assert infos[lead].role == "leader" and len({i.term for i in infos}) == 1
+        for info in infos:
+            assert info.leader == lead and info.voters == [0, 1, 2] and info.learners == []
+            assert info.commit_index >= index and info.lag is not None and info.lag >= 0
+            assert info.error == "" and not info.given_up
+        (group,) = root.status().groups
+        assert (group.leader, group.term) == (lead, infos[0].term)
+
+
+async def test_replicas_root_attack_lies_are_dropped() -> None:
+    """A replica cannot speak for another, invent roles, or grow the root's memory;
+    a plain cell can neither pose as a replica nor change a group over its umbilical."""
+    async with running(group_toml() + OUTSIDER) as root:
+        await healthy(root)
+        slot = root.slots["grp/1"]
+        assert slot.replica is not None
+        before = slot.replica.stats
+
+        def lie(**kw: object) -> ReplicaStats:
+            fields: dict[str, object] = {
+                "replica": 1, "role": "leader", "term": 99, "leader": 1, "commit_index": 1,
+                "applied_index": 1, "last_index": 10**9, "voters": [0, 1, 2], "learners": [],
+            }
+            fields.update(kw)
+            return ReplicaStats(**fields)  # type: ignore[arg-type]
+
+        for bad in (lie(replica=0), lie(role="emperor"), lie(voters=list(range(65))),
+                    lie(term=-1), lie(learners=[-1])):
+            root._replicas.on_stats(slot, bad)
+            assert slot.replica.stats is before
+        async with Synapse.grow("out", socket_dir=root.paths.socket_dir) as out:
+            await out.fire(Lie(stats=lie()))
+            answer = await out.fire(AskRoot(count=5))
+        assert answer.text.startswith("refused: ") and "is not a cell request" in answer.text
+        assert rows(root)["out"].replica is None
+        assert all(r.replica.term != 99 for n, r in rows(root).items() if n != "out")
+        (group,) = root.status().groups
+        assert group.members == [0, 1, 2] and group.term != 99
+
+
+async def test_replicas_root_kill_restarts_that_replica_alone() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        before = {i: rows(root)[f"grp/{i}"].pid for i in range(3)}
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            ack = await ctl.fire(KillCell(name="grp/1"))
+            assert "killed grp/1" in ack.text
+            with pytest.raises(RemoteCellError, match="is a replicated cell: name one replica "
+                               r"\(grp/0, grp/1, grp/2\)"):
+                await ctl.fire(KillCell(name=GROUP))
+        await until(root, lambda: rows(root)["grp/1"].restarts == 1
+                    and state(root, "grp/1") == "running")
+        await healthy(root)
+        after = {i: rows(root)[f"grp/{i}"].pid for i in range(3)}
+        assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+        assert [rows(root)[f"grp/{i}"].restarts for i in range(3)] == [0, 1, 0]
+        assert observed(root, 1)["starts"] == 2 and observed(root, 0)["starts"] == 1
+        assert any(rec.cell == "grp/1" and "SIGKILL" in rec.reason
+                   for rec in root.status().restart_log)
+        assert await note(root, "after") > 0
+
+
+async def test_replicas_root_logs_are_filed_per_replica() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        log_dir = root.paths.log_dir
+        events = read_events(log_dir / "grp..1.events.jsonl")
+        assert events[0]["event"] == "started" and events[0]["cell_id"] == "grp..1"
+        assert not (log_dir / "grp.events.jsonl").exists()
+
+
+async def test_replicas_root_a_replica_that_cannot_start_is_given_up_and_the_group_serves(
+) -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        poison = root.paths.data_dir / GROUP / "2" / "poison"
+        poison.write_text("wal-0001.log: corrupt at byte 4242: checksum mismatch")
+        slot = root.slots["grp/2"]
+        assert slot.instance is not None
+        root.backend.kill(slot.instance.cell_id, as_crash=True)
+
+        def given_up() -> bool:
+            info = rows(root)["grp/2"].replica
+            return bool(info.given_up and "corrupt at byte 4242" in info.error)
+
+        await until(root, given_up)
+        info = rows(root)["grp/2"].replica
+        assert info.error == ("exit code 1: RuntimeError: wal-0001.log: corrupt at byte 4242: "
+                              "checksum mismatch")
+        assert info.role == "unknown" and state(root, "grp/2") == "stopped"
+        assert state(root, "grp/0") == "running" and state(root, "grp/1") == "running"
+        assert await note(root, "still serving") > 0
+        assert any(r.cell == "grp/2" and "given up" in r.reason
+                   for r in root.status().restart_log)
+
+
+async def test_replicas_root_up_with_a_broken_replica_starts_on_the_majority() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        async with running(group_toml(), home=home) as root:
+            await healthy(root)
+            await note(root, "before")
+            data = root.paths.data_dir / GROUP
+        (data / "1" / "poison").write_text("corrupt at byte 7")
+        async with running(group_toml(), home=home) as root:
+            info = rows(root)["grp/1"].replica
+            assert info.given_up and "corrupt at byte 7" in info.error
+            assert state(root, "grp/0") == "running"
+            assert await note(root, "after") > 0
+        (data / "2" / "poison").write_text("corrupt at byte 9")
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(group_toml(), home=home):
+                pass
+        texts = " ".join(str(e) for e in _leaves(caught.value))
+        assert "only 1 of 3 replicas started (a majority is 2)" in texts
+        assert "grp/1: exit code 1: RuntimeError: corrupt at byte 7" in texts
+        assert "grp/2: exit code 1: RuntimeError: corrupt at byte 9" in texts
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_keeps_a_standby_per_replica() -> None:
+    async with running(group_toml(standby=True)) as root:
+        await healthy(root)
+        await until(root, lambda: all(
+            root.slots[f"grp/{i}"].standby is not None for i in range(3)))
+        standby = root.slots["grp/1"].standby
+        assert standby is not None and standby.cell_id in ("grp..1", "grp..1..b")
+        root.backend.kill(root.slots["grp/1"].instance.cell_id, as_crash=True)
+        await until(root, lambda: observed(root, 1)["starts"] == 2)
+        assert observed(root, 1)["pid"] == standby.pid  # the standby took over
+        assert observed(root, 1)["env"]["CELL_REPLICA_ID"] == "1"
+        await healthy(root)
+
+
+async def test_replicas_root_refuses_a_data_dir_of_a_plain_cell() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        (home / "data" / GROUP).mkdir(parents=True)
+        (home / "data" / GROUP / "old.db").write_text("x")
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(group_toml(), home=home):
+                pass
+        (err,) = [e for e in _leaves(caught.value) if isinstance(e, RootRequestError)]
+        assert "holds data but no group.json" in str(err)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_a_group_data_dir_is_not_given_to_a_plain_cell() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        async with running(group_toml(), home=home) as root:
+            await healthy(root)
+        plain = (f'[cells.{GROUP}]\ndna = "replicacells.py"\nentry = "replicacells:Outsider"\n'
+                 "data = true\nstandby = false\n")
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(plain, home=home):
+                pass
+        texts = " ".join(str(e) for e in _leaves(caught.value))
+        assert "holds a replicated cell's data (group.json)" in texts
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_refuses_membership_requests_it_cannot_honour() -> None:
+    async with running(group_toml() + OUTSIDER) as root:
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            for msg, text in (
+                (ChangeReplicas(name="out", count=3), "out: is not a replicated cell"),
+                (ChangeReplicas(name="nope", count=3), "nope: is not a replicated cell"),
+                (ChangeReplicas(name=GROUP, count=4), "expected an odd number from 1 to 7"),
+                (WipeReplica(name=GROUP), "expected a replica name like ledger/1"),
+                (WipeReplica(name="grp/7"), "grp/7: no such replica (members: grp/0, grp/1"),
+                (WipeReplica(name="out/0"), "out: is not a replicated cell"),
+            ):
+                with pytest.raises(RemoteCellError, match=re.escape(text)):
+                    await ctl.fire(msg)
+            # one change at a time: while one holds the group, others are refused
+            group = root._replicas.groups[GROUP]
+            async with group.lock:
+                group.change = "3 -> 5: adding grp/3"
+                for msg in (ChangeReplicas(name=GROUP, count=5), WipeReplica(name="grp/1")):
+                    with pytest.raises(RemoteCellError, match=re.escape(
+                            "a membership change is in progress (3 -> 5: adding grp/3)")):
+                        await ctl.fire(msg)
+
+
+async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> None:
+    """The runtime refuses a replica whose entry is not a ReplicatedCell; the root says why."""
+    toml = (f'[cells.{GROUP}]\ndna = "replicacells.py"\nentry = "replicacells:Outsider"\n'
+            "replicas = 1\nstandby = false\n")
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with running(toml):
+            pass
+    texts = " ".join(str(e) for e in _leaves(caught.value))
+    assert "grp/0: exit code 2" in texts and "not a cellmesh.ReplicatedCell subclass" in texts

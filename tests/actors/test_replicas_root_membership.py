@@ -1,0 +1,82 @@
+"""Membership changes of a replicated bank through the real root, under bwrap, under load.
+
+``cellmesh replicas bank 5`` (the control request ``ChangeReplicas``) grows
+the group one server at a time while clients keep transferring; a leader is
+killed while it has five replicas; ``cellmesh replicas bank 3`` shrinks it
+back, the leader last. The bank's promises hold throughout
+(``bankload.BankLoad.check``). The next ``up`` with a changed ``replicas``
+value on the same data directory changes the group the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import bankload
+import pytest
+import trio
+from bankload import GROUP, BankLoad, deposit_all, kill_replica, leader, members, until
+from test_replicas_root_bank import a_leader, bank_root
+
+from cellmesh import Synapse
+from cellmesh.actors.control import ChangeReplicas
+
+
+@pytest.fixture
+def bwrap(bwrap_usable: str | None) -> None:
+    if bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+
+
+def record(root_home: Path) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((root_home / "data" / GROUP / "group.json").read_text())
+    return loaded
+
+
+async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
+    async with bank_root(3) as root:
+        await a_leader(root)
+        await deposit_all(root)
+        load = BankLoad(root, clients=3)
+        async with trio.open_nursery() as nursery, Synapse.grow(
+            "mitosis", socket_path=root.paths.umbilical
+        ) as ctl:
+            await nursery.start(load.run)
+            await load.progress(30)
+            grown = await ctl.fire(ChangeReplicas(name=GROUP, count=5))
+            assert grown.text == "bank: 3 -> 5 replicas; added bank/3, bank/4"
+            assert members(root) == [0, 1, 2, 3, 4]
+            await load.progress(30)
+            first = await a_leader(root)
+            await kill_replica(root, first)
+            await until(root, lambda: leader(root) not in (None, first), "a new leader")
+            await load.progress(30)
+            shrunk = (await ctl.fire(ChangeReplicas(name=GROUP, count=3))).text
+            assert shrunk == "bank: 5 -> 3 replicas; removed bank/3, bank/4"
+            await load.progress(30)
+            load.stop()
+        assert members(root) == [0, 1, 2]
+        assert not (root.paths.data_dir / GROUP / "3").exists()
+        assert not (root.paths.data_dir / GROUP / "4").exists()
+        rec = record(root.paths.home)
+        assert (rec["members"], rec["next_id"], rec["joining"]) == ([0, 1, 2], 5, [])
+        await load.check(expect_members=3)
+
+
+async def test_replicas_root_membership_up_applies_a_changed_count(bwrap: None) -> None:
+    home = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
+    try:
+        async with bank_root(3, home) as root:
+            await a_leader(root)
+            await deposit_all(root)
+        async with bank_root(5, home) as root:
+            await bankload.converge(root, expect_members=5)
+            (group,) = root.status().groups
+            assert (group.members, group.target) == ([0, 1, 2, 3, 4], 5)
+            await bankload.identical(root)
+        assert record(home)["members"] == [0, 1, 2, 3, 4]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
