@@ -269,3 +269,31 @@ async def test_sessions_remote_errors_are_final_answers(sock: Path) -> None:
                 await syn.fire(Inc(1))
         nursery.cancel_scope.cancel()
     assert len(srv.seen) == 1  # never resent
+
+
+SPEC_EXAMPLE = """
+00 00 00 48 83 01 07 86 75 63 65 6c 6c 6d 65 73
+68 2e 73 65 73 73 69 6f 6e 2e 43 61 6c 6c 01 01
+01 70 38 64 64 39 37 32 62 37 66 32 61 34 32 32
+35 64 58 18 85 6d 65 78 61 6d 70 6c 65 2e 50 6f
+69 6e 74 03 23 61 70 82 61 61 61 62
+"""
+
+
+def test_sessions_spec_example_and_fingerprints_match_the_code() -> None:
+    """docs/protocol.md section 17: the worked example and the fingerprint table."""
+    from cellmesh.transport.session import CloseSession
+    from cellmesh.wire import codec
+    from cellmesh.wire.proteins import EncodeContext
+
+    inner = cbor2.dumps(["example.Point", 3, -4, "p", ["a", "b"]])
+    env = SessionCall(session=1, seq=1, floor=1, fingerprint="8dd972b7f2a4225d", body=inner)
+    frame = codec.frame_bytes([codec.Kind.CALL, 7, PROTEINS.encode(env, EncodeContext())])
+    assert frame == bytes.fromhex(SPEC_EXAMPLE)
+    assert {cls.__name__: fingerprint(cls) for cls in (
+        OpenSession, SessionOpened, SessionCall, SessionFault, CloseSession
+    )} == {
+        "OpenSession": "fb560a258a385c07", "SessionOpened": "c0ea9c8e207ba02b",
+        "SessionCall": "5bbcd41e425cddc3", "SessionFault": "46a314467e6c549a",
+        "CloseSession": "cad20479c0b38782",
+    }
