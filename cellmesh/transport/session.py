@@ -28,6 +28,10 @@ connected to such a server sends every call through
    was certainly not applied; otherwise its outcome is unknown) or
    ``"stale"`` (its ``seq`` is below the floor: unknown).
 
+5. When the synapse closes with nothing in flight, it signals
+   :class:`CloseSession` (best effort), so the server forgets the session at
+   once instead of at its expiry.
+
 Errors: :class:`~cellmesh.errors.OutcomeUnknown` when a call that left this
 process got no answer after every retry (or a fault made it unknowable);
 :class:`~cellmesh.errors.CellUnavailable` when it never left (the server
@@ -75,12 +79,20 @@ class Synapse(Protocol):
         """Send ``msgs`` as plain calls; their replies (raises on a failed call)."""
         ...
 
+    async def _fire_one(self, msg: Any) -> Any:
+        """Send one plain call; its reply (raises on a failed call)."""
+        ...
+
     async def _connection(self) -> Any:
         """A live connection (connecting if needed); CellUnavailable if none."""
         ...
 
     def _abandon_connection(self, reason: str) -> None:
         """Give up the current connection: its calls fail, the next call reconnects."""
+
+    def _signal_nowait(self, msg: Any) -> bool:
+        """Send a one-way message now if possible; False if it was dropped."""
+        ...
 
 
 @protein("cellmesh.session.Open")
@@ -204,6 +216,12 @@ class ClientSessions:
             syn._abandon_connection("no answer to a session request in time")
         raise CellUnavailable(syn.name, syn.socket_path_text, f"could not open a session: {reason}")
 
+    def goodbye(self, syn: Synapse) -> None:
+        """The synapse closes: tell the server it may forget the session (best effort)."""
+        state, self._state = self._state, None
+        if state is not None and not state.waiting:
+            syn._signal_nowait(CloseSession(session=state.id))
+
     async def call(self, syn: Synapse, msgs: list[Any]) -> list[Any]:
         """Send ``msgs`` in the session and return their replies in order (see module doc)."""
         opts = syn.options
@@ -279,6 +297,8 @@ class ClientSessions:
             item.sent = True
         with trio.move_on_after(min(syn.options.retry_after, deadline - now)):
             try:
+                if len(envelopes) == 1:
+                    return [await syn._fire_one(envelopes[0])]
                 return await syn._fire(envelopes, len(envelopes))
             except CellUnavailable:
                 await trio.sleep(RECONNECT_DELAY)

@@ -7,28 +7,30 @@ import json
 
 import pytest
 
-from cellmesh.bench.replicated import Params, format_report, measure_replicated
+from cellmesh.bench.replicated import Params, format_report, measure
 
 pytestmark = pytest.mark.slow
 
 
 async def test_replicated_bench_measures_throughput_latency_and_failover() -> None:
     params = Params(ops=300, concurrency=16, connections=4, sequential_ops=20, trials=1,
-                    sandbox="processes")
-    rep = await measure_replicated(params)
+                    rounds=2, sandbox="processes")
+    rep = await measure(params)
     json.dumps(rep)
     thr = rep["throughput"]
     assert thr["ops"] == 300 and thr["ops_per_s"] > 0
     assert 1 <= thr["entries"] <= 300 + 10 and thr["ops_per_entry"] >= 1
     assert rep["single"]["p50_ms"] > 0
     assert len(rep["failover_s"]) == 1 and rep["failover_s"][0] > 0
-    raw = {"ops": 300, "seconds": 1.0, "ops_per_s": 300.0, "p50_ms": 1.0, "p99_ms": 2.0,
-           "entries": 300, "ops_per_entry": 1.0}
+    raw = rep.pop("raw_raft")
+    assert raw["ops"] == 300 and raw["ops_per_entry"] == 1.0
+    assert len(rep["round_ratios_vs_raw"]) == 2
     result = {
         "params": {"ops": 300, "concurrency": 16, "connections": 4},
-        "pysyncobj": None, "raw_raft": raw, "replicated": rep,
+        "pysyncobj": None, "raw_raft": raw, "raw_raft_single": rep.pop("raw_raft_single"),
+        "replicated": rep,
         "ratios": {"vs_pysyncobj": None, "vs_raw_raft": thr["ops_per_s"] / 300.0,
-                   "single_p50_ms": rep["single"]["p50_ms"],
+                   "single_p50_ms": rep["single"]["p50_ms"], "single_p50_vs_raw_raft": 1.0,
                    "failover_median_ms": rep["failover_s"][0] * 1e3},
         "targets": {"vs_pysyncobj": 3.0, "vs_raw_raft": 0.5, "single_p50_ms": 3.0,
                     "failover_median_ms": 500.0},

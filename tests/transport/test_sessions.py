@@ -24,6 +24,7 @@ import cellmesh
 from cellmesh import OutcomeUnknown, Receptors, Synapse, open_membrane
 from cellmesh.errors import CellUnavailable, RemoteCellError
 from cellmesh.transport.session import (
+    CloseSession,
     OpenSession,
     SessionCall,
     SessionFault,
@@ -51,12 +52,16 @@ class Server:
     on_call: Callable[[SessionCall, int], Awaitable[Any]]
     seen: list[SessionCall] = attrs.Factory(list)
     sessions: int = 0
+    closed: list[int] = attrs.Factory(list)
     scope: trio.CancelScope | None = None
 
     async def open(self, msg: OpenSession) -> SessionOpened:
         del msg
         self.sessions += 1
         return SessionOpened(session=self.sessions)
+
+    async def close(self, msg: CloseSession) -> None:
+        self.closed.append(msg.session)
 
     async def call(self, env: SessionCall) -> Any:
         copies = sum(1 for e in self.seen if (e.session, e.seq) == (env.session, env.seq))
@@ -65,7 +70,9 @@ class Server:
 
     async def serve(self, task_status: trio.TaskStatus[None]) -> None:
         with trio.CancelScope() as self.scope:
-            receptors = Receptors({OpenSession: self.open, SessionCall: self.call})
+            receptors = Receptors(
+                {OpenSession: self.open, SessionCall: self.call, CloseSession: self.close}
+            )
             async with open_membrane("srv", receptors, socket_path=self.path, sessions=True):
                 task_status.started()
                 await trio.sleep_forever()
@@ -111,8 +118,11 @@ async def test_sessions_calls_are_wrapped_numbered_and_unwrapped(sock: Path) -> 
         async with Synapse.grow("srv", socket_path=sock) as syn:
             assert await syn.fire(Inc(5)) == Total(5)
             assert await syn.fire_many([Inc(1), Inc(2)]) == [Total(1), Total(2)]
+        while not server.closed:
+            await trio.sleep(0.001)  # the goodbye signal is on its way
         nursery.cancel_scope.cancel()
     assert server.sessions == 1
+    assert server.closed == [1]  # the closing synapse said goodbye
     assert [(e.session, e.seq) for e in server.seen] == [(1, 1), (1, 2), (1, 3)]
     assert server.seen[0].fingerprint == fingerprint(Inc)
     # The floor is the lowest seq still waiting: each call waited only for itself,
@@ -282,7 +292,6 @@ SPEC_EXAMPLE = """
 
 def test_sessions_spec_example_and_fingerprints_match_the_code() -> None:
     """docs/protocol.md section 17: the worked example and the fingerprint table."""
-    from cellmesh.transport.session import CloseSession
     from cellmesh.wire import codec
     from cellmesh.wire.proteins import EncodeContext
 
