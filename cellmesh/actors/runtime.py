@@ -311,6 +311,7 @@ async def serve_cell(
                         name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
                         on_handler_error=_die_if_out_of_memory, **cell._membrane_options(),
                     ) as membrane:
+                        cell._membrane_opened(membrane)
                         running = RunningCell(
                             cell=cell, context=ctx, membrane=membrane, times=times
                         )

@@ -13,6 +13,7 @@ import trio
 
 import cellmesh
 from cellmesh import Cell, OutcomeUnknown, RemoteCellError, Synapse
+from cellmesh.actors._replica_entries import ResultKind, command_op
 from cellmesh.actors.control import ReplicaStats
 from cellmesh.actors.replicated_proteins import (
     AddReplica,
@@ -34,7 +35,7 @@ from cellmesh.testing.bank import (
 )
 from cellmesh.testing.kvcell import Get, GetStale, KVCell, Put, Value
 from cellmesh.transport.session import OpenSession, SessionCall, SessionOpened
-from cellmesh.wire.proteins import PROTEINS, EncodeContext, fingerprint
+from cellmesh.wire.proteins import PROTEINS, DecodeContext, EncodeContext, fingerprint
 
 pytestmark = pytest.mark.slow
 
@@ -93,26 +94,46 @@ async def test_replicated_group_is_called_by_name_from_another_cell() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_replicated_group_connection_on_a_former_leader_forwards_its_writes() -> None:
-    """Only the leader accepts; after a leadership transfer the connection stays on the
-    old leader, now a follower, which forwards commands to the new leader over the
-    peer sockets: every write applies once, the client notices nothing."""
+async def test_replicated_group_clients_follow_a_leadership_transfer() -> None:
+    """Only the leader accepts. After a leadership transfer the old leader sends its
+    connections a goaway: calls in flight finish (forwarded to the new leader), new
+    calls go over a new connection to the new leader; each write applies once."""
     with trio.fail_after(60):
         async with open_replica_group(Bank, name="bank") as g:
             async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
                 assert (await syn.fire(Deposit(id="d0", account="a", amount=10))).ok
                 old = await g.leader()
-                await g.transfer(None)
-                new = await g.leader()
-                assert new != old
                 ids = [f"w{i}" for i in range(20)]
                 async with trio.open_nursery() as nursery:
-                    for i in ids:
+                    for i in ids[:10]:
                         nursery.start_soon(syn.fire, Deposit(id=i, account="a", amount=1))
+                    await g.transfer(None)
+                    for i in ids[10:]:
+                        nursery.start_soon(syn.fire, Deposit(id=i, account="a", amount=1))
+                assert await g.leader() != old
                 counts = await applied(syn)
                 assert all(counts[i] == 1 for i in ids)
                 assert await balances(syn) == {"a": 30}
             await g.wait_converged()
+
+
+async def test_replicated_group_follower_forwards_commands_to_the_leader() -> None:
+    """A follower's router forwards an op over the peer sockets (Forward) and returns
+    the leader's result: what a connection left on a former leader relies on."""
+    with trio.fail_after(60):
+        async with open_replica_group(Bank, name="bank") as g:
+            leader = await g.leader()
+            follower = next(r for r in g.members if r != leader)
+            runtime = g.cells[follower]._replica
+            assert runtime is not None
+            body = cbor2.dumps(PROTEINS.encode(Deposit(id="f", account="a", amount=7),
+                                               EncodeContext()))
+            result = await runtime.router.submit(command_op(0, 0, 0, body))
+            assert result[0] == ResultKind.OK
+            receipt = PROTEINS.decode(result[1], DecodeContext())
+            assert isinstance(receipt, Receipt) and receipt.ok
+            async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
+                assert (await applied(syn))["f"] == 1
 
 
 async def test_replicated_group_leader_loss_is_invisible_and_writes_apply_once() -> None:
