@@ -37,7 +37,7 @@ from ..consensus import (
 )
 from ..errors import CellmeshError
 from ..transport._dispatch import Handler
-from ._replica_entries import address_op, check_op
+from ._replica_entries import address_op, decode_op
 from ._replica_spec import MAX_REPLICA_ID, node_id, replica_id
 from ._replica_submit import Refused, Router
 from .control import ReplicaStats
@@ -123,10 +123,7 @@ class PeerSide:
 
     async def forward(self, msg: Forward) -> Forwarded | ForwardRefused:
         """Submit a follower's op here (the leader), never forwarding it again."""
-        try:
-            op = check_op(cbor2.loads(msg.op))
-        except Exception as exc:
-            raise ValueError(f"malformed forwarded op: {exc}") from None
+        op = decode_op(bytes(msg.op))  # ValueError: the caller gets an error reply
         try:
             result = await self.replica.router.submit(op, may_forward=False)
         except Refused as exc:

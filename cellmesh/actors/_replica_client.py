@@ -43,15 +43,13 @@ from ..transport.session import (
 )
 from ..wire.proteins import DecodeContext, EncodeContext, ProteinRegistry, fingerprint
 from ._replica_entries import (
+    MAX_COUNTER,
     ResultKind,
     close_session_op,
     command_op,
     open_session_op,
 )
 from ._replica_types import QuerySpec, StateMachineCell
-
-#: Session ids, sequence numbers and floors are below this (they fit a CBOR uint64).
-_MAX_COUNTER: Final = 1 << 63
 
 
 class ApplyFailed(CellmeshError):
@@ -124,7 +122,7 @@ class ClientSide:
     async def session_call(self, call: SessionCall) -> Any:
         """One call inside a client session: a command through the log, or a query."""
         for value in (call.session, call.seq, call.floor):
-            if not 0 <= value < _MAX_COUNTER:
+            if not 0 <= value < MAX_COUNTER:
                 raise ValueError("session, seq and floor must be in [0, 2**63)")
         try:
             body = cbor2.loads(call.body)
@@ -159,7 +157,7 @@ class ClientSide:
 
     async def close_session(self, msg: CloseSession) -> None:
         """Forget a session (the client is done with it)."""
-        if 0 < msg.session < _MAX_COUNTER:
+        if 0 < msg.session < MAX_COUNTER:
             await self.submit(close_session_op(msg.session))
 
     # -- plain calls -------------------------------------------------------------

@@ -38,6 +38,8 @@ import attrs
 import cbor2
 
 FORMAT: Final = 1
+#: Session ids, sequence numbers and floors are below this (a CBOR uint64, signed-safe).
+MAX_COUNTER: Final = 1 << 63
 
 
 class OpKind(enum.IntEnum):
@@ -107,22 +109,33 @@ def check_op(op: Any) -> list[Any]:
         if len(op) != 5 or type(op[4]) is not bytes:
             raise ValueError("a command op is [0, session, seq, floor, bytes]")
         for value, what in zip(op[1:4], ("session", "seq", "floor"), strict=True):
-            if _int(value, what) < 0:
-                raise ValueError(f"{what} must not be negative")
+            if not 0 <= _int(value, what) < MAX_COUNTER:
+                raise ValueError(f"{what} must be in [0, 2**63)")
     elif kind == OpKind.OPEN_SESSION:
         if len(op) != 1:
             raise ValueError("an open-session op is [1]")
     elif kind == OpKind.CLOSE_SESSION:
         if len(op) != 2:
             raise ValueError("a close-session op is [2, session]")
-        _int(op[1], "session")
+        if not 0 <= _int(op[1], "session") < MAX_COUNTER:
+            raise ValueError("session must be in [0, 2**63)")
     elif kind == OpKind.ADDRESS:
         if len(op) != 3 or type(op[2]) is not str:
             raise ValueError("an address op is [3, replica, path]")
-        _int(op[1], "replica")
+        if not 0 <= _int(op[1], "replica") < MAX_COUNTER:
+            raise ValueError("replica must be in [0, 2**63)")
     else:
         raise ValueError(f"unknown op kind {kind}")
     return op
+
+
+def decode_op(data: bytes) -> list[Any]:
+    """One op from its CBOR bytes (a forwarded op); ``ValueError`` on anything malformed."""
+    try:
+        value = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ValueError(f"op is not valid CBOR: {exc}") from None
+    return check_op(value)
 
 
 def decode_batch(data: bytes) -> Batch:
@@ -161,6 +174,7 @@ def decode_results(data: bytes, count: int) -> list[list[Any]]:
 
 __all__ = [
     "FORMAT",
+    "MAX_COUNTER",
     "Batch",
     "OpKind",
     "ResultKind",
@@ -169,6 +183,7 @@ __all__ = [
     "close_session_op",
     "command_op",
     "decode_batch",
+    "decode_op",
     "decode_results",
     "encode_batch",
     "encode_results",

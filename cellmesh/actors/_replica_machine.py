@@ -32,7 +32,6 @@ from typing import Any, Final
 
 import cbor2
 
-from ..errors import ProteinError
 from ..wire.proteins import DecodeContext, EncodeContext, ProteinRegistry
 from ._replica_entries import OpKind, ResultKind, decode_batch, encode_results
 from ._replica_sessions import SessionLimits, SessionTable, Verdict
@@ -182,7 +181,7 @@ class ReplicaMachine:
     def _command(self, index: int, now: int, command: bytes) -> list[Any]:
         try:
             msg = self._decode(command)
-        except (ProteinError, ValueError, TypeError) as exc:
+        except Exception as exc:  # cbor2 raises several types on garbage
             return [ResultKind.RAISED, "UndecodableCommand", f"{type_name(exc)}: {exc}"]
         cls = type(msg)
         if cls not in self.commands:
@@ -213,7 +212,7 @@ class ReplicaMachine:
             return [ResultKind.OK, None]
         try:
             body = self.registry.encode(reply, EncodeContext())
-        except (ProteinError, TypeError, ValueError) as exc:
+        except Exception as exc:  # not a protein, or a field that does not encode
             return [
                 ResultKind.RAISED,
                 "BadReply",

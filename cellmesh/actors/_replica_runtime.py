@@ -28,8 +28,9 @@ announced, the accept gate). **Only the leader accepts client connections**:
 the group's one listening socket is shared by every replica (the root binds
 it), and a follower simply does not call ``accept``, so new connections wait
 in the kernel's backlog until a leader takes them, with no forwarding hop.
-A replica that loses leadership keeps serving the connections it has by
-forwarding their commands to the new leader over the peer sockets.
+A replica that loses leadership sends its connections a goaway (their
+clients reconnect, and the new leader accepts them) and forwards what they
+still send meanwhile to the new leader over the peer sockets.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from ..consensus import (
 from ..consensus.membrane_transport import MembraneTransport, Packet
 from ..errors import CellUnavailable, ConfigError
 from ..transport._dispatch import Receptors
-from ..transport.membrane import open_membrane
+from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
 from ..wire.proteins import PROTEINS
 from ._replica_admin import PeerSide
@@ -189,6 +190,8 @@ class ReplicaRuntime:
     _peer_scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
     _peer_lock: trio.Lock = attrs.Factory(trio.Lock)
     _paths: dict[int, str] = attrs.Factory(dict)
+    #: The group's client membrane, once serve_cell opened it.
+    client_membrane: Membrane | None = None
 
     @property
     def replica(self) -> int:
@@ -269,6 +272,10 @@ class ReplicaRuntime:
                     self._leading.set()
                 elif self._leading.is_set():
                     self._leading = trio.Event()
+                    if self.client_membrane is not None:
+                        # Its clients move to the new leader (their calls in
+                        # flight still finish, forwarded).
+                        self.client_membrane.goaway("no longer the leader")
                 self._changed.set()
                 self._changed = trio.Event()
                 await self.report()

@@ -8,7 +8,9 @@ queue; a single task drains it into Raft entries of up to ``max_ops`` ops
 (``max_bytes`` of command bytes), each proposed without a task per client
 (``propose_nowait``), at most ``max_inflight`` entries in flight. So 64
 concurrent clients cost about one entry, one WAL write and one fsync per
-round, not 64. The entry's results come back in one callback and wake each
+round, not 64. An op submitted while nothing is in flight or queued is
+proposed at once by its submitter (a lone client pays no hop through the
+batching task). The entry's results come back in one callback and wake each
 submitter.
 
 :class:`Router` is the path of one operation from whichever replica
@@ -122,8 +124,11 @@ class Batcher:
         not yet proposed is dropped; one already proposed may still apply.
         """
         slot = _Slot(op)
-        self._queue.append(slot)
-        self._wakeup.set()
+        if self._inflight == 0 and not self._queue:
+            self._propose([slot])  # nothing to batch with: no hop through the batcher task
+        else:
+            self._queue.append(slot)
+            self._wakeup.set()
         try:
             await slot.done.wait()
         finally:

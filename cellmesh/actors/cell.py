@@ -42,6 +42,7 @@ import trio
 from ..config import check_cell_name
 from ..errors import CellmeshError, CellUnavailable
 from ..transport._dispatch import Handler, Receptors
+from ..transport.membrane import Membrane
 from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
@@ -384,6 +385,9 @@ class Cell:
     def _membrane_options(self) -> Mapping[str, Any]:
         """Extra ``open_membrane`` keywords for the cell's membrane."""
         return {}
+
+    def _membrane_opened(self, membrane: Membrane) -> None:
+        """The cell's membrane serves from now on (until the runtime stops it)."""
 
     # -- runtime state ---------------------------------------------------------
 

@@ -46,6 +46,7 @@ from .cell import _MARK, Cell, _Mark, _resolve
 
 if TYPE_CHECKING:
     from ..transport._dispatch import Handler
+    from ..transport.membrane import Membrane
     from ._replica_runtime import ReplicaRuntime
     from ._stats import ServiceTimes
     from .cell import CellContext
@@ -242,6 +243,9 @@ class ReplicatedCell(Cell):
 
     def _membrane_options(self) -> Mapping[str, Any]:
         return self._runtime().client_membrane_options()
+
+    def _membrane_opened(self, membrane: Membrane) -> None:
+        self._runtime().client_membrane = membrane
 
     def _runtime(self) -> ReplicaRuntime:
         runtime = self._replica

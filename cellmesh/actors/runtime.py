@@ -54,6 +54,7 @@ from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
+from ._replica_spec import ReplicaSpec
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
 from .control import CellReady, CellStats
@@ -310,6 +311,7 @@ async def serve_cell(
                         name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
                         on_handler_error=_die_if_out_of_memory, **cell._membrane_options(),
                     ) as membrane:
+                        cell._membrane_opened(membrane)
                         running = RunningCell(
                             cell=cell, context=ctx, membrane=membrane, times=times
                         )
@@ -395,14 +397,43 @@ async def run_cell(env: Mapping[str, str]) -> int:
         except BaseException as exc:
             if has_memory_error(exc):
                 die_of_memory()
-            if isinstance(exc, ConfigError):
-                _line(f"{PROG}: {spec.name}: {exc}")
+            config = _config_error(exc)
+            if config is not None:
+                _line(f"{PROG}: {spec.name}: {config}")
                 return EXIT_CONFIG
             _line(f"{PROG}: cell {spec.name} crashed:\n{traceback.format_exc().rstrip()}")
+            _line(_cause_line(exc))  # the last line names the cause (the root shows it)
             return EXIT_CRASH
         if reason:
             _line(f"{PROG}: {spec.name} stopped: {reason}")
         return EXIT_OK
+
+
+def _cause_line(exc: BaseException) -> str:
+    """``Type: message`` of the first real failure inside ``exc`` (groups unwrapped)."""
+    leaf = exc
+    while isinstance(leaf, BaseExceptionGroup):
+        real = [e for e in leaf.exceptions if not isinstance(e, trio.Cancelled)]
+        leaf = (real or list(leaf.exceptions))[0]
+    cls = type(leaf)
+    module = cls.__module__
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    return f"{name}: {leaf}"
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """``exc`` if it is a ConfigError, or the first of a group holding only ConfigErrors."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(ConfigError)
+        if match is not None and rest is None:
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            assert isinstance(leaf, ConfigError)
+            return leaf
+    return None
 
 
 def _check_replicated(env: Mapping[str, str], cls: type[Cell], spec: CellEnv) -> None:
@@ -421,6 +452,8 @@ def _check_replicated(env: Mapping[str, str], cls: type[Cell], spec: CellEnv) ->
             f"is not set, but {spec.module}:{cls.__qualname__} is a ReplicatedCell: "
             "give the cell `replicas = N` in the manifest",
         )
+    if replica:
+        ReplicaSpec.from_env(env, spec.data_dir)  # names a bad CELL_REPLICA_* before serving
 
 
 def wait_for_go(env: Mapping[str, str]) -> bool:

@@ -177,7 +177,8 @@ async def _propose(syn: Synapse, command: bytes) -> bytes:
     return bytes(reply.value)
 
 
-async def _pipelined(syn: Synapse, ops: int, concurrency: int, payload: int) -> Throughput:
+async def pipelined(syn: Synapse, ops: int, concurrency: int, payload: int) -> Throughput:
+    """``ops`` proposals through ``syn`` (a raw node), ``concurrency`` in flight."""
     latencies: list[float] = []
     value = b"v" * payload
     counter = iter(range(ops))
@@ -204,9 +205,9 @@ async def cellmesh_throughput(
     with raw_cluster(tick, no_fsync=no_fsync) as cluster:
         leader = await cluster.leader()
         async with cluster.client(leader) as syn:
-            await _pipelined(syn, min(ops // 10, 2000), concurrency, payload)  # warm up
+            await pipelined(syn, min(ops // 10, 2000), concurrency, payload)  # warm up
             before = await syn.fire(RawStatus())
-            result = await _pipelined(syn, ops, concurrency, payload)
+            result = await pipelined(syn, ops, concurrency, payload)
             after = await syn.fire(RawStatus())
             assert isinstance(before, RawInfo) and isinstance(after, RawInfo)
             return attrs.evolve(
@@ -459,6 +460,7 @@ __all__ = [
     "cellmesh_failover",
     "cellmesh_throughput",
     "main",
+    "pipelined",
     "pysyncobj_throughput",
     "raw_cluster",
     "wal_recovery_seconds",

@@ -167,13 +167,14 @@ class Membrane:
         finally:
             self._connections.discard(conn)
 
-    async def drain(self, grace: float = 10.0) -> None:
-        """Graceful shutdown of connections: send goaway, let in-flight calls finish.
+    def goaway(self, reason: str) -> None:
+        """Ask every current connection to move: goaway, calls in flight still finish.
 
-        Connections still busy after ``grace`` seconds are closed.
+        The membrane keeps listening; clients open new connections for new
+        work (a replica that stops leading sends this so its clients move to
+        the new leader).
         """
-        self._closing = True
-        goaway = codec.frame_bytes(GoAway(ErrorCode.SHUTTING_DOWN, "shutting down").to_wire())
+        goaway = codec.frame_bytes(GoAway(ErrorCode.SHUTTING_DOWN, reason).to_wire())
         for conn in list(self._connections):
             # The peer sends no new calls after the goaway and closes once its
             # calls are answered; until then everything that arrives is served,
@@ -181,6 +182,14 @@ class Membrane:
             conn.draining = True
             with suppress(ChannelBroken):
                 conn.channel.send(goaway)
+
+    async def drain(self, grace: float = 10.0) -> None:
+        """Graceful shutdown of connections: send goaway, let in-flight calls finish.
+
+        Connections still busy after ``grace`` seconds are closed.
+        """
+        self._closing = True
+        self.goaway("shutting down")
         with trio.move_on_after(grace):
             for conn in list(self._connections):
                 await conn.done.wait()

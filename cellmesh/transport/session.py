@@ -28,6 +28,10 @@ connected to such a server sends every call through
    was certainly not applied; otherwise its outcome is unknown) or
    ``"stale"`` (its ``seq`` is below the floor: unknown).
 
+5. When the synapse closes with nothing in flight, it signals
+   :class:`CloseSession` (best effort), so the server forgets the session at
+   once instead of at its expiry.
+
 Errors: :class:`~cellmesh.errors.OutcomeUnknown` when a call that left this
 process got no answer after every retry (or a fault made it unknowable);
 :class:`~cellmesh.errors.CellUnavailable` when it never left (the server
@@ -75,12 +79,20 @@ class Synapse(Protocol):
         """Send ``msgs`` as plain calls; their replies (raises on a failed call)."""
         ...
 
+    async def _fire_one(self, msg: Any) -> Any:
+        """Send one plain call; its reply (raises on a failed call)."""
+        ...
+
     async def _connection(self) -> Any:
         """A live connection (connecting if needed); CellUnavailable if none."""
         ...
 
     def _abandon_connection(self, reason: str) -> None:
         """Give up the current connection: its calls fail, the next call reconnects."""
+
+    def _signal_nowait(self, msg: Any) -> bool:
+        """Send a one-way message now if possible; False if it was dropped."""
+        ...
 
 
 @protein("cellmesh.session.Open")
@@ -173,22 +185,42 @@ class ClientSessions:
         """The current session id, or None before the first call."""
         return self._state.id if self._state is not None else None
 
-    async def _current(self, syn: Synapse, stale: _State | None = None) -> _State:
-        """The open session (opened now if there is none, or if ``stale`` expired)."""
+    async def _current(self, syn: Synapse, deadline: float) -> _State:
+        """The open session (opened now if there is none)."""
         state = self._state
-        if state is not None and state is not stale:
+        if state is not None:
             return state
         async with self._opening:
             state = self._state
-            if state is None or state is stale:
-                reply = (await syn._fire([OpenSession()], 1))[0]
+            if state is None:
+                state = self._state = _State(id=await self._open(syn, deadline))
+            return state
+
+    async def _open(self, syn: Synapse, deadline: float) -> int:
+        """Ask the server for a session, retrying until ``deadline``."""
+        reason = "no answer"
+        while trio.current_time() < deadline:
+            with trio.move_on_after(min(syn.options.retry_after, deadline - trio.current_time())):
+                try:
+                    reply = (await syn._fire([OpenSession()], 1))[0]
+                except CellUnavailable as exc:
+                    reason = exc.reason
+                    await trio.sleep(RECONNECT_DELAY)
+                    continue
                 if not isinstance(reply, SessionOpened):
                     raise CellUnavailable(
                         syn.name, syn.socket_path_text,
                         f"the cell answered a session request with {type(reply).__name__}",
                     )
-                state = self._state = _State(id=reply.session)
-            return state
+                return reply.session
+            syn._abandon_connection("no answer to a session request in time")
+        raise CellUnavailable(syn.name, syn.socket_path_text, f"could not open a session: {reason}")
+
+    def goodbye(self, syn: Synapse) -> None:
+        """The synapse closes: tell the server it may forget the session (best effort)."""
+        state, self._state = self._state, None
+        if state is not None and not state.waiting:
+            syn._signal_nowait(CloseSession(session=state.id))
 
     async def call(self, syn: Synapse, msgs: list[Any]) -> list[Any]:
         """Send ``msgs`` in the session and return their replies in order (see module doc)."""
@@ -203,7 +235,7 @@ class ClientSessions:
         deadline = trio.current_time() + opts.give_up_after
         try:
             while todo:
-                await self._assign(syn, [pending[i] for i in todo])
+                await self._assign(syn, [pending[i] for i in todo], deadline)
                 replies = await self._attempt(syn, [pending[i] for i in todo], deadline)
                 if replies is None:
                     continue  # nothing answered: resend the same envelopes
@@ -219,7 +251,7 @@ class ClientSessions:
                         # when the copy arrived. Resend it in a fresh session.
                         stale = item.state
                         item.release()
-                        if stale is not None and self._state is stale:
+                        if self._state is stale:
                             self._state = None
                         item.sent = False
                         again.append(i)
@@ -231,11 +263,11 @@ class ClientSessions:
             for item in pending:
                 item.release()
 
-    async def _assign(self, syn: Synapse, items: list[_Pending]) -> None:
+    async def _assign(self, syn: Synapse, items: list[_Pending], deadline: float) -> None:
         """Give every item without a session a seq in the current session."""
         for item in items:
             if item.state is None:
-                state = await self._current(syn)
+                state = await self._current(syn, deadline)
                 item.state = state
                 item.seq = state.take()
 
@@ -265,6 +297,8 @@ class ClientSessions:
             item.sent = True
         with trio.move_on_after(min(syn.options.retry_after, deadline - now)):
             try:
+                if len(envelopes) == 1:
+                    return [await syn._fire_one(envelopes[0])]
                 return await syn._fire(envelopes, len(envelopes))
             except CellUnavailable:
                 await trio.sleep(RECONNECT_DELAY)

@@ -421,6 +421,8 @@ class Synapse:
 
     def _close(self) -> None:
         self._closed = True
+        if self._sessions is not None:
+            self._sessions.goodbye(self)
         if self._conn is not None:
             self._conn._die("the synapse was closed")
 
@@ -506,6 +508,10 @@ class Synapse:
         """
         if self._sessions is not None:
             return (await self._sessions.call(self, [msg]))[0]
+        return await self._fire_one(msg)
+
+    async def _fire_one(self, msg: Any) -> Any:
+        """One plain call (no session); the fast path when the connection has credit."""
         conn = self._conn
         if (
             conn is None
@@ -642,6 +648,20 @@ class Synapse:
             conn.calls_left -= n
             sent += n
         await trio.lowlevel.checkpoint()
+
+    def _signal_nowait(self, msg: Any) -> bool:
+        """Send a one-way ``msg`` now if the connection is live with credit (else drop it)."""
+        conn = self._conn
+        if conn is None or conn.dead is not None or conn.calls_left <= 0 or conn.bytes_left <= 0:
+            return False
+        try:
+            data = codec.frame_bytes([Kind.SIGNAL, self.registry.encode(msg, EncodeContext())])
+            conn.channel.send(data)
+        except (ChannelBroken, CellmeshError):
+            return False
+        conn.calls_left -= 1
+        conn.bytes_left -= len(data) - codec.HEADER_SIZE
+        return True
 
     def _abandon_connection(self, reason: str) -> None:
         """Close the current connection (its calls fail); the next call reconnects."""

@@ -1,0 +1,160 @@
+"""The user's side of a replicated cell: what a class may declare (checked when it is
+created), and the replica's env contract (CELL_REPLICA_*, exit code 2 when wrong)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cellmesh
+from cellmesh import CommandMeta, ReplicatedCell, query
+from cellmesh.actors._replica_spec import ReplicaSpec
+from cellmesh.errors import ConfigError
+from cellmesh.testing.bank import Bank, Deposit, GetBalances
+from cellmesh.testing.kvcell import KVCell
+
+
+@cellmesh.protein("t.repl.Cmd")
+class Cmd:
+    n: int
+
+
+@cellmesh.protein("t.repl.Ask")
+class Ask:
+    pass
+
+
+def test_replicated_cell_collects_commands_and_queries() -> None:
+    assert Bank.commands == (Bank.commands[0], Bank.commands[1])
+    assert {cls.__name__: spec.method for cls, spec in Bank._query_table.items()} == {
+        "GetBalances": "get_balances", "GetApplied": "get_applied",
+    }
+    assert {spec.stale for spec in KVCell._query_table.values()} == {False, True}
+    assert GetBalances in Bank._query_table and Deposit in Bank.commands
+
+
+def test_replicated_cell_refuses_receptors() -> None:
+    with pytest.raises(TypeError, match="no @receptor"):
+
+        class Bad(ReplicatedCell):
+            @cellmesh.receptor
+            async def handle(self, msg: Cmd) -> None: ...
+
+
+def test_replicated_cell_refuses_async_queries_and_non_proteins() -> None:
+    with pytest.raises(TypeError, match="synchronous"):
+
+        class Bad(ReplicatedCell):
+            @query
+            async def ask(self, q: Ask) -> None: ...
+
+    with pytest.raises(TypeError, match="not a protein"):
+
+        class Bad2(ReplicatedCell):
+            commands = (int,)
+
+
+def test_replicated_cell_refuses_a_protein_both_command_and_query() -> None:
+    with pytest.raises(TypeError, match="both a command and a query"):
+
+        class Bad(ReplicatedCell):
+            commands = (Cmd,)
+
+            def apply(self, command: Any, meta: CommandMeta) -> None: ...
+            def snapshot(self) -> bytes: return b""
+            def restore(self, data: bytes) -> None: ...
+
+            @query
+            def ask(self, q: Cmd) -> None: ...
+
+
+def test_replicated_cell_with_commands_must_define_the_state_machine() -> None:
+    with pytest.raises(TypeError, match="does not define snapshot, restore"):
+
+        class Bad(ReplicatedCell):
+            commands = (Cmd,)
+
+            def apply(self, command: Any, meta: CommandMeta) -> None: ...
+
+
+ENV = {
+    "CELL_REPLICA_ID": "1",
+    "CELL_REPLICA_PEERS": "0=/p/0.sock,1=/p/1.sock,2=/p/2.sock",
+    "CELL_REPLICA_BOOTSTRAP": "0,1,2",
+    "CELL_LISTEN_FDS": "2",
+}
+
+
+def test_replica_spec_parses_the_contract() -> None:
+    spec = ReplicaSpec.from_env(ENV, Path("/data"))
+    assert (spec.replica, spec.bootstrap, spec.join, spec.peer_fd) == (1, (0, 1, 2), False, 4)
+    assert spec.own_path == "/p/1.sock"
+    joining = ReplicaSpec.from_env(
+        {**ENV, "CELL_REPLICA_JOIN": "1", "CELL_REPLICA_BOOTSTRAP": "", "CELL_LISTEN_FDS": ""},
+        Path("/data"),
+    )
+    assert joining.join and joining.peer_fd is None
+
+
+@pytest.mark.parametrize(("change", "variable"), [
+    ({"CELL_REPLICA_ID": ""}, "CELL_REPLICA_ID"),
+    ({"CELL_REPLICA_ID": "-1"}, "CELL_REPLICA_ID"),
+    ({"CELL_REPLICA_ID": "7"}, "CELL_REPLICA_PEERS"),
+    ({"CELL_REPLICA_PEERS": "0=/a,0=/b,1=/c"}, "CELL_REPLICA_PEERS"),
+    ({"CELL_REPLICA_PEERS": "1"}, "CELL_REPLICA_PEERS"),
+    ({"CELL_REPLICA_BOOTSTRAP": "0,5"}, "CELL_REPLICA_BOOTSTRAP"),
+    ({"CELL_REPLICA_BOOTSTRAP": "1,1"}, "CELL_REPLICA_BOOTSTRAP"),
+    ({"CELL_REPLICA_JOIN": "yes"}, "CELL_REPLICA_JOIN"),
+    ({"CELL_LISTEN_FDS": "two"}, "CELL_LISTEN_FDS"),
+    ({"CELL_REPLICA_CHECK": "on"}, "CELL_REPLICA_CHECK"),
+])
+def test_replica_spec_names_the_bad_variable(change: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ReplicaSpec.from_env({**ENV, **change}, Path("/data"))
+    assert info.value.source == variable
+
+
+def test_replica_spec_needs_a_data_dir() -> None:
+    with pytest.raises(ConfigError) as info:
+        ReplicaSpec.from_env(ENV, None)
+    assert info.value.source == "CELL_DATA_DIR"
+
+
+def run_runtime(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "CELL_NAME": "bank",
+        "CELL_SOCKET_DIR": str(tmp_path),
+        "CELL_DATA_DIR": str(tmp_path / "data"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cellmesh.actors.runtime"], env=full,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_replicated_runtime_refuses_mismatched_entries_with_exit_2(tmp_path: Path) -> None:
+    plain = run_runtime(
+        {**ENV, "CELL_LISTEN_FDS": "", "CELL_ENTRY": "cellmesh.testing.bank:Deposit"}, tmp_path
+    )
+    assert plain.returncode == 2
+    assert "CELL_ENTRY" in plain.stderr
+    not_replicated = run_runtime({**ENV, "CELL_LISTEN_FDS": "", "CELL_ENTRY":
+                                  "rootcells:Echoer"}, tmp_path)
+    assert not_replicated.returncode == 2
+    no_replica = run_runtime({"CELL_ENTRY": "cellmesh.testing.bank:Bank"}, tmp_path)
+    assert no_replica.returncode == 2
+    assert "CELL_REPLICA_ID" in no_replica.stderr and "replicas = N" in no_replica.stderr
+    bad_env = run_runtime(
+        {**ENV, "CELL_LISTEN_FDS": "", "CELL_REPLICA_JOIN": "maybe",
+         "CELL_ENTRY": "cellmesh.testing.bank:Bank"}, tmp_path,
+    )
+    assert bad_env.returncode == 2
+    assert "CELL_REPLICA_JOIN" in bad_env.stderr
