@@ -11,7 +11,7 @@ it, and nothing but tests, benchmarks and the CLI import it.
   step-by-step unit tests.
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
 * :func:`open_root` -- a root daemon served inside the test's Trio run.
-* :func:`open_replicas_group` / :func:`process_replicas_group` -- a replicated
+* :func:`open_replica_group` / :func:`process_replica_group` -- a replicated
   cell's replicas without a root, in the test's Trio run or as processes;
   :class:`Bank` / :class:`BankModel` -- a replicated bank and its model.
 """
@@ -21,8 +21,8 @@ from cellmesh.testing.cluster import (
     GroupAdmin,
     ProcessGroup,
     ReplicaGroup,
-    open_replicas_group,
-    process_replicas_group,
+    open_replica_group,
+    process_replica_group,
 )
 from cellmesh.testing.kvsm import Command, KeyValueMachine, KVStateMachine
 from cellmesh.testing.lincheck import (
@@ -69,8 +69,8 @@ __all__ = [
     "check_operations",
     "history_from_events",
     "mesh_env",
-    "open_replicas_group",
+    "open_replica_group",
     "open_root",
-    "process_replicas_group",
+    "process_replica_group",
     "run_seed",
 ]

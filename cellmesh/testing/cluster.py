@@ -9,12 +9,12 @@ peer sockets ``.replicas/<name>/<i>.sock``; each replica's data directory
 is ``<directory>/data/<i>``. Clients connect with
 ``Synapse.grow(name, socket_dir=group.socket_dir)``.
 
-* :func:`open_replicas_group` serves each replica with
+* :func:`open_replica_group` serves each replica with
   :func:`~cellmesh.actors.runtime.serve_cell` inside the caller's Trio run
   (fast, deterministic enough for most tests). :meth:`ReplicaGroup.stop`
   cancels a replica abruptly (its connections close, its WAL stays);
   :meth:`ReplicaGroup.start` brings it back from its WAL.
-* :func:`process_replicas_group` runs each replica as
+* :func:`process_replica_group` runs each replica as
   ``python -m cellmesh.actors.runtime`` (the client listener as fd 3, its
   peer listener as fd 4, as the root passes them): :meth:`ProcessGroup.kill`
   is ``kill -9``, :meth:`ProcessGroup.pause` / :meth:`ProcessGroup.resume`
@@ -176,7 +176,7 @@ def _client_listener(socket_dir: Path, name: str) -> socket.socket:
 
 @attrs.define(eq=False)
 class ReplicaGroup(GroupAdmin):
-    """Replicas served in the caller's Trio run; see :func:`open_replicas_group`."""
+    """Replicas served in the caller's Trio run; see :func:`open_replica_group`."""
 
     cell_class: type[ReplicatedCell] = ReplicatedCell
     directory: Path = Path()
@@ -229,7 +229,7 @@ class ReplicaGroup(GroupAdmin):
 
 
 @asynccontextmanager
-async def open_replicas_group(
+async def open_replica_group(
     cell_class: type[ReplicatedCell],
     *,
     replicas: int = 3,
@@ -271,7 +271,7 @@ async def open_replicas_group(
 
 @attrs.define(eq=False)
 class ProcessGroup(GroupAdmin):
-    """Replica processes; see :func:`process_replicas_group`."""
+    """Replica processes; see :func:`process_replica_group`."""
 
     entry: str = ""
     directory: Path = Path()
@@ -358,7 +358,7 @@ class ProcessGroup(GroupAdmin):
 
 
 @contextmanager
-def process_replicas_group(
+def process_replica_group(
     entry: str,
     *,
     replicas: int = 3,
@@ -395,7 +395,7 @@ __all__ = [
     "GroupAdmin",
     "ProcessGroup",
     "ReplicaGroup",
-    "open_replicas_group",
-    "process_replicas_group",
+    "open_replica_group",
+    "process_replica_group",
     "replica_env",
 ]
