@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import bankload
 import pytest
 import trio
 from bankload import GROUP, BankLoad, bank_toml, deposit_all, kill_replica, leader, until
 
 from cellmesh import Synapse
+from cellmesh.actors._replicas_group import REPLICA_INTENSITY, REPLICA_PERIOD
 from cellmesh.actors.control import WipeReplica
 from cellmesh.actors.logs import read_log
 from cellmesh.actors.root import Root
@@ -71,21 +73,54 @@ async def a_leader(root: Root) -> int:
     return found
 
 
+@attrs.define
+class KillBudget:
+    """Kills within what each replica's supervisor allows (``REPLICA_INTENSITY`` restarts in
+    ``REPLICA_PERIOD`` s, one kept in reserve): more would get a replica given up -- the
+    supervisor doing its job, but not what this test is about."""
+
+    kills: dict[int, list[float]] = attrs.Factory(dict)
+
+    def allows(self, replica: int) -> float:
+        """0 when ``replica`` may be killed now, else how long until it may."""
+        now = trio.current_time()
+        recent = [t for t in self.kills.get(replica, []) if now - t < REPLICA_PERIOD]
+        self.kills[replica] = recent
+        if len(recent) < REPLICA_INTENSITY - 1:
+            return 0.0
+        return REPLICA_PERIOD - (now - recent[0])
+
+    async def kill(self, root: Root, pick: Callable[[], Awaitable[int]]) -> int:
+        """Kill the replica ``pick()`` names, waiting out its budget first; return it."""
+        while True:
+            victim = await pick()
+            wait = self.allows(victim)
+            if wait == 0.0:
+                self.kills[victim].append(trio.current_time())
+                await kill_replica(root, victim)
+                return victim
+            await trio.sleep(wait)  # the fault schedule: the window must move on
+
+
 async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> None:
     """Each cycle: kill -9 the leader; pause the next leader past an election timeout;
     kill each follower in turn. Clients must make ``progress`` writes after each fault."""
+    budget = KillBudget()
     for _ in range(cycles):
-        first = await a_leader(root)
-        await kill_replica(root, first)
+        first = await budget.kill(root, lambda: a_leader(root))
         await until(root, lambda old=first: leader(root) not in (None, old), "a new leader")
         await load.progress(progress)
         second = await a_leader(root)
         await bankload.pause_replica(root, second, PAUSE)
         await load.progress(progress)
-        for _ in range(2):
-            current = await a_leader(root)
-            follower = next(i for i in bankload.members(root) if i != current)
-            await kill_replica(root, follower)
+        for turn in range(2):
+
+            async def follower(turn: int = turn) -> int:
+                current = await a_leader(root)
+                followers = [i for i in bankload.members(root) if i != current]
+                return followers[turn % len(followers)]
+
+            await budget.kill(root, follower)
             await load.progress(progress)
 
 
