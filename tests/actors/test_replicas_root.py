@@ -481,3 +481,21 @@ async def test_replicas_root_a_group_is_up_once_a_majority_is_ready() -> None:
                 root.backend.kill(slot.instance.cell_id)  # do not wait for its shutdown
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_refuses_a_peer_socket_path_too_long_for_unix() -> None:
+    name = "g" * 47  # the longest name a replicated cell may have
+    toml = (f'[cells.{name}]\ndna = "replicacells.py"\nentry = "replicacells:Observer"\n'
+            "replicas = 1\nstandby = false\n")
+    # a home whose socket dir fits the group's own socket, not its peers' (.replicas/<name>/)
+    base = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    home = base / ("h" * (107 - len(str(base)) - len("/run/") - len(name) - len(".sock") - 2))
+    home.mkdir()
+    try:
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(toml, home=home):
+                pass
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
+        assert "CELL_SOCKET_DIR: the peer socket path" in texts and "107-byte limit" in texts
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
