@@ -282,11 +282,14 @@ class ClientSessions:
                     syn.name, f"no answer after retrying for {syn.options.give_up_after} s"
                 )
             raise CellUnavailable(syn.name, syn.socket_path_text, "gave up reconnecting")
-        try:
-            await syn._connection()
-        except CellUnavailable:
-            await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
-            return None  # nothing left this process
+        with trio.move_on_after(deadline - now) as connecting:
+            try:
+                await syn._connection()
+            except CellUnavailable:
+                await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
+                return None  # nothing left this process
+        if connecting.cancelled_caught:
+            return None  # no hello before the deadline: nothing left this process
         envelopes = []
         for item in items:
             state = item.state
