@@ -377,21 +377,36 @@ def frame_bytes(item: list[Any]) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
-    """Encode wire items into as few frames as fit in ``max_frame_size``.
+def item_weight(item: list[Any]) -> int:
+    """How many calls and signals a wire item carries (what it costs in call credit)."""
+    kind = item[0]
+    if kind in (Kind.CALL, Kind.SIGNAL):
+        return 1
+    if kind == Kind.COLUMNS and item[1] != Kind.REPLY:
+        return int(item[2])
+    return 0
 
-    One item becomes a plain frame; several become one ``batch`` frame, split
-    in halves while a frame would be too large. A single item that cannot fit
-    raises :class:`~cellmesh.errors.LocalProtocolError` (the caller should
-    send large payloads as vesicles or raise the limit).
+
+def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[bytes, int]]:
+    """Encode wire items into as few frames as fit in ``max_frame_size``, with their weights.
+
+    Returns ``(frame, calls and signals in it)`` pairs, in order. One item
+    becomes a plain frame; several become one ``batch`` frame, split in
+    halves while a frame would be too large (a columns item of several rows
+    is split by rows). A single item that cannot fit raises
+    :class:`~cellmesh.errors.LocalProtocolError` (the caller should send
+    large payloads as vesicles or raise the limit).
     """
     if not items:
         return []
     payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
     if len(payload) <= max_frame_size:
-        return [HEADER.pack(len(payload)) + payload]
+        weight = 0
+        for item in items:
+            weight += item_weight(item)
+        return [(HEADER.pack(len(payload)) + payload, weight)]
     if len(items) == 1 and items[0][0] == Kind.COLUMNS and items[0][2] > 1:
-        return encode_items(list(split_columns(items[0])), max_frame_size)
+        return encode_chunks(list(split_columns(items[0])), max_frame_size)
     if len(items) == 1:
         raise LocalProtocolError(
             f"a {Kind(items[0][0]).name.lower()} frame of {len(payload)} bytes exceeds the "
@@ -399,7 +414,56 @@ def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
             code=ErrorCode.FRAME_TOO_LARGE,
         )
     half = len(items) // 2
-    return encode_items(items[:half], max_frame_size) + encode_items(items[half:], max_frame_size)
+    return encode_chunks(items[:half], max_frame_size) + encode_chunks(
+        items[half:], max_frame_size
+    )
+
+
+def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
+    """Encode wire items into as few frames as fit (see :func:`encode_chunks`)."""
+    return [data for data, _ in encode_chunks(items, max_frame_size)]
+
+
+#: Encoded size of a call/signal envelope and its place in a batch or a one-row
+#: columns item, beyond the body itself (see :func:`body_fits`).
+_ENVELOPE: Final = 64
+_FIELD_SLACK: Final = 11  # a field as one row of a typed column: at most 11 bytes more
+_SMALL_INT: Final = 1 << 64
+
+
+def body_fits(body: Body, max_frame_size: int) -> bool:
+    """True if a call or signal carrying ``body`` fits one frame of ``max_frame_size``.
+
+    Exact where it matters and cheap where it does not: a flat body of
+    scalars, short text and bytes is bounded without encoding it (its
+    worst-case CBOR size is summed), and only a body whose bound comes near
+    the limit, or that nests arrays or maps, is encoded to measure it. The
+    allowance covers the envelope and the body's place in a batch or a
+    one-row columns item, so an entry that passes always fits one frame
+    whichever of those forms the sender chooses.
+    """
+    budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
+    bound = 0
+    for value in body:
+        kind = type(value)
+        if kind is int:
+            if not -_SMALL_INT < value < _SMALL_INT:
+                break
+            bound += 9
+        elif kind is str:
+            bound += 4 * len(value) + 9
+        elif kind is bytes:
+            bound += len(value) + 9
+        elif kind is float:
+            bound += 9
+        elif value is None or kind is bool:
+            bound += 1
+        else:
+            break
+    else:
+        if bound <= budget:
+            return True
+    return len(cbor2.dumps(body)) <= budget
 
 
 # ---------------------------------------------------------------------------

@@ -422,8 +422,12 @@ class Schema:
                     self._raise_first_bad(objs)
         return columns
 
-    def pack_columns(self, columns: list[list[Any]]) -> list[Any]:
-        """Wire form of column values: int/float columns as RFC 8746 typed arrays."""
+    def pack_columns(self, columns: list[list[Any]], packed_text: bool = False) -> list[Any]:
+        """Wire form of column values: int/float columns as RFC 8746 typed arrays.
+
+        With ``packed_text`` (the peer announced it reads them), ``str`` and
+        ``bytes`` columns use the packed forms of docs/protocol.md 11.3.
+        """
         packed: list[Any] = []
         for col, ftype in zip(columns, self._ftypes, strict=True):
             tag = _TYPED_TAG.get(ftype.text)
