@@ -29,8 +29,10 @@ class WireParams:
     signal_msgs: int
     warmup_msgs: int
     bulk_transfers: int
+    natural_msgs: int = 64_000
     bulk_warmup: int = 1
     window: int = 1024
+    raw_chunk: int = 128
     pipeline_tasks: int = 2
     signal_batch: int = 1024
     bulk_bytes: int = 64 << 20
@@ -50,6 +52,7 @@ class WireParams:
             pipeline_msgs=s(self.pipeline_msgs),
             signal_msgs=s(self.signal_msgs),
             warmup_msgs=s(self.warmup_msgs),
+            natural_msgs=s(self.natural_msgs),
             bulk_bytes=max(1 << 16, int(self.bulk_bytes * factor)),
         )
 
@@ -92,6 +95,7 @@ QUICK: Final = WireParams(
     signal_msgs=40_000,
     warmup_msgs=4096,
     bulk_transfers=1,
+    natural_msgs=16_000,
 )
 """``--quick``: about 20 seconds, for demos."""
 

@@ -128,14 +128,27 @@ class Sampler:
             category = self._cache[key] = classify(frame)
         self.counts[category] += 1
 
-    def start(self) -> None:
-        """Start sampling (installs the SIGPROF handler; call from the main thread)."""
-        self.counts.clear()
+    def install(self) -> None:
+        """Install the SIGPROF handler (from the main thread); sampling starts with :meth:`arm`."""
         self._previous = signal.signal(signal.SIGPROF, self._on_sample)
+
+    def arm(self) -> None:
+        """Start counting samples afresh (any thread)."""
+        self.counts.clear()
         signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
 
-    def stop(self) -> dict[str, int]:
-        """Stop sampling; return the sample count of every category."""
+    def disarm(self) -> dict[str, int]:
+        """Stop sampling (any thread); return the sample count of every category."""
         signal.setitimer(signal.ITIMER_PROF, 0, 0)
-        signal.signal(signal.SIGPROF, self._previous or signal.SIG_DFL)
         return {c: self.counts.get(c, 0) for c in CATEGORIES}
+
+    def start(self) -> None:
+        """Install and arm (main thread)."""
+        self.install()
+        self.arm()
+
+    def stop(self) -> dict[str, int]:
+        """Disarm and restore the previous SIGPROF handler; return the counts."""
+        counts = self.disarm()
+        signal.signal(signal.SIGPROF, self._previous or signal.SIG_DFL)
+        return counts

@@ -299,16 +299,26 @@ class Channel:
             if short:
                 break  # the kernel's buffer is full: the writer waits for room
         if queue:
-            self._wake_writer.set()
+            if not self._wake_writer.is_set():
+                self._wake_writer.set()
+                self.woke_tasks()
         elif self._flushed is not None:
             self._flushed.set()
             self._flushed = None
+            self.woke_tasks()
         if self._below_cap is not None and self._queued < MAX_QUEUED_BYTES:
             self._below_cap.set()
             self._below_cap = None
+            self.woke_tasks()
+
+    def woke_tasks(self) -> None:
+        """Code that may run inside the end-of-pass hook woke a task (see Flusher.poke)."""
+        if self._flusher is not None:
+            self._flusher.poke()
 
     def _fail(self, exc: BaseException) -> None:
         first = self.broken is None
+        self.woke_tasks()
         if first:
             self.broken = exc
         self._wake_writer.set()

@@ -33,7 +33,12 @@ Contract for :meth:`Flushable.end_of_pass`: it runs inside the scheduler (not
 in a task): it must not await, must not raise (an exception is turned into a
 failure of that flushable through :meth:`Flushable.flush_failed`, never
 allowed to reach Trio, which would disable the instrument) and must only do
-non-blocking I/O.
+non-blocking I/O. If it wakes a task (sets an event, reschedules a waiter)
+it must call :meth:`Flusher.poke`: Trio computed the I/O wait's timeout
+before calling the hook, so without a poke the loop could sleep in
+``epoll_wait`` with that task runnable. A poke makes the flusher wake the
+loop through its wakeup descriptor (``run_sync_soon``), so the I/O wait
+returns at once.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class Flusher(trio.abc.Instrument):
         self._dirty: dict[Flushable, None] = {}
         self._users = 0
         self._installed = False
+        self._in_hook = False
+        self._poked = False
+        self._token = trio.lowlevel.current_trio_token()
 
     @staticmethod
     def current() -> Flusher:
@@ -94,19 +102,36 @@ class Flusher(trio.abc.Instrument):
         """Have ``flushable.end_of_pass()`` called at the end of this pass."""
         self._dirty[flushable] = None
 
+    def poke(self) -> None:
+        """A task was woken: if that happened inside the hook, keep the I/O wait short."""
+        if self._in_hook:
+            self._poked = True
+
     def before_io_wait(self, timeout: float) -> None:
         """Trio's hook: the pass is over; flush every dirty flushable once."""
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-        for flushable in dirty:
-            try:
-                again = flushable.end_of_pass()
-            except Exception as exc:  # never let it reach Trio (it would drop us)
-                flushable.flush_failed(exc)
-                continue
-            if again:
-                self._dirty[flushable] = None
+        self._in_hook = True
+        try:
+            for flushable in dirty:
+                try:
+                    again = flushable.end_of_pass()
+                except Exception as exc:  # never let it reach Trio (it would drop us)
+                    flushable.flush_failed(exc)
+                    continue
+                if again:
+                    self._dirty[flushable] = None
+        finally:
+            self._in_hook = False
+        if self._poked:
+            self._poked = False
+            if timeout > 0:
+                self._token.run_sync_soon(_nothing)
+
+
+def _nothing() -> None:
+    """Run by ``run_sync_soon`` only to make the pending I/O wait return at once."""
 
 
 _FLUSHER: Final[trio.lowlevel.RunVar[Flusher]] = trio.lowlevel.RunVar("cellmesh_flusher")

@@ -200,6 +200,7 @@ class _Connection(Outbox):
     def refused(self, item: list[Any], exc: LocalProtocolError) -> None:
         """A queued item could not be framed: its calls fail with ``exc``."""
         super().refused(item, exc)
+        self.channel.woke_tasks()
         for call_id in codec.item_call_ids(item):
             waiter, index = self.pending.pop(call_id, (None, 0))
             if waiter is not None:
