@@ -120,6 +120,7 @@ class ServerConnection:
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
         self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
+        self.peer_packed = False  # the client reads packed str/bytes columns
         self.plain_ctx = DecodeContext()
         self.calls_left = opts.credit_calls
         self.bytes_left = opts.credit_bytes
@@ -195,6 +196,7 @@ class ServerConnection:
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
+        self.peer_packed = frame.packed_columns >= 1
         mismatched = self.m.registry.mismatched(frame.proteins)
         self.plain_ctx = DecodeContext(None, mismatched)
         hello = Hello(
@@ -204,6 +206,7 @@ class ServerConnection:
             max_frame_size=opts.max_frame_size,
             credit_calls=opts.credit_calls,
             credit_bytes=opts.credit_bytes,
+            packed_columns=1,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
 
@@ -575,7 +578,7 @@ class ServerConnection:
                 if values is not None:
                     out.append(codec.columns_item(
                         Kind.REPLY, schema.name, [call_id for call_id, _ in run],
-                        schema.pack_columns(values), j - i,
+                        schema.pack_columns(values, self.peer_packed), j - i,
                     ))
                     i = j
                     continue

@@ -136,6 +136,7 @@ class _Connection(Outbox):
             name=syn.client_name,
             proteins=syn.registry.fingerprints(),
             max_frame_size=syn.options.max_frame_size,
+            packed_columns=1,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
         await self.channel.flush_inline()  # no writer task runs yet
@@ -143,6 +144,7 @@ class _Connection(Outbox):
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
+        self.packed_columns = frame.packed_columns >= 1
         self.calls_left = frame.credit_calls
         self.bytes_left = frame.credit_bytes
         self.ctx = DecodeContext(None, syn.registry.mismatched(frame.proteins))
@@ -335,8 +337,8 @@ class _Connection(Outbox):
         """
         while True:
             ids = None if kind == Kind.SIGNAL else list(range(self.next_id, self.next_id + n))
-            frames = codec.encode_items(batch.items(kind, start, start + n, ids),
-                                        self.peer_max_frame)
+            items = batch.items(kind, start, start + n, ids, self.packed_columns)
+            frames = codec.encode_items(items, self.peer_max_frame)
             if len(frames) == 1:
                 return n, frames[0], ids
             n //= 2

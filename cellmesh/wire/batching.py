@@ -129,11 +129,14 @@ class OutboundBatch:
             self.contexts.append(ctx)
         self._parts = parts
 
-    def items(self, kind: int, start: int, end: int, ids: list[int] | None) -> list[list[Any]]:
+    def items(
+        self, kind: int, start: int, end: int, ids: list[int] | None, packed: bool = False
+    ) -> list[list[Any]]:
         """Wire items for messages ``[start, end)``.
 
         ``kind`` is CALL or SIGNAL; ``ids`` holds the call ids of exactly these
-        messages (None for signals).
+        messages (None for signals); ``packed`` allows the packed ``str`` and
+        ``bytes`` columns (the peer announced it reads them).
         """
         out: list[list[Any]] = []
         position = 0
@@ -148,7 +151,8 @@ class OutboundBatch:
                     values = [col[lo - part.start : hi - part.start] for col in values]
                 run_ids = None if ids is None else ids[lo - start : hi - start]
                 out.append(columns_item(
-                    kind, part.schema.name, run_ids, part.schema.pack_columns(values), hi - lo
+                    kind, part.schema.name, run_ids, part.schema.pack_columns(values, packed),
+                    hi - lo,
                 ))
             else:
                 index = position

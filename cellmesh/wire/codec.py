@@ -75,6 +75,12 @@ _BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
 MAX_VESICLES_PER_FRAME: Final = 64
 #: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
 VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
+#: Packed text column: one text string, the values joined by U+0000 (protocol.md 11.3).
+TAG_TEXT_COLUMN: Final = 1_667_591_277
+#: Packed bytes column: ``[count, data]``, ``count`` values of ``len(data) // count`` bytes.
+TAG_BYTES_COLUMN: Final = 1_667_591_278
+#: Bytes values cut per ``struct.unpack`` call when decoding a packed bytes column.
+_UNPACK_CHUNK: Final = 1024
 
 
 class Kind(enum.IntEnum):
@@ -143,6 +149,9 @@ class Hello:
     fingerprint. ``max_frame_size`` is the largest frame the sender accepts.
     ``credit_calls``/``credit_bytes`` is the initial credit the sender grants
     the peer for calls and signals (0 for a side that serves nothing).
+    ``packed_columns`` is 1 when the sender reads the packed ``str`` and
+    ``bytes`` columns of docs/protocol.md 11.3 (0: send it plain arrays only);
+    it travels as a hello option only when set.
     """
 
     version: int
@@ -151,6 +160,7 @@ class Hello:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     credit_calls: int = 0
     credit_bytes: int = 0
+    packed_columns: int = 0
 
     @classmethod
     def from_wire(cls, item: list[Any]) -> Hello:
@@ -173,6 +183,7 @@ class Hello:
             ("max_frame_size", DEFAULT_MAX_FRAME_SIZE),
             ("credit_calls", 0),
             ("credit_bytes", 0),
+            ("packed_columns", 0),
         ):
             value = options.get(key, default)
             if not _is_uint(value):
@@ -193,6 +204,8 @@ class Hello:
             "credit_calls": self.credit_calls,
             "credit_bytes": self.credit_bytes,
         }
+        if self.packed_columns:
+            options["packed_columns"] = self.packed_columns
         return [Kind.HELLO, self.version, self.name, self.proteins, options]
 
 
@@ -327,9 +340,36 @@ def typed_array(values: list[Any], tag: int) -> cbor2.CBORTag:
     return cbor2.CBORTag(tag, packed.tobytes())
 
 
+def text_column(values: list[str]) -> cbor2.CBORTag | None:
+    """The packed form of a text column, or None if a value holds U+0000 (send it plain)."""
+    joined = "\0".join(values)
+    if joined.count("\0") != len(values) - 1:
+        return None
+    return cbor2.CBORTag(TAG_TEXT_COLUMN, joined)
+
+
+def bytes_column(values: list[Any]) -> cbor2.CBORTag | None:
+    """The packed form of a column of byte strings that all have one non-zero length,
+    or None (send it plain)."""
+    if not values:
+        return None
+    widths = set(map(len, values))
+    if len(widths) != 1 or 0 in widths:
+        return None
+    return cbor2.CBORTag(TAG_BYTES_COLUMN, [len(values), b"".join(values)])
+
+
 def _slice_column(column: Any, lo: int, hi: int) -> Any:
-    if isinstance(column, cbor2.CBORTag):  # a typed array of 8-byte elements
-        return cbor2.CBORTag(column.tag, column.value[lo * 8 : hi * 8])
+    if isinstance(column, cbor2.CBORTag):
+        if column.tag == TAG_TEXT_COLUMN:
+            packed = text_column(column.value.split("\0")[lo:hi])
+            assert packed is not None  # a slice of a valid column is valid
+            return packed
+        if column.tag == TAG_BYTES_COLUMN:
+            count, data = column.value
+            width = len(data) // count
+            return cbor2.CBORTag(column.tag, [hi - lo, data[lo * width : hi * width]])
+        return cbor2.CBORTag(column.tag, column.value[lo * 8 : hi * 8])  # 8-byte elements
     return column[lo:hi]
 
 
@@ -652,6 +692,35 @@ def _typed_array_values(data: object, typecode: str) -> list[Any]:
     return result
 
 
+def _bytes_column_values(value: object) -> list[bytes]:
+    """The values of a packed bytes column ``[count, data]`` (MalformedFrame if bad)."""
+    if (
+        (type(value) is not list and type(value) is not tuple)
+        or len(value) != 2
+        or type(value[0]) is not int
+        or type(value[1]) is not bytes
+    ):
+        raise MalformedFrame("a packed bytes column must wrap [count, data]")
+    count, data = value
+    # count <= len(data): every value has at least one byte, so a small frame
+    # can never decode into a huge list.
+    if not 0 < count <= len(data) or len(data) % count:
+        raise MalformedFrame(
+            f"a packed bytes column of {count} values cannot hold {len(data)} bytes"
+        )
+    width = len(data) // count
+    out: list[bytes] = []
+    step = width * _UNPACK_CHUNK
+    fmt = f"{width}s" * _UNPACK_CHUNK
+    for offset in range(0, len(data), step):
+        piece = data[offset : offset + step]
+        if len(piece) == step:
+            out += struct.unpack(fmt, piece)
+        else:
+            out += struct.unpack(f"{width}s" * (len(piece) // width), piece)
+    return out
+
+
 class _FrameTags:
     """Per-frame tag hook: turns vesicle tags into refs and counts them."""
 
@@ -664,6 +733,12 @@ class _FrameTags:
         typecode = _TYPED_ARRAYS.get(tag.tag)
         if typecode is not None:
             return _typed_array_values(tag.value, typecode)
+        if tag.tag == TAG_TEXT_COLUMN:
+            if type(tag.value) is not str:
+                raise MalformedFrame("a packed text column must wrap a text string")
+            return tag.value.split("\0")
+        if tag.tag == TAG_BYTES_COLUMN:
+            return _bytes_column_values(tag.value)
         if tag.tag != VESICLE_TAG:
             raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
         value = tag.value
