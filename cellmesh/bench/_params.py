@@ -13,6 +13,8 @@ import attrs
 
 __all__ = ["FULL", "QUICK", "WireParams"]
 
+_FLOATS: Final = ("round_timeout", "profile_seconds")
+
 
 @attrs.frozen(kw_only=True)
 class WireParams:
@@ -37,6 +39,9 @@ class WireParams:
     signal_batch: int = 1024
     bulk_bytes: int = 64 << 20
     round_timeout: float = 180.0
+    #: A profiled measurement repeats its round for at least this long (ITIMER_PROF
+    #: samples once per kernel tick of CPU time, so a short round gives few samples).
+    profile_seconds: float = 3.0
 
     def scaled(self, factor: float, *, rounds: int | None = None) -> WireParams:
         """Return a copy with every message count multiplied by ``factor`` (at least 1)."""
@@ -71,7 +76,7 @@ class WireParams:
         if unknown:
             raise ValueError(f"unknown WireParams keys: {sorted(unknown)}")
         values: dict[str, Any] = {
-            k: (float(v) if k == "round_timeout" else int(v)) for k, v in raw.items()
+            k: (float(v) if k in _FLOATS else int(v)) for k, v in raw.items()
         }
         return cls(**values)
 
@@ -96,6 +101,7 @@ QUICK: Final = WireParams(
     warmup_msgs=4096,
     bulk_transfers=1,
     natural_msgs=16_000,
+    profile_seconds=1.0,
 )
 """``--quick``: about 20 seconds, for demos."""
 

@@ -57,9 +57,6 @@ CLIENT_KINDS: Final = (
 
 Round = Callable[[], dict[str, Any]]
 
-#: A profiled measurement repeats its round for at least this long.
-_PROFILE_SECONDS: Final = 3.0
-
 
 def make_round(kind: str, path: str, p: WireParams) -> Round:
     """Return a function that performs one measured round of ``kind`` against ``path``."""
@@ -127,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     kind, path, params = args[0], args[1], WireParams.from_json(args[2])
+    limit = params.profile_seconds
     try:
         run = make_round(kind, path, params)
     except Exception:
@@ -149,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # ITIMER_PROF ticks with the kernel's clock (a few ms of CPU
                     # per sample): repeat the round for enough samples.
                     started = time.monotonic()
-                    while sampler is not None and time.monotonic() - started < _PROFILE_SECONDS:
+                    while sampler is not None and time.monotonic() - started < limit:
                         run()
                 finally:
                     counts = sampler.stop() if sampler is not None else None

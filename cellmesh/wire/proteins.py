@@ -739,8 +739,9 @@ class ProteinRegistry:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
             raise FieldError(name, str(exc), exc.field) from None
-        except (RecursionError, TypeError) as exc:
-            raise FieldError(name, f"bad column values ({type(exc).__name__})") from None
+        except (RecursionError, TypeError, ValueError) as exc:
+            # ValueError: a validator of the user's class refused a value.
+            raise FieldError(name, f"bad column values ({type(exc).__name__}: {exc})") from None
 
     def decode(self, body: Body, ctx: DecodeContext, peer: dict[str, str] | None = None) -> Any:
         """Decode a body into a protein instance.
@@ -758,6 +759,8 @@ class ProteinRegistry:
             raise FieldError(name, str(exc), exc.field) from None
         except RecursionError:
             raise FieldError(name, "nesting too deep") from None
+        except ValueError as exc:  # a validator of the user's class refused a value
+            raise FieldError(name, f"refused by the class: {exc}") from None
 
 
 def encode_body(obj: object, ctx: EncodeContext) -> Body:
