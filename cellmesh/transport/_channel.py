@@ -235,9 +235,10 @@ class Channel:
 
     def end_of_pass(self) -> bool:
         """Called by the flusher: let the owner encode, then write what is queued."""
+        prepare = self.prepare
         again = False
-        if self.prepare is not None and self.broken is None and not self.closed:
-            again = self.prepare()
+        if prepare is not None and self.broken is None and not self.closed:
+            again = prepare()
         if self._queue and self.broken is None and not self.closed:
             self._write()
         self._marked = again and not self.closed

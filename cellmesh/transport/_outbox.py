@@ -53,7 +53,7 @@ from ..wire.proteins import EncodeContext, Schema
 from ._channel import Channel
 
 #: Signals queued by a looping sender wait at most this many passes ...
-MAX_DEFER_PASSES: Final = 64
+MAX_DEFER_PASSES: Final = 256
 #: ... and are written once this many entries are queued.
 MAX_DEFER_ENTRIES: Final = 256
 
@@ -90,8 +90,11 @@ class Outbox:
             and not self.channel.over_cap
         )
 
-    def check_fits(self, body: codec.Body) -> None:
+    def check_fits(self, schema: Schema, body: codec.Body) -> None:
         """Raise LocalProtocolError (code 2) if ``body`` cannot fit one frame of the peer."""
+        fast = schema.fits_any_frame
+        if fast is not None and fast(body):
+            return
         if not codec.body_fits(body, self.peer_max_frame):
             raise LocalProtocolError(
                 f"a {body[0]} message is too large for the peer's {self.peer_max_frame}-byte "

@@ -540,7 +540,7 @@ class Synapse:
         if encoded is None:
             return (await self._fire(msg, 1))[0]
         schema, body = encoded
-        conn.check_fits(body)
+        conn.check_fits(schema, body)
         call_id = conn.next_id
         conn.next_id = call_id + 1
         waiter = _Waiter(1)
@@ -652,7 +652,7 @@ class Synapse:
             self._signal_vesicles(conn, msg)
             return conn
         schema, body = encoded
-        conn.check_fits(body)
+        conn.check_fits(schema, body)
         conn.queue(Kind.SIGNAL, 0, schema, body)
         return conn
 

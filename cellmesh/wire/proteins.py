@@ -370,7 +370,7 @@ class Schema:
     """
 
     __slots__ = ("_ftypes", "_getters", "_slots", "cls", "decode_fields", "encode",
-                 "field_names", "fingerprint", "name", "text")
+                 "field_names", "fingerprint", "fits_any_frame", "name", "text")
 
     encode: Callable[[Any, EncodeContext], Body]
     decode_fields: Callable[[Body, DecodeContext], Any]
@@ -392,6 +392,7 @@ class Schema:
         self._ftypes = tuple(compiled)
         self._getters = tuple(operator.attrgetter(n) for n in self.field_names)
         self._slots = _plain_slots(cls, self.field_names)
+        self.fits_any_frame = _small_body_check(name, compiled)
 
     # -- columnar form: many values of this protein as one array per field --
 
@@ -565,6 +566,34 @@ class Schema:
 
 
 _TYPED_TAG: Final = {"int": TAG_SINT64_LE, "float": TAG_FLOAT64_LE}
+
+
+#: Integers inside this bound encode in at most 9 bytes (CBOR heads up to 64 bits).
+_SMALL_INT: Final = 1 << 64
+#: A body this small fits a frame of the smallest legal limit (4096 bytes) in any form.
+_SMALL_BODY: Final = 2048
+
+
+def _small_body_check(name: str, compiled: list[_FieldType]) -> Callable[[Body], bool] | None:
+    """A cheap test that a body of this protein fits any legal frame, for numeric schemas.
+
+    For a protein whose fields are all int, float, bool or None, a body is at
+    most ``len(name) + 9`` bytes per field plus a few, as long as every int is
+    within 64 bits: the test checks only that. Other proteins return None
+    (the caller measures their bodies).
+    """
+    texts = [c.text for c in compiled]
+    if any(t not in ("int", "float", "bool", "null") for t in texts):
+        return None
+    if 4 * len(name) + 16 + 20 * len(texts) > _SMALL_BODY:
+        return None
+    positions = [i + 1 for i, t in enumerate(texts) if t == "int"]
+    if not positions:
+        return lambda body: True
+    test = " and ".join(f"-_B < body[{i}] < _B" for i in positions)
+    scope: dict[str, Any] = {"_B": _SMALL_INT}
+    exec(compile(f"def fits(body):\n    return {test}\n", f"<fits {name}>", "exec"), scope)
+    return typing.cast(Callable[[Body], bool], scope["fits"])
 
 
 def _plain_slots(
