@@ -145,22 +145,27 @@ class Outbox:
         items = coalesce(entries, self.packed_columns)
         try:
             chunks = codec.encode_chunks(items, self.peer_max_frame)
-        except LocalProtocolError:
-            chunks = self._encode_each(items)
+        except (LocalProtocolError, ValueError, TypeError, OverflowError):
+            chunks = self._encode_each(items)  # find the item at fault; fail only it
         self.held.extend((data, weight) for data, weight in chunks)
         self.send_held()
 
     def _encode_each(self, items: list[list[Any]]) -> list[tuple[bytes, int]]:
-        """Frames for items one by one; an item that cannot fit is dropped and reported."""
+        """Frames for items one by one; an item that cannot be framed is refused.
+
+        Single messages were checked when they were queued (fields, size,
+        text), so this is a safety net: the calls of a refused item fail with
+        the error, and its signals are not sent.
+        """
         chunks: list[tuple[bytes, int]] = []
         for item in items:
             try:
                 chunks += codec.encode_chunks([item], self.peer_max_frame)
-            except LocalProtocolError as exc:
+            except (LocalProtocolError, ValueError, TypeError, OverflowError) as exc:
                 self.refused(item, exc)
         return chunks
 
-    def refused(self, item: list[Any], exc: LocalProtocolError) -> None:
+    def refused(self, item: list[Any], exc: Exception) -> None:
         """An item could not be framed (the connection overrides: fails its calls)."""
         self.calls_left += codec.item_weight(item)
 

@@ -53,7 +53,6 @@ from ..errors import (
     CellUnavailable,
     ConnectionClosed,
     HandshakeError,
-    LocalProtocolError,
     ProteinError,
     ProtocolError,
     RemoteCellError,
@@ -199,7 +198,7 @@ class _Connection(Outbox):
         """A write failed (at the end of a pass, outside any caller): the connection is dead."""
         self._die(f"send failed: {exc}")
 
-    def refused(self, item: list[Any], exc: LocalProtocolError) -> None:
+    def refused(self, item: list[Any], exc: Exception) -> None:
         """A queued item could not be framed: its calls fail with ``exc``."""
         super().refused(item, exc)
         self.channel.woke_tasks()

@@ -480,7 +480,8 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
     the limit, or that nests arrays or maps, is encoded to measure it. The
     allowance covers the envelope and the body's place in a batch or a
     one-row columns item, so an entry that passes always fits one frame
-    whichever of those forms the sender chooses.
+    whichever of those forms the sender chooses. Raises UnicodeEncodeError for
+    text that cannot be encoded (a lone surrogate), as encoding would.
     """
     budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
     bound = 0
@@ -491,6 +492,8 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
                 break
             bound += 9
         elif kind is str:
+            if not value.isascii():
+                value.encode()  # a lone surrogate cannot travel: UnicodeEncodeError here
             bound += 4 * len(value) + 9
         elif kind is bytes:
             bound += len(value) + 9

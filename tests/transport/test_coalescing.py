@@ -296,3 +296,20 @@ async def test_partial_write_at_the_end_of_a_pass_finishes_without_other_io(
             for _ in range(3):
                 with trio.fail_after(20):  # a hang, not a speed bound
                     assert await syn.fire(Blob(payload)) == Ping(len(payload))
+
+
+@cellmesh.protein("test.co.Name", registry=REG)
+class Name:
+    text: str
+
+
+async def test_unencodable_text_fails_at_the_call_not_the_connection(sockdir: Path) -> None:
+    cell = Cell()
+    cell.receptors.add(Name, cell.seen)  # type: ignore[arg-type]
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            with pytest.raises(UnicodeEncodeError):
+                await syn.fire(Name("\ud800"))
+            with pytest.raises(UnicodeEncodeError):
+                syn.signal_nowait(Name("\ud800"))
+            assert await syn.fire(Ping(1)) == Ping(2)  # the connection is fine
