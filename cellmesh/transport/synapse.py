@@ -74,6 +74,8 @@ from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._outbox import Outbox
 
 CONNECT_TIMEOUT: Final = 10.0
+#: Leaving ``Synapse.grow`` waits at most this long for queued messages to be written.
+CLOSE_FLUSH_TIMEOUT: Final = 5.0
 
 
 @attrs.define(kw_only=True)
@@ -416,14 +418,35 @@ class Synapse:
             syn._start(conn)
             try:
                 yield syn
+                await syn._flush_on_exit()
             finally:
                 syn._close()
                 nursery.cancel_scope.cancel()
 
+    async def _flush_on_exit(self) -> None:
+        """Leaving ``grow`` normally: what was sent is written before the socket closes.
+
+        Signals are fire-and-forget, so a block that ends right after
+        ``signal`` must not lose it: queued messages are framed now and the
+        channel is given up to :data:`CLOSE_FLUSH_TIMEOUT` seconds to hand
+        them to the kernel (a cell that stopped reading cannot hold us longer).
+        """
+        conn = self._conn
+        if conn is None or conn.dead is not None or conn.channel.broken is not None:
+            return
+        conn.encode_pending()
+        with trio.move_on_after(CLOSE_FLUSH_TIMEOUT), suppress(ChannelBroken):
+            conn.channel.write_pending()
+            await conn.channel.wait_flushed()
+
     def _close(self) -> None:
         self._closed = True
-        if self._conn is not None:
-            self._conn._die("the synapse was closed")
+        conn = self._conn
+        if conn is not None:
+            if conn.dead is None and conn.channel.broken is None:
+                conn.encode_pending()  # best effort: whatever the kernel takes now
+                conn.channel.write_pending()
+            conn._die("the synapse was closed")
 
     async def _connect(self) -> _Connection:
         path = self.socket_path_text

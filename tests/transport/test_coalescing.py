@@ -313,3 +313,16 @@ async def test_unencodable_text_fails_at_the_call_not_the_connection(sockdir: Pa
             with pytest.raises(UnicodeEncodeError):
                 syn.signal_nowait(Name("\ud800"))
             assert await syn.fire(Ping(1)) == Ping(2)  # the connection is fine
+
+
+async def test_signals_sent_just_before_leaving_grow_are_not_lost(sockdir: Path) -> None:
+    cell = Cell()
+    cell.want_ticks = 3
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            await syn.signal(Tick(1))  # held for the next pass (a signal loop may follow)
+            syn.signal_nowait(Tick(2))
+            await syn.signal(Tick(3))
+        with trio.fail_after(10):  # a hang, not a speed bound
+            await cell.ticked.wait()
+        assert cell.order == [1, 2, 3]
