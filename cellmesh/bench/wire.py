@@ -21,6 +21,14 @@ its range shown, which says how much to trust it on a noisy machine. CPU time
 per operation of each process (from ``/proc/<pid>/task/*/schedstat``, whole
 round including warm-up) says which side is the bottleneck. The orchestrator
 itself uses only :mod:`subprocess`; it measures nothing in-process.
+
+The natural patterns (N tasks each ``await syn.fire(msg)``, ``signal`` and
+``signal_nowait`` in a loop) are compared with the two Trio floors measured
+in the same run (:mod:`._floors`: the wake-up floor and the checkpoint floor,
+no I/O, in the client worker) and with the raw baselines. After the rounds,
+:data:`PROFILED` measurements run once more with both processes under the
+sampling profiler (:mod:`._profile`); the report splits each side's CPU per
+message into encode / syscalls / scheduling / dispatch.
 """
 
 from __future__ import annotations

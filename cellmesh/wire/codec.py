@@ -30,11 +30,9 @@ so the driver can pair them with the descriptors that arrived with the frame.
 
 from __future__ import annotations
 
-import array
 import enum
 import io
 import struct
-import sys
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -49,6 +47,34 @@ from ..errors import (
     MalformedFrame,
     UnknownFrameKind,
 )
+from ._columns import (
+    MAX_ID,
+    TAG_BYTES_COLUMN,
+    TAG_FLOAT64_LE,
+    TAG_SINT64_LE,
+    TAG_TEXT_COLUMN,
+    TAG_UINT64_LE,
+    TYPED_ARRAYS,
+    bytes_column,
+    bytes_column_values,
+    slice_column,
+    text_column,
+    typed_array,
+    typed_array_values,
+)
+
+# The column forms live in wire/_columns.py; they are part of this module's API.
+__all__ = [
+    "ABSOLUTE_MAX_FRAME_SIZE", "DEFAULT_MAX_FRAME_SIZE", "HEADER", "HEADER_SIZE", "MAX_DEPTH",
+    "MAX_HELLO_SIZE", "MAX_ID", "MAX_VESICLES_PER_FRAME", "MIN_MAX_FRAME_SIZE", "NEED_DATA",
+    "PROTOCOL_VERSION", "TAG_BYTES_COLUMN", "TAG_FLOAT64_LE", "TAG_SINT64_LE",
+    "TAG_TEXT_COLUMN", "TAG_UINT64_LE", "VESICLE_TAG", "Body", "Call", "Cancel", "Credit",
+    "DecodedFrame", "Error", "Frame", "FrameDecoder", "GoAway", "Hello", "Kind", "Reply",
+    "Signal", "VesicleRef", "body_fits", "bytes_column", "check_max_frame_size",
+    "columns_item", "encode_chunks", "encode_items", "frame_bytes", "frame_of",
+    "item_call_ids", "item_weight", "split_columns", "text_column", "typed_array",
+    "validate_frame",
+]
 
 PROTOCOL_VERSION: Final = 1
 HEADER: Final = struct.Struct(">I")
@@ -61,26 +87,12 @@ MIN_MAX_FRAME_SIZE: Final = 4096
 #: The first frame (the hello, sent before limits are known) may be this large
 #: whatever the negotiated maximum: a hello lists every protein fingerprint.
 MAX_HELLO_SIZE: Final = 1024 * 1024
-MAX_ID: Final = 2**63 - 1
 #: CBOR nesting deeper than this is refused (bounds decoder recursion).
 MAX_DEPTH: Final = 64
-#: RFC 8746 typed arrays accepted (and sent in columnar frames): uint64, sint64
-#: and float64, little endian. They decode to plain lists of int or float.
-TAG_UINT64_LE: Final = 71
-TAG_SINT64_LE: Final = 79
-TAG_FLOAT64_LE: Final = 86
-_TYPED_ARRAYS: Final = {TAG_UINT64_LE: "Q", TAG_SINT64_LE: "q", TAG_FLOAT64_LE: "d"}
-_BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
 #: At most this many vesicles (descriptors) may travel with one frame.
 MAX_VESICLES_PER_FRAME: Final = 64
 #: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
 VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
-#: Packed text column: one text string, the values joined by U+0000 (protocol.md 11.3).
-TAG_TEXT_COLUMN: Final = 1_667_591_277
-#: Packed bytes column: ``[count, data]``, ``count`` values of ``len(data) // count`` bytes.
-TAG_BYTES_COLUMN: Final = 1_667_591_278
-#: Bytes values cut per ``struct.unpack`` call when decoding a packed bytes column.
-_UNPACK_CHUNK: Final = 1024
 
 
 class Kind(enum.IntEnum):
@@ -328,60 +340,15 @@ NEED_DATA: Final = _NeedData.NEED_DATA
 # Encoding.
 
 
-def typed_array(values: list[Any], tag: int) -> cbor2.CBORTag:
-    """An RFC 8746 little-endian typed array of ``values`` (uint64, sint64 or float64).
-
-    Raises OverflowError (uint64/sint64 out of range) or TypeError (not a
-    number): callers fall back to a plain CBOR array.
-    """
-    packed = array.array(_TYPED_ARRAYS[tag], values)
-    if _BIG_ENDIAN_HOST:
-        packed.byteswap()
-    return cbor2.CBORTag(tag, packed.tobytes())
-
-
-def text_column(values: list[str]) -> cbor2.CBORTag | None:
-    """The packed form of a text column, or None if a value holds U+0000 (send it plain)."""
-    joined = "\0".join(values)
-    if joined.count("\0") != len(values) - 1:
-        return None
-    return cbor2.CBORTag(TAG_TEXT_COLUMN, joined)
-
-
-def bytes_column(values: list[Any]) -> cbor2.CBORTag | None:
-    """The packed form of a column of byte strings that all have one non-zero length,
-    or None (send it plain)."""
-    if not values:
-        return None
-    widths = set(map(len, values))
-    if len(widths) != 1 or 0 in widths:
-        return None
-    return cbor2.CBORTag(TAG_BYTES_COLUMN, [len(values), b"".join(values)])
-
-
-def _slice_column(column: Any, lo: int, hi: int) -> Any:
-    if isinstance(column, cbor2.CBORTag):
-        if column.tag == TAG_TEXT_COLUMN:
-            packed = text_column(column.value.split("\0")[lo:hi])
-            assert packed is not None  # a slice of a valid column is valid
-            return packed
-        if column.tag == TAG_BYTES_COLUMN:
-            count, data = column.value
-            width = len(data) // count
-            return cbor2.CBORTag(column.tag, [hi - lo, data[lo * width : hi * width]])
-        return cbor2.CBORTag(column.tag, column.value[lo * 8 : hi * 8])  # 8-byte elements
-    return column[lo:hi]
-
-
 def split_columns(item: list[Any]) -> tuple[list[Any], list[Any]]:
     """Split a columns item of two or more rows into two halves (same meaning)."""
     kind, sub, count, name, ids, columns = item
     half = count // 2
-    first = [kind, sub, half, name, None if ids is None else _slice_column(ids, 0, half),
-             [_slice_column(c, 0, half) for c in columns]]
+    first = [kind, sub, half, name, None if ids is None else slice_column(ids, 0, half),
+             [slice_column(c, 0, half) for c in columns]]
     second = [kind, sub, count - half, name,
-              None if ids is None else _slice_column(ids, half, count),
-              [_slice_column(c, half, count) for c in columns]]
+              None if ids is None else slice_column(ids, half, count),
+              [slice_column(c, half, count) for c in columns]]
     return first, second
 
 
@@ -393,7 +360,7 @@ def item_call_ids(item: list[Any]) -> list[int]:
         if ids is None:
             return []
         if isinstance(ids, cbor2.CBORTag):
-            return _typed_array_values(ids.value, _TYPED_ARRAYS[ids.tag])
+            return typed_array_values(ids.value, TYPED_ARRAYS[ids.tag])
         return list(ids)
     if kind in (Kind.CALL, Kind.REPLY, Kind.ERROR, Kind.CANCEL) and item[1] is not None:
         return [item[1]]
@@ -682,48 +649,6 @@ _BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256
 _SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _reject_tag)
 
 
-def _typed_array_values(data: object, typecode: str) -> list[Any]:
-    if type(data) is not bytes or len(data) % 8:
-        raise MalformedFrame("a typed array must wrap a byte string of 8-byte elements")
-    values = array.array(typecode)
-    values.frombytes(data)
-    if _BIG_ENDIAN_HOST:
-        values.byteswap()
-    result = values.tolist()
-    if typecode == "Q" and result and max(result) > MAX_ID:
-        raise MalformedFrame("a uint64 typed array holds a value above 2**63-1")
-    return result
-
-
-def _bytes_column_values(value: object) -> list[bytes]:
-    """The values of a packed bytes column ``[count, data]`` (MalformedFrame if bad)."""
-    if (
-        (type(value) is not list and type(value) is not tuple)
-        or len(value) != 2
-        or type(value[0]) is not int
-        or type(value[1]) is not bytes
-    ):
-        raise MalformedFrame("a packed bytes column must wrap [count, data]")
-    count, data = value
-    # count <= len(data): every value has at least one byte, so a small frame
-    # can never decode into a huge list.
-    if not 0 < count <= len(data) or len(data) % count:
-        raise MalformedFrame(
-            f"a packed bytes column of {count} values cannot hold {len(data)} bytes"
-        )
-    width = len(data) // count
-    out: list[bytes] = []
-    step = width * _UNPACK_CHUNK
-    fmt = f"{width}s" * _UNPACK_CHUNK
-    for offset in range(0, len(data), step):
-        piece = data[offset : offset + step]
-        if len(piece) == step:
-            out += struct.unpack(fmt, piece)
-        else:
-            out += struct.unpack(f"{width}s" * (len(piece) // width), piece)
-    return out
-
-
 class _FrameTags:
     """Per-frame tag hook: turns vesicle tags into refs and counts them."""
 
@@ -733,15 +658,15 @@ class _FrameTags:
         self.count = 0
 
     def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef | list[Any]:
-        typecode = _TYPED_ARRAYS.get(tag.tag)
+        typecode = TYPED_ARRAYS.get(tag.tag)
         if typecode is not None:
-            return _typed_array_values(tag.value, typecode)
+            return typed_array_values(tag.value, typecode)
         if tag.tag == TAG_TEXT_COLUMN:
             if type(tag.value) is not str:
                 raise MalformedFrame("a packed text column must wrap a text string")
             return tag.value.split("\0")
         if tag.tag == TAG_BYTES_COLUMN:
-            return _bytes_column_values(tag.value)
+            return bytes_column_values(tag.value)
         if tag.tag != VESICLE_TAG:
             raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
         value = tag.value
