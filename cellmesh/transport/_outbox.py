@@ -142,6 +142,14 @@ class Outbox:
         if not self.entries:
             return
         entries, self.entries = self.entries, []
+        if len(entries) == 1 and not self.held:  # a lone call: no grouping to do
+            kind, call_id, _, body = entries[0]
+            if kind == Kind.CALL:
+                data = codec.frame_bytes([Kind.CALL, call_id, body])
+                if len(data) - codec.HEADER_SIZE <= self.peer_max_frame and self.bytes_left > 0:
+                    self.channel.send(data)
+                    self.bytes_left -= len(data) - codec.HEADER_SIZE
+                    return
         items = coalesce(entries, self.packed_columns)
         try:
             chunks = codec.encode_chunks(items, self.peer_max_frame)
