@@ -90,7 +90,7 @@ FULL: Final = WireParams(
     warmup_msgs=8192,
     bulk_transfers=3,
 )
-"""The default run: about a minute or two on a 2-core machine."""
+"""The default run: about three to four minutes on a 2-core machine (profile included)."""
 
 QUICK: Final = WireParams(
     rounds=3,
@@ -103,7 +103,7 @@ QUICK: Final = WireParams(
     natural_msgs=16_000,
     profile_seconds=1.0,
 )
-"""``--quick``: about 20 seconds, for demos."""
+"""``--quick``: under a minute, for demos."""
 
 
 def bulk_payload(size: int) -> bytes:

@@ -71,6 +71,7 @@ _RULES: Final[tuple[tuple[str, frozenset[str] | None, str], ...]] = (
     ("cellmesh/bench/_cellmesh", frozenset({
         "on_ping", "on_tick", "on_count", "on_blob", "on_rec",
     }), "dispatch"),
+    ("cellmesh/bench/", None, "other"),  # the benchmark loop (building its messages)
     ("/trio/", None, "scheduling"),
     ("/outcome/", None, "scheduling"),
 )

@@ -81,3 +81,23 @@ def test_wire_bench_cellmesh_side_produces_numbers_and_a_profile() -> None:
     text = format_report(report)
     assert "profile: CPU per message" in text
     assert "16 tasks x fire vs wake-up floor (16)" in text
+
+
+def test_profile_classify_by_innermost_known_frame() -> None:
+    import linecache
+    import sys
+
+    from cellmesh.bench._profile import classify
+
+    def frame_in(filename: str, line: str) -> object:
+        source = "import sys\ndef probe():\n    return sys._getframe()  # " + line + "\n"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        scope: dict[str, object] = {}
+        exec(compile(source, filename, "exec"), scope)
+        return scope["probe"]()  # type: ignore[operator]
+
+    assert classify(frame_in("/x/cellmesh/transport/_outbox.py", "")) == "encode"  # type: ignore[arg-type]
+    assert classify(frame_in("/x/site-packages/trio/_core/_run.py", "")) == "scheduling"  # type: ignore[arg-type]
+    assert classify(frame_in("/x/cellmesh/transport/_channel.py", "sock.sendmsg(bufs)")) == (  # type: ignore[arg-type]
+        "syscalls")
+    assert classify(sys._getframe()) == "other"  # a test frame: nothing known on the stack
