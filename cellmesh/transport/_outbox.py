@@ -33,10 +33,12 @@ most :data:`MAX_DEFER_PASSES` passes and :data:`MAX_DEFER_ENTRIES` entries,
 so a producer that signals in a loop writes once per many signals; the
 first pass in which no signal was sent flushes them.
 
-Bounds: entries hold at most the reserved call credit; held frames at most
-the same calls; unsent bytes are capped by the channel
-(:data:`~cellmesh.transport._channel.MAX_QUEUED_BYTES`), past which callers
-wait and ``signal_nowait`` raises ``trio.WouldBlock``.
+Bounds: entries hold at most the reserved call credit and never more than
+:data:`MAX_ENTRIES` (whatever credit a peer grants); held frames at most the
+same calls; unsent bytes are capped by the channel
+(:data:`~cellmesh.transport._channel.MAX_QUEUED_BYTES`). Past a cap,
+``fire``/``signal`` frame what is queued and wait, and ``signal_nowait``
+raises ``trio.WouldBlock``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ from ._channel import Channel
 MAX_DEFER_PASSES: Final = 256
 #: ... and are written once this many entries are queued.
 MAX_DEFER_ENTRIES: Final = 256
+#: At most this many messages wait for the end of a pass, whatever credit the
+#: peer granted (a task that queues without yielding then waits, or gets
+#: ``trio.WouldBlock`` from ``signal_nowait``).
+MAX_ENTRIES: Final = 16384
 
 
 class Outbox:
@@ -82,11 +88,12 @@ class Outbox:
     # -- queueing ------------------------------------------------------------
 
     def ready(self) -> bool:
-        """True if one more message may be queued now (credit, nothing held, below the cap)."""
+        """True if one more message may be queued now (credit, nothing held, below the caps)."""
         return (
             self.calls_left > 0
             and self.bytes_left > 0
             and not self.held
+            and len(self.entries) < MAX_ENTRIES
             and not self.channel.over_cap
         )
 

@@ -326,3 +326,23 @@ async def test_signals_sent_just_before_leaving_grow_are_not_lost(sockdir: Path)
         with trio.fail_after(10):  # a hang, not a speed bound
             await cell.ticked.wait()
         assert cell.order == [1, 2, 3]
+
+
+async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir: Path) -> None:
+    from cellmesh.transport._outbox import MAX_ENTRIES
+
+    cell = Cell()
+    cell.want_ticks = MAX_ENTRIES + 1
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG,
+                             credit_calls=10 * MAX_ENTRIES):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            queued = 0
+            with pytest.raises(trio.WouldBlock):
+                while True:  # never yields: only the cap can stop it
+                    syn.signal_nowait(Tick(queued))
+                    queued += 1
+            assert queued == MAX_ENTRIES
+            await syn.signal(Tick(queued))  # waits for room, then goes out in order
+            with trio.fail_after(30):  # a hang, not a speed bound
+                await cell.ticked.wait()
+            assert cell.order == list(range(MAX_ENTRIES + 1))
