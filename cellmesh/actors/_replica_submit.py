@@ -22,7 +22,9 @@ cannot apply the op twice: after ``NotLeader``/refusals and
 ``ProposalDropped`` (never applied) always; after an unknown outcome (a
 leader lost mid-flight, a broken forward) only for ops inside a client
 session, which the state machine deduplicates. A sessionless op with an
-unknown outcome raises :class:`~cellmesh.errors.OutcomeUnknown`.
+unknown outcome raises :class:`~cellmesh.errors.OutcomeUnknown`. When the
+node stops (the replica is going down), nothing is answered: the client sees
+its connection close and resends elsewhere.
 
 :class:`ReadBarrier` makes queries linearizable with one ReadIndex round
 (dissertation 6.4) per batch of concurrent queries: a query waits for the
@@ -207,7 +209,6 @@ class Batcher:
 
 @attrs.define(eq=False)
 class _Round:
-    error: BaseException | None = None
     done: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -226,8 +227,6 @@ class ReadBarrier:
         round_ = self._next
         self._wanted.set()
         await round_.done.wait()
-        if round_.error is not None:
-            raise round_.error
 
     async def run(self) -> None:
         """The task running one ReadIndex round at a time for every waiting query."""
@@ -241,9 +240,8 @@ class ReadBarrier:
                     break
                 except NotLeader:
                     await self.wait_leader()  # no leader known: wait for one, retry
-                except NodeStopped as exc:
-                    current.error = exc
-                    break
+                except NodeStopped:
+                    await trio.sleep_forever()  # the replica is going down with this task
             self.rounds += 1
             current.done.set()
 
@@ -288,6 +286,11 @@ class Router:
             if status.role is Role.LEADER:
                 try:
                     return await self.batcher.submit(op)
+                except NodeStopped:
+                    # The replica is going down (and this task with it): never answer
+                    # "failed" for an op that may commit elsewhere. The client sees
+                    # the connection close and resends to the next leader.
+                    await trio.sleep_forever()
                 except NotLeader:
                     continue
                 except ProposalDropped:

@@ -432,6 +432,14 @@ def main(
 
     ``overrides`` replaces counts of :class:`Params` (``ops``, ``trials``, ...).
     """
+    if sandbox == "bwrap":
+        from ..sandbox._bwrap import find_bwrap, probe_bwrap
+
+        problem = probe_bwrap(find_bwrap())
+        if problem is not None:
+            print(f"bwrap cannot run here ({problem}): measuring under the host sandbox",
+                  file=sys.stderr, flush=True)
+            sandbox = "host"
     params = Params.quick(sandbox) if quick else Params(sandbox=sandbox)
     if overrides:
         fields = attrs.asdict(params) | dict(overrides)

@@ -288,6 +288,7 @@ class RaftNode:
     _durable_hard: HardState = attrs.Factory(HardState)
     _unsaved_hard: HardState | None = None
     _apply_at: Callable[[int, bytes], bytes] = attrs.field(init=False)
+    _changed: trio.Event = attrs.Factory(trio.Event)
 
     def __attrs_post_init__(self) -> None:
         machine = self._machine
@@ -446,10 +447,11 @@ class RaftNode:
             await self._progress.wait()
 
     async def wait_changed(self) -> None:
-        """Return once the node has handled its next Ready (role, leader or indexes
-        may have changed: read :meth:`status`)."""
+        """Return once the node's role, leader, term or configuration may have changed
+        (read :meth:`status`): after a Ready that changed the soft state, appended or
+        committed a configuration entry, or installed a snapshot; or when it stops."""
         self._check_running()
-        await self._progress.wait()
+        await self._changed.wait()
 
     async def wait_leader(self) -> int:
         """Return the id of the leader once this node knows one."""
@@ -584,6 +586,14 @@ class RaftNode:
             if reader is not None:
                 reader.index = state.index
                 reader.resolve(b"")
+        if (
+            rd.soft_state is not None
+            or rd.snapshot is not None
+            or any(e.kind is EntryKind.CONFIG for e in rd.entries)
+            or any(e.kind is EntryKind.CONFIG for e in rd.committed_entries)
+        ):
+            self._changed.set()
+            self._changed = trio.Event()
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
 
@@ -621,6 +631,7 @@ class RaftNode:
 
     def _stop(self, cause: BaseException) -> None:
         self._stopped = cause
+        self._changed.set()
         for waiter in [*self._proposals.values(), *self._reads.values()]:
             stopped = NodeStopped(f"node {self._core.id} stopped")
             stopped.__cause__ = cause

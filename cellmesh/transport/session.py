@@ -42,13 +42,14 @@ for plain calls (a final answer, never retried).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, Final, Protocol
 
 import attrs
 import cbor2
 import trio
 
-from ..errors import CellUnavailable, OutcomeUnknown
+from ..errors import CellmeshError, CellUnavailable, OutcomeUnknown
 from ..wire.proteins import EncodeContext, ProteinRegistry, fingerprint, protein
 
 #: Pause between reconnection attempts while the server cannot be reached.
@@ -90,9 +91,8 @@ class Synapse(Protocol):
     def _abandon_connection(self, reason: str) -> None:
         """Give up the current connection: its calls fail, the next call reconnects."""
 
-    def _signal_nowait(self, msg: Any) -> bool:
-        """Send a one-way message now if possible; False if it was dropped."""
-        ...
+    def signal_nowait(self, msg: Any) -> None:
+        """Queue a one-way message now, or raise ``trio.WouldBlock``."""
 
 
 @protein("cellmesh.session.Open")
@@ -220,7 +220,8 @@ class ClientSessions:
         """The synapse closes: tell the server it may forget the session (best effort)."""
         state, self._state = self._state, None
         if state is not None and not state.waiting:
-            syn._signal_nowait(CloseSession(session=state.id))
+            with suppress(trio.WouldBlock, CellmeshError):
+                syn.signal_nowait(CloseSession(session=state.id))
 
     async def call(self, syn: Synapse, msgs: list[Any]) -> list[Any]:
         """Send ``msgs`` in the session and return their replies in order (see module doc)."""
@@ -282,11 +283,14 @@ class ClientSessions:
                     syn.name, f"no answer after retrying for {syn.options.give_up_after} s"
                 )
             raise CellUnavailable(syn.name, syn.socket_path_text, "gave up reconnecting")
-        try:
-            await syn._connection()
-        except CellUnavailable:
-            await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
-            return None  # nothing left this process
+        with trio.move_on_after(deadline - now) as connecting:
+            try:
+                await syn._connection()
+            except CellUnavailable:
+                await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
+                return None  # nothing left this process
+        if connecting.cancelled_caught:
+            return None  # no hello before the deadline: nothing left this process
         envelopes = []
         for item in items:
             state = item.state

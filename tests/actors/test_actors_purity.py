@@ -21,8 +21,15 @@ PURE_MODULES = {
     "cellmesh.actors.membership": "actors/membership.py",
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
+    # the replicated cell's state machine side: sessions, log batches, the machine
+    "cellmesh.actors._replica_sessions": "actors/_replica_sessions.py",
+    "cellmesh.actors._replica_entries": "actors/_replica_entries.py",
+    "cellmesh.actors._replica_machine": "actors/_replica_machine.py",
+    "cellmesh.actors._replica_types": "actors/_replica_types.py",
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.codec": "wire/codec.py",
+    "cellmesh.wire._columns": "wire/_columns.py",
+    "cellmesh.wire._fields": "wire/_fields.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({

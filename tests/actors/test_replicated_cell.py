@@ -3,20 +3,28 @@ created), and the replica's env contract (CELL_REPLICA_*, exit code 2 when wrong
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cellmesh
 from cellmesh import CommandMeta, ReplicatedCell, query
+from cellmesh.actors._replica_machine import ReplicaMachine
+from cellmesh.actors._replica_runtime import _read_identity
+from cellmesh.actors._replica_sessions import SessionLimits
 from cellmesh.actors._replica_spec import ReplicaSpec
 from cellmesh.errors import ConfigError
 from cellmesh.testing.bank import Bank, Deposit, GetBalances
 from cellmesh.testing.kvcell import KVCell
+from cellmesh.wire.proteins import PROTEINS
 
 
 @cellmesh.protein("t.repl.Cmd")
@@ -158,3 +166,47 @@ def test_replicated_runtime_refuses_mismatched_entries_with_exit_2(tmp_path: Pat
     )
     assert bad_env.returncode == 2
     assert "CELL_REPLICA_JOIN" in bad_env.stderr
+
+
+env_values = st.text(alphabet=st.sampled_from("0123456789,=/-.a 1"), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.fixed_dictionaries({
+    "CELL_REPLICA_ID": env_values, "CELL_REPLICA_PEERS": env_values,
+    "CELL_REPLICA_BOOTSTRAP": env_values, "CELL_REPLICA_JOIN": env_values,
+    "CELL_LISTEN_FDS": env_values, "CELL_LISTEN_FDS_START": env_values,
+    "CELL_REPLICA_CHECK": env_values,
+}))
+def test_replica_spec_garbage_env_raises_only_config_error(values: dict[str, str]) -> None:
+    """Garbage in, only ConfigError out (naming a CELL_* variable)."""
+    try:
+        ReplicaSpec.from_env(values, Path("/data"))
+    except ConfigError as exc:
+        assert exc.source.startswith("CELL_")
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=60) | st.builds(
+    cbor2.dumps, st.dictionaries(st.sampled_from(["replica", "bootstrap", "x"]),
+                                 st.none() | st.integers(-2, 3) | st.lists(st.integers(-1, 3)))))
+def test_replica_identity_file_garbage_raises_only_config_error(raw: bytes) -> None:
+    """A damaged replica.cbor is refused naming CELL_DATA_DIR, whatever its bytes."""
+    try:
+        owner, first = _read_identity(Path("/data/replica.cbor"), raw)
+    except ConfigError as exc:
+        assert exc.source == "CELL_DATA_DIR"
+    else:
+        assert isinstance(owner, int) and all(isinstance(v, int) for v in first)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=80) | st.builds(
+    cbor2.dumps,
+    st.lists(st.none() | st.integers(-2, 3) | st.binary(max_size=4) | st.lists(st.integers()),
+             max_size=6)))
+def test_replica_snapshot_garbage_raises_only_value_error(raw: bytes) -> None:
+    """Garbage in, only ValueError out (a snapshot from a peer is read through this)."""
+    machine = ReplicaMachine(Bank(), registry=PROTEINS, limits=SessionLimits())
+    with contextlib.suppress(ValueError):
+        machine.restore(raw)
