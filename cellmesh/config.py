@@ -60,6 +60,30 @@ def check_cell_name(name: object, *, source: str = "cell name") -> str:
     return name
 
 
+#: Names the root keeps for itself: its control socket is ``mitosis.sock``.
+ROOT_RESERVED_NAMES: Final = ("mitosis",)
+
+
+def check_mesh_cell_name(name: object, *, source: str = "cell name") -> str:
+    """Return ``name`` if the root can run a cell of that name, else raise :class:`ConfigError`.
+
+    The one rule shared by the manifest (at load, with the key named) and the
+    root (at run time, for dynamic children and control-API spawns): a valid
+    :func:`check_cell_name`, without ``..`` (the root names a cell's second
+    process ``NAME..b``, so ``a`` and ``a..b`` would collide) and not one of
+    :data:`ROOT_RESERVED_NAMES`.
+    """
+    check_cell_name(name, source=source)
+    assert isinstance(name, str)
+    if ".." in name:
+        raise ConfigError(
+            source, f"{name!r}: '..' is reserved in cell names (the root's process ids use it)"
+        )
+    if name in ROOT_RESERVED_NAMES:
+        raise ConfigError(source, f"{name!r} is reserved")
+    return name
+
+
 def check_positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is an int >= 1 (not a bool), else raise ConfigError."""
     if type(value) is not int or value < 1:
@@ -129,14 +153,22 @@ class Paths:
     def socket_path(self, name: str) -> Path:
         """The membrane socket of cell ``name``; validates the name and path length."""
         check_cell_name(name)
-        path = self.socket_dir / f"{name}.sock"
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ConfigError(
-                "CELL_SOCKET_DIR",
-                f"socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
-                "limit of Unix sockets; choose a shorter directory",
-            )
-        return path
+        return _short_enough(self.socket_dir / f"{name}.sock")
+
+    def cell_umbilical(self, name: str) -> Path:
+        """The umbilical socket the root binds for cell ``name``; validates the path length."""
+        check_cell_name(name)
+        return _short_enough(self.socket_dir / ".umbilical" / name / "mitosis.sock")
+
+
+def _short_enough(path: Path) -> Path:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            "CELL_SOCKET_DIR",
+            f"socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
+            "limit of Unix sockets; choose a shorter directory",
+        )
+    return path
 
 
 def ensure_private_dir(path: Path) -> Path:

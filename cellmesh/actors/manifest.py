@@ -12,7 +12,8 @@ example ``cells.db.limits.memory`` or ``supervisors.db.children[1]``) and the
 problem as fields. Nothing else escapes the parser (it is fuzzed for that).
 
 Validation is reused where it lives: cell names by
-:func:`cellmesh.config.check_cell_name`, policy values by the constructors of
+:func:`cellmesh.config.check_mesh_cell_name` (the root's own rule), policy
+values by the constructors of
 :mod:`cellmesh.actors.policy`, environment, limits and secret references by
 :mod:`cellmesh.sandbox`; their errors are re-raised as :class:`ManifestError`
 with the key that holds the value.
@@ -41,7 +42,7 @@ from typing import Final, Literal, NoReturn, TypeAlias
 
 import attrs
 
-from ..config import check_cell_name
+from ..config import Paths, check_mesh_cell_name
 from ..errors import ConfigError
 from ..sandbox import (
     BACKEND_NAMES,
@@ -210,6 +211,20 @@ class Manifest:
                     raise ManifestError(str(self.path), key, problem)
 
 
+    def check_sockets(self, paths: Paths) -> None:
+        """Check that every cell's socket and umbilical paths fit a Unix socket address.
+
+        They depend on ``paths.socket_dir``, so this runs when the root knows
+        it. Raises :class:`ManifestError` at ``cells.X``.
+        """
+        for decl in self.cells.values():
+            try:
+                paths.socket_path(decl.name)
+                paths.cell_umbilical(decl.name)
+            except ConfigError as exc:
+                raise ManifestError(str(self.path), _sub("cells", decl.name), exc.problem) from exc
+
+
 def load_manifest(path: Path | str) -> Manifest:
     """Read and parse the manifest file at ``path`` (UTF-8 TOML).
 
@@ -348,13 +363,9 @@ class _Reader:
             if not isinstance(name, str):
                 self.fail(key, f"key {name!r} is not a string")
             try:
-                check_cell_name(name)
-            except ConfigError:
-                self.fail(
-                    _sub(key, name),
-                    f"{name!r} is not a valid name (1-63 of A-Z a-z 0-9 _ . -, "
-                    "starting with a letter or digit)",
-                )
+                check_mesh_cell_name(name)  # the very rule the root applies at run time
+            except ConfigError as exc:
+                self.fail(_sub(key, name), exc.problem)
         return dict(value)
 
     def string(self, value: object, key: str) -> str:

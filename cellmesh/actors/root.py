@@ -46,7 +46,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..config import Paths, check_cell_name, ensure_private_dir
+from ..config import Paths, check_mesh_cell_name, ensure_private_dir
 from ..errors import CellmeshError
 from ..sandbox import CellBackend, select_backend
 from ..transport._sockets import bind_unix_listener
@@ -207,20 +207,19 @@ class Root:
         self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None
     ) -> CellSlot:
         assert self._nursery is not None
-        check_cell_name(name)
-        if ".." in name:
-            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+        check_mesh_cell_name(name)
         socket_path = self.paths.socket_path(name)
         # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
         # another uid (the socket is bound into their sandbox), by nobody else.
         listener = bind_unix_listener(socket_path, mode=0o666)
         listener.setblocking(False)
-        udir = self.paths.socket_dir / ".umbilical" / name
+        umbilical = self.paths.cell_umbilical(name)
+        udir = umbilical.parent
         ensure_private_dir(udir.parent)
         udir.mkdir(mode=0o700, exist_ok=True)
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
-            umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+            umbilical_path=umbilical, decl=decl, parent=parent,
         )
         self.slots[name] = slot
         try:
@@ -535,8 +534,8 @@ class Root:
             raise RootRequestError(
                 msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
             )
-        check_cell_name(msg.name)
-        if msg.name in self.slots or msg.name == "mitosis":
+        check_mesh_cell_name(msg.name)
+        if msg.name in self.slots:
             raise RootRequestError(msg.name, "a cell of that name exists")
         dna = Path(msg.dna)
         if not dna.is_absolute():
@@ -668,7 +667,7 @@ class Root:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
-        name = check_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
+        name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest.templates[msg.template]
@@ -724,6 +723,7 @@ async def serve_root(
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
         env["CELL_SANDBOX"] = manifest.root.sandbox
     manifest.check_paths()
+    manifest.check_sockets(paths)
     with _held(RootLock.acquire(paths)):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
