@@ -171,18 +171,56 @@ def _short_enough(path: Path) -> Path:
     return path
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed, mode 0700, and check ownership.
+def check_owned_dir(path: Path, *, create: bool = True) -> Path:
+    """Create ``path`` (and parents) if needed, mode 0700, and check it is safely ours.
 
-    Refuses (``ConfigError``) a directory owned by another user or writable by
-    group/others: sockets in it would be reachable by them.
+    Refuses (:class:`ConfigError` naming the path and what is wrong) a
+    symlink, a non-directory, a directory owned by another user, and one that
+    group or others may write: whoever can write in a directory of ours can
+    plant a symlink or a file there for the root to follow, chown or bind.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
+    if create:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be checked: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(str(path), "is a symlink; give the real directory")
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(str(path), "is not a directory")
     if st.st_uid != os.getuid():
         raise ConfigError(str(path), f"is owned by uid {st.st_uid}, not by us ({os.getuid()})")
-    if st.st_mode & 0o077:
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            str(path),
+            f"is writable by {'group and others' if st.st_mode & 0o002 else 'its group'} "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); make it 0700 (chmod go-w)",
+        )
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed, mode 0700, and check ownership.
+
+    As :func:`check_owned_dir` (refuses a symlink, another owner, group or
+    world write access), and takes away the read and search bits of group
+    and others: sockets in it must be reachable by no one else.
+    """
+    check_owned_dir(path)
+    if path.lstat().st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def ensure_home(paths: Paths) -> None:
+    """Create and check ``CELL_HOME`` and its run (socket), data, cache and logs directories.
+
+    Each must be ours, not a symlink, not writable by group or others
+    (:func:`check_owned_dir`); the socket directory is also made 0700. The
+    root calls this before it touches anything under them.
+    """
+    check_owned_dir(paths.home)
+    ensure_private_dir(paths.socket_dir)
+    for path in (paths.data_dir, paths.cache_dir, paths.log_dir):
+        check_owned_dir(path)

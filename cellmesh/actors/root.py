@@ -46,7 +46,13 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..config import Paths, check_cell_name, check_mesh_cell_name, ensure_private_dir
+from ..config import (
+    Paths,
+    check_cell_name,
+    check_mesh_cell_name,
+    ensure_home,
+    ensure_private_dir,
+)
 from ..errors import CellmeshError, ConfigError
 from ..sandbox import CellBackend, select_backend
 from ..transport._sockets import bind_unix_listener
@@ -762,6 +768,7 @@ async def serve_root(
         env["CELL_SANDBOX"] = manifest.root.sandbox
     manifest.check_paths()
     manifest.check_sockets(paths)
+    ensure_home(paths)
     with _held(RootLock.acquire(paths)):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)

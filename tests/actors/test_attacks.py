@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import rootcells
 import trio
 from rootcells import Downs, Echo, LinkTo, MonitorFlood, Unwatch, Watch
 from test_root import cell, crash, running_root, serving_pid, state, until
@@ -197,3 +199,19 @@ async def test_synapse_out_of_descriptors_is_cell_unavailable() -> None:
             async with Synapse.grow("echo", socket_dir=paths.socket_dir):
                 pass
         await still_serving(paths.socket_dir)
+
+
+async def test_a_cell_home_others_can_write_is_refused_naming_it(tmp_path: Path) -> None:
+    from cellmesh.errors import ConfigError
+    from cellmesh.testing.mesh import open_root
+
+    home = tmp_path / "h"
+    home.mkdir()
+    shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+    os.chmod(home, 0o777)  # another user could plant data/<cell> as a symlink
+    with pytest.RaisesGroup(ConfigError, flatten_subgroups=True) as info:
+        async with open_root(home, cell("echo", "Echoer")):
+            pass
+    error = info.value.exceptions[0]
+    assert isinstance(error, ConfigError) and error.source == str(home)
+    assert "writable by group and others" in error.problem
