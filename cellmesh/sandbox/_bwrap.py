@@ -34,9 +34,11 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   file into ``/run/cell``; file secrets copied from memfds into
   ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
 
-On x86_64 a seccomp deny-list (:mod:`cellmesh.sandbox._seccomp`) is loaded
-with ``--seccomp``: keyrings, ptrace, eBPF, perf, userfaultfd, io_uring,
-module/kexec loading, mount and namespace syscalls answer EPERM. Together
+On x86_64 a seccomp filter (:mod:`cellmesh.sandbox._seccomp`) is loaded
+with ``--seccomp``: sockets only of the families a cell needs (unix,
+netlink route, and IP only for a cell with network); keyrings, ptrace, eBPF,
+perf, userfaultfd, io_uring, module/kexec loading, mount and namespace
+syscalls answer EPERM. Together
 with the dropped capabilities, ``no_new_privs`` (set by bwrap) and the
 disabled nested user namespaces this narrows the kernel attack surface.
 """
@@ -341,7 +343,9 @@ class BwrapBackend(ProcessBackend):
         )
         if egress is not None:
             env = env.with_var("CELL_NET_GRANTS", grants_env(self._proxies[spec.cell_id].routes))
-        program = build_filter() if self.seccomp else None
+        # IP sockets only for a cell with network (the grant forwarder listens on loopback).
+        inet = spec.allow_net or bool(spec.net_grants)
+        program = build_filter(inet=inet) if self.seccomp else None
         owned = (filter_memfd(program),) if program is not None else ()
         argv = bwrap_argv(
             self.bwrap,

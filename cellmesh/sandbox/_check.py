@@ -84,7 +84,8 @@ class HostReport:
             + (", ".join(f"{k} at {v}" for k, v in sorted(self.cgroup1_dirs.items())) or "none"),
             f"seccomp                kernel support: {yes(self.seccomp_supported)}; "
             + (
-                f"bwrap cells get a {self.seccomp_denied}-syscall deny-list"
+                f"bwrap cells get a {self.seccomp_denied}-syscall deny-list; socket families: "
+                "unix, netlink (route only), inet/inet6 only with network"
                 if self.seccomp_denied
                 else f"no filter for {platform.machine()} (x86_64 only)"
             ),
