@@ -33,7 +33,7 @@ import trio
 from ..config import Paths, check_cell_name
 from ._backend import CellHandle, SpawnedCell, TeardownReport
 from ._events import EventSink
-from ._limits import CgroupHost, CgroupLeaves, LimitPlan, plan_limits
+from ._limits import ARENA_ENV, CgroupHost, CgroupLeaves, LimitPlan, plan_limits
 from ._secrets import Secret, SecretBroker
 from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
 from ._spec import CellSpec, WorkloadEnv
@@ -203,6 +203,10 @@ class ProcessBackend(abc.ABC):
         try:
             secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
             cmd = self._command(rec, pass_fds, secrets, secret_fds)
+            if rec.plan.mechanisms.get("memory") == "rlimit" and ARENA_ENV[0] not in dict(
+                spec.env.items
+            ):
+                cmd = attrs.evolve(cmd, env=cmd.env.with_var(*ARENA_ENV))
             if stdout is None:
                 log_path = self.paths.log_dir / f"{spec.name}.log"
                 try:
