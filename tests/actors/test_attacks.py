@@ -173,7 +173,7 @@ async def test_attack_a_watcher_that_never_takes_its_notice_releases_the_deliver
     # (start_timeout + 5 s) runs out; then the other watcher is served.
     toml = (
         "[root]\ncelldown_concurrency = 1\n\n"
-        + cell("sleepy", "Sleepy", start_timeout="0.5")
+        + cell("sleepy", "Sleepy", start_timeout="3")
         + cell("watcher", "Watcher")
         + cell("echo", "Echoer")
     )
