@@ -69,11 +69,15 @@ async def restarted(root: Root, name: str) -> None:
 
 
 async def fd_peak(sampled: list[int], task_status: trio.TaskStatus[None]) -> None:
-    """Record the largest descriptor count seen at every scheduling point (until cancelled)."""
+    """Sample this process's descriptor count every millisecond (until cancelled).
+
+    A sampler, not a synchronisation: it only has to see the delivery
+    connections, which stay open for a whole watcher's queue.
+    """
     task_status.started()
     while True:
         sampled.append(open_fds())
-        await trio.sleep(0)
+        await trio.sleep(0.001)
 
 
 # --------------------------------------------------------------------------
