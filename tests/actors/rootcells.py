@@ -202,10 +202,11 @@ class Watcher(cellmesh.Cell):
 
 @cellmesh.protein("t.root.MonitorFlood")
 class MonitorFlood:
-    """Ask the root for ``n`` monitors of ``target`` as fast as it answers."""
+    """Ask the root for ``n`` monitors of ``target``, ``parallel`` requests at a time."""
 
     target: str
     n: int
+    parallel: int = 1
 
 
 @cellmesh.protein("t.root.LinkTo")
@@ -246,7 +247,22 @@ class Attacker(Watcher):
 
     @cellmesh.receptor
     async def flood(self, msg: MonitorFlood) -> Flooded:
-        return await _tally([lambda: self.monitor(msg.target)] * msg.n)
+        import trio
+
+        share, extra = divmod(msg.n, msg.parallel)
+        results: list[Flooded] = []
+
+        async def one(n: int) -> None:
+            results.append(await _tally([lambda: self.monitor(msg.target)] * n))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(msg.parallel):
+                nursery.start_soon(one, share + (1 if i < extra else 0))
+        errors = [r.error for r in results if r.error]
+        return Flooded(
+            ok=sum(r.ok for r in results), refused=sum(r.refused for r in results),
+            error=errors[0] if errors else "",
+        )
 
     @cellmesh.receptor
     async def link_to(self, msg: LinkTo) -> Flooded:
@@ -260,6 +276,16 @@ class Attacker(Watcher):
 
 class Sleepy(Watcher):
     """A watcher that never finishes taking a CellDown (it holds its delivery)."""
+
+    async def on_cell_down(self, down: cellmesh.CellDown) -> None:
+        import trio
+
+        await trio.sleep_forever()
+
+
+class SleepyAttacker(Attacker):
+    """Floods the root with monitors and never finishes taking a CellDown: every
+    delivery to it would hold a connection of the root's open."""
 
     async def on_cell_down(self, down: cellmesh.CellDown) -> None:
         import trio

@@ -90,7 +90,7 @@ async def test_attack_monitor_flood_of_a_missing_cell_is_bounded_and_the_root_se
         before = open_fds()
         with fd_ceiling(headroom=200):
             async with Synapse.grow("attacker", socket_dir=paths.socket_dir) as syn:
-                result = await syn.fire(MonitorFlood(target="no-such-cell", n=3000))
+                result = await syn.fire(MonitorFlood(target="no-such-cell", n=3000, parallel=32))
                 await root.wait_celldowns_settled()
                 downs = (await syn.fire(Downs())).downs
             await still_serving(paths.socket_dir)
@@ -102,6 +102,23 @@ async def test_attack_monitor_flood_of_a_missing_cell_is_bounded_and_the_root_se
         assert set(downs) == {"no-such-cell:noproc"}
         assert open_fds() <= before + 8
         assert state(root, "attacker") == "running"
+
+
+async def test_attack_monitor_flood_by_a_cell_that_never_takes_its_notices() -> None:
+    """The issue's crash: every noproc notice held a root connection open (EMFILE)."""
+    toml = "[root]\nmax_monitors = 64\n\n" + cell("attacker", "SleepyAttacker") + cell(
+        "echo", "Echoer"
+    )
+    async with running_root(toml) as (root, paths):
+        before = open_fds()
+        with fd_ceiling(headroom=100):
+            async with Synapse.grow("attacker", socket_dir=paths.socket_dir) as syn:
+                result = await syn.fire(MonitorFlood(target="no-such-cell", n=3000, parallel=32))
+            await still_serving(paths.socket_dir)
+            assert open_fds() <= before + 8  # one stuck delivery connection, not 3000
+        assert result.ok == 64 and result.refused == 3000 - 64
+        assert "undelivered CellDown notices" in result.error
+        assert root.contained_failures == 0
 
 
 async def test_attack_monitors_on_a_dying_neighbour_are_capped_and_delivered_boundedly() -> None:
