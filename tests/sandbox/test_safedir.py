@@ -149,3 +149,35 @@ def test_a_real_data_dir_is_still_bound_writable(real_backend: CellBackend, path
     assert status.reason == "exit"
     assert out == {"files": ["note"]}
     assert (paths.data_dir / "keeper" / "note").read_text() == "hi"
+
+
+@root_only
+@pytest.mark.parametrize("swap", ["other-dir", "symlink"])
+def test_a_pinned_bind_refuses_a_source_swapped_after_the_check(tmp_path: Path, swap: str) -> None:
+    """The child binds the data dir only if it is still the inode that was checked."""
+    from cellmesh.sandbox import SpawnError, WorkloadEnv
+    from cellmesh.sandbox._spawn import spawn_isolated_workload
+
+    checked = tmp_path / "data"
+    checked.mkdir()
+    st = checked.stat()
+    stand_in = tmp_path / "stand-in"
+    stand_in.mkdir()
+    # After the check, the name now points elsewhere.
+    checked.rename(tmp_path / "moved")
+    if swap == "symlink":
+        checked.symlink_to(tmp_path / "moved")
+    else:
+        checked.mkdir()
+    with pytest.raises(SpawnError, match="pre-exec"):
+        spawn_isolated_workload(
+            ["/bin/true"], WorkloadEnv(), private_binds=[(checked, stand_in)],
+            pinned={checked: (st.st_dev, st.st_ino)},
+        )
+    # The unswapped directory binds fine.
+    wl = spawn_isolated_workload(
+        ["/bin/true"], WorkloadEnv(), private_binds=[(tmp_path / "moved", stand_in)],
+        pinned={tmp_path / "moved": (st.st_dev, st.st_ino)},
+    )
+    assert wl.wait(30) == 0
+    wl.close()
