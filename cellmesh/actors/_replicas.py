@@ -96,7 +96,7 @@ class Replicas:
         socket_path = self.paths.socket_path(name)
         listener = bind_unix_listener(socket_path, mode=0o666)
         listener.setblocking(False)
-        peers_dir = self.paths.socket_dir / ".replicas" / name
+        peers_dir = self.paths.replica_peers(name)
         group = Group(
             name=name, decl=decl, supervisor=supervisor, socket_path=socket_path,
             listener=listener, peers_dir=peers_dir, data_dir=data_dir, record=record,
@@ -119,7 +119,7 @@ class Replicas:
 
     async def add_member(self, group: Group, replica: int) -> Member:
         """Bind ``replica``'s peer socket and make its slot ``X/<replica>``."""
-        peer_path = group.peer_path(replica)
+        peer_path = self.paths.replica_peer(group.name, replica)
         peer = bind_peer(peer_path)
         part = ReplicaPart(
             group=group.name, id=replica, peer_listener=peer, peer_path=peer_path,

@@ -38,8 +38,6 @@ from typing import Final, Protocol
 import attrs
 import trio
 
-from ..config import MAX_SOCKET_PATH
-from ..errors import ConfigError
 from ._cells import CellSlot, ReplicaPart
 from ._launch import GROUP_RECORD
 from .control import ReplicaStats
@@ -333,17 +331,8 @@ class GroupHandle:
 
 
 def bind_peer(path: Path) -> socket.socket:
-    """Bind a replica's peer listener in the group's peer directory (ours alone).
-
-    A path past the Unix socket limit is refused with
-    :class:`~cellmesh.errors.ConfigError` naming ``CELL_SOCKET_DIR``.
-    """
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise ConfigError(
-            "CELL_SOCKET_DIR",
-            f"the peer socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
-            "limit of Unix sockets; choose a shorter directory (or a shorter cell name)",
-        )
+    """Bind a replica's peer listener at ``path`` (``Paths.replica_peer``: its length is
+    checked) in the group's peer directory (ours alone)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
