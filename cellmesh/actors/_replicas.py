@@ -33,7 +33,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ..config import Paths, ensure_private_dir
+from ..config import Paths, check_mesh_cell_name, ensure_private_dir
 from ..sandbox._bwrap import PEERS_DIR_INSIDE
 from ..transport._sockets import bind_unix_listener
 from ._cells import CellSlot, ReplicaPart, reason_text
@@ -89,8 +89,7 @@ class Replicas:
         """Bind the group's sockets, read (or create) its record, make its members' slots."""
         assert name == decl.name
         assert decl.replicas is not None
-        if ".." in name:
-            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+        check_mesh_cell_name(name)
         data_dir = self.paths.data_dir / name
         record = await trio.to_thread.run_sync(load_record, data_dir, decl.replicas)
         socket_path = self.paths.socket_path(name)

@@ -368,6 +368,8 @@ def load_record(data_dir: Path, count: int) -> GroupRecord:
         raise GroupRecordError(str(path), f"cannot be read: {exc}") from exc
     else:
         return GroupRecord.from_json(text, source=str(path))
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / f".{RECORD_NAME}.tmp").unlink()  # a first write that never finished
     if not is_empty(data_dir):
         raise GroupRecordError(
             str(data_dir),
@@ -383,7 +385,9 @@ def write_record(data_dir: Path, record: GroupRecord) -> None:
     """Replace ``group.json`` atomically and durably (temp file, fsync, rename, dir fsync)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = data_dir / f".{RECORD_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
     try:
         os.write(fd, record.to_json().encode())
         os.fsync(fd)

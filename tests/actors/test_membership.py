@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -238,3 +239,15 @@ def test_membership_voter_is_its_own_view() -> None:
     assert not is_voter(stats(1, role="learner"))
     assert not is_voter(stats(3))  # not in its voters
     assert not is_voter(None)
+
+
+def test_membership_record_file_survives_an_unfinished_first_write(tmp_path: Path) -> None:
+    from cellmesh.actors._replicas_group import load_record
+
+    data = tmp_path / "grp"
+    data.mkdir()
+    (data / ".group.json.tmp").write_text('{"half')  # the root died writing it
+    record = load_record(data, 3)
+    assert record == GroupRecord.create(3)
+    assert load_record(data, 5) == record  # read back, not created again
+    assert sorted(p.name for p in data.iterdir()) == ["group.json"]
