@@ -50,6 +50,7 @@ from ..config import Paths
 from ..errors import ConfigError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Standby
+from ._tasks import Background
 from .dna import DnaCache
 from .logs import RotatingLog, pump_output
 from .manifest import RootDecl
@@ -74,7 +75,8 @@ class Launcher:
     dna: DnaCache
     paths: Paths
     root: RootDecl
-    nursery: trio.Nursery
+    #: Starts the standby watchers and log pumps (contained: none can stop the root).
+    tasks: Background
     #: The socket of a cell a slot may call (None: not a cell of this root).
     socket_of: Callable[[str], Path | None]
     #: The ``CELL_REPLICA_*`` env of a replica's next process (replicated cells only).
@@ -235,7 +237,7 @@ class Launcher:
             cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), version=version
         )
         slot.standby = standby
-        self.nursery.start_soon(self._watch_standby, slot, standby)
+        self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
 
     def retire(self, slot: CellSlot) -> None:
         """Tell the slot's standby it will not be needed (it exits)."""
@@ -288,7 +290,7 @@ class Launcher:
         finally:
             os.close(go_read)
             os.close(out_write)
-        self.nursery.start_soon(self._pump, slot, out_read)
+        self.tasks.start_soon(self._pump, slot, out_read, name=f"log pump of {slot.name}")
         return spawned.pid, go_write
 
     async def _pump(self, slot: CellSlot, fd: int) -> None:

@@ -23,7 +23,7 @@ exclusive ``flock`` holding the pid: a second root is refused with
 5. watches the listener of every cell that has no process (``on_demand``
    before first use, or stopped and not restarted): the first pending
    connection spawns it. One watcher per listener, so concurrent grows spawn
-   the cell once.
+   the cell once (:mod:`cellmesh.actors._activation`).
 
 A replicated cell (``replicas = N``) is a group of replica slots ``X/i`` run
 by :mod:`cellmesh.actors._replicas` (its sockets, supervision, stats and
@@ -51,17 +51,25 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..config import Paths, check_cell_name, ensure_private_dir
-from ..errors import CellmeshError
+from ..config import (
+    Paths,
+    check_cell_name,
+    check_mesh_cell_name,
+    ensure_home,
+    ensure_private_dir,
+)
+from ..errors import CellmeshError, ConfigError
 from ..sandbox import CellBackend, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
-from ..transport.synapse import Synapse
 from . import _proc
+from ._activation import Activation
 from ._cells import CellInstance, CellSlot, ReplicaPart, reason_text
 from ._launch import Launcher
+from ._post import CellDownPost, Recipient
 from ._replicas import Replicas
 from ._rootlock import RootLock, peer_uid_filter
+from ._tasks import Background
 from .control import (
     Ack,
     CellDown,
@@ -86,17 +94,15 @@ from .control import (
 )
 from .dna import DnaCache
 from .errors import (
-    ChildAlreadyPresent,
-    ChildRunning,
     RootRequestError,
     SupervisorEscalation,
 )
 from .manifest import CellDecl, Manifest, SupervisorDecl
+from .membership import replica_stem
 from .policy import (
     AbnormalExit,
     ChildKind,
     ChildSpec,
-    ChildStatus,
     ExitReason,
     Restart,
     Strategy,
@@ -131,11 +137,25 @@ class Root:
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
     _replicas: Replicas = attrs.field(init=False)
-    _watches: Watches = attrs.Factory(Watches)
+    _activation: Activation = attrs.field(init=False)
+    _tasks: Background = attrs.field(init=False)
+    _post: CellDownPost = attrs.field(init=False)
+    _watches: Watches = attrs.field(init=False)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.restart_log = collections.deque(maxlen=self.manifest.root.restart_log)
+        decl = self.manifest.root
+        self.restart_log = collections.deque(maxlen=decl.restart_log)
+        self._watches = Watches(max_monitors=decl.max_monitors, max_links=decl.max_links)
+
+    @property
+    def contained_failures(self) -> int:
+        """Failures of background tasks and callbacks that were contained (and logged)."""
+        return self._tasks.failures
+
+    async def wait_celldowns_settled(self) -> None:
+        """Return once every CellDown notice so far was delivered or dropped."""
+        await self._post.wait_idle()
 
     # ------------------------------------------------------------ running
 
@@ -144,9 +164,15 @@ class Root:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # Every background task goes through this: none can stop the root.
+                self._tasks = Background(nursery, self.log)
+                self._post = CellDownPost(
+                    tasks=self._tasks, recipient=self._recipient, settled=self._watches.delivered,
+                    log=self.log, concurrency=self.manifest.root.celldown_concurrency,
+                )
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
-                    root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
+                    root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
                 )
                 self._replicas = Replicas(
                     paths=self.paths, factory=self, add_slot=self._add_slot,
@@ -155,10 +181,14 @@ class Root:
                     inside_bwrap=self.backend.name == "bwrap",
                 )
                 self._launcher.replica_env = self._replicas.env_for
+                self._activation = Activation(
+                    manifest=self.manifest, slots=self.slots, supervisors=self.supervisors,
+                    stopping=lambda: self._stopping, log=self.log, record=self._record,
+                )
                 for name, decl in self.manifest.cells.items():
                     add = self._replicas.add_group if decl.replicated else self._add_slot
                     await add(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await nursery.start(self._serve_control)
+                await self._tasks.start(self._serve_control, name="control socket", restart=True)
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -213,7 +243,7 @@ class Root:
                     if slot.instance is not None:
                         slot.instance.kill()
 
-            self._nursery.start_soon(force)
+            self._tasks.start_soon(force, name="forced stop")
 
     async def _close(self) -> None:
         for slot in list(self.slots.values()):
@@ -230,9 +260,7 @@ class Root:
         its umbilical, its activation watcher (not for a replica)."""
         assert self._nursery is not None
         if shared is None:
-            check_cell_name(name)
-            if ".." in name:
-                raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+            check_mesh_cell_name(name)
             socket_path = self.paths.socket_path(name)
             # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
             # another uid (the socket is bound into their sandbox), by nobody else.
@@ -240,15 +268,16 @@ class Root:
             listener.setblocking(False)
         else:
             socket_path, listener = shared
-        slot = CellSlot(
-            name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
-            umbilical_path=Path(), decl=decl, parent=parent, replica=replica,
-            owns_listener=shared is None,
-        )
-        udir = self.paths.socket_dir / ".umbilical" / slot.stem
+        stem = name if replica is None else replica_stem(replica.group, replica.id)
+        umbilical = self.paths.cell_umbilical(stem)
+        udir = umbilical.parent
         ensure_private_dir(udir.parent)
         udir.mkdir(mode=0o700, exist_ok=True)
-        slot.umbilical_path = udir / "mitosis.sock"
+        slot = CellSlot(
+            name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
+            umbilical_path=umbilical, decl=decl, parent=parent, replica=replica,
+            owns_listener=shared is None,
+        )
         self.slots[name] = slot
         try:
             if parent is not None:
@@ -259,12 +288,16 @@ class Root:
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
                 os.link(socket_path, link)
-            await self._nursery.start(self._serve_umbilical, slot)
+            await self._tasks.start(
+                self._serve_umbilical, slot, name=f"umbilical of {name}", restart=True
+            )
         except BaseException:
             await self._drop_slot(slot)
             raise
         if replica is None:  # a replicated cell is never started by a connection
-            self._nursery.start_soon(self._watch_listener, slot)
+            self._tasks.start_soon(
+                self._activation.watch, slot, name=f"activation watcher of {name}", restart=True
+            )
         return slot
 
     async def _drop_slot(self, slot: CellSlot) -> None:
@@ -384,6 +417,10 @@ class Root:
         return SupervisorSpec(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
 
     def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
+        with self._tasks.guard(f"event of supervisor {supervisor}"):
+            self._log_event(supervisor, event)
+
+    def _log_event(self, supervisor: str, event: SupervisorEvent) -> None:
         if event.kind in ("start_failed", "escalated", "delaying"):
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
@@ -396,11 +433,16 @@ class Root:
     # ------------------------------------------------------------ exits, monitors, links
 
     def _instance_ready(self, instance: CellInstance) -> None:
-        self._replicas.on_ready(instance.slot)
-        if not self._stopping:
-            self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+        with self._tasks.guard(f"ready of {instance.slot.name}"):
+            self._replicas.on_ready(instance.slot)
+            if not self._stopping:
+                self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
+        with self._tasks.guard(f"exit of {instance.slot.name}"):
+            self._exited(instance, reason)
+
+    def _exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         self._replicas.on_exit(slot, reason)
         text = reason_text(reason)
@@ -415,7 +457,8 @@ class Root:
                 self._notify(effect.watcher, effect.down)
             else:
                 linked = self.slots[effect.name].instance
-                assert linked is not None  # _running said so
+                if linked is None:
+                    continue
                 self._record(effect.name, f"linked cell {effect.cause} failed: {effect.reason}")
                 with contextlib.suppress(CellmeshError):
                     self.backend.kill(linked.cell_id, as_crash=True)
@@ -423,27 +466,25 @@ class Root:
             slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
         ):
-            self._nursery.start_soon(self._forget, slot)  # never restarted: free the name
+            # never restarted: free the name
+            self._tasks.start_soon(self._forget, slot, name=f"forget {slot.name}")
         if slot.children and self._nursery is not None and not self._stopping:
             for child in list(slot.children):
-                self._nursery.start_soon(self._stop_dynamic, slot, child)
+                self._tasks.start_soon(
+                    self._stop_dynamic, slot, child, name=f"stop {child} (its parent ended)"
+                )
 
     def _notify(self, watcher: str, down: CellDown) -> None:
+        if watcher in self.slots and self._nursery is not None:
+            self._post.post(watcher, down)
+        else:
+            self._watches.delivered(watcher)  # nobody to tell: it no longer counts
+
+    def _recipient(self, watcher: str) -> Recipient | None:
         slot = self.slots.get(watcher)
-        if slot is None or self._nursery is None:
-            return
-
-        async def deliver() -> None:
-            with trio.move_on_after(slot.decl.start_timeout + 5.0):
-                try:
-                    async with Synapse.grow(
-                        watcher, socket_path=slot.socket_path, client_name="root"
-                    ) as syn:
-                        await syn.fire(down)
-                except CellmeshError as exc:
-                    self.log(f"root: CellDown for {watcher} not delivered: {exc}")
-
-        self._nursery.start_soon(deliver)
+        if slot is None or self._stopping:
+            return None
+        return Recipient(socket_path=slot.socket_path, timeout=slot.decl.start_timeout)
 
     def _running(self, name: str) -> bool:
         """``name`` has a process (starting or running) that a link could kill."""
@@ -454,74 +495,6 @@ class Root:
     def _is_alive(self, name: str) -> bool:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
-
-    # ------------------------------------------------------------ activation
-
-    async def _watch_listener(self, slot: CellSlot) -> None:
-        """Spawn the cell at the first pending connection while it has no process."""
-        while slot.name in self.slots:
-            changed = slot.changed
-            instance = slot.instance
-            if instance is not None and instance.state in ("starting", "running"):
-                await changed.wait()
-                continue
-            try:
-                await trio.lowlevel.wait_readable(slot.listener)
-            except (trio.ClosedResourceError, OSError):
-                return
-            if self._stopping or slot.name not in self.slots:
-                return
-            instance = slot.instance
-            if instance is not None and instance.state == "dormant":
-                instance.activate()
-                await changed.wait()
-            elif instance is None or instance.state == "exited":
-                await self._reactivate(slot)
-            else:
-                await changed.wait()
-
-    async def _reactivate(self, slot: CellSlot) -> None:
-        """A connection waits for a cell without a process: start it, if it is ours to start.
-
-        Only a child its supervisor has stopped for good (or removed, for a
-        declared cell) is started here; while a supervisor is starting, or
-        about to restart the cell itself, the watcher just waits for the
-        slot to change.
-        """
-        sup = self.supervisors.get(slot.supervisor)
-        if sup is None or not sup.started:
-            await slot.changed.wait()
-            return
-        info = next((i for i in sup.which_children() if i.child_id == slot.child_id), None)
-        try:
-            if info is not None and info.status is ChildStatus.STOPPED:
-                await sup.restart_child(slot.child_id)
-            elif info is None and slot.name in self.manifest.cells:
-                decl = slot.decl
-                await sup.start_child(ChildSpec(
-                    id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
-                    args=("cell", slot.name),
-                ))
-            else:
-                await slot.changed.wait()
-        except (ChildRunning, ChildAlreadyPresent):
-            await trio.lowlevel.checkpoint()  # its supervisor restarted it meanwhile
-        except CellmeshError as exc:
-            if self._stopping:
-                return
-            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
-            self._record(slot.name, f"on-demand start failed: {exc}")
-            # Refuse what waits in the backlog rather than spinning on it.
-            await self._refuse_pending(slot)
-
-    async def _refuse_pending(self, slot: CellSlot) -> None:
-        while True:
-            try:
-                conn, _ = slot.listener.accept()
-            except (BlockingIOError, OSError):
-                return
-            conn.close()
-            await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ control socket
 
@@ -573,11 +546,8 @@ class Root:
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
-        if slot is None and name in self._replicas.groups:
-            members = ", ".join(s for s in self.slots if s.startswith(f"{name}/"))
-            raise RootRequestError(name, f"is a replicated cell: name one replica ({members})")
         if slot is None:
-            raise RootRequestError(name, "no such cell")
+            raise self._replicas.no_such_cell(name)
         return slot
 
     async def _spawn_request(self, msg: SpawnCell) -> Ack:
@@ -585,8 +555,8 @@ class Root:
             raise RootRequestError(
                 msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
             )
-        check_cell_name(msg.name)
-        if msg.name in self.slots or msg.name == "mitosis":
+        check_mesh_cell_name(msg.name)
+        if msg.name in self.slots:
             raise RootRequestError(msg.name, "a cell of that name exists")
         dna = Path(msg.dna)
         if not dna.is_absolute():
@@ -655,6 +625,10 @@ class Root:
     # ------------------------------------------------------------ umbilicals
 
     async def _serve_umbilical(self, slot: CellSlot, *, task_status: trio.TaskStatus[None]) -> None:
+        if slot.name not in self.slots:
+            task_status.started()
+            return  # the slot went while this server was being restarted
+
         async def handle(msg: Any) -> Any:
             return await self._from_cell(slot, msg)
 
@@ -683,6 +657,7 @@ class Root:
                 slot.instance.mark_ready()
             return Ack(text="ok")
         if isinstance(msg, Monitor):
+            _check_target(msg.target)
             ref, effects = self._watches.monitor(
                 slot.name, msg.target, alive=self._is_alive(msg.target)
             )
@@ -691,9 +666,10 @@ class Root:
                     self._notify(effect.watcher, effect.down)
             return MonitorRef(ref=ref)
         if isinstance(msg, Demonitor):
-            self._watches.demonitor(msg.ref)
+            self._watches.demonitor(msg.ref, watcher=slot.name)
             return Ack(text="ok")
         if isinstance(msg, Link):
+            _check_target(msg.target)
             if not self._is_alive(msg.target):
                 raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
             self._watches.link(slot.name, msg.target, trap_exits=msg.trap_exits)
@@ -721,7 +697,7 @@ class Root:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
-        name = check_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
+        name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest.templates[msg.template]
@@ -779,6 +755,8 @@ async def serve_root(
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
         env["CELL_SANDBOX"] = manifest.root.sandbox
     manifest.check_paths()
+    manifest.check_sockets(paths)
+    ensure_home(paths)
     with _held(RootLock.acquire(paths)):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
@@ -788,6 +766,14 @@ async def serve_root(
             log=log if log is not None else _stderr_log,
         )
         await root.run(task_status=task_status)
+
+
+def _check_target(target: object) -> None:
+    """A monitor or link target must be a cell name (bounded, printable): else refused."""
+    try:
+        check_cell_name(target, source="target")
+    except ConfigError as exc:
+        raise RootRequestError("target", exc.problem) from None
 
 
 def _stderr_log(text: str) -> None:

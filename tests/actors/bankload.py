@@ -295,12 +295,17 @@ async def identical(root: Root) -> None:
     goodbye is one): the digests are compared once every member has applied
     the same index.
     """
+    group = root._replicas.groups[GROUP]
     with trio.fail_after(60):
         while True:
             found = await digests(root)
-            if len({d.applied_index for d in found.values()}) == 1:
+            target = max(d.applied_index for d in found.values())
+            if all(d.applied_index == target for d in found.values()):
                 break
-            await trio.sleep(0.05)  # a member is applying the last entries
+            # a member is applying the last entries: wait for its stats to say so
+            await until(root, lambda t=target: all(
+                s.applied_index >= t for s in group.stats().values()
+            ), f"every replica to apply index {target}")
     kinds = {(d.applied_index, d.sha256, d.size) for d in found.values()}
     assert len(kinds) == 1, f"replicas differ: {found}"
 

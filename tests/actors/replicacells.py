@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import stat
+import time
 from typing import Any
 
 import cbor2
@@ -25,6 +26,10 @@ import cbor2
 import cellmesh
 from cellmesh.actors.control import ReplicaStats
 from cellmesh.actors.replicated import ReplicatedCell, query
+
+_DATA = os.environ.get("CELL_DATA_DIR")
+if _DATA and os.path.exists(os.path.join(_DATA, "hang")):
+    time.sleep(3600)  # the root kills it long before
 
 
 @cellmesh.protein("t.rep.Note")
@@ -134,6 +139,7 @@ class Observer(ReplicatedCell):
         poison = data / "poison"
         if poison.exists():
             raise RuntimeError(poison.read_text().strip())
+
         env = {k: v for k, v in os.environ.items() if k.startswith("CELL_")}
         peers = dict(p.split("=", 1) for p in env["CELL_REPLICA_PEERS"].split(","))
         starts = data / "starts"

@@ -27,6 +27,7 @@ import pytest
 import replicacells
 import trio
 from replicacells import AskRoot, Describe, Lie, Note, Noted, Probe
+from test_root import leaves
 
 from cellmesh import RemoteCellError, Synapse
 from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
@@ -121,20 +122,6 @@ async def note(root: Root, text: str) -> int:
         reply = await syn.fire(Note(text=text))
     assert isinstance(reply, Noted)
     return reply.index
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    todo: list[BaseException] = [group]
-    while todo:
-        exc = todo.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            todo.extend(exc.exceptions)
-        else:
-            out.append(exc)
-            if exc.__cause__ is not None:
-                out.append(exc.__cause__)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -320,16 +307,18 @@ async def test_replicas_root_up_with_a_broken_replica_starts_on_the_majority() -
             data = root.paths.data_dir / GROUP
         (data / "1" / "poison").write_text("corrupt at byte 7")
         async with running(group_toml(), home=home) as root:
+            # the group is up once a majority is; the broken one is given up meanwhile
+            await until(root, lambda: rows(root)["grp/1"].replica.given_up)
             info = rows(root)["grp/1"].replica
-            assert info.given_up and "corrupt at byte 7" in info.error
+            assert "corrupt at byte 7" in info.error
             assert state(root, "grp/0") == "running"
             assert await note(root, "after") > 0
         (data / "2" / "poison").write_text("corrupt at byte 9")
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(group_toml(), home=home):
                 pass
-        texts = " ".join(str(e) for e in _leaves(caught.value))
-        assert "only 1 of 3 replicas started (a majority is 2)" in texts
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
+        assert "only 1 of 3 replicas could start (a majority is 2)" in texts
         assert "grp/1: exit code 1: RuntimeError: corrupt at byte 7" in texts
         assert "grp/2: exit code 1: RuntimeError: corrupt at byte 9" in texts
     finally:
@@ -358,7 +347,7 @@ async def test_replicas_root_refuses_a_data_dir_of_a_plain_cell() -> None:
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(group_toml(), home=home):
                 pass
-        (err,) = [e for e in _leaves(caught.value) if isinstance(e, RootRequestError)]
+        (err,) = [e for e in leaves(caught.value, BaseException) if isinstance(e, RootRequestError)]
         assert "holds data but no group.json" in str(err)
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -374,7 +363,7 @@ async def test_replicas_root_a_group_data_dir_is_not_given_to_a_plain_cell() -> 
         with pytest.raises(BaseExceptionGroup) as caught:
             async with running(plain, home=home):
                 pass
-        texts = " ".join(str(e) for e in _leaves(caught.value))
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
         assert "holds a replicated cell's data (group.json)" in texts
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -410,5 +399,104 @@ async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> No
     with pytest.raises(BaseExceptionGroup) as caught:
         async with running(toml):
             pass
-    texts = " ".join(str(e) for e in _leaves(caught.value))
+    texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
     assert "grp/0: exit code 2" in texts and "not a cellmesh.ReplicatedCell subclass" in texts
+
+
+async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervisor() -> None:
+    """Two of three replicas given up: the group exits abnormally; its supervisor restarts
+    it, the restart cannot reach a majority either, and the supervisor gives up in turn."""
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with running(group_toml()) as root:
+            await healthy(root)
+            for i in (1, 2):
+                (root.paths.data_dir / GROUP / str(i) / "poison").write_text(f"broken {i}")
+            for i in (1, 2):
+                slot = root.slots[f"grp/{i}"]
+                assert slot.instance is not None
+                root.backend.kill(slot.instance.cell_id, as_crash=True)
+            await trio.sleep_forever()  # the root ends on its own: the block is cancelled
+    (escalation,) = [e for e in leaves(caught.value, BaseException)
+                     if type(e).__name__ == "SupervisorEscalation"]
+    assert "reached_max_restart_intensity (child 'grp')" in str(escalation)
+    log = [f"{r.cell}: {r.reason}" for r in root.restart_log]
+    assert "grp: lost its quorum: grp/1, grp/2 given up" in log, log
+    assert any(r.startswith("grp: failed to start") and "only 1 of 3 replicas could start" in r
+               for r in log), log
+
+
+async def test_replicas_root_wipe_rebuilds_the_leader_from_its_peers() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        for n in range(5):
+            await note(root, f"n{n}")
+        old = leader(root)
+        assert old is not None
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            ack = await ctl.fire(WipeReplica(name=f"grp/{old}"))
+        assert ack.text == f"wiped grp/{old}: it rejoined empty and caught up from its peers"
+        assert leader(root) != old  # it handed its leadership over first
+        info = rows(root)[f"grp/{old}"].replica
+        assert info.role == "follower" and old in info.voters and info.error == ""
+        # it started empty, as a joiner, and holds the whole log again
+        seen = observed(root, old)
+        assert seen["starts"] == 1 and seen["env"]["CELL_REPLICA_JOIN"] == "1"
+        record = json.loads((root.paths.data_dir / GROUP / "group.json").read_text())
+        assert record["members"] == [0, 1, 2] and record["joining"] == []
+        assert await note(root, "after") > 0
+
+
+async def test_replicas_root_wipe_is_refused_without_a_quorum_of_the_others() -> None:
+    async with running(group_toml()) as root:
+        await healthy(root)
+        (root.paths.data_dir / GROUP / "2" / "poison").write_text("broken")
+        slot = root.slots["grp/2"]
+        assert slot.instance is not None
+        root.backend.kill(slot.instance.cell_id, as_crash=True)
+        await until(root, lambda: rows(root)["grp/2"].replica.given_up)
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            with pytest.raises(RemoteCellError, match=re.escape(
+                    "grp/1: grp/2 not running: without grp/1 the group would have no quorum "
+                    "to rebuild it; start them first")):
+                await ctl.fire(WipeReplica(name="grp/1"))
+        assert state(root, "grp/1") == "running"  # untouched
+        (group,) = root.status().groups
+        assert group.change == "" and "no quorum" in group.error
+
+
+async def test_replicas_root_a_group_is_up_once_a_majority_is_ready() -> None:
+    """A replica that takes forever to start does not hold the group (nor the mesh) back."""
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        async with running(group_toml(), home=home) as root:
+            await healthy(root)
+        (home / "data" / GROUP / "2" / "hang").write_text("")
+        with trio.fail_after(30):  # far less than its start_timeout (60 s)
+            async with running(group_toml(), home=home) as root:
+                assert state(root, "grp/2") == "starting"
+                assert state(root, "grp/0") == "running" and state(root, "grp/1") == "running"
+                assert await note(root, "served by two") > 0
+                slot = root.slots["grp/2"]
+                assert slot.instance is not None
+                root.backend.kill(slot.instance.cell_id)  # do not wait for its shutdown
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_refuses_a_peer_socket_path_too_long_for_unix() -> None:
+    name = "g" * 47  # the longest name a replicated cell may have
+    toml = (f'[cells.{name}]\ndna = "replicacells.py"\nentry = "replicacells:Observer"\n'
+            "replicas = 1\nstandby = false\n")
+    # a home whose socket dir fits the group's own socket, not its peers' (.replicas/<name>/)
+    base = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    home = base / ("h" * (107 - len(str(base)) - len("/run/") - len(name) - len(".sock") - 2))
+    home.mkdir()
+    try:
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with running(toml, home=home):
+                pass
+        texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
+        assert f"cells.{name}: socket path" in texts and "107-byte limit" in texts
+        assert "/.umbilical/" in texts or "/.replicas/" in texts
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -32,11 +32,11 @@ activation = "on_demand"
 """
 
 
-@pytest.fixture
-def home() -> Iterator[Path]:
+def mesh_home(cells: Path, manifest: str) -> Iterator[Path]:
+    """A private CELL_HOME holding ``cells`` and ``manifest``; any root left is stopped."""
     path = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
-    shutil.copy(CELLS, path / "rootcells.py")
-    (path / "cellmesh.toml").write_text(MANIFEST)
+    shutil.copy(cells, path / cells.name)
+    (path / "cellmesh.toml").write_text(manifest)
     yield path
     # never leave a root behind, whatever the test did
     subprocess.run(
@@ -44,6 +44,11 @@ def home() -> Iterator[Path]:
         capture_output=True, timeout=120, check=False,
     )
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    yield from mesh_home(CELLS, MANIFEST)
 
 
 def env_for(home: Path) -> dict[str, str]:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from rich.console import Console
+from test_ops import app_main, sockdir
 
 from cellmesh import open_membrane
 from cellmesh.actors.control import (
@@ -31,6 +30,8 @@ from cellmesh.actors.control import (
 )
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from cellmesh.cli._ops import group_lines, rates, status_json, status_table, top_frame
+
+__all__ = ["app_main", "sockdir"]  # fixtures, imported
 
 
 def info(replica: int, **kw: Any) -> ReplicaInfo:
@@ -132,18 +133,6 @@ def test_top_frame_shows_the_replica_columns_and_group_lines() -> None:
 
 
 # ---------------------------------------------------------------- commands
-
-
-@pytest.fixture
-def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-rep-"))
-    monkeypatch.setenv("CELL_SOCKET_DIR", str(path))
-    monkeypatch.setenv("CELL_HOME", str(path / "home"))
-    monkeypatch.delenv("CELL_UMBILICAL", raising=False)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
