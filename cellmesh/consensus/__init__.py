@@ -14,12 +14,15 @@ loop and the persist-before-send contract on :class:`Ready`);
 from cellmesh.consensus.config import RaftConfig, RandomSource
 from cellmesh.consensus.core import RaftCore
 from cellmesh.consensus.errors import (
+    CatchUpFailed,
     ConfigChangeInProgress,
     ConsensusError,
     ConsensusUsageError,
     InvalidConfigChange,
+    NodeRemoved,
     NotLeader,
     ProposalDropped,
+    ProposalOutcomeUnknown,
 )
 from cellmesh.consensus.membrane_transport import MembraneTransport, open_membrane_transport
 from cellmesh.consensus.messages import Message, MessageType, well_formed
@@ -29,7 +32,6 @@ from cellmesh.consensus.node import (
     NodeStatus,
     NodeStopped,
     ProposalCallback,
-    ProposalOutcomeUnknown,
     RaftNode,
     StateMachine,
     SyncRunner,
@@ -43,7 +45,9 @@ from cellmesh.consensus.types import (
     Entry,
     EntryKind,
     HardState,
+    JoinState,
     Membership,
+    PendingChange,
     ReadState,
     Role,
     Snapshot,
@@ -67,6 +71,7 @@ from cellmesh.consensus.wal import (
 )
 
 __all__ = [
+    "CatchUpFailed",
     "ConfigChangeInProgress",
     "ConsensusError",
     "ConsensusUsageError",
@@ -74,6 +79,7 @@ __all__ = [
     "EntryKind",
     "HardState",
     "InvalidConfigChange",
+    "JoinState",
     "LogStorage",
     "Membership",
     "MembraneTransport",
@@ -82,10 +88,12 @@ __all__ = [
     "Message",
     "MessageType",
     "NodeOptions",
+    "NodeRemoved",
     "NodeStatus",
     "NodeStopped",
     "NotLeader",
     "OsSyncer",
+    "PendingChange",
     "ProposalCallback",
     "ProposalDropped",
     "ProposalOutcomeUnknown",

@@ -19,7 +19,7 @@ import attrs
 
 from cellmesh.consensus.core import RaftConfig, RaftCore, Ready
 from cellmesh.consensus.messages import Message
-from cellmesh.consensus.types import Entry, HardState, ReadState, Role, Snapshot
+from cellmesh.consensus.types import Entry, HardState, JoinState, ReadState, Role, Snapshot
 
 
 @attrs.define(eq=False)
@@ -172,12 +172,14 @@ def make_core(
     election_tick: int = 10,
     heartbeat_tick: int = 1,
     max_inflight: int = 64,
+    join: JoinState | None = None,
 ) -> RaftCore:
     """A core restarted from a hand-written durable state.
 
     ``log_terms`` lists the term of each entry from index 1 (data ``b"<i>"``),
     which is how the paper's figures describe logs. Pre-vote and
     check-quorum default to off so paper-section tests see plain Raft.
+    ``join`` makes it a joining node (see :class:`JoinState`).
     """
     entries = [
         Entry(index=i, term=t, data=str(i).encode()) for i, t in enumerate(log_terms, start=1)
@@ -197,6 +199,7 @@ def make_core(
         learners=learners,
         hard_state=HardState(term=term, vote=vote, commit=commit),
         entries=entries,
+        join=join,
     )
 
 

@@ -20,7 +20,8 @@ different rates (clock skew); leaders are asked to transfer leadership and
 to make random single-server membership changes (voters, a learner, and the
 leader itself). Then the **heal phase** restarts every node, removes
 partitions and skew and stops losing messages; the run must then converge:
-every client operation completes and every member applies the same state.
+every client operation completes, every member applies the same state, and
+every server outside the final configuration knows it was removed.
 
 Simulated clients issue KV operations (put/append/get; some gets through
 ReadIndex instead of the log), one at a time, with unique (client, seq) ids;
@@ -600,7 +601,7 @@ class Simulation:
             return False
         ref = leader.kv
         members = leader.core.membership.members
-        return all(
+        members_agree = all(
             n.core is not None
             and n.applied == last
             and n.kv.data == ref.data
@@ -608,6 +609,14 @@ class Simulation:
             for n in self.nodes.values()
             if n.id in members
         )
+        # Every server outside the configuration knows it was removed (all of them
+        # were members once: they start in the bootstrap configuration).
+        removed_know = all(
+            n.core is not None and n.core.role is Role.REMOVED
+            for n in self.nodes.values()
+            if n.id not in members
+        )
+        return members_agree and removed_know
 
     def run(self) -> SimResult:
         """Run both phases; raise :class:`SimulationFailure` on any broken property."""
