@@ -54,111 +54,32 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
-import itertools
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final
 
 import attrs
 
 from cellmesh.consensus import _walcodec as codec
+from cellmesh.consensus import _walfiles as _files
+from cellmesh.consensus._walfiles import (
+    FILE_MODE,
+    SNAPSHOT_RE,
+    OsSyncer,
+    Syncer,
+    WalCorrupted,
+    WalError,
+    WalFailed,
+    WalLocked,
+    WalMisuse,
+)
 from cellmesh.consensus.types import Entry, HardState, Snapshot, SnapshotMeta
-from cellmesh.errors import CellmeshError
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 
-_SEGMENT_RE: Final = re.compile(r"wal-([0-9a-f]{16})-([0-9a-f]{16})\.log")
-_SNAPSHOT_RE: Final = re.compile(r"snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap")
-_TMP_SUFFIX: Final = ".tmp"
-_LOCK_NAME: Final = "LOCK"
-_FILE_MODE: Final = 0o600
-
-
-# --------------------------------------------------------------------------
-# Errors
-
-
-class WalError(CellmeshError):
-    """Root of the write-ahead log's errors."""
-
-
-class WalCorrupted(WalError):
-    """The files on disk are damaged in a way recovery must not paper over.
-
-    ``path`` names the file and ``offset`` the byte where the damage starts;
-    ``reason`` says what is wrong. The operator must investigate (restore the
-    node from a peer); the log is never truncated to get past this.
-    """
-
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        super().__init__(f"{path}: corrupt at byte {offset}: {reason}")
-        self.path = path
-        self.offset = offset
-        self.reason = reason
-
-
-class WalFailed(WalError):
-    """An I/O call failed; the log is stopped and every later call raises this.
-
-    The original ``OSError`` is the ``__cause__`` of the first ``WalFailed``
-    and is kept in ``os_error``. Do not retry: stop the node and recover.
-    """
-
-    def __init__(self, os_error: BaseException) -> None:
-        super().__init__(f"write-ahead log stopped after an I/O failure: {os_error}")
-        self.os_error = os_error
-
-
-class WalMisuse(WalError, ValueError):
-    """The caller broke the log's contract (a local bug): non-contiguous entries,
-    an older snapshot, a closed log."""
-
-
-class WalLocked(WalError):
-    """Another open :class:`WriteAheadLog` (in this or another process) holds the directory."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(f"{directory} is in use by another write-ahead log")
-        self.directory = directory
-
-
-# --------------------------------------------------------------------------
-# Injectable durability
-
-
-class Syncer(Protocol):
-    """How the log makes bytes durable. Injected so tests can count or fail syncs."""
-
-    def sync_data(self, fd: int) -> None:
-        """``fdatasync`` a segment after a batch was written (one per batch)."""
-
-    def sync_file(self, fd: int) -> None:
-        """``fsync`` a whole file (a new snapshot, a truncated torn tail)."""
-
-    def sync_dir(self, fd: int) -> None:
-        """``fsync`` a directory after a file in it was created, renamed or removed."""
-
-
-@attrs.frozen
-class OsSyncer:
-    """The real thing: ``os.fdatasync`` / ``os.fsync``."""
-
-    def sync_data(self, fd: int) -> None:
-        """``os.fdatasync(fd)``."""
-        os.fdatasync(fd)
-
-    def sync_file(self, fd: int) -> None:
-        """``os.fsync(fd)``."""
-        os.fsync(fd)
-
-    def sync_dir(self, fd: int) -> None:
-        """``os.fsync(fd)`` on a directory descriptor."""
-        os.fsync(fd)
 
 
 # --------------------------------------------------------------------------
@@ -295,8 +216,8 @@ class WriteAheadLog:
         path = Path(directory)
         sync = syncer if syncer is not None else OsSyncer()
         try:
-            _make_dir(path, sync)
-            lock_fd = _lock_directory(path)
+            _files.make_dir(path, sync)
+            lock_fd = _files.lock_directory(path)
         except OSError as exc:
             raise WalFailed(exc) from exc
         try:
@@ -311,8 +232,8 @@ class WriteAheadLog:
         cls, path: Path, segment_size: int, sync: Syncer, lock_fd: int
     ) -> tuple[WriteAheadLog, Recovered]:
         try:
-            _remove_temporaries(path, sync)
-            names = _list_segments(path)
+            _files.remove_temporaries(path, sync)
+            names = _files.list_segments(path)
         except OSError as exc:
             raise WalFailed(exc) from exc
         replay = codec.Replay()
@@ -350,11 +271,11 @@ class WriteAheadLog:
             entries = replay.entries()
         except codec.MalformedRecord as exc:
             raise WalCorrupted(last_path, 0, exc.reason) from None
-        snapshot = _load_snapshot(path, replay.base) if replay.base is not None else None
+        snapshot = _files.load_snapshot(path, replay.base) if replay.base is not None else None
         if torn is not None:
             # Only now that everything else validated is the disk modified.
             try:
-                _cut_tail(torn.path, torn.offset, sync)
+                _files.cut_tail(torn.path, torn.offset, sync)
             except OSError as exc:
                 raise WalFailed(exc) from exc
         wal = cls(
@@ -458,7 +379,7 @@ class WriteAheadLog:
             plan = self._plan(batch)
             try:
                 if batch.snapshot is not None:
-                    _write_snapshot_file(self._directory, batch.snapshot, self._syncer)
+                    _files.write_snapshot_file(self._directory, batch.snapshot, self._syncer)
                 self._write_batch(batch, plan.mark)
             except OSError as exc:
                 raise self._fail(exc) from exc
@@ -542,7 +463,7 @@ class WriteAheadLog:
             self._roll(payload, max_index)
         else:
             data = codec.encode_frame(codec.FRAME_BATCH, payload, self._offset)
-            _write_all(self._fd, data, self._offset)
+            _files.write_all(self._fd, data, self._offset)
             self._syncer.sync_data(self._fd)
             self._data_syncs += 1
             self._offset += len(data)
@@ -566,12 +487,12 @@ class WriteAheadLog:
         )
         data = header + codec.encode_frame(codec.FRAME_BATCH, payload, len(header))
         path = self._directory / f"wal-{seq:016x}-{self._last_index() + 1:016x}.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
-            _write_all(fd, data, 0)
+            _files.write_all(fd, data, 0)
             self._syncer.sync_data(fd)
             self._data_syncs += 1
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
         except BaseException:
             os.close(fd)
             raise
@@ -590,16 +511,16 @@ class WriteAheadLog:
         """
         while len(self._segments) > 1 and self._segments[0].max_index <= meta.index:
             os.unlink(self._segments[0].path)
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
             del self._segments[0]
-        keep = _snapshot_name(meta)
+        keep = _files.snapshot_name(meta)
         removed = False
         for name in os.listdir(self._directory):
-            if _SNAPSHOT_RE.fullmatch(name) and name != keep:
+            if SNAPSHOT_RE.fullmatch(name) and name != keep:
                 os.unlink(self._directory / name)
                 removed = True
         if removed:
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -638,85 +559,6 @@ class WriteAheadLog:
         self.close()
 
 
-# --------------------------------------------------------------------------
-# File helpers
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """``pwrite`` all of ``data`` at ``offset`` (one call unless the kernel writes short)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError(f"pwrite wrote {written} bytes")
-        view = view[written:]
-        offset += written
-
-
-def _sync_dir(directory: Path, syncer: Syncer) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncer.sync_dir(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dir(path: Path, syncer: Syncer) -> None:
-    if path.is_dir():
-        return
-    path.mkdir(parents=True, mode=0o700)
-    _sync_dir(path.parent, syncer)
-
-
-def _lock_directory(path: Path) -> int:
-    fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WalLocked(path) from None
-    return fd
-
-
-def _remove_temporaries(path: Path, syncer: Syncer) -> None:
-    removed = False
-    for name in os.listdir(path):
-        if name.endswith(_TMP_SUFFIX) and _SNAPSHOT_RE.fullmatch(name[: -len(_TMP_SUFFIX)]):
-            os.unlink(path / name)
-            removed = True
-    if removed:
-        _sync_dir(path, syncer)
-
-
-def _list_segments(path: Path) -> list[tuple[int, Path]]:
-    """Segment files sorted by ``seq``; a gap in the sequence is corruption."""
-    found = []
-    for name in os.listdir(path):
-        match = _SEGMENT_RE.fullmatch(name)
-        if match:
-            found.append((int(match.group(1), 16), path / name))
-    found.sort()
-    for (seq_a, _), (seq_b, path_b) in itertools.pairwise(found):
-        if seq_b != seq_a + 1:
-            reason = "duplicate" if seq_b == seq_a else f"segment {seq_a + 1} is missing before it"
-            raise WalCorrupted(path_b, 0, reason)
-    return found
-
-
-def _cut_tail(path: Path, offset: int, syncer: Syncer) -> None:
-    """Durably drop everything from ``offset`` on (the whole file if ``offset`` is 0)."""
-    if offset == 0:
-        os.unlink(path)
-        _sync_dir(path.parent, syncer)
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.ftruncate(fd, offset)
-        syncer.sync_file(fd)
-    finally:
-        os.close(fd)
-
-
 def _replay_segment(
     replay: codec.Replay, path: Path, seq: int, frames: Sequence[codec.Frame]
 ) -> _Segment:
@@ -742,45 +584,9 @@ def _replay_segment(
     return _Segment(path=path, seq=seq, max_index=max_index)
 
 
-def _snapshot_name(meta: SnapshotMeta) -> str:
-    return f"snap-{meta.index:016x}-{meta.term:016x}.snap"
-
-
-def _write_snapshot_file(directory: Path, snapshot: Snapshot, syncer: Syncer) -> None:
-    """Write, fsync, rename into place, fsync the directory."""
-    final = directory / _snapshot_name(snapshot.meta)
-    temporary = final.with_name(final.name + _TMP_SUFFIX)
-    content = codec.encode_snapshot_file(snapshot.meta, snapshot.data)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        _write_all(fd, content, 0)
-        syncer.sync_file(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, final)
-    _sync_dir(directory, syncer)
-
-
-def _load_snapshot(directory: Path, meta: SnapshotMeta) -> Snapshot:
-    path = directory / _snapshot_name(meta)
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise WalCorrupted(path, 0, "the log's snapshot file is missing") from None
-    except OSError as exc:
-        raise WalFailed(exc) from exc
-    try:
-        stored, data = codec.decode_snapshot_file(content)
-    except codec.MalformedRecord as exc:
-        raise WalCorrupted(path, exc.offset, exc.reason) from None
-    if stored != meta:
-        raise WalCorrupted(path, 0, f"snapshot file holds {stored}, the log expects {meta}")
-    return Snapshot(meta=stored, data=data)
-
-
 def iter_segment_paths(directory: str | os.PathLike[str]) -> Iterator[Path]:
     """The segment files of a (closed) log directory in replay order, for tools and tests."""
-    for _, path in _list_segments(Path(directory)):
+    for _, path in _files.list_segments(Path(directory)):
         yield path
 
 
