@@ -66,8 +66,13 @@ from cellmesh.consensus.wal import (
     WalFailed,
     WalLocked,
     WalMisuse,
+    WalStateLost,
     WalStats,
+    WalWrongNode,
+    WipeReport,
     WriteAheadLog,
+    prepare_directory,
+    wipe_replica,
 )
 
 __all__ = [
@@ -119,12 +124,17 @@ __all__ = [
     "WalFailed",
     "WalLocked",
     "WalMisuse",
+    "WalStateLost",
     "WalStats",
+    "WalWrongNode",
+    "WipeReport",
     "WriteAheadLog",
     "open_membrane_transport",
     "open_raft_node",
     "open_unix_transport",
+    "prepare_directory",
     "run_in_thread",
     "run_inline",
     "well_formed",
+    "wipe_replica",
 ]

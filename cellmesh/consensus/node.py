@@ -115,7 +115,7 @@ from cellmesh.consensus.types import (
     Role,
     SoftState,
 )
-from cellmesh.consensus.wal import WalBatch
+from cellmesh.consensus.wal import WalBatch, prepare_directory
 
 _READ_RETRY_ELECTIONS: Final = 2
 #: Leader messages that may be sent while the leader's own save is in flight
@@ -516,9 +516,14 @@ class RaftNode:
             self._unsaved_hard = hard
         durable = self._durable_hard
         hard_changed = hard is not None and (hard.term, hard.vote) != (durable.term, durable.vote)
-        if not (rd.entries or rd.snapshot is not None or hard_changed):
+        if not (rd.entries or rd.snapshot is not None or hard_changed or rd.join is not None):
             return
-        batch = WalBatch(snapshot=rd.snapshot, hard_state=self._unsaved_hard, entries=rd.entries)
+        batch = WalBatch(
+            snapshot=rd.snapshot,
+            hard_state=self._unsaved_hard,
+            entries=rd.entries,
+            join=rd.join,
+        )
         await self._run_sync(functools.partial(self._storage.save, batch))
         self._saves += 1
         if batch.hard_state is not None:
@@ -673,6 +678,7 @@ async def open_raft_node(
     rng: RandomSource | None = None,
     open_storage: OpenStorage = open_wal_storage,
     run_sync: SyncRunner = run_in_thread,
+    join: bool = False,
 ) -> AsyncIterator[RaftNode]:
     """Recover a node from ``directory`` and run it until the block exits.
 
@@ -681,8 +687,19 @@ async def open_raft_node(
     recovered snapshot; committed entries after it are re-applied by the
     loop. ``run_sync`` runs the blocking storage calls (default: a worker
     thread). On exit the node's tasks are cancelled and the storage closed.
+
+    ``directory`` is claimed for node ``config.id`` first
+    (:func:`~cellmesh.consensus.wal.prepare_directory`): a new directory is
+    marked as this node's (and as *joining* when ``join`` is true: a server
+    added to a running cluster with ``add_server``, which must not take the
+    bootstrap configuration nor vote before it is promoted); one that
+    belongs to another node is refused (``WalWrongNode``); one whose state
+    was lost is refused (``WalStateLost``, see
+    :func:`~cellmesh.consensus.wal.wipe_replica`). ``join`` is ignored for a
+    directory that already holds state.
     """
     opts = options if options is not None else NodeOptions()
+    await run_sync(functools.partial(prepare_directory, directory, node=config.id, join=join))
     storage, recovered = await run_sync(functools.partial(open_storage, directory))
     try:
         core = RaftCore(
@@ -692,6 +709,7 @@ async def open_raft_node(
             hard_state=recovered.hard_state,
             snapshot=recovered.snapshot,
             entries=recovered.entries,
+            join=recovered.join,
         )
         base = 0
         if recovered.snapshot is not None:

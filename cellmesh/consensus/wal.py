@@ -5,6 +5,8 @@ Theory of operation
 The log lives in one directory::
 
     LOCK                                   flock()ed while a WriteAheadLog is open
+    STATE                                  facts a crash cannot undo (owner, last
+                                           durable term/vote, newest segment, ...)
     wal-<seq:016x>-<index:016x>.log        segments; ``seq`` orders them, ``index``
                                            is the next log index when it was created
     snap-<index:016x>-<term:016x>.snap     the current snapshot (plus stale ones
@@ -22,6 +24,10 @@ Rolling: when the next frame would push the current segment past
 ``segment_size``, the frame goes to a new segment instead, written in the same
 single ``pwrite`` after a header frame that records the hard state and
 snapshot base then current; the new file costs one extra directory fsync.
+
+The ``STATE`` file (:mod:`cellmesh.consensus._walstate`) records what a crash
+cannot take back; it is rewritten (one more ``fdatasync``) only by a save that
+changes the term or vote, rolls a segment or changes a joining node's state.
 
 Snapshots (Raft section 7): a batch may carry a :class:`Snapshot`. Its file is
 written to a temporary name, fsynced, renamed and the directory fsynced
@@ -42,6 +48,13 @@ The rules for damage:
   does not decode, a missing or corrupt snapshot -- is refused with
   :class:`WalCorrupted` naming the file and byte offset. Nothing is ever
   silently dropped.
+* State a crash cannot lose but that is missing -- the newest segment
+  ``STATE`` records (deleted), that segment shorter than when it was created
+  (truncated, to zero bytes or not), a hard state older than the durable one
+  (its term or vote would be forgotten), entries below the commit floor, or
+  no ``STATE`` beside a log -- is refused with :class:`WalStateLost` naming
+  the file. A directory with neither log nor ``STATE`` is a fresh node.
+  :func:`wipe_replica` is the explicit way to start such a node over.
 
 Failure: an ``OSError`` from any write, fsync, rename or unlink leaves the
 log in an unknown state (after a failed fsync the kernel may already have
@@ -65,6 +78,8 @@ import attrs
 
 from cellmesh.consensus import _walcodec as codec
 from cellmesh.consensus import _walfiles as _files
+from cellmesh.consensus import _walstate as _state
+from cellmesh.consensus._walcodec import DirState
 from cellmesh.consensus._walfiles import (
     FILE_MODE,
     SNAPSHOT_RE,
@@ -76,7 +91,14 @@ from cellmesh.consensus._walfiles import (
     WalLocked,
     WalMisuse,
 )
-from cellmesh.consensus.types import Entry, HardState, Snapshot, SnapshotMeta
+from cellmesh.consensus._walstate import (
+    WalStateLost,
+    WalWrongNode,
+    WipeReport,
+    prepare_directory,
+    wipe_replica,
+)
+from cellmesh.consensus.types import Entry, HardState, JoinState, Snapshot, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 
@@ -97,16 +119,23 @@ class WalBatch:
     ``entries``: consecutive entries; the first may have any index from
     ``base + 1`` to ``last_index + 1`` -- entries at and after it are replaced
     (the follower's conflicting suffix is overwritten).
+    ``join``: a joining node's new :class:`JoinState` (kept in ``STATE``).
     """
 
     snapshot: Snapshot | None = None
     hard_state: HardState | None = None
     entries: tuple[Entry, ...] = ()
+    join: JoinState | None = None
 
     @property
     def empty(self) -> bool:
         """True if saving this batch would change nothing."""
-        return self.snapshot is None and self.hard_state is None and not self.entries
+        return (
+            self.snapshot is None
+            and self.hard_state is None
+            and not self.entries
+            and self.join is None
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -124,13 +153,17 @@ class Recovered:
     """The durable state found on disk.
 
     ``entries`` are consecutive, starting right after ``snapshot.meta.index``
-    (or at 1 without a snapshot).
+    (or at 1 without a snapshot). ``node`` is the owner recorded in ``STATE``
+    (``None`` if not known); ``join`` the joining state of a node that joined
+    with an empty log (``None`` for any other node).
     """
 
     hard_state: HardState
     snapshot: Snapshot | None
     entries: tuple[Entry, ...]
     torn_tail: TornTail | None = None
+    node: int | None = None
+    join: JoinState | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -185,7 +218,10 @@ class WriteAheadLog:
     _hard_state: HardState
     _base: SnapshotMeta | None
     _terms: array.array[int]  #: terms of entries base+1 .. last
+    _state: _state.StateFile
     _fd: int | None = None
+    #: (seq, first index, size) of the segment the current save created
+    _rolled: tuple[int, int, int] | None = None
     _offset: int = 0
     _failed: WalFailed | None = None
     _closed: bool = False
@@ -208,6 +244,7 @@ class WriteAheadLog:
 
         Returns the log, positioned to append, and the recovered state.
         Truncates a torn tail (reported in ``Recovered.torn_tail``); raises
+        :class:`WalStateLost` when state a crash cannot lose is missing,
         :class:`WalCorrupted` for any other damage, :class:`WalLocked` if the
         directory is already open, :class:`WalFailed` if disk I/O fails.
         """
@@ -234,8 +271,19 @@ class WriteAheadLog:
         try:
             _files.remove_temporaries(path, sync)
             names = _files.list_segments(path)
+            state = _state.read_state(path)
+            if state is None:
+                if _state.has_log_files(path):
+                    raise WalStateLost(
+                        path / _state.STATE_NAME,
+                        "this file is missing but the directory holds a log; it is created "
+                        "with the directory, before any segment",
+                    )
+                state = DirState()
+                _state.StateFile.create(path, state, sync).close()
         except OSError as exc:
             raise WalFailed(exc) from exc
+        _state.check_segments(path, state, names)
         replay = codec.Replay()
         segments: list[_Segment] = []
         torn: TornTail | None = None
@@ -248,6 +296,7 @@ class WriteAheadLog:
             scan = codec.scan_frames(image)
             if not image:
                 scan = attrs.evolve(scan, damage="empty segment file")
+            _state.check_segment_size(seg_path, seq, state, scan.end)
             if scan.damage is not None:
                 if scan.resync is not None:
                     raise WalCorrupted(
@@ -272,6 +321,9 @@ class WriteAheadLog:
         except codec.MalformedRecord as exc:
             raise WalCorrupted(last_path, 0, exc.reason) from None
         snapshot = _files.load_snapshot(path, replay.base) if replay.base is not None else None
+        base_index = replay.base.index if replay.base is not None else 0
+        last_index = entries[-1].index if entries else base_index
+        _state.check_recovered(path, state, replay.hard_state, last_index)
         if torn is not None:
             # Only now that everything else validated is the disk modified.
             try:
@@ -287,6 +339,7 @@ class WriteAheadLog:
             hard_state=replay.hard_state,
             base=replay.base,
             terms=array.array("Q", [entry.term for entry in entries]),
+            state=_state.StateFile.open(path, state, sync),
         )
         if segments:
             try:
@@ -295,8 +348,16 @@ class WriteAheadLog:
             except OSError as exc:
                 wal.close()
                 raise WalFailed(exc) from exc
+        join = None
+        if state.joining:
+            join = JoinState(floor=state.join_floor, done=state.join_done)
         recovered = Recovered(
-            hard_state=replay.hard_state, snapshot=snapshot, entries=entries, torn_tail=torn
+            hard_state=replay.hard_state,
+            snapshot=snapshot,
+            entries=entries,
+            torn_tail=torn,
+            node=state.node,
+            join=join,
         )
         return wal, recovered
 
@@ -397,6 +458,28 @@ class WriteAheadLog:
                     self._compact(batch.snapshot.meta)
                 except OSError as exc:
                     raise self._fail(exc) from exc
+            try:
+                self._record_state(batch)
+            except OSError as exc:
+                raise self._fail(exc) from exc
+
+    def _record_state(self, batch: WalBatch) -> None:
+        """Rewrite ``STATE`` if the durable batch changed what it records (rarely)."""
+        old = self._state.state
+        new = old
+        rolled, self._rolled = self._rolled, None
+        if rolled is not None:
+            seq, first, size = rolled
+            new = attrs.evolve(new, segment=seq, segment_index=first, segment_size=size)
+        hard = batch.hard_state
+        if hard is not None and (hard.term, hard.vote) != (old.term, old.vote):
+            new = attrs.evolve(new, term=hard.term, vote=hard.vote)
+        join = batch.join
+        if join is not None and (join.floor, join.done) != (old.join_floor, old.join_done):
+            new = attrs.evolve(new, join_floor=join.floor, join_done=join.done)
+        if new is not old:
+            commit = min(self._hard_state.commit, self._last_index())
+            self._state.update(attrs.evolve(new, commit=commit))
 
     def _plan(self, batch: WalBatch) -> _Plan:
         """Validate ``batch`` without changing anything; say how it changes the log."""
@@ -486,7 +569,8 @@ class WriteAheadLog:
             0,
         )
         data = header + codec.encode_frame(codec.FRAME_BATCH, payload, len(header))
-        path = self._directory / f"wal-{seq:016x}-{self._last_index() + 1:016x}.log"
+        first = self._last_index() + 1
+        path = _state.segment_path(self._directory, seq, first)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             _files.write_all(fd, data, 0)
@@ -502,6 +586,7 @@ class WriteAheadLog:
         self._offset = len(data)
         self._bytes_written += len(data)
         self._segments.append(_Segment(path=path, seq=seq, max_index=max_index))
+        self._rolled = (seq, first, len(data))
 
     def _compact(self, meta: SnapshotMeta) -> None:
         """Delete segments and snapshot files the durable snapshot ``meta`` makes redundant.
@@ -544,6 +629,7 @@ class WriteAheadLog:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
                 self._fd = None
+            self._state.close()
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
 
@@ -603,6 +689,11 @@ __all__ = [
     "WalLocked",
     "WalMisuse",
     "WriteAheadLog",
+    "WalStateLost",
     "WalStats",
+    "WalWrongNode",
+    "WipeReport",
     "iter_segment_paths",
+    "prepare_directory",
+    "wipe_replica",
 ]

@@ -79,7 +79,11 @@ class Cluster:
     finished: dict[int, trio.Event] = attrs.Factory(dict)
     restarts: int = 0
 
-    async def start(self, node_id: int) -> RaftNode:
+    def directory(self, node_id: int) -> Path:
+        """Where node ``node_id`` keeps its log."""
+        return self.root / str(node_id)
+
+    async def start(self, node_id: int, *, join: bool = False) -> RaftNode:
         machine = KV()
         transport: Transport = self.network.transport(node_id)
         if self.wrap_transport is not None:
@@ -95,13 +99,14 @@ class Cluster:
                     async with open_raft_node(
                         RaftConfig(id=node_id),
                         voters=IDS,
-                        directory=self.root / str(node_id),
+                        directory=self.directory(node_id),
                         transport=transport,
                         state_machine=machine,
                         options=self.options,
                         rng=random.Random(seed),
                         open_storage=self.open_storage,
                         run_sync=run_inline,
+                        join=join,
                     ) as node:
                         self.scopes[node_id] = scope
                         task_status.started(node)
