@@ -31,8 +31,12 @@ a global event order, and the resulting history is checked for
 linearizability with :mod:`cellmesh.testing.lincheck`.
 
 After every Ready and every message sent, :class:`SafetyChecker` checks the
-safety properties of Figure 3 (see :mod:`cellmesh.testing.raftcheck`).
-Any failure raises :class:`SimulationFailure` carrying the seed.
+safety properties of Figure 3 (see :mod:`cellmesh.testing.raftcheck`); it
+registers facts when their Ready is durable, not when it is handed out.
+Any failure raises :class:`SimulationFailure` carrying the seed and its mix.
+:meth:`SimParams.for_seed` knows two mixes: ``"normal"`` and ``"harsh"``
+(twice the fault phase, three times the operations, five times the
+membership changes).
 """
 
 from __future__ import annotations
