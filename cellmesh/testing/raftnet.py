@@ -109,7 +109,8 @@ class RaftNet:
     def deliver(self, drop: MessageFilter | None = None, *, rounds: int = 100) -> None:
         """Deliver queued messages (and their consequences) until quiet.
 
-        Messages for down nodes, or for which ``drop`` returns True, are lost.
+        Messages for down or unknown nodes, or for which ``drop`` returns True,
+        are lost.
         """
         for _ in range(rounds):
             self.flush()
@@ -117,7 +118,8 @@ class RaftNet:
                 return
             batch, self.queue = self.queue, []
             for m in batch:
-                if m.dst in self.down or m.src in self.down or (drop and drop(m)):
+                lost = m.dst in self.down or m.src in self.down or m.dst not in self.nodes
+                if lost or (drop and drop(m)):
                     continue
                 self.nodes[m.dst].step(m)
         self.flush()

@@ -12,6 +12,7 @@ import pytest
 from cellmesh.consensus import (
     JoinState,
     Membership,
+    Message,
     MessageType,
     NodeRemoved,
     NotLeader,
@@ -133,6 +134,28 @@ def test_removed_learner_that_missed_its_removal_learns_it() -> None:
     learner = net.nodes[4]
     tick_until_removed(net, 4, elections=4)
     assert learner.role is Role.REMOVED
+
+
+def test_vote_request_flood_from_unknown_ids_keeps_the_leader_bounded_4_2_3() -> None:
+    """Attack: vote requests from a thousand ids outside the cluster. The leader answers
+    outsiders by replicating to them, but tracks at most a fixed number, and its
+    term, leadership and commit are unaffected."""
+    net = cluster()
+    leader = net.nodes[1]
+    leader.propose(b"x")
+    net.deliver()
+    term = leader.term
+    for fake in range(100, 1100):
+        leader.step(
+            Message(type=MT.PRE_VOTE, src=fake, dst=1, term=term + 1, index=999, log_term=term)
+        )
+    net.deliver()  # the appends to the outsiders are lost: no such nodes
+    tracked = [n for n in range(100, 1100) if leader.progress(n) is not None]
+    assert 0 < len(tracked) <= 16
+    assert leader.role is Role.LEADER and leader.term == term
+    leader.propose(b"y")
+    net.tick(2)
+    assert net.applied_data(2)[-1] == b"y"
 
 
 def test_new_server_outside_the_bootstrap_waits_and_is_not_removed_4_1() -> None:

@@ -61,6 +61,9 @@ async def test_node_wiped_replica_rejoins_as_learner_and_votes_once_promoted_4_2
         await node.wait_applied(status.commit)
         assert c.machines[victim].data == c.machines[leader.id].data
         assert not node.status().joining
+        await c.crash(victim)  # its promotion is durable: it restarts as a member
+        node = await c.start(victim)
+        assert not node.status().joining
         # It votes again: kill the leader; the other two must elect one of them.
         await c.crash(leader.id)
         survivors = [n for n in c.nodes.values()]
