@@ -628,12 +628,18 @@ class RaftCore(LeaderSide):
 
     def _reject_vote(self, m: Message) -> None:
         """Reject a (pre-)vote request. A requester outside our configuration (most
-        likely removed without knowing it) learns who leads (``reject_hint``), so
-        that its next request reaches a leader that can tell it."""
+        likely removed without knowing it) learns whom to ask next (``reject_hint``):
+        the leader we follow, or else a voter of our configuration -- so that its
+        requests travel towards a leader that can tell it, even through servers
+        that were removed themselves."""
         resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
         hint = 0
-        if self.lead is not None and m.src not in self.membership.members:
-            hint = self.lead
+        if m.src not in self.membership.members:
+            if self.lead is not None:
+                hint = self.lead
+            else:
+                others = sorted(self.membership.voters - {self.id, m.src})
+                hint = others[0] if others else 0
         self._send(resp, m.src, reject=True, reject_hint=hint)
 
     def _in_lease(self) -> bool:

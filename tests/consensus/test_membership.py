@@ -18,7 +18,7 @@ from cellmesh.consensus import (
     NotLeader,
     Role,
 )
-from cellmesh.testing.raftnet import RaftNet, make_core
+from cellmesh.testing.raftnet import RaftNet, drain, make_core
 
 MT = MessageType
 IDS = [1, 2, 3]
@@ -118,6 +118,17 @@ def test_removed_server_finds_a_leader_outside_its_stale_configuration_4_2_3() -
     tick_until_removed(net, 3, elections=6)
     assert stale.role is Role.REMOVED
     assert stale.membership.voters == {2, 4}
+
+
+def test_a_member_that_knows_no_leader_points_an_outsider_at_a_voter_4_2_3() -> None:
+    """A server outside the configuration may only reach servers that know no leader
+    (removed ones, say): their rejection names a voter of their configuration, so
+    its next request moves towards the cluster (harsh seed 1618 hung without it)."""
+    lone = make_core(2, [3, 4], term=1, log_terms=[1, 1], pre_vote=True, check_quorum=True)
+    assert lone.lead is None
+    lone.step(Message(type=MT.PRE_VOTE, src=7, dst=2, term=2, index=0, log_term=0))
+    (reply,) = drain(lone)
+    assert reply.type is MT.PRE_VOTE_RESP and reply.reject and reply.reject_hint == 3
 
 
 def test_removed_learner_that_missed_its_removal_learns_it() -> None:
