@@ -9,8 +9,10 @@ Theory of operation
   stop every replica), then submitted here without forwarding again; a
   replica that does not lead answers ``ForwardRefused`` with its hint.
 * membership requests from the root (the replica contract), one at a time:
-  ``AddReplica`` (address op in the log, add as learner, wait for it to
-  catch up, promote: dissertation 4.2.1), ``RemoveReplica``,
+  ``AddReplica`` (address op in the log, then
+  :meth:`~cellmesh.consensus.RaftNode.add_server`: learner, caught up in
+  rounds, promoted: dissertation 4.2.1), ``RemoveReplica``
+  (:meth:`~cellmesh.consensus.RaftNode.remove_server`),
   ``TransferLeadership`` (dissertation 3.10). A replica that does not lead
   refuses with ``AdminRefused(code="not_leader", leader=<hint>)``.
 * ``ReplicaStatusRequest`` and ``StateDigestRequest``.
@@ -27,6 +29,7 @@ import cbor2
 import trio
 
 from ..consensus import (
+    CatchUpFailed,
     ConfigChangeInProgress,
     InvalidConfigChange,
     Membership,
@@ -59,8 +62,6 @@ from .replicated_proteins import (
     TransferLeadership,
 )
 
-#: Election timeouts to wait for a learner to catch up before giving up.
-CATCH_UP_ELECTIONS: Final = 600
 #: Election timeouts to wait for a leadership transfer.
 TRANSFER_ELECTIONS: Final = 4
 _MAX_PATH: Final = 4096
@@ -88,10 +89,6 @@ class Replica(Protocol):
 
     def membership(self) -> Membership:
         """The configuration this replica has."""
-        ...
-
-    def match_index(self, node: int) -> int | None:
-        """The leader's match index for ``node`` (None when not leader)."""
         ...
 
 
@@ -166,8 +163,8 @@ class PeerSide:
             return AdminDone(detail=await change())
         except ConfigChangeInProgress as exc:
             return _refused(IN_PROGRESS, str(exc))
-        except InvalidConfigChange as exc:
-            return _refused(INVALID, str(exc))
+        except (InvalidConfigChange, CatchUpFailed) as exc:
+            return _refused(INVALID if isinstance(exc, InvalidConfigChange) else FAILED, str(exc))
         except NotLeader as exc:
             hint = None if exc.leader_hint is None else replica_id(exc.leader_hint)
             return _refused(NOT_LEADER, str(exc), hint)
@@ -182,26 +179,11 @@ class PeerSide:
             return _refused(INVALID, f"bad replica id {msg.id} or path")
 
         async def change() -> str:
-            node = self.replica.node
             nid = node_id(msg.id)
             await self.replica.router.submit(address_op(msg.id, msg.path), may_forward=False)
-            current = self.replica.membership()
-            if nid in current.voters:
+            if nid in self.replica.membership().voters:
                 return f"replica {msg.id} is already a voter"
-            if nid not in current.learners:
-                await node.change_membership(
-                    Membership(voters=current.voters, learners=current.learners | {nid})
-                )
-            target = node.status().last_index
-            with trio.fail_after(self.replica.election_timeout * CATCH_UP_ELECTIONS):
-                while (self.replica.match_index(nid) or 0) < target:
-                    if node.status().role is not Role.LEADER:
-                        raise NotLeader(node.status().leader)
-                    await trio.sleep(self.replica.election_timeout / 10)  # it is catching up
-            current = self.replica.membership()
-            await node.change_membership(
-                Membership(voters=current.voters | {nid}, learners=current.learners - {nid})
-            )
+            await self.replica.node.add_server(nid)  # learner, catch up, promote (4.2.1)
             return f"replica {msg.id} is a voter"
 
         return await self._change(f"adding replica {msg.id}", change)  # type: ignore[no-any-return]
@@ -214,9 +196,7 @@ class PeerSide:
             current = self.replica.membership()
             if nid not in current.voters | current.learners:
                 return f"replica {msg.id} is not a member"
-            await self.replica.node.change_membership(
-                Membership(voters=current.voters - {nid}, learners=current.learners - {nid})
-            )
+            await self.replica.node.remove_server(nid)
             return f"replica {msg.id} removed"
 
         return await self._change(f"removing replica {msg.id}", change)  # type: ignore[no-any-return]
@@ -231,7 +211,7 @@ class PeerSide:
             if msg.to is None:
                 if not voters:
                     raise InvalidConfigChange("no other voter to hand leadership to")
-                target = max(voters, key=lambda n: (self.replica.match_index(n) or 0, -n))
+                target = voters[0]  # the core catches it up before handing over (3.10)
             else:
                 target = node_id(msg.to)
                 if target == me:

@@ -202,12 +202,8 @@ class ReplicaRuntime:
 
     def membership(self) -> Membership:
         """The configuration this replica has (the latest appended)."""
-        return self.node._core.membership
-
-    def match_index(self, node: int) -> int | None:
-        """The leader's match index of ``node`` (None unless leading and known)."""
-        progress = self.node._core.progress(node)
-        return None if progress is None else progress.match
+        st = self.node.status()
+        return Membership(voters=st.voters, learners=st.learners)
 
     def stats(self) -> ReplicaStats:
         """This replica's :class:`ReplicaStats` now."""
@@ -387,6 +383,7 @@ async def open_replica_runtime(
             state_machine=machine,
             options=options,
             run_sync=run_in_thread,
+            join=spec.join,
         ) as node:
             batcher = Batcher(node)
             holder: list[ReplicaRuntime] = []
