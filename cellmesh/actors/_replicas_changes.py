@@ -15,7 +15,8 @@ members and the current leader (docs/root.md, "Replicated cells"):
   replica, stop it, delete its data. The leader goes last, after a
   leadership transfer;
 * **wipe** (one replica rebuilt from its peers): move the leadership away
-  from it, stop it, have the leader remove it, empty its data directory,
+  from it, stop it, have the leader remove it, wipe its log with the
+  consensus library's ``wipe_replica`` (:func:`~cellmesh.actors._replicas_group.wipe_data_dir`),
   start it joining, have the leader add it back.
 
 One change at a time per group (:meth:`MembershipChanges._changing`: a
@@ -396,7 +397,8 @@ class MembershipChanges:
             await self._transfer(group, member.id)
         await handle.stop_member(member)
         await self._drop(group, member.id)
-        await trio.to_thread.run_sync(wipe_data_dir, member.part.data_dir)
+        how = await trio.to_thread.run_sync(wipe_data_dir, member.part.data_dir, member.id)
+        self.host.log(f"root: {name}: {how}")
         await group.save(group.record.rejoining(member.id))
         self.host.retire(member.slot)
         await handle.start_member(member)

@@ -38,6 +38,7 @@ from typing import Final, Protocol
 import attrs
 import trio
 
+from ..errors import CellmeshError
 from ._cells import CellSlot, ReplicaPart
 from ._launch import GROUP_RECORD
 from .control import ReplicaStats
@@ -401,13 +402,64 @@ def write_record(data_dir: Path, record: GroupRecord) -> None:
         os.close(dir_fd)
 
 
-def wipe_data_dir(path: Path) -> None:
-    """Remove everything in a stopped replica's data directory (the directory stays)."""
+def wipe_data_dir(path: Path, replica: int) -> str:
+    """Wipe stopped replica ``replica``'s data directory ``path``; say how.
+
+    The replica's Raft log goes through the consensus library's documented
+    way back (:func:`cellmesh.consensus.wipe_replica`, docs/consensus.md
+    "Wiping a replica"): every segment and snapshot deleted, the directory
+    left *joining* (the replica votes again only once the leader promotes
+    it). The replica runtime's identity file (``replica.cbor``) is kept when
+    it is this replica's and readable; anything else in the directory goes.
+    When there is no log to wipe, or the identity is not this replica's or
+    is damaged, the whole directory is emptied instead: the replica then
+    starts as a brand-new joiner (``CELL_REPLICA_JOIN=1``), the same end.
+    """
+    from ..consensus import WalError, wipe_replica
+    from ._replica_runtime import IDENTITY, RAFT_DIR, _read_identity
+
+    raft, ident = path / RAFT_DIR, path / IDENTITY
+    try:
+        owner, _ = _read_identity(ident, ident.read_bytes())
+    except (OSError, CellmeshError):
+        owner = None
+    if owner == replica and raft.is_dir():
+        try:
+            wipe_replica(raft)
+        except WalError:
+            pass  # its log directory is beyond the library's repair: start afresh
+        else:
+            _empty_dir(path, keep={IDENTITY, RAFT_DIR})
+            _give_back(path)
+            return "its log wiped (joining), its identity kept"
+    _empty_dir(path, keep=set())
+    return "its data directory emptied"
+
+
+def _give_back(path: Path) -> None:
+    """Hand what the wipe wrote (as the root) to the owner of the data directory.
+
+    Under bwrap a replica runs as another uid, which owns its data directory;
+    the files the wipe created (the log's new ``STATE``) must be its own too.
+    Symlinks are not followed (``lchown``).
+    """
+    st = os.stat(path, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            entry = os.path.join(root, name)
+            if os.lstat(entry).st_uid != st.st_uid:
+                os.lchown(entry, st.st_uid, st.st_gid)
+
+
+def _empty_dir(path: Path, *, keep: set[str]) -> None:
+    """Remove every entry of ``path`` but those named in ``keep`` (symlinks are not followed)."""
     try:
         entries = list(path.iterdir())
     except FileNotFoundError:
         return
     for entry in entries:
+        if entry.name in keep:
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

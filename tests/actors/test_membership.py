@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,52 @@ def test_membership_record_file_survives_an_unfinished_first_write(tmp_path: Pat
     assert record == GroupRecord.create(3)
     assert load_record(data, 5) == record  # read back, not created again
     assert sorted(p.name for p in data.iterdir()) == ["group.json"]
+
+
+def _identity(data: Path, replica: int) -> None:
+    import cbor2
+
+    (data / "replica.cbor").write_bytes(cbor2.dumps({"replica": replica, "bootstrap": [0, 1, 2]}))
+
+
+def test_membership_wipe_uses_the_consensus_wipe_and_keeps_the_identity(tmp_path: Path) -> None:
+    from cellmesh.actors._replicas_group import wipe_data_dir
+    from cellmesh.consensus._walstate import prepare_directory, read_state
+
+    data = tmp_path / "1"
+    raft = data / "raft"
+    data.mkdir()
+    _identity(data, 1)
+    prepare_directory(raft, node=2, join=False)
+    (raft / "wal-0000000000000001-0000000000000001.log").write_bytes(b"x" * 64)
+    (data / "observed.json").write_text("{}")
+    if os.geteuid() == 0:  # as under bwrap: the replica's uid owns its data dir
+        for entry in (data, *data.rglob("*")):
+            os.lchown(entry, 65534, 65534)
+    assert wipe_data_dir(data, 1) == "its log wiped (joining), its identity kept"
+    assert sorted(p.name for p in data.iterdir()) == ["raft", "replica.cbor"]
+    owner = data.stat().st_uid
+    assert all(p.lstat().st_uid == owner for p in data.rglob("*"))  # STATE is the replica's
+    assert not list(raft.glob("wal-*.log"))
+    state = read_state(raft)
+    assert state is not None and state.joining and state.node == 2
+
+
+@pytest.mark.parametrize("case", ["damaged identity", "another replica's", "no log"])
+def test_membership_wipe_empties_what_it_cannot_repair(tmp_path: Path, case: str) -> None:
+    from cellmesh.actors._replicas_group import wipe_data_dir
+
+    data = tmp_path / "1"
+    data.mkdir()
+    if case == "damaged identity":
+        (data / "replica.cbor").write_bytes(b"\xff\x00garbage")
+        (data / "raft").mkdir()
+    elif case == "another replica's":
+        _identity(data, 7)
+        (data / "raft").mkdir()
+    else:
+        _identity(data, 1)
+    (data / "raft" if (data / "raft").exists() else data / "x").mkdir(exist_ok=True)
+    assert wipe_data_dir(data, 1) == "its data directory emptied"
+    assert list(data.iterdir()) == []
+    assert wipe_data_dir(tmp_path / "missing", 1) == "its data directory emptied"

@@ -163,11 +163,13 @@ async def test_replicas_root_damaged_wal_refuses_start_and_the_group_serves(bwra
                     await syn.fire(Transfer(id=f"w{n}", src="a", dst="b", amount=1))
             await bankload.converge(root, expect_members=3)
             data = root.paths.data_dir / GROUP / "1"
-        # Damage the middle of replica 1's log: flip a byte in its first frame,
-        # which later valid frames follow (a torn tail would be truncated instead).
+        # Damage the middle of replica 1's log: flip a byte halfway through its
+        # segment, in a frame that later valid frames follow (a torn tail would
+        # be truncated instead, a truncated file refused as lost state).
         segment = bankload.wal_segments(data)[0]
         raw = bytearray(segment.read_bytes())
-        raw[40] ^= 0xFF
+        assert len(raw) > 1000, "the log should hold many batches"
+        raw[len(raw) // 2] ^= 0xFF
         segment.write_bytes(bytes(raw))
         async with bank_root(3, home) as root:
 
