@@ -107,8 +107,9 @@ async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> 
     kill each follower in turn. Clients must make ``progress`` writes after each fault."""
     budget = KillBudget()
     for _ in range(cycles):
-        first = await budget.kill(root, lambda: a_leader(root))
-        await until(root, lambda old=first: leader(root) not in (None, old), "a new leader")
+        before = bankload.term(root)
+        await budget.kill(root, lambda: a_leader(root))
+        await bankload.new_leader(root, before)
         await load.progress(progress)
         second = await a_leader(root)
         await bankload.pause_replica(root, second, PAUSE)
