@@ -25,7 +25,7 @@ def test_raft_bench_tiny_run_produces_a_json_report() -> None:
     assert report["failover"]["trials"] == 1 and report["failover"]["median_ms"] > 0
     assert report["wal_recovery"]["entries"] == 500
     text = format_raft_report(report)
-    assert "cellmesh (fdatasync per batch)" in text and "failover" in text
+    assert "raw Raft (fdatasync per batch)" in text and "failover" in text
 
 
 def test_raft_bench_quick_is_shorter_than_the_full_run() -> None:
