@@ -3,15 +3,19 @@
 Theory of operation
 -------------------
 :meth:`Launcher.prepare` builds a slot's DNA entry and creates its sandboxed
-cell on the backend -- twice when the cell keeps a standby: the running
-process and the one that will replace it alternate between two backend ids
-(``name`` and ``name..b``), so neither is ever torn down and re-created, and
-the listening socket they share is never unlinked while either exists.
+cell on the backend twice: the running process and the one that will
+replace it (its standby, or the new version during a hot swap) alternate
+between two backend ids (``name`` and ``name..b``), so neither is torn down
+and re-created on a restart, and the listening socket they share is never
+unlinked while either exists. A hot swap re-makes one id at a time for other
+code (:meth:`Launcher.provision`) while the other keeps serving.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
 (``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
 cell's rotating log. The runtime imports everything it needs, then blocks
-on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
+on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`). Go is one
+byte (``g``: serve; ``s``: take over in a hot swap) and a fresh random
+token that names the process to the root from then on.
 
 * :meth:`Launcher.launch` starts serving: it hands over the standby if one
   is ready (one byte on its go pipe: the cost of a start becomes a pipe
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +44,10 @@ import trio
 
 from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
-from ._cells import CellSlot, Standby
-from .dna import DnaCache
+from ._cells import CellSlot, Launched, Standby
+from .dna import DnaCache, DnaEntry
 from .logs import RotatingLog, pump_output
-from .manifest import RootDecl
+from .manifest import CellDecl, RootDecl
 
 #: The runtime every cell process runs.
 RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
@@ -50,6 +55,8 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
+#: Hex digits of a process's go token (the runtime's GO_TOKEN_LEN).
+TOKEN_BYTES: Final = 16
 
 
 @attrs.define(eq=False)
@@ -68,13 +75,45 @@ class Launcher:
         """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
         return self.paths.socket_dir / ".children" / parent
 
+    async def build(self, decl: CellDecl) -> DnaEntry:
+        """Build (or reuse) the DNA entry of ``decl``'s code (in a thread)."""
+        return await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+
     async def prepare(self, slot: CellSlot) -> None:
-        """Build the DNA entry and create the sandboxed cell(s), once per slot."""
+        """Build the DNA entry and create the sandboxed cells, once per slot."""
         if slot.created:
             return
-        decl = slot.decl
-        entry = await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+        entry = await self.build(slot.decl)
+        slot.dna = entry
         slot.dna_digest = entry.digest
+        spec = self._spec(slot, slot.decl, entry)
+        created: list[str] = []
+        try:
+            for cell_id in slot.cell_ids:
+                self.backend.create(attrs.evolve(spec, cell_id=cell_id))
+                created.append(cell_id)
+        except BaseException:
+            for cell_id in created:
+                with contextlib.suppress(Exception):
+                    self.backend.destroy(cell_id, grace=0.0)
+            raise
+        slot.created = True
+
+    async def provision(
+        self, slot: CellSlot, cell_id: str, decl: CellDecl, entry: DnaEntry
+    ) -> None:
+        """Re-make backend id ``cell_id`` of ``slot`` for ``entry``'s code under ``decl``.
+
+        Its process, if any, is stopped by the teardown (a retired standby
+        exits on its own). The other id keeps serving meanwhile (it holds
+        the shared listening socket, so the teardown leaves that in place).
+        """
+        if cell_id in self.backend.tracked():
+            await self.backend.destroy_async(cell_id, grace=1.0)
+        self.backend.create(attrs.evolve(self._spec(slot, decl, entry), cell_id=cell_id))
+
+    def _spec(self, slot: CellSlot, decl: CellDecl, entry: DnaEntry) -> CellSpec:
+        """The sandbox of ``slot`` running ``entry``'s code as ``decl`` says."""
         bwrap = self.backend.name == "bwrap"
         env = dict(decl.env)
         env["CELL_ENTRY"] = decl.entry or entry.name
@@ -95,7 +134,7 @@ class Launcher:
             children_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(children_dir, 0o711)
         network = decl.network
-        spec = CellSpec(
+        return CellSpec(
             name=slot.name,
             argv=(sys.executable, "-m", RUNTIME_MODULE),
             env=WorkloadEnv(items=env),
@@ -111,17 +150,6 @@ class Launcher:
                 NetGrant(host=g.host, port=g.port) for g in network
             ),
         )
-        created: list[str] = []
-        try:
-            for cell_id in slot.cell_ids:
-                self.backend.create(attrs.evolve(spec, cell_id=cell_id))
-                created.append(cell_id)
-        except BaseException:
-            for cell_id in created:
-                with contextlib.suppress(Exception):
-                    self.backend.destroy(cell_id, grace=0.0)
-            raise
-        slot.created = True
 
     async def destroy(self, slot: CellSlot) -> None:
         """Stop the slot's processes and remove every trace of its sandboxed cells."""
@@ -135,16 +163,17 @@ class Launcher:
 
     # ------------------------------------------------------------ processes
 
-    def launch(self, slot: CellSlot) -> tuple[str, int]:
+    def launch(self, slot: CellSlot) -> Launched:
         """Make a process of ``slot`` serve: the standby if ready, else a fresh one."""
+        token = secrets.token_hex(TOKEN_BYTES)
         standby = slot.standby
         if standby is not None:
             slot.standby = None
             standby.scope.cancel()  # from now on the instance waits on this process
             try:
                 if self.backend.process_id(standby.cell_id) is not None:
-                    os.write(standby.go, b"g")
-                    return standby.cell_id, standby.pid
+                    os.write(standby.go, b"g" + token.encode())
+                    return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token)
             except OSError:
                 pass  # it died just now: start a fresh one
             finally:
@@ -152,18 +181,37 @@ class Launcher:
         cell_id = self._free_id(slot)
         pid, go = self._spawn(slot, cell_id)
         try:
-            os.write(go, b"g")
+            os.write(go, b"g" + token.encode())
         finally:
             os.close(go)
-        return cell_id, pid
+        return Launched(cell_id=cell_id, pid=pid, token=token)
+
+    def spawn_successor(
+        self, slot: CellSlot, cell_id: str, *, on_line: Callable[[bytes], None] | None = None
+    ) -> Launched:
+        """Start a process on ``cell_id`` that takes over from the serving one (hot swap).
+
+        ``on_line`` sees each line the process writes (besides the log).
+        """
+        token = secrets.token_hex(TOKEN_BYTES)
+        pid, go = self._spawn(slot, cell_id, on_line=on_line)
+        try:
+            os.write(go, b"s" + token.encode())
+        finally:
+            os.close(go)
+        return Launched(cell_id=cell_id, pid=pid, token=token)
 
     def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
-        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id)."""
-        if not slot.decl.standby or slot.standby is not None or not slot.created:
+        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
+
+        Never during a hot swap of the slot: the free id is the new version's.
+        """
+        if (
+            not slot.decl.standby or slot.standby is not None or not slot.created
+            or slot.swap_phase
+        ):
             return
-        free = [
-            i for i in slot.cell_ids if i != busy and self.backend.process_id(i) is None
-        ]
+        free = [i for i in slot.cell_ids if i != busy and self._idle(i)]
         if not free:
             return
         pid, go = self._spawn(slot, free[0])
@@ -191,13 +239,19 @@ class Launcher:
                 with contextlib.suppress(OSError):
                     os.close(standby.go)
 
+    def _idle(self, cell_id: str) -> bool:
+        """The backend id exists and runs no process."""
+        return cell_id in self.backend.tracked() and self.backend.process_id(cell_id) is None
+
     def _free_id(self, slot: CellSlot) -> str:
         for cell_id in slot.cell_ids:
-            if self.backend.process_id(cell_id) is None:
+            if self._idle(cell_id):
                 return cell_id
         return slot.cell_ids[0]  # spawn reports the one that still runs
 
-    def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int]:
+    def _spawn(
+        self, slot: CellSlot, cell_id: str, *, on_line: Callable[[bytes], None] | None = None
+    ) -> tuple[int, int]:
         """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, output piped to the log.
 
         Runs in the Trio thread: the sandbox's parent-death signal is tied to
@@ -217,19 +271,21 @@ class Launcher:
         finally:
             os.close(go_read)
             os.close(out_write)
-        self.nursery.start_soon(self._pump, slot, out_read)
+        self.nursery.start_soon(self._pump, slot, out_read, on_line)
         return spawned.pid, go_write
 
-    async def _pump(self, slot: CellSlot, fd: int) -> None:
+    async def _pump(
+        self, slot: CellSlot, fd: int, on_line: Callable[[bytes], None] | None
+    ) -> None:
         if slot.log is None:
             slot.log = RotatingLog(
                 self.paths.log_dir, slot.name,
                 max_bytes=self.root.log_max_bytes, keep=self.root.log_keep,
             )
         try:
-            await pump_output(fd, slot.log)
+            await pump_output(fd, slot.log, on_line=on_line)
         finally:
             os.close(fd)
 
 
-__all__ = ["GO_FD", "RUNTIME_MODULE", "UMBILICAL_INSIDE", "Launcher"]
+__all__ = ["GO_FD", "RUNTIME_MODULE", "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher"]

@@ -63,7 +63,9 @@ TOP_SUPERVISOR: Final = "root"
 RESERVED_NAMES: Final = ("mitosis", TOP_SUPERVISOR)
 
 _TOP_KEYS: Final = ("root", "supervisor", "supervisors", "cells", "templates")
-_ROOT_KEYS: Final = ("allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep")
+_ROOT_KEYS: Final = (
+    "allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep", "swap_max_state",
+)
 _TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children")
 _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
 _CELL_KEYS: Final = (
@@ -81,6 +83,7 @@ _ACTIVATIONS: Final = ("eager", "on_demand")
 _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
+_DEFAULT_SWAP_MAX_STATE: Final = 64 * 1024 * 1024
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
@@ -166,6 +169,8 @@ class RootDecl:
     restart_log: int = 200
     log_max_bytes: int = _DEFAULT_LOG_MAX_BYTES
     log_keep: int = 3
+    #: The largest state a cell may hand over in a hot swap (docs/swap.md).
+    swap_max_state: int = _DEFAULT_SWAP_MAX_STATE
 
 
 @attrs.frozen(kw_only=True)
@@ -489,6 +494,9 @@ class _Reader:
                 t.get("log_max_bytes", _DEFAULT_LOG_MAX_BYTES), "root.log_max_bytes"
             ),
             log_keep=self.integer(t.get("log_keep", 3), "root.log_keep", 1),
+            swap_max_state=self.size(
+                t.get("swap_max_state", _DEFAULT_SWAP_MAX_STATE), "root.swap_max_state"
+            ),
         )
 
     def cell(

@@ -48,7 +48,7 @@ import trio
 
 from ..config import Paths, check_cell_name, ensure_private_dir
 from ..errors import CellmeshError
-from ..sandbox import CellBackend, select_backend
+from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from ..transport.synapse import Synapse
@@ -56,6 +56,8 @@ from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
 from ._rootlock import RootLock, peer_uid_filter
+from ._swap import MESSAGES as SWAP_MESSAGES
+from ._swap import Swapper
 from .control import (
     Ack,
     CellDown,
@@ -73,6 +75,8 @@ from .control import (
     StatusRequest,
     StopChild,
     StopMesh,
+    SwapCell,
+    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
@@ -121,6 +125,7 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
+    _swapper: Swapper = attrs.field(init=False)
     _watches: Watches = attrs.Factory(Watches)
     _stopping: bool = False
 
@@ -137,6 +142,11 @@ class Root:
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
+                )
+                self._swapper = Swapper(
+                    backend=self.backend, launcher=self._launcher, dna=self.dna,
+                    nursery=nursery, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                    max_state=self.manifest.root.swap_max_state,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
@@ -285,6 +295,7 @@ class Root:
         return await self._start_instance(slot, nursery)
 
     async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
+        await self._swapper.settle(slot)  # a swap's process must be gone first
         await self._launcher.prepare(slot)
         instance = CellInstance(
             slot, self.backend, self._launcher.launch, self._instance_exited,
@@ -434,6 +445,7 @@ class Root:
                 return
             if self._stopping or slot.name not in self.slots:
                 return
+            await self._swapper.settle(slot)  # its sandboxes may be re-made for new DNA
             instance = slot.instance
             if instance is not None and instance.state == "dormant":
                 instance.activate()
@@ -506,7 +518,16 @@ class Root:
             return Ack(text="stopping")
         if isinstance(msg, SpawnCell):
             return await self._spawn_request(msg)
+        if isinstance(msg, SwapCell):
+            return await self._swap_request(msg)
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _swap_request(self, msg: SwapCell) -> SwapReport:
+        if not (msg.timeout > 0 and msg.grace >= 0):
+            raise RootRequestError(msg.name, "swap needs timeout > 0 and grace >= 0")
+        return await self._swapper.swap(
+            self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
+        )
 
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
@@ -514,7 +535,7 @@ class Root:
         pid = self._pid(slot)
         if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
-        self.backend.kill(instance.cell_id, as_crash=True)
+        self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
     def _pid(self, slot: CellSlot) -> int | None:
@@ -522,7 +543,7 @@ class Root:
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
-        return self.backend.process_id(instance.cell_id)
+        return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
@@ -623,12 +644,16 @@ class Root:
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
-            slot.stats = msg
+            if not self._swapper.ignores_stats(slot, msg):
+                slot.stats = msg
             return None
         if isinstance(msg, CellReady):
-            if slot.instance is not None:
+            if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
+                slot.version = msg.version
                 slot.instance.mark_ready()
             return Ack(text="ok")
+        if isinstance(msg, SWAP_MESSAGES):
+            return await self._swapper.from_cell(slot, msg)
         if isinstance(msg, Monitor):
             ref, effects = self._watches.monitor(
                 slot.name, msg.target, alive=self._is_alive(msg.target)
