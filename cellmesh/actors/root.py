@@ -55,6 +55,7 @@ from ..transport.synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
+from ._reload import reload_mesh
 from ._rootlock import RootLock, peer_uid_filter
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
@@ -68,6 +69,8 @@ from .control import (
     Link,
     Monitor,
     MonitorRef,
+    ReloadManifest,
+    ReloadReport,
     RestartRecord,
     SpawnCell,
     StartChild,
@@ -260,6 +263,7 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
+        trio.lowlevel.notify_closing(slot.listener)  # wakes its activation watcher
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -520,7 +524,30 @@ class Root:
             return await self._spawn_request(msg)
         if isinstance(msg, SwapCell):
             return await self._swap_request(msg)
+        if isinstance(msg, ReloadManifest):
+            return await self._reload_request(msg)
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
+        if not (msg.timeout > 0 and msg.grace >= 0):
+            raise RootRequestError("reload", "needs timeout > 0 and grace >= 0")
+        return await reload_mesh(self, self._swapper, self._launcher, msg)
+
+    async def start_declared(self, name: str) -> None:
+        """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
+        decl = self.manifest.cells[name]
+        slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+        try:
+            await self.supervisors[slot.supervisor].start_child(ChildSpec(
+                id=name, restart=decl.restart, shutdown=decl.shutdown, args=("cell", name),
+            ))
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
+
+    async def stop_declared(self, name: str) -> None:
+        """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
+        await self._stop_slot(name)
 
     async def _swap_request(self, msg: SwapCell) -> SwapReport:
         if not (msg.timeout > 0 and msg.grace >= 0):
@@ -612,6 +639,10 @@ class Root:
 
     async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
         parent.children.discard(name)
+        await self._stop_slot(name)
+        parent.touch()
+
+    async def _stop_slot(self, name: str) -> None:
         slot = self.slots.get(name)
         sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
         if sup is not None and slot is not None:
@@ -621,7 +652,6 @@ class Root:
                 await sup.delete_child(slot.child_id)
         if slot is not None:
             await self._drop_slot(slot)
-        parent.touch()
 
     # ------------------------------------------------------------ umbilicals
 
