@@ -28,17 +28,26 @@ the cell do their parts over their umbilical (the contract is docs/swap.md):
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final, TypeVar
 
+import attrs
 import cbor2
 import trio
 
-from ..errors import CellmeshError, CellUnavailable, RemoteCellError
+from ..errors import CellmeshError, CellUnavailable, FieldError, ProteinError, RemoteCellError
 from ..transport.membrane import Membrane
 from ..transport.synapse import Synapse
-from ..wire.proteins import PROTEINS, DecodeContext, EncodeContext, fingerprint, is_protein
+from ..wire.codec import MAX_DEPTH, MAX_VESICLES_PER_FRAME, VESICLE_TAG, VesicleRef
+from ..wire.proteins import (
+    PROTEINS,
+    DecodeContext,
+    EncodeContext,
+    VesicleSource,
+    fingerprint,
+    is_protein,
+)
+from ..wire.vesicle import Vesicle
 from .cell import BadRootReply, Cell, CellContext, CellVersion, NoRoot, RawState
 from .control import Handover, NextOrder, Suspend, SwapIn, SwapInFailed, SwapOut, SwapVerdict
 
@@ -60,43 +69,127 @@ class SwapRefused(CellmeshError):
 
 # ---------------------------------------------------------------- state codec
 
+#: Vesicles a state may carry beside its CBOR (one frame holds 64; one is kept
+#: for the CBOR itself).
+MAX_BLOBS: Final = MAX_VESICLES_PER_FRAME - 1
 
-def encode_state(state: object) -> tuple[str, str, bytes | None]:
-    """``(wire name, fingerprint, CBOR)`` of the protein ``state`` (or ``("", "", None)``).
 
-    Every field is encoded inline (a vesicle inside the state is copied into
-    the CBOR): the whole state travels as one payload. Raises TypeError when
-    ``state`` is not a protein.
+@attrs.frozen(kw_only=True)
+class EncodedState:
+    """A state ready to travel: its protein's name and fingerprint, CBOR, and blobs.
+
+    ``data`` is None for no state. ``blobs`` are sealed vesicles holding the
+    state's large ``bytes`` fields (the CBOR refers to them by index);
+    :meth:`close` releases the ones made here once they were sent.
+    """
+
+    name: str = ""
+    fingerprint: str = ""
+    data: bytes | None = None
+    blobs: tuple[VesicleSource, ...] = ()
+    owned: tuple[VesicleSource, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Bytes in all: the CBOR and every blob."""
+        return (len(self.data) if self.data is not None else 0) + sum(len(b) for b in self.blobs)
+
+    def close(self) -> None:
+        for blob in self.owned:
+            blob.close()
+
+
+def encode_state(state: object) -> EncodedState:
+    """Encode the protein ``state`` (or None) for a hand-over.
+
+    A ``bytes`` field of at least the vesicle threshold becomes a vesicle (a
+    :class:`~cellmesh.Vesicle` field is sent as it is, without a copy); the
+    rest is CBOR. Raises TypeError when ``state`` is not a protein, and
+    :class:`~cellmesh.errors.FieldError` for a field of the wrong type or
+    more than :data:`MAX_BLOBS` large ones.
     """
     if state is None:
-        return "", "", None
+        return EncodedState()
     if not is_protein(type(state)):
         raise TypeError(
             f"on_swap_out must return a protein or None, got {type(state).__qualname__}"
         )
-    body = PROTEINS.encode(state, EncodeContext(threshold=sys.maxsize))
-    return str(body[0]), fingerprint(type(state)), cbor2.dumps(body)
+    ctx = EncodeContext(make_vesicle=Vesicle.from_bytes)
+    try:
+        body = PROTEINS.encode(state, ctx)
+        data = cbor2.dumps(body)
+    except BaseException:
+        for blob in ctx.owned:
+            blob.close()
+        raise
+    if len(ctx.vesicles) > MAX_BLOBS:
+        for blob in ctx.owned:
+            blob.close()
+        raise FieldError(str(body[0]), f"more than {MAX_BLOBS} bytes fields of a vesicle's size")
+    return EncodedState(
+        name=str(body[0]), fingerprint=fingerprint(type(state)), data=data,
+        blobs=tuple(ctx.vesicles), owned=tuple(ctx.owned),
+    )
 
 
-def decode_state(name: str, print_: str, data: bytes | memoryview | None) -> Any:
+class _Refs:
+    """The CBOR tag hook of a handed-over state: vesicle tags become refs to its blobs."""
+
+    def __init__(self, blobs: Sequence[bytes | memoryview]) -> None:
+        self.blobs = blobs
+
+    def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef:
+        value = tag.value
+        if (
+            tag.tag != VESICLE_TAG or not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(type(v) is int for v in value)
+            or not 0 <= value[0] < len(self.blobs) or len(self.blobs[value[0]]) != value[1]
+        ):
+            raise ValueError(f"unexpected CBOR tag {tag.tag} in the state")
+        return VesicleRef(value[0], value[1])
+
+    def resolve(self, ref: VesicleRef) -> memoryview:
+        return memoryview(self.blobs[ref.index])
+
+    def inline(self, value: Any) -> Any:
+        """``value`` with every ref replaced by its blob (for a :class:`RawState`)."""
+        if isinstance(value, VesicleRef):
+            return self.resolve(value)
+        if isinstance(value, list):
+            return [self.inline(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.inline(v) for k, v in value.items()}
+        return value
+
+
+def decode_state(
+    name: str, print_: str, data: bytes | memoryview | None,
+    blobs: Sequence[bytes | memoryview] = (),
+) -> Any:
     """The state a :class:`Handover` carries: a protein this code knows, or a :class:`RawState`.
 
     A protein is decoded only when this code registers ``name`` with the same
     fingerprint; otherwise the raw fields are given for ``on_swap_in`` to
-    convert. Raises :class:`ValueError` for a payload that is not a CBOR body.
+    convert. Large fields arrive as read-only memoryviews of their vesicles.
+    Raises :class:`ValueError` (only) for a payload that is not a valid body
+    of ``name``.
     """
     if data is None:
         return None
+    refs = _Refs(blobs)
     try:
-        body = cbor2.loads(data)
+        body = cbor2.loads(data, tag_hook=refs, max_depth=MAX_DEPTH)
     except (cbor2.CBORDecodeError, RecursionError, ValueError) as exc:
         raise ValueError(f"the handed-over state is not valid CBOR ({exc})") from None
     if not isinstance(body, list) or not body or body[0] != name:
         raise ValueError(f"the handed-over state is not a body of protein {name!r}")
     cls = PROTEINS.get(name)
     if cls is not None and fingerprint(cls) == print_:
-        return PROTEINS.decode(body, DecodeContext())
-    return RawState(wire_name=name, fingerprint=print_, fields=list(body[1:]))
+        try:
+            return PROTEINS.decode(body, DecodeContext(resolve=refs.resolve))
+        except ProteinError as exc:
+            raise ValueError(f"the handed-over state does not decode: {exc}") from None
+    return RawState(wire_name=name, fingerprint=print_, fields=refs.inline(list(body[1:])))
 
 
 # ---------------------------------------------------------------- the new process
@@ -115,7 +208,9 @@ async def take_over(ctx: CellContext, cell: Cell) -> Handover:
 
 async def apply_handover(cell: Cell, handover: Handover) -> None:
     """Decode the handed-over state and give it to ``on_swap_in``."""
-    state = decode_state(handover.state_name, handover.state_fingerprint, handover.state)
+    state = decode_state(
+        handover.state_name, handover.state_fingerprint, handover.state, handover.blobs
+    )
     await cell.on_swap_in(state, CellVersion(dna=handover.dna, version=handover.version))
 
 
@@ -171,8 +266,7 @@ async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: f
     """Suspend, export the state, and act on the root's verdict (see the module doc)."""
     deadline = trio.current_time() + seconds
     failure = ""
-    name = print_ = ""
-    data: bytes | None = None
+    encoded = EncodedState()
     drain = max(0.0, seconds * DRAIN_SHARE)
     if not await membrane.suspend(drain):
         failure = f"calls were still in flight after {drain:.1f} s of draining"
@@ -180,7 +274,7 @@ async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: f
         try:
             with trio.fail_after(max(0.0, deadline - trio.current_time())):
                 state = await cell.on_swap_out()
-            name, print_, data = encode_state(state)
+            encoded = encode_state(state)
         except trio.TooSlowError:
             failure = "on_swap_out did not return in time"
         except MemoryError:
@@ -189,11 +283,14 @@ async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: f
             failure = f"on_swap_out failed: {type(exc).__qualname__}: {exc}"
     try:
         verdict = await ctx.ask_root(SwapOut(
-            token=ctx.token, failure=failure, state_name=name, state_fingerprint=print_,
-            state=data,
+            token=ctx.token, failure=failure, state_name=encoded.name,
+            state_fingerprint=encoded.fingerprint, state=encoded.data,
+            blobs=list(encoded.blobs),  # type: ignore[arg-type]  # vesicles are bytes fields
         ))
     except (NoRoot, RemoteCellError, CellUnavailable):
         verdict = None  # no verdict: serve on (a lost root stops the cell anyway)
+    finally:
+        encoded.close()
     if isinstance(verdict, SwapVerdict) and not verdict.resume and not failure:
         ctx.swapped_out = True
         ctx.request_stop("swapped out: the new version serves")
@@ -203,6 +300,8 @@ async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: f
 
 __all__ = [
     "DRAIN_SHARE",
+    "MAX_BLOBS",
+    "EncodedState",
     "SwapRefused",
     "apply_handover",
     "decode_state",

@@ -136,7 +136,7 @@ class SwapRun:
     hello_error: str | None = None
     verdict: trio.Event = attrs.Factory(trio.Event)
     resume: bool = True
-    state: tuple[str, str, Any] | None = None
+    state: tuple[str, str, Any, list[Any]] | None = None
     state_bytes: int | None = None
     queue: collections.deque[Action] = attrs.Factory(collections.deque)
     busy: bool = False
@@ -264,11 +264,11 @@ class Swapper:
             if run.hello_error is not None:
                 raise RootRequestError(slot.name, run.hello_error)
             state, run.state = run.state, None  # the reply holds the only reference
-            name, print_, data = state if state is not None else ("", "", None)
+            name, print_, data, blobs = state if state is not None else ("", "", None, [])
             return Handover(
                 dna=run.from_entry.digest if run.from_entry is not None else "",
                 version=run.from_version, state_name=name, state_fingerprint=print_,
-                state=data, probation=run.core.grace,
+                state=data, blobs=blobs, probation=run.core.grace,
             )
         if isinstance(msg, SwapInFailed):
             if run is not None and run.new is not None and msg.token == run.new.token:
@@ -283,14 +283,16 @@ class Swapper:
         if msg.failure:
             self._feed(run, run.core.old_failed(msg.failure[:2000], _now()))
             return SwapVerdict(resume=True)
-        size = None if msg.state is None else len(memoryview(msg.state).cast("B"))
+        size = None if msg.state is None else sum(
+            memoryview(part).nbytes for part in (msg.state, *msg.blobs)
+        )
         if size is not None and size > self.max_state:
             self._feed(run, run.core.old_failed(
                 f"its state is {size} bytes, over the limit of {self.max_state} "
                 "([root] swap_max_state)", _now(),
             ))
             return SwapVerdict(resume=True)
-        run.state = (msg.state_name[:200], msg.state_fingerprint[:64], msg.state)
+        run.state = (msg.state_name[:200], msg.state_fingerprint[:64], msg.state, msg.blobs)
         run.state_bytes = size
         self._feed(run, run.core.old_out(_now()))
         await run.verdict.wait()

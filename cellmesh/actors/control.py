@@ -325,8 +325,10 @@ class SwapOut:
     """The old process drained and exported its state (or could not: ``failure``).
 
     ``state`` is the CBOR of the protein ``on_swap_out`` returned (None: no
-    state); ``state_name`` and ``state_fingerprint`` name its protein. Large
-    states travel as a vesicle. Reply: :class:`SwapVerdict`.
+    state); ``state_name`` and ``state_fingerprint`` name its protein. Its
+    large ``bytes`` fields travel beside it as vesicles (``blobs``; the CBOR
+    holds vesicle tags for them), so no large payload is copied into CBOR.
+    Reply: :class:`SwapVerdict`.
     """
 
     token: str
@@ -334,6 +336,7 @@ class SwapOut:
     state_name: str
     state_fingerprint: str
     state: bytes | None
+    blobs: list[bytes]
 
 
 @protein("cellmesh.ctl.SwapVerdict")
@@ -368,6 +371,7 @@ class Handover:
     state_name: str
     state_fingerprint: str
     state: bytes | None
+    blobs: list[bytes]
     probation: float
 
 

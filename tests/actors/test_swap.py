@@ -357,7 +357,7 @@ async def test_swap_requests_from_a_cell_out_of_turn_are_refused() -> None:
         for msg, match in (
             (SwapIn(token="x" * 32, version="evil"), "no swap is waiting"),
             (SwapOut(token="x" * 32, failure="", state_name="", state_fingerprint="",
-                     state=b"x" * 100), "no swap is waiting"),
+                     state=b"x" * 100, blobs=[]), "no swap is waiting"),
         ):
             with pytest.raises(CellmeshError, match=match):
                 await root._from_cell(slot, msg)
