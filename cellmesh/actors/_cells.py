@@ -31,6 +31,7 @@ code, signal or limit in the text.
 
 from __future__ import annotations
 
+import collections
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -191,15 +192,17 @@ class Standby:
     pid: int
     go: int
     scope: trio.CancelScope
+    tail: collections.deque[str] = attrs.Factory(collections.deque)
 
 
 @attrs.frozen(kw_only=True)
 class Launched:
-    """A process the launcher made serve: its backend id, pid and go token."""
+    """A process the launcher made serve: its backend id, pid, go token, last output lines."""
 
     cell_id: str
     pid: int
     token: str
+    tail: collections.deque[str] = attrs.field(factory=collections.deque, eq=False)
 
 
 class SwapWatch(Protocol):

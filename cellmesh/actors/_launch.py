@@ -12,10 +12,17 @@ code (:meth:`Launcher.provision`) while the other keeps serving.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
 (``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
-cell's rotating log. The runtime imports everything it needs, then blocks
-on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`). Go is one
-byte (``g``: serve; ``s``: take over in a hot swap) and a fresh random
-token that names the process to the root from then on.
+cell's rotating log (the last lines of each process are kept, for a swap's
+failure report). The runtime imports everything it needs, then reads the
+go pipe (:mod:`cellmesh.actors._standby`): ``i DIGEST`` (preload that
+code), then ``g TOKEN`` (serve) or ``s TOKEN DIGEST`` (take over in a hot
+swap, with that code); the token, fresh and random, names the process to
+the root from then on.
+
+The sandbox binds the cell's DNA directory, ``$CELL_SOCKET_DIR/.dna/<cell>/``,
+holding one entry per version of the code that may run (hard links to the
+cache entry, :meth:`Launcher.link`): a process picks its version by digest,
+so a standby can take over with new code without a new sandbox.
 
 * :meth:`Launcher.launch` starts serving: it hands over the standby if one
   is ready (one byte on its go pipe: the cost of a start becomes a pipe
@@ -31,9 +38,11 @@ token that names the process to the root from then on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +54,7 @@ import trio
 from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Launched, Standby
-from .dna import DnaCache, DnaEntry
+from .dna import DnaCache, DnaEntry, force_rmtree
 from .logs import RotatingLog, pump_output
 from .manifest import CellDecl, RootDecl
 
@@ -55,8 +64,12 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
-#: Hex digits of a process's go token (the runtime's GO_TOKEN_LEN).
+#: Bytes of a process's go token (twice as many hex digits).
 TOKEN_BYTES: Final = 16
+#: Lines of each process's output kept for a failure report.
+TAIL_LINES: Final = 20
+#: The longest line kept (bytes, before decoding).
+TAIL_LINE_BYTES: Final = 1000
 
 
 @attrs.define(eq=False)
@@ -75,6 +88,26 @@ class Launcher:
         """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
         return self.paths.socket_dir / ".children" / parent
 
+    def dna_root(self, name: str) -> Path:
+        """The cell's DNA directory: one entry per version that may run (bound into it)."""
+        return self.paths.socket_dir / ".dna" / name
+
+    async def link(self, slot: CellSlot, entry: DnaEntry) -> None:
+        """Make ``entry``'s code visible to the cell's sandboxes (idempotent)."""
+        target = self.dna_root(slot.name) / entry.digest
+        await trio.to_thread.run_sync(_link_tree, entry.root, target)
+
+    async def prune(self, slot: CellSlot, keep: set[str]) -> None:
+        """Remove the versions of the cell's DNA directory not in ``keep`` (digests)."""
+        root = self.dna_root(slot.name)
+
+        def prune() -> None:
+            for path in root.iterdir() if root.is_dir() else ():
+                if path.name not in keep:
+                    force_rmtree(path)
+
+        await trio.to_thread.run_sync(prune)
+
     async def build(self, decl: CellDecl) -> DnaEntry:
         """Build (or reuse) the DNA entry of ``decl``'s code (in a thread)."""
         return await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
@@ -84,6 +117,7 @@ class Launcher:
         if slot.created:
             return
         entry = await self.build(slot.decl)
+        await self.link(slot, entry)
         slot.dna = entry
         slot.dna_digest = entry.digest
         spec = self._spec(slot, slot.decl, entry)
@@ -113,7 +147,11 @@ class Launcher:
         self.backend.create(attrs.evolve(self._spec(slot, decl, entry), cell_id=cell_id))
 
     def _spec(self, slot: CellSlot, decl: CellDecl, entry: DnaEntry) -> CellSpec:
-        """The sandbox of ``slot`` running ``entry``'s code as ``decl`` says."""
+        """The sandbox of ``slot`` as ``decl`` says (``entry`` names its module).
+
+        The sandbox binds the cell's DNA directory, not one entry: any version
+        linked there can run in it.
+        """
         bwrap = self.backend.name == "bwrap"
         env = dict(decl.env)
         env["CELL_ENTRY"] = decl.entry or entry.name
@@ -140,7 +178,7 @@ class Launcher:
             env=WorkloadEnv(items=env),
             limits=decl.limits,
             secrets=decl.secrets,  # type: ignore[arg-type]  # attrs converter=tuple
-            dna_dir=entry.root,
+            dna_dir=self.dna_root(slot.name),
             data_dir=self.paths.data_dir / slot.name if decl.data else None,
             own_socket=slot.socket_path,
             granted_sockets=granted,
@@ -160,6 +198,8 @@ class Launcher:
         for cell_id in slot.cell_ids:
             with contextlib.suppress(Exception):
                 await self.backend.destroy_async(cell_id, grace=1.0)
+        with contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.name))
 
     # ------------------------------------------------------------ processes
 
@@ -172,39 +212,46 @@ class Launcher:
             standby.scope.cancel()  # from now on the instance waits on this process
             try:
                 if self.backend.process_id(standby.cell_id) is not None:
-                    os.write(standby.go, b"g" + token.encode())
-                    return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token)
+                    os.write(standby.go, f"g {token}\n".encode())
+                    return Launched(
+                        cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail
+                    )
             except OSError:
                 pass  # it died just now: start a fresh one
             finally:
                 os.close(standby.go)
         cell_id = self._free_id(slot)
-        pid, go = self._spawn(slot, cell_id)
-        try:
-            os.write(go, b"g" + token.encode())
-        finally:
-            os.close(go)
-        return Launched(cell_id=cell_id, pid=pid, token=token)
+        return self._go(slot, cell_id, f"{_preload(slot)}g {token}\n", token)
 
-    def spawn_successor(
-        self, slot: CellSlot, cell_id: str, *, on_line: Callable[[bytes], None] | None = None
-    ) -> Launched:
-        """Start a process on ``cell_id`` that takes over from the serving one (hot swap).
-
-        ``on_line`` sees each line the process writes (besides the log).
-        """
+    def spawn_successor(self, slot: CellSlot, cell_id: str, entry: DnaEntry) -> Launched:
+        """Start a fresh process on ``cell_id`` that takes over with ``entry``'s code (a swap)."""
         token = secrets.token_hex(TOKEN_BYTES)
-        pid, go = self._spawn(slot, cell_id, on_line=on_line)
+        return self._go(slot, cell_id, f"i {entry.digest}\ns {token} {entry.digest}\n", token)
+
+    def take_standby(self, slot: CellSlot, entry: DnaEntry) -> Launched | None:
+        """The standby takes over with ``entry``'s code (a swap); None if it is gone.
+
+        ``entry`` must be linked into the cell's DNA directory.
+        """
+        standby, slot.standby = slot.standby, None
+        if standby is None:
+            return None
+        standby.scope.cancel()  # from now on the swap waits on this process
+        token = secrets.token_hex(TOKEN_BYTES)
         try:
-            os.write(go, b"s" + token.encode())
+            if self.backend.process_id(standby.cell_id) is None:
+                return None
+            os.write(standby.go, f"s {token} {entry.digest}\n".encode())
+        except OSError:
+            return None
         finally:
-            os.close(go)
-        return Launched(cell_id=cell_id, pid=pid, token=token)
+            os.close(standby.go)
+        return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail)
 
     def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
         """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
 
-        Never during a hot swap of the slot: the free id is the new version's.
+        It preloads the code in force. Never during a hot swap of the slot.
         """
         if (
             not slot.decl.standby or slot.standby is not None or not slot.created
@@ -214,10 +261,24 @@ class Launcher:
         free = [i for i in slot.cell_ids if i != busy and self._idle(i)]
         if not free:
             return
-        pid, go = self._spawn(slot, free[0])
-        standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope())
+        pid, go, tail = self._spawn(slot, free[0])
+        try:
+            os.write(go, _preload(slot).encode())
+        except OSError:
+            os.close(go)
+            return  # it died at once: the next ready brings another
+        standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), tail=tail)
         slot.standby = standby
         self.nursery.start_soon(self._watch_standby, slot, standby)
+
+    def _go(self, slot: CellSlot, cell_id: str, commands: str, token: str) -> Launched:
+        """Spawn on ``cell_id`` and write ``commands`` on its go pipe at once."""
+        pid, go, tail = self._spawn(slot, cell_id)
+        try:
+            os.write(go, commands.encode())
+        finally:
+            os.close(go)
+        return Launched(cell_id=cell_id, pid=pid, token=token, tail=tail)
 
     def retire(self, slot: CellSlot) -> None:
         """Tell the slot's standby it will not be needed (it exits)."""
@@ -249,13 +310,12 @@ class Launcher:
                 return cell_id
         return slot.cell_ids[0]  # spawn reports the one that still runs
 
-    def _spawn(
-        self, slot: CellSlot, cell_id: str, *, on_line: Callable[[bytes], None] | None = None
-    ) -> tuple[int, int]:
+    def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int, collections.deque[str]]:
         """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, output piped to the log.
 
         Runs in the Trio thread: the sandbox's parent-death signal is tied to
-        the spawning thread. Returns the pid and the go pipe's write end.
+        the spawning thread. Returns the pid, the go pipe's write end and
+        the deque its last output lines are kept in.
         """
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -271,21 +331,65 @@ class Launcher:
         finally:
             os.close(go_read)
             os.close(out_write)
-        self.nursery.start_soon(self._pump, slot, out_read, on_line)
-        return spawned.pid, go_write
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.nursery.start_soon(self._pump, slot, out_read, tail)
+        return spawned.pid, go_write, tail
 
-    async def _pump(
-        self, slot: CellSlot, fd: int, on_line: Callable[[bytes], None] | None
-    ) -> None:
+    async def _pump(self, slot: CellSlot, fd: int, tail: collections.deque[str]) -> None:
         if slot.log is None:
             slot.log = RotatingLog(
                 self.paths.log_dir, slot.name,
                 max_bytes=self.root.log_max_bytes, keep=self.root.log_keep,
             )
         try:
-            await pump_output(fd, slot.log, on_line=on_line)
+            await pump_output(
+                fd, slot.log,
+                on_line=lambda line: tail.append(
+                    line[:TAIL_LINE_BYTES].decode("utf-8", "replace")
+                ),
+            )
         finally:
             os.close(fd)
+
+
+def _preload(slot: CellSlot) -> str:
+    """The go pipe's command to preload the code in force (none before the first build)."""
+    return f"i {slot.dna.digest}\n" if slot.dna is not None else ""
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link the read-only tree ``source`` at ``target`` (copy across file systems).
+
+    Built beside ``target`` and renamed into place, so a process never sees a
+    half-made entry; an existing ``target`` is kept (same digest, same bytes).
+    """
+    if target.exists():
+        return
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    os.chmod(target.parent.parent, 0o711)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    try:
+        shutil.copytree(source, tmp, copy_function=link)
+        for path in [tmp, *tmp.rglob("*")]:
+            if path.is_dir():
+                os.chmod(path, 0o555)
+        os.rename(tmp, target)
+    except OSError:
+        force_rmtree(tmp)
+        if not target.exists():
+            raise
+        # a concurrent linker won: same digest, same bytes
+    except BaseException:
+        force_rmtree(tmp)
+        raise
 
 
 __all__ = ["GO_FD", "RUNTIME_MODULE", "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher"]

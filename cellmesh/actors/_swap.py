@@ -93,10 +93,6 @@ from .swap import (
 MAX_POLLS: Final = 4
 #: A pending order poll is answered with None after this long (the cell polls again).
 POLL_SECONDS: Final = 60.0
-#: Lines of the new process's output kept for a failure report.
-TAIL_LINES: Final = 20
-#: The longest line kept (bytes, before decoding).
-TAIL_LINE_BYTES: Final = 1000
 
 _Message = NextOrder | SwapIn | SwapInFailed | SwapOut
 #: The cell -> root requests the swapper answers.
@@ -128,10 +124,9 @@ class SwapRun:
     old: Launched | None = None
     new: Launched | None = None
     new_id: str = ""
+    #: The new version runs in the cell's standby (same sandbox: only the code differs).
+    reuse: bool = False
     new_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    tail: collections.deque[str] = attrs.Factory(
-        lambda: collections.deque(maxlen=TAIL_LINES)
-    )
     hello: trio.Event = attrs.Factory(trio.Event)
     hello_error: str | None = None
     verdict: trio.Event = attrs.Factory(trio.Event)
@@ -146,10 +141,6 @@ class SwapRun:
     report: SwapReport | None = None
     #: Milliseconds from the start to the first entry of each phase.
     timeline: dict[str, float] = attrs.Factory(dict)
-
-    def take_line(self, line: bytes) -> None:
-        """Keep one line of the new process's output (for a failure report)."""
-        self.tail.append(line[:TAIL_LINE_BYTES].decode("utf-8", "replace"))
 
 
 @attrs.define(eq=False)
@@ -399,11 +390,14 @@ class Swapper:
         """Execute one action that does not wait; return the plan of its outcome, if any."""
         core = run.core
         if isinstance(action, SpawnNew):
+            assert run.entry is not None
             try:
-                run.new = self.launcher.spawn_successor(run.slot, run.new_id,
-                                                        on_line=run.take_line)
+                launched = self.launcher.take_standby(run.slot, run.entry) if run.reuse else None
+                if launched is None:  # a new sandbox, or the standby died just now
+                    launched = self.launcher.spawn_successor(run.slot, run.new_id, run.entry)
             except Exception as exc:
                 return core.spawn_failed(f"{type(exc).__name__}: {exc}", _now())
+            run.new = launched
             assert run.nursery is not None
             run.nursery.start_soon(self._watch_new, run, run.new_id)
         elif isinstance(action, OrderSuspend):
@@ -485,14 +479,17 @@ class Swapper:
     async def _retarget(self, run: SwapRun) -> list[Action]:
         slot = run.slot
         assert run.entry is not None
-        self.launcher.retire(slot)
+        self.launcher.retire(slot)  # it preloaded the old code
         try:
             if slot.created:
-                for cell_id in slot.cell_ids:
-                    await self.launcher.provision(slot, cell_id, run.decl, run.entry)
+                await self.launcher.link(slot, run.entry)
+                if run.decl != slot.decl:
+                    for cell_id in slot.cell_ids:
+                        await self.launcher.provision(slot, cell_id, run.decl, run.entry)
         except Exception as exc:
             return run.core.dna_failed(f"could not re-make its sandbox: {exc}")
         self._install(run)
+        await self._prune(slot)
         return run.core.retargeted()
 
     async def _provision(self, run: SwapRun) -> list[Action]:
@@ -504,31 +501,50 @@ class Swapper:
         run.instance = instance
         run.old = Launched(cell_id=instance.cell_id, pid=instance.pid or 0, token=instance.token)
         instance.swap = _Watch(self, run)
-        run.new_id = next(i for i in slot.cell_ids if i != instance.cell_id)
-        self.launcher.retire(slot)
         assert run.entry is not None
+        standby = slot.standby
         try:
-            await self.launcher.provision(slot, run.new_id, run.decl, run.entry)
+            await self.launcher.link(slot, run.entry)
+            if run.decl == slot.decl and standby is not None:
+                # Same sandbox, other code: the standby takes over (no new process).
+                run.reuse = True
+                run.new_id = standby.cell_id
+            else:
+                run.new_id = next(i for i in slot.cell_ids if i != instance.cell_id)
+                self.launcher.retire(slot)
+                await self.launcher.provision(slot, run.new_id, run.decl, run.entry)
         except Exception as exc:
             return core.provision_failed(f"{type(exc).__name__}: {exc}", _now())
         return core.provisioned(_now())
 
     async def _restore(self, run: SwapRun, committed: bool) -> list[Action]:
-        """Re-make the freed id with the DNA in force (its process has exited)."""
+        """Re-make the freed id for the declaration in force if it changed (its process
+        has exited), and drop the versions of the DNA no process needs."""
         slot = run.slot
         if committed:
             self._install(run)
             freed = run.old.cell_id if run.old is not None else ""
             decl, entry = run.decl, run.entry
+            remake = run.decl != run.from_decl
         else:
             freed = run.new_id
             decl, entry = run.from_decl, run.from_entry
-        if freed and entry is not None and slot.created:
+            remake = not run.reuse and bool(run.new_id)
+        if remake and freed and entry is not None and slot.created:
             try:
                 await self.launcher.provision(slot, freed, decl, entry)
             except Exception as exc:
                 self.log(f"root: swap of {slot.name}: could not re-make {freed}: {exc}")
+        await self._prune(slot)
         return run.core.restored()
+
+    async def _prune(self, slot: CellSlot) -> None:
+        """Keep the code in force and the one before it (``swap --rollback``) in the DNA dir."""
+        keep = {e.digest for e in (slot.dna, slot.previous_dna) if e is not None}
+        try:
+            await self.launcher.prune(slot, keep)
+        except OSError as exc:
+            self.log(f"root: swap of {slot.name}: could not prune its DNA directory: {exc}")
 
     def _install(self, run: SwapRun) -> None:
         """The new DNA (and declaration) is the cell's from now on."""
@@ -579,7 +595,7 @@ class Swapper:
             ),
             total_ms=(now - core.started_at) * 1000.0,
             state_bytes=run.state_bytes if served else None,
-            log_tail=[] if outcome.ok else list(run.tail),
+            log_tail=[] if outcome.ok or run.new is None else list(run.new.tail),
             timeline={k: round(v, 2) for k, v in run.timeline.items()},
         )
         self._log_outcome(run.report)

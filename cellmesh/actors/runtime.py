@@ -21,11 +21,11 @@ Theory of operation
 
 Standby: with ``CELL_GO_FD``, :func:`main` first preloads the cell's code
 and blocks on that pipe (:func:`wait_for_go`): the root keeps such a
-process ready per cell, so a restart or an on-demand start costs a pipe
-write instead of an interpreter start and the imports. The root writes the
-mode (``g``: start, ``s``: take over from the serving process in a hot
-swap) and the process's token; see :mod:`cellmesh.actors._handover` for
-what a swap adds to steps 2-5.
+process ready per cell, so a restart, an on-demand start or a hot swap
+costs a pipe write instead of an interpreter start and the imports. The
+pipe's commands (preload this code, serve, take over with that code) are
+in :mod:`cellmesh.actors._standby`; what a swap adds to steps 2-5 is in
+:mod:`cellmesh.actors._handover`.
 
 Exit codes: 0 normal stop (or a standby that was not needed); 1 crash (an
 exception escaped ``on_start``, a task in the cell's nursery, or
@@ -57,7 +57,8 @@ from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
-from . import _handover
+from . import _handover, _standby
+from ._standby import Go
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
 from .control import CellReady, CellStats, Handover
@@ -71,8 +72,6 @@ FIRST_LISTEN_FD: Final = 3
 STATS_INTERVAL: Final = 1.0
 #: How long a crashing new version on probation may finish its calls (docs/swap.md).
 CRASH_DRAIN_GRACE: Final = 5.0
-#: Length of the token the root writes after the go byte (hex digits).
-GO_TOKEN_LEN: Final = 32
 _MODULE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MEMORY_NOTE: Final = (
     f"{PROG}: MemoryError: out of memory; exiting with {MEMORY_LIMIT_EXIT_CODE}\n".encode()
@@ -436,14 +435,6 @@ def _line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-@attrs.frozen(kw_only=True)
-class Go:
-    """What the root wrote on the go pipe: start (or take over, ``swap``), and the token."""
-
-    swap: bool = False
-    token: str = ""
-
-
 async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
     """Run the cell the env contract describes; return the process exit code.
 
@@ -451,6 +442,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
     ``go`` is what the root said on the go pipe (None: start, no token).
     """
     go = go if go is not None else Go()
+    env = go.environ(env)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         spec: CellEnv | None = None
@@ -518,47 +510,17 @@ def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None
 
 
 def wait_for_go(env: Mapping[str, str]) -> Go | None:
-    """Standby: with ``CELL_GO_FD`` set, preload the cell's code, then block until told.
+    """Standby: preload the cell's code, then wait for the root's go (see :mod:`._standby`).
 
-    The root keeps a standby process per cell: it has paid for the
-    interpreter and the imports (most of a spawn's cost) and waits on the
-    inherited pipe ``CELL_GO_FD``. The root writes ``g`` ("serve now") or
-    ``s`` ("take over in a hot swap"), then the process's token
-    (:data:`GO_TOKEN_LEN` hex digits); end of file means "not needed" (None:
-    exit quietly). Without the variable it returns ``Go()`` at once. A bad
-    value is left for :func:`run_cell` to report.
+    Returns None when the root closed the pipe (not needed: exit quietly).
+    A bad value is left for :func:`run_cell` to report.
     """
-    raw = env.get("CELL_GO_FD", "")
-    if not (raw.isascii() and raw.isdigit()):
-        return Go()
-    fd = int(raw)
+    return _standby.wait_for_go(env, _preload)
+
+
+def _preload(env: Mapping[str, str]) -> None:
     with suppress(Exception):
         CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
-    try:
-        got = _read_go(fd)
-    except OSError:
-        return Go()  # not an open fd: nothing to wait for
-    finally:
-        with suppress(OSError):
-            os.close(fd)
-    if not got:
-        return None
-    token = got[1:].decode("ascii", "replace")
-    return Go(swap=got[:1] == b"s", token=token if len(token) == GO_TOKEN_LEN else "")
-
-
-def _read_go(fd: int) -> bytes:
-    """The go byte and the token after it.
-
-    The root writes both with one ``write`` of less than ``PIPE_BUF`` bytes,
-    which a pipe delivers whole: one read gets it all (a writer of the bare
-    byte gets a process without a token).
-    """
-    while True:
-        try:
-            return os.read(fd, 1 + GO_TOKEN_LEN)
-        except InterruptedError:
-            continue
 
 
 def main() -> NoReturn:
@@ -581,7 +543,6 @@ __all__ = [
     "EXIT_CONFIG",
     "EXIT_CRASH",
     "EXIT_OK",
-    "GO_TOKEN_LEN",
     "CellEnv",
     "Go",
     "CellImportError",

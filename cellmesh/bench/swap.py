@@ -10,7 +10,9 @@ that hand the counter over). The load runs in another process
 connection, call the counter in a tight loop and time every call.
 
 Two runs, each of ``swaps`` hot swaps one after the other while the load
-runs: the counter alone (a few bytes of state), and the counter with a
+runs (``settle`` seconds apart, so that the standby a swap leaves behind has
+imported the runtime before the next swap, as between swaps in practice):
+the counter alone (a few bytes of state), and the counter with a
 10 MiB blob in its state (handed over as a vesicle on every swap). Per swap
 the root's report gives the time from the request to the new version
 serving (``serving_ms``) and how long the cell took no new work (from the
@@ -21,8 +23,9 @@ same run. Calls that failed are counted (the target is none).
 
 The baseline for the time to serving, in the same run: a cell restart
 that needs a new process (``standby = false``, killed with SIGKILL, timed
-to its first answer) -- a swap starts a new process too, and hands over on
-top. Nothing here asserts a speed.
+to its first answer) -- what a swap would cost if it started the new
+version from scratch; a swap lets the cell's standby take over with the
+new code instead. Nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -115,6 +118,9 @@ class SwapParams:
     restarts: int = 15
     sandbox: str = "bwrap"
     grace: float = 0.05
+    #: Seconds between swaps, so the standby a swap leaves behind has finished
+    #: importing before the next one (the steady state; 0: back to back).
+    settle: float = 0.6
 
     def __attrs_post_init__(self) -> None:
         if min(self.swaps, self.callers, self.restarts) < 1 or self.big_swaps < 0:
@@ -176,6 +182,7 @@ async def _run(
             windows: list[list[float]] = []
             try:
                 for i in range(swaps):
+                    await trio.sleep(params.settle)
                     _write(home, "b" if i % 2 == 0 else "a", blob)
                     t0 = time.monotonic()
                     report = await _swap(root, params.grace)
@@ -284,14 +291,14 @@ def format_report(doc: dict[str, Any]) -> str:
     p = doc["params"]
     lines = [
         f"cellmesh bench swap ({p['sandbox']}, {p['callers']} callers in another process, "
-        f"grace {p['grace']:g} s)",
+        f"grace {p['grace']:g} s, {p['settle']:g} s between swaps)",
         "",
         f"{'':34}{'small state':>16}{'10 MiB state':>16}",
     ]
     small = doc["runs"]["small_state"]
     big = doc["runs"]["ten_mib_state"] or {}
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-        ("swaps (outcomes)", lambda r: f"{r.get('swaps', '-')} {r.get('outcomes', '')}"),
+        ("swaps", lambda r: ", ".join(f"{n} {o}" for o, n in r.get("outcomes", {}).items())),
         ("state handed over", lambda r: f"{r.get('state_bytes') or 0} B"),
         ("command -> serving, median", lambda r: _ms(r.get("serving_median_ms"))),
         ("command -> serving, p90", lambda r: _ms(r.get("serving_p90_ms"))),

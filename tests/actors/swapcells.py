@@ -23,6 +23,7 @@ MODES: Final = (
     "stuck_out",   # on_swap_out never returns (as the OLD version)
     "slow",        # on_start takes a second (to catch a swap in progress)
     "big",         # hands over a state with a large blob
+    "thread",      # starts a thread when imported (its standby cannot forget it)
 )
 
 _SOURCE: Final = '''\
@@ -39,6 +40,12 @@ BLOB = {blob}
 
 if MODE == "import":
     raise ImportError("version " + VERSION + " cannot be imported")
+
+if MODE == "thread":
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 
 
 @cellmesh.protein("t.swap.Add")

@@ -255,6 +255,27 @@ async def test_swap_an_old_version_that_cannot_hand_over_keeps_serving(
         assert (await total(root.paths)).version == "a"
 
 
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_swap_from_code_its_standby_cannot_forget_reexecutes_it(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    """The standby preloaded code that started a thread: it takes over as a fresh interpreter."""
+    async with mesh(COUNTER, sandbox=sandbox, mode="thread", bwrap_usable=bwrap_usable) as (
+        root, home,
+    ):
+        async with hammering(root.paths, 4) as load:
+            await total(root.paths)
+            standby = root.slots["counter"].standby
+            assert standby is not None
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root)
+        assert report.outcome == "swapped", report
+        assert load.failures == []
+        assert (await total(root.paths)).version == "b"
+        log = (home / "logs" / "counter.log").read_text()
+        assert "starting the new code in a fresh interpreter" in log
+
+
 async def test_swap_rollback_flag_returns_to_the_previous_dna() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, home):
         with pytest.raises(RemoteCellError, match="no previous DNA"):
