@@ -328,8 +328,11 @@ async def serve_cell(
                     await cell.on_start()
                 # Ready = init done (OTP), said before serving so a crash in
                 # the first calls is a crash, not a failed start -- except when
-                # we bind the socket ourselves: then only once it exists.
-                if root is not None and listen_fd is not None:
+                # we bind the socket ourselves: then only once it exists; and
+                # when taking over in a swap, where new calls wait for us:
+                # serve first, announce after (one round trip less waiting).
+                announce_first = root is not None and listen_fd is not None and not swap_in
+                if announce_first:
                     await _announce(ctx, cell)
                 receptors = ctx.receptors(cell, times, sample_every)
                 async with open_membrane(
@@ -338,7 +341,7 @@ async def serve_cell(
                 ) as membrane:
                     running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
                     if root is not None:
-                        if listen_fd is None:
+                        if not announce_first:
                             await _announce(ctx, cell)
                         service.start_soon(_report, running, root, stats_interval)
                         if token:

@@ -164,3 +164,31 @@ async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
                 assert (await call(root, "counter", Add(n=0))) == Total(total=6, version="b")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_reload_swaps_the_running_children_of_a_changed_template() -> None:
+    from rootcells import Spawn, WhoAmI
+
+    toml = (
+        '[cells.parent]\ndna = "rootcells.py"\nentry = "rootcells:Watcher"\n'
+        'max_children = 2\ntemplates = ["worker"]\n\n'
+        '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, toml, sandbox="host") as root:
+            await call(root, "parent", Spawn(suffix="w1"))
+            before = await call(root, "parent.w1", WhoAmI())
+            (home / "cellmesh.toml").write_text(
+                toml.replace('entry = "rootcells:Echoer"\n',
+                             'entry = "rootcells:Echoer"\nenv = { MODE = "2" }\n')
+            )
+            report = await reload(root)
+            assert report.ok and report.lines == ["swapped parent.w1"], report
+            after = await call(root, "parent.w1", WhoAmI())
+            assert after.token != before.token  # a new process (a new sandbox: env changed)
+            assert root.slots["parent.w1"].decl.env == (("MODE", "2"),)
+            assert root.slots["parent"].restarts == 0
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
