@@ -9,9 +9,13 @@ ledger < testing < bench < cli``). It may import the leaves
   accept loop, drain); :mod:`~cellmesh.transport._server_conn` serves one
   accepted connection (handshake, reader/owner tasks, credit, replies).
 * :mod:`~cellmesh.transport.synapse` -- the client (calls, signals,
-  reconnect, cancellation across the socket).
+  reconnect, cancellation across the socket); its outbound side is
+  :mod:`~cellmesh.transport._outbox` (single messages queued during a
+  scheduler pass, framed and credited at its end).
 * :mod:`~cellmesh.transport._channel` -- one socket's framed I/O, both sides
-  (the only code that calls ``send``/``recv``, SCM_RIGHTS included).
+  (the only code that calls ``send``/``recv``, SCM_RIGHTS included);
+  :mod:`~cellmesh.transport._flusher` writes what each channel queued, once
+  per scheduler pass.
 * :mod:`~cellmesh.transport._dispatch` -- handlers and receptors, run inline
   until they suspend.
 * :mod:`~cellmesh.transport._sockets` -- binding and adopting listening
