@@ -96,6 +96,8 @@ async def reload_mesh(
     Raises :class:`RootRequestError` when the manifest is invalid or asks
     for a change that cannot be made live (nothing is changed then).
     """
+    if not (request.timeout > 0 and request.grace >= 0):  # (NaN fails both)
+        raise RootRequestError("reload", "needs timeout > 0 and grace >= 0")
     try:
         new = await trio.to_thread.run_sync(_load, host.manifest.path)
     except (ConfigError, OSError) as exc:

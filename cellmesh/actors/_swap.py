@@ -190,6 +190,8 @@ class Swapper:
         Raises :class:`RootRequestError` when a swap of the cell is already
         running or a rollback has nothing to go back to.
         """
+        if not (timeout > 0 and grace >= 0):  # (NaN fails both)
+            raise RootRequestError(slot.name, "a swap needs timeout > 0 and grace >= 0")
         busy = self.runs.get(slot.name)
         if busy is not None:
             raise RootRequestError(

@@ -529,8 +529,6 @@ class Root:
         raise RootRequestError(type(msg).__name__, "is not a control request")
 
     async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
-        if not (msg.timeout > 0 and msg.grace >= 0):
-            raise RootRequestError("reload", "needs timeout > 0 and grace >= 0")
         return await reload_mesh(self, self._swapper, self._launcher, msg)
 
     async def start_declared(self, name: str) -> None:
@@ -550,8 +548,6 @@ class Root:
         await self._stop_slot(name)
 
     async def _swap_request(self, msg: SwapCell) -> SwapReport:
-        if not (msg.timeout > 0 and msg.grace >= 0):
-            raise RootRequestError(msg.name, "swap needs timeout > 0 and grace >= 0")
         return await self._swapper.swap(
             self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
         )

@@ -338,10 +338,13 @@ async def _append(out: list[SwapReport], job: Any) -> None:
     out.append(await job)
 
 
-async def test_swap_of_an_unknown_cell_is_refused() -> None:
+async def test_swap_of_an_unknown_cell_or_with_bad_times_is_refused() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, _):
         with pytest.raises(RemoteCellError, match="no such cell"):
             await swap(root, "nope")
+        for timeout, grace in ((0.0, 1.0), (float("nan"), 1.0), (5.0, -1.0), (5.0, float("nan"))):
+            with pytest.raises(RemoteCellError, match="timeout > 0 and grace >= 0"):
+                await swap(root, timeout=timeout, grace=grace)
 
 
 # --------------------------------------------------------------------------
