@@ -174,6 +174,8 @@ class Swapper:
     log: Callable[[str], None]
     events: EventSink
     max_state: int
+    #: True once the root is stopping (no standby is started then).
+    stopping: Callable[[], bool] = lambda: False
     runs: dict[str, SwapRun] = attrs.Factory(dict)
     _orders: dict[tuple[str, str], float] = attrs.Factory(dict)
     _polls: dict[tuple[str, str], _Poll] = attrs.Factory(dict)
@@ -577,7 +579,7 @@ class Swapper:
         run.state = None
         slot.swap_phase = ""
         instance = slot.instance
-        if instance is not None and slot.created:
+        if instance is not None and slot.created and not self.stopping():
             if instance.state in ("starting", "running"):
                 self.launcher.ensure_standby(slot, busy=instance.cell_id)
             elif instance.state == "dormant":

@@ -150,6 +150,7 @@ class Root:
                     backend=self.backend, launcher=self._launcher, dna=self.dna,
                     nursery=nursery, log=self.log, events=JsonlEventLog.for_paths(self.paths),
                     max_state=self.manifest.root.swap_max_state,
+                    stopping=lambda: self._stopping,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))

@@ -10,6 +10,7 @@ cell hands over), never by sleeping.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -418,3 +419,33 @@ async def test_swap_logs_show_swap_events() -> None:
     text = "\n".join(lines)
     assert "event swap_started" in text and "event swap_rolled_back" in text
     assert "event swapped" in text and "to_version=b" in text
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Live processes whose environment mentions ``home`` (the mesh's cells)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if str(home).encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+async def test_swap_in_progress_when_the_root_stops_leaves_no_process() -> None:
+    home_seen: list[Path] = []
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        home_seen.append(home)
+        (home / "counter.py").write_text(source("b", "slow"))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(swap, root)
+            with trio.fail_after(30):
+                while root.slots["counter"].swap_phase not in ("suspending", "handing over"):
+                    await root.slots["counter"].changed.wait()
+            root.request_stop(5.0)
+    assert _processes_of(home_seen[0]) == []
