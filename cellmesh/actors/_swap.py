@@ -516,7 +516,8 @@ class Swapper:
             else:
                 run.new_id = next(i for i in slot.cell_ids if i != instance.cell_id)
                 self.launcher.retire(slot)
-                await self.launcher.provision(slot, run.new_id, run.decl, run.entry)
+                if run.decl != slot.decl:  # another sandbox (a reload changed the cell)
+                    await self.launcher.provision(slot, run.new_id, run.decl, run.entry)
         except Exception as exc:
             return core.provision_failed(f"{type(exc).__name__}: {exc}", _now())
         return core.provisioned(_now())
@@ -533,7 +534,7 @@ class Swapper:
         else:
             freed = run.new_id
             decl, entry = run.from_decl, run.from_entry
-            remake = not run.reuse and bool(run.new_id)
+            remake = run.decl != run.from_decl and bool(run.new_id)
         if remake and freed and entry is not None and slot.created:
             try:
                 await self.launcher.provision(slot, freed, decl, entry)

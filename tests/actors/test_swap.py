@@ -277,6 +277,19 @@ async def test_swap_from_code_its_standby_cannot_forget_reexecutes_it(
         assert "starting the new code in a fresh interpreter" in log
 
 
+async def test_swap_of_a_cell_without_standby_starts_a_fresh_process() -> None:
+    async with mesh(COUNTER + "standby = false\n", sandbox="host") as (root, home):
+        async with hammering(root.paths, 4) as load:
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root)
+            (home / "counter.py").write_text(source("c", "bad_in"))
+            failed = await swap(root)
+        assert report.outcome == "swapped" and failed.outcome == "rolled_back"
+        assert load.failures == []
+        assert (await total(root.paths)).version == "b"
+        assert root.slots["counter"].standby is None
+
+
 async def test_swap_rollback_flag_returns_to_the_previous_dna() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, home):
         with pytest.raises(RemoteCellError, match="no previous DNA"):
