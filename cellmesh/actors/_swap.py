@@ -40,7 +40,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import attrs
@@ -153,10 +153,12 @@ class _Watch:
     def process_exited(self, instance: CellInstance, cell_id: str, status: ExitStatus) -> None:
         run = self.run
         if run.old is not None and cell_id == run.old.cell_id:
-            self.swapper._feed(run, run.core.old_exited(describe_status(status), _now()))
+            with self.swapper.contained(run):
+                self.swapper._feed(run, run.core.old_exited(describe_status(status), _now()))
 
     def stop_requested(self, instance: CellInstance) -> None:
-        self.swapper._feed(self.run, self.run.core.stop_requested(_now()))
+        with self.swapper.contained(self.run):
+            self.swapper._feed(self.run, self.run.core.stop_requested(_now()))
 
 
 def _now() -> float:
@@ -317,16 +319,41 @@ class Swapper:
 
     async def _drive(self, run: SwapRun) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                run.nursery = nursery
-                nursery.start_soon(self._timer, run)
-                self._feed(run, run.core.start(_now()))
-                await run.done.wait()
-                nursery.cancel_scope.cancel()
+            with self.contained(run):
+                async with trio.open_nursery() as nursery:
+                    run.nursery = nursery
+                    nursery.start_soon(self._timer, run)
+                    self._feed(run, run.core.start(_now()))
+                    await run.done.wait()
+                    nursery.cancel_scope.cancel()
         finally:
             if not run.done.is_set():  # cancelled: the root is stopping
                 with trio.CancelScope(shield=True):
                     self._abort(run, "the root is stopping")
+
+    @contextlib.contextmanager
+    def contained(self, run: SwapRun) -> Iterator[None]:
+        """A failure of the swap's own code ends the swap, never the root (it is logged)."""
+        try:
+            yield
+        except Exception as exc:
+            self.log(f"root: swap of {run.slot.name}: internal error: {exc!r}")
+            if not run.done.is_set():
+                with contextlib.suppress(Exception):
+                    self._abort(run, f"internal error in the swap: {exc!r}")
+            if not run.done.is_set():  # even the abort failed: release every waiter
+                run.hello.set()
+                run.verdict.set()
+                run.report = SwapReport(
+                    name=run.slot.name, outcome=Outcome.FAILED.value,
+                    cause=f"internal error in the swap: {exc!r}", from_dna="", to_dna="",
+                    from_version=run.from_version, to_version="", serving_ms=None,
+                    total_ms=0.0, state_bytes=None, log_tail=[], timeline={},
+                )
+                if self.runs.get(run.slot.name) is run:
+                    del self.runs[run.slot.name]
+                run.slot.swap_phase = ""
+                run.done.set()
 
     async def _timer(self, run: SwapRun) -> None:
         while True:

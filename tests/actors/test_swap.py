@@ -462,3 +462,22 @@ async def test_swap_in_progress_when_the_root_stops_leaves_no_process() -> None:
                     await root.slots["counter"].changed.wait()
             root.request_stop(5.0)
     assert _processes_of(home_seen[0]) == []
+
+
+async def test_swap_a_bug_in_the_swap_ends_the_swap_not_the_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cellmesh.actors._launch import Launcher
+
+    async def broken(self: Launcher, decl: object) -> object:
+        raise RuntimeError("a bug")
+
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b"))
+        with monkeypatch.context() as patch:
+            patch.setattr(Launcher, "build", broken)
+            report = await swap(root)
+        assert report.outcome == "failed" and "internal error" in report.cause
+        assert "RuntimeError('a bug')" in report.cause
+        assert (await swap(root)).outcome == "swapped"  # the root and the next swap are fine
+        assert (await total(root.paths)).version == "b"
