@@ -54,6 +54,7 @@ import trio
 from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Launched, Standby
+from ._tasks import Background
 from .dna import DnaCache, DnaEntry, force_rmtree
 from .logs import RotatingLog, pump_output
 from .manifest import CellDecl, RootDecl
@@ -80,7 +81,8 @@ class Launcher:
     dna: DnaCache
     paths: Paths
     root: RootDecl
-    nursery: trio.Nursery
+    #: Starts the standby watchers and log pumps (contained: none can stop the root).
+    tasks: Background
     #: The socket of a cell a slot may call (None: not a cell of this root).
     socket_of: Callable[[str], Path | None]
 
@@ -269,7 +271,7 @@ class Launcher:
             return  # it died at once: the next ready brings another
         standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), tail=tail)
         slot.standby = standby
-        self.nursery.start_soon(self._watch_standby, slot, standby)
+        self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
 
     def _go(self, slot: CellSlot, cell_id: str, commands: str, token: str) -> Launched:
         """Spawn on ``cell_id`` and write ``commands`` on its go pipe at once."""
@@ -332,7 +334,7 @@ class Launcher:
             os.close(go_read)
             os.close(out_write)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.nursery.start_soon(self._pump, slot, out_read, tail)
+        self.tasks.start_soon(self._pump, slot, out_read, tail, name=f"log pump of {slot.name}")
         return spawned.pid, go_write, tail
 
     async def _pump(self, slot: CellSlot, fd: int, tail: collections.deque[str]) -> None:

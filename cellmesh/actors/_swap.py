@@ -51,6 +51,7 @@ from ..sandbox import CellBackend, ExitStatus
 from ..sandbox._events import EventKind, EventSink
 from ._cells import CellInstance, CellSlot, Launched, describe_status
 from ._launch import Launcher
+from ._tasks import Background
 from .control import (
     CellReady,
     CellStats,
@@ -172,7 +173,7 @@ class Swapper:
     backend: CellBackend
     launcher: Launcher
     dna: DnaCache
-    nursery: trio.Nursery
+    tasks: Background
     log: Callable[[str], None]
     events: EventSink
     max_state: int
@@ -213,7 +214,7 @@ class Swapper:
             from_version=slot.version, requested_at=time.monotonic(),
         )
         self.runs[slot.name] = run
-        self.nursery.start_soon(self._drive, run)
+        self.tasks.start_soon(self._drive, run, name=f"swap of {slot.name}")
         await run.done.wait()
         assert run.report is not None
         return run.report
