@@ -23,7 +23,7 @@ exclusive ``flock`` holding the pid: a second root is refused with
 5. watches the listener of every cell that has no process (``on_demand``
    before first use, or stopped and not restarted): the first pending
    connection spawns it. One watcher per listener, so concurrent grows spawn
-   the cell once.
+   the cell once (:mod:`cellmesh.actors._activation`).
 
 The root ends when asked (``StopMesh``, SIGTERM): children stop in reverse
 start order with their shutdowns, then every sandbox is destroyed and every
@@ -58,6 +58,7 @@ from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
+from ._activation import Activation
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
 from ._post import CellDownPost, Recipient
@@ -91,8 +92,6 @@ from .control import (
 )
 from .dna import DnaCache
 from .errors import (
-    ChildAlreadyPresent,
-    ChildRunning,
     RootRequestError,
     SupervisorEscalation,
 )
@@ -101,7 +100,6 @@ from .policy import (
     AbnormalExit,
     ChildKind,
     ChildSpec,
-    ChildStatus,
     ExitReason,
     Restart,
     Strategy,
@@ -136,6 +134,7 @@ class Root:
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
+    _activation: Activation = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
@@ -177,6 +176,11 @@ class Root:
                     tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
                     max_state=self.manifest.root.swap_max_state,
                     stopping=lambda: self._stopping,
+                )
+                self._activation = Activation(
+                    slots=self.slots, supervisors=self.supervisors,
+                    manifest=lambda: self.manifest, stopping=lambda: self._stopping,
+                    settle=self._swapper.settle, log=self.log, record=self._record,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
@@ -278,7 +282,7 @@ class Root:
             await self._drop_slot(slot)
             raise
         self._tasks.start_soon(
-            self._watch_listener, slot, name=f"activation watcher of {name}", restart=True
+            self._activation.watch, slot, name=f"activation watcher of {name}", restart=True
         )
         return slot
 
@@ -470,75 +474,6 @@ class Root:
     def _is_alive(self, name: str) -> bool:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
-
-    # ------------------------------------------------------------ activation
-
-    async def _watch_listener(self, slot: CellSlot) -> None:
-        """Spawn the cell at the first pending connection while it has no process."""
-        while slot.name in self.slots:
-            changed = slot.changed
-            instance = slot.instance
-            if instance is not None and instance.state in ("starting", "running"):
-                await changed.wait()
-                continue
-            try:
-                await trio.lowlevel.wait_readable(slot.listener)
-            except (trio.ClosedResourceError, OSError):
-                return
-            if self._stopping or slot.name not in self.slots:
-                return
-            await self._swapper.settle(slot)  # its sandboxes may be re-made for new DNA
-            instance = slot.instance
-            if instance is not None and instance.state == "dormant":
-                instance.activate()
-                await changed.wait()
-            elif instance is None or instance.state == "exited":
-                await self._reactivate(slot)
-            else:
-                await changed.wait()
-
-    async def _reactivate(self, slot: CellSlot) -> None:
-        """A connection waits for a cell without a process: start it, if it is ours to start.
-
-        Only a child its supervisor has stopped for good (or removed, for a
-        declared cell) is started here; while a supervisor is starting, or
-        about to restart the cell itself, the watcher just waits for the
-        slot to change.
-        """
-        sup = self.supervisors.get(slot.supervisor)
-        if sup is None or not sup.started:
-            await slot.changed.wait()
-            return
-        info = next((i for i in sup.which_children() if i.child_id == slot.child_id), None)
-        try:
-            if info is not None and info.status is ChildStatus.STOPPED:
-                await sup.restart_child(slot.child_id)
-            elif info is None and slot.name in self.manifest.cells:
-                decl = slot.decl
-                await sup.start_child(ChildSpec(
-                    id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
-                    args=("cell", slot.name),
-                ))
-            else:
-                await slot.changed.wait()
-        except (ChildRunning, ChildAlreadyPresent):
-            await trio.lowlevel.checkpoint()  # its supervisor restarted it meanwhile
-        except CellmeshError as exc:
-            if self._stopping:
-                return
-            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
-            self._record(slot.name, f"on-demand start failed: {exc}")
-            # Refuse what waits in the backlog rather than spinning on it.
-            await self._refuse_pending(slot)
-
-    async def _refuse_pending(self, slot: CellSlot) -> None:
-        while True:
-            try:
-                conn, _ = slot.listener.accept()
-            except (BlockingIOError, OSError):
-                return
-            conn.close()
-            await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ control socket
 
