@@ -1,30 +1,32 @@
-"""Socket activation: start a cell that has no process when a connection waits for it.
+"""Socket activation: start a cell when a connection waits for it and nothing else will.
 
 Theory of operation
 -------------------
-The root binds every cell's listening socket itself (docs/root.md, "Socket
-activation and spawn on demand"). One :meth:`Activation.watch` task per
-cell sleeps while the cell has a process (starting or running) and
-otherwise waits for the listener to become readable: a pending connection.
-Then it starts the cell, if that is the root's to do:
+The root binds every plain cell's listening socket itself, so a client's
+connection waits in the listen backlog whether or not the cell runs.
+:meth:`Activation.watch` (one task per slot, run by the root's background
+tasks) sleeps while the cell has a process; when it has none, it waits for
+the listener to become readable -- a connection is pending -- and then:
 
-* a dormant ``on_demand`` cell is activated (its instance spawns);
-* a cell its supervisor stopped for good (a ``transient`` cell that ended
-  normally, a ``temporary`` one, one stopped on request) is started again
-  through that supervisor (``restart_child``, or ``start_child`` for a
-  declared cell it has forgotten);
-* while a supervisor is still starting, or about to restart the cell
-  itself, the watcher only waits for the slot to change.
+* a *dormant* instance (an ``on_demand`` cell before its first use) is
+  activated: its process is spawned and accepts the connection;
+* a cell whose supervisor has stopped it for good (a ``transient`` cell that
+  ended normally, a ``temporary`` one that ended), or that was removed, is
+  started again through that supervisor (:meth:`Activation.reactivate`);
+* while a supervisor is starting, or about to restart the cell itself, the
+  watcher only waits for the slot to change: the restart will accept.
 
-A start that fails refuses the connections waiting in the backlog rather
-than spinning on them (their clients see the connection closed). The
-watcher waits for a hot swap of the cell to finish first: the swap may be
-re-making the cell's sandboxes.
+One watcher per listener, so concurrent first connections start the cell
+once. A start that fails refuses what waits in the backlog rather than
+spinning on it. Replicas of a replicated cell have no watcher: their group
+is never started by a connection. A watcher waits for a hot swap of its
+cell to end first (``settle``: the swap may be re-making its sandboxes), and
+reads the manifest in force (``manifest()``: a reload may replace it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 import trio
@@ -39,21 +41,15 @@ from .supervisor import Supervisor
 
 @attrs.define(eq=False)
 class Activation:
-    """The activation watchers of one root (see the module doc).
+    """The root's activation watchers (module doc); reads the root's tables, never owns them."""
 
-    It reads the root's tables (``slots``, ``supervisors``) and asks the root
-    for what changes: the manifest in force, whether the root is stopping,
-    the end of a swap of a cell (``settle``); ``log`` and ``record`` (the
-    restart log) report a failed start.
-    """
-
-    slots: dict[str, CellSlot]
-    supervisors: dict[str, Supervisor]
     manifest: Callable[[], Manifest]
+    slots: Mapping[str, CellSlot]
+    supervisors: Mapping[str, Supervisor]
     stopping: Callable[[], bool]
-    settle: Callable[[CellSlot], Awaitable[None]]
     log: Callable[[str], None]
     record: Callable[[str, str], None]
+    settle: Callable[[CellSlot], Awaitable[None]]
 
     async def watch(self, slot: CellSlot) -> None:
         """Spawn the cell at the first pending connection while it has no process."""
@@ -69,18 +65,24 @@ class Activation:
                 return
             if self.stopping() or slot.name not in self.slots:
                 return
-            await self.settle(slot)  # its sandboxes may be re-made for new DNA
+            await self.settle(slot)
             instance = slot.instance
             if instance is not None and instance.state == "dormant":
                 instance.activate()
                 await changed.wait()
             elif instance is None or instance.state == "exited":
-                await self._reactivate(slot)
+                await self.reactivate(slot)
             else:
                 await changed.wait()
 
-    async def _reactivate(self, slot: CellSlot) -> None:
-        """A connection waits for a cell without a process: start it, if it is ours to start."""
+    async def reactivate(self, slot: CellSlot) -> None:
+        """A connection waits for a cell without a process: start it, if it is ours to start.
+
+        Only a child its supervisor has stopped for good (or removed, for a
+        declared cell) is started here; while a supervisor is starting, or
+        about to restart the cell itself, the watcher just waits for the
+        slot to change.
+        """
         sup = self.supervisors.get(slot.supervisor)
         if sup is None or not sup.started:
             await slot.changed.wait()
@@ -105,10 +107,11 @@ class Activation:
             self.log(f"root: on-demand start of {slot.name} failed: {exc}")
             self.record(slot.name, f"on-demand start failed: {exc}")
             # Refuse what waits in the backlog rather than spinning on it.
-            await _refuse_pending(slot)
+            await refuse_pending(slot)
 
 
-async def _refuse_pending(slot: CellSlot) -> None:
+async def refuse_pending(slot: CellSlot) -> None:
+    """Close every connection waiting in ``slot``'s backlog."""
     while True:
         try:
             conn, _ = slot.listener.accept()
@@ -118,4 +121,4 @@ async def _refuse_pending(slot: CellSlot) -> None:
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["Activation"]
+__all__ = ["Activation", "refuse_pending"]

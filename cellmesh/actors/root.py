@@ -178,9 +178,9 @@ class Root:
                     stopping=lambda: self._stopping,
                 )
                 self._activation = Activation(
-                    slots=self.slots, supervisors=self.supervisors,
-                    manifest=lambda: self.manifest, stopping=lambda: self._stopping,
-                    settle=self._swapper.settle, log=self.log, record=self._record,
+                    manifest=lambda: self.manifest, slots=self.slots, supervisors=self.supervisors,
+                    stopping=lambda: self._stopping, log=self.log, record=self._record,
+                    settle=self._swapper.settle,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
