@@ -67,7 +67,7 @@ RESERVED_NAMES: Final = ("mitosis", TOP_SUPERVISOR)
 _TOP_KEYS: Final = ("root", "supervisor", "supervisors", "cells", "templates")
 _ROOT_KEYS: Final = (
     "allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep", "max_monitors",
-    "max_links", "celldown_concurrency",
+    "max_links", "celldown_concurrency", "swap_max_state",
 )  # fmt: skip
 _TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children")
 _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
@@ -90,6 +90,7 @@ _MAX_BOUND: Final = 1 << 20  # a per-cell bound past this is no bound
 #: manifest sits below the root's delivery module).
 DEFAULT_CELLDOWN_CONCURRENCY: Final = 8
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
+_DEFAULT_SWAP_MAX_STATE: Final = 64 * 1024 * 1024
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
@@ -181,6 +182,8 @@ class RootDecl:
     max_links: int = DEFAULT_MAX_LINKS
     #: Watchers the root delivers CellDown notices to at once (one connection each).
     celldown_concurrency: int = DEFAULT_CELLDOWN_CONCURRENCY
+    #: The largest state a cell may hand over in a hot swap (docs/swap.md).
+    swap_max_state: int = _DEFAULT_SWAP_MAX_STATE
 
 
 @attrs.frozen(kw_only=True)
@@ -523,6 +526,9 @@ class _Reader:
             celldown_concurrency=self.integer(
                 t.get("celldown_concurrency", DEFAULT_CELLDOWN_CONCURRENCY),
                 "root.celldown_concurrency", 1, 1024,
+            ),
+            swap_max_state=self.size(
+                t.get("swap_max_state", _DEFAULT_SWAP_MAX_STATE), "root.swap_max_state"
             ),
         )
 

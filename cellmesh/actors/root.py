@@ -23,7 +23,7 @@ exclusive ``flock`` holding the pid: a second root is refused with
 5. watches the listener of every cell that has no process (``on_demand``
    before first use, or stopped and not restarted): the first pending
    connection spawns it. One watcher per listener, so concurrent grows spawn
-   the cell once.
+   the cell once (:mod:`cellmesh.actors._activation`).
 
 The root ends when asked (``StopMesh``, SIGTERM): children stop in reverse
 start order with their shutdowns, then every sandbox is destroyed and every
@@ -54,14 +54,18 @@ from ..config import (
     ensure_private_dir,
 )
 from ..errors import CellmeshError, ConfigError
-from ..sandbox import CellBackend, select_backend
+from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
+from ._activation import Activation
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
 from ._post import CellDownPost, Recipient
+from ._reload import reload_mesh
 from ._rootlock import RootLock, peer_uid_filter
+from ._swap import MESSAGES as SWAP_MESSAGES
+from ._swap import Swapper
 from ._tasks import Background
 from .control import (
     Ack,
@@ -73,6 +77,8 @@ from .control import (
     Link,
     Monitor,
     MonitorRef,
+    ReloadManifest,
+    ReloadReport,
     RestartRecord,
     SpawnCell,
     StartChild,
@@ -80,12 +86,12 @@ from .control import (
     StatusRequest,
     StopChild,
     StopMesh,
+    SwapCell,
+    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
 from .errors import (
-    ChildAlreadyPresent,
-    ChildRunning,
     RootRequestError,
     SupervisorEscalation,
 )
@@ -94,7 +100,6 @@ from .policy import (
     AbnormalExit,
     ChildKind,
     ChildSpec,
-    ChildStatus,
     ExitReason,
     Restart,
     Strategy,
@@ -128,6 +133,8 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
+    _swapper: Swapper = attrs.field(init=False)
+    _activation: Activation = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
@@ -163,6 +170,17 @@ class Root:
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
+                )
+                self._swapper = Swapper(
+                    backend=self.backend, launcher=self._launcher, dna=self.dna,
+                    tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                    max_state=self.manifest.root.swap_max_state,
+                    stopping=lambda: self._stopping,
+                )
+                self._activation = Activation(
+                    manifest=lambda: self.manifest, slots=self.slots, supervisors=self.supervisors,
+                    stopping=lambda: self._stopping, log=self.log, record=self._record,
+                    settle=self._swapper.settle,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
@@ -264,7 +282,7 @@ class Root:
             await self._drop_slot(slot)
             raise
         self._tasks.start_soon(
-            self._watch_listener, slot, name=f"activation watcher of {name}", restart=True
+            self._activation.watch, slot, name=f"activation watcher of {name}", restart=True
         )
         return slot
 
@@ -279,6 +297,7 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
+        trio.lowlevel.notify_closing(slot.listener)  # wakes its activation watcher
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -314,6 +333,7 @@ class Root:
         return await self._start_instance(slot, nursery)
 
     async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
+        await self._swapper.settle(slot)  # a swap's process must be gone first
         await self._launcher.prepare(slot)
         instance = CellInstance(
             slot, self.backend, self._launcher.launch, self._instance_exited,
@@ -455,74 +475,6 @@ class Root:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
 
-    # ------------------------------------------------------------ activation
-
-    async def _watch_listener(self, slot: CellSlot) -> None:
-        """Spawn the cell at the first pending connection while it has no process."""
-        while slot.name in self.slots:
-            changed = slot.changed
-            instance = slot.instance
-            if instance is not None and instance.state in ("starting", "running"):
-                await changed.wait()
-                continue
-            try:
-                await trio.lowlevel.wait_readable(slot.listener)
-            except (trio.ClosedResourceError, OSError):
-                return
-            if self._stopping or slot.name not in self.slots:
-                return
-            instance = slot.instance
-            if instance is not None and instance.state == "dormant":
-                instance.activate()
-                await changed.wait()
-            elif instance is None or instance.state == "exited":
-                await self._reactivate(slot)
-            else:
-                await changed.wait()
-
-    async def _reactivate(self, slot: CellSlot) -> None:
-        """A connection waits for a cell without a process: start it, if it is ours to start.
-
-        Only a child its supervisor has stopped for good (or removed, for a
-        declared cell) is started here; while a supervisor is starting, or
-        about to restart the cell itself, the watcher just waits for the
-        slot to change.
-        """
-        sup = self.supervisors.get(slot.supervisor)
-        if sup is None or not sup.started:
-            await slot.changed.wait()
-            return
-        info = next((i for i in sup.which_children() if i.child_id == slot.child_id), None)
-        try:
-            if info is not None and info.status is ChildStatus.STOPPED:
-                await sup.restart_child(slot.child_id)
-            elif info is None and slot.name in self.manifest.cells:
-                decl = slot.decl
-                await sup.start_child(ChildSpec(
-                    id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
-                    args=("cell", slot.name),
-                ))
-            else:
-                await slot.changed.wait()
-        except (ChildRunning, ChildAlreadyPresent):
-            await trio.lowlevel.checkpoint()  # its supervisor restarted it meanwhile
-        except CellmeshError as exc:
-            if self._stopping:
-                return
-            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
-            self._record(slot.name, f"on-demand start failed: {exc}")
-            # Refuse what waits in the backlog rather than spinning on it.
-            await self._refuse_pending(slot)
-
-    async def _refuse_pending(self, slot: CellSlot) -> None:
-        while True:
-            try:
-                conn, _ = slot.listener.accept()
-            except (BlockingIOError, OSError):
-                return
-            conn.close()
-            await trio.lowlevel.checkpoint()
-
     # ------------------------------------------------------------ control socket
 
     async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -543,7 +495,35 @@ class Root:
             return Ack(text="stopping")
         if isinstance(msg, SpawnCell):
             return await self._spawn_request(msg)
+        if isinstance(msg, SwapCell):
+            return await self._swap_request(msg)
+        if isinstance(msg, ReloadManifest):
+            return await self._reload_request(msg)
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
+        return await reload_mesh(self, self._swapper, self._launcher, msg)
+
+    async def start_declared(self, name: str) -> None:
+        """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
+        decl = self.manifest.cells[name]
+        slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+        try:
+            await self.supervisors[slot.supervisor].start_child(ChildSpec(
+                id=name, restart=decl.restart, shutdown=decl.shutdown, args=("cell", name),
+            ))
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
+
+    async def stop_declared(self, name: str) -> None:
+        """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
+        await self._stop_slot(name)
+
+    async def _swap_request(self, msg: SwapCell) -> SwapReport:
+        return await self._swapper.swap(
+            self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
+        )
 
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
@@ -551,7 +531,7 @@ class Root:
         pid = self._pid(slot)
         if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
-        self.backend.kill(instance.cell_id, as_crash=True)
+        self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
     def _pid(self, slot: CellSlot) -> int | None:
@@ -559,7 +539,7 @@ class Root:
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
-        return self.backend.process_id(instance.cell_id)
+        return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
@@ -628,6 +608,10 @@ class Root:
 
     async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
         parent.children.discard(name)
+        await self._stop_slot(name)
+        parent.touch()
+
+    async def _stop_slot(self, name: str) -> None:
         slot = self.slots.get(name)
         sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
         if sup is not None and slot is not None:
@@ -637,7 +621,6 @@ class Root:
                 await sup.delete_child(slot.child_id)
         if slot is not None:
             await self._drop_slot(slot)
-        parent.touch()
 
     # ------------------------------------------------------------ umbilicals
 
@@ -664,12 +647,16 @@ class Root:
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
-            slot.stats = msg
+            if not self._swapper.ignores_stats(slot, msg):
+                slot.stats = msg
             return None
         if isinstance(msg, CellReady):
-            if slot.instance is not None:
+            if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
+                slot.version = msg.version
                 slot.instance.mark_ready()
             return Ack(text="ok")
+        if isinstance(msg, SWAP_MESSAGES):
+            return await self._swapper.from_cell(slot, msg)
         if isinstance(msg, Monitor):
             _check_target(msg.target)
             ref, effects = self._watches.monitor(
