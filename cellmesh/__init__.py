@@ -18,6 +18,7 @@ from .errors import (
     ProtocolError,
     RemoteCellError,
     SchemaMismatch,
+    UnexpectedReply,
     UnknownProtein,
 )
 from .transport import (
@@ -30,6 +31,7 @@ from .transport import (
     open_membrane,
 )
 from .wire.proteins import ProteinRegistry, fingerprint, protein, wire_name
+from .wire.replies import Request
 from .wire.vesicle import Vesicle
 
 __version__ = "0.1.0"
@@ -51,9 +53,11 @@ __all__ = [
     "ProtocolError",
     "Receptors",
     "RemoteCellError",
+    "Request",
     "SchemaMismatch",
     "Synapse",
     "SynapseOptions",
+    "UnexpectedReply",
     "UnknownProtein",
     "Vesicle",
     "__version__",

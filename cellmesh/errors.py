@@ -15,7 +15,8 @@ do without reading messages:
   (the OS or the peer broke it); :class:`ConnectionClosed` -- *we* closed it.
 * :class:`RemoteCellError` -- the remote handler raised. It is rebuilt from
   data (type name, message, traceback text); no name the peer sent is ever
-  imported or evaluated.
+  imported or evaluated. :class:`UnexpectedReply` -- the remote cell answered
+  with a protein the request's declared reply type does not allow.
 
 Errors carry their facts as attributes; nothing is ever classified by message
 text.
@@ -215,6 +216,25 @@ class CellUnavailable(CellmeshError):
         self.reason = reason
 
 
+class UnexpectedReply(CellmeshError):
+    """The cell answered a request with a protein its declared reply type does not allow.
+
+    The request class declares its reply with ``cellmesh.Request[Reply]``;
+    the cell at fault is the remote one. ``cell`` names it, ``request`` the
+    request's wire name, ``expected`` the wire names (or ``None``) allowed,
+    ``got`` what came. The connection stays usable.
+    """
+
+    def __init__(self, *, cell: str, request: str, expected: tuple[str, ...], got: str) -> None:
+        super().__init__(
+            f"cell {cell!r} answered {request} with {got}; expected {' or '.join(expected)}"
+        )
+        self.cell = cell
+        self.request = request
+        self.expected = expected
+        self.got = got
+
+
 class ConnectionClosed(CellmeshError):
     """The operation was attempted on a synapse or membrane *we* already closed."""
 
@@ -280,6 +300,7 @@ __all__ = [
     "RemoteCellError",
     "RemoteProtocolError",
     "SchemaMismatch",
+    "UnexpectedReply",
     "UnknownFrameKind",
     "UnknownProtein",
     "VersionMismatch",

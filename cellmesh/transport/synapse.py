@@ -32,7 +32,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 import attrs
 import outcome
@@ -61,10 +61,12 @@ from ..wire.proteins import (
     EncodeContext,
     ProteinRegistry,
 )
+from ..wire.replies import Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 
 CONNECT_TIMEOUT: Final = 10.0
+R = TypeVar("R")
 
 
 @attrs.define(kw_only=True)
@@ -480,12 +482,18 @@ class Synapse:
 
     # -- public API --------------------------------------------------------
 
+    @overload
+    async def fire(self, msg: Request[R]) -> R: ...
+    @overload
+    async def fire(self, msg: object) -> Any: ...
     async def fire(self, msg: Any) -> Any:
         """Call the cell with ``msg`` and return its reply (a protein, or None).
 
         Raises :class:`RemoteCellError` if the handler failed,
         :class:`CellUnavailable` if the connection broke first,
-        :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field.
+        :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field,
+        :class:`~cellmesh.errors.UnexpectedReply` if ``msg`` is a
+        ``Request[R]`` and the reply is not an ``R``.
         """
         conn = self._conn
         if (
@@ -495,7 +503,7 @@ class Synapse:
             or conn.calls_left <= 0
             or conn.bytes_left <= 0
         ):
-            return (await self._fire(msg, 1))[0]
+            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
         # Fast path: a live connection with credit, one call, no vesicle.
         ctx = self._single_ctx
         body = self.registry.encode(msg, ctx)
@@ -504,7 +512,7 @@ class Synapse:
                 vesicle.close()
             ctx.vesicles.clear()
             ctx.owned.clear()
-            return (await self._fire(msg, 1))[0]
+            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
         call_id = conn.next_id
         data = codec.frame_bytes([Kind.CALL, call_id, body])
         if len(data) - codec.HEADER_SIZE > conn.peer_max_frame:
@@ -519,7 +527,7 @@ class Synapse:
             # noticed. Retire it and send the call on a fresh one.
             del conn.pending[call_id]
             conn._die(str(exc))
-            return (await self._fire(msg, 1))[0]
+            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
         conn.calls_left -= 1
         conn.bytes_left -= len(data) - codec.HEADER_SIZE
 
@@ -529,19 +537,25 @@ class Synapse:
             return trio.lowlevel.Abort.SUCCEEDED
 
         results = await trio.lowlevel.wait_task_rescheduled(abort)
-        return results[0]
+        return check_reply(msg, results[0], cell=self.name)
 
+    @overload
+    async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]: ...
+    @overload
+    async def fire_many(self, msgs: Iterable[object]) -> list[Any]: ...
     async def fire_many(self, msgs: Iterable[Any]) -> list[Any]:
         """Pipeline calls and return their replies in order.
 
         If any call fails, the error of the first failed call is raised after
-        every call has finished (no call is left running).
+        every call has finished (no call is left running). Replies are
+        checked against their requests' declared reply types
+        (:class:`~cellmesh.errors.UnexpectedReply`) once all have arrived.
         """
         batch = list(msgs)
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._fire(batch, len(batch))
+        return check_replies(batch, await self._fire(batch, len(batch)), cell=self.name)
 
     def _batch(self, msgs: list[Any]) -> OutboundBatch:
         return OutboundBatch(
