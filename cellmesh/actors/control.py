@@ -7,8 +7,10 @@ synapses), so they share its framing, limits and fuzzing:
   ``$CELL_SOCKET_DIR/mitosis.sock``). Only the uid that owns the root may
   connect (``SO_PEERCRED``); others are refused before the hello.
   Requests: :class:`StatusRequest`, :class:`KillCell`, :class:`StopMesh`,
-  :class:`SpawnCell`. Answers: :class:`StatusReply` or :class:`Ack`; a refused
-  request is a remote error (``RemoteCellError``) whose message says why.
+  :class:`SpawnCell`. Answers: :class:`StatusReply` or :class:`Ack`; a request
+  the root refuses (an operator error: no such cell, spawning is off, ...) is
+  answered with :class:`Refused`, which says why in one line; only a bug in
+  the root arrives as a remote error (``RemoteCellError``) with its traceback.
 
 * **cell -> root** on the cell's own umbilical: a socket the root binds for
   that cell alone and binds into its sandbox (``CELL_UMBILICAL`` inside the
@@ -128,6 +130,19 @@ class Ack:
     text: str
 
 
+@protein("cellmesh.ctl.Refused")
+class Refused:
+    """The root refused an operator request (operator error, not a root bug).
+
+    ``error`` is the refusing exception's class name (``RootRequestError``,
+    ``UnknownCell``, ``ChildStartFailed``, ...), for programs; ``message`` is
+    the one line an operator reads (``no cell named 'x' (cells: a, b)``).
+    """
+
+    error: str
+    message: str
+
+
 # ---------------------------------------------------------------- cell -> root
 
 
@@ -234,6 +249,7 @@ __all__ = [
     "Link",
     "Monitor",
     "MonitorRef",
+    "Refused",
     "RestartRecord",
     "SpawnCell",
     "StartChild",

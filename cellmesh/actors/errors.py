@@ -141,6 +141,24 @@ class RootRequestError(RootError):
         super().__init__(f"{subject}: {problem}")
 
 
+class UnknownCell(RootRequestError):
+    """The root has no cell ``name``; ``known`` lists (some of) the cells it has."""
+
+    #: At most this many names are listed in the message.
+    LISTED = 20
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known[: self.LISTED]) or "none"
+        if len(known) > self.LISTED:
+            listed += f", and {len(known) - self.LISTED} more"
+        super().__init__(name, f"no such cell (cells: {listed})")
+        self.known = known
+        self.text = f"no cell named {name!r} (cells: {listed})"
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class RootNotRunning(RootError):
     """Nothing answers on the control socket ``path``."""
 
@@ -167,5 +185,6 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorRequestError",
     "SupervisorStopped",
+    "UnknownCell",
     "UnknownChild",
 ]

@@ -66,6 +66,7 @@ from .control import (
     Link,
     Monitor,
     MonitorRef,
+    Refused,
     RestartRecord,
     SpawnCell,
     StartChild,
@@ -81,6 +82,7 @@ from .errors import (
     ChildRunning,
     RootRequestError,
     SupervisorEscalation,
+    UnknownCell,
 )
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .policy import (
@@ -98,6 +100,8 @@ from .watches import Notify, Watches
 
 #: Name of the hidden supervisor of dynamic children and control-API spawns.
 DYNAMIC: Final = "~dynamic"
+#: A Refused answer's message is cut to this many characters.
+MAX_REFUSAL: Final = 2000
 
 
 # --------------------------------------------------------------------------
@@ -490,11 +494,18 @@ class Root:
 
     async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
         async with open_membrane(
-            "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
+            "mitosis", self._answer_operator, socket_path=self.paths.umbilical, socket_mode=0o600,
             accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
         ):
             task_status.started()
             await trio.sleep_forever()
+
+    async def _answer_operator(self, msg: Any) -> Any:
+        """A control request's answer; an operator error (any CellmeshError) is a Refused."""
+        try:
+            return await self._control(msg)
+        except CellmeshError as exc:
+            return Refused(error=type(exc).__name__, message=str(exc)[:MAX_REFUSAL])
 
     async def _control(self, msg: Any) -> Any:
         if isinstance(msg, StatusRequest):
@@ -527,7 +538,7 @@ class Root:
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
         if slot is None:
-            raise RootRequestError(name, "no such cell")
+            raise UnknownCell(name, sorted(self.slots))
         return slot
 
     async def _spawn_request(self, msg: SpawnCell) -> Ack:

@@ -6,10 +6,24 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..actors.errors import RootNotRunning
+from ..actors.control import Refused
+from ..actors.errors import RootError, RootNotRunning
 from ..config import Paths
 from ..errors import CellUnavailable
 from ..transport.synapse import Synapse
+
+
+class RootRefused(RootError):
+    """The root refused an operator request; the message is its one-line reason.
+
+    ``error`` is the class name of the root's refusal (``UnknownCell``,
+    ``RootRequestError``, ...), as data.
+    """
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
 
 
 @contextlib.asynccontextmanager
@@ -29,10 +43,19 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
         raise RootNotRunning(str(paths.umbilical)) from None
 
 
+async def ask_root(syn: Synapse, msg: Any) -> Any:
+    """Send one control request on ``syn``; a :class:`Refused` answer raises
+    :class:`RootRefused`."""
+    reply = await syn.fire(msg)
+    if isinstance(reply, Refused):
+        raise RootRefused(reply.error, reply.message)
+    return reply
+
+
 async def control_call(paths: Paths, msg: Any) -> Any:
-    """Send one control request to the root and return its answer."""
+    """Send one control request to the root and return its answer (see :func:`ask_root`)."""
     async with open_root(paths) as syn:
-        return await syn.fire(msg)
+        return await ask_root(syn, msg)
 
 
-__all__ = ["control_call", "open_root"]
+__all__ = ["RootRefused", "ask_root", "control_call", "open_root"]
