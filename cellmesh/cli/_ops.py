@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
 import json as jsonlib
 import math
 import os
@@ -33,11 +34,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
-from ..actors.logs import LogCursor, follow_log, read_log
+from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
 from ..transport.synapse import Synapse
-from ._client import open_root
+from ._client import ask_root, open_root
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -281,7 +282,7 @@ def _console(file: TextIO) -> Console:
 
 async def _ask(syn: Synapse) -> StatusReply:
     with trio.fail_after(ROOT_TIMEOUT):
-        reply = await syn.fire(StatusRequest())
+        reply = await ask_root(syn, StatusRequest())
     if not isinstance(reply, StatusReply):
         raise BadRootReply(reply)
     return reply
@@ -388,7 +389,15 @@ def run_top(*, interval: float, once: bool, out: TextIO | None = None) -> int:
 # ---------------------------------------------------------------- logs
 
 
-def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None = None) -> int:
+def run_logs(
+    name: str,
+    *,
+    follow: bool,
+    lines: int | None,
+    json: bool = False,
+    timestamps: bool = False,
+    out: TextIO | None = None,
+) -> int:
     """Implementation of ``cellmesh logs``."""
     out = out if out is not None else sys.stdout
     check_cell_name(name, source="NAME")
@@ -397,30 +406,50 @@ def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None =
     log_dir = Paths.from_env().log_dir
     view = read_log(log_dir, name, lines=lines)
     if not view.found:
-        raise NoCellLogs(name, log_dir)
-    for line in view.lines:
-        out.write(line + "\n")
-    out.flush()
+        raise NoCellLogs(name, log_dir, logged_cells(log_dir))
+    _write_records(out, name, view.records, json=json, timestamps=timestamps)
     if not follow:
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
-        trio.run(_follow, log_dir, name, view.cursor, out)
+        trio.run(_follow, log_dir, name, view.cursor, out, (json, timestamps))
     return 0
 
 
-async def _follow(log_dir: Path, name: str, cursor: LogCursor, out: TextIO) -> None:
-    async for text in follow_log(log_dir, name, cursor):
-        out.write(text)
-        out.flush()
+def _write_records(
+    out: TextIO, name: str, records: list[LogRecord], *, json: bool, timestamps: bool
+) -> None:
+    for record in records:
+        if json:
+            out.write(jsonlib.dumps(record.to_json(name), sort_keys=True) + "\n")
+        else:
+            out.write(record.display(timestamps=timestamps) + "\n")
+    out.flush()
+
+
+async def _follow(
+    log_dir: Path, name: str, cursor: LogCursor, out: TextIO, style: tuple[bool, bool]
+) -> None:
+    json, timestamps = style
+    async for records in follow_log(log_dir, name, cursor):
+        _write_records(out, name, records, json=json, timestamps=timestamps)
 
 
 class NoCellLogs(CellmeshError):
-    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``."""
+    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``.
 
-    def __init__(self, name: str, log_dir: Path) -> None:
-        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir})")
+    ``known`` lists the cells that have logs there; the message suggests the
+    nearest name.
+    """
+
+    def __init__(self, name: str, log_dir: Path, known: list[str]) -> None:
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        cells = f"cells with logs: {listed}" if known else f"nothing in {log_dir}"
+        super().__init__(f"no logs for cell {name!r} ({hint}{cells})")
         self.name = name
         self.log_dir = log_dir
+        self.known = known
 
 
 # ---------------------------------------------------------------- commands
@@ -475,8 +504,16 @@ def register(app: cyclopts.App) -> None:
         *,
         follow: Annotated[bool, cyclopts.Parameter(alias="-f", negative=())] = False,
         lines: Annotated[int | None, cyclopts.Parameter(alias="-n")] = None,
+        json: bool = False,
+        timestamps: Annotated[bool, cyclopts.Parameter(alias="-t", negative=())] = False,
     ) -> int:
-        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs).
+        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs), by time.
+
+        Every captured line is stored with the time the root read it, so
+        output and events (started, exited, ...) interleave in time order.
+        With --json, prints one JSON object per line: "ts" (Unix time, null
+        when unknown), "time" (ISO 8601 UTC), "cell", "stream" ("output" or
+        "event"), "text", and for events "event" (its fields).
 
         Parameters
         ----------
@@ -485,9 +522,13 @@ def register(app: cyclopts.App) -> None:
         follow
             Keep printing new output and events until Ctrl-C.
         lines
-            Print only the last N lines.
+            Print only the last N lines (output and events, by time).
+        json
+            One JSON object per line instead of text.
+        timestamps
+            Put each output line's time in front of it.
         """
-        return run_logs(name, follow=follow, lines=lines)
+        return run_logs(name, follow=follow, lines=lines, json=json, timestamps=timestamps)
 
 
 __all__ = [
