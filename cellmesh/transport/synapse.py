@@ -47,9 +47,9 @@ from ..errors import (
     HandshakeError,
     ProteinError,
     ProtocolError,
-    RemoteCellError,
     RemoteProtocolError,
     VesicleError,
+    remote_error,
 )
 from ..wire import codec
 from ..wire.batching import OutboundBatch
@@ -270,7 +270,7 @@ class _Connection:
         waiter, index = self._take(error.id)
         if waiter is None:
             return
-        waiter.errors[index] = RemoteCellError(
+        waiter.errors[index] = remote_error(
             cell=self.peer_name, code=error.code, type_name=error.type_name,
             message=error.message, remote_traceback=error.traceback,
         )

@@ -96,7 +96,9 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     killed = cellmesh(home, "kill", "echo")
     assert killed.returncode == 0, killed.stderr
     assert f"killed echo (pid {echo_pid})" in killed.stdout
-    assert cellmesh(home, "kill", "ghost").returncode == 1
+    ghost = cellmesh(home, "kill", "ghost")
+    assert ghost.returncode == 1
+    assert ghost.stderr == "cellmesh: error: no cell named 'ghost' (cells: echo, lazy)\n"
 
     down = cellmesh(home, "down", "--timeout", "5")
     assert down.returncode == 0, down.stderr

@@ -24,7 +24,7 @@ from rich.console import Console
 import cellmesh.cli
 from cellmesh import open_membrane
 from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
-from cellmesh.actors.logs import RotatingLog
+from cellmesh.actors.logs import RotatingLog, stamp
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
 from cellmesh.cli._ops import rates, status_json, status_table, top_frame
 
@@ -259,6 +259,40 @@ def test_logs_of_an_unknown_cell_fails(
 ) -> None:
     assert main(["logs", "ghost"]) == EXIT_FAILURE
     assert "no logs for cell 'ghost'" in capsys.readouterr().err
+
+
+def test_logs_of_a_misspelled_cell_suggests_the_nearest(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (log_home / "cache.log").write_bytes(b"")
+    assert main(["logs", "cach"]) == EXIT_FAILURE
+    assert capsys.readouterr().err == (
+        "cellmesh: error: no logs for cell 'cach' (did you mean 'cache'? "
+        "cells with logs: cache, db)\n"
+    )
+
+
+def test_logs_interleave_stamped_output_and_events_by_time(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (log_home / "db.log.1").unlink()
+    (log_home / "db.log").write_bytes(
+        stamp(3_999_999_990.0) + b"ready\n" + stamp(4_000_000_010.0) + b"restarted\n"
+    )
+    assert main(["logs", "db", "-n", "2"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "[2096-10-02T07:06:40Z] event exited code=1 reason=crash", "restarted",
+    ]
+    assert main(["logs", "db", "-t"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines()[0] == "[2096-10-02T07:06:30.000000Z] ready"
+    assert main(["logs", "db", "--json"]) == EXIT_OK
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["ts"], d["stream"], d["cell"]) for d in docs] == [
+        (3_999_999_990.0, "output", "db"), (4_000_000_000, "event", "db"),
+        (4_000_000_010.0, "output", "db"),
+    ]
+    assert docs[0]["time"] == "2096-10-02T07:06:30.000000Z" and docs[0]["text"] == "ready"
+    assert docs[1]["event"]["code"] == 1
 
 
 @pytest.mark.parametrize("argv", [["logs", "../etc"], ["logs", "db", "-n", "-3"], ["logs"]])
