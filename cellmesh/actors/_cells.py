@@ -38,22 +38,32 @@ from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
 from .control import CellStats, CellStatus
 from .errors import ChildStartFailed
+from .exitcause import Failure
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
+    from ._reports import ReportPipe
     from .logs import RotatingLog
     from .manifest import CellDecl
 
 InstanceState = Literal["dormant", "starting", "running", "exited"]
 
 
-def exit_reason(status: ExitStatus) -> ExitReason:
-    """The OTP exit reason of a classified process exit."""
+def exit_reason(status: ExitStatus, failure: Failure | None = None, key: str = "") -> ExitReason:
+    """The OTP exit reason of a classified process exit.
+
+    A crash's text ends with the ``failure`` the cell reported, if any
+    (``exit code 1: ValueError in on_start: boom``); ``key`` is the cell's
+    manifest table, named by configuration failures.
+    """
     if status.reason == "exit":
         return NormalExit()
     if status.reason == "stop":
         return ShutdownExit(detail=status.detail)
-    return AbnormalExit(text=describe_status(status))
+    text = describe_status(status)
+    if failure is not None:
+        text += f": {failure.describe(key)}"
+    return AbnormalExit(text=text)
 
 
 def describe_status(status: ExitStatus) -> str:
@@ -89,6 +99,8 @@ class CellSlot:
     umbilical_path: Path
     decl: CellDecl
     parent: str | None = None
+    #: Where its declaration comes from, for messages: ``cells.x``, ``templates.t``.
+    key: str = ""
     #: Its id in its supervisor: the name, except under a simple_one_for_one
     #: supervisor, which numbers its children (``worker-3``).
     child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
@@ -104,6 +116,15 @@ class CellSlot:
     cpu_sample: tuple[float, float] | None = None
     log: RotatingLog | None = None
     standby: Standby | None = None
+    #: The report pipe of the last process spawned on each backend id.
+    reports: dict[str, ReportPipe] = attrs.Factory(dict)
+    #: The last abnormal exit (reason text) and when (Unix time), for status.
+    last_exit: tuple[str, float] | None = None
+
+    def failure(self, cell_id: str) -> Failure | None:
+        """The failure the process on ``cell_id`` reported (read after it exited)."""
+        pipe = self.reports.get(cell_id)
+        return None if pipe is None else pipe.reports_nowait().failure
 
     @property
     def cell_ids(self) -> tuple[str, ...]:
@@ -153,6 +174,8 @@ class CellSlot:
             rtt_p50_us=None if stats is None else stats.rtt_p50_us,
             rtt_p99_us=None if stats is None else stats.rtt_p99_us,
             backend=backend, dna=self.dna_digest[:12],
+            last_exit=None if self.last_exit is None else self.last_exit[0],
+            last_exit_at=None if self.last_exit is None else self.last_exit[1],
         )
 
     def touch(self) -> None:
@@ -193,6 +216,8 @@ class CellInstance:
     _exited: trio.Event = attrs.Factory(trio.Event)
     _reason: ExitReason = attrs.Factory(NormalExit)
     _cancelled_dormant: bool = False
+    #: The failure the process reported before it exited, if any.
+    failure: Failure | None = None
 
     # ------------------------------------------------------------ ChildHandle
 
@@ -257,7 +282,10 @@ class CellInstance:
                     self._finish(AbnormalExit(text=f"spawn failed: {exc}"))
                     return
             status = await self.backend.wait_async(self.cell_id)
-            self._finish(exit_reason(status))
+            if status.reason == "crash" and status.signal is None:
+                # It exited by itself: it may have said why (a killed one cannot have).
+                self.failure = self.slot.failure(self.cell_id)
+            self._finish(exit_reason(status, self.failure, self.slot.key))
         finally:
             if not self._exited.is_set():
                 with trio.CancelScope(shield=True):

@@ -9,9 +9,11 @@ process and the one that will replace it alternate between two backend ids
 the listening socket they share is never unlinked while either exists.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
-(``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
-cell's rotating log. The runtime imports everything it needs, then blocks
-on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
+(``CELL_GO_FD``), a report pipe as fd 5 (``CELL_REPORT_FD``: it says when
+its code is imported and why it failed, :mod:`.exitcause`) and a pipe for
+its stdout and stderr, pumped into the cell's rotating log. The runtime
+imports everything it needs, then blocks on the go pipe
+(:func:`cellmesh.actors.runtime.wait_for_go`).
 
 * :meth:`Launcher.launch` starts serving: it hands over the standby if one
   is ready (one byte on its go pipe: the cost of a start becomes a pipe
@@ -22,6 +24,9 @@ on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
   never competes with the start it would speed up) and when a dormant
   cell is prepared. A standby that dies while it waits is forgotten; the
   next ready process brings another.
+* :meth:`Launcher.preload` spawns a standby even for a cell that keeps
+  none (``standby = false``): ``cellmesh up`` waits for every cell's
+  standby to report that its code imported before it starts the mesh.
 * :meth:`Launcher.retire` closes every standby's go pipe: they exit.
 """
 
@@ -40,7 +45,9 @@ import trio
 from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Standby
+from ._reports import ReportPipe
 from .dna import DnaCache
+from .exitcause import REPORT_FD_ENV
 from .logs import RotatingLog, pump_output
 from .manifest import RootDecl
 
@@ -50,6 +57,8 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
+#: The report pipe is the third.
+REPORT_FD: Final = FIRST_PASSED_FD + 2
 
 
 @attrs.define(eq=False)
@@ -80,6 +89,7 @@ class Launcher:
         env["CELL_ENTRY"] = decl.entry or entry.name
         env["CELL_UMBILICAL"] = UMBILICAL_INSIDE if bwrap else str(slot.umbilical_path)
         env["CELL_GO_FD"] = str(GO_FD)
+        env[REPORT_FD_ENV] = str(REPORT_FD)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         granted = [slot.umbilical_path]
@@ -126,12 +136,14 @@ class Launcher:
     async def destroy(self, slot: CellSlot) -> None:
         """Stop the slot's processes and remove every trace of its sandboxed cells."""
         self.retire(slot)
-        if not slot.created:
-            return
-        slot.created = False
-        for cell_id in slot.cell_ids:
-            with contextlib.suppress(Exception):
-                await self.backend.destroy_async(cell_id, grace=1.0)
+        if slot.created:
+            slot.created = False
+            for cell_id in slot.cell_ids:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy_async(cell_id, grace=1.0)
+        for pipe in slot.reports.values():
+            pipe.close()
+        slot.reports.clear()
 
     # ------------------------------------------------------------ processes
 
@@ -157,9 +169,21 @@ class Launcher:
             os.close(go)
         return cell_id, pid
 
-    def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
-        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id)."""
-        if not slot.decl.standby or slot.standby is not None or not slot.created:
+    def preload(self, slot: CellSlot) -> ReportPipe | None:
+        """A standby for ``slot`` whatever its ``standby`` key; its report pipe.
+
+        None when the slot is not created or both its ids are busy.
+        """
+        self.ensure_standby(slot, busy=None, always=True)
+        standby = slot.standby
+        return None if standby is None else slot.reports.get(standby.cell_id)
+
+    def ensure_standby(self, slot: CellSlot, *, busy: str | None, always: bool = False) -> None:
+        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
+
+        Only for a cell that keeps one (``standby = true``), or ``always``.
+        """
+        if not (slot.decl.standby or always) or slot.standby is not None or not slot.created:
             return
         free = [
             i for i in slot.cell_ids if i != busy and self.backend.process_id(i) is None
@@ -205,18 +229,25 @@ class Launcher:
         """
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
         try:
             spawned = self.backend.spawn(
-                cell_id, pass_fds=[slot.listener.fileno(), go_read],
+                cell_id, pass_fds=[slot.listener.fileno(), go_read, report_write],
                 stdout=out_write, stderr=out_write,
             )
         except BaseException:
             os.close(go_write)
             os.close(out_read)
+            os.close(report_read)
             raise
         finally:
             os.close(go_read)
             os.close(out_write)
+            os.close(report_write)
+        old = slot.reports.pop(cell_id, None)
+        if old is not None:
+            old.close()
+        slot.reports[cell_id] = ReportPipe(report_read)
         self.nursery.start_soon(self._pump, slot, out_read)
         return spawned.pid, go_write
 
@@ -232,4 +263,4 @@ class Launcher:
             os.close(fd)
 
 
-__all__ = ["GO_FD", "RUNTIME_MODULE", "UMBILICAL_INSIDE", "Launcher"]
+__all__ = ["GO_FD", "REPORT_FD", "RUNTIME_MODULE", "UMBILICAL_INSIDE", "Launcher"]

@@ -58,6 +58,9 @@ class CellStatus:
     ``cpu_percent`` from ``/proc`` (None when not running). ``rtt_p50_us`` /
     ``rtt_p99_us`` are the cell's call service times (receipt to reply) over
     its last report interval, None when it served no call in it.
+    ``last_exit`` describes the cell's last abnormal exit (``exit code 1:
+    ValueError: boom``; the exception as the cell reported it) and
+    ``last_exit_at`` when it happened (Unix time); None when it never crashed.
     """
 
     name: str
@@ -74,6 +77,8 @@ class CellStatus:
     rtt_p99_us: float | None
     backend: str
     dna: str
+    last_exit: str | None = None
+    last_exit_at: float | None = None
 
 
 @protein("cellmesh.ctl.RestartRecord")
@@ -230,12 +235,18 @@ class CellStats:
 @protein("cellmesh.ctl.CellDown")
 class CellDown:
     """Cell ``name`` stopped; ``reason`` is ``normal``, ``shutdown``, ``killed``,
-    ``noproc`` (it was not running when monitored) or a crash description.
-    ``ref`` is the monitor's (or link's) reference."""
+    ``noproc`` (it was not running when monitored) or a crash description
+    (``exit code 1: ValueError: boom``). ``ref`` is the monitor's (or link's)
+    reference. When the crash was an exception the cell reported,
+    ``error_type`` and ``error_message`` are its type (``ValueError``,
+    ``pkg.mod.Error``) and message, as the crashed cell reported them (bounded,
+    printable); otherwise None."""
 
     name: str
     reason: str
     ref: int
+    error_type: str | None = None
+    error_message: str | None = None
 
 
 __all__ = [

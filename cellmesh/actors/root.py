@@ -55,6 +55,7 @@ from ..transport.synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
+from ._preflight import preload_cells
 from ._rootlock import RootLock, peer_uid_filter
 from .control import (
     Ack,
@@ -78,12 +79,14 @@ from .control import (
 )
 from .dna import DnaCache
 from .errors import (
+    CellsCannotStart,
     ChildAlreadyPresent,
     ChildRunning,
     RootRequestError,
     SupervisorEscalation,
     UnknownCell,
 )
+from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .policy import (
     AbnormalExit,
@@ -122,6 +125,8 @@ class Root:
     restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
     started_at: float = attrs.Factory(time.time)
     escalation: SupervisorEscalation | None = None
+    #: Set when declared cells' code did not import: the mesh was never started.
+    cannot_start: CellsCannotStart | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
@@ -145,6 +150,12 @@ class Root:
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
                 await nursery.start(self._serve_control)
+                problems = await preload_cells(list(self.slots.values()), self._launcher)
+                if problems:
+                    self.cannot_start = CellsCannotStart(list(problems.values()), list(problems))
+                    self.log(f"root: could not start the mesh: {self.cannot_start}")
+                    nursery.cancel_scope.cancel()
+                    await trio.sleep_forever()  # cancelled just above
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -165,6 +176,8 @@ class Root:
             self._stopping = True
             with trio.CancelScope(shield=True):
                 await self._close()
+        if self.cannot_start is not None:
+            raise self.cannot_start
         if self.escalation is not None:
             raise self.escalation
 
@@ -225,6 +238,7 @@ class Root:
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
             umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+            key=self._manifest_key(name, decl),
         )
         self.slots[name] = slot
         try:
@@ -242,6 +256,15 @@ class Root:
             raise
         self._nursery.start_soon(self._watch_listener, slot)
         return slot
+
+    def _manifest_key(self, name: str, decl: CellDecl) -> str:
+        """Where ``decl`` comes from: ``cells.x``, ``templates.t`` or ``SpawnCell``."""
+        if self.manifest.cells.get(name) == decl:
+            return f"cells.{name}"
+        for template, tmpl in self.manifest.templates.items():
+            if attrs.evolve(tmpl, name=decl.name) == decl:
+                return f"templates.{template}"
+        return "SpawnCell"
 
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
@@ -371,15 +394,21 @@ class Root:
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
+        failure = instance.failure
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
+            slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
         for effect in effects:
             if isinstance(effect, Notify):
-                self._notify(effect.watcher, effect.down)
+                down = effect.down
+                if failure is not None and failure.stage != "config":
+                    down = CellDown(name=down.name, reason=down.reason, ref=down.ref,
+                                    error_type=failure.type_name, error_message=failure.message)
+                self._notify(effect.watcher, down)
             else:
                 linked = self.slots[effect.name].instance
                 assert linked is not None  # _running said so
@@ -743,7 +772,7 @@ async def serve_root(
             manifest=manifest, paths=paths, backend=backend, dna=dna,
             log=log if log is not None else _stderr_log,
         )
-        await root.run(task_status=task_status)
+        await run_with_last_words(root, str(manifest.path), task_status)
 
 
 def _stderr_log(text: str) -> None:

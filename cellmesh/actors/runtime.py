@@ -57,6 +57,7 @@ from ..transport.synapse import Synapse
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
 from .control import CellReady, CellStats
+from .exitcause import REPORT_FD_ENV, Stage, failure_record, loaded_record
 
 PROG: Final = "cellmesh.actors.runtime"
 EXIT_OK: Final = 0
@@ -106,6 +107,65 @@ def _excepthook(
     if has_memory_error(exc):
         die_of_memory()
     sys.__excepthook__(kind, exc, tb)
+
+
+# ---------------------------------------------------------------- report pipe
+
+
+def report_fd(env: Mapping[str, str]) -> int | None:
+    """The report pipe's fd (``CELL_REPORT_FD``), made non-blocking; None without one."""
+    raw = env.get(REPORT_FD_ENV, "")
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    fd = int(raw)
+    try:
+        os.set_blocking(fd, False)  # a full pipe drops the record, never hangs the cell
+    except OSError:
+        return None
+    return fd
+
+
+def send_report(fd: int | None, record: bytes) -> None:
+    """Write one record on the report pipe; best effort (see :mod:`.exitcause`)."""
+    if fd is None:
+        return
+    with suppress(OSError):
+        os.write(fd, record)
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, else ``module.Qualname``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def crash_text(exc: BaseException) -> str:
+    """The traceback of ``exc``; a group of one exception (the runtime's own nurseries
+    wrap what the cell raised) shows that exception's traceback alone."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def report_failure(fd: int | None, stage: Stage, exc: BaseException) -> None:
+    """Report the failure ``exc`` (a group reports its first leaf and how many more)."""
+    first, more = exc, 0
+    while isinstance(first, BaseExceptionGroup) and first.exceptions:
+        more += len(first.exceptions) - 1
+        first = first.exceptions[0]
+    source = None
+    if isinstance(first, ConfigError):
+        source, message = first.source, first.problem
+    elif isinstance(first, CellImportError) and first.__cause__ is not None:
+        first = first.__cause__
+        message = str(first)
+    else:
+        message = str(first)
+    if more:
+        message += f" (and {more} more)"
+    send_report(fd, failure_record(stage, type_name(first), message, source=source))
 
 
 # ---------------------------------------------------------------- env contract
@@ -186,7 +246,8 @@ class CellEnv:
                 # The module exists but one of its own imports is missing: a crash.
                 raise CellImportError(self.module) from exc
             raise ConfigError(
-                "CELL_ENTRY", f"module {self.module!r} not found (CELL_DNA_DIR={self.dna_dir})"
+                "CELL_ENTRY",
+                f"module {self.module!r} not found in the cell's code ({self.dna_dir})",
             ) from None
         except Exception as exc:
             raise CellImportError(self.module) from exc
@@ -358,18 +419,23 @@ async def run_cell(env: Mapping[str, str]) -> int:
     SIGTERM/SIGINT stop it normally. MemoryError anywhere -> ``os._exit(137)``.
     """
     stop = trio.Event()
+    reports = report_fd(env)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         try:
             spec = CellEnv.from_env(env)
             cls = spec.load_class()
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
+            report_failure(reports, "config", exc)
             return EXIT_CONFIG
         except CellImportError as exc:
             if has_memory_error(exc):
                 die_of_memory()
             _line(f"{PROG}: {exc}:\n{traceback.format_exc().rstrip()}")
+            report_failure(reports, "import", exc)
             return EXIT_CRASH
+        send_report(reports, loaded_record())
+        serving = _Started()
         try:
             async with trio.open_nursery() as nursery:
 
@@ -383,7 +449,7 @@ async def run_cell(env: Mapping[str, str]) -> int:
                 reason = await serve_cell(
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
                     umbilical=spec.umbilical, data_dir=spec.data_dir, stop_requested=stop,
-                    log=_line,
+                    log=_line, task_status=serving,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -391,12 +457,23 @@ async def run_cell(env: Mapping[str, str]) -> int:
                 die_of_memory()
             if isinstance(exc, ConfigError):
                 _line(f"{PROG}: {spec.name}: {exc}")
+                report_failure(reports, "config", exc)
                 return EXIT_CONFIG
-            _line(f"{PROG}: cell {spec.name} crashed:\n{traceback.format_exc().rstrip()}")
+            _line(f"{PROG}: cell {spec.name} crashed:\n{crash_text(exc)}")
+            report_failure(reports, "run" if serving.serving else "start", exc)
             return EXIT_CRASH
         if reason:
             _line(f"{PROG}: {spec.name} stopped: {reason}")
         return EXIT_OK
+
+
+class _Started:
+    """The ``task_status`` :func:`run_cell` gives :func:`serve_cell`: did it start serving?"""
+
+    serving = False
+
+    def started(self, value: object = None) -> None:
+        self.serving = True
 
 
 def wait_for_go(env: Mapping[str, str]) -> bool:
@@ -412,8 +489,17 @@ def wait_for_go(env: Mapping[str, str]) -> bool:
     if not (raw.isascii() and raw.isdigit()):
         return True
     fd = int(raw)
-    with suppress(Exception):
-        CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
+    reports = report_fd(env)
+    try:
+        CellEnv.from_env(env).load_class()  # warm the imports
+    except ConfigError as exc:  # tell the root now; run_cell reports it again after "go"
+        report_failure(reports, "config", exc)
+    except CellImportError as exc:
+        report_failure(reports, "import", exc)
+    except Exception:  # run_cell reports anything else after "go"
+        pass
+    else:
+        send_report(reports, loaded_record())
     try:
         while True:
             try:

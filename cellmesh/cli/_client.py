@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ..actors.control import Refused
 from ..actors.errors import RootError, RootNotRunning
+from ..actors.lastwords import read_last_words
 from ..config import Paths
 from ..errors import CellUnavailable
 from ..transport.synapse import Synapse
@@ -40,7 +43,15 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
         ) as syn:
             yield syn
     except CellUnavailable:
-        raise RootNotRunning(str(paths.umbilical)) from None
+        raise RootNotRunning(str(paths.umbilical), last_words_of(paths)) from None
+
+
+def last_words_of(paths: Paths) -> str | None:
+    """How the last root of ``paths`` ended (its last-words record), or None."""
+    words = read_last_words(paths)
+    if words is None:
+        return None
+    return words.summary(now=time.time(), alive=Path(f"/proc/{words.pid}").exists())
 
 
 async def ask_root(syn: Synapse, msg: Any) -> Any:
@@ -58,4 +69,4 @@ async def control_call(paths: Paths, msg: Any) -> Any:
         return await ask_root(syn, msg)
 
 
-__all__ = ["RootRefused", "ask_root", "control_call", "open_root"]
+__all__ = ["RootRefused", "ask_root", "control_call", "last_words_of", "open_root"]

@@ -20,6 +20,7 @@ import json as jsonlib
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Final, TextIO
@@ -34,6 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from ..actors.lastwords import duration_text
 from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
@@ -65,14 +67,7 @@ def fmt_duration(seconds: float | None) -> str:
     """``None`` -> ``-``; else the two largest units: ``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02}h"
+    return duration_text(seconds)
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -141,6 +136,8 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "rtt_p99_us": cell.rtt_p99_us,
         "backend": cell.backend,
         "dna": cell.dna,
+        "last_exit": cell.last_exit,
+        "last_exit_at": cell.last_exit_at,
     }
 
 
@@ -163,6 +160,20 @@ def status_header(reply: StatusReply) -> Text:
         f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
         f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
     )
+
+
+def last_exits(reply: StatusReply, *, now: float) -> Text:
+    """One line per cell that crashed: ``db: crashed 3m05s ago: exit code 1: ValueError: boom``."""
+    text = Text()
+    for c in reply.cells:
+        if c.last_exit is None:
+            continue
+        if text:
+            text.append("\n")
+        ago = fmt_duration(None if c.last_exit_at is None else now - c.last_exit_at)
+        text.append(c.name, style="bold")
+        text.append(f": crashed {ago} ago: {c.last_exit}")
+    return text
 
 
 def status_table(reply: StatusReply) -> Table:
@@ -304,6 +315,9 @@ def run_status(*, json: bool, out: TextIO | None = None) -> int:
         console = _console(out)
         console.print(status_header(reply))
         console.print(status_table(reply))
+        crashes = last_exits(reply, now=time.time())
+        if crashes:
+            console.print(crashes)
     return 0
 
 
@@ -469,7 +483,9 @@ def register(app: cyclopts.App) -> None:
         running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
         (cumulative since the process started), "rss" (bytes or null),
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
-        over the last report interval, null when idle), "backend", "dna"};
+        over the last report interval, null when idle), "backend", "dna", "last_exit" (the last
+        crash: exit status and the exception the cell reported, or null),
+        "last_exit_at" (Unix time or null)};
         "restart_log": a list of {"at" (Unix time), "cell", "reason"}.
         Exit 1 when no root is running.
 
@@ -542,6 +558,7 @@ __all__ = [
     "fmt_percent",
     "fmt_rate",
     "fmt_us",
+    "last_exits",
     "rates",
     "register",
     "restart_panel",

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import cyclopts
 import trio
@@ -24,8 +24,11 @@ import trio
 from .._util import open_service_nursery
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
-from ..actors.errors import RootAlreadyRunning
+from ..actors.errors import CellsCannotStart, RootAlreadyRunning, SupervisorEscalation
+from ..actors.exitcause import clean
+from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
+from ..actors.policy import FAILED_TO_START
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
 from ._client import control_call
@@ -97,10 +100,37 @@ def _background(file: Path, paths: Paths) -> int:
     if child.poll() is None:
         child.kill()
     child.wait()
-    print(f"cellmesh: error: the root did not start: {text or 'it exited silently'}",
+    text = text.removeprefix("failed: ")
+    print(f"cellmesh: error: the mesh did not start: {text or 'the root exited silently'}",
           file=sys.stderr)
-    print(f"cellmesh: see {log_path}", file=sys.stderr)
+    print(f"cellmesh: the root's log: {log_path}", file=sys.stderr)
     return 1
+
+
+#: Output lines of a failed cell shown by a failed ``up``.
+TAIL_LINES: Final = 6
+#: At most this many failed cells get their output shown.
+TAIL_CELLS: Final = 3
+
+
+def start_failure(exc: BaseException, paths: Paths) -> str:
+    """Why the mesh did not start, with the last output lines of the cells at fault."""
+    if isinstance(exc, CellsCannotStart):
+        text, cells = str(exc), exc.cells
+    elif isinstance(exc, SupervisorEscalation) and exc.reason == FAILED_TO_START:
+        text, cells = exc.detail or str(exc), [exc.child_id]
+    else:
+        text, cells = str(exc), []
+    for name in cells[:TAIL_CELLS]:
+        try:
+            records = read_log(paths.log_dir, name).records
+        except (OSError, ConfigError):
+            continue
+        lines = [r.text for r in records if r.event is None][-TAIL_LINES:]
+        if lines:
+            text += f"\n  the last lines of `cellmesh logs {name}`:"
+            text += "".join(f"\n    {clean(line, 300)}" for line in lines)
+    return text
 
 
 async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
@@ -143,7 +173,7 @@ async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
 
                 nursery.start_soon(on_signals)
         except Exception as exc:
-            report(f"failed: {exc}")
+            report(f"failed: {start_failure(exc, paths)}")
             print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
             code = 1
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)

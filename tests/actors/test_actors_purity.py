@@ -20,6 +20,7 @@ PURE_MODULES = {
     "cellmesh.actors.watches": "actors/watches.py",
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
+    "cellmesh.actors.exitcause": "actors/exitcause.py",
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.codec": "wire/codec.py",
     "cellmesh.errors": "errors.py",

@@ -106,7 +106,8 @@ def test_status_json_is_a_stable_document() -> None:
     assert isinstance(cells, list)
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
-        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna",
+        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "last_exit",
+        "last_exit_at",
     }
     assert cells[1]["pid"] is None
     assert doc["restart_log"] == [
