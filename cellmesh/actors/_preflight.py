@@ -21,12 +21,17 @@ from collections.abc import Sequence
 
 import trio
 
+from ..errors import CellmeshError
 from ._cells import CellSlot
 from ._launch import Launcher
 
 
 async def _check(slot: CellSlot, launcher: Launcher, problems: dict[str, str]) -> None:
-    pipe = launcher.preload(slot)
+    try:
+        pipe = launcher.preload(slot)
+    except CellmeshError as exc:  # the sandbox could not start it
+        problems[slot.name] = f"{slot.key}: its process could not be started: {exc}"
+        return
     if pipe is None:
         return  # nothing could be spawned now; its first start will tell
     timeout = slot.decl.start_timeout

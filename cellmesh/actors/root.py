@@ -389,7 +389,10 @@ class Root:
 
     def _instance_ready(self, instance: CellInstance) -> None:
         if not self._stopping:
-            self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+            try:
+                self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+            except CellmeshError as exc:  # the serving process is fine: no standby, that's all
+                self.log(f"root: no standby for {instance.slot.name}: {exc}")
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot

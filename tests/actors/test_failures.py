@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import rootcells
 import trio
-from rootcells import AwaitDown, Break, ExitNow, Watch
+from rootcells import AwaitDown, Break, Echo, ExitNow, Watch
 from test_root import cell, leaves, running_root, until
 
 from cellmesh import CellUnavailable, Synapse
 from cellmesh.actors.errors import CellsCannotStart, SupervisorEscalation
 from cellmesh.actors.lastwords import read_last_words
+from cellmesh.actors.manifest import MIN_CELL_MEMORY, MIN_CELL_OPEN_FILES, MIN_CELL_PIDS
 from cellmesh.config import Paths
 from cellmesh.testing.mesh import open_root
 
@@ -145,3 +146,21 @@ async def test_the_last_words_say_why_the_top_supervisor_gave_up(home: Path) -> 
     assert "stopped 0s ago: the top supervisor gave up" in words.summary(
         now=words.stopped_at or 0.0, alive=False
     )
+
+
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_a_cell_serves_at_the_smallest_limits_the_manifest_accepts(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    limits = (f'{{ memory = {MIN_CELL_MEMORY}, pids = {MIN_CELL_PIDS}, '
+              f'open_files = {MIN_CELL_OPEN_FILES} }}')
+    async with running_root(cell("echo", "Echoer", limits=limits), sandbox=sandbox) as (
+        root, paths
+    ):
+        assert root.slots["echo"].decl.limits.memory == 32 << 20
+        async with Synapse.grow("echo", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire_many([Echo(i) for i in range(1000)]) == [
+                Echo(i) for i in range(1000)
+            ]

@@ -72,7 +72,7 @@ network = "host"
 dna = "/opt/indexer"
 activation = "on_demand"
 shutdown = "brutal_kill"
-limits = {memory = 1048576}
+limits = {memory = 67108864}
 
 [supervisors.pool]
 strategy = "simple_one_for_one"
@@ -147,7 +147,7 @@ def test_manifest_full_example_parses_to_expected_values() -> None:
     indexer = m.cells["indexer"]
     assert indexer.dna == Path("/opt/indexer")
     assert (indexer.activation, indexer.shutdown) == ("on_demand", Shutdown.brutal_kill())
-    assert indexer.limits == Limits(memory=1 << 20)
+    assert indexer.limits == Limits(memory=64 << 20)
     assert m.templates == {
         "worker": CellDecl(
             name="worker",
@@ -348,6 +348,15 @@ CELL = '[cells.db]\ndna = "db.py"\n'
         (CELL + "entry = 'db:Db:X'\n", "cells.db.entry", "module:Class"),
         ("[cells.db]\ndna = ''\n", "cells.db.dna", "is not a path"),
         (CELL + "limits = {memory = '12 parsecs'}\n", "cells.db.limits.memory", "not a size"),
+        (CELL + "limits = {memory = 256}\n", "cells.db.limits.memory",
+         '256 bytes is too small to start a cell (at least 32M); a bare number is bytes: '
+         'did you mean "256M"?'),
+        (CELL + "limits = {memory = '31M'}\n", "cells.db.limits.memory",
+         "32505856 bytes is too small to start a cell (at least 32M)"),
+        (CELL + "limits = {pids = 3}\n", "cells.db.limits.pids",
+         "3 processes and threads is too small to start a cell (at least 4)"),
+        (CELL + "limits = {open_files = 31}\n", "cells.db.limits.open_files",
+         "31 descriptors is too small to start a cell (at least 32)"),
         (CELL + "limits = {memory = 0}\n", "cells.db.limits.memory", "from 1 to"),
         (CELL + "limits = {cpu = 0}\n", "cells.db.limits.cpu", "> 0"),
         (CELL + "limits = {open_files = 0}\n", "cells.db.limits.open_files", "from 1 to"),
