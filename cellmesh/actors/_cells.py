@@ -36,7 +36,7 @@ import trio
 
 from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
-from .control import CellStats, CellStatus
+from .control import CellDown, CellStats, CellStatus
 from .errors import ChildStartFailed
 from .exitcause import Failure
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
@@ -44,7 +44,7 @@ from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 if TYPE_CHECKING:
     from ._reports import ReportPipe
     from .logs import RotatingLog
-    from .manifest import CellDecl
+    from .manifest import CellDecl, Manifest
 
 InstanceState = Literal["dormant", "starting", "running", "exited"]
 
@@ -86,6 +86,24 @@ def reason_text(reason: ExitReason) -> str:
     if isinstance(reason, ShutdownExit):
         return "shutdown"
     return reason.text
+
+
+def manifest_key(manifest: Manifest, name: str, decl: CellDecl) -> str:
+    """Where cell ``name``'s ``decl`` comes from: ``cells.x``, ``templates.t`` or ``SpawnCell``."""
+    if manifest.cells.get(name) == decl:
+        return f"cells.{name}"
+    for template, tmpl in manifest.templates.items():
+        if attrs.evolve(tmpl, name=decl.name) == decl:
+            return f"templates.{template}"
+    return "SpawnCell"  # _metrics.SPAWN_KEY
+
+
+def with_failure(down: CellDown, failure: Failure | None) -> CellDown:
+    """``down`` carrying the exception a crashed cell reported (none for config errors)."""
+    if failure is None or failure.stage == "config":
+        return down
+    return CellDown(name=down.name, reason=down.reason, ref=down.ref,
+                    error_type=failure.type_name, error_message=failure.message)
 
 
 @attrs.define(eq=False)
@@ -346,4 +364,13 @@ class CellInstance:
         self.slot.touch()
 
 
-__all__ = ["CellInstance", "CellSlot", "Standby", "describe_status", "exit_reason", "reason_text"]
+__all__ = [
+    "CellInstance",
+    "CellSlot",
+    "Standby",
+    "describe_status",
+    "exit_reason",
+    "manifest_key",
+    "reason_text",
+    "with_failure",
+]

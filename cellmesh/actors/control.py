@@ -220,13 +220,22 @@ class StopChild:
 
 @protein("cellmesh.ctl.CellStats")
 class CellStats:
-    """The cell's membrane counters (cumulative) and service-time percentiles."""
+    """The cell's membrane counters (cumulative) and service-time percentiles.
+
+    ``rtt_buckets`` counts the interval's sampled calls per bucket of
+    :data:`cellmesh.actors._stats.RTT_BUCKETS_US` (one more for above the
+    last bound; not cumulative) and ``rtt_sum_us`` their total duration: the
+    root adds them up into a Prometheus histogram (and ignores a report whose
+    buckets are not of that shape: cells are untrusted).
+    """
 
     msgs_in: int
     msgs_out: int
     errors: int
     rtt_p50_us: float | None
     rtt_p99_us: float | None
+    rtt_buckets: tuple[int, ...] = ()
+    rtt_sum_us: float = 0.0
 
 
 # ---------------------------------------------------------------- root -> cell

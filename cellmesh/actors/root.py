@@ -53,8 +53,9 @@ from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from ..transport.synapse import Synapse
 from . import _proc
-from ._cells import CellInstance, CellSlot, reason_text
+from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
+from ._metrics import MeshMetrics, accept_stats
 from ._preflight import preload_cells
 from ._rootlock import RootLock, peer_uid_filter
 from .control import (
@@ -127,6 +128,10 @@ class Root:
     escalation: SupervisorEscalation | None = None
     #: Set when declared cells' code did not import: the mesh was never started.
     cannot_start: CellsCannotStart | None = None
+    #: Per-cell totals for Prometheus, when the root serves metrics.
+    metrics: MeshMetrics | None = None
+    #: Where the metrics endpoint listens (host, port), when it does.
+    metrics_address: tuple[str, int] | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
@@ -238,7 +243,7 @@ class Root:
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
             umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
-            key=self._manifest_key(name, decl),
+            key=manifest_key(self.manifest, name, decl),
         )
         self.slots[name] = slot
         try:
@@ -256,15 +261,6 @@ class Root:
             raise
         self._nursery.start_soon(self._watch_listener, slot)
         return slot
-
-    def _manifest_key(self, name: str, decl: CellDecl) -> str:
-        """Where ``decl`` comes from: ``cells.x``, ``templates.t`` or ``SpawnCell``."""
-        if self.manifest.cells.get(name) == decl:
-            return f"cells.{name}"
-        for template, tmpl in self.manifest.templates.items():
-            if attrs.evolve(tmpl, name=decl.name) == decl:
-                return f"templates.{template}"
-        return "SpawnCell"
 
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
@@ -398,6 +394,8 @@ class Root:
         slot = instance.slot
         text = reason_text(reason)
         failure = instance.failure
+        if self.metrics is not None:
+            self.metrics.observe_exit(slot, reason)
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
             slot.last_exit = (text, time.time())
@@ -407,11 +405,7 @@ class Root:
         )
         for effect in effects:
             if isinstance(effect, Notify):
-                down = effect.down
-                if failure is not None and failure.stage != "config":
-                    down = CellDown(name=down.name, reason=down.reason, ref=down.ref,
-                                    error_type=failure.type_name, error_message=failure.message)
-                self._notify(effect.watcher, down)
+                self._notify(effect.watcher, with_failure(effect.down, failure))
             else:
                 linked = self.slots[effect.name].instance
                 assert linked is not None  # _running said so
@@ -560,6 +554,10 @@ class Root:
         self.backend.kill(instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
+    def pid_of(self, slot: CellSlot) -> int | None:
+        """The pid of the slot's serving process (not of its standby), or None."""
+        return self._pid(slot)
+
     def _pid(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
@@ -666,7 +664,9 @@ class Root:
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
-            slot.stats = msg
+            slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
+            if self.metrics is not None:
+                self.metrics.observe_stats(slot, self._pid(slot), stats)
             return None
         if isinstance(msg, CellReady):
             if slot.instance is not None:
@@ -755,13 +755,19 @@ async def serve_root(
     paths: Paths,
     env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    metrics: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a root for ``manifest`` until it is stopped (see the module doc).
 
+    With ``metrics`` (host, port) it serves Prometheus metrics there before
+    the mesh starts (:mod:`._metrics_http`; bound address: ``metrics_address``).
+
     Raises :class:`RootAlreadyRunning` when another root owns
-    ``paths.socket_dir``, and :class:`SupervisorEscalation` when the top
-    supervisor gives up.
+    ``paths.socket_dir``, :class:`CellsCannotStart` when declared cells'
+    code does not import, :class:`SupervisorEscalation` when the top
+    supervisor gives up, and :class:`~cellmesh.errors.ConfigError` naming
+    ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
@@ -775,7 +781,12 @@ async def serve_root(
             manifest=manifest, paths=paths, backend=backend, dna=dna,
             log=log if log is not None else _stderr_log,
         )
-        await run_with_last_words(root, str(manifest.path), task_status)
+        if metrics is None:
+            await run_with_last_words(root, str(manifest.path), task_status)
+            return
+        from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
+
+        await run_with_metrics(root, metrics, run_with_last_words, task_status)
 
 
 def _stderr_log(text: str) -> None:

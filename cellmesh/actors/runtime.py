@@ -309,9 +309,10 @@ class RunningCell:
         """
         s = self.membrane.stats
         p50, p99 = self.times.take()
+        buckets, total_us = self.times.take_histogram()
         return CellStats(
             msgs_in=s.calls + s.signals, msgs_out=s.calls, errors=s.errors,
-            rtt_p50_us=p50, rtt_p99_us=p99,
+            rtt_p50_us=p50, rtt_p99_us=p99, rtt_buckets=buckets, rtt_sum_us=total_us,
         )
 
 

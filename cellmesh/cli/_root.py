@@ -22,6 +22,7 @@ import cyclopts
 import trio
 
 from .._util import open_service_nursery
+from ..actors._metrics import parse_address
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import CellsCannotStart, RootAlreadyRunning, SupervisorEscalation
@@ -46,9 +47,14 @@ def up(
     *,
     file: Annotated[Path, cyclopts.Parameter(name=["--file", "-f"])] = Path("cellmesh.toml"),
     foreground: bool = False,
+    metrics: str | None = None,
     ready_fd: Annotated[int | None, cyclopts.Parameter(show=False)] = None,
 ) -> int:
     """Start the root daemon for a manifest.
+
+    Before any cell serves, every declared cell (on-demand ones too) must
+    import its code: otherwise nothing starts and each failing cell is named
+    by its manifest key.
 
     Parameters
     ----------
@@ -56,17 +62,21 @@ def up(
         The manifest (default ./cellmesh.toml); see docs/manifest.md.
     foreground
         Run in this process until SIGTERM/SIGINT instead of in the background.
+    metrics
+        Serve Prometheus metrics at http://HOST:PORT/metrics from the root
+        (e.g. 127.0.0.1:9464; port 0 picks a free one). See docs/root.md.
     """
     manifest = load_manifest(file)
     manifest.check_paths()
+    address = None if metrics is None else parse_address(metrics)
     paths = Paths.from_env()
     _check_not_running(paths)
     if foreground:
-        return trio.run(_foreground, manifest, paths, ready_fd)
-    return _background(file.resolve(), paths)
+        return trio.run(_foreground, manifest, paths, ready_fd, address)
+    return _background(file.resolve(), paths, metrics)
 
 
-def _background(file: Path, paths: Paths) -> int:
+def _background(file: Path, paths: Paths, metrics: str | None) -> int:
     paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = paths.log_dir / "root.log"
     read_end, write_end = os.pipe()
@@ -74,7 +84,7 @@ def _background(file: Path, paths: Paths) -> int:
         os.set_inheritable(write_end, True)
         child = subprocess.Popen(
             [sys.executable, "-m", "cellmesh", "up", "--foreground", "--file", str(file),
-             "--ready-fd", str(write_end)],
+             "--ready-fd", str(write_end), *(["--metrics", metrics] if metrics else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[write_end],
             start_new_session=True,
         )
@@ -133,7 +143,9 @@ def start_failure(exc: BaseException, paths: Paths) -> str:
     return text
 
 
-async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
+async def _foreground(
+    manifest: Any, paths: Paths, ready_fd: int | None, metrics: tuple[str, int] | None
+) -> int:
     from ..actors.root import Root, serve_root
 
     def report(text: str) -> None:
@@ -153,13 +165,18 @@ async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
 
                 async def run_root(task_status: trio.TaskStatus[Root]) -> None:
                     try:
-                        await serve_root(manifest, paths=paths, task_status=task_status)
+                        await serve_root(manifest, paths=paths, metrics=metrics,
+                                         task_status=task_status)
                     finally:
                         nursery.cancel_scope.cancel()
 
                 root: Root = await nursery.start(run_root)
                 text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
                         f"sandbox {root.backend.name}, control {paths.umbilical}")
+                if root.metrics_address is not None:
+                    host, port = root.metrics_address
+                    host = f"[{host}]" if ":" in host else host
+                    text += f", metrics http://{host}:{port}/metrics"
                 print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
                 report(text)
 

@@ -39,11 +39,13 @@ async def open_root(
     sandbox: str = "host",
     log: Callable[[str], None] | None = None,
     stop_timeout: float = 5.0,
+    metrics: tuple[str, int] | None = None,
 ) -> AsyncIterator[Root]:
     """Serve the manifest ``toml`` (written to ``home/cellmesh.toml``) for the block.
 
     Keep ``home`` short (e.g. under /tmp): Unix socket paths are limited to
-    107 bytes.
+    107 bytes. ``metrics`` (host, port) serves the Prometheus endpoint too
+    (``root.metrics_address`` is where; port 0 picks a free one).
     """
     path = home / "cellmesh.toml"
     path.write_text(toml)
@@ -56,7 +58,7 @@ async def open_root(
             try:
                 await serve_root(
                     manifest, paths=paths, env=env, log=log or (lambda _: None),
-                    task_status=task_status,
+                    metrics=metrics, task_status=task_status,
                 )
             finally:
                 nursery.cancel_scope.cancel()  # the root ended: so does the block

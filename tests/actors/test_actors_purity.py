@@ -21,6 +21,8 @@ PURE_MODULES = {
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
     "cellmesh.actors.exitcause": "actors/exitcause.py",
+    "cellmesh.actors._metrics": "actors/_metrics.py",
+    "cellmesh.actors._stats": "actors/_stats.py",
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.codec": "wire/codec.py",
     "cellmesh.errors": "errors.py",

@@ -49,14 +49,16 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /
 
 @asynccontextmanager
 async def running_root(
-    toml: str, *, sandbox: str = "host", logs: list[str] | None = None, keep: bool = False
+    toml: str, *, sandbox: str = "host", logs: list[str] | None = None, keep: bool = False,
+    metrics: tuple[str, int] | None = None,
 ) -> AsyncIterator[tuple[Root, Paths]]:
     """A root serving ``toml`` (its DNA is rootcells.py) until the block ends."""
     home = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
     try:
         shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
         sink = logs if logs is not None else []
-        async with open_root(home, toml, sandbox=sandbox, log=sink.append) as root:
+        async with open_root(home, toml, sandbox=sandbox, log=sink.append,
+                             metrics=metrics) as root:
             yield root, root.paths
     finally:
         if not keep:
