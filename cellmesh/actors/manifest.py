@@ -302,9 +302,10 @@ def _dna_problem(dna: Path) -> str | None:
 
 
 def _entry_ok(entry: str) -> bool:
+    """``module:Class`` or ``module`` (the runtime's CELL_ENTRY forms): dotted identifiers."""
     module, sep, cls = entry.partition(":")
-    parts = [*module.split("."), cls]
-    return bool(sep) and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
+    parts = [*module.split("."), *(cls.split(".") if sep else ())]
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
 
 
 # --------------------------------------------------------------------------
@@ -514,7 +515,8 @@ class _Reader:
         if "entry" in t:
             entry = self.string(t["entry"], k("entry"))
             if not _entry_ok(entry):
-                self.fail(k("entry"), f"expected 'module:Class' (dotted module), got {entry!r}")
+                self.fail(k("entry"), "expected 'module:Class' or 'module' (dotted names), "
+                                      f"got {entry!r}")
         calls: list[str] = []
         for item_key, target in self.name_list(t.get("calls", []), k("calls")):
             kind = kinds.get(target)
