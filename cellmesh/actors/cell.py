@@ -43,7 +43,7 @@ from ..errors import CellmeshError, CellUnavailable
 from ..transport._dispatch import Handler, Receptors
 from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
-from ..wire.replies import Request, return_problem
+from ..wire.replies import R, Request, return_problem
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .control import (
     Ack,
@@ -58,7 +58,6 @@ from .control import (
 )
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
-R = TypeVar("R")
 
 _MARK: Final = "__cellmesh_receptor__"
 
@@ -415,11 +414,7 @@ class Cell:
 
     # -- other cells -------------------------------------------------------
 
-    @overload
-    async def call(self, cell_name: str, msg: Request[R]) -> R: ...
-    @overload
-    async def call(self, cell_name: str, msg: object) -> Any: ...
-    async def call(self, cell_name: str, msg: Any) -> Any:
+    async def call(self, cell_name: str, msg: Request[R]) -> R:
         """Call cell ``cell_name`` with ``msg`` and return its reply.
 
         Uses one cached synapse per target (``$CELL_SOCKET_DIR/<cell>.sock``).

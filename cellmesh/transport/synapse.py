@@ -32,7 +32,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final
 
 import attrs
 import outcome
@@ -61,12 +61,11 @@ from ..wire.proteins import (
     EncodeContext,
     ProteinRegistry,
 )
-from ..wire.replies import Request, check_replies, check_reply
+from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 
 CONNECT_TIMEOUT: Final = 10.0
-R = TypeVar("R")
 
 
 @attrs.define(kw_only=True)
@@ -482,11 +481,7 @@ class Synapse:
 
     # -- public API --------------------------------------------------------
 
-    @overload
-    async def fire(self, msg: Request[R]) -> R: ...
-    @overload
-    async def fire(self, msg: object) -> Any: ...
-    async def fire(self, msg: Any) -> Any:
+    async def fire(self, msg: Request[R]) -> R:
         """Call the cell with ``msg`` and return its reply (a protein, or None).
 
         Raises :class:`RemoteCellError` if the handler failed,
@@ -539,11 +534,7 @@ class Synapse:
         results = await trio.lowlevel.wait_task_rescheduled(abort)
         return check_reply(msg, results[0], cell=self.name)
 
-    @overload
-    async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]: ...
-    @overload
-    async def fire_many(self, msgs: Iterable[object]) -> list[Any]: ...
-    async def fire_many(self, msgs: Iterable[Any]) -> list[Any]:
+    async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.
 
         If any call fails, the error of the first failed call is raised after

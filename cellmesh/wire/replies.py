@@ -12,12 +12,18 @@ A request protein subclasses :class:`Request` parameterised by its reply::
     class Ping(cellmesh.Request[Pong]):
         n: int
 
-To a type checker, ``await syn.fire(Ping(1))`` is then a ``Pong`` (the
-callers' signatures are overloaded on ``Request[R] -> R``, with an untyped
-``object -> Any`` fallback, so proteins that declare nothing keep working).
-The declaration lives in the class statement, not in an argument of
-``@protein``, because type checkers do not let a class decorator change the
-type of the class it decorates; the base class is what they see.
+To a type checker, ``await syn.fire(Ping(1))`` is then a ``Pong``: the
+callers take ``msg: Request[R]`` and return ``R``. :class:`Request` is an
+empty :class:`typing.Protocol`, so *every* object satisfies ``Request[R]``
+structurally; a protein that declares nothing leaves ``R`` unsolved, and
+``R``'s default (PEP 696) is ``Any``: untyped use keeps working. There is no
+``object -> Any`` overload on purpose: a fallback overload would also catch
+a typed call whose result is used as the wrong type (``pong: Pong = await
+syn.fire(Get(...))`` would silently become ``Any``); with one signature
+mypy reports it (``expected "Request[Pong]"``). The declaration lives in the
+class statement, not in an argument of ``@protein``, because type checkers
+do not let a class decorator change the type of the class it decorates; the
+base class is what they see.
 
 At run time the same declaration is read from the class's
 ``__orig_bases__`` (resolved once, on first use, like a protein's schema)
@@ -40,22 +46,32 @@ from __future__ import annotations
 import sys
 import types
 import typing
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ..errors import UnexpectedReply
 
 R_co = TypeVar("R_co", covariant=True)
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    #: The reply type of the callers' signatures (``Request[R] -> R``): ``Any``
+    #: when the message declares nothing.
+    R = _TypeVarWithDefault("R", default=Any)
+else:
+    R = TypeVar("R")
 
 #: Attribute caching a request class's accepted reply types (None: not declared).
 _CACHE: Final = "__cellmesh_reply_types__"
 _MISSING: Final = object()
 
 
-class Request(Generic[R_co]):
+class Request(Protocol[R_co]):
     """Base class of a request protein whose reply is an ``R_co`` (see the module doc).
 
-    It adds no fields and no wire data: the reply type is a declaration for
-    type checkers and for the caller's run-time check only.
+    It adds no fields, no methods and no wire data: the reply type is a
+    declaration for type checkers and for the caller's run-time check only.
+    (An empty protocol, so an undeclared protein is a ``Request[Any]`` to a
+    type checker; a class states its reply by subclassing it explicitly.)
     """
 
     __slots__ = ()
@@ -96,7 +112,7 @@ def _declared(cls: type) -> object | None:
     for klass in cls.__mro__:
         for base in klass.__dict__.get("__orig_bases__", ()):
             origin = typing.get_origin(base)
-            if not (isinstance(origin, type) and issubclass(origin, Request)):
+            if not (isinstance(origin, type) and Request in origin.__mro__):
                 continue
             arg = typing.get_args(base)[0]
             if origin is not Request:
@@ -139,7 +155,7 @@ def reply_types(cls: type) -> tuple[type, ...] | None:
     if cached is not False:
         return typing.cast("tuple[type, ...] | None", cached)
     accepted: tuple[type, ...] | None = None
-    if issubclass(cls, Request):
+    if Request in cls.__mro__ and cls is not Request:
         declared = _declared(cls)
         if declared is not None and not isinstance(declared, TypeVar):
             accepted = _accepted(declared, cls)
@@ -154,7 +170,7 @@ def _label(tp: type) -> str:
     return name if isinstance(name, str) else tp.__qualname__
 
 
-def check_reply(request: object, reply: Any, *, cell: str) -> Any:
+def check_reply(request: Request[R], reply: Any, *, cell: str) -> R:
     """``reply`` itself when it is of the type ``request`` declares (or declares none).
 
     Raises :class:`~cellmesh.errors.UnexpectedReply` (naming ``cell``, the
@@ -165,7 +181,7 @@ def check_reply(request: object, reply: Any, *, cell: str) -> Any:
     if accepted is False:
         accepted = reply_types(cls)
     if accepted is None or isinstance(reply, accepted):
-        return reply
+        return typing.cast("R", reply)
     raise UnexpectedReply(
         cell=cell,
         request=_label(cls),
@@ -197,7 +213,7 @@ def return_problem(request: type, annotation: object) -> str | None:
     )
 
 
-def check_replies(requests: list[Any], replies: list[Any], *, cell: str) -> list[Any]:
+def check_replies(requests: list[Request[R]], replies: list[Any], *, cell: str) -> list[R]:
     """``replies`` itself when each reply fits its request (see :func:`check_reply`).
 
     Looks the declaration up once per run of one request class, so a batch
@@ -216,4 +232,4 @@ def check_replies(requests: list[Any], replies: list[Any], *, cell: str) -> list
     return replies
 
 
-__all__ = ["Request", "check_replies", "check_reply", "reply_types", "return_problem"]
+__all__ = ["R", "Request", "check_replies", "check_reply", "reply_types", "return_problem"]
