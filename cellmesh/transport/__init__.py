@@ -10,6 +10,10 @@ ledger < testing < bench < cli``). It may import the leaves
   accepted connection (handshake, reader/owner tasks, credit, replies).
 * :mod:`~cellmesh.transport.synapse` -- the client (calls, signals,
   reconnect, cancellation across the socket).
+* :mod:`~cellmesh.transport.aio` -- the same client for asyncio programs,
+  and :mod:`~cellmesh.transport.blocking` a blocking one for scripts (its
+  own loop in a thread); both drive the sans-I/O
+  :mod:`~cellmesh.transport._client_core` (hello, credit, calls, replies).
 * :mod:`~cellmesh.transport._channel` -- one socket's framed I/O, both sides
   (the only code that calls ``send``/``recv``, SCM_RIGHTS included).
 * :mod:`~cellmesh.transport._dispatch` -- handlers and receptors, run inline

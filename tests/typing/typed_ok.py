@@ -52,3 +52,13 @@ async def use(syn: cellmesh.Synapse) -> int:
     reveal_type(await syn.fire(Note("x")))  # R: Any
     untyped: str = await syn.fire(Note("x"))  # Any: assignable to anything, as before
     return pong.n + len(untyped)
+
+
+async def use_asyncio(syn: cellmesh.aio.Synapse) -> None:
+    reveal_type(await syn.fire(Ping(1)))  # R: typed_ok.Pong
+    reveal_type(await syn.fire_many([Get("a")]))  # R: list[typed_ok.Pong | None]
+
+
+def use_blocking(syn: cellmesh.BlockingSynapse) -> None:
+    reveal_type(syn.fire(Ping(1), timeout=1.0))  # R: typed_ok.Pong
+    reveal_type(syn.fire(Note("x")))  # R: Any
