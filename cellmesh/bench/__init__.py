@@ -11,7 +11,10 @@ One module per benchmark, each behind a ``cellmesh bench`` subcommand:
 * :mod:`cellmesh.bench.spawn` (``bench spawn``) -- cell start and restart
   through a real root, against a bare ``python -c`` floor;
 * :mod:`cellmesh.bench.raft` (``bench raft``) -- a 3-process Raft cluster
-  against PySyncObj.
+  against PySyncObj;
+* :mod:`cellmesh.bench.ledger` (``bench ledger``) -- the ledger state
+  machine's apply loop against the same ledger in SQLite
+  (:mod:`cellmesh.bench._ledger_sqlite`).
 
 Benchmarks are scripts, never tests: nothing here asserts a speed.
 """

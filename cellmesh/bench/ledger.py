@@ -1,0 +1,390 @@
+"""Ledger benchmark: the pure state machine's apply loop against the same ledger in SQLite.
+
+Theory of operation
+-------------------
+One deterministic workload (seeded) is built once and fed, round after
+round, to two ledgers that start empty:
+
+* **pure** -- :meth:`cellmesh.ledger.LedgerState.apply` of each
+  ``CreateTransfers`` batch, in this process: the state machine alone, no
+  encoding, no log, no disk. This is the ceiling the replicated ledger can
+  reach (every replica runs this loop on every committed batch).
+* **sqlite** -- the baseline a Python user would otherwise pick: the same
+  batches with the same checks in stdlib ``sqlite3`` (WAL mode,
+  ``synchronous=FULL``, one transaction per batch, one process;
+  :mod:`cellmesh.bench._ledger_sqlite`), on a real file.
+
+The workload: ``accounts`` accounts whose debits must not exceed their
+credits, funded by one operator account (set-up, not timed), then
+``batches`` batches of ``batch_size`` transfers: mostly single-phase,
+some pending (some with a one-second timeout that expires during the run,
+by the batch timestamps), posts (full and partial) and voids of earlier
+pending transfers, linked pairs, retries of earlier ids (``exists``) and
+a few overdrafts (``exceeds_credits``). Every batch's result codes must be
+identical in both ledgers -- the run says so, or fails.
+
+Figures: transfers/s per round (events / summed wall-clock apply time),
+the median over rounds, and the median of the per-round ratios (rounds
+alternate pure, sqlite, so drift in machine load cancels). Beside it,
+transfers per CPU-second of this process: on a shared machine the pure
+loop's wall time includes waiting for a core, while SQLite's includes its
+fsyncs, which use no CPU. ``--profile`` adds the
+top functions of a cProfile run of one pure round.
+
+The replicated figure (``--replicas 3``: the same batches through a
+3-replica ledger cell with fsync) belongs in :func:`run_ledger_bench` as a
+third mode beside these two; it comes with the replicated ledger cell, and
+until then the report says it was not measured.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Final
+
+import attrs
+
+from ..ledger import (
+    AMOUNT_MAX,
+    Account,
+    AccountFlags,
+    ApplyMeta,
+    CreateAccounts,
+    CreateAccountsReply,
+    CreateTransfers,
+    CreateTransfersReply,
+    LedgerState,
+    Transfer,
+    TransferFlags,
+)
+from ._ledger_sqlite import SqliteLedger
+from ._stats import median, percentile
+
+SECOND: Final = 1_000_000_000
+#: Leader time between two batches (a one-second timeout expires after ten).
+BATCH_SPACING: Final = SECOND // 10
+_EPOCH: Final = 1_700_000_000 * SECOND
+_OPERATOR: Final = 1
+_FUNDS: Final = 10_000_000
+_LINKED: Final = int(TransferFlags.LINKED)
+_PENDING: Final = int(TransferFlags.PENDING)
+_POST: Final = int(TransferFlags.POST_PENDING_TRANSFER)
+_VOID: Final = int(TransferFlags.VOID_PENDING_TRANSFER)
+#: Id spaces (all below 2**63: the SQLite baseline stores 64-bit INTEGERs).
+_FUNDING_ID: Final = 1 << 62
+_SECOND_OF_PAIR: Final = 1 << 61
+NOT_YET: Final = "not measured: the replicated ledger cell comes with replicated cells (issue 11)"
+
+
+@attrs.frozen(kw_only=True)
+class LedgerParams:
+    """Size of one run."""
+
+    accounts: int = 10_000
+    batches: int = 20
+    batch_size: int = 8_000
+    rounds: int = 3
+    seed: int = 20_240_601
+
+
+FULL: Final = LedgerParams()
+QUICK: Final = LedgerParams(accounts=2_000, batches=5, rounds=2)
+
+
+@attrs.frozen(kw_only=True)
+class Workload:
+    """The commands of one run: set-up (untimed) and the measured transfer batches."""
+
+    setup: list[CreateAccounts | CreateTransfers]
+    batches: list[CreateTransfers]
+
+    @property
+    def transfers(self) -> int:
+        """Events in the measured batches."""
+        return sum(len(b.events) for b in self.batches)
+
+
+def build_workload(params: LedgerParams) -> Workload:
+    """The deterministic workload of ``params`` (see the module doc)."""
+    rng = random.Random(params.seed)
+    limited = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+    ids = list(range(2, params.accounts + 2))
+    opening = [Account(id=_OPERATOR, ledger=1, code=1)]
+    opening += [Account(id=a, ledger=1, code=1, flags=limited) for a in ids]
+    funding = [Transfer(id=_FUNDING_ID + a, debit_account_id=_OPERATOR, credit_account_id=a,
+                        amount=_FUNDS, ledger=1, code=1) for a in ids]
+    size = params.batch_size
+    setup: list[CreateAccounts | CreateTransfers] = [
+        CreateAccounts(events=opening[i:i + size]) for i in range(0, len(opening), size)]
+    setup += [CreateTransfers(events=funding[i:i + size]) for i in range(0, len(funding), size)]
+
+    next_id = 1
+    open_pending: list[Transfer] = []
+    done: list[Transfer] = []
+    batches: list[CreateTransfers] = []
+
+    def pair() -> tuple[int, int]:
+        debit = rng.choice(ids)
+        credit = rng.choice(ids)
+        while credit == debit:
+            credit = rng.choice(ids)
+        return debit, credit
+
+    for _ in range(params.batches):
+        events: list[Transfer] = []
+        while len(events) < size:
+            roll = rng.random()
+            tid = (rng.getrandbits(28) << 32) | next_id  # scattered, unique by next_id
+            next_id += 1
+            debit, credit = pair()
+            amount = rng.randrange(1, 1_000)
+            if roll < 0.06:  # a pending transfer, a third of them with a 1 s timeout
+                t = Transfer(id=tid, debit_account_id=debit, credit_account_id=credit,
+                             amount=amount, ledger=1, code=1, flags=_PENDING,
+                             timeout=1 if rng.random() < 0.33 else 0)
+                open_pending.append(t)
+                events.append(t)
+            elif roll < 0.11 and open_pending:  # resolve an earlier pending transfer
+                p = open_pending.pop(rng.randrange(len(open_pending)))
+                kind = rng.random()
+                flags, amt = ((_POST, AMOUNT_MAX) if kind < 0.4 else
+                              (_POST, rng.randrange(0, p.amount + 1)) if kind < 0.7 else
+                              (_VOID, 0))
+                events.append(Transfer(id=tid, pending_id=p.id, amount=amt, flags=flags))
+            elif roll < 0.13 and len(events) + 2 <= size:  # a linked pair
+                events.append(Transfer(id=tid, debit_account_id=debit, credit_account_id=credit,
+                                       amount=amount, ledger=1, code=1, flags=_LINKED))
+                events.append(Transfer(id=tid | _SECOND_OF_PAIR, debit_account_id=credit,
+                                       credit_account_id=debit, amount=amount // 2, ledger=1,
+                                       code=1))
+            elif roll < 0.14 and done:  # a client retry of an earlier transfer
+                events.append(rng.choice(done))
+            elif roll < 0.145:  # an overdraft
+                events.append(Transfer(id=tid, debit_account_id=debit, credit_account_id=credit,
+                                       amount=_FUNDS * 10, ledger=1, code=1))
+            else:
+                t = Transfer(id=tid, debit_account_id=debit, credit_account_id=credit,
+                             amount=amount, ledger=1, code=1)
+                events.append(t)
+                if rng.random() < 0.01:
+                    done.append(t)
+        batches.append(CreateTransfers(events=events))
+    return Workload(setup=setup, batches=batches)
+
+
+# --------------------------------------------------------------------------
+# The two runners. Each times every measured batch and keeps its result codes.
+
+
+@attrs.define
+class Timing:
+    """Per measured batch: wall-clock and process CPU seconds, and the result codes."""
+
+    wall: list[float] = attrs.Factory(list)
+    cpu: list[float] = attrs.Factory(list)
+    results: list[list[int]] = attrs.Factory(list)
+
+    def measure(self, run: Callable[[], list[int]]) -> None:
+        """Run one batch, timing it both ways."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        codes = run()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        self.results.append(codes)
+
+
+Runner = Callable[[Workload, Path], Timing]
+
+
+def _meta(k: int) -> ApplyMeta:
+    return ApplyMeta(index=k + 1, timestamp=_EPOCH + k * BATCH_SPACING)
+
+
+def _codes(reply: object) -> list[int]:
+    assert isinstance(reply, CreateAccountsReply | CreateTransfersReply), reply
+    return reply.results
+
+
+def run_pure(workload: Workload, scratch: Path) -> Timing:
+    """Apply the workload to a fresh :class:`LedgerState`; time each measured batch."""
+    state = LedgerState()
+    for k, command in enumerate(workload.setup):
+        assert not any(_codes(state.apply(command, _meta(k)))), f"set-up command {k} failed"
+    timing = Timing()
+    for k, batch in enumerate(workload.batches, len(workload.setup)):
+        meta = _meta(k)
+        timing.measure(lambda: _codes(state.apply(batch, meta)))  # noqa: B023 - run at once
+    return timing
+
+
+def run_sqlite(workload: Workload, scratch: Path) -> Timing:
+    """The same workload in a fresh SQLite file under ``scratch``."""
+    path = scratch / f"ledger-{time.monotonic_ns()}.sqlite3"
+    ledger = SqliteLedger(path)
+    try:
+        for k, command in enumerate(workload.setup):
+            ts = _meta(k).timestamp
+            if isinstance(command, CreateAccounts):
+                codes = ledger.create_accounts(command.events, ts)
+            else:
+                codes = ledger.create_transfers(command.events, ts)
+            assert not any(codes), f"set-up command {k} failed in SQLite"
+        timing = Timing()
+        for k, batch in enumerate(workload.batches, len(workload.setup)):
+            ts = _meta(k).timestamp
+            timing.measure(lambda: ledger.create_transfers(batch.events, ts))  # noqa: B023
+        return timing
+    finally:
+        ledger.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+#: The modes of the benchmark, measured in this order in every round. The
+#: replicated mode joins here (module doc).
+MODES: Final[dict[str, Runner]] = {"pure": run_pure, "sqlite": run_sqlite}
+
+
+def _summary(timing: Timing, events: int, batch_size: int) -> dict[str, Any]:
+    wall, cpu = sum(timing.wall), sum(timing.cpu)
+    return {
+        "transfers_per_s": events / wall,
+        "transfers_per_cpu_s": events / cpu if cpu > 0 else None,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "batch_ms_p50": median(timing.wall) * 1e3,
+        "batch_ms_p99": percentile(timing.wall, 99) * 1e3,
+        "batch_size": batch_size,
+    }
+
+
+def profile_pure(workload: Workload, scratch: Path, top: int = 12) -> list[dict[str, Any]]:
+    """The functions where a pure round spends its time (cProfile, by own time)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_pure(workload, scratch)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(filename).name}:{line}({name})", "calls": calls,
+                     "own_s": own, "cumulative_s": cumulative})
+    rows.sort(key=lambda r: -r["own_s"])
+    return rows[:top]
+
+
+def run_ledger_bench(
+    params: LedgerParams,
+    *,
+    scratch: Path | None = None,
+    profile: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every mode ``params.rounds`` times; the JSON-ready report."""
+    say = progress or (lambda _msg: None)
+    say(f"building the workload ({params.batches} x {params.batch_size} transfers)")
+    workload = build_workload(params)
+    per_round: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    agree = True
+    with tempfile.TemporaryDirectory(prefix="cellmesh-bench-ledger-", dir=scratch) as tmp:
+        where = Path(tmp)
+        for r in range(params.rounds):
+            codes: dict[str, list[list[int]]] = {}
+            for mode, runner in MODES.items():
+                say(f"round {r + 1}/{params.rounds}: {mode}")
+                timing = runner(workload, where)
+                codes[mode] = timing.results
+                per_round[mode].append(_summary(timing, workload.transfers, params.batch_size))
+            agree = agree and codes["pure"] == codes["sqlite"]
+            if r == 0:
+                outcome = [c for batch in codes["pure"] for c in batch]
+        profile_rows = profile_pure(workload, where) if profile else None
+    pairs = list(zip(per_round["pure"], per_round["sqlite"], strict=True))
+    ratios = [p["transfers_per_s"] / s["transfers_per_s"] for p, s in pairs]
+    cpu_ratios = [p["transfers_per_cpu_s"] / s["transfers_per_cpu_s"] for p, s in pairs
+                  if p["transfers_per_cpu_s"] and s["transfers_per_cpu_s"]]
+    return {
+        "params": attrs.asdict(params),
+        "transfers_per_round": workload.transfers,
+        "ok_per_round": outcome.count(0),
+        "modes": {
+            mode: {"rounds": rounds,
+                   "transfers_per_s": median([x["transfers_per_s"] for x in rounds]),
+                   "transfers_per_cpu_s": median([x["transfers_per_cpu_s"] or 0.0
+                                                  for x in rounds]),
+                   "batch_ms_p50": median([x["batch_ms_p50"] for x in rounds])}
+            for mode, rounds in per_round.items()
+        },
+        "ratio_pure_over_sqlite": median(ratios),
+        "ratio_pure_over_sqlite_cpu": median(cpu_ratios) if cpu_ratios else None,
+        "results_agree": agree,
+        "replicated": None,
+        "replicated_note": NOT_YET,
+        "scratch_dir": str(scratch or Path(tempfile.gettempdir())),
+        "profile": profile_rows,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable table of :func:`run_ledger_bench`'s report."""
+    p = report["params"]
+    modes = report["modes"]
+    lines = [
+        f"cellmesh bench ledger: {p['batches']} batches x {p['batch_size']} transfers over "
+        f"{p['accounts']} accounts, {p['rounds']} round(s), medians",
+        "",
+        f"{'mode':<44}{'transfers/s':>13}{'per CPU-s':>13}{'batch p50':>12}",
+        *(f"{label:<44}{modes[m]['transfers_per_s']:>13,.0f}"
+          f"{modes[m]['transfers_per_cpu_s']:>13,.0f}{modes[m]['batch_ms_p50']:>9.1f} ms"
+          for m, label in (("pure", "pure LedgerState.apply (state machine only)"),
+                           ("sqlite", "SQLite baseline (WAL, synchronous=FULL)"))),
+        f"{'ratio pure / SQLite (median of rounds)':<44}{report['ratio_pure_over_sqlite']:>12.1f}x"
+        + (f"{report['ratio_pure_over_sqlite_cpu']:>12.1f}x"
+           if report["ratio_pure_over_sqlite_cpu"] else ""),
+        "",
+        f"results agree in both ledgers: {'yes' if report['results_agree'] else 'NO'} "
+        f"({report['ok_per_round']:,} of {report['transfers_per_round']:,} events ok per round)",
+        f"replicated (3 replicas): {report['replicated_note']}",
+        f"SQLite file under: {report['scratch_dir']}",
+    ]
+    if report["profile"]:
+        lines += ["", "profile of one pure round (cProfile, by own time):",
+                  f"{'own s':>8}{'calls':>10}  function"]
+        lines += [f"{r['own_s']:>8.3f}{r['calls']:>10}  {r['function']}" for r in report["profile"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(
+    *,
+    json_output: bool = False,
+    quick: bool = False,
+    profile: bool = False,
+    scratch: Path | None = None,
+    pure: bool = False,
+    out: IO[str] | None = None,
+) -> int:
+    """Run the benchmark; print the table or JSON. 1 if the two ledgers disagreed.
+
+    ``pure`` skips the replicated mode (which does not exist yet either way:
+    the report says which).
+    """
+    stream = out if out is not None else sys.stdout
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"[bench ledger] {msg}\n")
+        sys.stderr.flush()
+
+    report = run_ledger_bench(QUICK if quick else FULL, scratch=scratch, profile=profile,
+                              progress=progress)
+    if pure:
+        report["replicated_note"] = "skipped (--pure)"
+    stream.write(json.dumps(report, indent=2) + "\n" if json_output else format_report(report))
+    return 0 if report["results_agree"] else 1

@@ -1,0 +1,129 @@
+"""Reads of the ledger: lookups, an account's paged history, pending status, totals.
+
+Every function here reads a :class:`~cellmesh.ledger._store.Store` and
+returns new protein values; none changes anything, so a replica may answer
+reads between applies. Reads see the state as of the last applied command:
+a pending transfer whose timeout has passed since then still shows as
+pending until the next write or :class:`~cellmesh.ledger.proteins.Pulse`.
+Malformed requests raise :class:`~cellmesh.ledger.errors.InvalidQuery`
+naming the field.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Final
+
+from ._store import T_CREDIT, T_DEBIT, T_TIMESTAMP, Acct, Store
+from .codes import BATCH_MAX, FILTER_FLAGS_KNOWN, U64_MAX, U128_MAX, AccountFlags, FilterFlags
+from .errors import InvalidQuery
+from .proteins import Account, LedgerTotals, Transfer
+
+_CLOSED: Final = int(AccountFlags.CLOSED)
+_timestamp_of = itemgetter(T_TIMESTAMP)
+
+
+def account_value(a: Acct) -> Account:
+    """The protein of a stored account (``flags`` carry ``closed`` as it is now)."""
+    flags = (a.flags & ~_CLOSED) | (_CLOSED if a.closed else 0)
+    return Account(a.id, a.dp, a.dpo, a.cp, a.cpo, a.ud128, a.ud64, a.ud32, a.ledger,
+                   a.code, flags, a.timestamp)
+
+
+def _check_ids(field: str, ids: Sequence[int]) -> None:
+    if len(ids) > BATCH_MAX:
+        raise InvalidQuery(field, f"{len(ids)} ids, at most {BATCH_MAX} per lookup")
+
+
+def lookup_accounts(store: Store, ids: Sequence[int]) -> list[Account]:
+    """The accounts with these ids, in request order; unknown ids are left out."""
+    _check_ids("ids", ids)
+    accounts = store.accounts
+    return [account_value(a) for aid in ids if (a := accounts.get(aid)) is not None]
+
+
+def lookup_transfers(store: Store, ids: Sequence[int]) -> list[Transfer]:
+    """The transfers with these ids, in request order; unknown ids are left out."""
+    _check_ids("ids", ids)
+    transfers = store.transfers
+    return [Transfer(*r) for tid in ids if (r := transfers.get(tid)) is not None]
+
+
+def pending_statuses(store: Store, ids: Sequence[int]) -> list[int]:
+    """Each id's :class:`~cellmesh.ledger.codes.PendingStatus` (0: not a pending transfer)."""
+    _check_ids("ids", ids)
+    pending = store.pending
+    return [pending.get(tid, 0) for tid in ids]
+
+
+def account_transfers(
+    store: Store,
+    account_id: int,
+    *,
+    timestamp_min: int = 0,
+    timestamp_max: int = 0,
+    limit: int = BATCH_MAX,
+    flags: int = FilterFlags.DEBITS | FilterFlags.CREDITS,
+) -> list[Transfer]:
+    """A page of ``account_id``'s transfers by timestamp (an unknown account has none).
+
+    ``timestamp_min``/``timestamp_max`` are inclusive bounds, 0 for none;
+    ``flags`` selects debits and/or credits and the order (``REVERSED``:
+    newest first); at most ``limit`` transfers (1 to ``BATCH_MAX``).
+    """
+    if not 0 < account_id < U128_MAX:
+        raise InvalidQuery("account_id", f"must be in 1..2**128-2, got {account_id}")
+    for name, value in (("timestamp_min", timestamp_min), ("timestamp_max", timestamp_max)):
+        if not 0 <= value < U64_MAX:
+            raise InvalidQuery(name, f"must be in 0..2**64-2, got {value}")
+    if timestamp_min and timestamp_max and timestamp_min > timestamp_max:
+        raise InvalidQuery("timestamp_min", f"{timestamp_min} is after timestamp_max "
+                                            f"{timestamp_max}")
+    if not 0 < limit <= BATCH_MAX:
+        raise InvalidQuery("limit", f"must be in 1..{BATCH_MAX}, got {limit}")
+    if flags < 0 or flags & ~FILTER_FLAGS_KNOWN:
+        raise InvalidQuery("flags", f"unknown filter flag bits in {flags:#x}")
+    debits, credits = flags & FilterFlags.DEBITS, flags & FilterFlags.CREDITS
+    if not (debits or credits):
+        raise InvalidQuery("flags", "select DEBITS, CREDITS or both")
+    account = store.accounts.get(account_id)
+    if account is None:
+        return []
+    txs = account.txs
+    lo = bisect.bisect_left(txs, timestamp_min, key=_timestamp_of) if timestamp_min else 0
+    hi = (bisect.bisect_right(txs, timestamp_max, key=_timestamp_of) if timestamp_max
+          else len(txs))
+    window = range(hi - 1, lo - 1, -1) if flags & FilterFlags.REVERSED else range(lo, hi)
+    page: list[Transfer] = []
+    for k in window:
+        record = txs[k]
+        if (debits and record[T_DEBIT] == account_id) or (
+            credits and record[T_CREDIT] == account_id
+        ):
+            page.append(Transfer(*record))
+            if len(page) == limit:
+                break
+    return page
+
+
+def totals(store: Store) -> list[LedgerTotals]:
+    """Per-ledger sums of every balance column, by ledger number."""
+    sums: dict[int, list[int]] = {}
+    for a in store.accounts.values():
+        row = sums.get(a.ledger)
+        if row is None:
+            row = sums[a.ledger] = [0, 0, 0, 0, 0]
+        row[0] += 1
+        row[1] += a.dp
+        row[2] += a.dpo
+        row[3] += a.cp
+        row[4] += a.cpo
+    return [
+        LedgerTotals(ledger=ledger, accounts=n, debits_pending=dp, debits_posted=dpo,
+                     credits_pending=cp, credits_posted=cpo)
+        for ledger, (n, dp, dpo, cp, cpo) in sorted(sums.items())
+    ]
