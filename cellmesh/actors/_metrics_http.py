@@ -67,8 +67,15 @@ class MeshView(Protocol):
 
 @attrs.frozen(kw_only=True)
 class Scrape:
-    """One scrape's view: the totals, the current gauges, the root's figures."""
+    """One scrape's view: the root itself, the totals, the current gauges, its figures.
 
+    A family builder reads what it needs from here; one that wants something
+    of the root not summarised yet (a replicated cell's Raft figures, say)
+    reads ``view`` -- label values must come from declared names only
+    (:meth:`MeshMetrics.label`), never from what a cell reports.
+    """
+
+    view: MeshView
     metrics: MeshMetrics
     gauges: Mapping[str, LabelGauges]
     uptime: float
@@ -175,7 +182,7 @@ class MeshCollector(Collector):
             state = "stopped" if instance is None or instance.state == "exited" else instance.state
             states[state] = states.get(state, 0) + 1
         self._scrape = Scrape(
-            metrics=self.metrics, gauges=self.metrics.sample(rows),
+            view=self.view, metrics=self.metrics, gauges=self.metrics.sample(rows),
             uptime=now - self.view.started_at, states=states,
         )
 
