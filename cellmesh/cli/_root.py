@@ -32,7 +32,7 @@ from ..actors.manifest import load_manifest
 from ..actors.policy import FAILED_TO_START
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
-from ._client import control_call
+from ._client import control_call, last_words_of
 
 #: How long `up` waits for the background root to report.
 UP_PATIENCE = 120.0
@@ -66,9 +66,9 @@ def up(
         Serve Prometheus metrics at http://HOST:PORT/metrics from the root
         (e.g. 127.0.0.1:9464; port 0 picks a free one). See docs/root.md.
     """
+    address = None if metrics is None else parse_address(metrics)
     manifest = load_manifest(file)
     manifest.check_paths()
-    address = None if metrics is None else parse_address(metrics)
     paths = Paths.from_env()
     _check_not_running(paths)
     if foreground:
@@ -210,6 +210,9 @@ def down(*, timeout: float = 10.0) -> int:
     pid = read_root_pid(paths)
     if not root_is_running(paths):
         print("cellmesh: no root is running")
+        words = last_words_of(paths)
+        if words:
+            print(f"cellmesh: {words}")
         return 0
     trio.run(control_call, paths, StopMesh(timeout=timeout))
     forced = False

@@ -104,3 +104,13 @@ def test_cli_remote_errors_are_one_line_and_the_traceback_needs_debug() -> None:
 def test_cli_debug_flag_is_taken_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--debug", "--version"]) == EXIT_OK
     assert capsys.readouterr().out.strip() == "0.1.0"
+
+
+@pytest.mark.parametrize("address", ["9464", "localhost", "h:99999"])
+def test_up_refuses_a_bad_metrics_address_first(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["up", "--metrics", address, "-f", "/nonexistent/cellmesh.toml"]) == EXIT_USAGE
+    assert capsys.readouterr().err.startswith(
+        "cellmesh: error: --metrics: expected HOST:PORT (e.g. 127.0.0.1:9464)"
+    )

@@ -26,7 +26,7 @@ from cellmesh import open_membrane
 from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
 from cellmesh.actors.logs import RotatingLog, stamp
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
-from cellmesh.cli._ops import rates, status_json, status_table, top_frame
+from cellmesh.cli._ops import last_exits, rates, status_json, status_table, top_frame
 
 
 def _cell(name: str, **kw: Any) -> CellStatus:
@@ -114,6 +114,15 @@ def test_status_json_is_a_stable_document() -> None:
         {"at": 1_795_246_801.0, "cell": "db", "reason": "exited code=1"},
         {"at": 1_795_246_901.0, "cell": "db", "reason": "killed"},
     ]
+
+
+def test_status_lists_the_last_crash_of_each_cell() -> None:
+    reply = _reply(_cell("db", last_exit="exit code 1: ValueError: boom", last_exit_at=100.0),
+                   _cell("web"))
+    assert _text(last_exits(reply, now=225.0)).splitlines() == [
+        "db: crashed 2m05s ago: exit code 1: ValueError: boom"
+    ]
+    assert status_json(reply)["cells"][0]["last_exit"] == "exit code 1: ValueError: boom"  # type: ignore[index]
 
 
 def test_status_table_renders_every_column() -> None:
