@@ -1,4 +1,4 @@
-"""Before the mesh starts: every declared cell's code must import.
+"""Before the mesh starts: every declared cell's and template's code must import.
 
 :func:`preload_cells` starts one standby process per declared cell (on-demand
 cells and cells with ``standby = false`` included) and waits, concurrently,
@@ -13,17 +13,31 @@ entry fails ``cellmesh up`` instead of the first call.
 Nothing is wasted on success: an eager cell's first start hands over to the
 standby that has just imported, a cell that keeps a standby keeps it; only
 the standbys of on-demand cells with ``standby = false`` are retired again.
+
+Templates (``[templates.X]``: dynamic children, pools) have no slot until a
+cell starts a child; :func:`preload_mesh` gives each one a temporary slot
+``X.preflight`` (a name no cell can have: no declared cell is named ``X``,
+so no cell can have a child of that name) in the template's own sandbox
+profile, checks it with the cells, and removes it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Final
 
+import attrs
 import trio
 
 from ..errors import CellmeshError
 from ._cells import CellSlot
 from ._launch import Launcher
+from .manifest import CellDecl
+
+#: Suffix of a template's temporary check slot.
+PREFLIGHT: Final = "preflight"
+#: The supervisor path shown for check slots (they have none).
+NO_SUPERVISOR: Final = "~preflight"
 
 
 async def _check(slot: CellSlot, launcher: Launcher, problems: dict[str, str]) -> None:
@@ -67,4 +81,24 @@ async def preload_cells(slots: Sequence[CellSlot], launcher: Launcher) -> dict[s
     return {s.name: problems[s.name] for s in slots if s.name in problems}
 
 
-__all__ = ["preload_cells"]
+async def preload_mesh(
+    slots: Iterable[CellSlot],
+    templates: Mapping[str, CellDecl],
+    launcher: Launcher,
+    add_slot: Callable[..., Awaitable[CellSlot]],
+    drop_slot: Callable[[CellSlot], Awaitable[None]],
+) -> dict[str, str]:
+    """:func:`preload_cells` for the cells and a temporary slot of every template."""
+    checks: list[CellSlot] = []
+    try:
+        for template, decl in templates.items():
+            name = f"{template}.{PREFLIGHT}"
+            checks.append(await add_slot(attrs.evolve(decl, name=name), name=name,
+                                         supervisor=NO_SUPERVISOR))
+        return await preload_cells([*slots, *checks], launcher)
+    finally:
+        for slot in checks:
+            await drop_slot(slot)
+
+
+__all__ = ["NO_SUPERVISOR", "PREFLIGHT", "preload_cells", "preload_mesh"]

@@ -56,7 +56,7 @@ from . import _proc
 from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
-from ._preflight import preload_cells
+from ._preflight import preload_mesh
 from ._rootlock import RootLock, peer_uid_filter
 from .control import (
     Ack,
@@ -155,7 +155,8 @@ class Root:
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
                 await nursery.start(self._serve_control)
-                problems = await preload_cells(list(self.slots.values()), self._launcher)
+                problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
+                                              self._launcher, self._add_slot, self._drop_slot)
                 if problems:
                     self.cannot_start = CellsCannotStart(list(problems.values()), list(problems))
                     self.log(f"root: could not start the mesh: {self.cannot_start}")
@@ -273,6 +274,8 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
+        with contextlib.suppress(ValueError):  # its watcher may wait on it; -1 once closed
+            trio.lowlevel.notify_closing(slot.listener)
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -548,17 +551,13 @@ class Root:
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
         instance = slot.instance
-        pid = self._pid(slot)
+        pid = self.pid_of(slot)
         if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
         self.backend.kill(instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
     def pid_of(self, slot: CellSlot) -> int | None:
-        """The pid of the slot's serving process (not of its standby), or None."""
-        return self._pid(slot)
-
-    def _pid(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
@@ -666,7 +665,7 @@ class Root:
         if isinstance(msg, CellStats):
             slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
             if self.metrics is not None:
-                self.metrics.observe_stats(slot, self._pid(slot), stats)
+                self.metrics.observe_stats(slot, self.pid_of(slot), stats)
             return None
         if isinstance(msg, CellReady):
             if slot.instance is not None:
@@ -729,7 +728,7 @@ class Root:
         cells = []
         for slot in self.slots.values():
             cells.append(slot.report(
-                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name
+                self.pid_of(slot), samples, now=now, mono=mono, backend=self.backend.name
             ))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,

@@ -66,6 +66,24 @@ async def test_up_refuses_a_mesh_whose_entries_do_not_import_naming_the_keys(hom
     assert "3 cells cannot start" in words.reason
 
 
+async def test_templates_are_checked_too_and_leave_nothing_behind(home: Path) -> None:
+    pool = (cell("watcher", "Watcher", max_children="2", templates='["worker", "broken"]')
+            + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n')
+    bad = pool + '[templates.broken]\ndna = "broken.py"\nentry = "broken:Cell"\n'
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_root(home, bad):
+            raise AssertionError("the mesh must not start")
+    (err,) = leaves(info.value, CellsCannotStart)
+    assert err.problems == [
+        "templates.broken.entry: importing the cell's code raised ModuleNotFoundError: "
+        "No module named 'no_such_module_anywhere'"
+    ]
+    good = pool.replace('"worker", "broken"', '"worker"')
+    async with open_root(home, good) as root:
+        assert sorted(root.slots) == ["watcher"]  # the template's check slot is gone
+        assert not list(root.paths.socket_dir.glob("worker.preflight*"))
+
+
 async def test_an_on_start_exception_fails_the_start_with_its_type_and_message(
     home: Path,
 ) -> None:
