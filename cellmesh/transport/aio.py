@@ -483,7 +483,7 @@ class Synapse:
         type the reply does not have. Cancelling the awaiting task cancels
         the call in the cell.
         """
-        return check_reply(msg, (await self._call([msg]))[0], cell=self.name)
+        return check_reply(msg, (await self._call([msg]))[0], self.name)
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.

@@ -498,7 +498,7 @@ class Synapse:
             or conn.calls_left <= 0
             or conn.bytes_left <= 0
         ):
-            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
+            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         # Fast path: a live connection with credit, one call, no vesicle.
         ctx = self._single_ctx
         body = self.registry.encode(msg, ctx)
@@ -507,7 +507,7 @@ class Synapse:
                 vesicle.close()
             ctx.vesicles.clear()
             ctx.owned.clear()
-            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
+            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         call_id = conn.next_id
         data = codec.frame_bytes([Kind.CALL, call_id, body])
         if len(data) - codec.HEADER_SIZE > conn.peer_max_frame:
@@ -522,7 +522,7 @@ class Synapse:
             # noticed. Retire it and send the call on a fresh one.
             del conn.pending[call_id]
             conn._die(str(exc))
-            return check_reply(msg, (await self._fire(msg, 1))[0], cell=self.name)
+            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         conn.calls_left -= 1
         conn.bytes_left -= len(data) - codec.HEADER_SIZE
 
@@ -532,7 +532,7 @@ class Synapse:
             return trio.lowlevel.Abort.SUCCEEDED
 
         results = await trio.lowlevel.wait_task_rescheduled(abort)
-        return check_reply(msg, results[0], cell=self.name)
+        return check_reply(msg, results[0], self.name)
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.

@@ -78,16 +78,16 @@ def test_a_request_protein_is_still_a_plain_frozen_protein() -> None:
 
 
 def test_check_reply_passes_the_declared_type_and_anything_undeclared() -> None:
-    assert check_reply(Ping(1), Pong(1), cell="c") == Pong(1)
-    assert check_reply(Maybe(1), None, cell="c") is None
-    assert check_reply(Plain(1), Other(1), cell="c") == Other(1)
+    assert check_reply(Ping(1), Pong(1), "c") == Pong(1)
+    assert check_reply(Maybe(1), None, "c") is None
+    assert check_reply(Plain(1), Other(1), "c") == Other(1)
     assert check_replies([Ping(1), Plain(2), Later(3)], [Pong(1), None, Other(3)],
                          cell="c") == [Pong(1), None, Other(3)]
 
 
 def test_check_reply_raises_a_typed_error_naming_everything() -> None:
     with pytest.raises(UnexpectedReply) as info:
-        check_reply(Ping(1), Other(1), cell="pong")
+        check_reply(Ping(1), Other(1), "pong")
     err = info.value
     assert (err.cell, err.request, err.expected, err.got) == (
         "pong", "test.rp.Ping", ("test.rp.Pong",), "test.rp.Other"
@@ -97,7 +97,7 @@ def test_check_reply_raises_a_typed_error_naming_everything() -> None:
         check_replies([Ping(1), Maybe(2)], [Pong(1), Other(2)], cell="pong")
     assert info.value.expected == ("test.rp.Pong", "None")
     with pytest.raises(UnexpectedReply):
-        check_reply(Ping(1), None, cell="pong")
+        check_reply(Ping(1), None, "pong")
 
 
 def test_a_reply_type_that_is_not_a_protein_is_refused_on_first_use() -> None:
