@@ -23,6 +23,7 @@ profile, checks it with the cells, and removes it again.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
 
@@ -67,13 +68,19 @@ async def preload_cells(slots: Sequence[CellSlot], launcher: Launcher) -> dict[s
 
     Returns the problems, cell name -> one line, in ``slots`` order (empty:
     all imported). Slots are prepared (DNA, sandbox) one after the other, their
-    processes then import concurrently.
+    processes then import concurrently, at most twice the CPU count at a time.
     """
     problems: dict[str, str] = {}
+    limiter = trio.CapacityLimiter(max(2, 2 * (os.cpu_count() or 1)))
+
+    async def check(slot: CellSlot) -> None:
+        async with limiter:  # no fork storm for a large mesh
+            await _check(slot, launcher, problems)
+
     async with trio.open_nursery() as nursery:
         for slot in slots:
             await launcher.prepare(slot)
-            nursery.start_soon(_check, slot, launcher, problems)
+            nursery.start_soon(check, slot)
     if not problems:
         for slot in slots:
             if slot.on_demand and not slot.decl.standby:
