@@ -13,7 +13,7 @@ def main() -> int:
     """Parse ``--json``/``--quick`` and run the wire benchmark."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--quick", action="store_true", help="a ~20 s run")
+    parser.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
     args = parser.parse_args()
     return wire.main(json_output=args.json, quick=args.quick)
 

@@ -17,6 +17,14 @@ Client rounds (one process, one synapse per round, warm-up first):
 * ``cm_signal``: ``signal_many`` (or ``signal`` in a loop) of Ticks in batches
   of ``signal_batch``, then one ``fire(Count)`` whose reply must equal the
   number sent -- the same shape as the raw one-way stream.
+* ``cm_fire16`` / ``cm_fire256``: the natural pattern -- 16 (256) tasks, each
+  ``await syn.fire(Ping)`` in a loop, ``natural_msgs`` calls in all.
+* ``cm_signal_loop``: ``await syn.signal(Tick)`` in a loop, then ``fire(Count)``.
+* ``cm_signal_nowait``: ``syn.signal_nowait(Tick)`` in a loop, falling back to
+  ``await syn.signal(Tick)`` when it raises ``trio.WouldBlock`` (no credit
+  left), then ``fire(Count)``.
+* ``cm_pipeline_rec``: as ``cm_pipeline`` with ``Rec`` (an int, a 16-byte
+  ``bytes`` and a short ``str``), echoed back.
 * ``cm_vesicle``: a fresh ``Vesicle.alloc`` filled in place (outside the
   timing) sent as ``Blob.data``; the timing covers seal, send, map, the touch
   and the reply.
@@ -38,7 +46,9 @@ import cellmesh
 
 from ._params import WireParams, bulk_payload
 
-__all__ = ["Blob", "Count", "Ping", "Tick", "make_round", "serve", "unavailable_reason"]
+__all__ = [
+    "Blob", "Count", "Ping", "Rec", "Tick", "make_round", "rec", "serve", "unavailable_reason",
+]
 
 _REQUIRED: Final = ("protein", "Receptors", "Membrane", "Synapse", "Vesicle")
 _PAGE: Final = 4096
@@ -75,6 +85,20 @@ class Count:
     n: int
 
 
+@cellmesh.protein("bench.Rec")
+class Rec:
+    """A call with repeating bytes and str fields: echoed back."""
+
+    n: int
+    key: bytes
+    name: str
+
+
+def rec(n: int) -> Rec:
+    """The ``n``-th Rec: a 16-byte key and a short name, both varying with ``n``."""
+    return Rec(n=n, key=n.to_bytes(8, "little") * 2, name=f"user-{n % 1000}")
+
+
 @cellmesh.protein("bench.Blob")
 class Blob:
     """A bulk payload: inline bytes or a vesicle."""
@@ -97,6 +121,10 @@ def _receptors() -> cellmesh.Receptors:
 
     @receptors.on(Ping)
     async def on_ping(msg: Ping) -> Ping:
+        return msg
+
+    @receptors.on(Rec)
+    async def on_rec(msg: Rec) -> Rec:
         return msg
 
     @receptors.on(Tick)
@@ -163,8 +191,16 @@ async def _rtt(path: str, p: WireParams) -> list[int]:
     return rtts
 
 
-async def _pipeline_batches(syn: Any, start: int, total: int, window: int, tasks: int) -> None:
-    """Complete Pings ``start .. start+total-1``: ``tasks`` tasks, one batch in flight each."""
+async def _pipeline_batches(
+    syn: Any,
+    start: int,
+    total: int,
+    window: int,
+    tasks: int,
+    *,
+    make: Callable[[int], Any] = Ping,
+) -> None:
+    """Complete messages ``start .. start+total-1``: ``tasks`` tasks, one batch in flight each."""
     stop = start + total
     cursor = [start]
 
@@ -173,7 +209,7 @@ async def _pipeline_batches(syn: Any, start: int, total: int, window: int, tasks
             first = cursor[0]
             last = min(first + window, stop)
             cursor[0] = last
-            replies = await syn.fire_many([Ping(n=i) for i in range(first, last)])
+            replies = await syn.fire_many([make(i) for i in range(first, last)])
             if len(replies) != last - first or replies[-1].n != last - 1:
                 raise RuntimeError(f"fire_many({first}..{last}) answered wrongly")
 
@@ -182,11 +218,59 @@ async def _pipeline_batches(syn: Any, start: int, total: int, window: int, tasks
             nursery.start_soon(worker)
 
 
-async def _pipeline(path: str, p: WireParams) -> float:
+async def _pipeline(path: str, p: WireParams, make: Callable[[int], Any]) -> float:
     async with _grow(path, False) as syn:
-        await _pipeline_batches(syn, 0, p.warmup_msgs, p.window, p.pipeline_tasks)
+        await _pipeline_batches(syn, 0, p.warmup_msgs, p.window, p.pipeline_tasks, make=make)
         t0 = time.perf_counter()
-        await _pipeline_batches(syn, p.warmup_msgs, p.pipeline_msgs, p.window, p.pipeline_tasks)
+        await _pipeline_batches(
+            syn, p.warmup_msgs, p.pipeline_msgs, p.window, p.pipeline_tasks, make=make
+        )
+        return time.perf_counter() - t0
+
+
+async def _fire_tasks(syn: Any, start: int, total: int, tasks: int) -> None:
+    """``tasks`` tasks, each ``await syn.fire(Ping)`` in a loop: ``total`` calls in all."""
+    per_task = max(1, total // tasks)
+
+    async def worker(first: int) -> None:
+        for i in range(first, first + per_task):
+            reply = await syn.fire(Ping(n=i))
+            if reply.n != i:
+                raise RuntimeError(f"Ping({i}) answered with {reply!r}")
+
+    async with trio.open_nursery() as nursery:
+        for t in range(tasks):
+            nursery.start_soon(worker, start + t * per_task)
+
+
+async def _natural_fire(path: str, p: WireParams, tasks: int) -> float:
+    async with _grow(path, False) as syn:
+        await _fire_tasks(syn, 0, max(tasks, p.natural_msgs // 10), tasks)
+        t0 = time.perf_counter()
+        await _fire_tasks(syn, 0, p.natural_msgs, tasks)
+        return time.perf_counter() - t0
+
+
+async def _signal_loop(syn: Any, total: int, nowait: bool) -> None:
+    if nowait:
+        for i in range(total):
+            try:
+                syn.signal_nowait(Tick(n=i))
+            except trio.WouldBlock:
+                await syn.signal(Tick(n=i))
+    else:
+        for i in range(total):
+            await syn.signal(Tick(n=i))
+    reply = await syn.fire(Count(n=0))
+    if reply.n != total:
+        raise RuntimeError(f"server counted {reply.n} signals, sent {total}")
+
+
+async def _natural_signal(path: str, p: WireParams, nowait: bool) -> float:
+    async with _grow(path, False) as syn:
+        await _signal_loop(syn, p.natural_msgs // 10, nowait)
+        t0 = time.perf_counter()
+        await _signal_loop(syn, p.natural_msgs, nowait)
         return time.perf_counter() - t0
 
 
@@ -243,7 +327,18 @@ def make_round(kind: str, path: str, p: WireParams) -> Callable[[], dict[str, An
     if kind == "cm_rtt":
         return lambda: {"rtt_ns": trio.run(_rtt, path, p)}
     if kind == "cm_pipeline":
-        return lambda: {"msgs": p.pipeline_msgs, "seconds": trio.run(_pipeline, path, p)}
+        return lambda: {"msgs": p.pipeline_msgs, "seconds": trio.run(_pipeline, path, p, Ping)}
+    if kind == "cm_pipeline_rec":
+        return lambda: {"msgs": p.pipeline_msgs, "seconds": trio.run(_pipeline, path, p, rec)}
+    if kind in ("cm_fire16", "cm_fire256"):
+        tasks = int(kind.removeprefix("cm_fire"))
+        msgs = max(1, p.natural_msgs // tasks) * tasks
+        return lambda: {"msgs": msgs, "seconds": trio.run(_natural_fire, path, p, tasks)}
+    if kind in ("cm_signal_loop", "cm_signal_nowait"):
+        nowait = kind == "cm_signal_nowait"
+        return lambda: {
+            "msgs": p.natural_msgs, "seconds": trio.run(_natural_signal, path, p, nowait)
+        }
     if kind == "cm_signal":
         return lambda: {"msgs": p.signal_msgs, "seconds": trio.run(_signal, path, p)}
     if kind in ("cm_inline", "cm_vesicle"):

@@ -13,6 +13,8 @@ import attrs
 
 __all__ = ["FULL", "QUICK", "WireParams"]
 
+_FLOATS: Final = ("round_timeout", "profile_seconds")
+
 
 @attrs.frozen(kw_only=True)
 class WireParams:
@@ -29,12 +31,17 @@ class WireParams:
     signal_msgs: int
     warmup_msgs: int
     bulk_transfers: int
+    natural_msgs: int = 64_000
     bulk_warmup: int = 1
     window: int = 1024
+    raw_chunk: int = 128
     pipeline_tasks: int = 2
     signal_batch: int = 1024
     bulk_bytes: int = 64 << 20
     round_timeout: float = 180.0
+    #: A profiled measurement repeats its round for at least this long (ITIMER_PROF
+    #: samples once per kernel tick of CPU time, so a short round gives few samples).
+    profile_seconds: float = 3.0
 
     def scaled(self, factor: float, *, rounds: int | None = None) -> WireParams:
         """Return a copy with every message count multiplied by ``factor`` (at least 1)."""
@@ -50,6 +57,7 @@ class WireParams:
             pipeline_msgs=s(self.pipeline_msgs),
             signal_msgs=s(self.signal_msgs),
             warmup_msgs=s(self.warmup_msgs),
+            natural_msgs=s(self.natural_msgs),
             bulk_bytes=max(1 << 16, int(self.bulk_bytes * factor)),
         )
 
@@ -68,7 +76,7 @@ class WireParams:
         if unknown:
             raise ValueError(f"unknown WireParams keys: {sorted(unknown)}")
         values: dict[str, Any] = {
-            k: (float(v) if k == "round_timeout" else int(v)) for k, v in raw.items()
+            k: (float(v) if k in _FLOATS else int(v)) for k, v in raw.items()
         }
         return cls(**values)
 
@@ -82,7 +90,7 @@ FULL: Final = WireParams(
     warmup_msgs=8192,
     bulk_transfers=3,
 )
-"""The default run: about a minute or two on a 2-core machine."""
+"""The default run: about three to four minutes on a 2-core machine (profile included)."""
 
 QUICK: Final = WireParams(
     rounds=3,
@@ -92,8 +100,10 @@ QUICK: Final = WireParams(
     signal_msgs=40_000,
     warmup_msgs=4096,
     bulk_transfers=1,
+    natural_msgs=16_000,
+    profile_seconds=1.0,
 )
-"""``--quick``: about 20 seconds, for demos."""
+"""``--quick``: under a minute, for demos."""
 
 
 def bulk_payload(size: int) -> bytes:

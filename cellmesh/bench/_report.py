@@ -16,9 +16,13 @@ from typing import Any, Final
 import attrs
 
 from ._params import WireParams
+from ._profile import CATEGORIES
 from ._stats import median, percentile
 
-__all__ = ["MiB", "TARGETS", "Target", "compare", "cpu_per_op", "format_report", "summarize"]
+__all__ = [
+    "MiB", "TARGETS", "Target", "compare", "cpu_per_op", "format_report", "profile_table",
+    "summarize",
+]
 
 MiB: Final = 1 << 20
 
@@ -38,87 +42,151 @@ class Target:
 
 TARGETS: Final[tuple[Target, ...]] = (
     Target(
-        metric="RTT median, 1 outstanding call",
-        cellmesh="cm_rtt",
-        baseline="trio_pingpong",
-        stat="median_us",
+        metric='16 tasks x fire vs wake-up floor (16)',
+        cellmesh='cm_fire16',
+        baseline='floor_wake16',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=0.5,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='16 tasks x fire vs raw pipelined',
+        cellmesh='cm_fire16',
+        baseline='raw_pipeline',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='256 tasks x fire vs wake-up floor (256)',
+        cellmesh='cm_fire256',
+        baseline='floor_wake256',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=0.5,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='256 tasks x fire vs raw pipelined',
+        cellmesh='cm_fire256',
+        baseline='raw_pipeline',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='signal loop vs checkpoint floor',
+        cellmesh='cm_signal_loop',
+        baseline='floor_checkpoint',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=0.75,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='signal_nowait loop vs raw one-way',
+        cellmesh='cm_signal_nowait',
+        baseline='raw_oneway',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=0.5,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='fire_many bytes+str vs raw pipelined',
+        cellmesh='cm_pipeline_rec',
+        baseline='raw_pipeline',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=1.0,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='RTT median, 1 outstanding call',
+        cellmesh='cm_rtt',
+        baseline='trio_pingpong',
+        stat='median_us',
         higher_is_better=False,
         target=1.25,
-        ratio_kind="x",
+        ratio_kind='x',
     ),
     Target(
-        metric="RTT p99, 1 outstanding call",
-        cellmesh="cm_rtt",
-        baseline="trio_pingpong",
-        stat="p99_us",
+        metric='RTT p99, 1 outstanding call',
+        cellmesh='cm_rtt',
+        baseline='trio_pingpong',
+        stat='p99_us',
         higher_is_better=False,
         target=None,
-        ratio_kind="x",
+        ratio_kind='x',
     ),
     Target(
-        metric="pipelined request/reply",
-        cellmesh="cm_pipeline",
-        baseline="raw_pipeline",
-        stat="msgs_per_s",
+        metric='fire_many ints vs raw pipelined',
+        cellmesh='cm_pipeline',
+        baseline='raw_pipeline',
+        stat='msgs_per_s',
         higher_is_better=True,
-        target=1.5,
-        ratio_kind="x",
+        target=None,
+        ratio_kind='x',
     ),
     Target(
-        metric="one-way signals",
-        cellmesh="cm_signal",
-        baseline="raw_oneway",
-        stat="msgs_per_s",
+        metric='signal_many vs raw one-way',
+        cellmesh='cm_signal',
+        baseline='raw_oneway',
+        stat='msgs_per_s',
         higher_is_better=True,
-        target=1.5,
-        ratio_kind="x",
+        target=1.0,
+        ratio_kind='x',
     ),
     Target(
-        metric="{size} transfer: vesicle vs inline",
-        cellmesh="cm_vesicle",
-        baseline="cm_inline",
-        stat="median_ms",
+        metric='{size} transfer: vesicle vs inline',
+        cellmesh='cm_vesicle',
+        baseline='cm_inline',
+        stat='median_ms',
         higher_is_better=False,
         target=10.0,
-        ratio_kind="speedup",
+        ratio_kind='speedup',
     ),
     Target(
-        metric="(floor) RTT median vs blocking 8 B",
-        cellmesh="cm_rtt",
-        baseline="unix_pingpong",
-        stat="median_us",
+        metric='(floor) RTT median vs blocking 8 B',
+        cellmesh='cm_rtt',
+        baseline='unix_pingpong',
+        stat='median_us',
         higher_is_better=False,
         target=None,
-        ratio_kind="x",
+        ratio_kind='x',
     ),
     Target(
-        metric="(ref) pipelined vs pyzmq DEALER/ROUTER",
-        cellmesh="cm_pipeline",
-        baseline="zmq_pipeline",
-        stat="msgs_per_s",
+        metric='(ref) pipelined vs pyzmq DEALER/ROUTER',
+        cellmesh='cm_pipeline',
+        baseline='zmq_pipeline',
+        stat='msgs_per_s',
         higher_is_better=True,
         target=None,
-        ratio_kind="x",
+        ratio_kind='x',
     ),
     Target(
-        metric="(ref) signals vs pyzmq one-way",
-        cellmesh="cm_signal",
-        baseline="zmq_oneway",
-        stat="msgs_per_s",
+        metric='(ref) signals vs pyzmq one-way',
+        cellmesh='cm_signal',
+        baseline='zmq_oneway',
+        stat='msgs_per_s',
         higher_is_better=True,
         target=None,
-        ratio_kind="x",
+        ratio_kind='x',
     ),
     Target(
-        metric="(floor) {size} vesicle vs raw sendall",
-        cellmesh="cm_vesicle",
-        baseline="raw_bulk",
-        stat="median_ms",
+        metric='(floor) {size} vesicle vs raw sendall',
+        cellmesh='cm_vesicle',
+        baseline='raw_bulk',
+        stat='median_ms',
         higher_is_better=False,
         target=None,
-        ratio_kind="speedup",
+        ratio_kind='speedup',
     ),
 )
+"""Natural patterns first (issue 15), then the batch APIs, latency and bulk."""
 
 
 # --------------------------------------------------------------------------
@@ -177,6 +245,35 @@ def cpu_per_op(shape: str, results: list[dict[str, Any]], p: WireParams) -> dict
         "client_cpu_us_per_op": median([r["client_cpu_ns"] / 1000.0 / ops for r in results]),
         "server_cpu_us_per_op": median([r["server_cpu_ns"] / 1000.0 / ops for r in results]),
     }
+
+
+def profile_table(
+    profiles: dict[str, dict[str, Any]], measurements: dict[str, Any]
+) -> dict[str, Any]:
+    """Per-message CPU split by category, for each profiled measurement and side.
+
+    The split comes from the profiled round's samples; the microseconds from
+    the CPU per message measured in the unprofiled rounds (so the profiler's
+    own overhead is not counted).
+    """
+    table: dict[str, Any] = {}
+    for name, prof in profiles.items():
+        if "error" in prof:
+            table[name] = {"error": prof["error"]}
+            continue
+        m = measurements.get(name, {})
+        entry: dict[str, Any] = {}
+        for side, key in (("client", "client_cpu_us_per_op"), ("cell", "server_cpu_us_per_op")):
+            counts = prof.get(side, {})
+            total = sum(counts.values())
+            cpu = m.get(key)
+            entry[side] = {
+                "samples": total,
+                "cpu_us_per_msg": cpu,
+                "split": {c: counts.get(c, 0) / total for c in CATEGORIES} if total else {},
+            }
+        table[name] = entry
+    return table
 
 
 def compare(measurements: dict[str, Any], bulk_bytes: int) -> list[dict[str, Any]]:
@@ -291,6 +388,36 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    if not profile:
+        return []
+    out = [
+        "",
+        "profile: CPU per message (us), client | cell, split by sampling one extra round",
+        "(encode: bodies, columns, frames; syscalls: send/recv/epoll; scheduling: Trio's run",
+        " loop, task switches, wake-ups; dispatch: decode, routing, handlers, reply matching;",
+        " other: the benchmark loop itself)",
+    ]
+    header = ["measurement", "side", "CPU/msg", *CATEGORIES, "samples"]
+    rows: list[list[str]] = []
+    for name, entry in profile.items():
+        if "error" in entry:
+            rows.append([name, "-", "FAILED", *["-"] * len(CATEGORIES), "-"])
+            continue
+        for side in ("client", "cell"):
+            part = entry[side]
+            cpu = part["cpu_us_per_msg"]
+            split = part["split"]
+            cells = [
+                f"{cpu * split[c]:.2f}" if cpu is not None and split else "-" for c in CATEGORIES
+            ]
+            rows.append([
+                name if side == "client" else "", side,
+                f"{cpu:.2f}" if cpu is not None else "-", *cells, str(part["samples"]),
+            ])
+    return out + _table(header, rows)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Render a report from :func:`run_wire_bench` as the human-readable table."""
     h = report["host"]
@@ -348,6 +475,7 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(f"cellmesh side skipped: {report['cellmesh_skipped']}")
     if report["reference_skipped"]:
         out.append(f"pyzmq reference skipped: {report['reference_skipped']}")
+    out += _profile_lines(report.get("profile", {}))
     out.append("")
     out.append("measurements (per-round values; RTT = per-round medians):")
     for name, m in ms.items():

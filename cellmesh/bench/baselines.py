@@ -240,7 +240,8 @@ async def client_trio_pingpong(path: str, samples: int, warmup: int) -> list[int
 
 
 # --------------------------------------------------------------------------
-# 3. Raw blocking pipelined request/reply, one cbor2 frame per message.
+# 3. Raw blocking pipelined request/reply, one cbor2 frame per message,
+#    chunks of 128 frames per sendall.
 
 
 def _handle_pipeline(conn: socket.socket) -> None:
@@ -279,8 +280,18 @@ def _calls(first: int, count: int) -> bytes:
     return b"".join(parts)
 
 
-def _run_pipeline(sock: socket.socket, start: int, total: int, window: int) -> None:
-    """Complete calls ``start .. start+total-1`` keeping up to ``window`` outstanding."""
+def _run_pipeline(
+    sock: socket.socket, start: int, total: int, window: int, chunk: int = 128
+) -> None:
+    """Complete calls ``start .. start+total-1`` keeping up to ``window`` outstanding.
+
+    Calls leave in chunks of ``chunk`` frames per ``sendall`` (the first
+    window at once): whenever at least ``chunk`` replies have come back, the
+    next chunk goes out. The server answers each chunk it receives with one
+    ``sendall``, so both sides write and wake up once per chunk, not per
+    message -- the strongest simple raw client (smaller refills, one per
+    received reply batch, measured 3x slower).
+    """
     stop = start + total
     sent = start + min(window, total)
     sock.sendall(_calls(start, sent - start))
@@ -296,20 +307,21 @@ def _run_pipeline(sock: socket.socket, start: int, total: int, window: int) -> N
             if m[1] != expected:
                 raise BaselineError(f"reply {m[1]} arrived, expected {expected}")
             expected += 1
-        topup = min(len(msgs), stop - sent)
         msgs.clear()
-        if topup:
-            sock.sendall(_calls(sent, topup))
-            sent += topup
+        while sent < stop and sent - expected <= window - chunk:
+            n = min(chunk, stop - sent)
+            sock.sendall(_calls(sent, n))
+            sent += n
 
 
-def client_pipeline(path: str, msgs: int, window: int, warmup: int) -> float:
-    """Complete ``msgs`` pipelined calls (``window`` outstanding); return the seconds taken."""
+def client_pipeline(path: str, msgs: int, window: int, warmup: int, chunk: int = 128) -> float:
+    """Complete ``msgs`` pipelined calls (``window`` outstanding, sent ``chunk`` frames per
+    ``sendall``); return the seconds taken."""
     with connect_unix(path) as sock:
         if warmup:
-            _run_pipeline(sock, 0, warmup, window)
+            _run_pipeline(sock, 0, warmup, window, chunk)
         t0 = time.perf_counter()
-        _run_pipeline(sock, warmup, msgs, window)
+        _run_pipeline(sock, warmup, msgs, window, chunk)
         return time.perf_counter() - t0
 
 

@@ -21,6 +21,14 @@ its range shown, which says how much to trust it on a noisy machine. CPU time
 per operation of each process (from ``/proc/<pid>/task/*/schedstat``, whole
 round including warm-up) says which side is the bottleneck. The orchestrator
 itself uses only :mod:`subprocess`; it measures nothing in-process.
+
+The natural patterns (N tasks each ``await syn.fire(msg)``, ``signal`` and
+``signal_nowait`` in a loop) are compared with the two Trio floors measured
+in the same run (:mod:`._floors`: the wake-up floor and the checkpoint floor,
+no I/O, in the client worker) and with the raw baselines. After the rounds,
+:data:`PROFILED` measurements run once more with both processes under the
+sampling profiler (:mod:`._profile`); the report splits each side's CPU per
+message into encode / syscalls / scheduling / dispatch.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from typing import IO, Any, Final
 import attrs
 
 from ._params import FULL, QUICK, WireParams
-from ._report import compare, cpu_per_op, format_report, summarize
+from ._report import compare, cpu_per_op, format_report, profile_table, summarize
 
 __all__ = ["Spec", "SPECS", "format_report", "main", "run_wire_bench"]
 
@@ -54,12 +62,68 @@ class Spec:
 
     name: str
     server: str
-    side: str  # "cellmesh", "baseline" or "reference" (optional pyzmq)
+    side: str  # "cellmesh", "baseline", "floor" (Trio, in-process) or "reference" (pyzmq)
     shape: str  # "rtt", "rate" or "bulk"
     describe: str
 
 
 SPECS: Final[tuple[Spec, ...]] = (
+    Spec(
+        name="floor_wake16",
+        server="none",
+        side="floor",
+        shape="rate",
+        describe="Trio wake-up floor: 16 parked tasks woken in batches by one task, no I/O",
+    ),
+    Spec(
+        name="cm_fire16",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh: 16 tasks, each `await syn.fire(Ping)` in a loop",
+    ),
+    Spec(
+        name="floor_wake256",
+        server="none",
+        side="floor",
+        shape="rate",
+        describe="Trio wake-up floor: 256 parked tasks woken in batches by one task, no I/O",
+    ),
+    Spec(
+        name="cm_fire256",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh: 256 tasks, each `await syn.fire(Ping)` in a loop",
+    ),
+    Spec(
+        name="floor_checkpoint",
+        server="none",
+        side="floor",
+        shape="rate",
+        describe="Trio checkpoint floor: a loop of `await trio.lowlevel.checkpoint()`",
+    ),
+    Spec(
+        name="cm_signal_loop",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh: `await syn.signal(Tick)` in a loop, then fire(Count)",
+    ),
+    Spec(
+        name="cm_signal_nowait",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh: `syn.signal_nowait(Tick)` in a loop (await signal on WouldBlock)",
+    ),
+    Spec(
+        name="cm_pipeline_rec",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh fire_many of Rec(int, 16-byte bytes, str), batches of 1024, echoed",
+    ),
     Spec(
         name="unix_pingpong",
         server="raw-unix-pingpong",
@@ -86,28 +150,29 @@ SPECS: Final[tuple[Spec, ...]] = (
         server="raw-pipeline",
         side="baseline",
         shape="rate",
-        describe="raw blocking pipelined req/reply, one cbor2 frame per msg, window 1024",
+        describe="raw blocking pipelined req/reply, one cbor2 frame per msg, 128 frames per "
+        "sendall, window 1024; server: one sendall per received chunk",
     ),
     Spec(
         name="cm_pipeline",
         server="cellmesh",
         side="cellmesh",
         shape="rate",
-        describe="cellmesh fire_many, batches of 1024, 2 batches in flight",
+        describe="cellmesh fire_many(Ping), batches of 1024, 2 batches in flight",
     ),
     Spec(
         name="raw_oneway",
         server="raw-oneway",
         side="baseline",
         shape="rate",
-        describe="raw blocking one-way cbor2 stream, count acked at the end",
+        describe="raw blocking one-way cbor2 stream, 1024 frames per sendall, count acked",
     ),
     Spec(
         name="cm_signal",
         server="cellmesh",
         side="cellmesh",
         shape="rate",
-        describe="cellmesh signals, then one fire(Count) that returns the count",
+        describe="cellmesh signal_many(Tick), batches of 1024, then fire(Count)",
     ),
     Spec(
         name="zmq_pipeline",
@@ -147,12 +212,17 @@ SPECS: Final[tuple[Spec, ...]] = (
 )
 
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
+    ("floor_wake16", "cm_fire16", "floor_wake256", "cm_fire256", "raw_pipeline"),
+    ("floor_checkpoint", "cm_signal_loop", "raw_oneway", "cm_signal_nowait"),
+    ("cm_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal", "zmq_oneway"),
     ("trio_pingpong", "cm_rtt", "unix_pingpong"),
-    ("raw_pipeline", "cm_pipeline", "zmq_pipeline"),
-    ("raw_oneway", "cm_signal", "zmq_oneway"),
     ("cm_inline", "cm_vesicle", "raw_bulk"),
 )
 """Measurements compared with each other run back to back; order flips every round."""
+
+#: Measurements profiled once after the rounds (client and cell), for the profile section.
+PROFILED: Final = ("cm_fire16", "cm_fire256", "cm_signal_loop", "cm_signal_nowait",
+                   "cm_pipeline_rec", "cm_rtt")
 
 
 _READY_TIMEOUT: Final = 60.0
@@ -301,6 +371,7 @@ def run_wire_bench(
     *,
     include_cellmesh: bool = True,
     include_reference: bool = True,
+    profile: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every measurement for ``params.rounds`` interleaved rounds; return the report.
@@ -314,12 +385,14 @@ def run_wire_bench(
     host = _host_facts()
     skip = {
         "baseline": None,
+        "floor": None,
         "cellmesh": cellmesh_unavailable() if include_cellmesh else "excluded by the caller",
         "reference": _zmq_unavailable() if include_reference else "excluded by the caller",
     }
     specs = [s for s in SPECS if skip[s.side] is None]
     rounds: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
     errors: dict[str, str] = {}
+    profiles: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cmbench-") as tmp:
         tmpdir = Path(tmp)
@@ -327,19 +400,22 @@ def run_wire_bench(
         clients: dict[str, _Worker] = {}
         try:
             for spec in specs:
+                if spec.server == "none":  # a floor: measured inside the client process
+                    continue
                 sock = str(tmpdir / f"{spec.name}.sock")
                 servers[spec.name] = _Worker.start(
                     ["-m", "cellmesh.bench.wire_server", spec.server, sock],
                     tmpdir / f"{spec.name}.server.err",
                 )
             for spec in specs:
-                try:
-                    line = servers[spec.name].receive(_READY_TIMEOUT)
-                except RuntimeError as exc:
-                    line = str(exc)
-                if line != "READY":
-                    errors[spec.name] = f"server did not start: {line}"
-                    continue
+                if spec.name in servers:
+                    try:
+                        line = servers[spec.name].receive(_READY_TIMEOUT)
+                    except RuntimeError as exc:
+                        line = str(exc)
+                    if line != "READY":
+                        errors[spec.name] = f"server did not start: {line}"
+                        continue
                 clients[spec.name] = _Worker.start(
                     [
                         "-m",
@@ -358,8 +434,8 @@ def run_wire_bench(
                     for name in order:
                         if name not in clients or name in errors:
                             continue
-                        client, server = clients[name], servers[name]
-                        cpu0 = (client.cpu_ns(), server.cpu_ns())
+                        client, server = clients[name], servers.get(name)
+                        cpu0 = (client.cpu_ns(), server.cpu_ns() if server else 0)
                         try:
                             client.send("run")
                             result = json.loads(client.receive(params.round_timeout))
@@ -369,9 +445,14 @@ def run_wire_bench(
                             errors[name] = str(result["error"])
                             continue
                         result["client_cpu_ns"] = client.cpu_ns() - cpu0[0]
-                        result["server_cpu_ns"] = server.cpu_ns() - cpu0[1]
+                        result["server_cpu_ns"] = (server.cpu_ns() if server else 0) - cpu0[1]
                         rounds[name].append(result)
                 say(f"round {r + 1}/{params.rounds} done in {time.monotonic() - t_round:.1f} s")
+            if profile:
+                for name in PROFILED:
+                    if name in clients and name in servers and name not in errors:
+                        profiles[name] = _profile_round(clients[name], servers[name], params)
+                say(f"profiled {len(profiles)} measurements")
         finally:
             for worker in [*clients.values(), *servers.values()]:
                 worker.stop()
@@ -397,7 +478,23 @@ def run_wire_bench(
         "reference_skipped": skip["reference"],
         "measurements": measurements,
         "comparisons": compare(measurements, params.bulk_bytes),
+        "profile": profile_table(profiles, measurements),
     }
+
+
+def _profile_round(client: _Worker, server: _Worker, params: WireParams) -> dict[str, Any]:
+    """One more round of a measurement with both processes under the sampling profiler."""
+    try:
+        server.send("profile start")
+        client.send("profile")
+        result = json.loads(client.receive(params.round_timeout))
+        server.send("profile stop")
+        cell = json.loads(server.receive(_READY_TIMEOUT))
+    except (RuntimeError, OSError, ValueError) as exc:
+        return {"error": str(exc)}
+    if "error" in result:
+        return {"error": str(result["error"])}
+    return {"client": result.get("profile", {}), "cell": cell}
 
 
 def main(*, json_output: bool = False, quick: bool = False, out: IO[str] | None = None) -> int:

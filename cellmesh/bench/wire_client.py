@@ -9,6 +9,8 @@ warm-up, timed part) and prints one JSON line with the raw result:
 * ``{"bytes": N, "seconds": [t, ...]}`` for bulk transfers,
 * ``{"error": "..."}`` if the round failed.
 
+A ``profile`` line performs one more round under the sampling profiler
+(:mod:`._profile`) and adds ``"profile": {category: samples}`` to its result.
 It exits at EOF on stdin. Kinds: see :data:`CLIENT_KINDS`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -23,7 +26,9 @@ from typing import Any, Final
 import trio
 
 from . import baselines
+from ._floors import checkpoint_floor, wake_floor
 from ._params import WireParams, bulk_payload
+from ._profile import Sampler
 
 __all__ = ["CLIENT_KINDS", "main", "make_round"]
 
@@ -35,6 +40,14 @@ CLIENT_KINDS: Final = (
     "raw_bulk",
     "zmq_pipeline",
     "zmq_oneway",
+    "floor_wake16",
+    "floor_wake256",
+    "floor_checkpoint",
+    "cm_fire16",
+    "cm_fire256",
+    "cm_signal_loop",
+    "cm_signal_nowait",
+    "cm_pipeline_rec",
     "cm_rtt",
     "cm_pipeline",
     "cm_signal",
@@ -56,8 +69,15 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
     if kind == "raw_pipeline":
         return lambda: {
             "msgs": p.pipeline_msgs,
-            "seconds": baselines.client_pipeline(path, p.pipeline_msgs, p.window, p.warmup_msgs),
+            "seconds": baselines.client_pipeline(
+                path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk
+            ),
         }
+    if kind in ("floor_wake16", "floor_wake256"):
+        tasks = int(kind.removeprefix("floor_wake"))
+        return lambda: _rate(p.natural_msgs, trio.run(wake_floor, tasks, p.natural_msgs))
+    if kind == "floor_checkpoint":
+        return lambda: _rate(p.natural_msgs, trio.run(checkpoint_floor, p.natural_msgs))
     if kind == "raw_oneway":
         return lambda: {
             "msgs": p.signal_msgs,
@@ -90,6 +110,10 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
     raise ValueError(f"unknown client kind {kind!r}; expected one of {CLIENT_KINDS}")
 
 
+def _rate(msgs: int, per_second: float) -> dict[str, Any]:
+    return {"msgs": msgs, "seconds": msgs / per_second}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``KIND SOCKET PARAMS_JSON``; one JSON line per ``run`` line on stdin."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -100,20 +124,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     kind, path, params = args[0], args[1], WireParams.from_json(args[2])
+    limit = params.profile_seconds
     try:
         run = make_round(kind, path, params)
     except Exception:
         run = None
         setup_error = traceback.format_exc()
     for line in sys.stdin:
-        if line.strip() != "run":
+        command = line.strip()
+        if command not in ("run", "profile"):
             continue
         result: dict[str, Any]
         if run is None:
             result = {"error": setup_error}
         else:
+            sampler = Sampler() if command == "profile" else None
             try:
-                result = run()
+                if sampler is not None:
+                    sampler.start()
+                try:
+                    result = run()
+                    # ITIMER_PROF ticks with the kernel's clock (a few ms of CPU
+                    # per sample): repeat the round for enough samples.
+                    started = time.monotonic()
+                    while sampler is not None and time.monotonic() - started < limit:
+                        run()
+                finally:
+                    counts = sampler.stop() if sampler is not None else None
+                if counts is not None:
+                    result["profile"] = counts
             except Exception:
                 result = {"error": traceback.format_exc()}
         sys.stdout.write(json.dumps(result) + "\n")

@@ -4,10 +4,15 @@ Usage: ``python -m cellmesh.bench.wire_server KIND SOCKET``. Listens on the
 AF_UNIX path ``SOCKET``, prints ``READY`` on stdout once connectable, then
 serves connections until its stdin reaches EOF (the orchestrator closed it or
 died) or it is killed. Kinds: see :data:`SERVER_KINDS`.
+
+The lines ``profile start`` and ``profile stop`` on stdin arm and disarm the
+sampling profiler (:mod:`._profile`); ``stop`` answers with one JSON line
+``{category: samples}`` on stdout.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -17,6 +22,7 @@ from typing import Final
 import trio
 
 from . import baselines
+from ._profile import Sampler
 
 __all__ = ["SERVER_KINDS", "main"]
 
@@ -32,10 +38,16 @@ SERVER_KINDS: Final = (
 )
 
 
-def _exit_on_stdin_eof() -> None:
-    """Exit the whole process once stdin closes, so no server outlives the bench."""
-    while sys.stdin.buffer.read(4096):
-        pass
+def _control(sampler: Sampler) -> None:
+    """Serve profile commands from stdin; exit the whole process once stdin closes,
+    so no server outlives the bench."""
+    for line in sys.stdin.buffer:
+        command = line.strip()
+        if command == b"profile start":
+            sampler.arm()
+        elif command == b"profile stop":
+            sys.stdout.write(json.dumps(sampler.disarm()) + "\n")
+            sys.stdout.flush()
     os._exit(0)
 
 
@@ -80,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"usage: python -m cellmesh.bench.wire_server {{{'|'.join(SERVER_KINDS)}}} SOCKET\n"
         )
         return 2
-    threading.Thread(target=_exit_on_stdin_eof, name="stdin-eof", daemon=True).start()
+    sampler = Sampler()
+    sampler.install()  # the handler must be set from the main thread
+    threading.Thread(target=_control, args=(sampler,), name="control", daemon=True).start()
     serve(args[0], args[1])
     return 0
 

@@ -13,18 +13,22 @@ def register(app: cyclopts.App) -> None:
 
     @bench.command(name="wire")
     def _wire(*, json: bool = False, quick: bool = False) -> int:
-        """Measure the wire layer against raw socket baselines in one run; print ratios.
+        """Measure the wire layer against raw socket baselines and Trio floors; print ratios.
 
-        Client and server of every measurement run in separate processes;
-        cellmesh and baseline rounds are interleaved. The full run takes about
-        one to two minutes on a 2-core machine.
+        Natural patterns first (N tasks each awaiting fire, signal and
+        signal_nowait loops), then the batch APIs, latency and bulk; each
+        against the Trio wake-up and checkpoint floors and the raw baselines
+        of the same run, followed by a profile of where the CPU per message
+        goes (client and cell). Client and server of every measurement run in
+        separate processes; cellmesh and baseline rounds are interleaved. The
+        full run takes about three to four minutes on a 2-core machine.
 
         Parameters
         ----------
         json
             Print one JSON document with every raw number instead of the table.
         quick
-            A shorter run (about 20 s): fewer rounds and messages.
+            A shorter run (under a minute): fewer rounds and messages.
         """
         from ..bench import wire
 

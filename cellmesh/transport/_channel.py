@@ -9,16 +9,32 @@ is there. Received bytes go straight into the channel's
 :class:`~cellmesh.wire.codec.FrameDecoder`; received descriptors queue in
 :attr:`Channel.fds` until a frame that references them claims them.
 
-Sending never blocks the caller: :meth:`Channel.send` writes at once when
-nothing is queued, and queues whatever the kernel did not take. One writer
-task per channel (:meth:`Channel.run_writer`) drains that queue when the
-socket becomes writable again, so a reader that also sends can never deadlock
-against a peer that does the same. Queued bytes are bounded by the protocol's
-credit (calls in flight), not by this class.
+Sending never blocks the caller and never writes per message.
+:meth:`Channel.send` queues the bytes and marks the channel dirty with the
+run's :class:`~cellmesh.transport._flusher.Flusher`; at the end of the
+scheduler pass, :meth:`Channel.end_of_pass` first lets the owning connection
+encode what it queued as messages (the ``prepare`` hook), then hands the
+whole queue to the kernel with one ``sendmsg`` (scatter/gather, up to
+:data:`MAX_IOV` segments). So every frame queued by any task during one pass
+leaves in one write, right where a direct ``send`` would have left the
+process. Only when the queue passes :data:`WRITE_NOW_BYTES` does ``send``
+write at once, which bounds what a task that never yields can pile up.
 
-Descriptors travel with the first byte of the chunk they were queued with,
+Whatever the kernel does not take waits in the queue for the writer task
+(:meth:`Channel.run_writer`), which sleeps on ``wait_writable``; a reader
+that also sends therefore never deadlocks against a peer that does the same.
+The queue is bounded by its users: the protocol's credit bounds what a
+membrane queues, and a synapse refuses to queue past
+:data:`MAX_QUEUED_BYTES` (:attr:`Channel.over_cap`).
+
+A failed write (the peer reset the connection) marks the channel broken and
+calls ``on_broken``, so the connection that owns it fails its callers even
+though the write happened outside any of their tasks.
+
+Descriptors travel with the first byte of the segment they were queued with,
 which is the first byte of the frame that references them, so a frame's
-descriptors have always arrived once the frame is complete.
+descriptors have always arrived once the frame is complete: a segment that
+carries descriptors always starts its own ``sendmsg``.
 """
 
 from __future__ import annotations
@@ -43,6 +59,7 @@ from ..wire.codec import (
 )
 from ..wire.proteins import DecodeContext
 from . import _client_core as client_core
+from ._flusher import Flusher
 
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk (one frame's worth).
@@ -50,6 +67,12 @@ MAX_FDS_PER_CHUNK: Final = MAX_VESICLES_PER_FRAME
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
 #: Receives in a row without a schedule point before we yield to other tasks.
 _FAIRNESS_READS: Final = 16
+#: ``send`` writes at once (instead of at the end of the pass) past this many queued bytes.
+WRITE_NOW_BYTES: Final = 256 * 1024
+#: A synapse queues no more than this many unsent bytes (:attr:`Channel.over_cap`).
+MAX_QUEUED_BYTES: Final = 8 * 1024 * 1024
+#: Segments handed to one ``sendmsg`` (well below the kernel's IOV_MAX of 1024).
+MAX_IOV: Final = 64
 _MSG_CTRUNC: Final = int(socket.MSG_CTRUNC)
 _SCM_RIGHTS: Final = int(socket.SCM_RIGHTS)
 _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
@@ -69,16 +92,29 @@ class _Pending:
 
 
 class Channel:
-    """A connected AF_UNIX stream socket with a frame decoder and a send queue."""
+    """A connected AF_UNIX stream socket with a frame decoder and an end-of-pass send queue.
+
+    ``prepare`` (set by the owning connection) is called at the end of every
+    pass in which the channel was marked, before the write: it moves messages
+    the connection queued into the channel (with :meth:`send`) and returns
+    True to be called again next pass. ``on_broken`` is called once if a
+    write fails.
+    """
 
     def __init__(self, sock: socket.socket, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
         sock.setblocking(False)
         self.sock = sock
         self.decoder = FrameDecoder(max_frame_size=max_frame_size)
         self.fds: collections.deque[int] = collections.deque()
+        self.prepare: Callable[[], bool] | None = None
+        self.on_broken: Callable[[BaseException], None] | None = None
         self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued = 0
+        self._marked = False
+        self._flusher: Flusher | None = None
         self._wake_writer = trio.Event()
         self._flushed: trio.Event | None = None
+        self._below_cap: trio.Event | None = None
         self._reads_in_row = 0
         self._short_read = False  # the last read did not fill the buffer: wait first
         self._rbuf = bytearray(RECV_SIZE)
@@ -87,6 +123,7 @@ class Channel:
         self.broken: BaseException | None = None
         self.bytes_in = 0
         self.bytes_out = 0
+        self.writes = 0
 
     # -- receiving ---------------------------------------------------------
 
@@ -161,108 +198,172 @@ class Channel:
         fds: Sequence[int] = (),
         done: Callable[[], None] | None = None,
     ) -> None:
-        """Send ``data`` (with ``fds`` attached to its first byte) without blocking.
+        """Queue ``data`` (with ``fds`` attached to its first byte); it leaves this pass.
 
-        ``done`` is called once every byte has been handed to the kernel (use
-        it to close descriptors that were only kept alive for the send).
-        Raises :class:`ChannelBroken` if the socket already failed.
+        The write happens at the end of the current scheduler pass (together
+        with everything else queued in the pass), at once if the queue passes
+        :data:`WRITE_NOW_BYTES`. ``done`` is called once every byte has been
+        handed to the kernel (use it to close descriptors that were only kept
+        alive for the send). Raises :class:`ChannelBroken` if the socket
+        already failed.
         """
         if self.broken is not None:
             raise ChannelBroken(f"channel is broken: {self.broken}") from self.broken
         if self.closed:
             raise ChannelBroken("channel is closed")
-        view = memoryview(data)
-        if not self._queue:
+        self._queue.append(_Pending(memoryview(data), fds, done))
+        self._queued += len(data)
+        if self._queued >= WRITE_NOW_BYTES:
+            self._write()
+        elif not self._marked:
+            self.mark()
+
+    def mark(self) -> None:
+        """Have :meth:`end_of_pass` run at the end of this scheduler pass."""
+        if self._marked or self.closed:
+            return
+        self._marked = True
+        flusher = self._flusher
+        if flusher is None:
+            flusher = self._flusher = Flusher.current()
+            flusher.attach()
+        flusher.mark(self)
+
+    def end_of_pass(self) -> bool:
+        """Called by the flusher: let the owner encode, then write what is queued."""
+        prepare = self.prepare
+        again = False
+        if prepare is not None and self.broken is None and not self.closed:
+            again = prepare()
+        if self._queue and self.broken is None and not self.closed:
+            self._write()
+        self._marked = again and not self.closed
+        return self._marked
+
+    def flush_failed(self, exc: Exception) -> None:
+        """``end_of_pass`` raised: the channel cannot be trusted any more."""
+        self._marked = False
+        self._fail(exc)
+
+    def write_pending(self) -> None:
+        """Write what is queued now instead of at the end of the pass."""
+        if self._queue and self.broken is None and not self.closed:
+            self._write()
+
+    def _write(self) -> None:
+        """Hand queued bytes to the kernel without blocking; the writer task does the rest."""
+        queue = self._queue
+        sock = self.sock
+        while queue:
+            head = queue[0]
+            bufs: list[memoryview] = [head.data]
+            total = len(head.data)
+            for pending in queue:
+                if pending is head:
+                    continue
+                if pending.fds or len(bufs) >= MAX_IOV:
+                    break
+                bufs.append(pending.data)
+                total += len(pending.data)
             try:
-                sent = self._send_now(view, fds)
+                if head.fds:
+                    sent = sock.sendmsg(
+                        bufs, [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", head.fds))]
+                    )
+                else:
+                    sent = sock.sendmsg(bufs)
             except BlockingIOError:
-                sent = 0
+                break
             except OSError as exc:
                 self._fail(exc)
-                raise ChannelBroken(f"send failed: {exc}") from exc
-            if sent == len(view):
-                if done is not None:
-                    done()
                 return
-            if sent:
-                view = view[sent:]
-                fds = ()
-        self._queue.append(_Pending(view, fds, done))
-        self._wake_writer.set()
+            self.writes += 1
+            self.bytes_out += sent
+            self._queued -= sent
+            short = sent < total
+            while sent:
+                pending = queue[0]
+                size = len(pending.data)
+                if sent >= size:
+                    sent -= size
+                    queue.popleft()
+                    if pending.done is not None:
+                        pending.done()
+                else:
+                    pending.data = pending.data[sent:]
+                    pending.fds = ()
+                    sent = 0
+            if short:
+                break  # the kernel's buffer is full: the writer waits for room
+        if queue:
+            if not self._wake_writer.is_set():
+                self._wake_writer.set()
+                self.woke_tasks()
+        elif self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+            self.woke_tasks()
+        if self._below_cap is not None and self._queued < MAX_QUEUED_BYTES:
+            self._below_cap.set()
+            self._below_cap = None
+            self.woke_tasks()
 
-    def _send_now(self, view: memoryview, fds: Sequence[int]) -> int:
-        if fds:
-            sent = self.sock.sendmsg(
-                [view], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-            )
-        else:
-            sent = self.sock.send(view)
-        self.bytes_out += sent
-        return sent
+    def woke_tasks(self) -> None:
+        """Code that may run inside the end-of-pass hook woke a task (see Flusher.poke)."""
+        if self._flusher is not None:
+            self._flusher.poke()
 
     def _fail(self, exc: BaseException) -> None:
-        if self.broken is None:
+        first = self.broken is None
+        self.woke_tasks()
+        if first:
             self.broken = exc
         self._wake_writer.set()
         if self._flushed is not None:
             self._flushed.set()
+        if self._below_cap is not None:
+            self._below_cap.set()
+        if first and self.on_broken is not None:
+            self.on_broken(exc)
 
     @property
     def queued(self) -> int:
         """Bytes accepted by :meth:`send` but not yet handed to the kernel."""
-        return sum(len(p.data) for p in self._queue)
+        return self._queued
+
+    @property
+    def over_cap(self) -> bool:
+        """True while more than :data:`MAX_QUEUED_BYTES` wait for the kernel."""
+        return self._queued >= MAX_QUEUED_BYTES
+
+    async def wait_below_cap(self) -> None:
+        """Wait until fewer than :data:`MAX_QUEUED_BYTES` are unsent (or the channel failed)."""
+        while self.over_cap and self.broken is None and not self.closed:
+            if self._below_cap is None:
+                self._below_cap = trio.Event()
+            await self._below_cap.wait()
 
     async def run_writer(self) -> None:
-        """Drain the send queue whenever the kernel buffer frees up. Runs until closed."""
-        queue = self._queue
+        """Finish writes the kernel could not take at once. Runs until closed."""
         while not self.closed and self.broken is None:
-            if not queue:
+            if not self._queue:
                 self._wake_writer = trio.Event()
                 await self._wake_writer.wait()
                 continue
-            pending = queue[0]
             try:
-                sent = self._send_now(pending.data, pending.fds)
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(self.sock)
-                except trio.ClosedResourceError:
-                    return
-                continue
-            except OSError as exc:
-                self._fail(exc)
+                await trio.lowlevel.wait_writable(self.sock)
+            except (trio.ClosedResourceError, ValueError, OSError):
                 return
-            if sent == len(pending.data):
-                queue.popleft()
-                if pending.done is not None:
-                    pending.done()
-                if not queue and self._flushed is not None:
-                    self._flushed.set()
-                    self._flushed = None
-            else:
-                pending.data = pending.data[sent:]
-                pending.fds = ()
+            self._write()
 
     async def flush_inline(self) -> None:
-        """Drain the send queue from this task (only while no writer task runs)."""
-        queue = self._queue
-        while queue and self.broken is None and not self.closed:
-            pending = queue[0]
-            try:
-                sent = self._send_now(pending.data, pending.fds)
-            except BlockingIOError:
+        """Write the queue from this task, waiting as needed (only while no writer task runs)."""
+        while self._queue and self.broken is None and not self.closed:
+            self._write()
+            if self._queue and self.broken is None:
                 await trio.lowlevel.wait_writable(self.sock)
-                continue
-            except OSError as exc:
-                self._fail(exc)
-                raise ChannelBroken(f"send failed: {exc}") from exc
-            if sent == len(pending.data):
-                queue.popleft()
-                if pending.done is not None:
-                    pending.done()
-            else:
-                pending.data = pending.data[sent:]
-                pending.fds = ()
+        if self.broken is not None:
+            raise ChannelBroken(f"send failed: {self.broken}") from self.broken
 
     async def wait_flushed(self) -> None:
         """Wait until every queued byte has been handed to the kernel (or the channel failed)."""
@@ -282,12 +383,18 @@ class Channel:
         self._wake_writer.set()
         if self._flushed is not None:
             self._flushed.set()
+        if self._below_cap is not None:
+            self._below_cap.set()
+        if self._flusher is not None:
+            self._flusher.detach(self)
+            self._flusher = None
         while self.fds:
             os.close(self.fds.popleft())
         for pending in self._queue:
             if pending.done is not None:
                 pending.done()
         self._queue.clear()
+        self._queued = 0
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import suppress
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -96,6 +96,9 @@ class _Undecodable:
 # An inbound unit of work: (call id or 0 for a signal, message, cost).
 _Work = tuple[int, Any, _FrameCost]
 
+#: A reader that keeps finding data encodes its replies once this many are queued.
+_FLUSH_NOW_ITEMS: Final = 1024
+
 
 class _Slot:
     """What a reader/owner task is running, for reporting its cancellation."""
@@ -117,6 +120,7 @@ class ServerConnection:
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
         self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
+        self.peer_packed = False  # the client reads packed str/bytes columns
         self.plain_ctx = DecodeContext()
         self.calls_left = opts.credit_calls
         self.bytes_left = opts.credit_bytes
@@ -135,6 +139,18 @@ class ServerConnection:
         self.nursery: trio.Nursery | None = None
         self.handler = membrane.handler
         self.receptors = membrane.handler if isinstance(membrane.handler, Receptors) else None
+        # Replies, errors and credit queued during a pass leave in one write at
+        # its end (transport/_flusher.py); a failed write ends the connection.
+        self.channel.prepare = self._end_of_pass
+        self.channel.on_broken = self._write_failed
+
+    def _end_of_pass(self) -> bool:
+        self._flush()
+        return False
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.m.log(f"connection from {self.peer_name!r}: send failed: {exc}")
+        self.done.set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -180,6 +196,7 @@ class ServerConnection:
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
+        self.peer_packed = frame.packed_columns >= 1
         mismatched = self.m.registry.mismatched(frame.proteins)
         self.plain_ctx = DecodeContext(None, mismatched)
         hello = Hello(
@@ -189,11 +206,13 @@ class ServerConnection:
             max_frame_size=opts.max_frame_size,
             credit_calls=opts.credit_calls,
             credit_bytes=opts.credit_bytes,
+            packed_columns=1,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
 
     def _fatal(self, exc: BaseException) -> None:
         """Report a connection-level error to the peer (best effort) and end."""
+        self.channel.prepare = None  # nothing may follow the error frame
         if isinstance(exc, ProtocolError):
             self.m.stats.protocol_errors += 1
             error = Error(
@@ -249,7 +268,7 @@ class ServerConnection:
                     if suspended is not None:
                         await self._own(work, suspended, scope, slot)
                         break
-                self._flush()
+                self.channel.mark()
             except (ProtocolError, ChannelBroken) as exc:
                 self._fatal(exc)
                 return
@@ -319,7 +338,12 @@ class ServerConnection:
                 continue
             if channel.fds and not decoder.buffered:
                 raise VesicleError("descriptors arrived that no frame references")
-            self._flush()
+            # Replies leave at the end of this pass, with those of every other
+            # task; a reader that keeps finding data flushes now and then.
+            if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
+                self._flush()
+            else:
+                channel.mark()
             if not await channel.receive():
                 self.reading = False
                 self.draining = True
@@ -476,7 +500,7 @@ class ServerConnection:
                 self.suspended -= 1
                 self.owned.pop(call_id, None)
             slot.call_id, slot.cost = 0, None
-            self._flush()
+            self.channel.mark()
             if scope.cancel_called:
                 return
             # Serve calls that waited for a free slot, in order, in this task.
@@ -487,7 +511,7 @@ class ServerConnection:
                 if next_suspended is not None:
                     call_id, cost = work[0], work[2]
                     break
-            self._flush()
+            self.channel.mark()
             if next_suspended is None:
                 self._after_owner()
                 return
@@ -554,7 +578,7 @@ class ServerConnection:
                 if values is not None:
                     out.append(codec.columns_item(
                         Kind.REPLY, schema.name, [call_id for call_id, _ in run],
-                        schema.pack_columns(values), j - i,
+                        schema.pack_columns(values, self.peer_packed), j - i,
                     ))
                     i = j
                     continue
@@ -636,7 +660,7 @@ class ServerConnection:
         if cost is not None:
             self._release(cost)
         self.out.append([Kind.ERROR, call_id, code, type_name, message, tb])
-        self._flush()
+        self.channel.mark()
 
     def _release(self, cost: _FrameCost) -> None:
         self.return_calls += 1
@@ -645,7 +669,12 @@ class ServerConnection:
             self.return_bytes += cost.size
 
     def _flush(self) -> None:
-        """Send queued replies/errors and returned credit as one frame (or a few)."""
+        """Queue replies/errors and returned credit on the channel as one frame (or a few).
+
+        Called by the channel at the end of every pass in which something was
+        queued (``channel.mark()``), and directly where order or shutdown needs
+        it now; the channel writes the frames with one ``sendmsg``.
+        """
         if self.replies:
             self._encode_replies()
         out = self.out

@@ -12,7 +12,16 @@ reader task matches replies to waiting callers and wakes them directly
   task (a timeout, a cancelled nursery) sends a ``cancel`` frame so the
   callee's handler is cancelled too; the eventual final answer is discarded.
 * ``fire_many`` pipelines a batch: one frame, one wake-up for all replies.
-* ``signal``/``signal_many`` are one-way.
+* ``signal``/``signal_nowait``/``signal_many`` are one-way.
+
+Single messages cost no frame and no write of their own: ``fire`` and the
+signals queue the validated body on the connection's
+:class:`~cellmesh.transport._outbox.Outbox`, and everything queued by any
+task during one scheduler pass is framed (runs of one protein as one
+columns item) and written with one ``sendmsg`` at the end of the pass
+(:mod:`cellmesh.transport._flusher`). So many tasks that each ``await
+syn.fire(msg)`` travel as well as one ``fire_many``, and a lone call leaves
+exactly when a direct write would have.
 
 Credit: the membrane grants call and byte credit in its hello and returns it
 as calls finish; callers wait for credit when it runs out, so a fast caller
@@ -29,7 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +50,6 @@ import trio
 from .._util import open_service_nursery
 from ..config import Paths, check_cell_name, check_positive_int, check_seconds
 from ..errors import (
-    CellmeshError,
     CellUnavailable,
     ConnectionClosed,
     HandshakeError,
@@ -64,8 +72,11 @@ from ..wire.proteins import (
 from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._outbox import Outbox
 
 CONNECT_TIMEOUT: Final = 10.0
+#: Leaving ``Synapse.grow`` waits at most this long for queued messages to be written.
+CLOSE_FLUSH_TIMEOUT: Final = 5.0
 
 
 @attrs.define(kw_only=True)
@@ -99,20 +110,22 @@ class _Waiter:
 _CANCELLED: Final = (None, -1)
 
 
-class _Connection:
-    """One live connection to the membrane: handshake, reader, credit, pending calls."""
+class _Connection(Outbox):
+    """One live connection to the membrane: handshake, reader, credit, pending calls.
+
+    Its :class:`Outbox` base holds the credit counters and what callers
+    queued during the current pass.
+    """
 
     def __init__(self, syn: Synapse, sock: socket.socket) -> None:
+        super().__init__(Channel(sock, max_frame_size=syn.options.max_frame_size))
         self.syn = syn
-        self.channel = Channel(sock, max_frame_size=syn.options.max_frame_size)
+        self.channel.on_broken = self._broken
         self.pending: dict[int, tuple[_Waiter | None, int]] = {}
         self.next_id = 1
-        self.calls_left = 0
-        self.bytes_left = 0
         self.credit_event = trio.Event()
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
-        self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
         self.ctx = DecodeContext()
         self.draining = False
         self.dead: CellUnavailable | None = None
@@ -125,6 +138,7 @@ class _Connection:
             name=syn.client_name,
             proteins=syn.registry.fingerprints(),
             max_frame_size=syn.options.max_frame_size,
+            packed_columns=1,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
         await self.channel.flush_inline()  # no writer task runs yet
@@ -132,6 +146,7 @@ class _Connection:
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
+        self.packed_columns = frame.packed_columns >= 1
         self.calls_left = frame.credit_calls
         self.bytes_left = frame.credit_bytes
         self.ctx = DecodeContext(None, syn.registry.mismatched(frame.proteins))
@@ -176,9 +191,27 @@ class _Connection:
             if waiter is not None and id(waiter) not in failed:
                 failed.add(id(waiter))
                 self._wake(waiter, outcome.Error(self.dead))
+        self.entries.clear()
+        self.held.clear()
         self.credit_event.set()
         self.channel.close()
         self.closed.set()
+
+    def _broken(self, exc: BaseException) -> None:
+        """A write failed (at the end of a pass, outside any caller): the connection is dead."""
+        self._die(f"send failed: {exc}")
+
+    def refused(self, item: list[Any], exc: Exception) -> None:
+        """A queued item could not be framed: its calls fail with ``exc``."""
+        super().refused(item, exc)
+        self.channel.woke_tasks()
+        for call_id in codec.item_call_ids(item):
+            waiter, index = self.pending.pop(call_id, (None, 0))
+            if waiter is not None:
+                waiter.errors[index] = exc
+                waiter.remaining -= 1
+                if waiter.remaining == 0:
+                    self._finish(waiter)
 
     def _handle(self, items: list[list[Any]], vesicles: int) -> None:
         ctx = self.ctx
@@ -195,6 +228,8 @@ class _Connection:
                 elif kind == 6:  # credit: [6, calls, bytes]
                     self.calls_left += item[1]
                     self.bytes_left += item[2]
+                    if self.held:
+                        self.send_held()
                     self.credit_event.set()
                 elif kind == 3:  # error
                     self._error(Error(id=item[1], code=item[2], type_name=item[3],
@@ -304,39 +339,21 @@ class _Connection:
         """
         while True:
             ids = None if kind == Kind.SIGNAL else list(range(self.next_id, self.next_id + n))
-            frames = codec.encode_items(batch.items(kind, start, start + n, ids),
-                                        self.peer_max_frame)
+            items = batch.items(kind, start, start + n, ids, self.packed_columns)
+            frames = codec.encode_items(items, self.peer_max_frame)
             if len(frames) == 1:
                 return n, frames[0], ids
             n //= 2
 
-    def send_frame(self, data: bytes, ctx: EncodeContext) -> None:
-        """Send one frame carrying calls/signals (with the vesicles in ``ctx``)."""
-        fds: Sequence[int] = ()
-        done: Callable[[], None] | None = None
-        if ctx.vesicles:
-            fds = [v.fileno() for v in ctx.vesicles]
-            owned = list(ctx.owned)
-
-            def sent() -> None:
-                for vesicle in owned:
-                    vesicle.close()
-
-            done = sent
-        self.channel.send(data, fds, done)
-        self.bytes_left -= len(data) - codec.HEADER_SIZE  # the peer counts payload bytes
-
     def cancel_ids(self, ids: Iterable[int]) -> None:
         """The caller gave up on these calls: tell the cell, discard their answers."""
-        items = []
+        cancelled = []
         for call_id in ids:
             if call_id in self.pending:
                 self.pending[call_id] = _CANCELLED
-                items.append([Kind.CANCEL, call_id])
-        if items and self.dead is None:
-            with suppress(ChannelBroken, CellmeshError):
-                for data in codec.encode_items(items, self.peer_max_frame):
-                    self.channel.send(data)
+                cancelled.append(call_id)
+        if cancelled and self.dead is None:
+            self.queue_cancels(cancelled)
 
 
 class Synapse:
@@ -402,14 +419,35 @@ class Synapse:
             syn._start(conn)
             try:
                 yield syn
+                await syn._flush_on_exit()
             finally:
                 syn._close()
                 nursery.cancel_scope.cancel()
 
+    async def _flush_on_exit(self) -> None:
+        """Leaving ``grow`` normally: what was sent is written before the socket closes.
+
+        Signals are fire-and-forget, so a block that ends right after
+        ``signal`` must not lose it: queued messages are framed now and the
+        channel is given up to :data:`CLOSE_FLUSH_TIMEOUT` seconds to hand
+        them to the kernel (a cell that stopped reading cannot hold us longer).
+        """
+        conn = self._conn
+        if conn is None or conn.dead is not None or conn.channel.broken is not None:
+            return
+        conn.encode_pending()
+        with trio.move_on_after(CLOSE_FLUSH_TIMEOUT), suppress(ChannelBroken):
+            conn.channel.write_pending()
+            await conn.channel.wait_flushed()
+
     def _close(self) -> None:
         self._closed = True
-        if self._conn is not None:
-            self._conn._die("the synapse was closed")
+        conn = self._conn
+        if conn is not None:
+            if conn.dead is None and conn.channel.broken is None:
+                conn.encode_pending()  # best effort: whatever the kernel takes now
+                conn.channel.write_pending()
+            conn._die("the synapse was closed")
 
     async def _connect(self) -> _Connection:
         path = self.socket_path_text
@@ -469,15 +507,42 @@ class Synapse:
             return conn
 
     async def _credit(self, want: int) -> tuple[_Connection, int]:
-        """A live connection with credit for up to ``want`` calls; returns how many."""
+        """A live connection with credit for up to ``want`` calls; returns how many.
+
+        What single-message callers queued before is framed first, and no
+        frame waits for byte credit when this returns, so a frame the caller
+        sends now leaves after everything queued before it.
+        """
         while True:
             conn = await self._connection()
-            if conn.calls_left > 0 and conn.bytes_left > 0:
+            conn.encode_pending()
+            if conn.ready():
                 return conn, min(want, conn.calls_left)
+            if conn.channel.over_cap:
+                await conn.channel.wait_below_cap()
+                continue
             # One event shared by every waiter; replaced only once it has fired.
             if conn.credit_event.is_set():
                 conn.credit_event = trio.Event()
             await conn.credit_event.wait()
+
+    def _encode_one(self, msg: Any) -> tuple[Any, codec.Body] | None:
+        """Validate and encode one message for the single-message paths.
+
+        Returns (schema, body), or None when the body carries vesicles (those
+        travel in a frame of their own, through the batch path). Raises
+        :class:`~cellmesh.errors.FieldError` / TypeError for a bad message.
+        """
+        schema = self.registry.schema_for(msg)
+        ctx = self._single_ctx
+        body = schema.encode(msg, ctx)
+        if ctx.vesicles:
+            for vesicle in ctx.owned:
+                vesicle.close()
+            ctx.vesicles.clear()
+            ctx.owned.clear()
+            return None
+        return schema, body
 
     # -- public API --------------------------------------------------------
 
@@ -488,43 +553,24 @@ class Synapse:
         :class:`CellUnavailable` if the connection broke first,
         :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field,
         :class:`~cellmesh.errors.UnexpectedReply` if ``msg`` is a
-        ``Request[R]`` and the reply is not an ``R``.
+        ``Request[R]`` and the reply is not an ``R``. The call is framed and
+        written at the end of the current scheduler pass together with every
+        other message queued in it.
         """
         conn = self._conn
-        if (
-            conn is None
-            or conn.dead is not None
-            or conn.draining
-            or conn.calls_left <= 0
-            or conn.bytes_left <= 0
-        ):
+        if conn is None or conn.dead is not None or conn.draining or not conn.ready():
             return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         # Fast path: a live connection with credit, one call, no vesicle.
-        ctx = self._single_ctx
-        body = self.registry.encode(msg, ctx)
-        if ctx.vesicles:
-            for vesicle in ctx.owned:
-                vesicle.close()
-            ctx.vesicles.clear()
-            ctx.owned.clear()
+        encoded = self._encode_one(msg)
+        if encoded is None:
             return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
+        schema, body = encoded
+        conn.check_fits(schema, body)
         call_id = conn.next_id
-        data = codec.frame_bytes([Kind.CALL, call_id, body])
-        if len(data) - codec.HEADER_SIZE > conn.peer_max_frame:
-            codec.encode_items([[Kind.CALL, call_id, body]], conn.peer_max_frame)  # raises
         conn.next_id = call_id + 1
         waiter = _Waiter(1)
         conn.pending[call_id] = (waiter, 0)
-        try:
-            conn.channel.send(data)
-        except ChannelBroken as exc:
-            # Not a byte of this call left us: the connection died before we
-            # noticed. Retire it and send the call on a fresh one.
-            del conn.pending[call_id]
-            conn._die(str(exc))
-            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
-        conn.calls_left -= 1
-        conn.bytes_left -= len(data) - codec.HEADER_SIZE
+        conn.queue(Kind.CALL, call_id, schema, body)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             conn.cancel_ids((call_id,))
@@ -574,7 +620,7 @@ class Synapse:
                 try:
                     conn.send_frame(data, self._frame_context(batch, sent))
                 except ChannelBroken as exc:
-                    for call_id in ids:  # nothing of this frame was sent: forget it
+                    for call_id in ids:  # nothing of this frame was queued: forget it
                         pending.pop(call_id, None)
                     conn._die(str(exc))
                     if not conns and not retried:
@@ -606,12 +652,77 @@ class Synapse:
             return batch.contexts[start]
         return batch.contexts[0] if start == 0 else EncodeContext()
 
+    def signal_nowait(self, msg: Any) -> None:
+        """Queue a one-way message without blocking, or raise ``trio.WouldBlock``.
+
+        Never blocks and is not a checkpoint. Raises ``trio.WouldBlock`` when
+        the message cannot be queued right now: no call credit or byte credit
+        left, frames already waiting for credit, more than the channel's cap
+        of unsent bytes, or no live connection (``await signal(msg)`` then
+        waits, or reconnects). Raises :class:`~cellmesh.errors.FieldError` for
+        a bad field, :class:`~cellmesh.errors.LocalProtocolError` for a
+        message too large for one frame, :class:`ConnectionClosed` once the
+        synapse is closed. The message leaves at the end of the current pass.
+        """
+        self._signal_now(msg)
+
+    def _signal_now(self, msg: Any) -> _Connection:
+        conn = self._conn
+        if conn is None or conn.dead is not None or conn.draining:
+            if self._closed:
+                raise ConnectionClosed(f"synapse to {self.name!r} is closed")
+            raise trio.WouldBlock
+        if not conn.ready():
+            raise trio.WouldBlock
+        encoded = self._encode_one(msg)
+        if encoded is None:
+            self._signal_vesicles(conn, msg)
+            return conn
+        schema, body = encoded
+        conn.check_fits(schema, body)
+        conn.queue(Kind.SIGNAL, 0, schema, body)
+        return conn
+
+    def _signal_vesicles(self, conn: _Connection, msg: Any) -> None:
+        """A signal whose body carries vesicles: its own frame, sent with its descriptors."""
+        batch = self._batch([msg])
+        conn.encode_pending()
+        if not conn.ready():
+            for vesicle in batch.contexts[0].owned:
+                vesicle.close()
+            raise trio.WouldBlock
+        _, data, _ = conn.fit_frame(batch, Kind.SIGNAL, 0, 1)
+        try:
+            conn.send_frame(data, batch.contexts[0])
+        except ChannelBroken:
+            for vesicle in batch.contexts[0].owned:
+                vesicle.close()
+            raise trio.WouldBlock from None
+        conn.calls_left -= 1
+
     async def signal(self, msg: Any) -> None:
-        """Send a one-way message (no reply, no error report)."""
-        await self.signal_many([msg])
+        """Send a one-way message (no reply, no error report).
+
+        A checkpoint, with Trio's convention for sends: if it raises
+        ``Cancelled``, the message was not sent. It waits only when credit or
+        the send buffer is exhausted. Signals sent in a loop are written
+        together, once per many signals (see :mod:`~cellmesh.transport._outbox`).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            conn = self._signal_now(msg)
+        except trio.WouldBlock:
+            await self.signal_many([msg])
+            return
+        conn.defer = True  # this task runs again next pass: its signals may wait for more
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def signal_many(self, msgs: Iterable[Any]) -> None:
-        """Send one-way messages, batched into as few frames as credit allows."""
+        """Send one-way messages, batched into as few frames as credit allows.
+
+        A checkpoint; if it raises ``Cancelled`` before any message was sent,
+        none was.
+        """
         batch = self._batch(list(msgs))
         sent = 0
         while sent < batch.count:
@@ -625,7 +736,10 @@ class Synapse:
                 raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
             conn.calls_left -= n
             sent += n
-        await trio.lowlevel.checkpoint()
+        if sent:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await trio.lowlevel.checkpoint()
 
     @property
     def connected(self) -> bool:

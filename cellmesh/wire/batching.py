@@ -18,16 +18,60 @@ Vesicles are indexed per frame, so a batch that carries any is re-encoded
 one message per frame (``per_message``); each message then has its own
 :class:`~cellmesh.wire.proteins.EncodeContext` holding its descriptors.
 
+Single messages queued one at a time (``fire``, ``signal``) are grouped the
+same way when their connection frames them at the end of a scheduler pass:
+:func:`coalesce` turns the queued ``(kind, id, schema, body)`` entries into
+wire items, consecutive calls (or signals) of one protein becoming one
+columns item built from the already-validated bodies.
+
 Pure: no I/O here; making a memfd is the injected ``make_vesicle``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
-from .codec import Kind, columns_item
+from .codec import Body, Kind, columns_item
 from .proteins import EncodeContext, ProteinRegistry, Schema, VesicleSource
+
+Entry: TypeAlias = tuple[int, int, Schema | None, Body | None]
+"""One queued message: ``(CALL, id, schema, body)``, ``(SIGNAL, 0, schema, body)``
+or ``(CANCEL, id, None, None)``; ``body`` is the validated wire form."""
+
+
+def coalesce(entries: list[Entry], packed: bool = False) -> list[list[Any]]:
+    """Wire items for queued entries, in order: each run of two or more calls
+    (or signals) of one protein becomes one columns item, the rest plain items.
+
+    ``packed`` lets ``str`` and ``bytes`` columns use the packed forms of
+    docs/protocol.md section 11.3 (only when the peer announced it reads them).
+    """
+    out: list[list[Any]] = []
+    i, n = 0, len(entries)
+    while i < n:
+        kind, call_id, schema, body = entries[i]
+        if schema is None:
+            out.append([Kind.CANCEL, call_id])
+            i += 1
+            continue
+        j = i + 1
+        while j < n and entries[j][2] is schema and entries[j][0] == kind:
+            j += 1
+        if j - i >= 2:
+            run = entries[i:j]
+            fields = list(zip(*[entry[3] for entry in run], strict=True))
+            columns = [list(col) for col in fields[1:]]
+            ids = None if kind == Kind.SIGNAL else [entry[1] for entry in run]
+            out.append(columns_item(
+                kind, schema.name, ids, schema.pack_columns(columns, packed), j - i
+            ))
+        elif kind == Kind.SIGNAL:
+            out.append([Kind.SIGNAL, body])
+        else:
+            out.append([kind, call_id, body])
+        i = j
+    return out
 
 
 class _Run:
@@ -85,11 +129,14 @@ class OutboundBatch:
             self.contexts.append(ctx)
         self._parts = parts
 
-    def items(self, kind: int, start: int, end: int, ids: list[int] | None) -> list[list[Any]]:
+    def items(
+        self, kind: int, start: int, end: int, ids: list[int] | None, packed: bool = False
+    ) -> list[list[Any]]:
         """Wire items for messages ``[start, end)``.
 
         ``kind`` is CALL or SIGNAL; ``ids`` holds the call ids of exactly these
-        messages (None for signals).
+        messages (None for signals); ``packed`` allows the packed ``str`` and
+        ``bytes`` columns (the peer announced it reads them).
         """
         out: list[list[Any]] = []
         position = 0
@@ -104,7 +151,8 @@ class OutboundBatch:
                     values = [col[lo - part.start : hi - part.start] for col in values]
                 run_ids = None if ids is None else ids[lo - start : hi - start]
                 out.append(columns_item(
-                    kind, part.schema.name, run_ids, part.schema.pack_columns(values), hi - lo
+                    kind, part.schema.name, run_ids, part.schema.pack_columns(values, packed),
+                    hi - lo,
                 ))
             else:
                 index = position

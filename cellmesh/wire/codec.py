@@ -30,11 +30,9 @@ so the driver can pair them with the descriptors that arrived with the frame.
 
 from __future__ import annotations
 
-import array
 import enum
 import io
 import struct
-import sys
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -49,6 +47,34 @@ from ..errors import (
     MalformedFrame,
     UnknownFrameKind,
 )
+from ._columns import (
+    MAX_ID,
+    TAG_BYTES_COLUMN,
+    TAG_FLOAT64_LE,
+    TAG_SINT64_LE,
+    TAG_TEXT_COLUMN,
+    TAG_UINT64_LE,
+    TYPED_ARRAYS,
+    bytes_column,
+    bytes_column_values,
+    slice_column,
+    text_column,
+    typed_array,
+    typed_array_values,
+)
+
+# The column forms live in wire/_columns.py; they are part of this module's API.
+__all__ = [
+    "ABSOLUTE_MAX_FRAME_SIZE", "DEFAULT_MAX_FRAME_SIZE", "HEADER", "HEADER_SIZE", "MAX_DEPTH",
+    "MAX_HELLO_SIZE", "MAX_ID", "MAX_VESICLES_PER_FRAME", "MIN_MAX_FRAME_SIZE", "NEED_DATA",
+    "PROTOCOL_VERSION", "TAG_BYTES_COLUMN", "TAG_FLOAT64_LE", "TAG_SINT64_LE",
+    "TAG_TEXT_COLUMN", "TAG_UINT64_LE", "VESICLE_TAG", "Body", "Call", "Cancel", "Credit",
+    "DecodedFrame", "Error", "Frame", "FrameDecoder", "GoAway", "Hello", "Kind", "Reply",
+    "Signal", "VesicleRef", "body_fits", "bytes_column", "check_max_frame_size",
+    "columns_item", "encode_chunks", "encode_items", "frame_bytes", "frame_of",
+    "item_call_ids", "item_weight", "split_columns", "text_column", "typed_array",
+    "validate_frame",
+]
 
 PROTOCOL_VERSION: Final = 1
 HEADER: Final = struct.Struct(">I")
@@ -61,16 +87,8 @@ MIN_MAX_FRAME_SIZE: Final = 4096
 #: The first frame (the hello, sent before limits are known) may be this large
 #: whatever the negotiated maximum: a hello lists every protein fingerprint.
 MAX_HELLO_SIZE: Final = 1024 * 1024
-MAX_ID: Final = 2**63 - 1
 #: CBOR nesting deeper than this is refused (bounds decoder recursion).
 MAX_DEPTH: Final = 64
-#: RFC 8746 typed arrays accepted (and sent in columnar frames): uint64, sint64
-#: and float64, little endian. They decode to plain lists of int or float.
-TAG_UINT64_LE: Final = 71
-TAG_SINT64_LE: Final = 79
-TAG_FLOAT64_LE: Final = 86
-_TYPED_ARRAYS: Final = {TAG_UINT64_LE: "Q", TAG_SINT64_LE: "q", TAG_FLOAT64_LE: "d"}
-_BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
 #: At most this many vesicles (descriptors) may travel with one frame.
 MAX_VESICLES_PER_FRAME: Final = 64
 #: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
@@ -143,6 +161,9 @@ class Hello:
     fingerprint. ``max_frame_size`` is the largest frame the sender accepts.
     ``credit_calls``/``credit_bytes`` is the initial credit the sender grants
     the peer for calls and signals (0 for a side that serves nothing).
+    ``packed_columns`` is 1 when the sender reads the packed ``str`` and
+    ``bytes`` columns of docs/protocol.md 11.3 (0: send it plain arrays only);
+    it travels as a hello option only when set.
     """
 
     version: int
@@ -151,6 +172,7 @@ class Hello:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     credit_calls: int = 0
     credit_bytes: int = 0
+    packed_columns: int = 0
 
     @classmethod
     def from_wire(cls, item: list[Any]) -> Hello:
@@ -173,6 +195,7 @@ class Hello:
             ("max_frame_size", DEFAULT_MAX_FRAME_SIZE),
             ("credit_calls", 0),
             ("credit_bytes", 0),
+            ("packed_columns", 0),
         ):
             value = options.get(key, default)
             if not _is_uint(value):
@@ -193,6 +216,8 @@ class Hello:
             "credit_calls": self.credit_calls,
             "credit_bytes": self.credit_bytes,
         }
+        if self.packed_columns:
+            options["packed_columns"] = self.packed_columns
         return [Kind.HELLO, self.version, self.name, self.proteins, options]
 
 
@@ -315,33 +340,15 @@ NEED_DATA: Final = _NeedData.NEED_DATA
 # Encoding.
 
 
-def typed_array(values: list[Any], tag: int) -> cbor2.CBORTag:
-    """An RFC 8746 little-endian typed array of ``values`` (uint64, sint64 or float64).
-
-    Raises OverflowError (uint64/sint64 out of range) or TypeError (not a
-    number): callers fall back to a plain CBOR array.
-    """
-    packed = array.array(_TYPED_ARRAYS[tag], values)
-    if _BIG_ENDIAN_HOST:
-        packed.byteswap()
-    return cbor2.CBORTag(tag, packed.tobytes())
-
-
-def _slice_column(column: Any, lo: int, hi: int) -> Any:
-    if isinstance(column, cbor2.CBORTag):  # a typed array of 8-byte elements
-        return cbor2.CBORTag(column.tag, column.value[lo * 8 : hi * 8])
-    return column[lo:hi]
-
-
 def split_columns(item: list[Any]) -> tuple[list[Any], list[Any]]:
     """Split a columns item of two or more rows into two halves (same meaning)."""
     kind, sub, count, name, ids, columns = item
     half = count // 2
-    first = [kind, sub, half, name, None if ids is None else _slice_column(ids, 0, half),
-             [_slice_column(c, 0, half) for c in columns]]
+    first = [kind, sub, half, name, None if ids is None else slice_column(ids, 0, half),
+             [slice_column(c, 0, half) for c in columns]]
     second = [kind, sub, count - half, name,
-              None if ids is None else _slice_column(ids, half, count),
-              [_slice_column(c, half, count) for c in columns]]
+              None if ids is None else slice_column(ids, half, count),
+              [slice_column(c, half, count) for c in columns]]
     return first, second
 
 
@@ -353,7 +360,7 @@ def item_call_ids(item: list[Any]) -> list[int]:
         if ids is None:
             return []
         if isinstance(ids, cbor2.CBORTag):
-            return _typed_array_values(ids.value, _TYPED_ARRAYS[ids.tag])
+            return typed_array_values(ids.value, TYPED_ARRAYS[ids.tag])
         return list(ids)
     if kind in (Kind.CALL, Kind.REPLY, Kind.ERROR, Kind.CANCEL) and item[1] is not None:
         return [item[1]]
@@ -377,21 +384,36 @@ def frame_bytes(item: list[Any]) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
-    """Encode wire items into as few frames as fit in ``max_frame_size``.
+def item_weight(item: list[Any]) -> int:
+    """How many calls and signals a wire item carries (what it costs in call credit)."""
+    kind = item[0]
+    if kind in (Kind.CALL, Kind.SIGNAL):
+        return 1
+    if kind == Kind.COLUMNS and item[1] != Kind.REPLY:
+        return int(item[2])
+    return 0
 
-    One item becomes a plain frame; several become one ``batch`` frame, split
-    in halves while a frame would be too large. A single item that cannot fit
-    raises :class:`~cellmesh.errors.LocalProtocolError` (the caller should
-    send large payloads as vesicles or raise the limit).
+
+def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[bytes, int]]:
+    """Encode wire items into as few frames as fit in ``max_frame_size``, with their weights.
+
+    Returns ``(frame, calls and signals in it)`` pairs, in order. One item
+    becomes a plain frame; several become one ``batch`` frame, split in
+    halves while a frame would be too large (a columns item of several rows
+    is split by rows). A single item that cannot fit raises
+    :class:`~cellmesh.errors.LocalProtocolError` (the caller should send
+    large payloads as vesicles or raise the limit).
     """
     if not items:
         return []
     payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
     if len(payload) <= max_frame_size:
-        return [HEADER.pack(len(payload)) + payload]
+        weight = 0
+        for item in items:
+            weight += item_weight(item)
+        return [(HEADER.pack(len(payload)) + payload, weight)]
     if len(items) == 1 and items[0][0] == Kind.COLUMNS and items[0][2] > 1:
-        return encode_items(list(split_columns(items[0])), max_frame_size)
+        return encode_chunks(list(split_columns(items[0])), max_frame_size)
     if len(items) == 1:
         raise LocalProtocolError(
             f"a {Kind(items[0][0]).name.lower()} frame of {len(payload)} bytes exceeds the "
@@ -399,7 +421,59 @@ def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
             code=ErrorCode.FRAME_TOO_LARGE,
         )
     half = len(items) // 2
-    return encode_items(items[:half], max_frame_size) + encode_items(items[half:], max_frame_size)
+    return encode_chunks(items[:half], max_frame_size) + encode_chunks(
+        items[half:], max_frame_size
+    )
+
+
+def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
+    """Encode wire items into as few frames as fit (see :func:`encode_chunks`)."""
+    return [data for data, _ in encode_chunks(items, max_frame_size)]
+
+
+#: Encoded size of a call/signal envelope and its place in a batch or a one-row
+#: columns item, beyond the body itself (see :func:`body_fits`).
+_ENVELOPE: Final = 64
+_FIELD_SLACK: Final = 11  # a field as one row of a typed column: at most 11 bytes more
+_SMALL_INT: Final = 1 << 64
+
+
+def body_fits(body: Body, max_frame_size: int) -> bool:
+    """True if a call or signal carrying ``body`` fits one frame of ``max_frame_size``.
+
+    Exact where it matters and cheap where it does not: a flat body of
+    scalars, short text and bytes is bounded without encoding it (its
+    worst-case CBOR size is summed), and only a body whose bound comes near
+    the limit, or that nests arrays or maps, is encoded to measure it. The
+    allowance covers the envelope and the body's place in a batch or a
+    one-row columns item, so an entry that passes always fits one frame
+    whichever of those forms the sender chooses. Raises UnicodeEncodeError for
+    text that cannot be encoded (a lone surrogate), as encoding would.
+    """
+    budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
+    bound = 0
+    for value in body:
+        kind = type(value)
+        if kind is int:
+            if not -_SMALL_INT < value < _SMALL_INT:
+                break
+            bound += 9
+        elif kind is str:
+            if not value.isascii():
+                value.encode()  # a lone surrogate cannot travel: UnicodeEncodeError here
+            bound += 4 * len(value) + 9
+        elif kind is bytes:
+            bound += len(value) + 9
+        elif kind is float:
+            bound += 9
+        elif value is None or kind is bool:
+            bound += 1
+        else:
+            break
+    else:
+        if bound <= budget:
+            return True
+    return len(cbor2.dumps(body)) <= budget
 
 
 # ---------------------------------------------------------------------------
@@ -575,19 +649,6 @@ _BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256
 _SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _reject_tag)
 
 
-def _typed_array_values(data: object, typecode: str) -> list[Any]:
-    if type(data) is not bytes or len(data) % 8:
-        raise MalformedFrame("a typed array must wrap a byte string of 8-byte elements")
-    values = array.array(typecode)
-    values.frombytes(data)
-    if _BIG_ENDIAN_HOST:
-        values.byteswap()
-    result = values.tolist()
-    if typecode == "Q" and result and max(result) > MAX_ID:
-        raise MalformedFrame("a uint64 typed array holds a value above 2**63-1")
-    return result
-
-
 class _FrameTags:
     """Per-frame tag hook: turns vesicle tags into refs and counts them."""
 
@@ -597,9 +658,15 @@ class _FrameTags:
         self.count = 0
 
     def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef | list[Any]:
-        typecode = _TYPED_ARRAYS.get(tag.tag)
+        typecode = TYPED_ARRAYS.get(tag.tag)
         if typecode is not None:
-            return _typed_array_values(tag.value, typecode)
+            return typed_array_values(tag.value, typecode)
+        if tag.tag == TAG_TEXT_COLUMN:
+            if type(tag.value) is not str:
+                raise MalformedFrame("a packed text column must wrap a text string")
+            return tag.value.split("\0")
+        if tag.tag == TAG_BYTES_COLUMN:
+            return bytes_column_values(tag.value)
         if tag.tag != VESICLE_TAG:
             raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
         value = tag.value

@@ -33,260 +33,42 @@ import hashlib
 import operator
 import types
 import typing
+from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, Protocol, TypeVar, overload
+from itertools import repeat
+from typing import Any, Final, NoReturn, TypeVar, overload
 
 import attrs
-import cbor2
 
 from ..errors import ConfigError, FieldError, SchemaMismatch, UnknownProtein
+from ._fields import (
+    DEFAULT_VESICLE_THRESHOLD,
+    NO_VESICLES,
+    BytesLike,
+    DecodeContext,
+    EncodeContext,
+    VesicleSource,
+    compile_type,
+)
+from ._fields import Bad as _Bad
+from ._fields import FieldType as _FieldType
+from ._fields import type_label as _type_label
 from .codec import (
-    MAX_VESICLES_PER_FRAME,
     TAG_FLOAT64_LE,
     TAG_SINT64_LE,
-    VESICLE_TAG,
     Body,
-    VesicleRef,
+    bytes_column,
+    text_column,
     typed_array,
 )
 
+__all__ = [
+    "DEFAULT_VESICLE_THRESHOLD", "NO_VESICLES", "PROTEINS", "BytesLike", "DecodeContext",
+    "EncodeContext", "ProteinRegistry", "Schema", "VesicleSource", "encode_body", "fingerprint",
+    "is_protein", "protein", "schema_of", "wire_name",
+]
+
 T = TypeVar("T")
-
-#: Bytes fields at or above this size travel as sealed memfds by default.
-DEFAULT_VESICLE_THRESHOLD: Final = 64 * 1024
-#: Disable vesicles: everything travels inline.
-NO_VESICLES: Final = 2**63
-
-
-class BytesLike(Protocol):
-    """What a bytes field accepts when sending: anything exposing a byte buffer."""
-
-    def __len__(self) -> int: ...
-
-
-class VesicleSource(Protocol):
-    """A payload that can travel as a sealed memfd (implemented by Vesicle)."""
-
-    def __len__(self) -> int: ...
-
-    def close(self) -> None: ...
-
-    def fileno(self) -> int: ...
-
-    def seal(self) -> None: ...
-
-    def tobytes(self) -> bytes: ...
-
-
-class EncodeContext:
-    """Per-frame encoding state: the vesicle threshold and the fds to attach.
-
-    ``make_vesicle`` turns bytes into a sealed :class:`VesicleSource` (the
-    driver supplies it: memfds are I/O). Vesicles appended to ``vesicles`` must
-    be sent with the frame; those in ``owned`` were created here and must be
-    closed once the frame is sent.
-    """
-
-    __slots__ = ("make_vesicle", "owned", "threshold", "vesicles")
-
-    def __init__(
-        self,
-        threshold: int = DEFAULT_VESICLE_THRESHOLD,
-        make_vesicle: Callable[[bytes | bytearray | memoryview], VesicleSource] | None = None,
-    ) -> None:
-        self.threshold = threshold if make_vesicle is not None else NO_VESICLES
-        self.make_vesicle = make_vesicle
-        self.vesicles: list[VesicleSource] = []
-        self.owned: list[VesicleSource] = []
-
-
-class DecodeContext:
-    """Per-frame decoding state: how to resolve vesicle refs, which schemas differ."""
-
-    __slots__ = ("mismatched", "resolve")
-
-    def __init__(
-        self,
-        resolve: Callable[[VesicleRef], memoryview] | None = None,
-        mismatched: frozenset[str] = frozenset(),
-    ) -> None:
-        self.resolve = resolve
-        self.mismatched = mismatched
-
-
-_Enc = Callable[[Any, EncodeContext], Any]
-_Dec = Callable[[Any, DecodeContext], Any]
-
-
-class _Bad(Exception):
-    """Internal: a field value did not fit; carries the reason and the field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def _type_label(value: object) -> str:
-    return type(value).__name__
-
-
-# --------------------------------------------------------------------------
-# Field type compilation: each annotation becomes (canonical text, enc, dec).
-
-
-@attrs.frozen
-class _FieldType:
-    text: str
-    enc: _Enc
-    dec: _Dec
-    #: The field never needs conversion either way (only a type check).
-    plain: bool
-    #: For plain fields: the exact Python types accepted (lets codegen inline the check).
-    exact: tuple[type, ...] = ()
-
-
-def _scalar(py: type, text: str) -> _FieldType:
-    def check(value: Any, ctx: Any) -> Any:
-        if type(value) is not py:
-            raise _Bad(f"expected {text}, got {_type_label(value)}")
-        return value
-
-    return _FieldType(text, check, check, True, (py,))
-
-
-def _widen(value: int) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        raise _Bad(f"an int of {value.bit_length()} bits is too large for a float") from None
-
-
-def _float_type() -> _FieldType:
-    def convert(value: Any, ctx: Any) -> Any:
-        if type(value) is float:
-            return value
-        if type(value) is int:
-            return _widen(value)
-        raise _Bad(f"expected float, got {_type_label(value)}")
-
-    return _FieldType("float", convert, convert, False)
-
-
-def _none_type() -> _FieldType:
-    def check(value: Any, ctx: Any) -> Any:
-        if value is not None:
-            raise _Bad(f"expected null, got {_type_label(value)}")
-        return None
-
-    return _FieldType("null", check, check, True, (type(None),))
-
-
-def _bytes_type() -> _FieldType:
-    def enc(value: Any, ctx: EncodeContext) -> Any:
-        kind = type(value)
-        if kind is bytes or kind is bytearray:
-            if len(value) < ctx.threshold:
-                return value
-        elif kind is memoryview:
-            if value.nbytes < ctx.threshold:
-                return value.tobytes()
-        elif hasattr(value, "fileno") and hasattr(value, "seal") and hasattr(value, "tobytes"):
-            if len(value) < ctx.threshold:
-                return value.tobytes()
-            index = len(ctx.vesicles)
-            if index >= MAX_VESICLES_PER_FRAME:
-                raise _Bad(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
-            value.seal()
-            ctx.vesicles.append(value)
-            return cbor2.CBORTag(VESICLE_TAG, [index, len(value)])
-        else:
-            raise _Bad(f"expected bytes, got {_type_label(value)}")
-        assert ctx.make_vesicle is not None
-        if len(ctx.vesicles) >= MAX_VESICLES_PER_FRAME:
-            raise _Bad(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
-        vesicle = ctx.make_vesicle(value)
-        ctx.owned.append(vesicle)
-        index = len(ctx.vesicles)
-        ctx.vesicles.append(vesicle)
-        return cbor2.CBORTag(VESICLE_TAG, [index, len(vesicle)])
-
-    def dec(value: Any, ctx: DecodeContext) -> Any:
-        if type(value) is bytes:
-            return value
-        if type(value) is VesicleRef:
-            if ctx.resolve is None:
-                raise _Bad("a vesicle arrived where none can be received")
-            return ctx.resolve(value)
-        raise _Bad(f"expected bytes, got {_type_label(value)}")
-
-    return _FieldType("bytes", enc, dec, False)
-
-
-def _list_type(elem: _FieldType, as_tuple: bool) -> _FieldType:
-    text = f"list<{elem.text}>"
-    e_enc, e_dec = elem.enc, elem.dec
-
-    def enc(value: Any, ctx: EncodeContext) -> Any:
-        if type(value) is not list and type(value) is not tuple:
-            raise _Bad(f"expected {text}, got {_type_label(value)}")
-        return [e_enc(v, ctx) for v in value]
-
-    def dec(value: Any, ctx: DecodeContext) -> Any:
-        if type(value) is not list:
-            raise _Bad(f"expected {text}, got {_type_label(value)}")
-        out = [e_dec(v, ctx) for v in value]
-        return tuple(out) if as_tuple else out
-
-    return _FieldType(text, enc, dec, False)
-
-
-def _dict_type(key: _FieldType, val: _FieldType, where: str) -> _FieldType:
-    if key.text not in ("str", "int"):
-        raise TypeError(f"{where}: dict keys must be str or int, not {key.text}")
-    text = f"map<{key.text},{val.text}>"
-    k_dec, v_enc, v_dec = key.dec, val.enc, val.dec
-    k_enc = key.enc
-
-    def enc(value: Any, ctx: EncodeContext) -> Any:
-        if type(value) is not dict:
-            raise _Bad(f"expected {text}, got {_type_label(value)}")
-        return {k_enc(k, ctx): v_enc(v, ctx) for k, v in value.items()}
-
-    def dec(value: Any, ctx: DecodeContext) -> Any:
-        if type(value) is not dict:
-            raise _Bad(f"expected {text}, got {_type_label(value)}")
-        return {k_dec(k, ctx): v_dec(v, ctx) for k, v in value.items()}
-
-    return _FieldType(text, enc, dec, False)
-
-
-def _union_type(options: list[_FieldType]) -> _FieldType:
-    text = "union<" + ",".join(sorted({o.text for o in options})) + ">"
-    # A canonical order, so the meaning never depends on declaration order (the
-    # fingerprint does not): exact-type options first, then options that never
-    # widen an int to a float, then the rest, each group by canonical text.
-    options = sorted(options, key=lambda o: (not o.plain, "float" in o.text, o.text))
-
-    def enc(value: Any, ctx: EncodeContext) -> Any:
-        for option in options:
-            try:
-                return option.enc(value, ctx)
-            except _Bad:
-                continue
-        raise _Bad(f"expected {text}, got {_type_label(value)}")
-
-    def dec(value: Any, ctx: DecodeContext) -> Any:
-        for option in options:
-            try:
-                return option.dec(value, ctx)
-            except _Bad:
-                continue
-        raise _Bad(f"expected {text}, got {_type_label(value)}")
-
-    plain = all(o.plain for o in options)
-    exact = tuple(t for o in options for t in o.exact) if plain else ()
-    return _FieldType(text, enc, dec, plain, exact)
-
 
 def _protein_type(cls: type) -> _FieldType:
     name = wire_name(cls)
@@ -306,40 +88,12 @@ def _protein_type(cls: type) -> _FieldType:
     return _FieldType(name, enc, dec, False)
 
 
-_SCALARS: Final[dict[Any, Callable[[], _FieldType]]] = {
-    int: lambda: _scalar(int, "int"),
-    str: lambda: _scalar(str, "str"),
-    bool: lambda: _scalar(bool, "bool"),
-    float: _float_type,
-    bytes: _bytes_type,
-    bytearray: _bytes_type,
-    memoryview: _bytes_type,
-    type(None): _none_type,
-    None: _none_type,
-}
+def _nested(tp: Any) -> _FieldType | None:
+    return _protein_type(tp) if isinstance(tp, type) and is_protein(tp) else None
 
 
 def _compile_type(tp: Any, where: str) -> _FieldType:
-    if tp in _SCALARS:
-        return _SCALARS[tp]()
-    if isinstance(tp, type) and is_protein(tp):
-        return _protein_type(tp)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        return _union_type([_compile_type(a, where) for a in args])
-    if origin is list and len(args) == 1:
-        return _list_type(_compile_type(args[0], where), as_tuple=False)
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return _list_type(_compile_type(args[0], where), as_tuple=True)
-    if origin is dict and len(args) == 2:
-        return _dict_type(_compile_type(args[0], where), _compile_type(args[1], where), where)
-    if origin is typing.Annotated:
-        return _compile_type(args[0], where)
-    raise TypeError(
-        f"{where}: field type {tp!r} is not supported by proteins (use int, float, str, "
-        "bytes, bool, None, list[T], tuple[T, ...], dict[str|int, T], unions, or proteins)"
-    )
+    return compile_type(tp, where, _nested)
 
 
 # --------------------------------------------------------------------------
@@ -365,8 +119,8 @@ class Schema:
     the class, its field names and the converters; nothing from the wire.
     """
 
-    __slots__ = ("_ftypes", "_getters", "cls", "decode_fields", "encode", "field_names",
-                 "fingerprint", "name", "text")
+    __slots__ = ("_ftypes", "_getters", "_slots", "cls", "decode_fields", "encode",
+                 "field_names", "fingerprint", "fits_any_frame", "name", "text")
 
     encode: Callable[[Any, EncodeContext], Body]
     decode_fields: Callable[[Body, DecodeContext], Any]
@@ -387,6 +141,8 @@ class Schema:
         self.encode, self.decode_fields = self._generate(compiled)
         self._ftypes = tuple(compiled)
         self._getters = tuple(operator.attrgetter(n) for n in self.field_names)
+        self._slots = _plain_slots(cls, self.field_names)
+        self.fits_any_frame = _small_body_check(name, compiled)
 
     # -- columnar form: many values of this protein as one array per field --
 
@@ -414,6 +170,12 @@ class Schema:
                 if not set(map(type, col)) <= set(ftype.exact):
                     self._raise_first_bad(objs)
                 columns.append(col)
+            elif (
+                ftype.text == "bytes"
+                and set(map(type, col)) <= {bytes}
+                and max(map(len, col), default=0) < ctx.threshold
+            ):
+                columns.append(col)  # small byte strings travel as they are
             else:
                 enc = ftype.enc
                 try:
@@ -422,17 +184,34 @@ class Schema:
                     self._raise_first_bad(objs)
         return columns
 
-    def pack_columns(self, columns: list[list[Any]]) -> list[Any]:
-        """Wire form of column values: int/float columns as RFC 8746 typed arrays."""
+    def pack_columns(self, columns: list[list[Any]], packed_text: bool = False) -> list[Any]:
+        """Wire form of column values: int/float columns as RFC 8746 typed arrays.
+
+        With ``packed_text`` (the peer announced it reads them), ``str`` and
+        ``bytes`` columns use the packed forms of docs/protocol.md 11.3 where
+        they apply (no U+0000 in the text; byte strings of one non-zero
+        length); every other column is a plain array.
+        """
         packed: list[Any] = []
         for col, ftype in zip(columns, self._ftypes, strict=True):
-            tag = _TYPED_TAG.get(ftype.text)
+            text = ftype.text
+            tag = _TYPED_TAG.get(text)
             if tag is not None:
                 try:
                     packed.append(typed_array(col, tag))
                     continue
                 except OverflowError:  # an int beyond int64: a plain array
                     pass
+            elif packed_text and text == "str":
+                form = text_column(col)
+                if form is not None:
+                    packed.append(form)
+                    continue
+            elif packed_text and text == "bytes":
+                form = bytes_column(col)
+                if form is not None:
+                    packed.append(form)
+                    continue
             packed.append(col)
         return packed
 
@@ -453,7 +232,9 @@ class Schema:
             if ftype.plain and ftype.exact and kinds <= set(ftype.exact):
                 values.append(col)
                 continue
-            if ftype.text == "float" and kinds <= {float}:
+            if (kinds <= {float} and ftype.text == "float") or (kinds <= {bytes} and (
+                ftype.text == "bytes"
+            )):
                 values.append(col)
                 continue
             dec = ftype.dec
@@ -463,7 +244,15 @@ class Schema:
                 raise _Bad(f"field {field!r}: {exc}", field) from None
         if not values:
             return [self.cls() for _ in range(count)]
-        return list(map(self.cls, *values))
+        if self._slots is None:
+            return list(map(self.cls, *values))
+        # The class's __init__ only stores each argument in its slot (checked
+        # once, in _plain_slots): build the instances and fill each slot with a
+        # whole column at C speed, half the cost of one __init__ call per row.
+        objs: list[Any] = list(map(object.__new__, repeat(self.cls, count)))
+        for setter, column in zip(self._slots, values, strict=True):
+            deque(map(setter, objs, column), maxlen=0)
+        return objs
 
     def _generate(
         self, compiled: list[_FieldType]
@@ -527,6 +316,63 @@ class Schema:
 
 
 _TYPED_TAG: Final = {"int": TAG_SINT64_LE, "float": TAG_FLOAT64_LE}
+
+
+#: Integers inside this bound encode in at most 9 bytes (CBOR heads up to 64 bits).
+_SMALL_INT: Final = 1 << 64
+#: A body this small fits a frame of the smallest legal limit (4096 bytes) in any form.
+_SMALL_BODY: Final = 2048
+
+
+def _small_body_check(name: str, compiled: list[_FieldType]) -> Callable[[Body], bool] | None:
+    """A cheap test that a body of this protein fits any legal frame, for numeric schemas.
+
+    For a protein whose fields are all int, float, bool or None, a body is at
+    most ``len(name) + 9`` bytes per field plus a few, as long as every int is
+    within 64 bits: the test checks only that. Other proteins return None
+    (the caller measures their bodies).
+    """
+    texts = [c.text for c in compiled]
+    if any(t not in ("int", "float", "bool", "null") for t in texts):
+        return None
+    if 4 * len(name) + 16 + 20 * len(texts) > _SMALL_BODY:
+        return None
+    positions = [i + 1 for i, t in enumerate(texts) if t == "int"]
+    if not positions:
+        return lambda body: True
+    test = " and ".join(f"-_B < body[{i}] < _B" for i in positions)
+    scope: dict[str, Any] = {"_B": _SMALL_INT}
+    exec(compile(f"def fits(body):\n    return {test}\n", f"<fits {name}>", "exec"), scope)
+    return typing.cast(Callable[[Body], bool], scope["fits"])
+
+
+def _plain_slots(
+    cls: type, names: tuple[str, ...]
+) -> tuple[Callable[[Any, Any], None], ...] | None:
+    """The slot setters of ``cls``'s fields, if its ``__init__`` does nothing but fill them.
+
+    That holds for a slotted attrs class whose fields have no validator or
+    converter and that has no ``__attrs_pre_init__``/``__attrs_post_init__``
+    and no cached hash. Anything else (None) is always built through
+    ``__init__``.
+    """
+    if any(hasattr(cls, hook) for hook in ("__attrs_pre_init__", "__attrs_post_init__")):
+        return None
+    if "__attrs_cached_hash__" in getattr(cls, "__slots__", ()):
+        return None
+    setters = []
+    for field in attrs.fields(cls):
+        descriptor = cls.__dict__.get(field.name)
+        if (
+            field.validator is not None
+            or field.converter is not None
+            or not isinstance(descriptor, types.MemberDescriptorType)
+        ):
+            return None
+        setters.append(descriptor.__set__)
+    if tuple(f.name for f in attrs.fields(cls)) != names:
+        return None
+    return tuple(setters)
 
 
 def is_protein(cls: object) -> bool:
@@ -672,8 +518,9 @@ class ProteinRegistry:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
             raise FieldError(name, str(exc), exc.field) from None
-        except (RecursionError, TypeError) as exc:
-            raise FieldError(name, f"bad column values ({type(exc).__name__})") from None
+        except (RecursionError, TypeError, ValueError) as exc:
+            # ValueError: a validator of the user's class refused a value.
+            raise FieldError(name, f"bad column values ({type(exc).__name__}: {exc})") from None
 
     def decode(self, body: Body, ctx: DecodeContext, peer: dict[str, str] | None = None) -> Any:
         """Decode a body into a protein instance.
@@ -691,6 +538,8 @@ class ProteinRegistry:
             raise FieldError(name, str(exc), exc.field) from None
         except RecursionError:
             raise FieldError(name, "nesting too deep") from None
+        except ValueError as exc:  # a validator of the user's class refused a value
+            raise FieldError(name, f"refused by the class: {exc}") from None
 
 
 def encode_body(obj: object, ctx: EncodeContext) -> Body:

@@ -25,6 +25,8 @@ PURE_MODULES = {
     "cellmesh.actors._stats": "actors/_stats.py",
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.codec": "wire/codec.py",
+    "cellmesh.wire._columns": "wire/_columns.py",
+    "cellmesh.wire._fields": "wire/_fields.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({

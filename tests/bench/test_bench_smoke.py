@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import attrs
 import pytest
 
 from cellmesh.bench import QUICK, format_report, run_wire_bench
@@ -27,14 +28,16 @@ def test_stats_median_and_nearest_rank_percentile() -> None:
 
 def test_wire_bench_baselines_produce_numbers() -> None:
     params = QUICK.scaled(0.01, rounds=2)
-    report = run_wire_bench(params, include_cellmesh=False, include_reference=False)
+    report = run_wire_bench(params, include_cellmesh=False, include_reference=False,
+                            profile=False)
     ms = report["measurements"]
     for name in ("unix_pingpong", "trio_pingpong"):
         assert "error" not in ms[name], ms[name]
         assert ms[name]["samples"] == 2 * params.rtt_samples
         assert ms[name]["median_us"] > 0
         assert ms[name]["p99_us"] >= ms[name]["median_us"]
-    for name in ("raw_pipeline", "raw_oneway"):
+    for name in ("raw_pipeline", "raw_oneway", "floor_wake16", "floor_wake256",
+                 "floor_checkpoint"):
         assert "error" not in ms[name], ms[name]
         assert len(ms[name]["round_msgs_per_s"]) == 2
         assert ms[name]["msgs_per_s"] > 0
@@ -55,12 +58,13 @@ def test_cli_bench_wire_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--json" in out
 
 
-def test_wire_bench_cellmesh_side_produces_numbers() -> None:
-    params = QUICK.scaled(0.01, rounds=1)
+def test_wire_bench_cellmesh_side_produces_numbers_and_a_profile() -> None:
+    params = attrs.evolve(QUICK.scaled(0.01, rounds=1), profile_seconds=0.05)
     report = run_wire_bench(params, include_reference=False)
     assert report["cellmesh_skipped"] is None
     ms = report["measurements"]
-    for name in ("cm_rtt", "cm_pipeline", "cm_signal", "cm_inline", "cm_vesicle"):
+    for name in ("cm_rtt", "cm_pipeline", "cm_signal", "cm_inline", "cm_vesicle", "cm_fire16",
+                 "cm_fire256", "cm_signal_loop", "cm_signal_nowait", "cm_pipeline_rec"):
         assert "error" not in ms[name], ms[name].get("error")
     assert ms["cm_rtt"]["samples"] == params.rtt_samples
     assert ms["cm_pipeline"]["msgs_per_s"] > 0
@@ -68,3 +72,32 @@ def test_wire_bench_cellmesh_side_produces_numbers() -> None:
     assert ms["cm_vesicle"]["bytes"] == ms["cm_inline"]["bytes"] == params.bulk_bytes
     rows = {row["metric"]: row for row in report["comparisons"]}
     assert all(row["ratio"] is not None for name, row in rows.items() if "pyzmq" not in name)
+    profile = report["profile"]
+    assert set(profile) == {"cm_fire16", "cm_fire256", "cm_signal_loop", "cm_signal_nowait",
+                            "cm_pipeline_rec", "cm_rtt"}
+    for entry in profile.values():
+        assert "error" not in entry, entry
+        assert entry["client"]["cpu_us_per_msg"] is not None
+    text = format_report(report)
+    assert "profile: CPU per message" in text
+    assert "16 tasks x fire vs wake-up floor (16)" in text
+
+
+def test_profile_classify_by_innermost_known_frame() -> None:
+    import linecache
+    import sys
+
+    from cellmesh.bench._profile import classify
+
+    def frame_in(filename: str, line: str) -> object:
+        source = "import sys\ndef probe():\n    return sys._getframe()  # " + line + "\n"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        scope: dict[str, object] = {}
+        exec(compile(source, filename, "exec"), scope)
+        return scope["probe"]()  # type: ignore[operator]
+
+    assert classify(frame_in("/x/cellmesh/transport/_outbox.py", "")) == "encode"  # type: ignore[arg-type]
+    assert classify(frame_in("/x/site-packages/trio/_core/_run.py", "")) == "scheduling"  # type: ignore[arg-type]
+    assert classify(frame_in("/x/cellmesh/transport/_channel.py", "sock.sendmsg(bufs)")) == (  # type: ignore[arg-type]
+        "syscalls")
+    assert classify(sys._getframe()) == "other"  # a test frame: nothing known on the stack

@@ -50,10 +50,12 @@ from cellmesh.wire.codec import (
     Reply,
     Signal,
     VesicleRef,
+    bytes_column,
     columns_item,
     encode_items,
     frame_bytes,
     frame_of,
+    text_column,
     typed_array,
     validate_frame,
 )
@@ -704,6 +706,14 @@ def test_codec_hex_examples_in_the_protocol_document_match_the_encoder() -> None
     assert hex_dump(columns) in text
     spaced = " ".join(f"{b:02x}" for b in frame_bytes(Cancel(1).to_wire()))
     assert f"`{spaced}`" in text
+    # 16.5 and 16.7: a hello announcing packed columns, and packed str/bytes columns.
+    packed_hello = Hello(version=1, name="client", proteins=fps, max_frame_size=65536,
+                         packed_columns=1)
+    assert hex_dump(frame_bytes(packed_hello.to_wire())) in text
+    key_cols = [typed_array([1, 2], TAG_SINT64_LE), bytes_column([b"\x01\x02", b"\x03\x04"]),
+                text_column(["ab", "c"])]
+    key_frame = frame_bytes(columns_item(Kind.CALL, "example.Key", [7, 8], key_cols, 2))
+    assert hex_dump(key_frame) in text
 
 
 # ---------------------------------------------------------------------------

@@ -22,6 +22,8 @@ PURE_MODULES = {
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.batching": "wire/batching.py",
     "cellmesh.wire.replies": "wire/replies.py",
+    "cellmesh.wire._columns": "wire/_columns.py",
+    "cellmesh.wire._fields": "wire/_fields.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({

@@ -1,0 +1,348 @@
+"""End-of-pass coalescing, the single-message paths and signal_nowait, over real sockets.
+
+Counts real ``sendmsg`` calls through a wrapped socket: K concurrent calls in
+one scheduler pass cost O(1) writes in each direction. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import cellmesh
+from cellmesh import ConnectionClosed, Receptors, Synapse, open_membrane
+from cellmesh.errors import FieldError, LocalProtocolError
+from cellmesh.wire.proteins import ProteinRegistry
+
+REG = ProteinRegistry()
+
+
+@cellmesh.protein("test.co.Ping", registry=REG)
+class Ping:
+    n: int
+
+
+@cellmesh.protein("test.co.Tick", registry=REG)
+class Tick:
+    n: int
+
+
+@cellmesh.protein("test.co.Gate", registry=REG)
+class Gate:
+    n: int
+
+
+@cellmesh.protein("test.co.Seen", registry=REG)
+class Seen:
+    order: list[int]
+
+
+@cellmesh.protein("test.co.Blob", registry=REG)
+class Blob:
+    data: bytes
+
+
+class CountingSocket:
+    """A socket wrapper that counts the writes (``sendmsg`` calls) made through it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.writes = 0
+
+    def sendmsg(self, *args: Any) -> int:
+        self.writes += 1
+        return self._sock.sendmsg(*args)
+
+    def send(self, *args: Any) -> int:
+        self.writes += 1
+        return self._sock.send(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class Cell:
+    """Records the order of what arrives; Gate calls wait for ``gate``."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+        self.gate = trio.Event()
+        self.gated = 0
+        self.all_gated = trio.Event()
+        self.want_gated = 0
+        self.ticks = 0
+        self.ticked = trio.Event()
+        self.want_ticks = 0
+        r = self.receptors = Receptors()
+        r.add(Ping, self.ping)
+        r.add(Tick, self.tick)
+        r.add(Gate, self.wait_gate)
+        r.add(Seen, self.seen)
+        r.add(Blob, self.blob)
+
+    async def ping(self, msg: Ping) -> Ping:
+        self.order.append(msg.n)
+        return Ping(msg.n + 1)
+
+    async def tick(self, msg: Tick) -> None:
+        self.order.append(msg.n)
+        self.ticks += 1
+        if self.ticks == self.want_ticks:
+            self.ticked.set()
+
+    async def wait_gate(self, msg: Gate) -> Gate:
+        self.gated += 1
+        if self.gated == self.want_gated:
+            self.all_gated.set()
+        await self.gate.wait()
+        return Gate(msg.n)
+
+    async def seen(self, msg: Seen) -> Seen:
+        return Seen(list(self.order))
+
+    async def blob(self, msg: Blob) -> Ping:
+        return Ping(len(msg.data))
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cm-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def counting(syn: Synapse) -> CountingSocket:
+    """Wrap the synapse's live socket so its writes are counted."""
+    conn = syn._conn
+    assert conn is not None
+    wrapped = CountingSocket(conn.channel.sock)
+    conn.channel.sock = wrapped  # type: ignore[assignment]
+    return wrapped
+
+
+async def test_coalescing_k_concurrent_fires_in_one_pass_cost_o1_writes(sockdir: Path) -> None:
+    cell = Cell()
+    k = 200
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG) as membrane:
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Ping(0)) == Ping(1)
+            (server_conn,) = membrane._connections
+            client_sock = counting(syn)
+            server_sock = CountingSocket(server_conn.channel.sock)
+            server_conn.channel.sock = server_sock  # type: ignore[assignment]
+            replies: dict[int, Ping] = {}
+
+            async def call(i: int) -> None:
+                replies[i] = await syn.fire(Ping(i))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(k):
+                    nursery.start_soon(call, i)  # all start in the same pass
+            assert replies == {i: Ping(i + 1) for i in range(k)}
+            assert client_sock.writes <= 2, client_sock.writes  # one write for all K calls
+            assert server_sock.writes <= 2, server_sock.writes  # one write for all K replies
+
+
+async def test_coalescing_replies_of_handlers_woken_together_leave_in_one_write(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    k = 50
+    cell.want_gated = k
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG) as membrane:
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            results: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                for i in range(k):
+                    nursery.start_soon(lambda i=i: _append(results, syn.fire(Gate(i))))
+                await cell.all_gated.wait()  # K handlers suspended, each in its own task
+                (server_conn,) = membrane._connections
+                server_sock = CountingSocket(server_conn.channel.sock)
+                server_conn.channel.sock = server_sock  # type: ignore[assignment]
+                cell.gate.set()  # all K finish in the same pass
+            assert sorted(r.n for r in results) == list(range(k))
+            assert server_sock.writes <= 2, server_sock.writes
+
+
+async def _append(out: list[Any], call: Any) -> None:
+    out.append(await call)
+
+
+async def test_coalescing_keeps_the_order_of_one_task_across_every_send_path(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            await syn.signal(Tick(1))
+            syn.signal_nowait(Tick(2))
+            await syn.signal_many([Tick(3), Tick(4)])
+            syn.signal_nowait(Tick(5))
+            assert await syn.fire(Ping(6)) == Ping(7)
+            await syn.fire_many([Ping(7), Ping(8)])
+            await syn.signal(Tick(9))
+            assert await syn.fire(Seen([])) == Seen(list(range(1, 10)))
+
+
+async def test_coalescing_looping_signals_arrive_without_any_later_call(sockdir: Path) -> None:
+    cell = Cell()
+    cell.want_ticks = 300
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            writes = counting(syn)
+            for i in range(300):
+                await syn.signal(Tick(i))
+            with trio.fail_after(10):  # a hang, not a speed bound
+                await cell.ticked.wait()  # held signals leave once the loop stops
+            assert cell.order == list(range(300))
+            assert writes.writes < 300 // 4  # many signals per write
+
+
+async def test_signal_nowait_never_blocks_and_raises_would_block_without_credit(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    cell.want_gated = 1
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG,
+                             credit_calls=4, max_concurrency=1):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(syn.fire, Gate(0))  # holds one call of credit
+                await cell.all_gated.wait()
+                sent = 0
+                with pytest.raises(trio.WouldBlock):
+                    for i in range(10):
+                        syn.signal_nowait(Tick(i))
+                        sent += 1
+                assert sent == 3  # the rest of the credit, then WouldBlock
+                cell.gate.set()
+            # Credit comes back; the queued signals arrived.
+            assert await syn.fire(Seen([])) == Seen([0, 1, 2])
+
+
+async def test_signal_nowait_reports_bad_messages_and_a_closed_synapse(sockdir: Path) -> None:
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            with pytest.raises(FieldError):
+                syn.signal_nowait(Tick("x"))  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                syn.signal_nowait(object())
+        with pytest.raises(ConnectionClosed):
+            syn.signal_nowait(Tick(1))
+
+
+async def test_signal_cancelled_before_it_runs_sends_nothing(sockdir: Path) -> None:
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await syn.signal(Tick(1))
+            assert scope.cancelled_caught
+            await syn.signal(Tick(2))
+            assert await syn.fire(Seen([])) == Seen([2])
+
+
+async def test_fire_cancelled_in_the_pass_it_queued_still_gets_one_final_answer(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(syn.fire, Gate(1))
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()  # its call and its cancel share a pass
+            assert await syn.fire(Ping(1)) == Ping(2)
+            conn = syn._conn
+            assert conn is not None and not conn.pending  # the cancelled call was answered
+
+
+async def test_fire_too_large_for_the_peer_fails_at_the_call(sockdir: Path) -> None:
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG,
+                             max_frame_size=4096):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG,
+                                vesicle_threshold=2**40) as syn:
+            with pytest.raises(LocalProtocolError):
+                await syn.fire(Blob(b"x" * 5000))
+            with pytest.raises(LocalProtocolError):
+                syn.signal_nowait(Blob(b"x" * 5000))
+            assert await syn.fire(Blob(b"x" * 3000)) == Ping(3000)
+
+
+async def test_partial_write_at_the_end_of_a_pass_finishes_without_other_io(
+    sockdir: Path,
+) -> None:
+    """Regression: a write the kernel took only part of at the end of a pass woke the
+    writer task from inside the flusher, and the loop slept in epoll with it runnable."""
+    cell = Cell()
+    payload = bytes(range(256)) * 8192  # 2 MiB: far more than one socket buffer
+    options: dict[str, Any] = {"max_frame_size": 64 << 20, "vesicle_threshold": 2**40}
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG,
+                             **options):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG, **options) as syn:
+            for _ in range(3):
+                with trio.fail_after(20):  # a hang, not a speed bound
+                    assert await syn.fire(Blob(payload)) == Ping(len(payload))
+
+
+@cellmesh.protein("test.co.Name", registry=REG)
+class Name:
+    text: str
+
+
+async def test_unencodable_text_fails_at_the_call_not_the_connection(sockdir: Path) -> None:
+    cell = Cell()
+    cell.receptors.add(Name, cell.seen)  # type: ignore[arg-type]
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            with pytest.raises(UnicodeEncodeError):
+                await syn.fire(Name("\ud800"))
+            with pytest.raises(UnicodeEncodeError):
+                syn.signal_nowait(Name("\ud800"))
+            assert await syn.fire(Ping(1)) == Ping(2)  # the connection is fine
+
+
+async def test_signals_sent_just_before_leaving_grow_are_not_lost(sockdir: Path) -> None:
+    cell = Cell()
+    cell.want_ticks = 3
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            await syn.signal(Tick(1))  # held for the next pass (a signal loop may follow)
+            syn.signal_nowait(Tick(2))
+            await syn.signal(Tick(3))
+        with trio.fail_after(10):  # a hang, not a speed bound
+            await cell.ticked.wait()
+        assert cell.order == [1, 2, 3]
+
+
+async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir: Path) -> None:
+    from cellmesh.transport._outbox import MAX_ENTRIES
+
+    cell = Cell()
+    cell.want_ticks = MAX_ENTRIES + 1
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG,
+                             credit_calls=10 * MAX_ENTRIES):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            queued = 0
+            with pytest.raises(trio.WouldBlock):
+                while True:  # never yields: only the cap can stop it
+                    syn.signal_nowait(Tick(queued))
+                    queued += 1
+            assert queued == MAX_ENTRIES
+            await syn.signal(Tick(queued))  # waits for room, then goes out in order
+            with trio.fail_after(30):  # a hang, not a speed bound
+                await cell.ticked.wait()
+            assert cell.order == list(range(MAX_ENTRIES + 1))
