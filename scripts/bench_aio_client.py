@@ -39,20 +39,25 @@ from cellmesh import aio
 from cellmesh.bench._cellmesh import Ping
 
 
+async def measure(syn: Any, calls: int, batch: int, batches: int) -> tuple[float, float]:
+    """RTT median (us) and pipelined rate (/s) on one synapse: the calls are the same for
+    both clients, so one coroutine serves the Trio and the asyncio round alike."""
+    await syn.fire_many([Ping(i) for i in range(200)])  # warm-up
+    samples = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        await syn.fire(Ping(i))
+        samples.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        await syn.fire_many([Ping(i) for i in range(batch)])
+    return statistics.median(samples) * 1e6, batch * batches / (time.perf_counter() - t0)
+
+
 def trio_round(path: str, calls: int, batch: int, batches: int) -> tuple[float, float]:
     async def main() -> tuple[float, float]:
         async with cellmesh.Synapse.grow("bench", socket_path=path) as syn:
-            await syn.fire_many([Ping(i) for i in range(200)])  # warm-up
-            samples = []
-            for i in range(calls):
-                t0 = time.perf_counter()
-                await syn.fire(Ping(i))
-                samples.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for _ in range(batches):
-                await syn.fire_many([Ping(i) for i in range(batch)])
-            rate = batch * batches / (time.perf_counter() - t0)
-        return statistics.median(samples) * 1e6, rate
+            return await measure(syn, calls, batch, batches)
 
     return trio.run(main)
 
@@ -60,17 +65,7 @@ def trio_round(path: str, calls: int, batch: int, batches: int) -> tuple[float, 
 def aio_round(path: str, calls: int, batch: int, batches: int) -> tuple[float, float]:
     async def main() -> tuple[float, float]:
         async with aio.Synapse.grow("bench", socket_path=path) as syn:
-            await syn.fire_many([Ping(i) for i in range(200)])  # warm-up
-            samples = []
-            for i in range(calls):
-                t0 = time.perf_counter()
-                await syn.fire(Ping(i))
-                samples.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for _ in range(batches):
-                await syn.fire_many([Ping(i) for i in range(batch)])
-            rate = batch * batches / (time.perf_counter() - t0)
-        return statistics.median(samples) * 1e6, rate
+            return await measure(syn, calls, batch, batches)
 
     return asyncio.run(main())
 

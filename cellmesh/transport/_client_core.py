@@ -8,6 +8,12 @@ and does no I/O and no waiting: the driver (the asyncio client,
 every decoded frame, sends the bytes the core returns, and parks its callers
 until the core completes their :class:`ReplyBatch`.
 
+Its receiving half, :class:`ClientReceiver`, is shared with the Trio
+synapse (:mod:`cellmesh.transport.synapse`), whose connection has its own
+sending half (the end-of-pass outbox) and mixes the receiver in: one copy of
+how replies, columns of replies, errors, credit and goaway are handled, for
+both drivers.
+
 * **Hello.** :meth:`ClientCore.hello_bytes` is our first frame;
   :meth:`ClientCore.accept_hello` checks the cell's first frame
   (:func:`parse_hello`) and takes its name, fingerprints, frame limit and
@@ -64,14 +70,16 @@ class ReplyBatch:
     """The answers to one caller's calls (one ``fire``, or all of a ``fire_many``).
 
     ``results[i]`` is the i-th call's reply; ``errors`` maps an index to its
-    error. ``on_done`` is called once, when every call is answered or the
-    connection failed; :meth:`outcome` then returns the replies or raises
-    the error of the first failed call.
+    error. :meth:`_complete` runs once, when every call is answered or the
+    connection failed: it calls ``on_done`` (a driver may override it
+    instead); :meth:`outcome` then returns the replies or raises the error of
+    the first failed call. ``done`` set by the driver (a caller that gave up)
+    suppresses the completion.
     """
 
     __slots__ = ("done", "errors", "on_done", "remaining", "results")
 
-    def __init__(self, count: int, on_done: Callable[[ReplyBatch], None]) -> None:
+    def __init__(self, count: int, on_done: Callable[[ReplyBatch], None] | None = None) -> None:
         self.remaining = count
         self.results: list[Any] = [None] * count
         self.errors: dict[int, BaseException] = {}
@@ -95,7 +103,8 @@ class ReplyBatch:
     def _complete(self) -> None:
         if not self.done:
             self.done = True
-            self.on_done(self)
+            if self.on_done is not None:
+                self.on_done(self)
 
 
 #: A call the caller gave up: its final answer is discarded.
@@ -154,8 +163,126 @@ def vesicle_context(
     return DecodeContext(resolve, mismatched), remaining
 
 
-class ClientCore:
-    """The protocol state of one client connection (see the module doc)."""
+class ClientReceiver:
+    """How a client applies what a cell sends: replies, errors, credit, goaway.
+
+    A mixin over the connection's state, shared by both drivers: it reads
+    and updates ``registry``, ``pending`` (call id -> (batch, index), or
+    ``(None, -1)`` for a call given up), ``calls_left``, ``bytes_left``,
+    ``peer_name``, ``peer_fps`` and ``draining``, and calls the hooks
+    :meth:`on_credit` and :meth:`on_goaway`.
+    """
+
+    registry: ProteinRegistry
+    pending: dict[int, tuple[ReplyBatch | None, int]]
+    calls_left: int
+    bytes_left: int
+    peer_name: str
+    peer_fps: dict[str, str]
+    #: The cell sent goaway: no new calls on this connection.
+    draining: bool
+
+    def on_credit(self) -> None:
+        """A credit item arrived (wake the callers that wait for credit)."""
+
+    def on_goaway(self) -> None:
+        """A goaway arrived (new calls must go to a new connection)."""
+
+    def receive(self, items: list[list[Any]], ctx: DecodeContext) -> None:
+        """Apply the items of one frame the cell sent (see the module doc)."""
+        for item in items:
+            kind = item[0]
+            if kind == Kind.REPLY:
+                self._reply(item[1], item[2], ctx)
+            elif kind == Kind.COLUMNS:
+                self._column_replies(item, ctx)
+            elif kind == Kind.CREDIT:
+                self.calls_left += item[1]
+                self.bytes_left += item[2]
+                self.on_credit()
+            elif kind == Kind.ERROR:
+                self._error(Error(id=item[1], code=item[2], type_name=item[3],
+                                  message=item[4], traceback=item[5]))
+            elif kind == Kind.GOAWAY:
+                self.draining = True
+                self.on_goaway()
+            elif kind == Kind.HELLO:
+                raise HandshakeError("the cell sent a second hello")
+            else:
+                raise RemoteProtocolError(
+                    f"a cell may not send frames of kind {Kind(kind).name} to a client"
+                )
+
+    def _take(self, call_id: int) -> tuple[ReplyBatch | None, int]:
+        try:
+            return self.pending.pop(call_id)
+        except KeyError:
+            raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
+
+    def _reply(self, call_id: int, body: list[Any] | None, ctx: DecodeContext) -> None:
+        replies, index = self._take(call_id)
+        if replies is None:
+            return  # the caller cancelled; this is the final answer, discard it
+        value: Any = None
+        error: BaseException | None = None
+        if body is not None:
+            try:
+                value = self.registry.decode(body, ctx, self.peer_fps)
+            except ProteinError as exc:
+                error = exc
+        replies._answer(index, value, error)
+
+    def _column_replies(self, item: list[Any], ctx: DecodeContext) -> None:
+        _, sub, count, name, ids, columns = item
+        if sub != Kind.REPLY:
+            raise RemoteProtocolError("a cell may only send replies in columns frames")
+        error: ProteinError | None = None
+        try:
+            values: list[Any] = self.registry.decode_columns(
+                name, columns, count, ctx, self.peer_fps
+            )
+        except ProteinError as exc:
+            values, error = [None] * count, exc
+        for call_id, value in zip(ids, values, strict=True):
+            replies, index = self._take(call_id)
+            if replies is not None:
+                replies._answer(index, value, error)
+
+    def _error(self, error: Error) -> None:
+        if error.id is None:
+            raise CellEndedConnection(
+                f"the cell reported a protocol error (code {error.code}): {error.message}"
+            )
+        replies, index = self._take(error.id)
+        if replies is not None:
+            replies._answer(index, None, remote_error(
+                cell=self.peer_name, code=error.code, type_name=error.type_name,
+                message=error.message, remote_traceback=error.traceback,
+            ))
+
+    def fail_call(self, call_id: int, exc: BaseException) -> None:
+        """One call could not be sent (its item was refused): it fails with ``exc``."""
+        replies, index = self.pending.pop(call_id, (None, 0))
+        if replies is not None:
+            replies._answer(index, None, exc)
+
+    def fail_pending(self, exc: BaseException) -> None:
+        """Complete every pending batch with ``exc`` (the connection is gone)."""
+        pending, self.pending = self.pending, {}
+        for replies, index in pending.values():
+            if replies is not None and not replies.done:
+                replies.errors[index] = exc
+                replies._complete()
+
+    @staticmethod
+    def protocol_error_frame(exc: RemoteProtocolError) -> bytes:
+        """The connection-level error frame that tells the cell what it did wrong."""
+        error = Error(id=None, code=exc.code, type_name=type(exc).__name__, message=str(exc))
+        return codec.frame_bytes(error.to_wire())
+
+
+class ClientCore(ClientReceiver):
+    """The protocol state of one client connection, both halves (see the module doc)."""
 
     def __init__(
         self, registry: ProteinRegistry, *, client_name: str, max_frame_size: int
@@ -163,18 +290,15 @@ class ClientCore:
         self.registry = registry
         self.client_name = client_name
         self.max_frame_size = max_frame_size
-        self.pending: dict[int, tuple[ReplyBatch | None, int]] = {}
+        self.pending = {}
         self.next_id = 1
         self.calls_left = 0
         self.bytes_left = 0
         self.peer_name = "?"
-        self.peer_fps: dict[str, str] = {}
+        self.peer_fps = {}
         self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
         self.ctx = DecodeContext()
-        #: The cell sent goaway: no new calls on this connection.
         self.draining = False
-        #: Called after a credit or goaway item (the driver wakes credit waiters).
-        self.on_credit: Callable[[], None] = lambda: None
 
     # -- hello -------------------------------------------------------------
 
@@ -207,6 +331,8 @@ class ClientCore:
         self, batch: OutboundBatch, kind: int, start: int, n: int
     ) -> tuple[int, bytes, list[int] | None]:
         """The most of messages ``[start, start + n)`` that fit one frame (halving)."""
+        if n < 1:
+            raise ValueError("no call credit to frame with (wait for credit first)")
         if batch.per_message:
             n = 1
         while True:
@@ -263,102 +389,20 @@ class ClientCore:
         except CellmeshError:
             return []
 
-    # -- receiving ---------------------------------------------------------
-
-    def receive(self, items: list[list[Any]], ctx: DecodeContext | None = None) -> None:
-        """Apply the items of one frame the cell sent (see the module doc)."""
-        ctx = ctx if ctx is not None else self.ctx
-        for item in items:
-            kind = item[0]
-            if kind == Kind.REPLY:
-                self._reply(item[1], item[2], ctx)
-            elif kind == Kind.COLUMNS:
-                self._column_replies(item, ctx)
-            elif kind == Kind.CREDIT:
-                self.calls_left += item[1]
-                self.bytes_left += item[2]
-                self.on_credit()
-            elif kind == Kind.ERROR:
-                self._error(Error(id=item[1], code=item[2], type_name=item[3],
-                                  message=item[4], traceback=item[5]))
-            elif kind == Kind.GOAWAY:
-                self.draining = True
-                self.on_credit()
-            elif kind == Kind.HELLO:
-                raise HandshakeError("the cell sent a second hello")
-            else:
-                raise RemoteProtocolError(
-                    f"a cell may not send frames of kind {Kind(kind).name} to a client"
-                )
-
-    def _take(self, call_id: int) -> tuple[ReplyBatch | None, int]:
-        try:
-            return self.pending.pop(call_id)
-        except KeyError:
-            raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
-
-    def _reply(self, call_id: int, body: list[Any] | None, ctx: DecodeContext) -> None:
-        replies, index = self._take(call_id)
-        if replies is None:
-            return  # the caller cancelled; this is the final answer, discard it
-        value: Any = None
-        error: BaseException | None = None
-        if body is not None:
-            try:
-                value = self.registry.decode(body, ctx, self.peer_fps)
-            except ProteinError as exc:
-                error = exc
-        replies._answer(index, value, error)
-
-    def _column_replies(self, item: list[Any], ctx: DecodeContext) -> None:
-        _, sub, count, name, ids, columns = item
-        if sub != Kind.REPLY:
-            raise RemoteProtocolError("a cell may only send replies in columns frames")
-        error: ProteinError | None = None
-        try:
-            values: list[Any] = self.registry.decode_columns(
-                name, columns, count, ctx, self.peer_fps
-            )
-        except ProteinError as exc:
-            values, error = [None] * count, exc
-        for call_id, value in zip(ids, values, strict=True):
-            replies, index = self._take(call_id)
-            if replies is not None:
-                replies._answer(index, value, error)
-
-    def _error(self, error: Error) -> None:
-        if error.id is None:
-            raise CellEndedConnection(
-                f"the cell reported a protocol error (code {error.code}): {error.message}"
-            )
-        replies, index = self._take(error.id)
-        if replies is not None:
-            replies._answer(index, None, remote_error(
-                cell=self.peer_name, code=error.code, type_name=error.type_name,
-                message=error.message, remote_traceback=error.traceback,
-            ))
-
-    @staticmethod
-    def protocol_error_frame(exc: RemoteProtocolError) -> bytes:
-        """The connection-level error frame that tells the cell what it did wrong."""
-        error = Error(id=None, code=exc.code, type_name=type(exc).__name__, message=str(exc))
-        return codec.frame_bytes(error.to_wire())
-
-    # -- failure -----------------------------------------------------------
+    def apply(self, items: list[list[Any]], ctx: DecodeContext | None = None) -> None:
+        """:meth:`receive` with the connection's context when the frame had no vesicles."""
+        self.receive(items, ctx if ctx is not None else self.ctx)
 
     def fail(self, exc: BaseException) -> None:
-        """Complete every pending batch with ``exc`` (the connection is gone)."""
-        pending, self.pending = self.pending, {}
-        for replies, index in pending.values():
-            if replies is not None and not replies.done:
-                replies.errors[index] = exc
-                replies._complete()
+        """Complete every pending batch with ``exc`` and wake credit waiters."""
+        self.fail_pending(exc)
         self.on_credit()
 
 
 __all__ = [
     "CellEndedConnection",
     "ClientCore",
+    "ClientReceiver",
     "ReplyBatch",
     "connect_failure",
     "parse_hello",

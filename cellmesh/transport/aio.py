@@ -42,7 +42,6 @@ from typing import Any, Final
 
 import attrs
 
-from ..config import Paths, check_cell_name
 from ..errors import (
     CellUnavailable,
     ConnectionClosed,
@@ -62,7 +61,7 @@ from ._client_core import (
     connect_failure,
     vesicle_context,
 )
-from .synapse import SynapseOptions
+from .synapse import SynapseOptions, client_target
 
 RECV_SIZE: Final = 256 * 1024
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_VESICLES_PER_FRAME * array.array("i").itemsize)
@@ -227,17 +226,30 @@ class _Channel:
         self.sock.close()
 
 
+class _Core(ClientCore):
+    """The core whose credit and goaway wake the connection's credit waiters."""
+
+    def __init__(self, syn: Synapse, credit: asyncio.Event) -> None:
+        super().__init__(syn.registry, client_name=syn.client_name,
+                         max_frame_size=syn.options.max_frame_size)
+        self.credit = credit
+
+    def on_credit(self) -> None:
+        self.credit.set()
+
+    def on_goaway(self) -> None:
+        self.credit.set()
+
+
 class _Connection:
     """One live connection: the core, the channel, the reader task."""
 
     def __init__(self, syn: Synapse, sock: socket.socket) -> None:
         self.syn = syn
         self.loop = asyncio.get_running_loop()
-        self.core = ClientCore(syn.registry, client_name=syn.client_name,
-                               max_frame_size=syn.options.max_frame_size)
-        self.channel = _Channel(sock, self.loop, syn.options.max_frame_size)
         self.credit = asyncio.Event()
-        self.core.on_credit = self.credit.set
+        self.core = _Core(syn, self.credit)
+        self.channel = _Channel(sock, self.loop, syn.options.max_frame_size)
         self.dead: CellUnavailable | None = None
         self.reader: asyncio.Task[None] | None = None
 
@@ -288,7 +300,7 @@ class _Connection:
             fds = self.channel.take_fds(vesicles)
             ctx, leftover = vesicle_context(fds, vesicles, self.core.ctx.mismatched)
         try:
-            self.core.receive(items, ctx)
+            self.core.apply(items, ctx)
         finally:
             for fd in leftover.values():
                 os.close(fd)
@@ -349,16 +361,7 @@ class Synapse:
         nothing listens there. ``options`` are
         :class:`~cellmesh.transport.synapse.SynapseOptions` fields.
         """
-        check_cell_name(name)
-        opts = SynapseOptions(**options)
-        opts.validate()
-        if socket_path is not None:
-            path = Path(socket_path)
-        else:
-            paths = Paths.from_env()
-            if socket_dir is not None:
-                paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
-            path = paths.socket_path(name)
+        path, opts = client_target(name, socket_dir, socket_path, options)
         syn = cls(name, path, registry=registry if registry is not None else PROTEINS,
                   options=opts, client_name=client_name or f"pid{os.getpid()}")
         syn._conn = await syn._open()

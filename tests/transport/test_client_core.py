@@ -73,6 +73,11 @@ def _ctx() -> Any:
     return EncodeContext()
 
 
+def test_framing_without_credit_is_refused() -> None:
+    with pytest.raises(ValueError, match="no call credit"):
+        core(calls=0).frame_calls(batch(1), 0, 1, ReplyBatch(1), 0)
+
+
 def test_hello_takes_the_cells_credit_and_limits() -> None:
     c = core(calls=3, nbytes=500)
     assert (c.peer_name, c.calls_left, c.bytes_left) == ("cell", 3, 500)
@@ -103,12 +108,12 @@ def test_calls_take_credit_and_replies_complete_the_batch_once() -> None:
     n, _, ids = c.frame_calls(batch(1, 2, 3), 0, 3, replies, 0)
     assert (n, ids, c.calls_left) == (2, [1, 2], 0)  # credit allowed two
     assert not c.has_credit
-    c.receive([[Kind.CREDIT, 1, 100]])
+    c.apply([[Kind.CREDIT, 1, 100]])
     n2, _, ids2 = c.frame_calls(batch(1, 2, 3), 2, 1, replies, 2)
     assert (n2, ids2) == (1, [3])
-    c.receive([reply_item(2, 20), reply_item(1, 10)])
+    c.apply([reply_item(2, 20), reply_item(1, 10)])
     assert done.done == []
-    c.receive([reply_item(3, 30)])
+    c.apply([reply_item(3, 30)])
     assert done.done == [replies] and replies.outcome() == [Num(10), Num(20), Num(30)]
 
 
@@ -117,8 +122,8 @@ def test_errors_fail_their_call_by_code_and_the_first_one_is_raised() -> None:
     done = Recorder()
     replies = ReplyBatch(2, done)
     c.frame_calls(batch(1, 2), 0, 2, replies, 0)
-    c.receive([[Kind.ERROR, 2, ErrorCode.HANDLER_FAILED, "KeyError", "'k'", "tb"]])
-    c.receive([[Kind.ERROR, 1, ErrorCode.NO_HANDLER, "X", "no receptor for Num", None]])
+    c.apply([[Kind.ERROR, 2, ErrorCode.HANDLER_FAILED, "KeyError", "'k'", "tb"]])
+    c.apply([[Kind.ERROR, 1, ErrorCode.NO_HANDLER, "X", "no receptor for Num", None]])
     with pytest.raises(NoReceptor):
         replies.outcome()
     assert isinstance(replies.errors[1], RemoteCellError)
@@ -128,7 +133,7 @@ def test_a_bad_reply_body_fails_only_its_call() -> None:
     c = core()
     replies = ReplyBatch(2, Recorder())
     c.frame_calls(batch(1, 2), 0, 2, replies, 0)
-    c.receive([[Kind.REPLY, 1, ["test.core.Num", "not an int"]], reply_item(2, 2)])
+    c.apply([[Kind.REPLY, 1, ["test.core.Num", "not an int"]], reply_item(2, 2)])
     assert isinstance(replies.errors[0], FieldError) and replies.results[1] == Num(2)
 
 
@@ -138,18 +143,24 @@ def test_cancelled_calls_discard_their_answers() -> None:
     replies = ReplyBatch(1, done)
     _, _, ids = c.frame_calls(batch(1), 0, 1, replies, 0)
     assert c.cancel(ids) == [codec.frame_bytes([Kind.CANCEL, 1])]
-    c.receive([reply_item(1, 5)])  # the final answer still comes: discarded
+    c.apply([reply_item(1, 5)])  # the final answer still comes: discarded
     assert done.done == [] and c.pending == {}
 
 
 def test_goaway_drains_and_fail_completes_everything() -> None:
-    c = core()
     woken: list[str] = []
-    c.on_credit = lambda: woken.append("w")
+
+    class Waking(ClientCore):
+        def on_goaway(self) -> None:
+            woken.append("w")
+
+    c = Waking(REG, client_name="t", max_frame_size=codec.DEFAULT_MAX_FRAME_SIZE)
+    c.accept_hello([Hello(version=codec.PROTOCOL_VERSION, name="cell", proteins={},
+                          credit_calls=5, credit_bytes=9999).to_wire()], "cell 'x'")
     done = Recorder()
     replies = ReplyBatch(1, done)
     c.frame_calls(batch(1), 0, 1, replies, 0)
-    c.receive([[Kind.GOAWAY, ErrorCode.SHUTTING_DOWN, "bye"]])
+    c.apply([[Kind.GOAWAY, ErrorCode.SHUTTING_DOWN, "bye"]])
     assert c.draining and woken == ["w"]
     c.fail(RuntimeError("gone"))
     assert done.done == [replies]
@@ -170,7 +181,7 @@ def test_goaway_drains_and_fail_completes_everything() -> None:
 )
 def test_what_a_cell_may_not_send_is_a_typed_error(items: list[Any], error: type) -> None:
     with pytest.raises(error):
-        core().receive(items)
+        core().apply(items)
 
 
 _ITEM = st.one_of(
@@ -196,7 +207,7 @@ def test_any_frames_from_a_cell_give_only_typed_errors(frames: list[list[Any]]) 
     c.frame_calls(batch(1, 2, 3, 4), 0, 4, replies, 0)
     for items in frames:
         try:
-            c.receive(items)
+            c.apply(items)
         except (RemoteProtocolError, HandshakeError, CellEndedConnection):
             c.fail(RuntimeError("closed"))
             break
