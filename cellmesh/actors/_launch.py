@@ -46,6 +46,7 @@ from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Standby
 from ._reports import ReportPipe
+from ._tasks import Background
 from .dna import DnaCache
 from .exitcause import REPORT_FD_ENV
 from .logs import RotatingLog, pump_output
@@ -69,7 +70,8 @@ class Launcher:
     dna: DnaCache
     paths: Paths
     root: RootDecl
-    nursery: trio.Nursery
+    #: Starts the standby watchers and log pumps (contained: none can stop the root).
+    tasks: Background
     #: The socket of a cell a slot may call (None: not a cell of this root).
     socket_of: Callable[[str], Path | None]
 
@@ -193,7 +195,7 @@ class Launcher:
         pid, go = self._spawn(slot, free[0])
         standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope())
         slot.standby = standby
-        self.nursery.start_soon(self._watch_standby, slot, standby)
+        self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
 
     def retire(self, slot: CellSlot) -> None:
         """Tell the slot's standby it will not be needed (it exits)."""
@@ -248,7 +250,7 @@ class Launcher:
         if old is not None:
             old.close()
         slot.reports[cell_id] = ReportPipe(report_read)
-        self.nursery.start_soon(self._pump, slot, out_read)
+        self.tasks.start_soon(self._pump, slot, out_read, name=f"log pump of {slot.name}")
         return spawned.pid, go_write
 
     async def _pump(self, slot: CellSlot, fd: int) -> None:

@@ -46,18 +46,25 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..config import Paths, check_cell_name, ensure_private_dir
-from ..errors import CellmeshError
+from ..config import (
+    Paths,
+    check_cell_name,
+    check_mesh_cell_name,
+    ensure_home,
+    ensure_private_dir,
+)
+from ..errors import CellmeshError, ConfigError
 from ..sandbox import CellBackend, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
-from ..transport.synapse import Synapse
 from . import _proc
 from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
+from ._post import CellDownPost, Recipient
 from ._preflight import preload_mesh
 from ._rootlock import RootLock, peer_uid_filter
+from ._tasks import Background
 from .control import (
     Ack,
     CellDown,
@@ -135,11 +142,24 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
-    _watches: Watches = attrs.Factory(Watches)
+    _tasks: Background = attrs.field(init=False)
+    _post: CellDownPost = attrs.field(init=False)
+    _watches: Watches = attrs.field(init=False)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.restart_log = collections.deque(maxlen=self.manifest.root.restart_log)
+        decl = self.manifest.root
+        self.restart_log = collections.deque(maxlen=decl.restart_log)
+        self._watches = Watches(max_monitors=decl.max_monitors, max_links=decl.max_links)
+
+    @property
+    def contained_failures(self) -> int:
+        """Failures of background tasks and callbacks that were contained (and logged)."""
+        return self._tasks.failures
+
+    async def wait_celldowns_settled(self) -> None:
+        """Return once every CellDown notice so far was delivered or dropped."""
+        await self._post.wait_idle()
 
     # ------------------------------------------------------------ running
 
@@ -148,13 +168,19 @@ class Root:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # Every background task goes through this: none can stop the root.
+                self._tasks = Background(nursery, self.log)
+                self._post = CellDownPost(
+                    tasks=self._tasks, recipient=self._recipient, settled=self._watches.delivered,
+                    log=self.log, concurrency=self.manifest.root.celldown_concurrency,
+                )
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
-                    root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
+                    root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await nursery.start(self._serve_control)
+                await self._tasks.start(self._serve_control, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
                                               self._launcher, self._add_slot, self._drop_slot)
                 if problems:
@@ -218,7 +244,7 @@ class Root:
                     if slot.instance is not None:
                         slot.instance.kill()
 
-            self._nursery.start_soon(force)
+            self._tasks.start_soon(force, name="forced stop")
 
     async def _close(self) -> None:
         for slot in list(self.slots.values()):
@@ -230,20 +256,19 @@ class Root:
         self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None
     ) -> CellSlot:
         assert self._nursery is not None
-        check_cell_name(name)
-        if ".." in name:
-            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+        check_mesh_cell_name(name)
         socket_path = self.paths.socket_path(name)
         # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
         # another uid (the socket is bound into their sandbox), by nobody else.
         listener = bind_unix_listener(socket_path, mode=0o666)
         listener.setblocking(False)
-        udir = self.paths.socket_dir / ".umbilical" / name
+        umbilical = self.paths.cell_umbilical(name)
+        udir = umbilical.parent
         ensure_private_dir(udir.parent)
         udir.mkdir(mode=0o700, exist_ok=True)
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
-            umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+            umbilical_path=umbilical, decl=decl, parent=parent,
             key=manifest_key(self.manifest, name, decl),
         )
         self.slots[name] = slot
@@ -256,11 +281,15 @@ class Root:
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
                 os.link(socket_path, link)
-            await self._nursery.start(self._serve_umbilical, slot)
+            await self._tasks.start(
+                self._serve_umbilical, slot, name=f"umbilical of {name}", restart=True
+            )
         except BaseException:
             await self._drop_slot(slot)
             raise
-        self._nursery.start_soon(self._watch_listener, slot)
+        self._tasks.start_soon(
+            self._watch_listener, slot, name=f"activation watcher of {name}", restart=True
+        )
         return slot
 
     async def _drop_slot(self, slot: CellSlot) -> None:
@@ -375,6 +404,10 @@ class Root:
         return SupervisorSpec(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
 
     def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
+        with self._tasks.guard(f"event of supervisor {supervisor}"):
+            self._log_event(supervisor, event)
+
+    def _log_event(self, supervisor: str, event: SupervisorEvent) -> None:
         if event.kind in ("start_failed", "escalated", "delaying"):
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
@@ -387,13 +420,18 @@ class Root:
     # ------------------------------------------------------------ exits, monitors, links
 
     def _instance_ready(self, instance: CellInstance) -> None:
-        if not self._stopping:
-            try:
-                self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
-            except CellmeshError as exc:  # the serving process is fine: no standby, that's all
-                self.log(f"root: no standby for {instance.slot.name}: {exc}")
+        with self._tasks.guard(f"ready of {instance.slot.name}"):
+            if not self._stopping:
+                try:
+                    self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+                except CellmeshError as exc:  # the serving process is fine: no standby
+                    self.log(f"root: no standby for {instance.slot.name}: {exc}")
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
+        with self._tasks.guard(f"exit of {instance.slot.name}"):
+            self._exited(instance, reason)
+
+    def _exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
         failure = instance.failure
@@ -411,7 +449,8 @@ class Root:
                 self._notify(effect.watcher, with_failure(effect.down, failure))
             else:
                 linked = self.slots[effect.name].instance
-                assert linked is not None  # _running said so
+                if linked is None:
+                    continue
                 self._record(effect.name, f"linked cell {effect.cause} failed: {effect.reason}")
                 with contextlib.suppress(CellmeshError):
                     self.backend.kill(linked.cell_id, as_crash=True)
@@ -419,27 +458,25 @@ class Root:
             slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
         ):
-            self._nursery.start_soon(self._forget, slot)  # never restarted: free the name
+            # never restarted: free the name
+            self._tasks.start_soon(self._forget, slot, name=f"forget {slot.name}")
         if slot.children and self._nursery is not None and not self._stopping:
             for child in list(slot.children):
-                self._nursery.start_soon(self._stop_dynamic, slot, child)
+                self._tasks.start_soon(
+                    self._stop_dynamic, slot, child, name=f"stop {child} (its parent ended)"
+                )
 
     def _notify(self, watcher: str, down: CellDown) -> None:
+        if watcher in self.slots and self._nursery is not None:
+            self._post.post(watcher, down)
+        else:
+            self._watches.delivered(watcher)  # nobody to tell: it no longer counts
+
+    def _recipient(self, watcher: str) -> Recipient | None:
         slot = self.slots.get(watcher)
-        if slot is None or self._nursery is None:
-            return
-
-        async def deliver() -> None:
-            with trio.move_on_after(slot.decl.start_timeout + 5.0):
-                try:
-                    async with Synapse.grow(
-                        watcher, socket_path=slot.socket_path, client_name="root"
-                    ) as syn:
-                        await syn.fire(down)
-                except CellmeshError as exc:
-                    self.log(f"root: CellDown for {watcher} not delivered: {exc}")
-
-        self._nursery.start_soon(deliver)
+        if slot is None or self._stopping:
+            return None
+        return Recipient(socket_path=slot.socket_path, timeout=slot.decl.start_timeout)
 
     def _running(self, name: str) -> bool:
         """``name`` has a process (starting or running) that a link could kill."""
@@ -575,8 +612,8 @@ class Root:
             raise RootRequestError(
                 msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
             )
-        check_cell_name(msg.name)
-        if msg.name in self.slots or msg.name == "mitosis":
+        check_mesh_cell_name(msg.name)
+        if msg.name in self.slots:
             raise RootRequestError(msg.name, "a cell of that name exists")
         dna = Path(msg.dna)
         if not dna.is_absolute():
@@ -645,6 +682,10 @@ class Root:
     # ------------------------------------------------------------ umbilicals
 
     async def _serve_umbilical(self, slot: CellSlot, *, task_status: trio.TaskStatus[None]) -> None:
+        if slot.name not in self.slots:
+            task_status.started()
+            return  # the slot went while this server was being restarted
+
         async def handle(msg: Any) -> Any:
             return await self._from_cell(slot, msg)
 
@@ -672,6 +713,7 @@ class Root:
                 slot.instance.mark_ready()
             return Ack(text="ok")
         if isinstance(msg, Monitor):
+            _check_target(msg.target)
             ref, effects = self._watches.monitor(
                 slot.name, msg.target, alive=self._is_alive(msg.target)
             )
@@ -680,9 +722,10 @@ class Root:
                     self._notify(effect.watcher, effect.down)
             return MonitorRef(ref=ref)
         if isinstance(msg, Demonitor):
-            self._watches.demonitor(msg.ref)
+            self._watches.demonitor(msg.ref, watcher=slot.name)
             return Ack(text="ok")
         if isinstance(msg, Link):
+            _check_target(msg.target)
             if not self._is_alive(msg.target):
                 raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
             self._watches.link(slot.name, msg.target, trap_exits=msg.trap_exits)
@@ -710,7 +753,7 @@ class Root:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
-        name = check_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
+        name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest.templates[msg.template]
@@ -772,6 +815,8 @@ async def serve_root(
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
         env["CELL_SANDBOX"] = manifest.root.sandbox
     manifest.check_paths()
+    manifest.check_sockets(paths)
+    ensure_home(paths)
     with _held(RootLock.acquire(paths)):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
@@ -786,6 +831,14 @@ async def serve_root(
         from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
 
         await run_with_metrics(root, metrics, run_with_last_words, task_status)
+
+
+def _check_target(target: object) -> None:
+    """A monitor or link target must be a cell name (bounded, printable): else refused."""
+    try:
+        check_cell_name(target, source="target")
+    except ConfigError as exc:
+        raise RootRequestError("target", exc.problem) from None
 
 
 def _stderr_log(text: str) -> None:
