@@ -54,8 +54,8 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
     [
         (["stauts"], 'Unknown command "stauts". Did you mean "status"?'),
         (["lgos", "web"], 'Unknown command "lgos". Did you mean "logs"?'),
-        (["swap"], 'Unknown command "swap".'),  # a command that does not exist (yet)
-        (["swap", "--help"], 'Unknown command "swap".'),
+        (["graft"], 'Unknown command "graft".'),  # no such command (like swap before it existed)
+        (["graft", "--help"], 'Unknown command "graft".'),  # not the top-level help, exit 0
         (["frobnicate", "-h"], 'Unknown command "frobnicate".'),
         (["status", "--jsn"], "Unknown option: --jsn. Did you mean --json?"),
     ],
