@@ -59,9 +59,11 @@ from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
 from ._activation import Activation
-from ._cells import CellInstance, CellSlot, reason_text
+from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
+from ._metrics import MeshMetrics, accept_stats
 from ._post import CellDownPost, Recipient
+from ._preflight import preload_mesh
 from ._reload import reload_mesh
 from ._rootlock import RootLock, peer_uid_filter
 from ._swap import MESSAGES as SWAP_MESSAGES
@@ -77,6 +79,7 @@ from .control import (
     Link,
     Monitor,
     MonitorRef,
+    Refused,
     ReloadManifest,
     ReloadReport,
     RestartRecord,
@@ -92,9 +95,12 @@ from .control import (
 )
 from .dna import DnaCache
 from .errors import (
+    CellsCannotStart,
     RootRequestError,
     SupervisorEscalation,
+    UnknownCell,
 )
+from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .policy import (
     AbnormalExit,
@@ -110,6 +116,8 @@ from .watches import Notify, Watches
 
 #: Name of the hidden supervisor of dynamic children and control-API spawns.
 DYNAMIC: Final = "~dynamic"
+#: A Refused answer's message is cut to this many characters.
+MAX_REFUSAL: Final = 2000
 
 
 # --------------------------------------------------------------------------
@@ -130,6 +138,12 @@ class Root:
     restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
     started_at: float = attrs.Factory(time.time)
     escalation: SupervisorEscalation | None = None
+    #: Set when declared cells' code did not import: the mesh was never started.
+    cannot_start: CellsCannotStart | None = None
+    #: Per-cell totals for Prometheus, when the root serves metrics.
+    metrics: MeshMetrics | None = None
+    #: Where the metrics endpoint listens (host, port), when it does.
+    metrics_address: tuple[str, int] | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
@@ -185,6 +199,13 @@ class Root:
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
                 await self._tasks.start(self._serve_control, name="control socket", restart=True)
+                problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
+                                              self._launcher, self._add_slot, self._drop_slot)
+                if problems:
+                    self.cannot_start = CellsCannotStart(list(problems.values()), list(problems))
+                    self.log(f"root: could not start the mesh: {self.cannot_start}")
+                    nursery.cancel_scope.cancel()
+                    await trio.sleep_forever()  # cancelled just above
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -205,6 +226,8 @@ class Root:
             self._stopping = True
             with trio.CancelScope(shield=True):
                 await self._close()
+        if self.cannot_start is not None:
+            raise self.cannot_start
         if self.escalation is not None:
             raise self.escalation
 
@@ -264,6 +287,7 @@ class Root:
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
             umbilical_path=umbilical, decl=decl, parent=parent,
+            key=manifest_key(self.manifest, name, decl),
         )
         self.slots[name] = slot
         try:
@@ -297,7 +321,8 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
-        trio.lowlevel.notify_closing(slot.listener)  # wakes its activation watcher
+        with contextlib.suppress(ValueError):  # its watcher may wait on it; -1 once closed
+            trio.lowlevel.notify_closing(slot.listener)
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -415,7 +440,7 @@ class Root:
 
     def _instance_ready(self, instance: CellInstance) -> None:
         with self._tasks.guard(f"ready of {instance.slot.name}"):
-            if not self._stopping:
+            if not self._stopping:  # (a standby that cannot be spawned is only logged)
                 self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
@@ -425,15 +450,19 @@ class Root:
     def _exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
+        failure = instance.failure
+        if self.metrics is not None:
+            self.metrics.observe_exit(slot, reason)
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
+            slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
         for effect in effects:
             if isinstance(effect, Notify):
-                self._notify(effect.watcher, effect.down)
+                self._notify(effect.watcher, with_failure(effect.down, failure))
             else:
                 linked = self.slots[effect.name].instance
                 if linked is None:
@@ -479,11 +508,18 @@ class Root:
 
     async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
         async with open_membrane(
-            "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
+            "mitosis", self._answer_operator, socket_path=self.paths.umbilical, socket_mode=0o600,
             accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
         ):
             task_status.started()
             await trio.sleep_forever()
+
+    async def _answer_operator(self, msg: Any) -> Any:
+        """A control request's answer; an operator error (any CellmeshError) is a Refused."""
+        try:
+            return await self._control(msg)
+        except CellmeshError as exc:
+            return Refused(error=type(exc).__name__, message=str(exc)[:MAX_REFUSAL])
 
     async def _control(self, msg: Any) -> Any:
         if isinstance(msg, StatusRequest):
@@ -507,6 +543,8 @@ class Root:
     async def start_declared(self, name: str) -> None:
         """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
         decl = self.manifest.cells[name]
+        if self.metrics is not None:
+            self.metrics.declare(name)  # its own label, as if declared at start
         slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
         try:
             await self.supervisors[slot.supervisor].start_child(ChildSpec(
@@ -528,13 +566,13 @@ class Root:
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
         instance = slot.instance
-        pid = self._pid(slot)
+        pid = self.pid_of(slot)
         if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
         self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
-    def _pid(self, slot: CellSlot) -> int | None:
+    def pid_of(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
@@ -544,7 +582,7 @@ class Root:
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
         if slot is None:
-            raise RootRequestError(name, "no such cell")
+            raise UnknownCell(name, sorted(self.slots))
         return slot
 
     async def _spawn_request(self, msg: SpawnCell) -> Ack:
@@ -648,7 +686,9 @@ class Root:
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
             if not self._swapper.ignores_stats(slot, msg):
-                slot.stats = msg
+                slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
+                if self.metrics is not None:
+                    self.metrics.observe_stats(slot, self.pid_of(slot), stats)
             return None
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
@@ -716,7 +756,7 @@ class Root:
         cells = []
         for slot in self.slots.values():
             cells.append(slot.report(
-                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name
+                self.pid_of(slot), samples, now=now, mono=mono, backend=self.backend.name
             ))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,
@@ -742,13 +782,19 @@ async def serve_root(
     paths: Paths,
     env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    metrics: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a root for ``manifest`` until it is stopped (see the module doc).
 
+    With ``metrics`` (host, port) it serves Prometheus metrics there before
+    the mesh starts (:mod:`._metrics_http`; bound address: ``metrics_address``).
+
     Raises :class:`RootAlreadyRunning` when another root owns
-    ``paths.socket_dir``, and :class:`SupervisorEscalation` when the top
-    supervisor gives up.
+    ``paths.socket_dir``, :class:`CellsCannotStart` when declared cells'
+    code does not import, :class:`SupervisorEscalation` when the top
+    supervisor gives up, and :class:`~cellmesh.errors.ConfigError` naming
+    ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
@@ -764,7 +810,12 @@ async def serve_root(
             manifest=manifest, paths=paths, backend=backend, dna=dna,
             log=log if log is not None else _stderr_log,
         )
-        await root.run(task_status=task_status)
+        if metrics is None:
+            await run_with_last_words(root, str(manifest.path), task_status)
+            return
+        from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
+
+        await run_with_metrics(root, metrics, run_with_last_words, task_status)
 
 
 def _check_target(target: object) -> None:
