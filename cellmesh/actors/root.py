@@ -14,8 +14,12 @@ exclusive ``flock`` holding the pid: a second root is refused with
    bound into that cell's sandbox alone, so the root knows which cell speaks
    from the socket it speaks on;
 3. serves the control socket ``$CELL_UMBILICAL`` for the operator, refusing
-   any peer whose ``SO_PEERCRED`` uid is not the root's;
-4. runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
+   any peer whose ``SO_PEERCRED`` uid is not the root's
+   (:mod:`cellmesh.actors._operator` answers the requests);
+4. checks that every declared cell's and template's code imports (one
+   standby each, :mod:`cellmesh.actors._preflight`; else it stops and
+   :func:`serve_root` raises :class:`~cellmesh.actors.errors.CellsCannotStart`), then
+   runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
    OTP semantics) with itself as the child factory: a cell child is a
    :class:`~cellmesh.actors._cells.CellInstance` (spawned through the sandbox
    backend, ready once it sends ``CellReady``), a supervisor child is a nested
@@ -62,10 +66,11 @@ from ._activation import Activation
 from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
+from ._operator import Operator
 from ._post import CellDownPost, Recipient
 from ._preflight import preload_mesh
 from ._reload import reload_mesh
-from ._rootlock import RootLock, peer_uid_filter
+from ._rootlock import RootLock
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
@@ -75,22 +80,13 @@ from .control import (
     CellReady,
     CellStats,
     Demonitor,
-    KillCell,
     Link,
     Monitor,
     MonitorRef,
-    Refused,
-    ReloadManifest,
-    ReloadReport,
     RestartRecord,
-    SpawnCell,
     StartChild,
     StatusReply,
-    StatusRequest,
     StopChild,
-    StopMesh,
-    SwapCell,
-    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
@@ -98,7 +94,6 @@ from .errors import (
     CellsCannotStart,
     RootRequestError,
     SupervisorEscalation,
-    UnknownCell,
 )
 from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
@@ -116,8 +111,6 @@ from .watches import Notify, Watches
 
 #: Name of the hidden supervisor of dynamic children and control-API spawns.
 DYNAMIC: Final = "~dynamic"
-#: A Refused answer's message is cut to this many characters.
-MAX_REFUSAL: Final = 2000
 
 
 # --------------------------------------------------------------------------
@@ -149,6 +142,7 @@ class Root:
     _launcher: Launcher = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
+    _operator: Operator = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
@@ -198,7 +192,14 @@ class Root:
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await self._tasks.start(self._serve_control, name="control socket", restart=True)
+                self._operator = Operator(
+                    paths=self.paths, backend=self.backend, slots=self.slots,
+                    swapper=self._swapper, log=self.log, manifest=lambda: self.manifest,
+                    status=self.status, pid_of=self.pid_of, request_stop=self.request_stop,
+                    spawn=lambda decl: self._start_dynamic(decl, parent=None),
+                    reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
+                )
+                await self._tasks.start(self._operator.serve, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
                                               self._launcher, self._add_slot, self._drop_slot)
                 if problems:
@@ -504,41 +505,7 @@ class Root:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
 
-    # ------------------------------------------------------------ control socket
-
-    async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_membrane(
-            "mitosis", self._answer_operator, socket_path=self.paths.umbilical, socket_mode=0o600,
-            accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
-        ):
-            task_status.started()
-            await trio.sleep_forever()
-
-    async def _answer_operator(self, msg: Any) -> Any:
-        """A control request's answer; an operator error (any CellmeshError) is a Refused."""
-        try:
-            return await self._control(msg)
-        except CellmeshError as exc:
-            return Refused(error=type(exc).__name__, message=str(exc)[:MAX_REFUSAL])
-
-    async def _control(self, msg: Any) -> Any:
-        if isinstance(msg, StatusRequest):
-            return self.status()
-        if isinstance(msg, KillCell):
-            return self._kill(msg.name)
-        if isinstance(msg, StopMesh):
-            self.request_stop(msg.timeout)
-            return Ack(text="stopping")
-        if isinstance(msg, SpawnCell):
-            return await self._spawn_request(msg)
-        if isinstance(msg, SwapCell):
-            return await self._swap_request(msg)
-        if isinstance(msg, ReloadManifest):
-            return await self._reload_request(msg)
-        raise RootRequestError(type(msg).__name__, "is not a control request")
-
-    async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
-        return await reload_mesh(self, self._swapper, self._launcher, msg)
+    # ------------------------------------------------------------ reload, spawns
 
     async def start_declared(self, name: str) -> None:
         """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
@@ -558,49 +525,12 @@ class Root:
         """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
         await self._stop_slot(name)
 
-    async def _swap_request(self, msg: SwapCell) -> SwapReport:
-        return await self._swapper.swap(
-            self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
-        )
-
-    def _kill(self, name: str) -> Ack:
-        slot = self._slot(name)
-        instance = slot.instance
-        pid = self.pid_of(slot)
-        if instance is None or pid is None:
-            raise RootRequestError(name, "is not running")
-        self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
-        return Ack(text=f"killed {name} (pid {pid})")
-
     def pid_of(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
         return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
-
-    def _slot(self, name: str) -> CellSlot:
-        slot = self.slots.get(name)
-        if slot is None:
-            raise UnknownCell(name, sorted(self.slots))
-        return slot
-
-    async def _spawn_request(self, msg: SpawnCell) -> Ack:
-        if not self.manifest.root.allow_spawn:
-            raise RootRequestError(
-                msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
-            )
-        check_mesh_cell_name(msg.name)
-        if msg.name in self.slots:
-            raise RootRequestError(msg.name, "a cell of that name exists")
-        dna = Path(msg.dna)
-        if not dna.is_absolute():
-            raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
-        # Manifest defaults, no grants; it is never restarted.
-        decl = CellDecl(
-            name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
-        )
-        return await self._start_dynamic(decl, parent=None)
 
     async def _start_dynamic(
         self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
