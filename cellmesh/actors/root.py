@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import attrs
 import trio
@@ -69,6 +69,7 @@ from ..transport.membrane import open_membrane
 from . import _proc
 from ._activation import Activation
 from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_text, with_failure
+from ._dynamic import DYNAMIC, DynamicCells
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
 from ._operator import Operator
@@ -104,7 +105,7 @@ from .errors import (
 )
 from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
-from .membership import replica_stem
+from .membership import parse_replica_name, replica_stem
 from .policy import (
     AbnormalExit,
     ChildKind,
@@ -116,10 +117,6 @@ from .policy import (
 )
 from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
 from .watches import Notify, Watches
-
-#: Name of the hidden supervisor of dynamic children and control-API spawns.
-DYNAMIC: Final = "~dynamic"
-
 
 # --------------------------------------------------------------------------
 # The root.
@@ -151,6 +148,7 @@ class Root:
     _replicas: Replicas = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
+    _dynamic: DynamicCells = attrs.field(init=False)
     _operator: Operator = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
@@ -206,6 +204,11 @@ class Root:
                     inside_bwrap=self.backend.name == "bwrap",
                 )
                 self._launcher.replica_env = self._replicas.env_for
+                self._dynamic = DynamicCells(
+                    manifest=lambda: self.manifest, slots=self.slots,
+                    supervisors=self.supervisors, add_slot=self._add_slot,
+                    drop_slot=self._drop_slot,
+                )
                 for name, decl in self.manifest.cells.items():
                     add = self._replicas.add_group if decl.replicated else self._add_slot
                     await add(decl, name=name, supervisor=self.manifest.parent_of(name))
@@ -213,7 +216,7 @@ class Root:
                     paths=self.paths, backend=self.backend, slots=self.slots,
                     swapper=self._swapper, log=self.log, manifest=lambda: self.manifest,
                     status=self.status, pid_of=self.pid_of, request_stop=self.request_stop,
-                    spawn=lambda decl: self._start_dynamic(decl, parent=None),
+                    spawn=lambda decl: self._dynamic.start(decl, parent=None),
                     reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
                     change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
                     no_such_cell=self._replicas.no_such_cell,
@@ -514,11 +517,11 @@ class Root:
             and self._nursery is not None and not self._stopping
         ):
             # never restarted: free the name
-            self._tasks.start_soon(self._forget, slot, name=f"forget {slot.name}")
+            self._tasks.start_soon(self._dynamic.forget, slot, name=f"forget {slot.name}")
         if slot.children and self._nursery is not None and not self._stopping:
             for child in list(slot.children):
                 self._tasks.start_soon(
-                    self._stop_dynamic, slot, child, name=f"stop {child} (its parent ended)"
+                    self._dynamic.stop_child, slot, child, name=f"stop {child} (its parent ended)"
                 )
 
     def _notify(self, watcher: str, down: CellDown) -> None:
@@ -567,7 +570,7 @@ class Root:
 
     async def stop_declared(self, name: str) -> None:
         """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
-        await self._stop_slot(name)
+        await self._dynamic.stop_slot(name)
 
     def pid_of(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
@@ -575,64 +578,6 @@ class Root:
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
         return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
-
-    async def _start_dynamic(
-        self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
-    ) -> Ack:
-        """Start a cell that is not in the manifest's tree: a child or a control-API spawn.
-
-        A child of ``template`` goes under the manifest's ``simple_one_for_one``
-        supervisor of that template when there is one (its intensity applies),
-        else under the hidden ``~dynamic`` supervisor.
-        """
-        pool = next(
-            (s.name for s in self.manifest.supervisors.values()
-             if template is not None and s.template == template and s.name in self.supervisors),
-            None,
-        )
-        sup = self.supervisors.get(pool or DYNAMIC)
-        if sup is None:
-            raise RootRequestError(decl.name, "this root has no dynamic supervisor")
-        slot = await self._add_slot(decl, name=decl.name, supervisor=pool or DYNAMIC,
-                                    parent=None if parent is None else parent.name)
-        try:
-            if pool is not None:
-                # args appended to the template's; the pool names the child worker-N
-                slot.child_id = await sup.start_child((decl.name,))
-            else:
-                await sup.start_child(ChildSpec(
-                    id=decl.name,
-                    restart=decl.restart if parent is not None else Restart.TEMPORARY,
-                    shutdown=decl.shutdown, args=("cell", decl.name),
-                ))
-        except BaseException:
-            await self._drop_slot(slot)
-            raise
-        if parent is not None:
-            parent.children.add(decl.name)
-        return Ack(text=decl.name)
-
-    async def _forget(self, slot: CellSlot) -> None:
-        if slot.parent is not None and slot.parent in self.slots:
-            self.slots[slot.parent].children.discard(slot.name)
-        if self.slots.get(slot.name) is slot:
-            await self._drop_slot(slot)
-
-    async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
-        parent.children.discard(name)
-        await self._stop_slot(name)
-        parent.touch()
-
-    async def _stop_slot(self, name: str) -> None:
-        slot = self.slots.get(name)
-        sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
-        if sup is not None and slot is not None:
-            with contextlib.suppress(CellmeshError):
-                await sup.terminate_child(slot.child_id)
-            with contextlib.suppress(CellmeshError):
-                await sup.delete_child(slot.child_id)
-        if slot is not None:
-            await self._drop_slot(slot)
 
     # ------------------------------------------------------------ umbilicals
 
@@ -696,32 +641,13 @@ class Root:
             self._watches.unlink(slot.name, msg.target)
             return Ack(text="ok")
         if isinstance(msg, StartChild):
-            return await self._start_child_for(slot, msg)
+            return await self._dynamic.start_child_for(slot, msg)
         if isinstance(msg, StopChild):
             if msg.name not in slot.children:
                 raise RootRequestError(msg.name, f"is not a child of {slot.name}")
-            await self._stop_dynamic(slot, msg.name)
+            await self._dynamic.stop_child(slot, msg.name)
             return Ack(text="ok")
         raise RootRequestError(type(msg).__name__, "is not a cell request")
-
-    async def _start_child_for(self, slot: CellSlot, msg: StartChild) -> Ack:
-        decl = slot.decl
-        if msg.template not in decl.templates:
-            raise RootRequestError(
-                slot.name, f"may not start template {msg.template!r} (allowed: "
-                f"{', '.join(decl.templates) or 'none'})",
-            )
-        if len(slot.children) >= decl.max_children:
-            raise RootRequestError(
-                slot.name, f"child quota reached ({decl.max_children} children)"
-            )
-        name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
-        if name in self.slots:
-            raise RootRequestError(name, "a cell of that name exists")
-        tmpl = self.manifest.templates[msg.template]
-        return await self._start_dynamic(
-            attrs.evolve(tmpl, name=name), parent=slot, template=msg.template
-        )
 
     # ------------------------------------------------------------ status
 
@@ -798,9 +724,10 @@ async def serve_root(
 
 
 def _check_target(target: object) -> None:
-    """A monitor or link target must be a cell name (bounded, printable): else refused."""
+    """A monitor or link target must be a cell name or a replica's ``X/i``: else refused."""
+    replica = parse_replica_name(target) if isinstance(target, str) else None
     try:
-        check_cell_name(target, source="target")
+        check_cell_name(target if replica is None else replica[0], source="target")
     except ConfigError as exc:
         raise RootRequestError("target", exc.problem) from None
 

@@ -94,6 +94,18 @@ class Answer:
     text: str
 
 
+@cellmesh.protein("t.rep.Watch")
+class Watch:
+    """Monitor ``target``; answer the CellDown notices received so far."""
+
+    target: str
+
+
+@cellmesh.protein("t.rep.Downs")
+class Downs:
+    downs: list[str]
+
+
 def fd_kind(fd: int) -> str:
     """``unix:<path>`` when ``fd`` is a listening Unix socket, else what it is."""
     try:
@@ -182,7 +194,21 @@ class Observer(ReplicatedCell):
 
 
 class Outsider(cellmesh.Cell):
-    """A plain cell that tries what it must not (module doc)."""
+    """A plain cell that tries what it must not (module doc), and watches replicas."""
+
+    downs: list[str]
+
+    async def on_start(self) -> None:
+        self.downs = []
+
+    async def on_cell_down(self, down: cellmesh.CellDown) -> None:
+        self.downs.append(f"{down.name}:{down.reason}")
+
+    @cellmesh.receptor
+    async def watch(self, msg: Watch) -> Downs:
+        if msg.target:
+            await self.monitor(msg.target)
+        return Downs(downs=list(self.downs))
 
     @cellmesh.receptor
     async def probe(self, msg: Probe) -> Probed:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import replicacells
 import trio
-from replicacells import AskRoot, Describe, Lie, Note, Noted, Probe
+from replicacells import AskRoot, Describe, Downs, Lie, Note, Noted, Probe, Watch
 from test_root import leaves
 
 from cellmesh import Synapse
@@ -501,3 +501,21 @@ async def test_replicas_root_refuses_a_peer_socket_path_too_long_for_unix() -> N
         assert "/.umbilical/" in texts or "/.replicas/" in texts
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_replicas_root_a_replica_can_be_monitored_by_its_name() -> None:
+    async with running(group_toml() + OUTSIDER) as root:
+        await healthy(root)
+        async with Synapse.grow("out", socket_dir=root.paths.socket_dir) as out:
+            assert await out.fire(Watch(target="grp/1")) == Downs(downs=[])
+            slot = root.slots["grp/1"]
+            assert slot.instance is not None
+            root.backend.kill(slot.instance.cell_id, as_crash=True)
+
+            await until(root, lambda: rows(root)["grp/1"].restarts >= 1)
+            with trio.fail_after(30):
+                await root.wait_celldowns_settled()
+            reply = await out.fire(Watch(target=""))
+            assert isinstance(reply, Downs)
+            (down,) = reply.downs
+            assert down.startswith("grp/1:") and "SIGKILL" in down
