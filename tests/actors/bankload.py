@@ -88,6 +88,18 @@ def leader(root: Root) -> int | None:
     return root._replicas.groups[GROUP].view().leader
 
 
+def term(root: Root) -> int:
+    """The leader's term as the root sees it (0 without a leader)."""
+    return root._replicas.groups[GROUP].view().term or 0
+
+
+async def new_leader(root: Root, after: int) -> None:
+    """Wait for a leader elected after term ``after`` (the killed one may win again:
+    restarted from its log, it is as up to date as any)."""
+    await until(root, lambda: leader(root) is not None and term(root) > after,
+                f"a leader in a term after {after}")
+
+
 def members(root: Root) -> list[int]:
     return list(root._replicas.groups[GROUP].record.members)
 

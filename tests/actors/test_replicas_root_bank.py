@@ -107,16 +107,9 @@ async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> 
     kill each follower in turn. Clients must make ``progress`` writes after each fault."""
     budget = KillBudget()
     for _ in range(cycles):
-        before = root._replicas.groups[GROUP].view().term or 0
+        before = bankload.term(root)
         await budget.kill(root, lambda: a_leader(root))
-
-        def elected(term: int = before) -> bool:
-            # A leader of a newer term: the killed one may win it again once restarted
-            # (its log is as up to date as any), which is Raft doing its job.
-            view = root._replicas.groups[GROUP].view()
-            return view.leader is not None and (view.term or 0) > term
-
-        await until(root, elected, "a leader elected after the kill")
+        await bankload.new_leader(root, before)
         await load.progress(progress)
         second = await a_leader(root)
         await bankload.pause_replica(root, second, PAUSE)
