@@ -19,12 +19,14 @@ the listener to become readable -- a connection is pending -- and then:
 One watcher per listener, so concurrent first connections start the cell
 once. A start that fails refuses what waits in the backlog rather than
 spinning on it. Replicas of a replicated cell have no watcher: their group
-is never started by a connection.
+is never started by a connection. A watcher waits for a hot swap of its
+cell to end first (``settle``: the swap may be re-making its sandboxes), and
+reads the manifest in force (``manifest()``: a reload may replace it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 import trio
@@ -41,12 +43,13 @@ from .supervisor import Supervisor
 class Activation:
     """The root's activation watchers (module doc); reads the root's tables, never owns them."""
 
-    manifest: Manifest
+    manifest: Callable[[], Manifest]
     slots: Mapping[str, CellSlot]
     supervisors: Mapping[str, Supervisor]
     stopping: Callable[[], bool]
     log: Callable[[str], None]
     record: Callable[[str, str], None]
+    settle: Callable[[CellSlot], Awaitable[None]]
 
     async def watch(self, slot: CellSlot) -> None:
         """Spawn the cell at the first pending connection while it has no process."""
@@ -62,6 +65,7 @@ class Activation:
                 return
             if self.stopping() or slot.name not in self.slots:
                 return
+            await self.settle(slot)
             instance = slot.instance
             if instance is not None and instance.state == "dormant":
                 instance.activate()
@@ -87,7 +91,7 @@ class Activation:
         try:
             if info is not None and info.status is ChildStatus.STOPPED:
                 await sup.restart_child(slot.child_id)
-            elif info is None and slot.name in self.manifest.cells:
+            elif info is None and slot.name in self.manifest().cells:
                 decl = slot.decl
                 await sup.start_child(ChildSpec(
                     id=slot.name, restart=decl.restart, shutdown=decl.shutdown,

@@ -18,9 +18,20 @@ moves ``dormant`` -> ``starting`` -> ``running`` -> ``exited``:
 * ``running``: the cell sent ``CellReady`` on its umbilical.
 * ``exited``: :meth:`CellInstance.wait` returns the OTP exit reason.
 
+A hot swap (:mod:`cellmesh.actors._swap`) replaces the process behind an
+instance without the supervisor seeing an exit: while a swap runs, the
+instance consults its :class:`SwapWatch` when its process exits (the swap
+may have made the instance :meth:`~CellInstance.adopt` the new process: then
+the instance waits on that one) and before it signals a stop.
+
 Exit statuses map to OTP reasons: ``exit`` (code 0) -> ``normal``; ``stop``
 (we asked) -> ``shutdown``; ``crash`` and ``limit`` -> abnormal, with the
-code, signal or limit in the text.
+code, signal or limit in the text, followed by the failure the process
+reported on its report pipe when it exited by itself (:mod:`.exitcause`).
+The slot keeps the pipe of the last process spawned on each of its two
+backend ids, so the process an instance waits on -- its first, a standby
+it took over, or a swap's new version it adopted -- is always read from the
+pipe of the id it runs on.
 
 A replica of a replicated cell is a slot too (named ``X/<id>``), with a
 :class:`ReplicaPart`: its peer socket, data directory and replica env. Its
@@ -31,35 +42,56 @@ use its *stem* ``X..<id>``.
 
 from __future__ import annotations
 
+import collections
 import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import attrs
 import trio
 
 from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
-from .control import CellStats, CellStatus, ReplicaInfo, ReplicaStats
+from .control import CellDown, CellStats, CellStatus, ReplicaInfo, ReplicaStats
 from .errors import ChildStartFailed
+from .exitcause import Failure
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
+    from ._reports import ReportPipe
+    from .dna import DnaEntry
     from .logs import RotatingLog
-    from .manifest import CellDecl
+    from .manifest import CellDecl, Manifest
 
 InstanceState = Literal["dormant", "starting", "running", "exited"]
 
 
-def exit_reason(status: ExitStatus) -> ExitReason:
-    """The OTP exit reason of a classified process exit."""
+def exit_reason(status: ExitStatus, failure: Failure | None = None, key: str = "") -> ExitReason:
+    """The OTP exit reason of a classified process exit.
+
+    A crash's text ends with the ``failure`` the cell reported, if any
+    (``exit code 1: ValueError in on_start: boom``); ``key`` is the cell's
+    manifest table, named by configuration failures.
+    """
     if status.reason == "exit":
         return NormalExit()
     if status.reason == "stop":
         return ShutdownExit(detail=status.detail)
-    return AbnormalExit(text=describe_status(status))
+    return AbnormalExit(text=describe_exit(status, failure, key))
+
+
+def describe_exit(status: ExitStatus, failure: Failure | None = None, key: str = "") -> str:
+    """:func:`describe_status` followed by the ``failure`` the process reported, if any.
+
+    ``exit code 1: ValueError in on_start: boom``; ``key`` (``cells.x``)
+    names the manifest table in a configuration or import failure.
+    """
+    text = describe_status(status)
+    if failure is not None:
+        text += f": {failure.describe(key)}"
+    return text
 
 
 def describe_status(status: ExitStatus) -> str:
@@ -132,10 +164,35 @@ class ReplicaPart:
             self.last_line = text[:MAX_NOTE]
 
     def failure(self) -> str:
-        """Why it failed last (``""``: it did not): the exit, and for an exit code its last line."""
-        if self.error.startswith("exit code") and self.last_line:
+        """Why it failed last (``""``: it did not).
+
+        The exit as the root described it -- with the failure the process
+        reported on its report pipe when it did -- and, for a bare exit code
+        (nothing reported: the process died before it could say), its last
+        line of output.
+        """
+        bare = self.error.startswith("exit code ") and self.error[10:].isdigit()
+        if bare and self.last_line:
             return f"{self.error}: {self.last_line}"
         return self.error
+
+
+def manifest_key(manifest: Manifest, name: str, decl: CellDecl) -> str:
+    """Where cell ``name``'s ``decl`` comes from: ``cells.x``, ``templates.t`` or ``SpawnCell``."""
+    if manifest.cells.get(name) == decl:
+        return f"cells.{name}"
+    for template, tmpl in manifest.templates.items():
+        if attrs.evolve(tmpl, name=decl.name) == decl:
+            return f"templates.{template}"
+    return "SpawnCell"  # _metrics.SPAWN_KEY
+
+
+def with_failure(down: CellDown, failure: Failure | None) -> CellDown:
+    """``down`` carrying the exception a crashed cell reported (none for config errors)."""
+    if failure is None or failure.stage == "config":
+        return down
+    return CellDown(name=down.name, reason=down.reason, ref=down.ref,
+                    error_type=failure.type_name, error_message=failure.message)
 
 
 @attrs.define(eq=False)
@@ -149,14 +206,22 @@ class CellSlot:
     umbilical_path: Path
     decl: CellDecl
     parent: str | None = None
+    #: Where its declaration comes from, for messages: ``cells.x``, ``templates.t``.
+    key: str = ""
     #: Its id in its supervisor: the name, except under a simple_one_for_one
     #: supervisor, which numbers its children (``worker-3``).
     child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
     trap_exits: bool = False
     dna_digest: str = ""
-    #: The DNA entry's module name and directory (set by the launcher's prepare).
-    entry_name: str = ""
-    entry_root: Path | None = None
+    #: The DNA entry new processes of the cell run (set by the launcher's prepare).
+    dna: DnaEntry | None = None
+    #: What ran before the last committed swap (``cellmesh swap --rollback``).
+    previous_dna: DnaEntry | None = None
+    previous_decl: CellDecl | None = None
+    #: ``Cell.version`` of the serving process (from its CellReady).
+    version: str = ""
+    #: The phase of a swap in progress ("" when none).
+    swap_phase: str = ""
     created: bool = False
     activated: bool = False
     restarts: int = 0
@@ -167,6 +232,26 @@ class CellSlot:
     cpu_sample: tuple[float, float] | None = None
     log: RotatingLog | None = None
     standby: Standby | None = None
+    #: The report pipe of the last process spawned on each backend id.
+    reports: dict[str, ReportPipe] = attrs.Factory(dict)
+    #: The last abnormal exit (reason text) and when (Unix time), for status.
+    last_exit: tuple[str, float] | None = None
+
+    def failure(self, cell_id: str) -> Failure | None:
+        """The failure the process on ``cell_id`` reported (read after it exited)."""
+        pipe = self.reports.get(cell_id)
+        return None if pipe is None else pipe.reports_nowait().failure
+
+    def exit_failure(self, cell_id: str, status: ExitStatus) -> Failure | None:
+        """What the exited process on ``cell_id`` said about its exit, if it may have.
+
+        Only a process that exited by itself with an error may have reported
+        why (a killed one cannot have: anything on its pipe is older). Read
+        before another process is spawned on ``cell_id``.
+        """
+        if status.reason != "crash" or status.signal is not None:
+            return None
+        return self.failure(cell_id)
     replica: ReplicaPart | None = None
     #: False when the listener belongs to someone else (a replicated cell's group).
     owns_listener: bool = True
@@ -180,15 +265,16 @@ class CellSlot:
         return self.name if replica is None else f"{replica.group}..{replica.id}"
 
     @property
-    def cell_ids(self) -> tuple[str, ...]:
-        """The backend ids the slot's processes alternate between.
+    def cell_ids(self) -> tuple[str, str]:
+        """The two backend ids the slot's processes alternate between.
 
-        Two when the cell keeps a standby (the running process and the one
-        waiting to replace it), else one. ``..`` cannot appear in a cell name
-        the root accepts, so these never collide with another cell's id.
+        The running process and the one waiting to replace it (its standby,
+        or the new version during a hot swap) each have their own. ``..``
+        cannot appear in a cell name the root accepts, so these never
+        collide with another cell's id.
         """
         stem = self.stem
-        return (stem, f"{stem}..b") if self.decl.standby else (stem,)
+        return (stem, f"{stem}..b")
 
     @property
     def on_demand(self) -> bool:
@@ -227,7 +313,11 @@ class CellSlot:
             rss=rss, cpu_percent=cpu_pct,
             rtt_p50_us=None if stats is None else stats.rtt_p50_us,
             rtt_p99_us=None if stats is None else stats.rtt_p99_us,
-            backend=backend, dna=self.dna_digest[:12], replica=replica,
+            backend=backend, dna=self.dna_digest[:12], version=self.version,
+            swap=self.swap_phase,
+            last_exit=None if self.last_exit is None else self.last_exit[0],
+            last_exit_at=None if self.last_exit is None else self.last_exit[1],
+            replica=replica,
         )
 
     def touch(self) -> None:
@@ -248,8 +338,35 @@ class Standby:
     pid: int
     go: int
     scope: trio.CancelScope
+    tail: collections.deque[str] = attrs.Factory(collections.deque)
     #: The replica env version it was spawned with (0 for a plain cell).
     version: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Launched:
+    """A process the launcher made serve: its backend id, pid, go token, last output lines."""
+
+    cell_id: str
+    pid: int
+    token: str
+    tail: collections.deque[str] = attrs.field(factory=collections.deque, eq=False)
+
+
+class SwapWatch(Protocol):
+    """What a swap in progress needs to hear from the instance it works on."""
+
+    def process_exited(self, instance: CellInstance, cell_id: str, text: str) -> None:
+        """The process on ``cell_id`` the instance waited on exited (it may adopt another).
+
+        ``text`` describes the exit with the failure the process reported
+        (:func:`describe_exit`).
+        """
+        ...
+
+    def stop_requested(self, instance: CellInstance) -> None:
+        """The instance is about to be terminated or killed."""
+        ...
 
 
 @attrs.define(eq=False)
@@ -258,18 +375,22 @@ class CellInstance:
 
     slot: CellSlot
     backend: CellBackend
-    spawn: Callable[[CellSlot], tuple[str, int]]
+    spawn: Callable[[CellSlot], Launched]
     on_exit: Callable[[CellInstance, ExitReason], None]
     on_ready: Callable[[CellInstance], None]
     state: InstanceState = "dormant"
     cell_id: str = ""
     pid: int | None = None
+    token: str = ""
     started_at: float | None = None
+    swap: SwapWatch | None = None
     ready: trio.Event = attrs.Factory(trio.Event)
     _activate: trio.Event = attrs.Factory(trio.Event)
     _exited: trio.Event = attrs.Factory(trio.Event)
     _reason: ExitReason = attrs.Factory(NormalExit)
     _cancelled_dormant: bool = False
+    #: The failure the process reported before it exited, if any.
+    failure: Failure | None = None
 
     # ------------------------------------------------------------ ChildHandle
 
@@ -283,6 +404,8 @@ class CellInstance:
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
+            if self.swap is not None:
+                self.swap.stop_requested(self)
             self.backend.terminate(self.cell_id)
 
     def kill(self) -> None:
@@ -290,7 +413,20 @@ class CellInstance:
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
+            if self.swap is not None:
+                self.swap.stop_requested(self)
             self.backend.kill(self.cell_id)
+
+    def adopt(self, launched: Launched) -> None:
+        """From now on this instance is ``launched`` (a hot swap committed).
+
+        The caller must not be waiting on that process any more: the
+        instance becomes its only waiter once the process it waits on now
+        has exited.
+        """
+        self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
+        self.started_at = time.time()
+        self.slot.touch()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -310,7 +446,8 @@ class CellInstance:
     def start_process(self) -> None:
         """Spawn the process (from the Trio thread: the sandbox's parent-death
         signal is tied to the spawning thread)."""
-        self.cell_id, self.pid = self.spawn(self.slot)
+        launched = self.spawn(self.slot)
+        self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
         self.state = "starting"
         self.started_at = time.time()
         self.slot.activated = True
@@ -333,8 +470,19 @@ class CellInstance:
                 except Exception as exc:
                     self._finish(AbnormalExit(text=f"spawn failed: {exc}"))
                     return
-            status = await self.backend.wait_async(self.cell_id)
-            self._finish(exit_reason(status))
+            while True:
+                waited = self.cell_id
+                status = await self.backend.wait_async(waited)
+                failure = self.slot.exit_failure(waited, status)
+                if self.swap is not None:
+                    self.swap.process_exited(
+                        self, waited, describe_exit(status, failure, self.slot.key)
+                    )
+                if self.cell_id == waited:
+                    break
+                # A swap made this instance adopt its new process: wait on that.
+            self.failure = failure
+            self._finish(exit_reason(status, failure, self.slot.key))
         finally:
             if not self._exited.is_set():
                 with trio.CancelScope(shield=True):
@@ -396,6 +544,16 @@ class CellInstance:
 
 
 __all__ = [
-    "CellInstance", "CellSlot", "ReplicaPart", "Standby", "describe_status", "exit_reason",
+    "CellInstance",
+    "CellSlot",
+    "Launched",
+    "ReplicaPart",
+    "Standby",
+    "SwapWatch",
+    "describe_exit",
+    "describe_status",
+    "exit_reason",
+    "manifest_key",
     "reason_text",
+    "with_failure",
 ]

@@ -3,15 +3,32 @@
 Theory of operation
 -------------------
 :meth:`Launcher.prepare` builds a slot's DNA entry and creates its sandboxed
-cell on the backend -- twice when the cell keeps a standby: the running
-process and the one that will replace it alternate between two backend ids
-(``name`` and ``name..b``), so neither is ever torn down and re-created, and
-the listening socket they share is never unlinked while either exists.
+cell on the backend twice: the running process and the one that will
+replace it (its standby, or the new version during a hot swap) alternate
+between two backend ids (``name`` and ``name..b``), so neither is torn down
+and re-created on a restart, and the listening socket they share is never
+unlinked while either exists. A hot swap re-makes one id at a time for other
+code (:meth:`Launcher.provision`) while the other keeps serving.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
-(``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
-cell's rotating log. The runtime imports everything it needs, then blocks
-on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
+(``CELL_GO_FD``), a report pipe as fd 5 (``CELL_REPORT_FD``: the runtime
+says on it when its code is imported and why it failed, :mod:`.exitcause`;
+the slot keeps the read end of the last process spawned on each backend
+id) and a pipe for its stdout and stderr, pumped into the cell's rotating
+log (the last lines of each process are kept, for a swap's failure
+report). Every kind of process -- a first start, a standby, the new
+version of a hot swap, a template's check process -- is spawned by
+:meth:`Launcher._spawn`, so each gets all three fds and the same
+environment. The runtime imports everything it needs, then reads the go
+pipe (:mod:`cellmesh.actors._standby`): ``i DIGEST`` (preload that code:
+the standby reports ``loaded`` or why the import failed), then ``g TOKEN``
+(serve) or ``s TOKEN DIGEST`` (take over in a hot swap, with that code);
+the token, fresh and random, names the process to the root from then on.
+
+The sandbox binds the cell's DNA directory, ``$CELL_SOCKET_DIR/.dna/<cell>/``,
+holding one entry per version of the code that may run (hard links to the
+cache entry, :meth:`Launcher.link`): a process picks its version by digest,
+so a standby can take over with new code without a new sandbox.
 
 * :meth:`Launcher.launch` starts serving: it hands over the standby if one
   is ready (one byte on its go pipe: the cost of a start becomes a pipe
@@ -22,22 +39,29 @@ on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
   never competes with the start it would speed up) and when a dormant
   cell is prepared. A standby that dies while it waits is forgotten; the
   next ready process brings another.
+* :meth:`Launcher.preload` spawns a standby even for a cell that keeps
+  none (``standby = false``): ``cellmesh up`` waits for every cell's
+  standby to report that its code imported before it starts the mesh.
 * :meth:`Launcher.retire` closes every standby's go pipe: they exit.
 
 Replicas (slots with a :class:`~cellmesh.actors._cells.ReplicaPart`): the
 group's client listener is fd 3 and the replica's own peer listener fd 4, so
-the go pipe is fd 5; the sandbox is named for the group (``CELL_NAME``) but
-files its events under the replica's stem, binds the replica's data
-directory and the group's peer directory. The ``CELL_REPLICA_*`` env is
-recomputed (``replica_env``) before every spawn and every hand-over: when it
-changed, the backend id is created again with it, and a standby made with
-the older env is not used (it is told to exit).
+the go pipe is fd 5 and the report pipe fd 6; the sandbox is named for the
+group (``CELL_NAME``) but files its events, logs and DNA directory under the
+replica's stem ``X..<id>``, binds the replica's data directory and the
+group's peer directory. The ``CELL_REPLICA_*`` env is recomputed
+(``replica_env``) before every spawn and every hand-over: when it changed,
+the backend id is created again with it, and a standby made with the older
+env is not used (it is told to exit).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import secrets
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,13 +71,15 @@ import attrs
 import trio
 
 from ..config import Paths
-from ..errors import ConfigError
+from ..errors import CellmeshError, ConfigError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
-from ._cells import CellSlot, Standby
+from ._cells import CellSlot, Launched, Standby
+from ._reports import ReportPipe
 from ._tasks import Background
-from .dna import DnaCache
+from .dna import DnaCache, DnaEntry, force_rmtree
+from .exitcause import REPORT_FD_ENV
 from .logs import RotatingLog, pump_output
-from .manifest import RootDecl
+from .manifest import CellDecl, RootDecl
 
 #: The runtime every cell process runs.
 RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
@@ -61,10 +87,19 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
-#: A replica's go pipe: after the client listener (3) and its peer listener (4).
+#: The report pipe is the third.
+REPORT_FD: Final = FIRST_PASSED_FD + 2
+#: A replica's go and report pipes: after the client listener (3) and its peer listener (4).
 REPLICA_GO_FD: Final = FIRST_PASSED_FD + 2
+REPLICA_REPORT_FD: Final = FIRST_PASSED_FD + 3
 #: The file that marks ``$CELL_HOME/data/X/`` as a replicated cell's (the group record).
 GROUP_RECORD: Final = "group.json"
+#: Bytes of a process's go token (twice as many hex digits).
+TOKEN_BYTES: Final = 16
+#: Lines of each process's output kept for a failure report.
+TAIL_LINES: Final = 20
+#: The longest line kept (bytes, before decoding).
+TAIL_LINE_BYTES: Final = 1000
 
 
 @attrs.define(eq=False)
@@ -86,8 +121,32 @@ class Launcher:
         """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
         return self.paths.socket_dir / ".children" / parent
 
+    def dna_root(self, name: str) -> Path:
+        """The cell's DNA directory: one entry per version that may run (bound into it)."""
+        return self.paths.socket_dir / ".dna" / name
+
+    async def link(self, slot: CellSlot, entry: DnaEntry) -> None:
+        """Make ``entry``'s code visible to the cell's sandboxes (idempotent)."""
+        target = self.dna_root(slot.stem) / entry.digest
+        await trio.to_thread.run_sync(_link_tree, entry.root, target)
+
+    async def prune(self, slot: CellSlot, keep: set[str]) -> None:
+        """Remove the versions of the cell's DNA directory not in ``keep`` (digests)."""
+        root = self.dna_root(slot.stem)
+
+        def prune() -> None:
+            for path in root.iterdir() if root.is_dir() else ():
+                if path.name not in keep:
+                    force_rmtree(path)
+
+        await trio.to_thread.run_sync(prune)
+
+    async def build(self, decl: CellDecl) -> DnaEntry:
+        """Build (or reuse) the DNA entry of ``decl``'s code (in a thread)."""
+        return await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+
     async def prepare(self, slot: CellSlot) -> None:
-        """Build the DNA entry and create the sandboxed cell(s), once per slot."""
+        """Build the DNA entry and create the sandboxed cells, once per slot."""
         if slot.created:
             return
         if slot.replica is None and slot.decl.data:
@@ -98,15 +157,16 @@ class Launcher:
                     f"{slot.name} is not replicated now: give it replicas again, or move "
                     "the directory away",
                 )
-        entry = await trio.to_thread.run_sync(self.dna.ensure, slot.decl.dna)
+        entry = await self.build(slot.decl)
+        await self.link(slot, entry)
+        slot.dna = entry
         slot.dna_digest = entry.digest
-        slot.entry_name = entry.name
-        slot.entry_root = entry.root
         version = self._env_version(slot)
+        spec = self._spec(slot, slot.decl, entry)
         created: list[str] = []
         try:
             for cell_id in slot.cell_ids:
-                self.backend.create(self._spec(slot, cell_id))
+                self.backend.create(attrs.evolve(spec, cell_id=cell_id))
                 slot.spec_versions[cell_id] = version
                 created.append(cell_id)
         except BaseException:
@@ -116,15 +176,32 @@ class Launcher:
             raise
         slot.created = True
 
-    def _spec(self, slot: CellSlot, cell_id: str) -> CellSpec:
-        """The sandbox spec of ``slot``'s backend id ``cell_id`` (after :meth:`prepare`'s DNA)."""
-        decl = slot.decl
-        replica = slot.replica
+    async def provision(
+        self, slot: CellSlot, cell_id: str, decl: CellDecl, entry: DnaEntry
+    ) -> None:
+        """Re-make backend id ``cell_id`` of ``slot`` for ``entry``'s code under ``decl``.
+
+        Its process, if any, is stopped by the teardown (a retired standby
+        exits on its own). The other id keeps serving meanwhile (it holds
+        the shared listening socket, so the teardown leaves that in place).
+        """
+        if cell_id in self.backend.tracked():
+            await self.backend.destroy_async(cell_id, grace=1.0)
+        self.backend.create(attrs.evolve(self._spec(slot, decl, entry), cell_id=cell_id))
+
+    def _spec(self, slot: CellSlot, decl: CellDecl, entry: DnaEntry) -> CellSpec:
+        """The sandbox of ``slot`` as ``decl`` says (``entry`` names its module).
+
+        The sandbox binds the cell's DNA directory, not one entry: any version
+        linked there can run in it.
+        """
         bwrap = self.backend.name == "bwrap"
+        replica = slot.replica
         env = dict(decl.env)
-        env["CELL_ENTRY"] = decl.entry or slot.entry_name
+        env["CELL_ENTRY"] = decl.entry or entry.name
         env["CELL_UMBILICAL"] = UMBILICAL_INSIDE if bwrap else str(slot.umbilical_path)
         env["CELL_GO_FD"] = str(GO_FD if replica is None else REPLICA_GO_FD)
+        env[REPORT_FD_ENV] = str(REPORT_FD if replica is None else REPLICA_REPORT_FD)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         if replica is not None:
@@ -146,16 +223,14 @@ class Launcher:
         else:
             data_dir = self.paths.data_dir / slot.name if decl.data else None
         network = decl.network
-        assert slot.entry_root is not None
         return CellSpec(
             name=decl.name if replica is not None else slot.name,
-            cell_id=cell_id,
             log_name=slot.stem,
             argv=(sys.executable, "-m", RUNTIME_MODULE),
             env=WorkloadEnv(items=env),
             limits=decl.limits,
             secrets=decl.secrets,  # type: ignore[arg-type]  # attrs converter=tuple
-            dna_dir=slot.entry_root,
+            dna_dir=self.dna_root(slot.stem),
             data_dir=data_dir,
             own_socket=slot.socket_path,
             granted_sockets=granted,
@@ -180,27 +255,33 @@ class Launcher:
         """Create ``cell_id`` again if it was made for an older replica env (it is not running)."""
         if slot.spec_versions.get(cell_id, version) == version:
             return
+        assert slot.dna is not None
         self.backend.destroy(cell_id, grace=0.0)
         slot.spec_versions.pop(cell_id, None)
-        self.backend.create(self._spec(slot, cell_id))
+        spec = self._spec(slot, slot.decl, slot.dna)
+        self.backend.create(attrs.evolve(spec, cell_id=cell_id))
         slot.spec_versions[cell_id] = version
 
     async def destroy(self, slot: CellSlot) -> None:
         """Stop the slot's processes and remove every trace of its sandboxed cells."""
         self.retire(slot)
-        if not slot.created:
-            return
-        slot.created = False
-        for cell_id in slot.cell_ids:
-            with contextlib.suppress(Exception):
-                await self.backend.destroy_async(cell_id, grace=1.0)
+        if slot.created:
+            slot.created = False
+            for cell_id in slot.cell_ids:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy_async(cell_id, grace=1.0)
+            with contextlib.suppress(OSError):
+                await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.stem))
+        for pipe in slot.reports.values():
+            pipe.close()
+        slot.reports.clear()
 
     # ------------------------------------------------------------ processes
 
-    def launch(self, slot: CellSlot) -> tuple[str, int]:
+    def launch(self, slot: CellSlot) -> Launched:
         """Make a process of ``slot`` serve: the standby if ready, else a fresh one."""
-        version = self._env_version(slot)
-        if slot.standby is not None and slot.standby.version != version:
+        token = secrets.token_hex(TOKEN_BYTES)
+        if slot.standby is not None and slot.standby.version != self._env_version(slot):
             self.retire(slot)  # made with an older replica env
         standby = slot.standby
         if standby is not None:
@@ -208,36 +289,99 @@ class Launcher:
             standby.scope.cancel()  # from now on the instance waits on this process
             try:
                 if self.backend.process_id(standby.cell_id) is not None:
-                    os.write(standby.go, b"g")
-                    return standby.cell_id, standby.pid
+                    os.write(standby.go, f"g {token}\n".encode())
+                    return Launched(
+                        cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail
+                    )
             except OSError:
                 pass  # it died just now: start a fresh one
             finally:
                 os.close(standby.go)
         cell_id = self._free_id(slot)
-        pid, go = self._spawn(slot, cell_id, version)
+        return self._go(slot, cell_id, f"{_preload(slot)}g {token}\n", token)
+
+    def spawn_successor(self, slot: CellSlot, cell_id: str, entry: DnaEntry) -> Launched:
+        """Start a fresh process on ``cell_id`` that takes over with ``entry``'s code (a swap)."""
+        token = secrets.token_hex(TOKEN_BYTES)
+        return self._go(slot, cell_id, f"i {entry.digest}\ns {token} {entry.digest}\n", token)
+
+    def take_standby(self, slot: CellSlot, entry: DnaEntry) -> Launched | None:
+        """The standby takes over with ``entry``'s code (a swap); None if it is gone.
+
+        ``entry`` must be linked into the cell's DNA directory.
+        """
+        standby, slot.standby = slot.standby, None
+        if standby is None:
+            return None
+        standby.scope.cancel()  # from now on the swap waits on this process
+        token = secrets.token_hex(TOKEN_BYTES)
         try:
-            os.write(go, b"g")
+            if self.backend.process_id(standby.cell_id) is None:
+                return None
+            os.write(standby.go, f"s {token} {entry.digest}\n".encode())
+        except OSError:
+            return None
         finally:
-            os.close(go)
-        return cell_id, pid
+            os.close(standby.go)
+        return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail)
+
+    def preload(self, slot: CellSlot) -> ReportPipe | None:
+        """A standby for ``slot`` whatever its ``standby`` key; its report pipe.
+
+        None when the slot is not created, a swap of it runs or both its ids
+        are busy. Raises :class:`~cellmesh.errors.CellmeshError` when the
+        sandbox cannot spawn it (``cellmesh up`` reports that as a problem).
+        """
+        spawned = self._spawn_standby(slot, busy=None, always=True)
+        if spawned is None and slot.standby is not None:
+            spawned = slot.standby.cell_id  # it had one already
+        return None if spawned is None else slot.reports.get(spawned)
 
     def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
-        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id)."""
-        if not slot.decl.standby or slot.standby is not None or not slot.created:
-            return
-        free = [
-            i for i in slot.cell_ids if i != busy and self.backend.process_id(i) is None
-        ]
+        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
+
+        Only for a cell that keeps one (``standby = true``); it preloads the
+        code in force; never during a hot swap of the slot. A standby is a
+        speed-up: one the sandbox cannot spawn is logged and left out, and
+        whatever asked for it (a ready process, a finished swap) goes on.
+        """
+        try:
+            self._spawn_standby(slot, busy=busy, always=False)
+        except CellmeshError as exc:
+            self.tasks.log(f"root: no standby for {slot.name}: {exc}")
+
+    def _spawn_standby(self, slot: CellSlot, *, busy: str | None, always: bool) -> str | None:
+        """Spawn the standby (see :meth:`ensure_standby`); the id it was spawned on, if any."""
+        if (
+            not (slot.decl.standby or always) or slot.standby is not None or not slot.created
+            or slot.swap_phase
+        ):
+            return None
+        free = [i for i in slot.cell_ids if i != busy and self._idle(i)]
         if not free:
-            return
-        version = self._env_version(slot)
-        pid, go = self._spawn(slot, free[0], version)
+            return None
+        pid, go, tail = self._spawn(slot, free[0])
+        try:
+            os.write(go, _preload(slot).encode())
+        except OSError:
+            os.close(go)
+            return free[0]  # it died at once: its report pipe may say why
         standby = Standby(
-            cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), version=version
+            cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), tail=tail,
+            version=slot.spec_versions.get(free[0], 0),
         )
         slot.standby = standby
         self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
+        return free[0]
+
+    def _go(self, slot: CellSlot, cell_id: str, commands: str, token: str) -> Launched:
+        """Spawn on ``cell_id`` and write ``commands`` on its go pipe at once."""
+        pid, go, tail = self._spawn(slot, cell_id)
+        try:
+            os.write(go, commands.encode())
+        finally:
+            os.close(go)
+        return Launched(cell_id=cell_id, pid=pid, token=token, tail=tail)
 
     def retire(self, slot: CellSlot) -> None:
         """Tell the slot's standby it will not be needed (it exits)."""
@@ -259,51 +403,116 @@ class Launcher:
                 with contextlib.suppress(OSError):
                     os.close(standby.go)
 
+    def _idle(self, cell_id: str) -> bool:
+        """The backend id exists and runs no process."""
+        return cell_id in self.backend.tracked() and self.backend.process_id(cell_id) is None
+
     def _free_id(self, slot: CellSlot) -> str:
         for cell_id in slot.cell_ids:
-            if self.backend.process_id(cell_id) is None:
+            if self._idle(cell_id):
                 return cell_id
         return slot.cell_ids[0]  # spawn reports the one that still runs
 
-    def _spawn(self, slot: CellSlot, cell_id: str, version: int) -> tuple[int, int]:
-        """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, output piped to the log.
+    def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int, collections.deque[str]]:
+        """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, report pipe as fd 5,
+        output piped to the log.
 
-        A replica gets its peer listener as fd 4 and the go pipe as fd 5; its
-        backend id is first made again if its env changed (``version``).
+        A replica gets its peer listener as fd 4 (the go and report pipes move
+        to 5 and 6); its backend id is first made again if its env changed.
         Runs in the Trio thread: the sandbox's parent-death signal is tied to
-        the spawning thread. Returns the pid and the go pipe's write end.
+        the spawning thread. Returns the pid, the go pipe's write end and
+        the deque its last output lines are kept in; the report pipe's read
+        end replaces the previous process's in ``slot.reports[cell_id]``.
         """
-        self._refresh(slot, cell_id, version)
+        self._refresh(slot, cell_id, self._env_version(slot))
         listeners = [slot.listener.fileno()]
         if slot.replica is not None:
             listeners.append(slot.replica.peer_listener.fileno())
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
         try:
             spawned = self.backend.spawn(
-                cell_id, pass_fds=[*listeners, go_read], stdout=out_write, stderr=out_write,
+                cell_id, pass_fds=[*listeners, go_read, report_write],
+                stdout=out_write, stderr=out_write,
             )
         except BaseException:
             os.close(go_write)
             os.close(out_read)
+            os.close(report_read)
             raise
         finally:
             os.close(go_read)
             os.close(out_write)
-        self.tasks.start_soon(self._pump, slot, out_read, name=f"log pump of {slot.name}")
-        return spawned.pid, go_write
+            os.close(report_write)
+        old = slot.reports.pop(cell_id, None)
+        if old is not None:
+            old.close()
+        slot.reports[cell_id] = ReportPipe(report_read)
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.tasks.start_soon(self._pump, slot, out_read, tail, name=f"log pump of {slot.name}")
+        return spawned.pid, go_write, tail
 
-    async def _pump(self, slot: CellSlot, fd: int) -> None:
+    async def _pump(self, slot: CellSlot, fd: int, tail: collections.deque[str]) -> None:
         if slot.log is None:
             slot.log = RotatingLog(
                 self.paths.log_dir, slot.stem,
                 max_bytes=self.root.log_max_bytes, keep=self.root.log_keep,
             )
-        on_line = None if slot.replica is None else slot.replica.note_line
+        replica = slot.replica
+
+        def on_line(line: bytes) -> None:
+            tail.append(line[:TAIL_LINE_BYTES].decode("utf-8", "replace"))
+            if replica is not None:
+                replica.note_line(line)
+
         try:
             await pump_output(fd, slot.log, on_line=on_line)
         finally:
             os.close(fd)
 
 
-__all__ = ["GO_FD", "REPLICA_GO_FD", "RUNTIME_MODULE", "UMBILICAL_INSIDE", "Launcher"]
+def _preload(slot: CellSlot) -> str:
+    """The go pipe's command to preload the code in force (none before the first build)."""
+    return f"i {slot.dna.digest}\n" if slot.dna is not None else ""
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link the read-only tree ``source`` at ``target`` (copy across file systems).
+
+    Built beside ``target`` and renamed into place, so a process never sees a
+    half-made entry; an existing ``target`` is kept (same digest, same bytes).
+    """
+    if target.exists():
+        return
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    os.chmod(target.parent.parent, 0o711)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    try:
+        shutil.copytree(source, tmp, copy_function=link)
+        for path in [tmp, *tmp.rglob("*")]:
+            if path.is_dir():
+                os.chmod(path, 0o555)
+        os.rename(tmp, target)
+    except OSError:
+        force_rmtree(tmp)
+        if not target.exists():
+            raise
+        # a concurrent linker won: same digest, same bytes
+    except BaseException:
+        force_rmtree(tmp)
+        raise
+
+
+__all__ = [
+    "GO_FD", "GROUP_RECORD", "REPLICA_GO_FD", "REPLICA_REPORT_FD", "REPORT_FD", "RUNTIME_MODULE",
+    "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher",
+]

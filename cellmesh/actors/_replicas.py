@@ -283,11 +283,12 @@ class Replicas:
             raise RootRequestError(name, "is not a replicated cell of this root")
         return group
 
-    def no_such_cell(self, name: str) -> RootRequestError:
-        """Why the root has no cell ``name``: none, or a group (name one of its replicas)."""
+    def no_such_cell(self, name: str) -> RootRequestError | None:
+        """Why the root has no cell ``name`` when it is a group (name one of its replicas);
+        None when it is not one either."""
         group = self.groups.get(name)
         if group is None:
-            return RootRequestError(name, "no such cell")
+            return None
         members = ", ".join(replica_name(name, i) for i in group.members)
         return RootRequestError(name, f"is a replicated cell: name one replica ({members})")
 

@@ -23,6 +23,13 @@ target, grown on first use by a holder task that lives until the cell stops
 (a Synapse owns a nursery, so it must be opened and closed by one task).
 Root requests (monitors, links, dynamic children) go over the umbilical
 synapse; without one they raise :class:`NoRoot`.
+
+Hot swap (docs/swap.md): ``version`` names a class's code for its
+successors; ``on_swap_out`` returns the state the old instance hands over
+once its calls have drained, ``on_swap_in`` receives it in the new instance
+(after ``on_start``) with the old one's :class:`CellVersion` -- OTP's
+``code_change``. A state whose protein the new code does not know (or knows
+with another schema) arrives as a :class:`RawState` for it to convert.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from ..transport._dispatch import Handler, Receptors
 from ..transport.membrane import Membrane
 from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
+from ..wire.replies import R, Request, return_problem
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .control import (
     Ack,
@@ -87,6 +95,28 @@ class BadRootReply(CellmeshError):
         super().__init__(f"the root answered {request} with {reply}")
         self.request = request
         self.reply = reply
+
+
+@attrs.frozen(kw_only=True)
+class CellVersion:
+    """The identity of a cell's code: its DNA digest (SHA-256 hex) and ``Cell.version``."""
+
+    dna: str
+    version: str
+
+
+@attrs.frozen(kw_only=True)
+class RawState:
+    """A handed-over state the new code cannot decode as a protein it knows.
+
+    ``wire_name`` and ``fingerprint`` name the old code's protein; ``fields``
+    are its decoded CBOR field values in declaration order (vesicles arrive
+    as ``bytes``). ``on_swap_in`` converts it, or raises to roll back.
+    """
+
+    wire_name: str
+    fingerprint: str
+    fields: list[Any]
 
 
 @attrs.define(eq=False)
@@ -161,8 +191,22 @@ def _resolve(owner: type, attr: str, func: Any, mark: _Mark, localns: dict[str, 
                 f"receptor {where}: annotation {proto!r} of {param!r} is not a protein "
                 "(decorate the class with @cellmesh.protein)"
             )
+    _check_return(where, func, proto, {**localns, owner.__name__: owner})
     mark.resolved = proto
     return proto
+
+
+def _check_return(where: str, func: Any, proto: type, localns: dict[str, Any]) -> None:
+    """A receptor's ``-> annotation`` must fit its request's declared reply type."""
+    if "return" not in getattr(func, "__annotations__", {}):
+        return
+    try:
+        returned = _type_hints(func, localns).get("return")
+    except Exception:
+        return  # unresolvable return annotations are not ours to judge
+    problem = return_problem(proto, type(None) if returned is None else returned)
+    if problem is not None:
+        raise TypeError(f"receptor {where}: {problem}")
 
 
 def _type_hints(func: Any, localns: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +311,10 @@ class CellContext:
     stop_requested: trio.Event
     stop_reason: str = ""
     env: Mapping[str, str] = attrs.field(factory=dict)
+    #: The process's go token from the root ("" standalone): names it in swaps.
+    token: str = ""
+    #: Set when a swap committed: the process exits without ``on_stop``.
+    swapped_out: bool = False
     _synapses: dict[str, Synapse] = attrs.field(factory=dict)
     _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
 
@@ -346,6 +394,8 @@ class Cell:
     """
 
     trap_exits: ClassVar[bool] = False
+    #: This code's version, given to a successor's ``on_swap_in`` (docs/swap.md).
+    version: ClassVar[str] = ""
     _receptor_table: ClassVar[dict[type, str]] = {}
     _ctx: CellContext | None = None
 
@@ -365,6 +415,28 @@ class Cell:
 
     async def on_cell_down(self, down: CellDown) -> None:
         """A monitored (or trapped linked) cell stopped."""
+
+    async def on_swap_out(self) -> Any:
+        """Hot swap, old instance: return the state to hand over (a protein), or None.
+
+        Runs after every call in flight was answered and while no new call
+        is accepted; the instance's own tasks still run. It must not tear
+        anything down: if the new version fails, this instance serves on
+        with its state. Raising rolls the swap back. After a committed swap
+        the process exits without ``on_stop`` (its role continues in the new
+        version, as in OTP's code change).
+        """
+        return None
+
+    async def on_swap_in(self, state: Any, old: CellVersion) -> None:
+        """Hot swap, new instance: take over ``state`` (after ``on_start``, before serving).
+
+        ``state`` is the protein the old instance's ``on_swap_out`` returned
+        (None when it returned None or has no hook), or a :class:`RawState`
+        when this code does not know its protein's schema; ``old`` names the
+        old code. Transform it as needed (OTP's ``code_change``); raising
+        rolls the swap back and the old version serves on.
+        """
 
     async def _deliver_cell_down(self, down: CellDown) -> None:
         await self.on_cell_down(down)
@@ -423,10 +495,11 @@ class Cell:
 
     # -- other cells -------------------------------------------------------
 
-    async def call(self, cell_name: str, msg: Any) -> Any:
+    async def call(self, cell_name: str, msg: Request[R]) -> R:
         """Call cell ``cell_name`` with ``msg`` and return its reply.
 
         Uses one cached synapse per target (``$CELL_SOCKET_DIR/<cell>.sock``).
+        A ``Request[R]`` returns an ``R`` (checked: :class:`~cellmesh.UnexpectedReply`).
         Raises :class:`~cellmesh.CellUnavailable` / :class:`~cellmesh.RemoteCellError`.
         """
         syn = await self._context().synapse(cell_name)
@@ -481,4 +554,13 @@ class Cell:
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["BadRootReply", "Cell", "CellContext", "CellReceptors", "NoRoot", "receptor"]
+__all__ = [
+    "BadRootReply",
+    "Cell",
+    "CellContext",
+    "CellReceptors",
+    "CellVersion",
+    "NoRoot",
+    "RawState",
+    "receptor",
+]

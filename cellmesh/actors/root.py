@@ -14,8 +14,12 @@ exclusive ``flock`` holding the pid: a second root is refused with
    bound into that cell's sandbox alone, so the root knows which cell speaks
    from the socket it speaks on;
 3. serves the control socket ``$CELL_UMBILICAL`` for the operator, refusing
-   any peer whose ``SO_PEERCRED`` uid is not the root's;
-4. runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
+   any peer whose ``SO_PEERCRED`` uid is not the root's
+   (:mod:`cellmesh.actors._operator` answers the requests);
+4. checks that every declared cell's and template's code imports (one
+   standby each, :mod:`cellmesh.actors._preflight`; else it stops and
+   :func:`serve_root` raises :class:`~cellmesh.actors.errors.CellsCannotStart`), then
+   runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
    OTP semantics) with itself as the child factory: a cell child is a
    :class:`~cellmesh.actors._cells.CellInstance` (spawned through the sandbox
    backend, ready once it sends ``CellReady``), a supervisor child is a nested
@@ -59,44 +63,46 @@ from ..config import (
     ensure_private_dir,
 )
 from ..errors import CellmeshError, ConfigError
-from ..sandbox import CellBackend, select_backend
+from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
 from ._activation import Activation
-from ._cells import CellInstance, CellSlot, ReplicaPart, reason_text
+from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_text, with_failure
 from ._launch import Launcher
+from ._metrics import MeshMetrics, accept_stats
+from ._operator import Operator
 from ._post import CellDownPost, Recipient
+from ._preflight import preload_mesh
+from ._reload import reload_mesh
 from ._replicas import Replicas
-from ._rootlock import RootLock, peer_uid_filter
+from ._rootlock import RootLock
+from ._swap import MESSAGES as SWAP_MESSAGES
+from ._swap import Swapper
 from ._tasks import Background
 from .control import (
     Ack,
     CellDown,
     CellReady,
     CellStats,
-    ChangeReplicas,
     Demonitor,
-    KillCell,
     Link,
     Monitor,
     MonitorRef,
     ReplicaStats,
     RestartRecord,
-    SpawnCell,
     StartChild,
     StatusReply,
-    StatusRequest,
     StopChild,
-    StopMesh,
     Unlink,
-    WipeReplica,
 )
 from .dna import DnaCache
 from .errors import (
+    CellsCannotStart,
     RootRequestError,
     SupervisorEscalation,
 )
+from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .membership import replica_stem
 from .policy import (
@@ -133,11 +139,19 @@ class Root:
     restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
     started_at: float = attrs.Factory(time.time)
     escalation: SupervisorEscalation | None = None
+    #: Set when declared cells' code did not import: the mesh was never started.
+    cannot_start: CellsCannotStart | None = None
+    #: Per-cell totals for Prometheus, when the root serves metrics.
+    metrics: MeshMetrics | None = None
+    #: Where the metrics endpoint listens (host, port), when it does.
+    metrics_address: tuple[str, int] | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
     _replicas: Replicas = attrs.field(init=False)
+    _swapper: Swapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
+    _operator: Operator = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
@@ -174,6 +188,17 @@ class Root:
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
                 )
+                self._swapper = Swapper(
+                    backend=self.backend, launcher=self._launcher, dna=self.dna,
+                    tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                    max_state=self.manifest.root.swap_max_state,
+                    stopping=lambda: self._stopping,
+                )
+                self._activation = Activation(
+                    manifest=lambda: self.manifest, slots=self.slots, supervisors=self.supervisors,
+                    stopping=lambda: self._stopping, log=self.log, record=self._record,
+                    settle=self._swapper.settle,
+                )
                 self._replicas = Replicas(
                     paths=self.paths, factory=self, add_slot=self._add_slot,
                     drop_slot=self._drop_slot, record=self._record, on_event=self._on_event,
@@ -181,14 +206,26 @@ class Root:
                     inside_bwrap=self.backend.name == "bwrap",
                 )
                 self._launcher.replica_env = self._replicas.env_for
-                self._activation = Activation(
-                    manifest=self.manifest, slots=self.slots, supervisors=self.supervisors,
-                    stopping=lambda: self._stopping, log=self.log, record=self._record,
-                )
                 for name, decl in self.manifest.cells.items():
                     add = self._replicas.add_group if decl.replicated else self._add_slot
                     await add(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await self._tasks.start(self._serve_control, name="control socket", restart=True)
+                self._operator = Operator(
+                    paths=self.paths, backend=self.backend, slots=self.slots,
+                    swapper=self._swapper, log=self.log, manifest=lambda: self.manifest,
+                    status=self.status, pid_of=self.pid_of, request_stop=self.request_stop,
+                    spawn=lambda decl: self._start_dynamic(decl, parent=None),
+                    reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
+                    change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
+                    no_such_cell=self._replicas.no_such_cell,
+                )
+                await self._tasks.start(self._operator.serve, name="control socket", restart=True)
+                problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
+                                              self._launcher, self._add_slot, self._drop_slot)
+                if problems:
+                    self.cannot_start = CellsCannotStart(list(problems.values()), list(problems))
+                    self.log(f"root: could not start the mesh: {self.cannot_start}")
+                    nursery.cancel_scope.cancel()
+                    await trio.sleep_forever()  # cancelled just above
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -209,6 +246,8 @@ class Root:
             self._stopping = True
             with trio.CancelScope(shield=True):
                 await self._close()
+        if self.cannot_start is not None:
+            raise self.cannot_start
         if self.escalation is not None:
             raise self.escalation
 
@@ -277,6 +316,7 @@ class Root:
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
             umbilical_path=umbilical, decl=decl, parent=parent, replica=replica,
             owns_listener=shared is None,
+            key=manifest_key(self.manifest, name if replica is None else decl.name, decl),
         )
         self.slots[name] = slot
         try:
@@ -313,6 +353,8 @@ class Root:
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
         if slot.owns_listener:
+            with contextlib.suppress(ValueError):  # its watcher may wait on it; -1 once closed
+                trio.lowlevel.notify_closing(slot.listener)
             slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -350,6 +392,7 @@ class Root:
         return await self._start_instance(slot, nursery)
 
     async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
+        await self._swapper.settle(slot)  # a swap's process must be gone first
         await self._launcher.prepare(slot)
         instance = CellInstance(
             slot, self.backend, self._launcher.launch, self._instance_exited,
@@ -435,7 +478,7 @@ class Root:
     def _instance_ready(self, instance: CellInstance) -> None:
         with self._tasks.guard(f"ready of {instance.slot.name}"):
             self._replicas.on_ready(instance.slot)
-            if not self._stopping:
+            if not self._stopping:  # (a standby that cannot be spawned is only logged)
                 self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
@@ -446,15 +489,19 @@ class Root:
         slot = instance.slot
         self._replicas.on_exit(slot, reason)
         text = reason_text(reason)
+        failure = instance.failure
+        if self.metrics is not None:
+            self.metrics.observe_exit(slot, reason)
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
+            slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
         for effect in effects:
             if isinstance(effect, Notify):
-                self._notify(effect.watcher, effect.down)
+                self._notify(effect.watcher, with_failure(effect.down, failure))
             else:
                 linked = self.slots[effect.name].instance
                 if linked is None:
@@ -496,31 +543,21 @@ class Root:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
 
-    # ------------------------------------------------------------ control socket
+    # ------------------------------------------------------------ reload, spawns
 
-    async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_membrane(
-            "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
-            accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
-        ):
-            task_status.started()
-            await trio.sleep_forever()
-
-    async def _control(self, msg: Any) -> Any:
-        if isinstance(msg, StatusRequest):
-            return self.status()
-        if isinstance(msg, KillCell):
-            return self._kill(msg.name)
-        if isinstance(msg, StopMesh):
-            self.request_stop(msg.timeout)
-            return Ack(text="stopping")
-        if isinstance(msg, SpawnCell):
-            return await self._spawn_request(msg)
-        if isinstance(msg, ChangeReplicas):
-            return Ack(text=await self.change_replicas(msg.name, msg.count))
-        if isinstance(msg, WipeReplica):
-            return Ack(text=await self._replicas.wipe(msg.name))
-        raise RootRequestError(type(msg).__name__, "is not a control request")
+    async def start_declared(self, name: str) -> None:
+        """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
+        decl = self.manifest.cells[name]
+        if self.metrics is not None:
+            self.metrics.declare(name)  # its own label, as if declared at start
+        slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+        try:
+            await self.supervisors[slot.supervisor].start_child(ChildSpec(
+                id=name, restart=decl.restart, shutdown=decl.shutdown, args=("cell", name),
+            ))
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
 
     async def change_replicas(self, name: str, count: int) -> str:
         """Bring replicated cell ``name`` to ``count`` replicas, one server at a time
@@ -528,44 +565,16 @@ class Root:
         :meth:`cellmesh.actors._replicas.Replicas.change` for the refusals."""
         return await self._replicas.change(name, count)
 
-    def _kill(self, name: str) -> Ack:
-        slot = self._slot(name)
-        instance = slot.instance
-        pid = self._pid(slot)
-        if instance is None or pid is None:
-            raise RootRequestError(name, "is not running")
-        self.backend.kill(instance.cell_id, as_crash=True)
-        return Ack(text=f"killed {name} (pid {pid})")
+    async def stop_declared(self, name: str) -> None:
+        """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
+        await self._stop_slot(name)
 
-    def _pid(self, slot: CellSlot) -> int | None:
+    def pid_of(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
-        return self.backend.process_id(instance.cell_id)
-
-    def _slot(self, name: str) -> CellSlot:
-        slot = self.slots.get(name)
-        if slot is None:
-            raise self._replicas.no_such_cell(name)
-        return slot
-
-    async def _spawn_request(self, msg: SpawnCell) -> Ack:
-        if not self.manifest.root.allow_spawn:
-            raise RootRequestError(
-                msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
-            )
-        check_mesh_cell_name(msg.name)
-        if msg.name in self.slots:
-            raise RootRequestError(msg.name, "a cell of that name exists")
-        dna = Path(msg.dna)
-        if not dna.is_absolute():
-            raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
-        # Manifest defaults, no grants; it is never restarted.
-        decl = CellDecl(
-            name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
-        )
-        return await self._start_dynamic(decl, parent=None)
+        return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
 
     async def _start_dynamic(
         self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
@@ -611,6 +620,10 @@ class Root:
 
     async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
         parent.children.discard(name)
+        await self._stop_slot(name)
+        parent.touch()
+
+    async def _stop_slot(self, name: str) -> None:
         slot = self.slots.get(name)
         sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
         if sup is not None and slot is not None:
@@ -620,7 +633,6 @@ class Root:
                 await sup.delete_child(slot.child_id)
         if slot is not None:
             await self._drop_slot(slot)
-        parent.touch()
 
     # ------------------------------------------------------------ umbilicals
 
@@ -647,15 +659,21 @@ class Root:
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
-            slot.stats = msg
+            if not self._swapper.ignores_stats(slot, msg):
+                slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
+                if self.metrics is not None:
+                    self.metrics.observe_stats(slot, self.pid_of(slot), stats)
             return None
         if isinstance(msg, ReplicaStats):
             self._replicas.on_stats(slot, msg)
             return None
         if isinstance(msg, CellReady):
-            if slot.instance is not None:
+            if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
+                slot.version = msg.version
                 slot.instance.mark_ready()
             return Ack(text="ok")
+        if isinstance(msg, SWAP_MESSAGES):
+            return await self._swapper.from_cell(slot, msg)
         if isinstance(msg, Monitor):
             _check_target(msg.target)
             ref, effects = self._watches.monitor(
@@ -715,7 +733,7 @@ class Root:
         cells = []
         for slot in self.slots.values():
             cells.append(slot.report(
-                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name,
+                self.pid_of(slot), samples, now=now, mono=mono, backend=self.backend.name,
                 replica=self._replicas.info(slot),
             ))
         return StatusReply(
@@ -743,13 +761,19 @@ async def serve_root(
     paths: Paths,
     env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    metrics: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a root for ``manifest`` until it is stopped (see the module doc).
 
+    With ``metrics`` (host, port) it serves Prometheus metrics there before
+    the mesh starts (:mod:`._metrics_http`; bound address: ``metrics_address``).
+
     Raises :class:`RootAlreadyRunning` when another root owns
-    ``paths.socket_dir``, and :class:`SupervisorEscalation` when the top
-    supervisor gives up.
+    ``paths.socket_dir``, :class:`CellsCannotStart` when declared cells'
+    code does not import, :class:`SupervisorEscalation` when the top
+    supervisor gives up, and :class:`~cellmesh.errors.ConfigError` naming
+    ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
@@ -765,7 +789,12 @@ async def serve_root(
             manifest=manifest, paths=paths, backend=backend, dna=dna,
             log=log if log is not None else _stderr_log,
         )
-        await root.run(task_status=task_status)
+        if metrics is None:
+            await run_with_last_words(root, str(manifest.path), task_status)
+            return
+        from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
+
+        await run_with_metrics(root, metrics, run_with_last_words, task_status)
 
 
 def _check_target(target: object) -> None:

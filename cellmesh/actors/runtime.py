@@ -21,8 +21,18 @@ Theory of operation
 
 Standby: with ``CELL_GO_FD``, :func:`main` first preloads the cell's code
 and blocks on that pipe (:func:`wait_for_go`): the root keeps such a
-process ready per cell, so a restart or an on-demand start costs a pipe
-write instead of an interpreter start and the imports.
+process ready per cell, so a restart, an on-demand start or a hot swap
+costs a pipe write instead of an interpreter start and the imports. The
+pipe's commands (preload this code, serve, take over with that code) are
+in :mod:`cellmesh.actors._standby`; what a swap adds to steps 2-5 is in
+:mod:`cellmesh.actors._handover`.
+
+Report pipe: with ``CELL_REPORT_FD`` (fd 5 under a root) the runtime says
+``loaded`` once the cell's class is imported (a standby after its ``i
+DIGEST``, every process again after go) and, just before it exits because
+of a failure, the stage and the exception (:mod:`cellmesh.actors.exitcause`):
+that is how the root's restart log, ``CellDown``, ``status``, a failed
+``cellmesh up`` and a swap's rollback name the cause.
 
 Exit codes: 0 normal stop (or a standby that was not needed); 1 crash (an
 exception escaped ``on_start``, a task in the cell's nursery, or
@@ -54,10 +64,13 @@ from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
+from . import _handover, _standby
 from ._replica_spec import ReplicaSpec
+from ._standby import Go
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
-from .control import CellReady, CellStats
+from .control import CellReady, CellStats, Handover
+from .exitcause import REPORT_FD_ENV, Stage, failure_record, loaded_record
 
 PROG: Final = "cellmesh.actors.runtime"
 EXIT_OK: Final = 0
@@ -66,6 +79,8 @@ EXIT_CONFIG: Final = 2
 #: The first inherited fd under socket activation (systemd's SD_LISTEN_FDS_START).
 FIRST_LISTEN_FD: Final = 3
 STATS_INTERVAL: Final = 1.0
+#: How long a crashing new version on probation may finish its calls (docs/swap.md).
+CRASH_DRAIN_GRACE: Final = 5.0
 _MODULE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MEMORY_NOTE: Final = (
     f"{PROG}: MemoryError: out of memory; exiting with {MEMORY_LIMIT_EXIT_CODE}\n".encode()
@@ -107,6 +122,65 @@ def _excepthook(
     if has_memory_error(exc):
         die_of_memory()
     sys.__excepthook__(kind, exc, tb)
+
+
+# ---------------------------------------------------------------- report pipe
+
+
+def report_fd(env: Mapping[str, str]) -> int | None:
+    """The report pipe's fd (``CELL_REPORT_FD``), made non-blocking; None without one."""
+    raw = env.get(REPORT_FD_ENV, "")
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    fd = int(raw)
+    try:
+        os.set_blocking(fd, False)  # a full pipe drops the record, never hangs the cell
+    except OSError:
+        return None
+    return fd
+
+
+def send_report(fd: int | None, record: bytes) -> None:
+    """Write one record on the report pipe; best effort (see :mod:`.exitcause`)."""
+    if fd is None:
+        return
+    with suppress(OSError):
+        os.write(fd, record)
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, else ``module.Qualname``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def crash_text(exc: BaseException) -> str:
+    """The traceback of ``exc``; a group of one exception (the runtime's own nurseries
+    wrap what the cell raised) shows that exception's traceback alone."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def report_failure(fd: int | None, stage: Stage, exc: BaseException) -> None:
+    """Report the failure ``exc`` (a group reports its first leaf and how many more)."""
+    first, more = exc, 0
+    while isinstance(first, BaseExceptionGroup) and first.exceptions:
+        more += len(first.exceptions) - 1
+        first = first.exceptions[0]
+    source = None
+    if isinstance(first, ConfigError):
+        source, message = first.source, first.problem
+    elif isinstance(first, CellImportError) and first.__cause__ is not None:
+        first = first.__cause__
+        message = str(first)
+    else:
+        message = str(first)
+    if more:
+        message += f" (and {more} more)"
+    send_report(fd, failure_record(stage, type_name(first), message, source=source))
 
 
 # ---------------------------------------------------------------- env contract
@@ -187,7 +261,8 @@ class CellEnv:
                 # The module exists but one of its own imports is missing: a crash.
                 raise CellImportError(self.module) from exc
             raise ConfigError(
-                "CELL_ENTRY", f"module {self.module!r} not found (CELL_DNA_DIR={self.dna_dir})"
+                "CELL_ENTRY",
+                f"module {self.module!r} not found in the cell's code ({self.dna_dir})",
             ) from None
         except Exception as exc:
             raise CellImportError(self.module) from exc
@@ -249,9 +324,11 @@ class RunningCell:
         """
         s = self.membrane.stats
         p50, p99 = self.times.take()
+        buckets, total_us = self.times.take_histogram()
         return CellStats(
             msgs_in=s.calls + s.signals, msgs_out=s.calls, errors=s.errors,
-            rtt_p50_us=p50, rtt_p99_us=p99,
+            rtt_p50_us=p50, rtt_p99_us=p99, rtt_buckets=buckets, rtt_sum_us=total_us,
+            token=self.context.token,
         )
 
 
@@ -268,6 +345,8 @@ async def serve_cell(
     stats_interval: float = STATS_INTERVAL,
     sample_every: int = DEFAULT_SAMPLE_EVERY,
     log: Callable[[str], None] | None = None,
+    token: str = "",
+    swap_in: bool = False,
     task_status: trio.TaskStatus[RunningCell] = trio.TASK_STATUS_IGNORED,
 ) -> str:
     """Serve ``cell`` as ``name`` until it is asked to stop; return the stop reason.
@@ -278,6 +357,13 @@ async def serve_cell(
     (unwrapped when it is the only one). ``stop_requested`` may be set by the
     caller (signals) at any time, even before ``on_start`` returns. ``env``
     is the env contract the cell may read (a replica's ``CELL_REPLICA_*``).
+
+    ``token`` is the process's go token (it names the process to the root;
+    with one, the cell also polls the root for swap orders). ``swap_in``:
+    this process takes over in a hot swap: before ``on_start`` it asks the
+    root for the old version's state, after it calls ``on_swap_in``; a
+    failure there is reported to the root before it propagates. A process
+    whose swap committed stops without ``on_stop`` (docs/swap.md).
     """
     check_cell_name(name)
     stop = stop_requested if stop_requested is not None else trio.Event()
@@ -290,22 +376,39 @@ async def serve_cell(
                 Synapse.grow("mitosis", socket_path=umbilical, client_name=name)
             )
         async with open_service_nursery() as service:
-            async with open_service_nursery() as nursery:
+            tasks = _CellTasks(stop=stop)
+            with tasks.main:
+                nursery = await service.start(tasks.hold)
                 ctx = CellContext(
                     name=name, nursery=nursery, synapse_nursery=service, socket_dir=sockets,
                     data_dir=data_dir, umbilical=root, umbilical_path=umbilical,
                     stop_requested=stop, env=dict(env) if env is not None else {},
+                    token=token,
                 )
                 if stop.is_set():
                     ctx.stop_reason = "stop requested"
                 cell._bind(ctx)
                 async with cell._open_runtime(ctx):
-                    await cell.on_start()
+                    handover: Handover | None = None
+                    if swap_in and root is not None:
+                        handover = await _handover.staged(
+                            ctx, "the hand-over", _handover.take_over(ctx, cell)
+                        )
+                        await _handover.staged(ctx, "on_start", cell.on_start())
+                        await _handover.staged(
+                            ctx, "on_swap_in", _handover.apply_handover(cell, handover)
+                        )
+                        tasks.drain = handover.probation > 0
+                    else:
+                        await cell.on_start()
                     # Ready = init done (OTP), said before serving so a crash in
                     # the first calls is a crash, not a failed start -- except when
-                    # we bind the socket ourselves: then only once it exists.
-                    if root is not None and listen_fd is not None:
-                        await _announce(ctx)
+                    # we bind the socket ourselves: then only once it exists; and
+                    # when taking over in a swap, where new calls wait for us:
+                    # serve first, announce after (one round trip less waiting).
+                    announce_first = root is not None and listen_fd is not None and not swap_in
+                    if announce_first:
+                        await _announce(ctx, cell)
                     receptors = cell._membrane_handler(ctx, times, sample_every)
                     async with open_membrane(
                         name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
@@ -316,15 +419,67 @@ async def serve_cell(
                             cell=cell, context=ctx, membrane=membrane, times=times
                         )
                         if root is not None:
-                            if listen_fd is None:
-                                await _announce(ctx)
+                            if not announce_first:
+                                await _announce(ctx, cell)
                             service.start_soon(_report, running, root, stats_interval)
+                            if token:
+                                service.start_soon(_handover.serve_orders, ctx, cell, membrane)
+                        if tasks.drain and handover is not None:
+                            service.start_soon(tasks.end_probation, handover.probation)
                         task_status.started(running)
                         await stop.wait()
-                    await cell.on_stop()
+                        if tasks.error is not None:
+                            # A crash on probation: the calls accepted are answered
+                            # (drain) before the process exits and the swap rolls back.
+                            await membrane.suspend(CRASH_DRAIN_GRACE)
+                            await _handover.report_failure(
+                                root, token, "its probation", tasks.error
+                            )
+                    if tasks.error is None and not ctx.swapped_out:
+                        await cell.on_stop()
                 nursery.cancel_scope.cancel()
+            tasks.raise_crash()
             service.cancel_scope.cancel()
     return ctx.stop_reason
+
+
+@attrs.define(eq=False)
+class _CellTasks:
+    """The cell's own nursery (``self.nursery``), held by a task of its own.
+
+    A task there that raises cancels the cell's main flow at once (on_start,
+    serving: connections close, no ``on_stop``), and the exception propagates
+    from :func:`serve_cell` -- except on a swap's probation (``drain``): then
+    the stop is requested instead, so the membrane drains first.
+    """
+
+    stop: trio.Event
+    main: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    error: BaseException | None = None
+    drain: bool = False
+
+    async def hold(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        try:
+            async with open_service_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
+        except BaseException as exc:
+            if _only(exc, trio.Cancelled) is not None:
+                raise
+            self.error = exc
+            if self.drain:
+                self.stop.set()
+            else:
+                self.main.cancel()
+
+    async def end_probation(self, seconds: float) -> None:
+        """Stop draining on a crash after ``seconds`` (the swap's grace period)."""
+        await trio.sleep(seconds)
+        self.drain = False
+
+    def raise_crash(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _die_if_out_of_memory(exc: BaseException) -> None:
@@ -333,9 +488,11 @@ def _die_if_out_of_memory(exc: BaseException) -> None:
         die_of_memory()
 
 
-async def _announce(ctx: CellContext) -> None:
+async def _announce(ctx: CellContext, cell: Cell) -> None:
     with suppress(NoRoot):  # ask_root requested the stop
-        await ctx.ask_root(CellReady(pid=os.getpid()))
+        await ctx.ask_root(
+            CellReady(pid=os.getpid(), token=ctx.token, version=type(cell).version)
+        )
 
 
 async def _report(running: RunningCell, root: Synapse, interval: float) -> None:
@@ -359,25 +516,36 @@ def _line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run_cell(env: Mapping[str, str]) -> int:
+async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
     """Run the cell the env contract describes; return the process exit code.
 
     SIGTERM/SIGINT stop it normally. MemoryError anywhere -> ``os._exit(137)``.
+    ``go`` is what the root said on the go pipe (None: start, no token).
     """
+    go = go if go is not None else Go()
+    env = go.environ(env)
     stop = trio.Event()
+    reports = report_fd(env)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        spec: CellEnv | None = None
         try:
             spec = CellEnv.from_env(env)
             cls = spec.load_class()
             _check_replicated(env, cls, spec)
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
+            report_failure(reports, "config", exc)
+            await _early_report(spec, go, "the import", exc)
             return EXIT_CONFIG
         except CellImportError as exc:
             if has_memory_error(exc):
                 die_of_memory()
             _line(f"{PROG}: {exc}:\n{traceback.format_exc().rstrip()}")
+            report_failure(reports, "import", exc)
+            await _early_report(spec, go, "the import", exc.__cause__ or exc)
             return EXIT_CRASH
+        send_report(reports, loaded_record())
+        serving = _Started()
         try:
             async with trio.open_nursery() as nursery:
 
@@ -387,21 +555,32 @@ async def run_cell(env: Mapping[str, str]) -> int:
                         stop.set()
 
                 nursery.start_soon(watch_signals)
-                cell = cls()
+                try:
+                    cell = cls()
+                except Exception as exc:
+                    await _early_report(spec, go, "the constructor", exc)
+                    raise
                 reason = await serve_cell(
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
                     umbilical=spec.umbilical, data_dir=spec.data_dir, env=env,
-                    stop_requested=stop, log=_line,
+                    stop_requested=stop, log=_line, token=go.token, swap_in=go.swap,
+                    task_status=serving,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
             if has_memory_error(exc):
                 die_of_memory()
+            refused = _only(exc, _handover.SwapRefused)
+            if refused is not None:
+                _line(f"{PROG}: {spec.name}: {refused}; exiting")
+                return EXIT_OK
             config = _config_error(exc)
             if config is not None:
                 _line(f"{PROG}: {spec.name}: {config}")
+                report_failure(reports, "config", config)
                 return EXIT_CONFIG
-            _line(f"{PROG}: cell {spec.name} crashed:\n{traceback.format_exc().rstrip()}")
+            _line(f"{PROG}: cell {spec.name} crashed:\n{crash_text(exc)}")
+            report_failure(reports, "run" if serving.serving else "start", exc)
             _line(_cause_line(exc))  # the last line names the cause (the root shows it)
             return EXIT_CRASH
         if reason:
@@ -456,42 +635,65 @@ def _check_replicated(env: Mapping[str, str], cls: type[Cell], spec: CellEnv) ->
         ReplicaSpec.from_env(env, spec.data_dir)  # names a bad CELL_REPLICA_* before serving
 
 
-def wait_for_go(env: Mapping[str, str]) -> bool:
-    """Standby: with ``CELL_GO_FD`` set, preload the cell's code, then block until told.
+async def _early_report(spec: CellEnv | None, go: Go, stage: str, exc: BaseException) -> None:
+    """A process taking over in a swap fails before serving: tell the root why."""
+    if go.swap and spec is not None and spec.umbilical is not None:
+        await _handover.report_early_failure(spec.umbilical, spec.name, go.token, stage, exc)
 
-    The root keeps a standby process per cell: it has paid for the
-    interpreter and the imports (most of a spawn's cost) and waits on the
-    inherited pipe ``CELL_GO_FD``. One byte means "serve now" (True); end of
-    file means "not needed" (False: exit quietly). Without the variable it
-    returns True at once. A bad value is left for :func:`run_cell` to report.
+
+class _Started:
+    """The ``task_status`` :func:`run_cell` gives :func:`serve_cell`: did it start serving?"""
+
+    serving = False
+
+    def started(self, value: object = None) -> None:
+        self.serving = True
+
+
+def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` if it is (a group of nothing but) one ``kind``, else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None
+
+
+def wait_for_go(env: Mapping[str, str]) -> Go | None:
+    """Standby: preload the cell's code, then wait for the root's go (see :mod:`._standby`).
+
+    Returns None when the root closed the pipe (not needed: exit quietly).
+    A bad value is left for :func:`run_cell` to report.
     """
-    raw = env.get("CELL_GO_FD", "")
-    if not (raw.isascii() and raw.isdigit()):
-        return True
-    fd = int(raw)
-    with suppress(Exception):
-        CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
+    return _standby.wait_for_go(env, _preload)
+
+
+def _preload(env: Mapping[str, str]) -> None:
+    """Warm the imports of the code ``env`` names (a standby's ``i DIGEST``).
+
+    Says on the report pipe whether they worked (``cellmesh up`` waits for
+    that); :func:`run_cell` loads again after go and reports what it meets
+    then (anything but a config or import error is only reported there).
+    """
+    reports = report_fd(env)
     try:
-        while True:
-            try:
-                got = os.read(fd, 1)
-            except InterruptedError:
-                continue
-            return bool(got)
-    except OSError:
-        return True  # not an open fd: nothing to wait for
-    finally:
-        with suppress(OSError):
-            os.close(fd)
+        CellEnv.from_env(env).load_class()
+    except ConfigError as exc:
+        report_failure(reports, "config", exc)
+    except CellImportError as exc:
+        report_failure(reports, "import", exc)
+    except Exception:  # run_cell reports it after "go"
+        pass
+    else:
+        send_report(reports, loaded_record())
 
 
 def main() -> NoReturn:
     """Entry point of ``python -m cellmesh.actors.runtime``."""
     sys.excepthook = _excepthook
     try:
-        if not wait_for_go(os.environ):
+        go = wait_for_go(os.environ)
+        if go is None:
             sys.exit(EXIT_OK)
-        code = trio.run(run_cell, dict(os.environ))
+        code = trio.run(run_cell, dict(os.environ), go)
     except BaseException as exc:
         if has_memory_error(exc):
             die_of_memory()
@@ -505,6 +707,7 @@ __all__ = [
     "EXIT_CRASH",
     "EXIT_OK",
     "CellEnv",
+    "Go",
     "CellImportError",
     "RunningCell",
     "die_of_memory",

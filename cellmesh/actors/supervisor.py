@@ -54,6 +54,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from ..errors import CellmeshError
 from .errors import (
     ChildStartFailed,
     SupervisorEscalation,
@@ -63,12 +64,14 @@ from .errors import (
 from .policy import (
     AbnormalExit,
     Action,
+    Backoff,
     ChildInfo,
     ChildSpec,
     Escalate,
     ExitReason,
     NormalExit,
     RemoveChild,
+    Restart,
     Shutdown,
     ShutdownExit,
     StartChild,
@@ -277,6 +280,17 @@ class Supervisor:
         """Forget a stopped child's spec (OTP ``delete_child``)."""
         await self._request(_Request(plan=lambda: self._state.delete_child(child_id)))
 
+    def retune(self, *, intensity: int, period: float, backoff: Backoff | None) -> None:
+        """Change the restart intensity, period and backoff from now on (a reload)."""
+        self._state.retune(intensity=intensity, period=period, backoff=backoff)
+        self._spec = self._state.spec
+
+    def update_child(
+        self, child_id: str, *, restart: Restart, shutdown: Shutdown | None
+    ) -> None:
+        """Change a child's restart type and shutdown from its next exit (a reload)."""
+        self._state.update_child(child_id, restart=restart, shutdown=shutdown)
+
     # ------------------------------------------------------------ internals
 
     def _emit(self, kind: str, child_id: str, detail: str = "") -> None:
@@ -397,7 +411,8 @@ class Supervisor:
         try:
             handle = await self._factory.start(action.spec, self._nursery)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            # Our own errors say what failed; a foreign one needs its type.
+            reason = str(exc) if isinstance(exc, CellmeshError) else f"{type(exc).__name__}: {exc}"
             self._failures[child_id] = reason
             self._emit("start_failed", child_id, reason)
             return self._state.start_failed(child_id, reason, trio.current_time())

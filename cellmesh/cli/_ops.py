@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
 import json as jsonlib
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Final, TextIO
@@ -40,12 +42,13 @@ from ..actors.control import (
     StatusReply,
     StatusRequest,
 )
-from ..actors.logs import LogCursor, follow_log, read_log
+from ..actors.lastwords import duration_text
+from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
 from ..actors.membership import parse_replica_name, replica_stem
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
 from ..transport.synapse import Synapse
-from ._client import open_root
+from ._client import ask_root, open_root
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -72,14 +75,7 @@ def fmt_duration(seconds: float | None) -> str:
     """``None`` -> ``-``; else the two largest units: ``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02}h"
+    return duration_text(seconds)
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -119,6 +115,13 @@ def fmt_rate(r: float | None) -> str:
 
 def _state_style(state: str) -> str:
     return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
+
+
+def state_text(cell: CellStatus) -> Text:
+    """The STATE column: the state, or ``swapping (phase)`` while a hot swap runs."""
+    if cell.swap:
+        return Text(f"swapping ({cell.swap})", style="bold magenta")
+    return Text(cell.state, style=_state_style(cell.state))
 
 
 def _when(at: float) -> str:
@@ -170,6 +173,10 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "rtt_p99_us": cell.rtt_p99_us,
         "backend": cell.backend,
         "dna": cell.dna,
+        "version": cell.version,
+        "swap": cell.swap or None,
+        "last_exit": cell.last_exit,
+        "last_exit_at": cell.last_exit_at,
         "replica": replica_json(cell.replica),
     }
 
@@ -218,6 +225,20 @@ def _has_replicas(reply: StatusReply) -> bool:
     return any(c.replica is not None for c in reply.cells)
 
 
+def last_exits(reply: StatusReply, *, now: float) -> Text:
+    """One line per cell that crashed: ``db: crashed 3m05s ago: exit code 1: ValueError: boom``."""
+    text = Text()
+    for c in reply.cells:
+        if c.last_exit is None:
+            continue
+        if text:
+            text.append("\n")
+        ago = fmt_duration(None if c.last_exit_at is None else now - c.last_exit_at)
+        text.append(c.name, style="bold")
+        text.append(f": crashed {ago} ago: {c.last_exit}")
+    return text
+
+
 def status_table(reply: StatusReply) -> Table:
     """The ``status`` table: one row per cell (per replica: ``X/i``), in the root's order.
 
@@ -230,15 +251,16 @@ def status_table(reply: StatusReply) -> Table:
         ("CELL", "left"), ("SUPERVISOR", "left"), ("STATE", "left"), ("PID", "right"),
         ("RESTARTS", "right"), ("UPTIME", "right"), ("IN", "right"), ("OUT", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("P50", "right"), ("P99", "right"),
+        ("DNA", "left"), ("VERSION", "left"),
         *(((t, "left" if t == "ROLE" else "right") for t in REPLICA_COLUMNS) if replicas else ()),
     ):
         table.add_column(title, justify=justify, no_wrap=True)
     for c in reply.cells:
         table.add_row(
-            c.name, c.supervisor, Text(c.state, style=_state_style(c.state)),
+            c.name, c.supervisor, state_text(c),
             "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
             str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
-            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us),
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), c.dna or "-", c.version or "-",
             *(replica_cells(c.replica) if replicas else ()),
         )
     return table
@@ -349,7 +371,7 @@ def top_frame(
         r = cell_rates.get(c.name)
         restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
         table.add_row(
-            c.name, Text(c.state, style=_state_style(c.state)),
+            c.name, state_text(c),
             "-" if c.pid is None else str(c.pid),
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),
@@ -374,7 +396,7 @@ def _console(file: TextIO) -> Console:
 
 async def _ask(syn: Synapse) -> StatusReply:
     with trio.fail_after(ROOT_TIMEOUT):
-        reply = await syn.fire(StatusRequest())
+        reply = await ask_root(syn, StatusRequest())
     if not isinstance(reply, StatusReply):
         raise BadRootReply(reply)
     return reply
@@ -396,6 +418,9 @@ def run_status(*, json: bool, out: TextIO | None = None) -> int:
         console = _console(out)
         console.print(status_header(reply))
         console.print(status_table(reply))
+        crashes = last_exits(reply, now=time.time())
+        if crashes:
+            console.print(crashes)
         if reply.groups:
             console.print(group_lines(reply))
     return 0
@@ -496,7 +521,15 @@ def log_name(name: str) -> str:
     return name
 
 
-def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None = None) -> int:
+def run_logs(
+    name: str,
+    *,
+    follow: bool,
+    lines: int | None,
+    json: bool = False,
+    timestamps: bool = False,
+    out: TextIO | None = None,
+) -> int:
     """Implementation of ``cellmesh logs``."""
     out = out if out is not None else sys.stdout
     stem = log_name(name)
@@ -505,45 +538,63 @@ def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None =
     log_dir = Paths.from_env().log_dir
     view = read_log(log_dir, stem, lines=lines)
     if not view.found:
-        raise NoCellLogs(name, log_dir)
-    for line in view.lines:
-        out.write(line + "\n")
-    out.flush()
+        raise NoCellLogs(name, log_dir, logged_cells(log_dir))
+    _write_records(out, name, view.records, json=json, timestamps=timestamps)
     if not follow:
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
-        trio.run(_follow, log_dir, stem, view.cursor, out)
+        trio.run(_follow, log_dir, (stem, name), view.cursor, out, (json, timestamps))
     return 0
 
 
-async def _follow(log_dir: Path, name: str, cursor: LogCursor, out: TextIO) -> None:
-    async for text in follow_log(log_dir, name, cursor):
-        out.write(text)
-        out.flush()
+def _write_records(
+    out: TextIO, name: str, records: list[LogRecord], *, json: bool, timestamps: bool
+) -> None:
+    for record in records:
+        if json:
+            out.write(jsonlib.dumps(record.to_json(name), sort_keys=True) + "\n")
+        else:
+            out.write(record.display(timestamps=timestamps) + "\n")
+    out.flush()
+
+
+async def _follow(
+    log_dir: Path, names: tuple[str, str], cursor: LogCursor, out: TextIO,
+    style: tuple[bool, bool],
+) -> None:
+    """Follow the logs filed as ``names[0]`` (a replica's stem) shown as ``names[1]``."""
+    stem, name = names
+    json, timestamps = style
+    async for records in follow_log(log_dir, stem, cursor):
+        _write_records(out, name, records, json=json, timestamps=timestamps)
 
 
 class NoCellLogs(CellmeshError):
-    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``."""
+    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``.
 
-    def __init__(self, name: str, log_dir: Path) -> None:
-        replicas = sorted(
-            p.name.removesuffix(".events.jsonl").replace("..", "/")
-            for p in _glob(log_dir, f"{name}..*.events.jsonl")
-        )
-        hint = (
-            f"; {name} is a replicated cell: name one replica ({', '.join(replicas)})"
-            if replicas else ""
-        )
-        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir}){hint}")
+    ``known`` lists the cells that have logs there; the message suggests the
+    nearest name.
+    """
+
+    def __init__(self, name: str, log_dir: Path, known: list[str]) -> None:
+        replicas = sorted(k.replace("..", "/") for k in known if k.startswith(f"{name}.."))
+        if replicas:
+            super().__init__(
+                f"no logs for cell {name!r}: it is a replicated cell, name one replica "
+                f"({', '.join(replicas)})"
+            )
+            self.name = name
+            self.log_dir = log_dir
+            self.known = known
+            return
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        cells = f"cells with logs: {listed}" if known else f"nothing in {log_dir}"
+        super().__init__(f"no logs for cell {name!r} ({hint}{cells})")
         self.name = name
         self.log_dir = log_dir
-
-
-def _glob(directory: Path, pattern: str) -> list[Path]:
-    try:
-        return [p for p in directory.glob(pattern) if p.is_file()]
-    except OSError:
-        return []
+        self.known = known
 
 
 # ---------------------------------------------------------------- commands
@@ -563,13 +614,18 @@ def register(app: cyclopts.App) -> None:
         running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
         (cumulative since the process started), "rss" (bytes or null),
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
-        over the last report interval, null when idle), "backend", "dna"};
-        "replica": null for a plain cell; for a replica (row "X/i") {"group",
-        "id", "role" (leader|follower|candidate|precandidate|learner|removed|
-        unknown), "term", "leader", "commit_index", "applied_index",
-        "last_index", "lag" (the leader's last_index minus this applied_index),
-        "voters", "learners", "error" (why it last failed, "" if not),
-        "given_up" (its supervisor stopped restarting it)};
+        over the last report interval, null when idle), "backend", "dna"
+        (the first 12 hex digits of the code's content hash), "version" (the
+        cell class's version, "" if it declares none), "swap" (the phase of a
+        hot swap in progress, or null), "last_exit" (the last crash: exit
+        status and the exception the cell reported, or null), "last_exit_at"
+        (Unix time or null), "replica": null for a plain cell; for a replica
+        (row "X/i") {"group", "id", "role" (leader|follower|candidate|
+        precandidate|learner|removed|unknown), "term", "leader",
+        "commit_index", "applied_index", "last_index", "lag" (the leader's
+        last_index minus this applied_index), "voters", "learners", "error"
+        (why it last failed, "" if not), "given_up" (its supervisor stopped
+        restarting it)}};
         "restart_log": a list of {"at" (Unix time), "cell", "reason"};
         "groups": one per replicated cell, {"name", "supervisor", "members"
         (replica ids), "target" (replicas asked for), "leader", "term",
@@ -607,8 +663,16 @@ def register(app: cyclopts.App) -> None:
         *,
         follow: Annotated[bool, cyclopts.Parameter(alias="-f", negative=())] = False,
         lines: Annotated[int | None, cyclopts.Parameter(alias="-n")] = None,
+        json: bool = False,
+        timestamps: Annotated[bool, cyclopts.Parameter(alias="-t", negative=())] = False,
     ) -> int:
-        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs).
+        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs), by time.
+
+        Every captured line is stored with the time the root read it, so
+        output and events (started, exited, ...) interleave in time order.
+        With --json, prints one JSON object per line: "ts" (Unix time, null
+        when unknown), "time" (ISO 8601 UTC), "cell", "stream" ("output" or
+        "event"), "text", and for events "event" (its fields).
 
         Parameters
         ----------
@@ -617,9 +681,13 @@ def register(app: cyclopts.App) -> None:
         follow
             Keep printing new output and events until Ctrl-C.
         lines
-            Print only the last N lines.
+            Print only the last N lines (output and events, by time).
+        json
+            One JSON object per line instead of text.
+        timestamps
+            Put each output line's time in front of it.
         """
-        return run_logs(name, follow=follow, lines=lines)
+        return run_logs(name, follow=follow, lines=lines, json=json, timestamps=timestamps)
 
 
 __all__ = [
@@ -636,6 +704,7 @@ __all__ = [
     "group_json",
     "group_lines",
     "log_name",
+    "last_exits",
     "rates",
     "register",
     "replica_cells",
@@ -646,6 +715,7 @@ __all__ = [
     "run_top",
     "status_header",
     "status_json",
+    "state_text",
     "status_table",
     "top_frame",
 ]

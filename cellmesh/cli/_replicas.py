@@ -38,8 +38,8 @@ def replicas(name: str, count: int, /) -> int:
     Added replicas get new ids and join as learners, promoted to voters once
     caught up; shrinking removes the highest ids first, the leader last (after
     handing over its leadership). Returns when the group has COUNT replicas.
-    The manifest's `replicas` is applied again by the next `up` or `reload`:
-    change it too to keep the new count.
+    The next `up` applies the manifest's `replicas` again (a `reload` when it
+    changed): change it too to keep the new count.
 
     Parameters
     ----------

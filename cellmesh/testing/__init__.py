@@ -10,7 +10,8 @@ it, and nothing but tests, benchmarks and the CLI import it.
 * :class:`RaftNet` -- a hand-driven, lossless network of Raft cores for
   step-by-step unit tests.
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
-* :func:`open_root` -- a root daemon served inside the test's Trio run.
+* :func:`open_root` / :func:`open_mesh` -- a root daemon served inside the
+  test's Trio run (a manifest text in a home, or a manifest file where it is).
 * :func:`open_replica_group` / :func:`process_replica_group` -- a replicated
   cell's replicas without a root, in the test's Trio run or as processes;
   :class:`Bank` / :class:`BankModel` -- a replicated bank and its model.
@@ -35,7 +36,7 @@ from cellmesh.testing.lincheck import (
     check_operations,
     history_from_events,
 )
-from cellmesh.testing.mesh import mesh_env, open_root
+from cellmesh.testing.mesh import mesh_env, open_mesh, open_root
 from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
 from cellmesh.testing.raftnet import PerfectStorage, RaftNet
 from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
@@ -69,6 +70,7 @@ __all__ = [
     "check_operations",
     "history_from_events",
     "mesh_env",
+    "open_mesh",
     "open_replica_group",
     "open_root",
     "process_replica_group",

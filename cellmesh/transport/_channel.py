@@ -50,19 +50,15 @@ from typing import Final
 
 import trio
 
-from ..errors import HandshakeError, VersionMismatch, VesicleError
 from ..wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_VESICLES_PER_FRAME,
     NEED_DATA,
-    PROTOCOL_VERSION,
     FrameDecoder,
     Hello,
-    Kind,
-    VesicleRef,
 )
 from ..wire.proteins import DecodeContext
-from ..wire.vesicle import map_vesicle
+from . import _client_core as client_core
 from ._flusher import Flusher
 
 RECV_SIZE: Final = 256 * 1024
@@ -420,18 +416,7 @@ def vesicle_context(
     Returns the context and the dict of descriptors not yet mapped; the caller
     closes whatever is left in it once the frame is decoded.
     """
-    fds = channel.take_fds(count)
-    if fds is None:
-        raise VesicleError(f"frame references {count} vesicles but fewer descriptors arrived")
-    remaining = dict(enumerate(fds))
-
-    def resolve(ref: VesicleRef) -> memoryview:
-        fd = remaining.pop(ref.index, None)
-        if fd is None:
-            raise VesicleError(f"vesicle {ref.index} is referenced twice")
-        return map_vesicle(fd, ref.length)
-
-    return DecodeContext(resolve, mismatched), remaining
+    return client_core.vesicle_context(channel.take_fds(count), count, mismatched)
 
 
 async def receive_hello(channel: Channel, peer: str) -> Hello:
@@ -447,12 +432,4 @@ async def receive_hello(channel: Channel, peer: str) -> Hello:
             break
         if not await channel.receive():
             raise ChannelBroken(f"{peer} closed the connection before its hello")
-    items = decoded.items
-    if len(items) == 1 and items[0][0] == Kind.ERROR:
-        raise HandshakeError(f"{peer} refused the connection: {items[0][4]}", code=items[0][2])
-    if len(items) != 1 or items[0][0] != Kind.HELLO:
-        raise HandshakeError(f"expected a hello from {peer} first")
-    hello = Hello.from_wire(items[0])
-    if hello.version != PROTOCOL_VERSION:
-        raise VersionMismatch(PROTOCOL_VERSION, hello.version)
-    return hello
+    return client_core.parse_hello(decoded.items, peer)

@@ -135,6 +135,8 @@ class ServerConnection:
         self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
+        self.hello_sent = False
+        self._goaway_after_hello: bytes | None = None
         self.done = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.handler = membrane.handler
@@ -210,6 +212,27 @@ class ServerConnection:
             sessions=opts.sessions,
         )
         self.channel.send(codec.frame_bytes(hello.to_wire()))
+        self.hello_sent = True
+        if self._goaway_after_hello is not None:
+            self.channel.send(self._goaway_after_hello)
+
+    @property
+    def busy(self) -> bool:
+        """Calls received and not yet answered (running, waiting for a slot, or queued)."""
+        return bool(self.owned or self.waiting or self.backlog)
+
+    def send_goaway(self, frame: bytes) -> None:
+        """Ask the peer to send new work elsewhere (protocol section 9).
+
+        A connection still in its handshake gets the goaway right after our
+        hello: a goaway first would be a handshake error for the client.
+        """
+        self.draining = True
+        if not self.hello_sent:
+            self._goaway_after_hello = frame
+            return
+        with suppress(ChannelBroken):
+            self.channel.send(frame)
 
     def _fatal(self, exc: BaseException) -> None:
         """Report a connection-level error to the peer (best effort) and end."""

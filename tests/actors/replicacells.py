@@ -18,18 +18,16 @@ import json
 import os
 import socket
 import stat
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import cbor2
+import trio
 
 import cellmesh
 from cellmesh.actors.control import ReplicaStats
 from cellmesh.actors.replicated import ReplicatedCell, query
-
-_DATA = os.environ.get("CELL_DATA_DIR")
-if _DATA and os.path.exists(os.path.join(_DATA, "hang")):
-    time.sleep(3600)  # the root kills it long before
 
 
 @cellmesh.protein("t.rep.Note")
@@ -132,6 +130,14 @@ class Observer(ReplicatedCell):
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+
+    @asynccontextmanager
+    async def _open_runtime(self, ctx: Any) -> AsyncIterator[None]:
+        data = ctx.data_dir
+        if data is not None and (data / "hang").exists():
+            await trio.sleep_forever()  # before its Raft node opens: it takes no part
+        async with super()._open_runtime(ctx):
+            yield
 
     async def on_start(self) -> None:
         data = self.data_dir

@@ -19,8 +19,12 @@ PURE_MODULES = {
     "cellmesh.actors.policy": "actors/policy.py",
     "cellmesh.actors.watches": "actors/watches.py",
     "cellmesh.actors.membership": "actors/membership.py",
+    "cellmesh.actors.swap": "actors/swap.py",
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
+    "cellmesh.actors.exitcause": "actors/exitcause.py",
+    "cellmesh.actors._metrics": "actors/_metrics.py",
+    "cellmesh.actors._stats": "actors/_stats.py",
     # the replicated cell's state machine side: sessions, log batches, the machine
     "cellmesh.actors._replica_sessions": "actors/_replica_sessions.py",
     "cellmesh.actors._replica_entries": "actors/_replica_entries.py",

@@ -62,7 +62,7 @@ async def test_a_standby_handed_over_before_its_watcher_ran_is_not_waited_on_twi
             launcher.ensure_standby(slot, busy=None)
             standby = slot.standby
             assert standby is not None
-            cell_id, _ = launcher.launch(slot)  # before the standby's watcher first runs
+            cell_id = launcher.launch(slot).cell_id  # before the standby's watcher first runs
             assert cell_id == standby.cell_id and slot.standby is None
             await trio.testing.wait_all_tasks_blocked()
             assert backend.waited == []  # the instance alone will wait on that process

@@ -29,10 +29,11 @@ import trio
 from replicacells import AskRoot, Describe, Lie, Note, Noted, Probe
 from test_root import leaves
 
-from cellmesh import RemoteCellError, Synapse
+from cellmesh import Synapse
 from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
 from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.root import Root
+from cellmesh.cli._client import RootRefused, ask_root
 from cellmesh.sandbox import read_events
 from cellmesh.testing.mesh import open_root
 
@@ -249,9 +250,9 @@ async def test_replicas_root_kill_restarts_that_replica_alone() -> None:
         async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
             ack = await ctl.fire(KillCell(name="grp/1"))
             assert "killed grp/1" in ack.text
-            with pytest.raises(RemoteCellError, match="is a replicated cell: name one replica "
+            with pytest.raises(RootRefused, match="is a replicated cell: name one replica "
                                r"\(grp/0, grp/1, grp/2\)"):
-                await ctl.fire(KillCell(name=GROUP))
+                await ask_root(ctl, KillCell(name=GROUP))
         await until(root, lambda: rows(root)["grp/1"].restarts == 1
                     and state(root, "grp/1") == "running")
         await healthy(root)
@@ -289,8 +290,8 @@ async def test_replicas_root_a_replica_that_cannot_start_is_given_up_and_the_gro
 
         await until(root, given_up)
         info = rows(root)["grp/2"].replica
-        assert info.error == ("exit code 1: RuntimeError: wal-0001.log: corrupt at byte 4242: "
-                              "checksum mismatch")
+        assert info.error == ("exit code 1: RuntimeError in on_start: wal-0001.log: corrupt at "
+                              "byte 4242: checksum mismatch")
         assert info.role == "unknown" and state(root, "grp/2") == "stopped"
         assert state(root, "grp/0") == "running" and state(root, "grp/1") == "running"
         assert await note(root, "still serving") > 0
@@ -319,8 +320,8 @@ async def test_replicas_root_up_with_a_broken_replica_starts_on_the_majority() -
                 pass
         texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
         assert "only 1 of 3 replicas could start (a majority is 2)" in texts
-        assert "grp/1: exit code 1: RuntimeError: corrupt at byte 7" in texts
-        assert "grp/2: exit code 1: RuntimeError: corrupt at byte 9" in texts
+        assert "grp/1: exit code 1: RuntimeError in on_start: corrupt at byte 7" in texts
+        assert "grp/2: exit code 1: RuntimeError in on_start: corrupt at byte 9" in texts
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -380,16 +381,16 @@ async def test_replicas_root_refuses_membership_requests_it_cannot_honour() -> N
                 (WipeReplica(name="grp/7"), "grp/7: no such replica (members: grp/0, grp/1"),
                 (WipeReplica(name="out/0"), "out: is not a replicated cell"),
             ):
-                with pytest.raises(RemoteCellError, match=re.escape(text)):
-                    await ctl.fire(msg)
+                with pytest.raises(RootRefused, match=re.escape(text)):
+                    await ask_root(ctl, msg)
             # one change at a time: while one holds the group, others are refused
             group = root._replicas.groups[GROUP]
             async with group.lock:
                 group.change = "3 -> 5: adding grp/3"
                 for msg in (ChangeReplicas(name=GROUP, count=5), WipeReplica(name="grp/1")):
-                    with pytest.raises(RemoteCellError, match=re.escape(
+                    with pytest.raises(RootRefused, match=re.escape(
                             "a membership change is in progress (3 -> 5: adding grp/3)")):
-                        await ctl.fire(msg)
+                        await ask_root(ctl, msg)
 
 
 async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> None:
@@ -455,10 +456,10 @@ async def test_replicas_root_wipe_is_refused_without_a_quorum_of_the_others() ->
         root.backend.kill(slot.instance.cell_id, as_crash=True)
         await until(root, lambda: rows(root)["grp/2"].replica.given_up)
         async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
-            with pytest.raises(RemoteCellError, match=re.escape(
+            with pytest.raises(RootRefused, match=re.escape(
                     "grp/1: grp/2 not running: without grp/1 the group would have no quorum "
                     "to rebuild it; start them first")):
-                await ctl.fire(WipeReplica(name="grp/1"))
+                await ask_root(ctl, WipeReplica(name="grp/1"))
         assert state(root, "grp/1") == "running"  # untouched
         (group,) = root.status().groups
         assert group.change == "" and "no quorum" in group.error

@@ -197,4 +197,4 @@ def test_logs_of_a_replica_reads_its_own_files(
     assert capsys.readouterr().out.splitlines()[0] == "replica one"
     assert main(["logs", "ledger"]) == EXIT_FAILURE
     err = capsys.readouterr().err
-    assert "ledger is a replicated cell: name one replica (ledger/0, ledger/1)" in err
+    assert "it is a replicated cell, name one replica (ledger/0, ledger/1)" in err

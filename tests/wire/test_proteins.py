@@ -963,3 +963,27 @@ def test_proteins_garbage_columns_raise_only_protein_errors(
     else:
         assert len(values) == count
         assert all(type(v) is REG.get(name) for v in values)
+
+
+def test_registry_forget_modules_frees_the_wire_names_of_unloaded_code() -> None:
+    registry = ProteinRegistry()
+
+    @protein("t.forget.A", registry=registry)
+    class A:
+        x: int
+
+    @protein("t.forget.B", registry=registry)
+    class B:
+        y: int
+
+    fps = registry.fingerprints()
+    assert registry.forget_modules({A.__module__ + ".elsewhere"}) == 0
+    assert registry.forget_modules({A.__module__}) == 2
+    assert registry.get("t.forget.A") is None and "t.forget.B" not in registry.fingerprints()
+    assert fps  # (computed before: the cache was rebuilt, not reused)
+
+    @protein("t.forget.A", registry=registry)  # another class may take the name now
+    class Other:
+        z: str
+
+    assert registry.get("t.forget.A") is Other
