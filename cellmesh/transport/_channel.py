@@ -23,9 +23,23 @@ write at once, which bounds what a task that never yields can pile up.
 Whatever the kernel does not take waits in the queue for the writer task
 (:meth:`Channel.run_writer`), which sleeps on ``wait_writable``; a reader
 that also sends therefore never deadlocks against a peer that does the same.
-The queue is bounded by its users: the protocol's credit bounds what a
-membrane queues, and a synapse refuses to queue past
-:data:`MAX_QUEUED_BYTES` (:attr:`Channel.over_cap`).
+The queue is bounded by its users through :attr:`Channel.over_cap` (more
+than ``max_queued`` bytes or :data:`MAX_QUEUED_FDS` descriptors unsent): a
+synapse refuses to queue past it, a membrane starts no handler past it and
+returns credit only for answers that were written.
+
+Descriptors a peer sends are held only as long as a frame may still claim
+them (:meth:`Channel.next_frame`, docs/protocol.md section 13): once every
+complete frame is processed, the descriptors left must all have arrived with
+the bytes that begin the one incomplete frame (at most one frame's worth,
+64); any others, or any at all with no incomplete frame, are
+:class:`~cellmesh.errors.VesicleError`. A membrane's connections also share
+one :class:`FdBudget`, so many connections cannot hold many frames' worth
+between them.
+
+The 256 KiB receive buffer is one per Trio run, not one per connection: a
+receive copies what arrived into the decoder before it can yield, so the
+buffer is free again whenever another task runs.
 
 A failed write (the peer reset the connection) marks the channel broken and
 calls ``on_broken``, so the connection that owns it fails its callers even
@@ -50,16 +64,29 @@ from typing import Final
 
 import trio
 
-from ..errors import HandshakeError, VersionMismatch, VesicleError
+from ..errors import (
+    ErrorCode,
+    FrameTooLarge,
+    HandshakeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    VersionMismatch,
+    VesicleError,
+)
 from ..wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
+    MAX_HELLO_SIZE,
     MAX_VESICLES_PER_FRAME,
     NEED_DATA,
     PROTOCOL_VERSION,
+    DecodedFrame,
     FrameDecoder,
     Hello,
     Kind,
+    NeedData,
     VesicleRef,
+    frame_bytes,
 )
 from ..wire.proteins import DecodeContext
 from ..wire.vesicle import map_vesicle
@@ -68,6 +95,11 @@ from ._flusher import Flusher
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk (one frame's worth).
 MAX_FDS_PER_CHUNK: Final = MAX_VESICLES_PER_FRAME
+#: Descriptors a channel may hold unclaimed at any moment: one frame's worth
+#: from the incomplete frame and one from the chunk that completes it.
+MAX_HELD_FDS: Final = 2 * MAX_VESICLES_PER_FRAME
+#: A channel is over its cap while more than this many descriptors wait to be sent.
+MAX_QUEUED_FDS: Final = MAX_VESICLES_PER_FRAME
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
 #: Receives in a row without a schedule point before we yield to other tasks.
 _FAIRNESS_READS: Final = 16
@@ -84,6 +116,45 @@ _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 
 class ChannelBroken(Exception):
     """The socket failed (reset, broken pipe) or the peer broke SCM_RIGHTS rules."""
+
+
+class FdBudget:
+    """Received descriptors that no frame has claimed yet, counted across channels.
+
+    A membrane gives one to all its connections: together they hold at most
+    ``limit`` unclaimed descriptors, and the connection whose receive would
+    pass it is closed (:class:`~cellmesh.errors.VesicleError`).
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+
+class _RecvBuffer:
+    """The receive buffer of one Trio run (see the module doc)."""
+
+    __slots__ = ("data", "view")
+
+    def __init__(self) -> None:
+        self.data = bytearray(RECV_SIZE)
+        self.view = memoryview(self.data)
+
+    @staticmethod
+    def current() -> _RecvBuffer:
+        try:
+            return _RECV_BUFFER.get()
+        except LookupError:
+            buffer = _RecvBuffer()
+            _RECV_BUFFER.set(buffer)
+            return buffer
+
+
+_RECV_BUFFER: Final[trio.lowlevel.RunVar[_RecvBuffer]] = trio.lowlevel.RunVar(
+    "cellmesh_recv_buffer"
+)
 
 
 class _Pending:
@@ -105,24 +176,37 @@ class Channel:
     write fails.
     """
 
-    def __init__(self, sock: socket.socket, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_queued: int = MAX_QUEUED_BYTES,
+        fd_budget: FdBudget | None = None,
+    ):
         sock.setblocking(False)
         self.sock = sock
         self.decoder = FrameDecoder(max_frame_size=max_frame_size)
         self.fds: collections.deque[int] = collections.deque()
+        self._fd_budget = fd_budget
+        self._fd_chunk = 0  # descriptors that came with the last chunk that had any
+        self._fd_chunk_at = 0  # ... and the stream offset where that chunk began
+        self._max_queued = max_queued
+        self._queued_fds = 0
         self.prepare: Callable[[], bool] | None = None
         self.on_broken: Callable[[BaseException], None] | None = None
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued = 0
         self._marked = False
+        self._in_pass = False  # end_of_pass is running: a mark asks for the next pass
+        self._remark = False
         self._flusher: Flusher | None = None
         self._wake_writer = trio.Event()
         self._flushed: trio.Event | None = None
         self._below_cap: trio.Event | None = None
         self._reads_in_row = 0
         self._short_read = False  # the last read did not fill the buffer: wait first
-        self._rbuf = bytearray(RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
+        self._rview = _RecvBuffer.current().view
         self.closed = False
         self.broken: BaseException | None = None
         self.bytes_in = 0
@@ -168,11 +252,8 @@ class Channel:
                     return False
                 raise ChannelBroken(f"receive failed: {exc}") from exc
             break
-        for level, kind, payload in ancdata:
-            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                self.fds.extend(fds)
+        if ancdata:
+            self._take_ancillary(ancdata)
         if flags & _MSG_CTRUNC:
             raise ChannelBroken(
                 f"peer sent more than {MAX_FDS_PER_CHUNK} descriptors with one chunk"
@@ -188,11 +269,62 @@ class Channel:
             await trio.lowlevel.checkpoint()
         return True
 
+    def _take_ancillary(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        """Queue the descriptors of one chunk (closing the connection past a bound)."""
+        received = array.array("i")
+        for level, kind, payload in ancdata:
+            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+        if not received:
+            return
+        self.fds.extend(received)
+        self._fd_chunk = len(received)
+        self._fd_chunk_at = self.bytes_in  # this chunk's first byte (counted after)
+        budget = self._fd_budget
+        if budget is not None:
+            budget.held += len(received)
+        if len(self.fds) > MAX_HELD_FDS:
+            raise VesicleError(
+                f"the peer sent {len(self.fds)} descriptors that no frame has claimed "
+                f"(at most {MAX_HELD_FDS} may wait for their frames)"
+            )
+        if budget is not None and budget.held > budget.limit:
+            raise VesicleError(
+                f"the membrane's connections hold {budget.held} unclaimed descriptors, more "
+                f"than its limit of {budget.limit}"
+            )
+
     def take_fds(self, count: int) -> list[int] | None:
         """Claim the next ``count`` received descriptors, or None if fewer arrived."""
         if count > len(self.fds):
             return None
+        if self._fd_budget is not None:
+            self._fd_budget.held -= count
         return [self.fds.popleft() for _ in range(count)]
+
+    def next_frame(self) -> DecodedFrame | NeedData:
+        """The decoder's next frame; at NEED_DATA, check the unclaimed descriptors.
+
+        Raises :class:`VesicleError` when descriptors are held that no frame
+        can claim any more: with no incomplete frame, from a chunk before the
+        one that began the incomplete frame, or more than that chunk brought
+        (docs/protocol.md section 13). Call :meth:`take_fds` for a returned
+        frame's vesicles before calling this again.
+        """
+        decoder = self.decoder
+        frame = decoder.next_frame()
+        if frame is NEED_DATA and self.fds:
+            buffered = decoder.buffered
+            if not buffered:
+                raise VesicleError(
+                    f"{len(self.fds)} descriptors arrived that no frame references"
+                )
+            if len(self.fds) > self._fd_chunk or self.bytes_in - buffered < self._fd_chunk_at:
+                raise VesicleError(
+                    f"{len(self.fds)} descriptors are held for no frame: descriptors must "
+                    "arrive with the first byte of the frame that references them"
+                )
+        return frame
 
     # -- sending -----------------------------------------------------------
 
@@ -217,13 +349,37 @@ class Channel:
             raise ChannelBroken("channel is closed")
         self._queue.append(_Pending(memoryview(data), fds, done))
         self._queued += len(data)
+        self._queued_fds += len(fds)
         if self._queued >= WRITE_NOW_BYTES:
             self._write()
         elif not self._marked:
             self.mark()
 
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every byte queued so far has gone to the kernel
+        (at once if nothing is queued; also when the channel closes first)."""
+        if not self._queue:
+            callback()
+            return
+        last = self._queue[-1]
+        earlier = last.done
+        if earlier is None:
+            last.done = callback
+        else:
+
+            def both() -> None:
+                earlier()
+                callback()
+
+            last.done = both
+
     def mark(self) -> None:
-        """Have :meth:`end_of_pass` run at the end of this scheduler pass."""
+        """Have :meth:`end_of_pass` run at the end of this scheduler pass (or, when
+        called from inside it, at the end of the next one)."""
+        if self._in_pass:
+            self._remark = True
+            self.woke_tasks()  # the loop must not sleep before that next pass
+            return
         if self._marked or self.closed:
             return
         self._marked = True
@@ -237,11 +393,16 @@ class Channel:
         """Called by the flusher: let the owner encode, then write what is queued."""
         prepare = self.prepare
         again = False
-        if prepare is not None and self.broken is None and not self.closed:
-            again = prepare()
-        if self._queue and self.broken is None and not self.closed:
-            self._write()
-        self._marked = again and not self.closed
+        self._in_pass = True
+        try:
+            if prepare is not None and self.broken is None and not self.closed:
+                again = prepare()
+            if self._queue and self.broken is None and not self.closed:
+                self._write()
+        finally:
+            self._in_pass = False
+        self._marked = (again or self._remark) and not self.closed
+        self._remark = False
         return self._marked
 
     def flush_failed(self, exc: Exception) -> None:
@@ -284,6 +445,7 @@ class Channel:
             self.writes += 1
             self.bytes_out += sent
             self._queued -= sent
+            self._queued_fds -= len(head.fds)  # they left with the first byte
             short = sent < total
             while sent:
                 pending = queue[0]
@@ -307,7 +469,7 @@ class Channel:
             self._flushed.set()
             self._flushed = None
             self.woke_tasks()
-        if self._below_cap is not None and self._queued < MAX_QUEUED_BYTES:
+        if self._below_cap is not None and not self.over_cap:
             self._below_cap.set()
             self._below_cap = None
             self.woke_tasks()
@@ -337,11 +499,12 @@ class Channel:
 
     @property
     def over_cap(self) -> bool:
-        """True while more than :data:`MAX_QUEUED_BYTES` wait for the kernel."""
-        return self._queued >= MAX_QUEUED_BYTES
+        """True while ``max_queued`` bytes or more, or more than
+        :data:`MAX_QUEUED_FDS` descriptors, wait for the kernel."""
+        return self._queued >= self._max_queued or self._queued_fds > MAX_QUEUED_FDS
 
     async def wait_below_cap(self) -> None:
-        """Wait until fewer than :data:`MAX_QUEUED_BYTES` are unsent (or the channel failed)."""
+        """Wait until the channel is no longer :attr:`over_cap` (or failed, or closed)."""
         while self.over_cap and self.broken is None and not self.closed:
             if self._below_cap is None:
                 self._below_cap = trio.Event()
@@ -392,13 +555,15 @@ class Channel:
         if self._flusher is not None:
             self._flusher.detach(self)
             self._flusher = None
+        if self._fd_budget is not None:
+            self._fd_budget.held -= len(self.fds)
         while self.fds:
             os.close(self.fds.popleft())
         for pending in self._queue:
             if pending.done is not None:
                 pending.done()
         self._queue.clear()
-        self._queued = 0
+        self._queued = self._queued_fds = 0
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
@@ -438,15 +603,28 @@ async def receive_hello(channel: Channel, peer: str) -> Hello:
     """Read the peer's first frame, which must be its hello, and check its version.
 
     An error frame in its place means the peer refused us: HandshakeError
-    carrying the peer's code and message. ``peer`` names the peer in messages.
+    carrying the peer's code and message. Any other failure of the first frame
+    -- larger than ``MAX_HELLO_SIZE``, not CBOR, not a hello -- is
+    HandshakeError (``BAD_HANDSHAKE``), a well-formed hello of another version
+    VersionMismatch (docs/protocol.md section 5.1). ``peer`` names the peer in
+    messages.
     """
-    decoder = channel.decoder
-    while True:
-        decoded = decoder.next_frame()
-        if decoded is not NEED_DATA:
-            break
-        if not await channel.receive():
-            raise ChannelBroken(f"{peer} closed the connection before its hello")
+    try:
+        while True:
+            decoded = channel.next_frame()
+            if decoded is not NEED_DATA:
+                break
+            if not await channel.receive():
+                raise ChannelBroken(f"{peer} closed the connection before its hello")
+    except HandshakeError:
+        raise
+    except FrameTooLarge as exc:
+        raise HandshakeError(
+            f"the first frame from {peer} is {exc.length} bytes; a hello may have at most "
+            f"{MAX_HELLO_SIZE}"
+        ) from None
+    except RemoteProtocolError as exc:
+        raise HandshakeError(f"the first frame from {peer} is not a hello: {exc}") from None
     items = decoded.items
     if len(items) == 1 and items[0][0] == Kind.ERROR:
         raise HandshakeError(f"{peer} refused the connection: {items[0][4]}", code=items[0][2])
@@ -456,3 +634,20 @@ async def receive_hello(channel: Channel, peer: str) -> Hello:
     if hello.version != PROTOCOL_VERSION:
         raise VersionMismatch(PROTOCOL_VERSION, hello.version)
     return hello
+
+
+def hello_frame(hello: Hello) -> bytes:
+    """Our hello as a frame; LocalProtocolError when it would exceed MAX_HELLO_SIZE.
+
+    A hello lists every protein the registry knows (about 45 bytes each): a
+    process that knows more than about 1400 cannot say hello.
+    """
+    data = frame_bytes(hello.to_wire())
+    if len(data) - HEADER_SIZE > MAX_HELLO_SIZE:
+        raise LocalProtocolError(
+            f"our hello is {len(data) - HEADER_SIZE} bytes ({len(hello.proteins)} proteins), "
+            f"more than the {MAX_HELLO_SIZE} a hello may have; use a registry with fewer "
+            "proteins",
+            code=ErrorCode.BAD_HANDSHAKE,
+        )
+    return data

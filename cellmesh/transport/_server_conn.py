@@ -46,7 +46,14 @@ from ..wire.proteins import (
     ProteinRegistry,
 )
 from ..wire.vesicle import Vesicle
-from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._channel import (
+    Channel,
+    ChannelBroken,
+    FdBudget,
+    hello_frame,
+    receive_hello,
+    vesicle_context,
+)
 from ._dispatch import Handler, NoReceptor, Receptors, Suspended, resume, start_inline
 from ._options import MembraneOptions, MembraneStats
 
@@ -63,6 +70,7 @@ class ConnectionHost(Protocol):
     registry: ProteinRegistry
     options: MembraneOptions
     stats: MembraneStats
+    fd_budget: FdBudget
     on_handler_error: Callable[[BaseException], None] | None
 
     def log(self, text: str) -> None:
@@ -116,7 +124,10 @@ class ServerConnection:
     def __init__(self, membrane: ConnectionHost, sock: socket.socket) -> None:
         self.m = membrane
         opts = membrane.options
-        self.channel = Channel(sock, max_frame_size=opts.max_frame_size)
+        self.channel = Channel(
+            sock, max_frame_size=opts.max_frame_size, max_queued=opts.max_queued_bytes,
+            fd_budget=membrane.fd_budget,
+        )
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
         self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
@@ -124,8 +135,19 @@ class ServerConnection:
         self.plain_ctx = DecodeContext()
         self.calls_left = opts.credit_calls
         self.bytes_left = opts.credit_bytes
-        self.return_calls = 0
+        # Credit of calls answered (and signals finished) since the last flush:
+        # it becomes returnable once the frames of that flush are written.
+        self.released_calls = 0
+        self.released_bytes = 0
+        self.return_calls = 0  # returnable: goes out with the next credit frame
         self.return_bytes = 0
+        # Duplicate call ids (docs/protocol.md 4.2): ids only grow on a well-behaved
+        # connection, so a call id above max_id is new. Once one does not grow,
+        # ``live`` tracks every id whose final answer has not been flushed.
+        self.max_id = 0
+        self.live: set[int] | None = None
+        self.frames_in = 0  # complete frames received (the idle watch reads it)
+        self.resuming = False  # a task waits for the send queue to drain
         self.backlog: collections.deque[_Work] = collections.deque()
         self.waiting: collections.deque[_Work] = collections.deque()
         self.owned: dict[int, trio.CancelScope] = {}
@@ -164,11 +186,18 @@ class ServerConnection:
                 nursery.start_soon(self.channel.run_writer)
                 try:
                     await self._handshake()
-                except (ProtocolError, ChannelBroken, trio.TooSlowError) as exc:
+                except trio.TooSlowError:
+                    self._fatal(HandshakeError(
+                        f"no hello within {self.m.options.hello_timeout:g} s"
+                    ))
+                    nursery.cancel_scope.cancel()
+                    return
+                except (ProtocolError, ChannelBroken) as exc:
                     self._fatal(exc)
                     nursery.cancel_scope.cancel()
                     return
                 nursery.start_soon(self._reader_task)
+                nursery.start_soon(self._idle_watch)
                 await self.done.wait()
                 await self._flush_and_wait()
                 nursery.cancel_scope.cancel()
@@ -208,7 +237,7 @@ class ServerConnection:
             credit_bytes=opts.credit_bytes,
             packed_columns=1,
         )
-        self.channel.send(codec.frame_bytes(hello.to_wire()))
+        self.channel.send(hello_frame(hello))
 
     def _fatal(self, exc: BaseException) -> None:
         """Report a connection-level error to the peer (best effort) and end."""
@@ -220,8 +249,51 @@ class ServerConnection:
             )
             with suppress(ChannelBroken, CellmeshError):
                 self.channel.send(codec.frame_bytes(error.to_wire()))
+                self.channel.write_pending()  # now: the connection is about to close
         self.m.log(f"connection from {self.peer_name!r} closed: {exc}")
         self.done.set()
+
+    def goaway(self, code: int, reason: str) -> None:
+        """Ask the client to send no new calls here and to close once answered (section 9)."""
+        self.draining = True
+        with suppress(ChannelBroken):
+            self.channel.send(codec.frame_bytes(GoAway(code, reason).to_wire()))
+
+    def _in_flight(self) -> bool:
+        """Calls or signals received whose answers (or handlers) are not done and flushed."""
+        return bool(
+            self.owned or self.suspended or self.waiting or self.backlog or self.out
+            or self.replies
+        )
+
+    async def _idle_watch(self) -> None:
+        """Goaway a connection that has nothing in flight and sends no frame for
+        ``idle_timeout``; close it if it has not closed ``idle_grace`` later.
+
+        Frames are counted, not bytes: a peer trickling a frame that never
+        completes (slowloris) is idle too.
+        """
+        opts = self.m.options
+        step = opts.idle_timeout / 4
+        seen = self.frames_in
+        quiet_since = trio.current_time()
+        while not self.done.is_set():
+            await trio.sleep(step)
+            now = trio.current_time()
+            if self.frames_in != seen or self._in_flight() or self.draining:
+                seen = self.frames_in
+                quiet_since = now
+                continue
+            if now - quiet_since < opts.idle_timeout:
+                continue
+            self.m.stats.idle_closed += 1
+            self.m.log(f"connection from {self.peer_name!r} idle for "
+                       f"{now - quiet_since:.0f} s: goaway")
+            self.goaway(ErrorCode.IDLE_TIMEOUT, f"idle for {opts.idle_timeout:g} s")
+            with trio.move_on_after(opts.idle_grace):
+                await self.done.wait()
+            self.done.set()
+            return
 
     # -- reading -----------------------------------------------------------
 
@@ -231,6 +303,11 @@ class ServerConnection:
             try:
                 await self._read_loop(scope, slot)
             except (ProtocolError, ChannelBroken) as exc:
+                self._fatal(exc)
+                return
+            except Exception as exc:  # our bug, or an odd value: this connection only
+                self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
+                           + "".join(traceback.format_exception(exc)))
                 self._fatal(exc)
                 return
         self._report_cancel(scope, slot)
@@ -255,7 +332,21 @@ class ServerConnection:
             and self.nursery is not None
             and not self.done.is_set()
         ):
-            self.nursery.start_soon(self._worker_task)
+            if self.channel.over_cap:
+                self._hold()
+            else:
+                self.nursery.start_soon(self._worker_task)
+
+    def _hold(self) -> None:
+        """Calls wait because too many answers are unsent: resume once they are."""
+        if not self.resuming and self.nursery is not None and not self.done.is_set():
+            self.resuming = True
+            self.nursery.start_soon(self._resume_when_drained)
+
+    async def _resume_when_drained(self) -> None:
+        await self.channel.wait_below_cap()
+        self.resuming = False
+        self._kick_waiting()
 
     async def _worker_task(self) -> None:
         """Serve calls that waited for a slot whose owner left by cancellation."""
@@ -263,6 +354,9 @@ class ServerConnection:
         with trio.CancelScope() as scope:
             try:
                 while self.waiting and self.suspended < self.m.options.max_concurrency:
+                    if self.channel.over_cap:
+                        self._hold()
+                        break
                     work = self.waiting.popleft()
                     suspended = self._start(work)
                     if suspended is not None:
@@ -278,7 +372,6 @@ class ServerConnection:
         """Read and dispatch until EOF, or until this task owns a suspended call
         (then finish it, and any calls it picks up from the waiting queue)."""
         channel = self.channel
-        decoder = channel.decoder
         backlog = self.backlog
         waiting = self.waiting
         stats = self.m.stats
@@ -286,9 +379,14 @@ class ServerConnection:
         receptors = self.receptors
         lookup = receptors.lookup if receptors is not None else None
         while True:
+            # Answers only reach the channel at a flush, so whether it is over its
+            # cap cannot change inside this batch.
+            held = bool(backlog) and channel.over_cap
+            if held:
+                self._hold()
             while backlog:
                 work = backlog.popleft()
-                if waiting or self.suspended >= max_concurrency:
+                if held or waiting or self.suspended >= max_concurrency:
                     waiting.append(work)
                     continue
                 # The common case inline: a known handler that returns without
@@ -300,10 +398,10 @@ class ServerConnection:
                         coro = handler(msg)
                         trap = coro.send(None)
                     except StopIteration as stop:
-                        self.return_calls += 1
+                        self.released_calls += 1
                         cost.remaining -= 1
                         if not cost.remaining:
-                            self.return_bytes += cost.size
+                            self.released_bytes += cost.size
                         if call_id:
                             stats.calls += 1
                             if stop.value is None:
@@ -332,12 +430,11 @@ class ServerConnection:
                     self.nursery.start_soon(self._reader_task)
                     await self._own(work, suspended, scope, slot)
                     return
-            decoded = decoder.next_frame()
+            decoded = channel.next_frame()
             if decoded is not NEED_DATA:
+                self.frames_in += 1
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
-            if channel.fds and not decoder.buffered:
-                raise VesicleError("descriptors arrived that no frame references")
             # Replies leave at the end of this pass, with those of every other
             # task; a reader that keeps finding data flushes now and then.
             if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
@@ -386,11 +483,16 @@ class ServerConnection:
             for item in items:
                 kind = item[0]
                 if kind == 1:  # call: [1, id, body]
+                    call_id = item[1]
+                    if call_id > self.max_id and self.live is None:
+                        self.max_id = call_id  # ids that only grow cannot repeat
+                    else:
+                        self._check_new_id(call_id)
                     try:
                         msg: Any = decode(item[2], ctx, peer)
                     except ProteinError as exc:
                         msg = _Undecodable(exc)
-                    backlog.append((item[1], msg, cost))
+                    backlog.append((call_id, msg, cost))
                 elif kind == 4:  # signal: [4, body]
                     try:
                         msg = decode(item[1], ctx, peer)
@@ -399,6 +501,12 @@ class ServerConnection:
                     backlog.append((0, msg, cost))
                 elif kind == 9:  # columns of calls or signals
                     _, sub, count, name, ids, columns = item
+                    if sub == 1:
+                        if self.live is None and min(ids) > self.max_id:
+                            self.max_id = max(ids)
+                        else:
+                            for call_id in ids:
+                                self._check_new_id(call_id)
                     try:
                         msgs: list[Any] = self.m.registry.decode_columns(
                             name, columns, count, ctx, peer
@@ -411,6 +519,34 @@ class ServerConnection:
         finally:
             for fd in leftover.values():
                 os.close(fd)
+
+    def _check_new_id(self, call_id: int) -> None:
+        """Refuse a call id that is in flight: received, its final answer not flushed.
+
+        Called only for an id that is not above every id seen so far: the first
+        time, this connection starts tracking its in-flight ids (a reference
+        client never gets here: its ids only grow).
+        """
+        live = self.live
+        if live is None:
+            live = self.live = self._live_ids()
+        if call_id in live:
+            raise RemoteProtocolError(
+                f"call id {call_id} is already in flight on this connection",
+                code=ErrorCode.DUPLICATE_CALL_ID,
+            )
+        live.add(call_id)
+        self.max_id = max(self.max_id, call_id)
+
+    def _live_ids(self) -> set[int]:
+        """Every call id whose final answer has not been flushed yet."""
+        live = {work[0] for work in self.backlog if work[0]}
+        live.update(work[0] for work in self.waiting if work[0])
+        live.update(self.owned)
+        live.update(call_id for call_id, _ in self.replies)
+        for item in self.out:
+            live.update(codec.item_call_ids(item))
+        return live
 
     def _accept_control(self, item: codec.Frame) -> None:
         """Handle a frame that is not a call or signal."""
@@ -480,12 +616,6 @@ class ServerConnection:
         free slot. ``slot`` records the current call for cancellation reports."""
         call_id, _, cost = work
         while True:
-            if call_id in self.owned:
-                suspended.coro.close()
-                raise RemoteProtocolError(
-                    f"call id {call_id} is already in progress on this connection",
-                    code=ErrorCode.DUPLICATE_CALL_ID,
-                )
             slot.call_id, slot.cost = call_id, cost
             self.suspended += 1
             if call_id:
@@ -506,6 +636,9 @@ class ServerConnection:
             # Serve calls that waited for a free slot, in order, in this task.
             next_suspended = None
             while self.waiting and self.suspended < self.m.options.max_concurrency:
+                if self.channel.over_cap:
+                    self._hold()
+                    break
                 work = self.waiting.popleft()
                 next_suspended = self._start(work)
                 if next_suspended is not None:
@@ -604,7 +737,9 @@ class ServerConnection:
             self.out.append([Kind.REPLY, call_id, body])
 
     def _send_with_vesicles(self, item: list[Any], ctx: EncodeContext) -> None:
-        self._flush()
+        self._flush_out()  # what was queued before it leaves before it
+        if self.live is not None:
+            self.live.difference_update(codec.item_call_ids(item))
         fds = [v.fileno() for v in ctx.vesicles]
         owned = list(ctx.owned)
         ctx.vesicles.clear()
@@ -663,10 +798,10 @@ class ServerConnection:
         self.channel.mark()
 
     def _release(self, cost: _FrameCost) -> None:
-        self.return_calls += 1
+        self.released_calls += 1
         cost.remaining -= 1
         if cost.remaining == 0:
-            self.return_bytes += cost.size
+            self.released_bytes += cost.size
 
     def _flush(self) -> None:
         """Queue replies/errors and returned credit on the channel as one frame (or a few).
@@ -674,18 +809,41 @@ class ServerConnection:
         Called by the channel at the end of every pass in which something was
         queued (``channel.mark()``), and directly where order or shutdown needs
         it now; the channel writes the frames with one ``sendmsg``.
+
+        The credit of the calls answered since the last flush comes back only
+        once these frames have been written (docs/protocol.md section 7): a
+        client that stops reading its replies stops getting credit, so what it
+        can make this connection hold is bounded by the window it was granted.
         """
+        calls, nbytes = self.released_calls, self.released_bytes
+        self.released_calls = self.released_bytes = 0
+        self._flush_out()
+        if calls or nbytes:
+            self.channel.after_sent(lambda: self._returnable(calls, nbytes))
+
+    def _returnable(self, calls: int, nbytes: int) -> None:
+        """Answers were written: their credit may go back (lazily, see _flush_out)."""
+        self.return_calls += calls
+        self.return_bytes += nbytes
+        if self._credit_due():
+            self.channel.mark()
+
+    def _credit_due(self) -> bool:
+        # Return credit lazily: only once the peer's remaining credit (as we
+        # know it) is below half the window. No deadlock: a peer blocked on
+        # credit has none left, so whatever its answered calls freed goes out
+        # with the flush that follows their writing.
+        opts = self.m.options
+        return bool(self.return_calls or self.return_bytes) and (
+            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
+        )
+
+    def _flush_out(self) -> None:
+        """Encode pending answers and due credit and queue them on the channel."""
         if self.replies:
             self._encode_replies()
         out = self.out
-        opts = self.m.options
-        # Return credit lazily: only once the peer's remaining credit (as we
-        # know it) is below half the window. No deadlock: a peer blocked on
-        # credit has none left, so whatever its finished calls freed goes out
-        # with the flush that follows them.
-        if (self.return_calls or self.return_bytes) and (
-            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
-        ):
+        if self._credit_due():
             out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
             self.calls_left += self.return_calls
             self.bytes_left += self.return_bytes
@@ -693,6 +851,10 @@ class ServerConnection:
         if not out:
             return
         self.out = []
+        live = self.live
+        if live is not None:  # these answers are final: their ids are free again
+            for item in out:
+                live.difference_update(codec.item_call_ids(item))
         try:
             try:
                 frames = codec.encode_items(out, self.peer_max_frame)

@@ -52,12 +52,12 @@ from ..config import Paths, check_cell_name, check_positive_int, check_seconds
 from ..errors import (
     CellUnavailable,
     ConnectionClosed,
+    ErrorCode,
     HandshakeError,
     ProteinError,
     ProtocolError,
     RemoteCellError,
     RemoteProtocolError,
-    VesicleError,
 )
 from ..wire import codec
 from ..wire.batching import OutboundBatch
@@ -70,7 +70,7 @@ from ..wire.proteins import (
     ProteinRegistry,
 )
 from ..wire.vesicle import Vesicle
-from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._channel import Channel, ChannelBroken, hello_frame, receive_hello, vesicle_context
 from ._outbox import Outbox
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -139,8 +139,14 @@ class _Connection(Outbox):
             max_frame_size=syn.options.max_frame_size,
             packed_columns=1,
         )
-        self.channel.send(codec.frame_bytes(hello.to_wire()))
-        await self.channel.flush_inline()  # no writer task runs yet
+        self.channel.send(hello_frame(hello))
+        try:
+            await self.channel.flush_inline()  # no writer task runs yet
+        except ChannelBroken:
+            # A membrane that refuses us (too many connections) may have said
+            # why and closed before our hello went out: its reason comes first.
+            await receive_hello(self.channel, f"cell {syn.name!r}")
+            raise
         frame = await receive_hello(self.channel, f"cell {syn.name!r}")
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
@@ -156,12 +162,9 @@ class _Connection(Outbox):
         reason = "the cell closed the connection"
         try:
             channel = self.channel
-            decoder = channel.decoder
             while True:
-                decoded = decoder.next_frame()
+                decoded = channel.next_frame()
                 if decoded is NEED_DATA:
-                    if channel.fds and not decoder.buffered:
-                        raise VesicleError("descriptors arrived that no frame references")
                     if not self.pending and self.draining:
                         reason = "drained after goaway"
                         break
@@ -480,6 +483,11 @@ class Synapse:
         except ChannelBroken as exc:
             conn.channel.close()
             raise CellUnavailable(self.name, path, str(exc)) from None
+        except HandshakeError as exc:
+            conn.channel.close()
+            if exc.code == ErrorCode.CONNECTION_LIMIT:  # busy: a later attempt may get in
+                raise CellUnavailable(self.name, path, str(exc)) from None
+            raise
         except BaseException:
             conn.channel.close()
             raise

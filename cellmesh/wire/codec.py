@@ -73,6 +73,7 @@ from ._columns import (
 __all__ = [
     "ABSOLUTE_MAX_FRAME_SIZE", "DEFAULT_MAX_FRAME_SIZE", "HEADER", "HEADER_SIZE", "MAX_DEPTH",
     "MAX_HELLO_SIZE", "MAX_ID", "MAX_VESICLES_PER_FRAME", "MIN_MAX_FRAME_SIZE", "NEED_DATA",
+    "NeedData",
     "PROTOCOL_VERSION", "TAG_BYTES_COLUMN", "TAG_FLOAT64_LE", "TAG_SINT64_LE",
     "TAG_TEXT_COLUMN", "TAG_UINT64_LE", "VESICLE_TAG", "Body", "Call", "Cancel", "Credit",
     "DecodedFrame", "Error", "Frame", "FrameDecoder", "GoAway", "Hello", "Kind", "Reply",
@@ -328,6 +329,8 @@ class _NeedData(enum.Enum):
 
 #: Returned by :meth:`FrameDecoder.next_frame` when no complete frame is buffered.
 NEED_DATA: Final = _NeedData.NEED_DATA
+#: The type of :data:`NEED_DATA` (for annotations).
+NeedData: TypeAlias = _NeedData
 
 
 # ---------------------------------------------------------------------------

@@ -157,7 +157,8 @@ containers = st.builds(
     st.lists(ints, max_size=5),
     st.lists(texts, max_size=5).map(tuple),
     st.dictionaries(texts, floats, max_size=4),
-    st.dictionaries(ints, st.lists(blobs, max_size=3), max_size=4),
+    # int map keys travel as plain CBOR integers: at most 64 bits (protocol.md 3)
+    st.dictionaries(st.integers(-(2**64), 2**64 - 1), st.lists(blobs, max_size=3), max_size=4),
     st.none() | ints,
     st.none() | ints | texts,
     inners,
@@ -963,3 +964,13 @@ def test_proteins_garbage_columns_raise_only_protein_errors(
     else:
         assert len(values) == count
         assert all(type(v) is REG.get(name) for v in values)
+
+
+def test_proteins_int_map_keys_beyond_64_bits_are_refused_when_sending() -> None:
+    """A bignum may not be a map key on the wire (protocol.md 3): refused locally."""
+    ok = Containers([], (), {}, {-(2**64): [], 2**64 - 1: []}, None, None, Inner(1, ""), [],
+                    None, [])
+    assert round_trip(ok) == ok
+    with pytest.raises(FieldError, match="64 bits"):
+        REG.encode(Containers([], (), {}, {2**64: []}, None, None, Inner(1, ""), [], None, []),
+                   EncodeContext())
