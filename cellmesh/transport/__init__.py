@@ -6,8 +6,10 @@ ledger < testing < bench < cli``). It may import the leaves
 :mod:`cellmesh.wire`; nothing above it.
 
 * :mod:`~cellmesh.transport.membrane` -- the server of a cell (listener,
-  accept loop, drain); :mod:`~cellmesh.transport._server_conn` serves one
-  accepted connection (handshake, reader/owner tasks, credit, replies).
+  accept loop, connection cap, drain); :mod:`~cellmesh.transport._server_conn`
+  serves one accepted connection (handshake, reader/owner tasks, call ids,
+  idle timeout) and :mod:`~cellmesh.transport._answers` its outbound side
+  (replies, errors, credit returned once the answers are written).
 * :mod:`~cellmesh.transport.synapse` -- the client (calls, signals,
   reconnect, cancellation across the socket); its outbound side is
   :mod:`~cellmesh.transport._outbox` (single messages queued during a

@@ -1,7 +1,8 @@
-"""The server side of one membrane connection: handshake, reader/owner tasks, replies.
+"""The server side of one membrane connection: handshake, reader/owner tasks, limits.
 
 See :mod:`cellmesh.transport.membrane` for the theory of operation; this module holds
-the per-connection state machine it describes.
+the per-connection state machine it describes, and its outbound side is
+:mod:`cellmesh.transport._answers` (answers, credit, flushing).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import collections
 import os
 import socket
 import traceback
-from collections.abc import Callable
 from contextlib import suppress
 from itertools import repeat
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import trio
 
@@ -22,7 +22,6 @@ from ..errors import (
     ErrorCode,
     FlowControlError,
     HandshakeError,
-    LocalProtocolError,
     ProteinError,
     ProtocolError,
     RemoteProtocolError,
@@ -42,54 +41,16 @@ from ..wire.codec import (
 )
 from ..wire.proteins import (
     DecodeContext,
-    EncodeContext,
-    ProteinRegistry,
 )
-from ..wire.vesicle import Vesicle
+from ._answers import Answers, ConnectionHost, FrameCost
 from ._channel import (
     Channel,
     ChannelBroken,
-    FdBudget,
     hello_frame,
     receive_hello,
     vesicle_context,
 )
-from ._dispatch import Handler, NoReceptor, Receptors, Suspended, resume, start_inline
-from ._options import MembraneOptions, MembraneStats
-
-
-class ConnectionHost(Protocol):
-    """What a connection needs from the membrane that accepted it.
-
-    :class:`~cellmesh.transport.membrane.Membrane` satisfies it; naming the
-    needs here keeps this module below the membrane (no import cycle).
-    """
-
-    name: str
-    handler: Handler
-    registry: ProteinRegistry
-    options: MembraneOptions
-    stats: MembraneStats
-    fd_budget: FdBudget
-    on_handler_error: Callable[[BaseException], None] | None
-
-    def log(self, text: str) -> None:
-        """Report a connection event."""
-
-def _exception_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
-class _FrameCost:
-    """Byte credit held by one received frame until all its calls finish."""
-
-    __slots__ = ("remaining", "size")
-
-    def __init__(self, remaining: int, size: int) -> None:
-        self.remaining = remaining
-        self.size = size
+from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
 
 
 class _Undecodable:
@@ -102,7 +63,7 @@ class _Undecodable:
 
 
 # An inbound unit of work: (call id or 0 for a signal, message, cost).
-_Work = tuple[int, Any, _FrameCost]
+_Work = tuple[int, Any, FrameCost]
 
 #: A reader that keeps finding data encodes its replies once this many are queued.
 _FLUSH_NOW_ITEMS: Final = 1024
@@ -115,49 +76,33 @@ class _Slot:
 
     def __init__(self) -> None:
         self.call_id = 0
-        self.cost: _FrameCost | None = None
+        self.cost: FrameCost | None = None
 
 
-class ServerConnection:
+class ServerConnection(Answers):
     """One accepted connection: handshake, then reader/owner tasks until it ends."""
 
     def __init__(self, membrane: ConnectionHost, sock: socket.socket) -> None:
-        self.m = membrane
         opts = membrane.options
-        self.channel = Channel(
+        super().__init__(membrane, Channel(
             sock, max_frame_size=opts.max_frame_size, max_queued=opts.max_queued_bytes,
             fd_budget=membrane.fd_budget,
-        )
+        ))
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
-        self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
-        self.peer_packed = False  # the client reads packed str/bytes columns
         self.plain_ctx = DecodeContext()
-        self.calls_left = opts.credit_calls
-        self.bytes_left = opts.credit_bytes
-        # Credit of calls answered (and signals finished) since the last flush:
-        # it becomes returnable once the frames of that flush are written.
-        self.released_calls = 0
-        self.released_bytes = 0
-        self.return_calls = 0  # returnable: goes out with the next credit frame
-        self.return_bytes = 0
         # Duplicate call ids (docs/protocol.md 4.2): ids only grow on a well-behaved
         # connection, so a call id above max_id is new. Once one does not grow,
-        # ``live`` tracks every id whose final answer has not been flushed.
+        # ``live`` tracks every id whose final answer has not been written.
         self.max_id = 0
-        self.live: set[int] | None = None
         self.frames_in = 0  # complete frames received (the idle watch reads it)
         self.resuming = False  # a task waits for the send queue to drain
         self.backlog: collections.deque[_Work] = collections.deque()
         self.waiting: collections.deque[_Work] = collections.deque()
         self.owned: dict[int, trio.CancelScope] = {}
         self.suspended = 0
-        self.out: list[list[Any]] = []
-        self.replies: list[tuple[int, Any]] = []
-        self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
-        self.done = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.handler = membrane.handler
         self.receptors = membrane.handler if isinstance(membrane.handler, Receptors) else None
@@ -469,7 +414,7 @@ class ServerConnection:
                 )
             self.calls_left -= n_work
             self.bytes_left -= size
-        cost = _FrameCost(n_work, size)
+        cost = FrameCost(n_work, size)
         backlog = self.backlog
         ctx = self.plain_ctx
         leftover: dict[int, int] = {}
@@ -672,221 +617,3 @@ class ServerConnection:
                     )
                     return
         # Already finished: the reply is on its way; nothing to do.
-
-    # -- replies -----------------------------------------------------------
-
-    def _complete(self, call_id: int, cost: _FrameCost, result: Any) -> None:
-        self._release(cost)
-        if not call_id:
-            return
-        if result is None:
-            self.out.append([Kind.REPLY, call_id, None])
-            return
-        self.replies.append((call_id, result))
-
-    def _encode_replies(self) -> None:
-        """Turn pending replies into wire items: runs of one protein type become
-        one columnar item, the rest single replies (vesicles in frames of their own)."""
-        replies, self.replies = self.replies, []
-        registry = self.m.registry
-        out = self.out
-        i, n = 0, len(replies)
-        while i < n:
-            cls = type(replies[i][1])
-            j = i + 1
-            while j < n and type(replies[j][1]) is cls:
-                j += 1
-            if j - i >= 2:
-                run = replies[i:j]
-                objs = [result for _, result in run]
-                ctx = self.enc_ctx
-                try:
-                    schema = registry.schema_for(objs[0])
-                    values = schema.column_values(objs, ctx)
-                except (TypeError, ProteinError):
-                    values = None
-                if ctx.vesicles:
-                    self._release_ctx(ctx)
-                    values = None
-                if values is not None:
-                    out.append(codec.columns_item(
-                        Kind.REPLY, schema.name, [call_id for call_id, _ in run],
-                        schema.pack_columns(values, self.peer_packed), j - i,
-                    ))
-                    i = j
-                    continue
-            for call_id, result in replies[i:j]:
-                self._encode_reply(call_id, result)
-            i = j
-
-    def _encode_reply(self, call_id: int, result: Any) -> None:
-        ctx = self.enc_ctx
-        try:
-            body = self.m.registry.encode(result, ctx)
-        except (TypeError, ProteinError) as exc:
-            self._release_ctx(ctx)
-            self.m.stats.errors += 1
-            self.out.append(Error(
-                id=call_id, code=ErrorCode.BAD_REPLY, type_name=_exception_type_name(exc),
-                message=f"the handler returned an invalid reply: {exc}",
-            ).to_wire())
-            return
-        if ctx.vesicles:
-            self._send_with_vesicles([Kind.REPLY, call_id, body], ctx)
-        else:
-            self.out.append([Kind.REPLY, call_id, body])
-
-    def _send_with_vesicles(self, item: list[Any], ctx: EncodeContext) -> None:
-        self._flush_out()  # what was queued before it leaves before it
-        if self.live is not None:
-            self.live.difference_update(codec.item_call_ids(item))
-        fds = [v.fileno() for v in ctx.vesicles]
-        owned = list(ctx.owned)
-        ctx.vesicles.clear()
-        ctx.owned.clear()
-
-        def sent() -> None:
-            for vesicle in owned:
-                vesicle.close()
-
-        try:
-            data = codec.encode_items([item], self.peer_max_frame)[0]
-        except LocalProtocolError as exc:
-            sent()
-            # Even with its bytes in vesicles the reply is too large: that call
-            # fails (every call gets exactly one final answer).
-            self.out.extend(self._encode_each_errors(item, exc))
-            return
-        try:
-            self.channel.send(data, fds, sent)
-        except ChannelBroken:
-            sent()
-            self.done.set()
-
-    def _release_ctx(self, ctx: EncodeContext) -> None:
-        for vesicle in ctx.owned:
-            vesicle.close()
-        ctx.vesicles.clear()
-        ctx.owned.clear()
-
-    def _fail_call(self, call_id: int, cost: _FrameCost, code: int, exc: BaseException) -> None:
-        self.m.stats.errors += 1
-        if code == ErrorCode.HANDLER_FAILED and self.m.on_handler_error is not None:
-            self.m.on_handler_error(exc)  # may not return (a cell dying of MemoryError)
-        if not call_id:
-            self._release(cost)
-            self.m.log(f"signal failed: {_exception_type_name(exc)}: {exc}")
-            return
-        tb = None
-        if code == ErrorCode.HANDLER_FAILED:
-            tb = "".join(traceback.format_exception(exc))
-        self._finish_error(call_id, code, _exception_type_name(exc), str(exc), tb, cost=cost)
-
-    def _finish_error(
-        self,
-        call_id: int,
-        code: int,
-        type_name: str,
-        message: str,
-        tb: str | None = None,
-        *,
-        cost: _FrameCost | None = None,
-    ) -> None:
-        if cost is not None:
-            self._release(cost)
-        self.out.append([Kind.ERROR, call_id, code, type_name, message, tb])
-        self.channel.mark()
-
-    def _release(self, cost: _FrameCost) -> None:
-        self.released_calls += 1
-        cost.remaining -= 1
-        if cost.remaining == 0:
-            self.released_bytes += cost.size
-
-    def _flush(self) -> None:
-        """Queue replies/errors and returned credit on the channel as one frame (or a few).
-
-        Called by the channel at the end of every pass in which something was
-        queued (``channel.mark()``), and directly where order or shutdown needs
-        it now; the channel writes the frames with one ``sendmsg``.
-
-        The credit of the calls answered since the last flush comes back only
-        once these frames have been written (docs/protocol.md section 7): a
-        client that stops reading its replies stops getting credit, so what it
-        can make this connection hold is bounded by the window it was granted.
-        """
-        calls, nbytes = self.released_calls, self.released_bytes
-        self.released_calls = self.released_bytes = 0
-        self._flush_out()
-        if calls or nbytes:
-            self.channel.after_sent(lambda: self._returnable(calls, nbytes))
-
-    def _returnable(self, calls: int, nbytes: int) -> None:
-        """Answers were written: their credit may go back (lazily, see _flush_out)."""
-        self.return_calls += calls
-        self.return_bytes += nbytes
-        if self._credit_due():
-            self.channel.mark()
-
-    def _credit_due(self) -> bool:
-        # Return credit lazily: only once the peer's remaining credit (as we
-        # know it) is below half the window. No deadlock: a peer blocked on
-        # credit has none left, so whatever its answered calls freed goes out
-        # with the flush that follows their writing.
-        opts = self.m.options
-        return bool(self.return_calls or self.return_bytes) and (
-            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
-        )
-
-    def _flush_out(self) -> None:
-        """Encode pending answers and due credit and queue them on the channel."""
-        if self.replies:
-            self._encode_replies()
-        out = self.out
-        if self._credit_due():
-            out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
-            self.calls_left += self.return_calls
-            self.bytes_left += self.return_bytes
-            self.return_calls = self.return_bytes = 0
-        if not out:
-            return
-        self.out = []
-        live = self.live
-        if live is not None:  # these answers are final: their ids are free again
-            for item in out:
-                live.difference_update(codec.item_call_ids(item))
-        try:
-            try:
-                frames = codec.encode_items(out, self.peer_max_frame)
-            except LocalProtocolError:
-                frames = self._encode_each(out)
-            for data in frames:
-                self.channel.send(data)
-        except ChannelBroken:
-            self.done.set()
-
-    def _encode_each(self, out: list[list[Any]]) -> list[bytes]:
-        """Encode items one by one, turning a reply too large for one frame into
-        an error for that call alone."""
-        frames = []
-        for item in out:
-            try:
-                frames += codec.encode_items([item], self.peer_max_frame)
-            except LocalProtocolError as exc:
-                frames += codec.encode_items(
-                    self._encode_each_errors(item, exc), self.peer_max_frame
-                )
-        return frames
-
-    def _encode_each_errors(
-        self, item: list[Any], exc: LocalProtocolError
-    ) -> list[list[Any]]:
-        """BAD_REPLY error items for every call a too-large reply item answers."""
-        errors = []
-        for call_id in codec.item_call_ids(item):
-            self.m.stats.errors += 1
-            errors.append(Error(
-                id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
-                message=f"{exc} (large bytes fields travel as vesicles)",
-            ).to_wire())
-        return errors
