@@ -5,7 +5,7 @@ The public API is exactly what this module re-exports.
 
 from __future__ import annotations
 
-from .actors.cell import Cell, receptor
+from .actors.cell import Cell, CellVersion, RawState, receptor
 from .actors.control import CellDown
 from .errors import (
     CellmeshError,
@@ -38,6 +38,7 @@ __all__ = [
     "Cell",
     "CellDown",
     "CellUnavailable",
+    "CellVersion",
     "CellmeshError",
     "ConfigError",
     "ConnectionClosed",
@@ -49,6 +50,7 @@ __all__ = [
     "ProteinError",
     "ProteinRegistry",
     "ProtocolError",
+    "RawState",
     "Receptors",
     "RemoteCellError",
     "SchemaMismatch",

@@ -60,6 +60,30 @@ def check_cell_name(name: object, *, source: str = "cell name") -> str:
     return name
 
 
+#: Names the root keeps for itself: its control socket is ``mitosis.sock``.
+ROOT_RESERVED_NAMES: Final = ("mitosis",)
+
+
+def check_mesh_cell_name(name: object, *, source: str = "cell name") -> str:
+    """Return ``name`` if the root can run a cell of that name, else raise :class:`ConfigError`.
+
+    The one rule shared by the manifest (at load, with the key named) and the
+    root (at run time, for dynamic children and control-API spawns): a valid
+    :func:`check_cell_name`, without ``..`` (the root names a cell's second
+    process ``NAME..b``, so ``a`` and ``a..b`` would collide) and not one of
+    :data:`ROOT_RESERVED_NAMES`.
+    """
+    check_cell_name(name, source=source)
+    assert isinstance(name, str)
+    if ".." in name:
+        raise ConfigError(
+            source, f"{name!r}: '..' is reserved in cell names (the root's process ids use it)"
+        )
+    if name in ROOT_RESERVED_NAMES:
+        raise ConfigError(source, f"{name!r} is reserved")
+    return name
+
+
 def check_positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is an int >= 1 (not a bool), else raise ConfigError."""
     if type(value) is not int or value < 1:
@@ -129,28 +153,74 @@ class Paths:
     def socket_path(self, name: str) -> Path:
         """The membrane socket of cell ``name``; validates the name and path length."""
         check_cell_name(name)
-        path = self.socket_dir / f"{name}.sock"
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ConfigError(
-                "CELL_SOCKET_DIR",
-                f"socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
-                "limit of Unix sockets; choose a shorter directory",
-            )
-        return path
+        return _short_enough(self.socket_dir / f"{name}.sock")
+
+    def cell_umbilical(self, name: str) -> Path:
+        """The umbilical socket the root binds for cell ``name``; validates the path length."""
+        check_cell_name(name)
+        return _short_enough(self.socket_dir / ".umbilical" / name / "mitosis.sock")
+
+
+def _short_enough(path: Path) -> Path:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            "CELL_SOCKET_DIR",
+            f"socket path {str(path)!r} is longer than the {MAX_SOCKET_PATH}-byte "
+            "limit of Unix sockets; choose a shorter directory",
+        )
+    return path
+
+
+def check_owned_dir(path: Path, *, create: bool = True) -> Path:
+    """Create ``path`` (and parents) if needed, mode 0700, and check it is safely ours.
+
+    Refuses (:class:`ConfigError` naming the path and what is wrong) a
+    symlink, a non-directory, a directory owned by another user, and one that
+    group or others may write: whoever can write in a directory of ours can
+    plant a symlink or a file there for the root to follow, chown or bind.
+    """
+    if create:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be checked: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(str(path), "is a symlink; give the real directory")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(str(path), "is not a directory")
+    if st.st_uid != os.getuid():
+        raise ConfigError(str(path), f"is owned by uid {st.st_uid}, not by us ({os.getuid()})")
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            str(path),
+            f"is writable by {'group and others' if st.st_mode & 0o002 else 'its group'} "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); make it 0700 (chmod go-w)",
+        )
+    return path
 
 
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) if needed, mode 0700, and check ownership.
 
-    Refuses (``ConfigError``) a directory owned by another user or writable by
-    group/others: sockets in it would be reachable by them.
+    As :func:`check_owned_dir` (refuses a symlink, another owner, group or
+    world write access), and takes away the read and search bits of group
+    and others: sockets in it must be reachable by no one else.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(str(path), "is not a directory")
-    if st.st_uid != os.getuid():
-        raise ConfigError(str(path), f"is owned by uid {st.st_uid}, not by us ({os.getuid()})")
-    if st.st_mode & 0o077:
+    check_owned_dir(path)
+    if path.lstat().st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def ensure_home(paths: Paths) -> None:
+    """Create and check ``CELL_HOME`` and its run (socket), data, cache and logs directories.
+
+    Each must be ours, not a symlink, not writable by group or others
+    (:func:`check_owned_dir`); the socket directory is also made 0700. The
+    root calls this before it touches anything under them.
+    """
+    check_owned_dir(paths.home)
+    ensure_private_dir(paths.socket_dir)
+    for path in (paths.data_dir, paths.cache_dir, paths.log_dir):
+        check_owned_dir(path)

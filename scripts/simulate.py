@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Run the deterministic Raft fault simulator.
 
-    python scripts/simulate.py --seed 42            # replay one seed exactly
-    python scripts/simulate.py --seed 42 --trace    # ... and print its event log
-    python scripts/simulate.py --seeds 1000         # soak seeds 0..999
+    python scripts/simulate.py --seed 42                 # replay one seed exactly
+    python scripts/simulate.py --seed 42 --trace         # ... and print its event log
+    python scripts/simulate.py --seeds 1000              # soak seeds 0..999
     python scripts/simulate.py --seeds 1000 --start 5000
+    python scripts/simulate.py --mix harsh --seeds 200   # the harsh fault mix
 
 Exit status 1 if any seed fails; each failure prints its seed and the replay
-command. A replay of one seed prints its run summary.
+command. A replay of one seed prints its run summary. ``--mix harsh`` doubles
+the fault phase, triples the operations and makes membership changes five
+times as likely (:meth:`cellmesh.testing.SimParams.for_seed`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import sys
 import time
 
-from cellmesh.testing.raftsim import Simulation, SimulationFailure
+from cellmesh.testing.raftsim import MIXES, Simulation, SimulationFailure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--seed", type=int, help="run exactly this seed")
     group.add_argument("--seeds", type=int, help="run this many consecutive seeds")
     parser.add_argument("--start", type=int, default=0, help="first seed of a soak")
+    parser.add_argument("--mix", choices=MIXES, default="normal", help="the fault mix")
     parser.add_argument(
         "--trace", action="store_true", help="with --seed: print the run's event log"
     )
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     began = time.perf_counter()
     for seed in seeds:
-        sim = Simulation(seed, trace=args.trace and args.seed is not None)
+        sim = Simulation(seed, trace=args.trace and args.seed is not None, mix=args.mix)
         try:
             result = sim.run()
         except SimulationFailure as exc:
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed is not None:
             print(result)
     took = time.perf_counter() - began
-    print(f"{len(seeds)} seeds, {failures} failed, {took:.1f}s")
+    print(f"{len(seeds)} seeds of the {args.mix} mix, {failures} failed, {took:.1f}s")
     return 1 if failures else 0
 
 

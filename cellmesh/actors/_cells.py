@@ -18,6 +18,12 @@ moves ``dormant`` -> ``starting`` -> ``running`` -> ``exited``:
 * ``running``: the cell sent ``CellReady`` on its umbilical.
 * ``exited``: :meth:`CellInstance.wait` returns the OTP exit reason.
 
+A hot swap (:mod:`cellmesh.actors._swap`) replaces the process behind an
+instance without the supervisor seeing an exit: while a swap runs, the
+instance consults its :class:`SwapWatch` when its process exits (the swap
+may have made the instance :meth:`~CellInstance.adopt` the new process: then
+the instance waits on that one) and before it signals a stop.
+
 Exit statuses map to OTP reasons: ``exit`` (code 0) -> ``normal``; ``stop``
 (we asked) -> ``shutdown``; ``crash`` and ``limit`` -> abnormal, with the
 code, signal or limit in the text.
@@ -25,11 +31,12 @@ code, signal or limit in the text.
 
 from __future__ import annotations
 
+import collections
 import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 import trio
@@ -41,6 +48,7 @@ from .errors import ChildStartFailed
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
+    from .dna import DnaEntry
     from .logs import RotatingLog
     from .manifest import CellDecl
 
@@ -94,6 +102,15 @@ class CellSlot:
     child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
     trap_exits: bool = False
     dna_digest: str = ""
+    #: The DNA entry new processes of the cell run (set by the launcher's prepare).
+    dna: DnaEntry | None = None
+    #: What ran before the last committed swap (``cellmesh swap --rollback``).
+    previous_dna: DnaEntry | None = None
+    previous_decl: CellDecl | None = None
+    #: ``Cell.version`` of the serving process (from its CellReady).
+    version: str = ""
+    #: The phase of a swap in progress ("" when none).
+    swap_phase: str = ""
     created: bool = False
     activated: bool = False
     restarts: int = 0
@@ -106,14 +123,15 @@ class CellSlot:
     standby: Standby | None = None
 
     @property
-    def cell_ids(self) -> tuple[str, ...]:
-        """The backend ids the slot's processes alternate between.
+    def cell_ids(self) -> tuple[str, str]:
+        """The two backend ids the slot's processes alternate between.
 
-        Two when the cell keeps a standby (the running process and the one
-        waiting to replace it), else one. ``..`` cannot appear in a cell name
-        the root accepts, so these never collide with another cell's id.
+        The running process and the one waiting to replace it (its standby,
+        or the new version during a hot swap) each have their own. ``..``
+        cannot appear in a cell name the root accepts, so these never
+        collide with another cell's id.
         """
-        return (self.name, f"{self.name}..b") if self.decl.standby else (self.name,)
+        return (self.name, f"{self.name}..b")
 
     @property
     def on_demand(self) -> bool:
@@ -152,7 +170,8 @@ class CellSlot:
             rss=rss, cpu_percent=cpu_pct,
             rtt_p50_us=None if stats is None else stats.rtt_p50_us,
             rtt_p99_us=None if stats is None else stats.rtt_p99_us,
-            backend=backend, dna=self.dna_digest[:12],
+            backend=backend, dna=self.dna_digest[:12], version=self.version,
+            swap=self.swap_phase,
         )
 
     def touch(self) -> None:
@@ -173,6 +192,29 @@ class Standby:
     pid: int
     go: int
     scope: trio.CancelScope
+    tail: collections.deque[str] = attrs.Factory(collections.deque)
+
+
+@attrs.frozen(kw_only=True)
+class Launched:
+    """A process the launcher made serve: its backend id, pid, go token, last output lines."""
+
+    cell_id: str
+    pid: int
+    token: str
+    tail: collections.deque[str] = attrs.field(factory=collections.deque, eq=False)
+
+
+class SwapWatch(Protocol):
+    """What a swap in progress needs to hear from the instance it works on."""
+
+    def process_exited(self, instance: CellInstance, cell_id: str, status: ExitStatus) -> None:
+        """The process on ``cell_id`` the instance waited on exited (it may adopt another)."""
+        ...
+
+    def stop_requested(self, instance: CellInstance) -> None:
+        """The instance is about to be terminated or killed."""
+        ...
 
 
 @attrs.define(eq=False)
@@ -181,13 +223,15 @@ class CellInstance:
 
     slot: CellSlot
     backend: CellBackend
-    spawn: Callable[[CellSlot], tuple[str, int]]
+    spawn: Callable[[CellSlot], Launched]
     on_exit: Callable[[CellInstance, ExitReason], None]
     on_ready: Callable[[CellInstance], None]
     state: InstanceState = "dormant"
     cell_id: str = ""
     pid: int | None = None
+    token: str = ""
     started_at: float | None = None
+    swap: SwapWatch | None = None
     ready: trio.Event = attrs.Factory(trio.Event)
     _activate: trio.Event = attrs.Factory(trio.Event)
     _exited: trio.Event = attrs.Factory(trio.Event)
@@ -206,6 +250,8 @@ class CellInstance:
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
+            if self.swap is not None:
+                self.swap.stop_requested(self)
             self.backend.terminate(self.cell_id)
 
     def kill(self) -> None:
@@ -213,7 +259,20 @@ class CellInstance:
         if self.state == "dormant":
             self._end_dormant()
         elif self.state != "exited":
+            if self.swap is not None:
+                self.swap.stop_requested(self)
             self.backend.kill(self.cell_id)
+
+    def adopt(self, launched: Launched) -> None:
+        """From now on this instance is ``launched`` (a hot swap committed).
+
+        The caller must not be waiting on that process any more: the
+        instance becomes its only waiter once the process it waits on now
+        has exited.
+        """
+        self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
+        self.started_at = time.time()
+        self.slot.touch()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -233,7 +292,8 @@ class CellInstance:
     def start_process(self) -> None:
         """Spawn the process (from the Trio thread: the sandbox's parent-death
         signal is tied to the spawning thread)."""
-        self.cell_id, self.pid = self.spawn(self.slot)
+        launched = self.spawn(self.slot)
+        self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
         self.state = "starting"
         self.started_at = time.time()
         self.slot.activated = True
@@ -256,7 +316,14 @@ class CellInstance:
                 except Exception as exc:
                     self._finish(AbnormalExit(text=f"spawn failed: {exc}"))
                     return
-            status = await self.backend.wait_async(self.cell_id)
+            while True:
+                waited = self.cell_id
+                status = await self.backend.wait_async(waited)
+                if self.swap is not None:
+                    self.swap.process_exited(self, waited, status)
+                if self.cell_id == waited:
+                    break
+                # A swap made this instance adopt its new process: wait on that.
             self._finish(exit_reason(status))
         finally:
             if not self._exited.is_set():
@@ -318,4 +385,13 @@ class CellInstance:
         self.slot.touch()
 
 
-__all__ = ["CellInstance", "CellSlot", "Standby", "describe_status", "exit_reason", "reason_text"]
+__all__ = [
+    "CellInstance",
+    "CellSlot",
+    "Launched",
+    "Standby",
+    "SwapWatch",
+    "describe_status",
+    "exit_reason",
+    "reason_text",
+]

@@ -3,15 +3,26 @@
 Theory of operation
 -------------------
 :meth:`Launcher.prepare` builds a slot's DNA entry and creates its sandboxed
-cell on the backend -- twice when the cell keeps a standby: the running
-process and the one that will replace it alternate between two backend ids
-(``name`` and ``name..b``), so neither is ever torn down and re-created, and
-the listening socket they share is never unlinked while either exists.
+cell on the backend twice: the running process and the one that will
+replace it (its standby, or the new version during a hot swap) alternate
+between two backend ids (``name`` and ``name..b``), so neither is torn down
+and re-created on a restart, and the listening socket they share is never
+unlinked while either exists. A hot swap re-makes one id at a time for other
+code (:meth:`Launcher.provision`) while the other keeps serving.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
 (``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
-cell's rotating log. The runtime imports everything it needs, then blocks
-on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
+cell's rotating log (the last lines of each process are kept, for a swap's
+failure report). The runtime imports everything it needs, then reads the
+go pipe (:mod:`cellmesh.actors._standby`): ``i DIGEST`` (preload that
+code), then ``g TOKEN`` (serve) or ``s TOKEN DIGEST`` (take over in a hot
+swap, with that code); the token, fresh and random, names the process to
+the root from then on.
+
+The sandbox binds the cell's DNA directory, ``$CELL_SOCKET_DIR/.dna/<cell>/``,
+holding one entry per version of the code that may run (hard links to the
+cache entry, :meth:`Launcher.link`): a process picks its version by digest,
+so a standby can take over with new code without a new sandbox.
 
 * :meth:`Launcher.launch` starts serving: it hands over the standby if one
   is ready (one byte on its go pipe: the cost of a start becomes a pipe
@@ -27,8 +38,11 @@ on the go pipe (:func:`cellmesh.actors.runtime.wait_for_go`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import secrets
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +53,11 @@ import trio
 
 from ..config import Paths
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
-from ._cells import CellSlot, Standby
-from .dna import DnaCache
+from ._cells import CellSlot, Launched, Standby
+from ._tasks import Background
+from .dna import DnaCache, DnaEntry, force_rmtree
 from .logs import RotatingLog, pump_output
-from .manifest import RootDecl
+from .manifest import CellDecl, RootDecl
 
 #: The runtime every cell process runs.
 RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
@@ -50,6 +65,12 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
+#: Bytes of a process's go token (twice as many hex digits).
+TOKEN_BYTES: Final = 16
+#: Lines of each process's output kept for a failure report.
+TAIL_LINES: Final = 20
+#: The longest line kept (bytes, before decoding).
+TAIL_LINE_BYTES: Final = 1000
 
 
 @attrs.define(eq=False)
@@ -60,7 +81,8 @@ class Launcher:
     dna: DnaCache
     paths: Paths
     root: RootDecl
-    nursery: trio.Nursery
+    #: Starts the standby watchers and log pumps (contained: none can stop the root).
+    tasks: Background
     #: The socket of a cell a slot may call (None: not a cell of this root).
     socket_of: Callable[[str], Path | None]
 
@@ -68,13 +90,70 @@ class Launcher:
         """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
         return self.paths.socket_dir / ".children" / parent
 
+    def dna_root(self, name: str) -> Path:
+        """The cell's DNA directory: one entry per version that may run (bound into it)."""
+        return self.paths.socket_dir / ".dna" / name
+
+    async def link(self, slot: CellSlot, entry: DnaEntry) -> None:
+        """Make ``entry``'s code visible to the cell's sandboxes (idempotent)."""
+        target = self.dna_root(slot.name) / entry.digest
+        await trio.to_thread.run_sync(_link_tree, entry.root, target)
+
+    async def prune(self, slot: CellSlot, keep: set[str]) -> None:
+        """Remove the versions of the cell's DNA directory not in ``keep`` (digests)."""
+        root = self.dna_root(slot.name)
+
+        def prune() -> None:
+            for path in root.iterdir() if root.is_dir() else ():
+                if path.name not in keep:
+                    force_rmtree(path)
+
+        await trio.to_thread.run_sync(prune)
+
+    async def build(self, decl: CellDecl) -> DnaEntry:
+        """Build (or reuse) the DNA entry of ``decl``'s code (in a thread)."""
+        return await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+
     async def prepare(self, slot: CellSlot) -> None:
-        """Build the DNA entry and create the sandboxed cell(s), once per slot."""
+        """Build the DNA entry and create the sandboxed cells, once per slot."""
         if slot.created:
             return
-        decl = slot.decl
-        entry = await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+        entry = await self.build(slot.decl)
+        await self.link(slot, entry)
+        slot.dna = entry
         slot.dna_digest = entry.digest
+        spec = self._spec(slot, slot.decl, entry)
+        created: list[str] = []
+        try:
+            for cell_id in slot.cell_ids:
+                self.backend.create(attrs.evolve(spec, cell_id=cell_id))
+                created.append(cell_id)
+        except BaseException:
+            for cell_id in created:
+                with contextlib.suppress(Exception):
+                    self.backend.destroy(cell_id, grace=0.0)
+            raise
+        slot.created = True
+
+    async def provision(
+        self, slot: CellSlot, cell_id: str, decl: CellDecl, entry: DnaEntry
+    ) -> None:
+        """Re-make backend id ``cell_id`` of ``slot`` for ``entry``'s code under ``decl``.
+
+        Its process, if any, is stopped by the teardown (a retired standby
+        exits on its own). The other id keeps serving meanwhile (it holds
+        the shared listening socket, so the teardown leaves that in place).
+        """
+        if cell_id in self.backend.tracked():
+            await self.backend.destroy_async(cell_id, grace=1.0)
+        self.backend.create(attrs.evolve(self._spec(slot, decl, entry), cell_id=cell_id))
+
+    def _spec(self, slot: CellSlot, decl: CellDecl, entry: DnaEntry) -> CellSpec:
+        """The sandbox of ``slot`` as ``decl`` says (``entry`` names its module).
+
+        The sandbox binds the cell's DNA directory, not one entry: any version
+        linked there can run in it.
+        """
         bwrap = self.backend.name == "bwrap"
         env = dict(decl.env)
         env["CELL_ENTRY"] = decl.entry or entry.name
@@ -95,13 +174,13 @@ class Launcher:
             children_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(children_dir, 0o711)
         network = decl.network
-        spec = CellSpec(
+        return CellSpec(
             name=slot.name,
             argv=(sys.executable, "-m", RUNTIME_MODULE),
             env=WorkloadEnv(items=env),
             limits=decl.limits,
             secrets=decl.secrets,  # type: ignore[arg-type]  # attrs converter=tuple
-            dna_dir=entry.root,
+            dna_dir=self.dna_root(slot.name),
             data_dir=self.paths.data_dir / slot.name if decl.data else None,
             own_socket=slot.socket_path,
             granted_sockets=granted,
@@ -111,17 +190,6 @@ class Launcher:
                 NetGrant(host=g.host, port=g.port) for g in network
             ),
         )
-        created: list[str] = []
-        try:
-            for cell_id in slot.cell_ids:
-                self.backend.create(attrs.evolve(spec, cell_id=cell_id))
-                created.append(cell_id)
-        except BaseException:
-            for cell_id in created:
-                with contextlib.suppress(Exception):
-                    self.backend.destroy(cell_id, grace=0.0)
-            raise
-        slot.created = True
 
     async def destroy(self, slot: CellSlot) -> None:
         """Stop the slot's processes and remove every trace of its sandboxed cells."""
@@ -132,44 +200,87 @@ class Launcher:
         for cell_id in slot.cell_ids:
             with contextlib.suppress(Exception):
                 await self.backend.destroy_async(cell_id, grace=1.0)
+        with contextlib.suppress(OSError):
+            await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.name))
 
     # ------------------------------------------------------------ processes
 
-    def launch(self, slot: CellSlot) -> tuple[str, int]:
+    def launch(self, slot: CellSlot) -> Launched:
         """Make a process of ``slot`` serve: the standby if ready, else a fresh one."""
+        token = secrets.token_hex(TOKEN_BYTES)
         standby = slot.standby
         if standby is not None:
             slot.standby = None
             standby.scope.cancel()  # from now on the instance waits on this process
             try:
                 if self.backend.process_id(standby.cell_id) is not None:
-                    os.write(standby.go, b"g")
-                    return standby.cell_id, standby.pid
+                    os.write(standby.go, f"g {token}\n".encode())
+                    return Launched(
+                        cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail
+                    )
             except OSError:
                 pass  # it died just now: start a fresh one
             finally:
                 os.close(standby.go)
         cell_id = self._free_id(slot)
-        pid, go = self._spawn(slot, cell_id)
+        return self._go(slot, cell_id, f"{_preload(slot)}g {token}\n", token)
+
+    def spawn_successor(self, slot: CellSlot, cell_id: str, entry: DnaEntry) -> Launched:
+        """Start a fresh process on ``cell_id`` that takes over with ``entry``'s code (a swap)."""
+        token = secrets.token_hex(TOKEN_BYTES)
+        return self._go(slot, cell_id, f"i {entry.digest}\ns {token} {entry.digest}\n", token)
+
+    def take_standby(self, slot: CellSlot, entry: DnaEntry) -> Launched | None:
+        """The standby takes over with ``entry``'s code (a swap); None if it is gone.
+
+        ``entry`` must be linked into the cell's DNA directory.
+        """
+        standby, slot.standby = slot.standby, None
+        if standby is None:
+            return None
+        standby.scope.cancel()  # from now on the swap waits on this process
+        token = secrets.token_hex(TOKEN_BYTES)
         try:
-            os.write(go, b"g")
+            if self.backend.process_id(standby.cell_id) is None:
+                return None
+            os.write(standby.go, f"s {token} {entry.digest}\n".encode())
+        except OSError:
+            return None
         finally:
-            os.close(go)
-        return cell_id, pid
+            os.close(standby.go)
+        return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail)
 
     def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
-        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id)."""
-        if not slot.decl.standby or slot.standby is not None or not slot.created:
+        """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
+
+        It preloads the code in force. Never during a hot swap of the slot.
+        """
+        if (
+            not slot.decl.standby or slot.standby is not None or not slot.created
+            or slot.swap_phase
+        ):
             return
-        free = [
-            i for i in slot.cell_ids if i != busy and self.backend.process_id(i) is None
-        ]
+        free = [i for i in slot.cell_ids if i != busy and self._idle(i)]
         if not free:
             return
-        pid, go = self._spawn(slot, free[0])
-        standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope())
+        pid, go, tail = self._spawn(slot, free[0])
+        try:
+            os.write(go, _preload(slot).encode())
+        except OSError:
+            os.close(go)
+            return  # it died at once: the next ready brings another
+        standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), tail=tail)
         slot.standby = standby
-        self.nursery.start_soon(self._watch_standby, slot, standby)
+        self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
+
+    def _go(self, slot: CellSlot, cell_id: str, commands: str, token: str) -> Launched:
+        """Spawn on ``cell_id`` and write ``commands`` on its go pipe at once."""
+        pid, go, tail = self._spawn(slot, cell_id)
+        try:
+            os.write(go, commands.encode())
+        finally:
+            os.close(go)
+        return Launched(cell_id=cell_id, pid=pid, token=token, tail=tail)
 
     def retire(self, slot: CellSlot) -> None:
         """Tell the slot's standby it will not be needed (it exits)."""
@@ -191,17 +302,22 @@ class Launcher:
                 with contextlib.suppress(OSError):
                     os.close(standby.go)
 
+    def _idle(self, cell_id: str) -> bool:
+        """The backend id exists and runs no process."""
+        return cell_id in self.backend.tracked() and self.backend.process_id(cell_id) is None
+
     def _free_id(self, slot: CellSlot) -> str:
         for cell_id in slot.cell_ids:
-            if self.backend.process_id(cell_id) is None:
+            if self._idle(cell_id):
                 return cell_id
         return slot.cell_ids[0]  # spawn reports the one that still runs
 
-    def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int]:
+    def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int, collections.deque[str]]:
         """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, output piped to the log.
 
         Runs in the Trio thread: the sandbox's parent-death signal is tied to
-        the spawning thread. Returns the pid and the go pipe's write end.
+        the spawning thread. Returns the pid, the go pipe's write end and
+        the deque its last output lines are kept in.
         """
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -217,19 +333,65 @@ class Launcher:
         finally:
             os.close(go_read)
             os.close(out_write)
-        self.nursery.start_soon(self._pump, slot, out_read)
-        return spawned.pid, go_write
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.tasks.start_soon(self._pump, slot, out_read, tail, name=f"log pump of {slot.name}")
+        return spawned.pid, go_write, tail
 
-    async def _pump(self, slot: CellSlot, fd: int) -> None:
+    async def _pump(self, slot: CellSlot, fd: int, tail: collections.deque[str]) -> None:
         if slot.log is None:
             slot.log = RotatingLog(
                 self.paths.log_dir, slot.name,
                 max_bytes=self.root.log_max_bytes, keep=self.root.log_keep,
             )
         try:
-            await pump_output(fd, slot.log)
+            await pump_output(
+                fd, slot.log,
+                on_line=lambda line: tail.append(
+                    line[:TAIL_LINE_BYTES].decode("utf-8", "replace")
+                ),
+            )
         finally:
             os.close(fd)
 
 
-__all__ = ["GO_FD", "RUNTIME_MODULE", "UMBILICAL_INSIDE", "Launcher"]
+def _preload(slot: CellSlot) -> str:
+    """The go pipe's command to preload the code in force (none before the first build)."""
+    return f"i {slot.dna.digest}\n" if slot.dna is not None else ""
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link the read-only tree ``source`` at ``target`` (copy across file systems).
+
+    Built beside ``target`` and renamed into place, so a process never sees a
+    half-made entry; an existing ``target`` is kept (same digest, same bytes).
+    """
+    if target.exists():
+        return
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    os.chmod(target.parent.parent, 0o711)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    try:
+        shutil.copytree(source, tmp, copy_function=link)
+        for path in [tmp, *tmp.rglob("*")]:
+            if path.is_dir():
+                os.chmod(path, 0o555)
+        os.rename(tmp, target)
+    except OSError:
+        force_rmtree(tmp)
+        if not target.exists():
+            raise
+        # a concurrent linker won: same digest, same bytes
+    except BaseException:
+        force_rmtree(tmp)
+        raise
+
+
+__all__ = ["GO_FD", "RUNTIME_MODULE", "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher"]

@@ -23,6 +23,13 @@ target, grown on first use by a holder task that lives until the cell stops
 (a Synapse owns a nursery, so it must be opened and closed by one task).
 Root requests (monitors, links, dynamic children) go over the umbilical
 synapse; without one they raise :class:`NoRoot`.
+
+Hot swap (docs/swap.md): ``version`` names a class's code for its
+successors; ``on_swap_out`` returns the state the old instance hands over
+once its calls have drained, ``on_swap_in`` receives it in the new instance
+(after ``on_start``) with the old one's :class:`CellVersion` -- OTP's
+``code_change``. A state whose protein the new code does not know (or knows
+with another schema) arrives as a :class:`RawState` for it to convert.
 """
 
 from __future__ import annotations
@@ -85,6 +92,28 @@ class BadRootReply(CellmeshError):
         super().__init__(f"the root answered {request} with {reply}")
         self.request = request
         self.reply = reply
+
+
+@attrs.frozen(kw_only=True)
+class CellVersion:
+    """The identity of a cell's code: its DNA digest (SHA-256 hex) and ``Cell.version``."""
+
+    dna: str
+    version: str
+
+
+@attrs.frozen(kw_only=True)
+class RawState:
+    """A handed-over state the new code cannot decode as a protein it knows.
+
+    ``wire_name`` and ``fingerprint`` name the old code's protein; ``fields``
+    are its decoded CBOR field values in declaration order (vesicles arrive
+    as ``bytes``). ``on_swap_in`` converts it, or raises to roll back.
+    """
+
+    wire_name: str
+    fingerprint: str
+    fields: list[Any]
 
 
 @attrs.define(eq=False)
@@ -263,6 +292,10 @@ class CellContext:
     umbilical_path: str | None
     stop_requested: trio.Event
     stop_reason: str = ""
+    #: The process's go token from the root ("" standalone): names it in swaps.
+    token: str = ""
+    #: Set when a swap committed: the process exits without ``on_stop``.
+    swapped_out: bool = False
     _synapses: dict[str, Synapse] = attrs.field(factory=dict)
     _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
 
@@ -342,6 +375,8 @@ class Cell:
     """
 
     trap_exits: ClassVar[bool] = False
+    #: This code's version, given to a successor's ``on_swap_in`` (docs/swap.md).
+    version: ClassVar[str] = ""
     _receptor_table: ClassVar[dict[type, str]] = {}
     _ctx: CellContext | None = None
 
@@ -361,6 +396,28 @@ class Cell:
 
     async def on_cell_down(self, down: CellDown) -> None:
         """A monitored (or trapped linked) cell stopped."""
+
+    async def on_swap_out(self) -> Any:
+        """Hot swap, old instance: return the state to hand over (a protein), or None.
+
+        Runs after every call in flight was answered and while no new call
+        is accepted; the instance's own tasks still run. It must not tear
+        anything down: if the new version fails, this instance serves on
+        with its state. Raising rolls the swap back. After a committed swap
+        the process exits without ``on_stop`` (its role continues in the new
+        version, as in OTP's code change).
+        """
+        return None
+
+    async def on_swap_in(self, state: Any, old: CellVersion) -> None:
+        """Hot swap, new instance: take over ``state`` (after ``on_start``, before serving).
+
+        ``state`` is the protein the old instance's ``on_swap_out`` returned
+        (None when it returned None or has no hook), or a :class:`RawState`
+        when this code does not know its protein's schema; ``old`` names the
+        old code. Transform it as needed (OTP's ``code_change``); raising
+        rolls the swap back and the old version serves on.
+        """
 
     async def _deliver_cell_down(self, down: CellDown) -> None:
         await self.on_cell_down(down)
@@ -457,4 +514,13 @@ class Cell:
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["BadRootReply", "Cell", "CellContext", "CellReceptors", "NoRoot", "receptor"]
+__all__ = [
+    "BadRootReply",
+    "Cell",
+    "CellContext",
+    "CellReceptors",
+    "CellVersion",
+    "NoRoot",
+    "RawState",
+    "receptor",
+]

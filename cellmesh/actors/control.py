@@ -7,8 +7,10 @@ synapses), so they share its framing, limits and fuzzing:
   ``$CELL_SOCKET_DIR/mitosis.sock``). Only the uid that owns the root may
   connect (``SO_PEERCRED``); others are refused before the hello.
   Requests: :class:`StatusRequest`, :class:`KillCell`, :class:`StopMesh`,
-  :class:`SpawnCell`. Answers: :class:`StatusReply` or :class:`Ack`; a refused
-  request is a remote error (``RemoteCellError``) whose message says why.
+  :class:`SpawnCell`, :class:`SwapCell` (-> :class:`SwapReport`),
+  :class:`ReloadManifest` (-> :class:`ReloadReport`). Answers:
+  :class:`StatusReply` or :class:`Ack`; a refused request is a remote error
+  (``RemoteCellError``) whose message says why.
 
 * **cell -> root** on the cell's own umbilical: a socket the root binds for
   that cell alone and binds into its sandbox (``CELL_UMBILICAL`` inside the
@@ -16,7 +18,14 @@ synapses), so they share its framing, limits and fuzzing:
   message. Requests: :class:`CellReady` (the cell's ``on_start`` finished:
   OTP's ``init`` returned), :class:`Monitor` / :class:`Demonitor`,
   :class:`Link` / :class:`Unlink`, :class:`StartChild` / :class:`StopChild`;
-  signal :class:`CellStats` (about once a second).
+  signal :class:`CellStats` (about once a second). Hot swap (docs/swap.md):
+  :class:`NextOrder` (a long poll; the root answers :class:`Suspend` when
+  the process must hand over), :class:`SwapOut` (the old process's state,
+  answered by a :class:`SwapVerdict`), :class:`SwapIn` (the new process asks
+  for the state: :class:`Handover`) and :class:`SwapInFailed`. The token
+  in these (and in :class:`CellReady`, :class:`CellStats`) is the one the
+  root wrote on the process's go pipe: it tells the two processes of a cell
+  apart during a swap.
 
 * **root -> cell** on the cell's membrane: the signal :class:`CellDown` for
   every monitor (and trapped link) when the watched cell stops.
@@ -72,6 +81,10 @@ class CellStatus:
     rtt_p99_us: float | None
     backend: str
     dna: str
+    #: The running code's ``Cell.version`` (from its CellReady; "" if none).
+    version: str = ""
+    #: The phase of a swap in progress ("" when none): see docs/swap.md.
+    swap: str = ""
 
 
 @protein("cellmesh.ctl.RestartRecord")
@@ -128,14 +141,92 @@ class Ack:
     text: str
 
 
+@protein("cellmesh.ctl.SwapCell")
+class SwapCell:
+    """Swap cell ``name`` to the current content of its DNA (docs/swap.md).
+
+    ``timeout``: seconds until the new version must serve (else roll back);
+    ``grace``: seconds it serves on probation, a crash then rolls back;
+    ``rollback``: swap back to the DNA that ran before the last swap.
+    Reply: :class:`SwapReport` (also when the swap rolled back).
+    """
+
+    name: str
+    timeout: float
+    grace: float
+    rollback: bool = False
+
+
+@protein("cellmesh.ctl.SwapReport")
+class SwapReport:
+    """How a swap ended.
+
+    ``outcome``: ``swapped``, ``unchanged`` (identical DNA), ``retargeted``
+    (no process: the next start runs the new DNA), ``rolled_back`` (the old
+    version serves again, with its state) or ``failed``. ``cause`` says why
+    for the last two; ``log_tail`` holds the new process's last output lines
+    then. DNA digests are full hex; versions are ``Cell.version``.
+    ``serving_ms``: request to new version serving (None when it never
+    did); ``total_ms``: request to the end of the swap (after the grace
+    period); ``state_bytes``: size of the handed-over state (None: none);
+    ``timeline``: milliseconds from the request to the start of each phase
+    the swap went through (``starting``, ``suspending``, ``probation``, ...).
+    """
+
+    name: str
+    outcome: str
+    cause: str
+    from_dna: str
+    to_dna: str
+    from_version: str
+    to_version: str
+    serving_ms: float | None
+    total_ms: float
+    state_bytes: int | None
+    log_tail: list[str]
+    timeline: dict[str, float]
+
+
+@protein("cellmesh.ctl.ReloadManifest")
+class ReloadManifest:
+    """Re-read the root's manifest and apply the difference (docs/swap.md).
+
+    ``timeout`` and ``grace`` apply to each swap; ``dry_run`` only reports.
+    Reply: :class:`ReloadReport`.
+    """
+
+    timeout: float
+    grace: float
+    dry_run: bool = False
+
+
+@protein("cellmesh.ctl.ReloadReport")
+class ReloadReport:
+    """What a reload did, one line per step, and the reports of its swaps.
+
+    ``ok`` is False when a step failed (the lines say which); a manifest the
+    root cannot apply is refused as a whole before anything changes.
+    """
+
+    ok: bool
+    lines: list[str]
+    swaps: list[SwapReport]
+
+
 # ---------------------------------------------------------------- cell -> root
 
 
 @protein("cellmesh.ctl.CellReady")
 class CellReady:
-    """The cell finished ``on_start`` and serves its membrane."""
+    """The cell finished ``on_start`` and serves its membrane.
+
+    ``token``: the process's go token ("" when it has none); ``version``:
+    its class's ``Cell.version``.
+    """
 
     pid: int
+    token: str = ""
+    version: str = ""
 
 
 @protein("cellmesh.ctl.Monitor")
@@ -207,6 +298,91 @@ class CellStats:
     errors: int
     rtt_p50_us: float | None
     rtt_p99_us: float | None
+    token: str = ""
+
+
+@protein("cellmesh.ctl.NextOrder")
+class NextOrder:
+    """A long poll: the root answers with an order (:class:`Suspend`) or None after a while."""
+
+    token: str
+
+
+@protein("cellmesh.ctl.Suspend")
+class Suspend:
+    """Order to the serving process of a cell being swapped: hand over.
+
+    Stop accepting, goaway to every connection, let the calls in flight
+    finish, run ``on_swap_out`` and report with :class:`SwapOut` within
+    ``seconds``; then wait for the :class:`SwapVerdict`.
+    """
+
+    seconds: float
+
+
+@protein("cellmesh.ctl.SwapOut")
+class SwapOut:
+    """The old process drained and exported its state (or could not: ``failure``).
+
+    ``state`` is the CBOR of the protein ``on_swap_out`` returned (None: no
+    state); ``state_name`` and ``state_fingerprint`` name its protein. Its
+    large ``bytes`` fields travel beside it as vesicles (``blobs``; the CBOR
+    holds vesicle tags for them), so no large payload is copied into CBOR.
+    Reply: :class:`SwapVerdict`.
+    """
+
+    token: str
+    failure: str
+    state_name: str
+    state_fingerprint: str
+    state: bytes | None
+    blobs: list[bytes]
+
+
+@protein("cellmesh.ctl.SwapVerdict")
+class SwapVerdict:
+    """``resume``: serve again with your state; else exit (your successor serves)."""
+
+    resume: bool
+
+
+@protein("cellmesh.ctl.SwapIn")
+class SwapIn:
+    """The new process of a swap imported its code and asks for the hand-over.
+
+    Reply: :class:`Handover` once the old process has drained (or a refusal:
+    then it exits quietly).
+    """
+
+    token: str
+    version: str
+
+
+@protein("cellmesh.ctl.Handover")
+class Handover:
+    """The old version's identity and state, for ``on_swap_in``.
+
+    ``probation``: seconds after its ready during which a crash of the new
+    process rolls the swap back (its runtime drains its calls first).
+    """
+
+    dna: str
+    version: str
+    state_name: str
+    state_fingerprint: str
+    state: bytes | None
+    blobs: list[bytes]
+    probation: float
+
+
+@protein("cellmesh.ctl.SwapInFailed")
+class SwapInFailed:
+    """The new process fails (``stage``: import, on_start, on_swap_in, ...) and will exit."""
+
+    token: str
+    stage: str
+    type_name: str
+    message: str
 
 
 # ---------------------------------------------------------------- root -> cell
@@ -230,10 +406,14 @@ __all__ = [
     "CellStats",
     "CellStatus",
     "Demonitor",
+    "Handover",
     "KillCell",
     "Link",
     "Monitor",
     "MonitorRef",
+    "NextOrder",
+    "ReloadManifest",
+    "ReloadReport",
     "RestartRecord",
     "SpawnCell",
     "StartChild",
@@ -241,5 +421,12 @@ __all__ = [
     "StatusRequest",
     "StopChild",
     "StopMesh",
+    "Suspend",
+    "SwapCell",
+    "SwapIn",
+    "SwapInFailed",
+    "SwapOut",
+    "SwapReport",
+    "SwapVerdict",
     "Unlink",
 ]

@@ -68,6 +68,7 @@ MAX_SOURCE_BYTES: Final = 64 * 1024 * 1024
 _INSTALL_ATTEMPTS: Final = 5
 
 _IGNORED_DIRS: Final = frozenset({"__pycache__"})
+_SYMLINK: Final = "is a symlink; cell code must be plain files"
 _IGNORED_SUFFIXES: Final = (".pyc", ".pyo")
 
 
@@ -105,20 +106,47 @@ def _check_name(name: str, source: Path) -> None:
         raise DnaSourceError(str(source), f"{name!r} is not a valid Python module name")
 
 
-def _read_file(path: Path, rel: str, budget: list[int]) -> SourceFile:
+#: Open a source file or directory without following a symlink in its last
+#: component (a FIFO must not block us, nor a file become our controlling tty).
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def _read_file(
+    name: str, rel: str, budget: list[int], *, dir_fd: int | None, shown: Path
+) -> SourceFile:
+    """Read ``name`` (relative to ``dir_fd``) as one source file, TOCTOU-safe.
+
+    The file is opened with ``O_NOFOLLOW`` and checked to be a regular file
+    with ``fstat`` on the opened descriptor, then read through that same
+    descriptor: whatever is swapped in at that name meanwhile (a symlink to
+    a root-only file, a FIFO, a device) is refused, never read. ``shown`` is
+    the path errors name.
+    """
     try:
-        st = path.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            raise DnaSourceError(str(path), "is a symlink; cell code must be plain files")
-        if not stat.S_ISREG(st.st_mode):
-            raise DnaSourceError(str(path), "is not a regular file")
-        data = path.read_bytes()
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        raise DnaSourceError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
-    budget[0] -= len(data)
-    if budget[0] < 0:
-        raise DnaSourceError(str(path), f"cell code exceeds {MAX_SOURCE_BYTES} bytes")
-    return SourceFile(path=rel, executable=bool(st.st_mode & stat.S_IXUSR), data=data)
+        if exc.errno == errno.ELOOP:
+            raise DnaSourceError(str(shown), _SYMLINK) from None
+        raise DnaSourceError(str(shown), f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DnaSourceError(str(shown), "is not a regular file")
+        if st.st_size > budget[0]:
+            raise DnaSourceError(str(shown), f"cell code exceeds {MAX_SOURCE_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > budget[0]:  # it grew while we read it
+                raise DnaSourceError(str(shown), f"cell code exceeds {MAX_SOURCE_BYTES} bytes")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise DnaSourceError(str(shown), f"cannot be read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    budget[0] -= size
+    return SourceFile(path=rel, executable=bool(st.st_mode & stat.S_IXUSR), data=b"".join(chunks))
 
 
 def read_source(path: Path) -> DnaSource:
@@ -127,6 +155,10 @@ def read_source(path: Path) -> DnaSource:
     Raises :class:`~cellmesh.actors.errors.DnaSourceError` when it is missing,
     a symlink, not ``<identifier>.py`` / an identifier-named directory with
     ``__init__.py``, contains symlinks or special files, or is too large.
+    Safe against a concurrent writer swapping files or directories for
+    symlinks: directories are walked by descriptor (:func:`os.fwalk`, which
+    never follows a symlink), files opened with ``O_NOFOLLOW`` and checked
+    with ``fstat`` on the opened descriptor.
     """
     budget = [MAX_SOURCE_BYTES]
     try:
@@ -139,26 +171,33 @@ def read_source(path: Path) -> DnaSource:
         if path.suffix != ".py":
             raise DnaSourceError(str(path), "a module file must end in .py")
         _check_name(path.stem, path)
-        only = _read_file(path, path.name, budget)
+        only = _read_file(str(path), path.name, budget, dir_fd=None, shown=path)
         return DnaSource(name=path.stem, kind="module", files=(only,))
     if not stat.S_ISDIR(st.st_mode):
         raise DnaSourceError(str(path), "is neither a module file nor a package directory")
     _check_name(path.name, path)
-    if not (path / "__init__.py").is_file():
-        raise DnaSourceError(str(path), "a package directory needs an __init__.py")
     files: list[SourceFile] = []
-    for current, dirnames, filenames in os.walk(path, followlinks=False):
-        here = Path(current)
-        for dirname in list(dirnames):
-            if (here / dirname).is_symlink():
-                raise DnaSourceError(str(here / dirname), "is a symlink; cell code must be plain")
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
-        for filename in sorted(filenames):
-            if filename.endswith(_IGNORED_SUFFIXES):
-                continue
-            full = here / filename
-            rel = (Path(path.name) / full.relative_to(path)).as_posix()
-            files.append(_read_file(full, rel, budget))
+    walked = False
+    try:
+        for current, dirnames, filenames, dir_fd in os.fwalk(path, follow_symlinks=False):
+            walked = True
+            here = Path(current)
+            for dirname in dirnames:
+                if stat.S_ISLNK(os.stat(dirname, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise DnaSourceError(str(here / dirname), _SYMLINK)
+            dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+            for filename in sorted(filenames):
+                if filename.endswith(_IGNORED_SUFFIXES):
+                    continue
+                full = here / filename
+                rel = (Path(path.name) / full.relative_to(path)).as_posix()
+                files.append(_read_file(filename, rel, budget, dir_fd=dir_fd, shown=full))
+    except OSError as exc:
+        raise DnaSourceError(str(path), f"cannot be read: {exc.strerror or exc}") from exc
+    if not walked:  # fwalk yields nothing when the top was swapped for a symlink
+        raise DnaSourceError(str(path), "is a symlink; give the real path")
+    if not any(f.path == f"{path.name}/__init__.py" for f in files):
+        raise DnaSourceError(str(path), "a package directory needs an __init__.py")
     files.sort(key=lambda f: f.path)
     return DnaSource(name=path.name, kind="package", files=tuple(files))
 

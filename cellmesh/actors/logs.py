@@ -64,6 +64,11 @@ _EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "started": ("pid",),
     "exited": ("code", "signal_name", "reason", "limit", "detail"),
     "destroyed": ("clean",),
+    "swap_started": ("from_dna", "to_dna"),
+    "swapped": ("outcome", "from_dna", "to_dna", "from_version", "to_version", "serving_ms",
+                "state_bytes"),
+    "swap_rolled_back": ("from_dna", "to_dna", "to_version", "cause"),
+    "swap_failed": ("from_dna", "to_dna", "cause"),
 }
 _EVENT_COMMON: Final = frozenset({"ts", "event", "cell", "cell_id", "backend"})
 

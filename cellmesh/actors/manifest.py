@@ -12,7 +12,8 @@ example ``cells.db.limits.memory`` or ``supervisors.db.children[1]``) and the
 problem as fields. Nothing else escapes the parser (it is fuzzed for that).
 
 Validation is reused where it lives: cell names by
-:func:`cellmesh.config.check_cell_name`, policy values by the constructors of
+:func:`cellmesh.config.check_mesh_cell_name` (the root's own rule), policy
+values by the constructors of
 :mod:`cellmesh.actors.policy`, environment, limits and secret references by
 :mod:`cellmesh.sandbox`; their errors are re-raised as :class:`ManifestError`
 with the key that holds the value.
@@ -41,7 +42,7 @@ from typing import Final, Literal, NoReturn, TypeAlias
 
 import attrs
 
-from ..config import check_cell_name
+from ..config import Paths, check_mesh_cell_name
 from ..errors import ConfigError
 from ..sandbox import (
     BACKEND_NAMES,
@@ -55,6 +56,7 @@ from ..sandbox import (
 from ..sandbox._spec import MAX_NET_GRANTS
 from .errors import InvalidSupervisorSpec
 from .policy import Backoff, ChildSpec, Restart, Shutdown, Strategy, SupervisorSpec
+from .watches import DEFAULT_MAX_LINKS, DEFAULT_MAX_MONITORS
 
 #: Name of the top supervisor (and so reserved for it).
 TOP_SUPERVISOR: Final = "root"
@@ -63,7 +65,10 @@ TOP_SUPERVISOR: Final = "root"
 RESERVED_NAMES: Final = ("mitosis", TOP_SUPERVISOR)
 
 _TOP_KEYS: Final = ("root", "supervisor", "supervisors", "cells", "templates")
-_ROOT_KEYS: Final = ("allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep")
+_ROOT_KEYS: Final = (
+    "allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep", "max_monitors",
+    "max_links", "celldown_concurrency", "swap_max_state",
+)  # fmt: skip
 _TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children")
 _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
 _CELL_KEYS: Final = (
@@ -80,7 +85,12 @@ _STRATS: Final = tuple(s.value for s in Strategy)
 _ACTIVATIONS: Final = ("eager", "on_demand")
 _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
+_MAX_BOUND: Final = 1 << 20  # a per-cell bound past this is no bound
+#: Default of ``[root] celldown_concurrency`` (the value lives here: the
+#: manifest sits below the root's delivery module).
+DEFAULT_CELLDOWN_CONCURRENCY: Final = 8
 _DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
+_DEFAULT_SWAP_MAX_STATE: Final = 64 * 1024 * 1024
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
@@ -166,6 +176,14 @@ class RootDecl:
     restart_log: int = 200
     log_max_bytes: int = _DEFAULT_LOG_MAX_BYTES
     log_keep: int = 3
+    #: Monitors (plus CellDown notices not yet delivered) one cell may hold.
+    max_monitors: int = DEFAULT_MAX_MONITORS
+    #: Links one cell may have.
+    max_links: int = DEFAULT_MAX_LINKS
+    #: Watchers the root delivers CellDown notices to at once (one connection each).
+    celldown_concurrency: int = DEFAULT_CELLDOWN_CONCURRENCY
+    #: The largest state a cell may hand over in a hot swap (docs/swap.md).
+    swap_max_state: int = _DEFAULT_SWAP_MAX_STATE
 
 
 @attrs.frozen(kw_only=True)
@@ -208,6 +226,20 @@ class Manifest:
                 if problem is not None:
                     key = _sub(_sub(section, decl.name), "dna")
                     raise ManifestError(str(self.path), key, problem)
+
+
+    def check_sockets(self, paths: Paths) -> None:
+        """Check that every cell's socket and umbilical paths fit a Unix socket address.
+
+        They depend on ``paths.socket_dir``, so this runs when the root knows
+        it. Raises :class:`ManifestError` at ``cells.X``.
+        """
+        for decl in self.cells.values():
+            try:
+                paths.socket_path(decl.name)
+                paths.cell_umbilical(decl.name)
+            except ConfigError as exc:
+                raise ManifestError(str(self.path), _sub("cells", decl.name), exc.problem) from exc
 
 
 def load_manifest(path: Path | str) -> Manifest:
@@ -348,13 +380,9 @@ class _Reader:
             if not isinstance(name, str):
                 self.fail(key, f"key {name!r} is not a string")
             try:
-                check_cell_name(name)
-            except ConfigError:
-                self.fail(
-                    _sub(key, name),
-                    f"{name!r} is not a valid name (1-63 of A-Z a-z 0-9 _ . -, "
-                    "starting with a letter or digit)",
-                )
+                check_mesh_cell_name(name)  # the very rule the root applies at run time
+            except ConfigError as exc:
+                self.fail(_sub(key, name), exc.problem)
         return dict(value)
 
     def string(self, value: object, key: str) -> str:
@@ -489,6 +517,19 @@ class _Reader:
                 t.get("log_max_bytes", _DEFAULT_LOG_MAX_BYTES), "root.log_max_bytes"
             ),
             log_keep=self.integer(t.get("log_keep", 3), "root.log_keep", 1),
+            max_monitors=self.integer(
+                t.get("max_monitors", DEFAULT_MAX_MONITORS), "root.max_monitors", 1, _MAX_BOUND
+            ),
+            max_links=self.integer(
+                t.get("max_links", DEFAULT_MAX_LINKS), "root.max_links", 1, _MAX_BOUND
+            ),
+            celldown_concurrency=self.integer(
+                t.get("celldown_concurrency", DEFAULT_CELLDOWN_CONCURRENCY),
+                "root.celldown_concurrency", 1, 1024,
+            ),
+            swap_max_state=self.size(
+                t.get("swap_max_state", _DEFAULT_SWAP_MAX_STATE), "root.swap_max_state"
+            ),
         )
 
     def cell(

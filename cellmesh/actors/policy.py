@@ -572,6 +572,29 @@ class SupervisorState:
         child.cause = "manual"
         return [StartChild(spec=child.spec)]
 
+    def retune(
+        self, *, intensity: int, period: float, backoff: Backoff | None
+    ) -> None:
+        """Change the restart intensity window and backoff (a manifest reload).
+
+        Restarts already recorded stay; the new window applies to the next
+        exit. Raises :class:`InvalidSupervisorSpec` for bad values.
+        """
+        self._check_live()
+        self.spec = attrs.evolve(self.spec, intensity=intensity, period=period, backoff=backoff)
+        self._restarts = self._restarts[-(intensity + 1):] if intensity >= 0 else []
+
+    def update_child(
+        self, child_id: str, *, restart: Restart, shutdown: Shutdown | None
+    ) -> None:
+        """Change a known child's restart type and shutdown (a manifest reload).
+
+        Applies from its next exit or stop; a running child is not touched.
+        """
+        self._check_live()
+        child = self._get(child_id)
+        child.spec = attrs.evolve(child.spec, restart=restart, shutdown=shutdown)
+
     def delete_child(self, child_id: str) -> list[Action]:
         """Forget a stopped child's spec (OTP ``delete_child``)."""
         self._check_live()

@@ -23,7 +23,7 @@ exclusive ``flock`` holding the pid: a second root is refused with
 5. watches the listener of every cell that has no process (``on_demand``
    before first use, or stopped and not restarted): the first pending
    connection spawns it. One watcher per listener, so concurrent grows spawn
-   the cell once.
+   the cell once (:mod:`cellmesh.actors._activation`).
 
 The root ends when asked (``StopMesh``, SIGTERM): children stop in reverse
 start order with their shutdowns, then every sandbox is destroyed and every
@@ -46,16 +46,27 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ..config import Paths, check_cell_name, ensure_private_dir
-from ..errors import CellmeshError
-from ..sandbox import CellBackend, select_backend
+from ..config import (
+    Paths,
+    check_cell_name,
+    check_mesh_cell_name,
+    ensure_home,
+    ensure_private_dir,
+)
+from ..errors import CellmeshError, ConfigError
+from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
-from ..transport.synapse import Synapse
 from . import _proc
+from ._activation import Activation
 from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
+from ._post import CellDownPost, Recipient
+from ._reload import reload_mesh
 from ._rootlock import RootLock, peer_uid_filter
+from ._swap import MESSAGES as SWAP_MESSAGES
+from ._swap import Swapper
+from ._tasks import Background
 from .control import (
     Ack,
     CellDown,
@@ -66,6 +77,8 @@ from .control import (
     Link,
     Monitor,
     MonitorRef,
+    ReloadManifest,
+    ReloadReport,
     RestartRecord,
     SpawnCell,
     StartChild,
@@ -73,12 +86,12 @@ from .control import (
     StatusRequest,
     StopChild,
     StopMesh,
+    SwapCell,
+    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
 from .errors import (
-    ChildAlreadyPresent,
-    ChildRunning,
     RootRequestError,
     SupervisorEscalation,
 )
@@ -87,7 +100,6 @@ from .policy import (
     AbnormalExit,
     ChildKind,
     ChildSpec,
-    ChildStatus,
     ExitReason,
     Restart,
     Strategy,
@@ -121,11 +133,26 @@ class Root:
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
-    _watches: Watches = attrs.Factory(Watches)
+    _swapper: Swapper = attrs.field(init=False)
+    _activation: Activation = attrs.field(init=False)
+    _tasks: Background = attrs.field(init=False)
+    _post: CellDownPost = attrs.field(init=False)
+    _watches: Watches = attrs.field(init=False)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.restart_log = collections.deque(maxlen=self.manifest.root.restart_log)
+        decl = self.manifest.root
+        self.restart_log = collections.deque(maxlen=decl.restart_log)
+        self._watches = Watches(max_monitors=decl.max_monitors, max_links=decl.max_links)
+
+    @property
+    def contained_failures(self) -> int:
+        """Failures of background tasks and callbacks that were contained (and logged)."""
+        return self._tasks.failures
+
+    async def wait_celldowns_settled(self) -> None:
+        """Return once every CellDown notice so far was delivered or dropped."""
+        await self._post.wait_idle()
 
     # ------------------------------------------------------------ running
 
@@ -134,13 +161,30 @@ class Root:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                # Every background task goes through this: none can stop the root.
+                self._tasks = Background(nursery, self.log)
+                self._post = CellDownPost(
+                    tasks=self._tasks, recipient=self._recipient, settled=self._watches.delivered,
+                    log=self.log, concurrency=self.manifest.root.celldown_concurrency,
+                )
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
-                    root=self.manifest.root, nursery=nursery, socket_of=self._socket_of,
+                    root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
+                )
+                self._swapper = Swapper(
+                    backend=self.backend, launcher=self._launcher, dna=self.dna,
+                    tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                    max_state=self.manifest.root.swap_max_state,
+                    stopping=lambda: self._stopping,
+                )
+                self._activation = Activation(
+                    manifest=lambda: self.manifest, slots=self.slots, supervisors=self.supervisors,
+                    stopping=lambda: self._stopping, log=self.log, record=self._record,
+                    settle=self._swapper.settle,
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await nursery.start(self._serve_control)
+                await self._tasks.start(self._serve_control, name="control socket", restart=True)
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -195,7 +239,7 @@ class Root:
                     if slot.instance is not None:
                         slot.instance.kill()
 
-            self._nursery.start_soon(force)
+            self._tasks.start_soon(force, name="forced stop")
 
     async def _close(self) -> None:
         for slot in list(self.slots.values()):
@@ -207,20 +251,19 @@ class Root:
         self, decl: CellDecl, *, name: str, supervisor: str, parent: str | None = None
     ) -> CellSlot:
         assert self._nursery is not None
-        check_cell_name(name)
-        if ".." in name:
-            raise RootRequestError(name, "'..' is reserved in cell names (the root's own ids)")
+        check_mesh_cell_name(name)
         socket_path = self.paths.socket_path(name)
         # 0666 in the 0700 socket dir: reachable by sandboxed cells running as
         # another uid (the socket is bound into their sandbox), by nobody else.
         listener = bind_unix_listener(socket_path, mode=0o666)
         listener.setblocking(False)
-        udir = self.paths.socket_dir / ".umbilical" / name
+        umbilical = self.paths.cell_umbilical(name)
+        udir = umbilical.parent
         ensure_private_dir(udir.parent)
         udir.mkdir(mode=0o700, exist_ok=True)
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
-            umbilical_path=udir / "mitosis.sock", decl=decl, parent=parent,
+            umbilical_path=umbilical, decl=decl, parent=parent,
         )
         self.slots[name] = slot
         try:
@@ -232,11 +275,15 @@ class Root:
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
                 os.link(socket_path, link)
-            await self._nursery.start(self._serve_umbilical, slot)
+            await self._tasks.start(
+                self._serve_umbilical, slot, name=f"umbilical of {name}", restart=True
+            )
         except BaseException:
             await self._drop_slot(slot)
             raise
-        self._nursery.start_soon(self._watch_listener, slot)
+        self._tasks.start_soon(
+            self._activation.watch, slot, name=f"activation watcher of {name}", restart=True
+        )
         return slot
 
     async def _drop_slot(self, slot: CellSlot) -> None:
@@ -250,6 +297,7 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
+        trio.lowlevel.notify_closing(slot.listener)  # wakes its activation watcher
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -285,6 +333,7 @@ class Root:
         return await self._start_instance(slot, nursery)
 
     async def _start_instance(self, slot: CellSlot, nursery: trio.Nursery) -> CellInstance:
+        await self._swapper.settle(slot)  # a swap's process must be gone first
         await self._launcher.prepare(slot)
         instance = CellInstance(
             slot, self.backend, self._launcher.launch, self._instance_exited,
@@ -349,6 +398,10 @@ class Root:
         return SupervisorSpec(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
 
     def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
+        with self._tasks.guard(f"event of supervisor {supervisor}"):
+            self._log_event(supervisor, event)
+
+    def _log_event(self, supervisor: str, event: SupervisorEvent) -> None:
         if event.kind in ("start_failed", "escalated", "delaying"):
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
@@ -361,10 +414,15 @@ class Root:
     # ------------------------------------------------------------ exits, monitors, links
 
     def _instance_ready(self, instance: CellInstance) -> None:
-        if not self._stopping:
-            self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
+        with self._tasks.guard(f"ready of {instance.slot.name}"):
+            if not self._stopping:
+                self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
+        with self._tasks.guard(f"exit of {instance.slot.name}"):
+            self._exited(instance, reason)
+
+    def _exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
         if isinstance(reason, AbnormalExit):
@@ -378,7 +436,8 @@ class Root:
                 self._notify(effect.watcher, effect.down)
             else:
                 linked = self.slots[effect.name].instance
-                assert linked is not None  # _running said so
+                if linked is None:
+                    continue
                 self._record(effect.name, f"linked cell {effect.cause} failed: {effect.reason}")
                 with contextlib.suppress(CellmeshError):
                     self.backend.kill(linked.cell_id, as_crash=True)
@@ -386,27 +445,25 @@ class Root:
             slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping
         ):
-            self._nursery.start_soon(self._forget, slot)  # never restarted: free the name
+            # never restarted: free the name
+            self._tasks.start_soon(self._forget, slot, name=f"forget {slot.name}")
         if slot.children and self._nursery is not None and not self._stopping:
             for child in list(slot.children):
-                self._nursery.start_soon(self._stop_dynamic, slot, child)
+                self._tasks.start_soon(
+                    self._stop_dynamic, slot, child, name=f"stop {child} (its parent ended)"
+                )
 
     def _notify(self, watcher: str, down: CellDown) -> None:
+        if watcher in self.slots and self._nursery is not None:
+            self._post.post(watcher, down)
+        else:
+            self._watches.delivered(watcher)  # nobody to tell: it no longer counts
+
+    def _recipient(self, watcher: str) -> Recipient | None:
         slot = self.slots.get(watcher)
-        if slot is None or self._nursery is None:
-            return
-
-        async def deliver() -> None:
-            with trio.move_on_after(slot.decl.start_timeout + 5.0):
-                try:
-                    async with Synapse.grow(
-                        watcher, socket_path=slot.socket_path, client_name="root"
-                    ) as syn:
-                        await syn.fire(down)
-                except CellmeshError as exc:
-                    self.log(f"root: CellDown for {watcher} not delivered: {exc}")
-
-        self._nursery.start_soon(deliver)
+        if slot is None or self._stopping:
+            return None
+        return Recipient(socket_path=slot.socket_path, timeout=slot.decl.start_timeout)
 
     def _running(self, name: str) -> bool:
         """``name`` has a process (starting or running) that a link could kill."""
@@ -417,74 +474,6 @@ class Root:
     def _is_alive(self, name: str) -> bool:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
-
-    # ------------------------------------------------------------ activation
-
-    async def _watch_listener(self, slot: CellSlot) -> None:
-        """Spawn the cell at the first pending connection while it has no process."""
-        while slot.name in self.slots:
-            changed = slot.changed
-            instance = slot.instance
-            if instance is not None and instance.state in ("starting", "running"):
-                await changed.wait()
-                continue
-            try:
-                await trio.lowlevel.wait_readable(slot.listener)
-            except (trio.ClosedResourceError, OSError):
-                return
-            if self._stopping or slot.name not in self.slots:
-                return
-            instance = slot.instance
-            if instance is not None and instance.state == "dormant":
-                instance.activate()
-                await changed.wait()
-            elif instance is None or instance.state == "exited":
-                await self._reactivate(slot)
-            else:
-                await changed.wait()
-
-    async def _reactivate(self, slot: CellSlot) -> None:
-        """A connection waits for a cell without a process: start it, if it is ours to start.
-
-        Only a child its supervisor has stopped for good (or removed, for a
-        declared cell) is started here; while a supervisor is starting, or
-        about to restart the cell itself, the watcher just waits for the
-        slot to change.
-        """
-        sup = self.supervisors.get(slot.supervisor)
-        if sup is None or not sup.started:
-            await slot.changed.wait()
-            return
-        info = next((i for i in sup.which_children() if i.child_id == slot.child_id), None)
-        try:
-            if info is not None and info.status is ChildStatus.STOPPED:
-                await sup.restart_child(slot.child_id)
-            elif info is None and slot.name in self.manifest.cells:
-                decl = slot.decl
-                await sup.start_child(ChildSpec(
-                    id=slot.name, restart=decl.restart, shutdown=decl.shutdown,
-                    args=("cell", slot.name),
-                ))
-            else:
-                await slot.changed.wait()
-        except (ChildRunning, ChildAlreadyPresent):
-            await trio.lowlevel.checkpoint()  # its supervisor restarted it meanwhile
-        except CellmeshError as exc:
-            if self._stopping:
-                return
-            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
-            self._record(slot.name, f"on-demand start failed: {exc}")
-            # Refuse what waits in the backlog rather than spinning on it.
-            await self._refuse_pending(slot)
-
-    async def _refuse_pending(self, slot: CellSlot) -> None:
-        while True:
-            try:
-                conn, _ = slot.listener.accept()
-            except (BlockingIOError, OSError):
-                return
-            conn.close()
-            await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ control socket
 
@@ -506,7 +495,35 @@ class Root:
             return Ack(text="stopping")
         if isinstance(msg, SpawnCell):
             return await self._spawn_request(msg)
+        if isinstance(msg, SwapCell):
+            return await self._swap_request(msg)
+        if isinstance(msg, ReloadManifest):
+            return await self._reload_request(msg)
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
+        return await reload_mesh(self, self._swapper, self._launcher, msg)
+
+    async def start_declared(self, name: str) -> None:
+        """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
+        decl = self.manifest.cells[name]
+        slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+        try:
+            await self.supervisors[slot.supervisor].start_child(ChildSpec(
+                id=name, restart=decl.restart, shutdown=decl.shutdown, args=("cell", name),
+            ))
+        except BaseException:
+            await self._drop_slot(slot)
+            raise
+
+    async def stop_declared(self, name: str) -> None:
+        """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
+        await self._stop_slot(name)
+
+    async def _swap_request(self, msg: SwapCell) -> SwapReport:
+        return await self._swapper.swap(
+            self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
+        )
 
     def _kill(self, name: str) -> Ack:
         slot = self._slot(name)
@@ -514,7 +531,7 @@ class Root:
         pid = self._pid(slot)
         if instance is None or pid is None:
             raise RootRequestError(name, "is not running")
-        self.backend.kill(instance.cell_id, as_crash=True)
+        self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
         return Ack(text=f"killed {name} (pid {pid})")
 
     def _pid(self, slot: CellSlot) -> int | None:
@@ -522,7 +539,7 @@ class Root:
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
-        return self.backend.process_id(instance.cell_id)
+        return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)
@@ -535,8 +552,8 @@ class Root:
             raise RootRequestError(
                 msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
             )
-        check_cell_name(msg.name)
-        if msg.name in self.slots or msg.name == "mitosis":
+        check_mesh_cell_name(msg.name)
+        if msg.name in self.slots:
             raise RootRequestError(msg.name, "a cell of that name exists")
         dna = Path(msg.dna)
         if not dna.is_absolute():
@@ -591,6 +608,10 @@ class Root:
 
     async def _stop_dynamic(self, parent: CellSlot, name: str) -> None:
         parent.children.discard(name)
+        await self._stop_slot(name)
+        parent.touch()
+
+    async def _stop_slot(self, name: str) -> None:
         slot = self.slots.get(name)
         sup = self.supervisors.get(slot.supervisor if slot is not None else DYNAMIC)
         if sup is not None and slot is not None:
@@ -600,11 +621,14 @@ class Root:
                 await sup.delete_child(slot.child_id)
         if slot is not None:
             await self._drop_slot(slot)
-        parent.touch()
 
     # ------------------------------------------------------------ umbilicals
 
     async def _serve_umbilical(self, slot: CellSlot, *, task_status: trio.TaskStatus[None]) -> None:
+        if slot.name not in self.slots:
+            task_status.started()
+            return  # the slot went while this server was being restarted
+
         async def handle(msg: Any) -> Any:
             return await self._from_cell(slot, msg)
 
@@ -623,13 +647,18 @@ class Root:
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
-            slot.stats = msg
+            if not self._swapper.ignores_stats(slot, msg):
+                slot.stats = msg
             return None
         if isinstance(msg, CellReady):
-            if slot.instance is not None:
+            if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
+                slot.version = msg.version
                 slot.instance.mark_ready()
             return Ack(text="ok")
+        if isinstance(msg, SWAP_MESSAGES):
+            return await self._swapper.from_cell(slot, msg)
         if isinstance(msg, Monitor):
+            _check_target(msg.target)
             ref, effects = self._watches.monitor(
                 slot.name, msg.target, alive=self._is_alive(msg.target)
             )
@@ -638,9 +667,10 @@ class Root:
                     self._notify(effect.watcher, effect.down)
             return MonitorRef(ref=ref)
         if isinstance(msg, Demonitor):
-            self._watches.demonitor(msg.ref)
+            self._watches.demonitor(msg.ref, watcher=slot.name)
             return Ack(text="ok")
         if isinstance(msg, Link):
+            _check_target(msg.target)
             if not self._is_alive(msg.target):
                 raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
             self._watches.link(slot.name, msg.target, trap_exits=msg.trap_exits)
@@ -668,7 +698,7 @@ class Root:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
-        name = check_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
+        name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest.templates[msg.template]
@@ -724,6 +754,8 @@ async def serve_root(
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
         env["CELL_SANDBOX"] = manifest.root.sandbox
     manifest.check_paths()
+    manifest.check_sockets(paths)
+    ensure_home(paths)
     with _held(RootLock.acquire(paths)):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
@@ -733,6 +765,14 @@ async def serve_root(
             log=log if log is not None else _stderr_log,
         )
         await root.run(task_status=task_status)
+
+
+def _check_target(target: object) -> None:
+    """A monitor or link target must be a cell name (bounded, printable): else refused."""
+    try:
+        check_cell_name(target, source="target")
+    except ConfigError as exc:
+        raise RootRequestError("target", exc.problem) from None
 
 
 def _stderr_log(text: str) -> None:

@@ -21,8 +21,11 @@ Theory of operation
 
 Standby: with ``CELL_GO_FD``, :func:`main` first preloads the cell's code
 and blocks on that pipe (:func:`wait_for_go`): the root keeps such a
-process ready per cell, so a restart or an on-demand start costs a pipe
-write instead of an interpreter start and the imports.
+process ready per cell, so a restart, an on-demand start or a hot swap
+costs a pipe write instead of an interpreter start and the imports. The
+pipe's commands (preload this code, serve, take over with that code) are
+in :mod:`cellmesh.actors._standby`; what a swap adds to steps 2-5 is in
+:mod:`cellmesh.actors._handover`.
 
 Exit codes: 0 normal stop (or a standby that was not needed); 1 crash (an
 exception escaped ``on_start``, a task in the cell's nursery, or
@@ -54,9 +57,11 @@ from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
+from . import _handover, _standby
+from ._standby import Go
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
-from .control import CellReady, CellStats
+from .control import CellReady, CellStats, Handover
 
 PROG: Final = "cellmesh.actors.runtime"
 EXIT_OK: Final = 0
@@ -65,6 +70,8 @@ EXIT_CONFIG: Final = 2
 #: The first inherited fd under socket activation (systemd's SD_LISTEN_FDS_START).
 FIRST_LISTEN_FD: Final = 3
 STATS_INTERVAL: Final = 1.0
+#: How long a crashing new version on probation may finish its calls (docs/swap.md).
+CRASH_DRAIN_GRACE: Final = 5.0
 _MODULE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MEMORY_NOTE: Final = (
     f"{PROG}: MemoryError: out of memory; exiting with {MEMORY_LIMIT_EXIT_CODE}\n".encode()
@@ -250,7 +257,7 @@ class RunningCell:
         p50, p99 = self.times.take()
         return CellStats(
             msgs_in=s.calls + s.signals, msgs_out=s.calls, errors=s.errors,
-            rtt_p50_us=p50, rtt_p99_us=p99,
+            rtt_p50_us=p50, rtt_p99_us=p99, token=self.context.token,
         )
 
 
@@ -266,6 +273,8 @@ async def serve_cell(
     stats_interval: float = STATS_INTERVAL,
     sample_every: int = DEFAULT_SAMPLE_EVERY,
     log: Callable[[str], None] | None = None,
+    token: str = "",
+    swap_in: bool = False,
     task_status: trio.TaskStatus[RunningCell] = trio.TASK_STATUS_IGNORED,
 ) -> str:
     """Serve ``cell`` as ``name`` until it is asked to stop; return the stop reason.
@@ -275,6 +284,13 @@ async def serve_cell(
     An exception from ``on_start``, ``on_stop`` or a cell task propagates
     (unwrapped when it is the only one). ``stop_requested`` may be set by the
     caller (signals) at any time, even before ``on_start`` returns.
+
+    ``token`` is the process's go token (it names the process to the root;
+    with one, the cell also polls the root for swap orders). ``swap_in``:
+    this process takes over in a hot swap: before ``on_start`` it asks the
+    root for the old version's state, after it calls ``on_swap_in``; a
+    failure there is reported to the root before it propagates. A process
+    whose swap committed stops without ``on_stop`` (docs/swap.md).
     """
     check_cell_name(name)
     stop = stop_requested if stop_requested is not None else trio.Event()
@@ -287,21 +303,37 @@ async def serve_cell(
                 Synapse.grow("mitosis", socket_path=umbilical, client_name=name)
             )
         async with open_service_nursery() as service:
-            async with open_service_nursery() as nursery:
+            tasks = _CellTasks(stop=stop)
+            with tasks.main:
+                nursery = await service.start(tasks.hold)
                 ctx = CellContext(
                     name=name, nursery=nursery, synapse_nursery=service, socket_dir=sockets,
                     data_dir=data_dir, umbilical=root, umbilical_path=umbilical,
-                    stop_requested=stop,
+                    stop_requested=stop, token=token,
                 )
                 if stop.is_set():
                     ctx.stop_reason = "stop requested"
                 cell._bind(ctx)
-                await cell.on_start()
+                handover: Handover | None = None
+                if swap_in and root is not None:
+                    handover = await _handover.staged(
+                        ctx, "the hand-over", _handover.take_over(ctx, cell)
+                    )
+                    await _handover.staged(ctx, "on_start", cell.on_start())
+                    await _handover.staged(
+                        ctx, "on_swap_in", _handover.apply_handover(cell, handover)
+                    )
+                    tasks.drain = handover.probation > 0
+                else:
+                    await cell.on_start()
                 # Ready = init done (OTP), said before serving so a crash in
                 # the first calls is a crash, not a failed start -- except when
-                # we bind the socket ourselves: then only once it exists.
-                if root is not None and listen_fd is not None:
-                    await _announce(ctx)
+                # we bind the socket ourselves: then only once it exists; and
+                # when taking over in a swap, where new calls wait for us:
+                # serve first, announce after (one round trip less waiting).
+                announce_first = root is not None and listen_fd is not None and not swap_in
+                if announce_first:
+                    await _announce(ctx, cell)
                 receptors = ctx.receptors(cell, times, sample_every)
                 async with open_membrane(
                     name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
@@ -309,15 +341,67 @@ async def serve_cell(
                 ) as membrane:
                     running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
                     if root is not None:
-                        if listen_fd is None:
-                            await _announce(ctx)
+                        if not announce_first:
+                            await _announce(ctx, cell)
                         service.start_soon(_report, running, root, stats_interval)
+                        if token:
+                            service.start_soon(_handover.serve_orders, ctx, cell, membrane)
+                    if tasks.drain and handover is not None:
+                        service.start_soon(tasks.end_probation, handover.probation)
                     task_status.started(running)
                     await stop.wait()
-                await cell.on_stop()
+                    if tasks.error is not None:
+                        # A crash on probation: the calls accepted are answered
+                        # (drain) before the process exits and the swap rolls back.
+                        await membrane.suspend(CRASH_DRAIN_GRACE)
+                        await _handover.report_failure(
+                            root, token, "its probation", tasks.error
+                        )
+                if tasks.error is None and not ctx.swapped_out:
+                    await cell.on_stop()
                 nursery.cancel_scope.cancel()
+            tasks.raise_crash()
             service.cancel_scope.cancel()
     return ctx.stop_reason
+
+
+@attrs.define(eq=False)
+class _CellTasks:
+    """The cell's own nursery (``self.nursery``), held by a task of its own.
+
+    A task there that raises cancels the cell's main flow at once (on_start,
+    serving: connections close, no ``on_stop``), and the exception propagates
+    from :func:`serve_cell` -- except on a swap's probation (``drain``): then
+    the stop is requested instead, so the membrane drains first.
+    """
+
+    stop: trio.Event
+    main: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    error: BaseException | None = None
+    drain: bool = False
+
+    async def hold(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        try:
+            async with open_service_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
+        except BaseException as exc:
+            if _only(exc, trio.Cancelled) is not None:
+                raise
+            self.error = exc
+            if self.drain:
+                self.stop.set()
+            else:
+                self.main.cancel()
+
+    async def end_probation(self, seconds: float) -> None:
+        """Stop draining on a crash after ``seconds`` (the swap's grace period)."""
+        await trio.sleep(seconds)
+        self.drain = False
+
+    def raise_crash(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _die_if_out_of_memory(exc: BaseException) -> None:
@@ -326,9 +410,11 @@ def _die_if_out_of_memory(exc: BaseException) -> None:
         die_of_memory()
 
 
-async def _announce(ctx: CellContext) -> None:
+async def _announce(ctx: CellContext, cell: Cell) -> None:
     with suppress(NoRoot):  # ask_root requested the stop
-        await ctx.ask_root(CellReady(pid=os.getpid()))
+        await ctx.ask_root(
+            CellReady(pid=os.getpid(), token=ctx.token, version=type(cell).version)
+        )
 
 
 async def _report(running: RunningCell, root: Synapse, interval: float) -> None:
@@ -352,23 +438,29 @@ def _line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run_cell(env: Mapping[str, str]) -> int:
+async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
     """Run the cell the env contract describes; return the process exit code.
 
     SIGTERM/SIGINT stop it normally. MemoryError anywhere -> ``os._exit(137)``.
+    ``go`` is what the root said on the go pipe (None: start, no token).
     """
+    go = go if go is not None else Go()
+    env = go.environ(env)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        spec: CellEnv | None = None
         try:
             spec = CellEnv.from_env(env)
             cls = spec.load_class()
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
+            await _early_report(spec, go, "the import", exc)
             return EXIT_CONFIG
         except CellImportError as exc:
             if has_memory_error(exc):
                 die_of_memory()
             _line(f"{PROG}: {exc}:\n{traceback.format_exc().rstrip()}")
+            await _early_report(spec, go, "the import", exc.__cause__ or exc)
             return EXIT_CRASH
         try:
             async with trio.open_nursery() as nursery:
@@ -379,16 +471,24 @@ async def run_cell(env: Mapping[str, str]) -> int:
                         stop.set()
 
                 nursery.start_soon(watch_signals)
-                cell = cls()
+                try:
+                    cell = cls()
+                except Exception as exc:
+                    await _early_report(spec, go, "the constructor", exc)
+                    raise
                 reason = await serve_cell(
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
                     umbilical=spec.umbilical, data_dir=spec.data_dir, stop_requested=stop,
-                    log=_line,
+                    log=_line, token=go.token, swap_in=go.swap,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
             if has_memory_error(exc):
                 die_of_memory()
+            refused = _only(exc, _handover.SwapRefused)
+            if refused is not None:
+                _line(f"{PROG}: {spec.name}: {refused}; exiting")
+                return EXIT_OK
             if isinstance(exc, ConfigError):
                 _line(f"{PROG}: {spec.name}: {exc}")
                 return EXIT_CONFIG
@@ -399,42 +499,41 @@ async def run_cell(env: Mapping[str, str]) -> int:
         return EXIT_OK
 
 
-def wait_for_go(env: Mapping[str, str]) -> bool:
-    """Standby: with ``CELL_GO_FD`` set, preload the cell's code, then block until told.
+async def _early_report(spec: CellEnv | None, go: Go, stage: str, exc: BaseException) -> None:
+    """A process taking over in a swap fails before serving: tell the root why."""
+    if go.swap and spec is not None and spec.umbilical is not None:
+        await _handover.report_early_failure(spec.umbilical, spec.name, go.token, stage, exc)
 
-    The root keeps a standby process per cell: it has paid for the
-    interpreter and the imports (most of a spawn's cost) and waits on the
-    inherited pipe ``CELL_GO_FD``. One byte means "serve now" (True); end of
-    file means "not needed" (False: exit quietly). Without the variable it
-    returns True at once. A bad value is left for :func:`run_cell` to report.
+
+def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` if it is (a group of nothing but) one ``kind``, else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None
+
+
+def wait_for_go(env: Mapping[str, str]) -> Go | None:
+    """Standby: preload the cell's code, then wait for the root's go (see :mod:`._standby`).
+
+    Returns None when the root closed the pipe (not needed: exit quietly).
+    A bad value is left for :func:`run_cell` to report.
     """
-    raw = env.get("CELL_GO_FD", "")
-    if not (raw.isascii() and raw.isdigit()):
-        return True
-    fd = int(raw)
+    return _standby.wait_for_go(env, _preload)
+
+
+def _preload(env: Mapping[str, str]) -> None:
     with suppress(Exception):
         CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
-    try:
-        while True:
-            try:
-                got = os.read(fd, 1)
-            except InterruptedError:
-                continue
-            return bool(got)
-    except OSError:
-        return True  # not an open fd: nothing to wait for
-    finally:
-        with suppress(OSError):
-            os.close(fd)
 
 
 def main() -> NoReturn:
     """Entry point of ``python -m cellmesh.actors.runtime``."""
     sys.excepthook = _excepthook
     try:
-        if not wait_for_go(os.environ):
+        go = wait_for_go(os.environ)
+        if go is None:
             sys.exit(EXIT_OK)
-        code = trio.run(run_cell, dict(os.environ))
+        code = trio.run(run_cell, dict(os.environ), go)
     except BaseException as exc:
         if has_memory_error(exc):
             die_of_memory()
@@ -448,6 +547,7 @@ __all__ = [
     "EXIT_CRASH",
     "EXIT_OK",
     "CellEnv",
+    "Go",
     "CellImportError",
     "RunningCell",
     "die_of_memory",

@@ -63,12 +63,14 @@ from .errors import (
 from .policy import (
     AbnormalExit,
     Action,
+    Backoff,
     ChildInfo,
     ChildSpec,
     Escalate,
     ExitReason,
     NormalExit,
     RemoveChild,
+    Restart,
     Shutdown,
     ShutdownExit,
     StartChild,
@@ -276,6 +278,17 @@ class Supervisor:
     async def delete_child(self, child_id: str) -> None:
         """Forget a stopped child's spec (OTP ``delete_child``)."""
         await self._request(_Request(plan=lambda: self._state.delete_child(child_id)))
+
+    def retune(self, *, intensity: int, period: float, backoff: Backoff | None) -> None:
+        """Change the restart intensity, period and backoff from now on (a reload)."""
+        self._state.retune(intensity=intensity, period=period, backoff=backoff)
+        self._spec = self._state.spec
+
+    def update_child(
+        self, child_id: str, *, restart: Restart, shutdown: Shutdown | None
+    ) -> None:
+        """Change a child's restart type and shutdown from its next exit (a reload)."""
+        self._state.update_child(child_id, restart=restart, shutdown=shutdown)
 
     # ------------------------------------------------------------ internals
 

@@ -22,12 +22,18 @@ The baseline is PySyncObj (``pip install pysyncobj``, an optional bench
 dependency): three processes over localhost TCP, a replicated dict, the same
 number of commands kept in flight through the library's callback API, the
 same payloads. Ratios are cellmesh / PySyncObj.
+
+:func:`run_raft_bench` returns every number as a JSON-ready dict
+(``cellmesh bench raft --json`` prints it); :func:`format_raft_report` turns
+it into the table. ``--quick`` (:data:`QUICK`) is a short run for a smoke
+check: fewer operations, three failover trials, a smaller WAL.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import shutil
 import socket
 import statistics
@@ -36,9 +42,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Final
+from typing import IO, Any, Final
 
 import attrs
 import trio
@@ -51,6 +58,32 @@ from cellmesh.testing.cluster import ProcessCluster, process_cluster
 
 VOTERS: Final = (1, 2, 3)
 _POLL: Final = 0.01
+
+
+@attrs.frozen(kw_only=True)
+class RaftBenchParams:
+    """What one ``cellmesh bench raft`` run measures (see the module docstring).
+
+    ``ops``/``concurrency``: the pipelined run; ``sequential_ops``: the
+    one-in-flight latency run (0 skips it); ``payload``: value bytes;
+    ``tick``: Raft tick in seconds (elections after 10-20 ticks);
+    ``trials``: failover trials (0 skips them); ``wal_entries``: entries
+    in the WAL recovery measurement (0 skips it).
+    """
+
+    ops: int = 20_000
+    concurrency: int = 256
+    sequential_ops: int = 500
+    payload: int = 64
+    tick: float = 0.015
+    trials: int = 20
+    wal_entries: int = 1_000_000
+
+
+#: The full run (a few minutes on a 2-core machine).
+FULL: Final = RaftBenchParams()
+#: ``--quick``: a short run (well under a minute) for a smoke check.
+QUICK: Final = RaftBenchParams(ops=2_000, sequential_ops=100, trials=3, wal_entries=100_000)
 
 
 @attrs.frozen(kw_only=True)
@@ -67,6 +100,20 @@ class Throughput:
     def ops_per_second(self) -> float:
         """Committed operations per second."""
         return self.ops / self.seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """The numbers of this run, in milliseconds, for the ``--json`` report."""
+        doc: dict[str, Any] = {
+            "ops": self.ops,
+            "seconds": self.seconds,
+            "ops_per_s": self.ops_per_second,
+            "p50_ms": self.p50 * 1e3,
+            "p99_ms": self.p99 * 1e3,
+        }
+        if self.leader_saves is not None:
+            doc["leader_wal_batches"] = self.leader_saves
+            doc["ops_per_batch"] = self.ops / max(self.leader_saves, 1)
+        return doc
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -319,78 +366,179 @@ def wal_recovery_seconds(entries: int, payload: int) -> float:
 # Report
 
 
-def _row(name: str, result: Throughput, base: Throughput | None) -> str:
-    ratio = f"{result.ops_per_second / base.ops_per_second:5.2f}x" if base else "  n/a"
-    saves = ""
-    if result.leader_saves is not None:
-        per_batch = result.ops / max(result.leader_saves, 1)
-        saves = f"   leader WAL batches {result.leader_saves:,} ({per_batch:.0f} ops/batch)"
-    return (
-        f"  {name:<34} {result.ops_per_second:>9,.0f} ops/s   p50 {result.p50 * 1e3:7.2f} ms"
-        f"   p99 {result.p99 * 1e3:7.2f} ms   vs PySyncObj {ratio}{saves}"
-    )
+Progress = Callable[[str], None]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every measurement and print the report (see the module docstring)."""
-    parser = argparse.ArgumentParser(description="cellmesh Raft benchmark vs PySyncObj")
-    parser.add_argument("--ops", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument(
-        "--sequential-ops", type=int, default=500, help="ops for the 1-in-flight latency run"
-    )
-    parser.add_argument("--payload", type=int, default=64)
-    parser.add_argument("--tick", type=float, default=0.05)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--wal-entries", type=int, default=1_000_000)
-    args = parser.parse_args(argv)
+def _ratio(result: Throughput, base: Throughput | None) -> float | None:
+    return result.ops_per_second / base.ops_per_second if base is not None else None
 
-    for concurrency, ops in ((args.concurrency, args.ops), (1, args.sequential_ops)):
+
+def run_raft_bench(params: RaftBenchParams, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every measurement of ``params``; return a JSON-ready report."""
+    say = progress if progress is not None else (lambda _msg: None)
+    report: dict[str, Any] = {
+        "bench": "raft",
+        "params": attrs.asdict(params),
+        "pysyncobj_installed": True,
+        "runs": [],
+        "failover": None,
+        "wal_recovery": None,
+    }
+    for concurrency, ops in ((params.concurrency, params.ops), (1, params.sequential_ops)):
         if ops <= 0:
             continue
-        print(
-            f"Raft bench: 3 processes on this host, {ops:,} ops, {concurrency} in flight, "
-            f"{args.payload}-byte values, tick {args.tick * 1e3:.0f} ms"
-        )
-        base = pysyncobj_throughput(ops=ops, concurrency=concurrency, payload=args.payload)
-        if base is None:
-            print("  PySyncObj not installed (pip install pysyncobj): no baseline")
-        else:
-            print(_row("PySyncObj (journal never fsynced)", base, base))
-        for no_fsync in (False, True):
+        say(f"{ops} ops, {concurrency} in flight: PySyncObj")
+        base = pysyncobj_throughput(ops=ops, concurrency=concurrency, payload=params.payload)
+        report["pysyncobj_installed"] = report["pysyncobj_installed"] and base is not None
+        run: dict[str, Any] = {
+            "concurrency": concurrency,
+            "ops": ops,
+            "pysyncobj": base.to_json() if base is not None else None,
+        }
+        for no_fsync, key in ((False, "cellmesh_fsync"), (True, "cellmesh_no_fsync")):
+            say(f"{ops} ops, {concurrency} in flight: {key}")
             result = trio.run(
                 functools.partial(
                     cellmesh_throughput,
                     ops=ops,
                     concurrency=concurrency,
-                    payload=args.payload,
-                    tick=args.tick,
+                    payload=params.payload,
+                    tick=params.tick,
                     no_fsync=no_fsync,
                 )
             )
-            name = "cellmesh (WAL fsync disabled)" if no_fsync else "cellmesh (fdatasync per batch)"
-            print(_row(name, result, base))
-    if args.trials:
-        times = trio.run(functools.partial(cellmesh_failover, trials=args.trials, tick=args.tick))
-        print(
-            f"  failover (kill -9 leader -> next commit), {len(times)} trials: "
-            f"median {statistics.median(times) * 1e3:.0f} ms, min {min(times) * 1e3:.0f} ms, "
-            f"max {max(times) * 1e3:.0f} ms  (election timeout {10 * args.tick * 1e3:.0f}-"
-            f"{20 * args.tick * 1e3:.0f} ms)"
+            run[key] = result.to_json()
+            run[f"{key}_vs_pysyncobj"] = _ratio(result, base)
+        report["runs"].append(run)
+    if params.trials:
+        say(f"failover: {params.trials} trials")
+        failover = functools.partial(cellmesh_failover, trials=params.trials, tick=params.tick)
+        times = trio.run(failover)
+        report["failover"] = {
+            "trials": len(times),
+            "samples_ms": [t * 1e3 for t in times],
+            "median_ms": statistics.median(times) * 1e3,
+            "min_ms": min(times) * 1e3,
+            "max_ms": max(times) * 1e3,
+            "election_timeout_ms": [10 * params.tick * 1e3, 20 * params.tick * 1e3],
+        }
+    if params.wal_entries:
+        say(f"WAL recovery: {params.wal_entries} entries")
+        seconds = wal_recovery_seconds(params.wal_entries, params.payload)
+        report["wal_recovery"] = {
+            "entries": params.wal_entries,
+            "seconds": seconds,
+            "entries_per_s": params.wal_entries / seconds,
+        }
+    return report
+
+
+def _row(name: str, result: dict[str, Any], ratio: float | None) -> str:
+    shown = f"{ratio:5.2f}x" if ratio is not None else "  n/a"
+    saves = ""
+    if "leader_wal_batches" in result:
+        saves = (
+            f"   leader WAL batches {result['leader_wal_batches']:,} "
+            f"({result['ops_per_batch']:.0f} ops/batch)"
         )
-    if args.wal_entries:
-        seconds = wal_recovery_seconds(args.wal_entries, args.payload)
-        print(
-            f"  WAL recovery: {args.wal_entries:,} entries in {seconds:.2f} s "
-            f"({args.wal_entries / seconds:,.0f} entries/s)"
+    return (
+        f"  {name:<34} {result['ops_per_s']:>9,.0f} ops/s   p50 {result['p50_ms']:7.2f} ms"
+        f"   p99 {result['p99_ms']:7.2f} ms   vs PySyncObj {shown}{saves}"
+    )
+
+
+def format_raft_report(report: dict[str, Any]) -> str:
+    """The human-readable table of a :func:`run_raft_bench` report."""
+    params = report["params"]
+    lines = []
+    for run in report["runs"]:
+        lines.append(
+            f"Raft bench: 3 processes on this host, {run['ops']:,} ops, {run['concurrency']} in "
+            f"flight, {params['payload']}-byte values, tick {params['tick'] * 1e3:.0f} ms"
         )
+        if run["pysyncobj"] is None:
+            lines.append("  PySyncObj not installed (pip install pysyncobj): no baseline")
+        else:
+            lines.append(_row("PySyncObj (journal never fsynced)", run["pysyncobj"], 1.0))
+        lines.append(
+            _row("cellmesh (fdatasync per batch)", run["cellmesh_fsync"],
+                 run["cellmesh_fsync_vs_pysyncobj"])
+        )
+        lines.append(
+            _row("cellmesh (WAL fsync disabled)", run["cellmesh_no_fsync"],
+                 run["cellmesh_no_fsync_vs_pysyncobj"])
+        )
+    failover = report["failover"]
+    if failover is not None:
+        low, high = failover["election_timeout_ms"]
+        lines.append(
+            f"  failover (kill -9 leader -> next commit), {failover['trials']} trials: "
+            f"median {failover['median_ms']:.0f} ms, min {failover['min_ms']:.0f} ms, "
+            f"max {failover['max_ms']:.0f} ms  (election timeout {low:.0f}-{high:.0f} ms)"
+        )
+    recovery = report["wal_recovery"]
+    if recovery is not None:
+        lines.append(
+            f"  WAL recovery: {recovery['entries']:,} entries in {recovery['seconds']:.2f} s "
+            f"({recovery['entries_per_s']:,.0f} entries/s)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None, *, out: IO[str] | None = None) -> int:
+    """Parse arguments, run the measurements, print the table or (``--json``) the report."""
+    parser = argparse.ArgumentParser(description="cellmesh Raft benchmark vs PySyncObj")
+    parser.add_argument("--ops", type=int)
+    parser.add_argument("--concurrency", type=int)
+    parser.add_argument(
+        "--sequential-ops", type=int, help="ops for the 1-in-flight latency run"
+    )
+    parser.add_argument("--payload", type=int)
+    parser.add_argument("--tick", type=float)
+    parser.add_argument("--trials", type=int)
+    parser.add_argument("--wal-entries", type=int)
+    parser.add_argument("--quick", action="store_true", help="a short run (smoke check)")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    args = parser.parse_args(argv)
+    params = QUICK if args.quick else FULL
+    chosen = {
+        name: value
+        for name, value in (
+            ("ops", args.ops),
+            ("concurrency", args.concurrency),
+            ("sequential_ops", args.sequential_ops),
+            ("payload", args.payload),
+            ("tick", args.tick),
+            ("trials", args.trials),
+            ("wal_entries", args.wal_entries),
+        )
+        if value is not None
+    }
+    params = attrs.evolve(params, **chosen)
+    stream = out if out is not None else sys.stdout
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"[bench raft] {msg}\n")
+        sys.stderr.flush()
+
+    report = run_raft_bench(params, progress=progress)
+    if args.json:
+        stream.write(json.dumps(report, indent=2) + "\n")
+    else:
+        stream.write(format_raft_report(report))
+    return 0
 
 
 __all__ = [
+    "FULL",
+    "QUICK",
+    "RaftBenchParams",
     "Throughput",
     "cellmesh_failover",
     "cellmesh_throughput",
+    "format_raft_report",
     "main",
     "pysyncobj_throughput",
+    "run_raft_bench",
     "wal_recovery_seconds",
 ]

@@ -47,12 +47,13 @@ def build_app() -> cyclopts.App:
         app.help_print([])
         return EXIT_OK
 
-    from . import _bench, _ops
+    from . import _bench, _ops, _swap
     from . import _root as _daemon
 
     _bench.register(app)
     _daemon.register(app)
     _ops.register(app)
+    _swap.register(app)
     try:
         from . import _sandbox  # registered once the sandbox layer exists
     except ImportError:

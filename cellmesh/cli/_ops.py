@@ -113,6 +113,13 @@ def _state_style(state: str) -> str:
     return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
 
 
+def state_text(cell: CellStatus) -> Text:
+    """The STATE column: the state, or ``swapping (phase)`` while a hot swap runs."""
+    if cell.swap:
+        return Text(f"swapping ({cell.swap})", style="bold magenta")
+    return Text(cell.state, style=_state_style(cell.state))
+
+
 def _when(at: float) -> str:
     try:
         return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -140,6 +147,8 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "rtt_p99_us": cell.rtt_p99_us,
         "backend": cell.backend,
         "dna": cell.dna,
+        "version": cell.version,
+        "swap": cell.swap or None,
     }
 
 
@@ -171,14 +180,15 @@ def status_table(reply: StatusReply) -> Table:
         ("CELL", "left"), ("SUPERVISOR", "left"), ("STATE", "left"), ("PID", "right"),
         ("RESTARTS", "right"), ("UPTIME", "right"), ("IN", "right"), ("OUT", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("P50", "right"), ("P99", "right"),
+        ("DNA", "left"), ("VERSION", "left"),
     ):
         table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for c in reply.cells:
         table.add_row(
-            c.name, c.supervisor, Text(c.state, style=_state_style(c.state)),
+            c.name, c.supervisor, state_text(c),
             "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
             str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
-            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us),
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), c.dna or "-", c.version or "-",
         )
     return table
 
@@ -260,7 +270,7 @@ def top_frame(
         r = cell_rates.get(c.name)
         restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
         table.add_row(
-            c.name, Text(c.state, style=_state_style(c.state)),
+            c.name, state_text(c),
             "-" if c.pid is None else str(c.pid),
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),
@@ -440,7 +450,10 @@ def register(app: cyclopts.App) -> None:
         running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
         (cumulative since the process started), "rss" (bytes or null),
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
-        over the last report interval, null when idle), "backend", "dna"};
+        over the last report interval, null when idle), "backend", "dna"
+        (the first 12 hex digits of the code's content hash), "version" (the
+        cell class's version, "" if it declares none), "swap" (the phase of a
+        hot swap in progress, or null)};
         "restart_log": a list of {"at" (Unix time), "cell", "reason"}.
         Exit 1 when no root is running.
 
@@ -509,6 +522,7 @@ __all__ = [
     "run_top",
     "status_header",
     "status_json",
+    "state_text",
     "status_table",
     "top_frame",
 ]

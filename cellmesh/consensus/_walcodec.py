@@ -49,6 +49,17 @@ self-describing and older segments can be deleted.
 
 A snapshot file is ``b"CMSN" | version u16 | meta | data_len u64 | data |
 crc u32`` where ``crc`` covers every byte before it.
+
+The ``STATE`` file holds two fixed-size slots (at byte 0 and byte
+:data:`STATE_SLOT_SIZE`), each a :class:`DirState` record::
+
+    magic 4s b"CMST" | version u16 | flags u16 | sequence u64 | node u64 |
+    term u64 | vote u64 | commit u64 | segment u64 | segment_index u64 |
+    segment_size u64 | join_floor u64 | crc u32
+
+``crc`` covers the bytes before it. A writer overwrites the slot of the
+older record, so a torn write leaves the other slot valid; the valid slot
+with the higher ``sequence`` wins.
 """
 
 from __future__ import annotations
@@ -86,6 +97,17 @@ _SNAP_HEAD: Final = struct.Struct("<QQBII")
 _NODE_ID: Final = struct.Struct("<Q")
 _SNAPFILE_HEAD: Final = struct.Struct("<4sH")
 _SNAPFILE_LEN: Final = struct.Struct("<Q")
+
+_STATE: Final = struct.Struct("<4sHHQQQQQQQQQ")
+STATE_MAGIC: Final = b"CMST"
+STATE_SLOT_SIZE: Final = 128
+STATE_FLAG_NODE: Final = 1  #: ``node`` is known
+STATE_FLAG_VOTE: Final = 2  #: ``vote`` is set
+STATE_FLAG_SEGMENT: Final = 4  #: ``segment`` (and its index and size) is set
+STATE_FLAG_JOINING: Final = 8  #: the node joined with an empty log
+STATE_FLAG_JOIN_FLOOR: Final = 16  #: ``join_floor`` is set
+STATE_FLAG_JOIN_DONE: Final = 32  #: the joining node was promoted
+_STATE_FLAGS: Final = 63
 
 _U64_MAX: Final = 0xFFFF_FFFF_FFFF_FFFF
 _KIND_BY_VALUE: Final = {int(k): k for k in EntryKind}
@@ -425,6 +447,104 @@ class Replay:
                 0, f"log starts at index {self.window[0].index} but the base is {base_index}"
             )
         return tuple(self.window)
+
+
+# --------------------------------------------------------------------------
+# The STATE file
+
+
+@attrs.frozen(kw_only=True)
+class DirState:
+    """What a log directory promises about itself, kept in its ``STATE`` file.
+
+    Facts a crash cannot take back, so recovery can tell lost state from a
+    crash: ``node`` (the owner, ``None`` if not known yet); the last durable
+    ``term``/``vote`` (recorded after every change, so the log must hold at
+    least these); ``commit`` (entries up to it were committed, so the log or
+    its snapshot must reach it); ``segment`` -- the newest segment created
+    durably, with the index in its name and the ``segment_size`` it had when
+    created (a crash never leaves it shorter); and the joining state
+    (``joining``, ``join_floor``, ``join_done``). ``sequence`` orders
+    records.
+    """
+
+    sequence: int = 0
+    node: int | None = None
+    term: int = 0
+    vote: int | None = None
+    commit: int = 0
+    segment: int | None = None
+    segment_index: int = 0
+    segment_size: int = 0
+    joining: bool = False
+    join_floor: int | None = None
+    join_done: bool = False
+
+
+def encode_state(state: DirState) -> bytes:
+    """One ``STATE`` slot (:data:`STATE_SLOT_SIZE` bytes, zero padded) for ``state``."""
+    flags = (
+        (STATE_FLAG_NODE if state.node is not None else 0)
+        | (STATE_FLAG_VOTE if state.vote is not None else 0)
+        | (STATE_FLAG_SEGMENT if state.segment is not None else 0)
+        | (STATE_FLAG_JOINING if state.joining else 0)
+        | (STATE_FLAG_JOIN_FLOOR if state.join_floor is not None else 0)
+        | (STATE_FLAG_JOIN_DONE if state.join_done else 0)
+    )
+    body = _STATE.pack(
+        STATE_MAGIC,
+        FORMAT_VERSION,
+        flags,
+        state.sequence,
+        state.node or 0,
+        state.term,
+        state.vote or 0,
+        state.commit,
+        state.segment or 0,
+        state.segment_index,
+        state.segment_size,
+        state.join_floor or 0,
+    )
+    record = body + _CRC.pack(zlib.crc32(body))
+    return record.ljust(STATE_SLOT_SIZE, b"\0")
+
+
+def decode_state(slot: bytes) -> DirState:
+    """Inverse of :func:`encode_state`; raises :class:`MalformedRecord` on anything else."""
+    if len(slot) < _STATE.size + _CRC.size:
+        raise MalformedRecord(0, "state record too short")
+    (stored,) = _CRC.unpack_from(slot, _STATE.size)
+    if zlib.crc32(memoryview(slot)[: _STATE.size]) != stored:
+        raise MalformedRecord(_STATE.size, "state record checksum mismatch")
+    magic, version, flags, sequence, node, term, vote, commit, seg, seg_index, seg_size, floor = (
+        _STATE.unpack_from(slot, 0)
+    )
+    if magic != STATE_MAGIC or version != FORMAT_VERSION or flags & ~_STATE_FLAGS:
+        raise MalformedRecord(0, "not a state record of a supported version")
+    return DirState(
+        sequence=sequence,
+        node=node if flags & STATE_FLAG_NODE else None,
+        term=term,
+        vote=vote if flags & STATE_FLAG_VOTE else None,
+        commit=commit,
+        segment=seg if flags & STATE_FLAG_SEGMENT else None,
+        segment_index=seg_index,
+        segment_size=seg_size,
+        joining=bool(flags & STATE_FLAG_JOINING),
+        join_floor=floor if flags & STATE_FLAG_JOIN_FLOOR else None,
+        join_done=bool(flags & STATE_FLAG_JOIN_DONE),
+    )
+
+
+def newest_state(image: bytes) -> DirState | None:
+    """The valid slot of a ``STATE`` file image with the higher sequence; ``None`` if none."""
+    found = []
+    for start in (0, STATE_SLOT_SIZE):
+        try:
+            found.append(decode_state(image[start : start + STATE_SLOT_SIZE]))
+        except MalformedRecord:
+            continue
+    return max(found, key=lambda state: state.sequence) if found else None
 
 
 # --------------------------------------------------------------------------

@@ -30,6 +30,16 @@ A leader may remove itself (or demote itself to learner). As in dissertation
 4.2.2 it keeps leading a configuration that excludes it -- replicating, but
 not counting itself in any majority -- until that configuration commits;
 then it sends TimeoutNow to its most up-to-date voter and steps down.
+
+A removed server learns it was removed: the leader keeps replicating to it
+until the removing configuration has committed and a grace period passed
+(:class:`~cellmesh.consensus.confchange.LeavingTracker`); a server that
+missed that finds the leader through its vote requests, which members answer
+with a rejection naming the leader and the leader answers by replicating to
+it. Once a node holds a committed configuration without itself it is
+:attr:`Role.REMOVED`: it never campaigns or votes and refuses requests with
+:class:`NodeRemoved`. A *joining* node (:class:`JoinState`) never votes until
+a configuration change made after it joined promotes it.
 """
 
 from __future__ import annotations
@@ -37,23 +47,31 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cellmesh.consensus import quorum
+from cellmesh.consensus._leader import LeaderSide
+from cellmesh.consensus.confchange import (
+    LeavingTracker,
+    became_voter_after,
+    check_single_server_change,
+)
 from cellmesh.consensus.config import RaftConfig, RandomSource
 from cellmesh.consensus.errors import (
     ConfigChangeInProgress,
     ConsensusUsageError,
     InvalidConfigChange,
+    NodeRemoved,
     NotLeader,
     ProposalDropped,
 )
 from cellmesh.consensus.log import RaftLog
 from cellmesh.consensus.messages import Message, MessageType, well_formed
-from cellmesh.consensus.progress import Progress, ProgressState
-from cellmesh.consensus.readindex import PendingRead, ReadIndexTracker
+from cellmesh.consensus.progress import Progress
+from cellmesh.consensus.readindex import ReadIndexTracker
 from cellmesh.consensus.ready import Ready
 from cellmesh.consensus.types import (
     Entry,
     EntryKind,
     HardState,
+    JoinState,
     Membership,
     ReadState,
     Role,
@@ -65,7 +83,7 @@ from cellmesh.consensus.types import (
 MT = MessageType
 
 
-class RaftCore:
+class RaftCore(LeaderSide):
     """One Raft node's protocol state; see the module docstring for the driver loop."""
 
     def __init__(
@@ -78,17 +96,24 @@ class RaftCore:
         hard_state: HardState | None = None,
         snapshot: Snapshot | None = None,
         entries: Iterable[Entry] = (),
+        join: JoinState | None = None,
     ) -> None:
         """Start (or restart) a node from its durable state.
 
         ``voters``/``learners`` give the bootstrap membership and are used only
         when ``snapshot`` is ``None`` (a fresh node); otherwise membership comes
         from the snapshot and the CONFIG entries after it. Every node of a new
-        cluster must be given the same bootstrap membership.
+        cluster must be given the same bootstrap membership. ``join`` is the
+        node's durable :class:`JoinState` if it joined an existing cluster with
+        an empty log; while it is not ``done`` the bootstrap membership is
+        ignored and the node never votes or campaigns.
         """
         self.config = config
         self.id = config.id
         self._rng = rng
+        self.join = join
+        if self.joining:
+            voters = learners = ()
         if snapshot is None:
             snapshot = Snapshot(
                 meta=SnapshotMeta(
@@ -102,6 +127,19 @@ class RaftCore:
         self.lead: int | None = None
         self.role = Role.FOLLOWER
         self.membership = self.log.membership_at(self.log.last_index)
+        #: Whether this node was ever a member (only a former member can be
+        #: removed; a new node waits to be added). Its configurations may have
+        #: been compacted away: a node with any durable state counts as one.
+        self._was_member = not self.joining and (
+            hs.term > 0
+            or self.log.last_index > 0
+            or any(self.id in m.members for m in self.log.configurations())
+        )
+        #: The last append showed the leader's commit beyond our log: still catching up.
+        self._behind = False
+        #: A node outside our configuration named in a vote rejection as the leader.
+        self._outside_hint: int | None = None
+        self._leaving = LeavingTracker(grace_ticks=2 * config.election_tick)
         self._progress: dict[int, Progress] = {}
         self._votes: dict[int, bool] = {}
         self._msgs: list[Message] = []
@@ -115,7 +153,10 @@ class RaftCore:
         self._reset_randomized_timeout()
         self._prev_hard = HardState(term=self.term, vote=self.vote, commit=self.log.committed)
         self._prev_soft = SoftState(leader=None, role=Role.FOLLOWER)
+        self._prev_join = join
         self._ready_outstanding = False
+        self._check_joined()
+        self.role = self._follower_role()
 
     # ------------------------------------------------------------------
     # Observers
@@ -131,8 +172,23 @@ class RaftCore:
         return SoftState(leader=self.lead, role=self.role)
 
     def progress(self, node: int) -> Progress | None:
-        """The leader's replication view of ``node`` (``None`` if not leader/unknown)."""
+        """The leader's replication view of ``node`` (``None`` if not leader/unknown).
+
+        Besides members, the leader tracks recently removed servers until they
+        learned of their removal.
+        """
         return self._progress.get(node) if self.role is Role.LEADER else None
+
+    @property
+    def joining(self) -> bool:
+        """Whether this node joined with an empty log and was not yet made a voter."""
+        return self.join is not None and not self.join.done
+
+    @property
+    def pending_config_index(self) -> int:
+        """Index of the latest CONFIG entry if it is not committed yet, else 0."""
+        index = self.log.last_config_index()
+        return index if index > self.log.committed else 0
 
     def _promotable(self) -> bool:
         """May this node campaign? A voter of its latest configuration may; so may
@@ -144,12 +200,58 @@ class RaftCore:
         It may lead a configuration without itself until the change commits
         (dissertation 4.2.2), exactly like a leader that removed itself.
         """
+        if self.joining:
+            return False
         if self.id in self.membership.voters:
             return True
         return self.id in self.log.membership_at(self.log.committed).voters
 
     def _leader_hint(self) -> int | None:
         return self.lead if self.lead != self.id else None
+
+    def not_leader(self) -> NotLeader:
+        """The error for a request that needs the leader: :class:`NotLeader` with the
+        leader hint, or :class:`NodeRemoved` once this node knows it was removed."""
+        if self.role is Role.REMOVED:
+            return NodeRemoved(self.id, self._leader_hint())
+        return NotLeader(self._leader_hint())
+
+    def _removed(self) -> bool:
+        """Whether this node knows a committed configuration without itself."""
+        return (
+            self._was_member
+            and not self.joining
+            and not self._behind
+            and self.id not in self.membership.members
+            and self.log.committed >= self.log.last_config_index()
+        )
+
+    def _follower_role(self) -> Role:
+        return Role.REMOVED if self._removed() else Role.FOLLOWER
+
+    def _set_membership(self, m: Membership) -> None:
+        self.membership = m
+        if self.id in m.members and not self.joining:
+            self._was_member = True
+
+    def _settle_follower(self) -> None:
+        """After the log or commit changed on a non-leader: joined? removed? back?"""
+        self._check_joined()
+        if self.role in (Role.FOLLOWER, Role.REMOVED):
+            self.role = self._follower_role()
+
+    def _check_joined(self) -> None:
+        """A joining node becomes an ordinary member once a change made after it joined
+        promotes it; it then records its vote for the leader it follows in this term
+        (it may have voted in this term before its state was wiped)."""
+        join = self.join
+        if join is None or join.done or join.floor is None:
+            return
+        if self.lead is not None and became_voter_after(self.log, self.id, join.floor):
+            self.join = JoinState(floor=join.floor, done=True)
+            self._was_member = True
+            if self.vote is None and self.lead is not None:
+                self.vote = self.lead
 
     # ------------------------------------------------------------------
     # Inputs
@@ -159,12 +261,22 @@ class RaftCore:
         self._election_elapsed += 1
         if self.role is Role.LEADER:
             self._tick_leader()
-        elif self._election_elapsed >= self._randomized_timeout and self._promotable():
-            self._election_elapsed = 0
-            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+        elif self._election_elapsed >= self._randomized_timeout:
+            if self._promotable():
+                self._election_elapsed = 0
+                self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+            elif self._was_member and self.role is Role.FOLLOWER:
+                # A learner (or a node whose removal is not known to it) that has
+                # heard no leader for an election timeout: ask the voters, so that
+                # a removed node finds the leader that can tell it.
+                self._election_elapsed = 0
+                self._reset_randomized_timeout()
+                self._send_vote_requests(MT.PRE_VOTE, self.term + 1, transfer=False)
 
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
+        for gone in self._leaving.tick(self.log.committed):
+            self._progress.pop(gone, None)
         if self._election_elapsed >= self.config.election_tick:
             self._election_elapsed = 0
             if self.config.check_quorum:
@@ -193,7 +305,7 @@ class RaftCore:
 
     def _propose(self, kind: EntryKind, data: bytes) -> int:
         if self.role is not Role.LEADER:
-            raise NotLeader(self._leader_hint())
+            raise self.not_leader()
         if self.lead_transferee is not None:
             raise ProposalDropped(f"leadership is moving to node {self.lead_transferee}")
         index = self.log.last_index + 1
@@ -214,18 +326,10 @@ class RaftCore:
         for anything else not allowed.
         """
         if self.role is not Role.LEADER:
-            raise NotLeader(self._leader_hint())
+            raise self.not_leader()
         if self._pending_conf_index > self.log.committed:
             raise ConfigChangeInProgress(self._pending_conf_index)
-        cur = self.membership
-        if membership.voters & membership.learners:
-            raise InvalidConfigChange("a node cannot be both voter and learner")
-        if not membership.voters:
-            raise InvalidConfigChange("the cluster needs at least one voter")
-        if len(cur.voters ^ membership.voters) > 1:
-            raise InvalidConfigChange("only one voter may be added or removed at a time")
-        if any(n <= 0 for n in membership.members):
-            raise InvalidConfigChange("node ids must be positive")
+        check_single_server_change(self.membership, membership)
         index = self._propose(EntryKind.CONFIG, membership.encode())
         self._pending_conf_index = index
         return index
@@ -237,14 +341,15 @@ class RaftCore:
         the read may be served once the state machine has applied its index.
         The request may be silently dropped if leadership changes (a forwarded
         read that reaches a non-leader is dropped too); callers retry on
-        timeout. Raises :class:`NotLeader` if no leader is known.
+        timeout. Raises :class:`NotLeader` if no leader is known, and
+        :class:`NodeRemoved` on a removed node.
         """
         if self.role is Role.LEADER:
             self._leader_read(context, self.id)
         elif self.lead is not None and self.role is Role.FOLLOWER:
             self._send(MT.READ_INDEX, self.lead, context=context)
         else:
-            raise NotLeader(self._leader_hint())
+            raise self.not_leader()
 
     def transfer_leadership(self, target: int) -> None:
         """Hand leadership to voter ``target`` (dissertation 3.10).
@@ -254,7 +359,7 @@ class RaftCore:
         timeout if it has not completed.
         """
         if self.role is not Role.LEADER:
-            raise NotLeader(self._leader_hint())
+            raise self.not_leader()
         if target == self.id:
             return
         if target not in self.membership.voters:
@@ -302,6 +407,7 @@ class RaftCore:
             or log.committed != hs.commit
             or self.lead != soft.leader
             or self.role is not soft.role
+            or self.join != self._prev_join
             or log.committed > max(log.applied, log.snapshot.meta.index)
         )
 
@@ -320,6 +426,7 @@ class RaftCore:
             committed_entries=self.log.next_committed_entries(),
             messages=tuple(self._msgs),
             read_states=tuple(self._read_states),
+            join=self.join if self.join != self._prev_join else None,
         )
         self._msgs.clear()
         self._read_states.clear()
@@ -334,6 +441,8 @@ class RaftCore:
         self._ready_outstanding = False
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+        if rd.join is not None:
+            self._prev_join = rd.join
         if rd.snapshot is not None:
             if self.log.pending_snapshot is rd.snapshot:
                 self.log.pending_snapshot = None
@@ -361,6 +470,7 @@ class RaftCore:
         self._reset_randomized_timeout()
         self._votes = {}
         self._progress = {}
+        self._leaving.clear()
         self._reads.reset()
         self.lead_transferee = None
 
@@ -370,13 +480,14 @@ class RaftCore:
 
     def _become_follower(self, term: int, lead: int | None) -> None:
         self._reset(term)
-        self.role = Role.FOLLOWER
         self.lead = lead
+        self.role = self._follower_role()
 
     def _become_pre_candidate(self) -> None:
         # Pre-vote changes neither the term nor the vote (dissertation 9.6).
         self._votes = {}
         self._progress = {}
+        self._leaving.clear()
         self.role = Role.PRE_CANDIDATE
         self.lead = None
 
@@ -392,19 +503,18 @@ class RaftCore:
         last = self.log.last_index
         for n in self.membership.members | {self.id}:
             self._progress[n] = self._new_progress(n, last)
+        # Servers the latest change removed may not know it yet: keep them informed.
+        config_index = self.log.last_config_index()
+        if config_index > self.log.snapshot.meta.index:
+            before = self.log.membership_at(config_index - 1)
+            for n in sorted(before.members - self.membership.members - {self.id}):
+                if self._leaving.add(n, config_index):
+                    self._progress[n] = self._new_progress(n, last)
         # Section 8: commit an entry of the new term at once (a no-op). Until it
         # commits, no membership change is accepted (dissertation 4.1 fix).
         self._pending_conf_index = last + 1
         self._append_entries([Entry(index=last + 1, term=self.term, kind=EntryKind.NOOP)])
         self._broadcast_append()
-
-    def _new_progress(self, node: int, last: int) -> Progress:
-        pr = Progress(match=0, next=last + 1, max_inflight=self.config.max_inflight)
-        if node == self.id:
-            pr.match = last
-            pr.become_replicate()
-        pr.recent_active = True
-        return pr
 
     def _campaign(self, *, pre_vote: bool, transfer: bool) -> None:
         if pre_vote:
@@ -417,19 +527,25 @@ class RaftCore:
         if self._tally() is quorum.VoteResult.WON:
             self._won_election(pre_vote)
             return
-        for n in sorted(self.membership.voters):
-            if n != self.id:
-                self._msgs.append(
-                    Message(
-                        type=vote_type,
-                        src=self.id,
-                        dst=n,
-                        term=term,
-                        index=self.log.last_index,
-                        log_term=self.log.last_term,
-                        transfer=transfer,
-                    )
+        self._send_vote_requests(vote_type, term, transfer=transfer)
+
+    def _send_vote_requests(self, vote_type: MessageType, term: int, *, transfer: bool) -> None:
+        """Ask every voter (and a leader named from outside our configuration) for a vote."""
+        targets = set(self.membership.voters)
+        if self._outside_hint is not None:
+            targets.add(self._outside_hint)
+        for n in sorted(targets - {self.id}):
+            self._msgs.append(
+                Message(
+                    type=vote_type,
+                    src=self.id,
+                    dst=n,
+                    term=term,
+                    index=self.log.last_index,
+                    log_term=self.log.last_term,
+                    transfer=transfer,
                 )
+            )
 
     def _tally(self) -> quorum.VoteResult:
         return quorum.vote_result(self.membership.voters, self._votes)
@@ -451,9 +567,14 @@ class RaftCore:
         """
         if m.dst != self.id or m.src == self.id or not well_formed(m):
             return
+        if m.type in (MT.VOTE, MT.PRE_VOTE) and self._catch_up_outsider(m):
+            return
         if m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE) and not m.transfer and self._in_lease():
-                # Dissertation 4.2.3: ignore disruptive candidates while a leader is live.
+                # Dissertation 4.2.3: ignore disruptive candidates while a leader is live
+                # (but tell a server outside our configuration who leads).
+                if m.src not in self.membership.members:
+                    self._reject_vote(m)
                 return
             if m.type is MT.PRE_VOTE or (m.type is MT.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes never change our term
@@ -467,18 +588,59 @@ class RaftCore:
                 # with pre-vote/check-quorum and would never hear otherwise).
                 self._send(MT.APPEND_RESP, m.src)
             elif m.type is MT.PRE_VOTE:
-                self._send(MT.PRE_VOTE_RESP, m.src, reject=True)
+                self._reject_vote(m)
             return
 
+        if (
+            m.type in (MT.PRE_VOTE_RESP, MT.VOTE_RESP)
+            and m.reject
+            and m.reject_hint
+            and m.reject_hint not in self.membership.voters
+            and m.reject_hint != self.id
+        ):
+            self._outside_hint = m.reject_hint  # a leader outside our configuration
         if m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
         elif self.role is Role.LEADER:
             self._step_leader(m)
             self._maybe_hand_off()
-        elif self.role is Role.FOLLOWER:
+        elif self.role in (Role.FOLLOWER, Role.REMOVED):
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _catch_up_outsider(self, m: Message) -> bool:
+        """A leader answers a vote request from outside its (latest) configuration --
+        most likely a removed server that does not know it -- by replicating to it,
+        so that it learns of its removal; and rejects the request. Returns whether it
+        handled ``m``. A requester ahead of our term is left to the usual rules.
+        """
+        if self.role is not Role.LEADER or m.src in self.membership.members:
+            return False
+        its_term = m.term - 1 if m.type is MT.PRE_VOTE else m.term
+        if its_term > self.term:
+            return False
+        if m.src not in self._progress and self._leaving.add(m.src, self.log.last_config_index()):
+            self._progress[m.src] = self._new_progress(m.src, self.log.last_index)
+            self._send_append(m.src)
+        self._reject_vote(m)
+        return True
+
+    def _reject_vote(self, m: Message) -> None:
+        """Reject a (pre-)vote request. A requester outside our configuration (most
+        likely removed without knowing it) learns whom to ask next (``reject_hint``):
+        the leader we follow, or else a voter of our configuration -- so that its
+        requests travel towards a leader that can tell it, even through servers
+        that were removed themselves."""
+        resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
+        hint = 0
+        if m.src not in self.membership.members:
+            if self.lead is not None:
+                hint = self.lead
+            else:
+                others = sorted(self.membership.voters - {self.id, m.src})
+                hint = others[0] if others else 0
+        self._send(resp, m.src, reject=True, reject_hint=hint)
 
     def _in_lease(self) -> bool:
         return (
@@ -489,6 +651,12 @@ class RaftCore:
 
     def _handle_vote_request(self, m: Message) -> None:
         resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
+        if self.joining:
+            self._reject_vote(m)  # it forgot its votes: never votes until re-admitted
+            return
+        # A removed node still votes (dissertation 4.1: votes are granted without
+        # consulting the configuration; its log may be stale and the cluster may
+        # have added it back and now need its vote).
         can_vote = (
             self.vote == m.src
             or (self.vote is None and self.lead is None)
@@ -501,7 +669,7 @@ class RaftCore:
                 self._election_elapsed = 0
                 self.vote = m.src
         else:
-            self._send(resp, m.src, reject=True)
+            self._reject_vote(m)
 
     def _step_follower(self, m: Message) -> None:
         if m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
@@ -541,6 +709,7 @@ class RaftCore:
             return
         res = self.log.maybe_append(m.index, m.log_term, m.entries)
         if res is None:
+            self._behind = True
             # Section 5.3's optimization: point the leader at the last entry
             # whose term is <= the rejected one, and say which term it has,
             # so it can skip a whole conflicting term in one round trip.
@@ -556,13 +725,33 @@ class RaftCore:
             return
         last_new, config_changed = res
         if config_changed:
-            self.membership = self.log.membership_at(self.log.last_index)
+            self._set_membership(self.log.membership_at(self.log.last_index))
         self.log.commit_to(min(m.commit, last_new))
+        self._behind = m.commit > self.log.last_index
+        self._note_joined_log(m.commit)
+        self._settle_follower()
         self._send(MT.APPEND_RESP, m.src, index=last_new)
+
+    def _note_joined_log(self, floor: int) -> None:
+        """A joining node accepted the log for the first time: remember the leader's commit."""
+        if self.join is not None and self.join.floor is None:
+            self.join = JoinState(floor=floor)
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index))
+        self._settle_follower()
         self._send(MT.HEARTBEAT_RESP, m.src, read_seq=m.read_seq)
+        if m.commit > self.log.last_index:
+            # The leader believes we hold entries we do not (our state was wiped):
+            # say where our log ends so that it replicates from there.
+            self._send(
+                MT.APPEND_RESP,
+                m.src,
+                index=m.commit,
+                reject=True,
+                reject_hint=self.log.last_index,
+                log_term=self.log.last_term,
+            )
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -577,85 +766,11 @@ class RaftCore:
             self.log.commit_to(meta.index)
         else:
             self.log.restore(snap)
-            self.membership = Membership.of_snapshot(meta)
+            self._set_membership(Membership.of_snapshot(meta))
+        self._behind = False
+        self._note_joined_log(meta.index)
+        self._settle_follower()
         self._send(MT.APPEND_RESP, m.src, index=self.log.last_index)
-
-    # -- leader side -----------------------------------------------------
-
-    def _step_leader(self, m: Message) -> None:
-        pr = self._progress.get(m.src)
-        if m.type is MT.READ_INDEX:
-            self._leader_read(m.context, m.src)
-            return
-        if pr is None:
-            return
-        if m.type is MT.APPEND_RESP:
-            pr.recent_active = True
-            self._handle_append_resp(m, pr)
-        elif m.type is MT.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.probe_sent = False
-            if pr.state is ProgressState.SNAPSHOT:
-                pr.become_probe()
-            elif pr.state is ProgressState.REPLICATE and pr.is_paused():
-                pr.inflights.popleft()  # an ack may have been lost; make room (etcd does too)
-            if pr.match < self.log.last_index:
-                self._send_append(m.src, send_if_empty=True)
-            if self._reads.ack(m.src, m.read_seq):
-                for r in self._reads.release(self.id, self.membership.voters):
-                    self._deliver_read(r)
-
-    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
-        if m.reject:
-            probe = m.reject_hint
-            if m.log_term > 0:
-                probe = self.log.find_conflict_by_term(probe, m.log_term)
-            if pr.maybe_decrease_to(m.index, probe):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.src)
-            return
-        if m.index > self.log.last_index:
-            return  # acknowledges entries we never sent: ignore
-        old_paused = pr.is_paused()
-        advanced = pr.maybe_update(m.index)
-        probe_matched = pr.state is ProgressState.PROBE and m.index == pr.match
-        if not advanced and not probe_matched:
-            if old_paused and not pr.is_paused():
-                self._send_append(m.src)
-            return
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-            pr.become_probe()
-        if self._maybe_commit():
-            self._broadcast_append()
-        else:
-            self._send_append(m.src)
-        # Keep the pipeline full while there is more to send.
-        while pr.state is ProgressState.REPLICATE and pr.next <= self.log.last_index:
-            before = pr.next
-            self._send_append(m.src)
-            if pr.next == before:
-                break
-        if m.src == self.lead_transferee and pr.match == self.log.last_index:
-            self._send(MT.TIMEOUT_NOW, m.src)
-
-    def _append_entries(self, entries: list[Entry]) -> None:
-        self.log.append(entries)
-        if any(e.kind is EntryKind.CONFIG for e in entries):
-            self._apply_membership(self.log.membership_at(self.log.last_index))
-        self._progress[self.id].maybe_update(self.log.last_index)
-        self._maybe_commit()
-
-    def _apply_membership(self, m: Membership) -> None:
-        self.membership = m
-        for n in m.members:
-            if n not in self._progress:
-                self._progress[n] = self._new_progress(n, self.log.last_index)
-        for n in list(self._progress):
-            if n not in m.members and n != self.id:
-                del self._progress[n]
 
     def _maybe_hand_off(self) -> None:
         """Dissertation 4.2.2: a leader removed from the voters leaves once that commits."""
@@ -670,123 +785,6 @@ class RaftCore:
         if match == self.log.last_index:
             self._send(MT.TIMEOUT_NOW, best)
         self._become_follower(self.term, None)
-
-    def _maybe_commit(self) -> bool:
-        """Section 5.4.2: commit by counting replicas only for current-term entries."""
-        match = {n: pr.match for n, pr in self._progress.items()}
-        mci = quorum.committed_index(self.membership.voters, match)
-        if mci <= self.log.committed or self.log.term(mci) != self.term:
-            return False
-        self.log.commit_to(mci)
-        for r in self._reads.take_awaiting_commit():
-            self._leader_read(r.context, r.requester)
-        return True
-
-    def _send(
-        self,
-        t: MessageType,
-        to: int,
-        *,
-        index: int = 0,
-        commit: int = 0,
-        reject: bool = False,
-        reject_hint: int = 0,
-        log_term: int = 0,
-        read_seq: int = 0,
-        context: bytes = b"",
-    ) -> None:
-        self._msgs.append(
-            Message(
-                type=t,
-                src=self.id,
-                dst=to,
-                term=self.term,
-                index=index,
-                commit=commit,
-                reject=reject,
-                reject_hint=reject_hint,
-                log_term=log_term,
-                read_seq=read_seq,
-                context=context,
-            )
-        )
-
-    def _send_append(self, to: int, *, send_if_empty: bool = False) -> None:
-        """Send ``to`` the entries from its ``next`` (or the snapshot if compacted).
-
-        In REPLICATE state an empty append is only sent when ``send_if_empty``
-        (a heartbeat answer showed the follower lags: a lost append must be
-        detected by the consistency check).
-        """
-        pr = self._progress[to]
-        if to == self.id or pr.is_paused():
-            return
-        prev = pr.next - 1
-        prev_term = self.log.term(prev)
-        if prev_term is None or pr.next < self.log.first_index:
-            self._send_snapshot(to, pr)
-            return
-        ents = self.log.entries_from(pr.next, self.config.max_entries_per_message)
-        if not ents and pr.state is ProgressState.REPLICATE and not send_if_empty:
-            return
-        self._msgs.append(
-            Message(
-                type=MT.APPEND,
-                src=self.id,
-                dst=to,
-                term=self.term,
-                index=prev,
-                log_term=prev_term,
-                entries=ents,
-                commit=self.log.committed,
-            )
-        )
-        pr.sent_entries(ents[-1].index if ents else prev)
-
-    def _send_snapshot(self, to: int, pr: Progress) -> None:
-        snap = self.log.snapshot
-        self._msgs.append(
-            Message(type=MT.SNAPSHOT, src=self.id, dst=to, term=self.term, snapshot=snap)
-        )
-        pr.become_snapshot(snap.meta.index)
-
-    def _broadcast_append(self) -> None:
-        for n in sorted(self._progress):
-            if n != self.id:
-                self._send_append(n)
-
-    def _broadcast_heartbeat(self) -> None:
-        for n in sorted(self._progress):
-            if n != self.id:
-                pr = self._progress[n]
-                self._send(
-                    MT.HEARTBEAT,
-                    n,
-                    commit=min(pr.match, self.log.committed),
-                    read_seq=self._reads.seq,
-                )
-
-    # -- ReadIndex (dissertation 6.4) -------------------------------------
-
-    def _committed_in_term(self) -> bool:
-        return self.log.term(self.log.committed) == self.term
-
-    def _leader_read(self, context: bytes, requester: int) -> None:
-        if not self._committed_in_term():
-            # 6.4 step 1: the leader must first commit an entry of its own term.
-            self._reads.await_commit(context, requester)
-            return
-        if self.membership.voters == frozenset({self.id}):
-            self._deliver_read(PendingRead(0, self.log.committed, context, requester))
-            return
-        self._reads.add(self.log.committed, context, requester)
-        self._broadcast_heartbeat()
-
-    def _deliver_read(self, r: PendingRead) -> None:
-        if r.requester == self.id:
-            self._read_states.append(ReadState(index=r.index, context=r.context))
-        else:
-            self._send(MT.READ_INDEX_RESP, r.requester, index=r.index, context=r.context)
 
 
 # RaftConfig, RandomSource and Ready live in their own modules; they are

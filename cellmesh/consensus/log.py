@@ -203,6 +203,16 @@ class RaftLog:
                 return Membership.decode(self.entry(ci).data)
         return Membership.of_snapshot(self.snapshot.meta)
 
+    def config_indexes_between(self, lo: int, hi: int) -> list[int]:
+        """Indexes of the CONFIG entries held in ``(lo, hi]``, in log order."""
+        return [i for i in self._config_indexes if lo < i <= hi]
+
+    def configurations(self) -> list[Membership]:
+        """Every configuration this log knows: the snapshot's, then each CONFIG entry's."""
+        found = [Membership.of_snapshot(self.snapshot.meta)]
+        found.extend(Membership.decode(self.entry(i).data) for i in self._config_indexes)
+        return found
+
     def last_config_index(self) -> int:
         """Index of the latest CONFIG entry held, or the snapshot's index."""
         return self._config_indexes[-1] if self._config_indexes else self.snapshot.meta.index

@@ -51,13 +51,24 @@ same, reported through a callback from the node's loop, for servers that
 should not spend a task per request), :meth:`RaftNode.read` (linearizable via
 ReadIndex, dissertation section 6.4: the query runs once the state machine
 has applied the read index the leader confirmed),
-:meth:`RaftNode.change_membership` and :meth:`RaftNode.transfer_leadership`.
+:meth:`RaftNode.add_server` / :meth:`RaftNode.remove_server` (one
+single-server change at a time; a new server joins as a learner and is
+promoted once caught up, dissertation 4.2.1), the lower-level
+:meth:`RaftNode.change_membership`, and :meth:`RaftNode.transfer_leadership`.
 With ``snapshot_every`` set, the loop snapshots the state machine and
 compacts the log (section 7) after that many applied entries.
 
+A proposal ends in exactly one of three ways (docs/consensus.md, "Proposal
+outcomes"): the state machine's result (applied here); ``ProposalDropped``
+(definitely not applied: refused before it was appended, or another entry
+was committed at its index); or ``ProposalOutcomeUnknown`` (appended, but
+this node lost leadership before it committed, replaced its log with a
+snapshot around it, or stopped: it may or may not be applied).
+
 A storage failure (:class:`~cellmesh.consensus.wal.WalFailed`) or a state
 machine that raises ends the node: the error propagates out of
-``open_raft_node`` and every waiting client gets :class:`NodeStopped`.
+``open_raft_node``; waiting proposers get ``ProposalOutcomeUnknown`` and
+every other waiting caller :class:`NodeStopped`.
 """
 
 from __future__ import annotations
@@ -65,20 +76,46 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
 
+from cellmesh.consensus._driver import (
+    LogStorage,
+    NodeOptions,
+    NodeStatus,
+    NodeStopped,
+    OpenStorage,
+    ProposalCallback,
+    StateMachine,
+    SyncRunner,
+    open_wal_storage,
+    run_in_thread,
+    run_inline,
+)
+from cellmesh.consensus.catchup import CatchUp, Verdict
 from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
-from cellmesh.consensus.errors import ConsensusError, ProposalDropped
+from cellmesh.consensus.errors import (
+    CatchUpFailed,
+    ConfigChangeInProgress,
+    ProposalDropped,
+    ProposalOutcomeUnknown,
+)
 from cellmesh.consensus.messages import Message, MessageType
 from cellmesh.consensus.transport import Transport
-from cellmesh.consensus.types import EntryKind, HardState, Membership, Role, SoftState
-from cellmesh.consensus.wal import Recovered, WalBatch, WriteAheadLog
+from cellmesh.consensus.types import (
+    EntryKind,
+    HardState,
+    Membership,
+    PendingChange,
+    Role,
+    SoftState,
+)
+from cellmesh.consensus.wal import WalBatch, prepare_directory
 
 _READ_RETRY_ELECTIONS: Final = 2
 #: Leader messages that may be sent while the leader's own save is in flight
@@ -87,73 +124,6 @@ _EARLY: Final = frozenset({MessageType.APPEND, MessageType.HEARTBEAT})
 #: How many scheduling rounds the ready loop yields, at most, for input to settle.
 _SETTLE_ROUNDS: Final = 8
 _T = TypeVar("_T")
-
-
-class NodeStopped(ConsensusError):
-    """The node stopped (closed, or crashed on a storage or state machine failure).
-
-    The outcome of a proposal that was waiting is unknown: it may still be
-    committed by the rest of the cluster.
-    """
-
-
-class ProposalOutcomeUnknown(ConsensusError):
-    """This node replaced its log with a snapshot covering the proposal's index.
-
-    The proposal may or may not be part of that snapshot; ``index`` is where
-    it was appended. Retry only if the command is idempotent.
-    """
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"proposal at index {index} was covered by a snapshot; outcome unknown")
-        self.index = index
-
-
-class StateMachine(Protocol):
-    """The replicated service. Must be deterministic and must not raise.
-
-    Called only from the node's Trio thread, in log order.
-    """
-
-    def apply(self, command: bytes) -> bytes:
-        """Apply one committed command; return the result for its proposer."""
-        ...
-
-    def query(self, query: bytes) -> bytes:
-        """Answer a read-only query against the current state."""
-        ...
-
-    def snapshot(self) -> bytes:
-        """Serialize the whole state (taken at the last applied entry)."""
-        ...
-
-    def restore(self, data: bytes) -> None:
-        """Replace the whole state by a :meth:`snapshot` result."""
-
-
-ProposalCallback = Callable[[bytes | None, BaseException | None], None]
-"""``on_done(result, error)`` for :meth:`RaftNode.propose_nowait`: exactly one is not None."""
-
-
-class LogStorage(Protocol):
-    """Durable storage for the node; :class:`WriteAheadLog` is the real one."""
-
-    def save(self, batch: WalBatch) -> None:
-        """Make ``batch`` durable before returning (called from a worker thread)."""
-
-    def close(self) -> None:
-        """Release the storage."""
-
-
-OpenStorage = Callable[[Path], tuple[LogStorage, Recovered]]
-
-
-class SyncRunner(Protocol):
-    """How the node runs blocking storage calls (open, save) from Trio."""
-
-    def __call__(self, fn: Callable[[], _T], /) -> Awaitable[_T]:
-        """Run ``fn`` to completion and return its result."""
-        ...
 
 
 async def _settle() -> None:
@@ -168,63 +138,6 @@ async def _settle() -> None:
         if trio.lowlevel.current_statistics().tasks_runnable == 0:
             return
         await trio.lowlevel.checkpoint()
-
-
-async def run_in_thread(fn: Callable[[], _T]) -> _T:
-    """The default :class:`SyncRunner`: a worker thread, so the node keeps
-    stepping (and gathering the next batch) while an fsync runs. Not
-    abandoned on cancellation: a save in flight always completes."""
-    return await trio.to_thread.run_sync(fn)
-
-
-async def run_inline(fn: Callable[[], _T]) -> _T:
-    """A :class:`SyncRunner` that blocks the event loop.
-
-    For tests under ``MockClock(autojump_threshold=0)``: with a thread, virtual
-    time would leap forward whenever every task waits for an fsync.
-    """
-    return fn()
-
-
-def open_wal_storage(directory: Path) -> tuple[LogStorage, Recovered]:
-    """The default :data:`OpenStorage`: a :class:`WriteAheadLog` in ``directory``."""
-    return WriteAheadLog.open(directory)
-
-
-@attrs.frozen(kw_only=True)
-class NodeOptions:
-    """Driver parameters.
-
-    ``tick_interval``: seconds per ``core.tick()``. ``max_pending_proposals``:
-    proposals admitted to the log but not yet applied; more proposers wait.
-    ``snapshot_every``: take a local snapshot (and compact the log) after this
-    many applied entries; ``None`` never does.
-    """
-
-    tick_interval: float = 0.05
-    max_pending_proposals: int = 256
-    snapshot_every: int | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.tick_interval <= 0 or self.max_pending_proposals < 1:
-            raise ValueError("need tick_interval > 0 and max_pending_proposals >= 1")
-        if self.snapshot_every is not None and self.snapshot_every < 1:
-            raise ValueError("snapshot_every must be positive or None")
-
-
-@attrs.frozen(kw_only=True)
-class NodeStatus:
-    """A point-in-time view of a node, for tests and monitoring."""
-
-    id: int
-    role: Role
-    leader: int | None
-    term: int
-    last_index: int
-    commit: int
-    applied: int
-    pending_proposals: int
-    saves: int
 
 
 @attrs.define(eq=False)
@@ -275,6 +188,8 @@ class RaftNode:
     _saves: int = 0
     _durable_hard: HardState = attrs.Factory(HardState)
     _unsaved_hard: HardState | None = None
+    _ticked: trio.Event = attrs.Factory(trio.Event)
+    _change: PendingChange | None = None
 
     # ---------------------------------------------------------------- clients
 
@@ -286,6 +201,7 @@ class RaftNode:
     def status(self) -> NodeStatus:
         """The node's current role, leader, term and progress counters."""
         core = self._core
+        config_index = core.log.last_config_index()
         return NodeStatus(
             id=core.id,
             role=core.role,
@@ -296,17 +212,28 @@ class RaftNode:
             applied=self._applied,
             pending_proposals=len(self._proposals),
             saves=self._saves,
+            voters=core.membership.voters,
+            learners=core.membership.learners,
+            config_index=config_index,
+            config_committed=config_index <= core.log.committed,
+            pending_change=self._change,
+            joining=core.joining,
         )
 
     async def propose(self, command: bytes) -> bytes:
         """Replicate ``command``; return the state machine's result once applied here.
 
         Raises :class:`~cellmesh.consensus.errors.NotLeader` (with
-        ``leader_hint``) unless this node leads, and
-        :class:`~cellmesh.consensus.errors.ProposalDropped` if a new leader
-        overwrote the entry (it was then certainly not committed). Waits while
-        ``max_pending_proposals`` are in flight. If the caller is cancelled
-        the command may still be committed.
+        ``leader_hint``; :class:`~cellmesh.consensus.errors.NodeRemoved` on a
+        removed node) unless this node leads, and
+        :class:`~cellmesh.consensus.errors.ProposalDropped` when the command
+        is certainly not applied (refused during a leadership transfer, or a
+        different entry was committed at its index), and
+        :class:`~cellmesh.consensus.errors.ProposalOutcomeUnknown` when it was
+        appended but this node cannot tell any more whether it commits (it
+        lost leadership first, a snapshot replaced its log, or it stopped).
+        Waits while ``max_pending_proposals`` are in flight. If the caller is
+        cancelled the command may still be committed.
         """
         return await self._replicate(lambda: self._core.propose(command))
 
@@ -315,8 +242,8 @@ class RaftNode:
 
         ``on_done(result, None)`` once the entry is applied here, or
         ``on_done(None, error)`` with the error :meth:`propose` would raise
-        later (:class:`~cellmesh.consensus.errors.ProposalDropped`,
-        :class:`ProposalOutcomeUnknown`, :class:`NodeStopped`). It is called
+        later (:class:`~cellmesh.consensus.errors.ProposalDropped` or
+        :class:`~cellmesh.consensus.errors.ProposalOutcomeUnknown`). It is called
         from the node's loop, exactly once, and must neither raise nor block.
         Raises ``trio.WouldBlock`` while ``max_pending_proposals`` are in
         flight (nothing was proposed: use :meth:`propose` to wait), and
@@ -342,8 +269,11 @@ class RaftNode:
         """Register ``waiter`` for its index and wake the loop."""
         assert waiter.index is not None
         stale = self._proposals.get(waiter.index)
-        if stale is not None:  # defensive: an index is only reused after its entry was replaced
-            stale.resolve(error=ProposalDropped("overwritten by a newer leader"))
+        if stale is not None:
+            # Defensive: waiters are settled when leadership is lost, so an index is
+            # never reused while one waits. Its entry is gone from this log, but it
+            # might still be committed elsewhere: the outcome is unknown.
+            stale.resolve(error=ProposalOutcomeUnknown(waiter.index, "leadership changed"))
         self._proposals[waiter.index] = waiter
         self._kick()
 
@@ -371,13 +301,112 @@ class RaftNode:
     async def change_membership(self, membership: Membership) -> None:
         """Replicate a single-server membership change; return once it is applied here.
 
-        The change takes effect on each node when appended (dissertation 4.1).
+        The low-level primitive under :meth:`add_server` / :meth:`remove_server`
+        (prefer those: they add new servers as learners first). The change
+        takes effect on each node when appended (dissertation 4.1).
         Raises :class:`~cellmesh.consensus.errors.NotLeader`,
         :class:`~cellmesh.consensus.errors.ConfigChangeInProgress`,
-        :class:`~cellmesh.consensus.errors.InvalidConfigChange` (from the core)
-        or :class:`~cellmesh.consensus.errors.ProposalDropped`.
+        :class:`~cellmesh.consensus.errors.InvalidConfigChange` (from the core),
+        :class:`~cellmesh.consensus.errors.ProposalDropped` or
+        :class:`~cellmesh.consensus.errors.ProposalOutcomeUnknown`.
         """
         await self._replicate(lambda: self._core.propose_membership(membership))
+
+    async def add_server(self, node: int) -> None:
+        """Make ``node`` a voter: as a learner first, promoted once caught up.
+
+        Call it on the leader. Steps (dissertation 4.2.1), each one committed
+        single-server change: add ``node`` as a learner (skipped if it is one
+        already); replicate the log to it in rounds until a round takes at
+        most one election timeout (:mod:`cellmesh.consensus.catchup`); then
+        promote it to voter. Returns once the promotion is applied here;
+        returns at once if ``node`` is already a voter. Safe to call again
+        after a failure or a leader change: it resumes where the
+        configuration stands.
+
+        Raises :class:`~cellmesh.consensus.errors.ConfigChangeInProgress` if
+        this node is already carrying out a change (or one is uncommitted),
+        :class:`~cellmesh.consensus.errors.CatchUpFailed` if the learner does
+        not catch up (it stays a learner), and what :meth:`change_membership`
+        raises (``NotLeader`` if leadership moves meanwhile).
+        """
+        async with self._changing(PendingChange(kind="add", node=node, phase="adding learner")):
+            config = self._core.membership
+            if node in config.voters:
+                return
+            if node not in config.learners:
+                await self.change_membership(
+                    Membership(voters=config.voters, learners=config.learners | {node})
+                )
+            await self._catch_up(node)
+            self._set_phase("promoting to voter")
+            config = self._core.membership
+            if node not in config.voters:
+                await self.change_membership(
+                    Membership(voters=config.voters | {node}, learners=config.learners - {node})
+                )
+
+    async def remove_server(self, node: int) -> None:
+        """Remove ``node`` (voter or learner) from the configuration; return once applied.
+
+        Call it on the leader; one single-server change (dissertation 4.1).
+        The leader may remove itself: it leads until the change commits, then
+        hands leadership over (dissertation 4.2.2). The removed server learns
+        of its removal and becomes :attr:`Role.REMOVED`. Returns at once if
+        ``node`` is not a member. Raises like :meth:`add_server` (without
+        ``CatchUpFailed``).
+        """
+        async with self._changing(PendingChange(kind="remove", node=node, phase="removing")):
+            config = self._core.membership
+            if node not in config.members:
+                return
+            await self.change_membership(
+                Membership(voters=config.voters - {node}, learners=config.learners - {node})
+            )
+
+    @asynccontextmanager
+    async def _changing(self, change: PendingChange) -> AsyncIterator[None]:
+        """Refuse a second concurrent change; show ``change`` in :meth:`status` meanwhile."""
+        self._check_running()
+        if self._change is not None:
+            raise ConfigChangeInProgress(self._core.pending_config_index, self._change)
+        if self._core.role is not Role.LEADER:
+            raise self._core.not_leader()
+        if self._core.pending_config_index:
+            raise ConfigChangeInProgress(self._core.pending_config_index)
+        self._change = change
+        try:
+            yield
+        finally:
+            self._change = None
+
+    def _set_phase(self, phase: str) -> None:
+        if self._change is not None:
+            self._change = attrs.evolve(self._change, phase=phase)
+
+    async def _catch_up(self, node: int) -> None:
+        """Wait until learner ``node`` is caught up (see :mod:`cellmesh.consensus.catchup`)."""
+        election = self._core.config.election_tick
+        rounds = CatchUp(
+            round_ticks=election,
+            max_rounds=self._options.catch_up_rounds,
+            stall_ticks=self._options.catch_up_stall_elections * election,
+        )
+        while True:
+            self._check_running()
+            progress = self._core.progress(node)
+            if progress is None:
+                raise self._core.not_leader()
+            verdict = rounds.observe(progress.match, self._core.log.last_index)
+            if verdict is Verdict.CAUGHT_UP:
+                return
+            if verdict is Verdict.FAILED:
+                raise CatchUpFailed(node, rounds.problem)
+            self._set_phase(
+                f"catching up: round {rounds.round} of {rounds.max_rounds}, "
+                f"{progress.match} of {rounds.target}"
+            )
+            await self._ticked.wait()
 
     def transfer_leadership(self, target: int) -> None:
         """Ask the leader to hand leadership to voter ``target`` (dissertation 3.10).
@@ -450,6 +479,8 @@ class RaftNode:
             await trio.sleep(self._options.tick_interval)
             self._core.tick()
             self._kick()
+            self._ticked.set()
+            self._ticked = trio.Event()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -485,9 +516,14 @@ class RaftNode:
             self._unsaved_hard = hard
         durable = self._durable_hard
         hard_changed = hard is not None and (hard.term, hard.vote) != (durable.term, durable.vote)
-        if not (rd.entries or rd.snapshot is not None or hard_changed):
+        if not (rd.entries or rd.snapshot is not None or hard_changed or rd.join is not None):
             return
-        batch = WalBatch(snapshot=rd.snapshot, hard_state=self._unsaved_hard, entries=rd.entries)
+        batch = WalBatch(
+            snapshot=rd.snapshot,
+            hard_state=self._unsaved_hard,
+            entries=rd.entries,
+            join=rd.join,
+        )
         await self._run_sync(functools.partial(self._storage.save, batch))
         self._saves += 1
         if batch.hard_state is not None:
@@ -549,7 +585,12 @@ class RaftNode:
                 if waiter.term == entry.term:
                     waiter.resolve(result)
                 else:
-                    waiter.resolve(error=ProposalDropped("overwritten by a newer leader"))
+                    waiter.resolve(
+                        error=ProposalDropped(
+                            f"another entry (term {entry.term}) was committed at index "
+                            f"{entry.index}"
+                        )
+                    )
             self._applied = entry.index
         for state in rd.read_states:
             reader = self._reads.get(state.context)
@@ -564,11 +605,31 @@ class RaftNode:
         self._applied = max(self._applied, index)
         self._snapshot_index = index
         for covered in [i for i in self._proposals if i <= index]:
-            self._proposals.pop(covered).resolve(error=ProposalOutcomeUnknown(covered))
+            self._proposals.pop(covered).resolve(
+                error=ProposalOutcomeUnknown(covered, "a snapshot from the leader replaced the log")
+            )
 
     def _on_soft_state(self, soft: SoftState) -> None:
-        """Leadership changed; nothing to fail: waiters resolve when their index applies."""
-        del soft
+        """Leadership lost: settle the proposals this node can no longer vouch for.
+
+        A proposal whose entry is already committed (with its term) will be
+        applied: it keeps waiting. Any other was appended by this node as
+        leader and may or may not be committed by the next leader:
+        :class:`ProposalOutcomeUnknown`, at once, so the caller can retry
+        elsewhere (client sessions make a retry safe).
+        """
+        if soft.role is Role.LEADER or not self._proposals:
+            return
+        log = self._core.log
+        for index, waiter in list(self._proposals.items()):
+            if index <= log.committed and log.term(index) == waiter.term:
+                continue
+            del self._proposals[index]
+            waiter.resolve(
+                error=ProposalOutcomeUnknown(
+                    index, f"node {self._core.id} lost leadership before it committed"
+                )
+            )
 
     async def _maybe_snapshot(self) -> None:
         every = self._options.snapshot_every
@@ -593,11 +654,16 @@ class RaftNode:
 
     def _stop(self, cause: BaseException) -> None:
         self._stopped = cause
-        for waiter in [*self._proposals.values(), *self._reads.values()]:
+        for index, waiter in self._proposals.items():
+            unknown = ProposalOutcomeUnknown(index, f"node {self._core.id} stopped")
+            unknown.__cause__ = cause
+            waiter.resolve(error=unknown)
+        for waiter in self._reads.values():
             stopped = NodeStopped(f"node {self._core.id} stopped")
             stopped.__cause__ = cause
             waiter.resolve(error=stopped)
         self._notify()
+        self._ticked.set()
 
 
 @asynccontextmanager
@@ -612,6 +678,7 @@ async def open_raft_node(
     rng: RandomSource | None = None,
     open_storage: OpenStorage = open_wal_storage,
     run_sync: SyncRunner = run_in_thread,
+    join: bool = False,
 ) -> AsyncIterator[RaftNode]:
     """Recover a node from ``directory`` and run it until the block exits.
 
@@ -620,8 +687,19 @@ async def open_raft_node(
     recovered snapshot; committed entries after it are re-applied by the
     loop. ``run_sync`` runs the blocking storage calls (default: a worker
     thread). On exit the node's tasks are cancelled and the storage closed.
+
+    ``directory`` is claimed for node ``config.id`` first
+    (:func:`~cellmesh.consensus.wal.prepare_directory`): a new directory is
+    marked as this node's (and as *joining* when ``join`` is true: a server
+    added to a running cluster with ``add_server``, which must not take the
+    bootstrap configuration nor vote before it is promoted); one that
+    belongs to another node is refused (``WalWrongNode``); one whose state
+    was lost is refused (``WalStateLost``, see
+    :func:`~cellmesh.consensus.wal.wipe_replica`). ``join`` is ignored for a
+    directory that already holds state.
     """
     opts = options if options is not None else NodeOptions()
+    await run_sync(functools.partial(prepare_directory, directory, node=config.id, join=join))
     storage, recovered = await run_sync(functools.partial(open_storage, directory))
     try:
         core = RaftCore(
@@ -631,6 +709,7 @@ async def open_raft_node(
             hard_state=recovered.hard_state,
             snapshot=recovered.snapshot,
             entries=recovered.entries,
+            join=recovered.join,
         )
         base = 0
         if recovered.snapshot is not None:

@@ -14,7 +14,9 @@ next index to send). A progress is in one of three states:
   InstallSnapshot is outstanding and replication pauses until it is acked or a
   heartbeat response shows the follower is reachable again (then re-probe).
 
-Invariant: ``match < next`` always holds.
+Invariant: ``match < next`` always holds. ``match`` only goes down when a
+follower proves it lost entries it had acknowledged (a replica whose state was
+wiped rejoining): the leader then replicates to it from what it really has.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ class Progress:
         self.next = max(min(rejected, hint + 1), self.match + 1, 1)
         self.probe_sent = False
         return True
+
+    def lost_entries(self, last_index: int) -> None:
+        """The follower's log ends at ``last_index``, below ``match``: it lost entries
+        it had acknowledged (its state was wiped). Start again from what it has."""
+        self.match = last_index
+        self.next = last_index + 1
+        self._reset(ProgressState.PROBE)
 
     def is_paused(self) -> bool:
         """Whether the leader must not send appends to this peer right now."""

@@ -12,7 +12,14 @@ from __future__ import annotations
 import attrs
 
 from cellmesh.consensus.messages import Message
-from cellmesh.consensus.types import Entry, HardState, ReadState, Snapshot, SoftState
+from cellmesh.consensus.types import (
+    Entry,
+    HardState,
+    JoinState,
+    ReadState,
+    Snapshot,
+    SoftState,
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -47,6 +54,9 @@ class Ready:
     once the entries behind it are durable.
 
     ``soft_state`` is not ``None`` when the leader or role changed.
+    ``join`` is not ``None`` when a joining node's :class:`JoinState` changed;
+    persist it with step 1 (it only ever delays when the node may vote, so a
+    crash that loses it is safe, but the node would rejoin from scratch).
     """
 
     soft_state: SoftState | None = None
@@ -56,8 +66,14 @@ class Ready:
     committed_entries: tuple[Entry, ...] = ()
     messages: tuple[Message, ...] = ()
     read_states: tuple[ReadState, ...] = ()
+    join: JoinState | None = None
 
     @property
     def must_sync(self) -> bool:
         """Whether step 1 has anything to make durable."""
-        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+        return (
+            self.hard_state is not None
+            or bool(self.entries)
+            or self.snapshot is not None
+            or self.join is not None
+        )

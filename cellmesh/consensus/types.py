@@ -12,6 +12,7 @@ CONFIG entry), :class:`Role`, :class:`SoftState` and :class:`ReadState`.
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 import attrs
 
@@ -65,12 +66,52 @@ class Snapshot:
 
 
 class Role(enum.IntEnum):
-    """The role a Raft node currently plays (Figure 4 of the paper, plus pre-candidate)."""
+    """The role a Raft node currently plays (Figure 4 of the paper, plus pre-candidate
+    and removed)."""
 
     FOLLOWER = 0
     PRE_CANDIDATE = 1  #: running a pre-vote (dissertation section 9.6); term unchanged
     CANDIDATE = 2
     LEADER = 3
+    #: A former member that knows a committed configuration no longer includes it:
+    #: it never campaigns or votes and refuses client requests with ``NodeRemoved``;
+    #: it still accepts the log from a leader, so a configuration that adds it back
+    #: makes it a follower again.
+    REMOVED = 4
+
+
+@attrs.frozen(kw_only=True)
+class JoinState:
+    """The durable joining state of a node that started with an empty log to join a cluster.
+
+    A *joining* node -- a new member started with ``join=True``, or a replica
+    whose state was wiped (:func:`cellmesh.consensus.wipe_replica`) -- takes
+    no bootstrap membership, never campaigns and never grants a vote until a
+    committed configuration change appended **after it joined** makes it a
+    voter (the learner-first promotion that ``RaftNode.add_server`` performs).
+    A wiped replica has forgotten the votes it cast and the entries it
+    acknowledged; voting before the cluster re-admitted it could elect a
+    leader missing a committed entry, or vote twice in one term.
+
+    ``floor``: the leader's commit index when this node first accepted the
+    log (``None`` until then); a configuration entry above it was appended
+    after the node joined. ``done``: the node was made a voter and now acts
+    as an ordinary member.
+    """
+
+    floor: int | None = None
+    done: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class PendingChange:
+    """A membership change a node's driver is carrying out (``RaftNode.add_server`` /
+    ``remove_server``): which ``node`` is being added or removed, and the current
+    ``phase`` in words (for example ``"catching up: round 2 of 10"``)."""
+
+    kind: Literal["add", "remove"]
+    node: int
+    phase: str
 
 
 @attrs.frozen(kw_only=True)

@@ -5,6 +5,8 @@ Theory of operation
 The log lives in one directory::
 
     LOCK                                   flock()ed while a WriteAheadLog is open
+    STATE                                  facts a crash cannot undo (owner, last
+                                           durable term/vote, newest segment, ...)
     wal-<seq:016x>-<index:016x>.log        segments; ``seq`` orders them, ``index``
                                            is the next log index when it was created
     snap-<index:016x>-<term:016x>.snap     the current snapshot (plus stale ones
@@ -22,6 +24,10 @@ Rolling: when the next frame would push the current segment past
 ``segment_size``, the frame goes to a new segment instead, written in the same
 single ``pwrite`` after a header frame that records the hard state and
 snapshot base then current; the new file costs one extra directory fsync.
+
+The ``STATE`` file (:mod:`cellmesh.consensus._walstate`) records what a crash
+cannot take back; it is rewritten (one more ``fdatasync``) only by a save that
+changes the term or vote, rolls a segment or changes a joining node's state.
 
 Snapshots (Raft section 7): a batch may carry a :class:`Snapshot`. Its file is
 written to a temporary name, fsynced, renamed and the directory fsynced
@@ -42,6 +48,13 @@ The rules for damage:
   does not decode, a missing or corrupt snapshot -- is refused with
   :class:`WalCorrupted` naming the file and byte offset. Nothing is ever
   silently dropped.
+* State a crash cannot lose but that is missing -- the newest segment
+  ``STATE`` records (deleted), that segment shorter than when it was created
+  (truncated, to zero bytes or not), a hard state older than the durable one
+  (its term or vote would be forgotten), entries below the commit floor, or
+  no ``STATE`` beside a log -- is refused with :class:`WalStateLost` naming
+  the file. A directory with neither log nor ``STATE`` is a fresh node.
+  :func:`wipe_replica` is the explicit way to start such a node over.
 
 Failure: an ``OSError`` from any write, fsync, rename or unlink leaves the
 log in an unknown state (after a failed fsync the kernel may already have
@@ -54,111 +67,41 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
-import itertools
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final
 
 import attrs
 
 from cellmesh.consensus import _walcodec as codec
-from cellmesh.consensus.types import Entry, HardState, Snapshot, SnapshotMeta
-from cellmesh.errors import CellmeshError
+from cellmesh.consensus import _walfiles as _files
+from cellmesh.consensus import _walstate as _state
+from cellmesh.consensus._walcodec import DirState
+from cellmesh.consensus._walfiles import (
+    FILE_MODE,
+    SNAPSHOT_RE,
+    OsSyncer,
+    Syncer,
+    WalCorrupted,
+    WalError,
+    WalFailed,
+    WalLocked,
+    WalMisuse,
+)
+from cellmesh.consensus._walstate import (
+    WalStateLost,
+    WalWrongNode,
+    WipeReport,
+    prepare_directory,
+    wipe_replica,
+)
+from cellmesh.consensus.types import Entry, HardState, JoinState, Snapshot, SnapshotMeta
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 
-_SEGMENT_RE: Final = re.compile(r"wal-([0-9a-f]{16})-([0-9a-f]{16})\.log")
-_SNAPSHOT_RE: Final = re.compile(r"snap-([0-9a-f]{16})-([0-9a-f]{16})\.snap")
-_TMP_SUFFIX: Final = ".tmp"
-_LOCK_NAME: Final = "LOCK"
-_FILE_MODE: Final = 0o600
-
-
-# --------------------------------------------------------------------------
-# Errors
-
-
-class WalError(CellmeshError):
-    """Root of the write-ahead log's errors."""
-
-
-class WalCorrupted(WalError):
-    """The files on disk are damaged in a way recovery must not paper over.
-
-    ``path`` names the file and ``offset`` the byte where the damage starts;
-    ``reason`` says what is wrong. The operator must investigate (restore the
-    node from a peer); the log is never truncated to get past this.
-    """
-
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        super().__init__(f"{path}: corrupt at byte {offset}: {reason}")
-        self.path = path
-        self.offset = offset
-        self.reason = reason
-
-
-class WalFailed(WalError):
-    """An I/O call failed; the log is stopped and every later call raises this.
-
-    The original ``OSError`` is the ``__cause__`` of the first ``WalFailed``
-    and is kept in ``os_error``. Do not retry: stop the node and recover.
-    """
-
-    def __init__(self, os_error: BaseException) -> None:
-        super().__init__(f"write-ahead log stopped after an I/O failure: {os_error}")
-        self.os_error = os_error
-
-
-class WalMisuse(WalError, ValueError):
-    """The caller broke the log's contract (a local bug): non-contiguous entries,
-    an older snapshot, a closed log."""
-
-
-class WalLocked(WalError):
-    """Another open :class:`WriteAheadLog` (in this or another process) holds the directory."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(f"{directory} is in use by another write-ahead log")
-        self.directory = directory
-
-
-# --------------------------------------------------------------------------
-# Injectable durability
-
-
-class Syncer(Protocol):
-    """How the log makes bytes durable. Injected so tests can count or fail syncs."""
-
-    def sync_data(self, fd: int) -> None:
-        """``fdatasync`` a segment after a batch was written (one per batch)."""
-
-    def sync_file(self, fd: int) -> None:
-        """``fsync`` a whole file (a new snapshot, a truncated torn tail)."""
-
-    def sync_dir(self, fd: int) -> None:
-        """``fsync`` a directory after a file in it was created, renamed or removed."""
-
-
-@attrs.frozen
-class OsSyncer:
-    """The real thing: ``os.fdatasync`` / ``os.fsync``."""
-
-    def sync_data(self, fd: int) -> None:
-        """``os.fdatasync(fd)``."""
-        os.fdatasync(fd)
-
-    def sync_file(self, fd: int) -> None:
-        """``os.fsync(fd)``."""
-        os.fsync(fd)
-
-    def sync_dir(self, fd: int) -> None:
-        """``os.fsync(fd)`` on a directory descriptor."""
-        os.fsync(fd)
 
 
 # --------------------------------------------------------------------------
@@ -176,16 +119,23 @@ class WalBatch:
     ``entries``: consecutive entries; the first may have any index from
     ``base + 1`` to ``last_index + 1`` -- entries at and after it are replaced
     (the follower's conflicting suffix is overwritten).
+    ``join``: a joining node's new :class:`JoinState` (kept in ``STATE``).
     """
 
     snapshot: Snapshot | None = None
     hard_state: HardState | None = None
     entries: tuple[Entry, ...] = ()
+    join: JoinState | None = None
 
     @property
     def empty(self) -> bool:
         """True if saving this batch would change nothing."""
-        return self.snapshot is None and self.hard_state is None and not self.entries
+        return (
+            self.snapshot is None
+            and self.hard_state is None
+            and not self.entries
+            and self.join is None
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -203,13 +153,17 @@ class Recovered:
     """The durable state found on disk.
 
     ``entries`` are consecutive, starting right after ``snapshot.meta.index``
-    (or at 1 without a snapshot).
+    (or at 1 without a snapshot). ``node`` is the owner recorded in ``STATE``
+    (``None`` if not known); ``join`` the joining state of a node that joined
+    with an empty log (``None`` for any other node).
     """
 
     hard_state: HardState
     snapshot: Snapshot | None
     entries: tuple[Entry, ...]
     torn_tail: TornTail | None = None
+    node: int | None = None
+    join: JoinState | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -264,7 +218,10 @@ class WriteAheadLog:
     _hard_state: HardState
     _base: SnapshotMeta | None
     _terms: array.array[int]  #: terms of entries base+1 .. last
+    _state: _state.StateFile
     _fd: int | None = None
+    #: (seq, first index, size) of the segment the current save created
+    _rolled: tuple[int, int, int] | None = None
     _offset: int = 0
     _failed: WalFailed | None = None
     _closed: bool = False
@@ -287,6 +244,7 @@ class WriteAheadLog:
 
         Returns the log, positioned to append, and the recovered state.
         Truncates a torn tail (reported in ``Recovered.torn_tail``); raises
+        :class:`WalStateLost` when state a crash cannot lose is missing,
         :class:`WalCorrupted` for any other damage, :class:`WalLocked` if the
         directory is already open, :class:`WalFailed` if disk I/O fails.
         """
@@ -295,8 +253,8 @@ class WriteAheadLog:
         path = Path(directory)
         sync = syncer if syncer is not None else OsSyncer()
         try:
-            _make_dir(path, sync)
-            lock_fd = _lock_directory(path)
+            _files.make_dir(path, sync)
+            lock_fd = _files.lock_directory(path)
         except OSError as exc:
             raise WalFailed(exc) from exc
         try:
@@ -311,10 +269,21 @@ class WriteAheadLog:
         cls, path: Path, segment_size: int, sync: Syncer, lock_fd: int
     ) -> tuple[WriteAheadLog, Recovered]:
         try:
-            _remove_temporaries(path, sync)
-            names = _list_segments(path)
+            _files.remove_temporaries(path, sync)
+            names = _files.list_segments(path)
+            state = _state.read_state(path)
+            if state is None:
+                if _state.has_log_files(path):
+                    raise WalStateLost(
+                        path / _state.STATE_NAME,
+                        "this file is missing but the directory holds a log; it is created "
+                        "with the directory, before any segment",
+                    )
+                state = DirState()
+                _state.StateFile.create(path, state, sync).close()
         except OSError as exc:
             raise WalFailed(exc) from exc
+        _state.check_segments(path, state, names)
         replay = codec.Replay()
         segments: list[_Segment] = []
         torn: TornTail | None = None
@@ -327,6 +296,7 @@ class WriteAheadLog:
             scan = codec.scan_frames(image)
             if not image:
                 scan = attrs.evolve(scan, damage="empty segment file")
+            _state.check_segment_size(seg_path, seq, state, scan.end)
             if scan.damage is not None:
                 if scan.resync is not None:
                     raise WalCorrupted(
@@ -350,11 +320,14 @@ class WriteAheadLog:
             entries = replay.entries()
         except codec.MalformedRecord as exc:
             raise WalCorrupted(last_path, 0, exc.reason) from None
-        snapshot = _load_snapshot(path, replay.base) if replay.base is not None else None
+        snapshot = _files.load_snapshot(path, replay.base) if replay.base is not None else None
+        base_index = replay.base.index if replay.base is not None else 0
+        last_index = entries[-1].index if entries else base_index
+        _state.check_recovered(path, state, replay.hard_state, last_index)
         if torn is not None:
             # Only now that everything else validated is the disk modified.
             try:
-                _cut_tail(torn.path, torn.offset, sync)
+                _files.cut_tail(torn.path, torn.offset, sync)
             except OSError as exc:
                 raise WalFailed(exc) from exc
         wal = cls(
@@ -366,6 +339,7 @@ class WriteAheadLog:
             hard_state=replay.hard_state,
             base=replay.base,
             terms=array.array("Q", [entry.term for entry in entries]),
+            state=_state.StateFile.open(path, state, sync),
         )
         if segments:
             try:
@@ -374,8 +348,16 @@ class WriteAheadLog:
             except OSError as exc:
                 wal.close()
                 raise WalFailed(exc) from exc
+        join = None
+        if state.joining:
+            join = JoinState(floor=state.join_floor, done=state.join_done)
         recovered = Recovered(
-            hard_state=replay.hard_state, snapshot=snapshot, entries=entries, torn_tail=torn
+            hard_state=replay.hard_state,
+            snapshot=snapshot,
+            entries=entries,
+            torn_tail=torn,
+            node=state.node,
+            join=join,
         )
         return wal, recovered
 
@@ -458,7 +440,7 @@ class WriteAheadLog:
             plan = self._plan(batch)
             try:
                 if batch.snapshot is not None:
-                    _write_snapshot_file(self._directory, batch.snapshot, self._syncer)
+                    _files.write_snapshot_file(self._directory, batch.snapshot, self._syncer)
                 self._write_batch(batch, plan.mark)
             except OSError as exc:
                 raise self._fail(exc) from exc
@@ -476,6 +458,28 @@ class WriteAheadLog:
                     self._compact(batch.snapshot.meta)
                 except OSError as exc:
                     raise self._fail(exc) from exc
+            try:
+                self._record_state(batch)
+            except OSError as exc:
+                raise self._fail(exc) from exc
+
+    def _record_state(self, batch: WalBatch) -> None:
+        """Rewrite ``STATE`` if the durable batch changed what it records (rarely)."""
+        old = self._state.state
+        new = old
+        rolled, self._rolled = self._rolled, None
+        if rolled is not None:
+            seq, first, size = rolled
+            new = attrs.evolve(new, segment=seq, segment_index=first, segment_size=size)
+        hard = batch.hard_state
+        if hard is not None and (hard.term, hard.vote) != (old.term, old.vote):
+            new = attrs.evolve(new, term=hard.term, vote=hard.vote)
+        join = batch.join
+        if join is not None and (join.floor, join.done) != (old.join_floor, old.join_done):
+            new = attrs.evolve(new, join_floor=join.floor, join_done=join.done)
+        if new is not old:
+            commit = min(self._hard_state.commit, self._last_index())
+            self._state.update(attrs.evolve(new, commit=commit))
 
     def _plan(self, batch: WalBatch) -> _Plan:
         """Validate ``batch`` without changing anything; say how it changes the log."""
@@ -542,7 +546,7 @@ class WriteAheadLog:
             self._roll(payload, max_index)
         else:
             data = codec.encode_frame(codec.FRAME_BATCH, payload, self._offset)
-            _write_all(self._fd, data, self._offset)
+            _files.write_all(self._fd, data, self._offset)
             self._syncer.sync_data(self._fd)
             self._data_syncs += 1
             self._offset += len(data)
@@ -565,13 +569,14 @@ class WriteAheadLog:
             0,
         )
         data = header + codec.encode_frame(codec.FRAME_BATCH, payload, len(header))
-        path = self._directory / f"wal-{seq:016x}-{self._last_index() + 1:016x}.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        first = self._last_index() + 1
+        path = _state.segment_path(self._directory, seq, first)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
-            _write_all(fd, data, 0)
+            _files.write_all(fd, data, 0)
             self._syncer.sync_data(fd)
             self._data_syncs += 1
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
         except BaseException:
             os.close(fd)
             raise
@@ -581,6 +586,7 @@ class WriteAheadLog:
         self._offset = len(data)
         self._bytes_written += len(data)
         self._segments.append(_Segment(path=path, seq=seq, max_index=max_index))
+        self._rolled = (seq, first, len(data))
 
     def _compact(self, meta: SnapshotMeta) -> None:
         """Delete segments and snapshot files the durable snapshot ``meta`` makes redundant.
@@ -590,16 +596,16 @@ class WriteAheadLog:
         """
         while len(self._segments) > 1 and self._segments[0].max_index <= meta.index:
             os.unlink(self._segments[0].path)
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
             del self._segments[0]
-        keep = _snapshot_name(meta)
+        keep = _files.snapshot_name(meta)
         removed = False
         for name in os.listdir(self._directory):
-            if _SNAPSHOT_RE.fullmatch(name) and name != keep:
+            if SNAPSHOT_RE.fullmatch(name) and name != keep:
                 os.unlink(self._directory / name)
                 removed = True
         if removed:
-            _sync_dir(self._directory, self._syncer)
+            _files.sync_dir(self._directory, self._syncer)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -623,6 +629,7 @@ class WriteAheadLog:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
                 self._fd = None
+            self._state.close()
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
 
@@ -636,85 +643,6 @@ class WriteAheadLog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------
-# File helpers
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """``pwrite`` all of ``data`` at ``offset`` (one call unless the kernel writes short)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError(f"pwrite wrote {written} bytes")
-        view = view[written:]
-        offset += written
-
-
-def _sync_dir(directory: Path, syncer: Syncer) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncer.sync_dir(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dir(path: Path, syncer: Syncer) -> None:
-    if path.is_dir():
-        return
-    path.mkdir(parents=True, mode=0o700)
-    _sync_dir(path.parent, syncer)
-
-
-def _lock_directory(path: Path) -> int:
-    fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WalLocked(path) from None
-    return fd
-
-
-def _remove_temporaries(path: Path, syncer: Syncer) -> None:
-    removed = False
-    for name in os.listdir(path):
-        if name.endswith(_TMP_SUFFIX) and _SNAPSHOT_RE.fullmatch(name[: -len(_TMP_SUFFIX)]):
-            os.unlink(path / name)
-            removed = True
-    if removed:
-        _sync_dir(path, syncer)
-
-
-def _list_segments(path: Path) -> list[tuple[int, Path]]:
-    """Segment files sorted by ``seq``; a gap in the sequence is corruption."""
-    found = []
-    for name in os.listdir(path):
-        match = _SEGMENT_RE.fullmatch(name)
-        if match:
-            found.append((int(match.group(1), 16), path / name))
-    found.sort()
-    for (seq_a, _), (seq_b, path_b) in itertools.pairwise(found):
-        if seq_b != seq_a + 1:
-            reason = "duplicate" if seq_b == seq_a else f"segment {seq_a + 1} is missing before it"
-            raise WalCorrupted(path_b, 0, reason)
-    return found
-
-
-def _cut_tail(path: Path, offset: int, syncer: Syncer) -> None:
-    """Durably drop everything from ``offset`` on (the whole file if ``offset`` is 0)."""
-    if offset == 0:
-        os.unlink(path)
-        _sync_dir(path.parent, syncer)
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.ftruncate(fd, offset)
-        syncer.sync_file(fd)
-    finally:
-        os.close(fd)
 
 
 def _replay_segment(
@@ -742,45 +670,9 @@ def _replay_segment(
     return _Segment(path=path, seq=seq, max_index=max_index)
 
 
-def _snapshot_name(meta: SnapshotMeta) -> str:
-    return f"snap-{meta.index:016x}-{meta.term:016x}.snap"
-
-
-def _write_snapshot_file(directory: Path, snapshot: Snapshot, syncer: Syncer) -> None:
-    """Write, fsync, rename into place, fsync the directory."""
-    final = directory / _snapshot_name(snapshot.meta)
-    temporary = final.with_name(final.name + _TMP_SUFFIX)
-    content = codec.encode_snapshot_file(snapshot.meta, snapshot.data)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        _write_all(fd, content, 0)
-        syncer.sync_file(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, final)
-    _sync_dir(directory, syncer)
-
-
-def _load_snapshot(directory: Path, meta: SnapshotMeta) -> Snapshot:
-    path = directory / _snapshot_name(meta)
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise WalCorrupted(path, 0, "the log's snapshot file is missing") from None
-    except OSError as exc:
-        raise WalFailed(exc) from exc
-    try:
-        stored, data = codec.decode_snapshot_file(content)
-    except codec.MalformedRecord as exc:
-        raise WalCorrupted(path, exc.offset, exc.reason) from None
-    if stored != meta:
-        raise WalCorrupted(path, 0, f"snapshot file holds {stored}, the log expects {meta}")
-    return Snapshot(meta=stored, data=data)
-
-
 def iter_segment_paths(directory: str | os.PathLike[str]) -> Iterator[Path]:
     """The segment files of a (closed) log directory in replay order, for tools and tests."""
-    for _, path in _list_segments(Path(directory)):
+    for _, path in _files.list_segments(Path(directory)):
         yield path
 
 
@@ -797,6 +689,11 @@ __all__ = [
     "WalLocked",
     "WalMisuse",
     "WriteAheadLog",
+    "WalStateLost",
     "WalStats",
+    "WalWrongNode",
+    "WipeReport",
     "iter_segment_paths",
+    "prepare_directory",
+    "wipe_replica",
 ]

@@ -34,9 +34,11 @@ The profile (built by :func:`bwrap_argv`, one flag group per promise):
   file into ``/run/cell``; file secrets copied from memfds into
   ``/run/secrets/<name>`` (mode 0400, in the sandbox's memory, never on disk).
 
-On x86_64 a seccomp deny-list (:mod:`cellmesh.sandbox._seccomp`) is loaded
-with ``--seccomp``: keyrings, ptrace, eBPF, perf, userfaultfd, io_uring,
-module/kexec loading, mount and namespace syscalls answer EPERM. Together
+On x86_64 a seccomp filter (:mod:`cellmesh.sandbox._seccomp`) is loaded
+with ``--seccomp``: sockets only of the families a cell needs (unix,
+netlink route, and IP only for a cell with network); keyrings, ptrace, eBPF,
+perf, userfaultfd, io_uring, module/kexec loading, mount and namespace
+syscalls answer EPERM. Together
 with the dropped capabilities, ``no_new_privs`` (set by bwrap) and the
 disabled nested user namespaces this narrows the kernel attack surface.
 """
@@ -59,6 +61,7 @@ import attrs
 from ._backend import TeardownReport
 from ._net import DEFAULT_MAX_CONNS, EGRESS_DIR_INSIDE, EgressMounts, EgressProxy, grants_env
 from ._process import CellRecord, Command, ProcessBackend, runtime_env
+from ._safedir import hand_over, open_data_dir
 from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD, Workload
@@ -304,11 +307,25 @@ class BwrapBackend(ProcessBackend):
         secret_fds: Sequence[int],
     ) -> Command:
         spec = rec.spec
+        data: os.stat_result | None = None
         if spec.data_dir is not None:
-            spec.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Made, opened and handed over without following a symlink; the
+            # staged bind re-opens it O_NOFOLLOW and must find this very inode.
+            owners = {os.getuid()} | ({self.host_uid} if self.host_uid is not None else set())
+            data_fd = open_data_dir(spec.data_dir, owners=owners)
+            try:
+                if self.host_uid is not None and os.fstat(data_fd).st_uid != self.host_uid:
+                    hand_over(data_fd, self.host_uid)
+                data = os.fstat(data_fd)
+            finally:
+                os.close(data_fd)
         egress = self._egress(rec)
         extra = egress.host_paths() if egress is not None else []
         binds, sources = self._stage(rec, extra) if self.host_uid is not None else ((), {})
+        pinned = (
+            {spec.data_dir: (data.st_dev, data.st_ino)}
+            if data is not None and spec.data_dir is not None and binds else {}
+        )
         if not Path(self.bwrap).exists():
             raise BackendUnavailable("bwrap", f"{self.bwrap} no longer exists")
         file_secrets = [s for s in secrets if s.ref.deliver == "file"]
@@ -326,7 +343,9 @@ class BwrapBackend(ProcessBackend):
         )
         if egress is not None:
             env = env.with_var("CELL_NET_GRANTS", grants_env(self._proxies[spec.cell_id].routes))
-        program = build_filter() if self.seccomp else None
+        # IP sockets only for a cell with network (the grant forwarder listens on loopback).
+        inet = spec.allow_net or bool(spec.net_grants)
+        program = build_filter(inet=inet) if self.seccomp else None
         owned = (filter_memfd(program),) if program is not None else ()
         argv = bwrap_argv(
             self.bwrap,
@@ -346,6 +365,7 @@ class BwrapBackend(ProcessBackend):
             owned_fds=owned,
             private_binds=binds,
             run_as=self.host_uid,
+            pinned_sources=pinned,
         )
 
     def _egress(self, rec: CellRecord) -> EgressMounts | None:
@@ -385,8 +405,9 @@ class BwrapBackend(ProcessBackend):
         namespace (see ``spawn_isolated_workload``), and bwrap binds from the
         stand-in. So the runtime under ``/root/.pyenv`` (``/root`` is 0700)
         or a DNA dir under ``~/.cell`` is usable without opening any host
-        directory to other users. The data dir is handed to ``host_uid`` (the
-        whole tree, once: when its top is not yet owned by that uid). ``extra``
+        directory to other users. (The data dir was handed to ``host_uid``
+        by :meth:`_command`, through a descriptor; its bind is pinned to
+        that inode.) ``extra``
         paths (the egress sockets and files in the 0700 ``net`` dir) are staged
         the same way.
         """
@@ -412,8 +433,6 @@ class BwrapBackend(ProcessBackend):
                 stand_in.touch(mode=0o644, exist_ok=True)
             binds.append((path, stand_in))
             sources[path] = stand_in
-        if spec.data_dir is not None and spec.data_dir.stat().st_uid != uid:
-            _hand_over(spec.data_dir, uid)
         return tuple(binds), sources
 
     def _terminate(self, wl: Workload) -> None:
@@ -491,14 +510,6 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
-
-
-def _hand_over(top: Path, uid: int) -> None:
-    """``lchown`` ``top`` and everything below it to ``uid`` (symlinks are not followed)."""
-    os.lchown(top, uid, uid)
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, uid)
 
 
 def _children(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 
 from ._bwrap import bwrap_version, default_host_uid, find_bwrap, probe_bwrap
-from ._limits import CgroupHost, plan_limits
+from ._limits import AS_HEADROOM, CgroupHost, plan_limits
 from ._seccomp import DENIED, build_filter
 from ._spec import Limits
 
@@ -84,7 +84,8 @@ class HostReport:
             + (", ".join(f"{k} at {v}" for k, v in sorted(self.cgroup1_dirs.items())) or "none"),
             f"seccomp                kernel support: {yes(self.seccomp_supported)}; "
             + (
-                f"bwrap cells get a {self.seccomp_denied}-syscall deny-list"
+                f"bwrap cells get a {self.seccomp_denied}-syscall deny-list; socket families: "
+                "unix, netlink (route only), inet/inet6 only with network"
                 if self.seccomp_denied
                 else f"no filter for {platform.machine()} (x86_64 only)"
             ),
@@ -98,6 +99,24 @@ class HostReport:
             "exactly the granted host:port (TCP, via a relay; bwrap); 'host' shares it all",
             "limits enforced by     "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.limit_mechanisms.items())),
+            *self._memory_lines(),
+        ]
+
+    def _memory_lines(self) -> list[str]:
+        """What a memory limit means under the mechanism this host gives it."""
+        mechanism = self.limit_mechanisms.get("memory")
+        if mechanism == "cgroup2":
+            return ["memory limit           cgroup v2 memory.max (swap 0): every page the cell "
+                    "charges, shared memory and memfds included"]
+        if mechanism != "rlimit":
+            return []
+        return [
+            "memory limit           RLIMIT_DATA = limit (heap, private mappings, thread stacks); "
+            f"RLIMIT_AS = limit + {AS_HEADROOM >> 20} MiB (MAP_SHARED, mapped memfds and "
+            "vesicles count); RLIMIT_FSIZE = limit (no memfd or file grows past it)",
+            "  not counted          kernel memory (socket and pipe buffers); pages of memfds "
+            "written but never mapped, up to the limit per open file (set CELL_CGROUP_PARENT "
+            "with the memory controller for an exact limit)",
         ]
 
 

@@ -1,4 +1,4 @@
-"""Lifecycle events of cells as JSON lines: started, exited, destroyed.
+"""Lifecycle events of cells as JSON lines: started, exited, destroyed, and hot swaps.
 
 One line per event, appended to ``$CELL_HOME/logs/<cell>.events.jsonl``
 (:class:`JsonlEventLog`) or a single path the caller gives. Each line is a
@@ -7,7 +7,9 @@ JSON object with at least ``ts`` (Unix time, float), ``event``, ``cell``
 ``code``, ``signal``, ``signal_name``, ``reason`` (exit|crash|limit|stop),
 ``limit`` and ``detail``; ``started`` adds ``pid`` and ``limits`` (which
 mechanism enforces each limit); ``destroyed`` adds ``clean`` (False when the
-process had to be killed) and ``removed`` (host paths cleaned up).
+process had to be killed) and ``removed`` (host paths cleaned up). The root
+adds ``swap_started``, ``swapped``, ``swap_rolled_back`` and ``swap_failed``
+(``from_dna``, ``to_dna``, ``outcome``, ``cause``, versions, ``serving_ms``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import attrs
 
 from ..config import Paths, check_cell_name
 
-EventKind = Literal["started", "exited", "destroyed"]
+EventKind = Literal[
+    "started", "exited", "destroyed",
+    # hot swaps (written by the root: docs/swap.md)
+    "swap_started", "swapped", "swap_rolled_back", "swap_failed",
+]
 
 
 class EventSink(Protocol):

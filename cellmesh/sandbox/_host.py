@@ -12,6 +12,7 @@ warning, when bwrap cannot run here.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import attrs
 
 from ._process import CellRecord, Command, ProcessBackend, runtime_env
+from ._safedir import open_data_dir
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD
 
@@ -46,7 +48,7 @@ class HostBackend(ProcessBackend):
     ) -> Command:
         spec = rec.spec
         if spec.data_dir is not None:
-            spec.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(open_data_dir(spec.data_dir, owners=(os.getuid(),)))  # made and checked
         file_secrets = [s for s in secrets if s.ref.deliver == "file"]
         first = FIRST_PASSED_FD + len(pass_fds)
         env = runtime_env(

@@ -11,7 +11,14 @@ available, in this order:
 * ``cgroup1`` -- on a v1/v2 hybrid host, a leaf under this process's own
   cgroup in the v1 ``pids`` or ``cpu`` hierarchy when we can write there
   (the v1 memory hierarchy is never used: see docs/security.md);
-* ``rlimit`` -- ``RLIMIT_DATA`` for memory, ``RLIMIT_NOFILE`` for open files;
+* ``rlimit`` -- for memory, ``RLIMIT_DATA`` (the heap and private
+  mappings) *and* a backstop for what it does not count: ``RLIMIT_AS`` at
+  the limit plus :data:`AS_HEADROOM` (shared mappings -- ``MAP_SHARED``
+  anonymous memory, mapped memfds -- count there) and ``RLIMIT_FSIZE`` at
+  the limit (no one file, memfds included, grows past it); with
+  :data:`ARENA_ENV` in the cell's environment so glibc's per-thread malloc
+  arenas (64 MiB of address space each) do not eat that headroom. For open
+  files, ``RLIMIT_NOFILE``;
 * ``none`` -- reported as such (``cpu`` and ``pids`` have no sound rlimit:
   ``RLIMIT_NPROC`` counts every process of the host uid and is ignored for
   root, so it is not used).
@@ -46,6 +53,17 @@ _CPU_PERIOD_US: Final = 100_000
 _V2_CONTROLLERS: Final = ("memory", "cpu", "pids")
 _V1_CONTROLLERS: Final = ("pids", "cpu")
 _RMDIR_PATIENCE: Final = 2.0
+
+#: Address space a cell gets beyond its memory limit under the rlimit
+#: fallback: the interpreter's code and libraries (mapped, but not counted
+#: by RLIMIT_DATA), a malloc arena reservation, a little shared memory.
+#: With it a cell reaches exactly the private memory RLIMIT_DATA allows;
+#: everything it maps beyond (MAP_SHARED, memfds, received vesicles) comes
+#: out of the same budget. Measured by scripts/measure_memory_backstop.py
+#: (docs/security.md, Denial of service).
+AS_HEADROOM: Final = 64 << 20
+#: Set in a cell's environment when its memory is an rlimit (see the module doc).
+ARENA_ENV: Final = ("MALLOC_ARENA_MAX", "2")
 
 
 def sanitize_name(name: str) -> str:
@@ -179,6 +197,8 @@ def plan_limits(limits: Limits, host: CgroupHost) -> LimitPlan:
         else:
             mech["memory"] = "rlimit"
             rlimits[resource.RLIMIT_DATA] = limits.memory
+            rlimits[resource.RLIMIT_AS] = limits.memory + AS_HEADROOM
+            rlimits[resource.RLIMIT_FSIZE] = limits.memory
     if limits.cpu is not None:
         quota = max(1000, int(limits.cpu * _CPU_PERIOD_US))
         if v2_ok and "cpu" in host.v2_controllers:

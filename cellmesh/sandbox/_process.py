@@ -33,7 +33,7 @@ import trio
 from ..config import Paths, check_cell_name
 from ._backend import CellHandle, SpawnedCell, TeardownReport
 from ._events import EventSink
-from ._limits import CgroupHost, CgroupLeaves, LimitPlan, plan_limits
+from ._limits import ARENA_ENV, CgroupHost, CgroupLeaves, LimitPlan, plan_limits
 from ._secrets import Secret, SecretBroker
 from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
 from ._spec import CellSpec, WorkloadEnv
@@ -56,6 +56,8 @@ class Command:
 
     ``owned_fds`` were opened by the backend for this spawn only (e.g. a
     seccomp program); they are closed right after the fork.
+    ``pinned_sources`` maps a private bind's source to the (device, inode) it
+    must still be when the child mounts it (opened there with ``O_NOFOLLOW``).
     """
 
     argv: tuple[str, ...]
@@ -63,6 +65,7 @@ class Command:
     pass_fds: tuple[int, ...]
     signal_as_code_offset: bool = False
     owned_fds: tuple[int, ...] = ()
+    pinned_sources: Mapping[Path, tuple[int, int]] = attrs.field(factory=dict)
     private_binds: tuple[tuple[Path, Path], ...] = ()
     run_as: int | None = None
 
@@ -200,12 +203,18 @@ class ProcessBackend(abc.ABC):
         try:
             secret_fds = [secret_memfd(s) for s in secrets if s.ref.deliver == "file"]
             cmd = self._command(rec, pass_fds, secrets, secret_fds)
+            if rec.plan.mechanisms.get("memory") == "rlimit" and ARENA_ENV[0] not in dict(
+                spec.env.items
+            ):
+                cmd = attrs.evolve(cmd, env=cmd.env.with_var(*ARENA_ENV))
             if stdout is None:
                 log_path = self.paths.log_dir / f"{spec.name}.log"
                 try:
                     self.paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                     log_fd = os.open(
-                        log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                        log_path,
+                        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                        0o600,
                     )
                 except OSError as exc:
                     raise SpawnError(
@@ -222,6 +231,7 @@ class ProcessBackend(abc.ABC):
                 cgroup_procs=rec.leaves.procs_files,
                 cwd=rec.runtime_dir,
                 private_binds=cmd.private_binds,
+                pinned=cmd.pinned_sources,
                 run_as=cmd.run_as,
             )
         finally:

@@ -7,12 +7,23 @@ filtered). The program:
 1. kills the process if the syscall comes from a foreign ABI (for x86_64:
    ``AUDIT_ARCH_X86_64`` only, so the i386 table cannot be used to dodge the
    numbers below), and refuses x32 syscalls (``nr >= 0x40000000``) with EPERM;
-2. answers EPERM to every syscall in :data:`DENIED` -- kernel keyrings,
+2. lets ``socket`` and ``socketpair`` create only the address families a
+   cell needs (an allow-list, :func:`allowed_families`): ``AF_UNIX`` always
+   (membranes, umbilical, vesicles), ``AF_NETLINK`` with protocol
+   ``NETLINK_ROUTE`` always (glibc's ``if_nameindex`` and ``getaddrinfo``
+   read the interface list through it; without ``CAP_NET_ADMIN`` it can
+   change nothing), and ``AF_INET``/``AF_INET6`` only for a cell with
+   network (``allow_net``, or grants: the in-sandbox forwarder listens on
+   loopback). Any other family -- ``AF_VSOCK``, ``AF_PACKET``, ``AF_ALG``,
+   ``AF_BLUETOOTH``, other netlink protocols... -- answers
+   ``EAFNOSUPPORT``;
+3. answers EPERM to every syscall in :data:`DENIED` -- kernel keyrings,
    tracing and cross-process memory access, eBPF, perf, userfaultfd,
-   io_uring, module and kexec loading, mounts and namespace changes, swap,
-   reboot, quota, raw I/O ports, handle-based opens -- the interfaces a
-   Python service never needs and that carry most kernel-escape history;
-3. allows everything else.
+   io_uring (whose ``IORING_OP_SOCKET`` would dodge step 2), module and
+   kexec loading, mounts and namespace changes, swap, reboot, quota, raw
+   I/O ports, handle-based opens -- the interfaces a Python service never
+   needs and that carry most kernel-escape history;
+4. allows everything else.
 
 It is a deny-list, not an allow-list: it narrows the kernel attack surface,
 it does not define it. Only x86_64 has a table (verified against
@@ -42,6 +53,17 @@ _RET_ALLOW: Final = 0x7FFF0000
 _RET_ERRNO: Final = 0x00050000
 _OFFSET_NR: Final = 0
 _OFFSET_ARCH: Final = 4
+#: ``seccomp_data.args[i]`` (low 32 bits, little-endian): the kernel reads
+#: ``domain`` and ``protocol`` as C ints, so the low word is what counts.
+_OFFSET_ARG0: Final = 16
+_OFFSET_ARG2: Final = 32
+_NR_SOCKET: Final = 41
+_NR_SOCKETPAIR: Final = 53
+_AF_UNIX: Final = 1
+_AF_INET: Final = 2
+_AF_INET6: Final = 10
+_AF_NETLINK: Final = 16
+_NETLINK_ROUTE: Final = 0
 
 #: Denied syscalls and their x86_64 numbers (read-only).
 DENIED: Final[Mapping[str, int]] = MappingProxyType(
@@ -95,20 +117,37 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter(machine: str | None = None) -> bytes | None:
-    """The BPF program for ``machine`` (default: this host), or None if unsupported."""
+def allowed_families(*, inet: bool) -> dict[str, int]:
+    """The socket families a cell may create (name -> number); netlink only as ROUTE."""
+    families = {"AF_UNIX": _AF_UNIX, "AF_NETLINK": _AF_NETLINK}
+    if inet:
+        families |= {"AF_INET": _AF_INET, "AF_INET6": _AF_INET6}
+    return families
+
+
+def build_filter(machine: str | None = None, *, inet: bool = True) -> bytes | None:
+    """The BPF program for ``machine`` (default: this host), or None if unsupported.
+
+    ``inet``: the cell may create ``AF_INET``/``AF_INET6`` sockets (it has
+    network: ``allow_net`` or grants).
+    """
     machine = platform.machine() if machine is None else machine
     if machine != "x86_64":
         return None
     numbers = sorted(set(DENIED.values()))
+    families = sorted(set(allowed_families(inet=inet).values()) - {_AF_NETLINK})
     prog = [
         _insn(_BPF_LD_W_ABS, 0, 0, _OFFSET_ARCH),
         _insn(_BPF_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64),
         _insn(_BPF_RET_K, 0, 0, _RET_KILL_PROCESS),
         _insn(_BPF_LD_W_ABS, 0, 0, _OFFSET_NR),
     ]
-    # Layout after the header: [x32 check] [one JEQ per number] [ALLOW] [ERRNO].
+    # Layout after the header: [socket? socketpair?] [x32 check] [one JEQ per
+    # number] [ALLOW] [EPERM] [family checks ...].
     n_checks = 1 + len(numbers)
+    to_family = 2 + n_checks + 2  # from the first socket check: past all of it
+    prog.append(_insn(_BPF_JEQ_K, to_family - 1, 0, _NR_SOCKET))
+    prog.append(_insn(_BPF_JEQ_K, to_family - 2, 0, _NR_SOCKETPAIR))
     for i in range(n_checks):
         to_errno = n_checks - i  # skip the remaining checks and ALLOW
         if i == 0:
@@ -117,6 +156,18 @@ def build_filter(machine: str | None = None) -> bytes | None:
             prog.append(_insn(_BPF_JEQ_K, to_errno, 0, numbers[i - 1]))
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EPERM))
+    # Family checks: [LD domain] [JEQ each allowed -> ALLOW] [JEQ NETLINK -> proto]
+    # [EAFNOSUPPORT] [LD protocol] [JEQ ROUTE -> ALLOW] [EAFNOSUPPORT] [ALLOW]
+    n_fam = len(families)
+    prog.append(_insn(_BPF_LD_W_ABS, 0, 0, _OFFSET_ARG0))
+    for i, family in enumerate(families):
+        prog.append(_insn(_BPF_JEQ_K, (n_fam - i) + 4, 0, family))  # to the final ALLOW
+    prog.append(_insn(_BPF_JEQ_K, 1, 0, _AF_NETLINK))
+    prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EAFNOSUPPORT))
+    prog.append(_insn(_BPF_LD_W_ABS, 0, 0, _OFFSET_ARG2))
+    prog.append(_insn(_BPF_JEQ_K, 1, 0, _NETLINK_ROUTE))
+    prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EAFNOSUPPORT))
+    prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
 
 
@@ -132,4 +183,4 @@ def filter_memfd(program: bytes) -> int:
     return fd
 
 
-__all__ = ["DENIED", "build_filter", "filter_memfd"]
+__all__ = ["DENIED", "allowed_families", "build_filter", "filter_memfd"]

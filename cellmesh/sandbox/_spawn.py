@@ -158,7 +158,7 @@ def _make_preexec(
     rlimits: Sequence[tuple[int, int]],
     cgroup_procs: Sequence[bytes],
     pdeathsig_parent: int | None,
-    private_binds: Sequence[tuple[bytes, bytes]],
+    private_binds: Sequence[tuple[bytes, bytes, tuple[int, int] | None]],
     run_as: int | None,
 ) -> Callable[[], None]:
     prctl = _LIBC.prctl if pdeathsig_parent is not None else None
@@ -188,8 +188,20 @@ def _make_preexec(
             # reach the host's mount table and vanish with the process.
             check(unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
             check(mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make / private")
-            for src, dst in private_binds:
-                check(mount(src, dst, None, _MS_BIND | _MS_REC, None), "bind " + dst.decode())
+            for src, dst, pin in private_binds:
+                if pin is None:
+                    check(mount(src, dst, None, _MS_BIND | _MS_REC, None), "bind " + dst.decode())
+                    continue
+                # Pinned: never through a symlink, and only the inode checked.
+                fd = os.open(src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != pin:
+                        raise OSError(errno.ESTALE, "bind source changed: " + src.decode())
+                    proc = b"/proc/self/fd/" + str(fd).encode()
+                    check(mount(proc, dst, None, _MS_BIND | _MS_REC, None), "bind " + dst.decode())
+                finally:
+                    os.close(fd)
         if run_as is not None:
             os.setgroups([])
             os.setresgid(run_as, run_as, run_as)
@@ -219,6 +231,7 @@ def spawn_isolated_workload(
     die_with_parent: bool = True,
     cwd: Path | None = None,
     private_binds: Sequence[tuple[Path, Path]] = (),
+    pinned: Mapping[Path, tuple[int, int]] | None = None,
     run_as: int | None = None,
 ) -> Workload:
     """Start ``argv`` with exactly ``env``, the fd hygiene above, and the given limits.
@@ -230,7 +243,9 @@ def spawn_isolated_workload(
     both soft and hard limit. ``cgroup_procs`` are ``cgroup.procs`` files the
     child joins before exec. ``private_binds`` (root only) are bind mounts
     made in a private mount namespace of the child, so a ``run_as`` uid can
-    reach paths whose ancestors it could not traverse; ``run_as`` (root only)
+    reach paths whose ancestors it could not traverse; a source in ``pinned``
+    is opened with ``O_NOFOLLOW`` there and bound only if it is still the
+    (device, inode) given; ``run_as`` (root only)
     drops the child to that uid/gid with no supplementary groups before exec.
     Raises :class:`SandboxConfigError` for an empty
     argv or a bad fd, :class:`SpawnError` if the kernel refuses.
@@ -247,7 +262,10 @@ def spawn_isolated_workload(
     fd_map = list(zip(pass_fds, targets, strict=True))
     rl = sorted((rlimits or {}).items())
     procs = [os.fsencode(p) for p in cgroup_procs]
-    binds = [(os.fsencode(src), os.fsencode(dst)) for src, dst in private_binds]
+    pins = pinned or {}
+    binds = [
+        (os.fsencode(src), os.fsencode(dst), pins.get(src)) for src, dst in private_binds
+    ]
     for attempt in (1, 2):
         preexec = _make_preexec(
             fd_map,

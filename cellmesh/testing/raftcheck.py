@@ -25,6 +25,21 @@ simulator observes and keeps global registries:
   at the same index. Commits are registered only once the Ready carrying
   them is durable (a single-voter leader counts its own unsynced entries).
 
+Facts are registered when they are **durable**, as the Ready contract
+defines it, not when a Ready is handed out. :meth:`SafetyChecker.on_ready`
+only notes what a Ready claims (the node leads its term, these entries follow
+these terms) and checks what cannot depend on durability (append-only,
+monotonic commit); :meth:`SafetyChecker.on_durable` registers the claims once
+the driver has synced that Ready, and :meth:`SafetyChecker.on_start`
+registers the entries a restarted node really recovered (a crash may keep
+part of an unsynced write). A Ready lost in a crash revealed nothing -- its
+messages were never sent -- so it is as if it never happened: a single-voter
+leader that wins an election and appends in the same Ready, then crashes
+before the fsync, restarts in the older term, and another node may then
+lead that term and write different entries there. Registering such a Ready
+at hand-out raised false Election Safety and Log Matching alarms on harsh
+fault mixes (``scripts/simulate.py --mix harsh --seed 20562``).
+
 A violation raises :class:`InvariantViolation` naming the property.
 """
 
@@ -62,6 +77,20 @@ class _NodeMarks:
     leader_last_term: int = 0
 
 
+@attrs.frozen(kw_only=True)
+class _Claims:
+    """What one Ready claims; registered by :meth:`SafetyChecker.on_durable`.
+
+    ``leader_term`` is the term the node led when the Ready was taken (0: not
+    leader); ``incomplete`` a Leader Completeness problem found then;
+    ``entries`` each persisted entry with the term of the entry before it.
+    """
+
+    leader_term: int
+    incomplete: str | None
+    entries: tuple[tuple[Entry, int | None], ...]
+
+
 @attrs.define(eq=False)
 class SafetyChecker:
     """Registries of everything observed so far; see the module docstring."""
@@ -73,6 +102,7 @@ class SafetyChecker:
     votes: dict[tuple[int, int], int] = attrs.field(factory=dict)
     revealed_term: dict[int, int] = attrs.field(factory=dict)
     marks: dict[int, _NodeMarks] = attrs.field(factory=dict)
+    pending: dict[int, _Claims] = attrs.field(factory=dict)
 
     def _fail(self, prop: str, detail: str) -> None:
         raise InvariantViolation(prop, detail)
@@ -88,26 +118,34 @@ class SafetyChecker:
         self.marks[node] = _NodeMarks(
             commit=core.log.committed, mem_commit=core.log.committed, applied=core.log.applied
         )
+        self.pending.pop(node, None)  # a Ready lost in the crash revealed nothing
+        log = core.log
+        # What survived the crash is durable, synced or not (a flushed prefix).
+        for index in range(log.first_index, log.last_index + 1):
+            self._register_entry(log.entry(index), log.term(index - 1))
         self._register_commits(node, core, core.log.snapshot.meta.index, core.log.committed)
 
     def on_ready(self, node: int, core: RaftCore, rd: Ready) -> None:
-        """Called with each Ready while the core's log still matches it."""
+        """Called with each Ready while the core's log still matches it.
+
+        Notes the Ready's claims (registered by :meth:`on_durable` once it is
+        synced) and checks Leader Append-Only and monotonic commit.
+        """
         marks = self.marks[node]
         log = core.log
-        # Log Matching registry.
+        entries: list[tuple[Entry, int | None]] = []
+        prev_term = log.term(rd.entries[0].index - 1) if rd.entries else None
         for e in rd.entries:
-            self._register_entry(e, log.term(e.index - 1))
-        # Election Safety and Leader Completeness.
+            entries.append((e, prev_term))
+            prev_term = e.term
+        leader_term = 0
+        incomplete = None
         if core.role is Role.LEADER:
-            owner = self.leaders.setdefault(core.term, node)
-            if owner != node:
-                self._fail(
-                    "Election Safety", f"nodes {owner} and {node} both lead term {core.term}"
-                )
+            leader_term = core.term
             if marks.leader_term == core.term:
                 self._check_append_only(node, core, rd, marks)
             else:
-                self._check_completeness(node, core)
+                incomplete = self._completeness_problem(node, core)
             marks.leader_term = core.term
             marks.leader_last = log.last_index
             marks.leader_last_term = log.last_term
@@ -119,14 +157,32 @@ class SafetyChecker:
                 f"node {node} commit went {marks.mem_commit} -> {log.committed}",
             )
         marks.mem_commit = log.committed
+        self.pending[node] = _Claims(
+            leader_term=leader_term, incomplete=incomplete, entries=tuple(entries)
+        )
 
     def on_durable(self, node: int, core: RaftCore, rd: Ready) -> None:
         """Called once ``rd`` was synced: its commit index is now safe to rely on.
 
         (A single-voter leader counts its own entries before they are durable;
-        only after the sync is its commit index a fact.)
+        only after the sync is its commit index a fact.) The Ready's claims
+        noted by :meth:`on_ready` are registered here: Log Matching for its
+        entries, Election Safety and Leader Completeness for its leadership.
         """
         marks = self.marks[node]
+        claims = self.pending.pop(node, None)
+        if claims is not None:
+            for e, prev_term in claims.entries:
+                self._register_entry(e, prev_term)
+            if claims.leader_term:
+                owner = self.leaders.setdefault(claims.leader_term, node)
+                if owner != node:
+                    self._fail(
+                        "Election Safety",
+                        f"nodes {owner} and {node} both lead term {claims.leader_term}",
+                    )
+                if claims.incomplete is not None:
+                    self._fail("Leader Completeness", claims.incomplete)
         # Committed-entry agreement, for the commit index this Ready made durable
         # (the core may have moved on if the driver let input in meanwhile).
         durable = rd.hard_state.commit if rd.hard_state is not None else marks.commit
@@ -157,23 +213,21 @@ class SafetyChecker:
                 f"leader {node} rewrote entries from {rd.entries[0].index}",
             )
 
-    def _check_completeness(self, node: int, core: RaftCore) -> None:
+    def _completeness_problem(self, node: int, core: RaftCore) -> str | None:
+        """Why a new leader's log lacks a committed entry, or ``None`` if it holds all."""
         log = core.log
         snap = log.snapshot.meta
         for index, (term, _key) in self.committed.items():
             if index > log.last_index:
-                self._fail(
-                    "Leader Completeness",
-                    f"leader {node} of term {core.term} lacks committed index {index}",
-                )
+                return f"leader {node} of term {core.term} lacks committed index {index}"
             if index < snap.index:
                 continue
             if log.term(index) != term:
-                self._fail(
-                    "Leader Completeness",
+                return (
                     f"leader {node} of term {core.term} has term {log.term(index)} at "
-                    f"committed index {index} (committed term {term})",
+                    f"committed index {index} (committed term {term})"
                 )
+        return None
 
     def _register_entry(self, e: Entry, prev_term: int | None) -> None:
         key = (e.index, e.term)

@@ -19,7 +19,7 @@ import attrs
 
 from cellmesh.consensus.core import RaftConfig, RaftCore, Ready
 from cellmesh.consensus.messages import Message
-from cellmesh.consensus.types import Entry, HardState, ReadState, Role, Snapshot
+from cellmesh.consensus.types import Entry, HardState, JoinState, ReadState, Role, Snapshot
 
 
 @attrs.define(eq=False)
@@ -109,7 +109,8 @@ class RaftNet:
     def deliver(self, drop: MessageFilter | None = None, *, rounds: int = 100) -> None:
         """Deliver queued messages (and their consequences) until quiet.
 
-        Messages for down nodes, or for which ``drop`` returns True, are lost.
+        Messages for down or unknown nodes, or for which ``drop`` returns True,
+        are lost.
         """
         for _ in range(rounds):
             self.flush()
@@ -117,7 +118,8 @@ class RaftNet:
                 return
             batch, self.queue = self.queue, []
             for m in batch:
-                if m.dst in self.down or m.src in self.down or (drop and drop(m)):
+                lost = m.dst in self.down or m.src in self.down or m.dst not in self.nodes
+                if lost or (drop and drop(m)):
                     continue
                 self.nodes[m.dst].step(m)
         self.flush()
@@ -172,12 +174,14 @@ def make_core(
     election_tick: int = 10,
     heartbeat_tick: int = 1,
     max_inflight: int = 64,
+    join: JoinState | None = None,
 ) -> RaftCore:
     """A core restarted from a hand-written durable state.
 
     ``log_terms`` lists the term of each entry from index 1 (data ``b"<i>"``),
     which is how the paper's figures describe logs. Pre-vote and
     check-quorum default to off so paper-section tests see plain Raft.
+    ``join`` makes it a joining node (see :class:`JoinState`).
     """
     entries = [
         Entry(index=i, term=t, data=str(i).encode()) for i, t in enumerate(log_terms, start=1)
@@ -197,6 +201,7 @@ def make_core(
         learners=learners,
         hard_state=HardState(term=term, vote=vote, commit=commit),
         entries=entries,
+        join=join,
     )
 
 

@@ -20,7 +20,8 @@ different rates (clock skew); leaders are asked to transfer leadership and
 to make random single-server membership changes (voters, a learner, and the
 leader itself). Then the **heal phase** restarts every node, removes
 partitions and skew and stops losing messages; the run must then converge:
-every client operation completes and every member applies the same state.
+every client operation completes, every member applies the same state, and
+every server outside the final configuration knows it was removed.
 
 Simulated clients issue KV operations (put/append/get; some gets through
 ReadIndex instead of the log), one at a time, with unique (client, seq) ids;
@@ -30,14 +31,19 @@ a global event order, and the resulting history is checked for
 linearizability with :mod:`cellmesh.testing.lincheck`.
 
 After every Ready and every message sent, :class:`SafetyChecker` checks the
-safety properties of Figure 3 (see :mod:`cellmesh.testing.raftcheck`).
-Any failure raises :class:`SimulationFailure` carrying the seed.
+safety properties of Figure 3 (see :mod:`cellmesh.testing.raftcheck`); it
+registers facts when their Ready is durable, not when it is handed out.
+Any failure raises :class:`SimulationFailure` carrying the seed and its mix.
+:meth:`SimParams.for_seed` knows two mixes: ``"normal"`` and ``"harsh"``
+(twice the fault phase, three times the operations, five times the
+membership changes).
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+from typing import Final, Literal
 
 import attrs
 
@@ -51,16 +57,24 @@ from cellmesh.testing.lincheck import KVModel, Operation, check_operations
 from cellmesh.testing.raftcheck import SafetyChecker
 from cellmesh.testing.simdisk import SimDisk
 
+Mix = Literal["normal", "harsh"]
+#: The fault mixes :meth:`SimParams.for_seed` knows (``scripts/simulate.py --mix``).
+MIXES: Final[tuple[Mix, ...]] = ("normal", "harsh")
+
 
 class SimulationFailure(CellmeshError, AssertionError):
-    """A simulated run broke safety, liveness or linearizability; ``seed`` replays it."""
+    """A simulated run broke safety, liveness or linearizability; ``seed`` (in ``mix``)
+    replays it."""
 
-    def __init__(self, seed: int, problem: str) -> None:
+    def __init__(self, seed: int, problem: str, mix: Mix = "normal") -> None:
+        flag = "" if mix == "normal" else f" --mix {mix}"
         super().__init__(
-            f"seed {seed}: {problem}\n  replay with: python scripts/simulate.py --seed {seed}"
+            f"seed {seed}: {problem}\n"
+            f"  replay with: python scripts/simulate.py{flag} --seed {seed}"
         )
         self.seed = seed
         self.problem = problem
+        self.mix = mix
 
 
 @attrs.frozen(kw_only=True)
@@ -103,7 +117,7 @@ class SimParams:
     bug_send_before_sync: bool = False
 
     @classmethod
-    def for_seed(cls, seed: int) -> SimParams:
+    def for_seed(cls, seed: int, mix: Mix = "normal") -> SimParams:
         """Vary the cluster by seed so a soak covers every shape.
 
         Odd seeds run 5 voters, even seeds 3 (plus one learner); every other
@@ -111,18 +125,32 @@ class SimParams:
         plain Raft: no pre-vote, no check-quorum, and hence no
         membership changes (a removed server that never learns of its removal
         would disrupt a cluster without leases, dissertation 4.2.3).
+
+        The ``"harsh"`` mix keeps those shapes and doubles the fault phase,
+        triples each client's operations and makes membership changes five
+        times as likely: longer runs under faults, more single-voter
+        configurations, more leaders removing themselves.
         """
         nodes = 5 if seed % 2 else 3
         async_persist = (seed // 8) % 2 == 1
         if (seed // 2) % 4 == 3:
-            return cls(
+            params = cls(
                 nodes=nodes,
                 pre_vote=False,
                 check_quorum=False,
                 p_reconfig=0.0,
                 async_persist=async_persist,
             )
-        return cls(nodes=nodes, async_persist=async_persist)
+        else:
+            params = cls(nodes=nodes, async_persist=async_persist)
+        if mix == "harsh":
+            params = attrs.evolve(
+                params,
+                fault_steps=2 * params.fault_steps,
+                ops_per_client=3 * params.ops_per_client,
+                p_reconfig=5 * params.p_reconfig,
+            )
+        return params
 
 
 @attrs.define(eq=False)
@@ -172,11 +200,22 @@ class SimResult:
 class Simulation:
     """One seeded run; call :meth:`run`."""
 
-    def __init__(self, seed: int, params: SimParams | None = None, *, trace: bool = False) -> None:
-        """Prepare the run; ``trace=True`` records a human-readable event log in :attr:`trace`."""
+    def __init__(
+        self,
+        seed: int,
+        params: SimParams | None = None,
+        *,
+        trace: bool = False,
+        mix: Mix = "normal",
+    ) -> None:
+        """Prepare the run; ``trace=True`` records a human-readable event log in :attr:`trace`.
+
+        ``params`` default to :meth:`SimParams.for_seed` of ``seed`` in ``mix``.
+        """
         self.seed = seed
+        self.mix = mix
         self.trace: list[str] | None = [] if trace else None
-        self.params = params or SimParams.for_seed(seed)
+        self.params = params or SimParams.for_seed(seed, mix)
         self.rng = random.Random(seed)
         p = self.params
         self.voters = tuple(range(1, p.nodes + 1))
@@ -232,13 +271,22 @@ class Simulation:
         self._log(f"start node {node.id} term={node.core.term} last={node.core.log.last_index}")
         self._process(node)
 
-    def _crash(self, node: _Node) -> None:
+    def _crash(self, node: _Node, unsynced: Ready | None = None) -> None:
+        """Crash ``node``; ``unsynced`` is the Ready written but not fsynced, if any."""
+        lost = unsynced if unsynced is not None else node.inflight
+        where = ""
+        if lost is not None and node.core is not None:
+            term = lost.hard_state.term if lost.hard_state is not None else node.core.term
+            where = (
+                f" before fsyncing a Ready (as {node.core.role.name} term={term}, "
+                f"{len(lost.entries)} entries written, {len(lost.messages)} messages unsent)"
+            )
         node.disk.crash(self.rng)
         node.core = None
         node.reads = []
         node.inflight = None
         self.crashes += 1
-        self._log(f"crash node {node.id} ({len(node.disk.synced.entries)} synced entries)")
+        self._log(f"crash node {node.id}{where} ({len(node.disk.synced.entries)} synced entries)")
 
     # -- the driver loop -------------------------------------------------------
 
@@ -264,7 +312,7 @@ class Simulation:
                 for m in rd.messages:
                     self._send(m)
             if self.faults and rd.must_sync and self.rng.random() < p.p_crash_mid_write:
-                self._crash(node)  # between the write and its fsync
+                self._crash(node, rd)  # between the write and its fsync
                 return
             if p.async_persist and rd.must_sync:
                 delay = self.rng.randrange(0, 3)
@@ -557,7 +605,7 @@ class Simulation:
             return False
         ref = leader.kv
         members = leader.core.membership.members
-        return all(
+        members_agree = all(
             n.core is not None
             and n.applied == last
             and n.kv.data == ref.data
@@ -565,6 +613,14 @@ class Simulation:
             for n in self.nodes.values()
             if n.id in members
         )
+        # Every server outside the configuration knows it was removed (all of them
+        # were members once: they start in the bootstrap configuration).
+        removed_know = all(
+            n.core is not None and n.core.role is Role.REMOVED
+            for n in self.nodes.values()
+            if n.id not in members
+        )
+        return members_agree and removed_know
 
     def run(self) -> SimResult:
         """Run both phases; raise :class:`SimulationFailure` on any broken property."""
@@ -583,13 +639,13 @@ class Simulation:
         except SimulationFailure:
             raise
         except AssertionError as exc:
-            raise SimulationFailure(self.seed, f"{type(exc).__name__}: {exc}") from exc
+            raise SimulationFailure(self.seed, f"{type(exc).__name__}: {exc}", self.mix) from exc
         if not converged:
-            raise SimulationFailure(self.seed, self._stuck_report())
+            raise SimulationFailure(self.seed, self._stuck_report(), self.mix)
         result = check_operations(KVModel(), self.history)
         if not result.ok:
             raise SimulationFailure(
-                self.seed, f"history is not linearizable: {list(result.failing_part)!r}"
+                self.seed, f"history is not linearizable: {list(result.failing_part)!r}", self.mix
             )
         return SimResult(
             seed=self.seed,
@@ -618,6 +674,6 @@ class Simulation:
         return "\n".join(lines)
 
 
-def run_seed(seed: int, params: SimParams | None = None) -> SimResult:
-    """Run the simulation for ``seed``; raises :class:`SimulationFailure` on failure."""
-    return Simulation(seed, params).run()
+def run_seed(seed: int, params: SimParams | None = None, *, mix: Mix = "normal") -> SimResult:
+    """Run the simulation for ``seed`` (in ``mix``); raises :class:`SimulationFailure`."""
+    return Simulation(seed, params, mix=mix).run()

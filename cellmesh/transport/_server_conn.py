@@ -103,6 +103,8 @@ class ServerConnection(Answers):
         self.suspended = 0
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
+        self.hello_sent = False
+        self._goaway_after_hello: bytes | None = None
         self.nursery: trio.Nursery | None = None
         self.handler = membrane.handler
         self.receptors = membrane.handler if isinstance(membrane.handler, Receptors) else None
@@ -183,6 +185,27 @@ class ServerConnection(Answers):
             packed_columns=1,
         )
         self.channel.send(hello_frame(hello))
+        self.hello_sent = True
+        if self._goaway_after_hello is not None:
+            self.channel.send(self._goaway_after_hello)
+
+    @property
+    def busy(self) -> bool:
+        """Calls received and not yet answered (running, waiting for a slot, or queued)."""
+        return bool(self.owned or self.waiting or self.backlog)
+
+    def send_goaway(self, frame: bytes) -> None:
+        """Ask the peer to send new work elsewhere (protocol section 9).
+
+        A connection still in its handshake gets the goaway right after our
+        hello: a goaway first would be a handshake error for the client.
+        """
+        self.draining = True
+        if not self.hello_sent:
+            self._goaway_after_hello = frame
+            return
+        with suppress(ChannelBroken):
+            self.channel.send(frame)
 
     def _fatal(self, exc: BaseException) -> None:
         """Report a connection-level error to the peer (best effort) and end."""
@@ -200,9 +223,7 @@ class ServerConnection(Answers):
 
     def goaway(self, code: int, reason: str) -> None:
         """Ask the client to send no new calls here and to close once answered (section 9)."""
-        self.draining = True
-        with suppress(ChannelBroken):
-            self.channel.send(codec.frame_bytes(GoAway(code, reason).to_wire()))
+        self.send_goaway(codec.frame_bytes(GoAway(code, reason).to_wire()))
 
     def _in_flight(self) -> bool:
         """Calls or signals received whose answers (or handlers) are not done and flushed."""

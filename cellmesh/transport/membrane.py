@@ -57,6 +57,7 @@ from ..errors import (
 from ..wire import codec
 from ..wire.codec import (
     Error,
+    GoAway,
 )
 from ..wire.proteins import (
     PROTEINS,
@@ -102,6 +103,9 @@ class Membrane:
         self._log_fn = log
         self._connections: set[ServerConnection] = set()
         self._closing = False
+        self._suspended = False
+        self._nursery: trio.Nursery | None = None
+        self._accept_scope: trio.CancelScope | None = None
         self._bound_inode: tuple[int, int] | None = None
 
     def log(self, text: str) -> None:
@@ -195,20 +199,82 @@ class Membrane:
         finally:
             self._connections.discard(conn)
 
+    def _goaway_all(self) -> list[ServerConnection]:
+        goaway = codec.frame_bytes(GoAway(ErrorCode.SHUTTING_DOWN, "shutting down").to_wire())
+        conns = list(self._connections)
+        for conn in conns:
+            # The peer sends no new calls after the goaway and closes once its
+            # calls are answered; until then everything that arrives is served,
+            # so no call that crossed the goaway is lost.
+            conn.send_goaway(goaway)
+        return conns
+
     async def drain(self, grace: float = 10.0) -> None:
         """Graceful shutdown of connections: send goaway, let in-flight calls finish.
 
         Connections still busy after ``grace`` seconds are closed.
         """
         self._closing = True
-        for conn in list(self._connections):
-            # The peer sends no new calls after the goaway and closes once its
-            # calls are answered; until then everything that arrives is served,
-            # so no call that crossed the goaway is lost.
-            conn.goaway(ErrorCode.SHUTTING_DOWN, "shutting down")
+        conns = self._goaway_all()
         with trio.move_on_after(grace):
-            for conn in list(self._connections):
+            for conn in conns:
                 await conn.done.wait()
+
+    # -- suspend / resume (hot swap) ------------------------------------------
+
+    def _start_accepting(self) -> None:
+        assert self._nursery is not None
+        scope = trio.CancelScope()
+        self._accept_scope = scope
+
+        async def accept(nursery: trio.Nursery) -> None:
+            with scope:
+                await self._accept_loop(nursery)
+
+        self._nursery.start_soon(accept, self._nursery)
+
+    def _stop_accepting(self) -> None:
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+            self._accept_scope = None
+
+    @property
+    def suspended(self) -> bool:
+        """True between :meth:`suspend` and :meth:`resume`."""
+        return self._suspended
+
+    async def suspend(self, grace: float) -> bool:
+        """Stop accepting and drain every connection, keeping the listening socket.
+
+        New connections wait in the listen backlog meanwhile (the socket stays
+        open: whoever else holds it -- the next version of the cell -- may
+        accept them). Every open connection gets goaway; the method returns
+        once all of them have closed (their calls answered), or after
+        ``grace`` seconds. Then connections that are still open but have no
+        call in flight are closed (their peer ignored the goaway; protocol
+        section 9 allows it after the grace period) and the result is True;
+        it is False when calls are still running (nothing is closed: call
+        :meth:`resume` to serve on, or leave the block to close).
+        """
+        self._suspended = True
+        self._stop_accepting()
+        conns = self._goaway_all()
+        with trio.move_on_after(grace):
+            for conn in conns:
+                await conn.done.wait()
+        left = [c for c in conns if not c.done.is_set()]
+        if any(c.busy for c in left):
+            return False
+        for conn in left:
+            conn.channel.close()
+            conn.done.set()
+        return True
+
+    def resume(self) -> None:
+        """Accept connections again after :meth:`suspend` (drained ones stay drained)."""
+        if self._suspended and not self._closing:
+            self._suspended = False
+            self._start_accepting()
 
 
 @asynccontextmanager
@@ -274,23 +340,18 @@ async def open_membrane(
     )
     try:
         async with open_service_nursery() as nursery:
-            accept_scope = trio.CancelScope()
-
-            async def accept() -> None:
-                with accept_scope:
-                    await membrane._accept_loop(nursery)
-
-            nursery.start_soon(accept)
+            membrane._nursery = nursery
+            membrane._start_accepting()
             try:
                 yield membrane
             except BaseException:
                 # Cancelled or failing: close at once (callers get
                 # CellUnavailable); only a normal exit drains gracefully.
-                accept_scope.cancel()
+                membrane._stop_accepting()
                 nursery.cancel_scope.cancel()
                 raise
             else:
-                accept_scope.cancel()
+                membrane._stop_accepting()
                 with trio.CancelScope(shield=True):
                     await membrane.drain(drain_grace)
                 nursery.cancel_scope.cancel()

@@ -453,7 +453,10 @@ class Synapse:
 
     async def _connect(self) -> _Connection:
         path = self.socket_path_text
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: ours to report, not to raise raw
+            raise CellUnavailable(self.name, path, f"no socket: {exc.strerror or exc}") from None
         sock.setblocking(False)
         try:
             try:

@@ -34,7 +34,7 @@ import operator
 import types
 import typing
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from itertools import repeat
 from typing import Any, Final, NoReturn, TypeVar, overload
 
@@ -440,6 +440,22 @@ class ProteinRegistry:
         if old is not None:
             self._by_type.pop(old, None)
         self._fingerprints = None
+
+    def forget_modules(self, modules: Collection[str]) -> int:
+        """Drop every class defined in one of ``modules``; return how many.
+
+        For code that was unloaded (a cell's standby switching to new code in
+        a hot swap evicts the old modules): their wire names are free again,
+        for the new code to define as it likes.
+        """
+        gone = [n for n, c in self._by_name.items() if c.__module__ in modules]
+        for name in gone:
+            cls = self._by_name.pop(name)
+            self._schemas.pop(name, None)
+            self._by_type.pop(cls, None)
+        if gone:
+            self._fingerprints = None
+        return len(gone)
 
     def get(self, name: str) -> type | None:
         """The class registered under ``name``, or None."""

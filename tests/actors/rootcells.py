@@ -6,6 +6,7 @@ The tests import it too, for the proteins.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import cellmesh
@@ -194,3 +195,99 @@ class Watcher(cellmesh.Cell):
     async def spawn(self, msg: Spawn) -> Identity:
         name = await self.start_child("worker", msg.suffix)
         return Identity(name=name, pid=0)
+
+
+# ---------------------------------------------------------------- attackers (test_attacks.py)
+
+
+@cellmesh.protein("t.root.MonitorFlood")
+class MonitorFlood:
+    """Ask the root for ``n`` monitors of ``target``, ``parallel`` requests at a time."""
+
+    target: str
+    n: int
+    parallel: int = 1
+
+
+@cellmesh.protein("t.root.LinkTo")
+class LinkTo:
+    targets: list[str]
+
+
+@cellmesh.protein("t.root.Flooded")
+class Flooded:
+    """How many requests the root granted, how many it refused, and its last refusal."""
+
+    ok: int
+    refused: int
+    error: str
+
+
+@cellmesh.protein("t.root.Unwatch")
+class Unwatch:
+    ref: int
+
+
+async def _tally(requests: list[Callable[[], Awaitable[object]]]) -> Flooded:
+    """Make the root requests one by one; count the granted and the refused ones."""
+    ok = refused = 0
+    error = ""
+    for request in requests:
+        try:
+            await request()
+            ok += 1
+        except cellmesh.RemoteCellError as exc:
+            refused += 1
+            error = str(exc)
+    return Flooded(ok=ok, refused=refused, error=error)
+
+
+class Attacker(Watcher):
+    """A hostile cell: floods the root with monitors and links, counts what it gets."""
+
+    @cellmesh.receptor
+    async def flood(self, msg: MonitorFlood) -> Flooded:
+        import trio
+
+        share, extra = divmod(msg.n, msg.parallel)
+        results: list[Flooded] = []
+
+        async def one(n: int) -> None:
+            results.append(await _tally([lambda: self.monitor(msg.target)] * n))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(msg.parallel):
+                nursery.start_soon(one, share + (1 if i < extra else 0))
+        errors = [r.error for r in results if r.error]
+        return Flooded(
+            ok=sum(r.ok for r in results), refused=sum(r.refused for r in results),
+            error=errors[0] if errors else "",
+        )
+
+    @cellmesh.receptor
+    async def link_to(self, msg: LinkTo) -> Flooded:
+        return await _tally([lambda t=t: self.link(t) for t in msg.targets])
+
+    @cellmesh.receptor
+    async def unwatch(self, msg: Unwatch) -> Echo:
+        await self.demonitor(msg.ref)
+        return Echo(msg.ref)
+
+
+class Sleepy(Watcher):
+    """A watcher that never finishes taking a CellDown (it holds its delivery)."""
+
+    async def on_cell_down(self, down: cellmesh.CellDown) -> None:
+        import trio
+
+        await trio.sleep_forever()
+
+
+class SleepyAttacker(Attacker):
+    """Floods the root with monitors and never finishes taking a CellDown: every
+    delivery to it would hold a connection of the root's open."""
+
+    async def on_cell_down(self, down: cellmesh.CellDown) -> None:
+        import trio
+
+        await trio.sleep_forever()

@@ -18,6 +18,7 @@ ROOT = Path(cellmesh.__file__).parent
 PURE_MODULES = {
     "cellmesh.actors.policy": "actors/policy.py",
     "cellmesh.actors.watches": "actors/watches.py",
+    "cellmesh.actors.swap": "actors/swap.py",
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
     "cellmesh.wire.proteins": "wire/proteins.py",

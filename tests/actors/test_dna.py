@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,99 @@ def test_dna_sweep_stale_removes_only_old_leftovers(tmp_path: Path, cache: DnaCa
     assert cache.sweep_stale(older_than=60.0) == [old_build.name, old_trash.name]
     assert sorted(p.name for p in cache.cache_dir.iterdir()) == sorted([entry.digest, young.name])
     assert DnaCache(tmp_path / "absent").sweep_stale() == []
+
+
+# ---------------------------------------------------------------- attacks (issue 10 item 8)
+
+
+@pytest.fixture
+def busy_switching() -> Iterator[None]:
+    """Switch threads as often as the interpreter can: races show up within a few hundred tries."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_dna_read_never_follows_a_file_swapped_for_a_symlink(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET = 'root only'\n")
+    os.chmod(secret, 0o600)
+    src = tmp_path / "cellcode.py"
+    src.write_text("VALUE = 1\n")
+    stop = threading.Event()
+    flips = 0
+
+    def flip() -> None:
+        nonlocal flips
+        evil = tmp_path / "evil"
+        real = tmp_path / "real.py"
+        os.link(src, real)
+        while not stop.is_set():
+            os.symlink(secret, evil)
+            os.replace(evil, src)  # src is now a symlink to the secret
+            os.link(real, evil)
+            os.replace(evil, src)  # and the real file again
+            flips += 1
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    outcomes = {"read": 0, "refused": 0}
+    try:
+        for _ in range(20000):
+            try:
+                source = read_source(src)
+            except DnaSourceError as exc:
+                assert "symlink" in exc.problem or "cannot be read" in exc.problem
+                outcomes["refused"] += 1
+            else:
+                assert source.files[0].data == b"VALUE = 1\n"
+                outcomes["read"] += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert flips > 0 and outcomes["read"] > 0
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_dna_read_never_walks_into_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "key.py").write_text("KEY = 'root only'\n")
+    pkg = make_package(tmp_path)
+    sub = pkg / "sub"
+    stop = threading.Event()
+
+    def flip() -> None:
+        evil = pkg / "evil"
+        real = pkg / "real"
+        while not stop.is_set():
+            os.rename(sub, real)
+            os.symlink(secret_dir, evil)
+            os.rename(evil, sub)  # sub is now a symlink to the secret dir
+            os.unlink(sub)
+            os.rename(real, sub)
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    try:
+        for _ in range(1000):
+            try:
+                source = read_source(pkg)
+            except DnaSourceError:
+                continue
+            assert all(b"root only" not in f.data for f in source.files)
+            assert not any(f.path.endswith("key.py") for f in source.files)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_dna_read_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path)
+    os.mkfifo(pkg / "pipe.py")
+    with pytest.raises(DnaSourceError, match="not a regular file"):
+        read_source(pkg)

@@ -14,6 +14,7 @@ import trio.testing
 
 from cellmesh.actors._cells import CellSlot
 from cellmesh.actors._launch import Launcher
+from cellmesh.actors._tasks import Background
 from cellmesh.actors.dna import DnaCache
 from cellmesh.actors.manifest import CellDecl, RootDecl
 from cellmesh.config import Paths
@@ -56,12 +57,12 @@ async def test_a_standby_handed_over_before_its_watcher_ran_is_not_waited_on_twi
         async with trio.open_nursery() as nursery:
             launcher = Launcher(
                 backend=backend, dna=DnaCache.from_paths(paths), paths=paths, root=RootDecl(),
-                nursery=nursery, socket_of=lambda _: None,
+                tasks=Background(nursery, lambda _: None), socket_of=lambda _: None,
             )
             launcher.ensure_standby(slot, busy=None)
             standby = slot.standby
             assert standby is not None
-            cell_id, _ = launcher.launch(slot)  # before the standby's watcher first runs
+            cell_id = launcher.launch(slot).cell_id  # before the standby's watcher first runs
             assert cell_id == standby.cell_id and slot.standby is None
             await trio.testing.wait_all_tasks_blocked()
             assert backend.waited == []  # the instance alone will wait on that process

@@ -309,3 +309,18 @@ async def test_follow_log_yields_new_text(
         await agen.aclose()  # type: ignore[attr-defined]
         log.close()
     assert got == ["new one\n", "and two\n"]
+
+
+def test_format_event_shows_swap_events_in_a_fixed_order() -> None:
+    line = format_event({
+        "ts": 1_795_246_801.5, "event": "swapped", "cell": "c", "outcome": "swapped",
+        "from_dna": "3f2a9c0d1b7e", "to_dna": "8e41d07b55a2", "from_version": "1",
+        "to_version": "2", "serving_ms": 96.4, "state_bytes": 2310, "cause": None,
+    })
+    assert line == (
+        "[2026-11-21T07:40:01Z] event swapped outcome=swapped from_dna=3f2a9c0d1b7e "
+        "to_dna=8e41d07b55a2 from_version=1 to_version=2 serving_ms=96.4 state_bytes=2310"
+    )
+    back = format_event({"event": "swap_rolled_back", "from_dna": "a", "to_dna": "b",
+                         "cause": "the new version failed in on_swap_in: KeyError: 'x'"})
+    assert back.endswith("cause=the new version failed in on_swap_in: KeyError: 'x'")

@@ -457,12 +457,44 @@ def test_manifest_network_variants() -> None:
 def test_manifest_cell_names_are_validated_and_reserved() -> None:
     e = error('[cells."bad name"]\ndna = "x.py"\n')
     assert e.key == 'cells."bad name"'
-    assert "not a valid name" in e.problem
+    assert "not a valid cell name" in e.problem
     for reserved in ("mitosis", "root"):
         e = error(f'[cells.{reserved}]\ndna = "x.py"\n')
         assert (e.key, e.problem) == (f"cells.{reserved}", f"{reserved!r} is reserved")
     e = error("[supervisors.mitosis]\n")
     assert e.key == "supervisors.mitosis"
+
+
+def test_manifest_names_the_root_would_reject_are_refused_at_load() -> None:
+    # `a` runs its standby as `a..b`: a cell named `a..b` would collide with it.
+    e = error('[cells.a]\ndna = "x.py"\n[cells."a..b"]\ndna = "x.py"\n')
+    assert e.key == 'cells."a..b"'
+    assert "'..' is reserved" in e.problem
+    for section in ("templates", "supervisors"):
+        assert "'..' is reserved" in error(f'[{section}."x..y"]\ndna = "x.py"\n').problem
+
+
+def test_manifest_and_root_share_one_name_rule() -> None:
+    from cellmesh.config import check_mesh_cell_name
+
+    for name in ("a..b", "mitosis", "-x", "x" * 64, "a b"):
+        with pytest.raises(ConfigError) as info:
+            check_mesh_cell_name(name)
+        key = f'cells."{name}"' if name != "mitosis" else "cells.mitosis"
+        assert error(f'[cells.{key.removeprefix("cells.")}]\ndna = "x.py"\n').problem == (
+            info.value.problem
+        )
+
+
+def test_manifest_socket_paths_too_long_for_the_socket_dir_name_the_cell(tmp_path: Path) -> None:
+    from cellmesh.config import Paths
+
+    m = parse('[cells.' + "c" * 60 + ']\ndna = "x.py"\n', FILE)
+    paths = Paths.from_env({"CELL_HOME": str(tmp_path), "CELL_SOCKET_DIR": "/tmp/" + "d" * 30})
+    with pytest.raises(ManifestError) as info:
+        m.check_sockets(paths)
+    assert info.value.key == "cells." + "c" * 60
+    assert "umbilical" in info.value.problem or "longer than" in info.value.problem
 
 
 def test_manifest_dotted_names_are_quoted_in_key_paths() -> None:

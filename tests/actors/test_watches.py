@@ -85,3 +85,45 @@ def test_watches_unlink_and_forget() -> None:
     assert w.linked("b") == frozenset()
     assert w.exited("c", "crash", abnormal=True, is_running=running("a", "b")) == []
     assert w.exited("a", "crash", abnormal=True, is_running=running("b", "c")) == []
+
+
+def test_watches_monitors_are_capped_counting_undelivered_notices() -> None:
+    import pytest
+
+    from cellmesh.actors.errors import RootRequestError
+
+    w = Watches(max_monitors=3)
+    w.monitor("a", "b", alive=True)
+    w.monitor("a", "ghost", alive=False)  # a noproc notice, not yet delivered
+    w.monitor("a", "c", alive=True)
+    with pytest.raises(RootRequestError, match="max_monitors") as info:
+        w.monitor("a", "d", alive=True)
+    assert info.value.subject == "a"
+    w.delivered("a")  # the noproc notice arrived
+    w.monitor("a", "d", alive=True)
+    assert len(w.exited("b", "normal", abnormal=False, is_running=running())) == 1
+    assert w.load("a") == 3  # two held, one notice on its way
+
+
+def test_watches_links_are_capped_per_cell_on_both_sides() -> None:
+    import pytest
+
+    from cellmesh.actors.errors import RootRequestError
+
+    w = Watches(max_links=1)
+    w.link("a", "b", trap_exits=False)
+    w.link("a", "b", trap_exits=True)  # the same link again is no new link
+    with pytest.raises(RootRequestError, match="max_links"):
+        w.link("a", "c", trap_exits=False)
+    with pytest.raises(RootRequestError, match=r"^b:"):
+        w.link("c", "b", trap_exits=False)
+
+
+def test_watches_a_cells_monitors_end_with_it_and_only_it_may_cancel_them() -> None:
+    w = Watches()
+    ref, _ = w.monitor("a", "b", alive=True)
+    w.demonitor(ref, watcher="mallory")
+    assert w.load("a") == 1
+    w.exited("a", "crash", abnormal=True, is_running=running())
+    assert w.load("a") == 0
+    assert w.exited("b", "crash", abnormal=True, is_running=running()) == []

@@ -34,7 +34,7 @@ def _cell(name: str, **kw: Any) -> CellStatus:
         "name": name, "supervisor": "root", "state": "running", "pid": 100, "restarts": 0,
         "uptime": 65.0, "msgs_in": 1000, "msgs_out": 990, "rss": 24 * 1024 * 1024,
         "cpu_percent": 1.5, "rtt_p50_us": 85.0, "rtt_p99_us": 1250.0, "backend": "host",
-        "dna": "/srv/dna/" + name,
+        "dna": "3f2a9c0d1b7e",
     }
     fields.update(kw)
     return CellStatus(**fields)
@@ -46,7 +46,7 @@ def _reply(*cells: CellStatus, log: tuple[RestartRecord, ...] = ()) -> StatusRep
 
 
 CANNED = _reply(
-    _cell("db", supervisor="root/store", pid=101, restarts=2),
+    _cell("db", supervisor="root/store", pid=101, restarts=2, version="1.2"),
     _cell("web", pid=None, state="stopped", uptime=None, rss=None, cpu_percent=None,
           rtt_p50_us=None, rtt_p99_us=None, msgs_in=0, msgs_out=0),
     log=(RestartRecord(at=1_795_246_801.0, cell="db", reason="exited code=1"),
@@ -106,8 +106,9 @@ def test_status_json_is_a_stable_document() -> None:
     assert isinstance(cells, list)
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
-        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna",
+        "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "version", "swap",
     }
+    assert (cells[0]["dna"], cells[0]["version"], cells[0]["swap"]) == ("3f2a9c0d1b7e", "1.2", None)
     assert cells[1]["pid"] is None
     assert doc["restart_log"] == [
         {"at": 1_795_246_801.0, "cell": "db", "reason": "exited code=1"},
@@ -119,12 +120,20 @@ def test_status_table_renders_every_column() -> None:
     text = _text(status_table(CANNED))
     header = text.splitlines()[0].split()
     assert header == ["CELL", "SUPERVISOR", "STATE", "PID", "RESTARTS", "UPTIME", "IN", "OUT",
-                      "RSS", "CPU%", "P50", "P99"]
+                      "RSS", "CPU%", "P50", "P99", "DNA", "VERSION"]
     db = text.splitlines()[1].split()
     assert db == ["db", "root/store", "running", "101", "2", "1m05s", "1000", "990", "24.0M",
-                  "1.5", "85us", "1.25ms"]
+                  "1.5", "85us", "1.25ms", "3f2a9c0d1b7e", "1.2"]
     web = text.splitlines()[2].split()
-    assert web == ["web", "root", "stopped", "-", "0", "-", "0", "0", "-", "-", "-", "-"]
+    assert web == ["web", "root", "stopped", "-", "0", "-", "0", "0", "-", "-", "-", "-",
+                   "3f2a9c0d1b7e", "-"]
+
+
+def test_status_and_top_show_a_swap_in_progress() -> None:
+    swapping = _reply(_cell("db", swap="handing over"))
+    assert "swapping (handing over)" in _text(status_table(swapping))
+    assert "swapping (handing over)" in _text(top_frame(swapping, {}, interval=1.0))
+    assert status_json(swapping)["cells"][0]["swap"] == "handing over"  # type: ignore[index]
 
 
 def test_top_frame_shows_rates_and_the_newest_restarts_first() -> None:

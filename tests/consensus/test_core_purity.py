@@ -12,6 +12,9 @@ import cellmesh.consensus
 FORBIDDEN = {"trio", "os", "socket", "time", "random", "threading", "asyncio", "subprocess"}
 PURE_MODULES = [
     "core",
+    "_leader",
+    "confchange",
+    "catchup",
     "config",
     "ready",
     "readindex",

@@ -7,149 +7,30 @@ it checks through the driver.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
-import cbor2
 import pytest
 import trio
 import trio.testing
 
 from cellmesh.consensus.core import RaftConfig
-from cellmesh.consensus.errors import NotLeader, ProposalDropped
+from cellmesh.consensus.errors import NotLeader, ProposalOutcomeUnknown
 from cellmesh.consensus.messages import Message, MessageType
 from cellmesh.consensus.node import (
     LogStorage,
     NodeOptions,
     NodeStopped,
-    OpenStorage,
     RaftNode,
     open_raft_node,
     open_wal_storage,
     run_inline,
 )
-from cellmesh.consensus.transport import MemoryNetwork, Transport
+from cellmesh.consensus.transport import MemoryNetwork
 from cellmesh.consensus.types import Membership, Role
 from cellmesh.consensus.wal import Recovered, WalBatch, WalFailed
 
-IDS = (1, 2, 3)
-TICK = 0.05
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@attrs.define
-class KV:
-    """A tiny deterministic state machine: ``key=value`` sets, queries get."""
-
-    data: dict[bytes, bytes] = attrs.Factory(dict)
-    applied: int = 0
-
-    def apply(self, command: bytes) -> bytes:
-        key, _, value = command.partition(b"=")
-        old = self.data.get(key, b"")
-        self.data[key] = value
-        self.applied += 1
-        return old
-
-    def query(self, query: bytes) -> bytes:
-        return self.data.get(query, b"")
-
-    def snapshot(self) -> bytes:
-        return cbor2.dumps([self.data, self.applied])
-
-    def restore(self, data: bytes) -> None:
-        self.data, self.applied = cbor2.loads(data)
-
-
-@attrs.define(eq=False)
-class Cluster:
-    """Runs nodes in one nursery; a node can be crashed (cancelled) and restarted."""
-
-    nursery: trio.Nursery
-    root: Path
-    network: MemoryNetwork
-    options: NodeOptions
-    open_storage: OpenStorage = open_wal_storage
-    wrap_transport: Callable[[int, Transport], Transport] | None = None
-    nodes: dict[int, RaftNode] = attrs.Factory(dict)
-    machines: dict[int, KV] = attrs.Factory(dict)
-    scopes: dict[int, trio.CancelScope] = attrs.Factory(dict)
-    finished: dict[int, trio.Event] = attrs.Factory(dict)
-    restarts: int = 0
-
-    async def start(self, node_id: int) -> RaftNode:
-        machine = KV()
-        transport: Transport = self.network.transport(node_id)
-        if self.wrap_transport is not None:
-            transport = self.wrap_transport(node_id, transport)
-        self.restarts += 1
-        seed = node_id * 1000 + self.restarts
-
-        finished = self.finished[node_id] = trio.Event()
-
-        async def run(task_status: trio.TaskStatus[RaftNode]) -> None:
-            try:
-                with trio.CancelScope() as scope:
-                    async with open_raft_node(
-                        RaftConfig(id=node_id),
-                        voters=IDS,
-                        directory=self.root / str(node_id),
-                        transport=transport,
-                        state_machine=machine,
-                        options=self.options,
-                        rng=random.Random(seed),
-                        open_storage=self.open_storage,
-                        run_sync=run_inline,
-                    ) as node:
-                        self.scopes[node_id] = scope
-                        task_status.started(node)
-                        await trio.sleep_forever()
-            finally:
-                finished.set()
-
-        node: RaftNode = await self.nursery.start(run)
-        self.nodes[node_id] = node
-        self.machines[node_id] = machine
-        return node
-
-    async def crash(self, node_id: int) -> None:
-        """Kill the node (its messages vanish at once) and wait until its files are closed."""
-        self.network.crash(node_id)
-        self.scopes.pop(node_id).cancel()
-        del self.nodes[node_id]
-        await self.finished[node_id].wait()
-
-    async def leader(self) -> RaftNode:
-        """The node that currently leads (waiting for an election if needed)."""
-        while True:
-            for node in self.nodes.values():
-                if node.status().role is Role.LEADER:
-                    return node
-            await trio.sleep(TICK)
-
-    async def converge(self, index: int) -> None:
-        for node in self.nodes.values():
-            await node.wait_applied(index)
-
-
-@asynccontextmanager
-async def cluster(tmp_path: Path, **kwargs: object) -> AsyncIterator[Cluster]:
-    options = kwargs.pop("options", NodeOptions(tick_interval=TICK))
-    assert isinstance(options, NodeOptions)
-    # Virtual seconds: a stuck test fails fast instead of hanging.
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            c = Cluster(nursery, tmp_path, MemoryNetwork(), options, **kwargs)  # type: ignore[arg-type]
-            for node_id in IDS:
-                await c.start(node_id)
-            yield c
-            nursery.cancel_scope.cancel()
+from .conftest import IDS, KV, TICK, Recorder, cluster
 
 
 async def test_node_cluster_elects_a_leader_and_replicates(
@@ -241,52 +122,6 @@ async def test_node_whole_cluster_restart_recovers_state_from_disk(
         await c.converge(leader.status().commit)
         for machine in c.machines.values():
             assert machine.data == {b"k%d" % i: b"v%d" % i for i in range(5)}
-
-
-@attrs.define
-class Recorder:
-    """A shared, ordered log of saves and sends across all nodes."""
-
-    events: list[tuple[int, str, object]] = attrs.Factory(list)
-
-    def storage(self, inner: OpenStorage) -> OpenStorage:
-        def open_(directory: Path) -> tuple[LogStorage, Recovered]:
-            storage, recovered = inner(directory)
-            return RecordingStorage(self, int(directory.name), storage), recovered
-
-        return open_
-
-    def transport(self, node_id: int, inner: Transport) -> Transport:
-        return RecordingTransport(self, node_id, inner)
-
-
-@attrs.define
-class RecordingStorage:
-    recorder: Recorder
-    node: int
-    inner: LogStorage
-
-    def save(self, batch: WalBatch) -> None:
-        self.inner.save(batch)
-        # Appended only after the save is durable (list.append is atomic).
-        self.recorder.events.append((self.node, "saved", batch))
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-@attrs.define
-class RecordingTransport:
-    recorder: Recorder
-    node: int
-    inner: Transport
-
-    def send(self, message: Message) -> None:
-        self.recorder.events.append((self.node, "send", message))
-        self.inner.send(message)
-
-    async def receive(self) -> Message:
-        return await self.inner.receive()
 
 
 async def test_node_persists_before_it_sends(
@@ -487,7 +322,8 @@ class FailingStorage:
 async def test_node_stops_when_storage_fails(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """fsyncgate: a storage failure ends the node; waiting clients learn it stopped."""
+    """fsyncgate: a storage failure ends the node; a waiting proposer learns its
+    outcome is unknown (the cause names the failure), later callers that it stopped."""
     network = MemoryNetwork()
     storage_holder: list[FailingStorage] = []
 
@@ -516,12 +352,15 @@ async def test_node_stops_when_storage_fails(
 
             try:
                 await node.propose(b"a=2")
-            except NodeStopped as exc:
+            except ProposalOutcomeUnknown as exc:
                 outcome.append(exc)
+            with pytest.raises(NodeStopped):
+                await node.propose(b"a=3")
             await trio.sleep_forever()
     assert info.group_contains(WalFailed)
     assert len(outcome) == 1
-    assert isinstance(outcome[0].__cause__, BaseException)
+    cause = outcome[0].__cause__
+    assert isinstance(cause, BaseExceptionGroup) and cause.subgroup(WalFailed) is not None
 
 
 async def test_node_with_worker_thread_storage_on_the_real_clock(tmp_path: Path) -> None:
@@ -581,21 +420,23 @@ async def test_node_idle_cluster_does_not_fsync(
         assert leader.status().role is Role.LEADER
 
 
-async def test_node_deposed_leaders_uncommitted_proposal_is_dropped(
+async def test_node_deposed_leaders_uncommitted_proposal_has_unknown_outcome(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Section 5.3: a partitioned leader's uncommitted entry is overwritten by the new
-    leader's log, and its proposer learns the command was dropped (never applied)."""
+    """Section 5.3 / dissertation 6.2: a partitioned leader steps down (check-quorum)
+    with an uncommitted entry. It cannot know whether the next leader will commit
+    it, so its proposer gets ProposalOutcomeUnknown at once (never success, never a
+    plain failure); here the new leader's log overwrites it."""
     async with cluster(tmp_path) as c:
         old = await c.leader()
         await old.propose(b"a=1")
         c.network.isolate(old.id)
-        outcome: list[BaseException] = []
+        outcome: list[ProposalOutcomeUnknown] = []
 
         async def doomed() -> None:
             try:
                 await old.propose(b"lost=1")
-            except ProposalDropped as exc:
+            except ProposalOutcomeUnknown as exc:
                 outcome.append(exc)
 
         async with trio.open_nursery() as nursery:
@@ -610,6 +451,7 @@ async def test_node_deposed_leaders_uncommitted_proposal_is_dropped(
             await new.propose(b"won=2")
             c.network.heal()
         assert len(outcome) == 1
+        assert outcome[0].index == 3  # after the no-op (1) and a=1 (2)
         await c.converge(new.status().commit)
         for machine in c.machines.values():
             assert machine.data == {b"a": b"1", b"won": b"2"}

@@ -356,13 +356,19 @@ def test_leader_removing_itself_leads_until_commit_then_hands_off_4_2_2(demote: 
     net.deliver()
     net.tick(2)
     assert leader.log.committed >= idx
-    assert leader.role is Role.FOLLOWER
+    # A removed leader knows it is out (Role.REMOVED); a demoted one stays a follower.
+    assert leader.role is (Role.FOLLOWER if demote else Role.REMOVED)
     new = net.leader()
     assert new in (2, 3)
     net.nodes[new].propose(b"after")
     net.tick(2)
     assert net.applied_data(new)[-1] == b"after"
-    assert (net.applied_data(1)[-1:] == [b"after"]) is demote  # a learner still follows
+    # The removed node is kept informed for a grace period, then forgotten; a learner
+    # keeps following.
+    net.tick(2 * net.nodes[new].config.election_tick + 1)
+    net.nodes[new].propose(b"later")
+    net.tick(2)
+    assert (net.applied_data(1)[-1:] == [b"later"]) is demote
 
 
 def test_new_leader_changes_membership_only_after_its_noop_commits_4_1() -> None:
@@ -387,7 +393,9 @@ def test_removed_voter_no_longer_counts_and_stops_receiving_4_1() -> None:
     leader.propose_membership(Membership(voters=frozenset({1, 2})))
     net.tick(2)
     assert leader.membership.voters == {1, 2}
-    assert leader.progress(3) is None  # the leader stops replicating to it
+    # The leader keeps node 3 informed for a grace period, then stops replicating to it.
+    net.tick(2 * leader.config.election_tick)
+    assert leader.progress(3) is None
     leader.propose(b"x")
     net.deliver(drop=isolate(2))
     assert b"x" not in net.applied_data(1)  # 1 of {1, 2} is not a majority

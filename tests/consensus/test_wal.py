@@ -102,6 +102,9 @@ def test_wal_rolls_segments_and_replays_across_them(tmp_path: Path) -> None:
 def test_wal_one_write_and_one_fdatasync_per_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Group commit: one pwrite and one fdatasync per batch. The first batch costs one
+    more of each: it changes the term and creates the first segment, which the STATE
+    file records."""
     syncer = CountingSyncer()
     writes: list[int] = []
     real_pwrite = os.pwrite
@@ -112,30 +115,34 @@ def test_wal_one_write_and_one_fdatasync_per_batch(
 
     monkeypatch.setattr(os, "pwrite", counting_pwrite)
     with WriteAheadLog.open(tmp_path, syncer=syncer)[0] as wal:
+        assert (syncer.files, syncer.dirs) == (1, 1)  # STATE, created with the directory
+        writes.clear()
         for i in range(1, 51):
             wal.append(HardState(term=1, commit=i), entries(10 * i - 9, 10 * i, 1))
-            assert syncer.data == i
-            assert len(writes) == i
-        assert syncer.files == 0
-        assert syncer.dirs == 1  # creating the first segment
+            assert syncer.data == i + 1
+            assert len(writes) == i + 1
+        assert syncer.files == 1
+        assert syncer.dirs == 2  # STATE, then the first segment
         assert wal.stats().data_syncs == 50
         assert wal.stats().batches == 50
         wal.save(WalBatch())  # empty: no I/O at all
-        assert syncer.data == 50
+        assert syncer.data == 51
 
 
-def test_wal_roll_costs_one_data_sync_and_one_dir_sync(tmp_path: Path) -> None:
+def test_wal_roll_costs_one_dir_sync_and_one_state_sync(tmp_path: Path) -> None:
+    """A new segment costs a directory fsync and one STATE record (one fdatasync)."""
     syncer = CountingSyncer()
     with WriteAheadLog.open(tmp_path, segment_size=200, syncer=syncer)[0] as wal:
         for i in range(1, 21):
             wal.append(HardState(term=1), entries(i, i, 1, b"y" * 40))
-        assert syncer.data == 20
-        assert syncer.dirs == wal.stats().segments
+        segments = wal.stats().segments
+        assert syncer.data == 20 + segments
+        assert syncer.dirs == segments + 1  # + creating STATE
 
 
 def test_wal_fsync_failure_stops_the_log_for_good(tmp_path: Path) -> None:
     """fsyncgate: a failed fsync is never retried; every later call fails."""
-    syncer = CountingSyncer(fail_data_at=3)
+    syncer = CountingSyncer(fail_data_at=4)  # 1, 2: the first batch and its STATE
     wal, _ = WriteAheadLog.open(tmp_path, syncer=syncer)
     wal.append(HardState(term=1), entries(1, 1, 1))
     wal.append(None, entries(2, 2, 1))
@@ -147,7 +154,7 @@ def test_wal_fsync_failure_stops_the_log_for_good(tmp_path: Path) -> None:
         wal.append(None, entries(3, 3, 1))
     with pytest.raises(WalFailed):
         wal.save(WalBatch(hard_state=HardState(term=2)))
-    assert syncer.data == 3  # the failed sync was not retried
+    assert syncer.data == 4  # the failed sync was not retried
     wal.close()
     rec = WriteAheadLog.open(tmp_path)[1]
     assert [e.index for e in rec.entries][:2] == [1, 2]
@@ -165,7 +172,7 @@ def test_wal_rejects_misuse_without_writing(tmp_path: Path) -> None:
             wal.append(None, entries(4, 4, 1))  # term goes down
         with pytest.raises(WalMisuse):
             wal.append(None, [Entry(index=4, term=3), Entry(index=5, term=2)])
-        assert syncer.data == 1
+        assert syncer.data == 2  # the one batch and its STATE record
         assert wal.last_index == 3
     with pytest.raises(WalMisuse):
         wal.append(None, entries(4, 4, 2))
@@ -271,10 +278,16 @@ def test_wal_write_failure_stops_the_log(tmp_path: Path, monkeypatch: pytest.Mon
 def test_wal_snapshot_sync_failure_stops_the_log(tmp_path: Path) -> None:
     @attrs.define
     class FailingFileSync(CountingSyncer):
-        def sync_file(self, fd: int) -> None:
-            raise OSError(5, "injected EIO")
+        armed: bool = False
 
-    wal, _ = WriteAheadLog.open(tmp_path, syncer=FailingFileSync())
+        def sync_file(self, fd: int) -> None:
+            if self.armed:
+                raise OSError(5, "injected EIO")
+            super().sync_file(fd)
+
+    syncer = FailingFileSync()
+    wal, _ = WriteAheadLog.open(tmp_path, syncer=syncer)
+    syncer.armed = True
     wal.append(HardState(term=1), entries(1, 3, 1))
     with pytest.raises(WalFailed):
         wal.save(WalBatch(snapshot=snap(2, 1)))

@@ -3,6 +3,10 @@
 Invariant under test: after a crash at any byte of the last batch, recovery
 yields exactly the batches whose ``save`` returned; damage anywhere else is
 reported as :class:`WalCorrupted` naming the file and offset.
+
+A simulated crash puts back the ``STATE`` file as it was before the torn
+batch: ``STATE`` is rewritten only after a batch is durable, so a crash in
+the middle of one leaves the previous record.
 """
 
 from __future__ import annotations
@@ -38,15 +42,29 @@ def outcome(rec: Recovered) -> Model:
     return Model(hard_state=rec.hard_state, entries=rec.entries, snapshot=rec.snapshot)
 
 
+STATES: dict[Path, list[bytes]] = {}
+
+
 def build(directory: Path, batches: list[WalBatch], segment_size: int) -> list[Model]:
-    """Save ``batches``; return the model after each prefix (index k: k batches saved)."""
+    """Save ``batches``; return the model after each prefix (index k: k batches saved).
+
+    The ``STATE`` file after each prefix is kept in ``STATES[directory]``.
+    """
     models = []
+    states = STATES.setdefault(directory, [])
     with WriteAheadLog.open(directory, segment_size=segment_size)[0] as wal:
         models.append(outcome(WriteAheadLog_state(directory, wal)))
+        states.append((directory / "STATE").read_bytes())
         for batch in batches:
             wal.save(batch)
             models.append(outcome(WriteAheadLog_state(directory, wal)))
+            states.append((directory / "STATE").read_bytes())
     return models
+
+
+def state_before_last(directory: Path) -> bytes:
+    """The ``STATE`` file as it was before the last batch (what a crash in it leaves)."""
+    return STATES[directory][-2]
 
 
 def WriteAheadLog_state(directory: Path, wal: WriteAheadLog) -> Recovered:
@@ -82,8 +100,13 @@ def batches_for_test() -> list[WalBatch]:
     return out
 
 
-def recover_image(directory: Path, path: Path, image: bytes) -> Recovered:
+def recover_image(
+    directory: Path, path: Path, image: bytes, state: bytes | None = None
+) -> Recovered:
+    """Recover after writing ``image`` to ``path`` (and ``state`` to ``STATE``)."""
     path.write_bytes(image)
+    if state is not None:
+        (directory / "STATE").write_bytes(state)
     wal, rec = WriteAheadLog.open(directory)
     wal.close()
     return rec
@@ -98,8 +121,9 @@ def test_wal_cut_last_batch_at_every_byte_recovers_acknowledged_prefix(tmp_path:
     models.extend(build(directory, batches[-1:], 1 << 20)[1:])
     full = segment.read_bytes()
     assert models[-1].entries[-1] == Entry(index=8, term=9)
+    before = state_before_last(directory)
     for cut in range(start, len(full)):
-        rec = recover_image(directory, segment, full[:cut])
+        rec = recover_image(directory, segment, full[:cut], before)
         assert outcome(rec) == models[-2], cut
         assert (rec.torn_tail is None) == (cut == start)
         assert segment.stat().st_size == start
@@ -117,8 +141,9 @@ def test_wal_cut_first_batch_of_a_new_segment_at_every_byte(tmp_path: Path) -> N
     last = segments[-1]
     full = last.read_bytes()
     header_end = scan_frames(full).frames[0].end
+    before = state_before_last(directory)
     for cut in range(len(full)):
-        rec = recover_image(directory, last, full[:cut])
+        rec = recover_image(directory, last, full[:cut], before)
         assert outcome(rec) == models[-2], cut
         assert (rec.torn_tail is None) == (cut == header_end)
         if cut < header_end:
@@ -141,8 +166,9 @@ def test_wal_torn_tail_with_zero_fill_is_cut(tmp_path: Path) -> None:
     start = scan_frames(full).frames[-1].offset
     cuts = [cut for cut in range(start, len(full)) if any(full[cut:])]
     assert len(cuts) > 10
+    before = state_before_last(directory)
     for cut in cuts:
-        rec = recover_image(directory, segment, full[:cut] + bytes(4096))
+        rec = recover_image(directory, segment, full[:cut] + bytes(4096), before)
         assert outcome(rec) == models[-2]
     rec = recover_image(directory, segment, full + bytes(4096))
     assert outcome(rec) == models[-1]
@@ -155,6 +181,7 @@ def test_wal_appends_after_cutting_a_torn_tail(tmp_path: Path) -> None:
     build(directory, batches_for_test(), 1 << 20)
     (segment,) = iter_segment_paths(directory)
     segment.write_bytes(segment.read_bytes()[:-3])
+    (directory / "STATE").write_bytes(state_before_last(directory))
     wal, rec = WriteAheadLog.open(directory)
     with wal:
         assert rec.entries[-1].index == 10
@@ -216,6 +243,7 @@ def test_wal_bit_flip_in_the_last_frame_is_a_torn_tail(tmp_path: Path) -> None:
     (segment,) = iter_segment_paths(directory)
     start = len(build_prefix_size(tmp_path))
     flip(segment, start + 40)
+    (directory / "STATE").write_bytes(state_before_last(directory))
     wal, rec = WriteAheadLog.open(directory)
     wal.close()
     assert outcome(rec) == models[-2]
@@ -272,7 +300,7 @@ def test_wal_leftover_snapshot_temp_file_is_removed(tmp_path: Path) -> None:
     WriteAheadLog.open(directory)[0].close()
     assert not temp.exists()
     segments = [p.name for p in iter_segment_paths(directory)]
-    assert sorted(os.listdir(directory)) == ["LOCK", *segments]
+    assert sorted(os.listdir(directory)) == ["LOCK", "STATE", *segments]
 
 
 def test_wal_refused_log_is_left_untouched(tmp_path: Path) -> None:
@@ -308,8 +336,9 @@ def test_wal_crash_during_snapshot_install_keeps_the_previous_state(tmp_path: Pa
     install = WalBatch(snapshot=Snapshot(meta=meta, data=b"S"))
     models.extend(build(directory, [install], 1 << 20)[1:])
     full = segment.read_bytes()
+    before = state_before_last(directory)
     for cut in range(start, len(full)):
-        rec = recover_image(directory, segment, full[:cut])
+        rec = recover_image(directory, segment, full[:cut], before)
         assert outcome(rec) == models[-2], cut
         assert rec.snapshot is None
     rec = recover_image(directory, segment, full)

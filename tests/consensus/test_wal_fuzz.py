@@ -23,7 +23,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellmesh.consensus._walcodec import scan_frames
+from cellmesh.consensus._walcodec import DirState, encode_state, scan_frames
 from cellmesh.consensus.types import Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 from cellmesh.consensus.wal import (
     Recovered,
@@ -66,16 +66,22 @@ def try_open(directory: Path) -> Recovered | None:
 @given(
     garbage=st.lists(st.binary(max_size=300), min_size=1, max_size=3),
     snapshot_garbage=st.none() | st.binary(max_size=200),
+    state=st.none() | st.just(b"fresh") | st.binary(max_size=300),
 )
 def test_wal_garbage_files_raise_only_wal_corrupted(
-    garbage: list[bytes], snapshot_garbage: bytes | None
+    garbage: list[bytes], snapshot_garbage: bytes | None, state: bytes | None
 ) -> None:
+    """Garbage segments, snapshot and STATE files: only WalCorrupted (or a recovery)."""
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         for seq, blob in enumerate(garbage):
             (directory / f"wal-{seq:016x}-{1:016x}.log").write_bytes(blob)
         if snapshot_garbage is not None:
             (directory / f"snap-{1:016x}-{1:016x}.snap").write_bytes(snapshot_garbage)
+        if state == b"fresh":  # a valid STATE, so the segments themselves are parsed
+            state = encode_state(DirState()) * 2
+        if state is not None:
+            (directory / "STATE").write_bytes(state)
         try_open(directory)
 
 

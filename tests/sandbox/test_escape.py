@@ -37,9 +37,9 @@ PY = sys.executable
 CONNECT = """
 import json, socket, sys
 port = int(sys.argv[1]) if len(sys.argv) > 1 else {port}
-s = socket.socket()
-s.settimeout(5)
 try:
+    s = socket.socket()  # EAFNOSUPPORT without network: the seccomp filter refuses IP
+    s.settimeout(5)
     s.connect(("127.0.0.1", port))
     print(json.dumps({{"connected": True}}))
 except OSError as e:

@@ -22,7 +22,7 @@ from cellmesh.sandbox import (
     SandboxConfigError,
     plan_limits,
 )
-from cellmesh.sandbox._limits import sanitize_name
+from cellmesh.sandbox._limits import AS_HEADROOM, sanitize_name
 
 PY = sys.executable
 ALL = Limits(memory=128 << 20, cpu=0.5, pids=32, open_files=100)
@@ -58,7 +58,12 @@ def test_plan_falls_back_to_cgroup1_then_rlimit_then_none() -> None:
     assert plan.mechanisms == {
         "memory": "rlimit", "cpu": "none", "pids": "cgroup1", "open_files": "rlimit",
     }  # fmt: skip
-    assert plan.rlimits == {resource.RLIMIT_DATA: 128 << 20, resource.RLIMIT_NOFILE: 100}
+    assert plan.rlimits == {
+        resource.RLIMIT_DATA: 128 << 20,
+        resource.RLIMIT_AS: (128 << 20) + AS_HEADROOM,  # the backstop for shared memory
+        resource.RLIMIT_FSIZE: 128 << 20,  # no memfd (or file) past the limit
+        resource.RLIMIT_NOFILE: 100,
+    }
     assert plan.v1_files == {"pids": {"pids.max": "32"}}
     bare = plan_limits(ALL, fake_host())
     assert bare.mechanisms["pids"] == "none"

@@ -23,15 +23,35 @@ def leader_core(node: int, term: int, log_terms: list[int]) -> RaftCore:
     return core
 
 
+def ready_cycle(chk: SafetyChecker, node: int, core: RaftCore, rd: Ready) -> None:
+    """What the simulator reports for a Ready that was synced."""
+    chk.on_ready(node, core, rd)
+    chk.on_durable(node, core, rd)
+
+
 def test_checker_flags_two_leaders_in_one_term() -> None:
     """Election Safety (Figure 3)."""
     chk = SafetyChecker()
     a, b = leader_core(1, 2, [1]), leader_core(2, 2, [1])
     for c in (a, b):
         chk.on_start(c.id, make_core(c.id, [1, 2, 3]))
-    chk.on_ready(1, a, Ready())
+    ready_cycle(chk, 1, a, Ready())
     with pytest.raises(InvariantViolation, match="Election Safety"):
-        chk.on_ready(2, b, Ready())
+        ready_cycle(chk, 2, b, Ready())
+
+
+def test_checker_ignores_a_leadership_lost_before_its_ready_was_durable() -> None:
+    """Election Safety counts durable leaderships only (the simulator's false alarm of
+    seed 20562, harsh mix): a single-voter leader that crashed before syncing the
+    Ready that made it leader revealed nothing, so another node may lead that term."""
+    chk = SafetyChecker()
+    a, b = leader_core(1, 2, [1]), leader_core(2, 2, [1])
+    for c in (a, b):
+        chk.on_start(c.id, make_core(c.id, [1, 2, 3]))
+    chk.on_ready(1, a, Ready())  # taken, written, then the node crashed before the fsync
+    chk.on_start(1, make_core(1, [1, 2, 3], term=1))
+    ready_cycle(chk, 2, b, Ready())
+    assert chk.leaders == {2: 2}
 
 
 def test_checker_flags_different_entries_with_same_index_and_term() -> None:
@@ -39,10 +59,29 @@ def test_checker_flags_different_entries_with_same_index_and_term() -> None:
     chk = SafetyChecker()
     f = make_core(2, [1, 2, 3], log_terms=[1, 1])
     chk.on_start(2, f)
-    chk.on_ready(2, f, Ready(entries=(f.log.entry(2),)))
+    ready_cycle(chk, 2, f, Ready(entries=(f.log.entry(2),)))
     other = Entry(index=2, term=1, data=b"different")
     with pytest.raises(InvariantViolation, match="Log Matching"):
-        chk.on_ready(2, f, Ready(entries=(other,)))
+        ready_cycle(chk, 2, f, Ready(entries=(other,)))
+
+
+def test_checker_ignores_entries_lost_before_their_ready_was_durable() -> None:
+    """Log Matching registers durable entries only: an entry handed out in a Ready that
+    a crash took back may be followed by a different entry at the same index and term
+    (written by another leader of that term); entries a crash kept are registered."""
+    chk = SafetyChecker()
+    f = make_core(2, [1, 2, 3], log_terms=[1])
+    chk.on_start(2, f)
+    lost = Entry(index=2, term=1, data=b"lost")
+    chk.on_ready(2, f, Ready(entries=(lost,)))
+    chk.on_start(2, make_core(2, [1, 2, 3], log_terms=[1]))  # crashed before the fsync
+    other = Entry(index=2, term=1, data=b"other")
+    ready_cycle(chk, 2, f, Ready(entries=(other,)))
+    assert chk.entries[(2, 1)] == (other.kind, b"other", 1)
+    # A crash that kept an unsynced write (a flushed prefix) registers what survived.
+    kept = make_core(3, [1, 2, 3], log_terms=[1, 1, 1])
+    with pytest.raises(InvariantViolation, match="Log Matching"):
+        chk.on_start(3, kept)  # its entry 2 (data b"2") differs from the durable b"other"
 
 
 def test_checker_flags_a_new_leader_missing_a_committed_entry() -> None:
@@ -53,7 +92,7 @@ def test_checker_flags_a_new_leader_missing_a_committed_entry() -> None:
     stale = leader_core(1, 5, [1])
     chk.on_start(1, make_core(1, [1, 2, 3]))
     with pytest.raises(InvariantViolation, match="Leader Completeness"):
-        chk.on_ready(1, stale, Ready())
+        ready_cycle(chk, 1, stale, Ready())
 
 
 def test_checker_flags_two_entries_applied_at_one_index() -> None:

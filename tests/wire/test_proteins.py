@@ -974,3 +974,27 @@ def test_proteins_int_map_keys_beyond_64_bits_are_refused_when_sending() -> None
     with pytest.raises(FieldError, match="64 bits"):
         REG.encode(Containers([], (), {}, {2**64: []}, None, None, Inner(1, ""), [], None, []),
                    EncodeContext())
+
+
+def test_registry_forget_modules_frees_the_wire_names_of_unloaded_code() -> None:
+    registry = ProteinRegistry()
+
+    @protein("t.forget.A", registry=registry)
+    class A:
+        x: int
+
+    @protein("t.forget.B", registry=registry)
+    class B:
+        y: int
+
+    fps = registry.fingerprints()
+    assert registry.forget_modules({A.__module__ + ".elsewhere"}) == 0
+    assert registry.forget_modules({A.__module__}) == 2
+    assert registry.get("t.forget.A") is None and "t.forget.B" not in registry.fingerprints()
+    assert fps  # (computed before: the cache was rebuilt, not reused)
+
+    @protein("t.forget.A", registry=registry)  # another class may take the name now
+    class Other:
+        z: str
+
+    assert registry.get("t.forget.A") is Other

@@ -1,0 +1,185 @@
+"""The reload driver: apply the plan of :func:`cellmesh.actors.reload.diff_manifests` to a root.
+
+Theory of operation
+-------------------
+:func:`reload_mesh` re-reads the root's manifest file (validated, DNA paths
+checked), hashes the code of every running cell and template (in a thread)
+to learn which changed on disk, asks the pure core for the plan and, unless
+it refuses something (then nothing changes) or it is a dry run, applies it
+in the core's order: stop, retune and update in place, start, swap. Each
+step adds a line to the report; a step that fails (a new cell that does not
+start, a swap that rolls back) is reported and the reload goes on with the
+next one. The new manifest is the root's from the first step on, so cells
+started and swapped later see it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import trio
+
+from ..errors import CellmeshError, ConfigError
+from ._cells import CellSlot
+from ._launch import Launcher
+from ._swap import Swapper
+from .control import ReloadManifest, ReloadReport, RestartRecord, SwapReport
+from .dna import hash_path
+from .errors import DnaError, RootRequestError
+from .manifest import CellDecl, Manifest, load_manifest
+from .reload import ReloadPlan, diff_manifests, template_children
+from .supervisor import Supervisor
+
+
+class ReloadHost(Protocol):
+    """What the reload needs from the root."""
+
+    manifest: Manifest
+    slots: dict[str, CellSlot]
+    supervisors: dict[str, Supervisor]
+    restart_log: collections.deque[RestartRecord]
+    log: Callable[[str], None]
+
+    async def start_declared(self, name: str) -> None:
+        """Bind and start manifest cell ``name`` under its supervisor."""
+        ...
+
+    async def stop_declared(self, name: str) -> None:
+        """Stop cell ``name`` for good and forget it."""
+        ...
+
+
+def _load(path: Path) -> Manifest:
+    manifest = load_manifest(path)
+    manifest.check_paths()
+    return manifest
+
+
+def _hashes(paths: dict[str, Path]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name, path in paths.items():
+        try:
+            out[name] = hash_path(path)
+        except DnaError:
+            out[name] = None  # unreadable now: the swap will report why
+    return out
+
+
+async def _code_changed(host: ReloadHost, new: Manifest) -> list[str]:
+    """Cells and templates whose DNA content on disk differs from what runs."""
+    running = {name: slot.dna_digest for name, slot in host.slots.items() if slot.dna_digest}
+    paths = {name: decl.dna for name, decl in new.cells.items() if name in running}
+    children = {
+        t: template_children({n: s.decl for n, s in host.slots.items()}, t,
+                             host.manifest.templates)
+        for t in new.templates
+    }
+    paths.update({f"template:{t}": new.templates[t].dna for t, kids in children.items() if kids})
+    hashes = await trio.to_thread.run_sync(_hashes, paths)
+    changed = [n for n in new.cells if n in running and hashes.get(n) != running[n]]
+    for template, kids in children.items():
+        digest = hashes.get(f"template:{template}")
+        if any(host.slots[k].dna_digest != digest for k in kids):
+            changed.append(template)
+    return changed
+
+
+async def reload_mesh(
+    host: ReloadHost, swapper: Swapper, launcher: Launcher, request: ReloadManifest
+) -> ReloadReport:
+    """Re-read ``host``'s manifest and apply the difference (see the module doc).
+
+    Raises :class:`RootRequestError` when the manifest is invalid or asks
+    for a change that cannot be made live (nothing is changed then).
+    """
+    if not (request.timeout > 0 and request.grace >= 0):  # (NaN fails both)
+        raise RootRequestError("reload", "needs timeout > 0 and grace >= 0")
+    try:
+        new = await trio.to_thread.run_sync(_load, host.manifest.path)
+    except (ConfigError, OSError) as exc:
+        raise RootRequestError("reload", f"{exc} (nothing was changed)") from None
+    plan = diff_manifests(host.manifest, new, code_changed=await _code_changed(host, new))
+    if plan.refused:
+        raise RootRequestError(
+            "reload", "refused, nothing was changed: " + "; ".join(plan.refused)
+        )
+    if request.dry_run:
+        return ReloadReport(ok=True, lines=[f"would {line}" for line in plan.lines()], swaps=[])
+    host.log(f"root: reloading {host.manifest.path}: " + "; ".join(plan.lines()))
+    old = host.manifest
+    host.manifest = new
+    lines: list[str] = []
+    ok = True
+    for name in plan.stop:
+        await host.stop_declared(name)
+        lines.append(f"stopped {name} (removed from the manifest)")
+    _retune(host, new, plan, lines)
+    _update(host, launcher, new, plan, lines)
+    if "restart_log" in plan.root:
+        host.restart_log = collections.deque(host.restart_log, maxlen=new.root.restart_log)
+    if "swap_max_state" in plan.root:
+        swapper.max_state = new.root.swap_max_state
+    lines += [f"set [root] {key}" for key in plan.root]
+    for name in plan.start:
+        try:
+            await host.start_declared(name)
+        except CellmeshError as exc:
+            ok = False
+            lines.append(f"could not start {name}: {exc}")
+        else:
+            lines.append(f"started {name} (new in the manifest)")
+    swaps: list[SwapReport] = []
+    targets = [(c.name, new.cells[c.name]) for c in plan.swap]
+    for change in plan.swap_templates:
+        kids = template_children({n: s.decl for n, s in host.slots.items()}, change.name,
+                                 old.templates)
+        targets += [(kid, attrs.evolve(new.templates[change.name], name=kid)) for kid in kids]
+    for name, decl in targets:
+        slot = host.slots.get(name)
+        if slot is None:
+            continue  # stopped meanwhile
+        report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace, decl=decl)
+        swaps.append(report)
+        if report.outcome in ("swapped", "unchanged", "retargeted"):
+            lines.append(f"{report.outcome} {name}")
+        else:
+            ok = False
+            lines.append(f"swap of {name} {report.outcome.replace('_', ' ')}: {report.cause}")
+    return ReloadReport(ok=ok, lines=lines or ["nothing changed"], swaps=swaps)
+
+
+def _retune(host: ReloadHost, new: Manifest, plan: ReloadPlan, lines: list[str]) -> None:
+    for change in plan.retune:
+        decl = new.top if change.name == new.top.name else new.supervisors[change.name]
+        sup = host.supervisors.get(change.name)
+        if sup is not None:
+            sup.retune(intensity=decl.intensity, period=decl.period, backoff=decl.backoff)
+        lines.append(f"retuned supervisor {change.name} ({', '.join(change.keys)})")
+
+
+def _update(
+    host: ReloadHost, launcher: Launcher, new: Manifest, plan: ReloadPlan, lines: list[str]
+) -> None:
+    for change in plan.update:
+        slot = host.slots.get(change.name)
+        if slot is None:
+            continue
+        target: CellDecl = new.cells[change.name]
+        slot.decl = attrs.evolve(slot.decl, **{k: getattr(target, k) for k in change.keys})
+        sup = host.supervisors.get(slot.supervisor)
+        if sup is not None and {"restart", "shutdown"} & set(change.keys):
+            sup.update_child(slot.child_id, restart=target.restart, shutdown=target.shutdown)
+        if "standby" in change.keys:
+            instance = slot.instance
+            if not target.standby:
+                launcher.retire(slot)
+            elif instance is not None and instance.state in ("starting", "running", "dormant"):
+                launcher.ensure_standby(slot, busy=instance.cell_id or None)
+        lines.append(f"set {', '.join(change.keys)} of {change.name}")
+
+
+__all__ = ["ReloadHost", "reload_mesh"]

@@ -1,0 +1,232 @@
+"""``cellmesh swap`` and ``cellmesh reload``: change a running mesh's code without failing a call.
+
+Both are requests to the root (docs/swap.md): :class:`~cellmesh.actors.control.SwapCell`
+per cell, :class:`~cellmesh.actors.control.ReloadManifest` for the manifest.
+The rendering is pure (:func:`report_lines`, :func:`summary_line`), so tests
+need no root. Exit status: 0 when every swap ended well (swapped, unchanged,
+or retargeted for the next start), 1 when one rolled back or failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Final, TextIO
+
+import cyclopts
+import trio
+
+from ..actors.control import ReloadManifest, ReloadReport, SwapCell, SwapReport
+from ..config import Paths, check_cell_name, check_seconds
+from ..errors import ConfigError
+from ._client import control_call
+from ._ops import fetch_status
+
+#: Default seconds until the new version must serve (else it rolls back).
+DEFAULT_TIMEOUT: Final = 30.0
+#: Default seconds the new version serves on probation before the old one exits.
+DEFAULT_GRACE: Final = 1.0
+_OK: Final = ("swapped", "unchanged", "retargeted")
+
+
+def _dna(digest: str) -> str:
+    return digest[:12] if digest else "-"
+
+
+def _version(version: str) -> str:
+    return version or "-"
+
+
+def report_lines(report: SwapReport) -> list[str]:
+    """What ``cellmesh swap`` prints for one cell (without the ``cellmesh:`` prefix)."""
+    name = report.name
+    outcome = report.outcome
+    if outcome == "unchanged":
+        return [f"{name}: DNA unchanged ({_dna(report.from_dna)}): nothing to do"]
+    if outcome == "retargeted":
+        return [f"{name} is not running: its next start runs DNA {_dna(report.to_dna)} "
+                f"(was {_dna(report.from_dna)})"]
+    if outcome == "swapped":
+        line = (f"swapped {name}: DNA {_dna(report.from_dna)} -> {_dna(report.to_dna)}, "
+                f"version {_version(report.from_version)} -> {_version(report.to_version)}")
+        if report.serving_ms is not None:
+            line += f"; serving after {report.serving_ms:.0f} ms"
+        if report.state_bytes is not None:
+            line += f" (state of {report.state_bytes} bytes handed over)"
+        return [line]
+    what = "rolled back" if outcome == "rolled_back" else "failed"
+    lines = [f"swap of {name} {what}: {report.cause or 'no cause given'}"]
+    if outcome == "rolled_back":
+        lines.append(f"{name} still runs DNA {_dna(report.from_dna)} "
+                     f"(version {_version(report.from_version)}), with its state")
+    if report.log_tail:
+        lines.append("the new version's last output:")
+        lines.extend(f"  | {line}" for line in report.log_tail)
+    lines.append(f"see `cellmesh logs {name}`")
+    return lines
+
+
+def summary_line(reports: list[SwapReport]) -> str:
+    """``3 cells: 1 swapped, 2 unchanged`` (outcomes in a fixed order)."""
+    order = ("swapped", "retargeted", "unchanged", "rolled_back", "failed")
+    counts = {o: sum(r.outcome == o for r in reports) for o in order}
+    parts = [f"{n} {o.replace('_', ' ')}" for o, n in counts.items() if n]
+    return f"{len(reports)} cells: " + (", ".join(parts) if parts else "nothing to do")
+
+
+def _print(report: SwapReport, out: TextIO, err: TextIO) -> None:
+    lines = report_lines(report)
+    if report.outcome in _OK:
+        for line in lines:
+            out.write(f"cellmesh: {line}\n")
+    else:
+        err.write(f"cellmesh: error: {lines[0]}\n")
+        for line in lines[1:]:
+            err.write(f"cellmesh: {line}\n")
+
+
+def _streams(
+    out: TextIO | None, err: TextIO | None, timeout: float, grace: float
+) -> tuple[TextIO, TextIO]:
+    """Check ``--timeout`` and ``--grace``; the output streams (stdout, stderr by default)."""
+    check_seconds("--timeout", timeout)
+    if not grace >= 0:
+        raise ConfigError("--grace", f"must be >= 0 seconds, got {grace!r}")
+    return (out if out is not None else sys.stdout, err if err is not None else sys.stderr)
+
+
+def run_swap(
+    name: str | None, *, all_cells: bool, timeout: float, grace: float, rollback: bool,
+    out: TextIO | None = None, err: TextIO | None = None,
+) -> int:
+    """Implementation of ``cellmesh swap``."""
+    out, err = _streams(out, err, timeout, grace)
+    if all_cells == (name is not None):
+        raise ConfigError("swap", "give one cell NAME or --all")
+    if all_cells and rollback:
+        raise ConfigError("--rollback", "applies to one cell NAME, not --all")
+    paths = Paths.from_env()
+    if name is not None:
+        check_cell_name(name, source="NAME")
+        report = trio.run(control_call, paths, SwapCell(
+            name=name, timeout=timeout, grace=grace, rollback=rollback,
+        ))
+        if not isinstance(report, SwapReport):
+            raise ConfigError("swap", f"unexpected reply {type(report).__name__}")
+        _print(report, out, err)
+        return 0 if report.outcome in _OK else 1
+    reports = trio.run(_swap_all, paths, timeout, grace)
+    for report in reports:
+        if report.outcome != "unchanged":
+            _print(report, out, err)
+    out.write(f"cellmesh: {summary_line(reports)}\n")
+    return 0 if all(r.outcome in _OK for r in reports) else 1
+
+
+async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapReport]:
+    """Swap every cell of the mesh, one at a time, in the root's order."""
+    status = await fetch_status(paths)
+    reports = []
+    for cell in status.cells:
+        reply = await control_call(
+            paths, SwapCell(name=cell.name, timeout=timeout, grace=grace, rollback=False)
+        )
+        if isinstance(reply, SwapReport):
+            reports.append(reply)
+    return reports
+
+
+def run_reload(
+    *, timeout: float, grace: float, dry_run: bool, out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Implementation of ``cellmesh reload``."""
+    out, err = _streams(out, err, timeout, grace)
+    report = trio.run(control_call, Paths.from_env(), ReloadManifest(
+        timeout=timeout, grace=grace, dry_run=dry_run,
+    ))
+    if not isinstance(report, ReloadReport):
+        raise ConfigError("reload", f"unexpected reply {type(report).__name__}")
+    for line in report.lines:
+        out.write(f"cellmesh: {line}\n")
+    for swap in report.swaps:
+        if swap.outcome not in _OK:
+            _print(swap, out, err)
+    if not report.ok:
+        err.write("cellmesh: error: the reload did not complete (see above)\n")
+    return 0 if report.ok else 1
+
+
+def register(app: cyclopts.App) -> None:
+    """Attach ``swap`` and ``reload`` to ``app``."""
+
+    @app.command(name="swap")
+    def _swap(
+        name: str | None = None,
+        /,
+        *,
+        all: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
+        rollback: bool = False,
+    ) -> int:
+        """Swap a running cell to the current content of its DNA, without failing a call.
+
+        The new version starts beside the old one; the old one finishes its
+        calls in flight and hands its state over (on_swap_out -> on_swap_in);
+        new calls wait in the socket's backlog meanwhile. If the new version
+        fails to import, fails its hand-over, is not ready within TIMEOUT or
+        crashes within GRACE seconds, the old version serves on with its
+        state, and the command exits 1 naming the cause. Identical DNA does
+        nothing. See docs/swap.md.
+
+        Parameters
+        ----------
+        name
+            The cell to swap.
+        all
+            Swap every cell whose DNA changed.
+        timeout
+            Seconds until the new version must serve.
+        grace
+            Seconds the new version serves on probation (a crash rolls back).
+        rollback
+            Swap back to the DNA the cell ran before its last swap.
+        """
+        return run_swap(name, all_cells=all, timeout=timeout, grace=grace, rollback=rollback)
+
+    @app.command(name="reload")
+    def _reload(
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
+        dry_run: bool = False,
+    ) -> int:
+        """Re-read the running mesh's manifest and apply the difference.
+
+        New cells are started, removed cells stopped, changed cells swapped
+        (see `cellmesh swap`), supervisor settings updated; prints what it
+        did. A change the root cannot apply live (a new supervisor, a
+        strategy, a cell moved to another supervisor) refuses the whole
+        reload before anything changes.
+
+        Parameters
+        ----------
+        timeout
+            Seconds each swapped cell's new version has to serve.
+        grace
+            Seconds each swapped cell's new version serves on probation.
+        dry_run
+            Only print what would be done.
+        """
+        return run_reload(timeout=timeout, grace=grace, dry_run=dry_run)
+
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_TIMEOUT",
+    "register",
+    "report_lines",
+    "run_reload",
+    "run_swap",
+    "summary_line",
+]

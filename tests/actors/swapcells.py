@@ -1,0 +1,125 @@
+"""The counter cell the hot swap tests swap, as source text, and the test side of its proteins.
+
+:func:`source` renders one version of the cell's module (its DNA is written
+into the test's home as ``counter.py``); ``mode`` makes a version fail in
+one of the ways a swap must survive. The proteins below share wire names
+with the ones the source declares, so the tests can call the cell.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import cellmesh
+
+#: The ways a version of the counter can be broken (or slow), for rollback tests.
+MODES: Final = (
+    "ok",          # a well-behaved counter
+    "import",      # its module raises on import
+    "bad_in",      # on_swap_in raises
+    "hang",        # on_start never returns (not ready within the timeout)
+    "crash",       # a task crashes right after it took over (on probation)
+    "refuse_out",  # on_swap_out raises (as the OLD version)
+    "stuck_out",   # on_swap_out never returns (as the OLD version)
+    "slow",        # on_start takes a second (to catch a swap in progress)
+    "big",         # hands over a state with a large blob
+    "thread",      # starts a thread when imported (its standby cannot forget it)
+)
+
+_SOURCE: Final = '''\
+"""The counter of the hot swap tests: version {version!r}, mode {mode!r}."""
+
+import hashlib
+
+import cellmesh
+import trio
+
+VERSION = {version!r}
+MODE = {mode!r}
+BLOB = {blob}
+
+if MODE == "import":
+    raise ImportError("version " + VERSION + " cannot be imported")
+
+if MODE == "thread":
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+
+@cellmesh.protein("t.swap.Add")
+class Add:
+    n: int
+
+
+@cellmesh.protein("t.swap.Total")
+class Total:
+    total: int
+    version: str
+    blob_sha: str = ""
+
+
+@cellmesh.protein("t.swap.State")
+class State:
+    total: int
+    blob: bytes = b""
+
+
+class Counter(cellmesh.Cell):
+    version = VERSION
+
+    async def on_start(self):
+        self.total = 0
+        self.blob = b""
+        if MODE == "hang":
+            await trio.sleep_forever()
+        if MODE == "slow":
+            await trio.sleep(1.0)
+
+    @cellmesh.receptor
+    async def add(self, msg: Add) -> Total:
+        self.total += msg.n
+        sha = hashlib.sha256(self.blob).hexdigest()[:16] if self.blob else ""
+        return Total(total=self.total, version=VERSION, blob_sha=sha)
+
+    async def on_swap_out(self):
+        if MODE == "refuse_out":
+            raise KeyError("version " + VERSION + " keeps its state")
+        if MODE == "stuck_out":
+            await trio.sleep_forever()
+        blob = self.blob or (bytes(range(256)) * (BLOB // 256) if BLOB else b"")
+        return State(total=self.total, blob=blob)
+
+    async def on_swap_in(self, state, old):
+        if MODE == "bad_in":
+            raise ValueError("cannot take the state of version " + old.version)
+        if state is not None:
+            self.total = state.total
+            self.blob = bytes(state.blob)
+        if MODE == "crash":
+            self.nursery.start_soon(self._crash)
+
+    async def _crash(self):
+        await trio.sleep(0.05)
+        raise RuntimeError("version " + VERSION + " crashed after taking over")
+'''
+
+
+def source(version: str, mode: str = "ok", *, blob: int = 0) -> str:
+    """The counter module for ``version`` failing per ``mode``; ``blob``: bytes of state."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    return _SOURCE.format(version=version, mode=mode, blob=blob)
+
+
+@cellmesh.protein("t.swap.Add")
+class Add:
+    n: int
+
+
+@cellmesh.protein("t.swap.Total")
+class Total:
+    total: int
+    version: str
+    blob_sha: str = ""

@@ -1,0 +1,194 @@
+"""Manifest reload: the pure difference (cellmesh.actors.reload) and a live root applying it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import rootcells
+import trio
+from rootcells import Echo
+from swapcells import Add, Total, source
+
+from cellmesh import RemoteCellError, Synapse
+from cellmesh.actors.control import ReloadManifest, ReloadReport
+from cellmesh.actors.manifest import parse_manifest
+from cellmesh.actors.reload import Change, diff_manifests
+from cellmesh.testing.mesh import open_root
+
+BASE = """
+[supervisor]
+intensity = 3
+period = 10
+
+[cells.counter]
+dna = "counter.py"
+
+[cells.echo]
+dna = "rootcells.py"
+entry = "rootcells:Echoer"
+"""
+
+
+def plan_for(old: str, new: str, code: tuple[str, ...] = ()) -> object:
+    here = Path("/srv/mesh/cellmesh.toml")
+    return diff_manifests(parse_manifest(old, path=here), parse_manifest(new, path=here),
+                          code_changed=code)
+
+
+# ------------------------------------------------------------------ the pure difference
+
+
+def test_reload_diff_identical_manifests_change_nothing() -> None:
+    plan = plan_for(BASE, BASE)
+    assert plan.empty and plan.lines() == ["nothing changed"]
+
+
+def test_reload_diff_classifies_every_kind_of_change() -> None:
+    new = (
+        BASE.replace("intensity = 3", "intensity = 5")
+        .replace('entry = "rootcells:Echoer"', 'entry = "rootcells:Echoer"\nrestart = "transient"')
+        .replace('[cells.counter]\ndna = "counter.py"', '[cells.counter]\ndna = "counter.py"\n'
+                 'env = { MODE = "fast" }')
+        + '\n[cells.extra]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+        + '\n[root]\nrestart_log = 50\n'
+    )
+    plan = plan_for(BASE, new)
+    assert plan.refused == ()
+    assert plan.retune == (Change(name="root", keys=("intensity",)),)
+    assert plan.update == (Change(name="echo", keys=("restart",)),)
+    assert plan.swap == (Change(name="counter", keys=("env",)),)
+    assert plan.start == ("extra",) and plan.stop == ()
+    assert plan.root == ("restart_log",)
+    assert plan.lines() == [
+        "retune supervisor root (intensity)",
+        "set restart of echo",
+        "set [root] restart_log",
+        "start extra (new in the manifest)",
+        "swap counter (env changed)",
+    ]
+
+
+def test_reload_diff_code_changed_on_disk_is_a_swap() -> None:
+    plan = plan_for(BASE, BASE, code=("counter",))
+    assert plan.swap == (Change(name="counter", keys=("dna content",)),)
+
+
+def test_reload_diff_removed_cells_stop_in_reverse_order() -> None:
+    old = BASE + '\n[cells.z]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    plan = plan_for(old, BASE.replace('[cells.echo]\ndna = "rootcells.py"\n'
+                                      'entry = "rootcells:Echoer"\n', ""))
+    assert plan.stop == ("z", "echo")
+
+
+@pytest.mark.parametrize(
+    ("new", "key"),
+    [
+        (BASE.replace("intensity = 3", 'strategy = "one_for_all"\nintensity = 3'),
+         "supervisor.strategy"),
+        (BASE + '\n[supervisors.more]\nchildren = []\n', "supervisors.more"),
+        (BASE + '\n[root]\nsandbox = "host"\n', "root.sandbox"),
+        (BASE.replace("period = 10", 'period = 10\nchildren = ["echo", "counter"]'),
+         "supervisor.children"),
+        (BASE + '\n[supervisors.sub]\nchildren = ["echo"]\n', "cells.echo"),
+    ],
+)
+def test_reload_diff_refuses_what_cannot_change_live_naming_the_key(new: str, key: str) -> None:
+    plan = plan_for(BASE, new)
+    assert any(r.startswith(key) for r in plan.refused), plan.refused
+
+
+# ------------------------------------------------------------------ a live root
+
+
+async def reload(root: object, *, dry_run: bool = False) -> ReloadReport:
+    async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:  # type: ignore[attr-defined]
+        reply = await syn.fire(ReloadManifest(timeout=20.0, grace=0.1, dry_run=dry_run))
+    assert isinstance(reply, ReloadReport)
+    return reply
+
+
+async def call(root: object, name: str, msg: object) -> object:
+    async with Synapse.grow(name, socket_dir=root.paths.socket_dir) as syn:  # type: ignore[attr-defined]
+        return await syn.fire(msg)
+
+
+async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        (home / "counter.py").write_text(source("a"))
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, BASE, sandbox="host") as root:
+            assert (await call(root, "counter", Add(n=5))) == Total(total=5, version="a")
+            echo_pid = next(c.pid for c in root.status().cells if c.name == "echo")
+            dry = await reload(root, dry_run=True)
+            assert dry.ok and dry.lines == ["would nothing changed"]
+            (home / "counter.py").write_text(source("b"))
+            (home / "cellmesh.toml").write_text(
+                BASE.replace("intensity = 3", "intensity = 7")
+                .replace('[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n', "")
+                + '\n[cells.fresh]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+            )
+            report = await reload(root)
+            assert report.ok, report
+            assert report.lines == [
+                "stopped echo (removed from the manifest)",
+                "retuned supervisor root (intensity)",
+                "started fresh (new in the manifest)",
+                "swapped counter",
+            ]
+            assert [s.outcome for s in report.swaps] == ["swapped"]
+            # The counter kept its state across the swap; the new cell serves.
+            assert (await call(root, "counter", Add(n=1))) == Total(total=6, version="b")
+            assert (await call(root, "fresh", Echo(3))) == Echo(3)
+            names = [c.name for c in root.status().cells]
+            assert "echo" not in names and "fresh" in names
+            assert echo_pid is not None and not Path(f"/proc/{echo_pid}").exists()
+            assert root.supervisors["root"].spec.intensity == 7
+            # A change that cannot be applied live refuses the whole reload.
+            (home / "cellmesh.toml").write_text(
+                (home / "cellmesh.toml").read_text().replace(
+                    "intensity = 7", 'strategy = "one_for_all"\nintensity = 9')
+            )
+            with pytest.raises(RemoteCellError, match=r"supervisor\.strategy") as info:
+                await reload(root)
+            assert "nothing was changed" in str(info.value)
+            assert root.supervisors["root"].spec.intensity == 7
+            # A broken manifest is refused with its key and file.
+            (home / "cellmesh.toml").write_text(BASE + "\n[cells.bad]\nnope = 1\n")
+            with pytest.raises(RemoteCellError, match=r"cells\.bad"):
+                await reload(root)
+            with trio.fail_after(5):
+                assert (await call(root, "counter", Add(n=0))) == Total(total=6, version="b")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_reload_swaps_the_running_children_of_a_changed_template() -> None:
+    from rootcells import Spawn, WhoAmI
+
+    toml = (
+        '[cells.parent]\ndna = "rootcells.py"\nentry = "rootcells:Watcher"\n'
+        'max_children = 2\ntemplates = ["worker"]\n\n'
+        '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, toml, sandbox="host") as root:
+            await call(root, "parent", Spawn(suffix="w1"))
+            before = await call(root, "parent.w1", WhoAmI())
+            (home / "cellmesh.toml").write_text(
+                toml.replace('entry = "rootcells:Echoer"\n',
+                             'entry = "rootcells:Echoer"\nenv = { MODE = "2" }\n')
+            )
+            report = await reload(root)
+            assert report.ok and report.lines == ["swapped parent.w1"], report
+            after = await call(root, "parent.w1", WhoAmI())
+            assert after.token != before.token  # a new process (a new sandbox: env changed)
+            assert root.slots["parent.w1"].decl.env == (("MODE", "2"),)
+            assert root.slots["parent"].restarts == 0
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,483 @@
+"""Hot swap with a real root and real cell processes (host and bwrap): docs/swap.md.
+
+The counter cell's DNA (swapcells.source) is rewritten between swaps.
+Callers hammer it from their own connections while the test swaps it; every
+call must be answered, and the counter must neither lose nor double an
+increment. Synchronisation is by the system's own guarantees (a swap request
+returns when the swap is over; a call waits in the listen backlog while the
+cell hands over), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import rootcells
+import trio
+import trio.testing
+from rootcells import Downs, Spawn, Watch
+from swapcells import Add, Total, source
+
+from cellmesh import CellmeshError, RemoteCellError, Synapse
+from cellmesh.actors._swap import MAX_POLLS
+from cellmesh.actors.control import StatusRequest, SwapCell, SwapReport
+from cellmesh.actors.root import Root
+from cellmesh.config import Paths
+from cellmesh.sandbox import read_events
+from cellmesh.testing.mesh import open_root
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+
+SANDBOXES = ["host", "bwrap"]
+COUNTER = '[cells.counter]\ndna = "counter.py"\n'
+
+
+@asynccontextmanager
+async def mesh(
+    toml: str, *, sandbox: str, version: str = "a", mode: str = "ok", blob: int = 0,
+    bwrap_usable: str | None = None,
+) -> AsyncIterator[tuple[Root, Path]]:
+    """A root serving ``toml`` with the counter (``version``/``mode``) as counter.py."""
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    home = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
+    try:
+        (home / "counter.py").write_text(source(version, mode, blob=blob))
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, toml, sandbox=sandbox) as root:
+            yield root, home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def swap(
+    root: Root, name: str = "counter", *, timeout: float = 20.0, grace: float = 0.2,
+    rollback: bool = False,
+) -> SwapReport:
+    """Ask the root over its control socket, as ``cellmesh swap`` does."""
+    async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
+        reply = await syn.fire(
+            SwapCell(name=name, timeout=timeout, grace=grace, rollback=rollback)
+        )
+    assert isinstance(reply, SwapReport)
+    return reply
+
+
+@attrs.define
+class Load:
+    """What the callers saw."""
+
+    totals: list[int] = attrs.Factory(list)
+    versions: list[str] = attrs.Factory(list)
+    failures: list[str] = attrs.Factory(list)
+    started: int = 0
+
+
+@asynccontextmanager
+async def hammering(paths: Paths, tasks: int) -> AsyncIterator[Load]:
+    """``tasks`` callers, each on its own connection, calling Add(1) in a tight loop."""
+    load = Load()
+    stop = trio.Event()
+    all_running = trio.Event()
+
+    async def caller() -> None:
+        async with Synapse.grow("counter", socket_dir=paths.socket_dir) as syn:
+            first = True
+            while not stop.is_set():
+                try:
+                    reply = await syn.fire(Add(n=1))
+                except CellmeshError as exc:
+                    load.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                assert isinstance(reply, Total)
+                load.totals.append(reply.total)
+                load.versions.append(reply.version)
+                if first:
+                    first = False
+                    load.started += 1
+                    if load.started == tasks:
+                        all_running.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(tasks):
+            nursery.start_soon(caller)
+        with trio.fail_after(60):
+            await all_running.wait()
+        yield load
+        stop.set()
+
+
+async def total(paths: Paths) -> Total:
+    async with Synapse.grow("counter", socket_dir=paths.socket_dir) as syn:
+        reply = await syn.fire(Add(n=0))
+    assert isinstance(reply, Total)
+    return reply
+
+
+def events(home: Path, name: str = "counter") -> list[dict[str, Any]]:
+    return read_events(home / "logs" / f"{name}.events.jsonl")
+
+
+def status_of(root: Root, name: str = "counter") -> Any:
+    return next(c for c in root.status().cells if c.name == name)
+
+
+# --------------------------------------------------------------------------
+# Under load
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_swap_under_load_answers_every_call_and_keeps_every_increment(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    toml = "[supervisor]\nintensity = 1\nperiod = 600\n\n" + COUNTER
+    async with mesh(toml, sandbox=sandbox, bwrap_usable=bwrap_usable) as (root, home):
+        slot = root.slots["counter"]
+        first_dna = slot.dna_digest
+        async with hammering(root.paths, 16) as load:
+            for i in range(20):
+                version = "b" if i % 2 == 0 else "a"
+                (home / "counter.py").write_text(source(version))
+                report = await swap(root, grace=0.05)
+                assert report.outcome == "swapped", report
+                assert report.to_version == version and report.state_bytes
+                assert report.serving_ms is not None and report.log_tail == []
+        assert load.failures == []
+        calls = len(load.totals)
+        # Every increment exactly once, whichever version answered it.
+        assert sorted(load.totals) == list(range(1, calls + 1))
+        assert {"a", "b"} <= set(load.versions)
+        assert (await total(root.paths)).total == calls
+        # A swap is not a restart: the supervisor never saw an exit.
+        assert slot.restarts == 0 and root.escalation is None
+        assert slot.dna_digest == first_dna  # 20 swaps: back to version a
+        row = status_of(root)
+        assert (row.state, row.version, row.dna, row.swap) == ("running", "a", first_dna[:12], "")
+        swapped = [e for e in events(home) if e["event"] == "swapped"]
+        assert len(swapped) == 20 and swapped[0]["to_version"] == "b"
+
+
+async def test_swap_keeps_monitors_and_dynamic_children() -> None:
+    toml = (
+        COUNTER + '\n[cells.watcher]\ndna = "rootcells.py"\nentry = "rootcells:Watcher"\n'
+        'max_children = 1\ntemplates = ["worker"]\n\n'
+        '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    async with mesh(toml, sandbox="host") as (root, home):
+        async with Synapse.grow("watcher", socket_dir=root.paths.socket_dir) as watcher:
+            await watcher.fire(Watch(target="counter"))
+            await watcher.fire(Spawn(suffix="w1"))
+            child_pid = status_of(root, "watcher.w1").pid
+            for version in ("b", "a"):
+                (home / "counter.py").write_text(source(version))
+                assert (await swap(root)).outcome == "swapped"
+            assert (await watcher.fire(Downs())).downs == []  # a swap is not a CellDown
+            # Swap the watcher itself: its child and its monitor survive.
+            rootcells_py = home / "rootcells.py"
+            rootcells_py.write_text(rootcells_py.read_text() + "\n# version 2\n")
+            assert (await swap(root, "watcher")).outcome == "swapped"
+            assert status_of(root, "watcher.w1").pid == child_pid
+            assert root.slots["watcher"].restarts == 0
+            crash = root.slots["counter"].instance
+            assert crash is not None
+            root.backend.kill(crash.cell_id, as_crash=True)
+            with trio.fail_after(60):
+                while not (downs := (await watcher.fire(Downs())).downs):
+                    await root.slots["counter"].changed.wait()
+            assert downs == ["counter:killed by SIGKILL (killed on request)"]
+        assert (await total(root.paths)).version == "a"  # the restart runs the code in force
+
+
+# --------------------------------------------------------------------------
+# Rollback
+
+
+ROLLBACKS = [
+    # (mode of the NEW version, what the cause must name, grace)
+    ("import", "ImportError: version b cannot be imported", 0.2),
+    ("bad_in", "ValueError: cannot take the state of version a", 0.2),
+    ("hang", "not ready within 3 s", 0.2),
+    ("crash", "RuntimeError: version b crashed after taking over", 1.0),
+]
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.parametrize(("mode", "cause", "grace"), ROLLBACKS)
+async def test_swap_rolls_back_each_failure_and_the_callers_see_none(
+    sandbox: str, mode: str, cause: str, grace: float, bwrap_usable: str | None
+) -> None:
+    async with mesh(COUNTER, sandbox=sandbox, bwrap_usable=bwrap_usable) as (root, home):
+        old_pid = status_of(root).pid
+        async with hammering(root.paths, 8) as load:
+            before = (await total(root.paths)).total
+            (home / "counter.py").write_text(source("b", mode))
+            report = await swap(root, timeout=3.0, grace=grace)
+            after = await total(root.paths)
+        assert report.outcome == "rolled_back", report
+        assert cause in report.cause
+        assert load.failures == []
+        assert after.version == "a" and status_of(root).pid == old_pid
+        # The old version serves again WITH its state (the count went on from it).
+        assert after.total >= before
+        if mode != "crash":  # (calls the new version answered on probation are undone)
+            assert sorted(load.totals) == list(range(1, len(load.totals) + 1))
+        if mode == "import":
+            assert any("ImportError" in line for line in report.log_tail)
+        rolled = [e for e in events(home) if e["event"] == "swap_rolled_back"]
+        assert len(rolled) == 1 and cause in str(rolled[0]["cause"])
+        # Back on the old DNA: its standby is ready again, and a good version swaps in.
+        (home / "counter.py").write_text(source("c"))
+        assert (await swap(root)).outcome == "swapped"
+        assert (await total(root.paths)).version == "c"
+
+
+@pytest.mark.parametrize(
+    ("mode", "cause"),
+    [("refuse_out", "KeyError: 'version a keeps its state'"),
+     ("stuck_out", "on_swap_out did not return in time")],
+)
+async def test_swap_an_old_version_that_cannot_hand_over_keeps_serving(
+    mode: str, cause: str
+) -> None:
+    async with mesh(COUNTER, sandbox="host", mode=mode) as (root, home):
+        async with hammering(root.paths, 4) as load:
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root, timeout=3.0)
+        assert report.outcome == "rolled_back" and cause in report.cause, report
+        assert load.failures == []
+        assert (await total(root.paths)).version == "a"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_swap_from_code_its_standby_cannot_forget_reexecutes_it(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    """The standby preloaded code that started a thread: it takes over as a fresh interpreter."""
+    async with mesh(COUNTER, sandbox=sandbox, mode="thread", bwrap_usable=bwrap_usable) as (
+        root, home,
+    ):
+        async with hammering(root.paths, 4) as load:
+            await total(root.paths)
+            standby = root.slots["counter"].standby
+            assert standby is not None
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root)
+        assert report.outcome == "swapped", report
+        assert load.failures == []
+        assert (await total(root.paths)).version == "b"
+        log = (home / "logs" / "counter.log").read_text()
+        assert "starting the new code in a fresh interpreter" in log
+
+
+async def test_swap_of_a_cell_without_standby_starts_a_fresh_process() -> None:
+    async with mesh(COUNTER + "standby = false\n", sandbox="host") as (root, home):
+        async with hammering(root.paths, 4) as load:
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root)
+            (home / "counter.py").write_text(source("c", "bad_in"))
+            failed = await swap(root)
+        assert report.outcome == "swapped" and failed.outcome == "rolled_back"
+        assert load.failures == []
+        assert (await total(root.paths)).version == "b"
+        assert root.slots["counter"].standby is None
+
+
+async def test_swap_rollback_flag_returns_to_the_previous_dna() -> None:
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        with pytest.raises(RemoteCellError, match="no previous DNA"):
+            await swap(root, rollback=True)
+        first = root.slots["counter"].dna_digest
+        (home / "counter.py").write_text(source("b"))
+        assert (await swap(root)).outcome == "swapped"
+        await total(root.paths)  # count 0 -> 0
+        report = await swap(root, rollback=True)
+        assert report.outcome == "swapped" and report.to_dna == first
+        assert (await total(root.paths)).version == "a"
+        report = await swap(root, rollback=True)  # and back again
+        assert report.to_version == "b"
+
+
+# --------------------------------------------------------------------------
+# Other cases
+
+
+async def test_swap_identical_dna_says_so_and_does_nothing() -> None:
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        pid = status_of(root).pid
+        report = await swap(root)
+        assert (report.outcome, report.cause) == ("unchanged", "")
+        assert status_of(root).pid == pid
+        assert not [e for e in events(home) if e["event"].startswith("swap")]
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_swap_of_a_dormant_on_demand_cell_changes_its_next_start(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    toml = COUNTER + 'activation = "on_demand"\n'
+    async with mesh(toml, sandbox=sandbox, bwrap_usable=bwrap_usable) as (root, home):
+        assert status_of(root).state == "dormant"
+        (home / "counter.py").write_text(source("b"))
+        report = await swap(root)
+        assert report.outcome == "retargeted" and report.to_version == ""
+        assert status_of(root).state == "dormant"
+        reply = await total(root.paths)  # the first connection starts it
+        assert reply.version == "b"
+
+
+async def test_two_swaps_of_one_cell_at_once_are_refused_clearly() -> None:
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b", "slow"))
+        reports: list[SwapReport] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _append(reports, swap(root)))
+            with trio.fail_after(30):
+                while root.slots["counter"].swap_phase in ("", "preparing"):
+                    await root.slots["counter"].changed.wait()
+            assert status_of(root).swap != ""  # `top` shows the swap in progress
+            with pytest.raises(RemoteCellError, match="already in progress"):
+                await swap(root)
+        assert reports[0].outcome == "swapped"
+
+
+async def _append(out: list[SwapReport], job: Any) -> None:
+    out.append(await job)
+
+
+async def test_swap_of_an_unknown_cell_or_with_bad_times_is_refused() -> None:
+    async with mesh(COUNTER, sandbox="host") as (root, _):
+        with pytest.raises(RemoteCellError, match="no such cell"):
+            await swap(root, "nope")
+        for timeout, grace in ((0.0, 1.0), (float("nan"), 1.0), (5.0, -1.0), (5.0, float("nan"))):
+            with pytest.raises(RemoteCellError, match="timeout > 0 and grace >= 0"):
+                await swap(root, timeout=timeout, grace=grace)
+
+
+# --------------------------------------------------------------------------
+# State size and hostile cells
+
+
+async def test_swap_hands_over_ten_megabytes_of_state() -> None:
+    blob = 10 << 20
+    async with mesh(COUNTER, sandbox="host", mode="big", blob=blob) as (root, home):
+        (home / "counter.py").write_text(source("b", blob=blob))
+        report = await swap(root)
+        assert report.outcome == "swapped" and report.state_bytes is not None
+        assert report.state_bytes > blob
+        reply = await total(root.paths)
+        assert reply.version == "b" and reply.blob_sha  # the blob arrived whole
+
+
+async def test_swap_state_over_the_limit_rolls_back_naming_the_knob() -> None:
+    toml = '[root]\nswap_max_state = "1M"\n\n' + COUNTER
+    async with mesh(toml, sandbox="host", mode="big", blob=2 << 20) as (root, home):
+        (home / "counter.py").write_text(source("b"))
+        report = await swap(root, timeout=5.0)
+        assert report.outcome == "rolled_back"
+        assert "over the limit of 1048576" in report.cause
+        assert "swap_max_state" in report.cause
+        assert (await total(root.paths)).version == "a"
+
+
+async def test_swap_requests_from_a_cell_out_of_turn_are_refused() -> None:
+    async with mesh(COUNTER, sandbox="host") as (root, _):
+        slot = root.slots["counter"]
+        from cellmesh.actors.control import NextOrder, SwapIn, SwapOut
+
+        for msg, match in (
+            (SwapIn(token="x" * 32, version="evil"), "no swap is waiting"),
+            (SwapOut(token="x" * 32, failure="", state_name="", state_fingerprint="",
+                     state=b"x" * 100, blobs=[]), "no swap is waiting"),
+        ):
+            with pytest.raises(CellmeshError, match=match):
+                await root._from_cell(slot, msg)
+        # Order polls are bounded per cell (the cell's own poll is one of them).
+        refused: list[str] = []
+
+        async def poll(token: str) -> None:
+            try:
+                await root._from_cell(slot, NextOrder(token=token))
+            except CellmeshError as exc:
+                refused.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(MAX_POLLS + 1):
+                nursery.start_soon(poll, f"t{i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert refused  # at most MAX_POLLS wait, whoever they are
+            assert all(f"more than {MAX_POLLS} order polls" in r for r in refused)
+            nursery.cancel_scope.cancel()
+        assert (await total(root.paths)).version == "a"
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
+            assert (await syn.fire(StatusRequest())).cells  # the root is fine
+
+
+async def test_swap_logs_show_swap_events() -> None:
+    from cellmesh.actors.logs import read_log
+
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b", "bad_in"))
+        await swap(root)
+        (home / "counter.py").write_text(source("b"))
+        await swap(root)
+        lines = read_log(home / "logs", "counter").lines
+    text = "\n".join(lines)
+    assert "event swap_started" in text and "event swap_rolled_back" in text
+    assert "event swapped" in text and "to_version=b" in text
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Live processes whose environment mentions ``home`` (the mesh's cells)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if str(home).encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+async def test_swap_in_progress_when_the_root_stops_leaves_no_process() -> None:
+    home_seen: list[Path] = []
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        home_seen.append(home)
+        (home / "counter.py").write_text(source("b", "slow"))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(swap, root)
+            with trio.fail_after(30):
+                while root.slots["counter"].swap_phase not in ("suspending", "handing over"):
+                    await root.slots["counter"].changed.wait()
+            root.request_stop(5.0)
+    assert _processes_of(home_seen[0]) == []
+
+
+async def test_swap_a_bug_in_the_swap_ends_the_swap_not_the_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cellmesh.actors._launch import Launcher
+
+    async def broken(self: Launcher, decl: object) -> object:
+        raise RuntimeError("a bug")
+
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b"))
+        with monkeypatch.context() as patch:
+            patch.setattr(Launcher, "build", broken)
+            report = await swap(root)
+        assert report.outcome == "failed" and "internal error" in report.cause
+        assert "RuntimeError('a bug')" in report.cause
+        assert (await swap(root)).outcome == "swapped"  # the root and the next swap are fine
+        assert (await total(root.paths)).version == "b"

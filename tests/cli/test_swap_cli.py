@@ -1,0 +1,135 @@
+"""``cellmesh swap`` and ``reload``: the pure rendering, and the commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cellmesh.actors.control import SwapReport
+from cellmesh.cli._swap import report_lines, summary_line
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "actors"))
+from swapcells import source  # noqa: E402
+from test_daemon import cellmesh  # noqa: E402  (one way to run the command line)
+
+A, B = "a" * 64, "b" * 64
+
+
+def _report(outcome: str, **kw: Any) -> SwapReport:
+    fields: dict[str, Any] = {
+        "name": "counter", "outcome": outcome, "cause": "", "from_dna": A, "to_dna": B,
+        "from_version": "1", "to_version": "2", "serving_ms": 187.4, "total_ms": 1300.0,
+        "state_bytes": 15, "log_tail": [], "timeline": {},
+    }
+    fields.update(kw)
+    return SwapReport(**fields)
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def test_swap_report_lines_for_each_outcome() -> None:
+    assert report_lines(_report("swapped")) == [
+        "swapped counter: DNA aaaaaaaaaaaa -> bbbbbbbbbbbb, version 1 -> 2; serving after "
+        "187 ms (state of 15 bytes handed over)"
+    ]
+    assert report_lines(_report("unchanged", to_dna=A)) == [
+        "counter: DNA unchanged (aaaaaaaaaaaa): nothing to do"
+    ]
+    assert report_lines(_report("retargeted", to_version="")) == [
+        "counter is not running: its next start runs DNA bbbbbbbbbbbb (was aaaaaaaaaaaa)"
+    ]
+    lines = report_lines(_report(
+        "rolled_back", cause="the new version failed in the import: ImportError: nope",
+        serving_ms=None, log_tail=["Traceback (most recent call last):", "ImportError: nope"],
+    ))
+    assert lines == [
+        "swap of counter rolled back: the new version failed in the import: ImportError: nope",
+        "counter still runs DNA aaaaaaaaaaaa (version 1), with its state",
+        "the new version's last output:",
+        "  | Traceback (most recent call last):",
+        "  | ImportError: nope",
+        "see `cellmesh logs counter`",
+    ]
+
+
+def test_swap_summary_counts_outcomes() -> None:
+    reports = [_report("swapped"), _report("unchanged"), _report("unchanged"),
+               _report("rolled_back")]
+    assert summary_line(reports) == "4 cells: 1 swapped, 2 unchanged, 1 rolled back"
+    assert summary_line([]) == "0 cells: nothing to do"
+
+
+# ------------------------------------------------------------------ the commands
+
+MANIFEST = '[cells.counter]\ndna = "counter.py"\n\n[cells.other]\ndna = "other.py"\n'
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cw-", dir="/tmp"))
+    (path / "counter.py").write_text(source("a"))
+    (path / "other.py").write_text(source("x"))
+    (path / "cellmesh.toml").write_text(MANIFEST)
+    yield path
+    cellmesh(path, "down", "--timeout", "2")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_swap_and_reload_commands_as_a_user_runs_them(home: Path) -> None:
+    up = cellmesh(home, "up")
+    assert up.returncode == 0, up.stderr
+
+    same = cellmesh(home, "swap", "counter")
+    assert same.returncode == 0, same.stderr
+    assert "counter: DNA unchanged" in same.stdout and "nothing to do" in same.stdout
+
+    (home / "counter.py").write_text(source("b"))
+    done = cellmesh(home, "swap", "counter", "--grace", "0.1")
+    assert done.returncode == 0, done.stderr
+    assert "swapped counter: DNA " in done.stdout and "version a -> b" in done.stdout
+
+    status = json.loads(cellmesh(home, "status", "--json").stdout)
+    row = next(c for c in status["cells"] if c["name"] == "counter")
+    assert (row["version"], row["swap"], len(row["dna"])) == ("b", None, 12)
+    table = cellmesh(home, "status").stdout
+    assert "VERSION" in table.splitlines()[1] and " b " in table
+
+    (home / "counter.py").write_text(source("c", "bad_in"))
+    bad = cellmesh(home, "swap", "counter", "--grace", "0.1")
+    assert bad.returncode == 1
+    assert "error: swap of counter rolled back" in bad.stderr
+    assert "ValueError: cannot take the state of version b" in bad.stderr
+    assert "counter still runs DNA" in bad.stderr and "version b" in bad.stderr
+
+    (home / "counter.py").write_text(source("c"))
+    (home / "other.py").write_text(source("y"))
+    every = cellmesh(home, "swap", "--all", "--grace", "0.1")
+    assert every.returncode == 0, every.stderr
+    assert "swapped counter" in every.stdout and "swapped other" in every.stdout
+    assert "2 cells: 2 swapped" in every.stdout
+
+    back = cellmesh(home, "swap", "counter", "--rollback", "--grace", "0.1")
+    assert back.returncode == 0 and "version c -> b" in back.stdout, back.stderr
+
+    logs = cellmesh(home, "logs", "counter").stdout
+    assert "event swapped" in logs and "event swap_rolled_back" in logs
+
+    (home / "cellmesh.toml").write_text(MANIFEST.replace('[cells.other]\ndna = "other.py"\n', ""))
+    reload = cellmesh(home, "reload")
+    assert reload.returncode == 0, reload.stderr
+    assert "cellmesh: stopped other (removed from the manifest)" in reload.stdout
+
+    usage = cellmesh(home, "swap")
+    assert usage.returncode == 2 and "give one cell NAME or --all" in usage.stderr
+    unknown = cellmesh(home, "swap", "ghost")
+    assert unknown.returncode == 1 and "no such cell" in unknown.stderr
