@@ -68,6 +68,8 @@ from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
 from .control import (
+    CONTROL_LIMITS,
+    UMBILICAL_LIMITS,
     Ack,
     CellDown,
     CellReady,
@@ -481,6 +483,7 @@ class Root:
         async with open_membrane(
             "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
             accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
+            **CONTROL_LIMITS,
         ):
             task_status.started()
             await trio.sleep_forever()
@@ -635,7 +638,7 @@ class Root:
         try:
             async with open_membrane(
                 "mitosis", handle, socket_path=slot.umbilical_path, socket_mode=0o666,
-                log=self.log, drain_grace=0.5,
+                log=self.log, drain_grace=0.5, **UMBILICAL_LIMITS,
             ):
                 os.chmod(slot.umbilical_path.parent, 0o711)
                 task_status.started()
