@@ -377,6 +377,10 @@ class Cell:
     trap_exits: ClassVar[bool] = False
     #: This code's version, given to a successor's ``on_swap_in`` (docs/swap.md).
     version: ClassVar[str] = ""
+    #: :class:`~cellmesh.MembraneOptions` fields for this cell's membrane, e.g.
+    #: ``{"max_frame_size": 1 << 20, "idle_timeout": 300}`` (docs/security.md,
+    #: "Denial of service": the bounds every connection gets).
+    membrane_options: ClassVar[dict[str, Any]] = {}
     _receptor_table: ClassVar[dict[type, str]] = {}
     _ctx: CellContext | None = None
 

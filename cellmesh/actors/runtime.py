@@ -337,7 +337,7 @@ async def serve_cell(
                 receptors = ctx.receptors(cell, times, sample_every)
                 async with open_membrane(
                     name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
-                    on_handler_error=_die_if_out_of_memory,
+                    on_handler_error=_die_if_out_of_memory, **type(cell).membrane_options,
                 ) as membrane:
                     running = RunningCell(cell=cell, context=ctx, membrane=membrane, times=times)
                     if root is not None:

@@ -277,6 +277,17 @@ class Membrane:
             self._start_accepting()
 
 
+def membrane_options(options: dict[str, Any]) -> MembraneOptions:
+    """Validated :class:`MembraneOptions` from keyword options (ConfigError names a bad one)."""
+    known = attrs.fields_dict(MembraneOptions)
+    for key in options:
+        if key not in known:
+            raise ConfigError(key, f"is not a membrane option (known: {', '.join(sorted(known))})")
+    opts = MembraneOptions(**options)
+    opts.validate()
+    return opts
+
+
 @asynccontextmanager
 async def open_membrane(
     name: str,
@@ -312,8 +323,7 @@ async def open_membrane(
     ``options`` are :class:`MembraneOptions` fields.
     """
     check_cell_name(name)
-    opts = MembraneOptions(**options)
-    opts.validate()
+    opts = membrane_options(options)
     if not callable(handler):
         raise ConfigError("handler", f"must be an async callable, got {handler!r}")
     path: Path | None = None

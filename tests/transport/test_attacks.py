@@ -18,8 +18,9 @@ import tempfile
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -35,8 +36,18 @@ from rawwire import (
     hello,
 )
 
-from cellmesh import CellUnavailable, ProteinRegistry, Synapse, open_membrane, protein
-from cellmesh.errors import ErrorCode
+from cellmesh import (
+    Cell,
+    CellUnavailable,
+    ProteinRegistry,
+    Synapse,
+    open_membrane,
+    protein,
+    receptor,
+)
+from cellmesh.actors.runtime import serve_cell
+from cellmesh.errors import ConfigError, ErrorCode
+from cellmesh.transport.membrane import membrane_options
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
 
@@ -420,3 +431,40 @@ async def test_attack_a_connection_flood_keeps_the_victims_descriptors_bounded(
         assert await syn.fire(Echo(7)) == Echo(7)
         for conn in conns:
             conn.close()
+
+
+# --------------------------------------------------------------------------
+# The knobs: MembraneOptions, also from a Cell class.
+
+
+@protein("t.atk.Ping")  # the cell's membrane serves the process-wide registry
+class Ping:
+    n: int
+
+
+class Narrow(Cell):
+    """A cell that serves at most one connection, each idle at most 5 s."""
+
+    membrane_options: ClassVar[dict[str, Any]] = {"max_connections": 1, "idle_timeout": 5.0}
+
+    @receptor
+    async def ping(self, msg: Ping) -> Ping:
+        return msg
+
+
+async def test_attack_a_cell_sets_its_membrane_bounds(sockdir: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_cell, Narrow(), name="narrow", socket_dir=sockdir))
+        async with Synapse.grow("narrow", socket_dir=sockdir) as first:
+            assert await first.fire(Ping(1)) == Ping(1)
+            with pytest.raises(CellUnavailable, match="max_connections"):
+                async with Synapse.grow("narrow", socket_dir=sockdir):
+                    pass
+        nursery.cancel_scope.cancel()
+
+
+def test_attack_an_unknown_membrane_option_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"max_conections.*known: .*max_connections"):
+        membrane_options({"max_conections": 3})
+    with pytest.raises(ConfigError, match="idle_timeout"):
+        membrane_options({"idle_timeout": 0})
