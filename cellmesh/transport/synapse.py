@@ -181,6 +181,8 @@ class _Connection(Outbox):
                               message=str(exc))
                 with suppress(ChannelBroken):
                     self.channel.send(codec.frame_bytes(error.to_wire()))
+        except Exception as exc:  # an odd reply, or our bug: this connection only
+            reason = f"reading the cell's frames failed: {type(exc).__name__}: {exc}"
         finally:
             self._die(reason)
 

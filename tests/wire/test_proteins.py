@@ -998,3 +998,23 @@ def test_registry_forget_modules_frees_the_wire_names_of_unloaded_code() -> None
         z: str
 
     assert registry.get("t.forget.A") is Other
+
+
+def test_proteins_a_class_that_refuses_a_value_in_any_way_is_a_field_error() -> None:
+    """Whatever a user's validator raises is the message's fault: a call-level
+    BAD_FIELDS, never an exception that reaches the connection (issue 10)."""
+    registry = ProteinRegistry()
+
+    def picky(instance: object, attribute: object, value: int) -> None:
+        if value < 0:
+            raise KeyError("negative")
+
+    @protein("t.picky.Picky", registry=registry)
+    class Picky:
+        n: int = attrs.field(validator=picky)
+
+    assert registry.decode(["t.picky.Picky", 1], DecodeContext()) == Picky(1)
+    with pytest.raises(FieldError, match="KeyError"):
+        registry.decode(["t.picky.Picky", -1], DecodeContext())
+    with pytest.raises(FieldError, match="KeyError"):
+        registry.decode_columns("t.picky.Picky", [[1, -1]], 2, DecodeContext())
