@@ -55,9 +55,17 @@ MAX_VESICLES_PER_FRAME: Final = 64
 VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
 #: Exceptions that are never a decoding failure: they pass through untouched.
 _NOT_OURS: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
-#: What each expanded value may cost (see _budget): a slot and an int or a float.
+#: What an expansion may cost (see _budget): the list, and per value a slot and an
+#: int or a float (typed arrays) or a string (packed text, its characters apart).
+_LIST_COST: Final = _budget.item_cost(0x80, 0)
 _TYPED_ELEMENT_COST: Final = 56
+_TEXT_PART_COST: Final = _budget.item_cost(0x78, 0)
 _VESICLE_REF_COST: Final = 64
+_RATIO: Final = _budget.DECODE_RATIO
+_SLACK: Final = _budget.DECODE_SLACK
+_SCAN_ABOVE: Final = _budget.SCAN_ABOVE
+_OURS_OR_INTERRUPT: Final = (MalformedFrame, *_NOT_OURS)
+_TRAILING: Final = "bytes follow the frame's CBOR item (a frame holds exactly one)"
 
 
 @attrs.frozen
@@ -101,16 +109,16 @@ class FrameTags:
         value = tag.value
         typecode = TYPED_ARRAYS.get(tag.tag)
         if typecode is not None:
-            if type(value) is bytes:
-                self._charge(_budget.item_cost(0x80, 0) + _TYPED_ELEMENT_COST * (len(value) // 8),
-                             "a typed array")
+            if type(value) is bytes:  # the hot path: inline, no call
+                self.allowance -= _LIST_COST + _TYPED_ELEMENT_COST * (len(value) >> 3)
+                if self.allowance < 0:
+                    raise MalformedFrame("a typed array would take the frame past its budget")
             return typed_array_values(value, typecode)
         if tag.tag == TAG_TEXT_COLUMN:
             if type(value) is not str:
                 raise MalformedFrame("a packed text column must wrap a text string")
             self._charge(
-                _budget.item_cost(0x80, 0)
-                + _budget.item_cost(0x78, 2) * (value.count("\0") + 1) + len(value),
+                _LIST_COST + _TEXT_PART_COST * (value.count("\0") + 1) + len(value),
                 "a packed text column",
             )
             return value.split("\0")
@@ -165,16 +173,27 @@ class PayloadDecoder:
 
         ``tags.count`` is the number of vesicle refs in it afterwards.
         """
+        size = len(payload)
+        tags = self.tags
         try:
-            if len(payload) > _budget.SCAN_ABOVE:
+            if size <= _SCAN_ABOVE:
+                # The hot path, inline: the strict decoder, no scan.
+                tags.count = 0
+                tags.allowance = _RATIO * size + _SLACK
+                source = io.BytesIO(payload)
+                strict = self._strict
+                strict.fp = source
+                try:
+                    item = strict.decode()
+                except cbor2.CBORDecodeError as exc:
+                    if isinstance(exc.__cause__, _OURS_OR_INTERRUPT):
+                        raise  # our own verdict (a tag, the budget), or an interrupt: final
+                    # A key that is not text (or a real error): look closer.
+                    return self._decode(self._lenient, payload, _budget.scan(payload))
+                if source.tell() == size:
+                    return item
+            else:
                 return self._decode(self._lenient, payload, _budget.scan(payload))
-            try:
-                return self._decode(self._strict, payload, 0)
-            except cbor2.CBORDecodeError as exc:
-                if isinstance(exc.__cause__, (MalformedFrame, *_NOT_OURS)):
-                    raise  # our own verdict (a tag, the budget), or an interrupt: final
-                # A key that is not text (or a real error): look closer.
-            return self._decode(self._lenient, payload, _budget.scan(payload))
         except MalformedFrame:
             raise
         except cbor2.CBORDecodeError as exc:
@@ -190,6 +209,7 @@ class PayloadDecoder:
             raise
         except BaseException as exc:  # anything else the decoder raised, a panic included
             raise MalformedFrame(f"invalid CBOR: {type(exc).__name__}: {exc}") from None
+        raise MalformedFrame(_TRAILING)
 
     def _decode(self, decoder: cbor2.CBORDecoder, payload: memoryview, cost: int) -> Any:
         tags = self.tags
@@ -199,5 +219,5 @@ class PayloadDecoder:
         decoder.fp = source
         item = decoder.decode()
         if source.tell() != len(payload):
-            raise MalformedFrame("bytes follow the frame's CBOR item (a frame holds exactly one)")
+            raise MalformedFrame(_TRAILING)
         return item

@@ -325,11 +325,16 @@ def test_budget_a_panic_inside_the_decoder_is_a_malformed_frame(
 def test_budget_a_panic_raised_by_cbor2_itself_is_a_malformed_frame(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def panic(self: object, decoder: object, payload: object, cost: int) -> object:
-        raise PanicException("called `Option::unwrap()` on a `None` value")
+    class Panicking:
+        """Stands in for cbor2's decoder when its Rust code panics."""
 
-    decoder = opened()
-    monkeypatch.setattr(_cbor.PayloadDecoder, "_decode", panic)
+        fp: object = None
+
+        def decode(self) -> object:
+            raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(_cbor, "_cbor_decoder", lambda tags, strict: Panicking())
+    decoder = FrameDecoder()
     decoder.feed(frame_bytes([Kind.CANCEL, 3]))
     with pytest.raises(MalformedFrame, match="PanicException"):
         decoder.next_frame()
