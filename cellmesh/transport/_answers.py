@@ -94,10 +94,13 @@ class Answers:
         self.peer_packed = False  # the client reads packed str/bytes columns
         self.calls_left = opts.credit_calls
         self.bytes_left = opts.credit_bytes
-        # Credit of calls answered (and signals finished) since the last flush:
-        # it becomes returnable once the frames of that flush are written.
+        # Credit of calls answered (and signals finished) since the last flush;
+        # then, once flushed, of answers that may not be written yet: returnable
+        # once they are (see _flush).
         self.released_calls = 0
         self.released_bytes = 0
+        self.unwritten_calls = 0
+        self.unwritten_bytes = 0
         self.return_calls = 0  # returnable: goes out with the next credit frame
         self.return_bytes = 0
         self.live: set[int] | None = None  # in-flight call ids, once tracked
@@ -246,35 +249,47 @@ class Answers:
         client that stops reading its replies stops getting credit, so what it
         can make this connection hold is bounded by the window it was granted.
         """
-        calls, nbytes = self.released_calls, self.released_bytes
-        self.released_calls = self.released_bytes = 0
+        if self.unwritten_calls and not self.channel.queued:
+            # Everything flushed before has been written: its credit may go back.
+            self.return_calls += self.unwritten_calls
+            self.return_bytes += self.unwritten_bytes
+            self.unwritten_calls = self.unwritten_bytes = 0
+        calls = self.released_calls
         self._flush_out()
-        if calls or nbytes:
-            self.channel.after_sent(lambda: self._returnable(calls, nbytes))
+        if calls:  # (bytes are only ever released with a call)
+            self.unwritten_calls += calls
+            self.unwritten_bytes += self.released_bytes
+            self.released_calls = self.released_bytes = 0
+            opts = self.m.options
+            if (self.calls_left <= opts.credit_calls // 2
+                    or self.bytes_left <= opts.credit_bytes // 2):
+                # The client may be waiting for this credit: return it the moment
+                # these frames are written, not at some later flush.
+                calls, nbytes = self.unwritten_calls, self.unwritten_bytes
+                self.unwritten_calls = self.unwritten_bytes = 0
+                self.channel.after_sent(lambda: self._returnable(calls, nbytes))
 
     def _returnable(self, calls: int, nbytes: int) -> None:
         """Answers were written: their credit may go back (lazily, see _flush_out)."""
         self.return_calls += calls
         self.return_bytes += nbytes
-        if self._credit_due():
-            self.channel.mark()
-
-    def _credit_due(self) -> bool:
-        # Return credit lazily: only once the peer's remaining credit (as we
-        # know it) is below half the window. No deadlock: a peer blocked on
-        # credit has none left, so whatever its answered calls freed goes out
-        # with the flush that follows their writing.
         opts = self.m.options
-        return bool(self.return_calls or self.return_bytes) and (
-            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
-        )
+        if self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2:
+            self.channel.mark()
 
     def _flush_out(self) -> None:
         """Encode pending answers and due credit and queue them on the channel."""
         if self.replies:
             self._encode_replies()
         out = self.out
-        if self._credit_due():
+        # Return credit lazily: only once the peer's remaining credit (as we
+        # know it) is at most half the window. No deadlock: a peer blocked on
+        # credit has none left, so whatever its answered calls freed goes out
+        # with the flush that follows their writing (_returnable marks it).
+        opts = self.m.options
+        if (self.return_calls or self.return_bytes) and (
+            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
+        ):
             out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
             self.calls_left += self.return_calls
             self.bytes_left += self.return_bytes

@@ -303,28 +303,35 @@ class Channel:
         return [self.fds.popleft() for _ in range(count)]
 
     def next_frame(self) -> DecodedFrame | NeedData:
-        """The decoder's next frame; at NEED_DATA, check the unclaimed descriptors.
+        """The decoder's next frame; at NEED_DATA, :meth:`check_fds`.
+
+        Call :meth:`take_fds` for a returned frame's vesicles before calling
+        this again. (Hot loops call ``decoder.next_frame()`` themselves and
+        :meth:`check_fds` only when :attr:`fds` is not empty.)
+        """
+        frame = self.decoder.next_frame()
+        if frame is NEED_DATA and self.fds:
+            self.check_fds()
+        return frame
+
+    def check_fds(self) -> None:
+        """Every complete frame was consumed: may the descriptors still held be claimed?
 
         Raises :class:`VesicleError` when descriptors are held that no frame
         can claim any more: with no incomplete frame, from a chunk before the
         one that began the incomplete frame, or more than that chunk brought
-        (docs/protocol.md section 13). Call :meth:`take_fds` for a returned
-        frame's vesicles before calling this again.
+        (docs/protocol.md section 13).
         """
-        decoder = self.decoder
-        frame = decoder.next_frame()
-        if frame is NEED_DATA and self.fds:
-            buffered = decoder.buffered
-            if not buffered:
-                raise VesicleError(
-                    f"{len(self.fds)} descriptors arrived that no frame references"
-                )
-            if len(self.fds) > self._fd_chunk or self.bytes_in - buffered < self._fd_chunk_at:
-                raise VesicleError(
-                    f"{len(self.fds)} descriptors are held for no frame: descriptors must "
-                    "arrive with the first byte of the frame that references them"
-                )
-        return frame
+        if not self.fds:
+            return
+        buffered = self.decoder.buffered
+        if not buffered:
+            raise VesicleError(f"{len(self.fds)} descriptors arrived that no frame references")
+        if len(self.fds) > self._fd_chunk or self.bytes_in - buffered < self._fd_chunk_at:
+            raise VesicleError(
+                f"{len(self.fds)} descriptors are held for no frame: descriptors must "
+                "arrive with the first byte of the frame that references them"
+            )
 
     # -- sending -----------------------------------------------------------
 

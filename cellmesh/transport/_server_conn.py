@@ -338,6 +338,7 @@ class ServerConnection(Answers):
         """Read and dispatch until EOF, or until this task owns a suspended call
         (then finish it, and any calls it picks up from the waiting queue)."""
         channel = self.channel
+        decoder = channel.decoder
         backlog = self.backlog
         waiting = self.waiting
         stats = self.m.stats
@@ -396,11 +397,13 @@ class ServerConnection(Answers):
                     self.nursery.start_soon(self._reader_task)
                     await self._own(work, suspended, scope, slot)
                     return
-            decoded = channel.next_frame()
+            decoded = decoder.next_frame()
             if decoded is not NEED_DATA:
                 self.frames_in += 1
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
+            if channel.fds:
+                channel.check_fds()
             # Replies leave at the end of this pass, with those of every other
             # task; a reader that keeps finding data flushes now and then.
             if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:

@@ -162,9 +162,12 @@ class _Connection(Outbox):
         reason = "the cell closed the connection"
         try:
             channel = self.channel
+            decoder = channel.decoder
             while True:
-                decoded = channel.next_frame()
+                decoded = decoder.next_frame()
                 if decoded is NEED_DATA:
+                    if channel.fds:
+                        channel.check_fds()
                     if not self.pending and self.draining:
                         reason = "drained after goaway"
                         break
