@@ -15,7 +15,12 @@ do without reading messages:
   (the OS or the peer broke it); :class:`ConnectionClosed` -- *we* closed it.
 * :class:`RemoteCellError` -- the remote handler raised. It is rebuilt from
   data (type name, message, traceback text); no name the peer sent is ever
-  imported or evaluated.
+  imported or evaluated. Its subclass is chosen by the error code, never by
+  the peer's type name: :class:`NoReceptor` (the cell has no receptor for
+  the protein), :class:`RemoteProteinError` (the cell could not read the
+  message: unknown protein, schema mismatch, bad fields).
+  :class:`UnexpectedReply` -- the remote cell answered with a protein the
+  request's declared reply type does not allow.
 
 Errors carry their facts as attributes; nothing is ever classified by message
 text.
@@ -220,6 +225,25 @@ class CellUnavailable(CellmeshError):
         self.reason = reason
 
 
+class UnexpectedReply(CellmeshError):
+    """The cell answered a request with a protein its declared reply type does not allow.
+
+    The request class declares its reply with ``cellmesh.Request[Reply]``;
+    the cell at fault is the remote one. ``cell`` names it, ``request`` the
+    request's wire name, ``expected`` the wire names (or ``None``) allowed,
+    ``got`` what came. The connection stays usable.
+    """
+
+    def __init__(self, *, cell: str, request: str, expected: tuple[str, ...], got: str) -> None:
+        super().__init__(
+            f"cell {cell!r} answered {request} with {got}; expected {' or '.join(expected)}"
+        )
+        self.cell = cell
+        self.request = request
+        self.expected = expected
+        self.got = got
+
+
 class ConnectionClosed(CellmeshError):
     """The operation was attempted on a synapse or membrane *we* already closed."""
 
@@ -267,6 +291,49 @@ class RemoteCellError(CellmeshError):
         return text
 
 
+class NoReceptor(RemoteCellError):
+    """The cell has no receptor for the message's protein (error code ``NO_HANDLER``).
+
+    The cell read the message and keeps serving; ``type_name`` and
+    ``remote_message`` are the cell's report, as data.
+    """
+
+    def __str__(self) -> str:
+        return f"cell {self.cell!r}: {self.remote_message}"
+
+
+class RemoteProteinError(RemoteCellError):
+    """The cell could not read the message: ``code`` is ``UNKNOWN_PROTEIN`` (it does not
+    know the wire name), ``SCHEMA_MISMATCH`` (its schema of it differs) or ``BAD_FIELDS``.
+
+    The cell keeps serving; the message says which protein and why.
+    """
+
+    def __str__(self) -> str:
+        return f"cell {self.cell!r} could not read the message: {self.remote_message}"
+
+
+#: The RemoteCellError subclass of each call-level error code (others: RemoteCellError).
+_REMOTE_ERRORS: Final[dict[int, type[RemoteCellError]]] = {
+    ErrorCode.NO_HANDLER: NoReceptor,
+    ErrorCode.UNKNOWN_PROTEIN: RemoteProteinError,
+    ErrorCode.SCHEMA_MISMATCH: RemoteProteinError,
+    ErrorCode.BAD_FIELDS: RemoteProteinError,
+}
+
+
+def remote_error(
+    *, cell: str, code: int, type_name: str, message: str, remote_traceback: str | None
+) -> RemoteCellError:
+    """The error a caller gets for a call-level error frame, its class chosen by ``code``.
+
+    Never by ``type_name``: that is the peer's text, kept as data.
+    """
+    cls = _REMOTE_ERRORS.get(code, RemoteCellError)
+    return cls(cell=cell, code=code, type_name=type_name, message=message,
+               remote_traceback=remote_traceback)
+
+
 __all__ = [
     "CellUnavailable",
     "CellmeshError",
@@ -280,13 +347,17 @@ __all__ = [
     "LocalProtocolError",
     "MalformedFrame",
     "MembraneInUse",
+    "NoReceptor",
     "ProteinError",
     "ProtocolError",
     "RemoteCellError",
     "RemoteProtocolError",
+    "RemoteProteinError",
     "SchemaMismatch",
+    "UnexpectedReply",
     "UnknownFrameKind",
     "UnknownProtein",
     "VersionMismatch",
     "VesicleError",
+    "remote_error",
 ]

@@ -26,7 +26,12 @@ the instance waits on that one) and before it signals a stop.
 
 Exit statuses map to OTP reasons: ``exit`` (code 0) -> ``normal``; ``stop``
 (we asked) -> ``shutdown``; ``crash`` and ``limit`` -> abnormal, with the
-code, signal or limit in the text.
+code, signal or limit in the text, followed by the failure the process
+reported on its report pipe when it exited by itself (:mod:`.exitcause`).
+The slot keeps the pipe of the last process spawned on each of its two
+backend ids, so the process an instance waits on -- its first, a standby
+it took over, or a swap's new version it adopted -- is always read from the
+pipe of the id it runs on.
 """
 
 from __future__ import annotations
@@ -43,25 +48,44 @@ import trio
 
 from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
-from .control import CellStats, CellStatus
+from .control import CellDown, CellStats, CellStatus
 from .errors import ChildStartFailed
+from .exitcause import Failure
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
+    from ._reports import ReportPipe
     from .dna import DnaEntry
     from .logs import RotatingLog
-    from .manifest import CellDecl
+    from .manifest import CellDecl, Manifest
 
 InstanceState = Literal["dormant", "starting", "running", "exited"]
 
 
-def exit_reason(status: ExitStatus) -> ExitReason:
-    """The OTP exit reason of a classified process exit."""
+def exit_reason(status: ExitStatus, failure: Failure | None = None, key: str = "") -> ExitReason:
+    """The OTP exit reason of a classified process exit.
+
+    A crash's text ends with the ``failure`` the cell reported, if any
+    (``exit code 1: ValueError in on_start: boom``); ``key`` is the cell's
+    manifest table, named by configuration failures.
+    """
     if status.reason == "exit":
         return NormalExit()
     if status.reason == "stop":
         return ShutdownExit(detail=status.detail)
-    return AbnormalExit(text=describe_status(status))
+    return AbnormalExit(text=describe_exit(status, failure, key))
+
+
+def describe_exit(status: ExitStatus, failure: Failure | None = None, key: str = "") -> str:
+    """:func:`describe_status` followed by the ``failure`` the process reported, if any.
+
+    ``exit code 1: ValueError in on_start: boom``; ``key`` (``cells.x``)
+    names the manifest table in a configuration or import failure.
+    """
+    text = describe_status(status)
+    if failure is not None:
+        text += f": {failure.describe(key)}"
+    return text
 
 
 def describe_status(status: ExitStatus) -> str:
@@ -86,6 +110,24 @@ def reason_text(reason: ExitReason) -> str:
     return reason.text
 
 
+def manifest_key(manifest: Manifest, name: str, decl: CellDecl) -> str:
+    """Where cell ``name``'s ``decl`` comes from: ``cells.x``, ``templates.t`` or ``SpawnCell``."""
+    if manifest.cells.get(name) == decl:
+        return f"cells.{name}"
+    for template, tmpl in manifest.templates.items():
+        if attrs.evolve(tmpl, name=decl.name) == decl:
+            return f"templates.{template}"
+    return "SpawnCell"  # _metrics.SPAWN_KEY
+
+
+def with_failure(down: CellDown, failure: Failure | None) -> CellDown:
+    """``down`` carrying the exception a crashed cell reported (none for config errors)."""
+    if failure is None or failure.stage == "config":
+        return down
+    return CellDown(name=down.name, reason=down.reason, ref=down.ref,
+                    error_type=failure.type_name, error_message=failure.message)
+
+
 @attrs.define(eq=False)
 class CellSlot:
     """One cell the root knows: its sockets, DNA, counters (see module doc)."""
@@ -97,6 +139,8 @@ class CellSlot:
     umbilical_path: Path
     decl: CellDecl
     parent: str | None = None
+    #: Where its declaration comes from, for messages: ``cells.x``, ``templates.t``.
+    key: str = ""
     #: Its id in its supervisor: the name, except under a simple_one_for_one
     #: supervisor, which numbers its children (``worker-3``).
     child_id: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
@@ -121,6 +165,26 @@ class CellSlot:
     cpu_sample: tuple[float, float] | None = None
     log: RotatingLog | None = None
     standby: Standby | None = None
+    #: The report pipe of the last process spawned on each backend id.
+    reports: dict[str, ReportPipe] = attrs.Factory(dict)
+    #: The last abnormal exit (reason text) and when (Unix time), for status.
+    last_exit: tuple[str, float] | None = None
+
+    def failure(self, cell_id: str) -> Failure | None:
+        """The failure the process on ``cell_id`` reported (read after it exited)."""
+        pipe = self.reports.get(cell_id)
+        return None if pipe is None else pipe.reports_nowait().failure
+
+    def exit_failure(self, cell_id: str, status: ExitStatus) -> Failure | None:
+        """What the exited process on ``cell_id`` said about its exit, if it may have.
+
+        Only a process that exited by itself with an error may have reported
+        why (a killed one cannot have: anything on its pipe is older). Read
+        before another process is spawned on ``cell_id``.
+        """
+        if status.reason != "crash" or status.signal is not None:
+            return None
+        return self.failure(cell_id)
 
     @property
     def cell_ids(self) -> tuple[str, str]:
@@ -172,6 +236,8 @@ class CellSlot:
             rtt_p99_us=None if stats is None else stats.rtt_p99_us,
             backend=backend, dna=self.dna_digest[:12], version=self.version,
             swap=self.swap_phase,
+            last_exit=None if self.last_exit is None else self.last_exit[0],
+            last_exit_at=None if self.last_exit is None else self.last_exit[1],
         )
 
     def touch(self) -> None:
@@ -208,8 +274,12 @@ class Launched:
 class SwapWatch(Protocol):
     """What a swap in progress needs to hear from the instance it works on."""
 
-    def process_exited(self, instance: CellInstance, cell_id: str, status: ExitStatus) -> None:
-        """The process on ``cell_id`` the instance waited on exited (it may adopt another)."""
+    def process_exited(self, instance: CellInstance, cell_id: str, text: str) -> None:
+        """The process on ``cell_id`` the instance waited on exited (it may adopt another).
+
+        ``text`` describes the exit with the failure the process reported
+        (:func:`describe_exit`).
+        """
         ...
 
     def stop_requested(self, instance: CellInstance) -> None:
@@ -237,6 +307,8 @@ class CellInstance:
     _exited: trio.Event = attrs.Factory(trio.Event)
     _reason: ExitReason = attrs.Factory(NormalExit)
     _cancelled_dormant: bool = False
+    #: The failure the process reported before it exited, if any.
+    failure: Failure | None = None
 
     # ------------------------------------------------------------ ChildHandle
 
@@ -319,12 +391,16 @@ class CellInstance:
             while True:
                 waited = self.cell_id
                 status = await self.backend.wait_async(waited)
+                failure = self.slot.exit_failure(waited, status)
                 if self.swap is not None:
-                    self.swap.process_exited(self, waited, status)
+                    self.swap.process_exited(
+                        self, waited, describe_exit(status, failure, self.slot.key)
+                    )
                 if self.cell_id == waited:
                     break
                 # A swap made this instance adopt its new process: wait on that.
-            self._finish(exit_reason(status))
+            self.failure = failure
+            self._finish(exit_reason(status, failure, self.slot.key))
         finally:
             if not self._exited.is_set():
                 with trio.CancelScope(shield=True):
@@ -391,7 +467,10 @@ __all__ = [
     "Launched",
     "Standby",
     "SwapWatch",
+    "describe_exit",
     "describe_status",
     "exit_reason",
+    "manifest_key",
     "reason_text",
+    "with_failure",
 ]

@@ -11,13 +11,19 @@ unlinked while either exists. A hot swap re-makes one id at a time for other
 code (:meth:`Launcher.provision`) while the other keeps serving.
 
 Every process gets the listening socket as fd 3, a "go" pipe as fd 4
-(``CELL_GO_FD``) and a pipe for its stdout and stderr, pumped into the
-cell's rotating log (the last lines of each process are kept, for a swap's
-failure report). The runtime imports everything it needs, then reads the
-go pipe (:mod:`cellmesh.actors._standby`): ``i DIGEST`` (preload that
-code), then ``g TOKEN`` (serve) or ``s TOKEN DIGEST`` (take over in a hot
-swap, with that code); the token, fresh and random, names the process to
-the root from then on.
+(``CELL_GO_FD``), a report pipe as fd 5 (``CELL_REPORT_FD``: the runtime
+says on it when its code is imported and why it failed, :mod:`.exitcause`;
+the slot keeps the read end of the last process spawned on each backend
+id) and a pipe for its stdout and stderr, pumped into the cell's rotating
+log (the last lines of each process are kept, for a swap's failure
+report). Every kind of process -- a first start, a standby, the new
+version of a hot swap, a template's check process -- is spawned by
+:meth:`Launcher._spawn`, so each gets all three fds and the same
+environment. The runtime imports everything it needs, then reads the go
+pipe (:mod:`cellmesh.actors._standby`): ``i DIGEST`` (preload that code:
+the standby reports ``loaded`` or why the import failed), then ``g TOKEN``
+(serve) or ``s TOKEN DIGEST`` (take over in a hot swap, with that code);
+the token, fresh and random, names the process to the root from then on.
 
 The sandbox binds the cell's DNA directory, ``$CELL_SOCKET_DIR/.dna/<cell>/``,
 holding one entry per version of the code that may run (hard links to the
@@ -33,6 +39,9 @@ so a standby can take over with new code without a new sandbox.
   never competes with the start it would speed up) and when a dormant
   cell is prepared. A standby that dies while it waits is forgotten; the
   next ready process brings another.
+* :meth:`Launcher.preload` spawns a standby even for a cell that keeps
+  none (``standby = false``): ``cellmesh up`` waits for every cell's
+  standby to report that its code imported before it starts the mesh.
 * :meth:`Launcher.retire` closes every standby's go pipe: they exit.
 """
 
@@ -52,10 +61,13 @@ import attrs
 import trio
 
 from ..config import Paths
+from ..errors import CellmeshError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Launched, Standby
+from ._reports import ReportPipe
 from ._tasks import Background
 from .dna import DnaCache, DnaEntry, force_rmtree
+from .exitcause import REPORT_FD_ENV
 from .logs import RotatingLog, pump_output
 from .manifest import CellDecl, RootDecl
 
@@ -65,6 +77,8 @@ RUNTIME_MODULE: Final = "cellmesh.actors.runtime"
 UMBILICAL_INSIDE: Final = "/run/cell/mitosis.sock"
 #: The go pipe is the second passed fd (the listener is the first).
 GO_FD: Final = FIRST_PASSED_FD + 1
+#: The report pipe is the third.
+REPORT_FD: Final = FIRST_PASSED_FD + 2
 #: Bytes of a process's go token (twice as many hex digits).
 TOKEN_BYTES: Final = 16
 #: Lines of each process's output kept for a failure report.
@@ -159,6 +173,7 @@ class Launcher:
         env["CELL_ENTRY"] = decl.entry or entry.name
         env["CELL_UMBILICAL"] = UMBILICAL_INSIDE if bwrap else str(slot.umbilical_path)
         env["CELL_GO_FD"] = str(GO_FD)
+        env[REPORT_FD_ENV] = str(REPORT_FD)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         granted = [slot.umbilical_path]
@@ -194,14 +209,16 @@ class Launcher:
     async def destroy(self, slot: CellSlot) -> None:
         """Stop the slot's processes and remove every trace of its sandboxed cells."""
         self.retire(slot)
-        if not slot.created:
-            return
-        slot.created = False
-        for cell_id in slot.cell_ids:
-            with contextlib.suppress(Exception):
-                await self.backend.destroy_async(cell_id, grace=1.0)
-        with contextlib.suppress(OSError):
-            await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.name))
+        if slot.created:
+            slot.created = False
+            for cell_id in slot.cell_ids:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy_async(cell_id, grace=1.0)
+            with contextlib.suppress(OSError):
+                await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.name))
+        for pipe in slot.reports.values():
+            pipe.close()
+        slot.reports.clear()
 
     # ------------------------------------------------------------ processes
 
@@ -250,28 +267,51 @@ class Launcher:
             os.close(standby.go)
         return Launched(cell_id=standby.cell_id, pid=standby.pid, token=token, tail=standby.tail)
 
+    def preload(self, slot: CellSlot) -> ReportPipe | None:
+        """A standby for ``slot`` whatever its ``standby`` key; its report pipe.
+
+        None when the slot is not created, a swap of it runs or both its ids
+        are busy. Raises :class:`~cellmesh.errors.CellmeshError` when the
+        sandbox cannot spawn it (``cellmesh up`` reports that as a problem).
+        """
+        spawned = self._spawn_standby(slot, busy=None, always=True)
+        if spawned is None and slot.standby is not None:
+            spawned = slot.standby.cell_id  # it had one already
+        return None if spawned is None else slot.reports.get(spawned)
+
     def ensure_standby(self, slot: CellSlot, *, busy: str | None) -> None:
         """Spawn a standby for ``slot`` unless it has one (``busy``: the running id).
 
-        It preloads the code in force. Never during a hot swap of the slot.
+        Only for a cell that keeps one (``standby = true``); it preloads the
+        code in force; never during a hot swap of the slot. A standby is a
+        speed-up: one the sandbox cannot spawn is logged and left out, and
+        whatever asked for it (a ready process, a finished swap) goes on.
         """
+        try:
+            self._spawn_standby(slot, busy=busy, always=False)
+        except CellmeshError as exc:
+            self.tasks.log(f"root: no standby for {slot.name}: {exc}")
+
+    def _spawn_standby(self, slot: CellSlot, *, busy: str | None, always: bool) -> str | None:
+        """Spawn the standby (see :meth:`ensure_standby`); the id it was spawned on, if any."""
         if (
-            not slot.decl.standby or slot.standby is not None or not slot.created
+            not (slot.decl.standby or always) or slot.standby is not None or not slot.created
             or slot.swap_phase
         ):
-            return
+            return None
         free = [i for i in slot.cell_ids if i != busy and self._idle(i)]
         if not free:
-            return
+            return None
         pid, go, tail = self._spawn(slot, free[0])
         try:
             os.write(go, _preload(slot).encode())
         except OSError:
             os.close(go)
-            return  # it died at once: the next ready brings another
+            return free[0]  # it died at once: its report pipe may say why
         standby = Standby(cell_id=free[0], pid=pid, go=go, scope=trio.CancelScope(), tail=tail)
         slot.standby = standby
         self.tasks.start_soon(self._watch_standby, slot, standby, name=f"standby of {slot.name}")
+        return free[0]
 
     def _go(self, slot: CellSlot, cell_id: str, commands: str, token: str) -> Launched:
         """Spawn on ``cell_id`` and write ``commands`` on its go pipe at once."""
@@ -313,26 +353,35 @@ class Launcher:
         return slot.cell_ids[0]  # spawn reports the one that still runs
 
     def _spawn(self, slot: CellSlot, cell_id: str) -> tuple[int, int, collections.deque[str]]:
-        """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, output piped to the log.
+        """Spawn on ``cell_id``: listener as fd 3, go pipe as fd 4, report pipe as fd 5,
+        output piped to the log.
 
         Runs in the Trio thread: the sandbox's parent-death signal is tied to
         the spawning thread. Returns the pid, the go pipe's write end and
-        the deque its last output lines are kept in.
+        the deque its last output lines are kept in; the report pipe's read
+        end replaces the previous process's in ``slot.reports[cell_id]``.
         """
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
         try:
             spawned = self.backend.spawn(
-                cell_id, pass_fds=[slot.listener.fileno(), go_read],
+                cell_id, pass_fds=[slot.listener.fileno(), go_read, report_write],
                 stdout=out_write, stderr=out_write,
             )
         except BaseException:
             os.close(go_write)
             os.close(out_read)
+            os.close(report_read)
             raise
         finally:
             os.close(go_read)
             os.close(out_write)
+            os.close(report_write)
+        old = slot.reports.pop(cell_id, None)
+        if old is not None:
+            old.close()
+        slot.reports[cell_id] = ReportPipe(report_read)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.tasks.start_soon(self._pump, slot, out_read, tail, name=f"log pump of {slot.name}")
         return spawned.pid, go_write, tail
@@ -394,4 +443,4 @@ def _link_tree(source: Path, target: Path) -> None:
         raise
 
 
-__all__ = ["GO_FD", "RUNTIME_MODULE", "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher"]
+__all__ = ["GO_FD", "REPORT_FD", "RUNTIME_MODULE", "TOKEN_BYTES", "UMBILICAL_INSIDE", "Launcher"]

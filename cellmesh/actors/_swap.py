@@ -17,6 +17,11 @@ executes the resulting plan right away:
 * the cell's instance (:class:`~cellmesh.actors._cells.SwapWatch`): the old
   process's exit, and a stop requested by its supervisor.
 
+An exit of either process reaches the state described by
+:func:`~cellmesh.actors._cells.describe_exit`: with the failure the process
+wrote on its report pipe (:mod:`cellmesh.actors.exitcause`), so a rollback
+names the exception even when the process could not say it on the umbilical.
+
 Plans run in order; the actions that wait (building, provisioning,
 restoring) run one at a time in the run's nursery, the others at once.
 :class:`~cellmesh.actors.swap.AdoptNew` is always executed synchronously, the
@@ -47,9 +52,9 @@ import attrs
 import trio
 
 from ..errors import CellmeshError
-from ..sandbox import CellBackend, ExitStatus
+from ..sandbox import CellBackend
 from ..sandbox._events import EventKind, EventSink
-from ._cells import CellInstance, CellSlot, Launched, describe_status
+from ._cells import CellInstance, CellSlot, Launched, describe_exit
 from ._launch import Launcher
 from ._tasks import Background
 from .control import (
@@ -151,11 +156,11 @@ class _Watch:
     swapper: Swapper
     run: SwapRun
 
-    def process_exited(self, instance: CellInstance, cell_id: str, status: ExitStatus) -> None:
+    def process_exited(self, instance: CellInstance, cell_id: str, text: str) -> None:
         run = self.run
         if run.old is not None and cell_id == run.old.cell_id:
             with self.swapper.contained(run):
-                self.swapper._feed(run, run.core.old_exited(describe_status(status), _now()))
+                self.swapper._feed(run, run.core.old_exited(text, _now()))
 
     def stop_requested(self, instance: CellInstance) -> None:
         with self.swapper.contained(self.run):
@@ -371,7 +376,10 @@ class Swapper:
     async def _watch_new(self, run: SwapRun, cell_id: str) -> None:
         with run.new_scope:
             status = await self.backend.wait_async(cell_id)
-            self._feed(run, run.core.new_exited(describe_status(status), _now()))
+            # What it reported on its report pipe (``exit code 1: ImportError: ...``).
+            failure = run.slot.exit_failure(cell_id, status)
+            text = describe_exit(status, failure, run.slot.key)
+            self._feed(run, run.core.new_exited(text, _now()))
 
     # ------------------------------------------------------------ executing plans
 

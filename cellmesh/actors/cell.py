@@ -50,6 +50,7 @@ from ..errors import CellmeshError, CellUnavailable
 from ..transport._dispatch import Handler, Receptors
 from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
+from ..wire.replies import R, Request, return_problem
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .control import (
     Ack,
@@ -188,8 +189,22 @@ def _resolve(owner: type, attr: str, func: Any, mark: _Mark, localns: dict[str, 
                 f"receptor {where}: annotation {proto!r} of {param!r} is not a protein "
                 "(decorate the class with @cellmesh.protein)"
             )
+    _check_return(where, func, proto, {**localns, owner.__name__: owner})
     mark.resolved = proto
     return proto
+
+
+def _check_return(where: str, func: Any, proto: type, localns: dict[str, Any]) -> None:
+    """A receptor's ``-> annotation`` must fit its request's declared reply type."""
+    if "return" not in getattr(func, "__annotations__", {}):
+        return
+    try:
+        returned = _type_hints(func, localns).get("return")
+    except Exception:
+        return  # unresolvable return annotations are not ours to judge
+    problem = return_problem(proto, type(None) if returned is None else returned)
+    if problem is not None:
+        raise TypeError(f"receptor {where}: {problem}")
 
 
 def _type_hints(func: Any, localns: dict[str, Any]) -> dict[str, Any]:
@@ -460,10 +475,11 @@ class Cell:
 
     # -- other cells -------------------------------------------------------
 
-    async def call(self, cell_name: str, msg: Any) -> Any:
+    async def call(self, cell_name: str, msg: Request[R]) -> R:
         """Call cell ``cell_name`` with ``msg`` and return its reply.
 
         Uses one cached synapse per target (``$CELL_SOCKET_DIR/<cell>.sock``).
+        A ``Request[R]`` returns an ``R`` (checked: :class:`~cellmesh.UnexpectedReply`).
         Raises :class:`~cellmesh.CellUnavailable` / :class:`~cellmesh.RemoteCellError`.
         """
         syn = await self._context().synapse(cell_name)

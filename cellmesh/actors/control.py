@@ -9,8 +9,11 @@ synapses), so they share its framing, limits and fuzzing:
   Requests: :class:`StatusRequest`, :class:`KillCell`, :class:`StopMesh`,
   :class:`SpawnCell`, :class:`SwapCell` (-> :class:`SwapReport`),
   :class:`ReloadManifest` (-> :class:`ReloadReport`). Answers:
-  :class:`StatusReply` or :class:`Ack`; a refused request is a remote error
-  (``RemoteCellError``) whose message says why.
+  :class:`StatusReply` or :class:`Ack`; a request the root refuses (an
+  operator error: no such cell, spawning is off, a swap already in
+  progress, ...) is answered with :class:`Refused`, which says why in one
+  line; only a bug in the root arrives as a remote error
+  (``RemoteCellError``) with its traceback.
 
 * **cell -> root** on the cell's own umbilical: a socket the root binds for
   that cell alone and binds into its sandbox (``CELL_UMBILICAL`` inside the
@@ -81,6 +84,9 @@ class CellStatus:
     ``cpu_percent`` from ``/proc`` (None when not running). ``rtt_p50_us`` /
     ``rtt_p99_us`` are the cell's call service times (receipt to reply) over
     its last report interval, None when it served no call in it.
+    ``last_exit`` describes the cell's last abnormal exit (``exit code 1:
+    ValueError: boom``; the exception as the cell reported it) and
+    ``last_exit_at`` when it happened (Unix time); None when it never crashed.
     """
 
     name: str
@@ -101,6 +107,8 @@ class CellStatus:
     version: str = ""
     #: The phase of a swap in progress ("" when none): see docs/swap.md.
     swap: str = ""
+    last_exit: str | None = None
+    last_exit_at: float | None = None
 
 
 @protein("cellmesh.ctl.RestartRecord")
@@ -229,6 +237,19 @@ class ReloadReport:
     swaps: list[SwapReport]
 
 
+@protein("cellmesh.ctl.Refused")
+class Refused:
+    """The root refused an operator request (operator error, not a root bug).
+
+    ``error`` is the refusing exception's class name (``RootRequestError``,
+    ``UnknownCell``, ``ChildStartFailed``, ...), for programs; ``message`` is
+    the one line an operator reads (``no cell named 'x' (cells: a, b)``).
+    """
+
+    error: str
+    message: str
+
+
 # ---------------------------------------------------------------- cell -> root
 
 
@@ -307,13 +328,24 @@ class StopChild:
 
 @protein("cellmesh.ctl.CellStats")
 class CellStats:
-    """The cell's membrane counters (cumulative) and service-time percentiles."""
+    """The cell's membrane counters (cumulative) and service-time percentiles.
+
+    ``rtt_buckets`` counts the interval's sampled calls per bucket of
+    :data:`cellmesh.actors._stats.RTT_BUCKETS_US` (one more for above the
+    last bound; not cumulative) and ``rtt_sum_us`` their total duration: the
+    root adds them up into a Prometheus histogram (and ignores a report whose
+    buckets are not of that shape: cells are untrusted). ``token`` is the
+    sending process's go token: during a swap the root keeps only the
+    serving process's reports.
+    """
 
     msgs_in: int
     msgs_out: int
     errors: int
     rtt_p50_us: float | None
     rtt_p99_us: float | None
+    rtt_buckets: tuple[int, ...] = ()
+    rtt_sum_us: float = 0.0
     token: str = ""
 
 
@@ -407,12 +439,18 @@ class SwapInFailed:
 @protein("cellmesh.ctl.CellDown")
 class CellDown:
     """Cell ``name`` stopped; ``reason`` is ``normal``, ``shutdown``, ``killed``,
-    ``noproc`` (it was not running when monitored) or a crash description.
-    ``ref`` is the monitor's (or link's) reference."""
+    ``noproc`` (it was not running when monitored) or a crash description
+    (``exit code 1: ValueError: boom``). ``ref`` is the monitor's (or link's)
+    reference. When the crash was an exception the cell reported,
+    ``error_type`` and ``error_message`` are its type (``ValueError``,
+    ``pkg.mod.Error``) and message, as the crashed cell reported them (bounded,
+    printable); otherwise None."""
 
     name: str
     reason: str
     ref: int
+    error_type: str | None = None
+    error_message: str | None = None
 
 
 __all__ = [
@@ -430,6 +468,7 @@ __all__ = [
     "Monitor",
     "MonitorRef",
     "NextOrder",
+    "Refused",
     "ReloadManifest",
     "ReloadReport",
     "RestartRecord",

@@ -141,17 +141,57 @@ class RootRequestError(RootError):
         super().__init__(f"{subject}: {problem}")
 
 
-class RootNotRunning(RootError):
-    """Nothing answers on the control socket ``path``."""
+class UnknownCell(RootRequestError):
+    """The root has no cell ``name``; ``known`` lists (some of) the cells it has."""
 
-    def __init__(self, path: str) -> None:
+    #: At most this many names are listed in the message.
+    LISTED = 20
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known[: self.LISTED]) or "none"
+        if len(known) > self.LISTED:
+            listed += f", and {len(known) - self.LISTED} more"
+        super().__init__(name, f"no such cell (cells: {listed})")
+        self.known = known
+        self.text = f"no cell named {name!r} (cells: {listed})"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class CellsCannotStart(RootError):
+    """The root did not start the mesh: some declared cells' code does not import.
+
+    ``problems`` holds one line per such cell, naming its manifest key
+    (``cells.x.entry: module 'kv.nosuch' not found ...``); ``cells`` their names.
+    """
+
+    def __init__(self, problems: list[str], cells: list[str]) -> None:
+        self.problems = problems
+        self.cells = cells
+        count = len(problems)
+        head = f"{count} cell{'s' if count != 1 else ''} cannot start"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class RootNotRunning(RootError):
+    """Nothing answers on the control socket ``path``.
+
+    ``last_words`` says how the last root ended, when it left a record
+    (:mod:`cellmesh.actors.lastwords`); it becomes a second line of the message.
+    """
+
+    def __init__(self, path: str, last_words: str | None = None) -> None:
         self.path = path
-        super().__init__(
-            f"no root is running (nothing listens on {path}); start one with `cellmesh up`"
-        )
+        self.last_words = last_words
+        text = f"no root is running (nothing listens on {path}); start one with `cellmesh up`"
+        if last_words:
+            text += f"\n{last_words}"
+        super().__init__(text)
 
 
 __all__ = [
+    "CellsCannotStart",
     "ChildAlreadyPresent",
     "ChildRunning",
     "ChildStartFailed",
@@ -167,5 +207,6 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorRequestError",
     "SupervisorStopped",
+    "UnknownCell",
     "UnknownChild",
 ]

@@ -25,22 +25,28 @@ new name ``.log.k``, then ``.log.{k-1}`` ... ``.log.1``, then the new
 ``.log``), so no byte is lost or repeated unless more than ``keep``
 rotations happen between two polls. :func:`follow_log` is its Trio loop.
 
-Events carry times, output bytes do not: events are merged at file
-granularity (an event is shown after the output of the file that was being
-written when it happened, judged by the files' modification times).
+Time stamps: the pump writes every captured line with the time it was read
+in front, ``2026-11-21T07:40:01.123456Z <line>`` (:class:`LineStamper`; UTC,
+microseconds, one space), so the readers give every line a time and
+interleave output and lifecycle events by time (:class:`LogRecord`). A line
+without a stamp (a file written before stamps existed, or the continuation of
+a line longer than a log file) takes the time of the line before it. A cell
+cannot forge the time of a line: the stamp is put in front of whatever it
+writes.
 """
 
 from __future__ import annotations
 
-import codecs
+import calendar
 import contextlib
 import datetime
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -58,6 +64,12 @@ READ_SIZE: Final = 65536
 MAX_LINE: Final = 65536
 
 _ROTATED_RE: Final = re.compile(r"\.log\.([1-9][0-9]*)$")
+#: The stamp in front of every captured line: ``2026-11-21T07:40:01.123456Z ``.
+_STAMP_RE: Final = re.compile(
+    rb"(\d{4}-\d\d-\d\dT\d\d:\d\d):(\d\d)\.(\d{6})Z "
+)
+#: Length of a stamp, the space included.
+STAMP_LEN: Final = 28
 
 #: Which fields each lifecycle event shows, in order (others: every extra field).
 _EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -202,19 +214,52 @@ class RotatingLog:
         self._close_fd()
 
 
+def stamp(ts: float) -> bytes:
+    """The stamp written in front of a line read at Unix time ``ts`` (with its space)."""
+    when = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode()
+
+
+@attrs.define(eq=False)
+class LineStamper:
+    """Puts a time stamp in front of every line of a byte stream cut in arbitrary chunks.
+
+    Pure (the time is passed in): a line is stamped with the time of the
+    chunk that starts it.
+    """
+
+    _at_line_start: bool = True
+
+    def stamp(self, chunk: bytes, ts: float) -> bytes:
+        """``chunk`` with ``stamp(ts)`` before each line that starts in it."""
+        if not chunk:
+            return chunk
+        prefix = stamp(ts)
+        out = chunk[:-1].replace(b"\n", b"\n" + prefix) + chunk[-1:]
+        if self._at_line_start:
+            out = prefix + out
+        self._at_line_start = chunk.endswith(b"\n")
+        return out
+
+
 async def pump_output(
-    fd: int, log: RotatingLog, *, on_line: Callable[[bytes], None] | None = None
+    fd: int,
+    log: RotatingLog,
+    *,
+    on_line: Callable[[bytes], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> None:
-    """Copy a pipe's bytes into ``log`` until EOF (the cell closed its end).
+    """Copy a pipe's bytes into ``log``, each line stamped with ``clock()``, until EOF.
 
     ``fd`` is made non-blocking; it is not closed here (the caller owns it).
-    ``on_line`` receives each complete line without its newline, in order,
-    after the chunk holding it is written; a final unterminated line is
-    delivered at EOF, and a line longer than :data:`MAX_LINE` bytes arrives
-    in pieces of that size.
+    ``on_line`` receives each complete line without its newline (and without
+    the stamp), in order, after the chunk holding it is written; a final
+    unterminated line is delivered at EOF, and a line longer than
+    :data:`MAX_LINE` bytes arrives in pieces of that size.
     """
     os.set_blocking(fd, False)
     pending = bytearray()
+    stamper = LineStamper()
     while True:
         await trio.lowlevel.wait_readable(fd)
         try:
@@ -223,7 +268,7 @@ async def pump_output(
             continue
         if not chunk:
             break
-        log.write(chunk)
+        log.write(stamper.stamp(chunk, clock()))
         if on_line is not None:
             pending += chunk
             start = 0
@@ -241,18 +286,24 @@ async def pump_output(
 # ---------------------------------------------------------------- reading
 
 
-def format_event(event: dict[str, object]) -> str:
-    """One display line: ``[2026-11-21T07:40:01Z] event exited code=1 reason=crash``."""
+def _utc(ts: float, fmt: str) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(fmt)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _event_ts(event: dict[str, object]) -> float | None:
     ts = event.get("ts")
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        try:
-            when = datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            )
-        except (OverflowError, OSError, ValueError):
-            when = "?"
-    else:
-        when = "?"
+        return float(ts)
+    return None
+
+
+def format_event(event: dict[str, object]) -> str:
+    """One display line: ``[2026-11-21T07:40:01Z] event exited code=1 reason=crash``."""
+    ts = _event_ts(event)
+    when = "?" if ts is None else _utc(ts, "%Y-%m-%dT%H:%M:%SZ")
     kind = str(event.get("event", "?"))
     keys = _EVENT_FIELDS.get(kind)
     if keys is None:
@@ -261,11 +312,103 @@ def format_event(event: dict[str, object]) -> str:
     return " ".join([f"[{when}] event {kind}", *parts])
 
 
-def _event_ts(event: dict[str, object]) -> float:
-    ts = event.get("ts")
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return float(ts)
-    return 0.0
+@attrs.frozen(kw_only=True)
+class LogRecord:
+    """One line of ``cellmesh logs``: captured output or a lifecycle event.
+
+    ``ts`` is the Unix time (None when nothing says: an unstamped line with
+    no stamped line before it, an event without ``ts``); ``text`` the output
+    line (stamp removed) or the :func:`format_event` line; ``event`` the
+    event's fields (None for output).
+    """
+
+    ts: float | None
+    text: str
+    event: dict[str, object] | None = None
+
+    @property
+    def stream(self) -> Literal["output", "event"]:
+        """``output`` or ``event``."""
+        return "output" if self.event is None else "event"
+
+    def display(self, *, timestamps: bool = False) -> str:
+        """The line as ``cellmesh logs`` prints it (``-t``: output lines get their time)."""
+        if timestamps and self.event is None:
+            when = "?" if self.ts is None else _utc(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+            return f"[{when}] {self.text}"
+        return self.text
+
+    def to_json(self, cell: str) -> dict[str, object]:
+        """The ``logs --json`` object: ts, time (ISO 8601 UTC), cell, stream, text[, event]."""
+        doc: dict[str, object] = {
+            "ts": self.ts,
+            "time": None if self.ts is None else _utc(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ"),
+            "cell": cell,
+            "stream": self.stream,
+            "text": self.text,
+        }
+        if self.event is not None:
+            doc["event"] = self.event
+        return doc
+
+
+@attrs.define(eq=False)
+class _StampParser:
+    """Splits stamped lines into (time, text); remembers the last time for unstamped ones."""
+
+    last: float | None = None
+    _minutes: dict[bytes, int] = attrs.Factory(dict)
+
+    def parse(self, line: bytes) -> tuple[float | None, bytes]:
+        m = _STAMP_RE.match(line)
+        if m is None:
+            return self.last, line
+        minute = m.group(1)
+        base = self._minutes.get(minute)
+        if base is None:
+            try:
+                parsed = time.strptime(minute.decode(), "%Y-%m-%dT%H:%M")
+            except ValueError:
+                return self.last, line
+            if len(self._minutes) > 4096:
+                self._minutes.clear()
+            base = self._minutes[minute] = calendar.timegm(parsed)
+        self.last = base + int(m.group(2)) + int(m.group(3)) / 1_000_000
+        return self.last, line[STAMP_LEN:]
+
+    def records(self, data: bytes) -> list[LogRecord]:
+        out: list[LogRecord] = []
+        for raw in data.splitlines():
+            ts, body = self.parse(raw)
+            out.append(LogRecord(ts=ts, text=body.decode("utf-8", errors="replace")))
+        return out
+
+
+def _event_record(event: dict[str, object]) -> LogRecord:
+    return LogRecord(ts=_event_ts(event), text=format_event(event), event=event)
+
+
+def merge_by_time(output: list[LogRecord], events: Iterable[LogRecord]) -> list[LogRecord]:
+    """Interleave output (kept in file order) with events (sorted by time).
+
+    An event goes before the first output line that is strictly later; an
+    event without a time goes last. Output lines without a time never move
+    an event.
+    """
+    def when(e: LogRecord) -> float:
+        return float("inf") if e.ts is None else e.ts
+
+    pending = sorted(events, key=when)
+    out: list[LogRecord] = []
+    ei = 0
+    for rec in output:
+        if rec.ts is not None:
+            while ei < len(pending) and when(pending[ei]) < rec.ts:
+                out.append(pending[ei])
+                ei += 1
+        out.append(rec)
+    out.extend(pending[ei:])
+    return out
 
 
 @attrs.frozen(kw_only=True)
@@ -279,11 +422,16 @@ class LogCursor:
 
 @attrs.frozen(kw_only=True)
 class LogView:
-    """What :func:`read_log` found: display lines, whether anything exists, where it ended."""
+    """What :func:`read_log` found: records, whether anything exists, where it ended."""
 
-    lines: list[str]
+    records: list[LogRecord]
     found: bool
     cursor: LogCursor
+
+    @property
+    def lines(self) -> list[str]:
+        """The records as display lines (no output time stamps)."""
+        return [r.display() for r in self.records]
 
 
 def _read_fd(fd: int, offset: int) -> bytes:
@@ -301,19 +449,14 @@ def _open_ro(path: Path) -> int | None:
         return None
 
 
-def _split_lines(data: bytes) -> list[str]:
-    return data.decode("utf-8", errors="replace").splitlines()
-
-
 def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
     """The cell's output (rotated files oldest first, then the live file) with its events.
 
-    Returns display lines: output lines and :func:`format_event` lines,
-    merged at file granularity (see the module docstring); only the last
-    ``lines`` of them when given (then only the newest files that hold them
-    are read). ``found`` is False when the cell has
-    neither a log file nor an events file. The cursor points at the end of
-    what was read, for :class:`LogFollower`.
+    Returns records: output lines and lifecycle events interleaved by time
+    (see the module docstring); only the last ``lines`` of them when given
+    (then only the newest files that hold them are read). ``found`` is False
+    when the cell has neither a log file nor an events file. The cursor
+    points at the end of what was read, for :class:`LogFollower`.
     """
     log_dir = Path(log_dir)
     live = log_path(log_dir, name)
@@ -322,84 +465,92 @@ def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
     try:
         live_ino = os.fstat(live_fd).st_ino if live_fd is not None else None
         offset = 0
-        newest_first: list[tuple[float, bytes]] = []
+        newest_first: list[bytes] = []
         if live_fd is not None:
             data = _read_fd(live_fd, 0)
             offset = len(data)
-            newest_first.append((float("inf"), data))
-        have = sum(data.count(b"\n") for _, data in newest_first)
-        rotated = rotated_files(log_dir, name)
-        for _, path in reversed(rotated):  # newest first; stop once ``lines`` are there
+            newest_first.append(data)
+        have = sum(data.count(b"\n") for data in newest_first)
+        for _, path in reversed(rotated_files(log_dir, name)):  # newest first
             if lines is not None and have >= lines:
-                with contextlib.suppress(FileNotFoundError):  # older events go before
-                    newest_first.append((path.stat().st_mtime, b""))
                 break
             fd = _open_ro(path)
             if fd is None:
                 continue
             try:
-                st = os.fstat(fd)
-                if st.st_ino == live_ino:
+                if os.fstat(fd).st_ino == live_ino:
                     continue  # rotated since we opened the live file: read already
                 data = _read_fd(fd, 0)
             finally:
                 os.close(fd)
-            newest_first.append((st.st_mtime, data))
+            newest_first.append(data)
             have += data.count(b"\n")
-        files = newest_first[::-1]
     finally:
         if live_fd is not None:
             os.close(live_fd)
+    parser = _StampParser()
+    output: list[LogRecord] = []
+    for data in reversed(newest_first):
+        output.extend(parser.records(data))
     try:
         events_size = ev_path.stat().st_size
-        events = sorted(read_events(ev_path), key=_event_ts)
+        events = [_event_record(e) for e in read_events(ev_path)]
         found_events = True
     except FileNotFoundError:
         events_size, events, found_events = 0, [], False
-    out: list[str] = []
-    ei = 0
-    for mtime, data in files:
-        out.extend(_split_lines(data))
-        while ei < len(events) and _event_ts(events[ei]) <= mtime:
-            out.append(format_event(events[ei]))
-            ei += 1
-    out.extend(format_event(e) for e in events[ei:])
+    records = merge_by_time(output, events)
     if lines is not None:
-        out = out[-lines:] if lines > 0 else []
+        records = records[-lines:] if lines > 0 else []
     return LogView(
-        lines=out,
-        found=live_ino is not None or bool(files) or found_events,
+        records=records,
+        found=live_ino is not None or bool(newest_first) or found_events,
         cursor=LogCursor(inode=live_ino, offset=offset, events_offset=events_size),
     )
+
+
+def logged_cells(log_dir: Path) -> list[str]:
+    """The names of the cells that have captured output or events under ``log_dir``."""
+    names: set[str] = set()
+    try:
+        entries = os.listdir(log_dir)
+    except OSError:
+        return []
+    for entry in entries:
+        for suffix in (".log", ".events.jsonl"):
+            if entry.endswith(suffix):
+                names.add(entry[: -len(suffix)])
+    return sorted(names)
 
 
 @attrs.define(eq=False)
 class LogFollower:
     """Reads what was appended since a :class:`LogCursor`, across rotations.
 
-    :meth:`poll` is one non-blocking step (tests call it directly);
-    :func:`follow_log` loops over it. Output is decoded as UTF-8
-    incrementally (a character split across reads is kept whole); events
-    appear as :func:`format_event` lines.
+    :meth:`poll_records` is one non-blocking step (tests call it directly);
+    :func:`follow_log` loops over it. Output is decoded as UTF-8 line by
+    line: a line is returned once its newline has arrived (so a character
+    or a stamp split across reads is kept whole); events come as records,
+    interleaved with the output of the same poll by time.
     """
 
     log_dir: Path
     name: str
     cursor: LogCursor
-    _decoder: codecs.IncrementalDecoder = attrs.field(
-        factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"), init=False
-    )
+    _partial: bytes = attrs.field(default=b"", init=False)
+    _parser: _StampParser = attrs.field(factory=_StampParser, init=False)
     _events_tail: bytes = attrs.field(default=b"", init=False)
 
-    def poll(self) -> str:
-        """Return the new output and event lines since the last poll ("" when none)."""
-        data = self._poll_output()
-        text = self._decoder.decode(data)
-        for event in self._poll_events():
-            if text and not text.endswith("\n"):
-                text += "\n"
-            text += format_event(event) + "\n"
-        return text
+    def poll_records(self) -> list[LogRecord]:
+        """The complete output lines and the events appended since the last poll."""
+        data = self._partial + self._poll_output()
+        complete, nl, self._partial = data.rpartition(b"\n")
+        output = self._parser.records(complete + nl) if nl else []
+        events = [_event_record(e) for e in self._poll_events()]
+        return merge_by_time(output, events)
+
+    def poll(self, *, timestamps: bool = False) -> str:
+        """The new records as display text, one line each ("" when none)."""
+        return "".join(r.display(timestamps=timestamps) + "\n" for r in self.poll_records())
 
     def _poll_output(self) -> bytes:
         live = log_path(self.log_dir, self.name)
@@ -493,16 +644,16 @@ class LogFollower:
 
 async def follow_log(
     log_dir: Path, name: str, cursor: LogCursor, *, interval: float = 0.25
-) -> AsyncIterator[str]:
-    """Yield new output and event text from ``cursor`` on, polling every ``interval`` s.
+) -> AsyncIterator[list[LogRecord]]:
+    """Yield the new records from ``cursor`` on, polling every ``interval`` s.
 
     Never ends by itself; cancel it (or stop iterating) to stop.
     """
     follower = LogFollower(Path(log_dir), name, cursor)
     while True:
-        text = follower.poll()
-        if text:
-            yield text
+        records = follower.poll_records()
+        if records:
+            yield records
         await trio.sleep(interval)
 
 
@@ -510,14 +661,20 @@ __all__ = [
     "DEFAULT_KEEP",
     "DEFAULT_MAX_BYTES",
     "LogCursor",
+    "STAMP_LEN",
+    "LineStamper",
     "LogFollower",
+    "LogRecord",
     "LogView",
     "RotatingLog",
     "events_path",
     "follow_log",
     "format_event",
     "log_path",
+    "logged_cells",
+    "merge_by_time",
     "pump_output",
     "read_log",
     "rotated_files",
+    "stamp",
 ]

@@ -77,6 +77,13 @@ _CELL_KEYS: Final = (
 )  # fmt: skip
 _TEMPLATE_KEYS: Final = tuple(k for k in _CELL_KEYS if k != "activation")
 _LIMIT_KEYS: Final = ("memory", "cpu", "pids", "open_files")
+#: The smallest limits a cell's Python process starts and serves under, in both
+#: sandboxes (measured: the interpreter, trio and the runtime need about 24 MiB
+#: of data; bwrap and the interpreter 3 processes; the spawn and the runtime
+#: about 30 descriptors). Smaller values are refused: the cell could never start.
+MIN_CELL_MEMORY: Final = 32 << 20
+MIN_CELL_PIDS: Final = 4
+MIN_CELL_OPEN_FILES: Final = 32
 _SECRET_KEYS: Final = ("name", "key", "deliver", "ttl")
 _BACKOFF_KEYS: Final = ("initial", "factor", "max")
 
@@ -327,9 +334,10 @@ def _dna_problem(dna: Path) -> str | None:
 
 
 def _entry_ok(entry: str) -> bool:
+    """``module:Class`` or ``module`` (the runtime's CELL_ENTRY forms): dotted identifiers."""
     module, sep, cls = entry.partition(":")
-    parts = [*module.split("."), cls]
-    return bool(sep) and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
+    parts = [*module.split("."), *(cls.split(".") if sep else ())]
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
 
 
 # --------------------------------------------------------------------------
@@ -548,7 +556,8 @@ class _Reader:
         if "entry" in t:
             entry = self.string(t["entry"], k("entry"))
             if not _entry_ok(entry):
-                self.fail(k("entry"), f"expected 'module:Class' (dotted module), got {entry!r}")
+                self.fail(k("entry"), "expected 'module:Class' or 'module' (dotted names), "
+                                      f"got {entry!r}")
         calls: list[str] = []
         for item_key, target in self.name_list(t.get("calls", []), k("calls")):
             kind = kinds.get(target)
@@ -608,11 +617,27 @@ class _Reader:
             return _sub(key, field)
 
         memory = self.size(t["memory"], k("memory")) if "memory" in t else None
+        if memory is not None and memory < MIN_CELL_MEMORY:
+            hint = f'; a bare number is bytes: did you mean "{memory}M"?'
+            self.fail(k("memory"), f"{memory} bytes is too small to start a cell "
+                                   f"(at least 32M){hint if memory < 1 << 20 else ''}")
         cpu = self.number(t["cpu"], k("cpu"), 0.0, exclusive=True) if "cpu" in t else None
-        pids = self.integer(t["pids"], k("pids"), 1) if "pids" in t else None
-        files = self.integer(t["open_files"], k("open_files"), 1) if "open_files" in t else None
+        pids = self.floor(t, "pids", key, MIN_CELL_PIDS, "processes and threads")
+        files = self.floor(t, "open_files", key, MIN_CELL_OPEN_FILES, "descriptors")
         with self.converting(key):
             return Limits(memory=memory, cpu=cpu, pids=pids, open_files=files)
+
+    def floor(
+        self, t: Mapping[str, object], field: str, key: str, minimum: int, what: str
+    ) -> int | None:
+        """``t[field]``, an integer limit a cell cannot start below ``minimum``."""
+        if field not in t:
+            return None
+        value = self.integer(t[field], _sub(key, field), 1)
+        if value < minimum:
+            self.fail(_sub(key, field), f"{value} {what} is too small to start a cell "
+                                        f"(at least {minimum})")
+        return value
 
     def secrets(
         self, value: object, key: str, env: tuple[tuple[str, str], ...]
@@ -786,6 +811,9 @@ class _Reader:
 
 
 __all__ = [
+    "MIN_CELL_MEMORY",
+    "MIN_CELL_OPEN_FILES",
+    "MIN_CELL_PIDS",
     "RESERVED_NAMES",
     "TOP_SUPERVISOR",
     "CellDecl",

@@ -14,8 +14,12 @@ exclusive ``flock`` holding the pid: a second root is refused with
    bound into that cell's sandbox alone, so the root knows which cell speaks
    from the socket it speaks on;
 3. serves the control socket ``$CELL_UMBILICAL`` for the operator, refusing
-   any peer whose ``SO_PEERCRED`` uid is not the root's;
-4. runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
+   any peer whose ``SO_PEERCRED`` uid is not the root's
+   (:mod:`cellmesh.actors._operator` answers the requests);
+4. checks that every declared cell's and template's code imports (one
+   standby each, :mod:`cellmesh.actors._preflight`; else it stops and
+   :func:`serve_root` raises :class:`~cellmesh.actors.errors.CellsCannotStart`), then
+   runs the manifest's supervision tree (:class:`~cellmesh.actors.supervisor.Supervisor`,
    OTP semantics) with itself as the child factory: a cell child is a
    :class:`~cellmesh.actors._cells.CellInstance` (spawned through the sandbox
    backend, ready once it sends ``CellReady``), a supervisor child is a nested
@@ -59,44 +63,40 @@ from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
 from ._activation import Activation
-from ._cells import CellInstance, CellSlot, reason_text
+from ._cells import CellInstance, CellSlot, manifest_key, reason_text, with_failure
 from ._launch import Launcher
+from ._metrics import MeshMetrics, accept_stats
+from ._operator import Operator
 from ._post import CellDownPost, Recipient
+from ._preflight import preload_mesh
 from ._reload import reload_mesh
-from ._rootlock import RootLock, peer_uid_filter
+from ._rootlock import RootLock
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
 from .control import (
-    CONTROL_LIMITS,
     UMBILICAL_LIMITS,
     Ack,
     CellDown,
     CellReady,
     CellStats,
     Demonitor,
-    KillCell,
     Link,
     Monitor,
     MonitorRef,
-    ReloadManifest,
-    ReloadReport,
     RestartRecord,
-    SpawnCell,
     StartChild,
     StatusReply,
-    StatusRequest,
     StopChild,
-    StopMesh,
-    SwapCell,
-    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
 from .errors import (
+    CellsCannotStart,
     RootRequestError,
     SupervisorEscalation,
 )
+from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .policy import (
     AbnormalExit,
@@ -132,11 +132,18 @@ class Root:
     restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
     started_at: float = attrs.Factory(time.time)
     escalation: SupervisorEscalation | None = None
+    #: Set when declared cells' code did not import: the mesh was never started.
+    cannot_start: CellsCannotStart | None = None
+    #: Per-cell totals for Prometheus, when the root serves metrics.
+    metrics: MeshMetrics | None = None
+    #: Where the metrics endpoint listens (host, port), when it does.
+    metrics_address: tuple[str, int] | None = None
     _top: Supervisor | None = None
     _nursery: trio.Nursery | None = None
     _launcher: Launcher = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
+    _operator: Operator = attrs.field(init=False)
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
@@ -186,7 +193,21 @@ class Root:
                 )
                 for name, decl in self.manifest.cells.items():
                     await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
-                await self._tasks.start(self._serve_control, name="control socket", restart=True)
+                self._operator = Operator(
+                    paths=self.paths, backend=self.backend, slots=self.slots,
+                    swapper=self._swapper, log=self.log, manifest=lambda: self.manifest,
+                    status=self.status, pid_of=self.pid_of, request_stop=self.request_stop,
+                    spawn=lambda decl: self._start_dynamic(decl, parent=None),
+                    reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
+                )
+                await self._tasks.start(self._operator.serve, name="control socket", restart=True)
+                problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
+                                              self._launcher, self._add_slot, self._drop_slot)
+                if problems:
+                    self.cannot_start = CellsCannotStart(list(problems.values()), list(problems))
+                    self.log(f"root: could not start the mesh: {self.cannot_start}")
+                    nursery.cancel_scope.cancel()
+                    await trio.sleep_forever()  # cancelled just above
                 self._top = Supervisor(
                     self._supervisor_spec(self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
@@ -207,6 +228,8 @@ class Root:
             self._stopping = True
             with trio.CancelScope(shield=True):
                 await self._close()
+        if self.cannot_start is not None:
+            raise self.cannot_start
         if self.escalation is not None:
             raise self.escalation
 
@@ -266,6 +289,7 @@ class Root:
         slot = CellSlot(
             name=name, supervisor=supervisor, listener=listener, socket_path=socket_path,
             umbilical_path=umbilical, decl=decl, parent=parent,
+            key=manifest_key(self.manifest, name, decl),
         )
         self.slots[name] = slot
         try:
@@ -299,7 +323,8 @@ class Root:
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
-        trio.lowlevel.notify_closing(slot.listener)  # wakes its activation watcher
+        with contextlib.suppress(ValueError):  # its watcher may wait on it; -1 once closed
+            trio.lowlevel.notify_closing(slot.listener)
         slot.listener.close()
         if slot.log is not None:
             slot.log.close()
@@ -417,7 +442,7 @@ class Root:
 
     def _instance_ready(self, instance: CellInstance) -> None:
         with self._tasks.guard(f"ready of {instance.slot.name}"):
-            if not self._stopping:
+            if not self._stopping:  # (a standby that cannot be spawned is only logged)
                 self._launcher.ensure_standby(instance.slot, busy=instance.cell_id)
 
     def _instance_exited(self, instance: CellInstance, reason: ExitReason) -> None:
@@ -427,15 +452,19 @@ class Root:
     def _exited(self, instance: CellInstance, reason: ExitReason) -> None:
         slot = instance.slot
         text = reason_text(reason)
+        failure = instance.failure
+        if self.metrics is not None:
+            self.metrics.observe_exit(slot, reason)
         if isinstance(reason, AbnormalExit):
             self._record(slot.name, text)
+            slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
         for effect in effects:
             if isinstance(effect, Notify):
-                self._notify(effect.watcher, effect.down)
+                self._notify(effect.watcher, with_failure(effect.down, failure))
             else:
                 linked = self.slots[effect.name].instance
                 if linked is None:
@@ -477,39 +506,13 @@ class Root:
         slot = self.slots.get(name)
         return slot is not None and slot.instance is not None and slot.instance.state != "exited"
 
-    # ------------------------------------------------------------ control socket
-
-    async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_membrane(
-            "mitosis", self._control, socket_path=self.paths.umbilical, socket_mode=0o600,
-            accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
-            **CONTROL_LIMITS,
-        ):
-            task_status.started()
-            await trio.sleep_forever()
-
-    async def _control(self, msg: Any) -> Any:
-        if isinstance(msg, StatusRequest):
-            return self.status()
-        if isinstance(msg, KillCell):
-            return self._kill(msg.name)
-        if isinstance(msg, StopMesh):
-            self.request_stop(msg.timeout)
-            return Ack(text="stopping")
-        if isinstance(msg, SpawnCell):
-            return await self._spawn_request(msg)
-        if isinstance(msg, SwapCell):
-            return await self._swap_request(msg)
-        if isinstance(msg, ReloadManifest):
-            return await self._reload_request(msg)
-        raise RootRequestError(type(msg).__name__, "is not a control request")
-
-    async def _reload_request(self, msg: ReloadManifest) -> ReloadReport:
-        return await reload_mesh(self, self._swapper, self._launcher, msg)
+    # ------------------------------------------------------------ reload, spawns
 
     async def start_declared(self, name: str) -> None:
         """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
         decl = self.manifest.cells[name]
+        if self.metrics is not None:
+            self.metrics.declare(name)  # its own label, as if declared at start
         slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
         try:
             await self.supervisors[slot.supervisor].start_child(ChildSpec(
@@ -523,49 +526,12 @@ class Root:
         """Stop cell ``name`` for good and forget it (gone from a reloaded manifest)."""
         await self._stop_slot(name)
 
-    async def _swap_request(self, msg: SwapCell) -> SwapReport:
-        return await self._swapper.swap(
-            self._slot(msg.name), timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback
-        )
-
-    def _kill(self, name: str) -> Ack:
-        slot = self._slot(name)
-        instance = slot.instance
-        pid = self._pid(slot)
-        if instance is None or pid is None:
-            raise RootRequestError(name, "is not running")
-        self.backend.kill(self._swapper.serving_id(slot) or instance.cell_id, as_crash=True)
-        return Ack(text=f"killed {name} (pid {pid})")
-
-    def _pid(self, slot: CellSlot) -> int | None:
+    def pid_of(self, slot: CellSlot) -> int | None:
         """The pid of the slot's serving process (not of its standby), or None."""
         instance = slot.instance
         if not slot.created or instance is None or instance.state in ("dormant", "exited"):
             return None
         return self.backend.process_id(self._swapper.serving_id(slot) or instance.cell_id)
-
-    def _slot(self, name: str) -> CellSlot:
-        slot = self.slots.get(name)
-        if slot is None:
-            raise RootRequestError(name, "no such cell")
-        return slot
-
-    async def _spawn_request(self, msg: SpawnCell) -> Ack:
-        if not self.manifest.root.allow_spawn:
-            raise RootRequestError(
-                msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
-            )
-        check_mesh_cell_name(msg.name)
-        if msg.name in self.slots:
-            raise RootRequestError(msg.name, "a cell of that name exists")
-        dna = Path(msg.dna)
-        if not dna.is_absolute():
-            raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
-        # Manifest defaults, no grants; it is never restarted.
-        decl = CellDecl(
-            name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
-        )
-        return await self._start_dynamic(decl, parent=None)
 
     async def _start_dynamic(
         self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
@@ -651,7 +617,9 @@ class Root:
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
             if not self._swapper.ignores_stats(slot, msg):
-                slot.stats = msg
+                slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
+                if self.metrics is not None:
+                    self.metrics.observe_stats(slot, self.pid_of(slot), stats)
             return None
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
@@ -719,7 +687,7 @@ class Root:
         cells = []
         for slot in self.slots.values():
             cells.append(slot.report(
-                self._pid(slot), samples, now=now, mono=mono, backend=self.backend.name
+                self.pid_of(slot), samples, now=now, mono=mono, backend=self.backend.name
             ))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,
@@ -745,13 +713,19 @@ async def serve_root(
     paths: Paths,
     env: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    metrics: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a root for ``manifest`` until it is stopped (see the module doc).
 
+    With ``metrics`` (host, port) it serves Prometheus metrics there before
+    the mesh starts (:mod:`._metrics_http`; bound address: ``metrics_address``).
+
     Raises :class:`RootAlreadyRunning` when another root owns
-    ``paths.socket_dir``, and :class:`SupervisorEscalation` when the top
-    supervisor gives up.
+    ``paths.socket_dir``, :class:`CellsCannotStart` when declared cells'
+    code does not import, :class:`SupervisorEscalation` when the top
+    supervisor gives up, and :class:`~cellmesh.errors.ConfigError` naming
+    ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
     if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
@@ -767,7 +741,12 @@ async def serve_root(
             manifest=manifest, paths=paths, backend=backend, dna=dna,
             log=log if log is not None else _stderr_log,
         )
-        await root.run(task_status=task_status)
+        if metrics is None:
+            await run_with_last_words(root, str(manifest.path), task_status)
+            return
+        from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
+
+        await run_with_metrics(root, metrics, run_with_last_words, task_status)
 
 
 def _check_target(target: object) -> None:

@@ -27,6 +27,13 @@ pipe's commands (preload this code, serve, take over with that code) are
 in :mod:`cellmesh.actors._standby`; what a swap adds to steps 2-5 is in
 :mod:`cellmesh.actors._handover`.
 
+Report pipe: with ``CELL_REPORT_FD`` (fd 5 under a root) the runtime says
+``loaded`` once the cell's class is imported (a standby after its ``i
+DIGEST``, every process again after go) and, just before it exits because
+of a failure, the stage and the exception (:mod:`cellmesh.actors.exitcause`):
+that is how the root's restart log, ``CellDown``, ``status``, a failed
+``cellmesh up`` and a swap's rollback name the cause.
+
 Exit codes: 0 normal stop (or a standby that was not needed); 1 crash (an
 exception escaped ``on_start``, a task in the cell's nursery, or
 ``on_stop``; traceback on stderr); 2 bad env
@@ -62,6 +69,7 @@ from ._standby import Go
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .cell import Cell, CellContext, NoRoot
 from .control import CellReady, CellStats, Handover
+from .exitcause import REPORT_FD_ENV, Stage, failure_record, loaded_record
 
 PROG: Final = "cellmesh.actors.runtime"
 EXIT_OK: Final = 0
@@ -113,6 +121,65 @@ def _excepthook(
     if has_memory_error(exc):
         die_of_memory()
     sys.__excepthook__(kind, exc, tb)
+
+
+# ---------------------------------------------------------------- report pipe
+
+
+def report_fd(env: Mapping[str, str]) -> int | None:
+    """The report pipe's fd (``CELL_REPORT_FD``), made non-blocking; None without one."""
+    raw = env.get(REPORT_FD_ENV, "")
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    fd = int(raw)
+    try:
+        os.set_blocking(fd, False)  # a full pipe drops the record, never hangs the cell
+    except OSError:
+        return None
+    return fd
+
+
+def send_report(fd: int | None, record: bytes) -> None:
+    """Write one record on the report pipe; best effort (see :mod:`.exitcause`)."""
+    if fd is None:
+        return
+    with suppress(OSError):
+        os.write(fd, record)
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, else ``module.Qualname``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def crash_text(exc: BaseException) -> str:
+    """The traceback of ``exc``; a group of one exception (the runtime's own nurseries
+    wrap what the cell raised) shows that exception's traceback alone."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+def report_failure(fd: int | None, stage: Stage, exc: BaseException) -> None:
+    """Report the failure ``exc`` (a group reports its first leaf and how many more)."""
+    first, more = exc, 0
+    while isinstance(first, BaseExceptionGroup) and first.exceptions:
+        more += len(first.exceptions) - 1
+        first = first.exceptions[0]
+    source = None
+    if isinstance(first, ConfigError):
+        source, message = first.source, first.problem
+    elif isinstance(first, CellImportError) and first.__cause__ is not None:
+        first = first.__cause__
+        message = str(first)
+    else:
+        message = str(first)
+    if more:
+        message += f" (and {more} more)"
+    send_report(fd, failure_record(stage, type_name(first), message, source=source))
 
 
 # ---------------------------------------------------------------- env contract
@@ -193,7 +260,8 @@ class CellEnv:
                 # The module exists but one of its own imports is missing: a crash.
                 raise CellImportError(self.module) from exc
             raise ConfigError(
-                "CELL_ENTRY", f"module {self.module!r} not found (CELL_DNA_DIR={self.dna_dir})"
+                "CELL_ENTRY",
+                f"module {self.module!r} not found in the cell's code ({self.dna_dir})",
             ) from None
         except Exception as exc:
             raise CellImportError(self.module) from exc
@@ -255,9 +323,11 @@ class RunningCell:
         """
         s = self.membrane.stats
         p50, p99 = self.times.take()
+        buckets, total_us = self.times.take_histogram()
         return CellStats(
             msgs_in=s.calls + s.signals, msgs_out=s.calls, errors=s.errors,
-            rtt_p50_us=p50, rtt_p99_us=p99, token=self.context.token,
+            rtt_p50_us=p50, rtt_p99_us=p99, rtt_buckets=buckets, rtt_sum_us=total_us,
+            token=self.context.token,
         )
 
 
@@ -447,6 +517,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
     go = go if go is not None else Go()
     env = go.environ(env)
     stop = trio.Event()
+    reports = report_fd(env)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         spec: CellEnv | None = None
         try:
@@ -454,14 +525,18 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
             cls = spec.load_class()
         except ConfigError as exc:
             _line(f"{PROG}: {exc}")
+            report_failure(reports, "config", exc)
             await _early_report(spec, go, "the import", exc)
             return EXIT_CONFIG
         except CellImportError as exc:
             if has_memory_error(exc):
                 die_of_memory()
             _line(f"{PROG}: {exc}:\n{traceback.format_exc().rstrip()}")
+            report_failure(reports, "import", exc)
             await _early_report(spec, go, "the import", exc.__cause__ or exc)
             return EXIT_CRASH
+        send_report(reports, loaded_record())
+        serving = _Started()
         try:
             async with trio.open_nursery() as nursery:
 
@@ -479,7 +554,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                 reason = await serve_cell(
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
                     umbilical=spec.umbilical, data_dir=spec.data_dir, stop_requested=stop,
-                    log=_line, token=go.token, swap_in=go.swap,
+                    log=_line, token=go.token, swap_in=go.swap, task_status=serving,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -491,8 +566,10 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                 return EXIT_OK
             if isinstance(exc, ConfigError):
                 _line(f"{PROG}: {spec.name}: {exc}")
+                report_failure(reports, "config", exc)
                 return EXIT_CONFIG
-            _line(f"{PROG}: cell {spec.name} crashed:\n{traceback.format_exc().rstrip()}")
+            _line(f"{PROG}: cell {spec.name} crashed:\n{crash_text(exc)}")
+            report_failure(reports, "run" if serving.serving else "start", exc)
             return EXIT_CRASH
         if reason:
             _line(f"{PROG}: {spec.name} stopped: {reason}")
@@ -503,6 +580,15 @@ async def _early_report(spec: CellEnv | None, go: Go, stage: str, exc: BaseExcep
     """A process taking over in a swap fails before serving: tell the root why."""
     if go.swap and spec is not None and spec.umbilical is not None:
         await _handover.report_early_failure(spec.umbilical, spec.name, go.token, stage, exc)
+
+
+class _Started:
+    """The ``task_status`` :func:`run_cell` gives :func:`serve_cell`: did it start serving?"""
+
+    serving = False
+
+    def started(self, value: object = None) -> None:
+        self.serving = True
 
 
 def _only(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -522,8 +608,23 @@ def wait_for_go(env: Mapping[str, str]) -> Go | None:
 
 
 def _preload(env: Mapping[str, str]) -> None:
-    with suppress(Exception):
-        CellEnv.from_env(env).load_class()  # warm the imports; errors are reported later
+    """Warm the imports of the code ``env`` names (a standby's ``i DIGEST``).
+
+    Says on the report pipe whether they worked (``cellmesh up`` waits for
+    that); :func:`run_cell` loads again after go and reports what it meets
+    then (anything but a config or import error is only reported there).
+    """
+    reports = report_fd(env)
+    try:
+        CellEnv.from_env(env).load_class()
+    except ConfigError as exc:
+        report_failure(reports, "config", exc)
+    except CellImportError as exc:
+        report_failure(reports, "import", exc)
+    except Exception:  # run_cell reports it after "go"
+        pass
+    else:
+        send_report(reports, loaded_record())
 
 
 def main() -> NoReturn:

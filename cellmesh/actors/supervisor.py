@@ -54,6 +54,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from ..errors import CellmeshError
 from .errors import (
     ChildStartFailed,
     SupervisorEscalation,
@@ -410,7 +411,8 @@ class Supervisor:
         try:
             handle = await self._factory.start(action.spec, self._nursery)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            # Our own errors say what failed; a foreign one needs its type.
+            reason = str(exc) if isinstance(exc, CellmeshError) else f"{type(exc).__name__}: {exc}"
             self._failures[child_id] = reason
             self._emit("start_failed", child_id, reason)
             return self._state.start_failed(child_id, reason, trio.current_time())

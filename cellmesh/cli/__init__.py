@@ -6,80 +6,114 @@ in the package imports it but ``__main__``.
 Each command group lives in its own module with a ``register(app)`` function;
 :func:`build_app` assembles them. Exit codes: 0 success, 1 a runtime failure
 (:class:`~cellmesh.errors.CellmeshError`), 2 bad usage or configuration.
+
+Every failure prints one line on stderr, ``cellmesh: error: <what and why>``,
+never a traceback of ours. A remote traceback (a cell's, or the root's when
+it fails a request with a bug) is shown only with ``--debug`` as the first
+argument or ``CELLMESH_DEBUG=1`` in the environment. An unknown command says
+so and suggests the nearest one (``cellmesh stauts`` -> ``status``), also
+with ``--help`` after it: the app has no default command, so cyclopts
+reports every unmatched first word as an unknown command.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import Final, TextIO
 
 import cyclopts
 
 from .. import __version__
 from .._about import ABOUT
-from ..errors import CellmeshError, ConfigError
+from ..errors import CellmeshError, ConfigError, RemoteCellError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+#: Environment variable that turns on ``--debug``.
+DEBUG_ENV: Final = "CELLMESH_DEBUG"
 
 
 def build_app() -> cyclopts.App:
     """Build the ``cellmesh`` application with every command group registered."""
     app = cyclopts.App(
         name="cellmesh",
-        help="cellmesh: a Trio actor runtime of sandboxed cells.",
+        help=(
+            "cellmesh: a Trio actor runtime of sandboxed cells.\n\n"
+            "Put --debug first (or set CELLMESH_DEBUG=1) to see remote tracebacks."
+        ),
         version=__version__,
     )
 
-    @app.default
-    def _root(*, about: bool = False) -> int:
-        """Print the attribution notice with --about; otherwise show help.
-
-        Parameters
-        ----------
-        about
-            Print the attribution notice of the design cellmesh grew from.
-        """
-        if about:
-            sys.stdout.write(ABOUT)
-            return EXIT_OK
-        app.help_print([])
+    @app.command(name="--about")
+    def _about() -> int:
+        """Print the attribution notice of the design cellmesh grew from."""
+        sys.stdout.write(ABOUT)
         return EXIT_OK
 
-    from . import _bench, _ops, _swap
+    from . import _bench, _ops, _scaffold, _swap
     from . import _root as _daemon
 
     _bench.register(app)
     _daemon.register(app)
     _ops.register(app)
+    _scaffold.register(app)
     _swap.register(app)
-    try:
-        from . import _sandbox  # registered once the sandbox layer exists
-    except ImportError:
-        pass
-    else:
-        _sandbox.register(app)
+    from . import _sandbox
+
+    _sandbox.register(app)
     return app
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """Strip leading ``--debug`` flags from ``args``; True if any (or the env var) asks."""
+    asked = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    while args and args[0] == "--debug":
+        del args[0]
+        asked = True
+    return asked
+
+
+def report(exc: BaseException, *, debug: bool, err: TextIO) -> int:
+    """Print ``exc`` as one ``cellmesh: error:`` line (plus the remote traceback with
+    ``debug``) and return its exit code."""
+    if isinstance(exc, cyclopts.CycloptsError):
+        text = " ".join(str(exc).split())  # cyclopts wraps long messages
+        print(f"cellmesh: error: {text}", file=err)
+        return EXIT_USAGE
+    if isinstance(exc, RemoteCellError):
+        print(
+            f"cellmesh: error: cell {exc.cell!r} failed the call: "
+            f"{exc.type_name}: {exc.remote_message}",
+            file=err,
+        )
+        if exc.remote_traceback:
+            if debug:
+                print("remote traceback:\n" + exc.remote_traceback.rstrip(), file=err)
+            else:
+                print("cellmesh: (--debug shows the remote traceback)", file=err)
+        return EXIT_FAILURE
+    print(f"cellmesh: error: {exc}", file=err)
+    trace = getattr(exc, "remote_traceback", None)
+    if debug and isinstance(trace, str) and trace:
+        print("remote traceback:\n" + trace.rstrip(), file=err)
+    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellmesh`` console script; returns the exit code."""
-    app = build_app()
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    app = build_app()
     try:
-        result = app(args, exit_on_error=False, print_error=True)
+        result = app(args, exit_on_error=False, print_error=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else EXIT_USAGE
-    except cyclopts.CycloptsError:
-        return EXIT_USAGE
-    except ConfigError as exc:
-        print(f"cellmesh: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CellmeshError as exc:
-        print(f"cellmesh: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (cyclopts.CycloptsError, CellmeshError) as exc:
+        return report(exc, debug=debug, err=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else EXIT_OK

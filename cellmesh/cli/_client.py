@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from ..actors.errors import RootNotRunning
+from ..actors.control import Refused
+from ..actors.errors import RootError, RootNotRunning
+from ..actors.lastwords import read_last_words
 from ..config import Paths
 from ..errors import CellUnavailable
 from ..transport.synapse import Synapse
+
+
+class RootRefused(RootError):
+    """The root refused an operator request; the message is its one-line reason.
+
+    ``error`` is the class name of the root's refusal (``UnknownCell``,
+    ``RootRequestError``, ...), as data.
+    """
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
 
 
 @contextlib.asynccontextmanager
@@ -26,13 +43,30 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
         ) as syn:
             yield syn
     except CellUnavailable:
-        raise RootNotRunning(str(paths.umbilical)) from None
+        raise RootNotRunning(str(paths.umbilical), last_words_of(paths)) from None
+
+
+def last_words_of(paths: Paths) -> str | None:
+    """How the last root of ``paths`` ended (its last-words record), or None."""
+    words = read_last_words(paths)
+    if words is None:
+        return None
+    return words.summary(now=time.time(), alive=Path(f"/proc/{words.pid}").exists())
+
+
+async def ask_root(syn: Synapse, msg: Any) -> Any:
+    """Send one control request on ``syn``; a :class:`Refused` answer raises
+    :class:`RootRefused`."""
+    reply = await syn.fire(msg)
+    if isinstance(reply, Refused):
+        raise RootRefused(reply.error, reply.message)
+    return reply
 
 
 async def control_call(paths: Paths, msg: Any) -> Any:
-    """Send one control request to the root and return its answer."""
+    """Send one control request to the root and return its answer (see :func:`ask_root`)."""
     async with open_root(paths) as syn:
-        return await syn.fire(msg)
+        return await ask_root(syn, msg)
 
 
-__all__ = ["control_call", "open_root"]
+__all__ = ["RootRefused", "ask_root", "control_call", "last_words_of", "open_root"]

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
 import json as jsonlib
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Final, TextIO
@@ -33,11 +35,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
-from ..actors.logs import LogCursor, follow_log, read_log
+from ..actors.lastwords import duration_text
+from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
 from ..transport.synapse import Synapse
-from ._client import open_root
+from ._client import ask_root, open_root
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -64,14 +67,7 @@ def fmt_duration(seconds: float | None) -> str:
     """``None`` -> ``-``; else the two largest units: ``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02}h"
+    return duration_text(seconds)
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -149,6 +145,8 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "dna": cell.dna,
         "version": cell.version,
         "swap": cell.swap or None,
+        "last_exit": cell.last_exit,
+        "last_exit_at": cell.last_exit_at,
     }
 
 
@@ -171,6 +169,20 @@ def status_header(reply: StatusReply) -> Text:
         f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
         f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
     )
+
+
+def last_exits(reply: StatusReply, *, now: float) -> Text:
+    """One line per cell that crashed: ``db: crashed 3m05s ago: exit code 1: ValueError: boom``."""
+    text = Text()
+    for c in reply.cells:
+        if c.last_exit is None:
+            continue
+        if text:
+            text.append("\n")
+        ago = fmt_duration(None if c.last_exit_at is None else now - c.last_exit_at)
+        text.append(c.name, style="bold")
+        text.append(f": crashed {ago} ago: {c.last_exit}")
+    return text
 
 
 def status_table(reply: StatusReply) -> Table:
@@ -291,7 +303,7 @@ def _console(file: TextIO) -> Console:
 
 async def _ask(syn: Synapse) -> StatusReply:
     with trio.fail_after(ROOT_TIMEOUT):
-        reply = await syn.fire(StatusRequest())
+        reply = await ask_root(syn, StatusRequest())
     if not isinstance(reply, StatusReply):
         raise BadRootReply(reply)
     return reply
@@ -313,6 +325,9 @@ def run_status(*, json: bool, out: TextIO | None = None) -> int:
         console = _console(out)
         console.print(status_header(reply))
         console.print(status_table(reply))
+        crashes = last_exits(reply, now=time.time())
+        if crashes:
+            console.print(crashes)
     return 0
 
 
@@ -398,7 +413,15 @@ def run_top(*, interval: float, once: bool, out: TextIO | None = None) -> int:
 # ---------------------------------------------------------------- logs
 
 
-def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None = None) -> int:
+def run_logs(
+    name: str,
+    *,
+    follow: bool,
+    lines: int | None,
+    json: bool = False,
+    timestamps: bool = False,
+    out: TextIO | None = None,
+) -> int:
     """Implementation of ``cellmesh logs``."""
     out = out if out is not None else sys.stdout
     check_cell_name(name, source="NAME")
@@ -407,30 +430,50 @@ def run_logs(name: str, *, follow: bool, lines: int | None, out: TextIO | None =
     log_dir = Paths.from_env().log_dir
     view = read_log(log_dir, name, lines=lines)
     if not view.found:
-        raise NoCellLogs(name, log_dir)
-    for line in view.lines:
-        out.write(line + "\n")
-    out.flush()
+        raise NoCellLogs(name, log_dir, logged_cells(log_dir))
+    _write_records(out, name, view.records, json=json, timestamps=timestamps)
     if not follow:
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
-        trio.run(_follow, log_dir, name, view.cursor, out)
+        trio.run(_follow, log_dir, name, view.cursor, out, (json, timestamps))
     return 0
 
 
-async def _follow(log_dir: Path, name: str, cursor: LogCursor, out: TextIO) -> None:
-    async for text in follow_log(log_dir, name, cursor):
-        out.write(text)
-        out.flush()
+def _write_records(
+    out: TextIO, name: str, records: list[LogRecord], *, json: bool, timestamps: bool
+) -> None:
+    for record in records:
+        if json:
+            out.write(jsonlib.dumps(record.to_json(name), sort_keys=True) + "\n")
+        else:
+            out.write(record.display(timestamps=timestamps) + "\n")
+    out.flush()
+
+
+async def _follow(
+    log_dir: Path, name: str, cursor: LogCursor, out: TextIO, style: tuple[bool, bool]
+) -> None:
+    json, timestamps = style
+    async for records in follow_log(log_dir, name, cursor):
+        _write_records(out, name, records, json=json, timestamps=timestamps)
 
 
 class NoCellLogs(CellmeshError):
-    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``."""
+    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``.
 
-    def __init__(self, name: str, log_dir: Path) -> None:
-        super().__init__(f"no logs for cell {name!r} (nothing in {log_dir})")
+    ``known`` lists the cells that have logs there; the message suggests the
+    nearest name.
+    """
+
+    def __init__(self, name: str, log_dir: Path, known: list[str]) -> None:
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        cells = f"cells with logs: {listed}" if known else f"nothing in {log_dir}"
+        super().__init__(f"no logs for cell {name!r} ({hint}{cells})")
         self.name = name
         self.log_dir = log_dir
+        self.known = known
 
 
 # ---------------------------------------------------------------- commands
@@ -453,7 +496,9 @@ def register(app: cyclopts.App) -> None:
         over the last report interval, null when idle), "backend", "dna"
         (the first 12 hex digits of the code's content hash), "version" (the
         cell class's version, "" if it declares none), "swap" (the phase of a
-        hot swap in progress, or null)};
+        hot swap in progress, or null), "last_exit" (the last crash: exit
+        status and the exception the cell reported, or null), "last_exit_at"
+        (Unix time or null)};
         "restart_log": a list of {"at" (Unix time), "cell", "reason"}.
         Exit 1 when no root is running.
 
@@ -488,8 +533,16 @@ def register(app: cyclopts.App) -> None:
         *,
         follow: Annotated[bool, cyclopts.Parameter(alias="-f", negative=())] = False,
         lines: Annotated[int | None, cyclopts.Parameter(alias="-n")] = None,
+        json: bool = False,
+        timestamps: Annotated[bool, cyclopts.Parameter(alias="-t", negative=())] = False,
     ) -> int:
-        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs).
+        """Print a cell's captured output and lifecycle events ($CELL_HOME/logs), by time.
+
+        Every captured line is stored with the time the root read it, so
+        output and events (started, exited, ...) interleave in time order.
+        With --json, prints one JSON object per line: "ts" (Unix time, null
+        when unknown), "time" (ISO 8601 UTC), "cell", "stream" ("output" or
+        "event"), "text", and for events "event" (its fields).
 
         Parameters
         ----------
@@ -498,9 +551,13 @@ def register(app: cyclopts.App) -> None:
         follow
             Keep printing new output and events until Ctrl-C.
         lines
-            Print only the last N lines.
+            Print only the last N lines (output and events, by time).
+        json
+            One JSON object per line instead of text.
+        timestamps
+            Put each output line's time in front of it.
         """
-        return run_logs(name, follow=follow, lines=lines)
+        return run_logs(name, follow=follow, lines=lines, json=json, timestamps=timestamps)
 
 
 __all__ = [
@@ -514,6 +571,7 @@ __all__ = [
     "fmt_percent",
     "fmt_rate",
     "fmt_us",
+    "last_exits",
     "rates",
     "register",
     "restart_panel",

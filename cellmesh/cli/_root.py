@@ -16,19 +16,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import cyclopts
 import trio
 
 from .._util import open_service_nursery
+from ..actors._metrics import parse_address
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
-from ..actors.errors import RootAlreadyRunning
+from ..actors.errors import CellsCannotStart, RootAlreadyRunning, SupervisorEscalation
+from ..actors.exitcause import clean
+from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
+from ..actors.policy import FAILED_TO_START
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
-from ._client import control_call
+from ._client import control_call, last_words_of
 
 #: How long `up` waits for the background root to report.
 UP_PATIENCE = 120.0
@@ -43,9 +47,14 @@ def up(
     *,
     file: Annotated[Path, cyclopts.Parameter(name=["--file", "-f"])] = Path("cellmesh.toml"),
     foreground: bool = False,
+    metrics: str | None = None,
     ready_fd: Annotated[int | None, cyclopts.Parameter(show=False)] = None,
 ) -> int:
     """Start the root daemon for a manifest.
+
+    Before any cell serves, every declared cell (on-demand ones too) must
+    import its code: otherwise nothing starts and each failing cell is named
+    by its manifest key.
 
     Parameters
     ----------
@@ -53,17 +62,21 @@ def up(
         The manifest (default ./cellmesh.toml); see docs/manifest.md.
     foreground
         Run in this process until SIGTERM/SIGINT instead of in the background.
+    metrics
+        Serve Prometheus metrics at http://HOST:PORT/metrics from the root
+        (e.g. 127.0.0.1:9464; port 0 picks a free one). See docs/root.md.
     """
+    address = None if metrics is None else parse_address(metrics)
     manifest = load_manifest(file)
     manifest.check_paths()
     paths = Paths.from_env()
     _check_not_running(paths)
     if foreground:
-        return trio.run(_foreground, manifest, paths, ready_fd)
-    return _background(file.resolve(), paths)
+        return trio.run(_foreground, manifest, paths, ready_fd, address)
+    return _background(file.resolve(), paths, metrics)
 
 
-def _background(file: Path, paths: Paths) -> int:
+def _background(file: Path, paths: Paths, metrics: str | None) -> int:
     paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = paths.log_dir / "root.log"
     read_end, write_end = os.pipe()
@@ -71,7 +84,7 @@ def _background(file: Path, paths: Paths) -> int:
         os.set_inheritable(write_end, True)
         child = subprocess.Popen(
             [sys.executable, "-m", "cellmesh", "up", "--foreground", "--file", str(file),
-             "--ready-fd", str(write_end)],
+             "--ready-fd", str(write_end), *(["--metrics", metrics] if metrics else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[write_end],
             start_new_session=True,
         )
@@ -97,13 +110,42 @@ def _background(file: Path, paths: Paths) -> int:
     if child.poll() is None:
         child.kill()
     child.wait()
-    print(f"cellmesh: error: the root did not start: {text or 'it exited silently'}",
+    text = text.removeprefix("failed: ")
+    print(f"cellmesh: error: the mesh did not start: {text or 'the root exited silently'}",
           file=sys.stderr)
-    print(f"cellmesh: see {log_path}", file=sys.stderr)
+    print(f"cellmesh: the root's log: {log_path}", file=sys.stderr)
     return 1
 
 
-async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
+#: Output lines of a failed cell shown by a failed ``up``.
+TAIL_LINES: Final = 6
+#: At most this many failed cells get their output shown.
+TAIL_CELLS: Final = 3
+
+
+def start_failure(exc: BaseException, paths: Paths) -> str:
+    """Why the mesh did not start, with the last output lines of the cells at fault."""
+    if isinstance(exc, CellsCannotStart):
+        text, cells = str(exc), exc.cells
+    elif isinstance(exc, SupervisorEscalation) and exc.reason == FAILED_TO_START:
+        text, cells = exc.detail or str(exc), [exc.child_id]
+    else:
+        text, cells = str(exc), []
+    for name in cells[:TAIL_CELLS]:
+        try:
+            records = read_log(paths.log_dir, name).records
+        except (OSError, ConfigError):
+            continue
+        lines = [r.text for r in records if r.event is None][-TAIL_LINES:]
+        if lines:
+            text += f"\n  the last lines of `cellmesh logs {name}`:"
+            text += "".join(f"\n    {clean(line, 300)}" for line in lines)
+    return text
+
+
+async def _foreground(
+    manifest: Any, paths: Paths, ready_fd: int | None, metrics: tuple[str, int] | None
+) -> int:
     from ..actors.root import Root, serve_root
 
     def report(text: str) -> None:
@@ -123,13 +165,18 @@ async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
 
                 async def run_root(task_status: trio.TaskStatus[Root]) -> None:
                     try:
-                        await serve_root(manifest, paths=paths, task_status=task_status)
+                        await serve_root(manifest, paths=paths, metrics=metrics,
+                                         task_status=task_status)
                     finally:
                         nursery.cancel_scope.cancel()
 
                 root: Root = await nursery.start(run_root)
                 text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
                         f"sandbox {root.backend.name}, control {paths.umbilical}")
+                if root.metrics_address is not None:
+                    host, port = root.metrics_address
+                    host = f"[{host}]" if ":" in host else host
+                    text += f", metrics http://{host}:{port}/metrics"
                 print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
                 report(text)
 
@@ -143,7 +190,7 @@ async def _foreground(manifest: Any, paths: Paths, ready_fd: int | None) -> int:
 
                 nursery.start_soon(on_signals)
         except Exception as exc:
-            report(f"failed: {exc}")
+            report(f"failed: {start_failure(exc, paths)}")
             print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
             code = 1
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)
@@ -163,6 +210,9 @@ def down(*, timeout: float = 10.0) -> int:
     pid = read_root_pid(paths)
     if not root_is_running(paths):
         print("cellmesh: no root is running")
+        words = last_words_of(paths)
+        if words:
+            print(f"cellmesh: {words}")
         return 0
     trio.run(control_call, paths, StopMesh(timeout=timeout))
     forced = False

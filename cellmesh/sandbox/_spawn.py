@@ -181,8 +181,6 @@ def _make_preexec(
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
-        for res, value in rlimits:
-            resource.setrlimit(res, (value, value))
         if private_binds:
             # A private mount namespace for this child only: the binds never
             # reach the host's mount table and vanish with the process.
@@ -214,6 +212,11 @@ def _make_preexec(
         for tmp, (_src, target) in zip(moved, fd_map, strict=True):
             os.dup2(tmp, target, inheritable=True)
         # The high copies are closed by Popen's close_fds pass that follows.
+        # Limits last: F_DUPFD above an RLIMIT_NOFILE lower than ``high`` fails
+        # (a root with many open descriptors spawning a cell with a small
+        # open_files limit); lowering a limit needs no privilege.
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
 
     return preexec
 

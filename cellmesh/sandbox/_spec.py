@@ -18,7 +18,8 @@ import attrs
 
 from .errors import SandboxConfigError
 
-_SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+#: A number, then optionally a unit letter (then ``i`` and/or ``B``) or ``B`` alone: binary units.
+_SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])i?B?|B?)\s*$", re.IGNORECASE)
 _SIZE_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MAX_SIZE: Final = 1 << 62
 _SECRET_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -28,11 +29,14 @@ MAX_NET_GRANTS: Final = 64
 
 
 def parse_size(text: str, *, source: str = "size") -> int:
-    """Parse ``"256M"``, ``"1G"``, ``"4096"`` (binary units) into bytes; >0 required."""
+    """Parse ``"256M"``, ``"256 MB"``, ``"1GiB"``, ``"4096"`` into bytes; >0 required.
+
+    Units are binary whatever the spelling (``M`` = ``MB`` = ``MiB`` = 2**20).
+    """
     match = _SIZE_RE.match(text)
     if match is None:
         raise SandboxConfigError(source, f"{text!r} is not a size like 256M, 1G or 65536")
-    number = float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    number = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
     if not number < _MAX_SIZE:
         raise SandboxConfigError(source, f"{text!r} is larger than {_MAX_SIZE} bytes")
     value = int(number)

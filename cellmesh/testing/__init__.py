@@ -10,7 +10,8 @@ it, and nothing but tests, benchmarks and the CLI import it.
 * :class:`RaftNet` -- a hand-driven, lossless network of Raft cores for
   step-by-step unit tests.
 * :class:`SafetyChecker` / :class:`SimDisk` -- the simulator's building blocks.
-* :func:`open_root` -- a root daemon served inside the test's Trio run.
+* :func:`open_root` / :func:`open_mesh` -- a root daemon served inside the
+  test's Trio run (a manifest text in a home, or a manifest file where it is).
 """
 
 from cellmesh.testing.cluster import ProcessCluster, find_leader, process_cluster
@@ -25,7 +26,7 @@ from cellmesh.testing.lincheck import (
     check_operations,
     history_from_events,
 )
-from cellmesh.testing.mesh import mesh_env, open_root
+from cellmesh.testing.mesh import mesh_env, open_mesh, open_root
 from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
 from cellmesh.testing.raftnet import PerfectStorage, RaftNet
 from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
@@ -55,6 +56,7 @@ __all__ = [
     "find_leader",
     "history_from_events",
     "mesh_env",
+    "open_mesh",
     "open_root",
     "process_cluster",
     "run_seed",

@@ -2,7 +2,9 @@
 
 :func:`open_root` writes a manifest into a home directory, starts
 :func:`cellmesh.actors.root.serve_root` on it with the given sandbox and
-yields the running :class:`~cellmesh.actors.root.Root`. The block ends early
+yields the running :class:`~cellmesh.actors.root.Root`; :func:`open_mesh`
+serves a manifest file where it is, on a fresh private home (the fixture
+for a user's own mesh tests, docs/testing.md). The block ends early
 (by cancellation) when the root ends on its own (a ``StopMesh``, an
 escalation: then the escalation propagates); leaving the block stops the root
 and waits until every cell process is gone.
@@ -11,13 +13,15 @@ and waits until every cell process is gone.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from ..actors.manifest import parse_manifest
+from ..actors.manifest import Manifest, load_manifest, parse_manifest
 from ..actors.root import Root, serve_root
 from ..config import Paths
 
@@ -39,15 +43,59 @@ async def open_root(
     sandbox: str = "host",
     log: Callable[[str], None] | None = None,
     stop_timeout: float = 5.0,
+    metrics: tuple[str, int] | None = None,
 ) -> AsyncIterator[Root]:
     """Serve the manifest ``toml`` (written to ``home/cellmesh.toml``) for the block.
 
-    Keep ``home`` short (e.g. under /tmp): Unix socket paths are limited to
-    107 bytes.
+    DNA paths in ``toml`` are relative to ``home``. Keep ``home`` short (e.g.
+    under /tmp): Unix socket paths are limited to 107 bytes. ``metrics``
+    (host, port) serves the Prometheus endpoint too (``root.metrics_address``
+    is where; port 0 picks a free one).
     """
     path = home / "cellmesh.toml"
     path.write_text(toml)
-    manifest = parse_manifest(toml, path=path)
+    async with _serve(home, parse_manifest(toml, path=path), sandbox=sandbox, log=log,
+                      stop_timeout=stop_timeout, metrics=metrics) as root:
+        yield root
+
+
+@asynccontextmanager
+async def open_mesh(
+    manifest: str | os.PathLike[str],
+    *,
+    sandbox: str = "host",
+    log: Callable[[str], None] | None = None,
+    stop_timeout: float = 5.0,
+    metrics: tuple[str, int] | None = None,
+) -> AsyncIterator[Root]:
+    """Serve the manifest file ``manifest`` as it is, on a fresh private home, for the block.
+
+    The manifest and its DNA stay where they are (DNA paths relative to the
+    manifest's directory, as for ``cellmesh up``); sockets, the DNA cache and
+    logs go to a new directory under /tmp (short, for socket paths), removed
+    afterwards. This is the fixture of a user's own mesh tests (docs/testing.md).
+    """
+    path = Path(manifest).resolve()
+    parsed = load_manifest(path)
+    home = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    try:
+        async with _serve(home, parsed, sandbox=sandbox, log=log, stop_timeout=stop_timeout,
+                          metrics=metrics) as root:
+            yield root
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _serve(
+    home: Path,
+    manifest: Manifest,
+    *,
+    sandbox: str,
+    log: Callable[[str], None] | None,
+    stop_timeout: float,
+    metrics: tuple[str, int] | None,
+) -> AsyncIterator[Root]:
     env = mesh_env(home, sandbox)
     paths = Paths.from_env(env)
     async with trio.open_nursery() as nursery:
@@ -56,7 +104,7 @@ async def open_root(
             try:
                 await serve_root(
                     manifest, paths=paths, env=env, log=log or (lambda _: None),
-                    task_status=task_status,
+                    metrics=metrics, task_status=task_status,
                 )
             finally:
                 nursery.cancel_scope.cancel()  # the root ended: so does the block
@@ -68,4 +116,4 @@ async def open_root(
             root.request_stop(stop_timeout)
 
 
-__all__ = ["mesh_env", "open_root"]
+__all__ = ["mesh_env", "open_mesh", "open_root"]

@@ -14,8 +14,14 @@ ledger < testing < bench < cli``). It may import the leaves
   reconnect, cancellation across the socket); its outbound side is
   :mod:`~cellmesh.transport._outbox` (single messages queued during a
   scheduler pass, framed and credited at its end).
+* :mod:`~cellmesh.transport.aio` -- the same client for asyncio programs,
+  and :mod:`~cellmesh.transport.blocking` a blocking one for scripts (its
+  own loop in a thread); both drive the sans-I/O
+  :mod:`~cellmesh.transport._client_core` (hello, credit, calls, replies).
 * :mod:`~cellmesh.transport._channel` -- one socket's framed I/O, both sides
   (the only code that calls ``send``/``recv``, SCM_RIGHTS included);
+  :mod:`~cellmesh.transport._fds` holds received descriptors only while a
+  frame may claim them (every driver, the asyncio client's too);
   :mod:`~cellmesh.transport._flusher` writes what each channel queued, once
   per scheduler pass.
 * :mod:`~cellmesh.transport._dispatch` -- handlers and receptors, run inline

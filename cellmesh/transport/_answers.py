@@ -37,8 +37,9 @@ from ..wire import codec
 from ..wire.codec import Error, Kind
 from ..wire.proteins import EncodeContext, ProteinRegistry
 from ..wire.vesicle import Vesicle
-from ._channel import Channel, ChannelBroken, FdBudget
+from ._channel import Channel, ChannelBroken
 from ._dispatch import Handler
+from ._fds import FdBudget
 from ._options import MembraneOptions, MembraneStats
 
 

@@ -29,13 +29,14 @@ synapse refuses to queue past it, a membrane starts no handler past it and
 returns credit only for answers that were written.
 
 Descriptors a peer sends are held only as long as a frame may still claim
-them (:meth:`Channel.next_frame`, docs/protocol.md section 13): once every
-complete frame is processed, the descriptors left must all have arrived with
-the bytes that begin the one incomplete frame (at most one frame's worth,
-64); any others, or any at all with no incomplete frame, are
-:class:`~cellmesh.errors.VesicleError`. A membrane's connections also share
-one :class:`FdBudget`, so many connections cannot hold many frames' worth
-between them.
+them (:mod:`cellmesh.transport._fds`, docs/protocol.md section 13): once
+every complete frame is processed (:meth:`Channel.check_fds`), the
+descriptors left must all have arrived with the bytes that begin the one
+incomplete frame (at most one frame's worth, 64); any others, or any at all
+with no incomplete frame, are :class:`~cellmesh.errors.VesicleError`. A
+membrane's connections also share one
+:class:`~cellmesh.transport._fds.FdBudget`, so many connections cannot hold
+many frames' worth between them.
 
 The 256 KiB receive buffer is one per Trio run, not one per connection: a
 receive copies what arrived into the decoder before it can yield, so the
@@ -57,47 +58,30 @@ import array
 import collections
 import contextlib
 import errno
-import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
 
-from ..errors import (
-    ErrorCode,
-    FrameTooLarge,
-    HandshakeError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    VersionMismatch,
-    VesicleError,
-)
+from ..errors import HandshakeError, RemoteProtocolError
 from ..wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
-    HEADER_SIZE,
-    MAX_HELLO_SIZE,
     MAX_VESICLES_PER_FRAME,
     NEED_DATA,
-    PROTOCOL_VERSION,
     DecodedFrame,
     FrameDecoder,
     Hello,
-    Kind,
     NeedData,
-    VesicleRef,
-    frame_bytes,
 )
 from ..wire.proteins import DecodeContext
-from ..wire.vesicle import map_vesicle
+from . import _client_core as client_core
+from ._fds import FdBudget, HeldFds
 from ._flusher import Flusher
 
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk (one frame's worth).
 MAX_FDS_PER_CHUNK: Final = MAX_VESICLES_PER_FRAME
-#: Descriptors a channel may hold unclaimed at any moment: one frame's worth
-#: from the incomplete frame and one from the chunk that completes it.
-MAX_HELD_FDS: Final = 2 * MAX_VESICLES_PER_FRAME
 #: A channel is over its cap while more than this many descriptors wait to be sent.
 MAX_QUEUED_FDS: Final = MAX_VESICLES_PER_FRAME
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
@@ -116,21 +100,6 @@ _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 
 class ChannelBroken(Exception):
     """The socket failed (reset, broken pipe) or the peer broke SCM_RIGHTS rules."""
-
-
-class FdBudget:
-    """Received descriptors that no frame has claimed yet, counted across channels.
-
-    A membrane gives one to all its connections: together they hold at most
-    ``limit`` unclaimed descriptors, and the connection whose receive would
-    pass it is closed (:class:`~cellmesh.errors.VesicleError`).
-    """
-
-    __slots__ = ("held", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
 
 
 class _RecvBuffer:
@@ -187,10 +156,7 @@ class Channel:
         sock.setblocking(False)
         self.sock = sock
         self.decoder = FrameDecoder(max_frame_size=max_frame_size)
-        self.fds: collections.deque[int] = collections.deque()
-        self._fd_budget = fd_budget
-        self._fd_chunk = 0  # descriptors that came with the last chunk that had any
-        self._fd_chunk_at = 0  # ... and the stream offset where that chunk began
+        self.fds = HeldFds(fd_budget)
         self._max_queued = max_queued
         self._queued_fds = 0
         self.prepare: Callable[[], bool] | None = None
@@ -253,7 +219,7 @@ class Channel:
                 raise ChannelBroken(f"receive failed: {exc}") from exc
             break
         if ancdata:
-            self._take_ancillary(ancdata)
+            self.fds.received(ancdata, self.bytes_in)  # bytes_in: where this read began
         if flags & _MSG_CTRUNC:
             raise ChannelBroken(
                 f"peer sent more than {MAX_FDS_PER_CHUNK} descriptors with one chunk"
@@ -269,38 +235,9 @@ class Channel:
             await trio.lowlevel.checkpoint()
         return True
 
-    def _take_ancillary(self, ancdata: list[tuple[int, int, bytes]]) -> None:
-        """Queue the descriptors of one chunk (closing the connection past a bound)."""
-        received = array.array("i")
-        for level, kind, payload in ancdata:
-            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-        if not received:
-            return
-        self.fds.extend(received)
-        self._fd_chunk = len(received)
-        self._fd_chunk_at = self.bytes_in  # this chunk's first byte (counted after)
-        budget = self._fd_budget
-        if budget is not None:
-            budget.held += len(received)
-        if len(self.fds) > MAX_HELD_FDS:
-            raise VesicleError(
-                f"the peer sent {len(self.fds)} descriptors that no frame has claimed "
-                f"(at most {MAX_HELD_FDS} may wait for their frames)"
-            )
-        if budget is not None and budget.held > budget.limit:
-            raise VesicleError(
-                f"the membrane's connections hold {budget.held} unclaimed descriptors, more "
-                f"than its limit of {budget.limit}"
-            )
-
     def take_fds(self, count: int) -> list[int] | None:
         """Claim the next ``count`` received descriptors, or None if fewer arrived."""
-        if count > len(self.fds):
-            return None
-        if self._fd_budget is not None:
-            self._fd_budget.held -= count
-        return [self.fds.popleft() for _ in range(count)]
+        return self.fds.take(count)
 
     def next_frame(self) -> DecodedFrame | NeedData:
         """The decoder's next frame; at NEED_DATA, :meth:`check_fds`.
@@ -322,16 +259,7 @@ class Channel:
         one that began the incomplete frame, or more than that chunk brought
         (docs/protocol.md section 13).
         """
-        if not self.fds:
-            return
-        buffered = self.decoder.buffered
-        if not buffered:
-            raise VesicleError(f"{len(self.fds)} descriptors arrived that no frame references")
-        if len(self.fds) > self._fd_chunk or self.bytes_in - buffered < self._fd_chunk_at:
-            raise VesicleError(
-                f"{len(self.fds)} descriptors are held for no frame: descriptors must "
-                "arrive with the first byte of the frame that references them"
-            )
+        self.fds.check(self.decoder.buffered, self.bytes_in)
 
     # -- sending -----------------------------------------------------------
 
@@ -562,10 +490,7 @@ class Channel:
         if self._flusher is not None:
             self._flusher.detach(self)
             self._flusher = None
-        if self._fd_budget is not None:
-            self._fd_budget.held -= len(self.fds)
-        while self.fds:
-            os.close(self.fds.popleft())
+        self.fds.close()
         for pending in self._queue:
             if pending.done is not None:
                 pending.done()
@@ -592,18 +517,7 @@ def vesicle_context(
     Returns the context and the dict of descriptors not yet mapped; the caller
     closes whatever is left in it once the frame is decoded.
     """
-    fds = channel.take_fds(count)
-    if fds is None:
-        raise VesicleError(f"frame references {count} vesicles but fewer descriptors arrived")
-    remaining = dict(enumerate(fds))
-
-    def resolve(ref: VesicleRef) -> memoryview:
-        fd = remaining.pop(ref.index, None)
-        if fd is None:
-            raise VesicleError(f"vesicle {ref.index} is referenced twice")
-        return map_vesicle(fd, ref.length)
-
-    return DecodeContext(resolve, mismatched), remaining
+    return client_core.vesicle_context(channel.take_fds(count), count, mismatched)
 
 
 async def receive_hello(channel: Channel, peer: str) -> Hello:
@@ -625,36 +539,6 @@ async def receive_hello(channel: Channel, peer: str) -> Hello:
                 raise ChannelBroken(f"{peer} closed the connection before its hello")
     except HandshakeError:
         raise
-    except FrameTooLarge as exc:
-        raise HandshakeError(
-            f"the first frame from {peer} is {exc.length} bytes; a hello may have at most "
-            f"{MAX_HELLO_SIZE}"
-        ) from None
     except RemoteProtocolError as exc:
-        raise HandshakeError(f"the first frame from {peer} is not a hello: {exc}") from None
-    items = decoded.items
-    if len(items) == 1 and items[0][0] == Kind.ERROR:
-        raise HandshakeError(f"{peer} refused the connection: {items[0][4]}", code=items[0][2])
-    if len(items) != 1 or items[0][0] != Kind.HELLO:
-        raise HandshakeError(f"expected a hello from {peer} first")
-    hello = Hello.from_wire(items[0])
-    if hello.version != PROTOCOL_VERSION:
-        raise VersionMismatch(PROTOCOL_VERSION, hello.version)
-    return hello
-
-
-def hello_frame(hello: Hello) -> bytes:
-    """Our hello as a frame; LocalProtocolError when it would exceed MAX_HELLO_SIZE.
-
-    A hello lists every protein the registry knows (about 45 bytes each): a
-    process that knows more than about 1400 cannot say hello.
-    """
-    data = frame_bytes(hello.to_wire())
-    if len(data) - HEADER_SIZE > MAX_HELLO_SIZE:
-        raise LocalProtocolError(
-            f"our hello is {len(data) - HEADER_SIZE} bytes ({len(hello.proteins)} proteins), "
-            f"more than the {MAX_HELLO_SIZE} a hello may have; use a registry with fewer "
-            "proteins",
-            code=ErrorCode.BAD_HANDSHAKE,
-        )
-    return data
+        raise client_core.first_frame_error(exc, peer) from None
+    return client_core.parse_hello(decoded.items, peer)

@@ -43,13 +43,8 @@ from ..wire.proteins import (
     DecodeContext,
 )
 from ._answers import Answers, ConnectionHost, FrameCost
-from ._channel import (
-    Channel,
-    ChannelBroken,
-    hello_frame,
-    receive_hello,
-    vesicle_context,
-)
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._client_core import hello_frame
 from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
 
 

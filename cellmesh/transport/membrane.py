@@ -63,8 +63,8 @@ from ..wire.proteins import (
     PROTEINS,
     ProteinRegistry,
 )
-from ._channel import FdBudget
 from ._dispatch import Handler
+from ._fds import FdBudget
 from ._options import MembraneOptions, MembraneStats
 from ._server_conn import ServerConnection
 from ._sockets import adopt_listener, bind_unix_listener

@@ -54,14 +54,12 @@ from ..errors import (
     ConnectionClosed,
     ErrorCode,
     HandshakeError,
-    ProteinError,
     ProtocolError,
-    RemoteCellError,
     RemoteProtocolError,
 )
 from ..wire import codec
 from ..wire.batching import OutboundBatch
-from ..wire.codec import NEED_DATA, PROTOCOL_VERSION, Error, Hello, Kind
+from ..wire.codec import NEED_DATA, PROTOCOL_VERSION, Hello, Kind
 from ..wire.proteins import (
     DEFAULT_VESICLE_THRESHOLD,
     PROTEINS,
@@ -69,8 +67,10 @@ from ..wire.proteins import (
     EncodeContext,
     ProteinRegistry,
 )
+from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
-from ._channel import Channel, ChannelBroken, hello_frame, receive_hello, vesicle_context
+from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
+from ._client_core import CellEndedConnection, ClientReceiver, ReplyBatch, hello_frame
 from ._outbox import Outbox
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -93,38 +93,70 @@ class SynapseOptions:
         check_seconds("connect_timeout", self.connect_timeout)
 
 
-class _Waiter:
-    """One waiting caller: a single call, or all calls of a ``fire_many``."""
+def client_target(
+    name: str,
+    socket_dir: str | os.PathLike[str] | None,
+    socket_path: str | os.PathLike[str] | None,
+    options: dict[str, Any],
+) -> tuple[Path, SynapseOptions]:
+    """Where a client of cell ``name`` connects, and its validated options.
 
-    __slots__ = ("done", "errors", "remaining", "results", "task")
+    ``<socket_dir>/<name>.sock`` (default ``$CELL_SOCKET_DIR``), or
+    ``socket_path`` when given. Shared by every client (Trio, asyncio).
+    """
+    check_cell_name(name)
+    opts = SynapseOptions(**options)
+    opts.validate()
+    if socket_path is not None:
+        return Path(socket_path), opts
+    paths = Paths.from_env()
+    if socket_dir is not None:
+        paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
+    return paths.socket_path(name), opts
+
+
+class _Waiter(ReplyBatch):
+    """One waiting caller (a single call, or all calls of a ``fire_many``): the task
+    to reschedule with the replies, or with the first failed call's error."""
+
+    __slots__ = ("task",)
 
     def __init__(self, count: int) -> None:
+        super().__init__(count)
         self.task = trio.lowlevel.current_task()
-        self.remaining = count
-        self.results: list[Any] = [None] * count
-        self.errors: dict[int, BaseException] = {}
-        self.done = False
+
+    def _complete(self) -> None:
+        if not self.done:
+            self.done = True
+            errors = self.errors
+            trio.lowlevel.reschedule(
+                self.task,
+                outcome.Error(errors[min(errors)]) if errors else outcome.Value(self.results),
+            )
 
 
 _CANCELLED: Final = (None, -1)
 
 
-class _Connection(Outbox):
+class _Connection(Outbox, ClientReceiver):
     """One live connection to the membrane: handshake, reader, credit, pending calls.
 
     Its :class:`Outbox` base holds the credit counters and what callers
-    queued during the current pass.
+    queued during the current pass; what the cell sends is applied by the
+    :class:`~cellmesh.transport._client_core.ClientReceiver` it shares with
+    the asyncio client.
     """
 
     def __init__(self, syn: Synapse, sock: socket.socket) -> None:
         super().__init__(Channel(sock, max_frame_size=syn.options.max_frame_size))
         self.syn = syn
+        self.registry = syn.registry
         self.channel.on_broken = self._broken
-        self.pending: dict[int, tuple[_Waiter | None, int]] = {}
+        self.pending = {}
         self.next_id = 1
         self.credit_event = trio.Event()
         self.peer_name = "?"
-        self.peer_fps: dict[str, str] = {}
+        self.peer_fps = {}
         self.ctx = DecodeContext()
         self.draining = False
         self.dead: CellUnavailable | None = None
@@ -175,15 +207,13 @@ class _Connection(Outbox):
                         break
                     continue
                 self._handle(decoded.items, decoded.vesicles)
-        except (ProtocolError, ChannelBroken) as exc:
+        except (ProtocolError, ChannelBroken, CellEndedConnection) as exc:
             reason = str(exc)
             if isinstance(exc, ProtocolError) and not isinstance(exc, RemoteProtocolError):
                 pass
             elif isinstance(exc, ProtocolError):
-                error = Error(id=None, code=exc.code, type_name=type(exc).__name__,
-                              message=str(exc))
                 with suppress(ChannelBroken):
-                    self.channel.send(codec.frame_bytes(error.to_wire()))
+                    self.channel.send(self.protocol_error_frame(exc))
         except Exception as exc:  # an odd reply, or our bug: this connection only
             reason = f"reading the cell's frames failed: {type(exc).__name__}: {exc}"
         finally:
@@ -192,12 +222,7 @@ class _Connection(Outbox):
     def _die(self, reason: str) -> None:
         if self.dead is None:
             self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
-        pending, self.pending = self.pending, {}
-        failed: set[int] = set()
-        for waiter, _ in pending.values():
-            if waiter is not None and id(waiter) not in failed:
-                failed.add(id(waiter))
-                self._wake(waiter, outcome.Error(self.dead))
+        self.fail_pending(self.dead)
         self.entries.clear()
         self.held.clear()
         self.credit_event.set()
@@ -213,12 +238,7 @@ class _Connection(Outbox):
         super().refused(item, exc)
         self.channel.woke_tasks()
         for call_id in codec.item_call_ids(item):
-            waiter, index = self.pending.pop(call_id, (None, 0))
-            if waiter is not None:
-                waiter.errors[index] = exc
-                waiter.remaining -= 1
-                if waiter.remaining == 0:
-                    self._finish(waiter)
+            self.fail_call(call_id, exc)
 
     def _handle(self, items: list[list[Any]], vesicles: int) -> None:
         ctx = self.ctx
@@ -226,111 +246,18 @@ class _Connection(Outbox):
         if vesicles:
             ctx, leftover = vesicle_context(self.channel, vesicles, self.ctx.mismatched)
         try:
-            for item in items:
-                kind = item[0]
-                if kind == 2:  # reply: [2, id, body|null]
-                    self._reply(item[1], item[2], ctx)
-                elif kind == 9:  # columns: [9, kind, count, name, ids, columns]
-                    self._column_replies(item, ctx)
-                elif kind == 6:  # credit: [6, calls, bytes]
-                    self.calls_left += item[1]
-                    self.bytes_left += item[2]
-                    if self.held:
-                        self.send_held()
-                    self.credit_event.set()
-                elif kind == 3:  # error
-                    self._error(Error(id=item[1], code=item[2], type_name=item[3],
-                                      message=item[4], traceback=item[5]))
-                elif kind == 7:  # goaway
-                    self.draining = True
-                    self.credit_event.set()
-                elif kind == 0:
-                    raise HandshakeError("the cell sent a second hello")
-                else:
-                    raise RemoteProtocolError(
-                        f"a cell may not send frames of kind {Kind(kind).name} to a client"
-                    )
+            self.receive(items, ctx)
         finally:
             for fd in leftover.values():
                 os.close(fd)
 
-    def _take(self, call_id: int) -> tuple[_Waiter | None, int]:
-        try:
-            return self.pending.pop(call_id)
-        except KeyError:
-            raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
+    def on_credit(self) -> None:
+        if self.held:
+            self.send_held()
+        self.credit_event.set()
 
-    def _reply(self, call_id: int, body: list[Any] | None, ctx: DecodeContext) -> None:
-        waiter, index = self._take(call_id)
-        if waiter is None:
-            return  # the caller cancelled; this is the final answer, discard it
-        if body is None:
-            value: Any = None
-        else:
-            try:
-                value = self.syn.registry.decode(body, ctx, self.peer_fps)
-            except ProteinError as exc:
-                waiter.errors[index] = exc
-                value = None
-        waiter.results[index] = value
-        waiter.remaining -= 1
-        if waiter.remaining == 0:
-            self._finish(waiter)
-
-    def _column_replies(self, item: list[Any], ctx: DecodeContext) -> None:
-        _, sub, count, name, ids, columns = item
-        if sub != Kind.REPLY:
-            raise RemoteProtocolError("a cell may only send replies in columns frames")
-        try:
-            values: list[Any] = self.syn.registry.decode_columns(
-                name, columns, count, ctx, self.peer_fps
-            )
-            error: ProteinError | None = None
-        except ProteinError as exc:
-            values, error = [None] * count, exc
-        pending = self.pending
-        for call_id, value in zip(ids, values, strict=True):
-            try:
-                waiter, index = pending.pop(call_id)
-            except KeyError:
-                raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
-            if waiter is None:
-                continue  # cancelled by the caller
-            if error is not None:
-                waiter.errors[index] = error
-            waiter.results[index] = value
-            waiter.remaining -= 1
-            if waiter.remaining == 0:
-                self._finish(waiter)
-
-    def _error(self, error: Error) -> None:
-        if error.id is None:
-            raise ChannelBroken(
-                f"the cell reported a protocol error (code {error.code}): {error.message}"
-            )
-        waiter, index = self._take(error.id)
-        if waiter is None:
-            return
-        waiter.errors[index] = RemoteCellError(
-            cell=self.peer_name, code=error.code, type_name=error.type_name,
-            message=error.message, remote_traceback=error.traceback,
-        )
-        waiter.remaining -= 1
-        if waiter.remaining == 0:
-            self._finish(waiter)
-
-    def _finish(self, waiter: _Waiter) -> None:
-        if waiter.errors:
-            first = min(waiter.errors)
-            self._wake(waiter, outcome.Error(waiter.errors[first]))
-        else:
-            self._wake(waiter, outcome.Value(waiter.results))
-
-    @staticmethod
-    def _wake(waiter: _Waiter, result: outcome.Outcome[Any]) -> None:
-        if not waiter.done:
-            waiter.done = True
-            trio.lowlevel.reschedule(waiter.task, result)
+    def on_goaway(self) -> None:
+        self.credit_event.set()
 
     # -- sending -----------------------------------------------------------
 
@@ -406,16 +333,7 @@ class Synapse:
         :class:`CellUnavailable` naming the socket when nothing listens there.
         ``options`` are :class:`SynapseOptions` fields.
         """
-        check_cell_name(name)
-        opts = SynapseOptions(**options)
-        opts.validate()
-        if socket_path is not None:
-            path = Path(socket_path)
-        else:
-            paths = Paths.from_env()
-            if socket_dir is not None:
-                paths = attrs.evolve(paths, socket_dir=Path(socket_dir))
-            path = paths.socket_path(name)
+        path, opts = client_target(name, socket_dir, socket_path, options)
         syn = cls(
             name, path, registry=registry if registry is not None else PROTEINS,
             options=opts, client_name=client_name or f"pid{os.getpid()}",
@@ -561,22 +479,24 @@ class Synapse:
 
     # -- public API --------------------------------------------------------
 
-    async def fire(self, msg: Any) -> Any:
+    async def fire(self, msg: Request[R]) -> R:
         """Call the cell with ``msg`` and return its reply (a protein, or None).
 
         Raises :class:`RemoteCellError` if the handler failed,
         :class:`CellUnavailable` if the connection broke first,
-        :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field.
-        The call is framed and written at the end of the current scheduler
-        pass together with every other message queued in it.
+        :class:`~cellmesh.errors.FieldError` if ``msg`` has a bad field,
+        :class:`~cellmesh.errors.UnexpectedReply` if ``msg`` is a
+        ``Request[R]`` and the reply is not an ``R``. The call is framed and
+        written at the end of the current scheduler pass together with every
+        other message queued in it.
         """
         conn = self._conn
         if conn is None or conn.dead is not None or conn.draining or not conn.ready():
-            return (await self._fire(msg, 1))[0]
+            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         # Fast path: a live connection with credit, one call, no vesicle.
         encoded = self._encode_one(msg)
         if encoded is None:
-            return (await self._fire(msg, 1))[0]
+            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
         schema, body = encoded
         conn.check_fits(schema, body)
         call_id = conn.next_id
@@ -591,19 +511,21 @@ class Synapse:
             return trio.lowlevel.Abort.SUCCEEDED
 
         results = await trio.lowlevel.wait_task_rescheduled(abort)
-        return results[0]
+        return check_reply(msg, results[0], self.name)
 
-    async def fire_many(self, msgs: Iterable[Any]) -> list[Any]:
+    async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.
 
         If any call fails, the error of the first failed call is raised after
-        every call has finished (no call is left running).
+        every call has finished (no call is left running). Replies are
+        checked against their requests' declared reply types
+        (:class:`~cellmesh.errors.UnexpectedReply`) once all have arrived.
         """
         batch = list(msgs)
         if not batch:
             await trio.lowlevel.checkpoint()
             return []
-        return await self._fire(batch, len(batch))
+        return check_replies(batch, await self._fire(batch, len(batch)), cell=self.name)
 
     def _batch(self, msgs: list[Any]) -> OutboundBatch:
         return OutboundBatch(

@@ -49,6 +49,11 @@ class Downs:
     pass
 
 
+@cellmesh.protein("t.root.AwaitDown")
+class AwaitDown:
+    """Answered (with the DownList) once the first CellDown has arrived."""
+
+
 @cellmesh.protein("t.root.DownList")
 class DownList:
     downs: list[str]
@@ -162,6 +167,40 @@ class Stubborn(cellmesh.Cell):
         await trio.sleep(60)
 
 
+@cellmesh.protein("t.root.Break")
+class Break:
+    """Make the cell crash (a task of its nursery raises ValueError(message))."""
+
+    message: str
+
+
+@cellmesh.protein("t.root.ExitNow")
+class ExitNow:
+    """Make the cell's process exit at once with ``code`` (``os._exit``)."""
+
+    code: int
+
+
+class Fragile(cellmesh.Cell):
+    """Serves until told to break: then a task of its nursery raises (a crash, exit 1)."""
+
+    @cellmesh.receptor
+    async def echo(self, msg: Echo) -> Echo:
+        return Echo(msg.n)
+
+    @cellmesh.receptor
+    async def brk(self, msg: Break) -> Echo:
+        async def fail() -> None:
+            raise ValueError(msg.message)
+
+        self.nursery.start_soon(fail)
+        return Echo(0)
+
+    @cellmesh.receptor
+    async def exit_now(self, msg: ExitNow) -> Echo:
+        os._exit(msg.code)  # no report, no cleanup
+
+
 class Crasher(cellmesh.Cell):
     """Fails in on_start, every time: a crash loop."""
 
@@ -173,10 +212,22 @@ class Watcher(cellmesh.Cell):
     """Monitors cells on request and lists the CellDown reasons it received."""
 
     async def on_start(self) -> None:
+        import trio
+
         self.downs: list[str] = []
+        self.first_down = trio.Event()
 
     async def on_cell_down(self, down: cellmesh.CellDown) -> None:
-        self.downs.append(f"{down.name}:{down.reason}")
+        text = f"{down.name}:{down.reason}"
+        if down.error_type is not None:  # the crash's exception, as the cell reported it
+            text += f"|{down.error_type}|{down.error_message}"
+        self.downs.append(text)
+        self.first_down.set()
+
+    @cellmesh.receptor
+    async def await_down(self, msg: AwaitDown) -> DownList:
+        await self.first_down.wait()
+        return DownList(downs=list(self.downs))
 
     @cellmesh.receptor
     async def watch(self, msg: Watch) -> Echo:

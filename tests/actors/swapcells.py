@@ -24,6 +24,9 @@ MODES: Final = (
     "slow",        # on_start takes a second (to catch a swap in progress)
     "big",         # hands over a state with a large blob
     "thread",      # starts a thread when imported (its standby cannot forget it)
+    "exit_start",  # on_start raises SystemExit (not reported on the umbilical: the report pipe)
+    "die_out",     # a task crashes the OLD version's process while it hands over
+    "fail_later",  # Add(n=-1) crashes the process (a task raises)
 )
 
 _SOURCE: Final = '''\
@@ -76,9 +79,13 @@ class Counter(cellmesh.Cell):
             await trio.sleep_forever()
         if MODE == "slow":
             await trio.sleep(1.0)
+        if MODE == "exit_start":
+            raise SystemExit(4)
 
     @cellmesh.receptor
     async def add(self, msg: Add) -> Total:
+        if MODE == "fail_later" and msg.n < 0:
+            self.nursery.start_soon(self._die_on_request)
         self.total += msg.n
         sha = hashlib.sha256(self.blob).hexdigest()[:16] if self.blob else ""
         return Total(total=self.total, version=VERSION, blob_sha=sha)
@@ -87,6 +94,9 @@ class Counter(cellmesh.Cell):
         if MODE == "refuse_out":
             raise KeyError("version " + VERSION + " keeps its state")
         if MODE == "stuck_out":
+            await trio.sleep_forever()
+        if MODE == "die_out":
+            self.nursery.start_soon(self._die)
             await trio.sleep_forever()
         blob = self.blob or (bytes(range(256)) * (BLOB // 256) if BLOB else b"")
         return State(total=self.total, blob=blob)
@@ -99,6 +109,12 @@ class Counter(cellmesh.Cell):
             self.blob = bytes(state.blob)
         if MODE == "crash":
             self.nursery.start_soon(self._crash)
+
+    async def _die_on_request(self):
+        raise RuntimeError("version " + VERSION + " failed on request")
+
+    async def _die(self):
+        raise RuntimeError("version " + VERSION + " died while handing over")
 
     async def _crash(self):
         await trio.sleep(0.05)

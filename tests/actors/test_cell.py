@@ -444,3 +444,27 @@ async def test_cell_stops_when_the_umbilical_breaks(sockdir: Path) -> None:
         # The root's membrane is gone: the cell notices at its next tick.
     assert reason == ["the umbilical connection to the root broke"]
     assert cell.stopped
+
+
+def test_a_receptor_returning_the_wrong_type_is_refused_at_class_creation() -> None:
+    @cellmesh.protein("test.cell.TypedPong")
+    class TypedPong:
+        n: int
+
+    @cellmesh.protein("test.cell.TypedPing")
+    class TypedPing(cellmesh.Request[TypedPong]):
+        n: int
+
+    with pytest.raises(TypeError, match=r"Wrong.ping: returns .*TypedPing but test.cell"):
+
+        class Wrong(cellmesh.Cell):
+            @cellmesh.receptor
+            async def ping(self, msg: TypedPing) -> TypedPing:
+                return msg
+
+    class Right(cellmesh.Cell):
+        @cellmesh.receptor
+        async def ping(self, msg: TypedPing) -> TypedPong:
+            return TypedPong(msg.n)
+
+    assert set(Right._receptor_table) == {TypedPing}

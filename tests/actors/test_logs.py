@@ -11,15 +11,23 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cellmesh.actors.logs import (
+    STAMP_LEN,
+    LineStamper,
     LogFollower,
+    LogRecord,
     RotatingLog,
     follow_log,
     format_event,
+    logged_cells,
+    merge_by_time,
     pump_output,
     read_log,
     rotated_files,
+    stamp,
 )
 from cellmesh.errors import ConfigError
 
@@ -150,13 +158,18 @@ async def test_pump_output_copies_a_pipe_until_eof(tmp_path: Path) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, writer)
-            await pump_output(rfd, log, on_line=lines.append)
+            await pump_output(rfd, log, on_line=lines.append, clock=lambda: 1_795_246_801.25)
     finally:
         os.close(rfd)
     log.close()
     assert len(payload) > 2 * 65536  # more than one pipe buffer
-    assert _stream(tmp_path, "c") == payload
+    stored = _stream(tmp_path, "c").split(b"\n")
+    assert all(line.startswith(b"2026-11-21T07:40:01.250000Z ") for line in stored)
+    assert b"\n".join(line[STAMP_LEN:] for line in stored) == payload
     assert lines == payload.split(b"\n")
+    view = read_log(tmp_path, "c", lines=3)
+    assert [r.ts for r in view.records] == [1_795_246_801.25] * 3
+    assert view.lines[-1] == "no newline at the end"
 
 
 async def test_pump_output_hands_long_lines_over_in_pieces(tmp_path: Path) -> None:
@@ -194,11 +207,10 @@ def test_format_event_shows_the_fields_that_matter() -> None:
 
 
 def test_read_log_orders_rotated_files_and_merges_events(tmp_path: Path) -> None:
-    (tmp_path / "c.log.2").write_bytes(b"one\n")
-    (tmp_path / "c.log.1").write_bytes(b"two\n")
-    (tmp_path / "c.log").write_bytes(b"three\nfour\n")
-    os.utime(tmp_path / "c.log.2", (1000, 1000))
-    os.utime(tmp_path / "c.log.1", (2000, 2000))
+    (tmp_path / "c.log.2").write_bytes(stamp(900) + b"one\n")
+    (tmp_path / "c.log.1").write_bytes(stamp(1900) + b"two\n")
+    live = stamp(2900) + b"three\n" + stamp(2950) + b"four\n"
+    (tmp_path / "c.log").write_bytes(live)
     (tmp_path / "c.events.jsonl").write_text(
         _event(3000, "exited", code=1, reason="crash")
         + _event(1500, "exited", code=0, reason="exit")
@@ -206,17 +218,17 @@ def test_read_log_orders_rotated_files_and_merges_events(tmp_path: Path) -> None
     )
     view = read_log(tmp_path, "c")
     assert view.found
-    assert view.lines == [
+    assert view.lines == [  # by time: 900, 1500, 1900, 2900, 2950, 3000
         "one",
-        "two",
         "[1970-01-01T00:25:00Z] event exited code=0 reason=exit",
+        "two",
         "three",
         "four",
         "[1970-01-01T00:50:00Z] event exited code=1 reason=crash",
     ]
     assert read_log(tmp_path, "c", lines=2).lines == view.lines[-2:]
     assert read_log(tmp_path, "c", lines=0).lines == []
-    assert view.cursor.offset == len(b"three\nfour\n")
+    assert view.cursor.offset == len(live)
 
 
 def test_read_log_tail_equals_the_end_of_the_whole(tmp_path: Path) -> None:
@@ -280,9 +292,9 @@ def test_follower_keeps_split_characters_and_reports_events(tmp_path: Path) -> N
     follower = LogFollower(tmp_path, "c", read_log(tmp_path, "c").cursor)
     snow = "\u2603".encode()
     log.write(b"x" + snow[:1])
-    assert follower.poll() == "x"
+    assert follower.poll() == ""  # a line is shown once its newline arrives
     log.write(snow[1:] + b"\n")
-    assert follower.poll() == "\u2603\n"
+    assert follower.poll() == "x\u2603\n"
     events = tmp_path / "c.events.jsonl"
     line = _event(0, "started", pid=3)
     events.write_text(line[:10])  # torn: waits for the rest
@@ -302,13 +314,13 @@ async def test_follow_log_yields_new_text(
     agen = follow_log(tmp_path, "c", cursor, interval=1.0)
     try:
         log.write(b"new one\n")
-        got.append(await agen.__anext__())
+        got.extend(r.text for r in await agen.__anext__())
         log.write(b"and two\n")
-        got.append(await agen.__anext__())
+        got.extend(r.text for r in await agen.__anext__())
     finally:
         await agen.aclose()  # type: ignore[attr-defined]
         log.close()
-    assert got == ["new one\n", "and two\n"]
+    assert got == ["new one", "and two"]
 
 
 def test_format_event_shows_swap_events_in_a_fixed_order() -> None:
@@ -324,3 +336,73 @@ def test_format_event_shows_swap_events_in_a_fixed_order() -> None:
     back = format_event({"event": "swap_rolled_back", "from_dna": "a", "to_dna": "b",
                          "cause": "the new version failed in on_swap_in: KeyError: 'x'"})
     assert back.endswith("cause=the new version failed in on_swap_in: KeyError: 'x'")
+
+
+# ---------------------------------------------------------------- time stamps
+
+
+def _unstamp(data: bytes) -> bytes:
+    return b"\n".join(line[STAMP_LEN:] for line in data.split(b"\n"))
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30))
+def test_line_stamper_stamps_every_line_once_however_the_stream_is_cut(
+    chunks: list[bytes],
+) -> None:
+    stamper = LineStamper()
+    out = b"".join(stamper.stamp(c, 1_795_246_801.0 + i) for i, c in enumerate(chunks))
+    whole = b"".join(chunks)
+    if not whole:
+        assert out == b""
+        return
+    assert _unstamp(out.removesuffix(b"\n")) == whole.removesuffix(b"\n")
+    lines = out.removesuffix(b"\n").split(b"\n")
+    assert len(lines) == len(whole.removesuffix(b"\n").split(b"\n"))
+    assert all(len(line) >= STAMP_LEN and line[STAMP_LEN - 2:STAMP_LEN] == b"Z " for line in lines)
+
+
+def test_stamp_is_utc_with_microseconds() -> None:
+    assert stamp(1_795_246_801.5) == b"2026-11-21T07:40:01.500000Z "
+    assert len(stamp(0.0)) == STAMP_LEN
+
+
+def test_read_log_interleaves_output_and_events_by_time(tmp_path: Path) -> None:
+    (tmp_path / "c.log").write_bytes(
+        stamp(100.0) + b"starting\n" + stamp(200.0) + b"serving\n"
+        + b"continuation without a stamp\n" + stamp(400.0) + b"stopping\n"
+    )
+    (tmp_path / "c.events.jsonl").write_text(
+        _event(300, "exited", code=1, reason="crash") + _event(50, "started", pid=1)
+        + _event(200, "started", pid=2)
+    )
+    view = read_log(tmp_path, "c")
+    assert [(r.ts, r.stream) for r in view.records] == [
+        (50.0, "event"), (100.0, "output"), (200.0, "output"), (200.0, "output"),
+        (200.0, "event"), (300.0, "event"), (400.0, "output"),
+    ]
+    assert view.lines[1:4] == ["starting", "serving", "continuation without a stamp"]
+    assert read_log(tmp_path, "c", lines=2).records == view.records[-2:]
+    shown = view.records[1].display(timestamps=True)
+    assert shown == "[1970-01-01T00:01:40.000000Z] starting"
+    doc = view.records[5].to_json("c")
+    assert doc["stream"] == "event" and doc["ts"] == 300.0 and doc["cell"] == "c"
+    assert doc["time"] == "1970-01-01T00:05:00.000000Z"
+    assert json.loads(json.dumps(view.records[1].to_json("c")))["text"] == "starting"
+
+
+def test_merge_by_time_keeps_output_order_and_puts_untimed_events_last() -> None:
+    out = [LogRecord(ts=t, text=str(t)) for t in (5.0, None, 3.0, 9.0)]
+    ev = [LogRecord(ts=ts, text="e", event={}) for ts in (None, 4.0, 8.0)]
+    merged = merge_by_time(out, ev)
+    assert [r.text for r in merged if r.event is None] == ["5.0", "None", "3.0", "9.0"]
+    assert [(r.ts, r.stream) for r in merged] == [
+        (4.0, "event"), (5.0, "output"), (None, "output"), (3.0, "output"), (8.0, "event"),
+        (9.0, "output"), (None, "event"),
+    ]
+
+
+def test_logged_cells_lists_names_with_output_or_events(tmp_path: Path) -> None:
+    for name in ("cache.log", "cache.log.1", "web.events.jsonl", "other.txt"):
+        (tmp_path / name).write_text("")
+    assert logged_cells(tmp_path) == ["cache", "web"]
+    assert logged_cells(tmp_path / "missing") == []

@@ -72,7 +72,7 @@ network = "host"
 dna = "/opt/indexer"
 activation = "on_demand"
 shutdown = "brutal_kill"
-limits = {memory = 1048576}
+limits = {memory = 67108864}
 
 [supervisors.pool]
 strategy = "simple_one_for_one"
@@ -147,7 +147,7 @@ def test_manifest_full_example_parses_to_expected_values() -> None:
     indexer = m.cells["indexer"]
     assert indexer.dna == Path("/opt/indexer")
     assert (indexer.activation, indexer.shutdown) == ("on_demand", Shutdown.brutal_kill())
-    assert indexer.limits == Limits(memory=1 << 20)
+    assert indexer.limits == Limits(memory=64 << 20)
     assert m.templates == {
         "worker": CellDecl(
             name="worker",
@@ -342,12 +342,20 @@ CELL = '[cells.db]\ndna = "db.py"\n'
         (CELL + "start_timeout = nan\n", "cells.db.start_timeout", "finite"),
         (CELL + "max_children = -1\n", "cells.db.max_children", "from 0 to"),
         (CELL + "activation = 'lazy'\n", "cells.db.activation", "'eager', 'on_demand'"),
-        (CELL + "entry = 'cells.db'\n", "cells.db.entry", "module:Class"),
         (CELL + "entry = 'cells..db:Db'\n", "cells.db.entry", "module:Class"),
         (CELL + "entry = 'class:Db'\n", "cells.db.entry", "module:Class"),
         (CELL + "entry = 'db:Db:X'\n", "cells.db.entry", "module:Class"),
         ("[cells.db]\ndna = ''\n", "cells.db.dna", "is not a path"),
         (CELL + "limits = {memory = '12 parsecs'}\n", "cells.db.limits.memory", "not a size"),
+        (CELL + "limits = {memory = 256}\n", "cells.db.limits.memory",
+         '256 bytes is too small to start a cell (at least 32M); a bare number is bytes: '
+         'did you mean "256M"?'),
+        (CELL + "limits = {memory = '31M'}\n", "cells.db.limits.memory",
+         "32505856 bytes is too small to start a cell (at least 32M)"),
+        (CELL + "limits = {pids = 3}\n", "cells.db.limits.pids",
+         "3 processes and threads is too small to start a cell (at least 4)"),
+        (CELL + "limits = {open_files = 31}\n", "cells.db.limits.open_files",
+         "31 descriptors is too small to start a cell (at least 32)"),
         (CELL + "limits = {memory = 0}\n", "cells.db.limits.memory", "from 1 to"),
         (CELL + "limits = {cpu = 0}\n", "cells.db.limits.cpu", "> 0"),
         (CELL + "limits = {open_files = 0}\n", "cells.db.limits.open_files", "from 1 to"),
@@ -711,3 +719,37 @@ def test_manifest_standby_defaults_on_and_can_be_turned_off() -> None:
     assert off.cells["a"].standby is False
     e = error('[cells.a]\ndna = "a.py"\nstandby = "yes"\n')
     assert e.key == "cells.a.standby"
+
+
+@pytest.mark.parametrize(
+    ("entry", "ok"),
+    [("cells.db:Db", True), ("cells.db", True), ("db:Outer.Inner", True), ("db:", False),
+     ("db:Db:X", False), ("class:Db", False), ("cells..db", False), (":Db", False)],
+)
+def test_manifest_entry_takes_the_runtime_forms(entry: str, ok: bool) -> None:
+    text = CELL + f"entry = '{entry}'\n"
+    path = Path("/m/cellmesh.toml")
+    if ok:
+        assert parse_manifest(text, path=path).cells["db"].entry == entry
+    else:
+        with pytest.raises(ManifestError, match="expected 'module:Class' or 'module'"):
+            parse_manifest(text, path=path)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4096", 4096), ("4096B", 4096), ("256M", 256 << 20), ("256 MB", 256 << 20),
+     ("256Mi", 256 << 20), ("256mib", 256 << 20), ("1.5GiB", 3 << 29), ("64k", 64 << 10)],
+)
+def test_manifest_sizes_are_binary_whatever_the_spelling(text: str, size: int) -> None:
+    limits = parse_manifest(CELL + f"limits = {{ memory = '{text}' }}\n" if size >= 32 << 20
+                            else CELL + f"[root]\nlog_max_bytes = '{text}'\n",
+                            path=Path("/m/cellmesh.toml"))
+    got = limits.cells["db"].limits.memory if size >= 32 << 20 else limits.root.log_max_bytes
+    assert got == size
+
+
+@pytest.mark.parametrize("text", ["256i", "256 iB", "12 parsecs", "1.5.2M", "M", "-1M"])
+def test_manifest_sizes_refuse_other_spellings(text: str) -> None:
+    with pytest.raises(ManifestError, match="is not a size"):
+        parse_manifest(CELL + f"limits = {{ memory = '{text}' }}\n", path=Path("/m/x.toml"))

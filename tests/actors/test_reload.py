@@ -12,10 +12,11 @@ import trio
 from rootcells import Echo
 from swapcells import Add, Total, source
 
-from cellmesh import RemoteCellError, Synapse
+from cellmesh import Synapse
 from cellmesh.actors.control import ReloadManifest, ReloadReport
 from cellmesh.actors.manifest import parse_manifest
 from cellmesh.actors.reload import Change, diff_manifests
+from cellmesh.cli._client import RootRefused, ask_root
 from cellmesh.testing.mesh import open_root
 
 BASE = """
@@ -105,7 +106,7 @@ def test_reload_diff_refuses_what_cannot_change_live_naming_the_key(new: str, ke
 
 async def reload(root: object, *, dry_run: bool = False) -> ReloadReport:
     async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:  # type: ignore[attr-defined]
-        reply = await syn.fire(ReloadManifest(timeout=20.0, grace=0.1, dry_run=dry_run))
+        reply = await ask_root(syn, ReloadManifest(timeout=20.0, grace=0.1, dry_run=dry_run))
     assert isinstance(reply, ReloadReport)
     return reply
 
@@ -152,13 +153,13 @@ async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
                 (home / "cellmesh.toml").read_text().replace(
                     "intensity = 7", 'strategy = "one_for_all"\nintensity = 9')
             )
-            with pytest.raises(RemoteCellError, match=r"supervisor\.strategy") as info:
+            with pytest.raises(RootRefused, match=r"supervisor\.strategy") as info:
                 await reload(root)
             assert "nothing was changed" in str(info.value)
             assert root.supervisors["root"].spec.intensity == 7
             # A broken manifest is refused with its key and file.
             (home / "cellmesh.toml").write_text(BASE + "\n[cells.bad]\nnope = 1\n")
-            with pytest.raises(RemoteCellError, match=r"cells\.bad"):
+            with pytest.raises(RootRefused, match=r"cells\.bad"):
                 await reload(root)
             with trio.fail_after(5):
                 assert (await call(root, "counter", Add(n=0))) == Total(total=6, version="b")

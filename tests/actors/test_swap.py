@@ -26,10 +26,11 @@ import trio.testing
 from rootcells import Downs, Spawn, Watch
 from swapcells import Add, Total, source
 
-from cellmesh import CellmeshError, RemoteCellError, Synapse
+from cellmesh import CellmeshError, Synapse
 from cellmesh.actors._swap import MAX_POLLS
 from cellmesh.actors.control import StatusRequest, SwapCell, SwapReport
 from cellmesh.actors.root import Root
+from cellmesh.cli._client import RootRefused, ask_root
 from cellmesh.config import Paths
 from cellmesh.sandbox import read_events
 from cellmesh.testing.mesh import open_root
@@ -64,9 +65,9 @@ async def swap(
 ) -> SwapReport:
     """Ask the root over its control socket, as ``cellmesh swap`` does."""
     async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
-        reply = await syn.fire(
-            SwapCell(name=name, timeout=timeout, grace=grace, rollback=rollback)
-        )
+        reply = await ask_root(
+            syn, SwapCell(name=name, timeout=timeout, grace=grace, rollback=rollback)
+        )  # a refusal (an operator error) raises RootRefused
     assert isinstance(reply, SwapReport)
     return reply
 
@@ -256,6 +257,55 @@ async def test_swap_an_old_version_that_cannot_hand_over_keeps_serving(
         assert (await total(root.paths)).version == "a"
 
 
+@pytest.mark.parametrize("standby", [True, False])
+async def test_swap_rollback_names_what_the_new_process_said_on_its_report_pipe(
+    standby: bool,
+) -> None:
+    # SystemExit in on_start is not a failure the hand-over reports on the
+    # umbilical; the runtime still writes it on its report pipe (fd 5), be
+    # the new version the cell's standby or a fresh process (standby = false).
+    toml = COUNTER if standby else COUNTER + "standby = false\n"
+    async with mesh(toml, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b", "exit_start"))
+        report = await swap(root, timeout=5.0)
+        assert report.outcome == "rolled_back", report
+        assert report.cause == (
+            "the new version exited before it was ready: exit code 1: SystemExit in on_start: 4"
+        )
+        assert (await total(root.paths)).version == "a"
+
+
+async def test_swap_a_swapped_in_process_that_crashes_later_says_why() -> None:
+    # After the commit the cell's instance waits on the adopted process: its
+    # exit is read from that process's report pipe like any other.
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        (home / "counter.py").write_text(source("b", "fail_later"))
+        assert (await swap(root)).outcome == "swapped"
+        restarts = status_of(root).restarts
+        async with Synapse.grow("counter", socket_dir=root.paths.socket_dir) as syn:
+            await syn.fire(Add(n=-1))
+        with trio.fail_after(30):
+            while status_of(root).restarts == restarts or status_of(root).state != "running":
+                await root.slots["counter"].changed.wait()
+        cause = "exit code 1: RuntimeError: version b failed on request"
+        assert status_of(root).last_exit == cause
+        assert root.restart_log[-1].reason == cause
+
+
+async def test_swap_an_old_process_that_crashes_while_handing_over_says_why() -> None:
+    async with mesh(COUNTER, sandbox="host", mode="die_out") as (root, home):
+        (home / "counter.py").write_text(source("b"))
+        report = await swap(root, timeout=5.0)
+        cause = "exit code 1: RuntimeError: version a died while handing over"
+        assert report.outcome == "failed", report
+        assert report.cause == f"the old version exited during the swap: {cause}"
+        # Its supervisor saw the crash with the same cause, and restarts the cell.
+        assert root.restart_log[-1].reason == cause
+        assert status_of(root).last_exit == cause
+        with trio.fail_after(30):
+            assert (await total(root.paths)).version == "a"
+
+
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 async def test_swap_from_code_its_standby_cannot_forget_reexecutes_it(
     sandbox: str, bwrap_usable: str | None
@@ -292,7 +342,7 @@ async def test_swap_of_a_cell_without_standby_starts_a_fresh_process() -> None:
 
 async def test_swap_rollback_flag_returns_to_the_previous_dna() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, home):
-        with pytest.raises(RemoteCellError, match="no previous DNA"):
+        with pytest.raises(RootRefused, match="no previous DNA"):
             await swap(root, rollback=True)
         first = root.slots["counter"].dna_digest
         (home / "counter.py").write_text(source("b"))
@@ -343,7 +393,7 @@ async def test_two_swaps_of_one_cell_at_once_are_refused_clearly() -> None:
                 while root.slots["counter"].swap_phase in ("", "preparing"):
                     await root.slots["counter"].changed.wait()
             assert status_of(root).swap != ""  # `top` shows the swap in progress
-            with pytest.raises(RemoteCellError, match="already in progress"):
+            with pytest.raises(RootRefused, match="already in progress"):
                 await swap(root)
         assert reports[0].outcome == "swapped"
 
@@ -354,10 +404,10 @@ async def _append(out: list[SwapReport], job: Any) -> None:
 
 async def test_swap_of_an_unknown_cell_or_with_bad_times_is_refused() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, _):
-        with pytest.raises(RemoteCellError, match="no such cell"):
+        with pytest.raises(RootRefused, match=r"no cell named 'nope' \(cells: counter\)"):
             await swap(root, "nope")
         for timeout, grace in ((0.0, 1.0), (float("nan"), 1.0), (5.0, -1.0), (5.0, float("nan"))):
-            with pytest.raises(RemoteCellError, match="timeout > 0 and grace >= 0"):
+            with pytest.raises(RootRefused, match="timeout > 0 and grace >= 0"):
                 await swap(root, timeout=timeout, grace=grace)
 
 

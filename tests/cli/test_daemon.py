@@ -96,7 +96,9 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     killed = cellmesh(home, "kill", "echo")
     assert killed.returncode == 0, killed.stderr
     assert f"killed echo (pid {echo_pid})" in killed.stdout
-    assert cellmesh(home, "kill", "ghost").returncode == 1
+    ghost = cellmesh(home, "kill", "ghost")
+    assert ghost.returncode == 1
+    assert ghost.stderr == "cellmesh: error: no cell named 'ghost' (cells: echo, lazy)\n"
 
     down = cellmesh(home, "down", "--timeout", "5")
     assert down.returncode == 0, down.stderr
@@ -137,5 +139,35 @@ def test_up_reports_a_mesh_that_cannot_start(home: Path) -> None:
     )
     failed = cellmesh(home, "up")
     assert failed.returncode == 1
-    assert "did not start" in failed.stderr and "doomed" in failed.stderr
+    lines = failed.stderr.splitlines()
+    assert lines[0] == (
+        "cellmesh: error: the mesh did not start: child 'doomed': failed to start: exited "
+        "before it was ready: exit code 1: RuntimeError in on_start: this cell never starts "
+        "(see `cellmesh logs doomed`)"
+    )
+    assert lines[1] == "  the last lines of `cellmesh logs doomed`:"
+    assert lines[-2] == "    RuntimeError: this cell never starts"
+    assert lines[-1].startswith("cellmesh: the root's log: ")
     assert "no root is running" in cellmesh(home, "down").stdout
+    status = cellmesh(home, "status")
+    assert status.returncode == 1
+    assert status.stderr.splitlines()[1].startswith("the last root (pid ")
+    assert "child 'doomed'" in status.stderr
+
+
+def test_up_checks_every_entry_before_starting_anything(home: Path) -> None:
+    (home / "cellmesh.toml").write_text(
+        '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+        '[cells.cache]\ndna = "rootcells.py"\nentry = "rootcells.nosuch:X"\n'
+        'activation = "on_demand"\n'
+    )
+    failed = cellmesh(home, "up")
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[:2] == [
+        "cellmesh: error: the mesh did not start: 1 cell cannot start:",
+        "  cells.cache.entry: module 'rootcells.nosuch' not found in the cell's code "
+        + failed.stderr.splitlines()[1].split("the cell's code ", 1)[1],
+    ]
+    assert "no root is running" in cellmesh(home, "down").stdout
+    assert [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if _environ_mentions(pid, str(home))] == []

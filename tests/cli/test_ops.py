@@ -24,9 +24,9 @@ from rich.console import Console
 import cellmesh.cli
 from cellmesh import open_membrane
 from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
-from cellmesh.actors.logs import RotatingLog
+from cellmesh.actors.logs import RotatingLog, stamp
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
-from cellmesh.cli._ops import rates, status_json, status_table, top_frame
+from cellmesh.cli._ops import last_exits, rates, status_json, status_table, top_frame
 
 
 def _cell(name: str, **kw: Any) -> CellStatus:
@@ -107,6 +107,7 @@ def test_status_json_is_a_stable_document() -> None:
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
         "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "version", "swap",
+        "last_exit", "last_exit_at",
     }
     assert (cells[0]["dna"], cells[0]["version"], cells[0]["swap"]) == ("3f2a9c0d1b7e", "1.2", None)
     assert cells[1]["pid"] is None
@@ -114,6 +115,15 @@ def test_status_json_is_a_stable_document() -> None:
         {"at": 1_795_246_801.0, "cell": "db", "reason": "exited code=1"},
         {"at": 1_795_246_901.0, "cell": "db", "reason": "killed"},
     ]
+
+
+def test_status_lists_the_last_crash_of_each_cell() -> None:
+    reply = _reply(_cell("db", last_exit="exit code 1: ValueError: boom", last_exit_at=100.0),
+                   _cell("web"))
+    assert _text(last_exits(reply, now=225.0)).splitlines() == [
+        "db: crashed 2m05s ago: exit code 1: ValueError: boom"
+    ]
+    assert status_json(reply)["cells"][0]["last_exit"] == "exit code 1: ValueError: boom"  # type: ignore[index]
 
 
 def test_status_table_renders_every_column() -> None:
@@ -268,6 +278,40 @@ def test_logs_of_an_unknown_cell_fails(
 ) -> None:
     assert main(["logs", "ghost"]) == EXIT_FAILURE
     assert "no logs for cell 'ghost'" in capsys.readouterr().err
+
+
+def test_logs_of_a_misspelled_cell_suggests_the_nearest(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (log_home / "cache.log").write_bytes(b"")
+    assert main(["logs", "cach"]) == EXIT_FAILURE
+    assert capsys.readouterr().err == (
+        "cellmesh: error: no logs for cell 'cach' (did you mean 'cache'? "
+        "cells with logs: cache, db)\n"
+    )
+
+
+def test_logs_interleave_stamped_output_and_events_by_time(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (log_home / "db.log.1").unlink()
+    (log_home / "db.log").write_bytes(
+        stamp(3_999_999_990.0) + b"ready\n" + stamp(4_000_000_010.0) + b"restarted\n"
+    )
+    assert main(["logs", "db", "-n", "2"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "[2096-10-02T07:06:40Z] event exited code=1 reason=crash", "restarted",
+    ]
+    assert main(["logs", "db", "-t"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines()[0] == "[2096-10-02T07:06:30.000000Z] ready"
+    assert main(["logs", "db", "--json"]) == EXIT_OK
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["ts"], d["stream"], d["cell"]) for d in docs] == [
+        (3_999_999_990.0, "output", "db"), (4_000_000_000, "event", "db"),
+        (4_000_000_010.0, "output", "db"),
+    ]
+    assert docs[0]["time"] == "2096-10-02T07:06:30.000000Z" and docs[0]["text"] == "ready"
+    assert docs[1]["event"]["code"] == 1
 
 
 @pytest.mark.parametrize("argv", [["logs", "../etc"], ["logs", "db", "-n", "-3"], ["logs"]])

@@ -132,4 +132,4 @@ def test_swap_and_reload_commands_as_a_user_runs_them(home: Path) -> None:
     usage = cellmesh(home, "swap")
     assert usage.returncode == 2 and "give one cell NAME or --all" in usage.stderr
     unknown = cellmesh(home, "swap", "ghost")
-    assert unknown.returncode == 1 and "no such cell" in unknown.stderr
+    assert unknown.returncode == 1 and "no cell named 'ghost' (cells: counter)" in unknown.stderr

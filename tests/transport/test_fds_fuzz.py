@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellmesh.errors import ProtocolError
-from cellmesh.transport._channel import MAX_HELD_FDS, Channel, ChannelBroken, FdBudget
+from cellmesh.transport._channel import Channel, ChannelBroken
+from cellmesh.transport._fds import MAX_HELD_FDS, FdBudget
 from cellmesh.wire.codec import NEED_DATA, VESICLE_TAG, Kind, frame_bytes
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")

@@ -11,10 +11,14 @@ wire by hand (``rawwire``).
 
 from __future__ import annotations
 
+import array
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -468,3 +472,54 @@ def test_attack_an_unknown_membrane_option_is_named() -> None:
         membrane_options({"max_conections": 3})
     with pytest.raises(ConfigError, match="idle_timeout"):
         membrane_options({"idle_timeout": 0})
+
+
+# --------------------------------------------------------------------------
+# The asyncio client keeps the same rules (its own socket driver).
+
+
+def _evil_cell(listener: socket.socket, script: str, null: int) -> None:
+    """A hostile cell on a plain socket: hoards descriptors, or refuses as 'full'."""
+    sock, _ = listener.accept()
+    with sock:
+        if script == "full":
+            sock.sendall(frame([ERROR, None, ErrorCode.CONNECTION_LIMIT, "ConnectionLimit",
+                                "membrane evil already serves 1 connections (its "
+                                "max_connections); try again later", None]))
+            return
+        sock.recv(65536)  # the client's hello
+        sock.sendall(frame([HELLO, 1, "evil", {}, {"credit_calls": 10, "credit_bytes": 10**6}]))
+        sock.recv(65536)  # its call
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null] * 64))]
+        with contextlib.suppress(OSError):
+            sock.sendmsg([(1000).to_bytes(4, "big") + b"\x83"], fds)
+            for _ in range(10):
+                sock.sendmsg([b"\x01"], fds)
+            while sock.recv(65536):
+                pass
+
+
+@pytest.mark.parametrize("script, match", [("fds", "descriptors"), ("full", "max_connections")])
+def test_attack_the_asyncio_client_keeps_the_same_rules(
+    sockdir: Path, devnull: int, script: str, match: str
+) -> None:
+    from cellmesh import aio
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sockdir / "evil.sock"))
+    listener.listen()
+    thread = threading.Thread(target=_evil_cell, args=(listener, script, devnull))
+    thread.start()
+    before = open_fds()
+
+    async def main() -> None:
+        async with aio.Synapse.grow("evil", socket_dir=sockdir, registry=REG) as syn:
+            await syn.fire(Echo(1))
+
+    try:
+        with pytest.raises(CellUnavailable, match=match):
+            asyncio.run(main())
+    finally:
+        thread.join(10)
+        listener.close()
+    assert open_fds() <= before

@@ -21,6 +21,7 @@ PURE_MODULES = {
     "cellmesh.wire.codec": "wire/codec.py",
     "cellmesh.wire.proteins": "wire/proteins.py",
     "cellmesh.wire.batching": "wire/batching.py",
+    "cellmesh.wire.replies": "wire/replies.py",
     "cellmesh.wire._columns": "wire/_columns.py",
     "cellmesh.wire._fields": "wire/_fields.py",
     "cellmesh.wire._cbor": "wire/_cbor.py",

@@ -1,0 +1,155 @@
+"""The root's control socket: the operator's requests, answered or refused in one line.
+
+Theory of operation
+-------------------
+The root serves ``$CELL_UMBILICAL`` (``mitosis.sock``, mode 0600) for the
+``cellmesh`` commands; only a peer whose ``SO_PEERCRED`` uid is the root's
+own is admitted, before the hello. :class:`Operator` answers each request
+(the proteins are in :mod:`cellmesh.actors.control`):
+
+* ``StatusRequest`` -> ``StatusReply``;
+* ``KillCell`` -> SIGKILL of the cell's serving process (during a hot swap,
+  the version that serves); its supervisor reacts;
+* ``StopMesh`` -> the root's ordered stop;
+* ``SpawnCell`` -> an undeclared cell under the hidden ``~dynamic``
+  supervisor, only with ``[root] allow_spawn = true``;
+* ``SwapCell`` -> ``SwapReport`` (:mod:`cellmesh.actors._swap`),
+  ``ReloadManifest`` -> ``ReloadReport`` (:mod:`cellmesh.actors._reload`).
+
+A request the root refuses -- an operator error, that is any
+:class:`~cellmesh.errors.CellmeshError` (no cell of that name, spawning is
+off, a swap of the cell already in progress, a manifest a reload cannot
+apply) -- is answered with :class:`~cellmesh.actors.control.Refused`: the
+refusal's class name and one line, no traceback. Only a bug in the root
+reaches the operator as a remote error carrying its traceback.
+
+The operator desk owns nothing but its membrane: it reads the root's tables
+and acts through the callables the root made it with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from ..config import Paths, check_mesh_cell_name
+from ..errors import CellmeshError
+from ..sandbox import CellBackend
+from ..transport.membrane import open_membrane
+from ._cells import CellSlot
+from ._rootlock import peer_uid_filter
+from ._swap import Swapper
+from .control import (
+    CONTROL_LIMITS,
+    Ack,
+    KillCell,
+    Refused,
+    ReloadManifest,
+    ReloadReport,
+    SpawnCell,
+    StatusReply,
+    StatusRequest,
+    StopMesh,
+    SwapCell,
+)
+from .errors import RootRequestError, UnknownCell
+from .manifest import CellDecl, Manifest
+from .policy import Restart
+
+#: A Refused answer's message is cut to this many characters.
+MAX_REFUSAL: Final = 2000
+
+
+@attrs.define(eq=False)
+class Operator:
+    """The root's answers on its control socket (see the module doc)."""
+
+    paths: Paths
+    backend: CellBackend
+    slots: Mapping[str, CellSlot]
+    swapper: Swapper
+    log: Callable[[str], None]
+    #: The manifest in force (a reload may replace it).
+    manifest: Callable[[], Manifest]
+    status: Callable[[], StatusReply]
+    #: The pid of a slot's serving process, or None.
+    pid_of: Callable[[CellSlot], int | None]
+    request_stop: Callable[[float | None], None]
+    #: Start an undeclared cell under ``~dynamic`` (it is never restarted).
+    spawn: Callable[[CellDecl], Awaitable[Ack]]
+    reload: Callable[[ReloadManifest], Awaitable[ReloadReport]]
+
+    async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Serve the control socket until cancelled (the root's task, restarted on failure)."""
+        async with open_membrane(
+            "mitosis", self.answer, socket_path=self.paths.umbilical, socket_mode=0o600,
+            accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
+            **CONTROL_LIMITS,
+        ):
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def answer(self, msg: Any) -> Any:
+        """A control request's answer; an operator error (any CellmeshError) is a Refused."""
+        try:
+            return await self._handle(msg)
+        except CellmeshError as exc:
+            return Refused(error=type(exc).__name__, message=str(exc)[:MAX_REFUSAL])
+
+    async def _handle(self, msg: Any) -> Any:
+        if isinstance(msg, StatusRequest):
+            return self.status()
+        if isinstance(msg, KillCell):
+            return self._kill(msg.name)
+        if isinstance(msg, StopMesh):
+            self.request_stop(msg.timeout)
+            return Ack(text="stopping")
+        if isinstance(msg, SpawnCell):
+            return await self._spawn(msg)
+        if isinstance(msg, SwapCell):
+            return await self.swapper.swap(
+                self._slot(msg.name), timeout=msg.timeout, grace=msg.grace,
+                rollback=msg.rollback,
+            )
+        if isinstance(msg, ReloadManifest):
+            return await self.reload(msg)
+        raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    def _slot(self, name: str) -> CellSlot:
+        slot = self.slots.get(name)
+        if slot is None:
+            raise UnknownCell(name, sorted(self.slots))
+        return slot
+
+    def _kill(self, name: str) -> Ack:
+        slot = self._slot(name)
+        instance = slot.instance
+        pid = self.pid_of(slot)
+        if instance is None or pid is None:
+            raise RootRequestError(name, "is not running")
+        self.backend.kill(self.swapper.serving_id(slot) or instance.cell_id, as_crash=True)
+        return Ack(text=f"killed {name} (pid {pid})")
+
+    async def _spawn(self, msg: SpawnCell) -> Ack:
+        if not self.manifest().root.allow_spawn:
+            raise RootRequestError(
+                msg.name, "spawning undeclared cells is off (set [root] allow_spawn = true)"
+            )
+        check_mesh_cell_name(msg.name)
+        if msg.name in self.slots:
+            raise RootRequestError(msg.name, "a cell of that name exists")
+        dna = Path(msg.dna)
+        if not dna.is_absolute():
+            raise RootRequestError(msg.name, f"dna path {msg.dna!r} must be absolute")
+        # Manifest defaults, no grants; it is never restarted.
+        return await self.spawn(CellDecl(
+            name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
+        ))
+
+
+__all__ = ["MAX_REFUSAL", "Operator"]
