@@ -253,8 +253,9 @@ class _Connection:
         self.reader: asyncio.Task[None] | None = None
 
     async def handshake(self) -> None:
-        self.channel.send(self.core.hello_bytes())
+        hello = self.core.hello_bytes()
         try:
+            self.channel.send(hello)
             await self.channel.flush()
         except _Broken:
             # A membrane that refuses us (too many connections) may have said

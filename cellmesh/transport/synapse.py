@@ -151,7 +151,6 @@ class _Connection(Outbox, ClientReceiver):
         super().__init__(Channel(sock, max_frame_size=syn.options.max_frame_size))
         self.syn = syn
         self.registry = syn.registry
-        self.channel.on_broken = self._broken
         self.pending = {}
         self.next_id = 1
         self.credit_event = trio.Event()
@@ -180,6 +179,9 @@ class _Connection(Outbox, ClientReceiver):
             await receive_hello(self.channel, f"cell {syn.name!r}")
             raise
         frame = await receive_hello(self.channel, f"cell {syn.name!r}")
+        # From now on a failed write ends the connection (during the handshake
+        # it must not: a refusal may still be there to read).
+        self.channel.on_broken = self._broken
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
