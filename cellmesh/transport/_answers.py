@@ -250,11 +250,17 @@ class Answers:
         client that stops reading its replies stops getting credit, so what it
         can make this connection hold is bounded by the window it was granted.
         """
-        if self.unwritten_calls and not self.channel.queued:
-            # Everything flushed before has been written: its credit may go back.
-            self.return_calls += self.unwritten_calls
-            self.return_bytes += self.unwritten_bytes
-            self.unwritten_calls = self.unwritten_bytes = 0
+        if not self.channel.queued:
+            if self.unwritten_calls:
+                # Everything flushed before has been written: its credit may go back.
+                self.return_calls += self.unwritten_calls
+                self.return_bytes += self.unwritten_bytes
+                self.unwritten_calls = self.unwritten_bytes = 0
+            if self.released_calls and not self.out and not self.replies:
+                # Completed with no answer to write (signals): returnable now.
+                self.return_calls += self.released_calls
+                self.return_bytes += self.released_bytes
+                self.released_calls = self.released_bytes = 0
         calls = self.released_calls
         self._flush_out()
         if calls:  # (bytes are only ever released with a call)
@@ -271,12 +277,27 @@ class Answers:
                 self.channel.after_sent(lambda: self._returnable(calls, nbytes))
 
     def _returnable(self, calls: int, nbytes: int) -> None:
-        """Answers were written: their credit may go back (lazily, see _flush_out)."""
+        """Answers were written: their credit may go back (lazily, see _flush_out).
+
+        Called as the frames are written; when the credit is due, its frame is
+        queued right behind them (the channel writes it in the same ``sendmsg``
+        loop, or at the end of the pass), never after a connection-level error.
+        """
         self.return_calls += calls
         self.return_bytes += nbytes
         opts = self.m.options
-        if self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2:
-            self.channel.mark()
+        if self.done.is_set() or not (
+            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
+        ):
+            return
+        item = [Kind.CREDIT, self.return_calls, self.return_bytes]
+        self.calls_left += self.return_calls
+        self.bytes_left += self.return_bytes
+        self.return_calls = self.return_bytes = 0
+        try:
+            self.channel.send(codec.frame_bytes(item))
+        except ChannelBroken:
+            self.done.set()
 
     def _flush_out(self) -> None:
         """Encode pending answers and due credit and queue them on the channel."""

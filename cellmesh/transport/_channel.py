@@ -165,6 +165,7 @@ class Channel:
         self._queued = 0
         self._marked = False
         self._in_pass = False  # end_of_pass is running: a mark asks for the next pass
+        self._writing = False  # _write is running: send() only queues
         self._remark = False
         self._flusher: Flusher | None = None
         self._wake_writer = trio.Event()
@@ -285,7 +286,7 @@ class Channel:
         self._queue.append(_Pending(memoryview(data), fds, done))
         self._queued += len(data)
         self._queued_fds += len(fds)
-        if self._queued >= WRITE_NOW_BYTES:
+        if self._queued >= WRITE_NOW_BYTES and not self._writing:
             self._write()
         elif not self._marked:
             self.mark()
@@ -351,7 +352,18 @@ class Channel:
             self._write()
 
     def _write(self) -> None:
-        """Hand queued bytes to the kernel without blocking; the writer task does the rest."""
+        """Hand queued bytes to the kernel without blocking; the writer task does the rest.
+
+        A ``done`` callback run from here may :meth:`send` more: that is queued
+        (and written by this same loop), never written from inside it.
+        """
+        self._writing = True
+        try:
+            self._write_queue()
+        finally:
+            self._writing = False
+
+    def _write_queue(self) -> None:
         queue = self._queue
         sock = self.sock
         while queue:
