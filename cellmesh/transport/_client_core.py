@@ -257,7 +257,10 @@ class ClientReceiver:
             raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
 
     def _reply(self, call_id: int, body: list[Any] | None, ctx: DecodeContext) -> None:
-        replies, index = self._take(call_id)
+        try:
+            replies, index = self.pending.pop(call_id)
+        except KeyError:
+            raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
         if replies is None:
             return  # the caller cancelled; this is the final answer, discard it
         value: Any = None
@@ -280,8 +283,12 @@ class ClientReceiver:
             )
         except ProteinError as exc:
             values, error = [None] * count, exc
+        pop = self.pending.pop
         for call_id, value in zip(ids, values, strict=True):
-            replies, index = self._take(call_id)
+            try:
+                replies, index = pop(call_id)
+            except KeyError:
+                raise RemoteProtocolError(f"reply for unknown call id {call_id}") from None
             if replies is not None:
                 replies._answer(index, value, error)
 

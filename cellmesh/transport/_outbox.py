@@ -117,6 +117,14 @@ class Outbox:
             self.urgent = True
         self.channel.mark()
 
+    def queue_signal(self, schema: Schema, body: codec.Body) -> None:
+        """Queue one signal from a sender that runs again next pass (``signal``):
+        it may wait for that pass's signals (see the module doc)."""
+        self.entries.append((Kind.SIGNAL, 0, schema, body))
+        self.calls_left -= 1
+        self.defer = True
+        self.channel.mark()
+
     def queue_cancels(self, ids: Sequence[int]) -> None:
         """Queue cancel frames (after whatever was queued before them)."""
         for call_id in ids:

@@ -398,7 +398,7 @@ class ServerConnection(Answers):
                 self.frames_in += 1
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
-            if channel.fds:
+            if channel.fds.queue:
                 channel.check_fds()
             # Replies leave at the end of this pass, with those of every other
             # task; a reader that keeps finding data flushes now and then.

@@ -143,6 +143,35 @@ class _Waiter(ReplyBatch):
             )
 
 
+class _OneCall(ReplyBatch):
+    """The waiting caller of one call on the fast path: its task is rescheduled
+    with the reply itself (no results list, no intermediate task).
+
+    It is a :class:`ReplyBatch` of one call so the shared receiver and
+    ``fail_pending`` treat it like any other; only the completion differs.
+    """
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:  # no super(): the hot path
+        self.remaining = 1
+        self.errors = {}
+        self.done = False
+        self.task = task
+
+    def _answer(self, index: int, value: Any, error: BaseException | None) -> None:
+        if not self.done:
+            self.done = True
+            trio.lowlevel.reschedule(
+                self.task, outcome.Value(value) if error is None else outcome.Error(error)
+            )
+
+    def _complete(self) -> None:
+        if not self.done:
+            self.done = True
+            trio.lowlevel.reschedule(self.task, outcome.Error(self.errors[0]))
+
+
 _CANCELLED: Final = (None, -1)
 
 
@@ -209,10 +238,11 @@ class _Connection(Outbox, ClientReceiver):
         try:
             channel = self.channel
             decoder = channel.decoder
+            held = channel.fds
             while True:
                 decoded = decoder.next_frame()
                 if decoded is NEED_DATA:
-                    if channel.fds:
+                    if held.queue:
                         channel.check_fds()
                     if not self.pending and self.draining:
                         reason = "drained after goaway"
@@ -220,7 +250,10 @@ class _Connection(Outbox, ClientReceiver):
                     if not await channel.receive():
                         break
                     continue
-                self._handle(decoded.items, decoded.vesicles)
+                if decoded.vesicles:
+                    self._handle(decoded.items, decoded.vesicles)
+                else:
+                    self.receive(decoded.items, self.ctx)
         except (ProtocolError, ChannelBroken, CellEndedConnection) as exc:
             reason = str(exc)
             if isinstance(exc, ProtocolError) and not isinstance(exc, RemoteProtocolError):
@@ -488,12 +521,18 @@ class Synapse:
         ctx = self._single_ctx
         body = schema.encode(msg, ctx)
         if ctx.vesicles:
-            for vesicle in ctx.owned:
-                vesicle.close()
-            ctx.vesicles.clear()
-            ctx.owned.clear()
+            self._drop_vesicles(ctx)
             return None
         return schema, body
+
+    @staticmethod
+    def _drop_vesicles(ctx: EncodeContext) -> None:
+        """Undo what encoding one message into the shared context attached: such a
+        message is encoded again by the batch path, which owns its vesicles."""
+        for vesicle in ctx.owned:
+            vesicle.close()
+        ctx.vesicles.clear()
+        ctx.owned.clear()
 
     # -- public API --------------------------------------------------------
 
@@ -516,29 +555,37 @@ class Synapse:
         return reply
 
     async def _fire_one(self, msg: Any) -> Any:
-        """One plain call (no session); the fast path when the connection has credit."""
+        """One plain call (no session): its checked reply.
+
+        The fast path (a live connection with credit, no vesicle) does only
+        per-call work: encode, queue, park until the reader hands this task
+        its reply; the frame and the write happen at the end of the pass, once
+        for every message queued in it. Anything else goes through
+        :meth:`_fire`.
+        """
         conn = self._conn
-        if conn is None or conn.dead is not None or conn.draining or not conn.ready():
-            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
-        # Fast path: a live connection with credit, one call, no vesicle.
-        encoded = self._encode_one(msg)
-        if encoded is None:
-            return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
-        schema, body = encoded
-        conn.check_fits(schema, body)
-        call_id = conn.next_id
-        conn.next_id = call_id + 1
-        waiter = _Waiter(1)
-        conn.pending[call_id] = (waiter, 0)
-        conn.queue(Kind.CALL, call_id, schema, body)
+        if conn is not None and conn.dead is None and not conn.draining and conn.ready():
+            schema = self.registry.schema_for(msg)
+            ctx = self._single_ctx
+            body = schema.encode(msg, ctx)
+            if not ctx.vesicles:
+                conn.check_fits(schema, body)
+                call_id = conn.next_id
+                conn.next_id = call_id + 1
+                waiter = _OneCall(trio.lowlevel.current_task())
+                conn.pending[call_id] = (waiter, 0)
+                conn.queue(Kind.CALL, call_id, schema, body)
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            conn.cancel_ids((call_id,))
-            waiter.done = True
-            return trio.lowlevel.Abort.SUCCEEDED
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    waiter.done = True
+                    conn.cancel_ids((call_id,))
+                    return trio.lowlevel.Abort.SUCCEEDED
 
-        results = await trio.lowlevel.wait_task_rescheduled(abort)
-        return check_reply(msg, results[0], self.name)
+                return check_reply(
+                    msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name
+                )
+            self._drop_vesicles(ctx)
+        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.
@@ -673,6 +720,18 @@ class Synapse:
         together, once per many signals (see :mod:`~cellmesh.transport._outbox`).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        conn = self._conn
+        if conn is not None and conn.dead is None and not conn.draining and conn.ready():
+            # The common case inline: encode, queue, one scheduler pass.
+            schema = self.registry.schema_for(msg)
+            ctx = self._single_ctx
+            body = schema.encode(msg, ctx)
+            if not ctx.vesicles:
+                conn.check_fits(schema, body)
+                conn.queue_signal(schema, body)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            self._drop_vesicles(ctx)
         try:
             conn = self._signal_now(msg)
         except trio.WouldBlock:

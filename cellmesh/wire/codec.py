@@ -631,6 +631,19 @@ def validate_frame(item: object) -> list[list[Any]]:
         raise MalformedFrame("a frame must be a non-empty CBOR array")
     kind = item[0]
     if type(kind) is int:
+        # Fast path for a lone [1|2, id, body] (one call or reply outstanding).
+        if kind in (1, 2) and len(item) == 3:
+            call_id = item[1]
+            body = item[2]
+            if (
+                type(call_id) is int
+                and 0 < call_id <= MAX_ID
+                and (
+                    (type(body) is list and body and type(body[0]) is str)
+                    or (body is None and kind == 2)
+                )
+            ):
+                return [item]
         if kind == Kind.BATCH:
             _expect(item, 2, "batch")
             return _check_batch(item[1])
