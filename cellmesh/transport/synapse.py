@@ -38,7 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
@@ -551,41 +551,54 @@ class Synapse:
         """
         if self._sessions is not None:
             return check_reply(msg, (await self._sessions.call(self, [msg]))[0], self.name)
-        reply: R = await self._fire_one(msg)
-        return reply
+        abort = self._queue_call(msg)  # inline, not _fire_one: one coroutine frame less
+        if abort is not None:
+            return check_reply(msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name)
+        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
 
     async def _fire_one(self, msg: Any) -> Any:
-        """One plain call (no session): its checked reply.
+        """One plain call (no session): its checked reply."""
+        abort = self._queue_call(msg)
+        if abort is not None:
+            return check_reply(msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name)
+        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
 
-        The fast path (a live connection with credit, no vesicle) does only
-        per-call work: encode, queue, park until the reader hands this task
-        its reply; the frame and the write happen at the end of the pass, once
-        for every message queued in it. Anything else goes through
-        :meth:`_fire`.
+    def _queue_call(self, msg: Any) -> Callable[[Any], trio.lowlevel.Abort] | None:
+        """The fast path of one call: queue it for the calling task, or return None.
+
+        With a live connection that has credit and a message without vesicles,
+        this does only per-call work -- encode, reserve credit and an id,
+        queue -- and returns the abort function the caller parks with
+        (``wait_task_rescheduled``) until the reader hands it its reply; the
+        frame and the write happen at the end of the pass, once for every
+        message queued in it. Otherwise nothing is queued and the caller
+        takes the batch path (:meth:`_fire`), which waits for credit or a
+        connection.
         """
         conn = self._conn
-        if conn is not None and conn.dead is None and not conn.draining and conn.ready():
-            schema = self.registry.schema_for(msg)
-            ctx = self._single_ctx
-            body = schema.encode(msg, ctx)
-            if not ctx.vesicles:
-                conn.check_fits(schema, body)
-                call_id = conn.next_id
-                conn.next_id = call_id + 1
-                waiter = _OneCall(trio.lowlevel.current_task())
-                conn.pending[call_id] = (waiter, 0)
-                conn.queue(Kind.CALL, call_id, schema, body)
-
-                def abort(_: Any) -> trio.lowlevel.Abort:
-                    waiter.done = True
-                    conn.cancel_ids((call_id,))
-                    return trio.lowlevel.Abort.SUCCEEDED
-
-                return check_reply(
-                    msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name
-                )
+        if conn is None or conn.dead is not None or conn.draining or not conn.ready():
+            return None
+        schema = self.registry.schema_for(msg)
+        ctx = self._single_ctx
+        body = schema.encode(msg, ctx)
+        if ctx.vesicles:
             self._drop_vesicles(ctx)
-        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
+            return None
+        fits = schema.fits_any_frame
+        if fits is None or not fits(body):
+            conn.check_fits(schema, body)
+        call_id = conn.next_id
+        conn.next_id = call_id + 1
+        waiter = _OneCall(trio.lowlevel.current_task())
+        conn.pending[call_id] = (waiter, 0)
+        conn.queue(Kind.CALL, call_id, schema, body)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            waiter.done = True
+            conn.cancel_ids((call_id,))
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return abort
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.

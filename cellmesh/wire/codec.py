@@ -548,7 +548,9 @@ def _check_columns(item: list[Any]) -> None:
     elif (
         type(ids) is not list
         or len(ids) != count
-        or not all(type(i) is int and 0 < i <= MAX_ID for i in ids)
+        or not set(map(type, ids)) <= _INT_ONLY  # (all in C: this runs per columns frame)
+        or min(ids) <= 0
+        or max(ids) > MAX_ID
     ):
         raise MalformedFrame(f"a columns frame needs {count} call ids in 1..2**63-1")
     elif len(set(ids)) != count:
@@ -559,6 +561,9 @@ def _check_columns(item: list[Any]) -> None:
         type(c) is list and len(c) == count for c in columns
     ):
         raise MalformedFrame(f"a columns frame needs arrays of {count} values per field")
+
+
+_INT_ONLY: Final = frozenset({int})
 
 
 def _check_goaway(item: list[Any]) -> None:
