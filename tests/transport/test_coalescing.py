@@ -346,3 +346,81 @@ async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir:
             with trio.fail_after(30):  # a hang, not a speed bound
                 await cell.ticked.wait()
             assert cell.order == list(range(MAX_ENTRIES + 1))
+
+
+# -- the fast path of one fire: its waiter gets exactly one outcome -------------
+
+
+@cellmesh.protein("test.co.Fail", registry=REG)
+class Fail:
+    n: int
+
+
+async def test_fast_fire_cancelled_while_its_reply_is_in_flight_discards_the_reply(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    cell.want_gated = 1
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Ping(0)) == Ping(1)  # a live connection: the fast path
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def cancel_once_running() -> None:
+                        await cell.all_gated.wait()  # the handler runs: the call was sent
+                        scope.cancel()
+
+                    nursery.start_soon(cancel_once_running)
+                    await syn.fire(Gate(1))
+            assert scope.cancelled_caught
+            # Later calls on the same connection get their own replies, and the
+            # cancelled call's final answer was consumed, not delivered.
+            assert [await syn.fire(Ping(i)) for i in range(3)] == [Ping(1), Ping(2), Ping(3)]
+            conn = syn._conn
+            assert conn is not None and not conn.pending
+
+
+async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
+    sockdir: Path,
+) -> None:
+    async def fail(msg: Fail) -> Ping:
+        raise ValueError(f"no {msg.n}")
+
+    receptors = Receptors()
+    receptors.add(Fail, fail)
+    receptors.add(Ping, Cell().ping)
+    async with open_membrane("co", receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Ping(0)) == Ping(1)
+            conn = syn._conn
+            with pytest.raises(cellmesh.RemoteCellError, match="no 7"):
+                await syn.fire(Fail(7))
+            assert await syn.fire(Ping(1)) == Ping(2)
+            assert syn._conn is conn  # one call failed, not the connection
+
+
+async def test_fast_fire_waiting_when_the_connection_dies_raises_cell_unavailable(
+    sockdir: Path,
+) -> None:
+    cell = Cell()
+    cell.want_gated = 2
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Ping(0)) == Ping(1)
+            outcomes: list[str] = []
+
+            async def call(i: int) -> None:
+                try:
+                    await syn.fire(Gate(i))
+                except cellmesh.CellUnavailable:
+                    outcomes.append("unavailable")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, 1)
+                nursery.start_soon(call, 2)
+                await cell.all_gated.wait()  # both calls are in the cell, their callers parked
+                syn._abandon_connection("test: the connection breaks")
+            assert outcomes == ["unavailable", "unavailable"]  # each waiter failed exactly once
+            cell.gate.set()
+            assert await syn.fire(Ping(5)) == Ping(6)  # the next call reconnects
