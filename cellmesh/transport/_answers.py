@@ -123,6 +123,9 @@ class Answers:
         """Turn pending replies into wire items: runs of one protein type become
         one columnar item, the rest single replies (vesicles in frames of their own)."""
         replies, self.replies = self.replies, []
+        if len(replies) == 1:  # one call answered this pass: nothing to group
+            self._encode_reply(*replies[0])
+            return
         registry = self.m.registry
         out = self.out
         i, n = 0, len(replies)

@@ -368,22 +368,25 @@ class Channel:
         sock = self.sock
         while queue:
             head = queue[0]
-            bufs: list[memoryview] = [head.data]
             total = len(head.data)
-            for pending in queue:
-                if pending is head:
-                    continue
-                if pending.fds or len(bufs) >= MAX_IOV:
-                    break
-                bufs.append(pending.data)
-                total += len(pending.data)
             try:
-                if head.fds:
-                    sent = sock.sendmsg(
-                        bufs, [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", head.fds))]
-                    )
+                if len(queue) == 1 and not head.fds:
+                    sent = sock.send(head.data)  # the common lone frame: no iovec to build
                 else:
-                    sent = sock.sendmsg(bufs)
+                    bufs: list[memoryview] = [head.data]
+                    for pending in queue:
+                        if pending is head:
+                            continue
+                        if pending.fds or len(bufs) >= MAX_IOV:
+                            break
+                        bufs.append(pending.data)
+                        total += len(pending.data)
+                    if head.fds:
+                        sent = sock.sendmsg(
+                            bufs, [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", head.fds))]
+                        )
+                    else:
+                        sent = sock.sendmsg(bufs)
             except BlockingIOError:
                 break
             except OSError as exc:
