@@ -63,8 +63,9 @@ _RULES: Final[tuple[tuple[str, frozenset[str] | None, str], ...]] = (
     }), "encode"),
     ("cellmesh/transport/synapse", frozenset({
         "fire", "signal", "signal_nowait", "_signal_now", "_encode_one", "fire_many",
-        "signal_many", "_fire", "fit_frame",
+        "signal_many", "_fire", "_fire_one", "_fire_one_raw",
     }), "encode"),
+    ("cellmesh/transport/_client_conn", frozenset({"fit_frame"}), "encode"),
     ("cellmesh/transport/_flusher", None, "scheduling"),
     ("cellmesh/transport/_channel", frozenset({"end_of_pass", "mark", "send"}), "scheduling"),
     ("cellmesh/transport", None, "dispatch"),

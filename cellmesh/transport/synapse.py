@@ -3,10 +3,13 @@
 Theory of operation
 -------------------
 ``async with Synapse.grow(name) as syn`` connects to the cell's membrane and
-owns a nursery for the connection's reader and writer tasks. Calls carry
-ids, so any number of tasks can have calls in flight on one connection; the
-reader task matches replies to waiting callers and wakes them directly
-(``trio.lowlevel.reschedule``, no queue in between).
+owns a nursery for the connection's reader and writer tasks
+(:mod:`cellmesh.transport._client_conn`). Calls carry ids, so any number of
+tasks can have calls in flight on one connection; the reader task matches
+replies to waiting callers and wakes them directly
+(``trio.lowlevel.reschedule``, no queue in between). When calls go one at a
+time, the caller waits on the socket itself and its own reply wakes it (the
+connection's read role), one scheduler pass sooner.
 
 * ``fire`` sends one call and waits for its reply. Cancelling the waiting
   task (a timeout, a cancelled nursery) sends a ``cancel`` frame so the
@@ -38,13 +41,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import outcome
 import trio
 
 from .._util import open_service_nursery
@@ -54,24 +56,20 @@ from ..errors import (
     ConnectionClosed,
     ErrorCode,
     HandshakeError,
-    ProtocolError,
-    RemoteProtocolError,
 )
 from ..wire import codec
 from ..wire.batching import OutboundBatch
-from ..wire.codec import NEED_DATA, PROTOCOL_VERSION, Hello, Kind
+from ..wire.codec import Kind
 from ..wire.proteins import (
     DEFAULT_VESICLE_THRESHOLD,
     PROTEINS,
-    DecodeContext,
     EncodeContext,
     ProteinRegistry,
 )
 from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
-from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
-from ._client_core import CellEndedConnection, ClientReceiver, ReplyBatch, hello_frame
-from ._outbox import Outbox
+from ._channel import ChannelBroken
+from ._client_conn import Connection, OneCall, Waiter
 from .session import ClientSessions
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -123,220 +121,6 @@ def client_target(
     return paths.socket_path(name), opts
 
 
-class _Waiter(ReplyBatch):
-    """One waiting caller (a single call, or all calls of a ``fire_many``): the task
-    to reschedule with the replies, or with the first failed call's error."""
-
-    __slots__ = ("task",)
-
-    def __init__(self, count: int) -> None:
-        super().__init__(count)
-        self.task = trio.lowlevel.current_task()
-
-    def _complete(self) -> None:
-        if not self.done:
-            self.done = True
-            errors = self.errors
-            trio.lowlevel.reschedule(
-                self.task,
-                outcome.Error(errors[min(errors)]) if errors else outcome.Value(self.results),
-            )
-
-
-class _OneCall(ReplyBatch):
-    """The waiting caller of one call on the fast path: its task is rescheduled
-    with the reply itself (no results list, no intermediate task).
-
-    It is a :class:`ReplyBatch` of one call so the shared receiver and
-    ``fail_pending`` treat it like any other; only the completion differs.
-    """
-
-    __slots__ = ("task",)
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:  # no super(): the hot path
-        self.remaining = 1
-        self.errors = {}
-        self.done = False
-        self.task = task
-
-    def _answer(self, index: int, value: Any, error: BaseException | None) -> None:
-        if not self.done:
-            self.done = True
-            trio.lowlevel.reschedule(
-                self.task, outcome.Value(value) if error is None else outcome.Error(error)
-            )
-
-    def _complete(self) -> None:
-        if not self.done:
-            self.done = True
-            trio.lowlevel.reschedule(self.task, outcome.Error(self.errors[0]))
-
-
-_CANCELLED: Final = (None, -1)
-
-
-class _Connection(Outbox, ClientReceiver):
-    """One live connection to the membrane: handshake, reader, credit, pending calls.
-
-    Its :class:`Outbox` base holds the credit counters and what callers
-    queued during the current pass; what the cell sends is applied by the
-    :class:`~cellmesh.transport._client_core.ClientReceiver` it shares with
-    the asyncio client.
-    """
-
-    def __init__(self, syn: Synapse, sock: socket.socket) -> None:
-        super().__init__(Channel(sock, max_frame_size=syn.options.max_frame_size))
-        self.syn = syn
-        self.registry = syn.registry
-        self.pending = {}
-        self.next_id = 1
-        self.credit_event = trio.Event()
-        self.peer_name = "?"
-        self.peer_fps = {}
-        self.ctx = DecodeContext()
-        self.draining = False
-        self.dead: CellUnavailable | None = None
-        self.closed = trio.Event()
-        self.sessions = False
-
-    async def handshake(self) -> None:
-        syn = self.syn
-        hello = Hello(
-            version=PROTOCOL_VERSION,
-            name=syn.client_name,
-            proteins=syn.registry.fingerprints(),
-            max_frame_size=syn.options.max_frame_size,
-            packed_columns=1,
-        )
-        self.channel.send(hello_frame(hello))
-        try:
-            await self.channel.flush_inline()  # no writer task runs yet
-        except ChannelBroken:
-            # A membrane that refuses us (too many connections) may have said
-            # why and closed before our hello went out: its reason comes first.
-            await receive_hello(self.channel, f"cell {syn.name!r}")
-            raise
-        frame = await receive_hello(self.channel, f"cell {syn.name!r}")
-        # From now on a failed write ends the connection (during the handshake
-        # it must not: a refusal may still be there to read).
-        self.channel.on_broken = self._broken
-        self.peer_name = frame.name
-        self.peer_fps = frame.proteins
-        self.peer_max_frame = frame.max_frame_size
-        self.packed_columns = frame.packed_columns >= 1
-        self.calls_left = frame.credit_calls
-        self.bytes_left = frame.credit_bytes
-        self.ctx = DecodeContext(None, syn.registry.mismatched(frame.proteins))
-        self.sessions = frame.sessions
-        if frame.sessions:
-            syn._sessions = syn._sessions or ClientSessions()
-
-    # -- reading -----------------------------------------------------------
-
-    async def run_reader(self) -> None:
-        reason = "the cell closed the connection"
-        try:
-            channel = self.channel
-            decoder = channel.decoder
-            held = channel.fds
-            while True:
-                decoded = decoder.next_frame()
-                if decoded is NEED_DATA:
-                    if held.queue:
-                        channel.check_fds()
-                    if not self.pending and self.draining:
-                        reason = "drained after goaway"
-                        break
-                    if not await channel.receive():
-                        break
-                    continue
-                if decoded.vesicles:
-                    self._handle(decoded.items, decoded.vesicles)
-                else:
-                    self.receive(decoded.items, self.ctx)
-        except (ProtocolError, ChannelBroken, CellEndedConnection) as exc:
-            reason = str(exc)
-            if isinstance(exc, ProtocolError) and not isinstance(exc, RemoteProtocolError):
-                pass
-            elif isinstance(exc, ProtocolError):
-                with suppress(ChannelBroken):
-                    self.channel.send(self.protocol_error_frame(exc))
-        except Exception as exc:  # an odd reply, or our bug: this connection only
-            reason = f"reading the cell's frames failed: {type(exc).__name__}: {exc}"
-        finally:
-            self._die(reason)
-
-    def _die(self, reason: str) -> None:
-        if self.dead is None:
-            self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
-        self.fail_pending(self.dead)
-        self.entries.clear()
-        self.held.clear()
-        self.credit_event.set()
-        self.channel.close()
-        self.closed.set()
-
-    def _broken(self, exc: BaseException) -> None:
-        """A write failed (at the end of a pass, outside any caller): the connection is dead."""
-        self._die(f"send failed: {exc}")
-
-    def refused(self, item: list[Any], exc: Exception) -> None:
-        """A queued item could not be framed: its calls fail with ``exc``."""
-        super().refused(item, exc)
-        self.channel.woke_tasks()
-        for call_id in codec.item_call_ids(item):
-            self.fail_call(call_id, exc)
-
-    def _handle(self, items: list[list[Any]], vesicles: int) -> None:
-        ctx = self.ctx
-        leftover: dict[int, int] = {}
-        if vesicles:
-            ctx, leftover = vesicle_context(self.channel, vesicles, self.ctx.mismatched)
-        try:
-            self.receive(items, ctx)
-        finally:
-            for fd in leftover.values():
-                os.close(fd)
-
-    def on_credit(self) -> None:
-        if self.held:
-            self.send_held()
-        self.credit_event.set()
-
-    def on_goaway(self) -> None:
-        self.credit_event.set()
-
-    # -- sending -----------------------------------------------------------
-
-    def fit_frame(
-        self, batch: OutboundBatch, kind: int, start: int, n: int
-    ) -> tuple[int, bytes, list[int] | None]:
-        """The most of messages ``[start, start + n)`` that fit one frame.
-
-        Returns (count, frame, call ids or None for signals). Byte credit is
-        checked once per frame, so a chunk never spills into a second frame:
-        it is halved until it fits. A single message too large for the
-        peer's frame limit raises LocalProtocolError.
-        """
-        while True:
-            ids = None if kind == Kind.SIGNAL else list(range(self.next_id, self.next_id + n))
-            items = batch.items(kind, start, start + n, ids, self.packed_columns)
-            frames = codec.encode_items(items, self.peer_max_frame)
-            if len(frames) == 1:
-                return n, frames[0], ids
-            n //= 2
-
-    def cancel_ids(self, ids: Iterable[int]) -> None:
-        """The caller gave up on these calls: tell the cell, discard their answers."""
-        cancelled = []
-        for call_id in ids:
-            if call_id in self.pending:
-                self.pending[call_id] = _CANCELLED
-                cancelled.append(call_id)
-        if cancelled and self.dead is None:
-            self.queue_cancels(cancelled)
-
-
 class Synapse:
     """A typed client to one cell. Create it with :meth:`Synapse.grow`."""
 
@@ -356,7 +140,7 @@ class Synapse:
         self.options = options
         self.client_name = client_name
         self._nursery: trio.Nursery | None = None
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._connect_lock = trio.Lock()
         self._single_ctx = EncodeContext(options.vesicle_threshold, Vesicle.from_bytes)
         self._closed = False
@@ -425,7 +209,7 @@ class Synapse:
                 conn.channel.write_pending()
             conn._die("the synapse was closed")
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         path = self.socket_path_text
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -450,7 +234,7 @@ class Synapse:
         except BaseException:
             sock.close()
             raise
-        conn = _Connection(self, sock)
+        conn = Connection(self, sock)
         try:
             with trio.fail_after(self.options.connect_timeout):
                 await conn.handshake()
@@ -470,14 +254,14 @@ class Synapse:
             raise
         return conn
 
-    def _start(self, conn: _Connection) -> None:
+    def _start(self, conn: Connection) -> None:
         """Make ``conn`` current and start its reader and writer tasks."""
         assert self._nursery is not None
         self._conn = conn
         self._nursery.start_soon(conn.channel.run_writer)
         self._nursery.start_soon(conn.run_reader)
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> Connection:
         conn = self._conn
         if conn is not None and conn.dead is None and not conn.draining:
             return conn
@@ -490,7 +274,7 @@ class Synapse:
                 self._start(conn)
             return conn
 
-    async def _credit(self, want: int) -> tuple[_Connection, int]:
+    async def _credit(self, want: int) -> tuple[Connection, int]:
         """A live connection with credit for up to ``want`` calls; returns how many.
 
         What single-message callers queued before is framed first, and no
@@ -551,54 +335,56 @@ class Synapse:
         """
         if self._sessions is not None:
             return check_reply(msg, (await self._sessions.call(self, [msg]))[0], self.name)
-        abort = self._queue_call(msg)  # inline, not _fire_one: one coroutine frame less
-        if abort is not None:
-            return check_reply(msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name)
-        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
+        return check_reply(msg, await self._fire_one_raw(msg), self.name)
 
     async def _fire_one(self, msg: Any) -> Any:
         """One plain call (no session): its checked reply."""
-        abort = self._queue_call(msg)
-        if abort is not None:
-            return check_reply(msg, await trio.lowlevel.wait_task_rescheduled(abort), self.name)
-        return check_reply(msg, (await self._fire(msg, 1))[0], self.name)
+        return check_reply(msg, await self._fire_one_raw(msg), self.name)
 
-    def _queue_call(self, msg: Any) -> Callable[[Any], trio.lowlevel.Abort] | None:
-        """The fast path of one call: queue it for the calling task, or return None.
+    async def _fire_one_raw(self, msg: Any) -> Any:
+        """One plain call: its reply, unchecked.
 
-        With a live connection that has credit and a message without vesicles,
-        this does only per-call work -- encode, reserve credit and an id,
-        queue -- and returns the abort function the caller parks with
-        (``wait_task_rescheduled``) until the reader hands it its reply; the
-        frame and the write happen at the end of the pass, once for every
-        message queued in it. Otherwise nothing is queued and the caller
-        takes the batch path (:meth:`_fire`), which waits for credit or a
-        connection.
+        The fast path (a live connection with credit, a message without
+        vesicles) does only per-call work -- encode, reserve credit and an
+        id, queue -- and waits for the reply: parked until the reader hands
+        it over, or, when this is the only call pending and the reader has
+        handed the read role over, reading it itself
+        (:meth:`Connection.read_for`). The frame and the write happen at the
+        end of the pass, once for every message queued in it. Anything else
+        goes through :meth:`_fire`, which waits for credit or a connection.
         """
         conn = self._conn
         if conn is None or conn.dead is not None or conn.draining or not conn.ready():
-            return None
+            return (await self._fire(msg, 1))[0]
         schema = self.registry.schema_for(msg)
         ctx = self._single_ctx
         body = schema.encode(msg, ctx)
         if ctx.vesicles:
             self._drop_vesicles(ctx)
-            return None
+            return (await self._fire(msg, 1))[0]
         fits = schema.fits_any_frame
         if fits is None or not fits(body):
             conn.check_fits(schema, body)
         call_id = conn.next_id
         conn.next_id = call_id + 1
-        waiter = _OneCall(trio.lowlevel.current_task())
+        waiter = OneCall(trio.lowlevel.current_task())
         conn.pending[call_id] = (waiter, 0)
         conn.queue(Kind.CALL, call_id, schema, body)
+        if conn.may_read():
+            try:
+                return await conn.read_for(waiter)
+            except BaseException:
+                if not waiter.done:  # cancelled (or interrupted) before its answer
+                    waiter.done = True
+                    conn.cancel_ids((call_id,))
+                raise
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             waiter.done = True
             conn.cancel_ids((call_id,))
             return trio.lowlevel.Abort.SUCCEEDED
 
-        return abort
+        return await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.
@@ -626,9 +412,9 @@ class Synapse:
     async def _fire(self, msgs: Any, count: int) -> list[Any]:
         single = count == 1 and not isinstance(msgs, list)
         batch = self._batch([msgs] if single else msgs)  # validates everything first
-        waiter = _Waiter(count)
+        waiter = Waiter(count)
         sent = 0
-        conns: list[tuple[_Connection, list[int]]] = []
+        conns: list[tuple[Connection, list[int]]] = []
         retried = False
         try:
             while sent < count:
@@ -690,7 +476,7 @@ class Synapse:
         """
         self._signal_now(msg)
 
-    def _signal_now(self, msg: Any) -> _Connection:
+    def _signal_now(self, msg: Any) -> Connection:
         conn = self._conn
         if conn is None or conn.dead is not None or conn.draining:
             if self._closed:
@@ -707,7 +493,7 @@ class Synapse:
         conn.queue(Kind.SIGNAL, 0, schema, body)
         return conn
 
-    def _signal_vesicles(self, conn: _Connection, msg: Any) -> None:
+    def _signal_vesicles(self, conn: Connection, msg: Any) -> None:
         """A signal whose body carries vesicles: its own frame, sent with its descriptors."""
         batch = self._batch([msg])
         conn.encode_pending()

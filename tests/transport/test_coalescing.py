@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,19 @@ async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir:
 # -- the fast path of one fire: its waiter gets exactly one outcome -------------
 
 
+@asynccontextmanager
+async def warm(sockdir: Path, gated: int = 1) -> AsyncIterator[tuple[Cell, Any, Synapse, Any]]:
+    """A cell expecting ``gated`` Gate calls and a synapse whose first call was answered
+    (a live connection: the next call takes the fast path)."""
+    cell = Cell()
+    cell.want_gated = gated
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG) as membrane:
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Ping(0)) == Ping(1)
+            assert syn._conn is not None
+            yield cell, membrane, syn, syn._conn
+
+
 @cellmesh.protein("test.co.Fail", registry=REG)
 class Fail:
     n: int
@@ -359,26 +373,21 @@ class Fail:
 async def test_fast_fire_cancelled_while_its_reply_is_in_flight_discards_the_reply(
     sockdir: Path,
 ) -> None:
-    cell = Cell()
-    cell.want_gated = 1
-    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
-        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
-            assert await syn.fire(Ping(0)) == Ping(1)  # a live connection: the fast path
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as nursery:
+    async with warm(sockdir) as (cell, _, syn, conn):
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
 
-                    async def cancel_once_running() -> None:
-                        await cell.all_gated.wait()  # the handler runs: the call was sent
-                        scope.cancel()
+                async def cancel_once_running() -> None:
+                    await cell.all_gated.wait()  # the handler runs: the call was sent
+                    scope.cancel()
 
-                    nursery.start_soon(cancel_once_running)
-                    await syn.fire(Gate(1))
-            assert scope.cancelled_caught
-            # Later calls on the same connection get their own replies, and the
-            # cancelled call's final answer was consumed, not delivered.
-            assert [await syn.fire(Ping(i)) for i in range(3)] == [Ping(1), Ping(2), Ping(3)]
-            conn = syn._conn
-            assert conn is not None and not conn.pending
+                nursery.start_soon(cancel_once_running)
+                await syn.fire(Gate(1))
+        assert scope.cancelled_caught
+        # Later calls on the same connection get their own replies, and the
+        # cancelled call's final answer was consumed, not delivered.
+        assert [await syn.fire(Ping(i)) for i in range(3)] == [Ping(1), Ping(2), Ping(3)]
+        assert not conn.pending and syn._conn is conn
 
 
 async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
@@ -403,24 +412,115 @@ async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
 async def test_fast_fire_waiting_when_the_connection_dies_raises_cell_unavailable(
     sockdir: Path,
 ) -> None:
-    cell = Cell()
-    cell.want_gated = 2
-    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
-        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
-            assert await syn.fire(Ping(0)) == Ping(1)
-            outcomes: list[str] = []
+    async with warm(sockdir, 2) as (cell, _membrane, syn, _conn):
+        outcomes: list[str] = []
 
-            async def call(i: int) -> None:
-                try:
-                    await syn.fire(Gate(i))
-                except cellmesh.CellUnavailable:
-                    outcomes.append("unavailable")
+        async def call(i: int) -> None:
+            try:
+                await syn.fire(Gate(i))
+            except cellmesh.CellUnavailable:
+                outcomes.append("unavailable")
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(call, 1)
-                nursery.start_soon(call, 2)
-                await cell.all_gated.wait()  # both calls are in the cell, their callers parked
-                syn._abandon_connection("test: the connection breaks")
-            assert outcomes == ["unavailable", "unavailable"]  # each waiter failed exactly once
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, 1)
+            nursery.start_soon(call, 2)
+            await cell.all_gated.wait()  # both calls are in the cell, their callers parked
+            syn._abandon_connection("test: the connection breaks")
+        assert outcomes == ["unavailable", "unavailable"]  # each waiter failed exactly once
+        cell.gate.set()
+        assert await syn.fire(Ping(5)) == Ping(6)  # the next call reconnects
+
+
+# -- the read role: one call outstanding at a time is woken by its own reply ----
+# The reader hands the role over for the pass after it answered the only
+# pending call, so each test's next fire comes from the task that just got
+# its reply, in the same step (as a loop of calls does).
+
+
+async def test_lone_caller_reads_its_own_reply_and_the_reader_stays_parked(
+    sockdir: Path,
+) -> None:
+    async with warm(sockdir, 1) as (cell, _membrane, syn, conn):
+        assert conn.reader_parked is not None  # one call answered, none pending: handed off
+        holding: list[bool] = []
+
+        async def watch() -> None:
+            await cell.all_gated.wait()
+            holding.append(conn.read_holder)  # the caller waits on the socket itself
             cell.gate.set()
-            assert await syn.fire(Ping(5)) == Ping(6)  # the next call reconnects
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            assert await syn.fire(Gate(1)) == Gate(1)
+        assert holding == [True]
+        for i in range(5):
+            assert await syn.fire(Ping(i)) == Ping(i + 1)
+        assert conn.reader_parked is not None and not conn.read_holder
+        await trio.testing.wait_all_tasks_blocked()  # a pass with no call: the role goes back
+        assert conn.reader_parked is None
+        assert await syn.fire(Ping(9)) == Ping(10)
+
+
+async def test_read_role_holder_hands_other_callers_their_replies(sockdir: Path) -> None:
+    async with warm(sockdir, 1) as (cell, _membrane, syn, conn):
+        got: dict[str, Any] = {}
+
+        async def batch() -> None:
+            await cell.all_gated.wait()
+            assert conn.read_holder
+            got["many"] = await syn.fire_many([Ping(10), Ping(20)])  # read by the holder
+
+        async def release() -> None:
+            await cell.all_gated.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the batch is in flight
+            cell.gate.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(batch)
+            nursery.start_soon(release)
+            got["gate"] = await syn.fire(Gate(7))
+        assert got == {"gate": Gate(7), "many": [Ping(11), Ping(21)]}
+        assert not conn.pending and not conn.read_holder
+        assert await syn.fire(Seen([])) == Seen([0, 10, 20])
+
+
+async def test_read_role_holder_sees_the_cell_close_and_fails_once(sockdir: Path) -> None:
+    async with warm(sockdir, 1) as (cell, membrane, syn, conn):
+        holding: list[bool] = []
+
+        async def close_cell_side() -> None:
+            await cell.all_gated.wait()
+            holding.append(conn.read_holder)
+            (server_conn,) = membrane._connections
+            server_conn.channel.close()  # the cell's side goes away
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close_cell_side)
+            with pytest.raises(cellmesh.CellUnavailable):
+                await syn.fire(Gate(1))
+        assert holding == [True]
+        assert conn.dead is not None and conn.reader_parked is None and not conn.pending
+        cell.gate.set()
+        assert await syn.fire(Ping(5)) == Ping(6)  # the next call reconnects
+
+
+async def test_read_role_holder_cancelled_gives_the_role_back(sockdir: Path) -> None:
+    async with warm(sockdir, 1) as (cell, _membrane, syn, conn):
+        holding: list[bool] = []
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_once_running() -> None:
+                    await cell.all_gated.wait()
+                    holding.append(conn.read_holder)
+                    scope.cancel()
+
+                nursery.start_soon(cancel_once_running)
+                await syn.fire(Gate(1))
+        assert scope.cancelled_caught and holding == [True]
+        assert not conn.read_holder
+        # The cancel reached the cell; its final answer is read (by the
+        # reader, which took the role back) and discarded.
+        await trio.testing.wait_all_tasks_blocked()
+        assert not conn.pending and conn.dead is None
+        assert await syn.fire(Ping(1)) == Ping(2)

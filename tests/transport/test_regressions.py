@@ -167,9 +167,9 @@ async def test_large_hello_fits_whatever_the_frame_limit(sockdir: Path) -> None:
 async def test_refused_handshake_is_reported_by_grow(
     sockdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cellmesh.transport.synapse
+    import cellmesh.transport._client_conn  # where the synapse builds its hello
 
-    monkeypatch.setattr(cellmesh.transport.synapse, "PROTOCOL_VERSION", 99)
+    monkeypatch.setattr(cellmesh.transport._client_conn, "PROTOCOL_VERSION", 99)
     async with open_membrane("r", handler, socket_dir=sockdir, registry=REG):
         with pytest.raises(HandshakeError) as info:
             async with Synapse.grow("r", socket_dir=sockdir, registry=REG):
