@@ -32,9 +32,9 @@ import trio
 
 from ..errors import CellmeshError, RemoteCellError
 from ..transport.synapse import Synapse
+from ._manifest_model import DEFAULT_CELLDOWN_CONCURRENCY
 from ._tasks import Background
 from .control import CellDown
-from .manifest import DEFAULT_CELLDOWN_CONCURRENCY
 
 #: Extra seconds, beyond the watcher's start_timeout, one notice may take.
 _GRACE: Final = 5.0
