@@ -187,7 +187,7 @@ class Connection(Outbox, ClientReceiver):
         the socket itself: that caller then waits for its own reply and is
         woken by it directly, one scheduler pass sooner (:meth:`read_for`).
         The reader takes the role back at the end of the next pass in which
-        no caller holds it (:meth:`prepare`).
+        no caller holds it (:meth:`_prepare_handed_off`).
         """
         reason = "the cell closed the connection"
         try:
@@ -242,13 +242,16 @@ class Connection(Outbox, ClientReceiver):
         return None
 
     async def _hand_off(self) -> None:
-        """Park the reader (no wait on the socket) until :meth:`prepare` wakes it."""
+        """Park the reader (no wait on the socket) until :meth:`_prepare_handed_off`
+        or a failure wakes it."""
         self.reader_parked = trio.lowlevel.current_task()
         self.handoff_passes = 1  # the caller runs next pass: decide at that pass's end
+        self.channel.prepare = self._prepare_handed_off  # (only meanwhile: no cost otherwise)
         self.channel.mark()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self.reader_parked = None
+            self.channel.prepare = self.prepare
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -257,13 +260,15 @@ class Connection(Outbox, ClientReceiver):
         task = self.reader_parked
         if task is not None:
             self.reader_parked = None
+            self.channel.prepare = self.prepare
             trio.lowlevel.reschedule(task)
             self.channel.woke_tasks()
 
-    def prepare(self) -> bool:
-        """End of pass: frame what was queued; give the read role back to the
-        reader once a pass ends with no caller holding it."""
-        again = super().prepare()
+    def _prepare_handed_off(self) -> bool:
+        """The channel's end-of-pass hook while the reader is parked: frame what
+        was queued; give the read role back to the reader once a pass ends with
+        no caller holding it."""
+        again = self.prepare()
         if self.reader_parked is not None and not self.read_holder:
             if self.handoff_passes > 0:
                 self.handoff_passes -= 1
