@@ -136,6 +136,19 @@ def _expect(request: object, reply: object, kind: type) -> Any:
     return reply
 
 
+E = TypeVar("E", Account, Transfer)
+
+
+def _plain(events: Sequence[E]) -> list[E]:
+    """The events with every field a plain int (``flags=TransferFlags.PENDING`` is an
+    IntFlag; the wire carries exact ints). Events already plain are passed as they are."""
+    out = list(events)
+    for i, event in enumerate(out):
+        if type(event.flags) is not int or type(event.code) is not int:
+            out[i] = type(event)(*(int(v) for v in attrs.astuple(event, recurse=False)))
+    return out
+
+
 def _check_count(field: str, count: int, what: str) -> None:
     if count > BATCH_MAX:
         raise InvalidQuery(field, f"{count} {what}, at most {BATCH_MAX} per call: split the "
@@ -165,18 +178,25 @@ class LedgerClient:
     # -- writes -------------------------------------------------------------------
 
     async def create_accounts(self, accounts: Sequence[Account]) -> AccountResults:
-        """Create up to ``BATCH_MAX`` accounts in one command; one code per account."""
+        """Create up to ``BATCH_MAX`` accounts in one command; one code per account.
+
+        Enum members (``flags=AccountFlags.LINKED``) are sent as plain ints.
+        """
         _check_count("accounts", len(accounts), "accounts")
-        request = CreateAccounts(events=list(accounts))
+        request = CreateAccounts(events=_plain(accounts))
         reply: CreateAccountsReply = _expect(request, await self._call(request),
                                              CreateAccountsReply)
         return Results(codes=tuple(AccountResult(r) for r in reply.results),
                        timestamp=reply.timestamp)
 
     async def create_transfers(self, transfers: Sequence[Transfer]) -> TransferResults:
-        """Create up to ``BATCH_MAX`` transfers in one command; one code per transfer."""
+        """Create up to ``BATCH_MAX`` transfers in one command; one code per transfer.
+
+        A linked chain must be whole within one call. Enum members
+        (``flags=TransferFlags.PENDING``) are sent as plain ints.
+        """
         _check_count("transfers", len(transfers), "transfers")
-        request = CreateTransfers(events=list(transfers))
+        request = CreateTransfers(events=_plain(transfers))
         reply: CreateTransfersReply = _expect(request, await self._call(request),
                                               CreateTransfersReply)
         return Results(codes=tuple(TransferResult(r) for r in reply.results),
