@@ -27,7 +27,6 @@ from cellmesh.ledger import (
     Ledger,
     LedgerClient,
     LedgerRejected,
-    LookupAccounts,
     NotALedgerReply,
     PendingStatus,
     Rejected,
