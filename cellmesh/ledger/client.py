@@ -38,7 +38,7 @@ cell is not a ledger).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 
@@ -145,7 +145,7 @@ def _plain(events: Sequence[E]) -> list[E]:
     out = list(events)
     for i, event in enumerate(out):
         if type(event.flags) is not int or type(event.code) is not int:
-            out[i] = type(event)(*(int(v) for v in attrs.astuple(event, recurse=False)))
+            out[i] = type(event)(*(int(v) for v in attrs.astuple(cast(Any, event), recurse=False)))
     return out
 
 
