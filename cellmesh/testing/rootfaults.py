@@ -19,9 +19,11 @@ declares a replicated cell, runs its own workload against it, and uses
 * the final check every replicated cell owes: :meth:`RootGroup.identical`
   (every member has applied the same index and holds byte-identical state).
 
-The workload side stays with the test (what its state machine promises is
-its own business); :func:`nemesis` only needs a ``progress(n)`` coroutine
-that returns once the workload made ``n`` more acknowledged writes.
+The workload's checks stay with the test (what its state machine promises
+is its own business). :class:`Clients` runs its concurrent clients until
+stopped and counts their acknowledged writes; :func:`nemesis` only needs a
+``progress(n)`` coroutine that returns once the workload made ``n`` more;
+:func:`under_faults` runs a workload (any :class:`Load`) through the nemesis.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
@@ -247,4 +249,81 @@ async def nemesis(
             await progress(writes)
 
 
-__all__ = ["PAUSE", "KillBudget", "RootGroup", "nemesis", "until"]
+class Load(Protocol):
+    """A workload :func:`under_faults` can drive (:class:`Clients` is one)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Run the clients until :meth:`stop` (started: once they run)."""
+
+    def stop(self) -> None:
+        """Let each client finish its current operation and end."""
+
+    async def progress(self, more: int) -> None:
+        """Return once ``more`` further writes have been acknowledged."""
+
+
+@attrs.define(eq=False)
+class Clients:
+    """``count`` concurrent clients, each ``client(n)``, until :meth:`stop`.
+
+    A client loops until :attr:`stopping` (checked between its operations)
+    and calls :meth:`acked` for each acknowledged write; :meth:`progress`
+    waits for the count to grow (at most ``progress_timeout`` seconds: a
+    group that stopped serving fails the test rather than hanging it).
+    """
+
+    client: Callable[[int], Awaitable[None]]
+    count: int
+    progress_timeout: float = 120.0
+    _acks: int = 0
+    _waiters: list[tuple[int, trio.Event]] = attrs.Factory(list)
+    _stop: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the clients until :meth:`stop`."""
+        async with trio.open_nursery() as nursery:
+            for n in range(self.count):
+                nursery.start_soon(self.client, n)
+            task_status.started()
+
+    def stop(self) -> None:
+        """Let each client finish its current operation and end."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    async def progress(self, more: int) -> None:
+        """Wait until ``more`` further writes have been acknowledged."""
+        event = trio.Event()
+        self._waiters.append((self._acks + more, event))
+        with trio.fail_after(self.progress_timeout):
+            await event.wait()
+
+    def acked(self) -> None:
+        """Count one acknowledged write (wakes the :meth:`progress` waiters it satisfies)."""
+        self._acks += 1
+        for goal, event in list(self._waiters):
+            if self._acks >= goal:
+                event.set()
+                self._waiters.remove((goal, event))
+
+
+async def under_faults(group: RootGroup, load: Load, *, cycles: int, writes: int) -> dict[str, int]:
+    """Run ``load`` through :func:`nemesis` (``writes`` acknowledged before the first fault
+    and after each); stop it; the restarts per cell (at least three per cycle: asserted)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(load.run)
+        await load.progress(writes)
+        await nemesis(group, load.progress, cycles=cycles, writes=writes)
+        load.stop()
+    restarts = {c.name: c.restarts for c in group.root.status().cells}
+    assert sum(restarts.values()) >= 3 * cycles, restarts
+    return restarts
+
+
+__all__ = [
+    "PAUSE", "Clients", "KillBudget", "Load", "RootGroup", "nemesis", "under_faults", "until",
+]

@@ -41,7 +41,7 @@ from cellmesh.testing.bank import (
     Receipt,
     Transfer,
 )
-from cellmesh.testing.rootfaults import RootGroup
+from cellmesh.testing.rootfaults import Clients, RootGroup
 
 GROUP: Final = "bank"
 ACCOUNTS: Final = ("a", "b", "c", "d", "e")
@@ -85,41 +85,18 @@ class BankLoad:
     bad_reads: list[dict[str, int]] = attrs.Factory(list)
     reads: int = 0
     errors: list[str] = attrs.Factory(list)
-    _progress: int = 0
-    _waiters: list[tuple[int, trio.Event]] = attrs.Factory(list)
-    _stop: trio.Event = attrs.Factory(trio.Event)
+    #: Runs the clients (``driver.run``, ``.progress``, ``.stop``: what the nemesis drives).
+    driver: Clients = attrs.field(init=False)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the clients until :meth:`stop`."""
-        async with trio.open_nursery() as nursery:
-            for client in range(self.clients):
-                nursery.start_soon(self._client, client)
-            task_status.started()
-
-    def stop(self) -> None:
-        """Let each client finish its current operation and end."""
-        self._stop.set()
-
-    async def progress(self, more: int) -> None:
-        """Wait until ``more`` further writes have been acknowledged."""
-        event = trio.Event()
-        self._waiters.append((self._progress + more, event))
-        with trio.fail_after(120):
-            await event.wait()
-
-    def _acked(self) -> None:
-        self._progress += 1
-        for goal, event in list(self._waiters):
-            if self._progress >= goal:
-                event.set()
-                self._waiters.remove((goal, event))
+    def __attrs_post_init__(self) -> None:
+        self.driver = Clients(client=self._client, count=self.clients)
 
     async def _client(self, client: int) -> None:
         rng = random.Random(self.seed * 1000 + client)
         n = 0
         async with Synapse.grow(GROUP, socket_dir=self.root.paths.socket_dir,
                                 client_name=f"client-{client}") as syn:
-            while not self._stop.is_set():
+            while not self.driver.stopping:
                 n += 1
                 if rng.random() < 0.25:
                     await self._read(syn, client)
@@ -153,7 +130,7 @@ class BankLoad:
         self.acknowledged.add(wid)
         self.history.append(Operation(client=client, input=op, output=receipt.ok, call=call,
                                       ret=trio.current_time()))
-        self._acked()
+        self.driver.acked()
 
     async def _read(self, syn: Synapse, client: int) -> None:
         call = trio.current_time()

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import bankload
 import pytest
-import trio
 from bankload import GROUP, BankLoad, bank, bank_toml, deposit_all
 
 from cellmesh import Synapse
@@ -33,7 +32,7 @@ from cellmesh.actors.logs import read_log
 from cellmesh.actors.root import Root
 from cellmesh.testing.bank import GetBalances, Receipt, Transfer
 from cellmesh.testing.mesh import open_root
-from cellmesh.testing.rootfaults import nemesis, until
+from cellmesh.testing.rootfaults import under_faults, until
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,13 +62,7 @@ async def run_bank_under_faults(*, cycles: int, progress: int, clients: int) -> 
         await bank(root).a_leader()
         await deposit_all(root)
         load = BankLoad(root, clients=clients)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(progress)
-            await nemesis(bank(root), load.progress, cycles=cycles, writes=progress)
-            load.stop()
-        restarts = {c.name: c.restarts for c in root.status().cells}
-        assert sum(restarts.values()) >= 3 * cycles, restarts
+        restarts = await under_faults(bank(root), load.driver, cycles=cycles, writes=progress)
         await load.check(expect_members=3)
         print(f"bank: {len(load.acknowledged)} writes acknowledged, {len(load.unknown)} "
               f"unknown, {len(load.unsent)} never sent, {load.reads} reads; restarts "

@@ -38,21 +38,21 @@ async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
         async with trio.open_nursery() as nursery, Synapse.grow(
             "mitosis", socket_path=root.paths.umbilical
         ) as ctl:
-            await nursery.start(load.run)
-            await load.progress(30)
+            await nursery.start(load.driver.run)
+            await load.driver.progress(30)
             grown = await ctl.fire(ChangeReplicas(name=GROUP, count=5))
             assert grown.text == "bank: 3 -> 5 replicas; added bank/3, bank/4"
             assert bank(root).members() == [0, 1, 2, 3, 4]
-            await load.progress(30)
+            await load.driver.progress(30)
             first = await bank(root).a_leader()
             before = bank(root).term()
             await bank(root).kill(first)
             await bank(root).new_leader(before)
-            await load.progress(30)
+            await load.driver.progress(30)
             shrunk = (await ctl.fire(ChangeReplicas(name=GROUP, count=3))).text
             assert shrunk == "bank: 5 -> 3 replicas; removed bank/3, bank/4"
-            await load.progress(30)
-            load.stop()
+            await load.driver.progress(30)
+            load.driver.stop()
         assert bank(root).members() == [0, 1, 2]
         assert not (root.paths.data_dir / GROUP / "3").exists()
         assert not (root.paths.data_dir / GROUP / "4").exists()

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Final
 
 import attrs
-import trio
 
 from cellmesh import Synapse
 from cellmesh.actors.root import Root
@@ -45,6 +44,7 @@ from cellmesh.ledger import (
     TransferFlags,
     TransferResult,
 )
+from cellmesh.testing.rootfaults import Clients
 
 GROUP: Final = "ledger"
 LEDGER: Final = 1
@@ -108,36 +108,11 @@ class LedgerBank:
     reads: int = 0
     retries: int = 0
     errors: list[str] = attrs.Factory(list)
-    _progress: int = 0
-    _waiters: list[tuple[int, trio.Event]] = attrs.Factory(list)
-    _stop: trio.Event = attrs.Factory(trio.Event)
+    #: Runs the clients (``driver.run``, ``.progress``, ``.stop``: what the nemesis drives).
+    driver: Clients = attrs.field(init=False)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the clients until :meth:`stop`."""
-        async with trio.open_nursery() as nursery:
-            for client in range(self.clients):
-                nursery.start_soon(self._client, client)
-            task_status.started()
-
-    def stop(self) -> None:
-        """Let each client finish its current operation and end."""
-        self._stop.set()
-
-    async def progress(self, more: int) -> None:
-        """Wait until ``more`` further writes have been acknowledged."""
-        event = trio.Event()
-        self._waiters.append((self._progress + more, event))
-        with trio.fail_after(120):
-            await event.wait()
-
-    def _acked(self) -> None:
-        self._progress += 1
-        for goal, event in list(self._waiters):
-            if self._progress >= goal:
-                event.set()
-                self._waiters.remove((goal, event))
-
-    # ------------------------------------------------------------ the clients
+    def __attrs_post_init__(self) -> None:
+        self.driver = Clients(client=self._client, count=self.clients)
 
     async def _client(self, client: int) -> None:
         rng = random.Random(self.seed * 1000 + client)
@@ -146,7 +121,7 @@ class LedgerBank:
         async with Synapse.grow(GROUP, socket_dir=self.root.paths.socket_dir,
                                 client_name=f"client-{client}") as syn:
             ledger = LedgerClient.over(syn)
-            while not self._stop.is_set():
+            while not self.driver.stopping:
                 roll = rng.random()
                 if roll < 0.2:
                     await self._read(ledger)
@@ -200,7 +175,7 @@ class LedgerBank:
             return codes
         for tid, code in zip(ids, codes, strict=True):
             self.answered[tid] = code
-        self._acked()
+        self.driver.acked()
         return codes
 
     async def _read(self, ledger: LedgerClient) -> None:

@@ -30,7 +30,7 @@ from ledgerload import DNA, GROUP, LedgerBank, ledger_toml, open_books
 
 from cellmesh.actors.root import Root
 from cellmesh.testing.mesh import open_root
-from cellmesh.testing.rootfaults import RootGroup, nemesis
+from cellmesh.testing.rootfaults import RootGroup, under_faults
 
 
 @pytest.fixture
@@ -68,13 +68,7 @@ async def run_ledger_under_faults(*, cycles: int, writes: int, clients: int) -> 
         await group.a_leader()
         await open_books(root)
         load = LedgerBank(root, clients=clients)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(writes)
-            await nemesis(group, load.progress, cycles=cycles, writes=writes)
-            load.stop()
-        restarts = {c.name: c.restarts for c in root.status().cells}
-        assert sum(restarts.values()) >= 3 * cycles, restarts
+        restarts = await under_faults(group, load.driver, cycles=cycles, writes=writes)
         await group.converge(expect_members=3)
         unknown = len(load.unknown)
         await load.retry_unknown()
