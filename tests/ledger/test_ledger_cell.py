@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import cbor2
 import pytest
 import trio
 
@@ -23,10 +24,12 @@ from cellmesh.ledger import (
     AccountResult,
     CheckBooks,
     CreateTransfers,
+    GetAccountTransfers,
     InvalidQuery,
     Ledger,
     LedgerClient,
     LedgerRejected,
+    LookupAccounts,
     NotALedgerReply,
     PendingStatus,
     Rejected,
@@ -35,6 +38,8 @@ from cellmesh.ledger import (
     TransferResult,
 )
 from cellmesh.testing import open_replica_group, process_replica_group
+from cellmesh.transport.session import OpenSession, SessionCall, SessionOpened
+from cellmesh.wire.proteins import fingerprint
 
 USD = 840
 LIMITED = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
@@ -265,3 +270,45 @@ async def test_ledger_retry_after_a_leader_kill_applies_once() -> None:
         g.start(old)
         digests = await g.wait_converged()
         assert len({d.sha256 for d in digests}) == 1
+
+
+async def test_ledger_cell_survives_hostile_commands_and_queries() -> None:
+    """Attack surface of the ledger cell: events of the wrong types (in the log, every
+    replica refuses them alike), out-of-range and giant values, oversized batches and
+    lookups, unbounded query parameters. Each is answered with a result code or an error
+    reply; nothing is applied; the group keeps serving and the replicas stay identical."""
+    with trio.fail_after(60):
+        async with open_replica_group(Ledger, name="ledger") as g:
+            fp = fingerprint(CreateTransfers)
+            wire_name = "cellmesh.ledger.CreateTransfers"
+            bad_bodies = [
+                [wire_name, [["cellmesh.ledger.Transfer", "not", "ints"]]],
+                [wire_name, "not a list"],
+                [wire_name, [[1, 2, 3]]],
+            ]
+            async with Synapse.grow("ledger", socket_dir=g.socket_dir) as raw:
+                raw._sessions = None  # speak the envelopes by hand
+                opened = await raw.fire(OpenSession())
+                assert isinstance(opened, SessionOpened)
+                for seq, body in enumerate(bad_bodies, 1):
+                    with pytest.raises(RemoteCellError):
+                        await raw.fire(SessionCall(session=opened.session, seq=seq, floor=seq,
+                                                   fingerprint=fp, body=cbor2.dumps(body)))
+            async with Synapse.grow("ledger", socket_dir=g.socket_dir) as syn:
+                ledger = LedgerClient.over(syn)
+                assert (await ledger.create_accounts(accounts(1, 2))).ok
+                giant = await ledger.create_transfers([
+                    move(2**200, 1, 2, 5), move(-3, 1, 2, 5), move(9, 1, 2, 2**300),
+                    move(10, 1, 2, -1)])
+                assert set(giant.codes) == {TransferResult.FIELD_OUT_OF_RANGE}
+                for query in (LookupAccounts(ids=list(range(BATCH_MAX + 1))),
+                              CheckBooks(max_violations=10**9),
+                              GetAccountTransfers(account_id=1, limit=10**9),
+                              GetAccountTransfers(account_id=0)):
+                    with pytest.raises(RemoteCellError) as info:
+                        await syn.fire(query)
+                    assert info.value.type_name == "cellmesh.ledger.errors.InvalidQuery"
+                books = await ledger.check()
+                assert books.ok and books.transfers == 0
+            digests = await g.wait_converged()
+            assert len({d.sha256 for d in digests}) == 1
