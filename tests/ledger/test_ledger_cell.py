@@ -312,3 +312,10 @@ async def test_ledger_cell_survives_hostile_commands_and_queries() -> None:
                 assert books.ok and books.transfers == 0
             digests = await g.wait_converged()
             assert len({d.sha256 for d in digests}) == 1
+
+
+async def test_ledger_cell_proposes_only_its_commands() -> None:
+    """ReplicatedCell.propose refuses a protein that is not one of the class's commands
+    (before touching the runtime: a query proposed by mistake never reaches the log)."""
+    with pytest.raises(TypeError, match="LookupAccounts is not one of its commands"):
+        await Ledger().propose(LookupAccounts(ids=[1]))
