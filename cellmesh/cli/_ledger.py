@@ -34,8 +34,8 @@ from ..transport.synapse import Synapse
 from ._ops import fetch_status
 
 T = TypeVar("T")
-#: Seconds a command waits for the ledger's answer before it gives up (outcome unknown
-#: is impossible here: every command is a read).
+#: Seconds a read waits for the ledger's answer (resent across leader changes meanwhile)
+#: before it fails.
 LEDGER_TIMEOUT: Final = 30.0
 _NOT_SERVED: Final = ("NotServed", "NoReceptor", "UnknownProtein")
 

@@ -36,7 +36,7 @@ Not pure (it is the driver); the state machine it wraps is
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import trio
 
@@ -61,6 +61,8 @@ from .proteins import (
     TransfersReply,
 )
 from .state import LedgerState
+
+R = TypeVar("R")
 
 
 class Ledger(ReplicatedCell):
@@ -94,35 +96,41 @@ class Ledger(ReplicatedCell):
 
     # -- reads (linearizable) --------------------------------------------------------
 
+    def _read(self, q: object, kind: type[R]) -> R:
+        reply = self.state.query(q)
+        if not isinstance(reply, kind):  # the state machine's contract, checked
+            raise TypeError(f"{type(q).__qualname__} answered {type(reply).__qualname__}")
+        return reply
+
     @query
     def lookup_accounts(self, q: LookupAccounts) -> AccountsReply:
         """The accounts with these ids, balances as of now."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, AccountsReply)
 
     @query
     def lookup_transfers(self, q: LookupTransfers) -> TransfersReply:
         """The transfers with these ids."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, TransfersReply)
 
     @query
     def get_account_transfers(self, q: GetAccountTransfers) -> TransfersReply:
         """A page of one account's transfers by timestamp."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, TransfersReply)
 
     @query
     def lookup_pending(self, q: LookupPending) -> PendingReply:
         """Where each pending transfer stands."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, PendingReply)
 
     @query
     def get_totals(self, q: GetTotals) -> TotalsReply:
         """Per-ledger sums of every balance column."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, TotalsReply)
 
     @query
     def check_books(self, q: CheckBooks) -> BooksReport:
         """Every invariant: each ledger balances, no account beyond its limit."""
-        return self.state.query(q)  # type: ignore[return-value]
+        return self._read(q, BooksReport)
 
     # -- expiry without client writes ----------------------------------------------------
 
