@@ -131,7 +131,8 @@ def record_json(value: Account | Transfer) -> dict[str, Any]:
     """A record's fields as a JSON object (ints stay ints), plus ``flag_names``."""
     doc = _fields(value)
     kind = AccountFlags if isinstance(value, Account) else TransferFlags
-    doc["flag_names"] = _flag_names(value.flags, kind).split(",")
+    names = _flag_names(value.flags, kind)
+    doc["flag_names"] = [] if names == "none" else names.split(",")
     return doc
 
 

@@ -78,7 +78,7 @@ def test_ledger_cli_reads_accounts_transfers_and_checks_the_books(home: Path) ->
     assert "2 -> 3  amount 250" in transfer.stdout
     assert "pending status: pending (timeout 3600 s)" in transfer.stdout
     doc = json.loads(cellmesh(home, "ledger", "transfer", "100", "--json").stdout)
-    assert (doc["amount"], doc["pending_status"]) == (1000, None)
+    assert (doc["amount"], doc["pending_status"], doc["flag_names"]) == (1000, None, [])
 
     check = cellmesh(home, "ledger", "check")
     assert check.returncode == 0, check.stderr
