@@ -93,7 +93,7 @@ class LedgerParams:
     accounts: int = 10_000
     batches: int = 20
     batch_size: int = 8_000
-    rounds: int = 3
+    rounds: int = 5
     seed: int = 20_240_601
 
 
