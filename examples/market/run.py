@@ -183,9 +183,10 @@ class Market:
             ids += [shares_account(t) for t in range(self.traders)]
             found = {a.id: a for a in await ledger.lookup_accounts([*ids, ESCROW_CASH,
                                                                      ESCROW_SHARES])}
+
         def held(account_id: int) -> int:
             a = found[account_id]
-            return a.credits_posted - a.debits_posted
+            return int(a.credits_posted - a.debits_posted)
 
         cash = sum(held(cash_account(t)) for t in range(self.traders))
         shares = sum(held(shares_account(t)) for t in range(self.traders))
