@@ -70,6 +70,7 @@ from . import _proc
 from ._activation import Activation
 from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_text, with_failure
 from ._dynamic import DYNAMIC, DynamicCells
+from ._groupswap import GroupSwapper
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
 from ._operator import Operator
@@ -112,6 +113,7 @@ from .policy import (
     ChildSpec,
     ExitReason,
     Restart,
+    ShutdownExit,
     Strategy,
     SupervisorSpec,
 )
@@ -147,6 +149,7 @@ class Root:
     _launcher: Launcher = attrs.field(init=False)
     _replicas: Replicas = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
+    _group_swapper: GroupSwapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
     _dynamic: DynamicCells = attrs.field(init=False)
     _operator: Operator = attrs.field(init=False)
@@ -204,6 +207,10 @@ class Root:
                     inside_bwrap=self.backend.name == "bwrap",
                 )
                 self._launcher.replica_env = self._replicas.env_for
+                self._group_swapper = GroupSwapper(
+                    replicas=self._replicas, launcher=self._launcher, backend=self.backend,
+                    tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                )
                 self._dynamic = DynamicCells(
                     manifest=lambda: self.manifest, slots=self.slots,
                     supervisors=self.supervisors, add_slot=self._add_slot,
@@ -220,6 +227,9 @@ class Root:
                     reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
                     change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
                     no_such_cell=self._replicas.no_such_cell,
+                    is_group=lambda name: name in self._replicas.groups,
+                    swap_group=lambda name, timeout, grace, back: self._group_swapper.swap(
+                        name, timeout=timeout, grace=grace, rollback=back),
                 )
                 await self._tasks.start(self._operator.serve, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
@@ -499,6 +509,8 @@ class Root:
             self._record(slot.name, text)
             slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
+        if slot.replica is not None and slot.swap_phase and isinstance(reason, ShutdownExit):
+            return  # a replica stopped by a swap to start again: not a CellDown (docs/swap.md)
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )

@@ -123,12 +123,19 @@ def run_swap(
 
 
 async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapReport]:
-    """Swap every cell of the mesh, one at a time, in the root's order."""
+    """Swap every cell of the mesh, one at a time, in the root's order.
+
+    A replicated cell's rows (``X/0``, ``X/1`` ...) are one swap of ``X``, which
+    swaps its replicas one at a time.
+    """
     status = await fetch_status(paths)
+    names = dict.fromkeys(
+        cell.name if cell.replica is None else cell.replica.group for cell in status.cells
+    )
     reports = []
-    for cell in status.cells:
+    for name in names:
         reply = await control_call(
-            paths, SwapCell(name=cell.name, timeout=timeout, grace=grace, rollback=False)
+            paths, SwapCell(name=name, timeout=timeout, grace=grace, rollback=False)
         )
         if isinstance(reply, SwapReport):
             reports.append(reply)
@@ -177,16 +184,20 @@ def register(app: cyclopts.App) -> None:
         fails to import, fails its hand-over, is not ready within TIMEOUT or
         crashes within GRACE seconds, the old version serves on with its
         state, and the command exits 1 naming the cause. Identical DNA does
-        nothing. See docs/swap.md.
+        nothing. A replicated cell (NAME without /i) is swapped one replica
+        at a time, followers first, the leader last after a leadership
+        transfer; each recovers from its own log and catches up before the
+        next. See docs/swap.md.
 
         Parameters
         ----------
         name
-            The cell to swap.
+            The cell to swap (a replicated cell: the group's name).
         all
             Swap every cell whose DNA changed.
         timeout
-            Seconds until the new version must serve.
+            Seconds until the new version must serve (a replicated cell: per step
+            of each replica).
         grace
             Seconds the new version serves on probation (a crash rolls back).
         rollback
