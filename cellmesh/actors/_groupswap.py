@@ -22,12 +22,13 @@ the answers to its actions, one at a time:
   the restart is not counted as one, and monitors of the replica get no
   ``CellDown`` for it (the root skips the exit of a replica whose slot shows
   a swap phase);
-* :class:`~cellmesh.actors.groupswap.CatchUp`: the replica's own stats must
-  show it applied the commit index the other members had when it became
-  ready, **and** the leader (asked on its peer socket:
-  ``ReplicaProgressRequest``) must confirm its match index reached it -- a
-  replica's claims about itself are not enough, it may be the hostile new
-  version. Then ``grace`` seconds of probation: an exit then fails the step.
+* :class:`~cellmesh.actors.groupswap.CatchUp`: the replica's runtime, asked
+  on its peer socket (``ReplicaStatusRequest``), must answer that it applied
+  the commit index the other members had when it became ready, **and** the
+  leader (``ReplicaProgressRequest``) must confirm its match index reached
+  it. The stats a replica sends on its umbilical are not used: any code in
+  its sandbox -- the new version may be hostile -- can send those. Then
+  ``grace`` seconds of probation: an exit then fails the step.
 
 Every wait is bounded by ``timeout`` per step, every remote request by its
 connect timeout. The swap runs in a task of the root (interrupting the
@@ -55,7 +56,7 @@ from ._replicas import Replicas
 from ._replicas_changes import NotLeaderHere, PeerAdmin
 from ._replicas_group import Group, GroupHandle, Member
 from ._tasks import Background
-from .control import SwapReport
+from .control import ReplicaStats, SwapReport
 from .dna import DnaEntry
 from .errors import DnaError, RootRequestError
 from .groupswap import (
@@ -368,15 +369,20 @@ class GroupSwapper:
         others = [s.commit_index for i, s in group.stats().items() if i != m.id]
         target = max(others, default=0)
         confirmed = -1
+        answered: ReplicaStats | None = None
         with trio.move_on_after(run.timeout):
             while True:
                 if not _serving(slot, instance):
                     return f"it exited: {m.part.failure() or 'no cause reported'}"
-                stats = m.part.stats
-                if stats is not None and stats.applied_index >= target and is_voter(stats):
-                    confirmed = await self._confirm(group, m.id, target)
-                    if confirmed >= target:
-                        break
+                # Its runtime's answer on its peer socket, not its umbilical stats:
+                # any code in its sandbox can send those.
+                reply = await self._ask(group, m.id, rp.ReplicaStatusRequest())
+                if isinstance(reply, ReplicaStats) and reply.replica == m.id:
+                    answered = reply
+                    if reply.applied_index >= target and is_voter(reply):
+                        confirmed = await self._confirm(group, m.id, target)
+                        if confirmed >= target:
+                            break
                 with trio.move_on_after(1.0):  # stats arrive every second
                     await group.changed.wait()
             slot.swap_phase = "probation"
@@ -390,11 +396,15 @@ class GroupSwapper:
             if instance is not None:
                 self.launcher.ensure_standby(slot, busy=instance.cell_id)
             return None
-        stats = m.part.stats
-        applied = "nothing" if stats is None else f"index {stats.applied_index}"
-        seen = "no confirmation" if confirmed < 0 else f"match index {confirmed}"
-        return (f"not within {run.timeout:g} s: it reports {applied} applied, the leader "
-                f"{seen}, of the group's commit index {target}")
+        said = "did not answer" if answered is None else (
+            f"answers index {answered.applied_index} applied")
+        claims = m.part.stats
+        if claims is not None and (answered is None
+                                   or claims.applied_index != answered.applied_index):
+            said += f" (its stats claim {claims.applied_index})"
+        seen = "did not confirm any" if confirmed < 0 else f"confirms index {confirmed}"
+        return (f"not within {run.timeout:g} s: it {said}, the leader {seen}, of the "
+                f"group's commit index {target}")
 
     async def _confirm(self, group: Group, replica: int, target: int) -> int:
         """The leader's match index of ``replica`` (``target`` when ``replica`` itself is
