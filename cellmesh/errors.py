@@ -65,6 +65,9 @@ class ErrorCode:
     FLOW_CONTROL: Final = 6
     BAD_VESICLE: Final = 7
     DUPLICATE_CALL_ID: Final = 8
+    #: Sent by a membrane in place of its hello when it already serves its
+    #: maximum number of connections (try again later).
+    CONNECTION_LIMIT: Final = 9
     # Call-level (the connection stays open).
     UNKNOWN_PROTEIN: Final = 20
     SCHEMA_MISMATCH: Final = 21
@@ -74,6 +77,8 @@ class ErrorCode:
     CANCELLED: Final = 31
     SHUTTING_DOWN: Final = 32
     BAD_REPLY: Final = 33
+    #: The code of the goaway a membrane sends a connection idle for its idle_timeout.
+    IDLE_TIMEOUT: Final = 34
 
 
 class ProtocolError(CellmeshError):

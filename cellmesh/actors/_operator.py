@@ -48,6 +48,7 @@ from ._cells import CellSlot
 from ._rootlock import peer_uid_filter
 from ._swap import Swapper
 from .control import (
+    CONTROL_LIMITS,
     Ack,
     ChangeReplicas,
     KillCell,
@@ -102,6 +103,7 @@ class Operator:
         async with open_membrane(
             "mitosis", self.answer, socket_path=self.paths.umbilical, socket_mode=0o600,
             accept_filter=peer_uid_filter(os.getuid()), log=self.log, drain_grace=1.0,
+            **CONTROL_LIMITS,
         ):
             task_status.started()
             await trio.sleep_forever()

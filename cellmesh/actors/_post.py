@@ -32,12 +32,14 @@ import trio
 
 from ..errors import CellmeshError, RemoteCellError
 from ..transport.synapse import Synapse
+from ._manifest_model import DEFAULT_CELLDOWN_CONCURRENCY
 from ._tasks import Background
 from .control import CellDown
-from .manifest import DEFAULT_CELLDOWN_CONCURRENCY
 
 #: Extra seconds, beyond the watcher's start_timeout, one notice may take.
 _GRACE: Final = 5.0
+#: The largest frame a watcher may send the root (answers to CellDown are null).
+_REPLY_LIMIT: Final = 64 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -124,7 +126,8 @@ class CellDownPost:
     ) -> None:
         patience = where.timeout + _GRACE
         async with Synapse.grow(
-            watcher, socket_path=where.socket_path, client_name="root", connect_timeout=patience
+            watcher, socket_path=where.socket_path, client_name="root", connect_timeout=patience,
+            max_frame_size=_REPLY_LIMIT,  # a CellDown's reply is null: take no more
         ) as syn:
             while queue:
                 with trio.move_on_after(patience) as scope:

@@ -396,6 +396,10 @@ class Cell:
     trap_exits: ClassVar[bool] = False
     #: This code's version, given to a successor's ``on_swap_in`` (docs/swap.md).
     version: ClassVar[str] = ""
+    #: :class:`~cellmesh.MembraneOptions` fields for this cell's membrane, e.g.
+    #: ``{"max_frame_size": 1 << 20, "idle_timeout": 300}`` (docs/security.md,
+    #: "Denial of service": the bounds every connection gets).
+    membrane_options: ClassVar[dict[str, Any]] = {}
     _receptor_table: ClassVar[dict[type, str]] = {}
     _ctx: CellContext | None = None
 
@@ -455,8 +459,8 @@ class Cell:
         return ctx.receptors(self, times, every)
 
     def _membrane_options(self) -> Mapping[str, Any]:
-        """Extra ``open_membrane`` keywords for the cell's membrane."""
-        return {}
+        """The ``open_membrane`` keywords for the cell's membrane (its :attr:`membrane_options`)."""
+        return type(self).membrane_options
 
     def _membrane_opened(self, membrane: Membrane) -> None:
         """The cell's membrane serves from now on (until the runtime stops it)."""

@@ -53,9 +53,25 @@ the group's client listener as fd 3 and its own peer listener as fd 4.
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import attrs
 
 from ..wire.proteins import protein
+
+#: Membrane options of the root's sockets (docs/security.md, "Denial of
+#: service"). They carry small control proteins, so what a peer may make the
+#: root hold is small; the root's replies are bounded by the peer's own limit.
+#: The largest legitimate request is a cell's ``SwapOut``: its state travels
+#: inline below 64 KiB (the vesicle threshold), its large fields as vesicles.
+UMBILICAL_LIMITS: Final[dict[str, Any]] = {
+    "max_frame_size": 1024 * 1024, "credit_calls": 256, "credit_bytes": 2 * 1024 * 1024,
+    "max_connections": 8, "max_held_fds": 2 * 64,
+}
+CONTROL_LIMITS: Final[dict[str, Any]] = {
+    "max_frame_size": 64 * 1024, "credit_calls": 256, "credit_bytes": 1024 * 1024,
+    "max_connections": 64, "max_held_fds": 64,
+}
 
 # ---------------------------------------------------------------- operator
 
@@ -555,6 +571,8 @@ class CellDown:
 
 
 __all__ = [
+    "CONTROL_LIMITS",
+    "UMBILICAL_LIMITS",
     "Ack",
     "CellDown",
     "CellReady",

@@ -242,7 +242,7 @@ class ReplicatedCell(Cell):
         return self._runtime().client_handler(times, every)
 
     def _membrane_options(self) -> Mapping[str, Any]:
-        return self._runtime().client_membrane_options()
+        return {**type(self).membrane_options, **self._runtime().client_membrane_options()}
 
     def _membrane_opened(self, membrane: Membrane) -> None:
         self._runtime().client_membrane = membrane

@@ -83,6 +83,7 @@ from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
 from .control import (
+    UMBILICAL_LIMITS,
     Ack,
     CellDown,
     CellReady,
@@ -604,7 +605,7 @@ class Root:
         try:
             async with open_membrane(
                 "mitosis", handle, socket_path=slot.umbilical_path, socket_mode=0o666,
-                log=self.log, drain_grace=0.5,
+                log=self.log, drain_grace=0.5, **UMBILICAL_LIMITS,
             ):
                 os.chmod(slot.umbilical_path.parent, 0o711)
                 task_status.started()

@@ -6,8 +6,10 @@ ledger < testing < bench < cli``). It may import the leaves
 :mod:`cellmesh.wire`; nothing above it.
 
 * :mod:`~cellmesh.transport.membrane` -- the server of a cell (listener,
-  accept loop, drain); :mod:`~cellmesh.transport._server_conn` serves one
-  accepted connection (handshake, reader/owner tasks, credit, replies).
+  accept loop, connection cap, drain); :mod:`~cellmesh.transport._server_conn`
+  serves one accepted connection (handshake, reader/owner tasks, call ids,
+  idle timeout) and :mod:`~cellmesh.transport._answers` its outbound side
+  (replies, errors, credit returned once the answers are written).
 * :mod:`~cellmesh.transport.synapse` -- the client (calls, signals,
   reconnect, cancellation across the socket); its outbound side is
   :mod:`~cellmesh.transport._outbox` (single messages queued during a
@@ -18,6 +20,8 @@ ledger < testing < bench < cli``). It may import the leaves
   :mod:`~cellmesh.transport._client_core` (hello, credit, calls, replies).
 * :mod:`~cellmesh.transport._channel` -- one socket's framed I/O, both sides
   (the only code that calls ``send``/``recv``, SCM_RIGHTS included);
+  :mod:`~cellmesh.transport._fds` holds received descriptors only while a
+  frame may claim them (every driver, the asyncio client's too);
   :mod:`~cellmesh.transport._flusher` writes what each channel queued, once
   per scheduler pass.
 * :mod:`~cellmesh.transport._dispatch` -- handlers and receptors, run inline

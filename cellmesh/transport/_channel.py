@@ -23,9 +23,24 @@ write at once, which bounds what a task that never yields can pile up.
 Whatever the kernel does not take waits in the queue for the writer task
 (:meth:`Channel.run_writer`), which sleeps on ``wait_writable``; a reader
 that also sends therefore never deadlocks against a peer that does the same.
-The queue is bounded by its users: the protocol's credit bounds what a
-membrane queues, and a synapse refuses to queue past
-:data:`MAX_QUEUED_BYTES` (:attr:`Channel.over_cap`).
+The queue is bounded by its users through :attr:`Channel.over_cap` (more
+than ``max_queued`` bytes or :data:`MAX_QUEUED_FDS` descriptors unsent): a
+synapse refuses to queue past it, a membrane starts no handler past it and
+returns credit only for answers that were written.
+
+Descriptors a peer sends are held only as long as a frame may still claim
+them (:mod:`cellmesh.transport._fds`, docs/protocol.md section 13): once
+every complete frame is processed (:meth:`Channel.check_fds`), the
+descriptors left must all have arrived with the bytes that begin the one
+incomplete frame (at most one frame's worth, 64); any others, or any at all
+with no incomplete frame, are :class:`~cellmesh.errors.VesicleError`. A
+membrane's connections also share one
+:class:`~cellmesh.transport._fds.FdBudget`, so many connections cannot hold
+many frames' worth between them.
+
+The 256 KiB receive buffer is one per Trio run, not one per connection: a
+receive copies what arrived into the decoder before it can yield, so the
+buffer is free again whenever another task runs.
 
 A failed write (the peer reset the connection) marks the channel broken and
 calls ``on_broken``, so the connection that owns it fails its callers even
@@ -43,27 +58,32 @@ import array
 import collections
 import contextlib
 import errno
-import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
 
+from ..errors import HandshakeError, RemoteProtocolError
 from ..wire.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_VESICLES_PER_FRAME,
     NEED_DATA,
+    DecodedFrame,
     FrameDecoder,
     Hello,
+    NeedData,
 )
 from ..wire.proteins import DecodeContext
 from . import _client_core as client_core
+from ._fds import FdBudget, HeldFds
 from ._flusher import Flusher
 
 RECV_SIZE: Final = 256 * 1024
 #: At most this many descriptors may arrive with one chunk (one frame's worth).
 MAX_FDS_PER_CHUNK: Final = MAX_VESICLES_PER_FRAME
+#: A channel is over its cap while more than this many descriptors wait to be sent.
+MAX_QUEUED_FDS: Final = MAX_VESICLES_PER_FRAME
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_CHUNK * array.array("i").itemsize)
 #: Receives in a row without a schedule point before we yield to other tasks.
 _FAIRNESS_READS: Final = 16
@@ -80,6 +100,30 @@ _SOL_SOCKET: Final = int(socket.SOL_SOCKET)
 
 class ChannelBroken(Exception):
     """The socket failed (reset, broken pipe) or the peer broke SCM_RIGHTS rules."""
+
+
+class _RecvBuffer:
+    """The receive buffer of one Trio run (see the module doc)."""
+
+    __slots__ = ("data", "view")
+
+    def __init__(self) -> None:
+        self.data = bytearray(RECV_SIZE)
+        self.view = memoryview(self.data)
+
+    @staticmethod
+    def current() -> _RecvBuffer:
+        try:
+            return _RECV_BUFFER.get()
+        except LookupError:
+            buffer = _RecvBuffer()
+            _RECV_BUFFER.set(buffer)
+            return buffer
+
+
+_RECV_BUFFER: Final[trio.lowlevel.RunVar[_RecvBuffer]] = trio.lowlevel.RunVar(
+    "cellmesh_recv_buffer"
+)
 
 
 class _Pending:
@@ -101,24 +145,35 @@ class Channel:
     write fails.
     """
 
-    def __init__(self, sock: socket.socket, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_queued: int = MAX_QUEUED_BYTES,
+        fd_budget: FdBudget | None = None,
+    ):
         sock.setblocking(False)
         self.sock = sock
         self.decoder = FrameDecoder(max_frame_size=max_frame_size)
-        self.fds: collections.deque[int] = collections.deque()
+        self.fds = HeldFds(fd_budget)
+        self._max_queued = max_queued
+        self._queued_fds = 0
         self.prepare: Callable[[], bool] | None = None
         self.on_broken: Callable[[BaseException], None] | None = None
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued = 0
         self._marked = False
+        self._in_pass = False  # end_of_pass is running: a mark asks for the next pass
+        self._writing = False  # _write is running: send() only queues
+        self._remark = False
         self._flusher: Flusher | None = None
         self._wake_writer = trio.Event()
         self._flushed: trio.Event | None = None
         self._below_cap: trio.Event | None = None
         self._reads_in_row = 0
         self._short_read = False  # the last read did not fill the buffer: wait first
-        self._rbuf = bytearray(RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
+        self._rview = _RecvBuffer.current().view
         self.closed = False
         self.broken: BaseException | None = None
         self.bytes_in = 0
@@ -164,11 +219,8 @@ class Channel:
                     return False
                 raise ChannelBroken(f"receive failed: {exc}") from exc
             break
-        for level, kind, payload in ancdata:
-            if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                self.fds.extend(fds)
+        if ancdata:
+            self.fds.received(ancdata, self.bytes_in)  # bytes_in: where this read began
         if flags & _MSG_CTRUNC:
             raise ChannelBroken(
                 f"peer sent more than {MAX_FDS_PER_CHUNK} descriptors with one chunk"
@@ -186,9 +238,29 @@ class Channel:
 
     def take_fds(self, count: int) -> list[int] | None:
         """Claim the next ``count`` received descriptors, or None if fewer arrived."""
-        if count > len(self.fds):
-            return None
-        return [self.fds.popleft() for _ in range(count)]
+        return self.fds.take(count)
+
+    def next_frame(self) -> DecodedFrame | NeedData:
+        """The decoder's next frame; at NEED_DATA, :meth:`check_fds`.
+
+        Call :meth:`take_fds` for a returned frame's vesicles before calling
+        this again. (Hot loops call ``decoder.next_frame()`` themselves and
+        :meth:`check_fds` only when :attr:`fds` is not empty.)
+        """
+        frame = self.decoder.next_frame()
+        if frame is NEED_DATA and self.fds:
+            self.check_fds()
+        return frame
+
+    def check_fds(self) -> None:
+        """Every complete frame was consumed: may the descriptors still held be claimed?
+
+        Raises :class:`VesicleError` when descriptors are held that no frame
+        can claim any more: with no incomplete frame, from a chunk before the
+        one that began the incomplete frame, or more than that chunk brought
+        (docs/protocol.md section 13).
+        """
+        self.fds.check(self.decoder.buffered, self.bytes_in)
 
     # -- sending -----------------------------------------------------------
 
@@ -213,13 +285,37 @@ class Channel:
             raise ChannelBroken("channel is closed")
         self._queue.append(_Pending(memoryview(data), fds, done))
         self._queued += len(data)
-        if self._queued >= WRITE_NOW_BYTES:
+        self._queued_fds += len(fds)
+        if self._queued >= WRITE_NOW_BYTES and not self._writing:
             self._write()
         elif not self._marked:
             self.mark()
 
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every byte queued so far has gone to the kernel
+        (at once if nothing is queued; also when the channel closes first)."""
+        if not self._queue:
+            callback()
+            return
+        last = self._queue[-1]
+        earlier = last.done
+        if earlier is None:
+            last.done = callback
+        else:
+
+            def both() -> None:
+                earlier()
+                callback()
+
+            last.done = both
+
     def mark(self) -> None:
-        """Have :meth:`end_of_pass` run at the end of this scheduler pass."""
+        """Have :meth:`end_of_pass` run at the end of this scheduler pass (or, when
+        called from inside it, at the end of the next one)."""
+        if self._in_pass:
+            self._remark = True
+            self.woke_tasks()  # the loop must not sleep before that next pass
+            return
         if self._marked or self.closed:
             return
         self._marked = True
@@ -233,11 +329,16 @@ class Channel:
         """Called by the flusher: let the owner encode, then write what is queued."""
         prepare = self.prepare
         again = False
-        if prepare is not None and self.broken is None and not self.closed:
-            again = prepare()
-        if self._queue and self.broken is None and not self.closed:
-            self._write()
-        self._marked = again and not self.closed
+        self._in_pass = True
+        try:
+            if prepare is not None and self.broken is None and not self.closed:
+                again = prepare()
+            if self._queue and self.broken is None and not self.closed:
+                self._write()
+        finally:
+            self._in_pass = False
+        self._marked = (again or self._remark) and not self.closed
+        self._remark = False
         return self._marked
 
     def flush_failed(self, exc: Exception) -> None:
@@ -251,7 +352,18 @@ class Channel:
             self._write()
 
     def _write(self) -> None:
-        """Hand queued bytes to the kernel without blocking; the writer task does the rest."""
+        """Hand queued bytes to the kernel without blocking; the writer task does the rest.
+
+        A ``done`` callback run from here may :meth:`send` more: that is queued
+        (and written by this same loop), never written from inside it.
+        """
+        self._writing = True
+        try:
+            self._write_queue()
+        finally:
+            self._writing = False
+
+    def _write_queue(self) -> None:
         queue = self._queue
         sock = self.sock
         while queue:
@@ -280,6 +392,7 @@ class Channel:
             self.writes += 1
             self.bytes_out += sent
             self._queued -= sent
+            self._queued_fds -= len(head.fds)  # they left with the first byte
             short = sent < total
             while sent:
                 pending = queue[0]
@@ -303,7 +416,7 @@ class Channel:
             self._flushed.set()
             self._flushed = None
             self.woke_tasks()
-        if self._below_cap is not None and self._queued < MAX_QUEUED_BYTES:
+        if self._below_cap is not None and not self.over_cap:
             self._below_cap.set()
             self._below_cap = None
             self.woke_tasks()
@@ -333,11 +446,12 @@ class Channel:
 
     @property
     def over_cap(self) -> bool:
-        """True while more than :data:`MAX_QUEUED_BYTES` wait for the kernel."""
-        return self._queued >= MAX_QUEUED_BYTES
+        """True while ``max_queued`` bytes or more, or more than
+        :data:`MAX_QUEUED_FDS` descriptors, wait for the kernel."""
+        return self._queued >= self._max_queued or self._queued_fds > MAX_QUEUED_FDS
 
     async def wait_below_cap(self) -> None:
-        """Wait until fewer than :data:`MAX_QUEUED_BYTES` are unsent (or the channel failed)."""
+        """Wait until the channel is no longer :attr:`over_cap` (or failed, or closed)."""
         while self.over_cap and self.broken is None and not self.closed:
             if self._below_cap is None:
                 self._below_cap = trio.Event()
@@ -388,13 +502,12 @@ class Channel:
         if self._flusher is not None:
             self._flusher.detach(self)
             self._flusher = None
-        while self.fds:
-            os.close(self.fds.popleft())
+        self.fds.close()
         for pending in self._queue:
             if pending.done is not None:
                 pending.done()
         self._queue.clear()
-        self._queued = 0
+        self._queued = self._queued_fds = 0
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()
@@ -423,13 +536,21 @@ async def receive_hello(channel: Channel, peer: str) -> Hello:
     """Read the peer's first frame, which must be its hello, and check its version.
 
     An error frame in its place means the peer refused us: HandshakeError
-    carrying the peer's code and message. ``peer`` names the peer in messages.
+    carrying the peer's code and message. Any other failure of the first frame
+    -- larger than ``MAX_HELLO_SIZE``, not CBOR, not a hello -- is
+    HandshakeError (``BAD_HANDSHAKE``), a well-formed hello of another version
+    VersionMismatch (docs/protocol.md section 5.1). ``peer`` names the peer in
+    messages.
     """
-    decoder = channel.decoder
-    while True:
-        decoded = decoder.next_frame()
-        if decoded is not NEED_DATA:
-            break
-        if not await channel.receive():
-            raise ChannelBroken(f"{peer} closed the connection before its hello")
+    try:
+        while True:
+            decoded = channel.next_frame()
+            if decoded is not NEED_DATA:
+                break
+            if not await channel.receive():
+                raise ChannelBroken(f"{peer} closed the connection before its hello")
+    except HandshakeError:
+        raise
+    except RemoteProtocolError as exc:
+        raise client_core.first_frame_error(exc, peer) from None
     return client_core.parse_hello(decoded.items, peer)

@@ -52,7 +52,10 @@ from typing import Any, Final
 
 from ..errors import (
     CellmeshError,
+    ErrorCode,
+    FrameTooLarge,
     HandshakeError,
+    LocalProtocolError,
     ProteinError,
     RemoteProtocolError,
     VersionMismatch,
@@ -121,6 +124,40 @@ def connect_failure(exc: OSError) -> str:
         errno.ENOENT: "no such socket (is the cell running?)",
         errno.ECONNREFUSED: "connection refused (nothing is listening)",
     }.get(exc.errno or 0, f"connect failed: {exc.strerror or exc}")
+
+
+def hello_frame(hello: Hello) -> bytes:
+    """Our hello as a frame; LocalProtocolError when it would exceed MAX_HELLO_SIZE.
+
+    A hello lists every protein the registry knows (about 45 bytes each): a
+    process that knows more than about 1400 cannot say hello (docs/protocol.md
+    section 2).
+    """
+    data = codec.frame_bytes(hello.to_wire())
+    size = len(data) - codec.HEADER_SIZE
+    if size > codec.MAX_HELLO_SIZE:
+        raise LocalProtocolError(
+            f"our hello is {size} bytes ({len(hello.proteins)} proteins), more than the "
+            f"{codec.MAX_HELLO_SIZE} a hello may have; use a registry with fewer proteins",
+            code=ErrorCode.BAD_HANDSHAKE,
+        )
+    return data
+
+
+def first_frame_error(exc: RemoteProtocolError, peer: str) -> HandshakeError:
+    """What a protocol error in the peer's first frame is: BAD_HANDSHAKE, saying why.
+
+    Whatever is wrong with the first frame -- its size, its CBOR, its kind --
+    the handshake failed (docs/protocol.md section 5.1).
+    """
+    if isinstance(exc, HandshakeError):
+        return exc
+    if isinstance(exc, FrameTooLarge):
+        return HandshakeError(
+            f"the first frame from {peer} is {exc.length} bytes; a hello may have at most "
+            f"{codec.MAX_HELLO_SIZE}"
+        )
+    return HandshakeError(f"the first frame from {peer} is not a hello: {exc}")
 
 
 def parse_hello(items: list[list[Any]], peer: str) -> Hello:
@@ -303,12 +340,12 @@ class ClientCore(ClientReceiver):
     # -- hello -------------------------------------------------------------
 
     def hello_bytes(self) -> bytes:
-        """Our hello frame."""
+        """Our hello frame (LocalProtocolError past MAX_HELLO_SIZE, see :func:`hello_frame`)."""
         hello = Hello(
             version=PROTOCOL_VERSION, name=self.client_name,
             proteins=self.registry.fingerprints(), max_frame_size=self.max_frame_size,
         )
-        return codec.frame_bytes(hello.to_wire())
+        return hello_frame(hello)
 
     def accept_hello(self, items: list[list[Any]], peer: str) -> None:
         """Take the cell's hello (see :func:`parse_hello`)."""

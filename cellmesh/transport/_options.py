@@ -14,11 +14,39 @@ DEFAULT_MAX_CONCURRENCY: Final = 256
 DEFAULT_CREDIT_CALLS: Final = 4096
 DEFAULT_CREDIT_BYTES: Final = 32 * 1024 * 1024
 HELLO_TIMEOUT: Final = 10.0
+#: A connection with nothing in flight and no frame for this long gets a goaway.
+IDLE_TIMEOUT: Final = 60.0
+#: Connections one membrane serves at once; more are refused (CONNECTION_LIMIT).
+DEFAULT_MAX_CONNECTIONS: Final = 256
+#: Received descriptors no frame has claimed yet, across a membrane's connections.
+DEFAULT_MAX_HELD_FDS: Final = 256
+#: Unsent reply bytes per connection past which no new handler starts.
+DEFAULT_MAX_QUEUED_BYTES: Final = 1024 * 1024
+#: After an idle goaway, the client has this long to close before the membrane does.
+IDLE_GRACE: Final = 10.0
 
 
 @attrs.define(kw_only=True)
 class MembraneOptions:
-    """Tunables of a membrane; every one has a sensible default."""
+    """Tunables of a membrane; every one has a sensible default.
+
+    The bounds that keep a hostile peer from taking a cell's memory and
+    descriptors (docs/security.md, "Denial of service"):
+
+    * ``max_frame_size``: the largest frame accepted after the hello (the
+      hello itself is limited to ``MAX_HELLO_SIZE``, 64 KiB);
+    * ``credit_calls``/``credit_bytes``: calls and payload bytes a client may
+      have in flight; credit comes back only once the answers were written;
+    * ``max_queued_bytes``: unsent reply bytes (or 64 unsent descriptors)
+      past which no new handler starts on that connection;
+    * ``max_connections``: connections served at once (more are refused with
+      ``CONNECTION_LIMIT``); ``max_held_fds``: descriptors the connections
+      may hold that no frame has claimed yet, together;
+    * ``hello_timeout``: time from accept to a complete hello;
+      ``idle_timeout``: a connection with nothing in flight that sends no
+      frame for this long gets a goaway (``IDLE_TIMEOUT``) and is closed if
+      it does not close within ``idle_grace``.
+    """
 
     max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
@@ -26,6 +54,11 @@ class MembraneOptions:
     credit_bytes: int = DEFAULT_CREDIT_BYTES
     vesicle_threshold: int = DEFAULT_VESICLE_THRESHOLD
     hello_timeout: float = HELLO_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    idle_grace: float = IDLE_GRACE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_held_fds: int = DEFAULT_MAX_HELD_FDS
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     #: Announce client sessions in the hello (a replicated cell deduplicates
     #: resent calls); see docs/protocol.md section 17.
     sessions: bool = False
@@ -33,9 +66,11 @@ class MembraneOptions:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
         codec.check_max_frame_size(self.max_frame_size)
-        for name in ("max_concurrency", "credit_calls", "credit_bytes", "vesicle_threshold"):
+        for name in ("max_concurrency", "credit_calls", "credit_bytes", "vesicle_threshold",
+                     "max_connections", "max_held_fds", "max_queued_bytes"):
             check_positive_int(name, getattr(self, name))
-        check_seconds("hello_timeout", self.hello_timeout)
+        for name in ("hello_timeout", "idle_timeout", "idle_grace"):
+            check_seconds(name, getattr(self, name))
 
 
 @attrs.define(kw_only=True)
@@ -49,5 +84,7 @@ class MembraneStats:
     errors: int = 0
     cancelled: int = 0
     protocol_errors: int = 0
+    refused: int = 0
+    idle_closed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0

@@ -1,7 +1,8 @@
-"""The server side of one membrane connection: handshake, reader/owner tasks, replies.
+"""The server side of one membrane connection: handshake, reader/owner tasks, limits.
 
 See :mod:`cellmesh.transport.membrane` for the theory of operation; this module holds
-the per-connection state machine it describes.
+the per-connection state machine it describes, and its outbound side is
+:mod:`cellmesh.transport._answers` (answers, credit, flushing).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import collections
 import os
 import socket
 import traceback
-from collections.abc import Callable
 from contextlib import suppress
 from itertools import repeat
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import trio
 
@@ -22,7 +22,6 @@ from ..errors import (
     ErrorCode,
     FlowControlError,
     HandshakeError,
-    LocalProtocolError,
     ProteinError,
     ProtocolError,
     RemoteProtocolError,
@@ -42,46 +41,11 @@ from ..wire.codec import (
 )
 from ..wire.proteins import (
     DecodeContext,
-    EncodeContext,
-    ProteinRegistry,
 )
-from ..wire.vesicle import Vesicle
+from ._answers import Answers, ConnectionHost, FrameCost
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
-from ._dispatch import Handler, NoReceptor, Receptors, Suspended, resume, start_inline
-from ._options import MembraneOptions, MembraneStats
-
-
-class ConnectionHost(Protocol):
-    """What a connection needs from the membrane that accepted it.
-
-    :class:`~cellmesh.transport.membrane.Membrane` satisfies it; naming the
-    needs here keeps this module below the membrane (no import cycle).
-    """
-
-    name: str
-    handler: Handler
-    registry: ProteinRegistry
-    options: MembraneOptions
-    stats: MembraneStats
-    on_handler_error: Callable[[BaseException], None] | None
-
-    def log(self, text: str) -> None:
-        """Report a connection event."""
-
-def _exception_type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
-class _FrameCost:
-    """Byte credit held by one received frame until all its calls finish."""
-
-    __slots__ = ("remaining", "size")
-
-    def __init__(self, remaining: int, size: int) -> None:
-        self.remaining = remaining
-        self.size = size
+from ._client_core import hello_frame
+from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
 
 
 class _Undecodable:
@@ -94,7 +58,7 @@ class _Undecodable:
 
 
 # An inbound unit of work: (call id or 0 for a signal, message, cost).
-_Work = tuple[int, Any, _FrameCost]
+_Work = tuple[int, Any, FrameCost]
 
 #: A reader that keeps finding data encodes its replies once this many are queued.
 _FLUSH_NOW_ITEMS: Final = 1024
@@ -107,37 +71,35 @@ class _Slot:
 
     def __init__(self) -> None:
         self.call_id = 0
-        self.cost: _FrameCost | None = None
+        self.cost: FrameCost | None = None
 
 
-class ServerConnection:
+class ServerConnection(Answers):
     """One accepted connection: handshake, then reader/owner tasks until it ends."""
 
     def __init__(self, membrane: ConnectionHost, sock: socket.socket) -> None:
-        self.m = membrane
         opts = membrane.options
-        self.channel = Channel(sock, max_frame_size=opts.max_frame_size)
+        super().__init__(membrane, Channel(
+            sock, max_frame_size=opts.max_frame_size, max_queued=opts.max_queued_bytes,
+            fd_budget=membrane.fd_budget,
+        ))
         self.peer_name = "?"
         self.peer_fps: dict[str, str] = {}
-        self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
-        self.peer_packed = False  # the client reads packed str/bytes columns
         self.plain_ctx = DecodeContext()
-        self.calls_left = opts.credit_calls
-        self.bytes_left = opts.credit_bytes
-        self.return_calls = 0
-        self.return_bytes = 0
+        # Duplicate call ids (docs/protocol.md 4.2): ids only grow on a well-behaved
+        # connection, so a call id above max_id is new. Once one does not grow,
+        # ``live`` tracks every id whose final answer has not been written.
+        self.max_id = 0
+        self.frames_in = 0  # complete frames received (the idle watch reads it)
+        self.resuming = False  # a task waits for the send queue to drain
         self.backlog: collections.deque[_Work] = collections.deque()
         self.waiting: collections.deque[_Work] = collections.deque()
         self.owned: dict[int, trio.CancelScope] = {}
         self.suspended = 0
-        self.out: list[list[Any]] = []
-        self.replies: list[tuple[int, Any]] = []
-        self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
         self.hello_sent = False
         self._goaway_after_hello: bytes | None = None
-        self.done = trio.Event()
         self.nursery: trio.Nursery | None = None
         self.handler = membrane.handler
         self.receptors = membrane.handler if isinstance(membrane.handler, Receptors) else None
@@ -166,11 +128,18 @@ class ServerConnection:
                 nursery.start_soon(self.channel.run_writer)
                 try:
                     await self._handshake()
-                except (ProtocolError, ChannelBroken, trio.TooSlowError) as exc:
+                except trio.TooSlowError:
+                    self._fatal(HandshakeError(
+                        f"no hello within {self.m.options.hello_timeout:g} s"
+                    ))
+                    nursery.cancel_scope.cancel()
+                    return
+                except (ProtocolError, ChannelBroken) as exc:
                     self._fatal(exc)
                     nursery.cancel_scope.cancel()
                     return
                 nursery.start_soon(self._reader_task)
+                nursery.start_soon(self._idle_watch)
                 await self.done.wait()
                 await self._flush_and_wait()
                 nursery.cancel_scope.cancel()
@@ -211,7 +180,7 @@ class ServerConnection:
             packed_columns=1,
             sessions=opts.sessions,
         )
-        self.channel.send(codec.frame_bytes(hello.to_wire()))
+        self.channel.send(hello_frame(hello))
         self.hello_sent = True
         if self._goaway_after_hello is not None:
             self.channel.send(self._goaway_after_hello)
@@ -244,8 +213,49 @@ class ServerConnection:
             )
             with suppress(ChannelBroken, CellmeshError):
                 self.channel.send(codec.frame_bytes(error.to_wire()))
+                self.channel.write_pending()  # now: the connection is about to close
         self.m.log(f"connection from {self.peer_name!r} closed: {exc}")
         self.done.set()
+
+    def goaway(self, code: int, reason: str) -> None:
+        """Ask the client to send no new calls here and to close once answered (section 9)."""
+        self.send_goaway(codec.frame_bytes(GoAway(code, reason).to_wire()))
+
+    def _in_flight(self) -> bool:
+        """Calls or signals received whose answers (or handlers) are not done and flushed."""
+        return bool(
+            self.owned or self.suspended or self.waiting or self.backlog or self.out
+            or self.replies
+        )
+
+    async def _idle_watch(self) -> None:
+        """Goaway a connection that has nothing in flight and sends no frame for
+        ``idle_timeout``; close it if it has not closed ``idle_grace`` later.
+
+        Frames are counted, not bytes: a peer trickling a frame that never
+        completes (slowloris) is idle too.
+        """
+        opts = self.m.options
+        step = opts.idle_timeout / 4
+        seen = self.frames_in
+        quiet_since = trio.current_time()
+        while not self.done.is_set():
+            await trio.sleep(step)
+            now = trio.current_time()
+            if self.frames_in != seen or self._in_flight() or self.draining:
+                seen = self.frames_in
+                quiet_since = now
+                continue
+            if now - quiet_since < opts.idle_timeout:
+                continue
+            self.m.stats.idle_closed += 1
+            self.m.log(f"connection from {self.peer_name!r} idle for "
+                       f"{now - quiet_since:.0f} s: goaway")
+            self.goaway(ErrorCode.IDLE_TIMEOUT, f"idle for {opts.idle_timeout:g} s")
+            with trio.move_on_after(opts.idle_grace):
+                await self.done.wait()
+            self.done.set()
+            return
 
     # -- reading -----------------------------------------------------------
 
@@ -255,6 +265,11 @@ class ServerConnection:
             try:
                 await self._read_loop(scope, slot)
             except (ProtocolError, ChannelBroken) as exc:
+                self._fatal(exc)
+                return
+            except Exception as exc:  # our bug, or an odd value: this connection only
+                self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
+                           + "".join(traceback.format_exception(exc)))
                 self._fatal(exc)
                 return
         self._report_cancel(scope, slot)
@@ -279,7 +294,21 @@ class ServerConnection:
             and self.nursery is not None
             and not self.done.is_set()
         ):
-            self.nursery.start_soon(self._worker_task)
+            if self.channel.over_cap:
+                self._hold()
+            else:
+                self.nursery.start_soon(self._worker_task)
+
+    def _hold(self) -> None:
+        """Calls wait because too many answers are unsent: resume once they are."""
+        if not self.resuming and self.nursery is not None and not self.done.is_set():
+            self.resuming = True
+            self.nursery.start_soon(self._resume_when_drained)
+
+    async def _resume_when_drained(self) -> None:
+        await self.channel.wait_below_cap()
+        self.resuming = False
+        self._kick_waiting()
 
     async def _worker_task(self) -> None:
         """Serve calls that waited for a slot whose owner left by cancellation."""
@@ -287,6 +316,9 @@ class ServerConnection:
         with trio.CancelScope() as scope:
             try:
                 while self.waiting and self.suspended < self.m.options.max_concurrency:
+                    if self.channel.over_cap:
+                        self._hold()
+                        break
                     work = self.waiting.popleft()
                     suspended = self._start(work)
                     if suspended is not None:
@@ -310,9 +342,14 @@ class ServerConnection:
         receptors = self.receptors
         lookup = receptors.lookup if receptors is not None else None
         while True:
+            # Answers only reach the channel at a flush, so whether it is over its
+            # cap cannot change inside this batch.
+            held = bool(backlog) and channel.over_cap
+            if held:
+                self._hold()
             while backlog:
                 work = backlog.popleft()
-                if waiting or self.suspended >= max_concurrency:
+                if held or waiting or self.suspended >= max_concurrency:
                     waiting.append(work)
                     continue
                 # The common case inline: a known handler that returns without
@@ -324,10 +361,10 @@ class ServerConnection:
                         coro = handler(msg)
                         trap = coro.send(None)
                     except StopIteration as stop:
-                        self.return_calls += 1
+                        self.released_calls += 1
                         cost.remaining -= 1
                         if not cost.remaining:
-                            self.return_bytes += cost.size
+                            self.released_bytes += cost.size
                         if call_id:
                             stats.calls += 1
                             if stop.value is None:
@@ -358,10 +395,11 @@ class ServerConnection:
                     return
             decoded = decoder.next_frame()
             if decoded is not NEED_DATA:
+                self.frames_in += 1
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
-            if channel.fds and not decoder.buffered:
-                raise VesicleError("descriptors arrived that no frame references")
+            if channel.fds:
+                channel.check_fds()
             # Replies leave at the end of this pass, with those of every other
             # task; a reader that keeps finding data flushes now and then.
             if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
@@ -396,7 +434,7 @@ class ServerConnection:
                 )
             self.calls_left -= n_work
             self.bytes_left -= size
-        cost = _FrameCost(n_work, size)
+        cost = FrameCost(n_work, size)
         backlog = self.backlog
         ctx = self.plain_ctx
         leftover: dict[int, int] = {}
@@ -410,11 +448,16 @@ class ServerConnection:
             for item in items:
                 kind = item[0]
                 if kind == 1:  # call: [1, id, body]
+                    call_id = item[1]
+                    if call_id > self.max_id and self.live is None:
+                        self.max_id = call_id  # ids that only grow cannot repeat
+                    else:
+                        self._check_new_id(call_id)
                     try:
                         msg: Any = decode(item[2], ctx, peer)
                     except ProteinError as exc:
                         msg = _Undecodable(exc)
-                    backlog.append((item[1], msg, cost))
+                    backlog.append((call_id, msg, cost))
                 elif kind == 4:  # signal: [4, body]
                     try:
                         msg = decode(item[1], ctx, peer)
@@ -423,6 +466,12 @@ class ServerConnection:
                     backlog.append((0, msg, cost))
                 elif kind == 9:  # columns of calls or signals
                     _, sub, count, name, ids, columns = item
+                    if sub == 1:
+                        if self.live is None and min(ids) > self.max_id:
+                            self.max_id = max(ids)
+                        else:
+                            for call_id in ids:
+                                self._check_new_id(call_id)
                     try:
                         msgs: list[Any] = self.m.registry.decode_columns(
                             name, columns, count, ctx, peer
@@ -435,6 +484,34 @@ class ServerConnection:
         finally:
             for fd in leftover.values():
                 os.close(fd)
+
+    def _check_new_id(self, call_id: int) -> None:
+        """Refuse a call id that is in flight: received, its final answer not flushed.
+
+        Called only for an id that is not above every id seen so far: the first
+        time, this connection starts tracking its in-flight ids (a reference
+        client never gets here: its ids only grow).
+        """
+        live = self.live
+        if live is None:
+            live = self.live = self._live_ids()
+        if call_id in live:
+            raise RemoteProtocolError(
+                f"call id {call_id} is already in flight on this connection",
+                code=ErrorCode.DUPLICATE_CALL_ID,
+            )
+        live.add(call_id)
+        self.max_id = max(self.max_id, call_id)
+
+    def _live_ids(self) -> set[int]:
+        """Every call id whose final answer has not been flushed yet."""
+        live = {work[0] for work in self.backlog if work[0]}
+        live.update(work[0] for work in self.waiting if work[0])
+        live.update(self.owned)
+        live.update(call_id for call_id, _ in self.replies)
+        for item in self.out:
+            live.update(codec.item_call_ids(item))
+        return live
 
     def _accept_control(self, item: codec.Frame) -> None:
         """Handle a frame that is not a call or signal."""
@@ -504,12 +581,6 @@ class ServerConnection:
         free slot. ``slot`` records the current call for cancellation reports."""
         call_id, _, cost = work
         while True:
-            if call_id in self.owned:
-                suspended.coro.close()
-                raise RemoteProtocolError(
-                    f"call id {call_id} is already in progress on this connection",
-                    code=ErrorCode.DUPLICATE_CALL_ID,
-                )
             slot.call_id, slot.cost = call_id, cost
             self.suspended += 1
             if call_id:
@@ -530,6 +601,9 @@ class ServerConnection:
             # Serve calls that waited for a free slot, in order, in this task.
             next_suspended = None
             while self.waiting and self.suspended < self.m.options.max_concurrency:
+                if self.channel.over_cap:
+                    self._hold()
+                    break
                 work = self.waiting.popleft()
                 next_suspended = self._start(work)
                 if next_suspended is not None:
@@ -563,192 +637,3 @@ class ServerConnection:
                     )
                     return
         # Already finished: the reply is on its way; nothing to do.
-
-    # -- replies -----------------------------------------------------------
-
-    def _complete(self, call_id: int, cost: _FrameCost, result: Any) -> None:
-        self._release(cost)
-        if not call_id:
-            return
-        if result is None:
-            self.out.append([Kind.REPLY, call_id, None])
-            return
-        self.replies.append((call_id, result))
-
-    def _encode_replies(self) -> None:
-        """Turn pending replies into wire items: runs of one protein type become
-        one columnar item, the rest single replies (vesicles in frames of their own)."""
-        replies, self.replies = self.replies, []
-        registry = self.m.registry
-        out = self.out
-        i, n = 0, len(replies)
-        while i < n:
-            cls = type(replies[i][1])
-            j = i + 1
-            while j < n and type(replies[j][1]) is cls:
-                j += 1
-            if j - i >= 2:
-                run = replies[i:j]
-                objs = [result for _, result in run]
-                ctx = self.enc_ctx
-                try:
-                    schema = registry.schema_for(objs[0])
-                    values = schema.column_values(objs, ctx)
-                except (TypeError, ProteinError):
-                    values = None
-                if ctx.vesicles:
-                    self._release_ctx(ctx)
-                    values = None
-                if values is not None:
-                    out.append(codec.columns_item(
-                        Kind.REPLY, schema.name, [call_id for call_id, _ in run],
-                        schema.pack_columns(values, self.peer_packed), j - i,
-                    ))
-                    i = j
-                    continue
-            for call_id, result in replies[i:j]:
-                self._encode_reply(call_id, result)
-            i = j
-
-    def _encode_reply(self, call_id: int, result: Any) -> None:
-        ctx = self.enc_ctx
-        try:
-            body = self.m.registry.encode(result, ctx)
-        except (TypeError, ProteinError) as exc:
-            self._release_ctx(ctx)
-            self.m.stats.errors += 1
-            self.out.append(Error(
-                id=call_id, code=ErrorCode.BAD_REPLY, type_name=_exception_type_name(exc),
-                message=f"the handler returned an invalid reply: {exc}",
-            ).to_wire())
-            return
-        if ctx.vesicles:
-            self._send_with_vesicles([Kind.REPLY, call_id, body], ctx)
-        else:
-            self.out.append([Kind.REPLY, call_id, body])
-
-    def _send_with_vesicles(self, item: list[Any], ctx: EncodeContext) -> None:
-        self._flush()
-        fds = [v.fileno() for v in ctx.vesicles]
-        owned = list(ctx.owned)
-        ctx.vesicles.clear()
-        ctx.owned.clear()
-
-        def sent() -> None:
-            for vesicle in owned:
-                vesicle.close()
-
-        try:
-            data = codec.encode_items([item], self.peer_max_frame)[0]
-        except LocalProtocolError as exc:
-            sent()
-            # Even with its bytes in vesicles the reply is too large: that call
-            # fails (every call gets exactly one final answer).
-            self.out.extend(self._encode_each_errors(item, exc))
-            return
-        try:
-            self.channel.send(data, fds, sent)
-        except ChannelBroken:
-            sent()
-            self.done.set()
-
-    def _release_ctx(self, ctx: EncodeContext) -> None:
-        for vesicle in ctx.owned:
-            vesicle.close()
-        ctx.vesicles.clear()
-        ctx.owned.clear()
-
-    def _fail_call(self, call_id: int, cost: _FrameCost, code: int, exc: BaseException) -> None:
-        self.m.stats.errors += 1
-        if code == ErrorCode.HANDLER_FAILED and self.m.on_handler_error is not None:
-            self.m.on_handler_error(exc)  # may not return (a cell dying of MemoryError)
-        if not call_id:
-            self._release(cost)
-            self.m.log(f"signal failed: {_exception_type_name(exc)}: {exc}")
-            return
-        tb = None
-        if code == ErrorCode.HANDLER_FAILED:
-            tb = "".join(traceback.format_exception(exc))
-        self._finish_error(call_id, code, _exception_type_name(exc), str(exc), tb, cost=cost)
-
-    def _finish_error(
-        self,
-        call_id: int,
-        code: int,
-        type_name: str,
-        message: str,
-        tb: str | None = None,
-        *,
-        cost: _FrameCost | None = None,
-    ) -> None:
-        if cost is not None:
-            self._release(cost)
-        self.out.append([Kind.ERROR, call_id, code, type_name, message, tb])
-        self.channel.mark()
-
-    def _release(self, cost: _FrameCost) -> None:
-        self.return_calls += 1
-        cost.remaining -= 1
-        if cost.remaining == 0:
-            self.return_bytes += cost.size
-
-    def _flush(self) -> None:
-        """Queue replies/errors and returned credit on the channel as one frame (or a few).
-
-        Called by the channel at the end of every pass in which something was
-        queued (``channel.mark()``), and directly where order or shutdown needs
-        it now; the channel writes the frames with one ``sendmsg``.
-        """
-        if self.replies:
-            self._encode_replies()
-        out = self.out
-        opts = self.m.options
-        # Return credit lazily: only once the peer's remaining credit (as we
-        # know it) is below half the window. No deadlock: a peer blocked on
-        # credit has none left, so whatever its finished calls freed goes out
-        # with the flush that follows them.
-        if (self.return_calls or self.return_bytes) and (
-            self.calls_left <= opts.credit_calls // 2 or self.bytes_left <= opts.credit_bytes // 2
-        ):
-            out.append([Kind.CREDIT, self.return_calls, self.return_bytes])
-            self.calls_left += self.return_calls
-            self.bytes_left += self.return_bytes
-            self.return_calls = self.return_bytes = 0
-        if not out:
-            return
-        self.out = []
-        try:
-            try:
-                frames = codec.encode_items(out, self.peer_max_frame)
-            except LocalProtocolError:
-                frames = self._encode_each(out)
-            for data in frames:
-                self.channel.send(data)
-        except ChannelBroken:
-            self.done.set()
-
-    def _encode_each(self, out: list[list[Any]]) -> list[bytes]:
-        """Encode items one by one, turning a reply too large for one frame into
-        an error for that call alone."""
-        frames = []
-        for item in out:
-            try:
-                frames += codec.encode_items([item], self.peer_max_frame)
-            except LocalProtocolError as exc:
-                frames += codec.encode_items(
-                    self._encode_each_errors(item, exc), self.peer_max_frame
-                )
-        return frames
-
-    def _encode_each_errors(
-        self, item: list[Any], exc: LocalProtocolError
-    ) -> list[list[Any]]:
-        """BAD_REPLY error items for every call a too-large reply item answers."""
-        errors = []
-        for call_id in codec.item_call_ids(item):
-            self.m.stats.errors += 1
-            errors.append(Error(
-                id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
-                message=f"{exc} (large bytes fields travel as vesicles)",
-            ).to_wire())
-        return errors

@@ -45,9 +45,10 @@ import attrs
 from ..errors import (
     CellUnavailable,
     ConnectionClosed,
+    ErrorCode,
+    HandshakeError,
     ProtocolError,
     RemoteProtocolError,
-    VesicleError,
 )
 from ..wire.batching import OutboundBatch
 from ..wire.codec import MAX_VESICLES_PER_FRAME, NEED_DATA, FrameDecoder
@@ -59,8 +60,10 @@ from ._client_core import (
     ClientCore,
     ReplyBatch,
     connect_failure,
+    first_frame_error,
     vesicle_context,
 )
+from ._fds import HeldFds
 from .synapse import SynapseOptions, client_target
 
 RECV_SIZE: Final = 256 * 1024
@@ -79,7 +82,8 @@ class _Channel:
         self.sock = sock
         self.loop = loop
         self.decoder = FrameDecoder(max_frame_size=max_frame)
-        self.fds: collections.deque[int] = collections.deque()
+        self.fds = HeldFds()  # the descriptor rule of docs/protocol.md 13, as the synapse's
+        self.received = 0  # bytes received so far
         self._queue: collections.deque[list[Any]] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._buf = bytearray(RECV_SIZE)
@@ -123,23 +127,19 @@ class _Channel:
                     return False
                 raise _Broken(f"receive failed: {exc}") from exc
             break
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                self.fds.extend(fds)
+        if ancdata:
+            self.fds.received(ancdata, self.received)  # where this read began
         if flags & socket.MSG_CTRUNC:
             raise _Broken(f"the peer sent more than {MAX_VESICLES_PER_FRAME} descriptors at once")
         if not n:
             return False
+        self.received += n
         self.decoder.feed(self._view[:n])
         return True
 
     def take_fds(self, count: int) -> list[int] | None:
         """Claim the next ``count`` received descriptors, or None if fewer arrived."""
-        if count > len(self.fds):
-            return None
-        return [self.fds.popleft() for _ in range(count)]
+        return self.fds.take(count)
 
     def send(self, data: bytes, fds: Sequence[int] = (),
              done: Callable[[], None] | None = None) -> None:
@@ -215,8 +215,7 @@ class _Channel:
             self.loop.remove_writer(fd)
         for wake in list(self._waits):
             wake()  # the waiting reader (or writer) sees the channel closed
-        while self.fds:
-            os.close(self.fds.popleft())
+        self.fds.close()
         for entry in self._queue:
             if entry[2] is not None:
                 entry[2]()
@@ -254,13 +253,30 @@ class _Connection:
         self.reader: asyncio.Task[None] | None = None
 
     async def handshake(self) -> None:
-        self.channel.send(self.core.hello_bytes())
-        await self.channel.flush()
+        hello = self.core.hello_bytes()
+        try:
+            self.channel.send(hello)
+            await self.channel.flush()
+        except _Broken:
+            # A membrane that refuses us (too many connections) may have said
+            # why and closed before our hello went out: its reason comes first.
+            await self._first_frame()
+            raise
+        await self._first_frame()
+
+    async def _first_frame(self) -> None:
+        """Read the cell's hello (or refusal): any failure of it is BAD_HANDSHAKE."""
+        peer = f"cell {self.syn.name!r}"
         decoder = self.channel.decoder
-        while (decoded := decoder.next_frame()) is NEED_DATA:
-            if not await self.channel.receive():
-                raise _Broken(f"cell {self.syn.name!r} closed the connection before its hello")
-        self.core.accept_hello(decoded.items, f"cell {self.syn.name!r}")
+        try:
+            while (decoded := decoder.next_frame()) is NEED_DATA:
+                if not await self.channel.receive():
+                    raise _Broken(f"{peer} closed the connection before its hello")
+        except HandshakeError:
+            raise
+        except RemoteProtocolError as exc:
+            raise first_frame_error(exc, peer) from None
+        self.core.accept_hello(decoded.items, peer)
 
     @property
     def usable(self) -> bool:
@@ -274,8 +290,8 @@ class _Connection:
             while True:
                 decoded = channel.decoder.next_frame()
                 if decoded is NEED_DATA:
-                    if channel.fds and not channel.decoder.buffered:
-                        raise VesicleError("descriptors arrived that no frame references")
+                    if channel.fds:
+                        channel.fds.check(channel.decoder.buffered, channel.received)
                     if not core.pending and core.draining:
                         reason = "drained after goaway"
                         break
@@ -422,6 +438,11 @@ class Synapse:
         except _Broken as exc:
             conn.channel.close()
             raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+        except HandshakeError as exc:
+            conn.channel.close()
+            if exc.code == ErrorCode.CONNECTION_LIMIT:  # busy: a later attempt may get in
+                raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None
+            raise
         except BaseException:
             conn.channel.close()
             raise

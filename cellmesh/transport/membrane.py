@@ -25,6 +25,14 @@ still get through.
 Failure isolation: a protocol error on one connection sends an ``error``
 frame to that connection and closes it; nothing else notices. A handler
 exception becomes an error reply; the cell keeps serving.
+
+Bounds (docs/security.md, "Denial of service"): at most ``max_connections``
+connections are served at once -- one more is accepted, sent an error frame
+with ``CONNECTION_LIMIT`` in place of the hello and closed; the connections
+share an :class:`~cellmesh.transport._channel.FdBudget` of ``max_held_fds``
+received descriptors that no frame has claimed yet; each connection has a
+hello deadline, an idle timeout and the per-connection bounds of
+:class:`~cellmesh.transport._options.MembraneOptions`.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from ..errors import (
 )
 from ..wire import codec
 from ..wire.codec import (
+    Error,
     GoAway,
 )
 from ..wire.proteins import (
@@ -55,6 +64,7 @@ from ..wire.proteins import (
     ProteinRegistry,
 )
 from ._dispatch import Handler
+from ._fds import FdBudget
 from ._options import MembraneOptions, MembraneStats
 from ._server_conn import ServerConnection
 from ._sockets import adopt_listener, bind_unix_listener
@@ -90,6 +100,7 @@ class Membrane:
         self.registry = registry
         self.options = options
         self.stats = MembraneStats()
+        self.fd_budget = FdBudget(options.max_held_fds)
         self._listener = listener
         self._log_fn = log
         self._connections: set[ServerConnection] = set()
@@ -159,9 +170,33 @@ class Membrane:
                     self.log(f"refused a connection: {refusal}")
                     sock.close()
                     continue
+            if len(self._connections) >= self.options.max_connections:
+                self._refuse_over_limit(sock)
+                continue
             conn = ServerConnection(self, sock)
             self._connections.add(conn)
             nursery.start_soon(self._serve, conn)
+
+    def _refuse_over_limit(self, sock: socket.socket) -> None:
+        """Tell a connection past ``max_connections`` why it is refused, and close it.
+
+        The error frame takes the place of our hello (docs/protocol.md 5.1);
+        it is written without waiting: a new socket's buffer has room for it.
+        """
+        self.stats.refused += 1
+        limit = self.options.max_connections
+        error = Error(
+            id=None, code=ErrorCode.CONNECTION_LIMIT, type_name="ConnectionLimit",
+            message=f"membrane {self.name} already serves {limit} connections (its "
+            "max_connections); try again later",
+        )
+        with suppress(OSError):
+            sock.setblocking(False)
+            sock.send(codec.frame_bytes(error.to_wire()))
+        sock.close()
+        if self.stats.refused in (1, 10, 100) or not self.stats.refused % 1000:
+            self.log(f"refused a connection: {limit} connections already served "
+                     f"({self.stats.refused} refused so far)")
 
     async def _serve(self, conn: ServerConnection) -> None:
         try:
@@ -257,6 +292,17 @@ class Membrane:
             self._start_accepting()
 
 
+def membrane_options(options: dict[str, Any]) -> MembraneOptions:
+    """Validated :class:`MembraneOptions` from keyword options (ConfigError names a bad one)."""
+    known = attrs.fields_dict(MembraneOptions)
+    for key in options:
+        if key not in known:
+            raise ConfigError(key, f"is not a membrane option (known: {', '.join(sorted(known))})")
+    opts = MembraneOptions(**options)
+    opts.validate()
+    return opts
+
+
 @asynccontextmanager
 async def open_membrane(
     name: str,
@@ -295,8 +341,7 @@ async def open_membrane(
     ``options`` are :class:`MembraneOptions` fields.
     """
     check_cell_name(name)
-    opts = MembraneOptions(**options)
-    opts.validate()
+    opts = membrane_options(options)
     if not callable(handler):
         raise ConfigError("handler", f"must be an async callable, got {handler!r}")
     path: Path | None = None

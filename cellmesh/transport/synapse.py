@@ -52,9 +52,10 @@ from ..config import Paths, check_cell_name, check_positive_int, check_seconds
 from ..errors import (
     CellUnavailable,
     ConnectionClosed,
+    ErrorCode,
+    HandshakeError,
     ProtocolError,
     RemoteProtocolError,
-    VesicleError,
 )
 from ..wire import codec
 from ..wire.batching import OutboundBatch
@@ -69,7 +70,7 @@ from ..wire.proteins import (
 from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
-from ._client_core import CellEndedConnection, ClientReceiver, ReplyBatch
+from ._client_core import CellEndedConnection, ClientReceiver, ReplyBatch, hello_frame
 from ._outbox import Outbox
 from .session import ClientSessions
 
@@ -158,7 +159,6 @@ class _Connection(Outbox, ClientReceiver):
         super().__init__(Channel(sock, max_frame_size=syn.options.max_frame_size))
         self.syn = syn
         self.registry = syn.registry
-        self.channel.on_broken = self._broken
         self.pending = {}
         self.next_id = 1
         self.credit_event = trio.Event()
@@ -179,9 +179,18 @@ class _Connection(Outbox, ClientReceiver):
             max_frame_size=syn.options.max_frame_size,
             packed_columns=1,
         )
-        self.channel.send(codec.frame_bytes(hello.to_wire()))
-        await self.channel.flush_inline()  # no writer task runs yet
+        self.channel.send(hello_frame(hello))
+        try:
+            await self.channel.flush_inline()  # no writer task runs yet
+        except ChannelBroken:
+            # A membrane that refuses us (too many connections) may have said
+            # why and closed before our hello went out: its reason comes first.
+            await receive_hello(self.channel, f"cell {syn.name!r}")
+            raise
         frame = await receive_hello(self.channel, f"cell {syn.name!r}")
+        # From now on a failed write ends the connection (during the handshake
+        # it must not: a refusal may still be there to read).
+        self.channel.on_broken = self._broken
         self.peer_name = frame.name
         self.peer_fps = frame.proteins
         self.peer_max_frame = frame.max_frame_size
@@ -203,8 +212,8 @@ class _Connection(Outbox, ClientReceiver):
             while True:
                 decoded = decoder.next_frame()
                 if decoded is NEED_DATA:
-                    if channel.fds and not decoder.buffered:
-                        raise VesicleError("descriptors arrived that no frame references")
+                    if channel.fds:
+                        channel.check_fds()
                     if not self.pending and self.draining:
                         reason = "drained after goaway"
                         break
@@ -219,6 +228,8 @@ class _Connection(Outbox, ClientReceiver):
             elif isinstance(exc, ProtocolError):
                 with suppress(ChannelBroken):
                     self.channel.send(self.protocol_error_frame(exc))
+        except Exception as exc:  # an odd reply, or our bug: this connection only
+            reason = f"reading the cell's frames failed: {type(exc).__name__}: {exc}"
         finally:
             self._die(reason)
 
@@ -416,6 +427,11 @@ class Synapse:
         except ChannelBroken as exc:
             conn.channel.close()
             raise CellUnavailable(self.name, path, str(exc)) from None
+        except HandshakeError as exc:
+            conn.channel.close()
+            if exc.code == ErrorCode.CONNECTION_LIMIT:  # busy: a later attempt may get in
+                raise CellUnavailable(self.name, path, str(exc)) from None
+            raise
         except BaseException:
             conn.channel.close()
             raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 import cbor2
@@ -95,8 +96,14 @@ def typed_array_values(data: object, typecode: str) -> list[Any]:
     return result
 
 
-def bytes_column_values(value: object) -> list[bytes]:
-    """The values of a packed bytes column ``[count, data]`` (MalformedFrame if bad)."""
+def bytes_column_values(
+    value: object, charge: Callable[[int, str], None] | None = None
+) -> list[bytes]:
+    """The values of a packed bytes column ``[count, data]`` (MalformedFrame if bad).
+
+    ``charge(cost, what)``, when given, is told what the values will cost in
+    memory (estimated bytes) before they are made; it raises to refuse.
+    """
     if (
         (type(value) is not list and type(value) is not tuple)
         or len(value) != 2
@@ -112,6 +119,9 @@ def bytes_column_values(value: object) -> list[bytes]:
             f"a packed bytes column of {count} values cannot hold {len(data)} bytes"
         )
     width = len(data) // count
+    if charge is not None:
+        # A one-byte value is the interpreter's cached object: only its slot.
+        charge(80 + count * (8 if width == 1 else 56 + width), "a packed bytes column")
     out: list[bytes] = []
     step = width * _UNPACK_CHUNK
     fmt = f"{width}s" * _UNPACK_CHUNK

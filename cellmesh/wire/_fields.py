@@ -207,12 +207,27 @@ def _list_type(elem: FieldType, as_tuple: bool) -> FieldType:
     return FieldType(text, enc, dec, False)
 
 
+#: Integer map keys travel as plain CBOR integers (docs/protocol.md section 3:
+#: a bignum may not be a map key), so they must fit in 64 bits.
+_MAP_KEY_RANGE: Final = range(-(2**64), 2**64)
+
+
+def _map_int_key(value: Any, ctx: Any) -> Any:
+    if type(value) is not int:
+        raise Bad(f"expected int, got {type_label(value)}")
+    if value not in _MAP_KEY_RANGE:
+        raise Bad(f"map key {value} does not fit in 64 bits (keys cannot be bignums)")
+    return value
+
+
 def _dict_type(key: FieldType, val: FieldType, where: str) -> FieldType:
     if key.text not in ("str", "int"):
         raise TypeError(f"{where}: dict keys must be str or int, not {key.text}")
     text = f"map<{key.text},{val.text}>"
     k_dec, v_enc, v_dec = key.dec, val.enc, val.dec
     k_enc = key.enc
+    if key.text == "int":
+        k_enc = _map_int_key
 
     def enc(value: Any, ctx: EncodeContext) -> Any:
         if type(value) is not dict:

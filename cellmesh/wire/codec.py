@@ -31,7 +31,6 @@ so the driver can pair them with the descriptors that arrived with the frame.
 from __future__ import annotations
 
 import enum
-import io
 import struct
 from typing import Any, Final, TypeAlias
 
@@ -47,6 +46,13 @@ from ..errors import (
     MalformedFrame,
     UnknownFrameKind,
 )
+from ._cbor import (
+    MAX_DEPTH,
+    MAX_VESICLES_PER_FRAME,
+    VESICLE_TAG,
+    PayloadDecoder,
+    VesicleRef,
+)
 from ._columns import (
     MAX_ID,
     TAG_BYTES_COLUMN,
@@ -56,17 +62,18 @@ from ._columns import (
     TAG_UINT64_LE,
     TYPED_ARRAYS,
     bytes_column,
-    bytes_column_values,
     slice_column,
     text_column,
     typed_array,
     typed_array_values,
 )
 
-# The column forms live in wire/_columns.py; they are part of this module's API.
+# The column forms live in wire/_columns.py and the CBOR profile's decoding in
+# wire/_cbor.py; what they export here is part of this module's API.
 __all__ = [
     "ABSOLUTE_MAX_FRAME_SIZE", "DEFAULT_MAX_FRAME_SIZE", "HEADER", "HEADER_SIZE", "MAX_DEPTH",
     "MAX_HELLO_SIZE", "MAX_ID", "MAX_VESICLES_PER_FRAME", "MIN_MAX_FRAME_SIZE", "NEED_DATA",
+    "NeedData",
     "PROTOCOL_VERSION", "TAG_BYTES_COLUMN", "TAG_FLOAT64_LE", "TAG_SINT64_LE",
     "TAG_TEXT_COLUMN", "TAG_UINT64_LE", "VESICLE_TAG", "Body", "Call", "Cancel", "Credit",
     "DecodedFrame", "Error", "Frame", "FrameDecoder", "GoAway", "Hello", "Kind", "Reply",
@@ -84,15 +91,11 @@ DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 ABSOLUTE_MAX_FRAME_SIZE: Final = 2**32 - 1
 #: Smallest maximum a peer may announce.
 MIN_MAX_FRAME_SIZE: Final = 4096
-#: The first frame (the hello, sent before limits are known) may be this large
-#: whatever the negotiated maximum: a hello lists every protein fingerprint.
-MAX_HELLO_SIZE: Final = 1024 * 1024
-#: CBOR nesting deeper than this is refused (bounds decoder recursion).
-MAX_DEPTH: Final = 64
-#: At most this many vesicles (descriptors) may travel with one frame.
-MAX_VESICLES_PER_FRAME: Final = 64
-#: Private-use CBOR tag marking a vesicle reference ``[index, length]``.
-VESICLE_TAG: Final = 1_667_591_276  # "cell" in ASCII, a first-come-first-served tag
+#: The first frame of each direction (the hello, sent before limits are known,
+#: or the error frame refusing one) may be this large whatever the negotiated
+#: maximum, and no larger: a hello lists every protein fingerprint (about 45
+#: bytes each), and a peer that has not said hello yet gets no more room.
+MAX_HELLO_SIZE: Final = 64 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -108,14 +111,6 @@ class Kind(enum.IntEnum):
     GOAWAY = 7
     BATCH = 8
     COLUMNS = 9
-
-
-@attrs.frozen
-class VesicleRef:
-    """A vesicle inside a decoded body: the ``index``-th descriptor of its frame."""
-
-    index: int
-    length: int
 
 
 Body: TypeAlias = list[Any]
@@ -343,6 +338,8 @@ class _NeedData(enum.Enum):
 
 #: Returned by :meth:`FrameDecoder.next_frame` when no complete frame is buffered.
 NEED_DATA: Final = _NeedData.NEED_DATA
+#: The type of :data:`NEED_DATA` (for annotations).
+NeedData: TypeAlias = _NeedData
 
 
 # ---------------------------------------------------------------------------
@@ -648,72 +645,6 @@ def validate_frame(item: object) -> list[list[Any]]:
 # Decoding.
 
 
-def _reject_tag(value: object, immutable: bool = False) -> Any:
-    raise MalformedFrame("CBOR semantic tags are not allowed (except the vesicle tag)")
-
-
-#: cbor2 decodes these tags itself; every one is refused except bignums (2, 3).
-_BUILTIN_TAGS: Final = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258,
-                        260, 261, 1004, 55799)
-_SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _reject_tag)
-
-
-class _FrameTags:
-    """Per-frame tag hook: turns vesicle tags into refs and counts them."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, tag: cbor2.CBORTag, immutable: bool) -> VesicleRef | list[Any]:
-        typecode = TYPED_ARRAYS.get(tag.tag)
-        if typecode is not None:
-            return typed_array_values(tag.value, typecode)
-        if tag.tag == TAG_TEXT_COLUMN:
-            if type(tag.value) is not str:
-                raise MalformedFrame("a packed text column must wrap a text string")
-            return tag.value.split("\0")
-        if tag.tag == TAG_BYTES_COLUMN:
-            return bytes_column_values(tag.value)
-        if tag.tag != VESICLE_TAG:
-            raise MalformedFrame(f"CBOR tag {tag.tag} is not allowed")
-        value = tag.value
-        if (
-            (type(value) is not list and type(value) is not tuple)
-            or len(value) != 2
-            or type(value[0]) is not int
-            or type(value[1]) is not int
-        ):
-            raise MalformedFrame("a vesicle tag must wrap [index, length] (two integers)")
-        index, length = value
-        if index >= MAX_VESICLES_PER_FRAME:
-            raise MalformedFrame(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
-        if index != self.count:
-            raise MalformedFrame(f"vesicle index {index} out of order (expected {self.count})")
-        if not 0 < length <= 2**62:
-            raise MalformedFrame(f"vesicle length {length} is out of range")
-        self.count += 1
-        return VesicleRef(index, length)
-
-
-def _check_consumed(source: io.BytesIO, length: int) -> None:
-    """cbor2 reads a BytesIO exactly as far as the item goes: anything left is extra."""
-    if source.tell() != length:
-        raise MalformedFrame("bytes follow the frame's CBOR item (a frame holds exactly one)")
-
-
-def _new_cbor_decoder(tags: _FrameTags) -> cbor2.CBORDecoder:
-    return cbor2.CBORDecoder(
-        io.BytesIO(b""),
-        tag_hook=tags,
-        semantic_decoders=_SEMANTIC_DECODERS,
-        max_depth=MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
-
-
 @attrs.define(eq=False)
 class DecodedFrame:
     """One received frame: its validated items, vesicle count and payload size.
@@ -736,20 +667,20 @@ class FrameDecoder:
     :class:`DecodedFrame`, returns :data:`NEED_DATA`, or raises a
     :class:`~cellmesh.errors.RemoteProtocolError` subclass, and nothing else.
     After it has raised, the connection must be closed (the decoder refuses
-    further use).
+    further use). Nothing fed can make it allocate more than the frame's
+    decode budget (:mod:`cellmesh.wire._budget`) beyond the bytes themselves.
     """
 
-    __slots__ = ("_broken", "_buf", "_cbor", "_limit", "_max_frame_size", "_pos", "_tags")
+    __slots__ = ("_broken", "_buf", "_limit", "_max_frame_size", "_payloads", "_pos")
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self._tags = _FrameTags()
-        self._cbor = _new_cbor_decoder(self._tags)  # reused: one per connection
+        self._payloads = PayloadDecoder()  # reused: one per connection
         self._buf = bytearray()
         self._pos = 0
         self._broken = False
         self._max_frame_size = max_frame_size
-        # The first frame is the hello: it may reach MAX_HELLO_SIZE.
-        self._limit = max(max_frame_size, MAX_HELLO_SIZE)
+        # The first frame is the hello (or the error refusing one): MAX_HELLO_SIZE.
+        self._limit = MAX_HELLO_SIZE
 
     @property
     def max_frame_size(self) -> int:
@@ -769,7 +700,12 @@ class FrameDecoder:
         self._buf += data
 
     def next_frame(self) -> DecodedFrame | _NeedData:
-        """Return the next complete frame, or :data:`NEED_DATA`."""
+        """Return the next complete frame, or :data:`NEED_DATA`.
+
+        The first frame may be at most :data:`MAX_HELLO_SIZE` bytes, later ones
+        ``max_frame_size``; every payload is decoded within its decode budget
+        (:mod:`cellmesh.wire._budget`).
+        """
         if self._broken:
             raise MalformedFrame("the decoder already failed; the connection must be closed")
         buf = self._buf
@@ -787,26 +723,16 @@ class FrameDecoder:
         if length == 0:
             self._broken = True
             raise MalformedFrame("a frame must hold one CBOR item; got an empty frame")
-        tags = self._tags
-        tags.count = 0
+        payloads = self._payloads
         try:
             with memoryview(buf) as view, view[pos + HEADER_SIZE : end] as payload:
-                source = io.BytesIO(payload)
-            self._cbor.fp = source
-            item = self._cbor.decode()
-            _check_consumed(source, length)
+                item = payloads.decode(payload)
             items = validate_frame(item)
-            self._limit = self._max_frame_size
         except (MalformedFrame, UnknownFrameKind, HandshakeError):
             self._broken = True
             raise
-        except cbor2.CBORDecodeError as exc:
-            self._broken = True
-            cause = exc.__cause__
-            if isinstance(cause, MalformedFrame):
-                raise MalformedFrame(str(cause)) from None
-            raise MalformedFrame(f"invalid CBOR: {exc}") from None
         except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
-            self._broken = True
-            raise MalformedFrame(f"invalid CBOR: {type(exc).__name__}: {exc}") from None
-        return DecodedFrame(items, tags.count, length)
+            self._broken = True  # validating an odd value (a decoded item is never huge)
+            raise MalformedFrame(f"invalid frame: {type(exc).__name__}: {exc}") from None
+        self._limit = self._max_frame_size
+        return DecodedFrame(items, payloads.tags.count, length)

@@ -534,8 +534,9 @@ class ProteinRegistry:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
             raise FieldError(name, str(exc), exc.field) from None
-        except (RecursionError, TypeError, ValueError) as exc:
-            # ValueError: a validator of the user's class refused a value.
+        except Exception as exc:
+            # ValueError or anything else: a validator of the user's class (or
+            # its __attrs_post_init__) refused a value; never the connection's fault.
             raise FieldError(name, f"bad column values ({type(exc).__name__}: {exc})") from None
 
     def decode(self, body: Body, ctx: DecodeContext, peer: dict[str, str] | None = None) -> Any:
@@ -554,8 +555,8 @@ class ProteinRegistry:
             raise FieldError(name, str(exc), exc.field) from None
         except RecursionError:
             raise FieldError(name, "nesting too deep") from None
-        except ValueError as exc:  # a validator of the user's class refused a value
-            raise FieldError(name, f"refused by the class: {exc}") from None
+        except Exception as exc:  # a validator of the user's class refused a value
+            raise FieldError(name, f"refused by the class: {type(exc).__name__}: {exc}") from None
 
 
 def encode_body(obj: object, ctx: EncodeContext) -> Body:

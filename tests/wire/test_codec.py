@@ -89,7 +89,8 @@ leaves = (
 wire_values = st.recursive(
     leaves,
     lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(texts | st.integers(), children, max_size=4),
+    # Map keys: text or integers within 64 bits (docs/protocol.md section 3).
+    | st.dictionaries(texts | st.integers(-(2**64), 2**64 - 1), children, max_size=4),
     max_leaves=12,
 )
 bodies = st.builds(lambda name, fields: [name, *fields], texts, st.lists(wire_values, max_size=5))
@@ -276,6 +277,19 @@ def test_codec_first_frame_may_reach_the_hello_limit() -> None:
     decoder.feed(header(MAX_HELLO_SIZE + 1))
     with pytest.raises(FrameTooLarge):
         decoder.next_frame()
+
+
+def test_codec_first_frame_is_held_to_the_hello_limit_whatever_the_frame_limit() -> None:
+    """Before the hello, a peer gets MAX_HELLO_SIZE (64 KiB), never the 16 MiB frame limit."""
+    assert MAX_HELLO_SIZE == 64 * 1024
+    decoder = FrameDecoder()  # max_frame_size 16 MiB
+    decoder.feed(header(MAX_HELLO_SIZE + 1))
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.next_frame()
+    assert info.value.limit == MAX_HELLO_SIZE
+    decoder = past_hello(FrameDecoder())
+    decoder.feed(header(MAX_HELLO_SIZE + 1))
+    assert decoder.next_frame() is NEED_DATA  # after the first frame: 16 MiB
 
 
 def test_codec_frame_too_large_is_raised_from_the_header_alone() -> None:

@@ -5,6 +5,12 @@ Invariant under test, for ANY sequence of bytes fed in ANY chunking:
 NEED_DATA, or raises a ``RemoteProtocolError`` subclass -- never anything
 else. After it raised once, it keeps raising (the connection is dead).
 
+Second invariant, for bombs (a frame repeating one item pattern, small or
+large, maybe behind a string): what decoding allocates stays within the
+frame's decode budget (tracemalloc); and a frame decoded without the budget
+scan is refused or accepted exactly as the same item in a frame large enough
+to be scanned.
+
 Inputs: arbitrary bytes; mutated valid frames (bit flips, truncation,
 insertion, deletion, header rewrites); a valid header around random CBOR
 built with ``st.recursive`` (any tags including 2/3/28/29, the vesicle tag
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import tracemalloc
 from typing import Any
 
 import cbor2
@@ -25,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellmesh.errors import RemoteProtocolError
+from cellmesh.wire import _budget
 from cellmesh.wire.codec import (
     MAX_DEPTH,
     MAX_ID,
@@ -300,3 +308,81 @@ def test_fuzz_huge_bignum_in_a_small_frame_is_bounded_by_the_frame() -> None:
     digits = b"\xff" * (MIN_MAX_FRAME_SIZE - 16)
     payload = b"\x83\x02\x01\x82\x61p\xc2\x59" + len(digits).to_bytes(2, "big") + digits
     check_invariant(header(len(payload)) + payload, [], max_frame_size=MIN_MAX_FRAME_SIZE)
+
+
+# ---------------------------------------------------------------------------
+# The decode budget (wire/_budget.py): garbage in, only protocol errors out, and
+# never more memory than the budget, whatever the frame's size and shape.
+
+#: Item patterns a bomb repeats: containers dense enough to exceed the budget,
+#: scalars that are not, and mixes.
+_bomb_patterns = st.sampled_from([
+    b"\x80", b"\xa0", b"\x81\x80", b"\xa1\x00\x00", b"\x83\x80\x80\x80", b"\x81\x81\x80",
+    b"\x25", b"\xe0", b"\x00", b"\xf6", b"\x61a", b"\x42ab", b"\x19\x01\x01", b"\xf9\x3c\x00",
+    b"\xa1\x81\x00\x00", b"\xa1\xc2\x41\x01\x00", b"\xd8\x47\x48" + bytes(8),
+]) | st.binary(min_size=1, max_size=6)
+
+
+@st.composite
+def bombs(draw: st.DrawFn) -> bytes:
+    """One frame: an array of a repeated pattern, maybe behind a string, small or large."""
+    pattern = draw(_bomb_patterns)
+    size = draw(st.sampled_from([200, 4000, 60_000, 70_000, 300_000]))
+    count = max(1, size // len(pattern))
+    body = pattern * count
+    padding = b""
+    if draw(st.booleans()):
+        padding = dumps("x" * draw(st.sampled_from([10, 100, 100_000])))
+    items = count + (1 if padding else 0)
+    if draw(st.booleans()):
+        items += draw(st.integers(-2, 2))  # lie about the count
+    payload = _head(4, max(items, 0)) + padding + body
+    if draw(st.booleans()):
+        payload = b"\x83\x01\x01\x82\x61p" + payload  # as a call's field
+    return header(len(payload)) + payload
+
+
+def check_bounded(stream: bytes, cuts: list[int]) -> None:
+    """check_invariant, measuring what decoding allocates beyond the stream itself."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        check_invariant(stream, cuts, max_frame_size=16 * 1024 * 1024)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    # The decoder's buffer, a copy of the payload, then at most the budget.
+    assert peak <= 3 * len(stream) + _budget.allowance(len(stream)) + 65536, peak
+
+
+BOMB_FUZZ = settings(FUZZ, max_examples=60)
+
+
+@BOMB_FUZZ
+@given(stream=bombs(), cuts=st.lists(st.integers(0, 2**20), max_size=3))
+def test_fuzz_bombs_only_raise_protocol_errors_and_stay_in_budget(
+    stream: bytes, cuts: list[int]
+) -> None:
+    # After a first frame: only the hello is held to 64 KiB.
+    check_bounded(frame_bytes([Kind.CREDIT, 0, 0]) + stream, cuts)
+
+
+@FUZZ
+@given(value=cbor_values)
+def test_fuzz_the_scan_agrees_with_cbor2_on_the_profile(value: Any) -> None:
+    """A frame decoded unscanned and the same item in a scanned frame (padded past
+    SCAN_ABOVE) are refused, or accepted, alike."""
+    small = frame_bytes([Kind.REPLY, 1, ["p", value]])
+    large = frame_bytes([Kind.REPLY, 1, ["p", value, "x" * (_budget.SCAN_ABOVE + 16)]])
+    verdicts = []
+    for stream in (small, large):
+        decoder = FrameDecoder()
+        decoder.feed(frame_bytes([Kind.CREDIT, 0, 0]) + stream)
+        decoder.next_frame()
+        try:
+            frame = decoder.next_frame()
+            verdicts.append(isinstance(frame, DecodedFrame))
+        except RemoteProtocolError:
+            verdicts.append(False)
+    assert verdicts[0] == verdicts[1], (value, verdicts)

@@ -157,7 +157,8 @@ containers = st.builds(
     st.lists(ints, max_size=5),
     st.lists(texts, max_size=5).map(tuple),
     st.dictionaries(texts, floats, max_size=4),
-    st.dictionaries(ints, st.lists(blobs, max_size=3), max_size=4),
+    # int map keys travel as plain CBOR integers: at most 64 bits (protocol.md 3)
+    st.dictionaries(st.integers(-(2**64), 2**64 - 1), st.lists(blobs, max_size=3), max_size=4),
     st.none() | ints,
     st.none() | ints | texts,
     inners,
@@ -965,6 +966,16 @@ def test_proteins_garbage_columns_raise_only_protein_errors(
         assert all(type(v) is REG.get(name) for v in values)
 
 
+def test_proteins_int_map_keys_beyond_64_bits_are_refused_when_sending() -> None:
+    """A bignum may not be a map key on the wire (protocol.md 3): refused locally."""
+    ok = Containers([], (), {}, {-(2**64): [], 2**64 - 1: []}, None, None, Inner(1, ""), [],
+                    None, [])
+    assert round_trip(ok) == ok
+    with pytest.raises(FieldError, match="64 bits"):
+        REG.encode(Containers([], (), {}, {2**64: []}, None, None, Inner(1, ""), [], None, []),
+                   EncodeContext())
+
+
 def test_registry_forget_modules_frees_the_wire_names_of_unloaded_code() -> None:
     registry = ProteinRegistry()
 
@@ -987,3 +998,23 @@ def test_registry_forget_modules_frees_the_wire_names_of_unloaded_code() -> None
         z: str
 
     assert registry.get("t.forget.A") is Other
+
+
+def test_proteins_a_class_that_refuses_a_value_in_any_way_is_a_field_error() -> None:
+    """Whatever a user's validator raises is the message's fault: a call-level
+    BAD_FIELDS, never an exception that reaches the connection (issue 10)."""
+    registry = ProteinRegistry()
+
+    def picky(instance: object, attribute: object, value: int) -> None:
+        if value < 0:
+            raise KeyError("negative")
+
+    @protein("t.picky.Picky", registry=registry)
+    class Picky:
+        n: int = attrs.field(validator=picky)
+
+    assert registry.decode(["t.picky.Picky", 1], DecodeContext()) == Picky(1)
+    with pytest.raises(FieldError, match="KeyError"):
+        registry.decode(["t.picky.Picky", -1], DecodeContext())
+    with pytest.raises(FieldError, match="KeyError"):
+        registry.decode_columns("t.picky.Picky", [[1, -1]], 2, DecodeContext())

@@ -24,6 +24,8 @@ PURE_MODULES = {
     "cellmesh.wire.replies": "wire/replies.py",
     "cellmesh.wire._columns": "wire/_columns.py",
     "cellmesh.wire._fields": "wire/_fields.py",
+    "cellmesh.wire._cbor": "wire/_cbor.py",
+    "cellmesh.wire._budget": "wire/_budget.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({
