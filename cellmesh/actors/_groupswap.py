@@ -450,7 +450,8 @@ class GroupSwapper:
         with trio.move_on_after(timeout):
             while True:
                 leader = agreed_leader(group.stats(), len(group.members))
-                if leader is not None and leader != not_leader:
+                if leader is not None and leader != not_leader and \
+                        leader in self._running(group):
                     return leader
                 with trio.move_on_after(1.0):
                     await group.changed.wait()

@@ -225,9 +225,6 @@ class GroupSwap:
                 "has a single replica: restarting it would stop the group; grow it first "
                 f"(`cellmesh replicas {name} 3`)"
             ))
-        if leader is None or leader not in up:
-            return self._finish(Outcome.FAILED, "has no leader now (a majority of its replicas "
-                                "must agree on one); try again once it has")
         need = majority(len(self._members))
         if len(up) - 1 < need:
             down = [i for i in self._members if i not in up]
@@ -237,6 +234,9 @@ class GroupSwap:
                 f"(a majority is {need}); bring it back first (`cellmesh status`, "
                 "`cellmesh wipe`)"
             ))
+        if leader is None or leader not in up:
+            return self._finish(Outcome.FAILED, "has no leader now (a majority of its replicas "
+                                "must agree on one); try again once it has")
         self._queue = [i for i in up if i != leader] + [leader]
         self._idle = [i for i in self._members if i not in up]
         return self._survey()
