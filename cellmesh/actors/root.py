@@ -624,6 +624,9 @@ class Root:
             return None
         if isinstance(msg, ReplicaStats):
             self._replicas.on_stats(slot, msg)
+            part = slot.replica
+            if self.metrics is not None and part is not None and part.stats is msg:
+                self.metrics.observe_leader(part.group, part.id, msg)  # kept: it was valid
             return None
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
