@@ -78,6 +78,9 @@ from .swap import Outcome
 STANDBY_EXIT: Final = 5.0
 #: A peer-socket request gives up after this long (the replica is dead or stopped).
 ASK_TIMEOUT: Final = 5.0
+#: The catch-up check asks again after this long, doubling up to POLL_MAX seconds.
+POLL_FIRST: Final = 0.02
+POLL_MAX: Final = 0.5
 
 
 @attrs.define(eq=False)
@@ -370,6 +373,7 @@ class GroupSwapper:
         target = max(others, default=0)
         confirmed = -1
         answered: ReplicaStats | None = None
+        pause = POLL_FIRST
         with trio.move_on_after(run.timeout):
             while True:
                 if not _serving(slot, instance):
@@ -383,8 +387,9 @@ class GroupSwapper:
                         confirmed = await self._confirm(group, m.id, target)
                         if confirmed >= target:
                             break
-                with trio.move_on_after(1.0):  # stats arrive every second
-                    await group.changed.wait()
+                with trio.move_on_after(pause):  # ask again soon, or at a change
+                    await slot.changed.wait()
+                pause = min(POLL_MAX, pause * 2)
             slot.swap_phase = "probation"
             slot.touch()
             with trio.move_on_after(run.grace):
@@ -505,4 +510,4 @@ def _serving(slot: CellSlot, instance: CellInstance | None) -> bool:
     return instance is not None and slot.instance is instance and instance.state != "exited"
 
 
-__all__ = ["ASK_TIMEOUT", "STANDBY_EXIT", "GroupSwapper"]
+__all__ = ["ASK_TIMEOUT", "POLL_FIRST", "POLL_MAX", "STANDBY_EXIT", "GroupSwapper"]
