@@ -48,7 +48,11 @@ def report_lines(report: SwapReport) -> list[str]:
     if outcome == "swapped":
         line = (f"swapped {name}: DNA {_dna(report.from_dna)} -> {_dna(report.to_dna)}, "
                 f"version {_version(report.from_version)} -> {_version(report.to_version)}")
-        if report.serving_ms is not None:
+        replicas = [k for k in report.timeline if "/" in k]  # a replicated cell's
+        if replicas:
+            steps = ", ".join(f"{k} {report.timeline[k]:.0f} ms" for k in replicas)
+            line += f"; one replica at a time, caught up at: {steps}"
+        elif report.serving_ms is not None:
             line += f"; serving after {report.serving_ms:.0f} ms"
         if report.state_bytes is not None:
             line += f" (state of {report.state_bytes} bytes handed over)"
