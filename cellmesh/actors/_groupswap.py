@@ -92,6 +92,8 @@ class _Run:
     core: GroupSwap
     entry: DnaEntry
     old: dict[int, DnaEntry]
+    #: Each member's ``previous_dna`` before the swap (a rollback puts it back).
+    previous: dict[int, DnaEntry | None]
     timeout: float
     grace: float
     started: float
@@ -159,6 +161,20 @@ class GroupSwapper:
                     m.slot.swap_phase = ""
                 group.change = ""
                 group.touch()
+                with trio.CancelScope(shield=True):
+                    await self._prune(group)
+
+    async def _prune(self, group: Group) -> None:
+        """Keep each replica's code in force and the one before it in its DNA directory."""
+        for m in group.members.values():
+            slot = m.slot
+            keep = {e.digest for e in (slot.dna, slot.previous_dna) if e is not None}
+            if slot.created:
+                try:
+                    await self.launcher.prune(slot, keep)
+                except OSError as exc:
+                    self.log(f"root: swap of {group.name}: could not prune the DNA of "
+                             f"{slot.name}: {exc}")
 
     async def _locked(self, group: Group, timeout: float, grace: float,
                       rollback: bool) -> SwapReport:
@@ -196,6 +212,7 @@ class GroupSwapper:
                 outcome=Outcome.RETARGETED, cause="", new_code=tuple(members), old_code=()
             ), started=started, from_version=from_version, old=old)
         run = _Run(group=group, handle=handle, core=core, entry=entry, old=old,
+                   previous={i: m.slot.previous_dna for i, m in members.items()},
                    timeout=timeout, grace=grace, started=started, from_version=from_version)
         self.log(f"root: swap of {group.name}: to DNA {entry.digest[:12]}, one replica at a time")
         leader = await self._leader(group, None, timeout)
@@ -257,6 +274,8 @@ class GroupSwapper:
             group.touch()
             entry = run.entry if action.new else run.old.get(action.replica, run.entry)
             cause = await self._preload(run, member, entry)
+            if not action.new:  # back to where it was: its previous code too
+                member.slot.previous_dna = run.previous.get(action.replica)
             return core.preloaded() if cause is None else core.preload_failed(cause)
         if isinstance(action, Restart):
             group.change = f"swap: restarting {name}"

@@ -137,6 +137,11 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
         # the same DNA again: nothing to do
         again = await swap(root)
         assert again.outcome == "unchanged", again
+        # --rollback: back to version 1, one replica at a time again
+        back = await control(root, SwapCell(name=GROUP, timeout=30, grace=0, rollback=True))
+        assert isinstance(back, SwapReport) and back.outcome == "swapped", back
+        assert back.to_dna == report.from_dna and versions(root) == dict.fromkeys(MEMBERS, "1")
+        assert await which(root) == "1"
 
 
 async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_or_start(
