@@ -110,6 +110,8 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
         leader = await whole(root)
         await deposit_all(root)
         assert await which(root) == "1"
+        for i in MEMBERS:  # monitors of each replica: a swap must not fire them
+            root._watches.monitor("test-watcher", f"{GROUP}/{i}", alive=True)
         load = BankLoad(root, clients=4)
         async with trio.open_nursery() as nursery:
             await nursery.start(load.run)
@@ -128,8 +130,10 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
         assert versions(root) == dict.fromkeys(MEMBERS, "2")
         assert digests(root) == {report.to_dna}
         assert await which(root) == "2"
-        # a swap is not a restart, and each replica logged it
+        # a swap is not a restart (nor a CellDown), and each replica logged it
         assert all(root.slots[f"{GROUP}/{i}"].restarts == 0 for i in MEMBERS)
+        await root.wait_celldowns_settled()
+        assert root._watches.load("test-watcher") == len(MEMBERS)
         for i in MEMBERS:
             events = read_events(root.paths.log_dir / f"{GROUP}..{i}.events.jsonl")
             kinds = [e["event"] for e in events if e["event"] in ("swap_started", "swapped")]
