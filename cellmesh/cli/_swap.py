@@ -15,7 +15,7 @@ from typing import Final, TextIO
 import cyclopts
 import trio
 
-from ..actors.control import ReloadManifest, ReloadReport, SwapCell, SwapReport
+from ..actors.control import ReloadManifest, ReloadReport, StatusReply, SwapCell, SwapReport
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
 from ._client import control_call
@@ -126,6 +126,14 @@ def run_swap(
     return 0 if all(r.outcome in _OK for r in reports) else 1
 
 
+def swap_targets(status: StatusReply) -> list[str]:
+    """What ``swap --all`` swaps, in the root's order: each cell, and each replicated cell
+    once (its rows ``X/0``, ``X/1`` ... are one swap of ``X``)."""
+    return list(dict.fromkeys(
+        cell.name if cell.replica is None else cell.replica.group for cell in status.cells
+    ))
+
+
 async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapReport]:
     """Swap every cell of the mesh, one at a time, in the root's order.
 
@@ -133,11 +141,8 @@ async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapRepo
     swaps its replicas one at a time.
     """
     status = await fetch_status(paths)
-    names = dict.fromkeys(
-        cell.name if cell.replica is None else cell.replica.group for cell in status.cells
-    )
     reports = []
-    for name in names:
+    for name in swap_targets(status):
         reply = await control_call(
             paths, SwapCell(name=name, timeout=timeout, grace=grace, rollback=False)
         )
