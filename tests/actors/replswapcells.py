@@ -19,6 +19,7 @@ MODES: Final = (
     "ok",      # a well-behaved bank
     "import",  # its module raises on import
     "start",   # on_start raises (every start of a replica on this code fails)
+    "hang",    # on_start never returns (never ready)
     "liar",    # hostile: claims in its stats to lead and to have applied everything, floods
                # its peers' sockets with garbage, and stalls in apply (it never catches up)
 )
@@ -59,6 +60,8 @@ class Bank(_Bank):
     async def on_start(self) -> None:
         if MODE == "start":
             raise RuntimeError("version " + VERSION + " refuses to start")
+        if MODE == "hang":
+            await trio.sleep_forever()
         if MODE == "liar":
             # its own thread and Trio run: the stalls in apply must not silence the lies
             threading.Thread(target=trio.run, args=(_lie,), daemon=True).start()

@@ -148,7 +148,7 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
         assert await which(root) == "1"
 
 
-async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_or_start(
+async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_start_or_be_ready(
     bwrap: None,
 ) -> None:
     async with bank_root("1") as (root, home):
@@ -177,6 +177,13 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_or_star
             first = min(i for i in MEMBERS if i != leader)
             assert f"the new version of {GROUP}/{first} did not start" in report.cause, report
             assert "RuntimeError" in report.cause and "refuses to start" in report.cause, report
+            await whole(root)
+            await load.progress(10)
+            # 3. never ready: the step's timeout rolls it back
+            (home / "bankcell.py").write_text(source("4", "hang"))
+            report = await swap(root, timeout=5.0)
+            assert report.outcome == "rolled_back", report
+            assert "did not start: not ready within 5 s" in report.cause, report
             await whole(root)
             await load.progress(10)
             load.stop()
