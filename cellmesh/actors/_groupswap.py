@@ -210,7 +210,7 @@ class GroupSwapper:
                 await self._retarget(m, entry)
             return self._report(group, core, None, Finish(
                 outcome=Outcome.RETARGETED, cause="", new_code=tuple(members), old_code=()
-            ), started=started, from_version=from_version, old=old)
+            ), started=started, from_version=from_version, old=old, to_dna=entry.digest)
         run = _Run(group=group, handle=handle, core=core, entry=entry, old=old,
                    previous={i: m.slot.previous_dna for i, m in members.items()},
                    timeout=timeout, grace=grace, started=started, from_version=from_version)
@@ -496,11 +496,12 @@ class GroupSwapper:
     # ------------------------------------------------------------ the end
 
     def _report(self, group: Group, core: GroupSwap, run: _Run | None, finish: Finish, *,
-                started: float, from_version: str, old: Mapping[int, DnaEntry]) -> SwapReport:
+                started: float, from_version: str, old: Mapping[int, DnaEntry],
+                to_dna: str = "") -> SwapReport:
         now = trio.current_time()
         outcome = finish.outcome
         olds = {e.digest for e in old.values()}
-        to_dna = run.entry.digest if run is not None else ""
+        to_dna = run.entry.digest if run is not None else to_dna
         report = SwapReport(
             name=group.name, outcome=outcome.value, cause=finish.cause,
             from_dna=olds.pop() if len(olds) == 1 else "", to_dna=to_dna,
