@@ -1,4 +1,5 @@
-"""The replicated cell's swap decisions (cellmesh.actors.groupswap) without processes, and fuzzed.
+"""The replicated cell's swap decisions (cellmesh.actors.groupswap) without processes, and fuzzed;
+and the leader's answer to the catch-up question, in an in-process group.
 
 Each test feeds events to a GroupSwap as the driver would and checks the
 plans: the order (followers first, the leader last after a transfer), the
@@ -11,6 +12,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cellmesh.actors.replicated_proteins as rp
+from cellmesh import Synapse
 from cellmesh.actors.control import ReplicaStats
 from cellmesh.actors.groupswap import (
     Action,
@@ -26,6 +29,8 @@ from cellmesh.actors.groupswap import (
     quorum_problem,
 )
 from cellmesh.actors.swap import Outcome
+from cellmesh.testing import open_replica_group
+from cellmesh.testing.bank import Bank, Deposit, Receipt
 
 MEMBERS = (0, 1, 2)
 
@@ -256,3 +261,28 @@ def test_swap_group_any_events_end_in_one_finish_and_keep_the_quorum(
                  for a in plan]
         assert after == []
         assert set(finishes[0].new_code) | set(finishes[0].old_code) == set(members)
+
+
+async def test_swap_group_progress_request_is_answered_by_the_leader_only() -> None:
+    """``ReplicaProgressRequest``: the leader's match index of a replica (the catch-up proof)."""
+    async with open_replica_group(Bank, name="bank") as g:
+        leader = await g.leader()
+        async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
+            for n in range(5):
+                receipt = await syn.fire(Deposit(id=f"d{n}", account="a", amount=1))
+                assert isinstance(receipt, Receipt)
+        converged = await g.wait_converged()
+        index = converged[0].applied_index
+        follower = next(i for i in range(3) if i != leader)
+        reply = await g.ask(leader, rp.ReplicaProgressRequest(id=follower))
+        assert isinstance(reply, rp.ReplicaProgress) and reply.replica == follower
+        assert reply.match >= index and reply.commit >= index
+        own = await g.ask(leader, rp.ReplicaProgressRequest(id=leader))
+        assert isinstance(own, rp.ReplicaProgress) and own.match >= index
+        unknown = await g.ask(leader, rp.ReplicaProgressRequest(id=77))
+        assert isinstance(unknown, rp.ReplicaProgress) and unknown.match == -1
+        refused = await g.ask(follower, rp.ReplicaProgressRequest(id=leader))
+        assert isinstance(refused, rp.AdminRefused) and refused.code == rp.NOT_LEADER
+        assert refused.leader == leader
+        bad = await g.ask(leader, rp.ReplicaProgressRequest(id=-1))
+        assert isinstance(bad, rp.AdminRefused) and bad.code == rp.INVALID
