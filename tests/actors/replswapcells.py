@@ -20,6 +20,7 @@ MODES: Final = (
     "import",  # its module raises on import
     "start",   # on_start raises (every start of a replica on this code fails)
     "hang",    # on_start never returns (never ready)
+    "die",     # serves, then crashes 0.3 s after it started (in its catch-up or probation)
     "liar",    # hostile: claims in its stats to lead and to have applied everything, floods
                # its peers' sockets with garbage, and stalls in apply (it never catches up)
 )
@@ -62,6 +63,8 @@ class Bank(_Bank):
             raise RuntimeError("version " + VERSION + " refuses to start")
         if MODE == "hang":
             await trio.sleep_forever()
+        if MODE == "die":
+            self.nursery.start_soon(_die)
         if MODE == "liar":
             # its own thread and Trio run: the stalls in apply must not silence the lies
             threading.Thread(target=trio.run, args=(_lie,), daemon=True).start()
@@ -75,6 +78,11 @@ class Bank(_Bank):
     @cellmesh.query
     def which(self, q: WhichCode) -> Code:
         return Code(version=VERSION)
+
+
+async def _die() -> None:
+    await trio.sleep(0.3)
+    raise RuntimeError("version " + VERSION + " dies after it started")
 
 
 async def _lie() -> None:

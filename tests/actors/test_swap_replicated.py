@@ -6,7 +6,8 @@ concurrent clients (transfers and reads) while the test swaps it to new
 code. The promises: zero failed calls; every acknowledged write applied
 exactly once; the history linearizable; the replicas byte-identical; the
 new code serving afterwards; followers swapped first, the leader last.
-A new version that fails to import or to start rolls back (the replicas
+A new version that fails to import, to start, to be ready in time, or
+crashes during its catch-up or probation rolls back (the replicas
 end on the old code, serving); a hostile new version (lying stats, junk on
 its peers' sockets, never catching up) neither fools the swap nor takes
 down the root or the group.
@@ -56,8 +57,9 @@ async def control(root: Root, msg: object) -> object:
         return await ctl.fire(msg)
 
 
-async def swap(root: Root, name: str = GROUP, timeout: float = 30.0) -> SwapReport:
-    report = await control(root, SwapCell(name=name, timeout=timeout, grace=0.5))
+async def swap(root: Root, name: str = GROUP, timeout: float = 30.0,
+               grace: float = 0.5) -> SwapReport:
+    report = await control(root, SwapCell(name=name, timeout=timeout, grace=grace))
     assert isinstance(report, SwapReport), report
     return report
 
@@ -148,7 +150,7 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
         assert await which(root) == "1"
 
 
-async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_start_or_be_ready(
+async def test_swap_replicated_rolls_back_a_version_that_fails_each_way(
     bwrap: None,
 ) -> None:
     async with bank_root("1") as (root, home):
@@ -184,6 +186,14 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_to_import_start_o
             report = await swap(root, timeout=5.0)
             assert report.outcome == "rolled_back", report
             assert "did not start: not ready within 5 s" in report.cause, report
+            await whole(root)
+            await load.progress(10)
+            # 4. serves, then crashes before its probation is over
+            (home / "bankcell.py").write_text(source("5", "die"))
+            report = await swap(root, timeout=10.0, grace=2.0)
+            assert report.outcome == "rolled_back", report
+            assert "did not catch up: it exited" in report.cause, report
+            assert "RuntimeError" in report.cause and "dies after it started" in report.cause
             await whole(root)
             await load.progress(10)
             load.stop()
