@@ -56,6 +56,10 @@ class ReloadHost(Protocol):
         """Bring replicated cell ``name`` to ``count`` replicas; say what was done."""
         ...
 
+    async def swap_group(self, name: str, timeout: float, grace: float) -> SwapReport:
+        """Swap replicated cell ``name`` to its new code, one replica at a time."""
+        ...
+
 
 def _load(path: Path) -> Manifest:
     manifest = load_manifest(path)
@@ -153,6 +157,19 @@ async def reload_mesh(
         swaps.append(report)
         if report.outcome in ("swapped", "unchanged", "retargeted"):
             lines.append(f"{report.outcome} {name}")
+        else:
+            ok = False
+            lines.append(f"swap of {name} {report.outcome.replace('_', ' ')}: {report.cause}")
+    for name in plan.swap_groups:
+        try:
+            report = await host.swap_group(name, request.timeout, request.grace)
+        except CellmeshError as exc:
+            ok = False
+            lines.append(f"could not swap {name}: {exc}")
+            continue
+        swaps.append(report)
+        if report.outcome in ("swapped", "unchanged", "retargeted"):
+            lines.append(f"{report.outcome} {name} (one replica at a time)")
         else:
             ok = False
             lines.append(f"swap of {name} {report.outcome.replace('_', ' ')}: {report.cause}")

@@ -97,6 +97,7 @@ from .control import (
     StartChild,
     StatusReply,
     StopChild,
+    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
@@ -229,8 +230,7 @@ class Root:
                     change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
                     no_such_cell=self._replicas.no_such_cell,
                     is_group=lambda name: name in self._replicas.groups,
-                    swap_group=lambda name, timeout, grace, back: self._group_swapper.swap(
-                        name, timeout=timeout, grace=grace, rollback=back),
+                    swap_group=self.swap_group,
                 )
                 await self._tasks.start(self._operator.serve, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
@@ -574,6 +574,13 @@ class Root:
         except BaseException:
             await self._drop_slot(slot)
             raise
+
+    async def swap_group(self, name: str, timeout: float, grace: float,
+                         rollback: bool = False) -> SwapReport:
+        """Swap replicated cell ``name`` one replica at a time (``cellmesh swap``, a reload):
+        :class:`cellmesh.actors._groupswap.GroupSwapper`."""
+        return await self._group_swapper.swap(name, timeout=timeout, grace=grace,
+                                              rollback=rollback)
 
     async def change_replicas(self, name: str, count: int) -> str:
         """Bring replicated cell ``name`` to ``count`` replicas, one server at a time

@@ -27,7 +27,13 @@ from bankload import GROUP, BankLoad, bank_toml, converge, deposit_all, identica
 from replswapcells import Code, WhichCode, source
 
 from cellmesh import Synapse
-from cellmesh.actors.control import Refused, SwapCell, SwapReport
+from cellmesh.actors.control import (
+    Refused,
+    ReloadManifest,
+    ReloadReport,
+    SwapCell,
+    SwapReport,
+)
 from cellmesh.actors.root import Root
 from cellmesh.sandbox._events import read_events
 from cellmesh.testing.mesh import open_root
@@ -229,7 +235,7 @@ async def test_swap_replicated_hostile_new_version_cannot_fool_it_or_take_the_gr
         assert root.contained_failures == 0
 
 
-async def test_swap_replicated_refuses_one_replica_and_a_swap_that_would_lose_the_quorum(
+async def test_swap_replicated_refuses_one_replica_and_a_lost_quorum_and_reload_applies_it(
     bwrap: None,
 ) -> None:
     async with bank_root("1") as (root, home):
@@ -252,3 +258,10 @@ async def test_swap_replicated_refuses_one_replica_and_a_swap_that_would_lose_th
         await group.handle.start_member(group.members[2])
         await converge(root, expect_members=3)
         await identical(root)
+        # the whole group back: a reload applies the new code the same way
+        await whole(root)
+        reloaded = await control(root, ReloadManifest(timeout=30, grace=0.2))
+        assert isinstance(reloaded, ReloadReport) and reloaded.ok, reloaded
+        assert f"swapped {GROUP} (one replica at a time)" in reloaded.lines, reloaded
+        assert versions(root) == dict.fromkeys(MEMBERS, "2")
+        assert await which(root) == "2"
