@@ -225,6 +225,32 @@ class ReplicatedCell(Cell):
         """Replace the whole state by a :meth:`snapshot` result."""
         raise TypeError(f"{type(self).__qualname__} must define restore(data)")
 
+    # -- acting from inside the group ------------------------------------------
+
+    async def wait_leading(self) -> None:
+        """Return once this replica leads its group (at once if it does now).
+
+        For work one replica should do on the group's behalf (a timer that
+        proposes a housekeeping command, say). Leadership may end at any
+        moment after this returns: whatever the work proposes must be
+        harmless when proposed twice, or by a replica that no longer leads.
+        """
+        await self._runtime().accept_gate()
+
+    async def propose(self, command: Any) -> Any:
+        """Append ``command`` (a protein listed in ``commands``) to the group's log; its reply.
+
+        Never from ``apply`` or a query. The command goes through the log like
+        a client's, outside any session: it is applied once per call, and it
+        is not resent after an unknown outcome (the error says which: a
+        :class:`~cellmesh.errors.CellmeshError`; the replica may have lost
+        its leadership). An ``apply`` that raised raises here too.
+        """
+        if type(command) not in type(self).commands:
+            raise TypeError(f"{type(self).__qualname__}.propose: {type(command).__qualname__} "
+                            "is not one of its commands")
+        return await self._runtime().client.plain_command(command)
+
     # -- runtime hooks (used by serve_cell) ----------------------------------
 
     @asynccontextmanager

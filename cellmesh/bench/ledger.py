@@ -31,10 +31,12 @@ loop's wall time includes waiting for a core, while SQLite's includes its
 fsyncs, which use no CPU. ``--profile`` adds the
 top functions of a cProfile run of one pure round.
 
-The replicated figure (``--replicas 3``: the same batches through a
-3-replica ledger cell with fsync) belongs in :func:`run_ledger_bench` as a
-third mode beside these two; it comes with the replicated ledger cell, and
-until then the report says it was not measured.
+* **replicated** -- the same batches through the replicated ledger cell
+  (``cellmesh.ledger:Ledger``, 3 replicas under bwrap through a real root,
+  each fsyncing its log), one batch per command, then 64 concurrent clients
+  sending single transfers: :mod:`cellmesh.bench.ledger_replicated`. Its
+  ratios against SQLite and against the pure loop come from the same round.
+  ``--pure`` leaves it out.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from ..ledger import (
 )
 from ._ledger_sqlite import SqliteLedger
 from ._stats import median, percentile
+from .ledger_replicated import ReplicatedParams, ReplicatedRound, run_replicated, summarize
 
 SECOND: Final = 1_000_000_000
 #: Leader time between two batches (a one-second timeout expires after ten).
@@ -81,7 +84,6 @@ _VOID: Final = int(TransferFlags.VOID_PENDING_TRANSFER)
 #: Id spaces (all below 2**63: the SQLite baseline stores 64-bit INTEGERs).
 _FUNDING_ID: Final = 1 << 62
 _SECOND_OF_PAIR: Final = 1 << 61
-NOT_YET: Final = "not measured: the replicated ledger cell comes with replicated cells (issue 11)"
 
 
 @attrs.frozen(kw_only=True)
@@ -91,12 +93,14 @@ class LedgerParams:
     accounts: int = 10_000
     batches: int = 20
     batch_size: int = 8_000
-    rounds: int = 3
+    rounds: int = 5
     seed: int = 20_240_601
 
 
 FULL: Final = LedgerParams()
 QUICK: Final = LedgerParams(accounts=2_000, batches=5, rounds=2)
+REPLICATED_FULL: Final = ReplicatedParams()
+REPLICATED_QUICK: Final = ReplicatedParams(single_ops=640)
 
 
 @attrs.frozen(kw_only=True)
@@ -287,12 +291,19 @@ def run_ledger_bench(
     scratch: Path | None = None,
     profile: bool = False,
     progress: Callable[[str], None] | None = None,
+    replicated: ReplicatedParams | None = None,
 ) -> dict[str, Any]:
-    """Run every mode ``params.rounds`` times; the JSON-ready report."""
+    """Run every mode ``params.rounds`` times; the JSON-ready report.
+
+    ``replicated`` (None: skipped) adds the replicated mode to every round.
+    """
     say = progress or (lambda _msg: None)
     say(f"building the workload ({params.batches} x {params.batch_size} transfers)")
     workload = build_workload(params)
     per_round: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    rep_rounds: list[ReplicatedRound] = []
+    rep_differs = 0
+    accounts = list(range(2, params.accounts + 2))
     agree = True
     with tempfile.TemporaryDirectory(prefix="cellmesh-bench-ledger-", dir=scratch) as tmp:
         where = Path(tmp)
@@ -304,6 +315,14 @@ def run_ledger_bench(
                 codes[mode] = timing.results
                 per_round[mode].append(_summary(timing, workload.transfers, params.batch_size))
             agree = agree and codes["pure"] == codes["sqlite"]
+            if replicated is not None:
+                say(f"round {r + 1}/{params.rounds}: replicated (3 replicas, "
+                    f"{replicated.sandbox}, fsync)")
+                rep = run_replicated(workload.setup, workload.batches, accounts, replicated,
+                                     seed=r)
+                rep_rounds.append(rep)
+                rep_differs += sum(a != b for x, y in zip(rep.results, codes["pure"], strict=True)
+                                   for a, b in zip(x, y, strict=True))
             if r == 0:
                 outcome = [c for batch in codes["pure"] for c in batch]
         profile_rows = profile_pure(workload, where) if profile else None
@@ -325,12 +344,53 @@ def run_ledger_bench(
         },
         "ratio_pure_over_sqlite": median(ratios),
         "ratio_pure_over_sqlite_cpu": median(cpu_ratios) if cpu_ratios else None,
-        "results_agree": agree,
-        "replicated": None,
-        "replicated_note": NOT_YET,
+        "results_agree": agree and all(r.replay_agrees for r in rep_rounds),
+        **_replicated_report(rep_rounds, per_round, workload.transfers, params,
+                             replicated=replicated, differs=rep_differs),
         "scratch_dir": str(scratch or Path(tempfile.gettempdir())),
         "profile": profile_rows,
     }
+
+
+def _replicated_report(
+    rounds: list[ReplicatedRound], per_round: dict[str, list[dict[str, Any]]], events: int,
+    params: LedgerParams, *, replicated: ReplicatedParams | None, differs: int,
+) -> dict[str, Any]:
+    if replicated is None or not rounds:
+        return {"replicated": None, "replicated_note": "skipped (--pure)"}
+    figures = summarize(rounds, events, params.batch_size, replicated)
+    tps = figures["batches"]["rounds_transfers_per_s"]
+    return {
+        "replicated": figures | {"codes_differing_from_pure_run": differs},
+        "replicated_note": "",
+        "ratio_replicated_over_sqlite": median(
+            [t / s["transfers_per_s"] for t, s in zip(tps, per_round["sqlite"], strict=True)]),
+        "ratio_replicated_over_pure": median(
+            [t / p["transfers_per_s"] for t, p in zip(tps, per_round["pure"], strict=True)]),
+    }
+
+
+def _replicated_lines(report: dict[str, Any]) -> list[str]:
+    rep = report["replicated"]
+    if rep is None:
+        return [f"replicated (3 replicas): {report['replicated_note']}"]
+    b, c = rep["batches"], rep["concurrent"]
+    return [
+        f"{'replicated ledger cell (' + rep['deployment'] + ')'}",
+        f"{'  batches of ' + format(b['batch_size'], ',') + ', one after the other':<44}"
+        f"{b['transfers_per_s']:>13,.0f}{'':>13}{b['batch_ms_p50']:>9.1f} ms",
+        f"{'ratio replicated / SQLite (median of rounds)':<44}"
+        f"{report['ratio_replicated_over_sqlite']:>12.2f}x   (target >= 1x)",
+        f"{'ratio replicated / pure (cost of replication)':<44}"
+        f"{report['ratio_replicated_over_pure']:>12.2f}x",
+        f"  Raft entries per batch: {b['entries_per_batch']:.2f}; codes agree with a pure "
+        f"replay at the leader's timestamps: {'yes' if b['replay_agrees'] else 'NO'} "
+        f"({rep['codes_differing_from_pure_run']:,} differ from the pure run: expiry timing)",
+        f"  {c['clients']} concurrent clients, single transfers: {c['transfers_per_s']:,.0f} "
+        f"transfers/s, p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms; "
+        f"{c['commands_per_entry']:.1f} client commands per Raft entry "
+        f"({c['entries']:,} entries)",
+    ]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -352,7 +412,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"results agree in both ledgers: {'yes' if report['results_agree'] else 'NO'} "
         f"({report['ok_per_round']:,} of {report['transfers_per_round']:,} events ok per round)",
-        f"replicated (3 replicas): {report['replicated_note']}",
+        *_replicated_lines(report),
         f"SQLite file under: {report['scratch_dir']}",
     ]
     if report["profile"]:
@@ -369,12 +429,13 @@ def main(
     profile: bool = False,
     scratch: Path | None = None,
     pure: bool = False,
+    sandbox: str = "bwrap",
     out: IO[str] | None = None,
 ) -> int:
-    """Run the benchmark; print the table or JSON. 1 if the two ledgers disagreed.
+    """Run the benchmark; print the table or JSON. 1 if the ledgers disagreed.
 
-    ``pure`` skips the replicated mode (which does not exist yet either way:
-    the report says which).
+    ``pure`` skips the replicated mode; ``sandbox`` (bwrap, host) is where its
+    replicas run (bwrap falls back to host, saying so, where it cannot run).
     """
     stream = out if out is not None else sys.stdout
 
@@ -382,9 +443,18 @@ def main(
         sys.stderr.write(f"[bench ledger] {msg}\n")
         sys.stderr.flush()
 
+    replicated = None
+    if not pure:
+        if sandbox == "bwrap":
+            from ..sandbox._bwrap import find_bwrap, probe_bwrap
+
+            problem = probe_bwrap(find_bwrap())
+            if problem is not None:
+                progress(f"bwrap cannot run here ({problem}): replicas under the host sandbox")
+                sandbox = "host"
+        replicated = (REPLICATED_QUICK if quick else REPLICATED_FULL)
+        replicated = attrs.evolve(replicated, sandbox=sandbox)
     report = run_ledger_bench(QUICK if quick else FULL, scratch=scratch, profile=profile,
-                              progress=progress)
-    if pure:
-        report["replicated_note"] = "skipped (--pure)"
+                              progress=progress, replicated=replicated)
     stream.write(json.dumps(report, indent=2) + "\n" if json_output else format_report(report))
     return 0 if report["results_agree"] else 1

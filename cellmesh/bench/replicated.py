@@ -159,6 +159,34 @@ class Group:
 
 
 @asynccontextmanager
+async def open_root_group(
+    sandbox: str, *, name: str, entry: str, dna: str, replicas: int = REPLICAS
+) -> AsyncIterator[tuple[Any, GroupAdmin]]:
+    """A root in this process (``sandbox`` bwrap or host) serving one replicated cell.
+
+    ``entry`` is the cell's ``module:Class``; ``dna`` the text of its one-file
+    DNA (``dna.py``). Yields the Root and a :class:`GroupAdmin` of the group,
+    once it has a leader; everything is removed afterwards.
+    """
+    from ..testing.mesh import open_root
+
+    home = Path(tempfile.mkdtemp(prefix="cbr-", dir="/tmp"))
+    try:
+        (home / "dna.py").write_text(dna)
+        toml = (
+            f'[cells.{name}]\ndna = "dna.py"\nentry = "{entry}"\n'
+            f"replicas = {replicas}\nstandby = true\nstart_timeout = 60\n"
+        )
+        async with open_root(home, toml, sandbox=sandbox, stop_timeout=20) as root:
+            admin = GroupAdmin(name=name, socket_dir=root.paths.socket_dir,
+                               members=list(range(replicas)))
+            await admin.leader()
+            yield root, admin
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
 async def open_group(sandbox: str) -> AsyncIterator[Group]:
     """A 3-replica bank served by a root with ``sandbox`` (bwrap, host) or as ``processes``."""
     if sandbox == "processes":
@@ -166,23 +194,8 @@ async def open_group(sandbox: str) -> AsyncIterator[Group]:
             await procs.leader()
             yield Group(admin=procs, how="3 replica processes, no root", procs=procs)
         return
-    from ..testing.mesh import open_root
-
-    home = Path(tempfile.mkdtemp(prefix="cbr-", dir="/tmp"))
-    try:
-        (home / "bankcell.py").write_text(_DNA)
-        toml = (
-            f'[cells.{GROUP}]\ndna = "bankcell.py"\nentry = "bankcell:Bank"\n'
-            f"replicas = {REPLICAS}\nstandby = true\nstart_timeout = 60\n"
-        )
-        async with open_root(home, toml, sandbox=sandbox, stop_timeout=20) as root:
-            admin = GroupAdmin(name=GROUP, socket_dir=root.paths.socket_dir,
-                               members=list(range(REPLICAS)))
-            await admin.leader()
-            yield Group(admin=admin, how=f"3 replicas under {sandbox} through a root",
-                        root=root)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    async with open_root_group(sandbox, name=GROUP, entry="dna:Bank", dna=_DNA) as (root, admin):
+        yield Group(admin=admin, how=f"3 replicas under {sandbox} through a root", root=root)
 
 
 # --------------------------------------------------------------------------
@@ -462,6 +475,7 @@ __all__ = [
     "main",
     "measure",
     "open_group",
+    "open_root_group",
     "run_all",
     "throughput",
 ]

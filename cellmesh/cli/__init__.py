@@ -53,11 +53,12 @@ def build_app() -> cyclopts.App:
         sys.stdout.write(ABOUT)
         return EXIT_OK
 
-    from . import _bench, _ops, _replicas, _scaffold, _swap
+    from . import _bench, _ledger, _ops, _replicas, _scaffold, _swap
     from . import _root as _daemon
 
     _bench.register(app)
     _daemon.register(app)
+    _ledger.register(app)
     _ops.register(app)
     _replicas.register(app)
     _scaffold.register(app)

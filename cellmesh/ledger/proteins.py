@@ -10,7 +10,8 @@ does not fit 64 bits).
 Writes -- :class:`CreateAccounts`, :class:`CreateTransfers`, :class:`Pulse` --
 go through :meth:`cellmesh.ledger.LedgerState.apply` (the replicated log);
 reads -- :class:`LookupAccounts`, :class:`LookupTransfers`,
-:class:`GetAccountTransfers`, :class:`LookupPending`, :class:`GetTotals` --
+:class:`GetAccountTransfers`, :class:`LookupPending`, :class:`GetTotals`,
+:class:`CheckBooks` --
 through :meth:`~cellmesh.ledger.LedgerState.query`, which never mutates.
 Result codes travel as plain ints (:mod:`cellmesh.ledger.codes` names them).
 
@@ -21,6 +22,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from ..wire.proteins import protein
+from ..wire.replies import Request
 from .codes import AccountResult, TransferResult
 
 
@@ -66,21 +68,21 @@ class Transfer:
 
 
 @protein("cellmesh.ledger.CreateAccounts")
-class CreateAccounts:
+class CreateAccounts(Request["CreateAccountsReply | Rejected"]):
     """Create up to ``BATCH_MAX`` accounts; one result code per event."""
 
     events: list[Account]
 
 
 @protein("cellmesh.ledger.CreateTransfers")
-class CreateTransfers:
+class CreateTransfers(Request["CreateTransfersReply | Rejected"]):
     """Create up to ``BATCH_MAX`` transfers; one result code per event."""
 
     events: list[Transfer]
 
 
 @protein("cellmesh.ledger.Pulse")
-class Pulse:
+class Pulse(Request["PulseReply | Rejected"]):
     """Expire the pending transfers whose timeout has passed (no other effect).
 
     Every write expires what is due before its first event; a driver proposes
@@ -142,21 +144,21 @@ class Rejected:
 
 
 @protein("cellmesh.ledger.LookupAccounts")
-class LookupAccounts:
+class LookupAccounts(Request["AccountsReply"]):
     """The accounts with these ids (missing ones are left out; up to ``BATCH_MAX``)."""
 
     ids: list[int]
 
 
 @protein("cellmesh.ledger.LookupTransfers")
-class LookupTransfers:
+class LookupTransfers(Request["TransfersReply"]):
     """The transfers with these ids (missing ones are left out; up to ``BATCH_MAX``)."""
 
     ids: list[int]
 
 
 @protein("cellmesh.ledger.GetAccountTransfers")
-class GetAccountTransfers:
+class GetAccountTransfers(Request["TransfersReply"]):
     """A page of one account's transfers, by timestamp (see ``AccountFilter`` in the docs).
 
     ``timestamp_min``/``timestamp_max`` bound the page inclusively (0: no
@@ -173,15 +175,26 @@ class GetAccountTransfers:
 
 
 @protein("cellmesh.ledger.LookupPending")
-class LookupPending:
+class LookupPending(Request["PendingReply"]):
     """Where each of these pending transfers stands (0 where the id is not a pending transfer)."""
 
     ids: list[int]
 
 
 @protein("cellmesh.ledger.GetTotals")
-class GetTotals:
+class GetTotals(Request["TotalsReply"]):
     """Per-ledger sums of every balance column (the books must balance)."""
+
+
+@protein("cellmesh.ledger.CheckBooks")
+class CheckBooks(Request["BooksReport"]):
+    """Check the ledger's invariants now: every ledger balances, no account past its limit.
+
+    At most ``max_violations`` (1 to ``BATCH_MAX``) offending accounts are listed;
+    all of them are counted.
+    """
+
+    max_violations: int = 100
 
 
 @protein("cellmesh.ledger.AccountsReply")
@@ -239,7 +252,53 @@ class TotalsReply:
         return all(t.balanced for t in self.ledgers)
 
 
+@protein("cellmesh.ledger.LimitViolation")
+class LimitViolation:
+    """An account whose balances break the limit its flags set (this must never happen).
+
+    ``limit`` is ``"debits_must_not_exceed_credits"`` or
+    ``"credits_must_not_exceed_debits"``; the balances are the account's now.
+    """
+
+    account_id: int
+    ledger: int
+    limit: str
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+
+
+@protein("cellmesh.ledger.BooksReport")
+class BooksReport:
+    """The answer to :class:`CheckBooks`: per-ledger totals and every limit broken.
+
+    ``violations`` lists the first offending accounts by id (at most the
+    request's ``max_violations``); ``violation_count`` counts all of them.
+    ``timestamp`` and ``applied_index`` say which state was checked.
+    """
+
+    ledgers: list[LedgerTotals]
+    violations: list[LimitViolation]
+    violation_count: int
+    transfers: int
+    timestamp: int
+    applied_index: int
+
+    @property
+    def unbalanced(self) -> list[LedgerTotals]:
+        """The ledgers whose debits and credits differ (pending or posted)."""
+        return [t for t in self.ledgers if not t.balanced]
+
+    @property
+    def ok(self) -> bool:
+        """The books balance: every ledger balances and no limit is exceeded."""
+        return self.violation_count == 0 and not self.unbalanced
+
+
 Command = CreateAccounts | CreateTransfers | Pulse
 Reply = CreateAccountsReply | CreateTransfersReply | PulseReply | Rejected
-Query = LookupAccounts | LookupTransfers | GetAccountTransfers | LookupPending | GetTotals
-QueryReply = AccountsReply | TransfersReply | PendingReply | TotalsReply
+Query = (
+    LookupAccounts | LookupTransfers | GetAccountTransfers | LookupPending | GetTotals | CheckBooks
+)
+QueryReply = AccountsReply | TransfersReply | PendingReply | TotalsReply | BooksReport

@@ -21,9 +21,11 @@ from typing import Final
 from ._store import T_CREDIT, T_DEBIT, T_TIMESTAMP, Acct, Store
 from .codes import BATCH_MAX, FILTER_FLAGS_KNOWN, U64_MAX, U128_MAX, AccountFlags, FilterFlags
 from .errors import InvalidQuery
-from .proteins import Account, LedgerTotals, Transfer
+from .proteins import Account, BooksReport, LedgerTotals, LimitViolation, Transfer
 
 _CLOSED: Final = int(AccountFlags.CLOSED)
+_DEBITS_LIMITED: Final = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_CREDITS_LIMITED: Final = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
 _timestamp_of = itemgetter(T_TIMESTAMP)
 
 
@@ -127,3 +129,37 @@ def totals(store: Store) -> list[LedgerTotals]:
                      credits_pending=cp, credits_posted=cpo)
         for ledger, (n, dp, dpo, cp, cpo) in sorted(sums.items())
     ]
+
+
+def _limit_broken(a: Acct) -> str | None:
+    if a.flags & _DEBITS_LIMITED and a.dp + a.dpo > a.cpo:
+        return "debits_must_not_exceed_credits"
+    if a.flags & _CREDITS_LIMITED and a.cp + a.cpo > a.dpo:
+        return "credits_must_not_exceed_debits"
+    return None
+
+
+def check_books(store: Store, max_violations: int = 100) -> BooksReport:
+    """Every invariant an operator can check from outside, over the whole state.
+
+    Per ledger, the totals (:func:`totals`: debits equal credits, pending and
+    posted); every account with a balance limit within it (the first
+    ``max_violations`` offenders by id are listed, all are counted). A
+    healthy ledger always reports ``ok``: a report that is not means a bug.
+    """
+    if not 0 < max_violations <= BATCH_MAX:
+        raise InvalidQuery("max_violations", f"must be in 1..{BATCH_MAX}, got {max_violations}")
+    broken: list[tuple[int, Acct, str]] = []
+    for a in store.accounts.values():
+        limit = _limit_broken(a)
+        if limit is not None:
+            broken.append((a.id, a, limit))
+    broken.sort(key=itemgetter(0))
+    violations = [
+        LimitViolation(account_id=a.id, ledger=a.ledger, limit=limit, debits_pending=a.dp,
+                       debits_posted=a.dpo, credits_pending=a.cp, credits_posted=a.cpo)
+        for _, a, limit in broken[:max_violations]
+    ]
+    return BooksReport(ledgers=totals(store), violations=violations,
+                       violation_count=len(broken), transfers=len(store.transfers),
+                       timestamp=store.clock, applied_index=store.applied_index)

@@ -45,6 +45,7 @@ from ._store import Store, expire_due
 from ._transfers import transfer_engine
 from .codes import (
     BATCH_MAX,
+    NS_PER_SECOND,
     TIMESTAMP_LIMIT,
     TRANSIENT_FAILURES,
     AccountResult,
@@ -56,6 +57,8 @@ from .errors import InvalidQuery
 from .proteins import (
     Account,
     AccountsReply,
+    BooksReport,
+    CheckBooks,
     CreateAccounts,
     CreateAccountsReply,
     CreateTransfers,
@@ -185,6 +188,18 @@ class LedgerState:
         heap = self._store.expiry
         return heap[0][0] if heap else None
 
+    def pulse_due_in(self, now: int) -> float | None:
+        """Seconds from ``now`` (nanoseconds) until a :class:`Pulse` would expire something.
+
+        0.0 when one is due already; None when no pending transfer has a
+        timeout. For the driver that proposes pulses: a pulse proposed once
+        this is 0 carries a leader timestamp at or past the expiry.
+        """
+        due = self.next_expiry()
+        if due is None:
+            return None
+        return max(due - now, 0) / NS_PER_SECOND
+
     def query(self, request: object) -> QueryReply:
         """Answer a read protein; never changes anything (InvalidQuery if malformed)."""
         store = self._store
@@ -201,6 +216,8 @@ class LedgerState:
         if isinstance(request, GetTotals):
             return TotalsReply(ledgers=queries.totals(store), timestamp=store.clock,
                                applied_index=store.applied_index)
+        if isinstance(request, CheckBooks):
+            return queries.check_books(store, request.max_violations)
         raise InvalidQuery("query", f"{type(request).__qualname__} is not a ledger query")
 
     def lookup_accounts(self, ids: Sequence[int]) -> list[Account]:
@@ -233,6 +250,10 @@ class LedgerState:
     def totals(self) -> list[LedgerTotals]:
         """Per-ledger sums of every balance column (each must balance)."""
         return queries.totals(self._store)
+
+    def check_books(self, max_violations: int = 100) -> BooksReport:
+        """Every invariant checked over the whole state (``queries.check_books``)."""
+        return queries.check_books(self._store, max_violations)
 
     # -- snapshots --------------------------------------------------------------
 

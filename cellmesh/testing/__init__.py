@@ -15,6 +15,10 @@ it, and nothing but tests, benchmarks and the CLI import it.
 * :func:`open_replica_group` / :func:`process_replica_group` -- a replicated
   cell's replicas without a root, in the test's Trio run or as processes;
   :class:`Bank` / :class:`BankModel` -- a replicated bank and its model.
+* :class:`RootGroup` / :func:`nemesis` / :func:`under_faults` / :class:`Clients` /
+  :class:`KillBudget` -- faults (kill -9, SIGSTOP) and checks (convergence,
+  byte-identical replicas) against a replicated cell run by a root, and the
+  concurrent clients of a workload: the Jepsen-style tests' machinery.
 """
 
 from cellmesh.testing.bank import Bank, BankModel
@@ -40,12 +44,14 @@ from cellmesh.testing.mesh import mesh_env, open_mesh, open_root
 from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
 from cellmesh.testing.raftnet import PerfectStorage, RaftNet
 from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
+from cellmesh.testing.rootfaults import Clients, KillBudget, RootGroup, nemesis, under_faults
 from cellmesh.testing.simdisk import DiskState, SimDisk
 
 __all__ = [
     "Bank",
     "BankModel",
     "CheckResult",
+    "Clients",
     "Command",
     "DiskState",
     "GroupAdmin",
@@ -53,6 +59,7 @@ __all__ = [
     "KVModel",
     "KVStateMachine",
     "KeyValueMachine",
+    "KillBudget",
     "Model",
     "Operation",
     "PerfectStorage",
@@ -60,6 +67,7 @@ __all__ = [
     "RaftNet",
     "RegisterModel",
     "ReplicaGroup",
+    "RootGroup",
     "SafetyChecker",
     "SearchBudgetExceeded",
     "SimDisk",
@@ -70,9 +78,11 @@ __all__ = [
     "check_operations",
     "history_from_events",
     "mesh_env",
+    "nemesis",
     "open_mesh",
     "open_replica_group",
     "open_root",
     "process_replica_group",
     "run_seed",
+    "under_faults",
 ]

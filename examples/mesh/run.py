@@ -88,7 +88,7 @@ def main() -> int:
         left = alive(pids)
         ok = len(receipts) == ORDERS and summary.pricer_downs and not left
         print(f"processes of the mesh left after down: {left or 'none'}")
-        print("demo: OK" if ok else "demo: FAILED")
+        print("mesh: OK" if ok else "mesh: FAILED")
         return 0 if ok else 1
 
 

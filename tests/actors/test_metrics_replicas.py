@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from bankload import GROUP, bank_toml, deposit_all, kill_replica
+from bankload import GROUP, bank, bank_toml, deposit_all
 from prometheus_client.parser import text_string_to_metric_families
 
 from cellmesh.actors._metrics import DYNAMIC, MeshMetrics, SlotRow
@@ -127,7 +127,7 @@ async def test_metrics_replicas_scrape_a_real_root_with_a_three_replica_group(
             cells = {dict(labels).get("cell") for _, labels in samples} - {None}
             assert cells == {GROUP}
             # the leader dies: the others report a new leader, in a later term
-            await kill_replica(root, leader)
+            await bank(root).kill(leader)
 
             def moved(samples: dict) -> bool:
                 now = leaders(samples)

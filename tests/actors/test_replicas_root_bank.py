@@ -6,7 +6,8 @@ kills the leader with SIGKILL, pauses the (new) leader with SIGSTOP for longer
 than an election timeout, and kills each follower in turn (their supervisors
 restart them). Then: every read summed to the total, every acknowledged write
 is in the final state exactly once, the history is linearizable, and the
-replicas are byte-identical (``bankload.BankLoad.check``).
+replicas are byte-identical (``bankload.BankLoad.check``). The faults are
+:func:`cellmesh.testing.rootfaults.nemesis`.
 
 A replica whose write-ahead log is damaged refuses to start: the root gives
 it up, shows the file and offset in ``status`` and ``logs``, and the group
@@ -17,27 +18,23 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import attrs
 import bankload
 import pytest
-import trio
-from bankload import GROUP, BankLoad, bank_toml, deposit_all, kill_replica, leader, until
+from bankload import GROUP, BankLoad, bank, bank_toml, deposit_all
 
 from cellmesh import Synapse
-from cellmesh.actors._replicas_group import REPLICA_INTENSITY, REPLICA_PERIOD
 from cellmesh.actors.control import WipeReplica
 from cellmesh.actors.logs import read_log
 from cellmesh.actors.root import Root
 from cellmesh.testing.bank import GetBalances, Receipt, Transfer
 from cellmesh.testing.mesh import open_root
+from cellmesh.testing.rootfaults import under_faults, until
 
 HERE = Path(__file__).resolve().parent
-#: Longer than the bank's election timeout (20 ticks of 20 ms) many times over.
-PAUSE = 2.0
 
 
 @pytest.fixture
@@ -60,83 +57,12 @@ async def bank_root(replicas: int, home: Path | None = None) -> AsyncIterator[Ro
             shutil.rmtree(where, ignore_errors=True)
 
 
-async def a_leader(root: Root) -> int:
-    """The leader, once every member runs again (so a fault never takes the majority)."""
-
-    def ready() -> bool:
-        group = root._replicas.groups[GROUP]
-        return group.view().leader is not None and len(group.stats()) == len(group.members)
-
-    await until(root, ready, "every replica running and a leader")
-    found = leader(root)
-    assert found is not None
-    return found
-
-
-@attrs.define
-class KillBudget:
-    """Kills within what each replica's supervisor allows (``REPLICA_INTENSITY`` restarts in
-    ``REPLICA_PERIOD`` s, one kept in reserve): more would get a replica given up -- the
-    supervisor doing its job, but not what this test is about."""
-
-    kills: dict[int, list[float]] = attrs.Factory(dict)
-
-    def allows(self, replica: int) -> float:
-        """0 when ``replica`` may be killed now, else how long until it may."""
-        now = trio.current_time()
-        recent = [t for t in self.kills.get(replica, []) if now - t < REPLICA_PERIOD]
-        self.kills[replica] = recent
-        if len(recent) < REPLICA_INTENSITY - 1:
-            return 0.0
-        return REPLICA_PERIOD - (now - recent[0])
-
-    async def kill(self, root: Root, pick: Callable[[], Awaitable[int]]) -> int:
-        """Kill the replica ``pick()`` names, waiting out its budget first; return it."""
-        while True:
-            victim = await pick()
-            wait = self.allows(victim)
-            if wait == 0.0:
-                self.kills[victim].append(trio.current_time())
-                await kill_replica(root, victim)
-                return victim
-            await trio.sleep(wait)  # the fault schedule: the window must move on
-
-
-async def nemesis(root: Root, load: BankLoad, *, cycles: int, progress: int) -> None:
-    """Each cycle: kill -9 the leader; pause the next leader past an election timeout;
-    kill each follower in turn. Clients must make ``progress`` writes after each fault."""
-    budget = KillBudget()
-    for _ in range(cycles):
-        before = bankload.term(root)
-        await budget.kill(root, lambda: a_leader(root))
-        await bankload.new_leader(root, before)
-        await load.progress(progress)
-        second = await a_leader(root)
-        await bankload.pause_replica(root, second, PAUSE)
-        await load.progress(progress)
-        for turn in range(2):
-
-            async def follower(turn: int = turn) -> int:
-                current = await a_leader(root)
-                followers = [i for i in bankload.members(root) if i != current]
-                return followers[turn % len(followers)]
-
-            await budget.kill(root, follower)
-            await load.progress(progress)
-
-
 async def run_bank_under_faults(*, cycles: int, progress: int, clients: int) -> None:
     async with bank_root(3) as root:
-        await a_leader(root)
+        await bank(root).a_leader()
         await deposit_all(root)
         load = BankLoad(root, clients=clients)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(progress)
-            await nemesis(root, load, cycles=cycles, progress=progress)
-            load.stop()
-        restarts = {c.name: c.restarts for c in root.status().cells}
-        assert sum(restarts.values()) >= 3 * cycles, restarts
+        restarts = await under_faults(bank(root), load.driver, cycles=cycles, writes=progress)
         await load.check(expect_members=3)
         print(f"bank: {len(load.acknowledged)} writes acknowledged, {len(load.unknown)} "
               f"unknown, {len(load.unsent)} never sent, {load.reads} reads; restarts "
@@ -157,12 +83,12 @@ async def test_replicas_root_damaged_wal_refuses_start_and_the_group_serves(bwra
     home = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
     try:
         async with bank_root(3, home) as root:
-            await a_leader(root)
+            await bank(root).a_leader()
             await deposit_all(root)
             async with Synapse.grow(GROUP, socket_dir=root.paths.socket_dir) as syn:
                 for n in range(30):
                     await syn.fire(Transfer(id=f"w{n}", src="a", dst="b", amount=1))
-            await bankload.converge(root, expect_members=3)
+            await bank(root).converge(expect_members=3)
             data = root.paths.data_dir / GROUP / "1"
         # Damage the middle of replica 1's log: flip a byte halfway through its
         # segment, in a frame that later valid frames follow (a torn tail would
@@ -196,8 +122,8 @@ async def test_replicas_root_damaged_wal_refuses_start_and_the_group_serves(bwra
             async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
                 ack = await ctl.fire(WipeReplica(name=f"{GROUP}/1"))
             assert "wiped bank/1" in ack.text
-            await bankload.converge(root, expect_members=3)
-            await bankload.identical(root)
+            await bank(root).converge(expect_members=3)
+            await bank(root).identical()
             row = next(c for c in root.status().cells if c.name == f"{GROUP}/1")
             assert row.replica is not None and not row.replica.given_up
             assert row.replica.role in ("follower", "leader") and row.replica.error == ""

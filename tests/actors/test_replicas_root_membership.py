@@ -15,10 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import bankload
 import trio
-from bankload import GROUP, BankLoad, deposit_all, kill_replica, members
-from test_replicas_root_bank import a_leader, bank_root, bwrap
+from bankload import GROUP, BankLoad, bank, deposit_all
+from test_replicas_root_bank import bank_root, bwrap
 
 from cellmesh import Synapse
 from cellmesh.actors.control import ChangeReplicas
@@ -33,28 +32,28 @@ def record(root_home: Path) -> dict[str, object]:
 
 async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
     async with bank_root(3) as root:
-        await a_leader(root)
+        await bank(root).a_leader()
         await deposit_all(root)
         load = BankLoad(root, clients=3)
         async with trio.open_nursery() as nursery, Synapse.grow(
             "mitosis", socket_path=root.paths.umbilical
         ) as ctl:
-            await nursery.start(load.run)
-            await load.progress(30)
+            await nursery.start(load.driver.run)
+            await load.driver.progress(30)
             grown = await ctl.fire(ChangeReplicas(name=GROUP, count=5))
             assert grown.text == "bank: 3 -> 5 replicas; added bank/3, bank/4"
-            assert members(root) == [0, 1, 2, 3, 4]
-            await load.progress(30)
-            first = await a_leader(root)
-            before = bankload.term(root)
-            await kill_replica(root, first)
-            await bankload.new_leader(root, before)
-            await load.progress(30)
+            assert bank(root).members() == [0, 1, 2, 3, 4]
+            await load.driver.progress(30)
+            first = await bank(root).a_leader()
+            before = bank(root).term()
+            await bank(root).kill(first)
+            await bank(root).new_leader(before)
+            await load.driver.progress(30)
             shrunk = (await ctl.fire(ChangeReplicas(name=GROUP, count=3))).text
             assert shrunk == "bank: 5 -> 3 replicas; removed bank/3, bank/4"
-            await load.progress(30)
-            load.stop()
-        assert members(root) == [0, 1, 2]
+            await load.driver.progress(30)
+            load.driver.stop()
+        assert bank(root).members() == [0, 1, 2]
         assert not (root.paths.data_dir / GROUP / "3").exists()
         assert not (root.paths.data_dir / GROUP / "4").exists()
         rec = record(root.paths.home)
@@ -66,13 +65,13 @@ async def test_replicas_root_membership_up_applies_a_changed_count(bwrap: None) 
     home = Path(tempfile.mkdtemp(prefix="cb-", dir="/tmp"))
     try:
         async with bank_root(3, home) as root:
-            await a_leader(root)
+            await bank(root).a_leader()
             await deposit_all(root)
         async with bank_root(5, home) as root:
-            await bankload.converge(root, expect_members=5)
+            await bank(root).converge(expect_members=5)
             (group,) = root.status().groups
             assert (group.members, group.target) == ([0, 1, 2, 3, 4], 5)
-            await bankload.identical(root)
+            await bank(root).identical()
         assert record(home)["members"] == [0, 1, 2, 3, 4]
     finally:
         shutil.rmtree(home, ignore_errors=True)

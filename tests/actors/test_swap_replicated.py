@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from bankload import GROUP, BankLoad, bank_toml, converge, deposit_all, identical, until
+from bankload import GROUP, BankLoad, bank, bank_toml, deposit_all
 from replswapcells import Code, WhichCode, source
 
 from cellmesh import Synapse
@@ -37,6 +37,7 @@ from cellmesh.actors.control import (
 from cellmesh.actors.root import Root
 from cellmesh.sandbox._events import read_events
 from cellmesh.testing.mesh import open_root
+from cellmesh.testing.rootfaults import until
 
 MEMBERS = (0, 1, 2)
 
@@ -122,12 +123,12 @@ async def test_swap_replicated_under_load_fails_no_call_and_keeps_every_write(
             root._watches.monitor("test-watcher", f"{GROUP}/{i}", alive=True)
         load = BankLoad(root, clients=4)
         async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(30)
+            await nursery.start(load.driver.run)
+            await load.driver.progress(30)
             (home / "bankcell.py").write_text(source("2"))
             report = await swap(root)
-            await load.progress(30)
-            load.stop()
+            await load.driver.progress(30)
+            load.driver.stop()
         assert report.outcome == "swapped", report
         assert report.from_version == "1" and report.to_version == "2", report
         # followers first, the leader last (each entry: when it had caught up)
@@ -165,8 +166,8 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_each_way(
         before = digests(root)
         load = BankLoad(root, clients=2)
         async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(10)
+            await nursery.start(load.driver.run)
+            await load.driver.progress(10)
             # 1. fails to import: found in a standby, before any replica stops
             running = pids(root)
             (home / "bankcell.py").write_text(source("2", "import"))
@@ -176,7 +177,7 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_each_way(
             assert "ImportError: version 2 cannot be imported" in report.cause, report
             assert pids(root) == running  # nothing was restarted
             assert digests(root) == before
-            await load.progress(10)
+            await load.driver.progress(10)
             # 2. fails to start: the first follower fails, goes back to the old code
             leader = await whole(root)
             (home / "bankcell.py").write_text(source("3", "start"))
@@ -186,14 +187,14 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_each_way(
             assert f"the new version of {GROUP}/{first} did not start" in report.cause, report
             assert "RuntimeError" in report.cause and "refuses to start" in report.cause, report
             await whole(root)
-            await load.progress(10)
+            await load.driver.progress(10)
             # 3. never ready: the step's timeout rolls it back
             (home / "bankcell.py").write_text(source("4", "hang"))
             report = await swap(root, timeout=5.0)
             assert report.outcome == "rolled_back", report
             assert "did not start: not ready within 5 s" in report.cause, report
             await whole(root)
-            await load.progress(10)
+            await load.driver.progress(10)
             # 4. serves, then crashes before its probation is over
             (home / "bankcell.py").write_text(source("5", "die"))
             report = await swap(root, timeout=10.0, grace=2.0)
@@ -201,8 +202,8 @@ async def test_swap_replicated_rolls_back_a_version_that_fails_each_way(
             assert "did not catch up: it exited" in report.cause, report
             assert "RuntimeError" in report.cause and "dies after it started" in report.cause
             await whole(root)
-            await load.progress(10)
-            load.stop()
+            await load.driver.progress(10)
+            load.driver.stop()
         assert_no_failed_call(load)
         await load.check(expect_members=3)
         assert digests(root) == before
@@ -218,12 +219,12 @@ async def test_swap_replicated_hostile_new_version_cannot_fool_it_or_take_the_gr
         await deposit_all(root)
         load = BankLoad(root, clients=3)
         async with trio.open_nursery() as nursery:
-            await nursery.start(load.run)
-            await load.progress(20)
+            await nursery.start(load.driver.run)
+            await load.driver.progress(20)
             (home / "bankcell.py").write_text(source("2", "liar"))
             report = await swap(root, timeout=6.0)
-            await load.progress(20)
-            load.stop()
+            await load.driver.progress(20)
+            load.driver.stop()
         first = min(i for i in MEMBERS if i != leader)
         # it claimed to lead and to have applied index 10**12; the leader's word counts
         assert report.outcome == "rolled_back", report
@@ -256,8 +257,8 @@ async def test_swap_replicated_refuses_one_replica_and_a_lost_quorum_and_reload_
         assert "would leave 1 of 3 running (a majority is 2)" in report.cause, report
         assert pids(root) == running
         await group.handle.start_member(group.members[2])
-        await converge(root, expect_members=3)
-        await identical(root)
+        await bank(root).converge(expect_members=3)
+        await bank(root).identical()
         # the whole group back: a reload applies the new code the same way
         await whole(root)
         reloaded = await control(root, ReloadManifest(timeout=30, grace=0.2))

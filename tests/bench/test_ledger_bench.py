@@ -16,6 +16,7 @@ import pytest
 from cellmesh.bench._ledger_sqlite import SqliteLedger
 from cellmesh.bench.ledger import (
     LedgerParams,
+    ReplicatedParams,
     build_workload,
     format_report,
     run_ledger_bench,
@@ -128,7 +129,7 @@ def test_ledger_bench_produces_numbers_and_agreement(tmp_path: Path) -> None:
         assert len(report["modes"][mode]["rounds"]) == 2
         assert report["modes"][mode]["transfers_per_s"] > 0
     assert report["ratio_pure_over_sqlite"] > 0
-    assert report["replicated"] is None and "replicated" in report["replicated_note"]
+    assert report["replicated"] is None and report["replicated_note"] == "skipped (--pure)"
     assert report["profile"] and "function" in report["profile"][0]
     json.dumps(report)  # the --json document is serialisable
     text = format_report(report)
@@ -136,10 +137,33 @@ def test_ledger_bench_produces_numbers_and_agreement(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the SQLite files are gone
 
 
+def test_ledger_bench_replicated_mode_measures_batches_and_concurrent_clients(
+    tmp_path: Path,
+) -> None:
+    """The replicated mode runs the same batches through a 3-replica ledger cell (a real
+    root) and agrees with a pure replay; the concurrent clients' figures are reported."""
+    params = LedgerParams(accounts=40, batches=2, batch_size=300, rounds=1)
+    report = run_ledger_bench(params, scratch=tmp_path, replicated=ReplicatedParams(
+        clients=8, single_ops=40, sandbox="host"))
+    assert report["results_agree"] is True
+    rep = report["replicated"]
+    json.dumps(report)
+    assert rep["batches"]["replay_agrees"] is True
+    assert rep["batches"]["transfers_per_s"] > 0 and rep["batches"]["entries_per_batch"] >= 1
+    concurrent = rep["concurrent"]
+    assert concurrent["clients"] == 8 and concurrent["transfers"] == 40
+    assert concurrent["p99_ms"] >= concurrent["p50_ms"] > 0
+    assert 1 <= concurrent["entries"] <= 40 + 10 and concurrent["commands_per_entry"] > 0
+    assert report["ratio_replicated_over_sqlite"] > 0 and report["ratio_replicated_over_pure"] > 0
+    text = format_report(report)
+    assert "ratio replicated / SQLite" in text and "8 concurrent clients" in text
+    assert "codes agree with a pure replay at the leader's timestamps: yes" in text
+
+
 def test_ledger_bench_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["bench", "ledger", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--pure", "--quick", "--json", "--profile", "--data-dir"):
+    for flag in ("--pure", "--quick", "--json", "--profile", "--data-dir", "--sandbox"):
         assert flag in out
 
 

@@ -22,4 +22,4 @@ def test_mesh_example_runs_and_leaves_nothing() -> None:
     assert "the pricer went down" in out  # it crashes every 40 quotes; monitors report it
     assert "killed ledger" in out
     assert "processes of the mesh left after down: none" in out
-    assert "demo: OK" in out
+    assert "mesh: OK" in out

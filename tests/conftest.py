@@ -1,4 +1,4 @@
-"""Fixtures for the actor tests."""
+"""Fixtures shared by the test packages (actors, ledger, ...)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The market example's cells: an exchange that settles in a replicated ledger."""

@@ -1,0 +1,226 @@
+"""The exchange: a limit order book whose every trade settles in the replicated ledger.
+
+An order is accepted once what it could cost is in escrow (one ledger
+transfer); it then matches in memory, and each trade pays out of escrow in
+one linked chain (seller's cash, buyer's shares, the buyer's price
+improvement) before the order is answered: an answered trade is in the
+ledger, replicated on a majority. Ledger writes from concurrent orders are
+coalesced: one settler task sends whatever is queued as one batch.
+
+Transfer ids are ``id_base << 64 | n``: fixed at the first start, counted on
+across hot swaps, so a batch resent after a leader failure answers
+``exists`` instead of moving money twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+import trio
+
+import cellmesh
+from cellmesh.ledger import BATCH_MAX, LedgerClient, Transfer, TransferFlags, TransferResult
+
+from .book import Book, Order, Trade
+from .protocol import (
+    CASH,
+    ESCROW_CASH,
+    ESCROW_SHARES,
+    SHARES,
+    BookState,
+    Close,
+    Fill,
+    GetReport,
+    Placed,
+    Report,
+    Submit,
+    cash_account,
+    shares_account,
+)
+
+VERSION = "1"
+SETTLED = (TransferResult.OK, TransferResult.EXISTS)
+
+
+@attrs.define(eq=False)
+class _Chain:
+    transfers: list[Transfer]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    results: list[TransferResult] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class Settler:
+    """Sends queued transfers to the ledger: everything queued meanwhile goes as one batch."""
+
+    ledger: LedgerClient
+    queue: list[_Chain] = attrs.field(factory=list)
+    wake: trio.Event = attrs.field(factory=trio.Event)
+    idle: trio.Event = attrs.field(factory=trio.Event)
+    batches: int = 0
+
+    def enqueue(self, transfers: list[Transfer]) -> _Chain:
+        """Queue transfers for the next batch, kept together (a linked chain stays whole)."""
+        chain = _Chain(transfers)
+        self.queue.append(chain)
+        self.idle = trio.Event()
+        self.wake.set()
+        return chain
+
+    async def settle(self, *chains: list[Transfer]) -> list[TransferResult]:
+        """Queue ``chains`` together and return their results once the ledger has them."""
+        queued = [self.enqueue(transfers) for transfers in chains]
+        for chain in queued:
+            await chain.done.wait()
+        return [code for chain in queued for code in chain.results]
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            while self.queue:
+                batch: list[_Chain] = []
+                size = 0
+                while self.queue and (not batch or size + len(self.queue[0].transfers)
+                                      <= BATCH_MAX):
+                    chain = self.queue.pop(0)
+                    batch.append(chain)
+                    size += len(chain.transfers)
+                results = await self._send([t for c in batch for t in c.transfers])
+                self.batches += 1
+                start = 0
+                for chain in batch:
+                    chain.results = results[start : start + len(chain.transfers)]
+                    start += len(chain.transfers)
+                    chain.done.set()
+            self.idle.set()
+
+    async def _send(self, transfers: list[Transfer]) -> list[TransferResult]:
+        delay = 0.05
+        while True:
+            try:
+                return list((await self.ledger.create_transfers(transfers)).codes)
+            except (cellmesh.OutcomeUnknown, cellmesh.CellUnavailable):
+                # The same ids again: what was applied answers EXISTS, nothing twice.
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+class Exchange(cellmesh.Cell):
+    version = VERSION
+
+    async def on_start(self) -> None:
+        self.book = Book()
+        self.orders = self.rejected = self.transfers = 0
+        self.id_base = time.time_ns()
+        self.settler = Settler(LedgerClient.from_cell(self, "ledger"))
+        self.nursery.start_soon(self.settler.run)
+
+    # -- hot swap: the book and the counters go to the next version ---------------
+
+    async def on_swap_out(self) -> BookState:
+        if self.settler.queue:
+            await self.settler.idle.wait()
+        return BookState(
+            book=self.book.dump(), orders=self.orders, rejected=self.rejected,
+            settlement_batches=self.settler.batches, transfers=self.transfers,
+            id_base=self.id_base,
+        )
+
+    async def on_swap_in(self, state: object, old: cellmesh.CellVersion) -> None:
+        if isinstance(state, BookState):
+            self.book = Book.load(state.book)
+            self.orders, self.rejected = state.orders, state.rejected
+            self.settler.batches, self.transfers = state.settlement_batches, state.transfers
+            self.id_base = state.id_base
+
+    # -- orders -------------------------------------------------------------------
+
+    @cellmesh.receptor
+    async def submit(self, msg: Submit) -> Placed:
+        try:
+            order = self.book.new_order(msg.trader, msg.side, msg.price, msg.qty)
+        except ValueError as exc:
+            self.rejected += 1
+            return Placed(order_id=0, accepted=False, reason=str(exc), fills=[], resting=0)
+        self.orders += 1
+        buying = order.side == "buy"
+        hold = self._transfer(
+            debit=(cash_account if buying else shares_account)(order.trader),
+            credit=ESCROW_CASH if buying else ESCROW_SHARES,
+            amount=order.price * order.qty if buying else order.qty,
+            ledger=CASH if buying else SHARES,
+        )
+        (code,) = await self.settler.settle([hold])
+        if code not in SETTLED:
+            self.rejected += 1
+            return Placed(order_id=order.order_id, accepted=False, reason=code.name.lower(),
+                          fills=[], resting=0)
+        # Matching and queueing the payouts happen with no await between: the
+        # settler owns them from here, even if this call were cancelled.
+        trades = self.book.submit(order)
+        codes = await self.settler.settle(*(self._payout(t) for t in trades))
+        if any(c not in SETTLED for c in codes):
+            raise RuntimeError(f"order {order.order_id}: a fill did not settle: {codes}")
+        fills = [
+            Fill(fill_id=t.fill_id, buy_order=t.buy.order_id, sell_order=t.sell.order_id,
+                 buyer=t.buy.trader, seller=t.sell.trader, price=t.price, qty=t.qty)
+            for t in trades
+        ]
+        return Placed(order_id=order.order_id, accepted=True, reason="", fills=fills,
+                      resting=order.qty)
+
+    @cellmesh.receptor
+    async def close(self, msg: Close) -> Report:
+        refunds = [self._refund(order) for order in self.book.cancel_all()]
+        if refunds:
+            codes = await self.settler.settle(*([r] for r in refunds))
+            if any(c not in SETTLED for c in codes):
+                raise RuntimeError(f"refunds did not settle: {codes}")
+        return self._report()
+
+    @cellmesh.receptor
+    async def report(self, msg: GetReport) -> Report:
+        return self._report()
+
+    def _report(self) -> Report:
+        return Report(
+            version=VERSION, orders=self.orders, rejected=self.rejected,
+            fills=self.book.next_fill - 1, resting_orders=len(self.book.resting()),
+            settlement_batches=self.settler.batches, transfers=self.transfers,
+        )
+
+    # -- transfers ----------------------------------------------------------------
+
+    def _transfer(self, *, debit: int, credit: int, amount: int, ledger: int,
+                  linked: bool = False) -> Transfer:
+        self.transfers += 1
+        return Transfer(
+            id=self.id_base << 64 | self.transfers, debit_account_id=debit,
+            credit_account_id=credit, amount=amount, ledger=ledger, code=1,
+            flags=TransferFlags.LINKED if linked else 0,
+        )
+
+    def _payout(self, trade: Trade) -> list[Transfer]:
+        """Escrow pays the seller and the buyer (and any price improvement), atomically."""
+        improvement = (trade.buy.price - trade.price) * trade.qty
+        chain = [
+            self._transfer(debit=ESCROW_CASH, credit=cash_account(trade.sell.trader),
+                           amount=trade.price * trade.qty, ledger=CASH, linked=True),
+            self._transfer(debit=ESCROW_SHARES, credit=shares_account(trade.buy.trader),
+                           amount=trade.qty, ledger=SHARES, linked=bool(improvement)),
+        ]
+        if improvement:
+            chain.append(self._transfer(debit=ESCROW_CASH, credit=cash_account(trade.buy.trader),
+                                        amount=improvement, ledger=CASH))
+        return chain
+
+    def _refund(self, order: Order) -> Transfer:
+        buying = order.side == "buy"
+        return self._transfer(
+            debit=ESCROW_CASH if buying else ESCROW_SHARES,
+            credit=(cash_account if buying else shares_account)(order.trader),
+            amount=order.price * order.qty if buying else order.qty,
+            ledger=CASH if buying else SHARES,
+        )
