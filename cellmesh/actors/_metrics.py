@@ -20,7 +20,16 @@ name; every dynamic child of a declared cell is counted under
 ``~dynamic``. So the number of series is at most twice the number of
 declared cells plus two, whatever the cells do (a ``cellmesh reload`` that
 adds a cell declares it: the operator's manifests, never a cell, name the
-labels).
+labels). A replica ``X/i`` of a declared replicated cell is counted under
+``X``; its Raft figures are labelled ``cell="X", replica="i"``, the id the
+root allocated (at most :data:`~cellmesh.actors.membership.MAX_MEMBERS` per
+group), never a value a replica reports.
+
+Raft figures: the replicas' :class:`~cellmesh.actors.control.ReplicaStats`
+(validated by the root before they get here) are read at scrape time; the
+only accumulation is :meth:`MeshMetrics.observe_leader`, which counts each
+replica's leader changes (a new ``(term, leader)`` it reports after the
+first one), so the counter survives its process's restarts.
 
 Pure: no I/O and no clock; the driver (:mod:`._metrics_http`) reads
 ``/proc`` and serves the text format.
@@ -36,7 +45,8 @@ import attrs
 
 from ..errors import ConfigError
 from ._stats import RTT_BUCKETS_US
-from .control import CellStats
+from .control import CellStats, ReplicaStats
+from .membership import parse_replica_name
 from .policy import AbnormalExit, ExitReason, NormalExit
 
 #: Label of operator-spawned cells (SpawnCell).
@@ -165,6 +175,9 @@ class MeshMetrics:
     _stats: dict[str, tuple[int | None, CellStats]] = attrs.Factory(dict)
     _restarts: dict[str, int] = attrs.Factory(dict)
     _cpu: dict[str, tuple[int, float]] = attrs.Factory(dict)
+    #: (group, replica) -> leader changes it reported; and the last (term, leader).
+    leader_changes: dict[tuple[str, int], int] = attrs.Factory(dict)
+    _leaders: dict[tuple[str, int], tuple[int, int]] = attrs.Factory(dict)
 
     def label(self, name: str, parent: str | None, *, spawned: bool = False) -> str:
         """The label value of cell ``name`` (bounded: see the module doc)."""
@@ -172,7 +185,22 @@ class MeshMetrics:
             return name
         if parent is not None and parent in self.declared:
             return f"{parent}.*"
+        replica = parse_replica_name(name)
+        if replica is not None and replica[0] in self.declared:
+            return replica[0]  # a replica counts under its replicated cell
         return SPAWNED if spawned else DYNAMIC
+
+    def observe_leader(self, group: str, replica: int, stats: ReplicaStats) -> None:
+        """Count a leader change of ``replica`` of ``group`` when ``stats`` (validated by the
+        root) names another ``(term, leader)`` than the last it reported."""
+        if group not in self.declared or stats.leader is None:
+            return
+        key = (group, replica)
+        now = (stats.term, stats.leader)
+        last = self._leaders.get(key)
+        if last is not None and last != now:
+            self.leader_changes[key] = self.leader_changes.get(key, 0) + 1
+        self._leaders[key] = now
 
     def declare(self, name: str) -> None:
         """Cell ``name`` is declared from now on (a reload added it): it gets its own label.
@@ -240,6 +268,9 @@ class MeshMetrics:
         for kept in (self._stats, self._restarts, self._cpu):
             for name in [n for n in kept if n not in seen]:
                 del kept[name]
+        for pairs in (self._leaders, self.leader_changes):
+            for key in [k for k in pairs if f"{k[0]}/{k[1]}" not in seen]:
+                del pairs[key]  # a removed replica's series end
         return {
             label: LabelGauges(running=running.get(label, 0), rss=rss.get(label, 0))
             for label in self.totals

@@ -43,7 +43,9 @@ from . import _proc
 from ._cells import CellSlot
 from ._metrics import EXIT_KINDS, SPAWN_KEY, LabelGauges, MeshMetrics, SlotRow
 from ._stats import RTT_BUCKETS_US
+from .control import REPLICA_ROLES, ReplicaStats
 from .manifest import Manifest
+from .membership import GroupView
 
 #: Connections served at once; more are closed without an answer.
 MAX_CONNECTIONS: Final = 16
@@ -159,9 +161,67 @@ def root_families(scrape: Scrape) -> Iterator[Metric]:
     yield states
 
 
+def replica_families(scrape: Scrape) -> Iterator[Metric]:
+    """Each replica's Raft figures: role, term, commit and applied index, lag, leader changes,
+    given-up flag (labels ``cell`` -- the replicated cell -- and ``replica``, its id).
+
+    Read from the stats the replica last reported (validated by the root);
+    a replica without a process has role ``none`` and no index figures.
+    ``lag`` is what it has yet to apply of the log of the leader the root
+    sees (as in ``cellmesh status``).
+    """
+    labels = ["cell", "replica"]
+    role = GaugeMetricFamily(
+        "cellmesh_replica_role", "1 for the role a replica reports (none: no process).",
+        labels=[*labels, "role"])
+    term = GaugeMetricFamily("cellmesh_replica_term", "The Raft term a replica is in.",
+                             labels=labels)
+    commit = GaugeMetricFamily("cellmesh_replica_commit_index",
+                               "The highest log index a replica knows committed.", labels=labels)
+    applied = GaugeMetricFamily("cellmesh_replica_applied_index",
+                                "The highest log index a replica applied.", labels=labels)
+    lag = GaugeMetricFamily("cellmesh_replica_lag_entries",
+                            "Entries of the leader's log a replica has yet to apply.",
+                            labels=labels)
+    changes = CounterMetricFamily("cellmesh_replica_leader_changes",
+                                  "Leader changes a replica reported (new term or leader).",
+                                  labels=labels)
+    given_up = GaugeMetricFamily(
+        "cellmesh_replica_given_up", "1 when a replica's supervisor stopped restarting it.",
+        labels=labels)
+    metrics = scrape.metrics
+    groups: dict[str, list[tuple[int, ReplicaStats | None, bool]]] = {}
+    for slot in scrape.view.slots.values():
+        part = slot.replica
+        if part is None or part.group not in metrics.declared:
+            continue
+        instance = slot.instance
+        alive = instance is not None and instance.state in ("starting", "running")
+        groups.setdefault(part.group, []).append(
+            (part.id, part.stats if alive else None, part.given_up))
+    for group, members in sorted(groups.items()):
+        view = GroupView.of(s for _, s, _ in members if s is not None)
+        for replica, stats, gave_up in sorted(members, key=lambda m: m[0]):
+            values = [group, str(replica)]
+            current = "none" if stats is None else stats.role
+            for name in ("none", *REPLICA_ROLES):
+                role.add_metric([*values, name], 1.0 if name == current else 0.0)
+            changes.add_metric(values, metrics.leader_changes.get((group, replica), 0))
+            given_up.add_metric(values, 1.0 if gave_up else 0.0)
+            if stats is None:
+                continue
+            term.add_metric(values, stats.term)
+            commit.add_metric(values, stats.commit_index)
+            applied.add_metric(values, stats.applied_index)
+            behind = view.lag(stats)
+            if behind is not None:
+                lag.add_metric(values, behind)
+    yield from (role, term, commit, applied, lag, changes, given_up)
+
+
 #: Every group of metrics a scrape renders, in order.
 FAMILIES: Final[tuple[Callable[[Scrape], Iterable[Metric]], ...]] = (
-    root_families, cell_families,
+    root_families, cell_families, replica_families,
 )
 
 
@@ -367,6 +427,15 @@ def metrics_families() -> Sequence[str]:
     )
 
 
+def replica_metrics_families() -> Sequence[str]:
+    """The metric names a scrape renders for each replica of a replicated cell."""
+    return (
+        "cellmesh_replica_role", "cellmesh_replica_term", "cellmesh_replica_commit_index",
+        "cellmesh_replica_applied_index", "cellmesh_replica_lag_entries",
+        "cellmesh_replica_leader_changes_total", "cellmesh_replica_given_up",
+    )
+
+
 __all__ = [
     "FAMILIES",
     "MAX_CONNECTIONS",
@@ -380,6 +449,8 @@ __all__ = [
     "cell_families",
     "metrics_families",
     "parse_request",
+    "replica_families",
+    "replica_metrics_families",
     "root_families",
     "run_with_metrics",
     "serve_metrics",

@@ -13,7 +13,8 @@ own is admitted, before the hello. :class:`Operator` answers each request
 * ``StopMesh`` -> the root's ordered stop;
 * ``SpawnCell`` -> an undeclared cell under the hidden ``~dynamic``
   supervisor, only with ``[root] allow_spawn = true``;
-* ``SwapCell`` -> ``SwapReport`` (:mod:`cellmesh.actors._swap`),
+* ``SwapCell`` -> ``SwapReport`` (:mod:`cellmesh.actors._swap`; a replicated
+  cell's: :mod:`cellmesh.actors._groupswap`; one replica alone is refused),
   ``ReloadManifest`` -> ``ReloadReport`` (:mod:`cellmesh.actors._reload`);
 * ``ChangeReplicas`` / ``WipeReplica`` -> ``Ack`` once the replicated cell's
   membership change is done (:mod:`cellmesh.actors._replicas_changes`).
@@ -59,6 +60,7 @@ from .control import (
     StatusRequest,
     StopMesh,
     SwapCell,
+    SwapReport,
     WipeReplica,
 )
 from .errors import RootRequestError, UnknownCell
@@ -92,6 +94,9 @@ class Operator:
     wipe_replica: Callable[[str], Awaitable[str]]
     #: Why there is no cell ``name`` (a replicated cell's name says: name a replica).
     no_such_cell: Callable[[str], CellmeshError | None]
+    #: ``name`` is a replicated cell, and its swap (name, timeout, grace, rollback).
+    is_group: Callable[[str], bool]
+    swap_group: Callable[[str, float, float, bool], Awaitable[SwapReport]]
 
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve the control socket until cancelled (the root's task, restarted on failure)."""
@@ -121,10 +126,7 @@ class Operator:
         if isinstance(msg, SpawnCell):
             return await self._spawn(msg)
         if isinstance(msg, SwapCell):
-            return await self.swapper.swap(
-                self._slot(msg.name), timeout=msg.timeout, grace=msg.grace,
-                rollback=msg.rollback,
-            )
+            return await self._swap(msg)
         if isinstance(msg, ReloadManifest):
             return await self.reload(msg)
         if isinstance(msg, ChangeReplicas):
@@ -132,6 +134,21 @@ class Operator:
         if isinstance(msg, WipeReplica):
             return Ack(text=await self.wipe_replica(msg.name))
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _swap(self, msg: SwapCell) -> SwapReport:
+        if self.is_group(msg.name):  # a replicated cell: one replica at a time
+            return await self.swap_group(msg.name, msg.timeout, msg.grace, msg.rollback)
+        slot = self._slot(msg.name)
+        if slot.replica is not None:
+            group = slot.replica.group
+            raise RootRequestError(
+                msg.name, f"is one replica of the replicated cell {group}: swap the group "
+                f"(`cellmesh swap {group}`), which swaps its replicas one at a time "
+                "(a replica alone on other code would apply the log differently)",
+            )
+        return await self.swapper.swap(
+            slot, timeout=msg.timeout, grace=msg.grace, rollback=msg.rollback,
+        )
 
     def _slot(self, name: str) -> CellSlot:
         slot = self.slots.get(name)

@@ -56,6 +56,10 @@ class ReloadHost(Protocol):
         """Bring replicated cell ``name`` to ``count`` replicas; say what was done."""
         ...
 
+    async def swap_group(self, name: str, timeout: float, grace: float) -> SwapReport:
+        """Swap replicated cell ``name`` to its new code, one replica at a time."""
+        ...
+
 
 def _load(path: Path) -> Manifest:
     manifest = load_manifest(path)
@@ -150,12 +154,15 @@ async def reload_mesh(
         if slot is None:
             continue  # stopped meanwhile
         report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace, decl=decl)
-        swaps.append(report)
-        if report.outcome in ("swapped", "unchanged", "retargeted"):
-            lines.append(f"{report.outcome} {name}")
-        else:
+        ok = _swapped(report, swaps, lines) and ok
+    for name in plan.swap_groups:
+        try:
+            report = await host.swap_group(name, request.timeout, request.grace)
+        except CellmeshError as exc:
             ok = False
-            lines.append(f"swap of {name} {report.outcome.replace('_', ' ')}: {report.cause}")
+            lines.append(f"could not swap {name}: {exc}")
+            continue
+        ok = _swapped(report, swaps, lines, " (one replica at a time)") and ok
     for name, count in plan.replicas:
         try:
             lines.append(await host.change_replicas(name, count))
@@ -163,6 +170,17 @@ async def reload_mesh(
             ok = False
             lines.append(f"could not change {name} to {count} replicas: {exc}")
     return ReloadReport(ok=ok, lines=lines or ["nothing changed"], swaps=swaps)
+
+
+def _swapped(report: SwapReport, swaps: list[SwapReport], lines: list[str],
+             how: str = "") -> bool:
+    """Keep ``report`` and its line; False when the swap did not end well."""
+    swaps.append(report)
+    if report.outcome in ("swapped", "unchanged", "retargeted"):
+        lines.append(f"{report.outcome} {report.name}{how}")
+        return True
+    lines.append(f"swap of {report.name} {report.outcome.replace('_', ' ')}: {report.cause}")
+    return False
 
 
 def _retune(host: ReloadHost, new: Manifest, plan: ReloadPlan, lines: list[str]) -> None:

@@ -15,7 +15,9 @@ Theory of operation
   (:meth:`~cellmesh.consensus.RaftNode.remove_server`),
   ``TransferLeadership`` (dissertation 3.10). A replica that does not lead
   refuses with ``AdminRefused(code="not_leader", leader=<hint>)``.
-* ``ReplicaStatusRequest`` and ``StateDigestRequest``.
+* ``ReplicaStatusRequest``, ``StateDigestRequest`` and, at the leader,
+  ``ReplicaProgressRequest`` (a hot swap's proof that a restarted replica
+  caught up: the leader's match index, not the replica's own word).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from .replicated_proteins import (
     Forwarded,
     ForwardRefused,
     RemoveReplica,
+    ReplicaProgress,
+    ReplicaProgressRequest,
     ReplicaStatusRequest,
     StateDigest,
     StateDigestRequest,
@@ -114,6 +118,7 @@ class PeerSide:
             TransferLeadership: self.transfer_leadership,
             ReplicaStatusRequest: self.status,
             StateDigestRequest: self.digest,
+            ReplicaProgressRequest: self.progress,
         }
 
     # -- forwarding ------------------------------------------------------------
@@ -141,6 +146,21 @@ class PeerSide:
         return StateDigest(
             replica=self.replica.replica, applied_index=index,
             sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+        )
+
+    async def progress(self, msg: ReplicaProgressRequest) -> ReplicaProgress | AdminRefused:
+        """How much of this leader's log replica ``msg.id`` holds (the leader's match index)."""
+        if not 0 <= msg.id <= MAX_REPLICA_ID:
+            return _refused(INVALID, f"bad replica id {msg.id}")
+        refusal = self._not_leader()
+        if refusal is not None:
+            return refusal
+        node = self.replica.node
+        status = node.status()
+        target = node_id(msg.id)
+        match = status.last_index if target == status.id else node.match_index(target)
+        return ReplicaProgress(
+            replica=msg.id, match=-1 if match is None else match, commit=status.commit
         )
 
     # -- membership --------------------------------------------------------------

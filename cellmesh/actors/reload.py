@@ -80,13 +80,16 @@ class ReloadPlan:
     root: tuple[str, ...] = ()
     #: Replicated cells whose ``replicas`` count changes, with the new count.
     replicas: tuple[tuple[str, int], ...] = ()
+    #: Replicated cells whose code changed on disk: swapped one replica at a time.
+    swap_groups: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Nothing to do (and nothing refused)."""
         return not (self.stop or self.retune or self.update or self.start or self.swap
-                    or self.swap_templates or self.root or self.replicas or self.refused)
+                    or self.swap_templates or self.root or self.replicas or self.swap_groups
+                    or self.refused)
 
     def lines(self) -> list[str]:
         """One line per step, in the order they are applied."""
@@ -98,6 +101,8 @@ class ReloadPlan:
         out += [f"swap {c.name} ({', '.join(c.keys)} changed)" for c in self.swap]
         out += [f"swap the running children of template {c.name} ({', '.join(c.keys)} changed)"
                 for c in self.swap_templates]
+        out += [f"swap {name} one replica at a time (dna content changed)"
+                for name in self.swap_groups]
         out += [f"change {name} to {count} replicas" for name, count in self.replicas]
         return out or ["nothing changed"]
 
@@ -173,6 +178,7 @@ def diff_manifests(
     swap: list[Change] = []
     update: list[Change] = []
     replicas: list[tuple[str, int]] = []
+    swap_groups: list[str] = []
     for name in new.cells:
         if name not in old.cells:
             continue
@@ -180,6 +186,8 @@ def diff_manifests(
         if old_cell.replicated or new_cell.replicated:
             keys = _cell_keys(old_cell, new_cell, name in code)
             replicas += _replicated(name, old_cell, new_cell, keys, refused)
+            if "dna content" in keys and old_cell.replicated == new_cell.replicated:
+                swap_groups.append(name)  # its new code, one replica at a time
             continue
         keys = _cell_keys(old.cells[name], new.cells[name], name in code)
         to_swap, in_place = _split(keys, f"cells.{name}", refused)
@@ -208,6 +216,7 @@ def diff_manifests(
         stop=tuple(reversed(removed)), retune=tuple(retune), update=tuple(update),
         start=tuple(added), swap=tuple(swap), swap_templates=tuple(templates),
         root=tuple(k for k in root_keys if k in ROOT_LIVE_FIELDS), replicas=tuple(replicas),
+        swap_groups=tuple(swap_groups),
         refused=tuple(refused),
     )
 
@@ -220,7 +229,7 @@ def _replicated(
         refused.append(f"cells.{name}.replicas: a cell cannot become (or stop being) "
                        "replicated while the mesh runs (cellmesh down, then up)")
         return []
-    others = [k for k in keys if k != "replicas"]
+    others = [k for k in keys if k not in ("replicas", "dna content")]
     refused += [f"cells.{name}.{k}: a replicated cell's {k} cannot change while the mesh "
                 "runs (cellmesh down, then up)" for k in others]
     if "replicas" in keys and not others:

@@ -15,7 +15,9 @@ group's client socket), three kinds of traffic:
   :class:`AdminDone` or :class:`AdminRefused`), :class:`ReplicaStatusRequest`
   (answered with :class:`~cellmesh.actors.control.ReplicaStats`) and
   :class:`StateDigestRequest` (answered with :class:`StateDigest`: tests
-  compare replicas with it).
+  compare replicas with it) and :class:`ReplicaProgressRequest` (the
+  leader's match index of one replica, answered with :class:`ReplicaProgress`:
+  a hot swap checks with it that a restarted replica caught up).
 
 Replica ids are the operator's ids (0, 1, 2, ...), never Raft node ids.
 """
@@ -66,6 +68,27 @@ class TransferLeadership:
 @protein("cellmesh.replica.StatusRequest")
 class ReplicaStatusRequest:
     """Ask a replica for its :class:`~cellmesh.actors.control.ReplicaStats`."""
+
+
+@protein("cellmesh.replica.ProgressRequest")
+class ReplicaProgressRequest:
+    """Ask the leader how much of its log replica ``id`` holds (a hot swap's catch-up check).
+
+    Answered with :class:`ReplicaProgress` by the leader, ``AdminRefused``
+    (``not_leader``, with the hint) by any other replica.
+    """
+
+    id: int
+
+
+@protein("cellmesh.replica.Progress")
+class ReplicaProgress:
+    """The leader's view of replica ``replica``: ``match`` is the highest index the leader
+    knows it holds (-1: not tracked), ``commit`` the leader's commit index."""
+
+    replica: int
+    match: int
+    commit: int
 
 
 @protein("cellmesh.replica.StateDigestRequest")
@@ -133,6 +156,8 @@ __all__ = [
     "ForwardRefused",
     "Forwarded",
     "RemoveReplica",
+    "ReplicaProgress",
+    "ReplicaProgressRequest",
     "ReplicaStatusRequest",
     "StateDigest",
     "StateDigestRequest",

@@ -70,6 +70,7 @@ from . import _proc
 from ._activation import Activation
 from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_text, with_failure
 from ._dynamic import DYNAMIC, DynamicCells
+from ._groupswap import GroupSwapper
 from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
 from ._operator import Operator
@@ -96,6 +97,7 @@ from .control import (
     StartChild,
     StatusReply,
     StopChild,
+    SwapReport,
     Unlink,
 )
 from .dna import DnaCache
@@ -113,6 +115,7 @@ from .policy import (
     ChildSpec,
     ExitReason,
     Restart,
+    ShutdownExit,
     Strategy,
     SupervisorSpec,
 )
@@ -148,6 +151,7 @@ class Root:
     _launcher: Launcher = attrs.field(init=False)
     _replicas: Replicas = attrs.field(init=False)
     _swapper: Swapper = attrs.field(init=False)
+    _group_swapper: GroupSwapper = attrs.field(init=False)
     _activation: Activation = attrs.field(init=False)
     _dynamic: DynamicCells = attrs.field(init=False)
     _operator: Operator = attrs.field(init=False)
@@ -205,6 +209,10 @@ class Root:
                     inside_bwrap=self.backend.name == "bwrap",
                 )
                 self._launcher.replica_env = self._replicas.env_for
+                self._group_swapper = GroupSwapper(
+                    replicas=self._replicas, launcher=self._launcher, backend=self.backend,
+                    tasks=self._tasks, log=self.log, events=JsonlEventLog.for_paths(self.paths),
+                )
                 self._dynamic = DynamicCells(
                     manifest=lambda: self.manifest, slots=self.slots,
                     supervisors=self.supervisors, add_slot=self._add_slot,
@@ -221,6 +229,8 @@ class Root:
                     reload=lambda msg: reload_mesh(self, self._swapper, self._launcher, msg),
                     change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
                     no_such_cell=self._replicas.no_such_cell,
+                    is_group=lambda name: name in self._replicas.groups,
+                    swap_group=self.swap_group,
                 )
                 await self._tasks.start(self._operator.serve, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,
@@ -500,6 +510,8 @@ class Root:
             self._record(slot.name, text)
             slot.last_exit = (text, time.time())
             self.log(f"root: cell {slot.name} exited abnormally: {text}")
+        if slot.replica is not None and slot.swap_phase and isinstance(reason, ShutdownExit):
+            return  # a replica stopped by a swap to start again: not a CellDown (docs/swap.md)
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
@@ -563,6 +575,13 @@ class Root:
             await self._drop_slot(slot)
             raise
 
+    async def swap_group(self, name: str, timeout: float, grace: float,
+                         rollback: bool = False) -> SwapReport:
+        """Swap replicated cell ``name`` one replica at a time (``cellmesh swap``, a reload):
+        :class:`cellmesh.actors._groupswap.GroupSwapper`."""
+        return await self._group_swapper.swap(name, timeout=timeout, grace=grace,
+                                              rollback=rollback)
+
     async def change_replicas(self, name: str, count: int) -> str:
         """Bring replicated cell ``name`` to ``count`` replicas, one server at a time
         (``cellmesh replicas``, a manifest reload); return what was done. See
@@ -612,6 +631,9 @@ class Root:
             return None
         if isinstance(msg, ReplicaStats):
             self._replicas.on_stats(slot, msg)
+            part = slot.replica
+            if self.metrics is not None and part is not None and part.stats is msg:
+                self.metrics.observe_leader(part.group, part.id, msg)  # kept: it was valid
             return None
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:

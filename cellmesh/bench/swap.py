@@ -9,14 +9,18 @@ that hand the counter over). The load runs in another process
 (:mod:`cellmesh.bench._swap_load`): ``callers`` tasks, each on its own
 connection, call the counter in a tight loop and time every call.
 
-Two runs, each of ``swaps`` hot swaps one after the other while the load
+Three runs, each of a number of hot swaps one after the other while the load
 runs (``settle`` seconds apart, so that the standby a swap leaves behind has
 imported the runtime before the next swap, as between swaps in practice):
-the counter alone (a few bytes of state), and the counter with a
-10 MiB blob in its state (handed over as a vesicle on every swap). Per swap
+the counter alone (a few bytes of state), the counter with a
+10 MiB blob in its state (handed over as a vesicle on every swap), and a
+replicated counter of 3 replicas (:data:`REPLICATED_SOURCE`: its state is
+its log, each replica restarts on the new code and catches up, followers
+first, the leader last; the callers' synapses use sessions). Per swap
 the root's report gives the time from the request to the new version
-serving (``serving_ms``) and how long the cell took no new work (from the
-old version's suspension to the new one's readiness). The load process
+serving (``serving_ms``; for the replicated counter: until every replica
+runs the new code and caught up) and how long the cell took no new work
+(from the old version's suspension to the new one's readiness). The load process
 splits its calls into those that overlapped a swap and the rest: the
 slowest call during a swap is compared with the steady-state p99 of the
 same run. Calls that failed are counted (the target is none).
@@ -53,7 +57,10 @@ from ..transport.synapse import Synapse
 from ._stats import median, percentile
 from ._swap_load import Add
 
-__all__ = ["CELL_SOURCE", "TARGETS", "SwapParams", "format_report", "main", "run_swap_bench"]
+__all__ = [
+    "CELL_SOURCE", "REPLICATED_SOURCE", "TARGETS", "SwapParams", "format_report", "main",
+    "run_swap_bench",
+]
 
 #: Targets from the issue: (measurement key, limit, unit).
 TARGETS: Final = (
@@ -102,6 +109,41 @@ class Counter(cellmesh.Cell):
         self.blob = state.blob
 '''
 
+#: The replicated counter the bench swaps (``{version}`` filled in): same Add, same answers.
+REPLICATED_SOURCE: Final = '''\
+"""The replicated counter of ``cellmesh bench swap``, version {version!r}."""
+
+import cbor2
+import cellmesh
+
+
+@cellmesh.protein("cellmesh.bench.swap.Add")
+class Add:
+    n: int
+
+
+class Counter(cellmesh.ReplicatedCell):
+    version = {version!r}
+    commands = (Add,)
+
+    def __init__(self):
+        self.total = 0
+
+    def apply(self, command, meta):
+        self.total += command.n
+        return Add(self.total)
+
+    def snapshot(self):
+        return cbor2.dumps(self.total)
+
+    def restore(self, data):
+        self.total = cbor2.loads(data)
+'''
+
+_REPLICATED_TOML: Final = (
+    '[cells.bench]\ndna = "bench.py"\nentry = "bench:Counter"\nreplicas = 3\n'
+)
+
 _RESTART_TOML: Final = (
     '[supervisor]\nintensity = 1000\nperiod = 1\n\n'
     '[cells.fresh]\ndna = "bench.py"\nstandby = false\n'
@@ -114,6 +156,8 @@ class SwapParams:
 
     swaps: int = 100
     big_swaps: int = 30
+    #: Swaps of the 3-replica counter (each restarts three replicas).
+    replicated_swaps: int = 6
     callers: int = 16
     restarts: int = 15
     sandbox: str = "bwrap"
@@ -123,22 +167,26 @@ class SwapParams:
     settle: float = 0.6
 
     def __attrs_post_init__(self) -> None:
-        if min(self.swaps, self.callers, self.restarts) < 1 or self.big_swaps < 0:
+        if min(self.swaps, self.callers, self.restarts) < 1 or min(
+            self.big_swaps, self.replicated_swaps
+        ) < 0:
             raise ValueError("swaps, callers and restarts must be >= 1")
         if self.sandbox not in ("bwrap", "host"):
             raise ValueError(f"sandbox must be bwrap or host, got {self.sandbox!r}")
 
 
 #: A shorter run.
-QUICK: Final = SwapParams(swaps=12, big_swaps=4, callers=8, restarts=5)
+QUICK: Final = SwapParams(swaps=12, big_swaps=4, replicated_swaps=2, callers=8, restarts=5)
 
 
 def _home() -> Path:
     return Path(tempfile.mkdtemp(prefix="cmb-", dir="/tmp"))
 
 
-def _write(home: Path, version: str, blob: int) -> None:
-    (home / "bench.py").write_text(CELL_SOURCE.format(version=version, blob=blob))
+def _write(home: Path, version: str, blob: int, *, replicated: bool = False) -> None:
+    text = (REPLICATED_SOURCE.format(version=version) if replicated
+            else CELL_SOURCE.format(version=version, blob=blob))
+    (home / "bench.py").write_text(text)
 
 
 async def _swap(root: Root, grace: float) -> SwapReport:
@@ -167,14 +215,16 @@ def _finish_load(proc: subprocess.Popen[str], windows: list[list[float]]) -> dic
 
 
 async def _run(
-    params: SwapParams, swaps: int, blob: int, say: Callable[[str], None]
+    params: SwapParams, swaps: int, blob: int, say: Callable[[str], None], *,
+    replicated: bool = False,
 ) -> dict[str, Any]:
-    """``swaps`` swaps of the counter (``blob`` bytes of state) under the load."""
+    """``swaps`` swaps of the counter (``blob`` bytes of state; or the replicated one)
+    under the load."""
     home = _home()
     try:
-        _write(home, "a", blob)
-        toml = '[cells.bench]\ndna = "bench.py"\n'
-        async with open_root(home, toml, sandbox=params.sandbox) as root:
+        _write(home, "a", blob, replicated=replicated)
+        toml = _REPLICATED_TOML if replicated else '[cells.bench]\ndna = "bench.py"\n'
+        async with open_root(home, toml, sandbox=params.sandbox, stop_timeout=30) as root:
             load = await trio.to_thread.run_sync(
                 _start_load, root.paths.socket_path("bench"), params.callers
             )
@@ -183,14 +233,15 @@ async def _run(
             try:
                 for i in range(swaps):
                     await trio.sleep(params.settle)
-                    _write(home, "b" if i % 2 == 0 else "a", blob)
+                    _write(home, "b" if i % 2 == 0 else "a", blob, replicated=replicated)
                     t0 = time.monotonic()
                     report = await _swap(root, params.grace)
                     windows.append([t0, time.monotonic()])
                     reports.append(report)
             finally:
                 result = await trio.to_thread.run_sync(_finish_load, load, windows)
-        say(f"  {swaps} swaps with {blob} bytes of extra state: done")
+        what = "of 3 replicas" if replicated else f"with {blob} bytes of extra state"
+        say(f"  {swaps} swaps {what}: done")
     finally:
         shutil.rmtree(home, ignore_errors=True)
     serving = [r.serving_ms for r in reports if r.serving_ms is not None]
@@ -199,6 +250,7 @@ async def _run(
         for r in reports if "probation" in r.timeline and "suspending" in r.timeline
     ]
     outcomes = {o: sum(r.outcome == o for r in reports) for o in {r.outcome for r in reports}}
+    totals = [r.total_ms for r in reports]
     doc: dict[str, Any] = {
         "swaps": swaps, "outcomes": outcomes, "state_bytes": reports[-1].state_bytes,
         "serving_ms": serving,
@@ -207,6 +259,8 @@ async def _run(
         "serving_max_ms": max(serving) if serving else None,
         "no_new_work_median_ms": median(unavailable) if unavailable else None,
         "no_new_work_max_ms": max(unavailable) if unavailable else None,
+        "total_median_ms": median(totals) if totals else None,
+        "total_max_ms": max(totals) if totals else None,
         **result,
     }
     return doc
@@ -248,15 +302,18 @@ def run_swap_bench(
         say(f"cellmesh bench swap: sandbox {params.sandbox}, {params.callers} callers")
         small = await _run(params, params.swaps, 0, say)
         big = await _run(params, params.big_swaps, _BLOB, say) if params.big_swaps else None
+        replicated = (await _run(params, params.replicated_swaps, 0, say, replicated=True)
+                      if params.replicated_swaps else None)
         restarts = await _restarts(params)
         say(f"  {params.restarts} restarts (standby = false): done")
-        return {"small": small, "big": big, "restart_ms": restarts}
+        return {"small": small, "big": big, "replicated": replicated, "restart_ms": restarts}
 
     results = trio.run(run)
     small = results["small"]
     restart = median(results["restart_ms"])
     measured = {
-        "failed_calls": small["failed"] + (results["big"] or {}).get("failed", 0),
+        "failed_calls": small["failed"] + (results["big"] or {}).get("failed", 0)
+        + (results["replicated"] or {}).get("failed", 0),
         "serving_median_ms": small["serving_median_ms"],
         "slowest_during_swap_ms": max(
             x for x in (small.get("slowest_during_swap_ms"),
@@ -267,7 +324,8 @@ def run_swap_bench(
         "bench": "swap",
         "params": attrs.asdict(params),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "runs": {"small_state": small, "ten_mib_state": results["big"]},
+        "runs": {"small_state": small, "ten_mib_state": results["big"],
+                 "replicated_3": results["replicated"]},
         "baseline": {
             "name": "restart of a standby = false cell after kill -9 (a new process)",
             "median_ms": restart, "samples_ms": results["restart_ms"],
@@ -293,15 +351,18 @@ def format_report(doc: dict[str, Any]) -> str:
         f"cellmesh bench swap ({p['sandbox']}, {p['callers']} callers in another process, "
         f"grace {p['grace']:g} s, {p['settle']:g} s between swaps)",
         "",
-        f"{'':34}{'small state':>16}{'10 MiB state':>16}",
+        f"{'':34}{'small state':>16}{'10 MiB state':>16}{'3 replicas':>16}",
     ]
     small = doc["runs"]["small_state"]
     big = doc["runs"]["ten_mib_state"] or {}
+    replicated = doc["runs"].get("replicated_3") or {}
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("swaps", lambda r: ", ".join(f"{n} {o}" for o, n in r.get("outcomes", {}).items())),
         ("state handed over", lambda r: f"{r.get('state_bytes') or 0} B"),
         ("command -> serving, median", lambda r: _ms(r.get("serving_median_ms"))),
         ("command -> serving, p90", lambda r: _ms(r.get("serving_p90_ms"))),
+        ("whole swap, median", lambda r: _ms(r.get("total_median_ms"))),
+        ("whole swap, max", lambda r: _ms(r.get("total_max_ms"))),
         ("no new work accepted, median", lambda r: _ms(r.get("no_new_work_median_ms"))),
         ("no new work accepted, max", lambda r: _ms(r.get("no_new_work_max_ms"))),
         ("slowest call during a swap", lambda r: _ms(r.get("slowest_during_swap_ms"))),
@@ -309,7 +370,8 @@ def format_report(doc: dict[str, Any]) -> str:
         ("calls made / failed", lambda r: f"{r.get('calls', '-')} / {r.get('failed', '-')}"),
     ]
     for title, cell in rows:
-        lines.append(f"{title:34}{cell(small):>16}{cell(big) if big else '-':>16}")
+        lines.append(f"{title:34}{cell(small):>16}{cell(big) if big else '-':>16}"
+                     f"{cell(replicated) if replicated else '-':>16}")
     base = doc["baseline"]
     ratio = base["serving_ratio"]
     lines += [
@@ -320,6 +382,10 @@ def format_report(doc: dict[str, Any]) -> str:
     slow, p99 = small.get("slowest_during_swap_ms"), small.get("steady_p99_ms")
     if slow and p99:
         lines.append(f"slowest call during a swap / steady-state p99 = {slow / p99:.1f}x")
+    rslow, rp99 = replicated.get("slowest_during_swap_ms"), replicated.get("steady_p99_ms")
+    if rslow and rp99:
+        lines.append(f"3 replicas: slowest call during a swap / steady-state p99 = "
+                     f"{rslow / rp99:.1f}x (whole swap: every replica restarted and caught up)")
     met = [t for t in doc["targets"] if t["met"]]
     lines.append(f"targets met: {len(met)}/{len(doc['targets'])}")
     for t in doc["targets"]:

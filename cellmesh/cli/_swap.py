@@ -15,7 +15,7 @@ from typing import Final, TextIO
 import cyclopts
 import trio
 
-from ..actors.control import ReloadManifest, ReloadReport, SwapCell, SwapReport
+from ..actors.control import ReloadManifest, ReloadReport, StatusReply, SwapCell, SwapReport
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
 from ._client import control_call
@@ -48,7 +48,11 @@ def report_lines(report: SwapReport) -> list[str]:
     if outcome == "swapped":
         line = (f"swapped {name}: DNA {_dna(report.from_dna)} -> {_dna(report.to_dna)}, "
                 f"version {_version(report.from_version)} -> {_version(report.to_version)}")
-        if report.serving_ms is not None:
+        replicas = [k for k in report.timeline if "/" in k]  # a replicated cell's
+        if replicas:
+            steps = ", ".join(f"{k} {report.timeline[k]:.0f} ms" for k in replicas)
+            line += f"; one replica at a time, caught up at: {steps}"
+        elif report.serving_ms is not None:
             line += f"; serving after {report.serving_ms:.0f} ms"
         if report.state_bytes is not None:
             line += f" (state of {report.state_bytes} bytes handed over)"
@@ -122,13 +126,25 @@ def run_swap(
     return 0 if all(r.outcome in _OK for r in reports) else 1
 
 
+def swap_targets(status: StatusReply) -> list[str]:
+    """What ``swap --all`` swaps, in the root's order: each cell, and each replicated cell
+    once (its rows ``X/0``, ``X/1`` ... are one swap of ``X``)."""
+    return list(dict.fromkeys(
+        cell.name if cell.replica is None else cell.replica.group for cell in status.cells
+    ))
+
+
 async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapReport]:
-    """Swap every cell of the mesh, one at a time, in the root's order."""
+    """Swap every cell of the mesh, one at a time, in the root's order.
+
+    A replicated cell's rows (``X/0``, ``X/1`` ...) are one swap of ``X``, which
+    swaps its replicas one at a time.
+    """
     status = await fetch_status(paths)
     reports = []
-    for cell in status.cells:
+    for name in swap_targets(status):
         reply = await control_call(
-            paths, SwapCell(name=cell.name, timeout=timeout, grace=grace, rollback=False)
+            paths, SwapCell(name=name, timeout=timeout, grace=grace, rollback=False)
         )
         if isinstance(reply, SwapReport):
             reports.append(reply)
@@ -177,16 +193,20 @@ def register(app: cyclopts.App) -> None:
         fails to import, fails its hand-over, is not ready within TIMEOUT or
         crashes within GRACE seconds, the old version serves on with its
         state, and the command exits 1 naming the cause. Identical DNA does
-        nothing. See docs/swap.md.
+        nothing. A replicated cell (NAME without /i) is swapped one replica
+        at a time, followers first, the leader last after a leadership
+        transfer; each recovers from its own log and catches up before the
+        next. See docs/swap.md.
 
         Parameters
         ----------
         name
-            The cell to swap.
+            The cell to swap (a replicated cell: the group's name).
         all
             Swap every cell whose DNA changed.
         timeout
-            Seconds until the new version must serve.
+            Seconds until the new version must serve (a replicated cell: per step
+            of each replica).
         grace
             Seconds the new version serves on probation (a crash rolls back).
         rollback

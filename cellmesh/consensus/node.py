@@ -208,6 +208,12 @@ class RaftNode:
         """This node's id."""
         return self._core.id
 
+    def match_index(self, node: int) -> int | None:
+        """The highest index this leader knows ``node`` holds (its match index, dissertation
+        3.5); None when this node does not lead or does not track ``node``."""
+        progress = self._core.progress(node)
+        return None if progress is None else progress.match
+
     def status(self) -> NodeStatus:
         """The node's current role, leader, term and progress counters."""
         core = self._core

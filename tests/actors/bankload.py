@@ -85,6 +85,8 @@ class BankLoad:
     bad_reads: list[dict[str, int]] = attrs.Factory(list)
     reads: int = 0
     errors: list[str] = attrs.Factory(list)
+    #: Reads that raised (left out of the history: a failed read changes nothing).
+    read_errors: list[str] = attrs.Factory(list)
     #: Runs the clients (``driver.run``, ``.progress``, ``.stop``: what the nemesis drives).
     driver: Clients = attrs.field(init=False)
 
@@ -136,8 +138,10 @@ class BankLoad:
         call = trio.current_time()
         try:
             reply = await syn.fire(GetBalances())
-        except CellmeshError:
-            return  # a read that never answered changed nothing: left out of the history
+        except CellmeshError as exc:
+            # a read that never answered changed nothing: left out of the history
+            self.read_errors.append(f"{type(exc).__name__}: {exc}")
+            return
         assert isinstance(reply, Balances), reply
         self.reads += 1
         if sum(reply.balances.values()) != TOTAL:

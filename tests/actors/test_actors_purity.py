@@ -20,6 +20,7 @@ PURE_MODULES = {
     "cellmesh.actors.watches": "actors/watches.py",
     "cellmesh.actors.membership": "actors/membership.py",
     "cellmesh.actors.swap": "actors/swap.py",
+    "cellmesh.actors.groupswap": "actors/groupswap.py",
     "cellmesh.actors.control": "actors/control.py",
     "cellmesh.actors.errors": "actors/errors.py",
     "cellmesh.actors.exitcause": "actors/exitcause.py",

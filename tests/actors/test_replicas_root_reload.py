@@ -57,12 +57,17 @@ def test_replicas_root_reload_diff_refuses_what_a_running_group_cannot_do(
     assert plan.replicas == ()  # type: ignore[attr-defined]
 
 
-def test_replicas_root_reload_diff_refuses_new_code_for_a_group() -> None:
+def test_replicas_root_reload_diff_swaps_new_code_of_a_group_one_replica_at_a_time() -> None:
     plan = plan_for(group_toml(3), group_toml(3), code=(GROUP,))
-    assert plan.refused == (  # type: ignore[attr-defined]
-        "cells.grp.dna content: a replicated cell's dna content cannot change while the mesh "
-        "runs (cellmesh down, then up)",
-    )
+    assert plan.refused == () and plan.swap_groups == (GROUP,)  # type: ignore[attr-defined]
+    assert plan.lines() == [  # type: ignore[attr-defined]
+        "swap grp one replica at a time (dna content changed)"
+    ]
+    # with a new count too: the swap first, then the membership change
+    plan = plan_for(group_toml(3), group_toml(5), code=(GROUP,))
+    assert plan.lines() == [  # type: ignore[attr-defined]
+        "swap grp one replica at a time (dna content changed)", "change grp to 5 replicas"
+    ]
 
 
 async def test_replicas_root_reload_grows_the_group() -> None:

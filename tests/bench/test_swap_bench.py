@@ -27,16 +27,21 @@ def test_swap_bench_load_splits_calls_by_swap_window() -> None:
 
 
 def test_swap_bench_host_produces_numbers() -> None:
-    params = SwapParams(swaps=2, big_swaps=1, callers=2, restarts=1, sandbox="host", settle=0.0)
+    params = SwapParams(swaps=2, big_swaps=1, replicated_swaps=1, callers=2, restarts=1,
+                        sandbox="host", settle=0.0)
     doc = run_swap_bench(params)
     small = doc["runs"]["small_state"]
     assert small["outcomes"] == {"swapped": 2} and small["failed"] == 0
     assert small["serving_median_ms"] > 0 and small["calls"] > 0
     assert doc["runs"]["ten_mib_state"]["state_bytes"] > 10 << 20
+    replicated = doc["runs"]["replicated_3"]
+    assert replicated["outcomes"] == {"swapped": 1} and replicated["failed"] == 0
+    assert replicated["total_median_ms"] > 0 and replicated["calls_during_swaps"] > 0
     assert doc["baseline"]["median_ms"] > 0
     json.dumps(doc)  # the --json document is serialisable
     text = format_report(doc)
     assert "command -> serving, median" in text and "targets met:" in text
+    assert "3 replicas" in text and "whole swap, median" in text
 
 
 def test_cli_bench_swap_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,6 +30,7 @@ from cellmesh.actors.control import (
 )
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from cellmesh.cli._ops import group_lines, rates, status_json, status_table, top_frame
+from cellmesh.cli._swap import swap_targets
 
 __all__ = ["app_main", "sockdir"]  # fixtures, imported
 
@@ -198,3 +199,12 @@ def test_logs_of_a_replica_reads_its_own_files(
     assert main(["logs", "ledger"]) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert "it is a replicated cell, name one replica (ledger/0, ledger/1)" in err
+
+
+def test_swap_all_swaps_a_replicated_cell_once_in_the_roots_order() -> None:
+    assert swap_targets(REPLY) == ["web", "ledger"]
+    assert swap_targets(StatusReply(
+        root_pid=7, uptime=1.0, manifest="/m.toml", restart_log=[],
+        cells=[row("ledger/0", info(0)), row("ledger/1", info(1)), row("cache"),
+               row("ledger/2", info(2))],
+    )) == ["ledger", "cache"]

@@ -62,6 +62,15 @@ def test_swap_report_lines_for_each_outcome() -> None:
     ]
 
 
+def test_swap_report_lines_of_a_replicated_cell_name_each_replica() -> None:
+    report = _report("swapped", name="bank", state_bytes=None, serving_ms=2061.0,
+                     timeline={"bank/1": 584.0, "bank/2": 1358.6, "bank/0": 2060.8})
+    assert report_lines(report) == [
+        "swapped bank: DNA aaaaaaaaaaaa -> bbbbbbbbbbbb, version 1 -> 2; one replica at a "
+        "time, caught up at: bank/1 584 ms, bank/2 1359 ms, bank/0 2061 ms"
+    ]
+
+
 def test_swap_summary_counts_outcomes() -> None:
     reports = [_report("swapped"), _report("unchanged"), _report("unchanged"),
                _report("rolled_back")]
