@@ -91,6 +91,8 @@ class Market:
     placed: list[Placed] = attrs.Factory(list)
     failed: list[str] = attrs.Factory(list)
     events: list[str] = attrs.Factory(list)
+    stop_at: int | None = None  # set once the nemesis is done
+    swapped_at: int = 0  # orders the exchange had taken when version 2 took over
 
     @property
     def sockets(self) -> Path:
@@ -125,13 +127,14 @@ class Market:
               f"{START_CASH / 100:,.2f} and {START_SHARES:,} shares\n", flush=True)
 
     async def trade(self) -> float:
-        """Every trader sends its share of the orders; returns the seconds it took."""
+        """The traders send orders until ``orders`` were sent, the nemesis is done,
+        and a fifth as many more went to the new version; returns the seconds it took."""
         start = time.perf_counter()
         async with cellmesh.Synapse.grow("exchange", socket_dir=self.sockets) as exchange:
 
             async def trader(t: int) -> None:
                 rng = random.Random(t)
-                for _ in range(t, self.orders, self.traders):
+                while self.stop_at is None or self.sent < self.stop_at:
                     side = rng.choice(("buy", "sell"))
                     price = 10_000 + rng.randint(-50, 50) + (10 if side == "buy" else -10)
                     order = Submit(trader=t, side=side, price=price, qty=rng.randint(1, 20))
@@ -165,8 +168,11 @@ class Market:
         code.write_text(code.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
         at = self.sent
         await self.run_cli("swap", "exchange")
+        async with cellmesh.Synapse.grow("exchange", socket_dir=self.sockets) as exchange:
+            self.swapped_at = (await exchange.fire(GetReport())).orders
         self.events.append(f"swapped the exchange to version 2 between orders {at} and "
                            f"{self.sent}")
+        self.stop_at = max(self.orders, self.sent + self.orders // 5)
 
     async def run_cli(self, *args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
         return await trio.to_thread.run_sync(lambda: cli(*args, env=self.env, quiet=quiet))
@@ -202,7 +208,8 @@ class Market:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--orders", type=int, default=5000)
+    parser.add_argument("--orders", type=int, default=5000,
+                        help="at least this many (more while the swap is still running)")
     parser.add_argument("--traders", type=int, default=16)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cellmesh-market-") as tmp:
@@ -225,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{fills} trades settled ({fills / seconds:,.0f}/s)")
             for event in market.events:
                 print(f"  meanwhile: {event}")
+            served = report.orders - market.swapped_at
+            print(f"  version 2 took over with the order book and served the last {served} "
+                  f"orders (at least: counted from when `cellmesh swap` returned)")
             print(f"exchange version {report.version}: {report.orders} orders, "
                   f"{report.rejected} rejected, {report.fills} trades, {report.transfers} "
                   f"ledger transfers in {report.settlement_batches} batches "
@@ -240,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
         print(f"processes of the mesh left after down: {left or 'none'}")
         ok = (
-            len(market.placed) == args.orders and not market.failed and not problems
-            and report.version == "2" and fills > 0 and len(market.events) == 2
+            len(market.placed) == market.sent >= args.orders and not market.failed
+            and not problems and report.version == "2" and fills > 0
+            and len(market.events) == 2 and report.orders - market.swapped_at > 0
             and check.returncode == 0 and not left
         )
         for failure in market.failed[:5]:
