@@ -33,6 +33,7 @@ from ..sandbox import (
     parse_size,
 )
 from ..sandbox._spec import MAX_NET_GRANTS
+from . import stockdna
 from ._manifest_model import (
     DEFAULT_CELLDOWN_CONCURRENCY,
     DEFAULT_LOG_MAX_BYTES,
@@ -80,6 +81,8 @@ _ACTIVATIONS: Final = ("eager", "on_demand")
 _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
 _MAX_BOUND: Final = 1 << 20  # a per-cell bound past this is no bound
+#: An entry under this prefix names code that ships with cellmesh: its cell needs no ``dna``.
+_STOCK_PREFIX: Final = "cellmesh."
 
 
 def _entry_ok(entry: str) -> bool:
@@ -301,14 +304,11 @@ class ManifestReader:
                 "a template cannot be replicated (its instances are single processes "
                 "started at run time); declare a replicated cell under [cells]",
             )
-        t = self.table(value, key, _TEMPLATE_KEYS if template else _CELL_KEYS, ("dna",))
+        t = self.table(value, key, _TEMPLATE_KEYS if template else _CELL_KEYS)
 
         def k(field: str) -> str:
             return key_path(key, field)
 
-        dna = self.string(t["dna"], k("dna"))
-        if not dna or "\0" in dna:
-            self.fail(k("dna"), f"{dna!r} is not a path")
         entry = None
         if "entry" in t:
             entry = self.string(t["entry"], k("entry"))
@@ -316,6 +316,16 @@ class ManifestReader:
                 self.fail(
                     k("entry"), f"expected 'module:Class' or 'module' (dotted names), got {entry!r}"
                 )
+        if "dna" in t:
+            dna = self.string(t["dna"], k("dna"))
+            if not dna or "\0" in dna:
+                self.fail(k("dna"), f"{dna!r} is not a path")
+            dna_path = self.base / dna
+        elif entry is not None and entry.startswith(_STOCK_PREFIX):
+            dna_path = Path(stockdna.__file__)  # code that ships with cellmesh: none of its own
+        else:
+            self.fail(k("dna"), "is required (only an entry in cellmesh itself, such as "
+                                "'cellmesh.ledger:Ledger', needs none)")
         calls: list[str] = []
         for item_key, target in self.name_list(t.get("calls", []), k("calls")):
             kind = kinds.get(target)
@@ -349,7 +359,7 @@ class ManifestReader:
             data = True
         return CellDecl(
             name=name,
-            dna=self.base / dna,
+            dna=dna_path,
             entry=entry,
             restart=Restart(self.choice(t.get("restart", "permanent"), k("restart"), _RESTARTS)),
             shutdown=self.shutdown(t["shutdown"], k("shutdown")) if "shutdown" in t else None,

@@ -5,8 +5,7 @@ Theory of operation
 A manifest line makes a replicated ledger::
 
     [cells.ledger]
-    dna = "app"                       # any DNA: the class comes with cellmesh
-    entry = "cellmesh.ledger:Ledger"
+    entry = "cellmesh.ledger:Ledger"    # no dna: the class ships with cellmesh
     replicas = 3
 
 :class:`Ledger` is a :class:`~cellmesh.ReplicatedCell` whose state machine is

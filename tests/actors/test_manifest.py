@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cellmesh.actors import stockdna
 from cellmesh.actors.manifest import (
     CellDecl,
     Manifest,
@@ -815,3 +816,16 @@ def test_manifest_sizes_are_binary_whatever_the_spelling(text: str, size: int) -
 def test_manifest_sizes_refuse_other_spellings(text: str) -> None:
     with pytest.raises(ManifestError, match="is not a size"):
         parse_manifest(CELL + f"limits = {{ memory = '{text}' }}\n", path=Path("/m/x.toml"))
+
+
+def test_manifest_a_cell_whose_entry_ships_with_cellmesh_needs_no_dna(tmp_path: Path) -> None:
+    text = "[cells.ledger]\nentry = 'cellmesh.ledger:Ledger'\nreplicas = 3\n"
+    manifest = parse_manifest(text, path=tmp_path / "cellmesh.toml")
+    decl = manifest.cells["ledger"]
+    assert decl.dna == Path(stockdna.__file__) and decl.entry == "cellmesh.ledger:Ledger"
+    manifest.check_paths()  # a real module file, as any DNA must be
+    for text in ("[cells.db]\n", "[cells.db]\nentry = 'cellmeshx.a:B'\n"):
+        with pytest.raises(ManifestError) as info:
+            parse_manifest(text, path=tmp_path / "cellmesh.toml")
+        assert info.value.key == "cells.db.dna"
+        assert "only an entry in cellmesh itself" in info.value.problem
