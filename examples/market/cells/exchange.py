@@ -15,6 +15,7 @@ across hot swaps, so a batch resent after a leader failure answers
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import attrs
 import trio
@@ -50,21 +51,29 @@ class _Chain:
     results: list[TransferResult] = attrs.field(factory=list)
 
 
+def _set_event() -> trio.Event:
+    event = trio.Event()
+    event.set()
+    return event
+
+
 @attrs.define(eq=False)
 class Settler:
     """Sends queued transfers to the ledger: everything queued meanwhile goes as one batch."""
 
     ledger: LedgerClient
-    queue: list[_Chain] = attrs.field(factory=list)
+    queue: deque[_Chain] = attrs.field(factory=deque)
     wake: trio.Event = attrs.field(factory=trio.Event)
-    idle: trio.Event = attrs.field(factory=trio.Event)
+    #: Set while nothing is queued or on its way to the ledger.
+    drained: trio.Event = attrs.field(factory=_set_event)
     batches: int = 0
 
     def enqueue(self, transfers: list[Transfer]) -> _Chain:
         """Queue transfers for the next batch, kept together (a linked chain stays whole)."""
         chain = _Chain(transfers)
         self.queue.append(chain)
-        self.idle = trio.Event()
+        if self.drained.is_set():
+            self.drained = trio.Event()
         self.wake.set()
         return chain
 
@@ -84,7 +93,7 @@ class Settler:
                 size = 0
                 while self.queue and (not batch or size + len(self.queue[0].transfers)
                                       <= BATCH_MAX):
-                    chain = self.queue.pop(0)
+                    chain = self.queue.popleft()
                     batch.append(chain)
                     size += len(chain.transfers)
                 results = await self._send([t for c in batch for t in c.transfers])
@@ -94,7 +103,7 @@ class Settler:
                     chain.results = results[start : start + len(chain.transfers)]
                     start += len(chain.transfers)
                     chain.done.set()
-            self.idle.set()
+            self.drained.set()
 
     async def _send(self, transfers: list[Transfer]) -> list[TransferResult]:
         delay = 0.05
@@ -120,8 +129,7 @@ class Exchange(cellmesh.Cell):
     # -- hot swap: the book and the counters go to the next version ---------------
 
     async def on_swap_out(self) -> BookState:
-        if self.settler.queue:
-            await self.settler.idle.wait()
+        await self.settler.drained.wait()  # a batch on its way must land before the hand-over
         return BookState(
             book=self.book.dump(), orders=self.orders, rejected=self.rejected,
             settlement_batches=self.settler.batches, transfers=self.transfers,
