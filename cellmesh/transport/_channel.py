@@ -351,6 +351,12 @@ class Channel:
         if self._queue and self.broken is None and not self.closed:
             self._write()
 
+    def write_now(self) -> None:
+        """Hand what is queued to the kernel now, not at the end of the pass
+        (without blocking: what the kernel does not take waits as usual)."""
+        if self._queue and not self._writing and self.broken is None and not self.closed:
+            self._write()
+
     def _write(self) -> None:
         """Hand queued bytes to the kernel without blocking; the writer task does the rest.
 

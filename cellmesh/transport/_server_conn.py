@@ -62,6 +62,14 @@ _Work = tuple[int, Any, FrameCost]
 
 #: A reader that keeps finding data encodes its replies once this many are queued.
 _FLUSH_NOW_ITEMS: Final = 1024
+#: Answers start leaving before the reader has worked through what one read
+#: brought: the first write goes out after half of that work, at least
+#: ``_SPLIT_MIN`` and at most ``_SPLIT_MAX`` messages in (see _read_loop) ...
+_SPLIT_MIN: Final = 8
+_SPLIT_MAX: Final = 256
+#: ... and answers already made are written before the next frame's work when
+#: at least this many are queued.
+_EARLY_WRITE_ITEMS: Final = 64
 
 
 class _Slot:
@@ -342,12 +350,21 @@ class ServerConnection(Answers):
         receptors = self.receptors
         lookup = receptors.lookup if receptors is not None else None
         while True:
-            # Answers only reach the channel at a flush, so whether it is over its
-            # cap cannot change inside this batch.
+            # Whether the channel is over its cap is decided once per batch: the
+            # batch's answers reach the channel at flushes (an early write, the
+            # end of the pass) and are bounded by the calls the client may send.
             held = bool(backlog) and channel.over_cap
             if held:
                 self._hold()
+            # A pipeline, not a lockstep: once half of this work is done, its
+            # answers leave (one write) while the rest is handled, so the client
+            # works on them meanwhile instead of waiting for the whole batch.
+            split = min(_SPLIT_MAX, max(_SPLIT_MIN, len(backlog) // 2)) if not held else -1
+            done = 0
             while backlog:
+                if done == split:
+                    self._write_early()
+                done += 1
                 work = backlog.popleft()
                 if held or waiting or self.suspended >= max_concurrency:
                     waiting.append(work)
@@ -395,6 +412,9 @@ class ServerConnection(Answers):
                     return
             decoded = decoder.next_frame()
             if decoded is not NEED_DATA:
+                if len(self.out) + len(self.replies) >= _EARLY_WRITE_ITEMS:
+                    # More frames wait behind answers already made: those leave now.
+                    self._write_early()
                 self.frames_in += 1
                 self._accept(decoded.items, decoded.vesicles, decoded.size)
                 continue
@@ -413,6 +433,12 @@ class ServerConnection(Answers):
                     self._flush()
                     self.done.set()
                 return
+
+    def _write_early(self) -> None:
+        """Write the answers made so far now, in the middle of the pass (if any)."""
+        if self.out or self.replies:
+            self._flush()
+            self.channel.write_now()
 
     def _accept(self, items: list[list[Any]], vesicles: int, size: int) -> None:
         """Account for one received frame and queue its work (no handler runs here)."""

@@ -13,7 +13,10 @@ its reply is queued and the reader moves on. If it suspends, the reader task
 *becomes the owner* of that call (its per-task cancel scope is now the call's
 scope, so a ``cancel`` frame cancels exactly that handler), and a fresh task
 takes over as reader. Replies are flushed as one batch frame whenever the
-reader has consumed everything received so far.
+reader has consumed everything received so far, and earlier while it works
+through many calls: once half of what one read brought is handled, and
+before each further frame's work, so the client works on the first answers
+while the cell handles the rest (a pipeline, not a lockstep).
 
 Flow control: the membrane grants the peer credit in its hello (calls and
 bytes) and returns it as calls finish; a peer that exceeds its credit is

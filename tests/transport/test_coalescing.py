@@ -349,6 +349,55 @@ async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir:
             assert cell.order == list(range(MAX_ENTRIES + 1))
 
 
+# -- a pipeline, not a lockstep: the cell writes its first answers early -------
+
+
+async def _answer_frames(sockdir: Path, data: bytes, calls: int) -> list[list[int]]:
+    """Send ``data`` (frames of Ping calls) in one write from a raw client; return
+    the call ids answered by each frame the cell sends back, in order."""
+    from rawwire import RawConnection, answers
+
+    cell = Cell()
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
+        conn = await RawConnection.connect(str(sockdir / "co.sock"))
+        await conn.open()
+        await conn.send(data)
+        frames: list[list[int]] = []
+        with trio.fail_after(10):  # a hang, not a speed bound
+            while sum(map(len, frames)) < calls:
+                frames.append(sorted(answers(await conn.recv())))
+        conn.close()
+    assert cell.order == list(range(1, calls + 1))
+    return frames
+
+
+def _calls(first: int, count: int) -> bytes:
+    from rawwire import BATCH, CALL, frame
+
+    return frame([BATCH, [[CALL, i, ["test.co.Ping", i]] for i in range(first, first + count)]])
+
+
+async def test_a_batch_of_calls_is_answered_in_two_writes_the_first_halfway(
+    sockdir: Path,
+) -> None:
+    # The client gets the first half of the answers while the cell still
+    # works on the second half, instead of waiting for the whole batch.
+    frames = await _answer_frames(sockdir, _calls(1, 100), 100)
+    assert frames == [list(range(1, 51)), list(range(51, 101))]
+
+
+async def test_answers_already_made_leave_before_the_next_frames_work(sockdir: Path) -> None:
+    # Two frames of calls in one write: the first frame's answers do not wait
+    # for the second frame's handlers (at most its first half).
+    frames = await _answer_frames(sockdir, _calls(1, 100) + _calls(101, 100), 200)
+    assert frames == [list(range(1, 51)), list(range(51, 151)), list(range(151, 201))]
+
+
+async def test_a_few_calls_are_still_answered_in_one_write(sockdir: Path) -> None:
+    frames = await _answer_frames(sockdir, _calls(1, 8), 8)
+    assert frames == [list(range(1, 9))]
+
+
 # -- the fast path of one fire: its waiter gets exactly one outcome -------------
 
 
