@@ -105,6 +105,15 @@ TARGETS: Final[tuple[Target, ...]] = (
         ratio_kind='x',
     ),
     Target(
+        metric='fire_many bytes+str vs raw, same fields',
+        cellmesh='cm_pipeline_rec',
+        baseline='raw_pipeline_rec',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
+        ratio_kind='x',
+    ),
+    Target(
         metric='RTT median, 1 outstanding call',
         cellmesh='cm_rtt',
         baseline='trio_pingpong',

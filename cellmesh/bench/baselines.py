@@ -269,19 +269,26 @@ def serve_pipeline(listener: socket.socket) -> None:
     _serve_forever(listener, _handle_pipeline)
 
 
-def _calls(first: int, count: int) -> bytes:
+def rec_body(i: int) -> list[Any]:
+    """The body of the ``i``-th record call: the fields of the bench's ``Rec`` -- an int,
+    a 16-byte key and a short name, made the same way (see ``_cellmesh.rec``)."""
+    return [i, i.to_bytes(8, "little") * 2, f"user-{i % 1000}"]
+
+
+def _calls(first: int, count: int, rec: bool = False) -> bytes:
     dumps = cbor2.dumps
     pack = _LEN.pack
     parts: list[bytes] = []
     for i in range(first, first + count):
-        body = dumps([CALL, i, "ping", [i]])
+        body = dumps([CALL, i, "rec", rec_body(i)] if rec else [CALL, i, "ping", [i]])
         parts.append(pack(len(body)))
         parts.append(body)
     return b"".join(parts)
 
 
 def _run_pipeline(
-    sock: socket.socket, start: int, total: int, window: int, chunk: int = 128
+    sock: socket.socket, start: int, total: int, window: int, chunk: int = 128, *,
+    rec: bool = False,
 ) -> None:
     """Complete calls ``start .. start+total-1`` keeping up to ``window`` outstanding.
 
@@ -294,7 +301,7 @@ def _run_pipeline(
     """
     stop = start + total
     sent = start + min(window, total)
-    sock.sendall(_calls(start, sent - start))
+    sock.sendall(_calls(start, sent - start, rec))
     expected = start
     rest = b""
     msgs: list[Any] = []
@@ -310,18 +317,21 @@ def _run_pipeline(
         msgs.clear()
         while sent < stop and sent - expected <= window - chunk:
             n = min(chunk, stop - sent)
-            sock.sendall(_calls(sent, n))
+            sock.sendall(_calls(sent, n, rec))
             sent += n
 
 
-def client_pipeline(path: str, msgs: int, window: int, warmup: int, chunk: int = 128) -> float:
+def client_pipeline(
+    path: str, msgs: int, window: int, warmup: int, chunk: int = 128, *, rec: bool = False
+) -> float:
     """Complete ``msgs`` pipelined calls (``window`` outstanding, sent ``chunk`` frames per
-    ``sendall``); return the seconds taken."""
+    ``sendall``); return the seconds taken. ``rec``: the calls carry :func:`rec_body`
+    (an int, bytes and a str) instead of one int."""
     with connect_unix(path) as sock:
         if warmup:
-            _run_pipeline(sock, 0, warmup, window, chunk)
+            _run_pipeline(sock, 0, warmup, window, chunk, rec=rec)
         t0 = time.perf_counter()
-        _run_pipeline(sock, warmup, msgs, window, chunk)
+        _run_pipeline(sock, warmup, msgs, window, chunk, rec=rec)
         return time.perf_counter() - t0
 
 

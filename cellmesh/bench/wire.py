@@ -154,6 +154,14 @@ SPECS: Final[tuple[Spec, ...]] = (
         "sendall, window 1024; server: one sendall per received chunk",
     ),
     Spec(
+        name="raw_pipeline_rec",
+        server="raw-pipeline",
+        side="baseline",
+        shape="rate",
+        describe="raw_pipeline with Rec's fields (an int, 16 bytes, a str) in each call, "
+        "echoed",
+    ),
+    Spec(
         name="cm_pipeline",
         server="cellmesh",
         side="cellmesh",
@@ -214,7 +222,8 @@ SPECS: Final[tuple[Spec, ...]] = (
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
     ("floor_wake16", "cm_fire16", "floor_wake256", "cm_fire256", "raw_pipeline"),
     ("floor_checkpoint", "cm_signal_loop", "raw_oneway", "cm_signal_nowait"),
-    ("cm_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal", "zmq_oneway"),
+    ("cm_pipeline_rec", "raw_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal",
+     "zmq_oneway"),
     ("trio_pingpong", "cm_rtt", "unix_pingpong"),
     ("cm_inline", "cm_vesicle", "raw_bulk"),
 )

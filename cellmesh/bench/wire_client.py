@@ -36,6 +36,7 @@ CLIENT_KINDS: Final = (
     "unix_pingpong",
     "trio_pingpong",
     "raw_pipeline",
+    "raw_pipeline_rec",
     "raw_oneway",
     "raw_bulk",
     "zmq_pipeline",
@@ -71,6 +72,13 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
             "msgs": p.pipeline_msgs,
             "seconds": baselines.client_pipeline(
                 path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk
+            ),
+        }
+    if kind == "raw_pipeline_rec":
+        return lambda: {
+            "msgs": p.pipeline_msgs,
+            "seconds": baselines.client_pipeline(
+                path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk, rec=True
             ),
         }
     if kind in ("floor_wake16", "floor_wake256"):

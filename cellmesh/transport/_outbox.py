@@ -150,6 +150,11 @@ class Outbox:
         self.encode_pending()
         return False
 
+    def write_now(self) -> None:
+        """Frame what is queued and hand it to the kernel now, not at the end of the pass."""
+        self.encode_pending()
+        self.channel.write_now()
+
     def encode_pending(self) -> None:
         """Frame every queued entry now and send what byte credit allows (in order)."""
         self.defer = self.urgent = False

@@ -424,6 +424,8 @@ class ServerConnection(Answers):
             # task; a reader that keeps finding data flushes now and then.
             if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
                 self._flush()
+            elif not self.owned and (self.out or self.replies):
+                self._write_early()
             else:
                 channel.mark()
             if not await channel.receive():
@@ -435,8 +437,9 @@ class ServerConnection(Answers):
                 return
 
     def _write_early(self) -> None:
-        """Write the answers made so far now, in the middle of the pass (if any)."""
-        if self.out or self.replies:
+        """Write the answers made so far now, in the middle of the pass (if any),
+        with the credit due (signals leave no answer, only credit)."""
+        if self.out or self.replies or self.released_calls:
             self._flush()
             self.channel.write_now()
 

@@ -350,7 +350,9 @@ class Synapse:
         it over, or, when this is the only call pending and the reader has
         handed the read role over, reading it itself
         (:meth:`Connection.read_for`). The frame and the write happen at the
-        end of the pass, once for every message queued in it. Anything else
+        end of the pass, once for every message queued in it -- or at once
+        for that lone reading caller, which has no other call to wait for
+        (one call at a time, the round-trip pattern). Anything else
         goes through :meth:`_fire`, which waits for credit or a connection.
         """
         conn = self._conn
@@ -371,6 +373,7 @@ class Synapse:
         conn.pending[call_id] = (waiter, 0)
         conn.queue(Kind.CALL, call_id, schema, body)
         if conn.may_read():
+            conn.write_now()  # the only call pending: no other call to wait for
             try:
                 return await conn.read_for(waiter)
             except BaseException:

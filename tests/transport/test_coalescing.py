@@ -439,6 +439,22 @@ async def test_fast_fire_cancelled_while_its_reply_is_in_flight_discards_the_rep
         assert not conn.pending and syn._conn is conn
 
 
+async def test_calls_one_at_a_time_cost_one_write_each_way(sockdir: Path) -> None:
+    # The lone call is written at once and the cell answers at once (no handler
+    # suspended): still exactly one write per call in each direction.
+    async with warm(sockdir) as (cell, membrane, syn, _conn):
+        (server_conn,) = membrane._connections
+        client_sock = counting(syn)
+        server_sock = CountingSocket(server_conn.channel.sock)
+        server_conn.channel.sock = server_sock  # type: ignore[assignment]
+        syn.signal_nowait(Tick(-1))  # queued before the call: it leaves with it, first
+        for i in range(20):
+            assert await syn.fire(Ping(i)) == Ping(i + 1)
+        assert client_sock.writes == 20, client_sock.writes
+        assert server_sock.writes == 20, server_sock.writes
+        assert cell.order == [0, -1, *range(20)]
+
+
 async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
     sockdir: Path,
 ) -> None:
