@@ -51,6 +51,15 @@ TARGETS: Final[tuple[Target, ...]] = (
         ratio_kind='x',
     ),
     Target(
+        metric='16 tasks x fire vs raw, 16 in flight',
+        cellmesh='cm_fire16',
+        baseline='raw_window16',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
+        ratio_kind='x',
+    ),
+    Target(
         metric='16 tasks x fire vs raw pipelined',
         cellmesh='cm_fire16',
         baseline='raw_pipeline',
@@ -66,6 +75,15 @@ TARGETS: Final[tuple[Target, ...]] = (
         stat='msgs_per_s',
         higher_is_better=True,
         target=0.5,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='256 tasks x fire vs raw, 256 in flight',
+        cellmesh='cm_fire256',
+        baseline='raw_window256',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
         ratio_kind='x',
     ),
     Target(

@@ -154,6 +154,22 @@ SPECS: Final[tuple[Spec, ...]] = (
         "sendall, window 1024; server: one sendall per received chunk",
     ),
     Spec(
+        name="raw_window16",
+        server="raw-pipeline",
+        side="baseline",
+        shape="rate",
+        describe="raw_pipeline with 16 calls in flight (as 16 tasks x fire), refilled 8 "
+        "at a time",
+    ),
+    Spec(
+        name="raw_window256",
+        server="raw-pipeline",
+        side="baseline",
+        shape="rate",
+        describe="raw_pipeline with 256 calls in flight (as 256 tasks x fire), refilled 128 "
+        "at a time",
+    ),
+    Spec(
         name="raw_pipeline_rec",
         server="raw-pipeline",
         side="baseline",
@@ -220,7 +236,8 @@ SPECS: Final[tuple[Spec, ...]] = (
 )
 
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
-    ("floor_wake16", "cm_fire16", "floor_wake256", "cm_fire256", "raw_pipeline"),
+    ("floor_wake16", "cm_fire16", "raw_window16", "floor_wake256", "cm_fire256",
+     "raw_window256", "raw_pipeline"),
     ("floor_checkpoint", "cm_signal_loop", "raw_oneway", "cm_signal_nowait"),
     ("cm_pipeline_rec", "raw_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal",
      "zmq_oneway"),

@@ -37,6 +37,8 @@ CLIENT_KINDS: Final = (
     "trio_pingpong",
     "raw_pipeline",
     "raw_pipeline_rec",
+    "raw_window16",
+    "raw_window256",
     "raw_oneway",
     "raw_bulk",
     "zmq_pipeline",
@@ -79,6 +81,16 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
             "msgs": p.pipeline_msgs,
             "seconds": baselines.client_pipeline(
                 path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk, rec=True
+            ),
+        }
+    if kind in ("raw_window16", "raw_window256"):
+        # The raw client with only as many calls in flight as the N tasks of
+        # cm_fire<N> have, refilled half a window at a time.
+        window = int(kind.removeprefix("raw_window"))
+        return lambda: {
+            "msgs": p.natural_msgs,
+            "seconds": baselines.client_pipeline(
+                path, p.natural_msgs, window, p.warmup_msgs, window // 2
             ),
         }
     if kind in ("floor_wake16", "floor_wake256"):

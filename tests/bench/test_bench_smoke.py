@@ -36,8 +36,8 @@ def test_wire_bench_baselines_produce_numbers() -> None:
         assert ms[name]["samples"] == 2 * params.rtt_samples
         assert ms[name]["median_us"] > 0
         assert ms[name]["p99_us"] >= ms[name]["median_us"]
-    for name in ("raw_pipeline", "raw_pipeline_rec", "raw_oneway", "floor_wake16", "floor_wake256",
-                 "floor_checkpoint"):
+    for name in ("raw_pipeline", "raw_pipeline_rec", "raw_window16", "raw_window256",
+                 "raw_oneway", "floor_wake16", "floor_wake256", "floor_checkpoint"):
         assert "error" not in ms[name], ms[name]
         assert len(ms[name]["round_msgs_per_s"]) == 2
         assert ms[name]["msgs_per_s"] > 0
