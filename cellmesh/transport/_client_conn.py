@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any, Final, Protocol
 
@@ -59,22 +59,42 @@ class ConnectionOwner(Protocol):
 
 class Waiter(ReplyBatch):
     """One waiting caller (a single call, or all calls of a ``fire_many``): the task
-    to reschedule with the replies, or with the first failed call's error."""
+    to reschedule with the replies, or with the first failed call's error.
 
-    __slots__ = ("task",)
+    Its task is rescheduled only once it is parked in :meth:`wait`. Until
+    then -- while it is still sending its frames, or waiting for credit in
+    between -- a completion (the connection failed, even from a write in
+    the caller's own task) is kept in ``result`` for :meth:`wait` to return.
+    """
+
+    __slots__ = ("parked", "result", "task")
 
     def __init__(self, count: int) -> None:
         super().__init__(count)
         self.task = trio.lowlevel.current_task()
+        self.parked = False
+        self.result: outcome.Outcome[Any] | None = None
 
     def _complete(self) -> None:
         if not self.done:
             self.done = True
             errors = self.errors
-            trio.lowlevel.reschedule(
-                self.task,
-                outcome.Error(errors[min(errors)]) if errors else outcome.Value(self.results),
-            )
+            result = outcome.Error(errors[min(errors)]) if errors else outcome.Value(self.results)
+            if self.parked:
+                trio.lowlevel.reschedule(self.task, result)
+            else:
+                self.result = result
+
+    def ended(self) -> bool:
+        """True once completed (or given up): nothing more needs to be sent for it."""
+        return self.done
+
+    async def wait(self, abort: Callable[[Any], trio.lowlevel.Abort]) -> Any:
+        """The replies (or the first error), parking until they are all in."""
+        if self.result is not None:
+            return self.result.unwrap()
+        self.parked = True
+        return await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class OneCall(ReplyBatch):
@@ -286,7 +306,8 @@ class Connection(Outbox, ClientReceiver):
         return self.reader_parked is not None and not self.read_holder and len(self.pending) == 1
 
     async def read_for(self, waiter: OneCall) -> Any:
-        """Hold the read role until ``waiter`` has its outcome; return its reply.
+        """Write the queued call of ``waiter`` at once, then hold the read role
+        until it has its outcome; return its reply.
 
         The caller's task waits on the socket itself, so the frame with its
         reply wakes it directly. Other callers' replies read meanwhile are
@@ -303,6 +324,10 @@ class Connection(Outbox, ClientReceiver):
         decoder = channel.decoder
         others = False
         try:
+            # The only call pending has nothing to share its write with: it
+            # leaves now. (After ``task = None``: a failed write ends the
+            # connection, and this call gets its error as ``result``.)
+            self.write_now()
             while waiter.result is None:
                 decoded = decoder.next_frame()
                 if decoded is NEED_DATA:
@@ -310,6 +335,7 @@ class Connection(Outbox, ClientReceiver):
                         channel.check_fds()
                     if not await channel.receive():
                         self._die("the cell closed the connection")
+                        break
                     continue
                 mine = waiter.done
                 before = len(self.pending)
@@ -330,7 +356,9 @@ class Connection(Outbox, ClientReceiver):
                 self.handoff_passes = 0
                 self.channel.mark()
         result = waiter.result
-        assert result is not None
+        if result is None:  # ended with the connection (which failed every pending call)
+            assert self.dead is not None
+            result = outcome.Error(self.dead)
         if others:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return result.unwrap()

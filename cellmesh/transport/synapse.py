@@ -373,7 +373,6 @@ class Synapse:
         conn.pending[call_id] = (waiter, 0)
         conn.queue(Kind.CALL, call_id, schema, body)
         if conn.may_read():
-            conn.write_now()  # the only call pending: no other call to wait for
             try:
                 return await conn.read_for(waiter)
             except BaseException:
@@ -420,8 +419,12 @@ class Synapse:
         conns: list[tuple[Connection, list[int]]] = []
         retried = False
         try:
-            while sent < count:
+            # (A failed connection may complete the waiter in between, even from a
+            # write in this task: then nothing more is sent and its error is raised.)
+            while sent < count and not waiter.ended():
                 conn, n = await self._credit(count - sent)
+                if waiter.ended():
+                    break
                 if batch.per_message:
                     n = 1
                 n, data, call_ids = conn.fit_frame(batch, Kind.CALL, sent, n)
@@ -456,7 +459,7 @@ class Synapse:
             waiter.done = True
             return trio.lowlevel.Abort.SUCCEEDED
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+        return await waiter.wait(abort)  # type: ignore[no-any-return]
 
     @staticmethod
     def _frame_context(batch: OutboundBatch, start: int) -> EncodeContext:

@@ -455,6 +455,44 @@ async def test_calls_one_at_a_time_cost_one_write_each_way(sockdir: Path) -> Non
         assert cell.order == [0, -1, *range(20)]
 
 
+async def test_a_lone_call_whose_write_fails_raises_cell_unavailable_once(
+    sockdir: Path,
+) -> None:
+    # The lone caller writes its call at once; the connection was closed by the
+    # cell meanwhile (nobody was reading to notice): the write fails in the
+    # caller's own task, which gets CellUnavailable (not a hang, not a Trio
+    # error), and the next call connects afresh.
+    async with warm(sockdir) as (_cell, membrane, syn, conn):
+        (server_conn,) = membrane._connections
+        server_conn.channel.sock.shutdown(socket.SHUT_RDWR)
+        with trio.fail_after(10):  # a hang, not a speed bound
+            while True:
+                try:
+                    await syn.fire(Ping(1))
+                except cellmesh.CellUnavailable:
+                    break
+        assert conn.dead is not None
+        with trio.fail_after(10):
+            assert await syn.fire(Ping(2)) == Ping(3)
+        assert syn._conn is not conn
+
+
+async def test_a_batch_whose_write_fails_in_the_callers_task_raises_cell_unavailable(
+    sockdir: Path,
+) -> None:
+    # fire_many frames big enough to be written from the caller's own task
+    # (past WRITE_NOW_BYTES) on a connection the cell closed meanwhile.
+    async with warm(sockdir) as (_cell, membrane, syn, conn):
+        (server_conn,) = membrane._connections
+        server_conn.channel.sock.shutdown(socket.SHUT_RDWR)
+        with trio.fail_after(10):  # a hang, not a speed bound
+            with pytest.raises(cellmesh.CellUnavailable):
+                await syn.fire_many([Blob(bytes(60_000)) for _ in range(400)])
+        assert conn.dead is not None
+        with trio.fail_after(10):
+            assert await syn.fire(Ping(2)) == Ping(3)
+
+
 async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
     sockdir: Path,
 ) -> None:
