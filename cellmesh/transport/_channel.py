@@ -347,13 +347,8 @@ class Channel:
         self._fail(exc)
 
     def write_pending(self) -> None:
-        """Write what is queued now instead of at the end of the pass."""
-        if self._queue and self.broken is None and not self.closed:
-            self._write()
-
-    def write_now(self) -> None:
-        """Hand what is queued to the kernel now, not at the end of the pass
-        (without blocking: what the kernel does not take waits as usual)."""
+        """Write what is queued now instead of at the end of the pass (without
+        blocking: what the kernel does not take waits for the writer task)."""
         if self._queue and not self._writing and self.broken is None and not self.closed:
             self._write()
 

@@ -153,7 +153,7 @@ class Outbox:
     def write_now(self) -> None:
         """Frame what is queued and hand it to the kernel now, not at the end of the pass."""
         self.encode_pending()
-        self.channel.write_now()
+        self.channel.write_pending()
 
     def encode_pending(self) -> None:
         """Frame every queued entry now and send what byte credit allows (in order)."""

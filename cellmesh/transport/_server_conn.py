@@ -441,7 +441,7 @@ class ServerConnection(Answers):
         with the credit due (signals leave no answer, only credit)."""
         if self.out or self.replies or self.released_calls:
             self._flush()
-            self.channel.write_now()
+            self.channel.write_pending()
 
     def _accept(self, items: list[list[Any]], vesicles: int, size: int) -> None:
         """Account for one received frame and queue its work (no handler runs here)."""
