@@ -455,42 +455,27 @@ async def test_calls_one_at_a_time_cost_one_write_each_way(sockdir: Path) -> Non
         assert cell.order == [0, -1, *range(20)]
 
 
-async def test_a_lone_call_whose_write_fails_raises_cell_unavailable_once(
-    sockdir: Path,
+@pytest.mark.parametrize("batch", [False, True], ids=["lone fire", "fire_many"])
+async def test_a_call_whose_write_fails_in_the_callers_task_raises_cell_unavailable(
+    sockdir: Path, batch: bool
 ) -> None:
-    # The lone caller writes its call at once; the connection was closed by the
-    # cell meanwhile (nobody was reading to notice): the write fails in the
-    # caller's own task, which gets CellUnavailable (not a hang, not a Trio
-    # error), and the next call connects afresh.
+    # The cell closed the connection and nobody was reading to notice. A lone
+    # call is written at once from its caller's task; fire_many frames past
+    # WRITE_NOW_BYTES are too. The failed write ends the connection in that
+    # task: the caller gets CellUnavailable (not a hang, not a Trio internal
+    # error) and the next call connects afresh.
     async with warm(sockdir) as (_cell, membrane, syn, conn):
         (server_conn,) = membrane._connections
         server_conn.channel.sock.shutdown(socket.SHUT_RDWR)
-        with trio.fail_after(10):  # a hang, not a speed bound
-            while True:
-                try:
-                    await syn.fire(Ping(1))
-                except cellmesh.CellUnavailable:
-                    break
+        with trio.fail_after(10), pytest.raises(cellmesh.CellUnavailable):  # (a hang bound)
+            if batch:
+                await syn.fire_many([Blob(bytes(60_000)) for _ in range(400)])
+            else:
+                await syn.fire(Ping(1))
         assert conn.dead is not None
         with trio.fail_after(10):
             assert await syn.fire(Ping(2)) == Ping(3)
         assert syn._conn is not conn
-
-
-async def test_a_batch_whose_write_fails_in_the_callers_task_raises_cell_unavailable(
-    sockdir: Path,
-) -> None:
-    # fire_many frames big enough to be written from the caller's own task
-    # (past WRITE_NOW_BYTES) on a connection the cell closed meanwhile.
-    async with warm(sockdir) as (_cell, membrane, syn, conn):
-        (server_conn,) = membrane._connections
-        server_conn.channel.sock.shutdown(socket.SHUT_RDWR)
-        with trio.fail_after(10):  # a hang, not a speed bound
-            with pytest.raises(cellmesh.CellUnavailable):
-                await syn.fire_many([Blob(bytes(60_000)) for _ in range(400)])
-        assert conn.dead is not None
-        with trio.fail_after(10):
-            assert await syn.fire(Ping(2)) == Ping(3)
 
 
 async def test_fast_fire_gets_the_handlers_error_and_the_connection_stays(
