@@ -452,6 +452,13 @@ def run_wire_bench(
                     ],
                     tmpdir / f"{spec.name}.client.err",
                 )
+            for name, client in list(clients.items()):
+                try:
+                    line = client.receive(_READY_TIMEOUT)
+                except RuntimeError as exc:
+                    line = str(exc)
+                if line != "READY":
+                    errors[name] = f"client did not start: {line}"
             say(f"started {len(servers) + len(clients)} worker processes")
             for r in range(params.rounds):
                 t_round = time.monotonic()

@@ -135,7 +135,8 @@ def _rate(msgs: int, per_second: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``KIND SOCKET PARAMS_JSON``; one JSON line per ``run`` line on stdin."""
+    """Entry point: ``KIND SOCKET PARAMS_JSON``; ``READY`` once set up, then one JSON
+    line per ``run`` line on stdin."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3 or args[0] not in CLIENT_KINDS:
         sys.stderr.write(
@@ -150,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         run = None
         setup_error = traceback.format_exc()
+    # Set up (imports done): the orchestrator starts the first round only once
+    # every worker has said so, so no round competes with workers starting.
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         command = line.strip()
         if command not in ("run", "profile"):
