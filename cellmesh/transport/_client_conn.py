@@ -13,12 +13,13 @@ Reading: the reader task (:meth:`Connection.run_reader`) reads frames and
 hands each caller its reply (``trio.lowlevel.reschedule``). The caller then
 runs one scheduler pass later. When calls go one at a time (the round-trip
 pattern), the reader hands the *read role* over: the next caller whose call
-is the only one pending waits on the socket itself
-(:meth:`Connection.read_for`) and is woken by its own reply, which saves
-that pass. The reader takes the role back at the end of any pass in which
-no caller holds it, so the connection is always read (goaway, credit, end of
-stream) whatever the callers do. Cancelling a role holder gives the role
-back and cancels its call as a parked caller's cancellation does.
+is the only one pending writes it at once (nothing else is pending to share
+the write), waits on the socket itself (:meth:`Connection.read_for`) and is
+woken by its own reply, which saves that pass. The reader takes the role
+back at the end of any pass in which no caller holds it, so the connection
+is always read (goaway, credit, end of stream) whatever the callers do.
+Cancelling a role holder gives the role back and cancels its call as a
+parked caller's cancellation does.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ one protein becomes one columns item), cuts them into as few frames as the
 peer's frame limit allows, charges byte credit frame by frame, and queues
 the frames on the channel, which writes them with one ``sendmsg``. Sixteen
 tasks that each fire in one pass therefore cost one frame, one write and
-one wake-up of the cell.
+one wake-up of the cell. The one exception is a call that is the only one
+pending, made by a caller that takes the read role: :meth:`Outbox.write_now`
+frames and writes it at once (see ``Connection.read_for``).
 
 Ordering: entries, held frames and frames sent directly (``fire_many``,
 vesicles) leave in the order they were queued: before a caller sends a
