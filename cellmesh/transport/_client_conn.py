@@ -108,14 +108,22 @@ class OneCall(ReplyBatch):
     ``fail_pending`` treat it like any other; only the completion differs.
     """
 
-    __slots__ = ("result", "task")
+    __slots__ = ("call_id", "conn", "result", "task")
 
-    def __init__(self, task: trio.lowlevel.Task) -> None:  # no super(): the hot path
+    def __init__(self, task: trio.lowlevel.Task, conn: Connection, call_id: int) -> None:
+        # No super() and no errors dict: the hot path (a failure comes through _fail).
         self.remaining = 1
-        self.errors = {}
         self.done = False
         self.task: trio.lowlevel.Task | None = task
         self.result: outcome.Outcome[Any] | None = None
+        self.conn = conn
+        self.call_id = call_id
+
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        """Its parked caller was cancelled: the call is given up (the cell is told)."""
+        self.done = True
+        self.conn.cancel_ids((self.call_id,))
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _answer(self, index: int, value: Any, error: BaseException | None) -> None:
         if not self.done:  # (the common case inline: one call less per reply)
@@ -126,9 +134,12 @@ class OneCall(ReplyBatch):
             else:
                 trio.lowlevel.reschedule(self.task, result)
 
-    def _complete(self) -> None:
+    def _fail(self, index: int, exc: BaseException) -> None:
         if not self.done:
-            self._deliver(outcome.Error(self.errors[0]))
+            self._deliver(outcome.Error(exc))
+
+    def _complete(self) -> None:  # (only ever completed through _answer or _fail)
+        raise AssertionError("a OneCall completes through _answer or _fail")
 
     def _deliver(self, result: outcome.Outcome[Any]) -> None:
         self.done = True

@@ -103,6 +103,11 @@ class ReplyBatch:
         if self.remaining == 0:
             self._complete()
 
+    def _fail(self, index: int, exc: BaseException) -> None:
+        """The connection failed before call ``index`` was answered: complete with ``exc``."""
+        self.errors[index] = exc
+        self._complete()
+
     def _complete(self) -> None:
         if not self.done:
             self.done = True
@@ -315,8 +320,7 @@ class ClientReceiver:
         pending, self.pending = self.pending, {}
         for replies, index in pending.values():
             if replies is not None and not replies.done:
-                replies.errors[index] = exc
-                replies._complete()
+                replies._fail(index, exc)
 
     @staticmethod
     def protocol_error_frame(exc: RemoteProtocolError) -> bytes:

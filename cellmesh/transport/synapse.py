@@ -329,7 +329,8 @@ class Synapse:
         :class:`~cellmesh.errors.UnexpectedReply` if ``msg`` is a
         ``Request[R]`` and the reply is not an ``R``. The call is framed and
         written at the end of the current scheduler pass together with every
-        other message queued in it. To a cell that announces sessions (a
+        other message queued in it (a call that is the only one pending is
+        written at once). To a cell that announces sessions (a
         replicated cell) the call is resent until answered and raises
         :class:`~cellmesh.errors.OutcomeUnknown` instead when it never is.
         """
@@ -369,7 +370,7 @@ class Synapse:
             conn.check_fits(schema, body)
         call_id = conn.next_id
         conn.next_id = call_id + 1
-        waiter = OneCall(trio.lowlevel.current_task())
+        waiter = OneCall(trio.lowlevel.current_task(), conn, call_id)
         conn.pending[call_id] = (waiter, 0)
         conn.queue(Kind.CALL, call_id, schema, body)
         if conn.may_read():
@@ -380,13 +381,7 @@ class Synapse:
                     waiter.done = True
                     conn.cancel_ids((call_id,))
                 raise
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            waiter.done = True
-            conn.cancel_ids((call_id,))
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return await trio.lowlevel.wait_task_rescheduled(waiter.abort)
 
     async def fire_many(self, msgs: Iterable[Request[R]]) -> list[R]:
         """Pipeline calls and return their replies in order.
