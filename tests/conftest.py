@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cellmesh.sandbox._bwrap import find_bwrap, probe_bwrap
+
+# Property tests check what is generated, not how fast: on a loaded CI machine
+# a slow example is not a failure (no per-example deadline, no too-slow health
+# check). Tests that set their own @settings inherit this for the rest.
+settings.register_profile(
+    "cellmesh", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("cellmesh")
 
 
 @pytest.fixture(scope="session")
