@@ -63,6 +63,7 @@ from .membership import (
     next_step,
     parse_replica_name,
     replica_name,
+    replica_names,
 )
 
 #: How long one membership step may take (a new replica catching up included).
@@ -234,14 +235,14 @@ class MembershipChanges:
             await self._drive(group, count)
         after = list(group.record.members)
         if before == after:
-            return f"{name} has {count} replicas ({_names(name, after)})"
+            return f"{name} has {count} replicas ({replica_names(name, after)})"
         added = [i for i in after if i not in before]
         removed = [i for i in before if i not in after]
         parts = [f"{name}: {len(before)} -> {len(after)} replicas"]
         if added:
-            parts.append(f"added {_names(name, added)}")
+            parts.append(f"added {replica_names(name, added)}")
         if removed:
-            parts.append(f"removed {_names(name, removed)}")
+            parts.append(f"removed {replica_names(name, removed)}")
         return "; ".join(parts)
 
     async def reconcile(self, group: Group) -> None:
@@ -375,7 +376,7 @@ class MembershipChanges:
         member = group.members.get(replica)
         if member is None:
             raise RootRequestError(name, f"no such replica (members: "
-                                   f"{_names(group.name, group.record.members)})")
+                                   f"{replica_names(group.name, group.record.members)})")
         if len(group.members) == 1:
             raise RootRequestError(name, "is the group's only replica: wiping it loses the data")
         async with self._changing(group, f"wiping {name}"):
@@ -474,11 +475,6 @@ class MembershipChanges:
                     await group.changed.wait()
             return
         raise RootRequestError(group.name, f"no leader accepted the request within {timeout:g} s")
-
-
-def _names(group: str, ids: object) -> str:
-    assert isinstance(ids, list | tuple)
-    return ", ".join(replica_name(group, i) for i in ids)
 
 
 __all__ = [

@@ -55,7 +55,7 @@ from typing import TypeAlias
 import attrs
 
 from .control import ReplicaStats
-from .membership import majority, replica_name
+from .membership import majority, replica_name, replica_names
 from .swap import Outcome
 
 # --------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def quorum_problem(group: str, members: Iterable[int], running: Iterable[int],
     if left >= need:
         return None
     down = [i for i in ids if i not in up and i != stopping]
-    why = f"{_names(group, down)} not running: " if down else ""
+    why = f"{replica_names(group, down)} not running: " if down else ""
     return (f"{why}stopping {replica_name(group, stopping)} would leave {left} of {len(ids)} "
             f"replicas running (a majority is {need})")
 
@@ -229,7 +229,7 @@ class GroupSwap:
         if len(up) - 1 < need:
             down = [i for i in self._members if i not in up]
             return self._finish(Outcome.FAILED, (
-                f"cannot be swapped now: {_names(name, down)} not running, and stopping "
+                f"cannot be swapped now: {replica_names(name, down)} not running, and stopping "
                 f"another replica would leave {len(up) - 1} of {len(self._members)} running "
                 f"(a majority is {need}); bring it back first (`cellmesh status`, "
                 "`cellmesh wipe`)"
@@ -377,8 +377,9 @@ class GroupSwap:
         new = [i for i in self._members if i in self._new]
         old = [i for i in self._members if i not in self._new]
         if new:
-            cause += (f"; {_names(self.group, new)} run{'s' if len(new) == 1 else ''} the new "
-                      f"code, {_names(self.group, old) or 'none'} the old: run `cellmesh swap "
+            runs = "runs" if len(new) == 1 else "run"
+            cause += (f"; {replica_names(self.group, new)} {runs} the new code, "
+                      f"{replica_names(self.group, old) or 'none'} the old: run `cellmesh swap "
                       f"{self.group}` again once every replica runs")
         return self._finish(Outcome.FAILED, cause)
 
@@ -390,10 +391,6 @@ class GroupSwap:
         new = tuple(i for i in self._members if i in self._new)
         old = tuple(i for i in self._members if i not in self._new)
         return [Finish(outcome=outcome, cause=cause, new_code=new, old_code=old)]
-
-
-def _names(group: str, ids: Iterable[int]) -> str:
-    return ", ".join(replica_name(group, i) for i in ids)
 
 
 __all__ = [

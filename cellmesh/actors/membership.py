@@ -70,6 +70,11 @@ def replica_name(group: str, replica: int) -> str:
     return f"{group}/{replica}"
 
 
+def replica_names(group: str, replicas: Iterable[int]) -> str:
+    """Several replicas' names for a message: ``X/1, X/3``."""
+    return ", ".join(replica_name(group, i) for i in replicas)
+
+
 def replica_stem(group: str, replica: int) -> str:
     """The replica's file and backend name: ``X..1`` (logs, events, sandboxes)."""
     return f"{group}..{replica}"
@@ -375,6 +380,7 @@ __all__ = [
     "parse_replica_name",
     "replica_env",
     "replica_name",
+    "replica_names",
     "replica_stem",
     "stats_problem",
 ]
