@@ -420,12 +420,13 @@ class ServerConnection(Answers):
                 continue
             if channel.fds.queue:
                 channel.check_fds()
-            # Replies leave at the end of this pass, with those of every other
-            # task; a reader that keeps finding data flushes now and then.
-            if len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
-                self._flush()
-            elif not self.owned and (self.out or self.replies):
+            # With no handler of this connection suspended, nothing else can add
+            # to these answers: they leave now. Otherwise they leave at the end
+            # of this pass with those of every other task (encoded now if many).
+            if not self.owned and (self.out or self.replies):
                 self._write_early()
+            elif len(self.out) + len(self.replies) >= _FLUSH_NOW_ITEMS:
+                self._flush()
             else:
                 channel.mark()
             if not await channel.receive():
