@@ -378,8 +378,7 @@ class Synapse:
                 return await conn.read_for(waiter)
             except BaseException:
                 if not waiter.done:  # cancelled (or interrupted) before its answer
-                    waiter.done = True
-                    conn.cancel_ids((call_id,))
+                    waiter.abort(None)
                 raise
         return await trio.lowlevel.wait_task_rescheduled(waiter.abort)
 
