@@ -69,30 +69,8 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
         return lambda: {
             "rtt_ns": trio.run(baselines.client_trio_pingpong, path, p.rtt_samples, p.rtt_warmup)
         }
-    if kind == "raw_pipeline":
-        return lambda: {
-            "msgs": p.pipeline_msgs,
-            "seconds": baselines.client_pipeline(
-                path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk
-            ),
-        }
-    if kind == "raw_pipeline_rec":
-        return lambda: {
-            "msgs": p.pipeline_msgs,
-            "seconds": baselines.client_pipeline(
-                path, p.pipeline_msgs, p.window, p.warmup_msgs, p.raw_chunk, rec=True
-            ),
-        }
-    if kind in ("raw_window16", "raw_window256"):
-        # The raw client with only as many calls in flight as the N tasks of
-        # cm_fire<N> have, refilled half a window at a time.
-        window = int(kind.removeprefix("raw_window"))
-        return lambda: {
-            "msgs": p.natural_msgs,
-            "seconds": baselines.client_pipeline(
-                path, p.natural_msgs, window, p.warmup_msgs, window // 2
-            ),
-        }
+    if kind in ("raw_pipeline", "raw_pipeline_rec", "raw_window16", "raw_window256"):
+        return _raw_pipeline_round(kind, path, p)
     if kind in ("floor_wake16", "floor_wake256"):
         tasks = int(kind.removeprefix("floor_wake"))
         return lambda: _rate(p.natural_msgs, trio.run(wake_floor, tasks, p.natural_msgs))
@@ -128,6 +106,22 @@ def make_round(kind: str, path: str, p: WireParams) -> Round:
 
         return _cellmesh.make_round(kind, path, p)
     raise ValueError(f"unknown client kind {kind!r}; expected one of {CLIENT_KINDS}")
+
+
+def _raw_pipeline_round(kind: str, path: str, p: WireParams) -> Round:
+    """The raw pipelined client: ``raw_pipeline`` (``window`` in flight, ``raw_chunk``
+    frames per refill), ``raw_pipeline_rec`` (the same with Rec's fields) and
+    ``raw_window<N>`` (only as many calls in flight as the N tasks of cm_fire<N>
+    have, refilled half a window at a time)."""
+    msgs, window, chunk = p.pipeline_msgs, p.window, p.raw_chunk
+    if kind.startswith("raw_window"):
+        window = int(kind.removeprefix("raw_window"))
+        msgs, chunk = p.natural_msgs, window // 2
+    rec = kind == "raw_pipeline_rec"
+    return lambda: {
+        "msgs": msgs,
+        "seconds": baselines.client_pipeline(path, msgs, window, p.warmup_msgs, chunk, rec=rec),
+    }
 
 
 def _rate(msgs: int, per_second: float) -> dict[str, Any]:
