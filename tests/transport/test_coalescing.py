@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from rawwire import BATCH, CALL, RawConnection, answers, frame
 
 import cellmesh
 from cellmesh import ConnectionClosed, Receptors, Synapse, open_membrane
@@ -355,8 +356,6 @@ async def test_signal_nowait_stops_at_the_entry_cap_whatever_the_credit(sockdir:
 async def _answer_frames(sockdir: Path, data: bytes, calls: int) -> list[list[int]]:
     """Send ``data`` (frames of Ping calls) in one write from a raw client; return
     the call ids answered by each frame the cell sends back, in order."""
-    from rawwire import RawConnection, answers
-
     cell = Cell()
     async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG):
         conn = await RawConnection.connect(str(sockdir / "co.sock"))
@@ -372,8 +371,6 @@ async def _answer_frames(sockdir: Path, data: bytes, calls: int) -> list[list[in
 
 
 def _calls(first: int, count: int) -> bytes:
-    from rawwire import BATCH, CALL, frame
-
     return frame([BATCH, [[CALL, i, ["test.co.Ping", i]] for i in range(first, first + count)]])
 
 
