@@ -51,6 +51,15 @@ TARGETS: Final[tuple[Target, ...]] = (
         ratio_kind='x',
     ),
     Target(
+        metric='16 tasks x fire, spinning off, vs floor',
+        cellmesh='cm_fire16_nospin',
+        baseline='floor_wake16',
+        stat='msgs_per_s',
+        higher_is_better=True,
+        target=None,
+        ratio_kind='x',
+    ),
+    Target(
         metric='16 tasks x fire vs raw, 16 in flight',
         cellmesh='cm_fire16',
         baseline='raw_window16',
@@ -138,6 +147,15 @@ TARGETS: Final[tuple[Target, ...]] = (
         stat='median_us',
         higher_is_better=False,
         target=1.25,
+        ratio_kind='x',
+    ),
+    Target(
+        metric='RTT median, spinning off (CELL_SPIN_US=0)',
+        cellmesh='cm_rtt_nospin',
+        baseline='trio_pingpong',
+        stat='median_us',
+        higher_is_better=False,
+        target=None,
         ratio_kind='x',
     ),
     Target(

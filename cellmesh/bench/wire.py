@@ -65,6 +65,15 @@ class Spec:
     side: str  # "cellmesh", "baseline", "floor" (Trio, in-process) or "reference" (pyzmq)
     shape: str  # "rtt", "rate" or "bulk"
     describe: str
+    #: The client's round (a kind of :mod:`.wire_client`); default: ``name``.
+    client: str = ""
+    #: Environment set for both processes of this measurement (on top of ours).
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def client_kind(self) -> str:
+        """The client round this measurement runs."""
+        return self.client or self.name
 
 
 SPECS: Final[tuple[Spec, ...]] = (
@@ -81,6 +90,15 @@ SPECS: Final[tuple[Spec, ...]] = (
         side="cellmesh",
         shape="rate",
         describe="cellmesh: 16 tasks, each `await syn.fire(Ping)` in a loop",
+    ),
+    Spec(
+        name="cm_fire16_nospin",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cm_fire16 with spinning off in both processes (CELL_SPIN_US=0)",
+        client="cm_fire16",
+        env=(("CELL_SPIN_US", "0"),),
     ),
     Spec(
         name="floor_wake256",
@@ -144,6 +162,15 @@ SPECS: Final[tuple[Spec, ...]] = (
         side="cellmesh",
         shape="rtt",
         describe="cellmesh Synapse.fire(Ping), one call outstanding",
+    ),
+    Spec(
+        name="cm_rtt_nospin",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rtt",
+        describe="cm_rtt with spinning off in both processes (CELL_SPIN_US=0)",
+        client="cm_rtt",
+        env=(("CELL_SPIN_US", "0"),),
     ),
     Spec(
         name="raw_pipeline",
@@ -236,12 +263,12 @@ SPECS: Final[tuple[Spec, ...]] = (
 )
 
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
-    ("floor_wake16", "cm_fire16", "raw_window16", "floor_wake256", "cm_fire256",
-     "raw_window256", "raw_pipeline"),
+    ("floor_wake16", "cm_fire16", "raw_window16", "cm_fire16_nospin", "floor_wake256",
+     "cm_fire256", "raw_window256", "raw_pipeline"),
     ("floor_checkpoint", "cm_signal_loop", "raw_oneway", "cm_signal_nowait"),
     ("cm_pipeline_rec", "raw_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal",
      "zmq_oneway"),
-    ("trio_pingpong", "cm_rtt", "unix_pingpong"),
+    ("trio_pingpong", "cm_rtt", "cm_rtt_nospin", "unix_pingpong"),
     ("cm_inline", "cm_vesicle", "raw_bulk"),
 )
 """Measurements compared with each other run back to back; order flips every round."""
@@ -266,13 +293,16 @@ class _Worker:
     _stderr_path: Path
 
     @classmethod
-    def start(cls, argv: Sequence[str], stderr_path: Path) -> _Worker:
+    def start(
+        cls, argv: Sequence[str], stderr_path: Path, env: Sequence[tuple[str, str]] = ()
+    ) -> _Worker:
         with stderr_path.open("wb") as err:
             proc = subprocess.Popen(
                 [sys.executable, *argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
+                env={**os.environ, **dict(env)} if env else None,
             )
         return cls(proc, stderr_path)
 
@@ -432,6 +462,7 @@ def run_wire_bench(
                 servers[spec.name] = _Worker.start(
                     ["-m", "cellmesh.bench.wire_server", spec.server, sock],
                     tmpdir / f"{spec.name}.server.err",
+                    spec.env,
                 )
             for spec in specs:
                 if spec.name in servers:
@@ -446,11 +477,12 @@ def run_wire_bench(
                     [
                         "-m",
                         "cellmesh.bench.wire_client",
-                        spec.name,
+                        spec.client_kind,
                         str(tmpdir / f"{spec.name}.sock"),
                         params.to_json(),
                     ],
                     tmpdir / f"{spec.name}.client.err",
+                    spec.env,
                 )
             for name, client in list(clients.items()):
                 try:

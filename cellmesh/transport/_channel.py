@@ -174,6 +174,7 @@ class Channel:
         self._reads_in_row = 0
         self._short_read = False  # the last read did not fill the buffer: wait first
         self._rview = _RecvBuffer.current().view
+        Flusher.current()  # a bad CELL_SPIN_US is a ConfigError here, as the channel is made
         self.closed = False
         self.broken: BaseException | None = None
         self.bytes_in = 0
@@ -322,7 +323,7 @@ class Channel:
         flusher = self._flusher
         if flusher is None:
             flusher = self._flusher = Flusher.current()
-            flusher.attach()
+            flusher.attach(self.sock.fileno())
         flusher.mark(self)
 
     def end_of_pass(self) -> bool:
@@ -504,7 +505,7 @@ class Channel:
         if self._below_cap is not None:
             self._below_cap.set()
         if self._flusher is not None:
-            self._flusher.detach(self)
+            self._flusher.detach(self, self.sock.fileno())
             self._flusher = None
         self.fds.close()
         for pending in self._queue:

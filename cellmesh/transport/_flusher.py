@@ -24,6 +24,11 @@ loop (see :mod:`cellmesh.transport._outbox`). The deferral is bounded by the
 flushable itself, so a flushable that is marked and not deferred is written
 within the pass that marked it.
 
+When the pass leaves the loop with nothing to run, the flusher may spin
+briefly before the I/O wait, polling its channels' sockets, so that a reply
+arriving within microseconds does not have to wake an idle CPU (see
+:mod:`cellmesh.transport._spin`; ``CELL_SPIN_US``).
+
 One flusher serves a whole Trio run; it lives in a :class:`trio.lowlevel.RunVar`
 (no module state), installs itself on first use and removes itself when the
 last flushable that used it detaches, so a Trio program without cellmesh
@@ -48,6 +53,8 @@ from typing import Final, Protocol
 
 import trio
 
+from ._spin import Spinner, spin_window_from_env
+
 
 class Flushable(Protocol):
     """Something with queued output that is written once per scheduler pass."""
@@ -69,10 +76,14 @@ class Flusher(trio.abc.Instrument):
         self._in_hook = False
         self._poked = False
         self._token = trio.lowlevel.current_trio_token()
+        self.spinner = Spinner(spin_window_from_env())  # ConfigError for a bad CELL_SPIN_US
 
     @staticmethod
     def current() -> Flusher:
-        """The flusher of the current Trio run (created and installed on first use)."""
+        """The flusher of the current Trio run (created on first use).
+
+        Raises :class:`~cellmesh.errors.ConfigError` if ``CELL_SPIN_US`` is bad.
+        """
         try:
             return _FLUSHER.get()
         except LookupError:
@@ -80,21 +91,26 @@ class Flusher(trio.abc.Instrument):
             _FLUSHER.set(flusher)
             return flusher
 
-    def attach(self) -> None:
-        """A flushable starts using this flusher (installs the instrument if needed)."""
+    def attach(self, fd: int) -> None:
+        """A flushable whose socket is ``fd`` starts using this flusher (installs
+        the instrument if needed; ``fd`` is polled while the loop spins)."""
         self._users += 1
+        self.spinner.watch(fd)
         if not self._installed:
             trio.lowlevel.add_instrument(self)
             self._installed = True
 
-    def detach(self, flushable: Flushable) -> None:
-        """``flushable`` is closed: forget it; uninstall once nobody uses the flusher."""
+    def detach(self, flushable: Flushable, fd: int) -> None:
+        """``flushable`` (socket ``fd``, still open) is closing: forget it; uninstall
+        once nobody uses the flusher."""
         self._dirty.pop(flushable, None)
+        self.spinner.unwatch(fd)
         self._users -= 1
         if self._users <= 0 and self._installed:
             self._users = 0
             self._installed = False
             self._dirty.clear()
+            self.spinner.close()
             with contextlib.suppress(KeyError):  # already removed by Trio
                 trio.lowlevel.remove_instrument(self)
 
@@ -107,9 +123,16 @@ class Flusher(trio.abc.Instrument):
         if self._in_hook:
             self._poked = True
 
+    def after_run(self) -> None:
+        """Trio's hook: the run is over; release the spinner's epoll set."""
+        self.spinner.close()
+
     def before_io_wait(self, timeout: float) -> None:
-        """Trio's hook: the pass is over; flush every dirty flushable once."""
+        """Trio's hook: the pass is over; flush every dirty flushable once, then
+        spin before a real wait if that pays (``timeout`` > 0: nothing to run)."""
         if not self._dirty:
+            if timeout > 0:
+                self.spinner.before_sleep(timeout)
             return
         dirty, self._dirty = self._dirty, {}
         self._in_hook = True
@@ -128,6 +151,8 @@ class Flusher(trio.abc.Instrument):
             self._poked = False
             if timeout > 0:
                 self._token.run_sync_soon(_nothing)
+        elif timeout > 0:
+            self.spinner.before_sleep(timeout)
 
 
 def _nothing() -> None:

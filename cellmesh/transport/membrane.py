@@ -68,6 +68,7 @@ from ..wire.proteins import (
 )
 from ._dispatch import Handler
 from ._fds import FdBudget
+from ._flusher import Flusher
 from ._options import MembraneOptions, MembraneStats
 from ._server_conn import ServerConnection
 from ._sockets import adopt_listener, bind_unix_listener
@@ -347,6 +348,7 @@ async def open_membrane(
     opts = membrane_options(options)
     if not callable(handler):
         raise ConfigError("handler", f"must be an async callable, got {handler!r}")
+    Flusher.current()  # a bad CELL_SPIN_US fails the start, not the first connection
     path: Path | None = None
     if listen_fd is not None:
         listener = adopt_listener(listen_fd)
