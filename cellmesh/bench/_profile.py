@@ -15,6 +15,8 @@ that was running into one of :data:`CATEGORIES`:
 * ``dispatch`` -- decoding frames and bodies, routing them, running
   handlers, matching replies to callers;
 * ``scheduling`` -- Trio's run loop, task switches, wake-ups, checkpoints;
+* ``spin`` -- polling the sockets before sleeping (:mod:`cellmesh.transport._spin`):
+  CPU spent instead of an idle core's wake-up;
 * ``other`` -- the benchmark's own loop (building the messages it sends).
 
 A stack is classified by its innermost frame that a rule recognises, so a
@@ -36,7 +38,7 @@ from typing import Any, Final
 
 __all__ = ["CATEGORIES", "Sampler", "classify"]
 
-CATEGORIES: Final = ("encode", "syscalls", "scheduling", "dispatch", "other")
+CATEGORIES: Final = ("encode", "syscalls", "scheduling", "dispatch", "spin", "other")
 
 _SYSCALL_MARKERS: Final = (
     ".sendmsg(", ".recvmsg_into(", ".recv(", ".recv_into(", ".send(", ".sendall(",
@@ -66,6 +68,7 @@ _RULES: Final[tuple[tuple[str, frozenset[str] | None, str], ...]] = (
         "signal_many", "_fire", "_fire_one", "_fire_one_raw",
     }), "encode"),
     ("cellmesh/transport/_client_conn", frozenset({"fit_frame"}), "encode"),
+    ("cellmesh/transport/_spin", None, "spin"),
     ("cellmesh/transport/_flusher", None, "scheduling"),
     ("cellmesh/transport/_channel", frozenset({"end_of_pass", "mark", "send"}), "scheduling"),
     ("cellmesh/transport", None, "dispatch"),

@@ -100,4 +100,5 @@ def test_profile_classify_by_innermost_known_frame() -> None:
     assert classify(frame_in("/x/site-packages/trio/_core/_run.py", "")) == "scheduling"  # type: ignore[arg-type]
     assert classify(frame_in("/x/cellmesh/transport/_channel.py", "sock.sendmsg(bufs)")) == (  # type: ignore[arg-type]
         "syscalls")
+    assert classify(frame_in("/x/cellmesh/transport/_spin.py", "if poll(0, 1):")) == "spin"  # type: ignore[arg-type]
     assert classify(sys._getframe()) == "other"  # a test frame: nothing known on the stack
