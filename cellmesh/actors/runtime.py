@@ -62,6 +62,7 @@ import trio
 from .._util import open_service_nursery
 from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
+from ..transport._spin import spin_window_from_env
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
 from . import _handover, _standby
@@ -234,6 +235,7 @@ class CellEnv:
             if not start.isdigit():
                 raise ConfigError("CELL_LISTEN_FDS_START", f"must be an fd number, got {start!r}")
             listen_fd = int(start)
+        spin_window_from_env(env)  # CELL_SPIN_US: refused here, with the other variables
         paths = Paths.from_env(env)
         return cls(
             name=name,

@@ -441,7 +441,8 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
         "profile: CPU per message (us), client | cell, split by sampling one extra round",
         "(encode: bodies, columns, frames; syscalls: send/recv/epoll; scheduling: Trio's run",
         " loop, task switches, wake-ups; dispatch: decode, routing, handlers, reply matching;",
-        " other: the benchmark loop itself)",
+        " spin: polling the sockets before sleeping, instead of an idle core's wake-up",
+        " (CELL_SPIN_US); other: the benchmark loop itself)",
     ]
     header = ["measurement", "side", "CPU/msg", *CATEGORIES, "samples"]
     rows: list[list[str]] = []

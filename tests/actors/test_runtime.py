@@ -292,6 +292,8 @@ def test_runtime_exits_137_on_memory_error(workdir: Path) -> None:
         ({"CELL_ENTRY": "os"}, "CELL_ENTRY", "exactly one Cell subclass"),
         ({"CELL_LISTEN_FDS": "x"}, "CELL_LISTEN_FDS", "must be a number of fds"),
         ({"CELL_DATA_DIR": "rel"}, "CELL_DATA_DIR", "absolute"),
+        ({"CELL_SPIN_US": "fast"}, "CELL_SPIN_US", "whole number of microseconds"),
+        ({"CELL_SPIN_US": "20000"}, "CELL_SPIN_US", "at most 10000"),
     ],
 )
 def test_runtime_env_errors_name_the_variable(
