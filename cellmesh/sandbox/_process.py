@@ -505,7 +505,10 @@ def runtime_env(
     bwrap would set anyway), ``PATH`` (unless declared),
     ``CELL_SOCKET_DIR``, ``CELL_LISTEN_FDS`` (count of fds from 3), and when
     present ``CELL_DATA_DIR``, ``CELL_DNA_DIR``, env-delivered secrets by
-    name and ``CELL_SECRET_FILE_<NAME>`` for file-delivered ones.
+    name and ``CELL_SECRET_FILE_<NAME>`` for file-delivered ones. A cell
+    limited to less than one CPU gets ``CELL_SPIN_US=0`` unless its env
+    declares it: polling before sleeping would spend the quota it is
+    throttled on.
     """
     extra: dict[str, str] = {
         "CELL_NAME": rec_spec.name,
@@ -514,8 +517,12 @@ def runtime_env(
         "PWD": cwd,
         "CELL_SOCKET_DIR": socket_dir,
     }
-    if "PATH" not in dict(rec_spec.env.items):
+    declared = dict(rec_spec.env.items)
+    if "PATH" not in declared:
         extra["PATH"] = path
+    cpu = rec_spec.limits.cpu
+    if cpu is not None and cpu < 1 and "CELL_SPIN_US" not in declared:
+        extra["CELL_SPIN_US"] = "0"
     if n_fds:
         extra["CELL_LISTEN_FDS"] = str(n_fds)
         extra["CELL_LISTEN_FDS_START"] = str(FIRST_PASSED_FD)

@@ -12,10 +12,12 @@ import pytest
 from cellmesh.sandbox import (
     CellBackend,
     CellSpec,
+    Limits,
     SandboxConfigError,
     WorkloadEnv,
     spawn_isolated_workload,
 )
+from cellmesh.sandbox._process import runtime_env
 
 from .conftest import workload_pid
 
@@ -206,3 +208,20 @@ def test_passed_fds_land_on_free_low_numbers() -> None:
     out = subprocess.run([PY, "-c", HOLES], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['0', '1', '2', '3', '4'] b'hello'"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "declared", "expected"),
+    [(0.5, None, "0"), (0.5, "40", "40"), (1.0, None, None), (None, None, None)],
+)
+def test_a_cell_under_one_cpu_does_not_spin_unless_its_env_says_so(
+    cpu: float | None, declared: str | None, expected: str | None
+) -> None:
+    """Polling before sleeping would spend the CPU quota the cell is throttled on."""
+    items = {} if declared is None else {"CELL_SPIN_US": declared}
+    spec = CellSpec(name="q", argv=[PY], env=WorkloadEnv(items=items), limits=Limits(cpu=cpu))
+    env = dict(runtime_env(
+        spec, n_fds=0, home="/h", cwd="/h", socket_dir="/s", data_dir=None, dna_dir=None,
+        path="/usr/bin", secrets=(), secret_files={},
+    ).items)
+    assert env.get("CELL_SPIN_US") == expected
