@@ -170,12 +170,14 @@ class Spinner:
 
     def watch(self, fd: int) -> None:
         """Poll ``fd`` for input while spinning (until :meth:`unwatch`)."""
-        if self.window <= 0 or fd < 0 or fd in self._fds:
+        if self.window <= 0 or fd < 0:
             return
         if self._epoll is None:
             self._epoll = select.epoll()
         try:
             self._epoll.register(fd, select.EPOLLIN)
+        except FileExistsError:  # registered already (a number reused before unwatch)
+            pass
         except OSError:  # closed already, or not pollable: nothing to spin on
             return
         self._fds.add(fd)

@@ -168,6 +168,29 @@ def test_the_spinner_sees_data_waiting_and_reports_a_miss_without_it() -> None:
         b.close()
 
 
+def test_a_descriptor_number_reused_without_unwatch_is_watched_again() -> None:
+    """A socket closed behind the spinner's back leaves the epoll set by itself;
+    the next socket with the same number must be registered anew."""
+    spinner = Spinner(0.0005)
+    a, b = socket.socketpair()
+    number = b.fileno()
+    spinner.watch(number)
+    a.close()
+    b.close()  # no unwatch
+    c, d = socket.socketpair()
+    try:
+        if number not in (c.fileno(), d.fileno()):
+            pytest.skip("the kernel did not reuse the number")
+        reader, writer = (c, d) if c.fileno() == number else (d, c)
+        spinner.watch(reader.fileno())
+        writer.send(b"x")
+        assert spinner.spin(10.0)
+    finally:
+        spinner.close()
+        c.close()
+        d.close()
+
+
 def test_before_sleep_spins_only_when_the_wait_is_longer_than_the_window() -> None:
     a, b = socket.socketpair()
     spinner = Spinner(0.0002)
