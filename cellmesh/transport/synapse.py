@@ -43,6 +43,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -425,8 +426,8 @@ class Synapse:
                 ids = call_ids or []
                 conn.next_id += n
                 pending = conn.pending
-                for j, call_id in enumerate(ids):
-                    pending[call_id] = (waiter, sent + j)
+                pending.update(zip(ids, zip(repeat(waiter), range(sent, sent + n), strict=False),
+                                   strict=True))
                 try:
                     conn.send_frame(data, self._frame_context(batch, sent))
                 except ChannelBroken as exc:

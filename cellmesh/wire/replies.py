@@ -232,6 +232,13 @@ def check_replies(requests: list[Request[R]], replies: list[Any], *, cell: str) 
     Looks the declaration up once per run of one request class, so a batch
     of one protein costs one lookup and an ``isinstance`` per reply.
     """
+    if len(requests) != len(replies):
+        raise ValueError(f"{len(requests)} requests but {len(replies)} replies")
+    classes = set(map(type, requests))
+    if len(classes) == 1:  # one request class (the common batch): checks at C speed
+        accepted_all = reply_types(classes.pop())
+        if accepted_all is None or set(map(type, replies)) <= set(accepted_all):
+            return replies
     last: type | None = None
     accepted: tuple[type, ...] | None = None
     for request, reply in zip(requests, replies, strict=True):
