@@ -64,7 +64,8 @@ def test_wire_bench_cellmesh_side_produces_numbers_and_a_profile() -> None:
     assert report["cellmesh_skipped"] is None
     ms = report["measurements"]
     for name in ("cm_rtt", "cm_pipeline", "cm_signal", "cm_inline", "cm_vesicle", "cm_fire16",
-                 "cm_fire256", "cm_signal_loop", "cm_signal_nowait", "cm_pipeline_rec"):
+                 "cm_fire256", "cm_signal_loop", "cm_signal_nowait", "cm_pipeline_rec",
+                 "cm_rtt_nospin", "cm_fire16_nospin"):
         assert "error" not in ms[name], ms[name].get("error")
     assert ms["cm_rtt"]["samples"] == params.rtt_samples
     assert ms["cm_pipeline"]["msgs_per_s"] > 0
