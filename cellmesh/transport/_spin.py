@@ -31,7 +31,12 @@ adaptive (:class:`SpinPolicy`, a pure state machine):
 A loop whose peers answer slowly, or that is idle, therefore spins for at
 most two windows and then one window per :data:`MAX_BACKOFF` waits; a loop
 in a fast request/reply exchange spins on every wait and never pays the
-wake-up. The flusher never spins when a deadline is due within the window,
+wake-up. Whatever the peers do, spinning takes at most
+:data:`MAX_SPIN_SHARE` of the time: once the spins of the current
+:data:`BUDGET_PERIOD` add up to that share of it, the loop sleeps at once
+until the next period. So a peer that trickles bytes just within the window
+(each one a hit) can make a process spend half its time spinning, not all
+of it. The flusher never spins when a deadline is due within the window,
 when a task is already runnable (the wait's timeout is zero), or when the
 process may use only one CPU (the peer would need the core we spin on).
 
@@ -64,6 +69,10 @@ MISSES_TO_STOP: Final = 2
 MIN_BACKOFF: Final = 16
 #: ... and every missed probe doubles the gap, up to this many waits.
 MAX_BACKOFF: Final = 1024
+#: Spinning takes at most this share of the time ...
+MAX_SPIN_SHARE: Final = 0.5
+#: ... counted over periods of this many seconds.
+BUDGET_PERIOD: Final = 0.010
 
 
 def spin_window_from_env(env: Mapping[str, str] | None = None) -> float:
@@ -106,24 +115,38 @@ class SpinPolicy:
     """When to spin: on after a hit, off after :data:`MISSES_TO_STOP` misses,
     probing with exponential backoff while off (see the module doc).
 
-    Pure: it sees only the outcomes it is told (:meth:`record`), so it can
-    be driven by a test exactly as by the flusher.
+    Also keeps the time budget (:data:`MAX_SPIN_SHARE` of each
+    :data:`BUDGET_PERIOD`). Pure: it sees only the times and outcomes it is
+    told (:meth:`should_spin`, :meth:`record`), so a test drives it exactly
+    as the flusher does, with made-up clocks.
     """
 
-    __slots__ = ("backoff", "hits", "misses", "on", "probes", "skip", "spins", "streak")
+    __slots__ = (
+        "backoff", "hits", "misses", "on", "over_budget", "period_spun", "period_start",
+        "probes", "skip", "spins", "streak",
+    )
 
     def __init__(self) -> None:
         self.on = True
         self.streak = 0  # misses in a row while on
         self.backoff = MIN_BACKOFF
         self.skip = 0  # waits left before the next probe while off
+        self.period_start = float("-inf")
+        self.period_spun = 0.0  # seconds spun in the current budget period
         self.spins = 0
         self.hits = 0
         self.misses = 0
         self.probes = 0
+        self.over_budget = 0  # waits that slept at once because the budget was spent
 
-    def should_spin(self) -> bool:
-        """About to sleep: spin first? (Counts the wait while off.)"""
+    def should_spin(self, now: float) -> bool:
+        """About to sleep at time ``now`` (seconds): spin first? (Counts the wait.)"""
+        if now - self.period_start >= BUDGET_PERIOD:
+            self.period_start = now
+            self.period_spun = 0.0
+        elif self.period_spun >= BUDGET_PERIOD * MAX_SPIN_SHARE:
+            self.over_budget += 1
+            return False
         if self.on:
             return True
         self.skip -= 1
@@ -132,9 +155,11 @@ class SpinPolicy:
         self.probes += 1
         return True
 
-    def record(self, hit: bool) -> None:
-        """The spin :meth:`should_spin` allowed ended with data (``hit``) or not."""
+    def record(self, hit: bool, spun: float) -> None:
+        """The spin :meth:`should_spin` allowed took ``spun`` seconds and ended
+        with data (``hit``) or not."""
         self.spins += 1
+        self.period_spun += spun
         if hit:
             self.hits += 1
             self.on = True
@@ -201,9 +226,13 @@ class Spinner:
     def before_sleep(self, timeout: float) -> None:
         """The loop is about to wait ``timeout`` seconds for I/O: spin first if it pays."""
         window = self.window
-        if timeout < window or window <= 0 or not self._fds or not self.policy.should_spin():
+        if timeout < window or window <= 0 or not self._fds:
             return
-        self.policy.record(self.spin(window))
+        policy = self.policy
+        start = time.perf_counter()
+        if policy.should_spin(start):
+            hit = self.spin(window)
+            policy.record(hit, time.perf_counter() - start)
 
     def spin(self, window: float) -> bool:
         """Poll the watched sockets for up to ``window`` seconds; True once one is readable."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +28,10 @@ from cellmesh.errors import ConfigError
 from cellmesh.transport import _spin
 from cellmesh.transport._flusher import Flusher
 from cellmesh.transport._spin import (
+    BUDGET_PERIOD,
     DEFAULT_SPIN_US,
     MAX_BACKOFF,
+    MAX_SPIN_SHARE,
     MAX_SPIN_US,
     MIN_BACKOFF,
     MISSES_TO_STOP,
@@ -96,35 +100,50 @@ def test_any_value_is_a_window_within_bounds_or_a_config_error(raw: str) -> None
 # -- the policy ------------------------------------------------------------------
 
 
+class Waits:
+    """Made-up times for a policy: one wait per second, so the time budget
+    (a share of each 10 ms period) never binds unless a test wants it to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+SPUN = 0.0001  # what each made-up spin took
+
+
 def test_two_misses_stop_spinning_and_probes_back_off_exponentially() -> None:
-    policy = SpinPolicy()
+    policy, now = SpinPolicy(), Waits()
     for _ in range(MISSES_TO_STOP):
-        assert policy.should_spin()
-        policy.record(False)
+        assert policy.should_spin(now())
+        policy.record(False, SPUN)
     assert not policy.on
     gaps = []
     for _ in range(5):  # five missed probes
         waits = 1
-        while not policy.should_spin():
+        while not policy.should_spin(now()):
             waits += 1
         gaps.append(waits)
-        policy.record(False)
+        policy.record(False, SPUN)
     assert gaps == [MIN_BACKOFF, 2 * MIN_BACKOFF, 4 * MIN_BACKOFF, 8 * MIN_BACKOFF,
                     16 * MIN_BACKOFF]
-    while not policy.should_spin():
+    while not policy.should_spin(now()):
         pass
-    policy.record(True)  # a probe that sees data turns spinning back on
+    policy.record(True, SPUN)  # a probe that sees data turns spinning back on
     assert policy.on and policy.backoff == MIN_BACKOFF
-    assert all(policy.should_spin() for _ in range(10))
+    assert all(policy.should_spin(now()) for _ in range(10))
 
 
 def test_one_miss_between_hits_keeps_spinning() -> None:
-    policy = SpinPolicy()
+    policy, now = SpinPolicy(), Waits()
     for _ in range(100):
-        assert policy.should_spin()
-        policy.record(True)
-        assert policy.should_spin()
-        policy.record(False)
+        assert policy.should_spin(now())
+        policy.record(True, SPUN)
+        assert policy.should_spin(now())
+        policy.record(False, SPUN)
     assert policy.on and policy.spins == 200
 
 
@@ -133,18 +152,54 @@ def test_wasted_spins_are_bounded_whatever_the_peer_does(answers_in_time: list[b
     """Each wait either spins or not; a spin misses when the peer is slow. However
     the outcomes fall, spins that miss are at most two per hit (plus two), and
     spins while off at most one per MIN_BACKOFF waits."""
-    policy = SpinPolicy()
+    policy, now = SpinPolicy(), Waits()
     waits_off = 0
     for in_time in answers_in_time:
         was_on = policy.on
         if not was_on:
             waits_off += 1
-        if policy.should_spin():
-            policy.record(in_time)
+        if policy.should_spin(now()):
+            policy.record(in_time, SPUN)
         assert MIN_BACKOFF <= policy.backoff <= MAX_BACKOFF
     assert policy.misses <= MISSES_TO_STOP * (policy.hits + 1) + policy.probes
     assert policy.probes <= waits_off // MIN_BACKOFF + 1
     assert policy.spins == policy.hits + policy.misses
+
+
+@given(st.lists(st.tuples(st.floats(0, 0.0002), st.floats(0, 0.0003), st.booleans()),
+                min_size=1, max_size=3000))
+def test_spinning_takes_at_most_half_the_time_whatever_the_timing(
+    steps: list[tuple[float, float, bool]],
+) -> None:
+    """Each step: a wait (maybe a spin of up to 200 us, hit or miss), then up to
+    300 us of work. Over any run, spinning is at most MAX_SPIN_SHARE of the time,
+    plus one spin per budget period (the one that crossed the line)."""
+    policy = SpinPolicy()
+    now = spun_total = 0.0
+    for spin_for, work, hit in steps:
+        if policy.should_spin(now):
+            policy.record(hit, spin_for)
+            now += spin_for
+            spun_total += spin_for
+        now += work
+    longest = 0.0002
+    periods = now / BUDGET_PERIOD + 1
+    assert spun_total <= MAX_SPIN_SHARE * now + periods * longest + BUDGET_PERIOD * MAX_SPIN_SHARE
+
+
+def test_a_peer_that_is_always_just_in_time_gets_half_the_time_not_all() -> None:
+    """A trickle where every spin hits after 90 us and the work between is 10 us:
+    without the budget the loop would spin 90% of the time."""
+    policy = SpinPolicy()
+    now = spun_total = 0.0
+    while now < 1.0:
+        if policy.should_spin(now):
+            policy.record(True, 0.00009)
+            now += 0.00009
+            spun_total += 0.00009
+        now += 0.00001
+    assert policy.over_budget > 0
+    assert 0.45 <= spun_total / now <= MAX_SPIN_SHARE + 0.01
 
 
 # -- the spinner, on real sockets ------------------------------------------------
@@ -315,3 +370,50 @@ def test_connection_churn_leaves_no_watched_socket_and_no_descriptor(
     assert 1 <= max(watched) <= 2  # the client's and the server's end of one connection
     assert watched[-1] == 0
     assert open_fds() == before
+
+
+TRICKLE = """
+import socket, struct, sys, time
+import cbor2
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+hello = cbor2.dumps([0, 1, "trickle", {}, {"max_frame_size": 1 << 20}])
+sock.sendall(struct.pack(">I", len(hello)) + hello)  # docs/protocol.md 4.1
+sock.recv(65536)  # the membrane's hello: the connection is now served
+sock.sendall(struct.pack(">I", 60000))  # then a frame that never completes
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    sock.send(b"\\xa0")
+    time.sleep(0.00005)
+sock.close()
+"""
+
+
+async def test_a_peer_trickling_bytes_cannot_make_the_loop_spin_more_than_half_the_time(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: a local client sends one byte every ~50-100 us (just inside the
+    window), so every spin of the membrane's loop is a hit. The loop spins at
+    most MAX_SPIN_SHARE of the time (plus one window per budget period), and
+    keeps answering a legitimate caller meanwhile."""
+    monkeypatch.setattr(_spin, "_usable_cpus", lambda: 2)
+    monkeypatch.setenv(SPIN_ENV, "200")
+    async with open_membrane("napper", _receptors(), socket_dir=sockdir, registry=REG):
+        spinner = Flusher.current().spinner
+        spun0, t0 = spinner.spun, time.perf_counter()
+        attacker = await trio.lowlevel.open_process(
+            [sys.executable, "-c", TRICKLE, str(sockdir / "napper.sock"), "0.6"]
+        )
+        async with Synapse.grow("napper", socket_dir=sockdir, registry=REG) as syn:
+            answered = 0
+            with trio.move_on_after(0.5):
+                while True:
+                    await syn.fire(Nap(seconds=0.001))
+                    answered += 1
+        await attacker.wait()
+        elapsed = time.perf_counter() - t0
+        spun = spinner.spun - spun0
+    assert attacker.returncode == 0
+    assert answered > 10
+    periods = elapsed / BUDGET_PERIOD + 1
+    assert spun <= MAX_SPIN_SHARE * elapsed + periods * 0.0002 + BUDGET_PERIOD
