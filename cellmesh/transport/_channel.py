@@ -167,14 +167,16 @@ class Channel:
         self._in_pass = False  # end_of_pass is running: a mark asks for the next pass
         self._writing = False  # _write is running: send() only queues
         self._remark = False
-        self._flusher: Flusher | None = None
+        # The run's flusher (a bad CELL_SPIN_US is a ConfigError here, as the
+        # channel is made); the channel attaches to it when it first sends.
+        self._flusher = Flusher.current()
+        self._attached = False
         self._wake_writer = trio.Event()
         self._flushed: trio.Event | None = None
         self._below_cap: trio.Event | None = None
         self._reads_in_row = 0
         self._short_read = False  # the last read did not fill the buffer: wait first
         self._rview = _RecvBuffer.current().view
-        Flusher.current()  # a bad CELL_SPIN_US is a ConfigError here, as the channel is made
         self.closed = False
         self.broken: BaseException | None = None
         self.bytes_in = 0
@@ -320,11 +322,10 @@ class Channel:
         if self._marked or self.closed:
             return
         self._marked = True
-        flusher = self._flusher
-        if flusher is None:
-            flusher = self._flusher = Flusher.current()
-            flusher.attach(self.sock.fileno())
-        flusher.mark(self)
+        if not self._attached:
+            self._attached = True
+            self._flusher.attach(self.sock.fileno())
+        self._flusher.mark(self)
 
     def end_of_pass(self) -> bool:
         """Called by the flusher: let the owner encode, then write what is queued."""
@@ -428,8 +429,7 @@ class Channel:
 
     def woke_tasks(self) -> None:
         """Code that may run inside the end-of-pass hook woke a task (see Flusher.poke)."""
-        if self._flusher is not None:
-            self._flusher.poke()
+        self._flusher.poke()
 
     def _fail(self, exc: BaseException) -> None:
         first = self.broken is None
@@ -504,9 +504,9 @@ class Channel:
             self._flushed.set()
         if self._below_cap is not None:
             self._below_cap.set()
-        if self._flusher is not None:
+        if self._attached:
+            self._attached = False
             self._flusher.detach(self, self.sock.fileno())
-            self._flusher = None
         self.fds.close()
         for pending in self._queue:
             if pending.done is not None:

@@ -87,7 +87,11 @@ class Waiter(ReplyBatch):
                 self.result = result
 
     def ended(self) -> bool:
-        """True once completed (or given up): nothing more needs to be sent for it."""
+        """True once completed (or given up): nothing more needs to be sent for it.
+
+        A method, not ``done`` read inline: ``_fire`` asks again after an
+        await, and a type checker would take the attribute as still False.
+        """
         return self.done
 
     async def wait(self, abort: Callable[[Any], trio.lowlevel.Abort]) -> Any:

@@ -130,10 +130,12 @@ class Flusher(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         """Trio's hook: the pass is over; flush every dirty flushable once, then
         spin before a real wait if that pays (``timeout`` > 0: nothing to run)."""
-        if not self._dirty:
-            if timeout > 0:
-                self.spinner.before_sleep(timeout)
-            return
+        poked = self._flush_dirty(timeout) if self._dirty else False
+        if timeout > 0 and not poked:  # the loop is going to sleep: spin first if it pays
+            self.spinner.before_sleep(timeout)
+
+    def _flush_dirty(self, timeout: float) -> bool:
+        """Flush every dirty flushable once; True if one of them woke a task."""
         dirty, self._dirty = self._dirty, {}
         self._in_hook = True
         try:
@@ -147,12 +149,10 @@ class Flusher(trio.abc.Instrument):
                     self._dirty[flushable] = None
         finally:
             self._in_hook = False
-        if self._poked:
-            self._poked = False
-            if timeout > 0:
-                self._token.run_sync_soon(_nothing)
-        elif timeout > 0:
-            self.spinner.before_sleep(timeout)
+        poked, self._poked = self._poked, False
+        if poked and timeout > 0:
+            self._token.run_sync_soon(_nothing)
+        return poked
 
 
 def _nothing() -> None:

@@ -123,7 +123,7 @@ class SpinPolicy:
 
     __slots__ = (
         "backoff", "hits", "misses", "on", "over_budget", "period_spun", "period_start",
-        "probes", "skip", "spins", "streak",
+        "probes", "skip", "spins", "spun", "streak",
     )
 
     def __init__(self) -> None:
@@ -133,6 +133,7 @@ class SpinPolicy:
         self.skip = 0  # waits left before the next probe while off
         self.period_start = float("-inf")
         self.period_spun = 0.0  # seconds spun in the current budget period
+        self.spun = 0.0  # seconds spun in all
         self.spins = 0
         self.hits = 0
         self.misses = 0
@@ -159,6 +160,7 @@ class SpinPolicy:
         """The spin :meth:`should_spin` allowed took ``spun`` seconds and ended
         with data (``hit``) or not."""
         self.spins += 1
+        self.spun += spun
         self.period_spun += spun
         if hit:
             self.hits += 1
@@ -189,7 +191,6 @@ class Spinner:
     def __init__(self, window: float) -> None:
         self.window = window
         self.policy = SpinPolicy()
-        self.spun = 0.0  # seconds spent spinning, for tests and the bench
         self._epoll: select.epoll | None = None
         self._fds: set[int] = set()
 
@@ -215,6 +216,11 @@ class Spinner:
         if self._epoll is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
+
+    @property
+    def spun(self) -> float:
+        """Seconds spent spinning so far (for tests and the bench)."""
+        return self.policy.spun
 
     def close(self) -> None:
         """Forget every socket and close the epoll set."""
@@ -242,14 +248,10 @@ class Spinner:
         poll = epoll.poll
         yield_core = os.sched_yield
         clock = time.perf_counter
-        start = clock()
-        end = start + window
-        try:
-            while True:
-                if poll(0, 1):
-                    return True
-                yield_core()  # let a thread waiting for this core (maybe our peer) run
-                if clock() >= end:
-                    return False
-        finally:
-            self.spun += clock() - start
+        end = clock() + window
+        while True:
+            if poll(0, 1):
+                return True
+            yield_core()  # let a thread waiting for this core (maybe our peer) run
+            if clock() >= end:
+                return False
