@@ -13,7 +13,8 @@ Theory of operation
   :meth:`~cellmesh.consensus.RaftNode.add_server`: learner, caught up in
   rounds, promoted: dissertation 4.2.1), ``RemoveReplica``
   (:meth:`~cellmesh.consensus.RaftNode.remove_server`),
-  ``TransferLeadership`` (dissertation 3.10). A replica that does not lead
+  ``TransferLeadership`` (dissertation 3.10: to the voter named, or else to
+  the most up-to-date other voter). A replica that does not lead
   refuses with ``AdminRefused(code="not_leader", leader=<hint>)``.
 * ``ReplicaStatusRequest``, ``StateDigestRequest`` and, at the leader,
   ``ReplicaProgressRequest`` (a hot swap's proof that a restarted replica
@@ -23,7 +24,7 @@ Theory of operation
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol
 
 import attrs
@@ -69,6 +70,20 @@ from .replicated_proteins import (
 #: Election timeouts to wait for a leadership transfer.
 TRANSFER_ELECTIONS: Final = 4
 _MAX_PATH: Final = 4096
+
+
+def most_up_to_date(
+    voters: Iterable[int],
+    match_index: Callable[[int], int | None],
+    heard_from: Callable[[int], bool],
+) -> int:
+    """The voter to hand leadership to: one the leader heard from lately before
+    one it did not (a replica that is down cannot take over), then the one
+    whose log the leader knows to be longest (its match index), then the
+    lowest id."""
+    return min(
+        voters, key=lambda voter: (not heard_from(voter), -(match_index(voter) or 0), voter)
+    )
 
 
 class Replica(Protocol):
@@ -227,22 +242,28 @@ class PeerSide:
         async def change() -> str:
             node = self.replica.node
             me = node.status().id
-            voters = sorted(self.replica.membership().voters - {me})
             if msg.to is None:
+                voters = self.replica.membership().voters - {me}
                 if not voters:
                     raise InvalidConfigChange("no other voter to hand leadership to")
-                target = voters[0]  # the core catches it up before handing over (3.10)
+                # The core catches the target up before handing over (3.10): a
+                # live, up-to-date voter takes over quickest.
+                target = most_up_to_date(voters, node.match_index, node.heard_from)
             else:
                 target = node_id(msg.to)
                 if target == me:
                     return f"replica {msg.to} already leads"
             node.transfer_leadership(target)
-            with trio.fail_after(self.replica.election_timeout * TRANSFER_ELECTIONS):
+            wait = self.replica.election_timeout * TRANSFER_ELECTIONS
+            with trio.move_on_after(wait):
                 while node.status().leader in (None, me):
                     with trio.move_on_after(self.replica.election_timeout / 4):
                         await node.wait_changed()
             new = node.status().leader
-            assert new is not None
+            if new is None or new == me:
+                raise CellmeshError(
+                    f"replica {replica_id(target)} did not take over within {wait:g} s"
+                )
             if new != target and msg.to is not None:
                 raise CellmeshError(f"replica {replica_id(new)} leads instead of {msg.to}")
             return f"replica {replica_id(new)} leads"
@@ -250,4 +271,4 @@ class PeerSide:
         return await self._change("transferring leadership", change)  # type: ignore[no-any-return]
 
 
-__all__ = ["PeerSide", "Replica"]
+__all__ = ["PeerSide", "Replica", "most_up_to_date"]

@@ -358,9 +358,16 @@ class MembershipChanges:
         def moved() -> bool:
             return group.view().leader not in (None, leader)
 
-        await self._at_leader(
-            group, lambda a, peer: a.transfer(group.name, peer, None), done=moved
-        )
+        async def transfer(admin: ReplicaAdmin, peer: Path) -> None:
+            try:
+                await admin.transfer(group.name, peer, None)
+            except RootRequestError as exc:
+                # The voter it chose did not take over in time (it fell behind,
+                # or died meanwhile): ask again; done() stops a repeat once
+                # another replica leads.
+                raise LeaderBusy(str(exc)) from exc
+
+        await self._at_leader(group, transfer, done=moved)
         await self._wait(group, moved,
                          f"another replica than {replica_name(group.name, leader)} to lead")
 
@@ -453,6 +460,7 @@ class MembershipChanges:
         lost with its leader is not repeated once it has taken effect.
         """
         admin = self.admin
+        last = ""
         with trio.move_on_after(timeout):
             target: int | None = None
             while not done():
@@ -469,12 +477,17 @@ class MembershipChanges:
                         continue  # ask the leader it named, at once
                 except CellUnavailable:
                     target = None
-                except LeaderBusy:
-                    pass  # its previous change commits within a heartbeat or an election
+                except LeaderBusy as exc:
+                    # Its previous change commits within a heartbeat or an
+                    # election (a transfer that timed out: its next try).
+                    last = exc.reason
                 with trio.move_on_after(1.0):
                     await group.changed.wait()
             return
-        raise RootRequestError(group.name, f"no leader accepted the request within {timeout:g} s")
+        why = f" (the last refusal: {last})" if last else ""
+        raise RootRequestError(
+            group.name, f"no leader accepted the request within {timeout:g} s{why}"
+        )
 
 
 __all__ = [

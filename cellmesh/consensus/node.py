@@ -214,6 +214,11 @@ class RaftNode:
         progress = self._core.progress(node)
         return None if progress is None else progress.match
 
+    def heard_from(self, node: int) -> bool:
+        """True if this leader had an answer from ``node`` within about an election timeout."""
+        progress = self._core.progress(node)
+        return progress is not None and progress.recent_active
+
     def status(self) -> NodeStatus:
         """The node's current role, leader, term and progress counters."""
         core = self._core

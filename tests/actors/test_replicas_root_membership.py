@@ -20,7 +20,7 @@ from bankload import GROUP, BankLoad, bank, deposit_all
 from test_replicas_root_bank import bank_root, bwrap
 
 from cellmesh import Synapse
-from cellmesh.actors.control import ChangeReplicas
+from cellmesh.actors.control import Ack, ChangeReplicas
 
 __all__ = ["bwrap"]  # the fixture, imported
 
@@ -41,6 +41,7 @@ async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
             await nursery.start(load.driver.run)
             await load.driver.progress(30)
             grown = await ctl.fire(ChangeReplicas(name=GROUP, count=5))
+            assert isinstance(grown, Ack), grown
             assert grown.text == "bank: 3 -> 5 replicas; added bank/3, bank/4"
             assert bank(root).members() == [0, 1, 2, 3, 4]
             await load.driver.progress(30)
@@ -49,8 +50,9 @@ async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
             await bank(root).kill(first)
             await bank(root).new_leader(before)
             await load.driver.progress(30)
-            shrunk = (await ctl.fire(ChangeReplicas(name=GROUP, count=3))).text
-            assert shrunk == "bank: 5 -> 3 replicas; removed bank/3, bank/4"
+            shrunk = await ctl.fire(ChangeReplicas(name=GROUP, count=3))
+            assert isinstance(shrunk, Ack), shrunk
+            assert shrunk.text == "bank: 5 -> 3 replicas; removed bank/3, bank/4"
             await load.driver.progress(30)
             load.driver.stop()
         assert bank(root).members() == [0, 1, 2]

@@ -13,6 +13,7 @@ import trio
 
 import cellmesh
 from cellmesh import Cell, OutcomeUnknown, RemoteCellError, Synapse
+from cellmesh.actors._replica_admin import most_up_to_date
 from cellmesh.actors._replica_entries import ResultKind, command_op
 from cellmesh.actors.control import ReplicaStats
 from cellmesh.actors.replicated_proteins import (
@@ -226,6 +227,35 @@ async def test_replicated_group_grows_and_shrinks_one_replica_at_a_time() -> Non
                         break
                 assert (await syn.fire(Deposit(id="after", account="a", amount=1))).ok
                 await g.wait_converged([1, 2])
+
+
+def test_replicated_group_transfer_target_is_a_live_then_up_to_date_voter() -> None:
+    match = {1: 40, 2: 50, 3: 50, 4: None}
+    heard = {1: True, 2: False, 3: True, 4: True}
+    pick = lambda voters: most_up_to_date(voters, match.get, heard.__getitem__)  # noqa: E731
+    assert pick({1, 2, 3, 4}) == 3  # 2 is as far along, but silent
+    assert pick({1, 4}) == 1  # a voter the leader tracks no index of counts as behind
+    assert pick({2}) == 2  # a silent voter is still a candidate when it is the only one
+    heard[2] = True
+    assert pick({1, 2, 3}) == 2  # equals: the lowest id
+
+
+async def test_replicated_group_hands_leadership_to_a_live_voter_not_a_stopped_one() -> None:
+    """``TransferLeadership(to=None)`` with the lowest-id follower down: the other one
+    takes over (it used to pick the lowest id and time out on the stopped replica)."""
+    with trio.fail_after(60):
+        async with open_replica_group(Bank, name="bank") as g:
+            async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
+                assert (await syn.fire(Deposit(id="d0", account="a", amount=1))).ok
+                old = await g.leader()
+                down, live = sorted(r for r in g.members if r != old)
+                await g.stop(down)
+                for i in range(5):  # the live follower's log moves past the stopped one's
+                    assert (await syn.fire(Deposit(id=f"w{i}", account="a", amount=1))).ok
+                done = await g.transfer(None)
+                assert done.detail == f"replica {live} leads"
+                assert await g.leader([old, live]) == live
+                assert (await syn.fire(Deposit(id="after", account="a", amount=1))).ok
 
 
 async def test_replicated_group_admin_requests_at_a_follower_name_the_leader() -> None:
