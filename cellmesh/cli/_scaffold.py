@@ -1,4 +1,4 @@
-"""``cellmesh init DIR``: write a small working mesh (manifest, two cells, a client).
+"""``cellmesh init DIR``: write a small working mesh (manifest, two cells, a client, tests).
 
 The files come from the package data under ``cellmesh/cli/_init_template/``
 (shipped in the wheel). Python files carry a ``.tmpl`` suffix there so that
@@ -68,9 +68,10 @@ def write_mesh(directory: Path) -> list[Path]:
 
 
 def init(directory: Path, /) -> int:
-    """Write a small working mesh into DIR: a manifest, two cells and a client.
+    """Write a small working mesh into DIR: a manifest, two cells, a client and its tests.
 
-    Then run it with `cellmesh up -f DIR/cellmesh.toml` and `python DIR/client.py`.
+    Then run it with `cellmesh up -f DIR/cellmesh.toml` and `python DIR/client.py`,
+    and its tests with `python -m pytest DIR` (needs pytest and pytest-trio).
     Existing files are never overwritten.
 
     Parameters
@@ -88,6 +89,7 @@ def init(directory: Path, /) -> int:
     print(f"  python {directory / 'client.py'}")
     print("  cellmesh status")
     print("  cellmesh down")
+    print(f"  python -m pytest {directory}   # its tests (pip install pytest pytest-trio)")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Tests of the hello mesh (written by `cellmesh init`), as a user writes them.
 
-Run with `python -m pytest examples/hello` (pytest with pytest-trio, whose
-`trio_mode` runs async tests and fixtures in Trio). docs/testing.md walks
-through it.
+Run pytest on this directory (`python -m pytest hello` after `cellmesh init
+hello`; `pip install pytest pytest-trio` first). Each test but the last starts
+a real root and real cell processes. docs/testing.md walks through it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 One (slow) test: build the wheel from a copy of the source tree, install it
 into a fresh venv in a temporary directory (dependencies from the package
 index), and there run `cellmesh init`, `cellmesh up`, the client,
-`cellmesh status` and `cellmesh down`, as a pip user would.
+`cellmesh status`, `cellmesh down` and the tests init wrote, as a pip user
+would.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def test_the_quick_start_works_from_an_installed_wheel(workdir: Path) -> None:
     assert "cellmesh/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/ATTRIBUTION") for n in names)
     assert "cellmesh/cli/_init_template/cells/protocol.py.tmpl" in names
+    assert "cellmesh/cli/_init_template/test_hello.py.tmpl" in names
     assert not any(n.startswith(("tests/", "examples/")) for n in names)
 
     run([sys.executable, "-m", "venv", str(workdir / "venv")], cwd=workdir, env=env)
@@ -82,3 +84,11 @@ def test_the_quick_start_works_from_an_installed_wheel(workdir: Path) -> None:
         down = subprocess.run([cellmesh, "down"], cwd=workdir, env=user, capture_output=True,
                               text=True, timeout=120, check=False)
     assert down.returncode == 0 and "root stopped" in down.stdout, down.stderr
+
+    # The tests init wrote pass as the quick start says, with only pytest and
+    # pytest-trio added (no configuration: they mark themselves).
+    run([str(bin_dir / "pip"), "install", "-q", "pytest", "pytest-trio"], cwd=workdir, env=env,
+        timeout=600)
+    tests = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "hello"], cwd=workdir,
+                env={k: v for k, v in user.items() if k != "CELL_HOME"})
+    assert "4 passed" in tests.stdout, tests.stdout
