@@ -62,6 +62,7 @@ from .control import (
     SwapCell,
     SwapReport,
     WipeReplica,
+    swap_times_problem,
 )
 from .errors import RootRequestError, UnknownCell
 from .manifest import CellDecl, Manifest
@@ -136,6 +137,9 @@ class Operator:
         raise RootRequestError(type(msg).__name__, "is not a control request")
 
     async def _swap(self, msg: SwapCell) -> SwapReport:
+        problem = swap_times_problem(msg.timeout, msg.grace)
+        if problem is not None:
+            raise RootRequestError(msg.name, f"cannot be swapped: {problem}")
         if self.is_group(msg.name):  # a replicated cell: one replica at a time
             return await self.swap_group(msg.name, msg.timeout, msg.grace, msg.rollback)
         slot = self._slot(msg.name)

@@ -27,7 +27,13 @@ from ..errors import CellmeshError, ConfigError
 from ._cells import CellSlot
 from ._launch import Launcher
 from ._swap import Swapper
-from .control import ReloadManifest, ReloadReport, RestartRecord, SwapReport
+from .control import (
+    ReloadManifest,
+    ReloadReport,
+    RestartRecord,
+    SwapReport,
+    swap_times_problem,
+)
 from .dna import hash_path
 from .errors import DnaError, RootRequestError
 from .manifest import CellDecl, Manifest, load_manifest
@@ -107,8 +113,9 @@ async def reload_mesh(
     Raises :class:`RootRequestError` when the manifest is invalid or asks
     for a change that cannot be made live (nothing is changed then).
     """
-    if not (request.timeout > 0 and request.grace >= 0):  # (NaN fails both)
-        raise RootRequestError("reload", "needs timeout > 0 and grace >= 0")
+    problem = swap_times_problem(request.timeout, request.grace)
+    if problem is not None:
+        raise RootRequestError("reload", f"{problem} (nothing was changed)")
     try:
         new = await trio.to_thread.run_sync(_load, host.manifest.path)
     except (ConfigError, OSError) as exc:

@@ -255,6 +255,26 @@ class Ack:
     text: str
 
 
+#: The longest ``timeout`` or ``grace`` a swap or reload accepts (an hour): every
+#: wait of a swap has a bound (docs/swap.md).
+MAX_SWAP_SECONDS: Final = 3600.0
+
+
+def swap_times_problem(timeout: float, grace: float) -> str | None:
+    """Why ``timeout`` and ``grace`` cannot bound a swap, or None when they can.
+
+    ``timeout`` must be more than 0 and ``grace`` at least 0, both at most
+    :data:`MAX_SWAP_SECONDS` (so NaN and infinity are refused). A local client
+    may send any float: the root checks before it starts anything.
+    """
+    if not 0 < timeout <= MAX_SWAP_SECONDS:
+        return (f"timeout must be more than 0 and at most {MAX_SWAP_SECONDS:g} seconds, "
+                f"got {timeout!r}")
+    if not 0 <= grace <= MAX_SWAP_SECONDS:
+        return f"grace must be from 0 to {MAX_SWAP_SECONDS:g} seconds, got {grace!r}"
+    return None
+
+
 @protein("cellmesh.ctl.SwapCell")
 class SwapCell:
     """Swap cell ``name`` to the current content of its DNA (docs/swap.md).
@@ -571,9 +591,8 @@ class CellDown:
 
 
 __all__ = [
-    "CONTROL_LIMITS",
-    "UMBILICAL_LIMITS",
     "Ack",
+    "CONTROL_LIMITS",
     "CellDown",
     "CellReady",
     "CellStats",
@@ -584,13 +603,14 @@ __all__ = [
     "Handover",
     "KillCell",
     "Link",
+    "MAX_SWAP_SECONDS",
     "Monitor",
     "MonitorRef",
     "NextOrder",
+    "REPLICA_ROLES",
     "Refused",
     "ReloadManifest",
     "ReloadReport",
-    "REPLICA_ROLES",
     "ReplicaInfo",
     "ReplicaStats",
     "RestartRecord",
@@ -607,6 +627,8 @@ __all__ = [
     "SwapOut",
     "SwapReport",
     "SwapVerdict",
+    "UMBILICAL_LIMITS",
     "Unlink",
     "WipeReplica",
+    "swap_times_problem",
 ]

@@ -15,7 +15,15 @@ from typing import Final, TextIO
 import cyclopts
 import trio
 
-from ..actors.control import ReloadManifest, ReloadReport, StatusReply, SwapCell, SwapReport
+from ..actors.control import (
+    MAX_SWAP_SECONDS,
+    ReloadManifest,
+    ReloadReport,
+    StatusReply,
+    SwapCell,
+    SwapReport,
+)
+from ..actors.membership import parse_replica_name
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import ConfigError
 from ._client import control_call
@@ -93,8 +101,14 @@ def _streams(
 ) -> tuple[TextIO, TextIO]:
     """Check ``--timeout`` and ``--grace``; the output streams (stdout, stderr by default)."""
     check_seconds("--timeout", timeout)
-    if not grace >= 0:
-        raise ConfigError("--grace", f"must be >= 0 seconds, got {grace!r}")
+    if timeout > MAX_SWAP_SECONDS:
+        raise ConfigError(
+            "--timeout", f"must be at most {MAX_SWAP_SECONDS:g} seconds, got {timeout!r}"
+        )
+    if not 0 <= grace <= MAX_SWAP_SECONDS:  # (NaN and infinity fail)
+        raise ConfigError(
+            "--grace", f"must be from 0 to {MAX_SWAP_SECONDS:g} seconds, got {grace!r}"
+        )
     return (out if out is not None else sys.stdout, err if err is not None else sys.stderr)
 
 
@@ -110,7 +124,8 @@ def run_swap(
         raise ConfigError("--rollback", "applies to one cell NAME, not --all")
     paths = Paths.from_env()
     if name is not None:
-        check_cell_name(name, source="NAME")
+        replica = parse_replica_name(name)  # X/1: the root explains that the group is swapped
+        check_cell_name(name if replica is None else replica[0], source="NAME")
         report = trio.run(control_call, paths, SwapCell(
             name=name, timeout=timeout, grace=grace, rollback=rollback,
         ))

@@ -126,6 +126,11 @@ async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
             echo_pid = next(c.pid for c in root.status().cells if c.name == "echo")
             dry = await reload(root, dry_run=True)
             assert dry.ok and dry.lines == ["would nothing changed"]
+            async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
+                for timeout, grace in ((float("inf"), 0.1), (20.0, float("inf")), (0.0, 0.1)):
+                    with pytest.raises(RootRefused, match=r"reload: (timeout|grace) must .*"
+                                       r"\(nothing was changed\)"):
+                        await ask_root(syn, ReloadManifest(timeout=timeout, grace=grace))
             (home / "counter.py").write_text(source("b"))
             (home / "cellmesh.toml").write_text(
                 BASE.replace("intensity = 3", "intensity = 7")

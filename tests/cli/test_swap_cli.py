@@ -140,5 +140,21 @@ def test_swap_and_reload_commands_as_a_user_runs_them(home: Path) -> None:
 
     usage = cellmesh(home, "swap")
     assert usage.returncode == 2 and "give one cell NAME or --all" in usage.stderr
+    for option, value in (("--grace", "inf"), ("--grace", "nan"), ("--grace", "-1"),
+                          ("--timeout", "inf"), ("--timeout", "7200")):
+        refused = cellmesh(home, "swap", "counter", option, value)
+        assert refused.returncode == 2 and f"{option}: must" in refused.stderr, refused.stderr
     unknown = cellmesh(home, "swap", "ghost")
     assert unknown.returncode == 1 and "no cell named 'ghost' (cells: counter)" in unknown.stderr
+
+
+def test_swap_of_one_replica_reaches_the_root_which_explains_to_swap_the_group(
+    tmp_path: Path,
+) -> None:
+    """`cellmesh swap bank/1` is not a bad name: the root refuses it saying to swap the
+    group (tests/actors/test_swap_replicated.py checks that refusal). Here no root runs,
+    so the command gets as far as looking for one; a malformed group still is a bad NAME."""
+    replica = cellmesh(tmp_path, "swap", "bank/1")
+    assert replica.returncode == 1 and "no root is running" in replica.stderr, replica.stderr
+    bad = cellmesh(tmp_path, "swap", "ba d/1")
+    assert bad.returncode == 2 and "NAME: 'ba d' is not a valid cell name" in bad.stderr
