@@ -55,7 +55,10 @@ class NotALedger(CellmeshError):
     """The cell exists but does not answer the ledger's requests."""
 
     def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"cell {name!r} is not a ledger (entry cellmesh.ledger:Ledger): {why}")
+        super().__init__(
+            f"cell {name!r} is not a ledger (a ledger cell's manifest entry is "
+            f"\"cellmesh.ledger:Ledger\"): {why}"
+        )
         self.name = name
 
 

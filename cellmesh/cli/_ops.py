@@ -616,7 +616,8 @@ def register(app: cyclopts.App) -> None:
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
         over the last report interval, null when idle), "backend", "dna"
         (the first 12 hex digits of the code's content hash), "version" (the
-        cell class's version, "" if it declares none), "swap" (the phase of a
+        cell class's version, "" if it declares none or has not started
+        yet: a dormant cell's code is not imported), "swap" (the phase of a
         hot swap in progress, or null), "last_exit" (the last crash: exit
         status and the exception the cell reported, or null), "last_exit_at"
         (Unix time or null), "replica": null for a plain cell; for a replica
