@@ -19,6 +19,15 @@ runs) the replica binds its own peer socket at its own path in
 :class:`~cellmesh.ConfigError` naming the variable; the runtime turns that
 into exit code 2. Raft node ids are replica ids plus one (Raft ids are
 positive): :func:`node_id` and :func:`replica_id` convert.
+
+``CELL_REPLICA_PEERS`` lists the group's members *now*, while
+``CELL_REPLICA_BOOTSTRAP`` lists its *first* voters: once the membership has
+changed (``replicas 1`` then ``replicas 3``: members 0, 3, 4 of a group
+bootstrapped with 0, 1, 2) they disagree, and rightly so. A replica with
+data ignores the bootstrap (its log and snapshot hold the configuration),
+so the first voters are checked against the peers only when they are used:
+when :attr:`ReplicaSpec.bootstrap` is read, which only a replica starting
+on an empty data dir does (``prepare_data_dir``).
 """
 
 from __future__ import annotations
@@ -83,7 +92,9 @@ class ReplicaSpec:
 
     replica: int
     peers: Mapping[int, str]
-    bootstrap: tuple[int, ...]
+    #: ``CELL_REPLICA_BOOTSTRAP`` as given (ids, none twice), not checked against
+    #: the peers: a replica with data never uses it (see :attr:`bootstrap`).
+    bootstrap_ids: tuple[int, ...]
     join: bool
     peer_fd: int | None
     data_dir: Path
@@ -93,6 +104,25 @@ class ReplicaSpec:
     def own_path(self) -> str:
         """This replica's own peer socket path."""
         return self.peers[self.replica]
+
+    @property
+    def bootstrap(self) -> tuple[int, ...]:
+        """The first voters, for a replica that bootstraps a new group (empty data dir).
+
+        Raises :class:`ConfigError` naming ``CELL_REPLICA_BOOTSTRAP`` when a
+        voter has no path in ``CELL_REPLICA_PEERS`` (a group that could never
+        reach it). Read only where the bootstrap is used: a replica restarting
+        from its own data keeps the configuration its log holds, whatever the
+        group's membership has become since its bootstrap (module doc).
+        """
+        missing = [r for r in self.bootstrap_ids if r not in self.peers]
+        if missing:
+            raise ConfigError(
+                "CELL_REPLICA_BOOTSTRAP",
+                f"names replica {missing[0]}, which CELL_REPLICA_PEERS has no path for "
+                "(a new group's first voters must all be peers)",
+            )
+        return self.bootstrap_ids
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None) -> ReplicaSpec:
@@ -115,13 +145,6 @@ class ReplicaSpec:
             raise ConfigError("CELL_REPLICA_JOIN", f"must be 1 or 0, got {join_raw!r}")
         join = join_raw == "1"
         bootstrap = _ids(env.get("CELL_REPLICA_BOOTSTRAP", ""), "CELL_REPLICA_BOOTSTRAP")
-        if not join:
-            missing = [r for r in bootstrap if r not in peers]
-            if missing:
-                raise ConfigError(
-                    "CELL_REPLICA_BOOTSTRAP",
-                    f"names replica {missing[0]}, which CELL_REPLICA_PEERS has no path for",
-                )
         fds = env.get("CELL_LISTEN_FDS", "")
         peer_fd = None
         if fds not in ("", "0"):
@@ -142,7 +165,7 @@ class ReplicaSpec:
         return cls(
             replica=replica,
             peers=peers,
-            bootstrap=bootstrap,
+            bootstrap_ids=bootstrap,
             join=join,
             peer_fd=peer_fd,
             data_dir=data_dir,

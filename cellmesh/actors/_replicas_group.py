@@ -229,13 +229,15 @@ class GroupHandle:
             raise RootRequestError(group.name, refused)  # a start failure for the parent
 
     def _no_quorum(self, failed: dict[int, str]) -> str:
+        """Why the group cannot start: the replicas that failed so far (the others may be
+        starting still: nothing is said of them, they may fail too)."""
         group = self.group
         why = "; ".join(
             f"{replica_name(group.name, i)}: {text}" for i, text in sorted(failed.items())
         )
         return (
-            f"only {len(group.members) - len(failed)} of {len(group.members)} replicas "
-            f"could start (a majority is {majority(len(group.members))}): {why}"
+            f"{len(failed)} of {len(group.members)} replicas could not start "
+            f"(a majority is {majority(len(group.members))}): {why}"
         )
 
     async def _start_all(self, members: list[Member]) -> dict[int, str] | None:

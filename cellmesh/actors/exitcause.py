@@ -81,12 +81,17 @@ class Failure:
         """The failure for an operator; ``key`` is the cell's manifest table (``cells.x``).
 
         ``cells.x.entry: module 'kv.nosuch' not found ...``,
+        ``cells.x: CELL_REPLICA_ID: is not set, but ...`` (another variable),
         ``cells.x.entry: importing the cell's code raised ImportError: ...``,
         ``ValueError in on_start: boom``, ``KeyError: 'k'``.
         """
         if self.stage == "config":
             field = _SOURCE_KEYS.get(self.source or "")
-            return f"{key}.{field}: {self.message}" if field else f"{key}: {self.message}"
+            if field:
+                return f"{key}.{field}: {self.message}"
+            if self.source:  # the message reads after its variable: "is not set: ..."
+                return f"{key}: {self.source}: {self.message}"
+            return f"{key}: {self.message}"
         error = f"{self.type_name}: {self.message}" if self.message else self.type_name
         if self.stage == "import":
             return f"{key}.entry: importing the cell's code raised {error}"

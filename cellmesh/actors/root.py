@@ -55,6 +55,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._util import open_service_nursery
 from ..config import (
     Paths,
     check_cell_name,
@@ -179,7 +180,9 @@ class Root:
     async def run(self, *, task_status: trio.TaskStatus[Root] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, supervise, serve; return after a stop (raise on escalation)."""
         try:
-            async with trio.open_nursery() as nursery:
+            # A setup error (a group's data dir, a socket path) leaves unwrapped: it is
+            # the cause `cellmesh up`, the root's log and its last words must show.
+            async with open_service_nursery() as nursery:
                 self._nursery = nursery
                 # Every background task goes through this: none can stop the root.
                 self._tasks = Background(nursery, self.log)

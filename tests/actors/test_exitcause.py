@@ -52,7 +52,8 @@ def test_describe_names_the_manifest_key_or_the_exception() -> None:
         "cells.kv.entry: module 'kv.x' not found"
     )
     assert d("config", "CELL_DNA_DIR") == "cells.kv.dna: boom"
-    assert d("config", "CELL_NAME") == "cells.kv: boom"
+    assert d("config", "CELL_NAME") == "cells.kv: CELL_NAME: boom"
+    assert d("config") == "cells.kv: boom"
     assert d("import") == "cells.kv.entry: importing the cell's code raised ValueError: boom"
     assert d("start") == "ValueError in on_start: boom"
     assert d("start", message="") == "ValueError in on_start"

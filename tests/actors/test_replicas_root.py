@@ -319,7 +319,7 @@ async def test_replicas_root_up_with_a_broken_replica_starts_on_the_majority() -
             async with running(group_toml(), home=home):
                 pass
         texts = " ".join(str(e) for e in leaves(caught.value, BaseException))
-        assert "only 1 of 3 replicas could start (a majority is 2)" in texts
+        assert "2 of 3 replicas could not start (a majority is 2)" in texts
         assert "grp/1: exit code 1: RuntimeError in on_start: corrupt at byte 7" in texts
         assert "grp/2: exit code 1: RuntimeError in on_start: corrupt at byte 9" in texts
     finally:
@@ -422,7 +422,7 @@ async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervis
     assert "reached_max_restart_intensity (child 'grp')" in str(escalation)
     log = [f"{r.cell}: {r.reason}" for r in root.restart_log]
     assert "grp: lost its quorum: grp/1, grp/2 given up" in log, log
-    assert any(r.startswith("grp: failed to start") and "only 1 of 3 replicas could start" in r
+    assert any(r.startswith("grp: failed to start") and "2 of 3 replicas could not start" in r
                for r in log), log
 
 
