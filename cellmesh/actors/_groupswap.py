@@ -20,8 +20,9 @@ the answers to its actions, one at a time:
 * :class:`~cellmesh.actors.groupswap.Restart`: stop the replica's supervisor
   and start a fresh one (the standby takes over: the start is a pipe write);
   the restart is not counted as one, and monitors of the replica get no
-  ``CellDown`` for it (the root skips the exit of a replica whose slot shows
-  a swap phase);
+  ``CellDown`` for it (the root skips the exits and start failures of a
+  replica whose slot shows a swap phase: a new process that fails is the
+  swap's rollback cause, not a crash in the restart log or ``status``);
 * :class:`~cellmesh.actors.groupswap.CatchUp`: the replica's runtime, asked
   on its peer socket (``ReplicaStatusRequest``), must answer that it applied
   the commit index the other members had when it became ready, **and** the
@@ -29,6 +30,10 @@ the answers to its actions, one at a time:
   it. The stats a replica sends on its umbilical are not used: any code in
   its sandbox -- the new version may be hostile -- can send those. Then
   ``grace`` seconds of probation: an exit then fails the step.
+
+History: each member's ``previous_dna`` changes only if the swap changed its
+code in the end (:meth:`GroupSwapper._settle`), so ``--rollback`` goes back to
+the code before the last swap that took effect, as for a plain cell.
 
 Every wait is bounded by ``timeout`` per step, every remote request by its
 connect timeout. The swap runs in a task of the root (interrupting the
@@ -71,6 +76,7 @@ from .groupswap import (
     Transfer,
     agreed_leader,
 )
+from .manifest import CellDecl
 from .membership import is_voter, replica_name
 from .swap import Outcome
 
@@ -92,8 +98,11 @@ class _Run:
     core: GroupSwap
     entry: DnaEntry
     old: dict[int, DnaEntry]
-    #: Each member's ``previous_dna`` before the swap (a rollback puts it back).
-    previous: dict[int, DnaEntry | None]
+    #: Each member's declaration before the swap (its ``previous_decl`` if it changes code).
+    old_decl: dict[int, CellDecl]
+    #: Each member's ``previous_dna`` / ``previous_decl`` before the swap: kept by a member
+    #: whose code the swap did not change in the end (:meth:`GroupSwapper._settle`).
+    previous: dict[int, tuple[DnaEntry | None, CellDecl | None]]
     timeout: float
     grace: float
     started: float
@@ -101,6 +110,8 @@ class _Run:
     to_version: str = ""
     failed_tail: list[str] = attrs.Factory(list)
     timeline: dict[str, float] = attrs.Factory(dict)
+    #: A member's restart count when the swap first restarted it, until it caught up.
+    restarts: dict[int, int] = attrs.Factory(dict)
 
 
 @attrs.define(eq=False)
@@ -212,7 +223,9 @@ class GroupSwapper:
                 outcome=Outcome.RETARGETED, cause="", new_code=tuple(members), old_code=()
             ), started=started, from_version=from_version, old=old, to_dna=entry.digest)
         run = _Run(group=group, handle=handle, core=core, entry=entry, old=old,
-                   previous={i: m.slot.previous_dna for i, m in members.items()},
+                   old_decl={i: m.slot.decl for i, m in members.items()},
+                   previous={i: (m.slot.previous_dna, m.slot.previous_decl)
+                             for i, m in members.items()},
                    timeout=timeout, grace=grace, started=started, from_version=from_version)
         self.log(f"root: swap of {group.name}: to DNA {entry.digest[:12]}, one replica at a time")
         leader = await self._leader(group, None, timeout)
@@ -237,6 +250,8 @@ class GroupSwapper:
                 self._report(group, core, run, finish, started=started,
                              from_version=from_version, old=old)
             raise
+        finally:
+            self._settle(run)
         return self._report(group, core, run, finish, started=started,
                             from_version=from_version, old=old)
 
@@ -274,14 +289,13 @@ class GroupSwapper:
             group.touch()
             entry = run.entry if action.new else run.old.get(action.replica, run.entry)
             cause = await self._preload(run, member, entry)
-            if not action.new:  # back to where it was: its previous code too
-                member.slot.previous_dna = run.previous.get(action.replica)
             return core.preloaded() if cause is None else core.preload_failed(cause)
         if isinstance(action, Restart):
             group.change = f"swap: restarting {name}"
             group.touch()
             if action.new:
                 self._event(member.slot, "swap_started", to_dna=run.entry.digest[:12])
+            run.restarts.setdefault(action.replica, member.slot.restarts)
             cause = await self._restart(run, member)
             if cause is not None:
                 run.failed_tail = [member.part.failure()] if member.part.failure() else []
@@ -291,10 +305,19 @@ class GroupSwapper:
         group.change = f"swap: {name} catching up"
         group.touch()
         t0 = trio.current_time()
+        instance = member.slot.instance
         cause = await self._catch_up(run, member)
         if cause is not None:
             run.failed_tail = [member.part.failure()] if member.part.failure() else []
+            if not _serving(member.slot, instance):
+                # It exited, and its supervisor restarts it on the code that failed: stop
+                # that now (the rollback starts it on the old code, with a fresh budget).
+                await run.handle.stop_member(member)
             return core.catch_up_failed(cause)
+        # A process of the swap's that crashed since its restart (and that its supervisor
+        # restarted) was the swap's failure, not a restart of the replica: the count goes
+        # back once the replica caught up (on the old code, after a rollback) or at the end.
+        member.slot.restarts = run.restarts.pop(action.replica, member.slot.restarts)
         run.timeline[name] = round((trio.current_time() - run.started) * 1000.0, 1)
         if action.replica in core.new_code:
             run.to_version = member.slot.version
@@ -317,6 +340,29 @@ class GroupSwapper:
             slot.previous_dna, slot.previous_decl = slot.dna, slot.decl
         slot.dna, slot.dna_digest = entry, entry.digest
 
+    @staticmethod
+    def _settle(run: _Run) -> None:
+        """Each member's history once the swap is over, however it ended.
+
+        A member whose code the swap changed remembers the code it ran before
+        (``--rollback`` goes back to it); a member on the code it ran before
+        the swap -- never swapped, its new code did not import, or rolled
+        back -- keeps the history it had, so a swap that did not take effect
+        leaves nothing behind (docs/swap.md). Restart counts the swap saved
+        are put back.
+        """
+        for i, m in run.group.members.items():
+            slot = m.slot
+            if i in run.restarts:
+                slot.restarts = run.restarts.pop(i)
+            before = run.old.get(i)
+            if before is None or slot.dna is None or i not in run.previous:
+                continue
+            if slot.dna.digest == before.digest:
+                slot.previous_dna, slot.previous_decl = run.previous[i]
+            else:
+                slot.previous_dna, slot.previous_decl = before, run.old_decl[i]
+
     async def _preload(self, run: _Run, m: Member, entry: DnaEntry) -> str | None:
         """Make ``entry`` the code of ``m``'s next start, with a standby that imported it.
 
@@ -328,7 +374,7 @@ class GroupSwapper:
         try:
             await self.launcher.link(slot, entry)
             await self._retire(slot)
-            self._install(slot, entry)
+            slot.dna, slot.dna_digest = entry, entry.digest  # (its history: _settle)
             pipe = self.launcher.preload(slot)
             if pipe is None:
                 return None  # no free id for a standby now: the restart spawns afresh

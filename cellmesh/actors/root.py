@@ -116,7 +116,6 @@ from .policy import (
     ChildSpec,
     ExitReason,
     Restart,
-    ShutdownExit,
     Strategy,
     SupervisorSpec,
 )
@@ -484,7 +483,7 @@ class Root:
         if event.kind in ("start_failed", "escalated", "delaying"):
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
-        if event.kind == "start_failed":
+        if event.kind == "start_failed" and not _swapping(self.slots.get(event.child_id)):
             self._record(event.child_id, f"failed to start: {event.detail}")
 
     def _record(self, cell: str, reason: str) -> None:
@@ -509,12 +508,17 @@ class Root:
         failure = instance.failure
         if self.metrics is not None:
             self.metrics.observe_exit(slot, reason)
+        swapping = _swapping(slot)
         if isinstance(reason, AbnormalExit):
-            self._record(slot.name, text)
-            slot.last_exit = (text, time.time())
-            self.log(f"root: cell {slot.name} exited abnormally: {text}")
-        if slot.replica is not None and slot.swap_phase and isinstance(reason, ShutdownExit):
-            return  # a replica stopped by a swap to start again: not a CellDown (docs/swap.md)
+            if not swapping:
+                self._record(slot.name, text)
+                slot.last_exit = (text, time.time())
+            during = " during a swap" if swapping else ""
+            self.log(f"root: cell {slot.name} exited abnormally{during}: {text}")
+        if swapping:
+            # A replica a swap stopped, or its new (or rolled-back) process failing: the
+            # swap reports it; not a crash, not a CellDown, no link fires (docs/swap.md).
+            return
         effects = self._watches.exited(
             slot.name, text, abnormal=isinstance(reason, AbnormalExit), is_running=self._running
         )
@@ -756,6 +760,12 @@ def _check_target(target: object) -> None:
         check_cell_name(target if replica is None else replica[0], source="target")
     except ConfigError as exc:
         raise RootRequestError("target", exc.problem) from None
+
+
+def _swapping(slot: CellSlot | None) -> bool:
+    """``slot`` is a replica a group swap stops and starts now: its processes' exits and
+    start failures are the swap's to report (its rollback cause), not the replica's."""
+    return slot is not None and slot.replica is not None and bool(slot.swap_phase)
 
 
 def _stderr_log(text: str) -> None:
