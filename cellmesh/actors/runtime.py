@@ -62,6 +62,7 @@ import trio
 from .._util import open_service_nursery
 from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
+from ..transport._sockets import listener_problem
 from ..transport._spin import spin_window_from_env
 from ..transport.membrane import Membrane, open_membrane
 from ..transport.synapse import Synapse
@@ -532,6 +533,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
         spec: CellEnv | None = None
         try:
             spec = CellEnv.from_env(env)
+            _check_listener(spec)
             cls = spec.load_class()
             _check_replicated(env, cls, spec)
         except ConfigError as exc:
@@ -666,6 +668,20 @@ def wait_for_go(env: Mapping[str, str]) -> Go | None:
     A bad value is left for :func:`run_cell` to report.
     """
     return _standby.wait_for_go(env, _preload)
+
+
+def _check_listener(spec: CellEnv) -> None:
+    """The inherited membrane socket is there (step 1, before any of the cell's code runs):
+    a ConfigError naming ``CELL_LISTEN_FDS`` if not, so the cell exits 2 at once."""
+    if spec.listen_fd is None:
+        return
+    problem = listener_problem(spec.listen_fd)
+    if problem is not None:
+        raise ConfigError(
+            "CELL_LISTEN_FDS",
+            f"says the membrane's listening socket is inherited at fd {spec.listen_fd} "
+            f"(CELL_LISTEN_FDS_START), but fd {problem}",
+        )
 
 
 def _preload(env: Mapping[str, str]) -> None:

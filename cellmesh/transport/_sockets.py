@@ -76,16 +76,28 @@ def bind_unix_listener(path: Path, backlog: int = 1024, *, mode: int = 0o600) ->
         os.close(dir_fd)
 
 
-def adopt_listener(fd: int) -> socket.socket:
-    """Wrap an inherited listening AF_UNIX stream socket fd (socket activation)."""
+def listener_problem(fd: int) -> str | None:
+    """Why ``fd`` is not an inherited listening AF_UNIX stream socket (None: it is).
+
+    Only looks: the descriptor is neither taken over nor closed.
+    """
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise ConfigError("listen_fd", f"{fd} is not a socket ({exc})") from None
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        return f"{fd} is not a socket ({exc.strerror or exc})"
+    try:
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            return f"{fd} is not an AF_UNIX stream socket"
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return f"{fd} is not listening"
+        return None
+    finally:
         sock.detach()
-        raise ConfigError("listen_fd", f"{fd} is not an AF_UNIX stream socket")
-    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        sock.detach()
-        raise ConfigError("listen_fd", f"{fd} is not listening")
-    return sock
+
+
+def adopt_listener(fd: int) -> socket.socket:
+    """Wrap an inherited listening AF_UNIX stream socket fd (socket activation)."""
+    problem = listener_problem(fd)
+    if problem is not None:
+        raise ConfigError("listen_fd", problem)
+    return socket.socket(fileno=fd)

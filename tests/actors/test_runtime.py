@@ -151,6 +151,8 @@ def listener(workdir: Path) -> Iterator[socket.socket]:
 
 
 def run_sync(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The runtime standalone: no inherited listener (it would bind its own socket)."""
+    env = {k: v for k, v in env.items() if k != "CELL_LISTEN_FDS"}
     return subprocess.run(
         [PY, "-m", "cellmesh.actors.runtime"], env=env, capture_output=True, text=True,
         timeout=60, check=False,
@@ -449,3 +451,44 @@ async def test_runtime_standby_exits_quietly_when_not_needed(
         proc.kill()
     assert code == 0
     assert err == ""
+
+
+@pytest.mark.parametrize("passed", ["pipe", "unbound socket", "nothing"])
+def test_runtime_checks_the_inherited_listener_before_any_cell_code(
+    workdir: Path, passed: str
+) -> None:
+    """CELL_LISTEN_FDS=1 with no listening socket at its fd is a bad env contract: exit 2
+    in step 1, one line naming CELL_LISTEN_FDS, before the class is even imported."""
+    (workdir / "dna" / "loud_cell.py").write_text(
+        "import pathlib, os\n"
+        "pathlib.Path(os.environ['CELL_DATA_DIR'], 'imported').write_text('yes')\n"
+        "import cellmesh\n"
+        "class Loud(cellmesh.Cell):\n"
+        "    pass\n"
+    )
+    keep: list[Any] = []
+    if passed == "pipe":
+        r, w = os.pipe()
+        keep += [r, w]
+        fd = r
+    elif passed == "unbound socket":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        keep.append(sock)
+        fd = sock.fileno()
+    else:
+        fd = 97  # nothing open there
+    try:
+        result = subprocess.run(
+            [PY, "-m", "cellmesh.actors.runtime"],
+            env=cell_env(workdir, CELL_ENTRY="loud_cell:Loud", CELL_LISTEN_FDS_START=str(fd)),
+            pass_fds=() if passed == "nothing" else (fd,),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    finally:
+        for item in keep:
+            item.close() if isinstance(item, socket.socket) else os.close(item)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CELL_LISTEN_FDS: " in lines[0], result.stderr
+    assert f"inherited at fd {fd}" in lines[0]
+    assert not (workdir / "data" / "imported").exists()  # no cell code ran
