@@ -77,6 +77,8 @@ _BACKOFF_KEYS: Final = ("initial", "factor", "max")
 
 _RESTARTS: Final = tuple(r.value for r in Restart)
 _STRATS: Final = tuple(s.value for s in Strategy)
+#: What the top supervisor may be (it has no template to start children from).
+_TOP_STRATS: Final = tuple(s for s in _STRATS if s != Strategy.SIMPLE_ONE_FOR_ONE.value)
 _ACTIVATIONS: Final = ("eager", "on_demand")
 _MAX_INT: Final = (1 << 63) - 1  # TOML integers are signed 64-bit
 _MAX_SIZE: Final = 1 << 62
@@ -530,7 +532,10 @@ class ManifestReader:
         def k(field: str) -> str:
             return key_path(key, field)
 
-        strategy = Strategy(self.choice(t.get("strategy", "one_for_one"), k("strategy"), _STRATS))
+        raw = t.get("strategy", "one_for_one")
+        if top and raw == Strategy.SIMPLE_ONE_FOR_ONE.value:
+            self.fail(k("strategy"), "the top supervisor cannot be simple_one_for_one")
+        strategy = Strategy(self.choice(raw, k("strategy"), _TOP_STRATS if top else _STRATS))
         children: list[str] = []
         for item_key, child in self.name_list(t.get("children", []), k("children")):
             kind = kinds.get(child)
@@ -550,9 +555,7 @@ class ManifestReader:
                 self.fail(k("template"), "only a simple_one_for_one supervisor has one")
             if kinds.get(template) != "template":
                 self.fail(k("template"), f"no template named {template!r}")
-        if strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            if top:
-                self.fail(k("strategy"), "the top supervisor cannot be simple_one_for_one")
+        if strategy is Strategy.SIMPLE_ONE_FOR_ONE:  # (never the top one: refused above)
             if template is None:
                 self.fail(k("template"), "is required for simple_one_for_one")
             if children:

@@ -637,6 +637,13 @@ def test_manifest_simple_one_for_one_rules() -> None:
     )
     e = error('[supervisor]\nstrategy = "simple_one_for_one"\n')
     assert e.key == "supervisor.strategy"
+    assert e.problem == "the top supervisor cannot be simple_one_for_one"
+    # a bad value lists only what the top supervisor may take
+    e = error('[supervisor]\nstrategy = "one_for_none"\n')
+    assert (e.key, e.problem) == ("supervisor.strategy", "expected one of 'one_for_one', "
+                                  "'one_for_all', 'rest_for_one', got 'one_for_none'")
+    e = error('[supervisors.p]\nstrategy = "one_for_none"\n')
+    assert "'simple_one_for_one'" in e.problem  # a nested one may be
 
 
 def test_manifest_replicas_declares_a_replicated_cell_with_data() -> None:
