@@ -124,8 +124,12 @@ TAIL_LINES: Final = 6
 TAIL_CELLS: Final = 3
 
 
-def start_failure(exc: BaseException, paths: Paths) -> str:
-    """Why the mesh did not start, with the last output lines of the cells at fault."""
+def start_failure(exc: BaseException, paths: Paths, since: float | None = None) -> str:
+    """Why the mesh did not start, with the last output lines of the cells at fault.
+
+    ``since`` (Unix time): show only lines written from then on, so a log left by
+    an earlier mesh in the same home is not taken for this start's output.
+    """
     if isinstance(exc, CellsCannotStart):
         text, cells = str(exc), exc.cells
     elif isinstance(exc, SupervisorEscalation) and exc.reason == FAILED_TO_START:
@@ -137,7 +141,10 @@ def start_failure(exc: BaseException, paths: Paths) -> str:
             records = read_log(paths.log_dir, name).records
         except (OSError, ConfigError):
             continue
-        lines = [r.text for r in records if r.event is None][-TAIL_LINES:]
+        lines = [
+            r.text for r in records
+            if r.event is None and (since is None or (r.ts is not None and r.ts >= since))
+        ][-TAIL_LINES:]
         if lines:
             text += f"\n  the last lines of `cellmesh logs {name}`:"
             text += "".join(f"\n    {clean(line, 300)}" for line in lines)
@@ -160,6 +167,7 @@ async def _foreground(
             ready_fd = None
 
     code = 0
+    started = time.time() - 1.0  # (log stamps are the cells' clocks: a second of slack)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         try:
             async with open_service_nursery() as nursery:
@@ -191,7 +199,7 @@ async def _foreground(
 
                 nursery.start_soon(on_signals)
         except Exception as exc:
-            report(f"failed: {start_failure(exc, paths)}")
+            report(f"failed: {start_failure(exc, paths, since=started)}")
             print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
             code = 1
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)

@@ -166,8 +166,14 @@ def test_up_checks_every_entry_before_starting_anything(home: Path) -> None:
         '[cells.cache]\ndna = "rootcells.py"\nentry = "rootcells.nosuch:X"\n'
         'activation = "on_demand"\n'
     )
+    # What an earlier mesh in this home left in the log is not this start's output.
+    (home / "logs").mkdir(exist_ok=True)
+    (home / "logs" / "cache.log").write_text(
+        "2020-01-02T03:04:05.000000Z an earlier mesh's cache said this\n"
+    )
     failed = cellmesh(home, "up")
     assert failed.returncode == 1
+    assert "an earlier mesh" not in failed.stderr, failed.stderr
     assert failed.stderr.splitlines()[:2] == [
         "cellmesh: error: the mesh did not start: 1 cell cannot start:",
         "  cells.cache.entry: module 'rootcells.nosuch' not found in the cell's code "
