@@ -199,8 +199,10 @@ async def _foreground(
 
                 nursery.start_soon(on_signals)
         except Exception as exc:
-            report(f"failed: {start_failure(exc, paths, since=started)}")
+            # The log line first: once `up` reads the report it stops waiting (and kills
+            # this process if it lingers), so root.log must already hold the cause.
             print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
+            report(f"failed: {start_failure(exc, paths, since=started)}")
             code = 1
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)
     return code

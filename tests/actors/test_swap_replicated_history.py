@@ -17,47 +17,27 @@ Through the real root under bwrap, with a 3-replica bank
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-
 import pytest
-from bankload import GROUP, bank, bank_toml, deposit_all
-from replswapcells import Code, WhichCode, source
+from bankload import GROUP, bank, deposit_all
+from replswapcells import source
+from test_swap_replicated import (  # the same real group under bwrap, and its helpers
+    MEMBERS,
+    bank_root,
+    control,
+    versions,
+    which,
+    whole,
+)
 
-from cellmesh import Synapse
 from cellmesh.actors.control import StatusReply, StatusRequest, SwapCell, SwapReport
-from cellmesh.actors.groupswap import agreed_leader
 from cellmesh.actors.root import Root
 from cellmesh.sandbox._events import read_events
-from cellmesh.testing.mesh import open_root
-from cellmesh.testing.rootfaults import until
-
-MEMBERS = (0, 1, 2)
 
 
 @pytest.fixture
 def bwrap(bwrap_usable: str | None) -> None:
     if bwrap_usable is not None:
         pytest.skip(bwrap_usable)
-
-
-@asynccontextmanager
-async def bank_root(version: str) -> AsyncIterator[tuple[Root, Path]]:
-    home = Path(tempfile.mkdtemp(prefix="csh-", dir="/tmp"))
-    try:
-        (home / "bankcell.py").write_text(source(version))
-        async with open_root(home, bank_toml(3), sandbox="bwrap", stop_timeout=20) as root:
-            yield root, home
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-async def control(root: Root, msg: object) -> object:
-    async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
-        return await ctl.fire(msg)
 
 
 async def swap(root: Root, *, rollback: bool = False, timeout: float = 30.0,
@@ -68,20 +48,6 @@ async def swap(root: Root, *, rollback: bool = False, timeout: float = 30.0,
     return report
 
 
-async def whole(root: Root) -> int:
-    """Every member runs and a majority agrees on a leader; return it."""
-    group = root._replicas.groups[GROUP]
-
-    def ready() -> bool:
-        return (len(group.stats()) == len(group.members)
-                and agreed_leader(group.stats(), len(group.members)) is not None)
-
-    await until(root, ready, "every replica running and an agreed leader")
-    leader = agreed_leader(group.stats(), len(group.members))
-    assert leader is not None
-    return leader
-
-
 def history(root: Root) -> dict[int, tuple[str, str | None]]:
     """Each replica's DNA and the DNA ``--rollback`` would go back to."""
     out: dict[int, tuple[str, str | None]] = {}
@@ -90,17 +56,6 @@ def history(root: Root) -> dict[int, tuple[str, str | None]]:
         prev = slot.previous_dna
         out[i] = (slot.dna_digest, None if prev is None else prev.digest)
     return out
-
-
-def versions(root: Root) -> dict[int, str]:
-    return {i: root.slots[f"{GROUP}/{i}"].version for i in MEMBERS}
-
-
-async def which(root: Root) -> str:
-    async with Synapse.grow(GROUP, socket_dir=root.paths.socket_dir) as syn:
-        code = await syn.fire(WhichCode())
-    assert isinstance(code, Code)
-    return code.version
 
 
 def fails_to_start_on(version: str, replica: int) -> str:

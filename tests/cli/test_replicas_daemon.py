@@ -87,3 +87,25 @@ def test_replicas_through_the_cli(home: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not list((home / "run").glob("*.sock"))
     assert not (home / "run" / ".replicas" / "grp").exists()
+
+
+def test_up_names_a_plain_cells_data_under_a_replicated_name(home: Path) -> None:
+    """A data dir with data but no group.json is refused (docs/root.md): the refusal's
+    text -- not "Exceptions from Trio nursery" -- is what `up` prints, what the root's
+    log says and what `status` shows from the root's last words."""
+    data = home / "data" / "grp"
+    data.mkdir(parents=True)
+    (data / "state.db").write_text("x")
+    cause = (f"{data}: holds data but no group.json: it belongs to a cell that was not "
+             "replicated (or the record was lost); move it away to start the group empty")
+    failed = cellmesh(home, "up")
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert lines[0] == f"cellmesh: error: the mesh did not start: {cause}", failed.stderr
+    assert lines[-1].startswith("cellmesh: the root's log: ")
+    log = (home / "logs" / "root.log").read_text()
+    assert f"cellmesh: root: {cause}" in log and "Trio nursery" not in log
+    status = cellmesh(home, "status")
+    assert status.returncode == 1
+    assert f"GroupRecordError: {cause}" in status.stderr, status.stderr
+    assert (data / "state.db").read_text() == "x"  # refused, not touched
