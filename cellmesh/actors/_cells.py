@@ -43,6 +43,7 @@ use its *stem* ``X..<id>``.
 from __future__ import annotations
 
 import collections
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -246,12 +247,19 @@ class CellSlot:
         """What the exited process on ``cell_id`` said about its exit, if it may have.
 
         Only a process that exited by itself with an error may have reported
-        why (a killed one cannot have: anything on its pipe is older). Read
-        before another process is spawned on ``cell_id``.
+        why (a killed one cannot have: anything on its pipe is older), and a
+        runtime that ran out of memory: its MemoryError record is its last
+        word before ``os._exit(137)``, which the sandbox reads as a memory
+        limit (under an rlimit) or, under bwrap, as a SIGKILL. Read before
+        another process is spawned on ``cell_id``.
         """
-        if status.reason != "crash" or status.signal is not None:
-            return None
-        return self.failure(cell_id)
+        if status.reason == "crash" and status.signal is None:
+            return self.failure(cell_id)
+        if status.limit == "memory" or status.signal == signal.SIGKILL:
+            failure = self.failure(cell_id)
+            if failure is not None and failure.type_name == "MemoryError":
+                return failure
+        return None
     replica: ReplicaPart | None = None
     #: False when the listener belongs to someone else (a replicated cell's group).
     owns_listener: bool = True

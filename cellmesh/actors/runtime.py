@@ -87,15 +87,27 @@ _MODULE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]
 _MEMORY_NOTE: Final = (
     f"{PROG}: MemoryError: out of memory; exiting with {MEMORY_LIMIT_EXIT_CODE}\n".encode()
 )
+#: The report-pipe record of a MemoryError exit, made before any memory runs out.
+_MEMORY_RECORD: Final = failure_record(
+    "run", "MemoryError", f"out of memory (the runtime exits with {MEMORY_LIMIT_EXIT_CODE})"
+)
 
 
 # ---------------------------------------------------------------- MemoryError
 
 
 def die_of_memory() -> NoReturn:
-    """Best-effort one-line note on stderr, then ``os._exit(137)`` (no cleanup runs)."""
+    """Best-effort one-line note on stderr and a ``failed`` record on the report pipe
+    (so the root names the MemoryError even where exit code 137 reads as a SIGKILL:
+    under bwrap), then ``os._exit(137)`` (no cleanup runs)."""
     try:  # noqa: SIM105 - no context manager object: allocate nothing here
         os.write(2, _MEMORY_NOTE)
+    except BaseException:
+        pass
+    try:
+        raw = os.environ.get(REPORT_FD_ENV, "")
+        if raw.isascii() and raw.isdigit():
+            os.write(int(raw), _MEMORY_RECORD)
     except BaseException:
         pass
     os._exit(MEMORY_LIMIT_EXIT_CODE)

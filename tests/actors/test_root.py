@@ -448,6 +448,29 @@ async def test_a_cell_over_its_memory_limit_is_reported_as_a_memory_kill(
         records = [r.reason for r in root.restart_log if r.cell == "hog"]
         assert len(records) == 2
         assert all(r.startswith("memory limit") for r in records), records
+        assert all("MemoryError: out of memory" in r for r in records), records
+
+
+@pytest.mark.parametrize("sandbox", ["host", "bwrap"])
+async def test_a_cell_out_of_memory_without_a_limit_is_reported_with_its_memory_error(
+    sandbox: str, bwrap_usable: str | None
+) -> None:
+    """No rlimit: under bwrap exit code 137 reads as a SIGKILL, so the runtime's report
+    (a MemoryError record on the report pipe before it exits) is what names the cause."""
+    if sandbox == "bwrap" and bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    toml = "[supervisor]\nintensity = 5\n\n" + cell("hog", "Hoarder", standby="false")
+    async with running_root(toml, sandbox=sandbox) as (root, paths):
+        before = root.slots["hog"].instance
+        async with Synapse.grow("hog", socket_dir=paths.socket_dir) as syn:
+            with pytest.raises(CellUnavailable):  # 16 TiB at once: MemoryError, exit 137
+                await syn.fire(HogNow(mib=1 << 24))
+        await until(root, "hog", lambda: root.slots["hog"].instance is not before
+                    and state(root, "hog") == "running")
+        (record,) = [r.reason for r in root.restart_log if r.cell == "hog"]
+        expected = "killed by SIGKILL" if sandbox == "bwrap" else "exit code 137"
+        assert record.startswith(expected), record
+        assert record.endswith("MemoryError: out of memory (the runtime exits with 137)"), record
 
 
 async def test_undeclared_cells_spawn_through_the_control_api_only_when_allowed() -> None:
