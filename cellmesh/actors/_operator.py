@@ -139,7 +139,7 @@ class Operator:
     async def _swap(self, msg: SwapCell) -> SwapReport:
         problem = swap_times_problem(msg.timeout, msg.grace)
         if problem is not None:
-            raise RootRequestError(msg.name, f"cannot be swapped: {problem}")
+            raise RootRequestError(msg.name, f"cannot be swapped: {' '.join(problem)}")
         if self.is_group(msg.name):  # a replicated cell: one replica at a time
             return await self.swap_group(msg.name, msg.timeout, msg.grace, msg.rollback)
         slot = self._slot(msg.name)

@@ -115,7 +115,7 @@ async def reload_mesh(
     """
     problem = swap_times_problem(request.timeout, request.grace)
     if problem is not None:
-        raise RootRequestError("reload", f"{problem} (nothing was changed)")
+        raise RootRequestError("reload", f"{' '.join(problem)} (nothing was changed)")
     try:
         new = await trio.to_thread.run_sync(_load, host.manifest.path)
     except (ConfigError, OSError) as exc:

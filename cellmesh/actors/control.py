@@ -260,18 +260,19 @@ class Ack:
 MAX_SWAP_SECONDS: Final = 3600.0
 
 
-def swap_times_problem(timeout: float, grace: float) -> str | None:
-    """Why ``timeout`` and ``grace`` cannot bound a swap, or None when they can.
+def swap_times_problem(timeout: float, grace: float) -> tuple[str, str] | None:
+    """Which of ``timeout`` and ``grace`` cannot bound a swap, and why; None when both can.
 
     ``timeout`` must be more than 0 and ``grace`` at least 0, both at most
     :data:`MAX_SWAP_SECONDS` (so NaN and infinity are refused). A local client
-    may send any float: the root checks before it starts anything.
+    may send any float: the root checks before it starts anything, and the
+    CLI checks the same before it asks.
     """
     if not 0 < timeout <= MAX_SWAP_SECONDS:
-        return (f"timeout must be more than 0 and at most {MAX_SWAP_SECONDS:g} seconds, "
-                f"got {timeout!r}")
+        return "timeout", (f"must be more than 0 and at most {MAX_SWAP_SECONDS:g} seconds, "
+                           f"got {timeout!r}")
     if not 0 <= grace <= MAX_SWAP_SECONDS:
-        return f"grace must be from 0 to {MAX_SWAP_SECONDS:g} seconds, got {grace!r}"
+        return "grace", f"must be from 0 to {MAX_SWAP_SECONDS:g} seconds, got {grace!r}"
     return None
 
 

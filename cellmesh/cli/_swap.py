@@ -16,15 +16,15 @@ import cyclopts
 import trio
 
 from ..actors.control import (
-    MAX_SWAP_SECONDS,
     ReloadManifest,
     ReloadReport,
     StatusReply,
     SwapCell,
     SwapReport,
+    swap_times_problem,
 )
 from ..actors.membership import parse_replica_name
-from ..config import Paths, check_cell_name, check_seconds
+from ..config import Paths, check_cell_name
 from ..errors import ConfigError
 from ._client import control_call
 from ._ops import fetch_status
@@ -100,15 +100,9 @@ def _streams(
     out: TextIO | None, err: TextIO | None, timeout: float, grace: float
 ) -> tuple[TextIO, TextIO]:
     """Check ``--timeout`` and ``--grace``; the output streams (stdout, stderr by default)."""
-    check_seconds("--timeout", timeout)
-    if timeout > MAX_SWAP_SECONDS:
-        raise ConfigError(
-            "--timeout", f"must be at most {MAX_SWAP_SECONDS:g} seconds, got {timeout!r}"
-        )
-    if not 0 <= grace <= MAX_SWAP_SECONDS:  # (NaN and infinity fail)
-        raise ConfigError(
-            "--grace", f"must be from 0 to {MAX_SWAP_SECONDS:g} seconds, got {grace!r}"
-        )
+    problem = swap_times_problem(timeout, grace)  # the root's own rule
+    if problem is not None:
+        raise ConfigError(f"--{problem[0]}", problem[1])
     return (out if out is not None else sys.stdout, err if err is not None else sys.stderr)
 
 
