@@ -148,7 +148,7 @@ def prepare_data_dir(spec: ReplicaSpec) -> tuple[int, ...]:
             "or CELL_REPLICA_JOIN=1 to join a running group",
         )
     else:
-        voters = spec.bootstrap
+        voters = spec.first_voters()
     data.mkdir(parents=True, exist_ok=True)
     tmp = data / (IDENTITY + ".tmp")
     with open(tmp, "wb") as f:

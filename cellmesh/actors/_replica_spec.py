@@ -26,7 +26,7 @@ changed (``replicas 1`` then ``replicas 3``: members 0, 3, 4 of a group
 bootstrapped with 0, 1, 2) they disagree, and rightly so. A replica with
 data ignores the bootstrap (its log and snapshot hold the configuration),
 so the first voters are checked against the peers only when they are used:
-when :attr:`ReplicaSpec.bootstrap` is read, which only a replica starting
+by :meth:`ReplicaSpec.first_voters`, which only a replica starting
 on an empty data dir does (``prepare_data_dir``).
 """
 
@@ -93,8 +93,8 @@ class ReplicaSpec:
     replica: int
     peers: Mapping[int, str]
     #: ``CELL_REPLICA_BOOTSTRAP`` as given (ids, none twice), not checked against
-    #: the peers: a replica with data never uses it (see :attr:`bootstrap`).
-    bootstrap_ids: tuple[int, ...]
+    #: the peers: a replica with data never uses it (see :meth:`first_voters`).
+    bootstrap: tuple[int, ...]
     join: bool
     peer_fd: int | None
     data_dir: Path
@@ -105,24 +105,23 @@ class ReplicaSpec:
         """This replica's own peer socket path."""
         return self.peers[self.replica]
 
-    @property
-    def bootstrap(self) -> tuple[int, ...]:
+    def first_voters(self) -> tuple[int, ...]:
         """The first voters, for a replica that bootstraps a new group (empty data dir).
 
         Raises :class:`ConfigError` naming ``CELL_REPLICA_BOOTSTRAP`` when a
         voter has no path in ``CELL_REPLICA_PEERS`` (a group that could never
-        reach it). Read only where the bootstrap is used: a replica restarting
+        reach it). Called only where the bootstrap is used: a replica restarting
         from its own data keeps the configuration its log holds, whatever the
         group's membership has become since its bootstrap (module doc).
         """
-        missing = [r for r in self.bootstrap_ids if r not in self.peers]
+        missing = [r for r in self.bootstrap if r not in self.peers]
         if missing:
             raise ConfigError(
                 "CELL_REPLICA_BOOTSTRAP",
                 f"names replica {missing[0]}, which CELL_REPLICA_PEERS has no path for "
                 "(a new group's first voters must all be peers)",
             )
-        return self.bootstrap_ids
+        return self.bootstrap
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], data_dir: Path | None) -> ReplicaSpec:
@@ -165,7 +164,7 @@ class ReplicaSpec:
         return cls(
             replica=replica,
             peers=peers,
-            bootstrap_ids=bootstrap,
+            bootstrap=bootstrap,
             join=join,
             peer_fd=peer_fd,
             data_dir=data_dir,

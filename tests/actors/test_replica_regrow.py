@@ -46,7 +46,7 @@ REGROWN = {
 
 def test_replica_spec_takes_first_voters_that_have_left() -> None:
     spec = ReplicaSpec.from_env(REGROWN, Path("/data"))
-    assert spec.bootstrap_ids == (0, 1, 2) and sorted(spec.peers) == [0, 3, 4]
+    assert spec.bootstrap == (0, 1, 2) and sorted(spec.peers) == [0, 3, 4]
 
 
 def test_replica_spec_checks_the_first_voters_where_they_are_used(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_replica_spec_bootstrap_garbage_raises_only_config_error(
            "CELL_REPLICA_BOOTSTRAP": bootstrap, "CELL_REPLICA_JOIN": join}
     try:
         spec = ReplicaSpec.from_env(env, Path("/data"))
-        voters = spec.bootstrap
+        voters = spec.first_voters()
     except ConfigError as exc:
         assert exc.source.startswith("CELL_REPLICA_")
     else:
