@@ -62,6 +62,26 @@ class ConnectionHost(Protocol):
         """Report a connection event."""
 
 
+#: An error frame carries at most this many characters of message and of traceback
+#: (docs/protocol.md 4.4): a handler raising with a huge text (say, the 16 MiB
+#: argument it refused) must not make an error frame larger than the peer takes,
+#: nor a second copy of that text in the cell's memory.
+MAX_ERROR_TEXT = 8192
+MAX_TRACEBACK_TEXT = 16384
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` as an error frame carries it: at most ``limit`` of its characters
+    (its head and tail around a marker naming how much was cut), and anything
+    UTF-8 cannot carry (a lone surrogate) escaped as ``\\udXXX``."""
+    if len(text) > limit:
+        half = limit // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def exception_type_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
@@ -193,6 +213,10 @@ class Answers:
             # fails (every call gets exactly one final answer).
             self.out.extend(self._encode_each_errors(item, exc))
             return
+        except UnicodeEncodeError as exc:
+            sent()
+            self.out.extend(self._encode_each_errors(item, codec.unencodable_text([item], exc)))
+            return
         try:
             self.channel.send(data, fds, sent)
         except ChannelBroken:
@@ -213,7 +237,8 @@ class Answers:
             self.m.on_handler_error(exc)  # may not return (a cell dying of MemoryError)
         if not call_id:
             self._release(cost)
-            self.m.log(f"signal failed: {exception_type_name(exc)}: {exc}")
+            text = clip_text(str(exc), MAX_ERROR_TEXT)
+            self.m.log(f"signal failed: {exception_type_name(exc)}: {text}")
             return
         tb = None
         if code == ErrorCode.HANDLER_FAILED:
@@ -232,7 +257,10 @@ class Answers:
     ) -> None:
         if cost is not None:
             self._release(cost)
-        self.out.append([Kind.ERROR, call_id, code, type_name, message, tb])
+        message = clip_text(message, MAX_ERROR_TEXT)
+        if tb is not None:
+            tb = clip_text(tb, MAX_TRACEBACK_TEXT)
+        self.out.append([Kind.ERROR, call_id, code, clip_text(type_name, 1024), message, tb])
         self.channel.mark()
 
     def _release(self, cost: FrameCost) -> None:
@@ -325,7 +353,7 @@ class Answers:
         try:
             try:
                 frames = codec.encode_items(out, self.peer_max_frame)
-            except LocalProtocolError:
+            except (LocalProtocolError, UnicodeEncodeError):
                 frames = self._encode_each(out)
             for data in frames:
                 self.channel.send(data)
@@ -342,8 +370,8 @@ class Answers:
             self.channel.after_sent(lambda: live.difference_update(ids))
 
     def _encode_each(self, out: list[list[Any]]) -> list[bytes]:
-        """Encode items one by one, turning a reply too large for one frame into
-        an error for that call alone."""
+        """Encode items one by one, turning a reply too large for one frame, or
+        with text UTF-8 cannot carry, into an error for the calls it answers."""
         frames = []
         for item in out:
             try:
@@ -352,17 +380,27 @@ class Answers:
                 frames += codec.encode_items(
                     self._encode_each_errors(item, exc), self.peer_max_frame
                 )
+            except UnicodeEncodeError as exc:
+                frames += codec.encode_items(
+                    self._encode_each_errors(item, codec.unencodable_text([item], exc)),
+                    self.peer_max_frame,
+                )
         return frames
 
     def _encode_each_errors(
-        self, item: list[Any], exc: LocalProtocolError
+        self, item: list[Any], exc: LocalProtocolError | ProteinError
     ) -> list[list[Any]]:
-        """BAD_REPLY error items for every call a too-large reply item answers."""
+        """BAD_REPLY error items for every call a reply item that cannot be sent answers."""
+        if isinstance(exc, LocalProtocolError):
+            type_name, message = "ReplyTooLarge", f"{exc} (large bytes fields travel as vesicles)"
+        else:
+            type_name = exception_type_name(exc)
+            message = f"the handler returned an invalid reply: {exc}"
         errors = []
         for call_id in codec.item_call_ids(item):
             self.m.stats.errors += 1
             errors.append(Error(
-                id=call_id, code=ErrorCode.BAD_REPLY, type_name="ReplyTooLarge",
-                message=f"{exc} (large bytes fields travel as vesicles)",
+                id=call_id, code=ErrorCode.BAD_REPLY, type_name=type_name,
+                message=clip_text(message, MAX_ERROR_TEXT),
             ).to_wire())
         return errors

@@ -107,7 +107,8 @@ class Outbox:
         if not codec.body_fits(body, self.peer_max_frame):
             raise LocalProtocolError(
                 f"a {body[0]} message is too large for the peer's {self.peer_max_frame}-byte "
-                "frame limit; send large bytes as a vesicle",
+                "frame limit with the room a sender keeps for the envelope (about 64 bytes "
+                "plus 11 per field); send large bytes as a vesicle",
                 code=ErrorCode.FRAME_TOO_LARGE,
             )
 

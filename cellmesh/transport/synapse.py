@@ -334,7 +334,9 @@ class Synapse:
         written at once). To a cell that announces sessions (a
         replicated cell) the call is resent until answered and raises
         :class:`~cellmesh.errors.OutcomeUnknown` instead when it never is.
+        In a scope already cancelled it raises ``Cancelled`` and sends nothing.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._sessions is not None:
             return check_reply(msg, (await self._sessions.call(self, [msg]))[0], self.name)
         return check_reply(msg, await self._fire_one_raw(msg), self.name)
@@ -390,7 +392,9 @@ class Synapse:
         every call has finished (no call is left running). Replies are
         checked against their requests' declared reply types
         (:class:`~cellmesh.errors.UnexpectedReply`) once all have arrived.
+        In a scope already cancelled it raises ``Cancelled`` and sends nothing.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         batch = list(msgs)
         if not batch:
             await trio.lowlevel.checkpoint()
@@ -544,8 +548,9 @@ class Synapse:
         """Send one-way messages, batched into as few frames as credit allows.
 
         A checkpoint; if it raises ``Cancelled`` before any message was sent,
-        none was.
+        none was (in a scope already cancelled, none is).
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         batch = self._batch(list(msgs))
         sent = 0
         while sent < batch.count:

@@ -54,7 +54,7 @@ class EncodeContext:
     closed once the frame is sent.
     """
 
-    __slots__ = ("make_vesicle", "owned", "threshold", "vesicles")
+    __slots__ = ("depth", "make_vesicle", "owned", "threshold", "vesicles")
 
     def __init__(
         self,
@@ -65,6 +65,9 @@ class EncodeContext:
         self.make_vesicle = make_vesicle
         self.vesicles: list[VesicleSource] = []
         self.owned: list[VesicleSource] = []
+        #: Arrays and maps open around the value being encoded, below the body's own
+        #: array (counted only inside fields that can hold a nested protein).
+        self.depth = 0
 
 
 class DecodeContext:
@@ -93,6 +96,31 @@ class Bad(Exception):
         self.field = field
 
 
+class TooDeep(Bad):
+    """Internal: a value nests deeper than a frame may (no union option can fix that)."""
+
+
+#: How deep the arrays and maps inside a body may nest, the body's own array not
+#: counted: the receiver refuses a frame nested deeper than ``MAX_DEPTH`` (64)
+#: levels of arrays, maps and tags. A body sits at most 4 levels down (in a
+#: batch: the frame, the item list, the item, the body), and a value at the
+#: bottom may add 2 (a vesicle reference: its tag and its array), so a body the
+#: sender accepts fits every form: 4 + 58 + 2 = 64.
+MAX_BODY_NESTING: Final = 58
+
+
+def enter(ctx: EncodeContext) -> int:
+    """One more array or map open around the value being encoded (TooDeep past the limit)."""
+    depth = ctx.depth + 1
+    if depth > MAX_BODY_NESTING:
+        raise TooDeep(
+            f"nested more than {MAX_BODY_NESTING} arrays or maps deep inside the message "
+            "(a frame may nest at most 64 levels, docs/protocol.md section 3)"
+        )
+    ctx.depth = depth
+    return depth
+
+
 def type_label(value: object) -> str:
     return type(value).__name__
 
@@ -110,6 +138,9 @@ class FieldType:
     plain: bool
     #: For plain fields: the exact Python types accepted (lets codegen inline the check).
     exact: tuple[type, ...] = ()
+    #: The value can hold a nested protein, so its depth is not bounded by its
+    #: annotation: its encoder counts the arrays and maps it opens (``ctx.depth``).
+    nests: bool = False
 
 
 def _scalar(py: type, text: str) -> FieldType:
@@ -198,12 +229,21 @@ def _list_type(elem: FieldType, as_tuple: bool) -> FieldType:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return [e_enc(v, ctx) for v in value]
 
+    def enc_counted(value: Any, ctx: EncodeContext) -> Any:
+        depth = enter(ctx)
+        try:
+            return enc(value, ctx)
+        finally:
+            ctx.depth = depth - 1
+
     def dec(value: Any, ctx: DecodeContext) -> Any:
         if type(value) is not list:
             raise Bad(f"expected {text}, got {type_label(value)}")
         out = [e_dec(v, ctx) for v in value]
         return tuple(out) if as_tuple else out
 
+    if elem.nests:
+        return FieldType(text, enc_counted, dec, False, nests=True)
     return FieldType(text, enc, dec, False)
 
 
@@ -234,11 +274,20 @@ def _dict_type(key: FieldType, val: FieldType, where: str) -> FieldType:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return {k_enc(k, ctx): v_enc(v, ctx) for k, v in value.items()}
 
+    def enc_counted(value: Any, ctx: EncodeContext) -> Any:
+        depth = enter(ctx)
+        try:
+            return enc(value, ctx)
+        finally:
+            ctx.depth = depth - 1
+
     def dec(value: Any, ctx: DecodeContext) -> Any:
         if type(value) is not dict:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return {k_dec(k, ctx): v_dec(v, ctx) for k, v in value.items()}
 
+    if val.nests:
+        return FieldType(text, enc_counted, dec, False, nests=True)
     return FieldType(text, enc, dec, False)
 
 
@@ -253,6 +302,8 @@ def _union_type(options: list[FieldType]) -> FieldType:
         for option in options:
             try:
                 return option.enc(value, ctx)
+            except TooDeep:
+                raise
             except Bad:
                 continue
         raise Bad(f"expected {text}, got {type_label(value)}")
@@ -267,7 +318,7 @@ def _union_type(options: list[FieldType]) -> FieldType:
 
     plain = all(o.plain for o in options)
     exact = tuple(t for o in options for t in o.exact) if plain else ()
-    return FieldType(text, enc, dec, plain, exact)
+    return FieldType(text, enc, dec, plain, exact, nests=any(o.nests for o in options))
 
 
 _SCALARS: Final[dict[Any, Callable[[], FieldType]]] = {

@@ -40,10 +40,12 @@ import cbor2
 from ..errors import (
     ConfigError,
     ErrorCode,
+    FieldError,
     FrameTooLarge,
     HandshakeError,
     LocalProtocolError,
     MalformedFrame,
+    RemoteProtocolError,
     UnknownFrameKind,
 )
 from ._cbor import (
@@ -432,6 +434,28 @@ def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[byt
     )
 
 
+def unencodable_text(items: list[list[Any]], exc: UnicodeEncodeError) -> FieldError:
+    """The :class:`FieldError` for items whose encoding raised ``exc``: text that
+    cannot travel as UTF-8 (a lone surrogate), naming the first protein that has it."""
+    name = "?"
+    for item in items:
+        try:
+            cbor2.dumps(item)
+        except UnicodeEncodeError:
+            body = item[3] if item[0] == Kind.COLUMNS else item[-1]
+            name = body if isinstance(body, str) else str(body[0]) if body else "?"
+            break
+    return FieldError(name, text_problem(exc))
+
+
+def text_problem(exc: UnicodeEncodeError) -> str:
+    """What is wrong with a str value that raised ``exc`` when encoded as UTF-8."""
+    return (
+        f"a str value cannot be encoded as UTF-8 ({exc.reason}: {exc.object[exc.start:exc.end]!r}"
+        f" at index {exc.start}); text must be valid Unicode, without lone surrogates"
+    )
+
+
 def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
     """Encode wire items into as few frames as fit (see :func:`encode_chunks`)."""
     return [data for data, _ in encode_chunks(items, max_frame_size)]
@@ -453,8 +477,8 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
     the limit, or that nests arrays or maps, is encoded to measure it. The
     allowance covers the envelope and the body's place in a batch or a
     one-row columns item, so an entry that passes always fits one frame
-    whichever of those forms the sender chooses. Raises UnicodeEncodeError for
-    text that cannot be encoded (a lone surrogate), as encoding would.
+    whichever of those forms the sender chooses. Raises :class:`FieldError`
+    for text that cannot be encoded (a lone surrogate).
     """
     budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
     bound = 0
@@ -466,7 +490,10 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
             bound += 9
         elif kind is str:
             if not value.isascii():
-                value.encode()  # a lone surrogate cannot travel: UnicodeEncodeError here
+                try:
+                    value.encode()  # a lone surrogate cannot travel
+                except UnicodeEncodeError as exc:
+                    raise FieldError(str(body[0]), text_problem(exc)) from None
             bound += 4 * len(value) + 9
         elif kind is bytes:
             bound += len(value) + 9
@@ -479,7 +506,10 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
     else:
         if bound <= budget:
             return True
-    return len(cbor2.dumps(body)) <= budget
+    try:
+        return len(cbor2.dumps(body)) <= budget
+    except UnicodeEncodeError as exc:
+        raise FieldError(str(body[0]), text_problem(exc)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -554,7 +584,7 @@ def _check_columns(item: list[Any]) -> None:
     ):
         raise MalformedFrame(f"a columns frame needs {count} call ids in 1..2**63-1")
     elif len(set(ids)) != count:
-        raise MalformedFrame(
+        raise RemoteProtocolError(
             "a columns frame repeats a call id", code=ErrorCode.DUPLICATE_CALL_ID
         )
     if type(columns) is not list or not all(

@@ -40,7 +40,13 @@ from typing import Any, Final, NoReturn, TypeVar, overload
 
 import attrs
 
-from ..errors import ConfigError, FieldError, SchemaMismatch, UnknownProtein
+from ..errors import (
+    ConfigError,
+    FieldError,
+    RemoteProtocolError,
+    SchemaMismatch,
+    UnknownProtein,
+)
 from ._fields import (
     DEFAULT_VESICLE_THRESHOLD,
     NO_VESICLES,
@@ -52,6 +58,7 @@ from ._fields import (
 )
 from ._fields import Bad as _Bad
 from ._fields import FieldType as _FieldType
+from ._fields import enter as _enter
 from ._fields import type_label as _type_label
 from .codec import (
     TAG_FLOAT64_LE,
@@ -76,7 +83,11 @@ def _protein_type(cls: type) -> _FieldType:
     def enc(value: Any, ctx: EncodeContext) -> Any:
         if type(value) is not cls:
             raise _Bad(f"expected protein {name}, got {_type_label(value)}")
-        return schema_of(cls).encode(value, ctx)
+        depth = _enter(ctx)  # the nested protein's array (TooDeep past the limit)
+        try:
+            return schema_of(cls).encode(value, ctx)  # FieldError naming the inner protein
+        finally:
+            ctx.depth = depth - 1
 
     def dec(value: Any, ctx: DecodeContext) -> Any:
         if type(value) is not list or not value or value[0] != name:
@@ -85,7 +96,7 @@ def _protein_type(cls: type) -> _FieldType:
             raise _Bad(f"nested protein {name} has a different schema at the peer")
         return schema_of(cls).decode_fields(value, ctx)
 
-    return _FieldType(name, enc, dec, False)
+    return _FieldType(name, enc, dec, False, nests=True)
 
 
 def _nested(tp: Any) -> _FieldType | None:
@@ -527,13 +538,16 @@ class ProteinRegistry:
         """Decode a columnar body of ``count`` instances of protein ``name``.
 
         Raises :class:`UnknownProtein`, :class:`SchemaMismatch` or
-        :class:`FieldError` (a bad value fails the whole column).
+        :class:`FieldError` (a bad value fails the whole column);
+        :class:`~cellmesh.errors.VesicleError` for a bad vesicle descriptor.
         """
         schema = self._schema_named(name, ctx, peer)
         try:
             return schema.decode_columns(columns, count, ctx)
         except _Bad as exc:
             raise FieldError(name, str(exc), exc.field) from None
+        except RemoteProtocolError:
+            raise  # a bad vesicle descriptor: the connection's fault (BAD_VESICLE)
         except Exception as exc:
             # ValueError or anything else: a validator of the user's class (or
             # its __attrs_post_init__) refused a value; never the connection's fault.
@@ -543,7 +557,9 @@ class ProteinRegistry:
         """Decode a body into a protein instance.
 
         Raises :class:`UnknownProtein`, :class:`SchemaMismatch` (``peer`` is the
-        peer's fingerprint table, for the message) or :class:`FieldError`.
+        peer's fingerprint table, for the message) or :class:`FieldError`;
+        :class:`~cellmesh.errors.VesicleError` for a bad vesicle descriptor (a
+        connection-level error, docs/protocol.md section 13).
         """
         name = body[0]
         schema = self._schemas.get(name)
@@ -555,6 +571,8 @@ class ProteinRegistry:
             raise FieldError(name, str(exc), exc.field) from None
         except RecursionError:
             raise FieldError(name, "nesting too deep") from None
+        except RemoteProtocolError:
+            raise  # a bad vesicle descriptor: the connection's fault (BAD_VESICLE), not the call's
         except Exception as exc:  # a validator of the user's class refused a value
             raise FieldError(name, f"refused by the class: {type(exc).__name__}: {exc}") from None
 
