@@ -25,3 +25,16 @@ async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
             exc = group.exceptions[0]
             raise exc from exc.__cause__
         raise
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """``exc`` without the one-member exception groups around it.
+
+    Trio wraps what leaves a nursery in an ExceptionGroup; where a failure is
+    told to a person (a start failure, the root's last words) the message must
+    name the error itself, not "Exceptions from Trio nursery (1 sub-exception)".
+    A group of several stays a group.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

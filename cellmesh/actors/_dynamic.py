@@ -11,7 +11,9 @@ makes the slot and starts the cell: a child of a template under the
 manifest's ``simple_one_for_one`` supervisor of that template when there is
 one (its intensity applies), else under the hidden one-for-one supervisor
 :data:`DYNAMIC`. Children stop with their parent (:meth:`DynamicCells.stop_child`);
-a temporary cell that ended is forgotten (:meth:`DynamicCells.forget`).
+a temporary cell that ended is forgotten (:meth:`DynamicCells.forget`), and
+so is every child of a supervisor that gave up and is started again
+(:meth:`DynamicCells.forget_under`).
 docs/root.md, "Dynamic children".
 """
 
@@ -91,6 +93,15 @@ class DynamicCells:
             self.slots[slot.parent].children.discard(slot.name)
         if self.slots.get(slot.name) is slot:
             await self.drop_slot(slot)
+
+    async def forget_under(self, supervisor: str) -> None:
+        """Supervisor ``supervisor`` (a template's pool or ``~dynamic``) starts again
+        after it gave up: the children it ran ended with its last run and are not
+        restarted (as in OTP: a restarted supervisor has only its spec's children).
+        Free their names and their parents' quota."""
+        for slot in [s for s in self.slots.values() if s.supervisor == supervisor]:
+            if slot.name not in self.manifest().cells:
+                await self.forget(slot)
 
     async def stop_child(self, parent: CellSlot, name: str) -> None:
         """Stop ``parent``'s child ``name`` for good and forget it."""

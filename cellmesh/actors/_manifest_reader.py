@@ -440,8 +440,10 @@ class ManifestReader:
         cpu = self.number(t["cpu"], k("cpu"), 0.0, exclusive=True) if "cpu" in t else None
         pids = self.floor(t, "pids", key, MIN_CELL_PIDS, "processes and threads")
         files = self.floor(t, "open_files", key, MIN_CELL_OPEN_FILES, "descriptors")
-        with self.converting(key):
+        try:
             return Limits(memory=memory, cpu=cpu, pids=pids, open_files=files)
+        except SandboxConfigError as exc:  # its source is "limits.<field>": name that key
+            self.fail(key_path(key, exc.source.removeprefix("limits.")), exc.problem)
 
     def floor(
         self, t: Mapping[str, object], field: str, key: str, minimum: int, what: str

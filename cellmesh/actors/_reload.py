@@ -126,7 +126,11 @@ async def reload_mesh(
             "reload", "refused, nothing was changed: " + "; ".join(plan.refused)
         )
     if request.dry_run:
-        return ReloadReport(ok=True, lines=[f"would {line}" for line in plan.lines()], swaps=[])
+        changes = plan.lines()
+        would = [f"would {line}" for line in changes]
+        if changes == ["nothing changed"]:
+            would = ["nothing would change"]
+        return ReloadReport(ok=True, lines=would, swaps=[])
     host.log(f"root: reloading {host.manifest.path}: " + "; ".join(plan.lines()))
     old = host.manifest
     host.manifest = new

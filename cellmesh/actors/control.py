@@ -88,8 +88,9 @@ class CellStatus:
     ``state``: ``running`` (process up and ready), ``starting`` (spawned, not
     yet ready), ``dormant`` (declared, waiting for its first connection),
     ``stopped`` (not running and not restarted: a temporary or transient cell
-    that ended, or one stopped by request). ``supervisor`` is the path of its
-    supervisor (``root/db``). Counters come from the cell's last
+    that ended, or one stopped by request). ``supervisor`` is the name of its
+    supervisor (``root`` for the top one, a ``[supervisors.X]`` name,
+    ``~dynamic``, or the replicated cell's name for a replica). Counters come from the cell's last
     :class:`CellStats` (zero before the first); ``rss`` bytes and
     ``cpu_percent`` from ``/proc`` (None when not running). ``rtt_p50_us`` /
     ``rtt_p99_us`` are the cell's call service times (receipt to reply) over

@@ -26,6 +26,7 @@ from typing import Any, Final, Literal, Protocol
 import attrs
 import trio
 
+from .._util import innermost
 from ..config import Paths, ensure_private_dir
 from .control import RestartRecord
 from .errors import CellsCannotStart, SupervisorEscalation
@@ -148,6 +149,7 @@ def read_last_words(paths: Paths) -> LastWords | None:
 
 def why_it_ended(root: RootLike, exc: BaseException) -> str:
     """The reason of an unclean end, for the record (bounded)."""
+    exc = innermost(exc)
     if isinstance(exc, SupervisorEscalation):
         text = f"the top supervisor gave up ({exc.reason}, child {exc.child_id!r})"
         last = next((r for r in reversed(root.restart_log) if r.cell == exc.child_id), None)
@@ -155,6 +157,10 @@ def why_it_ended(root: RootLike, exc: BaseException) -> str:
             text += f": {exc.detail}"
         elif last is not None:
             text += f"; its last exit: {last.reason}"
+        elif root.restart_log:
+            # A sub-supervisor gave up: the cause is the last failure beneath it.
+            latest = root.restart_log[-1]
+            text += f"; the last failure: {latest.cell}: {latest.reason}"
     elif isinstance(exc, CellsCannotStart):
         text = str(exc)
     else:

@@ -207,8 +207,10 @@ class Backoff:
     def delay(self, restarts_in_window: int) -> float:
         """The delay before the ``restarts_in_window``-th restart of the current window."""
         exponent = max(0, restarts_in_window - 1)
-        # Cap the exponent so a huge window cannot overflow the float.
-        delay = self.initial * self.factor ** min(exponent, 64)
+        try:
+            delay = self.initial * self.factor ** min(exponent, 64)
+        except OverflowError:  # a large factor: the delay is past any maximum
+            return self.maximum
         return min(self.maximum, delay)
 
 

@@ -383,6 +383,8 @@ class Root:
         kind = spec.args[0]
         if kind in {"supervisor", "dynamic"}:
             name = str(spec.args[1]) if kind == "supervisor" else DYNAMIC
+            if name in self.supervisors:  # started again: its dynamic children ended
+                await self._dynamic.forget_under(name)
             sup_spec = (
                 self._supervisor_spec(self.manifest.supervisors[name])
                 if kind == "supervisor" else self._dynamic_spec()
@@ -484,7 +486,8 @@ class Root:
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
         if event.kind == "start_failed" and not _swapping(self.slots.get(event.child_id)):
-            self._record(event.child_id, f"failed to start: {event.detail}")
+            said = f"child {event.child_id!r}: failed to start: "  # (a ChildStartFailed)
+            self._record(event.child_id, f"failed to start: {event.detail.removeprefix(said)}")
 
     def _record(self, cell: str, reason: str) -> None:
         self.restart_log.append(RestartRecord(at=time.time(), cell=cell, reason=reason))
@@ -529,9 +532,9 @@ class Root:
                 linked = self.slots[effect.name].instance
                 if linked is None:
                     continue
-                self._record(effect.name, f"linked cell {effect.cause} failed: {effect.reason}")
+                why = f"linked cell {effect.cause} failed"  # its exit is recorded with this
                 with contextlib.suppress(CellmeshError):
-                    self.backend.kill(linked.cell_id, as_crash=True)
+                    self.backend.kill(linked.cell_id, as_crash=True, why=why)
         if (
             slot.name not in self.manifest.cells and slot.decl.restart is Restart.TEMPORARY
             and self._nursery is not None and not self._stopping

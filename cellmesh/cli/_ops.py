@@ -609,7 +609,9 @@ def register(app: cyclopts.App) -> None:
         With --json, prints one document (stable; "schema" is bumped when a
         field changes meaning):
         "schema" (1); "root": {"pid", "uptime" (s), "manifest"};
-        "cells": a list of {"name", "supervisor" (path, e.g. root/db),
+        "cells": a list of {"name", "supervisor" (the name of its
+        supervisor: "root" for the top one, a [supervisors.X] name,
+        "~dynamic", or the replicated cell's name for a replica),
         "state" (running|starting|dormant|stopped), "pid" (null when not
         running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
         (cumulative since the process started), "rss" (bytes or null),

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final
 import cyclopts
 import trio
 
-from .._util import open_service_nursery
+from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
@@ -130,6 +130,7 @@ def start_failure(exc: BaseException, paths: Paths, since: float | None = None) 
     ``since`` (Unix time): show only lines written from then on, so a log left by
     an earlier mesh in the same home is not taken for this start's output.
     """
+    exc = innermost(exc)
     if isinstance(exc, CellsCannotStart):
         text, cells = str(exc), exc.cells
     elif isinstance(exc, SupervisorEscalation) and exc.reason == FAILED_TO_START:

@@ -46,8 +46,9 @@ def template_files() -> dict[str, bytes]:
 def write_mesh(directory: Path) -> list[Path]:
     """Write the template into ``directory`` (created if missing); return the files written.
 
-    Raises :class:`~cellmesh.errors.ConfigError` naming ``DIR`` when it is not
-    a directory or when a file the template would write already exists.
+    Raises :class:`~cellmesh.errors.ConfigError` naming ``DIRECTORY`` when it
+    is not a directory, when a file the template would write already exists,
+    or when a file cannot be written (then none of its files is left).
     """
     files = template_files()
     if directory.exists() and not directory.is_dir():
@@ -55,15 +56,24 @@ def write_mesh(directory: Path) -> list[Path]:
     clashes = sorted(rel for rel in files if (directory / rel).exists())
     if clashes:
         raise ConfigError(
-            "DIR", f"{directory} already has {', '.join(clashes)}; choose an empty directory"
+            "DIRECTORY",
+            f"{directory} already has {', '.join(clashes)}; choose an empty directory",
         )
     written: list[Path] = []
-    for rel, data in files.items():
-        target = directory / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "xb") as f:  # never overwrite, even if it appeared meanwhile
-            f.write(data)
-        written.append(target)
+    target = directory
+    try:
+        for rel, data in files.items():
+            target = directory / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as f:  # never overwrite, even if it appeared meanwhile
+                f.write(data)
+            written.append(target)
+    except OSError as exc:
+        for path in written:  # leave nothing half-written behind
+            path.unlink(missing_ok=True)
+        raise ConfigError(
+            "DIRECTORY", f"cannot write {target}: {exc.strerror or exc}"
+        ) from None
     return written
 
 

@@ -124,8 +124,9 @@ class CellBackend(Protocol):
         """SIGTERM the running process (no-op when not running); its exit is a ``stop``."""
         ...
 
-    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
-        """SIGKILL the running process (no-op when not running); ``stop``, or ``crash``."""
+    def kill(self, cell_id: str, *, as_crash: bool = False, why: str = "killed on request") -> None:
+        """SIGKILL the running process (no-op when not running); ``stop``, or ``crash``
+        whose detail is ``why``."""
         ...
 
     def process_id(self, cell_id: str) -> int | None:

@@ -80,6 +80,7 @@ class CellRecord:
     workload: Workload | None = None
     stopped_by_us: bool = False
     killed_as_crash: bool = False
+    crash_detail: str = ""
     status: ExitStatus | None = None
     reported: bool = False
     signal_offset: bool = False
@@ -407,11 +408,12 @@ class ProcessBackend(abc.ABC):
             rec.stopped_by_us = True
             self._terminate(wl)
 
-    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
+    def kill(self, cell_id: str, *, as_crash: bool = False, why: str = "killed on request") -> None:
         """SIGKILL the running process and everything it started; no-op when it is not running.
 
         The exit is classified ``stop``, or ``crash`` with ``as_crash`` (an
-        operator's ``cellmesh kill``, which exists to exercise restarts).
+        operator's ``cellmesh kill``, which exists to exercise restarts, or a
+        link firing), its detail ``why``.
         Never blocks for long: the kill is sent, the reaping is :meth:`wait_async`'s.
         """
         rec = self._get(cell_id)
@@ -419,6 +421,7 @@ class ProcessBackend(abc.ABC):
         if wl is not None and wl.poll() is None:
             if as_crash:
                 rec.killed_as_crash = True
+                rec.crash_detail = why
             else:
                 rec.stopped_by_us = True
             self._kill_nowait(rec, wl)
@@ -467,7 +470,7 @@ class ProcessBackend(abc.ABC):
         )
         if rec.killed_as_crash and status.reason != "stop":
             status = ExitStatus(
-                code=status.code, signal=status.signal, reason="crash", detail="killed on request"
+                code=status.code, signal=status.signal, reason="crash", detail=rec.crash_detail
             )
         rec.status = status
         rec.reported = True

@@ -9,6 +9,7 @@ naming the field.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -113,6 +114,19 @@ class WorkloadEnv:
         return iter(self.items)
 
 
+#: The largest limit of each kind a host can apply (the kernel refuses more):
+#: memory 1 PiB, 4096 cores, PID_MAX_LIMIT tasks (the 64-bit kernel's ceiling),
+#: descriptors the default fs.nr_open (an RLIMIT_NOFILE above it fails the exec).
+LIMIT_MAXIMA: Final[dict[str, tuple[int, str]]] = {
+    "memory": (1 << 50, "bytes (1 PiB)"),
+    "cpu": (4096, "cores"),
+    "pids": (4_194_304, "processes and threads"),
+    "open_files": (1 << 20, "descriptors (the default fs.nr_open)"),
+}
+#: The smallest CPU quota cgroups enforce: 1 ms per 100 ms period.
+MIN_CPU: Final = 0.01
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """Per-cell resource limits; ``None`` means "not limited".
@@ -138,6 +152,20 @@ class Limits:
         for name in ("memory", "pids", "open_files"):
             if isinstance(getattr(self, name), float):
                 raise SandboxConfigError(f"limits.{name}", "must be an integer")
+        for name, (most, what) in LIMIT_MAXIMA.items():
+            value = getattr(self, name)
+            if value is not None and math.isnan(value):
+                raise SandboxConfigError(f"limits.{name}", f"{name} is not a number (NaN)")
+            if value is not None and value > most:
+                raise SandboxConfigError(
+                    f"limits.{name}", f"{name} = {value!r} is more than any host applies: "
+                    f"at most {most:,} {what}"
+                )
+        if self.cpu is not None and self.cpu < MIN_CPU:
+            raise SandboxConfigError(
+                "limits.cpu", f"cpu = {self.cpu!r} is less than the cgroup CPU controller "
+                f"can enforce: at least {MIN_CPU} cores"
+            )
 
 
 #: How a resolved secret reaches the cell.

@@ -154,11 +154,14 @@ class StubBackend:
         if self._get(cell_id).running:
             self._programmed[cell_id] = ExitStatus(code=None, signal=15, reason="stop")
 
-    def kill(self, cell_id: str, *, as_crash: bool = False) -> None:
-        """The next ``wait`` reports SIGKILL: ``crash`` with ``as_crash``, else ``stop``."""
+    def kill(self, cell_id: str, *, as_crash: bool = False, why: str = "killed on request") -> None:
+        """The next ``wait`` reports SIGKILL: ``crash`` (detail ``why``) with ``as_crash``,
+        else ``stop``."""
         if self._get(cell_id).running:
             reason: ExitReason = "crash" if as_crash else "stop"
-            self._programmed[cell_id] = ExitStatus(code=None, signal=9, reason=reason)
+            self._programmed[cell_id] = ExitStatus(
+                code=None, signal=9, reason=reason, detail=why if as_crash else ""
+            )
 
     def process_id(self, cell_id: str) -> int | None:
         """The fake pid while the cell "runs", else None."""

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from cellmesh.actors.control import RestartRecord
+from cellmesh.actors.errors import DnaSourceError, SupervisorEscalation
 from cellmesh.actors.lastwords import (
     LastWords,
     last_words_path,
     read_last_words,
+    why_it_ended,
     write_last_words,
 )
 from cellmesh.config import Paths
@@ -61,3 +64,34 @@ def test_a_malformed_file_is_no_last_words(paths: Paths, text: str) -> None:
 
 def test_no_file_is_no_last_words(paths: Paths) -> None:
     assert read_last_words(paths) is None
+
+
+class _Root:
+    def __init__(self, paths: Paths, log: list[RestartRecord]) -> None:
+        self.paths = paths
+        self.restart_log = log
+
+    async def run(self, *, task_status: object) -> None:  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+def test_why_it_ended_names_the_error_inside_trios_one_member_groups(paths: Paths) -> None:
+    root = _Root(paths, [])
+    error = DnaSourceError("/m/cells/pw.txt", "is a symlink; cell code must be plain files")
+    wrapped = BaseExceptionGroup("nursery", [ExceptionGroup("inner", [error])])
+    assert why_it_ended(root, wrapped) == f"DnaSourceError: {error}"
+    assert why_it_ended(root, OverflowError("x")) == "OverflowError: x"
+
+
+def test_why_it_ended_names_the_failure_beneath_a_sub_supervisor_that_gave_up(
+    paths: Paths,
+) -> None:
+    log = [RestartRecord(at=1.0, cell="u", reason="exit code 3"),
+           RestartRecord(at=2.0, cell="v", reason="exit code 7")]
+    escalation = SupervisorEscalation("reached_max_restart_intensity", child_id="s")
+    assert why_it_ended(_Root(paths, log), escalation) == (
+        "the top supervisor gave up (reached_max_restart_intensity, child 's'); "
+        "the last failure: v: exit code 7"
+    )
+    log.append(RestartRecord(at=3.0, cell="s", reason="exit code 1: boom"))
+    assert why_it_ended(_Root(paths, log), escalation).endswith("its last exit: exit code 1: boom")

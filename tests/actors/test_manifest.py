@@ -359,6 +359,13 @@ CELL = '[cells.db]\ndna = "db.py"\n'
          "31 descriptors is too small to start a cell (at least 32)"),
         (CELL + "limits = {memory = 0}\n", "cells.db.limits.memory", "from 1 to"),
         (CELL + "limits = {cpu = 0}\n", "cells.db.limits.cpu", "> 0"),
+        (CELL + "limits = {cpu = 0.001}\n", "cells.db.limits.cpu", "at least 0.01 cores"),
+        (CELL + "limits = {cpu = 1e308}\n", "cells.db.limits.cpu", "at most 4,096 cores"),
+        (CELL + "limits = {pids = 99999999999999999}\n", "cells.db.limits.pids",
+         "at most 4,194,304 processes and threads"),
+        (CELL + "limits = {open_files = 10000000000}\n", "cells.db.limits.open_files",
+         "at most 1,048,576 descriptors"),
+        (CELL + "limits = {memory = '2000T'}\n", "cells.db.limits.memory", "at most"),
         (CELL + "limits = {open_files = 0}\n", "cells.db.limits.open_files", "from 1 to"),
         (CELL + "env = {'A=B' = 'x'}\n", "cells.db.env", "contains '='"),
         (

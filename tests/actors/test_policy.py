@@ -624,6 +624,12 @@ def test_policy_backoff_huge_exponent_stays_finite() -> None:
     assert Backoff(initial=1.0, factor=10.0, maximum=7.0).delay(10_000) == 7.0
 
 
+@pytest.mark.parametrize("factor", [1e5, 1e200, 1.7e308])
+def test_policy_backoff_huge_factor_is_the_maximum_not_an_overflow(factor: float) -> None:
+    backoff = Backoff(initial=0.01, factor=factor, maximum=1.0)
+    assert [backoff.delay(n) for n in (1, 3, 66, 10_000)] == [0.01, 1.0, 1.0, 1.0]
+
+
 # --------------------------------------------------------------------------
 # Spec validation.
 

@@ -125,7 +125,7 @@ async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
             assert (await call(root, "counter", Add(n=5))) == Total(total=5, version="a")
             echo_pid = next(c.pid for c in root.status().cells if c.name == "echo")
             dry = await reload(root, dry_run=True)
-            assert dry.ok and dry.lines == ["would nothing changed"]
+            assert dry.ok and dry.lines == ["nothing would change"]
             async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
                 for timeout, grace in ((float("inf"), 0.1), (20.0, float("inf")), (0.0, 0.1)):
                     with pytest.raises(RootRefused, match=r"reload: (timeout|grace) must .*"

@@ -310,7 +310,10 @@ async def test_linked_cells_fail_together() -> None:
         crash(root, "b")
         await until(root, "a", lambda: root.slots["a"].instance is not a_before
                     and state(root, "a") == "running")
-        assert {r.cell for r in root.restart_log} == {"a", "b"}
+        assert [(r.cell, r.reason) for r in root.restart_log] == [
+            ("b", "killed by SIGKILL (killed on request)"),
+            ("a", "killed by SIGKILL (linked cell b failed)"),  # the link, not an operator
+        ]
 
 
 async def test_cells_call_each_other_only_through_granted_sockets(
@@ -518,6 +521,34 @@ async def test_children_of_a_pooled_template_run_under_its_simple_one_for_one_su
         await until(root, "watcher", lambda: "watcher.a" not in root.slots)
         pool = root.supervisors["pool"]
         assert [i.child_id for i in pool.which_children()] == []
+
+
+async def test_children_of_a_pool_that_gave_up_are_forgotten_when_it_starts_again() -> None:
+    toml = (
+        cell("watcher", "Watcher", max_children="2", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+        + '[supervisors.pool]\nstrategy = "simple_one_for_one"\ntemplate = "worker"\n'
+        + "intensity = 0\n\n[supervisor]\nintensity = 5\n"
+    )
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            for suffix in ("a", "b"):
+                assert (await syn.fire(Spawn(suffix=suffix))).name == f"watcher.{suffix}"
+            pool = root.supervisors["pool"]
+            crash(root, "watcher.a")  # intensity 0: the pool gives up, the root restarts it
+            with trio.fail_after(60):
+                while root.supervisors["pool"] is pool or {"watcher.a", "watcher.b"} & set(
+                    root.slots
+                ):
+                    await trio.sleep(0.05)
+            assert root.slots["watcher"].children == set()
+            assert [i.child_id for i in root.supervisors["pool"].which_children()] == []
+            # The quota is free again and the names can be reused.
+            for suffix in ("a", "c"):
+                assert (await syn.fire(Spawn(suffix=suffix))).name == f"watcher.{suffix}"
+            assert await syn.fire(Forward(target="watcher.a", n=4)) == Echo(4)
+        rows = {c.name: c for c in root.status().cells}
+        assert {"watcher.a", "watcher.c"} <= set(rows) and "watcher.b" not in rows
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,24 @@ def test_limits_reject_non_positive(kw: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kw", "said"),
+    [
+        ({"cpu": 1e308}, "limits.cpu: cpu = 1e+308 is more than any host applies"),
+        ({"cpu": float("nan")}, "limits.cpu: cpu is not a number"),
+        ({"cpu": 1e-300}, "limits.cpu: cpu = 1e-300 is less than the cgroup CPU controller"),
+        ({"pids": 10**17}, "limits.pids: pids = 100000000000000000 is more"),
+        ({"open_files": 10**10}, "limits.open_files: open_files = 10000000000 is more"),
+        ({"memory": 1 << 60}, "limits.memory: memory = 1152921504606846976 is more"),
+    ],
+)
+def test_limits_reject_what_no_kernel_applies(kw: dict[str, object], said: str) -> None:
+    with pytest.raises(SandboxConfigError) as info:
+        Limits(**kw)  # type: ignore[arg-type]
+    assert str(info.value).startswith(said)
+    Limits(memory=1 << 50, cpu=4096, pids=4_194_304, open_files=1 << 20)  # the maxima pass
+
+
+@pytest.mark.parametrize(
     "kw",
     [
         {"name": "bad-name", "key": "k"},
