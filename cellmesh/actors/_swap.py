@@ -71,6 +71,7 @@ from .control import (
 )
 from .dna import DnaCache, DnaEntry, verify_entry
 from .errors import DnaError, RootRequestError
+from .exitcause import version_text
 from .manifest import CellDecl
 from .swap import (
     Action,
@@ -262,7 +263,7 @@ class Swapper:
         if isinstance(msg, SwapIn):
             if run is None or run.new is None or msg.token != run.new.token:
                 raise RootRequestError(slot.name, "no swap is waiting for this process")
-            self._feed(run, run.core.new_hello(msg.version, _now()))
+            self._feed(run, run.core.new_hello(version_text(msg.version), _now()))
             await run.hello.wait()
             if run.hello_error is not None:
                 raise RootRequestError(slot.name, run.hello_error)

@@ -174,6 +174,18 @@ class CellsCannotStart(RootError):
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class RootUnreachable(RootError):
+    """A root is running (it holds its lock) but its control socket did not serve us:
+    ``reason`` says why (at its connection limit, not answering)."""
+
+    def __init__(self, path: str, pid: int | None, reason: str) -> None:
+        self.path = path
+        self.pid = pid
+        self.reason = reason
+        who = "the root" if pid is None else f"the root (pid {pid})"
+        super().__init__(f"{who} is running but did not serve this request on {path}: {reason}")
+
+
 class RootNotRunning(RootError):
     """Nothing answers on the control socket ``path``.
 
@@ -192,6 +204,7 @@ class RootNotRunning(RootError):
 
 __all__ = [
     "CellsCannotStart",
+    "RootUnreachable",
     "ChildAlreadyPresent",
     "ChildRunning",
     "ChildStartFailed",

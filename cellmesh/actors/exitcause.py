@@ -60,6 +60,16 @@ _STAGES: Final[frozenset[str]] = frozenset({"config", "import", "start", "run"})
 _SOURCE_KEYS: Final = {"CELL_ENTRY": "entry", "CELL_DNA_DIR": "dna"}
 
 
+#: A cell's ``version`` as the root keeps and shows it: cut to this many characters.
+MAX_VERSION_TEXT = 100
+
+
+def version_text(version: object) -> str:
+    """A cell's ``version`` as it reported it, made safe to keep and print (a cell is
+    untrusted: no control characters, at most :data:`MAX_VERSION_TEXT` characters)."""
+    return clean(version, MAX_VERSION_TEXT)
+
+
 def clean(text: object, limit: int) -> str:
     """``text`` as a printable one-liner of at most ``limit`` characters."""
     raw = text if isinstance(text, str) else ""
@@ -164,6 +174,7 @@ __all__ = [
     "MAX_MESSAGE",
     "MAX_REPORT_BYTES",
     "MAX_TYPE",
+    "MAX_VERSION_TEXT",
     "REPORT_FD_ENV",
     "Failure",
     "Reports",
@@ -172,4 +183,5 @@ __all__ = [
     "failure_record",
     "loaded_record",
     "parse_reports",
+    "version_text",
 ]

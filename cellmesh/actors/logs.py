@@ -332,11 +332,22 @@ class LogRecord:
         return "output" if self.event is None else "event"
 
     def display(self, *, timestamps: bool = False) -> str:
-        """The line as ``cellmesh logs`` prints it (``-t``: output lines get their time)."""
+        """The line as ``cellmesh logs`` prints it (``-t``: output lines get their time).
+
+        A cell's output is shown with its control characters escaped (``\\x1b``,
+        ``\\x0d``): what a cell prints cannot drive the operator's terminal, nor
+        pass a carriage return off as the start of a lifecycle event's line.
+        """
+        text = self.text
+        if self.event is None and not text.isprintable():
+            text = "".join(
+                ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}"
+                if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" for ch in text
+            )
         if timestamps and self.event is None:
             when = "?" if self.ts is None else _utc(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ")
-            return f"[{when}] {self.text}"
-        return self.text
+            return f"[{when}] {text}"
+        return text
 
     def to_json(self, cell: str) -> dict[str, object]:
         """The ``logs --json`` object: ts, time (ISO 8601 UTC), cell, stream, text[, event]."""

@@ -107,6 +107,7 @@ from .errors import (
     RootRequestError,
     SupervisorEscalation,
 )
+from .exitcause import version_text
 from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest, SupervisorDecl
 from .membership import parse_replica_name, replica_stem
@@ -647,7 +648,7 @@ class Root:
             return None
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
-                slot.version = msg.version
+                slot.version = version_text(msg.version)
                 slot.instance.mark_ready()
             return Ack(text="ok")
         if isinstance(msg, SWAP_MESSAGES):
@@ -666,6 +667,11 @@ class Root:
             return Ack(text="ok")
         if isinstance(msg, Link):
             _check_target(msg.target)
+            if not _may_link(slot, msg.target):
+                raise RootRequestError(
+                    msg.target, f"{slot.name} may not link to it: a link kills both sides, "
+                    f"so a cell links only to cells in its `calls`, its children and its parent",
+                )
             if not self._is_alive(msg.target):
                 raise RootRequestError(msg.target, "noproc: not running, cannot link to it")
             self._watches.link(slot.name, msg.target, trap_exits=msg.trap_exits)
@@ -763,6 +769,14 @@ def _check_target(target: object) -> None:
         check_cell_name(target if replica is None else replica[0], source="target")
     except ConfigError as exc:
         raise RootRequestError("target", exc.problem) from None
+
+
+def _may_link(slot: CellSlot, target: str) -> bool:
+    """A link kills both sides: ``slot`` may link only to a cell the manifest lets it
+    call (a replicated cell's replicas included), its own children and its parent."""
+    replica = parse_replica_name(target)
+    base = target if replica is None else replica[0]
+    return base in slot.decl.calls or target in slot.children or target == slot.parent
 
 
 def _swapping(slot: CellSlot | None) -> bool:

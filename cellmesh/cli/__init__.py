@@ -5,7 +5,8 @@ in the package imports it but ``__main__``.
 
 Each command group lives in its own module with a ``register(app)`` function;
 :func:`build_app` assembles them. Exit codes: 0 success, 1 a runtime failure
-(:class:`~cellmesh.errors.CellmeshError`), 2 bad usage or configuration.
+(:class:`~cellmesh.errors.CellmeshError`), 2 bad usage or configuration, 141
+when the reader of our output closed it (`cellmesh logs X | head -1`).
 
 Every failure prints one line on stderr, ``cellmesh: error: <what and why>``,
 never a traceback of ours. A remote traceback (a cell's, or the root's when
@@ -18,6 +19,7 @@ reports every unmatched first word as an unknown command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -32,6 +34,8 @@ from ..errors import CellmeshError, ConfigError, RemoteCellError
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+#: Our output's reader closed it (128 + SIGPIPE, as a shell reports a filter killed by it).
+EXIT_BROKEN_PIPE: Final = 141
 #: Environment variable that turns on ``--debug``.
 DEBUG_ENV: Final = "CELLMESH_DEBUG"
 
@@ -118,4 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc, debug=debug, err=sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`cellmesh logs X | head -1`): stop
+        # quietly, as a Unix filter does, and keep Python from complaining again
+        # when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return result if isinstance(result, int) else EXIT_OK

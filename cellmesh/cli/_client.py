@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Refused
-from ..actors.errors import RootError, RootNotRunning
+from ..actors.errors import RootError, RootNotRunning, RootUnreachable
 from ..actors.lastwords import read_last_words
 from ..config import Paths
 from ..errors import CellUnavailable
@@ -34,7 +35,9 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
     """A synapse to the root at ``paths.umbilical``.
 
     Raises :class:`~cellmesh.actors.errors.RootNotRunning` when nothing
-    listens there, or when the root goes away while the block uses it.
+    listens there, or when the root goes away while the block uses it, and
+    :class:`~cellmesh.actors.errors.RootUnreachable` when a root is running
+    but did not serve us (its control socket at its connection limit).
     """
     try:
         async with Synapse.grow(
@@ -42,7 +45,11 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
             connect_timeout=10.0,
         ) as syn:
             yield syn
-    except CellUnavailable:
+    except CellUnavailable as exc:
+        if root_is_running(paths):
+            raise RootUnreachable(
+                str(paths.umbilical), read_root_pid(paths), exc.reason
+            ) from None
         raise RootNotRunning(str(paths.umbilical), last_words_of(paths)) from None
 
 

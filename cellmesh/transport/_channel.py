@@ -513,6 +513,12 @@ class Channel:
                 pending.done()
         self._queue.clear()
         self._queued = self._queued_fds = 0
+        # Give the memory back at once: the partial frame a peer left (up to the
+        # frame limit), and the owner's callbacks, whose references back to the
+        # owner would keep all of it until a cycle collection.
+        self.decoder.release()
+        self.prepare = None
+        self.on_broken = None
         with contextlib.suppress(OSError, ValueError):
             trio.lowlevel.notify_closing(self.sock)
         self.sock.close()

@@ -275,6 +275,11 @@ class ServerConnection(Answers):
             except (ProtocolError, ChannelBroken) as exc:
                 self._fatal(exc)
                 return
+            except MemoryError as exc:  # this process is out of memory: a cell dies (137)
+                if self.m.on_handler_error is not None:
+                    self.m.on_handler_error(exc)
+                self._fatal(exc)
+                return
             except Exception as exc:  # our bug, or an odd value: this connection only
                 self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
                            + "".join(traceback.format_exception(exc)))

@@ -199,14 +199,14 @@ class PayloadDecoder:
         except cbor2.CBORDecodeError as exc:
             # cbor2 wraps whatever a hook raised, interrupts included.
             cause = exc.__cause__
-            if isinstance(cause, _NOT_OURS):
+            if isinstance(cause, (*_NOT_OURS, MemoryError)):
                 raise cause from None
             if isinstance(cause, MalformedFrame):
                 raise MalformedFrame(str(cause)) from None
             why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
             raise MalformedFrame(f"invalid CBOR: {exc}{why}") from None
-        except _NOT_OURS:
-            raise
+        except (*_NOT_OURS, MemoryError):
+            raise  # (out of memory is this process's state, not the peer's bytes)
         except BaseException as exc:  # anything else the decoder raised, a panic included
             raise MalformedFrame(f"invalid CBOR: {type(exc).__name__}: {exc}") from None
         raise MalformedFrame(_TRAILING)

@@ -740,6 +740,12 @@ class FrameDecoder:
         """Bytes fed but not yet consumed as frames."""
         return len(self._buf) - self._pos
 
+    def release(self) -> None:
+        """Drop what is buffered (the connection is closed): its memory goes back now,
+        not when a cycle collection finds the connection."""
+        self._buf = bytearray()
+        self._pos = 0
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes (any split of the stream is fine)."""
         if self._pos and self._pos >= len(self._buf) // 2:

@@ -87,6 +87,16 @@ class Dialed:
     error: str
 
 
+class Boastful(cellmesh.Cell):
+    """Reports a version no operator should have to read: a megabyte, with escapes."""
+
+    version = "\x1b[2J\x1b[31mPWNED\nstore  root  running\r" + "v" * 1_000_000
+
+    @cellmesh.receptor
+    async def echo(self, msg: Echo) -> Echo:
+        return Echo(msg.n)
+
+
 class Echoer(cellmesh.Cell):
     """Echoes; tells who it is; answers Slow only after a while (to be killed mid-call)."""
 

@@ -152,7 +152,8 @@ async def test_attack_monitors_on_a_dying_neighbour_are_capped_and_delivered_bou
 
 async def test_attack_link_flood_is_capped_with_a_clear_refusal() -> None:
     toml = "[root]\nmax_links = 2\n\n" + "".join(
-        cell(name, "Attacker" if name == "attacker" else "Echoer")
+        cell(name, "Attacker", calls='["echo", "b", "c"]') if name == "attacker"
+        else cell(name, "Echoer")
         for name in ("attacker", "echo", "b", "c")
     )
     async with running_root(toml) as (_root, paths):
@@ -161,6 +162,25 @@ async def test_attack_link_flood_is_capped_with_a_clear_refusal() -> None:
         assert (result.ok, result.refused) == (3, 1)  # relinking echo is no new link
         assert "attacker" in result.error and "max_links" in result.error
         await still_serving(paths.socket_dir)
+
+
+async def test_attack_a_cell_cannot_link_to_a_cell_it_was_not_granted() -> None:
+    """A link kills both sides: a hostile cell linking to any cell, then crashing,
+    would kill a neighbour. Only `calls`, children and the parent may be linked."""
+    toml = "[supervisor]\nintensity = 5\n\n" + cell(
+        "attacker", "Attacker", calls='["echo"]'
+    ) + cell("echo", "Echoer") + cell("secret", "Echoer")
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("attacker", socket_dir=paths.socket_dir) as syn:
+            result = await syn.fire(LinkTo(targets=["secret", "echo"]))
+        assert (result.ok, result.refused) == (1, 1)
+        assert "attacker may not link to it" in result.error and "secret" in result.error
+        secret = serving_pid(root, "secret")
+        crash(root, "attacker")
+        await until(root, "echo", lambda: state(root, "echo") == "running"
+                    and any(r.cell == "echo" for r in root.restart_log))
+        assert serving_pid(root, "secret") == secret  # untouched
+        assert [r.cell for r in root.restart_log if r.cell != "attacker"] == ["echo"]
 
 
 async def test_attack_monitor_targets_must_be_cell_names() -> None:

@@ -406,3 +406,12 @@ def test_logged_cells_lists_names_with_output_or_events(tmp_path: Path) -> None:
         (tmp_path / name).write_text("")
     assert logged_cells(tmp_path) == ["cache", "web"]
     assert logged_cells(tmp_path / "missing") == []
+
+
+def test_a_cells_output_cannot_drive_the_terminal_or_pose_as_an_event() -> None:
+    text = "\r[2026-01-01T00:00:00Z] event exited \x1b]0;t\x07\u200b\tok é"
+    forged = LogRecord(ts=1.0, text=text)
+    shown = forged.display()
+    assert shown == "\\x0d[2026-01-01T00:00:00Z] event exited \\x1b]0;t\\x07\\u200b\tok é"
+    assert forged.display(timestamps=True).endswith(shown)
+    assert LogRecord(ts=1.0, text="plain").display() == "plain"

@@ -298,8 +298,21 @@ async def test_dynamic_children_respect_the_quota(sandbox: str, bwrap_usable: st
         assert pids_alive([child_pid]) == []
 
 
+async def test_a_cells_version_is_kept_cut_and_printable() -> None:
+    """A cell's version is its own text: the root keeps 100 printable characters of
+    it, so twenty such cells cannot make a status too large to send, and none can
+    write terminal escapes into an operator's `cellmesh status`."""
+    async with running_root(cell("boast", "Boastful")) as (root, _paths):
+        row = next(c for c in root.status().cells if c.name == "boast")
+        assert len(row.version) <= 100 and row.version.isprintable()
+        assert row.version.startswith("?[2J?[31mPWNED?store  root  running?vvv")
+        assert row.version.endswith("...")
+
+
 async def test_linked_cells_fail_together() -> None:
-    toml = "[supervisor]\nintensity = 5\n\n" + cell("a", "Echoer") + cell("b", "Echoer")
+    toml = "[supervisor]\nintensity = 5\n\n" + cell("a", "Echoer", calls='["b"]') + cell(
+        "b", "Echoer"
+    )
     async with running_root(toml) as (root, _paths):
         # link a -> b through a's umbilical, the way a cell's self.link() does
         from cellmesh.actors.control import Link

@@ -534,3 +534,59 @@ def test_attack_every_client_keeps_the_same_rules(
         thread.join(10)
         listener.close()
     assert open_fds() <= before
+
+
+async def test_attack_partial_frames_left_by_closed_connections_are_freed_at_once(
+    sockdir: Path,
+) -> None:
+    """Connections each leave most of a 4 MiB frame and close: the victim gives the
+    memory back as they close, without waiting for a cycle collection (the audit's
+    neighbour cell sat at 190 MB after every attacker connection was gone)."""
+    import gc
+
+    async with victim(sockdir) as path, bystander(sockdir):
+        gc.collect()
+        gc.disable()  # what a quiet cell does between collections
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(3):
+                conns = []
+                for _ in range(4):
+                    conn = await attacker(path)
+                    size = 4 * MIB
+                    await conn.send(size.to_bytes(4, "big") + b"\x83" + bytes(size - 2))
+                    conns.append(conn)
+                await trio.testing.wait_all_tasks_blocked()
+                held = tracemalloc.get_traced_memory()[0] - base
+                assert held > 4 * 3 * MIB  # the frames were buffered while open
+                for conn in conns:
+                    conn.close()
+                await trio.testing.wait_all_tasks_blocked()
+                left = tracemalloc.get_traced_memory()[0] - base
+                assert left < 2 * MIB, left
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+
+
+async def test_a_memory_error_in_a_connection_reader_reaches_the_cells_hook(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory while reading is the process's state, not the peer's bytes: the
+    membrane's on_handler_error hook sees it (a cell's runtime exits 137 there)."""
+    from cellmesh.wire.codec import FrameDecoder
+
+    seen: list[BaseException] = []
+    async with open_membrane("victim", handler, socket_dir=sockdir, registry=REG,
+                             on_handler_error=seen.append):
+        async with Synapse.grow("victim", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Echo(1)) == Echo(1)
+
+            def no_memory(self: FrameDecoder, data: object) -> None:
+                raise MemoryError
+
+            monkeypatch.setattr(FrameDecoder, "feed", no_memory)
+            with pytest.raises(CellUnavailable):
+                await syn.fire(Echo(2))
+    assert [type(e) for e in seen] == [MemoryError]
