@@ -81,9 +81,10 @@ def register(app: cyclopts.App) -> None:
         env
             KEY=VALUE to add to the declared environment (repeatable).
         data
-            Host directory bound read-write at /cell/data.
+            Existing host directory bound read-write at /cell/data.
         dna
-            Host directory bound read-only at /cell/dna (the working directory).
+            Existing host directory bound read-only at /cell/dna (the working
+            directory).
         backend
             auto, bwrap, host or stub (default: $CELL_SANDBOX, else auto).
         """
@@ -136,6 +137,9 @@ def run_exec(
     for flag, dir_arg in (("--data", data), ("--dna", dna)):
         if dir_arg is not None and not os.path.isabs(dir_arg):
             raise ConfigError(flag, f"{dir_arg!r} must be an absolute path")
+        if dir_arg is not None and not os.path.isdir(dir_arg):
+            # (never created here: a typo must not make a directory on the host)
+            raise ConfigError(flag, f"{dir_arg!r} is not an existing directory")
     limits = Limits(
         memory=None if mem is None else parse_size(mem, source="--mem"),
         cpu=cpu,

@@ -44,6 +44,10 @@ def _version(version: str) -> str:
     return version or "-"
 
 
+#: The new version's last output lines a failed swap shows (the rest: `cellmesh logs`).
+SHOWN_TAIL = 6
+
+
 def report_lines(report: SwapReport) -> list[str]:
     """What ``cellmesh swap`` prints for one cell (without the ``cellmesh:`` prefix)."""
     name = report.name
@@ -66,15 +70,26 @@ def report_lines(report: SwapReport) -> list[str]:
             line += f" (state of {report.state_bytes} bytes handed over)"
         return [line]
     what = "rolled back" if outcome == "rolled_back" else "failed"
-    lines = [f"swap of {name} {what}: {report.cause or 'no cause given'}"]
+    lines = [f"swap of {name} {what}: {_one_line(report.cause, name)}"]
     if outcome == "rolled_back":
         lines.append(f"{name} still runs DNA {_dna(report.from_dna)} "
                      f"(version {_version(report.from_version)}), with its state")
     if report.log_tail:
         lines.append("the new version's last output:")
-        lines.extend(f"  | {line}" for line in report.log_tail)
+        lines.extend(f"  | {line}" for line in report.log_tail[-SHOWN_TAIL:])
     lines.append(f"see `cellmesh logs {name}`")
     return lines
+
+
+def _one_line(cause: str, name: str) -> str:
+    """A cause as one line: a multi-line one (a traceback the new version printed)
+    becomes its first and last lines, and where the rest is."""
+    lines = [line.strip() for line in cause.splitlines() if line.strip()]
+    if not lines:
+        return "no cause given"
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0]} [...] {lines[-1]} (its output: `cellmesh logs {name}`)"
 
 
 def summary_line(reports: list[SwapReport]) -> str:

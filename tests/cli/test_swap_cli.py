@@ -62,6 +62,19 @@ def test_swap_report_lines_for_each_outcome() -> None:
     ]
 
 
+def test_a_failed_swap_shows_one_line_of_cause_and_the_last_lines_of_output() -> None:
+    tail = [f"line {i}" for i in range(20)]
+    lines = report_lines(_report(
+        "rolled_back", cause="Traceback (most recent call last):\n  File x\nValueError: no",
+        serving_ms=None, log_tail=tail,
+    ))
+    assert lines[0] == (
+        "swap of counter rolled back: Traceback (most recent call last): [...] ValueError: no "
+        "(its output: `cellmesh logs counter`)"
+    )
+    assert lines[3:] == [f"  | line {i}" for i in range(14, 20)] + ["see `cellmesh logs counter`"]
+
+
 def test_swap_report_lines_of_a_replicated_cell_name_each_replica() -> None:
     report = _report("swapped", name="bank", state_bytes=None, serving_ms=2061.0,
                      timeline={"bank/1": 584.0, "bank/2": 1358.6, "bank/0": 2060.8})

@@ -64,8 +64,13 @@ def test_exec_passes_the_exit_code_and_reports_limits(
         ["sandbox", "exec", "--backend", "docker", "--", "true"],
         ["sandbox", "exec", "--env", "NOEQUALS", "--", "true"],
         ["sandbox", "exec", "--data", "relative", "--", "true"],
+        ["sandbox", "exec", "--data", "/nonexistent/cellmesh-test", "--", "true"],
+        ["sandbox", "exec", "--cpu", "1e308", "--", "true"],
+        ["sandbox", "exec", "--pids", "99999999999999999", "--", "true"],
     ],
 )
 def test_exec_bad_usage_exits_2(argv: list[str], capfd: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
-    assert "error" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "error" in err and "Traceback" not in err
+    assert not Path("/nonexistent/cellmesh-test").exists()  # a typo makes no directory
