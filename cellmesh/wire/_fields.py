@@ -220,6 +220,19 @@ def _bytes_type() -> FieldType:
     return FieldType("bytes", enc, dec, False)
 
 
+def _counted(enc: _Enc) -> _Enc:
+    """``enc`` for a container that may hold a nested protein: counts the level it opens."""
+
+    def enc_counted(value: Any, ctx: EncodeContext) -> Any:
+        depth = enter(ctx)
+        try:
+            return enc(value, ctx)
+        finally:
+            ctx.depth = depth - 1
+
+    return enc_counted
+
+
 def _list_type(elem: FieldType, as_tuple: bool) -> FieldType:
     text = f"list<{elem.text}>"
     e_enc, e_dec = elem.enc, elem.dec
@@ -229,13 +242,6 @@ def _list_type(elem: FieldType, as_tuple: bool) -> FieldType:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return [e_enc(v, ctx) for v in value]
 
-    def enc_counted(value: Any, ctx: EncodeContext) -> Any:
-        depth = enter(ctx)
-        try:
-            return enc(value, ctx)
-        finally:
-            ctx.depth = depth - 1
-
     def dec(value: Any, ctx: DecodeContext) -> Any:
         if type(value) is not list:
             raise Bad(f"expected {text}, got {type_label(value)}")
@@ -243,7 +249,7 @@ def _list_type(elem: FieldType, as_tuple: bool) -> FieldType:
         return tuple(out) if as_tuple else out
 
     if elem.nests:
-        return FieldType(text, enc_counted, dec, False, nests=True)
+        return FieldType(text, _counted(enc), dec, False, nests=True)
     return FieldType(text, enc, dec, False)
 
 
@@ -274,20 +280,13 @@ def _dict_type(key: FieldType, val: FieldType, where: str) -> FieldType:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return {k_enc(k, ctx): v_enc(v, ctx) for k, v in value.items()}
 
-    def enc_counted(value: Any, ctx: EncodeContext) -> Any:
-        depth = enter(ctx)
-        try:
-            return enc(value, ctx)
-        finally:
-            ctx.depth = depth - 1
-
     def dec(value: Any, ctx: DecodeContext) -> Any:
         if type(value) is not dict:
             raise Bad(f"expected {text}, got {type_label(value)}")
         return {k_dec(k, ctx): v_dec(v, ctx) for k, v in value.items()}
 
     if val.nests:
-        return FieldType(text, enc_counted, dec, False, nests=True)
+        return FieldType(text, _counted(enc), dec, False, nests=True)
     return FieldType(text, enc, dec, False)
 
 

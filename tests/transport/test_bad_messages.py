@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -96,15 +94,6 @@ class Cell:
         if isinstance(msg, Blob):
             return Ping(len(msg.data))
         return msg
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

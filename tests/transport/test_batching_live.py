@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +73,6 @@ def make_receptors(gates: dict[str, trio.Event] | None = None) -> Receptors:
     r.add(Blob, blob)
     r.add(Gate, gate)
     return r
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_outbound_batch_uses_columns_for_runs() -> None:

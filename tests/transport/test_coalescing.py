@@ -6,10 +6,8 @@ one scheduler pass cost O(1) writes in each direction. Nothing here is timed.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -112,15 +110,6 @@ class Cell:
 
     async def blob(self, msg: Blob) -> Ping:
         return Ping(len(msg.data))
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def counting(syn: Synapse) -> CountingSocket:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import socket
 import struct
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cbor2
@@ -119,16 +117,6 @@ class Service:
         data = msg.data
         view = data if isinstance(data, memoryview) else memoryview(data)
         return BlobInfo(len(data), view.readonly, isinstance(data, memoryview), view[-1])
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    # Short paths: sun_path is limited to 107 bytes.
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

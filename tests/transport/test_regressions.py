@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,15 +39,6 @@ async def handler(msg: object) -> object:
         await trio.sleep(0)  # suspends: goes through the owner path
         return None
     return msg
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_queued_call_runs_after_the_owner_is_cancelled(sockdir: Path) -> None:

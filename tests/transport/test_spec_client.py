@@ -7,9 +7,7 @@ frame), 4.2 (duplicate call ids), 4.10 and 11.3 (columns).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -68,15 +66,6 @@ class Server:
             self.waiting += 1
             await self.release.wait()
         return msg
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

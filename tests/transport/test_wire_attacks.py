@@ -15,9 +15,7 @@ import array
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -85,15 +83,6 @@ async def handler(msg: object) -> object:
 def open_fds() -> int:
     """Descriptors open in this process (the listing's own not counted)."""
     return len(os.listdir("/proc/self/fd")) - 1
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cm-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager
