@@ -54,8 +54,8 @@ MAX_TYPE: Final = 200
 #: Longest message kept.
 MAX_MESSAGE: Final = 1000
 
-Stage = Literal["config", "import", "start", "run"]
-_STAGES: Final[frozenset[str]] = frozenset({"config", "import", "start", "run"})
+Stage = Literal["config", "import", "construct", "start", "run"]
+_STAGES: Final[frozenset[str]] = frozenset({"config", "import", "construct", "start", "run"})
 #: Runtime contract variables and the manifest key each one comes from.
 _SOURCE_KEYS: Final = {"CELL_ENTRY": "entry", "CELL_DNA_DIR": "dna"}
 
@@ -105,8 +105,9 @@ class Failure:
         error = f"{self.type_name}: {self.message}" if self.message else self.type_name
         if self.stage == "import":
             return f"{key}.entry: importing the cell's code raised {error}"
-        if self.stage == "start":
-            where = f"{self.type_name} in on_start"
+        if self.stage in ("construct", "start"):
+            place = "the constructor" if self.stage == "construct" else "on_start"
+            where = f"{self.type_name} in {place}"
             return f"{where}: {self.message}" if self.message else where
         return error
 

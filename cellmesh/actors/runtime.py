@@ -562,6 +562,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
             return EXIT_CRASH
         send_report(reports, loaded_record())
         serving = _Started()
+        in_constructor = False
         try:
             async with trio.open_nursery() as nursery:
 
@@ -574,6 +575,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                 try:
                     cell = cls()
                 except Exception as exc:
+                    in_constructor = True
                     await _early_report(spec, go, "the constructor", exc)
                     raise
                 reason = await serve_cell(
@@ -596,7 +598,8 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                 report_failure(reports, "config", config)
                 return EXIT_CONFIG
             _line(f"{PROG}: cell {spec.name} crashed:\n{crash_text(exc)}")
-            report_failure(reports, "run" if serving.serving else "start", exc)
+            stage: Stage = "construct" if in_constructor else "start"
+            report_failure(reports, "run" if serving.serving else stage, exc)
             _line(_cause_line(exc))  # the last line names the cause (the root shows it)
             return EXIT_CRASH
         if reason:

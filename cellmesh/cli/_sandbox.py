@@ -159,7 +159,12 @@ def run_exec(
     environ = dict(os.environ)
     if backend is not None:
         environ["CELL_SANDBOX"] = backend
-    be = select_backend(environ)
+    try:
+        be = select_backend(environ)
+    except ConfigError as exc:
+        if backend is None or exc.source != "CELL_SANDBOX":
+            raise
+        raise ConfigError("--backend", exc.problem) from None  # the flag the user typed
     be.create(spec)
     try:
         be.spawn(spec.cell_id, stdout=sys.stdout.fileno(), stderr=sys.stderr.fileno())

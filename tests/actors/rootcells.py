@@ -211,6 +211,14 @@ class Fragile(cellmesh.Cell):
         os._exit(msg.code)  # no report, no cleanup
 
 
+class BadInit(cellmesh.Cell):
+    """Fails in its constructor, every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        raise KeyError("in ctor")
+
+
 class Crasher(cellmesh.Cell):
     """Fails in on_start, every time: a crash loop."""
 

@@ -56,6 +56,7 @@ def test_describe_names_the_manifest_key_or_the_exception() -> None:
     assert d("config") == "cells.kv: boom"
     assert d("import") == "cells.kv.entry: importing the cell's code raised ValueError: boom"
     assert d("start") == "ValueError in on_start: boom"
+    assert d("construct") == "ValueError in the constructor: boom"
     assert d("start", message="") == "ValueError in on_start"
     assert d("run") == "ValueError: boom"
 

@@ -95,6 +95,14 @@ async def test_an_on_start_exception_fails_the_start_with_its_type_and_message(
         "this cell never starts" in exc.detail
 
 
+async def test_a_constructor_exception_is_named_as_such(home: Path) -> None:
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_root(home, cell("doomed", "BadInit")):
+            raise AssertionError("the mesh must not start")
+    (exc,) = leaves(info.value, SupervisorEscalation)
+    assert "exit code 1: KeyError in the constructor: 'in ctor'" in exc.detail
+
+
 async def test_a_crash_reaches_cell_down_status_and_the_restart_log_with_its_cause() -> None:
     toml = cell("watcher", "Watcher") + cell("fragile", "Fragile")
     async with running_root(toml) as (root, paths):

@@ -74,3 +74,5 @@ def test_exec_bad_usage_exits_2(argv: list[str], capfd: pytest.CaptureFixture[st
     err = capfd.readouterr().err
     assert "error" in err and "Traceback" not in err
     assert not Path("/nonexistent/cellmesh-test").exists()  # a typo makes no directory
+    if "--backend" in argv:
+        assert "--backend: 'docker' is not one of" in err  # the flag, not CELL_SANDBOX
