@@ -67,6 +67,7 @@ from ..wire.proteins import protein
 UMBILICAL_LIMITS: Final[dict[str, Any]] = {
     "max_frame_size": 1024 * 1024, "credit_calls": 256, "credit_bytes": 2 * 1024 * 1024,
     "max_connections": 8, "max_held_fds": 2 * 64,
+    "send_tracebacks": False,  # a refusal tells a cell why, never the root's code
 }
 CONTROL_LIMITS: Final[dict[str, Any]] = {
     "max_frame_size": 64 * 1024, "credit_calls": 256, "credit_bytes": 1024 * 1024,

@@ -241,7 +241,7 @@ class Answers:
             self.m.log(f"signal failed: {exception_type_name(exc)}: {text}")
             return
         tb = None
-        if code == ErrorCode.HANDLER_FAILED:
+        if code == ErrorCode.HANDLER_FAILED and self.m.options.send_tracebacks:
             tb = "".join(traceback.format_exception(exc))
         self._finish_error(call_id, code, exception_type_name(exc), str(exc), tb, cost=cost)
 

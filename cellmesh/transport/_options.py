@@ -7,6 +7,7 @@ from typing import Final
 import attrs
 
 from ..config import check_positive_int, check_seconds
+from ..errors import ConfigError
 from ..wire import codec
 from ..wire.proteins import DEFAULT_VESICLE_THRESHOLD
 
@@ -62,6 +63,10 @@ class MembraneOptions:
     #: Announce client sessions in the hello (a replicated cell deduplicates
     #: resent calls); see docs/protocol.md section 17.
     sessions: bool = False
+    #: Send a failed handler's traceback to the caller (``HANDLER_FAILED``). The
+    #: root's umbilicals do not: their callers are untrusted cells, which learn
+    #: the refusal's type and message, not the root's code.
+    send_tracebacks: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
@@ -71,6 +76,9 @@ class MembraneOptions:
             check_positive_int(name, getattr(self, name))
         for name in ("hello_timeout", "idle_timeout", "idle_grace"):
             check_seconds(name, getattr(self, name))
+        for name in ("sessions", "send_tracebacks"):
+            if type(getattr(self, name)) is not bool:
+                raise ConfigError(name, f"must be True or False, got {getattr(self, name)!r}")
 
 
 @attrs.define(kw_only=True)

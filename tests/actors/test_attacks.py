@@ -21,8 +21,8 @@ import trio
 from rootcells import Downs, Echo, LinkTo, MonitorFlood, Unwatch, Watch
 from test_root import cell, crash, running_root, serving_pid, state, until
 
-from cellmesh import CellUnavailable, Synapse
-from cellmesh.actors.control import StatusReply, StatusRequest
+from cellmesh import CellUnavailable, RemoteCellError, Synapse
+from cellmesh.actors.control import Link, StatusReply, StatusRequest
 from cellmesh.actors.root import Root
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
@@ -181,6 +181,13 @@ async def test_attack_a_cell_cannot_link_to_a_cell_it_was_not_granted() -> None:
                     and any(r.cell == "echo" for r in root.restart_log))
         assert serving_pid(root, "secret") == secret  # untouched
         assert [r.cell for r in root.restart_log if r.cell != "attacker"] == ["echo"]
+        # A refusal tells the cell why, never the root's code (no traceback).
+        umbilical = root.slots["attacker"].umbilical_path
+        async with Synapse.grow("mitosis", socket_path=umbilical) as umb:
+            with pytest.raises(RemoteCellError) as info:
+                await umb.fire(Link(target="secret", trap_exits=False))
+        assert "may not link to it" in info.value.remote_message
+        assert info.value.remote_traceback is None
 
 
 async def test_attack_monitor_targets_must_be_cell_names() -> None:

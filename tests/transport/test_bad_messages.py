@@ -29,8 +29,9 @@ from rawwire import CALL, RawConnection, frame
 
 import cellmesh
 from cellmesh import Synapse, open_membrane
-from cellmesh.errors import ErrorCode, FieldError, RemoteCellError
+from cellmesh.errors import ConfigError, ErrorCode, FieldError, RemoteCellError
 from cellmesh.transport._answers import MAX_ERROR_TEXT, MAX_TRACEBACK_TEXT, clip_text
+from cellmesh.transport.membrane import membrane_options
 from cellmesh.wire._fields import MAX_BODY_NESTING
 from cellmesh.wire.codec import VESICLE_TAG
 from cellmesh.wire.proteins import ProteinRegistry
@@ -200,6 +201,19 @@ async def test_a_message_too_deep_for_a_frame_is_refused_by_the_sender(sockdir: 
 
 # --------------------------------------------------------------------------
 # Error frames
+
+
+async def test_a_membrane_may_keep_its_tracebacks_to_itself(sockdir: Path) -> None:
+    cell = Cell()
+    async with open_membrane("quiet", cell.handle, socket_dir=sockdir, registry=REG,
+                             send_tracebacks=False):
+        async with Synapse.grow("quiet", socket_dir=sockdir, registry=REG) as syn:
+            with pytest.raises(RemoteCellError) as info:
+                await syn.fire(Fail(3))
+    assert (info.value.type_name, info.value.remote_message) == ("RuntimeError", "xxx")
+    assert info.value.remote_traceback is None
+    with pytest.raises(ConfigError, match="send_tracebacks: must be True or False"):
+        membrane_options({"send_tracebacks": "no"})
 
 
 def test_clip_text_keeps_head_and_tail_within_the_limit() -> None:
