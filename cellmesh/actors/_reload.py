@@ -110,15 +110,18 @@ async def reload_mesh(
 ) -> ReloadReport:
     """Re-read ``host``'s manifest and apply the difference (see the module doc).
 
-    Raises :class:`RootRequestError` when the manifest is invalid or asks
-    for a change that cannot be made live (nothing is changed then).
+    Raises :class:`~cellmesh.errors.ConfigError` when the manifest is invalid
+    and :class:`RootRequestError` when it cannot be read or asks for a change
+    that cannot be made live (nothing is changed then).
     """
     problem = swap_times_problem(request.timeout, request.grace)
     if problem is not None:
         raise RootRequestError("reload", f"{' '.join(problem)} (nothing was changed)")
     try:
         new = await trio.to_thread.run_sync(_load, host.manifest.path)
-    except (ConfigError, OSError) as exc:
+    except ConfigError as exc:  # stays a configuration error: the CLI exits 2, as `up`
+        raise ConfigError(exc.source, f"{exc.problem} (nothing was changed)") from None
+    except OSError as exc:
         raise RootRequestError("reload", f"{exc} (nothing was changed)") from None
     plan = diff_manifests(host.manifest, new, code_changed=await _code_changed(host, new))
     if plan.refused:

@@ -105,7 +105,12 @@ def report(exc: BaseException, *, debug: bool, err: TextIO) -> int:
     trace = getattr(exc, "remote_traceback", None)
     if debug and isinstance(trace, str) and trace:
         print("remote traceback:\n" + trace.rstrip(), file=err)
-    return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+    refused_config = getattr(exc, "error", None) in _CONFIG_REFUSALS  # a RootRefused
+    return EXIT_USAGE if isinstance(exc, ConfigError) or refused_config else EXIT_FAILURE
+
+
+#: The root's refusals that are bad configuration (``Refused.error``): exit 2, as locally.
+_CONFIG_REFUSALS: Final = frozenset({"ConfigError", "ManifestError"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

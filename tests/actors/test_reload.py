@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from cellmesh import Synapse
 from cellmesh.actors.control import ReloadManifest, ReloadReport
 from cellmesh.actors.manifest import parse_manifest
 from cellmesh.actors.reload import Change, diff_manifests
+from cellmesh.cli import EXIT_FAILURE, EXIT_USAGE
+from cellmesh.cli import report as report_error
 from cellmesh.cli._client import RootRefused, ask_root
 from cellmesh.testing.mesh import open_root
 
@@ -164,8 +167,12 @@ async def test_reload_applies_a_changed_manifest_to_a_running_mesh() -> None:
             assert root.supervisors["root"].spec.intensity == 7
             # A broken manifest is refused with its key and file.
             (home / "cellmesh.toml").write_text(BASE + "\n[cells.bad]\nnope = 1\n")
-            with pytest.raises(RootRefused, match=r"cells\.bad"):
+            with pytest.raises(RootRefused, match=r"cells\.bad") as bad:
                 await reload(root)
+            # ... as a configuration error: `cellmesh reload` exits 2, as `up` does.
+            assert bad.value.error == "ConfigError"
+            assert report_error(bad.value, debug=False, err=io.StringIO()) == EXIT_USAGE
+            assert report_error(info.value, debug=False, err=io.StringIO()) == EXIT_FAILURE
             with trio.fail_after(5):
                 assert (await call(root, "counter", Add(n=0))) == Total(total=6, version="b")
     finally:
