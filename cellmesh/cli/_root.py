@@ -111,13 +111,16 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
     if child.poll() is None:
         child.kill()
     child.wait()
-    text = text.removeprefix("failed: ")
+    config = text.startswith(CONFIG_FAILURE)
+    text = text.removeprefix(CONFIG_FAILURE).removeprefix("failed: ")
     print(f"cellmesh: error: the mesh did not start: {text or 'the root exited silently'}",
           file=sys.stderr)
     print(f"cellmesh: the root's log: {log_path}", file=sys.stderr)
-    return 1
+    return 2 if config else 1
 
 
+#: How the root reports a start that failed on bad configuration (``up`` exits 2).
+CONFIG_FAILURE: Final = "failed (configuration): "
 #: Output lines of a failed cell shown by a failed ``up``.
 TAIL_LINES: Final = 6
 #: At most this many failed cells get their output shown.
@@ -202,9 +205,12 @@ async def _foreground(
         except Exception as exc:
             # The log line first: once `up` reads the report it stops waiting (and kills
             # this process if it lingers), so root.log must already hold the cause.
-            print(f"cellmesh: root: {exc}", file=sys.stderr, flush=True)
-            report(f"failed: {start_failure(exc, paths, since=started)}")
-            code = 1
+            cause = innermost(exc)
+            print(f"cellmesh: root: {cause}", file=sys.stderr, flush=True)
+            config = isinstance(cause, ConfigError)  # (a symlink in a cell's code, ...)
+            prefix = CONFIG_FAILURE if config else "failed: "
+            report(prefix + start_failure(exc, paths, since=started))
+            code = 2 if config else 1
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)
     return code
 

@@ -138,6 +138,27 @@ def test_up_reports_a_bad_manifest_precisely(home: Path) -> None:
     assert missing.returncode == 2 and "nope.toml" in missing.stderr
 
 
+def test_up_names_a_symlink_in_a_cells_code_and_exits_2(home: Path) -> None:
+    """Bad configuration found only as the root starts (a cell's code dir holding a
+    symlink) is named, not hidden in Trio's exception group, and exits 2 as a bad
+    manifest does."""
+    code = home / "code"
+    code.mkdir()
+    shutil.copy(CELLS, code / "rootcells.py")
+    (code / "__init__.py").write_text("")
+    (code / "pw.txt").symlink_to("/etc/passwd")
+    (home / "cellmesh.toml").write_text(
+        '[cells.echo]\ndna = "code"\nentry = "code.rootcells:Echoer"\n'
+    )
+    failed = cellmesh(home, "up")
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.splitlines()[0] == (
+        f"cellmesh: error: the mesh did not start: {code}/pw.txt: is a symlink; "
+        "cell code must be plain files"
+    )
+    assert "no root is running" in cellmesh(home, "down").stdout
+
+
 def test_up_reports_a_mesh_that_cannot_start(home: Path) -> None:
     (home / "cellmesh.toml").write_text(
         '[cells.doomed]\ndna = "rootcells.py"\nentry = "rootcells:Crasher"\n'
