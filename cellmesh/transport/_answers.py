@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import ErrorCode, LocalProtocolError, ProteinError
+from ..errors import ErrorCode, FieldError, LocalProtocolError, ProteinError
 from ..wire import codec
 from ..wire.codec import Error, Kind
 from ..wire.proteins import EncodeContext, ProteinRegistry
@@ -207,15 +207,11 @@ class Answers:
 
         try:
             data = codec.encode_items([item], self.peer_max_frame)[0]
-        except LocalProtocolError as exc:
+        except (LocalProtocolError, FieldError) as exc:
             sent()
-            # Even with its bytes in vesicles the reply is too large: that call
-            # fails (every call gets exactly one final answer).
+            # Even with its bytes in vesicles the reply is too large, or its text
+            # cannot be encoded: that call fails (every call gets one final answer).
             self.out.extend(self._encode_each_errors(item, exc))
-            return
-        except UnicodeEncodeError as exc:
-            sent()
-            self.out.extend(self._encode_each_errors(item, codec.unencodable_text([item], exc)))
             return
         try:
             self.channel.send(data, fds, sent)
@@ -353,7 +349,7 @@ class Answers:
         try:
             try:
                 frames = codec.encode_items(out, self.peer_max_frame)
-            except (LocalProtocolError, UnicodeEncodeError):
+            except (LocalProtocolError, FieldError):
                 frames = self._encode_each(out)
             for data in frames:
                 self.channel.send(data)
@@ -376,14 +372,9 @@ class Answers:
         for item in out:
             try:
                 frames += codec.encode_items([item], self.peer_max_frame)
-            except LocalProtocolError as exc:
+            except (LocalProtocolError, FieldError) as exc:
                 frames += codec.encode_items(
                     self._encode_each_errors(item, exc), self.peer_max_frame
-                )
-            except UnicodeEncodeError as exc:
-                frames += codec.encode_items(
-                    self._encode_each_errors(item, codec.unencodable_text([item], exc)),
-                    self.peer_max_frame,
                 )
         return frames
 

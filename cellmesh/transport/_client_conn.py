@@ -435,10 +435,7 @@ class Connection(Outbox, ClientReceiver):
         while True:
             ids = None if kind == Kind.SIGNAL else list(range(self.next_id, self.next_id + n))
             items = batch.items(kind, start, start + n, ids, self.packed_columns)
-            try:
-                frames = codec.encode_items(items, self.peer_max_frame)
-            except UnicodeEncodeError as exc:
-                raise codec.unencodable_text(items, exc) from None
+            frames = codec.encode_items(items, self.peer_max_frame)
             if len(frames) == 1:
                 return n, frames[0], ids
             n //= 2

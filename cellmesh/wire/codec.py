@@ -410,11 +410,16 @@ def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[byt
     halves while a frame would be too large (a columns item of several rows
     is split by rows). A single item that cannot fit raises
     :class:`~cellmesh.errors.LocalProtocolError` (the caller should send
-    large payloads as vesicles or raise the limit).
+    large payloads as vesicles or raise the limit); text that cannot be
+    encoded (a lone surrogate) raises :class:`~cellmesh.errors.FieldError`
+    naming the protein that holds it.
     """
     if not items:
         return []
-    payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
+    try:
+        payload = cbor2.dumps(items[0] if len(items) == 1 else [Kind.BATCH, items])
+    except UnicodeEncodeError as exc:
+        raise unencodable_text(items, exc) from None
     if len(payload) <= max_frame_size:
         weight = 0
         for item in items:
