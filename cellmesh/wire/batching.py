@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+from ..errors import FieldError
 from .codec import Body, Kind, columns_item
 from .proteins import EncodeContext, ProteinRegistry, Schema, VesicleSource
 
@@ -74,6 +75,35 @@ def coalesce(entries: list[Entry], packed: bool = False) -> list[list[Any]]:
     return out
 
 
+def _encode_runs(
+    registry: ProteinRegistry, msgs: list[Any], ctx: EncodeContext
+) -> list[_Run | list[Any]]:
+    """Validate and encode ``msgs`` sharing ``ctx``: runs of one protein as columns."""
+    parts: list[_Run | list[Any]] = []
+    i, n = 0, len(msgs)
+    one_class = n > 1 and len(set(map(type, msgs))) == 1  # the common batch, at C speed
+    while i < n:
+        cls = type(msgs[i])
+        j = n if one_class else i + 1
+        while j < n and type(msgs[j]) is cls:
+            j += 1
+        if j - i >= 2:
+            schema = registry.schema_for(msgs[i])
+            parts.append(_Run(i, j, schema, schema.column_values(msgs[i:j], ctx)))
+        else:
+            parts.append(registry.encode(msgs[i], ctx))
+        i = j
+    return parts
+
+
+def _close_owned(ctx: EncodeContext) -> None:
+    """Close the vesicles ``ctx`` made (they were not sent)."""
+    for vesicle in ctx.owned:
+        vesicle.close()
+    ctx.owned.clear()
+    ctx.vesicles.clear()
+
+
 class _Run:
     """Messages ``[start, end)`` of one protein, as validated column values."""
 
@@ -103,29 +133,27 @@ class OutboundBatch:
         #: One context per message in per-message mode (else one shared context).
         self.contexts: list[EncodeContext] = []
         ctx = EncodeContext(threshold, make_vesicle)
-        parts: list[_Run | list[Any]] = []
-        i, n = 0, len(msgs)
-        one_class = n > 1 and len(set(map(type, msgs))) == 1  # the common batch, at C speed
-        while i < n:
-            cls = type(msgs[i])
-            j = n if one_class else i + 1
-            while j < n and type(msgs[j]) is cls:
-                j += 1
-            if j - i >= 2:
-                schema = registry.schema_for(msgs[i])
-                parts.append(_Run(i, j, schema, schema.column_values(msgs[i:j], ctx)))
-            else:
-                parts.append(registry.encode(msgs[i], ctx))
-            i = j
+        try:
+            parts = _encode_runs(registry, msgs, ctx)
+        except FieldError:
+            if not ctx.vesicles:
+                raise
+            # The batch's vesicles together passed the per-frame limit (each
+            # message may be within it): they travel one message per frame anyway.
+            parts = []
         if ctx.vesicles:
-            for vesicle in ctx.owned:
-                vesicle.close()
+            _close_owned(ctx)
             self.per_message = True
             parts = []
-            for msg in msgs:
-                one = EncodeContext(threshold, make_vesicle)
-                parts.append(registry.encode(msg, one))
-                self.contexts.append(one)
+            try:
+                for msg in msgs:
+                    one = EncodeContext(threshold, make_vesicle)
+                    self.contexts.append(one)
+                    parts.append(registry.encode(msg, one))
+            except BaseException:
+                for one in self.contexts:
+                    _close_owned(one)
+                raise
         else:
             self.contexts.append(ctx)
         self._parts = parts

@@ -191,8 +191,8 @@ class Schema:
                 enc = ftype.enc
                 try:
                     columns.append([enc(v, ctx) for v in col])
-                except _Bad:
-                    self._raise_first_bad(objs)
+                except _Bad as exc:
+                    self._raise_first_bad(objs, exc)
         return columns
 
     def pack_columns(self, columns: list[list[Any]], packed_text: bool = False) -> list[Any]:
@@ -226,11 +226,14 @@ class Schema:
             packed.append(col)
         return packed
 
-    def _raise_first_bad(self, objs: list[Any]) -> NoReturn:
+    def _raise_first_bad(self, objs: list[Any], cause: _Bad | None = None) -> NoReturn:
         probe = EncodeContext(NO_VESICLES)
         for obj in objs:
             self.encode(obj, probe)  # raises FieldError for the first bad object
-        raise AssertionError("a column failed but every object encodes")
+        # Each object encodes alone: what failed is a limit of one frame that
+        # they share (more vesicles together than one frame may carry).
+        raise FieldError(self.name, str(cause or "the messages do not fit one frame together"),
+                         cause.field if cause is not None else None)
 
     def decode_columns(self, columns: list[Any], count: int, ctx: DecodeContext) -> list[Any]:
         """Build ``count`` instances from a columnar body (raises _Bad on a bad value)."""

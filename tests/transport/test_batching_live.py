@@ -153,6 +153,51 @@ async def test_vesicles_inside_a_batch(sockdir: Path) -> None:
     assert replies == [Len(len(p)) for p in payloads] + [Len(5)]
 
 
+@cellmesh.protein("test.batch.Blobs")
+class Blobs:
+    parts: list[bytes]
+
+
+async def test_a_batch_may_carry_more_vesicles_than_one_frame(sockdir: Path) -> None:
+    # Each message holds 40 vesicles (within one frame's 64); together 120:
+    # they travel one message per frame, and so do signals.
+    got: list[int] = []
+    receptors = Receptors()
+
+    async def blobs(msg: Blobs) -> Len:
+        got.append(len(msg.parts))
+        return Len(sum(map(len, msg.parts)))
+
+    receptors.add(Blobs, blobs)
+    msgs = [Blobs([bytes([k]) * 70_000 for _ in range(40)]) for k in range(3)]
+    async with open_membrane("b", receptors, socket_dir=sockdir):
+        async with Synapse.grow("b", socket_dir=sockdir) as syn:
+            await syn.fire(Blobs([b"warm-up" * 20_000]))
+            gc.collect()
+            before = set(os.listdir("/proc/self/fd"))
+            assert await syn.fire_many(msgs) == [Len(40 * 70_000)] * 3
+            await syn.signal_many(msgs[:2])
+            with pytest.raises(cellmesh.FieldError, match="more than 64 vesicles"):
+                await syn.fire_many([msgs[0], Blobs([b"v" * 70_000] * 65)])
+            await syn.fire(Blobs([]))
+            gc.collect()
+            assert set(os.listdir("/proc/self/fd")) - before == set()  # nothing leaked
+    assert got == [1, 40, 40, 40, 40, 40, 0]
+
+
+def test_a_message_over_the_vesicle_limit_is_a_field_error_naming_it() -> None:
+    made: list[Any] = []
+
+    def make(data: Any) -> Any:
+        made.append(Vesicle.from_bytes(data))
+        return made[-1]
+
+    ok = Blobs([b"v" * 70_000] * 40)
+    with pytest.raises(cellmesh.FieldError, match=r"test\.batch\.Blobs.*more than 64 vesicles"):
+        OutboundBatch(PROTEINS, [ok, Blobs([b"v" * 70_000] * 65)], 1 << 16, make)
+    assert made and all("closed" in repr(v) for v in made)  # what was made is closed
+
+
 async def test_cancelled_fire_many_cancels_every_call(sockdir: Path) -> None:
     gates = {k: trio.Event() for k in ("a", "b", "c")}
     async with open_membrane("b", make_receptors(gates), socket_dir=sockdir) as membrane:
