@@ -14,9 +14,12 @@ would have, so cancel scopes the handler entered stay on the same task.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
+
+import trio
 
 from ..wire.proteins import is_protein
 
@@ -70,6 +73,27 @@ class Receptors:
         if handler is None:
             raise NoReceptor(type(msg).__qualname__)
         return await handler(msg)
+
+
+def handler_failed(exc: BaseException) -> bool:
+    """True if ``exc``, raised by a handler, is that handler's failure: an error
+    reply to its caller, not an end of the connection.
+
+    Every ``Exception`` is. So is a ``BaseException`` the handler raised
+    itself (``SystemExit``, ``GeneratorExit``, a library's own subclass, even
+    a ``Cancelled`` re-raised when nothing cancelled the call): a receptor
+    cannot end its cell or its connection by raising. Two are not: a
+    cancellation that is real (the call, the connection or the membrane is
+    being cancelled: it must propagate to its cancel scope), and
+    ``KeyboardInterrupt`` (the process is being interrupted).
+    """
+    if isinstance(exc, Exception):
+        return True
+    if isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None
+    ):
+        return False
+    return trio.current_effective_deadline() != -math.inf
 
 
 class NoReceptor(LookupError):

@@ -45,7 +45,7 @@ from ..wire.proteins import (
 from ._answers import Answers, ConnectionHost, FrameCost
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._client_core import hello_frame
-from ._dispatch import NoReceptor, Receptors, Suspended, resume, start_inline
+from ._dispatch import NoReceptor, Receptors, Suspended, handler_failed, resume, start_inline
 
 
 class _Undecodable:
@@ -396,7 +396,9 @@ class ServerConnection(Answers):
                         else:
                             stats.signals += 1
                         continue
-                    except Exception as exc:
+                    except BaseException as exc:
+                        if not handler_failed(exc):
+                            raise
                         stats.calls += bool(call_id)
                         stats.signals += not call_id
                         self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
@@ -600,7 +602,9 @@ class ServerConnection(Answers):
         try:
             coro = handler(msg)
             done, result = start_inline(coro)
-        except Exception as exc:
+        except BaseException as exc:
+            if not handler_failed(exc):
+                raise
             self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
             return None
         if done:
@@ -622,7 +626,9 @@ class ServerConnection(Answers):
                 self.owned[call_id] = scope
             try:
                 result = await resume(suspended)
-            except Exception as exc:
+            except BaseException as exc:
+                if not handler_failed(exc):
+                    raise
                 self._fail_call(call_id, cost, ErrorCode.HANDLER_FAILED, exc)
             else:
                 self._complete(call_id, cost, result)

@@ -87,6 +87,15 @@ class Dialed:
     error: str
 
 
+@cellmesh.protein("t.root.Raise")
+class Raise:
+    what: str  # "system-exit" | "base" (a library's own BaseException)
+
+
+class Stop(BaseException):
+    """A BaseException subclass of the kind some libraries define."""
+
+
 class Boastful(cellmesh.Cell):
     """Reports a version no operator should have to read: a megabyte, with escapes."""
 
@@ -118,6 +127,10 @@ class Echoer(cellmesh.Cell):
     @cellmesh.receptor
     async def quit(self, msg: Quit) -> None:
         await self.stop()
+
+    @cellmesh.receptor
+    async def raise_it(self, msg: Raise) -> None:
+        raise SystemExit(3) if msg.what == "system-exit" else Stop("stop here")
 
     @cellmesh.receptor
     async def forward(self, msg: Forward) -> Echo:

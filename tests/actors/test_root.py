@@ -28,6 +28,7 @@ from rootcells import (
     Hog,
     HogNow,
     Quit,
+    Raise,
     Slow,
     Spawn,
     Watch,
@@ -343,6 +344,21 @@ async def test_cells_call_each_other_only_through_granted_sockets(
             assert await syn.fire(Forward(target="echo", n=4)) == Echo(4)
             with pytest.raises(RemoteCellError, match="CellUnavailable"):
                 await syn.fire(Forward(target="secret", n=4))
+
+
+async def test_a_receptor_raising_system_exit_fails_its_call_and_the_cell_serves_on() -> None:
+    """A receptor cannot end its cell by raising: SystemExit or a library's own
+    BaseException is an error reply to that caller (docs/cells.md)."""
+    async with running_root(cell("echo", "Echoer"), sandbox="bwrap") as (root, paths):
+        pid = serving_pid(root, "echo")
+        async with Synapse.grow("echo", socket_dir=paths.socket_dir) as syn:
+            for what, name in (("system-exit", "SystemExit"), ("base", "Stop")):
+                with pytest.raises(RemoteCellError) as info:
+                    await syn.fire(Raise(what=what))
+                assert info.value.type_name.endswith(name)
+            assert await syn.fire(Echo(5)) == Echo(5)
+        assert serving_pid(root, "echo") == pid
+        assert next(c.restarts for c in root.status().cells if c.name == "echo") == 0
 
 
 async def test_a_second_root_is_refused_with_the_pid() -> None:

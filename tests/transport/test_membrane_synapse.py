@@ -156,6 +156,67 @@ async def test_handler_exception_is_boxed(served: Service, sockdir: Path) -> Non
         assert await syn.fire(Ping(1)) == Pong(2)
 
 
+class Stop(BaseException):
+    """A library's own BaseException subclass."""
+
+
+@cellmesh.protein("test.ms.Raise")
+class Raise:
+    what: str
+    suspend: bool
+
+
+def _base_exception(what: str) -> BaseException:
+    return {"system-exit": SystemExit(3), "generator-exit": GeneratorExit(),
+            "custom": Stop("stop here")}[what]
+
+
+async def _raise_it(msg: Raise) -> None:
+    if msg.suspend:
+        await trio.sleep(0)
+    if msg.what == "cancelled":  # a Cancelled re-raised where nothing cancelled the call
+        caught: BaseException | None = None
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await trio.sleep(0)
+            except trio.Cancelled as exc:
+                caught = exc
+        assert caught is not None
+        raise caught
+    raise _base_exception(msg.what)
+
+
+@pytest.mark.parametrize("suspend", [False, True], ids=["inline", "suspended"])
+@pytest.mark.parametrize("what", ["system-exit", "generator-exit", "custom", "cancelled"])
+async def test_a_handler_raising_a_base_exception_fails_only_its_call(
+    sockdir: Path, what: str, suspend: bool
+) -> None:
+    service = Service()
+    service.receptors.add(Raise, _raise_it)
+    async with open_membrane("svc", service.receptors, socket_dir=sockdir):
+        async with Synapse.grow("svc", socket_dir=sockdir) as syn:
+            async with trio.open_nursery() as nursery:
+                waiting = trio.Event()
+
+                async def innocent() -> None:  # a concurrent call on the same connection
+                    assert await syn.fire(Wait("bystander")) == Pong(9)
+                    waiting.set()
+
+                nursery.start_soon(innocent)
+                await service.started_event("bystander").wait()
+                with pytest.raises(RemoteCellError) as info:
+                    await syn.fire(Raise(what, suspend))
+                assert info.value.code == ErrorCode.HANDLER_FAILED
+                names = {"system-exit": "SystemExit", "generator-exit": "GeneratorExit",
+                         "custom": "Stop", "cancelled": "Cancelled"}
+                assert info.value.type_name.endswith(names[what])
+                await syn.signal(Raise(what, suspend))  # a signal's failure is only logged
+                service.event("bystander").set()
+                await waiting.wait()
+            assert await syn.fire(Ping(1)) == Pong(2)  # the same connection goes on
+
+
 async def test_fire_many_raises_first_error_after_all_finish(
     served: Service, sockdir: Path
 ) -> None:
