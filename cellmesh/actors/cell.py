@@ -48,6 +48,7 @@ import trio
 
 from ..config import check_cell_name
 from ..errors import CellmeshError, CellUnavailable
+from ..transport._client_core import NO_SOCKET
 from ..transport._dispatch import Handler, Receptors
 from ..transport.membrane import Membrane
 from ..transport.synapse import Synapse
@@ -95,6 +96,21 @@ class BadRootReply(CellmeshError):
         super().__init__(f"the root answered {request} with {reply}")
         self.request = request
         self.reply = reply
+
+
+def _explained(exc: CellUnavailable) -> CellUnavailable:
+    """``exc`` as a cell calling another sees it: a socket that is not there may
+    also mean the target is not this cell's to call (it is not in its ``calls``)."""
+    if exc.reason != NO_SOCKET:
+        return exc
+    return CellUnavailable(exc.cell, exc.socket_path, NOT_CALLABLE)
+
+
+#: Why a cell found no socket for a cell it called.
+NOT_CALLABLE: Final = (
+    "no such socket: that cell is not running, or this cell may not call it (a cell "
+    "reaches only the cells its manifest entry lists in `calls`, its children and its parent)"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -506,13 +522,19 @@ class Cell:
         A ``Request[R]`` returns an ``R`` (checked: :class:`~cellmesh.UnexpectedReply`).
         Raises :class:`~cellmesh.CellUnavailable` / :class:`~cellmesh.RemoteCellError`.
         """
-        syn = await self._context().synapse(cell_name)
-        return await syn.fire(msg)
+        try:
+            syn = await self._context().synapse(cell_name)
+            return await syn.fire(msg)
+        except CellUnavailable as exc:
+            raise _explained(exc) from None
 
     async def signal(self, cell_name: str, msg: Any) -> None:
         """Send a one-way ``msg`` to cell ``cell_name``."""
-        syn = await self._context().synapse(cell_name)
-        await syn.signal(msg)
+        try:
+            syn = await self._context().synapse(cell_name)
+            await syn.signal(msg)
+        except CellUnavailable as exc:
+            raise _explained(exc) from None
 
     # -- root requests -----------------------------------------------------
 

@@ -123,10 +123,14 @@ class CellEndedConnection(Exception):
     """The cell reported a connection-level error: it closes; nothing is sent back."""
 
 
+#: The reason of a :class:`~cellmesh.errors.CellUnavailable` for a socket that is not there.
+NO_SOCKET: Final = "no such socket (is the cell running?)"
+
+
 def connect_failure(exc: OSError) -> str:
     """Why connecting to a cell's socket failed, for :class:`~cellmesh.errors.CellUnavailable`."""
     return {
-        errno.ENOENT: "no such socket (is the cell running?)",
+        errno.ENOENT: NO_SOCKET,
         errno.ECONNREFUSED: "connection refused (nothing is listening)",
     }.get(exc.errno or 0, f"connect failed: {exc.strerror or exc}")
 
@@ -452,6 +456,7 @@ __all__ = [
     "ClientCore",
     "ClientReceiver",
     "ReplyBatch",
+    "NO_SOCKET",
     "connect_failure",
     "parse_hello",
     "vesicle_context",

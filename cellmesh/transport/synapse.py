@@ -38,7 +38,6 @@ new calls go to a new connection.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable
@@ -71,6 +70,7 @@ from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import ChannelBroken
 from ._client_conn import Connection, OneCall, Waiter
+from ._client_core import connect_failure
 from .session import ClientSessions
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -227,11 +227,7 @@ class Synapse:
                     raise OSError(err, os.strerror(err)) from None
         except OSError as exc:
             sock.close()
-            reason = {
-                errno.ENOENT: "no such socket (is the cell running?)",
-                errno.ECONNREFUSED: "connection refused (nothing is listening)",
-            }.get(exc.errno or 0, f"connect failed: {exc.strerror or exc}")
-            raise CellUnavailable(self.name, path, reason) from None
+            raise CellUnavailable(self.name, path, connect_failure(exc)) from None
         except BaseException:
             sock.close()
             raise

@@ -342,8 +342,10 @@ async def test_cells_call_each_other_only_through_granted_sockets(
     async with running_root(toml, sandbox="bwrap") as (_root, paths):
         async with Synapse.grow("caller", socket_dir=paths.socket_dir) as syn:
             assert await syn.fire(Forward(target="echo", n=4)) == Echo(4)
-            with pytest.raises(RemoteCellError, match="CellUnavailable"):
+            with pytest.raises(RemoteCellError, match="CellUnavailable") as info:
                 await syn.fire(Forward(target="secret", n=4))
+            # The error names the likely cause, not only "is the cell running?"
+            assert "lists in `calls`" in info.value.remote_message
 
 
 async def test_a_receptor_raising_system_exit_fails_its_call_and_the_cell_serves_on() -> None:
