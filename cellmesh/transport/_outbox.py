@@ -104,7 +104,7 @@ class Outbox:
         fast = schema.fits_any_frame
         if fast is not None and fast(body):
             return
-        if not codec.body_fits(body, self.peer_max_frame):
+        if not codec.body_fits(body, self.peer_max_frame, schema.field_names):
             raise LocalProtocolError(
                 f"a {body[0]} message is too large for the peer's {self.peer_max_frame}-byte "
                 "frame limit with the room a sender keeps for the envelope (about 64 bytes "

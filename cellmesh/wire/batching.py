@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from ..errors import FieldError
-from .codec import Body, Kind, columns_item
+from .codec import Body, Kind, check_text, columns_item
 from .proteins import EncodeContext, ProteinRegistry, Schema, VesicleSource
 
 Entry: TypeAlias = tuple[int, int, Schema | None, Body | None]
@@ -91,7 +91,10 @@ def _encode_runs(
             schema = registry.schema_for(msgs[i])
             parts.append(_Run(i, j, schema, schema.column_values(msgs[i:j], ctx)))
         else:
-            parts.append(registry.encode(msgs[i], ctx))
+            schema = registry.schema_for(msgs[i])
+            body = schema.encode(msgs[i], ctx)
+            check_text(body, schema.field_names)  # (a run's text is checked by column_values)
+            parts.append(body)
         i = j
     return parts
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -473,7 +474,7 @@ _FIELD_SLACK: Final = 11  # a field as one row of a typed column: at most 11 byt
 _SMALL_INT: Final = 1 << 64
 
 
-def body_fits(body: Body, max_frame_size: int) -> bool:
+def body_fits(body: Body, max_frame_size: int, field_names: Sequence[str] = ()) -> bool:
     """True if a call or signal carrying ``body`` fits one frame of ``max_frame_size``.
 
     Exact where it matters and cheap where it does not: a flat body of
@@ -483,7 +484,8 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
     allowance covers the envelope and the body's place in a batch or a
     one-row columns item, so an entry that passes always fits one frame
     whichever of those forms the sender chooses. Raises :class:`FieldError`
-    for text that cannot be encoded (a lone surrogate).
+    for text that cannot be encoded (a lone surrogate), naming the field
+    when ``field_names`` (the protein's, in order) are given.
     """
     budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
     bound = 0
@@ -498,7 +500,7 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
                 try:
                     value.encode()  # a lone surrogate cannot travel
                 except UnicodeEncodeError as exc:
-                    raise FieldError(str(body[0]), text_problem(exc)) from None
+                    raise unencodable_field(body, exc, field_names) from None
             bound += 4 * len(value) + 9
         elif kind is bytes:
             bound += len(value) + 9
@@ -514,7 +516,31 @@ def body_fits(body: Body, max_frame_size: int) -> bool:
     try:
         return len(cbor2.dumps(body)) <= budget
     except UnicodeEncodeError as exc:
-        raise FieldError(str(body[0]), text_problem(exc)) from None
+        raise unencodable_field(body, exc, field_names) from None
+
+
+def check_text(body: Body, field_names: Sequence[str]) -> None:
+    """Raise :class:`FieldError` naming the field if a top-level ``str`` value of
+    ``body`` cannot travel (a lone surrogate); ASCII text costs one C call."""
+    for value in body:
+        if type(value) is str and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                raise unencodable_field(body, exc, field_names) from None
+
+
+def unencodable_field(
+    body: Body, exc: UnicodeEncodeError, field_names: Sequence[str]
+) -> FieldError:
+    """The :class:`FieldError` for a ``body`` whose encoding raised ``exc``, naming
+    the first field (of ``field_names``) that holds the text at fault."""
+    for name, value in zip(field_names, body[1:], strict=False):
+        try:
+            cbor2.dumps(value)
+        except UnicodeEncodeError:
+            return FieldError(str(body[0]), f"field {name!r}: {text_problem(exc)}", name)
+    return FieldError(str(body[0]), text_problem(exc))
 
 
 # ---------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from .codec import (
     Body,
     bytes_column,
     text_column,
+    text_problem,
     typed_array,
 )
 
@@ -165,7 +166,9 @@ class Schema:
         :class:`FieldError` naming the field, exactly as :meth:`encode` would.
         """
         columns: list[list[Any]] = []
-        for getter, ftype in zip(self._getters, self._ftypes, strict=True):
+        for name, getter, ftype in zip(
+            self.field_names, self._getters, self._ftypes, strict=True
+        ):
             col = list(map(getter, objs))
             if ftype.text == "float":
                 kinds = set(map(type, col))
@@ -180,6 +183,8 @@ class Schema:
             elif ftype.plain and ftype.exact:
                 if not set(map(type, col)) <= set(ftype.exact):
                     self._raise_first_bad(objs)
+                if ftype.text == "str":
+                    self._check_text(col, name)
                 columns.append(col)
             elif (
                 ftype.text == "bytes"
@@ -225,6 +230,23 @@ class Schema:
                     continue
             packed.append(col)
         return packed
+
+    def _check_text(self, col: list[str], field: str) -> None:
+        """FieldError naming ``field`` if a value of text column ``col`` cannot travel
+        (a lone surrogate): found before anything is sent, at C speed for ASCII."""
+        joined = "".join(col)
+        if joined.isascii():
+            return
+        try:
+            joined.encode()
+        except UnicodeEncodeError:
+            for value in col:
+                try:
+                    value.encode()
+                except UnicodeEncodeError as exc:
+                    raise FieldError(
+                        self.name, f"field {field!r}: {text_problem(exc)}", field
+                    ) from None
 
     def _raise_first_bad(self, objs: list[Any], cause: _Bad | None = None) -> NoReturn:
         probe = EncodeContext(NO_VESICLES)

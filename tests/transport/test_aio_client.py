@@ -226,6 +226,9 @@ def test_aio_errors_are_the_same_types(server: Server) -> None:
                 await syn.fire(Liar(1))
             with pytest.raises(FieldError):
                 await syn.fire(Ping("not an int"))  # type: ignore[arg-type]
+            with pytest.raises(FieldError, match="field 'message'") as bad_text:
+                await syn.fire(Boom("lone \ud800"))  # text that cannot travel, nothing sent
+            assert bad_text.value.field == "message"
             with pytest.raises(RemoteCellError):
                 await syn.fire_many([Ping(1), Boom("second"), Ping(2)])
             assert await syn.fire(Ping(5)) == Pong(6)  # the connection is still good
