@@ -172,18 +172,27 @@ class UnknownProtein(ProteinError):
     code = ErrorCode.UNKNOWN_PROTEIN
 
     def __init__(self, wire_name: object) -> None:
-        super().__init__(f"unknown protein {wire_name!r}")
+        super().__init__(
+            f"unknown protein {wire_name!r}: the receiving process defines no protein of "
+            "that wire name (it must import the module that declares it)"
+        )
         self.wire_name = wire_name
 
 
 class SchemaMismatch(ProteinError):
-    """Both peers know the wire name but their schema fingerprints differ."""
+    """Both peers know the wire name but their schema fingerprints differ.
+
+    Raised by the receiver: ``ours`` is the receiver's fingerprint, ``theirs``
+    the sender's. The message names them by role, so it reads the same on
+    either side (a cell's refusal travels to its caller as text).
+    """
 
     code = ErrorCode.SCHEMA_MISMATCH
 
     def __init__(self, wire_name: str, ours: str, theirs: str) -> None:
         super().__init__(
-            f"protein {wire_name!r} has schema {theirs} at the peer but {ours} here"
+            f"protein {wire_name!r} has schema {theirs} at the sender but {ours} at the "
+            "receiver (the two sides define it differently)"
         )
         self.wire_name = wire_name
         self.ours = ours

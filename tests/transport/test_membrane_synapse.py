@@ -260,6 +260,10 @@ async def test_schema_mismatch_is_a_typed_error(served: Service, sockdir: Path) 
         with pytest.raises(RemoteCellError) as info:
             await syn.fire(PingV2("x"))
         assert info.value.code == ErrorCode.SCHEMA_MISMATCH
+        # Named by role, so the cell's text reads right at the caller: the
+        # caller's schema is the sender's.
+        mine = other.fingerprints()["test.ms.Ping"]
+        assert f"has schema {mine} at the sender but " in info.value.remote_message
 
 
 async def test_bad_field_type_fails_before_sending(served: Service, sockdir: Path) -> None:
