@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import stat
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
@@ -179,6 +180,35 @@ class Manifest:
             if name in sup.children:
                 return sup.name
         raise KeyError(name)
+
+    def with_cell(self, name: str, decl: CellDecl | None) -> Manifest:
+        """This manifest with declared cell ``name`` as ``decl``, or without it (None:
+        also gone from its supervisor's children).
+
+        A reload uses it to keep the root's manifest true to what runs when a
+        change fails: a new cell that did not start is dropped again, a cell
+        whose swap rolled back keeps its old declaration.
+        """
+        cells = dict(self.cells)
+        if decl is not None:
+            cells[name] = decl
+            return attrs.evolve(self, cells=types.MappingProxyType(cells))
+        cells.pop(name, None)
+        owner = self.parent_of(name)
+        top = self.top
+        supervisors = dict(self.supervisors)
+        sup = top if owner == top.name else supervisors[owner]
+        sup = attrs.evolve(sup, children=tuple(c for c in sup.children if c != name))
+        if owner == top.name:
+            top = sup
+        else:
+            supervisors[owner] = sup
+        return attrs.evolve(self, top=top, supervisors=types.MappingProxyType(supervisors),
+                            cells=types.MappingProxyType(cells))
+
+    def with_template(self, name: str, decl: CellDecl) -> Manifest:
+        """This manifest with template ``name`` declared as ``decl``."""
+        return attrs.evolve(self, templates=types.MappingProxyType({**self.templates, name: decl}))
 
     def check_paths(self) -> None:
         """Check that every DNA path is a module file or package directory.

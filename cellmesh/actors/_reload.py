@@ -10,7 +10,10 @@ in the core's order: stop, retune and update in place, start, swap. Each
 step adds a line to the report; a step that fails (a new cell that does not
 start, a swap that rolls back) is reported and the reload goes on with the
 next one. The new manifest is the root's from the first step on, so cells
-started and swapped later see it.
+started and swapped later see it -- except what failed: a cell that did not
+start is taken out of it again and a cell whose swap rolled back keeps its
+old declaration (:meth:`Manifest.with_cell`), so the root's manifest says
+what runs and the next reload retries them.
 """
 
 from __future__ import annotations
@@ -154,21 +157,30 @@ async def reload_mesh(
             await host.start_declared(name)
         except CellmeshError as exc:
             ok = False
-            lines.append(f"could not start {name}: {exc}")
+            # Not added: the next reload sees it as new again (and starts it).
+            host.manifest = host.manifest.with_cell(name, None)
+            lines.append(f"could not start {name} (not added; fix it and reload): {exc}")
         else:
             lines.append(f"started {name} (new in the manifest)")
     swaps: list[SwapReport] = []
-    targets = [(c.name, new.cells[c.name]) for c in plan.swap]
+    targets = [(c.name, new.cells[c.name], "") for c in plan.swap]
     for change in plan.swap_templates:
         kids = template_children({n: s.decl for n, s in host.slots.items()}, change.name,
                                  old.templates)
-        targets += [(kid, attrs.evolve(new.templates[change.name], name=kid)) for kid in kids]
-    for name, decl in targets:
+        targets += [(kid, attrs.evolve(new.templates[change.name], name=kid), change.name)
+                    for kid in kids]
+    for name, decl, template in targets:
         slot = host.slots.get(name)
         if slot is None:
             continue  # stopped meanwhile
         report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace, decl=decl)
-        ok = _swapped(report, swaps, lines) and ok
+        if not _swapped(report, swaps, lines):
+            ok = False
+            # The old version runs on: so the manifest says, and the next reload retries.
+            if template:
+                host.manifest = host.manifest.with_template(template, old.templates[template])
+            elif name in old.cells:
+                host.manifest = host.manifest.with_cell(name, old.cells[name])
     for name in plan.swap_groups:
         try:
             report = await host.swap_group(name, request.timeout, request.grace)

@@ -205,3 +205,39 @@ async def test_reload_swaps_the_running_children_of_a_changed_template() -> None
             assert root.slots["parent"].restarts == 0
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
+    """The root's manifest stays true to what runs: a new cell that did not
+    start is not added, and a cell whose swap rolled back keeps its old
+    declaration, so a corrected manifest's reload applies them."""
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        (home / "counter.py").write_text(source("a"))
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, BASE, sandbox="host") as root:
+            broken = (BASE.replace('entry = "rootcells:Echoer"', 'entry = "rootcells:Nosuch"')
+                      + '\n[cells.extra]\ndna = "rootcells.py"\nentry = "rootcells:Gone"\n')
+            (home / "cellmesh.toml").write_text(broken)
+            report = await reload(root)
+            assert not report.ok
+            assert report.lines[0].startswith(
+                "could not start extra (not added; fix it and reload)")
+            assert report.lines[1].startswith("swap of echo rolled back")
+            assert "extra" not in root.manifest.cells
+            assert root.manifest.cells["echo"].entry == "rootcells:Echoer"  # what runs
+            assert (await reload(root, dry_run=True)).lines == [
+                "would start extra (new in the manifest)", "would swap echo (entry changed)",
+            ]
+            # Fixed: the next reload starts the new cell (and the swap is retried).
+            (home / "cellmesh.toml").write_text(
+                broken.replace("rootcells:Gone", "rootcells:Echoer")
+                .replace("rootcells:Nosuch", "rootcells:Boastful")
+            )
+            report = await reload(root)
+            assert report.ok and report.lines == ["started extra (new in the manifest)",
+                                                  "swapped echo"], report
+            assert (await call(root, "extra", Echo(4))) == Echo(4)
+            assert root.manifest.cells["echo"].entry == "rootcells:Boastful"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
