@@ -389,7 +389,9 @@ class _StampParser:
 
     def records(self, data: bytes) -> list[LogRecord]:
         out: list[LogRecord] = []
-        for raw in data.splitlines():
+        # Lines end at b"\n" only, as the stamper counts them: a cell's b"\r"
+        # must not start a line of its own (it would carry a forged stamp).
+        for raw in data.removesuffix(b"\n").split(b"\n") if data else ():
             ts, body = self.parse(raw)
             out.append(LogRecord(ts=ts, text=body.decode("utf-8", errors="replace")))
         return out
@@ -643,7 +645,7 @@ class LogFollower:
         data = self._events_tail + data
         complete, _, self._events_tail = data.rpartition(b"\n")
         out: list[dict[str, object]] = []
-        for raw in complete.splitlines():
+        for raw in complete.split(b"\n"):
             try:
                 obj = json.loads(raw)
             except ValueError:

@@ -20,6 +20,7 @@ from cellmesh.actors.logs import (
     LogFollower,
     LogRecord,
     RotatingLog,
+    _StampParser,
     follow_log,
     format_event,
     logged_cells,
@@ -415,3 +416,15 @@ def test_a_cells_output_cannot_drive_the_terminal_or_pose_as_an_event() -> None:
     assert shown == "\\x0d[2026-01-01T00:00:00Z] event exited \\x1b]0;t\\x07\\u200b\tok é"
     assert forged.display(timestamps=True).endswith(shown)
     assert LogRecord(ts=1.0, text="plain").display() == "plain"
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30))
+def test_a_cell_cannot_forge_a_lines_time_with_a_carriage_return(chunks: list[bytes]) -> None:
+    # Whatever a cell writes, each line read back carries the root's stamp of
+    # its chunk: a b"\r" inside a line does not start a line of its own.
+    forged = b"ok\r2099-01-01T00:00:00.000000Z dated 2099\n"
+    stamper = LineStamper()
+    data = b"".join(stamper.stamp(c, 100.0 + i) for i, c in enumerate([*chunks, forged]))
+    records = _StampParser().records(data)
+    assert all(r.ts is not None and 100.0 <= r.ts < 100.0 + len(chunks) + 1 for r in records)
+    assert records[-1].text.endswith("\r2099-01-01T00:00:00.000000Z dated 2099")
