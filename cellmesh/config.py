@@ -189,7 +189,15 @@ def check_owned_dir(path: Path, *, create: bool = True) -> Path:
     plant a symlink or a file there for the root to follow, chown or bind.
     """
     if create:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            pass  # something that is not a directory: said below
+        except OSError as exc:  # a file in a parent's place, a read-only or pseudo file system
+            raise ConfigError(
+                str(path), f"cannot be created: {exc.strerror or exc}"
+                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+            ) from None
     try:
         st = path.lstat()
     except OSError as exc:

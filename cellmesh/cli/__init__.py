@@ -131,7 +131,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (`cellmesh logs X | head -1`): stop
         # quietly, as a Unix filter does, and keep Python from complaining again
         # when it flushes stdout at exit.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # The machine's, not ours: a full disk under our output (> /dev/full), a
+        # directory we may not write. One line naming it, not a traceback.
+        if debug:
+            raise
+        _drop_stdout()
+        print(f"cellmesh: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit does not fail again."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -30,7 +30,7 @@ from ..actors.exitcause import clean
 from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
 from ..actors.policy import FAILED_TO_START
-from ..config import Paths, check_seconds
+from ..config import Paths, check_seconds, ensure_home
 from ..errors import ConfigError
 from ._client import control_call, last_words_of
 from ._replicas import check_target
@@ -78,7 +78,7 @@ def up(
 
 
 def _background(file: Path, paths: Paths, metrics: str | None) -> int:
-    paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_home(paths)  # as the root will: a CELL_HOME that cannot be is a ConfigError here
     log_path = paths.log_dir / "root.log"
     read_end, write_end = os.pipe()
     with open(log_path, "ab") as log:

@@ -66,3 +66,21 @@ def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         os.close(write_end)
     assert result.stderr == ""
     assert result.returncode == 141
+
+
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`cellmesh logs db > /dev/full`: the error is named in one line, exit 1."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "db.log").write_bytes(b"serving\n" * 50_000)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "cellmesh", "logs", "db", "-n", "50000"], stdout=full,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, timeout=120,
+            check=False, env={**os.environ, "CELL_HOME": str(tmp_path)},
+        )
+    assert result.stderr == "cellmesh: error: [Errno 28] No space left on device\n"
+    assert result.returncode == 1

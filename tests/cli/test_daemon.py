@@ -138,6 +138,22 @@ def test_up_reports_a_bad_manifest_precisely(home: Path) -> None:
     assert missing.returncode == 2 and "nope.toml" in missing.stderr
 
 
+def test_up_names_a_cell_home_that_cannot_be_made_and_exits_2(home: Path) -> None:
+    (home / "afile").write_text("x")
+    env = {**env_for(home), "CELL_HOME": str(home / "afile")}
+    for cell_home, why in ((home / "afile", "is not a directory"),
+                           (home / "afile" / "sub", "cannot be created: Not a directory"),
+                           (Path("/proc/cellmesh-home"), "cannot be created")):
+        env["CELL_HOME"] = str(cell_home)
+        bad = subprocess.run(
+            [sys.executable, "-m", "cellmesh", "up"], env=env, cwd=home,
+            capture_output=True, text=True, timeout=180, check=False,
+        )
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.startswith(f"cellmesh: error: {cell_home}: {why}"), bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
 def test_up_names_a_symlink_in_a_cells_code_and_exits_2(home: Path) -> None:
     """Bad configuration found only as the root starts (a cell's code dir holding a
     symlink) is named, not hidden in Trio's exception group, and exits 2 as a bad
