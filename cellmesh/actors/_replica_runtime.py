@@ -56,6 +56,7 @@ from ..consensus import (
     run_in_thread,
 )
 from ..consensus.membrane_transport import MembraneTransport, Packet
+from ..consensus.wal import WalStateLost, holds_state, prepare_directory
 from ..errors import CellUnavailable, ConfigError
 from ..transport._dispatch import Receptors
 from ..transport.membrane import Membrane, open_membrane
@@ -99,16 +100,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _read_identity(ident: Path, raw: bytes) -> tuple[int, tuple[int, ...]]:
-    """(owner replica, first voters) from an identity file; ConfigError if damaged."""
+def _read_identity(ident: Path, raw: bytes) -> tuple[int, tuple[int, ...], bool]:
+    """(owner replica, first voters, log claimed) from an identity file; ConfigError
+    if damaged. A file without ``claimed`` (older versions) counts as claimed."""
     try:
         value = cbor2.loads(raw)
         owner, first = value["replica"], tuple(value["bootstrap"])
+        claimed = value.get("claimed", True)
     except Exception as exc:
         raise ConfigError("CELL_DATA_DIR", f"{ident} is damaged ({exc})") from None
-    if type(owner) is not int or not all(type(v) is int for v in first):
+    if (type(owner) is not int or not all(type(v) is int for v in first)
+            or type(claimed) is not bool):
         raise ConfigError("CELL_DATA_DIR", f"{ident} is damaged (bad field types)")
-    return owner, first
+    return owner, first, claimed
+
+
+def _write_identity(data: Path, replica: int, voters: tuple[int, ...], claimed: bool) -> None:
+    ident = data / IDENTITY
+    tmp = data / (IDENTITY + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(cbor2.dumps({"replica": replica, "bootstrap": list(voters), "claimed": claimed}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ident)
+    _fsync_dir(data)
 
 
 def prepare_data_dir(spec: ReplicaSpec) -> tuple[int, ...]:
@@ -116,23 +131,42 @@ def prepare_data_dir(spec: ReplicaSpec) -> tuple[int, ...]:
 
     Raises :class:`ConfigError` naming the variable at fault when the data
     dir belongs to another replica, holds a log without an identity, or
-    when an empty data dir gets neither a bootstrap nor a join.
+    when an empty data dir gets neither a bootstrap nor a join; and
+    :class:`~cellmesh.consensus.wal.WalStateLost` when the identity says
+    the replica's Raft log was set up but ``raft/`` is gone or empty: a
+    replica that forgot its votes and acknowledged entries must not start
+    as a fresh voter (it could elect a leader without them).
+
+    First start: the identity is written (``claimed`` false), then the Raft
+    directory is claimed for this node (``STATE``), then the identity is
+    rewritten with ``claimed`` true, each step fsynced. A crash between
+    the steps leaves ``claimed`` false, and the next start finishes them.
     """
     data = spec.data_dir
     ident = data / IDENTITY
+    raft = data / RAFT_DIR
     try:
         raw = ident.read_bytes()
     except FileNotFoundError:
         raw = None
     if raw is not None:
-        owner, first = _read_identity(ident, raw)
+        owner, first, claimed = _read_identity(ident, raw)
         if owner != spec.replica:
             raise ConfigError(
                 "CELL_REPLICA_ID",
                 f"is {spec.replica}, but the data dir {data} belongs to replica {owner}",
             )
+        if claimed:
+            if not holds_state(raft):
+                raise WalStateLost(
+                    raft,
+                    f"the Raft directory of replica {spec.replica} is gone or empty, but its "
+                    f"identity ({ident}) says its log was set up: its votes and entries were "
+                    "lost (wipe the replica to rebuild it from its peers)",
+                )
+            return first
+        _claim(spec, data, first)  # a first start was interrupted: finish it
         return first
-    raft = data / RAFT_DIR
     if raft.is_dir() and any(raft.iterdir()):
         raise ConfigError(
             "CELL_DATA_DIR",
@@ -150,14 +184,16 @@ def prepare_data_dir(spec: ReplicaSpec) -> tuple[int, ...]:
     else:
         voters = spec.first_voters()
     data.mkdir(parents=True, exist_ok=True)
-    tmp = data / (IDENTITY + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(cbor2.dumps({"replica": spec.replica, "bootstrap": list(voters)}))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ident)
-    _fsync_dir(data)
+    _write_identity(data, spec.replica, voters, claimed=False)
+    _claim(spec, data, voters)
     return voters
+
+
+def _claim(spec: ReplicaSpec, data: Path, voters: tuple[int, ...]) -> None:
+    """Claim ``raft/`` for this replica's node (joining when it has no first voters),
+    then record in the identity that it is claimed."""
+    prepare_directory(data / RAFT_DIR, node=node_id(spec.replica), join=not voters)
+    _write_identity(data, spec.replica, voters, claimed=True)
 
 
 # ---------------------------------------------------------------- the runtime

@@ -422,7 +422,7 @@ def wipe_data_dir(path: Path, replica: int) -> str:
 
     raft, ident = path / RAFT_DIR, path / IDENTITY
     try:
-        owner, _ = _read_identity(ident, ident.read_bytes())
+        owner, _, _ = _read_identity(ident, ident.read_bytes())
     except (OSError, CellmeshError):
         owner = None
     if owner == replica and raft.is_dir():

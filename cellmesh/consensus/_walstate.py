@@ -228,6 +228,19 @@ def check_recovered(
         )
 
 
+def holds_state(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` exists and holds a node's state (a ``STATE`` file or log files).
+
+    A caller that knows the node ran before (it keeps its own record of that)
+    uses it to tell a lost directory -- deleted or emptied whole, which looks
+    exactly like a brand-new node -- from a fresh one.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        return False
+    return (path / STATE_NAME).exists() or has_log_files(path)
+
+
 def prepare_directory(
     directory: str | os.PathLike[str],
     *,

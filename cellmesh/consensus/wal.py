@@ -95,6 +95,7 @@ from cellmesh.consensus._walstate import (
     WalStateLost,
     WalWrongNode,
     WipeReport,
+    holds_state,
     prepare_directory,
     wipe_replica,
 )
@@ -693,6 +694,7 @@ __all__ = [
     "WalStats",
     "WalWrongNode",
     "WipeReport",
+    "holds_state",
     "iter_segment_paths",
     "prepare_directory",
     "wipe_replica",

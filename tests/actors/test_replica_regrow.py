@@ -193,3 +193,40 @@ async def test_replica_group_of_a_plain_cell_says_how_many_could_not_start() -> 
     assert re.search(r"[23] of 3 replicas could not start \(a majority is 2\)", text), text
     assert "could start" not in text
     assert "not a cellmesh.ReplicatedCell subclass" in text
+
+
+def _spec(data: Path) -> ReplicaSpec:
+    return ReplicaSpec.from_env(
+        {**REGROWN, "CELL_REPLICA_PEERS": "0=/p/0.sock,1=/p/1.sock,2=/p/2.sock"}, data
+    )
+
+
+@pytest.mark.parametrize("loss", ["raft dir deleted", "raft dir emptied"])
+def test_a_replica_whose_raft_dir_was_lost_is_refused_not_started_fresh(
+    tmp_path: Path, loss: str
+) -> None:
+    """Its identity says it ran: starting it as a fresh voter could elect a leader
+    without entries it acknowledged (docs/consensus.md, "Fresh node or lost state?")."""
+    from cellmesh.consensus.wal import WalStateLost
+
+    assert prepare_data_dir(_spec(tmp_path)) == (0, 1, 2)
+    raft = tmp_path / "raft"
+    assert (raft / "STATE").exists()  # claimed at the first start
+    shutil.rmtree(raft)
+    if loss == "raft dir emptied":
+        raft.mkdir()
+    with pytest.raises(WalStateLost, match="its votes and entries were lost"):
+        prepare_data_dir(_spec(tmp_path))
+
+
+def test_an_interrupted_first_start_is_finished_not_refused(tmp_path: Path) -> None:
+    """A crash after the identity was written, before the log was claimed: the next
+    start claims it (no false alarm), and from then on a lost log is refused."""
+    import cbor2
+
+    (tmp_path / IDENTITY).write_bytes(
+        cbor2.dumps({"replica": 0, "bootstrap": [0, 1, 2], "claimed": False})
+    )
+    assert prepare_data_dir(_spec(tmp_path)) == (0, 1, 2)
+    assert cbor2.loads((tmp_path / IDENTITY).read_bytes())["claimed"] is True
+    assert (tmp_path / "raft" / "STATE").exists()

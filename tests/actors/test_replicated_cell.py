@@ -189,16 +189,18 @@ def test_replica_spec_garbage_env_raises_only_config_error(values: dict[str, str
 
 @settings(max_examples=200, deadline=None)
 @given(raw=st.binary(max_size=60) | st.builds(
-    cbor2.dumps, st.dictionaries(st.sampled_from(["replica", "bootstrap", "x"]),
-                                 st.none() | st.integers(-2, 3) | st.lists(st.integers(-1, 3)))))
+    cbor2.dumps, st.dictionaries(st.sampled_from(["replica", "bootstrap", "claimed", "x"]),
+                                 st.none() | st.booleans() | st.integers(-2, 3)
+                                 | st.lists(st.integers(-1, 3)))))
 def test_replica_identity_file_garbage_raises_only_config_error(raw: bytes) -> None:
     """A damaged replica.cbor is refused naming CELL_DATA_DIR, whatever its bytes."""
     try:
-        owner, first = _read_identity(Path("/data/replica.cbor"), raw)
+        owner, first, claimed = _read_identity(Path("/data/replica.cbor"), raw)
     except ConfigError as exc:
         assert exc.source == "CELL_DATA_DIR"
     else:
         assert isinstance(owner, int) and all(isinstance(v, int) for v in first)
+        assert isinstance(claimed, bool)
 
 
 @settings(max_examples=200, deadline=None)
