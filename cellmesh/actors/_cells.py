@@ -142,6 +142,8 @@ class ReplicaPart:
     env: dict[str, str] = attrs.Factory(dict)
     env_version: int = 0
     stats: ReplicaStats | None = None
+    #: When ``stats`` arrived (``trio.current_time()``).
+    stats_at: float = float("-inf")
     last_line: str = ""
     error: str = ""
     given_up: bool = False

@@ -206,6 +206,7 @@ class Replicas:
         if part is None or stats_problem(stats, part.id) is not None:
             return
         part.stats = stats
+        part.stats_at = trio.current_time()
         group = self.groups.get(part.group)
         if group is None:
             return

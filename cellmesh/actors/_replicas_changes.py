@@ -50,7 +50,7 @@ from ..sandbox._bwrap import PEERS_DIR_INSIDE
 from ..transport.synapse import Synapse
 from . import replicated_proteins as rp
 from ._cells import CellSlot
-from ._replicas_group import Group, GroupHandle, Member, wipe_data_dir
+from ._replicas_group import STATS_FRESH, Group, GroupHandle, Member, wipe_data_dir
 from .errors import RootRequestError
 from .membership import (
     AddMember,
@@ -270,6 +270,7 @@ class MembershipChanges:
                 await self._add(group)
             elif isinstance(step, RemoveMember):
                 group.change = f"{old} -> {target}: removing {group.name}/{step.replica}"
+                await self._check_quorum_without(group, step.replica, "to commit its removal")
                 await self._remove(group, step.replica)
             else:
                 assert isinstance(step, TransferLeadership)
@@ -393,13 +394,7 @@ class MembershipChanges:
     async def _wipe(self, group: Group, member: Member) -> None:
         handle = self._running_handle(group)
         name = replica_name(group.name, member.id)
-        others = [m for i, m in group.members.items() if i != member.id]
-        down = [replica_name(group.name, m.id) for m in others if not m.running]
-        if len(others) - len(down) < majority(len(others)):
-            raise RootRequestError(
-                name, f"{', '.join(down)} not running: without {name} the group would "
-                "have no quorum to rebuild it; start them first",
-            )
+        await self._check_quorum_without(group, member.id, "to rebuild it")
         view = await self._leader(group)
         if view.leader == member.id:
             await self._transfer(group, member.id)
@@ -413,6 +408,29 @@ class MembershipChanges:
         await self._finish_join(group, member.id)
 
     # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    async def _check_quorum_without(group: Group, replica: int, why: str) -> None:
+        """Refuse (nothing done yet) when the members other than ``replica`` that
+        answer are not a majority of them: the change could not commit, and the
+        group would be left without a leader. Members that just started get
+        :data:`STATS_FRESH` seconds to report first."""
+        rest = [m for i, m in group.members.items() if i != replica]
+        deadline = trio.current_time() + STATS_FRESH
+        while True:
+            now = trio.current_time()
+            down = [replica_name(group.name, m.id) for m in rest if not m.answering(now)]
+            if len(rest) - len(down) >= majority(len(rest)):
+                return
+            if now >= deadline:
+                break
+            await trio.sleep(0.1)
+        name = replica_name(group.name, replica)
+        raise RootRequestError(
+            name, f"{', '.join(down)} not running or not answering: without {name} "
+            f"the group would have no quorum {why}; start them first (or wait until "
+            "they answer)",
+        )
 
     def _running_handle(self, group: Group) -> GroupHandle:
         handle = group.handle

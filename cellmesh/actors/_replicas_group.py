@@ -60,6 +60,9 @@ from .supervisor import ChildFactory, Supervisor, SupervisorEvent
 REPLICA_INTENSITY: Final = 5
 #: The window of :data:`REPLICA_INTENSITY`, in seconds.
 REPLICA_PERIOD: Final = 10.0
+#: A replica whose last stats are older than this (seconds; it reports every
+#: second) does not count towards the quorum a membership change needs.
+STATS_FRESH: Final = 3.0
 #: The group record's file name inside ``$CELL_HOME/data/X/``.
 RECORD_NAME: Final = GROUP_RECORD
 
@@ -108,6 +111,13 @@ class Member:
         """It has a process that is starting or serving."""
         instance = self.slot.instance
         return instance is not None and instance.state in ("starting", "running")
+
+    def answering(self, now: float) -> bool:
+        """It runs and its stats came within :data:`STATS_FRESH` seconds of ``now``
+        (``trio.current_time()``): a stopped (SIGSTOP) or hung process still
+        runs to its supervisor, but it cannot help a quorum."""
+        return (self.running and self.part.stats is not None
+                and now - self.part.stats_at <= STATS_FRESH)
 
 
 @attrs.define(eq=False)

@@ -15,8 +15,10 @@ The bank under faults and membership changes are in
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -457,12 +459,34 @@ async def test_replicas_root_wipe_is_refused_without_a_quorum_of_the_others() ->
         await until(root, lambda: rows(root)["grp/2"].replica.given_up)
         async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
             with pytest.raises(RootRefused, match=re.escape(
-                    "grp/1: grp/2 not running: without grp/1 the group would have no quorum "
-                    "to rebuild it; start them first")):
+                    "grp/1: grp/2 not running or not answering: without grp/1 the group "
+                    "would have no quorum to rebuild it; start them first")):
                 await ask_root(ctl, WipeReplica(name="grp/1"))
         assert state(root, "grp/1") == "running"  # untouched
         (group,) = root.status().groups
         assert group.change == "" and "no quorum" in group.error
+
+
+async def test_replicas_root_a_paused_replica_does_not_count_towards_a_changes_quorum() -> None:
+    """A stopped (SIGSTOP) process still runs to its supervisor, but it cannot vote:
+    a wipe, or a shrink, that needs it is refused before anything is done."""
+    async with running(group_toml()) as root:
+        await healthy(root)
+        group = root._replicas.groups[GROUP]
+        pid = next(c.pid for c in root.status().cells if c.name == "grp/2")
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await until(root, lambda: not group.members[2].answering(trio.current_time()),
+                        timeout=30)
+            async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+                with pytest.raises(RootRefused, match=re.escape(
+                        "grp/1: grp/2 not running or not answering: without grp/1")):
+                    await ask_root(ctl, WipeReplica(name="grp/1"))
+            assert state(root, "grp/1") == "running" and 1 in group.record.members
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await note(root, "after") > 0  # the group serves on, whole
 
 
 async def test_replicas_root_a_group_is_up_once_a_majority_is_ready() -> None:
