@@ -245,7 +245,9 @@ class ReplicaRuntime:
         """This replica's :class:`ReplicaStats` now."""
         st = self.node.status()
         members = self.membership()
-        learner = st.id in members.learners
+        # A learner in the configuration, or a joiner not yet made a voter (its
+        # configuration may not name it yet): either way it does not vote.
+        learner = st.id in members.learners or (st.joining and st.id not in members.voters)
         return ReplicaStats(
             replica=self.spec.replica,
             role=_role_name(st.role, learner),

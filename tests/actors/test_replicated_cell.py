@@ -213,3 +213,27 @@ def test_replica_snapshot_garbage_raises_only_value_error(raw: bytes) -> None:
     machine = ReplicaMachine(Bank(), registry=PROTEINS, limits=SessionLimits())
     with contextlib.suppress(ValueError):
         machine.restore(raw)
+
+
+@pytest.mark.parametrize(("joining", "voters", "role"), [
+    (True, {1, 2}, "learner"),  # joined empty, its configuration does not name it yet
+    (True, {1, 2, 3}, "follower"),  # promoted (the join record lags a moment)
+    (False, {1, 2, 3}, "follower"),
+])
+def test_a_joining_replica_reports_itself_a_learner(
+    joining: bool, voters: set[int], role: str
+) -> None:
+    """`cellmesh status` shows a replica that does not vote yet as a learner, not
+    as a follower that makes the group look whole."""
+    from types import SimpleNamespace
+
+    from cellmesh.actors._replica_runtime import ReplicaRuntime
+    from cellmesh.consensus import Role
+
+    status = SimpleNamespace(id=3, role=Role.FOLLOWER, term=2, leader=1, commit=5, applied=5,
+                             last_index=5, voters=frozenset(voters), learners=frozenset(),
+                             joining=joining)
+    fake: Any = SimpleNamespace(node=SimpleNamespace(status=lambda: status),
+                                spec=SimpleNamespace(replica=2))
+    fake.membership = lambda: ReplicaRuntime.membership(fake)
+    assert ReplicaRuntime.stats(fake).role == role
