@@ -423,6 +423,11 @@ async def open_replica_runtime(
             run_sync=run_in_thread,
             join=spec.join,
         ) as node:
+            torn = node.torn_tail
+            if torn is not None:  # a crash's unacknowledged tail, or a damaged file: say so
+                print(f"{ctx.name}/{spec.replica}: the Raft log was cut at byte {torn.offset} "
+                      f"of {torn.path.name} ({torn.dropped_bytes} bytes dropped: {torn.reason});"
+                      " entries it held come back from the leader", flush=True)
             batcher = Batcher(node)
             holder: list[ReplicaRuntime] = []
 

@@ -116,7 +116,7 @@ from cellmesh.consensus.types import (
     Role,
     SoftState,
 )
-from cellmesh.consensus.wal import WalBatch, prepare_directory
+from cellmesh.consensus.wal import TornTail, WalBatch, prepare_directory
 
 _READ_RETRY_ELECTIONS: Final = 2
 #: Leader messages that may be sent while the leader's own save is in flight
@@ -192,6 +192,8 @@ class RaftNode:
     _ticked: trio.Event = attrs.Factory(trio.Event)
     _change: PendingChange | None = None
     _changed: trio.Event = attrs.Factory(trio.Event)
+    #: What recovery cut off the log when the node opened (None: nothing).
+    torn_tail: TornTail | None = None
     _apply_at: Callable[[int, bytes], bytes] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -765,6 +767,7 @@ async def open_raft_node(
             snapshot_index=base,
             admission=trio.Semaphore(opts.max_pending_proposals),
             run_sync=run_sync,
+            torn_tail=recovered.torn_tail,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(node._run)

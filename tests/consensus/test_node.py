@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -509,3 +510,35 @@ async def test_node_membership_change_and_leadership_transfer(
         assert {n: m.data for n, m in c.machines.items() if n in remaining} == {
             n: {b"a": b"3"} for n in remaining
         }
+
+
+async def test_a_node_reports_what_recovery_cut_off_its_log(tmp_path: Path) -> None:
+    """A torn tail is truncated (a crash's unacknowledged batch), and the node says so
+    (``RaftNode.torn_tail``), so its driver can tell the operator."""
+
+    async def open_node(check: Any) -> None:
+        async with open_raft_node(
+            RaftConfig(id=1), voters=[1], directory=tmp_path / "1",
+            transport=MemoryNetwork().transport(1), state_machine=KV(),
+            options=NodeOptions(tick_interval=TICK), rng=random.Random(1), run_sync=run_inline,
+        ) as node:
+            await check(node)
+
+    async def write(node: RaftNode) -> None:
+        assert node.torn_tail is None  # a fresh directory: nothing cut
+        await node.wait_leader()
+        for i in range(3):
+            await node.propose(f"k{i}=v".encode())
+
+    await open_node(write)
+    segment = max((tmp_path / "1").glob("wal-*.log"))
+    size = segment.stat().st_size
+    with open(segment, "r+b") as f:
+        f.truncate(size - 3)  # the last batch torn
+
+    async def reopened(node: RaftNode) -> None:
+        torn = node.torn_tail
+        assert torn is not None and torn.path.name == segment.name
+        assert 0 < torn.offset < size - 3 and torn.dropped_bytes == size - 3 - torn.offset
+
+    await open_node(reopened)
