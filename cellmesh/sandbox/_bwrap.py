@@ -68,7 +68,7 @@ from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD, Workload
 from ._spec import CellSpec
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, SandboxError
 
 #: uid and gid of the cell inside its user namespace.
 SANDBOX_UID: Final = 1000
@@ -322,7 +322,14 @@ class BwrapBackend(ProcessBackend):
             data_fd = open_data_dir(spec.data_dir, owners=owners)
             try:
                 if self.host_uid is not None and os.fstat(data_fd).st_uid != self.host_uid:
-                    hand_over(data_fd, self.host_uid)
+                    try:
+                        hand_over(data_fd, self.host_uid)
+                    except OSError as exc:  # a read-only mount, a file we may not chown
+                        raise SandboxError(
+                            f"the data dir {spec.data_dir} cannot be handed to the cell's uid "
+                            f"{self.host_uid}: {exc.strerror or exc}"
+                            + (f" ({exc.filename})" if exc.filename else "")
+                        ) from None
                 data = os.fstat(data_fd)
             finally:
                 os.close(data_fd)

@@ -181,3 +181,30 @@ def test_a_pinned_bind_refuses_a_source_swapped_after_the_check(tmp_path: Path, 
     )
     assert wl.wait(30) == 0
     wl.close()
+
+
+@root_only
+def test_a_data_dir_that_cannot_be_handed_over_fails_that_spawn_naming_it(
+    bwrap_backend: CellBackend, paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only mount (EROFS) under a cell's data dir: a SandboxError naming the
+    directory and the cause, as a failed start of that cell (not an OSError that
+    takes its root down)."""
+    import errno
+
+    from cellmesh.sandbox import SandboxError, _bwrap
+
+    def read_only(fd: int, uid: int) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(_bwrap, "hand_over", read_only)
+    data = paths.data_dir / "stuck"
+    bwrap_backend.create(
+        CellSpec(name="stuck", argv=[sys.executable, "-c", "pass"], data_dir=data)
+    )
+    try:
+        with pytest.raises(SandboxError, match=rf"the data dir {data} cannot be handed to "
+                           r"the cell's uid \d+: Read-only file system"):
+            bwrap_backend.spawn("stuck")
+    finally:
+        bwrap_backend.destroy("stuck", grace=0.5)
