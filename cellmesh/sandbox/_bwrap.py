@@ -51,6 +51,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -258,6 +259,26 @@ def bwrap_version(bwrap: str | None) -> str | None:
 UNPRIVILEGED_UID: Final = 65534
 
 
+def _check_reachable(directory: Path, uid: int) -> None:
+    """SandboxError naming ``TMPDIR`` when ``uid`` cannot search every directory down
+    to ``directory`` (where the cells' runtime dirs are made): bwrap, running as
+    that uid, could not find the staged paths there."""
+    path = directory.resolve()
+    for part in (path, *path.parents):
+        try:
+            st = part.stat()
+        except OSError:
+            continue
+        search = (0o100 if st.st_uid == uid else 0o010 if st.st_gid == uid else 0o001)
+        if not st.st_mode & search:
+            raise SandboxError(
+                f"the cells' runtime dirs go to {directory} (TMPDIR), but {part} (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}) cannot be searched by uid {uid}, the uid "
+                "bwrap runs cells as: set TMPDIR to a directory every user can reach, "
+                "such as /tmp"
+            )
+
+
 def default_host_uid() -> int | None:
     """The host uid cells run as: :data:`UNPRIVILEGED_UID` when we are root, else ours."""
     return UNPRIVILEGED_UID if os.geteuid() == 0 else None
@@ -428,6 +449,7 @@ class BwrapBackend(ProcessBackend):
         spec = rec.spec
         uid = self.host_uid
         assert uid is not None
+        _check_reachable(rec.runtime_dir.parent, uid)
         os.chmod(rec.runtime_dir, 0o711)
         stage = rec.runtime_dir / "stage"
         stage.mkdir(mode=0o755, exist_ok=True)

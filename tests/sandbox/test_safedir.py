@@ -208,3 +208,26 @@ def test_a_data_dir_that_cannot_be_handed_over_fails_that_spawn_naming_it(
             bwrap_backend.spawn("stuck")
     finally:
         bwrap_backend.destroy("stuck", grace=0.5)
+
+
+@root_only
+def test_a_tmpdir_the_cells_uid_cannot_reach_is_named(
+    bwrap_backend: CellBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bwrap runs cells as an unprivileged uid, which must reach the runtime dirs
+    made under TMPDIR: a private TMPDIR fails the start naming it, not with bwrap's
+    'Can't find source path'."""
+    import tempfile
+
+    from cellmesh.sandbox import SandboxError
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    bwrap_backend.create(CellSpec(name="lost", argv=[sys.executable, "-c", "pass"]))
+    try:
+        with pytest.raises(SandboxError, match=r"\(TMPDIR\).*cannot be searched by uid \d+.*"
+                           r"such as /tmp"):
+            bwrap_backend.spawn("lost")
+    finally:
+        bwrap_backend.destroy("lost", grace=0.5)
