@@ -20,6 +20,7 @@ Read by the sandbox layer (:mod:`cellmesh.sandbox`, see docs/security.md):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -189,15 +190,8 @@ def check_owned_dir(path: Path, *, create: bool = True) -> Path:
     plant a symlink or a file there for the root to follow, chown or bind.
     """
     if create:
-        try:
+        with contextlib.suppress(FileExistsError):  # not a directory: said below
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except FileExistsError:
-            pass  # something that is not a directory: said below
-        except OSError as exc:  # a file in a parent's place, a read-only or pseudo file system
-            raise ConfigError(
-                str(path), f"cannot be created: {exc.strerror or exc}"
-                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
-            ) from None
     try:
         st = path.lstat()
     except OSError as exc:
@@ -237,7 +231,11 @@ def ensure_home(paths: Paths) -> None:
     (:func:`check_owned_dir`); the socket directory is also made 0700. The
     root calls this before it touches anything under them.
     """
-    check_owned_dir(paths.home)
-    ensure_private_dir(paths.socket_dir)
-    for path in (paths.data_dir, paths.cache_dir, paths.log_dir):
-        check_owned_dir(path)
+    for path in (paths.home, paths.socket_dir, paths.data_dir, paths.cache_dir, paths.log_dir):
+        try:
+            if path == paths.socket_dir:
+                ensure_private_dir(path)
+            else:
+                check_owned_dir(path)
+        except OSError as exc:  # a file in a parent's place, a read-only or pseudo file system
+            raise ConfigError(str(path), f"cannot be created: {exc.strerror or exc}") from None
