@@ -683,6 +683,9 @@ class Swapper:
                 serving_ms=None if report.serving_ms is None else round(report.serving_ms, 1),
                 state_bytes=report.state_bytes,
             )
+        if kind == "swapped" and run.new is not None:  # which process serves from now on
+            with contextlib.suppress(Exception):
+                fields["pid"] = self.backend.process_id(run.new.cell_id)
         self.events.emit(run.slot.name, kind, fields)
 
 

@@ -74,11 +74,12 @@ STAMP_LEN: Final = 28
 #: Which fields each lifecycle event shows, in order (others: every extra field).
 _EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "started": ("pid",),
-    "exited": ("code", "signal_name", "reason", "limit", "detail"),
+    "ready": ("pid",),
+    "exited": ("pid", "code", "signal_name", "reason", "limit", "detail"),
     "destroyed": ("clean",),
     "swap_started": ("from_dna", "to_dna"),
-    "swapped": ("outcome", "from_dna", "to_dna", "from_version", "to_version", "serving_ms",
-                "state_bytes"),
+    "swapped": ("outcome", "pid", "from_dna", "to_dna", "from_version", "to_version",
+                "serving_ms", "state_bytes"),
     "swap_rolled_back": ("from_dna", "to_dna", "to_version", "cause"),
     "swap_failed": ("from_dna", "to_dna", "cause"),
 }

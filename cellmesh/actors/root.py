@@ -650,6 +650,8 @@ class Root:
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
                 slot.version = version_text(msg.version)
                 slot.instance.mark_ready()
+                # The cell's log says which process serves (a standby only "started").
+                self._swapper.events.emit(slot.stem, "ready", {"pid": self.pid_of(slot)})
             return Ack(text="ok")
         if isinstance(msg, SWAP_MESSAGES):
             return await self._swapper.from_cell(slot, msg)

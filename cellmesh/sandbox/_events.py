@@ -27,6 +27,8 @@ from ..config import Paths, check_cell_name
 
 EventKind = Literal[
     "started", "exited", "destroyed",
+    # the root: a started process reported ready (it serves; a standby never does)
+    "ready",
     # hot swaps (written by the root: docs/swap.md)
     "swap_started", "swapped", "swap_rolled_back", "swap_failed",
 ]

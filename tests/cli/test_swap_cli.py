@@ -145,6 +145,15 @@ def test_swap_and_reload_commands_as_a_user_runs_them(home: Path) -> None:
 
     logs = cellmesh(home, "logs", "counter").stdout
     assert "event swapped" in logs and "event swap_rolled_back" in logs
+    # The log says which process serves: the first one reported ready, each swap
+    # names the process it handed over to, and that is the one status shows.
+    assert "event ready pid=" in logs
+    events = [json.loads(line) for line in
+              cellmesh(home, "logs", "counter", "--json").stdout.splitlines()]
+    serving = [e["event"]["pid"] for e in events
+               if e["stream"] == "event" and e["event"]["event"] in ("ready", "swapped")]
+    status = json.loads(cellmesh(home, "status", "--json").stdout)
+    assert serving[-1] == next(c["pid"] for c in status["cells"] if c["name"] == "counter")
 
     (home / "cellmesh.toml").write_text(MANIFEST.replace('[cells.other]\ndna = "other.py"\n', ""))
     reload = cellmesh(home, "reload")
