@@ -331,6 +331,8 @@ class CellContext:
     token: str = ""
     #: Set when a swap committed: the process exits without ``on_stop``.
     swapped_out: bool = False
+    #: True while the cell's ``on_start`` runs (a failure then is "in on_start").
+    in_on_start: bool = False
     _synapses: dict[str, Synapse] = attrs.field(factory=dict)
     _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
 

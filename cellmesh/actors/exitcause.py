@@ -14,8 +14,10 @@ object on one line:
   "source": ...}`` just before the runtime exits because of a failure:
   ``stage`` is ``config`` (a bad runtime contract: ``source`` names the
   variable, e.g. ``CELL_ENTRY``), ``import`` (importing the cell's module
-  raised), ``start`` (``on_start`` raised) or ``run`` (a crash after the cell
-  was serving).
+  raised), ``construct`` (the class's constructor raised), ``start``
+  (``on_start`` raised), ``setup`` (the runtime's own start-up steps failed:
+  the umbilical, a replica's log, the membrane) or ``run`` (a crash after the
+  cell was serving).
 
 A standby writes ``loaded`` (or its import failure) after preloading the
 code its go pipe named, and every process writes it again once it loaded
@@ -54,8 +56,10 @@ MAX_TYPE: Final = 200
 #: Longest message kept.
 MAX_MESSAGE: Final = 1000
 
-Stage = Literal["config", "import", "construct", "start", "run"]
-_STAGES: Final[frozenset[str]] = frozenset({"config", "import", "construct", "start", "run"})
+Stage = Literal["config", "import", "construct", "start", "setup", "run"]
+_STAGES: Final[frozenset[str]] = frozenset(
+    {"config", "import", "construct", "start", "setup", "run"}
+)
 #: Runtime contract variables and the manifest key each one comes from.
 _SOURCE_KEYS: Final = {"CELL_ENTRY": "entry", "CELL_DNA_DIR": "dna"}
 
@@ -105,9 +109,12 @@ class Failure:
         error = f"{self.type_name}: {self.message}" if self.message else self.type_name
         if self.stage == "import":
             return f"{key}.entry: importing the cell's code raised {error}"
-        if self.stage in ("construct", "start"):
-            place = "the constructor" if self.stage == "construct" else "on_start"
-            where = f"{self.type_name} in {place}"
+        if self.stage in ("construct", "start", "setup"):
+            where = {
+                "construct": f"{self.type_name} in the constructor",
+                "start": f"{self.type_name} in on_start",
+                "setup": f"{self.type_name} while starting",
+            }[self.stage]
             return f"{where}: {self.message}" if self.message else where
         return error
 

@@ -409,13 +409,17 @@ async def serve_cell(
                         handover = await _handover.staged(
                             ctx, "the hand-over", _handover.take_over(ctx, cell)
                         )
+                        ctx.in_on_start = True
                         await _handover.staged(ctx, "on_start", cell.on_start())
+                        ctx.in_on_start = False
                         await _handover.staged(
                             ctx, "on_swap_in", _handover.apply_handover(cell, handover)
                         )
                         tasks.drain = handover.probation > 0
                     else:
+                        ctx.in_on_start = True
                         await cell.on_start()
+                        ctx.in_on_start = False
                     # Ready = init done (OTP), said before serving so a crash in
                     # the first calls is a crash, not a failed start -- except when
                     # we bind the socket ourselves: then only once it exists; and
@@ -563,6 +567,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
         send_report(reports, loaded_record())
         serving = _Started()
         in_constructor = False
+        cell: Cell | None = None
         try:
             async with trio.open_nursery() as nursery:
 
@@ -598,7 +603,12 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                 report_failure(reports, "config", config)
                 return EXIT_CONFIG
             _line(f"{PROG}: cell {spec.name} crashed:\n{crash_text(exc)}")
-            stage: Stage = "construct" if in_constructor else "start"
+            cell_ctx = cell._ctx if cell is not None else None
+            stage: Stage = (
+                "construct" if in_constructor
+                else "start" if cell_ctx is not None and cell_ctx.in_on_start
+                else "setup"  # the runtime's own steps: umbilical, replica log, membrane
+            )
             report_failure(reports, "run" if serving.serving else stage, exc)
             _line(_cause_line(exc))  # the last line names the cause (the root shows it)
             return EXIT_CRASH

@@ -58,6 +58,7 @@ def test_describe_names_the_manifest_key_or_the_exception() -> None:
     assert d("start") == "ValueError in on_start: boom"
     assert d("construct") == "ValueError in the constructor: boom"
     assert d("start", message="") == "ValueError in on_start"
+    assert d("setup") == "ValueError while starting: boom"  # the runtime's steps, not on_start
     assert d("run") == "ValueError: boom"
 
 

@@ -103,6 +103,32 @@ async def test_a_constructor_exception_is_named_as_such(home: Path) -> None:
     assert "exit code 1: KeyError in the constructor: 'in ctor'" in exc.detail
 
 
+UNSUPPORTED_PROTEIN = """
+import cellmesh
+
+@cellmesh.protein("t.fail.Unused")
+class Unused:  # a field type proteins do not support: found when the membrane opens
+    tags: set[str]
+
+class Cell(cellmesh.Cell):
+    pass
+"""
+
+
+async def test_a_failure_of_the_runtimes_own_start_steps_is_not_blamed_on_on_start(
+    home: Path,
+) -> None:
+    (home / "badproto.py").write_text(UNSUPPORTED_PROTEIN)
+    toml = '[cells.doomed]\ndna = "badproto.py"\nentry = "badproto:Cell"\n'
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_root(home, toml):
+            raise AssertionError("the mesh must not start")
+    (exc,) = leaves(info.value, SupervisorEscalation)
+    assert "exit code 1: TypeError while starting: Unused.tags: field type set[str]" \
+        in exc.detail, exc.detail
+    assert "on_start" not in exc.detail  # the class has no on_start
+
+
 async def test_a_crash_reaches_cell_down_status_and_the_restart_log_with_its_cause() -> None:
     toml = cell("watcher", "Watcher") + cell("fragile", "Fragile")
     async with running_root(toml) as (root, paths):
