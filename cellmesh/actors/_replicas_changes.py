@@ -64,6 +64,7 @@ from .membership import (
     parse_replica_name,
     replica_name,
     replica_names,
+    replicas_text,
 )
 
 #: How long one membership step may take (a new replica catching up included).
@@ -235,10 +236,10 @@ class MembershipChanges:
             await self._drive(group, count)
         after = list(group.record.members)
         if before == after:
-            return f"{name} has {count} replicas ({replica_names(name, after)})"
+            return f"{name} has {replicas_text(count)} ({replica_names(name, after)})"
         added = [i for i in after if i not in before]
         removed = [i for i in before if i not in after]
-        parts = [f"{name}: {len(before)} -> {len(after)} replicas"]
+        parts = [f"{name}: {len(before)} -> {replicas_text(len(after))}"]
         if added:
             parts.append(f"added {replica_names(name, added)}")
         if removed:

@@ -354,6 +354,11 @@ def next_step(members: Sequence[int], target: int, leader: int | None) -> Step |
     return TransferLeadership(leader=leader)
 
 
+def replicas_text(count: int) -> str:
+    """``1 replica``, ``3 replicas``."""
+    return f"{count} replica" if count == 1 else f"{count} replicas"
+
+
 def describe_change(old: int, new: int) -> str:
     """``3 -> 5`` (a human summary of a change of count)."""
     return f"{old} -> {new}"
@@ -374,6 +379,7 @@ __all__ = [
     "TransferLeadership",
     "check_count",
     "describe_change",
+    "replicas_text",
     "is_voter",
     "majority",
     "next_step",

@@ -44,7 +44,7 @@ from ..actors.control import (
 )
 from ..actors.lastwords import duration_text
 from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
-from ..actors.membership import parse_replica_name, replica_stem
+from ..actors.membership import parse_replica_name, replica_stem, replicas_text
 from ..config import Paths, check_cell_name, check_seconds
 from ..errors import CellmeshError, ConfigError
 from ..transport.synapse import Synapse
@@ -275,7 +275,7 @@ def group_lines(reply: StatusReply) -> Text:
         leader = "no leader" if g.leader is None else f"leader {g.name}/{g.leader} (term {g.term})"
         members = ", ".join(f"{g.name}/{i}" for i in g.members)
         out.append(f"{g.name}", style="bold")
-        out.append(f": {len(g.members)} replicas ({members}), {leader}")
+        out.append(f": {replicas_text(len(g.members))} ({members}), {leader}")
         if g.target != len(g.members):
             out.append(f", target {g.target}")
         if g.change:

@@ -10,6 +10,7 @@ overwritten: if any target file exists, ``init`` names it and writes nothing.
 from __future__ import annotations
 
 import importlib.resources
+import shlex
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Final
@@ -77,7 +78,7 @@ def write_mesh(directory: Path) -> list[Path]:
     return written
 
 
-def init(directory: Path, /) -> int:
+def init(directory: str, /) -> int:
     """Write a small working mesh into DIR: a manifest, two cells, a client and its tests.
 
     Then run it with `cellmesh up -f DIR/cellmesh.toml` and `python DIR/client.py`,
@@ -89,18 +90,28 @@ def init(directory: Path, /) -> int:
     directory
         Where to write the mesh (created if missing).
     """
-    written = write_mesh(directory)
-    print(f"cellmesh: wrote {len(written)} files into {directory}:")
-    for path in written:
-        print(f"  {path}")
-    manifest = directory / "cellmesh.toml"
-    print("next:")
-    print(f"  cellmesh up -f {manifest}")
-    print(f"  python {directory / 'client.py'}")
+    if not directory.strip():
+        raise ConfigError("DIRECTORY", "is empty; name the directory to write the mesh into")
+    path = Path(directory)
+    written = write_mesh(path)
+    print(f"cellmesh: wrote {len(written)} files into {path}:")
+    for file in written:
+        print(f"  {file}")
+    print("next:")  # commands to paste: quoted, and a name starting with '-' made ./-name
+    print(f"  cellmesh up -f {_arg(path / 'cellmesh.toml')}")
+    print(f"  python {_arg(path / 'client.py')}")
     print("  cellmesh status")
     print("  cellmesh down")
-    print(f"  python -m pytest {directory}   # its tests (pip install pytest pytest-trio)")
+    print(f"  python -m pytest {_arg(path)}   # its tests (pip install pytest pytest-trio)")
     return 0
+
+
+def _arg(path: Path) -> str:
+    """``path`` as one shell word that no command takes for an option."""
+    text = str(path)
+    if text.startswith("-"):
+        text = "./" + text
+    return shlex.quote(text)
 
 
 def register(app: cyclopts.App) -> None:

@@ -110,7 +110,7 @@ async def change(root: Root, count: int) -> str:
 
 async def regrow(root: Root) -> None:
     """3 -> 1 -> 3: members 0, 3, 4; replica 0 keeps its data (and its first voters 0, 1, 2)."""
-    assert await change(root, 1) == "grp: 3 -> 1 replicas; removed grp/1, grp/2"
+    assert await change(root, 1) == "grp: 3 -> 1 replica; removed grp/1, grp/2"
     assert await change(root, 3) == "grp: 1 -> 3 replicas; added grp/3, grp/4"
     assert group(root).members == [0, 3, 4]
 

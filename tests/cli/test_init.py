@@ -54,3 +54,31 @@ def test_a_failed_init_leaves_no_file_behind(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot write"):
         write_mesh(target)
     assert sorted(p.name for p in target.iterdir()) == ["cells"]
+
+
+@pytest.mark.parametrize(("name", "hint"), [
+    ("sp ace", "cellmesh up -f 'sp ace/cellmesh.toml'"),
+    ("-dash", "cellmesh up -f ./-dash/cellmesh.toml"),
+])
+def test_inits_next_commands_can_be_pasted_as_printed(
+    tmp_path: Path, name: str, hint: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cellmesh", "init", "--", name], cwd=tmp_path,
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"  {hint}\n" in result.stdout
+    assert (tmp_path / name / "cellmesh.toml").is_file()
+
+
+def test_init_of_an_empty_name_is_refused_not_the_current_directory(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cellmesh", "init", ""], cwd=tmp_path,
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "cellmesh: error: DIRECTORY: is empty; name the directory to write the mesh into"
+    )
+    assert list(tmp_path.iterdir()) == []
