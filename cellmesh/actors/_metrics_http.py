@@ -14,9 +14,12 @@ function from a :class:`Scrape` to metric families.
 HTTP is the minimum a scraper needs: ``GET``/``HEAD`` of ``/metrics``
 (``/`` answers a pointer to it), one request per connection
 (``Connection: close``). The endpoint is bounded like everything the root
-serves: at most :data:`MAX_CONNECTIONS` connections at once (more are closed
-at once), :data:`MAX_REQUEST` bytes of request head, :data:`REQUEST_TIMEOUT`
-seconds to send it. Anything else is answered 400/404/405 and closed.
+serves: at most :data:`MAX_CONNECTIONS` connections at once, :data:`MAX_REQUEST`
+bytes of request head, :data:`REQUEST_TIMEOUT` seconds to send it. When all
+connections are taken, a new one evicts the oldest that has not sent its
+request yet (:class:`Admission`), so idle connections cannot lock a scraper
+out; it is closed at once only when every connection is being answered.
+Anything else is answered 400/404/405 and closed.
 """
 
 from __future__ import annotations
@@ -326,22 +329,25 @@ class MetricsServer:
         self.served += 1
         return _response("200 OK", content_type, encoder(self.registry), head_only=head_only)
 
-    async def handle(self, stream: trio.abc.Stream, limiter: trio.CapacityLimiter) -> None:
-        """One connection: read the head (bounded, timed), answer, close."""
-        try:
-            limiter.acquire_nowait()
-        except trio.WouldBlock:
-            await stream.aclose()  # too many at once: no queue to grow
+    async def handle(self, stream: trio.abc.Stream, admission: Admission) -> None:
+        """One connection: read the head (bounded, timed, evictable), answer, close."""
+        place = admission.admit()
+        if place is None:
+            await stream.aclose()  # too many answers under way: no queue to grow
             return
         try:
             async with stream:
                 with trio.move_on_after(REQUEST_TIMEOUT):
                     head = b""
-                    while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST:
-                        chunk = await stream.receive_some(MAX_REQUEST - len(head))
-                        if not chunk:
-                            return
-                        head += chunk
+                    with place.scope:  # a newer connection may take this one's place
+                        while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST:
+                            chunk = await stream.receive_some(MAX_REQUEST - len(head))
+                            if not chunk:
+                                return
+                            head += chunk
+                    if place.state == "gone":  # evicted
+                        return
+                    admission.answering(place)
                     if b"\r\n\r\n" not in head:
                         reply = _response("431 Request Header Fields Too Large", "text/plain",
                                           b"request too large\n", head_only=False)
@@ -352,7 +358,65 @@ class MetricsServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
-            limiter.release()
+            admission.release(place)
+
+
+@attrs.define(eq=False)
+class Place:
+    """One admitted connection: ``reading`` its head (evictable), then ``busy``."""
+
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    state: str = "reading"  # reading | busy | gone
+
+
+@attrs.define(eq=False)
+class Admission:
+    """Who may hold one of the endpoint's ``limit`` connections.
+
+    A connection still sending its request head may be *evicted* by a newer
+    one when all are taken: a scraper sends its request at once, so idle or
+    trickling connections (slowloris) cannot keep it out; they only take
+    each other's places. Connections being answered are never evicted; when
+    all ``limit`` are, a new one is closed at once.
+    """
+
+    limit: int = MAX_CONNECTIONS
+    #: Connections reading their request head, oldest first.
+    reading: dict[Place, None] = attrs.Factory(dict)
+    #: Connections being answered.
+    busy: int = 0
+    evicted: int = 0
+
+    def admit(self) -> Place | None:
+        """A place for a new connection (evicting the oldest reader if need be), or None."""
+        if len(self.reading) + self.busy >= self.limit:
+            if not self.reading:
+                return None
+            oldest = next(iter(self.reading))
+            self._leave(oldest)
+            oldest.scope.cancel()
+            self.evicted += 1
+        place = Place()
+        self.reading[place] = None
+        return place
+
+    def answering(self, place: Place) -> None:
+        """The connection sent its head: it is answered now, never evicted."""
+        if place.state == "reading":
+            del self.reading[place]
+            place.state = "busy"
+            self.busy += 1
+
+    def release(self, place: Place) -> None:
+        """The connection ended: its place is free."""
+        self._leave(place)
+
+    def _leave(self, place: Place) -> None:
+        if place.state == "reading":
+            del self.reading[place]
+        elif place.state == "busy":
+            self.busy -= 1
+        place.state = "gone"
 
 
 async def serve_metrics(
@@ -375,11 +439,11 @@ async def serve_metrics(
             "--metrics", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
     sockname = listeners[0].socket.getsockname()
-    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+    admission = Admission()
     task_status.started((str(sockname[0]), int(sockname[1])))
 
     async def handler(stream: trio.abc.Stream) -> None:
-        await server.handle(stream, limiter)
+        await server.handle(stream, admission)
 
     try:
         await trio.serve_listeners(handler, listeners)
@@ -438,6 +502,7 @@ def replica_metrics_families() -> Sequence[str]:
 
 __all__ = [
     "FAMILIES",
+    "Admission",
     "MAX_CONNECTIONS",
     "MAX_REQUEST",
     "REQUEST_TIMEOUT",
@@ -445,6 +510,7 @@ __all__ = [
     "MeshView",
     "MetricsRoot",
     "MetricsServer",
+    "Place",
     "Scrape",
     "cell_families",
     "metrics_families",

@@ -38,6 +38,7 @@ from cellmesh.actors._metrics import (
 from cellmesh.actors._metrics_http import (
     MAX_REQUEST,
     REQUEST_TIMEOUT,
+    Admission,
     MetricsServer,
     metrics_families,
     parse_request,
@@ -180,9 +181,8 @@ def server() -> MetricsServer:
 
 async def exchange(request: bytes, *, close: bool = False) -> bytes:
     ours, theirs = trio.testing.memory_stream_pair()
-    limiter = trio.CapacityLimiter(1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server().handle, theirs, limiter)
+        nursery.start_soon(server().handle, theirs, Admission(limit=1))
         await ours.send_all(request)
         if close:
             await ours.send_eof()
@@ -217,19 +217,56 @@ async def test_a_client_that_never_sends_is_dropped_after_the_timeout(
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server().handle, theirs, trio.CapacityLimiter(1))
+        nursery.start_soon(server().handle, theirs, Admission(limit=1))
         await ours.send_all(b"GET /metr")  # and nothing more
         assert await ours.receive_some() == b""  # closed, no answer
     assert trio.current_time() >= REQUEST_TIMEOUT
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once() -> None:
-    limiter = trio.CapacityLimiter(1)
-    await limiter.acquire_on_behalf_of("someone")  # the one slot is taken
+async def test_connections_beyond_the_limit_are_closed_when_all_are_being_answered() -> None:
+    admission = Admission(limit=1)
+    place = admission.admit()
+    assert place is not None
+    admission.answering(place)  # the one place is taken by an answer under way
     ours, theirs = trio.testing.memory_stream_pair()
-    await server().handle(theirs, limiter)
+    await server().handle(theirs, admission)
     assert await ours.receive_some() == b""
-    assert limiter.borrowed_tokens == 1
+    assert admission.busy == 1 and not admission.reading
+
+
+async def test_idle_connections_cannot_lock_a_scraper_out() -> None:
+    """Slowloris: every place held by a connection that sends nothing. A new
+    connection evicts the oldest of them, so a scraper is answered; the idle
+    ones only take each other's places."""
+    admission = Admission(limit=4)
+    srv = server()
+    async with trio.open_nursery() as nursery:
+        idle = []
+        for _ in range(4 + 8):  # more idle connections than places, kept open
+            ours, theirs = trio.testing.memory_stream_pair()
+            idle.append(ours)
+            nursery.start_soon(srv.handle, theirs, admission)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(admission.reading) + admission.busy <= 4
+        assert admission.evicted == 8
+        reply = await scrape_once(srv, admission)
+        assert reply.startswith(b"HTTP/1.1 200")
+        for ours in idle[-3:]:  # the newest idle ones still hold their places
+            await ours.send_all(b"GET / HTTP/1.1\r\n\r\n")
+            assert (await ours.receive_some()).startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+    assert not admission.reading and admission.busy == 0
+
+
+async def scrape_once(srv: MetricsServer, admission: Admission) -> bytes:
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(srv.handle, theirs, admission)
+        await ours.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        out = b""
+        while chunk := await ours.receive_some():
+            out += chunk
+    return out
 
 
 # ---------------------------------------------------------------- a real scrape
