@@ -14,6 +14,7 @@ from ..actors.errors import RootError, RootNotRunning, RootUnreachable
 from ..actors.lastwords import read_last_words
 from ..config import Paths
 from ..errors import CellUnavailable
+from ..transport._client_core import NO_HELLO
 from ..transport.synapse import Synapse
 
 
@@ -47,9 +48,11 @@ async def open_root(paths: Paths) -> AsyncIterator[Synapse]:
             yield syn
     except CellUnavailable as exc:
         if root_is_running(paths):
-            raise RootUnreachable(
-                str(paths.umbilical), read_root_pid(paths), exc.reason
-            ) from None
+            reason = exc.reason
+            if reason == NO_HELLO:  # (the transport's words are about cells)
+                reason = "it accepted the connection but did not answer within 10 s " \
+                    "(stopped, or too busy)"
+            raise RootUnreachable(str(paths.umbilical), read_root_pid(paths), reason) from None
         raise RootNotRunning(str(paths.umbilical), last_words_of(paths)) from None
 
 

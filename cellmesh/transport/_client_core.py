@@ -125,6 +125,8 @@ class CellEndedConnection(Exception):
 
 #: The reason of a :class:`~cellmesh.errors.CellUnavailable` for a socket that is not there.
 NO_SOCKET: Final = "no such socket (is the cell running?)"
+#: ... and for a peer that accepted the connection but sent no hello in time.
+NO_HELLO: Final = "no hello from the cell in time"
 
 
 def connect_failure(exc: OSError) -> str:
@@ -456,6 +458,7 @@ __all__ = [
     "ClientCore",
     "ClientReceiver",
     "ReplyBatch",
+    "NO_HELLO",
     "NO_SOCKET",
     "connect_failure",
     "parse_hello",

@@ -56,6 +56,7 @@ from ..wire.proteins import PROTEINS, DecodeContext, EncodeContext, ProteinRegis
 from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._client_core import (
+    NO_HELLO,
     CellEndedConnection,
     ClientCore,
     ReplyBatch,
@@ -434,7 +435,7 @@ class Synapse:
         except TimeoutError:
             conn.channel.close()
             raise CellUnavailable(self.name, self.socket_path_text,
-                                  "no hello from the cell in time") from None
+                                  NO_HELLO) from None
         except _Broken as exc:
             conn.channel.close()
             raise CellUnavailable(self.name, self.socket_path_text, str(exc)) from None

@@ -70,7 +70,7 @@ from ..wire.replies import R, Request, check_replies, check_reply
 from ..wire.vesicle import Vesicle
 from ._channel import ChannelBroken
 from ._client_conn import Connection, OneCall, Waiter
-from ._client_core import connect_failure
+from ._client_core import NO_HELLO, connect_failure
 from .session import ClientSessions
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -237,7 +237,7 @@ class Synapse:
                 await conn.handshake()
         except trio.TooSlowError:
             conn.channel.close()
-            raise CellUnavailable(self.name, path, "no hello from the cell in time") from None
+            raise CellUnavailable(self.name, path, NO_HELLO) from None
         except ChannelBroken as exc:
             conn.channel.close()
             raise CellUnavailable(self.name, path, str(exc)) from None

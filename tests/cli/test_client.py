@@ -46,6 +46,27 @@ async def test_a_running_root_that_does_not_serve_us_is_not_called_absent(paths:
         lock.release()
 
 
+async def test_a_root_that_accepts_but_never_answers_is_named_not_a_cell(
+    paths: Paths, autojump_clock: object
+) -> None:
+    """A stopped (SIGSTOP) root: the kernel accepts the connection, nobody says
+    hello. The error is about the root, not 'no hello from the cell'."""
+    lock = RootLock.acquire(paths)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(paths.umbilical))
+        listener.listen(8)  # the backlog accepts; nothing ever reads or writes
+        os.chmod(paths.umbilical, 0o600)
+        with pytest.raises(RootUnreachable) as info:
+            async with open_root(paths):
+                pass
+        assert "did not answer within 10 s (stopped, or too busy)" in str(info.value)
+        assert "from the cell" not in str(info.value)
+    finally:
+        listener.close()
+        lock.release()
+
+
 def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`cellmesh logs db | head -1`: the reader went away; no traceback, exit 141."""
     import subprocess
