@@ -342,7 +342,9 @@ class Supervisor:
                 await self._execute(plan)
             finally:
                 if event.child_id in self._failures:
-                    event.error = ChildStartFailed(event.child_id, self._failures[event.child_id])
+                    failure = self._failures[event.child_id]
+                    said = f"child {event.child_id!r}: failed to start: "  # not twice
+                    event.error = ChildStartFailed(event.child_id, failure.removeprefix(said))
                 event.done.set()
             if event.stop:
                 return

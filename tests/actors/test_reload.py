@@ -223,6 +223,7 @@ async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
             assert not report.ok
             assert report.lines[0].startswith(
                 "could not start extra (not added; fix it and reload)")
+            assert report.lines[0].count("failed to start") == 1  # said once
             assert report.lines[1].startswith("swap of echo rolled back")
             assert "extra" not in root.manifest.cells
             assert root.manifest.cells["echo"].entry == "rootcells:Echoer"  # what runs
