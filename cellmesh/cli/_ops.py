@@ -355,9 +355,11 @@ def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) ->
 
 
 def top_frame(
-    reply: StatusReply, cell_rates: dict[str, CellRate], *, interval: float
+    reply: StatusReply, cell_rates: dict[str, CellRate], *, interval: float,
+    live: bool = True,
 ) -> RenderableType:
-    """One ``top`` frame: header, per-cell table with rates, restart log panel."""
+    """One ``top`` frame: header, per-cell table with rates, restart log panel
+    (and, ``live``, how to quit)."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     replicas = _has_replicas(reply)
     for title, justify in (
@@ -378,7 +380,8 @@ def top_frame(
             fmt_percent(c.cpu_percent), fmt_duration(c.uptime),
             *(replica_cells(c.replica) if replicas else ()),
         )
-    footer = Text(f"every {interval:g}s; q or Ctrl-C quits", style="dim")
+    footer = Text(f"every {interval:g}s; q or Ctrl-C quits" if live
+                  else f"rates over {interval:g}s", style="dim")
     parts: list[RenderableType] = [status_header(reply), table]
     if reply.groups:
         parts.append(group_lines(reply))
@@ -465,7 +468,7 @@ async def _top_once(paths: Paths, interval: float) -> RenderableType:
         await trio.sleep(interval)
         second = await _ask(syn)
         elapsed = trio.current_time() - t0
-    return top_frame(second, rates(first, second, elapsed), interval=interval)
+    return top_frame(second, rates(first, second, elapsed), interval=interval, live=False)
 
 
 async def _top_live(paths: Paths, interval: float, console: Console, key_fd: int | None) -> None:

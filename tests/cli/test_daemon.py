@@ -95,6 +95,7 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     top = cellmesh(home, "top", "--once", "--interval", "0.2")
     assert top.returncode == 0, top.stderr
     assert "echo" in top.stdout and "lazy" in top.stdout
+    assert "rates over 0.2s" in top.stdout and "quits" not in top.stdout  # one frame: no keys
     logs = cellmesh(home, "logs", "echo")
     assert logs.returncode == 0 and "event started" in logs.stdout
 
