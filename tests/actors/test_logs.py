@@ -203,7 +203,7 @@ def _event(ts: float, event: str, **fields: object) -> str:
 def test_format_event_shows_the_fields_that_matter() -> None:
     line = format_event({"ts": 1_795_246_801.5, "event": "exited", "cell": "c", "pid": 9,
                          "code": 1, "signal_name": None, "reason": "crash", "backend": "host"})
-    assert line == "[2026-11-21T07:40:01Z] event exited code=1 reason=crash"
+    assert line == "[2026-11-21T07:40:01Z] event exited pid=9 code=1 reason=crash"
     assert format_event({"event": "odd", "x": 1}) == "[?] event odd x=1"
 
 

@@ -266,7 +266,8 @@ def test_logs_prints_output_then_events(
 ) -> None:
     assert main(["logs", "db"]) == EXIT_OK
     assert capsys.readouterr().out.splitlines() == [
-        "booting", "ready", "serving", "[2096-10-02T07:06:40Z] event exited code=1 reason=crash",
+        "booting", "ready", "serving",
+        "[2096-10-02T07:06:40Z] event exited pid=7 code=1 reason=crash",
     ]
     assert main(["logs", "db", "-n", "2"]) == EXIT_OK
     assert capsys.readouterr().out.splitlines()[0] == "serving"
@@ -301,7 +302,7 @@ def test_logs_interleave_stamped_output_and_events_by_time(
     )
     assert main(["logs", "db", "-n", "2"]) == EXIT_OK
     assert capsys.readouterr().out.splitlines() == [
-        "[2096-10-02T07:06:40Z] event exited code=1 reason=crash", "restarted",
+        "[2096-10-02T07:06:40Z] event exited pid=7 code=1 reason=crash", "restarted",
     ]
     assert main(["logs", "db", "-t"]) == EXIT_OK
     assert capsys.readouterr().out.splitlines()[0] == "[2096-10-02T07:06:30.000000Z] ready"
