@@ -121,7 +121,12 @@ class ServerConnection(Answers):
         return False
 
     def _write_failed(self, exc: BaseException) -> None:
-        self.m.log(f"connection from {self.peer_name!r}: send failed: {exc}")
+        # A peer that went away (it exited, it crashed) is not news: the caller
+        # has its own error. Anything else about our writes is worth a line.
+        if not isinstance(exc, (BrokenPipeError, ConnectionResetError)) and not isinstance(
+            exc.__cause__, (BrokenPipeError, ConnectionResetError)
+        ):
+            self.m.log(f"connection from {self.peer_name!r}: send failed: {exc}")
         self.done.set()
 
     # -- lifecycle ---------------------------------------------------------

@@ -666,3 +666,29 @@ async def test_on_handler_error_sees_failures_only(sockdir: Path) -> None:
             with pytest.raises(RemoteCellError, match="negative"):
                 await syn.fire(Ping(-1))
     assert [type(e) for e in seen] == [ValueError]
+
+
+async def test_a_caller_that_went_away_is_not_logged_as_a_send_failure(sockdir: Path) -> None:
+    """A peer that exits (or crashes) before its answer is written is not news for
+    the membrane's log: that line came once per crashing cell in root.log."""
+    logged: list[str] = []
+    release = trio.Event()
+
+    async def slow(msg: Ping) -> Pong:
+        await release.wait()
+        return Pong(msg.n + 1)
+
+    receptors = Receptors()
+    receptors.add(Ping, slow)
+    async with open_membrane("gone", receptors, socket_dir=sockdir, log=logged.append):
+        for _ in range(3):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await trio.to_thread.run_sync(sock.connect, str(sockdir / "gone.sock"))
+            tsock = trio.socket.from_stdlib_socket(sock)
+            async with Synapse.grow("gone", socket_dir=sockdir) as syn:
+                with trio.move_on_after(0.05):
+                    await syn.fire(Ping(1))  # given up: the connection closes under it
+            tsock.close()
+        release.set()
+        await trio.sleep(0.1)
+    assert not [line for line in logged if "send failed" in line], logged
