@@ -56,7 +56,7 @@ from ..consensus import (
     run_in_thread,
 )
 from ..consensus.membrane_transport import MembraneTransport, Packet
-from ..consensus.wal import WalStateLost, holds_state, prepare_directory
+from ..consensus.wal import WalCorrupted, WalStateLost, holds_state, prepare_directory
 from ..errors import CellUnavailable, ConfigError
 from ..transport._dispatch import Receptors
 from ..transport.membrane import Membrane, open_membrane
@@ -194,6 +194,31 @@ def _claim(spec: ReplicaSpec, data: Path, voters: tuple[int, ...]) -> None:
     then record in the identity that it is claimed."""
     prepare_directory(data / RAFT_DIR, node=node_id(spec.replica), join=not voters)
     _write_identity(data, spec.replica, voters, claimed=True)
+
+
+def _with_wipe_hint(exc: WalCorrupted, name: str, replica: int) -> WalCorrupted:
+    """``exc`` saying how an operator rebuilds this replica (not the library call)."""
+    text = str(exc).replace(" (see wipe_replica)", "")
+    exc.args = (f"{text}; to rebuild it from its peers: cellmesh wipe {name}/{replica}",)
+    return exc
+
+
+@attrs.define(eq=False)
+class _OpenHint:
+    """Around opening the Raft node: a damaged or lost log it finds names
+    ``cellmesh wipe`` (set ``opened`` once the node is open: later errors are
+    left alone)."""
+
+    name: str
+    replica: int
+    opened: bool = False
+
+    async def __aenter__(self) -> _OpenHint:
+        return self
+
+    async def __aexit__(self, typ: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, WalCorrupted) and not self.opened:
+            _with_wipe_hint(exc, self.name, self.replica)
 
 
 # ---------------------------------------------------------------- the runtime
@@ -386,7 +411,10 @@ async def open_replica_runtime(
     """Run the replica ``cell`` is (see the module docstring) for the block's duration."""
     spec = ReplicaSpec.from_env(ctx.env, ctx.data_dir)
     cls = type(cell)
-    bootstrap = await trio.to_thread.run_sync(prepare_data_dir, spec)
+    try:
+        bootstrap = await trio.to_thread.run_sync(prepare_data_dir, spec)
+    except WalCorrupted as exc:
+        raise _with_wipe_hint(exc, ctx.name, spec.replica) from None
     me = node_id(spec.replica)
     limits = SessionLimits(
         ttl_ns=int(cls.session_ttl * 1e9),
@@ -413,7 +441,7 @@ async def open_replica_runtime(
         transport = MembraneTransport(
             me, nursery, client_name=f"{ctx.name}/{spec.replica}"
         )
-        async with open_raft_node(
+        async with _OpenHint(ctx.name, spec.replica) as hint, open_raft_node(
             config,
             voters=[node_id(v) for v in bootstrap],
             directory=spec.data_dir / RAFT_DIR,
@@ -423,6 +451,7 @@ async def open_replica_runtime(
             run_sync=run_in_thread,
             join=spec.join,
         ) as node:
+            hint.opened = True
             torn = node.torn_tail
             if torn is not None:  # a crash's unacknowledged tail, or a damaged file: say so
                 print(f"{ctx.name}/{spec.replica}: the Raft log was cut at byte {torn.offset} "

@@ -245,6 +245,8 @@ async def test_replicated_process_with_a_damaged_wal_refuses_to_start_and_the_gr
             assert str(damaged) in last
             assert last.startswith(("cellmesh.consensus.wal.WalCorrupted",
                                     "cellmesh.consensus._walstate.WalStateLost"))
+            # ... and the operator's way out, not the library's.
+            assert last.endswith(f"; to rebuild it from its peers: cellmesh wipe kv/{victim}")
             g.procs.pop(victim)
             assert await syn.fire(Put(key="still", value="serving")) == Value(value="")
             assert await syn.fire(Get(key="still")) == Value(value="serving")
