@@ -192,22 +192,29 @@ def test_a_data_dir_that_cannot_be_handed_over_fails_that_spawn_naming_it(
     takes its root down)."""
     import errno
 
-    from cellmesh.sandbox import SandboxError, _bwrap
+    from cellmesh.sandbox import _bwrap
 
     def read_only(fd: int, uid: int) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     monkeypatch.setattr(_bwrap, "hand_over", read_only)
     data = paths.data_dir / "stuck"
-    bwrap_backend.create(
-        CellSpec(name="stuck", argv=[sys.executable, "-c", "pass"], data_dir=data)
-    )
+    _spawn_fails(bwrap_backend, CellSpec(name="stuck", argv=[sys.executable, "-c", "pass"],
+                                         data_dir=data),
+                 rf"the data dir {data} cannot be handed to the cell's uid \d+: "
+                 r"Read-only file system")
+
+
+def _spawn_fails(backend: CellBackend, spec: CellSpec, match: str) -> None:
+    """``spec``'s spawn raises a SandboxError matching ``match`` (the cell is destroyed)."""
+    from cellmesh.sandbox import SandboxError
+
+    backend.create(spec)
     try:
-        with pytest.raises(SandboxError, match=rf"the data dir {data} cannot be handed to "
-                           r"the cell's uid \d+: Read-only file system"):
-            bwrap_backend.spawn("stuck")
+        with pytest.raises(SandboxError, match=match):
+            backend.spawn(spec.name)
     finally:
-        bwrap_backend.destroy("stuck", grace=0.5)
+        backend.destroy(spec.name, grace=0.5)
 
 
 @root_only
@@ -219,15 +226,8 @@ def test_a_tmpdir_the_cells_uid_cannot_reach_is_named(
     'Can't find source path'."""
     import tempfile
 
-    from cellmesh.sandbox import SandboxError
-
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     monkeypatch.setattr(tempfile, "tempdir", str(private))
-    bwrap_backend.create(CellSpec(name="lost", argv=[sys.executable, "-c", "pass"]))
-    try:
-        with pytest.raises(SandboxError, match=r"\(TMPDIR\).*cannot be searched by uid \d+.*"
-                           r"such as /tmp"):
-            bwrap_backend.spawn("lost")
-    finally:
-        bwrap_backend.destroy("lost", grace=0.5)
+    _spawn_fails(bwrap_backend, CellSpec(name="lost", argv=[sys.executable, "-c", "pass"]),
+                 r"\(TMPDIR\).*cannot be searched by uid \d+.*such as /tmp")
