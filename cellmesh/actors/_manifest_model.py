@@ -194,7 +194,10 @@ class Manifest:
             cells[name] = decl
             return attrs.evolve(self, cells=types.MappingProxyType(cells))
         cells.pop(name, None)
-        owner = self.parent_of(name)
+        try:
+            owner = self.parent_of(name)
+        except KeyError:  # no supervisor lists it: nothing more to drop
+            return attrs.evolve(self, cells=types.MappingProxyType(cells))
         top = self.top
         supervisors = dict(self.supervisors)
         sup = top if owner == top.name else supervisors[owner]

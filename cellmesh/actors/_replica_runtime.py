@@ -162,7 +162,7 @@ def prepare_data_dir(spec: ReplicaSpec) -> tuple[int, ...]:
                     raft,
                     f"the Raft directory of replica {spec.replica} is gone or empty, but its "
                     f"identity ({ident}) says its log was set up: its votes and entries were "
-                    "lost (wipe the replica to rebuild it from its peers)",
+                    "lost",
                 )
             return first
         _claim(spec, data, first)  # a first start was interrupted: finish it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 
 from cellmesh.actors import stockdna
@@ -843,3 +844,28 @@ def test_manifest_a_cell_whose_entry_ships_with_cellmesh_needs_no_dna(tmp_path: 
             parse_manifest(text, path=tmp_path / "cellmesh.toml")
         assert info.value.key == "cells.db.dna"
         assert "only an entry in cellmesh itself" in info.value.problem
+
+
+def test_with_cell_replaces_or_drops_a_cell_and_its_place_among_children() -> None:
+    m = parse('''
+        [supervisors.backend]
+        children = ["db", "cache"]
+
+        [cells.db]
+        dna = "db.py"
+
+        [cells.cache]
+        dna = "cache.py"
+
+        [cells.web]
+        dna = "web.py"
+        ''')
+    without = m.with_cell("cache", None)
+    assert list(without.cells) == ["db", "web"]
+    assert without.supervisors["backend"].children == ("db",)
+    assert "web" not in m.with_cell("web", None).top.children
+    assert m.with_cell("web", None).top.children == tuple(
+        c for c in m.top.children if c != "web")
+    changed = m.with_cell("db", attrs.evolve(m.cells["db"], entry="db:Other"))
+    assert changed.cells["db"].entry == "db:Other" and changed.supervisors == m.supervisors
+    assert m.cells["db"].entry != "db:Other"  # the original is untouched
