@@ -649,9 +649,11 @@ class Root:
         if isinstance(msg, CellReady):
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
                 slot.version = version_text(msg.version)
+                first = not slot.instance.ready.is_set()
                 slot.instance.mark_ready()
-                # The cell's log says which process serves (a standby only "started").
-                self._swapper.events.emit(slot.stem, "ready", {"pid": self.pid_of(slot)})
+                if first:  # once per process: a cell repeating CellReady adds no lines
+                    # The cell's log says which process serves (a standby only "started").
+                    self._swapper.events.emit(slot.stem, "ready", {"pid": self.pid_of(slot)})
             return Ack(text="ok")
         if isinstance(msg, SWAP_MESSAGES):
             return await self._swapper.from_cell(slot, msg)

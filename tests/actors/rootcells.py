@@ -87,6 +87,11 @@ class Dialed:
     error: str
 
 
+@cellmesh.protein("t.root.SayReady")
+class SayReady:
+    times: int  # a hostile cell repeating CellReady on its umbilical
+
+
 @cellmesh.protein("t.root.Raise")
 class Raise:
     what: str  # "system-exit" | "base" (a library's own BaseException)
@@ -127,6 +132,13 @@ class Echoer(cellmesh.Cell):
     @cellmesh.receptor
     async def quit(self, msg: Quit) -> None:
         await self.stop()
+
+    @cellmesh.receptor
+    async def say_ready(self, msg: SayReady) -> None:
+        from cellmesh.actors.control import CellReady
+
+        for _ in range(msg.times):
+            await self._context().ask_root(CellReady(pid=os.getpid()))
 
     @cellmesh.receptor
     async def raise_it(self, msg: Raise) -> None:

@@ -29,6 +29,7 @@ from rootcells import (
     HogNow,
     Quit,
     Raise,
+    SayReady,
     Slow,
     Spawn,
     Watch,
@@ -361,6 +362,18 @@ async def test_a_receptor_raising_system_exit_fails_its_call_and_the_cell_serves
             assert await syn.fire(Echo(5)) == Echo(5)
         assert serving_pid(root, "echo") == pid
         assert next(c.restarts for c in root.status().cells if c.name == "echo") == 0
+
+
+async def test_a_cell_repeating_cell_ready_adds_one_ready_event_only() -> None:
+    """The root logs `ready` once per process: a cell sending CellReady in a loop
+    cannot grow its events log."""
+    async with running_root(cell("echo", "Echoer")) as (root, paths):
+        async with Synapse.grow("echo", socket_dir=paths.socket_dir) as syn:
+            await syn.fire(SayReady(times=50))
+            assert await syn.fire(Echo(1)) == Echo(1)
+        events = [e for e in read_events(paths.log_dir / "echo.events.jsonl")
+                  if e["event"] == "ready"]
+        assert [e["pid"] for e in events] == [serving_pid(root, "echo")]
 
 
 async def test_a_second_root_is_refused_with_the_pid() -> None:
