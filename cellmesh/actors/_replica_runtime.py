@@ -196,18 +196,11 @@ def _claim(spec: ReplicaSpec, data: Path, voters: tuple[int, ...]) -> None:
     _write_identity(data, spec.replica, voters, claimed=True)
 
 
-def _with_wipe_hint(exc: WalCorrupted, name: str, replica: int) -> WalCorrupted:
-    """``exc`` saying how an operator rebuilds this replica (not the library call)."""
-    text = str(exc).replace(" (see wipe_replica)", "")
-    exc.args = (f"{text}; to rebuild it from its peers: cellmesh wipe {name}/{replica}",)
-    return exc
-
-
 @attrs.define(eq=False)
 class _OpenHint:
-    """Around opening the Raft node: a damaged or lost log it finds names
-    ``cellmesh wipe`` (set ``opened`` once the node is open: later errors are
-    left alone)."""
+    """Around checking the data dir and opening the Raft node: a damaged or lost
+    log found there names ``cellmesh wipe`` (set ``opened`` once the node is
+    open: later errors are left alone)."""
 
     name: str
     replica: int
@@ -217,8 +210,10 @@ class _OpenHint:
         return self
 
     async def __aexit__(self, typ: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, WalCorrupted) and not self.opened:
-            _with_wipe_hint(exc, self.name, self.replica)
+        if isinstance(exc, WalCorrupted) and not self.opened:  # say how to rebuild it
+            text = str(exc).replace(" (see wipe_replica)", "")
+            exc.args = (f"{text}; to rebuild it from its peers: "
+                        f"cellmesh wipe {self.name}/{self.replica}",)
 
 
 # ---------------------------------------------------------------- the runtime
@@ -411,10 +406,8 @@ async def open_replica_runtime(
     """Run the replica ``cell`` is (see the module docstring) for the block's duration."""
     spec = ReplicaSpec.from_env(ctx.env, ctx.data_dir)
     cls = type(cell)
-    try:
+    async with _OpenHint(ctx.name, spec.replica):
         bootstrap = await trio.to_thread.run_sync(prepare_data_dir, spec)
-    except WalCorrupted as exc:
-        raise _with_wipe_hint(exc, ctx.name, spec.replica) from None
     me = node_id(spec.replica)
     limits = SessionLimits(
         ttl_ns=int(cls.session_ttl * 1e9),

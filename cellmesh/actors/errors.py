@@ -80,6 +80,12 @@ class ChildStartFailed(SupervisorRequestError):
         super().__init__(child_id, f"failed to start: {reason}")
         self.reason = reason
 
+    @staticmethod
+    def reason_of(child_id: str, text: str) -> str:
+        """``text`` without the ``child X: failed to start:`` this class's own message
+        puts in front (so a reason wrapped again says it once)."""
+        return text.removeprefix(f"child {child_id!r}: failed to start: ")
+
 
 class SupervisorEscalation(CellmeshError):
     """A supervisor gave up and stopped all its children; ``reason`` says why.

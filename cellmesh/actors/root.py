@@ -104,6 +104,7 @@ from .control import (
 from .dna import DnaCache
 from .errors import (
     CellsCannotStart,
+    ChildStartFailed,
     RootRequestError,
     SupervisorEscalation,
 )
@@ -487,8 +488,8 @@ class Root:
             self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
                      f"{event.detail}".rstrip())
         if event.kind == "start_failed" and not _swapping(self.slots.get(event.child_id)):
-            said = f"child {event.child_id!r}: failed to start: "  # (a ChildStartFailed)
-            self._record(event.child_id, f"failed to start: {event.detail.removeprefix(said)}")
+            reason = ChildStartFailed.reason_of(event.child_id, event.detail)
+            self._record(event.child_id, f"failed to start: {reason}")
 
     def _record(self, cell: str, reason: str) -> None:
         self.restart_log.append(RestartRecord(at=time.time(), cell=cell, reason=reason))

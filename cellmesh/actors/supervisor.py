@@ -342,9 +342,9 @@ class Supervisor:
                 await self._execute(plan)
             finally:
                 if event.child_id in self._failures:
-                    failure = self._failures[event.child_id]
-                    said = f"child {event.child_id!r}: failed to start: "  # not twice
-                    event.error = ChildStartFailed(event.child_id, failure.removeprefix(said))
+                    failure = ChildStartFailed.reason_of(
+                        event.child_id, self._failures[event.child_id])
+                    event.error = ChildStartFailed(event.child_id, failure)
                 event.done.set()
             if event.stop:
                 return

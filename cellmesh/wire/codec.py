@@ -539,8 +539,14 @@ def unencodable_field(
         try:
             cbor2.dumps(value)
         except UnicodeEncodeError:
-            return FieldError(str(body[0]), f"field {name!r}: {text_problem(exc)}", name)
+            return text_field_error(str(body[0]), name, exc)
     return FieldError(str(body[0]), text_problem(exc))
+
+
+def text_field_error(wire_name: str, field: str, exc: UnicodeEncodeError) -> FieldError:
+    """The :class:`FieldError` of protein ``wire_name`` whose field ``field`` holds
+    text that cannot travel (``exc``)."""
+    return FieldError(wire_name, f"field {field!r}: {text_problem(exc)}", field)
 
 
 # ---------------------------------------------------------------------------

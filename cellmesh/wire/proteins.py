@@ -66,7 +66,7 @@ from .codec import (
     Body,
     bytes_column,
     text_column,
-    text_problem,
+    text_field_error,
     typed_array,
 )
 
@@ -244,9 +244,7 @@ class Schema:
                 try:
                     value.encode()
                 except UnicodeEncodeError as exc:
-                    raise FieldError(
-                        self.name, f"field {field!r}: {text_problem(exc)}", field
-                    ) from None
+                    raise text_field_error(self.name, field, exc) from None
 
     def _raise_first_bad(self, objs: list[Any], cause: _Bad | None = None) -> NoReturn:
         probe = EncodeContext(NO_VESICLES)
