@@ -75,6 +75,7 @@ from .groupswap import (
     Survey,
     Transfer,
     agreed_leader,
+    rollback_target,
 )
 from .manifest import CellDecl
 from .membership import is_voter, replica_name
@@ -194,16 +195,9 @@ class GroupSwapper:
         old = {i: m.slot.dna for i, m in members.items() if m.slot.dna is not None}
         versions = {m.slot.version for m in members.values() if m.slot.version}
         from_version = versions.pop() if len(versions) == 1 else ""
-        core = GroupSwap(group=group.name)
+        core = GroupSwap(group=group.name, rollback=rollback)
         if rollback:
-            previous = {m.slot.previous_dna.digest for m in members.values()
-                        if m.slot.previous_dna is not None}
-            first = next(iter(members.values()))
-            if len(previous) != 1 or first.slot.previous_dna is None or \
-                    any(m.slot.previous_dna is None for m in members.values()):
-                raise RootRequestError(group.name, "has no previous DNA (the same on every "
-                                       "replica) to roll back to")
-            entry = first.slot.previous_dna
+            entry = self._rollback_entry(group)
         else:
             try:
                 entry = await self.launcher.build(group.decl)
@@ -229,7 +223,8 @@ class GroupSwapper:
                    timeout=timeout, grace=grace, started=started, from_version=from_version)
         self.log(f"root: swap of {group.name}: to DNA {entry.digest[:12]}, one replica at a time")
         leader = await self._leader(group, None, timeout)
-        plan = core.start(members, self._running(group), leader)
+        there = [i for i, e in old.items() if e.digest == entry.digest]
+        plan = core.start(members, self._running(group), leader, on_new_code=there)
         finish: Finish | None = None
         try:
             while finish is None:
@@ -254,6 +249,24 @@ class GroupSwapper:
             self._settle(run)
         return self._report(group, core, run, finish, started=started,
                             from_version=from_version, old=old)
+
+    @staticmethod
+    def _rollback_entry(group: Group) -> DnaEntry:
+        """The DNA ``--rollback`` goes back to (:func:`rollback_target`)."""
+        known: dict[str, DnaEntry] = {}
+        codes: dict[int, tuple[str, str | None]] = {}
+        for i, m in group.members.items():
+            now, before = m.slot.dna, m.slot.previous_dna
+            for e in (now, before):
+                if e is not None:
+                    known[e.digest] = e
+            if now is None:  # (a member always has a DNA; a bug otherwise)
+                raise RootRequestError(group.name, f"{m.slot.name} has no DNA")
+            codes[i] = (now.digest, before.digest if before is not None else None)
+        try:
+            return known[rollback_target(group.name, codes)]
+        except ValueError as exc:
+            raise RootRequestError(group.name, str(exc)) from None
 
     # ------------------------------------------------------------ actions
 
@@ -536,7 +549,7 @@ class GroupSwapper:
         core = run.core
         current = core.current
         where = "" if current is None else f" (next: {replica_name(run.group.name, current)})"
-        return f"{core.phase.value}, {len(core.new_code)} of {len(run.group.members)} " \
+        return f"{core.phase.value}, {len(core.on_new_code)} of {len(run.group.members)} " \
                f"on the new code{where}"
 
     # ------------------------------------------------------------ the end

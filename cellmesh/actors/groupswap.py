@@ -44,6 +44,10 @@ Guarantees the plan keeps:
   the cause. If a step of the rollback fails too, or the quorum rule
   forbids the next step, the swap stops (``failed``) and says which
   replicas run which code.
+* **A mixed group** (a swap stopped half-way): the members already on the
+  code a swap moves to are left alone (``on_new_code``), never restarted or
+  rolled back; :func:`rollback_target` says which code ``--rollback``
+  means for such a group.
 """
 
 from __future__ import annotations
@@ -178,11 +182,52 @@ def agreed_leader(stats: Mapping[int, ReplicaStats], members: int) -> int | None
     return None
 
 
+def rollback_target(group: str, codes: Mapping[int, tuple[str, str | None]]) -> str:
+    """The DNA digest ``cellmesh swap GROUP --rollback`` goes back to.
+
+    ``codes`` maps each member to its DNA digest and the digest it ran before
+    its last swap (None: never swapped). The target is the one code every
+    member either runs or ran before its last swap, and that some member
+    does not run: after a whole swap, the code every replica ran before it;
+    after a swap that stopped half-way (docs/swap.md), the code the replicas
+    it did not reach still run. Raises ValueError naming what each replica
+    ran when no such code exists, or two do (a rollback that itself
+    stopped half-way): then only a forward swap decides.
+    """
+    candidates = {d for pair in codes.values() for d in pair if d is not None}
+    fits = sorted(
+        d for d in candidates
+        if all(d in pair for pair in codes.values()) and any(c != d for c, _ in codes.values())
+    )
+    if len(fits) == 1:
+        return fits[0]
+    if all(p is None for _, p in codes.values()):
+        raise ValueError("has no previous DNA to roll back to: no swap of it took effect")
+
+    def short(digest: str | None) -> str:
+        return "nothing" if digest is None else digest[:12]
+
+    ran = "; ".join(
+        f"{replica_name(group, i)} runs {short(c)}, before it {short(p)}"
+        for i, (c, p) in sorted(codes.items())
+    )
+    why = ("its replicas have no code in common to go back to" if not fits else
+           f"it could mean {' or '.join(short(d) for d in fits)}")
+    raise ValueError(f"has no previous DNA to roll back to ({why}: {ran}); "
+                     f"`cellmesh swap {group}` swaps every replica to its declared code")
+
+
 @attrs.define(eq=False)
 class GroupSwap:
-    """The decisions of one swap of replicated cell ``group`` (module doc)."""
+    """The decisions of one swap of replicated cell ``group`` (module doc).
+
+    ``rollback``: this swap is a ``cellmesh swap --rollback`` (its "new code"
+    is the code the group ran before); only the advice of a stopped swap
+    differs.
+    """
 
     group: str
+    rollback: bool = False
     phase: Phase = attrs.field(init=False, default=Phase.FORWARD)
     step: Step = attrs.field(init=False, default=Step.IDLE)
     outcome: Outcome | None = attrs.field(init=False, default=None)
@@ -192,6 +237,8 @@ class GroupSwap:
     _idle: list[int] = attrs.field(init=False, factory=list)
     #: Members that run the new code now, in the order they were swapped.
     _new: list[int] = attrs.field(init=False, factory=list)
+    #: Members that ran the new code before this swap began (left alone).
+    _already: tuple[int, ...] = attrs.field(init=False, default=())
     _restarted: bool = attrs.field(init=False, default=False)
     _leader: int | None = attrs.field(init=False, default=None)
 
@@ -204,8 +251,13 @@ class GroupSwap:
 
     @property
     def new_code(self) -> tuple[int, ...]:
-        """The members that run the new code now."""
+        """The members this swap moved to the new code (and still there), in that order."""
         return tuple(self._new)
+
+    @property
+    def on_new_code(self) -> tuple[int, ...]:
+        """Every member on the new code now: those it moved and those already there."""
+        return tuple(i for i in self._members if i in self._new or i in self._already)
 
     @property
     def done(self) -> bool:
@@ -215,9 +267,15 @@ class GroupSwap:
     # ------------------------------------------------------------ events
 
     def start(self, members: Iterable[int], running: Iterable[int],
-              leader: int | None) -> list[Action]:
-        """Begin with the group as it is: refuse, or plan the first survey."""
+              leader: int | None, on_new_code: Iterable[int] = ()) -> list[Action]:
+        """Begin with the group as it is: refuse, or plan the first survey.
+
+        ``on_new_code``: members that already run the new code (a group a
+        swap left mixed, or a rollback of one): they are not restarted, and
+        the leadership may go to them.
+        """
         self._members = tuple(sorted(members))
+        self._already = tuple(sorted(set(on_new_code) & set(self._members)))
         up = sorted(set(running) & set(self._members))
         name = self.group
         if len(self._members) < 2:
@@ -225,6 +283,10 @@ class GroupSwap:
                 "has a single replica: restarting it would stop the group; grow it first "
                 f"(`cellmesh replicas {name} 3`)"
             ))
+        self._idle = [i for i in self._members if i not in up and i not in self._already]
+        todo = [i for i in up if i not in self._already]
+        if not todo:  # every running replica is on the new code already
+            return self._end_forward()
         need = majority(len(self._members))
         if len(up) - 1 < need:
             down = [i for i in self._members if i not in up]
@@ -237,8 +299,7 @@ class GroupSwap:
         if leader is None or leader not in up:
             return self._finish(Outcome.FAILED, "has no leader now (a majority of its replicas "
                                 "must agree on one); try again once it has")
-        self._queue = [i for i in up if i != leader] + [leader]
-        self._idle = [i for i in self._members if i not in up]
+        self._queue = [i for i in todo if i != leader] + [i for i in todo if i == leader]
         return self._survey()
 
     def surveyed(self, running: Iterable[int], leader: int | None) -> list[Action]:
@@ -319,9 +380,7 @@ class GroupSwap:
         if self._queue:
             return self._survey()
         if self.phase is Phase.FORWARD:
-            plan: list[Action] = [Retarget(replica=i) for i in self._idle]
-            self._new.extend(self._idle)
-            return plan + self._finish(Outcome.SWAPPED, "")
+            return self._end_forward()
         return self._finish(Outcome.ROLLED_BACK, self.cause)
 
     def catch_up_failed(self, cause: str) -> list[Action]:
@@ -345,6 +404,12 @@ class GroupSwap:
     def _which(self) -> str:
         return "the new version" if self.phase is Phase.FORWARD else "the old version"
 
+    def _end_forward(self) -> list[Action]:
+        """Every running replica runs the new code: retarget the rest, and done."""
+        plan: list[Action] = [Retarget(replica=i) for i in self._idle]
+        self._new.extend(self._idle)
+        return plan + self._finish(Outcome.SWAPPED, "")
+
     def _survey(self, not_leader: int | None = None) -> list[Action]:
         self.step = Step.SURVEY
         return [Survey(not_leader=not_leader)]
@@ -353,9 +418,9 @@ class GroupSwap:
         """Where the leadership goes: a running replica on the code the swap moves to."""
         others = [i for i in self._members if i in up and i != leader]
         if self.phase is Phase.FORWARD:
-            preferred = [i for i in reversed(self._new) if i in others]
-        else:
-            preferred = [i for i in others if i not in self._new]
+            preferred = [i for i in [*reversed(self._new), *self._already] if i in others]
+        else:  # (a member that was on the new code before the swap stays there)
+            preferred = [i for i in others if i not in self._new and i not in self._already]
         pick = preferred or others
         return pick[0] if pick else None
 
@@ -374,13 +439,16 @@ class GroupSwap:
         return self._survey()
 
     def _halt(self, cause: str) -> list[Action]:
-        new = [i for i in self._members if i in self._new]
-        old = [i for i in self._members if i not in self._new]
-        if new:
+        new = self.on_new_code
+        old = [i for i in self._members if i not in new]
+        if new and old:
             runs = "runs" if len(new) == 1 else "run"
-            cause += (f"; {replica_names(self.group, new)} {runs} the new code, "
-                      f"{replica_names(self.group, old) or 'none'} the old: run `cellmesh swap "
-                      f"{self.group}` again once every replica runs")
+            names = replica_names(self.group, new)
+            cause += (f"; {names} {runs} the new code, {replica_names(self.group, old)} the "
+                      f"old: once every replica runs, `cellmesh swap {self.group}` swaps "
+                      "every replica to its declared code")
+            if not self.rollback:
+                cause += f", or `cellmesh swap {self.group} --rollback` takes {names} back"
         return self._finish(Outcome.FAILED, cause)
 
     def _finish(self, outcome: Outcome, cause: str) -> list[Action]:
@@ -388,8 +456,8 @@ class GroupSwap:
         self.step = Step.IDLE
         self.outcome = outcome
         self.cause = cause
-        new = tuple(i for i in self._members if i in self._new)
-        old = tuple(i for i in self._members if i not in self._new)
+        new = self.on_new_code
+        old = tuple(i for i in self._members if i not in new)
         return [Finish(outcome=outcome, cause=cause, new_code=new, old_code=old)]
 
 
@@ -407,4 +475,5 @@ __all__ = [
     "Transfer",
     "agreed_leader",
     "quorum_problem",
+    "rollback_target",
 ]

@@ -9,6 +9,7 @@ ends in exactly one Finish without ever stopping a replica the quorum needs.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ from cellmesh.actors.groupswap import (
     Transfer,
     agreed_leader,
     quorum_problem,
+    rollback_target,
 )
 from cellmesh.actors.swap import Outcome
 from cellmesh.testing import open_replica_group
@@ -176,6 +178,80 @@ def test_swap_group_a_failed_rollback_stops_and_says_who_runs_what() -> None:
     assert "g/0, g/1 run the new code, g/2 the old" in end.cause
 
 
+def test_swap_group_leaves_replicas_already_on_the_new_code_alone() -> None:
+    """A group a stopped swap left mixed: the next swap restarts only the others, and the
+    leadership may go to a replica that was on the new code before."""
+    core = GroupSwap(group="g")
+    assert core.start(MEMBERS, MEMBERS, leader=1, on_new_code=(0,)) == [Survey()]
+    assert core.on_new_code == (0,) and core.new_code == ()
+    assert core.surveyed(set(MEMBERS), 1) == [Preload(replica=2, new=True)]
+    core.preloaded()
+    core.restarted()
+    assert core.caught_up() == [Survey()]
+    # the leader's turn: the replica swapped last is preferred to the one already there
+    assert core.surveyed(set(MEMBERS), 1) == [Transfer(leader=1, to=2)]
+    core.transferred()
+    (end,) = swap_one(core, 1, set(MEMBERS), 2)
+    assert end == Finish(outcome=Outcome.SWAPPED, cause="", new_code=MEMBERS, old_code=())
+    assert core.new_code == (2, 1)
+    # the leader already there: only the followers; none there but the leader: it leads on
+    core = GroupSwap(group="g")
+    core.start(MEMBERS, MEMBERS, leader=0, on_new_code=(0,))
+    assert swap_one(core, 1, set(MEMBERS), 0) == [Survey()]
+    (end,) = swap_one(core, 2, set(MEMBERS), 0)
+    assert isinstance(end, Finish) and end.outcome is Outcome.SWAPPED
+    core = GroupSwap(group="g")
+    core.start(MEMBERS, MEMBERS, leader=1, on_new_code=(0,))
+    swap_one(core, 2, set(MEMBERS), 1)
+    core.surveyed(set(MEMBERS), 1)
+    assert core.transfer_failed("no") == [Survey()]  # rolls back 2, never 0
+    (preload,) = core.surveyed(set(MEMBERS), 1)
+    assert preload == Preload(replica=2, new=False)
+
+
+def test_swap_group_every_running_replica_already_there_needs_no_quorum() -> None:
+    core = GroupSwap(group="g")
+    plan = core.start(MEMBERS, (0, 1), leader=None, on_new_code=(0, 1))
+    assert plan == [Retarget(replica=2),
+                    Finish(outcome=Outcome.SWAPPED, cause="", new_code=MEMBERS, old_code=())]
+
+
+def test_swap_group_a_stopped_swap_says_both_ways_on() -> None:
+    core = GroupSwap(group="g")
+    core.start(MEMBERS, MEMBERS, leader=2)
+    swap_one(core, 0, set(MEMBERS), 2)
+    (end,) = core.surveyed({0, 1}, 0)  # replica 2 stopped meanwhile
+    assert end.cause.endswith(  # type: ignore[union-attr]
+        "g/0 runs the new code, g/1, g/2 the old: once every replica runs, `cellmesh swap g` "
+        "swaps every replica to its declared code, or `cellmesh swap g --rollback` takes g/0 "
+        "back")
+    back = GroupSwap(group="g", rollback=True)
+    back.start(MEMBERS, MEMBERS, leader=2)
+    swap_one(back, 0, set(MEMBERS), 2)
+    (end,) = back.surveyed({0, 1}, 0)
+    assert isinstance(end, Finish) and "--rollback" not in end.cause
+    assert end.cause.endswith("swaps every replica to its declared code")
+
+
+def test_swap_group_rollback_target_is_the_code_the_last_swap_left() -> None:
+    o, n, p = "o" * 64, "n" * 64, "p" * 64
+    # a whole swap from o to n: back to o
+    assert rollback_target("g", {0: (n, o), 1: (n, o), 2: (n, o)}) == o
+    # a swap that stopped after g/0 (g/1, g/2 never swapped, or swapped long ago)
+    assert rollback_target("g", {0: (n, o), 1: (o, None), 2: (o, None)}) == o
+    assert rollback_target("g", {0: (n, o), 1: (o, p), 2: (o, p)}) == o
+    with pytest.raises(ValueError, match="no swap of it took effect"):
+        rollback_target("g", {0: (o, None), 1: (o, None)})
+    # that stopped swap rolled back by hand: no code every replica ran before
+    with pytest.raises(ValueError, match="no code in common") as info:
+        rollback_target("g", {0: (o, n), 1: (o, p), 2: (o, p)})
+    assert f"g/0 runs {o[:12]}, before it {n[:12]}" in str(info.value)
+    assert "`cellmesh swap g` swaps every replica to its declared code" in str(info.value)
+    # a rollback that stopped half-way: either way is a guess, so neither
+    with pytest.raises(ValueError, match=f"it could mean {n[:12]} or {o[:12]}"):
+        rollback_target("g", {0: (o, n), 1: (n, o), 2: (n, o)})
+
+
 def test_swap_group_ignores_events_out_of_turn() -> None:
     core = GroupSwap(group="g")
     assert core.caught_up() == [] and core.transferred() == [] and core.preloaded() == []
@@ -225,16 +301,17 @@ _EVENTS = st.lists(st.tuples(
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 5), st.frozensets(st.integers(0, 4)), st.one_of(st.none(),
-       st.integers(0, 4)), _EVENTS)
+       st.integers(0, 4)), _EVENTS, st.frozensets(st.integers(0, 4)))
 def test_swap_group_any_events_end_in_one_finish_and_keep_the_quorum(
     n: int, up: frozenset[int], leader: int | None,
-    events: list[tuple[str, frozenset[int], int | None]],
+    events: list[tuple[str, frozenset[int], int | None]], there: frozenset[int],
 ) -> None:
     """Invariants: at most one Finish, nothing after it; a Restart only when the survey just
-    before left a majority running without it; a Transfer never to the leader itself."""
+    before left a majority running without it; a Transfer never to the leader itself; a
+    member already on the new code is never restarted onto it, nor rolled back."""
     members = tuple(range(n))
     core = GroupSwap(group="g")
-    plans = [core.start(members, up, leader)]
+    plans = [core.start(members, up, leader, on_new_code=there)]
     last_running: frozenset[int] = up
     for name, running, lead in events:
         if name == "surveyed":
@@ -252,6 +329,8 @@ def test_swap_group_any_events_end_in_one_finish_and_keep_the_quorum(
                 assert left >= n // 2 + 1
             if isinstance(action, Transfer):
                 assert action.leader != action.to
+            if isinstance(action, (Preload, Restart, Retarget)):
+                assert action.replica not in there
         plans.append(plan)
     finishes = [a for plan in plans for a in plan if isinstance(a, Finish)]
     assert len(finishes) <= 1

@@ -266,3 +266,69 @@ async def test_swap_replicated_refuses_one_replica_and_a_lost_quorum_and_reload_
         assert f"swapped {GROUP} (one replica at a time)" in reloaded.lines, reloaded
         assert versions(root) == dict.fromkeys(MEMBERS, "2")
         assert await which(root) == "2"
+
+
+async def stop_half_way(root: Root, home: Path, version: str) -> tuple[SwapReport, int, int]:
+    """Swap to ``version`` and stop the leader while the first follower is in its probation:
+    the swap stops before the next replica (quorum), leaving the group mixed.
+    Returns the report, the replica swapped and the leader, running again."""
+    leader = await whole(root)
+    first = min(i for i in MEMBERS if i != leader)
+    group = root._replicas.groups[GROUP]
+    assert group.handle is not None
+    (home / "bankcell.py").write_text(source(version))
+    box: list[SwapReport] = []
+
+    async def swapper() -> None:
+        box.append(await swap(root, grace=5.0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(swapper)
+        await until(root, lambda: root.slots[f"{GROUP}/{first}"].swap_phase == "probation",
+                    f"{GROUP}/{first} in its probation")
+        await group.handle.stop_member(group.members[leader])
+    await group.handle.start_member(group.members[leader])
+    await whole(root)
+    return box[0], first, leader
+
+
+async def test_swap_replicated_a_swap_stopped_half_way_goes_back_or_on(bwrap: None) -> None:
+    """A replica going down mid-swap stops it with the group mixed; ``--rollback`` then
+    takes back only the replica it reached, and a new swap restarts only the others."""
+    async with bank_root("1") as (root, home):
+        await deposit_all(root)
+        report, first, leader = await stop_half_way(root, home, "2")
+        assert report.outcome == "failed", report
+        assert f"{GROUP}/{leader} not running" in report.cause, report
+        assert f"{GROUP}/{first} runs the new code" in report.cause, report
+        assert f"`cellmesh swap {GROUP} --rollback` takes {GROUP}/{first} back" in report.cause
+        mixed = versions(root)
+        assert mixed[first] == "2" and [v for i, v in mixed.items() if i != first] == ["1", "1"]
+        # --rollback: only the replica the swap reached goes back
+        running = pids(root)
+        back = await control(root, SwapCell(name=GROUP, timeout=30, grace=0, rollback=True))
+        assert isinstance(back, SwapReport) and back.outcome == "swapped", back
+        assert list(back.timeline) == [f"{GROUP}/{first}"], back
+        assert versions(root) == dict.fromkeys(MEMBERS, "1")
+        assert all(pids(root)[i] == running[i] for i in MEMBERS if i != first)
+        assert await which(root) == "1"
+        # now no code every replica ran before: refused, naming what each ran
+        refused = await control(root, SwapCell(name=GROUP, timeout=30, grace=0, rollback=True))
+        assert isinstance(refused, Refused), refused
+        assert "no code in common" in refused.message, refused
+        # stopped half-way again; this time a new swap finishes it, without the first
+        report, first, leader = await stop_half_way(root, home, "3")
+        assert report.outcome == "failed", report
+        running = pids(root)
+        on = await swap(root, grace=0)
+        assert on.outcome == "swapped", on
+        assert first not in {int(k.rsplit("/", 1)[1]) for k in on.timeline}, on
+        assert pids(root)[first] == running[first]
+        assert versions(root) == dict.fromkeys(MEMBERS, "3")
+        assert await which(root) == "3"
+        await bank(root).converge(expect_members=3)
+        await bank(root).identical()
+        # and every replica ran version 1 before it: --rollback goes there in one piece
+        back = await control(root, SwapCell(name=GROUP, timeout=30, grace=0, rollback=True))
+        assert isinstance(back, SwapReport) and back.outcome == "swapped", back
+        assert versions(root) == dict.fromkeys(MEMBERS, "1")
