@@ -108,4 +108,36 @@ async def preload_mesh(
             await drop_slot(slot)
 
 
-__all__ = ["NO_SUPERVISOR", "PREFLIGHT", "preload_cells", "preload_mesh"]
+async def check_new_code(
+    cells: Mapping[str, CellDecl],
+    templates: Mapping[str, CellDecl],
+    launcher: Launcher,
+    add_slot: Callable[..., Awaitable[CellSlot]],
+    drop_slot: Callable[[CellSlot], Awaitable[None]],
+) -> dict[str, str]:
+    """Before a reload adds ``cells`` and new or changed ``templates``: does their code import?
+
+    Each gets a temporary slot ``X.preflight`` (no cell of that name can
+    exist: ``X`` is new or a template), checked as :func:`preload_cells`
+    does and removed again. Returns the problems, name -> one line naming
+    the manifest key (``cells.X.entry: ...``).
+    """
+    checks: list[CellSlot] = []
+    named: dict[str, str] = {}
+    try:
+        for section, decls in (("cells", cells), ("templates", templates)):
+            for name, decl in decls.items():
+                temp = f"{name}.{PREFLIGHT}"
+                slot = await add_slot(attrs.evolve(decl, name=temp), name=temp,
+                                      supervisor=NO_SUPERVISOR)
+                slot.key = f"{section}.{name}"
+                checks.append(slot)
+                named[temp] = name
+        problems = await preload_cells(checks, launcher)
+        return {named[temp]: line for temp, line in problems.items()}
+    finally:
+        for slot in checks:
+            await drop_slot(slot)
+
+
+__all__ = ["NO_SUPERVISOR", "PREFLIGHT", "check_new_code", "preload_cells", "preload_mesh"]

@@ -19,13 +19,14 @@ what runs and the next reload retries them.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import attrs
 import trio
 
+from ..config import Paths
 from ..errors import CellmeshError, ConfigError
 from ._cells import CellSlot
 from ._launch import Launcher
@@ -48,6 +49,7 @@ class ReloadHost(Protocol):
     """What the reload needs from the root."""
 
     manifest: Manifest
+    paths: Paths
     slots: dict[str, CellSlot]
     supervisors: dict[str, Supervisor]
     restart_log: collections.deque[RestartRecord]
@@ -55,6 +57,11 @@ class ReloadHost(Protocol):
 
     async def start_declared(self, name: str) -> None:
         """Bind and start manifest cell ``name`` under its supervisor."""
+        ...
+
+    async def check_code(self, cells: Mapping[str, CellDecl],
+                         templates: Mapping[str, CellDecl]) -> dict[str, str]:
+        """Whether the code of these new cells and templates imports (problems by name)."""
         ...
 
     async def stop_declared(self, name: str) -> None:
@@ -70,9 +77,10 @@ class ReloadHost(Protocol):
         ...
 
 
-def _load(path: Path) -> Manifest:
+def _load(path: Path, paths: Paths) -> Manifest:
     manifest = load_manifest(path)
     manifest.check_paths()
+    manifest.check_sockets(paths)  # as `up` does: a name too long for a socket is refused
     return manifest
 
 
@@ -121,12 +129,13 @@ async def reload_mesh(
     if problem is not None:
         raise RootRequestError("reload", f"{' '.join(problem)} (nothing was changed)")
     try:
-        new = await trio.to_thread.run_sync(_load, host.manifest.path)
+        new = await trio.to_thread.run_sync(_load, host.manifest.path, host.paths)
     except ConfigError as exc:  # stays a configuration error: the CLI exits 2, as `up`
         raise ConfigError(exc.source, f"{exc.problem} (nothing was changed)") from None
     except OSError as exc:
         raise RootRequestError("reload", f"{exc} (nothing was changed)") from None
-    plan = diff_manifests(host.manifest, new, code_changed=await _code_changed(host, new))
+    changed = await _code_changed(host, new)
+    plan = diff_manifests(host.manifest, new, code_changed=changed)
     if plan.refused:
         raise RootRequestError(
             "reload", "refused, nothing was changed: " + "; ".join(plan.refused)
@@ -137,6 +146,16 @@ async def reload_mesh(
         if changes == ["nothing changed"]:
             would = ["nothing would change"]
         return ReloadReport(ok=True, lines=would, swaps=[])
+    # As `up` does: the code of what is new must import (an on-demand cell's
+    # too, or its first call would find out), else nothing changes.
+    problems = await host.check_code(
+        {name: new.cells[name] for name in plan.start},
+        {name: t for name, t in new.templates.items()
+         if host.manifest.templates.get(name) != t or name in changed},
+    )
+    if problems:
+        raise RootRequestError("reload", "refused, nothing was changed: the code of "
+                               + "; ".join(problems.values()))
     host.log(f"root: reloading {host.manifest.path}: " + "; ".join(plan.lines()))
     old = host.manifest
     host.manifest = new

@@ -76,7 +76,7 @@ from ._launch import Launcher
 from ._metrics import MeshMetrics, accept_stats
 from ._operator import Operator
 from ._post import CellDownPost, Recipient
-from ._preflight import preload_mesh
+from ._preflight import check_new_code, preload_mesh
 from ._reload import reload_mesh
 from ._replicas import Replicas
 from ._rootlock import RootLock
@@ -586,6 +586,12 @@ class Root:
         except BaseException:
             await self._drop_slot(slot)
             raise
+
+    async def check_code(self, cells: Mapping[str, CellDecl],
+                         templates: Mapping[str, CellDecl]) -> dict[str, str]:
+        """Whether the code of cells and templates a reload adds imports (problems by name)."""
+        return await check_new_code(cells, templates, self._launcher, self._add_slot,
+                                    self._drop_slot)
 
     async def swap_group(self, name: str, timeout: float, grace: float,
                          rollback: bool = False) -> SwapReport:

@@ -217,13 +217,14 @@ async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
         shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
         async with open_root(home, BASE, sandbox="host") as root:
             broken = (BASE.replace('entry = "rootcells:Echoer"', 'entry = "rootcells:Nosuch"')
-                      + '\n[cells.extra]\ndna = "rootcells.py"\nentry = "rootcells:Gone"\n')
+                      + '\n[cells.extra]\ndna = "rootcells.py"\nentry = "rootcells:Crasher"\n')
             (home / "cellmesh.toml").write_text(broken)
             report = await reload(root)
             assert not report.ok
             assert report.lines[0].startswith(
                 "could not start extra (not added; fix it and reload)")
             assert report.lines[0].count("failed to start") == 1  # said once
+            assert "RuntimeError in on_start: this cell never starts" in report.lines[0]
             assert report.lines[1].startswith("swap of echo rolled back")
             assert "extra" not in root.manifest.cells
             assert root.manifest.cells["echo"].entry == "rootcells:Echoer"  # what runs
@@ -232,7 +233,7 @@ async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
             ]
             # Fixed: the next reload starts the new cell (and the swap is retried).
             (home / "cellmesh.toml").write_text(
-                broken.replace("rootcells:Gone", "rootcells:Echoer")
+                broken.replace("rootcells:Crasher", "rootcells:Echoer")
                 .replace("rootcells:Nosuch", "rootcells:Boastful")
             )
             report = await reload(root)
@@ -240,5 +241,50 @@ async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
                                                   "swapped echo"], report
             assert (await call(root, "extra", Echo(4))) == Echo(4)
             assert root.manifest.cells["echo"].entry == "rootcells:Boastful"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_reload_refuses_code_that_does_not_import_as_up_does() -> None:
+    """A new on-demand cell or template whose entry does not import, or a new cell whose
+    name is too long for its socket, refuses the whole reload: nothing changes, no
+    socket or check slot is left, and the mesh serves on (its first call would have
+    found out, and a cell failing to start for good would have stopped the mesh)."""
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        (home / "counter.py").write_text(source("a"))
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, BASE, sandbox="host") as root:
+            before = sorted(root.slots)
+            sockets = sorted(p.name for p in root.paths.socket_dir.glob("*.sock"))
+            for extra, key in (
+                ('[cells.od]\ndna = "rootcells.py"\nentry = "rootcells:Nope"\n'
+                 'activation = "on_demand"\n', "cells.od.entry"),
+                ('[cells.p]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+                 'max_children = 1\ntemplates = ["w"]\n'
+                 '[templates.w]\ndna = "rootcells.py"\nentry = "rootcells:Nope"\n',
+                 "templates.w.entry"),
+                (f'[cells.{"y" * 120}]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n',
+                 f"cells.{'y' * 120}"),
+            ):
+                (home / "cellmesh.toml").write_text(
+                    BASE.replace("intensity = 3", "intensity = 4") + "\n" + extra)
+                with pytest.raises(RootRefused, match="nothing was changed") as info:
+                    await reload(root)
+                assert key in str(info.value), info.value
+                assert sorted(root.slots) == before
+                assert sorted(p.name for p in root.paths.socket_dir.glob("*.sock")) == sockets
+                assert root.supervisors["root"].spec.intensity == 3
+                assert "od" not in root.manifest.cells and "w" not in root.manifest.templates
+            with trio.fail_after(10):
+                assert (await call(root, "counter", Add(n=1))) == Total(total=1, version="a")
+            # fixed, the same on-demand cell is added and serves at its first call
+            (home / "cellmesh.toml").write_text(
+                BASE + '\n[cells.od]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+                'activation = "on_demand"\n')
+            report = await reload(root)
+            assert report.ok and report.lines == ["started od (new in the manifest)"], report
+            with trio.fail_after(10):
+                assert (await call(root, "od", Echo(5))) == Echo(5)
     finally:
         shutil.rmtree(home, ignore_errors=True)
