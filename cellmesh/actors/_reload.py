@@ -41,7 +41,8 @@ from .control import (
 from .dna import hash_path
 from .errors import DnaError, RootRequestError
 from .manifest import CellDecl, Manifest, load_manifest
-from .reload import ReloadPlan, diff_manifests, template_children
+from .policy import Restart
+from .reload import UPDATE_FIELDS, ReloadPlan, diff_manifests, template_children
 from .supervisor import Supervisor
 
 
@@ -55,8 +56,9 @@ class ReloadHost(Protocol):
     restart_log: collections.deque[RestartRecord]
     log: Callable[[str], None]
 
-    async def start_declared(self, name: str) -> None:
-        """Bind and start manifest cell ``name`` under its supervisor."""
+    async def start_declared(self, name: str, *, again: bool = False) -> None:
+        """Bind and start manifest cell ``name`` under its supervisor (``again``: its
+        slot exists, the cell ended and its supervisor forgot it)."""
         ...
 
     async def check_code(self, cells: Mapping[str, CellDecl],
@@ -165,7 +167,14 @@ async def reload_mesh(
         await host.stop_declared(name)
         lines.append(f"stopped {name} (removed from the manifest)")
     _retune(host, new, plan, lines)
-    _update(host, launcher, new, plan, lines)
+    for name in _update(host, launcher, new, plan, lines):
+        try:
+            await host.start_declared(name, again=True)
+        except CellmeshError as exc:
+            ok = False
+            lines.append(f"could not start {name} again (it ended; now permanent): {exc}")
+        else:
+            lines.append(f"started {name} again (it had ended; now permanent)")
     if "restart_log" in plan.root:
         host.restart_log = collections.deque(host.restart_log, maxlen=new.root.restart_log)
     if "swap_max_state" in plan.root:
@@ -182,24 +191,34 @@ async def reload_mesh(
         else:
             lines.append(f"started {name} (new in the manifest)")
     swaps: list[SwapReport] = []
-    targets = [(c.name, new.cells[c.name], "") for c in plan.swap]
+    # (cell, its new declaration, its template or "", swap it?, keys set in place)
+    targets: list[tuple[str, CellDecl, str, bool, tuple[str, ...]]] = [
+        (c.name, new.cells[c.name], "", True, ()) for c in plan.swap
+    ]
     for change in plan.swap_templates:
         kids = template_children({n: s.decl for n, s in host.slots.items()}, change.name,
                                  old.templates)
-        targets += [(kid, attrs.evolve(new.templates[change.name], name=kid), change.name)
-                    for kid in kids]
-    for name, decl, template in targets:
+        in_place = tuple(k for k in change.keys if k in UPDATE_FIELDS)
+        targets += [(kid, attrs.evolve(new.templates[change.name], name=kid), change.name,
+                     len(in_place) < len(change.keys), in_place) for kid in kids]
+    for name, decl, template, swap_it, in_place in targets:
         slot = host.slots.get(name)
         if slot is None:
             continue  # stopped meanwhile
-        report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace, decl=decl)
-        if not _swapped(report, swaps, lines):
-            ok = False
-            # The old version runs on: so the manifest says, and the next reload retries.
-            if template:
-                host.manifest = host.manifest.with_template(template, old.templates[template])
-            elif name in old.cells:
-                host.manifest = host.manifest.with_cell(name, old.cells[name])
+        if swap_it:
+            report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace,
+                                        decl=decl)
+            if not _swapped(report, swaps, lines):
+                ok = False
+                # The old version runs on: so the manifest says, and the next reload retries.
+                if template:
+                    host.manifest = host.manifest.with_template(template, old.templates[template])
+                elif name in old.cells:
+                    host.manifest = host.manifest.with_cell(name, old.cells[name])
+                continue
+        if in_place:  # a template's restart, shutdown ...: its children's, as for a cell
+            _set_in_place(host, launcher, slot, decl, in_place)
+            lines.append(f"set {', '.join(in_place)} of {name}")
     for name in plan.swap_groups:
         try:
             report = await host.swap_group(name, request.timeout, request.grace)
@@ -239,23 +258,42 @@ def _retune(host: ReloadHost, new: Manifest, plan: ReloadPlan, lines: list[str])
 
 def _update(
     host: ReloadHost, launcher: Launcher, new: Manifest, plan: ReloadPlan, lines: list[str]
-) -> None:
+) -> list[str]:
+    """Apply the in-place changes of cells; return the ended ones to start again."""
+    ended: list[str] = []
     for change in plan.update:
         slot = host.slots.get(change.name)
         if slot is None:
             continue
-        target: CellDecl = new.cells[change.name]
-        slot.decl = attrs.evolve(slot.decl, **{k: getattr(target, k) for k in change.keys})
-        sup = host.supervisors.get(slot.supervisor)
-        if sup is not None and {"restart", "shutdown"} & set(change.keys):
-            sup.update_child(slot.child_id, restart=target.restart, shutdown=target.shutdown)
-        if "standby" in change.keys:
-            instance = slot.instance
-            if not target.standby:
-                launcher.retire(slot)
-            elif instance is not None and instance.state in ("starting", "running", "dormant"):
-                launcher.ensure_standby(slot, busy=instance.cell_id or None)
+        if _set_in_place(host, launcher, slot, new.cells[change.name], change.keys):
+            ended.append(change.name)
         lines.append(f"set {', '.join(change.keys)} of {change.name}")
+    return ended
+
+
+def _set_in_place(host: ReloadHost, launcher: Launcher, slot: CellSlot, target: CellDecl,
+                  keys: tuple[str, ...]) -> bool:
+    """Give ``slot`` ``target``'s ``keys`` (UPDATE_FIELDS), its supervisor's spec too.
+
+    Returns True when the cell has ended and its supervisor forgot it (a
+    ``temporary`` cell that exited) while the new declaration makes it
+    ``permanent``: the caller starts it again, so that what runs is what the
+    manifest says.
+    """
+    slot.decl = attrs.evolve(slot.decl, **{k: getattr(target, k) for k in keys})
+    sup = host.supervisors.get(slot.supervisor)
+    if sup is not None and {"restart", "shutdown"} & set(keys):
+        if any(c.child_id == slot.child_id for c in sup.which_children()):
+            sup.update_child(slot.child_id, restart=target.restart, shutdown=target.shutdown)
+        elif target.restart is Restart.PERMANENT:
+            return True
+    if "standby" in keys:
+        instance = slot.instance
+        if not target.standby:
+            launcher.retire(slot)
+        elif instance is not None and instance.state in ("starting", "running", "dormant"):
+            launcher.ensure_standby(slot, busy=instance.cell_id or None)
+    return False
 
 
 __all__ = ["ReloadHost", "reload_mesh"]

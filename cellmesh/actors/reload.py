@@ -99,8 +99,13 @@ class ReloadPlan:
         out += [f"set [root] {key}" for key in self.root]
         out += [f"start {name} (new in the manifest)" for name in self.start]
         out += [f"swap {c.name} ({', '.join(c.keys)} changed)" for c in self.swap]
-        out += [f"swap the running children of template {c.name} ({', '.join(c.keys)} changed)"
-                for c in self.swap_templates]
+        for c in self.swap_templates:
+            if set(c.keys) <= UPDATE_FIELDS:
+                out.append(f"set {', '.join(c.keys)} of the running children of template "
+                           f"{c.name}")
+            else:
+                out.append(f"swap the running children of template {c.name} "
+                           f"({', '.join(c.keys)} changed)")
         out += [f"swap {name} one replica at a time (dna content changed)"
                 for name in self.swap_groups]
         out += [f"change {name} to {count} replicas" for name, count in self.replicas]

@@ -573,16 +573,20 @@ class Root:
 
     # ------------------------------------------------------------ reload, spawns
 
-    async def start_declared(self, name: str) -> None:
-        """Bind and start manifest cell ``name`` (new in a reloaded manifest)."""
+    async def start_declared(self, name: str, *, again: bool = False) -> None:
+        """Bind and start manifest cell ``name`` (new in a reloaded manifest; ``again``:
+        its slot is there, but it ended and its supervisor forgot it)."""
         decl = self.manifest.cells[name]
+        spec = ChildSpec(id=name, restart=decl.restart, shutdown=decl.shutdown,
+                         args=("cell", name))
+        if again:
+            await self.supervisors[self.slots[name].supervisor].start_child(spec)
+            return
         if self.metrics is not None:
             self.metrics.declare(name)  # its own label, as if declared at start
         slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
         try:
-            await self.supervisors[slot.supervisor].start_child(ChildSpec(
-                id=name, restart=decl.restart, shutdown=decl.shutdown, args=("cell", name),
-            ))
+            await self.supervisors[slot.supervisor].start_child(spec)
         except BaseException:
             await self._drop_slot(slot)
             raise

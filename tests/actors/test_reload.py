@@ -288,3 +288,68 @@ async def test_reload_refuses_code_that_does_not_import_as_up_does() -> None:
                 assert (await call(root, "od", Echo(5))) == Echo(5)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _state(root: object, name: str) -> str | None:
+    cells = {c.name: c for c in root.status().cells}  # type: ignore[attr-defined]
+    return cells[name].state if name in cells else None
+
+
+async def test_reload_sets_restart_in_place_for_template_children_and_ended_cells() -> None:
+    """A template's ``restart`` reaches its running children's supervisor (no swap, and a
+    killed child that is now temporary just ends: its supervisor does not loop on it and
+    take its siblings down); a temporary cell that ended and is now permanent runs again."""
+    from rootcells import Spawn, WhoAmI
+
+    from cellmesh.actors.control import KillCell
+    from cellmesh.testing.rootfaults import until
+
+    toml = (
+        '[supervisor]\nintensity = 5\nperiod = 10\n\n'
+        '[cells.parent]\ndna = "rootcells.py"\nentry = "rootcells:Watcher"\n'
+        'max_children = 2\ntemplates = ["worker"]\n\n'
+        '[cells.d]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\nrestart = "temporary"\n\n'
+        '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        async with open_root(home, toml, sandbox="host") as root:
+            for suffix in ("w1", "w2"):
+                await call(root, "parent", Spawn(suffix=suffix))
+            w2 = await call(root, "parent.w2", WhoAmI())
+            changed = toml.replace('entry = "rootcells:Echoer"\n',
+                                   'entry = "rootcells:Echoer"\nrestart = "temporary"\n', 2)
+            changed = changed.replace('restart = "temporary"\nrestart = "temporary"\n',
+                                      'restart = "temporary"\n')
+            (home / "cellmesh.toml").write_text(changed)
+            assert (await reload(root, dry_run=True)).lines == [
+                "would set restart of the running children of template worker"]
+            report = await reload(root)
+            assert report.ok and report.lines == [
+                "set restart of parent.w1", "set restart of parent.w2"], report
+            assert (await call(root, "parent.w2", WhoAmI())).token == w2.token  # not swapped
+            async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+                await ctl.fire(KillCell(name="parent.w1"))
+                await until(root, lambda: _state(root, "parent.w1") in (None, "stopped"),
+                            "parent.w1 ended")
+                await trio.sleep(1.0)  # (a supervisor looping on it would have given up)
+                assert (await call(root, "parent.w2", WhoAmI())).token == w2.token
+                ended = [r for r in root.restart_log if r.cell == "parent.w1"]
+                assert len(ended) == 1 and "SIGKILL" in ended[0].reason, ended  # no retries
+                # a temporary cell that ended, made permanent: it runs again
+                await ctl.fire(KillCell(name="d"))
+                await until(root, lambda: _state(root, "d") == "stopped", "d ended")
+            (home / "cellmesh.toml").write_text(
+                changed.replace("intensity = 5", "intensity = 6").replace(
+                    'entry = "rootcells:Echoer"\nrestart = "temporary"\n\n[templates',
+                    'entry = "rootcells:Echoer"\nrestart = "permanent"\n\n[templates'))
+            report = await reload(root)
+            assert report.ok, report
+            assert report.lines == ["retuned supervisor root (intensity)", "set restart of d",
+                                    "started d again (it had ended; now permanent)"], report
+            assert (await call(root, "d", Echo(7))) == Echo(7)
+            assert _state(root, "d") == "running"
+            assert (await reload(root, dry_run=True)).lines == ["nothing would change"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
