@@ -594,6 +594,15 @@ class ManifestReader:
         order: list[str],
     ) -> SupervisorDecl:
         """Give every cell and supervisor exactly one parent; return ``top`` with its children."""
+        pools: dict[str, str] = {}
+        for name, sup in sups.items():
+            if sup.template is None:
+                continue
+            if sup.template in pools:  # its children would all go to the first one
+                self.fail(key_path(key_path("supervisors", name), "template"),
+                          f"template {sup.template!r} already has the pool supervisor "
+                          f"{pools[sup.template]!r}; a template has at most one pool")
+            pools[sup.template] = name
         parents: dict[str, str] = {}
         listed = [("supervisor", top), *((key_path("supervisors", n), s) for n, s in sups.items())]
         for key, sup in listed:

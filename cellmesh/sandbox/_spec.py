@@ -207,7 +207,9 @@ def _check_host(host: object) -> None:
             addr = ipaddress.ip_address(host)
         except ValueError:
             raise SandboxConfigError("net grant", f"{host!r} is not an IP address") from None
-        if addr.is_unspecified or addr.is_multicast:
+        # An IPv4-mapped IPv6 address reaches its IPv4 address: judge that one.
+        mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        if any(a is not None and (a.is_unspecified or a.is_multicast) for a in (addr, mapped)):
             raise SandboxConfigError("net grant", f"{host!r} is not a destination address")
         return
     if len(host) > 253 or not all(_HOST_LABEL_RE.match(label) for label in host.split(".")):

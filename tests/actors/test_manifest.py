@@ -643,6 +643,12 @@ def test_manifest_simple_one_for_one_rules() -> None:
         "supervisors.p.template",
         "only a simple_one_for_one supervisor has one",
     )
+    e = error(tmpl + '[supervisors.p]\nstrategy = "simple_one_for_one"\ntemplate = "w"\n'
+              '[supervisors.q]\nstrategy = "simple_one_for_one"\ntemplate = "w"\n')
+    assert (e.key, e.problem) == (
+        "supervisors.q.template",
+        "template 'w' already has the pool supervisor 'p'; a template has at most one pool",
+    )
     e = error('[supervisor]\nstrategy = "simple_one_for_one"\n')
     assert e.key == "supervisor.strategy"
     assert e.problem == "the top supervisor cannot be simple_one_for_one"

@@ -155,6 +155,11 @@ raise SystemExit(7)
         ("10.0.0.300", 80, "not an IP address"),
         ("0.0.0.0", 80, "not a destination"),
         ("224.0.0.1", 80, "not a destination"),
+        ("::", 80, "not a destination"),
+        ("ff02::1", 80, "not a destination"),
+        # IPv4-mapped: the same destinations in IPv6 clothing
+        ("::ffff:0.0.0.0", 80, "not a destination"),
+        ("::ffff:224.0.0.1", 80, "not a destination"),
     ],
 )
 def test_netgrant_rejects_bad_values(host: object, port: object, problem: str) -> None:
