@@ -62,12 +62,17 @@ class DynamicCells:
         """
         pool = next(
             (s.name for s in self.manifest().supervisors.values()
-             if template is not None and s.template == template and s.name in self.supervisors),
+             if template is not None and s.template == template),
             None,
         )
         sup = self.supervisors.get(pool or DYNAMIC)
         if sup is None:
-            raise RootRequestError(decl.name, "this root has no dynamic supervisor")
+            if pool is None:
+                raise RootRequestError(decl.name, "this root has no dynamic supervisor")
+            raise RootRequestError(decl.name, (
+                f"the pool supervisor {pool!r} of template {template!r} is not running now "
+                "(a supervisor starts after the cells listed before it: list the pool "
+                "before a cell that starts children in on_start)"))
         slot = await self.add_slot(decl, name=decl.name, supervisor=pool or DYNAMIC,
                                     parent=None if parent is None else parent.name)
         try:

@@ -438,6 +438,11 @@ class Root:
 
     def _supervisor_spec(self, decl: SupervisorDecl, *, top: bool = False) -> SupervisorSpec:
         children: list[ChildSpec] = []
+        if top:
+            # First, so it runs before any cell starts (a cell may start children
+            # in on_start) and stops after them; always, so a reload may add the
+            # first cell with children.
+            children.append(ChildSpec(id=DYNAMIC, kind=ChildKind.SUPERVISOR, args=("dynamic",)))
         if decl.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
             assert decl.template is not None
             tmpl = self.manifest.templates[decl.template]
@@ -460,16 +465,9 @@ class Root:
                     id=child, restart=sup.restart, shutdown=sup.shutdown,
                     kind=ChildKind.SUPERVISOR, args=("supervisor", child),
                 ))
-        if top and self._needs_dynamic():
-            children.append(ChildSpec(id=DYNAMIC, kind=ChildKind.SUPERVISOR, args=("dynamic",)))
         return SupervisorSpec(
             strategy=decl.strategy, intensity=decl.intensity, period=decl.period,
             children=tuple(children), backoff=decl.backoff,
-        )
-
-    def _needs_dynamic(self) -> bool:
-        return self.manifest.root.allow_spawn or any(
-            c.max_children > 0 for c in self.manifest.cells.values()
         )
 
     @staticmethod

@@ -291,6 +291,21 @@ class Watcher(cellmesh.Cell):
         return Identity(name=name, pid=0)
 
 
+class EagerParent(Watcher):
+    """Starts its first child in on_start (before it is ready); says how that went."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        try:
+            self.first = await self.start_child("worker", "first")
+        except Exception as exc:  # (shown by Identity)
+            self.first = f"{type(exc).__name__}: {exc}"
+
+    @cellmesh.receptor
+    async def who_am_i(self, msg: WhoAmI) -> Identity:
+        return Identity(name=self.first, pid=0)
+
+
 # ---------------------------------------------------------------- attackers (test_attacks.py)
 
 

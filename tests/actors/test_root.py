@@ -567,6 +567,30 @@ async def test_children_of_a_pooled_template_run_under_its_simple_one_for_one_su
         assert [i.child_id for i in pool.which_children()] == []
 
 
+async def test_a_cell_may_start_children_in_on_start() -> None:
+    """The hidden ``~dynamic`` supervisor runs before any cell (and exists in every mesh);
+    a pool listed after the cell is not running yet: the error says so."""
+    worker = '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+    toml = cell("p", "EagerParent", max_children="2", templates='["worker"]') + worker
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("p", socket_dir=paths.socket_dir) as syn:
+            assert (await syn.fire(WhoAmI())).name == "p.first"
+            assert await syn.fire(Forward(target="p.first", n=3)) == Echo(3)
+        assert root.slots["p.first"].supervisor == "~dynamic"
+    pool = '[supervisors.pool]\nstrategy = "simple_one_for_one"\ntemplate = "worker"\n\n'
+    late = toml + pool + '[supervisor]\nchildren = ["p", "pool"]\n'
+    async with running_root(late) as (root, paths):
+        async with Synapse.grow("p", socket_dir=paths.socket_dir) as syn:
+            said = (await syn.fire(WhoAmI())).name
+        assert "the pool supervisor 'pool' of template 'worker' is not running now" in said
+        assert "list the pool before" in said
+    early = toml + pool + '[supervisor]\nchildren = ["pool", "p"]\n'
+    async with running_root(early) as (root, paths):
+        async with Synapse.grow("p", socket_dir=paths.socket_dir) as syn:
+            assert (await syn.fire(WhoAmI())).name == "p.first"
+        assert root.slots["p.first"].supervisor == "pool"
+
+
 async def test_children_of_a_pool_that_gave_up_are_forgotten_when_it_starts_again() -> None:
     toml = (
         cell("watcher", "Watcher", max_children="2", templates='["worker"]')
