@@ -511,13 +511,17 @@ class SupervisorState:
 
     # ------------------------------------------------------------ requests
 
-    def start_child(self, spec_or_args: ChildSpec | tuple[object, ...]) -> list[Action]:
+    def start_child(self, spec_or_args: ChildSpec | tuple[object, ...], *,
+                    before: str | None = None) -> list[Action]:
         """Add a child and plan its start (OTP ``start_child``).
 
         For ``simple_one_for_one`` pass a tuple of extra args: a new child is
         made from the template with id ``<template id>-<n>`` (``n`` counts up
         from 1, never reused) and ``args = template.args + extra``. Otherwise
-        pass a :class:`ChildSpec`; it goes last in start order. The single
+        pass a :class:`ChildSpec`; it goes last in start order, or just before
+        child ``before`` when that one is known (a manifest reload adding a
+        cell between two others: the order is what ``rest_for_one`` and
+        shutdown follow). The single
         :class:`StartChild` of the plan names the new id. If the start fails
         the child is forgotten (report it with :meth:`start_failed`).
         """
@@ -538,7 +542,10 @@ class SupervisorState:
                 raise ChildAlreadyPresent(
                     spec.id, running=existing.status is not ChildStatus.STOPPED
                 )
-        self._order.append(spec.id)
+        if before is not None and before in self._children and not self._simple:
+            self._order.insert(self._order.index(before), spec.id)
+        else:
+            self._order.append(spec.id)
         self._children[spec.id] = _Child(spec=spec, status=ChildStatus.STARTING, cause="add")
         return [StartChild(spec=spec)]
 

@@ -577,14 +577,22 @@ class Root:
         decl = self.manifest.cells[name]
         spec = ChildSpec(id=name, restart=decl.restart, shutdown=decl.shutdown,
                          args=("cell", name))
+        parent = self.manifest.parent_of(name)
+        sup = self.supervisors[parent]
+        # Its place among its siblings is the manifest's: before the next one running.
+        known = {c.child_id for c in sup.which_children()}
+        siblings = (self.manifest.top if parent == self.manifest.top.name
+                    else self.manifest.supervisors[parent]).children
+        later = siblings[siblings.index(name) + 1:] if name in siblings else ()
+        before = next((c for c in later if c in known), None)
         if again:
-            await self.supervisors[self.slots[name].supervisor].start_child(spec)
+            await sup.start_child(spec, before=before)
             return
         if self.metrics is not None:
             self.metrics.declare(name)  # its own label, as if declared at start
-        slot = await self._add_slot(decl, name=name, supervisor=self.manifest.parent_of(name))
+        slot = await self._add_slot(decl, name=name, supervisor=parent)
         try:
-            await self.supervisors[slot.supervisor].start_child(spec)
+            await sup.start_child(spec, before=before)
         except BaseException:
             await self._drop_slot(slot)
             raise

@@ -256,13 +256,17 @@ class Supervisor:
             return
         await self._request(_Request(plan=self._state.shutdown, stop=True), allow_closed=True)
 
-    async def start_child(self, spec_or_args: ChildSpec | tuple[object, ...]) -> str:
+    async def start_child(self, spec_or_args: ChildSpec | tuple[object, ...], *,
+                          before: str | None = None) -> str:
         """Add and start a child (OTP ``start_child``); return its id.
 
-        Raises :class:`~cellmesh.actors.errors.ChildStartFailed` when the start
+        It goes last in start order, or before child ``before`` if known
+        (:meth:`SupervisorState.start_child`). Raises
+        :class:`~cellmesh.actors.errors.ChildStartFailed` when the start
         fails (the child is then forgotten), and the policy's request errors.
         """
-        request = _Request(plan=lambda: self._state.start_child(spec_or_args), new_child=True)
+        request = _Request(plan=lambda: self._state.start_child(spec_or_args, before=before),
+                           new_child=True)
         await self._request(request)
         return request.child_id
 

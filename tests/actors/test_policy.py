@@ -277,9 +277,27 @@ def test_policy_rest_for_one_touches_only_later_children() -> None:
     assert state.running() == ("t0", "a", "b", "c")
 
 
+def test_policy_start_child_before_a_sibling_takes_its_place_in_the_order() -> None:
+    """A child added ``before`` another runs, restarts and stops where it was put."""
+    state = running_sup(Strategy.REST_FOR_ONE, children("b", "c"), intensity=5)
+    confirm(state, state.start_child(ChildSpec(id="d"), before="c"))
+    assert state.running() == ("b", "d", "c")
+    plan = state.child_exited("d", CRASH, now=0.0)  # the rest after d: c
+    assert steps(plan) == [("stop", "c"), ("start", "d"), ("start", "c")]
+    confirm(state, plan)
+    plan = state.child_exited("c", CRASH, now=0.0)
+    assert steps(plan) == [("start", "c")]
+    confirm(state, plan)
+    confirm(state, state.start_child(ChildSpec(id="e"), before="nobody"))  # unknown: last
+    assert [i.child_id for i in state.which_children()] == ["b", "d", "c", "e"]
+    assert [s[1] for s in steps(state.shutdown())] == ["e", "c", "d", "b"]
+
+
 def test_policy_rest_for_one_last_child_restarts_alone() -> None:
     state = running_sup(Strategy.REST_FOR_ONE)
-    assert steps(state.child_exited("c", CRASH, now=0.0)) == [("start", "c")]
+    plan = state.child_exited("c", CRASH, now=0.0)
+    assert steps(plan) == [("start", "c")]
+    confirm(state, plan)
 
 
 def test_policy_rest_for_one_first_child_restarts_everything() -> None:

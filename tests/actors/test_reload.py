@@ -353,3 +353,28 @@ async def test_reload_sets_restart_in_place_for_template_children_and_ended_cell
             assert (await reload(root, dry_run=True)).lines == ["nothing would change"]
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_reload_adds_a_cell_where_the_manifest_puts_it() -> None:
+    """Added between two running siblings of a rest_for_one supervisor, a cell takes its
+    manifest place: what the supervisor restarts after a crash, and the stop order."""
+    def toml(children: str) -> str:
+        cells = "".join(f'[cells.{n}]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+                        for n in ("b", "c", "d"))
+        return (f'[supervisor]\nchildren = ["s"]\n\n[supervisors.s]\n'
+                f'strategy = "rest_for_one"\nintensity = 5\nchildren = {children}\n\n{cells}')
+
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        shutil.copy(Path(rootcells.__file__), home / "rootcells.py")
+        first = toml('["b", "c"]').replace('[cells.d]\ndna = "rootcells.py"\n'
+                                          'entry = "rootcells:Echoer"\n\n', "")
+        async with open_root(home, first, sandbox="host") as root:
+            (home / "cellmesh.toml").write_text(toml('["b", "d", "c"]'))
+            report = await reload(root)
+            assert report.ok and report.lines == ["started d (new in the manifest)"], report
+            sup = root.supervisors["s"]
+            assert [i.child_id for i in sup.which_children()] == ["b", "d", "c"]
+            assert (await reload(root, dry_run=True)).lines == ["nothing would change"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
