@@ -76,6 +76,17 @@ _SECRET_KEYS: Final = ("name", "key", "deliver", "ttl")
 _BACKOFF_KEYS: Final = ("initial", "factor", "max")
 
 _RESTARTS: Final = tuple(r.value for r in Restart)
+#: Variables the root and the sandbox set in every cell (docs/security.md, the
+#: launcher's spec and ``runtime_env``): declared in ``env`` they would be replaced
+#: without a word, so they are refused. ``PATH`` and ``CELL_SPIN_US`` may be set.
+_RUNTIME_ENV: Final = frozenset({
+    "CELL_NAME", "HOME", "TMPDIR", "PWD", "CELL_SOCKET_DIR", "CELL_LISTEN_FDS",
+    "CELL_LISTEN_FDS_START", "CELL_DATA_DIR", "CELL_DNA_DIR", "CELL_NET_GRANTS",
+    "CELL_ENTRY", "CELL_UMBILICAL", "CELL_GO_FD", "CELL_REPORT_FD",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "CELL_REPLICA_ID", "CELL_REPLICA_PEERS",
+    "CELL_REPLICA_JOIN", "CELL_REPLICA_BOOTSTRAP", "CELL_REPLICA_CHECK",
+})
+_RUNTIME_ENV_PREFIX: Final = "CELL_SECRET_FILE_"
 _STRATS: Final = tuple(s.value for s in Strategy)
 #: What the top supervisor may be (it has no template to start children from).
 _TOP_STRATS: Final = tuple(s for s in _STRATS if s != Strategy.SIMPLE_ONE_FOR_ONE.value)
@@ -420,6 +431,9 @@ class ManifestReader:
         items: dict[object, str] = {}
         for name, text in value.items():
             items[name] = self.string(text, key_path(key, str(name)))
+            if name in _RUNTIME_ENV or str(name).startswith(_RUNTIME_ENV_PREFIX):
+                self.fail(key_path(key, str(name)), "is set by the runtime in every cell "
+                          "(docs/security.md); choose another name")
         with self.converting(key):
             return WorkloadEnv(items=items).items
 

@@ -369,6 +369,12 @@ CELL = '[cells.db]\ndna = "db.py"\n'
         (CELL + "limits = {memory = '2000T'}\n", "cells.db.limits.memory", "at most"),
         (CELL + "limits = {open_files = 0}\n", "cells.db.limits.open_files", "from 1 to"),
         (CELL + "env = {'A=B' = 'x'}\n", "cells.db.env", "contains '='"),
+        (CELL + "env = {HOME = '/srv'}\n", "cells.db.env.HOME", "is set by the runtime"),
+        (CELL + "env = {CELL_NAME = 'x'}\n", "cells.db.env.CELL_NAME", "is set by the runtime"),
+        (CELL + "env = {PYTHONUNBUFFERED = '0'}\n", "cells.db.env.PYTHONUNBUFFERED",
+         "is set by the runtime"),
+        (CELL + "env = {CELL_SECRET_FILE_X = 'y'}\n", "cells.db.env.CELL_SECRET_FILE_X",
+         "is set by the runtime"),
         (
             CELL + "secrets = [{name = 'a-b', key = 'k'}]\n",
             "cells.db.secrets[0].name",
