@@ -71,7 +71,7 @@ from .control import (
 )
 from .dna import DnaCache, DnaEntry, verify_entry
 from .errors import DnaError, RootRequestError
-from .exitcause import version_text
+from .exitcause import keyed, version_text
 from .manifest import CellDecl
 from .swap import (
     Action,
@@ -276,9 +276,8 @@ class Swapper:
             )
         if isinstance(msg, SwapInFailed):
             if run is not None and run.new is not None and msg.token == run.new.token:
-                self._feed(run, run.core.new_failed(
-                    msg.stage[:100], msg.type_name[:200], msg.message[:2000], _now()
-                ))
+                type_name, message = keyed(slot.key, msg.type_name[:200], msg.message[:2000])
+                self._feed(run, run.core.new_failed(msg.stage[:100], type_name, message, _now()))
             return None
         if run is None or run.old is None or msg.token != run.old.token:
             raise RootRequestError(slot.name, "no swap is waiting for this process's state")

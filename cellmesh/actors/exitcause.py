@@ -64,6 +64,20 @@ _STAGES: Final[frozenset[str]] = frozenset(
 _SOURCE_KEYS: Final = {"CELL_ENTRY": "entry", "CELL_DNA_DIR": "dna"}
 
 
+def keyed(key: str, type_name: str, message: str) -> tuple[str, str]:
+    """A reported ``ConfigError`` about a variable the manifest sets (``CELL_ENTRY: ...``)
+    as the manifest key it comes from (``("", "cells.x.entry: ...")``); else unchanged.
+
+    For a swap's new process, whose report names the exception and message only.
+    """
+    if type_name == "ConfigError":
+        var, sep, rest = message.partition(": ")
+        field = _SOURCE_KEYS.get(var)
+        if sep and field:
+            return "", f"{key}.{field}: {rest}"
+    return type_name, message
+
+
 #: A cell's ``version`` as the root keeps and shows it: cut to this many characters.
 MAX_VERSION_TEXT = 100
 
@@ -189,6 +203,7 @@ __all__ = [
     "Stage",
     "clean",
     "failure_record",
+    "keyed",
     "loaded_record",
     "parse_reports",
     "version_text",

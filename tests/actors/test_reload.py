@@ -226,6 +226,9 @@ async def test_a_change_that_fails_is_retried_by_the_next_reload() -> None:
             assert report.lines[0].count("failed to start") == 1  # said once
             assert "RuntimeError in on_start: this cell never starts" in report.lines[0]
             assert report.lines[1].startswith("swap of echo rolled back")
+            # the manifest key, as for a cell that does not start (not the runtime variable)
+            assert "failed in the import: cells.echo.entry: " in report.lines[1], report
+            assert "CELL_ENTRY" not in report.lines[1], report
             assert "extra" not in root.manifest.cells
             assert root.manifest.cells["echo"].entry == "rootcells:Echoer"  # what runs
             assert (await reload(root, dry_run=True)).lines == [
