@@ -192,7 +192,8 @@ class LeaderSide:
         if prev_term is None or pr.next < self.log.first_index:
             self._send_snapshot(to, pr)
             return
-        ents = self.log.entries_from(pr.next, self.config.max_entries_per_message)
+        ents = self.log.entries_from(pr.next, self.config.max_entries_per_message,
+                                     self.config.max_bytes_per_message)
         if not ents and pr.state is ProgressState.REPLICATE and not send_if_empty:
             return
         self._msgs.append(

@@ -32,6 +32,15 @@ class RaftConfig:
 
     ``election_tick`` must exceed ``heartbeat_tick``; each election timeout
     is drawn uniformly from ``[election_tick, 2 * election_tick)`` ticks.
+    An append carries at most ``max_entries_per_message`` entries and at most
+    ``max_bytes_per_message`` bytes of entry data (always one entry at least): a
+    follower far behind a log of large entries (a ledger's batches of 8190
+    transfers are about 1 MB each) gets it in steps it can acknowledge one by
+    one, not in one message it cannot take in before the leader gives up on it.
+    Likewise a Ready hands out at most ``max_committed_bytes_per_ready`` bytes of
+    committed entries (always one at least): applying them (a ledger entry of 8190
+    transfers takes a few hundred ms) never holds up for long the persisting and
+    acknowledging of newer entries, which the next Ready does.
     """
 
     id: int
@@ -39,6 +48,8 @@ class RaftConfig:
     heartbeat_tick: int = 1
     max_inflight: int = 64
     max_entries_per_message: int = 64
+    max_bytes_per_message: int = 1 << 20
+    max_committed_bytes_per_ready: int = 1 << 20
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -47,5 +58,7 @@ class RaftConfig:
             raise ValueError("node ids must be positive")
         if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
-        if self.max_inflight <= 0 or self.max_entries_per_message <= 0:
-            raise ValueError("max_inflight and max_entries_per_message must be positive")
+        if min(self.max_inflight, self.max_entries_per_message, self.max_bytes_per_message,
+               self.max_committed_bytes_per_ready) <= 0:
+            raise ValueError("max_inflight, max_entries_per_message, max_bytes_per_message and "
+                             "max_committed_bytes_per_ready must be positive")

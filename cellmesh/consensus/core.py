@@ -423,7 +423,8 @@ class RaftCore(LeaderSide):
             hard_state=hs if hs != self._prev_hard else None,
             entries=self.log.unstable_entries(),
             snapshot=self.log.pending_snapshot,
-            committed_entries=self.log.next_committed_entries(),
+            committed_entries=self.log.next_committed_entries(
+                self.config.max_committed_bytes_per_ready),
             messages=tuple(self._msgs),
             read_states=tuple(self._read_states),
             join=self.join if self.join != self._prev_join else None,

@@ -82,10 +82,20 @@ class RaftLog:
         """The entry at ``index`` (which must be held, not compacted)."""
         return self._entries[index - self.snapshot.meta.index - 1]
 
-    def entries_from(self, lo: int, max_count: int) -> tuple[Entry, ...]:
-        """Up to ``max_count`` entries starting at ``lo`` (``lo >= first_index``)."""
+    def entries_from(self, lo: int, max_count: int,
+                     max_bytes: int | None = None) -> tuple[Entry, ...]:
+        """Up to ``max_count`` entries starting at ``lo`` (``lo >= first_index``) and
+        (``max_bytes``) at most that much data, the first entry whatever its size."""
         base = self.snapshot.meta.index
-        return tuple(self._entries[lo - base - 1 : lo - base - 1 + max_count])
+        ents = self._entries[lo - base - 1 : lo - base - 1 + max_count]
+        if max_bytes is None or len(ents) <= 1:
+            return tuple(ents)
+        size = len(ents[0].data)
+        for n, e in enumerate(ents[1:], start=1):
+            size += len(e.data)
+            if size > max_bytes:
+                return tuple(ents[:n])
+        return tuple(ents)
 
     def find_conflict_by_term(self, index: int, term: int) -> int:
         """The largest index ``<= index`` whose entry has a term ``<= term``.
@@ -223,13 +233,13 @@ class RaftLog:
         """Entries above ``stabled`` that the driver has not persisted yet."""
         return tuple(self._entries[self.stabled - self.snapshot.meta.index :])
 
-    def next_committed_entries(self) -> tuple[Entry, ...]:
-        """Committed entries not applied yet (above ``applied`` and the snapshot)."""
+    def next_committed_entries(self, max_bytes: int | None = None) -> tuple[Entry, ...]:
+        """Committed entries not applied yet (above ``applied`` and the snapshot); with
+        ``max_bytes``, only as many as hold that much data (one at least)."""
         lo = max(self.applied, self.snapshot.meta.index) + 1
         if lo > self.committed:
             return ()
-        base = self.snapshot.meta.index
-        return tuple(self._entries[lo - base - 1 : self.committed - base])
+        return self.entries_from(lo, self.committed - lo + 1, max_bytes)
 
     def stable_to(self, index: int, term: int) -> None:
         """The driver persisted through (``index``, ``term``); ignore if since replaced."""

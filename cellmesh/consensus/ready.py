@@ -40,7 +40,9 @@ class Ready:
        commit that counts them is applied, answered or sent before that
        (``ready()`` is not called again until the save returns).
     3. Restore the state machine from ``snapshot`` (if any), then apply
-       ``committed_entries`` in order.
+       ``committed_entries`` in order (at most
+       ``RaftConfig.max_committed_bytes_per_ready`` bytes of them, one at
+       least: the rest come in the next Ready).
     4. Serve ``read_states`` once the state machine applied their index.
     5. Call ``advance(ready)``; do not call ``ready()`` again before that.
        ``tick``/``step``/``propose``/``read_index`` may be called while a

@@ -174,6 +174,8 @@ def make_core(
     election_tick: int = 10,
     heartbeat_tick: int = 1,
     max_inflight: int = 64,
+    max_bytes_per_message: int = 1 << 20,
+    max_committed_bytes_per_ready: int = 1 << 20,
     join: JoinState | None = None,
 ) -> RaftCore:
     """A core restarted from a hand-written durable state.
@@ -191,6 +193,8 @@ def make_core(
         election_tick=election_tick,
         heartbeat_tick=heartbeat_tick,
         max_inflight=max_inflight,
+        max_bytes_per_message=max_bytes_per_message,
+        max_committed_bytes_per_ready=max_committed_bytes_per_ready,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
     )

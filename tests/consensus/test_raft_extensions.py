@@ -265,6 +265,56 @@ def test_compaction_and_install_snapshot_catch_up_a_lagging_follower_section_7()
     assert net.applied_data(3)[-1] == b"after"
 
 
+def test_appends_to_a_lagging_follower_are_bounded_in_bytes() -> None:
+    """Large entries reach a follower far behind in appends of at most
+    ``max_bytes_per_message`` bytes of entry data (an entry larger than the
+    limit still goes, alone), so it acknowledges them step by step."""
+    net = cluster(max_bytes_per_message=1000)
+    for size in (600, 600, 300, 300, 300, 5000, 10):
+        net.nodes[1].propose(b"x" * size)
+    net.deliver(drop=isolate(3))
+    sizes: list[list[int]] = []
+
+    def spy(m: Message) -> bool:  # records the appends to 3, drops nothing
+        if m.type is MT.APPEND and m.dst == 3:
+            sizes.append([len(e.data) for e in m.entries])
+        return False
+
+    for _ in range(30):
+        for node in net.nodes.values():
+            node.tick()
+        net.deliver(drop=spy)
+    assert net.nodes[3].log.last_index == net.nodes[1].log.last_index
+    shipped = [s for s in sizes if s]
+    assert all(len(s) == 1 or sum(s) <= 1000 for s in shipped), shipped
+    assert [5000] in shipped  # larger than the limit: alone
+    assert net.applied_data(3)[-1] == b"x" * 10
+
+
+def test_log_entries_from_stops_at_the_byte_limit() -> None:
+    core = make_core(1, [1], log_terms=[1, 1, 1, 1])
+    log = core.log
+    assert [e.index for e in log.entries_from(1, 10)] == [1, 2, 3, 4]
+    assert [e.index for e in log.entries_from(1, 10, 1)] == [1]  # the first always goes
+    assert [e.index for e in log.entries_from(2, 10, 2)] == [2, 3]  # 1 + 1 data bytes
+    assert [e.index for e in log.entries_from(1, 2, 100)] == [1, 2]
+
+
+def test_a_ready_hands_out_committed_entries_bounded_in_bytes() -> None:
+    """Applying a long run of large committed entries is spread over Readies, so a
+    node persists and acknowledges newer entries in between (one at least)."""
+    late = make_core(2, [1, 2, 3], log_terms=[1] * 6, commit=6, max_committed_bytes_per_ready=2)
+    batches = []
+    while late.has_ready():
+        rd = late.ready()
+        batches.append([e.index for e in rd.committed_entries])
+        late.advance(rd)
+    assert [b for b in batches if b] == [[1, 2], [3, 4], [5, 6]]  # 1-byte data each
+    one = make_core(2, [1, 2, 3], log_terms=[1] * 3, commit=3, max_committed_bytes_per_ready=1)
+    rd = one.ready()
+    assert [e.index for e in rd.committed_entries] == [1]
+
+
 def test_install_snapshot_keeps_a_matching_log_suffix_section_7() -> None:
     """Section 7: if the follower already has the snapshot's last entry, it keeps what follows."""
     f = make_core(2, [1, 2], term=1, log_terms=[1, 1, 1, 1])
