@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..ledger import AccountResult, TransferFlags, TransferResult
-from ..ledger.codes import NS_PER_SECOND, TIMESTAMP_LIMIT, U128_MAX
+from ..ledger.codes import NS_PER_SECOND, TIMESTAMP_LIMIT, TRANSIENT_FAILURES, U128_MAX
 
 A = AccountResult
 T = TransferResult
@@ -47,10 +47,7 @@ _SUPPORTED: Final = _LINKED | _PENDING | _POST | _VOID
 _DMNEC: Final = 2
 _CMNED: Final = 4
 _CLOSED: Final = 8
-_TRANSIENT: Final = frozenset({T.DEBIT_ACCOUNT_NOT_FOUND, T.CREDIT_ACCOUNT_NOT_FOUND,
-                               T.PENDING_TRANSFER_NOT_FOUND, T.EXCEEDS_CREDITS,
-                               T.EXCEEDS_DEBITS, T.DEBIT_ACCOUNT_ALREADY_CLOSED,
-                               T.CREDIT_ACCOUNT_ALREADY_CLOSED})
+_TRANSIENT: Final = TRANSIENT_FAILURES  # the ledger's: the same ids are remembered
 # Pending status values, as in cellmesh.ledger.PendingStatus.
 _ST_PENDING, _ST_POSTED, _ST_VOIDED, _ST_EXPIRED = 1, 2, 3, 4
 
@@ -409,7 +406,8 @@ class SqliteLedger:
         if flags & _POST:
             (full,) = self.cur.execute("SELECT amount FROM transfers WHERE id = ?",
                                        (pending_id,)).fetchone()
-            same = e.amount == amount if amount < full else e.amount >= full
+            # as the ledger: the amount posted, or AMOUNT_MAX for a post of all of it
+            same = e.amount == amount or (e.amount == U128_MAX and amount == full)
         elif flags & _VOID:
             same = e.amount in (0, amount)
         else:

@@ -25,13 +25,14 @@ _CLOSED: Final = int(AccountFlags.CLOSED)
 
 
 def _out_of_range(e: Any) -> bool:
+    """True if a field -- ``flags`` (16 bits) included -- is negative or wider than its type."""
     wide = (e.id, e.debits_pending, e.debits_posted, e.credits_pending, e.credits_posted,
             e.user_data_128)
     return (
         any(v < 0 or v >> 128 for v in wide)
         or any(v < 0 or v >> 64 for v in (e.user_data_64, e.timestamp))
         or any(v < 0 or v >> 32 for v in (e.user_data_32, e.ledger))
-        or e.code < 0 or e.code >> 16 or e.flags < 0
+        or any(v < 0 or v >> 16 for v in (e.code, e.flags))
     )
 
 

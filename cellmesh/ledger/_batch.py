@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 Event ``i`` of a batch runs at timestamp ``base + i``. Events stand alone
-unless ``flags.linked`` ties an event to the next one: a *chain* runs in
+unless ``flags.linked`` ties an event to the next one (flags outside their
+16 bits are no flags at all: such an event fails with ``field_out_of_range``
+and is not linked, see :func:`linked`): a *chain* runs in
 order, each event seeing the effects of the ones before it, and either every
 event of it succeeds or none leaves a trace. The first event to fail keeps
 its own result; every other event of the chain gets ``linked_event_failed``
@@ -34,18 +36,25 @@ OK: Final = 0
 LINKED_EVENT_FAILED: Final = 1
 LINKED_EVENT_CHAIN_OPEN: Final = 2
 _LINKED: Final = 1  # flags.linked is bit 0 for accounts and transfers alike
+_FLAG_BITS: Final = 16  # flags is a u16 for accounts and transfers alike
 
 #: ``one(event, timestamp, undo)`` -> result code; ``undo`` is None outside chains.
 OneEvent = Callable[[Any, int, "Undo | None"], int]
 #: ``bulk(events, i, limit, base, results)`` -> the index of the first event it did not
 #: run: it runs unlinked events from ``i`` exactly as this module would with ``one``
 #: (expiry before each, results written, transient failures remembered), stopping at
-#: the first linked event or at ``limit``.
+#: the first :func:`linked` event or at ``limit``.
 Bulk = Callable[[Sequence[Any], int, int, int, list[int]], int]
 
 
-def _linked(event: Any) -> bool:
-    return bool(event.flags & _LINKED)
+def linked(flags: int) -> bool:
+    """Whether an event with these ``flags`` is linked to the next one.
+
+    Only flags within their 16 bits are read: a negative or wider value (which
+    the engines refuse with ``field_out_of_range``) links nothing, whatever its
+    bit 0, so one malformed event cannot drag its neighbours into a chain.
+    """
+    return bool(flags & _LINKED) and not flags >> _FLAG_BITS
 
 
 def run_batch(
@@ -69,9 +78,9 @@ def run_batch(
     count = len(events)
     results = [OK] * count
     limit = count
-    if count and _linked(events[-1]):
+    if count and linked(events[-1].flags):
         start = count - 1
-        while start > 0 and _linked(events[start - 1]):
+        while start > 0 and linked(events[start - 1].flags):
             start -= 1
         for k in range(start, count - 1):
             results[k] = LINKED_EVENT_FAILED
@@ -88,11 +97,13 @@ def run_batch(
             if i >= limit:
                 break
         event = events[i]
+        flags = event.flags
+        is_linked = flags & _LINKED and not flags >> _FLAG_BITS  # linked(flags), inlined
         timestamp = base + i
         if undo is None:
             if expire and heap and heap[0][0] <= timestamp:
                 expire_due(store, timestamp)
-            if event.flags & _LINKED:
+            if is_linked:
                 undo = Undo()
                 chain_start = i
         code = one(event, timestamp, undo)
@@ -105,12 +116,12 @@ def run_batch(
                 undo = None
                 for k in range(chain_start, i):
                     results[k] = LINKED_EVENT_FAILED
-                while i + 1 < limit and events[i].flags & _LINKED:
+                while i + 1 < limit and linked(events[i].flags):
                     i += 1
                     results[i] = LINKED_EVENT_FAILED
             if code in transient:
                 failed.add(event.id)
-        elif undo is not None and not event.flags & _LINKED:
+        elif undo is not None and not is_linked:
             undo = None  # the chain ended and held
         i += 1
     return results

@@ -17,7 +17,8 @@ stored transfer with that id, ``id_already_failed``, then one of two paths:
 * a *post* or *void* of a pending transfer (``_resolve``): ``pending_id``,
   then the pending transfer: found, pending, same accounts/ledger/code where
   given, the amount, not already resolved or expired; posting also needs
-  both accounts open and no overflow. Zero fields inherit the pending
+  both accounts open (so a closing transfer can only be voided or expire,
+  as in TigerBeetle) and no overflow. Zero fields inherit the pending
   transfer's values in the stored record.
 
 Nothing is written before every check has passed, so a failed event changes
@@ -95,7 +96,7 @@ _ST_EXPIRED: Final = int(PendingStatus.EXPIRED)
 
 
 def _out_of_range(event: Any) -> bool:
-    """True if a field other than a non-negative ``flags`` is outside its width."""
+    """True if a field -- ``flags`` (16 bits) included -- is negative or wider than its type."""
     wide = (event.id, event.debit_account_id, event.credit_account_id, event.amount,
             event.pending_id, event.user_data_128)
     if any(v < 0 or v >> 128 for v in wide):
@@ -104,7 +105,7 @@ def _out_of_range(event: Any) -> bool:
         return True
     if any(v < 0 or v >> 32 for v in (event.user_data_32, event.timeout, event.ledger)):
         return True
-    return bool(event.code < 0 or event.code >> 16 or event.flags < 0)
+    return any(v < 0 or v >> 16 for v in (event.code, event.flags))
 
 
 def _plain(record: Record) -> Record:
@@ -131,8 +132,10 @@ def _exists(event: Any, record: Record, store: Store) -> int:
         return R.EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID
     amount, stored = event.amount, record[T_AMOUNT]
     if flags & _POST:
-        pending_amount = store.transfers[record[T_PENDING_ID]][T_AMOUNT]
-        same = amount == stored if stored < pending_amount else amount >= pending_amount
+        # AMOUNT_MAX means "all of it": it matches a post that took the whole reservation.
+        same = amount == stored or (
+            amount == U128_MAX
+            and stored == store.transfers[record[T_PENDING_ID]][T_AMOUNT])
     elif flags & _VOID:
         same = amount in (0, stored)
     elif flags & _BALANCING:
@@ -188,7 +191,7 @@ def transfer_engine(store: Store) -> tuple[OneEvent, Bulk]:
                 expire_due(store, ts)
                 due = heap[0][0] if heap else _NEVER
             flags = e.flags
-            if flags & _LINKED:
+            if flags & _LINKED and not flags >> 16:  # _batch.linked(flags), inlined
                 return i
             tid = e.id
             code = e.code

@@ -15,8 +15,9 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-#: Widths of the fields (unsigned). Values outside them are refused with
-#: ``field_out_of_range`` (or ``reserved_flag`` for unknown flag bits).
+#: Widths of the fields (unsigned). Values outside them -- ``flags`` included,
+#: which is 16 bits wide -- are refused with ``field_out_of_range`` and never read
+#: as flags; an unknown bit within ``flags``' 16 is ``reserved_flag``.
 U128_MAX: Final = (1 << 128) - 1
 U64_MAX: Final = (1 << 64) - 1
 U32_MAX: Final = (1 << 32) - 1
@@ -63,9 +64,10 @@ class TransferFlags(enum.IntFlag):
     BALANCING_DEBIT = 1 << 4
     #: Move at most ``amount``: as much as keeps credits <= debits on the credit account.
     BALANCING_CREDIT = 1 << 5
-    #: Close the debit account when this (pending) transfer is created.
+    #: Close the debit account when this (pending) transfer is created. Voiding it, or
+    #: its expiry, reopens the account; it cannot be posted (as in TigerBeetle).
     CLOSING_DEBIT = 1 << 6
-    #: Close the credit account when this (pending) transfer is created.
+    #: Close the credit account when this (pending) transfer is created (as CLOSING_DEBIT).
     CLOSING_CREDIT = 1 << 7
 
 
@@ -192,12 +194,25 @@ class TransferResult(enum.IntEnum):
 #: Failures that depend on the ledger's state at the time: a transfer id that
 #: met one of them is remembered, and the same id later gets ``id_already_failed``
 #: (so a retry can never turn an acknowledged failure into a success).
+#:
+#: The six balance overflows are among them: they read the balances, and a pending
+#: balance falls when a reservation is voided or expires, after which the same event
+#: could succeed (the posted overflows, whose balances never fall, follow the same
+#: rule: every failure that reads a balance is remembered). ``overflows_timeout`` is
+#: not: it follows from the event's timeout and the clock, which only moves forward,
+#: so the same event can only fail again and the id stays free for a corrected one.
 TRANSIENT_FAILURES: Final = frozenset({
     TransferResult.DEBIT_ACCOUNT_NOT_FOUND,
     TransferResult.CREDIT_ACCOUNT_NOT_FOUND,
     TransferResult.PENDING_TRANSFER_NOT_FOUND,
-    TransferResult.EXCEEDS_CREDITS,
-    TransferResult.EXCEEDS_DEBITS,
     TransferResult.DEBIT_ACCOUNT_ALREADY_CLOSED,
     TransferResult.CREDIT_ACCOUNT_ALREADY_CLOSED,
+    TransferResult.OVERFLOWS_DEBITS_PENDING,
+    TransferResult.OVERFLOWS_CREDITS_PENDING,
+    TransferResult.OVERFLOWS_DEBITS_POSTED,
+    TransferResult.OVERFLOWS_CREDITS_POSTED,
+    TransferResult.OVERFLOWS_DEBITS,
+    TransferResult.OVERFLOWS_CREDITS,
+    TransferResult.EXCEEDS_CREDITS,
+    TransferResult.EXCEEDS_DEBITS,
 })

@@ -23,7 +23,15 @@ A_DMNEC, A_CMNED, A_CLOSED = 2, 4, 8
 # Result names; their numbers come from the docs table (checked by test_docs).
 TRANSIENT = {"debit_account_not_found", "credit_account_not_found",
              "pending_transfer_not_found", "exceeds_credits", "exceeds_debits",
-             "debit_account_already_closed", "credit_account_already_closed"}
+             "debit_account_already_closed", "credit_account_already_closed",
+             "overflows_debits_pending", "overflows_credits_pending",
+             "overflows_debits_posted", "overflows_credits_posted",
+             "overflows_debits", "overflows_credits"}
+
+
+def is_linked(flags: int) -> bool:
+    """Flags are 16 bits: outside them (negative, wider) they link nothing."""
+    return 0 <= flags < 1 << 16 and bool(flags & LINKED)
 
 
 class RefLedger:
@@ -73,7 +81,7 @@ class RefLedger:
         current: list[int] = []
         for i, e in enumerate(events):
             current.append(i)
-            if not e.flags & LINKED:
+            if not is_linked(e.flags):
                 chains.append(current)
                 current = []
         if current:  # open at the end
@@ -110,11 +118,10 @@ class RefLedger:
         fields = [(e.id, 128), (e.debits_pending, 128), (e.debits_posted, 128),
                   (e.credits_pending, 128), (e.credits_posted, 128), (e.user_data_128, 128),
                   (e.user_data_64, 64), (e.timestamp, 64), (e.user_data_32, 32),
-                  (e.ledger, 32), (e.code, 16)]
+                  (e.ledger, 32), (e.code, 16), (e.flags, 16)]
         old = self.accounts.get(e.id)
         rules: list[tuple[Callable[[], bool], str]] = [
-            (lambda: any(not 0 <= v < 1 << w for v, w in fields) or e.flags < 0,
-             "field_out_of_range"),
+            (lambda: any(not 0 <= v < 1 << w for v, w in fields), "field_out_of_range"),
             (lambda: e.timestamp != 0, "timestamp_must_be_zero"),
             (lambda: e.flags >= 16, "reserved_flag"),
             (lambda: e.id == 0, "id_must_not_be_zero"),
@@ -152,8 +159,8 @@ class RefLedger:
         fields = [(e.id, 128), (e.debit_account_id, 128), (e.credit_account_id, 128),
                   (e.amount, 128), (e.pending_id, 128), (e.user_data_128, 128),
                   (e.user_data_64, 64), (e.timestamp, 64), (e.user_data_32, 32),
-                  (e.timeout, 32), (e.ledger, 32), (e.code, 16)]
-        if any(not 0 <= v < 1 << w for v, w in fields) or e.flags < 0:
+                  (e.timeout, 32), (e.ledger, 32), (e.code, 16), (e.flags, 16)]
+        if any(not 0 <= v < 1 << w for v, w in fields):
             return "field_out_of_range"
         if e.timestamp:
             return "timestamp_must_be_zero"
@@ -280,7 +287,7 @@ class RefLedger:
         if st == "expired" or (p["timeout"] and p["timestamp"] + p["timeout"] * SECOND <= ts):
             return "pending_transfer_expired"
         dr, cr = self.accounts[p["debit"]], self.accounts[p["credit"]]
-        if posting:
+        if posting:  # (so a closing transfer can only be voided, as in TigerBeetle)
             if dr["closed"]:
                 return "debit_account_already_closed"
             if cr["closed"]:
@@ -326,9 +333,9 @@ class RefLedger:
             return "exists_with_different_debit_account_id"
         if differs(e.credit_account_id, t["credit"]):
             return "exists_with_different_credit_account_id"
-        if e.flags & POST:
+        if e.flags & POST:  # AMOUNT_MAX also names a post of the whole reservation
             full = self.transfers[t["pending_id"]]["amount"]
-            same = e.amount == t["amount"] if t["amount"] < full else e.amount >= full
+            same = e.amount == t["amount"] or (e.amount == U128 and t["amount"] == full)
         elif e.flags & VOID:
             same = e.amount in (0, t["amount"])
         elif e.flags & (BAL_D | BAL_C):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from ledgerkit import Book, acct, xfer
 
 from cellmesh.ledger import AccountFlags, AccountResult, PendingStatus, TransferFlags
@@ -153,3 +154,27 @@ def test_chains_in_a_batch_of_thousands() -> None:
     assert results.count(0) == 2 * (2000 - failed_chains)
     (total,) = book.state.totals()
     assert total.balanced and total.debits_posted == 4 * (2000 - failed_chains)
+
+
+
+@pytest.mark.parametrize("bad", [-1, (1 << 16) | 1, -(1 << 40) | 1])
+def test_chains_flags_out_of_range_do_not_link(bad: int) -> None:
+    """Flags outside 16 bits (negative or wider) are read as no flag at all: an event
+    with them fails with field_out_of_range and does not chain to the next event."""
+    book = _book()
+    # Followed by a valid event (the bulk path), and last in its batch.
+    assert book.transfers(xfer(20, 1, 2, 1, flags=bad), xfer(21, 1, 2, 1)) == [
+        T.FIELD_OUT_OF_RANGE, 0]
+    assert book.transfers(xfer(20, 1, 2, 1, flags=bad)) == [T.FIELD_OUT_OF_RANGE]
+    # After a linked event it ends that chain, failing it; the next event stands alone.
+    assert book.transfers(xfer(22, 1, 2, 1, flags=L), xfer(23, 1, 2, 1, flags=bad),
+                          xfer(24, 1, 2, 1)) == [FAILED, T.FIELD_OUT_OF_RANGE, 0]
+    assert book.transfer(22) is None
+    assert book.balances(2) == (0, 0, 0, 2)
+    # Accounts alike.
+    A = AccountResult
+    assert book.accounts(acct(10, flags=bad), acct(11)) == [A.FIELD_OUT_OF_RANGE, 0]
+    assert book.accounts(acct(12), acct(13, flags=bad)) == [0, A.FIELD_OUT_OF_RANGE]
+    assert book.accounts(acct(14, flags=AccountFlags.LINKED), acct(15, flags=bad),
+                         acct(16)) == [A.LINKED_EVENT_FAILED, A.FIELD_OUT_OF_RANGE, 0]
+    assert [a.id for a in book.state.lookup_accounts(list(range(10, 17)))] == [11, 12, 16]

@@ -22,6 +22,7 @@ from cellmesh.ledger import (
     TransferFlags,
     TransferResult,
 )
+from cellmesh.ledger.codes import TRANSIENT_FAILURES
 
 DOC = Path(__file__).parents[2] / "docs" / "ledger.md"
 
@@ -53,6 +54,13 @@ def test_ledger_docs_flag_table_matches_the_enum(flags: type[enum.IntFlag]) -> N
                       re.MULTILINE)
     assert [(name, int(bit)) for name, bit in rows] == [
         (f.name, int(f)) for f in flags if f.value and f.name]
+
+
+def test_ledger_docs_transient_rows_are_the_remembered_failures() -> None:
+    """The rows marked "(transient)" are exactly the codes whose id is remembered."""
+    marked = re.findall(r"^\| \d+ \| `([a-z0-9_]+)` \|.*\(transient\)",
+                        _section("### create_transfers results"), re.MULTILINE)
+    assert sorted(marked) == sorted(code.name.lower() for code in TRANSIENT_FAILURES)
 
 
 def test_ledger_docs_name_the_other_enums_and_limits() -> None:

@@ -17,9 +17,11 @@ from cellmesh.ledger import (
     AMOUNT_MAX,
     AccountFlags,
     AccountResult,
+    Transfer,
     TransferFlags,
     TransferResult,
 )
+from cellmesh.ledger.codes import TRANSIENT_FAILURES
 
 A = AccountResult
 T = TransferResult
@@ -147,24 +149,30 @@ def _exists_resolve(**different: int) -> Callable[[Book], list[int]]:
     return scenario
 
 
+def _overflow_setup(code: TransferResult) -> tuple[list[Transfer], Transfer]:
+    """For an overflows_* code: the transfers that fill the balance it watches to near
+    2**128 (account 7 must exist), and the transfer of one more unit that fails with it."""
+    big = MAX - 5
+    pending = TF.PENDING
+    setups = {
+        T.OVERFLOWS_DEBITS_PENDING: ([xfer(70, 1, 2, big, flags=pending)],
+                                     xfer(71, 1, 2, 10, flags=pending)),
+        T.OVERFLOWS_CREDITS_PENDING: ([xfer(70, 1, 2, big, flags=pending)],
+                                      xfer(71, 7, 2, 10, flags=pending)),
+        T.OVERFLOWS_DEBITS_POSTED: ([xfer(70, 1, 2, big)], xfer(71, 1, 2, 10)),
+        T.OVERFLOWS_CREDITS_POSTED: ([xfer(70, 1, 2, big)], xfer(71, 7, 2, 10)),
+        # debits_pending + debits_posted: each fits, the sum does not.
+        T.OVERFLOWS_DEBITS: ([xfer(70, 1, 2, big)], xfer(71, 1, 7, 10, flags=pending)),
+        T.OVERFLOWS_CREDITS: ([xfer(70, 1, 2, big)], xfer(71, 7, 2, 10, flags=pending)),
+    }
+    return setups[code]
+
+
 def _overflow(code: TransferResult) -> Callable[[Book], list[int]]:
     """Fill the balance a code watches to near 2**128, then one more unit."""
     def scenario(book: Book) -> list[int]:
-        big = MAX - 5
-        pending = TF.PENDING
-        setups = {
-            T.OVERFLOWS_DEBITS_PENDING: ([xfer(70, 1, 2, big, flags=pending)],
-                                         xfer(71, 1, 2, 10, flags=pending)),
-            T.OVERFLOWS_CREDITS_PENDING: ([xfer(70, 1, 2, big, flags=pending)],
-                                          xfer(71, 7, 2, 10, flags=pending)),
-            T.OVERFLOWS_DEBITS_POSTED: ([xfer(70, 1, 2, big)], xfer(71, 1, 2, 10)),
-            T.OVERFLOWS_CREDITS_POSTED: ([xfer(70, 1, 2, big)], xfer(71, 7, 2, 10)),
-            # debits_pending + debits_posted: each fits, the sum does not.
-            T.OVERFLOWS_DEBITS: ([xfer(70, 1, 2, big)], xfer(71, 1, 7, 10, flags=pending)),
-            T.OVERFLOWS_CREDITS: ([xfer(70, 1, 2, big)], xfer(71, 7, 2, 10, flags=pending)),
-        }
         assert book.accounts(acct(7)) == [0]
-        setup, last = setups[code]
+        setup, last = _overflow_setup(code)
         assert book.transfers(*setup) == [0] * len(setup)
         return book.transfers(last)
 
@@ -306,3 +314,56 @@ def test_result_codes_are_numbered_distinctly() -> None:
     for enum in (AccountResult, TransferResult):
         values = [int(m) for m in enum]
         assert len(set(values)) == len(values) == max(values) + 1
+
+
+# -- which failures are remembered (id_already_failed) ----------------------------------
+
+BALANCE_OVERFLOWS = [T.OVERFLOWS_DEBITS_PENDING, T.OVERFLOWS_CREDITS_PENDING,
+                     T.OVERFLOWS_DEBITS_POSTED, T.OVERFLOWS_CREDITS_POSTED,
+                     T.OVERFLOWS_DEBITS, T.OVERFLOWS_CREDITS]
+
+
+@pytest.mark.parametrize("code", BALANCE_OVERFLOWS, ids=lambda c: c.name.lower())
+def test_result_codes_balance_overflows_are_remembered(code: TransferResult) -> None:
+    """An overflow depends on the balances at the time: the id is burned."""
+    book = _book()
+    assert _overflow(code)(book) == [code]
+    _, last = _overflow_setup(code)
+    assert book.transfers(last) == [T.ID_ALREADY_FAILED]
+    assert code in TRANSIENT_FAILURES
+
+
+def test_result_codes_overflow_never_turns_into_success_once_the_balance_falls() -> None:
+    """The reservation that made an event overflow is voided: the retry still fails."""
+    book = _book()
+    event = xfer(11, 1, 2, 1, flags=TF.PENDING)
+    assert book.transfers(xfer(10, 1, 2, MAX, flags=TF.PENDING), event) == [
+        0, T.OVERFLOWS_DEBITS_PENDING]
+    assert book.transfers(xfer(12, pending_id=10, flags=TF.VOID_PENDING_TRANSFER)) == [0]
+    assert book.transfers(event) == [T.ID_ALREADY_FAILED]
+    assert book.transfer(11) is None
+    assert book.balances(1) == (0, 0, 0, 0)
+
+
+def test_result_codes_overflows_timeout_is_not_remembered() -> None:
+    """overflows_timeout follows from the event and a clock that only moves forward: the
+    same event can only fail again, so the id stays free for a corrected timeout."""
+    book = _book()
+    assert _timeout_overflow(book) == [T.OVERFLOWS_TIMEOUT]
+    assert book.transfers(xfer(90, 1, 2, 1, flags=TF.PENDING, timeout=(1 << 32) - 1)) == [
+        T.OVERFLOWS_TIMEOUT]
+    assert book.transfers(xfer(90, 1, 2, 1, flags=TF.PENDING, timeout=1)) == [0]
+    assert T.OVERFLOWS_TIMEOUT not in TRANSIENT_FAILURES
+
+
+# -- flags out of their 16 bits ---------------------------------------------------------
+
+FLAGS_OUT_OF_RANGE = [-1, -2, 1 << 16, (1 << 16) | 1, (1 << 16) | 0xFF, -(1 << 40) | 1]
+
+
+@pytest.mark.parametrize("flags", FLAGS_OUT_OF_RANGE)
+def test_result_codes_flags_out_of_range_are_field_out_of_range(flags: int) -> None:
+    """flags is 16 bits wide: outside that it is out of range, not an unknown flag bit."""
+    book = _book()
+    assert book.accounts(acct(10, flags=flags)) == [A.FIELD_OUT_OF_RANGE]
+    assert book.transfers(xfer(10, 1, 2, 5, flags=flags)) == [T.FIELD_OUT_OF_RANGE]

@@ -172,6 +172,28 @@ def test_two_phase_void_works_on_a_closed_account() -> None:
     assert book.balances(1) == (0, 0, 0, 0)
 
 
+def test_two_phase_a_closing_transfer_cannot_be_posted_only_voided() -> None:
+    """As in TigerBeetle: the account a pending transfer closed refuses the post of that
+    transfer too (remembered: a retry gets id_already_failed); voiding it reopens the
+    account, and then another post id of it would be refused as already voided."""
+    book = _book()
+    for closing, code in ((TransferFlags.CLOSING_DEBIT, T.DEBIT_ACCOUNT_ALREADY_CLOSED),
+                          (TransferFlags.CLOSING_CREDIT, T.CREDIT_ACCOUNT_ALREADY_CLOSED)):
+        base = 100 if closing is TransferFlags.CLOSING_DEBIT else 200
+        assert book.transfers(xfer(base, 1, 2, 5, flags=PEND | closing)) == [0]
+        assert book.transfers(xfer(base + 1, pending_id=base, flags=POST, amount=AMOUNT_MAX),
+                              xfer(base + 2, pending_id=base, flags=POST, amount=2)) == [
+            code, code]
+        assert book.transfers(xfer(base + 1, pending_id=base, flags=POST,
+                                   amount=AMOUNT_MAX)) == [T.ID_ALREADY_FAILED]
+        assert book.state.pending_status(base) is PendingStatus.PENDING
+        assert book.transfers(xfer(base + 3, pending_id=base, flags=VOID)) == [0]
+        assert not book.account(1).flags & AccountFlags.CLOSED
+        assert not book.account(2).flags & AccountFlags.CLOSED
+        assert book.transfers(xfer(base + 4, pending_id=base, flags=POST, amount=1)) == [
+            T.PENDING_TRANSFER_ALREADY_VOIDED]
+
+
 def test_two_phase_retried_post_is_idempotent() -> None:
     book = _book()
     assert book.transfers(xfer(10, 1, 2, 100, flags=PEND),
@@ -182,6 +204,23 @@ def test_two_phase_retried_post_is_idempotent() -> None:
                           xfer(11, pending_id=10, flags=POST, amount=99)) == [
         T.EXISTS, T.EXISTS, T.EXISTS_WITH_DIFFERENT_AMOUNT]
     assert book.balances(1) == (0, 100, 0, 0)
+
+
+def test_two_phase_retried_full_post_matches_its_amount_or_amount_max_only() -> None:
+    """Once a post was full, a retry matches with the amount posted or AMOUNT_MAX; any
+    other amount -- above the reserved one too -- is a different transfer."""
+    book = _book()
+    assert book.transfers(xfer(10, 1, 2, 100, flags=PEND),
+                          xfer(11, pending_id=10, flags=POST, amount=AMOUNT_MAX)) == [0, 0]
+    assert book.transfers(*(xfer(11, pending_id=10, flags=POST, amount=amount)
+                            for amount in (101, 10**6, AMOUNT_MAX - 1, 100, AMOUNT_MAX))) == [
+        T.EXISTS_WITH_DIFFERENT_AMOUNT] * 3 + [T.EXISTS] * 2
+    # A partial post matches its own amount only: AMOUNT_MAX would have posted all of it.
+    assert book.transfers(xfer(20, 1, 2, 100, flags=PEND),
+                          xfer(21, pending_id=20, flags=POST, amount=60)) == [0, 0]
+    assert book.transfers(*(xfer(21, pending_id=20, flags=POST, amount=amount)
+                            for amount in (AMOUNT_MAX, 100, 60))) == [
+        T.EXISTS_WITH_DIFFERENT_AMOUNT] * 2 + [T.EXISTS]
 
 
 def test_two_phase_balancing_debit_moves_at_most_the_available() -> None:
