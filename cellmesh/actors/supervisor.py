@@ -171,6 +171,8 @@ class Supervisor:
     _closed: bool = attrs.field(init=False, default=False)
     _brutal: bool = attrs.field(init=False, default=False)
     _started: bool = attrs.field(init=False, default=False)
+    #: Set by a stop or kill: no further start of a plan in progress.
+    _stopping: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._state = SupervisorState(self._spec)
@@ -237,14 +239,20 @@ class Supervisor:
             raise escalation
 
     def request_stop(self) -> None:
-        """Ask the supervisor to stop its children (reverse order) and end ``run()``."""
+        """Ask the supervisor to stop its children (reverse order) and end ``run()``.
+
+        A plan in progress (a crash loop's restarts, each failing) is dropped
+        before its next start: the stop never waits behind it.
+        """
         if self._closed:
             return
+        self._stopping.set()
         self._send.send_nowait(_Request(plan=self._state.shutdown, stop=True))
 
     def kill(self) -> None:
         """Make the teardown brutal: remaining children are killed, not asked to stop."""
         self._brutal = True
+        self._stopping.set()
 
     async def stop(self) -> None:
         """Stop every child in reverse start order and end ``run()``; wait until done.
@@ -254,6 +262,7 @@ class Supervisor:
         if not self._running:
             self._closed = True
             return
+        self._stopping.set()
         await self._request(_Request(plan=self._state.shutdown, stop=True), allow_closed=True)
 
     async def start_child(self, spec_or_args: ChildSpec | tuple[object, ...], *,
@@ -362,6 +371,8 @@ class Supervisor:
                 action = plan[index]
                 index += 1
                 if isinstance(action, StartChild):
+                    if self._stopping.is_set():
+                        return  # a stop waits: the rest is moot (its shutdown settles it)
                     failed = await self._start(action)
                     if failed is not None:
                         replacement = failed
@@ -413,7 +424,10 @@ class Supervisor:
         child_id = action.child_id
         if action.delay > 0:
             self._emit("delaying", child_id, f"{action.delay:g}s")
-            await trio.sleep(action.delay)
+            with trio.move_on_after(action.delay):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                return []  # not started; the stop's shutdown settles it
         try:
             handle = await self._factory.start(action.spec, self._nursery)
         except Exception as exc:

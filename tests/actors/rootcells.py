@@ -400,3 +400,17 @@ class SleepyAttacker(Attacker):
         import trio
 
         await trio.sleep_forever()
+
+
+class FailsAgain(cellmesh.Cell):
+    """Starts once; every later start fails in on_start (a crash loop that never escalates
+    when its supervisor allows many restarts). ``MARK``: a file it leaves on the host."""
+
+    async def on_start(self) -> None:
+        import os
+
+        mark = os.environ["MARK"]
+        if os.path.exists(mark):
+            raise RuntimeError("fails on every restart")
+        with open(mark, "w"):
+            pass

@@ -591,6 +591,23 @@ async def test_a_cell_may_start_children_in_on_start() -> None:
         assert root.slots["p.first"].supervisor == "pool"
 
 
+async def test_the_root_stops_while_a_cell_keeps_failing_to_restart(tmp_path: Path) -> None:
+    """A crash loop its supervisor's intensity allows (50 in 10 s) never ends by itself:
+    stopping the mesh must not wait behind it."""
+    mark = tmp_path / "started-once"
+    toml = ("[supervisor]\nintensity = 50\nperiod = 10\n\n"
+            + cell("again", "FailsAgain", env=f'{{ MARK = "{mark}" }}'))
+    with trio.fail_after(60):
+        async with running_root(toml) as (root, paths):
+            assert mark.exists()
+            async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+                await ctl.fire(KillCell(name="again"))
+            while len(root.restart_log) < 3:  # looping: each start fails in on_start
+                await trio.sleep(0.05)
+            t0 = trio.current_time()
+        assert trio.current_time() - t0 < 20, "the stop waited behind the crash loop"
+
+
 async def test_children_of_a_pool_that_gave_up_are_forgotten_when_it_starts_again() -> None:
     toml = (
         cell("watcher", "Watcher", max_children="2", templates='["worker"]')

@@ -280,6 +280,55 @@ async def test_supervisor_failed_restarts_count_toward_intensity(
         assert [e.reason for e in r.escalation] == [MAX_INTENSITY]
 
 
+async def test_supervisor_stop_does_not_wait_behind_a_crash_loop(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """A child whose restarts keep failing, slowly enough never to exceed the intensity:
+    a stop is acted on before the next start, not after the loop (it never ends)."""
+
+    @attrs.define(eq=False)
+    class SlowFailing(FakeFactory):
+        async def start(self, spec: ChildSpec, nursery: trio.Nursery) -> ChildHandle:
+            if spec.id == "b" and self.fail.get("b", 0) > 0:
+                await trio.sleep(1.0)  # a process that starts, then fails in on_start
+            return await super().start(spec, nursery)
+
+    mock_clock.autojump_threshold = 0
+    factory = SlowFailing()
+    spec = SupervisorSpec(intensity=50, period=10, children=specs("a", "b"))
+    async with trio.open_nursery() as nursery:
+        sup = Supervisor(spec, factory)
+        await nursery.start(sup.run)
+        factory.take_log()
+        factory.fail["b"] = 10**6
+        factory.live["b"].exit(CRASH)
+        await trio.sleep(5.5)  # about five failed restarts so far
+        looped = factory.take_log()
+        assert len(looped) >= 4 and set(looped) == {("start", "b")}, looped
+        sup.request_stop()
+        with trio.fail_after(5):
+            await sup.stop()
+    assert factory.take_log() in ([("term", "a")], [("start", "b"), ("term", "a")])
+
+
+async def test_supervisor_stop_cuts_a_backoff_delay_short(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    spec = SupervisorSpec(intensity=5, children=specs("a"),
+                          backoff=Backoff(initial=60.0, maximum=60.0))
+    async with trio.open_nursery() as nursery:
+        factory = FakeFactory()
+        sup = Supervisor(spec, factory)
+        await nursery.start(sup.run)
+        factory.take_log()
+        factory.live["a"].exit(CRASH)
+        await trio.testing.wait_all_tasks_blocked()
+        sup.request_stop()
+        with trio.fail_after(1):  # not the 60 s of the backoff
+            await sup.stop()
+        assert factory.take_log() == []
+
+
 async def test_supervisor_one_for_all_retry_stops_what_it_started(
     mock_clock: trio.testing.MockClock,
 ) -> None:
