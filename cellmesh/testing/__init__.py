@@ -40,7 +40,7 @@ from cellmesh.testing.lincheck import (
     check_operations,
     history_from_events,
 )
-from cellmesh.testing.mesh import mesh_env, open_mesh, open_root
+from cellmesh.testing.mesh import MeshStopped, mesh_env, open_mesh, open_root
 from cellmesh.testing.raftcheck import InvariantViolation, SafetyChecker
 from cellmesh.testing.raftnet import PerfectStorage, RaftNet
 from cellmesh.testing.raftsim import SimParams, SimResult, Simulation, SimulationFailure, run_seed
@@ -60,6 +60,7 @@ __all__ = [
     "KVStateMachine",
     "KeyValueMachine",
     "KillBudget",
+    "MeshStopped",
     "Model",
     "Operation",
     "PerfectStorage",

@@ -5,9 +5,10 @@
 yields the running :class:`~cellmesh.actors.root.Root`; :func:`open_mesh`
 serves a manifest file where it is, on a fresh private home (the fixture
 for a user's own mesh tests, docs/testing.md). The block ends early
-(by cancellation) when the root ends on its own (a ``StopMesh``, an
-escalation: then the escalation propagates); leaving the block stops the root
-and waits until every cell process is gone.
+(by cancellation) when the root ends on its own: an escalation then
+propagates, a clean stop (a ``StopMesh``) raises :class:`MeshStopped`. An
+error of the block itself comes out as it is (not in an exception group).
+Leaving the block stops the root and waits until every cell process is gone.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from pathlib import Path
 
 import trio
 
+from ..actors.errors import RootError
 from ..actors.manifest import Manifest, load_manifest, parse_manifest
 from ..actors.root import Root, serve_root
 from ..config import Paths
+
+
+class MeshStopped(RootError):
+    """The root of an :func:`open_mesh` / :func:`open_root` block stopped on its own,
+    cleanly, while the block ran: the block was cancelled and did not finish (so a test
+    cannot pass without running its assertions). A test that stops the mesh itself
+    expects it: ``with pytest.raises(MeshStopped)``."""
 
 
 def mesh_env(home: Path, sandbox: str) -> dict[str, str]:
@@ -98,22 +107,37 @@ async def _serve(
 ) -> AsyncIterator[Root]:
     env = mesh_env(home, sandbox)
     paths = Paths.from_env(env)
+    leaving = False
+    ended_first = False
+    failed: Exception | None = None
     async with trio.open_nursery() as nursery:
 
         async def run(task_status: trio.TaskStatus[Root]) -> None:
+            nonlocal ended_first
             try:
                 await serve_root(
                     manifest, paths=paths, env=env, log=log or (lambda _: None),
                     metrics=metrics, task_status=task_status,
                 )
             finally:
+                ended_first = not leaving
                 nursery.cancel_scope.cancel()  # the root ended: so does the block
 
         root: Root = await nursery.start(run)
         try:
             yield root
+        except Exception as exc:  # the block's own error: raised as it is, not in a group
+            failed = exc
         finally:
+            leaving = True
             root.request_stop(stop_timeout)
+    if failed is not None:
+        raise failed
+    if ended_first:  # it stopped cleanly (an error would have propagated above)
+        raise MeshStopped(
+            "the mesh stopped while the block ran (a StopMesh, `cellmesh down`, a signal): "
+            "the rest of the block did not run"
+        )
 
 
-__all__ = ["mesh_env", "open_mesh", "open_root"]
+__all__ = ["MeshStopped", "mesh_env", "open_mesh", "open_root"]

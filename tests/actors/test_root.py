@@ -43,6 +43,7 @@ from cellmesh.actors.errors import RootAlreadyRunning, SupervisorEscalation
 from cellmesh.actors.root import Root, serve_root
 from cellmesh.config import Paths
 from cellmesh.sandbox import read_events
+from cellmesh.testing import MeshStopped
 from cellmesh.testing.mesh import open_root
 
 HERE = Path(__file__).resolve().parent
@@ -387,14 +388,16 @@ async def test_a_second_root_is_refused_with_the_pid() -> None:
 
 async def test_stop_mesh_stops_cells_in_reverse_order_and_leaves_nothing() -> None:
     toml = cell("first", "Echoer") + cell("second", "Echoer")
-    async with running_root(toml, keep=True) as (root, paths):
-        pids = [c.pid for c in root.status().cells if c.pid is not None]
-        events_dir = paths.log_dir
-        serving = {name: root.slots[name].instance.cell_id for name in ("first", "second")}  # type: ignore[union-attr]
-        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
-            await ctl.fire(StopMesh(timeout=5.0))
-        with trio.fail_after(60):
-            await trio.sleep_forever()  # the root ends; its nursery exits the block
+    with pytest.raises(MeshStopped, match="the rest of the block did not run"):
+        async with running_root(toml, keep=True) as (root, paths):
+            pids = [c.pid for c in root.status().cells if c.pid is not None]
+            events_dir = paths.log_dir
+            serving = {name: root.slots[name].instance.cell_id  # type: ignore[union-attr]
+                       for name in ("first", "second")}
+            async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+                await ctl.fire(StopMesh(timeout=5.0))
+            with trio.fail_after(60):
+                await trio.sleep_forever()  # the root ends; its nursery cancels the block
     assert pids_alive(pids) == []
     stops = {}
     for name in ("first", "second"):
@@ -666,14 +669,15 @@ async def test_strategies_restart_the_right_siblings_of_a_killed_cell(
 async def test_shutdown_timeout_and_brutal_kill_stop_a_cell_that_will_not(shutdown: str) -> None:
     toml = cell("slow", "Stubborn", shutdown=shutdown, standby="false")
     start = trio.current_time()
-    async with running_root(toml, keep=True) as (root, paths):
-        serving = root.slots["slow"].instance
-        assert serving is not None
-        events = paths.log_dir / "slow.events.jsonl"
-        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
-            await ctl.fire(StopMesh(timeout=30.0))
-        with trio.fail_after(30):
-            await trio.sleep_forever()  # the root ends: the block is cancelled
+    with pytest.raises(MeshStopped):
+        async with running_root(toml, keep=True) as (root, paths):
+            serving = root.slots["slow"].instance
+            assert serving is not None
+            events = paths.log_dir / "slow.events.jsonl"
+            async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+                await ctl.fire(StopMesh(timeout=30.0))
+            with trio.fail_after(30):
+                await trio.sleep_forever()  # the root ends: the block is cancelled
     assert trio.current_time() - start < 20  # not the minute on_stop asks for
     (exited,) = [e for e in read_events(events) if e["event"] == "exited"]
     assert exited["signal_name"] == "SIGKILL" and exited["reason"] == "stop"
