@@ -1,8 +1,8 @@
 """cellmesh: a Trio structured-concurrency actor runtime.
 
 The public API is exactly what this module re-exports. ``cellmesh.aio`` is the
-asyncio client's module (:mod:`cellmesh.transport.aio`): ``from cellmesh import
-aio``, then ``aio.Synapse.grow(...)``.
+asyncio client's module (:mod:`cellmesh.aio`, from :mod:`cellmesh.transport.aio`):
+``import cellmesh.aio`` or ``from cellmesh import aio``, then ``aio.Synapse.connect(...)``.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from .wire.replies import Request
 from .wire.vesicle import Vesicle
 
 if _typing.TYPE_CHECKING:
-    from .transport import aio
+    from . import aio
     from .transport.blocking import BlockingSynapse, connect
 
 __version__ = "0.1.0"
 
 #: Imported on first use: asyncio costs every cell process ~20 ms of start-up.
 _LAZY: _typing.Final = {
-    "aio": ("cellmesh.transport.aio", None),
+    "aio": ("cellmesh.aio", None),
     "BlockingSynapse": ("cellmesh.transport.blocking", "BlockingSynapse"),
     "connect": ("cellmesh.transport.blocking", "connect"),
 }

@@ -81,3 +81,22 @@ def test_exports_subpackage_all_is_sound(package: str) -> None:
     names = list(getattr(module, "__all__", []))
     assert [n for n, c in collections.Counter(names).items() if c > 1] == []
     assert [n for n in names if not hasattr(module, n)] == []
+
+
+def test_exports_the_asyncio_client_imports_every_documented_way() -> None:
+    """``import cellmesh.aio``, ``from cellmesh.aio import Synapse``, ``from cellmesh import
+    aio``, ``cellmesh.aio.Synapse``: one client; ``import cellmesh`` alone loads no asyncio."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cellmesh\n"
+        "assert 'asyncio' not in sys.modules\n"
+        "lazy = cellmesh.aio.Synapse\n"
+        "import cellmesh.aio\n"
+        "from cellmesh.aio import Synapse\n"
+        "from cellmesh import aio\n"
+        "from cellmesh.transport.aio import Synapse as Real\n"
+        "assert Synapse is lazy is aio.Synapse is Real\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

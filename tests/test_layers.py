@@ -62,9 +62,11 @@ def test_layers_no_import_cycle() -> None:
 
 
 def test_layers_top_level_holds_only_leaves() -> None:
-    """Top-level modules are the facade, ``__main__`` and the small leaves."""
+    """Top-level modules are the facade (with ``aio``, so that ``import cellmesh.aio``
+    works), ``__main__`` and the small leaves."""
     top = sorted(p.name for p in PACKAGE_DIR.glob("*.py"))
-    assert top == ["__init__.py", "__main__.py", "_about.py", "_util.py", "config.py", "errors.py"]
+    assert top == ["__init__.py", "__main__.py", "_about.py", "_util.py", "aio.py", "config.py",
+                   "errors.py"]
 
 
 def test_layers_every_package_says_what_it_may_import() -> None:
