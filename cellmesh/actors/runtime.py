@@ -362,6 +362,7 @@ async def serve_cell(
     log: Callable[[str], None] | None = None,
     token: str = "",
     swap_in: bool = False,
+    exit_on_memory_error: bool = False,
     task_status: trio.TaskStatus[RunningCell] = trio.TASK_STATUS_IGNORED,
 ) -> str:
     """Serve ``cell`` as ``name`` until it is asked to stop; return the stop reason.
@@ -379,6 +380,11 @@ async def serve_cell(
     root for the old version's state, after it calls ``on_swap_in``; a
     failure there is reported to the root before it propagates. A process
     whose swap committed stops without ``on_stop`` (docs/swap.md).
+
+    ``exit_on_memory_error``: a receptor's MemoryError ends the process at once
+    (exit 137, as a memory kill) -- what the cell runtime's process does. Off
+    (in a test's process), the call fails like any other handler error
+    (``RemoteCellError`` naming the MemoryError) and the process lives on.
     """
     check_cell_name(name)
     stop = stop_requested if stop_requested is not None else trio.Event()
@@ -431,7 +437,8 @@ async def serve_cell(
                     receptors = cell._membrane_handler(ctx, times, sample_every)
                     async with open_membrane(
                         name, receptors, listen_fd=listen_fd, socket_dir=sockets, log=log,
-                        on_handler_error=_die_if_out_of_memory, **cell._membrane_options(),
+                        on_handler_error=_die_if_out_of_memory if exit_on_memory_error else None,
+                        **cell._membrane_options(),
                     ) as membrane:
                         cell._membrane_opened(membrane)
                         running = RunningCell(
@@ -587,7 +594,7 @@ async def run_cell(env: Mapping[str, str], go: Go | None = None) -> int:
                     cell, name=spec.name, listen_fd=spec.listen_fd, socket_dir=spec.socket_dir,
                     umbilical=spec.umbilical, data_dir=spec.data_dir, env=env,
                     stop_requested=stop, log=_line, token=go.token, swap_in=go.swap,
-                    task_status=serving,
+                    exit_on_memory_error=True, task_status=serving,
                 )
                 nursery.cancel_scope.cancel()
         except BaseException as exc:

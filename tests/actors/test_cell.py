@@ -314,6 +314,25 @@ async def test_cell_task_crash_propagates_from_serve_cell(sockdir: Path) -> None
         await serve_cell(Crashy(), name="crashy", socket_dir=sockdir)
 
 
+async def test_cell_memory_error_in_a_receptor_fails_the_call_in_a_tests_process(
+    sockdir: Path,
+) -> None:
+    """serve_cell in a test's own process: a receptor's MemoryError is that call's error,
+    not ``os._exit(137)`` of the test run (only the cell runtime's process dies of it)."""
+
+    class Greedy(cellmesh.Cell):
+        @cellmesh.receptor
+        async def add(self, msg: Add) -> Total:
+            raise MemoryError("pretend it ran out")
+
+    async with running(Greedy(), "greedy", sockdir):
+        async with cellmesh.Synapse.grow("greedy", socket_dir=sockdir) as syn:
+            with pytest.raises(cellmesh.RemoteCellError, match="MemoryError"):
+                await syn.fire(Add(n=1))
+            with pytest.raises(cellmesh.RemoteCellError, match="MemoryError"):  # it serves on
+                await syn.fire(Add(n=2))
+
+
 async def test_cell_root_requests_without_umbilical_raise_no_root(sockdir: Path) -> None:
     cell = Counter()
     async with running(cell, "alone", sockdir):
