@@ -351,6 +351,9 @@ class ClientCore(ClientReceiver):
         self.peer_name = "?"
         self.peer_fps = {}
         self.peer_max_frame = codec.DEFAULT_MAX_FRAME_SIZE
+        #: The server deduplicates session calls (a replicated cell): a plain call
+        #: that was sent may have been applied even if its connection broke.
+        self.peer_sessions = False
         self.ctx = DecodeContext()
         self.draining = False
 
@@ -373,6 +376,7 @@ class ClientCore(ClientReceiver):
         self.calls_left = frame.credit_calls
         self.bytes_left = frame.credit_bytes
         self.ctx = DecodeContext(None, self.registry.mismatched(frame.proteins))
+        self.peer_sessions = frame.sessions
 
     # -- sending -----------------------------------------------------------
 

@@ -47,6 +47,7 @@ from ..errors import (
     ConnectionClosed,
     ErrorCode,
     HandshakeError,
+    OutcomeUnknown,
     ProtocolError,
     RemoteProtocolError,
 )
@@ -323,9 +324,20 @@ class _Connection:
                 os.close(fd)
 
     def die(self, reason: str) -> None:
-        """The connection is gone: fail its calls, close the socket (idempotent)."""
+        """The connection is gone: fail its calls, close the socket (idempotent).
+
+        Calls to a replicated cell (its hello announces sessions) fail with
+        :class:`OutcomeUnknown`: this client sends them plain, without resending
+        them in a session, so one that left may have been applied. Later calls on
+        the dead connection get :class:`CellUnavailable` (they never leave).
+        """
         if self.dead is None:
             self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
+        if self.core.peer_sessions and self.core.pending:
+            self.core.fail(OutcomeUnknown(self.syn.name, (
+                f"the connection broke before the answer ({reason}); the asyncio and "
+                "blocking clients do not resend calls in a session: check whether it "
+                "took effect")))
         self.core.fail(self.dead)
         self.channel.close()
         self.credit.set()

@@ -25,6 +25,7 @@ from cellmesh import (
     ConnectionClosed,
     FieldError,
     NoReceptor,
+    OutcomeUnknown,
     Receptors,
     RemoteCellError,
     Request,
@@ -99,8 +100,10 @@ class Unserved:
 class Server:
     """A Trio membrane in a thread; ``events`` are threading events the test waits on."""
 
-    def __init__(self, sockdir: Path) -> None:
+    def __init__(self, sockdir: Path, *, sessions: bool = False) -> None:
         self.sockdir = sockdir
+        self.sessions = sessions
+        self._scope: trio.CancelScope | None = None
         self.ticks = 0
         self.started: dict[str, threading.Event] = {}
         self.cancelled: dict[str, threading.Event] = {}
@@ -159,10 +162,11 @@ class Server:
     async def _serve(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        async with open_membrane("svc", self.receptors(), socket_dir=self.sockdir,
-                                 drain_grace=30.0):
-            self._ready.set()
-            await self._stop.wait()
+        with trio.CancelScope() as self._scope:
+            async with open_membrane("svc", self.receptors(), socket_dir=self.sockdir,
+                                     drain_grace=30.0, sessions=self.sessions):
+                self._ready.set()
+                await self._stop.wait()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in the membrane's Trio thread."""
@@ -176,6 +180,12 @@ class Server:
             self.call(stop.set)
             self._thread.join(60)
         self.generation += 1
+
+    def abort(self) -> None:
+        """End the membrane at once: its connections break, calls in flight unanswered."""
+        assert self._scope is not None and self._thread is not None
+        self.call(self._scope.cancel)
+        self._thread.join(60)
 
     def unblock(self, key: str) -> None:
         self.call(self.release.setdefault(key, trio.Event()).set)
@@ -257,6 +267,31 @@ def test_aio_a_cancelled_task_cancels_the_call_in_the_cell(server: Server) -> No
             assert await syn.fire(Ping(1)) == Pong(2)
 
     asyncio.run(main())
+
+
+def test_aio_a_broken_call_to_a_replicated_cell_is_outcome_unknown(tmp_path: Path) -> None:
+    """To a cell that deduplicates session calls (a replicated cell), the asyncio and
+    blocking clients send plain calls and never resend: one in flight when the connection
+    breaks may have been applied, so it is OutcomeUnknown, never CellUnavailable (which
+    promises it was not); a later call that cannot leave is CellUnavailable."""
+    sockdir = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    replicated = Server(sockdir, sessions=True)
+    replicated.start()
+    try:
+        async def main() -> None:
+            async with aio.Synapse.grow("svc", socket_dir=sockdir) as syn:
+                assert await syn.fire(Ping(1)) == Pong(2)
+                task = asyncio.create_task(syn.fire(Hold("x")))
+                await wait_thread_event(replicated.started.setdefault("x", threading.Event()))
+                await asyncio.get_running_loop().run_in_executor(None, replicated.abort)
+                with pytest.raises(OutcomeUnknown, match="do not resend"):
+                    await task
+                with pytest.raises(CellUnavailable):
+                    await syn.fire(Ping(2))
+
+        asyncio.run(main())
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_aio_vesicles_travel_as_memfds_both_ways(server: Server) -> None:
