@@ -66,7 +66,7 @@ from ._client_core import (
     vesicle_context,
 )
 from ._fds import HeldFds
-from .synapse import SynapseOptions, client_target
+from .synapse import CLOSE_FLUSH_TIMEOUT, SynapseOptions, client_target
 
 RECV_SIZE: Final = 256 * 1024
 _ANC_SIZE: Final = socket.CMSG_SPACE(MAX_VESICLES_PER_FRAME * array.array("i").itemsize)
@@ -407,11 +407,17 @@ class Synapse:
             await syn.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection; calls in flight fail with CellUnavailable (idempotent)."""
+        """Close the connection; calls in flight fail with CellUnavailable (idempotent).
+
+        What is queued gets up to ``CLOSE_FLUSH_TIMEOUT`` seconds to leave (a cell
+        that stopped reading cannot hold the close up longer), as for the Trio
+        synapse.
+        """
         self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.channel.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.channel.flush(), CLOSE_FLUSH_TIMEOUT)
             conn.die("the synapse was closed")
             if conn.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError):

@@ -77,13 +77,15 @@ class BlockingSynapse:
         """Pipeline calls and return their replies in order."""
         return self._run(self._live().fire_many(list(msgs)), timeout)
 
-    def signal(self, msg: Any) -> None:
-        """Send a one-way message."""
-        self._run(self._live().signal(msg), None)
+    def signal(self, msg: Any, *, timeout: float | None = None) -> None:
+        """Send a one-way message; ``timeout`` bounds the wait for credit (a cell that
+        stopped reading), then :class:`TimeoutError` (it was not sent)."""
+        self._run(self._live().signal(msg), timeout)
 
-    def signal_many(self, msgs: Iterable[Any]) -> None:
-        """Send one-way messages."""
-        self._run(self._live().signal_many(list(msgs)), None)
+    def signal_many(self, msgs: Iterable[Any], *, timeout: float | None = None) -> None:
+        """Send one-way messages; on ``timeout`` (:class:`TimeoutError`) some of them
+        may have been sent."""
+        self._run(self._live().signal_many(list(msgs)), timeout)
 
     @property
     def connected(self) -> bool:

@@ -9,6 +9,7 @@ sides set, never on time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -409,3 +410,110 @@ def test_an_asyncio_web_handler_calls_cells(server: Server) -> None:
             await syn.aclose()
 
     asyncio.run(main())
+
+
+@cellmesh.protein("test.aio.Padded")
+class Padded(Request[None]):
+    """Inline bytes (under the vesicle threshold): queued in the client's buffer."""
+
+    pad: bytes
+
+
+_STOPPABLE = """
+import sys, trio, cellmesh
+from cellmesh import Receptors, open_membrane
+
+@cellmesh.protein("test.aio.Pong")
+class Pong:
+    n: int
+
+@cellmesh.protein("test.aio.Ping")
+class Ping(cellmesh.Request[Pong]):
+    n: int
+
+@cellmesh.protein("test.aio.Tick")
+class Tick:
+    n: int
+
+@cellmesh.protein("test.aio.Padded")
+class Padded(cellmesh.Request[None]):
+    pad: bytes
+
+async def main():
+    r = Receptors()
+    async def ping(msg: Ping) -> Pong:
+        return Pong(msg.n + 1)
+    async def tick(msg: Tick) -> None:
+        pass
+    async def padded(msg: Padded) -> None:
+        pass
+    r.add(Ping, ping)
+    r.add(Tick, tick)
+    r.add(Padded, padded)
+    async with open_membrane("w", r, socket_dir=sys.argv[1]):
+        print("ready", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def test_closing_does_not_wait_for_a_cell_that_stopped_reading(tmp_path: Path) -> None:
+    """A cell that stops reading (SIGSTOP; a receptor stuck in blocking code) while a
+    client's requests are queued: ``aclose`` / ``close`` give up on them after
+    CLOSE_FLUSH_TIMEOUT (as the Trio synapse does) and close the socket; a blocking
+    ``signal_many`` takes a ``timeout`` too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cellmesh.transport.synapse import CLOSE_FLUSH_TIMEOUT
+
+    sockdir = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    script = tmp_path / "stoppable.py"
+    script.write_text(_STOPPABLE)
+    proc = subprocess.Popen([sys.executable, str(script), str(sockdir)], stdout=subprocess.PIPE,
+                            text=True)
+    big = [Tick(1)] * 200_000  # more than the socket buffers take
+
+    def sockets() -> int:
+        return sum(os.readlink(f"/proc/self/fd/{f}").startswith("socket:")
+                   for f in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{f}"))
+
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+        async def main() -> float:
+            syn = await aio.Synapse.connect("w", socket_dir=sockdir)
+            assert await syn.fire(Ping(1)) == Pong(2)
+            os.kill(proc.pid, signal.SIGSTOP)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):  # 6 MB queued behind a full socket
+                    await syn.fire_many([Padded(b"x" * 60_000) for _ in range(100)])
+            t0 = time.monotonic()
+            await syn.aclose()
+            return time.monotonic() - t0
+
+        before = sockets()
+        took = asyncio.run(main())
+        assert took < CLOSE_FLUSH_TIMEOUT + 2, took
+        assert sockets() <= before
+        os.kill(proc.pid, signal.SIGCONT)
+        blocking = cellmesh.connect("w", socket_dir=sockdir)
+        assert blocking.fire(Ping(3), timeout=10) == Pong(4)
+        os.kill(proc.pid, signal.SIGSTOP)
+        with pytest.raises(TimeoutError):
+            blocking.signal_many(big, timeout=1)
+        with pytest.raises(TimeoutError):
+            blocking.fire_many([Padded(b"x" * 60_000) for _ in range(100)], timeout=1)
+        t0 = time.monotonic()
+        blocking.close()
+        assert time.monotonic() - t0 < CLOSE_FLUSH_TIMEOUT + 2
+        assert sockets() <= before
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
