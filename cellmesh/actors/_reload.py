@@ -5,8 +5,11 @@ Theory of operation
 :func:`reload_mesh` re-reads the root's manifest file (validated, DNA paths
 checked), hashes the code of every running cell and template (in a thread)
 to learn which changed on disk, asks the pure core for the plan and, unless
-it refuses something (then nothing changes) or it is a dry run, applies it
-in the core's order: stop, retune and update in place, start, swap. Each
+it refuses something (then nothing changes) or it is a dry run, has the
+code of each new cell and new or changed template imported by a check
+process (as ``up`` does; one that does not import refuses the reload, and
+nothing changes), then applies the plan in the core's order: stop, retune
+and update in place, start, swap. Each
 step adds a line to the report; a step that fails (a new cell that does not
 start, a swap that rolls back) is reported and the reload goes on with the
 next one. The new manifest is the root's from the first step on, so cells
