@@ -72,12 +72,17 @@ class RecordNotFound(CellmeshError):
 
 
 def parse_id(text: str, *, source: str = "ID") -> int:
-    """An account or transfer id: decimal or ``0x`` hex, 1 to 2**128-2."""
-    try:
-        value = int(text.strip(), 0)
-    except ValueError:
-        raise ConfigError(source, f"expected a decimal or 0x-hex integer id, got {text!r}") \
-            from None
+    """An account or transfer id: decimal digits (leading zeros allowed) or ``0x`` and
+    hex digits, 1 to 2**128-2. Nothing else (no sign, ``_``, ``0o`` or ``0b``)."""
+    body = text.strip()
+    digits = body[2:] if body[:2].lower() == "0x" else body
+    base = 16 if digits is not body else 10
+    allowed = "0123456789abcdefABCDEF" if base == 16 else "0123456789"
+    if not digits or digits.strip(allowed) or not digits.isascii():
+        raise ConfigError(source, f"expected a decimal or 0x-hex integer id, got {text!r}")
+    if len(digits.lstrip("0")) > 40:  # (and Python's int() refuses over 4300 digits)
+        raise ConfigError(source, f"ids are 1 to 2**128-2, got {len(digits)} digits")
+    value = int(digits, base)
     if not 0 < value < U128_MAX:
         raise ConfigError(source, f"ids are 1 to 2**128-2, got {value}")
     return value

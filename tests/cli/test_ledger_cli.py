@@ -98,8 +98,10 @@ def test_ledger_cli_reads_accounts_transfers_and_checks_the_books(home: Path) ->
     assert "no account with id 9 in ledger cell 'ledger'" in missing.stderr
     gone = cellmesh(home, "ledger", "transfer", "12345")
     assert gone.returncode == 1 and "no transfer with id 12345" in gone.stderr
-    bad = cellmesh(home, "ledger", "account", "-4")
-    assert bad.returncode == 2 and "ids are 1 to 2**128-2, got -4" in bad.stderr
+    bad = cellmesh(home, "ledger", "account", "0")
+    assert bad.returncode == 2 and "ids are 1 to 2**128-2, got 0" in bad.stderr
+    octal = cellmesh(home, "ledger", "account", "0o12")
+    assert octal.returncode == 2 and "got '0o12'" in octal.stderr
     junk = cellmesh(home, "ledger", "transfer", "abc")
     assert junk.returncode == 2 and "expected a decimal or 0x-hex integer id" in junk.stderr
     typo = cellmesh(home, "ledger", "check", "--cell", "ledgr")
@@ -134,3 +136,16 @@ def test_ledger_cli_check_names_what_is_wrong() -> None:
     assert ("the books of 'ledger' do NOT balance: 1 unbalanced ledger(s), 3 account(s) "
             "beyond their limits") in text
     assert books_json(report)["ok"] is False
+
+
+def test_ledger_cli_ids_are_decimal_or_0x_hex_only() -> None:
+    from cellmesh.cli._ledger import parse_id
+    from cellmesh.errors import ConfigError
+
+    assert [parse_id(t) for t in ("010", "10", "0x65", "0XfF", " 7 ")] == [10, 10, 101, 255, 7]
+    for bad in ("0o12", "0b1010", "1_0", "-1", "+1", "0x", "", "0x_1", "١٢", "1e3"):
+        with pytest.raises(ConfigError, match="expected a decimal or 0x-hex integer id"):
+            parse_id(bad)
+    for out in ("0", str(2**128 - 1), "9" * 5000):
+        with pytest.raises(ConfigError, match="ids are 1 to 2"):
+            parse_id(out)
