@@ -67,6 +67,7 @@ from .proteins import (
     Transfer,
     TransfersReply,
 )
+from .queries import check_account_transfers, check_max_violations
 
 C = TypeVar("C", AccountResult, TransferResult)
 #: How the client reaches the ledger: send one protein, get its reply.
@@ -281,7 +282,12 @@ class LedgerClient:
         limit: int = BATCH_MAX,
         flags: int = FilterFlags.DEBITS | FilterFlags.CREDITS,
     ) -> list[Transfer]:
-        """One page of an account's transfers by timestamp (see ``GetAccountTransfers``)."""
+        """One page of an account's transfers by timestamp (see ``GetAccountTransfers``).
+
+        A malformed query raises :class:`InvalidQuery` naming the field, before
+        anything is sent.
+        """
+        check_account_transfers(account_id, timestamp_min, timestamp_max, limit, int(flags))
         request = GetAccountTransfers(account_id=account_id, timestamp_min=timestamp_min,
                                       timestamp_max=timestamp_max, limit=limit,
                                       flags=int(flags))
@@ -328,6 +334,7 @@ class LedgerClient:
 
     async def check(self, *, max_violations: int = 100) -> BooksReport:
         """Check every invariant on the live ledger (``.ok``: the books balance)."""
+        check_max_violations(max_violations)
         request = CheckBooks(max_violations=max_violations)
         reply: BooksReport = _expect(request, await self._call(request), BooksReport)
         return reply

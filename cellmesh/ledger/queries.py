@@ -41,6 +41,32 @@ def _check_ids(field: str, ids: Sequence[int]) -> None:
         raise InvalidQuery(field, f"{len(ids)} ids, at most {BATCH_MAX} per lookup")
 
 
+def check_account_transfers(account_id: int, timestamp_min: int, timestamp_max: int,
+                            limit: int, flags: int) -> None:
+    """Raise :class:`InvalidQuery` naming the field when a ``GetAccountTransfers`` is
+    malformed (the cell checks; so does the client, before sending)."""
+    if not 0 < account_id < U128_MAX:
+        raise InvalidQuery("account_id", f"must be in 1..2**128-2, got {account_id}")
+    for name, value in (("timestamp_min", timestamp_min), ("timestamp_max", timestamp_max)):
+        if not 0 <= value < U64_MAX:
+            raise InvalidQuery(name, f"must be in 0..2**64-2, got {value}")
+    if timestamp_min and timestamp_max and timestamp_min > timestamp_max:
+        raise InvalidQuery("timestamp_min", f"{timestamp_min} is after timestamp_max "
+                                            f"{timestamp_max}")
+    if not 0 < limit <= BATCH_MAX:
+        raise InvalidQuery("limit", f"must be in 1..{BATCH_MAX}, got {limit}")
+    if flags < 0 or flags & ~FILTER_FLAGS_KNOWN:
+        raise InvalidQuery("flags", f"unknown filter flag bits in {flags:#x}")
+    if not flags & (FilterFlags.DEBITS | FilterFlags.CREDITS):
+        raise InvalidQuery("flags", "select DEBITS, CREDITS or both")
+
+
+def check_max_violations(max_violations: int) -> None:
+    """Raise :class:`InvalidQuery` unless a ``CheckBooks`` limit is in range."""
+    if not 0 < max_violations <= BATCH_MAX:
+        raise InvalidQuery("max_violations", f"must be in 1..{BATCH_MAX}, got {max_violations}")
+
+
 def lookup_accounts(store: Store, ids: Sequence[int]) -> list[Account]:
     """The accounts with these ids, in request order; unknown ids are left out."""
     _check_ids("ids", ids)
@@ -77,21 +103,8 @@ def account_transfers(
     ``flags`` selects debits and/or credits and the order (``REVERSED``:
     newest first); at most ``limit`` transfers (1 to ``BATCH_MAX``).
     """
-    if not 0 < account_id < U128_MAX:
-        raise InvalidQuery("account_id", f"must be in 1..2**128-2, got {account_id}")
-    for name, value in (("timestamp_min", timestamp_min), ("timestamp_max", timestamp_max)):
-        if not 0 <= value < U64_MAX:
-            raise InvalidQuery(name, f"must be in 0..2**64-2, got {value}")
-    if timestamp_min and timestamp_max and timestamp_min > timestamp_max:
-        raise InvalidQuery("timestamp_min", f"{timestamp_min} is after timestamp_max "
-                                            f"{timestamp_max}")
-    if not 0 < limit <= BATCH_MAX:
-        raise InvalidQuery("limit", f"must be in 1..{BATCH_MAX}, got {limit}")
-    if flags < 0 or flags & ~FILTER_FLAGS_KNOWN:
-        raise InvalidQuery("flags", f"unknown filter flag bits in {flags:#x}")
+    check_account_transfers(account_id, timestamp_min, timestamp_max, limit, flags)
     debits, credits = flags & FilterFlags.DEBITS, flags & FilterFlags.CREDITS
-    if not (debits or credits):
-        raise InvalidQuery("flags", "select DEBITS, CREDITS or both")
     account = store.accounts.get(account_id)
     if account is None:
         return []
@@ -147,8 +160,7 @@ def check_books(store: Store, max_violations: int = 100) -> BooksReport:
     ``max_violations`` offenders by id are listed, all are counted). A
     healthy ledger always reports ``ok``: a report that is not means a bug.
     """
-    if not 0 < max_violations <= BATCH_MAX:
-        raise InvalidQuery("max_violations", f"must be in 1..{BATCH_MAX}, got {max_violations}")
+    check_max_violations(max_violations)
     broken: list[tuple[int, Acct, str]] = []
     for a in store.accounts.values():
         limit = _limit_broken(a)

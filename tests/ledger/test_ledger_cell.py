@@ -97,8 +97,10 @@ async def test_ledger_cell_serves_writes_and_reads_through_the_client() -> None:
             assert totals.balanced and totals.ledgers[0].debits_posted == 650
             books = await ledger.check()
             assert books.ok and books.transfers == 3 and books.violation_count == 0
-            with pytest.raises(RemoteCellError) as info:
+            with pytest.raises(InvalidQuery, match="limit"):  # the client's check: not sent
                 await ledger.get_account_transfers(2, limit=0)
+            with pytest.raises(RemoteCellError) as info:  # sent anyway: the cell's check
+                await syn.fire(GetAccountTransfers(account_id=2, limit=0))
             assert info.value.type_name == "cellmesh.ledger.errors.InvalidQuery"
             assert "limit" in info.value.remote_message
         digests = await g.wait_converged()

@@ -117,3 +117,25 @@ async def test_client_leaves_a_bool_for_the_wire_to_refuse() -> None:
     ledger = LedgerClient(WireLedger())
     with pytest.raises(FieldError, match="flags"):
         await ledger.create_accounts([Account(id=1, ledger=840, code=1, flags=True)])
+
+
+async def test_client_refuses_a_malformed_read_before_sending_it() -> None:
+    """A malformed read is an InvalidQuery naming the field, raised here in one line --
+    not a RemoteCellError carrying the cell's traceback."""
+    from cellmesh.ledger import InvalidQuery
+
+    wire = WireLedger()
+    ledger = LedgerClient(wire)
+    for kwargs, field in (({"limit": 0}, "limit"), ({"flags": 0}, "flags"),
+                          ({"timestamp_min": 5, "timestamp_max": 4}, "timestamp_min")):
+        with pytest.raises(InvalidQuery, match=field) as info:
+            await ledger.get_account_transfers(1, **kwargs)
+        assert "\n" not in str(info.value)
+    with pytest.raises(InvalidQuery, match="account_id"):
+        await ledger.get_account_transfers(0)
+    with pytest.raises(InvalidQuery, match="limit"):
+        async for _ in ledger.account_history(1, page=0):
+            pass
+    with pytest.raises(InvalidQuery, match="max_violations"):
+        await ledger.check(max_violations=0)
+    assert wire.sent == []  # (test_ledger_cell.py sends well-formed reads to a real cell)
