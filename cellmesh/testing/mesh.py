@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from ..actors.errors import RootError
+from ..actors.errors import RootError, SupervisorEscalation
 from ..actors.manifest import Manifest, load_manifest, parse_manifest
 from ..actors.root import Root, serve_root
 from ..config import Paths
@@ -91,6 +91,12 @@ async def open_mesh(
         async with _serve(home, parsed, sandbox=sandbox, log=log, stop_timeout=stop_timeout,
                           metrics=metrics) as root:
             yield root
+    except (BaseExceptionGroup, RootError, SupervisorEscalation) as exc:
+        # The root's own messages say "see `cellmesh logs X`": not once this home is gone.
+        if not isinstance(exc, MeshStopped):
+            exc.add_note(f"open_mesh removed its private home {home} with the cells' logs; "
+                         "pass log=print to see the root's log lines as they are written")
+        raise
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

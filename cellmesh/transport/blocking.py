@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
+import warnings
+import weakref
 from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -43,7 +46,8 @@ class BlockingSynapse:
         self.name = name
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"cellmesh-synapse-{name}", daemon=True
+            target=_serve_loop, args=(self._loop,), name=f"cellmesh-synapse-{name}",
+            daemon=True,
         )
         self._thread.start()
         self._closed = False
@@ -52,6 +56,11 @@ class BlockingSynapse:
         except BaseException:
             self._stop()
             raise
+        # Dropped without close(): warn, as an unclosed file does, and free the
+        # connection and the thread all the same (the loop thread holds no reference
+        # to this object, so it can be collected).
+        self._finalizer = weakref.finalize(self, _abandon, name, self._loop, self._syn)
+        self._finalizer.atexit = False
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -97,6 +106,7 @@ class BlockingSynapse:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         try:
             self._run(self._syn.aclose(), 10.0)
         finally:
@@ -115,6 +125,30 @@ class BlockingSynapse:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The client's thread: run ``loop`` until it is stopped, then close it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _abandon(name: str, loop: asyncio.AbstractEventLoop, syn: Synapse) -> None:
+    """A BlockingSynapse was garbage-collected unclosed: close its connection, end its
+    thread (without waiting: this runs wherever the collection happens)."""
+    warnings.warn(f"BlockingSynapse to cell {name!r} was never closed: use close() or "
+                  "`with cellmesh.connect(...)`", ResourceWarning, stacklevel=2)
+
+    async def shut() -> None:
+        try:
+            await syn.aclose()
+        finally:
+            loop.stop()
+
+    with contextlib.suppress(RuntimeError):  # the loop is already closed
+        asyncio.run_coroutine_threadsafe(shut(), loop)
 
 
 def connect(name: str, **kwargs: Any) -> BlockingSynapse:

@@ -14,6 +14,7 @@ import trio
 
 import cellmesh
 from cellmesh.actors.control import StopMesh
+from cellmesh.actors.errors import CellsCannotStart
 from cellmesh.errors import RemoteCellError
 from cellmesh.testing import MeshStopped, open_mesh, open_root
 
@@ -81,5 +82,21 @@ async def test_a_mesh_stopping_mid_block_raises_mesh_stopped() -> None:
         # a block that ends first is no stop of the mesh's own
         async with open_root(home, TOML) as root:
             assert root.status().cells
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_a_failed_start_says_where_the_logs_went() -> None:
+    """The root's message names `cellmesh logs X`, but open_mesh's home is gone by then:
+    a note on the error says so, and how to see the root's log lines instead."""
+    home = _home()
+    try:
+        (home / "cellmesh.toml").write_text(TOML.replace("bomb:Bomb", "bomb:Nope"))
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with open_mesh(home / "cellmesh.toml"):
+                pass
+        assert info.group_contains(CellsCannotStart)
+        notes = "\n".join(getattr(info.value, "__notes__", []))
+        assert "open_mesh removed its private home" in notes and "log=print" in notes
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -517,3 +517,32 @@ def test_closing_does_not_wait_for_a_cell_that_stopped_reading(tmp_path: Path) -
         proc.kill()
         proc.wait()
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_blocking_client_dropped_unclosed_warns_and_frees_its_thread(server: Server) -> None:
+    """Like an unclosed file: a ResourceWarning, and the connection and the loop thread
+    are freed when it is collected (closed ones never warn)."""
+    import gc
+    import time
+    import warnings
+
+    def client_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("cellmesh-synapse-")]
+
+    before = len(client_threads())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with cellmesh.connect("svc", socket_dir=server.sockdir) as closed:
+            assert closed.fire(Ping(1)) == Pong(2)
+        del closed
+        dropped = cellmesh.connect("svc", socket_dir=server.sockdir)
+        assert dropped.fire(Ping(2)) == Pong(3)
+        del dropped
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while len(client_threads()) > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(client_threads()) == before
+    warned = [w for w in caught if issubclass(w.category, ResourceWarning)
+              and "BlockingSynapse" in str(w.message)]
+    assert len(warned) == 1 and "was never closed" in str(warned[0].message)
