@@ -83,6 +83,7 @@ from ._rootlock import RootLock
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
+from ._tree import dynamic_spec, placed_before, supervisor_spec
 from .control import (
     UMBILICAL_LIMITS,
     Ack,
@@ -110,16 +111,13 @@ from .errors import (
 )
 from .exitcause import version_text
 from .lastwords import run_with_last_words
-from .manifest import CellDecl, Manifest, SupervisorDecl
+from .manifest import CellDecl, Manifest
 from .membership import parse_replica_name, replica_stem
 from .policy import (
     AbnormalExit,
-    ChildKind,
     ChildSpec,
     ExitReason,
     Restart,
-    Strategy,
-    SupervisorSpec,
 )
 from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
 from .watches import Notify, Watches
@@ -245,7 +243,7 @@ class Root:
                     nursery.cancel_scope.cancel()
                     await trio.sleep_forever()  # cancelled just above
                 self._top = Supervisor(
-                    self._supervisor_spec(self.manifest.top, top=True), self,
+                    supervisor_spec(self.manifest, self.manifest.top, top=True), self,
                     lambda event: self._on_event("root", event),
                 )
                 self.supervisors["root"] = self._top
@@ -388,8 +386,8 @@ class Root:
             if name in self.supervisors:  # started again: its dynamic children ended
                 await self._dynamic.forget_under(name)
             sup_spec = (
-                self._supervisor_spec(self.manifest.supervisors[name])
-                if kind == "supervisor" else self._dynamic_spec()
+                supervisor_spec(self.manifest, self.manifest.supervisors[name])
+                if kind == "supervisor" else dynamic_spec()
             )
             handle = await SupervisorChildHandle.start(
                 sup_spec, self, nursery, on_event=lambda event: self._on_event(name, event)
@@ -435,47 +433,6 @@ class Root:
     def _socket_of(self, name: str) -> Path | None:
         slot = self.slots.get(name)
         return self._replicas.socket_of(name) if slot is None else slot.socket_path
-
-    def _supervisor_spec(self, decl: SupervisorDecl, *, top: bool = False) -> SupervisorSpec:
-        children: list[ChildSpec] = []
-        if top:
-            # First, so it runs before any cell starts (a cell may start children
-            # in on_start) and stops after them; always, so a reload may add the
-            # first cell with children.
-            children.append(ChildSpec(id=DYNAMIC, kind=ChildKind.SUPERVISOR, args=("dynamic",)))
-        if decl.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            assert decl.template is not None
-            tmpl = self.manifest.templates[decl.template]
-            children.append(ChildSpec(
-                id=decl.template, restart=tmpl.restart, shutdown=tmpl.shutdown,
-                args=("template", decl.name, decl.template),
-            ))
-        for child in decl.children:
-            if child in self.manifest.cells:
-                cell = self.manifest.cells[child]
-                group = cell.replicated  # replicas: the group is one child, a supervisor
-                children.append(ChildSpec(
-                    id=child, restart=cell.restart, shutdown=None if group else cell.shutdown,
-                    kind=ChildKind.SUPERVISOR if group else ChildKind.WORKER,
-                    args=("group" if group else "cell", child),
-                ))
-            else:
-                sup = self.manifest.supervisors[child]
-                children.append(ChildSpec(
-                    id=child, restart=sup.restart, shutdown=sup.shutdown,
-                    kind=ChildKind.SUPERVISOR, args=("supervisor", child),
-                ))
-        return SupervisorSpec(
-            strategy=decl.strategy, intensity=decl.intensity, period=decl.period,
-            children=tuple(children), backoff=decl.backoff,
-        )
-
-    @staticmethod
-    def _dynamic_spec() -> SupervisorSpec:
-        # Dynamic children are independent of each other; each one's own
-        # restart type applies. A generous window: one crashing template must
-        # not take the mesh's other dynamic children with it.
-        return SupervisorSpec(strategy=Strategy.ONE_FOR_ONE, intensity=10, period=10.0)
 
     def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
         with self._tasks.guard(f"event of supervisor {supervisor}"):
@@ -579,12 +536,7 @@ class Root:
                          args=("cell", name))
         parent = self.manifest.parent_of(name)
         sup = self.supervisors[parent]
-        # Its place among its siblings is the manifest's: before the next one running.
-        known = {c.child_id for c in sup.which_children()}
-        siblings = (self.manifest.top if parent == self.manifest.top.name
-                    else self.manifest.supervisors[parent]).children
-        later = siblings[siblings.index(name) + 1:] if name in siblings else ()
-        before = next((c for c in later if c in known), None)
+        before = placed_before(self.manifest, name, {c.child_id for c in sup.which_children()})
         if again:
             await sup.start_child(spec, before=before)
             return
