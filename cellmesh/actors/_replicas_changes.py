@@ -55,13 +55,13 @@ from .errors import RootRequestError
 from .membership import (
     AddMember,
     GroupView,
+    PromotionCheck,
     RemoveMember,
     TransferLeadership,
     check_count,
-    is_voter,
-    majority,
     next_step,
     parse_replica_name,
+    quorum_gap,
     replica_name,
     replica_names,
     replicas_text,
@@ -271,7 +271,9 @@ class MembershipChanges:
                 await self._add(group)
             elif isinstance(step, RemoveMember):
                 group.change = f"{old} -> {target}: removing {group.name}/{step.replica}"
-                await self._check_quorum_without(group, step.replica, "to commit its removal")
+                await self._check_quorum_without(
+                    group, step.replica, "to commit its removal", stopped_first=False
+                )
                 await self._remove(group, step.replica)
             else:
                 assert isinstance(step, TransferLeadership)
@@ -328,15 +330,15 @@ class MembershipChanges:
         return (*voters, *learners)
 
     async def _join(self, group: Group, replica: int) -> None:
-        """Have the leader add ``replica`` and wait until it reports itself a voter."""
-        member = group.members[replica]
+        """Have the leader add ``replica``; wait until it votes (:class:`PromotionCheck`)."""
         path = self._inside_path(group, replica)
+        promoted = PromotionCheck(replica)
         await self._at_leader(
             group, lambda a, peer: a.add(group.name, peer, replica, path),
-            done=lambda: is_voter(member.part.stats),
+            done=lambda: promoted(group.stats()),
         )
         await self._wait(
-            group, lambda: is_voter(member.part.stats),
+            group, lambda: promoted(group.stats()),
             f"{replica_name(group.name, replica)} to catch up and become a voter",
         )
 
@@ -395,7 +397,7 @@ class MembershipChanges:
     async def _wipe(self, group: Group, member: Member) -> None:
         handle = self._running_handle(group)
         name = replica_name(group.name, member.id)
-        await self._check_quorum_without(group, member.id, "to rebuild it")
+        await self._check_quorum_without(group, member.id, "to rebuild it", stopped_first=True)
         view = await self._leader(group)
         if view.leader == member.id:
             await self._transfer(group, member.id)
@@ -411,26 +413,43 @@ class MembershipChanges:
     # ------------------------------------------------------------ helpers
 
     @staticmethod
-    async def _check_quorum_without(group: Group, replica: int, why: str) -> None:
-        """Refuse (nothing done yet) when the members other than ``replica`` that
-        answer are not a majority of them: the change could not commit, and the
-        group would be left without a leader. Members that just started get
-        :data:`STATS_FRESH` seconds to report first."""
-        rest = [m for i, m in group.members.items() if i != replica]
+    async def _check_quorum_without(
+        group: Group, replica: int, why: str, *, stopped_first: bool
+    ) -> None:
+        """Refuse (nothing done yet) when the voters other than ``replica`` that
+        answer could not commit its removal (:func:`quorum_gap`): the group
+        would be left without a leader. Learners do not count. Members that
+        just started get :data:`STATS_FRESH` seconds to report first."""
         deadline = trio.current_time() + STATS_FRESH
         while True:
             now = trio.current_time()
-            down = [replica_name(group.name, m.id) for m in rest if not m.answering(now)]
-            if len(rest) - len(down) >= majority(len(rest)):
+            voters, _ = group.view().config(group.stats())
+            if not voters:  # no leader known: the record's members stand in
+                voters = tuple(group.members)
+            up = [i for i, m in group.members.items() if m.answering(now)]
+            gap = quorum_gap(voters, up, replica, stopped_first=stopped_first)
+            if gap is None:
                 return
             if now >= deadline:
                 break
             await trio.sleep(0.1)
         name = replica_name(group.name, replica)
+        down, needed = gap
+        if down:
+            raise RootRequestError(
+                name, f"{replica_names(group.name, down)} not running or not answering: "
+                f"without {name} the group would have no quorum {why}; start them first "
+                "(or wait until they answer)",
+            )
+        idle = [i for i in group.members if i not in voters]  # learners, or removed
+        hint = (f"; {replica_names(group.name, idle)} {'does' if len(idle) == 1 else 'do'} "
+                f"not vote: `cellmesh wipe {replica_name(group.name, idle[0])}` has it rejoin "
+                "as a voter" if idle else
+                f"; grow the group first (`cellmesh replicas {group.name} 3`)")
         raise RootRequestError(
-            name, f"{', '.join(down)} not running or not answering: without {name} "
-            f"the group would have no quorum {why}; start them first (or wait until "
-            "they answer)",
+            name, f"the group has {len(voters)} voters ({replica_names(group.name, voters)}): "
+            f"without {name} the others are fewer than the {needed} votes a change needs "
+            f"{why}{hint}",
         )
 
     def _running_handle(self, group: Group) -> GroupHandle:

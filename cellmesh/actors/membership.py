@@ -97,6 +97,28 @@ def majority(count: int) -> int:
     return count // 2 + 1
 
 
+def quorum_gap(
+    voters: Sequence[int], answering: Iterable[int], replica: int, *, stopped_first: bool,
+) -> tuple[list[int], int] | None:
+    """What keeps the group from committing ``replica``'s removal.
+
+    ``voters`` is the leader's configuration (learners do not count). A
+    removal takes effect when the leader appends it (single-server changes,
+    dissertation 4.1), so it commits with a majority of the voters left.
+    ``stopped_first`` (a wipe): ``replica`` stops before the removal is
+    appended, so meanwhile the voters as they are now must keep a majority
+    without it (a leader that hears from no majority steps down). Only the
+    others that answer count. None: they are enough. Else ``(down, needed)``:
+    the other voters that do not answer, and how many answering ones it takes.
+    """
+    up = set(answering)
+    others = [v for v in voters if v != replica]
+    needed = majority(len(voters) if stopped_first or replica not in voters else len(others))
+    if sum(1 for v in others if v in up) >= needed:
+        return None
+    return [v for v in others if v not in up], needed
+
+
 # --------------------------------------------------------------------------
 # The group record
 
@@ -267,6 +289,43 @@ def is_voter(stats: ReplicaStats | None) -> bool:
     return stats is not None and stats.role in VOTER_ROLES and stats.replica in stats.voters
 
 
+@attrs.define
+class PromotionCheck:
+    """Whether joining replica ``replica`` votes in the group's configuration (a wipe, a grow).
+
+    A replica's own word is not enough. One rebuilt from an empty log
+    replays the group's history, and for a while its own view is a
+    configuration the group has left: the first one, where it was a voter
+    before it was wiped and removed. Its stats are also whatever its
+    sandbox sends. So a joiner counts as a voter only once all of these hold:
+
+    * the leader's configuration lists it among the voters;
+    * it has applied the leader's log up to where the leader's log ended
+      when that was first seen under the current leader's term (so the
+      promotion is committed and in its own log);
+    * it says it is a voter.
+
+    Call it with the group's latest stats (:meth:`Group.stats`) at every
+    change. It keeps the mark between calls and forgets it whenever the
+    leader's configuration stops listing the replica or the leader's term
+    changes.
+    """
+
+    replica: int
+    _mark: tuple[int, int] | None = None  # (leader's term, leader's last index) when first seen
+
+    def __call__(self, stats: Mapping[int, ReplicaStats]) -> bool:
+        view = GroupView.of(stats.values())
+        voters, _ = view.config(stats)
+        if self.replica not in voters or view.term is None or view.leader_last_index is None:
+            self._mark = None
+            return False
+        if self._mark is None or self._mark[0] != view.term:
+            self._mark = (view.term, view.leader_last_index)
+        own = stats.get(self.replica)
+        return own is not None and is_voter(own) and own.applied_index >= self._mark[1]
+
+
 @attrs.frozen(kw_only=True)
 class GroupView:
     """The group as its replicas' latest stats show it (module doc)."""
@@ -374,6 +433,7 @@ __all__ = [
     "GroupRecord",
     "GroupRecordError",
     "GroupView",
+    "PromotionCheck",
     "RemoveMember",
     "Step",
     "TransferLeadership",
@@ -384,6 +444,7 @@ __all__ = [
     "majority",
     "next_step",
     "parse_replica_name",
+    "quorum_gap",
     "replica_env",
     "replica_name",
     "replica_names",

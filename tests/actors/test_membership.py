@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,12 +18,14 @@ from cellmesh.actors.membership import (
     GroupRecord,
     GroupRecordError,
     GroupView,
+    PromotionCheck,
     RemoveMember,
     TransferLeadership,
     is_voter,
     majority,
     next_step,
     parse_replica_name,
+    quorum_gap,
     replica_env,
     replica_name,
     replica_stem,
@@ -240,6 +243,76 @@ def test_membership_voter_is_its_own_view() -> None:
     assert not is_voter(stats(1, role="learner"))
     assert not is_voter(stats(3))  # not in its voters
     assert not is_voter(None)
+
+
+def test_membership_a_rejoining_replica_replaying_an_old_configuration_is_not_promoted() -> None:
+    """A wiped replica replays the log from its start, where it was a voter: the
+    leader, which has it as a learner, decides (the wipe once reported success
+    while the replica stayed a learner, leaving the group two voters)."""
+    check = PromotionCheck(0)
+    leader = stats(1, role="leader", term=4, leader=1, last_index=200, commit_index=200,
+                   applied_index=200, voters=[1, 2], learners=[0])
+    replaying = stats(0, term=4, leader=1, applied_index=9, commit_index=103, last_index=103)
+    assert is_voter(replaying)  # its own (old) view says voter ...
+    assert not check({0: replaying, 1: leader})  # ... the leader's says learner
+    promoted = attrs.evolve(leader, voters=[0, 1, 2], learners=[], last_index=230)
+    # promoted by the leader, but not yet applied here: the entry may not even be here
+    assert not check({0: replaying, 1: promoted})
+    at = attrs.evolve(replaying, applied_index=229, commit_index=229, last_index=230)
+    assert not check({0: at, 1: attrs.evolve(promoted, last_index=260)})  # the mark stays 230
+    assert check({0: attrs.evolve(at, applied_index=230), 1: promoted})
+    # it must say so itself too: a learner's own view while the leader lists it
+    assert not check({0: attrs.evolve(at, applied_index=240, role="learner"), 1: promoted})
+
+
+def test_membership_promotion_check_forgets_its_mark_when_the_leader_changes() -> None:
+    check = PromotionCheck(0)
+    old = stats(1, role="leader", term=4, leader=1, last_index=50)
+    joiner = stats(0, term=4, leader=1, applied_index=40)
+    assert not check({0: joiner, 1: old})  # mark: (term 4, index 50)
+    # a new leader whose log is longer (the old one's promotion may be lost: the
+    # new leader's own configuration and log end are what count)
+    new = stats(2, role="leader", term=5, leader=2, last_index=80)
+    assert not check({0: attrs.evolve(joiner, applied_index=60, term=5), 2: new})
+    assert check({0: attrs.evolve(joiner, applied_index=80, term=5), 2: new})
+    # a leader that dropped it again: not a voter, whatever it says
+    dropped = attrs.evolve(new, voters=[1, 2], last_index=81)
+    assert not check({0: attrs.evolve(joiner, applied_index=90, term=5), 2: dropped})
+    # no leader known: no
+    assert not check({0: joiner})
+
+
+def test_membership_quorum_gap_counts_voters_only() -> None:
+    def wipe(voters: list[int], up: list[int], replica: int) -> object:
+        return quorum_gap(voters, up, replica, stopped_first=True)
+
+    # 3 voters, all up: any one may go
+    assert wipe([0, 1, 2], [0, 1, 2], 1) is None
+    # one of the others down: not the one that leaves
+    assert wipe([0, 1, 2], [0, 1], 1) == ([2], 2)
+    # a learner that answers is no vote: voters {1, 2} cannot stop 1
+    assert wipe([1, 2], [0, 1, 2], 1) == ([], 2)
+    # a learner leaving takes no vote with it
+    assert wipe([1, 2], [1, 2], 0) is None
+    assert wipe([1, 2], [1], 0) == ([2], 2)
+    # 5 voters: two others may be down
+    assert wipe([0, 1, 2, 3, 4], [0, 1, 2], 0) == ([3, 4], 3)
+    assert wipe([0, 1, 2, 3, 4], [0, 1, 2, 3], 0) is None
+
+
+def test_membership_quorum_gap_of_a_removal_counts_the_voters_left() -> None:
+    def remove(voters: list[int], up: list[int], replica: int) -> object:
+        return quorum_gap(voters, up, replica, stopped_first=False)
+
+    # 3 -> 1: the removal of 1 from {0, 1} commits with 0 alone (it runs until then)
+    assert remove([0, 1], [0, 1], 1) is None
+    assert remove([0, 1, 2], [0, 1, 2], 2) is None
+    assert remove([0, 1, 2], [0, 2], 2) == ([1], 2)
+    # a learner answering does not stand in for voter 1
+    assert remove([0, 1, 2], [0, 2, 3], 2) == ([1], 2)
+    # removing a learner needs the voters' majority
+    assert remove([0, 1, 2], [0, 1, 3], 3) is None
+    assert remove([0, 1, 2], [0, 3], 3) == ([1, 2], 2)
 
 
 def test_membership_record_file_survives_an_unfinished_first_write(tmp_path: Path) -> None:

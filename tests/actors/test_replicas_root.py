@@ -467,6 +467,37 @@ async def test_replicas_root_wipe_is_refused_without_a_quorum_of_the_others() ->
         assert group.change == "" and "no quorum" in group.error
 
 
+async def test_replicas_root_wipe_counts_voters_not_running_members() -> None:
+    """A member that runs and answers but does not vote (removed from the leader's
+    configuration behind the root's back, or a learner a failed join left) cannot
+    stand in for a voter: wiping one of the two voters left would stop it before
+    its removal commits, and the group would have no leader."""
+    async with running(group_toml()) as root:
+        await healthy(root)
+        group = root._replicas.groups[GROUP]
+        old = leader(root)
+        assert old is not None
+        other = next(i for i in range(3) if i != old)
+        await root._replicas.changes.admin.remove(GROUP, group.peer_path(old), other)
+        await until(root, lambda: other not in group.view().config(group.stats())[0])
+        assert rows(root)[f"grp/{other}"].state == "running"  # it runs and answers
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            with pytest.raises(RootRefused) as refused:
+                await ask_root(ctl, WipeReplica(name=f"grp/{old}"))
+        voters = sorted(i for i in range(3) if i != other)
+        assert (f"grp/{old}: the group has 2 voters (grp/{voters[0]}, grp/{voters[1]}): "
+                f"without grp/{old} the others are fewer than the 2 votes a change needs "
+                f"to rebuild it; grp/{other} does not vote: `cellmesh wipe grp/{other}` has it "
+                "rejoin as a voter") in str(refused.value)
+        assert state(root, f"grp/{old}") == "running" and leader(root) == old  # untouched
+        # the hint works: the member that does not vote rejoins as a voter
+        async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+            ack = await ask_root(ctl, WipeReplica(name=f"grp/{other}"))
+        assert "it rejoined empty and caught up" in ack.text
+        assert group.view().config(group.stats())[0] == (0, 1, 2)
+        assert await note(root, "after") > 0
+
+
 async def test_replicas_root_a_paused_replica_does_not_count_towards_a_changes_quorum() -> None:
     """A stopped (SIGSTOP) process still runs to its supervisor, but it cannot vote:
     a wipe, or a shrink, that needs it is refused before anything is done."""
