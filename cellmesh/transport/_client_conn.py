@@ -277,6 +277,7 @@ class Connection(Outbox, ClientReceiver):
             if isinstance(exc, RemoteProtocolError):
                 with suppress(ChannelBroken):
                     self.channel.send(self.protocol_error_frame(exc))
+                    self.channel.write_pending()  # now: _die closes the socket next
             return str(exc)
         if isinstance(exc, Exception):  # an odd reply, or our bug: this connection only
             return f"reading the cell's frames failed: {type(exc).__name__}: {exc}"

@@ -281,6 +281,11 @@ class ClientReceiver:
                 value = self.registry.decode(body, ctx, self.peer_fps)
             except ProteinError as exc:
                 error = exc
+            except Exception:
+                # Connection-level (a bad vesicle): the call is still owed an
+                # answer, the connection's failure (fail_pending).
+                self.pending[call_id] = (replies, index)
+                raise
         replies._answer(index, value, error)
 
     def _column_replies(self, item: list[Any], ctx: DecodeContext) -> None:
