@@ -38,3 +38,17 @@ def innermost(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+async def settle(rounds: int) -> None:
+    """Yield while other tasks are runnable, at most ``rounds`` times.
+
+    A loop that gathers a batch calls it before taking one, so that work
+    other tasks already have in hand (arrived messages, queued proposals)
+    joins this batch, however the scheduler ordered the tasks.
+    """
+    for _ in range(rounds):
+        if trio.lowlevel.current_statistics().tasks_runnable == 0:
+            return
+        await trio.lowlevel.checkpoint()
+

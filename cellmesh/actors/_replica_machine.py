@@ -98,22 +98,36 @@ class ReplicaMachine:
 
     def snapshot(self) -> bytes:
         """The canonical bytes of the whole replicated state."""
-        user = self.cell.snapshot()
-        if not isinstance(user, bytes):
-            raise TypeError(
-                f"{type(self.cell).__qualname__}.snapshot() must return bytes, "
-                f"got {type(user).__name__}"
-            )
-        return cbor2.dumps(
-            [
-                SNAPSHOT_FORMAT,
-                self.last_timestamp,
-                self.sessions.to_wire(),
-                sorted(self.addresses.items()),
-                user,
-            ],
-            canonical=True,
-        )
+        return self.snapshot_job()()
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        """Capture the state now; the function returned builds :meth:`snapshot`'s bytes.
+
+        The node runs it in a worker thread while it goes on applying
+        (:class:`~cellmesh.consensus._driver.BackgroundSnapshots`). The
+        session table and addresses are copied here; the user's state is
+        captured by its own ``snapshot_job`` when the cell has one, else its
+        ``snapshot()`` runs here, on the loop.
+        """
+        cell = self.cell
+        user_job = getattr(cell, "snapshot_job", None)
+        if callable(user_job):
+            build_user: Callable[[], object] = user_job()
+        else:
+            taken = cell.snapshot()
+            build_user = lambda: taken  # noqa: E731
+        head = [SNAPSHOT_FORMAT, self.last_timestamp, self.sessions.to_wire(),
+                sorted(self.addresses.items())]
+        what = (f"the function {type(cell).__qualname__}.snapshot_job() returned"
+                if callable(user_job) else f"{type(cell).__qualname__}.snapshot()")
+
+        def build() -> bytes:
+            user = build_user()
+            if not isinstance(user, bytes):
+                raise TypeError(f"{what} must return bytes, got {type(user).__name__}")
+            return cbor2.dumps([*head, user], canonical=True)
+
+        return build
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a :meth:`snapshot` result."""

@@ -41,6 +41,7 @@ import attrs
 import cbor2
 import trio
 
+from .._util import settle
 from ..consensus import (
     NodeStopped,
     NotLeader,
@@ -64,14 +65,6 @@ MAX_BYTES: Final = 256 * 1024
 MAX_INFLIGHT: Final = 2
 #: Scheduling rounds the batcher yields for concurrent submitters to queue.
 _SETTLE_ROUNDS: Final = 4
-
-
-async def settle(rounds: int = _SETTLE_ROUNDS) -> None:
-    """Yield while other tasks are runnable (at most ``rounds`` times)."""
-    for _ in range(rounds):
-        if trio.lowlevel.current_statistics().tasks_runnable == 0:
-            return
-        await trio.lowlevel.checkpoint()
 
 
 def _op_size(op: list[Any]) -> int:
@@ -146,7 +139,7 @@ class Batcher:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            await settle()
+            await settle(_SETTLE_ROUNDS)
             while self._queue:
                 while self._inflight >= self.max_inflight:
                     self._room = trio.Event()

@@ -143,7 +143,10 @@ class ReplicatedCell(Cell):
       idle that long expires; ``max_sessions`` (65536) and
       ``max_session_results`` (8192) bound the deduplication table.
     * ``snapshot_every`` (entries, default 10000): snapshot the state and
-      compact the log this often; ``None`` never does.
+      compact the log this often; ``None`` never does. A large state's
+      ``snapshot()`` holds the replica's loop (no heartbeats meanwhile);
+      define ``snapshot_job()`` to build it in a worker thread instead
+      (docs/replicated.md, "Snapshots off the event loop").
     * ``tick_interval`` (seconds, default 0.02): one Raft tick; the election
       timeout is 10-20 ticks.
     * ``check_determinism`` (default False): apply every command twice, on

@@ -34,6 +34,32 @@ class NodeStopped(ConsensusError):
     """
 
 
+@attrs.define(eq=False)
+class Waiter:
+    """One client waiting for the driver; the driver fills ``result`` or ``error``."""
+
+    term: int = 0
+    index: int | None = None
+    result: bytes | None = None
+    error: BaseException | None = None
+    event: trio.Event = attrs.Factory(trio.Event)
+    callback: Callable[[Waiter], None] | None = None
+
+    def resolve(self, result: bytes | None = None, error: BaseException | None = None) -> None:
+        if not self.event.is_set():
+            self.result = result
+            self.error = error
+            self.event.set()
+            if self.callback is not None:
+                self.callback(self)
+
+    def outcome(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
 class StateMachine(Protocol):
     """The replicated service. Must be deterministic and must not raise.
 
@@ -69,6 +95,25 @@ class IndexedStateMachine(StateMachine, Protocol):
 
     def apply_entry(self, index: int, command: bytes) -> bytes:
         """Apply the committed command at log ``index``; return the proposer's result."""
+        ...
+
+
+class BackgroundSnapshots(StateMachine, Protocol):
+    """A :class:`StateMachine` whose snapshot can be built off the event loop.
+
+    When the machine has ``snapshot_job``, the node calls it (on its Trio
+    thread, between applies) instead of ``snapshot`` and runs the function
+    it returns in a worker thread while it goes on applying, sending and
+    answering; the bytes are the snapshot at the index applied when
+    ``snapshot_job`` was called. So ``snapshot_job`` must capture what the
+    snapshot needs cheaply (copies of the containers ``apply`` changes,
+    references to values it never changes), and the function must read
+    nothing else. A large state's snapshot then costs the loop the capture,
+    not the encoding.
+    """
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        """Capture the state now; the returned function builds :meth:`snapshot`'s bytes."""
         ...
 
 
@@ -184,6 +229,7 @@ __all__ = [
     "ProposalCallback",
     "StateMachine",
     "SyncRunner",
+    "Waiter",
     "open_wal_storage",
     "run_in_thread",
     "run_inline",

@@ -84,6 +84,7 @@ from typing import Final, TypeVar
 import attrs
 import trio
 
+from cellmesh._util import settle
 from cellmesh.consensus._driver import (
     IndexedStateMachine,
     LogStorage,
@@ -94,10 +95,12 @@ from cellmesh.consensus._driver import (
     ProposalCallback,
     StateMachine,
     SyncRunner,
+    Waiter,
     open_wal_storage,
     run_in_thread,
     run_inline,
 )
+from cellmesh.consensus._snapshots import SnapshotBuilds
 from cellmesh.consensus.catchup import CatchUp, Verdict
 from cellmesh.consensus.core import RaftConfig, RaftCore, RandomSource, Ready
 from cellmesh.consensus.errors import (
@@ -128,43 +131,10 @@ _T = TypeVar("_T")
 
 
 async def _settle() -> None:
-    """Yield while other tasks are runnable (a bounded number of times).
-
-    The ready loop calls this before it takes a Ready, so that every message
-    and proposal that has already arrived is stepped first (one batch, one
-    save, however the tasks were scheduled), and before a save, so that
-    sender tasks flush what the loop queued.
-    """
-    for _ in range(_SETTLE_ROUNDS):
-        if trio.lowlevel.current_statistics().tasks_runnable == 0:
-            return
-        await trio.lowlevel.checkpoint()
-
-
-@attrs.define(eq=False)
-class _Waiter:
-    """One client waiting for the driver; the driver fills ``result`` or ``error``."""
-
-    term: int = 0
-    index: int | None = None
-    result: bytes | None = None
-    error: BaseException | None = None
-    event: trio.Event = attrs.Factory(trio.Event)
-    callback: Callable[[_Waiter], None] | None = None
-
-    def resolve(self, result: bytes | None = None, error: BaseException | None = None) -> None:
-        if not self.event.is_set():
-            self.result = result
-            self.error = error
-            self.event.set()
-            if self.callback is not None:
-                self.callback(self)
-
-    def outcome(self) -> bytes:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+    """Before a Ready (and before a save): every message and proposal that has
+    already arrived is stepped first (one batch, one save), and sender tasks
+    flush what the loop queued."""
+    await settle(_SETTLE_ROUNDS)
 
 
 @attrs.define(eq=False)
@@ -182,8 +152,8 @@ class RaftNode:
     _run_sync: SyncRunner
     _dirty: trio.Event = attrs.Factory(trio.Event)
     _progress: trio.Event = attrs.Factory(trio.Event)
-    _proposals: dict[int, _Waiter] = attrs.Factory(dict)
-    _reads: dict[bytes, _Waiter] = attrs.Factory(dict)
+    _proposals: dict[int, Waiter] = attrs.Factory(dict)
+    _reads: dict[bytes, Waiter] = attrs.Factory(dict)
     _read_ids: itertools.count[int] = attrs.Factory(itertools.count)
     _stopped: BaseException | None = None
     _saves: int = 0
@@ -195,6 +165,8 @@ class RaftNode:
     #: What recovery cut off the log when the node opened (None: nothing).
     torn_tail: TornTail | None = None
     _apply_at: Callable[[int, bytes], bytes] = attrs.field(init=False)
+    _builds: SnapshotBuilds = attrs.field(init=False)
+    _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
         machine = self._machine
@@ -202,6 +174,7 @@ class RaftNode:
         self._apply_at = (
             apply_entry if callable(apply_entry) else lambda _, data: machine.apply(data)
         )
+        self._builds = SnapshotBuilds(run_sync=self._run_sync, wake=self._kick)
 
     # ---------------------------------------------------------------- clients
 
@@ -282,13 +255,13 @@ class RaftNode:
             self._admission.release()
             raise
 
-        def finished(waiter: _Waiter) -> None:
+        def finished(waiter: Waiter) -> None:
             self._admission.release()
             on_done(waiter.result, waiter.error)
 
-        self._admit(_Waiter(term=self._core.term, index=index, callback=finished))
+        self._admit(Waiter(term=self._core.term, index=index, callback=finished))
 
-    def _admit(self, waiter: _Waiter) -> None:
+    def _admit(self, waiter: Waiter) -> None:
         """Register ``waiter`` for its index and wake the loop."""
         assert waiter.index is not None
         stale = self._proposals.get(waiter.index)
@@ -310,7 +283,7 @@ class RaftNode:
         try:
             self._check_running()
             index = append()
-            waiter = _Waiter(term=self._core.term, index=index)
+            waiter = Waiter(term=self._core.term, index=index)
             self._admit(waiter)
             try:
                 await waiter.event.wait()
@@ -451,7 +424,7 @@ class RaftNode:
         """
         self._check_running()
         context = f"{self._core.id}:{next(self._read_ids)}".encode()
-        waiter = _Waiter()
+        waiter = Waiter()
         self._reads[context] = waiter
         retry = self._options.tick_interval * self._core.config.election_tick
         try:
@@ -524,6 +497,7 @@ class RaftNode:
             await self._dirty.wait()
             self._dirty = trio.Event()
             await _settle()
+            await self._maybe_snapshot()  # a background build may have finished
             while self._core.has_ready():
                 rd = self._core.ready()
                 await self._handle_ready(rd)
@@ -672,10 +646,23 @@ class RaftNode:
             )
 
     async def _maybe_snapshot(self) -> None:
+        """Between two Readys: save a finished background build; start one when due
+        (:mod:`cellmesh.consensus._snapshots`), or take it inline."""
+        built = self._builds.take()
+        log = self._core.log
+        if built is not None and log.snapshot.meta.index < built[0] <= log.applied:
+            await self._save_snapshot(*built)  # else the leader's snapshot replaced that log
         every = self._options.snapshot_every
-        if every is None or self._applied - self._snapshot_index < every:
+        if every is None or self._builds.busy or self._applied - self._snapshot_index < every:
             return
-        snapshot = self._core.compact(self._applied, self._machine.snapshot())
+        job = getattr(self._machine, "snapshot_job", None)  # BackgroundSnapshots
+        if callable(job) and self._nursery is not None:
+            self._builds.start(self._nursery, self._applied, job())
+        else:
+            await self._save_snapshot(self._applied, self._machine.snapshot())
+
+    async def _save_snapshot(self, index: int, data: bytes) -> None:
+        snapshot = self._core.compact(index, data)
         await self._run_sync(functools.partial(self._storage.save, WalBatch(snapshot=snapshot)))
         self._saves += 1
         self._snapshot_index = snapshot.meta.index
@@ -683,6 +670,7 @@ class RaftNode:
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._ready_loop)
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._tick_loop)

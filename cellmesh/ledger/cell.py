@@ -35,6 +35,7 @@ Not pure (it is the driver); the state machine it wraps is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import trio
@@ -95,6 +96,10 @@ class Ledger(ReplicatedCell):
     def snapshot(self) -> bytes:
         """The ledger's canonical snapshot (equal ledgers, equal bytes)."""
         return self.state.snapshot()
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        """Capture the ledger now; the replica builds its snapshot in a worker thread."""
+        return self.state.snapshot_job()
 
     def restore(self, data: bytes) -> None:
         """Replace the ledger by a snapshot's (SnapshotError leaves it as it was)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Callable
 from typing import Any, Final
 
 import cbor2
@@ -79,17 +80,56 @@ _CLOSED_FLAG: Final = int(AccountFlags.CLOSED)
 
 def encode(store: Store) -> bytes:
     """The canonical snapshot bytes of ``store``."""
-    accounts = sorted(store.accounts.values(), key=lambda a: a.timestamp)
-    body = cbor2.dumps([
-        store.clock,
-        store.applied_index,
-        [[a.id, a.dp, a.dpo, a.cp, a.cpo, a.ud128, a.ud64, a.ud32, a.ledger, a.code, a.flags,
-          a.timestamp, int(a.closed)] for a in accounts],
-        sorted(store.transfers.values(), key=lambda r: r[T_TIMESTAMP]),
-        sorted([tid, status] for tid, status in store.pending.items()),
-        sorted(store.failed),
-    ])
-    return MAGIC + hashlib.sha256(body).digest() + body
+    return encoder(store)()
+
+
+#: Rows per ``cbor2.dumps`` call when a table is encoded: each call holds the
+#: GIL for its whole length, so a worker thread building a snapshot lets the
+#: event loop run between chunks.
+_CHUNK_ROWS: Final = 4096
+
+
+def encoder(store: Store) -> Callable[[], bytes]:
+    """Capture ``store`` now; the function returned encodes it (:func:`encode`'s bytes).
+
+    The capture copies what later writes change -- the account rows, the
+    pending and failed tables, the list of transfer records (records are
+    tuples, never changed once stored) -- so the function may run in a
+    worker thread while the ledger goes on applying. It sorts and encodes
+    the copies in chunks of :data:`_CHUNK_ROWS` rows.
+    """
+    clock, index = store.clock, store.applied_index
+    accounts = [[a.id, a.dp, a.dpo, a.cp, a.cpo, a.ud128, a.ud64, a.ud32, a.ledger, a.code,
+                 a.flags, a.timestamp, int(a.closed)] for a in store.accounts.values()]
+    transfers = list(store.transfers.values())
+    pending = list(store.pending.items())
+    failed = list(store.failed)
+
+    def build() -> bytes:
+        accounts.sort(key=lambda row: row[11])  # by timestamp
+        transfers.sort(key=lambda r: r[T_TIMESTAMP])
+        pending_rows = sorted([tid, status] for tid, status in pending)
+        failed.sort()
+        parts = [_array_head(6), cbor2.dumps(clock), cbor2.dumps(index)]
+        for table in (accounts, transfers, pending_rows, failed):
+            parts.append(_array_head(len(table)))
+            for at in range(0, len(table), _CHUNK_ROWS):
+                chunk = table[at:at + _CHUNK_ROWS]
+                parts.append(cbor2.dumps(chunk)[len(_array_head(len(chunk))):])
+        body = b"".join(parts)
+        return MAGIC + hashlib.sha256(body).digest() + body
+
+    return build
+
+
+def _array_head(count: int) -> bytes:
+    """The CBOR head of an array of ``count`` items (major type 4, shortest form)."""
+    if count < 24:
+        return bytes([0x80 + count])
+    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if count < 1 << (8 * width):
+            return bytes([0x80 + extra]) + count.to_bytes(width, "big")
+    raise ValueError(f"an array of {count} items does not fit CBOR")
 
 
 def _rows(value: Any, name: str, width: int, limits: tuple[int, ...]) -> list[list[int]]:

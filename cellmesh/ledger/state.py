@@ -33,7 +33,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -260,6 +260,12 @@ class LedgerState:
     def snapshot(self) -> bytes:
         """The whole state as canonical bytes (see :mod:`cellmesh.ledger.snapshot`)."""
         return snapshot.encode(self._store)
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        """Capture the state now (copies, no encoding); the function returned builds
+        :meth:`snapshot`'s bytes and may run in another thread while this state
+        goes on applying (:func:`cellmesh.ledger.snapshot.encoder`)."""
+        return snapshot.encoder(self._store)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; SnapshotError leaves it untouched."""

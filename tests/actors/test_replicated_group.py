@@ -4,7 +4,9 @@ linearizable, snapshots, membership, and hostile clients and peers."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -186,11 +188,32 @@ class SnappyBank(Bank):
     snapshot_every = 5
 
 
-async def test_replicated_group_lagging_replica_catches_up_from_a_snapshot() -> None:
+class ThreadSnappyBank(SnappyBank):
+    """The same, its snapshots built off the event loop (``snapshot_job``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built_in: list[int] = []  # thread idents of the builds
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        balances, applied = dict(self.balances), dict(self.applied)
+
+        def build() -> bytes:
+            self.built_in.append(threading.get_ident())
+            return cbor2.dumps([balances, applied], canonical=True)
+
+        return build
+
+
+@pytest.mark.parametrize("cls", [SnappyBank, ThreadSnappyBank])
+async def test_replicated_group_lagging_replica_catches_up_from_a_snapshot(
+    cls: type[SnappyBank],
+) -> None:
     """Section 7: the leader compacted past what a stopped follower has, so the
-    follower is sent the snapshot (state, sessions and all) and then the rest."""
+    follower is sent the snapshot (state, sessions and all) and then the rest;
+    built on the loop (``snapshot()``) or in a worker thread (``snapshot_job``)."""
     with trio.fail_after(60):
-        async with open_replica_group(SnappyBank, name="bank") as g:
+        async with open_replica_group(cls, name="bank") as g:
             async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
                 await syn.fire(Deposit(id="d", account="a", amount=1))
                 leader = await g.leader()
@@ -203,6 +226,10 @@ async def test_replicated_group_lagging_replica_catches_up_from_a_snapshot() -> 
                 assert sum((await applied(syn)).values()) == 41
             cell = g.cells[follower]
             assert isinstance(cell, Bank) and cell.balances == {"a": 41}
+            leading = g.cells[leader]
+            if isinstance(leading, ThreadSnappyBank):
+                # the node's snapshots (the harness's comparisons build on the loop)
+                assert set(leading.built_in) - {threading.get_ident()}
 
 
 async def test_replicated_group_grows_and_shrinks_one_replica_at_a_time() -> None:

@@ -7,10 +7,13 @@ it checks through the driver.
 from __future__ import annotations
 
 import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+import cbor2
 import pytest
 import trio
 import trio.testing
@@ -302,6 +305,74 @@ async def test_node_snapshots_compact_and_catch_up_a_lagging_follower(
             await c.start(node_id)
         leader = await c.leader()
         assert await leader.read(b"s29") == b"29"
+
+
+@attrs.define
+class SlowSnapshotKV(KV):
+    """A KV whose snapshot is built by a job that waits for ``gate`` (a worker thread)."""
+
+    gate: threading.Event = attrs.Factory(threading.Event)
+    jobs: list[int] = attrs.Factory(list)
+
+    def snapshot_job(self) -> Callable[[], bytes]:
+        data = cbor2.dumps([dict(self.data), self.applied])  # the capture: copies
+        self.jobs.append(self.applied)
+
+        def build() -> bytes:
+            assert self.gate.wait(30), "the test never opened the gate"
+            return data
+
+        return build
+
+
+def snapshot_indexes(directory: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1], 16) for p in directory.glob("snap-*.snap"))
+
+
+async def test_node_builds_a_snapshot_off_the_loop_while_it_goes_on_committing(
+    tmp_path: Path,
+) -> None:
+    """Section 7 with ``snapshot_job`` (BackgroundSnapshots): the node keeps
+    committing and applying while a worker thread builds the snapshot; the log
+    is compacted at the index captured, once the build is done."""
+    machine = SlowSnapshotKV()
+    options = NodeOptions(tick_interval=0.01, snapshot_every=5)
+
+    async def propose_all(node: RaftNode, keys: range) -> None:
+        for i in keys:
+            await node.propose(b"k%d=%d" % (i, i))
+
+    with trio.fail_after(60):
+        async with open_raft_node(
+            RaftConfig(id=1), voters=[1], directory=tmp_path, transport=MemoryNetwork()
+            .transport(1), state_machine=machine, options=options,
+        ) as node:
+            try:
+                while node.status().role is not Role.LEADER:
+                    await trio.sleep(0.01)
+                await node.wait_applied(node.status().last_index)
+                base = node.status().applied  # the leader's first (empty) entry
+                await propose_all(node, range(5 - base))
+                # due at index 5: captured there (after 4 commands), building
+                assert machine.jobs == [5 - base]
+                await propose_all(node, range(5 - base, 40))  # the loop is not held
+                assert node.status().applied == 40 + base and machine.jobs == [5 - base]
+                assert snapshot_indexes(tmp_path) == []
+            finally:
+                machine.gate.set()
+            while not snapshot_indexes(tmp_path):
+                await node.propose(b"tick=1")  # each Ready looks for a finished build
+            assert snapshot_indexes(tmp_path)[0] == 5
+            await propose_all(node, range(40, 45))
+            applied = node.status().applied
+    restored = KV()
+    async with open_raft_node(
+        RaftConfig(id=1), voters=[1], directory=tmp_path, transport=MemoryNetwork()
+        .transport(1), state_machine=restored, options=NodeOptions(tick_interval=0.01),
+    ) as again:
+        with trio.fail_after(30):
+            await again.wait_applied(applied)
+    assert restored.data == machine.data and len(restored.data) == 46
 
 
 @attrs.define

@@ -99,6 +99,44 @@ def test_snapshot_round_trip_is_byte_identical() -> None:
     assert book.transfers(xfer(13, 2, 1, 1)) == [TransferResult.ID_ALREADY_FAILED]
 
 
+def _one_call_image(state: LedgerState) -> bytes:
+    """The format's body written with one ``cbor2.dumps`` (the module doc's layout)."""
+    store = state._store
+    accounts = sorted(store.accounts.values(), key=lambda a: a.timestamp)
+    body = cbor2.dumps([
+        store.clock, store.applied_index,
+        [[a.id, a.dp, a.dpo, a.cp, a.cpo, a.ud128, a.ud64, a.ud32, a.ledger, a.code, a.flags,
+          a.timestamp, int(a.closed)] for a in accounts],
+        sorted(store.transfers.values(), key=lambda r: r[12]),
+        sorted([tid, status] for tid, status in store.pending.items()),
+        sorted(store.failed),
+    ])
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
+def test_snapshot_built_in_chunks_is_the_one_call_encoding_and_ignores_later_writes() -> None:
+    """``snapshot_job`` captures now and encodes later, 4096 rows per cbor2 call
+    (so a worker thread can build it while the ledger applies): the bytes are those
+    of the whole body in one call, at the moment of the capture."""
+    book = Book()
+    n_accounts = 30
+    assert book.accounts(*[acct(i) for i in range(1, n_accounts + 1)]) == [0] * n_accounts
+    events = [xfer(1000 + k, 1 + k % n_accounts, 1 + (k + 1) % n_accounts, 1 + k % 7,
+                   flags=PEND if k % 5 == 0 else 0, timeout=k % 3 if k % 5 == 0 else 0)
+              for k in range(8190)]
+    assert book.transfers(*events) == [0] * 8190
+    assert book.transfers(xfer(99, 1, 10**6, 1)) == [TransferResult.CREDIT_ACCOUNT_NOT_FOUND]
+    image = _one_call_image(book.state)
+    job = book.state.snapshot_job()
+    # writes after the capture change balances, tables and the clock ...
+    assert book.transfers(*[xfer(20_000 + k, 2, 3, 1) for k in range(5000)]) == [0] * 5000
+    assert book.transfers(xfer(98, 1, 10**6, 1)) == [TransferResult.CREDIT_ACCOUNT_NOT_FOUND]
+    # ... and the build still gives the state of the capture, byte for byte
+    assert job() == image
+    assert LedgerState.from_snapshot(image).snapshot() == image
+    assert book.state.snapshot() == _one_call_image(book.state) != image
+
+
 def test_snapshot_of_an_empty_ledger_restores() -> None:
     image = LedgerState().snapshot()
     assert LedgerState.from_snapshot(image).snapshot() == image
