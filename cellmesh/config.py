@@ -92,12 +92,19 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+#: The longest duration :func:`check_seconds` takes: a year (longer ones overflow
+#: the clocks and system calls they end up in, or never end).
+MAX_SECONDS: Final = 365 * 24 * 3600
+
+
 def check_seconds(name: str, value: object) -> float:
-    """Return ``value`` as float if it is a finite number of seconds > 0."""
+    """Return ``value`` as float if it is a number of seconds in (0, :data:`MAX_SECONDS`]."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ConfigError(name, f"must be a number of seconds, got {value!r}")
     if not (value > 0 and math.isfinite(value)):
         raise ConfigError(name, f"must be a positive, finite number of seconds, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ConfigError(name, f"must be at most {MAX_SECONDS} seconds (a year), got {value!r}")
     return float(value)
 
 

@@ -57,7 +57,7 @@ from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
 from .control import CellDown, CellStats, CellStatus, ReplicaInfo, ReplicaStats
 from .errors import ChildStartFailed
-from .exitcause import Failure
+from .exitcause import Failure, clean
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class ReplicaPart:
         """
         text = line.decode("utf-8", "replace").strip().lstrip("|+ ").rstrip()
         if text and text.strip("-") and not text.startswith("^"):
-            self.last_line = text[:MAX_NOTE]
+            self.last_line = clean(text, MAX_NOTE)  # the cell's bytes: no escapes
 
     def failure(self) -> str:
         """Why it failed last (``""``: it did not).

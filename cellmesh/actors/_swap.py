@@ -71,7 +71,7 @@ from .control import (
 )
 from .dna import DnaCache, DnaEntry, verify_entry
 from .errors import DnaError, RootRequestError
-from .exitcause import keyed, version_text
+from .exitcause import clean, clean_lines, keyed, version_text
 from .manifest import CellDecl
 from .swap import (
     Action,
@@ -276,15 +276,18 @@ class Swapper:
             )
         if isinstance(msg, SwapInFailed):
             if run is not None and run.new is not None and msg.token == run.new.token:
-                type_name, message = keyed(slot.key, msg.type_name[:200], msg.message[:2000])
-                self._feed(run, run.core.new_failed(msg.stage[:100], type_name, message, _now()))
+                # the new version's words: printable, bounded (it may be hostile)
+                type_name, message = keyed(slot.key, clean(msg.type_name, 200),
+                                           clean_lines(msg.message, 2000))
+                self._feed(run, run.core.new_failed(clean(msg.stage, 100), type_name, message,
+                                                    _now()))
             return None
         if run is None or run.old is None or msg.token != run.old.token:
             raise RootRequestError(slot.name, "no swap is waiting for this process's state")
         if not run.core.awaiting_old:
             raise RootRequestError(slot.name, "the swap did not ask for the state (now)")
         if msg.failure:
-            self._feed(run, run.core.old_failed(msg.failure[:2000], _now()))
+            self._feed(run, run.core.old_failed(clean_lines(msg.failure, 2000), _now()))
             return SwapVerdict(resume=True)
         size = None if msg.state is None else sum(
             memoryview(part).nbytes for part in (msg.state, *msg.blobs)

@@ -95,6 +95,14 @@ def clean(text: object, limit: int) -> str:
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
+def clean_lines(text: object, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each line made printable as by :func:`clean`
+    (newlines kept: a traceback stays readable, an escape sequence does not pass)."""
+    raw = text if isinstance(text, str) else ""
+    out = "".join(ch if ch.isprintable() or ch == "\n" else "?" for ch in raw[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 @attrs.frozen(kw_only=True)
 class Failure:
     """A failure a cell reported before it exited (see the module doc)."""

@@ -117,11 +117,20 @@ def _state_style(state: str) -> str:
     return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
 
 
+def shown(value: object) -> Text:
+    """Text the root relays from cells, made safe to print: literal (a ``[`` is not
+    rich markup, a ``:name:`` not an emoji) and with every control or other
+    unprintable character shown as ``?`` (no escape sequence reaches the
+    terminal). The root cleans what it keeps too; this does not rely on it."""
+    raw = value if isinstance(value, str) else str(value)
+    return Text("".join(ch if ch.isprintable() else "?" for ch in raw))
+
+
 def state_text(cell: CellStatus) -> Text:
     """The STATE column: the state, or ``swapping (phase)`` while a hot swap runs."""
     if cell.swap:
-        return Text(f"swapping ({cell.swap})", style="bold magenta")
-    return Text(cell.state, style=_state_style(cell.state))
+        return Text(f"swapping ({shown(cell.swap).plain})", style="bold magenta")
+    return Text(shown(cell.state).plain, style=_state_style(cell.state))
 
 
 def _when(at: float) -> str:
@@ -197,7 +206,7 @@ def status_json(reply: StatusReply) -> dict[str, object]:
 def status_header(reply: StatusReply) -> Text:
     """``root pid 123, up 3m05s, manifest /path, 4 cells (3 running)``."""
     running = sum(c.state == "running" for c in reply.cells)
-    return Text(
+    return shown(
         f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
         f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
     )
@@ -217,7 +226,7 @@ def replica_cells(info: ReplicaInfo | None) -> tuple[Text, str, str, str, str]:
         return Text("-"), "-", "-", "-", "-"
     role = "given up" if info.given_up else info.role
     style = {"leader": "bold green", "follower": "green", "learner": "cyan"}.get(role, "yellow")
-    return (Text(role, style=style), _opt(info.term), _opt(info.commit_index),
+    return (Text(shown(role).plain, style=style), _opt(info.term), _opt(info.commit_index),
             _opt(info.applied_index), _opt(info.lag))
 
 
@@ -234,8 +243,8 @@ def last_exits(reply: StatusReply, *, now: float) -> Text:
         if text:
             text.append("\n")
         ago = fmt_duration(None if c.last_exit_at is None else now - c.last_exit_at)
-        text.append(c.name, style="bold")
-        text.append(f": crashed {ago} ago: {c.last_exit}")
+        text.append(shown(c.name).plain, style="bold")
+        text.append(shown(f": crashed {ago} ago: {c.last_exit}"))
     return text
 
 
@@ -257,10 +266,11 @@ def status_table(reply: StatusReply) -> Table:
         table.add_column(title, justify=justify, no_wrap=True)
     for c in reply.cells:
         table.add_row(
-            c.name, c.supervisor, state_text(c),
+            shown(c.name), shown(c.supervisor), state_text(c),
             "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
             str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
-            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), c.dna or "-", c.version or "-",
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), shown(c.dna or "-"),
+            shown(c.version or "-"),
             *(replica_cells(c.replica) if replicas else ()),
         )
     return table
@@ -274,21 +284,21 @@ def group_lines(reply: StatusReply) -> Text:
             out.append("\n")
         leader = "no leader" if g.leader is None else f"leader {g.name}/{g.leader} (term {g.term})"
         members = ", ".join(f"{g.name}/{i}" for i in g.members)
-        out.append(f"{g.name}", style="bold")
-        out.append(f": {replicas_text(len(g.members))} ({members}), {leader}")
+        out.append(shown(g.name).plain, style="bold")
+        out.append(shown(f": {replicas_text(len(g.members))} ({members}), {leader}"))
         if g.target != len(g.members):
             out.append(f", target {g.target}")
         if g.change:
-            out.append(f"\n  changing: {g.change}", style="yellow")
+            out.append(f"\n  changing: {shown(g.change).plain}", style="yellow")
         if g.error:
-            out.append(f"\n  last change failed: {g.error}", style="red")
+            out.append(f"\n  last change failed: {shown(g.error).plain}", style="red")
     for c in reply.cells:
         info = c.replica
         if info is not None and (info.error or info.given_up):
             out.append("\n")
-            out.append(c.name, style="bold")
+            out.append(shown(c.name).plain, style="bold")
             what = "given up" if info.given_up else "failed"
-            out.append(f" {what}: {info.error or '-'}", style="red")
+            out.append(f" {what}: {shown(info.error or '-').plain}", style="red")
     return out
 
 
@@ -347,8 +357,8 @@ def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) ->
         if i:
             body.append("\n")
         body.append(f"{_when(r.at)} ", style="dim")
-        body.append(r.cell, style="bold")
-        body.append(f" {r.reason}")
+        body.append(shown(r.cell).plain, style="bold")
+        body.append(shown(f" {r.reason}"))
     if not newest:
         body.append("no restarts", style="dim")
     return Panel(body, title="restarts", title_align="left")
@@ -373,7 +383,7 @@ def top_frame(
         r = cell_rates.get(c.name)
         restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
         table.add_row(
-            c.name, state_text(c),
+            shown(c.name), state_text(c),
             "-" if c.pid is None else str(c.pid),
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),

@@ -23,6 +23,7 @@ from ..actors.control import (
     SwapReport,
     swap_times_problem,
 )
+from ..actors.exitcause import clean, clean_lines
 from ..actors.membership import parse_replica_name
 from ..config import Paths, check_cell_name
 from ..errors import ConfigError
@@ -49,7 +50,17 @@ SHOWN_TAIL = 6
 
 
 def report_lines(report: SwapReport) -> list[str]:
-    """What ``cellmesh swap`` prints for one cell (without the ``cellmesh:`` prefix)."""
+    """What ``cellmesh swap`` prints for one cell (without the ``cellmesh:`` prefix),
+    each line printable: the cause and output lines come from the new version's
+    process, which may write escape sequences."""
+    return [clean(line, MAX_LINE) for line in _report_lines(report)]
+
+
+#: The longest line ``cellmesh swap`` prints.
+MAX_LINE = 2000
+
+
+def _report_lines(report: SwapReport) -> list[str]:
     name = report.name
     outcome = report.outcome
     if outcome == "unchanged":
@@ -186,8 +197,8 @@ def run_reload(
     ))
     if not isinstance(report, ReloadReport):
         raise ConfigError("reload", f"unexpected reply {type(report).__name__}")
-    for line in report.lines:
-        out.write(f"cellmesh: {line}\n")
+    for line in report.lines:  # may quote a new version's import error: printable only
+        out.write(f"cellmesh: {clean_lines(line, MAX_LINE)}\n")
     for swap in report.swaps:
         if swap.outcome not in _OK:
             _print(swap, out, err)

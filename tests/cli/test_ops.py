@@ -140,6 +140,40 @@ def test_status_table_renders_every_column() -> None:
                    "3f2a9c0d1b7e", "-"]
 
 
+HOSTILE = "[/][link=https://evil.example/]x[/link] :smile: \x1b]0;PWNED\x07\x1b[2J\x1b[31m!"
+
+
+def _terminal(renderable: Any) -> str:
+    """What a colour terminal receives (escape sequences included)."""
+    buf = io.StringIO()
+    Console(file=buf, width=400, force_terminal=True, color_system="standard").print(renderable)
+    return buf.getvalue()
+
+
+def test_status_and_top_print_cell_text_literally_and_without_escapes() -> None:
+    """Attack (security.md: a cell cannot "write terminal escapes into" status): a
+    version that is rich markup crashed `status` (MarkupError) or became a hyperlink;
+    a replica's last output line or a swap phase reached the terminal raw."""
+    from cellmesh.actors.control import ReplicaInfo
+    from cellmesh.cli._ops import group_lines
+
+    info = ReplicaInfo(group="g", replica=0, role="unknown", term=None, leader=None,
+                       commit_index=None, applied_index=None, last_index=None, lag=None,
+                       voters=[], learners=[], error=f"exit code 3: {HOSTILE}", given_up=True)
+    reply = _reply(_cell("db", version=HOSTILE, dna=HOSTILE, supervisor=HOSTILE,
+                         last_exit=HOSTILE, last_exit_at=1.0, swap=HOSTILE),
+                   _cell("g/0", replica=info),
+                   log=(RestartRecord(at=1.0, cell="db", reason=HOSTILE),))
+    for renderable in (status_table(reply), top_frame(reply, {}, interval=1.0),
+                       last_exits(reply, now=2.0), group_lines(reply)):
+        out = _terminal(renderable)
+        # no OSC (title, hyperlink), no screen clear, no bell, no foreign colour
+        assert "\x1b]" not in out and "\x1b[2J" not in out and "\x07" not in out
+        assert "\x1b[31m!" not in out
+        # the text itself, literally: markup and emoji codes not interpreted
+        assert "[/][link=https://evil.example/]x[/link] :smile: ?]0;PWNED??[2J?[31m!" in out
+
+
 def test_status_and_top_show_a_swap_in_progress() -> None:
     swapping = _reply(_cell("db", swap="handing over"))
     assert "swapping (handing over)" in _text(status_table(swapping))
@@ -246,6 +280,19 @@ def test_status_without_a_root_says_so(
 
 def test_top_rejects_a_bad_interval(sockdir: Path) -> None:
     assert main(["top", "--once", "--interval", "0"]) == EXIT_USAGE
+
+
+@pytest.mark.parametrize("argv", [
+    ["top", "--once", "--interval", "1e308"],  # never returned
+    ["down", "--timeout", "1e308"],  # stopped the mesh, then an OverflowError traceback
+    ["top", "--once", "--interval", "31536001"],
+], ids=["top", "down", "top-a-year-and-a-second"])
+def test_durations_over_a_year_are_refused(
+    sockdir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "must be at most 31536000 seconds (a year), got " in err, err
 
 
 @pytest.fixture

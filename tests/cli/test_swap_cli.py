@@ -37,6 +37,29 @@ def _report(outcome: str, **kw: Any) -> SwapReport:
 # ------------------------------------------------------------------ rendering
 
 
+def test_swap_report_lines_are_printable_whatever_the_new_version_wrote() -> None:
+    """Attack: the new version's exception message and last output lines reached
+    the operator's terminal raw (a title change, a screen clear)."""
+    evil = "bad \x1b]0;PWNED\x07\x1b[2J"
+    lines = report_lines(_report("rolled_back", cause=f"ValueError: {evil}",
+                                 log_tail=[f"out {evil}", "\x9b31m"]))
+    assert all(line.isprintable() for line in lines), lines
+    assert "swap of counter rolled back: ValueError: bad ?]0;PWNED??[2J" in lines
+    assert "  | out bad ?]0;PWNED??[2J" in lines and "  | ?31m" in lines
+
+
+def test_the_root_keeps_a_replicas_last_line_and_a_swaps_cause_printable() -> None:
+    from cellmesh.actors._cells import ReplicaPart
+    from cellmesh.actors.exitcause import clean_lines
+
+    part = ReplicaPart.__new__(ReplicaPart)
+    part.last_line = ""
+    part.note_line(b"\x1b]0;PWNED\x07\x1b[2J\x1b[31mEVIL\n")
+    assert part.last_line == "?]0;PWNED??[2J?[31mEVIL"
+    assert clean_lines("Traceback:\n  \x1b[2J\nValueError: x", 2000) == (
+        "Traceback:\n  ?[2J\nValueError: x")  # lines kept, escapes not
+
+
 def test_swap_report_lines_for_each_outcome() -> None:
     assert report_lines(_report("swapped")) == [
         "swapped counter: DNA aaaaaaaaaaaa -> bbbbbbbbbbbb, version 1 -> 2; serving after "
