@@ -25,7 +25,13 @@ from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
-from ..actors.errors import CellsCannotStart, RootAlreadyRunning, SupervisorEscalation
+from ..actors.errors import (
+    CellsCannotStart,
+    RootAlreadyRunning,
+    RootNotRunning,
+    RootUnreachable,
+    SupervisorEscalation,
+)
 from ..actors.exitcause import clean
 from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
@@ -232,9 +238,13 @@ def down(*, timeout: float = 10.0) -> int:
         if words:
             print(f"cellmesh: {words}")
         return 0
-    trio.run(control_call, paths, StopMesh(timeout=timeout))
+    hung = trio.run(_ask_to_stop, paths, timeout)
+    if hung is not None:
+        if pid is None:
+            raise hung
+        print(f"cellmesh: {hung}: killing it", file=sys.stderr)
     forced = False
-    if pid is not None and not _wait_exit(pid, timeout + 10.0):
+    if pid is not None and (hung is not None or not _wait_exit(pid, timeout + 10.0)):
         forced = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # its cells die with it (parent-death signal)
@@ -242,6 +252,22 @@ def down(*, timeout: float = 10.0) -> int:
     print(f"cellmesh: root {'killed' if forced else 'stopped'}"
           + (f" (pid {pid})" if pid is not None else ""))
     return 0
+
+
+async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:
+    """Send ``StopMesh``; the error when the root runs but does not take it (it
+    hangs: stopped, or stuck), None once asked (or once it is gone)."""
+    try:
+        with trio.fail_after(timeout + 10.0):
+            await control_call(paths, StopMesh(timeout=timeout))
+    except RootUnreachable as exc:
+        return exc
+    except RootNotRunning:
+        return None  # it went away meanwhile: nothing left to stop
+    except trio.TooSlowError:
+        return RootUnreachable(str(paths.umbilical), read_root_pid(paths),
+                               f"no answer to the stop request within {timeout + 10.0:g} s")
+    return None
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

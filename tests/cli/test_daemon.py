@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +124,30 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     assert "no root is running" in cellmesh(home, "down").stdout
     nothing = cellmesh(home, "kill", "echo")
     assert nothing.returncode == 1 and "no root is running" in nothing.stderr
+
+
+def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
+    """docs/root.md: "if the root itself hangs, [down] SIGKILLs it" -- also when it
+    hangs before it took the stop request (it used to give up with an error and
+    leave the root and its cells running)."""
+    up = cellmesh(home, "up")
+    assert up.returncode == 0, up.stderr
+    doc = json.loads(cellmesh(home, "status", "--json").stdout)
+    root_pid, echo_pid = doc["root"]["pid"], doc["cells"][0]["pid"]
+    os.kill(root_pid, signal.SIGSTOP)
+    try:
+        down = cellmesh(home, "down", "--timeout", "1")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(root_pid, signal.SIGCONT)
+    assert down.returncode == 0, down.stderr
+    assert f"the root (pid {root_pid}) is running but did not serve this request" in down.stderr
+    assert "killing it" in down.stderr and f"root killed (pid {root_pid})" in down.stdout
+    assert not alive(root_pid)
+    deadline = time.monotonic() + 10
+    while alive(echo_pid) and time.monotonic() < deadline:  # the parent-death signal
+        time.sleep(0.05)
+    assert not alive(echo_pid)
 
 
 def _environ_mentions(pid: int, text: str) -> bool:
