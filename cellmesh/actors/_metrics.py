@@ -235,6 +235,13 @@ class MeshMetrics:
             totals.rtt_sum_us += stats.rtt_sum_us
         self._stats[name] = (pid, stats)
 
+    def forget(self, name: str) -> None:
+        """Cell ``name``'s slot is gone (a dynamic child stopped): drop what was kept
+        for it now, not at the next scrape, so an endpoint nobody scrapes does not
+        let a parent that churns children grow the root's memory."""
+        for kept in (self._stats, self._restarts, self._cpu):
+            kept.pop(name, None)
+
     def observe_exit(self, cell: CellRef, reason: ExitReason) -> None:
         """Count one exit of a process of ``cell`` (by :func:`exit_kind`)."""
         label = self.label(cell.name, cell.parent, spawned=cell.key == SPAWN_KEY)

@@ -359,6 +359,8 @@ class Root:
     async def _drop_slot(self, slot: CellSlot) -> None:
         self.slots.pop(slot.name, None)
         self._watches.forget(slot.name)
+        if self.metrics is not None:
+            self.metrics.forget(slot.name)
         await self._launcher.destroy(slot)
         if slot.owns_listener:
             with contextlib.suppress(OSError):

@@ -122,6 +122,19 @@ def test_a_cell_a_reload_adds_gets_its_own_label_and_its_children_theirs() -> No
     assert m.declared == {"a", "n"}
 
 
+def test_a_dropped_slot_is_forgotten_at_once_not_at_the_next_scrape() -> None:
+    """Attack: a parent churning children under fresh names grew the root's per-name
+    state until someone scraped (100k names: 17.5 MiB); the root forgets a name when
+    it drops the slot (Root._drop_slot)."""
+    m = MeshMetrics(declared=frozenset({"p"}))
+    for i in range(10_000):
+        name = f"p.c{i}"
+        m.observe_stats(Ref(name, "p"), i, accept_stats(stats(3)))
+        m.forget(name)
+    assert m._stats == {} and m._restarts == {} and m._cpu == {}
+    assert m.totals["p.*"].msgs_in == 30_000  # the counts stay
+
+
 def test_sample_folds_restarts_and_cpu_and_forgets_gone_slots() -> None:
     m = MeshMetrics(declared=frozenset({"db", "web"}))
 
