@@ -10,37 +10,52 @@ make the file exceed ``max_bytes`` the log rotates: ``<name>.log.{keep-1}``
 ``<name>.log`` -> ``<name>.log.1``, and a fresh ``<name>.log`` is created.
 
 Byte accounting: every byte given to :meth:`RotatingLog.write` lands in
-exactly one file, in order (concatenating ``.log.N`` ... ``.log.1``, ``.log``
-gives the stream back, minus what rotated out past ``keep``). A chunk that
-does not fit is cut just after its last newline that fits, so lines stay
-whole across files whenever the chunk has one; a line longer than the room
-left (or than ``max_bytes``) is split across files.
+exactly one file, in order (concatenating ``.log.N`` ... ``.log.1``, ``.log``,
+each without its leading continuation mark, gives the stream back, minus
+what rotated out past ``keep``). A chunk that does not fit is cut just after
+its last newline that fits, so lines stay whole across files whenever the
+chunk has one; a line longer than the room left (or than ``max_bytes``) is
+split across files.
 
 Readers: :func:`read_log` returns the history (rotated files oldest first,
 then the live file) merged with the lifecycle events of
-:mod:`cellmesh.sandbox._events` as display lines, plus a :class:`LogCursor`
-at its end; :class:`LogFollower` continues from a cursor, following the
-live file across rotations by inode (the old file is drained through its
-new name ``.log.k``, then ``.log.{k-1}`` ... ``.log.1``, then the new
-``.log``), so no byte is lost or repeated unless more than ``keep``
-rotations happen between two polls. :func:`follow_log` is its Trio loop.
+:mod:`cellmesh.sandbox._events` (rotated too) as display lines, plus a
+:class:`LogCursor` at its end; :class:`LogFollower` continues from a cursor,
+following the live files across rotations by inode (the old file is drained
+through its new name ``.log.k``, then ``.log.{k-1}`` ... ``.log.1``, then the
+new ``.log``; the same for ``.events.jsonl``), so no byte is lost or
+repeated unless more than ``keep`` rotations happen between two polls.
+:func:`follow_log` is its Trio loop. Both turn the bytes into records with
+the same :class:`_LineReader`, so ``logs`` and ``logs -f`` show the same
+lines: a line split across files is one line again, and a line longer than
+:data:`MAX_LINE` bytes (its stamp included) is shown in pieces of at most
+that many bytes, cut at a character boundary, each with the line's time --
+so a follower never holds more than :data:`MAX_LINE` bytes of an unfinished
+line.
 
 Time stamps: the pump writes every captured line with the time it was read
 in front, ``2026-11-21T07:40:01.123456Z <line>`` (:class:`LineStamper`; UTC,
 microseconds, one space), so the readers give every line a time and
-interleave output and lifecycle events by time (:class:`LogRecord`). A line
-without a stamp (a file written before stamps existed, or the continuation of
-a line longer than a log file) takes the time of the line before it. A cell
-cannot forge the time of a line: the stamp is put in front of whatever it
-writes.
+interleave output and lifecycle events by time (:class:`LogRecord`).
+
+Continuation mark: neither a file nor a line starts with a cell's bytes.
+Where :class:`RotatingLog` would start a file (or a line, after a newline
+another process of the cell wrote) with the middle of a line, it writes
+:data:`CONTINUATION_MARK` (``+``) first, so every line of a file begins with
+a stamp or the mark. A reader joins a file that starts with the mark to the
+unfinished line the file before it ends with (a file that starts with a
+stamp ends such a line); a marked line with nothing to join (its start
+rotated out, or two processes' output interleaved) is a line of its own. A
+line without a stamp (a marked one, or one of a file written before stamps
+existed) takes the time of the line before it. So a cell cannot forge the
+time of a line: the stamp is put in front of whatever it writes, and a reader
+never takes a cell's bytes for a stamp.
 """
 
 from __future__ import annotations
 
 import calendar
-import contextlib
 import datetime
-import json
 import os
 import re
 import time
@@ -52,7 +67,15 @@ import attrs
 import trio
 
 from ..config import check_cell_name, check_positive_int, ensure_private_dir
-from ..sandbox._events import read_events
+from ..sandbox._events import (
+    open_readonly,
+    parse_events,
+    pread_all,
+    read_event_history,
+    read_since,
+    rotate_path,
+    rotated_paths,
+)
 
 #: Default size of one log file before it rotates.
 DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
@@ -63,7 +86,8 @@ READ_SIZE: Final = 65536
 #: ``on_line`` receives lines at most this long (longer ones arrive in pieces).
 MAX_LINE: Final = 65536
 
-_ROTATED_RE: Final = re.compile(r"\.log\.([1-9][0-9]*)$")
+#: Starts a file, or a line, that continues a line of the cell's stream (never a stamp).
+CONTINUATION_MARK: Final = b"+"
 #: The stamp in front of every captured line: ``2026-11-21T07:40:01.123456Z ``.
 _STAMP_RE: Final = re.compile(
     rb"(\d{4}-\d\d-\d\dT\d\d:\d\d):(\d\d)\.(\d{6})Z "
@@ -98,19 +122,7 @@ def events_path(log_dir: Path, name: str) -> Path:
 
 def rotated_files(log_dir: Path, name: str) -> list[tuple[int, Path]]:
     """The rotated files of ``name`` as ``(n, path)``, oldest (highest n) first."""
-    base = log_path(log_dir, name).name
-    found: list[tuple[int, Path]] = []
-    try:
-        entries = os.listdir(log_dir)
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        if entry.startswith(base):
-            m = _ROTATED_RE.fullmatch(entry, len(base) - len(".log"))
-            if m is not None:
-                found.append((int(m.group(1)), Path(log_dir) / entry))
-    found.sort(reverse=True)
-    return found
+    return rotated_paths(log_path(log_dir, name))
 
 
 # ---------------------------------------------------------------- writing
@@ -124,6 +136,9 @@ class RotatingLog:
     ``OSError``: a failed write (disk full) counts its bytes in
     :attr:`dropped_bytes`, keeps the error in :attr:`last_error` and reopens
     the file on the next write, so a pump never stops draining the cell's pipe.
+    Wherever a file would get the middle of a line at a line start (a fresh
+    file, or after a newline another writer put there) the
+    :data:`CONTINUATION_MARK` goes first.
     """
 
     log_dir: Path
@@ -134,6 +149,10 @@ class RotatingLog:
     last_error: OSError | None = attrs.field(default=None, init=False)
     _fd: int | None = attrs.field(default=None, init=False)
     _size: int = attrs.field(default=0, init=False)
+    #: The live file is empty or ends with a newline.
+    _file_at_line_start: bool = attrs.field(default=True, init=False)
+    #: The last byte given to :meth:`write` was not a newline.
+    _stream_mid_line: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.log_dir = Path(self.log_dir)
@@ -150,13 +169,19 @@ class RotatingLog:
         if self._fd is None:
             ensure_private_dir(self.log_dir)
             fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
-            st = os.fstat(fd)
-            if st.st_mode & 0o077:
-                os.fchmod(fd, 0o600)
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o077:
+                    os.fchmod(fd, 0o600)
+                at_line_start = st.st_size == 0 or os.pread(fd, 1, st.st_size - 1) == b"\n"
+            except OSError:
+                os.close(fd)
+                raise
             self._fd = fd
             self._size = st.st_size
+            self._file_at_line_start = at_line_start
         return self._fd
 
     def _write_all(self, fd: int, data: bytes | memoryview) -> None:
@@ -165,45 +190,55 @@ class RotatingLog:
             n = os.write(fd, view)
             view = view[n:]
             self._size += n
+        if data:
+            self._file_at_line_start = bytes(data[-1:]) == b"\n"
 
-    def write(self, data: bytes) -> None:
-        """Append ``data``, rotating first wherever it would exceed ``max_bytes``."""
+    def write(self, data: bytes, *, continues: bool | None = None) -> None:
+        """Append ``data``, rotating first wherever it would exceed ``max_bytes``.
+
+        ``continues`` says whether ``data`` starts in the middle of a line of
+        its writer's stream (the pump knows; by default: whether the data of
+        the previous call did not end with a newline).
+        """
+        if continues is None:
+            continues = self._stream_mid_line
+        if data:
+            self._stream_mid_line = data[-1] != 0x0A
         view = memoryview(data)
+        pos = 0
         try:
-            while view:
+            while pos < len(data):
                 fd = self._open()
-                room = self.max_bytes - self._size
-                if len(view) <= room:
-                    self._write_all(fd, view)
-                    view = view[len(view):]
-                    break
-                cut = bytes(view[:room]).rfind(b"\n") + 1 if room > 0 else 0
-                if cut == 0 and self._size > 0:
-                    self.rotate()  # start the chunk in a fresh file
-                    continue
-                if cut == 0:
-                    cut = room  # a line longer than max_bytes: split it
-                self._write_all(fd, view[:cut])
-                view = view[cut:]
-                self.rotate()
+                mid_line = continues if pos == 0 else data[pos - 1] != 0x0A
+                mark = CONTINUATION_MARK if mid_line and self._file_at_line_start else b""
+                room = self.max_bytes - self._size - len(mark)
+                cut = len(data) - pos
+                if cut > room:
+                    nl = data.rfind(b"\n", pos, pos + room) if room > 0 else -1
+                    cut = nl + 1 - pos if nl >= 0 else 0
+                    if cut == 0 and self._size > 0:
+                        self.rotate()  # start the chunk in a fresh file
+                        continue
+                    if cut == 0:
+                        cut = max(room, 1)  # a line longer than max_bytes: split it
+                if mark:
+                    self._write_all(fd, mark + data[pos:pos + cut])
+                else:
+                    self._write_all(fd, view[pos:pos + cut])
+                pos += cut
+                if pos < len(data):
+                    self.rotate()
         except OSError as exc:
-            self.dropped_bytes += len(view)
+            self.dropped_bytes += len(data) - pos
             self.last_error = exc
             self._close_fd()
 
     def rotate(self) -> None:
         """Close the live file and shift it to ``.log.1`` (``.log.{keep}`` is replaced)."""
         self._close_fd()
-        live = self.path
-        for n, path in rotated_files(self.log_dir, self.name):  # highest n first
-            with contextlib.suppress(FileNotFoundError):
-                if n >= self.keep:
-                    path.unlink()  # the oldest kept one is replaced, older ones dropped
-                else:
-                    os.replace(path, f"{live}.{n + 1}")
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(live, f"{live}.1")
+        rotate_path(self.path, self.keep)
         self._size = 0
+        self._file_at_line_start = True
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, None
@@ -230,6 +265,11 @@ class LineStamper:
     """
 
     _at_line_start: bool = True
+
+    @property
+    def at_line_start(self) -> bool:
+        """Whether the next chunk starts a line (the last one ended with a newline)."""
+        return self._at_line_start
 
     def stamp(self, chunk: bytes, ts: float) -> bytes:
         """``chunk`` with ``stamp(ts)`` before each line that starts in it."""
@@ -269,7 +309,8 @@ async def pump_output(
             continue
         if not chunk:
             break
-        log.write(stamper.stamp(chunk, clock()))
+        continues = not stamper.at_line_start
+        log.write(stamper.stamp(chunk, clock()), continues=continues)
         if on_line is not None:
             pending += chunk
             start = 0
@@ -309,8 +350,23 @@ def format_event(event: dict[str, object]) -> str:
     keys = _EVENT_FIELDS.get(kind)
     if keys is None:
         keys = tuple(sorted(k for k in event if k not in _EVENT_COMMON))
-    parts = [f"{k}={event[k]}" for k in keys if event.get(k) is not None]
-    return " ".join([f"[{when}] event {kind}", *parts])
+    parts = [f"{escaped(k)}={escaped(str(event[k]))}" for k in keys if event.get(k) is not None]
+    return " ".join([f"[{when}] event {escaped(kind)}", *parts])
+
+
+def escaped(text: str) -> str:
+    """``text`` with every unprintable character but a tab escaped (``\\x1b``,
+    ``\\u2028``, ``\\U000e0041``): nothing a cell wrote (its output, the cause
+    of a failed swap it raised) can drive the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or ch == "\t"
+        else f"\\x{ord(ch):02x}" if ord(ch) < 0x100
+        else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000
+        else f"\\U{ord(ch):08x}"
+        for ch in text
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -339,12 +395,7 @@ class LogRecord:
         ``\\x0d``): what a cell prints cannot drive the operator's terminal, nor
         pass a carriage return off as the start of a lifecycle event's line.
         """
-        text = self.text
-        if self.event is None and not text.isprintable():
-            text = "".join(
-                ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}"
-                if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" for ch in text
-            )
+        text = self.text if self.event is not None else escaped(self.text)  # events: escaped
         if timestamps and self.event is None:
             when = "?" if self.ts is None else _utc(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ")
             return f"[{when}] {text}"
@@ -364,6 +415,18 @@ class LogRecord:
         return doc
 
 
+def _piece_end(line: bytes, start: int) -> int:
+    """Where the piece of ``line`` from ``start`` ends (more than :data:`MAX_LINE` bytes follow).
+
+    At most :data:`MAX_LINE` bytes, cut before a UTF-8 character rather than
+    inside one (a function of the bytes alone: every reader cuts the same).
+    """
+    end = start + MAX_LINE
+    while end > start + MAX_LINE - 3 and line[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
+
+
 @attrs.define(eq=False)
 class _StampParser:
     """Splits stamped lines into (time, text); remembers the last time for unstamped ones."""
@@ -372,6 +435,9 @@ class _StampParser:
     _minutes: dict[bytes, int] = attrs.Factory(dict)
 
     def parse(self, line: bytes) -> tuple[float | None, bytes]:
+        """The time and text of a line that starts a line (a stamp, the mark, or neither)."""
+        if line.startswith(CONTINUATION_MARK):
+            return self.last, line[len(CONTINUATION_MARK):]
         m = _STAMP_RE.match(line)
         if m is None:
             return self.last, line
@@ -388,13 +454,83 @@ class _StampParser:
         self.last = base + int(m.group(2)) + int(m.group(3)) / 1_000_000
         return self.last, line[STAMP_LEN:]
 
-    def records(self, data: bytes) -> list[LogRecord]:
+    def record(self, raw: bytes, *, continued: bool) -> LogRecord:
+        """One record; ``continued``: ``raw`` is the middle of a line (never parsed for a stamp)."""
+        ts, body = (self.last, raw) if continued else self.parse(raw)
+        return LogRecord(ts=ts, text=body.decode("utf-8", errors="replace"))
+
+    def pieces(self, raw: bytes, *, continued: bool = False) -> list[LogRecord]:
+        """The records of one line: pieces of at most :data:`MAX_LINE` bytes."""
+        out: list[LogRecord] = []
+        start = 0
+        while len(raw) - start > MAX_LINE:
+            end = _piece_end(raw, start)
+            out.append(self.record(raw[start:end], continued=continued or start > 0))
+            start = end
+        out.append(self.record(raw[start:], continued=continued or start > 0))
+        return out
+
+    def records(self, data: bytes, *, continued: bool = False) -> list[LogRecord]:
+        """The records of the lines of ``data`` (``continued``: its first line is a middle)."""
         out: list[LogRecord] = []
         # Lines end at b"\n" only, as the stamper counts them: a cell's b"\r"
         # must not start a line of its own (it would carry a forged stamp).
         for raw in data.removesuffix(b"\n").split(b"\n") if data else ():
-            ts, body = self.parse(raw)
-            out.append(LogRecord(ts=ts, text=body.decode("utf-8", errors="replace")))
+            out.extend(self.pieces(raw, continued=continued))
+            continued = False
+        return out
+
+
+@attrs.define(eq=False)
+class _LineReader:
+    """Turns the bytes of a cell's log files, in file order, into records.
+
+    :func:`read_log` and :class:`LogFollower` both use it, so they cut the
+    same lines and pieces. :meth:`feed` takes bytes as they are read
+    (``file_start``: they begin a file); a line is returned once its newline
+    arrives, except that more than :data:`MAX_LINE` buffered bytes are
+    returned as pieces, so at most that many stay buffered.
+    """
+
+    parser: _StampParser = attrs.Factory(_StampParser)
+    #: The buffered bytes (when none: the next ones) are the middle of a line.
+    continued: bool = False
+    _partial: bytes = b""
+
+    @property
+    def mid_line(self) -> bool:
+        """The next byte continues a line (a file start without the mark ends it)."""
+        return bool(self._partial) or self.continued
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of the unfinished line (at most :data:`MAX_LINE`)."""
+        return len(self._partial)
+
+    def feed(self, data: bytes, *, file_start: bool = False) -> list[LogRecord]:
+        """The records completed by ``data``."""
+        out: list[LogRecord] = []
+        if file_start and data and self.mid_line:
+            if data.startswith(CONTINUATION_MARK):
+                data = data[len(CONTINUATION_MARK):]  # the line goes on in this file
+            else:
+                out.extend(self.end_line())  # a stamp: the line before it ended there
+        buf = self._partial + data if self._partial else data
+        start = buf.rfind(b"\n") + 1
+        if start:
+            out.extend(self.parser.records(buf[:start], continued=self.continued))
+            self.continued = False
+        while len(buf) - start > MAX_LINE:
+            end = _piece_end(buf, start)
+            out.append(self.parser.record(buf[start:end], continued=self.continued))
+            start, self.continued = end, True
+        self._partial = buf[start:]
+        return out
+
+    def end_line(self) -> list[LogRecord]:
+        """The buffered rest of the line as a record (none when empty); a line starts next."""
+        out = self.parser.pieces(self._partial, continued=self.continued) if self._partial else []
+        self._partial, self.continued = b"", False
         return out
 
 
@@ -427,11 +563,19 @@ def merge_by_time(output: list[LogRecord], events: Iterable[LogRecord]) -> list[
 
 @attrs.frozen(kw_only=True)
 class LogCursor:
-    """Where a reader stopped: the live file's inode and offset, the events offset."""
+    """Where a reader stopped.
+
+    The live output file's inode and offset, the live events file's inode
+    and offset; whether the output stopped in the middle of a line (the next
+    bytes continue it: never parsed for a stamp) and the time of its last line.
+    """
 
     inode: int | None
     offset: int
     events_offset: int
+    events_inode: int | None = None
+    mid_line: bool = False
+    last_ts: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -448,53 +592,42 @@ class LogView:
         return [r.display() for r in self.records]
 
 
-def _read_fd(fd: int, offset: int) -> bytes:
-    parts: list[bytes] = []
-    while chunk := os.pread(fd, READ_SIZE * 16, offset):
-        parts.append(chunk)
-        offset += len(chunk)
-    return b"".join(parts)
-
-
-def _open_ro(path: Path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-
-
 def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
     """The cell's output (rotated files oldest first, then the live file) with its events.
 
     Returns records: output lines and lifecycle events interleaved by time
     (see the module docstring); only the last ``lines`` of them when given
-    (then only the newest files that hold them are read). ``found`` is False
-    when the cell has neither a log file nor an events file. The cursor
-    points at the end of what was read, for :class:`LogFollower`.
+    (then only the newest output files that hold them are read, back to one
+    that starts a line; the events files are bounded by their rotation).
+    ``found`` is False when the cell has neither a log file nor an events
+    file. The cursor points at the end of what was read, for
+    :class:`LogFollower`.
     """
     log_dir = Path(log_dir)
     live = log_path(log_dir, name)
     ev_path = events_path(log_dir, name)
-    live_fd = _open_ro(live)  # first: a rotation after this is recognised by inode
+    live_fd = open_readonly(live)  # first: a rotation after this is recognised by inode
     try:
         live_ino = os.fstat(live_fd).st_ino if live_fd is not None else None
         offset = 0
         newest_first: list[bytes] = []
         if live_fd is not None:
-            data = _read_fd(live_fd, 0)
+            data = pread_all(live_fd, 0)
             offset = len(data)
             newest_first.append(data)
         have = sum(data.count(b"\n") for data in newest_first)
         for _, path in reversed(rotated_files(log_dir, name)):  # newest first
-            if lines is not None and have >= lines:
+            if lines is not None and have >= lines and not (
+                newest_first and newest_first[-1].startswith(CONTINUATION_MARK)
+            ):
                 break
-            fd = _open_ro(path)
+            fd = open_readonly(path)
             if fd is None:
                 continue
             try:
                 if os.fstat(fd).st_ino == live_ino:
                     continue  # rotated since we opened the live file: read already
-                data = _read_fd(fd, 0)
+                data = pread_all(fd, 0)
             finally:
                 os.close(fd)
             newest_first.append(data)
@@ -502,23 +635,23 @@ def read_log(log_dir: Path, name: str, *, lines: int | None = None) -> LogView:
     finally:
         if live_fd is not None:
             os.close(live_fd)
-    parser = _StampParser()
+    reader = _LineReader()
     output: list[LogRecord] = []
     for data in reversed(newest_first):
-        output.extend(parser.records(data))
-    try:
-        events_size = ev_path.stat().st_size
-        events = [_event_record(e) for e in read_events(ev_path)]
-        found_events = True
-    except FileNotFoundError:
-        events_size, events, found_events = 0, [], False
-    records = merge_by_time(output, events)
+        output.extend(reader.feed(data, file_start=True))
+    mid_line = reader.mid_line
+    output.extend(reader.end_line())
+    history = read_event_history(ev_path)
+    records = merge_by_time(output, map(_event_record, history.events))
     if lines is not None:
         records = records[-lines:] if lines > 0 else []
     return LogView(
         records=records,
-        found=live_ino is not None or bool(newest_first) or found_events,
-        cursor=LogCursor(inode=live_ino, offset=offset, events_offset=events_size),
+        found=live_ino is not None or bool(newest_first) or history.found,
+        cursor=LogCursor(
+            inode=live_ino, offset=offset, events_inode=history.inode,
+            events_offset=history.end, mid_line=mid_line, last_ts=reader.parser.last,
+        ),
     )
 
 
@@ -543,22 +676,35 @@ class LogFollower:
     :meth:`poll_records` is one non-blocking step (tests call it directly);
     :func:`follow_log` loops over it. Output is decoded as UTF-8 line by
     line: a line is returned once its newline has arrived (so a character
-    or a stamp split across reads is kept whole); events come as records,
-    interleaved with the output of the same poll by time.
+    or a stamp split across reads is kept whole), or in pieces of
+    :data:`MAX_LINE` bytes as they arrive (as :func:`read_log` cuts them);
+    events come as records, interleaved with the output of the same poll by
+    time.
     """
 
     log_dir: Path
     name: str
     cursor: LogCursor
-    _partial: bytes = attrs.field(default=b"", init=False)
-    _parser: _StampParser = attrs.field(factory=_StampParser, init=False)
+    _reader: _LineReader = attrs.field(init=False)
     _events_tail: bytes = attrs.field(default=b"", init=False)
 
+    def __attrs_post_init__(self) -> None:
+        self._reader = _LineReader(
+            _StampParser(last=self.cursor.last_ts), continued=self.cursor.mid_line
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an unfinished output line (at most :data:`MAX_LINE`)."""
+        return self._reader.buffered
+
     def poll_records(self) -> list[LogRecord]:
-        """The complete output lines and the events appended since the last poll."""
-        data = self._partial + self._poll_output()
-        complete, nl, self._partial = data.rpartition(b"\n")
-        output = self._parser.records(complete + nl) if nl else []
+        """The output lines (or pieces) and the events appended since the last poll."""
+        got = read_since(log_path(self.log_dir, self.name), self.cursor.inode, self.cursor.offset)
+        self.cursor = attrs.evolve(self.cursor, inode=got.inode, offset=got.offset)
+        output = self._reader.end_line() if got.skipped else []
+        for start, data in got.parts:
+            output.extend(self._reader.feed(data, file_start=start == 0))
         events = [_event_record(e) for e in self._poll_events()]
         return merge_by_time(output, events)
 
@@ -566,93 +712,20 @@ class LogFollower:
         """The new records as display text, one line each ("" when none)."""
         return "".join(r.display(timestamps=timestamps) + "\n" for r in self.poll_records())
 
-    def _poll_output(self) -> bytes:
-        live = log_path(self.log_dir, self.name)
-        for _attempt in range(5):
-            fd = _open_ro(live)
-            if fd is None:
-                return b""
-            try:
-                ino = os.fstat(fd).st_ino
-                if self.cursor.inode in (None, ino):
-                    start = self.cursor.offset if self.cursor.inode == ino else 0
-                    data = _read_fd(fd, start)
-                    self._move(ino, start + len(data))
-                    return data
-                chain = self._rotated_chain(ino)
-                if chain is None:
-                    continue  # renamed under us while listing: look again
-                parts = [*chain, _read_fd(fd, 0)]
-                self._move(ino, len(parts[-1]))
-                return b"".join(parts)
-            finally:
-                os.close(fd)
-        return b""
-
-    def _move(self, inode: int, offset: int) -> None:
-        self.cursor = attrs.evolve(self.cursor, inode=inode, offset=offset)
-
-    def _rotated_chain(self, live_ino: int) -> list[bytes] | None:
-        """The rest of the old live file and every file rotated after it, oldest first.
-
-        Stops before ``live_ino`` (the live file the caller holds open, if it
-        rotated meanwhile), which the caller reads itself.
-
-        None when the files moved while they were opened (the caller retries).
-        When the old file is gone (more than ``keep`` rotations since the
-        last poll) the chain is empty: what rotated out is skipped.
-        """
-        opened: list[tuple[Path, int, int]] = []
-        try:
-            for _, path in rotated_files(self.log_dir, self.name):
-                fd = _open_ro(path)
-                if fd is not None:
-                    opened.append((path, fd, os.fstat(fd).st_ino))
-            for path, _, ino in opened:
-                try:
-                    if path.stat().st_ino != ino:
-                        return None
-                except FileNotFoundError:
-                    return None
-            index = next(
-                (i for i, (_, _, ino) in enumerate(opened) if ino == self.cursor.inode), None
-            )
-            if index is None:
-                return []
-            _, old_fd, _ = opened[index]
-            parts = [_read_fd(old_fd, self.cursor.offset)]
-            for _, fd, ino in opened[index + 1:]:
-                if ino == live_ino:
-                    break
-                parts.append(_read_fd(fd, 0))
-            return parts
-        finally:
-            for _, fd, _ in opened:
-                os.close(fd)
-
     def _poll_events(self) -> list[dict[str, object]]:
-        path = events_path(self.log_dir, self.name)
-        fd = _open_ro(path)
-        if fd is None:
-            return []
-        try:
-            start = self.cursor.events_offset
-            if os.fstat(fd).st_size < start:
-                start, self._events_tail = 0, b""  # truncated: start over
-            data = _read_fd(fd, start)
-        finally:
-            os.close(fd)
-        self.cursor = attrs.evolve(self.cursor, events_offset=start + len(data))
-        data = self._events_tail + data
-        complete, _, self._events_tail = data.rpartition(b"\n")
+        got = read_since(
+            events_path(self.log_dir, self.name),
+            self.cursor.events_inode, self.cursor.events_offset,
+        )
+        self.cursor = attrs.evolve(self.cursor, events_inode=got.inode, events_offset=got.offset)
+        if got.skipped:
+            self._events_tail = b""
         out: list[dict[str, object]] = []
-        for raw in complete.split(b"\n"):
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
+        for i, (_, data) in enumerate(got.parts):
+            complete, _, tail = (self._events_tail + data).rpartition(b"\n")
+            out.extend(parse_events(complete))
+            # a rotated file is complete: a torn line at its end stays torn
+            self._events_tail = tail if i == len(got.parts) - 1 else b""
         return out
 
 
@@ -672,6 +745,7 @@ async def follow_log(
 
 
 __all__ = [
+    "CONTINUATION_MARK",
     "DEFAULT_KEEP",
     "DEFAULT_MAX_BYTES",
     "LogCursor",

@@ -73,6 +73,7 @@ from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_te
 from ._dynamic import DYNAMIC, DynamicCells
 from ._groupswap import GroupSwapper
 from ._launch import Launcher
+from ._logkeep import ChildLogs
 from ._metrics import MeshMetrics, accept_stats
 from ._operator import Operator
 from ._post import CellDownPost, Recipient
@@ -158,12 +159,14 @@ class Root:
     _tasks: Background = attrs.field(init=False)
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
+    _child_logs: ChildLogs = attrs.field(init=False)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
         decl = self.manifest.root
         self.restart_log = collections.deque(maxlen=decl.restart_log)
         self._watches = Watches(max_monitors=decl.max_monitors, max_links=decl.max_links)
+        self._child_logs = ChildLogs(self.paths.log_dir, running=lambda name: name in self.slots)
 
     @property
     def contained_failures(self) -> int:
@@ -376,6 +379,8 @@ class Root:
             slot.listener.close()
         if slot.log is not None:
             slot.log.close()
+        if slot.parent is not None:
+            self._child_logs.stopped(slot.name)  # bounded: a parent may churn names
         slot.touch()
 
     # ------------------------------------------------------------ ChildFactory

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cellmesh.actors.logs import (
+    CONTINUATION_MARK,
     STAMP_LEN,
     LineStamper,
     LogFollower,
@@ -34,12 +35,12 @@ from cellmesh.errors import ConfigError
 
 
 def _stream(log_dir: Path, name: str) -> bytes:
-    """Every file of ``name``, oldest first, concatenated."""
+    """Every file of ``name``, oldest first, without its continuation mark, concatenated."""
     parts = [p.read_bytes() for _, p in rotated_files(log_dir, name)]
     live = log_dir / f"{name}.log"
     if live.exists():
         parts.append(live.read_bytes())
-    return b"".join(parts)
+    return b"".join(part.removeprefix(CONTINUATION_MARK) for part in parts)
 
 
 def _chunks(seed: int, count: int) -> list[bytes]:
@@ -73,15 +74,16 @@ def test_rotating_log_cuts_at_a_newline_when_the_chunk_has_one(tmp_path: Path) -
     log.close()
     assert (tmp_path / "c.log.2").read_bytes() == b"aaaa\nbbbb\n"
     assert (tmp_path / "c.log.1").read_bytes() == b"cccc"
-    assert (tmp_path / "c.log").read_bytes() == b"dddddddd\n"
+    assert (tmp_path / "c.log").read_bytes() == b"+dddddddd\n"  # continues "cccc"
 
 
 def test_rotating_log_splits_a_line_longer_than_max_bytes(tmp_path: Path) -> None:
     log = RotatingLog(tmp_path, "c", max_bytes=4)
     log.write(b"0123456789")
     log.close()
-    assert [p.read_bytes() for _, p in rotated_files(tmp_path, "c")] == [b"0123", b"4567"]
-    assert (tmp_path / "c.log").read_bytes() == b"89"
+    # a file that starts in the middle of the line says so: the mark is not the cell's
+    assert [p.read_bytes() for _, p in rotated_files(tmp_path, "c")] == [b"0123", b"+456"]
+    assert (tmp_path / "c.log").read_bytes() == b"+789"
 
 
 def test_rotating_log_keeps_at_most_keep_rotated_files(tmp_path: Path) -> None:
