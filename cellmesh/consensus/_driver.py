@@ -145,6 +145,13 @@ async def run_in_thread(fn: Callable[[], _T]) -> _T:
     return await trio.to_thread.run_sync(fn)
 
 
+async def run_in_thread_abandoning(fn: Callable[[], _T]) -> _T:
+    """:func:`run_in_thread` for pure computations (building a snapshot): on
+    cancellation the caller returns at once and the thread's result is dropped,
+    so a stopping node does not wait for it."""
+    return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
 async def run_inline(fn: Callable[[], _T]) -> _T:
     """A :class:`SyncRunner` that blocks the event loop.
 
@@ -232,5 +239,6 @@ __all__ = [
     "Waiter",
     "open_wal_storage",
     "run_in_thread",
+    "run_in_thread_abandoning",
     "run_inline",
 ]

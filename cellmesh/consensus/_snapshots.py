@@ -20,7 +20,8 @@ BackgroundSnapshots`) avoids that:
    (a snapshot from the leader replaced it): then the result is dropped.
 
 One build at a time. A job that raises ends the node, as a state machine
-that raises in ``apply`` does.
+that raises in ``apply`` does. A stopping node does not wait for a build in
+a worker thread (:func:`~cellmesh.consensus._driver.run_in_thread_abandoning`).
 """
 
 from __future__ import annotations

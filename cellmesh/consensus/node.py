@@ -98,6 +98,7 @@ from cellmesh.consensus._driver import (
     Waiter,
     open_wal_storage,
     run_in_thread,
+    run_in_thread_abandoning,
     run_inline,
 )
 from cellmesh.consensus._snapshots import SnapshotBuilds
@@ -174,7 +175,9 @@ class RaftNode:
         self._apply_at = (
             apply_entry if callable(apply_entry) else lambda _, data: machine.apply(data)
         )
-        self._builds = SnapshotBuilds(run_sync=self._run_sync, wake=self._kick)
+        builds_run = (run_in_thread_abandoning if self._run_sync is run_in_thread
+                      else self._run_sync)  # a stopping node does not wait for a build
+        self._builds = SnapshotBuilds(run_sync=builds_run, wake=self._kick)
 
     # ---------------------------------------------------------------- clients
 

@@ -312,6 +312,7 @@ class SlowSnapshotKV(KV):
     """A KV whose snapshot is built by a job that waits for ``gate`` (a worker thread)."""
 
     gate: threading.Event = attrs.Factory(threading.Event)
+    building: threading.Event = attrs.Factory(threading.Event)
     jobs: list[int] = attrs.Factory(list)
 
     def snapshot_job(self) -> Callable[[], bytes]:
@@ -319,6 +320,7 @@ class SlowSnapshotKV(KV):
         self.jobs.append(self.applied)
 
         def build() -> bytes:
+            self.building.set()
             assert self.gate.wait(30), "the test never opened the gate"
             return data
 
@@ -373,6 +375,29 @@ async def test_node_builds_a_snapshot_off_the_loop_while_it_goes_on_committing(
         with trio.fail_after(30):
             await again.wait_applied(applied)
     assert restored.data == machine.data and len(restored.data) == 46
+
+
+async def test_node_stops_without_waiting_for_a_snapshot_build(tmp_path: Path) -> None:
+    """A build is pure computation: a stopping node (a replica told to stop) drops
+    it rather than wait, and the log keeps its entries (nothing was compacted)."""
+    machine = SlowSnapshotKV()
+    options = NodeOptions(tick_interval=0.01, snapshot_every=3)
+    try:
+        with trio.fail_after(10):
+            async with open_raft_node(
+                RaftConfig(id=1), voters=[1], directory=tmp_path,
+                transport=MemoryNetwork().transport(1), state_machine=machine, options=options,
+            ) as node:
+                while node.status().role is not Role.LEADER:
+                    await trio.sleep(0.01)
+                while not machine.jobs:
+                    await node.propose(b"k=1")
+                while not machine.building.is_set():
+                    await trio.sleep(0.01)
+                # leaving the block stops the node while the build waits on the gate
+    finally:
+        machine.gate.set()
+    assert snapshot_indexes(tmp_path) == []
 
 
 @attrs.define
