@@ -64,7 +64,7 @@ from ..config import MEMORY_LIMIT_EXIT_CODE, Paths, check_cell_name, env_path
 from ..errors import CellmeshError, CellUnavailable, ConfigError
 from ..transport._sockets import listener_problem
 from ..transport._spin import spin_window_from_env
-from ..transport.membrane import Membrane, open_membrane
+from ..transport.membrane import Membrane, membrane_options, open_membrane
 from ..transport.synapse import Synapse
 from . import _handover, _standby
 from ._replica_spec import ReplicaSpec
@@ -387,6 +387,9 @@ async def serve_cell(
     (``RemoteCellError`` naming the MemoryError) and the process lives on.
     """
     check_cell_name(name)
+    # Now, not when the membrane opens: with the root binding the socket, the
+    # cell says it is ready before that, and a typo would crash it after `up`.
+    membrane_options(dict(cell._membrane_options()))
     stop = stop_requested if stop_requested is not None else trio.Event()
     sockets = Path(socket_dir) if socket_dir is not None else Paths.from_env().socket_dir
     times = ServiceTimes()

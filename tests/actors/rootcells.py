@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import ClassVar, Final
 
 import cellmesh
 
@@ -414,3 +414,14 @@ class FailsAgain(cellmesh.Cell):
             raise RuntimeError("fails on every restart")
         with open(mark, "w"):
             pass
+
+
+class TypoOptions(cellmesh.Cell):
+    """Its membrane_options misspell a key (a start failure naming it, not a crash)."""
+
+    membrane_options: ClassVar[dict[str, object]] = {"max_frame_sise": 1 << 20}
+
+    @cellmesh.receptor
+    async def echo(self, msg: Echo) -> Echo:
+        return msg
+

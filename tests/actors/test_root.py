@@ -227,6 +227,19 @@ async def test_a_cell_failing_to_start_is_reported_by_name() -> None:
     assert "exited before it was ready" in str(exc)
 
 
+async def test_an_unknown_membrane_option_is_a_start_failure_naming_it() -> None:
+    """docs/cells.md: "an unknown key is a ConfigError naming it at start". It was
+    found only once the membrane opened, after the cell said it was ready: `up`
+    reported the mesh up, then the cell crash-looped until the root gave up."""
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with running_root(cell("typo", "TypoOptions")):
+            pass
+    (exc,) = leaves(info.value, SupervisorEscalation)
+    assert exc.child_id == "typo"
+    assert "exited before it was ready" in str(exc)
+    assert "max_frame_sise: is not a membrane option" in str(exc)
+
+
 async def test_nested_supervisor_escalation_restarts_the_subtree() -> None:
     toml = (
         "[supervisor]\nintensity = 5\nchildren = [\"team\"]\n\n"
