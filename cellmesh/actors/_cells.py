@@ -190,6 +190,14 @@ def manifest_key(manifest: Manifest, name: str, decl: CellDecl) -> str:
     return "SpawnCell"  # _metrics.SPAWN_KEY
 
 
+def template_of(slot: CellSlot) -> str | None:
+    """The template a dynamic child was started from (None for any other cell)."""
+    key = slot.key
+    if slot.parent is None or not key.startswith("templates."):
+        return None
+    return key[len("templates."):]
+
+
 def with_failure(down: CellDown, failure: Failure | None) -> CellDown:
     """``down`` carrying the exception a crashed cell reported (none for config errors)."""
     if failure is None or failure.stage == "config":

@@ -73,7 +73,7 @@ import trio
 from ..config import Paths
 from ..errors import CellmeshError, ConfigError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
-from ._cells import CellSlot, Launched, Standby
+from ._cells import CellSlot, Launched, Standby, template_of
 from ._reports import ReportPipe
 from ._tasks import Background
 from .dna import DnaCache, DnaEntry, force_rmtree
@@ -116,10 +116,40 @@ class Launcher:
     socket_of: Callable[[str], Path | None]
     #: The ``CELL_REPLICA_*`` env of a replica's next process (replicated cells only).
     replica_env: Callable[[CellSlot], Mapping[str, str]] | None = None
+    #: For a template's name in ``calls``: its running instances, ``(name, socket)``;
+    #: None for any other name.
+    instances_of: Callable[[str], list[tuple[str, Path]] | None] = lambda _: None
 
     def children_dir(self, parent: str) -> Path:
-        """Where the sockets of ``parent``'s dynamic children are linked (bound into it)."""
+        """Where the sockets a cell reaches by name beyond its ``calls`` are linked (bound
+        into it at ``/run/cell/children``): its dynamic children's, and the running
+        instances of the templates its ``calls`` lists."""
         return self.paths.socket_dir / ".children" / parent
+
+    def grant(self, caller: str, name: str, socket: Path) -> None:
+        """Let ``caller`` reach cell ``name``: a hard link to its socket in ``caller``'s
+        :meth:`children_dir` (a running sandbox sees it at once)."""
+        link = self.children_dir(caller) / f"{name}.sock"
+        link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.link(socket, link)
+
+    def share(self, slot: CellSlot, cells: list[CellSlot], *, on: bool) -> None:
+        """Grant (``on``) or revoke dynamic child ``slot`` to every one of ``cells`` whose
+        ``calls`` list its template (plain cells: a replica reaches no instance)."""
+        template = template_of(slot)
+        for caller in cells if template is not None else ():
+            if template in caller.decl.calls and caller.replica is None and caller is not slot:
+                if on:
+                    self.grant(caller.name, slot.name, slot.socket_path)
+                else:
+                    self.revoke(caller.name, slot.name)
+
+    def revoke(self, caller: str, name: str) -> None:
+        """Undo :meth:`grant` (nothing if there is no such link)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.children_dir(caller) / f"{name}.sock")
 
     def dna_root(self, name: str) -> Path:
         """The cell's DNA directory: one entry per version that may run (bound into it)."""
@@ -207,11 +237,21 @@ class Launcher:
         if replica is not None:
             env.update(replica.env)
         granted = [slot.umbilical_path]
+        instances: list[tuple[str, Path]] = []
+        templates = False
         for callee in decl.calls:
             target = self.socket_of(callee)
             if target is not None:
                 granted.append(target)
-        children_dir = self.children_dir(slot.name) if decl.max_children > 0 else None
+            running = self.instances_of(callee) if replica is None else None
+            if running is not None:  # a template: its instances, as they come and go
+                templates = True
+                instances += running
+        wants_dir = decl.max_children > 0 or templates
+        children_dir = self.children_dir(slot.name) if wants_dir else None
+        for name, socket in instances:
+            with contextlib.suppress(OSError):
+                self.grant(slot.name, name, socket)
         if children_dir is not None:
             # 0711: a cell running as another uid may reach the sockets in it
             # (by name, not list them); the 0700 socket dir above keeps every

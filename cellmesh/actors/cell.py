@@ -109,7 +109,8 @@ def _explained(exc: CellUnavailable) -> CellUnavailable:
 #: Why a cell found no socket for a cell it called.
 NOT_CALLABLE: Final = (
     "no such socket: that cell is not running, or this cell may not call it (a cell "
-    "reaches only the cells its manifest entry lists in `calls`, its children and its parent)"
+    "reaches only the cells its manifest entry lists in `calls`, the running instances of "
+    "the templates listed there, and its own dynamic children)"
 )
 
 

@@ -69,7 +69,15 @@ from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
 from ._activation import Activation
-from ._cells import CellInstance, CellSlot, ReplicaPart, manifest_key, reason_text, with_failure
+from ._cells import (
+    CellInstance,
+    CellSlot,
+    ReplicaPart,
+    manifest_key,
+    reason_text,
+    template_of,
+    with_failure,
+)
 from ._dynamic import DYNAMIC, DynamicCells
 from ._groupswap import GroupSwapper
 from ._launch import Launcher
@@ -195,6 +203,7 @@ class Root:
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
+                    instances_of=self._instances_of,
                 )
                 self._swapper = Swapper(
                     backend=self.backend, launcher=self._launcher, dna=self.dna,
@@ -347,6 +356,7 @@ class Root:
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
                 os.link(socket_path, link)
+                self._launcher.share(slot, list(self.slots.values()), on=True)
             await self._tasks.start(
                 self._serve_umbilical, slot, name=f"umbilical of {name}", restart=True
             )
@@ -371,6 +381,7 @@ class Root:
         if slot.parent is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
+            self._launcher.share(slot, list(self.slots.values()), on=False)
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()
         if slot.owns_listener:
@@ -436,6 +447,11 @@ class Root:
         nursery.start_soon(instance.run)
         await instance.wait_started()
         return instance
+
+    def _instances_of(self, name: str) -> list[tuple[str, Path]] | None:
+        if name not in self.manifest.templates:
+            return None
+        return [(s.name, s.socket_path) for s in self.slots.values() if template_of(s) == name]
 
     def _socket_of(self, name: str) -> Path | None:
         slot = self.slots.get(name)

@@ -363,6 +363,40 @@ async def test_cells_call_each_other_only_through_granted_sockets(
             assert "lists in `calls`" in info.value.remote_message
 
 
+async def test_bwrap_calls_naming_a_template_reach_its_running_instances(
+    bwrap_usable: str | None,
+) -> None:
+    """docs/manifest.md: `calls` names "the cells (or templates) it may call" -- for a
+    template, its running instances: bound into the caller as they start (the grant
+    was empty), also into a caller started after them, and only into such callers."""
+    if bwrap_usable is not None:
+        pytest.skip(bwrap_usable)
+    toml = (
+        cell("parent", "Watcher", max_children="2", templates='["worker"]')
+        + cell("user", "Watcher", calls='["worker"]')
+        + cell("stranger", "Watcher")
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    async with running_root(toml, sandbox="bwrap") as (root, paths):
+        async with Synapse.grow("parent", socket_dir=paths.socket_dir) as parent:
+            assert (await parent.fire(Spawn(suffix="a"))).name == "parent.a"
+        async with Synapse.grow("user", socket_dir=paths.socket_dir) as user:
+            assert await user.fire(Forward(target="parent.a", n=5)) == Echo(5)
+        async with Synapse.grow("stranger", socket_dir=paths.socket_dir) as stranger:
+            with pytest.raises(RemoteCellError, match="CellUnavailable") as info:
+                await stranger.fire(Forward(target="parent.a", n=5))
+            assert "the running instances of the templates listed there" in (
+                info.value.remote_message)
+        old = root.slots["user"].instance
+        async with Synapse.grow("mitosis", socket_path=paths.umbilical) as ctl:
+            await ctl.fire(KillCell(name="user"))  # its new sandbox is made after parent.a
+        await until(root, "user", lambda: root.slots["user"].instance is not old
+                    and root.slots["user"].instance is not None
+                    and root.slots["user"].instance.state == "running")
+        async with Synapse.grow("user", socket_dir=paths.socket_dir) as user:
+            assert await user.fire(Forward(target="parent.a", n=6)) == Echo(6)
+
+
 async def test_a_receptor_raising_system_exit_fails_its_call_and_the_cell_serves_on() -> None:
     """A receptor cannot end its cell by raising: SystemExit or a library's own
     BaseException is an error reply to that caller (docs/cells.md)."""
