@@ -389,7 +389,8 @@ async def serve_cell(
     check_cell_name(name)
     # Now, not when the membrane opens: with the root binding the socket, the
     # cell says it is ready before that, and a typo would crash it after `up`.
-    membrane_options(dict(cell._membrane_options()))
+    # (The class's own options: a replicated cell adds its runtime's later.)
+    membrane_options(dict(type(cell).membrane_options))
     stop = stop_requested if stop_requested is not None else trio.Event()
     sockets = Path(socket_dir) if socket_dir is not None else Paths.from_env().socket_dir
     times = ServiceTimes()
