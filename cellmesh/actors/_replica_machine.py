@@ -220,7 +220,7 @@ class ReplicaMachine:
     def _run(self, cell: StateMachineCell, msg: Any, meta: CommandMeta) -> list[Any]:
         try:
             reply = cell.apply(msg, meta)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in apply is a result too
             return [ResultKind.RAISED, type_name(exc), str(exc)]
         if reply is None:
             return [ResultKind.OK, None]

@@ -143,6 +143,11 @@ class _Mark:
     declared: type | None
     resolved: type | None = None
 
+    @property
+    def words(self) -> tuple[str, str]:
+        """What messages call the method, and its explicit form."""
+        return "receptor", "@receptor(Protein)"
+
 
 @overload
 def receptor(target: F) -> F: ...
@@ -181,31 +186,32 @@ def _resolve(owner: type, attr: str, func: Any, mark: _Mark, localns: dict[str, 
     """The protein of receptor ``owner.attr`` (cached on its mark)."""
     if mark.resolved is not None:
         return mark.resolved
+    kind, explicit = mark.words
     where = f"{owner.__qualname__}.{attr}"
     if mark.declared is not None:
         proto = mark.declared
     else:
         params = list(inspect.signature(func).parameters.values())
         if len(params) < 2:
-            raise TypeError(f"receptor {where} must take (self, msg)")
+            raise TypeError(f"{kind} {where} must take (self, msg)")
         param = params[1].name
         try:
             hints = _type_hints(func, {**localns, owner.__name__: owner})
         except Exception as exc:
             raise TypeError(
-                f"receptor {where}: cannot resolve the annotation of {param!r} "
+                f"{kind} {where}: cannot resolve the annotation of {param!r} "
                 f"({type(exc).__name__}: {exc}); define the protein before the cell "
-                "or use @receptor(Protein)"
+                f"or use {explicit}"
             ) from None
         if param not in hints:
             raise TypeError(
-                f"receptor {where}: parameter {param!r} has no annotation; "
-                "annotate it with the protein or use @receptor(Protein)"
+                f"{kind} {where}: parameter {param!r} has no annotation; "
+                f"annotate it with the protein or use {explicit}"
             )
         proto = hints[param]
         if not (isinstance(proto, type) and is_protein(proto)):
             raise TypeError(
-                f"receptor {where}: annotation {proto!r} of {param!r} is not a protein "
+                f"{kind} {where}: annotation {proto!r} of {param!r} is not a protein "
                 "(decorate the class with @cellmesh.protein)"
             )
     _check_return(where, func, proto, {**localns, owner.__name__: owner})

@@ -62,6 +62,11 @@ class _QueryMark(_Mark):
 
     stale: bool = False
 
+    @property
+    def words(self) -> tuple[str, str]:
+        """What messages call the method, and its explicit form."""
+        return "query", "@cellmesh.query(Protein)"
+
 
 @overload
 def query(target: Q, /) -> Q: ...
@@ -91,7 +96,7 @@ def query(target: Any = None, /, *, stale: bool = False) -> Any:
 
 
 def _mark_query(func: Any, declared: type | None, stale: bool) -> Any:
-    if not callable(func) or inspect.iscoroutinefunction(func):
+    if not callable(func) or inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
         raise TypeError(
             f"@query needs a plain (synchronous) method, got {func!r}: a query reads "
             "the state as it is and must not suspend"
@@ -197,6 +202,13 @@ class ReplicatedCell(Cell):
                 )
         if len(set(commands)) != len(commands):
             raise TypeError(f"{cls.__qualname__}.commands lists a protein twice")
+        for hook in ("apply", "snapshot", "snapshot_job", "restore"):
+            func = getattr(cls, hook, None)
+            if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+                raise TypeError(
+                    f"{cls.__qualname__}.{hook} must be a plain (synchronous) method: every "
+                    "replica runs it in log order, to completion, without suspending"
+                )
         if commands:
             missing = [
                 name for name in _MUST_OVERRIDE

@@ -67,6 +67,36 @@ def test_replicated_cell_refuses_async_queries_and_non_proteins() -> None:
             commands = (int,)
 
 
+def test_replicated_cell_refuses_async_generator_queries_and_async_hooks() -> None:
+    """An async generator query was accepted (every call then failed with "not a
+    protein"); an `async def apply` too (every command committed, none ever ran)."""
+    with pytest.raises(TypeError, match="synchronous"):
+
+        class BadQuery(ReplicatedCell):
+            @query
+            async def ask(self, q: Ask) -> Any:
+                yield q
+
+    for hook in ("apply", "snapshot", "restore", "snapshot_job"):
+        with pytest.raises(TypeError, match=rf"AsyncHook\.{hook} must be a plain \(synchronous\)"):
+            async def body(self: Any, *args: Any) -> Any: ...
+
+            type("AsyncHook", (ReplicatedCell,), {hook: body})
+
+
+def test_replicated_cell_an_unannotated_query_is_named_a_query() -> None:
+    """The message said `receptor` and pointed to @receptor(Protein), which this
+    class refuses."""
+    with pytest.raises(TypeError, match=r"query .*NoAnnot\.ask: parameter 'q' has no "
+                       r"annotation; annotate it with the protein or use "
+                       r"@cellmesh\.query\(Protein\)"):
+
+        class NoAnnot(ReplicatedCell):
+            @query
+            def ask(self, q):  # type: ignore[no-untyped-def]
+                return None
+
+
 def test_replicated_cell_refuses_a_protein_both_command_and_query() -> None:
     with pytest.raises(TypeError, match="both a command and a query"):
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import time
 from typing import Any
 
@@ -99,6 +100,25 @@ def test_replicated_machine_apply_errors_are_deterministic_results() -> None:
     assert garbage[:2] == [ResultKind.RAISED, "UndecodableCommand"]
     (query,) = run(m, 3, 3, command_op(0, 0, 0, body(Receipt(ok=True, index=1, timestamp=1))))
     assert query[:2] == [ResultKind.RAISED, "NotACommand"]
+
+
+class ExitingBank(Bank):
+    """Calls sys.exit() in apply: a careless user's way to refuse a command."""
+
+    def apply(self, command: Any, meta: CommandMeta) -> Receipt:
+        if command.amount == 13:
+            sys.exit("unlucky")
+        return super().apply(command, meta)
+
+
+def test_replicated_machine_sys_exit_in_apply_is_a_result_not_a_crash() -> None:
+    """It stopped every replica, and again at every restart (the entry stays in
+    the log): a command could take the group down for good."""
+    m = machine(ExitingBank())
+    (raised,) = run(m, 1, 1, command_op(0, 0, 0, body(Deposit(id="d", account="a", amount=13))))
+    assert raised == [ResultKind.RAISED, "SystemExit", "unlucky"]
+    (ok,) = run(m, 2, 2, command_op(0, 0, 0, body(Deposit(id="e", account="a", amount=1))))
+    assert reply(ok).ok
 
 
 def test_replicated_machine_snapshot_is_canonical_and_restores_everything() -> None:
