@@ -71,7 +71,7 @@ from .control import (
 )
 from .dna import DnaCache, DnaEntry, verify_entry
 from .errors import DnaError, RootRequestError
-from .exitcause import clean, clean_lines, keyed, version_text
+from .exitcause import clean, keyed, version_text
 from .manifest import CellDecl
 from .swap import (
     Action,
@@ -278,7 +278,7 @@ class Swapper:
             if run is not None and run.new is not None and msg.token == run.new.token:
                 # the new version's words: printable, bounded (it may be hostile)
                 type_name, message = keyed(slot.key, clean(msg.type_name, 200),
-                                           clean_lines(msg.message, 2000))
+                                           clean(msg.message, 2000, keep_newlines=True))
                 self._feed(run, run.core.new_failed(clean(msg.stage, 100), type_name, message,
                                                     _now()))
             return None
@@ -287,7 +287,8 @@ class Swapper:
         if not run.core.awaiting_old:
             raise RootRequestError(slot.name, "the swap did not ask for the state (now)")
         if msg.failure:
-            self._feed(run, run.core.old_failed(clean_lines(msg.failure, 2000), _now()))
+            failure = clean(msg.failure, 2000, keep_newlines=True)
+            self._feed(run, run.core.old_failed(failure, _now()))
             return SwapVerdict(resume=True)
         size = None if msg.state is None else sum(
             memoryview(part).nbytes for part in (msg.state, *msg.blobs)

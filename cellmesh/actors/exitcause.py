@@ -88,18 +88,16 @@ def version_text(version: object) -> str:
     return clean(version, MAX_VERSION_TEXT)
 
 
-def clean(text: object, limit: int) -> str:
-    """``text`` as a printable one-liner of at most ``limit`` characters."""
-    raw = text if isinstance(text, str) else ""
-    out = "".join(ch if ch.isprintable() else "?" for ch in raw[: limit + 1])
-    return out if len(out) <= limit else out[: limit - 3] + "..."
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` with every unprintable character (but those in ``keep``) shown as ``?``."""
+    return "".join(ch if ch.isprintable() or ch in keep else "?" for ch in text)
 
 
-def clean_lines(text: object, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, each line made printable as by :func:`clean`
-    (newlines kept: a traceback stays readable, an escape sequence does not pass)."""
+def clean(text: object, limit: int, *, keep_newlines: bool = False) -> str:
+    """``text`` as a printable one-liner of at most ``limit`` characters
+    (``keep_newlines``: printable lines, so a traceback stays readable)."""
     raw = text if isinstance(text, str) else ""
-    out = "".join(ch if ch.isprintable() or ch == "\n" else "?" for ch in raw[: limit + 1])
+    out = printable(raw[: limit + 1], keep="\n" if keep_newlines else "")
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 

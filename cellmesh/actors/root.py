@@ -350,12 +350,9 @@ class Root:
         try:
             if parent is not None:
                 # A hard link to the child's socket in the directory bound into
-                # the parent's sandbox: the parent reaches its children only.
-                link = self._launcher.children_dir(parent) / f"{name}.sock"
-                link.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    link.unlink()
-                os.link(socket_path, link)
+                # the parent's sandbox: the parent reaches its children only
+                # (and the cells whose `calls` list its template, below).
+                self._launcher.grant(parent, name, socket_path)
                 self._launcher.share(slot, list(self.slots.values()), on=True)
             await self._tasks.start(
                 self._serve_umbilical, slot, name=f"umbilical of {name}", restart=True
@@ -379,8 +376,7 @@ class Root:
             with contextlib.suppress(OSError):
                 os.unlink(slot.socket_path)  # our 0700 directory: no one else binds here
         if slot.parent is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._launcher.children_dir(slot.parent) / f"{slot.name}.sock")
+            self._launcher.revoke(slot.parent, slot.name)
             self._launcher.share(slot, list(self.slots.values()), on=False)
         with contextlib.suppress(OSError):
             self._launcher.children_dir(slot.name).rmdir()

@@ -42,6 +42,7 @@ from ..actors.control import (
     StatusReply,
     StatusRequest,
 )
+from ..actors.exitcause import printable
 from ..actors.lastwords import duration_text
 from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
 from ..actors.membership import parse_replica_name, replica_stem, replicas_text
@@ -117,20 +118,20 @@ def _state_style(state: str) -> str:
     return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
 
 
-def shown(value: object) -> Text:
-    """Text the root relays from cells, made safe to print: literal (a ``[`` is not
-    rich markup, a ``:name:`` not an emoji) and with every control or other
+def shown(value: object) -> str:
+    """Text the root relays from cells, made safe to print: every control or other
     unprintable character shown as ``?`` (no escape sequence reaches the
-    terminal). The root cleans what it keeps too; this does not rely on it."""
-    raw = value if isinstance(value, str) else str(value)
-    return Text("".join(ch if ch.isprintable() else "?" for ch in raw))
+    terminal). Print it as a :class:`Text` (literal: a ``[`` is not rich markup,
+    a ``:name:`` not an emoji). The root cleans what it keeps too; this does not
+    rely on it."""
+    return printable(value if isinstance(value, str) else str(value))
 
 
 def state_text(cell: CellStatus) -> Text:
     """The STATE column: the state, or ``swapping (phase)`` while a hot swap runs."""
     if cell.swap:
-        return Text(f"swapping ({shown(cell.swap).plain})", style="bold magenta")
-    return Text(shown(cell.state).plain, style=_state_style(cell.state))
+        return Text(f"swapping ({shown(cell.swap)})", style="bold magenta")
+    return Text(shown(cell.state), style=_state_style(cell.state))
 
 
 def _when(at: float) -> str:
@@ -206,10 +207,10 @@ def status_json(reply: StatusReply) -> dict[str, object]:
 def status_header(reply: StatusReply) -> Text:
     """``root pid 123, up 3m05s, manifest /path, 4 cells (3 running)``."""
     running = sum(c.state == "running" for c in reply.cells)
-    return shown(
+    return Text(shown(
         f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
         f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
-    )
+    ))
 
 
 #: The replica columns (``status`` and ``top``), shown when the mesh has a replicated cell.
@@ -226,7 +227,7 @@ def replica_cells(info: ReplicaInfo | None) -> tuple[Text, str, str, str, str]:
         return Text("-"), "-", "-", "-", "-"
     role = "given up" if info.given_up else info.role
     style = {"leader": "bold green", "follower": "green", "learner": "cyan"}.get(role, "yellow")
-    return (Text(shown(role).plain, style=style), _opt(info.term), _opt(info.commit_index),
+    return (Text(shown(role), style=style), _opt(info.term), _opt(info.commit_index),
             _opt(info.applied_index), _opt(info.lag))
 
 
@@ -243,7 +244,7 @@ def last_exits(reply: StatusReply, *, now: float) -> Text:
         if text:
             text.append("\n")
         ago = fmt_duration(None if c.last_exit_at is None else now - c.last_exit_at)
-        text.append(shown(c.name).plain, style="bold")
+        text.append(shown(c.name), style="bold")
         text.append(shown(f": crashed {ago} ago: {c.last_exit}"))
     return text
 
@@ -266,11 +267,11 @@ def status_table(reply: StatusReply) -> Table:
         table.add_column(title, justify=justify, no_wrap=True)
     for c in reply.cells:
         table.add_row(
-            shown(c.name), shown(c.supervisor), state_text(c),
+            Text(shown(c.name)), Text(shown(c.supervisor)), state_text(c),
             "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
             str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
-            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), shown(c.dna or "-"),
-            shown(c.version or "-"),
+            fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), Text(shown(c.dna or "-")),
+            Text(shown(c.version or "-")),
             *(replica_cells(c.replica) if replicas else ()),
         )
     return table
@@ -284,21 +285,21 @@ def group_lines(reply: StatusReply) -> Text:
             out.append("\n")
         leader = "no leader" if g.leader is None else f"leader {g.name}/{g.leader} (term {g.term})"
         members = ", ".join(f"{g.name}/{i}" for i in g.members)
-        out.append(shown(g.name).plain, style="bold")
+        out.append(shown(g.name), style="bold")
         out.append(shown(f": {replicas_text(len(g.members))} ({members}), {leader}"))
         if g.target != len(g.members):
             out.append(f", target {g.target}")
         if g.change:
-            out.append(f"\n  changing: {shown(g.change).plain}", style="yellow")
+            out.append(f"\n  changing: {shown(g.change)}", style="yellow")
         if g.error:
-            out.append(f"\n  last change failed: {shown(g.error).plain}", style="red")
+            out.append(f"\n  last change failed: {shown(g.error)}", style="red")
     for c in reply.cells:
         info = c.replica
         if info is not None and (info.error or info.given_up):
             out.append("\n")
-            out.append(shown(c.name).plain, style="bold")
+            out.append(shown(c.name), style="bold")
             what = "given up" if info.given_up else "failed"
-            out.append(f" {what}: {shown(info.error or '-').plain}", style="red")
+            out.append(f" {what}: {shown(info.error or '-')}", style="red")
     return out
 
 
@@ -357,7 +358,7 @@ def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) ->
         if i:
             body.append("\n")
         body.append(f"{_when(r.at)} ", style="dim")
-        body.append(shown(r.cell).plain, style="bold")
+        body.append(shown(r.cell), style="bold")
         body.append(shown(f" {r.reason}"))
     if not newest:
         body.append("no restarts", style="dim")
@@ -383,7 +384,7 @@ def top_frame(
         r = cell_rates.get(c.name)
         restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
         table.add_row(
-            shown(c.name), state_text(c),
+            Text(shown(c.name)), state_text(c),
             "-" if c.pid is None else str(c.pid),
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),

@@ -23,7 +23,7 @@ from ..actors.control import (
     SwapReport,
     swap_times_problem,
 )
-from ..actors.exitcause import clean, clean_lines
+from ..actors.exitcause import clean
 from ..actors.membership import parse_replica_name
 from ..config import Paths, check_cell_name
 from ..errors import ConfigError
@@ -198,7 +198,7 @@ def run_reload(
     if not isinstance(report, ReloadReport):
         raise ConfigError("reload", f"unexpected reply {type(report).__name__}")
     for line in report.lines:  # may quote a new version's import error: printable only
-        out.write(f"cellmesh: {clean_lines(line, MAX_LINE)}\n")
+        out.write(f"cellmesh: {clean(line, MAX_LINE, keep_newlines=True)}\n")
     for swap in report.swaps:
         if swap.outcome not in _OK:
             _print(swap, out, err)

@@ -50,13 +50,13 @@ def test_swap_report_lines_are_printable_whatever_the_new_version_wrote() -> Non
 
 def test_the_root_keeps_a_replicas_last_line_and_a_swaps_cause_printable() -> None:
     from cellmesh.actors._cells import ReplicaPart
-    from cellmesh.actors.exitcause import clean_lines
+    from cellmesh.actors.exitcause import clean
 
     part = ReplicaPart.__new__(ReplicaPart)
     part.last_line = ""
     part.note_line(b"\x1b]0;PWNED\x07\x1b[2J\x1b[31mEVIL\n")
     assert part.last_line == "?]0;PWNED??[2J?[31mEVIL"
-    assert clean_lines("Traceback:\n  \x1b[2J\nValueError: x", 2000) == (
+    assert clean("Traceback:\n  \x1b[2J\nValueError: x", 2000, keep_newlines=True) == (
         "Traceback:\n  ?[2J\nValueError: x")  # lines kept, escapes not
 
 
