@@ -32,7 +32,7 @@ import enum
 
 import attrs
 
-from cellmesh.consensus.types import Entry, Snapshot
+from cellmesh.consensus.types import Entry, EntryKind, Membership, Snapshot
 
 
 class MessageType(enum.IntEnum):
@@ -88,7 +88,9 @@ def well_formed(m: Message) -> bool:
 
     Checks what the core relies on: non-negative positions, and for appends
     that the entries directly follow ``index``, with non-decreasing terms no
-    newer than the message's term; a snapshot message must carry a snapshot.
+    newer than the message's term, and that every configuration entry holds a
+    membership with at least one voter; a snapshot message must carry a
+    snapshot whose membership has a voter.
     """
     if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0:
         return False
@@ -97,8 +99,24 @@ def well_formed(m: Message) -> bool:
         for k, e in enumerate(m.entries):
             if e.index != m.index + k + 1 or e.term < prev_term or e.term > m.term:
                 return False
+            if e.kind is EntryKind.CONFIG and not _membership_ok(e.data):
+                return False
             prev_term = e.term
     elif m.type is MessageType.SNAPSHOT:
         snap = m.snapshot
-        return snap is not None and 0 <= snap.meta.term <= m.term and snap.meta.index >= 0
+        return (
+            snap is not None
+            and 0 <= snap.meta.term <= m.term
+            and snap.meta.index >= 0
+            and bool(snap.meta.voters)
+            and not snap.meta.voters & snap.meta.learners
+        )
     return True
+
+
+def _membership_ok(data: bytes) -> bool:
+    """Whether ``data`` decodes to a membership a cluster can run with."""
+    try:
+        return bool(Membership.decode(data).voters)
+    except ValueError:
+        return False

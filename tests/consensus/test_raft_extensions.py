@@ -25,7 +25,7 @@ from cellmesh.consensus import (
     Role,
 )
 from cellmesh.consensus.core import RaftCore
-from cellmesh.consensus.types import Entry
+from cellmesh.consensus.types import Entry, Snapshot, SnapshotMeta
 from cellmesh.testing.raftnet import RaftNet, drain, make_core
 
 MT = MessageType
@@ -567,6 +567,33 @@ def test_core_restart_recovers_membership_from_log() -> None:
         ),  # terms go down
         Message(type=MT.SNAPSHOT, src=1, dst=2, term=2),  # no snapshot
         Message(type=MT.APPEND, src=1, dst=2, term=2, index=-1),
+        *(
+            Message(
+                type=MT.APPEND,
+                src=1,
+                dst=2,
+                term=2,
+                index=0,
+                log_term=0,
+                entries=(Entry(index=1, term=2, kind=EntryKind.CONFIG, data=data),),
+            )  # a configuration entry that is no membership, or one without a voter
+            for data in (b"not a membership", b"v=;l=", b"v=1,2;l=2", b"v=1,x;l=")
+        ),
+        *(
+            Message(
+                type=MT.SNAPSHOT,
+                src=1,
+                dst=2,
+                term=2,
+                snapshot=Snapshot(
+                    meta=SnapshotMeta(index=5, term=2, voters=voters, learners=learners)
+                ),
+            )  # a snapshot whose membership has no voter, or a voter that also learns
+            for voters, learners in (
+                (frozenset(), frozenset({2})),
+                (frozenset({1}), frozenset({1})),
+            )
+        ),
     ],
 )
 def test_malformed_messages_are_ignored(bad: Message) -> None:
