@@ -23,6 +23,7 @@ from cellmesh.consensus.errors import (
     NotLeader,
     ProposalDropped,
     ProposalOutcomeUnknown,
+    RestoredLogInvalid,
 )
 from cellmesh.consensus.membrane_transport import MembraneTransport, Packet, open_membrane_transport
 from cellmesh.consensus.message_codec import decode_message, encode_message
@@ -81,6 +82,7 @@ __all__ = [
     "ConfigChangeInProgress",
     "ConsensusError",
     "ConsensusUsageError",
+    "RestoredLogInvalid",
     "Entry",
     "EntryKind",
     "HardState",

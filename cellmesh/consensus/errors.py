@@ -141,11 +141,19 @@ class ConsensusUsageError(ConsensusError):
     """The driver broke the core's calling contract (a local programming error)."""
 
 
+class RestoredLogInvalid(ConsensusUsageError):
+    """The durable state given to the core is no log a Raft node writes: entries
+    with a gap, terms that go down, a configuration entry that holds no
+    membership. ``open_raft_node`` reports it as the storage's corruption
+    (``WalCorrupted`` naming the directory)."""
+
+
 __all__ = [
     "CatchUpFailed",
     "ConfigChangeInProgress",
     "ConsensusError",
     "ConsensusUsageError",
+    "RestoredLogInvalid",
     "InvalidConfigChange",
     "NodeRemoved",
     "NotLeader",

@@ -22,8 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cellmesh.consensus.errors import ConsensusUsageError
+from cellmesh.consensus.errors import ConsensusUsageError, RestoredLogInvalid
 from cellmesh.consensus.types import Entry, EntryKind, Membership, Snapshot
+
+
+def _check_restored_config(entry: Entry) -> None:
+    """RestoredLogInvalid unless ``entry`` holds a membership with a voter."""
+    try:
+        voters = Membership.decode(entry.data).voters
+    except ValueError as exc:
+        raise RestoredLogInvalid(f"restored configuration entry {entry.index}: {exc}") from None
+    if not voters:
+        raise RestoredLogInvalid(f"restored configuration entry {entry.index} has no voter")
 
 
 class RaftLog:
@@ -38,10 +48,18 @@ class RaftLog:
         base = snapshot.meta.index
         prev_term = snapshot.meta.term
         for k, e in enumerate(entries):
-            if e.index != base + k + 1 or e.term < prev_term:
-                raise ConsensusUsageError(
-                    f"restored entries are not contiguous after snapshot {base}: {e!r}"
+            if e.index != base + k + 1:
+                raise RestoredLogInvalid(
+                    f"restored entries are not contiguous after snapshot {base}: index "
+                    f"{e.index} where {base + k + 1} belongs"
                 )
+            if e.term < prev_term:
+                raise RestoredLogInvalid(
+                    f"restored entry {e.index} has term {e.term}, below the term "
+                    f"{prev_term} before it (terms never go down in a Raft log)"
+                )
+            if e.kind is EntryKind.CONFIG:
+                _check_restored_config(e)
             prev_term = e.term
             self._push(e)
         self.stabled = self.last_index

@@ -109,6 +109,7 @@ from cellmesh.consensus.errors import (
     ConfigChangeInProgress,
     ProposalDropped,
     ProposalOutcomeUnknown,
+    RestoredLogInvalid,
 )
 from cellmesh.consensus.messages import Message, MessageType
 from cellmesh.consensus.transport import Transport
@@ -120,7 +121,7 @@ from cellmesh.consensus.types import (
     Role,
     SoftState,
 )
-from cellmesh.consensus.wal import TornTail, WalBatch, prepare_directory
+from cellmesh.consensus.wal import TornTail, WalBatch, WalCorrupted, prepare_directory
 
 _READ_RETRY_ELECTIONS: Final = 2
 #: Leader messages that may be sent while the leader's own save is in flight
@@ -734,15 +735,20 @@ async def open_raft_node(
     await run_sync(functools.partial(prepare_directory, directory, node=config.id, join=join))
     storage, recovered = await run_sync(functools.partial(open_storage, directory))
     try:
-        core = RaftCore(
-            config,
-            rng if rng is not None else random.Random(),
-            voters=voters,
-            hard_state=recovered.hard_state,
-            snapshot=recovered.snapshot,
-            entries=recovered.entries,
-            join=recovered.join,
-        )
+        try:
+            core = RaftCore(
+                config,
+                rng if rng is not None else random.Random(),
+                voters=voters,
+                hard_state=recovered.hard_state,
+                snapshot=recovered.snapshot,
+                entries=recovered.entries,
+                join=recovered.join,
+            )
+        except RestoredLogInvalid as exc:  # the storage kept what no node writes
+            raise WalCorrupted(
+                directory, 0, f"the recovered log is not a Raft log: {exc}"
+            ) from None
         base = 0
         if recovered.snapshot is not None:
             state_machine.restore(recovered.snapshot.data)

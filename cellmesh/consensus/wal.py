@@ -297,14 +297,16 @@ class WriteAheadLog:
             scan = codec.scan_frames(image)
             if not image:
                 scan = attrs.evolve(scan, damage="empty segment file")
+            if scan.damage is not None and scan.resync is not None:
+                # Checked before the size STATE recorded: damage with valid frames
+                # after it is corruption, not a file cut short.
+                raise WalCorrupted(
+                    seg_path,
+                    scan.end,
+                    f"{scan.damage}, yet a valid frame follows at byte {scan.resync}",
+                )
             _state.check_segment_size(seg_path, seq, state, scan.end)
             if scan.damage is not None:
-                if scan.resync is not None:
-                    raise WalCorrupted(
-                        seg_path,
-                        scan.end,
-                        f"{scan.damage}, yet a valid frame follows at byte {scan.resync}",
-                    )
                 if not is_last:
                     raise WalCorrupted(seg_path, scan.end, f"{scan.damage} in a sealed segment")
                 torn = TornTail(

@@ -31,8 +31,8 @@ from cellmesh.consensus.node import (
     run_inline,
 )
 from cellmesh.consensus.transport import MemoryNetwork
-from cellmesh.consensus.types import Membership, Role
-from cellmesh.consensus.wal import Recovered, WalBatch, WalFailed
+from cellmesh.consensus.types import Entry, EntryKind, HardState, Membership, Role
+from cellmesh.consensus.wal import Recovered, WalBatch, WalCorrupted, WalFailed, WriteAheadLog
 
 from .conftest import IDS, KV, TICK, Recorder, cluster
 
@@ -638,3 +638,45 @@ async def test_a_node_reports_what_recovery_cut_off_its_log(tmp_path: Path) -> N
         assert 0 < torn.offset < size - 3 and torn.dropped_bytes == size - 3 - torn.offset
 
     await open_node(reopened)
+
+
+@pytest.mark.parametrize(
+    ("entries", "reason"),
+    [
+        ([Entry(index=1, term=5), Entry(index=2, term=2)], "entry 2 has term 2, below the term 5"),
+        ([Entry(index=1, term=1, kind=EntryKind.CONFIG, data=b"\xff\x00junk")],
+         "configuration entry 1: malformed membership"),
+        ([Entry(index=1, term=1, kind=EntryKind.CONFIG, data=b"v=;l=3")],
+         "configuration entry 1 has no voter"),
+    ],
+)
+async def test_node_refuses_a_log_no_raft_node_writes_naming_its_directory(
+    tmp_path: Path, entries: list[Entry], reason: str
+) -> None:
+    """The WAL keeps whatever it was given, checksummed; a log with a valid checksum but
+    content no Raft node writes (a buggy writer, a hand-made file) is refused when the
+    node is built on it, as WalCorrupted naming the directory (a replica adds the
+    `cellmesh wipe` hint to that), not as a raw ValueError naming nothing."""
+    from cellmesh.consensus import _walcodec as codec
+
+    directory = tmp_path / "1"
+    directory.mkdir()
+    (directory / "STATE").write_bytes(codec.encode_state(codec.DirState(node=1)) * 2)
+    header = codec.encode_frame(
+        codec.FRAME_SEGMENT_HEADER,
+        codec.encode_segment_header(0, codec.encode_hard_state(HardState())), 0)
+    body = codec.encode_frame(
+        codec.FRAME_BATCH,
+        codec.encode_hard_state(HardState(term=5, vote=1)) + codec.encode_entries(1, entries),
+        len(header))
+    (directory / f"wal-{0:016x}-{1:016x}.log").write_bytes(header + body)
+    with WriteAheadLog.open(directory)[0]:  # the storage returns exactly what it holds
+        pass
+    with pytest.raises(WalCorrupted, match=reason) as info:
+        async with open_raft_node(
+            RaftConfig(id=1), voters=[1], directory=directory,
+            transport=MemoryNetwork().transport(1), state_machine=KV(), run_sync=run_inline,
+        ):
+            pytest.fail("the node opened")
+    assert info.value.path == directory
+    assert "the recovered log is not a Raft log" in str(info.value)

@@ -344,3 +344,34 @@ def test_wal_crash_during_snapshot_install_keeps_the_previous_state(tmp_path: Pa
     rec = recover_image(directory, segment, full)
     assert rec.snapshot == Snapshot(meta=meta, data=b"S")
     assert [e.index for e in rec.entries] == [7, 8]
+
+
+def test_wal_damage_in_the_first_batch_of_a_newer_segment_is_corruption_not_truncation(
+    tmp_path: Path,
+) -> None:
+    """A segment made by a rollover starts with the batch that made it, and STATE records
+    that size. Damage inside that batch, with valid frames after it, is WalCorrupted at
+    the damage: the file is whole, it was not cut short (it used to be reported as
+    WalStateLost, 'the file was truncated')."""
+    directory = tmp_path / "wal"
+    batches = [
+        WalBatch(
+            hard_state=HardState(term=1, vote=1, commit=3 * b),
+            entries=tuple(Entry(index=i, term=1, data=bytes([i]) * 40)
+                          for i in range(3 * b + 1, 3 * b + 4)),
+        )
+        for b in range(12)
+    ]
+    build(directory, batches, 600)
+    last = list(iter_segment_paths(directory))[-1]
+    pristine = last.read_bytes()
+    header, first, _later = scan_frames(pristine).frames  # a batch follows the first one
+    for offset in range(header.offset, first.end, 3):
+        flip(last, offset)
+        with pytest.raises(WalCorrupted) as info:
+            WriteAheadLog.open(directory)
+        assert info.value.path == last
+        assert info.value.offset <= offset
+        assert "valid frame follows" in str(info.value)
+        last.write_bytes(pristine)
+
