@@ -303,6 +303,8 @@ class LedgerClient:
         Each page is its own linearizable read: transfers created meanwhile
         appear if they fall after the pages already read.
         """
+        if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= BATCH_MAX:
+            raise InvalidQuery("page", f"must be an int in 1..{BATCH_MAX}, got {page!r}")
         reverse = bool(flags & FilterFlags.REVERSED)
         low, high = 0, 0
         while True:

@@ -133,9 +133,11 @@ async def test_client_refuses_a_malformed_read_before_sending_it() -> None:
         assert "\n" not in str(info.value)
     with pytest.raises(InvalidQuery, match="account_id"):
         await ledger.get_account_transfers(0)
-    with pytest.raises(InvalidQuery, match="limit"):
-        async for _ in ledger.account_history(1, page=0):
-            pass
+    for page in (0, -1, 8191, True, 2.0, "3"):  # the field is the caller's own: page
+        with pytest.raises(InvalidQuery, match=r"^page: must be an int in 1\.\.8190") as info:
+            async for _ in ledger.account_history(1, page=page):  # type: ignore[arg-type]
+                pass
+        assert info.value.field == "page"
     with pytest.raises(InvalidQuery, match="max_violations"):
         await ledger.check(max_violations=0)
     assert wire.sent == []  # (test_ledger_cell.py sends well-formed reads to a real cell)
