@@ -69,6 +69,7 @@ from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
 from ._spawn import FIRST_PASSED_FD, Workload
 from ._spec import CellSpec
+from ._uids import UidPool
 from .errors import BackendUnavailable, SandboxError
 
 #: uid and gid of the cell inside its user namespace.
@@ -279,6 +280,23 @@ def _check_reachable(directory: Path, uid: int) -> None:
             )
 
 
+@attrs.frozen
+class _Owners:
+    """The uids a bound data dir may belong to: ours, the cell's, or (when cells
+    get a uid each) any uid of the pool, since a data dir goes to its cell's uid."""
+
+    ours: int
+    cell: int | None
+    pool: UidPool | None
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in (self.ours, self.cell) or (self.pool is not None and uid in self.pool)
+
+    def __str__(self) -> str:
+        named = [str(u) for u in (self.ours, self.cell) if u is not None]
+        return " or ".join(named + ([str(self.pool)] if self.pool is not None else []))
+
+
 def default_host_uid() -> int | None:
     """The host uid cells run as: :data:`UNPRIVILEGED_UID` when we are root, else ours."""
     return UNPRIVILEGED_UID if os.geteuid() == 0 else None
@@ -312,6 +330,11 @@ class BwrapBackend(ProcessBackend):
     ``max_egress_conns`` bounds the connections each cell's egress proxy
     relays (or is setting up) at once; the proxy of a cell with grants lives
     from its first spawn until ``destroy``.
+
+    The host uid a cell runs as: with ``uids`` (what ``select_backend`` gives
+    a root running as root), one uid of that pool per cell (see
+    :mod:`cellmesh.sandbox._uids`); else ``host_uid`` for every cell; else
+    (None) the caller's own.
     """
 
     enforces_net_grants: ClassVar[bool] = True
@@ -320,6 +343,7 @@ class BwrapBackend(ProcessBackend):
     seccomp: bool = True
     host_uid: int | None = attrs.field(factory=default_host_uid)
     max_egress_conns: int = DEFAULT_MAX_CONNS
+    uids: UidPool | None = None
     _proxies: dict[str, EgressProxy] = attrs.field(factory=dict, init=False)
 
     @property
@@ -335,28 +359,28 @@ class BwrapBackend(ProcessBackend):
         secret_fds: Sequence[int],
     ) -> Command:
         spec = rec.spec
+        uid = self._cell_uid(rec)
         data: os.stat_result | None = None
         if spec.data_dir is not None:
             # Made, opened and handed over without following a symlink; the
             # staged bind re-opens it O_NOFOLLOW and must find this very inode.
-            owners = {os.getuid()} | ({self.host_uid} if self.host_uid is not None else set())
-            data_fd = open_data_dir(spec.data_dir, owners=owners)
+            data_fd = open_data_dir(spec.data_dir, owners=self._owners(uid))
             try:
-                if self.host_uid is not None and os.fstat(data_fd).st_uid != self.host_uid:
+                if uid is not None and os.fstat(data_fd).st_uid != uid:
                     try:
-                        hand_over(data_fd, self.host_uid)
+                        hand_over(data_fd, uid)
                     except OSError as exc:  # a read-only mount, a file we may not chown
                         raise SandboxError(
                             f"the data dir {spec.data_dir} cannot be handed to the cell's uid "
-                            f"{self.host_uid}: {exc.strerror or exc}"
+                            f"{uid}: {exc.strerror or exc}"
                             + (f" ({exc.filename})" if exc.filename else "")
                         ) from None
                 data = os.fstat(data_fd)
             finally:
                 os.close(data_fd)
-        egress = self._egress(rec)
+        egress = self._egress(rec, uid)
         extra = egress.host_paths() if egress is not None else []
-        binds, sources = self._stage(rec, extra) if self.host_uid is not None else ((), {})
+        binds, sources = self._stage(rec, uid, extra) if uid is not None else ((), {})
         pinned = (
             {spec.data_dir: (data.st_dev, data.st_ino)}
             if data is not None and spec.data_dir is not None and binds else {}
@@ -399,11 +423,31 @@ class BwrapBackend(ProcessBackend):
             signal_as_code_offset=True,
             owned_fds=owned,
             private_binds=binds,
-            run_as=self.host_uid,
+            run_as=uid,
             pinned_sources=pinned,
         )
 
-    def _egress(self, rec: CellRecord) -> EgressMounts | None:
+    def _cell_uid(self, rec: CellRecord) -> int | None:
+        """The host uid ``rec``'s processes run as (see the class doc).
+
+        A pool's uid is keyed by the cell's data dir when it has one (every
+        process that writes there must own it), else by its runtime dir's
+        parent and log name (one per slot: its two backend ids share it).
+        """
+        if self.uids is None:
+            return self.host_uid
+        spec = rec.spec
+        key = (
+            f"data:{spec.data_dir}" if spec.data_dir is not None
+            else f"cell:{rec.runtime_dir.parent}/{spec.log_name}"
+        )
+        return self.uids.acquire(key, spec.cell_id)
+
+    def _owners(self, uid: int | None) -> _Owners:
+        """Who may own a data dir we bind: us, the cell's uid, any uid we give cells."""
+        return _Owners(os.getuid(), uid, self.uids)
+
+    def _egress(self, rec: CellRecord, uid: int | None) -> EgressMounts | None:
         """The cell's egress mounts (its proxy is started at the first spawn), or None."""
         spec = rec.spec
         if not spec.net_grants:
@@ -414,7 +458,7 @@ class BwrapBackend(ProcessBackend):
                 cell_id=spec.cell_id,
                 net_dir=rec.runtime_dir / "net",
                 grants=spec.net_grants,
-                owner_uid=self.host_uid,
+                owner_uid=uid,
                 max_conns=self.max_egress_conns,
             )
             self._proxies[spec.cell_id] = proxy
@@ -427,28 +471,30 @@ class BwrapBackend(ProcessBackend):
             if proxy is not None:
                 proxy.close()
         finally:
-            report = super()._teardown(rec, clean=clean)
+            try:
+                report = super()._teardown(rec, clean=clean)
+            finally:
+                if self.uids is not None:  # its processes are gone: the uid may be reused
+                    self.uids.release(rec.spec.cell_id)
         return report
 
     def _stage(
-        self, rec: CellRecord, extra: Sequence[Path] = ()
+        self, rec: CellRecord, uid: int, extra: Sequence[Path] = ()
     ) -> tuple[tuple[tuple[Path, Path], ...], dict[Path, Path]]:
-        """Make every bound host path reachable by the unprivileged ``host_uid``.
+        """Make every bound host path reachable by the cell's unprivileged ``uid``.
 
         Each source gets an empty stand-in under ``<runtime_dir>/stage``; the
         spawned child bind-mounts the source onto it in a private mount
         namespace (see ``spawn_isolated_workload``), and bwrap binds from the
         stand-in. So the runtime under ``/root/.pyenv`` (``/root`` is 0700)
         or a DNA dir under ``~/.cell`` is usable without opening any host
-        directory to other users. (The data dir was handed to ``host_uid``
+        directory to other users. (The data dir was handed to ``uid``
         by :meth:`_command`, through a descriptor; its bind is pinned to
         that inode.) ``extra``
         paths (the egress sockets and files in the 0700 ``net`` dir) are staged
         the same way.
         """
         spec = rec.spec
-        uid = self.host_uid
-        assert uid is not None
         _check_reachable(rec.runtime_dir.parent, uid)
         os.chmod(rec.runtime_dir, 0o711)
         stage = rec.runtime_dir / "stage"

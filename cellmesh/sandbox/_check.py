@@ -13,10 +13,11 @@ from pathlib import Path
 
 import attrs
 
-from ._bwrap import bwrap_version, default_host_uid, find_bwrap, probe_bwrap
+from ._bwrap import bwrap_version, find_bwrap, probe_bwrap
 from ._limits import AS_HEADROOM, CgroupHost, plan_limits
 from ._seccomp import DENIED, build_filter
 from ._spec import Limits
+from ._uids import default_uid_pool
 
 
 def _read(path: str) -> str | None:
@@ -47,6 +48,7 @@ class HostReport:
     seccomp_denied: int
     auto_backend: str
     cell_host_uid: int | None
+    cell_uid_range: tuple[int, int] | None
     limit_mechanisms: Mapping[str, str]
 
     def to_json(self) -> dict[str, object]:
@@ -91,7 +93,10 @@ class HostReport:
             ),
             f"CELL_SANDBOX=auto      -> {self.auto_backend}"
             + (
-                f"; cells run as host uid {self.cell_host_uid}"
+                f"; cells run as host uids {self.cell_uid_range[0]}-{self.cell_uid_range[1]}, "
+                "one per cell (CELL_UID_RANGE)"
+                if self.cell_uid_range is not None
+                else f"; cells run as host uid {self.cell_host_uid}"
                 if self.cell_host_uid is not None
                 else ""
             ),
@@ -111,12 +116,13 @@ class HostReport:
         if mechanism != "rlimit":
             return []
         return [
-            "memory limit           RLIMIT_DATA = limit (heap, private mappings, thread stacks); "
-            f"RLIMIT_AS = limit + {AS_HEADROOM >> 20} MiB (MAP_SHARED, mapped memfds and "
-            "vesicles count); RLIMIT_FSIZE = limit (no memfd or file grows past it)",
+            "memory limit           per process: RLIMIT_DATA = limit (heap, private mappings, "
+            f"thread stacks); RLIMIT_AS = limit + {AS_HEADROOM >> 20} MiB (MAP_SHARED, mapped "
+            "memfds and vesicles count); RLIMIT_FSIZE = limit (no memfd or file grows past it)",
             "  not counted          kernel memory (socket and pipe buffers); pages of memfds "
-            "written but never mapped, up to the limit per open file (set CELL_CGROUP_PARENT "
-            "with the memory controller for an exact limit)",
+            "written but never mapped, up to the limit per open file; a cell that forks holds "
+            "up to the limit in each process (set CELL_CGROUP_PARENT with the memory "
+            "controller for an exact limit)",
         ]
 
 
@@ -126,15 +132,14 @@ def check_host(env: Mapping[str, str] | None = None) -> HostReport:
     bwrap = find_bwrap()
     problem = probe_bwrap(bwrap)
     cg = CgroupHost.detect(env)
-    cell_uid: int | None = None
-    if problem is None:
-        cell_uid = default_host_uid()
-        if cell_uid is not None and probe_bwrap(bwrap, run_as=cell_uid) is not None:
+    cell_uid: int | None = os.geteuid()
+    uid_range: tuple[int, int] | None = None
+    pool = default_uid_pool(env)
+    if problem is None and pool is not None:
+        if probe_bwrap(bwrap, run_as=pool.first) is None:
+            cell_uid, uid_range = None, (pool.first, pool.last)
+        else:
             cell_uid = 0
-        elif cell_uid is None:
-            cell_uid = os.geteuid()
-    else:
-        cell_uid = os.geteuid()
     plan = plan_limits(Limits(memory=256 << 20, cpu=1.0, pids=64, open_files=256), cg)
     max_userns = _read("/proc/sys/user/max_user_namespaces")
     status = _read("/proc/self/status") or ""
@@ -156,6 +161,7 @@ def check_host(env: Mapping[str, str] | None = None) -> HostReport:
         seccomp_denied=len(DENIED) if build_filter() is not None else 0,
         auto_backend="bwrap" if problem is None else "host",
         cell_host_uid=cell_uid,
+        cell_uid_range=uid_range,
         limit_mechanisms=plan.to_json(),
     )
 

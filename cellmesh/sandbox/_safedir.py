@@ -30,7 +30,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from pathlib import Path
 from typing import Final
 
@@ -39,7 +39,7 @@ from .errors import SandboxConfigError
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def open_data_dir(path: Path, *, owners: Collection[int]) -> int:
+def open_data_dir(path: Path, *, owners: Container[int]) -> int:
     """Create (mode 0700) and open the data dir ``path``; the caller closes the fd.
 
     Raises :class:`SandboxConfigError` naming the path when its parent is not
@@ -78,9 +78,16 @@ def open_data_dir(path: Path, *, owners: Collection[int]) -> int:
     if st.st_uid not in owners:
         os.close(fd)
         raise SandboxConfigError(
-            "data_dir", f"{path} is owned by uid {st.st_uid}, not by {sorted(owners)}"
+            "data_dir", f"{path} is owned by uid {st.st_uid}, not by {_described(owners)}"
         )
     return fd
+
+
+def _described(owners: Container[int]) -> str:
+    """``owners`` for an error: a small collection sorted, anything else as it prints."""
+    if isinstance(owners, Collection):
+        return str(sorted(owners))
+    return str(owners)
 
 
 def hand_over(fd: int, uid: int) -> None:

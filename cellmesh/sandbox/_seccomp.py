@@ -22,7 +22,10 @@ filtered). The program:
    io_uring (whose ``IORING_OP_SOCKET`` would dodge step 2), module and
    kexec loading, mounts and namespace changes, swap, reboot, quota, raw
    I/O ports, handle-based opens -- the interfaces a Python service never
-   needs and that carry most kernel-escape history;
+   needs and that carry most kernel-escape history -- and System V IPC
+   (``shm*``, ``sem*``, ``msg*``): the cell's own IPC namespace has the
+   kernel's default, practically unlimited, ``shmall``, and no rlimit
+   counts a detached segment (an audit held 2 GiB under a 256 MiB limit);
 4. allows everything else.
 
 It is a deny-list, not an allow-list: it narrows the kernel attack surface,
@@ -90,6 +93,10 @@ DENIED: Final[Mapping[str, int]] = MappingProxyType(
         "mount": 165,
         "mount_setattr": 442,
         "move_mount": 429,
+        "msgctl": 71,
+        "msgget": 68,
+        "msgrcv": 70,
+        "msgsnd": 69,
         "name_to_handle_at": 303,
         "open_by_handle_at": 304,
         "open_tree": 428,
@@ -101,7 +108,15 @@ DENIED: Final[Mapping[str, int]] = MappingProxyType(
         "quotactl": 179,
         "reboot": 169,
         "request_key": 249,
+        "semctl": 66,
+        "semget": 64,
+        "semop": 65,
+        "semtimedop": 220,
         "setns": 308,
+        "shmat": 30,
+        "shmctl": 31,
+        "shmdt": 67,
+        "shmget": 29,
         "swapoff": 168,
         "swapon": 167,
         "syslog": 103,

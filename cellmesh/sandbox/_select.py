@@ -20,12 +20,13 @@ from typing import Final
 
 from ..config import Paths
 from ._backend import CellBackend
-from ._bwrap import BwrapBackend, default_host_uid, find_bwrap, probe_bwrap
+from ._bwrap import BwrapBackend, find_bwrap, probe_bwrap
 from ._events import EventSink, JsonlEventLog, MemoryEventLog
 from ._host import HostBackend
 from ._limits import CgroupHost
 from ._secrets import SecretBroker, select_broker
 from ._stub import StubBackend
+from ._uids import default_uid_pool
 from .errors import BackendUnavailable, SandboxConfigError
 
 BACKEND_NAMES: Final = ("auto", "bwrap", "host", "stub")
@@ -64,17 +65,19 @@ def select_backend(
         bwrap = find_bwrap()
         problem = probe_bwrap(bwrap)
         if problem is None and bwrap is not None:
-            host_uid = default_host_uid()
-            if host_uid is not None and (why := probe_bwrap(bwrap, run_as=host_uid)):
+            uids = default_uid_pool(env)
+            if uids is not None and (why := probe_bwrap(bwrap, run_as=uids.first)):
                 warnings.warn(
-                    f"bwrap cannot run as the unprivileged uid {host_uid} here ({why}); "
+                    f"bwrap cannot run as the unprivileged uid {uids.first} here ({why}); "
                     "cells keep the caller's host uid (root), with all capabilities dropped. "
                     "See docs/security.md.",
                     SandboxDowngradeWarning,
                     stacklevel=2,
                 )
-                host_uid = None
-            return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap, host_uid=host_uid)
+                uids = None
+            return BwrapBackend(
+                paths, events, broker, cgroups, bwrap=bwrap, host_uid=None, uids=uids
+            )
         if choice == "bwrap":
             raise BackendUnavailable("bwrap", problem or "not found")
         warnings.warn(

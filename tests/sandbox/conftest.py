@@ -27,6 +27,7 @@ from cellmesh.sandbox import (
     StubBackend,
 )
 from cellmesh.sandbox._bwrap import find_bwrap, probe_bwrap
+from cellmesh.sandbox._uids import DEFAULT_UID_RANGE, UidPool
 
 PY = sys.executable
 
@@ -88,6 +89,10 @@ def make_backend(
     if kind == "host":
         return HostBackend(paths, events, broker, cgroups)
     assert bwrap is not None
+    if host_uid is not None and os.geteuid() == 0:
+        # As select_backend does for a root running as root: a uid of its own per cell.
+        return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap, host_uid=None,
+                            uids=UidPool(*DEFAULT_UID_RANGE))
     return BwrapBackend(paths, events, broker, cgroups, bwrap=bwrap, host_uid=host_uid)
 
 

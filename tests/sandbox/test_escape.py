@@ -247,8 +247,9 @@ def test_identity_capabilities_and_hostname(bwrap_backend: CellBackend) -> None:
 def test_runs_as_an_unprivileged_host_uid_when_root(
     bwrap_backend: CellBackend, bwrap_host_uid: int | None
 ) -> None:
-    """As root, the cell's host credentials are nobody's, not root's (caps or not)."""
-    from cellmesh.sandbox._bwrap import UNPRIVILEGED_UID
+    """As root, the cell's host credentials are an unprivileged uid's of the cells' range,
+    not root's (caps or not)."""
+    from cellmesh.sandbox._uids import DEFAULT_UID_RANGE
 
     from .conftest import workload_pid
 
@@ -258,8 +259,11 @@ def test_runs_as_an_unprivileged_host_uid_when_root(
     proc = bwrap_backend.spawn("whoami")
     pid = workload_pid(bwrap_backend, proc.pid)
     uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0].split()
-    expected = UNPRIVILEGED_UID if os.geteuid() == 0 else os.geteuid()
-    assert uids == [str(expected)] * 4  # real, effective, saved, filesystem
+    assert len(set(uids)) == 1 and len(uids) == 4  # real, effective, saved, filesystem
+    if os.geteuid() == 0:
+        assert DEFAULT_UID_RANGE[0] <= int(uids[0]) <= DEFAULT_UID_RANGE[1]
+    else:
+        assert int(uids[0]) == os.geteuid()
 
 
 PARENT = """

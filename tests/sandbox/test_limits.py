@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from cellmesh.config import Paths
@@ -126,7 +127,9 @@ def test_cgroup2_leaf_is_joined_before_exec_and_removed(v2_parent: Path, paths: 
 def test_sweep_kills_and_removes_stale_leaves_only(v2_parent: Path) -> None:
     from cellmesh.sandbox import WorkloadEnv, spawn_isolated_workload, sweep_stale_leaves
 
-    host = CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)})
+    # Only the test's own v2 parent: this process's v1 cgroups hold the leaves of every
+    # other mesh running on this machine (another test, a demo), which must live on.
+    host = attrs.evolve(CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)}), v1_dirs={})
     stale = v2_parent / "cellmesh_ghost_0123"
     live = v2_parent / "cellmesh_live_4567"
     other = v2_parent / "not-ours"
