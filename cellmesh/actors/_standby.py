@@ -25,6 +25,15 @@ process cannot forget (a thread, an extension module of its own), the
 process re-executes itself instead, with the command in ``CELL_GO``: a
 fresh interpreter in the same sandbox.
 
+Importing the old code may also have changed the process itself. A
+:class:`Clean` record taken before the preload says what it was: the
+environment, the recursion limit, the root logger's handlers, level and
+filters, and the warning filters are put back before the new code is
+imported (so its ``logging.basicConfig`` is not silently a no-op); an
+attribute the old code set, rebound or deleted in a module that was loaded
+before it (a monkeypatch of ``json``, of ``sys.excepthook``) cannot be told
+from the module's own state, so the process re-executes instead.
+
 A bare ``g`` (no token, no preload) is accepted too: the runtime then uses
 ``CELL_DNA_DIR`` as the entry itself (a cell run by hand).
 """
@@ -33,12 +42,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Final
+from types import ModuleType
+from typing import Any, Final
 
 import attrs
 
@@ -110,6 +122,69 @@ class _Lines:
         return line.decode("ascii", "replace")
 
 
+@attrs.frozen(eq=False)
+class Clean:
+    """The process-wide state before a preload (see the module doc)."""
+
+    environ: dict[str, str]
+    recursion_limit: int
+    root_handlers: tuple[logging.Handler, ...]
+    root_level: int
+    root_filters: tuple[Any, ...]
+    warning_filters: tuple[Any, ...]
+    modules: dict[str, tuple[ModuleType, dict[str, object]]]
+
+    @classmethod
+    def take(cls) -> Clean:
+        """Record the state now (a few milliseconds: every loaded module's globals)."""
+        root = logging.getLogger()
+        return cls(
+            environ=dict(os.environ),
+            recursion_limit=sys.getrecursionlimit(),
+            root_handlers=tuple(root.handlers),
+            root_level=root.level,
+            root_filters=tuple(root.filters),
+            warning_filters=tuple(warnings.filters),
+            modules={
+                name: (module, dict(vars(module)))
+                for name, module in list(sys.modules.items())
+                if isinstance(module, ModuleType) and name != "__main__"
+            },
+        )
+
+    def restore(self) -> str | None:
+        """Put back what can be put back; what cannot (None: nothing is left changed)."""
+        os.environ.clear()
+        os.environ.update(self.environ)
+        sys.setrecursionlimit(self.recursion_limit)
+        root = logging.getLogger()
+        root.handlers[:] = self.root_handlers
+        root.setLevel(self.root_level)
+        root.filters[:] = self.root_filters
+        filters: list[Any] = warnings.filters  # type: ignore[assignment]
+        filters[:] = self.warning_filters
+        getattr(warnings, "_filters_mutated", lambda: None)()  # (drops its caches)
+        for name, (module, before) in self.modules.items():
+            if sys.modules.get(name) is not module:
+                return f"module {name} was replaced"
+            now = vars(module)
+            for key, value in now.items():
+                old = before.get(key, _ABSENT)
+                if old is value:
+                    continue
+                if old is _ABSENT and (
+                    isinstance(value, ModuleType) or (key.startswith("__") and key.endswith("__"))
+                ):
+                    continue  # a submodule imported since, a __warningregistry__
+                return f"{name}.{key} was {'set' if old is _ABSENT else 'rebound'}"
+            if len(now) < len(before) or any(key not in now for key in before):
+                return f"an attribute of {name} was deleted"
+        return None
+
+
+_ABSENT: Final = object()
+
+
 def wait_for_go(env: Mapping[str, str], preload: Callable[[Mapping[str, str]], None]) -> Go | None:
     """Standby: read the root's commands (module doc) until it says go; None at end of file.
 
@@ -125,6 +200,7 @@ def wait_for_go(env: Mapping[str, str], preload: Callable[[Mapping[str, str]], N
         return Go()
     fd = int(raw)
     warmed = ""
+    clean: Clean | None = None
     try:
         lines = _Lines(fd)
         while True:
@@ -133,6 +209,7 @@ def wait_for_go(env: Mapping[str, str], preload: Callable[[Mapping[str, str]], N
                 return None
             if line.startswith("i "):
                 warmed = line[2:].strip() if _hex(line[2:].strip()) else ""
+                clean = clean or Clean.take()
                 preload(with_digest(env, warmed))
                 continue
             go = parse(line)
@@ -148,8 +225,9 @@ def wait_for_go(env: Mapping[str, str], preload: Callable[[Mapping[str, str]], N
         return attrs.evolve(go, digest=warmed)
     if warmed and go.digest != warmed:
         old = with_digest(env, warmed).get("CELL_DNA_DIR", "")
-        if not old or not forget_code(old):
-            reexec(go)
+        changed = clean.restore() if clean is not None else "no record of it"
+        if not old or changed is not None or not forget_code(old):
+            reexec(go, changed)
     return go
 
 
@@ -188,15 +266,18 @@ def forget_code(root: str) -> bool:
     return True
 
 
-def reexec(go: Go) -> None:
+def reexec(go: Go, changed: str | None = None) -> None:
     """Start over as a fresh interpreter in this sandbox, the command in ``CELL_GO``."""
-    print("cellmesh.actors.runtime: the old code cannot be unloaded here (a thread, or an "
-          "extension module); starting the new code in a fresh interpreter",
-          file=sys.stderr, flush=True)
+    why = (f"it changed the process ({changed})" if changed is not None
+           else "a thread, or an extension module")
+    print(f"cellmesh.actors.runtime: the old code cannot be unloaded here ({why}); "
+          "starting the new code in a fresh interpreter", file=sys.stderr, flush=True)
     env = dict(os.environ)
     env.pop("CELL_GO_FD", None)
     env["CELL_GO"] = f"s {go.token} {go.digest}"
     os.execve(sys.executable, [sys.executable, "-m", "cellmesh.actors.runtime"], env)
 
 
-__all__ = ["TOKEN_LEN", "Go", "forget_code", "parse", "reexec", "wait_for_go", "with_digest"]
+__all__ = [
+    "TOKEN_LEN", "Clean", "Go", "forget_code", "parse", "reexec", "wait_for_go", "with_digest",
+]

@@ -33,7 +33,10 @@ pidfd has one waiter): the instance waits on the old process, the run on the
 new one until the adoption, the instance after it.
 
 Bounds: one swap per cell at a time; at most :data:`MAX_POLLS` pending
-order polls per cell; the state a cell hands over is capped by
+order polls per cell (a new poll ends the oldest one, which is answered
+with no order: a process that died leaves its poll waiting until
+:data:`POLL_SECONDS`, and refusing the new one would leave the cell's
+serving process deaf to orders, so unswappable); the state a cell hands over is capped by
 ``[root] swap_max_state`` (checked before the root touches it: it arrives as
 a mapped vesicle and is passed on as one); every wait is bounded by the
 state's timers. A swap of a cell that is not running re-makes its sandboxes
@@ -96,7 +99,8 @@ from .swap import (
     suspend_seconds,
 )
 
-#: Order polls a cell may have pending at once (its serving process and a successor).
+#: Order polls a cell may have pending at once (its serving process and a successor;
+#: a further poll ends the oldest).
 MAX_POLLS: Final = 4
 #: A pending order poll is answered with None after this long (the cell polls again).
 POLL_SECONDS: Final = 60.0
@@ -314,15 +318,19 @@ class Swapper:
             return Suspend(seconds=suspend_seconds(due, _now()))
         if key in self._polls:
             raise RootRequestError(slot.name, "this process already waits for an order")
-        if sum(1 for name, _ in self._polls if name == slot.name) >= MAX_POLLS:
-            raise RootRequestError(slot.name, f"more than {MAX_POLLS} order polls")
+        waiting = [k for k in self._polls if k[0] == slot.name]  # oldest first
+        if len(waiting) >= MAX_POLLS:
+            # Most likely a dead process's (its poll outlives it): answer it with no
+            # order. A live process whose poll this was simply polls again.
+            self._polls.pop(waiting[0]).event.set()
         poll = _Poll()
         self._polls[key] = poll
         try:
             with trio.move_on_after(POLL_SECONDS):
                 await poll.event.wait()
         finally:
-            del self._polls[key]
+            if self._polls.get(key) is poll:
+                del self._polls[key]
         return poll.order
 
     # ------------------------------------------------------------ the run's task

@@ -329,6 +329,20 @@ def force_rmtree(path: Path) -> None:
         pass
 
 
+def _compile_error(exc: py_compile.PyCompileError) -> str:
+    """What is wrong, in one line, by line and column of the user's file (the traceback
+    py_compile gives names the cache's copy and spreads over several lines)."""
+    error = exc.exc_value
+    if isinstance(error, SyntaxError):
+        where = f"line {error.lineno}" if error.lineno else "somewhere"
+        if error.lineno and error.offset:
+            where += f", column {error.offset}"
+        text = (error.text or "").strip()
+        shown = f": {text[:200]!r}" if text else ""
+        return f"{type(error).__name__} at {where}: {error.msg}{shown}"
+    return f"{exc.exc_type_name}: {error}"[:500]
+
+
 def _write_tree(tmp: Path, source: DnaSource, final: Path) -> None:
     """Write ``source`` into ``tmp``, byte-compile it, write the manifest."""
     for item in source.files:
@@ -349,7 +363,7 @@ def _write_tree(tmp: Path, source: DnaSource, final: Path) -> None:
                 invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
             )
         except py_compile.PyCompileError as exc:
-            raise DnaSourceError(item.path, f"does not compile: {exc.msg}") from exc
+            raise DnaSourceError(item.path, f"does not compile: {_compile_error(exc)}") from exc
     found, _ = _entry_files(tmp)
     manifest = {
         "format": DNA_FORMAT,

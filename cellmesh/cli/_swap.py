@@ -10,6 +10,7 @@ or retargeted for the next start), 1 when one rolled back or failed.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Final, TextIO
 
 import cyclopts
@@ -27,7 +28,7 @@ from ..actors.exitcause import clean
 from ..actors.membership import parse_replica_name
 from ..config import Paths, check_cell_name
 from ..errors import ConfigError
-from ._client import control_call
+from ._client import RootRefused, control_call
 from ._ops import fetch_status
 
 #: Default seconds until the new version must serve (else it rolls back).
@@ -81,26 +82,32 @@ def _report_lines(report: SwapReport) -> list[str]:
             line += f" (state of {report.state_bytes} bytes handed over)"
         return [line]
     what = "rolled back" if outcome == "rolled_back" else "failed"
-    lines = [f"swap of {name} {what}: {_one_line(report.cause, name)}"]
+    # A process ran (its output is in the logs) unless the swap ended while the new DNA
+    # was being built: then the cause says it all.
+    ran = bool(report.log_tail) or bool(set(report.timeline) - {"preparing"})
+    lines = [f"swap of {name} {what}: {_one_line(report.cause, name if ran else None)}"]
     if outcome == "rolled_back":
         lines.append(f"{name} still runs DNA {_dna(report.from_dna)} "
                      f"(version {_version(report.from_version)}), with its state")
     if report.log_tail:
         lines.append("the new version's last output:")
         lines.extend(f"  | {line}" for line in report.log_tail[-SHOWN_TAIL:])
-    lines.append(f"see `cellmesh logs {name}`")
+    if ran:
+        lines.append(f"see `cellmesh logs {name}`")
     return lines
 
 
-def _one_line(cause: str, name: str) -> str:
+def _one_line(cause: str, name: str | None) -> str:
     """A cause as one line: a multi-line one (a traceback the new version printed)
-    becomes its first and last lines, and where the rest is."""
+    becomes its first and last lines, and where the rest is (``name``'s logs, when a
+    process of it ran)."""
     lines = [line.strip() for line in cause.splitlines() if line.strip()]
     if not lines:
         return "no cause given"
     if len(lines) == 1:
         return lines[0]
-    return f"{lines[0]} [...] {lines[-1]} (its output: `cellmesh logs {name}`)"
+    rest = f" (its output: `cellmesh logs {name}`)" if name is not None else ""
+    return f"{lines[0]} [...] {lines[-1]}{rest}"
 
 
 def summary_line(reports: list[SwapReport]) -> str:
@@ -153,10 +160,13 @@ def run_swap(
             raise ConfigError("swap", f"unexpected reply {type(report).__name__}")
         _print(report, out, err)
         return 0 if report.outcome in _OK else 1
-    reports = trio.run(_swap_all, paths, timeout, grace)
-    for report in reports:
+
+    def shown(report: SwapReport) -> None:  # as each swap ends: a long --all shows progress
         if report.outcome != "unchanged":
             _print(report, out, err)
+            out.flush()
+
+    reports = trio.run(_swap_all, paths, timeout, grace, shown)
     out.write(f"cellmesh: {summary_line(reports)}\n")
     return 0 if all(r.outcome in _OK for r in reports) else 1
 
@@ -169,21 +179,40 @@ def swap_targets(status: StatusReply) -> list[str]:
     ))
 
 
-async def _swap_all(paths: Paths, timeout: float, grace: float) -> list[SwapReport]:
-    """Swap every cell of the mesh, one at a time, in the root's order.
+async def _swap_all(
+    paths: Paths, timeout: float, grace: float, shown: Callable[[SwapReport], None]
+) -> list[SwapReport]:
+    """Swap every cell of the mesh, one at a time, in the root's order; ``shown`` gets
+    each report as its swap ends.
 
     A replicated cell's rows (``X/0``, ``X/1`` ...) are one swap of ``X``, which
-    swaps its replicas one at a time.
+    swaps its replicas one at a time. A cell the root refuses to swap (a swap of it
+    already runs, it went away meanwhile) is reported ``failed`` with the refusal,
+    and the others are still swapped.
     """
     status = await fetch_status(paths)
     reports = []
     for name in swap_targets(status):
-        reply = await control_call(
-            paths, SwapCell(name=name, timeout=timeout, grace=grace, rollback=False)
-        )
-        if isinstance(reply, SwapReport):
-            reports.append(reply)
+        try:
+            reply = await control_call(
+                paths, SwapCell(name=name, timeout=timeout, grace=grace, rollback=False)
+            )
+        except RootRefused as exc:
+            reply = refused_report(name, str(exc))
+        if not isinstance(reply, SwapReport):
+            raise ConfigError("swap", f"unexpected reply {type(reply).__name__}")
+        reports.append(reply)
+        shown(reply)
     return reports
+
+
+def refused_report(name: str, reason: str) -> SwapReport:
+    """The report of a swap the root refused to start (nothing changed)."""
+    return SwapReport(
+        name=name, outcome="failed", cause=f"refused: {reason}", from_dna="", to_dna="",
+        from_version="", to_version="", serving_ms=None, total_ms=0.0, state_bytes=None,
+        log_tail=[], timeline={},
+    )
 
 
 def run_reload(

@@ -27,12 +27,20 @@ MODES: Final = (
     "exit_start",  # on_start raises SystemExit (not reported on the umbilical: the report pipe)
     "die_out",     # a task crashes the OLD version's process while it hands over
     "fail_later",  # Add(n=-1) crashes the process (a task raises)
+    "leaky",       # changes the process when imported (env, recursion limit, logging, warnings)
+    "monkey",      # monkeypatches a stdlib module when imported
+    "probe",       # reports those process settings in Total.blob_sha
 )
 
 _SOURCE: Final = '''\
 """The counter of the hot swap tests: version {version!r}, mode {mode!r}."""
 
 import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
 
 import cellmesh
 import trio
@@ -49,6 +57,15 @@ if MODE == "thread":
     import time
 
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+if MODE == "leaky":
+    os.environ["COUNTER_LEAK"] = VERSION
+    sys.setrecursionlimit(321)
+    logging.basicConfig(format="OLD-" + VERSION + " %(message)s", level=logging.ERROR)
+    warnings.simplefilter("error")
+
+if MODE == "monkey":
+    json._counter_leak = VERSION
 
 
 @cellmesh.protein("t.swap.Add")
@@ -88,6 +105,13 @@ class Counter(cellmesh.Cell):
             self.nursery.start_soon(self._die_on_request)
         self.total += msg.n
         sha = hashlib.sha256(self.blob).hexdigest()[:16] if self.blob else ""
+        if MODE == "probe":  # what this process's settings are, as the new version sees them
+            root = logging.getLogger()
+            sha = "|".join(str(x) for x in (
+                os.environ.get("COUNTER_LEAK", "-"), sys.getrecursionlimit(),
+                [getattr(h.formatter, "_fmt", None) for h in root.handlers], root.level,
+                getattr(json, "_counter_leak", "-"), warnings.filters[:1],
+            ))
         return Total(total=self.total, version=VERSION, blob_sha=sha)
 
     async def on_swap_out(self):

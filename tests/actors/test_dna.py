@@ -220,9 +220,15 @@ def test_dna_syntax_error_is_a_source_error_and_leaves_nothing(
     tmp_path: Path, cache: DnaCache
 ) -> None:
     bad = tmp_path / "broken.py"
-    bad.write_text("def f(:\n")
-    with pytest.raises(DnaSourceError, match="does not compile"):
+    bad.write_text("import os\n\ndef f(:\n    pass\n")
+    with pytest.raises(DnaSourceError) as info:
         cache.ensure(bad)
+    # One line, by line and column of the user's file, quoting it: not py_compile's
+    # traceback naming the cache's copy.
+    assert str(info.value) == (
+        "broken.py: does not compile: SyntaxError at line 3, column 7: invalid syntax: "
+        "'def f(:'"
+    )
     assert leftovers(cache) == []
     assert list(cache.cache_dir.iterdir()) == []
 

@@ -446,7 +446,7 @@ async def test_swap_state_over_the_limit_rolls_back_naming_the_knob() -> None:
 
 
 async def test_swap_requests_from_a_cell_out_of_turn_are_refused() -> None:
-    async with mesh(COUNTER, sandbox="host") as (root, _):
+    async with mesh(COUNTER, sandbox="host") as (root, home):
         slot = root.slots["counter"]
         from cellmesh.actors.control import NextOrder, SwapIn, SwapOut
 
@@ -457,25 +457,62 @@ async def test_swap_requests_from_a_cell_out_of_turn_are_refused() -> None:
         ):
             with pytest.raises(CellmeshError, match=match):
                 await root._from_cell(slot, msg)
-        # Order polls are bounded per cell (the cell's own poll is one of them).
-        refused: list[str] = []
+        # Order polls are bounded per cell (the cell's own poll is one of them): a new
+        # poll ends the oldest, answered with no order.
+        answered: list[str] = []
 
         async def poll(token: str) -> None:
-            try:
-                await root._from_cell(slot, NextOrder(token=token))
-            except CellmeshError as exc:
-                refused.append(str(exc))
+            assert await root._from_cell(slot, NextOrder(token=token)) is None
+            answered.append(token)
 
         async with trio.open_nursery() as nursery:
-            for i in range(MAX_POLLS + 1):
+            for i in range(3 * MAX_POLLS):
                 nursery.start_soon(poll, f"t{i}")
-            await trio.testing.wait_all_tasks_blocked()
-            assert refused  # at most MAX_POLLS wait, whoever they are
-            assert all(f"more than {MAX_POLLS} order polls" in r for r in refused)
+                await trio.testing.wait_all_tasks_blocked()
+            assert len([k for k in root._swapper._polls if k[0] == "counter"]) == MAX_POLLS
+            assert answered[: 2 * MAX_POLLS] == [f"t{i}" for i in range(2 * MAX_POLLS)]
+            with pytest.raises(CellmeshError, match="this process already waits for an order"):
+                await root._from_cell(slot, NextOrder(token=f"t{3 * MAX_POLLS - 1}"))
             nursery.cancel_scope.cancel()
         assert (await total(root.paths)).version == "a"
         async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as syn:
             assert (await syn.fire(StatusRequest())).cells  # the root is fine
+        # The cell's own process polled again each time its poll was ended: it still
+        # hears orders, so a swap works.
+        (home / "counter.py").write_text(source("b"))
+        assert (await swap(root, timeout=10.0)).outcome == "swapped"
+
+
+async def test_swap_works_after_processes_died_with_their_order_polls_waiting() -> None:
+    """A killed process's order poll waits in the root until it times out (60 s). Four
+    kills used to fill the cell's polls, so its next process was refused its poll, never
+    heard the order to suspend, and every swap rolled back ('not ready ... still
+    suspending') until the cell restarted."""
+    async with mesh(COUNTER, sandbox="host") as (root, home):
+        slot = root.slots["counter"]
+        from cellmesh.actors.control import NextOrder
+
+        async def dead_poll(token: str) -> None:
+            with contextlib.suppress(CellmeshError):  # (refused, before the fix)
+                await root._from_cell(slot, NextOrder(token=token))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(MAX_POLLS):  # the polls dead processes left behind
+                nursery.start_soon(dead_poll, f"dead{i}")
+                await trio.testing.wait_all_tasks_blocked()
+            instance = slot.instance
+            assert instance is not None
+            old_pid = status_of(root).pid
+            root.backend.kill(instance.cell_id, as_crash=True)  # a new process must poll
+            with trio.fail_after(60):
+                while status_of(root).pid in (old_pid, None):
+                    await slot.changed.wait()
+            assert (await total(root.paths)).version == "a"
+            (home / "counter.py").write_text(source("b"))
+            report = await swap(root, timeout=10.0)
+            assert report.outcome == "swapped", report
+            assert (await total(root.paths)).version == "b"
+            nursery.cancel_scope.cancel()
 
 
 async def test_swap_logs_show_swap_events() -> None:
@@ -541,3 +578,39 @@ async def test_swap_a_bug_in_the_swap_ends_the_swap_not_the_root(
         assert "RuntimeError('a bug')" in report.cause
         assert (await swap(root)).outcome == "swapped"  # the root and the next swap are fine
         assert (await total(root.paths)).version == "b"
+
+
+async def test_swap_the_new_version_does_not_inherit_what_the_old_one_did_to_the_process(
+) -> None:
+    """The standby preloaded the old version, whose import set an env variable, the
+    recursion limit, a logging config and a warning filter: the new version sees the
+    process as a fresh start would (its own logging.basicConfig is not a no-op), without
+    a re-execution; a monkeypatch of a stdlib module cannot be undone, so that standby
+    re-executes itself."""
+    async with mesh(COUNTER, sandbox="host", mode="leaky") as (root, home):
+        await total(root.paths)
+        (home / "counter.py").write_text(source("b", "probe"))
+        assert (await swap(root)).outcome == "swapped"
+        swapped = (await total(root.paths)).blob_sha
+        instance = root.slots["counter"].instance
+        assert instance is not None
+        root.backend.kill(instance.cell_id, as_crash=True)  # a fresh start, for comparison
+        with trio.fail_after(60):
+            while True:
+                try:
+                    fresh = (await total(root.paths)).blob_sha
+                    break
+                except CellmeshError:
+                    await trio.sleep(0.05)
+        assert swapped == fresh and not swapped.startswith("a|"), (swapped, fresh)
+        log = (home / "logs" / "counter.log").read_text()
+        assert "fresh interpreter" not in log
+    async with mesh(COUNTER, sandbox="host", mode="monkey") as (root, home):
+        await total(root.paths)
+        (home / "counter.py").write_text(source("b", "probe"))
+        assert (await swap(root)).outcome == "swapped"
+        assert "|-|" in (await total(root.paths)).blob_sha  # json is the stdlib's again
+        log = (home / "logs" / "counter.log").read_text()
+        assert ("the old code cannot be unloaded here (it changed the process "
+                "(json._counter_leak was set)); starting the new code in a fresh "
+                "interpreter") in log

@@ -203,3 +203,57 @@ def test_swap_of_one_replica_reaches_the_root_which_explains_to_swap_the_group(
     assert replica.returncode == 1 and "no root is running" in replica.stderr, replica.stderr
     bad = cellmesh(tmp_path, "swap", "ba d/1")
     assert bad.returncode == 2 and "NAME: 'ba d' is not a valid cell name" in bad.stderr
+
+
+def test_a_swap_that_failed_before_any_process_ran_does_not_point_at_the_logs() -> None:
+    """The new DNA did not build: no process ran, the logs hold nothing about it, and the
+    cause (one line naming the user's file) says it all."""
+    lines = report_lines(_report(
+        "failed", serving_ms=None, timeline={"preparing": 3.0},
+        cause="counter.py: does not compile: SyntaxError at line 11, column 12: invalid "
+              "syntax: 'def broken(:'\n(second line)",
+    ))
+    assert lines == [
+        "swap of counter failed: counter.py: does not compile: SyntaxError at line 11, "
+        "column 12: invalid syntax: 'def broken(:' [...] (second line)",
+    ]
+
+
+def test_swap_all_reports_every_cell_when_the_root_refuses_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refusal for one cell (a swap of it already runs) used to end `swap --all` with
+    that one error: the cells swapped before it were not reported, the ones after it
+    not tried."""
+    import io
+    from types import SimpleNamespace
+
+    import cellmesh.cli._swap as swap_cli
+    from cellmesh.cli._client import RootRefused
+
+    cells = [SimpleNamespace(name=n, replica=None) for n in ("a", "busy", "c")]
+
+    async def fetch_status(paths: object) -> object:
+        return SimpleNamespace(cells=cells)
+
+    asked: list[str] = []
+
+    async def control_call(paths: object, msg: Any) -> SwapReport:
+        asked.append(msg.name)
+        if msg.name == "busy":
+            raise RootRefused("RootRequestError", "busy: a swap of this cell is already in "
+                              "progress")
+        return _report("swapped", name=msg.name)
+
+    monkeypatch.setattr(swap_cli, "fetch_status", fetch_status)
+    monkeypatch.setattr(swap_cli, "control_call", control_call)
+    out, err = io.StringIO(), io.StringIO()
+    rc = swap_cli.run_swap(None, all_cells=True, timeout=5.0, grace=1.0, rollback=False,
+                           out=out, err=err)
+    assert rc == 1 and asked == ["a", "busy", "c"]
+    printed = out.getvalue().splitlines()
+    assert printed[0].startswith("cellmesh: swapped a: ")
+    assert printed[1].startswith("cellmesh: swapped c: ")
+    assert printed[2] == "cellmesh: 3 cells: 2 swapped, 1 failed"
+    assert err.getvalue() == ("cellmesh: error: swap of busy failed: refused: busy: a swap of "
+                              "this cell is already in progress\n")
