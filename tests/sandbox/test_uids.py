@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from cellmesh.config import Paths
 from cellmesh.sandbox import CellSpec, JsonlEventLog, SandboxConfigError, SandboxError
-from cellmesh.sandbox._bwrap import BwrapBackend, descendants
+from cellmesh.sandbox._bwrap import BwrapBackend
 from cellmesh.sandbox._limits import CgroupHost
 from cellmesh.sandbox._secrets import MemorySecretBroker
 from cellmesh.sandbox._uids import (
@@ -37,7 +37,7 @@ from cellmesh.sandbox._uids import (
     parse_uid_range,
 )
 
-from .conftest import poll_until, run_probe
+from .conftest import run_probe, workload_pid
 
 PY = sys.executable
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="cells get uids of their own only as root")
@@ -124,17 +124,6 @@ def _uids_of(pid: int) -> list[int]:
     return [int(v) for v in line.split()[1:]]
 
 
-def _workload(pid: int) -> int:
-    found: list[int] = []
-
-    def leaf() -> bool:
-        found[:] = descendants(pid)
-        return len(found) >= 2
-
-    poll_until(leaf, what="the sandboxed workload to start")
-    return found[-1]
-
-
 SLEEPER = [PY, "-c", "import time; time.sleep(120)"]
 
 
@@ -148,14 +137,14 @@ def test_each_cell_runs_as_a_host_uid_of_its_own_that_survives_a_restart(
     data = paths.data_dir / "keeper"
     be.create(CellSpec(name="keeper", argv=SLEEPER, data_dir=data))
     be.create(CellSpec(name="other", argv=SLEEPER))
-    first = {name: _uids_of(_workload(be.spawn(name).pid)) for name in ("keeper", "other")}
+    first = {name: _uids_of(workload_pid(be, be.spawn(name).pid)) for name in ("keeper", "other")}
     keeper, other = first["keeper"][0], first["other"][0]
     assert first == {"keeper": [keeper] * 4, "other": [other] * 4}  # real, effective, saved, fs
     assert keeper != other and keeper in pool and other in pool
     assert data.stat().st_uid == keeper  # its data dir is handed to its uid
     be.kill("keeper")
     be.wait("keeper", timeout=30)
-    assert _uids_of(_workload(be.spawn("keeper").pid))[0] == keeper
+    assert _uids_of(workload_pid(be, be.spawn("keeper").pid))[0] == keeper
     be.destroy("keeper", grace=0.5)
     assert pool.uid_of("keeper") is None  # destroyed: the uid may go to another cell
 
