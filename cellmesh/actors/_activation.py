@@ -33,7 +33,7 @@ import trio
 
 from ..errors import CellmeshError
 from ._cells import CellSlot
-from .errors import ChildAlreadyPresent, ChildRunning
+from .errors import ChildAlreadyPresent, ChildRunning, SupervisorStopped
 from .manifest import Manifest
 from .policy import ChildSpec, ChildStatus
 from .supervisor import Supervisor
@@ -104,8 +104,12 @@ class Activation:
         except CellmeshError as exc:
             if self.stopping():
                 return
-            self.log(f"root: on-demand start of {slot.name} failed: {exc}")
-            self.record(slot.name, f"on-demand start failed: {exc}")
+            why = str(exc)
+            if isinstance(exc, SupervisorStopped):  # say which, and what would start it
+                why = (f"its supervisor {slot.supervisor} has stopped (it gave up or was shut "
+                       f"down, and is not restarted); {slot.name} starts again with it")
+            self.log(f"root: on-demand start of {slot.name} failed: {why}")
+            self.record(slot.name, f"on-demand start failed: {why}")
             # Refuse what waits in the backlog rather than spinning on it.
             await refuse_pending(slot)
 

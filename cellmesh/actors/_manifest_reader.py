@@ -33,6 +33,7 @@ from ..sandbox import (
     parse_size,
 )
 from ..sandbox._spec import MAX_NET_GRANTS
+from ..transport._spin import SPIN_ENV, spin_window_from_env
 from . import stockdna
 from ._manifest_model import (
     DEFAULT_CELLDOWN_CONCURRENCY,
@@ -434,6 +435,11 @@ class ManifestReader:
             if name in _RUNTIME_ENV or str(name).startswith(_RUNTIME_ENV_PREFIX):
                 self.fail(key_path(key, str(name)), "is set by the runtime in every cell "
                           "(docs/security.md); choose another name")
+            if name == SPIN_ENV:  # read by the cell's runtime: a bad one would fail its start
+                try:
+                    spin_window_from_env({SPIN_ENV: items[name]})
+                except ConfigError as exc:
+                    self.fail(key_path(key, SPIN_ENV), exc.problem)
         with self.converting(key):
             return WorkloadEnv(items=items).items
 
@@ -503,6 +509,9 @@ class ManifestReader:
                 self.fail(name_key, f"secret {name!r} is declared twice")
             if deliver == "env" and any(e == name for e, _ in env):
                 self.fail(name_key, f"{name!r} is also set in env")
+            if deliver == "env" and (name in _RUNTIME_ENV or name.startswith(_RUNTIME_ENV_PREFIX)):
+                self.fail(name_key, f"{name!r} is set by the runtime in every cell "
+                          "(docs/security.md): the secret would replace it; choose another name")
             refs.append(ref)
         return tuple(refs)
 

@@ -370,8 +370,32 @@ def is_empty(path: Path) -> bool:
         return False
 
 
+def reclaim_empty(data_dir: Path) -> None:
+    """Make an empty ``data_dir`` that a cell's uid owns ours again (mode 0700).
+
+    A cell that had ``data = true`` before it was made replicated leaves its data
+    dir handed to its own uid; the group's directory must be the root's (its
+    replicas' dirs are made under it). An empty one is simply taken back; one
+    that holds data is refused by :func:`load_record`.
+    """
+    try:
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise GroupRecordError(str(data_dir), f"cannot be opened: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() and is_empty(data_dir):
+            os.fchown(fd, os.getuid(), os.getgid())
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 def load_record(data_dir: Path, count: int) -> GroupRecord:
     """Read ``data_dir/group.json``, or create the record of a new group of ``count``."""
+    reclaim_empty(data_dir)
     path = data_dir / RECORD_NAME
     try:
         text = path.read_text(encoding="utf-8")

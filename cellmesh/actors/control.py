@@ -371,12 +371,15 @@ class CellReady:
     """The cell finished ``on_start`` and serves its membrane.
 
     ``token``: the process's go token ("" when it has none); ``version``:
-    its class's ``Cell.version``.
+    its class's ``Cell.version``; ``trap_exits``: its class's
+    ``Cell.trap_exits`` (what a failing linked cell does to it, whichever side
+    asked for the link).
     """
 
     pid: int
     token: str = ""
     version: str = ""
+    trap_exits: bool = False
 
 
 @protein("cellmesh.ctl.Monitor")

@@ -32,7 +32,7 @@ class SupervisorRequestError(CellmeshError):
     """A request the supervisor refuses in its current state; ``child_id`` names the child."""
 
     def __init__(self, child_id: str, problem: str) -> None:
-        super().__init__(f"child {child_id!r}: {problem}")
+        super().__init__(f"child {child_id!r}: {problem}" if child_id else problem)
         self.child_id = child_id
         self.problem = problem
 

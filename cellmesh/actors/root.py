@@ -542,8 +542,12 @@ class Root:
         return instance is not None and instance.state in ("starting", "running")
 
     def _is_alive(self, name: str) -> bool:
+        """Whether ``name`` has a process (starting or running): a dormant on-demand cell
+        has none yet, so a monitor of it gets ``noproc`` at once (docs/cells.md)."""
         slot = self.slots.get(name)
-        return slot is not None and slot.instance is not None and slot.instance.state != "exited"
+        return slot is not None and slot.instance is not None and slot.instance.state in (
+            "starting", "running"
+        )
 
     # ------------------------------------------------------------ reload, spawns
 
@@ -635,6 +639,7 @@ class Root:
                 self.metrics.observe_leader(part.group, part.id, msg)  # kept: it was valid
             return None
         if isinstance(msg, CellReady):
+            self._watches.set_trapping(slot.name, msg.trap_exits)
             if not self._swapper.claims_ready(slot, msg) and slot.instance is not None:
                 slot.version = version_text(msg.version)
                 first = not slot.instance.ready.is_set()

@@ -521,7 +521,8 @@ def _die_if_out_of_memory(exc: BaseException) -> None:
 async def _announce(ctx: CellContext, cell: Cell) -> None:
     with suppress(NoRoot):  # ask_root requested the stop
         await ctx.ask_root(
-            CellReady(pid=os.getpid(), token=ctx.token, version=type(cell).version)
+            CellReady(pid=os.getpid(), token=ctx.token, version=type(cell).version,
+                      trap_exits=bool(type(cell).trap_exits))
         )
 
 

@@ -153,6 +153,15 @@ class Watches:
         self._links.setdefault(a, set()).add(b)
         self._links.setdefault(b, set()).add(a)
 
+    def set_trapping(self, name: str, trap_exits: bool) -> None:
+        """Whether ``name`` traps exits, as its process announced: a failing linked cell
+        then sends it a ``CellDown`` instead of killing it, also when the other side
+        asked for the link (until ``name`` exits: its next process says it again)."""
+        if trap_exits:
+            self._trapping.add(name)
+        else:
+            self._trapping.discard(name)
+
     def unlink(self, a: str, b: str) -> None:
         """Remove the link between ``a`` and ``b`` (if any)."""
         self._links.get(a, set()).discard(b)

@@ -291,6 +291,12 @@ class Watcher(cellmesh.Cell):
         return Identity(name=name, pid=0)
 
 
+class TrappingWatcher(Watcher):
+    """A Watcher that traps exits: a failing linked cell sends it a CellDown."""
+
+    trap_exits = True
+
+
 class EagerParent(Watcher):
     """Starts its first child in on_start (before it is ready); says how that went."""
 

@@ -375,6 +375,11 @@ CELL = '[cells.db]\ndna = "db.py"\n'
          "is set by the runtime"),
         (CELL + "env = {CELL_SECRET_FILE_X = 'y'}\n", "cells.db.env.CELL_SECRET_FILE_X",
          "is set by the runtime"),
+        # read by the cell's runtime: found at load, not when the cell fails to start
+        (CELL + "env = {CELL_SPIN_US = 'abc'}\n", "cells.db.env.CELL_SPIN_US",
+         "must be a whole number of microseconds from 0 to 10000"),
+        (CELL + "env = {CELL_SPIN_US = '99999'}\n", "cells.db.env.CELL_SPIN_US",
+         "must be at most 10000 microseconds, got 99999"),
         (
             CELL + "secrets = [{name = 'a-b', key = 'k'}]\n",
             "cells.db.secrets[0].name",
@@ -396,6 +401,11 @@ CELL = '[cells.db]\ndna = "db.py"\n'
             CELL + "env = {A = 'x'}\nsecrets = [{name = 'A', key = 'k'}]\n",
             "cells.db.secrets[0].name",
             "also set in env",
+        ),
+        *(  # the secret would replace the runtime's value (a cell named by its secret)
+            (CELL + f"secrets = [{{name = '{name}', key = 'k'}}]\n",
+             "cells.db.secrets[0].name", "is set by the runtime in every cell")
+            for name in ("CELL_NAME", "HOME", "PYTHONUNBUFFERED", "CELL_SECRET_FILE_X")
         ),
         ("[root]\nsandbox = 'docker'\n", "root.sandbox", "'auto', 'bwrap', 'host', 'stub'"),
         ("[root]\nrestart_log = 0\n", "root.restart_log", "from 1 to"),

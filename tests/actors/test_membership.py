@@ -327,6 +327,32 @@ def test_membership_record_file_survives_an_unfinished_first_write(tmp_path: Pat
     assert sorted(p.name for p in data.iterdir()) == ["group.json"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another uid needs root")
+def test_membership_a_plain_cells_empty_data_dir_is_taken_back_for_its_group(
+    tmp_path: Path,
+) -> None:
+    """A cell that had `data = true` is made replicated: its data dir belongs to its old
+    uid (bwrap handed it over). Empty, the root takes it back and the group starts (its
+    replicas' dirs go under it, and those need a parent of ours); holding data, it is
+    refused naming what to do. (It used to fail each replica with 'must be owned by uid
+    0', after writing group.json: a revert to the plain cell was then refused too.)"""
+    from cellmesh.actors._replicas_group import GroupRecordError, load_record
+
+    data = tmp_path / "grp"
+    data.mkdir(mode=0o700)
+    os.chown(data, 2046820400, 2046820400)
+    assert load_record(data, 3) == GroupRecord.create(3)
+    st = data.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (os.getuid(), 0o700)
+    busy = tmp_path / "busy"
+    busy.mkdir(mode=0o700)
+    (busy / "kept.db").write_text("the plain cell's data")
+    os.chown(busy, 2046820400, 2046820400)
+    with pytest.raises(GroupRecordError, match="holds data but no group.json"):
+        load_record(busy, 3)
+    assert busy.stat().st_uid == 2046820400 and not (busy / "group.json").exists()
+
+
 def _identity(data: Path, replica: int) -> None:
     import cbor2
 

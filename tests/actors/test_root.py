@@ -21,6 +21,7 @@ import pytest
 import rootcells
 import trio
 from rootcells import (
+    AwaitDown,
     Dial,
     Downs,
     Echo,
@@ -288,6 +289,44 @@ async def test_monitor_delivers_cell_down_with_the_reason() -> None:
         assert sorted(downs)[1] == "ghost:noproc"
 
 
+async def test_a_connection_to_a_cell_whose_supervisor_gave_up_says_which_supervisor() -> None:
+    """A temporary sub-supervisor with intensity 0 gives up at its child's first crash and
+    is not restarted: a connection to the child is refused, and the root's log names the
+    supervisor (it said "child '': the supervisor has stopped")."""
+    toml = ("[supervisor]\nintensity = 5\nchildren = [\"keep\", \"s\"]\n\n"
+            "[supervisors.s]\nintensity = 0\nrestart = \"temporary\"\nchildren = [\"x\"]\n\n"
+            + cell("keep", "Echoer") + cell("x", "Echoer"))
+    logs: list[str] = []
+    async with running_root(toml, logs=logs) as (root, paths):
+        crash(root, "x")
+        await until(root, "x", lambda: state(root, "x") == "stopped")
+        with pytest.raises(CellUnavailable):
+            async with Synapse.grow("x", socket_dir=paths.socket_dir) as syn:
+                await syn.fire(Echo(1))
+        with trio.fail_after(30):
+            while not any("on-demand start of x failed" in line for line in logs):
+                await trio.sleep(0.05)
+        line = next(line for line in logs if "on-demand start of x failed" in line)
+        assert "its supervisor s has stopped" in line and "child ''" not in line, line
+        async with Synapse.grow("keep", socket_dir=paths.socket_dir) as syn:
+            assert await syn.fire(Echo(2)) == Echo(2)  # the rest of the mesh serves
+
+
+async def test_monitor_of_a_dormant_on_demand_cell_is_noproc_at_once() -> None:
+    """docs/cells.md: `noproc` at once if the cell is not running. A dormant on-demand
+    cell has no process (it used to count as alive: the monitor waited, then fired when
+    the cell, started much later, stopped)."""
+    toml = cell("lazy", "Echoer", activation='"on_demand"') + cell("watcher", "Watcher")
+    async with running_root(toml) as (root, paths):
+        assert state(root, "lazy") == "dormant"
+        async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            await syn.fire(Watch(target="lazy"))
+            with trio.fail_after(30):
+                downs = await syn.fire(AwaitDown())
+        assert downs.downs == ["lazy:noproc"]
+        assert state(root, "lazy") == "dormant"  # the monitor did not start it
+
+
 @pytest.mark.parametrize("sandbox", ["host", "bwrap"])
 async def test_dynamic_children_respect_the_quota(sandbox: str, bwrap_usable: str | None) -> None:
     if sandbox == "bwrap" and bwrap_usable is not None:
@@ -343,6 +382,29 @@ async def test_linked_cells_fail_together() -> None:
             ("b", "killed by SIGKILL (killed on request)"),
             ("a", "killed by SIGKILL (linked cell b failed)"),  # the link, not an operator
         ]
+
+
+async def test_a_trapping_cell_linked_by_another_gets_cell_down_instead_of_dying() -> None:
+    """docs/cells.md: when either side of a link stops abnormally the root kills the
+    other, unless that other set `trap_exits = True`. The root used to know a cell's
+    flag only when that cell asked for the link itself: linked by a non-trapping cell,
+    a trapping one was killed with it."""
+    toml = ("[supervisor]\nintensity = 5\n\n" + cell("plain", "Echoer", calls='["trapper"]')
+            + cell("trapper", "TrappingWatcher"))
+    async with running_root(toml) as (root, _paths):
+        from cellmesh.actors.control import Link
+
+        async with Synapse.grow("mitosis",
+                                socket_path=root.slots["plain"].umbilical_path) as umb:
+            await umb.fire(Link(target="trapper", trap_exits=False))
+        trapper_pid = serving_pid(root, "trapper")
+        crash(root, "plain")
+        async with Synapse.grow("trapper", socket_dir=root.paths.socket_dir) as syn:
+            with trio.fail_after(30):
+                downs = await syn.fire(AwaitDown())
+        assert downs.downs == ["plain:killed by SIGKILL (killed on request)"]
+        assert serving_pid(root, "trapper") == trapper_pid  # not killed with it
+        assert [r.cell for r in root.restart_log] == ["plain"]
 
 
 async def test_cells_call_each_other_only_through_granted_sockets(

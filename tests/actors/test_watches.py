@@ -127,3 +127,17 @@ def test_watches_a_cells_monitors_end_with_it_and_only_it_may_cancel_them() -> N
     w.exited("a", "crash", abnormal=True, is_running=running())
     assert w.load("a") == 0
     assert w.exited("b", "crash", abnormal=True, is_running=running()) == []
+
+
+def test_watches_a_cell_that_announced_trapping_is_spared_when_linked_by_another() -> None:
+    w = Watches()
+    w.set_trapping("b", True)  # b's CellReady: its class traps exits
+    w.link("a", "b", trap_exits=False)  # a asked, and a does not trap
+    assert w.exited("a", "crash", abnormal=True, is_running=lambda _: True) == [
+        Notify(watcher="b", down=CellDown(name="a", reason="crash", ref=0))
+    ]
+    w.set_trapping("b", False)  # its next process does not trap
+    w.link("a", "b", trap_exits=False)
+    assert w.exited("a", "crash", abnormal=True, is_running=lambda _: True) == [
+        KillLinked(name="b", cause="a", reason="crash")
+    ]
