@@ -262,6 +262,18 @@ async def serve_orders(ctx: CellContext, cell: Cell, membrane: Membrane) -> None
                 return
 
 
+async def _say_failure(ctx: CellContext, failure: str) -> object:
+    """Tell the root this process cannot hand over (``SwapOut`` with no state); its
+    verdict, or None when it cannot be told."""
+    try:
+        return await ctx.ask_root(SwapOut(
+            token=ctx.token, failure=failure, state_name="", state_fingerprint="",
+            state=None, blobs=[],
+        ))
+    except (NoRoot, RemoteCellError, CellUnavailable):
+        return None
+
+
 async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: float) -> None:
     """Suspend, export the state, and act on the root's verdict (see the module doc)."""
     deadline = trio.current_time() + seconds
@@ -287,7 +299,12 @@ async def hand_over(ctx: CellContext, cell: Cell, membrane: Membrane, seconds: f
             state_fingerprint=encoded.fingerprint, state=encoded.data,
             blobs=list(encoded.blobs),  # type: ignore[arg-type]  # vesicles are bytes fields
         ))
-    except (NoRoot, RemoteCellError, CellUnavailable):
+    except RemoteCellError as exc:
+        # The root could not take the message (its state does not fit what the root
+        # maps at once): say so, without the state, so the swap rolls back naming it.
+        failure = f"the root refused its state ({encoded.size} bytes): {exc}"[:2000]
+        verdict = await _say_failure(ctx, failure)
+    except (NoRoot, CellUnavailable):
         verdict = None  # no verdict: serve on (a lost root stops the cell anyway)
     finally:
         encoded.close()

@@ -64,11 +64,21 @@ from ..wire.proteins import protein
 #: root hold is small; the root's replies are bounded by the peer's own limit.
 #: The largest legitimate request is a cell's ``SwapOut``: its state travels
 #: inline below 64 KiB (the vesicle threshold), its large fields as vesicles.
+#: Received vesicles stay mapped only while their message waits: two ``SwapOut``
+#: frames' worth (64 each) per umbilical; their bytes are bounded by the root with
+#: ``[root] swap_max_state`` (``umbilical_limits``).
 UMBILICAL_LIMITS: Final[dict[str, Any]] = {
     "max_frame_size": 1024 * 1024, "credit_calls": 256, "credit_bytes": 2 * 1024 * 1024,
-    "max_connections": 8, "max_held_fds": 2 * 64,
+    "max_connections": 8, "max_held_fds": 2 * 64, "max_mapped_vesicles": 2 * 64,
     "send_tracebacks": False,  # a refusal tells a cell why, never the root's code
 }
+
+
+def umbilical_limits(swap_max_state: int) -> dict[str, Any]:
+    """The umbilical's options for a root whose swaps hand over at most ``swap_max_state``
+    bytes: received vesicles mapped at once are bounded to twice that (one state in
+    hand, one arriving), so a cell cannot pin the root's memory or mappings with them."""
+    return {**UMBILICAL_LIMITS, "max_mapped_bytes": 2 * swap_max_state + (1 << 20)}
 CONTROL_LIMITS: Final[dict[str, Any]] = {
     "max_frame_size": 64 * 1024, "credit_calls": 256, "credit_bytes": 1024 * 1024,
     "max_connections": 64, "max_held_fds": 64,
@@ -634,6 +644,7 @@ __all__ = [
     "SwapReport",
     "SwapVerdict",
     "UMBILICAL_LIMITS",
+    "umbilical_limits",
     "Unlink",
     "WipeReplica",
     "swap_times_problem",

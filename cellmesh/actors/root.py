@@ -94,7 +94,6 @@ from ._swap import Swapper
 from ._tasks import Background
 from ._tree import dynamic_spec, placed_before, supervisor_spec
 from .control import (
-    UMBILICAL_LIMITS,
     Ack,
     CellDown,
     CellReady,
@@ -110,6 +109,7 @@ from .control import (
     StopChild,
     SwapReport,
     Unlink,
+    umbilical_limits,
 )
 from .dna import DnaCache
 from .errors import (
@@ -615,7 +615,8 @@ class Root:
         try:
             async with open_membrane(
                 "mitosis", handle, socket_path=slot.umbilical_path, socket_mode=0o666,
-                log=self.log, drain_grace=0.5, **UMBILICAL_LIMITS,
+                log=self.log, drain_grace=0.5,
+                **umbilical_limits(self.manifest.root.swap_max_state),
             ):
                 os.chmod(slot.umbilical_path.parent, 0o711)
                 task_status.started()

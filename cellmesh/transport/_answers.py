@@ -36,7 +36,7 @@ from ..errors import ErrorCode, FieldError, LocalProtocolError, ProteinError
 from ..wire import codec
 from ..wire.codec import Error, Kind
 from ..wire.proteins import EncodeContext, ProteinRegistry
-from ..wire.vesicle import Vesicle
+from ..wire.vesicle import MappedBudget, Vesicle
 from ._channel import Channel, ChannelBroken
 from ._dispatch import Handler
 from ._fds import FdBudget
@@ -56,6 +56,7 @@ class ConnectionHost(Protocol):
     options: MembraneOptions
     stats: MembraneStats
     fd_budget: FdBudget
+    mapped: MappedBudget
     on_handler_error: Callable[[BaseException], None] | None
 
     def log(self, text: str) -> None:

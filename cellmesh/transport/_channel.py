@@ -75,6 +75,7 @@ from ..wire.codec import (
     NeedData,
 )
 from ..wire.proteins import DecodeContext
+from ..wire.vesicle import MappedBudget
 from . import _client_core as client_core
 from ._fds import FdBudget, HeldFds
 from ._flusher import Flusher
@@ -533,14 +534,16 @@ class Channel:
 
 
 def vesicle_context(
-    channel: Channel, count: int, mismatched: frozenset[str]
+    channel: Channel, count: int, mismatched: frozenset[str],
+    budget: MappedBudget | None = None,
 ) -> tuple[DecodeContext, dict[int, int]]:
-    """Claim a frame's ``count`` descriptors and build a context that maps them.
+    """Claim a frame's ``count`` descriptors and build a context that maps them
+    (within ``budget``, if given).
 
     Returns the context and the dict of descriptors not yet mapped; the caller
     closes whatever is left in it once the frame is decoded.
     """
-    return client_core.vesicle_context(channel.take_fds(count), count, mismatched)
+    return client_core.vesicle_context(channel.take_fds(count), count, mismatched, budget)
 
 
 async def receive_hello(channel: Channel, peer: str) -> Hello:

@@ -63,10 +63,11 @@ from ..errors import (
     remote_error,
 )
 from ..wire import codec
+from ..wire._fields import Bad
 from ..wire.batching import OutboundBatch
 from ..wire.codec import PROTOCOL_VERSION, Error, Hello, Kind, VesicleRef
 from ..wire.proteins import DecodeContext, ProteinRegistry
-from ..wire.vesicle import map_vesicle
+from ..wire.vesicle import MappedBudget, OverBudget, map_vesicle
 
 
 class ReplyBatch:
@@ -189,14 +190,16 @@ def parse_hello(items: list[list[Any]], peer: str) -> Hello:
 
 
 def vesicle_context(
-    fds: Sequence[int] | None, count: int, mismatched: frozenset[str]
+    fds: Sequence[int] | None, count: int, mismatched: frozenset[str],
+    budget: MappedBudget | None = None,
 ) -> tuple[DecodeContext, dict[int, int]]:
     """A decoding context that maps a frame's ``count`` claimed descriptors ``fds``.
 
     ``fds`` is None when fewer than ``count`` arrived (a
     :class:`~cellmesh.errors.VesicleError`). Returns the context and the
     descriptors not yet mapped; the caller closes what is left once the
-    frame is decoded.
+    frame is decoded. A vesicle that does not fit ``budget``, or that the
+    kernel cannot map (``ENOMEM``), fails its one message with a field error.
     """
     if fds is None or len(fds) < count:
         raise VesicleError(f"frame references {count} vesicles but fewer descriptors arrived")
@@ -206,7 +209,15 @@ def vesicle_context(
         fd = remaining.pop(ref.index, None)
         if fd is None:
             raise VesicleError(f"vesicle {ref.index} is referenced twice")
-        return map_vesicle(fd, ref.length)
+        try:
+            return map_vesicle(fd, ref.length, budget)
+        except VesicleError:
+            raise  # not a sealed memfd of that size: the connection's fault
+        except OverBudget as exc:
+            raise Bad(str(exc)) from None
+        except (OSError, ValueError) as exc:  # ENOMEM, or a length mmap refuses
+            raise Bad(f"a vesicle of {ref.length} bytes cannot be mapped: "
+                      f"{getattr(exc, 'strerror', None) or exc}") from None
 
     return DecodeContext(resolve, mismatched), remaining
 

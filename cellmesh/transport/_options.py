@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from typing import Final
 
 import attrs
@@ -25,6 +26,22 @@ DEFAULT_MAX_HELD_FDS: Final = 256
 DEFAULT_MAX_QUEUED_BYTES: Final = 1024 * 1024
 #: After an idle goaway, the client has this long to close before the membrane does.
 IDLE_GRACE: Final = 10.0
+#: Received vesicles a membrane keeps mapped at once (across its connections).
+DEFAULT_MAX_MAPPED_VESICLES: Final = 1024
+#: Their bytes, for a process without an address-space limit.
+UNLIMITED_MAPPED_BYTES: Final = 4 << 30
+#: The least byte budget, however tight the process's limit.
+MIN_MAPPED_BYTES: Final = 16 << 20
+
+
+def default_mapped_bytes() -> int:
+    """Bytes of received vesicles a membrane may keep mapped: a quarter of this process's
+    address-space limit (``RLIMIT_AS``, what a cell's memory limit sets), at least 16
+    MiB; 4 GiB without a limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return UNLIMITED_MAPPED_BYTES
+    return max(MIN_MAPPED_BYTES, min(UNLIMITED_MAPPED_BYTES, soft // 4))
 
 
 @attrs.define(kw_only=True)
@@ -43,6 +60,11 @@ class MembraneOptions:
     * ``max_connections``: connections served at once (more are refused with
       ``CONNECTION_LIMIT``); ``max_held_fds``: descriptors the connections
       may hold that no frame has claimed yet, together;
+    * ``max_mapped_bytes``/``max_mapped_vesicles``: received vesicles the
+      membrane keeps mapped at once, across its connections, until the
+      messages holding them are gone (default: a quarter of the process's
+      address-space limit, at least 16 MiB, 4 GiB without one; 1024
+      mappings); a vesicle past them fails its one call with a field error;
     * ``hello_timeout``: time from accept to a complete hello;
       ``idle_timeout``: a connection with nothing in flight that sends no
       frame for this long gets a goaway (``IDLE_TIMEOUT``) and is closed if
@@ -60,6 +82,8 @@ class MembraneOptions:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_held_fds: int = DEFAULT_MAX_HELD_FDS
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    max_mapped_bytes: int = attrs.field(factory=default_mapped_bytes)
+    max_mapped_vesicles: int = DEFAULT_MAX_MAPPED_VESICLES
     #: Announce client sessions in the hello (a replicated cell deduplicates
     #: resent calls); see docs/protocol.md section 17.
     sessions: bool = False
@@ -72,7 +96,8 @@ class MembraneOptions:
         """Raise :class:`ConfigError` naming the first bad option."""
         codec.check_max_frame_size(self.max_frame_size)
         for name in ("max_concurrency", "credit_calls", "credit_bytes", "vesicle_threshold",
-                     "max_connections", "max_held_fds", "max_queued_bytes"):
+                     "max_connections", "max_held_fds", "max_queued_bytes",
+                     "max_mapped_bytes", "max_mapped_vesicles"):
             check_positive_int(name, getattr(self, name))
         for name in ("hello_timeout", "idle_timeout", "idle_grace"):
             check_seconds(name, getattr(self, name))

@@ -579,7 +579,7 @@ class ServerConnection(Answers):
 
     def _vesicle_context(self, count: int) -> tuple[DecodeContext, dict[int, int]]:
         """A decode context resolving this frame's vesicles, and the unclaimed fds."""
-        return vesicle_context(self.channel, count, self.plain_ctx.mismatched)
+        return vesicle_context(self.channel, count, self.plain_ctx.mismatched, self.m.mapped)
 
     # -- running handlers --------------------------------------------------
 

@@ -66,6 +66,7 @@ from ..wire.proteins import (
     PROTEINS,
     ProteinRegistry,
 )
+from ..wire.vesicle import MappedBudget
 from ._dispatch import Handler
 from ._fds import FdBudget
 from ._flusher import Flusher
@@ -105,6 +106,7 @@ class Membrane:
         self.options = options
         self.stats = MembraneStats()
         self.fd_budget = FdBudget(options.max_held_fds)
+        self.mapped = MappedBudget(options.max_mapped_bytes, options.max_mapped_vesicles)
         self._listener = listener
         self._log_fn = log
         self._connections: set[ServerConnection] = set()

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import mmap
 import os
+import weakref
 from typing import Final
 
 from ..errors import LocalProtocolError, VesicleError
@@ -150,12 +151,54 @@ class Vesicle:
         return f"<Vesicle {self._size} bytes, {state}>"
 
 
-def map_vesicle(fd: int, length: int) -> memoryview:
+class MappedBudget:
+    """Received vesicles mapped at once, in bytes and in mappings, across every
+    connection that shares it (a membrane's): each mapping counts until its last
+    reference is gone (the message was handled and dropped).
+
+    A vesicle maps a peer's memfd into our address space, yet costs the peer
+    no credit (its bytes are not the frame's): without this bound a client
+    that parks calls (awaiting handlers, answers it never reads) could hold
+    every byte of a cell's address space, so the cell's own allocations fail
+    (an audit killed a neighbour under a 512 MiB limit this way, again and
+    again, until its supervisor gave up), or the root's mapping count.
+    """
+
+    __slots__ = ("count", "held", "max_bytes", "max_count")
+
+    def __init__(self, max_bytes: int, max_count: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.held = 0
+        self.count = 0
+
+    def take(self, length: int) -> str | None:
+        """Count a mapping of ``length`` bytes; why not, if it would pass a bound."""
+        if self.count >= self.max_count:
+            return (f"{self.count} received vesicles are mapped, the most allowed "
+                    f"({self.max_count}); retry once earlier calls are answered")
+        if self.held + length > self.max_bytes:
+            return (f"a vesicle of {length} bytes would pass the {self.max_bytes} bytes of "
+                    f"received vesicles that may be mapped at once ({self.held} are); "
+                    "retry once earlier calls are answered, or send less")
+        self.held += length
+        self.count += 1
+        return None
+
+    def give(self, length: int) -> None:
+        """A mapping of ``length`` bytes is gone."""
+        self.held -= length
+        self.count -= 1
+
+
+def map_vesicle(fd: int, length: int, budget: MappedBudget | None = None) -> memoryview:
     """Map a received vesicle descriptor read-only and close the descriptor.
 
     Raises :class:`~cellmesh.errors.VesicleError` when the descriptor is not
     a sealed memfd of exactly ``length`` bytes (a peer could otherwise change
-    or shrink it under us). The descriptor is closed in every case.
+    or shrink it under us), :class:`OverBudget` when ``budget`` has no room
+    for it (nothing is mapped: the one message is refused). The descriptor is
+    closed in every case.
     """
     try:
         try:
@@ -167,7 +210,20 @@ def map_vesicle(fd: int, length: int) -> memoryview:
         size = os.fstat(fd).st_size
         if size != length:
             raise VesicleError(f"vesicle memfd holds {size} bytes, the frame says {length}")
-        mapping = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        if budget is not None and (why := budget.take(length)) is not None:
+            raise OverBudget(why)
+        try:
+            mapping = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        except BaseException:
+            if budget is not None:
+                budget.give(length)
+            raise
+        if budget is not None:
+            weakref.finalize(mapping, budget.give, length)
     finally:
         os.close(fd)
     return memoryview(mapping)
+
+
+class OverBudget(Exception):
+    """A received vesicle does not fit its :class:`MappedBudget` (the message is refused)."""

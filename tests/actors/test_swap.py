@@ -445,6 +445,21 @@ async def test_swap_state_over_the_limit_rolls_back_naming_the_knob() -> None:
         assert (await total(root.paths)).version == "a"
 
 
+async def test_swap_state_far_over_the_limit_is_not_even_mapped_and_rolls_back_saying_so(
+) -> None:
+    """The root maps at most twice swap_max_state (plus 1 MiB) of a cell's vesicles at
+    once: a state far larger is refused unread, and the old version says so (the swap
+    used to wait for a SwapOut that never came)."""
+    toml = '[root]\nswap_max_state = "1M"\n\n' + COUNTER
+    async with mesh(toml, sandbox="host", mode="big", blob=6 << 20) as (root, home):
+        (home / "counter.py").write_text(source("b"))
+        report = await swap(root, timeout=10.0)
+        assert report.outcome == "rolled_back", report
+        assert "the root refused its state" in report.cause, report.cause
+        assert "received vesicles that may be mapped at once" in report.cause, report.cause
+        assert (await total(root.paths)).version == "a"
+
+
 async def test_swap_requests_from_a_cell_out_of_turn_are_refused() -> None:
     async with mesh(COUNTER, sandbox="host") as (root, home):
         slot = root.slots["counter"]

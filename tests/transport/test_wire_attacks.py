@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import threading
@@ -48,7 +49,7 @@ from cellmesh import (
     receptor,
 )
 from cellmesh.actors.runtime import serve_cell
-from cellmesh.errors import ConfigError, ErrorCode
+from cellmesh.errors import CellmeshError, ConfigError, ErrorCode
 from cellmesh.transport.membrane import membrane_options
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
@@ -579,3 +580,58 @@ async def test_a_memory_error_in_a_connection_reader_reaches_the_cells_hook(
             with pytest.raises(CellUnavailable):
                 await syn.fire(Echo(2))
     assert [type(e) for e in seen] == [MemoryError]
+
+
+@protein("atk.Park", registry=REG)
+class Park:
+    """Wait for the test to let go, then answer with the size of ``data``."""
+
+    data: bytes
+
+
+async def test_attack_parked_calls_cannot_map_a_cells_address_space_with_vesicles(
+    sockdir: Path,
+) -> None:
+    """A caller parks calls (its receptor awaits) that each carry a large vesicle: the
+    vesicles cost it no credit, and each stayed mapped in the cell. An audit mapped 528
+    MiB into a neighbour under a 512 MiB limit that way; its next allocation failed and
+    it died, again and again, until its supervisor gave up. Now a membrane maps at most
+    max_mapped_bytes (and max_mapped_vesicles) of received vesicles at once: a call past
+    them fails alone, with a field error saying why, and the room comes back as the
+    messages holding them are answered."""
+    release = trio.Event()
+
+    async def parking(msg: object) -> object:
+        if isinstance(msg, Park):
+            await release.wait()
+            return Echo(len(msg.data))
+        return msg
+
+    async with open_membrane("victim", parking, socket_dir=sockdir, registry=REG,
+                             max_mapped_bytes=4 * MIB, max_mapped_vesicles=64) as membrane:
+        async with Synapse.grow("victim", socket_dir=sockdir, registry=REG,
+                                vesicle_threshold=1024) as syn:
+            outcomes: list[object] = []
+
+            async def park() -> None:
+                try:
+                    outcomes.append(await syn.fire(Park(bytes(MIB))))
+                except CellmeshError as exc:
+                    outcomes.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(6):
+                    nursery.start_soon(park)
+                with trio.fail_after(30):
+                    while len(outcomes) < 2:
+                        await trio.sleep(0.01)
+                assert (membrane.mapped.held, membrane.mapped.count) == (4 * MIB, 4)
+                assert await syn.fire(Echo(7)) == Echo(7)  # the cell serves on
+                release.set()
+            refused = [o for o in outcomes if isinstance(o, CellmeshError)]
+            assert outcomes.count(Echo(MIB)) == 4 and len(refused) == 2, outcomes
+            assert all("received vesicles that may be mapped at once" in str(e)
+                       for e in refused), refused
+            gc.collect()
+            assert (membrane.mapped.held, membrane.mapped.count) == (0, 0)
+            assert await syn.fire(Park(bytes(3 * MIB))) == Echo(3 * MIB)  # room again
