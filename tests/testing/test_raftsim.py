@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 
 from cellmesh.consensus.core import RaftCore
 from cellmesh.consensus.log import RaftLog
 from cellmesh.consensus.types import ReadState
-from cellmesh.testing.raftsim import SimParams, Simulation, SimulationFailure, run_seed
+from cellmesh.testing.raftsim import (
+    Mix,
+    SimParams,
+    SimResult,
+    Simulation,
+    SimulationFailure,
+    run_seed,
+)
 
 SOAK_SEEDS = 500
 #: Harsh-mix seeds CI runs (each about twice as long as a normal seed).
 HARSH_SEEDS = 150
+
+
+def _seed(mix: Mix, seed: int) -> SimResult:
+    try:
+        return run_seed(seed, mix=mix)
+    except SimulationFailure as exc:  # name the seed to replay: scripts/simulate.py --seed N
+        raise AssertionError(f"seed {seed} ({mix}): {exc}") from None
+
+
+def soak(seeds: int, mix: Mix = "normal") -> list[SimResult]:
+    """``run_seed`` for seeds 0..seeds-1 (in order), on every core: each seed is its own
+    deterministic simulation, so where it runs changes nothing."""
+    workers = max(1, min(4, len(os.sched_getaffinity(0))))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(functools.partial(_seed, mix), range(seeds), chunksize=10))
 
 
 def test_simulator_soak_500_seeds_hold_every_invariant() -> None:
@@ -23,8 +49,7 @@ def test_simulator_soak_500_seeds_hold_every_invariant() -> None:
         "torn_writes": 0,
         "config_changes": 0,
     }
-    for seed in range(SOAK_SEEDS):
-        result = run_seed(seed)
+    for result in soak(SOAK_SEEDS):
         assert result.operations == 30  # every client operation completed
         for key in totals:
             totals[key] += getattr(result, key)
@@ -41,8 +66,7 @@ def test_simulator_soak_harsh_mix_holds_every_invariant() -> None:
     phase twice as long, three times the operations, five times the membership
     changes (``scripts/simulate.py --mix harsh``)."""
     changes = 0
-    for seed in range(HARSH_SEEDS):
-        result = run_seed(seed, mix="harsh")
+    for result in soak(HARSH_SEEDS, "harsh"):
         assert result.operations == 90
         changes += result.config_changes
     assert changes > 2 * HARSH_SEEDS
