@@ -138,6 +138,9 @@ class DynamicCells:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
+        if not msg.suffix:
+            raise RootRequestError(slot.name, "a child's suffix may not be empty (its name is "
+                                   "<parent>.<suffix>)")
         name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
         if name in self.slots:
             raise RootRequestError(name, "a cell of that name exists")

@@ -200,6 +200,12 @@ def _make_preexec(
                     check(mount(proc, dst, None, _MS_BIND | _MS_REC, None), "bind " + dst.decode())
                 finally:
                     os.close(fd)
+        # A limit above this process's hard limit is raised while we may (root,
+        # before the uid drop): the soft limit stays, so the F_DUPFD below works.
+        for res, value in rlimits:
+            soft, hard = resource.getrlimit(res)
+            if hard != resource.RLIM_INFINITY and value > hard:
+                resource.setrlimit(res, (soft, value))
         if run_as is not None:
             os.setgroups([])
             os.setresgid(run_as, run_as, run_as)
@@ -219,6 +225,45 @@ def _make_preexec(
             resource.setrlimit(res, (value, value))
 
     return preexec
+
+
+_RLIMIT_NAMES: Final = {
+    resource.RLIMIT_NOFILE: "open_files", resource.RLIMIT_DATA: "memory",
+    resource.RLIMIT_AS: "memory", resource.RLIMIT_FSIZE: "memory",
+}
+
+
+#: The capability that lets a process raise a hard limit (bit of ``CapEff``).
+_CAP_SYS_RESOURCE: Final = 24
+
+
+def may_raise_limits() -> bool:
+    """Whether this process may raise a hard resource limit (``CAP_SYS_RESOURCE``: root
+    usually has it; a container's root often does not)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
+def _check_raisable(rlimits: Sequence[tuple[int, int]]) -> None:
+    """SandboxConfigError naming the limit when one is above this process's hard limit
+    and it may not raise it: the child's setrlimit would fail without a word
+    ("Exception occurred in preexec_fn")."""
+    over = [(res, value, resource.getrlimit(res)[1]) for res, value in rlimits]
+    over = [o for o in over if o[2] != resource.RLIM_INFINITY and o[1] > o[2]]
+    if not over or may_raise_limits():
+        return  # (raised in the child, before it drops to its uid)
+    res, value, hard = over[0]
+    raise SandboxConfigError(
+        _RLIMIT_NAMES.get(res, f"rlimit {res}"),
+        f"{value} is above this process's hard limit ({hard}), which it may not raise "
+        "(no CAP_SYS_RESOURCE): lower the cell's limit or raise the root's (ulimit -H)",
+    )
 
 
 def spawn_isolated_workload(
@@ -264,6 +309,7 @@ def spawn_isolated_workload(
     targets = [FIRST_PASSED_FD + i for i in range(len(pass_fds))]
     fd_map = list(zip(pass_fds, targets, strict=True))
     rl = sorted((rlimits or {}).items())
+    _check_raisable(rl)
     procs = [os.fsencode(p) for p in cgroup_procs]
     pins = pinned or {}
     binds = [

@@ -348,7 +348,7 @@ def test_membership_a_plain_cells_empty_data_dir_is_taken_back_for_its_group(
     busy.mkdir(mode=0o700)
     (busy / "kept.db").write_text("the plain cell's data")
     os.chown(busy, 2046820400, 2046820400)
-    with pytest.raises(GroupRecordError, match="holds data but no group.json"):
+    with pytest.raises(GroupRecordError, match=r"holds data but no group\.json"):
         load_record(busy, 3)
     assert busy.stat().st_uid == 2046820400 and not (busy / "group.json").exists()
 

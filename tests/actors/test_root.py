@@ -337,6 +337,8 @@ async def test_dynamic_children_respect_the_quota(sandbox: str, bwrap_usable: st
     )
     async with running_root(toml, sandbox=sandbox) as (root, paths):
         async with Synapse.grow("watcher", socket_dir=paths.socket_dir) as syn:
+            with pytest.raises(RemoteCellError, match="suffix may not be empty"):
+                await syn.fire(Spawn(suffix=""))  # (it started a child named "watcher.")
             child = await syn.fire(Spawn(suffix="a"))
             assert child.name == "watcher.a"
             # the parent reaches its child (inside bwrap: through /run/cell/children)

@@ -181,3 +181,33 @@ def test_bwrap_cell_and_all_its_processes_live_in_the_leaf(
     finally:
         be.destroy("leafy", grace=1)
     assert not leaf.exists()
+
+
+
+def test_a_limit_above_the_spawners_hard_limit_is_raised_or_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An audit's manifest asked for open_files = 65536 under a root whose hard limit was
+    20000: `up` failed with "Exception occurred in preexec_fn". A process that may raise
+    its hard limit (CAP_SYS_RESOURCE) raises it in the child before the uid drop;
+    one that may not is told which limit, before anything starts."""
+    import resource
+
+    from cellmesh.sandbox import SandboxConfigError, WorkloadEnv, _spawn, spawn_isolated_workload
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard >= 1 << 20:
+        pytest.skip("the descriptor hard limit is already the kernel's ceiling")
+    argv = [PY, "-c", "import resource; assert resource.getrlimit(resource.RLIMIT_NOFILE)"
+            f"[1] == {hard + 1}"]
+    if _spawn.may_raise_limits():
+        child = spawn_isolated_workload(argv, WorkloadEnv(),
+                                        rlimits={resource.RLIMIT_NOFILE: hard + 1})
+        try:
+            assert child.wait(30) == 0
+        finally:
+            child.close()
+    monkeypatch.setattr(_spawn, "may_raise_limits", lambda: False)
+    with pytest.raises(SandboxConfigError, match=r"^open_files: \d+ is above this process's "
+                       r"hard limit \(\d+\), which it may not raise \(no CAP_SYS_RESOURCE\)"):
+        spawn_isolated_workload(argv, WorkloadEnv(), rlimits={resource.RLIMIT_NOFILE: hard + 1})
