@@ -190,13 +190,15 @@ class RawCluster:
         return info
 
     async def leader(self, nodes: tuple[int, ...] = VOTERS) -> int:
-        """Poll the nodes' status until one is leader; return its id."""
-        while True:
-            for node in nodes:
-                info = await self.status(node)
-                if info is not None and info.role == "LEADER":
-                    return node
-            await trio.sleep(_POLL)
+        """Poll the nodes' status until one is leader; return its id (CellmeshError after
+        :data:`WAIT_LIMIT` seconds without one: the nodes died, or cannot elect)."""
+        with _bounded("a leader among nodes " + ", ".join(map(str, nodes))):
+            while True:
+                for node in nodes:
+                    info = await self.status(node)
+                    if info is not None and info.role == "LEADER":
+                        return node
+                await trio.sleep(_POLL)
 
 
 @contextmanager
@@ -212,6 +214,22 @@ def raw_cluster(tick: float, *, no_fsync: bool = False) -> Iterator[RawCluster]:
         finally:
             for node in list(cluster.procs):
                 cluster.kill(node)
+
+
+#: The longest the bench waits for a cluster to do what it always does in well under a
+#: second (elect, commit, catch up): past it, the nodes died or are stuck.
+WAIT_LIMIT: Final = 60.0
+
+
+@contextmanager
+def _bounded(what: str) -> Iterator[None]:
+    """Raise CellmeshError naming ``what`` if the block takes over :data:`WAIT_LIMIT`."""
+    try:
+        with trio.fail_after(WAIT_LIMIT):
+            yield
+    except trio.TooSlowError:
+        raise CellmeshError(f"no {what} after {WAIT_LIMIT:.0f} s: the raw nodes died or "
+                            "are stuck (their output is above)") from None
 
 
 async def _propose(syn: Synapse, command: bytes) -> bytes:
@@ -263,15 +281,16 @@ async def cellmesh_throughput(
 
 async def _commit_somewhere(cluster: RawCluster, nodes: tuple[int, ...], command: bytes) -> int:
     """Propose ``command`` on whichever node accepts it; return that node."""
-    while True:
-        for node in nodes:
-            try:
-                async with cluster.client(node) as syn:
-                    await _propose(syn, command)
-                    return node
-            except CellmeshError:
-                pass
-        await trio.sleep(_POLL)
+    with _bounded(f"a commit of {command!r}"):
+        while True:
+            for node in nodes:
+                try:
+                    async with cluster.client(node) as syn:
+                        await _propose(syn, command)
+                        return node
+                except CellmeshError:
+                    pass
+            await trio.sleep(_POLL)
 
 
 async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
@@ -286,12 +305,14 @@ async def cellmesh_failover(*, trials: int, tick: float) -> list[float]:
             new_leader = await _commit_somewhere(cluster, survivors, b"trial=%d" % trial)
             times.append(time.perf_counter() - started)
             cluster.start(leader)
-            while True:  # the restarted node caught up: it applied the trial's write
-                info = await cluster.status(leader)
-                leading = await cluster.status(new_leader)
-                if info is not None and leading is not None and info.applied >= leading.commit:
-                    break
-                await trio.sleep(_POLL)
+            with _bounded(f"node {leader} to catch up after its restart"):
+                while True:  # the restarted node caught up: it applied the trial's write
+                    info = await cluster.status(leader)
+                    leading = await cluster.status(new_leader)
+                    if (info is not None and leading is not None
+                            and info.applied >= leading.commit):
+                        break
+                    await trio.sleep(_POLL)
             leader = new_leader
     return times
 
@@ -307,12 +328,16 @@ def _free_port() -> int:
         return port
 
 
+#: PySyncObj's strongest setting for this workload: ``appendEntriesUseBatch=False``
+#: sends each entry at once; its default batches appends per 100 ms period, which
+#: made one call in flight take ~205 ms (a strawman: 1.7 ms without it).
 _PYSYNCOBJ_NODE: Final = """
 import sys, time
 from pysyncobj import SyncObj, SyncObjConf, replicated
 class KV(SyncObj):
     def __init__(self, me, others):
-        super().__init__(me, others, SyncObjConf(dynamicMembershipChange=False))
+        conf = SyncObjConf(dynamicMembershipChange=False, appendEntriesUseBatch=False)
+        super().__init__(me, others, conf)
         self._data = {}
     @replicated
     def set(self, key, value):
@@ -338,7 +363,8 @@ def pysyncobj_throughput(*, ops: int, concurrency: int, payload: int) -> Through
 
     class KV(SyncObj):  # type: ignore[misc,unused-ignore]
         def __init__(self, me: str, others: list[str]) -> None:
-            super().__init__(me, others, SyncObjConf(dynamicMembershipChange=False))
+            conf = SyncObjConf(dynamicMembershipChange=False, appendEntriesUseBatch=False)
+            super().__init__(me, others, conf)
             self._data: dict[bytes, bytes] = {}
 
         @replicated  # type: ignore[untyped-decorator,misc,unused-ignore]
@@ -387,7 +413,7 @@ def pysyncobj_throughput(*, ops: int, concurrency: int, payload: int) -> Through
             p50, p99 = _percentiles(latencies)
             return Throughput(ops=count, seconds=elapsed, p50=p50, p99=p99)
 
-        run(min(ops // 10, 2000))
+        run(max(1, min(ops // 10, 2000)))  # warm-up (at least one op: zero never ends)
         return run(ops)
     finally:
         node.destroy()

@@ -390,7 +390,10 @@ def format_report(doc: dict[str, Any]) -> str:
     lines.append(f"targets met: {len(met)}/{len(doc['targets'])}")
     for t in doc["targets"]:
         mark = "ok" if t["met"] else "MISSED"
-        lines.append(f"  {t['name']} <= {t['limit']} {t['unit']}: {t['measured']} ({mark})")
+        value = t["measured"]
+        measured = ("-" if value is None else str(value) if isinstance(value, int)
+                    else f"{value:.1f}")
+        lines.append(f"  {t['name']} <= {t['limit']} {t['unit']}: {measured} ({mark})")
     return "\n".join(lines)
 
 

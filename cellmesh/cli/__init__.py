@@ -127,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc, debug=debug, err=sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # Ctrl-C in a Trio run (a bench, a mesh in this process) arrives wrapped in
+        # the groups of the nurseries it crossed: an interrupt, not a crash.
+        rest = group.split(KeyboardInterrupt)[1]
+        if rest is not None or debug:
+            raise
+        return 130
     except BrokenPipeError:
         # The reader of our output went away (`cellmesh logs X | head -1`): stop
         # quietly, as a Unix filter does, and keep Python from complaining again

@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import cyclopts
+
+#: The largest value a bench's payload may have (bytes): beyond it the frames
+#: carrying it are refused anyway.
+MAX_PAYLOAD: Final = 16 * 1024 * 1024
+#: The largest count a bench argument takes (a run of more would not end today).
+MAX_COUNT: Final = 100_000_000
+
+
+def _counts(*checks: tuple[str, int | None, int, bool]) -> None:
+    """ConfigError (exit 2) naming the first ``(flag, value, minimum, zero_skips)`` whose
+    value is not an integer in ``minimum``..MAX_COUNT (0 too, where it skips the part)."""
+    from ..errors import ConfigError
+
+    for flag, value, minimum, zero_skips in checks:
+        if value is None or (zero_skips and value == 0):
+            continue
+        top = MAX_PAYLOAD if flag == "--payload" else MAX_COUNT
+        if type(value) is not int or not minimum <= value <= top:
+            skip = " (or 0 to skip it)" if zero_skips else ""
+            raise ConfigError(flag, f"must be an integer from {minimum} to {top}{skip}, "
+                                    f"got {value!r}")
 
 
 def register(app: cyclopts.App) -> None:
@@ -143,12 +165,12 @@ def register(app: cyclopts.App) -> None:
             A shorter run (well under a minute): fewer operations and trials.
         """
         from ..bench import raft as raft_bench
-        from ..config import check_positive_int, check_seconds
+        from ..config import check_seconds
 
-        for name, value in (("--ops", ops), ("--concurrency", concurrency),
-                            ("--payload", payload)):
-            if value is not None:
-                check_positive_int(name, value)
+        _counts(("--ops", ops, 100, False), ("--concurrency", concurrency, 1, False),
+                ("--payload", payload, 1, False),
+                ("--sequential-ops", sequential_ops, 2, True), ("--trials", trials, 1, True),
+                ("--wal-entries", wal_entries, 1, True))
         if tick is not None:
             check_seconds("--tick", tick)
         argv = []
@@ -194,15 +216,14 @@ def register(app: cyclopts.App) -> None:
             Failover trials (default 10).
         """
         from ..bench import replicated
-        from ..config import check_positive_int
 
         if sandbox not in ("bwrap", "host", "processes"):
             from ..errors import ConfigError
 
             raise ConfigError("--sandbox", f"must be bwrap, host or processes, got {sandbox!r}")
         overrides: dict[str, int] = {}
+        _counts(("--ops", ops, 100, False), ("--trials", trials, 1, True))
         if ops is not None:
-            check_positive_int("--ops", ops)
             overrides["ops"] = ops
         if trials is not None:
             overrides["trials"] = trials

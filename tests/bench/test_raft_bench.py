@@ -36,3 +36,28 @@ def test_cli_bench_raft_offers_json_and_quick(capsys: pytest.CaptureFixture[str]
     assert cli_main(["bench", "raft", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--quick" in out and "--json" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["raft", "--payload", "99999999999999999999"], "--payload"),
+        (["raft", "--sequential-ops", "1"], "--sequential-ops"),  # a quantile needs two
+        (["raft", "--sequential-ops", "-1"], "--sequential-ops"),
+        (["raft", "--trials", "-1"], "--trials"),
+        (["raft", "--wal-entries", "-3"], "--wal-entries"),
+        (["raft", "--ops", "5"], "--ops"),  # its warm-up of ops // 10 never ended
+        (["replicated", "--trials", "-1"], "--trials"),
+        (["replicated", "--ops", "5"], "--ops"),
+    ],
+)
+def test_cli_bench_refuses_bad_counts_naming_the_flag(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They gave tracebacks (OverflowError, StatisticsError, AssertionError) after the
+    run, or hung; now exit 2 at once with one line naming the flag."""
+    assert cli_main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cellmesh: error: {named}: must be an integer from ") and (
+        err.count("\n") == 1
+    ), err

@@ -114,3 +114,26 @@ def test_up_refuses_a_bad_metrics_address_first(
     assert capsys.readouterr().err.startswith(
         "cellmesh: error: --metrics: expected HOST:PORT (e.g. 127.0.0.1:9464)"
     )
+
+
+def test_cli_ctrl_c_inside_a_trio_run_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A KeyboardInterrupt that crossed nurseries arrives in exception groups (bench
+    spawn/swap/replicated/ledger printed a 100-line traceback and exited 1); anything
+    else in the group is still a crash."""
+    from cellmesh import cli
+
+    def app_raising(exc: BaseException) -> object:
+        def app(*args: object, **kwargs: object) -> object:
+            raise exc
+        return lambda: app
+
+    nested = BaseExceptionGroup("outer", [BaseExceptionGroup("inner", [KeyboardInterrupt()])])
+    monkeypatch.setattr(cli, "build_app", app_raising(nested))
+    assert cli.main(["bench", "swap"]) == 130
+    assert capsys.readouterr().err == ""
+    mixed = BaseExceptionGroup("outer", [KeyboardInterrupt(), ValueError("a real bug")])
+    monkeypatch.setattr(cli, "build_app", app_raising(mixed))
+    with pytest.raises(BaseExceptionGroup):
+        cli.main(["bench", "swap"])
