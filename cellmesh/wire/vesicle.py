@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import mmap
 import os
+import threading
 import weakref
 from typing import Final
 
@@ -164,31 +165,36 @@ class MappedBudget:
     again, until its supervisor gave up), or the root's mapping count.
     """
 
-    __slots__ = ("count", "held", "max_bytes", "max_count")
+    __slots__ = ("_lock", "count", "held", "max_bytes", "max_count")
 
     def __init__(self, max_bytes: int, max_count: int) -> None:
         self.max_bytes = max_bytes
         self.max_count = max_count
         self.held = 0
         self.count = 0
+        # A mapping is given back by its finalizer, which runs in whichever thread
+        # the garbage collector runs (a worker thread too).
+        self._lock = threading.Lock()
 
     def take(self, length: int) -> str | None:
         """Count a mapping of ``length`` bytes; why not, if it would pass a bound."""
-        if self.count >= self.max_count:
-            return (f"{self.count} received vesicles are mapped, the most allowed "
-                    f"({self.max_count}); retry once earlier calls are answered")
-        if self.held + length > self.max_bytes:
-            return (f"a vesicle of {length} bytes would pass the {self.max_bytes} bytes of "
-                    f"received vesicles that may be mapped at once ({self.held} are); "
-                    "retry once earlier calls are answered, or send less")
-        self.held += length
-        self.count += 1
-        return None
+        with self._lock:
+            if self.count >= self.max_count:
+                return (f"{self.count} received vesicles are mapped, the most allowed "
+                        f"({self.max_count}); retry once earlier calls are answered")
+            if self.held + length > self.max_bytes:
+                return (f"a vesicle of {length} bytes would pass the {self.max_bytes} bytes "
+                        f"of received vesicles that may be mapped at once ({self.held} are); "
+                        "retry once earlier calls are answered, or send less")
+            self.held += length
+            self.count += 1
+            return None
 
     def give(self, length: int) -> None:
         """A mapping of ``length`` bytes is gone."""
-        self.held -= length
-        self.count -= 1
+        with self._lock:
+            self.held -= length
+            self.count -= 1
 
 
 def map_vesicle(fd: int, length: int, budget: MappedBudget | None = None) -> memoryview:
