@@ -38,6 +38,7 @@ from ..wire import codec
 from ..wire.batching import OutboundBatch
 from ..wire.codec import NEED_DATA, PROTOCOL_VERSION, Hello, Kind
 from ..wire.proteins import DecodeContext, ProteinRegistry
+from ..wire.vesicle import MappedBudget
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._client_core import CellEndedConnection, ClientReceiver, ReplyBatch, hello_frame
 from ._outbox import Outbox
@@ -52,6 +53,7 @@ class ConnectionOwner(Protocol):
     socket_path_text: str
     registry: ProteinRegistry
     _sessions: ClientSessions | None
+    mapped: MappedBudget
 
     @property
     def options(self) -> Any:
@@ -406,7 +408,8 @@ class Connection(Outbox, ClientReceiver):
         ctx = self.ctx
         leftover: dict[int, int] = {}
         if vesicles:
-            ctx, leftover = vesicle_context(self.channel, vesicles, self.ctx.mismatched)
+            ctx, leftover = vesicle_context(self.channel, vesicles, self.ctx.mismatched,
+                                            self.syn.mapped)
         try:
             self.receive(items, ctx)
         finally:

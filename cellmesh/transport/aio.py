@@ -55,7 +55,7 @@ from ..wire.batching import OutboundBatch
 from ..wire.codec import MAX_VESICLES_PER_FRAME, NEED_DATA, FrameDecoder
 from ..wire.proteins import PROTEINS, DecodeContext, EncodeContext, ProteinRegistry
 from ..wire.replies import R, Request, check_replies, check_reply
-from ..wire.vesicle import Vesicle
+from ..wire.vesicle import MappedBudget, Vesicle
 from ._client_core import (
     NO_HELLO,
     CellEndedConnection,
@@ -316,7 +316,8 @@ class _Connection:
         leftover: dict[int, int] = {}
         if vesicles:
             fds = self.channel.take_fds(vesicles)
-            ctx, leftover = vesicle_context(fds, vesicles, self.core.ctx.mismatched)
+            ctx, leftover = vesicle_context(fds, vesicles, self.core.ctx.mismatched,
+                                            self.syn.mapped)
         try:
             self.core.apply(items, ctx)
         finally:
@@ -367,6 +368,8 @@ class Synapse:
         self.registry = registry
         self.options = options
         self.client_name = client_name
+        #: Received vesicles mapped at once (``SynapseOptions.max_mapped_bytes``).
+        self.mapped = MappedBudget(options.max_mapped_bytes, options.max_mapped_vesicles)
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         self._closed = False

@@ -67,10 +67,11 @@ from ..wire.proteins import (
     ProteinRegistry,
 )
 from ..wire.replies import R, Request, check_replies, check_reply
-from ..wire.vesicle import Vesicle
+from ..wire.vesicle import MappedBudget, Vesicle
 from ._channel import ChannelBroken
 from ._client_conn import Connection, OneCall, Waiter
 from ._client_core import NO_HELLO, connect_failure
+from ._options import DEFAULT_MAX_MAPPED_VESICLES, default_mapped_bytes
 from .session import ClientSessions
 
 CONNECT_TIMEOUT: Final = 10.0
@@ -90,11 +91,19 @@ class SynapseOptions:
     retry_after: float = 2.0
     #: ... and give up (OutcomeUnknown) after this long.
     give_up_after: float = 30.0
+    #: Received vesicles (in replies) this synapse keeps mapped at once, as a
+    #: membrane does (docs/protocol.md section 13): a reply past them fails its
+    #: one call with a field error, so a hostile cell cannot fill its caller's
+    #: address space through the answers to its calls.
+    max_mapped_bytes: int = attrs.field(factory=default_mapped_bytes)
+    max_mapped_vesicles: int = DEFAULT_MAX_MAPPED_VESICLES
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option."""
         codec.check_max_frame_size(self.max_frame_size)
         check_positive_int("vesicle_threshold", self.vesicle_threshold)
+        check_positive_int("max_mapped_bytes", self.max_mapped_bytes)
+        check_positive_int("max_mapped_vesicles", self.max_mapped_vesicles)
         check_seconds("connect_timeout", self.connect_timeout)
         check_seconds("retry_after", self.retry_after)
         check_seconds("give_up_after", self.give_up_after)
@@ -139,6 +148,8 @@ class Synapse:
         self.socket_path_text = os.fspath(socket_path)
         self.registry = registry
         self.options = options
+        #: Shared by its connections (docs/protocol.md section 13).
+        self.mapped = MappedBudget(options.max_mapped_bytes, options.max_mapped_vesicles)
         self.client_name = client_name
         self._nursery: trio.Nursery | None = None
         self._conn: Connection | None = None

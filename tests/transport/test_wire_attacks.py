@@ -635,3 +635,30 @@ async def test_attack_parked_calls_cannot_map_a_cells_address_space_with_vesicle
             gc.collect()
             assert (membrane.mapped.held, membrane.mapped.count) == (0, 0)
             assert await syn.fire(Park(bytes(3 * MIB))) == Echo(3 * MIB)  # room again
+
+
+async def test_attack_a_cell_cannot_fill_its_callers_address_space_with_reply_vesicles(
+    sockdir: Path,
+) -> None:
+    """The caller's side of the same bound: replies map their vesicles into the caller,
+    so a synapse keeps at most max_mapped_bytes of them mapped at once; a reply past it
+    fails its one call with a field error and the connection serves on."""
+    async with open_membrane("victim", handler, socket_dir=sockdir, registry=REG,
+                             vesicle_threshold=1024):
+        async with Synapse.grow("victim", socket_dir=sockdir, registry=REG,
+                                max_mapped_bytes=MIB) as syn:
+            held = await syn.fire(Want(MIB // 2))  # kept: its mapping stays counted
+            assert isinstance(held, Blob) and len(held.data) == MIB // 2
+            with pytest.raises(CellmeshError, match="received vesicles that may be mapped"):
+                await syn.fire(Want(MIB))
+            assert syn.mapped.held == MIB // 2
+            assert await syn.fire(Echo(3)) == Echo(3)  # the same connection serves on
+            del held
+            gc.collect()
+            assert syn.mapped.held == 0
+            again = await syn.fire(Want(MIB))
+            assert isinstance(again, Blob) and len(again.data) == MIB
+    with pytest.raises(ConfigError, match="max_mapped_bytes"):
+        async with Synapse.grow("victim", socket_dir=sockdir, registry=REG,
+                                max_mapped_bytes=0):
+            pass
