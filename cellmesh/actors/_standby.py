@@ -177,7 +177,7 @@ class Clean:
                 ):
                     continue  # a submodule imported since, a __warningregistry__
                 return f"{name}.{key} was {'set' if old is _ABSENT else 'rebound'}"
-            if len(now) < len(before) or any(key not in now for key in before):
+            if any(key not in now for key in before):
                 return f"an attribute of {name} was deleted"
         return None
 

@@ -14,15 +14,17 @@ MAX_PAYLOAD: Final = 16 * 1024 * 1024
 MAX_COUNT: Final = 100_000_000
 
 
-def _counts(*checks: tuple[str, int | None, int, bool]) -> None:
-    """ConfigError (exit 2) naming the first ``(flag, value, minimum, zero_skips)`` whose
-    value is not an integer in ``minimum``..MAX_COUNT (0 too, where it skips the part)."""
+def _counts(*checks: tuple[str, int | None, int, bool] | tuple[str, int | None, int, bool, int]
+            ) -> None:
+    """ConfigError (exit 2) naming the first ``(flag, value, minimum, zero_skips[, top])``
+    whose value is not an integer in ``minimum``..``top`` (default MAX_COUNT; 0 too,
+    where it skips the part)."""
     from ..errors import ConfigError
 
-    for flag, value, minimum, zero_skips in checks:
+    for flag, value, minimum, zero_skips, *rest in checks:
         if value is None or (zero_skips and value == 0):
             continue
-        top = MAX_PAYLOAD if flag == "--payload" else MAX_COUNT
+        top = rest[0] if rest else MAX_COUNT
         if type(value) is not int or not minimum <= value <= top:
             skip = " (or 0 to skip it)" if zero_skips else ""
             raise ConfigError(flag, f"must be an integer from {minimum} to {top}{skip}, "
@@ -168,7 +170,7 @@ def register(app: cyclopts.App) -> None:
         from ..config import check_seconds
 
         _counts(("--ops", ops, 100, False), ("--concurrency", concurrency, 1, False),
-                ("--payload", payload, 1, False),
+                ("--payload", payload, 1, False, MAX_PAYLOAD),
                 ("--sequential-ops", sequential_ops, 2, True), ("--trials", trials, 1, True),
                 ("--wal-entries", wal_entries, 1, True))
         if tick is not None:
