@@ -117,6 +117,7 @@ def well_formed(m: Message) -> bool:
 def _membership_ok(data: bytes) -> bool:
     """Whether ``data`` decodes to a membership a cluster can run with."""
     try:
-        return bool(Membership.decode(data).voters)
+        Membership.decode_runnable(data)
     except ValueError:
         return False
+    return True

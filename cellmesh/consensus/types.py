@@ -190,6 +190,15 @@ class Membership:
         return cls(voters=voters, learners=learners)
 
     @classmethod
+    def decode_runnable(cls, raw: bytes) -> Membership:
+        """:meth:`decode`, also refusing a membership with no voter (no cluster
+        can run with one: nothing could ever be committed). Raises ``ValueError``."""
+        membership = cls.decode(raw)
+        if not membership.voters:
+            raise ValueError("it has no voter")
+        return membership
+
+    @classmethod
     def of_snapshot(cls, meta: SnapshotMeta) -> Membership:
         """The membership recorded in a snapshot's metadata."""
         return cls(voters=meta.voters, learners=meta.learners)

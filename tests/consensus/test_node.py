@@ -647,7 +647,7 @@ async def test_a_node_reports_what_recovery_cut_off_its_log(tmp_path: Path) -> N
         ([Entry(index=1, term=1, kind=EntryKind.CONFIG, data=b"\xff\x00junk")],
          "configuration entry 1: malformed membership"),
         ([Entry(index=1, term=1, kind=EntryKind.CONFIG, data=b"v=;l=3")],
-         "configuration entry 1 has no voter"),
+         "configuration entry 1: it has no voter"),
     ],
 )
 async def test_node_refuses_a_log_no_raft_node_writes_naming_its_directory(
