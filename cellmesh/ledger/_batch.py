@@ -122,6 +122,7 @@ def run_batch(
             if code in transient:
                 failed.add(event.id)
         elif undo is not None and not is_linked:
-            undo = None  # the chain ended and held
+            undo.commit(store)  # the chain ended and held
+            undo = None
         i += 1
     return results

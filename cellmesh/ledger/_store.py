@@ -15,8 +15,9 @@ Theory of operation
 * ``pending``: pending transfer id -> :class:`~cellmesh.ledger.codes.PendingStatus`;
 * ``failed``: ids of transfers that met a transient failure (never reusable);
 * ``expiry``: a heap of ``(expires_at, timestamp, id)``; entries of transfers
-  since resolved (or rolled back) are skipped when popped, so the heap never
-  needs deleting from;
+  since resolved are skipped when popped, so the heap never needs deleting
+  from (a linked chain's entries are pushed only once the chain holds, so a
+  failed chain adds none);
 * ``clock``: the last timestamp handed out; ``applied_index``: the last log index.
 
 A linked chain records, in an :class:`Undo`, the first state of every account
@@ -150,7 +151,7 @@ def expire_due(store: Store, now: int) -> int:
 class Undo:
     """What a linked chain changed, to put back if the chain fails."""
 
-    __slots__ = ("accounts", "created_accounts", "records", "statuses")
+    __slots__ = ("accounts", "created_accounts", "expiries", "records", "statuses")
 
     def __init__(self) -> None:
         #: First-touch values: account -> (dp, dpo, cp, cpo, closed).
@@ -159,6 +160,9 @@ class Undo:
         #: Pending id -> its status before the chain (None: it did not exist).
         self.statuses: dict[int, int | None] = {}
         self.created_accounts: list[int] = []
+        #: Expiry entries of the chain's pending transfers, pushed only if it holds
+        #: (a failed chain's entries would stay in the heap until due, maybe for decades).
+        self.expiries: list[tuple[int, int, int]] = []
 
     def touch(self, account: Acct) -> None:
         """Remember ``account``'s balances before the chain first changes them."""
@@ -171,6 +175,12 @@ class Undo:
         """Remember pending transfer ``tid``'s status before the chain first changes it."""
         if tid not in self.statuses:
             self.statuses[tid] = store.pending.get(tid)
+
+    def commit(self, store: Store) -> None:
+        """The chain held: schedule the expiries of its pending transfers."""
+        heap = store.expiry
+        for entry in self.expiries:
+            heapq.heappush(heap, entry)
 
     def rollback(self, store: Store) -> None:
         """Undo everything recorded, newest first; the store is as before the chain."""

@@ -359,7 +359,10 @@ def transfer_engine(store: Store) -> tuple[OneEvent, Bulk]:
                 cr.closed = True
             pending[tid] = _ST_PENDING
             if timeout:
-                heappush(heap, (expiry, ts, tid))
+                if undo is None:
+                    heappush(heap, (expiry, ts, tid))
+                else:  # pushed once the chain holds (Undo.commit)
+                    undo.expiries.append((expiry, ts, tid))
         else:
             dr.dpo = debit_new
             cr.cpo = credit_new

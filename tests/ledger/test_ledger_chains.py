@@ -48,11 +48,35 @@ def test_chains_failure_in_the_middle_leaves_no_trace() -> None:
         k: (x.dp, x.dpo, x.cp, x.cpo, x.closed) for k, x in a.accounts.items()}
     assert b.transfers == a.transfers and b.pending == a.pending
     assert a.failed - b.failed == {13}
+    # Not even an expiry entry remains: a failed chain schedules nothing.
+    assert book.state.next_expiry() is None
     # The rolled-back pending transfer's expiry does nothing when it falls due.
     book.advance(120)
     assert book.pulse() == 0
     # Ids of the failed chain (but the failing one) are free to use again.
     assert book.transfers(xfer(10, 1, 2, 10), xfer(13, 4, 1, 1)) == [0, T.ID_ALREADY_FAILED]
+
+
+def test_chains_that_fail_schedule_no_expiry_however_many_are_sent() -> None:
+    """A failed chain's pending transfers leave nothing in the expiry schedule:
+    a client resending failing chains of pending transfers with long timeouts
+    (nothing stored) must not grow the ledger's memory."""
+    book = _book()
+    chains = []
+    for k in range(200):  # each: a pending transfer, then one that must fail
+        chains += [xfer(100 + k, 1, 2, 1, flags=L | PEND, timeout=10**9),
+                   xfer(1000 + k, 1, 1, 1)]  # accounts_must_be_different
+    for _ in range(5):
+        results = book.transfers(*chains)
+        assert results[1::2] == [T.ACCOUNTS_MUST_BE_DIFFERENT] * 200
+    assert book.state.next_expiry() is None
+    # A chain that holds keeps its expiry, which falls due as documented.
+    held = book.transfers(xfer(20, 1, 2, 3, flags=L | PEND, timeout=30), xfer(21, 1, 3, 1))
+    assert held == [0, 0]
+    assert book.state.next_expiry() is not None
+    book.advance(31)
+    assert book.pulse() == 1
+    assert book.state.pending_status(20) is PendingStatus.EXPIRED
 
 
 def test_chains_first_event_failing_fails_the_rest() -> None:
