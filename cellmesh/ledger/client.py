@@ -67,7 +67,7 @@ from .proteins import (
     Transfer,
     TransfersReply,
 )
-from .queries import check_account_transfers, check_max_violations
+from .queries import check_account_transfers, check_int, check_max_violations
 
 C = TypeVar("C", AccountResult, TransferResult)
 #: How the client reaches the ledger: send one protein, get its reply.
@@ -287,9 +287,9 @@ class LedgerClient:
         A malformed query raises :class:`InvalidQuery` naming the field, before
         anything is sent.
         """
-        check_account_transfers(account_id, timestamp_min, timestamp_max, limit, int(flags))
-        request = GetAccountTransfers(account_id=account_id, timestamp_min=timestamp_min,
-                                      timestamp_max=timestamp_max, limit=limit,
+        check_account_transfers(account_id, timestamp_min, timestamp_max, limit, flags)
+        request = GetAccountTransfers(account_id=int(account_id), timestamp_min=int(timestamp_min),
+                                      timestamp_max=int(timestamp_max), limit=int(limit),
                                       flags=int(flags))
         reply: TransfersReply = _expect(request, await self._call(request), TransfersReply)
         return reply.transfers
@@ -305,7 +305,7 @@ class LedgerClient:
         """
         if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= BATCH_MAX:
             raise InvalidQuery("page", f"must be an int in 1..{BATCH_MAX}, got {page!r}")
-        reverse = bool(flags & FilterFlags.REVERSED)
+        reverse = bool(check_int("flags", flags) & FilterFlags.REVERSED)
         low, high = 0, 0
         while True:
             batch = await self.get_account_transfers(

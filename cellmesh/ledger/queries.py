@@ -41,10 +41,25 @@ def _check_ids(field: str, ids: Sequence[int]) -> None:
         raise InvalidQuery(field, f"{len(ids)} ids, at most {BATCH_MAX} per lookup")
 
 
+def check_int(field: str, value: object) -> int:
+    """``value`` as a plain int; :class:`InvalidQuery` naming ``field`` unless it is an
+    ``int`` (an enum member counts; a ``bool``, a float or a string does not)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidQuery(field, f"must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def check_account_transfers(account_id: int, timestamp_min: int, timestamp_max: int,
                             limit: int, flags: int) -> None:
     """Raise :class:`InvalidQuery` naming the field when a ``GetAccountTransfers`` is
     malformed (the cell checks; so does the client, before sending)."""
+    account_id = check_int("account_id", account_id)
+    timestamp_min = check_int("timestamp_min", timestamp_min)
+    timestamp_max = check_int("timestamp_max", timestamp_max)
+    limit = check_int("limit", limit)
+    flags = check_int("flags", flags)
     if not 0 < account_id < U128_MAX:
         raise InvalidQuery("account_id", f"must be in 1..2**128-2, got {account_id}")
     for name, value in (("timestamp_min", timestamp_min), ("timestamp_max", timestamp_max)):
@@ -62,7 +77,8 @@ def check_account_transfers(account_id: int, timestamp_min: int, timestamp_max: 
 
 
 def check_max_violations(max_violations: int) -> None:
-    """Raise :class:`InvalidQuery` unless a ``CheckBooks`` limit is in range."""
+    """Raise :class:`InvalidQuery` unless a ``CheckBooks`` limit is an int in range."""
+    max_violations = check_int("max_violations", max_violations)
     if not 0 < max_violations <= BATCH_MAX:
         raise InvalidQuery("max_violations", f"must be in 1..{BATCH_MAX}, got {max_violations}")
 

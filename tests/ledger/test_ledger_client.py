@@ -23,6 +23,7 @@ from cellmesh.ledger import (
     ApplyMeta,
     CreateAccounts,
     CreateTransfers,
+    FilterFlags,
     LedgerClient,
     LedgerState,
     Transfer,
@@ -140,4 +141,27 @@ async def test_client_refuses_a_malformed_read_before_sending_it() -> None:
         assert info.value.field == "page"
     with pytest.raises(InvalidQuery, match="max_violations"):
         await ledger.check(max_violations=0)
+    # Values of the wrong type: an InvalidQuery naming the field, never a bare
+    # TypeError, and never converted (a bool is not 1, "3" and 3.9 are not 3).
+    for kwargs, field in (({"limit": "5"}, "limit"), ({"limit": 2.5}, "limit"),
+                          ({"timestamp_max": None}, "timestamp_max"),
+                          ({"timestamp_min": 1.5}, "timestamp_min"),
+                          ({"flags": "3"}, "flags"), ({"flags": 3.9}, "flags"),
+                          ({"flags": True}, "flags")):
+        with pytest.raises(InvalidQuery, match=f"^{field}: must be an int") as info:
+            await ledger.get_account_transfers(1, **kwargs)
+        assert info.value.field == field
+    with pytest.raises(InvalidQuery, match=r"^account_id: must be an int"):
+        await ledger.get_account_transfers("1000")  # type: ignore[arg-type]
+    for flags in ("3", True):
+        with pytest.raises(InvalidQuery, match=r"^flags: must be an int"):
+            async for _ in ledger.account_history(1, flags=flags):  # type: ignore[arg-type]
+                pass
+    for bad in ("5", True, 2.0):
+        with pytest.raises(InvalidQuery, match=r"^max_violations: must be an int"):
+            await ledger.check(max_violations=bad)  # type: ignore[arg-type]
     assert wire.sent == []  # (test_ledger_cell.py sends well-formed reads to a real cell)
+    # An enum member is an int: it is accepted as a plain int.
+    from cellmesh.ledger.queries import check_int
+
+    assert type(check_int("flags", FilterFlags.DEBITS)) is int
