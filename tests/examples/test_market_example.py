@@ -15,18 +15,23 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_book() -> ModuleType:
-    """examples/market/cells/book.py, by path: every example names its package ``cells``."""
-    path = ROOT / "examples" / "market" / "cells" / "book.py"
-    spec = importlib.util.spec_from_file_location("market_example_book", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs resolves annotations through it
-    spec.loader.exec_module(module)
-    return module
+def market_module(name: str) -> ModuleType:
+    """examples/market/cells/NAME.py, by path, in a package of its own name: every
+    example names its package ``cells``."""
+    if "market_example_cells" not in sys.modules:
+        package = ROOT / "examples" / "market" / "cells"
+        spec = importlib.util.spec_from_file_location(
+            "market_example_cells", package / "__init__.py",
+            submodule_search_locations=[str(package)],
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # attrs resolves annotations through it
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"market_example_cells.{name}")
 
 
-Book = _load_book().Book
+Book = market_module("book").Book
 
 orders = st.lists(
     st.tuples(st.integers(0, 5), st.sampled_from(["buy", "sell"]), st.integers(95, 105),
@@ -50,13 +55,23 @@ def test_market_book_matches_best_price_then_oldest_at_the_resting_price() -> No
 
 
 def test_market_book_refuses_bad_orders() -> None:
+    """Bad sides and sizes, and traders whose accounts would be the mint's or
+    the escrow's (``cash_account(-999)`` is the mint) or another trader's."""
     book = Book()
-    for side, price, qty in (("hold", 100, 1), ("buy", 0, 1), ("sell", 100, -1)):
+    huge = 1 << 8_000_000  # a megabyte-long integer must not reach the ledger
+    for trader, side, price, qty in (
+        (1, "hold", 100, 1), (1, "buy", 0, 1), (1, "sell", 100, -1),
+        (-999, "buy", 100, 1), (-1, "sell", 100, 1), (999_000, "buy", 100, 1),
+        (1, "buy", huge, 1), (1, "sell", 100, huge), (1, "buy", 10**9 + 1, 1),
+    ):
         try:
-            book.new_order(1, side, price, qty)
-        except ValueError:
+            book.new_order(trader, side, price, qty)
+        except ValueError as exc:
+            assert len(str(exc)) < 200  # the message does not print the huge number
             continue
-        raise AssertionError(f"{side} {price} {qty} was accepted")
+        raise AssertionError(f"{trader} {side} {price} {qty} was accepted")
+    assert book.next_order == 1  # refused orders take no id
+    assert book.new_order(998_999, "buy", 10**9, 10**9).order_id == 1
 
 
 @settings(max_examples=200, deadline=None)

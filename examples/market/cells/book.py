@@ -15,6 +15,13 @@ from collections import deque
 import attrs
 import cbor2
 
+from .protocol import MAX_PRICE, MAX_QTY, MAX_TRADER
+
+
+def _short(n: int) -> str:
+    """``n`` for an error message: a huge one by its size, not its digits."""
+    return str(n) if n.bit_length() <= 64 else f"a {n.bit_length()}-bit number"
+
 
 @attrs.define
 class Order:
@@ -45,11 +52,17 @@ class Book:
     ask_prices: list[int] = attrs.field(factory=list)
 
     def new_order(self, trader: int, side: str, price: int, qty: int) -> Order:
-        """Number a new order (ids are never reused, swaps included)."""
+        """Number a new order (ids carry over swaps: see exchange.py for a rollback)."""
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        if not 0 <= trader < MAX_TRADER:
+            raise ValueError(f"trader must be in 0..{MAX_TRADER - 1} (got {_short(trader)})")
         if price <= 0 or qty <= 0:
-            raise ValueError(f"price and qty must be positive (got {price}, {qty})")
+            raise ValueError(
+                f"price and qty must be positive (got {_short(price)}, {_short(qty)})")
+        if price > MAX_PRICE or qty > MAX_QTY:
+            raise ValueError(f"price and qty must be at most {MAX_PRICE} and {MAX_QTY} "
+                             f"(got {_short(price)}, {_short(qty)})")
         order = Order(order_id=self.next_order, trader=trader, side=side, price=price, qty=qty)
         self.next_order += 1
         return order

@@ -7,9 +7,25 @@ improvement) before the order is answered: an answered trade is in the
 ledger, replicated on a majority. Ledger writes from concurrent orders are
 coalesced: one settler task sends whatever is queued as one batch.
 
-Transfer ids are ``id_base << 64 | n``: fixed at the first start, counted on
-across hot swaps, so a batch resent after a leader failure answers
-``exists`` instead of moving money twice.
+Transfer ids are ``id_base << 64 | n``. A batch resent after a leader
+failure has the same ids, so the ledger answers ``exists`` instead of moving
+money twice. ``id_base`` is the start time of the process (every process its
+own, swaps included): if a swap rolls back after the new version took over,
+the old version, resuming with its own counter, must not reuse an id the new
+one sent, because ``exists`` would then read as settled for a trade that
+moved nothing.
+
+An order, once its escrow is asked for, is seen through even if its caller
+gives up (the rest of the call is shielded from cancellation): a hold in
+escrow with no order in the book would strand the trader's money.
+
+A swap that rolls back after the new version served leaves the old
+version's book behind what the ledger holds. The old version checks, at its
+first order after such a resume, that the escrow balances are what its book
+says; if not, it stops taking orders (each is refused, naming why) rather
+than trade on a book that no longer matches the money. (Order numbers the new
+version gave to orders the ledger refused may then be given again: they
+moved nothing.)
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ from cellmesh.ledger import BATCH_MAX, LedgerClient, Transfer, TransferFlags, Tr
 
 from .book import Book, Order, Trade
 from .protocol import (
+    ACCOUNT_CLOSED,
     CASH,
     ESCROW_CASH,
     ESCROW_SHARES,
@@ -122,14 +139,20 @@ class Exchange(cellmesh.Cell):
     async def on_start(self) -> None:
         self.book = Book()
         self.orders = self.rejected = self.transfers = 0
-        self.id_base = time.time_ns()
-        self.settler = Settler(LedgerClient.from_cell(self, "ledger"))
+        self.id_base = time.time_ns()  # this process's own (module doc)
+        self.ledger = LedgerClient.from_cell(self, "ledger")
+        self.settler = Settler(self.ledger)
+        self.traders: set[int] = set()  # traders whose two accounts were found open
+        self.handed_over = False  # on_swap_out ran: a later call means a rollback
+        self.resume_lock = trio.Lock()
+        self.halted = ""  # why orders are refused, if they are
         self.nursery.start_soon(self.settler.run)
 
     # -- hot swap: the book and the counters go to the next version ---------------
 
     async def on_swap_out(self) -> BookState:
         await self.settler.drained.wait()  # a batch on its way must land before the hand-over
+        self.handed_over = True
         return BookState(
             book=self.book.dump(), orders=self.orders, rejected=self.rejected,
             settlement_batches=self.settler.batches, transfers=self.transfers,
@@ -141,17 +164,69 @@ class Exchange(cellmesh.Cell):
             self.book = Book.load(state.book)
             self.orders, self.rejected = state.orders, state.rejected
             self.settler.batches, self.transfers = state.settlement_batches, state.transfers
-            self.id_base = state.id_base
+            # state.id_base is not taken: this process sends under its own (module doc).
 
     # -- orders -------------------------------------------------------------------
 
     @cellmesh.receptor
     async def submit(self, msg: Submit) -> Placed:
-        try:
-            order = self.book.new_order(msg.trader, msg.side, msg.price, msg.qty)
-        except ValueError as exc:
+        await self._check_resumed()
+        problem = self.halted
+        if not problem:
+            try:
+                order = self.book.new_order(msg.trader, msg.side, msg.price, msg.qty)
+            except ValueError as exc:
+                problem = str(exc)
+            else:
+                problem = await self._check_trader(order.trader)
+        if problem:
             self.rejected += 1
-            return Placed(order_id=0, accepted=False, reason=str(exc), fills=[], resting=0)
+            return Placed(order_id=0, accepted=False, reason=problem, fills=[], resting=0)
+        with trio.CancelScope(shield=True):  # escrow asked for: see it through (module doc)
+            placed = await self._place(order)
+        return placed
+
+    async def _check_trader(self, trader: int) -> str:
+        """Why ``trader`` cannot trade ('' if it can): both its accounts must exist
+        and be open, or a trade could match and then fail to settle."""
+        if trader in self.traders:
+            return ""
+        wanted = (cash_account(trader), shares_account(trader))
+        found = {a.id: a for a in await self.ledger.lookup_accounts(wanted)}
+        for account_id in wanted:
+            account = found.get(account_id)
+            if account is None:
+                return f"trader {trader} has no account {account_id} in the ledger"
+            if account.flags & ACCOUNT_CLOSED:
+                return f"trader {trader}'s account {account_id} is closed"
+        self.traders.add(trader)
+        return ""
+
+    async def _check_resumed(self) -> None:
+        if self.handed_over:
+            async with self.resume_lock:  # one check; the calls behind it wait for it
+                if self.handed_over:
+                    await self._check_after_rollback()
+
+    async def _check_after_rollback(self) -> None:
+        """First order after a rolled-back swap: does the book still match the escrow?"""
+        self.traders.clear()
+        resting = self.book.resting()
+        expected = {
+            ESCROW_CASH: sum(o.price * o.qty for o in resting if o.side == "buy"),
+            ESCROW_SHARES: sum(o.qty for o in resting if o.side == "sell"),
+        }
+        for account in await self.ledger.lookup_accounts(list(expected)):
+            held = account.credits_posted - account.debits_posted
+            if held != expected[account.id]:
+                self.halted = (
+                    f"halted: after a swap rolled back, escrow account {account.id} holds "
+                    f"{held} where this version's book accounts for {expected[account.id]} "
+                    "(the new version traded before it failed)"
+                )
+        self.handed_over = False
+
+    async def _place(self, order: Order) -> Placed:
         self.orders += 1
         buying = order.side == "buy"
         hold = self._transfer(
@@ -181,6 +256,9 @@ class Exchange(cellmesh.Cell):
 
     @cellmesh.receptor
     async def close(self, msg: Close) -> Report:
+        await self._check_resumed()
+        if self.halted:  # refunds from a book that does not match escrow would be wrong
+            raise RuntimeError(f"cannot close: {self.halted}")
         refunds = [self._refund(order) for order in self.book.cancel_all()]
         if refunds:
             codes = await self.settler.settle(*([r] for r in refunds))

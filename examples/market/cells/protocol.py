@@ -17,6 +17,17 @@ CASH = 1  # ledger of money, in cents
 SHARES = 2  # ledger of the one stock traded
 MINT_CASH, MINT_SHARES = 1, 2  # where the traders' starting balances come from
 ESCROW_CASH, ESCROW_SHARES = 3, 4  # the exchange's: what resting orders hold
+ACCOUNT_CLOSED = 1 << 3  # cellmesh.ledger.AccountFlags.CLOSED
+
+
+#: Trader ids are 0 .. MAX_TRADER - 1: their accounts never meet the mint's, the
+#: escrow's or each other's (cash 1000.., shares 1000000..).
+MAX_TRADER = 999_000
+#: An order's price (cents) and quantity are at most these: ``price * qty`` fits
+#: a u64, and a hostile order cannot make the exchange or the ledger carry a
+#: megabyte-long integer.
+MAX_PRICE = 10**9
+MAX_QTY = 10**9
 
 
 def cash_account(trader: int) -> int:
