@@ -21,6 +21,7 @@ Read by the sandbox layer (:mod:`cellmesh.sandbox`, see docs/security.md):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -142,6 +143,15 @@ class Paths:
         socket_dir = env_path(env, "CELL_SOCKET_DIR") or home / "run"
         umbilical = env_path(env, "CELL_UMBILICAL") or socket_dir / "mitosis.sock"
         return cls(home=home, socket_dir=socket_dir, umbilical=umbilical)
+
+    @property
+    def owner_tag(self) -> str:
+        """A short tag of :attr:`socket_dir` (which one root at a time owns): the names
+        of the host-wide traces a root's cells leave (cgroup leaves, stage dirs
+        under the temp dir) carry it, so a root starting after a crash finds its
+        predecessor's leftovers and never another root's."""
+        digest = hashlib.sha256(os.fsencode(self.socket_dir.resolve())).hexdigest()
+        return digest[:10]
 
     @property
     def cache_dir(self) -> Path:

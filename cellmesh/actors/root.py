@@ -748,10 +748,13 @@ async def serve_root(
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
         await trio.to_thread.run_sync(dna.sweep_stale)
-        root = Root(
-            manifest=manifest, paths=paths, backend=backend, dna=dna,
-            log=log if log is not None else _stderr_log,
-        )
+        log = log if log is not None else _stderr_log
+        # What a root of this socket dir left when it crashed (we hold the lock: ours).
+        swept = await trio.to_thread.run_sync(backend.sweep_stale)
+        if swept:
+            log(f"removed {len(swept)} leftovers of a previous root: {', '.join(swept[:4])}"
+                + (" ..." if len(swept) > 4 else ""))
+        root = Root(manifest=manifest, paths=paths, backend=backend, dna=dna, log=log)
         if metrics is None:
             await run_with_last_words(root, str(manifest.path), task_status)
             return

@@ -23,7 +23,7 @@ import trio
 
 from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
-from ..actors._rootlock import read_root_pid, root_is_running
+from ..actors._rootlock import RootLock, read_root_pid, root_is_running
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import (
     CellsCannotStart,
@@ -38,6 +38,7 @@ from ..actors.manifest import load_manifest
 from ..actors.policy import FAILED_TO_START
 from ..config import Paths, check_seconds, ensure_home
 from ..errors import ConfigError
+from ..sandbox import CgroupHost, SandboxError, sweep_leftovers
 from ._client import control_call, last_words_of
 from ._replicas import check_target
 
@@ -251,7 +252,27 @@ def down(*, timeout: float = 10.0) -> int:
         _wait_exit(pid, 10.0)
     print(f"cellmesh: root {'killed' if forced else 'stopped'}"
           + (f" (pid {pid})" if pid is not None else ""))
+    if forced:  # it could not remove its cells' cgroup leaves and runtime dirs
+        _sweep_after_kill(paths)
     return 0
+
+
+def _sweep_after_kill(paths: Paths) -> None:
+    """Remove what the killed root's cells left on the host (under its lock, so
+    never while a new root of this socket dir runs)."""
+    try:
+        lock = RootLock.acquire(paths)
+    except (RootAlreadyRunning, OSError):
+        return  # a new root already owns it: it sweeps as it starts
+    try:
+        removed = sweep_leftovers(paths, CgroupHost.detect(os.environ))
+    except (SandboxError, ConfigError, OSError) as exc:
+        print(f"cellmesh: could not remove what its cells left: {exc}", file=sys.stderr)
+        return
+    finally:
+        lock.release()
+    if removed:
+        print(f"cellmesh: removed {len(removed)} cgroup leaves and runtime dirs its cells left")
 
 
 async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:

@@ -20,6 +20,7 @@ from ._events import EventSink, JsonlEventLog, MemoryEventLog, read_events
 from ._host import HostBackend
 from ._limits import CgroupHost, LimitPlan, plan_limits, sweep_stale_leaves
 from ._open import open_cell
+from ._process import sweep_leftovers
 from ._secrets import (
     EnvSecretBroker,
     FileSecretBroker,
@@ -90,5 +91,6 @@ __all__ = [
     "select_backend",
     "select_broker",
     "spawn_isolated_workload",
+    "sweep_leftovers",
     "sweep_stale_leaves",
 ]

@@ -120,6 +120,12 @@ class CellBackend(Protocol):
         """Live cells: id -> handle (a read-only snapshot)."""
         ...
 
+    def sweep_stale(self) -> list[str]:
+        """Kill and remove the host-side traces (cgroup leaves, runtime dirs) an
+        earlier backend of the same socket dir left behind -- a root that crashed --
+        keeping those of the cells this one tracks; return what was removed."""
+        ...
+
     def terminate(self, cell_id: str) -> None:
         """SIGTERM the running process (no-op when not running); its exit is a ``stop``."""
         ...

@@ -5,7 +5,7 @@ Theory of operation. :class:`CgroupHost` is a snapshot of the cgroup setup
 For each limit of a cell, :func:`plan_limits` picks the strongest mechanism
 available, in this order:
 
-* ``cgroup2`` -- a leaf ``<CELL_CGROUP_PARENT>/cellmesh_<name>_<uuid>`` when
+* ``cgroup2`` -- a leaf ``<CELL_CGROUP_PARENT>/cellmesh_<owner>_<name>_<uuid>`` when
   that parent is set, is a cgroup v2 directory we can write, and the
   controller (memory, cpu, pids) is enabled (or can be enabled) for children;
 * ``cgroup1`` -- on a v1/v2 hybrid host, a leaf under this process's own
@@ -232,9 +232,11 @@ class CgroupLeaves:
     v1: dict[str, Path] = attrs.Factory(dict)
 
     @classmethod
-    def create(cls, name: str, host: CgroupHost, plan: LimitPlan) -> CgroupLeaves:
-        """Make the leaves ``plan`` needs (a v2 leaf whenever the parent is usable)."""
-        leaf_name = f"cellmesh_{sanitize_name(name)}_{uuid.uuid4().hex}"
+    def create(cls, name: str, host: CgroupHost, plan: LimitPlan, owner: str) -> CgroupLeaves:
+        """Make the leaves ``plan`` needs (a v2 leaf whenever the parent is usable),
+        named ``cellmesh_<owner>_<name>_<uuid>`` (``owner``: the root's
+        :attr:`~cellmesh.config.Paths.owner_tag`, for :func:`sweep_stale_leaves`)."""
+        leaf_name = f"cellmesh_{owner}_{sanitize_name(name)}_{uuid.uuid4().hex}"
         leaves = cls()
         try:
             if host.v2_parent is not None:
@@ -314,16 +316,20 @@ class CgroupLeaves:
         return removed
 
 
-def sweep_stale_leaves(host: CgroupHost, keep: Iterable[Path] = ()) -> list[str]:
-    """Kill the processes in, and remove, every ``cellmesh_*`` leaf not in ``keep``.
+def sweep_stale_leaves(
+    host: CgroupHost, keep: Iterable[Path] = (), *, owner: str | None = None
+) -> list[str]:
+    """Kill the processes in, and remove, every ``cellmesh_*`` leaf not in ``keep``
+    (with ``owner``: only the leaves named ``cellmesh_<owner>_*``).
 
     For a root daemon starting after a crash: sandboxes its predecessor left
     behind (for instance one whose parent died during sandbox setup) are found
-    by their leaves. Call it only when this root is the sole user of
-    ``CELL_CGROUP_PARENT`` and of its own v1 cgroups: it does not know whose
-    cells other leaves hold. Returns the leaf paths removed.
+    by their leaves. Without ``owner``, call it only when this process is the
+    sole user of ``CELL_CGROUP_PARENT`` and of its v1 cgroups: it does not
+    know whose cells other leaves hold. Returns the leaf paths removed.
     """
     kept = {Path(p) for p in keep}
+    prefix = "cellmesh_" if owner is None else f"cellmesh_{owner}_"
     parents = ([host.v2_parent] if host.v2_parent is not None else []) + list(host.v1_dirs.values())
     removed: list[str] = []
     for parent in parents:
@@ -332,7 +338,7 @@ def sweep_stale_leaves(host: CgroupHost, keep: Iterable[Path] = ()) -> list[str]
         except OSError:
             continue
         for leaf in children:
-            if not leaf.name.startswith("cellmesh_") or not leaf.is_dir() or leaf in kept:
+            if not leaf.name.startswith(prefix) or not leaf.is_dir() or leaf in kept:
                 continue
             stale = (
                 CgroupLeaves(v2=leaf)

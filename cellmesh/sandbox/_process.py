@@ -33,7 +33,14 @@ import trio
 from ..config import Paths, check_cell_name
 from ._backend import CellHandle, SpawnedCell, TeardownReport
 from ._events import EventSink
-from ._limits import ARENA_ENV, CgroupHost, CgroupLeaves, LimitPlan, plan_limits
+from ._limits import (
+    ARENA_ENV,
+    CgroupHost,
+    CgroupLeaves,
+    LimitPlan,
+    plan_limits,
+    sweep_stale_leaves,
+)
 from ._secrets import Secret, SecretBroker
 from ._spawn import FIRST_PASSED_FD, Workload, spawn_isolated_workload
 from ._spec import CellSpec, WorkloadEnv
@@ -101,6 +108,35 @@ def secret_memfd(secret: Secret) -> int:
     return fd
 
 
+def sweep_leftovers(paths: Paths, cgroups: CgroupHost, keep: Sequence[Path] = ()) -> list[str]:
+    """Kill and remove the host-wide traces that cells of ``paths``'s socket dir
+    left when their root died outright: cgroup leaves (and any process still in
+    them) and runtime dirs under the temp dir, both named with
+    :attr:`Paths.owner_tag`, except those in ``keep``. Call it only while
+    holding that socket dir's root lock (no root of it runs, so none of these is
+    live). Returns the paths removed."""
+    owner = paths.owner_tag
+    kept = set(keep)
+    removed = sweep_stale_leaves(cgroups, kept, owner=owner)
+    try:
+        entries = list(Path(tempfile.gettempdir()).iterdir())
+    except OSError:
+        return removed
+    uid = os.geteuid()
+    for path in entries:
+        if not path.name.startswith(f"cellmesh-{owner}-") or path in kept:
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+            continue  # a symlink or another user's: not ours to remove
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
 @attrs.define(eq=False)
 class ProcessBackend(abc.ABC):
     """Shared lifecycle of the host and bwrap backends (subclasses give :meth:`_command`)."""
@@ -157,9 +193,10 @@ class ProcessBackend(abc.ABC):
         if spec.data_dir is not None and spec.data_dir.exists() and not spec.data_dir.is_dir():
             raise SandboxConfigError("data_dir", f"{spec.data_dir} is not a directory")
         plan = plan_limits(spec.limits, self.cgroups)
-        leaves = CgroupLeaves.create(spec.name, self.cgroups, plan)
+        owner = self.paths.owner_tag
+        leaves = CgroupLeaves.create(spec.name, self.cgroups, plan, owner)
         try:
-            runtime_dir = Path(tempfile.mkdtemp(prefix=f"cellmesh-{spec.cell_id}-"))
+            runtime_dir = Path(tempfile.mkdtemp(prefix=f"cellmesh-{owner}-{spec.cell_id}-"))
         except OSError as exc:
             leaves.remove()
             raise SandboxError(f"could not make a runtime dir: {exc}") from exc
@@ -177,6 +214,16 @@ class ProcessBackend(abc.ABC):
     def tracked(self) -> Mapping[str, CellHandle]:
         """Live cells: id -> handle (a snapshot)."""
         return {cid: rec.handle for cid, rec in self._cells.items()}
+
+    def sweep_stale(self) -> list[str]:
+        """Kill and remove what an earlier backend of the same socket dir left behind
+        (see the contract and :func:`sweep_leftovers`), keeping the traces of the
+        cells this backend tracks."""
+        return sweep_leftovers(
+            self.paths, self.cgroups,
+            keep=[path for rec in self._cells.values() for path in rec.leaves.paths]
+            + [rec.runtime_dir for rec in self._cells.values()],
+        )
 
     def spawn(
         self,

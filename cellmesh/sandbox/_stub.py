@@ -75,6 +75,10 @@ class StubBackend:
         """Live cells: id -> handle (a snapshot)."""
         return {cid: c.handle for cid, c in self._cells.items()}
 
+    def sweep_stale(self) -> list[str]:
+        """Nothing: the stub leaves no trace on the host."""
+        return []
+
     def spawn(
         self,
         cell_id: str,

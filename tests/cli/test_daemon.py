@@ -150,6 +150,49 @@ def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
     assert not alive(echo_pid)
 
 
+def _runtime_dirs(home: Path) -> set[Path]:
+    """The cells' runtime dirs of ``home``'s root, under the temp dir."""
+    from cellmesh.config import Paths
+
+    tag = Paths.from_env(env_for(home)).owner_tag
+    return set(Path(tempfile.gettempdir()).glob(f"cellmesh-{tag}-*"))
+
+
+def test_a_root_killed_outright_leaves_nothing_past_the_next_up_or_down(home: Path) -> None:
+    """docs/security.md: a root starting after a crash removes what its predecessor's
+    cells left (runtime dirs, cgroup leaves); so does ``down`` after it had to
+    SIGKILL the root. Another root's are never touched."""
+    assert cellmesh(home, "up").returncode == 0
+    doc = json.loads(cellmesh(home, "status", "--json").stdout)
+    root_pid, echo_pid = doc["root"]["pid"], doc["cells"][0]["pid"]
+    left = _runtime_dirs(home)
+    assert left  # the running echo has one
+    os.kill(root_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (alive(root_pid) or alive(echo_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(echo_pid)  # the parent-death signal
+    assert all(path.is_dir() for path in left)  # nobody removed them
+    up = cellmesh(home, "up")
+    assert up.returncode == 0, up.stderr
+    assert not any(path.exists() for path in left)
+    assert "leftovers of a previous root" in (home / "logs" / "root.log").read_text()
+    # down, when it has to kill the root, cleans up after it as well
+    doc = json.loads(cellmesh(home, "status", "--json").stdout)
+    root_pid = doc["root"]["pid"]
+    left = _runtime_dirs(home)
+    assert left
+    os.kill(root_pid, signal.SIGSTOP)
+    try:
+        down = cellmesh(home, "down", "--timeout", "1")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(root_pid, signal.SIGCONT)
+    assert down.returncode == 0, down.stderr
+    assert "runtime dirs its cells left" in down.stdout
+    assert not _runtime_dirs(home)
+
+
 def _environ_mentions(pid: int, text: str) -> bool:
     try:
         return text.encode() in Path(f"/proc/{pid}/environ").read_bytes()

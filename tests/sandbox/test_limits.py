@@ -110,7 +110,7 @@ def test_cgroup2_leaf_is_joined_before_exec_and_removed(v2_parent: Path, paths: 
     )
     leaf = handle.cgroup_paths[0]
     assert leaf.parent == v2_parent
-    assert leaf.name.startswith("cellmesh_leafy_")
+    assert leaf.name.startswith(f"cellmesh_{paths.owner_tag}_leafy_")
     r, w = os.pipe()
     be.spawn("leafy", stdout=w)
     os.close(w)
@@ -152,6 +152,42 @@ def test_sweep_kills_and_removes_stale_leaves_only(v2_parent: Path) -> None:
         for path in (stale, live, other):
             if path.exists():
                 path.rmdir()
+
+
+def test_backend_sweeps_what_a_crashed_backend_of_its_socket_dir_left_and_nothing_else(
+    v2_parent: Path, paths: Paths, tmp_path: Path
+) -> None:
+    """A root killed outright leaves its cells' cgroup leaves and runtime dirs; the
+    next backend of the same socket dir removes them (and kills what they hold),
+    while another socket dir's (another root's) and its own live ones stay."""
+    host = attrs.evolve(CgroupHost.detect({"CELL_CGROUP_PARENT": str(v2_parent)}), v1_dirs={})
+    other_paths = attrs.evolve(paths, socket_dir=tmp_path / "other-run")
+    assert other_paths.owner_tag != paths.owner_tag
+    crashed = HostBackend(paths, MemoryEventLog(), MemorySecretBroker(), host)
+    other = HostBackend(other_paths, MemoryEventLog(), MemorySecretBroker(), host)
+    sleeper = [PY, "-c", "import time; time.sleep(120)"]
+    lost = crashed.create(CellSpec(name="lost", argv=sleeper))
+    crashed.spawn("lost")
+    kept = other.create(CellSpec(name="kept", argv=sleeper))
+    other.spawn("kept")
+    try:
+        # The crashed root's backend is never destroyed; the next one starts.
+        successor = HostBackend(paths, MemoryEventLog(), MemorySecretBroker(), host)
+        mine = successor.create(CellSpec(name="mine", argv=[PY, "-c", "pass"]))
+        removed = successor.sweep_stale()
+        assert sorted(removed) == sorted(
+            [str(p) for p in lost.cgroup_paths] + [str(lost.runtime_dir)]
+        )
+        crashed.wait("lost", timeout=30)  # killed by the sweep (else TimeoutError)
+        assert not lost.runtime_dir.exists()
+        for handle in (kept, mine):  # another root's cell, and the successor's own
+            assert handle.runtime_dir is not None and handle.runtime_dir.is_dir()
+            assert all(path.is_dir() for path in handle.cgroup_paths)
+        assert other.process_id("kept") is not None
+        successor.destroy("mine")
+    finally:
+        other.destroy("kept")
+        crashed.destroy("lost")
 
 
 def test_bwrap_cell_and_all_its_processes_live_in_the_leaf(
