@@ -263,6 +263,13 @@ class Launcher:
         else:
             data_dir = self.paths.data_dir / slot.name if decl.data else None
         network = decl.network
+        if not isinstance(network, str) and not getattr(self.backend, "enforces_net_grants", True):
+            raise ConfigError(
+                f"{slot.key}.network" if slot.key else "network",
+                f"lists destinations, which only the bwrap sandbox can hold a cell to; this "
+                f"root runs the {self.backend.name} sandbox (CELL_SANDBOX or [root] sandbox): "
+                'use bwrap, or network = "host" for the whole network',
+            )
         return CellSpec(
             name=decl.name if replica is not None else slot.name,
             log_name=slot.stem,

@@ -268,6 +268,22 @@ def test_up_reports_a_mesh_that_cannot_start(home: Path) -> None:
     assert "child 'doomed'" in status.stderr
 
 
+def test_up_names_the_network_key_a_host_sandbox_cannot_honour(home: Path) -> None:
+    """Destinations in ``network`` need bwrap's network namespace: under the host
+    sandbox ``up`` refuses, naming the cell's manifest key (not an internal name)."""
+    (home / "cellmesh.toml").write_text(
+        '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+        'network = ["127.0.0.1:5432"]\n'
+    )
+    failed = cellmesh(home, "up")  # env_for: CELL_SANDBOX=host
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.splitlines()
+    assert lines[0] == "cellmesh: error: the mesh did not start: 1 cell cannot start:", lines
+    assert lines[1].startswith("  cells.echo.network: lists destinations, which only the bwrap")
+    assert "runs the host sandbox" in lines[1] and "net_grants" not in failed.stderr
+    assert "no root is running" in cellmesh(home, "down").stdout
+
+
 def test_up_checks_every_entry_before_starting_anything(home: Path) -> None:
     (home / "cellmesh.toml").write_text(
         '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
