@@ -739,8 +739,13 @@ async def serve_root(
     ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
-    if manifest.root.sandbox is not None and not env.get("CELL_SANDBOX"):
-        env["CELL_SANDBOX"] = manifest.root.sandbox
+    log = log if log is not None else _stderr_log
+    chosen = manifest.root.sandbox
+    if chosen is not None and not env.get("CELL_SANDBOX"):
+        env["CELL_SANDBOX"] = chosen
+    elif chosen is not None and env["CELL_SANDBOX"] != chosen:
+        log(f"CELL_SANDBOX={env['CELL_SANDBOX']} takes precedence over the manifest's "
+            f"[root] sandbox = {chosen!r}")
     manifest.check_paths()
     manifest.check_sockets(paths)
     ensure_home(paths)
@@ -748,7 +753,6 @@ async def serve_root(
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
         await trio.to_thread.run_sync(dna.sweep_stale)
-        log = log if log is not None else _stderr_log
         # What a root of this socket dir left when it crashed (we hold the lock: ours).
         swept = await trio.to_thread.run_sync(backend.sweep_stale)
         if swept:

@@ -284,6 +284,21 @@ def test_up_names_the_network_key_a_host_sandbox_cannot_honour(home: Path) -> No
     assert "no root is running" in cellmesh(home, "down").stdout
 
 
+def test_the_root_log_says_when_cell_sandbox_overrides_the_manifest(home: Path) -> None:
+    """docs/manifest.md: CELL_SANDBOX takes precedence over ``[root] sandbox``, and
+    the root's log says so (a manifest's choice is never dropped silently)."""
+    (home / "cellmesh.toml").write_text(
+        '[root]\nsandbox = "auto"\n\n'
+        '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    up = cellmesh(home, "up")  # env_for: CELL_SANDBOX=host
+    assert up.returncode == 0, up.stderr
+    assert "sandbox host" in up.stdout
+    log = (home / "logs" / "root.log").read_text()
+    assert "CELL_SANDBOX=host takes precedence over the manifest's [root] sandbox = 'auto'" in log
+    assert cellmesh(home, "down").returncode == 0
+
+
 def test_up_checks_every_entry_before_starting_anything(home: Path) -> None:
     (home / "cellmesh.toml").write_text(
         '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
