@@ -30,7 +30,7 @@ from typing import Final
 import attrs
 import trio
 
-from ..errors import CellmeshError, ConfigError
+from ..errors import CellmeshError
 from ._cells import CellSlot
 from ._launch import Launcher
 from .manifest import CellDecl
@@ -79,12 +79,7 @@ async def preload_cells(slots: Sequence[CellSlot], launcher: Launcher) -> dict[s
 
     async with trio.open_nursery() as nursery:
         for slot in slots:
-            try:
-                await launcher.prepare(slot)
-            except ConfigError as exc:  # what its declaration asks cannot be set up here
-                text = str(exc)
-                problems[slot.name] = text if text.startswith(slot.key) else f"{slot.key}: {text}"
-                continue
+            await launcher.prepare(slot)
             nursery.start_soon(check, slot)
     if not problems:
         for slot in slots:
