@@ -109,6 +109,8 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
             if not chunk:
                 break
             report += chunk
+    except KeyboardInterrupt:
+        return _abort_start(child, paths)
     finally:
         os.close(read_end)
     text = report.decode("utf-8", "replace").strip()
@@ -126,6 +128,25 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
     return 2 if config else 1
 
 
+def _abort_start(child: subprocess.Popen[bytes], paths: Paths) -> int:
+    """Ctrl-C while ``up`` waited: stop the root it was starting (SIGTERM, its
+    graceful stop; SIGKILL after :data:`ABORT_PATIENCE` or a second Ctrl-C)."""
+    print(f"\ncellmesh: interrupted: stopping the root it was starting (pid {child.pid})",
+          file=sys.stderr, flush=True)
+    with contextlib.suppress(ProcessLookupError):
+        child.terminate()
+    try:
+        child.wait(ABORT_PATIENCE)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        child.kill()
+        child.wait()
+        _sweep_after_kill(paths)
+    print("cellmesh: the mesh was not started (`cellmesh status` shows no root)", file=sys.stderr)
+    return 130
+
+
+#: Seconds an interrupted ``up`` gives the root it started to stop before killing it.
+ABORT_PATIENCE: Final = 30.0
 #: How the root reports a start that failed on bad configuration (``up`` exits 2).
 CONFIG_FAILURE: Final = "failed (configuration): "
 #: Output lines of a failed cell shown by a failed ``up``.
@@ -190,7 +211,26 @@ async def _foreground(
                     finally:
                         nursery.cancel_scope.cancel()
 
+                started_root: list[Root] = []
+
+                async def on_signals() -> None:
+                    asked = 0
+                    async for signum in signals:
+                        asked += 1
+                        name = signal.Signals(signum).name
+                        if not started_root:  # still starting: abandon the start
+                            print(f"cellmesh: root: {name} before the mesh was up: stopping",
+                                  file=sys.stderr, flush=True)
+                            report(f"failed: stopped by {name} before the mesh was up")
+                            nursery.cancel_scope.cancel()
+                            continue
+                        print(f"cellmesh: root: {name}: stopping"
+                              + (" (forced)" if asked > 1 else ""), file=sys.stderr, flush=True)
+                        started_root[0].request_stop(10.0 if asked == 1 else 0.0)
+
+                nursery.start_soon(on_signals)
                 root: Root = await nursery.start(run_root)
+                started_root.append(root)
                 text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
                         f"sandbox {root.backend.name}, control {paths.umbilical}")
                 if root.metrics_address is not None:
@@ -199,16 +239,6 @@ async def _foreground(
                     text += f", metrics http://{host}:{port}/metrics"
                 print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
                 report(text)
-
-                async def on_signals() -> None:
-                    asked = 0
-                    async for signum in signals:
-                        asked += 1
-                        print(f"cellmesh: root: {signal.Signals(signum).name}: stopping"
-                              + (" (forced)" if asked > 1 else ""), file=sys.stderr, flush=True)
-                        root.request_stop(10.0 if asked == 1 else 0.0)
-
-                nursery.start_soon(on_signals)
         except Exception as exc:
             # The log line first: once `up` reads the report it stops waiting (and kills
             # this process if it lingers), so root.log must already hold the cause.

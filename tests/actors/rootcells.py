@@ -431,3 +431,12 @@ class TypoOptions(cellmesh.Cell):
     async def echo(self, msg: Echo) -> Echo:
         return msg
 
+
+
+class SlowStarter(cellmesh.Cell):
+    """Takes a minute in on_start (an interrupted ``up`` must not leave it starting)."""
+
+    async def on_start(self) -> None:
+        import trio
+
+        await trio.sleep(60)
