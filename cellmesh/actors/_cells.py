@@ -538,7 +538,8 @@ class CellInstance:
             raise ChildStartFailed(
                 name,
                 f"not ready within {self.slot.decl.start_timeout:g} s "
-                f"(see `cellmesh logs {name}`)",
+                f"({self.slot.key}.start_timeout); an on_start that calls a cell which "
+                f"starts after it waits for that cell (see `cellmesh logs {name}`)",
             )
         raise ChildStartFailed(
             name,

@@ -440,3 +440,10 @@ class SlowStarter(cellmesh.Cell):
         import trio
 
         await trio.sleep(60)
+
+
+class CallsTooEarly(cellmesh.Cell):
+    """Calls ``echo`` in on_start: the mistake of calling a cell that starts after it."""
+
+    async def on_start(self) -> None:
+        await self.call("echo", Echo(1))

@@ -95,6 +95,20 @@ async def test_an_on_start_exception_fails_the_start_with_its_type_and_message(
         "this cell never starts" in exc.detail
 
 
+async def test_a_start_that_times_out_names_its_key_and_the_likely_cause(home: Path) -> None:
+    """docs/cells.md: an on_start that waits for a cell starting after it fails the
+    start after start_timeout; the message says where the limit is set and why
+    that happens (the logs hold nothing about it)."""
+    toml = (cell("early", "CallsTooEarly", calls='["echo"]', start_timeout="1")
+            + cell("echo", "Echoer"))
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_root(home, toml):
+            raise AssertionError("the mesh must not start")
+    (exc,) = leaves(info.value, SupervisorEscalation)
+    assert "not ready within 1 s (cells.early.start_timeout); an on_start that calls a " \
+        "cell which starts after it waits for that cell" in exc.detail, exc.detail
+
+
 async def test_a_constructor_exception_is_named_as_such(home: Path) -> None:
     with pytest.raises(BaseExceptionGroup) as info:
         async with open_root(home, cell("doomed", "BadInit")):
