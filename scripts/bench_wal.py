@@ -76,6 +76,11 @@ def bench_append(root: Path, total: int, per_batch: int, payload: int) -> None:
         f"  fdatasync/batch={syncer.data / len(batches):.2f}"
         f"  | floor {floor * 1e6:8.1f} us/batch  ratio {elapsed / len(batches) / floor:5.2f}x"
     )
+    # Group commit: exactly one fdatasync of the log per batch (the STATE record's
+    # rare rewrites, the first batch's among them, come on top: counted above).
+    if stats.data_syncs != len(batches) or stats.batches != len(batches):
+        raise SystemExit(f"the WAL made {stats.data_syncs} log fdatasyncs for "
+                         f"{len(batches)} batches of {per_batch}: it must make one per batch")
 
 
 def bench_floor(root: Path, batches: int, size: int) -> float:
