@@ -360,6 +360,15 @@ def compile_type(
     if origin is typing.Annotated:
         return compile_type(args[0], where, nested)
     raise TypeError(
-        f"{where}: field type {tp!r} is not supported by proteins (use int, float, str, "
-        "bytes, bool, None, list[T], tuple[T, ...], dict[str|int, T], unions, or proteins)"
+        f"{where}: field type {_shown(tp)} is not supported by proteins (use int, float, "
+        "str, bytes, bool, None, list[T], tuple[T, ...], dict[str|int, T], unions, or proteins)"
     )
+
+
+def _shown(tp: Any) -> str:
+    """An annotation as a message names it: a class by its (module-qualified) name, as
+    written (``datetime.datetime``, ``set``), anything else as its repr (``set[int]``)."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        module = tp.__module__
+        return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
+    return repr(tp)

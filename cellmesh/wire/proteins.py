@@ -5,9 +5,13 @@ Theory of operation
 ``@protein`` turns a class into a frozen attrs class and records it in a
 :class:`ProteinRegistry` under a stable *wire name* (by default
 ``module.QualName``; pass one explicitly to keep it stable across renames).
-On first use its annotations are compiled into a :class:`Schema`: one small
-encode and decode function per field, plus a *fingerprint* (16 hex digits of
-SHA-256 over a canonical text of the wire name, field names and field types).
+The decorator checks that each field's type is one proteins support (a
+:class:`TypeError` naming the class, the field and the type otherwise; a
+field whose annotation names something not defined yet, such as a protein
+declared further down, is checked when the schema compiles). On first use
+its annotations are compiled into a :class:`Schema`: one small encode and
+decode function per field, plus a *fingerprint* (16 hex digits of SHA-256
+over a canonical text of the wire name, field names and field types).
 
 On the wire a protein value is a CBOR array ``[wire_name, field1, field2, ...]``
 in declaration order; nested proteins are nested arrays of the same shape.
@@ -30,10 +34,12 @@ turned back into buffers by the :class:`DecodeContext`'s ``resolve`` callback.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import operator
+import sys
 import types
 import typing
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Callable, Collection
 from itertools import repeat
 from typing import Any, Final, NoReturn, TypeVar, overload
@@ -106,6 +112,50 @@ def _nested(tp: Any) -> _FieldType | None:
 
 def _compile_type(tp: Any, where: str) -> _FieldType:
     return compile_type(tp, where, _nested)
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """The annotation of each field of protein ``cls`` that resolves now, resolved.
+
+    Each annotation is resolved on its own, the way :func:`typing.get_type_hints`
+    resolves a class's (the defining module's names, then the defining class's,
+    then builtins), with ``cls``'s own name bound to ``cls`` (a recursive
+    protein: the decorator runs before the module binds the name). A field
+    whose annotation does not resolve yet (a protein declared further down)
+    is left out: the schema checks it when it compiles, on first use.
+    """
+    fields = {f.name for f in attrs.fields(cls)}
+    hints: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        annotations = inspect.get_annotations(base)  # its own, unevaluated
+        module = sys.modules.get(base.__module__)
+        names = ChainMap({cls.__name__: cls}, vars(module) if module is not None else {})
+        namespace = dict(vars(base))
+        for name, annotation in annotations.items():
+            if name not in fields:
+                continue
+            hints.pop(name, None)  # an override that does not resolve is not the base's
+            holder = types.SimpleNamespace(__annotations__={name: annotation})
+            try:
+                resolved = typing.get_type_hints(
+                    holder, globalns=namespace, localns=names, include_extras=True
+                )
+            except Exception:
+                continue  # not resolvable yet: checked on first use
+            hints[name] = resolved[name]
+    return hints
+
+
+def _check_field_types(cls: type) -> None:
+    """Refuse a protein class with a field of a type proteins do not support.
+
+    Raises :class:`TypeError` naming the class, the field and the type, when
+    ``@protein`` runs (an unused protein with such a field would otherwise be
+    found only by the first connection that computes every fingerprint).
+    Only the types are checked: the schema is still compiled on first use.
+    """
+    for name, annotation in _field_hints(cls).items():
+        _compile_type(annotation, f"{cls.__qualname__}.{name}")
 
 
 # --------------------------------------------------------------------------
@@ -631,7 +681,9 @@ def protein(
     Use as ``@protein`` (wire name ``module.QualName``) or
     ``@protein("pkg.Name")`` (explicit; keeps the name stable across renames).
     Instances are immutable and may be built positionally or by keyword.
-    The schema is compiled (and field types checked) on first use.
+    A field of a type proteins do not support is a :class:`TypeError` here,
+    naming the class, the field and the type (one whose annotation does not
+    resolve yet is checked on first use); the schema is compiled on first use.
     """
 
     def apply(cls: type[T], explicit: str | None) -> type[T]:
@@ -642,6 +694,7 @@ def protein(
         if not wn or not isinstance(wn, str):
             raise ConfigError("@protein", f"wire name must be a non-empty string, got {wn!r}")
         type.__setattr__(new_cls, "__protein_name__", wn)
+        _check_field_types(new_cls)  # before it is registered: a refused class is not
         (registry if registry is not None else PROTEINS).register(new_cls)
         return new_cls
 

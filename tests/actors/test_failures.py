@@ -121,8 +121,8 @@ UNSUPPORTED_PROTEIN = """
 import cellmesh
 
 @cellmesh.protein("t.fail.Unused")
-class Unused:  # a field type proteins do not support: found when the membrane opens
-    tags: set[str]
+class Unused:  # a name that is never defined: found only when the membrane opens
+    tags: "NoSuchType"  # noqa: F821
 
 class Cell(cellmesh.Cell):
     pass
@@ -138,7 +138,7 @@ async def test_a_failure_of_the_runtimes_own_start_steps_is_not_blamed_on_on_sta
         async with open_root(home, toml):
             raise AssertionError("the mesh must not start")
     (exc,) = leaves(info.value, SupervisorEscalation)
-    assert "exit code 1: TypeError while starting: Unused.tags: field type set[str]" \
+    assert "exit code 1: NameError while starting: name 'NoSuchType' is not defined" \
         in exc.detail, exc.detail
     assert "on_start" not in exc.detail  # the class has no on_start
 

@@ -706,12 +706,12 @@ def test_proteins_unsupported_annotation_is_a_type_error_naming_the_field(
     annotation: str, field: str
 ) -> None:
     reg = ProteinRegistry()
-    cls: type = protein("t.Bad", registry=reg)(
-        type("Bad", (), {"__annotations__": {"ok": "int", field: annotation}})
-    )
-    with pytest.raises(TypeError) as info:
-        fingerprint(cls)
+    with pytest.raises(TypeError) as info:  # by @protein itself, not on first use
+        protein("t.Bad", registry=reg)(
+            type("Bad", (), {"__annotations__": {"ok": "int", field: annotation}})
+        )
     assert f"Bad.{field}" in str(info.value)
+    assert "t.Bad" not in reg  # a refused class is not registered
 
 
 # ---------------------------------------------------------------------------
