@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -53,7 +54,7 @@ from ..transport._dispatch import Handler, Receptors
 from ..transport.membrane import Membrane
 from ..transport.synapse import Synapse
 from ..wire.proteins import is_protein
-from ..wire.replies import R, Request, return_problem
+from ..wire.replies import R, Request, reply_types, return_problem
 from ._stats import DEFAULT_SAMPLE_EVERY, ServiceTimes
 from .control import (
     Ack,
@@ -214,22 +215,84 @@ def _resolve(owner: type, attr: str, func: Any, mark: _Mark, localns: dict[str, 
                 f"{kind} {where}: annotation {proto!r} of {param!r} is not a protein "
                 "(decorate the class with @cellmesh.protein)"
             )
-    _check_return(where, func, proto, {**localns, owner.__name__: owner})
+    _check_return(kind, where, func, proto, {**localns, owner.__name__: owner})
     mark.resolved = proto
     return proto
 
 
-def _check_return(where: str, func: Any, proto: type, localns: dict[str, Any]) -> None:
-    """A receptor's ``-> annotation`` must fit its request's declared reply type."""
+#: Return annotations that fit any declared reply: ``Any`` (not checked) and the
+#: bottom type (a receptor that always raises).
+_FITS_ANY: Final = (Any, typing.NoReturn, typing.Never)
+
+
+def _check_return(
+    kind: str, where: str, func: Any, proto: type, localns: dict[str, Any]
+) -> None:
+    """The ``-> annotation`` of a receptor (``kind``: "receptor", or "query" for a
+    replicated cell's query) must fit its request's declared reply type.
+
+    When ``proto`` declares its reply (``Request[Reply]``), every type the
+    annotation allows must be a declared reply type (a protein, or None): a
+    :class:`TypeError` names the receptor, what it returns and the declared
+    reply otherwise -- ``-> int`` or ``-> dict[str, int]`` too, which the
+    caller would only meet as an error reply. ``Any``, a type variable and
+    ``NoReturn``/``Never`` fit any reply; an annotation that does not resolve
+    is not judged (as before).
+    """
     if "return" not in getattr(func, "__annotations__", {}):
         return
     try:
         returned = _type_hints(func, localns).get("return")
     except Exception:
         return  # unresolvable return annotations are not ours to judge
-    problem = return_problem(proto, type(None) if returned is None else returned)
+    accepted = reply_types(proto)
+    if accepted is None:
+        return  # it declares no reply: any return annotation fits
+    options = _options(type(None) if returned is None else returned)
+    foreign = [t for t in options if not _replyable(t) and not _open(t)]
+    if foreign:
+        shown = " | ".join(map(_shown, foreign))
+        if len(foreign) < len(options):
+            shown += f" (in {_shown(returned)})"
+        raise TypeError(
+            f"{kind} {where}: returns {shown} but {_shown(proto)} declares the reply "
+            f"{' | '.join(map(_shown, accepted))}"
+        )
+    typed = [t for t in options if _replyable(t)]
+    if not typed:
+        return
+    problem = return_problem(proto, typing.Union[tuple(typed)])  # noqa: UP007 - a runtime tuple
     if problem is not None:
-        raise TypeError(f"receptor {where}: {problem}")
+        raise TypeError(f"{kind} {where}: {problem}")
+
+
+def _options(tp: object) -> list[object]:
+    """The types a return annotation allows: a union's options, each on its own."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [t for option in typing.get_args(tp) for t in _options(option)]
+    return [tp]
+
+
+def _replyable(tp: object) -> bool:
+    """A protein class or None: something a reply may be."""
+    return tp is type(None) or is_protein(tp)
+
+
+def _open(tp: object) -> bool:
+    """``Any``, a type variable or the bottom type: fits whatever the request declares."""
+    return any(tp is t for t in _FITS_ANY) or isinstance(tp, TypeVar)
+
+
+def _shown(tp: object) -> str:
+    """``tp`` as a message names it: a protein by its wire name, a class by its name."""
+    if tp is type(None) or tp is None:
+        return "None"
+    name = getattr(tp, "__protein_name__", None) if is_protein(tp) else None
+    if isinstance(name, str):
+        return name
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp)
 
 
 def _type_hints(func: Any, localns: dict[str, Any]) -> dict[str, Any]:
