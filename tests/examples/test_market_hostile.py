@@ -96,26 +96,38 @@ def test_market_exchange_refuses_hostile_orders_and_a_cancel_strands_no_escrow(
                 placed = await ex.fire(p.Submit(trader=trader, side="buy", price=price, qty=1))
                 assert not placed.accepted and why in placed.reason, placed
             assert await _held(ledger, [p.MINT_CASH]) == mint
-            # Orders whose callers give up at once: each is seen through, so what
+            # Orders whose callers give up once the exchange has them (while their
+            # escrow is on its way to the ledger): each is seen through, so what
             # each one put in escrow is in the book, and Close gives it all back.
             before = await ex.fire(p.GetReport())
-            cancelled = 0
-            for _ in range(20):
-                with trio.move_on_after(0.001) as scope:
-                    await ex.fire(p.Submit(trader=1, side="buy", price=7, qty=1))
-                cancelled += scope.cancelled_caught
-            assert cancelled > 0  # (some may finish within the millisecond)
-            # The orders that reached it finish on their own: each ends resting in
-            # the book (nothing sells at 7), counted once its escrow is in.
-            with trio.fail_after(60):
-                settled: list[tuple[int, int]] = []
-                while len(settled) < 5 or len(set(settled[-5:])) > 1 or \
-                        settled[-1][0] != settled[-1][1]:
+            given_up = 0
+            for k in range(1, 11):
+                answered = False
+                async with trio.open_nursery() as nursery:
+
+                    async def order() -> None:
+                        nonlocal answered
+                        await ex.fire(p.Submit(trader=1, side="buy", price=7, qty=1))
+                        answered = True
+
+                    nursery.start_soon(order)
+                    async with cellmesh.Synapse.grow("exchange", socket_dir=sockets) as probe:
+                        while (await probe.fire(p.GetReport())).orders < before.orders + k:
+                            pass  # (each poll is a round trip)
+                    nursery.cancel_scope.cancel()  # the exchange has it: the caller gives up
+                given_up += not answered
+            assert given_up > 0  # (an order whose escrow came first was simply answered)
+            # They finish on their own: each ends resting in the book (nothing sells
+            # at 7), counted once its escrow is in.
+            with trio.move_on_after(30):
+                while True:
                     now = await ex.fire(p.GetReport())
-                    assert now.rejected == before.rejected
-                    settled.append((now.orders - before.orders, now.resting_orders))
-                    await trio.sleep(0.2)
-            assert settled[-1][0] > 0  # some orders were placed and then given up on
+                    if now.orders - before.orders == now.resting_orders == 10:
+                        break
+                    await trio.sleep(0.05)
+            assert now.rejected == before.rejected
+            assert now.orders - before.orders == now.resting_orders == 10, (
+                f"{now}: an order given up left no resting order (its escrow is stranded)")
             await ex.fire(p.Close())
             held = await _held(ledger, [p.ESCROW_CASH, p.ESCROW_SHARES, p.cash_account(1)])
             assert held == {p.ESCROW_CASH: 0, p.ESCROW_SHARES: 0, p.cash_account(1): START_CASH}
