@@ -58,12 +58,11 @@ import trio
 from .._util import open_service_nursery
 from ..config import (
     Paths,
-    check_cell_name,
     check_mesh_cell_name,
     ensure_home,
     ensure_private_dir,
 )
-from ..errors import CellmeshError, ConfigError
+from ..errors import CellmeshError
 from ..sandbox import CellBackend, JsonlEventLog, select_backend
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
@@ -121,7 +120,7 @@ from .errors import (
 from .exitcause import version_text
 from .lastwords import run_with_last_words
 from .manifest import CellDecl, Manifest
-from .membership import parse_replica_name, replica_stem
+from .membership import replica_stem
 from .policy import (
     AbnormalExit,
     ChildSpec,
@@ -129,7 +128,7 @@ from .policy import (
     Restart,
 )
 from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
-from .watches import Notify, Watches
+from .watches import Notify, Watches, check_target, may_link
 
 # --------------------------------------------------------------------------
 # The root.
@@ -652,7 +651,7 @@ class Root:
         if isinstance(msg, SWAP_MESSAGES):
             return await self._swapper.from_cell(slot, msg)
         if isinstance(msg, Monitor):
-            _check_target(msg.target)
+            check_target(msg.target)
             ref, effects = self._watches.monitor(
                 slot.name, msg.target, alive=self._is_alive(msg.target)
             )
@@ -664,8 +663,8 @@ class Root:
             self._watches.demonitor(msg.ref, watcher=slot.name)
             return Ack(text="ok")
         if isinstance(msg, Link):
-            _check_target(msg.target)
-            if not _may_link(slot, msg.target):
+            check_target(msg.target)
+            if not may_link(slot.decl.calls, slot.children, slot.parent, msg.target):
                 raise RootRequestError(
                     msg.target, f"{slot.name} may not link to it: a link kills both sides, "
                     f"so a cell links only to cells in its `calls`, its children and its parent",
@@ -765,23 +764,6 @@ async def serve_root(
         from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
 
         await run_with_metrics(root, metrics, run_with_last_words, task_status)
-
-
-def _check_target(target: object) -> None:
-    """A monitor or link target must be a cell name or a replica's ``X/i``: else refused."""
-    replica = parse_replica_name(target) if isinstance(target, str) else None
-    try:
-        check_cell_name(target if replica is None else replica[0], source="target")
-    except ConfigError as exc:
-        raise RootRequestError("target", exc.problem) from None
-
-
-def _may_link(slot: CellSlot, target: str) -> bool:
-    """A link kills both sides: ``slot`` may link only to a cell the manifest lets it
-    call (a replicated cell's replicas included), its own children and its parent."""
-    replica = parse_replica_name(target)
-    base = target if replica is None else replica[0]
-    return base in slot.decl.calls or target in slot.children or target == slot.parent
 
 
 def _swapping(slot: CellSlot | None) -> bool:
