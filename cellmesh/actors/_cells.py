@@ -53,11 +53,14 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 import attrs
 import trio
 
+from ..config import check_cell_name
+from ..errors import ConfigError
 from ..sandbox import CellBackend, ExitStatus
 from ._proc import ProcSample, totals, tree
 from .control import CellDown, CellStats, CellStatus, ReplicaInfo, ReplicaStats
-from .errors import ChildStartFailed
+from .errors import ChildStartFailed, RootRequestError
 from .exitcause import Failure, clean
+from .membership import parse_replica_name
 from .policy import AbnormalExit, ExitReason, NormalExit, ShutdownExit
 
 if TYPE_CHECKING:
@@ -562,7 +565,27 @@ class CellInstance:
         self.slot.touch()
 
 
+def check_target(target: object) -> None:
+    """A monitor or link target must be a cell name or a replica's ``X/i``: else
+    :class:`RootRequestError`."""
+    replica = parse_replica_name(target) if isinstance(target, str) else None
+    try:
+        check_cell_name(target if replica is None else replica[0], source="target")
+    except ConfigError as exc:
+        raise RootRequestError("target", exc.problem) from None
+
+
+def may_link(slot: CellSlot, target: str) -> bool:
+    """A link kills both sides: ``slot`` may link only to a cell the manifest lets it
+    call (a replicated cell's replicas included), its own children and its parent."""
+    replica = parse_replica_name(target)
+    base = target if replica is None else replica[0]
+    return base in slot.decl.calls or target in slot.children or target == slot.parent
+
+
 __all__ = [
+    "check_target",
+    "may_link",
     "CellInstance",
     "CellSlot",
     "Launched",

@@ -72,7 +72,9 @@ from ._cells import (
     CellInstance,
     CellSlot,
     ReplicaPart,
+    check_target,
     manifest_key,
+    may_link,
     reason_text,
     template_of,
     with_failure,
@@ -128,7 +130,7 @@ from .policy import (
     Restart,
 )
 from .supervisor import ChildHandle, Supervisor, SupervisorChildHandle, SupervisorEvent
-from .watches import Notify, Watches, check_target, may_link
+from .watches import Notify, Watches
 
 # --------------------------------------------------------------------------
 # The root.
@@ -664,7 +666,7 @@ class Root:
             return Ack(text="ok")
         if isinstance(msg, Link):
             check_target(msg.target)
-            if not may_link(slot.decl.calls, slot.children, slot.parent, msg.target):
+            if not may_link(slot, msg.target):
                 raise RootRequestError(
                     msg.target, f"{slot.name} may not link to it: a link kills both sides, "
                     f"so a cell links only to cells in its `calls`, its children and its parent",

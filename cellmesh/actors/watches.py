@@ -34,16 +34,13 @@ No I/O, no clock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-from ..config import check_cell_name
-from ..errors import ConfigError
 from .control import CellDown
 from .errors import RootRequestError
-from .membership import parse_replica_name
 
 #: Default bound on the monitors (plus undelivered notices) of one cell.
 DEFAULT_MAX_MONITORS: Final = 1024
@@ -211,27 +208,6 @@ class Watches:
         self._trapping.discard(name)
 
 
-def check_target(target: object) -> None:
-    """A monitor or link target must be a cell name or a replica's ``X/i``: else
-    :class:`RootRequestError`."""
-    replica = parse_replica_name(target) if isinstance(target, str) else None
-    try:
-        check_cell_name(target if replica is None else replica[0], source="target")
-    except ConfigError as exc:
-        raise RootRequestError("target", exc.problem) from None
-
-
-def may_link(
-    calls: Collection[str], children: Collection[str], parent: str | None, target: str
-) -> bool:
-    """A link kills both sides: a cell may link only to a cell its manifest lets it
-    call (``calls``; a replicated cell's replicas included), its own ``children``
-    and its ``parent``."""
-    replica = parse_replica_name(target)
-    base = target if replica is None else replica[0]
-    return base in calls or target in children or target == parent
-
-
 __all__ = [
     "DEFAULT_MAX_LINKS",
     "DEFAULT_MAX_MONITORS",
@@ -239,6 +215,4 @@ __all__ = [
     "KillLinked",
     "Notify",
     "Watches",
-    "check_target",
-    "may_link",
 ]
