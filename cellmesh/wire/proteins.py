@@ -188,7 +188,14 @@ class Schema:
     decode_fields: Callable[[Body, DecodeContext], Any]
 
     def __init__(self, cls: type, name: str) -> None:
-        hints = typing.get_type_hints(cls, include_extras=True)
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except NameError as exc:  # a forward reference to a name never defined
+            raise NameError(
+                f"protein {name} ({cls.__module__}.{cls.__qualname__}): a field's type "
+                f"does not resolve: {exc}",
+                name=exc.name,
+            ) from None
         fields = attrs.fields(cls)
         compiled = [
             _compile_type(hints[f.name], f"{cls.__qualname__}.{f.name}") for f in fields

@@ -138,8 +138,10 @@ async def test_a_failure_of_the_runtimes_own_start_steps_is_not_blamed_on_on_sta
         async with open_root(home, toml):
             raise AssertionError("the mesh must not start")
     (exc,) = leaves(info.value, SupervisorEscalation)
-    assert "exit code 1: NameError while starting: name 'NoSuchType' is not defined" \
-        in exc.detail, exc.detail
+    assert (
+        "exit code 1: NameError while starting: protein t.fail.Unused (badproto.Unused): "
+        "a field's type does not resolve: name 'NoSuchType' is not defined"
+    ) in exc.detail, exc.detail
     assert "on_start" not in exc.detail  # the class has no on_start
 
 

@@ -201,3 +201,22 @@ async def test_duplicate_id_of_a_call_in_progress_closes_the_connection(sockdir:
                     await trio.sleep(0.01)
         finally:
             sock.close()
+
+
+async def test_a_client_defining_a_protein_with_an_undefined_field_type_is_told_which(
+    sockdir: Path,
+) -> None:
+    """A hello carries every protein's fingerprint, so a protein whose field names
+    something never defined fails the handshake: with the protein and the name, not
+    a bare NameError from deep inside typing."""
+    broken = ProteinRegistry()
+    dangling = type("Dangling", (), {"__annotations__": {"x": "NoSuchType"}})
+    protein("reg.Dangling", registry=broken)(dangling)
+    async with open_membrane("d", handler, socket_dir=sockdir, registry=REG):
+        with pytest.raises(NameError) as info:
+            async with Synapse.grow("d", socket_dir=sockdir, registry=broken):
+                raise AssertionError("the handshake must fail")
+    assert str(info.value) == (
+        "protein reg.Dangling (test_regressions.Dangling): a field's type does not "
+        "resolve: name 'NoSuchType' is not defined"
+    )

@@ -132,8 +132,13 @@ def test_a_field_naming_something_undefined_is_checked_on_first_use_as_before() 
     never) does not keep the decorator from checking the others."""
     reg = ProteinRegistry()
     cls: type = protein("t.defs.Dangling", registry=reg)(make({"n": "int", "x": "NotYetDefined"}))
-    with pytest.raises(NameError):
+    with pytest.raises(
+        NameError,
+        match=r"^protein t\.defs\.Dangling \(test_protein_definition_errors\.Bad\): "
+        r"a field's type does not resolve: name 'NotYetDefined' is not defined$",
+    ) as info:
         fingerprint(cls)
+    assert info.value.name == "NotYetDefined"
     with pytest.raises(TypeError, match=r"^Both\.bad: field type set\[int\]"):
         protein("t.defs.Both", registry=reg)(
             make({"x": "NotYetDefined", "bad": "set[int]"}, name="Both")
