@@ -89,6 +89,10 @@ def exception_type_name(exc: BaseException) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+#: A connection remembers the size estimator of at most this many reply types.
+_MAX_WEIGHERS = 256
+
+
 class FrameCost:
     """Byte credit held by one received frame until all its calls finish."""
 
@@ -128,6 +132,12 @@ class Answers:
         self.live: set[int] | None = None  # in-flight call ids, once tracked
         self.out: list[list[Any]] = []
         self.replies: list[tuple[int, Any]] = []
+        # Estimated bytes of the answers in ``out``/``replies`` (not yet on the
+        # channel): once it reaches ``weight_limit`` they are encoded, so the
+        # channel's cap sees them (see answers_over_cap).
+        self.pending_weight = 0
+        self.weight_limit = max(opts.max_queued_bytes // 4, 1)
+        self._weighers: dict[type, Callable[[Any], int] | None] = {}
         self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.done = trio.Event()
 
@@ -139,6 +149,36 @@ class Answers:
             self.out.append([Kind.REPLY, call_id, None])
             return
         self.replies.append((call_id, result))
+        self.pending_weight += self.weigh(result)
+
+    def weigh(self, result: Any) -> int:
+        """The estimated encoded size of a reply; one whose size has no cheap
+        estimate (lists, maps, nested proteins) counts an eighth of the limit,
+        so at most eight such replies wait unencoded."""
+        weigher: Callable[[Any], int] | None
+        try:
+            weigher = self._weighers[type(result)]
+        except KeyError:
+            try:
+                weigher = self.m.registry.schema_for(result).weigh
+            except TypeError:  # not a protein: it becomes a BAD_REPLY error
+                weigher = None
+            if len(self._weighers) < _MAX_WEIGHERS:
+                self._weighers[type(result)] = weigher
+        if weigher is not None:
+            try:
+                return weigher(result)
+            except Exception:  # a field of the wrong type: BAD_REPLY at encoding
+                pass
+        return self.weight_limit // 8 + 1
+
+    def answers_over_cap(self) -> bool:
+        """True while more answers wait to be written than the cap allows: those
+        queued on the channel, and those made but not yet encoded (encoded now
+        once their estimated size matters, so the channel counts them)."""
+        if self.pending_weight >= self.weight_limit:
+            self._flush()
+        return self.channel.over_cap
 
     def _encode_replies(self) -> None:
         """Turn pending replies into wire items: runs of one protein type become
@@ -258,6 +298,7 @@ class Answers:
         if tb is not None:
             tb = clip_text(tb, MAX_TRACEBACK_TEXT)
         self.out.append([Kind.ERROR, call_id, code, clip_text(type_name, 1024), message, tb])
+        self.pending_weight += 64 + len(type_name) + len(message) + (len(tb) if tb else 0)
         self.channel.mark()
 
     def _release(self, cost: FrameCost) -> None:
@@ -329,6 +370,7 @@ class Answers:
 
     def _flush_out(self) -> None:
         """Encode pending answers and due credit and queue them on the channel."""
+        self.pending_weight = 0
         if self.replies:
             self._encode_replies()
         out = self.out

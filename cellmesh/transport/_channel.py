@@ -394,7 +394,9 @@ class Channel:
             except BlockingIOError:
                 break
             except OSError as exc:
-                self._fail(exc)
+                # Kept in ``broken`` for as long as the channel lives: without its
+                # traceback, which holds this frame and so the unsent frames.
+                self._fail(exc.with_traceback(None))
                 return
             self.writes += 1
             self.bytes_out += sent

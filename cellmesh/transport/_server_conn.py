@@ -312,7 +312,7 @@ class ServerConnection(Answers):
             and self.nursery is not None
             and not self.done.is_set()
         ):
-            if self.channel.over_cap:
+            if self.answers_over_cap():
                 self._hold()
             else:
                 self.nursery.start_soon(self._worker_task)
@@ -334,7 +334,7 @@ class ServerConnection(Answers):
         with trio.CancelScope() as scope:
             try:
                 while self.waiting and self.suspended < self.m.options.max_concurrency:
-                    if self.channel.over_cap:
+                    if self.answers_over_cap():
                         self._hold()
                         break
                     work = self.waiting.popleft()
@@ -359,11 +359,13 @@ class ServerConnection(Answers):
         max_concurrency = self.m.options.max_concurrency
         receptors = self.receptors
         lookup = receptors.lookup if receptors is not None else None
+        weight_limit = self.weight_limit
         while True:
-            # Whether the channel is over its cap is decided once per batch: the
-            # batch's answers reach the channel at flushes (an early write, the
-            # end of the pass) and are bounded by the calls the client may send.
-            held = bool(backlog) and channel.over_cap
+            # Whether answers are over the cap is checked before a batch and again
+            # whenever the answers made since the last flush may weigh enough to
+            # matter (answers_over_cap encodes them, so the channel counts them):
+            # past the cap, the rest of the batch waits.
+            held = bool(backlog) and self.answers_over_cap()
             if held:
                 self._hold()
             # A pipeline, not a lockstep: once half of this work is done, its
@@ -374,6 +376,9 @@ class ServerConnection(Answers):
             while backlog:
                 if done == split:
                     self._write_early()
+                if self.pending_weight >= weight_limit and not held and self.answers_over_cap():
+                    held = True
+                    self._hold()
                 done += 1
                 work = backlog.popleft()
                 if held or waiting or self.suspended >= max_concurrency:
@@ -398,6 +403,7 @@ class ServerConnection(Answers):
                                 self.out.append([Kind.REPLY, call_id, None])
                             else:
                                 self.replies.append((call_id, stop.value))
+                                self.pending_weight += self.weigh(stop.value)
                         else:
                             stats.signals += 1
                         continue
@@ -647,7 +653,7 @@ class ServerConnection(Answers):
             # Serve calls that waited for a free slot, in order, in this task.
             next_suspended = None
             while self.waiting and self.suspended < self.m.options.max_concurrency:
-                if self.channel.over_cap:
+                if self.answers_over_cap():
                     self._hold()
                     break
                 work = self.waiting.popleft()

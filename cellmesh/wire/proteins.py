@@ -182,7 +182,7 @@ class Schema:
     """
 
     __slots__ = ("_ftypes", "_getters", "_slots", "cls", "decode_fields", "encode",
-                 "field_names", "fingerprint", "fits_any_frame", "name", "text")
+                 "field_names", "fingerprint", "fits_any_frame", "name", "text", "weigh")
 
     encode: Callable[[Any, EncodeContext], Body]
     decode_fields: Callable[[Body, DecodeContext], Any]
@@ -212,6 +212,7 @@ class Schema:
         self._getters = tuple(operator.attrgetter(n) for n in self.field_names)
         self._slots = _plain_slots(cls, self.field_names)
         self.fits_any_frame = _small_body_check(name, compiled)
+        self.weigh = _weigher(compiled, self.field_names)
 
     # -- columnar form: many values of this protein as one array per field --
 
@@ -435,6 +436,32 @@ def _small_body_check(name: str, compiled: list[_FieldType]) -> Callable[[Body],
     scope: dict[str, Any] = {"_B": _SMALL_INT}
     exec(compile(f"def fits(body):\n    return {test}\n", f"<fits {name}>", "exec"), scope)
     return typing.cast(Callable[[Body], bool], scope["fits"])
+
+
+def _weigher(compiled: list[_FieldType], names: tuple[str, ...]) -> Callable[[Any], int] | None:
+    """A cheap estimate of an instance's encoded size, for schemas where one exists.
+
+    Numbers, booleans and None count 9 bytes, ``bytes`` and ``str`` fields
+    9 plus their length; a schema with any other field (lists, maps, nested
+    proteins, unions) has no cheap estimate (None). A membrane uses it to
+    bound the answers it holds before encoding them (see
+    :mod:`cellmesh.transport._answers`). It may raise for a field of the wrong
+    type; callers treat that as unknown.
+    """
+    fixed = 16
+    terms = []
+    for ftype, name in zip(compiled, names, strict=True):
+        if ftype.text in ("int", "float", "bool", "null"):
+            fixed += 9
+        elif ftype.text in ("bytes", "str"):
+            fixed += 9
+            terms.append(f" + len(obj.{name})")  # an attrs field name: an identifier
+        else:
+            return None
+    scope: dict[str, Any] = {}
+    exec(compile(f"def weigh(obj):\n    return {fixed}{''.join(terms)}\n", "<weigh>", "exec"),
+         scope)
+    return typing.cast(Callable[[Any], int], scope["weigh"])
 
 
 def _plain_slots(

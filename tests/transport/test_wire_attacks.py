@@ -29,12 +29,15 @@ import pytest
 import trio
 import trio.testing
 from rawwire import (
+    BATCH,
     CALL,
     CANCEL,
     ERROR,
     GOAWAY,
     HELLO,
+    REPLY,
     RawConnection,
+    answers,
     frame,
     hello,
 )
@@ -75,9 +78,18 @@ class Blob:
     data: bytes
 
 
+@protein("atk.Boom", registry=REG)
+class Boom:
+    """Fail with a message of ``size`` characters."""
+
+    size: int
+
+
 async def handler(msg: object) -> object:
     if isinstance(msg, Want):
         return Blob(bytes(msg.size))
+    if isinstance(msg, Boom):
+        raise RuntimeError("x" * msg.size)  # noqa: TRY004 (the failure under test)
     return msg
 
 
@@ -295,6 +307,44 @@ async def test_attack_calls_whose_replies_are_never_read_cannot_grow_the_cell(
     # The window of 256 calls, and at most max_queued_bytes (1 MiB) of answers
     # waiting to be written beyond what the kernel took.
     assert peak < 24 * MIB, peak
+
+
+@pytest.mark.parametrize("answer", ["replies", "errors"])
+async def test_attack_one_batch_of_calls_whose_answers_are_never_read_runs_few(
+    sockdir: Path, answer: str
+) -> None:
+    """One small frame carries 200 calls, each answered with 64 KiB (a reply, or an
+    error's text), and the attacker never reads. The cap used to be checked once per
+    frame, so all 200 handlers ran and their 13 MB of answers waited (an audit took a
+    cell from 57 MiB to 2.4 GB with one 8 KB frame). Now the answers made are weighed
+    as they are made: past max_queued_bytes the rest of the frame's calls wait, and
+    they are all answered once the client reads."""
+    calls = 200
+    body = ["atk.Want", 64 * 1024] if answer == "replies" else ["atk.Boom", 8000]
+    async with open_membrane("victim", handler, socket_dir=sockdir, registry=REG,
+                             vesicle_threshold=2**62, max_queued_bytes=256 * 1024) as membrane:
+        conn = await attacker(str(sockdir / "victim.sock"))
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            await conn.send(frame([BATCH, [[CALL, i, body] for i in range(1, calls + 1)]]))
+            await trio.testing.wait_all_tasks_blocked()
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        ran = membrane.stats.calls
+        got: dict[int, tuple[int, Any]] = {}
+        while len(got) < calls:
+            item = await conn.recv()
+            assert item is not None, f"closed after {len(got)} answers"
+            got.update(answers(item))
+        conn.close()
+    kind = REPLY if answer == "replies" else ERROR
+    assert sorted(got) == list(range(1, calls + 1))
+    assert {k for k, _ in got.values()} == {kind}
+    # The kernel's socket buffer, 256 KiB queued, and what one weighing lets pass.
+    assert ran < 48, ran
+    assert peak < 6 * MIB, peak
 
 
 async def test_attack_a_slow_reader_still_gets_every_reply(sockdir: Path) -> None:
@@ -555,6 +605,34 @@ async def test_attack_partial_frames_left_by_closed_connections_are_freed_at_onc
                 await trio.testing.wait_all_tasks_blocked()
                 left = tracemalloc.get_traced_memory()[0] - base
                 assert left < 2 * MIB, left
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+
+
+async def test_attack_unsent_answers_of_a_closed_connection_are_freed_at_once(
+    sockdir: Path,
+) -> None:
+    """A client asks for large answers, never reads them and closes: the membrane's
+    write fails, and the failure it keeps must not keep the unsent answers (its
+    traceback held the write's frame, and with it the queued frames, until a cycle
+    collection: an audit saw 316 MiB stay after the client had gone)."""
+    async with victim(sockdir) as path, bystander(sockdir):
+        gc.collect()
+        gc.disable()  # what a quiet cell does between collections
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            conn = await attacker(path)
+            for call_id in range(1, 17):
+                await conn.send(frame([CALL, call_id, ["atk.Want", 256 * 1024]]))
+            await trio.testing.wait_all_tasks_blocked()
+            held = tracemalloc.get_traced_memory()[0] - base
+            assert held > MIB  # answers wait for a reader
+            conn.close()
+            await trio.testing.wait_all_tasks_blocked()
+            left = tracemalloc.get_traced_memory()[0] - base
+            assert left < MIB // 2, left
         finally:
             tracemalloc.stop()
             gc.enable()

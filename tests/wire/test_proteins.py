@@ -1018,3 +1018,28 @@ def test_proteins_a_class_that_refuses_a_value_in_any_way_is_a_field_error() -> 
         registry.decode(["t.picky.Picky", -1], DecodeContext())
     with pytest.raises(FieldError, match="KeyError"):
         registry.decode_columns("t.picky.Picky", [[1, -1]], 2, DecodeContext())
+
+
+def test_a_schema_weighs_its_instances_where_a_cheap_estimate_exists() -> None:
+    """Schema.weigh: the membrane's estimate of an answer's size before it is encoded
+    (docs/protocol.md section 7): 16, plus 9 per field, plus the length of each bytes
+    and str field; None for a schema with fields whose size is not cheap to know."""
+    reg = ProteinRegistry()
+
+    @protein("t.weigh.Flat", registry=reg)
+    class Flat:
+        n: int
+        x: float
+        ok: bool
+        data: bytes
+        _text: str
+
+    @protein("t.weigh.Deep", registry=reg)
+    class Deep:
+        n: int
+        items: list[bytes]
+
+    weigh = schema_of(Flat).weigh
+    assert weigh is not None
+    assert weigh(Flat(1, 2.0, True, bytes(1000), "abc")) == 16 + 5 * 9 + 1000 + 3
+    assert schema_of(Deep).weigh is None
