@@ -246,18 +246,25 @@ class ServerConnection(Answers):
         ``idle_timeout``; close it if it has not closed ``idle_grace`` later.
 
         Frames are counted, not bytes: a peer trickling a frame that never
-        completes (slowloris) is idle too.
+        completes (slowloris) is idle too. The watch looks four times per
+        ``idle_timeout``; the quiet is counted from the first look that saw
+        nothing in flight (or a new frame already answered), so a goaway never
+        comes early, and at most a quarter of ``idle_timeout`` late.
         """
         opts = self.m.options
         step = opts.idle_timeout / 4
         seen = self.frames_in
-        quiet_since = trio.current_time()
+        quiet_since: float | None = trio.current_time()
         while not self.done.is_set():
             await trio.sleep(step)
             now = trio.current_time()
-            if self.frames_in != seen or self._in_flight() or self.draining:
+            if self._in_flight() or self.draining:
                 seen = self.frames_in
-                quiet_since = now
+                quiet_since = None  # busy: the quiet starts once this is answered
+                continue
+            if self.frames_in != seen or quiet_since is None:
+                seen = self.frames_in
+                quiet_since = now  # became quiet since the last look
                 continue
             if now - quiet_since < opts.idle_timeout:
                 continue

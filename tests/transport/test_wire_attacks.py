@@ -85,7 +85,17 @@ class Boom:
     size: int
 
 
+@protein("atk.Nap", registry=REG)
+class Nap:
+    """Answer after ``seconds``."""
+
+    seconds: float
+
+
 async def handler(msg: object) -> object:
+    if isinstance(msg, Nap):
+        await trio.sleep(msg.seconds)
+        return msg
     if isinstance(msg, Want):
         return Blob(bytes(msg.size))
     if isinstance(msg, Boom):
@@ -369,6 +379,25 @@ async def test_attack_an_idle_connection_gets_a_goaway_then_is_closed(
         assert first[:2] == [GOAWAY, ErrorCode.IDLE_TIMEOUT]
         assert 30 <= trio.current_time() - start < 40
         assert await conn.recv() is None  # it did not close: the membrane did, 5 s later
+        conn.close()
+
+
+@pytest.mark.parametrize("busy", [3.0, 3.9, 7.5])
+async def test_an_idle_goaway_counts_the_quiet_from_the_last_answer(
+    sockdir: Path, autojump_clock: trio.testing.MockClock, busy: float
+) -> None:
+    """docs/protocol.md 5.2: a connection gets the goaway after idle_timeout with
+    nothing in flight. It came up to a quarter early: after a call answered at 3.0
+    s, the goaway of a 4 s timeout came at 6.0 s (3 s of quiet)."""
+    async with victim(sockdir, idle_timeout=4, idle_grace=1) as path:
+        conn = await attacker(path)
+        await conn.send(frame([CALL, 1, ["atk.Nap", busy]]))
+        assert (await conn.recv())[:2] == [REPLY, 1]
+        answered = trio.current_time()
+        goaway = await conn.recv()
+        assert goaway[:2] == [GOAWAY, ErrorCode.IDLE_TIMEOUT]
+        quiet = trio.current_time() - answered
+        assert 4 <= quiet <= 5, quiet
         conn.close()
 
 
