@@ -100,15 +100,22 @@ class Outbox:
         )
 
     def check_fits(self, schema: Schema, body: codec.Body) -> None:
-        """Raise LocalProtocolError (code 2) if ``body`` cannot fit one frame of the peer."""
+        """Raise LocalProtocolError (code 2) if ``body`` cannot fit one frame of the peer.
+
+        Only a message that cannot fit even alone, as ``[1, id, body]`` with
+        the largest id, is refused (:func:`~cellmesh.wire.codec.body_fits`);
+        one that passes always leaves, at worst in a frame of its own
+        (:func:`~cellmesh.wire.codec.encode_chunks` splits batches and
+        columns items down to plain items). The error names the real sizes.
+        """
         fast = schema.fits_any_frame
         if fast is not None and fast(body):
             return
-        if not codec.body_fits(body, self.peer_max_frame, schema.field_names):
+        limit = self.peer_max_frame
+        if not codec.body_fits(body, limit, schema.field_names):
+            what = f"a {schema.cls.__qualname__} message ({schema.name})"
             raise LocalProtocolError(
-                f"a {body[0]} message is too large for the peer's {self.peer_max_frame}-byte "
-                "frame limit with the room a sender keeps for the envelope (about 64 bytes "
-                "plus 11 per field); send large bytes as a vesicle",
+                codec.too_large_text(what, codec.lone_size(body), limit, body),
                 code=ErrorCode.FRAME_TOO_LARGE,
             )
 

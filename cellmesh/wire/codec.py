@@ -80,10 +80,10 @@ __all__ = [
     "PROTOCOL_VERSION", "TAG_BYTES_COLUMN", "TAG_FLOAT64_LE", "TAG_SINT64_LE",
     "TAG_TEXT_COLUMN", "TAG_UINT64_LE", "VESICLE_TAG", "Body", "Call", "Cancel", "Credit",
     "DecodedFrame", "Error", "Frame", "FrameDecoder", "GoAway", "Hello", "Kind", "Reply",
-    "Signal", "VesicleRef", "body_fits", "bytes_column", "check_max_frame_size",
-    "columns_item", "encode_chunks", "encode_items", "frame_bytes", "frame_of",
-    "item_call_ids", "item_weight", "split_columns", "text_column", "typed_array",
-    "validate_frame",
+    "LONE_ENVELOPE", "Signal", "VesicleRef", "body_fits", "bytes_column",
+    "check_max_frame_size", "columns_item", "encode_chunks", "encode_items", "frame_bytes",
+    "frame_of", "item_call_ids", "item_weight", "lone_size", "row_item", "show_value",
+    "split_columns", "text_column", "too_large_text", "typed_array", "validate_frame",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -125,13 +125,45 @@ def check_max_frame_size(value: object) -> None:
     if type(value) is not int or not MIN_MAX_FRAME_SIZE <= value <= ABSOLUTE_MAX_FRAME_SIZE:
         raise ConfigError(
             "max_frame_size",
-            f"must be an int in [{MIN_MAX_FRAME_SIZE}, {ABSOLUTE_MAX_FRAME_SIZE}], got {value!r}",
+            f"must be an int in [{MIN_MAX_FRAME_SIZE}, {ABSOLUTE_MAX_FRAME_SIZE}], "
+            f"got {show_value(value)}",
         )
 
 
 # ---------------------------------------------------------------------------
 # Typed views of frames. The hot path works on validated raw items (lists);
 # these classes are for control frames and for code that prefers objects.
+
+
+#: An int of at most this many bits is shown in an error message as it is; a
+#: larger one by its size (Python refuses to turn an int of over 4,300 digits
+#: into text, and a peer's 64 KiB integer would make as long a message).
+_SHOWN_BITS: Final = 128
+#: A value's repr is cut to this many characters in an error message.
+_SHOWN_CHARS: Final = 200
+
+
+def show_value(value: object) -> str:
+    """``repr(value)`` made safe for an error message about a value a peer sent.
+
+    Never raises, and stays short: an int of more than :data:`_SHOWN_BITS`
+    bits becomes ``"an integer of N bits"``, a container holding one is named
+    by its type, and a long repr is cut. Use it for every decoded value put
+    into a message: formatting a huge int directly raises ValueError, which
+    would turn the peer's error into an unhelpful ``MALFORMED_FRAME``.
+    """
+    if type(value) is int:
+        bits = value.bit_length()
+        if bits <= _SHOWN_BITS:
+            return repr(value)
+        return f"{'a negative' if value < 0 else 'an'} integer of {bits:,} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # it holds an int too long to print
+        return f"a {type(value).__name__} holding an integer too long to show"
+    if len(text) > _SHOWN_CHARS:
+        text = text[: _SHOWN_CHARS - 3] + "..."
+    return text
 
 
 def _expect(item: list[Any], length: int, name: str) -> None:
@@ -183,7 +215,9 @@ class Hello:
             raise HandshakeError(f"a hello frame has 5 elements, got {len(item)}")
         _, version, name, proteins, options = item
         if not _is_uint(version):
-            raise HandshakeError(f"hello version must be an unsigned integer, got {version!r}")
+            raise HandshakeError(
+                f"hello version must be an integer in 0..2**63-1, got {show_value(version)}"
+            )
         if type(name) is not str:
             raise HandshakeError("hello peer name must be a text string")
         if type(proteins) is not dict or not all(
@@ -202,12 +236,14 @@ class Hello:
             value = options.get(key, default)
             if not _is_uint(value):
                 raise HandshakeError(
-                    f"hello option {key} must be an unsigned integer, got {value!r}"
+                    f"hello option {key} must be an integer in 0..2**63-1, got {show_value(value)}"
                 )
             values[key] = value
         sessions = options.get("sessions", False)
         if type(sessions) is not bool:
-            raise HandshakeError(f"hello option sessions must be a boolean, got {sessions!r}")
+            raise HandshakeError(
+                f"hello option sessions must be a boolean, got {show_value(sessions)}"
+            )
         if not MIN_MAX_FRAME_SIZE <= values["max_frame_size"] <= ABSOLUTE_MAX_FRAME_SIZE:
             raise HandshakeError(
                 f"hello max_frame_size {values['max_frame_size']} is outside "
@@ -361,6 +397,33 @@ def split_columns(item: list[Any]) -> tuple[list[Any], list[Any]]:
     return first, second
 
 
+def row_item(item: list[Any]) -> list[Any]:
+    """The plain item a columns item of one row stands for: ``[kind, id, body]``,
+    or ``[4, body]`` for a signal (same meaning, docs/protocol.md 4.10).
+
+    Never larger than the columns item: each of its values loses the array or
+    tag that held it as a column. Only for items this process built.
+    """
+    _, sub, _, name, ids, columns = item
+    body = [name, *map(_row_value, columns)]
+    if sub == Kind.SIGNAL:
+        return [Kind.SIGNAL, body]
+    return [sub, _row_value(ids), body]
+
+
+def _row_value(column: Any) -> Any:
+    """The first value of a column in any of its forms (plain array, typed array,
+    packed text or bytes column)."""
+    if isinstance(column, cbor2.CBORTag):
+        if column.tag == TAG_TEXT_COLUMN:
+            return column.value.split("\0", 1)[0]
+        if column.tag == TAG_BYTES_COLUMN:
+            count, data = column.value
+            return data[: len(data) // count]
+        return typed_array_values(column.value[:8], TYPED_ARRAYS[column.tag])[0]
+    return column[0]
+
+
 def item_call_ids(item: list[Any]) -> list[int]:
     """The call ids a wire item (built by this module's users) answers or carries."""
     kind = item[0]
@@ -409,11 +472,13 @@ def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[byt
     Returns ``(frame, calls and signals in it)`` pairs, in order. One item
     becomes a plain frame; several become one ``batch`` frame, split in
     halves while a frame would be too large (a columns item of several rows
-    is split by rows). A single item that cannot fit raises
-    :class:`~cellmesh.errors.LocalProtocolError` (the caller should send
-    large payloads as vesicles or raise the limit); text that cannot be
-    encoded (a lone surrogate) raises :class:`~cellmesh.errors.FieldError`
-    naming the protein that holds it.
+    is split by rows, and a row that still does not fit travels as the
+    plain item it stands for, :func:`row_item`). So a message that
+    :func:`body_fits` passed is always framed, at worst alone. A single item
+    that cannot fit raises :class:`~cellmesh.errors.LocalProtocolError` with
+    code 2 (:func:`too_large_text` says why); text that cannot be encoded (a
+    lone surrogate) raises :class:`~cellmesh.errors.FieldError` naming the
+    protein that holds it.
     """
     if not items:
         return []
@@ -426,12 +491,16 @@ def encode_chunks(items: list[list[Any]], max_frame_size: int) -> list[tuple[byt
         for item in items:
             weight += item_weight(item)
         return [(HEADER.pack(len(payload)) + payload, weight)]
-    if len(items) == 1 and items[0][0] == Kind.COLUMNS and items[0][2] > 1:
-        return encode_chunks(list(split_columns(items[0])), max_frame_size)
     if len(items) == 1:
+        item = items[0]
+        if item[0] == Kind.COLUMNS:
+            if item[2] > 1:
+                return encode_chunks(list(split_columns(item)), max_frame_size)
+            # One row that does not fit as a columns item may fit as the plain item
+            # it stands for (never larger): a message that body_fits passed does.
+            return encode_chunks([row_item(item)], max_frame_size)
         raise LocalProtocolError(
-            f"a {Kind(items[0][0]).name.lower()} frame of {len(payload)} bytes exceeds the "
-            f"peer's {max_frame_size}-byte frame limit; send large bytes as a vesicle",
+            too_large_text(_item_what(item), len(payload), max_frame_size, _item_body(item)),
             code=ErrorCode.FRAME_TOO_LARGE,
         )
     half = len(items) // 2
@@ -467,28 +536,37 @@ def encode_items(items: list[list[Any]], max_frame_size: int) -> list[bytes]:
     return [data for data, _ in encode_chunks(items, max_frame_size)]
 
 
-#: Encoded size of a call/signal envelope and its place in a batch or a one-row
-#: columns item, beyond the body itself (see :func:`body_fits`).
-_ENVELOPE: Final = 64
-_FIELD_SLACK: Final = 11  # a field as one row of a typed column: at most 11 bytes more
+#: The most a call or signal's envelope adds to its body when it travels alone:
+#: ``[1, id, body]`` is an array head, the kind and an id of at most 9 bytes (a
+#: signal's ``[4, body]`` takes 2). A batch or a columns item that does not fit
+#: is split down to such plain items (:func:`encode_chunks`), so this is all the
+#: room a message needs beyond its body.
+LONE_ENVELOPE: Final = 11
+#: The room :func:`body_fits` keeps beyond its cheap bound of the body's values:
+#: the envelope and the body's own array head (at most 9 bytes).
+_CHEAP_ROOM: Final = LONE_ENVELOPE + 9
 _SMALL_INT: Final = 1 << 64
 
 
 def body_fits(body: Body, max_frame_size: int, field_names: Sequence[str] = ()) -> bool:
     """True if a call or signal carrying ``body`` fits one frame of ``max_frame_size``.
 
+    That is, if ``[1, id, body]`` with the largest id (:func:`lone_size`)
+    fits: the largest frame the message can need, since batches and columns
+    items that do not fit are split down to plain items (:func:`encode_chunks`).
+    So a message is refused only if it cannot fit even alone (within the
+    8 bytes a smaller id would save; a signal within 9), and one that passes
+    is always sent.
+
     Exact where it matters and cheap where it does not: a flat body of
-    scalars, short text and bytes is bounded without encoding it (its
-    worst-case CBOR size is summed), and only a body whose bound comes near
-    the limit, or that nests arrays or maps, is encoded to measure it. The
-    allowance covers the envelope and the body's place in a batch or a
-    one-row columns item, so an entry that passes always fits one frame
-    whichever of those forms the sender chooses. Raises :class:`FieldError`
-    for text that cannot be encoded (a lone surrogate), naming the field
-    when ``field_names`` (the protein's, in order) are given.
+    scalars, short text and bytes is bounded without encoding it (its values'
+    worst-case CBOR sizes are summed), and only a body whose bound comes
+    near the limit, or that nests arrays or maps, is encoded to measure it.
+    Raises :class:`FieldError` for text that cannot be encoded (a lone
+    surrogate), naming the field when ``field_names`` (the protein's, in
+    order) are given.
     """
-    budget = max_frame_size - _ENVELOPE - _FIELD_SLACK * len(body)
-    bound = 0
+    bound = _CHEAP_ROOM
     for value in body:
         kind = type(value)
         if kind is int:
@@ -511,12 +589,85 @@ def body_fits(body: Body, max_frame_size: int, field_names: Sequence[str] = ()) 
         else:
             break
     else:
-        if bound <= budget:
+        if bound <= max_frame_size:
             return True
+    return lone_size(body, field_names) <= max_frame_size
+
+
+def lone_size(body: Body, field_names: Sequence[str] = ()) -> int:
+    """The exact payload size of ``[1, MAX_ID, body]``: the largest frame a call
+    or signal carrying ``body`` travels in (see :func:`body_fits`).
+
+    Encodes the body: for a message near the limit, or to report one too
+    large. Raises :class:`FieldError` as :func:`body_fits` does.
+    """
     try:
-        return len(cbor2.dumps(body)) <= budget
+        return len(cbor2.dumps([Kind.CALL, MAX_ID, body]))
     except UnicodeEncodeError as exc:
         raise unencodable_field(body, exc, field_names) from None
+
+
+def too_large_text(what: str, size: int, limit: int, body: object = None) -> str:
+    """The message of the error for ``what`` (``"a reply (p.Name)"``), an item
+    whose frame would be ``size`` bytes, too large for the peer's ``limit``.
+
+    ``body`` is the protein value it carries, if any: only bytes fields can
+    travel outside a frame (as vesicles, docs/protocol.md section 13), so
+    the advice depends on whether it holds any; an item without a body (an
+    error frame) gets none.
+    """
+    text = f"{what} of {size:,} bytes does not fit the peer's {limit:,}-byte frame limit"
+    if body is None:
+        return text
+    if _holds_bytes(body):
+        return (f"{text}; send large bytes as a vesicle (a bytes field of vesicle_threshold "
+                "bytes or more travels as one)")
+    return f"{text} (only bytes fields can travel outside a frame, as vesicles)"
+
+
+def _holds_bytes(value: object) -> bool:
+    """True if ``value`` (an encoded body) holds a byte string, at any depth."""
+    todo = [value]
+    while todo:
+        value = todo.pop()
+        if type(value) is bytes:
+            return True
+        if type(value) is list:
+            todo += value
+        elif type(value) is dict:
+            todo += value.keys()
+            todo += value.values()
+    return False
+
+
+#: How :func:`too_large_text` names an item, by kind (others are "a frame of kind K").
+_ITEM_WHAT: Final = {
+    Kind.CALL: "a call", Kind.REPLY: "a reply", Kind.SIGNAL: "a signal",
+    Kind.ERROR: "an error frame", Kind.CANCEL: "a cancel frame", Kind.CREDIT: "a credit frame",
+    Kind.GOAWAY: "a goaway frame", Kind.HELLO: "a hello",
+}
+
+
+def _item_body(item: list[Any]) -> object:
+    """The protein value a call, reply or signal item carries (None for others)."""
+    kind = item[0]
+    if kind == Kind.SIGNAL:
+        return item[1]
+    if kind in (Kind.CALL, Kind.REPLY):
+        return item[2]
+    return None
+
+
+def _item_what(item: list[Any]) -> str:
+    """``"a call (p.Name)"``, ``"an error frame (ValueError, code 30)"``: an item
+    (built by this process), as an error names it."""
+    what = _ITEM_WHAT.get(item[0], f"a frame of kind {show_value(item[0])}")
+    if item[0] == Kind.ERROR and len(item) == 6:
+        return f"{what} ({item[3]}, code {item[2]})"
+    body = _item_body(item)
+    if type(body) is list and body and type(body[0]) is str:
+        what = f"{what} ({body[0]})"  # (a wire name of our own registry)
+    return what
 
 
 def check_text(body: Body, field_names: Sequence[str]) -> None:
@@ -556,7 +707,7 @@ def text_field_error(wire_name: str, field: str, exc: UnicodeEncodeError) -> Fie
 def _check_call(item: list[Any]) -> None:
     _expect(item, 3, "call")
     if not _is_id(item[1]):
-        raise MalformedFrame(f"call id must be in 1..2**63-1, got {item[1]!r}")
+        raise MalformedFrame(f"call id must be in 1..2**63-1, got {show_value(item[1])}")
     if not _is_body(item[2]):
         raise MalformedFrame("a call body must be a protein array [wire_name, field...]")
 
@@ -564,7 +715,7 @@ def _check_call(item: list[Any]) -> None:
 def _check_reply(item: list[Any]) -> None:
     _expect(item, 3, "reply")
     if not _is_id(item[1]):
-        raise MalformedFrame(f"reply id must be in 1..2**63-1, got {item[1]!r}")
+        raise MalformedFrame(f"reply id must be in 1..2**63-1, got {show_value(item[1])}")
     if item[2] is not None and not _is_body(item[2]):
         raise MalformedFrame("a reply body must be null or a protein array [wire_name, field...]")
 
@@ -579,9 +730,11 @@ def _check_error(item: list[Any]) -> None:
     _expect(item, 6, "error")
     _, call_id, code, type_name, message, traceback = item
     if call_id is not None and not _is_id(call_id):
-        raise MalformedFrame(f"error id must be null or in 1..2**63-1, got {call_id!r}")
+        raise MalformedFrame(
+            f"error id must be null or in 1..2**63-1, got {show_value(call_id)}"
+        )
     if not _is_uint(code):
-        raise MalformedFrame(f"error code must be an unsigned integer, got {code!r}")
+        raise MalformedFrame(f"error code must be in 0..2**63-1, got {show_value(code)}")
     if type(type_name) is not str or type(message) is not str:
         raise MalformedFrame("error type name and message must be text strings")
     if traceback is not None and type(traceback) is not str:
@@ -591,22 +744,26 @@ def _check_error(item: list[Any]) -> None:
 def _check_cancel(item: list[Any]) -> None:
     _expect(item, 2, "cancel")
     if not _is_id(item[1]):
-        raise MalformedFrame(f"cancel id must be in 1..2**63-1, got {item[1]!r}")
+        raise MalformedFrame(f"cancel id must be in 1..2**63-1, got {show_value(item[1])}")
 
 
 def _check_credit(item: list[Any]) -> None:
     _expect(item, 3, "credit")
     if not (_is_uint(item[1]) and _is_uint(item[2])):
-        raise MalformedFrame("credit amounts must be unsigned integers")
+        raise MalformedFrame("credit amounts must be integers in 0..2**63-1")
 
 
 def _check_columns(item: list[Any]) -> None:
     _expect(item, 6, "columns")
     _, kind, count, wire_name, ids, columns = item
     if kind not in (Kind.CALL, Kind.REPLY, Kind.SIGNAL) or type(kind) is not int:
-        raise MalformedFrame(f"a columns frame carries calls, replies or signals, not {kind!r}")
+        raise MalformedFrame(
+            f"a columns frame carries calls, replies or signals, not {show_value(kind)}"
+        )
     if type(count) is not int or not 0 < count <= MAX_ID:
-        raise MalformedFrame(f"a columns frame count must be positive, got {count!r}")
+        raise MalformedFrame(
+            f"a columns frame count must be positive, at most 2**63-1, got {show_value(count)}"
+        )
     if type(wire_name) is not str:
         raise MalformedFrame("a columns frame wire name must be a text string")
     if kind == Kind.SIGNAL:
@@ -664,7 +821,7 @@ def _check_item(item: object) -> None:
             raise MalformedFrame("a hello may only be the first frame, never inside a batch")
         if kind == Kind.BATCH:
             raise MalformedFrame("a batch cannot be inside a batch")
-        raise UnknownFrameKind(f"unknown frame kind {kind}")
+        raise UnknownFrameKind(f"unknown frame kind {show_value(kind)}")
     check(item)
 
 

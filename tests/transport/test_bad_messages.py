@@ -222,27 +222,66 @@ async def test_a_membrane_may_keep_its_tracebacks_to_itself(sockdir: Path) -> No
 
 
 def test_clip_text_keeps_head_and_tail_within_the_limit() -> None:
+    """The marker used to come on top of the limit (8,193 characters became 8,220)."""
     assert clip_text("abc", 3) == "abc"
-    clipped = clip_text("a" * 50 + "b" * 50, 20)
-    assert clipped.startswith("a" * 10) and clipped.endswith("b" * 10)
-    assert "[... 80 characters cut ...]" in clipped
+    assert clip_text("a" * 50 + "b" * 50, 60) == (
+        "a" * 15 + "\n[... 70 characters cut ...]\n" + "b" * 15  # 59 characters
+    )
+    for limit in (MAX_ERROR_TEXT, MAX_TRACEBACK_TEXT):
+        for size in (limit, limit + 1, limit + 40, 100_000):
+            text = "h" + "x" * (size - 2) + "t"
+            clipped = clip_text(text, limit)
+            assert len(clipped) <= limit, (limit, size)
+            assert clipped.startswith("hxx") and clipped.endswith("xxt")
+            assert (clipped == text) is (size <= limit)
+    # Escapes count too: each lone surrogate takes six characters once escaped.
+    escaped = clip_text("\udc80" * 2000, MAX_ERROR_TEXT)
+    assert len(escaped) <= MAX_ERROR_TEXT and escaped.startswith("\\udc80\\udc80")
+    assert escaped.endswith("\\udc80") and " characters cut ...]" in escaped
+    assert clip_text("\udc80" * 10, 100) == "\\udc80" * 10
+    from cellmesh.transport._answers import _cut_marker
+
+    assert _cut_marker(1) == "\n[... 1 character cut ...]\n"  # (not "1 characters")
 
 
-async def test_a_huge_handler_error_arrives_clipped(sockdir: Path) -> None:
+@pytest.mark.parametrize("size", [MAX_ERROR_TEXT + 1, 100_000, 4_000_000])
+async def test_a_huge_handler_error_arrives_clipped(sockdir: Path, size: int) -> None:
     async with served(sockdir) as (_, syn):
         with pytest.raises(RemoteCellError) as info:
-            await syn.fire(Fail(4_000_000))
+            await syn.fire(Fail(size))
         err = info.value
         assert err.type_name == "RuntimeError"
-        assert len(err.remote_message) <= MAX_ERROR_TEXT + 100
+        assert len(err.remote_message) <= MAX_ERROR_TEXT  # docs/protocol.md 4.4
         assert "characters cut" in err.remote_message
         assert err.remote_traceback is not None
-        assert len(err.remote_traceback) <= MAX_TRACEBACK_TEXT + 100
+        assert len(err.remote_traceback) <= MAX_TRACEBACK_TEXT
         assert err.remote_traceback.rstrip().endswith("x")  # its tail: the exception line
         with pytest.raises(RemoteCellError) as small:
             await syn.fire(Fail(10))
         assert small.value.remote_message == "x" * 10  # short texts travel whole
         assert await syn.fire(Ping(5)) == Ping(5)
+
+
+async def test_an_error_frame_too_large_for_the_client_says_so_plainly(
+    sockdir: Path,
+) -> None:
+    """It read "a error frame of 24662 bytes ... send large bytes as a vesicle":
+    no vesicle can carry an error frame."""
+    cell = Cell()
+    async with open_membrane("bad", cell.handle, socket_dir=sockdir, registry=REG):
+        async with Synapse.grow(
+            "bad", socket_dir=sockdir, registry=REG, max_frame_size=4096
+        ) as syn:
+            with pytest.raises(RemoteCellError) as info:
+                await syn.fire(Fail(100_000))
+            assert (info.value.code, info.value.type_name) == (
+                ErrorCode.BAD_REPLY, "ReplyTooLarge"
+            )
+            message = info.value.remote_message
+            assert message.startswith("an error frame (RuntimeError, code 30) of ")
+            assert message.endswith(" bytes does not fit the peer's 4,096-byte frame limit")
+            assert "vesicle" not in message
+            assert await syn.fire(Ping(5)) == Ping(5)
 
 
 # --------------------------------------------------------------------------

@@ -6,13 +6,15 @@ import os
 import socket
 from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 import trio.testing
+from rawwire import RawConnection, frame, hello
 
 from cellmesh import ProteinRegistry, RemoteCellError, Synapse, open_membrane, protein
 from cellmesh.errors import ErrorCode, HandshakeError, LocalProtocolError
-from cellmesh.wire.codec import Hello, frame_bytes
+from cellmesh.wire.codec import MAX_ID, Hello, frame_bytes
 
 REG = ProteinRegistry()
 
@@ -110,6 +112,51 @@ async def test_oversized_single_call_fails_locally(sockdir: Path) -> None:
                 await syn.fire(Text("x" * 10_000))
             assert info.value.code == ErrorCode.FRAME_TOO_LARGE
             assert await syn.fire(Num(1)) == Num(1)  # the connection survived
+
+
+def largest_text(limit: int) -> str:
+    """The longest ``Text`` field whose call, framed alone with the largest id
+    (``[1, 2**63-1, body]``), is exactly ``limit`` bytes."""
+    n = limit
+    while len(cbor2.dumps([1, MAX_ID, ["reg.Text", "x" * n]])) > limit:
+        n -= 1
+    return "x" * n
+
+
+async def test_a_call_that_fits_the_peers_frame_limit_is_sent(sockdir: Path) -> None:
+    """The client kept about 64 bytes plus 11 per field back for an envelope, so it
+    refused calls of up to ~90 bytes below the limit that fit; only a call that
+    cannot fit alone is refused, and the error names the real sizes."""
+    async with open_membrane(
+        "r", handler, socket_dir=sockdir, registry=REG, max_frame_size=4096
+    ) as membrane:
+        async with Synapse.grow("r", socket_dir=sockdir, registry=REG) as syn:
+            text = largest_text(4096)
+            with trio.fail_after(10):
+                assert await syn.fire(Text(text)) == Text(text)  # was LocalProtocolError
+                await syn.signal(Text(text))
+                with pytest.raises(LocalProtocolError) as info:
+                    await syn.fire(Text(text + "x"))
+                assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+                assert str(info.value) == (
+                    "a Text message (reg.Text) of 4,097 bytes does not fit the peer's "
+                    "4,096-byte frame limit (only bytes fields can travel outside a "
+                    "frame, as vesicles)"
+                )
+                # Calls queued in one pass become a columns item too large for a
+                # frame: split down to rows, each travels as its plain call.
+                got: list[object] = []
+
+                async def call() -> None:
+                    got.append(await syn.fire(Text(text)))
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(3):
+                        nursery.start_soon(call)
+                assert got == [Text(text)] * 3
+                assert await syn.fire_many([Text(text)] * 3) == [Text(text)] * 3
+                assert await syn.fire(Num(1)) == Num(1)
+    assert membrane.stats.protocol_errors == 0
 
 
 async def test_descriptors_no_frame_references_close_the_connection(sockdir: Path) -> None:
@@ -220,3 +267,39 @@ async def test_a_client_defining_a_protein_with_an_undefined_field_type_is_told_
         "protein reg.Dangling (test_regressions.Dangling): a field's type does not "
         "resolve: name 'NoSuchType' is not defined"
     )
+
+
+HUGE = 2 ** (8 * 2000) - 1  # 4,817 decimal digits: more than Python will print
+
+
+@pytest.mark.parametrize(("item", "code", "message"), [
+    ([HUGE], ErrorCode.UNKNOWN_FRAME_KIND, "unknown frame kind an integer of 16,000 bits"),
+    ([1, HUGE, ["reg.Num", 1]], ErrorCode.MALFORMED_FRAME,
+     "call id must be in 1..2**63-1, got an integer of 16,000 bits"),
+    ([5, HUGE], ErrorCode.MALFORMED_FRAME,
+     "cancel id must be in 1..2**63-1, got an integer of 16,000 bits"),
+    ([9, 1, HUGE, "reg.Num", [1], [[1]]], ErrorCode.MALFORMED_FRAME,
+     "a columns frame count must be positive, at most 2**63-1, got an integer of 16,000 bits"),
+    ([0, HUGE, "raw", {}, {}], ErrorCode.BAD_HANDSHAKE,
+     "hello version must be an integer in 0..2**63-1, got an integer of 16,000 bits"),
+], ids=["frame kind", "call id", "cancel id", "columns count", "hello version"])
+async def test_a_huge_integer_from_a_client_gets_its_code_and_a_clear_message(
+    sockdir: Path, item: list[object], code: int, message: str
+) -> None:
+    """A bignum kind was MALFORMED_FRAME (1), not UNKNOWN_FRAME_KIND (3), and every
+    bignum's message was Python's "Exceeds the limit (4300 digits) for integer
+    string conversion": formatting it into the message raised."""
+    async with open_membrane("r", handler, socket_dir=sockdir, registry=REG):
+        conn = await RawConnection.connect(str(sockdir / "r.sock"))
+        try:
+            with trio.fail_after(10):
+                if item[0] != 0:  # (a hello is the first frame)
+                    await conn.send(hello(proteins=REG.fingerprints()))
+                    assert (await conn.recv())[0] == 0
+                await conn.send(frame(item))
+                frames = await conn.until_closed()
+        finally:
+            conn.close()
+    errors = [f for f in frames if f[0] == 3 and f[1] is None]
+    assert [e[2] for e in errors] == [code], frames
+    assert errors[0][4] == message

@@ -159,3 +159,27 @@ async def test_spec_5_1_the_client_names_the_cells_violation_before_it_closes(
     raised, sent = await run_cell(sockdir, answer)
     assert isinstance(raised, CellUnavailable), raised
     assert len(sent) == 1 and sent[0][:3] == [ERROR, None, code], sent
+
+
+HUGE = 2 ** (8 * 2000) - 1  # 4,817 decimal digits: more than Python will print
+
+
+@pytest.mark.parametrize("bad, code, message", [
+    ([HUGE], UNKNOWN_FRAME_KIND, "unknown frame kind an integer of 16,000 bits"),
+    ([REPLY, HUGE, None], MALFORMED_FRAME,
+     "reply id must be in 1..2**63-1, got an integer of 16,000 bits"),
+], ids=["huge frame kind", "huge reply id"])
+async def test_spec_4_a_huge_integer_from_the_cell_gets_its_code_and_a_clear_message(
+    sockdir: Path, bad: list[Any], code: int, message: str
+) -> None:
+    """Section 4: an integer kind that is not a kind is UNKNOWN_FRAME_KIND (3). A
+    bignum kind was MALFORMED_FRAME, and every bignum's message was Python's
+    "Exceeds the limit (4300 digits) for integer string conversion"."""
+
+    async def answer(sock: trio.socket.SocketType, call_id: int) -> None:
+        await sock.send(frame(bad))
+
+    raised, sent = await run_cell(sockdir, answer)
+    assert isinstance(raised, CellUnavailable), raised
+    assert message in str(raised)
+    assert len(sent) == 1 and sent[0][:5] == [ERROR, None, code, sent[0][3], message], sent

@@ -25,6 +25,7 @@ from cellmesh.errors import (
     RemoteProtocolError,
     UnknownFrameKind,
 )
+from cellmesh.wire import codec
 from cellmesh.wire.codec import (
     ABSOLUTE_MAX_FRAME_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
@@ -50,6 +51,7 @@ from cellmesh.wire.codec import (
     Reply,
     Signal,
     VesicleRef,
+    body_fits,
     bytes_column,
     columns_item,
     encode_items,
@@ -854,3 +856,154 @@ def test_codec_malformed_columns_and_typed_arrays(obj: object) -> None:
 def test_codec_columns_of_a_protein_without_fields_has_no_columns() -> None:
     frame = decode_obj([Kind.COLUMNS, Kind.SIGNAL, 3, "p", None, []])
     assert frame.items == [[9, 4, 3, "p", None, []]]
+
+
+# ---------------------------------------------------------------------------
+# Messages near the frame limit: refused only when they cannot fit alone.
+
+
+def lone_size(body: list[Any]) -> int:
+    """The size of the largest frame a message needs: ``[1, MAX_ID, body]``, alone."""
+    return len(cbor2.dumps([Kind.CALL, MAX_ID, body]))
+
+
+def largest_text(limit: int) -> str:
+    """The longest text whose call ``[1, MAX_ID, ["p", text]]`` fits ``limit`` exactly."""
+    n = limit
+    while lone_size(["p", "x" * n]) > limit:
+        n -= 1
+    assert lone_size(["p", "x" * n]) == limit  # (one more character would not fit)
+    return "x" * n
+
+
+def test_codec_body_fits_refuses_only_what_cannot_fit_in_a_frame_alone() -> None:
+    limit = MIN_MAX_FRAME_SIZE
+    text = largest_text(limit)
+    assert body_fits(["p", text], limit)  # the old bound kept ~80 bytes back
+    assert codec.lone_size(["p", text]) == lone_size(["p", text]) == limit
+    assert not body_fits(["p", text + "x"], limit)
+    data = b"y" * (len(text) - 1)  # (and a null: the same size)
+    assert lone_size(["p", data, None]) == limit and body_fits(["p", data, None], limit)
+    assert not body_fits(["p", data, None, None], limit)
+    # A nested body is measured as well; every small body passes the cheap bound.
+    assert lone_size(["p", [text[1:]]]) == limit and body_fits(["p", [text[1:]]], limit)
+    assert not body_fits(["p", [text]], limit)
+    assert body_fits(["p", 1, 2.5, "s", b"b", None, True, 2**70], limit)
+
+
+def one_row(sub: Kind, form: str, text: str) -> tuple[list[Any], list[Any]]:
+    """A columns item of one row (``text`` then a value in the column ``form``)
+    and the plain item it stands for."""
+    columns: dict[str, tuple[Any, Any]] = {
+        "plain": (None, [None]),
+        "typed": (-5, typed_array([-5], TAG_SINT64_LE)),
+        "packed text": ("t", text_column(["t"])),
+        "packed bytes": (b"b", bytes_column([b"b"])),
+    }
+    value, column = columns[form]
+    ids = None if sub == Kind.SIGNAL else [7]
+    item = columns_item(sub, "p", ids, [text_column([text]), column], 1)
+    body = ["p", text, value]
+    return item, [Kind.SIGNAL, body] if sub == Kind.SIGNAL else [sub, 7, body]
+
+
+@pytest.mark.parametrize("sub", [Kind.CALL, Kind.REPLY, Kind.SIGNAL])
+@pytest.mark.parametrize("form", ["plain", "typed", "packed text", "packed bytes"])
+def test_codec_one_row_columns_item_too_large_travels_as_its_plain_item(
+    sub: Kind, form: str
+) -> None:
+    limit = MIN_MAX_FRAME_SIZE
+    n = limit
+    while len(cbor2.dumps(one_row(sub, form, "x" * n)[1])) > limit:
+        n -= 1
+    item, plain = one_row(sub, form, "x" * n)  # the plain item fits exactly
+    assert len(cbor2.dumps(item)) > limit == len(cbor2.dumps(plain))
+    (data,) = encode_items([item], limit)  # it used to be refused
+    assert decode_one(data[HEADER_SIZE:]).items == [plain]
+
+
+def test_codec_a_batch_of_messages_that_fit_alone_is_split_down_to_plain_frames() -> None:
+    limit = MIN_MAX_FRAME_SIZE
+    text = largest_text(limit)
+    items = [columns_item(Kind.CALL, "p", [1, 2, 3], [text_column([text] * 3)], 3),
+             [Kind.SIGNAL, ["p", text]], Cancel(9).to_wire()]
+    frames = encode_items(items, limit)
+    assert all(len(data) - HEADER_SIZE <= limit for data in frames)
+    got = [item for data in frames for item in decode_one(data[HEADER_SIZE:]).items]
+    assert got == [[Kind.CALL, i, ["p", text]] for i in (1, 2, 3)] + items[1:]
+
+
+def test_codec_too_large_errors_name_the_item_its_size_and_apt_advice() -> None:
+    limit = MIN_MAX_FRAME_SIZE
+    error = Error(id=3, code=30, type_name="RuntimeError", message="e" * 5000).to_wire()
+    with pytest.raises(LocalProtocolError) as info:
+        encode_items([error], limit)
+    size = len(cbor2.dumps(error))
+    assert str(info.value) == (
+        f"an error frame (RuntimeError, code 30) of {size:,} bytes does not fit the "
+        f"peer's {limit:,}-byte frame limit"  # (no vesicle can carry an error frame)
+    )
+    with pytest.raises(LocalProtocolError, match=r"^a reply \(p\) of 5,0\d\d bytes does not "
+                       r"fit the peer's 4,096-byte frame limit; send large bytes as a vesicle"):
+        encode_items([[Kind.REPLY, 1, ["p", [b"x" * 5000]]]], limit)
+    with pytest.raises(LocalProtocolError, match=r"^a signal \(p\) .*only bytes fields can "
+                       r"travel outside a frame, as vesicles"):
+        encode_items([[Kind.SIGNAL, ["p", "x" * 5000]]], limit)
+
+
+# ---------------------------------------------------------------------------
+# Huge integers from a peer: the right error, and a message that says why.
+
+HUGE = 2 ** (8 * 2000) - 1  # 4,817 decimal digits: more than Python will print
+
+HUGE_INTS: list[tuple[str, object, type[RemoteProtocolError], str]] = [
+    ("frame kind", [HUGE], UnknownFrameKind, "unknown frame kind an integer of 16,000 bits"),
+    ("negative frame kind", [-HUGE], UnknownFrameKind, "a negative integer of 16,000 bits"),
+    ("kind in a batch", [Kind.BATCH, [[HUGE, 1]]], UnknownFrameKind, "integer of 16,000 bits"),
+    ("call id", [Kind.CALL, HUGE, ["p"]], MalformedFrame, "call id must be in 1..2**63-1"),
+    ("reply id", [Kind.REPLY, HUGE, None], MalformedFrame, "reply id must be in"),
+    ("error id", [Kind.ERROR, HUGE, 30, "X", "y", None], MalformedFrame, "error id must be"),
+    ("error code", [Kind.ERROR, None, HUGE, "X", "y", None], MalformedFrame, "error code"),
+    ("cancel id", [Kind.CANCEL, HUGE], MalformedFrame, "cancel id must be in"),
+    ("columns kind", [Kind.COLUMNS, HUGE, 1, "p", [1], []], MalformedFrame,
+     "carries calls, replies or signals"),
+    ("columns count", [Kind.COLUMNS, 1, HUGE, "p", [1], []], MalformedFrame,
+     "count must be positive"),
+    ("call id in a list", [Kind.CALL, [HUGE], ["p"]], MalformedFrame,
+     "got a list holding an integer too long to show"),
+    ("hello version", [Kind.HELLO, HUGE, "x", {}, {}], HandshakeError, "hello version"),
+    ("hello max_frame_size", [Kind.HELLO, 1, "x", {}, {"max_frame_size": HUGE}],
+     HandshakeError, "hello option max_frame_size must be an integer in 0..2**63-1"),
+    ("hello sessions", [Kind.HELLO, 1, "x", {}, {"sessions": HUGE}], HandshakeError,
+     "sessions must be a boolean"),
+]
+
+
+@pytest.mark.parametrize(
+    ("obj", "error", "text"), [pytest.param(o, e, t, id=n) for n, o, e, t in HUGE_INTS]
+)
+def test_codec_a_huge_integer_gets_its_own_error_and_a_message_naming_it(
+    obj: object, error: type[RemoteProtocolError], text: str
+) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(raw_frame(cbor2.dumps(obj)))
+    with pytest.raises(error) as info:
+        decoder.next_frame()
+    assert type(info.value) is error  # (it was MALFORMED_FRAME for a huge kind)
+    message = str(info.value)
+    assert text in message
+    assert "integer too long to show" in message or "integer of 16,000 bits" in message
+    assert "limit" not in message and len(message) < 200  # not Python's ValueError text
+
+
+def test_codec_show_value_is_short_and_never_raises() -> None:
+    from cellmesh.wire.codec import show_value
+
+    assert show_value(2**63 - 1) == "9223372036854775807"
+    assert show_value(-(2**128) + 1) == str(-(2**128) + 1)
+    assert show_value(2**128) == "an integer of 129 bits"
+    assert show_value(-HUGE) == "a negative integer of 16,000 bits"
+    assert show_value({"a": [HUGE]}) == "a dict holding an integer too long to show"
+    assert show_value("abc") == "'abc'" and show_value(True) == "True"
+    long = show_value("x" * 10_000)
+    assert len(long) == 200 and long.endswith("...")
