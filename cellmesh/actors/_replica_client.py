@@ -26,6 +26,7 @@ original exception); every replica raised the same.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -148,9 +149,11 @@ class ClientSide:
         return await self._query(msg, spec)
 
     async def open_session(self, msg: OpenSession) -> SessionOpened:
-        """Open a session (an op through the log: ids come from the replicated counter)."""
+        """Open a session (an op through the log, carrying a random id drawn here:
+        a session id is the capability to write in that session, so it must not
+        be guessable; the log makes every replica give the same)."""
         del msg
-        result = await self.submit(open_session_op())
+        result = await self.submit(open_session_op(secrets.randbelow(MAX_COUNTER - 1) + 1))
         if result[0] != ResultKind.SESSION:
             raise CellmeshError(f"unexpected result {result!r:.60} for OpenSession")
         return SessionOpened(session=int(result[1]))

@@ -66,9 +66,13 @@ def command_op(session: int, seq: int, floor: int, command: bytes) -> list[Any]:
     return [OpKind.COMMAND, session, seq, floor, command]
 
 
-def open_session_op() -> list[Any]:
-    """An op opening a new session."""
-    return [OpKind.OPEN_SESSION]
+def open_session_op(proposed: int) -> list[Any]:
+    """An op opening a new session whose id is ``proposed`` (in ``[1, 2**63)``): a
+    random number the proposing replica drew, so that no client can guess another
+    client's session (see :meth:`~cellmesh.actors._replica_sessions.SessionTable.open`).
+    Logs written before ids were drawn hold ``[1]``: the table's counter then gives it.
+    """
+    return [OpKind.OPEN_SESSION, proposed]
 
 
 def close_session_op(session: int) -> list[Any]:
@@ -112,8 +116,11 @@ def check_op(op: Any) -> list[Any]:
             if not 0 <= _int(value, what) < MAX_COUNTER:
                 raise ValueError(f"{what} must be in [0, 2**63)")
     elif kind == OpKind.OPEN_SESSION:
-        if len(op) != 1:
-            raise ValueError("an open-session op is [1]")
+        if len(op) == 2:
+            if not 0 < _int(op[1], "proposed session id") < MAX_COUNTER:
+                raise ValueError("a proposed session id must be in [1, 2**63)")
+        elif len(op) != 1:
+            raise ValueError("an open-session op is [1, proposed id] (or [1] in older logs)")
     elif kind == OpKind.CLOSE_SESSION:
         if len(op) != 2:
             raise ValueError("a close-session op is [2, session]")

@@ -177,7 +177,7 @@ class ReplicaMachine:
                 self.sessions.record(session, seq, result)
             return result
         if kind == OpKind.OPEN_SESSION:
-            return [ResultKind.SESSION, self.sessions.open(now)]
+            return [ResultKind.SESSION, self.sessions.open(now, op[1] if len(op) > 1 else None)]
         if kind == OpKind.CLOSE_SESSION:
             self.sessions.close(op[1])
             return _DONE

@@ -6,9 +6,13 @@ Raft gives a replicated cell *at-least-once* delivery of a command when the
 client retries (a leader may crash after committing a command and before
 answering). Sessions turn that into *exactly once* (Raft dissertation 6.3):
 
-* a client opens a session; the state machine gives it an id from a
-  counter kept in the replicated state (so ids are never reused, even after
-  a session expired);
+* a client opens a session; its id is a random number in ``[1, 2**63)``
+  the proposing replica drew and put in the log entry (so every replica
+  gives the same id, and no client can guess another's: a session id is
+  the capability to write in that session). An id already in use is
+  probed onward deterministically. Older logs hold open-session entries
+  without an id: those take the next number of a counter kept in the
+  replicated state, as every id did before;
 * every command carries ``(session, seq, floor)``: ``seq`` numbers the
   client's commands (any order, never reused), ``floor`` is the lowest
   ``seq`` the client still waits for (every answer below it has arrived);
@@ -42,6 +46,8 @@ import attrs
 DEFAULT_TTL_NS: Final = 3600 * 10**9
 DEFAULT_MAX_SESSIONS: Final = 65536
 DEFAULT_MAX_RESULTS: Final = 8192
+#: The largest session id (ids are in ``[1, 2**63)``).
+_LAST_ID: Final = (1 << 63) - 1
 
 
 class Verdict(enum.Enum):
@@ -98,16 +104,27 @@ class SessionTable:
         """The session ``session``, or None."""
         return self._sessions.get(session)
 
-    def open(self, now: int) -> int:
-        """Open a new session at log time ``now``; return its id (never reused).
+    def open(self, now: int, proposed: int | None = None) -> int:
+        """Open a new session at log time ``now``; return its id.
 
-        When ``max_sessions`` are open, the least recently active is expired.
+        The id is ``proposed`` (a random number from the log entry), or the
+        next number after it that no open session has; with no ``proposed``
+        (an entry of an older log), the next number of the counter. When
+        ``max_sessions`` are open, the least recently active is expired.
         """
         self.expire(now)
         while len(self._sessions) >= self.limits.max_sessions:
             self._sessions.popitem(last=False)
-        sid = self.next_id
-        self.next_id += 1
+        if proposed is None:
+            sid = self.next_id
+            self.next_id += 1
+            while sid in self._sessions:  # (a drawn id may sit on the counter's path)
+                sid = self.next_id
+                self.next_id += 1
+        else:
+            sid = proposed
+            while sid in self._sessions:  # a collision (about 2**-47 per open at most)
+                sid = sid % _LAST_ID + 1
         self._sessions[sid] = Session(id=sid, last_active=now)
         return sid
 

@@ -37,7 +37,7 @@ from cellmesh.testing.bank import (
     Transfer,
 )
 from cellmesh.testing.kvcell import Get, GetStale, KVCell, Put, Value
-from cellmesh.transport.session import OpenSession, SessionCall, SessionOpened
+from cellmesh.transport.session import OpenSession, SessionCall, SessionFault, SessionOpened
 from cellmesh.wire.proteins import PROTEINS, DecodeContext, EncodeContext, fingerprint
 
 pytestmark = pytest.mark.slow
@@ -366,6 +366,36 @@ async def test_replicated_group_bounds_sessions_and_survives_hostile_clients() -
             assert len(cell._replica.machine.sessions) <= ShortSessions.max_sessions
             async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
                 assert (await applied(syn))["h"] == 0
+            await g.wait_converged()
+
+
+async def test_replicated_group_a_client_cannot_write_in_another_clients_session() -> None:
+    """A session id is the capability to write in that session. Ids came from a
+    counter: an attacker opened a session, took its id minus one (the victim's),
+    sent the victim's next seq with its own command, and the victim's write was then
+    answered from the table (the attacker's reply) and never applied; a forged floor
+    made every later write of the victim OutcomeUnknown. Now ids are random: the
+    neighbours of the attacker's own id are sessions nobody has."""
+    with trio.fail_after(60):
+        async with open_replica_group(Bank, name="bank") as g:
+            async with Synapse.grow("bank", socket_dir=g.socket_dir) as victim, \
+                    Synapse.grow("bank", socket_dir=g.socket_dir) as raw:
+                assert (await victim.fire(Deposit(id="v1", account="v", amount=1))).ok
+                raw._sessions = None  # speak the envelopes by hand
+                ids = {(await raw.fire(OpenSession())).session for _ in range(8)}
+                assert len(ids) == 8 and all(0 < i < 2**63 for i in ids)
+                assert max(ids) - min(ids) > 2**32  # drawn, not counted
+                evil = cbor2.dumps(PROTEINS.encode(Deposit(id="evil", account="e", amount=9),
+                                                   EncodeContext()))
+                for sid in sorted({i + d for i in ids for d in (-2, -1, 1, 2)} - ids):
+                    forged = await raw.fire(SessionCall(
+                        session=sid, seq=2, floor=10**6, fingerprint=fingerprint(Deposit),
+                        body=evil))
+                    assert forged == SessionFault(kind="expired", detail=forged.detail)
+                assert (await victim.fire(Deposit(id="v2", account="v", amount=1))).ok
+                assert (await victim.fire(Deposit(id="v3", account="v", amount=1))).ok
+                book = await applied(victim)
+                assert book["v2"] == 1 and book["v3"] == 1 and "evil" not in book
             await g.wait_converged()
 
 

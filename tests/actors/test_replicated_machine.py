@@ -18,6 +18,7 @@ from cellmesh import CommandMeta, NondeterminismDetected
 from cellmesh.actors._replica_entries import (
     ResultKind,
     address_op,
+    check_op,
     close_session_op,
     command_op,
     decode_batch,
@@ -75,7 +76,7 @@ def test_replicated_machine_timestamps_never_go_back_across_leaders() -> None:
 
 def test_replicated_machine_applies_a_session_command_exactly_once() -> None:
     m = machine()
-    (opened,) = run(m, 1, 1, open_session_op())
+    (opened,) = run(m, 1, 1, open_session_op(0x5EED))
     assert opened[0] == ResultKind.SESSION
     sid = opened[1]
     op = command_op(sid, 1, 1, body(Deposit(id="d", account="a", amount=10)))
@@ -125,7 +126,7 @@ def test_replicated_machine_snapshot_is_canonical_and_restores_everything() -> N
     a, b = machine(), machine()
     book: list[str] = []
     b.on_address = lambda replica, path: book.append(f"{replica}={path}")
-    sid = run(a, 1, 1, open_session_op())[0][1]
+    sid = run(a, 1, 1, open_session_op(0x5EED))[0][1]
     run(a, 2, 2, command_op(sid, 1, 1, body(Deposit(id="d", account="z", amount=3))),
         command_op(0, 0, 0, body(Deposit(id="e", account="y", amount=4))),
         address_op(4, "/run/cell/peers/4.sock"))
@@ -177,7 +178,8 @@ def test_replicated_machine_determinism_check_passes_a_deterministic_cell() -> N
 counters = st.integers(0, 2**63 - 1)
 ops = st.one_of(
     st.builds(command_op, counters, counters, counters, st.binary(max_size=20)),
-    st.just(open_session_op()),
+    st.builds(open_session_op, st.integers(1, 2**63 - 1)),
+    st.just([1]),  # an open-session op of a log written before ids were drawn
     st.builds(close_session_op, counters),
     st.builds(address_op, st.integers(0, 100), st.text(max_size=10)),
 )
@@ -200,3 +202,18 @@ def test_replicated_entries_garbage_raises_only_value_error(garbage: bytes) -> N
         decode_op(garbage)
     with contextlib.suppress(ValueError):
         decode_results(garbage, 1)
+
+
+def test_replicated_machine_session_ids_come_from_the_log_entry() -> None:
+    """The proposing replica draws the id (unguessable) and the entry carries it, so
+    every replica gives the same; a taken id is probed onward; an entry of an older
+    log (no id) takes the counter, as before."""
+    a, b = machine(), machine()
+    ops = [open_session_op(2**63 - 1), open_session_op(2**63 - 1), [1], open_session_op(7)]
+    ids = [r[1] for r in run(a, 1, 1, *ops)]
+    assert ids == [2**63 - 1, 1, 2, 7]  # 2**63-1 taken: wraps to 1; [1]: the counter (1 taken)
+    assert [r[1] for r in run(b, 1, 1, *ops)] == ids
+    assert a.snapshot() == b.snapshot()
+    for bad in ([1, 0], [1, 2**63], [1, "x"], [1, 1, 1]):
+        with pytest.raises(ValueError):
+            check_op(bad)
