@@ -33,7 +33,13 @@ from typing import Any, Final
 import attrs
 import cbor2
 
-from ..errors import CellmeshError, ProteinError, SchemaMismatch, UnknownProtein
+from ..errors import (
+    CellmeshError,
+    MalformedFrame,
+    ProteinError,
+    SchemaMismatch,
+    UnknownProtein,
+)
 from ..transport._dispatch import Handler
 from ..transport.session import (
     CloseSession,
@@ -42,6 +48,8 @@ from ..transport.session import (
     SessionFault,
     SessionOpened,
 )
+from ..wire import codec
+from ..wire._cbor import PayloadDecoder
 from ..wire.proteins import DecodeContext, EncodeContext, ProteinRegistry, fingerprint
 from ._replica_entries import (
     MAX_COUNTER,
@@ -86,11 +94,39 @@ class ClientSide:
     _commands: frozenset[type] = attrs.field(init=False)
     _queries: dict[type, QuerySpec] = attrs.field(init=False)
     _decode_ctx: DecodeContext = attrs.Factory(DecodeContext)
+    _bodies: PayloadDecoder = attrs.Factory(PayloadDecoder)
+    _max_command: int = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         cls = type(self.cell)
         self._commands = frozenset(cls.commands)
         self._queries = dict(cls._query_table)
+        options = getattr(cls, "membrane_options", {})  # a Cell's; a bare state machine has none
+        limit = options.get("max_frame_size", codec.DEFAULT_MAX_FRAME_SIZE)
+        self._max_command = limit if type(limit) is int else codec.DEFAULT_MAX_FRAME_SIZE
+
+    def _check_size(self, size: int, what: str) -> None:
+        """A command goes into the log whole, on every replica: it may be no larger
+        than a frame of this cell's client socket, even when its bytes came as a
+        vesicle (which the frame limit does not see)."""
+        if size > self._max_command:
+            raise ProteinError(
+                f"{what} of {size:,} bytes is larger than this replicated cell's frame "
+                f"limit ({self._max_command:,} bytes; membrane_options max_frame_size): "
+                "a command is stored in the log whole"
+            )
+
+    def _decode_body(self, data: bytes) -> Any:
+        """A session call's encoded body, decoded within the wire's decode budget
+        (docs/security.md): it arrives as opaque bytes, so the frame's own check
+        never looked inside it."""
+        try:
+            body = self._bodies.decode(memoryview(data))
+        except MalformedFrame as exc:
+            raise ProteinError(f"session call body refused: {exc}") from None
+        if self._bodies.tags.count:
+            raise ProteinError("a session call body may not hold vesicle references")
+        return body
 
     def handlers(self) -> dict[type, Handler]:
         """Protein type -> handler, for the client membrane."""
@@ -125,10 +161,8 @@ class ClientSide:
         for value in (call.session, call.seq, call.floor):
             if not 0 <= value < MAX_COUNTER:
                 raise ValueError("session, seq and floor must be in [0, 2**63)")
-        try:
-            body = cbor2.loads(call.body)
-        except Exception as exc:
-            raise ProteinError(f"session call body is not valid CBOR: {exc}") from None
+        self._check_size(len(call.body), "a session call body")
+        body = self._decode_body(call.body)
         if type(body) is not list or not body or type(body[0]) is not str:
             raise ProteinError("session call body is not a protein body")
         cls = self.registry.get(body[0])
@@ -168,6 +202,7 @@ class ClientSide:
     async def plain_command(self, msg: Any) -> Any:
         """A command outside any session: applied once per copy received."""
         body = cbor2.dumps(self.registry.encode(msg, EncodeContext()))
+        self._check_size(len(body), f"a {type(msg).__qualname__} command")
         return self._reply(await self.submit(command_op(0, 0, 0, body)))
 
     async def plain_query(self, msg: Any) -> Any:

@@ -399,6 +399,39 @@ async def test_replicated_group_a_client_cannot_write_in_another_clients_session
             await g.wait_converged()
 
 
+class SmallFrames(Bank):
+    """A bank whose client socket takes frames of at most 1 MiB."""
+
+    membrane_options = {"max_frame_size": 1 << 20}
+
+
+async def test_replicated_group_refuses_session_bodies_past_the_frame_limit_or_budget() -> None:
+    """A session call's body is opaque bytes, and bytes of 64 KiB or more travel as a
+    vesicle, which the frame limit does not see: an audit's 60 MiB bodies reached the
+    log and killed leader after leader, and a 4 MiB body of empty arrays (a CBOR bomb
+    the frame check would have refused) was decoded with no budget. Now a body over
+    the cell's max_frame_size, or over its decode budget, is refused before the log."""
+    with trio.fail_after(60):
+        async with open_replica_group(SmallFrames, name="bank") as g:
+            fp = fingerprint(Deposit)
+            async with Synapse.grow("bank", socket_dir=g.socket_dir) as raw:
+                raw._sessions = None  # speak the envelopes by hand
+                sid = (await raw.fire(OpenSession())).session
+                big = cbor2.dumps(["cellmesh.testing.bank.Deposit", "x" * (2 << 20), "a", 1])
+                with pytest.raises(RemoteCellError, match=r"2,097,\d+ bytes is larger than "
+                                   r"this replicated cell's frame limit \(1,048,576 bytes"):
+                    await raw.fire(SessionCall(session=sid, seq=1, floor=1, fingerprint=fp,
+                                               body=big))
+                bomb = b"\x9a\x00\x0f\x42\x40" + b"\x80" * 1_000_000  # 10**6 empty arrays
+                with pytest.raises(RemoteCellError, match="session call body refused"):
+                    await raw.fire(SessionCall(session=sid, seq=2, floor=1, fingerprint=fp,
+                                               body=bomb))
+            async with Synapse.grow("bank", socket_dir=g.socket_dir) as syn:
+                assert (await syn.fire(Deposit(id="ok", account="a", amount=1))).ok
+                assert "x" * 10 not in str(await applied(syn))
+            await g.wait_converged()
+
+
 async def test_replicated_group_outcome_unknown_when_the_group_never_answers() -> None:
     """With every replica stopped after the call left, no answer can come: after
     give_up_after the caller gets OutcomeUnknown, never success or plain failure."""
