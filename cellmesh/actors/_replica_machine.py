@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import cbor2
 
+from ..wire._cliptext import MAX_ERROR_TEXT, clip_text
 from ..wire.proteins import DecodeContext, EncodeContext, ProteinRegistry
 from ._replica_entries import OpKind, ResultKind, decode_batch, encode_results
 from ._replica_sessions import SessionLimits, SessionTable, Verdict
@@ -221,7 +222,10 @@ class ReplicaMachine:
         try:
             reply = cell.apply(msg, meta)
         except (Exception, SystemExit) as exc:  # sys.exit() in apply is a result too
-            return [ResultKind.RAISED, type_name(exc), str(exc)]
+            # Clipped as an error frame would be: the result is kept in the session
+            # table (replicated state), and a message may echo a huge input.
+            return [ResultKind.RAISED, clip_text(type_name(exc), 1024),
+                    clip_text(str(exc), MAX_ERROR_TEXT)]
         if reply is None:
             return [ResultKind.OK, None]
         try:

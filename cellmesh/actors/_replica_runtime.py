@@ -413,6 +413,7 @@ async def open_replica_runtime(
         ttl_ns=int(cls.session_ttl * 1e9),
         max_sessions=cls.max_sessions,
         max_results=cls.max_session_results,
+        max_bytes=cls.max_result_bytes,
     )
     runtime: ReplicaRuntime | None = None
 

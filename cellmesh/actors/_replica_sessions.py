@@ -30,6 +30,10 @@ ways: results below a session's floor are dropped as the floor rises; a
 session keeps at most ``max_results`` results (the oldest go first, raising
 its floor); at most ``max_sessions`` sessions exist (the least recently used
 is expired first), and a session idle for ``ttl_ns`` of log time expires.
+Counts alone do not bound bytes, so results are weighed too (their CBOR
+size): one session keeps at most ``max_bytes / 8`` of them (its oldest go
+first), and past ``max_bytes`` in all, the least recently used sessions
+expire.
 
 This module is pure: no I/O, no clock, no randomness.
 """
@@ -41,11 +45,15 @@ from collections import OrderedDict
 from typing import Any, Final
 
 import attrs
+import cbor2
 
 #: Defaults, overridable per cell class (see ``ReplicatedCell``).
 DEFAULT_TTL_NS: Final = 3600 * 10**9
 DEFAULT_MAX_SESSIONS: Final = 65536
 DEFAULT_MAX_RESULTS: Final = 8192
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+#: One session keeps at most this share of ``max_bytes`` of results.
+SESSION_SHARE: Final = 8
 #: The largest session id (ids are in ``[1, 2**63)``).
 _LAST_ID: Final = (1 << 63) - 1
 
@@ -67,6 +75,9 @@ class Session:
     floor: int = 0
     last_active: int = 0
     results: dict[int, Any] = attrs.Factory(dict)
+    #: The CBOR size of each result, and their sum (derived: not in snapshots).
+    sizes: dict[int, int] = attrs.Factory(dict)
+    size: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -76,11 +87,14 @@ class SessionLimits:
     ttl_ns: int = DEFAULT_TTL_NS
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_results: int = DEFAULT_MAX_RESULTS
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __attrs_post_init__(self) -> None:
-        if self.ttl_ns <= 0 or self.max_sessions < 1 or self.max_results < 1:
+        if (self.ttl_ns <= 0 or self.max_sessions < 1 or self.max_results < 1
+                or self.max_bytes < SESSION_SHARE):
             raise ValueError(
-                "session limits need ttl_ns > 0, max_sessions >= 1 and max_results >= 1"
+                "session limits need ttl_ns > 0, max_sessions >= 1, max_results >= 1 "
+                f"and max_bytes >= {SESSION_SHARE}"
             )
 
 
@@ -96,6 +110,8 @@ class SessionTable:
         #: Least recently active first (log order), so expiry pops from the front.
         self._sessions: OrderedDict[int, Session] = OrderedDict()
         self.next_id = 1
+        #: The CBOR size of every recorded result, summed over the sessions.
+        self.result_bytes = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -114,7 +130,7 @@ class SessionTable:
         """
         self.expire(now)
         while len(self._sessions) >= self.limits.max_sessions:
-            self._sessions.popitem(last=False)
+            self._drop_oldest()
         if proposed is None:
             sid = self.next_id
             self.next_id += 1
@@ -130,7 +146,16 @@ class SessionTable:
 
     def close(self, session: int) -> bool:
         """Forget ``session`` (its client said goodbye); True if it existed."""
-        return self._sessions.pop(session, None) is not None
+        s = self._sessions.pop(session, None)
+        if s is None:
+            return False
+        self.result_bytes -= s.size
+        return True
+
+    def _drop_oldest(self) -> None:
+        """Expire the least recently active session."""
+        _, s = self._sessions.popitem(last=False)
+        self.result_bytes -= s.size
 
     def expire(self, now: int) -> int:
         """Drop sessions idle since before ``now - ttl_ns``; return how many."""
@@ -141,7 +166,7 @@ class SessionTable:
             first = next(iter(sessions.values()))
             if first.last_active >= horizon:
                 break
-            sessions.popitem(last=False)
+            self._drop_oldest()
             dropped += 1
         return dropped
 
@@ -167,19 +192,39 @@ class SessionTable:
         return Verdict.APPLY, None
 
     def record(self, session: int, seq: int, result: Any) -> None:
-        """Record the result of a command :meth:`admit` said to apply."""
-        s = self._sessions[session]
-        s.results[seq] = result
-        while len(s.results) > self.limits.max_results:
-            self._raise_floor(s, min(s.results) + 1)
+        """Record the result of a command :meth:`admit` said to apply.
 
-    @staticmethod
-    def _raise_floor(s: Session, floor: int) -> None:
+        Then the bounds: the session's oldest results go (its floor rising
+        past them) while it has more than ``max_results`` of them or they
+        weigh more than ``max_bytes / 8`` (the newest always stays); then,
+        while all results weigh more than ``max_bytes``, the least recently
+        used sessions expire (this one is the most recently used).
+        """
+        s = self._sessions[session]
+        self._put(s, seq, result)
+        limits = self.limits
+        share = limits.max_bytes // SESSION_SHARE
+        while len(s.results) > limits.max_results or (s.size > share and len(s.results) > 1):
+            self._raise_floor(s, min(s.results) + 1)
+        while self.result_bytes > limits.max_bytes and len(self._sessions) > 1:
+            self._drop_oldest()
+
+    def _put(self, s: Session, seq: int, result: Any) -> None:
+        size = len(cbor2.dumps(result))
+        s.results[seq] = result
+        s.sizes[seq] = size
+        s.size += size
+        self.result_bytes += size
+
+    def _raise_floor(self, s: Session, floor: int) -> None:
         if floor <= s.floor:
             return
         s.floor = floor
         for seq in [q for q in s.results if q < floor]:
             del s.results[seq]
+            size = s.sizes.pop(seq)
+            s.size -= size
+            self.result_bytes -= size
 
     # -- snapshots ---------------------------------------------------------
 
@@ -207,7 +252,7 @@ class SessionTable:
                     last_active=_uint(last_active, "last activity"),
                 )
                 for seq, result in results:
-                    s.results[_uint(seq, "seq")] = result
+                    table._put(s, _uint(seq, "seq"), result)
                 table._sessions[s.id] = s
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed session table: {exc}") from None
@@ -221,6 +266,7 @@ def _uint(value: Any, what: str) -> int:
 
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_RESULTS",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_TTL_NS",

@@ -65,6 +65,7 @@ class StateMachineCell(Protocol):
     session_ttl: ClassVar[float]
     max_sessions: ClassVar[int]
     max_session_results: ClassVar[int]
+    max_result_bytes: ClassVar[int]
     snapshot_every: ClassVar[int | None]
     tick_interval: ClassVar[float]
     check_determinism: ClassVar[bool]

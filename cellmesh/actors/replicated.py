@@ -145,8 +145,10 @@ class ReplicatedCell(Cell):
 
     * ``commands``: the protein classes accepted as writes.
     * ``session_ttl`` (seconds of log time, default 3600): a client session
-      idle that long expires; ``max_sessions`` (65536) and
-      ``max_session_results`` (8192) bound the deduplication table.
+      idle that long expires; ``max_sessions`` (65536),
+      ``max_session_results`` (8192 per session) and ``max_result_bytes``
+      (64 MiB of recorded answers in all, an eighth per session) bound the
+      deduplication table.
     * ``snapshot_every`` (entries, default 10000): snapshot the state and
       compact the log this often; ``None`` never does. A large state's
       ``snapshot()`` holds the replica's loop (no heartbeats meanwhile);
@@ -167,6 +169,7 @@ class ReplicatedCell(Cell):
     session_ttl: ClassVar[float] = 3600.0
     max_sessions: ClassVar[int] = 65536
     max_session_results: ClassVar[int] = 8192
+    max_result_bytes: ClassVar[int] = 64 * 1024 * 1024
     snapshot_every: ClassVar[int | None] = 10_000
     tick_interval: ClassVar[float] = 0.02
     check_determinism: ClassVar[bool] = False

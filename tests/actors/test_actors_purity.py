@@ -37,6 +37,7 @@ PURE_MODULES = {
     "cellmesh.wire._fields": "wire/_fields.py",
     "cellmesh.wire._cbor": "wire/_cbor.py",
     "cellmesh.wire._budget": "wire/_budget.py",
+    "cellmesh.wire._cliptext": "wire/_cliptext.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({

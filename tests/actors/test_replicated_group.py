@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import cbor2
 import pytest
@@ -402,7 +402,7 @@ async def test_replicated_group_a_client_cannot_write_in_another_clients_session
 class SmallFrames(Bank):
     """A bank whose client socket takes frames of at most 1 MiB."""
 
-    membrane_options = {"max_frame_size": 1 << 20}
+    membrane_options: ClassVar[dict[str, Any]] = {"max_frame_size": 1 << 20}
 
 
 async def test_replicated_group_refuses_session_bodies_past_the_frame_limit_or_budget() -> None:

@@ -217,3 +217,22 @@ def test_replicated_machine_session_ids_come_from_the_log_entry() -> None:
     for bad in ([1, 0], [1, 2**63], [1, "x"], [1, 1, 1]):
         with pytest.raises(ValueError):
             check_op(bad)
+
+
+class Echoing(Bank):
+    """Refuses a deposit with a message that echoes its id (as user code does)."""
+
+    def apply(self, command: Any, meta: Any) -> Any:
+        raise ValueError(f"refused: {command.id}")
+
+
+def test_replicated_machine_keeps_a_raised_message_clipped() -> None:
+    """The message an apply raised with is a result, kept in the session table on
+    every replica: clipped to what an error frame carries, not the 512 KiB input it
+    echoed (an audit's client made every replica run out of memory that way)."""
+    m = machine(Echoing())
+    sid = run(m, 1, 1, open_session_op(9))[0][1]
+    (result,) = run(m, 2, 2, command_op(sid, 1, 1, body(Deposit(id="x" * 500_000,
+                                                                  account="a", amount=1))))
+    assert result[0] == ResultKind.RAISED and result[1] == "ValueError"
+    assert 8000 < len(result[2]) <= 8192 and "characters cut" in result[2]

@@ -125,3 +125,32 @@ def test_session_table_from_garbage_raises_only_value_error(value: object) -> No
     """Garbage in, only ValueError out (a snapshot is read through this)."""
     with contextlib.suppress(ValueError):
         SessionTable.from_wire(value)
+
+
+def test_session_results_are_bounded_in_bytes_per_session_and_in_all() -> None:
+    """Counts alone are no bound (an audit recorded 400 results of 512 KiB each in one
+    session and every replica ran out of memory): one session keeps at most an eighth
+    of max_bytes of results (its oldest go, the floor rising past them; the newest
+    always stays), and past max_bytes in all the least recently used sessions expire."""
+    t = table(max_bytes=8000)  # a share of 1000 bytes per session
+    a = t.open(1)
+    for seq in (1, 2, 3):
+        assert t.admit(a, seq, 1, 2)[0] is Verdict.APPLY
+        t.record(a, seq, ["x" * 400])
+    assert t.admit(a, 1, 1, 3) == (Verdict.STALE, None)  # weighed out
+    assert t.admit(a, 3, 1, 3)[0] is Verdict.DUPLICATE
+    alone = t.open(4)
+    assert t.admit(alone, 1, 1, 4)[0] is Verdict.APPLY
+    t.record(alone, 1, [b"y" * 5000])  # over the share alone: kept, it is the newest
+    assert t.admit(alone, 1, 1, 5)[0] is Verdict.DUPLICATE
+    others = [t.open(6 + i) for i in range(4)]
+    for i, sid in enumerate(others):
+        assert t.admit(sid, 1, 1, 10 + i)[0] is Verdict.APPLY
+        t.record(sid, 1, ["z" * 900])
+    assert t.result_bytes <= 8000
+    assert t.admit(a, 3, 1, 20) == (Verdict.EXPIRED, None)  # least recently used: gone
+    assert t.admit(others[-1], 1, 1, 21)[0] is Verdict.DUPLICATE
+    again = SessionTable.from_wire(t.to_wire(), t.limits)
+    assert again.result_bytes == t.result_bytes and again.to_wire() == t.to_wire()
+    with pytest.raises(ValueError, match="max_bytes"):
+        table(max_bytes=0)

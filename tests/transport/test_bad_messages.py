@@ -30,8 +30,8 @@ from rawwire import CALL, RawConnection, frame
 import cellmesh
 from cellmesh import Synapse, open_membrane
 from cellmesh.errors import ConfigError, ErrorCode, FieldError, RemoteCellError
-from cellmesh.transport._answers import MAX_ERROR_TEXT, MAX_TRACEBACK_TEXT, clip_text
 from cellmesh.transport.membrane import membrane_options
+from cellmesh.wire._cliptext import MAX_ERROR_TEXT, MAX_TRACEBACK_TEXT, clip_text
 from cellmesh.wire._fields import MAX_BODY_NESTING
 from cellmesh.wire.codec import VESICLE_TAG
 from cellmesh.wire.proteins import ProteinRegistry
@@ -239,7 +239,7 @@ def test_clip_text_keeps_head_and_tail_within_the_limit() -> None:
     assert len(escaped) <= MAX_ERROR_TEXT and escaped.startswith("\\udc80\\udc80")
     assert escaped.endswith("\\udc80") and " characters cut ...]" in escaped
     assert clip_text("\udc80" * 10, 100) == "\\udc80" * 10
-    from cellmesh.transport._answers import _cut_marker
+    from cellmesh.wire._cliptext import _cut_marker
 
     assert _cut_marker(1) == "\n[... 1 character cut ...]\n"  # (not "1 characters")
 
