@@ -328,6 +328,11 @@ class GroupHandle:
             names = ", ".join(replica_name(group.name, i) for i in lost)
             self._reason = AbnormalExit(text=f"lost its quorum ({names} given up)")
             self.manager.record(group.name, f"lost its quorum: {names} given up")
+            self.manager.log(
+                f"root: replicated cell {group.name} lost its quorum ({names} given up): "
+                "it fails to its supervisor, which restarts the whole group within its "
+                "intensity"
+            )
             self._end.set()
 
     async def _stop_all(self) -> None:
