@@ -91,6 +91,10 @@ class GroupHost(Protocol):
         """Add to the root's restart log."""
         ...
 
+    def log(self, text: str) -> None:
+        """Write a line to root.log."""
+        ...
+
 
 @attrs.define(eq=False)
 class Member:

@@ -32,12 +32,19 @@ from replicacells import AskRoot, Describe, Downs, Lie, Note, Noted, Probe, Watc
 from test_root import leaves
 
 from cellmesh import Synapse
-from cellmesh.actors.control import ChangeReplicas, KillCell, ReplicaStats, WipeReplica
+from cellmesh.actors._replicas_changes import PeerAdmin
+from cellmesh.actors.control import (
+    ChangeReplicas,
+    KillCell,
+    ReplicaStats,
+    StopMesh,
+    WipeReplica,
+)
 from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.root import Root
-from cellmesh.cli._client import RootRefused, ask_root
+from cellmesh.cli._client import RootRefused, RootStopped, ask_root, control_call
 from cellmesh.sandbox import read_events
-from cellmesh.testing.mesh import open_root
+from cellmesh.testing.mesh import MeshStopped, open_root
 
 GROUP = "grp"
 
@@ -58,14 +65,15 @@ OUTSIDER = (
 
 @asynccontextmanager
 async def running(
-    toml: str, *, sandbox: str = "host", home: Path | None = None
+    toml: str, *, sandbox: str = "host", home: Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Root]:
     """A root serving ``toml`` on ``home`` (a new one under /tmp unless given)."""
     own = home is None
     where = home if home is not None else Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
     try:
         shutil.copy(Path(replicacells.__file__), where / "replicacells.py")
-        async with open_root(where, toml, sandbox=sandbox, stop_timeout=20) as root:
+        async with open_root(where, toml, sandbox=sandbox, stop_timeout=20, log=log) as root:
             yield root
     finally:
         if own:
@@ -409,8 +417,9 @@ async def test_replicas_root_refuses_a_plain_entry_for_a_replicated_cell() -> No
 async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervisor() -> None:
     """Two of three replicas given up: the group exits abnormally; its supervisor restarts
     it, the restart cannot reach a majority either, and the supervisor gives up in turn."""
+    lines: list[str] = []
     with pytest.raises(BaseExceptionGroup) as caught:
-        async with running(group_toml()) as root:
+        async with running(group_toml(), log=lines.append) as root:
             await healthy(root)
             for i in (1, 2):
                 (root.paths.data_dir / GROUP / str(i) / "poison").write_text(f"broken {i}")
@@ -424,6 +433,8 @@ async def test_replicas_root_a_group_that_loses_its_quorum_fails_to_its_supervis
     assert "reached_max_restart_intensity (child 'grp')" in str(escalation)
     log = [f"{r.cell}: {r.reason}" for r in root.restart_log]
     assert "grp: lost its quorum: grp/1, grp/2 given up" in log, log
+    assert any("replicated cell grp lost its quorum (grp/1, grp/2 given up)" in line
+               for line in lines), lines  # in root.log too
     assert any(r.startswith("grp: failed to start") and "2 of 3 replicas could not start" in r
                for r in log), log
 
@@ -574,3 +585,136 @@ async def test_replicas_root_a_replica_can_be_monitored_by_its_name() -> None:
             assert isinstance(reply, Downs)
             (down,) = reply.downs
             assert down.startswith("grp/1:") and "SIGKILL" in down
+
+
+class _Unanswered:
+    """A :class:`~cellmesh.actors._replicas_changes.ReplicaAdmin` whose additions and
+    removals the leader never answers: a membership request in flight when the root
+    stops (transfers go through)."""
+
+    def __init__(self) -> None:
+        self.asked = trio.Event()
+        self.real = PeerAdmin()
+
+    async def add(self, group: str, peer: Path, replica: int, path: str) -> None:
+        self.asked.set()
+        await trio.sleep_forever()
+
+    async def remove(self, group: str, peer: Path, replica: int) -> None:
+        self.asked.set()
+        await trio.sleep_forever()
+
+    async def transfer(self, group: str, peer: Path, to: int | None) -> None:
+        await self.real.transfer(group, peer, to)
+
+
+def _record(home: Path) -> tuple[object, ...]:
+    rec = json.loads((home / "data" / GROUP / "group.json").read_text())
+    return rec["members"], rec["joining"], rec["next_id"]
+
+
+async def _stopped_during(
+    home: Path, request_of: Callable[[Root], Any], *, asked: Callable[[Root], bool]
+) -> tuple[float, str]:
+    """Serve the group on ``home``; once it is healthy send ``request_of(root)`` as the CLI
+    does, with the leader not answering membership requests (:class:`_Unanswered`); once
+    it was asked and ``asked(root)`` holds, stop the root with a StopMesh of timeout 4 (as
+    ``cellmesh down --timeout 4``). How long the root took to stop, and what the CLI's
+    client said of the request."""
+    said: list[str] = []
+
+    async def request(paths: Any, msg: Any) -> None:
+        with pytest.raises(RootStopped) as info:
+            await control_call(paths, msg)
+        said.append(str(info.value))
+
+    async with trio.open_nursery() as client:  # (it outlives the root: it sees it end)
+        with pytest.raises(MeshStopped):
+            async with running(group_toml(), home=home) as root:
+                await healthy(root)
+                admin = _Unanswered()
+                root._replicas.changes.admin = admin
+                client.start_soon(request, root.paths, request_of(root))
+                await admin.asked.wait()
+                await until(root, lambda: asked(root))
+                async with Synapse.grow("mitosis", socket_path=root.paths.umbilical) as ctl:
+                    began = trio.current_time()
+                    await ctl.fire(StopMesh(timeout=4))
+                await trio.sleep_forever()  # the root ends: the block is cancelled
+        took = trio.current_time() - began
+    return took, said[0]
+
+
+async def _consistent(home: Path) -> None:
+    """A root on ``home`` brings the group to the manifest's 3 members, joins complete, and
+    every replica's configuration has exactly those voters."""
+
+    def settled(root: Root) -> bool:
+        group = root._replicas.groups[GROUP]
+        stats = group.stats()
+        return (group.record.members == (0, 1, 2) and not group.record.joining
+                and group.change == "" and group.view().leader is not None
+                and sorted(stats) == [0, 1, 2]
+                and all(sorted(s.voters) == [0, 1, 2] and not s.learners
+                        for s in stats.values()))
+
+    async with running(group_toml(), home=home) as root:
+        await until(root, lambda: settled(root), timeout=90)
+        assert await note(root, "after") > 0
+    assert _record(home) == ([0, 1, 2], [], _record(home)[2])
+
+
+async def test_replicas_root_a_stop_during_a_grow_keeps_its_timeout_and_the_add_joining() -> None:
+    """`cellmesh down --timeout 4` while `cellmesh replicas grp 5` waits for the leader to
+    add grp/3: the root stops promptly (its shielded undo used to wait 10 s for a leader
+    of the group the stop had just ended); the client says the root stopped on request
+    and what became of the change (it said the root "is running but did not serve this
+    request"); the record keeps grp/3 joining, and the next start completes its join and
+    brings the group back to the manifest's 3 members, consistently."""
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        took, said = await _stopped_during(
+            home, lambda root: ChangeReplicas(name=GROUP, count=5),
+            asked=lambda root: state(root, "grp/3") == "running",
+        )
+        assert took < 8, f"the stop took {took:.1f} s"
+        assert said == (
+            f"the root (pid {os.getpid()}) stopped on request (`cellmesh down`, or a signal) "
+            "while it served this request: the change stopped part-way: the next `up` "
+            "completes the join of a replica it was adding, then applies the manifest's "
+            "`replicas` (the root's log says how far it got)"
+        )
+        assert _record(home) == ([0, 1, 2, 3], [3], 4)
+        assert (home / "data" / GROUP / "3").is_dir()  # kept, for its join
+        await _consistent(home)
+        assert not (home / "data" / GROUP / "3").exists()  # joined, then removed again
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_replicas_root_a_stop_during_a_wipe_leaves_the_replica_to_be_added_back() -> None:
+    """A wipe cut short by the root's stop once the replica is stopped (the leader was
+    asked to remove it) leaves it recorded joining -- it stayed a plain member, which the
+    leader may have removed: a member the group had forgotten -- and the client says what
+    became of it; the next start has the leader take it back."""
+    home = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+    try:
+        wiped: list[int] = []
+
+        def wipe_a_follower(root: Root) -> WipeReplica:
+            wiped.append(next(i for i in (0, 1, 2) if i != leader(root)))
+            return WipeReplica(name=f"{GROUP}/{wiped[0]}")
+
+        _, said = await _stopped_during(
+            home, wipe_a_follower, asked=lambda root: state(root, f"grp/{wiped[0]}") != "running",
+        )
+        assert said == (
+            f"the root (pid {os.getpid()}) stopped on request (`cellmesh down`, or a signal) "
+            "while it served this request: the wipe stopped part-way: the next `up` has the "
+            "leader add the replica back; wipe it again then if its data was not wiped yet "
+            "(the root's log says whether it was)"
+        )
+        assert _record(home) == ([0, 1, 2], wiped, 3)
+        await _consistent(home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
