@@ -10,7 +10,9 @@ do without reading messages:
   :class:`LocalProtocolError` means *we* were about to send something invalid
   (a bug or a bad argument on this side); :class:`RemoteProtocolError` means the
   peer sent it. Both carry a stable numeric :attr:`ProtocolError.code` that is
-  also what travels in an ``error`` frame.
+  also what travels in an ``error`` frame. :class:`ReplyRefused` is what a
+  call to a replicated cell raises when its connection ended that way: the
+  cell answered, and this client refused the frame (never resent).
 * :class:`CellUnavailable` -- the transport to a cell is gone or never came up
   (the OS or the peer broke it); :class:`ConnectionClosed` -- *we* closed it.
 * :class:`RemoteCellError` -- the remote handler raised. It is rebuilt from
@@ -102,6 +104,53 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We were about to send something the protocol forbids (our bug or bad input)."""
+
+
+class ReplyRefused(RemoteProtocolError):
+    """A cell that deduplicates retries answered with a frame this client refuses.
+
+    Raised to the calls in flight on a connection to a replicated cell (its
+    hello announces sessions) that this client closed because of what the
+    cell sent: a frame over this client's limits (its decode budget, its
+    ``max_frame_size``) or one that breaks the protocol. It is raised at once
+    and the call is never resent: the cell did answer, and every copy resent
+    would be answered the same way.
+
+    What it means for the call: a command *may have taken effect* -- the
+    cell answered it, so it was applied unless that unreadable answer was
+    an error or a session fault -- and must not be resent blindly (check its
+    effect first); a query simply failed. The refused frame is never
+    decoded, so this client cannot tell whose answers it held: every call in
+    flight on that connection gets this error, including calls whose answers
+    were still to come (their outcome is unknown only because the connection
+    closed; a command among them may have taken effect as well).
+    ``in_flight`` says how many got it (1: the frame came while this call
+    alone waited for an answer). ``cell`` names the cell, ``reason`` says
+    why the frame was refused, ``code`` is the :class:`ErrorCode` this
+    client sent the cell when it closed the connection.
+
+    A plain cell's calls get :class:`CellUnavailable` naming the same
+    reason instead, as for any connection the cell broke.
+    """
+
+    def __init__(self, cell: str, reason: str, *, code: int, in_flight: int) -> None:
+        if in_flight > 1:
+            text = (
+                f"a frame from cell {cell!r} was refused by this client with {in_flight} calls "
+                f"in flight, this one among them: {reason}; the frame was not decoded, so it "
+                "may have held the answer to any of them: a command may have taken effect "
+                "(check before resending it), a query simply failed"
+            )
+        else:
+            text = (
+                f"the reply of cell {cell!r} was refused by this client: {reason}; for a "
+                "command it may have taken effect (the cell answered it: check before "
+                "resending it), for a query it simply failed"
+            )
+        super().__init__(text, code=code)
+        self.cell = cell
+        self.reason = reason
+        self.in_flight = in_flight
 
 
 class MalformedFrame(RemoteProtocolError):
@@ -244,8 +293,9 @@ class OutcomeUnknown(CellmeshError):
     the cell said it can no longer tell (its session expired). Never a
     success and never a plain failure: a call that was certainly not applied
     raises :class:`CellUnavailable` (it never left this process) or
-    :class:`RemoteCellError` instead. ``cell`` names the cell, ``reason`` says
-    why the outcome is unknown.
+    :class:`RemoteCellError` instead, and one whose answer came back but was
+    refused by this client's limits raises :class:`ReplyRefused`. ``cell``
+    names the cell, ``reason`` says why the outcome is unknown.
     """
 
     def __init__(self, cell: str, reason: str) -> None:
@@ -383,6 +433,7 @@ __all__ = [
     "RemoteCellError",
     "RemoteProtocolError",
     "RemoteProteinError",
+    "ReplyRefused",
     "SchemaMismatch",
     "UnexpectedReply",
     "UnknownFrameKind",

@@ -179,6 +179,8 @@ class Connection(Outbox, ClientReceiver):
         self.ctx = DecodeContext()
         self.draining = False
         self.dead: CellUnavailable | None = None
+        #: Why this client ended the connection, when it refused what the cell sent.
+        self.refusal: RemoteProtocolError | None = None
         self.closed = trio.Event()
         self.sessions = False
         #: The reader task while it has handed the read role to callers (see
@@ -277,6 +279,7 @@ class Connection(Outbox, ClientReceiver):
         (a cancellation, an interrupt: re-raise it)."""
         if isinstance(exc, (ProtocolError, ChannelBroken, CellEndedConnection)):
             if isinstance(exc, RemoteProtocolError):
+                self.refusal = exc
                 with suppress(ChannelBroken):
                     self.channel.send(self.protocol_error_frame(exc))
                     self.channel.write_pending()  # now: _die closes the socket next
@@ -383,8 +386,19 @@ class Connection(Outbox, ClientReceiver):
         return result.unwrap()
 
     def _die(self, reason: str) -> None:
+        """End the connection: its calls fail, the next call reconnects (idempotent).
+
+        Calls in flight fail with :class:`CellUnavailable` (the session layer
+        resends those to a cell that announced sessions), except when this
+        client ended a sessions connection because it refused what the cell
+        sent (:attr:`refusal`): then they fail with
+        :class:`~cellmesh.errors.ReplyRefused`, which is never resent (the
+        cell answered; a resent copy would get the same frame).
+        """
         if self.dead is None:
             self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
+        if self.sessions and self.refusal is not None:
+            self.fail_refused(self.syn.name, self.refusal)
         self.fail_pending(self.dead)
         self.entries.clear()
         self.held.clear()

@@ -37,7 +37,12 @@ both drivers.
   error the cell reports raises :class:`CellEndedConnection` (the driver
   closes).
 * **Failure.** :meth:`ClientCore.fail` completes every pending batch with
-  the given error (the connection broke).
+  the given error (the connection broke). When the connection ends because
+  this client refused what a cell that deduplicates retries sent (a frame
+  over the decode budget or the frame limit, a malformed one),
+  :meth:`ClientReceiver.fail_refused` fails every call in flight with
+  :class:`~cellmesh.errors.ReplyRefused` instead: the cell answered, and
+  resending would bring the same frame back.
 
 Vesicles: the driver claims a frame's descriptors and builds the decoding
 context with :func:`vesicle_context` (memfds are mapped read-only); bytes
@@ -58,6 +63,7 @@ from ..errors import (
     LocalProtocolError,
     ProteinError,
     RemoteProtocolError,
+    ReplyRefused,
     VersionMismatch,
     VesicleError,
     remote_error,
@@ -343,6 +349,22 @@ class ClientReceiver:
         for replies, index in pending.values():
             if replies is not None and not replies.done:
                 replies._fail(index, exc)
+
+    def fail_refused(self, cell: str, exc: RemoteProtocolError) -> None:
+        """This client refused what ``cell`` sent (``exc``) and closes the connection:
+        every call in flight fails with :class:`~cellmesh.errors.ReplyRefused`.
+
+        For a cell that deduplicates retries (its hello announced sessions),
+        where resending would only bring the same answer back. The refused
+        frame is not decoded, so which answers it held is unknown: every call
+        still waiting for its answer here is a candidate and gets the error
+        (calls given up by their callers are not counted).
+        """
+        in_flight = sum(
+            1 for replies, _ in self.pending.values() if replies is not None and not replies.done
+        )
+        if in_flight:
+            self.fail_pending(ReplyRefused(cell, str(exc), code=exc.code, in_flight=in_flight))
 
     @staticmethod
     def protocol_error_frame(exc: RemoteProtocolError) -> bytes:

@@ -319,6 +319,8 @@ class _Connection:
         self.channel = _Channel(sock, self.loop, syn.options.max_frame_size)
         self.channel.on_broken = self.die
         self.dead: CellUnavailable | None = None
+        #: Why this client ended the connection, when it refused what the cell sent.
+        self.refusal: RemoteProtocolError | None = None
         self.reader: asyncio.Task[None] | None = None
 
     async def connect(self, path: str) -> None:
@@ -384,6 +386,7 @@ class _Connection:
                 self._handle(decoded.items, decoded.vesicles)
         except RemoteProtocolError as exc:
             reason = str(exc)
+            self.refusal = exc
             with contextlib.suppress(_Broken):
                 channel.send(core.protocol_error_frame(exc))
                 await asyncio.wait_for(channel.flush(), 1.0)
@@ -411,11 +414,18 @@ class _Connection:
 
         Calls to a replicated cell (its hello announces sessions) fail with
         :class:`OutcomeUnknown`: this client sends them plain, without resending
-        them in a session, so one that left may have been applied. Later calls on
-        the dead connection get :class:`CellUnavailable` (they never leave).
+        them in a session, so one that left may have been applied. When the
+        connection ends because this client refused what that cell sent
+        (:attr:`refusal`: a frame over the decode budget or the frame limit, a
+        malformed one), they fail with :class:`~cellmesh.errors.ReplyRefused`
+        instead, as with the Trio synapse: an answer came, and could not be read.
+        Later calls on the dead connection get :class:`CellUnavailable` (they
+        never leave).
         """
         if self.dead is None:
             self.dead = CellUnavailable(self.syn.name, self.syn.socket_path_text, reason)
+        if self.core.peer_sessions and self.refusal is not None:
+            self.core.fail_refused(self.syn.name, self.refusal)
         if self.core.peer_sessions and self.core.pending:
             self.core.fail(OutcomeUnknown(self.syn.name, (
                 f"the connection broke before the answer ({reason}); the asyncio and "
@@ -666,7 +676,10 @@ class Synapse:
 
         Raises :class:`~cellmesh.RemoteCellError` (or its subclasses
         ``NoReceptor``, ``RemoteProteinError``) when the cell failed the call,
-        :class:`~cellmesh.CellUnavailable` when the connection broke first,
+        :class:`~cellmesh.CellUnavailable` when the connection broke first
+        (for a replicated cell: :class:`~cellmesh.OutcomeUnknown` once the
+        call left, or :class:`~cellmesh.errors.ReplyRefused` when its answer
+        came in a frame this client refuses, see :meth:`_Connection.die`),
         :class:`~cellmesh.FieldError` for a bad field, and
         :class:`~cellmesh.UnexpectedReply` when ``msg`` declares a reply
         type the reply does not have. Cancelling the awaiting task cancels

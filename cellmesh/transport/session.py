@@ -20,6 +20,14 @@ connected to such a server sends every call through
    breaks nothing), the connection is abandoned and the *same* envelopes are
    sent again on a new one, until ``give_up_after`` seconds have passed.
    The server answers a copy it already applied with the recorded reply.
+   Not when this client itself ended the connection because it refused
+   what the server sent (a frame over its decode budget or frame limit, a
+   malformed one): the server did answer, and would answer every copy the
+   same way, so each call in flight there fails at once with
+   :class:`~cellmesh.errors.ReplyRefused` (the connection reports it in
+   place of :class:`~cellmesh.errors.CellUnavailable`, and only the latter
+   is resent). The refused frame is not decoded, so which answers it held
+   is unknown: every call in flight on that connection gets the error.
 4. The answer is the inner reply, unwrapped: the caller of
    :meth:`~cellmesh.Synapse.fire` sees exactly what a plain call returns.
    A :class:`SessionFault` answer means the server could not apply the
@@ -36,7 +44,9 @@ Errors: :class:`~cellmesh.errors.OutcomeUnknown` when a call that left this
 process got no answer after every retry (or a fault made it unknowable);
 :class:`~cellmesh.errors.CellUnavailable` when it never left (the server
 could not be reached at all); :class:`~cellmesh.errors.RemoteCellError` as
-for plain calls (a final answer, never retried).
+for plain calls (a final answer, never retried);
+:class:`~cellmesh.errors.ReplyRefused` when an answer came but this client
+refused it (step 3: a command may have taken effect, a query failed).
 """
 
 from __future__ import annotations

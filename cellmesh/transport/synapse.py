@@ -31,7 +31,8 @@ as calls finish; callers wait for credit when it runs out, so a fast caller
 cannot grow the server's memory without bound.
 
 Failure: when the connection breaks, every call in flight fails with
-:class:`~cellmesh.errors.CellUnavailable` and the next call reconnects. A
+:class:`~cellmesh.errors.CellUnavailable` and the next call reconnects
+(calls to a replicated cell: see :mod:`~cellmesh.transport.session`). A
 ``goaway`` (graceful shutdown, hot swap) lets calls in flight finish while
 new calls go to a new connection.
 """
@@ -340,7 +341,10 @@ class Synapse:
         other message queued in it (a call that is the only one pending is
         written at once). To a cell that announces sessions (a
         replicated cell) the call is resent until answered and raises
-        :class:`~cellmesh.errors.OutcomeUnknown` instead when it never is.
+        :class:`~cellmesh.errors.OutcomeUnknown` instead when it never is,
+        or :class:`~cellmesh.errors.ReplyRefused` at once, never resent, when
+        its answer came in a frame this client refuses (over its decode
+        budget, for instance).
         In a scope already cancelled it raises ``Cancelled`` and sends nothing.
         """
         await trio.lowlevel.checkpoint_if_cancelled()

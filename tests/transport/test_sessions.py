@@ -3,11 +3,15 @@ announces sessions wraps calls in envelopes and resends them, transparently to `
 
 The servers here are scripted membranes (no Raft): they see every envelope, so the tests
 check what travels on the wire and what the caller sees when the server breaks, stalls,
-forgets a session or never comes back.
+forgets a session, never comes back or answers with a frame the client refuses (a raw
+cell sends the frames a membrane never would, to every client: Trio, asyncio, blocking).
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,8 +25,8 @@ import trio
 import trio.testing
 
 import cellmesh
-from cellmesh import OutcomeUnknown, Receptors, Synapse, open_membrane
-from cellmesh.errors import CellUnavailable, RemoteCellError
+from cellmesh import OutcomeUnknown, Receptors, Synapse, aio, open_membrane
+from cellmesh.errors import CellUnavailable, ErrorCode, RemoteCellError, ReplyRefused
 from cellmesh.transport.session import (
     CloseSession,
     OpenSession,
@@ -279,6 +283,238 @@ async def test_sessions_remote_errors_are_final_answers(sock: Path) -> None:
                 await syn.fire(Inc(1))
         nursery.cancel_scope.cancel()
     assert len(srv.seen) == 1  # never resent
+
+
+# -- a reply this client refuses ----------------------------------------------------
+
+
+@cellmesh.protein("t.session.Ops")
+class Ops:
+    """A reply whose map alone is over the client's decode budget (docs/protocol.md 3.1:
+    48 bytes per declared entry, against 4 MiB plus 40 per byte read so far)."""
+
+    ops: dict[str, int]
+
+
+@cellmesh.protein("t.session.Dump")
+class Dump:
+    pass
+
+
+#: Entries enough to be refused (about 87,400 pass) in a frame of about 0.6 MB, far
+#: below the 16 MiB frame limit.
+REFUSED_ENTRIES = 90_000
+
+
+def refused_reply() -> Ops:
+    return Ops(ops={str(i): i for i in range(REFUSED_ENTRIES)})
+
+
+async def huge(env: SessionCall, copy: int) -> Ops:
+    del env, copy
+    return refused_reply()
+
+
+async def test_sessions_a_refused_reply_is_raised_at_once_never_resent(sock: Path) -> None:
+    """An answer the client's own decode budget refuses is not a lost connection: the
+    call fails at once with ReplyRefused naming the cause (it was OutcomeUnknown "no
+    answer after retrying", after give_up_after, the reply resent by the server on
+    every retry). The session goes on: the next call is answered."""
+    async with trio.open_nursery() as nursery, running(nursery, sock, huge) as server:
+        async with Synapse.grow("srv", socket_path=sock, retry_after=0.5,
+                                give_up_after=1.0) as syn:
+            with pytest.raises(ReplyRefused) as info:
+                await syn.fire(Inc(1))
+            refused = info.value
+            assert refused.cell == "srv"
+            assert refused.in_flight == 1
+            assert refused.code == ErrorCode.MALFORMED_FRAME
+            assert "decode budget" in refused.reason
+            text = str(refused)
+            assert text.startswith(f"the reply of cell 'srv' was refused by this client: "
+                                   f"{refused.reason}; ")
+            assert "for a command it may have taken effect" in text
+            assert "for a query it simply failed" in text
+            assert isinstance(refused, cellmesh.ProtocolError)
+            assert not isinstance(refused, (OutcomeUnknown, CellUnavailable))
+            assert len(server.seen) == 1  # never resent
+            server.on_call = answer
+            assert await syn.fire(Inc(2)) == Total(2)  # a new connection, the same session
+        nursery.cancel_scope.cancel()
+    assert [(e.session, e.seq) for e in server.seen] == [(1, 1), (1, 2)]
+
+
+async def test_sessions_a_refused_reply_fails_every_call_in_flight_on_its_connection(
+    sock: Path,
+) -> None:
+    """The refused frame is never decoded, so the client cannot tell whose answers it
+    held: every call in flight on that connection gets ReplyRefused (``in_flight``
+    counts them, the message says so), none is resent."""
+    release = trio.Event()
+
+    async def hold_or_huge(env: SessionCall, copy: int) -> Any:
+        del copy
+        if inner(env).n == 0:
+            await release.wait()
+            return Total(total=0)
+        return refused_reply()
+
+    async with trio.open_nursery() as nursery, running(nursery, sock, hold_or_huge) as server:
+        async with Synapse.grow("srv", socket_path=sock, retry_after=0.5,
+                                give_up_after=1.0) as syn:
+            held: list[BaseException] = []
+
+            async def call_held() -> None:
+                try:
+                    await syn.fire(Inc(0))
+                except ReplyRefused as exc:
+                    held.append(exc)
+
+            nursery.start_soon(call_held)
+            while len(server.seen) < 1:
+                await trio.sleep(0.001)  # the held call is in flight
+            with pytest.raises(ReplyRefused) as info:
+                await syn.fire(Inc(1))
+            while not held:
+                await trio.sleep(0.001)
+            for refused in (info.value, held[0]):
+                assert refused.in_flight == 2
+                assert "with 2 calls in flight, this one among them" in str(refused)
+                assert "a command may have taken effect" in str(refused)
+            release.set()
+            assert len(server.seen) == 2  # neither was resent
+        nursery.cancel_scope.cancel()
+
+
+# A raw cell (struct + cbor2) for what the reference membrane never sends.
+_HELLO, _CALL, _REPLY, _ERROR = 0, 1, 2, 3
+
+
+def _frame(obj: Any) -> bytes:
+    payload = cbor2.dumps(obj)
+    return struct.pack(">I", len(payload)) + payload
+
+
+#: What the raw cell answers a call with, what the client's error says, its code.
+REFUSALS = {
+    "over the decode budget": (
+        lambda call_id: _frame([_REPLY, call_id, ["t.session.Ops", {
+            str(i): i for i in range(REFUSED_ENTRIES)}]]),
+        "decode budget", ErrorCode.MALFORMED_FRAME),
+    "over the frame limit": (
+        lambda call_id: struct.pack(">I", (16 << 20) + 1),
+        "exceeds the 16777216-byte limit", ErrorCode.FRAME_TOO_LARGE),
+    "malformed": (
+        lambda call_id: struct.pack(">I", 1) + b"\xff",
+        "CBOR head 0xff at byte 0", ErrorCode.MALFORMED_FRAME),
+}
+
+
+async def _raw_frames(stream: trio.SocketStream) -> AsyncIterator[Any]:
+    """The client's frames, decoded, until it closes."""
+    buf = b""
+    while True:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            buf += chunk
+        (n,) = struct.unpack(">I", buf[:4])
+        yield cbor2.loads(buf[4 : 4 + n])
+        buf = buf[4 + n :]
+
+
+@attrs.define(eq=False)
+class RawCell:
+    """Answers a session request, and any other call with ``bad`` bytes."""
+
+    sessions: bool
+    bad: Callable[[int], bytes]
+    connections: int = 0
+    calls: int = 0
+    told: list[list[Any]] = attrs.Factory(list)  # the error frames the client sent
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        fps = {"cellmesh.session.Opened": fingerprint(SessionOpened)}
+        opts: dict[str, Any] = {"max_frame_size": 1 << 20, "credit_calls": 16,
+                                "credit_bytes": 1 << 20}
+        if self.sessions:
+            opts["sessions"] = True
+        frames = _raw_frames(stream)
+        await frames.__anext__()  # the client's hello
+        await stream.send_all(_frame([_HELLO, 1, "raw", fps, opts]))
+        async for got in frames:
+            if got[0] == _ERROR:
+                self.told.append(got)
+            elif got[0] == _CALL and got[2][0] == "cellmesh.session.Open":
+                await stream.send_all(_frame([_REPLY, got[1], ["cellmesh.session.Opened", 1]]))
+            elif got[0] == _CALL:
+                self.calls += 1
+                await stream.send_all(self.bad(got[1]))
+
+
+def _fire_aio(path: Path) -> BaseException:
+    async def main() -> BaseException:
+        async with aio.Synapse.grow("raw", socket_path=path) as syn:
+            try:
+                await syn.fire(Dump())
+            except Exception as exc:
+                return exc
+        raise AssertionError("the call succeeded")
+
+    return asyncio.run(main())
+
+
+def _fire_blocking(path: Path) -> BaseException:
+    with cellmesh.connect("raw", socket_path=path) as syn:
+        try:
+            syn.fire(Dump(), timeout=10)
+        except Exception as exc:
+            return exc
+    raise AssertionError("the call succeeded")
+
+
+@pytest.mark.parametrize("sessions", [True, False], ids=["replicated", "plain"])
+@pytest.mark.parametrize("case", list(REFUSALS))
+@pytest.mark.parametrize("client", ["trio", "asyncio", "blocking"])
+async def test_sessions_a_refused_reply_is_reported_the_same_way_by_every_client(
+    sock: Path, client: str, case: str, sessions: bool
+) -> None:
+    """A cell that announces sessions: ReplyRefused at once from every client (the
+    asyncio and blocking ones raised OutcomeUnknown, the Trio synapse resent until
+    give_up_after), the cause named, the code the one the client told the cell. A
+    plain cell: CellUnavailable naming the cause, as for any connection the cell broke."""
+    bad, cause, code = REFUSALS[case]
+    cell = RawCell(sessions, bad)
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(str(sock))
+    listener.listen()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, cell.serve, [trio.SocketListener(listener)])
+        with trio.fail_after(10):
+            if client == "trio":
+                async with Synapse.grow("raw", socket_path=sock, retry_after=0.5,
+                                        give_up_after=1.0) as syn:
+                    with pytest.raises(cellmesh.CellmeshError) as info:
+                        await syn.fire(Dump())
+                    raised: BaseException = info.value
+            else:
+                run = _fire_aio if client == "asyncio" else _fire_blocking
+                raised = await trio.to_thread.run_sync(run, sock)
+            while not cell.told:
+                await trio.sleep(0.001)  # the client's error frame is on its way
+        nursery.cancel_scope.cancel()
+    assert cell.told[0][1:3] == [None, code]  # the client said what the cell did wrong
+    if sessions:
+        assert isinstance(raised, ReplyRefused), raised
+        assert (raised.cell, raised.code, raised.in_flight) == ("raw", code, 1)
+        assert cause in raised.reason
+        assert "for a command it may have taken effect" in str(raised)
+        assert (cell.connections, cell.calls) == (1, 1)  # never resent
+    else:
+        assert type(raised) is CellUnavailable, raised
+        assert cause in raised.reason and raised.reason == cell.told[0][4]
 
 
 SPEC_EXAMPLE = """
