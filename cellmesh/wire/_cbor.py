@@ -39,6 +39,7 @@ import cbor2
 
 from ..errors import MalformedFrame
 from . import _budget
+from ._cliptext import show_value
 from ._columns import (
     TAG_BYTES_COLUMN,
     TAG_TEXT_COLUMN,
@@ -138,9 +139,11 @@ class FrameTags:
         if index >= MAX_VESICLES_PER_FRAME:
             raise MalformedFrame(f"more than {MAX_VESICLES_PER_FRAME} vesicles in one frame")
         if index != self.count:
-            raise MalformedFrame(f"vesicle index {index} out of order (expected {self.count})")
+            raise MalformedFrame(
+                f"vesicle index {show_value(index)} out of order (expected {self.count})"
+            )
         if not 0 < length <= 2**62:
-            raise MalformedFrame(f"vesicle length {length} is out of range")
+            raise MalformedFrame(f"vesicle length {show_value(length)} is out of range")
         self._charge(_VESICLE_REF_COST, "a vesicle")
         self.count += 1
         return VesicleRef(index, length)

@@ -7,6 +7,8 @@ raised with as part of its replicated state.
 
 from __future__ import annotations
 
+from typing import Final
+
 #: An error frame carries at most this many characters of message and of traceback
 #: (docs/protocol.md 4.4): a handler raising with a huge text (say, the 16 MiB
 #: argument it refused) must not make an error frame larger than the peer takes,
@@ -64,4 +66,35 @@ def _fit_escaped(text: str, room: int, *, from_start: bool) -> str:
     return part[:n] if from_start else part[len(part) - n :]
 
 
-__all__ = ["MAX_ERROR_TEXT", "MAX_TRACEBACK_TEXT", "clip_text"]
+#: An int of at most this many bits is shown in an error message as it is; a
+#: larger one by its size (Python refuses to turn an int of over 4,300 digits
+#: into text, and a peer's 64 KiB integer would make as long a message).
+_SHOWN_BITS: Final = 128
+#: A value's repr is cut to this many characters in an error message.
+_SHOWN_CHARS: Final = 200
+
+
+def show_value(value: object) -> str:
+    """``repr(value)`` made safe for an error message about a value a peer sent.
+
+    Never raises, and stays short: an int of more than :data:`_SHOWN_BITS`
+    bits becomes ``"an integer of N bits"``, a container holding one is named
+    by its type, and a long repr is cut. Use it for every decoded value put
+    into a message: formatting a huge int directly raises ValueError, which
+    would turn the peer's error into an unhelpful ``MALFORMED_FRAME``.
+    """
+    if type(value) is int:
+        bits = value.bit_length()
+        if bits <= _SHOWN_BITS:
+            return repr(value)
+        return f"{'a negative' if value < 0 else 'an'} integer of {bits:,} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # it holds an int too long to print
+        return f"a {type(value).__name__} holding an integer too long to show"
+    if len(text) > _SHOWN_CHARS:
+        text = text[: _SHOWN_CHARS - 3] + "..."
+    return text
+
+
+__all__ = ["MAX_ERROR_TEXT", "MAX_TRACEBACK_TEXT", "clip_text", "show_value"]

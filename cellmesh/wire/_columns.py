@@ -20,6 +20,7 @@ from typing import Any, Final
 import cbor2
 
 from ..errors import MalformedFrame
+from ._cliptext import show_value
 
 MAX_ID: Final = 2**63 - 1
 #: RFC 8746 typed arrays accepted (and sent in columnar frames): uint64, sint64
@@ -116,7 +117,7 @@ def bytes_column_values(
     # can never decode into a huge list.
     if not 0 < count <= len(data) or len(data) % count:
         raise MalformedFrame(
-            f"a packed bytes column of {count} values cannot hold {len(data)} bytes"
+            f"a packed bytes column of {show_value(count)} values cannot hold {len(data)} bytes"
         )
     width = len(data) // count
     if charge is not None:

@@ -56,6 +56,7 @@ from ._cbor import (
     PayloadDecoder,
     VesicleRef,
 )
+from ._cliptext import show_value
 from ._columns import (
     MAX_ID,
     TAG_BYTES_COLUMN,
@@ -133,37 +134,6 @@ def check_max_frame_size(value: object) -> None:
 # ---------------------------------------------------------------------------
 # Typed views of frames. The hot path works on validated raw items (lists);
 # these classes are for control frames and for code that prefers objects.
-
-
-#: An int of at most this many bits is shown in an error message as it is; a
-#: larger one by its size (Python refuses to turn an int of over 4,300 digits
-#: into text, and a peer's 64 KiB integer would make as long a message).
-_SHOWN_BITS: Final = 128
-#: A value's repr is cut to this many characters in an error message.
-_SHOWN_CHARS: Final = 200
-
-
-def show_value(value: object) -> str:
-    """``repr(value)`` made safe for an error message about a value a peer sent.
-
-    Never raises, and stays short: an int of more than :data:`_SHOWN_BITS`
-    bits becomes ``"an integer of N bits"``, a container holding one is named
-    by its type, and a long repr is cut. Use it for every decoded value put
-    into a message: formatting a huge int directly raises ValueError, which
-    would turn the peer's error into an unhelpful ``MALFORMED_FRAME``.
-    """
-    if type(value) is int:
-        bits = value.bit_length()
-        if bits <= _SHOWN_BITS:
-            return repr(value)
-        return f"{'a negative' if value < 0 else 'an'} integer of {bits:,} bits"
-    try:
-        text = repr(value)
-    except ValueError:  # it holds an int too long to print
-        return f"a {type(value).__name__} holding an integer too long to show"
-    if len(text) > _SHOWN_CHARS:
-        text = text[: _SHOWN_CHARS - 3] + "..."
-    return text
 
 
 def _expect(item: list[Any], length: int, name: str) -> None:

@@ -35,6 +35,7 @@ from cellmesh.wire.codec import (
     MAX_ID,
     MIN_MAX_FRAME_SIZE,
     NEED_DATA,
+    TAG_BYTES_COLUMN,
     TAG_FLOAT64_LE,
     TAG_SINT64_LE,
     TAG_UINT64_LE,
@@ -976,6 +977,13 @@ HUGE_INTS: list[tuple[str, object, type[RemoteProtocolError], str]] = [
      HandshakeError, "hello option max_frame_size must be an integer in 0..2**63-1"),
     ("hello sessions", [Kind.HELLO, 1, "x", {}, {"sessions": HUGE}], HandshakeError,
      "sessions must be a boolean"),
+    ("vesicle index", [Kind.REPLY, 1, ["p", cbor2.CBORTag(VESICLE_TAG, [-HUGE, 1])]],
+     MalformedFrame, "vesicle index a negative integer of 16,000 bits out of order"),
+    ("vesicle length", [Kind.REPLY, 1, ["p", cbor2.CBORTag(VESICLE_TAG, [0, HUGE])]],
+     MalformedFrame, "vesicle length an integer of 16,000 bits is out of range"),
+    ("packed bytes count", [Kind.COLUMNS, Kind.REPLY, 1, "p", [1],
+                            [cbor2.CBORTag(TAG_BYTES_COLUMN, [HUGE, b"ab"])]],
+     MalformedFrame, "a packed bytes column of an integer of 16,000 bits values"),
 ]
 
 
