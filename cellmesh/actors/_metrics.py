@@ -57,6 +57,9 @@ SPAWN_KEY: Final = "SpawnCell"
 DYNAMIC: Final = "~dynamic"
 #: A counter a cell reports above this is not believed (2**53: exact in a float).
 MAX_COUNT: Final = 1 << 53
+#: A service time a cell reports above this (an hour, in microseconds) is not believed:
+#: its percentiles become None, and no sampled call counts for more in the sum.
+MAX_RTT_US: Final = 3600.0 * 1_000_000
 #: Buckets a CellStats histogram must have.
 BUCKET_COUNT: Final = len(RTT_BUCKETS_US) + 1
 
@@ -91,13 +94,24 @@ def _count(value: object) -> int:
     return value
 
 
+def _duration_bound(buckets: tuple[int, ...]) -> float:
+    """The largest believable sum of durations (us) of the calls ``buckets`` counts: each
+    at its bucket's upper bound, those above the last bound at :data:`MAX_RTT_US`."""
+    bounds = (*(float(b) for b in RTT_BUCKETS_US), MAX_RTT_US)
+    return math.fsum(count * bound for count, bound in zip(buckets, bounds, strict=True))
+
+
 def accept_stats(stats: CellStats) -> CellStats:
     """``stats`` as the root keeps it (see the module doc).
 
-    Counters outside ``[0, 2**53]`` become 0; a histogram whose shape is not
+    Every number is bounded, because cells are untrusted and what the root
+    keeps is printed by ``status`` and ``top`` and served to Prometheus:
+    counters outside ``[0, 2**53]`` become 0; a histogram whose shape is not
     ``BUCKET_COUNT`` believable counts with a finite, non-negative sum is
-    dropped (so a cell cannot make the root hold a large tuple); percentiles
-    that are not finite and non-negative become None.
+    dropped (so a cell cannot make the root hold a large tuple), and its sum
+    is capped at what its counts allow (each call at most its bucket's bound,
+    :data:`MAX_RTT_US` above the last); percentiles that are not finite and in
+    ``[0, MAX_RTT_US]`` become None.
     """
     buckets = stats.rtt_buckets
     total = stats.rtt_sum_us
@@ -108,14 +122,14 @@ def accept_stats(stats: CellStats) -> CellStats:
     )
 
     def pct(value: float | None) -> float | None:
-        ok = isinstance(value, float) and math.isfinite(value) and value >= 0.0
+        ok = isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= MAX_RTT_US
         return value if ok else None
 
     return CellStats(
         msgs_in=_count(stats.msgs_in), msgs_out=_count(stats.msgs_out),
         errors=_count(stats.errors), rtt_p50_us=pct(stats.rtt_p50_us),
         rtt_p99_us=pct(stats.rtt_p99_us), rtt_buckets=tuple(buckets) if good else (),
-        rtt_sum_us=total if good else 0.0,
+        rtt_sum_us=min(total, _duration_bound(tuple(buckets))) if good else 0.0,
     )
 
 
@@ -289,6 +303,7 @@ __all__ = [
     "DYNAMIC",
     "EXIT_KINDS",
     "MAX_COUNT",
+    "MAX_RTT_US",
     "SPAWNED",
     "SPAWN_KEY",
     "CellRef",

@@ -98,8 +98,12 @@ class CellStatus:
 
     ``state``: ``running`` (process up and ready), ``starting`` (spawned, not
     yet ready), ``dormant`` (declared, waiting for its first connection),
-    ``stopped`` (not running and not restarted: a temporary or transient cell
-    that ended, or one stopped by request). ``supervisor`` is the name of its
+    ``stopping`` (its supervisor asked its process to stop: ``cellmesh down``,
+    a restart of its siblings, a reload; it runs its ``on_stop``),
+    ``restarting`` (it ended and its supervisor restarts it after a backoff
+    delay: ``restart_in`` says when), ``stopped`` (not running and not
+    restarted: a temporary or transient cell that ended, or one stopped by
+    request). ``supervisor`` is the name of its
     supervisor (``root`` for the top one, a ``[supervisors.X]`` name,
     ``~dynamic``, or the replicated cell's name for a replica). Counters come from the cell's last
     :class:`CellStats` (zero before the first); ``rss`` bytes and
@@ -133,6 +137,12 @@ class CellStatus:
     last_exit_at: float | None = None
     #: Set on the rows of a replicated cell's replicas (``name`` is ``X/<id>``).
     replica: ReplicaInfo | None = None
+    #: When the root received the counters and percentiles above (Unix time, on the
+    #: root's clock; None before the process's first report). Rates divide by the
+    #: difference of two of these, not by the time between two StatusRequests.
+    stats_at: float | None = None
+    #: Seconds until the supervisor restarts the cell (state ``restarting``), else None.
+    restart_in: float | None = None
 
 
 @protein("cellmesh.ctl.ReplicaInfo")
@@ -196,7 +206,12 @@ class RestartRecord:
 
 @protein("cellmesh.ctl.StatusReply")
 class StatusReply:
-    """The mesh: root pid and uptime, every cell, the newest restart records."""
+    """The mesh: root pid and uptime, every cell, the newest restart records.
+
+    ``stopping`` is true once the root was asked to stop (``cellmesh down``,
+    SIGTERM) or is stopping on its own (its top supervisor gave up): its
+    cells are being stopped in reverse start order.
+    """
 
     root_pid: int
     uptime: float
@@ -204,6 +219,7 @@ class StatusReply:
     cells: list[CellStatus]
     restart_log: list[RestartRecord]
     groups: list[GroupStatus] = attrs.Factory(list)
+    stopping: bool = False
 
 
 @protein("cellmesh.ctl.KillCell")

@@ -90,6 +90,7 @@ from ._preflight import check_new_code, preload_mesh
 from ._reload import reload_mesh
 from ._replicas import Replicas
 from ._rootlock import RootLock
+from ._statusnotes import StatusNotes, child_name, slot_of, slots_text
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
 from ._tasks import Background
@@ -169,6 +170,7 @@ class Root:
     _post: CellDownPost = attrs.field(init=False)
     _watches: Watches = attrs.field(init=False)
     _child_logs: ChildLogs = attrs.field(init=False)
+    _notes: StatusNotes = attrs.Factory(StatusNotes)
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -267,7 +269,7 @@ class Root:
                     self.log(f"root: could not start the mesh: {exc}")
                     nursery.cancel_scope.cancel()
                 else:
-                    self.log(f"root: up (pid {os.getpid()}, {len(self.slots)} cells, "
+                    self.log(f"root: up (pid {os.getpid()}, {slots_text(self.slots.values())}, "
                              f"backend {self.backend.name})")
                     task_status.started(self)
         finally:
@@ -456,15 +458,17 @@ class Root:
 
     def _on_event(self, supervisor: str, event: SupervisorEvent) -> None:
         with self._tasks.guard(f"event of supervisor {supervisor}"):
+            slot = slot_of(self.slots, supervisor, event.child_id)
+            self._notes.on_event(slot, event, mono=time.monotonic())  # for status
             self._log_event(supervisor, event)
 
     def _log_event(self, supervisor: str, event: SupervisorEvent) -> None:
+        name = child_name(self.slots, supervisor, event.child_id)  # as status names it
         if event.kind in ("start_failed", "escalated", "delaying"):
-            self.log(f"root: supervisor {supervisor}: {event.kind} {event.child_id} "
-                     f"{event.detail}".rstrip())
-        if event.kind == "start_failed" and not _swapping(self.slots.get(event.child_id)):
+            self.log(f"root: supervisor {supervisor}: {event.kind} {name} {event.detail}".rstrip())
+        if event.kind == "start_failed" and not _swapping(self.slots.get(name)):
             reason = ChildStartFailed.reason_of(event.child_id, event.detail)
-            self._record(event.child_id, f"failed to start: {reason}")
+            self._record(name, f"failed to start: {reason}")
 
     def _record(self, cell: str, reason: str) -> None:
         self.restart_log.append(RestartRecord(at=time.time(), cell=cell, reason=reason))
@@ -631,6 +635,7 @@ class Root:
         if isinstance(msg, CellStats):
             if not self._swapper.ignores_stats(slot, msg):
                 slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted
+                self._notes.stats_received(slot, at=time.time())  # top's rates divide by it
                 if self.metrics is not None:
                     self.metrics.observe_stats(slot, self.pid_of(slot), stats)
             return None
@@ -690,20 +695,21 @@ class Root:
     # ------------------------------------------------------------ status
 
     def status(self) -> StatusReply:
-        """Every cell's state and counters, the restart log (newest last)."""
+        """Every cell's state and counters, the restart log (newest last); whether the
+        root is stopping (its cells being stopped show ``stopping``)."""
         samples = _proc.scan()
         now = time.time()
         mono = time.monotonic()
         cells = []
         for slot in self.slots.values():
-            cells.append(slot.report(
+            cells.append(self._notes.annotate(slot, slot.report(
                 self.pid_of(slot), samples, now=now, mono=mono, backend=self.backend.name,
                 replica=self._replicas.info(slot),
-            ))
+            ), mono=mono, root_stopping=self._stopping))
         return StatusReply(
             root_pid=os.getpid(), uptime=now - self.started_at,
             manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
-            groups=self._replicas.status(),
+            groups=self._replicas.status(), stopping=self._stopping,
         )
 
 

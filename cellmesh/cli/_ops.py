@@ -3,32 +3,29 @@
 ``status`` and ``top`` ask the root over its control socket
 (``$CELL_UMBILICAL``) with :class:`~cellmesh.actors.control.StatusRequest`;
 ``logs`` reads the captured output and lifecycle events under
-``$CELL_HOME/logs`` directly (no root needed).
+``$CELL_HOME/logs`` directly (no root needed: :mod:`._logs`).
 
 The rendering is pure: :func:`status_json`, :func:`status_table`,
 :func:`rates` and :func:`top_frame` turn :class:`StatusReply` values into
-JSON documents or rich renderables, so tests need neither a root nor a
-terminal. The commands around them are thin.
+JSON documents or rich renderables (every figure through :mod:`._fmt`), so
+tests need neither a root nor a terminal. The commands around them are thin.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import difflib
 import json as jsonlib
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, Final, TextIO
 
 import attrs
 import cyclopts
 import trio
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -42,14 +39,25 @@ from ..actors.control import (
     StatusReply,
     StatusRequest,
 )
-from ..actors.exitcause import printable
-from ..actors.lastwords import duration_text
-from ..actors.logs import LogCursor, LogRecord, follow_log, logged_cells, read_log
-from ..actors.membership import parse_replica_name, replica_stem, replicas_text
-from ..config import Paths, check_cell_name, check_seconds
-from ..errors import CellmeshError, ConfigError
+from ..actors.membership import replicas_text
+from ..config import Paths, check_seconds
+from ..errors import CellmeshError
 from ..transport.synapse import Synapse
 from ._client import ask_root, open_root
+from ._fmt import (
+    fmt_bytes,
+    fmt_count,
+    fmt_countdown,
+    fmt_duration,
+    fmt_percent,
+    fmt_rate,
+    fmt_us,
+    fmt_when,
+    json_safe,
+    shown,
+    state_text,
+)
+from ._logs import NoCellLogs, cell_of_stem, log_name, run_logs
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -59,6 +67,12 @@ ROOT_TIMEOUT: Final = 10.0
 PIPE_WIDTH: Final = 160
 #: Restart records shown by ``top``.
 TOP_RESTARTS: Final = 8
+#: ``top --once``: how much longer than ``--interval`` it waits for the cells' next
+#: reports (they report about once a second), and how often it asks meanwhile.
+REPORT_WAIT: Final = 1.5
+REPORT_POLL: Final = 0.1
+#: The VERSION column's width at most: a cell chooses its version (up to 100 characters).
+VERSION_WIDTH: Final = 24
 
 
 class BadRootReply(CellmeshError):
@@ -67,78 +81,6 @@ class BadRootReply(CellmeshError):
     def __init__(self, got: object) -> None:
         super().__init__(f"the root answered StatusRequest with {type(got).__name__}")
         self.got = got
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``None`` -> ``-``; else the two largest units: ``45s``, ``3m05s``, ``2h07m``, ``3d04h``."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    return duration_text(seconds)
-
-
-def fmt_bytes(n: int | None) -> str:
-    """``None`` -> ``-``; else binary units: ``512B``, ``1.5K``, ``12.0M``, ``2.0G``."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def fmt_us(us: float | None) -> str:
-    """A service time in microseconds: ``-``, ``850us``, ``1.25ms``, ``2.10s``."""
-    if us is None:
-        return "-"
-    if us < 1000:
-        return f"{us:.0f}us"
-    if us < 1_000_000:
-        return f"{us / 1000:.2f}ms"
-    return f"{us / 1_000_000:.2f}s"
-
-
-def fmt_percent(p: float | None) -> str:
-    """``None`` -> ``-``; else one decimal: ``12.5``."""
-    return "-" if p is None else f"{p:.1f}"
-
-
-def fmt_rate(r: float | None) -> str:
-    """Messages per second: ``-`` when unknown, else ``0``, ``12.3``, ``4567``."""
-    if r is None:
-        return "-"
-    return f"{r:.1f}" if r < 100 else f"{r:.0f}"
-
-
-def _state_style(state: str) -> str:
-    return {"running": "green", "starting": "yellow", "dormant": "cyan"}.get(state, "red")
-
-
-def shown(value: object) -> str:
-    """Text the root relays from cells, made safe to print: every control or other
-    unprintable character shown as ``?`` (no escape sequence reaches the
-    terminal). Print it as a :class:`Text` (literal: a ``[`` is not rich markup,
-    a ``:name:`` not an emoji). The root cleans what it keeps too; this does not
-    rely on it."""
-    return printable(value if isinstance(value, str) else str(value))
-
-
-def state_text(cell: CellStatus) -> Text:
-    """The STATE column: the state, or ``swapping (phase)`` while a hot swap runs."""
-    if cell.swap:
-        return Text(f"swapping ({shown(cell.swap)})", style="bold magenta")
-    return Text(shown(cell.state), style=_state_style(cell.state))
-
-
-def _when(at: float) -> str:
-    try:
-        return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return "?"
 
 
 # ---------------------------------------------------------------- status
@@ -188,29 +130,56 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "last_exit": cell.last_exit,
         "last_exit_at": cell.last_exit_at,
         "replica": replica_json(cell.replica),
+        "stats_at": cell.stats_at,
+        "restart_in": cell.restart_in,
     }
 
 
+
 def status_json(reply: StatusReply) -> dict[str, object]:
-    """The ``status --json`` document (see the ``status`` command's help for the fields)."""
-    return {
+    """The ``status --json`` document (see the ``status`` command's help for the fields).
+
+    Always valid JSON (:func:`json_safe`), whatever the numbers in ``reply``.
+    """
+    doc = {
         "schema": STATUS_SCHEMA,
-        "root": {"pid": reply.root_pid, "uptime": reply.uptime, "manifest": reply.manifest},
+        "root": {"pid": reply.root_pid, "uptime": reply.uptime, "manifest": reply.manifest,
+                 "stopping": reply.stopping},
         "cells": [cell_json(c) for c in reply.cells],
         "restart_log": [
             {"at": r.at, "cell": r.cell, "reason": r.reason} for r in reply.restart_log
         ],
         "groups": [group_json(g) for g in reply.groups],
     }
+    safe = json_safe(doc)
+    assert isinstance(safe, dict)
+    return safe
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def status_header(reply: StatusReply) -> Text:
-    """``root pid 123, up 3m05s, manifest /path, 4 cells (3 running)``."""
+    """``root pid 123, up 3m05s, manifest /path, 4 cells (3 running)``.
+
+    A replicated cell counts once, its replicas apart (``1 cell (3 replicas, 3
+    running)``); ``root pid 123 (stopping)`` once the root is stopping.
+    """
     running = sum(c.state == "running" for c in reply.cells)
-    return Text(shown(
-        f"root pid {reply.root_pid}, up {fmt_duration(reply.uptime)}, "
-        f"manifest {reply.manifest or '-'}, {len(reply.cells)} cells ({running} running)"
+    groups = {c.replica.group for c in reply.cells if c.replica is not None}
+    replicas = sum(c.replica is not None for c in reply.cells)
+    counts = [_plural(replicas, "replica")] if replicas else []
+    counts.append(f"{running} running")
+    cells = _plural(len(reply.cells) - replicas + len(groups), "cell")
+    text = Text(shown(f"root pid {reply.root_pid}"))
+    if reply.stopping:
+        text.append(" (stopping)", style="bold yellow")
+    text.append(shown(
+        f", up {fmt_duration(reply.uptime)}, manifest {reply.manifest or '-'}, "
+        f"{cells} ({', '.join(counts)})"
     ))
+    return text
 
 
 #: The replica columns (``status`` and ``top``), shown when the mesh has a replicated cell.
@@ -218,7 +187,7 @@ REPLICA_COLUMNS: Final = ("ROLE", "TERM", "COMMIT", "APPLIED", "LAG")
 
 
 def _opt(value: int | None) -> str:
-    return "-" if value is None else str(value)
+    return fmt_count(value)
 
 
 def replica_cells(info: ReplicaInfo | None) -> tuple[Text, str, str, str, str]:
@@ -249,27 +218,57 @@ def last_exits(reply: StatusReply, *, now: float) -> Text:
     return text
 
 
+#: The columns that keep their width when a table is wider than the terminal.
+KEPT_COLUMNS: Final = frozenset({"CELL", "STATE"})
+
+
+def cells_table(columns: Iterable[tuple[str, JustifyMethod]]) -> Table:
+    """An empty ``status``/``top`` table of ``(title, justify)`` columns.
+
+    One line per row, whatever the width: no cell's text wraps (:func:`add_row`
+    cuts it with ``…``). When the table is wider than the terminal, the columns
+    other than CELL and STATE give way, the widest first, so what one row holds
+    (a long version, a large figure) cannot hide the names of the others.
+    VERSION, which a cell chooses, is at most :data:`VERSION_WIDTH` wide.
+    """
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title, justify in columns:
+        table.add_column(
+            Text(title, no_wrap=True, overflow="ellipsis"), justify=justify,
+            no_wrap=title in KEPT_COLUMNS, overflow="ellipsis",
+            max_width=VERSION_WIDTH if title == "VERSION" else None,
+        )
+    return table
+
+
+def add_row(table: Table, *cells: str | Text) -> None:
+    """Add a row of :func:`cells_table`: each cell on one line, cut with ``…`` if narrowed."""
+    texts = [cell if isinstance(cell, Text) else Text(cell) for cell in cells]
+    for text in texts:
+        text.no_wrap, text.overflow = True, "ellipsis"
+    table.add_row(*texts)
+
+
 def status_table(reply: StatusReply) -> Table:
     """The ``status`` table: one row per cell (per replica: ``X/i``), in the root's order.
 
     When the mesh has a replicated cell, each row also shows ROLE, TERM,
     COMMIT, APPLIED and LAG (``-`` on plain cells' rows).
     """
-    table = Table(box=None, header_style="bold", pad_edge=False)
     replicas = _has_replicas(reply)
-    for title, justify in (
+    table = cells_table((
         ("CELL", "left"), ("SUPERVISOR", "left"), ("STATE", "left"), ("PID", "right"),
         ("RESTARTS", "right"), ("UPTIME", "right"), ("IN", "right"), ("OUT", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("P50", "right"), ("P99", "right"),
         ("DNA", "left"), ("VERSION", "left"),
         *(((t, "left" if t == "ROLE" else "right") for t in REPLICA_COLUMNS) if replicas else ()),
-    ):
-        table.add_column(title, justify=justify, no_wrap=True)
+    ))
     for c in reply.cells:
-        table.add_row(
+        add_row(table,
             Text(shown(c.name)), Text(shown(c.supervisor)), state_text(c),
-            "-" if c.pid is None else str(c.pid), str(c.restarts), fmt_duration(c.uptime),
-            str(c.msgs_in), str(c.msgs_out), fmt_bytes(c.rss), fmt_percent(c.cpu_percent),
+            fmt_count(c.pid), fmt_count(c.restarts), fmt_duration(c.uptime),
+            fmt_count(c.msgs_in), fmt_count(c.msgs_out), fmt_bytes(c.rss),
+            fmt_percent(c.cpu_percent),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), Text(shown(c.dna or "-")),
             Text(shown(c.version or "-")),
             *(replica_cells(c.replica) if replicas else ()),
@@ -283,12 +282,13 @@ def group_lines(reply: StatusReply) -> Text:
     for g in reply.groups:
         if out:
             out.append("\n")
-        leader = "no leader" if g.leader is None else f"leader {g.name}/{g.leader} (term {g.term})"
+        leader = ("no leader" if g.leader is None
+                  else f"leader {g.name}/{fmt_count(g.leader)} (term {fmt_count(g.term)})")
         members = ", ".join(f"{g.name}/{i}" for i in g.members)
         out.append(shown(g.name), style="bold")
         out.append(shown(f": {replicas_text(len(g.members))} ({members}), {leader}"))
         if g.target != len(g.members):
-            out.append(f", target {g.target}")
+            out.append(f", target {fmt_count(g.target)}")
         if g.change:
             out.append(f"\n  changing: {shown(g.change)}", style="yellow")
         if g.error:
@@ -308,7 +308,7 @@ def group_lines(reply: StatusReply) -> Text:
 
 @attrs.frozen(kw_only=True)
 class CellRate:
-    """Per-cell rates between two snapshots; None when they cannot be known."""
+    """Per-cell rates between two reports of the cell; None when they cannot be known."""
 
     msgs_in_per_s: float | None
     msgs_out_per_s: float | None
@@ -322,19 +322,43 @@ def _rate(prev: int, cur: int, elapsed: float, reset: bool) -> float:
     return max(delta, 0) / elapsed
 
 
-def rates(prev: StatusReply, cur: StatusReply, elapsed: float) -> dict[str, CellRate]:
-    """Messages per second of every cell of ``cur`` since ``prev``, ``elapsed`` s earlier.
+def _window(prev: CellStatus, cur: CellStatus, elapsed: float) -> float | None:
+    """Seconds between the cell's reports behind ``prev`` and ``cur``; None when ``cur``
+    holds no newer report. Without report times (a root that does not send them) the
+    snapshots' own ``elapsed``."""
+    if prev.stats_at is None and cur.stats_at is None:
+        return elapsed if elapsed > 0 and math.isfinite(elapsed) else None
+    if prev.stats_at is None or cur.stats_at is None:
+        return None
+    window = cur.stats_at - prev.stats_at
+    return window if window > 0 and math.isfinite(window) else None
 
-    Pure. A cell restarted in between (pid changed, restart count grew, or a
+
+def rates(
+    prev: StatusReply, cur: StatusReply, elapsed: float,
+    last: Mapping[str, CellRate] | None = None,
+) -> dict[str, CellRate]:
+    """Messages per second of every cell of ``cur`` since ``prev`` (``elapsed`` s earlier).
+
+    Pure. A cell's counters are those of its last report to the root (about
+    one a second, whatever the snapshots' interval): a rate is the change in
+    its counters over the time between the two reports (``stats_at``), so
+    snapshots taken more or less often than the cell reports neither see zero
+    nor twice the rate. When ``cur`` holds the same report as ``prev`` the
+    cell's rate in ``last`` (the previous call's result) still holds.
+
+    A cell restarted in between (pid changed, restart count grew, or a
     counter went down) has its counters reset: its rate is its new count over
-    the interval, never negative. A cell absent from ``prev``, one not
-    running, or ``elapsed <= 0`` gives None rates.
+    the window, never negative. A cell absent from ``prev``, one not running,
+    one with no report in either snapshot, or one whose only new report is the
+    first of a new process, gives None rates. Without report times in the
+    snapshots the window is ``elapsed`` (None rates when it is not > 0).
     """
     before = {c.name: c for c in prev.cells}
     out: dict[str, CellRate] = {}
     for c in cur.cells:
         p = before.get(c.name)
-        if p is None or not (elapsed > 0 and math.isfinite(elapsed)) or c.pid is None:
+        if p is None or c.pid is None:
             out[c.name] = CellRate(msgs_in_per_s=None, msgs_out_per_s=None,
                                    restarted=p is not None and p.pid != c.pid)
             continue
@@ -342,12 +366,33 @@ def rates(prev: StatusReply, cur: StatusReply, elapsed: float) -> dict[str, Cell
             p.pid != c.pid or c.restarts != p.restarts
             or c.msgs_in < p.msgs_in or c.msgs_out < p.msgs_out
         )
+        window = _window(p, c, elapsed)
+        if window is None:
+            kept = None if reset or last is None else last.get(c.name)
+            out[c.name] = CellRate(
+                msgs_in_per_s=None if kept is None else kept.msgs_in_per_s,
+                msgs_out_per_s=None if kept is None else kept.msgs_out_per_s,
+                restarted=reset,
+            )
+            continue
         out[c.name] = CellRate(
-            msgs_in_per_s=_rate(p.msgs_in, c.msgs_in, elapsed, reset),
-            msgs_out_per_s=_rate(p.msgs_out, c.msgs_out, elapsed, reset),
+            msgs_in_per_s=_rate(p.msgs_in, c.msgs_in, window, reset),
+            msgs_out_per_s=_rate(p.msgs_out, c.msgs_out, window, reset),
             restarted=reset,
         )
     return out
+
+
+def stale_reports(prev: StatusReply, cur: StatusReply) -> list[str]:
+    """The running cells of ``cur`` whose report is the one ``prev`` held already
+    (``top --once`` waits a little for their next report)."""
+    before = {c.name: c for c in prev.cells}
+    return [
+        c.name for c in cur.cells
+        if c.pid is not None and c.stats_at is not None
+        and (p := before.get(c.name)) is not None and p.pid == c.pid
+        and p.stats_at == c.stats_at
+    ]
 
 
 def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) -> Panel:
@@ -357,7 +402,7 @@ def restart_panel(records: list[RestartRecord], *, limit: int = TOP_RESTARTS) ->
     for i, r in enumerate(newest):
         if i:
             body.append("\n")
-        body.append(f"{_when(r.at)} ", style="dim")
+        body.append(f"{fmt_when(r.at)} ", style="dim")
         body.append(shown(r.cell), style="bold")
         body.append(shown(f" {r.reason}"))
     if not newest:
@@ -371,28 +416,26 @@ def top_frame(
 ) -> RenderableType:
     """One ``top`` frame: header, per-cell table with rates, restart log panel
     (and, ``live``, how to quit)."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
     replicas = _has_replicas(reply)
-    for title, justify in (
+    table = cells_table((
         ("CELL", "left"), ("STATE", "left"), ("PID", "right"), ("IN/s", "right"),
         ("OUT/s", "right"), ("P50", "right"), ("P99", "right"), ("RESTARTS", "right"),
         ("RSS", "right"), ("CPU%", "right"), ("UPTIME", "right"),
         *(((t, "left" if t == "ROLE" else "right") for t in REPLICA_COLUMNS) if replicas else ()),
-    ):
-        table.add_column(title, justify=justify, no_wrap=True)
+    ))
     for c in reply.cells:
         r = cell_rates.get(c.name)
-        restarts = Text(str(c.restarts), style="bold red" if r and r.restarted else "")
-        table.add_row(
-            Text(shown(c.name)), state_text(c),
-            "-" if c.pid is None else str(c.pid),
+        restarts = Text(fmt_count(c.restarts), style="bold red" if r and r.restarted else "")
+        add_row(table,
+            Text(shown(c.name)), state_text(c), fmt_count(c.pid),
             fmt_rate(r.msgs_in_per_s if r else None), fmt_rate(r.msgs_out_per_s if r else None),
             fmt_us(c.rtt_p50_us), fmt_us(c.rtt_p99_us), restarts, fmt_bytes(c.rss),
             fmt_percent(c.cpu_percent), fmt_duration(c.uptime),
             *(replica_cells(c.replica) if replicas else ()),
         )
-    footer = Text(f"every {interval:g}s; q or Ctrl-C quits" if live
-                  else f"rates over {interval:g}s", style="dim")
+    footer = Text(f"every {interval:g}s (rates between the cells' reports, about 1 s apart); "
+                  "q or Ctrl-C quits" if live
+                  else "rates between the cells' last two reports, about 1 s apart", style="dim")
     parts: list[RenderableType] = [status_header(reply), table]
     if reply.groups:
         parts.append(group_lines(reply))
@@ -473,11 +516,18 @@ async def _quit_requested(fd: int | None, timeout: float) -> bool:
 
 
 async def _top_once(paths: Paths, interval: float) -> RenderableType:
+    """Two snapshots ``interval`` apart; if some running cells have not reported
+    in between (they do about once a second), ask again until they have, for at
+    most :data:`REPORT_WAIT` s more (their rates are ``-`` after that)."""
     async with open_root(paths) as syn:
         first = await _ask(syn)
         t0 = trio.current_time()
         await trio.sleep(interval)
         second = await _ask(syn)
+        deadline = trio.current_time() + REPORT_WAIT
+        while stale_reports(first, second) and trio.current_time() < deadline:
+            await trio.sleep(REPORT_POLL)
+            second = await _ask(syn)
         elapsed = trio.current_time() - t0
     return top_frame(second, rates(first, second, elapsed), interval=interval, live=False)
 
@@ -486,12 +536,14 @@ async def _top_live(paths: Paths, interval: float, console: Console, key_fd: int
     async with open_root(paths) as syn:
         prev: StatusReply | None = None
         prev_t = 0.0
+        cell_rates: dict[str, CellRate] = {}
         with Live(console=console, auto_refresh=False, screen=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
             while True:
                 reply = await _ask(syn)
                 now = trio.current_time()
-                cell_rates = rates(prev, reply, now - prev_t) if prev is not None else {}
+                if prev is not None:  # a cell that did not report since keeps its last rate
+                    cell_rates = rates(prev, reply, now - prev_t, cell_rates)
                 live.update(top_frame(reply, cell_rates, interval=interval), refresh=True)
                 prev, prev_t = reply, now
                 if await _quit_requested(key_fd, interval):
@@ -519,98 +571,6 @@ def run_top(*, interval: float, once: bool, out: TextIO | None = None) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- logs
-
-
-def log_name(name: str) -> str:
-    """The file name of ``NAME``'s logs: the cell's name, or ``X..i`` for replica ``X/i``.
-
-    Raises :class:`~cellmesh.errors.ConfigError` (source ``NAME``) when it is neither.
-    """
-    replica = parse_replica_name(name)
-    if replica is not None:
-        check_cell_name(replica[0], source="NAME")
-        return replica_stem(*replica)
-    check_cell_name(name, source="NAME")
-    return name
-
-
-def run_logs(
-    name: str,
-    *,
-    follow: bool,
-    lines: int | None,
-    json: bool = False,
-    timestamps: bool = False,
-    out: TextIO | None = None,
-) -> int:
-    """Implementation of ``cellmesh logs``."""
-    out = out if out is not None else sys.stdout
-    stem = log_name(name)
-    if lines is not None and lines < 0:
-        raise ConfigError("--lines", f"must be >= 0, got {lines}")
-    log_dir = Paths.from_env().log_dir
-    view = read_log(log_dir, stem, lines=lines)
-    if not view.found:
-        raise NoCellLogs(name, log_dir, logged_cells(log_dir))
-    _write_records(out, name, view.records, json=json, timestamps=timestamps)
-    if not follow:
-        return 0
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following
-        trio.run(_follow, log_dir, (stem, name), view.cursor, out, (json, timestamps))
-    return 0
-
-
-def _write_records(
-    out: TextIO, name: str, records: list[LogRecord], *, json: bool, timestamps: bool
-) -> None:
-    for record in records:
-        if json:
-            out.write(jsonlib.dumps(record.to_json(name), sort_keys=True) + "\n")
-        else:
-            out.write(record.display(timestamps=timestamps) + "\n")
-    out.flush()
-
-
-async def _follow(
-    log_dir: Path, names: tuple[str, str], cursor: LogCursor, out: TextIO,
-    style: tuple[bool, bool],
-) -> None:
-    """Follow the logs filed as ``names[0]`` (a replica's stem) shown as ``names[1]``."""
-    stem, name = names
-    json, timestamps = style
-    async for records in follow_log(log_dir, stem, cursor):
-        _write_records(out, name, records, json=json, timestamps=timestamps)
-
-
-class NoCellLogs(CellmeshError):
-    """Cell ``name`` has neither captured output nor lifecycle events under ``log_dir``.
-
-    ``known`` lists the cells that have logs there; the message suggests the
-    nearest name.
-    """
-
-    def __init__(self, name: str, log_dir: Path, known: list[str]) -> None:
-        replicas = sorted(k.replace("..", "/") for k in known if k.startswith(f"{name}.."))
-        if replicas:
-            super().__init__(
-                f"no logs for cell {name!r}: it is a replicated cell, name one replica "
-                f"({', '.join(replicas)})"
-            )
-            self.name = name
-            self.log_dir = log_dir
-            self.known = known
-            return
-        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        cells = f"cells with logs: {listed}" if known else f"nothing in {log_dir}"
-        super().__init__(f"no logs for cell {name!r} ({hint}{cells})")
-        self.name = name
-        self.log_dir = log_dir
-        self.known = known
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -622,11 +582,15 @@ def register(app: cyclopts.App) -> None:
 
         With --json, prints one document (stable; "schema" is bumped when a
         field changes meaning):
-        "schema" (1); "root": {"pid", "uptime" (s), "manifest"};
+        "schema" (1); "root": {"pid", "uptime" (s), "manifest", "stopping"
+        (true once the root is stopping: `down`, SIGTERM, its top supervisor
+        gave up)};
         "cells": a list of {"name", "supervisor" (the name of its
         supervisor: "root" for the top one, a [supervisors.X] name,
         "~dynamic", or the replicated cell's name for a replica),
-        "state" (running|starting|dormant|stopped), "pid" (null when not
+        "state" (running|starting|dormant|stopping (being stopped: its
+        on_stop runs)|restarting (ended; its supervisor restarts it after a
+        backoff delay)|stopped), "pid" (null when not
         running), "restarts", "uptime" (s or null), "msgs_in", "msgs_out"
         (cumulative since the process started), "rss" (bytes or null),
         "cpu_percent" (or null), "rtt_p50_us", "rtt_p99_us" (service times
@@ -636,7 +600,10 @@ def register(app: cyclopts.App) -> None:
         yet: a dormant cell's code is not imported), "swap" (the phase of a
         hot swap in progress, or null), "last_exit" (the last crash: exit
         status and the exception the cell reported, or null), "last_exit_at"
-        (Unix time or null), "replica": null for a plain cell; for a replica
+        (Unix time or null), "stats_at" (Unix time the root received the
+        counters and RTTs: about once a second; null before the first),
+        "restart_in" (s until a "restarting" cell starts again, else null),
+        "replica": null for a plain cell; for a replica
         (row "X/i") {"group", "id", "role" (leader|follower|candidate|
         precandidate|learner|removed|unknown), "term", "leader",
         "commit_index", "applied_index", "last_index", "lag" (the leader's
@@ -647,6 +614,7 @@ def register(app: cyclopts.App) -> None:
         "groups": one per replicated cell, {"name", "supervisor", "members"
         (replica ids), "target" (replicas asked for), "leader", "term",
         "change" (in progress, "" if none), "error" (last failed change)}.
+        A number that is not finite or does not fit in 64 bits is null.
         Exit 1 when no root is running.
 
         Parameters
@@ -660,9 +628,12 @@ def register(app: cyclopts.App) -> None:
     def _top(*, interval: float = 1.0, once: bool = False) -> int:
         """A live dashboard of the mesh: per-cell msgs/s, RTT, restarts, memory, state.
 
-        Press q (or Ctrl-C) to quit. When stdout is not a terminal, or with
-        --once, prints one frame (two snapshots INTERVAL apart, for the
-        rates) and exits.
+        Press q (or Ctrl-C) to quit. Cells report their counters about once a
+        second: msgs/s is the change between a cell's two last reports over
+        the time between them, whatever INTERVAL. When stdout is not a
+        terminal, or with --once, prints one frame (two snapshots at least
+        INTERVAL apart, waiting up to 1.5 s more for the cells' next reports)
+        and exits.
 
         Parameters
         ----------
@@ -707,19 +678,25 @@ def register(app: cyclopts.App) -> None:
         return run_logs(name, follow=follow, lines=lines, json=json, timestamps=timestamps)
 
 
-__all__ = [
+__all__ = [  # the formatters (._fmt) and the logs command (._logs) too, as before
     "BadRootReply",
     "CellRate",
     "NoCellLogs",
+    "add_row",
     "cell_json",
+    "cells_table",
     "fetch_status",
+    "cell_of_stem",
     "fmt_bytes",
+    "fmt_count",
+    "fmt_countdown",
     "fmt_duration",
     "fmt_percent",
     "fmt_rate",
     "fmt_us",
     "group_json",
     "group_lines",
+    "json_safe",
     "log_name",
     "last_exits",
     "rates",
@@ -730,6 +707,7 @@ __all__ = [
     "run_logs",
     "run_status",
     "run_top",
+    "stale_reports",
     "status_header",
     "status_json",
     "state_text",

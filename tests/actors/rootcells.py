@@ -447,3 +447,30 @@ class CallsTooEarly(cellmesh.Cell):
 
     async def on_start(self) -> None:
         await self.call("echo", Echo(1))
+
+
+#: What :class:`Liar` reports: absurd but finite service times (status_test, test_metrics).
+LIE_MSGS: Final = 424_242
+
+
+class Liar(cellmesh.Cell):
+    """Reports its own CellStats every 20 ms on its umbilical: service times of 1e300 us
+    (finite, so not refused as NaN would be) and a histogram summing to 1e300 us."""
+
+    async def on_start(self) -> None:
+        self.nursery.start_soon(self.lie)
+
+    async def lie(self) -> None:
+        import trio
+
+        from cellmesh.actors.control import CellStats
+
+        context = self._context()
+        assert context.umbilical is not None
+        while True:
+            await context.umbilical.signal(CellStats(
+                msgs_in=LIE_MSGS, msgs_out=LIE_MSGS, errors=0, rtt_p50_us=1e300,
+                rtt_p99_us=1e300, rtt_buckets=(0,) * 17 + (1,), rtt_sum_us=1e300,
+                token=context.token,
+            ))
+            await trio.sleep(0.02)

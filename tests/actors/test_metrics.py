@@ -23,13 +23,14 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from rootcells import Echo, Spawn
+from rootcells import LIE_MSGS, Echo, Spawn
 from test_root import cell, running_root
 
 from cellmesh import Synapse
 from cellmesh.actors._metrics import (
     BUCKET_COUNT,
     MAX_COUNT,
+    MAX_RTT_US,
     MeshMetrics,
     SlotRow,
     accept_stats,
@@ -99,6 +100,28 @@ def test_accept_stats_keeps_only_what_it_believes(bad: CellStats) -> None:
     assert kept.rtt_buckets == () or len(kept.rtt_buckets) == BUCKET_COUNT
     assert len(kept.rtt_buckets) <= BUCKET_COUNT  # a cell cannot make the root hold more
     assert kept.rtt_p50_us is None or kept.rtt_p50_us >= 0
+
+
+def test_accept_stats_bounds_finite_but_absurd_service_times() -> None:
+    """Audit: a cell reporting rtt_p50_us=1e300 (finite, so it was kept) made `status`
+    print a 300-digit P50 that collapsed every other column, for every cell; a
+    histogram sum of 1e300 us per report made the Prometheus sum reach inf."""
+    one_slow = tuple([0] * (BUCKET_COUNT - 1) + [1])  # one call above the last bound
+    lie = CellStats(msgs_in=5, msgs_out=5, errors=0, rtt_p50_us=1e300, rtt_p99_us=1e300,
+                    rtt_buckets=one_slow, rtt_sum_us=1e300)
+    kept = accept_stats(lie)
+    assert (kept.rtt_p50_us, kept.rtt_p99_us) == (None, None)
+    assert kept.rtt_buckets == one_slow and kept.rtt_sum_us == MAX_RTT_US
+    fast = tuple([3] + [0] * (BUCKET_COUNT - 1))  # three calls under 50 us
+    assert accept_stats(stats(1, buckets=fast, total=1e300)).rtt_sum_us == 150.0
+    assert accept_stats(stats(1, buckets=fast, total=120.0)).rtt_sum_us == 120.0
+    edge = CellStats(msgs_in=1, msgs_out=1, errors=0, rtt_p50_us=MAX_RTT_US,
+                     rtt_p99_us=MAX_RTT_US * 1.0001)
+    assert (accept_stats(edge).rtt_p50_us, accept_stats(edge).rtt_p99_us) == (MAX_RTT_US, None)
+    m = MeshMetrics(declared=frozenset({"liar"}))
+    for _ in range(10_000):
+        m.observe_stats(Ref("liar"), 1, accept_stats(lie))
+    assert m.totals["liar"].rtt_sum_us == 10_000 * MAX_RTT_US  # finite, believable
 
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "a.x", "a.y", "q.z", "w"]),
@@ -363,6 +386,46 @@ async def test_prometheus_scrapes_the_mesh_with_bounded_labels() -> None:
         assert content_type.startswith("application/openmetrics-text")
         om_names = {f.name for f in openmetrics_families(om)}
         assert "cellmesh_cell_messages_received" in om_names
+
+
+async def test_a_cell_reporting_absurd_service_times_wrecks_neither_status_nor_metrics() -> None:
+    """Audit: a cell sending its own CellStats with rtt_p50_us=1e300 (finite: accepted)
+    made `status` and `top` print a 300-digit P50, and rich then collapsed every other
+    column, the CELL names of all rows included, to "…"; the Prometheus sum grew by
+    1e300 a report. The root now refuses such times and caps the sum."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from cellmesh.cli._ops import rates, status_json, status_table, top_frame
+
+    toml = cell("honest", "Echoer") + cell("liar", "Liar") + cell("other", "Echoer")
+    async with running_root(toml, metrics=("127.0.0.1", 0)) as (root, _paths):
+        address = root.metrics_address
+        assert address is not None
+        with trio.fail_after(30):  # the liar's report, not one of its runtime's own
+            while (got := root.slots["liar"].stats) is None or got.msgs_in != LIE_MSGS:
+                await trio.sleep(0.01)
+        assert (got.rtt_p50_us, got.rtt_p99_us) == (None, None)
+        assert got.rtt_sum_us <= MAX_RTT_US
+        reply = root.status()
+        for renderable in (status_table(reply), top_frame(reply, rates(reply, reply, 1.0),
+                                                          interval=1.0)):
+            buf = io.StringIO()
+            Console(file=buf, width=160, no_color=True).print(renderable)
+            lines = buf.getvalue().splitlines()
+            assert "…" not in buf.getvalue(), buf.getvalue()
+            for name in ("honest", "liar", "other"):
+                assert any(line.split()[:1] == [name] for line in lines), name
+        json.dumps(status_json(reply), allow_nan=False)
+        text = await scrape_until(address, lambda t: (
+            (sample_value(t, "cellmesh_cell_call_duration_seconds_count", cell="liar") or 0) >= 2
+        ))
+        count = sample_value(text, "cellmesh_cell_call_duration_seconds_count", cell="liar")
+        total = sample_value(text, "cellmesh_cell_call_duration_seconds_sum", cell="liar")
+        assert count is not None and total is not None
+        assert total <= count * MAX_RTT_US / 1e6  # at most an hour a call, never 1e294 s
 
 
 async def test_a_metrics_address_in_use_is_a_config_error_naming_the_option() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import select
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import cyclopts
 import pytest
 import trio
@@ -23,7 +25,14 @@ from rich.console import Console
 
 import cellmesh.cli
 from cellmesh import open_membrane
-from cellmesh.actors.control import CellStatus, RestartRecord, StatusReply, StatusRequest
+from cellmesh.actors.control import (
+    CellStatus,
+    GroupStatus,
+    ReplicaInfo,
+    RestartRecord,
+    StatusReply,
+    StatusRequest,
+)
 from cellmesh.actors.logs import RotatingLog, stamp
 from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
 from cellmesh.cli._ops import last_exits, rates, status_json, status_table, top_frame
@@ -101,13 +110,14 @@ def test_status_json_is_a_stable_document() -> None:
     doc = status_json(CANNED)
     assert json.loads(json.dumps(doc)) == doc
     assert doc["schema"] == 1
-    assert doc["root"] == {"pid": 42, "uptime": 3725.0, "manifest": "/srv/mesh.toml"}
+    assert doc["root"] == {"pid": 42, "uptime": 3725.0, "manifest": "/srv/mesh.toml",
+                           "stopping": False}
     cells = doc["cells"]
     assert isinstance(cells, list)
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
         "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "version", "swap",
-        "last_exit", "last_exit_at", "replica",
+        "last_exit", "last_exit_at", "replica", "stats_at", "restart_in",
     }
     assert (cells[0]["dna"], cells[0]["version"], cells[0]["swap"]) == ("3f2a9c0d1b7e", "1.2", None)
     assert cells[1]["pid"] is None and cells[1]["replica"] is None
@@ -191,6 +201,142 @@ def test_top_frame_shows_rates_and_the_newest_restarts_first() -> None:
     assert "root pid 42, up 1h02m" in text
 
 
+def test_rates_divide_by_the_time_between_the_cells_reports() -> None:
+    """Audit: under a steady 200 calls/s, `top --interval 0.5` showed 0, 380, 0, 382...
+    and `--interval 1.5` 131, 259, 130: the counters change once a second (when the
+    cell reports), but were divided by the time between top's own snapshots."""
+
+    def snap(count: int, at: float) -> StatusReply:
+        return _reply(_cell("a", msgs_in=count, msgs_out=count // 2, stats_at=at))
+
+    # The cell reports every second at 200 msgs/s; top asks every 0.5 s.
+    reports = [snap(0, 100.0), snap(0, 100.0), snap(200, 101.0), snap(200, 101.0),
+               snap(400, 102.0), snap(400, 102.0), snap(600, 103.0)]
+    shown: list[float | None] = []
+    last: dict[str, _ops.CellRate] = {}
+    for prev, cur in itertools.pairwise(reports):
+        last = rates(prev, cur, 0.5, last)
+        shown.append(last["a"].msgs_in_per_s)
+    assert shown == [None, 200.0, 200.0, 200.0, 200.0, 200.0]  # no report yet, then steady
+    assert last["a"].msgs_out_per_s == 100.0
+    # top asks every 1.5 s: one or two reports in between, the rate stays the rate.
+    every_1_5 = [snap(0, 100.02), snap(200, 101.01), snap(600, 103.0), snap(800, 104.0)]
+    got = [rates(p, c, 1.5)["a"].msgs_in_per_s for p, c in itertools.pairwise(every_1_5)]
+    assert [round(r or 0) for r in got] == [202, 201, 200]
+
+
+def test_rates_after_a_restart_do_not_keep_the_old_processs_rate() -> None:
+    before = _reply(_cell("a", msgs_in=100, stats_at=10.0))
+    kept = {"a": _ops.CellRate(msgs_in_per_s=50.0, msgs_out_per_s=50.0, restarted=False)}
+    fresh = _reply(_cell("a", pid=777, msgs_in=0, stats_at=None))  # no report of it yet
+    r = rates(before, fresh, 0.5, kept)["a"]
+    assert (r.msgs_in_per_s, r.restarted) == (None, True)
+
+
+@pytest.mark.parametrize("value", [
+    1e300, -1e300, float("inf"), float("-inf"), float("nan"), 2**63,
+    pytest.param(10**5000, id="10**5000"), pytest.param(-(10**5000), id="-10**5000"),
+    -1, 0, 999.5, 59_999_999.0, 86_400e6 * 5000,
+])
+def test_every_formatter_stays_short_whatever_the_value(value: float) -> None:
+    """Audit: fmt_us(1e300) printed a ~300-digit number (and rich then collapsed every
+    column of the table). A figure the root relays must never widen a column."""
+    floats = (_ops.fmt_us, _ops.fmt_duration, _ops.fmt_percent, _ops.fmt_rate,
+              _ops.fmt_countdown)
+    as_float = float(value) if not isinstance(value, int) or abs(value) < 2**1000 else 1e300
+    for fmt in floats:
+        assert len(fmt(as_float)) <= 9, (fmt.__name__, value, fmt(as_float))
+    if isinstance(value, int):
+        assert len(_ops.fmt_count(value)) <= 10, _ops.fmt_count(value)
+        assert len(_ops.fmt_bytes(value)) <= 7, _ops.fmt_bytes(value)
+    assert _ops.fmt_us(1e300) == ">999d" and _ops.fmt_us(float("nan")) == "-"
+
+
+def test_fmt_count_is_exact_below_a_billion_then_short() -> None:
+    assert [_ops.fmt_count(n) for n in (None, 0, 990, 123_456_789)] == [
+        "-", "0", "990", "123456789"]
+    assert [_ops.fmt_count(n) for n in (1_234_567_890, 45_600_000_000_000, 2**53)] == [
+        "1.23G", "45.6T", "9.01P"]
+    assert _ops.fmt_count(10**30) == ">999E"
+
+
+def _hostile_reply() -> StatusReply:
+    info = ReplicaInfo(group="g", replica=1, role="leader", term=10**5000, leader=1,
+                       commit_index=2**64, applied_index=2**64, last_index=2**64, lag=2**70,
+                       voters=[1], learners=[], error="", given_up=False)
+    liar = _cell("liar", rtt_p50_us=1e300, rtt_p99_us=float("inf"), msgs_in=2**53,
+                 msgs_out=10**5000, restarts=2**100, rss=10**30, cpu_percent=1e300,
+                 uptime=1e300, version="v" * 100, stats_at=float("nan"),
+                 last_exit_at=float("-inf"))
+    return StatusReply(
+        root_pid=42, uptime=float("inf"), manifest="/m.toml",
+        cells=[_cell("honest"), liar, _cell("g/1", replica=info), _cell("other")],
+        restart_log=[RestartRecord(at=1e300, cell="liar", reason="x")],
+        groups=[GroupStatus(name="g", supervisor="root", members=[1], target=1, leader=1,
+                            term=10**5000, change="", error="")],
+    )
+
+
+def test_one_cell_with_absurd_numbers_leaves_every_row_readable() -> None:
+    """Audit: one cell reporting rtt_p50_us=1e300 turned the CELL column of every row
+    into "…" (at 160 columns); a replica's huge term made `status` raise."""
+    reply = _hostile_reply()
+    names = ["honest", "liar", "g/1", "other"]
+    for renderable in (status_table(reply), top_frame(reply, {}, interval=1.0)):
+        buf = io.StringIO()
+        Console(file=buf, width=160, no_color=True).print(renderable)
+        lines = buf.getvalue().splitlines()
+        assert all(len(line) <= 160 for line in lines)
+        table = lines[lines.index(next(x for x in lines if x.startswith("CELL"))):][:5]
+        assert [line.split()[0] for line in table[1:]] == names
+        assert all("running" in line.split() for line in table[1:])
+        honest = table[1].split()
+        assert "85us" in honest and "1.25ms" in honest and "24.0M" in honest, table[1]
+    assert "…" in _text(status_table(reply)).splitlines()[2]  # the long version is cut
+    assert "term >999E" in _text(_ops.group_lines(reply))
+
+
+def test_status_json_stays_valid_json_whatever_the_numbers() -> None:
+    doc = status_json(_hostile_reply())
+    text = json.dumps(doc, allow_nan=False)  # raises on inf/nan; a 5000-digit int raised
+    cells = json.loads(text)["cells"]
+    liar = cells[1]
+    assert (liar["rtt_p50_us"], liar["rtt_p99_us"], liar["stats_at"]) == (1e300, None, None)
+    assert liar["msgs_out"] is None and liar["msgs_in"] == 2**53
+    assert cells[2]["replica"]["term"] is None and cells[2]["replica"]["commit_index"] is None
+    assert json.loads(text)["root"]["uptime"] is None
+
+
+def test_status_says_the_root_is_stopping_and_which_cells_it_stops() -> None:
+    reply = StatusReply(root_pid=42, uptime=5.0, manifest="/m.toml", restart_log=[],
+                        cells=[_cell("db", state="stopping"), _cell("web")], stopping=True)
+    header = _text(_ops.status_header(reply)).strip()
+    assert header == "root pid 42 (stopping), up 5s, manifest /m.toml, 2 cells (1 running)"
+    assert "stopping" in _text(status_table(reply)).splitlines()[1]
+    doc = status_json(reply)
+    assert doc["root"] == {"pid": 42, "uptime": 5.0, "manifest": "/m.toml", "stopping": True}
+    assert [c["state"] for c in doc["cells"]] == ["stopping", "running"]  # type: ignore[union-attr, index]
+    assert "(stopping)" not in _text(_ops.status_header(_reply(_cell("db"))))
+
+
+def test_a_cell_waiting_out_its_restart_backoff_says_when_it_restarts() -> None:
+    waiting = _cell("db", state="restarting", pid=None, restart_in=2.14)
+    assert _text(_ops.state_text(waiting)).strip() == "restarting in 2.1s"
+    assert "restarting in 2.1s" in _text(status_table(_reply(waiting)))
+    assert status_json(_reply(waiting))["cells"][0]["restart_in"] == 2.14  # type: ignore[index]
+
+
+def test_the_header_counts_a_replicated_cell_once_and_pluralises() -> None:
+    info = ReplicaInfo(group="ledger", replica=1, role="leader", term=1, leader=1,
+                       commit_index=1, applied_index=1, last_index=1, lag=0, voters=[1, 2, 3],
+                       learners=[], error="", given_up=False)
+    rows = [_cell(f"ledger/{i}", replica=attrs.evolve(info, replica=i)) for i in (1, 2, 3)]
+    assert "1 cell (3 replicas, 3 running)" in _text(_ops.status_header(_reply(*rows)))
+    assert "1 cell (1 running)" in _text(_ops.status_header(_reply(_cell("db"))))
+    assert "2 cells (1 replica, 2 running)" in _text(
+        _ops.status_header(_reply(_cell("db"), rows[0])))
+
+
 # ---------------------------------------------------------------- the commands
 
 
@@ -266,6 +412,37 @@ async def test_top_once_prints_one_frame(
     assert len(root) == 2  # two snapshots for the rates
 
 
+async def test_top_once_rates_span_the_cells_reports_not_its_interval(
+    sockdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit: `top --once --interval 0.5` under a steady 200 calls/s showed 0 or ~400:
+    the counters (reported once a second) were divided by the 0.5 s between its two
+    snapshots. It now waits for the cell's next report and divides by the time
+    between the two reports; a cell that does not report in time shows `-`."""
+    replies = [
+        _reply(_cell("a", msgs_in=1000, msgs_out=500, stats_at=100.0)),  # first snapshot
+        _reply(_cell("a", msgs_in=1000, msgs_out=500, stats_at=100.0)),  # no report since
+        _reply(_cell("a", msgs_in=1200, msgs_out=600, stats_at=101.0)),  # its next report
+    ]
+    seen: list[object] = []
+
+    async def handler(msg: object) -> StatusReply:
+        seen.append(msg)
+        return replies[min(len(seen), len(replies)) - 1]
+
+    async with open_membrane("mitosis", handler, socket_dir=sockdir):
+        assert await _main(["top", "--once", "--interval", "0.01"]) == EXIT_OK
+        row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a "))
+        assert row.split()[3:5] == ["200", "100"]
+        assert len(seen) >= 3
+        monkeypatch.setattr(_ops, "REPORT_WAIT", 0.2)
+        replies[2] = replies[1]  # the cell stopped reporting: its rate is unknown
+        seen.clear()
+        assert await _main(["top", "--once", "--interval", "0.01"]) == EXIT_OK
+        row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a "))
+        assert row.split()[3:5] == ["-", "-"]
+
+
 def test_status_without_a_root_says_so(
     sockdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -338,6 +515,18 @@ def test_logs_of_a_misspelled_cell_suggests_the_nearest(
         "cellmesh: error: no logs for cell 'cach' (did you mean 'cache'? "
         "cells with logs: cache, db)\n"
     )
+
+
+def test_logs_of_a_missing_replica_suggests_a_replica_by_the_name_logs_takes(
+    log_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit: `logs ledger/9` suggested 'ledger..2', the internal file name."""
+    for stem in ("ledger..1", "ledger..2"):
+        (log_home / f"{stem}.log").write_bytes(b"")
+    assert main(["logs", "ledger/9"]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "did you mean 'ledger/2'? cells with logs: db, ledger/1, ledger/2)" in err
+    assert ".." not in err
 
 
 def test_logs_interleave_stamped_output_and_events_by_time(
