@@ -279,9 +279,17 @@ def stats_problem(stats: ReplicaStats, replica: int) -> str | None:
     if len(stats.voters) > MAX_STATS_IDS or len(stats.learners) > MAX_STATS_IDS:
         return f"lists more than {MAX_STATS_IDS} ids"
     values = (stats.term, stats.commit_index, stats.applied_index, stats.last_index)
-    if any(v < 0 for v in values) or any(i < 0 for i in (*stats.voters, *stats.learners)):
+    ids = (*stats.voters, *stats.learners, *(() if stats.leader is None else (stats.leader,)))
+    if any(v < 0 for v in values) or any(i < 0 for i in ids):
         return "negative term, index or id"
+    if any(v > _MAX_STAT for v in values) or any(i > _MAX_STAT for i in ids):
+        # No Raft node gets there; such a number broke every metrics scrape
+        # (the Prometheus client cannot turn it into a float).
+        return "term, index or id beyond 2**63-1"
     return None
+
+
+_MAX_STAT = (1 << 63) - 1
 
 
 def is_voter(stats: ReplicaStats | None) -> bool:

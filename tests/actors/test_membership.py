@@ -225,6 +225,10 @@ def test_membership_stats_checks() -> None:
     assert stats_problem(stats(1, role="king"), 1) == "unknown role 'king'"
     assert stats_problem(stats(1, voters=list(range(65))), 1) == "lists more than 64 ids"
     assert stats_problem(stats(1, term=-1), 1) == "negative term, index or id"
+    for huge in ({"term": 10**309}, {"last_index": 2**63}, {"voters": [2**64]},
+                 {"leader": 10**400}):
+        assert stats_problem(stats(1, **huge), 1) == "term, index or id beyond 2**63-1"
+    assert stats_problem(stats(1, term=2**63 - 1), 1) is None
 
 
 def test_membership_view_takes_the_highest_term_leader_and_computes_lag() -> None:
