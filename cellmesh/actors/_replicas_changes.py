@@ -10,14 +10,24 @@ members and the current leader (docs/root.md, "Replicated cells"):
   its peer socket (it appears in every replica's ``/run/cell/peers/`` at
   once), start it joining (``CELL_REPLICA_JOIN=1``), ask the leader to add
   it, wait until it reports itself a voter. A failed add is rolled back
-  (removed again, stopped, its data deleted; its id stays used);
+  (removed again, stopped, its data deleted; its id stays used) -- except
+  when the group's run has ended meanwhile (the root stops: ``down`` during
+  ``cellmesh replicas``): no leader can remove it then, and the root's stop
+  must not wait for one, so the record keeps it *joining*, as after a root
+  that died mid-add, and the group's next start finishes its join (the
+  leader may have added it already) before it brings the group to its
+  target (at ``up``: the manifest's count);
 * **remove**: ask the leader, wait until its configuration lacks the
   replica, stop it, delete its data. The leader goes last, after a
   leadership transfer;
 * **wipe** (one replica rebuilt from its peers): move the leadership away
-  from it, stop it, have the leader remove it, wipe its log with the
-  consensus library's ``wipe_replica`` (:func:`~cellmesh.actors._replicas_group.wipe_data_dir`),
-  start it joining, have the leader add it back.
+  from it, stop it, record it joining, have the leader remove it, wipe its
+  log with the consensus library's ``wipe_replica``
+  (:func:`~cellmesh.actors._replicas_group.wipe_data_dir`), start it
+  joining, have the leader add it back. A wipe cut short once the
+  replica is stopped (the root stops) leaves it recorded joining: the next
+  start has the leader add it back, with its data wiped or, when the wipe
+  did not get that far, as it was (then wipe it again).
 
 One change at a time per group (:meth:`MembershipChanges._changing`: a
 second is refused at once); the one in progress and the last failure show
@@ -159,6 +169,17 @@ class PeerAdmin:
         await self._ask(group, peer, rp.TransferLeadership(to=to))
 
 
+def _run_ended(group: Group) -> bool:
+    """``group``'s run has ended, or is ending: the root stops (its stop ends every
+    group's run -- each replica stopped, or killed at ``down``'s timeout -- before
+    it cancels the requests it serves), or the group's supervisor restarts it.
+
+    No leader of that run can be asked anything then; what a change leaves
+    undone is for the group's next start (the module doc).
+    """
+    return group.handle is None or not group.handle.running
+
+
 def _peer_id(peer: Path) -> int:
     stem = peer.name.removesuffix(".sock")
     return int(stem) if stem.isdigit() else -1
@@ -290,7 +311,21 @@ class MembershipChanges:
         try:
             await self._running_handle(group).start_member(member)
             await self._join(group, new)
-        except BaseException:
+        except BaseException as exc:
+            if _run_ended(group):
+                # No leader of that run can remove it, and waiting for another one
+                # would hold up the root's stop: the record keeps the member joining
+                # (its data stays), and the group's next start finishes its join,
+                # then brings the group to its target.
+                name = replica_name(group.name, new)
+                why = (f"adding {name} was cut short: the group stopped (the root stops, "
+                       f"or the group restarts); {name} stays recorded as joining: the "
+                       "group's next start completes its join, then brings the group to "
+                       f"its target")
+                self.host.log(f"root: {group.name}: {why}")
+                if isinstance(exc, Exception):  # (a cancellation goes on as it is)
+                    raise RootRequestError(group.name, why) from exc
+                raise
             with trio.CancelScope(shield=True), trio.move_on_after(30):
                 await self._undo_add(group, member)
             raise
@@ -402,11 +437,14 @@ class MembershipChanges:
         if view.leader == member.id:
             await self._transfer(group, member.id)
         await handle.stop_member(member)
+        # Joining from before the leader may drop it: a wipe cut short from here on
+        # (the root stops, the leader does not answer) leaves a member the next
+        # start has the leader add back, never one the group forgot.
+        await group.save(group.record.rejoining(member.id))
+        self.host.retire(member.slot)  # (its standby has the env of a voter)
         await self._drop(group, member.id)
         how = await trio.to_thread.run_sync(wipe_data_dir, member.part.data_dir, member.id)
         self.host.log(f"root: {name}: {how}")
-        await group.save(group.record.rejoining(member.id))
-        self.host.retire(member.slot)
         await handle.start_member(member)
         await self._finish_join(group, member.id)
 

@@ -4,7 +4,13 @@
 when the mesh is up (``state`` ``running``) and again when the root ends
 (``stopped``): its pid, when it started and stopped, whether the stop was
 clean (asked for: ``cellmesh down``, SIGTERM) and why it ended otherwise
-(the top supervisor gave up, cells could not start). A root killed outright
+(the top supervisor gave up, cells could not start). A cancellation is a
+clean stop: its owner asked for it. A cancelled root's nurseries raise exception
+groups that hold nothing but :class:`trio.Cancelled`; those are taken apart
+(:func:`without_cancelled`), so they are neither mistaken for a failure nor
+shown as "Exceptions from Trio nursery". The owner can say why it cancels
+(:func:`owners_stop_reason`: a foreground root given SIGTERM before its mesh
+is up records ``SIGTERM before the mesh was up``). A root killed outright
 leaves its ``running`` record behind; :meth:`LastWords.summary` says so when
 that pid is gone. Each write replaces the file atomically (a temporary file
 renamed over it), so a reader sees one whole record or the previous one.
@@ -16,10 +22,11 @@ still treats it as data: anything unreadable or malformed is "no last words".
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
@@ -106,8 +113,9 @@ class LastWords:
                 "(killed by a signal?); see its log"
             )
         when = duration_text(now - (self.stopped_at or now))
-        if self.clean:
-            return f"the last root (pid {self.pid}) stopped {when} ago on request"
+        if self.clean:  # (a clean stop's reason, if any, says who asked and when)
+            why = f" ({self.reason})" if self.reason else ""
+            return f"the last root (pid {self.pid}) stopped {when} ago on request{why}"
         return f"the last root (pid {self.pid}) stopped {when} ago: {self.reason}"
 
 
@@ -147,9 +155,26 @@ def read_last_words(paths: Paths) -> LastWords | None:
         return None
 
 
+def without_cancelled(exc: BaseException) -> BaseException | None:
+    """``exc`` without the :class:`trio.Cancelled` in it; None when nothing else is.
+
+    A cancelled nursery raises an exception group of its tasks' ``Cancelled``
+    (nested groups too), which the cancelled scope absorbs further out: such
+    a group is a cancellation, not a failure. A group that also holds a real
+    error keeps only that error (and the groups around it).
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1]
+    return None if isinstance(exc, trio.Cancelled) else exc
+
+
 def why_it_ended(root: RootLike, exc: BaseException) -> str:
-    """The reason of an unclean end, for the record (bounded)."""
-    exc = innermost(exc)
+    """The reason of an unclean end, for the record (bounded).
+
+    The ``Cancelled`` of the tasks the failure cancelled are left out
+    (:func:`without_cancelled`), so the error itself is named.
+    """
+    exc = innermost(without_cancelled(exc) or exc)
     if isinstance(exc, SupervisorEscalation):
         text = f"the top supervisor gave up ({exc.reason}, child {exc.child_id!r})"
         last = next((r for r in reversed(root.restart_log) if r.cell == exc.child_id), None)
@@ -168,11 +193,55 @@ def why_it_ended(root: RootLike, exc: BaseException) -> str:
     return text[:MAX_REASON]
 
 
+@attrs.define(eq=False)
+class StopReason:
+    """Why the owner of a root cancels it, for the root's last words.
+
+    ``text`` (say ``SIGTERM before the mesh was up``) is set by the owner
+    before it cancels; empty: ``cancelled by its owner``.
+    """
+
+    text: str = ""
+
+
+_STOP_REASON: contextvars.ContextVar[StopReason | None] = contextvars.ContextVar(
+    "cellmesh_root_stop_reason", default=None
+)
+
+
+@contextlib.contextmanager
+def owners_stop_reason() -> Iterator[StopReason]:
+    """A :class:`StopReason` for the roots run within the block.
+
+    A root started inside it -- in this task or a task started from it (Trio
+    tasks inherit the context they were started in) -- records the reason's
+    ``text`` as it stood when the root was cancelled, as a clean stop.
+    """
+    reason = StopReason()
+    token = _STOP_REASON.set(reason)
+    try:
+        yield reason
+    finally:
+        _STOP_REASON.reset(token)
+
+
+def _cancel_reason() -> str:
+    """The owner's :class:`StopReason`, or the generic reason of a cancellation."""
+    reason = _STOP_REASON.get()
+    return reason.text if reason is not None and reason.text else "cancelled by its owner"
+
+
 async def run_with_last_words(
     root: RootLike, manifest: str, task_status: trio.TaskStatus[Any]
 ) -> None:
     """``root.run()``, writing the ``running`` record once it is up and the
-    ``stopped`` record when it ends (see the module doc)."""
+    ``stopped`` record when it ends (see the module doc).
+
+    A cancellation -- a ``Cancelled``, or an exception group of nothing but
+    ``Cancelled`` -- is a clean stop, with the owner's reason
+    (:func:`owners_stop_reason`); anything else is unclean, with
+    :func:`why_it_ended`.
+    """
     started = time.time()
 
     class Announce:
@@ -185,11 +254,11 @@ async def run_with_last_words(
     clean, reason = True, ""
     try:
         await root.run(task_status=Announce())
-    except trio.Cancelled:
-        reason = "cancelled by its owner"
-        raise
     except BaseException as exc:
-        clean, reason = False, why_it_ended(root, exc)
+        if without_cancelled(exc) is None:
+            reason = _cancel_reason()
+        else:
+            clean, reason = False, why_it_ended(root, exc)
         raise
     finally:
         write_last_words(root.paths, LastWords(
@@ -202,10 +271,13 @@ __all__ = [
     "FILE_NAME",
     "LastWords",
     "RootLike",
+    "StopReason",
     "duration_text",
     "last_words_path",
+    "owners_stop_reason",
     "read_last_words",
     "run_with_last_words",
     "why_it_ended",
+    "without_cancelled",
     "write_last_words",
 ]

@@ -33,6 +33,7 @@ from ..actors.errors import (
     SupervisorEscalation,
 )
 from ..actors.exitcause import clean
+from ..actors.lastwords import owners_stop_reason, without_cancelled
 from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
 from ..actors.policy import FAILED_TO_START
@@ -98,12 +99,14 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
         )
     os.close(write_end)
     report = b""
+    silent = False  # no report within UP_PATIENCE: the root is stuck
     deadline = time.monotonic() + UP_PATIENCE
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([read_end], [], [], left)[0]:
                 report += b"no report from the root in time"
+                silent = True
                 break
             chunk = os.read(read_end, 4096)
             if not chunk:
@@ -117,15 +120,35 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
     if text.startswith("up"):
         print(f"cellmesh: root {text} (log: {log_path})")
         return 0
-    if child.poll() is None:
-        child.kill()
-    child.wait()
+    if silent:
+        with contextlib.suppress(ProcessLookupError):
+            child.terminate()  # its graceful stop: it abandons the start
+    # A root reports a failed start once it has cleaned up, and then exits: wait
+    # for that (killing it now would leave its cells' sandboxes and no last words).
+    _reap(child, paths)
     config = text.startswith(CONFIG_FAILURE)
     text = text.removeprefix(CONFIG_FAILURE).removeprefix("failed: ")
     print(f"cellmesh: error: the mesh did not start: {text or 'the root exited silently'}",
           file=sys.stderr)
     print(f"cellmesh: the root's log: {log_path}", file=sys.stderr)
     return 2 if config else 1
+
+
+def _reap(child: subprocess.Popen[bytes], paths: Paths) -> bool:
+    """Wait until ``child``, a root that stops, has exited: it destroys its cells'
+    sandboxes and writes its last words first. After :data:`ABORT_PATIENCE`
+    seconds, or on Ctrl-C, SIGKILL it and remove what its cells left.
+
+    True when it exited by itself.
+    """
+    try:
+        child.wait(ABORT_PATIENCE)
+        return True
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        child.kill()
+        child.wait()
+        _sweep_after_kill(paths)
+        return False
 
 
 def _abort_start(child: subprocess.Popen[bytes], paths: Paths) -> int:
@@ -135,17 +158,13 @@ def _abort_start(child: subprocess.Popen[bytes], paths: Paths) -> int:
           file=sys.stderr, flush=True)
     with contextlib.suppress(ProcessLookupError):
         child.terminate()
-    try:
-        child.wait(ABORT_PATIENCE)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        child.kill()
-        child.wait()
-        _sweep_after_kill(paths)
+    _reap(child, paths)
     print("cellmesh: the mesh was not started (`cellmesh status` shows no root)", file=sys.stderr)
     return 130
 
 
-#: Seconds an interrupted ``up`` gives the root it started to stop before killing it.
+#: Seconds ``up`` gives the root it started to stop -- interrupted, or after the root
+#: reported a failed start -- before killing it.
 ABORT_PATIENCE: Final = 30.0
 #: How the root reports a start that failed on bad configuration (``up`` exits 2).
 CONFIG_FAILURE: Final = "failed (configuration): "
@@ -160,8 +179,9 @@ def start_failure(exc: BaseException, paths: Paths, since: float | None = None) 
 
     ``since`` (Unix time): show only lines written from then on, so a log left by
     an earlier mesh in the same home is not taken for this start's output.
+    The ``Cancelled`` of the tasks the failure ended are left out.
     """
-    exc = innermost(exc)
+    exc = innermost(without_cancelled(exc) or exc)
     if isinstance(exc, CellsCannotStart):
         text, cells = str(exc), exc.cells
     elif isinstance(exc, SupervisorEscalation) and exc.reason == FAILED_TO_START:
@@ -186,6 +206,16 @@ def start_failure(exc: BaseException, paths: Paths, since: float | None = None) 
 async def _foreground(
     manifest: Any, paths: Paths, ready_fd: int | None, metrics: tuple[str, int] | None
 ) -> int:
+    """Run the root in this process until it stops; the exit status.
+
+    0 after a stop asked for once the mesh was up (``down``, a signal); 1 when
+    the mesh did not start (2 for configuration found bad only then); 128 + the
+    signal's number (SIGINT 130, SIGTERM 143, SIGHUP 129) when a signal made
+    it abandon its start. With ``ready_fd`` (``up`` in the background) it
+    reports "up ..." or why it did not start on that pipe -- a failure only
+    once the root has cleaned up (its cells' sandboxes destroyed, its last
+    words written): ``up`` waits for this process to exit after that.
+    """
     from ..actors.root import Root, serve_root
 
     def report(text: str) -> None:
@@ -199,8 +229,12 @@ async def _foreground(
             ready_fd = None
 
     code = 0
+    abandoned: list[signal.Signals] = []  # the signal that made it abandon its start
     started = time.time() - 1.0  # (log stamps are the cells' clocks: a second of slack)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with (
+        owners_stop_reason() as stop_reason,
+        trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+    ):
         try:
             async with open_service_nursery() as nursery:
 
@@ -217,37 +251,47 @@ async def _foreground(
                     asked = 0
                     async for signum in signals:
                         asked += 1
-                        name = signal.Signals(signum).name
+                        sig = signal.Signals(signum)
                         if not started_root:  # still starting: abandon the start
-                            print(f"cellmesh: root: {name} before the mesh was up: stopping",
-                                  file=sys.stderr, flush=True)
-                            report(f"failed: stopped by {name} before the mesh was up")
-                            nursery.cancel_scope.cancel()
+                            if not abandoned:  # (the root cleans up whatever comes next)
+                                print(f"cellmesh: root: {sig.name} before the mesh was up: "
+                                      "stopping", file=sys.stderr, flush=True)
+                                abandoned.append(sig)
+                                stop_reason.text = f"{sig.name} before the mesh was up"
+                                nursery.cancel_scope.cancel()
                             continue
-                        print(f"cellmesh: root: {name}: stopping"
+                        print(f"cellmesh: root: {sig.name}: stopping"
                               + (" (forced)" if asked > 1 else ""), file=sys.stderr, flush=True)
                         started_root[0].request_stop(10.0 if asked == 1 else 0.0)
 
                 nursery.start_soon(on_signals)
                 root: Root = await nursery.start(run_root)
-                started_root.append(root)
-                text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
-                        f"sandbox {root.backend.name}, control {paths.umbilical}")
-                if root.metrics_address is not None:
-                    host, port = root.metrics_address
-                    host = f"[{host}]" if ":" in host else host
-                    text += f", metrics http://{host}:{port}/metrics"
-                print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
-                report(text)
-        except Exception as exc:
-            # The log line first: once `up` reads the report it stops waiting (and kills
-            # this process if it lingers), so root.log must already hold the cause.
-            cause = innermost(exc)
+                if not abandoned:  # (else the stop is under way: its start does not count)
+                    started_root.append(root)
+                    text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
+                            f"sandbox {root.backend.name}, control {paths.umbilical}")
+                    if root.metrics_address is not None:
+                        host, port = root.metrics_address
+                        host = f"[{host}]" if ":" in host else host
+                        text += f", metrics http://{host}:{port}/metrics"
+                    print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
+                    report(text)
+        except BaseException as exc:
+            failure = without_cancelled(exc)  # (the Cancelled of the tasks it ended)
+            if not isinstance(failure, Exception):
+                raise  # a cancellation or an interrupt, not a failure: as it is
+            # The root has cleaned up (serve_root returned): the log line first, so
+            # root.log holds the cause by the time `up` prints it.
+            cause = innermost(failure)
             print(f"cellmesh: root: {cause}", file=sys.stderr, flush=True)
             config = isinstance(cause, ConfigError)  # (a symlink in a cell's code, ...)
             prefix = CONFIG_FAILURE if config else "failed: "
-            report(prefix + start_failure(exc, paths, since=started))
+            report(prefix + start_failure(failure, paths, since=started))
             code = 2 if config else 1
+    if abandoned and code == 0:
+        # Only now: the root has destroyed its cells' sandboxes and written its last words.
+        report(f"failed: stopped by {abandoned[0].name} before the mesh was up")
+        code = 128 + abandoned[0].value
     print("cellmesh: root: stopped", file=sys.stderr, flush=True)
     return code
 

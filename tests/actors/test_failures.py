@@ -22,7 +22,7 @@ from test_root import cell, leaves, running_root, until
 
 from cellmesh import CellUnavailable, Synapse
 from cellmesh.actors.errors import CellsCannotStart, SupervisorEscalation
-from cellmesh.actors.lastwords import read_last_words
+from cellmesh.actors.lastwords import owners_stop_reason, read_last_words
 from cellmesh.actors.manifest import MIN_CELL_MEMORY, MIN_CELL_OPEN_FILES, MIN_CELL_PIDS
 from cellmesh.config import Paths
 from cellmesh.testing.mesh import open_root
@@ -232,3 +232,43 @@ async def test_a_cell_serves_at_the_smallest_limits_the_manifest_accepts(
             assert await syn.fire_many([Echo(i) for i in range(1000)]) == [
                 Echo(i) for i in range(1000)
             ]
+
+
+async def _echo_ready(home: Path) -> None:
+    """Wait until ``echo`` reported ready (the top supervisor then starts the next child)."""
+    from cellmesh.sandbox import read_events
+
+    events = home / "logs" / "echo.events.jsonl"
+    with trio.fail_after(60):
+        while not (events.exists()
+                   and any(e.get("event") == "ready" for e in read_events(events))):
+            await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize("why", ["", "SIGTERM before the mesh was up"])
+async def test_a_root_cancelled_while_it_starts_records_a_clean_stop(
+    home: Path, why: str
+) -> None:
+    """Its owner cancels a root whose mesh is starting (as `cellmesh up` does on a signal):
+    its nurseries raise a group of nothing but Cancelled, which is a stop asked for -- a
+    clean one, with the owner's reason -- not an unclean end "BaseExceptionGroup:
+    Exceptions from Trio nursery (14 sub-exceptions)"."""
+    toml = cell("echo", "Echoer") + cell("slow", "SlowStarter", start_timeout="120")
+    with owners_stop_reason() as reason, trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_while_starting() -> None:
+                await _echo_ready(home)
+                await trio.sleep(0.3)  # slow's on_start runs (60 s)
+                reason.text = why
+                scope.cancel()
+
+            nursery.start_soon(stop_while_starting)
+            async with open_root(home, toml):
+                raise AssertionError("the mesh must not start")
+    assert scope.cancelled_caught
+    words = read_last_words(Paths.from_env({"CELL_HOME": str(home)}))
+    assert words is not None and words.state == "stopped"
+    assert (words.clean, words.reason) == (True, why or "cancelled by its owner")
+    summary = words.summary(now=words.stopped_at or 0.0, alive=False)
+    assert summary.endswith(f"stopped 0s ago on request ({why or 'cancelled by its owner'})")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
+from cellmesh._util import innermost
 from cellmesh.actors.control import RestartRecord
 from cellmesh.actors.errors import DnaSourceError, SupervisorEscalation
 from cellmesh.actors.lastwords import (
@@ -13,6 +15,7 @@ from cellmesh.actors.lastwords import (
     last_words_path,
     read_last_words,
     why_it_ended,
+    without_cancelled,
     write_last_words,
 )
 from cellmesh.config import Paths
@@ -95,3 +98,52 @@ def test_why_it_ended_names_the_failure_beneath_a_sub_supervisor_that_gave_up(
     )
     log.append(RestartRecord(at=3.0, cell="s", reason="exit code 1: boom"))
     assert why_it_ended(_Root(paths, log), escalation).endswith("its last exit: exit code 1: boom")
+
+
+def test_a_clean_stop_with_a_reason_says_it() -> None:
+    words = LastWords(pid=7, state="stopped", started_at=0.0, stopped_at=100.0, clean=True,
+                      reason="SIGTERM before the mesh was up")
+    assert words.summary(now=165.0, alive=False) == (
+        "the last root (pid 7) stopped 1m05s ago on request (SIGTERM before the mesh was up)"
+    )
+
+
+async def _cancelled_group(*, failing: BaseException | None = None) -> BaseExceptionGroup:
+    """What a cancelled nursery raises (caught inside the cancelled scope): its tasks'
+    Cancelled, and ``failing`` from a task that raised it as it was cancelled."""
+
+    async def task(raise_instead: BaseException | None) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            if raise_instead is not None:
+                raise raise_instead
+
+    caught: list[BaseExceptionGroup] = []
+    try:
+        with trio.CancelScope() as scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(3):
+                        nursery.start_soon(task, None)
+                    nursery.start_soon(task, failing)
+                    await trio.sleep(0)
+                    scope.cancel()
+            except BaseExceptionGroup as group:
+                caught.append(group)
+                raise
+    except BaseExceptionGroup:  # the scope absorbed the Cancelled, not ``failing``
+        assert failing is not None
+    return caught[0]
+
+
+async def test_a_group_of_nothing_but_cancelled_is_a_cancellation(paths: Paths) -> None:
+    group = await _cancelled_group()
+    assert len(group.exceptions) == 4
+    assert without_cancelled(group) is None
+    mixed = await _cancelled_group(failing=OverflowError("boom"))
+    rest = without_cancelled(mixed)
+    assert rest is not None and innermost(rest).args == ("boom",)
+    # the reason names the error, not the group of it and the Cancelled it came with
+    assert why_it_ended(_Root(paths, []), mixed) == "OverflowError: boom"
+    assert without_cancelled(OverflowError("x")) is not None

@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from cellmesh.actors._rootlock import RootLock
+from cellmesh.actors.control import ChangeReplicas, KillCell, StatusRequest
 from cellmesh.actors.errors import RootNotRunning, RootUnreachable
-from cellmesh.cli._client import open_root
+from cellmesh.actors.lastwords import LastWords, write_last_words
+from cellmesh.cli import _client
+from cellmesh.cli._client import RootStopped, control_call, open_root
 from cellmesh.config import Paths, ensure_home
+from cellmesh.transport.membrane import open_membrane
 
 
 @pytest.fixture
@@ -105,3 +111,74 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path) -> No
         )
     assert result.stderr == "cellmesh: error: [Errno 28] No space left on device\n"
     assert result.returncode == 1
+
+
+async def _cut_short(paths: Paths, msg: Any, *, then_exit: bool) -> BaseException:
+    """A root (its lock held here) that closes the control connection while it serves
+    ``msg``, then, ``then_exit``, writes clean last words and releases its lock as a
+    root that stopped on request does; what ``control_call`` raised."""
+    lock = RootLock.acquire(paths)
+    asked = trio.Event()
+
+    async def answer(request: Any) -> Any:
+        asked.set()
+        await trio.sleep_forever()
+
+    raised: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await control_call(paths, msg)
+        except Exception as exc:
+            raised.append(exc)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as serving:
+                async with open_membrane("mitosis", answer, socket_path=paths.umbilical):
+                    nursery.start_soon(call)
+                    await asked.wait()
+                    serving.cancel()  # the root's stop: its connections closed at once
+                    await trio.sleep_forever()
+            if then_exit:
+                write_last_words(paths, LastWords(
+                    pid=os.getpid(), state="stopped", started_at=1.0, stopped_at=2.0, clean=True,
+                ))
+                lock.release()
+    finally:
+        if not then_exit:
+            lock.release()
+    (exc,) = raised
+    return exc
+
+
+@pytest.mark.parametrize(("msg", "outcome"), [
+    (StatusRequest(), ""),
+    (KillCell(name="db"), ": whether the request took effect is unknown (see the root's log)"),
+    (ChangeReplicas(name="db", count=5), ": the change stopped part-way: the next `up` "
+     "completes the join of a replica it was adding, then applies the manifest's `replicas` "
+     "(the root's log says how far it got)"),
+])
+async def test_a_root_that_stops_while_serving_a_request_is_named_stopped(
+    paths: Paths, msg: Any, outcome: str
+) -> None:
+    """`cellmesh down` while a request runs: the root closes the connection, then exits.
+    The error says it stopped on request, not that it "is running but did not serve this
+    request" (its lock was still held when the connection closed), nor that no root runs."""
+    exc = await _cut_short(paths, msg, then_exit=True)
+    assert isinstance(exc, RootStopped) and isinstance(exc, RootNotRunning)
+    assert str(exc) == (f"the root (pid {os.getpid()}) stopped on request (`cellmesh down`, "
+                        f"or a signal) while it served this request{outcome}")
+
+
+async def test_a_root_that_closes_a_request_and_runs_on_is_unreachable(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root that drops a request's connection but does not exit within STOP_PATIENCE
+    seconds is not called stopped."""
+    monkeypatch.setattr(_client, "STOP_PATIENCE", 0.3)
+    exc = await _cut_short(paths, StatusRequest(), then_exit=False)
+    assert isinstance(exc, RootUnreachable)
+    assert f"the root (pid {os.getpid()}) is running but did not serve" in str(exc)
+    assert "closed the connection in the middle of it" in str(exc)
+    assert "still runs 0.3 s later" in str(exc)

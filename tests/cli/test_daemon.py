@@ -98,7 +98,8 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     top = cellmesh(home, "top", "--once", "--interval", "0.2")
     assert top.returncode == 0, top.stderr
     assert "echo" in top.stdout and "lazy" in top.stdout
-    assert "rates over 0.2s" in top.stdout and "quits" not in top.stdout  # one frame: no keys
+    assert "rates between the cells' last two reports" in top.stdout  # not over 0.2 s
+    assert "quits" not in top.stdout  # one frame: no keys
     logs = cellmesh(home, "logs", "echo")
     assert logs.returncode == 0 and "event started" in logs.stdout
 
@@ -336,3 +337,114 @@ def test_up_checks_every_entry_before_starting_anything(home: Path) -> None:
     assert "no root is running" in cellmesh(home, "down").stdout
     assert [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
             if _environ_mentions(pid, str(home))] == []
+
+
+SLOW_MANIFEST = (
+    '[cells.echo]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+    '[cells.slow]\ndna = "rootcells.py"\nentry = "rootcells:SlowStarter"\n'
+    "start_timeout = 120\n"
+)
+
+
+def _root_starting(home: Path) -> int:
+    """Wait until ``home``'s root runs the slow cell's ``on_start`` (its mesh is not up);
+    the root's pid."""
+    from cellmesh.actors._rootlock import read_root_pid
+    from cellmesh.config import Paths
+    from cellmesh.sandbox import read_events
+
+    events = home / "logs" / "echo.events.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # echo is ready: the supervisor starts slow next
+        if events.exists() and any(e.get("event") == "ready" for e in read_events(events)):
+            break
+        time.sleep(0.05)
+    while time.monotonic() < deadline and not any(  # the slow cell's process is up
+        _environ_mentions(pid, "CELL_ENTRY=rootcells:SlowStarter")
+        and _environ_mentions(pid, str(home))
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+    ):
+        time.sleep(0.05)
+    pid = read_root_pid(Paths.from_env(env_for(home)))
+    assert pid is not None and time.monotonic() < deadline
+    return pid
+
+
+def _last_words(home: Path) -> tuple[object, ...]:
+    from cellmesh.actors.lastwords import read_last_words
+    from cellmesh.config import Paths
+
+    words = read_last_words(Paths.from_env(env_for(home)))
+    assert words is not None
+    return words.pid, words.state, words.clean, words.reason
+
+
+def test_sigterm_to_a_starting_background_root_lets_it_clean_up(home: Path) -> None:
+    """docs/root.md: a root given SIGTERM before its mesh is up abandons its start, and when
+    it ends it writes its last words and destroys every sandbox. `up` used to SIGKILL it
+    the moment it read the root's report, mid-cleanup: no last words (`status` named the
+    root before it), the cells' runtime dirs left for the next root to sweep."""
+    (home / "cellmesh.toml").write_text(SLOW_MANIFEST)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "up"], env=env_for(home), cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    root_pid = _root_starting(home)
+    assert _runtime_dirs(home)  # the cells' own
+    os.kill(root_pid, signal.SIGTERM)
+    out, err = up.communicate(timeout=120)
+    assert up.returncode == 1, out + err
+    assert "the mesh did not start: stopped by SIGTERM before the mesh was up" in err, err
+    assert not alive(root_pid)
+    assert _last_words(home) == (root_pid, "stopped", True, "SIGTERM before the mesh was up")
+    assert _runtime_dirs(home) == set()
+    assert "cellmesh: root: stopped" in (home / "logs" / "root.log").read_text()
+    status = cellmesh(home, "status")
+    said = status.stderr.splitlines()[1]
+    assert said.startswith(f"the last root (pid {root_pid}) stopped "), status.stderr
+    assert said.endswith(" ago on request (SIGTERM before the mesh was up)"), status.stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_a_starting_foreground_root_is_a_clean_stop_and_a_failed_start(
+    home: Path, sig: signal.Signals, code: int
+) -> None:
+    """A foreground root given SIGTERM or SIGINT before its mesh is up exits 128 + the
+    signal (it exited 0, the mesh never started), and its last words say a clean stop
+    and why, not "BaseExceptionGroup: Exceptions from Trio nursery (14 sub-exceptions)"."""
+    (home / "cellmesh.toml").write_text(SLOW_MANIFEST)
+    root = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "up", "--foreground"], env=env_for(home), cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert _root_starting(home) == root.pid
+    root.send_signal(sig)
+    out, err = root.communicate(timeout=120)
+    assert root.returncode == code, out + err
+    assert f"cellmesh: root: {sig.name} before the mesh was up: stopping" in err
+    assert err.rstrip().endswith("cellmesh: root: stopped")
+    assert _last_words(home) == (root.pid, "stopped", True, f"{sig.name} before the mesh was up")
+    assert _runtime_dirs(home) == set()
+    status = cellmesh(home, "status")
+    assert f"on request ({sig.name} before the mesh was up)" in status.stderr, status.stderr
+    assert "Trio nursery" not in status.stderr
+
+
+def test_ctrl_c_on_up_leaves_last_words_of_a_clean_stop(home: Path) -> None:
+    """Ctrl-C on a background `up` stops the root it was starting (SIGTERM): its last words
+    are a clean stop saying so, not an unclean end "BaseExceptionGroup: Exceptions from
+    Trio nursery (10 sub-exceptions)" that `status` then showed."""
+    (home / "cellmesh.toml").write_text(SLOW_MANIFEST)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "up"], env=env_for(home), cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    root_pid = _root_starting(home)
+    up.send_signal(signal.SIGINT)
+    out, err = up.communicate(timeout=120)
+    assert up.returncode == 130, out + err
+    assert _last_words(home) == (root_pid, "stopped", True, "SIGTERM before the mesh was up")
+    assert _runtime_dirs(home) == set()
+    status = cellmesh(home, "status")
+    assert status.stderr.splitlines()[1].endswith(
+        " ago on request (SIGTERM before the mesh was up)"), status.stderr

@@ -9,11 +9,14 @@ JSON) shows the replicas' Raft columns; ``kill X/1``, ``logs X/1``;
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import cellmesh, mesh_home
+from test_daemon import cellmesh, env_for, mesh_home
 
 HERE = Path(__file__).resolve().parent
 CELLS = HERE.parent / "actors" / "replicacells.py"
@@ -109,3 +112,77 @@ def test_up_names_a_plain_cells_data_under_a_replicated_name(home: Path) -> None
     assert status.returncode == 1
     assert f"GroupRecordError: {cause}" in status.stderr, status.stderr
     assert (data / "state.db").read_text() == "x"  # refused, not touched
+
+
+def _until(home: Path, ready: Callable[[dict[str, object]], bool], timeout: float = 90) -> None:
+    """Wait until ``status --json`` satisfies ``ready``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = cellmesh(home, "status", "--json")
+        if done.returncode == 0 and ready(json.loads(done.stdout)):
+            return
+        assert time.monotonic() < deadline, done.stdout + done.stderr
+        time.sleep(0.2)
+
+
+def _group(doc: dict[str, object]) -> dict[str, object]:
+    (group,) = doc["groups"]  # type: ignore[misc]
+    return group  # type: ignore[no-any-return]
+
+
+def _record(home: Path) -> tuple[object, ...]:
+    rec = json.loads((home / "data" / "grp" / "group.json").read_text())
+    return rec["members"], rec["joining"], rec["next_id"]
+
+
+def test_down_during_a_grow_keeps_its_timeout_and_the_next_up_completes_it(home: Path) -> None:
+    """`down --timeout 4` while `replicas grp 5` adds a replica: the root stops within the
+    timeout (it took 11-23 s: the add's undo waited 10 s for a leader of the group the stop
+    had just ended), `replicas` says the root stopped on request and what became of the
+    change (it said the root "is running but did not serve this request"), the record
+    keeps the replica it was adding as joining, and the next `up` completes its join and
+    brings the group back to the manifest's 3, every replica agreeing on the voters."""
+    assert cellmesh(home, "up").returncode == 0
+    _until(home, lambda doc: _group(doc)["leader"] is not None)
+    hang = home / "data" / "grp" / "3" / "hang"  # grp/3 will not start: the add waits for it
+    hang.parent.mkdir(parents=True)
+    hang.write_text("")
+    grow = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "replicas", "grp", "5"], env=env_for(home),
+        cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _until(home, lambda doc: "adding grp/3" in str(_group(doc)["change"]))
+    began = time.monotonic()
+    down = cellmesh(home, "down", "--timeout", "4")
+    took = time.monotonic() - began
+    assert down.returncode == 0 and "root stopped (pid" in down.stdout, down.stdout + down.stderr
+    assert took < 9, f"down --timeout 4 took {took:.1f} s"
+    out, err = grow.communicate(timeout=120)
+    assert grow.returncode == 1, out + err
+    # The root's answer, when it could still send it (its stop ended grp/3's start),
+    # else what the client knows: the root stopped on request while serving it.
+    said = ("cellmesh: error: grp: adding grp/3 was cut short: the group stopped (the root "
+            "stops, or the group restarts); grp/3 stays recorded as joining: the group's "
+            "next start completes its join, then brings the group to its target")
+    stopped = ("stopped on request (`cellmesh down`, or a signal) while it served this "
+               "request: the change stopped part-way: the next `up` completes the join of a "
+               "replica it was adding, then applies the manifest's `replicas`")
+    assert err.startswith(said) or stopped in err, err
+    assert "did not serve this request" not in err
+    assert _record(home) == ([0, 1, 2, 3], [3], 4)  # grp/3 joining: for the next start
+    assert "adding grp/3 was cut short" in (home / "logs" / "root.log").read_text()
+
+    hang.unlink()  # grp/3 can start now
+    assert cellmesh(home, "up").returncode == 0
+
+    def settled(doc: dict[str, object]) -> bool:
+        group = _group(doc)
+        rows = doc["cells"]
+        return (group["members"] == [0, 1, 2] and group["change"] == ""
+                and group["leader"] is not None
+                and all(row["replica"]["voters"] == [0, 1, 2]  # type: ignore[index]
+                        for row in rows))  # type: ignore[attr-defined]
+
+    _until(home, settled)
+    assert _record(home) == ([0, 1, 2], [], 4)
+    assert not (home / "data" / "grp" / "3").exists()  # removed again, its data deleted
