@@ -198,8 +198,11 @@ class PeerSide:
             return AdminDone(detail=await change())
         except ConfigChangeInProgress as exc:
             return _refused(IN_PROGRESS, str(exc))
-        except (InvalidConfigChange, CatchUpFailed) as exc:
-            return _refused(INVALID if isinstance(exc, InvalidConfigChange) else FAILED, str(exc))
+        except InvalidConfigChange as exc:
+            return _refused(INVALID, str(exc))
+        except CatchUpFailed as exc:  # named by replica id, as the operator knows it
+            return _refused(FAILED, f"replica {replica_id(exc.node)} did not catch up with "
+                                    f"the log: {exc.problem}")
         except NotLeader as exc:
             hint = None if exc.leader_hint is None else replica_id(exc.leader_hint)
             return _refused(NOT_LEADER, str(exc), hint)

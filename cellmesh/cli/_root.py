@@ -24,6 +24,7 @@ import trio
 from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
 from ..actors._rootlock import RootLock, read_root_pid, root_is_running
+from ..actors._statusnotes import slots_text
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import (
     CellsCannotStart,
@@ -268,7 +269,7 @@ async def _foreground(
                 root: Root = await nursery.start(run_root)
                 if not abandoned:  # (else the stop is under way: its start does not count)
                     started_root.append(root)
-                    text = (f"up (pid {os.getpid()}): {len(root.slots)} cells, "
+                    text = (f"up (pid {os.getpid()}): {slots_text(root.slots.values())}, "
                             f"sandbox {root.backend.name}, control {paths.umbilical}")
                     if root.metrics_address is not None:
                         host, port = root.metrics_address

@@ -404,3 +404,22 @@ def test_membership_wipe_empties_what_it_cannot_repair(tmp_path: Path, case: str
     assert wipe_data_dir(data, 1) == "its data directory emptied"
     assert list(data.iterdir()) == []
     assert wipe_data_dir(tmp_path / "missing", 1) == "its data directory emptied"
+
+
+async def test_a_replica_that_does_not_catch_up_is_named_by_its_replica_id() -> None:
+    """The leader's refusal names the replica as the operator knows it (bank/2 is
+    replica 2), not by its Raft node id (3): a failed wipe said "node 3"."""
+    from types import SimpleNamespace
+
+    from cellmesh.actors._replica_admin import PeerSide
+    from cellmesh.consensus import Role
+    from cellmesh.consensus.errors import CatchUpFailed
+
+    node = SimpleNamespace(status=lambda: SimpleNamespace(role=Role.LEADER, leader=1))
+    side = PeerSide(replica=SimpleNamespace(node=node), on_packet=None)  # type: ignore[arg-type]
+
+    async def change() -> str:
+        raise CatchUpFailed(3, "no progress")
+
+    refused = await side._change("add replica 2", change)
+    assert refused.reason == "replica 2 did not catch up with the log: no progress"
