@@ -27,6 +27,8 @@ PURE_MODULES = {
     "cellmesh.wire._cbor": "wire/_cbor.py",
     "cellmesh.wire._budget": "wire/_budget.py",
     "cellmesh.wire._cliptext": "wire/_cliptext.py",
+    "cellmesh.wire._fit": "wire/_fit.py",
+    "cellmesh.wire._kinds": "wire/_kinds.py",
     "cellmesh.errors": "errors.py",
 }
 FORBIDDEN = frozenset({
