@@ -83,16 +83,6 @@ def slots_text(slots: Iterable[CellSlot]) -> str:
     return count_text(plain + len(groups), replicas)
 
 
-def delay_of(event: SupervisorEvent) -> float | None:
-    """The seconds of a ``delaying`` event (its detail is ``"2.5s"``), or None."""
-    text = event.detail.removesuffix("s")
-    try:
-        delay = float(text)
-    except ValueError:
-        return None
-    return delay if 0.0 <= delay < float("inf") else None
-
-
 @attrs.define(eq=False)
 class StatusNotes:
     """The facts of the module doc, per slot and process. One per root."""
@@ -113,10 +103,8 @@ class StatusNotes:
             self._restarts.pop(slot, None)
         if event.kind == "stopping" and slot.instance is not None:
             self._stopping.add(slot.instance)
-        elif event.kind == "delaying":
-            delay = delay_of(event)
-            if delay is not None:
-                self._restarts[slot] = (slot.instance, mono + delay)
+        elif event.kind == "delaying" and event.delay is not None:
+            self._restarts[slot] = (slot.instance, mono + event.delay)
 
     def stats_received(self, slot: CellSlot, *, at: float) -> None:
         """``slot.stats`` was just set from a report of its process, at Unix time ``at``."""
@@ -146,4 +134,4 @@ def _evolve(row: CellStatus, **changes: object) -> CellStatus:
     return cast(CellStatus, attrs.evolve(cast(Any, row), **changes))
 
 
-__all__ = ["StatusNotes", "child_name", "count_text", "delay_of", "slot_of", "slots_text"]
+__all__ = ["StatusNotes", "child_name", "count_text", "slot_of", "slots_text"]

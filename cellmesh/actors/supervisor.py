@@ -122,11 +122,13 @@ class ChildFactory(Protocol):
 class SupervisorEvent:
     """A lifecycle fact, for logs and tests: ``kind`` is one of
     ``started``, ``start_failed``, ``exited``, ``stopping``, ``stopped``,
-    ``removed``, ``escalated``, ``delaying``."""
+    ``removed``, ``escalated``, ``delaying``; a ``delaying`` event's ``delay``
+    is its backoff in seconds (``detail`` says the same, for logs)."""
 
     kind: str
     child_id: str
     detail: str = ""
+    delay: float | None = None
 
 
 @attrs.define(eq=False)
@@ -306,9 +308,13 @@ class Supervisor:
 
     # ------------------------------------------------------------ internals
 
-    def _emit(self, kind: str, child_id: str, detail: str = "") -> None:
+    def _emit(
+        self, kind: str, child_id: str, detail: str = "", delay: float | None = None
+    ) -> None:
         if self._on_event is not None:
-            self._on_event(SupervisorEvent(kind=kind, child_id=child_id, detail=detail))
+            self._on_event(
+                SupervisorEvent(kind=kind, child_id=child_id, detail=detail, delay=delay)
+            )
 
     async def _request(self, request: _Request, *, allow_closed: bool = False) -> None:
         if self._closed:
@@ -423,7 +429,7 @@ class Supervisor:
         assert self._nursery is not None
         child_id = action.child_id
         if action.delay > 0:
-            self._emit("delaying", child_id, f"{action.delay:g}s")
+            self._emit("delaying", child_id, f"{action.delay:g}s", action.delay)
             with trio.move_on_after(action.delay):
                 await self._stopping.wait()
             if self._stopping.is_set():

@@ -70,10 +70,6 @@ def exception_type_name(exc: BaseException) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-#: A connection remembers the size estimator of at most this many reply types.
-_MAX_WEIGHERS = 256
-
-
 class FrameCost:
     """Byte credit held by one received frame until all its calls finish."""
 
@@ -118,7 +114,6 @@ class Answers:
         # channel's cap sees them (see answers_over_cap).
         self.pending_weight = 0
         self.weight_limit = max(opts.max_queued_bytes // 4, 1)
-        self._weighers: dict[type, Callable[[Any], int] | None] = {}
         self.enc_ctx = EncodeContext(opts.vesicle_threshold, Vesicle.from_bytes)
         self.done = trio.Event()
 
@@ -136,21 +131,12 @@ class Answers:
         """The estimated encoded size of a reply; one whose size has no cheap
         estimate (lists, maps, nested proteins) counts an eighth of the limit,
         so at most eight such replies wait unencoded."""
-        weigher: Callable[[Any], int] | None
         try:
-            weigher = self._weighers[type(result)]
-        except KeyError:
-            try:
-                weigher = self.m.registry.schema_for(result).weigh
-            except TypeError:  # not a protein: it becomes a BAD_REPLY error
-                weigher = None
-            if len(self._weighers) < _MAX_WEIGHERS:
-                self._weighers[type(result)] = weigher
-        if weigher is not None:
-            try:
+            weigher = self.m.registry.schema_for(result).weigh  # (cached by type there)
+            if weigher is not None:
                 return weigher(result)
-            except Exception:  # a field of the wrong type: BAD_REPLY at encoding
-                pass
+        except Exception:  # not a protein, or a field of the wrong type: BAD_REPLY later
+            pass
         return self.weight_limit // 8 + 1
 
     def answers_over_cap(self) -> bool:
