@@ -4,7 +4,11 @@ Theory of operation
 -------------------
 One database file in WAL mode with ``synchronous=FULL``, one process, one
 transaction per command (``BEGIN`` ... ``COMMIT``: one fsync'd commit per
-batch), prepared statements reused through one cursor. It runs the same
+batch), prepared statements reused through one cursor. A ``shared`` ledger
+is one of several connections (threads) writing the same file: it waits for
+the write lock (``busy_timeout``) and takes it as its transaction begins
+(``BEGIN IMMEDIATE``); the concurrent-clients baselines use it
+(:mod:`cellmesh.bench._ledger_singles`). It runs the same
 checks in the same order as :mod:`cellmesh.ledger` for everything the
 benchmark sends and returns the same result codes (the bench compares every
 result of every batch; ``tests/bench/test_ledger_bench.py`` checks a random
@@ -50,6 +54,8 @@ _CLOSED: Final = 8
 _TRANSIENT: Final = TRANSIENT_FAILURES  # the ledger's: the same ids are remembered
 # Pending status values, as in cellmesh.ledger.PendingStatus.
 _ST_PENDING, _ST_POSTED, _ST_VOIDED, _ST_EXPIRED = 1, 2, 3, 4
+#: How long a shared connection waits for the write lock before SQLITE_BUSY.
+SHARED_BUSY_TIMEOUT_MS: Final = 5_000
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -80,8 +86,15 @@ _BALANCES: Final = "debits_pending, debits_posted, credits_pending, credits_post
 class SqliteLedger:
     """A ledger in one SQLite file (see the module doc)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.db = sqlite3.connect(path, isolation_level=None)
+        #: ``shared``: one of several connections writing the file at once, so
+        #: a writer waits for the lock (``busy_timeout``) and takes it when its
+        #: transaction begins (``BEGIN IMMEDIATE``): a deferred transaction
+        #: that reads first could not upgrade once another one had committed.
+        self.begin = "BEGIN IMMEDIATE" if shared else "BEGIN"
+        if shared:
+            self.db.execute(f"PRAGMA busy_timeout={SHARED_BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
@@ -128,7 +141,7 @@ class SqliteLedger:
                 results[k] = T.LINKED_EVENT_FAILED
             results[limit - 1] = T.LINKED_EVENT_CHAIN_OPEN
             limit = start
-        cur.execute("BEGIN")
+        cur.execute(self.begin)
         self._expire(base)
         in_chain = False
         chain_start = 0

@@ -37,6 +37,22 @@ top functions of a cProfile run of one pure round.
   sending single transfers: :mod:`cellmesh.bench.ledger_replicated`. Its
   ratios against SQLite and against the pure loop come from the same round.
   ``--pure`` leaves it out.
+* **concurrent clients in SQLite** -- the baselines of the replicated
+  mode's concurrent-clients row, run in the same round right after it: the
+  same plan of single transfers (same accounts, ids and count) from the same
+  number of client threads against the SQLite ledger above, every answered
+  transfer committed and fsync'd, in two forms -- a connection per client
+  and a transaction per transfer (what users write first), and one writer
+  thread committing whatever the clients have queued as one transaction
+  (group commit: the stronger one, and still simple). Each starts from a
+  copy of one file holding the set-up and the measured batches (prepared
+  once, untimed), as the replicated clients start after the batches; each
+  prints its transfers/s, p50/p99 latency and the ratio replicated / SQLite
+  (median of the per-round ratios), and its result codes must equal the
+  replicated run's, transfer for transfer, or the run fails:
+  :mod:`cellmesh.bench._ledger_singles`, where the choice of the two forms
+  is argued. ``--pure`` leaves them out with the row they are the baseline
+  of: alone they would compare nothing the batch rows do not.
 """
 
 from __future__ import annotations
@@ -67,6 +83,7 @@ from ..ledger import (
     Transfer,
     TransferFlags,
 )
+from ._ledger_singles import FORMS, SinglesRun, remove_database, run_baselines, single_plan
 from ._ledger_sqlite import SqliteLedger
 from ._stats import median, percentile
 from .ledger_replicated import ReplicatedParams, ReplicatedRound, run_replicated, summarize
@@ -229,18 +246,22 @@ def run_pure(workload: Workload, scratch: Path) -> Timing:
     return timing
 
 
+def _sqlite_setup(ledger: SqliteLedger, workload: Workload) -> None:
+    for k, command in enumerate(workload.setup):
+        ts = _meta(k).timestamp
+        if isinstance(command, CreateAccounts):
+            codes = ledger.create_accounts(command.events, ts)
+        else:
+            codes = ledger.create_transfers(command.events, ts)
+        assert not any(codes), f"set-up command {k} failed in SQLite"
+
+
 def run_sqlite(workload: Workload, scratch: Path) -> Timing:
     """The same workload in a fresh SQLite file under ``scratch``."""
     path = scratch / f"ledger-{time.monotonic_ns()}.sqlite3"
     ledger = SqliteLedger(path)
     try:
-        for k, command in enumerate(workload.setup):
-            ts = _meta(k).timestamp
-            if isinstance(command, CreateAccounts):
-                codes = ledger.create_accounts(command.events, ts)
-            else:
-                codes = ledger.create_transfers(command.events, ts)
-            assert not any(codes), f"set-up command {k} failed in SQLite"
+        _sqlite_setup(ledger, workload)
         timing = Timing()
         for k, batch in enumerate(workload.batches, len(workload.setup)):
             ts = _meta(k).timestamp
@@ -248,8 +269,24 @@ def run_sqlite(workload: Workload, scratch: Path) -> Timing:
         return timing
     finally:
         ledger.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove_database(path)
+
+
+def singles_template(workload: Workload, path: Path) -> None:
+    """The SQLite file the concurrent-clients baselines copy: set-up and batches applied.
+
+    The state the replicated ledger is in when its concurrent clients start
+    (untimed); the pending transfers whose timeouts have passed by now are
+    expired here, not in the first measured transfer.
+    """
+    ledger = SqliteLedger(path)
+    try:
+        _sqlite_setup(ledger, workload)
+        for k, batch in enumerate(workload.batches, len(workload.setup)):
+            ledger.create_transfers(batch.events, _meta(k).timestamp)
+        ledger.create_transfers([], time.time_ns())
+    finally:
+        ledger.close()
 
 
 #: The modes of the benchmark, measured in this order in every round. The
@@ -302,11 +339,16 @@ def run_ledger_bench(
     workload = build_workload(params)
     per_round: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     rep_rounds: list[ReplicatedRound] = []
+    singles: list[dict[str, SinglesRun]] = []
     rep_differs = 0
     accounts = list(range(2, params.accounts + 2))
     agree = True
     with tempfile.TemporaryDirectory(prefix="cellmesh-bench-ledger-", dir=scratch) as tmp:
         where = Path(tmp)
+        template = where / "singles-template.sqlite3"
+        if replicated is not None:
+            say("preparing the SQLite file of the concurrent clients' baselines")
+            singles_template(workload, template)
         for r in range(params.rounds):
             codes: dict[str, list[list[int]]] = {}
             for mode, runner in MODES.items():
@@ -323,13 +365,20 @@ def run_ledger_bench(
                 rep_rounds.append(rep)
                 rep_differs += sum(a != b for x, y in zip(rep.results, codes["pure"], strict=True)
                                    for a, b in zip(x, y, strict=True))
+                say(f"round {r + 1}/{params.rounds}: SQLite, {replicated.clients} concurrent "
+                    f"clients ({', '.join(FORMS)})")
+                singles.append(run_baselines(
+                    template, where, single_plan(accounts, replicated.single_ops, seed=r),
+                    replicated.clients))
             if r == 0:
                 outcome = [c for batch in codes["pure"] for c in batch]
+        remove_database(template)
         profile_rows = profile_pure(workload, where) if profile else None
     pairs = list(zip(per_round["pure"], per_round["sqlite"], strict=True))
     ratios = [p["transfers_per_s"] / s["transfers_per_s"] for p, s in pairs]
     cpu_ratios = [p["transfers_per_cpu_s"] / s["transfers_per_cpu_s"] for p, s in pairs
                   if p["transfers_per_cpu_s"] and s["transfers_per_cpu_s"]]
+    concurrent = _concurrent_report(rep_rounds, singles, replicated)
     return {
         "params": attrs.asdict(params),
         "transfers_per_round": workload.transfers,
@@ -344,9 +393,16 @@ def run_ledger_bench(
         },
         "ratio_pure_over_sqlite": median(ratios),
         "ratio_pure_over_sqlite_cpu": median(cpu_ratios) if cpu_ratios else None,
-        "results_agree": agree and all(r.replay_agrees for r in rep_rounds),
+        "results_agree": (agree and all(r.replay_agrees for r in rep_rounds)
+                          and (concurrent is None or concurrent["codes_agree"])),
         **_replicated_report(rep_rounds, per_round, workload.transfers, params,
                              replicated=replicated, differs=rep_differs),
+        "concurrent_sqlite": concurrent,
+        **({} if concurrent is None else {
+            "ratio_concurrent_replicated_over_sqlite":
+                concurrent["connections"]["ratio_replicated_over_this"],
+            "ratio_concurrent_replicated_over_sqlite_group_commit":
+                concurrent["group_commit"]["ratio_replicated_over_this"]}),
         "scratch_dir": str(scratch or Path(tempfile.gettempdir())),
         "profile": profile_rows,
     }
@@ -370,10 +426,64 @@ def _replicated_report(
     }
 
 
+def _concurrent_report(rounds: list[ReplicatedRound], singles: list[dict[str, SinglesRun]],
+                       replicated: ReplicatedParams | None) -> dict[str, Any] | None:
+    """The SQLite baselines of the concurrent clients' row, against the replicated rounds."""
+    if replicated is None or not rounds:
+        return None
+    ops = replicated.single_ops
+    rep_tps = [ops / r.single_seconds for r in rounds]
+    out: dict[str, Any] = {"clients": replicated.clients, "transfers": ops,
+                           "transfers_all_rounds": ops * len(rounds)}
+    differing = 0
+    for form in FORMS:
+        runs = [s[form] for s in singles]
+        tps = [ops / run.seconds for run in runs]
+        latencies = [x for run in runs for x in run.latencies]
+        commits = sum(run.commits for run in runs)
+        differing += sum(a != b for rnd, run in zip(rounds, runs, strict=True)
+                         for a, b in zip(rnd.single_results, run.results, strict=True))
+        out[form] = {
+            "transfers_per_s": median(tps),
+            "rounds_transfers_per_s": tps,
+            "p50_ms": median(latencies) * 1e3,
+            "p99_ms": percentile(latencies, 99) * 1e3,
+            "ok": sum(run.results.count(0) for run in runs),
+            "commits": commits,
+            "transfers_per_commit": ops * len(runs) / max(commits, 1),
+            "busy_retries": sum(run.busy_retries for run in runs),
+            "ratio_replicated_over_this": median(
+                [r / t for r, t in zip(rep_tps, tps, strict=True)]),
+        }
+    out["codes_differing"] = differing
+    out["codes_agree"] = differing == 0
+    return out
+
+
+def _concurrent_lines(report: dict[str, Any]) -> list[str]:
+    con = report.get("concurrent_sqlite")
+    if con is None:
+        return []
+    rows = [(f"SQLite, {con['clients']} connections, a transaction each", con["connections"],
+             f"{con['connections']['busy_retries']:,} SQLITE_BUSY retries"),
+            ("SQLite, one writer thread, group commit", con["group_commit"],
+             f"{con['group_commit']['transfers_per_commit']:.1f} transfers per commit")]
+    lines = [f"    {label}: {x['transfers_per_s']:,.0f} transfers/s, p50 {x['p50_ms']:.1f} ms, "
+             f"p99 {x['p99_ms']:.1f} ms ({note}); ratio replicated / SQLite "
+             f"{x['ratio_replicated_over_this']:.2f}x" for label, x, note in rows]
+    ok = (report["replicated"]["concurrent"]["ok"], con["connections"]["ok"],
+          con["group_commit"]["ok"])
+    lines.append(f"    codes of both SQLite forms agree with the replicated run's, transfer for "
+                 f"transfer: {'yes' if con['codes_agree'] else 'NO'} (ok: {ok[0]:,}, {ok[1]:,} "
+                 f"and {ok[2]:,} of {con['transfers_all_rounds']:,})")
+    return lines
+
+
 def _replicated_lines(report: dict[str, Any]) -> list[str]:
     rep = report["replicated"]
     if rep is None:
-        return [f"replicated (3 replicas): {report['replicated_note']}"]
+        return [f"replicated (3 replicas) and the SQLite baselines of its concurrent clients: "
+                f"{report['replicated_note']}"]
     b, c = rep["batches"], rep["concurrent"]
     return [
         f"{'replicated ledger cell (' + rep['deployment'] + ')'}",
@@ -390,6 +500,7 @@ def _replicated_lines(report: dict[str, Any]) -> list[str]:
         f"transfers/s, p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms; "
         f"{c['commands_per_entry']:.1f} client commands per Raft entry "
         f"({c['entries']:,} entries)",
+        *_concurrent_lines(report),
     ]
 
 

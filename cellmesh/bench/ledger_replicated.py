@@ -16,7 +16,12 @@ each replica fsyncs its write-ahead log before it acknowledges), then:
    client session) each send single-transfer ``CreateTransfers`` commands
    one after the other, ``single_ops`` in all: throughput, p50/p99 latency,
    and the Raft entries the leader appended meanwhile -- so how many client
-   commands shared one entry (the replicated cell's group commit).
+   commands shared one entry (the replicated cell's group commit). The plan
+   is :func:`cellmesh.bench._ledger_singles.single_plan` and each transfer's
+   result code is kept by its index in it: :mod:`cellmesh.bench.ledger` runs
+   the same plan through the SQLite baselines of this row
+   (:mod:`cellmesh.bench._ledger_singles`) in the same round and compares
+   their codes with these.
 
 Result codes: expiry follows the leader's clock, so the replicated run's
 one-second timeouts fall due after other batches than in the pure run (whose
@@ -29,7 +34,6 @@ is reported too (timing, not a fault).
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any, Final
 
@@ -44,17 +48,15 @@ from ..ledger import (
     CreateTransfersReply,
     LedgerClient,
     LedgerState,
-    Transfer,
 )
 from ..transport.synapse import Synapse
+from ._ledger_singles import single_plan
 from ._stats import median, percentile
 from .replicated import open_root_group
 
 GROUP: Final = "ledger"
 ENTRY: Final = "cellmesh.ledger:Ledger"
 DNA: Final = '"""The bench mesh\'s own code: the ledger cell ships with cellmesh."""\n'
-#: Ids of the concurrent clients' transfers (far from the workload's).
-_SINGLE_IDS: Final = 1 << 60
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +78,8 @@ class ReplicatedRound:
     single_seconds: float = 0.0
     single_latencies: list[float] = attrs.Factory(list)
     single_ok: int = 0
+    #: The concurrent clients' result codes, by index in their plan.
+    single_results: list[int] = attrs.Factory(list)
     single_entries: int = 0
     batch_entries: int = 0
 
@@ -103,22 +107,18 @@ def _replay(commands: list[CreateAccounts | CreateTransfers], timestamps: list[i
 
 async def _singles(socket_dir: Any, accounts: list[int], params: ReplicatedParams,
                    rnd: ReplicatedRound, seed: int) -> None:
-    rng = random.Random(seed)
-    plan = []
-    for n in range(params.single_ops):
-        debit, credit = rng.sample(accounts, 2)
-        plan.append(Transfer(id=_SINGLE_IDS + seed * params.single_ops + n,
-                             debit_account_id=debit, credit_account_id=credit, amount=1,
-                             ledger=1, code=1))
-    work = iter(plan)
+    plan = single_plan(accounts, params.single_ops, seed)
+    rnd.single_results = [-1] * len(plan)
+    work = iter(enumerate(plan))
 
     async def client(syn: Synapse) -> None:
         ledger = LedgerClient.over(syn)
-        for transfer in work:
+        for n, transfer in work:
             started = time.perf_counter()
             results = await ledger.create_transfers([transfer])
             rnd.single_latencies.append(time.perf_counter() - started)
             rnd.single_ok += results.ok
+            rnd.single_results[n] = int(results.codes[0])
 
     async with trio.open_nursery() as holders:
         syns: list[Synapse] = []
