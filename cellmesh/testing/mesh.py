@@ -14,9 +14,12 @@ nothing); only a cancellation, ``KeyboardInterrupt``, ``SystemExit`` and
 ``GeneratorExit`` go through Trio's nursery as Trio hands them on. A mesh
 that does not start raises :class:`~cellmesh.actors.errors.CellsCannotStart`
 out of :func:`open_mesh`, whatever the cell's failure (its code does not
-import, its ``on_start`` or constructor raised, it never became ready);
-:func:`open_root` hands the root's errors on as :func:`serve_root` raises
-them, in Trio's exception group. Leaving the block stops the root and waits
+import, its ``on_start`` or constructor raised, it never became ready),
+and a configuration the root refuses at its start (a DNA file it cannot
+read, a ``network`` the sandbox cannot enforce) raises that
+:class:`~cellmesh.errors.ConfigError` as it is; :func:`open_root` hands
+the root's errors on as :func:`serve_root` raises them, in Trio's exception
+group. Leaving the block stops the root and waits
 until every cell process is gone.
 """
 
@@ -42,6 +45,7 @@ from ..actors.manifest import Manifest, load_manifest, parse_manifest
 from ..actors.policy import FAILED_TO_START
 from ..actors.root import Root, serve_root
 from ..config import Paths
+from ..errors import ConfigError
 
 
 class MeshStopped(RootError):
@@ -74,6 +78,15 @@ def _of_the_root(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(kinds) is not None
     return isinstance(exc, kinds)
+
+
+def _refused_config(exc: BaseException) -> ConfigError | None:
+    """The one :class:`ConfigError` that stopped the root's start, if that is all ``exc`` holds
+    (beside cancellations): a manifest the root refuses, not a cell that failed."""
+    leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+    if len(leaves) == 1 and isinstance(leaves[0], ConfigError):
+        return leaves[0]
+    return None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -177,7 +190,9 @@ async def open_mesh(
     group): ``cells`` names the cells that failed, ``problems`` says why; when
     a cell's process failed to start, the top supervisor's
     :class:`~cellmesh.actors.errors.SupervisorEscalation` is its ``__cause__``.
-    What the block raises comes out as it is (the module doc).
+    A configuration the root refuses at its start raises its
+    :class:`~cellmesh.errors.ConfigError` (a ``ManifestError`` for a manifest
+    key, naming it), also not in a group. What the block raises comes out as it is (the module doc).
     """
     path = Path(manifest).resolve()
     parsed = load_manifest(path)
@@ -194,7 +209,12 @@ async def open_mesh(
                 own = exc
                 raise
     except BaseException as exc:
-        if exc is own or isinstance(exc, MeshStopped) or not _of_the_root(exc):
+        if exc is own or isinstance(exc, MeshStopped):
+            raise
+        refused = None if started else _refused_config(exc)
+        if refused is not None:  # as it is, not in the nursery's group
+            raise refused from refused.__cause__
+        if not _of_the_root(exc):
             raise
         cannot = None if started else _cannot_start(exc, parsed)
         error = exc if cannot is None else cannot

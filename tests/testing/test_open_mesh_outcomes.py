@@ -27,6 +27,8 @@ import pytest
 import trio
 
 from cellmesh.actors.errors import CellsCannotStart, RootRequestError, SupervisorEscalation
+from cellmesh.actors.manifest import ManifestError
+from cellmesh.errors import ConfigError
 from cellmesh.testing import open_mesh
 
 CELLS = '''\
@@ -216,3 +218,25 @@ async def test_an_unused_bad_protein_of_an_on_demand_cell_fails_the_start(home: 
     (problem,) = info.value.problems
     assert problem.startswith("cells.lazy.entry: importing the cell's code raised TypeError: ")
     assert "When.at: field type datetime.datetime is not supported by proteins" in problem
+
+
+@pytest.mark.parametrize(
+    ("toml", "kind", "text"),
+    [
+        (FINE + 'network = ["127.0.0.1:5432"]\n', ConfigError,
+         "cells.fine.network: lists destinations, which only the bwrap sandbox can hold"),
+        ('[cells.fine]\ndna = "missing.py"\nentry = "cells:Fine"\n', ManifestError,
+         "cells.fine.dna: "),
+    ],
+    ids=["network-under-host", "dna-missing"],
+)
+async def test_a_configuration_the_root_refuses_comes_out_as_it_is(
+    home: Path, toml: str, kind: type[ConfigError], text: str
+) -> None:
+    """Not in Trio's exception group (it came out wrapped twice): ``pytest.raises(ConfigError)``
+    works, and the error names the manifest key."""
+    with pytest.raises(kind) as info:
+        async with open_mesh(manifest(home, toml)):
+            raise AssertionError("the mesh must not start")
+    assert type(info.value) is kind
+    assert text in str(info.value)
