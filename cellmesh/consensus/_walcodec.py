@@ -70,7 +70,7 @@ from typing import Final
 
 import attrs
 
-from cellmesh.consensus.types import Entry, EntryKind, HardState, SnapshotMeta
+from cellmesh.consensus.types import Entry, EntryKind, HardState, SnapshotMeta, make_entry
 
 FRAME_MAGIC: Final = b"CMWL"
 SNAPSHOT_MAGIC: Final = b"CMSN"
@@ -351,6 +351,7 @@ def _decode_entries(payload: bytes, start: int, end: int) -> EntriesRecord:
         raise MalformedRecord(start, "entry index overflows")
     unpack = _ENTRY_HEAD.unpack_from
     kinds = _KIND_BY_VALUE
+    make = make_entry  # Entry(...) without attrs' __init__: recovery builds millions
     entries: list[Entry] = []
     append = entries.append
     for index in range(first_index, first_index + count):
@@ -361,7 +362,7 @@ def _decode_entries(payload: bytes, start: int, end: int) -> EntriesRecord:
         kind = kinds.get(kind_value)
         if kind is None or term < 1 or position + length > end:
             raise MalformedRecord(position, f"entry {index} is malformed")
-        append(Entry(index=index, term=term, kind=kind, data=payload[position : position + length]))
+        append(make(index, term, kind, payload[position : position + length]))
         position += length
     if position != end:
         raise MalformedRecord(position, "trailing bytes after entries")
