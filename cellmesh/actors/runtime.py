@@ -66,6 +66,7 @@ from ..transport._sockets import listener_problem
 from ..transport._spin import spin_window_from_env
 from ..transport.membrane import Membrane, membrane_options, open_membrane
 from ..transport.synapse import Synapse
+from ..wire._cbor import is_lost_memory_error
 from . import _handover, _standby
 from ._replica_spec import ReplicaSpec
 from ._standby import Go
@@ -114,7 +115,9 @@ def die_of_memory() -> NoReturn:
 
 
 def has_memory_error(exc: BaseException | None) -> bool:
-    """True if ``exc`` is, contains (groups) or was caused by a MemoryError."""
+    """True if ``exc`` is, contains (groups) or was caused by a MemoryError (or the
+    panic of a Rust extension that lost one:
+    :func:`~cellmesh.wire._cbor.is_lost_memory_error`)."""
     seen: set[int] = set()
     stack = [exc]
     while stack:
@@ -122,7 +125,7 @@ def has_memory_error(exc: BaseException | None) -> bool:
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, MemoryError):
+        if isinstance(item, MemoryError) or is_lost_memory_error(item):
             return True
         if isinstance(item, BaseExceptionGroup):
             stack.extend(item.exceptions)

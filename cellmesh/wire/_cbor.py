@@ -149,6 +149,20 @@ class FrameTags:
         return VesicleRef(index, length)
 
 
+def is_lost_memory_error(exc: BaseException) -> bool:
+    """True for the panic cbor2 (a Rust extension built with pyo3) raises when a
+    Python allocation it made failed: ``pyo3_runtime.PanicException: PyObject
+    pointer is null``. The MemoryError is lost, not chained, but a NULL object
+    pointer is what a failed allocation gives, so this process is out of
+    memory: nothing a peer's bytes did."""
+    kind = type(exc)
+    return (
+        kind.__name__ == "PanicException"
+        and kind.__module__ == "pyo3_runtime"
+        and "pointer is null" in str(exc)
+    )
+
+
 def _cbor_decoder(tags: FrameTags, *, strict: bool) -> cbor2.CBORDecoder:
     return cbor2.CBORDecoder(
         io.BytesIO(b""),
@@ -211,6 +225,8 @@ class PayloadDecoder:
         except (*_NOT_OURS, MemoryError):
             raise  # (out of memory is this process's state, not the peer's bytes)
         except BaseException as exc:  # anything else the decoder raised, a panic included
+            if is_lost_memory_error(exc):
+                raise MemoryError("cbor2 could not allocate while decoding a frame") from exc
             raise MalformedFrame(f"invalid CBOR: {type(exc).__name__}: {exc}") from None
         raise MalformedFrame(_TRAILING)
 

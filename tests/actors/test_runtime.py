@@ -62,6 +62,20 @@ class Counter(cellmesh.Cell):
             raise RuntimeError("on_start failed on purpose")
         if mode == "greedy":
             self.hog = bytearray(8 << 30)
+        if mode == "cbor-oom":
+            # Room for the input and cbor2's output buffer, not for the bytes object
+            # it copies them into: that allocation fails inside the Rust extension.
+            import cbor2, resource, sys
+            limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+            with open("/proc/self/status") as status:
+                size = next(int(line.split()[1]) << 10 for line in status
+                            if line.startswith("VmSize:"))
+            blob = b"x" * ((limit - size) * 38 // 100)
+            try:
+                cbor2.dumps({"blob": blob})
+            except BaseException as exc:
+                sys.stderr.write(f"dumps raised {type(exc).__module__}.{type(exc).__name__}\\n")
+                raise
 
     async def on_stop(self) -> None:
         assert self.data_dir is not None
@@ -345,6 +359,25 @@ async def test_runtime_run_cell_returns_2_on_a_bad_entry(
     assert "CELL_ENTRY" in capsys.readouterr().err
 
 
+def test_runtime_exits_137_when_cbor2_panics_out_of_memory(workdir: Path) -> None:
+    """cbor2 (Rust, pyo3) turns a failed allocation into ``pyo3_runtime.PanicException:
+    PyObject pointer is null``, a BaseException that chains no MemoryError: it is
+    still a memory kill (exit 137, "MemoryError"), not an unexplained crash."""
+    env = cell_env(workdir, TEST_MODE="cbor-oom")
+    del env["CELL_LISTEN_FDS"]
+    result = subprocess.run(
+        [PY, "-m", "cellmesh.actors.runtime"], env=env, capture_output=True, text=True,
+        timeout=60, check=False, preexec_fn=_limit_memory,
+    )
+    assert "dumps raised " in result.stderr, result.stderr  # the allocation failed
+    if "dumps raised pyo3_runtime.PanicException" not in result.stderr:
+        pytest.skip(f"this cbor2 raised no panic out of memory: {result.stderr[-300:]!r}")
+    assert result.returncode == MEMORY_LIMIT_EXIT_CODE, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "cellmesh.actors.runtime: MemoryError: out of memory"
+    ), result.stderr
+
+
 def test_runtime_memory_error_is_found_in_groups_and_causes() -> None:
     assert has_memory_error(MemoryError())
     assert has_memory_error(BaseExceptionGroup("g", [ValueError(), MemoryError()]))
@@ -353,6 +386,12 @@ def test_runtime_memory_error_is_found_in_groups_and_causes() -> None:
     assert has_memory_error(wrapped)
     assert not has_memory_error(ValueError())
     assert not has_memory_error(None)
+    # pyo3's panic for a failed allocation, and only that one
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+    assert has_memory_error(panic("PyObject pointer is null"))
+    assert has_memory_error(BaseExceptionGroup("g", [panic("PyObject pointer is null")]))
+    assert not has_memory_error(panic("index out of bounds"))
+    assert not has_memory_error(type("PanicException", (BaseException,), {})("pointer is null"))
 
 
 # ---------------------------------------------------------------- sandbox

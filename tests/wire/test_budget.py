@@ -373,3 +373,30 @@ def test_budget_typed_array_expansion_is_charged_against_what_is_left() -> None:
         tags(cbor2.CBORTag(79, bytes(8 * 100)), False)
     tags.allowance = 10_000
     assert tags(cbor2.CBORTag(79, bytes(8 * 100)), False) == [0] * 100
+
+
+@pytest.mark.parametrize("message", ["PyObject pointer is null", "index out of bounds"])
+def test_a_panic_of_cbor2_out_of_memory_is_a_memory_error_not_the_peers_fault(
+    message: str,
+) -> None:
+    """cbor2's pyo3 panic for a failed allocation is this process's state: MemoryError (the
+    runtime exits as a memory kill), not MALFORMED_FRAME blaming the peer. Any other panic
+    is still the peer's bytes."""
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    class Panicking:
+        fp: Any = None
+
+        def decode(self) -> Any:
+            raise panic(message)
+
+    decoder = _cbor.PayloadDecoder()
+    decoder._strict = Panicking()  # type: ignore[assignment]
+    payload = memoryview(cbor2.dumps([1, 2, 3]))
+    if message == "PyObject pointer is null":
+        with pytest.raises(MemoryError) as info:
+            decoder.decode(payload)
+        assert isinstance(info.value.__cause__, panic)
+    else:
+        with pytest.raises(MalformedFrame, match="PanicException: index out of bounds"):
+            decoder.decode(payload)
