@@ -98,6 +98,10 @@ class Synapse(Protocol):
         """A live connection (connecting if needed); CellUnavailable if none."""
         ...
 
+    def _connected(self) -> bool:
+        """True if a live connection is up now (:meth:`_connection` would not wait)."""
+        ...
+
     def _abandon_connection(self, reason: str) -> None:
         """Give up the current connection: its calls fail, the next call reconnects."""
 
@@ -293,14 +297,15 @@ class ClientSessions:
                     syn.name, f"no answer after retrying for {syn.options.give_up_after} s"
                 )
             raise CellUnavailable(syn.name, syn.socket_path_text, "gave up reconnecting")
-        with trio.move_on_after(deadline - now) as connecting:
-            try:
-                await syn._connection()
-            except CellUnavailable:
-                await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
-                return None  # nothing left this process
-        if connecting.cancelled_caught:
-            return None  # no hello before the deadline: nothing left this process
+        if not syn._connected():  # (a cancel scope costs more than the check)
+            with trio.move_on_after(deadline - now) as connecting:
+                try:
+                    await syn._connection()
+                except CellUnavailable:
+                    await trio.sleep(min(RECONNECT_DELAY, max(0.0, deadline - now)))
+                    return None  # nothing left this process
+            if connecting.cancelled_caught:
+                return None  # no hello before the deadline: nothing left this process
         envelopes = []
         for item in items:
             state = item.state

@@ -270,6 +270,10 @@ class Synapse:
         self._nursery.start_soon(conn.channel.run_writer)
         self._nursery.start_soon(conn.run_reader)
 
+    def _connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.dead is None and not conn.draining
+
     async def _connection(self) -> Connection:
         conn = self._conn
         if conn is not None and conn.dead is None and not conn.draining:
