@@ -104,6 +104,7 @@ class ServerConnection(Answers):
         self.waiting: collections.deque[_Work] = collections.deque()
         self.owned: dict[int, trio.CancelScope] = {}
         self.suspended = 0
+        self.starters = 0  # starter tasks spawned that have not run yet (_fan_out)
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
         self.hello_sent = False
@@ -355,6 +356,66 @@ class ServerConnection(Answers):
                 return
         self._report_cancel(scope, slot)
 
+    def _fan_out(self) -> None:
+        """A handler suspended in the reader: start tasks for the calls behind it.
+
+        The new reader starts in the next scheduler pass, and so does any task
+        spawned now; if each call it starts suspends too, it hands over to yet
+        another reader, one pass later, so a frame of calls whose handlers
+        await something would start one call per pass (one ``epoll_wait`` and
+        one write each). Starters spawned now, one per call still in the
+        backlog (within ``max_concurrency``), all run in the next pass: each
+        takes the next call from the backlog when it runs, so calls still
+        start in arrival order whichever task runs first.
+        """
+        free = self.m.options.max_concurrency - self.suspended - 1 - self.starters
+        wanted = min(len(self.backlog) - self.starters, free)
+        assert self.nursery is not None
+        for _ in range(wanted):
+            self.starters += 1
+            self.nursery.start_soon(self._starter_task)
+
+    async def _starter_task(self) -> None:
+        """Start calls from the backlog (see :meth:`_fan_out`); own the one that suspends."""
+        self.starters -= 1
+        slot = _Slot()
+        with trio.CancelScope() as scope:
+            try:
+                await self._start_backlog(scope, slot)
+            except (ProtocolError, ChannelBroken) as exc:
+                self._fatal(exc)
+                return
+            except MemoryError as exc:  # this process is out of memory: a cell dies (137)
+                if self.m.on_handler_error is not None:
+                    self.m.on_handler_error(exc)
+                self._fatal(exc)
+                return
+            except Exception as exc:  # our bug, or an odd value: this connection only
+                self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
+                           + "".join(traceback.format_exception(exc)))
+                self._fatal(exc)
+                return
+        self._report_cancel(scope, slot)
+
+    async def _start_backlog(self, scope: trio.CancelScope, slot: _Slot) -> None:
+        """Start backlog calls in this task until one suspends (then own it) or none
+        may start now. What is left (calls that must wait for a slot or for
+        answers to drain) is for the reader, which moves them to ``waiting``."""
+        backlog = self.backlog
+        max_concurrency = self.m.options.max_concurrency
+        while backlog and not self.done.is_set():
+            if self.waiting or self.suspended >= max_concurrency:
+                break
+            if self.pending_weight >= self.weight_limit and self.answers_over_cap():
+                break
+            work = backlog.popleft()
+            suspended = self._start(work)
+            if suspended is not None:
+                self.channel.mark()
+                await self._own(work, suspended, scope, slot)
+                return
+        self.channel.mark()
+
     async def _read_loop(self, scope: trio.CancelScope, slot: _Slot) -> None:
         """Read and dispatch until EOF, or until this task owns a suspended call
         (then finish it, and any calls it picks up from the waiting queue)."""
@@ -433,6 +494,7 @@ class ServerConnection(Answers):
                     # Hand the reader role to a new task; this one owns the call.
                     assert self.nursery is not None
                     self.nursery.start_soon(self._reader_task)
+                    self._fan_out()
                     await self._own(work, suspended, scope, slot)
                     return
             decoded = decoder.next_frame()

@@ -12,10 +12,16 @@ reader (see :mod:`cellmesh.transport._dispatch`); if it completes without suspen
 its reply is queued and the reader moves on. If it suspends, the reader task
 *becomes the owner* of that call (its per-task cancel scope is now the call's
 scope, so a ``cancel`` frame cancels exactly that handler), and a fresh task
-takes over as reader. Replies are flushed as one batch frame whenever the
-reader has consumed everything received so far, and earlier while it works
-through many calls: once half of what one read brought is handled, and
-before each further frame's work, so the client works on the first answers
+takes over as reader. The calls already received behind it do not wait for
+that reader (which runs a scheduler pass later, and would hand over again at
+the next handler that suspends: one call per pass): a *starter* task is
+spawned for each of them at once (within ``max_concurrency``); they all run
+in the next pass, each taking the next call, so calls still start in arrival
+order, and each starter owns the call it started if that suspends. Replies
+are flushed as one batch frame whenever the reader has consumed everything
+received so far, and earlier while it works through many calls: once half
+of what one read brought is handled, and before each further frame's work,
+so the client works on the first answers
 while the cell handles the rest (a pipeline, not a lockstep).
 
 Flow control: the membrane grants the peer credit in its hello (calls and

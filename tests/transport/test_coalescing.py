@@ -45,6 +45,11 @@ class Seen:
     order: list[int]
 
 
+@cellmesh.protein("test.co.Nap", registry=REG)
+class Nap:
+    n: int
+
+
 @cellmesh.protein("test.co.Blob", registry=REG)
 class Blob:
     data: bytes
@@ -87,6 +92,7 @@ class Cell:
         r.add(Gate, self.wait_gate)
         r.add(Seen, self.seen)
         r.add(Blob, self.blob)
+        r.add(Nap, self.nap)
 
     async def ping(self, msg: Ping) -> Ping:
         self.order.append(msg.n)
@@ -107,6 +113,11 @@ class Cell:
 
     async def seen(self, msg: Seen) -> Seen:
         return Seen(list(self.order))
+
+    async def nap(self, msg: Nap) -> Nap:
+        self.order.append(msg.n)  # (before the await: the order handlers start in)
+        await trio.lowlevel.checkpoint()
+        return Nap(msg.n)
 
     async def blob(self, msg: Blob) -> Ping:
         return Ping(len(msg.data))
@@ -142,6 +153,31 @@ async def test_coalescing_k_concurrent_fires_in_one_pass_cost_o1_writes(sockdir:
             assert replies == {i: Ping(i + 1) for i in range(k)}
             assert client_sock.writes <= 2, client_sock.writes  # one write for all K calls
             assert server_sock.writes <= 2, server_sock.writes  # one write for all K replies
+
+
+async def test_calls_whose_handlers_await_start_together_in_order_and_answer_in_o1_writes(
+    sockdir: Path,
+) -> None:
+    """A handler that awaits (natural actor code: it calls another cell, sleeps,
+    takes a lock) suspends in the reader. The calls behind it start in tasks
+    spawned at once, all in the next pass, each taking the next call: still in
+    arrival order. Before, each suspended call handed the reader role to a new
+    task a pass later: K calls started in K passes and were answered in about K
+    writes."""
+    cell = Cell()
+    k = 64
+    async with open_membrane("co", cell.receptors, socket_dir=sockdir, registry=REG) as membrane:
+        async with Synapse.grow("co", socket_dir=sockdir, registry=REG) as syn:
+            assert await syn.fire(Nap(-1)) == Nap(-1)
+            cell.order.clear()
+            (server_conn,) = membrane._connections
+            server_sock = CountingSocket(server_conn.channel.sock)
+            server_conn.channel.sock = server_sock  # type: ignore[assignment]
+            replies = await syn.fire_many([Nap(i) for i in range(k)])  # one frame
+            assert replies == [Nap(i) for i in range(k)]
+            assert cell.order == list(range(k))  # started in arrival order
+            assert server_sock.writes <= 4, server_sock.writes
+            assert server_conn.suspended == 0 and server_conn.starters == 0
 
 
 async def test_coalescing_replies_of_handlers_woken_together_leave_in_one_write(
