@@ -19,6 +19,9 @@ Client rounds (one process, one synapse per round, warm-up first):
   number sent -- the same shape as the raw one-way stream.
 * ``cm_fire16`` / ``cm_fire256``: the natural pattern -- 16 (256) tasks, each
   ``await syn.fire(Ping)`` in a loop, ``natural_msgs`` calls in all.
+* ``cm_fire256_await``: as ``cm_fire256`` with ``Nap``, whose handler awaits
+  once (``trio.lowlevel.checkpoint()``) before it answers: the handler that
+  calls another cell, sleeps or takes a lock, which suspends in the reader.
 * ``cm_signal_loop``: ``await syn.signal(Tick)`` in a loop, then ``fire(Count)``.
 * ``cm_signal_nowait``: ``syn.signal_nowait(Tick)`` in a loop, falling back to
   ``await syn.signal(Tick)`` when it raises ``trio.WouldBlock`` (no credit
@@ -99,6 +102,13 @@ def rec(n: int) -> Rec:
     return Rec(n=n, key=n.to_bytes(8, "little") * 2, name=f"user-{n % 1000}")
 
 
+@cellmesh.protein("bench.Nap")
+class Nap:
+    """A call whose handler awaits once before it echoes it back."""
+
+    n: int
+
+
 @cellmesh.protein("bench.Blob")
 class Blob:
     """A bulk payload: inline bytes or a vesicle."""
@@ -125,6 +135,11 @@ def _receptors() -> cellmesh.Receptors:
 
     @receptors.on(Rec)
     async def on_rec(msg: Rec) -> Rec:
+        return msg
+
+    @receptors.on(Nap)
+    async def on_nap(msg: Nap) -> Nap:
+        await trio.lowlevel.checkpoint()
         return msg
 
     @receptors.on(Tick)
@@ -228,13 +243,15 @@ async def _pipeline(path: str, p: WireParams, make: Callable[[int], Any]) -> flo
         return time.perf_counter() - t0
 
 
-async def _fire_tasks(syn: Any, start: int, total: int, tasks: int) -> None:
-    """``tasks`` tasks, each ``await syn.fire(Ping)`` in a loop: ``total`` calls in all."""
+async def _fire_tasks(
+    syn: Any, start: int, total: int, tasks: int, make: Callable[..., Any] = Ping
+) -> None:
+    """``tasks`` tasks, each ``await syn.fire(make(n=i))`` in a loop: ``total`` calls in all."""
     per_task = max(1, total // tasks)
 
     async def worker(first: int) -> None:
         for i in range(first, first + per_task):
-            reply = await syn.fire(Ping(n=i))
+            reply = await syn.fire(make(n=i))
             if reply.n != i:
                 raise RuntimeError(f"Ping({i}) answered with {reply!r}")
 
@@ -243,11 +260,13 @@ async def _fire_tasks(syn: Any, start: int, total: int, tasks: int) -> None:
             nursery.start_soon(worker, start + t * per_task)
 
 
-async def _natural_fire(path: str, p: WireParams, tasks: int) -> float:
+async def _natural_fire(
+    path: str, p: WireParams, tasks: int, make: Callable[..., Any] = Ping
+) -> float:
     async with _grow(path, False) as syn:
-        await _fire_tasks(syn, 0, max(tasks, p.natural_msgs // 10), tasks)
+        await _fire_tasks(syn, 0, max(tasks, p.natural_msgs // 10), tasks, make)
         t0 = time.perf_counter()
-        await _fire_tasks(syn, 0, p.natural_msgs, tasks)
+        await _fire_tasks(syn, 0, p.natural_msgs, tasks, make)
         return time.perf_counter() - t0
 
 
@@ -334,6 +353,9 @@ def make_round(kind: str, path: str, p: WireParams) -> Callable[[], dict[str, An
         tasks = int(kind.removeprefix("cm_fire"))
         msgs = max(1, p.natural_msgs // tasks) * tasks
         return lambda: {"msgs": msgs, "seconds": trio.run(_natural_fire, path, p, tasks)}
+    if kind == "cm_fire256_await":
+        msgs = max(1, p.natural_msgs // 256) * 256
+        return lambda: {"msgs": msgs, "seconds": trio.run(_natural_fire, path, p, 256, Nap)}
     if kind in ("cm_signal_loop", "cm_signal_nowait"):
         nowait = kind == "cm_signal_nowait"
         return lambda: {

@@ -115,6 +115,14 @@ SPECS: Final[tuple[Spec, ...]] = (
         describe="cellmesh: 256 tasks, each `await syn.fire(Ping)` in a loop",
     ),
     Spec(
+        name="cm_fire256_await",
+        server="cellmesh",
+        side="cellmesh",
+        shape="rate",
+        describe="cellmesh: 256 tasks, each `await syn.fire(Nap)` in a loop; the handler "
+        "awaits once before it answers",
+    ),
+    Spec(
         name="floor_checkpoint",
         server="none",
         side="floor",
@@ -264,7 +272,7 @@ SPECS: Final[tuple[Spec, ...]] = (
 
 GROUPS: Final[tuple[tuple[str, ...], ...]] = (
     ("floor_wake16", "cm_fire16", "raw_window16", "cm_fire16_nospin", "floor_wake256",
-     "cm_fire256", "raw_window256", "raw_pipeline"),
+     "cm_fire256", "cm_fire256_await", "raw_window256", "raw_pipeline"),
     ("floor_checkpoint", "cm_signal_loop", "raw_oneway", "cm_signal_nowait"),
     ("cm_pipeline_rec", "raw_pipeline_rec", "cm_pipeline", "zmq_pipeline", "cm_signal",
      "zmq_oneway"),

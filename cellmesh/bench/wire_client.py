@@ -48,6 +48,7 @@ CLIENT_KINDS: Final = (
     "floor_checkpoint",
     "cm_fire16",
     "cm_fire256",
+    "cm_fire256_await",
     "cm_signal_loop",
     "cm_signal_nowait",
     "cm_pipeline_rec",
