@@ -11,6 +11,7 @@ import collections
 import os
 import socket
 import traceback
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from itertools import repeat
 from typing import Any, Final
@@ -281,10 +282,17 @@ class ServerConnection(Answers):
     # -- reading -----------------------------------------------------------
 
     async def _reader_task(self) -> None:
+        await self._in_own_scope(self._read_loop)
+
+    async def _in_own_scope(
+        self, body: Callable[[trio.CancelScope, _Slot], Awaitable[None]]
+    ) -> None:
+        """Run a reader's or a starter's ``body`` in the task's own cancel scope (the
+        scope of the call it comes to own); a failure ends this connection only."""
         slot = _Slot()
         with trio.CancelScope() as scope:
             try:
-                await self._read_loop(scope, slot)
+                await body(scope, slot)
             except (ProtocolError, ChannelBroken) as exc:
                 self._fatal(exc)
                 return
@@ -378,24 +386,7 @@ class ServerConnection(Answers):
     async def _starter_task(self) -> None:
         """Start calls from the backlog (see :meth:`_fan_out`); own the one that suspends."""
         self.starters -= 1
-        slot = _Slot()
-        with trio.CancelScope() as scope:
-            try:
-                await self._start_backlog(scope, slot)
-            except (ProtocolError, ChannelBroken) as exc:
-                self._fatal(exc)
-                return
-            except MemoryError as exc:  # this process is out of memory: a cell dies (137)
-                if self.m.on_handler_error is not None:
-                    self.m.on_handler_error(exc)
-                self._fatal(exc)
-                return
-            except Exception as exc:  # our bug, or an odd value: this connection only
-                self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
-                           + "".join(traceback.format_exception(exc)))
-                self._fatal(exc)
-                return
-        self._report_cancel(scope, slot)
+        await self._in_own_scope(self._start_backlog)
 
     async def _start_backlog(self, scope: trio.CancelScope, slot: _Slot) -> None:
         """Start backlog calls in this task until one suspends (then own it) or none
