@@ -53,7 +53,7 @@ class Activation:
 
     async def watch(self, slot: CellSlot) -> None:
         """Spawn the cell at the first pending connection while it has no process."""
-        while slot.name in self.slots:
+        while self.slots.get(slot.name) is slot:  # (a name may be reused by a new slot)
             changed = slot.changed
             instance = slot.instance
             if instance is not None and instance.state in ("starting", "running"):
@@ -63,7 +63,7 @@ class Activation:
                 await trio.lowlevel.wait_readable(slot.listener)
             except (trio.ClosedResourceError, OSError):
                 return
-            if self.stopping() or slot.name not in self.slots:
+            if self.stopping() or self.slots.get(slot.name) is not slot:
                 return
             await self.settle(slot)
             instance = slot.instance

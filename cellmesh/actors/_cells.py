@@ -201,6 +201,12 @@ def template_of(slot: CellSlot) -> str | None:
     return key[len("templates."):]
 
 
+def in_group_swap(slot: CellSlot | None) -> bool:
+    """``slot`` is a replica a group swap stops and starts now: its processes' exits and
+    start failures are the swap's to report (its rollback cause), not the replica's."""
+    return slot is not None and slot.replica is not None and bool(slot.swap_phase)
+
+
 def with_failure(down: CellDown, failure: Failure | None) -> CellDown:
     """``down`` carrying the exception a crashed cell reported (none for config errors)."""
     if failure is None or failure.stage == "config":

@@ -55,6 +55,12 @@ class RootLock:
             os.ftruncate(self.fd, 0)
         os.close(self.fd)
 
+    def __enter__(self) -> RootLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 def read_root_pid(paths: Paths) -> int | None:
     """The pid written by the live root, or None (no root, or an unreadable file)."""

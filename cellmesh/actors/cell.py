@@ -405,6 +405,7 @@ class CellContext:
     in_on_start: bool = False
     _synapses: dict[str, Synapse] = attrs.field(factory=dict)
     _growing: dict[str, trio.Lock] = attrs.field(factory=dict)
+    _holds: dict[str, trio.CancelScope] = attrs.field(factory=dict)
 
     def request_stop(self, reason: str) -> None:
         """Ask the runtime to drain and stop (normal exit); the first reason is kept."""
@@ -438,9 +439,21 @@ class CellContext:
     async def _hold(self, name: str, *, task_status: trio.TaskStatus[Synapse]) -> None:
         check_cell_name(name)
         path = self.socket_path(name)
-        async with Synapse.grow(name, socket_path=path, client_name=self.name) as syn:
-            task_status.started(syn)
-            await trio.sleep_forever()
+        with trio.CancelScope() as scope:
+            async with Synapse.grow(name, socket_path=path, client_name=self.name) as syn:
+                self._holds[name] = scope
+                task_status.started(syn)
+                await trio.sleep_forever()
+
+    def forget(self, name: str) -> None:
+        """Close and drop the cached synapse to ``name`` (a child this cell stopped):
+        a parent that churns children by name keeps one synapse per live callee,
+        not one per name it ever called."""
+        self._synapses.pop(name, None)
+        self._growing.pop(name, None)
+        scope = self._holds.pop(name, None)
+        if scope is not None:
+            scope.cancel()
 
     def root_lost(self) -> bool:
         """True (and a stop is requested) when the umbilical connection broke."""
@@ -639,8 +652,10 @@ class Cell:
         return str(reply.text)
 
     async def stop_child(self, name: str) -> None:
-        """Stop (and forget) dynamic child ``name`` of this cell."""
+        """Stop (and forget) dynamic child ``name`` of this cell; the synapse this
+        cell kept to it, if it called it, is closed."""
         await self._ask(StopChild(name=name), (Ack, type(None)))
+        self._context().forget(name)
 
     async def stop(self) -> None:
         """Ask the runtime to stop this cell normally (drain, ``on_stop``, exit 0).

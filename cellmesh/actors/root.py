@@ -48,7 +48,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ from ._cells import (
     CellSlot,
     ReplicaPart,
     check_target,
+    in_group_swap,
     manifest_key,
     may_link,
     reason_text,
@@ -171,6 +172,7 @@ class Root:
     _watches: Watches = attrs.field(init=False)
     _child_logs: ChildLogs = attrs.field(init=False)
     _notes: StatusNotes = attrs.Factory(StatusNotes)
+    _umbilical_closed: dict[str, trio.Event] = attrs.Factory(dict)  # per name, while served
     _stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -466,7 +468,7 @@ class Root:
         name = child_name(self.slots, supervisor, event.child_id)  # as status names it
         if event.kind in ("start_failed", "escalated", "delaying"):
             self.log(f"root: supervisor {supervisor}: {event.kind} {name} {event.detail}".rstrip())
-        if event.kind == "start_failed" and not _swapping(self.slots.get(name)):
+        if event.kind == "start_failed" and not in_group_swap(self.slots.get(name)):
             reason = ChildStartFailed.reason_of(event.child_id, event.detail)
             self._record(name, f"failed to start: {reason}")
 
@@ -492,7 +494,7 @@ class Root:
         failure = instance.failure
         if self.metrics is not None:
             self.metrics.observe_exit(slot, reason)
-        swapping = _swapping(slot)
+        swapping = in_group_swap(slot)
         if isinstance(reason, AbnormalExit):
             if not swapping:
                 self._record(slot.name, text)
@@ -610,9 +612,16 @@ class Root:
     # ------------------------------------------------------------ umbilicals
 
     async def _serve_umbilical(self, slot: CellSlot, *, task_status: trio.TaskStatus[None]) -> None:
-        if slot.name not in self.slots:
+        if self.slots.get(slot.name) is not slot:
             task_status.started()
             return  # the slot went while this server was being restarted
+        # A slot of this name that just went may still be closing its umbilical (its
+        # membrane drains): bind once it has, and again make the directory it removed.
+        previous = self._umbilical_closed.get(slot.name)
+        if previous is not None:
+            await previous.wait()
+        closed = self._umbilical_closed[slot.name] = trio.Event()
+        slot.umbilical_path.parent.mkdir(mode=0o700, exist_ok=True)
 
         async def handle(msg: Any) -> Any:
             return await self._from_cell(slot, msg)
@@ -625,11 +634,16 @@ class Root:
             ):
                 os.chmod(slot.umbilical_path.parent, 0o711)
                 task_status.started()
-                while slot.name in self.slots:
+                # This slot, not its name: a child stopped and started again under
+                # the same name is a new slot, which serves its own umbilical.
+                while self.slots.get(slot.name) is slot:
                     await slot.changed.wait()
         finally:
             with contextlib.suppress(OSError):
                 slot.umbilical_path.parent.rmdir()
+            closed.set()
+            if self._umbilical_closed.get(slot.name) is closed:
+                del self._umbilical_closed[slot.name]
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
         if isinstance(msg, CellStats):
@@ -717,14 +731,6 @@ class Root:
 # Entry point.
 
 
-@contextlib.contextmanager
-def _held(lock: RootLock) -> Iterator[RootLock]:
-    try:
-        yield lock
-    finally:
-        lock.release()
-
-
 async def serve_root(
     manifest: Manifest,
     *,
@@ -756,7 +762,7 @@ async def serve_root(
     manifest.check_paths()
     manifest.check_sockets(paths)
     ensure_home(paths)
-    with _held(RootLock.acquire(paths)):
+    with RootLock.acquire(paths):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)
         await trio.to_thread.run_sync(dna.sweep_stale)
@@ -772,12 +778,6 @@ async def serve_root(
         from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
 
         await run_with_metrics(root, metrics, run_with_last_words, task_status)
-
-
-def _swapping(slot: CellSlot | None) -> bool:
-    """``slot`` is a replica a group swap stops and starts now: its processes' exits and
-    start failures are the swap's to report (its rollback cause), not the replica's."""
-    return slot is not None and slot.replica is not None and bool(slot.swap_phase)
 
 
 def _stderr_log(text: str) -> None:

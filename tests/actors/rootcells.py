@@ -69,6 +69,11 @@ class Spawn:
     suffix: str
 
 
+@cellmesh.protein("t.root.StopKid")
+class StopKid:
+    suffix: str
+
+
 @cellmesh.protein("t.root.Forward")
 class Forward:
     target: str
@@ -289,6 +294,12 @@ class Watcher(cellmesh.Cell):
     async def spawn(self, msg: Spawn) -> Identity:
         name = await self.start_child("worker", msg.suffix)
         return Identity(name=name, pid=0)
+
+    @cellmesh.receptor
+    async def stop_kid(self, msg: StopKid) -> Echo:
+        """Stop child ``<name>.<suffix>``; answer how many synapses this cell still keeps."""
+        await self.stop_child(f"{self.name}.{msg.suffix}")
+        return Echo(len(self._context()._synapses))
 
 
 class TrappingWatcher(Watcher):

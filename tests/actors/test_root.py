@@ -33,6 +33,7 @@ from rootcells import (
     SayReady,
     Slow,
     Spawn,
+    StopKid,
     Watch,
     WhoAmI,
 )
@@ -353,6 +354,54 @@ async def test_dynamic_children_respect_the_quota(sandbox: str, bwrap_usable: st
         crash(root, "watcher")
         await until(root, "watcher", lambda: "watcher.a" not in root.slots)
         assert pids_alive([child_pid]) == []
+
+
+async def test_a_child_stopped_and_started_again_under_its_name_keeps_working() -> None:
+    """A parent starts, calls and stops a child under the same name, again and again.
+    Every start works: the stopped slot's umbilical server waited for the *name* to
+    go, so once a new slot took the name before it woke, it listened forever and
+    every later start of the name failed with MembraneInUse. The root's descriptors
+    stay flat, and the parent keeps no synapse to a child it stopped (it kept one
+    per name it ever called, with a task each)."""
+    toml = (
+        cell("parent", "Watcher", max_children="2", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("parent", socket_dir=paths.socket_dir) as parent:
+            fds = 0
+            for i in range(30):
+                suffix = "r" if i % 2 else f"u{i}"
+                assert (await parent.fire(Spawn(suffix=suffix))).name == f"parent.{suffix}"
+                assert await parent.fire(Forward(target=f"parent.{suffix}", n=i)) == Echo(i)
+                assert await parent.fire(StopKid(suffix=suffix)) == Echo(0)
+                if i == 5:
+                    fds = len(os.listdir("/proc/self/fd"))
+            assert len(os.listdir("/proc/self/fd")) <= fds + 4
+        assert not any(name.startswith("parent.") for name in root.slots)
+
+
+async def test_an_umbilical_server_ends_with_its_slot_even_if_its_name_is_taken_again() -> None:
+    """The race the churn test above cannot force: a new slot takes the name before
+    the old slot's umbilical server wakes. The server follows its own slot, not the
+    name: it ends, and its socket goes (it listened forever, holding the name)."""
+    toml = (
+        cell("parent", "Watcher", max_children="2", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n'
+    )
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("parent", socket_dir=paths.socket_dir) as parent:
+            await parent.fire(Spawn(suffix="r"))
+        old = root.slots["parent.r"]
+        assert old.umbilical_path.exists()
+        root.slots["parent.r"] = root.slots["parent"]  # (any other slot under that name)
+        try:
+            old.touch()
+            with trio.fail_after(5):
+                while old.umbilical_path.exists():
+                    await trio.sleep(0.01)
+        finally:
+            root.slots["parent.r"] = old
 
 
 async def test_a_cells_version_is_kept_cut_and_printable() -> None:
