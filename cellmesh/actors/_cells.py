@@ -91,7 +91,16 @@ def describe_exit(status: ExitStatus, failure: Failure | None = None, key: str =
 
     ``exit code 1: ValueError in on_start: boom``; ``key`` (``cells.x``)
     names the manifest table in a configuration or import failure.
+
+    A SIGKILL under a memory rlimit without the runtime's MemoryError report is
+    a kill (``kill -9``, the kernel's OOM killer), not the limit: RLIMIT_AS sends
+    no signal, and the runtime's own memory exit (137, which bwrap reports as a
+    SIGKILL) always reports its MemoryError first.
     """
+    if (status.reason == "limit" and status.limit == "memory"
+            and status.signal == signal.SIGKILL and status.detail != "cgroup oom_kill"
+            and (failure is None or failure.type_name != "MemoryError")):
+        status = attrs.evolve(status, reason="crash", limit=None, detail="")
     text = describe_status(status)
     if failure is not None:
         text += f": {failure.describe(key)}"
