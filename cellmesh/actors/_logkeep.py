@@ -8,6 +8,11 @@ without end. So the root hands every dynamic child whose slot it dropped to
 of them (``cellmesh logs p.child`` still works for a child that just
 stopped) and deletes the files of older ones -- unless that name runs again
 (a child restarted under the same name writes to the same files).
+
+Replicas removed from their group (``cellmesh replicas`` shrinking, a failed
+add undone) are handed over the same way, by file stem (``X..<id>``): ids
+are never reused, so a group grown and shrunk again and again would
+otherwise keep a set of files per id it ever had.
 """
 
 from __future__ import annotations

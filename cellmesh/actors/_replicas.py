@@ -77,6 +77,8 @@ class Replicas:
     retire: Callable[[CellSlot], None]
     log: Callable[[str], None]
     inside_bwrap: bool = False
+    #: A removed replica's log files (by stem) may go: the root keeps the newest.
+    logs_gone: Callable[[str], None] = lambda _stem: None
     groups: dict[str, Group] = attrs.Factory(dict)
     changes: MembershipChanges = attrs.field(init=False)
 
@@ -149,6 +151,7 @@ class Replicas:
             await trio.to_thread.run_sync(
                 lambda: shutil.rmtree(m.part.data_dir, ignore_errors=True)
             )
+            self.logs_gone(m.slot.stem)  # (ids are never reused: bounded like children's)
         group.touch()
 
     async def close(self) -> None:

@@ -179,7 +179,11 @@ class Root:
         decl = self.manifest.root
         self.restart_log = collections.deque(maxlen=decl.restart_log)
         self._watches = Watches(max_monitors=decl.max_monitors, max_links=decl.max_links)
-        self._child_logs = ChildLogs(self.paths.log_dir, running=lambda name: name in self.slots)
+        self._child_logs = ChildLogs(self.paths.log_dir, running=self._runs_as)
+
+    def _runs_as(self, stem: str) -> bool:
+        """A slot writes to the files of ``stem`` (a name, or ``X..<id>``)."""
+        return any(slot.stem == stem for slot in self.slots.values())
 
     @property
     def contained_failures(self) -> int:
@@ -225,7 +229,7 @@ class Root:
                     paths=self.paths, factory=self, add_slot=self._add_slot,
                     drop_slot=self._drop_slot, record=self._record, on_event=self._on_event,
                     retire=self._launcher.retire, log=self.log,
-                    inside_bwrap=self.backend.name == "bwrap",
+                    inside_bwrap=self.backend.name == "bwrap", logs_gone=self._child_logs.stopped,
                 )
                 self._launcher.replica_env = self._replicas.env_for
                 self._group_swapper = GroupSwapper(

@@ -58,6 +58,10 @@ async def test_replicas_root_membership_changes_under_load(bwrap: None) -> None:
         assert bank(root).members() == [0, 1, 2]
         assert not (root.paths.data_dir / GROUP / "3").exists()
         assert not (root.paths.data_dir / GROUP / "4").exists()
+        # their log files join the stopped children's, of which the newest 64 are kept:
+        # ids are never reused, so a group grown and shrunk without end kept every set
+        assert sorted(root._child_logs._stopped) == ["bank..3", "bank..4"]
+        assert not root._child_logs.running("bank..3") and root._child_logs.running("bank..0")
         rec = record(root.paths.home)
         assert (rec["members"], rec["next_id"], rec["joining"]) == ([0, 1, 2], 5, [])
         await load.check(expect_members=3)
