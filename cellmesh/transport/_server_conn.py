@@ -73,6 +73,12 @@ _SPLIT_MAX: Final = 256
 _EARLY_WRITE_ITEMS: Final = 64
 
 
+def _peer_went_away(exc: BaseException) -> bool:
+    """The socket failed because the peer is gone (reset, broken pipe): not news."""
+    gone = (BrokenPipeError, ConnectionResetError)
+    return isinstance(exc, gone) or isinstance(exc.__cause__, gone)
+
+
 class _Slot:
     """What a reader/owner task is running, for reporting its cancellation."""
 
@@ -125,9 +131,7 @@ class ServerConnection(Answers):
     def _write_failed(self, exc: BaseException) -> None:
         # A peer that went away (it exited, it crashed) is not news: the caller
         # has its own error. Anything else about our writes is worth a line.
-        if not isinstance(exc, (BrokenPipeError, ConnectionResetError)) and not isinstance(
-            exc.__cause__, (BrokenPipeError, ConnectionResetError)
-        ):
+        if not _peer_went_away(exc):
             self.m.log(f"connection from {self.peer_name!r}: send failed: {exc}")
         self.done.set()
 
@@ -229,7 +233,8 @@ class ServerConnection(Answers):
             with suppress(ChannelBroken, CellmeshError):
                 self.channel.send(codec.frame_bytes(error.to_wire()))
                 self.channel.write_pending()  # now: the connection is about to close
-        self.m.log(f"connection from {self.peer_name!r} closed: {exc}")
+        if not _peer_went_away(exc):  # (a reset: the peer exited; a stopped child does)
+            self.m.log(f"connection from {self.peer_name!r} closed: {exc}")
         self.done.set()
 
     def goaway(self, code: int, reason: str) -> None:
