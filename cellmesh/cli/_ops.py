@@ -47,7 +47,6 @@ from ._client import ask_root, open_root
 from ._fmt import (
     fmt_bytes,
     fmt_count,
-    fmt_countdown,
     fmt_duration,
     fmt_percent,
     fmt_rate,
@@ -57,7 +56,7 @@ from ._fmt import (
     shown,
     state_text,
 )
-from ._logs import NoCellLogs, cell_of_stem, log_name, run_logs
+from ._logs import run_logs
 
 #: Version of the ``status --json`` document; bumped when a field changes meaning.
 STATUS_SCHEMA: Final = 1
@@ -678,39 +677,26 @@ def register(app: cyclopts.App) -> None:
         return run_logs(name, follow=follow, lines=lines, json=json, timestamps=timestamps)
 
 
-__all__ = [  # the formatters (._fmt) and the logs command (._logs) too, as before
+__all__ = [
     "BadRootReply",
     "CellRate",
-    "NoCellLogs",
     "add_row",
     "cell_json",
     "cells_table",
     "fetch_status",
-    "cell_of_stem",
-    "fmt_bytes",
-    "fmt_count",
-    "fmt_countdown",
-    "fmt_duration",
-    "fmt_percent",
-    "fmt_rate",
-    "fmt_us",
     "group_json",
     "group_lines",
-    "json_safe",
-    "log_name",
     "last_exits",
     "rates",
     "register",
     "replica_cells",
     "replica_json",
     "restart_panel",
-    "run_logs",
     "run_status",
     "run_top",
     "stale_reports",
     "status_header",
     "status_json",
-    "state_text",
     "status_table",
     "top_frame",
 ]

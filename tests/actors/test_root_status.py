@@ -19,7 +19,7 @@ from test_root import cell, crash, running_root
 from cellmesh import Synapse
 from cellmesh.actors._statusnotes import count_text
 from cellmesh.actors.control import CellStatus, StatusReply, StopMesh
-from cellmesh.cli import _ops
+from cellmesh.cli import _fmt, _ops
 from cellmesh.testing import MeshStopped
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
@@ -89,7 +89,7 @@ async def test_a_cell_in_its_restart_backoff_shows_when_it_restarts() -> None:
         reply = await _status_until(paths.home, "c", "restarting")
         row = _row(reply, "c")
         assert row.pid is None and row.restart_in is not None and 0 < row.restart_in <= 2.0
-        shown = _text(_ops.state_text(row)).strip()
+        shown = _text(_fmt.state_text(row)).strip()
         assert re.fullmatch(r"restarting in [0-2]\.\ds", shown), shown
         assert _ops.status_json(reply)["cells"][0]["state"] == "restarting"  # type: ignore[index]
         reply = await _status_until(paths.home, "c", "running")

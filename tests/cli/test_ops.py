@@ -34,7 +34,7 @@ from cellmesh.actors.control import (
     StatusRequest,
 )
 from cellmesh.actors.logs import RotatingLog, stamp
-from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _ops, main
+from cellmesh.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _fmt, _ops, main
 from cellmesh.cli._ops import last_exits, rates, status_json, status_table, top_frame
 
 
@@ -241,23 +241,23 @@ def test_rates_after_a_restart_do_not_keep_the_old_processs_rate() -> None:
 def test_every_formatter_stays_short_whatever_the_value(value: float) -> None:
     """Audit: fmt_us(1e300) printed a ~300-digit number (and rich then collapsed every
     column of the table). A figure the root relays must never widen a column."""
-    floats = (_ops.fmt_us, _ops.fmt_duration, _ops.fmt_percent, _ops.fmt_rate,
-              _ops.fmt_countdown)
+    floats = (_fmt.fmt_us, _fmt.fmt_duration, _fmt.fmt_percent, _fmt.fmt_rate,
+              _fmt.fmt_countdown)
     as_float = float(value) if not isinstance(value, int) or abs(value) < 2**1000 else 1e300
     for fmt in floats:
         assert len(fmt(as_float)) <= 9, (fmt.__name__, value, fmt(as_float))
     if isinstance(value, int):
-        assert len(_ops.fmt_count(value)) <= 10, _ops.fmt_count(value)
-        assert len(_ops.fmt_bytes(value)) <= 7, _ops.fmt_bytes(value)
-    assert _ops.fmt_us(1e300) == ">999d" and _ops.fmt_us(float("nan")) == "-"
+        assert len(_fmt.fmt_count(value)) <= 10, _fmt.fmt_count(value)
+        assert len(_fmt.fmt_bytes(value)) <= 7, _fmt.fmt_bytes(value)
+    assert _fmt.fmt_us(1e300) == ">999d" and _fmt.fmt_us(float("nan")) == "-"
 
 
 def test_fmt_count_is_exact_below_a_billion_then_short() -> None:
-    assert [_ops.fmt_count(n) for n in (None, 0, 990, 123_456_789)] == [
+    assert [_fmt.fmt_count(n) for n in (None, 0, 990, 123_456_789)] == [
         "-", "0", "990", "123456789"]
-    assert [_ops.fmt_count(n) for n in (1_234_567_890, 45_600_000_000_000, 2**53)] == [
+    assert [_fmt.fmt_count(n) for n in (1_234_567_890, 45_600_000_000_000, 2**53)] == [
         "1.23G", "45.6T", "9.01P"]
-    assert _ops.fmt_count(10**30) == ">999E"
+    assert _fmt.fmt_count(10**30) == ">999E"
 
 
 def _hostile_reply() -> StatusReply:
@@ -321,7 +321,7 @@ def test_status_says_the_root_is_stopping_and_which_cells_it_stops() -> None:
 
 def test_a_cell_waiting_out_its_restart_backoff_says_when_it_restarts() -> None:
     waiting = _cell("db", state="restarting", pid=None, restart_in=2.14)
-    assert _text(_ops.state_text(waiting)).strip() == "restarting in 2.1s"
+    assert _text(_fmt.state_text(waiting)).strip() == "restarting in 2.1s"
     assert "restarting in 2.1s" in _text(status_table(_reply(waiting)))
     assert status_json(_reply(waiting))["cells"][0]["restart_in"] == 2.14  # type: ignore[index]
 
