@@ -11,7 +11,6 @@ import collections
 import os
 import socket
 import traceback
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from itertools import repeat
 from typing import Any, Final
@@ -47,6 +46,7 @@ from ._answers import Answers, ConnectionHost, FrameCost
 from ._channel import Channel, ChannelBroken, receive_hello, vesicle_context
 from ._client_core import hello_frame
 from ._dispatch import NoReceptor, Receptors, Suspended, handler_failed, resume, start_inline
+from ._spares import Body, Slot, Spares
 
 
 class _Undecodable:
@@ -79,16 +79,6 @@ def _peer_went_away(exc: BaseException) -> bool:
     return isinstance(exc, gone) or isinstance(exc.__cause__, gone)
 
 
-class _Slot:
-    """What a reader/owner task is running, for reporting its cancellation."""
-
-    __slots__ = ("call_id", "cost")
-
-    def __init__(self) -> None:
-        self.call_id = 0
-        self.cost: FrameCost | None = None
-
-
 class ServerConnection(Answers):
     """One accepted connection: handshake, then reader/owner tasks until it ends."""
 
@@ -112,6 +102,7 @@ class ServerConnection(Answers):
         self.owned: dict[int, trio.CancelScope] = {}
         self.suspended = 0
         self.starters = 0  # starter tasks spawned that have not run yet (_fan_out)
+        self.spares = Spares(membrane.options.max_concurrency)  # tasks between roles
         self.reading = True  # a reader task exists (or is about to)
         self.draining = False
         self.hello_sent = False
@@ -157,7 +148,7 @@ class ServerConnection(Answers):
                     self._fatal(exc)
                     nursery.cancel_scope.cancel()
                     return
-                nursery.start_soon(self._reader_task)
+                self._spawn(self._read_loop)
                 nursery.start_soon(self._idle_watch)
                 await self.done.wait()
                 await self._flush_and_wait()
@@ -265,6 +256,8 @@ class ServerConnection(Answers):
         while not self.done.is_set():
             await trio.sleep(step)
             now = trio.current_time()
+            if self.spares and not self.suspended:
+                self.spares.release()  # quiet: a quiet connection keeps one task
             if self._in_flight() or self.draining:
                 seen = self.frames_in
                 quiet_since = None  # busy: the quiet starts once this is answered
@@ -286,34 +279,50 @@ class ServerConnection(Answers):
 
     # -- reading -----------------------------------------------------------
 
-    async def _reader_task(self) -> None:
-        await self._in_own_scope(self._read_loop)
+    def _spawn(self, body: Body) -> None:
+        """Run the role ``body`` in a spare task if one waits, else in a new one
+        (see :mod:`cellmesh.transport._spares`)."""
+        if not self.spares.hand(body):
+            assert self.nursery is not None
+            self.nursery.start_soon(self._role_task, body)
 
-    async def _in_own_scope(
-        self, body: Callable[[trio.CancelScope, _Slot], Awaitable[None]]
-    ) -> None:
-        """Run a reader's or a starter's ``body`` in the task's own cancel scope (the
-        scope of the call it comes to own); a failure ends this connection only."""
-        slot = _Slot()
+    async def _role_task(self, body: Body) -> None:
+        """Run roles in this task's own cancel scope (the scope of a call it comes
+        to own), waiting as a spare between them; a failure ends this connection only.
+
+        A task whose scope was cancelled (a cancel frame for its call) reports
+        that and ends: a scope serves once. So does a task when the connection
+        is done, or when ``max_concurrency`` spares are parked already.
+        """
+        slot = Slot()
         with trio.CancelScope() as scope:
-            try:
-                await body(scope, slot)
-            except (ProtocolError, ChannelBroken) as exc:
-                self._fatal(exc)
-                return
-            except MemoryError as exc:  # this process is out of memory: a cell dies (137)
-                if self.m.on_handler_error is not None:
-                    self.m.on_handler_error(exc)
-                self._fatal(exc)
-                return
-            except Exception as exc:  # our bug, or an odd value: this connection only
-                self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
-                           + "".join(traceback.format_exception(exc)))
-                self._fatal(exc)
-                return
+            next_body: Body | None = body
+            while next_body is not None:
+                try:
+                    await next_body(scope, slot)
+                except (ProtocolError, ChannelBroken) as exc:
+                    self._fatal(exc)
+                    return
+                except MemoryError as exc:  # out of memory: a cell dies (137)
+                    if self.m.on_handler_error is not None:
+                        self.m.on_handler_error(exc)
+                    self._fatal(exc)
+                    return
+                except Exception as exc:  # our bug, or an odd value: this connection only
+                    self.m.log(f"connection from {self.peer_name!r}: internal error:\n"
+                               + "".join(traceback.format_exception(exc)))
+                    self._fatal(exc)
+                    return
+                if scope.cancel_called:
+                    break
+                self._kick_waiting()
+                self._after_owner()
+                next_body = None if self.done.is_set() else await self.spares.wait(slot)
+            else:
+                return  # released while waiting, or not wanted as a spare
         self._report_cancel(scope, slot)
 
-    def _report_cancel(self, scope: trio.CancelScope, slot: _Slot) -> None:
+    def _report_cancel(self, scope: trio.CancelScope, slot: Slot) -> None:
         """After a task's scope caught a cancel frame's cancellation: answer the call
         and let another task take over the calls waiting for a slot."""
         if scope.cancelled_caught and slot.call_id and slot.cost is not None:
@@ -336,7 +345,7 @@ class ServerConnection(Answers):
             if self.answers_over_cap():
                 self._hold()
             else:
-                self.nursery.start_soon(self._worker_task)
+                self._spawn(self._serve_waiting)
 
     def _hold(self) -> None:
         """Calls wait because too many answers are unsent: resume once they are."""
@@ -349,25 +358,18 @@ class ServerConnection(Answers):
         self.resuming = False
         self._kick_waiting()
 
-    async def _worker_task(self) -> None:
+    async def _serve_waiting(self, scope: trio.CancelScope, slot: Slot) -> None:
         """Serve calls that waited for a slot whose owner left by cancellation."""
-        slot = _Slot()
-        with trio.CancelScope() as scope:
-            try:
-                while self.waiting and self.suspended < self.m.options.max_concurrency:
-                    if self.answers_over_cap():
-                        self._hold()
-                        break
-                    work = self.waiting.popleft()
-                    suspended = self._start(work)
-                    if suspended is not None:
-                        await self._own(work, suspended, scope, slot)
-                        break
-                self.channel.mark()
-            except (ProtocolError, ChannelBroken) as exc:
-                self._fatal(exc)
-                return
-        self._report_cancel(scope, slot)
+        while self.waiting and self.suspended < self.m.options.max_concurrency:
+            if self.answers_over_cap():
+                self._hold()
+                break
+            work = self.waiting.popleft()
+            suspended = self._start(work)
+            if suspended is not None:
+                await self._own(work, suspended, scope, slot)
+                break
+        self.channel.mark()
 
     def _fan_out(self) -> None:
         """A handler suspended in the reader: start tasks for the calls behind it.
@@ -383,20 +385,16 @@ class ServerConnection(Answers):
         """
         free = self.m.options.max_concurrency - self.suspended - 1 - self.starters
         wanted = min(len(self.backlog) - self.starters, free)
-        assert self.nursery is not None
         for _ in range(wanted):
             self.starters += 1
-            self.nursery.start_soon(self._starter_task)
+            self._spawn(self._start_backlog)
 
-    async def _starter_task(self) -> None:
-        """Start calls from the backlog (see :meth:`_fan_out`); own the one that suspends."""
+    async def _start_backlog(self, scope: trio.CancelScope, slot: Slot) -> None:
+        """A starter (see :meth:`_fan_out`): start backlog calls in this task until
+        one suspends (then own it) or none may start now. What is left (calls that
+        must wait for a slot or for answers to drain) is for the reader, which
+        moves them to ``waiting``."""
         self.starters -= 1
-        await self._in_own_scope(self._start_backlog)
-
-    async def _start_backlog(self, scope: trio.CancelScope, slot: _Slot) -> None:
-        """Start backlog calls in this task until one suspends (then own it) or none
-        may start now. What is left (calls that must wait for a slot or for
-        answers to drain) is for the reader, which moves them to ``waiting``."""
         backlog = self.backlog
         max_concurrency = self.m.options.max_concurrency
         while backlog and not self.done.is_set():
@@ -412,7 +410,7 @@ class ServerConnection(Answers):
                 return
         self.channel.mark()
 
-    async def _read_loop(self, scope: trio.CancelScope, slot: _Slot) -> None:
+    async def _read_loop(self, scope: trio.CancelScope, slot: Slot) -> None:
         """Read and dispatch until EOF, or until this task owns a suspended call
         (then finish it, and any calls it picks up from the waiting queue)."""
         channel = self.channel
@@ -487,9 +485,8 @@ class ServerConnection(Answers):
                 else:
                     suspended = self._start(work)
                 if suspended is not None:
-                    # Hand the reader role to a new task; this one owns the call.
-                    assert self.nursery is not None
-                    self.nursery.start_soon(self._reader_task)
+                    # Hand the reader role to another task; this one owns the call.
+                    self._spawn(self._read_loop)
                     self._fan_out()
                     await self._own(work, suspended, scope, slot)
                     return
@@ -690,7 +687,7 @@ class ServerConnection(Answers):
         return result
 
     async def _own(
-        self, work: _Work, suspended: Suspended, scope: trio.CancelScope, slot: _Slot
+        self, work: _Work, suspended: Suspended, scope: trio.CancelScope, slot: Slot
     ) -> None:
         """Finish a suspended call in this task, then serve calls that waited for a
         free slot. ``slot`` records the current call for cancellation reports."""

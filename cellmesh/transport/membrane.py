@@ -17,7 +17,14 @@ that reader (which runs a scheduler pass later, and would hand over again at
 the next handler that suspends: one call per pass): a *starter* task is
 spawned for each of them at once (within ``max_concurrency``); they all run
 in the next pass, each taking the next call, so calls still start in arrival
-order, and each starter owns the call it started if that suspends. Replies
+order, and each starter owns the call it started if that suspends. A task
+whose role is done (its owned call answered) does not end: it waits as a
+*spare* (at most ``max_concurrency`` per connection, all released once the
+idle watch finds the connection quiet), and the next role -- reader, starter,
+owner of a call that waited for a slot -- goes to a spare before any new
+task: waking one costs a third of spawning one, and the spare keeps its
+cancel scope (a fresh scope costs as much again). A task whose scope caught
+a cancel frame's cancellation ends, so a scope serves once. Replies
 are flushed as one batch frame whenever the reader has consumed everything
 received so far, and earlier while it works through many calls: once half
 of what one read brought is handled, and before each further frame's work,
