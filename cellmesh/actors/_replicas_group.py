@@ -166,9 +166,19 @@ class Group:
         return self.peers_dir / f"{replica}.sock"
 
     async def save(self, record: GroupRecord) -> None:
-        """Make ``record`` the group's, durably (``group.json``), and tell the waiters."""
+        """Make ``record`` the group's, durably (``group.json``), and tell the waiters.
+
+        The record in memory changes only once the file has: a write that fails
+        (a full disk) is a :class:`RootRequestError` naming the file, and leaves
+        the group as it was, so the change can be asked for again.
+        """
+        try:
+            await trio.to_thread.run_sync(write_record, self.data_dir, record)
+        except OSError as exc:
+            raise RootRequestError(
+                self.name, f"cannot write {self.data_dir / RECORD_NAME}: {exc.strerror or exc}"
+            ) from exc
         self.record = record
-        await trio.to_thread.run_sync(write_record, self.data_dir, record)
         self.touch()
 
 
@@ -435,10 +445,16 @@ def write_record(data_dir: Path, record: GroupRecord) -> None:
         tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
     )
     try:
-        os.write(fd, record.to_json().encode())
+        data = memoryview(record.to_json().encode())
+        while data:
+            data = data[os.write(fd, data):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # (a full disk: give its space back)
+        raise
+    os.close(fd)
     os.replace(tmp, data_dir / RECORD_NAME)
     dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

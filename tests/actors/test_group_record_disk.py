@@ -1,0 +1,82 @@
+"""A group record (``group.json``) that cannot be written, on a really full disk.
+
+A membership change saves the record before it acts. When the disk is full the
+change must fail with an error naming the file and leave the group as it was,
+so that it can be asked for again once there is room (it used to keep a member
+in memory that was never written nor started: the group stuck until restart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cellmesh.actors._replicas_group import RECORD_NAME, Group, write_record
+from cellmesh.actors.errors import RootRequestError
+from cellmesh.actors.membership import GroupRecord
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 512)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _group(data_dir: Path, record: GroupRecord) -> Group:
+    stub: Any = None  # the parts of a group that saving its record does not touch
+    return Group(
+        name="kv", decl=stub, supervisor="top", socket_path=data_dir / "kv.sock",
+        listener=stub, peers_dir=data_dir, data_dir=data_dir, record=record, target=3,
+    )
+
+
+async def test_a_record_that_cannot_be_written_leaves_the_group_as_it_was(
+    small_disk: Path,
+) -> None:
+    data_dir = small_disk / "kv"
+    record = GroupRecord.create(3)
+    write_record(data_dir, record)
+    group = _group(data_dir, record)
+    filler = _fill(small_disk)
+    grown, new = record.allocate()
+    with pytest.raises(RootRequestError) as caught:
+        await group.save(grown)
+    message = str(caught.value)
+    assert str(data_dir / RECORD_NAME) in message and "No space left" in message, message
+    assert group.record is record  # unchanged in memory ...
+    assert _on_disk(data_dir) == record  # ... and on disk
+    assert not list(data_dir.glob(".*.tmp"))  # the partial temp file gave its space back
+    filler.unlink()
+    await group.save(grown)  # room again: the same change goes through
+    assert group.record is grown and new in grown.members
+    assert _on_disk(data_dir) == grown
+
+
+def _on_disk(data_dir: Path) -> GroupRecord:
+    path = data_dir / RECORD_NAME
+    return GroupRecord.from_json(path.read_text(), source=str(path))
