@@ -76,11 +76,18 @@ def up(
         Serve Prometheus metrics at http://HOST:PORT/metrics from the root
         (e.g. 127.0.0.1:9464; port 0 picks a free one). See docs/root.md.
     """
-    address = None if metrics is None else parse_address(metrics)
-    manifest = load_manifest(file)
-    manifest.check_paths()
-    paths = Paths.from_env()
-    _check_not_running(paths)
+    try:
+        address = None if metrics is None else parse_address(metrics)
+        manifest = load_manifest(file)
+        manifest.check_paths()
+        paths = Paths.from_env()
+        _check_not_running(paths)
+    except Exception as exc:
+        if ready_fd is not None:  # the root `up` started: say why on the pipe it reads
+            prefix = CONFIG_FAILURE if isinstance(exc, ConfigError) else "failed: "
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (prefix + str(exc)).encode())
+        raise
     if foreground:
         return trio.run(_foreground, manifest, paths, ready_fd, address)
     return _background(file.resolve(), paths, metrics)

@@ -35,6 +35,14 @@ activation = "on_demand"
 """
 
 
+#: What the losing `up` of a race runs once its own check has passed.
+RACED_UP = (
+    "import sys; from pathlib import Path; from cellmesh.config import Paths; "
+    "from cellmesh.cli._root import _background; "
+    "sys.exit(_background(Path('cellmesh.toml').resolve(), Paths.from_env(), None))"
+)
+
+
 def mesh_home(cells: Path, manifest: str) -> Iterator[Path]:
     """A private CELL_HOME holding ``cells`` and ``manifest``; any root left is stopped."""
     path = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
@@ -83,6 +91,17 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     again = cellmesh(home, "up")
     assert again.returncode == 1
     assert "already running (pid" in again.stderr
+
+    # Two `up` at once: both pass their own check, and the root started by the
+    # one that loses the race finds the other running. It says so on the pipe
+    # its `up` reads (it used to fail before reporting: "exited silently").
+    raced = subprocess.run(
+        [sys.executable, "-c", RACED_UP], env=env_for(home), cwd=home,
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert raced.returncode == 1, raced.stderr
+    assert "the mesh did not start: a root is already running (pid" in raced.stderr
+    assert "silently" not in raced.stderr
 
     status = cellmesh(home, "status", "--json")
     assert status.returncode == 0, status.stderr
