@@ -135,12 +135,15 @@ def write_last_words(paths: Paths, words: LastWords) -> None:
     """Replace the file with ``words`` (atomically; an OSError is not raised)."""
     path = last_words_path(paths)
     tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}")
-    with contextlib.suppress(OSError):
+    try:
         ensure_private_dir(path.parent)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(words.to_json(), f)
         os.replace(tmp, path)
+    except OSError:  # (a full disk: leave no partial temp file behind)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def read_last_words(paths: Paths) -> LastWords | None:

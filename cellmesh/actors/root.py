@@ -46,7 +46,6 @@ import collections
 import contextlib
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -91,6 +90,7 @@ from ._preflight import check_new_code, preload_mesh
 from ._reload import reload_mesh
 from ._replicas import Replicas
 from ._rootlock import RootLock
+from ._rootlog import StderrLog
 from ._statusnotes import StatusNotes, child_name, slot_of, slots_text
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
@@ -756,7 +756,7 @@ async def serve_root(
     ``--metrics`` when that address cannot be listened on.
     """
     env = dict(os.environ if env is None else env)
-    log = log if log is not None else _stderr_log
+    log = log if log is not None else StderrLog()  # (a full disk loses lines, not the root)
     chosen = manifest.root.sandbox
     if chosen is not None and not env.get("CELL_SANDBOX"):
         env["CELL_SANDBOX"] = chosen
@@ -782,10 +782,6 @@ async def serve_root(
         from ._metrics_http import run_with_metrics  # imports prometheus_client: on demand
 
         await run_with_metrics(root, metrics, run_with_last_words, task_status)
-
-
-def _stderr_log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 __all__ = [

@@ -24,6 +24,7 @@ import trio
 from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
 from ..actors._rootlock import RootLock, read_root_pid, root_is_running
+from ..actors._rootlog import StderrLog
 from ..actors._statusnotes import slots_text
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import (
@@ -226,6 +227,8 @@ async def _foreground(
     """
     from ..actors.root import Root, serve_root
 
+    say = StderrLog()  # root.log: a full disk loses these lines, not the exit status
+
     def report(text: str) -> None:
         nonlocal ready_fd
         if ready_fd is not None:
@@ -262,14 +265,14 @@ async def _foreground(
                         sig = signal.Signals(signum)
                         if not started_root:  # still starting: abandon the start
                             if not abandoned:  # (the root cleans up whatever comes next)
-                                print(f"cellmesh: root: {sig.name} before the mesh was up: "
-                                      "stopping", file=sys.stderr, flush=True)
+                                say(f"cellmesh: root: {sig.name} before the mesh was up: "
+                                    "stopping")
                                 abandoned.append(sig)
                                 stop_reason.text = f"{sig.name} before the mesh was up"
                                 nursery.cancel_scope.cancel()
                             continue
-                        print(f"cellmesh: root: {sig.name}: stopping"
-                              + (" (forced)" if asked > 1 else ""), file=sys.stderr, flush=True)
+                        say(f"cellmesh: root: {sig.name}: stopping"
+                            + (" (forced)" if asked > 1 else ""))
                         started_root[0].request_stop(10.0 if asked == 1 else 0.0)
 
                 nursery.start_soon(on_signals)
@@ -282,7 +285,7 @@ async def _foreground(
                         host, port = root.metrics_address
                         host = f"[{host}]" if ":" in host else host
                         text += f", metrics http://{host}:{port}/metrics"
-                    print(f"cellmesh: root {text}", file=sys.stderr, flush=True)
+                    say(f"cellmesh: root {text}")
                     report(text)
         except BaseException as exc:
             failure = without_cancelled(exc)  # (the Cancelled of the tasks it ended)
@@ -291,7 +294,7 @@ async def _foreground(
             # The root has cleaned up (serve_root returned): the log line first, so
             # root.log holds the cause by the time `up` prints it.
             cause = innermost(failure)
-            print(f"cellmesh: root: {cause}", file=sys.stderr, flush=True)
+            say(f"cellmesh: root: {cause}")
             config = isinstance(cause, ConfigError)  # (a symlink in a cell's code, ...)
             prefix = CONFIG_FAILURE if config else "failed: "
             report(prefix + start_failure(failure, paths, since=started))
@@ -300,7 +303,7 @@ async def _foreground(
         # Only now: the root has destroyed its cells' sandboxes and written its last words.
         report(f"failed: stopped by {abandoned[0].name} before the mesh was up")
         code = 128 + abandoned[0].value
-    print("cellmesh: root: stopped", file=sys.stderr, flush=True)
+    say("cellmesh: root: stopped")
     return code
 
 
