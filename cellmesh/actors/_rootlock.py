@@ -45,8 +45,12 @@ class RootLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # (a full disk: name the file, do not keep the lock)
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         return cls(path=path, fd=fd)
 
     def release(self) -> None:

@@ -1,9 +1,11 @@
-"""A group record (``group.json``) that cannot be written, on a really full disk.
+"""Files the root writes, on a really full disk (a small tmpfs, filled).
 
-A membership change saves the record before it acts. When the disk is full the
-change must fail with an error naming the file and leave the group as it was,
-so that it can be asked for again once there is room (it used to keep a member
-in memory that was never written nor started: the group stuck until restart).
+The group record (``group.json``): a membership change saves it before it
+acts. When the disk is full the change must fail with an error naming the
+file and leave the group as it was, so that it can be asked for again once
+there is room (it used to keep a member in memory that was never written nor
+started: the group stuck until restart). The root's lock file: a start that
+cannot write its pid names the file and does not keep the lock.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import pytest
 
 from cellmesh.actors._replicas_group import RECORD_NAME, Group, write_record
+from cellmesh.actors._rootlock import RootLock
 from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.membership import GroupRecord
+from cellmesh.config import Paths
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
 
@@ -80,3 +84,18 @@ async def test_a_record_that_cannot_be_written_leaves_the_group_as_it_was(
 def _on_disk(data_dir: Path) -> GroupRecord:
     path = data_dir / RECORD_NAME
     return GroupRecord.from_json(path.read_text(), source=str(path))
+
+
+def test_a_root_lock_that_cannot_be_written_names_its_file_and_is_not_kept(
+    small_disk: Path,
+) -> None:
+    paths = Paths.from_env({"CELL_HOME": str(small_disk / "home")})
+    paths.socket_dir.mkdir(parents=True, mode=0o700)
+    filler = _fill(small_disk)
+    with pytest.raises(OSError) as caught:
+        RootLock.acquire(paths)
+    assert caught.value.errno == 28
+    assert caught.value.filename == str(paths.socket_dir / "mitosis.lock")
+    filler.unlink()
+    with RootLock.acquire(paths):  # not held by the failed attempt
+        pass
