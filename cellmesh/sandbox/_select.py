@@ -9,6 +9,8 @@ create a user namespace here it falls back to the host backend and issues one
 :class:`SandboxDowngradeWarning` naming the reason. ``bwrap`` never falls back:
 it raises :class:`~cellmesh.sandbox.errors.BackendUnavailable`. Any other value
 is a :class:`~cellmesh.sandbox.errors.SandboxConfigError` listing the valid ones.
+So is a ``CELL_CGROUP_PARENT`` that is set but cannot be used (limits asked
+for by name never fall back to weaker ones in silence).
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def select_backend(
     paths = paths if paths is not None else Paths.from_env(env)
     events = events if events is not None else JsonlEventLog.for_paths(paths)
     cgroups = CgroupHost.detect(env)
+    if env.get("CELL_CGROUP_PARENT") and cgroups.v2_parent is None:
+        # Asked for by name and not usable: not a silent fallback to weaker limits.
+        raise SandboxConfigError(
+            "CELL_CGROUP_PARENT",
+            f"cannot be used: {cgroups.v2_parent_problem}; unset it to let per-cell "
+            "limits use cgroup v1 or rlimits (`cellmesh sandbox check` shows what applies)",
+        )
     if choice in ("auto", "bwrap"):
         bwrap = find_bwrap()
         problem = probe_bwrap(bwrap)

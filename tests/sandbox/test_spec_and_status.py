@@ -128,6 +128,19 @@ def test_select_backend_stub_and_host() -> None:
     assert be.name == "host"
 
 
+def test_select_backend_refuses_a_cgroup_parent_it_cannot_use(tmp_path: Path) -> None:
+    """Set by name and unusable: an error naming the variable and why, not limits
+    that silently fall back to rlimits (an audit found the fallback silent)."""
+    for parent in ("/nonexistent/cellmesh-x", str(tmp_path)):
+        env = {"CELL_SANDBOX": "host", "CELL_HOME": str(tmp_path / "home"),
+               "CELL_CGROUP_PARENT": parent}
+        with pytest.raises(SandboxConfigError) as info:
+            select_backend(env)
+        text = str(info.value)
+        assert "CELL_CGROUP_PARENT" in text and "cannot be used" in text, text
+        assert parent in text or "cgroup2" in text, text
+
+
 def test_classify_exit() -> None:
     none = LimitEvidence()
     assert classify_exit(0, stopped_by_us=False, evidence=none) == ExitStatus(
