@@ -343,7 +343,7 @@ class CellSlot:
         started = instance.started_at if instance is not None and pid is not None else None
         return CellStatus(
             name=self.name, supervisor=self.supervisor, state=state, pid=pid,
-            restarts=self.restarts, uptime=None if started is None else now - started,
+            restarts=self.restarts, uptime=None if started is None else mono - started,
             msgs_in=0 if stats is None else stats.msgs_in,
             msgs_out=0 if stats is None else stats.msgs_out,
             rss=rss, cpu_percent=cpu_pct,
@@ -461,7 +461,7 @@ class CellInstance:
         has exited.
         """
         self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # (for the uptime: a clock step leaves it be)
         self.slot.touch()
 
     # ------------------------------------------------------------ lifecycle
@@ -485,7 +485,7 @@ class CellInstance:
         launched = self.spawn(self.slot)
         self.cell_id, self.pid, self.token = launched.cell_id, launched.pid, launched.token
         self.state = "starting"
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # (for the uptime: a clock step leaves it be)
         self.slot.activated = True
         self.slot.touch()
 

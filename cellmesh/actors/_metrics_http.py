@@ -237,7 +237,8 @@ class MeshCollector(Collector):
     _scrape: Scrape | None = None
 
     def refresh(self, samples: Mapping[int, _proc.ProcSample], now: float) -> None:
-        """Fold the slots in and take this scrape's view."""
+        """Fold the slots in and take this scrape's view (``now``: ``time.monotonic()``,
+        the clock of ``started_at``)."""
         rows = slot_rows(self.view, samples)
         states: dict[str, int] = {}
         for slot in self.view.slots.values():
@@ -324,7 +325,7 @@ class MetricsServer:
         if path != "/metrics":
             return _response("404 Not Found", "text/plain", b"not found\n", head_only=head_only)
         samples = await trio.to_thread.run_sync(_proc.scan)
-        self.collector.refresh(samples, time.time())
+        self.collector.refresh(samples, time.monotonic())
         encoder, content_type = choose_encoder(_accept(head))
         self.served += 1
         return _response("200 OK", content_type, encoder(self.registry), head_only=head_only)

@@ -150,7 +150,7 @@ class Root:
     slots: dict[str, CellSlot] = attrs.Factory(dict)
     supervisors: dict[str, Supervisor] = attrs.Factory(dict)
     restart_log: collections.deque[RestartRecord] = attrs.field(init=False)
-    started_at: float = attrs.Factory(time.time)
+    started_at: float = attrs.Factory(time.monotonic)  # (uptimes: not the wall clock)
     escalation: SupervisorEscalation | None = None
     #: Set when declared cells' code did not import: the mesh was never started.
     cannot_start: CellsCannotStart | None = None
@@ -725,7 +725,7 @@ class Root:
                 replica=self._replicas.info(slot),
             ), mono=mono, root_stopping=self._stopping))
         return StatusReply(
-            root_pid=os.getpid(), uptime=now - self.started_at,
+            root_pid=os.getpid(), uptime=mono - self.started_at,
             manifest=str(self.manifest.path), cells=cells, restart_log=list(self.restart_log),
             groups=self._replicas.status(), stopping=self._stopping,
         )

@@ -226,7 +226,7 @@ def _state(root: Root, name: str) -> str:
 
 
 def _spawned_after(root: Root, name: str, wall0: float) -> float | None:
-    """Seconds from ``wall0`` (``time.time()``) until the root's spawn() returned."""
+    """Seconds from ``wall0`` (``time.monotonic()``) until the root's spawn() returned."""
     instance = root.slots[name].instance
     if instance is None or instance.started_at is None:
         return None
@@ -280,7 +280,7 @@ async def _cold(sandbox: str, rounds: int, tmp: Path, say: Callable[[str], None]
                     home, _cell_toml("echo", activation='"on_demand"'), sandbox, logs
                 ) as root:
                     socket_dir = root.paths.socket_dir
-                    wall0 = time.time()
+                    wall0 = time.monotonic()
                     t0 = time.perf_counter()
                     await _first_reply(socket_dir, "echo", r)
                     t1 = time.perf_counter()
@@ -311,7 +311,7 @@ async def _warm(sandbox: str, rounds: int, tmp: Path, say: Callable[[str], None]
             for r, name in enumerate(names[1:]):
                 out["floor"].append(_floor_once(tmp))
                 _expect_state(root, name, "dormant")
-                wall0 = time.time()
+                wall0 = time.monotonic()
                 t0 = time.perf_counter()
                 await _first_reply(socket_dir, name, r)
                 out["connect_to_reply"].append(time.perf_counter() - t0)
@@ -364,7 +364,7 @@ async def _restart_with(
                     before = root.slots["echo"].instance
                     assert before is not None
                     floor = _floor_once(tmp)
-                    wall0 = time.time()
+                    wall0 = time.monotonic()
                     t0 = time.perf_counter()
                     root.backend.kill(before.cell_id, as_crash=True)  # the serving process
                     retries = 0

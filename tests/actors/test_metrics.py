@@ -428,6 +428,30 @@ async def test_a_cell_reporting_absurd_service_times_wrecks_neither_status_nor_m
         assert total <= count * MAX_RTT_US / 1e6  # at most an hour a call, never 1e294 s
 
 
+async def test_uptimes_do_not_follow_a_wall_clock_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: uptimes were differences of time.time(), so a clock step (NTP, an
+    operator's date) made them jump by years or go negative. They are monotonic."""
+    import time
+
+    async with running_root(cell("echo", "Echoer"), metrics=("127.0.0.1", 0)) as (root, _):
+        address = root.metrics_address
+        assert address is not None
+        with trio.fail_after(30):
+            while next(c for c in root.status().cells if c.name == "echo").state != "running":
+                await trio.sleep(0.01)
+        real = time.time
+        for step in (3e8, -3e8):  # about ten years ahead, then behind
+            monkeypatch.setattr(time, "time", lambda step=step: real() + step)
+            reply = root.status()
+            echo = next(c for c in reply.cells if c.name == "echo")
+            assert 0 <= reply.uptime < 3600 and echo.uptime is not None
+            assert 0 <= echo.uptime < 3600
+            text = await scrape_until(address, lambda t: True)
+            uptime = sample_value(text, "cellmesh_root_uptime_seconds")
+            assert uptime is not None and 0 <= uptime < 3600, uptime
+        monkeypatch.undo()
+
+
 async def test_a_metrics_address_in_use_is_a_config_error_naming_the_option() -> None:
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
