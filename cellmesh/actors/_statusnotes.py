@@ -15,7 +15,11 @@ adds them to a row:
   the root stops (a stop cancels the delay);
 * ``stats_at``: when the root received the cell's last ``CellStats`` (Unix
   time), so ``top`` divides the change in counters by the time between two
-  reports, not by the time between two of its own requests.
+  reports, not by the time between two of its own requests;
+* ``silent_for``: a running process the root has not heard from (a report,
+  a request) for more than :data:`SILENT_AFTER` seconds: it reports every
+  second, so its event loop is blocked, or it is stopped. Its state stays
+  ``running`` (its supervisor sees a live process); the row says how long.
 
 Everything is kept by weak reference to the slot or process it is about, so
 slots and processes that go are forgotten with them.
@@ -25,13 +29,17 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import attrs
 
 from ._cells import CellInstance, CellSlot
 from .control import CellStats, CellStatus
 from .supervisor import SupervisorEvent
+
+#: A running process not heard from for longer than this is shown silent (it
+#: reports every second: five missed reports).
+SILENT_AFTER: Final = 5.0
 
 #: Supervisor events after which no restart of that child is pending any more.
 _RESTART_SETTLED = frozenset({"started", "start_failed", "stopping", "stopped", "removed",
@@ -94,6 +102,9 @@ class StatusNotes:
     #: slot -> (the stats it holds, Unix time they arrived).
     _samples: weakref.WeakKeyDictionary[CellSlot, tuple[CellStats, float]] = attrs.Factory(
         weakref.WeakKeyDictionary)
+    #: slot -> monotonic time the root last heard from its process (anything on the umbilical).
+    _heard: weakref.WeakKeyDictionary[CellSlot, float] = attrs.Factory(
+        weakref.WeakKeyDictionary)
 
     def on_event(self, slot: CellSlot | None, event: SupervisorEvent, *, mono: float) -> None:
         """Supervisor ``event`` about ``slot`` (None: not about a cell), at monotonic ``mono``."""
@@ -105,6 +116,10 @@ class StatusNotes:
             self._stopping.add(slot.instance)
         elif event.kind == "delaying" and event.delay is not None:
             self._restarts[slot] = (slot.instance, mono + event.delay)
+
+    def heard_from(self, slot: CellSlot, *, mono: float) -> None:
+        """``slot``'s process sent the root something, at monotonic time ``mono``."""
+        self._heard[slot] = mono
 
     def stats_received(self, slot: CellSlot, *, at: float) -> None:
         """``slot.stats`` was just set from a report of its process, at Unix time ``at``."""
@@ -126,7 +141,20 @@ class StatusNotes:
         ):
             return _evolve(row, state="restarting", stats_at=stats_at,
                            restart_in=pending[1] - mono)
+        silent = self._silent_for(slot, row, mono)
+        if silent is not None:
+            return _evolve(row, stats_at=stats_at, silent_for=silent)
         return row if stats_at is None else _evolve(row, stats_at=stats_at)
+
+    def _silent_for(self, slot: CellSlot, row: CellStatus, mono: float) -> float | None:
+        """Seconds since ``slot``'s running process was last heard from (or started),
+        when more than :data:`SILENT_AFTER`; else None."""
+        instance = slot.instance
+        if row.state != "running" or instance is None or instance.started_at is None:
+            return None
+        last = max(self._heard.get(slot, instance.started_at), instance.started_at)
+        silent = mono - last
+        return silent if silent > SILENT_AFTER else None
 
 
 def _evolve(row: CellStatus, **changes: object) -> CellStatus:

@@ -143,6 +143,11 @@ class CellStatus:
     stats_at: float | None = None
     #: Seconds until the supervisor restarts the cell (state ``restarting``), else None.
     restart_in: float | None = None
+    #: Seconds since the root last heard from the running process (it reports every
+    #: second), once that is more than ``SILENT_AFTER`` (5 s): its event loop is
+    #: blocked (a handler that sleeps or spins without awaiting) or it is stopped
+    #: (SIGSTOP). None while it reports.
+    silent_for: float | None = None
 
 
 @protein("cellmesh.ctl.ReplicaInfo")

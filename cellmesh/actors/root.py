@@ -650,6 +650,7 @@ class Root:
                 del self._umbilical_closed[slot.name]
 
     async def _from_cell(self, slot: CellSlot, msg: Any) -> Any:
+        self._notes.heard_from(slot, mono=time.monotonic())  # (status: silent_for)
         if isinstance(msg, CellStats):
             if not self._swapper.ignores_stats(slot, msg):
                 slot.stats = stats = accept_stats(msg)  # bounded: cells are untrusted

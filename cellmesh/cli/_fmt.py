@@ -138,12 +138,16 @@ def shown(value: object) -> str:
 
 def state_text(cell: CellStatus) -> Text:
     """The STATE column: the state, ``swapping (phase)`` while a hot swap runs,
-    ``restarting in 2.1s`` while the supervisor waits its backoff delay."""
+    ``restarting in 2.1s`` while the supervisor waits its backoff delay,
+    ``running, silent 23s`` for a process that stopped reporting (hung, stopped)."""
     if cell.swap:
         return Text(f"swapping ({shown(cell.swap)})", style="bold magenta")
     if cell.state == "restarting" and cell.restart_in is not None:
         return Text(f"restarting in {fmt_countdown(cell.restart_in)}",
                     style=_state_style(cell.state))
+    if cell.silent_for is not None:  # running, but not heard from: hung or stopped?
+        return Text(f"{shown(cell.state)}, silent {fmt_duration(cell.silent_for)}",
+                    style="bold red")
     return Text(shown(cell.state), style=_state_style(cell.state))
 
 

@@ -131,6 +131,7 @@ def cell_json(cell: CellStatus) -> dict[str, object]:
         "replica": replica_json(cell.replica),
         "stats_at": cell.stats_at,
         "restart_in": cell.restart_in,
+        "silent_for": cell.silent_for,
     }
 
 
@@ -602,6 +603,8 @@ def register(app: cyclopts.App) -> None:
         (Unix time or null), "stats_at" (Unix time the root received the
         counters and RTTs: about once a second; null before the first),
         "restart_in" (s until a "restarting" cell starts again, else null),
+        "silent_for" (s since a running cell was last heard from, once over
+        5 s: its event loop is blocked or it is stopped; else null),
         "replica": null for a plain cell; for a replica
         (row "X/i") {"group", "id", "role" (leader|follower|candidate|
         precandidate|learner|removed|unknown), "term", "leader",

@@ -117,7 +117,7 @@ def test_status_json_is_a_stable_document() -> None:
     assert set(cells[0]) == {
         "name", "supervisor", "state", "pid", "restarts", "uptime", "msgs_in", "msgs_out",
         "rss", "cpu_percent", "rtt_p50_us", "rtt_p99_us", "backend", "dna", "version", "swap",
-        "last_exit", "last_exit_at", "replica", "stats_at", "restart_in",
+        "last_exit", "last_exit_at", "replica", "stats_at", "restart_in", "silent_for",
     }
     assert (cells[0]["dna"], cells[0]["version"], cells[0]["swap"]) == ("3f2a9c0d1b7e", "1.2", None)
     assert cells[1]["pid"] is None and cells[1]["replica"] is None
