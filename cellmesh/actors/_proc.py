@@ -39,6 +39,16 @@ def parse_stat(text: str) -> ProcSample | None:
     return ProcSample(ppid=ppid, rss=rss_pages * _PAGE, cpu=(utime + stime) / _TICKS)
 
 
+def is_live(pid: int, proc: str = "/proc") -> bool:
+    """True while ``pid`` exists and has not exited (a zombie, not yet reaped, has)."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def scan(proc: str = "/proc") -> dict[int, ProcSample]:
     """Every process's sample, by pid."""
     out: dict[int, ProcSample] = {}

@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Final
 
 import trio
 
+from ..actors._proc import is_live
 from ..actors._rootlock import read_root_pid, root_is_running
 from ..actors.control import ChangeReplicas, Refused, StatusRequest, WipeReplica
 from ..actors.errors import RootError, RootNotRunning, RootUnreachable
@@ -157,7 +157,7 @@ def last_words_of(paths: Paths) -> str | None:
     words = read_last_words(paths)
     if words is None:
         return None
-    return words.summary(now=time.time(), alive=Path(f"/proc/{words.pid}").exists())
+    return words.summary(now=time.time(), alive=is_live(words.pid))  # (a zombie is not)
 
 
 async def ask_root(syn: Synapse, msg: Any) -> Any:
