@@ -95,14 +95,24 @@ async def preload_mesh(
     add_slot: Callable[..., Awaitable[CellSlot]],
     drop_slot: Callable[[CellSlot], Awaitable[None]],
 ) -> dict[str, str]:
-    """:func:`preload_cells` for the cells and a temporary slot of every template."""
+    """:func:`preload_cells` for the cells and a temporary slot of every template.
+
+    A problem is reported once: the replicas of a replicated cell share its
+    code and its manifest key, so they fail with the same line (the first
+    replica's name is kept).
+    """
     checks: list[CellSlot] = []
     try:
         for template, decl in templates.items():
             name = f"{template}.{PREFLIGHT}"
             checks.append(await add_slot(attrs.evolve(decl, name=name), name=name,
                                          supervisor=NO_SUPERVISOR))
-        return await preload_cells([*slots, *checks], launcher)
+        problems = await preload_cells([*slots, *checks], launcher)
+        distinct: dict[str, str] = {}
+        for name, line in problems.items():
+            if line not in distinct.values():
+                distinct[name] = line
+        return distinct
     finally:
         for slot in checks:
             await drop_slot(slot)

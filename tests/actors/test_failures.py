@@ -66,6 +66,18 @@ async def test_up_refuses_a_mesh_whose_entries_do_not_import_naming_the_keys(hom
     assert "3 cells cannot start" in words.reason
 
 
+async def test_a_replicated_cell_that_does_not_import_is_named_once(home: Path) -> None:
+    """Its replicas share its code and its manifest key: one line, not one per
+    replica (an audit saw "3 cells cannot start" and the same line three times)."""
+    toml = cell("kv", "NoSuchClass", replicas="3") + cell("echo", "Echoer")
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_root(home, toml):
+            raise AssertionError("the mesh must not start")
+    (err,) = leaves(info.value, CellsCannotStart)
+    assert err.problems == ["cells.kv.entry: module 'rootcells' has no attribute 'NoSuchClass'"]
+    assert str(err).startswith("1 cell cannot start:\n")
+
+
 async def test_templates_are_checked_too_and_leave_nothing_behind(home: Path) -> None:
     pool = (cell("watcher", "Watcher", max_children="2", templates='["worker", "broken"]')
             + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n')
