@@ -88,6 +88,10 @@ _RUNTIME_ENV: Final = frozenset({
     "CELL_REPLICA_JOIN", "CELL_REPLICA_BOOTSTRAP", "CELL_REPLICA_CHECK",
 })
 _RUNTIME_ENV_PREFIX: Final = "CELL_SECRET_FILE_"
+#: Variables that make a Rust panic print a backtrace. cbor2 is a Rust extension:
+#: a cell out of memory inside it panics, and the backtrace printer, itself out of
+#: memory, can wait forever on its own lock -- the cell hangs instead of exiting 137.
+_PANIC_BACKTRACE_ENV: Final = frozenset({"RUST_BACKTRACE", "RUST_LIB_BACKTRACE"})
 _STRATS: Final = tuple(s.value for s in Strategy)
 #: What the top supervisor may be (it has no template to start children from).
 _TOP_STRATS: Final = tuple(s for s in _STRATS if s != Strategy.SIMPLE_ONE_FOR_ONE.value)
@@ -435,6 +439,10 @@ class ManifestReader:
             if name in _RUNTIME_ENV or str(name).startswith(_RUNTIME_ENV_PREFIX):
                 self.fail(key_path(key, str(name)), "is set by the runtime in every cell "
                           "(docs/security.md); choose another name")
+            if name in _PANIC_BACKTRACE_ENV:
+                self.fail(key_path(key, str(name)), "would let a cell that runs out of memory "
+                          "inside cbor2 (a Rust extension) hang in the panic's backtrace "
+                          "printer instead of exiting 137; not allowed in a cell's env")
             if name == SPIN_ENV:  # read by the cell's runtime: a bad one would fail its start
                 try:
                     spin_window_from_env({SPIN_ENV: items[name]})

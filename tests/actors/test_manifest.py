@@ -375,6 +375,11 @@ CELL = '[cells.db]\ndna = "db.py"\n'
          "is set by the runtime"),
         (CELL + "env = {CELL_SECRET_FILE_X = 'y'}\n", "cells.db.env.CELL_SECRET_FILE_X",
          "is set by the runtime"),
+        # a cell out of memory inside cbor2 would hang printing the Rust panic's backtrace
+        (CELL + "env = {RUST_BACKTRACE = '1'}\n", "cells.db.env.RUST_BACKTRACE",
+         "instead of exiting 137"),
+        (CELL + "env = {RUST_LIB_BACKTRACE = 'full'}\n", "cells.db.env.RUST_LIB_BACKTRACE",
+         "instead of exiting 137"),
         # read by the cell's runtime: found at load, not when the cell fails to start
         (CELL + "env = {CELL_SPIN_US = 'abc'}\n", "cells.db.env.CELL_SPIN_US",
          "must be a whole number of microseconds from 0 to 10000"),
