@@ -481,7 +481,7 @@ class Swapper:
         elif isinstance(action, KillOld):
             if run.old is not None:
                 with contextlib.suppress(CellmeshError):
-                    self.backend.kill(run.old.cell_id, as_crash=True)
+                    self.backend.kill(run.old.cell_id, as_crash=True, why=action.why)
         elif isinstance(action, SetTimer):
             run.timer_wake.set()
         elif isinstance(action, Finish):

@@ -199,7 +199,10 @@ class ReleaseOld:
 
 @attrs.frozen(kw_only=True)
 class KillOld:
-    """SIGKILL the old process (it did not do its part in time)."""
+    """SIGKILL the old process (it did not do its part in time); ``why`` is the
+    reason its exit is reported with."""
+
+    why: str = "the old version did not do its part of the swap in time"
 
 
 @attrs.frozen(kw_only=True)
@@ -497,10 +500,12 @@ class SwapState:
                 # (its supervisor does) restores service; its state is lost.
                 self._settle_killed = True
                 self.cause += "; the old version did not resume in time and was killed"
-                plan.append(KillOld())
+                plan.append(KillOld(why="killed by the swap: the old version did not resume "
+                                        "in time after the swap failed"))
             return plan + self._set_timer(now + SETTLE_SECONDS)
         if self.phase is Phase.COMMITTING and self._old is not _Old.GONE:
-            return [KillOld(), *self._set_timer(now + SETTLE_SECONDS)]
+            return [KillOld(why="killed by the swap: the old version did not exit after "
+                                "the swap committed"), *self._set_timer(now + SETTLE_SECONDS)]
         return []
 
     def stop_requested(self, now: float) -> list[Action]:

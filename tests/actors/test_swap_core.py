@@ -212,6 +212,8 @@ def test_swap_core_old_that_never_reports_after_rollback_is_killed() -> None:
     assert core.tick(1.0 + SETTLE_SECONDS - 0.1) == []
     plan = core.tick(1.0 + SETTLE_SECONDS)
     assert KillOld in kinds(plan) and SetTimer in kinds(plan)
+    (kill,) = [a for a in plan if isinstance(a, KillOld)]  # its exit names the swap, not
+    assert "killed by the swap" in kill.why and "did not resume" in kill.why  # "on request"
     assert core.old_exited("killed by SIGKILL", 7.0) == [Restore(committed=False)]
     finish = finish_of(core.restored())
     assert finish.outcome is Outcome.FAILED and "did not resume in time" in finish.cause
@@ -249,7 +251,9 @@ def test_swap_core_old_exit_in_probation_commits_at_once() -> None:
 def test_swap_core_released_old_that_lingers_is_killed() -> None:
     core = at_phase(Phase.PROBATION)
     core.tick(0.5 + GRACE)
-    assert kinds(core.tick(0.5 + GRACE + SETTLE_SECONDS)) == [KillOld, SetTimer]
+    plan = core.tick(0.5 + GRACE + SETTLE_SECONDS)
+    assert kinds(plan) == [KillOld, SetTimer]
+    assert "did not exit after the swap committed" in plan[0].why  # type: ignore[union-attr]
     assert core.old_exited("killed", 9.0) == [Restore(committed=True)]
 
 
