@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .dna import (
         DnaCache,
         DnaEntry,
+        DnaHold,
         DnaSource,
         content_hash,
         hash_path,
@@ -91,6 +92,7 @@ _LAZY: Final[Mapping[str, str]] = {
     "ChildStatus": "policy",
     "DnaCache": "dna",
     "DnaEntry": "dna",
+    "DnaHold": "dna",
     "DnaSource": "dna",
     "Escalate": "policy",
     "ExitReason": "policy",
@@ -144,6 +146,7 @@ __all__ = [
     "DnaCacheError",
     "DnaEntry",
     "DnaError",
+    "DnaHold",
     "DnaSource",
     "DnaSourceError",
     "Escalate",

@@ -62,7 +62,7 @@ from ._replicas_changes import NotLeaderHere, PeerAdmin
 from ._replicas_group import Group, GroupHandle, Member
 from ._tasks import Background
 from .control import ReplicaStats, SwapReport
-from .dna import DnaEntry
+from .dna import DnaEntry, DnaHold
 from .errors import DnaError, RootRequestError
 from .groupswap import (
     Action,
@@ -156,6 +156,7 @@ class GroupSwapper:
 
         self.tasks.start_soon(task, name=f"swap of {name}")
         await done.wait()
+        await self.launcher.pruner.settled()  # the cache holds no more than the group needs
         result = box[0] if box else RootRequestError(name, "the swap was cancelled")
         if isinstance(result, BaseException):
             raise result
@@ -166,15 +167,27 @@ class GroupSwapper:
         async with group.lock:
             group.change = "swap: building the DNA"
             group.touch()
+            # Pins each member's code and the code before it (what a rollback goes back
+            # to) and the new code in the DNA cache until the members' slots say what
+            # they run (``_settle``).
+            hold = self.launcher.dna.hold()
+            for m in group.members.values():
+                for entry in (m.slot.dna, m.slot.previous_dna):
+                    if entry is not None:
+                        hold.add(entry.digest)
             try:
-                return await self._locked(group, timeout, grace, rollback)
+                return await self._locked(group, timeout, grace, rollback, hold)
             finally:
                 for m in group.members.values():
                     m.slot.swap_phase = ""
                 group.change = ""
                 group.touch()
-                with trio.CancelScope(shield=True):
-                    await self._prune(group)
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._prune(group)
+                finally:  # the DNA directories first: an entry linked there is kept
+                    hold.release()
+                    self.launcher.pruner.request()
 
     async def _prune(self, group: Group) -> None:
         """Keep each replica's code in force and the one before it in its DNA directory."""
@@ -189,7 +202,7 @@ class GroupSwapper:
                              f"{slot.name}: {exc}")
 
     async def _locked(self, group: Group, timeout: float, grace: float,
-                      rollback: bool) -> SwapReport:
+                      rollback: bool, hold: DnaHold) -> SwapReport:
         started = trio.current_time()
         members = dict(group.members)
         old = {i: m.slot.dna for i, m in members.items() if m.slot.dna is not None}
@@ -200,7 +213,7 @@ class GroupSwapper:
             entry = self._rollback_entry(group)
         else:
             try:
-                entry = await self.launcher.build(group.decl)
+                entry = await self.launcher.build(group.decl, hold)
             except (DnaError, OSError) as exc:
                 return self._report(group, core, None, Finish(
                     outcome=Outcome.FAILED, cause=str(exc), new_code=(), old_code=tuple(old)

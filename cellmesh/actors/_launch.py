@@ -74,9 +74,10 @@ from ..config import Paths
 from ..errors import CellmeshError, ConfigError
 from ..sandbox import FIRST_PASSED_FD, CellBackend, CellSpec, NetGrant, WorkloadEnv
 from ._cells import CellSlot, Launched, Standby, template_of
+from ._dnaprune import DnaPruner
 from ._reports import ReportPipe
 from ._tasks import Background
-from .dna import DnaCache, DnaEntry, force_rmtree
+from .dna import DnaCache, DnaEntry, DnaHold, force_rmtree
 from .exitcause import REPORT_FD_ENV
 from .logs import RotatingLog, pump_output
 from .manifest import CellDecl, RootDecl
@@ -119,6 +120,15 @@ class Launcher:
     #: For a template's name in ``calls``: its running instances, ``(name, socket)``;
     #: None for any other name.
     instances_of: Callable[[str], list[tuple[str, Path]] | None] = lambda _: None
+    #: The root's slots (the live mapping): the DNA they reference is never pruned.
+    slots: Mapping[str, CellSlot] = attrs.Factory(dict)
+    #: Removes the DNA cache entries no slot needs (:mod:`._dnaprune`).
+    pruner: DnaPruner = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.pruner = DnaPruner(
+            cache=self.dna, slots=self.slots, log=self.tasks.log, keep=self.root.dna_cache_keep
+        )
 
     def children_dir(self, parent: str) -> Path:
         """Where the sockets a cell reaches by name beyond its ``calls`` are linked (bound
@@ -171,9 +181,14 @@ class Launcher:
 
         await trio.to_thread.run_sync(prune)
 
-    async def build(self, decl: CellDecl) -> DnaEntry:
-        """Build (or reuse) the DNA entry of ``decl``'s code (in a thread)."""
-        return await trio.to_thread.run_sync(self.dna.ensure, decl.dna)
+    async def build(self, decl: CellDecl, hold: DnaHold) -> DnaEntry:
+        """Build (or reuse) the DNA entry of ``decl``'s code (in a thread).
+
+        Its digest is pinned in ``hold`` before the entry is looked for: keep
+        the hold until the entry is referenced by a slot (the cache's
+        pruning skips held digests, :mod:`._dnaprune`).
+        """
+        return await trio.to_thread.run_sync(self.dna.ensure, decl.dna, hold)
 
     async def prepare(self, slot: CellSlot) -> None:
         """Build the DNA entry and create the sandboxed cells, once per slot."""
@@ -187,10 +202,12 @@ class Launcher:
                     f"{slot.name} is not replicated now: give it replicas again, or move "
                     "the directory away",
                 )
-        entry = await self.build(slot.decl)
-        await self.link(slot, entry)
-        slot.dna = entry
-        slot.dna_digest = entry.digest
+        with self.dna.hold() as hold:  # until the slot references it
+            entry = await self.build(slot.decl, hold)
+            await self.link(slot, entry)
+            slot.dna = entry
+            slot.dna_digest = entry.digest
+        self.pruner.prepared(slot)
         version = self._env_version(slot)
         spec = self._spec(slot, slot.decl, entry)
         created: list[str] = []
@@ -319,6 +336,7 @@ class Launcher:
                     await self.backend.destroy_async(cell_id, grace=1.0)
             with contextlib.suppress(OSError):
                 await trio.to_thread.run_sync(force_rmtree, self.dna_root(slot.stem))
+            self.pruner.request()  # its code may be unused now
         for pipe in slot.reports.values():
             pipe.close()
         slot.reports.clear()

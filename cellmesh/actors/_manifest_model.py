@@ -48,6 +48,11 @@ MAX_REPLICATED_NAME: Final = 47
 DEFAULT_CELLDOWN_CONCURRENCY: Final = 8
 DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
 DEFAULT_SWAP_MAX_STATE: Final = 64 * 1024 * 1024
+#: Default of ``[root] dna_cache_keep``: DNA cache entries no cell needs that are kept
+#: (the most recently used), so a redeploy of a recent version does not rebuild it.
+DEFAULT_DNA_CACHE_KEEP: Final = 5
+#: The largest ``[root] dna_cache_keep`` (an entry is ~50 kB; a cache is not an archive).
+MAX_DNA_CACHE_KEEP: Final = 10_000
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table",
@@ -153,6 +158,8 @@ class RootDecl:
     celldown_concurrency: int = DEFAULT_CELLDOWN_CONCURRENCY
     #: The largest state a cell may hand over in a hot swap (docs/swap.md).
     swap_max_state: int = DEFAULT_SWAP_MAX_STATE
+    #: DNA cache entries no cell needs that are kept, most recently used first (docs/root.md).
+    dna_cache_keep: int = DEFAULT_DNA_CACHE_KEEP
 
 
 @attrs.frozen(kw_only=True)

@@ -37,8 +37,10 @@ from ..transport._spin import SPIN_ENV, spin_window_from_env
 from . import stockdna
 from ._manifest_model import (
     DEFAULT_CELLDOWN_CONCURRENCY,
+    DEFAULT_DNA_CACHE_KEEP,
     DEFAULT_LOG_MAX_BYTES,
     DEFAULT_SWAP_MAX_STATE,
+    MAX_DNA_CACHE_KEEP,
     MAX_REPLICAS,
     MAX_REPLICATED_NAME,
     MIN_CELL_MEMORY,
@@ -62,7 +64,7 @@ from .watches import DEFAULT_MAX_LINKS, DEFAULT_MAX_MONITORS
 _TOP_KEYS: Final = ("root", "supervisor", "supervisors", "cells", "templates")
 _ROOT_KEYS: Final = (
     "allow_spawn", "sandbox", "restart_log", "log_max_bytes", "log_keep", "max_monitors",
-    "max_links", "celldown_concurrency", "swap_max_state",
+    "max_links", "celldown_concurrency", "swap_max_state", "dna_cache_keep",
 )  # fmt: skip
 _TOP_SUP_KEYS: Final = ("strategy", "intensity", "period", "backoff", "children")
 _SUP_KEYS: Final = (*_TOP_SUP_KEYS, "restart", "shutdown", "template")
@@ -309,6 +311,10 @@ class ManifestReader:
             ),
             swap_max_state=self.size(
                 t.get("swap_max_state", DEFAULT_SWAP_MAX_STATE), "root.swap_max_state"
+            ),
+            dna_cache_keep=self.integer(
+                t.get("dna_cache_keep", DEFAULT_DNA_CACHE_KEEP), "root.dna_cache_keep", 0,
+                MAX_DNA_CACHE_KEEP,
             ),
         )
 

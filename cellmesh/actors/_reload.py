@@ -182,6 +182,9 @@ async def reload_mesh(
         host.restart_log = collections.deque(host.restart_log, maxlen=new.root.restart_log)
     if "swap_max_state" in plan.root:
         swapper.max_state = new.root.swap_max_state
+    if "dna_cache_keep" in plan.root:
+        launcher.pruner.keep = new.root.dna_cache_keep
+        launcher.pruner.request()
     lines += [f"set [root] {key}" for key in plan.root]
     for name in plan.start:
         try:

@@ -72,7 +72,7 @@ from .control import (
     SwapReport,
     SwapVerdict,
 )
-from .dna import DnaCache, DnaEntry, verify_entry
+from .dna import DnaCache, DnaEntry, DnaHold, verify_entry
 from .errors import DnaError, RootRequestError
 from .exitcause import clean, keyed, version_text
 from .manifest import CellDecl
@@ -130,6 +130,9 @@ class SwapRun:
     from_decl: CellDecl
     from_version: str
     requested_at: float
+    #: Pins the code in force, the new code and the rollback target in the DNA cache
+    #: until the run is over (released by ``_finish``).
+    hold: DnaHold
     entry: DnaEntry | None = None
     instance: CellInstance | None = None
     old: Launched | None = None
@@ -221,11 +224,15 @@ class Swapper:
             slot=slot, core=SwapState(timeout=timeout, grace=grace),
             decl=(slot.previous_decl if rollback else decl) or slot.decl,
             rollback=rollback, from_entry=slot.dna, from_decl=slot.decl,
-            from_version=slot.version, requested_at=time.monotonic(),
+            from_version=slot.version, requested_at=time.monotonic(), hold=self.dna.hold(),
         )
+        for entry in (slot.dna, slot.previous_dna):
+            if entry is not None:
+                run.hold.add(entry.digest)
         self.runs[slot.name] = run
         self.tasks.start_soon(self._drive, run, name=f"swap of {slot.name}")
         await run.done.wait()
+        await self.launcher.pruner.settled()  # the cache holds no more than the cell needs
         assert run.report is not None
         return run.report
 
@@ -503,7 +510,7 @@ class Swapper:
         core = run.core
         try:
             entry = await self._previous(slot) if run.rollback else (
-                await self.launcher.build(run.decl)
+                await self.launcher.build(run.decl, run.hold)
             )
         except (DnaError, OSError) as exc:
             return core.dna_failed(str(exc))
@@ -627,6 +634,8 @@ class Swapper:
             self._orders.pop((slot.name, run.old.token), None)
         run.state = None
         slot.swap_phase = ""
+        run.hold.release()  # the slot references what it needs from now on
+        self.launcher.pruner.request()
         instance = slot.instance
         if instance is not None and slot.created and not self.stopping():
             if instance.state in ("starting", "running"):

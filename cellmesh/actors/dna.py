@@ -33,10 +33,25 @@ retried. A builder killed mid-build leaves a ``.build-*`` directory that
 existing entry against its manifest (every file present with the listed hash
 and bit, nothing extra, nothing writable); a damaged entry is rebuilt the
 same way.
+
+Pruning (:meth:`DnaCache.discard`, driven by the root: :mod:`._dnaprune`)
+removes an entry the same crash-safe way: it is renamed into a fresh
+``.trash-*`` directory (atomic: a reader finds the whole entry or none),
+which is then deleted; a removal cut short leaves only the ``.trash-*``
+directory for :meth:`DnaCache.sweep_stale`. An entry's last use is its
+directory's modification time, set by :meth:`DnaCache.ensure` and
+:meth:`DnaCache.touch` (the only change ever made to an installed entry: the
+manifest does not cover it). A caller that will use an entry takes a
+:class:`DnaHold` first and passes it to :meth:`DnaCache.ensure`, which pins
+the digest *before* it looks for the entry; :meth:`DnaCache.discard` checks
+the pins and renames under one lock, so an entry being built or just
+reused is never removed under its user.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
 import hashlib
 import importlib.util
@@ -46,13 +61,17 @@ import py_compile
 import shutil
 import stat
 import tempfile
+import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import Final, Literal
 
 import attrs
 
 from ..config import Paths
+from ._dnakeep import CachedEntry
 from .errors import DnaCacheError, DnaSourceError
 
 #: Format tag hashed into every digest and written into every manifest.
@@ -68,6 +87,7 @@ MAX_SOURCE_BYTES: Final = 64 * 1024 * 1024
 _INSTALL_ATTEMPTS: Final = 5
 
 _IGNORED_DIRS: Final = frozenset({"__pycache__"})
+_HEX: Final = frozenset("0123456789abcdef")
 _SYMLINK: Final = "is a symlink; cell code must be plain files"
 _IGNORED_SUFFIXES: Final = (".pyc", ".pyo")
 
@@ -399,15 +419,65 @@ def _seal(tmp: Path) -> None:
         _fsync_dir(directory)
 
 
+def is_digest(name: str) -> bool:
+    """``name`` is a digest as :func:`content_hash` writes it (an entry's directory name)."""
+    return len(name) == 64 and set(name) <= _HEX
+
+
+@attrs.define(eq=False)
+class DnaHold:
+    """Digests a caller is about to use or uses: :meth:`DnaCache.discard` skips them.
+
+    Take one before :meth:`DnaCache.ensure` (pass it there: the digest is
+    pinned before the entry is looked for) and release it once the entry is
+    referenced where the pruning driver looks (a cell's slot). Usable as a
+    context manager; :meth:`release` is idempotent.
+    """
+
+    _cache: DnaCache
+    _digests: set[str] = attrs.Factory(set)
+    _released: bool = False
+
+    def add(self, digest: str) -> None:
+        """Pin ``digest`` until :meth:`release` (nothing once released)."""
+        with self._cache._lock:
+            if not self._released and digest not in self._digests:
+                self._digests.add(digest)
+                self._cache._held[digest] += 1
+
+    def release(self) -> None:
+        """Unpin every digest of this hold."""
+        with self._cache._lock:
+            if self._released:
+                return
+            self._released = True
+            for digest in self._digests:
+                self._cache._held[digest] -= 1
+                if self._cache._held[digest] <= 0:
+                    del self._cache._held[digest]
+
+    def __enter__(self) -> DnaHold:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
 @attrs.define(eq=False)
 class DnaCache:
     """The content-addressed code cache under one directory (``paths.cache_dir``).
 
     Safe to use from several threads and processes at once: entries appear
-    only by atomic rename and are never modified in place.
+    only by atomic rename and are never modified in place (but for the
+    directory's time, their last use); they go only by atomic rename too
+    (:meth:`discard`, never a digest a :class:`DnaHold` of this cache pins).
     """
 
     _cache_dir: Path
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _held: collections.Counter[str] = attrs.field(init=False, factory=collections.Counter)
 
     @classmethod
     def from_paths(cls, paths: Paths) -> DnaCache:
@@ -423,23 +493,108 @@ class DnaCache:
         """Where the entry for ``digest`` lives (whether or not it exists)."""
         return self._cache_dir / digest
 
-    def ensure(self, source_path: Path) -> DnaEntry:
+    def hold(self) -> DnaHold:
+        """A new, empty :class:`DnaHold` on this cache."""
+        return DnaHold(self)
+
+    def held(self) -> set[str]:
+        """The digests some :class:`DnaHold` pins now."""
+        with self._lock:
+            return set(self._held)
+
+    def ensure(self, source_path: Path, hold: DnaHold | None = None) -> DnaEntry:
         """Return the intact entry for the code at ``source_path``, building it if needed.
 
         Reuses an existing entry that verifies; rebuilds a missing or damaged
-        one. Raises :class:`~cellmesh.actors.errors.DnaSourceError` for bad
+        one; either way its last use becomes now. With ``hold``, the digest is
+        pinned there before the entry is looked for: a concurrent
+        :meth:`discard` cannot remove the entry this returns (without, it
+        may). Raises :class:`~cellmesh.actors.errors.DnaSourceError` for bad
         source (including code that does not compile) and
         :class:`~cellmesh.actors.errors.DnaCacheError` when the cache
         directory cannot hold the entry.
         """
         source = read_source(source_path)
         digest = content_hash(source)
+        if hold is not None:
+            hold.add(digest)
         final = self.entry_path(digest)
         if final.is_dir() and not verify_entry(final, digest):
-            return DnaEntry(
+            entry = DnaEntry(
                 digest=digest, root=final, name=source.name, kind=source.kind, reused=True
             )
-        return self._build(source, digest)
+        else:
+            entry = self._build(source, digest)
+        self.touch([digest])
+        return entry
+
+    def touch(self, digests: Iterable[str]) -> None:
+        """Record that the entries of ``digests`` are used now (missing ones are skipped)."""
+        for digest in digests:
+            with contextlib.suppress(OSError):
+                os.utime(self.entry_path(digest))
+
+    def entries(self) -> list[CachedEntry]:
+        """Every entry in the cache, with its last use and whether it is linked elsewhere.
+
+        ``linked``: its manifest file has more than one hard link, so a DNA
+        directory (of this root's cells or another's) holds the entry. Only
+        ``<digest>`` directories are listed; an empty list when the cache
+        directory does not exist. Raises OSError when it cannot be read.
+        """
+        try:
+            names = os.listdir(self._cache_dir)
+        except FileNotFoundError:
+            return []
+        found: list[CachedEntry] = []
+        for name in sorted(names):
+            if not is_digest(name):
+                continue
+            path = self._cache_dir / name
+            try:
+                st = path.lstat()
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                try:
+                    linked = (path / MANIFEST_NAME).lstat().st_nlink > 1
+                except FileNotFoundError:
+                    linked = False
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            found.append(CachedEntry(digest=name, last_used=st.st_mtime, linked=linked))
+        return found
+
+    def discard(self, digest: str) -> bool:
+        """Remove the entry of ``digest`` unless a :class:`DnaHold` pins it.
+
+        Crash-safe (module doc): renamed into a ``.trash-*`` directory, then
+        deleted. Returns True when this call removed it, False when it is
+        pinned or was not there. Raises OSError when it cannot be moved or
+        deleted (a ``.trash-*`` directory left behind goes with
+        :meth:`sweep_stale`).
+        """
+        if not is_digest(digest):
+            raise ValueError(f"{digest!r} is not a DNA digest")
+        return self._trash(self.entry_path(digest), digest, unless_held=True)
+
+    def _trash(self, path: Path, digest: str, *, unless_held: bool = False) -> bool:
+        """Move ``path`` into a fresh ``.trash-*`` directory and delete that.
+
+        False when ``path`` was gone (or, with ``unless_held``, ``digest`` is
+        pinned: checked under the lock :meth:`DnaHold.add` takes). OSError
+        from the move or the deletion propagates.
+        """
+        trash = Path(tempfile.mkdtemp(prefix=f".trash-{digest[:16]}-", dir=self._cache_dir))
+        try:
+            with self._lock:
+                if unless_held and self._held[digest] > 0:
+                    return False
+                os.rename(path, trash / "entry")
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            force_rmtree(trash)
 
     def sweep_stale(self, *, older_than: float = 3600.0) -> list[str]:
         """Remove ``.build-*`` / ``.trash-*`` directories older than ``older_than`` seconds.
@@ -499,17 +654,10 @@ class DnaCache:
                 return False
             if not verify_entry(final, digest):
                 return True  # we lost the race to an intact entry; ours is discarded
-            trash = Path(
-                tempfile.mkdtemp(prefix=f".trash-{digest[:16]}-", dir=self._cache_dir)
-            )
             try:
-                os.rename(final, trash / "entry")
-            except FileNotFoundError:
-                pass  # another builder moved it first
+                self._trash(final, digest)  # (False: another builder moved it first)
             except OSError as exc:
-                force_rmtree(trash)
                 raise DnaCacheError(str(final), f"cannot replace a damaged entry: {exc}") from exc
-            force_rmtree(trash)
         raise DnaCacheError(str(final), "the entry kept changing while it was being installed")
 
 
@@ -519,11 +667,13 @@ __all__ = [
     "MAX_SOURCE_BYTES",
     "DnaCache",
     "DnaEntry",
+    "DnaHold",
     "DnaSource",
     "SourceFile",
     "content_hash",
     "force_rmtree",
     "hash_path",
+    "is_digest",
     "read_source",
     "verify_entry",
 ]

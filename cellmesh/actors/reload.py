@@ -26,7 +26,7 @@ What cannot change under a running root is **refused**, and a plan with a
 refusal is applied not at all: a new or removed supervisor, another
 strategy, template or restart type of a supervisor, a cell moved between
 supervisors or children reordered, ``[root]`` keys other than
-``restart_log`` and ``swap_max_state``, and any cell key this module does
+``restart_log``, ``swap_max_state`` and ``dna_cache_keep``, and any cell key this module does
 not classify. A replicated cell changes only its ``replicas`` count live:
 adding or removing one, making a cell replicated or not, and any other
 change to one (its code included) are refused. Each refusal names the
@@ -54,7 +54,7 @@ UPDATE_FIELDS: Final = frozenset({
 #: Keys that only describe the declaration itself.
 _IDENTITY_FIELDS: Final = frozenset({"name", "is_template"})
 #: ``[root]`` keys a reload applies.
-ROOT_LIVE_FIELDS: Final = frozenset({"restart_log", "swap_max_state"})
+ROOT_LIVE_FIELDS: Final = frozenset({"restart_log", "swap_max_state", "dna_cache_keep"})
 #: Supervisor keys a reload applies.
 SUPERVISOR_LIVE_FIELDS: Final = frozenset({"intensity", "period", "backoff"})
 

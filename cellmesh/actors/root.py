@@ -212,7 +212,7 @@ class Root:
                 self._launcher = Launcher(
                     backend=self.backend, dna=self.dna, paths=self.paths,
                     root=self.manifest.root, tasks=self._tasks, socket_of=self._socket_of,
-                    instances_of=self._instances_of,
+                    instances_of=self._instances_of, slots=self.slots,
                 )
                 self._swapper = Swapper(
                     backend=self.backend, launcher=self._launcher, dna=self.dna,
@@ -277,6 +277,7 @@ class Root:
                 else:
                     self.log(f"root: up (pid {os.getpid()}, {slots_text(self.slots.values())}, "
                              f"backend {self.backend.name})")
+                    self._launcher.pruner.start(self._tasks)  # the DNA cache: docs/root.md
                     task_status.started(self)
         finally:
             self._nursery = None

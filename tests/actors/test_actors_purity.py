@@ -26,6 +26,7 @@ PURE_MODULES = {
     "cellmesh.actors.exitcause": "actors/exitcause.py",
     "cellmesh.actors._metrics": "actors/_metrics.py",
     "cellmesh.actors._stats": "actors/_stats.py",
+    "cellmesh.actors._dnakeep": "actors/_dnakeep.py",
     # the replicated cell's state machine side: sessions, log batches, the machine
     "cellmesh.actors._replica_sessions": "actors/_replica_sessions.py",
     "cellmesh.actors._replica_entries": "actors/_replica_entries.py",

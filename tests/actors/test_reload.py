@@ -75,6 +75,12 @@ def test_reload_diff_classifies_every_kind_of_change() -> None:
     ]
 
 
+def test_reload_diff_dna_cache_keep_is_set_in_place() -> None:
+    plan = plan_for(BASE, BASE + '\n[root]\ndna_cache_keep = 0\n')
+    assert plan.refused == () and plan.root == ("dna_cache_keep",)
+    assert plan.lines() == ["set [root] dna_cache_keep"]
+
+
 def test_reload_diff_code_changed_on_disk_is_a_swap() -> None:
     plan = plan_for(BASE, BASE, code=("counter",))
     assert plan.swap == (Change(name="counter", keys=("dna content",)),)

@@ -584,7 +584,7 @@ async def test_swap_a_bug_in_the_swap_ends_the_swap_not_the_root(
 ) -> None:
     from cellmesh.actors._launch import Launcher
 
-    async def broken(self: Launcher, decl: object) -> object:
+    async def broken(self: Launcher, decl: object, hold: object) -> object:
         raise RuntimeError("a bug")
 
     async with mesh(COUNTER, sandbox="host") as (root, home):
