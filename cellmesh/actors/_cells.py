@@ -435,6 +435,11 @@ class CellInstance:
         await self._exited.wait()
         return self._reason
 
+    @property
+    def exit_reason(self) -> ExitReason | None:
+        """Why this instance ended (None while it has not)."""
+        return self._reason if self._exited.is_set() else None
+
     def terminate(self) -> None:
         """SIGTERM the process; a dormant instance simply ends (``shutdown``)."""
         if self.state == "dormant":

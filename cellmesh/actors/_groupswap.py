@@ -55,7 +55,7 @@ from ..sandbox import CellBackend
 from ..sandbox._events import EventKind, EventSink
 from ..transport.synapse import Synapse
 from . import replicated_proteins as rp
-from ._cells import CellInstance, CellSlot
+from ._cells import CellInstance, CellSlot, reason_text
 from ._launch import Launcher
 from ._replicas import Replicas
 from ._replicas_changes import NotLeaderHere, PeerAdmin
@@ -79,6 +79,7 @@ from .groupswap import (
 )
 from .manifest import CellDecl
 from .membership import is_voter, replica_name
+from .policy import AbnormalExit
 from .swap import Outcome
 
 #: How long to wait for a retired standby to exit before its backend id is free.
@@ -468,7 +469,7 @@ class GroupSwapper:
         with trio.move_on_after(run.timeout):
             while True:
                 if not _serving(slot, instance):
-                    return f"it exited: {m.part.failure() or 'no cause reported'}"
+                    return f"it exited: {_why_exited(m, instance)}"
                 # Its runtime's answer on its peer socket, not its umbilical stats:
                 # any code in its sandbox can send those.
                 reply = await self._ask(group, m.id, rp.ReplicaStatusRequest())
@@ -486,8 +487,7 @@ class GroupSwapper:
             with trio.move_on_after(run.grace):
                 while _serving(slot, instance):
                     await slot.changed.wait()
-                return (f"it exited in its probation: "
-                        f"{m.part.failure() or 'no cause reported'}")
+                return f"it exited in its probation: {_why_exited(m, instance)}"
             slot.swap_phase = ""
             if instance is not None:
                 self.launcher.ensure_standby(slot, busy=instance.cell_id)
@@ -596,6 +596,21 @@ class GroupSwapper:
 
     def _event(self, slot: CellSlot, kind: EventKind, **fields: object) -> None:
         self.events.emit(slot.stem, kind, dict(fields))
+
+def _why_exited(m: Member, instance: CellInstance | None) -> str:
+    """Why ``instance``, ``m``'s process under probation, ended: its own exit reason.
+
+    Not only the replica's record of its last failure: by the time the swap
+    looks, its supervisor may have restarted it, and the new process's ready
+    cleared that record ("no cause reported", under load).
+    """
+    reason = instance.exit_reason if instance is not None else None
+    if reason is None or not isinstance(reason, AbnormalExit):
+        return m.part.failure() or "no cause reported"
+    text = reason_text(reason)
+    bare = text.startswith("exit code ") and text[10:].isdigit()
+    return f"{text}: {m.part.last_line}" if bare and m.part.last_line else text
+
 
 def _serving(slot: CellSlot, instance: CellInstance | None) -> bool:
     """``instance`` is still ``slot``'s and has not exited."""

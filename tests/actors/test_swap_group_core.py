@@ -365,3 +365,30 @@ async def test_swap_group_progress_request_is_answered_by_the_leader_only() -> N
         assert refused.leader == leader
         bad = await g.ask(leader, rp.ReplicaProgressRequest(id=-1))
         assert isinstance(bad, rp.AdminRefused) and bad.code == rp.INVALID
+
+
+def test_a_member_that_died_in_probation_is_reported_by_its_own_exit() -> None:
+    """The swap names why the new version's process ended from that process's own
+    exit reason: by the time it looks, under load, the supervisor may have restarted
+    the replica and the new process's ready cleared the replica's failure record
+    (the report said "no cause reported", seen in a full run)."""
+    from types import SimpleNamespace
+
+    from cellmesh.actors._cells import ReplicaPart
+    from cellmesh.actors._groupswap import _why_exited
+    from cellmesh.actors.policy import AbnormalExit, ShutdownExit
+
+    part = ReplicaPart(  # (the parts saying why it failed are all this reads)
+        group="bank", id=1, peer_listener=None, peer_path=None, peers_dir=None, data_dir=None,  # type: ignore[arg-type]
+    )
+    part.last_line = "RuntimeError: dies after it started"
+    member: object = SimpleNamespace(part=part)  # the record: cleared by the restart
+    died = SimpleNamespace(exit_reason=AbnormalExit(
+        text="exit code 1: RuntimeError: dies after it started"))
+    assert _why_exited(member, died) == "exit code 1: RuntimeError: dies after it started"  # type: ignore[arg-type]
+    bare = SimpleNamespace(exit_reason=AbnormalExit(text="exit code 3"))
+    assert _why_exited(member, bare) == "exit code 3: RuntimeError: dies after it started"  # type: ignore[arg-type]
+    stopped = SimpleNamespace(exit_reason=ShutdownExit(detail="stopped"))
+    assert _why_exited(member, stopped) == "no cause reported"  # type: ignore[arg-type]
+    part.error = "exit code 1"
+    assert _why_exited(member, None) == "exit code 1: RuntimeError: dies after it started"  # type: ignore[arg-type]
