@@ -84,6 +84,7 @@ from ._groupswap import GroupSwapper
 from ._launch import Launcher
 from ._logkeep import ChildLogs
 from ._metrics import MeshMetrics, accept_stats
+from ._nofile import raise_open_files
 from ._operator import Operator
 from ._post import CellDownPost, Recipient
 from ._preflight import check_new_code, preload_mesh
@@ -768,6 +769,8 @@ async def serve_root(
     manifest.check_paths()
     manifest.check_sockets(paths)
     ensure_home(paths)
+    if (short := raise_open_files(manifest)) is not None:
+        log(short)
     with RootLock.acquire(paths):
         backend = select_backend(env, paths=paths)
         dna = DnaCache.from_paths(paths)

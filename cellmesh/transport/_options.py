@@ -118,6 +118,8 @@ class MembraneStats:
     cancelled: int = 0
     protocol_errors: int = 0
     refused: int = 0
+    #: Accepts that failed for want of descriptors or memory (EMFILE, ENFILE, ...).
+    accept_failures: int = 0
     idle_closed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0

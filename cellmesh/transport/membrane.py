@@ -177,7 +177,9 @@ class Membrane:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.log(f"accept failed ({exc}); retrying")
+                    failures = self.stats.accept_failures = self.stats.accept_failures + 1
+                    if failures in (1, 10, 100) or not failures % 1000:  # (20 a second)
+                        self.log(f"accept failed ({exc}); retrying ({failures} failed so far)")
                     await trio.sleep(0.05)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
