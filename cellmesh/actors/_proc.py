@@ -39,14 +39,23 @@ def parse_stat(text: str) -> ProcSample | None:
     return ProcSample(ppid=ppid, rss=rss_pages * _PAGE, cpu=(utime + stime) / _TICKS)
 
 
-def is_live(pid: int, proc: str = "/proc") -> bool:
-    """True while ``pid`` exists and has not exited (a zombie, not yet reaped, has)."""
+def _state(pid: int, proc: str) -> str:
+    """The state letter of ``pid`` (``R``, ``S``, ``T``, ``Z`` ...; "" when it is gone)."""
     try:
         with open(f"{proc}/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
+            return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return ""
+
+
+def is_live(pid: int, proc: str = "/proc") -> bool:
+    """True while ``pid`` exists and has not exited (a zombie, not yet reaped, has)."""
+    return _state(pid, proc) not in ("", "Z", "X")
+
+
+def is_stopped(pid: int, proc: str = "/proc") -> bool:
+    """True while ``pid`` is stopped (SIGSTOP, or by a tracer)."""
+    return _state(pid, proc) in ("T", "t")
 
 
 def scan(proc: str = "/proc") -> dict[int, ProcSample]:

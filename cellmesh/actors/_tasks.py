@@ -181,4 +181,24 @@ class Background:
                 self.log(f"root:   {line}")
 
 
-__all__ = ["Background", "restart_delay", "split_stops"]
+async def kill_when_stuck(
+    timeout: float, left: Callable[[], int], kill: Callable[[int], None]
+) -> None:
+    """The root's forced stop: return once ``left()`` (processes still stopping) is 0;
+    call ``kill(left())`` once it has not gone down for ``timeout`` seconds.
+
+    Cells stop one after the other (a supervisor stops its children in reverse
+    order), so a mesh of many cells takes longer than ``timeout`` in all while
+    each one is quick: only a stop that makes no progress is forced.
+    """
+    before = left()
+    while before:
+        await trio.sleep(timeout)
+        now = left()
+        if now and now >= before:
+            kill(now)
+            return
+        before = now
+
+
+__all__ = ["Background", "kill_when_stuck", "restart_delay", "split_stops"]

@@ -95,7 +95,7 @@ from ._rootlog import StderrLog
 from ._statusnotes import StatusNotes, child_name, slot_of, slots_text
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
-from ._tasks import Background
+from ._tasks import Background, kill_when_stuck
 from ._tree import dynamic_spec, placed_before, supervisor_spec
 from .control import (
     Ack,
@@ -313,15 +313,18 @@ class Root:
         if timeout is not None and self._nursery is not None:
             top = self._top
 
-            async def force() -> None:
-                await trio.sleep(timeout)
-                self.log(f"root: still stopping after {timeout:g} s; killing what is left")
+            def left() -> int:
+                return sum(s.instance is not None and s.instance.state not in ("exited", "dormant")
+                           for s in self.slots.values())
+
+            def kill(count: int) -> None:
+                self.log(f"root: no cell stopped in {timeout:g} s; killing the {count} left")
                 top.kill()
                 for slot in self.slots.values():
                     if slot.instance is not None:
                         slot.instance.kill()
 
-            self._tasks.start_soon(force, name="forced stop")
+            self._tasks.start_soon(kill_when_stuck, timeout, left, kill, name="forced stop")
 
     async def _close(self) -> None:
         for slot in list(self.slots.values()):

@@ -23,6 +23,7 @@ import trio
 
 from .._util import innermost, open_service_nursery
 from ..actors._metrics import parse_address
+from ..actors._proc import is_stopped, scan, tree
 from ..actors._rootlock import RootLock, read_root_pid, root_is_running
 from ..actors._rootlog import StderrLog
 from ..actors._statusnotes import slots_text
@@ -325,13 +326,22 @@ def down(*, timeout: float = 10.0) -> int:
             print(f"cellmesh: {words}")
         return 0
     hung = trio.run(_ask_to_stop, paths, timeout)
+    forced = False
     if hung is not None:
         if pid is None:
             raise hung
-        print(f"cellmesh: {hung}: killing it", file=sys.stderr)
-    forced = False
-    if pid is not None and (hung is not None or not _wait_exit(pid, timeout + 10.0)):
+        if is_stopped(pid):  # (SIGSTOP: a SIGTERM would wait for a SIGCONT)
+            print(f"cellmesh: {hung}; it is stopped: killing it", file=sys.stderr)
+            forced = True
+        else:  # busy (its control socket full, say): SIGTERM stops it as `down` would
+            print(f"cellmesh: {hung}: stopping it with SIGTERM", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    if pid is not None and not forced and not _wait_stopping(pid, timeout + 10.0):
+        print(f"cellmesh: the root (pid {pid}) stopped no cell for {timeout + 10.0:g} s: "
+              "killing it", file=sys.stderr)
         forced = True
+    if pid is not None and forced:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # its cells die with it (parent-death signal)
         _wait_exit(pid, 10.0)
@@ -374,6 +384,19 @@ async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:
         return RootUnreachable(str(paths.umbilical), read_root_pid(paths),
                                f"no answer to the stop request within {timeout + 10.0:g} s")
     return None
+
+
+def _wait_stopping(pid: int, timeout: float) -> bool:
+    """Wait until the root ``pid`` has exited, as long as its process tree keeps
+    shrinking (its cells exit one after the other); False once it has not for
+    ``timeout`` seconds."""
+    before = len(tree(pid, scan()))
+    while not _wait_exit(pid, timeout):
+        now = len(tree(pid, scan()))
+        if not now or now >= before:
+            return not now  # (gone meanwhile) or stuck
+        before = now
+    return True
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

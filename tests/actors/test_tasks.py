@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from cellmesh.actors._tasks import Background, restart_delay, split_stops
+from cellmesh.actors._tasks import Background, kill_when_stuck, restart_delay, split_stops
 
 
 def test_restart_delay_grows_and_is_capped() -> None:
@@ -96,3 +96,45 @@ def test_background_guard_contains_a_synchronous_failure() -> None:
 
     trio.run(main)
     assert logs[0].startswith("root: contained a failure in exit of x: KeyError")
+
+
+async def test_a_forced_stop_waits_while_cells_keep_stopping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A scale audit: 200 cells stopping one by one (80 ms each) outlasted the 10 s
+    of a forced stop, which then SIGKILLed the 119 left. Only a stop that makes
+    no progress for ``timeout`` is forced now."""
+    left = [200]
+    killed: list[tuple[float, int]] = []
+
+    async def stop_one_by_one() -> None:
+        while left[0] > 0:
+            await trio.sleep(0.08)
+            left[0] -= 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_one_by_one)
+        await kill_when_stuck(
+            10.0, lambda: left[0], lambda n: killed.append((trio.current_time(), n))
+        )
+    assert killed == [] and left[0] == 0
+
+
+async def test_a_forced_stop_kills_what_is_left_once_nothing_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left = [5]
+    killed: list[tuple[float, int]] = []
+
+    async def two_stop_then_hang() -> None:
+        for _ in range(2):
+            await trio.sleep(3)
+            left[0] -= 1
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(two_stop_then_hang)
+        await kill_when_stuck(
+            10.0, lambda: left[0], lambda n: killed.append((trio.current_time(), n))
+        )
+    assert killed == [(start + 20.0, 3)]  # progress in the first 10 s, none in the next

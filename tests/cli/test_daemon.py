@@ -146,6 +146,59 @@ def test_up_status_kill_down_leaves_no_process(home: Path) -> None:
     assert nothing.returncode == 1 and "no root is running" in nothing.stderr
 
 
+#: Holds as many control connections as the root serves, each asking for status now
+#: and then (as many `cellmesh top` would), until killed; prints "holding N".
+HOLDER = """
+import sys, trio
+from cellmesh.actors.control import StatusRequest
+from cellmesh.cli._client import ask_root, open_root
+from cellmesh.config import Paths
+
+async def main():
+    paths, held = Paths.from_env(), [0]
+    async def one():
+        async with open_root(paths) as syn:
+            await ask_root(syn, StatusRequest())
+            held[0] += 1
+            while True:
+                await trio.sleep(1)
+                await ask_root(syn, StatusRequest())
+    async with trio.open_nursery() as nursery:
+        for _ in range(int(sys.argv[1])):
+            nursery.start_soon(one)
+        while held[0] < int(sys.argv[1]):
+            await trio.sleep(0.05)
+        print("holding", held[0], flush=True)
+trio.run(main)
+"""
+
+
+def test_down_stops_a_root_whose_control_socket_is_full_gracefully(home: Path) -> None:
+    """A scale audit: with the root's 64 control connections taken (64 dashboards),
+    `down` could not deliver its request and SIGKILLed a healthy root: no cell
+    ran on_stop, no last words. It sends SIGTERM instead: the same ordered stop."""
+    up = cellmesh(home, "up")
+    assert up.returncode == 0, up.stderr
+    root_pid = json.loads(cellmesh(home, "status", "--json").stdout)["root"]["pid"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, "64"], env=env_for(home), cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().startswith("holding 64")
+        down = cellmesh(home, "down", "--timeout", "5")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert down.returncode == 0, down.stderr
+    assert "max_connections" in down.stderr and "stopping it with SIGTERM" in down.stderr
+    assert f"root stopped (pid {root_pid})" in down.stdout, down.stdout
+    assert not alive(root_pid)
+    words = json.loads((home / "logs" / "root.last-words.json").read_text())
+    assert words["clean"] is True, words
+
+
 def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
     """docs/root.md: "if the root itself hangs, [down] SIGKILLs it" -- also when it
     hangs before it took the stop request (it used to give up with an error and
