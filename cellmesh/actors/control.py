@@ -236,7 +236,8 @@ class KillCell:
 
 @protein("cellmesh.ctl.StopMesh")
 class StopMesh:
-    """Stop every cell in reverse start order (``timeout`` s each at most), then the root."""
+    """Stop every cell in reverse start order, then the root; once no cell has stopped
+    for ``timeout`` seconds, those left are killed."""
 
     timeout: float
 

@@ -314,7 +314,8 @@ def down(*, timeout: float = 10.0) -> int:
     Parameters
     ----------
     timeout
-        Seconds to wait for graceful stops before killing what is left.
+        Seconds in which no cell stops before what is left is killed (a mesh of
+        many cells may take longer in all: each cell that stops restarts it).
     """
     timeout = check_seconds("--timeout", timeout)
     paths = Paths.from_env()
