@@ -46,7 +46,8 @@ from ..sandbox import CgroupHost, SandboxError, sweep_leftovers
 from ._client import control_call, last_words_of
 from ._replicas import check_target
 
-#: How long `up` waits for the background root to report.
+#: How long `up` waits for the background root to report while neither the root nor
+#: its cells write anything (their output and lifecycle events in the log directory).
 UP_PATIENCE = 120.0
 
 
@@ -109,15 +110,24 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
         )
     os.close(write_end)
     report = b""
-    silent = False  # no report within UP_PATIENCE: the root is stuck
+    silent = False  # no report, and no sign of progress, within UP_PATIENCE: stuck
     deadline = time.monotonic() + UP_PATIENCE
+    seen = _activity(paths.log_dir)
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_end], [], [], left)[0]:
-                report += b"no report from the root in time"
+            if left <= 0:
+                report += (f"no report from the root, and no new output from it or its "
+                           f"cells, for {UP_PATIENCE:g} s").encode()
                 silent = True
                 break
+            if not select.select([read_end], [], [], min(left, 1.0))[0]:
+                # A mesh of many cells starts them one after the other: while they
+                # write (their events, their output), the start is progressing.
+                if (now := _activity(paths.log_dir)) != seen:
+                    seen = now
+                    deadline = time.monotonic() + UP_PATIENCE
+                continue
             chunk = os.read(read_end, 4096)
             if not chunk:
                 break
@@ -142,6 +152,19 @@ def _background(file: Path, paths: Paths, metrics: str | None) -> int:
           file=sys.stderr)
     print(f"cellmesh: the root's log: {log_path}", file=sys.stderr)
     return 2 if config else 1
+
+
+def _activity(log_dir: Path) -> tuple[int, int]:
+    """A summary of the root's and its cells' output so far: the number of files in
+    ``log_dir`` and their newest modification time (ns); it changes as they write."""
+    count, newest = 0, 0
+    with contextlib.suppress(OSError):
+        with os.scandir(log_dir) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                    count += 1
+    return count, newest
 
 
 def _reap(child: subprocess.Popen[bytes], paths: Paths) -> bool:
