@@ -14,13 +14,20 @@ one (its intensity applies), else under the hidden one-for-one supervisor
 a temporary cell that ended is forgotten (:meth:`DynamicCells.forget`), and
 so is every child of a supervisor that gave up and is started again
 (:meth:`DynamicCells.forget_under`).
+
+A parent's quota counts its children being started and being stopped too
+(:attr:`DynamicCells.busy`): a name is taken there before the first await of
+a start or a stop and given back in a ``finally``, so concurrent requests of
+one cell cannot get past ``max_children`` between the check and the end of a
+start (an audit's cell with ``max_children = 40`` started 60 at once), nor
+start twice under one name.
 docs/root.md, "Dynamic children".
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Final
 
 import attrs
@@ -50,6 +57,27 @@ class DynamicCells:
     supervisors: Mapping[str, Supervisor]
     add_slot: Callable[..., Awaitable[CellSlot]]
     drop_slot: Callable[[CellSlot], Awaitable[None]]
+    #: parent's name -> names of its children being started or stopped now
+    #: (they count against its quota; not in its slot's ``children``).
+    busy: dict[str, set[str]] = attrs.field(init=False, factory=dict)
+
+    def in_use(self, parent: CellSlot) -> int:
+        """How many of ``parent``'s quota are taken: children, and those being started
+        or stopped."""
+        return len(parent.children | self.busy.get(parent.name, set()))
+
+    @contextlib.contextmanager
+    def _busy(self, parent: CellSlot, name: str) -> Iterator[None]:
+        """``name`` counts against ``parent``'s quota while the block runs (taken at
+        once, without a checkpoint; given back however the block ends)."""
+        names = self.busy.setdefault(parent.name, set())
+        names.add(name)
+        try:
+            yield
+        finally:
+            names.discard(name)
+            if not names and self.busy.get(parent.name) is names:
+                del self.busy[parent.name]
 
     async def start(
         self, decl: CellDecl, *, parent: CellSlot | None, template: str | None = None
@@ -88,7 +116,8 @@ class DynamicCells:
         except BaseException:
             await self.drop_slot(slot)
             raise
-        if parent is not None:
+        if parent is not None and self.slots.get(decl.name) is slot:
+            # (a temporary child that already ended and was forgotten is not added)
             parent.children.add(decl.name)
         return Ack(text=decl.name)
 
@@ -109,9 +138,11 @@ class DynamicCells:
                 await self.forget(slot)
 
     async def stop_child(self, parent: CellSlot, name: str) -> None:
-        """Stop ``parent``'s child ``name`` for good and forget it."""
+        """Stop ``parent``'s child ``name`` for good and forget it. It counts against
+        ``parent``'s quota until it is gone."""
         parent.children.discard(name)
-        await self.stop_slot(name)
+        with self._busy(parent, name):
+            await self.stop_slot(name)
         parent.touch()
 
     async def stop_slot(self, name: str) -> None:
@@ -134,7 +165,9 @@ class DynamicCells:
                 slot.name, f"may not start template {msg.template!r} (allowed: "
                 f"{', '.join(decl.templates) or 'none'})",
             )
-        if len(slot.children) >= decl.max_children:
+        # No checkpoint from these checks until the name is busy (counted): a
+        # concurrent request of the same cell sees it.
+        if self.in_use(slot) >= decl.max_children:
             raise RootRequestError(
                 slot.name, f"child quota reached ({decl.max_children} children)"
             )
@@ -142,12 +175,13 @@ class DynamicCells:
             raise RootRequestError(slot.name, "a child's suffix may not be empty (its name is "
                                    "<parent>.<suffix>)")
         name = check_mesh_cell_name(f"{slot.name}.{msg.suffix}", source="child name")
-        if name in self.slots:
+        if name in self.slots or any(name in names for names in self.busy.values()):
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest().templates[msg.template]
-        return await self.start(
-            attrs.evolve(tmpl, name=name), parent=slot, template=msg.template
-        )
+        with self._busy(slot, name):
+            return await self.start(
+                attrs.evolve(tmpl, name=name), parent=slot, template=msg.template
+            )
 
 
 __all__ = ["DYNAMIC", "DynamicCells"]

@@ -354,6 +354,13 @@ class Unwatch:
     ref: int
 
 
+@cellmesh.protein("t.root.SpawnFlood")
+class SpawnFlood:
+    """Ask the root for a child of template ``worker`` per suffix, all at once."""
+
+    suffixes: list[str]
+
+
 async def _tally(requests: list[Callable[[], Awaitable[object]]]) -> Flooded:
     """Make the root requests one by one; count the granted and the refused ones."""
     ok = refused = 0
@@ -398,6 +405,25 @@ class Attacker(Watcher):
     async def unwatch(self, msg: Unwatch) -> Echo:
         await self.demonitor(msg.ref)
         return Echo(msg.ref)
+
+    @cellmesh.receptor
+    async def spawn_flood(self, msg: SpawnFlood) -> DownList:
+        """Every ``start_child`` at once; one line a request: ``ok:<child>`` or
+        ``refused:<the root's refusal>``."""
+        import trio
+
+        lines: list[str] = []
+
+        async def one(suffix: str) -> None:
+            try:
+                lines.append(f"ok:{await self.start_child('worker', suffix)}")
+            except cellmesh.RemoteCellError as exc:
+                lines.append(f"refused:{exc}")
+
+        async with trio.open_nursery() as nursery:
+            for suffix in msg.suffixes:
+                nursery.start_soon(one, suffix)
+        return DownList(downs=lines)
 
 
 class Sleepy(Watcher):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import rootcells
 import trio
-from rootcells import Downs, Echo, LinkTo, MonitorFlood, Unwatch, Watch
+from rootcells import Downs, Echo, LinkTo, MonitorFlood, Spawn, SpawnFlood, StopKid, Unwatch, Watch
 from test_root import cell, crash, running_root, serving_pid, state, until
 
 from cellmesh import CellUnavailable, RemoteCellError, Synapse
@@ -238,6 +238,51 @@ async def test_attack_a_watcher_that_never_takes_its_notice_releases_the_deliver
         assert [d.split(":")[0] for d in downs] == ["echo"]
         assert any("CellDown for sleepy not delivered" in line for line in logs)
         await still_serving(paths.socket_dir)
+
+
+async def test_attack_concurrent_child_starts_stay_within_the_quota() -> None:
+    """A cell asks for many children at once: the quota counts the children being
+    started, so exactly ``max_children`` start and the others are refused (an
+    audit's cell with ``max_children = 40`` got 60 children by asking at once:
+    every request saw the count before any start ended). Two requests for one
+    name at once start it once."""
+    toml = (
+        cell("attacker", "Attacker", max_children="3", templates='["worker"]')
+        + '[templates.worker]\ndna = "rootcells.py"\nentry = "rootcells:Echoer"\n\n'
+        + cell("echo", "Echoer")
+    )
+    quota = "child quota reached (3 children)"
+
+    def children() -> list[str]:
+        rows = [c.name for c in root.status().cells if c.name.startswith("attacker.")]
+        assert sorted(root.slots["attacker"].children) == sorted(rows)
+        return sorted(rows)
+
+    async with running_root(toml) as (root, paths):
+        async with Synapse.grow("attacker", socket_dir=paths.socket_dir) as syn:
+            got = (await syn.fire(SpawnFlood(suffixes=[f"k{i}" for i in range(8)]))).downs
+            ok = sorted(line.removeprefix("ok:") for line in got if line.startswith("ok:"))
+            refused = [line for line in got if not line.startswith("ok:")]
+            assert len(ok) == 3, got
+            assert len(refused) == 5 and all(quota in line for line in refused), got
+            assert children() == ok
+            # Full: one more is refused, at once or alone.
+            with pytest.raises(RemoteCellError, match=r"child quota reached \(3 children\)"):
+                await syn.fire(Spawn(suffix="late"))
+            # A stopped child frees its place, for one new child only.
+            await syn.fire(StopKid(suffix=ok[0].removeprefix("attacker.")))
+            got = (await syn.fire(SpawnFlood(suffixes=[f"n{i}" for i in range(4)]))).downs
+            assert sum(line.startswith("ok:") for line in got) == 1, got
+            assert len(children()) == 3
+            # Two places free, one name asked for four times at once: it starts once.
+            for name in children()[:2]:
+                await syn.fire(StopKid(suffix=name.removeprefix("attacker.")))
+            got = (await syn.fire(SpawnFlood(suffixes=["dup"] * 4))).downs
+            assert sorted(got)[0] == "ok:attacker.dup", got
+            assert all("a cell of that name exists" in line for line in sorted(got)[1:]), got
+            assert len(children()) == 2 and "attacker.dup" in children()
+        await still_serving(paths.socket_dir)
+        assert state(root, "attacker") == "running"
 
 
 async def test_synapse_out_of_descriptors_is_cell_unavailable() -> None:
