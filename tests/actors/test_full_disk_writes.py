@@ -10,14 +10,12 @@ cannot write its pid names the file and does not keep the lock.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fulldisk import NEEDS_ROOT, fill, small_tmpfs
 
 from cellmesh.actors._replicas_group import RECORD_NAME, Group, write_record
 from cellmesh.actors._rootlock import RootLock
@@ -25,30 +23,13 @@ from cellmesh.actors.errors import RootRequestError
 from cellmesh.actors.membership import GroupRecord
 from cellmesh.config import Paths
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
+pytestmark = NEEDS_ROOT
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 512)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _group(data_dir: Path, record: GroupRecord) -> Group:
@@ -66,7 +47,7 @@ async def test_a_record_that_cannot_be_written_leaves_the_group_as_it_was(
     record = GroupRecord.create(3)
     write_record(data_dir, record)
     group = _group(data_dir, record)
-    filler = _fill(small_disk)
+    filler = fill(small_disk)
     grown, new = record.allocate()
     with pytest.raises(RootRequestError) as caught:
         await group.save(grown)
@@ -91,7 +72,7 @@ def test_a_root_lock_that_cannot_be_written_names_its_file_and_is_not_kept(
 ) -> None:
     paths = Paths.from_env({"CELL_HOME": str(small_disk / "home")})
     paths.socket_dir.mkdir(parents=True, mode=0o700)
-    filler = _fill(small_disk)
+    filler = fill(small_disk)
     with pytest.raises(OSError) as caught:
         RootLock.acquire(paths)
     assert caught.value.errno == 28

@@ -7,21 +7,16 @@ write used to raise out of the root and stop it, and every cell with it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-CELLS = HERE.parent / "actors" / "rootcells.py"
+from fulldisk import NEEDS_ROOT, fill, small_tmpfs
+from test_daemon import CELLS, cellmesh
 
 MANIFEST = """
 [supervisor]
@@ -33,53 +28,22 @@ dna = "rootcells.py"
 entry = "rootcells:Echoer"
 """
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs (needs root)")
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELL_")}
-    env.update(CELL_HOME=str(home), CELL_SANDBOX="host")
-    return env
-
-
-def cellmesh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cellmesh", *args], env=env_for(home), cwd=home,
-        capture_output=True, text=True, timeout=180, check=False,
-    )
+pytestmark = NEEDS_ROOT
 
 
 @pytest.fixture
 def small_home() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="cm-full-", dir="/tmp"))
-    home = base / "home"
-    home.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(home)], check=True
-    )
     try:
-        shutil.copy(CELLS, home / CELLS.name)
-        (home / "cellmesh.toml").write_text(MANIFEST)
-        yield home
+        with small_tmpfs(base / "home", "24m") as home:
+            shutil.copy(CELLS, home / CELLS.name)
+            (home / "cellmesh.toml").write_text(MANIFEST)
+            try:
+                yield home
+            finally:
+                cellmesh(home, "down", "--timeout", "2")
     finally:
-        cellmesh(home, "down", "--timeout", "2")
-        subprocess.run(["umount", "-l", str(home)], check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 65536)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 512)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _status(home: Path) -> dict[str, object]:
@@ -115,7 +79,7 @@ def test_the_root_survives_a_full_disk_and_says_how_many_log_lines_it_lost(
     root_log = home / "logs" / "root.log"
     with open(root_log, "ab") as f:
         f.write(b"#" * (-(root_log.stat().st_size + 1) % 4096) + b"\n")
-    filler = _fill(home)
+    filler = fill(home)
     for _ in range(3):  # each kill makes the root log the exit and the restart
         killed = cellmesh(home, "kill", "echo")
         assert killed.returncode == 0, killed.stderr
