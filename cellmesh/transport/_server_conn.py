@@ -360,16 +360,23 @@ class ServerConnection(Answers):
 
     async def _serve_waiting(self, scope: trio.CancelScope, slot: Slot) -> None:
         """Serve calls that waited for a slot whose owner left by cancellation."""
+        found = self._start_waiting()
+        self.channel.mark()
+        if found is not None:
+            await self._own(*found, scope, slot)
+
+    def _start_waiting(self) -> tuple[_Work, Suspended] | None:
+        """Start calls that waited for a free slot, in order, until one suspends (it is
+        returned, for the caller to own) or none may start now."""
         while self.waiting and self.suspended < self.m.options.max_concurrency:
             if self.answers_over_cap():
                 self._hold()
-                break
+                return None
             work = self.waiting.popleft()
             suspended = self._start(work)
             if suspended is not None:
-                await self._own(work, suspended, scope, slot)
-                break
-        self.channel.mark()
+                return work, suspended
+        return None
 
     def _fan_out(self) -> None:
         """A handler suspended in the reader: start tasks for the calls behind it.
@@ -712,22 +719,12 @@ class ServerConnection(Answers):
             self.channel.mark()
             if scope.cancel_called:
                 return
-            # Serve calls that waited for a free slot, in order, in this task.
-            next_suspended = None
-            while self.waiting and self.suspended < self.m.options.max_concurrency:
-                if self.answers_over_cap():
-                    self._hold()
-                    break
-                work = self.waiting.popleft()
-                next_suspended = self._start(work)
-                if next_suspended is not None:
-                    call_id, cost = work[0], work[2]
-                    break
+            found = self._start_waiting()  # calls that waited for a free slot, in order
             self.channel.mark()
-            if next_suspended is None:
+            if found is None:
                 self._after_owner()
                 return
-            suspended = next_suspended
+            (call_id, _, cost), suspended = found
 
     def _after_owner(self) -> None:
         # Done once the peer has closed its side and nothing is left to answer.
