@@ -199,10 +199,10 @@ def test_down_stops_a_root_whose_control_socket_is_full_gracefully(home: Path) -
     assert words["clean"] is True, words
 
 
-#: `up` in the background with a patience of 3 s (the default is 120 s).
+#: `up` in the background with a patience of 4 s (the default is 120 s).
 PATIENT_UP = (
     "import sys; from pathlib import Path; from cellmesh.config import Paths; "
-    "import cellmesh.cli._root as r; r.UP_PATIENCE = 3.0; "
+    "import cellmesh.cli._root as r; r.UP_PATIENCE = 4.0; "
     "sys.exit(r._background(Path('cellmesh.toml').resolve(), Paths.from_env(), None))"
 )
 
@@ -224,13 +224,13 @@ def test_up_waits_as_long_as_the_start_progresses_and_no_longer(home: Path) -> N
     patience still fails, saying so."""
     (home / "slowish.py").write_text(SLOWISH)
     cells = "".join(
-        f'[cells.s{i}]\ndna = "slowish.py"\nentry = "slowish:Slowish"\n' for i in range(6)
+        f'[cells.s{i}]\ndna = "slowish.py"\nentry = "slowish:Slowish"\n' for i in range(5)
     )
     (home / "cellmesh.toml").write_text(cells)
     up = subprocess.run([sys.executable, "-c", PATIENT_UP], env=env_for(home), cwd=home,
                         capture_output=True, text=True, timeout=180, check=False)
-    assert up.returncode == 0, up.stderr  # 6 cells x 1 s: longer than 3 s in all
-    assert "6 cells" in up.stdout
+    assert up.returncode == 0, up.stderr  # 5 cells x 1 s: longer than 4 s in all
+    assert "5 cells" in up.stdout
     assert cellmesh(home, "down").returncode == 0
     (home / "cellmesh.toml").write_text(
         '[cells.slow]\ndna = "rootcells.py"\nentry = "rootcells:SlowStarter"\n'
@@ -238,7 +238,7 @@ def test_up_waits_as_long_as_the_start_progresses_and_no_longer(home: Path) -> N
     stuck = subprocess.run([sys.executable, "-c", PATIENT_UP], env=env_for(home), cwd=home,
                            capture_output=True, text=True, timeout=180, check=False)
     assert stuck.returncode == 1
-    assert "no new output from it or its cells, for 3 s" in stuck.stderr, stuck.stderr
+    assert "no new output from it or its cells, for 4 s" in stuck.stderr, stuck.stderr
 
 
 def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
