@@ -14,6 +14,8 @@ from typing import Final
 
 import attrs
 
+from ..sandbox._process import process_state
+
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 
@@ -39,23 +41,14 @@ def parse_stat(text: str) -> ProcSample | None:
     return ProcSample(ppid=ppid, rss=rss_pages * _PAGE, cpu=(utime + stime) / _TICKS)
 
 
-def _state(pid: int, proc: str) -> str:
-    """The state letter of ``pid`` (``R``, ``S``, ``T``, ``Z`` ...; "" when it is gone)."""
-    try:
-        with open(f"{proc}/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
-def is_live(pid: int, proc: str = "/proc") -> bool:
+def is_live(pid: int) -> bool:
     """True while ``pid`` exists and has not exited (a zombie, not yet reaped, has)."""
-    return _state(pid, proc) not in ("", "Z", "X")
+    return process_state(pid) not in ("", "Z", "X")
 
 
-def is_stopped(pid: int, proc: str = "/proc") -> bool:
+def is_stopped(pid: int) -> bool:
     """True while ``pid`` is stopped (SIGSTOP, or by a tracer)."""
-    return _state(pid, proc) in ("T", "t")
+    return process_state(pid) in ("T", "t")
 
 
 def scan(proc: str = "/proc") -> dict[int, ProcSample]:

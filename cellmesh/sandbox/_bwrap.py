@@ -63,7 +63,7 @@ import attrs
 
 from ._backend import TeardownReport
 from ._net import DEFAULT_MAX_CONNS, EGRESS_DIR_INSIDE, EgressMounts, EgressProxy, grants_env
-from ._process import CellRecord, Command, ProcessBackend, runtime_env
+from ._process import CellRecord, Command, ProcessBackend, process_state, runtime_env
 from ._safedir import hand_over, open_data_dir
 from ._seccomp import build_filter, filter_memfd
 from ._secrets import Secret
@@ -575,7 +575,7 @@ def _freeze_and_kill(wl: Workload) -> None:
     """
     wl.send_signal(signal.SIGSTOP)
     deadline = time.monotonic() + _STOP_PATIENCE
-    while time.monotonic() < deadline and _state(wl.pid) not in ("T", "t", "Z", "X", ""):
+    while time.monotonic() < deadline and process_state(wl.pid) not in ("T", "t", "Z", "X", ""):
         time.sleep(0.001)
     inside = descendants(wl.pid)
     for pid in inside:
@@ -583,14 +583,6 @@ def _freeze_and_kill(wl: Workload) -> None:
             os.kill(pid, signal.SIGKILL)
     # No sandbox yet: bwrap is stopped before its clone, nothing can be orphaned.
     wl.send_signal(signal.SIGCONT if inside else signal.SIGKILL)
-
-
-def _state(pid: int) -> str:
-    """The one-letter state of ``pid`` from /proc ("" if it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 def _children(pid: int) -> list[int]:

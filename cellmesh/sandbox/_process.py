@@ -588,15 +588,20 @@ def runtime_env(
     return rec_spec.env.merged(extra)
 
 
+def process_state(pid: int) -> str:
+    """The one-letter state of ``pid`` from /proc (``R``, ``S``, ``T``, ``Z`` ...; "" if
+    it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     """Poll (bounded) until ``pid`` no longer exists or is a zombie; True if gone."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return True
-        if state in ("Z", "X"):
+        if process_state(pid) in ("", "Z", "X"):
             return True
         time.sleep(0.005)
     return False
