@@ -410,16 +410,20 @@ async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:
     return None
 
 
-def _wait_stopping(pid: int, timeout: float) -> bool:
+def _wait_stopping(pid: int, timeout: float, *, poll: float = 0.25) -> bool:
     """Wait until the root ``pid`` has exited, as long as its process tree keeps
     shrinking (its cells exit one after the other); False once it has not for
-    ``timeout`` seconds."""
+    ``timeout`` seconds (the tree is read every ``poll`` s)."""
     before = len(tree(pid, scan()))
-    while not _wait_exit(pid, timeout):
+    since = time.monotonic()
+    while not _wait_exit(pid, min(poll, timeout)):
         now = len(tree(pid, scan()))
-        if not now or now >= before:
-            return not now  # (gone meanwhile) or stuck
-        before = now
+        if not now:
+            return True  # gone meanwhile
+        if now < before:
+            before, since = now, time.monotonic()
+        elif time.monotonic() - since >= timeout:
+            return False  # stuck
     return True
 
 
