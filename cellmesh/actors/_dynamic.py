@@ -10,10 +10,11 @@ start an undeclared cell (``SpawnCell``). Either way :meth:`DynamicCells.start`
 makes the slot and starts the cell: a child of a template under the
 manifest's ``simple_one_for_one`` supervisor of that template when there is
 one (its intensity applies), else under the hidden one-for-one supervisor
-:data:`DYNAMIC`. Children stop with their parent (:meth:`DynamicCells.stop_child`);
-a temporary cell that ended is forgotten (:meth:`DynamicCells.forget`), and
-so is every child of a supervisor that gave up and is started again
-(:meth:`DynamicCells.forget_under`).
+:data:`DYNAMIC`. Children stop with their parent (:meth:`DynamicCells.stop_child`),
+and so does a child still starting when its parent exits, once its start
+completes; a temporary cell that ended is forgotten
+(:meth:`DynamicCells.forget`), and so is every child of a supervisor that gave
+up and is started again (:meth:`DynamicCells.forget_under`).
 
 A parent's quota counts its children being started and being stopped too
 (:attr:`DynamicCells.busy`): a name is taken there before the first await of
@@ -178,10 +179,18 @@ class DynamicCells:
         if name in self.slots or any(name in names for names in self.busy.values()):
             raise RootRequestError(name, "a cell of that name exists")
         tmpl = self.manifest().templates[msg.template]
+        asker = slot.instance  # (a swap keeps the instance: only an exit ends it)
         with self._busy(slot, name):
-            return await self.start(
+            ack = await self.start(
                 attrs.evolve(tmpl, name=name), parent=slot, template=msg.template
             )
+        if slot.instance is not asker or asker is None or asker.state == "exited":
+            # The parent exited while its child started: its exit stopped the children
+            # it had, not this one. A child does not outlive the parent that asked.
+            await self.stop_child(slot, name)
+            raise RootRequestError(name, f"{slot.name} exited while its child started; "
+                                   "the child was stopped")
+        return ack
 
 
 __all__ = ["DYNAMIC", "DynamicCells"]

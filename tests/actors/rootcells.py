@@ -511,3 +511,14 @@ class Liar(cellmesh.Cell):
                 token=context.token,
             ))
             await trio.sleep(0.02)
+
+
+class GatedStart(Echoer):
+    """An Echoer whose start waits until the file ``$GATE`` exists (a child still
+    starting when its parent exits)."""
+
+    async def on_start(self) -> None:
+        import trio
+
+        while not os.path.exists(os.environ["GATE"]):
+            await trio.sleep(0.05)
