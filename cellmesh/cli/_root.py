@@ -396,18 +396,54 @@ def _sweep_after_kill(paths: Paths) -> None:
 
 async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:
     """Send ``StopMesh``; the error when the root runs but does not take it (it
-    hangs: stopped, or stuck), None once asked (or once it is gone)."""
-    try:
-        with trio.fail_after(timeout + 10.0):
-            await control_call(paths, StopMesh(timeout=timeout))
-    except RootUnreachable as exc:
-        return exc
-    except RootNotRunning:
-        return None  # it went away meanwhile: nothing left to stop
-    except trio.TooSlowError:
-        return RootUnreachable(str(paths.umbilical), read_root_pid(paths),
-                               f"no answer to the stop request within {timeout + 10.0:g} s")
-    return None
+    hangs: stopped, or stuck), None once asked (or once it is gone).
+
+    A root that stays stopped (SIGSTOP, state ``T``) for ``timeout`` s is given up
+    on then: it cannot answer before a SIGCONT (it waited ``timeout`` + 10 s)."""
+    pid = read_root_pid(paths)
+    outcome: list[RootUnreachable | None] = []
+
+    async def ask(cancel: trio.CancelScope) -> None:
+        try:
+            with trio.fail_after(timeout + 10.0):
+                await control_call(paths, StopMesh(timeout=timeout))
+        except RootUnreachable as exc:
+            outcome.append(exc)
+        except RootNotRunning:
+            outcome.append(None)  # it went away meanwhile: nothing left to stop
+        except trio.TooSlowError:
+            outcome.append(RootUnreachable(
+                str(paths.umbilical), pid, f"no answer to the stop request within "
+                f"{timeout + 10.0:g} s"))
+        else:
+            outcome.append(None)
+        cancel.cancel()
+
+    async def watch_stopped(cancel: trio.CancelScope) -> None:
+        assert pid is not None
+        since: float | None = None
+        while True:
+            await trio.sleep(_STOPPED_POLL)
+            if not is_stopped(pid):
+                since = None
+            elif since is None:
+                since = trio.current_time()
+            elif trio.current_time() - since >= timeout:
+                outcome.append(RootUnreachable(
+                    str(paths.umbilical), pid, f"no answer to the stop request: the process "
+                    f"has been stopped (SIGSTOP) for {timeout:g} s"))
+                cancel.cancel()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, nursery.cancel_scope)
+        if pid is not None:
+            nursery.start_soon(watch_stopped, nursery.cancel_scope)
+    return outcome[0] if outcome else None
+
+
+#: How often ``down`` looks whether the root it waits for is stopped (SIGSTOP).
+_STOPPED_POLL: Final = 0.1
 
 
 def _wait_stopping(pid: int, timeout: float, *, poll: float = 0.25) -> bool:

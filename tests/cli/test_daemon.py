@@ -244,7 +244,8 @@ def test_up_waits_as_long_as_the_start_progresses_and_no_longer(home: Path) -> N
 def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
     """docs/root.md: "if the root itself hangs, [down] SIGKILLs it" -- also when it
     hangs before it took the stop request (it used to give up with an error and
-    leave the root and its cells running)."""
+    leave the root and its cells running). A stopped root is given up on once it has
+    been stopped for ``--timeout``: it cannot answer."""
     up = cellmesh(home, "up")
     assert up.returncode == 0, up.stderr
     doc = json.loads(cellmesh(home, "status", "--json").stdout)
@@ -257,6 +258,8 @@ def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
             os.kill(root_pid, signal.SIGCONT)
     assert down.returncode == 0, down.stderr
     assert f"the root (pid {root_pid}) is running but did not serve this request" in down.stderr
+    # given up on once stopped for --timeout (it waited --timeout + 10 s for the answer)
+    assert "has been stopped (SIGSTOP) for 1 s" in down.stderr
     assert "killing it" in down.stderr and f"root killed (pid {root_pid})" in down.stdout
     assert not alive(root_pid)
     # what the killed root's cells left is removed (docs/security.md)
