@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -34,17 +35,23 @@ def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def market(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(CELL_HOME, the copy of examples/market) with the market up; down afterwards."""
-    copy = tmp_path / "market"
+def market() -> Iterator[tuple[Path, Path]]:
+    """(CELL_HOME, the copy of examples/market) with the market up; down afterwards.
+    Under a short /tmp directory: a replica's umbilical socket path must fit in 107
+    bytes (pytest's tmp_path, under a parallel run's worker directory, did not)."""
+    base = Path(tempfile.mkdtemp(prefix="mh-", dir="/tmp"))
+    copy = base / "market"
     shutil.copytree(ROOT / "examples" / "market", copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    home = tmp_path / "home"
-    _cli(home, "up", "-f", str(copy / "cellmesh.toml"))
+    home = base / "home"
     try:
-        yield home, copy
+        _cli(home, "up", "-f", str(copy / "cellmesh.toml"))
+        try:
+            yield home, copy
+        finally:
+            _cli(home, "down", check=False)
     finally:
-        _cli(home, "down", check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 async def _open_accounts(ledger: LedgerClient, traders: range, *, no_shares: int) -> None:
