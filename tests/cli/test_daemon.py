@@ -420,6 +420,7 @@ def test_ctrl_c_on_up_stops_the_root_it_was_starting(home: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(  # the slow cell's process is up
         _environ_mentions(pid, "CELL_ENTRY=rootcells:SlowStarter")
+        and _environ_mentions(pid, str(home))  # (ours: other tests may run one at once)
         for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
     ):
         time.sleep(0.05)
@@ -478,6 +479,7 @@ def _root_starting(home: Path) -> int:
         time.sleep(0.05)
     while time.monotonic() < deadline and not any(  # the slow cell's process is up
         _environ_mentions(pid, "CELL_ENTRY=rootcells:SlowStarter")
+        and _environ_mentions(pid, str(home))  # (ours: other tests may run one at once)
         and _environ_mentions(pid, str(home))
         for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
     ):
