@@ -58,11 +58,10 @@ from .._util import open_service_nursery
 from ..config import (
     Paths,
     check_mesh_cell_name,
-    ensure_home,
     ensure_private_dir,
 )
 from ..errors import CellmeshError
-from ..sandbox import CellBackend, JsonlEventLog, select_backend
+from ..sandbox import CellBackend, JsonlEventLog
 from ..transport._sockets import bind_unix_listener
 from ..transport.membrane import open_membrane
 from . import _proc
@@ -84,7 +83,6 @@ from ._groupswap import GroupSwapper
 from ._launch import Launcher
 from ._logkeep import ChildLogs
 from ._metrics import MeshMetrics, accept_stats
-from ._nofile import raise_open_files
 from ._operator import Operator
 from ._post import CellDownPost, Recipient
 from ._preflight import check_new_code, preload_mesh
@@ -92,6 +90,7 @@ from ._reload import reload_mesh
 from ._replicas import Replicas
 from ._rootlock import RootLock
 from ._rootlog import StderrLog
+from ._rootstart import prepare, sweep
 from ._statusnotes import StatusNotes, child_name, slot_of, slots_text
 from ._swap import MESSAGES as SWAP_MESSAGES
 from ._swap import Swapper
@@ -761,28 +760,10 @@ async def serve_root(
     supervisor gives up, and :class:`~cellmesh.errors.ConfigError` naming
     ``--metrics`` when that address cannot be listened on.
     """
-    env = dict(os.environ if env is None else env)
     log = log if log is not None else StderrLog()  # (a full disk loses lines, not the root)
-    chosen = manifest.root.sandbox
-    if chosen is not None and not env.get("CELL_SANDBOX"):
-        env["CELL_SANDBOX"] = chosen
-    elif chosen is not None and env["CELL_SANDBOX"] != chosen:
-        log(f"CELL_SANDBOX={env['CELL_SANDBOX']} takes precedence over the manifest's "
-            f"[root] sandbox = {chosen!r}")
-    manifest.check_paths()
-    manifest.check_sockets(paths)
-    ensure_home(paths)
-    if (short := raise_open_files(manifest)) is not None:
-        log(short)
+    env = prepare(manifest, paths, os.environ if env is None else env, log)
     with RootLock.acquire(paths):
-        backend = select_backend(env, paths=paths)
-        dna = DnaCache.from_paths(paths)
-        await trio.to_thread.run_sync(dna.sweep_stale)
-        # What a root of this socket dir left when it crashed (we hold the lock: ours).
-        swept = await trio.to_thread.run_sync(backend.sweep_stale)
-        if swept:
-            log(f"removed {len(swept)} leftovers of a previous root: {', '.join(swept[:4])}"
-                + (" ..." if len(swept) > 4 else ""))
+        backend, dna = await sweep(paths, env, log)  # what a killed root left (ours: locked)
         root = Root(manifest=manifest, paths=paths, backend=backend, dna=dna, log=log)
         if metrics is None:
             await run_with_last_words(root, str(manifest.path), task_status)

@@ -26,6 +26,7 @@ from ..actors._metrics import parse_address
 from ..actors._proc import is_stopped, scan, tree
 from ..actors._rootlock import RootLock, read_root_pid, root_is_running
 from ..actors._rootlog import StderrLog
+from ..actors._rootstart import sweep_run_dirs
 from ..actors._statusnotes import slots_text
 from ..actors.control import Ack, KillCell, StopMesh
 from ..actors.errors import (
@@ -385,13 +386,15 @@ def _sweep_after_kill(paths: Paths) -> None:
         return  # a new root already owns it: it sweeps as it starts
     try:
         removed = sweep_leftovers(paths, CgroupHost.detect(os.environ))
+        removed += sweep_run_dirs(paths.socket_dir)
     except (SandboxError, ConfigError, OSError) as exc:
         print(f"cellmesh: could not remove what its cells left: {exc}", file=sys.stderr)
         return
     finally:
         lock.release()
     if removed:
-        print(f"cellmesh: removed {len(removed)} cgroup leaves and runtime dirs its cells left")
+        print(f"cellmesh: removed {len(removed)} cgroup leaves, runtime dirs and per-cell "
+              "socket dir entries its cells left")
 
 
 async def _ask_to_stop(paths: Paths, timeout: float) -> RootUnreachable | None:

@@ -263,7 +263,7 @@ def test_down_kills_a_root_that_does_not_answer(home: Path) -> None:
     assert "killing it" in down.stderr and f"root killed (pid {root_pid})" in down.stdout
     assert not alive(root_pid)
     # what the killed root's cells left is removed (docs/security.md)
-    assert "runtime dirs its cells left" in down.stdout
+    assert "runtime dirs and per-cell socket dir entries its cells left" in down.stdout
     assert not _runtime_dirs(home)
     deadline = time.monotonic() + 10
     while alive(echo_pid) and time.monotonic() < deadline:  # the parent-death signal
@@ -281,7 +281,7 @@ def _runtime_dirs(home: Path) -> set[Path]:
 
 def test_a_root_killed_outright_leaves_nothing_past_the_next_up_or_down(home: Path) -> None:
     """docs/security.md: a root starting after a crash removes what its predecessor's
-    cells left (runtime dirs, cgroup leaves)."""
+    cells left (runtime dirs, cgroup leaves, the socket dir's per-cell directories)."""
     assert cellmesh(home, "up").returncode == 0
     doc = json.loads(cellmesh(home, "status", "--json").stdout)
     root_pid, echo_pid = doc["root"]["pid"], doc["cells"][0]["pid"]
@@ -293,10 +293,22 @@ def test_a_root_killed_outright_leaves_nothing_past_the_next_up_or_down(home: Pa
         time.sleep(0.05)
     assert not alive(echo_pid)  # the parent-death signal
     assert all(path.is_dir() for path in left)  # nobody removed them
+    # The socket dir's per-cell directories stay too: those of a cell no longer
+    # declared stayed for good (.dna/<cell>/ holds hard links: its disk space).
+    run = home / "run"
+    assert (run / ".dna" / "echo").is_dir()
+    gone = run / ".dna" / "gone" / ("0" * 64)
+    gone.mkdir(parents=True)
+    (gone / "code.py").write_text("x = 1\n")
+    (run / ".umbilical" / "gone").mkdir()
+    (run / "mine.sock").write_text("")  # not the root's: a user's membrane may share the dir
     up = cellmesh(home, "up")
     assert up.returncode == 0, up.stderr
     assert not any(path.exists() for path in left)
-    assert "leftovers of a previous root" in (home / "logs" / "root.log").read_text()
+    log = (home / "logs" / "root.log").read_text()
+    assert "leftovers of a previous root" in log
+    assert not (run / ".dna" / "gone").exists() and not (run / ".umbilical" / "gone").exists()
+    assert (run / ".dna" / "echo").is_dir() and (run / "mine.sock").exists()
     # (down, when it has to kill the root, cleans up too: the test below)
 
 
