@@ -19,6 +19,14 @@ own is admitted, before the hello. :class:`Operator` answers each request
 * ``ChangeReplicas`` / ``WipeReplica`` -> ``Ack`` once the replicated cell's
   membership change is done (:mod:`cellmesh.actors._replicas_changes`).
 
+A request that changes the mesh (``SpawnCell``, ``ReloadManifest``,
+``ChangeReplicas``, ``WipeReplica``) runs in a task of the root's, not in
+the request's connection: when its client goes away (Ctrl-C), the change
+carries on to its end, as a swap does, and the root's log says that and how
+it ended. Cancelled with its connection, a wipe left its replica stopped and
+out of the group, a ``replicas`` change stopped at an even size, and a
+reload left a half-made standby slot holding its name.
+
 A request the root refuses -- an operator error, that is any
 :class:`~cellmesh.errors.CellmeshError` (no cell of that name, spawning is
 off, a swap of the cell already in progress, a manifest a reload cannot
@@ -98,6 +106,8 @@ class Operator:
     #: ``name`` is a replicated cell, and its swap (name, timeout, grace, rollback).
     is_group: Callable[[str], bool]
     swap_group: Callable[[str, float, float, bool], Awaitable[SwapReport]]
+    #: Starts a task of the root's (``Background.start_soon``: its failures contained).
+    start_soon: Callable[..., None]
 
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve the control socket until cancelled (the root's task, restarted on failure)."""
@@ -125,16 +135,58 @@ class Operator:
             self.request_stop(msg.timeout)
             return Ack(text="stopping")
         if isinstance(msg, SpawnCell):
-            return await self._spawn(msg)
+            return await self._carry_on(f"the spawn of {msg.name}", lambda: self._spawn(msg))
         if isinstance(msg, SwapCell):
-            return await self._swap(msg)
+            return await self._swap(msg)  # (a swap runs in a task of the swapper's)
         if isinstance(msg, ReloadManifest):
-            return await self.reload(msg)
+            return await self._carry_on("the reload", lambda: self.reload(msg))
         if isinstance(msg, ChangeReplicas):
-            return Ack(text=await self.change_replicas(msg.name, msg.count))
+            return await self._carry_on(
+                f"the change of {msg.name} to {msg.count} replicas",
+                lambda: self._ack(self.change_replicas(msg.name, msg.count)),
+            )
         if isinstance(msg, WipeReplica):
-            return Ack(text=await self.wipe_replica(msg.name))
+            return await self._carry_on(
+                f"the wipe of {msg.name}", lambda: self._ack(self.wipe_replica(msg.name))
+            )
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    @staticmethod
+    async def _ack(text: Awaitable[str]) -> Ack:
+        return Ack(text=await text)
+
+    async def _carry_on(self, what: str, work: Callable[[], Awaitable[Any]]) -> Any:
+        """``await work()`` in a task of the root's: if this request's handler is
+        cancelled (its client went away), the work carries on, and its end is logged."""
+        done = trio.Event()
+        ended: list[tuple[bool, Any]] = []  # (True, reply) or (False, exception)
+        orphan = False
+
+        async def run() -> None:
+            try:
+                ended.append((True, await work()))
+            except Exception as exc:  # (the handler raises it again: a refusal, or a bug)
+                ended.append((False, exc))
+            finally:
+                done.set()
+                if orphan and ended:
+                    self.log(f"root: {what}, whose client went away, ended: "
+                             f"{_ending(*ended[0])}")
+
+        self.start_soon(run, name=what)
+        try:
+            await done.wait()
+        except BaseException:
+            if not done.is_set():
+                orphan = True
+                self.log(f"root: {what}: its client went away; it carries on in the root")
+            raise
+        if not ended:  # its task was cancelled: the root stops
+            raise RootRequestError(what, "cut short: the root stops")
+        ok, value = ended[0]
+        if not ok:
+            raise value
+        return value
 
     async def _swap(self, msg: SwapCell) -> SwapReport:
         problem = swap_times_problem(msg.timeout, msg.grace)
@@ -184,6 +236,17 @@ class Operator:
         return await self.spawn(CellDecl(
             name=msg.name, dna=dna, entry=msg.entry or None, restart=Restart.TEMPORARY
         ))
+
+
+def _ending(ok: bool, value: Any) -> str:
+    """One line for how a carried-on request ended: its reply, or its error."""
+    if not ok:
+        return f"failed: {type(value).__name__}: {value}"
+    if isinstance(value, Ack):
+        return value.text
+    if isinstance(value, ReloadReport):
+        return ("done" if value.ok else "a step failed") + ": " + "; ".join(value.lines)
+    return repr(value)
 
 
 __all__ = ["MAX_REFUSAL", "Operator"]

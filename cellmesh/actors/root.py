@@ -253,7 +253,7 @@ class Root:
                     change_replicas=self.change_replicas, wipe_replica=self._replicas.wipe,
                     no_such_cell=self._replicas.no_such_cell,
                     is_group=lambda name: name in self._replicas.groups,
-                    swap_group=self.swap_group,
+                    swap_group=self.swap_group, start_soon=self._tasks.start_soon,
                 )
                 await self._tasks.start(self._operator.serve, name="control socket", restart=True)
                 problems = await preload_mesh(list(self.slots.values()), self.manifest.templates,

@@ -49,6 +49,8 @@ def build_app() -> cyclopts.App:
             "Put --debug first (or set CELLMESH_DEBUG=1) to see remote tracebacks."
         ),
         version=__version__,
+        # Ctrl-C reaches main (which says what carries on in the root), not sys.exit(130).
+        suppress_keyboard_interrupt=False,
     )
 
     @app.command(name="--about")
@@ -113,6 +115,21 @@ def report(exc: BaseException, *, debug: bool, err: TextIO) -> int:
 _CONFIG_REFUSALS: Final = frozenset({"ConfigError", "ManifestError"})
 
 
+#: Commands whose change runs in the root: interrupting the command does not stop it.
+_CARRIED_ON: Final = {"swap": "swap", "reload": "reload", "replicas": "change",
+                      "wipe": "wipe"}
+
+
+def _say_what_carries_on(args: Sequence[str]) -> None:
+    """After Ctrl-C of a command whose change runs in the root, say that it goes on."""
+    command = next((a for a in args if not a.startswith("-")), "")
+    what = _CARRIED_ON.get(command)
+    if what is not None and "--dry-run" not in args:
+        print(f"cellmesh: interrupted; the {what} carries on in the root (`cellmesh status` "
+              "shows it; the root's log, $CELL_HOME/logs/root.log, says how it ended)",
+              file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cellmesh`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -126,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (cyclopts.CycloptsError, CellmeshError) as exc:
         return report(exc, debug=debug, err=sys.stderr)
     except KeyboardInterrupt:
+        _say_what_carries_on(args)
         return 130
     except BaseExceptionGroup as group:
         # Ctrl-C in a Trio run (a bench, a mesh in this process) arrives wrapped in
@@ -133,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest = group.split(KeyboardInterrupt)[1]
         if rest is not None or debug:
             raise
+        _say_what_carries_on(args)
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`cellmesh logs X | head -1`): stop

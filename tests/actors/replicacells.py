@@ -146,8 +146,8 @@ class Observer(ReplicatedCell):
     @asynccontextmanager
     async def _open_runtime(self, ctx: Any) -> AsyncIterator[None]:
         data = ctx.data_dir
-        if data is not None and (data / "hang").exists():
-            await trio.sleep_forever()  # before its Raft node opens: it takes no part
+        while data is not None and (data / "hang").exists():
+            await trio.sleep(0.05)  # before its Raft node opens: no part until it goes
         async with super()._open_runtime(ctx):
             yield
 

@@ -9,6 +9,7 @@ JSON) shows the replicas' Raft columns; ``kill X/1``, ``logs X/1``;
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -186,3 +187,35 @@ def test_down_during_a_grow_keeps_its_timeout_and_the_next_up_completes_it(home:
     _until(home, settled)
     assert _record(home) == ([0, 1, 2], [], 4)
     assert not (home / "data" / "grp" / "3").exists()  # removed again, its data deleted
+
+
+def test_ctrl_c_of_replicas_does_not_stop_the_change(home: Path) -> None:
+    """Ctrl-C of `cellmesh replicas grp 5` while it adds grp/3: the command says the
+    change carries on in the root, and it does: the group reaches 5 voters (cancelled
+    with its client, the change stopped at an even 4, silently)."""
+    assert cellmesh(home, "up").returncode == 0
+    _until(home, lambda doc: _group(doc)["leader"] is not None)
+    hang = home / "data" / "grp" / "3" / "hang"  # grp/3 waits to start while this exists
+    hang.parent.mkdir(parents=True)
+    hang.write_text("")
+    grow = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "replicas", "grp", "5"], env=env_for(home),
+        cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _until(home, lambda doc: "adding grp/3" in str(_group(doc)["change"]))
+    grow.send_signal(signal.SIGINT)
+    out, err = grow.communicate(timeout=60)
+    assert grow.returncode == 130, out + err
+    assert "cellmesh: interrupted; the change carries on in the root" in err, (out, err)
+    hang.unlink()  # grp/3 starts now
+
+    def grown(doc: dict[str, object]) -> bool:
+        group = _group(doc)
+        return (group["members"] == [0, 1, 2, 3, 4] and group["change"] == ""
+                and all(row["replica"]["voters"] == [0, 1, 2, 3, 4]  # type: ignore[index]
+                        for row in doc["cells"]))  # type: ignore[attr-defined]
+
+    _until(home, grown)
+    log = (home / "logs" / "root.log").read_text()
+    assert "the change of grp to 5 replicas: its client went away; it carries on" in log
+    assert "the change of grp to 5 replicas, whose client went away, ended: " in log
