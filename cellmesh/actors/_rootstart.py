@@ -10,9 +10,10 @@ half-built and half-deleted directories, the sandboxes' runtime directories
 and cgroup leaves (:meth:`~cellmesh.sandbox.CellBackend.sweep_stale`), and
 the socket dir's per-cell directories the root makes: ``.dna/<cell>/`` (hard
 links to the cache's files: they kept the disk space of code the cache had
-pruned, for every cell no longer declared), ``.umbilical/<cell>/`` and
-``.children/<cell>/``. Cell sockets are left: a membrane of the user's may
-share the directory (the root replaces the sockets of the cells it declares).
+pruned, for every cell no longer declared), ``.umbilical/<cell>/``,
+``.children/<cell>/`` and ``.replicas/<group>/`` (peer sockets). Cell
+sockets are left: a membrane of the user's may share the directory (the root
+replaces the sockets of the cells it declares).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .manifest import Manifest
 __all__ = ["RUN_DIRS", "prepare", "sweep", "sweep_run_dirs"]
 
 #: The socket dir's directories that only a root makes (one subdirectory per cell).
-RUN_DIRS: Final = (".dna", ".umbilical", ".children")
+RUN_DIRS: Final = (".dna", ".umbilical", ".children", ".replicas")
 
 
 def prepare(
