@@ -108,6 +108,8 @@ class Operator:
     swap_group: Callable[[str, float, float, bool], Awaitable[SwapReport]]
     #: Starts a task of the root's (``Background.start_soon``: its failures contained).
     start_soon: Callable[..., None]
+    #: When the reload in progress began (``trio.current_time()``), None if none runs.
+    _reload_began: float | None = attrs.field(default=None, init=False)
 
     async def serve(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Serve the control socket until cancelled (the root's task, restarted on failure)."""
@@ -139,7 +141,9 @@ class Operator:
         if isinstance(msg, SwapCell):
             return await self._swap(msg)  # (a swap runs in a task of the swapper's)
         if isinstance(msg, ReloadManifest):
-            return await self._carry_on("the reload", lambda: self.reload(msg))
+            if msg.dry_run:  # (changes nothing: needs no turn)
+                return await self.reload(msg)
+            return await self._carry_on("the reload", lambda: self._reload(msg))
         if isinstance(msg, ChangeReplicas):
             return await self._carry_on(
                 f"the change of {msg.name} to {msg.count} replicas",
@@ -150,6 +154,20 @@ class Operator:
                 f"the wipe of {msg.name}", lambda: self._ack(self.wipe_replica(msg.name))
             )
         raise RootRequestError(type(msg).__name__, "is not a control request")
+
+    async def _reload(self, msg: ReloadManifest) -> ReloadReport:
+        """One reload at a time: a second one would apply the same steps again beside
+        the first (its new cells' standbys met the first's: "in use by a live membrane")."""
+        if self._reload_began is not None:
+            raise RootRequestError("reload", (
+                f"another reload is in progress (began "
+                f"{trio.current_time() - self._reload_began:.1f} s ago); wait for it to end, "
+                "then reload again if the manifest changed meanwhile (nothing was changed)"))
+        self._reload_began = trio.current_time()
+        try:
+            return await self.reload(msg)
+        finally:
+            self._reload_began = None
 
     @staticmethod
     async def _ack(text: Awaitable[str]) -> Ack:

@@ -212,9 +212,14 @@ async def reload_mesh(
         if slot is None:
             continue  # stopped meanwhile
         if swap_it:
-            report = await swapper.swap(slot, timeout=request.timeout, grace=request.grace,
-                                        decl=decl)
-            if not _swapped(report, swaps, lines):
+            try:
+                report = await swapper.swap(slot, timeout=request.timeout,
+                                            grace=request.grace, decl=decl)
+                swapped = _swapped(report, swaps, lines)
+            except CellmeshError as exc:  # refused: a swap of it runs (the rest goes on)
+                lines.append(f"could not swap {name}: {exc}")
+                swapped = False
+            if not swapped:
                 ok = False
                 # The old version runs on: so the manifest says, and the next reload retries.
                 if template:
@@ -228,17 +233,23 @@ async def reload_mesh(
     for name in plan.swap_groups:
         try:
             report = await host.swap_group(name, request.timeout, request.grace)
+            swapped = _swapped(report, swaps, lines, " (one replica at a time)")
         except CellmeshError as exc:
-            ok = False
             lines.append(f"could not swap {name}: {exc}")
-            continue
-        ok = _swapped(report, swaps, lines, " (one replica at a time)") and ok
+            swapped = False
+        if not swapped:  # the old code runs on: so the manifest says (count aside)
+            ok = False
+            host.manifest = host.manifest.with_cell(
+                name, attrs.evolve(old.cells[name], replicas=host.manifest.cells[name].replicas))
     for name, count in plan.replicas:
         try:
             lines.append(await host.change_replicas(name, count))
         except CellmeshError as exc:
             ok = False
             lines.append(f"could not change {name} to {count} replicas: {exc}")
+            # The count in force is the old one: the next reload tries again.
+            host.manifest = host.manifest.with_cell(
+                name, attrs.evolve(host.manifest.cells[name], replicas=old.cells[name].replicas))
     return ReloadReport(ok=ok, lines=lines or ["nothing changed"], swaps=swaps)
 
 
