@@ -203,7 +203,10 @@ class Launcher:
                     "the directory away",
                 )
         with self.dna.hold() as hold:  # until the slot references it
-            entry = await self.build(slot.decl, hold)
+            if slot.replica is not None and slot.dna is not None:
+                entry = slot.dna  # a replica added to a group runs the group's code
+            else:
+                entry = await self.build(slot.decl, hold)
             await self.link(slot, entry)
             slot.dna = entry
             slot.dna_digest = entry.digest

@@ -136,6 +136,12 @@ class Replicas:
             with contextlib.suppress(OSError):
                 peer_path.unlink()
             raise
+        # The group's code, not what is on disk now: only a swap deploys that (a grow
+        # ran new members on edited code beside the old, past the swap's checks).
+        running = next((m.slot for m in group.members.values() if m.slot.dna is not None), None)
+        if running is not None:
+            slot.dna, slot.dna_digest = running.dna, running.dna_digest
+            slot.previous_dna, slot.previous_decl = running.previous_dna, running.previous_decl
         member = Member(id=replica, slot=slot)
         group.members[replica] = member
         return member
