@@ -131,11 +131,15 @@ class RootError(CellmeshError):
 class RootAlreadyRunning(RootError):
     """Another root owns the socket directory (``pid`` from its lock file, if readable)."""
 
-    def __init__(self, pid: int | None, socket_dir: str) -> None:
+    def __init__(self, pid: int | None, socket_dir: str, *, stopping: bool = False) -> None:
         self.pid = pid
         self.socket_dir = socket_dir
+        self.stopping = stopping
         who = f"pid {pid}" if pid is not None else "pid unknown"
-        super().__init__(f"a root is already running ({who}) for {socket_dir}")
+        text = f"a root is already running ({who}) for {socket_dir}"
+        if stopping:
+            text += "; it is stopping: run `cellmesh up` again once it has ended"
+        super().__init__(text)
 
 
 class RootRequestError(RootError):

@@ -28,7 +28,7 @@ from ..actors._rootlock import RootLock, read_root_pid, root_is_running
 from ..actors._rootlog import StderrLog
 from ..actors._rootstart import sweep_run_dirs
 from ..actors._statusnotes import slots_text
-from ..actors.control import Ack, KillCell, StopMesh
+from ..actors.control import Ack, KillCell, StatusReply, StatusRequest, StopMesh
 from ..actors.errors import (
     CellsCannotStart,
     RootAlreadyRunning,
@@ -42,7 +42,7 @@ from ..actors.logs import read_log
 from ..actors.manifest import load_manifest
 from ..actors.policy import FAILED_TO_START
 from ..config import Paths, check_seconds, ensure_home
-from ..errors import ConfigError
+from ..errors import CellmeshError, ConfigError
 from ..sandbox import CgroupHost, SandboxError, sweep_leftovers
 from ._client import control_call, last_words_of
 from ._replicas import check_target
@@ -54,7 +54,17 @@ UP_PATIENCE = 120.0
 
 def _check_not_running(paths: Paths) -> None:
     if root_is_running(paths):
-        raise RootAlreadyRunning(read_root_pid(paths), str(paths.socket_dir))
+        raise RootAlreadyRunning(read_root_pid(paths), str(paths.socket_dir),
+                                 stopping=trio.run(_is_stopping, paths))
+
+
+async def _is_stopping(paths: Paths) -> bool:
+    """Whether the running root says it is stopping (False when it does not answer soon)."""
+    with trio.move_on_after(2.0):
+        with contextlib.suppress(CellmeshError, OSError):
+            reply = await control_call(paths, StatusRequest())
+            return isinstance(reply, StatusReply) and reply.stopping
+    return False
 
 
 def up(

@@ -579,3 +579,30 @@ def test_ctrl_c_on_up_leaves_last_words_of_a_clean_stop(home: Path) -> None:
     status = cellmesh(home, "status")
     assert status.stderr.splitlines()[1].endswith(
         " ago on request (SIGTERM before the mesh was up)"), status.stderr
+
+
+def test_up_while_a_down_is_in_progress_says_the_root_is_stopping(home: Path) -> None:
+    """An operator restarting a mesh runs `up` while `down` still waits for a cell that
+    is slow to stop: `up` says that the root is stopping (it said only "already running")."""
+    (home / "cellmesh.toml").write_text(
+        '[cells.stubborn]\ndna = "rootcells.py"\nentry = "rootcells:Stubborn"\n'
+        'shutdown = 3000\n'
+    )
+    assert cellmesh(home, "up").returncode == 0
+    down = subprocess.Popen(
+        [sys.executable, "-m", "cellmesh", "down"], env=env_for(home), cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        done = cellmesh(home, "status", "--json")
+        if done.returncode == 0 and json.loads(done.stdout)["root"]["stopping"]:
+            break
+        assert time.monotonic() < deadline, done.stdout + done.stderr
+        time.sleep(0.1)
+    again = cellmesh(home, "up")
+    assert again.returncode == 1
+    assert "a root is already running (pid" in again.stderr
+    assert "it is stopping: run `cellmesh up` again once it has ended" in again.stderr
+    out, err = down.communicate(timeout=60)
+    assert down.returncode == 0 and "root stopped" in out, out + err
