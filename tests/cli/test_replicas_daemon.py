@@ -136,16 +136,12 @@ def _record(home: Path) -> tuple[object, ...]:
     return rec["members"], rec["joining"], rec["next_id"]
 
 
-def test_down_during_a_grow_keeps_its_timeout_and_the_next_up_completes_it(home: Path) -> None:
-    """`down --timeout 4` while `replicas grp 5` adds a replica: the root stops within the
-    timeout (it took 11-23 s: the add's undo waited 10 s for a leader of the group the stop
-    had just ended), `replicas` says the root stopped on request and what became of the
-    change (it said the root "is running but did not serve this request"), the record
-    keeps the replica it was adding as joining, and the next `up` completes its join and
-    brings the group back to the manifest's 3, every replica agreeing on the voters."""
+def _growing_held(home: Path) -> tuple[subprocess.Popen[str], Path]:
+    """`up`, then `replicas grp 5` held at its first add: grp/3 waits to start while the
+    returned file exists. The running `replicas` command and that file."""
     assert cellmesh(home, "up").returncode == 0
     _until(home, lambda doc: _group(doc)["leader"] is not None)
-    hang = home / "data" / "grp" / "3" / "hang"  # grp/3 will not start: the add waits for it
+    hang = home / "data" / "grp" / "3" / "hang"
     hang.parent.mkdir(parents=True)
     hang.write_text("")
     grow = subprocess.Popen(
@@ -153,6 +149,17 @@ def test_down_during_a_grow_keeps_its_timeout_and_the_next_up_completes_it(home:
         cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _until(home, lambda doc: "adding grp/3" in str(_group(doc)["change"]))
+    return grow, hang
+
+
+def test_down_during_a_grow_keeps_its_timeout_and_the_next_up_completes_it(home: Path) -> None:
+    """`down --timeout 4` while `replicas grp 5` adds a replica: the root stops within the
+    timeout (it took 11-23 s: the add's undo waited 10 s for a leader of the group the stop
+    had just ended), `replicas` says the root stopped on request and what became of the
+    change (it said the root "is running but did not serve this request"), the record
+    keeps the replica it was adding as joining, and the next `up` completes its join and
+    brings the group back to the manifest's 3, every replica agreeing on the voters."""
+    grow, hang = _growing_held(home)  # grp/3 will not start: the add waits for it
     began = time.monotonic()
     down = cellmesh(home, "down", "--timeout", "4")
     took = time.monotonic() - began
@@ -193,16 +200,7 @@ def test_ctrl_c_of_replicas_does_not_stop_the_change(home: Path) -> None:
     """Ctrl-C of `cellmesh replicas grp 5` while it adds grp/3: the command says the
     change carries on in the root, and it does: the group reaches 5 voters (cancelled
     with its client, the change stopped at an even 4, silently)."""
-    assert cellmesh(home, "up").returncode == 0
-    _until(home, lambda doc: _group(doc)["leader"] is not None)
-    hang = home / "data" / "grp" / "3" / "hang"  # grp/3 waits to start while this exists
-    hang.parent.mkdir(parents=True)
-    hang.write_text("")
-    grow = subprocess.Popen(
-        [sys.executable, "-m", "cellmesh", "replicas", "grp", "5"], env=env_for(home),
-        cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    _until(home, lambda doc: "adding grp/3" in str(_group(doc)["change"]))
+    grow, hang = _growing_held(home)
     grow.send_signal(signal.SIGINT)
     out, err = grow.communicate(timeout=60)
     assert grow.returncode == 130, out + err
