@@ -450,7 +450,7 @@ class Root:
             self._launcher.ensure_standby(slot, busy=None)  # its first start will be quick
             slot.touch()
             return instance
-        if slot.activated:
+        if slot.activated and slot.swap_phase != "restarting":  # (a group swap's: not one)
             slot.restarts += 1
         instance.start_process()
         nursery.start_soon(instance.run)
