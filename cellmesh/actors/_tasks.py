@@ -193,16 +193,31 @@ async def kill_when_stuck(
     read every ``poll`` s, so the kill comes ``timeout`` s after the last cell
     stopped (not up to twice that, as with one reading per ``timeout``).
     """
-    before = left()
-    since = trio.current_time()
-    while before:
+    stall = Stall(timeout, left(), trio.current_time())
+    while stall.left:
         await trio.sleep(min(poll, timeout))
         now = left()
-        if now < before:
-            before, since = now, trio.current_time()
-        elif trio.current_time() - since >= timeout:
+        if stall.stuck(now, trio.current_time()):
             kill(now)
             return
 
 
-__all__ = ["Background", "kill_when_stuck", "restart_delay", "split_stops"]
+@attrs.define
+class Stall:
+    """A count of what is still stopping, which should keep going down: whether it
+    has not for ``timeout`` seconds (the root's forced stop, ``down``'s wait). Pure."""
+
+    timeout: float
+    #: The lowest count seen, and when it was first seen.
+    left: int
+    since: float
+
+    def stuck(self, left: int, now: float) -> bool:
+        """Note ``left`` at time ``now``; True once it has not gone down for ``timeout``."""
+        if left < self.left:
+            self.left, self.since = left, now
+            return False
+        return now - self.since >= self.timeout
+
+
+__all__ = ["Background", "Stall", "kill_when_stuck", "restart_delay", "split_stops"]

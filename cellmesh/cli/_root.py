@@ -28,6 +28,7 @@ from ..actors._rootlock import RootLock, read_root_pid, root_is_running
 from ..actors._rootlog import StderrLog
 from ..actors._rootstart import sweep_run_dirs
 from ..actors._statusnotes import slots_text
+from ..actors._tasks import Stall
 from ..actors.control import Ack, KillCell, StatusReply, StatusRequest, StopMesh
 from ..actors.errors import (
     CellsCannotStart,
@@ -463,16 +464,13 @@ def _wait_stopping(pid: int, timeout: float, *, poll: float = 0.25) -> bool:
     """Wait until the root ``pid`` has exited, as long as its process tree keeps
     shrinking (its cells exit one after the other); False once it has not for
     ``timeout`` seconds (the tree is read every ``poll`` s)."""
-    before = len(tree(pid, scan()))
-    since = time.monotonic()
+    stall = Stall(timeout, len(tree(pid, scan())), time.monotonic())
     while not _wait_exit(pid, min(poll, timeout)):
         now = len(tree(pid, scan()))
         if not now:
             return True  # gone meanwhile
-        if now < before:
-            before, since = now, time.monotonic()
-        elif time.monotonic() - since >= timeout:
-            return False  # stuck
+        if stall.stuck(now, time.monotonic()):
+            return False
     return True
 
 
